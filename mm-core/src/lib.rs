@@ -1,0 +1,16 @@
+//! Memory-management algorithms and formats shared by the guest kernel and
+//! the host-side inspector.
+//!
+//! The guest runs these on its own memory; the host runs the same code over
+//! guest memory it reads through the VMM. Nothing here touches hardware:
+//! every access to "physical" memory goes through [`mem::PhysMem`], the one
+//! seam where raw memory is reached.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod addr;
+pub mod mem;
