@@ -1,0 +1,156 @@
+/*
+ * From the reset vector to the kernel, the historical way.
+ *
+ * 1. Real mode. The vCPU starts as any x86 CPU does: CS.base = 0xffff0000,
+ *    IP = 0xfff0, so the first instruction is at 0xfffffff0, the top of
+ *    this ROM. Segmentation is on: an address is segment * 16 + offset.
+ * 2. Flat protected mode. Load a GDT whose code and data descriptors have
+ *    base 0 and limit 4 GiB (as Linux's gdt_page) and set CR0.PE: from here
+ *    segmentation is an identity and addresses are linear.
+ * 3. Paging. Build 4-level tables (identity map of the first GiB and the
+ *    same GiB at -2 GiB for the kernel image) with 2 MiB pages, set
+ *    CR4.PAE, EFER.LME, CR3, then CR0.PG: the CPU is in long mode.
+ * 4. Jump to the kernel's 64-bit entry, handed over in a block the VMM
+ *    wrote at physical 0x5000 (magic, entry, hvm_start_info address).
+ *
+ * Progress goes to COM1 so a reader sees each step happen.
+ */
+
+.set ROM_BASE, 0xffff0000
+.set HANDOFF, 0x5000
+.set HANDOFF_MAGIC, 0x57464d4d             /* "MMFW" */
+.set PML4, 0x9000
+.set PDPT_LOW, 0xa000
+.set PDPT_HIGH, 0xb000
+.set PD, 0xc000
+.set STACK_TOP, 0x8000
+.set COM1, 0x3f8
+.set EXIT_PORT, 0xf4
+
+.pushsection .text.firmware, "ax"
+.code16
+start16:
+    cli
+    cld
+    /* The GDT descriptor is read through CS, the one segment whose base
+     * (0xffff0000) reaches this ROM in real mode. */
+    lgdtl %cs:(gdt_desc - ROM_BASE)
+    mov %cr0, %eax
+    or $1, %eax                             /* CR0.PE */
+    mov %eax, %cr0
+    /* A far jump loads CS from the GDT: now 32-bit, base 0, limit 4 GiB. */
+    ljmpl $0x08, $start32
+
+.code32
+start32:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %fs
+    mov %eax, %gs
+    mov %eax, %ss
+    mov $STACK_TOP, %esp
+
+    mov $msg_pmode, %esi
+    call puts
+
+    cmpl $HANDOFF_MAGIC, (HANDOFF)
+    jne no_kernel
+
+    /* Page tables: zero 4 pages, then fill. */
+    mov $PML4, %edi
+    mov $(4 * 4096 / 4), %ecx
+    xor %eax, %eax
+    rep stosl
+
+    mov $PD, %edi
+    mov $0x83, %eax                         /* P | RW | PS (2 MiB) */
+    mov $512, %ecx
+1:
+    mov %eax, (%edi)
+    add $0x200000, %eax
+    add $8, %edi
+    loop 1b
+
+    movl $(PD + 3), (PDPT_LOW)
+    movl $(PD + 3), (PDPT_HIGH + 510 * 8)   /* -2 GiB -> physical 0 */
+    movl $(PDPT_LOW + 3), (PML4)
+    movl $(PDPT_HIGH + 3), (PML4 + 511 * 8)
+
+    mov $PML4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax                          /* CR4.PAE */
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx                   /* IA32_EFER */
+    rdmsr
+    or $0x100, %eax                         /* EFER.LME */
+    wrmsr
+
+    mov $msg_paging, %esi
+    call puts
+
+    mov %cr0, %eax
+    or $0x80000000, %eax                    /* CR0.PG: long mode is active */
+    mov %eax, %cr0
+    ljmp $0x18, $start64
+
+no_kernel:
+    mov $msg_nokernel, %esi
+    call puts
+    mov $EXIT_PORT, %dx
+    mov $3, %eax
+    out %eax, %dx
+2:
+    hlt
+    jmp 2b
+
+/* Prints the NUL-terminated string at %esi on COM1. */
+puts:
+    mov $COM1, %dx
+3:
+    lodsb
+    test %al, %al
+    jz 4f
+    out %al, %dx
+    jmp 3b
+4:
+    ret
+
+.code64
+start64:
+    mov (HANDOFF + 8), %rax                 /* kernel 64-bit entry */
+    mov (HANDOFF + 16), %rdi                /* hvm_start_info */
+    mov $0x46, %esi                         /* 'F': came through firmware */
+    jmp *%rax
+
+.balign 16
+gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff                /* 0x08: 32-bit code, base 0, 4 GiB */
+    .quad 0x00cf92000000ffff                /* 0x10: data, base 0, 4 GiB */
+    .quad 0x00af9a000000ffff                /* 0x18: 64-bit code */
+gdt_end:
+gdt_desc:
+    .word gdt_end - gdt - 1
+    .long gdt
+
+msg_pmode:
+    .asciz "firmware: reset vector -> real mode -> flat protected mode (GDT base 0, limit 4 GiB)\r\n"
+msg_paging:
+    .asciz "firmware: page tables built (identity + -2 GiB, 2 MiB pages), PAE and EFER.LME on, enabling paging\r\n"
+msg_nokernel:
+    .asciz "firmware: no kernel handoff block at 0x5000; halting\r\n"
+.popsection
+
+.pushsection .resetvec, "ax"
+.code16
+.globl reset_vector
+reset_vector:
+    /* 0xfffffff0: 16 bytes to the end of the address space; jump back to
+     * the start of the ROM (same segment, CS.base = 0xffff0000). */
+    /* A near jump (E9 rel16): IP wraps around 64 KiB to the ROM start. */
+    .byte 0xe9
+    .word start16 - ROM_BASE + 0x10000 - 0xfff3
+    .balign 16, 0xf4
+.popsection

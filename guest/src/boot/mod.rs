@@ -1,0 +1,145 @@
+//! What the kernel is handed at boot: the PVH `hvm_start_info` (its
+//! E820-style memory map and command line) and which path brought it here.
+//! All three boot paths (VMM direct, our firmware, a PVH loader such as
+//! QEMU) use this one format.
+
+use crate::mem::phys_to_virt;
+
+/// Usable RAM in the E820 map.
+pub const E820_RAM: u32 = 1;
+
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// How the kernel was entered.
+#[derive(Clone, Copy)]
+pub enum BootPath {
+    /// The VMM built long mode itself and jumped to the ELF entry.
+    Direct,
+    /// Our real-mode firmware walked reset vector -> protected -> long mode.
+    Firmware,
+    /// A PVH loader entered the 32-bit PVH entry point.
+    Pvh,
+    /// Something else: the register held an unknown value.
+    Unknown,
+}
+
+impl BootPath {
+    /// Decodes the boot-path register `_start` received.
+    pub fn from_register(v: u64) -> Self {
+        match v {
+            0x44 => BootPath::Direct,
+            0x46 => BootPath::Firmware,
+            0x50 => BootPath::Pvh,
+            _ => BootPath::Unknown,
+        }
+    }
+
+    /// A name for the banner.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootPath::Direct => "direct boot (VMM-built long mode)",
+            BootPath::Firmware => "firmware (real mode -> protected mode -> long mode)",
+            BootPath::Pvh => "PVH 32-bit entry",
+            BootPath::Unknown => "an unknown boot path",
+        }
+    }
+}
+
+/// The fixed part of Xen's `hvm_start_info` (version 1).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HvmStartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+/// One E820-style memory-map entry (`hvm_memmap_table_entry`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MemmapEntry {
+    /// First physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// E820 type (1 RAM, 2 reserved, ...).
+    pub kind: u32,
+    reserved: u32,
+}
+
+impl MemmapEntry {
+    /// The name Linux prints for this type.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            1 => "usable",
+            2 => "reserved",
+            3 => "ACPI data",
+            4 => "ACPI NVS",
+            5 => "unusable",
+            _ => "unknown",
+        }
+    }
+}
+
+/// The boot information, validated.
+pub struct StartInfo {
+    info: &'static HvmStartInfo,
+}
+
+/// Entries beyond this are ignored: a sane map has a handful.
+const MAX_MEMMAP: usize = 128;
+
+impl StartInfo {
+    /// Reads and checks the `hvm_start_info` at physical `pa`.
+    pub fn read(pa: u64) -> Result<Self, &'static str> {
+        if pa == 0 || pa % 8 != 0 || pa >= 1 << 30 {
+            return Err("the start_info pointer is null, misaligned or above 1 GiB");
+        }
+        // SAFETY: the boot page tables map the first GiB at -2 GiB and `pa`
+        // was checked to lie there; the struct is plain data.
+        let info = unsafe { &*(phys_to_virt(pa) as *const HvmStartInfo) };
+        if info.magic != XEN_HVM_START_MAGIC {
+            return Err("bad hvm_start_info magic");
+        }
+        if info.memmap_paddr == 0 || info.memmap_entries == 0 {
+            return Err("no memory map");
+        }
+        let end = info.memmap_paddr + info.memmap_entries as u64 * 24;
+        if end >= 1 << 30 || info.cmdline_paddr >= 1 << 30 {
+            return Err("memory map or command line above 1 GiB");
+        }
+        Ok(StartInfo { info })
+    }
+
+    /// The E820-style memory map.
+    pub fn memmap(&self) -> &'static [MemmapEntry] {
+        let n = (self.info.memmap_entries as usize).min(MAX_MEMMAP);
+        // SAFETY: `read` checked the table lies in the mapped first GiB;
+        // entries are plain data, 8-byte aligned as the ABI requires.
+        unsafe { core::slice::from_raw_parts(phys_to_virt(self.info.memmap_paddr) as *const MemmapEntry, n) }
+    }
+
+    /// The command line ("" when none was given or it is not UTF-8).
+    pub fn cmdline(&self) -> &'static str {
+        if self.info.cmdline_paddr == 0 {
+            return "";
+        }
+        let p = phys_to_virt(self.info.cmdline_paddr) as *const u8;
+        let mut len = 0;
+        // SAFETY: the string lies in the mapped first GiB (checked in
+        // `read`); the scan stops at the NUL or after 4 KiB.
+        while len < 4096 && unsafe { *p.add(len) } != 0 {
+            len += 1;
+        }
+        // SAFETY: `len` bytes from `p` were just read.
+        let bytes = unsafe { core::slice::from_raw_parts(p, len) };
+        core::str::from_utf8(bytes).unwrap_or("")
+    }
+}

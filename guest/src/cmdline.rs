@@ -1,0 +1,47 @@
+//! Kernel command-line switches: what a run should do after booting.
+//!
+//! `exit=N`      power off with exit status N
+//! `panic`       panic (exercises the panic handler)
+//! `triplefault` triple-fault the CPU (exercises the VMM's crash report)
+//! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
+//!               whose ring 0 is emulated; runs on hardware KVM)
+//! `hang`        spin forever (exercises the VMM's --timeout)
+
+use crate::fmt::parse_u64;
+use crate::{arch, kprintln};
+
+/// Runs the switches in order; returns the exit status for the run.
+pub fn run_actions(cmdline: &str) -> u32 {
+    let mut code = 0;
+    for word in cmdline.split(' ').filter(|w| !w.is_empty()) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        match (key, value) {
+            ("exit", Some(v)) => match parse_u64(v) {
+                Some(n) if n <= u32::MAX as u64 => code = n as u32,
+                _ => kprintln!("cmdline: ignoring bad exit status '{}'", v),
+            },
+            ("panic", None) => panic!("requested on the command line"),
+            ("triplefault", None) => {
+                kprintln!("cmdline: triple-faulting on purpose");
+                arch::triple_fault()
+            }
+            ("sse", None) => {
+                kprintln!("cmdline: executing xorps in ring 0");
+                arch::sse_probe();
+                kprintln!("cmdline: xorps executed natively (hardware-assisted ring 0)");
+            }
+            ("hang", None) => {
+                kprintln!("cmdline: spinning forever");
+                #[allow(clippy::empty_loop)]
+                loop {
+                    core::hint::spin_loop();
+                }
+            }
+            _ => kprintln!("cmdline: ignoring unknown switch '{}'", word),
+        }
+    }
+    code
+}

@@ -1,0 +1,61 @@
+//! The mm-emulator guest kernel.
+//!
+//! A small x86-64 kernel whose memory manager works the way Linux's does.
+//! This file owns the boot sequence: entry (arch/entry.S) -> `kmain` ->
+//! banner, memory map, command-line actions -> exit through the VMM's port.
+#![no_std]
+#![no_main]
+
+mod arch;
+mod boot;
+mod cmdline;
+mod console;
+mod exit;
+mod fmt;
+mod mem;
+mod panic;
+mod string;
+
+use boot::{BootPath, StartInfo};
+use fmt::Dec;
+
+/// Rust entry, called from `_start` with the boot handoff in registers.
+#[no_mangle]
+pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
+    let path = BootPath::from_register(boot_path);
+    kprintln!(
+        "mmemu kernel {} (x86-64, 4-level paging) booting via {}",
+        env!("CARGO_PKG_VERSION"),
+        path.name()
+    );
+    let info = match StartInfo::read(start_info_pa) {
+        Ok(info) => info,
+        Err(e) => panic!("no usable boot information: {}", e),
+    };
+    let cmdline = info.cmdline();
+    kprintln!("Command line: {}", cmdline);
+    kprintln!("BIOS-provided physical RAM map:");
+    let mut usable = 0u64;
+    for e in info.memmap() {
+        kprintln!(
+            "BIOS-e820: [mem {:#018x}-{:#018x}] {}",
+            e.addr,
+            e.addr + e.size - 1,
+            e.kind_name()
+        );
+        if e.kind == boot::E820_RAM {
+            usable += e.size;
+        }
+    }
+    kprintln!(
+        "Memory: {}K usable RAM ({} MiB)",
+        Dec(usable >> 10),
+        Dec(usable >> 20)
+    );
+
+    let code = cmdline::run_actions(cmdline);
+    if code == 0 {
+        kprintln!("mmemu: all done, powering off");
+    }
+    exit::exit(code)
+}
