@@ -7,8 +7,8 @@
  * 2. Flat protected mode. Load a GDT whose code and data descriptors have
  *    base 0 and limit 4 GiB (as Linux's gdt_page) and set CR0.PE: from here
  *    segmentation is an identity and addresses are linear.
- * 3. Paging. Build 4-level tables (identity map of the first GiB and the
- *    same GiB at -2 GiB for the kernel image) with 2 MiB pages, set
+ * 3. Paging. Build 4-level tables (identity map of the first GiB, the
+ *    same GiB at -2 GiB for the kernel image, and this ROM) with 2 MiB pages, set
  *    CR4.PAE, EFER.LME, CR3, then CR0.PG: the CPU is in long mode.
  * 4. Jump to the kernel's 64-bit entry, handed over in a block the VMM
  *    wrote at physical 0x5000 (magic, entry, hvm_start_info address).
@@ -23,6 +23,7 @@
 .set PDPT_LOW, 0xa000
 .set PDPT_HIGH, 0xb000
 .set PD, 0xc000
+.set PD_TOP, 0xd000                         /* maps the ROM itself, at 4 GiB - 2 MiB */
 .set STACK_TOP, 0x8000
 .set COM1, 0x3f8
 .set EXIT_PORT, 0xf4
@@ -57,9 +58,9 @@ start32:
     cmpl $HANDOFF_MAGIC, (HANDOFF)
     jne no_kernel
 
-    /* Page tables: zero 4 pages, then fill. */
+    /* Page tables: zero 5 pages, then fill. */
     mov $PML4, %edi
-    mov $(4 * 4096 / 4), %ecx
+    mov $(5 * 4096 / 4), %ecx
     xor %eax, %eax
     rep stosl
 
@@ -74,6 +75,10 @@ start32:
 
     movl $(PD + 3), (PDPT_LOW)
     movl $(PD + 3), (PDPT_HIGH + 510 * 8)   /* -2 GiB -> physical 0 */
+    /* This code keeps running at 0xffffxxxx once paging is on, so the
+     * last 2 MiB below 4 GiB must be identity-mapped too. */
+    movl $(0xffe00000 + 0x83), (PD_TOP + 511 * 8)
+    movl $(PD_TOP + 3), (PDPT_LOW + 3 * 8)
     movl $(PDPT_LOW + 3), (PML4)
     movl $(PDPT_HIGH + 3), (PML4 + 511 * 8)
 

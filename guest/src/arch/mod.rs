@@ -37,6 +37,7 @@ pub fn halt_forever() -> ! {
 
 /// Makes the CPU triple-fault: an empty IDT turns the next exception into
 /// #DF and then a shutdown. Used to exercise the VMM's crash report.
+#[inline(never)]
 pub fn triple_fault() -> ! {
     let null_idt = [0u16; 5];
     // SAFETY: deliberately destroys the machine: with an IDT of limit 0 the
@@ -58,6 +59,7 @@ pub fn triple_fault() -> ! {
 /// Executes one SSE arithmetic instruction (`xorps xmm0, xmm0`). On hardware
 /// KVM it just runs; on hosts whose ring 0 goes through KVM's instruction
 /// emulator the VM dies with an emulation failure, which the VMM reports.
+#[inline(never)]
 pub fn sse_probe() {
     // SAFETY: clobbers only xmm0, which the kernel never uses (it is built
     // without SSE); CR4.OSFXSR is set in entry.S so the instruction is legal.

@@ -1,0 +1,178 @@
+//! The VMM's event loop (event-manager): host stdin into the guest's UART,
+//! the vCPU thread's completion, and the `--timeout` timer.
+//!
+//! The vCPU runs on its own thread, blocked in `KVM_RUN`. To stop it the
+//! loop sets a flag and kicks the thread with a signal until it is gone:
+//! a signal makes `KVM_RUN` return EINTR, and repeating it covers the
+//! window between the flag check and the next `KVM_RUN`.
+
+use crate::devices::serial::SerialConsole;
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use std::cell::Cell;
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::timerfd::TimerFd;
+
+/// Errors of the loop itself.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// epoll.
+    #[error("epoll failed")]
+    Epoll(#[from] event_manager::Error),
+    /// eventfd, timerfd, signals, threads.
+    #[error("cannot set up {what}")]
+    Setup {
+        /// What.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// The vCPU thread finished by itself.
+    VcpuDone,
+    /// The timeout fired and the vCPU was stopped.
+    TimedOut(Duration),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    VcpuDone,
+    TimedOut,
+}
+
+/// Host stdin -> the UART's receive FIFO.
+struct StdinInput {
+    serial: Arc<Mutex<SerialConsole>>,
+}
+
+impl MutEventSubscriber for StdinInput {
+    fn init(&mut self, ops: &mut EventOps) {
+        // A regular file or /dev/null cannot be polled: then there is
+        // simply no console input.
+        let _ = ops.add(Events::new(&std::io::stdin(), EventSet::IN));
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let mut buf = [0u8; 64];
+        let n = if events.event_set().contains(EventSet::IN) {
+            std::io::stdin().lock().read(&mut buf).unwrap_or(0)
+        } else {
+            0
+        };
+        if n == 0 {
+            // EOF, hang-up or error: stop watching stdin.
+            let _ = ops.remove(events);
+            return;
+        }
+        if let Ok(mut s) = self.serial.lock() {
+            // A full FIFO drops input, as a real UART overruns.
+            s.enqueue_input(&buf[..n]);
+        }
+    }
+}
+
+/// The vCPU's completion and the timeout.
+struct Lifecycle {
+    done: EventFd,
+    timer: Option<TimerFd>,
+    state: Rc<Cell<State>>,
+}
+
+const DONE: u32 = 1;
+const TIMER: u32 = 2;
+
+impl MutEventSubscriber for Lifecycle {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::with_data(&self.done, DONE, EventSet::IN));
+        if let Some(t) = &self.timer {
+            let _ = ops.add(Events::with_data(t, TIMER, EventSet::IN));
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            DONE => {
+                let _ = self.done.read();
+                if self.state.get() == State::Running {
+                    self.state.set(State::VcpuDone);
+                }
+            }
+            TIMER => {
+                if let Some(t) = &mut self.timer {
+                    let _ = t.wait();
+                }
+                if self.state.get() == State::Running {
+                    self.state.set(State::TimedOut);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Runs `vcpu_body` on a new thread (it gets an eventfd to signal when it
+/// is done) and serves events until it finishes or `timeout` expires, in
+/// which case `stop` is set and the thread is kicked out of `KVM_RUN`.
+/// Returns why the loop ended and the thread's result (None if it panicked).
+pub fn run<T: Send + 'static>(
+    serial: Arc<Mutex<SerialConsole>>,
+    timeout: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    vcpu_body: impl FnOnce(EventFd) -> T + Send + 'static,
+) -> Result<(LoopEnd, Option<T>), LoopError> {
+    static HANDLER: Once = Once::new();
+    let mut handler_result = Ok(());
+    HANDLER.call_once(|| handler_result = register_signal_handler(kick_signal(), kick));
+    handler_result.map_err(|e| LoopError::Setup { what: "the vCPU kick signal", source: std::io::Error::from_raw_os_error(e.errno()) })?;
+
+    let done = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
+    let done_for_thread = done.try_clone().map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
+    let timer = match timeout {
+        Some(d) => {
+            let mut t = TimerFd::new().map_err(|e| LoopError::Setup { what: "a timerfd", source: e.into() })?;
+            t.reset(d, None).map_err(|e| LoopError::Setup { what: "a timerfd", source: e.into() })?;
+            Some(t)
+        }
+        None => None,
+    };
+    let handle = std::thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || vcpu_body(done_for_thread))
+        .map_err(|source| LoopError::Setup { what: "the vCPU thread", source })?;
+
+    let state = Rc::new(Cell::new(State::Running));
+    let mut em: EventManager<Box<dyn MutEventSubscriber>> = EventManager::new()?;
+    em.add_subscriber(Box::new(StdinInput { serial }));
+    em.add_subscriber(Box::new(Lifecycle { done, timer, state: state.clone() }));
+    while state.get() == State::Running && !handle.is_finished() {
+        em.run_with_timeout(200)?;
+    }
+    let end = if state.get() == State::TimedOut {
+        stop.store(true, Ordering::Release);
+        while !handle.is_finished() {
+            let _ = handle.kill(kick_signal());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        LoopEnd::TimedOut(timeout.unwrap_or_default())
+    } else {
+        LoopEnd::VcpuDone
+    };
+    Ok((end, handle.join().ok()))
+}

@@ -1,0 +1,31 @@
+//! The mm-emulator VMM: boots the guest kernel on KVM and inspects it.
+//!
+//! Modules by concern: [`kvm`] opens the device, [`memory`] and [`layout`]
+//! own guest RAM and its map, [`boot`] loads the kernel and prepares the
+//! entry (direct or firmware), [`devices`] are the port-I/O devices,
+//! [`vcpu`] runs the vCPU and reports crashes, [`eventloop`] multiplexes
+//! host I/O, [`vm`] ties them together, [`cli`] is the command line.
+
+pub mod boot;
+pub mod cli;
+pub mod devices;
+pub mod eventloop;
+pub mod kvm;
+pub mod layout;
+pub mod memory;
+pub mod symbols;
+pub mod vcpu;
+pub mod vm;
+
+/// ELF parsers read headers in place and need them aligned; `include_bytes!`
+/// alone guarantees byte alignment only.
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
+
+static GUEST_ELF: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("MMEMU_GUEST_ELF")));
+static FIRMWARE_ELF: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("MMEMU_FIRMWARE_ELF")));
+
+/// The guest kernel built from guest/ by build.rs.
+pub static EMBEDDED_GUEST: &[u8] = &GUEST_ELF.0;
+/// The real-mode firmware built from firmware/ by build.rs.
+pub static EMBEDDED_FIRMWARE: &[u8] = &FIRMWARE_ELF.0;

@@ -1,0 +1,138 @@
+//! Running the vCPU: the `KVM_RUN` loop and what each exit means.
+//!
+//! [`handle_exit`] is a free function over the exit alone, so unit tests
+//! feed it exits without a VM (as Firecracker's vCPU tests do).
+
+pub mod report;
+
+use crate::devices::{PortAction, PortBus};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why the guest stopped running for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crash {
+    /// KVM_EXIT_SHUTDOWN: a triple fault (or the guest asked for shutdown).
+    Shutdown,
+    /// KVM_EXIT_INTERNAL_ERROR with its suberror and data words.
+    Internal {
+        /// KVM_INTERNAL_ERROR_* code.
+        suberror: u32,
+        /// Extra data KVM gave.
+        data: Vec<u64>,
+    },
+    /// KVM_EXIT_FAIL_ENTRY: the hardware refused the guest state.
+    FailEntry {
+        /// Hardware reason.
+        reason: u64,
+    },
+    /// `hlt` with nothing that could wake the vCPU.
+    Halted,
+    /// An exit this VMM does not handle.
+    Unexpected(String),
+}
+
+/// What the loop does after an exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Run again.
+    Continue,
+    /// The guest asked to end with this status.
+    Exit(u32),
+    /// The guest cannot go on.
+    Crash(Crash),
+}
+
+/// Decides what an exit means.
+pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus) -> ExitAction {
+    match exit {
+        VcpuExit::IoOut(port, data) => match bus.write(port, data) {
+            PortAction::Continue => ExitAction::Continue,
+            PortAction::Exit(code) => ExitAction::Exit(code),
+        },
+        VcpuExit::IoIn(port, data) => {
+            bus.read(port, data);
+            ExitAction::Continue
+        }
+        // Nothing is mapped there: reads see all-ones, writes vanish.
+        VcpuExit::MmioRead(_, data) => {
+            data.fill(0xff);
+            ExitAction::Continue
+        }
+        VcpuExit::MmioWrite(..) => ExitAction::Continue,
+        VcpuExit::Shutdown => ExitAction::Crash(Crash::Shutdown),
+        // Without an interrupt controller no interrupt can ever arrive.
+        VcpuExit::Hlt => ExitAction::Crash(Crash::Halted),
+        VcpuExit::InternalError => ExitAction::Crash(Crash::Internal { suberror: 0, data: vec![] }),
+        VcpuExit::FailEntry(reason, _) => ExitAction::Crash(Crash::FailEntry { reason }),
+        VcpuExit::Intr => ExitAction::Continue,
+        other => ExitAction::Crash(Crash::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// How the run loop ended.
+#[derive(Debug)]
+pub enum VcpuStop {
+    /// The guest wrote its exit status.
+    Exit(u32),
+    /// The guest died.
+    Crash(Crash),
+    /// The host asked it to stop (timeout, signal).
+    Stopped,
+}
+
+/// Runs the vCPU until the guest exits or dies, or `stop` is set (the
+/// caller then kicks the thread with a signal so `KVM_RUN` returns).
+pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<VcpuStop, kvm_ioctls::Error> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Ok(VcpuStop::Stopped);
+        }
+        let action = match vcpu.run() {
+            Ok(exit) => handle_exit(exit, bus),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return Err(e),
+        };
+        match action {
+            ExitAction::Continue => {}
+            ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
+            ExitAction::Crash(Crash::Internal { .. }) => {
+                let run = vcpu.get_kvm_run();
+                // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the
+                // `internal` member of the union is the one KVM filled.
+                let internal = unsafe { run.__bindgen_anon_1.internal };
+                let n = (internal.ndata as usize).min(internal.data.len());
+                return Ok(VcpuStop::Crash(Crash::Internal {
+                    suberror: internal.suberror,
+                    data: internal.data[..n].to_vec(),
+                }));
+            }
+            ExitAction::Crash(c) => return Ok(VcpuStop::Crash(c)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{serial::SerialConsole, EXIT_PORT};
+    use std::sync::{Arc, Mutex};
+
+    fn bus() -> PortBus {
+        PortBus { serial: Arc::new(Mutex::new(SerialConsole::captured().0)) }
+    }
+
+    #[test]
+    fn exits_map_to_actions() {
+        let mut b = bus();
+        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &[3, 0, 0, 0]), &mut b), ExitAction::Exit(3));
+        assert_eq!(handle_exit(VcpuExit::IoOut(0x3f8, b"x"), &mut b), ExitAction::Continue);
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut b), ExitAction::Crash(Crash::Shutdown));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut b), ExitAction::Crash(Crash::Halted));
+        assert_eq!(handle_exit(VcpuExit::FailEntry(7, 0), &mut b), ExitAction::Crash(Crash::FailEntry { reason: 7 }));
+        let mut d = [0u8; 4];
+        assert_eq!(handle_exit(VcpuExit::MmioRead(0xfee0_0000, &mut d), &mut b), ExitAction::Continue);
+        assert_eq!(d, [0xff; 4]);
+        assert!(matches!(handle_exit(VcpuExit::Unknown, &mut b), ExitAction::Crash(Crash::Unexpected(_))));
+    }
+}
