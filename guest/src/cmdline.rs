@@ -6,6 +6,8 @@
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
+//! `echo`        read one line from the console and print it back
+//!               (exercises host stdin -> the guest's UART)
 
 use crate::fmt::parse_u64;
 use crate::{arch, kprintln};
@@ -33,6 +35,7 @@ pub fn run_actions(cmdline: &str) -> u32 {
                 arch::sse_probe();
                 kprintln!("cmdline: xorps executed natively (hardware-assisted ring 0)");
             }
+            ("echo", None) => echo_line(),
             ("hang", None) => {
                 kprintln!("cmdline: spinning forever");
                 #[allow(clippy::empty_loop)]
@@ -44,4 +47,21 @@ pub fn run_actions(cmdline: &str) -> u32 {
         }
     }
     code
+}
+
+/// Reads a line (up to 128 bytes) from COM1 and prints it back.
+fn echo_line() {
+    let mut line = [0u8; 128];
+    let mut len = 0;
+    kprintln!("echo: type a line");
+    while len < line.len() {
+        match crate::console::serial::read_byte() {
+            b'\n' | b'\r' => break,
+            b => {
+                line[len] = b;
+                len += 1;
+            }
+        }
+    }
+    kprintln!("echo: {}", core::str::from_utf8(&line[..len]).unwrap_or("<not UTF-8>"));
 }

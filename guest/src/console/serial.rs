@@ -4,6 +4,7 @@ use crate::arch::{inb, outb};
 
 const COM1: u16 = 0x3f8;
 const LSR: u16 = 5;
+const LSR_DATA_READY: u8 = 1;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 /// Bounded wait for the transmitter: a UART that never drains must not
 /// hang the kernel.
@@ -20,6 +21,14 @@ impl Com1 {
         }
         outb(COM1, b);
     }
+}
+
+/// Waits for one received byte (polling the line-status register).
+pub fn read_byte() -> u8 {
+    while inb(COM1 + LSR) & LSR_DATA_READY == 0 {
+        core::hint::spin_loop();
+    }
+    inb(COM1)
 }
 
 impl core::fmt::Write for Com1 {

@@ -1,0 +1,82 @@
+//! Running the real `vmm` binary on the real guest, for the integration
+//! tests. Every run has a `--timeout` so no test can hang.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// What one run printed and returned.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Both streams, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("status {}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
+    }
+}
+
+/// The vmm binary cargo built for these tests.
+pub fn vmm_path() -> &'static str {
+    env!("CARGO_BIN_EXE_vmm")
+}
+
+/// Runs `vmm` with `args`, feeding `stdin` (or /dev/null).
+pub fn vmm_with_input(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(vmm_path());
+    cmd.args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn vmm");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().expect("wait for vmm");
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `vmm` with `args` and no input.
+pub fn vmm(args: &[&str]) -> Run {
+    vmm_with_input(args, None)
+}
+
+/// `vmm run --timeout 60` plus `args`.
+pub fn boot(args: &[&str]) -> Run {
+    let mut a = vec!["run", "--timeout", "60"];
+    a.extend_from_slice(args);
+    vmm(&a)
+}
+
+/// The guest kernel ELF embedded in the VMM.
+pub fn guest_elf() -> Vec<u8> {
+    std::fs::read(env!("MMEMU_GUEST_ELF")).expect("the guest ELF built by vmm's build script")
+}
+
+/// A scratch file with `bytes`, removed on drop.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, bytes: &[u8]) -> Self {
+        let p = std::env::temp_dir().join(format!("mmemu-test-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        TempFile(p)
+    }
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
