@@ -36,7 +36,8 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     kprintln!("Command line: {}", cmdline);
     kprintln!("BIOS-provided physical RAM map:");
     let mut usable = 0u64;
-    for e in info.memmap() {
+    // Some loaders (QEMU's PVH) end the table with an empty entry.
+    for e in info.memmap().iter().filter(|e| e.size != 0) {
         kprintln!(
             "BIOS-e820: [mem {:#018x}-{:#018x}] {}",
             e.addr,
