@@ -9,11 +9,7 @@ fn assert_banner_and_memory_map(r: &Run, ram_top: &str) {
     assert!(r.stdout.contains("mmemu kernel"), "{}", r.all());
     assert!(r.stdout.contains("BIOS-provided physical RAM map:"), "{}", r.all());
     assert!(r.stdout.contains("BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable"), "{}", r.all());
-    assert!(
-        r.stdout.contains(&format!("BIOS-e820: [mem 0x0000000000100000-{ram_top}] usable")),
-        "{}",
-        r.all()
-    );
+    assert!(r.stdout.contains(&format!("BIOS-e820: [mem 0x0000000000100000-{ram_top}] usable")), "{}", r.all());
     assert!(r.stdout.contains("mmemu: all done, powering off"), "{}", r.all());
 }
 
@@ -83,7 +79,17 @@ fn triple_fault_yields_registers_decoded_code_and_symbol() {
     assert!(e.contains("<kernel::arch::triple_fault+0x"), "symbol at RIP: {}", r.all());
     // The faulting load of the unmapped address, decoded.
     assert!(e.contains("=> ") && e.contains("mov rax,["), "{}", r.all());
-    for reg in ["RAX:", "R15:", "CR0:", "CR2: 0000400000000000", "CR3:", "CR4:", "EFER:", "CS: sel 0008", "IDT: base 0000000000000000 limit 0000"] {
+    for reg in [
+        "RAX:",
+        "R15:",
+        "CR0:",
+        "CR2: 0000400000000000",
+        "CR3:",
+        "CR4:",
+        "EFER:",
+        "CS: sel 0008",
+        "IDT: base 0000000000000000 limit 0000",
+    ] {
         assert!(e.contains(reg), "missing {reg}: {}", r.all());
     }
 }

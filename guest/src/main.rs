@@ -23,11 +23,7 @@ use fmt::Dec;
 #[no_mangle]
 pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     let path = BootPath::from_register(boot_path);
-    kprintln!(
-        "mmemu kernel {} (x86-64, 4-level paging) booting via {}",
-        env!("CARGO_PKG_VERSION"),
-        path.name()
-    );
+    kprintln!("mmemu kernel {} (x86-64, 4-level paging) booting via {}", env!("CARGO_PKG_VERSION"), path.name());
     let info = match StartInfo::read(start_info_pa) {
         Ok(info) => info,
         Err(e) => panic!("no usable boot information: {}", e),
@@ -38,21 +34,12 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     let mut usable = 0u64;
     // Some loaders (QEMU's PVH) end the table with an empty entry.
     for e in info.memmap().iter().filter(|e| e.size != 0) {
-        kprintln!(
-            "BIOS-e820: [mem {:#018x}-{:#018x}] {}",
-            e.addr,
-            e.addr + e.size - 1,
-            e.kind_name()
-        );
+        kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", e.addr, e.addr + e.size - 1, e.kind_name());
         if e.kind == boot::E820_RAM {
             usable += e.size;
         }
     }
-    kprintln!(
-        "Memory: {}K usable RAM ({} MiB)",
-        Dec(usable >> 10),
-        Dec(usable >> 20)
-    );
+    kprintln!("Memory: {}K usable RAM ({} MiB)", Dec(usable >> 10), Dec(usable >> 20));
 
     let code = cmdline::run_actions(cmdline);
     if code == 0 {

@@ -23,13 +23,26 @@ fn floor() {
     let size = 0x1_0000usize;
     // SAFETY: a fresh anonymous private mapping, owned here until exit.
     let host = unsafe {
-        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
     };
     assert_ne!(host, libc::MAP_FAILED);
     let code = [0xb0, b'x', 0xba, 0xf8, 0x03, 0xee, 0xf4];
     // SAFETY: 0xfff0 + code.len() is inside the mapping just created.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), (host as *mut u8).add(0xfff0), code.len()) };
-    let region = kvm_userspace_memory_region { slot: 0, flags: 0, guest_phys_addr: 0xffff_0000, memory_size: size as u64, userspace_addr: host as u64 };
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0xffff_0000,
+        memory_size: size as u64,
+        userspace_addr: host as u64,
+    };
     // SAFETY: the mapping outlives the VM (the process exits first).
     unsafe { vm.set_user_memory_region(region) }.expect("memslot");
     vm.set_tss_address(0xfffb_d000).expect("tss");
@@ -79,7 +92,12 @@ fn main() {
         floor();
         return;
     }
-    let runs = args.iter().position(|a| a == "--runs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(30);
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30);
     let me = std::env::current_exe().unwrap();
     let vmm = env!("CARGO_BIN_EXE_vmm");
     let kernel = env!("MMEMU_GUEST_ELF");
@@ -101,8 +119,14 @@ fn main() {
     });
     let qemu = measure(runs, || {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-M", "microvm", "-accel", "kvm", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults"])
-            .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel]);
+        c.args(["-M", "microvm", "-accel", "kvm", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults"]).args([
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-kernel",
+            kernel,
+        ]);
         c
     });
 
@@ -115,7 +139,21 @@ fn main() {
     println!("| what | median | vs floor | QEMU microvm / this |");
     println!("|---|---|---|---|");
     println!("| floor: raw kvm-ioctls, VM + vCPU + 64 KiB, run to first `out` | {} | 1.00x | |", ms(floor));
-    println!("| vmm run (direct boot, 256 MiB) | {} | {} | {} |", ms(direct), ratio(direct, floor), ratio(qemu, direct));
-    println!("| vmm run --boot firmware (256 MiB) | {} | {} | {} |", ms(firmware), ratio(firmware, floor), ratio(qemu, firmware));
-    println!("| qemu-system-x86_64 -M microvm -accel kvm (PVH, 256 MiB) | {} | {} | 1.00x |", ms(qemu), ratio(qemu, floor));
+    println!(
+        "| vmm run (direct boot, 256 MiB) | {} | {} | {} |",
+        ms(direct),
+        ratio(direct, floor),
+        ratio(qemu, direct)
+    );
+    println!(
+        "| vmm run --boot firmware (256 MiB) | {} | {} | {} |",
+        ms(firmware),
+        ratio(firmware, floor),
+        ratio(qemu, firmware)
+    );
+    println!(
+        "| qemu-system-x86_64 -M microvm -accel kvm (PVH, 256 MiB) | {} | {} | 1.00x |",
+        ms(qemu),
+        ratio(qemu, floor)
+    );
 }

@@ -140,7 +140,10 @@ pub fn run<T: Send + 'static>(
     static HANDLER: Once = Once::new();
     let mut handler_result = Ok(());
     HANDLER.call_once(|| handler_result = register_signal_handler(kick_signal(), kick));
-    handler_result.map_err(|e| LoopError::Setup { what: "the vCPU kick signal", source: std::io::Error::from_raw_os_error(e.errno()) })?;
+    handler_result.map_err(|e| LoopError::Setup {
+        what: "the vCPU kick signal",
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    })?;
 
     let done = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
     let done_for_thread = done.try_clone().map_err(|source| LoopError::Setup { what: "an eventfd", source })?;

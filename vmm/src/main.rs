@@ -49,7 +49,10 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CRASH)
         }
         Ok(Outcome::TimedOut { after, report }) => {
-            eprintln!("vmm: the guest was still running after {:.1} s (--timeout) and was stopped here:\n{report}", after.as_secs_f64());
+            eprintln!(
+                "vmm: the guest was still running after {:.1} s (--timeout) and was stopped here:\n{report}",
+                after.as_secs_f64()
+            );
             ExitCode::from(EXIT_TIMEOUT)
         }
         Err(e) => {

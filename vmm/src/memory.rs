@@ -108,12 +108,7 @@ pub fn check_size(ram: u64) -> Result<(), MemoryError> {
     let bits = host_phys_bits();
     let top = layout::top_of_ram(ram);
     if bits < 64 && top > 1u64 << bits {
-        return Err(MemoryError::BeyondHostAddressWidth {
-            size: human(ram),
-            top,
-            bits,
-            max: human(1u64 << bits),
-        });
+        return Err(MemoryError::BeyondHostAddressWidth { size: human(ram), top, bits, max: human(1u64 << bits) });
     }
     Ok(())
 }
@@ -122,24 +117,21 @@ pub fn check_size(ram: u64) -> Result<(), MemoryError> {
 /// touching it: the host backs pages only when the guest uses them.
 pub fn create(ram: u64, with_firmware: bool) -> Result<GuestMem, MemoryError> {
     check_size(ram)?;
-    let mut ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(ram)
-        .into_iter()
-        .map(|(a, s)| (a, s as usize))
-        .collect();
+    let mut ranges: Vec<(GuestAddress, usize)> =
+        layout::ram_ranges(ram).into_iter().map(|(a, s)| (a, s as usize)).collect();
     if with_firmware {
         ranges.push((GuestAddress(layout::FIRMWARE_BASE), layout::FIRMWARE_SIZE as usize));
     }
-    let mem = GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|source| MemoryError::Reserve { size: human(ram), source })?;
+    let mem =
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Reserve { size: human(ram), source })?;
     Ok(Arc::new(mem))
 }
 
 /// Registers every region of `mem` with KVM, one memslot each.
 pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
-        let host = mem
-            .get_host_address(region.start_addr())
-            .expect("a region's own start address is inside guest memory");
+        let host =
+            mem.get_host_address(region.start_addr()).expect("a region's own start address is inside guest memory");
         let r = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,

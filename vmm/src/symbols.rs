@@ -32,11 +32,7 @@ impl Symbols {
                 if name.is_empty() || name.starts_with(".L") {
                     return None;
                 }
-                Some(Sym {
-                    addr: s.address(),
-                    size: s.size(),
-                    name: format!("{:#}", rustc_demangle::demangle(name)),
-                })
+                Some(Sym { addr: s.address(), size: s.size(), name: format!("{:#}", rustc_demangle::demangle(name)) })
             })
             .collect();
         syms.sort_by_key(|s| s.addr);

@@ -138,15 +138,7 @@ impl Vm {
                 // The vCPU stays in its reset state: real mode at 0xfffffff0.
             }
         }
-        Ok(Vm {
-            vcpu,
-            _vm: vm,
-            _kvm: kvm,
-            mem,
-            serial: Arc::new(Mutex::new(console)),
-            symbols,
-            timeout: cfg.timeout,
-        })
+        Ok(Vm { vcpu, _vm: vm, _kvm: kvm, mem, serial: Arc::new(Mutex::new(console)), symbols, timeout: cfg.timeout })
     }
 
     /// Guest memory (for inspection).

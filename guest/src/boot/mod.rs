@@ -99,7 +99,7 @@ const MAX_MEMMAP: usize = 128;
 impl StartInfo {
     /// Reads and checks the `hvm_start_info` at physical `pa`.
     pub fn read(pa: u64) -> Result<Self, &'static str> {
-        if pa == 0 || pa % 8 != 0 || pa >= 1 << 30 {
+        if pa == 0 || !pa.is_multiple_of(8) || pa >= 1 << 30 {
             return Err("the start_info pointer is null, misaligned or above 1 GiB");
         }
         // SAFETY: the boot page tables map the first GiB at -2 GiB and `pa`

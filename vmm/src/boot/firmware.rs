@@ -22,11 +22,13 @@ pub fn load_rom(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<(), BootError> {
         let start = ph.p_paddr(endian);
         let end = start + ph.p_memsz(endian);
         if start < rom.start || end > rom.end {
-            return Err(BootError::Firmware(format!("segment {start:#x}-{end:#x} lies outside the ROM {:#x}-{:#x}", rom.start, rom.end)));
+            return Err(BootError::Firmware(format!(
+                "segment {start:#x}-{end:#x} lies outside the ROM {:#x}-{:#x}",
+                rom.start, rom.end
+            )));
         }
-        let data = ph
-            .data(endian, elf)
-            .map_err(|_| BootError::Firmware("a segment's data lies outside the file".into()))?;
+        let data =
+            ph.data(endian, elf).map_err(|_| BootError::Firmware("a segment's data lies outside the file".into()))?;
         write_bytes(mem, start, data)?;
         has_reset_vector |= start <= 0xffff_fff0 && end >= 0x1_0000_0000;
     }

@@ -95,13 +95,19 @@ impl KernelImage {
         let fail = |detail: String| KernelError::Format { what: name.clone(), detail };
         let b: &[u8] = &bytes;
         if b.len() > 0x206 && &b[0x202..0x206] == b"HdrS" {
-            return Err(fail("this is a bzImage (Linux boot protocol); extract or build the vmlinux ELF instead".into()));
+            return Err(fail(
+                "this is a bzImage (Linux boot protocol); extract or build the vmlinux ELF instead".into(),
+            ));
         }
         if b.starts_with(b"MZ") {
             return Err(fail("this is a PE/EFI image".into()));
         }
         if !b.starts_with(b"\x7fELF") {
-            return Err(fail(if b.is_empty() { "the file is empty".into() } else { "not an ELF file (bad magic)".into() }));
+            return Err(fail(if b.is_empty() {
+                "the file is empty".into()
+            } else {
+                "not an ELF file (bad magic)".into()
+            }));
         }
         if b.len() < 20 {
             return Err(fail("truncated ELF header".into()));

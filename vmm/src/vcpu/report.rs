@@ -91,7 +91,8 @@ impl CpuSnapshot {
             }
             text.clear();
             fmt.format(&ins, &mut text);
-            let bytes = self.code[start..start + ins.len()].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+            let bytes =
+                self.code[start..start + ins.len()].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
             out.push((bytes, text.clone()));
         }
         out
@@ -102,7 +103,14 @@ impl CpuSnapshot {
         let r = &self.regs;
         let s = &self.sregs;
         let mut o = String::new();
-        let _ = writeln!(o, "  RIP: {:04x}:{:016x} <{}>  ({}-bit code)", s.cs.selector, r.rip, symbols.describe(self.pc_linear), self.bitness);
+        let _ = writeln!(
+            o,
+            "  RIP: {:04x}:{:016x} <{}>  ({}-bit code)",
+            s.cs.selector,
+            r.rip,
+            symbols.describe(self.pc_linear),
+            self.bitness
+        );
         let dis = self.disassemble(3);
         if dis.is_empty() {
             let _ = writeln!(o, "  Code: unreadable (the page at the PC is not mapped or not in RAM)");
@@ -124,10 +132,16 @@ impl CpuSnapshot {
         }
         let _ = writeln!(o, "  CR0: {:016x} CR2: {:016x} CR3: {:016x}", s.cr0, s.cr2, s.cr3);
         let _ = writeln!(o, "  CR4: {:016x} EFER: {:016x} CR8: {:x}", s.cr4, s.efer, s.cr8);
-        for (name, seg) in [("CS", &s.cs), ("SS", &s.ss), ("DS", &s.ds), ("ES", &s.es), ("FS", &s.fs), ("GS", &s.gs), ("TR", &s.tr)] {
+        for (name, seg) in
+            [("CS", &s.cs), ("SS", &s.ss), ("DS", &s.ds), ("ES", &s.es), ("FS", &s.fs), ("GS", &s.gs), ("TR", &s.tr)]
+        {
             let _ = writeln!(o, "  {name}: {}", segment(seg));
         }
-        let _ = writeln!(o, "  GDT: base {:016x} limit {:04x}   IDT: base {:016x} limit {:04x}", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
+        let _ = writeln!(
+            o,
+            "  GDT: base {:016x} limit {:04x}   IDT: base {:016x} limit {:04x}",
+            s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit
+        );
         o
     }
 }
@@ -149,7 +163,9 @@ fn segment(seg: &kvm_segment) -> String {
 /// True when this host's CPU has hardware virtualisation (VMX or SVM).
 pub fn host_has_hw_virt() -> bool {
     std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")))
+        .map(|c| {
+            c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
         .unwrap_or(false)
 }
 
@@ -192,7 +208,13 @@ mod tests {
     use super::*;
 
     fn snap(code: &[u8], bitness: u32) -> CpuSnapshot {
-        CpuSnapshot { regs: kvm_regs::default(), sregs: kvm_sregs::default(), pc_linear: 0x1000, code: code.to_vec(), bitness }
+        CpuSnapshot {
+            regs: kvm_regs::default(),
+            sregs: kvm_sregs::default(),
+            pc_linear: 0x1000,
+            code: code.to_vec(),
+            bitness,
+        }
     }
 
     #[test]
