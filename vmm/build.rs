@@ -38,7 +38,23 @@ fn main() {
     let firmware = build(&root.join("firmware"), "firmware", &out_dir);
     println!("cargo:rustc-env=MMEMU_GUEST_ELF={}", kernel.display());
     println!("cargo:rustc-env=MMEMU_FIRMWARE_ELF={}", firmware.display());
-    for dir in ["guest", "firmware", "mm-core"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // Sources only: watching the crate folders whole would include any
+    // target/ a developer builds there by hand.
+    for path in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "guest/build.rs",
+        "guest/kernel.ld",
+        "guest/.cargo/config.toml",
+        "firmware/src",
+        "firmware/Cargo.toml",
+        "firmware/build.rs",
+        "firmware/firmware.ld",
+        "firmware/.cargo/config.toml",
+        "mm-core/src",
+        "mm-core/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 }
