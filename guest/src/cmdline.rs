@@ -6,6 +6,7 @@
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
+//! `nullderef`   read address 0 (exercises the kernel's oops)
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
 
@@ -36,6 +37,10 @@ pub fn run_actions(cmdline: &str) -> u32 {
                 kprintln!("cmdline: xorps executed natively (hardware-assisted ring 0)");
             }
             ("echo", None) => echo_line(),
+            ("nullderef", None) => {
+                kprintln!("cmdline: dereferencing NULL");
+                null_deref();
+            }
             ("hang", None) => {
                 kprintln!("cmdline: spinning forever");
                 #[allow(clippy::empty_loop)]
@@ -64,4 +69,12 @@ fn echo_line() {
         }
     }
     kprintln!("echo: {}", core::str::from_utf8(&line[..len]).unwrap_or("<not UTF-8>"));
+}
+
+/// Reads through a NULL pointer (volatile, so the compiler keeps it).
+#[inline(never)]
+fn null_deref() {
+    // SAFETY: deliberately invalid: the #PF handler oopses and ends the run.
+    let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>()) };
+    kprintln!("read {:#x} from NULL: the NULL page is mapped!", v);
 }

@@ -43,3 +43,34 @@ pub fn parse_u64(s: &str) -> Option<u64> {
     }
     Some(v)
 }
+
+/// A fixed-capacity string for formatting without a heap (oops paths).
+pub struct StackString<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackString<N> {
+    /// Empty.
+    pub const fn new() -> Self {
+        StackString { buf: [0; N], len: 0 }
+    }
+
+    /// The text so far.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl<const N: usize> core::fmt::Write for StackString<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // Truncate at a char boundary rather than fail.
+        let mut take = s.len().min(N - self.len);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}

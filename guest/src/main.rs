@@ -13,8 +13,11 @@ mod console;
 mod exit;
 mod fmt;
 mod mem;
+mod mm;
 mod panic;
 mod string;
+mod symbols;
+mod sync;
 
 use boot::{BootPath, StartInfo};
 use fmt::Dec;
@@ -24,6 +27,7 @@ use fmt::Dec;
 pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     let path = BootPath::from_register(boot_path);
     kprintln!("mmemu kernel {} (x86-64, 4-level paging) booting via {}", env!("CARGO_PKG_VERSION"), path.name());
+    arch::init_cpu();
     let info = match StartInfo::read(start_info_pa) {
         Ok(info) => info,
         Err(e) => panic!("no usable boot information: {}", e),

@@ -13,4 +13,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod buddy;
+pub mod fmt;
 pub mod mem;
+pub mod paging;
+pub mod slab;
+pub mod vma;
+pub mod vmalloc;

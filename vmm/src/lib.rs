@@ -3,13 +3,15 @@
 //! Modules by concern: [`kvm`] opens the device, [`memory`] and [`layout`]
 //! own guest RAM and its map, [`boot`] loads the kernel and prepares the
 //! entry (direct or firmware), [`devices`] are the port-I/O devices,
-//! [`vcpu`] runs the vCPU and reports crashes, [`eventloop`] multiplexes
+//! [`vcpu`] runs the vCPU and reports crashes, [`inspect`] reads guest
+//! memory through mm-core's software MMU, [`eventloop`] multiplexes
 //! host I/O, [`vm`] ties them together, [`cli`] is the command line.
 
 pub mod boot;
 pub mod cli;
 pub mod devices;
 pub mod eventloop;
+pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod memory;

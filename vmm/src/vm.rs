@@ -150,7 +150,7 @@ impl Vm {
     pub fn run(self) -> Result<Outcome, VmError> {
         let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut bus = PortBus { serial: serial.clone() };
+        let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
         let (end, joined) = eventloop::run(serial, timeout, stop.clone(), move |done| {
             let mut vcpu = vcpu;
             let r = vcpu::run(&mut vcpu, &mut bus, &stop);

@@ -1,9 +1,21 @@
 //! x86-64 glue: the boot entry (entry.S), port I/O and the few privileged
 //! instructions the kernel needs. All inline assembly lives here.
 
+pub mod cpu;
+pub mod gdt;
+pub mod idt;
+pub mod traps;
+
 use core::arch::{asm, global_asm};
 
 global_asm!(include_str!("entry.S"), options(att_syntax));
+
+/// Installs the kernel's own GDT, TSS and IDT (replacing the boot GDT and
+/// the empty IDT the kernel was entered with).
+pub fn init_cpu() {
+    gdt::init();
+    idt::init();
+}
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {

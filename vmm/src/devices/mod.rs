@@ -1,9 +1,13 @@
 //! The guest's devices, all on the x86 I/O-port bus: COM1 (vm-superio's
-//! 16550) and the exit port. Anything else reads as absent (0xff) and
+//! 16550), the exit port, the symbol port (a paravirtual kallsyms) and the
+//! self-test results channel. Anything else reads as absent (0xff) and
 //! ignores writes, as an empty ISA bus does.
 
+pub mod results;
 pub mod serial;
 
+use crate::symbols::Symbols;
+use results::ResultsChannel;
 use serial::SerialConsole;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +15,11 @@ use std::sync::{Arc, Mutex};
 pub const COM1: u16 = 0x3f8;
 /// The exit port: a write ends the VM with that value as exit status.
 pub const EXIT_PORT: u16 = 0xf4;
+/// Symbol port: `outl` the low half of an address here, then the high
+/// half to `SYMBOL_PORT + 4`; `inb` here then yields `name+0xoff`, NUL-ended.
+pub const SYMBOL_PORT: u16 = 0x500;
+/// Self-test results: the guest writes text lines here, one record each.
+pub const RESULTS_PORT: u16 = 0x508;
 
 /// What a port access asks of the VMM.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,17 +34,51 @@ pub enum PortAction {
 pub struct PortBus {
     /// COM1, shared with the stdin reader.
     pub serial: Arc<Mutex<SerialConsole>>,
+    symbols: Arc<Symbols>,
+    symbol_addr: u64,
+    symbol_reply: Vec<u8>,
+    symbol_pos: usize,
+    /// Self-test records received so far.
+    pub results: ResultsChannel,
 }
 
 impl PortBus {
+    /// A bus with COM1 and the guest's symbols for the symbol port.
+    pub fn new(serial: Arc<Mutex<SerialConsole>>, symbols: Arc<Symbols>) -> Self {
+        PortBus {
+            serial,
+            symbols,
+            symbol_addr: 0,
+            symbol_reply: Vec::new(),
+            symbol_pos: 0,
+            results: ResultsChannel::default(),
+        }
+    }
+
+    fn u32_of(data: &[u8]) -> u32 {
+        let mut v = [0u8; 4];
+        let n = data.len().min(4);
+        v[..n].copy_from_slice(&data[..n]);
+        u32::from_le_bytes(v)
+    }
+
     /// A guest `out` to `port`.
     pub fn write(&mut self, port: u16, data: &[u8]) -> PortAction {
         match port {
-            EXIT_PORT => {
-                let mut v = [0u8; 4];
-                let n = data.len().min(4);
-                v[..n].copy_from_slice(&data[..n]);
-                PortAction::Exit(u32::from_le_bytes(v))
+            EXIT_PORT => PortAction::Exit(Self::u32_of(data)),
+            SYMBOL_PORT => {
+                self.symbol_addr = (self.symbol_addr & !0xffff_ffff) | Self::u32_of(data) as u64;
+                PortAction::Continue
+            }
+            p if p == SYMBOL_PORT + 4 => {
+                self.symbol_addr = (self.symbol_addr & 0xffff_ffff) | (Self::u32_of(data) as u64) << 32;
+                self.symbol_reply = self.symbols.describe(self.symbol_addr).into_bytes();
+                self.symbol_pos = 0;
+                PortAction::Continue
+            }
+            RESULTS_PORT => {
+                self.results.push_bytes(data);
+                PortAction::Continue
             }
             p if (COM1..COM1 + 8).contains(&p) => {
                 if let (Some(&b), Ok(mut s)) = (data.first(), self.serial.lock()) {
@@ -50,6 +93,12 @@ impl PortBus {
     /// A guest `in` from `port`.
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
+        if port == SYMBOL_PORT {
+            let b = self.symbol_reply.get(self.symbol_pos).copied().unwrap_or(0);
+            self.symbol_pos += 1;
+            data[0] = b;
+            return;
+        }
         if (COM1..COM1 + 8).contains(&port) {
             if let (Some(b), Ok(mut s)) = (data.first_mut(), self.serial.lock()) {
                 *b = s.read(port - COM1);
@@ -64,7 +113,7 @@ mod tests {
 
     fn bus() -> (PortBus, serial::Captured) {
         let (console, out) = SerialConsole::captured();
-        (PortBus { serial: Arc::new(Mutex::new(console)) }, out)
+        (PortBus::new(Arc::new(Mutex::new(console)), Arc::default()), out)
     }
 
     #[test]
@@ -84,6 +133,18 @@ mod tests {
         let mut lsr = [0u8];
         b.read(COM1 + 5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter empty");
+    }
+
+    #[test]
+    fn symbol_port_names_addresses() {
+        let (mut b, _) = bus();
+        let mut one = [0u8];
+        b.write(SYMBOL_PORT, &0x1234u32.to_le_bytes());
+        b.write(SYMBOL_PORT + 4, &0u32.to_le_bytes());
+        b.read(SYMBOL_PORT, &mut one);
+        assert_eq!(one[0], b'?', "no symbols: '?'");
+        b.read(SYMBOL_PORT, &mut one);
+        assert_eq!(one[0], 0, "then the NUL");
     }
 
     #[test]

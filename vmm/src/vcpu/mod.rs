@@ -119,7 +119,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn bus() -> PortBus {
-        PortBus { serial: Arc::new(Mutex::new(SerialConsole::captured().0)) }
+        PortBus::new(Arc::new(Mutex::new(SerialConsole::captured().0)), Arc::default())
     }
 
     #[test]

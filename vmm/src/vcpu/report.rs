@@ -3,13 +3,13 @@
 //! general, segment and control register, in the spirit of a Linux oops.
 
 use super::Crash;
+use crate::inspect;
 use crate::memory::GuestMem;
 use crate::symbols::Symbols;
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use std::fmt::Write as _;
-use vm_memory::{Bytes, GuestAddress};
 
 /// Everything captured from a stopped vCPU.
 pub struct CpuSnapshot {
@@ -38,31 +38,6 @@ pub fn bitness(sregs: &kvm_sregs) -> u32 {
     }
 }
 
-/// Reads guest memory at a linear address through the guest's current
-/// translation (KVM_TRANSLATE when paging is on). Returns the bytes read
-/// before the first unmapped page.
-pub fn read_linear(vcpu: &VcpuFd, mem: &GuestMem, sregs: &kvm_sregs, la: u64, buf: &mut [u8]) -> usize {
-    let paging = sregs.cr0 & (1 << 31) != 0;
-    let mut done = 0;
-    while done < buf.len() {
-        let addr = la.wrapping_add(done as u64);
-        let gpa = if paging {
-            match vcpu.translate_gva(addr) {
-                Ok(t) if t.valid != 0 => t.physical_address,
-                _ => break,
-            }
-        } else {
-            addr & 0xffff_ffff
-        };
-        let chunk = (4096 - (addr & 0xfff) as usize).min(buf.len() - done);
-        if mem.read_slice(&mut buf[done..done + chunk], GuestAddress(gpa)).is_err() {
-            break;
-        }
-        done += chunk;
-    }
-    done
-}
-
 impl CpuSnapshot {
     /// Captures the vCPU's state (registers and the bytes at its PC).
     pub fn capture(vcpu: &VcpuFd, mem: &GuestMem) -> Result<Self, kvm_ioctls::Error> {
@@ -71,7 +46,7 @@ impl CpuSnapshot {
         let bitness = bitness(&sregs);
         let pc_linear = if bitness == 64 { regs.rip } else { sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff };
         let mut code = vec![0u8; 16];
-        let n = read_linear(vcpu, mem, &sregs, pc_linear, &mut code);
+        let n = inspect::read_linear(mem, &inspect::address_mode(&regs, &sregs), pc_linear, &mut code);
         code.truncate(n);
         Ok(CpuSnapshot { regs, sregs, pc_linear, code, bitness })
     }

@@ -1,0 +1,80 @@
+//! Control registers, MSRs and TLB instructions.
+
+use core::arch::asm;
+
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR4.PGE: global pages.
+pub const CR4_PGE: u64 = 1 << 7;
+/// CR4.SMEP: no supervisor execution of user pages.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// IA32_EFER.
+pub const MSR_EFER: u32 = 0xc000_0080;
+/// EFER.NXE: the XD bit is honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+
+macro_rules! cr_accessors {
+    ($read:ident, $write:ident, $reg:literal) => {
+        /// Reads the control register.
+        pub fn $read() -> u64 {
+            let v: u64;
+            // SAFETY: reading a control register has no side effects.
+            unsafe { asm!(concat!("mov {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) }
+            v
+        }
+
+        /// Writes the control register.
+        ///
+        /// # Safety
+        /// The new value must keep the kernel's own code, stack and data
+        /// mapped and executable as before.
+        pub unsafe fn $write(v: u64) {
+            // SAFETY: the caller keeps the machine state consistent.
+            unsafe { asm!(concat!("mov ", $reg, ", {}"), in(reg) v, options(nostack, preserves_flags)) }
+        }
+    };
+}
+
+cr_accessors!(read_cr0, write_cr0, "cr0");
+cr_accessors!(read_cr3, write_cr3, "cr3");
+cr_accessors!(read_cr4, write_cr4, "cr4");
+
+/// CR2: the linear address of the last page fault.
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reads an MSR.
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only architectural MSRs the kernel knows exist are read.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    (hi as u64) << 32 | lo as u64
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The value must be valid for the MSR and keep the machine consistent.
+pub unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: the caller vouches for the value.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack, preserves_flags))
+    }
+}
+
+/// Drops the TLB entry for one page.
+pub fn invlpg(va: u64) {
+    // SAFETY: invalidating a TLB entry never breaks memory safety: the next
+    // access walks the (current) tables again.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+}
+
+/// Flushes all non-global TLB entries by reloading CR3.
+pub fn flush_tlb() {
+    // SAFETY: rewriting CR3 with its own value changes no mapping.
+    unsafe { write_cr3(read_cr3()) }
+}

@@ -1,0 +1,105 @@
+//! The kernel's own GDT and TSS: flat segments (base 0, no limit checks in
+//! long mode, as Linux's gdt_page) and the interrupt stacks (IST) that
+//! exceptions which must never run on a broken stack switch to.
+
+use crate::sync::BootCell;
+use core::arch::asm;
+use core::mem::size_of;
+
+/// Kernel code selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x10;
+/// User data selector (RPL 3), in the order `sysret` expects.
+pub const USER_DS: u16 = 0x18 | 3;
+/// User code selector (RPL 3).
+pub const USER_CS: u16 = 0x20 | 3;
+/// The TSS selector.
+pub const TSS_SEL: u16 = 0x28;
+
+/// IST slots (1-based, as the IDT encodes them).
+pub const IST_DOUBLE_FAULT: u8 = 1;
+/// NMI stack.
+pub const IST_NMI: u8 = 2;
+/// Machine-check stack.
+pub const IST_MCE: u8 = 3;
+/// Debug-exception stack.
+pub const IST_DEBUG: u8 = 4;
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+/// The 64-bit TSS (Intel SDM vol. 3, 8.7).
+#[repr(C, packed(4))]
+pub struct Tss {
+    reserved0: u32,
+    /// Stacks for privilege-level changes (RSP0 is used by user->kernel).
+    pub rsp: [u64; 3],
+    reserved1: u64,
+    /// Interrupt stack table.
+    pub ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    iomap_base: u16,
+}
+
+#[repr(C, align(16))]
+struct IstStacks([[u8; IST_STACK_SIZE]; 4]);
+
+static TSS: BootCell<Tss> =
+    BootCell::new(Tss { reserved0: 0, rsp: [0; 3], reserved1: 0, ist: [0; 7], reserved2: 0, reserved3: 0, iomap_base: size_of::<Tss>() as u16 });
+static IST_STACKS: BootCell<IstStacks> = BootCell::new(IstStacks([[0; IST_STACK_SIZE]; 4]));
+static GDT: BootCell<[u64; 7]> = BootCell::new([0; 7]);
+
+/// Builds and loads the GDT and TSS, reloads every segment register.
+pub fn init() {
+    // SAFETY: runs once on the boot CPU before interrupts are enabled, so
+    // nothing else can observe these statics while they are written.
+    let (gdt, tss, stacks) = unsafe { (GDT.get_mut(), TSS.get_mut(), IST_STACKS.get_mut()) };
+    for (i, stack) in stacks.0.iter().enumerate() {
+        tss.ist[i] = stack.as_ptr() as u64 + IST_STACK_SIZE as u64;
+    }
+    let tss_base = tss as *const Tss as u64;
+    let tss_limit = size_of::<Tss>() as u64 - 1;
+    gdt[0] = 0;
+    gdt[1] = 0x00af_9a00_0000_ffff; // kernel code: L, P, DPL 0
+    gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
+    gdt[3] = 0x00cf_f200_0000_ffff; // user data: DPL 3
+    gdt[4] = 0x00af_fa00_0000_ffff; // user code: L, DPL 3
+    // 64-bit available TSS (type 9), a 16-byte descriptor.
+    gdt[5] = (tss_limit & 0xffff)
+        | (tss_base & 0xff_ffff) << 16
+        | 0x89 << 40
+        | ((tss_limit >> 16) & 0xf) << 48
+        | ((tss_base >> 24) & 0xff) << 56;
+    gdt[6] = tss_base >> 32;
+
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (size_of::<[u64; 7]>() - 1) as u16, base: gdt.as_ptr() as u64 };
+    // SAFETY: the GDT keeps the selectors the kernel runs on (0x08 code,
+    // 0x10 data) at the same indices with the same flat meaning, so the
+    // reload changes nothing for running code; the TSS descriptor points
+    // at a static TSS.
+    unsafe {
+        asm!(
+            "lgdt [{ptr}]",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            "mov ss, {ds:x}",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "ltr {tss:x}",
+            ptr = in(reg) &ptr,
+            ds = in(reg) KERNEL_DS as u64,
+            cs = in(reg) KERNEL_CS as u64,
+            tss = in(reg) TSS_SEL as u64,
+            tmp = out(reg) _,
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The kernel's memory manager.
+
+pub mod fault;
+pub mod layout;

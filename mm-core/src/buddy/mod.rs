@@ -1,0 +1,726 @@
+//! The buddy page allocator (Linux's `mm/page_alloc.c`).
+//!
+//! This module owns physical page frames: zones with free lists per order
+//! (`free_area`), block splitting on allocation (`expand`), merging on free
+//! (`__free_one_page`, buddy = pfn ^ (1 << order)), per-CPU page lists for
+//! small orders, watermarks and the zonelist fallback, and the reports
+//! (buddyinfo, fragmentation indices).
+//!
+//! It is intrusive and heap-free so the guest can use it before any heap
+//! exists: page descriptors live in the caller's `&mut [Page]` (the
+//! vmemmap) and every list is threaded through them by index. Boot cost is
+//! proportional to the number of blocks handed in, not pages: only block
+//! heads are ever written by `free_range`, and a tail descriptor is first
+//! written when a split makes it a head.
+
+pub mod page;
+mod stats;
+pub mod zone;
+
+pub use page::{Page, PageOwner, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
+pub use stats::ContigPageInfo;
+pub use zone::{FreeArea, PerCpuPages, Watermark, Zone, ZoneType, NR_ZONES};
+
+use page::{list_add, list_del};
+
+/// Number of orders (Linux's `NR_PAGE_ORDERS`, the old `MAX_ORDER` = 11).
+pub const NR_ORDERS: usize = 11;
+/// Largest order (Linux's `MAX_PAGE_ORDER`): 4 MiB blocks.
+pub const MAX_PAGE_ORDER: u8 = 10;
+/// Orders above this are "costly" (Linux's `PAGE_ALLOC_COSTLY_ORDER`);
+/// orders up to it are cached on per-CPU lists.
+pub const PAGE_ALLOC_COSTLY_ORDER: u8 = 3;
+/// Orders that have a pcp list.
+pub const PCP_ORDERS: usize = PAGE_ALLOC_COSTLY_ORDER as usize + 1;
+/// CPUs the allocator keeps pcp lists for.
+pub const MAX_CPUS: usize = 8;
+
+/// Why a buddy operation failed. Bad input from callers is reported here,
+/// never by panicking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuddyError {
+    /// No zone allowed by the request had a free block above its watermark.
+    NoMemory,
+    /// Order above `MAX_PAGE_ORDER`.
+    BadOrder(u8),
+    /// CPU number not below the `nr_cpus` given at creation.
+    BadCpu(usize),
+    /// More CPUs requested than `MAX_CPUS`, or none.
+    BadCpuCount(usize),
+    /// The pfn (or range) is not covered by the page descriptor array.
+    OutOfRange(u64),
+    /// The range is empty or reversed.
+    BadRange {
+        /// First pfn.
+        start: u64,
+        /// One past the last pfn.
+        end: u64,
+    },
+    /// The pfn is already free memory handed to the allocator (free_range
+    /// over managed memory).
+    AlreadyManaged(u64),
+    /// The block is already free (on a free list or a pcp list).
+    DoubleFree(u64),
+    /// The pfn is not the head of an allocated block.
+    NotAllocated(u64),
+    /// Freed with another order than it was allocated with.
+    OrderMismatch {
+        /// The block's head.
+        pfn: u64,
+        /// Order it was allocated with.
+        allocated: u8,
+        /// Order passed to the free.
+        freed: u8,
+    },
+    /// The block is a slab: it must go back through the slab allocator.
+    SlabPage(u64),
+    /// A consistency check found the allocator's state corrupt.
+    Corrupt(&'static str),
+}
+
+impl core::fmt::Display for BuddyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Numbers in hex: decimal integer Display is unusable in the guest.
+        match *self {
+            BuddyError::NoMemory => f.write_str("out of memory"),
+            BuddyError::BadOrder(o) => write!(f, "order {o:#x} above MAX_PAGE_ORDER"),
+            BuddyError::BadCpu(c) => write!(f, "cpu {c:#x} out of range"),
+            BuddyError::BadCpuCount(c) => write!(f, "bad cpu count {c:#x}"),
+            BuddyError::OutOfRange(p) => write!(f, "pfn {p:#x} has no page descriptor"),
+            BuddyError::BadRange { start, end } => write!(f, "bad pfn range {start:#x}-{end:#x}"),
+            BuddyError::AlreadyManaged(p) => write!(f, "pfn {p:#x} is already managed"),
+            BuddyError::DoubleFree(p) => write!(f, "double free of pfn {p:#x}"),
+            BuddyError::NotAllocated(p) => write!(f, "pfn {p:#x} is not an allocated block head"),
+            BuddyError::OrderMismatch { pfn, allocated, freed } => {
+                write!(f, "pfn {pfn:#x} allocated with order {allocated:#x}, freed with {freed:#x}")
+            }
+            BuddyError::SlabPage(p) => write!(f, "pfn {p:#x} is a slab page"),
+            BuddyError::Corrupt(what) => write!(f, "buddy state corrupt: {what}"),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "std"))]
+impl std::error::Error for BuddyError {}
+
+/// How hard an allocation may dig into the reserves (Linux's `ALLOC_WMARK_*`
+/// and `ALLOC_HIGH` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WmarkPolicy {
+    /// Fail below the min watermark (`GFP_KERNEL`).
+    Normal,
+    /// May go down to half the min watermark (`GFP_ATOMIC`'s `ALLOC_HIGH`).
+    Atomic,
+    /// Ignores watermarks (`ALLOC_NO_WATERMARKS`, for the reclaimer itself).
+    NoWatermarks,
+}
+
+/// An allocation request's constraints (the part of Linux's gfp_t that the
+/// page allocator reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gfp {
+    /// Highest zone the memory may come from; lower zones are fallbacks.
+    pub zone: ZoneType,
+    /// Watermark policy.
+    pub wmark: WmarkPolicy,
+}
+
+/// Ordinary kernel allocation: any zone, fails below min.
+pub const GFP_KERNEL: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Normal };
+/// Atomic allocation: may use half of the min reserve.
+pub const GFP_ATOMIC: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Atomic };
+/// Below 4 GiB.
+pub const GFP_DMA32: Gfp = Gfp { zone: ZoneType::Dma32, wmark: WmarkPolicy::Normal };
+/// Below 16 MiB.
+pub const GFP_DMA: Gfp = Gfp { zone: ZoneType::Dma, wmark: WmarkPolicy::Normal };
+/// Ignores watermarks (`__GFP_MEMALLOC`).
+pub const GFP_NOWMARK: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::NoWatermarks };
+
+/// Per-zone page counts that must add up (used by tests and the host's
+/// consistency checks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// Pages handed to the allocator.
+    pub managed: u64,
+    /// Pages on free lists.
+    pub free: u64,
+    /// Pages on pcp lists.
+    pub pcp: u64,
+    /// Pages handed out (managed - free - pcp).
+    pub allocated: u64,
+}
+
+/// The buddy allocator over one node's memory.
+pub struct BuddyAllocator<'a> {
+    mem_map: &'a mut [Page],
+    base_pfn: u64,
+    zones: [Zone; NR_ZONES],
+    nr_cpus: usize,
+    pcp_enabled: bool,
+    min_free_kbytes: Option<u64>,
+}
+
+impl<'a> BuddyAllocator<'a> {
+    /// An allocator with no memory yet. `mem_map[i]` describes pfn
+    /// `base_pfn + i`; descriptors of memory not yet given to
+    /// [`free_range`](Self::free_range) must be zero (`Page::default()`),
+    /// which memory fresh from the VMM already is.
+    pub fn new(mem_map: &'a mut [Page], base_pfn: u64, nr_cpus: usize) -> Result<Self, BuddyError> {
+        if nr_cpus == 0 || nr_cpus > MAX_CPUS {
+            return Err(BuddyError::BadCpuCount(nr_cpus));
+        }
+        if mem_map.len() >= NIL as usize {
+            return Err(BuddyError::OutOfRange(base_pfn + mem_map.len() as u64));
+        }
+        Ok(BuddyAllocator {
+            mem_map,
+            base_pfn,
+            zones: [Zone::new(ZoneType::Dma), Zone::new(ZoneType::Dma32), Zone::new(ZoneType::Normal)],
+            nr_cpus,
+            pcp_enabled: true,
+            min_free_kbytes: None,
+        })
+    }
+
+    /// Turns the per-CPU lists on or off (off drains them first). With them
+    /// off every order goes straight to the buddy, as with Linux's
+    /// `percpu_pagelist_high_fraction` forcing no caching.
+    pub fn set_pcp_enabled(&mut self, on: bool) {
+        if !on {
+            self.drain_all_pages();
+        }
+        self.pcp_enabled = on;
+    }
+
+    /// Overrides `vm.min_free_kbytes` (otherwise computed as Linux does:
+    /// sqrt(lowmem_kbytes * 16), clamped to [128, 262144]) and recomputes
+    /// the watermarks.
+    pub fn set_min_free_kbytes(&mut self, kbytes: u64) {
+        self.min_free_kbytes = Some(kbytes);
+        self.setup_per_zone_wmarks();
+    }
+
+    /// The zones, lowest first (empty ones have no managed pages).
+    pub fn zones(&self) -> &[Zone; NR_ZONES] {
+        &self.zones
+    }
+
+    /// One zone.
+    pub fn zone(&self, z: ZoneType) -> &Zone {
+        &self.zones[z as usize]
+    }
+
+    /// First pfn the descriptor array covers.
+    pub fn base_pfn(&self) -> u64 {
+        self.base_pfn
+    }
+
+    /// One past the last pfn the descriptor array covers.
+    pub fn end_pfn(&self) -> u64 {
+        self.base_pfn + self.mem_map.len() as u64
+    }
+
+    /// CPUs with pcp lists.
+    pub fn nr_cpus(&self) -> usize {
+        self.nr_cpus
+    }
+
+    /// The descriptor of `pfn`.
+    pub fn page(&self, pfn: u64) -> Option<&Page> {
+        self.idx(pfn).map(|i| &self.mem_map[i as usize])
+    }
+
+    /// The whole descriptor array (for reports and the host's checks).
+    pub fn mem_map(&self) -> &[Page] {
+        self.mem_map
+    }
+
+    pub(crate) fn mem_map_mut(&mut self) -> &mut [Page] {
+        self.mem_map
+    }
+
+    /// Records who owns an allocated block (for reports).
+    pub fn set_owner(&mut self, pfn: u64, owner: PageOwner) -> Result<(), BuddyError> {
+        let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
+        if self.mem_map[i].flags & PG_HEAD == 0 {
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        self.mem_map[i].owner = owner as u8;
+        Ok(())
+    }
+
+    /// Takes another reference on an allocated block (`get_page`).
+    pub fn get_page(&mut self, pfn: u64) -> Result<u32, BuddyError> {
+        let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
+        let p = &mut self.mem_map[i];
+        if p.flags & PG_HEAD == 0 {
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        p.refcount = p.refcount.saturating_add(1);
+        Ok(p.refcount)
+    }
+
+    #[inline]
+    pub(crate) fn idx(&self, pfn: u64) -> Option<u32> {
+        let i = pfn.checked_sub(self.base_pfn)?;
+        if i < self.mem_map.len() as u64 {
+            Some(i as u32)
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pfn_of(&self, idx: u32) -> u64 {
+        self.base_pfn + idx as u64
+    }
+
+    /// Page counts summed over the zones.
+    pub fn counts(&self) -> PageCounts {
+        let mut c = PageCounts::default();
+        for z in &self.zones {
+            c.managed += z.managed_pages;
+            c.free += z.nr_free;
+            c.pcp += z.pcp_pages();
+        }
+        c.allocated = c.managed - c.free - c.pcp;
+        c
+    }
+
+    /// Hands the frames `[start_pfn, end_pfn)` to the allocator (Linux's
+    /// `memblock_free_all` -> `__free_pages_core`), in the largest naturally
+    /// aligned blocks, so the cost is O(blocks), not O(pages). Only block
+    /// head descriptors are written.
+    pub fn free_range(&mut self, start_pfn: u64, end_pfn: u64) -> Result<(), BuddyError> {
+        if start_pfn >= end_pfn {
+            return Err(BuddyError::BadRange { start: start_pfn, end: end_pfn });
+        }
+        if self.idx(start_pfn).is_none() {
+            return Err(BuddyError::OutOfRange(start_pfn));
+        }
+        if self.idx(end_pfn - 1).is_none() {
+            return Err(BuddyError::OutOfRange(end_pfn - 1));
+        }
+        // Check the block heads first so a rejected call changes nothing.
+        self.for_each_block(start_pfn, end_pfn, |s, pfn, _| {
+            let p = &s.mem_map[s.idx(pfn).unwrap_or(0) as usize];
+            if p.flags & (PG_BUDDY | PG_HEAD | PG_PCP) != 0 {
+                Err(BuddyError::AlreadyManaged(pfn))
+            } else {
+                Ok(())
+            }
+        })?;
+        self.for_each_block(start_pfn, end_pfn, |s, pfn, order| {
+            let z = ZoneType::of_pfn(pfn);
+            let zone = &mut s.zones[z as usize];
+            zone.managed_pages += 1 << order;
+            zone.start_pfn = zone.start_pfn.min(pfn);
+            zone.end_pfn = zone.end_pfn.max(pfn + (1 << order));
+            let i = s.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))?;
+            s.mem_map[i as usize] = Page::default();
+            s.free_one_page(i, order, z);
+            Ok(())
+        })?;
+        self.setup_per_zone_wmarks();
+        Ok(())
+    }
+
+    /// Calls `f(self, pfn, order)` for each maximal aligned block of the
+    /// range; zone boundaries are aligned to `MAX_PAGE_ORDER` so a block
+    /// never straddles two zones.
+    fn for_each_block(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&mut Self, u64, u8) -> Result<(), BuddyError>,
+    ) -> Result<(), BuddyError> {
+        let mut pfn = start;
+        while pfn < end {
+            let align = if pfn == 0 { MAX_PAGE_ORDER as u32 } else { pfn.trailing_zeros() };
+            let fit = 63 - (end - pfn).leading_zeros();
+            let order = align.min(fit).min(MAX_PAGE_ORDER as u32) as u8;
+            f(self, pfn, order)?;
+            pfn += 1 << order;
+        }
+        Ok(())
+    }
+
+    /// Linux's `__setup_per_zone_wmarks`, plus the pcp high/batch that
+    /// depend on the zone size.
+    fn setup_per_zone_wmarks(&mut self) {
+        let total: u64 = self.zones.iter().map(|z| z.managed_pages).sum();
+        if total == 0 {
+            return;
+        }
+        let min_free_kbytes = self.min_free_kbytes.unwrap_or_else(|| {
+            let lowmem_kbytes = total * 4;
+            zone::int_sqrt(lowmem_kbytes * 16).clamp(128, 262_144)
+        });
+        let pages_min = min_free_kbytes >> 2;
+        for z in self.zones.iter_mut() {
+            let managed = z.managed_pages;
+            let tmp = pages_min * managed / total;
+            // watermark_scale_factor = 10 (0.1% of the zone).
+            let gap = (tmp >> 2).max(managed * 10 / 10_000);
+            z.watermark = [tmp, tmp + gap, tmp + 2 * gap];
+            let batch = Zone::batchsize(managed);
+            for p in z.pcp.iter_mut() {
+                p.batch = batch;
+                p.high = 6 * batch;
+            }
+        }
+    }
+
+    /// Allocates a block of `2^order` pages on `cpu`, walking the zonelist
+    /// from `gfp.zone` down (Normal -> DMA32 -> DMA). Returns the head pfn.
+    pub fn alloc_pages(&mut self, cpu: usize, order: u8, gfp: Gfp) -> Result<u64, BuddyError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(BuddyError::BadOrder(order));
+        }
+        if cpu >= self.nr_cpus {
+            return Err(BuddyError::BadCpu(cpu));
+        }
+        // First pass at the low watermark, as get_page_from_freelist with
+        // ALLOC_WMARK_LOW; on failure wake reclaim and retry at min.
+        let top = gfp.zone as usize;
+        if gfp.wmark != WmarkPolicy::NoWatermarks {
+            for z in (0..=top).rev() {
+                let mark = self.zones[z].watermark[Watermark::Low as usize];
+                if self.zones[z].managed_pages > 0 && self.zones[z].watermark_ok(order, mark) {
+                    if let Some(pfn) = self.rmqueue(z, cpu, order) {
+                        return Ok(pfn);
+                    }
+                }
+            }
+            for z in (0..=top).rev() {
+                if self.zones[z].managed_pages > 0 {
+                    self.zones[z].kswapd_wakeups += 1;
+                }
+            }
+        }
+        for z in (0..=top).rev() {
+            let min = self.zones[z].watermark[Watermark::Min as usize];
+            let mark = match gfp.wmark {
+                WmarkPolicy::Normal => Some(min),
+                WmarkPolicy::Atomic => Some(min - min / 2),
+                WmarkPolicy::NoWatermarks => None,
+            };
+            if mark.is_none_or(|m| self.zones[z].watermark_ok(order, m)) {
+                if let Some(pfn) = self.rmqueue(z, cpu, order) {
+                    return Ok(pfn);
+                }
+            }
+        }
+        Err(BuddyError::NoMemory)
+    }
+
+    /// Linux's `rmqueue`: small orders from the pcp list, the rest from the
+    /// buddy. Marks the block allocated.
+    fn rmqueue(&mut self, z: usize, cpu: usize, order: u8) -> Option<u64> {
+        let idx = if self.pcp_enabled && order <= PAGE_ALLOC_COSTLY_ORDER {
+            self.rmqueue_pcplist(z, cpu, order)?
+        } else {
+            self.rmqueue_smallest(z, order)?
+        };
+        let p = &mut self.mem_map[idx as usize];
+        p.flags = PG_HEAD;
+        p.order = order;
+        p.zone = z as u8;
+        p.refcount = 1;
+        p.owner = PageOwner::Unknown as u8;
+        p.next = NIL;
+        p.prev = NIL;
+        Some(self.pfn_of(idx))
+    }
+
+    fn rmqueue_pcplist(&mut self, z: usize, cpu: usize, order: u8) -> Option<u32> {
+        let o = order as usize;
+        if self.zones[z].pcp[cpu].lists[o] == NIL {
+            // Refill in bulk (rmqueue_bulk): one trip to the buddy serves
+            // several allocations.
+            let batch = (self.zones[z].pcp[cpu].batch >> order).max(2);
+            for _ in 0..batch {
+                let Some(idx) = self.rmqueue_smallest(z, order) else {
+                    break;
+                };
+                self.pcp_push(z, cpu, idx, order);
+            }
+        }
+        let pcp = &mut self.zones[z].pcp[cpu];
+        let idx = pcp.lists[o];
+        if idx == NIL {
+            return None;
+        }
+        pcp.lists[o] = self.mem_map[idx as usize].next;
+        pcp.count -= 1 << order;
+        Some(idx)
+    }
+
+    fn pcp_push(&mut self, z: usize, cpu: usize, idx: u32, order: u8) {
+        let pcp = &mut self.zones[z].pcp[cpu];
+        let p = &mut self.mem_map[idx as usize];
+        p.flags = PG_PCP;
+        p.order = order;
+        p.zone = z as u8;
+        p.next = pcp.lists[order as usize];
+        pcp.lists[order as usize] = idx;
+        pcp.count += 1 << order;
+    }
+
+    /// Linux's `__rmqueue_smallest`: the smallest free block of at least
+    /// `order`, split down with `expand`.
+    fn rmqueue_smallest(&mut self, z: usize, order: u8) -> Option<u32> {
+        for cur in order..=MAX_PAGE_ORDER {
+            let head = self.zones[z].free_area[cur as usize].head;
+            if head == NIL {
+                continue;
+            }
+            self.del_from_free_list(z, head, cur);
+            self.expand(z, head, order, cur);
+            return Some(head);
+        }
+        None
+    }
+
+    /// Linux's `expand`: gives the upper halves back to the free lists until
+    /// the block at `idx` is of order `low`. Each upper half's head is the
+    /// first write its descriptor sees since the block was freed.
+    fn expand(&mut self, z: usize, idx: u32, low: u8, mut high: u8) {
+        while high > low {
+            high -= 1;
+            let buddy = idx + (1 << high);
+            self.add_to_free_list(z, buddy, high);
+        }
+    }
+
+    fn add_to_free_list(&mut self, z: usize, idx: u32, order: u8) {
+        let p = &mut self.mem_map[idx as usize];
+        p.flags = PG_BUDDY;
+        p.order = order;
+        p.zone = z as u8;
+        p.refcount = 0;
+        let zone = &mut self.zones[z];
+        list_add(self.mem_map, &mut zone.free_area[order as usize].head, idx);
+        zone.free_area[order as usize].nr_free += 1;
+        zone.nr_free += 1 << order;
+    }
+
+    fn del_from_free_list(&mut self, z: usize, idx: u32, order: u8) {
+        let zone = &mut self.zones[z];
+        list_del(self.mem_map, &mut zone.free_area[order as usize].head, idx);
+        zone.free_area[order as usize].nr_free -= 1;
+        zone.nr_free -= 1 << order;
+        self.mem_map[idx as usize].flags = 0;
+    }
+
+    /// Linux's `__free_one_page`: merges with free buddies as far as they go
+    /// and puts the result on its free list.
+    fn free_one_page(&mut self, mut idx: u32, mut order: u8, z: ZoneType) {
+        self.mem_map[idx as usize].flags = 0;
+        let z = z as usize;
+        while order < MAX_PAGE_ORDER {
+            let pfn = self.pfn_of(idx);
+            let buddy_pfn = pfn ^ (1 << order);
+            let Some(bidx) = self.idx(buddy_pfn) else {
+                break;
+            };
+            let b = &self.mem_map[bidx as usize];
+            // page_is_buddy: a free block head of the same order and zone.
+            if b.flags != PG_BUDDY || b.order != order || b.zone as usize != z {
+                break;
+            }
+            self.del_from_free_list(z, bidx, order);
+            idx = idx.min(bidx);
+            order += 1;
+        }
+        self.add_to_free_list(z, idx, order);
+    }
+
+    /// The head pfn of the free (buddy or pcp) block containing `pfn`, if
+    /// any: a free block's head is `pfn` aligned down to some order, so
+    /// there are only `NR_ORDERS` candidates to look at.
+    pub fn free_block_containing(&self, pfn: u64) -> Option<u64> {
+        (0..=MAX_PAGE_ORDER).find_map(|o| {
+            let head = pfn & !((1u64 << o) - 1);
+            let p = self.page(head)?;
+            let free = p.flags & (PG_BUDDY | PG_PCP) != 0 && p.order >= o;
+            free.then_some(head)
+        })
+    }
+
+    /// Drops the allocation's reference on the block at `pfn` (Linux's
+    /// `__free_pages`); when it was the last one, the block goes to the
+    /// pcp list (small orders) or back to the buddy, merged.
+    ///
+    /// Double frees, frees of tail pages, of foreign pfns and with the wrong
+    /// order are reported, not undefined behaviour.
+    pub fn free_pages(&mut self, cpu: usize, pfn: u64, order: u8) -> Result<(), BuddyError> {
+        if cpu >= self.nr_cpus {
+            return Err(BuddyError::BadCpu(cpu));
+        }
+        let idx = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))?;
+        let p = &mut self.mem_map[idx as usize];
+        if p.flags & (PG_BUDDY | PG_PCP) != 0 {
+            return Err(BuddyError::DoubleFree(pfn));
+        }
+        if p.flags & PG_HEAD == 0 {
+            if self.free_block_containing(pfn).is_some() {
+                return Err(BuddyError::DoubleFree(pfn));
+            }
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        if p.flags & PG_SLAB != 0 {
+            return Err(BuddyError::SlabPage(pfn));
+        }
+        if p.order != order {
+            return Err(BuddyError::OrderMismatch { pfn, allocated: p.order, freed: order });
+        }
+        if p.refcount > 1 {
+            p.refcount -= 1;
+            return Ok(());
+        }
+        p.refcount = 0;
+        let z = p.zone as usize;
+        if z >= NR_ZONES {
+            return Err(BuddyError::Corrupt("zone index in a block head"));
+        }
+        if self.pcp_enabled && order <= PAGE_ALLOC_COSTLY_ORDER {
+            self.pcp_push(z, cpu, idx, order);
+            let pcp = &self.zones[z].pcp[cpu];
+            if pcp.count >= pcp.high {
+                let batch = pcp.batch;
+                self.free_pcppages_bulk(z, cpu, batch);
+            }
+        } else {
+            self.free_one_page(idx, order, ZoneType::ALL[z]);
+        }
+        Ok(())
+    }
+
+    /// Linux's `free_pcppages_bulk`: returns at least `pages` pages (or all)
+    /// from a CPU's lists to the buddy, going round the orders.
+    fn free_pcppages_bulk(&mut self, z: usize, cpu: usize, pages: u64) {
+        let mut freed = 0;
+        let mut o = 0;
+        let mut empty_rounds = 0;
+        while freed < pages && self.zones[z].pcp[cpu].count > 0 && empty_rounds < PCP_ORDERS {
+            let idx = self.zones[z].pcp[cpu].lists[o];
+            if idx == NIL {
+                empty_rounds += 1;
+            } else {
+                empty_rounds = 0;
+                let pcp = &mut self.zones[z].pcp[cpu];
+                pcp.lists[o] = self.mem_map[idx as usize].next;
+                pcp.count -= 1 << o;
+                freed += 1 << o;
+                self.free_one_page(idx, o as u8, ZoneType::ALL[z]);
+            }
+            o = (o + 1) % PCP_ORDERS;
+        }
+    }
+
+    /// Empties one CPU's pcp lists into the buddy (Linux's `drain_pages`).
+    pub fn drain_pages(&mut self, cpu: usize) -> Result<(), BuddyError> {
+        if cpu >= self.nr_cpus {
+            return Err(BuddyError::BadCpu(cpu));
+        }
+        for z in 0..NR_ZONES {
+            self.free_pcppages_bulk(z, cpu, u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// Empties every CPU's pcp lists (Linux's `drain_all_pages`), e.g.
+    /// before reporting fragmentation or when an allocation fails.
+    pub fn drain_all_pages(&mut self) {
+        for z in 0..NR_ZONES {
+            for cpu in 0..self.nr_cpus {
+                self.free_pcppages_bulk(z, cpu, u64::MAX);
+            }
+        }
+    }
+
+    /// Whether any zone is below its low watermark: the hook where a
+    /// reclaimer (kswapd) would be woken.
+    pub fn below_low_watermark(&self) -> Option<ZoneType> {
+        self.zones.iter().find(|z| z.populated() && z.nr_free <= z.watermark[Watermark::Low as usize]).map(|z| z.kind)
+    }
+
+    /// Walks every free list and pcp list and checks the invariants: heads
+    /// flagged and aligned to their order, inside their zone, blocks
+    /// disjoint, counts matching, no two free buddies left unmerged. Bounded
+    /// by the descriptor count, so a corrupt (cyclic) list ends in an error.
+    pub fn verify(&self) -> Result<(), BuddyError> {
+        let limit = self.mem_map.len() as u64 + 1;
+        for (z, zone) in self.zones.iter().enumerate() {
+            let mut free = 0u64;
+            for (o, area) in zone.free_area.iter().enumerate() {
+                let mut n = 0u64;
+                let mut prev = NIL;
+                let mut idx = area.head;
+                while idx != NIL {
+                    let p = self.mem_map.get(idx as usize).ok_or(BuddyError::Corrupt("free list index"))?;
+                    n += 1;
+                    if n > limit {
+                        return Err(BuddyError::Corrupt("free list cycle"));
+                    }
+                    if p.flags != PG_BUDDY || p.order as usize != o || p.zone as usize != z || p.prev != prev {
+                        return Err(BuddyError::Corrupt("free block head"));
+                    }
+                    let pfn = self.pfn_of(idx);
+                    if pfn & ((1 << o) - 1) != 0 {
+                        return Err(BuddyError::Corrupt("free block misaligned"));
+                    }
+                    if ZoneType::of_pfn(pfn) as usize != z || self.idx(pfn + (1 << o) - 1).is_none() {
+                        return Err(BuddyError::Corrupt("free block outside its zone"));
+                    }
+                    if o < MAX_PAGE_ORDER as usize {
+                        if let Some(b) = self.page(pfn ^ (1 << o)) {
+                            if b.flags == PG_BUDDY && b.order as usize == o && b.zone as usize == z {
+                                return Err(BuddyError::Corrupt("free buddies not merged"));
+                            }
+                        }
+                    }
+                    prev = idx;
+                    idx = p.next;
+                }
+                if n != area.nr_free {
+                    return Err(BuddyError::Corrupt("nr_free of a free area"));
+                }
+                free += n << o;
+            }
+            if free != zone.nr_free {
+                return Err(BuddyError::Corrupt("zone nr_free"));
+            }
+            for pcp in &zone.pcp {
+                let mut pages = 0u64;
+                for (o, &head) in pcp.lists.iter().enumerate() {
+                    let mut idx = head;
+                    let mut n = 0;
+                    while idx != NIL {
+                        let p = self.mem_map.get(idx as usize).ok_or(BuddyError::Corrupt("pcp index"))?;
+                        n += 1;
+                        if n > limit {
+                            return Err(BuddyError::Corrupt("pcp list cycle"));
+                        }
+                        if p.flags != PG_PCP || p.order as usize != o || p.zone as usize != z {
+                            return Err(BuddyError::Corrupt("pcp block head"));
+                        }
+                        pages += 1 << o;
+                        idx = p.next;
+                    }
+                }
+                if pages != pcp.count {
+                    return Err(BuddyError::Corrupt("pcp count"));
+                }
+            }
+            if zone.nr_free + zone.pcp_pages() > zone.managed_pages {
+                return Err(BuddyError::Corrupt("more free than managed"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

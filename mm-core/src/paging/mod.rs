@@ -1,0 +1,22 @@
+//! x86-64 paging: entry formats, the software MMU (walker), a TLB model and
+//! page-table editing.
+//!
+//! This module owns everything that interprets or edits page tables through
+//! [`crate::mem::PhysMem`]. The walker is the reference: the mapper, the TLB
+//! model and the host's reports all agree with it by construction or are
+//! tested against it.
+
+pub mod entry;
+pub mod fuzz;
+pub mod mapper;
+pub mod tlb;
+pub mod walker;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use crate::addr::{Level, PageSize};
+pub use entry::{Pte, PteFlags};
+pub use mapper::{FrameAllocator, MapError, Mapper, MapperFlush, Mapping, SizeRequest, TlbFlusher};
+pub use tlb::Tlb;
+pub use walker::{translate, walk, Access, CpuContext, Fault, FaultReason, PageFault, PfErrorCode, Translation};

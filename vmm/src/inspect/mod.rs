@@ -1,0 +1,134 @@
+//! Host-side inspection of guest memory: the seam between vm-memory and
+//! mm-core. Every guest-virtual address the VMM resolves (crash reports,
+//! gdb, verification) goes through mm-core's software MMU here, never
+//! through a second walker.
+
+use crate::memory::host_phys_bits;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use mm_core::addr::{PhysAddr, VirtAddr};
+use mm_core::mem::{MemError, PhysMem};
+use mm_core::paging::{walk, CpuContext, Fault, Translation};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Guest-physical memory as mm-core sees it.
+pub struct GuestPhys<'a>(pub &'a GuestMemoryMmap);
+
+impl PhysMem for GuestPhys<'_> {
+    fn read(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.read_slice(buf, GuestAddress(pa.0)).map_err(|_| MemError::OutOfRange(pa))
+    }
+
+    fn write(&mut self, pa: PhysAddr, buf: &[u8]) -> Result<(), MemError> {
+        self.0.write_slice(buf, GuestAddress(pa.0)).map_err(|_| MemError::OutOfRange(pa))
+    }
+}
+
+/// Whether guests on this host may use 1 GiB pages: only under hardware
+/// virtualisation (the emulated MMU of platform.md faults on them).
+fn gbpages() -> bool {
+    let cpu_has = std::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0;
+    cpu_has && crate::vcpu::report::host_has_hw_virt()
+}
+
+/// How the vCPU currently turns linear addresses into physical ones.
+#[derive(Debug, Clone, Copy)]
+pub enum AddressMode {
+    /// CR0.PG = 0: linear = physical (truncated to 32 bits).
+    Unpaged,
+    /// Paging on: walk these tables.
+    Paged(CpuContext),
+}
+
+/// The translation state of a vCPU, from its registers.
+pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
+    if sregs.cr0 & (1 << 31) == 0 {
+        return AddressMode::Unpaged;
+    }
+    let cpl = (sregs.cs.selector & 3) as u8;
+    AddressMode::Paged(CpuContext::from_registers(
+        sregs.cr0,
+        sregs.cr3,
+        sregs.cr4,
+        sregs.efer,
+        regs.rflags,
+        cpl,
+        0,
+        host_phys_bits() as u8,
+        gbpages(),
+    ))
+}
+
+/// Translates a linear address (no access-rights check: inspection reads
+/// what the tables map, whatever the privilege).
+pub fn linear_to_phys(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64) -> Result<u64, Fault> {
+    match mode {
+        AddressMode::Unpaged => Ok(la & 0xffff_ffff),
+        AddressMode::Paged(ctx) => walk(&GuestPhys(mem), ctx, VirtAddr(la)).map(|t: Translation| t.pa.0),
+    }
+}
+
+/// Reads guest memory at a linear address, page by page; returns how many
+/// bytes were read before the first unmapped page or hole.
+pub fn read_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let addr = la.wrapping_add(done as u64);
+        let Ok(pa) = linear_to_phys(mem, mode, addr) else { break };
+        let chunk = (4096 - (addr & 0xfff) as usize).min(buf.len() - done);
+        if mem.read_slice(&mut buf[done..done + chunk], GuestAddress(pa)).is_err() {
+            break;
+        }
+        done += chunk;
+    }
+    done
+}
+
+/// Writes guest memory at a linear address; returns how many bytes were
+/// written before the first unmapped page.
+pub fn write_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, data: &[u8]) -> usize {
+    let mut done = 0;
+    while done < data.len() {
+        let addr = la.wrapping_add(done as u64);
+        let Ok(pa) = linear_to_phys(mem, mode, addr) else { break };
+        let chunk = (4096 - (addr & 0xfff) as usize).min(data.len() - done);
+        if mem.write_slice(&data[done..done + chunk], GuestAddress(pa)).is_err() {
+            break;
+        }
+        done += chunk;
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a 4-level mapping of one page by hand (PML4 at 0x1000).
+    fn mem_with_mapping(va: u64, pa: u64) -> GuestMemoryMmap {
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let idx = |l: u32| (va >> (12 + 9 * l)) & 0x1ff;
+        m.write_obj(0x2000u64 | 3, GuestAddress(0x1000 + idx(3) * 8)).unwrap();
+        m.write_obj(0x3000u64 | 3, GuestAddress(0x2000 + idx(2) * 8)).unwrap();
+        m.write_obj(0x4000u64 | 3, GuestAddress(0x3000 + idx(1) * 8)).unwrap();
+        m.write_obj(pa | 3, GuestAddress(0x4000 + idx(0) * 8)).unwrap();
+        m
+    }
+
+    #[test]
+    fn reads_through_the_guest_tables_and_stops_at_holes() {
+        let va = 0xffff_c900_0000_0000u64;
+        let m = mem_with_mapping(va, 0x8000);
+        m.write_slice(b"mapped!", GuestAddress(0x8000)).unwrap();
+        let mut sregs = kvm_sregs { cr0: 1 << 31 | 1, cr3: 0x1000, cr4: 1 << 5, efer: 1 << 10 | 1 << 8, ..Default::default() };
+        let mode = address_mode(&kvm_regs::default(), &sregs);
+        let mut buf = [0u8; 7];
+        assert_eq!(read_linear(&m, &mode, va, &mut buf), 7);
+        assert_eq!(&buf, b"mapped!");
+        // The next page is not mapped: a read across stops at the boundary.
+        let mut big = [0u8; 8];
+        assert_eq!(read_linear(&m, &mode, va + 4092, &mut big), 4);
+        assert_eq!(write_linear(&m, &mode, va + 4094, b"xyzw"), 2);
+        sregs.cr0 = 1;
+        assert!(matches!(address_mode(&kvm_regs::default(), &sregs), AddressMode::Unpaged));
+    }
+}
