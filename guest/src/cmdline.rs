@@ -6,6 +6,7 @@
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
+//! `checkpoint=NAME` stop at a named checkpoint (the VMM inspects)
 //! `nullderef`   read address 0 (exercises the kernel's oops)
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
@@ -26,6 +27,7 @@ pub fn run_actions(cmdline: &str) -> u32 {
                 Some(n) if n <= u32::MAX as u64 => code = n as u32,
                 _ => kprintln!("cmdline: ignoring bad exit status '{}'", v),
             },
+            ("checkpoint", Some(name)) => crate::checkpoint::checkpoint(name),
             ("panic", None) => panic!("requested on the command line"),
             ("triplefault", None) => {
                 kprintln!("cmdline: triple-faulting on purpose");

@@ -8,6 +8,7 @@
 
 mod arch;
 mod boot;
+mod checkpoint;
 mod cmdline;
 mod console;
 mod exit;
