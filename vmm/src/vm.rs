@@ -155,9 +155,10 @@ impl Vm {
             let mut vcpu = vcpu;
             let r = vcpu::run(&mut vcpu, &mut bus, &stop);
             let _ = done.write(1);
-            (vcpu, r)
+            (vcpu, r, bus.results)
         })?;
-        let (vcpu, result) = joined.ok_or(VmError::VcpuThread)?;
+        let (vcpu, result, results) = joined.ok_or(VmError::VcpuThread)?;
+        report_selftests(&results);
         let stop = result.map_err(VmError::Run)?;
         let snapshot = || CpuSnapshot::capture(&vcpu, &mem).ok();
         Ok(match (stop, end) {
@@ -178,4 +179,20 @@ impl Vm {
             },
         })
     }
+}
+
+/// Prints what the guest reported on the self-test results channel: one
+/// line per failed check and a closing count.
+fn report_selftests(results: &crate::devices::results::ResultsChannel) {
+    if results.records.is_empty() && results.malformed.is_empty() {
+        return;
+    }
+    for r in results.records.iter().filter(|r| !r.passed) {
+        eprintln!("vmm: selftest FAILED: {}/{}: {}", r.group, r.name, r.detail);
+    }
+    for m in &results.malformed {
+        eprintln!("vmm: selftest record not understood: {m:?}");
+    }
+    let (passed, failed) = results.counts();
+    eprintln!("vmm: selftest results: {passed} checks passed, {failed} failed");
 }
