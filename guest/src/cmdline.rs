@@ -8,6 +8,12 @@
 //! `hang`        spin forever (exercises the VMM's --timeout)
 //! `checkpoint=NAME` stop at a named checkpoint (the VMM inspects)
 //! `nullderef`   read address 0 (exercises the kernel's oops)
+//! `selftest`    run the self-test suite (`selftest=GROUP` for one group;
+//!               `selftest_sabotage=NAME` inverts one check's verdict)
+//! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
+//!               print the /proc-like views
+//! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
+//!               oopses, naming the area)
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
 
@@ -15,8 +21,9 @@ use crate::fmt::parse_u64;
 use crate::{arch, kprintln};
 
 /// Runs the switches in order; returns the exit status for the run.
-pub fn run_actions(cmdline: &str) -> u32 {
+pub fn run_actions(cmdline: &'static str) -> u32 {
     let mut code = 0;
+    let sabotage = cmdline.split(' ').find_map(|w| w.strip_prefix("selftest_sabotage="));
     for word in cmdline.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -27,6 +34,18 @@ pub fn run_actions(cmdline: &str) -> u32 {
                 Some(n) if n <= u32::MAX as u64 => code = n as u32,
                 _ => kprintln!("cmdline: ignoring bad exit status '{}'", v),
             },
+            ("selftest", group) => {
+                if !crate::selftest::run(group, sabotage) && code == 0 {
+                    code = 1;
+                }
+            }
+            ("selftest_sabotage", Some(_)) => {}
+            ("meminfo", None) => crate::mm::procfs::meminfo(),
+            ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
+            ("slabinfo", None) => crate::mm::procfs::slabinfo(),
+            ("vmallocinfo", None) => crate::mm::procfs::vmallocinfo(),
+            ("ptdump", None) => crate::mm::procfs::ptdump(),
+            ("vmalloc_overrun", None) => vmalloc_overrun(),
             ("checkpoint", Some(name)) => crate::checkpoint::checkpoint(name),
             ("panic", None) => panic!("requested on the command line"),
             ("triplefault", None) => {
@@ -79,4 +98,19 @@ fn null_deref() {
     // SAFETY: deliberately invalid: the #PF handler oopses and ends the run.
     let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>()) };
     kprintln!("read {:#x} from NULL: the NULL page is mapped!", v);
+}
+
+/// Reads one byte past the end of a one-page vmalloc area: the guard page
+/// must catch it and the oops must name the area.
+fn vmalloc_overrun() {
+    match crate::mm::vmalloc::vmalloc(4096, "cmdline vmalloc_overrun") {
+        Ok(va) => {
+            kprintln!("cmdline: reading past the end of the vmalloc area at {:#x}", va.0);
+            // SAFETY: deliberately invalid: the guard page faults and the
+            // kernel oopses.
+            let v = unsafe { core::ptr::read_volatile((va.0 + 4096) as *const u8) };
+            kprintln!("read {:#x} from a guard page: the guard page is mapped!", v);
+        }
+        Err(e) => kprintln!("cmdline: vmalloc failed: {}", e),
+    }
 }

@@ -74,3 +74,10 @@ impl<const N: usize> core::fmt::Write for StackString<N> {
         Ok(())
     }
 }
+
+impl<const N: usize> core::ops::Deref for StackString<N> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}

@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod arch;
 mod boot;
 mod checkpoint;
@@ -16,12 +18,17 @@ mod fmt;
 mod mem;
 mod mm;
 mod panic;
+mod selftest;
 mod string;
 mod symbols;
 mod sync;
 
 use boot::{BootPath, StartInfo};
 use fmt::Dec;
+
+/// The boot information, copied out of low memory before the kernel's
+/// own page tables (which do not map it at -2 GiB) take over.
+static BOOT_PARAMS: sync::BootCell<Option<boot::BootParams>> = sync::BootCell::new(None);
 
 /// Rust entry, called from `_start` with the boot handoff in registers.
 #[no_mangle]
@@ -33,18 +40,30 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
         Ok(info) => info,
         Err(e) => panic!("no usable boot information: {}", e),
     };
-    let cmdline = info.cmdline();
+    // SAFETY: written once here, before anything reads it; only shared
+    // references are handed out afterwards.
+    let params: &'static boot::BootParams = unsafe {
+        let slot = BOOT_PARAMS.get_mut();
+        *slot = Some(boot::BootParams::copy_from(&info, path));
+        match slot {
+            Some(p) => p,
+            None => unreachable!(),
+        }
+    };
+    let cmdline = params.cmdline();
     kprintln!("Command line: {}", cmdline);
     kprintln!("BIOS-provided physical RAM map:");
     let mut usable = 0u64;
-    // Some loaders (QEMU's PVH) end the table with an empty entry.
-    for e in info.memmap().iter().filter(|e| e.size != 0) {
+    for e in params.memmap() {
         kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", e.addr, e.addr + e.size - 1, e.kind_name());
         if e.kind == boot::E820_RAM {
             usable += e.size;
         }
     }
     kprintln!("Memory: {}K usable RAM ({} MiB)", Dec(usable >> 10), Dec(usable >> 20));
+
+    mm::init(params);
+    checkpoint::checkpoint("ready");
 
     let code = cmdline::run_actions(cmdline);
     if code == 0 {

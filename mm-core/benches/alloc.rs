@@ -12,7 +12,7 @@
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::buddy::{BuddyAllocator, Page, ZoneType, GFP_KERNEL, GFP_NOWMARK, MAX_PAGE_ORDER};
-use mm_core::mem::VecMem;
+use mm_core::mem::{MemError, PhysMem, VecMem};
 use mm_core::slab::{SlabAllocator, SlabFlags};
 use mm_core::vmalloc::VmapAllocator;
 use std::alloc::{GlobalAlloc, Layout};
@@ -113,33 +113,77 @@ fn bench_buddy(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_slab(c: &mut Criterion) {
-    let mut g = c.benchmark_group("kmalloc_pair");
-    let pages = 16384u64; // 64 MiB
+/// Memory as the guest will implement `PhysMem` over its direct map: the
+/// word accessors overridden to a single load or store (here a bounds-checked
+/// slice access). `VecMem` goes through the generic byte-slice path.
+struct DirectMem(Vec<u8>);
+
+impl PhysMem for DirectMem {
+    fn read(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let s = pa.0 as usize;
+        buf.copy_from_slice(self.0.get(s..s + buf.len()).ok_or(MemError::OutOfRange(pa))?);
+        Ok(())
+    }
+    fn write(&mut self, pa: PhysAddr, buf: &[u8]) -> Result<(), MemError> {
+        let s = pa.0 as usize;
+        self.0.get_mut(s..s + buf.len()).ok_or(MemError::OutOfRange(pa))?.copy_from_slice(buf);
+        Ok(())
+    }
+    #[inline]
+    fn read_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
+        let s = pa.0 as usize;
+        let b: &[u8; 8] = self.0.get(s..s + 8).and_then(|b| b.try_into().ok()).ok_or(MemError::OutOfRange(pa))?;
+        Ok(u64::from_le_bytes(*b))
+    }
+    #[inline]
+    fn write_u64(&mut self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+        let s = pa.0 as usize;
+        self.0.get_mut(s..s + 8).ok_or(MemError::OutOfRange(pa))?.copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+}
+
+/// kmalloc+kfree pairs of `size` through `mem`, on a fresh 64 MiB node.
+fn kmalloc_pairs<M: PhysMem>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mem: &mut M,
+    sizes: &[u64],
+) {
+    let pages = 16384u64;
     let mut map = vec![Page::default(); pages as usize];
-    let mut mem = VecMem::new((pages * PAGE_SIZE) as usize);
     let mut b = BuddyAllocator::new(&mut map, 0, 1).unwrap();
     b.free_range(1, pages).unwrap();
     let mut s = SlabAllocator::new(1);
     s.create_kmalloc_caches(SlabFlags::NONE).unwrap();
+    for &size in sizes {
+        // Keep a few live objects of the size so the slab is not trivially
+        // empty, as in a running kernel.
+        let keep: Vec<PhysAddr> = (0..32).map(|_| s.kmalloc(&mut b, mem, 0, size, GFP_KERNEL).unwrap()).collect();
+        g.bench_with_input(BenchmarkId::new(name, size), &size, |bench, &size| {
+            bench.iter(|| {
+                let a = s.kmalloc(&mut b, mem, 0, black_box(size), GFP_KERNEL).unwrap();
+                s.kfree(&mut b, mem, 0, black_box(a)).unwrap();
+            })
+        });
+        for a in keep {
+            s.kfree(&mut b, mem, 0, a).unwrap();
+        }
+    }
+}
+
+fn bench_slab(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kmalloc_pair");
+    let sizes = [8u64, 64, 256, 1024, 4096];
+    let bytes = (16384 * PAGE_SIZE) as usize;
+    kmalloc_pairs(&mut g, "mm-core-DirectMem", &mut DirectMem(vec![0u8; bytes]), &sizes);
+    kmalloc_pairs(&mut g, "mm-core-VecMem", &mut VecMem::new(bytes), &sizes);
     // A persistent talc heap of 64 MiB.
     let heap: &'static mut [u8] = Box::leak(vec![0u8; 64 << 20].into_boxed_slice());
     // SAFETY: the leaked buffer is never used by anything else and lives
     // for the rest of the process.
     let talc = talc::TalcCell::new(unsafe { talc::source::Claim::new(heap.as_mut_ptr(), heap.len()) });
-    for size in [8u64, 64, 256, 1024, 4096] {
-        // Keep a few live objects of the size so the slab is not trivially
-        // empty, as in a running kernel.
-        let keep: Vec<PhysAddr> = (0..32).map(|_| s.kmalloc(&mut b, &mut mem, 0, size, GFP_KERNEL).unwrap()).collect();
-        g.bench_with_input(BenchmarkId::new("mm-core", size), &size, |bench, &size| {
-            bench.iter(|| {
-                let a = s.kmalloc(&mut b, &mut mem, 0, black_box(size), GFP_KERNEL).unwrap();
-                s.kfree(&mut b, &mut mem, 0, black_box(a)).unwrap();
-            })
-        });
-        for a in keep {
-            s.kfree(&mut b, &mut mem, 0, a).unwrap();
-        }
+    for size in sizes {
         g.bench_with_input(BenchmarkId::new("glibc", size), &size, |bench, &size| {
             bench.iter(|| {
                 // SAFETY: malloc/free pair on the host's C allocator; the

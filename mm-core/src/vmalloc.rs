@@ -120,13 +120,19 @@ impl VmapAllocator {
         let need = size.checked_add(PAGE_SIZE).ok_or(VmallocError::NoSpace)?;
         let (node, addr) = self.find_lowest_match(need, align).ok_or(VmallocError::NoSpace)?;
         let Node { start, size: free_size, .. } = self.nodes[node as usize];
-        self.remove_free(start);
-        if addr > start {
-            self.insert_free(start, addr - start);
-        }
         let tail = start + free_size - (addr + need);
-        if tail > 0 {
-            self.insert_free(addr + need, tail);
+        if addr == start && tail > 0 {
+            // The common case: carve from the front. The range keeps its
+            // place in the tree, so only the sizes on its path change.
+            self.adjust_free(start, addr + need, tail);
+        } else {
+            self.remove_free(start);
+            if addr > start {
+                self.insert_free(start, addr - start);
+            }
+            if tail > 0 {
+                self.insert_free(addr + need, tail);
+            }
         }
         self.busy.insert(addr, VmapArea { start: VirtAddr(addr), size, reserved: need, caller });
         Ok(VirtAddr(addr))
@@ -136,22 +142,20 @@ impl VmapAllocator {
     /// free neighbours (Linux's `merge_or_add_vmap_area`).
     pub fn free(&mut self, addr: VirtAddr) -> Result<VmapArea, VmallocError> {
         let area = self.busy.remove(&addr.0).ok_or(VmallocError::NotFound(addr))?;
-        let mut start = addr.0;
-        let mut size = area.reserved;
-        if let Some(prev) = self.free_before(start) {
-            let p = self.nodes[prev as usize];
-            if p.start + p.size == start {
-                self.remove_free(p.start);
-                start = p.start;
-                size += p.size;
+        let (start, size) = (addr.0, area.reserved);
+        let prev = self.free_before(start).map(|i| self.nodes[i as usize]).filter(|p| p.start + p.size == start);
+        let next = self.find_free(start + size).map(|i| self.nodes[i as usize]);
+        // Growing a neighbour in place keeps the key order (free ranges
+        // never overlap), so only one path's sizes need updating.
+        match (prev, next) {
+            (Some(p), Some(n)) => {
+                self.remove_free(n.start);
+                self.adjust_free(p.start, p.start, p.size + size + n.size);
             }
+            (Some(p), None) => self.adjust_free(p.start, p.start, p.size + size),
+            (None, Some(n)) => self.adjust_free(n.start, start, size + n.size),
+            (None, None) => self.insert_free(start, size),
         }
-        if let Some(next) = self.find_free(start + size) {
-            let n = self.nodes[next as usize];
-            self.remove_free(n.start);
-            size += n.size;
-        }
-        self.insert_free(start, size);
         Ok(area)
     }
 
@@ -370,6 +374,32 @@ impl VmapAllocator {
             self.free_slots.push(m);
         }
         self.root = self.merge(l, r);
+    }
+
+    /// Changes the free range keyed `key` to `[start, start+size)`, which
+    /// must keep its place in the key order, and refreshes
+    /// `subtree_max_size` on the way back up.
+    fn adjust_free(&mut self, key: u64, start: u64, size: u64) {
+        self.root = self.adjust_in(self.root, key, start, size);
+    }
+
+    fn adjust_in(&mut self, t: u32, key: u64, start: u64, size: u64) -> u32 {
+        if t == NIL {
+            return t;
+        }
+        let n = self.nodes[t as usize];
+        if key < n.start {
+            let l = self.adjust_in(n.left, key, start, size);
+            self.nodes[t as usize].left = l;
+        } else if key > n.start {
+            let r = self.adjust_in(n.right, key, start, size);
+            self.nodes[t as usize].right = r;
+        } else {
+            self.nodes[t as usize].start = start;
+            self.nodes[t as usize].size = size;
+        }
+        self.update(t);
+        t
     }
 
     /// The free range with the greatest start below `addr`.

@@ -78,3 +78,13 @@ pub fn flush_tlb() {
     // SAFETY: rewriting CR3 with its own value changes no mapping.
     unsafe { write_cr3(read_cr3()) }
 }
+
+/// CPUID.1:EDX.PGE.
+pub fn has_pge() -> bool {
+    core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0
+}
+
+/// CPUID.(EAX=7,ECX=0):EBX.SMEP.
+pub fn has_smep() -> bool {
+    core::arch::x86_64::__cpuid(0).eax >= 7 && core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << 7) != 0
+}

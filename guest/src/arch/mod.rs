@@ -39,6 +39,22 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
+/// Masks interrupts, returning the previous RFLAGS for `irq_restore`.
+pub fn irq_save() -> u64 {
+    let flags: u64;
+    // SAFETY: reads RFLAGS and clears IF; no memory is touched.
+    unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) }
+    flags
+}
+
+/// Restores the interrupt flag saved by `irq_save`.
+pub fn irq_restore(flags: u64) {
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were enabled before the matching `irq_save`.
+        unsafe { asm!("sti", options(nomem, nostack)) }
+    }
+}
+
 /// Stops the CPU for good.
 pub fn halt_forever() -> ! {
     loop {

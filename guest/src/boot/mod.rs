@@ -143,3 +143,42 @@ impl StartInfo {
         core::str::from_utf8(bytes).unwrap_or("")
     }
 }
+
+/// What the kernel keeps of the boot information: copied into the kernel
+/// image early, because the boot structures live in low memory that the
+/// kernel's own page tables do not map at -2 GiB.
+pub struct BootParams {
+    memmap: [MemmapEntry; 32],
+    nr_memmap: usize,
+    cmdline: [u8; 4096],
+    cmdline_len: usize,
+    /// How the kernel was entered.
+    pub path: BootPath,
+}
+
+impl BootParams {
+    /// Copies what `info` points to.
+    pub fn copy_from(info: &StartInfo, path: BootPath) -> Self {
+        let empty = MemmapEntry { addr: 0, size: 0, kind: 0, reserved: 0 };
+        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; 4096], cmdline_len: 0, path };
+        for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
+            p.memmap[p.nr_memmap] = *e;
+            p.nr_memmap += 1;
+        }
+        let c = info.cmdline().as_bytes();
+        let n = c.len().min(p.cmdline.len());
+        p.cmdline[..n].copy_from_slice(&c[..n]);
+        p.cmdline_len = n;
+        p
+    }
+
+    /// The E820 map (non-empty entries).
+    pub fn memmap(&self) -> &[MemmapEntry] {
+        &self.memmap[..self.nr_memmap]
+    }
+
+    /// The command line.
+    pub fn cmdline(&self) -> &str {
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+}

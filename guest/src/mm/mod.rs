@@ -1,4 +1,163 @@
-//! The kernel's memory manager.
+//! The kernel's memory manager, Linux's design at small scale:
+//! E820 -> memblock -> own page tables -> buddy (zones, pcp) -> slab and
+//! kmalloc (the Rust heap) -> vmalloc. The algorithms are mm-core's; this
+//! module is the glue that runs them on real (virtual) hardware.
 
 pub mod fault;
+pub mod heap;
 pub mod layout;
+pub mod memblock;
+pub mod paging;
+pub mod phys;
+pub mod procfs;
+pub mod vmalloc;
+
+use crate::boot::BootParams;
+use crate::fmt::Dec;
+use crate::kprintln;
+use crate::sync::KCell;
+use layout::PAGE_OFFSET;
+use memblock::Memblock;
+use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
+use mm_core::buddy::{BuddyAllocator, Gfp, PageOwner, GFP_KERNEL};
+use mm_core::paging::{FrameAllocator, Mapper};
+use mm_core::slab::{SlabAllocator, SlabFlags};
+use phys::KernelPhys;
+
+/// The one CPU the kernel runs on.
+pub const CPU: usize = 0;
+
+/// The page allocators: buddy (with its zones and pcp lists) and slab.
+pub struct PageAlloc {
+    /// Linux's zoned buddy allocator.
+    pub buddy: BuddyAllocator<'static>,
+    /// SLUB with the kmalloc caches.
+    pub slab: SlabAllocator,
+    /// Physical memory through the direct map.
+    pub phys: KernelPhys,
+}
+
+/// Boot-time facts for meminfo and the benchmarks.
+#[derive(Clone, Copy, Default)]
+pub struct MmStats {
+    /// RAM from the E820 map.
+    pub total_ram: u64,
+    /// Pages handed to the buddy allocator at boot.
+    pub boot_free_pages: u64,
+    /// Page-table pages of the kernel's own tables at boot.
+    pub boot_table_pages: u64,
+    /// RAM backing vmemmap.
+    pub vmemmap_bytes: u64,
+    /// Bytes reserved by memblock (kernel image, first MiB, tables, vmemmap).
+    pub reserved_bytes: u64,
+}
+
+/// The page allocators.
+pub static PAGES: KCell<PageAlloc> = KCell::new("the page allocator");
+/// The kernel's page tables.
+pub static KERNEL_PT: KCell<Mapper> = KCell::new("the kernel page tables");
+/// Boot-time figures.
+pub static STATS: KCell<MmStats> = KCell::new("the mm statistics");
+
+/// Brings up memory management from the E820 map.
+pub fn init(params: &BootParams) {
+    let mut memblock = Memblock::from_e820(params.memmap());
+    // SAFETY: only the addresses of linker-script symbols are taken.
+    let (kstart, kend) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
+    memblock.reserve(kstart - layout::KERNEL_MAP, kend - layout::KERNEL_MAP);
+    let total_ram = memblock.total();
+
+    let tables = match paging::init(&mut memblock) {
+        Ok(t) => t,
+        Err(e) => panic!("cannot build the kernel page tables: {}", e),
+    };
+    let end_of_ram = memblock.end_of_ram();
+    // SAFETY: the direct map now covers all RAM at PAGE_OFFSET.
+    let phys = unsafe { KernelPhys::new(PAGE_OFFSET, end_of_ram) };
+
+    let mut buddy = match BuddyAllocator::new(tables.mem_map, 0, 1) {
+        Ok(b) => b,
+        Err(e) => panic!("cannot create the buddy allocator: {}", e),
+    };
+    let mut freed = 0;
+    let mut reserved_bytes = 0;
+    for r in memblock.reserved.iter() {
+        reserved_bytes += r.end.min(end_of_ram).saturating_sub(r.start);
+    }
+    memblock.for_each_free(|start, end| {
+        let (s, e) = (start >> PAGE_SHIFT, end >> PAGE_SHIFT);
+        if s < e {
+            if let Err(err) = buddy.free_range(s, e) {
+                panic!("memblock_free_all: {}", err);
+            }
+            freed += e - s;
+        }
+    });
+    let mut slab = SlabAllocator::new(1);
+    if let Err(e) = slab.create_kmalloc_caches(SlabFlags::default()) {
+        panic!("cannot create the kmalloc caches: {}", e);
+    }
+    PAGES.set(PageAlloc { buddy, slab, phys });
+    KERNEL_PT.set(tables.mapper);
+    STATS.set(MmStats {
+        total_ram,
+        boot_free_pages: freed,
+        boot_table_pages: tables.table_pages,
+        vmemmap_bytes: tables.vmemmap_bytes,
+        reserved_bytes,
+    });
+    vmalloc::init();
+    kprintln!(
+        "Memory: {}K/{}K available ({}K reserved: kernel, first MiB, {} page-table pages, {}K vmemmap)",
+        Dec(freed * 4),
+        Dec(total_ram >> 10),
+        Dec(reserved_bytes >> 10),
+        Dec(tables.table_pages),
+        Dec(tables.vmemmap_bytes >> 10),
+    );
+}
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel-virtual address of physical `pa` (direct map).
+pub fn phys_to_virt(pa: u64) -> u64 {
+    PAGE_OFFSET + pa
+}
+
+/// The physical address of a direct-map address.
+pub fn virt_to_phys(va: u64) -> u64 {
+    va - PAGE_OFFSET
+}
+
+/// Page-table pages from the buddy allocator, marked as such.
+pub struct BuddyFrames<'a>(pub &'a mut PageAlloc);
+
+impl FrameAllocator for BuddyFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        let pfn = self.0.buddy.alloc_pages(CPU, 0, GFP_KERNEL).ok()?;
+        let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
+        let pa = pfn << PAGE_SHIFT;
+        // SAFETY: a page just allocated, reached through the direct map.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u64, 0, (PAGE_SIZE / 8) as usize) };
+        Some(PhysAddr(pa))
+    }
+
+    fn deallocate_frame(&mut self, frame: PhysAddr) {
+        if let Err(e) = self.0.buddy.free_pages(CPU, frame.0 >> PAGE_SHIFT, 0) {
+            panic!("freeing a page-table page: {}", e);
+        }
+    }
+}
+
+/// Allocates 2^order pages; returns the pfn.
+pub fn alloc_pages(order: u8, gfp: Gfp) -> Option<u64> {
+    PAGES.with(|p| p.buddy.alloc_pages(CPU, order, gfp).ok())
+}
+
+/// Frees 2^order pages at `pfn`.
+pub fn free_pages(pfn: u64, order: u8) -> Result<(), mm_core::buddy::BuddyError> {
+    PAGES.with(|p| p.buddy.free_pages(CPU, pfn, order))
+}

@@ -313,6 +313,10 @@ mod tests {
     fn empty_and_tiny_inputs() {
         assert_eq!(run(&[]).unwrap().ops, 0);
         run(&[3, 2, 0x10, 0, 3, 0, 0]).unwrap();
+        // kmalloc(101), alloc_pages(order 0), vmalloc(4 pages), then a bad
+        // free and the frees of all three.
+        let s = run(&[0, 2, 100, 0, 0, 0, 0, 4, 3, 0, 6, 1, 0, 3, 0, 0, 1, 0, 0, 5, 0, 0]).unwrap();
+        assert_eq!((s.ops, s.allocs, s.bad_frees), (7, 3, 1));
     }
 
     proptest! {

@@ -1,0 +1,47 @@
+//! The Rust heap (`alloc::{Box, Vec, BTreeMap}`) on kmalloc: small
+//! objects from the kmalloc slab caches, large ones straight from the
+//! buddy allocator, as Linux's kmalloc does.
+
+use super::{phys_to_virt, virt_to_phys, PAGES};
+use core::alloc::{GlobalAlloc, Layout};
+use mm_core::addr::PhysAddr;
+use mm_core::buddy::GFP_KERNEL;
+
+/// The kernel's global allocator.
+pub struct KernelHeap;
+
+/// kmalloc aligns power-of-two sizes naturally; a stricter alignment is
+/// met by asking for a size that is a multiple of it.
+fn kmalloc_size(layout: Layout) -> u64 {
+    let size = layout.size().max(1) as u64;
+    let align = layout.align() as u64;
+    if align <= 8 {
+        size
+    } else {
+        size.next_power_of_two().max(align)
+    }
+}
+
+// SAFETY: memory comes from kmalloc, which never hands out a live object
+// twice (mm-core's slab is tested for it), at the alignment `kmalloc_size`
+// arranges; dealloc returns exactly what alloc gave.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let size = kmalloc_size(layout);
+        let r = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, super::CPU, size, GFP_KERNEL));
+        match r {
+            Ok(pa) => phys_to_virt(pa.0) as *mut u8,
+            Err(_) => core::ptr::null_mut(),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        let pa = PhysAddr(virt_to_phys(ptr as u64));
+        if let Err(e) = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, super::CPU, pa)) {
+            panic!("kfree({:#x}): {}", ptr as u64, e);
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap;

@@ -1,0 +1,211 @@
+//! The kernel's own page tables, built with mm-core's mapper (Linux's
+//! `init_mem_mapping` + `mark_rodata_ro`): the direct map of RAM at
+//! `PAGE_OFFSET` (2 MiB pages where aligned), the kernel image at -2 GiB
+//! with W^X (text RX, rodata R, data and bss RW+NX), and `vmemmap` for the
+//! page descriptors. Then CR3 switches to them and the boot tables, with
+//! their identity map, are gone.
+
+use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMEMMAP_START};
+use super::memblock::Memblock;
+use super::phys::KernelPhys;
+use crate::arch::cpu;
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::buddy::Page;
+use mm_core::paging::{FrameAllocator, MapError, Mapper, PageSize, PteFlags, SizeRequest};
+
+extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The boot page tables map the first GiB at -2 GiB: page-table pages
+/// built before the switch must lie there.
+const BOOT_WINDOW: u64 = 1 << 30;
+
+/// Page-table frames from memblock during boot.
+struct MemblockFrames<'a> {
+    memblock: &'a mut Memblock,
+    phys: KernelPhys,
+    count: u64,
+}
+
+impl FrameAllocator for MemblockFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        let pa = self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, BOOT_WINDOW)?;
+        // Table pages must start empty; memblock memory is fresh from the
+        // machine, but a table is too important to trust that.
+        let p = self.phys.virt(pa) as *mut u64;
+        // SAFETY: the frame was just reserved and lies in the boot window.
+        unsafe { core::ptr::write_bytes(p, 0, 512) };
+        self.count += 1;
+        Some(PhysAddr(pa))
+    }
+
+    fn deallocate_frame(&mut self, _frame: PhysAddr) {
+        // Boot tables are never freed (a failed map leaks a page at most).
+    }
+}
+
+/// What `init` built.
+pub struct KernelTables {
+    /// The mapper over the kernel's root table.
+    pub mapper: Mapper,
+    /// The page descriptors, one per pfn from 0 to the end of RAM.
+    pub mem_map: &'static mut [Page],
+    /// Page-table pages used.
+    pub table_pages: u64,
+    /// Bytes of RAM backing `vmemmap`.
+    pub vmemmap_bytes: u64,
+}
+
+fn addr_of(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// CPUID's physical-address width.
+pub fn maxphyaddr() -> u8 {
+    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max >= 0x8000_0008 {
+        (core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff) as u8
+    } else {
+        36
+    }
+}
+
+/// Builds the kernel page tables, switches CR3 to them and turns on NX,
+/// write protection for the kernel, global pages and SMEP.
+pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
+    // NX bits in the new tables need EFER.NXE before CR3 points at them.
+    // SAFETY: setting NXE only gives meaning to bit 63, which the boot
+    // tables do not use.
+    unsafe { cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_NXE) };
+
+    // SAFETY: the boot tables map physical [0, 1 GiB) at KERNEL_MAP.
+    let mut boot_phys = unsafe { KernelPhys::new(KERNEL_MAP, BOOT_WINDOW) };
+    let maxphy = maxphyaddr();
+    let mut frames = MemblockFrames { memblock, phys: boot_phys, count: 0 };
+    let mapper = Mapper::create(&mut boot_phys, &mut frames, false, maxphy, false)?;
+    let g = PteFlags::GLOBAL;
+
+    // The direct map: all RAM (whole pages), plus the first MiB.
+    let end_of_ram = frames.memblock.end_of_ram();
+    let mut ram = [(0u64, 0u64); 64];
+    let mut n = 0;
+    for r in frames.memblock.memory.iter() {
+        ram[n] = (r.start, r.end);
+        n += 1;
+    }
+    // The first MiB whole (BIOS area and boot data included, as Linux
+    // maps it), then every RAM range above it.
+    let mut direct = [(0u64, 0u64); 65];
+    direct[0] = (0, 1 << 20);
+    let mut nd = 1;
+    for &(start, end) in &ram[..n] {
+        let start = start.max(1 << 20);
+        if start < end {
+            direct[nd] = (start, end);
+            nd += 1;
+        }
+    }
+    for &(start, end) in &direct[..nd] {
+        let flush = mapper.map(
+            &mut boot_phys,
+            &mut frames,
+            VirtAddr(PAGE_OFFSET + start),
+            PhysAddr(start),
+            end - start,
+            SizeRequest::Best,
+            PteFlags::RW.union(PteFlags::NX).union(g),
+        )?;
+        // New mappings of not-present addresses need no flush on x86, and
+        // these tables are not live yet anyway.
+        flush.ignore();
+    }
+
+    // The kernel image, W^X, 4 KiB pages.
+    // SAFETY: only the addresses of linker-script symbols are taken.
+    let (text, text_end, ro, ro_end, data, end) = unsafe {
+        (
+            addr_of(&__text_start),
+            addr_of(&__text_end),
+            addr_of(&__rodata_start),
+            addr_of(&__rodata_end),
+            addr_of(&__data_start),
+            addr_of(&__kernel_end),
+        )
+    };
+    for (start, stop, flags) in [
+        (text, text_end, g),
+        (ro, ro_end, g.union(PteFlags::NX)),
+        (data, end, g.union(PteFlags::NX).union(PteFlags::RW)),
+    ] {
+        let flush = mapper.map(
+            &mut boot_phys,
+            &mut frames,
+            VirtAddr(start),
+            PhysAddr(start - KERNEL_MAP),
+            stop - start,
+            SizeRequest::Fixed(PageSize::Size4K),
+            flags,
+        )?;
+        flush.ignore();
+    }
+
+    // vmemmap: descriptors for every pfn that has RAM, backed by memory
+    // from memblock (zero, so every descriptor starts "untouched").
+    let desc = core::mem::size_of::<Page>() as u64;
+    let mut vmemmap_bytes = 0;
+    let mut mapped_to = VMEMMAP_START;
+    for &(start, end) in &ram[..n] {
+        let align = 2 << 20;
+        let mut vstart = (VMEMMAP_START + start / PAGE_SIZE * desc) & !(PAGE_SIZE - 1);
+        let vend = (VMEMMAP_START + end / PAGE_SIZE * desc + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        vstart = vstart.max(mapped_to);
+        if vstart >= vend {
+            continue;
+        }
+        let len = vend - vstart;
+        let big = len >= align;
+        let pa = frames.memblock.alloc(len, if big { align } else { PAGE_SIZE }, u64::MAX).ok_or(MapError::FrameAllocationFailed)?;
+        let flush = mapper.map(
+            &mut boot_phys,
+            &mut frames,
+            VirtAddr(vstart),
+            PhysAddr(pa),
+            len,
+            SizeRequest::Best,
+            PteFlags::RW.union(PteFlags::NX).union(g),
+        )?;
+        flush.ignore();
+        vmemmap_bytes += len;
+        mapped_to = vend;
+    }
+
+    let table_pages = frames.count + 1;
+    // SAFETY: the new tables map the running kernel (text, data, stack,
+    // all at the same -2 GiB addresses) exactly as the boot tables did,
+    // with narrower rights; nothing refers to the identity map any more.
+    unsafe {
+        cpu::write_cr3(mapper.root().0);
+        cpu::write_cr0(cpu::read_cr0() | cpu::CR0_WP);
+        // Only what the CPU has: setting an unsupported CR4 bit is a #GP.
+        let mut cr4 = cpu::read_cr4();
+        if cpu::has_pge() {
+            cr4 |= cpu::CR4_PGE;
+        }
+        if cpu::has_smep() {
+            cr4 |= cpu::CR4_SMEP;
+        }
+        cpu::write_cr4(cr4);
+    }
+    let nr_pfns = (end_of_ram / PAGE_SIZE) as usize;
+    // SAFETY: vmemmap maps zeroed RAM for the descriptors of every pfn that
+    // has RAM; descriptors of holes are never touched (the buddy allocator
+    // only reads descriptors of memory it was given).
+    let mem_map = unsafe { core::slice::from_raw_parts_mut(VMEMMAP_START as *mut Page, nr_pfns) };
+    Ok(KernelTables { mapper, mem_map, table_pages, vmemmap_bytes })
+}

@@ -1,0 +1,162 @@
+//! vmalloc: virtually contiguous kernel memory from scattered frames, in
+//! the vmalloc window, each area followed by an unmapped guard page
+//! (Linux's mm/vmalloc.c). The area allocator is mm-core's; this module
+//! maps and unmaps the frames, and flushes the TLB when it unmaps.
+
+use super::layout::{VMALLOC_END, VMALLOC_START};
+use super::{BuddyFrames, CPU, KERNEL_PT, PAGES};
+use crate::arch::cpu;
+use crate::sync::KCell;
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
+use mm_core::buddy::{PageOwner, GFP_KERNEL};
+use mm_core::paging::{walk, PageSize, PteFlags, SizeRequest, TlbFlusher};
+use mm_core::vmalloc::{VmapAllocator, VmapArea};
+
+/// The vmalloc area allocator.
+pub static VMAP: KCell<VmapAllocator> = KCell::new("the vmalloc area allocator");
+
+/// Counters for the benchmarks and self-tests.
+#[derive(Clone, Copy, Default)]
+pub struct VmallocStats {
+    /// `invlpg`s issued by vfree.
+    pub invlpg: u64,
+    /// Full TLB flushes issued by vfree.
+    pub full_flushes: u64,
+    /// Areas freed.
+    pub vfrees: u64,
+}
+
+/// vmalloc's TLB-flush counters.
+pub static STATS: KCell<VmallocStats> = KCell::new("the vmalloc statistics");
+
+/// Sets up the vmalloc window.
+pub fn init() {
+    match VmapAllocator::new(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END)) {
+        Ok(v) => VMAP.set(v),
+        Err(e) => panic!("vmalloc window: {}", e),
+    }
+    STATS.set(VmallocStats::default());
+}
+
+/// The CPU's TLB, counted.
+struct Invlpg;
+
+impl TlbFlusher for Invlpg {
+    fn flush_page(&mut self, va: VirtAddr) {
+        cpu::invlpg(va.0);
+        STATS.with(|s| s.invlpg += 1);
+    }
+
+    fn flush_all(&mut self) {
+        cpu::flush_tlb();
+        STATS.with(|s| s.full_flushes += 1);
+    }
+}
+
+/// Why vmalloc failed.
+#[derive(Debug)]
+pub enum VmallocFailure {
+    /// No room in the window.
+    Area(mm_core::vmalloc::VmallocError),
+    /// Out of pages.
+    NoMemory,
+    /// Page-table trouble.
+    Map(mm_core::paging::MapError),
+}
+
+/// Allocates `size` bytes of virtually contiguous memory.
+pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailure> {
+    let va = VMAP.with(|v| v.alloc(size, PAGE_SIZE, caller)).map_err(VmallocFailure::Area)?;
+    let pages = size.div_ceil(PAGE_SIZE);
+    for i in 0..pages {
+        let r = PAGES.with(|p| {
+            let pfn = p.buddy.alloc_pages(CPU, 0, GFP_KERNEL).map_err(|_| VmallocFailure::NoMemory)?;
+            let _ = p.buddy.set_owner(pfn, PageOwner::Vmalloc);
+            let mapper = KERNEL_PT.with(|m| *m);
+            let flush = mapper
+                .map(
+                    &mut p.phys.clone(),
+                    &mut BuddyFrames(p),
+                    VirtAddr(va.0 + i * PAGE_SIZE),
+                    PhysAddr(pfn << PAGE_SHIFT),
+                    PAGE_SIZE,
+                    SizeRequest::Fixed(PageSize::Size4K),
+                    PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+                )
+                .map_err(VmallocFailure::Map)?;
+            // Not-present to present needs no invalidation on x86.
+            flush.ignore();
+            Ok(())
+        });
+        if let Err(e) = r {
+            // Undo what was mapped so far.
+            let _ = unmap_and_free(va, i);
+            let _ = VMAP.with(|v| v.free(va));
+            return Err(e);
+        }
+    }
+    Ok(va)
+}
+
+/// Unmaps `pages` pages at `va`, flushes them and frees their frames.
+fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapError> {
+    PAGES.with(|p| {
+        let mapper = KERNEL_PT.with(|m| *m);
+        let mut phys = p.phys;
+        let mut frames = [0u64; 64];
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(frames.len() as u64);
+            for (k, f) in frames.iter_mut().enumerate().take(n as usize) {
+                let a = VirtAddr(va.0 + (done + k as u64) * PAGE_SIZE);
+                *f = walk(&phys, &mapper.context(), a).map(|t| t.pa.0 >> PAGE_SHIFT).unwrap_or(u64::MAX);
+            }
+            let flush = mapper.unmap(
+                &mut phys,
+                &mut BuddyFrames(p),
+                VirtAddr(va.0 + done * PAGE_SIZE),
+                n * PAGE_SIZE,
+                // Kernel page tables stay (as Linux's vmalloc leaves them):
+                // every address space shares them.
+                false,
+            )?;
+            // The frames may be reused the moment they are freed: the TLB
+            // must forget them first.
+            flush.flush(&mut Invlpg);
+            for &pfn in &frames[..n as usize] {
+                if pfn != u64::MAX {
+                    if let Err(e) = p.buddy.free_pages(CPU, pfn, 0) {
+                        panic!("vfree: freeing pfn {:#x}: {}", pfn, e);
+                    }
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    })
+}
+
+/// Frees a vmalloc area.
+pub fn vfree(va: VirtAddr) -> Result<(), VmallocFailure> {
+    let area = VMAP.with(|v| v.find(va).copied()).ok_or(VmallocFailure::Area(mm_core::vmalloc::VmallocError::NotFound(va)))?;
+    unmap_and_free(area.start, area.size / PAGE_SIZE).map_err(VmallocFailure::Map)?;
+    VMAP.with(|v| v.free(va)).map_err(VmallocFailure::Area)?;
+    STATS.with(|s| s.vfrees += 1);
+    Ok(())
+}
+
+/// The area containing `addr`, or whose guard page contains it (for the
+/// fault handler; `None` if the allocator is busy or nothing matches).
+pub fn area_near(addr: u64) -> Option<VmapArea> {
+    VMAP.try_with(|v| v.areas().find(|a| addr >= a.start.0 && addr < a.start.0 + a.reserved).copied()).flatten()
+}
+
+impl core::fmt::Display for VmallocFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmallocFailure::Area(e) => write!(f, "no vmalloc area: {}", e),
+            VmallocFailure::NoMemory => f.write_str("out of pages"),
+            VmallocFailure::Map(e) => write!(f, "mapping failed: {}", e),
+        }
+    }
+}
