@@ -7,9 +7,20 @@ use core::arch::asm;
 /// `dst` and `src` are valid for `n` bytes and do not overlap.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // Quadwords first: KVM's emulator steps a rep string instruction one
+    // element at a time, so 8-byte elements are 8x fewer steps.
     // SAFETY: the caller guarantees both ranges (C's memcpy contract).
     unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+        asm!(
+            "rep movsq",
+            "mov rcx, {tail}",
+            "rep movsb",
+            tail = in(reg) n & 7,
+            inout("rcx") n / 8 => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        );
     }
     dst
 }
@@ -43,9 +54,20 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` is valid for `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range.
+    let byte = c as u8 as u64;
+    let pattern = byte * 0x0101_0101_0101_0101;
+    // SAFETY: the caller guarantees the range; quadwords first as in memcpy.
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags));
+        asm!(
+            "rep stosq",
+            "mov rcx, {tail}",
+            "rep stosb",
+            tail = in(reg) n & 7,
+            inout("rcx") n / 8 => _,
+            inout("rdi") dst => _,
+            in("rax") pattern,
+            options(nostack, preserves_flags)
+        );
     }
     dst
 }

@@ -182,13 +182,17 @@ impl Vm {
 }
 
 /// Prints what the guest reported on the self-test results channel: one
-/// line per failed check and a closing count.
+/// line per check (failures with the guest's detail) and a closing count.
 fn report_selftests(results: &crate::devices::results::ResultsChannel) {
     if results.records.is_empty() && results.malformed.is_empty() {
         return;
     }
-    for r in results.records.iter().filter(|r| !r.passed) {
-        eprintln!("vmm: selftest FAILED: {}/{}: {}", r.group, r.name, r.detail);
+    for r in &results.records {
+        if r.passed {
+            eprintln!("vmm: selftest pass: {}/{}", r.group, r.name);
+        } else {
+            eprintln!("vmm: selftest FAILED: {}/{}: {}", r.group, r.name, r.detail);
+        }
     }
     for m in &results.malformed {
         eprintln!("vmm: selftest record not understood: {m:?}");

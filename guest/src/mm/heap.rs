@@ -28,7 +28,7 @@ fn kmalloc_size(layout: Layout) -> u64 {
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = kmalloc_size(layout);
-        let r = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, super::CPU, size, GFP_KERNEL));
+        let r = super::with_growth(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, super::CPU, size, GFP_KERNEL));
         match r {
             Ok(pa) => phys_to_virt(pa.0) as *mut u8,
             Err(_) => core::ptr::null_mut(),

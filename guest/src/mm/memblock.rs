@@ -34,41 +34,34 @@ impl RangeSet {
         self.r[..self.n].iter().copied()
     }
 
-    /// Adds `[start, end)`, merging with neighbours.
+    /// Adds `[start, end)`, merging with neighbours. In place: the
+    /// emulated CPU pays for every byte moved.
     fn add(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
         }
+        // First range that ends at or after `start` (touching merges).
+        let i = self.r[..self.n].iter().position(|r| r.end >= start).unwrap_or(self.n);
+        // Ranges i..j overlap or touch [start, end).
+        let mut j = i;
         let (mut s, mut e) = (start, end);
-        let mut out = [Range::default(); MAX_REGIONS];
-        let mut k = 0;
-        let mut placed = false;
-        for r in self.iter() {
-            if r.end < s {
-                out[k] = r;
-                k += 1;
-            } else if r.start > e {
-                if !placed {
-                    out[k] = Range { start: s, end: e };
-                    k += 1;
-                    placed = true;
-                }
-                out[k] = r;
-                k += 1;
-            } else {
-                s = s.min(r.start);
-                e = e.max(r.end);
-            }
-            if k >= MAX_REGIONS - 1 {
-                break;
-            }
+        while j < self.n && self.r[j].start <= end {
+            s = s.min(self.r[j].start);
+            e = e.max(self.r[j].end);
+            j += 1;
         }
-        if !placed {
-            out[k] = Range { start: s, end: e };
-            k += 1;
+        if j > i {
+            // Replace i..j by one range.
+            self.r[i] = Range { start: s, end: e };
+            self.r.copy_within(j..self.n, i + 1);
+            self.n -= j - i - 1;
+        } else if self.n < MAX_REGIONS {
+            self.r.copy_within(i..self.n, i + 1);
+            self.r[i] = Range { start: s, end: e };
+            self.n += 1;
+        } else {
+            panic!("memblock: more than 64 regions");
         }
-        self.r = out;
-        self.n = k;
     }
 
     fn overlaps(&self, start: u64, end: u64) -> Option<Range> {

@@ -79,20 +79,33 @@ pub fn init(params: &BootParams) {
         Ok(b) => b,
         Err(e) => panic!("cannot create the buddy allocator: {}", e),
     };
-    let mut freed = 0;
     let mut reserved_bytes = 0;
     for r in memblock.reserved.iter() {
         reserved_bytes += r.end.min(end_of_ram).saturating_sub(r.start);
     }
+    // Deferred page init (Linux's CONFIG_DEFERRED_STRUCT_PAGE_INIT): only
+    // the first BOOT_INIT_PAGES go to the buddy allocator now; the rest is
+    // handed over a chunk at a time when an allocation finds the zones
+    // empty (`deferred_grow_zone`), so boot cost does not grow with RAM.
+    let mut deferred = Deferred { ranges: [(0, 0); 64], n: 0, next: 0, pages: 0 };
+    let mut freed = 0;
     memblock.for_each_free(|start, end| {
-        let (s, e) = (start >> PAGE_SHIFT, end >> PAGE_SHIFT);
-        if s < e {
-            if let Err(err) = buddy.free_range(s, e) {
+        let (mut s, e) = (start >> PAGE_SHIFT, end >> PAGE_SHIFT);
+        if s < e && freed < BOOT_INIT_PAGES {
+            let now_end = e.min(s + (BOOT_INIT_PAGES - freed));
+            if let Err(err) = buddy.free_range(s, now_end) {
                 panic!("memblock_free_all: {}", err);
             }
-            freed += e - s;
+            freed += now_end - s;
+            s = now_end;
+        }
+        if s < e && deferred.n < deferred.ranges.len() {
+            deferred.ranges[deferred.n] = (s, e);
+            deferred.n += 1;
+            deferred.pages += e - s;
         }
     });
+    DEFERRED.set(deferred);
     let mut slab = SlabAllocator::new(1);
     if let Err(e) = slab.create_kmalloc_caches(SlabFlags::default()) {
         panic!("cannot create the kmalloc caches: {}", e);
@@ -107,14 +120,70 @@ pub fn init(params: &BootParams) {
         reserved_bytes,
     });
     vmalloc::init();
+    let deferred_pages = DEFERRED.with(|d| d.pages);
     kprintln!(
-        "Memory: {}K/{}K available ({}K reserved: kernel, first MiB, {} page-table pages, {}K vmemmap)",
+        "Memory: {}K/{}K available ({}K deferred, {}K reserved: kernel, first MiB, {} page-table pages, {}K vmemmap)",
         Dec(freed * 4),
         Dec(total_ram >> 10),
+        Dec(deferred_pages * 4),
         Dec(reserved_bytes >> 10),
         Dec(tables.table_pages),
         Dec(tables.vmemmap_bytes >> 10),
     );
+}
+
+/// Pages handed to the buddy allocator at boot; the rest is deferred.
+const BOOT_INIT_PAGES: u64 = (256 << 20) >> PAGE_SHIFT;
+/// Pages handed over per deferred step (1 GiB).
+const DEFERRED_CHUNK_PAGES: u64 = (1 << 30) >> PAGE_SHIFT;
+
+/// Free memory not yet given to the buddy allocator.
+pub struct Deferred {
+    ranges: [(u64, u64); 64],
+    n: usize,
+    next: usize,
+    /// Pages still deferred.
+    pub pages: u64,
+}
+
+/// The deferred free ranges.
+pub static DEFERRED: KCell<Deferred> = KCell::new("the deferred memory");
+
+/// Hands the next deferred chunk to `p`'s buddy allocator (Linux's
+/// `deferred_grow_zone`). False when nothing is left.
+pub fn grow_locked(p: &mut PageAlloc) -> bool {
+    DEFERRED.with(|d| {
+        while d.next < d.n {
+            let (s, e) = d.ranges[d.next];
+            if s >= e {
+                d.next += 1;
+                continue;
+            }
+            let chunk_end = e.min(s + DEFERRED_CHUNK_PAGES);
+            if let Err(err) = p.buddy.free_range(s, chunk_end) {
+                panic!("deferred_grow_zone: {}", err);
+            }
+            d.ranges[d.next].0 = chunk_end;
+            d.pages -= chunk_end - s;
+            return true;
+        }
+        false
+    })
+}
+
+/// Runs an allocation, growing the zones from deferred memory while it
+/// fails for lack of pages.
+pub fn with_growth<T, E>(mut f: impl FnMut(&mut PageAlloc) -> Result<T, E>) -> Result<T, E> {
+    PAGES.with(|p| loop {
+        match f(p) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if !grow_locked(p) {
+                    return Err(e);
+                }
+            }
+        }
+    })
 }
 
 extern "C" {
@@ -137,7 +206,13 @@ pub struct BuddyFrames<'a>(pub &'a mut PageAlloc);
 
 impl FrameAllocator for BuddyFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysAddr> {
-        let pfn = self.0.buddy.alloc_pages(CPU, 0, GFP_KERNEL).ok()?;
+        let pfn = loop {
+            match self.0.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
+                Ok(pfn) => break pfn,
+                Err(_) if grow_locked(self.0) => {}
+                Err(_) => return None,
+            }
+        };
         let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
         let pa = pfn << PAGE_SHIFT;
         // SAFETY: a page just allocated, reached through the direct map.
@@ -154,7 +229,7 @@ impl FrameAllocator for BuddyFrames<'_> {
 
 /// Allocates 2^order pages; returns the pfn.
 pub fn alloc_pages(order: u8, gfp: Gfp) -> Option<u64> {
-    PAGES.with(|p| p.buddy.alloc_pages(CPU, order, gfp).ok())
+    with_growth(|p| p.buddy.alloc_pages(CPU, order, gfp)).ok()
 }
 
 /// Frees 2^order pages at `pfn`.

@@ -159,18 +159,28 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
     // from memblock (zero, so every descriptor starts "untouched").
     let desc = core::mem::size_of::<Page>() as u64;
     let mut vmemmap_bytes = 0;
-    let mut mapped_to = VMEMMAP_START;
+    // The descriptor ranges of the RAM ranges, page-rounded and merged, so
+    // neighbouring RAM ranges share 2 MiB vmemmap pages.
+    let mut spans = [(0u64, 0u64); 64];
+    let mut ns = 0;
     for &(start, end) in &ram[..n] {
-        let align = 2 << 20;
-        let mut vstart = (VMEMMAP_START + start / PAGE_SIZE * desc) & !(PAGE_SIZE - 1);
+        let vstart = (VMEMMAP_START + start / PAGE_SIZE * desc) & !(PAGE_SIZE - 1);
         let vend = (VMEMMAP_START + end / PAGE_SIZE * desc + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-        vstart = vstart.max(mapped_to);
-        if vstart >= vend {
-            continue;
+        if ns > 0 && vstart <= spans[ns - 1].1 {
+            spans[ns - 1].1 = spans[ns - 1].1.max(vend);
+        } else {
+            spans[ns] = (vstart, vend);
+            ns += 1;
         }
+    }
+    for &(vstart, vend) in &spans[..ns] {
         let len = vend - vstart;
-        let big = len >= align;
-        let pa = frames.memblock.alloc(len, if big { align } else { PAGE_SIZE }, u64::MAX).ok_or(MapError::FrameAllocationFailed)?;
+        let align = 2 << 20;
+        let big = len >= align && vstart % align == 0;
+        let pa = frames
+            .memblock
+            .alloc(len, if big { align } else { PAGE_SIZE }, u64::MAX)
+            .ok_or(MapError::FrameAllocationFailed)?;
         let flush = mapper.map(
             &mut boot_phys,
             &mut frames,
@@ -182,7 +192,6 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
         )?;
         flush.ignore();
         vmemmap_bytes += len;
-        mapped_to = vend;
     }
 
     let table_pages = frames.count + 1;

@@ -30,6 +30,7 @@ pub fn meminfo() {
     kprintln!("MemTotal:       {} kB", Dec(st.total_ram >> 10));
     kprintln!("MemFree:        {} kB", kb(c.free + c.pcp));
     kprintln!("MemManaged:     {} kB", kb(c.managed));
+    kprintln!("Deferred:       {} kB", kb(super::DEFERRED.with(|d| d.pages)));
     kprintln!("Allocated:      {} kB", kb(c.allocated));
     kprintln!("Slab:           {} kB", kb(slab_pages));
     kprintln!("PageTables:     {} kB", kb(st.boot_table_pages));
@@ -82,7 +83,10 @@ pub fn ptdump() {
             );
         };
         for m in mapper.mappings(&p.phys).flatten() {
-            let (va, pa, size, flags) = (m.va.0, m.pa.0, m.size, m.flags);
+            // Accessed/dirty change as the CPU runs: leave them out, as
+            // Linux's ptdump does, so ranges merge.
+            let flags = m.flags.difference(mm_core::paging::PteFlags::ACCESSED.union(mm_core::paging::PteFlags::DIRTY));
+            let (va, pa, size) = (m.va.0, m.pa.0, m.size);
             match &mut cur {
                 Some(c) if c.1 == va && c.3 == flags && c.4 == size && c.2 + (c.1 - c.0) == pa => c.1 += size.bytes(),
                 _ => {

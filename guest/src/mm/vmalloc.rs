@@ -70,7 +70,13 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
     let pages = size.div_ceil(PAGE_SIZE);
     for i in 0..pages {
         let r = PAGES.with(|p| {
-            let pfn = p.buddy.alloc_pages(CPU, 0, GFP_KERNEL).map_err(|_| VmallocFailure::NoMemory)?;
+            let pfn = loop {
+                match p.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
+                    Ok(pfn) => break pfn,
+                    Err(_) if super::grow_locked(p) => {}
+                    Err(_) => return Err(VmallocFailure::NoMemory),
+                }
+            };
             let _ = p.buddy.set_owner(pfn, PageOwner::Vmalloc);
             let mapper = KERNEL_PT.with(|m| *m);
             let flush = mapper

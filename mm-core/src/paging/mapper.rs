@@ -463,8 +463,8 @@ impl Mapper {
             let cur_va = VirtAddr(va.0 + done);
             let cur_pa = PhysAddr(pa.0 + done);
             match self.map_one(mem, frames, cur_va, cur_pa, len - done, size, flags) {
-                Ok(s) => {
-                    done += s.bytes();
+                Ok((s, n)) => {
+                    done += s.bytes() * n;
                     min = min.min(s);
                 }
                 Err(e) => {
@@ -490,10 +490,13 @@ impl Mapper {
         remaining: u64,
         req: SizeRequest,
         flags: PteFlags,
-    ) -> Result<PageSize, MapError> {
+    ) -> Result<(PageSize, u64), MapError> {
         let ctx = self.ctx();
         let mut table = self.root;
         let mut level = Level::root(self.la57);
+        // Whether `table` was allocated by this call (so all its entries
+        // are empty).
+        let mut fresh = false;
         loop {
             let entry_pa = PhysAddr(table.0 + 8 * va.table_index(level) as u64);
             let e = Self::read(mem, entry_pa)?;
@@ -513,7 +516,27 @@ impl Mapper {
             if let Some(s) = level.page_size() {
                 if !e.is_present() && fits(s) {
                     Self::write(mem, entry_pa, Pte::leaf(pa, flags, s))?;
-                    return Ok(s);
+                    // Consecutive leaves of the same size in this table need
+                    // no new walk (the loop of Linux's phys_pmd_init): this
+                    // makes mapping all of RAM cost a store per page.
+                    // Alignment carries over, as the step is the page size.
+                    // The raw entry steps by the page size: the address
+                    // field is aligned to it, so nothing carries into flags.
+                    let first = Pte::leaf(pa, flags, s).0;
+                    let step = s.bytes();
+                    let mut n = 1u64;
+                    let mut idx = va.table_index(level) + 1;
+                    while idx < 512 && remaining - n * step >= step {
+                        let next_pa = PhysAddr(table.0 + 8 * idx as u64);
+                        // A table this call created is known to be empty.
+                        if !fresh && Self::read(mem, next_pa)?.is_present() {
+                            break;
+                        }
+                        Self::write(mem, next_pa, Pte(first + n * step))?;
+                        n += 1;
+                        idx += 1;
+                    }
+                    return Ok((s, n));
                 }
             }
             if e.is_present() {
@@ -524,6 +547,7 @@ impl Mapper {
             if level == last_level {
                 return Err(MapError::AlreadyMapped { va, level });
             }
+            fresh = !e.is_present();
             let next = if !e.is_present() {
                 let t = alloc_table(mem, frames)?;
                 let mut tf = TABLE_FLAGS;
