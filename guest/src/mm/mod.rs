@@ -67,7 +67,20 @@ pub fn init(params: &BootParams) {
     memblock.reserve(kstart - layout::KERNEL_MAP, kend - layout::KERNEL_MAP);
     let total_ram = memblock.total();
 
-    let tables = match paging::init(&mut memblock) {
+    // RAM above DEFER_ABOVE, in whole 2 MiB pages, is initialised (and
+    // direct-mapped) on demand.
+    let mut lazy = [(0u64, 0u64); 64];
+    let mut nl = 0;
+    for r in memblock.memory.iter() {
+        let lo = (r.start.max(DEFER_ABOVE) + HUGE - 1) & !(HUGE - 1);
+        let hi = r.end & !(HUGE - 1);
+        if lo < hi && nl < lazy.len() {
+            lazy[nl] = (lo, hi);
+            nl += 1;
+        }
+    }
+    let lazy = &lazy[..nl];
+    let tables = match paging::init(&mut memblock, lazy) {
         Ok(t) => t,
         Err(e) => panic!("cannot build the kernel page tables: {}", e),
     };
@@ -87,22 +100,34 @@ pub fn init(params: &BootParams) {
     // the first BOOT_INIT_PAGES go to the buddy allocator now; the rest is
     // handed over a chunk at a time when an allocation finds the zones
     // empty (`deferred_grow_zone`), so boot cost does not grow with RAM.
-    let mut deferred = Deferred { ranges: [(0, 0); 64], n: 0, next: 0, pages: 0 };
+    let mut deferred = Deferred { ranges: [(0, 0); 64], n: 0, next: 0, pages: 0, mapped_to: 0 };
     let mut freed = 0;
     memblock.for_each_free(|start, end| {
-        let (mut s, e) = (start >> PAGE_SHIFT, end >> PAGE_SHIFT);
-        if s < e && freed < BOOT_INIT_PAGES {
-            let now_end = e.min(s + (BOOT_INIT_PAGES - freed));
-            if let Err(err) = buddy.free_range(s, now_end) {
-                panic!("memblock_free_all: {}", err);
+        // Split the free range at the lazy parts: outside them now,
+        // inside them later.
+        let mut cur = start;
+        while cur < end {
+            let inside = lazy.iter().find(|&&(ls, le)| cur >= ls && cur < le).copied();
+            let next = match inside {
+                Some((_, le)) => le.min(end),
+                None => lazy.iter().map(|&(ls, _)| ls).filter(|&ls| ls > cur).min().unwrap_or(end).min(end),
+            };
+            let (s, e) = (cur >> PAGE_SHIFT, next >> PAGE_SHIFT);
+            if s < e {
+                if inside.is_some() {
+                    if deferred.n < deferred.ranges.len() {
+                        deferred.ranges[deferred.n] = (s, e);
+                        deferred.n += 1;
+                        deferred.pages += e - s;
+                    }
+                } else {
+                    if let Err(err) = buddy.free_range(s, e) {
+                        panic!("memblock_free_all: {}", err);
+                    }
+                    freed += e - s;
+                }
             }
-            freed += now_end - s;
-            s = now_end;
-        }
-        if s < e && deferred.n < deferred.ranges.len() {
-            deferred.ranges[deferred.n] = (s, e);
-            deferred.n += 1;
-            deferred.pages += e - s;
+            cur = next;
         }
     });
     DEFERRED.set(deferred);
@@ -132,8 +157,10 @@ pub fn init(params: &BootParams) {
     );
 }
 
-/// Pages handed to the buddy allocator at boot; the rest is deferred.
-const BOOT_INIT_PAGES: u64 = (256 << 20) >> PAGE_SHIFT;
+/// RAM below this is initialised at boot; above it, on demand.
+pub const DEFER_ABOVE: u64 = 256 << 20;
+/// A 2 MiB page.
+const HUGE: u64 = 2 << 20;
 /// Pages handed over per deferred step (1 GiB).
 const DEFERRED_CHUNK_PAGES: u64 = (1 << 30) >> PAGE_SHIFT;
 
@@ -144,6 +171,8 @@ pub struct Deferred {
     next: usize,
     /// Pages still deferred.
     pub pages: u64,
+    /// The direct map covers deferred RAM up to here.
+    mapped_to: u64,
 }
 
 /// The deferred free ranges.
@@ -160,6 +189,17 @@ pub fn grow_locked(p: &mut PageAlloc) -> bool {
                 continue;
             }
             let chunk_end = e.min(s + DEFERRED_CHUNK_PAGES);
+            // Direct-map the chunk first (whole 2 MiB pages; the ranges lie
+            // inside 2 MiB-aligned lazy parts).
+            let map_start = ((s << PAGE_SHIFT) & !(HUGE - 1)).max(d.mapped_to);
+            let map_end = ((chunk_end << PAGE_SHIFT) + HUGE - 1) & !(HUGE - 1);
+            if map_start < map_end {
+                let mapper = KERNEL_PT.with(|m| *m);
+                if let Err(err) = paging::map_deferred(&mapper, &mut p.phys, map_start, map_end) {
+                    panic!("deferred_grow_zone: direct map: {}", err);
+                }
+                d.mapped_to = map_end;
+            }
             if let Err(err) = p.buddy.free_range(s, chunk_end) {
                 panic!("deferred_grow_zone: {}", err);
             }

@@ -4,14 +4,21 @@
 //! with W^X (text RX, rodata R, data and bss RW+NX), and `vmemmap` for the
 //! page descriptors. Then CR3 switches to them and the boot tables, with
 //! their identity map, are gone.
+//!
+//! RAM whose page init is deferred (see `mm::Deferred`) is direct-mapped
+//! when the buddy allocator takes it: on hosts where ring 0 is emulated,
+//! writing the PMD entries for all of a large guest's RAM is most of its
+//! boot time. The PMD tables for it are created here, so that mapping it
+//! later needs no allocation, and every kernel-half PGD entry exists from
+//! boot on, so address spaces can share the kernel half by copying them.
 
-use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMEMMAP_START};
+use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP_START};
 use super::memblock::Memblock;
 use super::phys::KernelPhys;
 use crate::arch::cpu;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::buddy::Page;
-use mm_core::paging::{FrameAllocator, MapError, Mapper, PageSize, PteFlags, SizeRequest};
+use mm_core::paging::{FrameAllocator, Level, MapError, Mapper, PageSize, PteFlags, SizeRequest};
 
 extern "C" {
     static __text_start: u8;
@@ -29,18 +36,15 @@ const BOOT_WINDOW: u64 = 1 << 30;
 /// Page-table frames from memblock during boot.
 struct MemblockFrames<'a> {
     memblock: &'a mut Memblock,
-    phys: KernelPhys,
     count: u64,
 }
 
 impl FrameAllocator for MemblockFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysAddr> {
-        let pa = self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, BOOT_WINDOW)?;
-        // Table pages must start empty; memblock memory is fresh from the
-        // machine, but a table is too important to trust that.
-        let p = self.phys.virt(pa) as *mut u64;
-        // SAFETY: the frame was just reserved and lies in the boot window.
-        unsafe { core::ptr::write_bytes(p, 0, 512) };
+        // mm-core's mapper zeroes every table it allocates.
+        // Below DEFER_ABOVE: the direct map covers that from boot, and the
+        // kernel reaches its tables through the direct map later.
+        let pa = self.memblock.alloc(PAGE_SIZE, PAGE_SIZE, super::DEFER_ABOVE)?;
         self.count += 1;
         Some(PhysAddr(pa))
     }
@@ -78,7 +82,7 @@ pub fn maxphyaddr() -> u8 {
 
 /// Builds the kernel page tables, switches CR3 to them and turns on NX,
 /// write protection for the kernel, global pages and SMEP.
-pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
+pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables, MapError> {
     // NX bits in the new tables need EFER.NXE before CR3 points at them.
     // SAFETY: setting NXE only gives meaning to bit 63, which the boot
     // tables do not use.
@@ -87,7 +91,7 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
     // SAFETY: the boot tables map physical [0, 1 GiB) at KERNEL_MAP.
     let mut boot_phys = unsafe { KernelPhys::new(KERNEL_MAP, BOOT_WINDOW) };
     let maxphy = maxphyaddr();
-    let mut frames = MemblockFrames { memblock, phys: boot_phys, count: 0 };
+    let mut frames = MemblockFrames { memblock, count: 0 };
     let mapper = Mapper::create(&mut boot_phys, &mut frames, false, maxphy, false)?;
     let g = PteFlags::GLOBAL;
 
@@ -100,14 +104,24 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
         n += 1;
     }
     // The first MiB whole (BIOS area and boot data included, as Linux
-    // maps it), then every RAM range above it.
-    let mut direct = [(0u64, 0u64); 65];
+    // maps it), then every RAM range above it, less the lazily mapped parts.
+    let mut direct = [(0u64, 0u64); 128];
     direct[0] = (0, 1 << 20);
     let mut nd = 1;
     for &(start, end) in &ram[..n] {
-        let start = start.max(1 << 20);
-        if start < end {
-            direct[nd] = (start, end);
+        let mut cur = start.max(1 << 20);
+        for &(ls, le) in lazy {
+            if ls >= end || le <= cur {
+                continue;
+            }
+            if ls > cur && nd < direct.len() {
+                direct[nd] = (cur, ls);
+                nd += 1;
+            }
+            cur = cur.max(le);
+        }
+        if cur < end && nd < direct.len() {
+            direct[nd] = (cur, end);
             nd += 1;
         }
     }
@@ -124,6 +138,22 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
         // New mappings of not-present addresses need no flush on x86, and
         // these tables are not live yet anyway.
         flush.ignore();
+    }
+
+    // PMD tables for the lazily mapped RAM, one per GiB.
+    for &(ls, le) in lazy {
+        let mut gib = ls & !((1 << 30) - 1);
+        while gib < le {
+            mapper.populate(&mut boot_phys, &mut frames, VirtAddr(PAGE_OFFSET + gib), Level::Pmd)?;
+            gib += 1 << 30;
+        }
+    }
+    // The vmalloc window's PUD tables (Linux's preallocate_vmalloc_pages):
+    // afterwards no kernel-half PGD entry ever changes.
+    let mut va = VMALLOC_START;
+    while va < VMALLOC_END {
+        mapper.populate(&mut boot_phys, &mut frames, VirtAddr(va), Level::Pud)?;
+        va += 1 << 39;
     }
 
     // The kernel image, W^X, 4 KiB pages.
@@ -217,4 +247,28 @@ pub fn init(memblock: &mut Memblock) -> Result<KernelTables, MapError> {
     // only reads descriptors of memory it was given).
     let mem_map = unsafe { core::slice::from_raw_parts_mut(VMEMMAP_START as *mut Page, nr_pfns) };
     Ok(KernelTables { mapper, mem_map, table_pages, vmemmap_bytes })
+}
+
+/// Direct-maps `[start, end)` (2 MiB aligned) into PMD tables `init`
+/// created, so no allocation is needed (the caller is the page allocator).
+pub fn map_deferred(mapper: &Mapper, phys: &mut KernelPhys, start: u64, end: u64) -> Result<(), MapError> {
+    struct NoFrames;
+    impl FrameAllocator for NoFrames {
+        fn allocate_frame(&mut self) -> Option<PhysAddr> {
+            None
+        }
+        fn deallocate_frame(&mut self, _: PhysAddr) {}
+    }
+    let flush = mapper.map(
+        phys,
+        &mut NoFrames,
+        VirtAddr(PAGE_OFFSET + start),
+        PhysAddr(start),
+        end - start,
+        SizeRequest::Fixed(PageSize::Size2M),
+        PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+    )?;
+    // Not-present to present: nothing to invalidate.
+    flush.ignore();
+    Ok(())
 }

@@ -572,6 +572,43 @@ impl Mapper {
         }
     }
 
+    /// Makes sure the tables leading to `va` exist down to `level` and
+    /// returns the physical address of the `level` table covering `va`
+    /// (Linux's `pud_alloc`/`pmd_alloc` walk). Kernels use it to create
+    /// the kernel half's upper tables once, so that every address space
+    /// can share them by copying root entries.
+    pub fn populate<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        va: VirtAddr,
+        level: Level,
+    ) -> Result<PhysAddr, MapError> {
+        if !va.is_canonical(self.la57) {
+            return Err(MapError::BadRange);
+        }
+        let mut table = self.root;
+        let mut cur = Level::root(self.la57);
+        while cur != level {
+            let entry_pa = PhysAddr(table.0 + 8 * va.table_index(cur) as u64);
+            let e = Self::read(mem, entry_pa)?;
+            table = if !e.is_present() {
+                let t = alloc_table(mem, frames)?;
+                Self::write(mem, entry_pa, Pte::table(t, TABLE_FLAGS))?;
+                t
+            } else if e.is_leaf_at(cur) {
+                return Err(MapError::ParentIsHugePage { va, level: cur });
+            } else {
+                e.addr(self.maxphyaddr)
+            };
+            cur = match cur.next_lower() {
+                Some(l) => l,
+                None => return Err(MapError::BadRange),
+            };
+        }
+        Ok(table)
+    }
+
     /// Finds the leaf mapping `va`.
     fn find_leaf<M: PhysMem + ?Sized>(&self, mem: &M, va: VirtAddr) -> Result<LeafSlot, MapError> {
         let ctx = self.ctx();
@@ -824,6 +861,20 @@ mod tests {
         let r = m.map(&mut mem, &mut fr, va, PhysAddr(0x1000), 0x2000, SizeRequest::Best, RW);
         assert_eq!(r, Err(MapError::FrameAllocationFailed));
         assert_eq!(m.mappings(&mem).filter(|r| r.is_ok()).count(), 0);
+    }
+
+    #[test]
+    fn populate_creates_tables_once_and_map_reuses_them() {
+        let (mut mem, mut frames, m) = setup();
+        let va = VirtAddr(0xffff_c900_0000_0000);
+        let pmd = m.populate(&mut mem, &mut frames, va, Level::Pmd).unwrap();
+        assert_eq!(m.populate(&mut mem, &mut frames, va, Level::Pmd).unwrap(), pmd, "idempotent");
+        m.map(&mut mem, &mut frames, va, PhysAddr(0x20_0000), 0x20_0000, SizeRequest::Fixed(PageSize::Size2M), PteFlags::RW)
+            .unwrap()
+            .ignore();
+        // The leaf went into the populated table.
+        assert!(Pte(mem.read_u64(pmd).unwrap()).is_present());
+        assert!(m.populate(&mut mem, &mut frames, va, Level::Pte).is_err(), "a 2 MiB leaf is in the way");
     }
 
     #[test]
