@@ -10,6 +10,7 @@
 //! `nullderef`   read address 0 (exercises the kernel's oops)
 //! `selftest`    run the self-test suite (`selftest=GROUP` for one group;
 //!               `selftest_sabotage=NAME` inverts one check's verdict)
+//! `mmbench`     in-guest memory-manager figures (counts, not times)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
@@ -40,6 +41,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 }
             }
             ("selftest_sabotage", Some(_)) => {}
+            ("mmbench", None) => crate::mm::bench::run(),
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),

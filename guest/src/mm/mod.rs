@@ -3,6 +3,7 @@
 //! kmalloc (the Rust heap) -> vmalloc. The algorithms are mm-core's; this
 //! module is the glue that runs them on real (virtual) hardware.
 
+pub mod bench;
 pub mod fault;
 pub mod heap;
 pub mod layout;
@@ -50,6 +51,9 @@ pub struct MmStats {
     pub vmemmap_bytes: u64,
     /// Bytes reserved by memblock (kernel image, first MiB, tables, vmemmap).
     pub reserved_bytes: u64,
+    /// Page-table pages allocated from the buddy allocator since boot and
+    /// not freed (vmalloc's tables, later processes').
+    pub table_pages: u64,
 }
 
 /// The page allocators.
@@ -143,6 +147,7 @@ pub fn init(params: &BootParams) {
         boot_table_pages: tables.table_pages,
         vmemmap_bytes: tables.vmemmap_bytes,
         reserved_bytes,
+        table_pages: 0,
     });
     vmalloc::init();
     let deferred_pages = DEFERRED.with(|d| d.pages);
@@ -254,6 +259,7 @@ impl FrameAllocator for BuddyFrames<'_> {
             }
         };
         let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
+        STATS.with(|s| s.table_pages += 1);
         let pa = pfn << PAGE_SHIFT;
         // SAFETY: a page just allocated, reached through the direct map.
         unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u64, 0, (PAGE_SIZE / 8) as usize) };
@@ -261,6 +267,7 @@ impl FrameAllocator for BuddyFrames<'_> {
     }
 
     fn deallocate_frame(&mut self, frame: PhysAddr) {
+        STATS.with(|s| s.table_pages -= 1);
         if let Err(e) = self.0.buddy.free_pages(CPU, frame.0 >> PAGE_SHIFT, 0) {
             panic!("freeing a page-table page: {}", e);
         }

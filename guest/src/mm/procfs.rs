@@ -33,7 +33,7 @@ pub fn meminfo() {
     kprintln!("Deferred:       {} kB", kb(super::DEFERRED.with(|d| d.pages)));
     kprintln!("Allocated:      {} kB", kb(c.allocated));
     kprintln!("Slab:           {} kB", kb(slab_pages));
-    kprintln!("PageTables:     {} kB", kb(st.boot_table_pages));
+    kprintln!("PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
     kprintln!("Reserved:       {} kB", Dec(st.reserved_bytes >> 10));
     kprintln!("Vmemmap:        {} kB", Dec(st.vmemmap_bytes >> 10));
     kprintln!("VmallocUsed:    {} kB", Dec(vm_used >> 10));
