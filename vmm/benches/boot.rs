@@ -11,7 +11,7 @@
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,23 @@ fn first_byte(cmd: &mut Command) -> Option<Duration> {
     let _ = child.kill();
     let _ = child.wait();
     (got == 1).then_some(t)
+}
+
+/// Spawns `cmd` and returns the time until a stdout line contains `marker`.
+fn until_line(cmd: &mut Command, marker: &str) -> Option<Duration> {
+    let start = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let t = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(marker) => break Some(start.elapsed()),
+            Some(Ok(_)) => {}
+            _ => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    t
 }
 
 fn median(mut v: Vec<Duration>) -> Option<Duration> {
@@ -156,4 +173,24 @@ fn main() {
         ms(qemu),
         ratio(qemu, floor)
     );
+
+    // Boot to ready: process start to the end of the guest's memory-manager
+    // init (the "Memory: ...K/...K available" line), by RAM size.
+    println!();
+    println!("boot to ready (memory manager up), median of {runs} runs");
+    println!("| guest RAM | median | vs 128 MiB |");
+    println!("|---|---|---|");
+    let mut base = None;
+    for size in ["128M", "1G", "16G", "64G"] {
+        let v: Vec<Duration> = (0..runs)
+            .filter_map(|_| {
+                until_line(Command::new(vmm).args(["run", "--mem", size, "--timeout", "60"]), "K available")
+            })
+            .collect();
+        let m = median(v);
+        if size == "128M" {
+            base = m;
+        }
+        println!("| {size} | {} | {} |", ms(m), ratio(m, base));
+    }
 }

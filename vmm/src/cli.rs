@@ -1,6 +1,7 @@
 //! The command line: `vmm run [options]`.
 
 use crate::boot::BootMode;
+use crate::gdb::{GdbAddr, GdbConfig};
 use crate::memory;
 use crate::vm::VmConfig;
 use clap::{Parser, Subcommand};
@@ -17,7 +18,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a command-line usage error; 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
+const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a command-line usage error; 3 when --verify found a violation; 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -58,6 +59,39 @@ pub struct RunArgs {
     /// The KVM device to open.
     #[arg(long, value_name = "PATH", default_value = crate::kvm::DEFAULT_KVM_DEVICE)]
     pub kvm_device: PathBuf,
+
+    /// Serve gdb's remote protocol at tcp:HOST:PORT (port 0 picks a free
+    /// one) or unix:PATH; then `gdb -ex 'target remote HOST:PORT' GUEST_ELF`.
+    /// The guest runs until gdb attaches, unless --gdb-wait.
+    #[arg(long, value_name = "ADDR")]
+    pub gdb: Option<GdbAddr>,
+
+    /// With --gdb: hold the guest before its first instruction until gdb
+    /// attaches.
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
+
+    /// At each checkpoint the guest reaches (`--cmdline checkpoint=NAME`),
+    /// with the vCPU parked, show these views: cpu, walk:ADDR[@CR3],
+    /// tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR]. ADDR
+    /// is a number, rip, rsp or a kernel symbol; CR3 defaults to the vCPU's.
+    #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]
+    pub inspect: Vec<crate::inspect::spec::ViewSpec>,
+
+    /// Inspect and verify only at these checkpoints.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+    pub inspect_at: Vec<String>,
+
+    /// Print the views (and --verify's results) as JSON, one object per line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Cross-check at each checkpoint and stop the run (exit status 3) on a
+    /// violation: kvm (walker vs KVM_TRANSLATE), wx (no writable+executable
+    /// page), text-ro and text-user (kernel text read-only, supervisor-only).
+    /// Without a value: all of them.
+    #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
+    pub verify: Option<crate::inspect::spec::Checks>,
 }
 
 fn parse_mem(s: &str) -> Result<u64, String> {
@@ -82,6 +116,13 @@ impl RunArgs {
             boot: self.boot,
             cmdline: self.cmdline.clone(),
             timeout: self.timeout,
+            gdb: self.gdb.clone().map(|addr| GdbConfig { addr, wait: self.gdb_wait }),
+            inspect: crate::inspect::spec::InspectConfig {
+                views: self.inspect.clone(),
+                at: self.inspect_at.clone(),
+                json: self.json,
+                verify: self.verify.clone().map(|c| c.0),
+            },
         }
     }
 }

@@ -5,12 +5,14 @@
 //! entry (direct or firmware), [`devices`] are the port-I/O devices,
 //! [`vcpu`] runs the vCPU and reports crashes, [`inspect`] reads guest
 //! memory through mm-core's software MMU, [`eventloop`] multiplexes
-//! host I/O, [`vm`] ties them together, [`cli`] is the command line.
+//! host I/O, [`gdb`] is the gdb remote stub, [`vm`] ties them together,
+//! [`cli`] is the command line.
 
 pub mod boot;
 pub mod cli;
 pub mod devices;
 pub mod eventloop;
+pub mod gdb;
 pub mod inspect;
 pub mod kvm;
 pub mod layout;

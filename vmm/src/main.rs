@@ -12,6 +12,7 @@ use vmm::vm::{Outcome, Vm, VmError};
 const EXIT_VMM_ERROR: u8 = 1;
 const EXIT_TIMEOUT: u8 = 124;
 const EXIT_CRASH: u8 = 125;
+const EXIT_VERIFY: u8 = 3;
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -57,7 +58,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("vmm: {}", chain(&e));
-            ExitCode::from(EXIT_VMM_ERROR)
+            match e {
+                VmError::Inspect(vmm::inspect::checkpoint::InspectError::Violation { .. }) => {
+                    ExitCode::from(EXIT_VERIFY)
+                }
+                _ => ExitCode::from(EXIT_VMM_ERROR),
+            }
         }
     }
 }

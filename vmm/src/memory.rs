@@ -82,7 +82,7 @@ pub fn parse_size(s: &str) -> Result<u64, MemoryError> {
 /// A size in the largest binary unit that divides it ("256 MiB").
 pub fn human(bytes: u64) -> String {
     for (unit, name) in [(1u64 << 50, "PiB"), (1 << 40, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{} {name}", bytes / unit);
         }
     }
@@ -129,12 +129,18 @@ pub fn create(ram: u64, with_firmware: bool) -> Result<GuestMem, MemoryError> {
 
 /// Registers every region of `mem` with KVM, one memslot each.
 pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+    register_with_dirty_log(vm, mem, false)
+}
+
+/// [`register`], with KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on
+/// every slot when `dirty_log` is set (the `dirty` inspection view).
+pub fn register_with_dirty_log(vm: &VmFd, mem: &GuestMemoryMmap, dirty_log: bool) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let host =
             mem.get_host_address(region.start_addr()).expect("a region's own start address is inside guest memory");
         let r = kvm_userspace_memory_region {
             slot: slot as u32,
-            flags: 0,
+            flags: if dirty_log { kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,

@@ -4,6 +4,9 @@
 use crate::boot::{self, kernel::KernelImage, BootError, BootMode};
 use crate::devices::{serial::SerialConsole, PortBus};
 use crate::eventloop::{self, LoopEnd};
+use crate::gdb::{self, GdbConfig, GdbError};
+use crate::inspect::checkpoint::{InspectError, InspectOutcome, Inspector, ParkHook};
+use crate::inspect::spec::InspectConfig;
 use crate::kvm::{self, KvmError};
 use crate::layout;
 use crate::memory::{self, GuestMem, MemoryError};
@@ -30,6 +33,10 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// Serve gdb (`--gdb`, `--gdb-wait`).
+    pub gdb: Option<GdbConfig>,
+    /// Views and checks at checkpoints (`--inspect`, `--verify`).
+    pub inspect: InspectConfig,
 }
 
 /// Errors setting up or running a VM.
@@ -59,6 +66,12 @@ pub enum VmError {
     /// The vCPU thread died.
     #[error("the vCPU thread panicked; this is a VMM bug")]
     VcpuThread,
+    /// The gdb stub.
+    #[error("the gdb stub failed")]
+    Gdb(#[from] GdbError),
+    /// Inspection at a checkpoint stopped the run (`--verify` violations).
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
 }
 
 /// How a run ended.
@@ -86,12 +99,15 @@ pub struct Vm {
     // Field order matters for drop: the vCPU and VM fds go before the
     // memory they map.
     vcpu: VcpuFd,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMem,
     serial: Arc<Mutex<SerialConsole>>,
     symbols: Symbols,
     timeout: Option<Duration>,
+    gdb: Option<GdbConfig>,
+    park_hook: Option<Box<dyn ParkHook>>,
+    inspect_outcome: Option<Arc<Mutex<InspectOutcome>>>,
 }
 
 impl Vm {
@@ -103,14 +119,14 @@ impl Vm {
         };
         memory::check_size(cfg.ram)?;
         let kvm = kvm::open(&cfg.kvm_device)?;
-        let vm = kvm.create_vm().map_err(KvmError::ioctl("create a VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(KvmError::ioctl("create a VM"))?);
         // Intel's KVM needs three pages for real-mode emulation; harmless
         // elsewhere. Must precede the first vCPU.
         vm.set_tss_address(layout::KVM_TSS as usize).map_err(KvmError::ioctl("set the TSS address"))?;
 
         let firmware = cfg.boot == BootMode::Firmware;
         let mem = memory::create(cfg.ram, firmware)?;
-        memory::register(&vm, &mem)?;
+        memory::register_with_dirty_log(&vm, &mem, cfg.inspect.wants_dirty_log())?;
 
         let kernel = image.load(&mem, cfg.ram)?;
         let _ = kernel.pvh_entry;
@@ -134,11 +150,28 @@ impl Vm {
             BootMode::Firmware => {
                 boot::firmware::load_rom(&mem, crate::EMBEDDED_FIRMWARE)?;
                 boot::firmware::write_handoff(&mem, kernel.entry)?;
-                symbols.merge(Symbols::from_elf(crate::EMBEDDED_FIRMWARE));
+                symbols.merge(Symbols::from_static(crate::EMBEDDED_FIRMWARE));
                 // The vCPU stays in its reset state: real mode at 0xfffffff0.
             }
         }
-        Ok(Vm { vcpu, _vm: vm, _kvm: kvm, mem, serial: Arc::new(Mutex::new(console)), symbols, timeout: cfg.timeout })
+        let inspector = cfg.inspect.is_active().then(|| {
+            let out = Box::new(std::io::stdout());
+            Inspector::new(cfg.inspect.clone(), mem.clone(), Some(vm.clone()), Arc::new(symbols.clone()), out)
+        });
+        let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
+        let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
+        Ok(Vm {
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            mem,
+            serial: Arc::new(Mutex::new(console)),
+            symbols,
+            timeout: cfg.timeout,
+            gdb: cfg.gdb.clone(),
+            park_hook,
+            inspect_outcome,
+        })
     }
 
     /// Guest memory (for inspection).
@@ -146,20 +179,52 @@ impl Vm {
         &self.mem
     }
 
+    /// The vCPU, for tools that drive it themselves (the gdb bench's raw
+    /// single-step floor) instead of calling [`Vm::run`].
+    pub fn vcpu_mut(&mut self) -> &mut VcpuFd {
+        &mut self.vcpu
+    }
+
+    /// Replaces what runs at checkpoints (by default the `--inspect` /
+    /// `--verify` inspector, if asked for).
+    pub fn set_park_hook(&mut self, hook: Box<dyn ParkHook>) {
+        self.inspect_outcome = hook.outcome();
+        self.park_hook = Some(hook);
+    }
+
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
-        let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout } = self;
+        let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        if let Some(hook) = park_hook {
+            bus.set_park_hook(hook);
+        }
+        // Bound before the guest starts, so a taken port fails the start.
+        let gdb = gdb.as_ref().map(gdb::GdbServer::bind).transpose()?;
+        let (thread_mem, thread_symbols) = (mem.clone(), symbols.clone());
         let (end, joined) = eventloop::run(serial, timeout, stop.clone(), move |done| {
             let mut vcpu = vcpu;
-            let r = vcpu::run(&mut vcpu, &mut bus, &stop);
+            let r = match gdb {
+                Some(server) => {
+                    gdb::serve(server, &mut vcpu, &mut bus, &thread_mem, &thread_symbols, stop).map_err(VmError::Gdb)
+                }
+                None => vcpu::run(&mut vcpu, &mut bus, &stop).map_err(VmError::Run),
+            };
             let _ = done.write(1);
             (vcpu, r, bus.results)
         })?;
         let (vcpu, result, results) = joined.ok_or(VmError::VcpuThread)?;
         report_selftests(&results);
-        let stop = result.map_err(VmError::Run)?;
+        let stop = result?;
+        if let Some(Ok(mut o)) = inspect_outcome.as_ref().map(|o| o.lock()) {
+            if let Some(e) = o.error.take() {
+                return Err(e.into());
+            }
+            if o.checkpoints == 0 {
+                eprintln!("vmm: --inspect/--verify did nothing: the guest reached no checkpoint (add checkpoint=NAME to --cmdline)");
+            }
+        }
         let snapshot = || CpuSnapshot::capture(&vcpu, &mem).ok();
         Ok(match (stop, end) {
             (VcpuStop::Exit(code), _) => Outcome::Exited(code),

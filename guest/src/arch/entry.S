@@ -102,11 +102,14 @@ _start:
     or $0x600, %rax
     mov %rax, %cr4
 
+    /* Quadwords: KVM's emulator steps rep string instructions element by
+     * element (both ends are 8-byte aligned by the linker script). */
     lea __bss_start(%rip), %rdi
     lea __bss_end(%rip), %rcx
     sub %rdi, %rcx
+    shr $3, %rcx
     xor %eax, %eax
-    rep stosb
+    rep stosq
 
     mov %r12, %rdi
     mov %r13, %rsi

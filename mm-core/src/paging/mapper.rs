@@ -869,9 +869,17 @@ mod tests {
         let va = VirtAddr(0xffff_c900_0000_0000);
         let pmd = m.populate(&mut mem, &mut frames, va, Level::Pmd).unwrap();
         assert_eq!(m.populate(&mut mem, &mut frames, va, Level::Pmd).unwrap(), pmd, "idempotent");
-        m.map(&mut mem, &mut frames, va, PhysAddr(0x20_0000), 0x20_0000, SizeRequest::Fixed(PageSize::Size2M), PteFlags::RW)
-            .unwrap()
-            .ignore();
+        m.map(
+            &mut mem,
+            &mut frames,
+            va,
+            PhysAddr(0x20_0000),
+            0x20_0000,
+            SizeRequest::Fixed(PageSize::Size2M),
+            PteFlags::RW,
+        )
+        .unwrap()
+        .ignore();
         // The leaf went into the populated table.
         assert!(Pte(mem.read_u64(pmd).unwrap()).is_present());
         assert!(m.populate(&mut mem, &mut frames, va, Level::Pte).is_err(), "a 2 MiB leaf is in the way");

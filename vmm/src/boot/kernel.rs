@@ -157,7 +157,10 @@ impl KernelImage {
             return Err(fail("no loadable segment".into()));
         }
         let entry = file.entry();
-        let symbols = Symbols::from_elf(b);
+        let symbols = match &bytes {
+            Cow::Borrowed(b) => Symbols::from_static(b),
+            Cow::Owned(b) => Symbols::from_elf(b),
+        };
         Ok(KernelImage { bytes, name, entry, phys_end, symbols })
     }
 

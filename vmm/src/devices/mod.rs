@@ -20,6 +20,12 @@ pub const EXIT_PORT: u16 = 0xf4;
 pub const SYMBOL_PORT: u16 = 0x500;
 /// Self-test results: the guest writes text lines here, one record each.
 pub const RESULTS_PORT: u16 = 0x508;
+/// Checkpoint port: the guest writes a name's bytes, then a NUL, and stays
+/// parked in that last exit while the host inspects (see
+/// [`crate::vcpu::service_checkpoint`]).
+pub const CHECKPOINT_PORT: u16 = 0x510;
+/// Longest checkpoint name kept; further bytes are dropped.
+pub const CHECKPOINT_NAME_MAX: usize = 256;
 
 /// What a port access asks of the VMM.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +46,9 @@ pub struct PortBus {
     symbol_pos: usize,
     /// Self-test records received so far.
     pub results: ResultsChannel,
+    checkpoint_name: Vec<u8>,
+    pending_checkpoint: Option<String>,
+    park_hook: Option<Box<dyn crate::inspect::checkpoint::ParkHook>>,
 }
 
 impl PortBus {
@@ -52,7 +61,25 @@ impl PortBus {
             symbol_reply: Vec::new(),
             symbol_pos: 0,
             results: ResultsChannel::default(),
+            checkpoint_name: Vec::new(),
+            pending_checkpoint: None,
+            park_hook: None,
         }
+    }
+
+    /// The checkpoint whose NUL the last `out` wrote, if any (taken once).
+    pub fn take_checkpoint(&mut self) -> Option<String> {
+        self.pending_checkpoint.take()
+    }
+
+    /// Installs what runs while the vCPU is parked at a checkpoint.
+    pub fn set_park_hook(&mut self, hook: Box<dyn crate::inspect::checkpoint::ParkHook>) {
+        self.park_hook = Some(hook);
+    }
+
+    /// The installed checkpoint hook.
+    pub fn park_hook(&mut self) -> Option<&mut (dyn crate::inspect::checkpoint::ParkHook + 'static)> {
+        self.park_hook.as_deref_mut()
     }
 
     fn u32_of(data: &[u8]) -> u32 {
@@ -78,6 +105,18 @@ impl PortBus {
             }
             RESULTS_PORT => {
                 self.results.push_bytes(data);
+                PortAction::Continue
+            }
+            CHECKPOINT_PORT => {
+                for &b in data.iter().take(1) {
+                    if b == 0 {
+                        let name = String::from_utf8_lossy(&self.checkpoint_name).into_owned();
+                        self.checkpoint_name.clear();
+                        self.pending_checkpoint = Some(name);
+                    } else if self.checkpoint_name.len() < CHECKPOINT_NAME_MAX {
+                        self.checkpoint_name.push(b);
+                    }
+                }
                 PortAction::Continue
             }
             p if (COM1..COM1 + 8).contains(&p) => {
@@ -145,6 +184,23 @@ mod tests {
         assert_eq!(one[0], b'?', "no symbols: '?'");
         b.read(SYMBOL_PORT, &mut one);
         assert_eq!(one[0], 0, "then the NUL");
+    }
+
+    #[test]
+    fn checkpoint_names_complete_at_the_nul() {
+        let (mut b, _) = bus();
+        for &c in b"boot" {
+            assert_eq!(b.write(CHECKPOINT_PORT, &[c]), PortAction::Continue);
+            assert_eq!(b.take_checkpoint(), None);
+        }
+        b.write(CHECKPOINT_PORT, &[0]);
+        assert_eq!(b.take_checkpoint().as_deref(), Some("boot"));
+        assert_eq!(b.take_checkpoint(), None, "taken once");
+        for _ in 0..1000 {
+            b.write(CHECKPOINT_PORT, b"x");
+        }
+        b.write(CHECKPOINT_PORT, &[0]);
+        assert_eq!(b.take_checkpoint().unwrap().len(), CHECKPOINT_NAME_MAX);
     }
 
     #[test]

@@ -2,6 +2,21 @@
 //! mm-core. Every guest-virtual address the VMM resolves (crash reports,
 //! gdb, verification) goes through mm-core's software MMU here, never
 //! through a second walker.
+//!
+//! This module owns [`GuestPhys`] and the linear-address helpers; its
+//! children own the rest of host-side inspection: [`spec`] (what the user
+//! asked for), [`views`] (walk, `info tlb`, `info mem`), [`stage2`]
+//! (GPA -> HVA -> host frame), [`dirty`] (KVM's dirty log), [`physmap`]
+//! (the SVG map), [`verify`] (cross-checks) and [`checkpoint`] (the pause
+//! points that run them all while the vCPU is parked).
+
+pub mod checkpoint;
+pub mod dirty;
+pub mod physmap;
+pub mod spec;
+pub mod stage2;
+pub mod verify;
+pub mod views;
 
 use crate::memory::host_phys_bits;
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -119,7 +134,8 @@ mod tests {
         let va = 0xffff_c900_0000_0000u64;
         let m = mem_with_mapping(va, 0x8000);
         m.write_slice(b"mapped!", GuestAddress(0x8000)).unwrap();
-        let mut sregs = kvm_sregs { cr0: 1 << 31 | 1, cr3: 0x1000, cr4: 1 << 5, efer: 1 << 10 | 1 << 8, ..Default::default() };
+        let mut sregs =
+            kvm_sregs { cr0: 1 << 31 | 1, cr3: 0x1000, cr4: 1 << 5, efer: 1 << 10 | 1 << 8, ..Default::default() };
         let mode = address_mode(&kvm_regs::default(), &sregs);
         let mut buf = [0u8; 7];
         assert_eq!(read_linear(&m, &mode, va, &mut buf), 7);

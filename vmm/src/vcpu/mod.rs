@@ -6,6 +6,7 @@
 pub mod report;
 
 use crate::devices::{PortAction, PortBus};
+pub use crate::inspect::checkpoint::{ParkHook, ParkVerdict};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -94,22 +95,44 @@ pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<Vc
             Err(e) => return Err(e),
         };
         match action {
-            ExitAction::Continue => {}
-            ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
-            ExitAction::Crash(Crash::Internal { .. }) => {
-                let run = vcpu.get_kvm_run();
-                // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the
-                // `internal` member of the union is the one KVM filled.
-                let internal = unsafe { run.__bindgen_anon_1.internal };
-                let n = (internal.ndata as usize).min(internal.data.len());
-                return Ok(VcpuStop::Crash(Crash::Internal {
-                    suberror: internal.suberror,
-                    data: internal.data[..n].to_vec(),
-                }));
+            ExitAction::Continue => {
+                if service_checkpoint(vcpu, bus) == ParkVerdict::Stop {
+                    return Ok(VcpuStop::Stopped);
+                }
             }
+            ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
+            ExitAction::Crash(Crash::Internal { .. }) => return Ok(VcpuStop::Crash(internal_error(vcpu))),
             ExitAction::Crash(c) => return Ok(VcpuStop::Crash(c)),
         }
     }
+}
+
+/// Serves the checkpoint the last exit completed, if any: runs the bus's
+/// [`ParkHook`] with the vCPU still parked in that port write, before the
+/// next `KVM_RUN`. Any run loop (this one, the gdb stub's) calls it after
+/// an exit that continues; without a checkpoint or a hook it does nothing.
+pub fn service_checkpoint(vcpu: &mut VcpuFd, bus: &mut PortBus) -> ParkVerdict {
+    let Some(name) = bus.take_checkpoint() else {
+        return ParkVerdict::Resume;
+    };
+    match bus.park_hook() {
+        Some(hook) => hook.checkpoint(&name, vcpu),
+        None => ParkVerdict::Resume,
+    }
+}
+
+/// The details of the `KVM_EXIT_INTERNAL_ERROR` the vCPU just returned
+/// (call it right after that exit, before the next `KVM_RUN`).
+pub fn internal_error(vcpu: &mut VcpuFd) -> Crash {
+    let run = vcpu.get_kvm_run();
+    if run.exit_reason != kvm_bindings::KVM_EXIT_INTERNAL_ERROR {
+        return Crash::Internal { suberror: 0, data: vec![] };
+    }
+    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR (checked above), so
+    // the `internal` member of the union is the one KVM filled.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    Crash::Internal { suberror: internal.suberror, data: internal.data[..n].to_vec() }
 }
 
 #[cfg(test)]

@@ -1,0 +1,379 @@
+//! Host-side inspection on the real guest under real KVM: every view at a
+//! live checkpoint, JSON, `--verify` passing on the guest and seen to fail
+//! on tables that break it, and hostile page tables written by the host
+//! into guest memory while the vCPU is parked.
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm_memory::{Bytes, GuestAddress};
+use vmm::devices::serial::SerialConsole;
+use vmm::inspect::checkpoint::{parked, InspectError, Inspector, ParkHook, ParkVerdict};
+use vmm::inspect::spec::{parse_view, Check, InspectConfig};
+use vmm::inspect::verify::{kvm_cross_check, KvmTranslator};
+use vmm::inspect::views::{collect_mappings, walk_view, MappingProblem};
+use vmm::inspect::GuestPhys;
+use vmm::vm::{Outcome, Vm, VmConfig, VmError};
+
+const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+
+fn start_addr() -> u64 {
+    vmm::symbols::Symbols::from_elf(&guest_elf()).address_of("_start").expect("_start in the guest ELF")
+}
+
+/// The JSON lines of a `--json` run, by view name.
+fn json_views(r: &Run) -> Vec<Value> {
+    r.stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"checkpoint\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn human_views_at_a_live_checkpoint() {
+    let r = boot(&[
+        "--cmdline",
+        "checkpoint=boot exit=0",
+        "--inspect-at",
+        "boot",
+        "--inspect",
+        "cpu,walk:_start,mem,tlb,stage2:_start",
+    ]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let start = start_addr();
+    assert!(r.stdout.contains("--- checkpoint 'boot': walk ---"), "{}", r.all());
+    assert!(r.stdout.contains(&format!("walk of {start:#018x} (_start)")), "{}", r.all());
+    assert!(r.stdout.contains("  PML4[511] @"), "{}", r.all());
+    assert!(r.stdout.contains("  PDPT[510] @"), "{}", r.all());
+    assert!(r.stdout.contains("supervisor read-only executable"), "{}", r.all());
+    // info mem: the kernel's text at -2 GiB, read-only and executable.
+    assert!(r.stdout.contains("ffffffff80200000-"), "{}", r.all());
+    assert!(r.stdout.lines().any(|l| l.starts_with("  ffffffff80200000-") && l.contains(" -r-x ")), "{}", r.all());
+    assert!(r.stdout.contains("info tlb, CR3 "), "{}", r.all());
+    assert!(r.stdout.contains(&format!("GVA {start:#x} -> GPA {:#x}", start - KERNEL_VMA)), "{}", r.all());
+    assert!(r.stdout.contains("(memslot 0: GPA 0x0-"), "{}", r.all());
+    assert!(r.stdout.contains("/proc/self/pagemap: present"), "{}", r.all());
+    // Only at 'boot', not at the guest's own 'ready'.
+    assert!(!r.stdout.contains("checkpoint 'ready'"), "{}", r.all());
+}
+
+#[test]
+fn every_view_as_json() {
+    let dir = std::env::temp_dir().join(format!("mmemu-physmap-{}", std::process::id()));
+    let physmap = format!("physmap:{}", dir.display());
+    let views = format!("cpu,walk:_start,tlb,mem,stage2:_start,dirty,{physmap}");
+    let r = boot(&["--cmdline", "checkpoint=boot exit=0", "--json", "--inspect", &views]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let lines = json_views(&r);
+    let at_boot: Vec<&Value> = lines.iter().filter(|v| v["checkpoint"] == "boot").collect();
+    let names: Vec<&str> = at_boot.iter().map(|v| v["view"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cpu", "walk", "tlb", "mem", "stage2", "dirty", "physmap"], "{}", r.all());
+    let view = |n: &str| &at_boot.iter().find(|v| v["view"] == n).unwrap()["data"];
+    for v in &at_boot {
+        assert!(v.get("error").is_none(), "{v}");
+    }
+    let start = start_addr();
+    let cr3 = view("cpu")["cr3"].as_u64().unwrap();
+
+    let walk = view("walk");
+    assert_eq!(walk["va"].as_u64(), Some(start));
+    assert_eq!(walk["cr3"].as_u64(), Some(cr3));
+    let steps = walk["steps"].as_array().unwrap();
+    let out = &walk["outcome"];
+    assert_eq!(out["result"], "mapped", "{walk}");
+    assert_eq!(out["gpa"].as_u64(), Some(start - KERNEL_VMA), "the kernel is at phys = virt - KERNEL_VMA");
+    let levels: Vec<&str> = steps.iter().map(|s| s["level"].as_str().unwrap()).collect();
+    match out["page_size"].as_u64() {
+        Some(0x1000) => assert_eq!(levels, ["PML4", "PDPT", "PD", "PT"]),
+        Some(0x20_0000) => assert_eq!(levels, ["PML4", "PDPT", "PD"]),
+        other => panic!("unexpected page size {other:?}"),
+    }
+    assert_eq!(steps[0]["entry_addr"].as_u64(), Some((cr3 & !0xfff) + 511 * 8));
+    assert_eq!((out["perms"]["writable"].as_bool(), out["perms"]["user"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(out["perms"]["nx"].as_bool(), Some(false));
+
+    let tlb = view("tlb");
+    assert!(tlb["count"].as_u64().unwrap() > 10);
+    assert!(tlb["entries"].as_array().unwrap().iter().any(|e| e["va"].as_u64() == Some(start & !0xfff)));
+
+    let mem = view("mem");
+    let text = mem["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["start"].as_u64().unwrap() <= start && start < r["end"].as_u64().unwrap())
+        .expect("a range holds _start");
+    assert!(text["start"].as_u64().unwrap() >= KERNEL_VMA, "the -2 GiB range: {text}");
+    assert_eq!((text["writable"].as_bool(), text["nx"].as_bool()), (Some(false), Some(false)));
+
+    let s2 = view("stage2");
+    let slot = &s2["slot"];
+    let (hva, base, size) =
+        (s2["hva"].as_u64().unwrap(), slot["hva"].as_u64().unwrap(), slot["size"].as_u64().unwrap());
+    assert!(base <= hva && hva < base + size, "HVA inside the memslot: {s2}");
+    assert_eq!(hva - base, start - KERNEL_VMA - slot["gpa"].as_u64().unwrap());
+    assert_eq!(s2["host"]["present"].as_bool(), Some(true), "the kernel's text is backed: {s2}");
+
+    let dirty = view("dirty");
+    assert!(dirty["pages"].as_u64().unwrap() > 0, "the guest wrote since the start: {dirty}");
+    assert_eq!(dirty["since"], "checkpoint 'ready'");
+
+    let pm = view("physmap");
+    let svg = std::fs::read_to_string(pm["svg"].as_str().unwrap()).expect("the SVG was written");
+    assert!(svg.starts_with("<svg") && svg.contains("page tables"), "svg");
+    assert!(pm["frames"]["page-table"].as_u64().unwrap() > 0, "{pm}");
+    assert!(pm["frames"]["kernel-text"].as_u64().unwrap() > 0, "{pm}");
+    assert!(pm["frames"]["untouched"].as_u64().unwrap() > 0, "{pm}");
+    if let Some(png) = pm["png"].as_str() {
+        let bytes = std::fs::read(png).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn verify_passes_on_the_guest() {
+    let r = boot(&["--cmdline", "checkpoint=boot exit=0", "--verify"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    for c in ["kvm", "wx", "text-ro", "text-user"] {
+        assert!(r.stdout.contains(&format!("verify {c}: ok")), "{c}: {}", r.all());
+    }
+    assert!(r.stdout.contains("translations compared with KVM_TRANSLATE, 0 disagree"), "{}", r.all());
+}
+
+/// The VMM's boot page tables (still in guest memory at 0x9000 after a
+/// direct boot) map the first GiB RW and executable with 2 MiB pages:
+/// `--verify` must name W^X and writable text there and fail the run.
+#[test]
+fn verify_names_violations_in_the_boot_tables_and_exits_3() {
+    let r =
+        boot(&["--cmdline", "checkpoint=boot exit=0", "--inspect-at", "boot", "--inspect", "mem@0x9000", "--verify"]);
+    assert_eq!(r.status, 3, "{}", r.all());
+    assert!(r.stdout.contains("verify wx: VIOLATION"), "{}", r.all());
+    assert!(r.stdout.contains("verify kvm: ok"), "{}", r.all());
+    assert!(r.stderr.contains("--verify failed at checkpoint 'boot'"), "{}", r.all());
+    assert!(r.stderr.contains("[wx] CR3 0x9000: 0x0000000000000000-0x000000003fffffff"), "{}", r.all());
+    assert!(r.stderr.contains("[text-ro] CR3 0x9000: kernel text 0xffffffff80200000-"), "{}", r.all());
+    assert!(!r.stderr.contains("[text-user]"), "text is not user-accessible even there: {}", r.all());
+    // Selecting the checks that hold there passes.
+    let r = boot(&["--cmdline", "checkpoint=boot exit=0", "--inspect", "mem@0x9000", "--verify=kvm,text-user"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+}
+
+#[test]
+fn bad_views_are_usage_errors_and_bad_symbols_do_not_stop_the_guest() {
+    let r = boot(&["--inspect", "bogus"]);
+    assert_eq!(r.status, 2, "{}", r.all());
+    assert!(r.stderr.contains("walk:ADDR[@CR3]"), "{}", r.all());
+    let r = boot(&["--verify=nope"]);
+    assert_eq!(r.status, 2, "{}", r.all());
+    let r = boot(&["--cmdline", "checkpoint=boot exit=0", "--inspect", "walk:no_such_symbol"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains("error: the kernel has no symbol 'no_such_symbol'"), "{}", r.all());
+    let r = boot(&["--cmdline", "exit=0", "--inspect", "cpu", "--inspect-at", "nowhere"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+}
+
+/// Output shared with the test thread.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn config(cmdline: &str) -> VmConfig {
+    VmConfig {
+        kvm_device: vmm::kvm::DEFAULT_KVM_DEVICE.into(),
+        kernel: None,
+        ram: 256 << 20,
+        boot: vmm::boot::BootMode::Direct,
+        cmdline: cmdline.into(),
+        timeout: Some(Duration::from_secs(60)),
+        gdb: None,
+        inspect: InspectConfig::default(),
+    }
+}
+
+/// Where the hostile tables go: guest RAM the guest does not use at a
+/// checkpoint this early (saved and put back afterwards anyway).
+const HOSTILE: u64 = 0x0800_0000;
+
+/// At checkpoint 'boot': writes hostile tables, inspects them with the
+/// views, the inspector and KVM_TRANSLATE, puts memory back, resumes.
+struct HostileHook {
+    mem: vmm::memory::GuestMem,
+    results: Arc<Mutex<Vec<String>>>,
+    out: Shared,
+}
+
+impl HostileHook {
+    fn run(&mut self, vcpu: &mut kvm_ioctls::VcpuFd) -> Result<(), String> {
+        let m = &*self.mem;
+        let mut saved = vec![0u8; 0x4000];
+        m.read_slice(&mut saved, GuestAddress(HOSTILE)).unwrap();
+        let (h0, h1, h2) = (HOSTILE, HOSTILE + 0x1000, HOSTILE + 0x2000);
+        let w = |a: u64, v: u64| m.write_obj(v, GuestAddress(a)).unwrap();
+        m.write_slice(&[0u8; 0x4000], GuestAddress(HOSTILE)).unwrap();
+        w(h0, h0 | 3); // PML4[0] -> itself: a loop
+        w(h0 + 8, 0x7_0000_0000 | 3); // PML4[1] -> far outside RAM
+        w(h0 + 16, h1 | (1 << 51) | 3); // PML4[2]: a reserved address bit
+        w(h0 + 24, 0x83); // PML4[3]: PS in a PML4E is reserved
+        w(h0 + 32, h1 | 3); // PML4[4] -> PDPT h1 -> PD h2 with a misaligned 2 MiB page
+        w(h1, h2 | 3);
+        w(h2, 0x2000 | 0x83); // bits 13..20 of a 2 MiB page's address must be 0
+
+        let ctx = parked(vcpu)?.ctx.ok_or("paging is off")?;
+        let hctx = mm_core::paging::CpuContext { cr3: h0, ..ctx };
+        let mut log = vec![];
+        let mut walk = |va: u64, c: &mm_core::paging::CpuContext| walk_view(&GuestPhys(m), c, va, None, &mut log);
+        let mut r = self.results.lock().unwrap();
+        let loop_walk = walk(0x10, &hctx);
+        r.push(format!("loop: {:?} notes {:?}", loop_walk.outcome, loop_walk.notes));
+        r.push(format!("outside: {:?}", walk(1 << 39, &hctx).outcome));
+        r.push(format!("reserved: {:?}", walk(2 << 39, &hctx).outcome));
+        r.push(format!("ps-root: {:?}", walk(3 << 39, &hctx).outcome));
+        r.push(format!("misaligned: {:?}", walk(4 << 39, &hctx).outcome));
+        r.push(format!("noncanonical: {:?}", walk(0x0000_8000_0000_0000, &hctx).outcome));
+        let far = mm_core::paging::CpuContext { cr3: 0x40_0000_0000, ..ctx };
+        r.push(format!("cr3-outside: {:?}", walk(0, &far).outcome));
+
+        // A PML4 whose every entry loops: the listing must end by budget.
+        let t = std::time::Instant::now();
+        let maps = collect_mappings(&GuestPhys(m), &hctx);
+        r.push(format!(
+            "mappings: {} leaves, problems {:?}, {:?}",
+            maps.count,
+            maps.problems.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>(),
+            t.elapsed()
+        ));
+        for i in 5..512u64 {
+            w(h0 + 8 * i, h0 | 3);
+        }
+        let t = std::time::Instant::now();
+        let maps = collect_mappings(&GuestPhys(m), &hctx);
+        let exhausted = matches!(maps.problems.last(), Some(MappingProblem::BudgetExhausted { .. }));
+        r.push(format!("full-loop: exhausted {exhausted} in {:?}", t.elapsed()));
+        for i in 5..512u64 {
+            w(h0 + 8 * i, 0);
+        }
+
+        // KVM's own walker agrees with every answer (CR3 swapped in and back).
+        let mut tr = KvmTranslator::new(vcpu)?;
+        let check = kvm_cross_check(&log, &mut tr);
+        tr.restore()?;
+        r.push(format!("kvm: passed {} {} {:?}", check.passed, check.detail, check.violations));
+        drop(r);
+
+        // The inspector's own views on that root, as `--inspect` runs them.
+        let cfg = InspectConfig {
+            views: vec![parse_view(&format!("mem@{h0:#x}"))?, parse_view(&format!("walk:0x10@{h0:#x}"))?],
+            verify: Some(vec![Check::Kvm]),
+            ..Default::default()
+        };
+        let mut insp = Inspector::new(cfg, self.mem.clone(), None, Arc::default(), Box::new(self.out.clone()));
+        let res = insp.inspect("hostile", vcpu).map_err(|e| e.to_string())?;
+        self.results.lock().unwrap().push(format!("inspector kvm passed: {}", res[0].passed));
+        m.write_slice(&saved, GuestAddress(HOSTILE)).unwrap();
+        Ok(())
+    }
+}
+
+impl ParkHook for HostileHook {
+    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+        if name == "boot" {
+            if let Err(e) = self.run(vcpu) {
+                self.results.lock().unwrap().push(format!("ERROR {e}"));
+            }
+        }
+        ParkVerdict::Resume
+    }
+}
+
+#[test]
+fn hostile_tables_get_clear_answers_and_the_guest_runs_on() {
+    let (console, serial) = SerialConsole::captured();
+    let mut vm = Vm::new(&config("checkpoint=boot exit=7"), console).expect("VM");
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let out = Shared::default();
+    vm.set_park_hook(Box::new(HostileHook { mem: vm.memory().clone(), results: results.clone(), out: out.clone() }));
+    let outcome = vm.run().expect("run");
+    let serial = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
+    assert!(matches!(outcome, Outcome::Exited(7)), "the guest resumed and exited: {serial}");
+    let r = results.lock().unwrap().join("\n");
+    let out = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+    let line = |p: &str| r.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p} in\n{r}")).to_string();
+    assert!(!r.contains("ERROR"), "{r}");
+    let l = line("loop:");
+    assert!(l.contains("Mapped") && l.contains(&format!("gpa: {}", HOSTILE + 0x10)) && l.contains("loop"), "{l}");
+    assert!(line("outside:").contains("TableOutsideMemory { level: \"PDPT\", table: 30064771072"), "{r}");
+    assert!(line("reserved:").contains("reserved bit set (AboveMaxPhyAddr)"), "{r}");
+    assert!(line("ps-root:").contains("reserved bit set (PsAtRoot)"), "{r}");
+    assert!(line("misaligned:").contains("reserved bit set (LargePageAlignment)"), "{r}");
+    assert!(line("noncanonical:").contains("NonCanonical"), "{r}");
+    assert!(line("cr3-outside:").contains("TableOutsideMemory { level: \"PML4\""), "{r}");
+    let m = line("mappings:");
+    assert!(m.contains("TableOutsideMemory") && m.contains("Reserved"), "{m}");
+    assert!(line("full-loop:").contains("exhausted true"), "{r}");
+    assert!(line("kvm:").contains("passed true"), "KVM_TRANSLATE agrees on hostile tables: {r}");
+    assert!(line("inspector kvm passed:").contains("true"), "{r}\n{out}");
+    assert!(out.contains(&format!("info mem, CR3 {HOSTILE:#x}")), "{out}");
+    assert!(out.contains("problem: PDPT at GPA 0x700000000"), "{out}");
+    assert!(out.contains("note: the table at 0x8000000 is used as PML4 and again as PDPT"), "{out}");
+}
+
+/// The inspector is seen to catch kernel text made writable on the live
+/// guest's own tables, and the run stops with the violation named.
+struct BreakText {
+    inner: Inspector,
+    mem: vmm::memory::GuestMem,
+}
+
+impl ParkHook for BreakText {
+    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+        if name == "boot" {
+            let ctx = parked(vcpu).unwrap().ctx.unwrap();
+            let (trace, _) =
+                mm_core::paging::walker::walk_trace(&GuestPhys(&self.mem), &ctx, mm_core::addr::VirtAddr(start_addr()));
+            let leaf = trace.last().unwrap();
+            self.mem.write_obj(leaf.entry.0 | 2, GuestAddress(leaf.entry_pa.0)).unwrap();
+        }
+        self.inner.checkpoint(name, vcpu)
+    }
+
+    fn outcome(&self) -> Option<Arc<Mutex<vmm::inspect::checkpoint::InspectOutcome>>> {
+        self.inner.outcome()
+    }
+}
+
+#[test]
+fn writable_kernel_text_is_seen_and_stops_the_run() {
+    let (console, _serial) = SerialConsole::captured();
+    let mut vm = Vm::new(&config("checkpoint=boot exit=0"), console).expect("VM");
+    let cfg = InspectConfig { verify: Some(Check::ALL.to_vec()), at: vec!["boot".into()], ..Default::default() };
+    let symbols = Arc::new(vmm::symbols::Symbols::from_elf(&guest_elf()));
+    let inner = Inspector::new(cfg, vm.memory().clone(), None, symbols, Box::new(Shared::default()));
+    vm.set_park_hook(Box::new(BreakText { inner, mem: vm.memory().clone() }));
+    match vm.run() {
+        Err(VmError::Inspect(InspectError::Violation { checkpoint, summary, checks })) => {
+            assert_eq!(checkpoint, "boot");
+            assert_eq!(checks, vec![Check::Wx, Check::TextRo], "{summary}");
+            assert!(
+                summary.contains("[text-ro] kernel text 0xffffffff80200000-0xffffffff80200fff is writable"),
+                "{summary}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("the run went on"),
+    }
+}

@@ -1,0 +1,610 @@
+//! The gdbstub `Target` over the VMM's vCPU: registers, memory, resume and
+//! single-step, breakpoints, and the event loop that runs the vCPU until
+//! it stops or gdb has something to say.
+//!
+//! Each vCPU is a gdb thread with id = vCPU index + 1 (the VMM runs one
+//! vCPU today, so there is one thread).
+
+use super::arch::{Regs, X86_64System};
+use super::breakpoints::Breakpoints;
+use super::connection::{Conn, Watcher};
+use super::memory::{self, View};
+use super::GdbError;
+use crate::devices::PortBus;
+use crate::inspect::{self, AddressMode};
+use crate::symbols::Symbols;
+use crate::vcpu::{self, report, Crash, ExitAction};
+use gdbstub::common::{Signal, Tid};
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::stub::MultiThreadStopReason;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{
+    BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
+    WatchKind,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::io;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use vm_memory::GuestMemoryMmap;
+
+/// The gdb thread of vCPU 0.
+pub const VCPU0: Tid = NonZeroUsize::MIN;
+
+/// What gdb is told when the target stops.
+pub type StopReason = MultiThreadStopReason<u64>;
+
+/// DR6.BS: the stop is a single-step trap.
+const DR6_BS: u64 = 1 << 14;
+/// DR6.B0-B3: which debug register matched.
+const DR6_BN: u64 = 0xf;
+const EFAULT: u8 = 14;
+const EINVAL: u8 = 22;
+
+/// How the guest ended while gdb was attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestEnd {
+    /// It wrote its exit status.
+    Exit(u32),
+    /// It died; gdb was shown the stop and may still look at the state.
+    Crash(Crash),
+}
+
+/// One `KVM_RUN` seen by the stub.
+enum Ran {
+    /// An exit the VMM handled: run again.
+    Again,
+    /// A signal interrupted `KVM_RUN` (the watcher's kick, or the VMM stopping).
+    Interrupted,
+    /// The guest stopped for gdb.
+    Stopped(StopReason),
+}
+
+/// The debugged machine as gdbstub sees it.
+pub struct GdbTarget<'a> {
+    vcpu: &'a mut VcpuFd,
+    bus: &'a mut PortBus,
+    /// Guest RAM.
+    pub(super) mem: &'a GuestMemoryMmap,
+    /// Kernel (and firmware) symbols, for monitor expressions.
+    pub(super) symbols: &'a Symbols,
+    stop: &'a AtomicBool,
+    watcher: &'a mut Watcher,
+    /// Planted breakpoints.
+    pub(super) bps: Breakpoints,
+    /// How memory addresses are interpreted (`monitor phys`, `monitor cr3`).
+    pub(super) view: View,
+    step: bool,
+    debug_state: Option<(u32, [u64; 8])>,
+    cache: Option<(kvm_regs, kvm_sregs)>,
+    /// Set once the guest exited or died.
+    pub(super) end: Option<GuestEnd>,
+}
+
+impl<'a> GdbTarget<'a> {
+    /// A target over `vcpu`, stopped.
+    pub fn new(
+        vcpu: &'a mut VcpuFd,
+        bus: &'a mut PortBus,
+        mem: &'a GuestMemoryMmap,
+        symbols: &'a Symbols,
+        stop: &'a AtomicBool,
+        watcher: &'a mut Watcher,
+    ) -> Self {
+        GdbTarget {
+            vcpu,
+            bus,
+            mem,
+            symbols,
+            stop,
+            watcher,
+            bps: Breakpoints::default(),
+            view: View::default(),
+            step: false,
+            debug_state: None,
+            cache: None,
+            end: None,
+        }
+    }
+
+    /// Removes every breakpoint and turns guest debugging off, so the guest
+    /// runs on unobserved after the session.
+    pub fn finish(&mut self) {
+        self.watcher.disarm();
+        self.bps.clear(self.mem);
+        let _ = self.vcpu.set_guest_debug(&Default::default());
+        self.debug_state = None;
+    }
+
+    /// The vCPU's registers (cached while it is stopped).
+    pub(super) fn state(&mut self) -> Result<(kvm_regs, kvm_sregs), GdbError> {
+        if let Some(c) = self.cache {
+            return Ok(c);
+        }
+        let regs = self.vcpu.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
+        let sregs = self.vcpu.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
+        self.cache = Some((regs, sregs));
+        Ok((regs, sregs))
+    }
+
+    /// How the running vCPU translates addresses.
+    fn cpu_mode(&mut self) -> Result<AddressMode, GdbError> {
+        let (regs, sregs) = self.state()?;
+        Ok(inspect::address_mode(&regs, &sregs))
+    }
+
+    /// How gdb's addresses translate: the vCPU's mode with any `monitor cr3`
+    /// root substituted.
+    pub(super) fn view_mode(&mut self) -> Result<AddressMode, GdbError> {
+        let (regs, mut sregs) = self.state()?;
+        if let Some(cr3) = self.view.cr3 {
+            sregs.cr3 = cr3;
+            // A root given by hand means 4-level long-mode paging even
+            // before the guest turned it on.
+            sregs.cr0 |= 1 << 31;
+            sregs.cr4 |= 1 << 5;
+            sregs.efer |= 1 << 10 | 1 << 11;
+        }
+        Ok(inspect::address_mode(&regs, &sregs))
+    }
+
+    /// The linear address of the next instruction.
+    fn pc_linear(&mut self) -> Result<u64, GdbError> {
+        let (regs, sregs) = self.state()?;
+        Ok(if report::bitness(&sregs) == 64 { regs.rip } else { sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff })
+    }
+
+    fn set_debug(&mut self, step: bool, skip_hw: Option<u64>) -> Result<(), GdbError> {
+        let dbg = self.bps.guest_debug(step, skip_hw);
+        let key = (dbg.control, dbg.arch.debugreg);
+        if self.debug_state != Some(key) {
+            self.vcpu.set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
+            self.debug_state = Some(key);
+        }
+        Ok(())
+    }
+
+    /// Enters the guest once and classifies the exit.
+    fn run_once(&mut self) -> Result<Ran, GdbError> {
+        self.cache = None;
+        enum Exit {
+            Debug(kvm_debug_exit_arch),
+            Internal,
+            Action(ExitAction),
+            Interrupted,
+        }
+        let exit = match self.vcpu.run() {
+            Ok(VcpuExit::Debug(d)) => Exit::Debug(d),
+            Ok(VcpuExit::InternalError) => Exit::Internal,
+            Ok(VcpuExit::Intr) => Exit::Interrupted,
+            Ok(other) => Exit::Action(vcpu::handle_exit(other, self.bus)),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
+            Err(e) => return Err(GdbError::Kvm { what: "run the vCPU", source: e }),
+        };
+        Ok(match exit {
+            Exit::Interrupted => Ran::Interrupted,
+            Exit::Action(ExitAction::Continue) => Ran::Again,
+            Exit::Action(ExitAction::Exit(code)) => {
+                self.end = Some(GuestEnd::Exit(code));
+                Ran::Stopped(StopReason::Exited(code.min(255) as u8))
+            }
+            Exit::Action(ExitAction::Crash(c)) => self.crashed(c),
+            Exit::Debug(d) => Ran::Stopped(self.debug_stop(&d)),
+            Exit::Internal => {
+                let crash = vcpu::internal_error(self.vcpu);
+                // On hosts whose ring 0 is emulated an int3 ends KVM_RUN as
+                // an emulation failure on the int3 (platform.md): when the
+                // int3 is one of ours, that is the breakpoint hit.
+                let ours = match &crash {
+                    Crash::Internal { suberror, .. } if *suberror == KVM_INTERNAL_ERROR_EMULATION => {
+                        let pc = self.pc_linear()?;
+                        self.bps.sw_at(pc).is_some()
+                    }
+                    _ => false,
+                };
+                if ours {
+                    Ran::Stopped(StopReason::SwBreak(VCPU0))
+                } else {
+                    self.crashed(crash)
+                }
+            }
+        })
+    }
+
+    fn debug_stop(&self, d: &kvm_debug_exit_arch) -> StopReason {
+        const BP_VECTOR: u32 = 3;
+        if d.exception == BP_VECTOR {
+            StopReason::SwBreak(VCPU0)
+        } else if d.dr6 & DR6_BS != 0 || (self.step && d.dr6 & DR6_BN == 0) {
+            StopReason::DoneStep
+        } else if d.dr6 & DR6_BN != 0 {
+            StopReason::HwBreak(VCPU0)
+        } else {
+            StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
+        }
+    }
+
+    fn crashed(&mut self, crash: Crash) -> Ran {
+        let signal = crash_signal(&crash);
+        eprintln!(
+            "vmm: gdb: {}\nvmm: gdb: reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
+            vcpu::report::headline(&crash, None)
+        );
+        self.end = Some(GuestEnd::Crash(crash));
+        Ran::Stopped(StopReason::SignalWithThread { tid: VCPU0, signal })
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Executes one instruction (KVM_GUESTDBG_SINGLESTEP), with the
+    /// hardware breakpoint at `skip_hw` left out.
+    fn single_step(&mut self, skip_hw: Option<u64>) -> Result<StopReason, GdbError> {
+        self.set_debug(true, skip_hw)?;
+        loop {
+            if self.stopping() {
+                return Err(GdbError::Stopping);
+            }
+            if let Ran::Stopped(r) = self.run_once()? {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Runs the vCPU as gdb asked (continue or step) until it stops or gdb
+    /// sends something.
+    fn resume_and_wait(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
+        use WaitForStopReasonError as E;
+        if let Some(GuestEnd::Crash(c)) = &self.end {
+            return Ok(Event::TargetStopped(StopReason::Terminated(crash_signal(c))));
+        }
+        // A breakpoint under the PC would stop the guest where it stands
+        // (hardware ones re-fire: RFLAGS.RF is ignored on some hosts), so
+        // its instruction runs alone with the breakpoint out of the way.
+        if !self.bps.is_empty() {
+            let pc = self.pc_linear().map_err(E::Target)?;
+            let sw = self.bps.sw_at(pc);
+            if sw.is_some() || self.bps.hw_at(pc) {
+                if let Some(b) = &sw {
+                    self.bps.lift(self.mem, b);
+                }
+                let r = self.single_step(Some(pc));
+                if let Some(b) = &sw {
+                    self.bps.replant(self.mem, b);
+                }
+                let r = r.map_err(E::Target)?;
+                if self.step || r != StopReason::DoneStep {
+                    return Ok(Event::TargetStopped(r));
+                }
+            }
+        }
+        if self.step {
+            return self.single_step(None).map(Event::TargetStopped).map_err(E::Target);
+        }
+        self.set_debug(false, None).map_err(E::Target)?;
+        self.watcher.arm();
+        let r = self.continue_until_event(conn);
+        self.watcher.disarm();
+        r
+    }
+
+    fn continue_until_event(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
+        use WaitForStopReasonError as E;
+        loop {
+            if self.stopping() {
+                return Err(E::Target(GdbError::Stopping));
+            }
+            match self.run_once().map_err(E::Target)? {
+                Ran::Stopped(r) => return Ok(Event::TargetStopped(r)),
+                Ran::Again => {}
+                Ran::Interrupted if self.watcher.fired() => match conn.take_pending().map_err(E::Connection)? {
+                    Some(b) => return Ok(Event::IncomingData(b)),
+                    None => self.watcher.arm(),
+                },
+                Ran::Interrupted => {}
+            }
+        }
+    }
+}
+
+/// The signal gdb sees for a guest that died this way.
+pub fn crash_signal(c: &Crash) -> Signal {
+    match c {
+        Crash::Internal { .. } => Signal::SIGILL,
+        Crash::Shutdown => Signal::SIGSEGV,
+        _ => Signal::SIGABRT,
+    }
+}
+
+fn fatal(e: GdbError) -> TargetError<GdbError> {
+    TargetError::Fatal(e)
+}
+
+impl Target for GdbTarget<'_> {
+    type Arch = X86_64System;
+    type Error = GdbError;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadBase for GdbTarget<'_> {
+    fn read_registers(&mut self, out: &mut Regs, _tid: Tid) -> TargetResult<(), Self> {
+        let (r, s) = self.state().map_err(fatal)?;
+        let fpu = self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+        let c = &mut out.core;
+        c.regs = [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ];
+        c.rip = r.rip;
+        c.eflags = r.rflags as u32;
+        c.segments.cs = s.cs.selector.into();
+        c.segments.ss = s.ss.selector.into();
+        c.segments.ds = s.ds.selector.into();
+        c.segments.es = s.es.selector.into();
+        c.segments.fs = s.fs.selector.into();
+        c.segments.gs = s.gs.selector.into();
+        for (st, fpr) in c.st.iter_mut().zip(fpu.fpr.iter()) {
+            st.copy_from_slice(&fpr[..10]);
+        }
+        c.fpu.fctrl = fpu.fcw.into();
+        c.fpu.fstat = fpu.fsw.into();
+        // KVM keeps the abridged (FXSAVE) tag byte: a set bit is a valid
+        // register (tag 00), a clear one an empty register (tag 11).
+        c.fpu.ftag = (0..8).map(|i| if fpu.ftwx & (1 << i) != 0 { 0 } else { 0b11 << (2 * i) }).sum();
+        c.fpu.fioff = fpu.last_ip as u32;
+        c.fpu.fooff = fpu.last_dp as u32;
+        c.fpu.fop = fpu.last_opcode.into();
+        for (x, v) in c.xmm.iter_mut().zip(fpu.xmm.iter()) {
+            *x = u128::from_le_bytes(*v);
+        }
+        c.mxcsr = fpu.mxcsr;
+        out.system = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
+        Ok(())
+    }
+
+    fn write_registers(&mut self, new: &Regs, _tid: Tid) -> TargetResult<(), Self> {
+        let (mut r, mut s) = self.state().map_err(fatal)?;
+        let c = &new.core;
+        let sel = [s.cs.selector, s.ss.selector, s.ds.selector, s.es.selector, s.fs.selector, s.gs.selector];
+        let new_sel = [c.segments.cs, c.segments.ss, c.segments.ds, c.segments.es, c.segments.fs, c.segments.gs];
+        if sel.iter().zip(new_sel).any(|(&a, b)| u32::from(a) != b) {
+            // A selector alone says nothing of the descriptor behind it.
+            eprintln!("vmm: gdb: segment selectors cannot be changed from gdb (the descriptor would not follow)");
+            return Err(TargetError::Errno(EINVAL));
+        }
+        [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ] = c.regs;
+        r.rip = c.rip;
+        r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
+        self.cache = None;
+        self.vcpu.set_regs(&r).map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
+
+        let mut fpu =
+            self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+        for (v, x) in fpu.xmm.iter_mut().zip(c.xmm.iter()) {
+            *v = x.to_le_bytes();
+        }
+        fpu.mxcsr = c.mxcsr;
+        fpu.fcw = c.fpu.fctrl as u16;
+        fpu.fsw = c.fpu.fstat as u16;
+        for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
+            fpr[..10].copy_from_slice(st);
+        }
+        self.vcpu.set_fpu(&fpu).map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
+
+        let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
+        if old != new.system {
+            [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = new.system;
+            if let Err(e) = self.vcpu.set_sregs(&s) {
+                eprintln!("vmm: gdb: KVM refused the new control registers ({e}); they are unchanged");
+                return Err(TargetError::Errno(EINVAL));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        let mode = self.view_mode().map_err(fatal)?;
+        let n = memory::read(self.mem, &mode, self.view.phys, &self.bps, start, data);
+        if n == 0 && !data.is_empty() {
+            return Err(TargetError::Errno(EFAULT));
+        }
+        Ok(n)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        let mode = self.view_mode().map_err(fatal)?;
+        let n = memory::write(self.mem, &mode, self.view.phys, &mut self.bps, start, data);
+        if n < data.len() {
+            return Err(TargetError::Errno(EFAULT));
+        }
+        Ok(())
+    }
+
+    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), GdbError> {
+        thread_is_active(VCPU0);
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for GdbTarget<'_> {
+    fn resume(&mut self) -> Result<(), GdbError> {
+        // The vCPU runs in the event loop's wait_for_stop_reason, on this
+        // same thread.
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), GdbError> {
+        self.step = false;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), GdbError> {
+        // Signals cannot be delivered into a kernel: they are dropped.
+        self.step = false;
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadSchedulerLocking for GdbTarget<'_> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), GdbError> {
+        // gdb steps one thread with the others held (to step over a
+        // breakpoint). With one vCPU there are no others; with several,
+        // the others would stay stopped, which all-stop resume does anyway.
+        Ok(())
+    }
+}
+
+impl MultiThreadSingleStep for GdbTarget<'_> {
+    fn set_resume_action_step(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), GdbError> {
+        self.step = true;
+        Ok(())
+    }
+}
+
+impl ThreadExtraInfo for GdbTarget<'_> {
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, GdbError> {
+        let s = format!("vCPU {}", tid.get() - 1);
+        let n = s.len().min(buf.len());
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Ok(n)
+    }
+}
+
+impl gdbstub::target::ext::breakpoints::Breakpoints for GdbTarget<'_> {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for GdbTarget<'_> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        // Breakpoints live in the address space the vCPU runs in, whatever
+        // `monitor cr3`/`phys` say about memory reads.
+        let mode = self.cpu_mode().map_err(fatal)?;
+        match self.bps.insert_sw(self.mem, &mode, addr) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                eprintln!("vmm: gdb: cannot set a breakpoint: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.bps.remove_sw(self.mem, addr))
+    }
+}
+
+impl HwBreakpoint for GdbTarget<'_> {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        match self.bps.insert_hw(addr) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                eprintln!("vmm: gdb: cannot set a hardware breakpoint: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.bps.remove_hw(addr))
+    }
+}
+
+/// What the VMM says when gdb asks for a data watchpoint.
+pub const NO_WATCHPOINTS: &str = "data watchpoints are not available: KVM on this host never reports a DR0-DR3 data \
+     match (platform.md); break where the data is written instead, or `set can-use-hw-watchpoints 0` for gdb's \
+     slow single-stepping watchpoints";
+
+impl HwWatchpoint for GdbTarget<'_> {
+    fn add_hw_watchpoint(&mut self, addr: u64, _len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
+        eprintln!("vmm: gdb: refused a watchpoint at {addr:#x}: {NO_WATCHPOINTS}");
+        Ok(false)
+    }
+
+    fn remove_hw_watchpoint(&mut self, _addr: u64, _len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
+        Ok(false)
+    }
+}
+
+impl MonitorCmd for GdbTarget<'_> {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), GdbError> {
+        let text = super::monitor::execute(self, &String::from_utf8_lossy(cmd));
+        out.write_raw(text.as_bytes());
+        Ok(())
+    }
+}
+
+/// gdbstub's blocking event loop over [`GdbTarget`] and [`Conn`].
+pub struct EventLoop<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'a> BlockingEventLoop for EventLoop<'a> {
+    type Target = GdbTarget<'a>;
+    type Connection = Conn;
+    type StopReason = StopReason;
+
+    fn wait_for_stop_reason(
+        target: &mut GdbTarget<'a>,
+        conn: &mut Conn,
+    ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
+        target.resume_and_wait(conn)
+    }
+
+    fn on_interrupt(_target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
+        // The vCPU is already out of KVM_RUN: it stops where it is.
+        Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
+    }
+}

@@ -1,0 +1,450 @@
+//! Pause points: what the host does while the vCPU is parked at a named
+//! checkpoint. Owns the [`ParkHook`] seam (any run loop, the gdb stub's
+//! included, calls [`crate::vcpu::service_checkpoint`] after an exit and so
+//! reaches the hook) and the [`Inspector`], the hook behind `vmm run
+//! --inspect/--verify`: it reads the vCPU's registers, shows the views,
+//! runs the checks, and stops the run on a violation.
+
+use super::dirty::dirty_view;
+use super::physmap::{file_stem, to_png, FrameClass, PhysMap, PhysmapReport};
+use super::spec::{AddrSpec, Check, InspectConfig, ViewSpec};
+use super::stage2::{slots, stage2};
+use super::verify::{self, CheckResult, KvmTranslator};
+use super::views::{self, collect_mappings, table_pages, walk_view, CpuReport, MappingsReport, Observed};
+use super::{address_mode, AddressMode, GuestPhys};
+use crate::memory::GuestMem;
+use crate::symbols::Symbols;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_ioctls::{VcpuFd, VmFd};
+use mm_core::addr::VirtAddr;
+use mm_core::paging::{walk, CpuContext};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What the run loop does after a hook ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkVerdict {
+    /// Run the guest on.
+    Resume,
+    /// End the run (the hook keeps the reason; the loop reports
+    /// [`crate::vcpu::VcpuStop::Stopped`]).
+    Stop,
+}
+
+/// Host work done while the vCPU is parked in a checkpoint's port write.
+pub trait ParkHook: Send {
+    /// Called once per checkpoint, before the next `KVM_RUN`; the vCPU's
+    /// registers and guest memory hold still meanwhile.
+    fn checkpoint(&mut self, name: &str, vcpu: &mut VcpuFd) -> ParkVerdict;
+
+    /// Where the hook leaves why it stopped a run, for the VM to report
+    /// after the vCPU thread ends (an [`Inspector`]'s; none by default).
+    fn outcome(&self) -> Option<Arc<Mutex<InspectOutcome>>> {
+        None
+    }
+}
+
+/// Why inspection stopped a run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InspectError {
+    /// `--verify` found violations.
+    #[error(
+        "--verify failed at checkpoint '{checkpoint}': {summary}; rerun with --inspect to see the tables involved"
+    )]
+    Violation {
+        /// Where.
+        checkpoint: String,
+        /// Each failed check with its first violation.
+        summary: String,
+        /// The failed checks.
+        checks: Vec<Check>,
+    },
+    /// The vCPU's state could not be read or restored.
+    #[error("cannot inspect at checkpoint '{checkpoint}': {detail}; this is a VMM or KVM problem, not the guest's")]
+    Vcpu {
+        /// Where.
+        checkpoint: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// The vCPU's state at a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    /// General registers.
+    pub regs: kvm_regs,
+    /// Special registers.
+    pub sregs: kvm_sregs,
+    /// The translation context (None with paging off).
+    pub ctx: Option<CpuContext>,
+}
+
+/// Reads the parked vCPU's registers.
+pub fn parked(vcpu: &VcpuFd) -> Result<Parked, String> {
+    let regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS failed: {e}"))?;
+    let sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
+    let ctx = match address_mode(&regs, &sregs) {
+        AddressMode::Paged(c) => Some(c),
+        AddressMode::Unpaged => None,
+    };
+    Ok(Parked { regs, sregs, ctx })
+}
+
+/// What an [`Inspector`] leaves for the VM to read after the run.
+#[derive(Debug, Default)]
+pub struct InspectOutcome {
+    /// Why it stopped the run, if it did.
+    pub error: Option<InspectError>,
+    /// Checkpoints the guest reached.
+    pub checkpoints: u64,
+}
+
+/// The hook behind `--inspect` and `--verify`.
+pub struct Inspector {
+    // The VM fd before the memory it maps (drop order).
+    vm: Option<Arc<VmFd>>,
+    mem: GuestMem,
+    symbols: Arc<Symbols>,
+    cfg: InspectConfig,
+    out: Box<dyn Write + Send>,
+    last_dirty: Option<String>,
+    outcome: Arc<Mutex<InspectOutcome>>,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a, T: Serialize> {
+    checkpoint: &'a str,
+    view: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// One view's result: JSON data and human text, or an error in words.
+type ViewOut = Result<(serde_json::Value, String), String>;
+
+fn out_of<T: Serialize>(v: &T, text: String) -> ViewOut {
+    serde_json::to_value(v).map(|j| (j, text)).map_err(|e| format!("cannot serialise the view: {e}"))
+}
+
+impl Inspector {
+    /// An inspector writing to `out`. `vm` is needed for the `dirty` view
+    /// only.
+    pub fn new(
+        cfg: InspectConfig,
+        mem: GuestMem,
+        vm: Option<Arc<VmFd>>,
+        symbols: Arc<Symbols>,
+        out: Box<dyn Write + Send>,
+    ) -> Self {
+        Inspector { vm, mem, symbols, cfg, out, last_dirty: None, outcome: Arc::default() }
+    }
+
+    fn resolve(&self, a: &AddrSpec, p: &Parked) -> Result<(u64, Option<String>), String> {
+        match a {
+            AddrSpec::Num(n) => {
+                let d = self.symbols.describe(*n);
+                Ok((*n, (d != "?").then_some(d)))
+            }
+            AddrSpec::Rip => Ok((p.regs.rip, Some(format!("rip, {}", self.symbols.describe(p.regs.rip))))),
+            AddrSpec::Rsp => Ok((p.regs.rsp, Some("rsp".into()))),
+            AddrSpec::Symbol(s, off) => match self.symbols.address_of(s) {
+                Some(base) => Ok((base.wrapping_add(*off), Some(a.to_string()))),
+                None => Err(format!("the kernel has no symbol '{s}'; give the address as a number")),
+            },
+        }
+    }
+
+    fn mappings_for<'c>(&self, cache: &'c mut HashMap<u64, MappingsReport>, ctx: &CpuContext) -> &'c MappingsReport {
+        cache.entry(ctx.cr3).or_insert_with(|| collect_mappings(&GuestPhys(&self.mem), ctx))
+    }
+
+    /// Virtual `[start, end)` of a kernel section from its linker symbols.
+    fn section(&self, start: &str, end: &str) -> Option<(u64, u64)> {
+        let s = self.symbols.address_of(start)?;
+        let e = self.symbols.address_of(end)?;
+        (e > s).then_some((s, e))
+    }
+
+    /// Guest-physical ranges of the kernel's sections, through `ctx`.
+    fn kernel_phys(&self, ctx: &CpuContext) -> Vec<(u64, u64, FrameClass)> {
+        let mut v = Vec::new();
+        for (a, b, class) in [
+            ("__text_start", "__text_end", FrameClass::KernelText),
+            ("__rodata_start", "__rodata_end", FrameClass::KernelRodata),
+            ("__data_start", "__data_end", FrameClass::KernelData),
+        ] {
+            let Some((s, e)) = self.section(a, b) else { continue };
+            let mut va = s & !0xfff;
+            while va < e {
+                if let Ok(t) = walk(&GuestPhys(&self.mem), ctx, VirtAddr(va)) {
+                    let pa = t.pa.0 & !0xfff;
+                    v.push((pa, pa + 4096, class));
+                }
+                va += 4096;
+            }
+        }
+        v
+    }
+
+    fn view(
+        &mut self,
+        name: &str,
+        spec: &ViewSpec,
+        p: &Parked,
+        cache: &mut HashMap<u64, MappingsReport>,
+        log: &mut Vec<Observed>,
+    ) -> ViewOut {
+        if let ViewSpec::Dirty = spec {
+            let vm = self.vm.as_ref().ok_or("this inspector has no VM handle for the dirty log")?;
+            let since = self.last_dirty.replace(name.to_string());
+            let since = since.map_or("the start of the run".to_string(), |n| format!("checkpoint '{n}'"));
+            let r = dirty_view(vm, &slots(&self.mem), &since)?;
+            let marks: Vec<(u64, u64, FrameClass)> = match p.ctx {
+                Some(ctx) => {
+                    let m = self.mappings_for(cache, &ctx).clone();
+                    let mut k = self.kernel_phys(&ctx);
+                    k.extend(
+                        table_pages(&GuestPhys(&self.mem), &ctx, &m)
+                            .into_iter()
+                            .map(|t| (t, t + 4096, FrameClass::PageTable)),
+                    );
+                    k
+                }
+                None => vec![],
+            };
+            let text = r.render(|s, e| {
+                let mut what: Vec<&str> = marks.iter().filter(|m| m.0 < e && s < m.1).map(|m| m.2.label()).collect();
+                what.sort_unstable();
+                what.dedup();
+                what.join(", ")
+            });
+            return out_of(&r, text);
+        }
+        let Some(vctx) = p.ctx else {
+            return Err("paging is off at this checkpoint: there are no page tables to show".into());
+        };
+        match spec {
+            ViewSpec::Cpu => {
+                let r = CpuReport {
+                    rip: p.regs.rip,
+                    rip_symbol: self.symbols.describe(p.regs.rip),
+                    rsp: p.regs.rsp,
+                    cr0: p.sregs.cr0,
+                    cr3: p.sregs.cr3,
+                    cr4: p.sregs.cr4,
+                    efer: p.sregs.efer,
+                    cpl: (p.sregs.cs.selector & 3) as u8,
+                    paging: if vctx.la57 { "5-level paging" } else { "4-level paging" },
+                };
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Walk { addr, cr3 } => {
+                let (va, label) = self.resolve(addr, p)?;
+                let r = walk_view(&GuestPhys(&self.mem), &views::with_cr3(&vctx, *cr3), va, label, log);
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Stage2 { addr, cr3 } => {
+                let (va, label) = self.resolve(addr, p)?;
+                let w = walk_view(&GuestPhys(&self.mem), &views::with_cr3(&vctx, *cr3), va, label, log);
+                let r = stage2(&self.mem, &w);
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Tlb { cr3 } => {
+                let m = self.mappings_for(cache, &views::with_cr3(&vctx, *cr3));
+                let t = m.render_tlb();
+                out_of(m, t)
+            }
+            ViewSpec::Mem { cr3 } => {
+                let r = self.mappings_for(cache, &views::with_cr3(&vctx, *cr3)).ranges();
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Physmap { dir } => {
+                let m = self.mappings_for(cache, &vctx).clone();
+                let r = self.physmap(name, &vctx, &m, dir.clone())?;
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Dirty => Err("unreachable".into()),
+        }
+    }
+
+    fn physmap(
+        &self,
+        name: &str,
+        ctx: &CpuContext,
+        m: &MappingsReport,
+        dir: Option<PathBuf>,
+    ) -> Result<PhysmapReport, String> {
+        let mut map = PhysMap::new(&slots(&self.mem));
+        for e in &m.entries {
+            map.paint(e.pa, e.pa.saturating_add(e.size), FrameClass::Mapped);
+        }
+        map.paint_untouched()?;
+        for (s, e, c) in self.kernel_phys(ctx) {
+            map.paint(s, e, c);
+        }
+        for t in table_pages(&GuestPhys(&self.mem), ctx, m) {
+            map.paint(t, t + 4096, FrameClass::PageTable);
+        }
+        let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let svg = dir.join(format!("{}.svg", file_stem(name)));
+        let title = format!("mmemu guest-physical memory at checkpoint '{name}', CR3 {:#x}", ctx.cr3);
+        std::fs::write(&svg, map.svg(&title)).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+        let (png, png_note) = match to_png(&svg) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
+    }
+
+    fn verify(
+        &mut self,
+        checks: &[Check],
+        p: &Parked,
+        vcpu: &VcpuFd,
+        cache: &mut HashMap<u64, MappingsReport>,
+        log: &mut Vec<Observed>,
+    ) -> Result<Vec<CheckResult>, String> {
+        let Some(ctx) = p.ctx else {
+            return Ok(vec![]);
+        };
+        let mut results = Vec::new();
+        let text = self.section("__text_start", "__text_end");
+        // The vCPU's root, and every root a view listed (`mem@CR3`).
+        let mut roots: Vec<u64> = cache.keys().copied().collect();
+        roots.push(ctx.cr3);
+        roots.sort_unstable();
+        roots.dedup();
+        for &c in checks {
+            let mut per_root = Vec::new();
+            for &cr3 in &roots {
+                let rctx = CpuContext { cr3, ..ctx };
+                match c {
+                    Check::Kvm => {}
+                    Check::Wx => per_root.push(verify::wx(self.mappings_for(cache, &rctx), ctx.nxe)),
+                    Check::TextRo | Check::TextUser => {
+                        per_root.push(verify::text(&GuestPhys(&self.mem), &rctx, text, c, log))
+                    }
+                }
+            }
+            if let Some(r) = verify::combine(c, &roots, per_root) {
+                results.push(r);
+            }
+        }
+        if checks.contains(&Check::Kvm) {
+            for &cr3 in &roots {
+                let rctx = CpuContext { cr3, ..ctx };
+                let m = self.mappings_for(cache, &rctx);
+                verify::sample(&GuestPhys(&self.mem), &rctx, m, log);
+            }
+            let mut tr = KvmTranslator::new(vcpu)?.preserving_accessed(&self.mem, ctx);
+            let r = verify::kvm_cross_check(log, &mut tr);
+            tr.restore()?;
+            results.insert(0, r);
+        }
+        Ok(results)
+    }
+
+    fn emit(&mut self, text: &str) {
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
+    }
+
+    /// Shows the views and runs the checks at checkpoint `name`. Returns
+    /// the verification results (empty without `--verify`).
+    pub fn inspect(&mut self, name: &str, vcpu: &VcpuFd) -> Result<Vec<CheckResult>, InspectError> {
+        let fail = |detail: String| InspectError::Vcpu { checkpoint: name.to_string(), detail };
+        let p = parked(vcpu).map_err(fail)?;
+        let mut cache = HashMap::new();
+        let mut log = Vec::new();
+        for spec in self.cfg.views.clone() {
+            let r = self.view(name, &spec, &p, &mut cache, &mut log);
+            let text = if self.cfg.json {
+                let (data, error) = match r {
+                    Ok((j, _)) => (Some(j), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let line = JsonLine { checkpoint: name, view: spec.name(), data, error };
+                serde_json::to_string(&line).unwrap_or_default() + "\n"
+            } else {
+                match r {
+                    Ok((_, t)) => format!("--- checkpoint '{name}': {} ---\n{t}", spec.name()),
+                    Err(e) => format!("--- checkpoint '{name}': {} ---\nerror: {e}\n", spec.name()),
+                }
+            };
+            self.emit(&text);
+        }
+        let Some(checks) = self.cfg.verify.clone() else {
+            return Ok(vec![]);
+        };
+        let results = self.verify(&checks, &p, vcpu, &mut cache, &mut log).map_err(fail)?;
+        let text = if self.cfg.json {
+            let line = JsonLine { checkpoint: name, view: "verify", data: Some(&results), error: None };
+            serde_json::to_string(&line).unwrap_or_default() + "\n"
+        } else {
+            let mut t = format!("--- checkpoint '{name}': verify ---\n");
+            for r in &results {
+                t.push_str(&r.render());
+            }
+            t
+        };
+        self.emit(&text);
+        Ok(results)
+    }
+}
+
+impl ParkHook for Inspector {
+    fn outcome(&self) -> Option<Arc<Mutex<InspectOutcome>>> {
+        Some(self.outcome.clone())
+    }
+
+    fn checkpoint(&mut self, name: &str, vcpu: &mut VcpuFd) -> ParkVerdict {
+        if let Ok(mut o) = self.outcome.lock() {
+            o.checkpoints += 1;
+        }
+        if !self.cfg.applies_at(name) {
+            return ParkVerdict::Resume;
+        }
+        let err = match self.inspect(name, vcpu) {
+            Ok(results) => {
+                let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed).collect();
+                if failed.is_empty() {
+                    return ParkVerdict::Resume;
+                }
+                let summary = failed
+                    .iter()
+                    .map(|r| {
+                        let more = if r.violations.len() > 1 {
+                            format!(" (and {} more)", r.violations.len() - 1)
+                        } else {
+                            String::new()
+                        };
+                        format!("[{}] {}{more}", r.check, r.violations.first().map(String::as_str).unwrap_or(""))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                InspectError::Violation {
+                    checkpoint: name.to_string(),
+                    summary,
+                    checks: failed.iter().map(|r| r.check).collect(),
+                }
+            }
+            Err(e) => e,
+        };
+        if let Ok(mut o) = self.outcome.lock() {
+            o.error = Some(err);
+        }
+        ParkVerdict::Stop
+    }
+}

@@ -1,0 +1,331 @@
+//! The `physmap` view: a picture of guest-physical memory, one pixel per
+//! frame (or per few frames on big guests), coloured by what the host can
+//! tell on its own: RAM or hole, touched by anyone or not (pagemap), the
+//! page-table pages reachable from CR3, the kernel image by its section
+//! symbols, and frames the tables map. Written as SVG, and as PNG where
+//! `rsvg-convert` or ImageMagick's `convert` is installed.
+//!
+//! Owners the guest's memory-manager descriptor will tell (free blocks by
+//! order, slab, vmalloc, user pages) are further [`FrameClass`] variants
+//! painted as further layers with [`PhysMap::paint`]: a class paints over
+//! any class of lower [`FrameClass::priority`].
+
+use super::stage2::{pagemap, Slot};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// What a guest frame is, as far as the host can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrameClass {
+    /// RAM the host backed but that the tables do not map.
+    Ram,
+    /// RAM mapped by some leaf of CR3 (data, as far as the host knows).
+    Mapped,
+    /// RAM the host never backed: nobody has touched it (pagemap).
+    Untouched,
+    /// The kernel's writable data and bss.
+    KernelData,
+    /// The kernel's read-only data.
+    KernelRodata,
+    /// The kernel's text.
+    KernelText,
+    /// A page-table page reachable from CR3.
+    PageTable,
+}
+
+impl FrameClass {
+    /// Every class, by priority.
+    pub const ALL: [FrameClass; 7] = [
+        FrameClass::Ram,
+        FrameClass::Mapped,
+        FrameClass::Untouched,
+        FrameClass::KernelData,
+        FrameClass::KernelRodata,
+        FrameClass::KernelText,
+        FrameClass::PageTable,
+    ];
+
+    /// Higher paints over lower.
+    pub fn priority(self) -> u8 {
+        self as u8
+    }
+
+    /// Fill colour.
+    pub fn colour(self) -> &'static str {
+        match self {
+            FrameClass::Ram => "#9e9e9e",
+            FrameClass::Mapped => "#9ecae1",
+            FrameClass::Untouched => "#f2f2f2",
+            FrameClass::KernelData => "#fdae6b",
+            FrameClass::KernelRodata => "#fdd0a2",
+            FrameClass::KernelText => "#d94801",
+            FrameClass::PageTable => "#238b45",
+        }
+    }
+
+    /// Legend text.
+    pub fn label(self) -> &'static str {
+        match self {
+            FrameClass::Ram => "RAM (touched, not mapped by CR3)",
+            FrameClass::Mapped => "mapped by CR3 (data)",
+            FrameClass::Untouched => "untouched (host never backed it)",
+            FrameClass::KernelData => "kernel data/bss",
+            FrameClass::KernelRodata => "kernel rodata",
+            FrameClass::KernelText => "kernel text",
+            FrameClass::PageTable => "page tables (from CR3)",
+        }
+    }
+}
+
+/// One class per guest frame of each memslot.
+pub struct PhysMap {
+    slots: Vec<Slot>,
+    frames: Vec<Vec<FrameClass>>,
+}
+
+impl PhysMap {
+    /// All RAM as [`FrameClass::Ram`].
+    pub fn new(slots: &[Slot]) -> Self {
+        PhysMap {
+            slots: slots.to_vec(),
+            frames: slots.iter().map(|s| vec![FrameClass::Ram; (s.size / 4096) as usize]).collect(),
+        }
+    }
+
+    /// Paints `[start, end)` (guest-physical) with `class` where it outranks
+    /// what is there; parts outside RAM are ignored.
+    pub fn paint(&mut self, start: u64, end: u64, class: FrameClass) {
+        for (s, f) in self.slots.iter().zip(self.frames.iter_mut()) {
+            let lo = start.max(s.gpa);
+            let hi = end.min(s.gpa + s.size);
+            if lo >= hi {
+                continue;
+            }
+            for c in &mut f[((lo - s.gpa) / 4096) as usize..((hi - s.gpa).div_ceil(4096)) as usize] {
+                if class.priority() > c.priority() {
+                    *c = class;
+                }
+            }
+        }
+    }
+
+    /// Paints the frames pagemap says the host never backed.
+    pub fn paint_untouched(&mut self) -> Result<(), String> {
+        for i in 0..self.slots.len() {
+            let s = self.slots[i];
+            // Chunks keep the buffer small on big guests.
+            let chunk = 1 << 16;
+            let n = (s.size / 4096) as usize;
+            let mut page = 0;
+            while page < n {
+                let count = chunk.min(n - page);
+                let entries = pagemap(s.hva + page as u64 * 4096, count)?;
+                for (j, e) in entries.iter().enumerate() {
+                    if !e.present {
+                        let a = s.gpa + (page + j) as u64 * 4096;
+                        self.paint(a, a + 4096, FrameClass::Untouched);
+                    }
+                }
+                page += count;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames per class.
+    pub fn counts(&self) -> BTreeMap<FrameClass, u64> {
+        let mut m = BTreeMap::new();
+        for f in self.frames.iter().flatten() {
+            *m.entry(*f).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// The class of the frame at `gpa`.
+    pub fn class_of(&self, gpa: u64) -> Option<FrameClass> {
+        self.slots
+            .iter()
+            .zip(&self.frames)
+            .find(|(s, _)| gpa >= s.gpa && gpa - s.gpa < s.size)
+            .map(|(s, f)| f[((gpa - s.gpa) / 4096) as usize])
+    }
+
+    /// The SVG: one band per memslot, holes between them as labelled gaps.
+    pub fn svg(&self, title: &str) -> String {
+        const COLS: u64 = 1024;
+        const ROW_H: u64 = 4;
+        const LEFT: u64 = 150;
+        let total: u64 = self.frames.iter().map(|f| f.len() as u64).sum();
+        // Keep the picture under ~1024 rows: several frames per pixel on big
+        // guests, the highest-priority class shown.
+        let mut per_px = 1u64;
+        while total / (per_px * COLS) > 1024 {
+            per_px *= 2;
+        }
+        let mut body = String::new();
+        let mut y = 40u64;
+        let mut prev_end = 0u64;
+        for (s, f) in self.slots.iter().zip(&self.frames) {
+            if s.gpa > prev_end {
+                let _ = writeln!(
+                    body,
+                    r##"<text x="4" y="{}" font-size="11" fill="#555">hole {:#x}-{:#x} ({})</text>"##,
+                    y + 11,
+                    prev_end,
+                    s.gpa - 1,
+                    crate::memory::human(s.gpa - prev_end)
+                );
+                y += 18;
+            }
+            prev_end = s.gpa + s.size;
+            let px: Vec<FrameClass> = f
+                .chunks(per_px as usize)
+                .map(|c| c.iter().copied().max_by_key(|c| c.priority()).unwrap_or(FrameClass::Ram))
+                .collect();
+            for (row, cells) in px.chunks(COLS as usize).enumerate() {
+                let row_gpa = s.gpa + row as u64 * COLS * per_px * 4096;
+                if row % 16 == 0 {
+                    let _ = writeln!(
+                        body,
+                        r##"<text x="4" y="{}" font-size="9" font-family="monospace">{row_gpa:#011x}</text>"##,
+                        y + ROW_H
+                    );
+                }
+                let mut x = 0usize;
+                while x < cells.len() {
+                    let c = cells[x];
+                    let run = cells[x..].iter().take_while(|&&d| d == c).count();
+                    let _ = writeln!(
+                        body,
+                        r#"<rect x="{}" y="{y}" width="{run}" height="{ROW_H}" fill="{}"/>"#,
+                        LEFT + x as u64,
+                        c.colour()
+                    );
+                    x += run;
+                }
+                y += ROW_H;
+            }
+            y += 6;
+        }
+        let counts = self.counts();
+        let mut legend = String::new();
+        for (i, c) in FrameClass::ALL.iter().enumerate() {
+            let ly = y + 10 + i as u64 * 16;
+            let n = counts.get(c).copied().unwrap_or(0);
+            let _ = writeln!(
+                legend,
+                r##"<rect x="{LEFT}" y="{ly}" width="12" height="12" fill="{}" stroke="#333"/><text x="{}" y="{}" font-size="12">{} — {n} frames</text>"##,
+                c.colour(),
+                LEFT + 18,
+                ly + 10,
+                c.label()
+            );
+        }
+        let height = y + 10 + FrameClass::ALL.len() as u64 * 16 + 10;
+        let width = LEFT + COLS + 10;
+        format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="4" y="16" font-size="14">{}</text>
+<text x="4" y="32" font-size="11" fill="#555">guest-physical memory, {} KiB per pixel, {} per row</text>
+{body}{legend}</svg>
+"##,
+            xml_escape(title),
+            per_px * 4,
+            crate::memory::human(COLS * per_px * 4096)
+        )
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The `physmap` view's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysmapReport {
+    /// The SVG written.
+    pub svg: PathBuf,
+    /// The PNG written, if a converter is installed.
+    pub png: Option<PathBuf>,
+    /// Why there is no PNG.
+    pub png_note: Option<String>,
+    /// Frames per class.
+    pub frames: BTreeMap<FrameClass, u64>,
+}
+
+impl PhysmapReport {
+    /// Where the files went and the counts.
+    pub fn render(&self) -> String {
+        let mut s = format!("physmap: wrote {}", self.svg.display());
+        if let Some(p) = &self.png {
+            let _ = write!(s, " and {}", p.display());
+        }
+        if let Some(n) = &self.png_note {
+            let _ = write!(s, " (no PNG: {n})");
+        }
+        s.push('\n');
+        for (c, n) in &self.frames {
+            let _ = writeln!(s, "  {:<36} {n:>8} frames", c.label());
+        }
+        s
+    }
+}
+
+/// A file-name-safe form of a checkpoint name.
+pub fn file_stem(checkpoint: &str) -> String {
+    let s: String =
+        checkpoint.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("physmap-{s}")
+}
+
+/// Converts `svg` to PNG with whatever converter is installed.
+pub fn to_png(svg: &Path) -> Result<PathBuf, String> {
+    let png = svg.with_extension("png");
+    let attempts: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        ("rsvg-convert", vec!["-o".as_ref(), png.as_os_str(), svg.as_os_str()]),
+        ("convert", vec![svg.as_os_str(), png.as_os_str()]),
+    ];
+    let mut tried = Vec::new();
+    for (tool, args) in attempts {
+        match std::process::Command::new(tool).args(args).output() {
+            Ok(o) if o.status.success() && png.exists() => return Ok(png.clone()),
+            Ok(o) => tried.push(format!("{tool} failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(_) => tried.push(format!("{tool} is not installed")),
+        }
+    }
+    Err(tried.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_paint_by_priority_and_the_svg_has_a_legend() {
+        let slots =
+            [Slot { slot: 0, gpa: 0, size: 8 << 20, hva: 0 }, Slot { slot: 1, gpa: 1 << 32, size: 1 << 20, hva: 0 }];
+        let mut m = PhysMap::new(&slots);
+        m.paint(0, 8 << 20, FrameClass::Mapped);
+        m.paint(0x20_0000, 0x20_3000, FrameClass::KernelText);
+        m.paint(0x20_1000, 0x20_2000, FrameClass::PageTable);
+        m.paint(0x20_0000, 0x20_1000, FrameClass::Mapped);
+        m.paint(0xffff_0000, 0x1_0000_2000, FrameClass::KernelData);
+        assert_eq!(m.class_of(0x20_0000), Some(FrameClass::KernelText));
+        assert_eq!(m.class_of(0x20_1000), Some(FrameClass::PageTable));
+        assert_eq!(m.class_of(1 << 32), Some(FrameClass::KernelData), "clipped to RAM");
+        assert_eq!(m.class_of(0x9000_0000), None);
+        let c = m.counts();
+        assert_eq!(c[&FrameClass::KernelText], 2);
+        assert_eq!(c[&FrameClass::KernelData], 2);
+        let svg = m.svg("test <1>");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("test &lt;1&gt;"));
+        assert!(svg.contains("hole 0x800000-0xffffffff"), "the hole between slots is labelled");
+        assert!(svg.contains(FrameClass::KernelText.colour()));
+        assert_eq!(file_stem("a b/c"), "physmap-a_b_c");
+    }
+}

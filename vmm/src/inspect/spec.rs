@@ -1,0 +1,297 @@
+//! What a user asked the inspector to do: the `--inspect VIEW[,VIEW...]`
+//! view specifications, the `--verify[=CHECK,...]` checks, and the whole
+//! inspection configuration a [`crate::vm::VmConfig`] carries. Parsing
+//! only; the views themselves live in the sibling modules.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A guest-virtual address as the user wrote it: a number, a register or
+/// a kernel symbol, resolved when the vCPU is parked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrSpec {
+    /// A literal address.
+    Num(u64),
+    /// The vCPU's RIP.
+    Rip,
+    /// The vCPU's RSP.
+    Rsp,
+    /// A symbol of the kernel ELF, plus an offset.
+    Symbol(String, u64),
+}
+
+impl fmt::Display for AddrSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrSpec::Num(a) => write!(f, "{a:#x}"),
+            AddrSpec::Rip => f.write_str("rip"),
+            AddrSpec::Rsp => f.write_str("rsp"),
+            AddrSpec::Symbol(s, 0) => f.write_str(s),
+            AddrSpec::Symbol(s, off) => write!(f, "{s}+{off:#x}"),
+        }
+    }
+}
+
+/// One view to show at a checkpoint. `cr3: None` means the vCPU's own CR3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewSpec {
+    /// `cpu`: the registers translation depends on (a trivial view).
+    Cpu,
+    /// `walk:ADDR[@CR3]`: the per-level walk of one address (crash's `vtop`).
+    Walk {
+        /// The address.
+        addr: AddrSpec,
+        /// Root to walk, if not the vCPU's.
+        cr3: Option<u64>,
+    },
+    /// `tlb[@CR3]`: every leaf mapping, like QEMU's `info tlb`.
+    Tlb {
+        /// Root, if not the vCPU's.
+        cr3: Option<u64>,
+    },
+    /// `mem[@CR3]`: merged ranges with equal permissions, like QEMU's `info mem`.
+    Mem {
+        /// Root, if not the vCPU's.
+        cr3: Option<u64>,
+    },
+    /// `stage2:ADDR[@CR3]`: GVA -> GPA -> HVA -> host frame.
+    Stage2 {
+        /// The address.
+        addr: AddrSpec,
+        /// Root, if not the vCPU's.
+        cr3: Option<u64>,
+    },
+    /// `dirty`: guest pages written since the previous checkpoint (KVM's dirty log).
+    Dirty,
+    /// `physmap[:DIR]`: an SVG (and PNG) map of guest-physical memory.
+    Physmap {
+        /// Where the files go (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+}
+
+impl ViewSpec {
+    /// The view's name as JSON and headings show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ViewSpec::Cpu => "cpu",
+            ViewSpec::Walk { .. } => "walk",
+            ViewSpec::Tlb { .. } => "tlb",
+            ViewSpec::Mem { .. } => "mem",
+            ViewSpec::Stage2 { .. } => "stage2",
+            ViewSpec::Dirty => "dirty",
+            ViewSpec::Physmap { .. } => "physmap",
+        }
+    }
+}
+
+/// The views `--inspect` accepts, for error messages and `--help`.
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR]; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+
+fn parse_num(s: &str) -> Option<u64> {
+    let s = s.trim().replace('_', "");
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<AddrSpec, String> {
+    if s.is_empty() {
+        return Err(format!("an address is missing; expected one of: {VIEW_HELP}"));
+    }
+    if let Some(n) = parse_num(s) {
+        return Ok(AddrSpec::Num(n));
+    }
+    match s {
+        "rip" => return Ok(AddrSpec::Rip),
+        "rsp" => return Ok(AddrSpec::Rsp),
+        _ => {}
+    }
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("'{s}' is not an address: write 0x followed by hex digits, or a decimal number"));
+    }
+    let (name, off) = match s.rsplit_once('+') {
+        Some((n, o)) => (n, parse_num(o).ok_or_else(|| format!("'{o}' in '{s}' is not an offset"))?),
+        None => (s, 0),
+    };
+    Ok(AddrSpec::Symbol(name.to_string(), off))
+}
+
+fn parse_cr3(s: Option<&str>) -> Result<Option<u64>, String> {
+    s.map(|c| parse_num(c).ok_or_else(|| format!("'{c}' is not a CR3 value: write 0x followed by hex digits")))
+        .transpose()
+}
+
+/// Parses one view (one item of `--inspect`).
+pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
+    let s = s.trim();
+    let (head, arg) = match s.split_once(':') {
+        Some((h, a)) => (h, Some(a)),
+        None => (s, None),
+    };
+    // `@CR3` binds to the whole view: `tlb@0x1000`, `walk:ADDR@0x1000`.
+    let split_at = |t: &str| -> (String, Option<String>) {
+        match t.split_once('@') {
+            Some((a, c)) => (a.to_string(), Some(c.to_string())),
+            None => (t.to_string(), None),
+        }
+    };
+    let (name, name_cr3) = split_at(head);
+    let no_arg = |v: ViewSpec| match arg {
+        None => Ok(v),
+        Some(_) => Err(format!("the view '{name}' takes no ':' argument; views: {VIEW_HELP}")),
+    };
+    match name.as_str() {
+        "cpu" => no_arg(ViewSpec::Cpu),
+        "dirty" => no_arg(ViewSpec::Dirty),
+        "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
+        "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
+        "physmap" => Ok(ViewSpec::Physmap { dir: arg.filter(|a| !a.is_empty()).map(PathBuf::from) }),
+        "walk" | "stage2" => {
+            let (a, cr3) = split_at(arg.unwrap_or(""));
+            let addr = parse_addr(&a)?;
+            let cr3 = parse_cr3(cr3.as_deref())?;
+            Ok(if name == "walk" { ViewSpec::Walk { addr, cr3 } } else { ViewSpec::Stage2 { addr, cr3 } })
+        }
+        _ => Err(format!("unknown view '{s}'; views: {VIEW_HELP}")),
+    }
+}
+
+/// One cross-check `--verify` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Every walker translation agrees with `KVM_TRANSLATE` (GPA and validity).
+    Kvm,
+    /// No mapping is both writable and executable.
+    Wx,
+    /// Kernel text (`__text_start..__text_end`) is not writable.
+    TextRo,
+    /// Kernel text is not user-accessible.
+    TextUser,
+}
+
+impl Check {
+    /// Every check, in the order they run.
+    pub const ALL: [Check; 4] = [Check::Kvm, Check::Wx, Check::TextRo, Check::TextUser];
+
+    /// The name `--verify` and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Kvm => "kvm",
+            Check::Wx => "wx",
+            Check::TextRo => "text-ro",
+            Check::TextUser => "text-user",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The checks `--verify` selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checks(pub Vec<Check>);
+
+/// Parses `--verify`'s value: `all` or a comma-separated list of checks.
+pub fn parse_checks(s: &str) -> Result<Checks, String> {
+    let mut v = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if item == "all" {
+            v.extend(Check::ALL);
+            continue;
+        }
+        let c = Check::ALL
+            .into_iter()
+            .find(|c| c.name() == item)
+            .ok_or_else(|| format!("unknown check '{item}'; checks: all, kvm, wx, text-ro, text-user"))?;
+        v.push(c);
+    }
+    if v.is_empty() {
+        v.extend(Check::ALL);
+    }
+    let mut seen = Vec::new();
+    v.retain(|c| {
+        let new = !seen.contains(c);
+        seen.push(*c);
+        new
+    });
+    Ok(Checks(v))
+}
+
+/// Everything the inspector does during a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InspectConfig {
+    /// Views to show at each checkpoint.
+    pub views: Vec<ViewSpec>,
+    /// Only at these checkpoints (empty: at all).
+    pub at: Vec<String>,
+    /// JSON lines instead of tables.
+    pub json: bool,
+    /// Checks to run at each checkpoint (`None`: no verification).
+    pub verify: Option<Vec<Check>>,
+}
+
+impl InspectConfig {
+    /// Whether anything is to be done at checkpoints.
+    pub fn is_active(&self) -> bool {
+        !self.views.is_empty() || self.verify.is_some()
+    }
+
+    /// Whether the memslots need KVM's dirty logging.
+    pub fn wants_dirty_log(&self) -> bool {
+        self.views.iter().any(|v| matches!(v, ViewSpec::Dirty))
+    }
+
+    /// Whether the views and checks apply at checkpoint `name`.
+    pub fn applies_at(&self, name: &str) -> bool {
+        self.at.is_empty() || self.at.iter().any(|a| a == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_parse() {
+        assert_eq!(parse_view("cpu"), Ok(ViewSpec::Cpu));
+        assert_eq!(parse_view("tlb@0x9000"), Ok(ViewSpec::Tlb { cr3: Some(0x9000) }));
+        assert_eq!(
+            parse_view("walk:0xffff_ffff_8020_0000"),
+            Ok(ViewSpec::Walk { addr: AddrSpec::Num(0xffff_ffff_8020_0000), cr3: None })
+        );
+        assert_eq!(
+            parse_view("walk:_start+0x10@0x1000"),
+            Ok(ViewSpec::Walk { addr: AddrSpec::Symbol("_start".into(), 0x10), cr3: Some(0x1000) })
+        );
+        assert_eq!(parse_view("stage2:rip"), Ok(ViewSpec::Stage2 { addr: AddrSpec::Rip, cr3: None }));
+        assert_eq!(parse_view("physmap:/tmp/x"), Ok(ViewSpec::Physmap { dir: Some("/tmp/x".into()) }));
+        assert_eq!(parse_view("physmap"), Ok(ViewSpec::Physmap { dir: None }));
+        for bad in ["wlk", "walk", "walk:12zz", "tlb@zz", "cpu:3", "walk:_start+q"] {
+            assert!(parse_view(bad).is_err(), "{bad} parsed");
+        }
+        assert!(parse_view("nope").unwrap_err().contains("walk:ADDR"), "errors list the views");
+    }
+
+    #[test]
+    fn checks_parse() {
+        assert_eq!(parse_checks("all").unwrap().0, Check::ALL.to_vec());
+        assert_eq!(parse_checks("kvm,text-user,kvm").unwrap().0, vec![Check::Kvm, Check::TextUser]);
+        assert!(parse_checks("kvm,bogus").is_err());
+    }
+
+    #[test]
+    fn config_filters_checkpoints() {
+        let mut c = InspectConfig::default();
+        assert!(!c.is_active());
+        c.views.push(ViewSpec::Dirty);
+        assert!(c.is_active() && c.wants_dirty_log() && c.applies_at("x"));
+        c.at.push("boot".into());
+        assert!(c.applies_at("boot") && !c.applies_at("x"));
+    }
+}
