@@ -10,6 +10,8 @@ pub const CHECKPOINT_PORT: u16 = 0x510;
 
 /// Stops at checkpoint `name` until the host resumes the vCPU.
 pub fn checkpoint(name: &str) {
+    // The host reads the descriptor while the vCPU is parked here.
+    crate::mm::descriptor::refresh();
     for b in name.bytes().filter(|&b| b != 0) {
         outb(CHECKPOINT_PORT, b);
     }

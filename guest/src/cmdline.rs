@@ -15,6 +15,8 @@
 //!               print the /proc-like views
 //! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
 //!               oopses, naming the area)
+//! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
+//!               checkpoint (mm/sabotage.rs), for the host's --verify
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
 
@@ -22,6 +24,8 @@ use crate::fmt::parse_u64;
 use crate::{arch, kprintln};
 
 /// Runs the switches in order; returns the exit status for the run.
+// Kept out of line: a place to break on in gdb, and a frame in backtraces.
+#[inline(never)]
 pub fn run_actions(cmdline: &'static str) -> u32 {
     let mut code = 0;
     let sabotage = cmdline.split(' ').find_map(|w| w.strip_prefix("selftest_sabotage="));
@@ -42,6 +46,11 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             }
             ("selftest_sabotage", Some(_)) => {}
             ("mmbench", None) => crate::mm::bench::run(),
+            ("break", Some(what)) => {
+                if !crate::mm::sabotage::run(what) {
+                    code = 1;
+                }
+            }
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),

@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod addr;
 pub mod buddy;
+pub mod descriptor;
 pub mod fmt;
 pub mod mem;
 pub mod paging;

@@ -88,3 +88,17 @@ pub fn has_pge() -> bool {
 pub fn has_smep() -> bool {
     core::arch::x86_64::__cpuid(0).eax >= 7 && core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << 7) != 0
 }
+
+/// The CPU's TLB as mm-core's flush target: a mapping change's flush token
+/// is spent on it.
+pub struct Invlpg;
+
+impl mm_core::paging::TlbFlusher for Invlpg {
+    fn flush_page(&mut self, va: mm_core::addr::VirtAddr) {
+        invlpg(va.0);
+    }
+
+    fn flush_all(&mut self) {
+        flush_tlb();
+    }
+}

@@ -150,6 +150,9 @@ fn fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
 #[no_mangle]
 extern "C" fn trap_handler(frame: &mut TrapFrame) {
     let cr2 = if frame.vector == PAGE_FAULT { read_cr2() } else { 0 };
+    if frame.vector == PAGE_FAULT && crate::selftest::access::exec_fixup(frame, cr2) {
+        return;
+    }
     if (frame.vector == PAGE_FAULT || frame.vector == 13) && fixup(frame, cr2) {
         return;
     }

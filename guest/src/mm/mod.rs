@@ -4,6 +4,7 @@
 //! module is the glue that runs them on real (virtual) hardware.
 
 pub mod bench;
+pub mod descriptor;
 pub mod fault;
 pub mod heap;
 pub mod layout;
@@ -11,6 +12,7 @@ pub mod memblock;
 pub mod paging;
 pub mod phys;
 pub mod procfs;
+pub mod sabotage;
 pub mod vmalloc;
 
 use crate::boot::BootParams;

@@ -8,6 +8,7 @@
 //! Sized for ring-0 emulation (platform.md): a few million instructions
 //! per group.
 
+pub mod access;
 mod allocators;
 mod faults;
 
@@ -63,7 +64,7 @@ macro_rules! detail {
 }
 
 /// The groups, in the order they run.
-const GROUPS: [(&str, fn()); 7] = [
+const GROUPS: [(&str, fn()); 8] = [
     ("buddy", allocators::buddy),
     ("slab", allocators::slab),
     ("heap", allocators::heap),
@@ -71,6 +72,7 @@ const GROUPS: [(&str, fn()); 7] = [
     ("debug", allocators::debug),
     ("paging", faults::paging),
     ("faults", faults::faults),
+    ("access", access::access),
 ];
 
 /// Runs the suite (or one group); true if every check passed.
@@ -85,7 +87,7 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
         }
     }
     if !ran {
-        check("selftest", "group_exists", false, "no such group (buddy, slab, heap, vmalloc, debug, paging, faults)");
+        check("selftest", "group_exists", false, "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access)");
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));
     kprintln!("selftest: {} passed, {} failed", crate::fmt::Dec(passed), crate::fmt::Dec(failed));

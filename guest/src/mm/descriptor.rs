@@ -1,0 +1,111 @@
+//! The descriptor this kernel publishes for the host (mm-core's
+//! `MmDescriptor`, the role of Linux's vmcoreinfo): filled once the memory
+//! manager is up, refreshed at every checkpoint, so the host can read page
+//! descriptors, slab caches, processes and self-test tables itself.
+
+use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP_START};
+use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
+use crate::arch::outl;
+use crate::sync::BootCell;
+use mm_core::descriptor::{CacheDesc, MmDescriptor, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS};
+
+static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
+
+extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+fn addr(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// Runs `f` on the descriptor.
+fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
+    let flags = crate::arch::irq_save();
+    // SAFETY: one CPU with interrupts masked, and no reference to DESC
+    // escapes this function.
+    let r = f(unsafe { DESC.get_mut() });
+    crate::arch::irq_restore(flags);
+    r
+}
+
+/// Fills the descriptor and tells the VMM where it is.
+pub fn publish() {
+    with(|d| {
+        // SAFETY: only addresses of linker-script symbols are taken.
+        unsafe {
+            d.text_va = VaRange { start: addr(&__text_start), end: addr(&__text_end) };
+            d.rodata_va = VaRange { start: addr(&__rodata_start), end: addr(&__rodata_end) };
+            d.data_va = VaRange { start: addr(&__data_start), end: addr(&__kernel_end) };
+            d.kernel_phys =
+                VaRange { start: addr(&__kernel_start) - KERNEL_MAP, end: addr(&__kernel_end) - KERNEL_MAP };
+        }
+        d.page_offset_va = PAGE_OFFSET;
+        d.vmemmap_va = VMEMMAP_START;
+        d.vmalloc_va = VaRange { start: VMALLOC_START, end: VMALLOC_END };
+        d.kernel_cr3 = KERNEL_PT.with(|m| m.root().0);
+        d.nr_pfns = PAGES.with(|p| p.buddy.mem_map().len() as u64);
+    });
+    refresh();
+    let pa = with(|d| d as *const MmDescriptor as u64) - KERNEL_MAP;
+    outl(DESCRIPTOR_PORT, pa as u32);
+    outl(DESCRIPTOR_PORT + 4, (pa >> 32) as u32);
+}
+
+/// Brings the changing fields up to date (before a checkpoint).
+pub fn refresh() {
+    let deferred = DEFERRED.try_with(|d| d.pages).unwrap_or(0);
+    let (boot_tables, tables) = STATS.try_with(|s| (s.boot_table_pages, s.table_pages)).unwrap_or((0, 0));
+    let mut caches = [CacheDesc::default(); MAX_CACHE_DESCS];
+    let mut n = 0;
+    let _ = PAGES.try_with(|p| {
+        for (id, c) in p.slab.caches() {
+            if n == MAX_CACHE_DESCS {
+                break;
+            }
+            let name = c.name.as_bytes();
+            let len = name.len().min(23);
+            caches[n].name[..len].copy_from_slice(&name[..len]);
+            caches[n].id = id.0 as u32;
+            caches[n].object_size = c.object_size;
+            caches[n].size = c.size;
+            caches[n].order = c.order as u32;
+            caches[n].objects_per_slab = c.objects_per_slab() as u32;
+            caches[n].flags = c.flags.0;
+            n += 1;
+        }
+    });
+    with(|d| {
+        d.deferred_pages = deferred;
+        d.boot_table_pages = boot_tables;
+        d.table_pages = tables;
+        d.caches = caches;
+        d.nr_caches = n as u32;
+    });
+}
+
+/// Points the host at the access-rights test's records.
+pub fn set_access_records(pa: u64, count: u32, capacity: u32) {
+    with(|d| {
+        d.access_records = pa;
+        d.access_count = count;
+        d.access_capacity = capacity;
+    });
+}
+
+/// Points the host at the process table.
+#[allow(dead_code)] // filled by the process code
+pub fn set_process_table(pa: u64) {
+    with(|d| d.procs = pa);
+}
+
+/// Records which invariant the kernel broke on purpose.
+pub fn set_sabotage(code: u32) {
+    with(|d| d.sabotage = code);
+}

@@ -1,0 +1,51 @@
+//! `break=WHAT` on the kernel command line: the kernel breaks one of its
+//! own invariants on purpose and stops at the `sabotage` checkpoint, so the
+//! host's `--verify` can be seen to catch it.
+//!
+//! `freed-mapped`   a vmalloc page's frame goes back to the buddy allocator
+//!                  while still mapped (a use-after-free waiting to happen)
+//! `text-writable`  a page of kernel text is made writable (W^X broken)
+
+use super::{vmalloc, KERNEL_PT, PAGES};
+use crate::arch::cpu::Invlpg;
+use crate::kprintln;
+use mm_core::addr::{VirtAddr, PAGE_SHIFT};
+use mm_core::paging::{walk, PteFlags};
+
+/// Breaks `what`, stops at the checkpoint, and reports whether it knew it.
+pub fn run(what: &str) -> bool {
+    let code = match what {
+        "freed-mapped" => {
+            let Ok(va) = vmalloc::vmalloc(4096, "sabotage freed-mapped") else { return false };
+            let ctx = KERNEL_PT.with(|m| m.context());
+            let pfn = PAGES.with(|p| walk(&p.phys, &ctx, va).map(|t| t.pa.0 >> PAGE_SHIFT));
+            match pfn {
+                Ok(pfn) => {
+                    let _ = super::free_pages(pfn, 0);
+                    PAGES.with(|p| p.buddy.drain_all_pages());
+                    kprintln!("sabotage: freed pfn {:#x} while {:#x} still maps it", pfn, va.0);
+                }
+                Err(_) => return false,
+            }
+            1
+        }
+        "text-writable" => {
+            let text = run as usize as u64 & !0xfff;
+            let mapper = KERNEL_PT.with(|m| *m);
+            let r = PAGES.with(|p| mapper.protect(&mut p.phys, VirtAddr(text), 4096, PteFlags::RW.union(PteFlags::GLOBAL)));
+            match r {
+                Ok(flush) => flush.flush(&mut Invlpg),
+                Err(_) => return false,
+            }
+            kprintln!("sabotage: kernel text page {:#x} is now writable", text);
+            2
+        }
+        _ => {
+            kprintln!("sabotage: unknown invariant '{}' (freed-mapped, text-writable)", what);
+            return false;
+        }
+    };
+    super::descriptor::set_sabotage(code);
+    crate::checkpoint::checkpoint("sabotage");
+    true
+}

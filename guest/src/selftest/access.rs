@@ -1,0 +1,150 @@
+//! The access-rights test, hardware against the model (in the spirit of
+//! kvm-unit-tests' x86 access test): the kernel maps one page at several
+//! addresses with chosen flag combinations, reads, writes and executes
+//! each in ring 0, and records whether the CPU faulted and with what
+//! error code. The records go into a table the descriptor points to; at
+//! the `access-test-done` checkpoint the host predicts every access with
+//! mm-core's software MMU and any disagreement fails `--verify`. The guest
+//! checks the obvious cases itself too.
+//!
+//! Ring-3 accesses need user mode (processes, issue 5) and are not here.
+
+use super::check;
+use crate::arch::traps::{probe_read, probe_write, TrapFrame};
+use crate::detail;
+use crate::mm::{self, vmalloc, KERNEL_PT, PAGES};
+use alloc::vec::Vec;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+use mm_core::addr::VirtAddr;
+use mm_core::descriptor::AccessRecord;
+use mm_core::paging::PteFlags;
+
+global_asm!(include_str!("access.S"), options(att_syntax));
+
+extern "C" {
+    fn probe_exec(addr: u64) -> u64;
+    static probe_exec_fixup: u8;
+}
+
+static EXEC_PROBE: AtomicBool = AtomicBool::new(false);
+
+/// Called by the #PF handler first: a fetch fault at the address an exec
+/// probe called unwinds that call. True if it was one.
+pub fn exec_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
+    if !EXEC_PROBE.load(Ordering::Relaxed) || frame.rip != cr2 || frame.error_code & 0x10 == 0 {
+        return false;
+    }
+    // The faulting "instruction" is the call target; the return address
+    // `call` pushed is on top of the stack. Pop it and resume at the fix-up.
+    frame.rsp += 8;
+    // SAFETY: only the label's address is taken.
+    frame.rip = unsafe { &probe_exec_fixup as *const u8 as u64 };
+    LAST_EXEC_ERR.store(frame.error_code, Ordering::Relaxed);
+    true
+}
+
+static LAST_EXEC_ERR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Calls `addr` (a page starting with `ret`); the #PF error code if the
+/// fetch faulted.
+fn exec(addr: u64) -> Result<(), u64> {
+    EXEC_PROBE.store(true, Ordering::Relaxed);
+    // SAFETY: `addr` holds a `ret` if it is executable at all; a fetch
+    // fault there is unwound by `exec_fixup`.
+    let faulted = unsafe { probe_exec(addr) };
+    EXEC_PROBE.store(false, Ordering::Relaxed);
+    if faulted == 0 {
+        Ok(())
+    } else {
+        Err(LAST_EXEC_ERR.load(Ordering::Relaxed))
+    }
+}
+
+/// The flag combinations, as (name, flags added to PRESENT).
+const COMBOS: [(&str, PteFlags); 6] = [
+    ("ro", PteFlags(0)),
+    ("rw", PteFlags::RW),
+    ("ro_nx", PteFlags::NX),
+    ("rw_nx", PteFlags(PteFlags::RW.0 | PteFlags::NX.0)),
+    ("user_ro", PteFlags::USER),
+    ("user_rw_nx", PteFlags(PteFlags::USER.0 | PteFlags::RW.0 | PteFlags::NX.0)),
+];
+
+/// Runs the test, publishes the records and stops at a checkpoint.
+pub fn access() {
+    // One page per combination; the area's guard page after them is the
+    // not-present case.
+    let pages = COMBOS.len() as u64;
+    let Ok(va) = vmalloc::vmalloc(pages * 4096, "selftest-access") else {
+        check("access", "setup", false, "vmalloc failed");
+        return;
+    };
+    // Every page starts with `ret` (for the fetches), then a marker.
+    for i in 0..pages {
+        let p = (va.0 + i * 4096) as *mut u8;
+        // SAFETY: inside the area just mapped RW.
+        unsafe {
+            p.write_volatile(0xc3);
+            (p.add(8) as *mut u64).write_volatile(0x5a5a_0000 + i);
+        }
+    }
+    // Give each page its flags.
+    let mapper = KERNEL_PT.with(|m| *m);
+    let mut ok = true;
+    PAGES.with(|p| {
+        for (i, (_, flags)) in COMBOS.iter().enumerate() {
+            let r = mapper.protect(&mut p.phys, VirtAddr(va.0 + i as u64 * 4096), 4096, flags.union(PteFlags::GLOBAL));
+            match r {
+                Ok(flush) => flush.flush(&mut crate::arch::cpu::Invlpg),
+                Err(_) => ok = false,
+            }
+        }
+    });
+    let cr3 = mapper.root().0;
+    let mut records: Vec<AccessRecord> = Vec::with_capacity(pages as usize * 3 + 3);
+    for i in 0..=pages {
+        let a = va.0 + i * 4096;
+        let target = a + 8;
+        let r = probe_read(target).err().map(|e| e.1);
+        records.push(AccessRecord { va: target, cr3, access: 0, cpl: 0, faulted: r.is_some() as u8, pad: 0, error_code: r.unwrap_or(0) as u32 });
+        // Writes store the value already there: a write that succeeds
+        // changes nothing.
+        let w = probe_write(target, 0x5a5a_0000 + i).err().map(|e| e.1);
+        records.push(AccessRecord { va: target, cr3, access: 1, cpl: 0, faulted: w.is_some() as u8, pad: 0, error_code: w.unwrap_or(0) as u32 });
+        let x = exec(a).err();
+        records.push(AccessRecord { va: a, cr3, access: 2, cpl: 0, faulted: x.is_some() as u8, pad: 0, error_code: x.unwrap_or(0) as u32 });
+    }
+    // The guest's own expectations for the plainest cases (WP on, NXE on).
+    let f = |i: usize, acc: usize| records[i * 3 + acc];
+    let expect = [
+        (0usize, 1usize, true, 0x3u32, "write to ro faults 0x3"),
+        (1, 1, false, 0, "write to rw works"),
+        (2, 2, true, 0x11, "fetch from nx faults 0x11"),
+        (0, 2, false, 0, "fetch from ro (no nx) works"),
+        (COMBOS.len(), 0, true, 0x0, "read of not-present faults 0x0"),
+    ];
+    for (page, acc, faults, code, what) in expect {
+        let r = f(page, acc);
+        ok &= (r.faulted == 1) == faults && (!faults || r.error_code == code);
+        if !((r.faulted == 1) == faults && (!faults || r.error_code == code)) {
+            crate::kprintln!("access: {} failed: faulted {:#x} error {:#x}", what, r.faulted, r.error_code);
+        }
+    }
+    let n = records.len() as u32;
+    let pa = mm::virt_to_phys(records.as_ptr() as u64);
+    mm::descriptor::set_access_records(pa, n, records.capacity() as u32);
+    check("access", "ring0_combinations", ok, &detail!("{} accesses recorded for the host to predict", crate::fmt::Dec(n as u64)));
+    crate::checkpoint::checkpoint("access-test-done");
+    mm::descriptor::set_access_records(0, 0, 0);
+    drop(records);
+    // Back to RW so vfree (and its frames' next owners) see a normal area.
+    PAGES.with(|p| {
+        for i in 0..pages {
+            if let Ok(flush) = mapper.protect(&mut p.phys, VirtAddr(va.0 + i * 4096), 4096, PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL)) {
+                flush.flush(&mut crate::arch::cpu::Invlpg);
+            }
+        }
+    });
+    let _ = vmalloc::vfree(va);
+}
