@@ -13,6 +13,8 @@
 //! `mmbench`     in-guest memory-manager figures (counts, not times)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
+//! `vmalloc_marker` put a known string in a vmalloc page and publish its
+//!               address in `MMEMU_VMALLOC_MARKER` (for gdb and tests)
 //! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
 //!               oopses, naming the area)
 //! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
@@ -57,6 +59,10 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             ("vmallocinfo", None) => crate::mm::procfs::vmallocinfo(),
             ("ptdump", None) => crate::mm::procfs::ptdump(),
             ("vmalloc_overrun", None) => vmalloc_overrun(),
+            ("vmalloc_marker", None) => match crate::mm::vmalloc::create_marker() {
+                Ok(va) => kprintln!("cmdline: vmalloc marker at {:#x}", va.0),
+                Err(e) => kprintln!("cmdline: vmalloc marker failed: {}", e),
+            },
             ("checkpoint", Some(name)) => crate::checkpoint::checkpoint(name),
             ("panic", None) => panic!("requested on the command line"),
             ("triplefault", None) => {

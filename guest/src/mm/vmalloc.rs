@@ -166,3 +166,22 @@ impl core::fmt::Display for VmallocFailure {
         }
     }
 }
+
+/// The address of the marker area `vmalloc_marker` creates (0 until then):
+/// a known vmalloc address for debuggers and tests, e.g. in gdb
+/// `x/s kernel::mm::vmalloc::MMEMU_VMALLOC_MARKER.v.value`.
+#[no_mangle]
+pub static MMEMU_VMALLOC_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Text the marker area starts with.
+pub const MARKER_TEXT: &[u8] = b"mmemu vmalloc marker\0";
+
+/// Allocates one vmalloc page holding `MARKER_TEXT` and publishes its
+/// address in `MMEMU_VMALLOC_MARKER`.
+pub fn create_marker() -> Result<VirtAddr, VmallocFailure> {
+    let va = vmalloc(PAGE_SIZE, "vmalloc_marker")?;
+    // SAFETY: the page was just mapped RW for us.
+    unsafe { core::ptr::copy_nonoverlapping(MARKER_TEXT.as_ptr(), va.0 as *mut u8, MARKER_TEXT.len()) };
+    MMEMU_VMALLOC_MARKER.store(va.0, core::sync::atomic::Ordering::Release);
+    Ok(va)
+}
