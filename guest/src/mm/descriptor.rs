@@ -3,27 +3,13 @@
 //! manager is up, refreshed at every checkpoint, so the host can read page
 //! descriptors, slab caches, processes and self-test tables itself.
 
-use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP_START};
+use super::layout::{KernelImage, KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP_START};
 use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
 use crate::sync::BootCell;
 use mm_core::descriptor::{CacheDesc, MmDescriptor, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS};
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
-
-extern "C" {
-    static __text_start: u8;
-    static __text_end: u8;
-    static __rodata_start: u8;
-    static __rodata_end: u8;
-    static __data_start: u8;
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
-
-fn addr(s: &u8) -> u64 {
-    s as *const u8 as u64
-}
 
 /// Runs `f` on the descriptor.
 fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
@@ -38,14 +24,12 @@ fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
 /// Fills the descriptor and tells the VMM where it is.
 pub fn publish() {
     with(|d| {
-        // SAFETY: only addresses of linker-script symbols are taken.
-        unsafe {
-            d.text_va = VaRange { start: addr(&__text_start), end: addr(&__text_end) };
-            d.rodata_va = VaRange { start: addr(&__rodata_start), end: addr(&__rodata_end) };
-            d.data_va = VaRange { start: addr(&__data_start), end: addr(&__kernel_end) };
-            d.kernel_phys =
-                VaRange { start: addr(&__kernel_start) - KERNEL_MAP, end: addr(&__kernel_end) - KERNEL_MAP };
-        }
+        let image = KernelImage::get();
+        let range = |(start, end)| VaRange { start, end };
+        d.text_va = range(image.text);
+        d.rodata_va = range(image.rodata);
+        d.data_va = range(image.data);
+        d.kernel_phys = range(image.phys());
         d.page_offset_va = PAGE_OFFSET;
         d.vmemmap_va = VMEMMAP_START;
         d.vmalloc_va = VaRange { start: VMALLOC_START, end: VMALLOC_END };

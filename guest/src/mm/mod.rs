@@ -68,9 +68,8 @@ pub static STATS: KCell<MmStats> = KCell::new("the mm statistics");
 /// Brings up memory management from the E820 map.
 pub fn init(params: &BootParams) {
     let mut memblock = Memblock::from_e820(params.memmap());
-    // SAFETY: only the addresses of linker-script symbols are taken.
-    let (kstart, kend) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
-    memblock.reserve(kstart - layout::KERNEL_MAP, kend - layout::KERNEL_MAP);
+    let (kstart, kend) = layout::KernelImage::get().phys();
+    memblock.reserve(kstart, kend);
     let total_ram = memblock.total();
 
     // RAM above DEFER_ABOVE, in whole 2 MiB pages, is initialised (and
@@ -231,11 +230,6 @@ pub fn with_growth<T, E>(mut f: impl FnMut(&mut PageAlloc) -> Result<T, E>) -> R
             }
         }
     })
-}
-
-extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
 }
 
 /// The kernel-virtual address of physical `pa` (direct map).

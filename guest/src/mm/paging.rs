@@ -20,15 +20,6 @@ use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::buddy::Page;
 use mm_core::paging::{FrameAllocator, Level, MapError, Mapper, PageSize, PteFlags, SizeRequest};
 
-extern "C" {
-    static __text_start: u8;
-    static __text_end: u8;
-    static __rodata_start: u8;
-    static __rodata_end: u8;
-    static __data_start: u8;
-    static __kernel_end: u8;
-}
-
 /// The boot page tables map the first GiB at -2 GiB: page-table pages
 /// built before the switch must lie there.
 const BOOT_WINDOW: u64 = 1 << 30;
@@ -64,10 +55,6 @@ pub struct KernelTables {
     pub table_pages: u64,
     /// Bytes of RAM backing `vmemmap`.
     pub vmemmap_bytes: u64,
-}
-
-fn addr_of(s: &u8) -> u64 {
-    s as *const u8 as u64
 }
 
 /// CPUID's physical-address width.
@@ -157,21 +144,11 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
     }
 
     // The kernel image, W^X, 4 KiB pages.
-    // SAFETY: only the addresses of linker-script symbols are taken.
-    let (text, text_end, ro, ro_end, data, end) = unsafe {
-        (
-            addr_of(&__text_start),
-            addr_of(&__text_end),
-            addr_of(&__rodata_start),
-            addr_of(&__rodata_end),
-            addr_of(&__data_start),
-            addr_of(&__kernel_end),
-        )
-    };
-    for (start, stop, flags) in [
-        (text, text_end, g),
-        (ro, ro_end, g.union(PteFlags::NX)),
-        (data, end, g.union(PteFlags::NX).union(PteFlags::RW)),
+    let image = super::layout::KernelImage::get();
+    for ((start, stop), flags) in [
+        (image.text, g),
+        (image.rodata, g.union(PteFlags::NX)),
+        (image.data, g.union(PteFlags::NX).union(PteFlags::RW)),
     ] {
         let flush = mapper.map(
             &mut boot_phys,
