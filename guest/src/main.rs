@@ -18,6 +18,7 @@ mod fmt;
 mod mem;
 mod mm;
 mod panic;
+mod proc;
 mod selftest;
 mod string;
 mod symbols;
@@ -63,6 +64,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     kprintln!("Memory: {}K usable RAM ({} MiB)", Dec(usable >> 10), Dec(usable >> 20));
 
     mm::init(params);
+    proc::init();
     checkpoint::checkpoint("ready");
 
     let code = cmdline::run_actions(cmdline);

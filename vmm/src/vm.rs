@@ -123,6 +123,9 @@ impl Vm {
         // Intel's KVM needs three pages for real-mode emulation; harmless
         // elsewhere. Must precede the first vCPU.
         vm.set_tss_address(layout::KVM_TSS as usize).map_err(KvmError::ioctl("set the TSS address"))?;
+        // The in-kernel interrupt controllers (PIC, IOAPIC, and a local APIC
+        // per vCPU): the guest's scheduler runs on the local APIC timer.
+        vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
 
         let firmware = cfg.boot == BootMode::Firmware;
         let mem = memory::create(cfg.ram, firmware)?;

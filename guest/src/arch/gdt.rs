@@ -45,13 +45,32 @@ pub struct Tss {
 #[repr(C, align(16))]
 struct IstStacks([[u8; IST_STACK_SIZE]; 4]);
 
-static TSS: BootCell<Tss> =
-    BootCell::new(Tss { reserved0: 0, rsp: [0; 3], reserved1: 0, ist: [0; 7], reserved2: 0, reserved3: 0, iomap_base: size_of::<Tss>() as u16 });
+static TSS: BootCell<Tss> = BootCell::new(Tss {
+    reserved0: 0,
+    rsp: [0; 3],
+    reserved1: 0,
+    ist: [0; 7],
+    reserved2: 0,
+    reserved3: 0,
+    iomap_base: size_of::<Tss>() as u16,
+});
 // In a section the boot code does not clear: a stack needs no zeroing, and
 // clearing 64 KiB costs the emulated CPU tens of milliseconds.
 #[link_section = ".bss.stack"]
 static IST_STACKS: BootCell<IstStacks> = BootCell::new(IstStacks([[0; IST_STACK_SIZE]; 4]));
 static GDT: BootCell<[u64; 7]> = BootCell::new([0; 7]);
+
+/// Sets TSS.RSP0, the stack the CPU switches to when an interrupt or
+/// exception arrives from ring 3 (the running process's kernel stack).
+pub fn set_kernel_stack(top: u64) {
+    // SAFETY: one CPU, and the kernel runs with interrupts off: the CPU
+    // reads RSP0 only on a ring 3 -> 0 transition, never during this write.
+    let tss = unsafe { TSS.get_mut() };
+    // A copy, then a store: the field of the packed TSS cannot be borrowed.
+    let mut rsp = tss.rsp;
+    rsp[0] = top;
+    tss.rsp = rsp;
+}
 
 /// Builds and loads the GDT and TSS, reloads every segment register.
 pub fn init() {
@@ -68,7 +87,7 @@ pub fn init() {
     gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
     gdt[3] = 0x00cf_f200_0000_ffff; // user data: DPL 3
     gdt[4] = 0x00af_fa00_0000_ffff; // user code: L, DPL 3
-    // 64-bit available TSS (type 9), a 16-byte descriptor.
+                                    // 64-bit available TSS (type 9), a 16-byte descriptor.
     gdt[5] = (tss_limit & 0xffff)
         | (tss_base & 0xff_ffff) << 16
         | 0x89 << 40

@@ -1,5 +1,6 @@
-//! The IDT: a gate for each of the 32 exception vectors, pointing at the
-//! stubs in traps.S. #DF, NMI, #MC and #DB switch to their own IST stacks
+//! The IDT: a gate for each of the 32 exception vectors and for the two
+//! interrupt vectors the kernel uses (APIC timer, spurious), pointing at
+//! the stubs in traps.S. #DF, NMI, #MC and #DB switch to their own IST stacks
 //! (they can strike when the current stack is unusable); the others run on
 //! the interrupted kernel stack as in Linux, because an IST stack is reused
 //! from its top on every entry and a nested fault of the same vector (a #PF
@@ -22,7 +23,8 @@ struct Gate {
     reserved: u32,
 }
 
-const EMPTY: Gate = Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+const EMPTY: Gate =
+    Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 /// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8e;
 
@@ -30,7 +32,13 @@ static IDT: BootCell<[Gate; 256]> = BootCell::new([EMPTY; 256]);
 
 extern "C" {
     static trap_table: [u64; 32];
+    static irq_table: [u64; 2];
 }
+
+/// The local APIC timer's vector (the first after the exceptions).
+pub const TIMER_VECTOR: u8 = 32;
+/// The local APIC's spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 /// Which IST stack a vector uses (0 = none).
 fn ist_for(vector: usize) -> u8 {
@@ -54,6 +62,19 @@ pub fn init() {
             offset_low: handler as u16,
             selector: KERNEL_CS,
             ist: ist_for(vector),
+            type_attr: INTERRUPT_GATE,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        };
+    }
+    // SAFETY: `irq_table` is an initialised read-only table in traps.S.
+    let irqs = unsafe { &irq_table };
+    for (vector, &handler) in [TIMER_VECTOR, SPURIOUS_VECTOR].into_iter().zip(irqs.iter()) {
+        idt[vector as usize] = Gate {
+            offset_low: handler as u16,
+            selector: KERNEL_CS,
+            ist: 0,
             type_attr: INTERRUPT_GATE,
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,

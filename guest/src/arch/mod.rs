@@ -1,10 +1,13 @@
 //! x86-64 glue: the boot entry (entry.S), port I/O and the few privileged
 //! instructions the kernel needs. All inline assembly lives here.
 
+pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
+pub mod syscall;
 pub mod traps;
+pub mod usermode;
 
 use core::arch::{asm, global_asm};
 
@@ -15,6 +18,7 @@ global_asm!(include_str!("entry.S"), options(att_syntax));
 pub fn init_cpu() {
     gdt::init();
     idt::init();
+    syscall::init();
 }
 
 /// Writes a byte to an I/O port.

@@ -53,6 +53,13 @@ TRAP_ERR 29
 TRAP_ERR 30
 TRAP_NOERR 31
 
+/* Device interrupts (proc/: the local APIC timer, the APIC's spurious
+ * vector): the same frame, handled by proc::interrupt. */
+TRAP_NOERR 32
+TRAP_NOERR 255
+
+/* Also the tail of the syscall entry (arch/syscall.rs). */
+.globl trap_common
 trap_common:
     push %r15
     push %r14
@@ -127,4 +134,7 @@ trap_table:
     .quad trap_8, trap_9, trap_10, trap_11, trap_12, trap_13, trap_14, trap_15
     .quad trap_16, trap_17, trap_18, trap_19, trap_20, trap_21, trap_22, trap_23
     .quad trap_24, trap_25, trap_26, trap_27, trap_28, trap_29, trap_30, trap_31
+.globl irq_table
+irq_table:
+    .quad trap_32, trap_255
 .popsection

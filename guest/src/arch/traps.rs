@@ -13,6 +13,7 @@ global_asm!(include_str!("traps.S"), options(att_syntax));
 pub const OOPS_EXIT_CODE: u32 = 102;
 
 /// The registers traps.S saves, in stack order.
+#[derive(Clone, Copy, Default)]
 #[repr(C)]
 #[allow(missing_docs)]
 pub struct TrapFrame {
@@ -76,6 +77,11 @@ const NAMES: [&str; 32] = [
     "reserved (31)",
 ];
 
+/// The name of exception `vector`, as Linux prints it.
+pub fn exception_name(vector: u64) -> &'static str {
+    NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
 /// Vector of #PF.
 pub const PAGE_FAULT: u64 = 14;
 
@@ -95,6 +101,8 @@ extern "C" {
     static probe_read_fixup: u8;
     static probe_write_insn: u8;
     static probe_write_fixup: u8;
+    static apic_probe_insn: u8;
+    static apic_probe_fixup: u8;
 }
 
 /// The last fault a probe took (vector, error code, CR2), for tests that
@@ -133,10 +141,14 @@ fn fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
     // SAFETY: only the addresses of the asm labels are taken.
     let (ri, rf, wi, wf) =
         unsafe { (addr(&probe_read_insn), addr(&probe_read_fixup), addr(&probe_write_insn), addr(&probe_write_fixup)) };
+    // SAFETY: as above (arch/apic.rs's `wrmsr_safe`).
+    let (ai, af) = unsafe { (addr(&apic_probe_insn), addr(&apic_probe_fixup)) };
     let target = if frame.rip == ri {
         rf
     } else if frame.rip == wi {
         wf
+    } else if frame.rip == ai {
+        af
     } else {
         return false;
     };
@@ -150,6 +162,16 @@ fn fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
 #[no_mangle]
 extern "C" fn trap_handler(frame: &mut TrapFrame) {
     let cr2 = if frame.vector == PAGE_FAULT { read_cr2() } else { 0 };
+    // Interrupts, system calls and anything raised in ring 3 belong to
+    // the process code (proc/): a user fault is never a kernel oops.
+    if frame.vector >= 32 {
+        crate::proc::interrupt(frame);
+        return;
+    }
+    if frame.cs & 3 == 3 {
+        crate::proc::user_exception(frame, cr2);
+        return;
+    }
     if frame.vector == PAGE_FAULT && crate::selftest::access::exec_fixup(frame, cr2) {
         return;
     }
@@ -173,7 +195,13 @@ pub fn oops(frame: &TrapFrame, cr2: u64, what: Option<&str>) -> ! {
         let e = frame.error_code;
         kprintln!(
             "#PF: {} {} access in {} mode, {}{}",
-            if e & 0x10 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
+            if e & 0x10 != 0 {
+                "instruction fetch"
+            } else if e & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             if e & 0x10 != 0 { "" } else { "data" },
             if e & 4 != 0 { "user" } else { "kernel" },
             if e & 1 != 0 { "protection violation" } else { "page not present" },

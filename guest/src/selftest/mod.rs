@@ -11,6 +11,7 @@
 pub mod access;
 mod allocators;
 mod faults;
+mod process;
 
 use crate::arch::outb;
 use crate::fmt::StackString;
@@ -64,7 +65,7 @@ macro_rules! detail {
 }
 
 /// The groups, in the order they run.
-const GROUPS: [(&str, fn()); 8] = [
+const GROUPS: [(&str, fn()); 9] = [
     ("buddy", allocators::buddy),
     ("slab", allocators::slab),
     ("heap", allocators::heap),
@@ -73,6 +74,7 @@ const GROUPS: [(&str, fn()); 8] = [
     ("paging", faults::paging),
     ("faults", faults::faults),
     ("access", access::access),
+    ("process", process::process),
 ];
 
 /// Runs the suite (or one group); true if every check passed.
@@ -87,7 +89,12 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
         }
     }
     if !ran {
-        check("selftest", "group_exists", false, "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access)");
+        check(
+            "selftest",
+            "group_exists",
+            false,
+            "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access, process)",
+        );
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));
     kprintln!("selftest: {} passed, {} failed", crate::fmt::Dec(passed), crate::fmt::Dec(failed));

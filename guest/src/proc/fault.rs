@@ -1,0 +1,179 @@
+//! User-mode page faults (Linux's `do_user_addr_fault` ->
+//! `handle_mm_fault`): find the VMA (growing the stack when the fault is
+//! just below a `VM_GROWSDOWN` one), check the access against its
+//! permissions, then `do_anonymous_page` for a first touch (a read of
+//! never-written private memory maps the shared zero page) or
+//! `do_wp_page` for a write to a read-only PTE of a writable VMA (reuse
+//! when this is the frame's last user, copy otherwise). A fault no VMA
+//! allows is a segfault: the caller kills the process.
+
+use super::mm::{
+    alloc_user_frame, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP, STACK_LIMIT,
+};
+use super::pgtable::{self, ADDR_MASK, P, RW, US};
+use crate::arch::cpu;
+use crate::mm::PAGES;
+use mm_core::addr::PAGE_SIZE;
+use mm_core::vma::{VmFlags, Vma};
+
+/// #PF error-code bits.
+const PF_PROT: u64 = 1;
+const PF_WRITE: u64 = 2;
+const PF_INSTR: u64 = 0x10;
+
+/// Why a fault could not be served (`SEGV_MAPERR` / `SEGV_ACCERR`, or no
+/// memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultError {
+    /// No VMA covers the address.
+    MapErr,
+    /// A VMA covers it but forbids the access.
+    AccErr,
+    /// Out of memory.
+    Oom,
+}
+
+/// Linux's `expand_stack`: a fault below a growing stack VMA, within the
+/// stack limit and not closer than the guard gap to the mapping below,
+/// extends the VMA down to the faulting page.
+fn expand_stack(mm: &mut MmStruct, addr: u64) -> Option<Vma> {
+    let above = *mm.vmas.find_vma(addr)?;
+    if !above.flags.contains(VmFlags::GROWSDOWN) {
+        return None;
+    }
+    let new_start = addr & !(PAGE_SIZE - 1);
+    let top = above.end;
+    if top - new_start > STACK_LIMIT {
+        return None;
+    }
+    if let Some(below) = mm.vmas.iter().take_while(|v| v.start < new_start).last() {
+        if below.end + STACK_GUARD_GAP > new_start {
+            return None;
+        }
+    }
+    mm.vmas.insert(Vma::anon(new_start, above.start, above.flags)).ok()?;
+    mm.stat.stack_grows += 1;
+    mm.vmas.find(addr).copied()
+}
+
+/// Serves a user page fault at `addr` with #PF error code `err`.
+pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), FaultError> {
+    let vma = match mm.vmas.find(addr) {
+        Some(v) => *v,
+        None => expand_stack(mm, addr).ok_or(FaultError::MapErr)?,
+    };
+    let write = err & PF_WRITE != 0;
+    let allowed = if err & PF_INSTR != 0 {
+        vma.flags.contains(VmFlags::EXEC)
+    } else if write {
+        vma.flags.contains(VmFlags::WRITE)
+    } else {
+        vma.flags.0 & VmFlags::PROT_MASK.0 != 0
+    };
+    if !allowed {
+        return Err(FaultError::AccErr);
+    }
+    mm.stat.faults += 1;
+    let pte = pgtable::lookup(mm.pgd, addr).map_or(0, |s| s.read());
+    if pte & P == 0 {
+        if !write && !vma.flags.contains(VmFlags::SHARED) {
+            return map_zero_page(mm, addr, vma.flags);
+        }
+        return do_anonymous_page(mm, addr, vma.flags);
+    }
+    if write && pte & RW == 0 {
+        return do_wp_page(mm, addr, vma.flags, pte);
+    }
+    // Present and allowed: a PTE left stale by mprotect (the user bit) or
+    // a TLB entry older than the PTE. Refresh the flags from the VMA.
+    if let Some(slot) = pgtable::lookup(mm.pgd, addr) {
+        slot.write((pte & !(US | pgtable::NX)) | (leaf_flags(vma.flags, false) & (US | pgtable::NX)));
+    }
+    cpu::invlpg(addr);
+    Ok(())
+}
+
+/// Maps the shared zero page read-only at `addr` (a read of anonymous
+/// memory never written).
+fn map_zero_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), FaultError> {
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    let va = addr & !(PAGE_SIZE - 1);
+    PAGES.with(|p| {
+        let slot = pgtable::alloc(p, &mut mm.stat.pt_pages, mm.pgd, va).ok_or(FaultError::Oom)?;
+        slot.write(zero | leaf_flags(flags, false));
+        Ok(())
+    })?;
+    mm.stat.zero_page_maps += 1;
+    Ok(())
+}
+
+/// Linux's `do_anonymous_page`: a zeroed frame at `addr`, writable if the
+/// VMA is.
+pub fn do_anonymous_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), FaultError> {
+    let va = addr & !(PAGE_SIZE - 1);
+    PAGES.with(|p| {
+        let pa = alloc_user_frame(p).ok_or(FaultError::Oom)?;
+        pgtable::clear_page(pa);
+        let Some(slot) = pgtable::alloc(p, &mut mm.stat.pt_pages, mm.pgd, va) else {
+            put_page(p, 0, pa);
+            return Err(FaultError::Oom);
+        };
+        slot.write(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)));
+        Ok(())
+    })?;
+    mm.stat.anon_faults += 1;
+    mm.stat.rss_pages += 1;
+    Ok(())
+}
+
+/// Linux's `do_wp_page`: a write to a present read-only page of a
+/// writable VMA. The zero page is replaced by a zeroed frame; a frame
+/// whose only user is this mapping is made writable in place (reuse);
+/// otherwise it is copied and this mapping's reference dropped.
+fn do_wp_page(mm: &mut MmStruct, addr: u64, flags: VmFlags, pte: u64) -> Result<(), FaultError> {
+    let va = addr & !(PAGE_SIZE - 1);
+    let old = pte & ADDR_MASK;
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    let Some(slot) = pgtable::lookup(mm.pgd, va) else { return Err(FaultError::MapErr) };
+    let reused = PAGES.with(|p| {
+        if old != zero && page_count(p, old) == 1 {
+            slot.write(pte | RW);
+            return Ok(true);
+        }
+        let new = alloc_user_frame(p).ok_or(FaultError::Oom)?;
+        if old == zero {
+            pgtable::clear_page(new);
+        } else {
+            pgtable::copy_page(new, old);
+        }
+        slot.write(new | leaf_flags(flags, true));
+        put_page(p, zero, old);
+        Ok(false)
+    })?;
+    cpu::invlpg(va);
+    if reused {
+        mm.stat.cow_reuses += 1;
+    } else {
+        mm.stat.cow_copies += 1;
+        if old == zero {
+            mm.stat.rss_pages += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The frame behind user address `addr` for a kernel access on the
+/// process's behalf (Linux's `get_user_pages`): faults it in as a user
+/// access would, honouring the VMA's permissions. Physical address of the
+/// byte.
+pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, FaultError> {
+    for _ in 0..3 {
+        let pte = pgtable::lookup(mm.pgd, addr).map_or(0, |s| s.read());
+        if pte & P != 0 && pte & US != 0 && (!write || pte & RW != 0) {
+            return Ok((pte & ADDR_MASK) | (addr & (PAGE_SIZE - 1)));
+        }
+        let err = 4 | if write { PF_WRITE } else { 0 } | if pte & P != 0 { PF_PROT } else { 0 };
+        handle_mm_fault(mm, addr, err)?;
+    }
+    Err(FaultError::AccErr)
+}

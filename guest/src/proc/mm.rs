@@ -1,0 +1,426 @@
+//! The `mm_struct` of a process: its own PGD (user half private, kernel
+//! half copied from the kernel's root, so kernel mappings are shared), its
+//! VMAs (mm-core's `VmaSet`), brk, and RSS/fault counters; and the
+//! address-space operations on it: exec-style ELF loading, `dup_mmap`
+//! (fork: page tables copied, pages shared copy-on-write), `exit_mmap`,
+//! and the mmap/munmap/mprotect/brk system-call bodies.
+
+use super::abi::*;
+use super::pgtable::{self, Slot, ADDR_MASK, KERNEL_PGD_FIRST, NX, P, RW, US};
+use crate::arch::cpu;
+use crate::mm::{grow_locked, BuddyFrames, PageAlloc, CPU, KERNEL_PT, PAGES};
+use crate::sync::KCell;
+use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE};
+use mm_core::buddy::{PageOwner, GFP_KERNEL};
+use mm_core::paging::FrameAllocator;
+use mm_core::vma::{VmFlags, Vma, VmaSet};
+
+/// One past the highest user address the kernel hands out.
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// Top of the user stack.
+pub const STACK_TOP: u64 = TASK_SIZE;
+/// The stack VMA a program starts with.
+const STACK_INITIAL: u64 = 16 * 1024;
+/// RLIMIT_STACK: how far the stack may grow.
+pub const STACK_LIMIT: u64 = 8 << 20;
+/// Linux's `stack_guard_gap`: no other mapping may come this close below
+/// a growing stack.
+pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
+/// mmap allocates top-down from here (below the stack's room and gap).
+const MMAP_BASE: u64 = STACK_TOP - STACK_LIMIT - STACK_GUARD_GAP - (1 << 30);
+/// Lowest address mmap hands out (`mmap_min_addr`).
+const MMAP_MIN: u64 = 0x10000;
+
+/// The shared zero page and global counters.
+pub struct MmGlobals {
+    /// Frame of the shared zero page (never freed).
+    pub zero_pa: u64,
+    /// User data frames allocated since boot (to prove fork copies none).
+    pub user_frames_allocated: u64,
+}
+
+/// The globals.
+pub static MM_GLOBALS: KCell<MmGlobals> = KCell::new("the process mm globals");
+
+/// A process's address space (Linux's `mm_struct`).
+pub struct MmStruct {
+    /// Physical address of the PGD (what CR3 holds).
+    pub pgd: u64,
+    /// The VMAs.
+    pub vmas: VmaSet,
+    /// Start of the brk heap (page-aligned end of the program image).
+    pub start_brk: u64,
+    /// The program break.
+    pub brk: u64,
+    /// Counters (faults, RSS, page tables...), in the ABI's layout.
+    pub stat: MmStat,
+}
+
+/// Why an address-space operation failed, as an errno.
+pub type Errno = i64;
+
+fn page_up(a: u64) -> u64 {
+    (a + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// Allocates a user data frame (owner `UserAnon`); physical address.
+pub fn alloc_user_frame(p: &mut PageAlloc) -> Option<u64> {
+    let pfn = loop {
+        match p.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
+            Ok(pfn) => break pfn,
+            Err(_) if grow_locked(p) => {}
+            Err(_) => return None,
+        }
+    };
+    let _ = p.buddy.set_owner(pfn, PageOwner::UserAnon);
+    MM_GLOBALS.with(|g| g.user_frames_allocated += 1);
+    Some(pfn << PAGE_SHIFT)
+}
+
+/// Drops a reference to a user frame (Linux's `put_page`); the zero page
+/// is never counted.
+pub fn put_page(p: &mut PageAlloc, zero_pa: u64, pa: u64) {
+    if pa == zero_pa {
+        return;
+    }
+    if let Err(e) = p.buddy.free_pages(CPU, pa >> PAGE_SHIFT, 0) {
+        panic!("put_page({:#x}): {}", pa, e);
+    }
+}
+
+/// Takes a reference to a user frame (`get_page`).
+pub fn get_page(p: &mut PageAlloc, zero_pa: u64, pa: u64) {
+    if pa != zero_pa {
+        if let Err(e) = p.buddy.get_page(pa >> PAGE_SHIFT) {
+            panic!("get_page({:#x}): {}", pa, e);
+        }
+    }
+}
+
+/// References to a user frame (`page_count`).
+pub fn page_count(p: &PageAlloc, pa: u64) -> u32 {
+    p.buddy.page(pa >> PAGE_SHIFT).map_or(0, |pg| pg.refcount)
+}
+
+/// The leaf flags a VMA's page gets (writable only if `writable`).
+pub fn leaf_flags(flags: VmFlags, writable: bool) -> u64 {
+    let mut f = P;
+    if flags.0 & VmFlags::PROT_MASK.0 != 0 {
+        f |= US;
+    }
+    if writable {
+        f |= RW;
+    }
+    if !flags.contains(VmFlags::EXEC) {
+        f |= NX;
+    }
+    f
+}
+
+fn zero_pa() -> u64 {
+    MM_GLOBALS.with(|g| g.zero_pa)
+}
+
+/// Whether the CPU runs on `pgd` now (so its TLB entries need flushing).
+fn is_current(pgd: u64) -> bool {
+    cpu::read_cr3() & ADDR_MASK == pgd
+}
+
+impl MmStruct {
+    /// An empty address space: a fresh PGD whose kernel half is the
+    /// kernel root's (entries 256..511 copied; the lead keeps every one of
+    /// them present from boot, so the copies never go stale).
+    pub fn new() -> Option<MmStruct> {
+        let kroot = KERNEL_PT.with(|m| m.root().0);
+        let pgd = PAGES.with(|p| BuddyFrames(p).allocate_frame())?.0;
+        for i in KERNEL_PGD_FIRST..512 {
+            pgtable::set(pgd, i, pgtable::get(kroot, i));
+        }
+        let stat = MmStat { pt_pages: 1, ..MmStat::default() };
+        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat })
+    }
+
+    /// Loads a static ELF executable (Linux's `load_elf_binary`): one VMA
+    /// per PT_LOAD segment with its permissions, the file-backed pages
+    /// copied in now (there is no page cache to fault them from), the bss
+    /// beyond them left to demand paging; then the stack VMA (growing
+    /// down) and the brk heap's start. Returns the entry point.
+    pub fn load_elf(&mut self, image: &[u8]) -> Result<u64, &'static str> {
+        let elf = super::elf::Elf::parse(image)?;
+        let mut image_end = 0;
+        for seg in elf.loads() {
+            let start = seg.vaddr & !(PAGE_SIZE - 1);
+            let end = page_up(seg.vaddr + seg.memsz);
+            let mut flags = VmFlags(0);
+            if seg.flags & 4 != 0 {
+                flags = flags | VmFlags::READ;
+            }
+            if seg.flags & 2 != 0 {
+                flags = flags | VmFlags::WRITE;
+            }
+            if seg.flags & 1 != 0 {
+                flags = flags | VmFlags::EXEC;
+            }
+            if end > TASK_SIZE || start < MMAP_MIN {
+                return Err("segment outside user space");
+            }
+            self.vmas.insert(Vma::anon(start, end, flags)).map_err(|_| "overlapping segments")?;
+            let file_end = seg.vaddr + seg.filesz;
+            let data =
+                image.get(seg.offset as usize..(seg.offset + seg.filesz) as usize).ok_or("segment outside the file")?;
+            let zero = zero_pa();
+            let mut va = start;
+            while va < file_end {
+                let ok = PAGES.with(|p| {
+                    let pa = alloc_user_frame(p)?;
+                    pgtable::clear_page(pa);
+                    let lo = va.max(seg.vaddr);
+                    let hi = (va + PAGE_SIZE).min(file_end);
+                    let from = (lo - seg.vaddr) as usize;
+                    pgtable::write_frame(pa, (lo - va) as usize, &data[from..from + (hi - lo) as usize]);
+                    let slot = pgtable::alloc(p, &mut self.stat.pt_pages, self.pgd, va)?;
+                    slot.write(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)));
+                    Some(())
+                });
+                if ok.is_none() {
+                    return Err("out of memory");
+                }
+                self.stat.rss_pages += 1;
+                va += PAGE_SIZE;
+            }
+            let _ = zero;
+            image_end = image_end.max(end);
+        }
+        let stack =
+            Vma::anon(STACK_TOP - STACK_INITIAL, STACK_TOP, VmFlags::READ | VmFlags::WRITE | VmFlags::GROWSDOWN);
+        self.vmas.insert(stack).map_err(|_| "stack overlaps the image")?;
+        self.start_brk = image_end;
+        self.brk = image_end;
+        self.stat.brk = image_end;
+        Ok(elf.entry)
+    }
+
+    /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):
+    /// frames lose a reference, the TLB forgets them (Linux's
+    /// `zap_page_range` + `tlb_finish_mmu`).
+    fn zap(&mut self, p: &mut PageAlloc, start: u64, end: u64) {
+        let zero = zero_pa();
+        let current = is_current(self.pgd);
+        let mut pages = 0u64;
+        let stat = &mut self.stat;
+        pgtable::for_each_present(self.pgd, start, end, &mut |va, slot, pte| {
+            slot.write(0);
+            let pa = pte & ADDR_MASK;
+            if pa != zero {
+                stat.rss_pages -= 1;
+            }
+            put_page(p, zero, pa);
+            if current && pages < mm_core::paging::mapper::FLUSH_CEILING {
+                cpu::invlpg(va);
+            }
+            pages += 1;
+        });
+        if current && pages >= mm_core::paging::mapper::FLUSH_CEILING {
+            cpu::flush_tlb();
+        }
+    }
+
+    /// Linux's `exit_mmap`: every page and page table of the user half,
+    /// then the PGD. The caller has moved CR3 off this address space.
+    pub fn exit_mmap(&mut self) {
+        let vmas: alloc::vec::Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        PAGES.with(|p| {
+            for &(s, e) in &vmas {
+                self.zap(p, s, e);
+            }
+            self.stat.pt_pages -= pgtable::free_user_tables(p, self.pgd);
+            BuddyFrames(p).deallocate_frame(mm_core::addr::PhysAddr(self.pgd));
+        });
+        self.stat.pt_pages -= 1;
+        self.vmas = VmaSet::new();
+    }
+
+    /// Linux's `dup_mmap` + `copy_page_range`: the child gets a copy of the
+    /// VMAs and of the page tables, not of the pages. Private writable
+    /// pages become read-only in both (copy-on-write) and every shared
+    /// frame gains a reference. Returns the child's mm.
+    pub fn dup_mmap(&mut self) -> Option<MmStruct> {
+        let mut child = MmStruct::new()?;
+        child.vmas = self.vmas.clone();
+        child.start_brk = self.start_brk;
+        child.brk = self.brk;
+        child.stat.brk = self.brk;
+        let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().copied().collect();
+        let zero = zero_pa();
+        let data_before = MM_GLOBALS.with(|g| g.user_frames_allocated);
+        let pt_before = child.stat.pt_pages;
+        let ok = PAGES.with(|p| {
+            let mut ok = true;
+            for v in &vmas {
+                let shared = v.flags.contains(VmFlags::SHARED);
+                let (cpgd, ctables, crss) = (child.pgd, &mut child.stat.pt_pages, &mut child.stat.rss_pages);
+                pgtable::for_each_present(self.pgd, v.start, v.end, &mut |va, slot, pte| {
+                    let Some(cslot) = pgtable::alloc(p, ctables, cpgd, va) else {
+                        ok = false;
+                        return;
+                    };
+                    let mut e = pte;
+                    if !shared && pte & RW != 0 {
+                        e &= !RW;
+                        slot.write(e);
+                    }
+                    let pa = pte & ADDR_MASK;
+                    get_page(p, zero, pa);
+                    if pa != zero {
+                        *crss += 1;
+                    }
+                    cslot.write(e);
+                });
+            }
+            ok
+        });
+        // The parent's writable PTEs just lost RW: its TLB must forget them.
+        cpu::flush_tlb();
+        child.stat.fork_pt_pages = child.stat.pt_pages - pt_before + 1;
+        child.stat.fork_copied_pages = MM_GLOBALS.with(|g| g.user_frames_allocated) - data_before;
+        if !ok {
+            child.exit_mmap();
+            return None;
+        }
+        Some(child)
+    }
+
+    /// The range a new mapping of `len` bytes can take, top-down from
+    /// the mmap base (Linux's `arch_get_unmapped_area_topdown`).
+    fn unmapped_area(&self, len: u64) -> Option<u64> {
+        let mut end = MMAP_BASE;
+        loop {
+            let start = end.checked_sub(len)?;
+            if start < MMAP_MIN {
+                return None;
+            }
+            match self.vmas.find_intersection(start, end) {
+                None => return Some(start),
+                Some(v) => end = v.start,
+            }
+        }
+    }
+
+    /// `munmap`: the VMAs first, then their pages.
+    pub fn munmap(&mut self, start: u64, len: u64) -> Result<(), Errno> {
+        let end = start.checked_add(page_up(len)).ok_or(-EINVAL)?;
+        if !start.is_multiple_of(PAGE_SIZE) || len == 0 || end > TASK_SIZE {
+            return Err(-EINVAL);
+        }
+        let removed = self.vmas.munmap(start, end).map_err(|_| -EINVAL)?;
+        PAGES.with(|p| {
+            for v in &removed {
+                self.zap(p, v.start, v.end);
+            }
+        });
+        Ok(())
+    }
+
+    /// `mmap` of anonymous memory. Private mappings only reserve: pages
+    /// come on first touch. Shared anonymous mappings are populated now:
+    /// without a shmem object to find a page by offset later, a page must
+    /// exist before fork for both processes to share it.
+    pub fn mmap(&mut self, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, Errno> {
+        if len == 0 || flags & MAP_ANONYMOUS == 0 || prot & !7 != 0 {
+            return Err(-EINVAL);
+        }
+        let shared = flags & MAP_SHARED != 0;
+        if shared == (flags & MAP_PRIVATE != 0) {
+            return Err(-EINVAL);
+        }
+        let len = page_up(len);
+        let start = if flags & MAP_FIXED != 0 {
+            if !addr.is_multiple_of(PAGE_SIZE) || addr < MMAP_MIN || addr.checked_add(len).is_none_or(|e| e > TASK_SIZE)
+            {
+                return Err(-EINVAL);
+            }
+            self.munmap(addr, len)?;
+            addr
+        } else if addr != 0
+            && addr.is_multiple_of(PAGE_SIZE)
+            && addr >= MMAP_MIN
+            && addr + len <= TASK_SIZE
+            && self.vmas.find_intersection(addr, addr + len).is_none()
+        {
+            addr
+        } else {
+            self.unmapped_area(len).ok_or(-ENOMEM)?
+        };
+        let mut vflags = VmFlags(prot as u32);
+        if shared {
+            vflags = vflags | VmFlags::SHARED;
+        }
+        self.vmas.insert(Vma::anon(start, start + len, vflags)).map_err(|_| -ENOMEM)?;
+        if shared {
+            for va in (start..start + len).step_by(PAGE_SIZE as usize) {
+                if super::fault::do_anonymous_page(self, va, vflags).is_err() {
+                    let _ = self.munmap(start, len);
+                    return Err(-ENOMEM);
+                }
+            }
+        }
+        Ok(start)
+    }
+
+    /// `mprotect`: the VMAs' protection, then the PTEs of resident pages.
+    /// Write permission is granted to a PTE only where no copy-on-write is
+    /// pending (a shared mapping, or a frame this process alone uses);
+    /// elsewhere the next write fault decides. PROT_NONE keeps the frame
+    /// but clears the user bit, so any user access faults.
+    pub fn mprotect(&mut self, start: u64, len: u64, prot: u64) -> Result<(), Errno> {
+        let end = start.checked_add(page_up(len)).ok_or(-EINVAL)?;
+        if !start.is_multiple_of(PAGE_SIZE) || prot & !7 != 0 || end > TASK_SIZE {
+            return Err(-EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        self.vmas.mprotect(start, end, VmFlags(prot as u32)).map_err(|_| -ENOMEM)?;
+        let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
+        let zero = zero_pa();
+        let current = is_current(self.pgd);
+        PAGES.with(|p| {
+            for v in &vmas {
+                let shared = v.flags.contains(VmFlags::SHARED);
+                pgtable::for_each_present(self.pgd, v.start.max(start), v.end.min(end), &mut |va, slot: Slot, pte| {
+                    let pa = pte & ADDR_MASK;
+                    let sole = pa != zero && (shared || page_count(p, pa) == 1);
+                    let writable = v.flags.contains(VmFlags::WRITE) && sole;
+                    slot.write(pa | leaf_flags(v.flags, writable) | (pte & 0x60));
+                    if current {
+                        cpu::invlpg(va);
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// `brk`: grows the heap VMA (pages come on first touch) or shrinks
+    /// it (pages freed). Returns the break, unchanged when refused.
+    pub fn brk(&mut self, addr: u64) -> u64 {
+        if addr < self.start_brk || addr > MMAP_BASE {
+            return self.brk;
+        }
+        let (old_end, new_end) = (page_up(self.brk), page_up(addr));
+        if new_end > old_end {
+            if self.vmas.find_intersection(old_end, new_end + STACK_GUARD_GAP).is_some() {
+                return self.brk;
+            }
+            let heap = Vma::anon(old_end, new_end, VmFlags::READ | VmFlags::WRITE);
+            if self.vmas.insert(heap).is_err() {
+                return self.brk;
+            }
+        } else if new_end < old_end && self.munmap(new_end, old_end - new_end).is_err() {
+            return self.brk;
+        }
+        self.brk = addr;
+        self.stat.brk = addr;
+        addr
+    }
+}

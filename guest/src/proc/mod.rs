@@ -1,0 +1,198 @@
+//! Processes: address spaces (`mm_struct`, mm.rs) over their own page
+//! tables (pgtable.rs), user-mode page faults (fault.rs: demand paging,
+//! copy-on-write, stack growth, segfaults), the system calls
+//! (syscall.rs), the tasks and the preemptive round-robin scheduler
+//! (sched.rs), and the user programs embedded in the kernel image
+//! (built from guest/user/ by build.rs).
+//!
+//! Entry from ring 3 arrives here from arch/traps.rs: `interrupt` for the
+//! APIC timer and for system calls through the `syscall` stub,
+//! `user_exception` for everything ring 3 raised, including the #PF at
+//! LSTAR that a `syscall` produces on hosts where it stays in ring 3
+//! (platform.md).
+
+// The user side uses every item; the kernel only some.
+#[allow(dead_code)]
+#[path = "../../user/src/abi.rs"]
+pub mod abi;
+pub mod elf;
+pub mod fault;
+pub mod mm;
+pub mod pgtable;
+pub mod report;
+pub mod sched;
+pub mod syscall;
+
+use crate::arch::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::arch::traps::{exception_name, TrapFrame, PAGE_FAULT};
+use crate::arch::usermode::FpuState;
+use crate::arch::{apic, syscall as sysentry};
+use crate::fmt::Dec;
+use crate::kprintln;
+use crate::mm::{KERNEL_PT, PAGES};
+use fault::FaultError;
+use mm::{MmGlobals, MmStruct, MM_GLOBALS, STACK_TOP};
+
+/// #PF error code of the fetch at LSTAR when `syscall` stays in ring 3:
+/// present, user, instruction fetch.
+const SYSCALL_FAULT_ERR: u64 = 0x15;
+/// The timer period in APIC bus cycles (1 ns each under KVM): 4 ms.
+const TIMER_PERIOD: u32 = 4_000_000;
+
+macro_rules! user_program {
+    ($name:literal) => {
+        ($name, include_bytes!(concat!(env!("MMEMU_USER_DIR"), "/", $name)) as &[u8])
+    };
+}
+
+/// The embedded user programs, by name.
+pub static PROGRAMS: [(&str, &[u8]); 7] = [
+    user_program!("touch"),
+    user_program!("cow"),
+    user_program!("segv"),
+    user_program!("sameva"),
+    user_program!("mallocs"),
+    user_program!("spin"),
+    user_program!("stack"),
+];
+
+/// The kernel root's PGD entries 256..511 at init, to notice a
+/// kernel-half entry created later (process PGDs copied before it would
+/// miss it).
+static KERNEL_HALF_AT_INIT: crate::sync::KCell<[u64; 256]> = crate::sync::KCell::new("the boot kernel half");
+
+/// Sets up processes: the shared zero page, the task table.
+pub fn init() {
+    MM_GLOBALS.set(MmGlobals { zero_pa: 0, user_frames_allocated: 0 });
+    let zero = PAGES.with(mm::alloc_user_frame).unwrap_or_else(|| panic!("no memory for the zero page"));
+    pgtable::clear_page(zero);
+    MM_GLOBALS.with(|g| *g = MmGlobals { zero_pa: zero, user_frames_allocated: 0 });
+    sched::init();
+    report::init();
+    KERNEL_HALF_AT_INIT.set(kernel_half());
+}
+
+/// The kernel root's PGD entries 256..511 now.
+fn kernel_half() -> [u64; 256] {
+    let root = KERNEL_PT.with(|m| m.root().0);
+    let mut half = [0u64; 256];
+    for (i, e) in half.iter_mut().enumerate() {
+        *e = pgtable::get(root, pgtable::KERNEL_PGD_FIRST + i);
+    }
+    half
+}
+
+/// Kernel-half PGD indices that were empty at init and are present now.
+pub fn kernel_half_added() -> alloc::vec::Vec<usize> {
+    let now = kernel_half();
+    KERNEL_HALF_AT_INIT.with(|then| {
+        (0..256)
+            .filter(|&i| then[i] & pgtable::P == 0 && now[i] & pgtable::P != 0)
+            .map(|i| i + pgtable::KERNEL_PGD_FIRST)
+            .collect()
+    })
+}
+
+/// Starts the preemption tick; false without a local APIC (the
+/// scheduler is then cooperative: processes switch on yield, wait, exit).
+pub fn start_timer() -> bool {
+    apic::start_timer(TIMER_PERIOD)
+}
+
+/// Stops it.
+pub fn stop_timer() {
+    apic::stop_timer();
+}
+
+/// Starts embedded program `name` with `arg` in rdi, as a child of the
+/// kernel. Its pid.
+pub fn spawn(name: &str, arg: u64) -> Result<u64, &'static str> {
+    let (pname, image) = PROGRAMS.iter().find(|(n, _)| *n == name).copied().ok_or("no such program")?;
+    let mut mm = MmStruct::new().ok_or("out of memory")?;
+    let entry = match mm.load_elf(image) {
+        Ok(e) => e,
+        Err(e) => {
+            mm.exit_mmap();
+            return Err(e);
+        }
+    };
+    let frame = sched::initial_frame(entry, STACK_TOP, arg);
+    sched::create_task(pname, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")
+}
+
+/// Runs program `name` to completion; its wait status.
+pub fn run(name: &str, arg: u64) -> Option<u64> {
+    let pid = spawn(name, arg).ok()?;
+    sched::kernel_wait(pid)
+}
+
+/// Device interrupts and system calls (vectors >= 32).
+pub fn interrupt(frame: &mut TrapFrame) {
+    match frame.vector {
+        v if v == sysentry::SYSCALL_VECTOR => syscall::dispatch(frame),
+        v if v == TIMER_VECTOR as u64 => {
+            apic::eoi();
+            sched::SCHED.with(|s| s.ticks += 1);
+            // Only ring 3 is preempted: kernel code never runs with
+            // interrupts on, so a tick can only land in user mode.
+            if frame.cs & 3 == 3 {
+                sched::yield_now(true);
+            }
+        }
+        v if v == SPURIOUS_VECTOR as u64 => {}
+        v => kprintln!("unexpected interrupt vector {:#x}", v),
+    }
+}
+
+/// Everything ring 3 raised: system calls arriving as the #PF at LSTAR,
+/// page faults, and fatal exceptions (the process dies, nothing else).
+pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
+    if frame.vector == PAGE_FAULT && cr2 == sysentry::entry_address() && frame.error_code == SYSCALL_FAULT_ERR {
+        // `syscall` left RCX = return address and R11 = RFLAGS, as on
+        // hardware; resume there (before dispatch, so fork copies it).
+        frame.rip = frame.rcx;
+        frame.rflags = (frame.r11 & 0xcd5) | 0x202;
+        syscall::dispatch(frame);
+        return;
+    }
+    if frame.vector == PAGE_FAULT {
+        let r = sched::current_mm().map(|m| m.with(|mm| fault::handle_mm_fault(mm, cr2, frame.error_code)));
+        match r {
+            Some(Ok(())) => return,
+            Some(Err(FaultError::Oom)) => {
+                let (name, pid, _) = sched::current_info();
+                kprintln!("Out of memory: killed process {} ({})", Dec(pid), name);
+                sched::do_exit(9)
+            }
+            _ => {}
+        }
+        let (name, pid, _) = sched::current_info();
+        kprintln!(
+            "{}[{}]: segfault at {:x} ip {:016x} sp {:016x} error {:x}",
+            name,
+            Dec(pid),
+            cr2,
+            frame.rip,
+            frame.rsp,
+            frame.error_code
+        );
+        sched::do_exit(abi::SIGSEGV)
+    }
+    let (name, pid, _) = sched::current_info();
+    kprintln!(
+        "traps: {}[{}] {} ip:{:x} sp:{:x} error:{:x}",
+        name,
+        Dec(pid),
+        exception_name(frame.vector),
+        frame.rip,
+        frame.rsp,
+        frame.error_code
+    );
+    let signal = match frame.vector {
+        0 | 16 | 19 => 8, // SIGFPE
+        1 | 3 => 5,       // SIGTRAP
+        6 => 4,           // SIGILL
+        _ => abi::SIGSEGV,
+    };
+    sched::do_exit(signal)
+}

@@ -1,0 +1,373 @@
+//! Tasks and the scheduler: a task table, a round-robin run queue,
+//! preemption on the local APIC timer (only ring 3 is ever preempted:
+//! the kernel runs with interrupts off), and the life cycle of a process:
+//! spawn (exec of an embedded program), fork, exit (the mm goes at once,
+//! the kernel stack when the parent reaps), wait.
+//!
+//! The boot context (kmain and the self-tests) is task 0, the idle task:
+//! it runs when no process is runnable, and waits for processes by
+//! scheduling them.
+
+use super::abi::MmStat;
+use super::mm::MmStruct;
+use crate::arch::gdt::{USER_CS, USER_DS};
+use crate::arch::traps::TrapFrame;
+use crate::arch::usermode::{context_switch, prepare_stack, FpuState};
+use crate::arch::{cpu, gdt, syscall};
+use crate::mm::{alloc_pages, free_pages, phys_to_virt, KERNEL_PT};
+use crate::sync::KCell;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use mm_core::addr::PAGE_SHIFT;
+use mm_core::buddy::GFP_KERNEL;
+
+/// Order of a kernel stack allocation (16 KiB).
+const KSTACK_ORDER: u8 = 2;
+
+/// An address space shared by reference (the task and, while it runs a
+/// system call, the kernel code serving it).
+pub type MmRef = Arc<KCell<MmStruct>>;
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum State {
+    /// On the run queue or running.
+    Runnable,
+    /// Sleeping in `wait4`.
+    Waiting,
+    /// Exited; the status waits for the parent.
+    Zombie(u64),
+}
+
+/// A process (Linux's `task_struct`, the parts this kernel needs).
+pub struct Task {
+    /// Process id.
+    pub pid: u64,
+    /// Parent's pid (0: the kernel).
+    pub parent: u64,
+    /// The program's name.
+    pub name: &'static str,
+    /// Life-cycle state.
+    pub state: State,
+    /// Kernel stack (first pfn of an order-2 block).
+    kstack_pfn: u64,
+    /// The PGD CR3 gets when the task runs (the kernel root once exited).
+    pgd: u64,
+    /// Kernel stack pointer while parked.
+    rsp: u64,
+    /// FPU/SSE registers while not running.
+    fpu: Box<FpuState>,
+    /// The address space (None once exited).
+    pub mm: Option<MmRef>,
+    /// Times the timer preempted this task.
+    pub preemptions: u64,
+}
+
+impl Task {
+    fn kstack_top(&self) -> u64 {
+        phys_to_virt(self.kstack_pfn << PAGE_SHIFT) + (4096 << KSTACK_ORDER)
+    }
+}
+
+/// The scheduler's state.
+pub struct Sched {
+    tasks: BTreeMap<u64, Box<Task>>,
+    runq: VecDeque<u64>,
+    current: u64,
+    next_pid: u64,
+    idle_rsp: u64,
+    idle_fpu: Box<FpuState>,
+    /// Most processes alive at once (a self-test figure).
+    pub max_alive: u64,
+    /// Timer interrupts taken.
+    pub ticks: u64,
+    /// Context switches.
+    pub switches: u64,
+}
+
+/// The scheduler.
+pub static SCHED: KCell<Sched> = KCell::new("the scheduler");
+
+/// Sets up the (empty) task table.
+pub fn init() {
+    SCHED.set(Sched {
+        tasks: BTreeMap::new(),
+        runq: VecDeque::new(),
+        current: 0,
+        next_pid: 1,
+        idle_rsp: 0,
+        idle_fpu: Box::new(FpuState::initial()),
+        max_alive: 0,
+        ticks: 0,
+        switches: 0,
+    });
+}
+
+/// The running task's pid (0: the kernel's idle task).
+pub fn current_pid() -> u64 {
+    SCHED.with(|s| s.current)
+}
+
+/// The running process's address space.
+pub fn current_mm() -> Option<MmRef> {
+    SCHED.with(|s| s.tasks.get(&s.current).and_then(|t| t.mm.clone()))
+}
+
+/// The running task's name, pid and preemption count.
+pub fn current_info() -> (&'static str, u64, u64) {
+    SCHED.with(|s| s.tasks.get(&s.current).map_or(("idle", 0, 0), |t| (t.name, t.pid, t.preemptions)))
+}
+
+/// Gives the CPU to the next runnable task (or to idle). The caller has
+/// already put the current task back on the run queue if it stays
+/// runnable.
+pub fn schedule() {
+    struct Switch {
+        prev_rsp: *mut u64,
+        prev_fpu: *mut FpuState,
+        next_rsp: u64,
+        next_fpu: *const FpuState,
+        cr3: u64,
+        kstack: u64,
+    }
+    let kroot = KERNEL_PT.with(|m| m.root().0);
+    let sw = SCHED.with(|s| {
+        let next = s.runq.pop_front().unwrap_or(0);
+        if next == s.current {
+            return None;
+        }
+        let prev = s.current;
+        s.current = next;
+        s.switches += 1;
+        let (next_rsp, next_fpu, cr3, kstack) = match s.tasks.get(&next) {
+            Some(t) => (t.rsp, &*t.fpu as *const FpuState, if t.pgd != 0 { t.pgd } else { kroot }, t.kstack_top()),
+            None => (s.idle_rsp, &*s.idle_fpu as *const FpuState, kroot, 0),
+        };
+        let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
+            Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
+            None => (&mut s.idle_rsp as *mut u64, &mut *s.idle_fpu as *mut FpuState),
+        };
+        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack })
+    });
+    let Some(sw) = sw else { return };
+    // SAFETY: the pointers are into boxed task state (or the scheduler's
+    // own static), which outlives the switch: a task is freed only when
+    // reaped, and a task being switched from or to is never reaped. The
+    // next stack was parked by `switch_to` or laid out by `prepare_stack`;
+    // CR3 is the next task's PGD, whose kernel half maps every kernel
+    // stack.
+    unsafe {
+        (*sw.prev_fpu).save();
+        (*sw.next_fpu).restore();
+        if sw.kstack != 0 {
+            gdt::set_kernel_stack(sw.kstack);
+            syscall::set_kernel_stack(sw.kstack);
+        }
+        if cpu::read_cr3() != sw.cr3 {
+            cpu::write_cr3(sw.cr3);
+        }
+        context_switch(sw.prev_rsp, sw.next_rsp);
+    }
+}
+
+/// Puts the running process at the back of the run queue and schedules
+/// (`sched_yield`, and the timer's preemption).
+pub fn yield_now(preempted: bool) {
+    SCHED.with(|s| {
+        let cur = s.current;
+        if let Some(t) = s.tasks.get_mut(&cur) {
+            if preempted {
+                t.preemptions += 1;
+            }
+            s.runq.push_back(cur);
+        }
+    });
+    schedule();
+}
+
+/// Creates a task around `mm` that enters ring 3 with `frame`'s
+/// registers; it joins the run queue. Returns its pid.
+pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFrame, fpu: FpuState) -> Option<u64> {
+    let kstack_pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
+    let mut task = Box::new(Task {
+        pid: 0,
+        parent,
+        name,
+        state: State::Runnable,
+        kstack_pfn,
+        pgd: mm.pgd,
+        rsp: 0,
+        fpu: Box::new(fpu),
+        mm: None,
+        preemptions: 0,
+    });
+    task.rsp = prepare_stack(task.kstack_top(), frame);
+    let cell = Arc::new(KCell::new("an mm_struct"));
+    cell.set(mm);
+    task.mm = Some(cell);
+    Some(SCHED.with(|s| {
+        let pid = s.next_pid;
+        s.next_pid += 1;
+        task.pid = pid;
+        s.tasks.insert(pid, task);
+        s.runq.push_back(pid);
+        let alive = s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64;
+        s.max_alive = s.max_alive.max(alive);
+        pid
+    }))
+}
+
+/// The frame a new program starts from.
+pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
+    TrapFrame {
+        rip: entry,
+        cs: USER_CS as u64,
+        rflags: 0x202,
+        rsp: stack_top,
+        ss: USER_DS as u64,
+        rdi: arg,
+        ..TrapFrame::default()
+    }
+}
+
+/// Linux's `do_exit`: the address space goes now (CR3 moves to the
+/// kernel's root first), the task becomes a zombie for its parent to
+/// reap, its children are handed to the kernel, and the CPU moves on.
+pub fn do_exit(status: u64) -> ! {
+    let kroot = KERNEL_PT.with(|m| m.root().0);
+    let mm = SCHED.with(|s| {
+        let cur = s.current;
+        let (mm, parent) = match s.tasks.get_mut(&cur) {
+            Some(t) => {
+                t.state = State::Zombie(status);
+                t.pgd = 0;
+                (t.mm.take(), t.parent)
+            }
+            None => panic!("do_exit from the idle task"),
+        };
+        if let Some(p) = s.tasks.get_mut(&parent) {
+            if p.state == State::Waiting {
+                p.state = State::Runnable;
+                s.runq.push_back(parent);
+            }
+        }
+        for t in s.tasks.values_mut() {
+            if t.parent == cur {
+                t.parent = 0;
+            }
+        }
+        mm
+    });
+    // SAFETY: the kernel root maps the kernel exactly as every process's
+    // PGD does (their kernel halves are copies of it).
+    unsafe { cpu::write_cr3(kroot) };
+    if let Some(mm) = mm {
+        mm.with(|m| m.exit_mmap());
+        // Dropped here, not at the end of the scope: schedule() never
+        // returns to a zombie.
+        drop(mm);
+    }
+    schedule();
+    panic!("a zombie was scheduled");
+}
+
+/// What a wait found.
+pub enum Reaped {
+    /// A child exited: its pid and wait status.
+    Child(u64, u64),
+    /// Children exist but none has exited.
+    NotYet,
+    /// No child matches.
+    NoChild,
+}
+
+/// Reaps an exited child of `parent` (`pid` -1: any), freeing its task.
+pub fn reap(parent: u64, pid: i64) -> Reaped {
+    let found = SCHED.with(|s| {
+        let mut any = false;
+        let mut zombie = None;
+        for t in s.tasks.values() {
+            if t.parent == parent && (pid < 0 || t.pid == pid as u64) {
+                any = true;
+                if let State::Zombie(st) = t.state {
+                    zombie = Some((t.pid, st));
+                    break;
+                }
+            }
+        }
+        match zombie {
+            Some((zpid, st)) => Ok(s.tasks.remove(&zpid).map(|t| (t, st))),
+            None if any => Err(true),
+            None => Err(false),
+        }
+    });
+    match found {
+        Ok(Some((task, status))) => {
+            if let Err(e) = free_pages(task.kstack_pfn, KSTACK_ORDER) {
+                panic!("freeing a kernel stack: {}", e);
+            }
+            let pid = task.pid;
+            drop(task);
+            Reaped::Child(pid, status)
+        }
+        Ok(None) | Err(false) => Reaped::NoChild,
+        Err(true) => Reaped::NotYet,
+    }
+}
+
+/// `wait4` for the running process: blocks until a child exits.
+pub fn wait_child(pid: i64) -> Reaped {
+    loop {
+        let me = current_pid();
+        match reap(me, pid) {
+            Reaped::NotYet => {
+                SCHED.with(|s| {
+                    if let Some(t) = s.tasks.get_mut(&me) {
+                        t.state = State::Waiting;
+                    }
+                });
+                schedule();
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The kernel (idle task) waits for its child `pid`, running processes
+/// until it exits. None if it cannot (no such child, or nothing left to
+/// run while it is still alive).
+pub fn kernel_wait(pid: u64) -> Option<u64> {
+    loop {
+        match reap(0, pid as i64) {
+            Reaped::Child(_, status) => return Some(status),
+            Reaped::NoChild => return None,
+            Reaped::NotYet => {
+                if SCHED.with(|s| s.runq.is_empty()) {
+                    return None;
+                }
+                schedule();
+            }
+        }
+    }
+}
+
+/// Gives back the run queue's buffer once nothing runs (so a leak check
+/// sees only what processes themselves hold).
+pub fn shrink_idle() {
+    // An emptied BTreeMap keeps its root node: replace it too.
+    let old = SCHED.with(|s| {
+        if s.runq.is_empty() && s.tasks.is_empty() {
+            Some((core::mem::take(&mut s.runq), core::mem::take(&mut s.tasks)))
+        } else {
+            None
+        }
+    });
+    drop(old);
+}
+
+/// The running process's counters, with the scheduler's part filled in.
+pub fn current_stat(mm: &MmStruct) -> MmStat {
+    let (_, _, preemptions) = current_info();
+    MmStat { preemptions, ..mm.stat }
+}

@@ -1,0 +1,151 @@
+//! The system calls: one dispatcher for both ways in (the `syscall`
+//! entry stub, and the #PF at LSTAR on hosts where `syscall` stays in
+//! ring 3), Linux's numbers and register convention (rax = number; rdi,
+//! rsi, rdx, r10, r8, r9; result in rax, -errno on failure). User memory
+//! is reached through the process's own page tables in software
+//! (`fault::user_page`), so a bad pointer is an EFAULT, never a kernel
+//! fault.
+
+use super::abi::*;
+use super::fault::user_page;
+use super::mm::MmStruct;
+use super::sched::{self, current_mm, current_pid, Reaped};
+use super::{pgtable, report};
+use crate::arch::traps::TrapFrame;
+use crate::arch::usermode::FpuState;
+use crate::fmt::Dec;
+use crate::kprint;
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::paging::{walk, Mapper};
+
+/// Copies `out.len()` bytes from user address `va`.
+fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < out.len() {
+        let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
+        let pa = user_page(mm, a, false).map_err(|_| -EFAULT)?;
+        let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(out.len() - done);
+        pgtable::read_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &mut out[done..done + n]);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Copies `data` to user address `va`.
+fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < data.len() {
+        let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
+        let pa = user_page(mm, a, true).map_err(|_| -EFAULT)?;
+        let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(data.len() - done);
+        pgtable::write_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &data[done..done + n]);
+        done += n;
+    }
+    Ok(())
+}
+
+fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
+    current_mm().map(|m| m.with(f))
+}
+
+/// Serves the system call in `frame` (whose rip/rflags already say where
+/// user mode resumes).
+pub fn dispatch(frame: &mut TrapFrame) {
+    let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+    let ret: i64 = match frame.rax {
+        SYS_WRITE => sys_write(a[0], a[1], a[2]),
+        SYS_MMAP => with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]).map_or_else(|e| e, |v| v as i64)).unwrap_or(-EFAULT),
+        SYS_MUNMAP => with_mm(|mm| mm.munmap(a[0], a[1]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
+        SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
+        SYS_BRK => with_mm(|mm| mm.brk(a[0]) as i64).unwrap_or(-EFAULT),
+        SYS_SCHED_YIELD => {
+            sched::yield_now(false);
+            0
+        }
+        SYS_GETPID => current_pid() as i64,
+        SYS_FORK => sys_fork(frame),
+        SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
+        SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
+        SYS_MMSTAT => with_mm(|mm| {
+            let st = sched::current_stat(mm);
+            // SAFETY: MmStat is plain old data (repr(C), u64 fields only).
+            let bytes = unsafe {
+                core::slice::from_raw_parts(&st as *const MmStat as *const u8, core::mem::size_of::<MmStat>())
+            };
+            copy_to_user(mm, a[0], bytes).map_or_else(|e| e, |_| 0)
+        })
+        .unwrap_or(-EFAULT),
+        SYS_REPORT => sys_report(a[0], a[1], a[2]),
+        SYS_VIRT_TO_PHYS => with_mm(|mm| {
+            let ctx = Mapper::new(PhysAddr(mm.pgd), false, crate::mm::paging::maxphyaddr(), false).context().user();
+            crate::mm::PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(a[0]))).map_or(0, |t| t.pa.0 as i64)
+        })
+        .unwrap_or(-EFAULT),
+        _ => -ENOSYS,
+    };
+    frame.rax = ret as u64;
+}
+
+fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
+    if fd != 1 && fd != 2 {
+        return -EINVAL;
+    }
+    let len = len.min(4096);
+    let mut done = 0u64;
+    let mut chunk = [0u8; 128];
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64) as usize;
+        if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])) {
+            return e;
+        }
+        kprint!("{}", core::str::from_utf8(&chunk[..n]).unwrap_or("<not UTF-8>"));
+        done += n as u64;
+    }
+    len as i64
+}
+
+fn sys_fork(frame: &TrapFrame) -> i64 {
+    let Some(mm) = current_mm() else { return -EINVAL };
+    let Some(child_mm) = mm.with(|m| m.dup_mmap()) else { return -ENOMEM };
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    // The live FPU/SSE registers are the parent's user state: the kernel
+    // never touches them.
+    let mut fpu = FpuState([0; 512]);
+    fpu.save();
+    let (name, pid, _) = sched::current_info();
+    match sched::create_task(name, pid, child_mm, &child_frame, fpu) {
+        Some(child) => child as i64,
+        None => -ENOMEM,
+    }
+}
+
+fn sys_wait4(pid: i64, status_ptr: u64) -> i64 {
+    match sched::wait_child(pid) {
+        Reaped::Child(child, status) => {
+            if status_ptr != 0 {
+                if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, status_ptr, &status.to_le_bytes())) {
+                    return e;
+                }
+            }
+            child as i64
+        }
+        _ => -ECHILD,
+    }
+}
+
+fn sys_report(key: u64, len: u64, value: u64) -> i64 {
+    let mut buf = [0u8; 48];
+    if len > buf.len() as u64 {
+        return -EINVAL;
+    }
+    let n = len as usize;
+    if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, key, &mut buf[..n])) {
+        return e;
+    }
+    let Ok(k) = core::str::from_utf8(&buf[..n]) else { return -EINVAL };
+    let (name, pid, _) = sched::current_info();
+    crate::kprintln!("{}[{}]: {} = {}", name, Dec(pid), k, Dec(value));
+    report::record(pid, k, value);
+    0
+}

@@ -1,0 +1,93 @@
+//! The system-call ABI between the kernel and the user programs: numbers
+//! (Linux x86-64's where Linux has the call), flags and the record of a
+//! process's memory counters. The kernel includes this very file by path
+//! (guest/src/proc/mod.rs), so the two sides cannot drift.
+
+/// `write(fd, buf, len)`: fd 1 and 2 go to the console.
+pub const SYS_WRITE: u64 = 1;
+/// `mmap(addr, len, prot, flags, fd, off)`: anonymous memory only.
+pub const SYS_MMAP: u64 = 9;
+/// `mprotect(addr, len, prot)`.
+pub const SYS_MPROTECT: u64 = 10;
+/// `munmap(addr, len)`.
+pub const SYS_MUNMAP: u64 = 11;
+/// `brk(addr)`: returns the new (or, on failure, the current) break.
+pub const SYS_BRK: u64 = 12;
+/// `sched_yield()`.
+pub const SYS_SCHED_YIELD: u64 = 24;
+/// `getpid()`.
+pub const SYS_GETPID: u64 = 39;
+/// `fork()`.
+pub const SYS_FORK: u64 = 57;
+/// `exit(status)`.
+pub const SYS_EXIT: u64 = 60;
+/// `wait4(pid, &status, options, rusage)`: `pid` -1 for any child.
+pub const SYS_WAIT4: u64 = 61;
+/// `mmstat(&MmStat)`: the calling process's memory and fault counters.
+pub const SYS_MMSTAT: u64 = 500;
+/// `report(key, key_len, value)`: hands a named figure to the kernel's
+/// self-test, which checks it.
+pub const SYS_REPORT: u64 = 501;
+/// `virt_to_phys(addr)`: the physical frame address mapped at `addr`
+/// (0 if none), as the kernel's walker sees it.
+pub const SYS_VIRT_TO_PHYS: u64 = 502;
+
+/// Pages may be read.
+pub const PROT_READ: u64 = 1;
+/// Pages may be written.
+pub const PROT_WRITE: u64 = 2;
+/// Pages may be executed.
+pub const PROT_EXEC: u64 = 4;
+/// Share the pages with forked children.
+pub const MAP_SHARED: u64 = 0x01;
+/// Copy-on-write after fork.
+pub const MAP_PRIVATE: u64 = 0x02;
+/// Map exactly at `addr`, replacing what is there.
+pub const MAP_FIXED: u64 = 0x10;
+/// Not backed by a file.
+pub const MAP_ANONYMOUS: u64 = 0x20;
+
+/// No such child (`wait4`).
+pub const ECHILD: i64 = 10;
+/// Out of memory or address space.
+pub const ENOMEM: i64 = 12;
+/// Bad user pointer.
+pub const EFAULT: i64 = 14;
+/// Bad argument.
+pub const EINVAL: i64 = 22;
+/// No such system call.
+pub const ENOSYS: i64 = 38;
+
+/// The signal a segfault kills with; a killed child's wait status is
+/// the signal number (Linux's `WTERMSIG`), an exit's is `status << 8`.
+pub const SIGSEGV: u64 = 11;
+
+/// A process's memory counters (`SYS_MMSTAT`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct MmStat {
+    /// Page faults handled for this process (Linux's `min_flt`).
+    pub faults: u64,
+    /// Faults that mapped a new zeroed frame (`do_anonymous_page`).
+    pub anon_faults: u64,
+    /// Read faults that mapped the shared zero page.
+    pub zero_page_maps: u64,
+    /// Write faults on shared pages that copied (`do_wp_page`, copy).
+    pub cow_copies: u64,
+    /// Write faults on shared pages that reused the frame (last user).
+    pub cow_reuses: u64,
+    /// Faults that grew the stack VMA.
+    pub stack_grows: u64,
+    /// Resident anonymous pages (`MM_ANONPAGES`).
+    pub rss_pages: u64,
+    /// The current program break.
+    pub brk: u64,
+    /// Page-table pages of the user half.
+    pub pt_pages: u64,
+    /// Data pages copied when this process was forked (0: copy-on-write).
+    pub fork_copied_pages: u64,
+    /// Page-table pages allocated when this process was forked.
+    pub fork_pt_pages: u64,
+    /// Times the timer interrupt took the CPU from this process.
+    pub preemptions: u64,
+}

@@ -1,0 +1,246 @@
+//! The user programs' small libc: the entry point, system-call wrappers,
+//! console output, the C memory primitives and a malloc (malloc.rs).
+//! Freestanding (no_std): the programs are static ELF executables the
+//! kernel loads into ring 3.
+#![no_std]
+
+pub mod abi;
+pub mod malloc;
+
+use abi::*;
+use core::arch::{asm, global_asm};
+
+// The kernel enters with the stack pointer 16-byte aligned and the
+// program's argument in rdi; `call` leaves rsp = 8 mod 16 as the ABI wants.
+global_asm!(
+    ".pushsection .text._start, \"ax\"",
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "call ulib_start",
+    "ud2",
+    ".popsection",
+);
+
+extern "Rust" {
+    fn user_main(arg: u64) -> i32;
+}
+
+#[no_mangle]
+extern "C" fn ulib_start(arg: u64) -> ! {
+    // SAFETY: every program defines `user_main` through `entry!`.
+    let code = unsafe { user_main(arg) };
+    exit(code)
+}
+
+/// Names the program's main function: `fn(arg: u64) -> i32`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn user_main(arg: u64) -> i32 {
+            $main(arg)
+        }
+    };
+}
+
+/// Raw system call with up to six arguments (Linux's x86-64 convention:
+/// `syscall` clobbers rcx and r11).
+#[inline(always)]
+pub fn syscall6(nr: u64, a: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: the kernel validates every argument; memory the call writes
+    // is named by the pointers the caller passed.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as i64 => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// System call with up to three arguments.
+#[inline(always)]
+pub fn syscall3(nr: u64, a: u64, b: u64, c: u64) -> i64 {
+    syscall6(nr, [a, b, c, 0, 0, 0])
+}
+
+/// Ends the process.
+pub fn exit(code: i32) -> ! {
+    syscall3(SYS_EXIT, code as u64, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Writes bytes to the console.
+pub fn write(fd: u64, buf: &[u8]) -> i64 {
+    syscall3(SYS_WRITE, fd, buf.as_ptr() as u64, buf.len() as u64)
+}
+
+/// The process id.
+pub fn getpid() -> u64 {
+    syscall3(SYS_GETPID, 0, 0, 0) as u64
+}
+
+/// `fork()`: the child's pid in the parent, 0 in the child.
+pub fn fork() -> i64 {
+    syscall3(SYS_FORK, 0, 0, 0)
+}
+
+/// Waits for a child (`pid` -1: any); returns (pid, wait status).
+pub fn wait(pid: i64) -> (i64, u64) {
+    let mut status = 0u64;
+    let r = syscall6(SYS_WAIT4, [pid as u64, &mut status as *mut u64 as u64, 0, 0, 0, 0]);
+    (r, status)
+}
+
+/// Gives the CPU to the next runnable process.
+pub fn sched_yield() {
+    syscall3(SYS_SCHED_YIELD, 0, 0, 0);
+}
+
+/// `mmap`; returns the address or a negative errno.
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64) -> i64 {
+    syscall6(SYS_MMAP, [addr, len, prot, flags, u64::MAX, 0])
+}
+
+/// `munmap`.
+pub fn munmap(addr: u64, len: u64) -> i64 {
+    syscall3(SYS_MUNMAP, addr, len, 0)
+}
+
+/// `mprotect`.
+pub fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
+    syscall3(SYS_MPROTECT, addr, len, prot)
+}
+
+/// `brk`: the new break (or the current one when `addr` is 0 or refused).
+pub fn brk(addr: u64) -> u64 {
+    syscall3(SYS_BRK, addr, 0, 0) as u64
+}
+
+/// The process's memory counters.
+pub fn mmstat() -> MmStat {
+    let mut s = MmStat::default();
+    syscall3(SYS_MMSTAT, &mut s as *mut MmStat as u64, 0, 0);
+    s
+}
+
+/// Hands a named figure to the kernel's self-test.
+pub fn report(key: &str, value: u64) {
+    syscall3(SYS_REPORT, key.as_ptr() as u64, key.len() as u64, value);
+}
+
+/// The physical address mapped at `addr` (0 if none).
+pub fn virt_to_phys(addr: u64) -> u64 {
+    syscall3(SYS_VIRT_TO_PHYS, addr, 0, 0) as u64
+}
+
+/// Console output for `print!`.
+pub struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        write(1, s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Formats to the console (one `write` per piece; ring 3 may use core's
+/// formatting freely, it runs natively).
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let _ = core::fmt::Write::write_fmt(&mut $crate::Console, format_args!($($arg)*));
+        $crate::write(1, b"\n");
+    }};
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("user panic: {}", info);
+    exit(101)
+}
+
+// The precompiled core was built with unwinding and refers to these.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    exit(102)
+}
+
+/// # Safety
+/// C's memcpy contract.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees both ranges.
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags))
+    };
+    dst
+}
+
+/// # Safety
+/// C's memmove contract.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize) + n {
+        // SAFETY: a forward copy is correct when dst does not start inside src.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    // SAFETY: backwards copy with the direction flag set, restored after.
+    unsafe {
+        asm!(
+            "std", "rep movsb", "cld",
+            inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
+            options(nostack)
+        )
+    };
+    dst
+}
+
+/// # Safety
+/// C's memset contract.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees the range.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags))
+    };
+    dst
+}
+
+/// # Safety
+/// C's memcmp contract.
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n, within both ranges.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// # Safety
+/// C's bcmp contract.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// Page size.
+pub const PAGE: u64 = 4096;
