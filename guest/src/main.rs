@@ -45,7 +45,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     // references are handed out afterwards.
     let params: &'static boot::BootParams = unsafe {
         let slot = BOOT_PARAMS.get_mut();
-        *slot = Some(boot::BootParams::copy_from(&info, path));
+        *slot = Some(boot::BootParams::copy_from(&info));
         match slot {
             Some(p) => p,
             None => unreachable!(),

@@ -152,15 +152,13 @@ pub struct BootParams {
     nr_memmap: usize,
     cmdline: [u8; 4096],
     cmdline_len: usize,
-    /// How the kernel was entered.
-    pub path: BootPath,
 }
 
 impl BootParams {
     /// Copies what `info` points to.
-    pub fn copy_from(info: &StartInfo, path: BootPath) -> Self {
+    pub fn copy_from(info: &StartInfo) -> Self {
         let empty = MemmapEntry { addr: 0, size: 0, kind: 0, reserved: 0 };
-        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; 4096], cmdline_len: 0, path };
+        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; 4096], cmdline_len: 0 };
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
             p.nr_memmap += 1;

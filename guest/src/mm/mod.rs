@@ -45,8 +45,6 @@ pub struct PageAlloc {
 pub struct MmStats {
     /// RAM from the E820 map.
     pub total_ram: u64,
-    /// Pages handed to the buddy allocator at boot.
-    pub boot_free_pages: u64,
     /// Page-table pages of the kernel's own tables at boot.
     pub boot_table_pages: u64,
     /// RAM backing vmemmap.
@@ -144,13 +142,13 @@ pub fn init(params: &BootParams) {
     KERNEL_PT.set(tables.mapper);
     STATS.set(MmStats {
         total_ram,
-        boot_free_pages: freed,
         boot_table_pages: tables.table_pages,
         vmemmap_bytes: tables.vmemmap_bytes,
         reserved_bytes,
         table_pages: 0,
     });
     vmalloc::init();
+    descriptor::publish();
     let deferred_pages = DEFERRED.with(|d| d.pages);
     kprintln!(
         "Memory: {}K/{}K available ({}K deferred, {}K reserved: kernel, first MiB, {} page-table pages, {}K vmemmap)",

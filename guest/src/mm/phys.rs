@@ -22,10 +22,6 @@ impl KernelPhys {
         KernelPhys { base, limit }
     }
 
-    /// The kernel-virtual address of `pa`.
-    pub fn virt(&self, pa: u64) -> u64 {
-        self.base + pa
-    }
 
     fn check(&self, pa: PhysAddr, len: usize) -> Result<*mut u8, MemError> {
         match pa.0.checked_add(len as u64) {

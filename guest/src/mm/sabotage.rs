@@ -30,7 +30,7 @@ pub fn run(what: &str) -> bool {
             1
         }
         "text-writable" => {
-            let text = run as usize as u64 & !0xfff;
+            let text = run as *const () as u64 & !0xfff;
             let mapper = KERNEL_PT.with(|m| *m);
             let r = PAGES.with(|p| mapper.protect(&mut p.phys, VirtAddr(text), 4096, PteFlags::RW.union(PteFlags::GLOBAL)));
             match r {

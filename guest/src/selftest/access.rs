@@ -62,13 +62,15 @@ fn exec(addr: u64) -> Result<(), u64> {
 }
 
 /// The flag combinations, as (name, flags added to PRESENT).
+/// No combination is writable and executable: the kernel keeps W^X, and
+/// `--verify` checks it at the checkpoint where the host reads the records.
 const COMBOS: [(&str, PteFlags); 6] = [
     ("ro", PteFlags(0)),
-    ("rw", PteFlags::RW),
-    ("ro_nx", PteFlags::NX),
     ("rw_nx", PteFlags(PteFlags::RW.0 | PteFlags::NX.0)),
+    ("ro_nx", PteFlags::NX),
     ("user_ro", PteFlags::USER),
     ("user_rw_nx", PteFlags(PteFlags::USER.0 | PteFlags::RW.0 | PteFlags::NX.0)),
+    ("user_ro_nx", PteFlags(PteFlags::USER.0 | PteFlags::NX.0)),
 ];
 
 /// Runs the test, publishes the records and stops at a checkpoint.
@@ -119,7 +121,7 @@ pub fn access() {
     let f = |i: usize, acc: usize| records[i * 3 + acc];
     let expect = [
         (0usize, 1usize, true, 0x3u32, "write to ro faults 0x3"),
-        (1, 1, false, 0, "write to rw works"),
+        (1, 1, false, 0, "write to rw_nx works"),
         (2, 2, true, 0x11, "fetch from nx faults 0x11"),
         (0, 2, false, 0, "fetch from ro (no nx) works"),
         (COMBOS.len(), 0, true, 0x0, "read of not-present faults 0x0"),

@@ -212,12 +212,9 @@ pub fn debug() {
         unsafe { (mm::phys_to_virt(pa.0) as *mut u8).add(8).write_volatile(0x41) };
         let mut caught = false;
         for _ in 0..64 {
-            match alloc() {
-                Err(SlabError::Poison { .. }) => {
-                    caught = true;
-                    break;
-                }
-                Ok(_) | Err(_) => {}
+            if let Err(SlabError::Poison { .. }) = alloc() {
+                caught = true;
+                break;
             }
         }
         Ok(caught)

@@ -32,7 +32,7 @@ pub fn paging() {
     });
     check("paging", "kernel_w_xor_x", total > 0 && wx == 0 && user == 0, &detail!("{} mappings, {} writable+executable, {} user-accessible", crate::fmt::Dec(total), crate::fmt::Dec(wx), crate::fmt::Dec(user)));
 
-    let text = paging as usize as u64;
+    let text = paging as *const () as u64;
     let ctx = mapper.context();
     let t = PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(text)));
     let text_ok = t.is_ok_and(|t| !t.flags.contains(PteFlags::RW) && !t.flags.contains(PteFlags::NX) && t.flags.contains(PteFlags::GLOBAL));

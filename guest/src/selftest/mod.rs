@@ -48,7 +48,7 @@ pub fn check(group: &str, name: &str, ok: bool, detail: &str) {
         if sabotaged { " (verdict inverted by selftest_sabotage)" } else { "" }
     );
     let mut line = StackString::<320>::new();
-    let _ = write!(line, "{} {} {} {}\n", group, name, if ok { "pass" } else { "fail" }, detail);
+    let _ = writeln!(line, "{} {} {} {}", group, name, if ok { "pass" } else { "fail" }, detail);
     for b in line.as_str().bytes() {
         outb(RESULTS_PORT, b);
     }
