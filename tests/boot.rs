@@ -25,7 +25,10 @@ fn direct_boot_prints_banner_and_memory_map_and_exits_0() {
 fn firmware_boot_walks_real_mode_to_long_mode() {
     let r = boot(&["--boot", "firmware", "--mem", "128M"]);
     assert_banner_and_memory_map(&r, "0x0000000007ffffff");
-    let fw1 = r.stdout.find("firmware: reset vector -> real mode -> flat protected mode").unwrap_or_else(|| panic!("{}", r.all()));
+    let fw1 = r
+        .stdout
+        .find("firmware: reset vector -> real mode -> flat protected mode")
+        .unwrap_or_else(|| panic!("{}", r.all()));
     let fw2 = r.stdout.find("firmware: page tables built").unwrap_or_else(|| panic!("{}", r.all()));
     let kernel = r.stdout.find("booting via firmware").unwrap_or_else(|| panic!("{}", r.all()));
     assert!(fw1 < fw2 && fw2 < kernel, "{}", r.all());

@@ -26,7 +26,8 @@ fn assert_selftest_passes(mem: &str) {
     for check in REQUIRED {
         assert!(r.stderr.contains(&format!("vmm: selftest pass: {check}\n")), "{check} missing at {mem}: {}", r.all());
     }
-    let line = r.stderr.lines().find(|l| l.starts_with("vmm: selftest results:")).unwrap_or_else(|| panic!("{}", r.all()));
+    let line =
+        r.stderr.lines().find(|l| l.starts_with("vmm: selftest results:")).unwrap_or_else(|| panic!("{}", r.all()));
     let passed: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(passed >= 20, "{line}");
 }

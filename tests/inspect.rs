@@ -377,3 +377,246 @@ fn writable_kernel_text_is_seen_and_stops_the_run() {
         Ok(_) => panic!("the run went on"),
     }
 }
+
+/// The lines of `stdout` that start with `prefix`, in order.
+fn lines_with<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
+    stdout.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// The value of a `Name:   N kB` line, first (ours) and second (the guest's).
+fn kb_values(stdout: &str, name: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .collect()
+}
+
+/// The host reads buddyinfo, slabinfo and meminfo through the guest's
+/// descriptor at a checkpoint; the guest prints its own right after, with
+/// nothing allocated in between: the numbers must be the same.
+#[test]
+fn descriptor_views_match_the_guests_own() {
+    let r = boot(&[
+        "--cmdline",
+        "checkpoint=x buddyinfo slabinfo meminfo exit=0",
+        "--inspect-at",
+        "x",
+        "--inspect",
+        "buddyinfo,slabinfo,meminfo,ps",
+    ]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let zones = lines_with(&r.stdout, "Node 0, zone ");
+    assert!(zones.len() >= 4 && zones.len().is_multiple_of(2), "{}", r.all());
+    let (host, guest) = zones.split_at(zones.len() / 2);
+    assert_eq!(host, guest, "buddyinfo: host vs guest\n{}", r.all());
+    assert!(r.stdout.contains("pcp    zone "), "pcp blocks are shown apart: {}", r.all());
+    let caches = lines_with(&r.stdout, "kmalloc-");
+    assert!(caches.len() >= 26, "{}", r.all());
+    let (host, guest) = caches.split_at(caches.len() / 2);
+    assert_eq!(host, guest, "slabinfo: host vs guest\n{}", r.all());
+    for name in ["MemTotal", "MemFree", "MemManaged", "Deferred", "Allocated", "Slab", "PageTables"] {
+        let v = kb_values(&r.stdout, name);
+        assert_eq!(v.len(), 2, "{name}: {}", r.all());
+        assert_eq!(v[0], v[1], "{name}: host {} kB, guest {} kB\n{}", v[0], v[1], r.all());
+    }
+    assert!(kb_values(&r.stdout, "MemFree")[0] > 100_000, "{}", r.all());
+    assert!(r.stdout.contains("--- checkpoint 'x': ps ---"), "{}", r.all());
+}
+
+#[test]
+fn descriptor_views_and_exits_as_json() {
+    let r = boot(&["--cmdline", "checkpoint=x exit=0", "--json", "--inspect", "buddyinfo,slabinfo,meminfo,ps,exits"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let lines = json_views(&r);
+    let at = |cp: &str, v: &str| {
+        lines
+            .iter()
+            .find(|l| l["checkpoint"] == cp && l["view"] == v)
+            .unwrap_or_else(|| panic!("no {v} at {cp}: {}", r.all()))
+            .clone()
+    };
+    let b = at("x", "buddyinfo");
+    assert!(b.get("error").is_none(), "{b}");
+    let zones = b["data"]["zones"].as_array().unwrap();
+    assert_eq!(zones[0]["zone"], "DMA");
+    assert_eq!(zones[0]["free"].as_array().unwrap().len(), 11);
+    let s = at("x", "slabinfo");
+    assert!(s["data"]["caches"].as_array().unwrap().iter().any(|c| c["name"] == "kmalloc-64"), "{s}");
+    let m = at("x", "meminfo");
+    let free = m["data"]["mem_free_kb"].as_u64().unwrap();
+    let managed = m["data"]["managed_kb"].as_u64().unwrap();
+    let allocated = m["data"]["allocated_kb"].as_u64().unwrap();
+    assert_eq!(free + allocated, managed, "{m}");
+    assert!(at("x", "ps")["data"]["procs"].is_array());
+    // From 'ready' to 'x' the guest only wrote the checkpoint's name and NUL.
+    let e = at("x", "exits");
+    assert_eq!(e["data"]["since"], "checkpoint 'ready'", "{e}");
+    assert_eq!(e["data"]["total"].as_u64(), Some(2), "{e}");
+    assert_eq!(e["data"]["exits"][0]["port"].as_u64(), Some(0x510), "{e}");
+    // Before the memory manager is up there is no descriptor: said in words.
+    assert!(at("ready", "buddyinfo").get("error").is_none(), "the guest publishes before 'ready'");
+}
+
+/// The allocator fast paths cost no VM exit: between the checkpoints
+/// around 1000 kmalloc/kfree pairs (and 1000 page alloc/free pairs) the
+/// only exits are the closing checkpoint's own port writes.
+#[test]
+fn allocator_fast_paths_cost_no_exits() {
+    let r = boot(&[
+        "--cmdline",
+        "mmbench exit=0",
+        "--inspect-at",
+        "mmbench-kmalloc-end,mmbench-pages-end",
+        "--inspect",
+        "exits",
+        "--json",
+    ]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let lines = json_views(&r);
+    for (cp, since) in [("mmbench-kmalloc-end", "mmbench-kmalloc-begin"), ("mmbench-pages-end", "mmbench-pages-begin")]
+    {
+        let e = &lines.iter().find(|l| l["checkpoint"] == cp).unwrap_or_else(|| panic!("{}", r.all()))["data"];
+        assert_eq!(e["since"], format!("checkpoint '{since}'"), "{e}");
+        assert_eq!(e["total"].as_u64(), Some(cp.len() as u64 + 1), "only the name and its NUL: {e}");
+    }
+}
+
+#[test]
+fn verify_descriptor_checks_pass_on_the_guest() {
+    let r = boot(&["--cmdline", "selftest=access exit=0", "--verify=freed-mapped,pt-owner,access"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    for c in ["freed-mapped", "pt-owner", "access"] {
+        assert!(r.stdout.contains(&format!("verify {c}: ok")), "{c}: {}", r.all());
+        assert!(!r.stdout.contains(&format!("verify {c}: ok (skipped")), "{c} ran: {}", r.all());
+    }
+    assert!(r.stdout.contains("recorded accesses ("), "the access records were compared: {}", r.all());
+    assert!(r.stdout.contains(" boot-time (never buddy-managed"), "{}", r.all());
+}
+
+#[test]
+fn a_freed_frame_left_mapped_is_named_and_exits_3() {
+    let r = boot(&["--cmdline", "break=freed-mapped exit=0", "--verify"]);
+    assert_eq!(r.status, 3, "{}", r.all());
+    assert!(r.stdout.contains("verify freed-mapped: VIOLATION"), "{}", r.all());
+    assert!(r.stderr.contains("--verify failed at checkpoint 'sabotage': [freed-mapped] frame 0x"), "{}", r.all());
+    assert!(r.stderr.contains("(the vmalloc area)"), "{}", r.all());
+    assert!(r.stdout.contains("verify pt-owner: ok"), "{}", r.all());
+}
+
+/// The access check is seen to fail: at 'access-test-done' the host flips
+/// one recorded outcome in guest memory before the inspector compares.
+struct FlipAccess {
+    inner: Inspector,
+    mem: vmm::memory::GuestMem,
+    link: vmm::inspect::GuestLink,
+}
+
+impl ParkHook for FlipAccess {
+    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+        if name == "access-test-done" {
+            let ctx = parked(vcpu).unwrap().ctx.unwrap();
+            let gs = vmm::inspect::guest::GuestState::descriptor(&self.mem, self.link.descriptor.get(), &ctx).unwrap();
+            let recs = gs.access_records().unwrap();
+            assert!(recs.len() > 3, "{recs:?}");
+            // Record 1 is the write to the read-only page: it faulted.
+            assert_eq!(recs[1].faulted, 1, "{recs:?}");
+            let at = gs.desc.access_records
+                + vmm::inspect::guest::ACCESS_RECORD_BYTES
+                + vmm::inspect::guest::ACCESS_RECORD_FAULTED_OFFSET;
+            self.mem.write_obj(0u8, GuestAddress(at)).unwrap();
+        }
+        self.inner.checkpoint(name, vcpu)
+    }
+
+    fn outcome(&self) -> Option<Arc<Mutex<vmm::inspect::checkpoint::InspectOutcome>>> {
+        self.inner.outcome()
+    }
+}
+
+#[test]
+fn a_disagreeing_access_record_is_named() {
+    let (console, _serial) = SerialConsole::captured();
+    let mut vm = Vm::new(&config("selftest=access exit=0"), console).expect("VM");
+    let cfg = InspectConfig { verify: Some(vec![Check::Access]), ..Default::default() };
+    let link = vm.link().clone();
+    let inner = Inspector::new(cfg, vm.memory().clone(), None, Arc::default(), Box::new(Shared::default()))
+        .with_link(link.clone());
+    vm.set_park_hook(Box::new(FlipAccess { inner, mem: vm.memory().clone(), link }));
+    match vm.run() {
+        Err(VmError::Inspect(InspectError::Violation { checkpoint, summary, checks })) => {
+            assert_eq!(checkpoint, "access-test-done");
+            assert_eq!(checks, vec![Check::Access], "{summary}");
+            assert!(summary.contains("record 1: write of 0x"), "{summary}");
+            assert!(summary.contains("the CPU gave no fault, the model predicts #PF 0x3 [P W]"), "{summary}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("the run went on"),
+    }
+}
+
+#[test]
+fn physmap_colours_frames_by_owner() {
+    let dir = std::env::temp_dir().join(format!("mmemu-physmap-owners-{}", std::process::id()));
+    let view = format!("physmap:{}", dir.display());
+    let r = boot(&["--cmdline", "checkpoint=x exit=0", "--inspect-at", "x", "--json", "--inspect", &view]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let lines = json_views(&r);
+    let f = &lines[0]["data"]["frames"];
+    assert!(f["free-max"].as_u64().unwrap() > 10_000, "most of a fresh guest is free in 4 MiB blocks: {f}");
+    assert!(f["slab"].as_u64().unwrap() >= 1, "{f}");
+    assert!(f["reserved"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["page-table"].as_u64().unwrap() > 10, "{f}");
+    let svg = std::fs::read_to_string(lines[0]["data"]["svg"].as_str().unwrap()).unwrap();
+    assert!(svg.contains("free, order 10 (4 MiB)") && svg.contains("slab"), "legend");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGUSR1 pauses a spinning guest (no exits of its own) and shows the
+/// views as checkpoint 'pause'; the guest then runs on until --timeout.
+#[test]
+fn sigusr1_pauses_a_running_guest_for_the_views() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(vmm_path())
+        .args(["run", "--timeout", "20", "--cmdline", "hang", "--inspect", "cpu,exits,meminfo"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn vmm");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut spinning = false;
+    let done =
+        |s: &str| s.split("--- checkpoint 'pause': meminfo ---").nth(1).is_some_and(|t| t.contains("Unmanaged:"));
+    while std::time::Instant::now() < deadline && !done(&seen) {
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+            spinning |= l.contains("spinning forever");
+            seen.push_str(&l);
+            seen.push('\n');
+        }
+        // Until the pause shows; a signal that lands between the run
+        // loop's check and KVM_RUN is only served at the next one.
+        if spinning && !seen.contains("'pause'") {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        }
+    }
+    // SAFETY: as above; the pause is served, so end the run now.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(seen.contains("--- checkpoint 'pause': cpu ---"), "{seen}");
+    assert!(seen.contains("--- checkpoint 'pause': exits ---"), "{seen}");
+    assert!(seen.contains("VM exits since checkpoint 'ready'"), "{seen}");
+    assert!(seen.contains("interrupted (signal)"), "the kick is counted: {seen}");
+    assert!(seen.contains("MemTotal:"), "{seen}");
+}

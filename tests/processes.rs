@@ -77,8 +77,14 @@ fn segfault_is_reported_like_linux_and_kills_only_the_child() {
     let r = run_group("256M");
     // NULL write: user write to a not-present page (error 6); a write to
     // a page made read-only (7); a fetch from a non-executable page (0x15).
-    for (what, err) in [("segfault at 8 ip ", " error 6\n"), ("segfault at ", " error 7\n"), ("segfault at ", " error 15\n")] {
-        assert!(r.stdout.lines().any(|l| l.contains(what) && format!("{l}\n").ends_with(err)), "{what}..{err}: {}", r.all());
+    for (what, err) in
+        [("segfault at 8 ip ", " error 6\n"), ("segfault at ", " error 7\n"), ("segfault at ", " error 15\n")]
+    {
+        assert!(
+            r.stdout.lines().any(|l| l.contains(what) && format!("{l}\n").ends_with(err)),
+            "{what}..{err}: {}",
+            r.all()
+        );
     }
     assert!(r.stdout.contains("segv_exited = 2\n"), "{}", r.all());
     assert!(r.stderr.contains("vmm: selftest pass: process/segfault_kills_only_the_child"), "{}", r.all());

@@ -73,8 +73,11 @@ pub struct RunArgs {
 
     /// At each checkpoint the guest reaches (`--cmdline checkpoint=NAME`),
     /// with the vCPU parked, show these views: cpu, walk:ADDR[@CR3],
-    /// tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR]. ADDR
-    /// is a number, rip, rsp or a kernel symbol; CR3 defaults to the vCPU's.
+    /// tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], and,
+    /// through the descriptor the guest publishes, buddyinfo, slabinfo,
+    /// meminfo, ps; exits counts VM exits since the previous checkpoint.
+    /// ADDR is a number, rip, rsp or a kernel symbol; CR3 defaults to the
+    /// vCPU's. SIGUSR1 to the VMM shows them at once, as checkpoint 'pause'.
     #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]
     pub inspect: Vec<crate::inspect::spec::ViewSpec>,
 
@@ -88,8 +91,10 @@ pub struct RunArgs {
 
     /// Cross-check at each checkpoint and stop the run (exit status 3) on a
     /// violation: kvm (walker vs KVM_TRANSLATE), wx (no writable+executable
-    /// page), text-ro and text-user (kernel text read-only, supervisor-only).
-    /// Without a value: all of them.
+    /// page), text-ro and text-user (kernel text read-only, supervisor-only),
+    /// freed-mapped (no free frame mapped outside the direct map), pt-owner
+    /// (page tables are boot tables or owned PageTable), access (the guest's
+    /// recorded faults match the software MMU). Without a value: all of them.
     #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
     pub verify: Option<crate::inspect::spec::Checks>,
 }

@@ -7,6 +7,7 @@ use crate::eventloop::{self, LoopEnd};
 use crate::gdb::{self, GdbConfig, GdbError};
 use crate::inspect::checkpoint::{InspectError, InspectOutcome, Inspector, ParkHook};
 use crate::inspect::spec::InspectConfig;
+use crate::inspect::GuestLink;
 use crate::kvm::{self, KvmError};
 use crate::layout;
 use crate::memory::{self, GuestMem, MemoryError};
@@ -108,6 +109,7 @@ pub struct Vm {
     gdb: Option<GdbConfig>,
     park_hook: Option<Box<dyn ParkHook>>,
     inspect_outcome: Option<Arc<Mutex<InspectOutcome>>>,
+    link: GuestLink,
 }
 
 impl Vm {
@@ -157,9 +159,11 @@ impl Vm {
                 // The vCPU stays in its reset state: real mode at 0xfffffff0.
             }
         }
+        let link = GuestLink::default();
         let inspector = cfg.inspect.is_active().then(|| {
             let out = Box::new(std::io::stdout());
             Inspector::new(cfg.inspect.clone(), mem.clone(), Some(vm.clone()), Arc::new(symbols.clone()), out)
+                .with_link(link.clone())
         });
         let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
@@ -174,7 +178,15 @@ impl Vm {
             gdb: cfg.gdb.clone(),
             park_hook,
             inspect_outcome,
+            link,
         })
+    }
+
+    /// What the port bus and run loop share with inspection (the guest's
+    /// descriptor address, exit counts): give it to a hand-made
+    /// [`Inspector`] with [`Inspector::with_link`].
+    pub fn link(&self) -> &GuestLink {
+        &self.link
     }
 
     /// Guest memory (for inspection).
@@ -197,9 +209,18 @@ impl Vm {
 
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
-        let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome } = self;
+        let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        bus.set_link(link);
+        if park_hook.is_some() {
+            // SIGUSR1 pauses the guest for the views; without a hook a
+            // pause would have nothing to show, so the default (ending the
+            // process) stays.
+            crate::inspect::pause::install().map_err(|source| {
+                VmError::EventLoop(eventloop::LoopError::Setup { what: "the SIGUSR1 pause handler", source })
+            })?;
+        }
         if let Some(hook) = park_hook {
             bus.set_park_hook(hook);
         }

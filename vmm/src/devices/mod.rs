@@ -24,6 +24,12 @@ pub const RESULTS_PORT: u16 = 0x508;
 /// parked in that last exit while the host inspects (see
 /// [`crate::vcpu::service_checkpoint`]).
 pub const CHECKPOINT_PORT: u16 = 0x510;
+/// Descriptor port: the guest writes its memory-manager descriptor's
+/// guest-physical address here (low 32 bits) and to
+/// [`DESCRIPTOR_PORT_HIGH`] (high 32 bits), which publishes it.
+pub const DESCRIPTOR_PORT: u16 = mm_core::descriptor::DESCRIPTOR_PORT;
+/// The descriptor address's high half.
+pub const DESCRIPTOR_PORT_HIGH: u16 = DESCRIPTOR_PORT + 4;
 /// Longest checkpoint name kept; further bytes are dropped.
 pub const CHECKPOINT_NAME_MAX: usize = 256;
 
@@ -49,6 +55,8 @@ pub struct PortBus {
     checkpoint_name: Vec<u8>,
     pending_checkpoint: Option<String>,
     park_hook: Option<Box<dyn crate::inspect::checkpoint::ParkHook>>,
+    descriptor_low: u32,
+    link: crate::inspect::GuestLink,
 }
 
 impl PortBus {
@@ -64,7 +72,20 @@ impl PortBus {
             checkpoint_name: Vec::new(),
             pending_checkpoint: None,
             park_hook: None,
+            descriptor_low: 0,
+            link: crate::inspect::GuestLink::default(),
         }
+    }
+
+    /// Shares `link` with the inspector: the bus records the descriptor's
+    /// address there, the run loop counts exits there.
+    pub fn set_link(&mut self, link: crate::inspect::GuestLink) {
+        self.link = link;
+    }
+
+    /// What the bus shares with the inspector.
+    pub fn link(&self) -> &crate::inspect::GuestLink {
+        &self.link
     }
 
     /// The checkpoint whose NUL the last `out` wrote, if any (taken once).
@@ -105,6 +126,14 @@ impl PortBus {
             }
             RESULTS_PORT => {
                 self.results.push_bytes(data);
+                PortAction::Continue
+            }
+            DESCRIPTOR_PORT => {
+                self.descriptor_low = Self::u32_of(data);
+                PortAction::Continue
+            }
+            DESCRIPTOR_PORT_HIGH => {
+                self.link.descriptor.set((Self::u32_of(data) as u64) << 32 | self.descriptor_low as u64);
                 PortAction::Continue
             }
             CHECKPOINT_PORT => {
@@ -201,6 +230,16 @@ mod tests {
         }
         b.write(CHECKPOINT_PORT, &[0]);
         assert_eq!(b.take_checkpoint().unwrap().len(), CHECKPOINT_NAME_MAX);
+    }
+
+    #[test]
+    fn descriptor_address_is_published_by_the_high_half() {
+        let (mut b, _) = bus();
+        assert_eq!(b.link().descriptor.get(), None);
+        b.write(DESCRIPTOR_PORT, &0x1234_5000u32.to_le_bytes());
+        assert_eq!(b.link().descriptor.get(), None, "the low half alone publishes nothing");
+        b.write(DESCRIPTOR_PORT_HIGH, &1u32.to_le_bytes());
+        assert_eq!(b.link().descriptor.get(), Some(0x1_1234_5000));
     }
 
     #[test]

@@ -1,23 +1,22 @@
 //! `monitor` commands: page-table walks (`pt`), the mapped ranges (`mem`),
-//! physical addressing (`phys`), another address space (`cr3`), system
-//! registers (`regs`), and the guest-state views that wait for the guest's
-//! published descriptor (`buddyinfo`, `slabinfo`, `ps`).
+//! physical addressing (`phys`), another address space (`cr3`, `cr3 pid
+//! N`), system registers (`regs`), and the guest-state views read through
+//! the descriptor the guest publishes (`buddyinfo`, `slabinfo`, `meminfo`,
+//! `ps`), rendered by the same code as `vmm run --inspect`.
 //!
 //! gdb sends a monitor line verbatim (it does not expand `$pc`), so the
 //! stub evaluates its own small expressions: registers (`$pc`, `$rsp`,
 //! `$cr3`...), numbers (`0x` hex or decimal), symbol names, `+` and `-`.
 
 use super::target::GdbTarget;
-use crate::inspect::{AddressMode, GuestPhys};
+use crate::inspect::guest::GuestState;
+use crate::inspect::{mmviews, AddressMode, GuestPhys};
 use mm_core::addr::VirtAddr;
 use mm_core::paging::mapper::{mappings, MappingError};
 use mm_core::paging::walker::walk_trace;
 use mm_core::paging::PteFlags;
 use std::fmt::Write as _;
 use vm_memory::{Bytes, GuestAddress};
-
-/// The answer for views that need the guest's descriptor.
-pub const NOT_YET: &str = "not available yet: the guest does not publish its descriptor (issue 4/6)";
 
 const HELP: &str = "\
 monitor commands (addresses: numbers, 0x-hex, symbols, $registers, with + and -):
@@ -26,9 +25,11 @@ monitor commands (addresses: numbers, 0x-hex, symbols, $registers, with + and -)
   phys on|off    gdb's addresses are guest-physical / virtual (now: %PHYS%)
   cr3 [ROOT]     read memory through the tables at ROOT; alone: back to the vCPU's CR3
   regs           control, descriptor-table and segment registers
-  buddyinfo      free blocks per order (needs the guest's descriptor)
-  slabinfo       slab caches (needs the guest's descriptor)
-  ps             processes (needs the guest's descriptor)
+  cr3 pid N      read memory through process N's address space
+  buddyinfo      free blocks per zone and order (/proc/buddyinfo)
+  slabinfo       slab caches (/proc/slabinfo)
+  meminfo        where the frames went, by owner
+  ps             the guest's processes
   help           this text
 ";
 
@@ -44,7 +45,7 @@ pub fn execute(t: &mut GdbTarget<'_>, line: &str) -> String {
         "phys" => phys(t, &args),
         "cr3" => cr3(t, &args),
         "regs" => regs(t),
-        "buddyinfo" | "slabinfo" | "ps" => Ok(format!("{cmd}: {NOT_YET}\n")),
+        "buddyinfo" | "slabinfo" | "meminfo" | "ps" => guest_view(t, cmd),
         other => Err(format!("unknown monitor command '{other}'; `monitor help` lists them")),
     };
     match r {
@@ -211,6 +212,30 @@ fn mem(t: &mut GdbTarget<'_>) -> Result<String, String> {
     Ok(o)
 }
 
+/// The guest's state through its descriptor, with the vCPU's paging mode.
+fn guest_state<'m>(t: &mut GdbTarget<'m>) -> Result<GuestState<'m>, String> {
+    let (r, s) = t.state().map_err(|e| e.to_string())?;
+    let base = match crate::inspect::address_mode(&r, &s) {
+        AddressMode::Paged(ctx) => ctx,
+        AddressMode::Unpaged => mm_core::paging::CpuContext {
+            maxphyaddr: crate::memory::host_phys_bits() as u8,
+            ..mm_core::paging::CpuContext::kernel(mm_core::addr::PhysAddr(0))
+        },
+    };
+    let mem = t.mem;
+    GuestState::read(mem, t.bus.link().descriptor.get(), &base).map_err(|e| e.to_string())
+}
+
+fn guest_view(t: &mut GdbTarget<'_>, cmd: &str) -> Result<String, String> {
+    let gs = guest_state(t)?;
+    Ok(match cmd {
+        "buddyinfo" => mmviews::buddyinfo(&gs).render(),
+        "slabinfo" => mmviews::slabinfo(&gs).render(),
+        "meminfo" => mmviews::meminfo(&gs).render(),
+        _ => mmviews::ps(&gs)?.render(),
+    })
+}
+
 fn phys(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
     match args {
         ["on"] => t.view.phys = true,
@@ -232,7 +257,30 @@ fn cr3(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
         return Ok(format!("memory reads walk the vCPU's own CR3 ({:#x}) again\n", sregs.cr3));
     }
     if args[0] == "pid" {
-        return Err(format!("cr3 pid: {NOT_YET}; give a page-table root instead"));
+        let pid: u32 = match args.get(1).map(|a| a.parse()) {
+            Some(Ok(p)) => p,
+            _ => return Err("write `monitor cr3 pid N` with a process id (`monitor ps` lists them)".into()),
+        };
+        let gs = guest_state(t)?;
+        let ps = mmviews::ps(&gs)?;
+        if !ps.table {
+            return Err(format!(
+                "no process {pid}: the guest publishes no process table yet; give a page-table root instead"
+            ));
+        }
+        let p = ps.procs.iter().find(|p| p.pid == pid).ok_or_else(|| {
+            let pids: Vec<String> = ps.procs.iter().map(|p| p.pid.to_string()).collect();
+            format!(
+                "no process {pid}; the guest has: {}",
+                if pids.is_empty() { "none".into() } else { pids.join(", ") }
+            )
+        })?;
+        let (cr3, name) = (p.cr3, p.name.clone());
+        t.view.cr3 = Some(cr3);
+        return Ok(format!(
+            "memory reads now walk process {pid} ({name})'s tables at CR3 {cr3:#x} (the vCPU's CR3 is {:#x}; `monitor cr3` alone goes back)\n",
+            sregs.cr3
+        ));
     }
     let root = eval(t, &args.join(" "))?;
     let pa = root & 0x000f_ffff_ffff_f000;

@@ -71,7 +71,7 @@ enum Ran {
 /// The debugged machine as gdbstub sees it.
 pub struct GdbTarget<'a> {
     vcpu: &'a mut VcpuFd,
-    bus: &'a mut PortBus,
+    pub(super) bus: &'a mut PortBus,
     /// Guest RAM.
     pub(super) mem: &'a GuestMemoryMmap,
     /// Kernel (and firmware) symbols, for monitor expressions.

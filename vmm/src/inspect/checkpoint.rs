@@ -6,17 +6,22 @@
 //! runs the checks, and stops the run on a violation.
 
 use super::dirty::dirty_view;
+use super::exits::ExitsReport;
+use super::guest::{GuestState, LazyGuest};
+use super::invariants::{self, Root};
+use super::mmviews;
+use super::pause::PAUSE_CHECKPOINT;
 use super::physmap::{file_stem, to_png, FrameClass, PhysMap, PhysmapReport};
 use super::spec::{AddrSpec, Check, InspectConfig, ViewSpec};
 use super::stage2::{slots, stage2};
 use super::verify::{self, CheckResult, KvmTranslator};
 use super::views::{self, collect_mappings, table_pages, walk_view, CpuReport, MappingsReport, Observed};
-use super::{address_mode, AddressMode, GuestPhys};
+use super::{address_mode, AddressMode, GuestLink, GuestPhys};
 use crate::memory::GuestMem;
 use crate::symbols::Symbols;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuFd, VmFd};
-use mm_core::addr::VirtAddr;
+use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::paging::{walk, CpuContext};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -113,6 +118,9 @@ pub struct Inspector {
     out: Box<dyn Write + Send>,
     last_dirty: Option<String>,
     outcome: Arc<Mutex<InspectOutcome>>,
+    link: GuestLink,
+    last_checkpoint: Option<String>,
+    exits: Option<ExitsReport>,
 }
 
 #[derive(Serialize)]
@@ -142,7 +150,88 @@ impl Inspector {
         symbols: Arc<Symbols>,
         out: Box<dyn Write + Send>,
     ) -> Self {
-        Inspector { vm, mem, symbols, cfg, out, last_dirty: None, outcome: Arc::default() }
+        Inspector {
+            vm,
+            mem,
+            symbols,
+            cfg,
+            out,
+            last_dirty: None,
+            outcome: Arc::default(),
+            link: GuestLink::default(),
+            last_checkpoint: None,
+            exits: None,
+        }
+    }
+
+    /// Shares `link` with the run loop and port bus (the guest's descriptor
+    /// address, the exit counts): without it the descriptor views say the
+    /// guest published nothing and `exits` sees no exits.
+    pub fn with_link(mut self, link: GuestLink) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// What this inspector shares with the vCPU side.
+    pub fn link(&self) -> &GuestLink {
+        &self.link
+    }
+
+    /// The translation mode the descriptor's `kernel_cr3` is walked with:
+    /// the parked vCPU's, or Linux's long-mode defaults with paging off.
+    fn guest_base(p: &Parked) -> CpuContext {
+        p.ctx.unwrap_or(CpuContext {
+            maxphyaddr: crate::memory::host_phys_bits() as u8,
+            ..CpuContext::kernel(PhysAddr(0))
+        })
+    }
+
+    /// The roots the descriptor checks cover: the kernel's whole tree, the
+    /// user half of each process's and of the vCPU's own CR3.
+    fn roots(gs: &GuestState<'_>, vcpu_cr3: Option<u64>) -> Result<Vec<Root>, String> {
+        let kernel = gs.desc.kernel_cr3;
+        let mut roots = vec![Root { cr3: kernel, whose: "kernel", pid: None, user_only: false }];
+        for pr in gs.procs().map_err(|e| e.to_string())?.unwrap_or_default() {
+            if pr.cr3 != 0 && !roots.iter().any(|r| r.cr3 == pr.cr3) {
+                roots.push(Root { cr3: pr.cr3, whose: "process", pid: Some(pr.pid), user_only: true });
+            }
+        }
+        if let Some(c) = vcpu_cr3.filter(|c| !roots.iter().any(|r| r.cr3 == *c)) {
+            roots.push(Root { cr3: c, whose: "vCPU's", pid: None, user_only: true });
+        }
+        Ok(roots)
+    }
+
+    fn guest_view(&mut self, spec: &ViewSpec, gs: &mut LazyGuest<'_>) -> ViewOut {
+        if let ViewSpec::Exits = spec {
+            let r = self.exits.clone().ok_or("no exit counts: the inspector saw no checkpoint")?;
+            let t = r.render();
+            return out_of(&r, t);
+        }
+        let gs = gs.get().map_err(|e| e.to_string())?;
+        match spec {
+            ViewSpec::Buddyinfo => {
+                let r = mmviews::buddyinfo(gs);
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Slabinfo => {
+                let r = mmviews::slabinfo(gs);
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Meminfo => {
+                let r = mmviews::meminfo(gs);
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Ps => {
+                let r = mmviews::ps(gs)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
+            _ => Err("not a guest-state view".into()),
+        }
     }
 
     fn resolve(&self, a: &AddrSpec, p: &Parked) -> Result<(u64, Option<String>), String> {
@@ -192,6 +281,7 @@ impl Inspector {
         v
     }
 
+    #[allow(clippy::too_many_arguments)] // the per-checkpoint caches, each shared by all views
     fn view(
         &mut self,
         name: &str,
@@ -199,7 +289,12 @@ impl Inspector {
         p: &Parked,
         cache: &mut HashMap<u64, MappingsReport>,
         log: &mut Vec<Observed>,
+        gs: &mut LazyGuest<'_>,
     ) -> ViewOut {
+        if matches!(spec, ViewSpec::Buddyinfo | ViewSpec::Slabinfo | ViewSpec::Meminfo | ViewSpec::Ps | ViewSpec::Exits)
+        {
+            return self.guest_view(spec, gs);
+        }
         if let ViewSpec::Dirty = spec {
             let vm = self.vm.as_ref().ok_or("this inspector has no VM handle for the dirty log")?;
             let since = self.last_dirty.replace(name.to_string());
@@ -270,11 +365,14 @@ impl Inspector {
             }
             ViewSpec::Physmap { dir } => {
                 let m = self.mappings_for(cache, &vctx).clone();
-                let r = self.physmap(name, &vctx, &m, dir.clone())?;
+                // Owners from the descriptor where the guest publishes one;
+                // the host's own layers alone otherwise.
+                let owners = gs.get().ok();
+                let r = self.physmap(name, &vctx, &m, dir.clone(), owners)?;
                 let t = r.render();
                 out_of(&r, t)
             }
-            ViewSpec::Dirty => Err("unreachable".into()),
+            _ => Err("unreachable".into()),
         }
     }
 
@@ -284,16 +382,42 @@ impl Inspector {
         ctx: &CpuContext,
         m: &MappingsReport,
         dir: Option<PathBuf>,
+        owners: Option<&GuestState<'_>>,
     ) -> Result<PhysmapReport, String> {
         let mut map = PhysMap::new(&slots(&self.mem));
         for e in &m.entries {
             map.paint(e.pa, e.pa.saturating_add(e.size), FrameClass::Mapped);
         }
+        if let Some(gs) = owners {
+            // Below Untouched: RAM no block covers and nobody touched is
+            // deferred, not reserved.
+            map.paint(0, gs.desc.nr_pfns << 12, FrameClass::Reserved);
+        }
         map.paint_untouched()?;
+        for b in owners.map(|g| g.blocks.as_slice()).unwrap_or_default() {
+            use super::guest::BlockKind;
+            use mm_core::buddy::PageOwner;
+            let class = match b.kind {
+                BlockKind::Free => FrameClass::free(b.order),
+                BlockKind::Pcp => FrameClass::FreePcp,
+                BlockKind::Slab { .. } | BlockKind::Allocated(PageOwner::Slab) => FrameClass::Slab,
+                BlockKind::Allocated(PageOwner::PageTable) => FrameClass::PageTable,
+                BlockKind::Allocated(PageOwner::Vmalloc) => FrameClass::Vmalloc,
+                BlockKind::Allocated(PageOwner::UserAnon) => FrameClass::UserAnon,
+                BlockKind::Allocated(PageOwner::KmallocLarge) => FrameClass::KmallocLarge,
+                BlockKind::Allocated(PageOwner::Reserved) => FrameClass::Reserved,
+                BlockKind::Allocated(PageOwner::Unknown) => FrameClass::Allocated,
+            };
+            map.paint(b.pfn << 12, b.end_pfn() << 12, class);
+        }
         for (s, e, c) in self.kernel_phys(ctx) {
             map.paint(s, e, c);
         }
-        for t in table_pages(&GuestPhys(&self.mem), ctx, m) {
+        // Every table under CR3, empty ones included (the guest pre-creates
+        // direct-map tables for deferred RAM before anything is mapped).
+        let (mut seen, mut tables, mut problems) = (Default::default(), Vec::new(), Vec::new());
+        invariants::table_pages(&GuestPhys(&self.mem), ctx, false, &mut seen, &mut tables, &mut problems);
+        for (t, _) in tables {
             map.paint(t, t + 4096, FrameClass::PageTable);
         }
         let dir = dir.unwrap_or_else(|| PathBuf::from("."));
@@ -308,6 +432,7 @@ impl Inspector {
         Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
     }
 
+    #[allow(clippy::too_many_arguments)] // the per-checkpoint caches, each shared by all checks
     fn verify(
         &mut self,
         checks: &[Check],
@@ -315,11 +440,38 @@ impl Inspector {
         vcpu: &VcpuFd,
         cache: &mut HashMap<u64, MappingsReport>,
         log: &mut Vec<Observed>,
+        gs: &mut LazyGuest<'_>,
     ) -> Result<Vec<CheckResult>, String> {
         let Some(ctx) = p.ctx else {
             return Ok(vec![]);
         };
         let mut results = Vec::new();
+        let descriptor_checks = [Check::FreedMapped, Check::PtOwner, Check::Access];
+        let mut guest_results = Vec::new();
+        for &c in checks.iter().filter(|c| descriptor_checks.contains(c)) {
+            let gs = match gs.get() {
+                Ok(g) => g,
+                Err(e) => {
+                    guest_results.push(CheckResult::new(c, format!("skipped: {e}"), vec![]));
+                    continue;
+                }
+            };
+            let roots = Self::roots(gs, Some(ctx.cr3))?;
+            guest_results.push(match c {
+                Check::FreedMapped => {
+                    for r in &roots {
+                        self.mappings_for(cache, &CpuContext { cr3: r.cr3, ..ctx });
+                    }
+                    let maps: Vec<&MappingsReport> = roots.iter().filter_map(|r| cache.get(&r.cr3)).collect();
+                    invariants::freed_mapped(gs, &roots, &maps)
+                }
+                Check::PtOwner => invariants::pt_owner(gs, &ctx, &roots),
+                _ => match gs.access_records() {
+                    Ok(recs) => invariants::access(&GuestPhys(&self.mem), &ctx, &recs),
+                    Err(e) => CheckResult::new(c, "the access records are unreadable".into(), vec![e.to_string()]),
+                },
+            });
+        }
         let text = self.section("__text_start", "__text_end");
         // The vCPU's root, and every root a view listed (`mem@CR3`).
         let mut roots: Vec<u64> = cache.keys().copied().collect();
@@ -336,6 +488,7 @@ impl Inspector {
                     Check::TextRo | Check::TextUser => {
                         per_root.push(verify::text(&GuestPhys(&self.mem), &rctx, text, c, log))
                     }
+                    Check::FreedMapped | Check::PtOwner | Check::Access => {}
                 }
             }
             if let Some(r) = verify::combine(c, &roots, per_root) {
@@ -353,6 +506,7 @@ impl Inspector {
             tr.restore()?;
             results.insert(0, r);
         }
+        results.extend(guest_results);
         Ok(results)
     }
 
@@ -368,8 +522,10 @@ impl Inspector {
         let p = parked(vcpu).map_err(fail)?;
         let mut cache = HashMap::new();
         let mut log = Vec::new();
+        let mem = self.mem.clone();
+        let mut gs = LazyGuest::new(&mem, self.link.descriptor.get(), Self::guest_base(&p));
         for spec in self.cfg.views.clone() {
-            let r = self.view(name, &spec, &p, &mut cache, &mut log);
+            let r = self.view(name, &spec, &p, &mut cache, &mut log, &mut gs);
             let text = if self.cfg.json {
                 let (data, error) = match r {
                     Ok((j, _)) => (Some(j), None),
@@ -388,7 +544,7 @@ impl Inspector {
         let Some(checks) = self.cfg.verify.clone() else {
             return Ok(vec![]);
         };
-        let results = self.verify(&checks, &p, vcpu, &mut cache, &mut log).map_err(fail)?;
+        let results = self.verify(&checks, &p, vcpu, &mut cache, &mut log, &mut gs).map_err(fail)?;
         let text = if self.cfg.json {
             let line = JsonLine { checkpoint: name, view: "verify", data: Some(&results), error: None };
             serde_json::to_string(&line).unwrap_or_default() + "\n"
@@ -413,7 +569,13 @@ impl ParkHook for Inspector {
         if let Ok(mut o) = self.outcome.lock() {
             o.checkpoints += 1;
         }
-        if !self.cfg.applies_at(name) {
+        // Exits are taken at every checkpoint, inspected or not, so each
+        // figure covers exactly the run since the checkpoint before.
+        let since = self.last_checkpoint.replace(name.to_string());
+        let since = since.map_or("the start of the run".to_string(), |n| format!("checkpoint '{n}'"));
+        self.exits = Some(ExitsReport::new(since, &self.link.exits.take()));
+        // A user's pause always shows the views: it has no name to select.
+        if !self.cfg.applies_at(name) && name != PAUSE_CHECKPOINT {
             return ParkVerdict::Resume;
         }
         let err = match self.inspect(name, vcpu) {

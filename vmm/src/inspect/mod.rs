@@ -8,15 +8,37 @@
 //! asked for), [`views`] (walk, `info tlb`, `info mem`), [`stage2`]
 //! (GPA -> HVA -> host frame), [`dirty`] (KVM's dirty log), [`physmap`]
 //! (the SVG map), [`verify`] (cross-checks) and [`checkpoint`] (the pause
-//! points that run them all while the vCPU is parked).
+//! points that run them all while the vCPU is parked). Guest state read
+//! through the descriptor the guest publishes: [`guest`] (reading and
+//! validating it, page descriptors through `vmemmap`), [`mmviews`]
+//! (buddyinfo, slabinfo, meminfo, ps), [`invariants`] (the `--verify`
+//! checks that need it). [`exits`] counts VM exits between checkpoints,
+//! [`pause`] turns SIGUSR1 into an ad-hoc checkpoint. [`GuestLink`] is
+//! what the run loop and the port bus share with the inspector.
 
 pub mod checkpoint;
 pub mod dirty;
+pub mod exits;
+pub mod guest;
+pub mod invariants;
+pub mod mmviews;
+pub mod pause;
 pub mod physmap;
 pub mod spec;
 pub mod stage2;
 pub mod verify;
 pub mod views;
+
+/// What the vCPU side (port bus, run loop) and the inspection side (the
+/// checkpoint hook, the gdb stub) share: where the guest's descriptor is
+/// and the exit counts. Cloning shares.
+#[derive(Debug, Clone, Default)]
+pub struct GuestLink {
+    /// The descriptor's address, set by the port bus.
+    pub descriptor: guest::DescriptorSlot,
+    /// Exits counted by the run loop.
+    pub exits: exits::ExitCounter,
+}
 
 use crate::memory::host_phys_bits;
 use kvm_bindings::{kvm_regs, kvm_sregs};

@@ -5,10 +5,10 @@
 //! symbols, and frames the tables map. Written as SVG, and as PNG where
 //! `rsvg-convert` or ImageMagick's `convert` is installed.
 //!
-//! Owners the guest's memory-manager descriptor will tell (free blocks by
-//! order, slab, vmalloc, user pages) are further [`FrameClass`] variants
-//! painted as further layers with [`PhysMap::paint`]: a class paints over
-//! any class of lower [`FrameClass::priority`].
+//! Owners the guest's memory-manager descriptor tells (free blocks by
+//! order, slab, vmalloc, user pages, reserved) are further [`FrameClass`]
+//! variants painted as further layers with [`PhysMap::paint`]: a class
+//! paints over any class of lower [`FrameClass::priority`].
 
 use super::stage2::{pagemap, Slot};
 use serde::Serialize;
@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// What a guest frame is, as far as the host can tell.
+/// What a guest frame is, as far as the host can tell: first what the host
+/// sees on its own (RAM, mapped, untouched, kernel image by its symbols,
+/// page tables reachable from CR3), then, where the guest publishes its
+/// descriptor, the owner its page descriptors name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FrameClass {
@@ -24,8 +27,32 @@ pub enum FrameClass {
     Ram,
     /// RAM mapped by some leaf of CR3 (data, as far as the host knows).
     Mapped,
-    /// RAM the host never backed: nobody has touched it (pagemap).
+    /// RAM the buddy allocator never managed (memblock reservations:
+    /// first MiB, vmemmap, boot tables), from the descriptors.
+    Reserved,
+    /// RAM the host never backed: nobody has touched it (pagemap); with
+    /// the descriptor, also RAM whose init is deferred.
     Untouched,
+    /// Allocated with no owner recorded.
+    Allocated,
+    /// Free on a per-CPU list.
+    FreePcp,
+    /// Free block of order 0-2.
+    FreeSmall,
+    /// Free block of order 3-6.
+    FreeMedium,
+    /// Free block of order 7-9.
+    FreeLarge,
+    /// Free block of the largest order (10, 4 MiB).
+    FreeMax,
+    /// A slab.
+    Slab,
+    /// A large kmalloc.
+    KmallocLarge,
+    /// Backing a vmalloc area.
+    Vmalloc,
+    /// Anonymous user memory.
+    UserAnon,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -38,10 +65,21 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 7] = [
+    pub const ALL: [FrameClass; 18] = [
         FrameClass::Ram,
         FrameClass::Mapped,
+        FrameClass::Reserved,
         FrameClass::Untouched,
+        FrameClass::Allocated,
+        FrameClass::FreePcp,
+        FrameClass::FreeSmall,
+        FrameClass::FreeMedium,
+        FrameClass::FreeLarge,
+        FrameClass::FreeMax,
+        FrameClass::Slab,
+        FrameClass::KmallocLarge,
+        FrameClass::Vmalloc,
+        FrameClass::UserAnon,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -53,12 +91,33 @@ impl FrameClass {
         self as u8
     }
 
+    /// The class of a free block of `order`.
+    pub fn free(order: u8) -> Self {
+        match order {
+            0..=2 => FrameClass::FreeSmall,
+            3..=6 => FrameClass::FreeMedium,
+            7..=9 => FrameClass::FreeLarge,
+            _ => FrameClass::FreeMax,
+        }
+    }
+
     /// Fill colour.
     pub fn colour(self) -> &'static str {
         match self {
             FrameClass::Ram => "#9e9e9e",
             FrameClass::Mapped => "#9ecae1",
+            FrameClass::Reserved => "#636363",
             FrameClass::Untouched => "#f2f2f2",
+            FrameClass::Allocated => "#a6761d",
+            FrameClass::FreePcp => "#efedf5",
+            FrameClass::FreeSmall => "#dadaeb",
+            FrameClass::FreeMedium => "#bcbddc",
+            FrameClass::FreeLarge => "#9e9ac8",
+            FrameClass::FreeMax => "#756bb1",
+            FrameClass::Slab => "#e7298a",
+            FrameClass::KmallocLarge => "#f781bf",
+            FrameClass::Vmalloc => "#1f78b4",
+            FrameClass::UserAnon => "#ffd92f",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -71,7 +130,18 @@ impl FrameClass {
         match self {
             FrameClass::Ram => "RAM (touched, not mapped by CR3)",
             FrameClass::Mapped => "mapped by CR3 (data)",
-            FrameClass::Untouched => "untouched (host never backed it)",
+            FrameClass::Reserved => "reserved (never buddy-managed)",
+            FrameClass::Untouched => "untouched (host never backed it; deferred)",
+            FrameClass::Allocated => "allocated, no owner recorded",
+            FrameClass::FreePcp => "free, per-CPU lists",
+            FrameClass::FreeSmall => "free, order 0-2",
+            FrameClass::FreeMedium => "free, order 3-6",
+            FrameClass::FreeLarge => "free, order 7-9",
+            FrameClass::FreeMax => "free, order 10 (4 MiB)",
+            FrameClass::Slab => "slab",
+            FrameClass::KmallocLarge => "kmalloc-large",
+            FrameClass::Vmalloc => "vmalloc backing",
+            FrameClass::UserAnon => "user anonymous",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",
@@ -269,7 +339,7 @@ impl PhysmapReport {
         }
         s.push('\n');
         for (c, n) in &self.frames {
-            let _ = writeln!(s, "  {:<36} {n:>8} frames", c.label());
+            let _ = writeln!(s, "  {:<44} {n:>8} frames", c.label());
         }
         s
     }

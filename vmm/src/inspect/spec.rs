@@ -68,6 +68,16 @@ pub enum ViewSpec {
         /// Where the files go (default: the current directory).
         dir: Option<PathBuf>,
     },
+    /// `buddyinfo`: free blocks per zone and order (the guest's descriptor).
+    Buddyinfo,
+    /// `slabinfo`: slab caches (the guest's descriptor).
+    Slabinfo,
+    /// `meminfo`: frames by owner (the guest's descriptor).
+    Meminfo,
+    /// `ps`: the guest's processes (the guest's descriptor).
+    Ps,
+    /// `exits`: VM exits by reason since the previous checkpoint.
+    Exits,
 }
 
 impl ViewSpec {
@@ -81,12 +91,17 @@ impl ViewSpec {
             ViewSpec::Stage2 { .. } => "stage2",
             ViewSpec::Dirty => "dirty",
             ViewSpec::Physmap { .. } => "physmap",
+            ViewSpec::Buddyinfo => "buddyinfo",
+            ViewSpec::Slabinfo => "slabinfo",
+            ViewSpec::Meminfo => "meminfo",
+            ViewSpec::Ps => "ps",
+            ViewSpec::Exits => "exits",
         }
     }
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR]; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, slabinfo, meminfo, ps, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -145,6 +160,11 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
     match name.as_str() {
         "cpu" => no_arg(ViewSpec::Cpu),
         "dirty" => no_arg(ViewSpec::Dirty),
+        "buddyinfo" => no_arg(ViewSpec::Buddyinfo),
+        "slabinfo" => no_arg(ViewSpec::Slabinfo),
+        "meminfo" => no_arg(ViewSpec::Meminfo),
+        "ps" => no_arg(ViewSpec::Ps),
+        "exits" => no_arg(ViewSpec::Exits),
         "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
         "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
         "physmap" => Ok(ViewSpec::Physmap { dir: arg.filter(|a| !a.is_empty()).map(PathBuf::from) }),
@@ -170,11 +190,19 @@ pub enum Check {
     TextRo,
     /// Kernel text is not user-accessible.
     TextUser,
+    /// No frame both free in the buddy allocator and mapped outside the
+    /// direct map (needs the guest's descriptor).
+    FreedMapped,
+    /// Every page-table page is a boot-time table or owned `PageTable`.
+    PtOwner,
+    /// The guest's recorded accesses agree with the software MMU.
+    Access,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 4] = [Check::Kvm, Check::Wx, Check::TextRo, Check::TextUser];
+    pub const ALL: [Check; 7] =
+        [Check::Kvm, Check::Wx, Check::TextRo, Check::TextUser, Check::FreedMapped, Check::PtOwner, Check::Access];
 
     /// The name `--verify` and reports use.
     pub fn name(self) -> &'static str {
@@ -183,6 +211,9 @@ impl Check {
             Check::Wx => "wx",
             Check::TextRo => "text-ro",
             Check::TextUser => "text-user",
+            Check::FreedMapped => "freed-mapped",
+            Check::PtOwner => "pt-owner",
+            Check::Access => "access",
         }
     }
 }
@@ -205,10 +236,9 @@ pub fn parse_checks(s: &str) -> Result<Checks, String> {
             v.extend(Check::ALL);
             continue;
         }
-        let c = Check::ALL
-            .into_iter()
-            .find(|c| c.name() == item)
-            .ok_or_else(|| format!("unknown check '{item}'; checks: all, kvm, wx, text-ro, text-user"))?;
+        let c = Check::ALL.into_iter().find(|c| c.name() == item).ok_or_else(|| {
+            format!("unknown check '{item}'; checks: all, kvm, wx, text-ro, text-user, freed-mapped, pt-owner, access")
+        })?;
         v.push(c);
     }
     if v.is_empty() {
@@ -272,6 +302,9 @@ mod tests {
         assert_eq!(parse_view("stage2:rip"), Ok(ViewSpec::Stage2 { addr: AddrSpec::Rip, cr3: None }));
         assert_eq!(parse_view("physmap:/tmp/x"), Ok(ViewSpec::Physmap { dir: Some("/tmp/x".into()) }));
         assert_eq!(parse_view("physmap"), Ok(ViewSpec::Physmap { dir: None }));
+        assert_eq!(parse_view("buddyinfo"), Ok(ViewSpec::Buddyinfo));
+        assert_eq!(parse_view("exits"), Ok(ViewSpec::Exits));
+        assert!(parse_view("ps:1").is_err());
         for bad in ["wlk", "walk", "walk:12zz", "tlb@zz", "cpu:3", "walk:_start+q"] {
             assert!(parse_view(bad).is_err(), "{bad} parsed");
         }
@@ -283,6 +316,10 @@ mod tests {
         assert_eq!(parse_checks("all").unwrap().0, Check::ALL.to_vec());
         assert_eq!(parse_checks("kvm,text-user,kvm").unwrap().0, vec![Check::Kvm, Check::TextUser]);
         assert!(parse_checks("kvm,bogus").is_err());
+        assert_eq!(
+            parse_checks("freed-mapped,pt-owner,access").unwrap().0,
+            vec![Check::FreedMapped, Check::PtOwner, Check::Access]
+        );
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! `KVM_TRANSLATE` (GPA and validity only: KVM's permission flags are
 //! constants, platform.md); W^X over every mapping; kernel text neither
 //! writable nor user-accessible. Invariants that need the guest's
-//! memory-manager descriptor (free frames unmapped, refcounts, COW) are
-//! not here yet.
+//! memory-manager descriptor are in [`super::invariants`].
 
 use super::spec::Check;
 use super::views::{MappingsReport, Observed};
@@ -116,7 +115,8 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    fn new(check: Check, detail: String, violations: Vec<String>) -> Self {
+    /// A result: passed when there is no violation.
+    pub fn new(check: Check, detail: String, violations: Vec<String>) -> Self {
         CheckResult { check, passed: violations.is_empty(), detail, violations }
     }
 

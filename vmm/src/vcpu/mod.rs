@@ -7,6 +7,8 @@ pub mod report;
 
 use crate::devices::{PortAction, PortBus};
 pub use crate::inspect::checkpoint::{ParkHook, ParkVerdict};
+use crate::inspect::exits::ExitReason;
+use crate::inspect::pause;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,6 +48,7 @@ pub enum ExitAction {
 
 /// Decides what an exit means.
 pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus) -> ExitAction {
+    bus.link().exits.record(ExitReason::of(&exit));
     match exit {
         VcpuExit::IoOut(port, data) => match bus.write(port, data) {
             PortAction::Continue => ExitAction::Continue,
@@ -85,13 +88,20 @@ pub enum VcpuStop {
 /// Runs the vCPU until the guest exits or dies, or `stop` is set (the
 /// caller then kicks the thread with a signal so `KVM_RUN` returns).
 pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<VcpuStop, kvm_ioctls::Error> {
+    pause::register_vcpu_thread();
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(VcpuStop::Stopped);
         }
+        if pause::take() && service_pause(vcpu, bus) == ParkVerdict::Stop {
+            return Ok(VcpuStop::Stopped);
+        }
         let action = match vcpu.run() {
             Ok(exit) => handle_exit(exit, bus),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                bus.link().exits.record(ExitReason::Interrupted);
+                continue;
+            }
             Err(e) => return Err(e),
         };
         match action {
@@ -117,6 +127,15 @@ pub fn service_checkpoint(vcpu: &mut VcpuFd, bus: &mut PortBus) -> ParkVerdict {
     };
     match bus.park_hook() {
         Some(hook) => hook.checkpoint(&name, vcpu),
+        None => ParkVerdict::Resume,
+    }
+}
+
+/// Serves a user's pause request (SIGUSR1, [`pause`]) as an ad-hoc
+/// checkpoint named [`pause::PAUSE_CHECKPOINT`].
+pub fn service_pause(vcpu: &mut VcpuFd, bus: &mut PortBus) -> ParkVerdict {
+    match bus.park_hook() {
+        Some(hook) => hook.checkpoint(pause::PAUSE_CHECKPOINT, vcpu),
         None => ParkVerdict::Resume,
     }
 }

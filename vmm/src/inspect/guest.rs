@@ -1,0 +1,665 @@
+//! Reading the guest's memory-manager state through the descriptor it
+//! publishes (mm-core's `MmDescriptor`, the role of Linux's vmcoreinfo).
+//!
+//! This module owns the [`DescriptorSlot`] the port bus fills when the
+//! guest announces the descriptor, the decoding of the descriptor and of
+//! page descriptors from raw guest bytes, and [`GuestState`]: the
+//! validated descriptor plus a snapshot of every non-zero page descriptor,
+//! read through `vmemmap` with the kernel's own page tables (mm-core's
+//! walker). Everything read from the guest is hostile: counts and
+//! addresses are bounds-checked and a bad value becomes an error or a
+//! noted problem, never a panic or an unbounded loop.
+//!
+//! Decoding is done field by field from little-endian bytes rather than by
+//! reinterpreting memory, so no `unsafe` is needed; the unit tests pin the
+//! offsets to mm-core's `#[repr(C)]` layout with `offset_of!`.
+
+use super::GuestPhys;
+use mm_core::addr::VirtAddr;
+use mm_core::buddy::{Page, PageOwner, MAX_PAGE_ORDER, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
+use mm_core::descriptor::{
+    AccessRecord, CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_MAGIC, DESCRIPTOR_VERSION, MAX_CACHE_DESCS,
+    MAX_PROC_DESCS,
+};
+use mm_core::paging::{walk, CpuContext};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Bytes of one page descriptor (`size_of::<mm_core::buddy::Page>()`).
+pub const PAGE_DESC_SIZE: usize = 32;
+/// Bytes of the descriptor (`size_of::<MmDescriptor>()`).
+pub const DESCRIPTOR_SIZE: usize = 192 + MAX_CACHE_DESCS * CACHE_DESC_SIZE;
+const CACHE_DESC_SIZE: usize = 48;
+const PROC_DESC_SIZE: usize = 56;
+const ACCESS_RECORD_SIZE: usize = 24;
+/// Most access records read (the guest's test records a few dozen).
+pub const ACCESS_RECORDS_MAX: u32 = 1 << 16;
+/// The direct map spans at most this much (Linux's 64 TiB for 4-level).
+pub const DIRECT_MAP_SIZE: u64 = 64 << 40;
+
+/// Where the guest said its descriptor is: written by the port bus when
+/// the guest writes ports 0x518 (low half) and 0x51c (high half), read by
+/// the inspector and the gdb stub. Zero means "not published".
+#[derive(Debug, Clone, Default)]
+pub struct DescriptorSlot(Arc<AtomicU64>);
+
+impl DescriptorSlot {
+    /// The published guest-physical address, if any.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            pa => Some(pa),
+        }
+    }
+
+    /// Records the address (0 withdraws it).
+    pub fn set(&self, pa: u64) {
+        self.0.store(pa, Ordering::Release);
+    }
+}
+
+/// Why the guest's state cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestStateError {
+    /// No descriptor yet.
+    #[error("the guest has not published its memory-manager descriptor (ports 0x518/0x51c) yet; it does so once its memory manager is up, so inspect at a later checkpoint such as 'ready'")]
+    NotPublished,
+    /// The address is not RAM.
+    #[error("the guest published its descriptor at guest-physical {0:#x}, which is not guest RAM; the guest wrote a bad address to ports 0x518/0x51c")]
+    Unreadable(u64),
+    /// Header mismatch.
+    #[error("the descriptor at guest-physical {pa:#x} is not one this VMM understands ({detail}); build the VMM and the guest from the same tree")]
+    Invalid {
+        /// Where.
+        pa: u64,
+        /// Which header field is off.
+        detail: String,
+    },
+    /// A field points nowhere or is out of bounds.
+    #[error("the guest's descriptor is unusable: {0}")]
+    Field(String),
+}
+
+/// Little-endian field reader over a byte buffer; reads past the end give
+/// zero (callers check lengths first, this only keeps hostile input from
+/// panicking).
+struct Cursor<'b> {
+    b: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Cursor<'b> {
+    fn new(b: &'b [u8]) -> Self {
+        Cursor { b, at: 0 }
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut v = [0u8; N];
+        if let Some(s) = self.b.get(self.at..self.at + N) {
+            v.copy_from_slice(s);
+        }
+        self.at += N;
+        v
+    }
+    fn u8(&mut self) -> u8 {
+        self.bytes::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.bytes())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+    fn range(&mut self) -> VaRange {
+        VaRange { start: self.u64(), end: self.u64() }
+    }
+}
+
+/// Decodes a page descriptor from its 32 bytes.
+pub fn decode_page(b: &[u8]) -> Page {
+    let mut c = Cursor::new(b);
+    Page {
+        flags: c.u16(),
+        order: c.u8(),
+        zone: c.u8(),
+        refcount: c.u32(),
+        next: c.u32(),
+        prev: c.u32(),
+        slab_cache: c.u16(),
+        inuse: c.u16(),
+        objects: c.u16(),
+        owner: c.u8(),
+        frozen: c.u8(),
+        freelist: c.u64(),
+    }
+}
+
+fn decode_cache(c: &mut Cursor<'_>) -> CacheDesc {
+    CacheDesc {
+        name: c.bytes(),
+        id: c.u32(),
+        object_size: c.u32(),
+        size: c.u32(),
+        order: c.u32(),
+        objects_per_slab: c.u32(),
+        flags: c.u32(),
+    }
+}
+
+/// Decodes the descriptor from its bytes (no validation).
+pub fn decode_descriptor(b: &[u8]) -> MmDescriptor {
+    let mut c = Cursor::new(b);
+    let mut d = MmDescriptor::new();
+    d.magic = c.u64();
+    d.version = c.u32();
+    d.size = c.u32();
+    d.page_desc_size = c.u32();
+    d.nr_caches = c.u32();
+    d.page_offset_va = c.u64();
+    d.vmemmap_va = c.u64();
+    d.nr_pfns = c.u64();
+    d.kernel_cr3 = c.u64();
+    d.vmalloc_va = c.range();
+    d.text_va = c.range();
+    d.rodata_va = c.range();
+    d.data_va = c.range();
+    d.kernel_phys = c.range();
+    d.deferred_pages = c.u64();
+    d.boot_table_pages = c.u64();
+    d.table_pages = c.u64();
+    d.procs = c.u64();
+    d.access_records = c.u64();
+    d.access_count = c.u32();
+    d.access_capacity = c.u32();
+    d.sabotage = c.u32();
+    d.pad = c.u32();
+    for cache in d.caches.iter_mut() {
+        *cache = decode_cache(&mut c);
+    }
+    d
+}
+
+/// Encodes a descriptor as the guest lays it out (for tests that play the
+/// guest, and for writing fakes into guest memory).
+pub fn encode_descriptor(d: &MmDescriptor) -> Vec<u8> {
+    let mut v = Vec::with_capacity(DESCRIPTOR_SIZE);
+    v.extend(d.magic.to_le_bytes());
+    for x in [d.version, d.size, d.page_desc_size, d.nr_caches] {
+        v.extend(x.to_le_bytes());
+    }
+    for x in [d.page_offset_va, d.vmemmap_va, d.nr_pfns, d.kernel_cr3] {
+        v.extend(x.to_le_bytes());
+    }
+    for r in [d.vmalloc_va, d.text_va, d.rodata_va, d.data_va, d.kernel_phys] {
+        v.extend(r.start.to_le_bytes());
+        v.extend(r.end.to_le_bytes());
+    }
+    for x in [d.deferred_pages, d.boot_table_pages, d.table_pages, d.procs, d.access_records] {
+        v.extend(x.to_le_bytes());
+    }
+    for x in [d.access_count, d.access_capacity, d.sabotage, d.pad] {
+        v.extend(x.to_le_bytes());
+    }
+    for c in &d.caches {
+        v.extend(c.name);
+        for x in [c.id, c.object_size, c.size, c.order, c.objects_per_slab, c.flags] {
+            v.extend(x.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// Encodes a page descriptor (tests, fakes).
+pub fn encode_page(p: &Page) -> [u8; PAGE_DESC_SIZE] {
+    let mut v = Vec::with_capacity(PAGE_DESC_SIZE);
+    v.extend(p.flags.to_le_bytes());
+    v.extend([p.order, p.zone]);
+    for x in [p.refcount, p.next, p.prev] {
+        v.extend(x.to_le_bytes());
+    }
+    for x in [p.slab_cache, p.inuse, p.objects] {
+        v.extend(x.to_le_bytes());
+    }
+    v.extend([p.owner, p.frozen]);
+    v.extend(p.freelist.to_le_bytes());
+    let mut out = [0u8; PAGE_DESC_SIZE];
+    out.copy_from_slice(&v);
+    out
+}
+
+fn decode_proc(b: &[u8]) -> ProcDesc {
+    let mut c = Cursor::new(b);
+    ProcDesc {
+        pid: c.u32(),
+        ppid: c.u32(),
+        state: c.u32(),
+        exit_code: c.u32(),
+        cr3: c.u64(),
+        rss: c.u64(),
+        faults: c.u64(),
+        name: c.bytes(),
+    }
+}
+
+fn decode_access(b: &[u8]) -> AccessRecord {
+    let mut c = Cursor::new(b);
+    AccessRecord {
+        va: c.u64(),
+        cr3: c.u64(),
+        access: c.u8(),
+        cpl: c.u8(),
+        faulted: c.u8(),
+        pad: c.u8(),
+        error_code: c.u32(),
+    }
+}
+
+/// Byte offset of an access record's `faulted` field (for tests that
+/// tamper with a recorded outcome).
+pub const ACCESS_RECORD_FAULTED_OFFSET: u64 = 18;
+/// Bytes of one access record.
+pub const ACCESS_RECORD_BYTES: u64 = ACCESS_RECORD_SIZE as u64;
+
+/// What a block of frames is, from its head descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// On a zone's free list (`PG_BUDDY`).
+    Free,
+    /// On a per-CPU list (`PG_PCP`): free, cached for one CPU.
+    Pcp,
+    /// Allocated (`PG_HEAD`), with its owner.
+    Allocated(PageOwner),
+    /// A slab (`PG_SLAB`).
+    Slab {
+        /// `CacheDesc::id + 1` (0 = none).
+        cache: u16,
+        /// Objects in use.
+        inuse: u16,
+        /// Objects in the slab.
+        objects: u16,
+    },
+}
+
+/// A buddy block: `2^order` frames from `pfn`, as its head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// First frame.
+    pub pfn: u64,
+    /// Size as a page order.
+    pub order: u8,
+    /// What it is.
+    pub kind: BlockKind,
+    /// The head's refcount.
+    pub refcount: u32,
+}
+
+impl Block {
+    /// One past the last frame.
+    pub fn end_pfn(&self) -> u64 {
+        self.pfn + (1u64 << self.order)
+    }
+
+    /// Free (on a buddy or pcp list).
+    pub fn is_free(&self) -> bool {
+        matches!(self.kind, BlockKind::Free | BlockKind::Pcp)
+    }
+}
+
+/// Physical zones as Linux's x86-64: DMA below 16 MiB, DMA32 below 4 GiB.
+pub const ZONE_NAMES: [&str; 3] = ["DMA", "DMA32", "Normal"];
+
+/// The zone index of a frame.
+pub fn zone_of(pfn: u64) -> usize {
+    match pfn << 12 {
+        a if a < 16 << 20 => 0,
+        a if a < 4 << 30 => 1,
+        _ => 2,
+    }
+}
+
+/// The guest's state at a checkpoint: its descriptor, validated, and the
+/// page descriptors read through `vmemmap`.
+pub struct GuestState<'m> {
+    mem: &'m GuestMemoryMmap,
+    /// Where the descriptor is.
+    pub desc_pa: u64,
+    /// The descriptor.
+    pub desc: MmDescriptor,
+    /// The kernel's translation context (`kernel_cr3` with `base`'s mode).
+    pub kctx: CpuContext,
+    /// Non-zero page descriptors, by pfn (ascending).
+    pub pages: Vec<(u64, Page)>,
+    /// Buddy blocks from the heads, ascending and non-overlapping.
+    pub blocks: Vec<Block>,
+    /// Oddities met while reading (unmapped vmemmap parts, bad orders...).
+    pub problems: Vec<String>,
+}
+
+/// One past the highest guest-physical address of RAM.
+pub fn ram_end(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter().map(|r| r.start_addr().0 + r.len()).max().unwrap_or(0)
+}
+
+fn check_range(what: &str, pa: u64, len: u64, mem: &GuestMemoryMmap) -> Result<(), GuestStateError> {
+    let end = pa.checked_add(len).ok_or_else(|| GuestStateError::Field(format!("{what} at {pa:#x} wraps")))?;
+    if len > 0 && (mem.read_obj::<u8>(GuestAddress(pa)).is_err() || mem.read_obj::<u8>(GuestAddress(end - 1)).is_err())
+    {
+        return Err(GuestStateError::Field(format!(
+            "{what} at guest-physical {pa:#x}-{:#x} is not guest RAM",
+            end - 1
+        )));
+    }
+    Ok(())
+}
+
+impl<'m> GuestState<'m> {
+    /// Reads and validates the descriptor only (cheap): no page descriptors.
+    /// `base` gives the paging mode (from the parked vCPU, or
+    /// `CpuContext::kernel` when there is none); its CR3 is replaced by the
+    /// guest's `kernel_cr3`.
+    pub fn descriptor(
+        mem: &'m GuestMemoryMmap,
+        pa: Option<u64>,
+        base: &CpuContext,
+    ) -> Result<GuestState<'m>, GuestStateError> {
+        let pa = pa.ok_or(GuestStateError::NotPublished)?;
+        let mut buf = vec![0u8; DESCRIPTOR_SIZE];
+        mem.read_slice(&mut buf, GuestAddress(pa)).map_err(|_| GuestStateError::Unreadable(pa))?;
+        let desc = decode_descriptor(&buf);
+        let invalid = |detail: String| GuestStateError::Invalid { pa, detail };
+        if desc.magic != DESCRIPTOR_MAGIC {
+            return Err(invalid(format!("magic {:#x}, expected {DESCRIPTOR_MAGIC:#x}", desc.magic)));
+        }
+        if desc.version != DESCRIPTOR_VERSION {
+            return Err(invalid(format!("version {}, this VMM reads version {DESCRIPTOR_VERSION}", desc.version)));
+        }
+        if desc.size as usize != DESCRIPTOR_SIZE || desc.page_desc_size as usize != PAGE_DESC_SIZE {
+            return Err(invalid(format!(
+                "descriptor size {} and page-descriptor size {}, expected {DESCRIPTOR_SIZE} and {PAGE_DESC_SIZE}",
+                desc.size, desc.page_desc_size
+            )));
+        }
+        if !desc.is_valid() {
+            return Err(invalid(format!(
+                "{} caches (at most {MAX_CACHE_DESCS}), {} access records of capacity {}",
+                desc.nr_caches, desc.access_count, desc.access_capacity
+            )));
+        }
+        let top_pfn = ram_end(mem) >> 12;
+        if desc.nr_pfns > top_pfn {
+            return Err(GuestStateError::Field(format!(
+                "nr_pfns {:#x} is beyond guest RAM ({top_pfn:#x} frames)",
+                desc.nr_pfns
+            )));
+        }
+        if desc.vmemmap_va.checked_add(desc.nr_pfns * PAGE_DESC_SIZE as u64).is_none() {
+            return Err(GuestStateError::Field(format!("vmemmap at {:#x} wraps around", desc.vmemmap_va)));
+        }
+        let kctx = CpuContext { cr3: desc.kernel_cr3, ..*base };
+        check_range("kernel_cr3", kctx.root().0, 4096, mem)?;
+        Ok(GuestState { mem, desc_pa: pa, desc, kctx, pages: Vec::new(), blocks: Vec::new(), problems: Vec::new() })
+    }
+
+    /// Reads the descriptor and every page descriptor.
+    pub fn read(mem: &'m GuestMemoryMmap, pa: Option<u64>, base: &CpuContext) -> Result<Self, GuestStateError> {
+        let mut s = Self::descriptor(mem, pa, base)?;
+        s.read_pages();
+        s.blocks = blocks_of(&s.pages, &mut s.problems);
+        Ok(s)
+    }
+
+    /// The guest memory this state was read from.
+    pub fn memory(&self) -> &'m GuestMemoryMmap {
+        self.mem
+    }
+
+    /// Reads `vmemmap` in large chunks: one walk per 2 MiB of the array
+    /// (the guest maps it with 2 MiB pages where it can), all-zero
+    /// descriptors (memory never handed to the buddy allocator) skipped.
+    fn read_pages(&mut self) {
+        const CHUNK: u64 = 2 << 20;
+        let total = self.desc.nr_pfns * PAGE_DESC_SIZE as u64;
+        let base = self.desc.vmemmap_va;
+        let phys = GuestPhys(self.mem);
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut off = 0u64;
+        let mut holes: Vec<(u64, u64)> = Vec::new();
+        while off < total {
+            let va = base + off;
+            let chunk_end = ((va | (CHUNK - 1)) + 1 - base).min(total);
+            let len = (chunk_end - off) as usize;
+            let data = &mut buf[..len];
+            data.fill(0);
+            let mut mapped = true;
+            match walk(&phys, &self.kctx, VirtAddr(va)) {
+                Ok(t) if t.size.bytes() >= CHUNK => {
+                    // One large page covers the whole chunk.
+                    mapped = self.mem.read_slice(data, GuestAddress(t.pa.0)).is_ok();
+                }
+                Ok(_) => {
+                    let mut done = 0usize;
+                    while done < len {
+                        let a = va + done as u64;
+                        let n = ((4096 - (a & 0xfff)) as usize).min(len - done);
+                        match walk(&phys, &self.kctx, VirtAddr(a)) {
+                            Ok(t) if self.mem.read_slice(&mut data[done..done + n], GuestAddress(t.pa.0)).is_ok() => {}
+                            _ => mapped = false,
+                        }
+                        done += n;
+                    }
+                }
+                Err(_) => mapped = false,
+            }
+            if !mapped {
+                let (s, e) = (off / PAGE_DESC_SIZE as u64, chunk_end.div_ceil(PAGE_DESC_SIZE as u64));
+                match holes.last_mut() {
+                    Some(h) if h.1 == s => h.1 = e,
+                    _ => holes.push((s, e)),
+                }
+            }
+            let first_pfn = off / PAGE_DESC_SIZE as u64;
+            for (i, d) in data.chunks_exact(PAGE_DESC_SIZE).enumerate() {
+                if d.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                self.pages.push((first_pfn + i as u64, decode_page(d)));
+            }
+            off = chunk_end;
+        }
+        // Holes matter only where they hide descriptors of RAM.
+        for (s, e) in holes {
+            let ram: u64 = self
+                .mem
+                .iter()
+                .map(|r| {
+                    let (rs, re) = (r.start_addr().0 >> 12, (r.start_addr().0 + r.len()) >> 12);
+                    e.min(re).saturating_sub(s.max(rs))
+                })
+                .sum();
+            if ram > 0 {
+                self.problems.push(format!(
+                    "vmemmap does not map the descriptors of pfns {s:#x}-{:#x} ({ram} frames of RAM); they read as zero",
+                    e - 1
+                ));
+            }
+        }
+    }
+
+    /// The slab caches the descriptor lists.
+    pub fn caches(&self) -> &[CacheDesc] {
+        &self.desc.caches[..(self.desc.nr_caches as usize).min(MAX_CACHE_DESCS)]
+    }
+
+    /// The process table's live entries; `None` when the guest has none yet.
+    pub fn procs(&self) -> Result<Option<Vec<ProcDesc>>, GuestStateError> {
+        if self.desc.procs == 0 {
+            return Ok(None);
+        }
+        let len = (MAX_PROC_DESCS * PROC_DESC_SIZE) as u64;
+        check_range("the process table", self.desc.procs, len, self.mem)?;
+        let mut buf = vec![0u8; len as usize];
+        self.mem
+            .read_slice(&mut buf, GuestAddress(self.desc.procs))
+            .map_err(|_| GuestStateError::Field(format!("cannot read the process table at {:#x}", self.desc.procs)))?;
+        Ok(Some(buf.chunks_exact(PROC_DESC_SIZE).map(decode_proc).filter(|p| p.pid != 0).collect()))
+    }
+
+    /// The access-rights test's records (empty when there are none).
+    pub fn access_records(&self) -> Result<Vec<AccessRecord>, GuestStateError> {
+        let n = self.desc.access_count;
+        if n == 0 || self.desc.access_records == 0 {
+            return Ok(Vec::new());
+        }
+        if n > ACCESS_RECORDS_MAX {
+            return Err(GuestStateError::Field(format!("{n} access records (this VMM reads {ACCESS_RECORDS_MAX})")));
+        }
+        let len = n as u64 * ACCESS_RECORD_BYTES;
+        check_range("the access records", self.desc.access_records, len, self.mem)?;
+        let mut buf = vec![0u8; len as usize];
+        self.mem.read_slice(&mut buf, GuestAddress(self.desc.access_records)).map_err(|_| {
+            GuestStateError::Field(format!("cannot read the access records at {:#x}", self.desc.access_records))
+        })?;
+        Ok(buf.chunks_exact(ACCESS_RECORD_SIZE).map(decode_access).collect())
+    }
+
+    /// The block holding `pfn`, if the buddy allocator manages it.
+    pub fn block_of(&self, pfn: u64) -> Option<&Block> {
+        let i = self.blocks.partition_point(|b| b.pfn <= pfn);
+        self.blocks[..i].last().filter(|b| pfn < b.end_pfn())
+    }
+
+    /// The descriptor of `pfn` (zero when it has none).
+    pub fn page(&self, pfn: u64) -> Page {
+        match self.pages.binary_search_by_key(&pfn, |(p, _)| *p) {
+            Ok(i) => self.pages[i].1,
+            Err(_) => Page::default(),
+        }
+    }
+}
+
+/// A [`GuestState`] read on first use: views and checks at one checkpoint
+/// share one read of the page descriptors, and a checkpoint that needs
+/// none reads nothing.
+pub struct LazyGuest<'m> {
+    mem: &'m GuestMemoryMmap,
+    pa: Option<u64>,
+    base: CpuContext,
+    state: Option<Result<GuestState<'m>, GuestStateError>>,
+}
+
+impl<'m> LazyGuest<'m> {
+    /// Nothing read yet.
+    pub fn new(mem: &'m GuestMemoryMmap, pa: Option<u64>, base: CpuContext) -> Self {
+        LazyGuest { mem, pa, base, state: None }
+    }
+
+    /// The state, read now if not yet.
+    pub fn get(&mut self) -> Result<&GuestState<'m>, GuestStateError> {
+        let (mem, pa, base) = (self.mem, self.pa, self.base);
+        self.state.get_or_insert_with(|| GuestState::read(mem, pa, &base)).as_ref().map_err(Clone::clone)
+    }
+}
+
+/// The blocks the head descriptors describe. A head covers `2^order`
+/// frames; descriptors inside a block are its tails (possibly stale from
+/// an earlier life of the frames) and are skipped, as the buddy allocator
+/// itself never reads them.
+pub fn blocks_of(pages: &[(u64, Page)], problems: &mut Vec<String>) -> Vec<Block> {
+    let mut out: Vec<Block> = Vec::new();
+    let mut bad_orders = 0u64;
+    for &(pfn, p) in pages {
+        if out.last().is_some_and(|b| pfn < b.end_pfn()) {
+            continue;
+        }
+        let kind = if p.flags & PG_BUDDY != 0 {
+            BlockKind::Free
+        } else if p.flags & PG_PCP != 0 {
+            BlockKind::Pcp
+        } else if p.flags & PG_SLAB != 0 {
+            BlockKind::Slab { cache: p.slab_cache, inuse: p.inuse, objects: p.objects }
+        } else if p.flags & PG_HEAD != 0 {
+            BlockKind::Allocated(PageOwner::from_u8(p.owner))
+        } else {
+            continue;
+        };
+        let order = if p.order > MAX_PAGE_ORDER {
+            bad_orders += 1;
+            0
+        } else {
+            p.order
+        };
+        out.push(Block { pfn, order, kind, refcount: p.refcount });
+    }
+    if bad_orders > 0 {
+        problems
+            .push(format!("{bad_orders} block heads have an order above {MAX_PAGE_ORDER}; counted as single frames"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::offset_of;
+
+    #[test]
+    fn decoding_follows_mm_cores_layout() {
+        assert_eq!(core::mem::size_of::<MmDescriptor>(), DESCRIPTOR_SIZE);
+        assert_eq!(core::mem::size_of::<Page>(), PAGE_DESC_SIZE);
+        assert_eq!(core::mem::size_of::<CacheDesc>(), CACHE_DESC_SIZE);
+        assert_eq!(core::mem::size_of::<ProcDesc>(), PROC_DESC_SIZE);
+        assert_eq!(core::mem::size_of::<AccessRecord>(), ACCESS_RECORD_SIZE);
+        assert_eq!(offset_of!(MmDescriptor, caches), 192);
+        assert_eq!(offset_of!(MmDescriptor, access_count), 176);
+        assert_eq!(offset_of!(MmDescriptor, procs), 160);
+        assert_eq!(offset_of!(Page, slab_cache), 16);
+        assert_eq!(offset_of!(Page, owner), 22);
+        assert_eq!(offset_of!(Page, freelist), 24);
+        assert_eq!(offset_of!(ProcDesc, name), 40);
+        assert_eq!(offset_of!(AccessRecord, faulted) as u64, ACCESS_RECORD_FAULTED_OFFSET);
+        assert_eq!(offset_of!(AccessRecord, error_code), 20);
+        let mut d = MmDescriptor::new();
+        d.nr_pfns = 0x1234;
+        d.sabotage = 7;
+        d.caches[31].object_size = 99;
+        d.text_va = VaRange { start: 1, end: 2 };
+        let back = decode_descriptor(&encode_descriptor(&d));
+        assert_eq!(encode_descriptor(&back), encode_descriptor(&d));
+        assert_eq!((back.nr_pfns, back.sabotage, back.caches[31].object_size), (0x1234, 7, 99));
+        assert_eq!(back.text_va, VaRange { start: 1, end: 2 });
+        let p = Page { flags: 3, order: 2, owner: 5, freelist: 0xdead, inuse: 4, ..Page::default() };
+        assert_eq!(decode_page(&encode_page(&p)), p);
+    }
+
+    #[test]
+    fn short_buffers_read_as_zero_not_panic() {
+        assert_eq!(decode_page(&[1]), Page::default(), "a field cut short reads as zero");
+        let d = decode_descriptor(&[0xff; 10]);
+        assert!(!d.is_valid());
+    }
+
+    #[test]
+    fn stale_tails_inside_a_block_are_skipped() {
+        let head = |flags, order| Page { flags, order, ..Page::default() };
+        let pages = vec![
+            (0, head(PG_BUDDY, 2)),
+            (2, head(PG_HEAD, 0)), // stale: inside the free order-2 block
+            (4, head(PG_HEAD, 0)),
+            (5, Page { flags: mm_core::buddy::PG_TAIL, next: 4, ..Page::default() }),
+            (8, head(PG_PCP, 60)),
+        ];
+        let mut problems = vec![];
+        let b = blocks_of(&pages, &mut problems);
+        assert_eq!(b.len(), 3);
+        assert_eq!((b[0].pfn, b[0].end_pfn(), b[0].kind), (0, 4, BlockKind::Free));
+        assert_eq!(b[1].kind, BlockKind::Allocated(PageOwner::Unknown));
+        assert_eq!((b[2].pfn, b[2].order), (8, 0), "a hostile order is clamped");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(zone_of(0xfff), 0);
+        assert_eq!(zone_of(0x1000), 1);
+        assert_eq!(zone_of(0x10_0000), 2);
+    }
+}

@@ -1,0 +1,396 @@
+//! The guest-state views read through the descriptor, /proc style:
+//! `buddyinfo` (free blocks per zone and order, counted from the
+//! `PG_BUDDY` heads; per-CPU lists apart), `slabinfo` (per cache, from the
+//! descriptor's cache list and the slab pages' descriptors), `meminfo`
+//! (where every frame went, by owner) and `ps` (the process table). Each
+//! is a serialisable report plus a rendering in the guest's own format, so
+//! the two can be compared line by line. The gdb stub's `monitor`
+//! commands print the same renderings.
+
+use super::guest::{zone_of, BlockKind, GuestState, ZONE_NAMES};
+use crate::layout;
+use mm_core::buddy::{PageOwner, NR_ORDERS};
+use serde::Serialize;
+use std::fmt::Write as _;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// One zone's free blocks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneFree {
+    /// "DMA", "DMA32", "Normal".
+    pub zone: &'static str,
+    /// Free blocks per order on the zone's free lists.
+    pub free: [u64; NR_ORDERS],
+    /// Blocks per order on per-CPU lists.
+    pub pcp: [u64; NR_ORDERS],
+    /// Frames the buddy allocator manages in the zone (free or not).
+    pub managed_pages: u64,
+}
+
+/// The `buddyinfo` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuddyinfoReport {
+    /// Populated zones.
+    pub zones: Vec<ZoneFree>,
+    /// Oddities met reading the descriptors.
+    pub problems: Vec<String>,
+}
+
+/// Counts free blocks per zone and order.
+pub fn buddyinfo(gs: &GuestState<'_>) -> BuddyinfoReport {
+    let mut zones: Vec<ZoneFree> = ZONE_NAMES
+        .iter()
+        .map(|&zone| ZoneFree { zone, free: [0; NR_ORDERS], pcp: [0; NR_ORDERS], managed_pages: 0 })
+        .collect();
+    for b in &gs.blocks {
+        let z = &mut zones[zone_of(b.pfn)];
+        z.managed_pages += 1 << b.order;
+        let o = b.order as usize;
+        match b.kind {
+            BlockKind::Free => z.free[o] += 1,
+            BlockKind::Pcp => z.pcp[o] += 1,
+            _ => {}
+        }
+    }
+    zones.retain(|z| z.managed_pages > 0);
+    BuddyinfoReport { zones, problems: gs.problems.clone() }
+}
+
+impl BuddyinfoReport {
+    /// /proc/buddyinfo, then the per-CPU lists the same way.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for z in &self.zones {
+            let _ = write!(s, "Node 0, zone {:>8}", z.zone);
+            for n in z.free {
+                let _ = write!(s, " {n:>6}");
+            }
+            s.push('\n');
+        }
+        for z in self.zones.iter().filter(|z| z.pcp.iter().any(|&n| n > 0)) {
+            let _ = write!(s, "pcp    zone {:>8}", z.zone);
+            for n in z.pcp {
+                let _ = write!(s, " {n:>6}");
+            }
+            s.push_str("  (per-CPU lists, free but not on the free lists above)\n");
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "problem: {p}");
+        }
+        s
+    }
+}
+
+/// One cache of the `slabinfo` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheReport {
+    /// Cache name.
+    pub name: String,
+    /// Objects in use.
+    pub active_objs: u64,
+    /// Objects in all slabs.
+    pub num_objs: u64,
+    /// Bytes per object with metadata (what Linux prints as objsize).
+    pub objsize: u32,
+    /// Bytes the user asked for.
+    pub object_size: u32,
+    /// Objects per slab.
+    pub objperslab: u32,
+    /// Pages per slab.
+    pub pagesperslab: u64,
+    /// Slabs with an object in use.
+    pub active_slabs: u64,
+    /// Slabs.
+    pub num_slabs: u64,
+    /// Pages in slabs.
+    pub pages: u64,
+}
+
+/// The `slabinfo` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlabinfoReport {
+    /// Caches in the guest's order.
+    pub caches: Vec<CacheReport>,
+    /// Slab pages whose cache the descriptor does not list.
+    pub orphan_slabs: u64,
+}
+
+/// Per cache from the descriptor's list and the slab heads.
+pub fn slabinfo(gs: &GuestState<'_>) -> SlabinfoReport {
+    let mut caches: Vec<CacheReport> = gs
+        .caches()
+        .iter()
+        .map(|c| CacheReport {
+            name: c.name().to_string(),
+            active_objs: 0,
+            num_objs: 0,
+            objsize: c.size,
+            object_size: c.object_size,
+            objperslab: c.objects_per_slab,
+            pagesperslab: 1u64 << c.order.min(63),
+            active_slabs: 0,
+            num_slabs: 0,
+            pages: 0,
+        })
+        .collect();
+    let mut orphan_slabs = 0;
+    for b in &gs.blocks {
+        let BlockKind::Slab { cache, inuse, objects } = b.kind else { continue };
+        let idx = gs.caches().iter().position(|c| cache != 0 && c.id == (cache - 1) as u32);
+        let Some(r) = idx.map(|i| &mut caches[i]) else {
+            orphan_slabs += 1;
+            continue;
+        };
+        r.active_objs += inuse as u64;
+        r.num_objs += objects as u64;
+        r.active_slabs += (inuse > 0) as u64;
+        r.num_slabs += 1;
+        r.pages += 1 << b.order;
+    }
+    SlabinfoReport { caches, orphan_slabs }
+}
+
+impl SlabinfoReport {
+    /// /proc/slabinfo version 2.1, as the guest (and SLUB) prints it.
+    pub fn render(&self) -> String {
+        let mut s = String::from("slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
+        for c in &self.caches {
+            let _ = writeln!(
+                s,
+                "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+                c.name,
+                c.active_objs,
+                c.num_objs,
+                c.objsize,
+                c.objperslab,
+                c.pagesperslab,
+                0,
+                0,
+                0,
+                c.active_slabs,
+                c.num_slabs,
+                0
+            );
+        }
+        if self.orphan_slabs > 0 {
+            let _ = writeln!(s, "problem: {} slabs belong to no cache the descriptor lists", self.orphan_slabs);
+        }
+        s
+    }
+}
+
+/// The `meminfo` view: frames by where they went, in KiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeminfoReport {
+    /// Usable RAM (the E820 map's RAM entries).
+    pub mem_total_kb: u64,
+    /// Free: on the free lists and the per-CPU lists.
+    pub mem_free_kb: u64,
+    /// Of which on per-CPU lists.
+    pub pcp_kb: u64,
+    /// Handed to the buddy allocator.
+    pub managed_kb: u64,
+    /// Not yet handed to the buddy allocator (deferred page init).
+    pub deferred_kb: u64,
+    /// Allocated (managed - free).
+    pub allocated_kb: u64,
+    /// In slabs.
+    pub slab_kb: u64,
+    /// Page tables: boot-time (memblock) plus allocated ones owned `PageTable`.
+    pub page_tables_kb: u64,
+    /// Boot-time page tables (the descriptor's count).
+    pub boot_page_tables_kb: u64,
+    /// Backing vmalloc areas.
+    pub vmalloc_kb: u64,
+    /// Anonymous user memory.
+    pub user_anon_kb: u64,
+    /// kmalloc requests too large for a cache.
+    pub kmalloc_large_kb: u64,
+    /// Allocated and owned `Reserved`.
+    pub reserved_owned_kb: u64,
+    /// Allocated with no owner recorded.
+    pub other_kb: u64,
+    /// RAM never handed to the buddy allocator and not deferred: kernel
+    /// image, first MiB, boot tables, vmemmap (memblock's reservations).
+    pub unmanaged_kb: u64,
+    /// The guest's own count of allocated page-table pages, for comparison.
+    pub descriptor_table_pages: u64,
+}
+
+/// Usable RAM as the E820 map reports it for this guest's memory, in
+/// whole pages.
+pub fn e820_total(mem: &GuestMemoryMmap) -> u64 {
+    let ram: u64 = mem.iter().filter(|r| r.start_addr().0 != layout::FIRMWARE_BASE).map(|r| r.len()).sum();
+    // Whole pages only, as the guest's memblock counts them.
+    layout::e820_map(ram, false)
+        .iter()
+        .filter(|e| e.kind == layout::E820_RAM)
+        .map(|e| ((e.addr + e.size) & !0xfff).saturating_sub((e.addr + 0xfff) & !0xfff))
+        .sum()
+}
+
+/// Adds up the blocks by owner.
+pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
+    let kb = |pages: u64| pages * 4;
+    let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for b in &gs.blocks {
+        let n = 1u64 << b.order;
+        managed += n;
+        match b.kind {
+            BlockKind::Free => free += n,
+            BlockKind::Pcp => pcp += n,
+            BlockKind::Slab { .. } => slab += n,
+            BlockKind::Allocated(o) => match o {
+                PageOwner::PageTable => pt += n,
+                PageOwner::Vmalloc => vm += n,
+                PageOwner::UserAnon => user += n,
+                PageOwner::KmallocLarge => large += n,
+                PageOwner::Reserved => res += n,
+                PageOwner::Slab => slab += n,
+                PageOwner::Unknown => other += n,
+            },
+        }
+    }
+    let total = e820_total(gs.memory());
+    let deferred = gs.desc.deferred_pages;
+    let boot_tables = gs.desc.boot_table_pages;
+    MeminfoReport {
+        mem_total_kb: total >> 10,
+        mem_free_kb: kb(free + pcp),
+        pcp_kb: kb(pcp),
+        managed_kb: kb(managed),
+        deferred_kb: kb(deferred),
+        allocated_kb: kb(managed - free - pcp),
+        slab_kb: kb(slab),
+        page_tables_kb: kb(pt + boot_tables),
+        boot_page_tables_kb: kb(boot_tables),
+        vmalloc_kb: kb(vm),
+        user_anon_kb: kb(user),
+        kmalloc_large_kb: kb(large),
+        reserved_owned_kb: kb(res),
+        other_kb: kb(other),
+        unmanaged_kb: (total >> 10).saturating_sub(kb(managed + deferred)),
+        descriptor_table_pages: gs.desc.table_pages,
+    }
+}
+
+impl MeminfoReport {
+    /// /proc/meminfo style, the guest's names where it has the same line.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (name, v) in [
+            ("MemTotal", self.mem_total_kb),
+            ("MemFree", self.mem_free_kb),
+            ("PcpFree", self.pcp_kb),
+            ("MemManaged", self.managed_kb),
+            ("Deferred", self.deferred_kb),
+            ("Allocated", self.allocated_kb),
+            ("Slab", self.slab_kb),
+            ("PageTables", self.page_tables_kb),
+            ("BootPageTables", self.boot_page_tables_kb),
+            ("VmallocPages", self.vmalloc_kb),
+            ("AnonPages", self.user_anon_kb),
+            ("KmallocLarge", self.kmalloc_large_kb),
+            ("ReservedOwned", self.reserved_owned_kb),
+            ("OtherKernel", self.other_kb),
+            ("Unmanaged", self.unmanaged_kb),
+        ] {
+            let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
+        }
+        s
+    }
+}
+
+/// One process.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcRow {
+    /// Process id.
+    pub pid: u32,
+    /// Parent.
+    pub ppid: u32,
+    /// State in words.
+    pub state: &'static str,
+    /// Exit status (zombies).
+    pub exit_code: u32,
+    /// Address-space root.
+    pub cr3: u64,
+    /// Resident pages.
+    pub rss: u64,
+    /// Page faults.
+    pub faults: u64,
+    /// Name.
+    pub name: String,
+}
+
+/// The `ps` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct PsReport {
+    /// Whether the guest publishes a process table at all.
+    pub table: bool,
+    /// Live entries.
+    pub procs: Vec<ProcRow>,
+}
+
+fn state_name(s: u32) -> &'static str {
+    match s {
+        1 => "runnable",
+        2 => "running",
+        3 => "sleeping",
+        4 => "zombie",
+        _ => "?",
+    }
+}
+
+/// The process table.
+pub fn ps(gs: &GuestState<'_>) -> Result<PsReport, String> {
+    let Some(procs) = gs.procs().map_err(|e| e.to_string())? else {
+        return Ok(PsReport { table: false, procs: vec![] });
+    };
+    let procs = procs
+        .iter()
+        .map(|p| {
+            let n = p.name.iter().position(|&b| b == 0).unwrap_or(p.name.len());
+            ProcRow {
+                pid: p.pid,
+                ppid: p.ppid,
+                state: state_name(p.state),
+                exit_code: p.exit_code,
+                cr3: p.cr3,
+                rss: p.rss,
+                faults: p.faults,
+                name: String::from_utf8_lossy(&p.name[..n]).into_owned(),
+            }
+        })
+        .collect();
+    Ok(PsReport { table: true, procs })
+}
+
+impl PsReport {
+    /// One line per process.
+    pub fn render(&self) -> String {
+        if !self.table {
+            return "no processes yet: the guest publishes no process table (it has not started any process)\n".into();
+        }
+        let mut s =
+            format!("{:>5} {:>5} {:<9} {:>18} {:>6} {:>7}  name\n", "pid", "ppid", "state", "cr3", "rss", "faults");
+        for p in &self.procs {
+            let _ = writeln!(
+                s,
+                "{:>5} {:>5} {:<9} {:>#18x} {:>6} {:>7}  {}{}",
+                p.pid,
+                p.ppid,
+                p.state,
+                p.cr3,
+                p.rss,
+                p.faults,
+                p.name,
+                if p.state == "zombie" { format!(" (exit {})", p.exit_code) } else { String::new() }
+            );
+        }
+        if self.procs.is_empty() {
+            s.push_str("(the process table is empty)\n");
+        }
+        s
+    }
+}
