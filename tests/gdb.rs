@@ -168,6 +168,37 @@ fn hardware_breakpoint_is_hit_and_stepped_over() {
 }
 
 #[test]
+fn variables_and_memory_at_vmalloc_and_user_addresses() {
+    // The guest vmallocs a page holding a known string and publishes its
+    // address in a static; then it runs processes. gdb prints the static
+    // (full debug info), reads the string through the vmalloc mapping,
+    // and, stopped in a system call, reads the process's own text at its
+    // user address through the process's CR3.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "vmalloc_marker selftest=process"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break kernel::proc::syscall::dispatch",
+            "continue",
+            "print/x kernel::mm::vmalloc::MMEMU_VMALLOC_MARKER.v.value",
+            "x/s kernel::mm::vmalloc::MMEMU_VMALLOC_MARKER.v.value",
+            "print/x $cr3",
+            "x/4xb 0x400000",
+            "monitor pt 0x400000",
+            "kill",
+        ],
+    );
+    has(&out, "Breakpoint 1, kernel::proc::syscall::dispatch");
+    has(&out, "= 0xffffc90000000000");
+    has(&out, "0xffffc90000000000:\t\"mmemu vmalloc marker\"");
+    // User text: readable through the process's tables, not an error.
+    has(&out, "0x400000:\t0x");
+    assert!(!out.contains("Cannot access memory at address 0x400000"), "{out}");
+    has(&out, "USR");
+    let _ = vmm.finish(20);
+}
+
+#[test]
 fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
     let vmm = Vmm::start("30", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
     let out = gdb(

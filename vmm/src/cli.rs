@@ -47,8 +47,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = BootMode::Direct)]
     pub boot: BootMode,
 
-    /// Kernel command line. The embedded guest understands `exit=N`,
-    /// `panic`, `triplefault`, `sse` and `hang`.
+    /// Kernel command line. The embedded guest understands `selftest[=GROUP]`,
+    /// `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`,
+    /// `mmbench`, `checkpoint=NAME`, `break=freed-mapped|text-writable`,
+    /// `vmalloc_marker`, `nullderef`, `vmalloc_overrun`, `exit=N`, `panic`,
+    /// `triplefault`, `sse`, `hang` and `echo` (see README).
     #[arg(long, value_name = "STRING", default_value = "")]
     pub cmdline: String,
 
