@@ -7,9 +7,19 @@ use super::layout::{KernelImage, KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_S
 use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
 use crate::sync::BootCell;
-use mm_core::descriptor::{CacheDesc, MmDescriptor, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS};
+use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS, MAX_PROC_DESCS};
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
+static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new([ProcDesc {
+    pid: 0,
+    ppid: 0,
+    state: 0,
+    exit_code: 0,
+    cr3: 0,
+    rss: 0,
+    faults: 0,
+    name: [0; 16],
+}; MAX_PROC_DESCS]);
 
 /// Runs `f` on the descriptor.
 fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
@@ -65,7 +75,13 @@ pub fn refresh() {
             n += 1;
         }
     });
+    // SAFETY: one CPU; only this function writes PROCS, and the host reads
+    // it while the vCPU is parked.
+    let procs = unsafe { PROCS.get_mut() };
+    crate::proc::sched::fill_descs(procs);
+    let procs_pa = procs.as_ptr() as u64 - KERNEL_MAP;
     with(|d| {
+        d.procs = if procs.iter().any(|p| p.pid != 0) { procs_pa } else { 0 };
         d.deferred_pages = deferred;
         d.boot_table_pages = boot_tables;
         d.table_pages = tables;
@@ -81,12 +97,6 @@ pub fn set_access_records(pa: u64, count: u32, capacity: u32) {
         d.access_count = count;
         d.access_capacity = capacity;
     });
-}
-
-/// Points the host at the process table.
-#[allow(dead_code)] // filled by the process code
-pub fn set_process_table(pa: u64) {
-    with(|d| d.procs = pa);
 }
 
 /// Records which invariant the kernel broke on purpose.

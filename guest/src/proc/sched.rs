@@ -371,3 +371,34 @@ pub fn current_stat(mm: &MmStruct) -> MmStat {
     let (_, _, preemptions) = current_info();
     MmStat { preemptions, ..mm.stat }
 }
+
+/// Fills the descriptor's process table (mm-core's `ProcDesc`) from the
+/// task table, for the host's `ps` and per-process checks. Called when the
+/// descriptor is refreshed (at checkpoints); empty slots stay zero.
+pub fn fill_descs(out: &mut [mm_core::descriptor::ProcDesc]) {
+    out.fill(mm_core::descriptor::ProcDesc::default());
+    let _ = SCHED.try_with(|s| {
+        for (slot, t) in out.iter_mut().zip(s.tasks.values()) {
+            let (state, code) = match t.state {
+                _ if t.pid == s.current => (2, 0),
+                State::Runnable => (1, 0),
+                State::Waiting => (3, 0),
+                State::Zombie(c) => (4, c as u32),
+            };
+            let (rss, faults) = t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or((0, 0));
+            let mut name = [0u8; 16];
+            let n = t.name.len().min(15);
+            name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
+            *slot = mm_core::descriptor::ProcDesc {
+                pid: t.pid as u32,
+                ppid: t.parent as u32,
+                state,
+                exit_code: code,
+                cr3: t.pgd,
+                rss,
+                faults,
+                name,
+            };
+        }
+    });
+}

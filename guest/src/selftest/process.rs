@@ -113,6 +113,8 @@ pub fn process() {
     // while after mapping), each must get its own frame at the same address.
     report::clear();
     let pids: alloc::vec::Vec<_> = (1..=6u64).map(|i| proc::spawn("sameva", 0x1111 * i)).collect();
+    // Six address spaces exist now: the host can list and walk them.
+    crate::checkpoint::checkpoint("processes-alive");
     let statuses: alloc::vec::Vec<_> =
         pids.iter().map(|p| p.as_ref().ok().and_then(|&p| proc::sched::kernel_wait(p))).collect();
     let phys = report::all("sameva_phys");
