@@ -11,6 +11,9 @@
 //! `selftest`    run the self-test suite (`selftest=GROUP` for one group;
 //!               `selftest_sabotage=NAME` inverts one check's verdict)
 //! `mmbench`     in-guest memory-manager figures (counts, not times)
+//! `procbench`   the process bench's ring-3 programs (`procbench=malloc`
+//!               or `procbench=fork` for one half), for
+//!               vmm/benches/process.rs, which parses their output
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -22,7 +25,7 @@
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
 
-use crate::fmt::parse_u64;
+use crate::fmt::{parse_u64, Dec};
 use crate::{arch, kprintln};
 
 /// Runs the switches in order; returns the exit status for the run.
@@ -48,6 +51,11 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             }
             ("selftest_sabotage", Some(_)) => {}
             ("mmbench", None) => crate::mm::bench::run(),
+            ("procbench", what) => {
+                if !procbench(what) && code == 0 {
+                    code = 1;
+                }
+            }
             ("break", Some(what)) => {
                 if !crate::mm::sabotage::run(what) {
                     code = 1;
@@ -90,6 +98,42 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
         }
     }
     code
+}
+
+/// The process bench (vmm/benches/process.rs): runs `mallocbench` once
+/// per trace (each in a fresh process, as the host runs glibc's), then
+/// `forkbench` with 1, 16 and 64 MiB touched, or one half (`malloc`,
+/// `fork`). The programs time themselves in ring 3 and print their own
+/// results; the timer stays off, so no tick interrupts the timed work.
+/// True if every program exited with status 0.
+fn procbench(what: Option<&str>) -> bool {
+    let (malloc, fork) = match what {
+        None => (true, true),
+        Some("malloc") => (true, false),
+        Some("fork") => (false, true),
+        Some(other) => {
+            kprintln!("procbench: unknown half '{}' (malloc or fork)", other);
+            return false;
+        }
+    };
+    let mut runs: alloc::vec::Vec<(&str, u64)> = alloc::vec::Vec::new();
+    if malloc {
+        // The traces' count: guest/user/src/trace.rs, `TRACES`.
+        runs.extend([("mallocbench", 0), ("mallocbench", 1), ("mallocbench", 2)]);
+    }
+    if fork {
+        runs.extend([("forkbench", 1), ("forkbench", 16), ("forkbench", 64)]);
+    }
+    let mut ok = true;
+    for (name, arg) in runs {
+        let status = crate::proc::run(name, arg);
+        if status != Some(0) {
+            kprintln!("procbench: {} {} ended with status {:#x}", name, Dec(arg), status.unwrap_or(u64::MAX));
+            ok = false;
+        }
+    }
+    kprintln!("procbench: done");
+    ok
 }
 
 /// Reads a line (up to 128 bytes) from COM1 and prints it back.

@@ -46,7 +46,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 7] = [
+pub static PROGRAMS: [(&str, &[u8]); 9] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -54,6 +54,9 @@ pub static PROGRAMS: [(&str, &[u8]); 7] = [
     user_program!("mallocs"),
     user_program!("spin"),
     user_program!("stack"),
+    // The process bench (vmm/benches/process.rs, the `procbench` switch).
+    user_program!("mallocbench"),
+    user_program!("forkbench"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a

@@ -1,11 +1,13 @@
 //! The user programs' small libc: the entry point, system-call wrappers,
-//! console output, the C memory primitives and a malloc (malloc.rs).
+//! console output, the C memory primitives and a malloc (malloc.rs);
+//! trace.rs is the process bench's malloc trace, shared with the host.
 //! Freestanding (no_std): the programs are static ELF executables the
 //! kernel loads into ring 3.
 #![no_std]
 
 pub mod abi;
 pub mod malloc;
+pub mod trace;
 
 use abi::*;
 use core::arch::{asm, global_asm};

@@ -6,7 +6,8 @@
 //! - size-class bins (one per power of two) searched first-fit for the
 //!   rest, splitting the remainder;
 //! - the top chunk at the end of the brk heap, grown with `brk` and
-//!   trimmed with `brk` when it exceeds the trim threshold;
+//!   trimmed with `brk` when it exceeds the trim threshold (tunable with
+//!   `mallopt(M_TRIM_THRESHOLD)`);
 //! - requests at or above `MMAP_THRESHOLD` (128 KiB, M_MMAP_THRESHOLD)
 //!   get their own `mmap`, given back with `munmap` on free.
 
@@ -17,7 +18,8 @@ use core::ptr::null_mut;
 
 /// Requests this large get their own mapping (M_MMAP_THRESHOLD).
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
-/// A top chunk larger than this is given back with `brk` (M_TRIM_THRESHOLD).
+/// By default, a top chunk larger than this is given back with `brk`
+/// (M_TRIM_THRESHOLD; see `mallopt`).
 pub const TRIM_THRESHOLD: usize = 128 * 1024;
 /// Extra room asked for whenever the heap grows (M_TOP_PAD).
 const TOP_PAD: usize = 64 * 1024;
@@ -29,6 +31,9 @@ const NBINS: usize = 64;
 const PREV_INUSE: usize = 1;
 const IS_MMAPPED: usize = 2;
 const FLAGS: usize = 7;
+
+/// `mallopt` parameter: the trim threshold (glibc's value).
+pub const M_TRIM_THRESHOLD: i32 = -1;
 
 /// Counters the tests read.
 #[derive(Clone, Copy, Default, Debug)]
@@ -49,6 +54,7 @@ struct Arena {
     heap_end: usize,
     fast: [usize; NFAST],
     bins: [usize; NBINS],
+    trim_threshold: usize,
     stats: MallocStats,
 }
 
@@ -65,6 +71,7 @@ static MALLOC: Malloc = Malloc(UnsafeCell::new(Arena {
     heap_end: 0,
     fast: [0; NFAST],
     bins: [0; NBINS],
+    trim_threshold: TRIM_THRESHOLD,
     stats: MallocStats { brk_grows: 0, brk_trims: 0, mmaps: 0, munmaps: 0 },
 }));
 
@@ -244,12 +251,18 @@ impl Arena {
         }
     }
 
-    /// Gives the top chunk back to the kernel beyond one page (`systrim`).
+    /// Gives the top chunk back to the kernel beyond `TOP_PAD` (glibc's
+    /// `systrim(mp_.top_pad)`): keeping the pad stops a heap that breathes
+    /// around its top from calling brk and re-faulting the same pages on
+    /// every cycle.
     unsafe fn trim(&mut self) {
-        if self.heap_end - self.top < TRIM_THRESHOLD {
+        if self.heap_end - self.top < self.trim_threshold {
             return;
         }
-        let new_end = (self.top + MIN_CHUNK + 4095) & !4095;
+        let new_end = (self.top + MIN_CHUNK + TOP_PAD + 4095) & !4095;
+        if new_end >= self.heap_end {
+            return;
+        }
         if (crate::brk(new_end as u64) as usize) == new_end {
             self.heap_end = new_end;
             self.stats.brk_trims += 1;
@@ -274,10 +287,27 @@ pub unsafe fn free(p: *mut u8) {
     unsafe { (*MALLOC.0.get()).free(p) }
 }
 
+/// Tunes the allocator as C's `mallopt`; only `M_TRIM_THRESHOLD` (bytes;
+/// `usize::MAX` never trims) is supported. True if `param` was known.
+pub fn mallopt(param: i32, value: usize) -> bool {
+    if param != M_TRIM_THRESHOLD {
+        return false;
+    }
+    // SAFETY: as `malloc`.
+    unsafe { (*MALLOC.0.get()).trim_threshold = value };
+    true
+}
+
 /// The allocator's counters.
 pub fn stats() -> MallocStats {
     // SAFETY: as `malloc`.
     unsafe { (*MALLOC.0.get()).stats }
+}
+
+/// Where the heap starts (0 before the first small malloc).
+pub fn heap_start() -> usize {
+    // SAFETY: as `malloc`.
+    unsafe { (*MALLOC.0.get()).heap_start }
 }
 
 /// The heap's current end (what the allocator believes the break is).
