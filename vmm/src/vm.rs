@@ -125,13 +125,15 @@ impl Vm {
         // Intel's KVM needs three pages for real-mode emulation; harmless
         // elsewhere. Must precede the first vCPU.
         vm.set_tss_address(layout::KVM_TSS as usize).map_err(KvmError::ioctl("set the TSS address"))?;
-        // The in-kernel interrupt controllers (PIC, IOAPIC, and a local APIC
-        // per vCPU): the guest's scheduler runs on the local APIC timer.
-        vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
 
         let firmware = cfg.boot == BootMode::Firmware;
         let mem = memory::create(cfg.ram, firmware)?;
         memory::register_with_dirty_log(&vm, &mem, cfg.inspect.wants_dirty_log())?;
+        // The in-kernel interrupt controllers (PIC, IOAPIC, and a local APIC
+        // per vCPU): the guest's scheduler runs on the local APIC timer. After
+        // the memslots: registering RAM with the irqchip present costs KVM far
+        // more (measured: ~9 ms for 256 MiB instead of well under 1 ms).
+        vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
 
         let kernel = image.load(&mem, cfg.ram)?;
         let _ = kernel.pvh_entry;
