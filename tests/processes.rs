@@ -138,3 +138,113 @@ fn host_lists_and_verifies_every_address_space() {
     assert!(r.stdout.contains("verify freed-mapped: ok") && r.stdout.contains("under 7 roots"), "{}", r.all());
     assert!(r.stdout.contains("verify pt-owner: ok"), "{}", r.all());
 }
+
+/// The per-process invariants hold on the real guest at every checkpoint
+/// of the process group: with six fresh address spaces
+/// (`processes-alive`), right after `cow`'s fork (`cow-shared`: every
+/// private page shared copy-on-write, one MAP_SHARED page writable in
+/// both), after the child's writes (`cow-child-wrote`), and while `touch`
+/// maps the zero page 16 times (`zero-page-mapped`).
+#[test]
+fn refcounts_cow_and_isolation_hold_at_every_process_checkpoint() {
+    let r = common::vmm(&[
+        "run",
+        "--timeout",
+        "120",
+        "--cmdline",
+        "selftest=process",
+        "--inspect-at",
+        "processes-alive,cow-shared,cow-child-wrote,zero-page-mapped",
+        "--verify=refcount,cow-ro,isolation,pt-owner,freed-mapped",
+    ]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(!r.stdout.contains("VIOLATION"), "{}", r.all());
+    let at = |cp: &str| -> String {
+        let start =
+            r.stdout.find(&format!("--- checkpoint '{cp}': verify ---")).unwrap_or_else(|| panic!("{cp}: {}", r.all()));
+        let rest = &r.stdout[start + 4..];
+        rest[..rest.find("--- checkpoint").unwrap_or(rest.len())].to_string()
+    };
+    for cp in ["processes-alive", "cow-shared", "cow-child-wrote", "zero-page-mapped"] {
+        let s = at(cp);
+        for check in ["refcount", "cow-ro", "isolation", "pt-owner", "freed-mapped"] {
+            assert!(s.contains(&format!("verify {check}: ok")), "{check} at {cp}: {s}");
+        }
+    }
+    // Six fresh programs: every frame private to its process.
+    let alive = at("processes-alive");
+    assert!(alive.contains("of 6 processes: ") && alive.contains(" frames private to one process"), "{alive}");
+    assert!(alive.contains(": 0 frames shared copy-on-write, 0 MAP_SHARED frames"), "{alive}");
+    // cow 64: 64 data pages plus the image and stack shared by two
+    // processes; the MAP_SHARED page is writable in both, marked.
+    let shared = at("cow-shared");
+    assert!(shared.contains("of 2 processes"), "{shared}");
+    let cow: u64 = shared
+        .split(" frames shared copy-on-write")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(cow >= 64, "{shared}");
+    assert!(shared.contains(", 1 MAP_SHARED frames"), "{shared}");
+    assert!(at("zero-page-mapped").contains("the zero page is mapped 16 times and counted 0 times"), "{}", r.all());
+}
+
+/// Runs one process-side sabotage under `--verify`; it must stop at the
+/// `sabotage` checkpoint with exit status 3, after `cow-shared` passed.
+fn sabotage(what: &str) -> Run {
+    let cmdline = format!("break={what} exit=0");
+    let r = boot(&["--cmdline", &cmdline, "--verify"]);
+    assert_eq!(r.status, 3, "{}", r.all());
+    let shared = r.stdout.find("--- checkpoint 'cow-shared': verify ---").expect("cow-shared checkpoint");
+    let broken = r.stdout.find("--- checkpoint 'sabotage': verify ---").expect("sabotage checkpoint");
+    assert!(shared < broken && !r.stdout[shared..broken].contains("VIOLATION"), "{}", r.all());
+    r
+}
+
+#[test]
+fn a_writable_copy_on_write_page_is_named() {
+    let r = sabotage("cow-writable");
+    assert!(r.stdout.contains("verify cow-ro: VIOLATION"), "{}", r.all());
+    assert!(r.stderr.contains("--verify failed at checkpoint 'sabotage': [cow-ro] frame at 0x"), "{}", r.all());
+    assert!(r.stderr.contains("is shared copy-on-write by 2 mappings"), "{}", r.all());
+    assert!(r.stdout.contains("verify refcount: ok") && r.stdout.contains("verify isolation: ok"), "{}", r.all());
+}
+
+#[test]
+fn another_process_frame_mapped_in_is_named() {
+    let r = sabotage("cross-map");
+    assert!(r.stdout.contains("verify isolation: VIOLATION"), "{}", r.all());
+    assert!(r.stderr.contains("[isolation] pid 1's private frame at 0x"), "{}", r.all());
+    assert!(r.stderr.contains("is reachable through pid 2's CR3 at 0x5ab00000"), "{}", r.all());
+    // It took no reference either.
+    assert!(r.stderr.contains("[refcount] user frame at 0x"), "{}", r.all());
+}
+
+#[test]
+fn a_reference_without_a_mapping_is_named() {
+    let r = sabotage("refcount");
+    assert!(r.stdout.contains("verify refcount: VIOLATION"), "{}", r.all());
+    assert!(r.stderr.contains("has refcount 3 but 2 user PTEs map it"), "{}", r.all());
+    assert!(r.stdout.contains("verify cow-ro: ok") && r.stdout.contains("verify isolation: ok"), "{}", r.all());
+}
+
+#[test]
+fn a_page_table_not_owned_page_table_is_named() {
+    let r = sabotage("pt-owner");
+    assert!(r.stdout.contains("verify pt-owner: VIOLATION"), "{}", r.all());
+    assert!(r.stderr.contains("[pt-owner] PT page 0x"), "{}", r.all());
+    assert!(r.stderr.contains("under pid 2's CR3") || r.stderr.contains("under pid 1's CR3"), "{}", r.all());
+    assert!(r.stderr.contains("is allocated with owner Unknown, not PageTable"), "{}", r.all());
+}
+
+/// Without `--verify` each sabotage is repaired after its checkpoint: the
+/// process self-tests that follow pass, leak check included.
+#[test]
+fn sabotages_are_repaired_when_not_stopped() {
+    let r = boot(&["--cmdline", "break=cow-writable break=cross-map break=refcount break=pt-owner selftest=process"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert_eq!(r.stdout.matches("sabotage: ").count(), 4, "{}", r.all());
+    assert!(r.stderr.contains("vmm: selftest pass: process/no_frames_leak"), "{}", r.all());
+    assert!(!r.stderr.contains("selftest FAILED"), "{}", r.all());
+}

@@ -21,7 +21,8 @@
 //! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
 //!               oopses, naming the area)
 //! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
-//!               checkpoint (mm/sabotage.rs), for the host's --verify
+//!               checkpoint, for the host's --verify (mm/sabotage.rs;
+//!               the process-side ones in proc/sabotage.rs)
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
 

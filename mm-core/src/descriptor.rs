@@ -10,6 +10,25 @@
 //! `#[repr(C)]` with fixed-width fields; the host must check `magic`,
 //! `version` and the sizes before trusting anything else, and must treat
 //! every value as hostile (bounds-check counts and addresses).
+//!
+//! ## What the host may assume about user page tables
+//!
+//! The host sees page tables and page descriptors, not VMAs, so the guest
+//! marks what it could not otherwise tell apart:
+//!
+//! - [`PTE_MAP_SHARED`] (bit 9, `PteFlags::SOFTW1`, ignored by the CPU) is
+//!   set on every user leaf of a `MAP_SHARED` mapping and on no other
+//!   user leaf. Such a frame may be writable in several processes at
+//!   once; a frame mapped by more than one private (unmarked) leaf is
+//!   copy-on-write shared and must be read-only in every mapper.
+//! - A user frame's page descriptor has owner `UserAnon`, and its
+//!   refcount is the number of user leaves mapping it across every live
+//!   process (the kernel keeps no other references to user frames).
+//! - The shared zero page is the exception, as Linux's `ZERO_PAGE`
+//!   (`PG_reserved`, never refcounted on map): its owner is `Reserved`,
+//!   `get_page`/`put_page` skip it, so its refcount stays 1 (the kernel's
+//!   own, from boot) however many read-only leaves map it. A user leaf
+//!   may map a `Reserved` frame only read-only.
 
 /// The I/O port the descriptor address is written to.
 pub const DESCRIPTOR_PORT: u16 = 0x518;
@@ -21,6 +40,9 @@ pub const DESCRIPTOR_VERSION: u32 = 1;
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
 pub const MAX_PROC_DESCS: usize = 64;
+/// The software-available PTE bit the guest sets on the user leaves of
+/// `MAP_SHARED` mappings (see the module documentation).
+pub const PTE_MAP_SHARED: crate::paging::PteFlags = crate::paging::PteFlags::SOFTW1;
 
 /// A virtual range `[start, end)`.
 #[repr(C)]

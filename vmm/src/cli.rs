@@ -49,7 +49,8 @@ pub struct RunArgs {
 
     /// Kernel command line. The embedded guest understands `selftest[=GROUP]`,
     /// `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`,
-    /// `mmbench`, `checkpoint=NAME`, `break=freed-mapped|text-writable`,
+    /// `mmbench`, `checkpoint=NAME`,
+    /// `break=freed-mapped|text-writable|cow-writable|cross-map|refcount|pt-owner`,
     /// `vmalloc_marker`, `nullderef`, `vmalloc_overrun`, `exit=N`, `panic`,
     /// `triplefault`, `sse`, `hang` and `echo` (see README).
     #[arg(long, value_name = "STRING", default_value = "")]
@@ -97,7 +98,11 @@ pub struct RunArgs {
     /// page), text-ro and text-user (kernel text read-only, supervisor-only),
     /// freed-mapped (no free frame mapped outside the direct map), pt-owner
     /// (page tables are boot tables or owned PageTable), access (the guest's
-    /// recorded faults match the software MMU). Without a value: all of them.
+    /// recorded faults match the software MMU), refcount (each user frame's
+    /// refcount equals the user PTEs mapping it across the processes),
+    /// cow-ro (a frame shared by private mappings is read-only in every
+    /// mapper), isolation (no process reaches another's private frame).
+    /// Without a value: all of them.
     #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
     pub verify: Option<crate::inspect::spec::Checks>,
 }

@@ -5,6 +5,9 @@
 //! `freed-mapped`   a vmalloc page's frame goes back to the buddy allocator
 //!                  while still mapped (a use-after-free waiting to happen)
 //! `text-writable`  a page of kernel text is made writable (W^X broken)
+//!
+//! The process-side names (`cow-writable`, `cross-map`, `refcount`,
+//! `pt-owner`) need live address spaces: proc/sabotage.rs runs them.
 
 use super::{vmalloc, KERNEL_PT, PAGES};
 use crate::arch::cpu::Invlpg;
@@ -32,7 +35,8 @@ pub fn run(what: &str) -> bool {
         "text-writable" => {
             let text = run as *const () as u64 & !0xfff;
             let mapper = KERNEL_PT.with(|m| *m);
-            let r = PAGES.with(|p| mapper.protect(&mut p.phys, VirtAddr(text), 4096, PteFlags::RW.union(PteFlags::GLOBAL)));
+            let r =
+                PAGES.with(|p| mapper.protect(&mut p.phys, VirtAddr(text), 4096, PteFlags::RW.union(PteFlags::GLOBAL)));
             match r {
                 Ok(flush) => flush.flush(&mut Invlpg),
                 Err(_) => return false,
@@ -41,7 +45,14 @@ pub fn run(what: &str) -> bool {
             2
         }
         _ => {
-            kprintln!("sabotage: unknown invariant '{}' (freed-mapped, text-writable)", what);
+            if let Some(ok) = crate::proc::sabotage::run(what) {
+                return ok;
+            }
+            kprintln!(
+                "sabotage: unknown invariant '{}' (freed-mapped, text-writable, {})",
+                what,
+                crate::proc::sabotage::NAMES
+            );
             return false;
         }
     };

@@ -78,7 +78,8 @@ pub fn alloc_user_frame(p: &mut PageAlloc) -> Option<u64> {
 }
 
 /// Drops a reference to a user frame (Linux's `put_page`); the zero page
-/// is never counted.
+/// is never counted: like Linux's `ZERO_PAGE` it is `Reserved` and keeps
+/// the one reference it was allocated with, whoever maps it.
 pub fn put_page(p: &mut PageAlloc, zero_pa: u64, pa: u64) {
     if pa == zero_pa {
         return;
@@ -102,9 +103,14 @@ pub fn page_count(p: &PageAlloc, pa: u64) -> u32 {
     p.buddy.page(pa >> PAGE_SHIFT).map_or(0, |pg| pg.refcount)
 }
 
-/// The leaf flags a VMA's page gets (writable only if `writable`).
+/// The leaf flags a VMA's page gets (writable only if `writable`); the
+/// leaves of a `MAP_SHARED` VMA carry [`pgtable::SHARED`] so the host can
+/// tell them from copy-on-write sharing.
 pub fn leaf_flags(flags: VmFlags, writable: bool) -> u64 {
     let mut f = P;
+    if flags.contains(VmFlags::SHARED) {
+        f |= pgtable::SHARED;
+    }
     if flags.0 & VmFlags::PROT_MASK.0 != 0 {
         f |= US;
     }

@@ -20,6 +20,7 @@ pub mod fault;
 pub mod mm;
 pub mod pgtable;
 pub mod report;
+pub mod sabotage;
 pub mod sched;
 pub mod syscall;
 
@@ -67,7 +68,14 @@ static KERNEL_HALF_AT_INIT: crate::sync::KCell<[u64; 256]> = crate::sync::KCell:
 /// Sets up processes: the shared zero page, the task table.
 pub fn init() {
     MM_GLOBALS.set(MmGlobals { zero_pa: 0, user_frames_allocated: 0 });
-    let zero = PAGES.with(mm::alloc_user_frame).unwrap_or_else(|| panic!("no memory for the zero page"));
+    let zero = PAGES.with(|p| {
+        let zero = mm::alloc_user_frame(p)?;
+        // Linux's zero page is PG_reserved and never refcounted on map: the
+        // owner says so to the host, whose refcount check exempts it.
+        let _ = p.buddy.set_owner(zero >> mm_core::addr::PAGE_SHIFT, mm_core::buddy::PageOwner::Reserved);
+        Some(zero)
+    });
+    let zero = zero.unwrap_or_else(|| panic!("no memory for the zero page"));
     pgtable::clear_page(zero);
     MM_GLOBALS.with(|g| *g = MmGlobals { zero_pa: zero, user_frames_allocated: 0 });
     sched::init();

@@ -18,6 +18,10 @@ pub const RW: u64 = 1 << 1;
 pub const US: u64 = 1 << 2;
 /// No-execute.
 pub const NX: u64 = 1 << 63;
+/// Software bit 9 on the leaves of `MAP_SHARED` mappings, for the host's
+/// checks (mm-core's `descriptor::PTE_MAP_SHARED`): without VMAs it could
+/// not tell a shared writable frame from a broken copy-on-write.
+pub const SHARED: u64 = mm_core::descriptor::PTE_MAP_SHARED.0;
 /// First kernel-half PGD index.
 pub const KERNEL_PGD_FIRST: usize = 256;
 
@@ -51,6 +55,11 @@ impl Slot {
     /// Replaces the entry.
     pub fn write(self, v: u64) {
         set(self.table, self.idx, v)
+    }
+
+    /// The physical address of the table holding the entry.
+    pub fn table(self) -> u64 {
+        self.table
     }
 }
 

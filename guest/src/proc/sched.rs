@@ -114,6 +114,11 @@ pub fn current_mm() -> Option<MmRef> {
     SCHED.with(|s| s.tasks.get(&s.current).and_then(|t| t.mm.clone()))
 }
 
+/// The address spaces of every live process but `pid`, by pid.
+pub fn other_mms(pid: u64) -> alloc::vec::Vec<(u64, MmRef)> {
+    SCHED.with(|s| s.tasks.values().filter(|t| t.pid != pid).filter_map(|t| Some((t.pid, t.mm.clone()?))).collect())
+}
+
 /// The running task's name, pid and preemption count.
 pub fn current_info() -> (&'static str, u64, u64) {
     SCHED.with(|s| s.tasks.get(&s.current).map_or(("idle", 0, 0), |t| (t.name, t.pid, t.preemptions)))
@@ -385,7 +390,8 @@ pub fn fill_descs(out: &mut [mm_core::descriptor::ProcDesc]) {
                 State::Waiting => (3, 0),
                 State::Zombie(c) => (4, c as u32),
             };
-            let (rss, faults) = t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or((0, 0));
+            let (rss, faults) =
+                t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or((0, 0));
             let mut name = [0u8; 16];
             let n = t.name.len().min(15);
             name[..n].copy_from_slice(&t.name.as_bytes()[..n]);

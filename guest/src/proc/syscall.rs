@@ -81,6 +81,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             crate::mm::PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(a[0]))).map_or(0, |t| t.pa.0 as i64)
         })
         .unwrap_or(-EFAULT),
+        SYS_CHECKPOINT => sys_checkpoint(a[0], a[1]),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;
@@ -147,5 +148,29 @@ fn sys_report(key: u64, len: u64, value: u64) -> i64 {
     let (name, pid, _) = sched::current_info();
     crate::kprintln!("{}[{}]: {} = {}", name, Dec(pid), k, Dec(value));
     report::record(pid, k, value);
+    0
+}
+
+/// Stops at the checkpoint the program names (1..=48 printable ASCII
+/// bytes), outside any lock: the host reads the process table and every
+/// address space meanwhile. A process-side sabotage armed for this
+/// checkpoint then runs (proc/sabotage.rs).
+fn sys_checkpoint(name: u64, len: u64) -> i64 {
+    if len == 0 || len > CHECKPOINT_NAME_MAX {
+        return -EINVAL;
+    }
+    let mut buf = [0u8; CHECKPOINT_NAME_MAX as usize];
+    let n = len as usize;
+    if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, name, &mut buf[..n])) {
+        return e;
+    }
+    // Graphic ASCII only: the port protocol ends a name at NUL, and the
+    // host prints names in its reports.
+    if !buf[..n].iter().all(u8::is_ascii_graphic) {
+        return -EINVAL;
+    }
+    let Ok(name) = core::str::from_utf8(&buf[..n]) else { return -EINVAL };
+    crate::checkpoint::checkpoint(name);
+    super::sabotage::after_checkpoint(name);
     0
 }

@@ -31,6 +31,13 @@ pub const SYS_REPORT: u64 = 501;
 /// `virt_to_phys(addr)`: the physical frame address mapped at `addr`
 /// (0 if none), as the kernel's walker sees it.
 pub const SYS_VIRT_TO_PHYS: u64 = 502;
+/// `checkpoint(name, name_len)`: the kernel stops at the named checkpoint
+/// (the VMM's port 0x510) so the host can inspect and verify every
+/// address space at this point of the program; then the call returns 0.
+/// The name is 1 to [`CHECKPOINT_NAME_MAX`] printable ASCII bytes.
+pub const SYS_CHECKPOINT: u64 = 503;
+/// Longest checkpoint name `SYS_CHECKPOINT` accepts.
+pub const CHECKPOINT_NAME_MAX: u64 = 48;
 
 /// Pages may be read.
 pub const PROT_READ: u64 = 1;

@@ -144,6 +144,13 @@ pub fn virt_to_phys(addr: u64) -> u64 {
     syscall3(SYS_VIRT_TO_PHYS, addr, 0, 0) as u64
 }
 
+/// Stops at the named checkpoint: the host inspects and verifies the
+/// guest (every process's address space) while this process waits in the
+/// kernel. 0, or a negative errno for a bad name.
+pub fn checkpoint(name: &str) -> i64 {
+    syscall3(SYS_CHECKPOINT, name.as_ptr() as u64, name.len() as u64, 0)
+}
+
 /// Console output for `print!`.
 pub struct Console;
 

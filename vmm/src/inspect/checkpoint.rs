@@ -446,9 +446,10 @@ impl Inspector {
             return Ok(vec![]);
         };
         let mut results = Vec::new();
-        let descriptor_checks = [Check::FreedMapped, Check::PtOwner, Check::Access];
         let mut guest_results = Vec::new();
-        for &c in checks.iter().filter(|c| descriptor_checks.contains(c)) {
+        // One walk of the processes' user halves for refcount, cow-ro, isolation.
+        let mut user_maps: Option<invariants::UserMaps> = None;
+        for &c in checks.iter().filter(|c| Check::DESCRIPTOR.contains(c)) {
             let gs = match gs.get() {
                 Ok(g) => g,
                 Err(e) => {
@@ -466,6 +467,15 @@ impl Inspector {
                     invariants::freed_mapped(gs, &roots, &maps)
                 }
                 Check::PtOwner => invariants::pt_owner(gs, &ctx, &roots),
+                Check::Refcount | Check::CowRo | Check::Isolation => {
+                    let um =
+                        user_maps.get_or_insert_with(|| invariants::user_maps(&GuestPhys(&self.mem), &ctx, &roots));
+                    match c {
+                        Check::Refcount => invariants::refcount(gs, um),
+                        Check::CowRo => invariants::cow_ro(gs, um),
+                        _ => invariants::isolation(gs, um),
+                    }
+                }
                 _ => match gs.access_records() {
                     Ok(recs) => invariants::access(&GuestPhys(&self.mem), &ctx, &recs),
                     Err(e) => CheckResult::new(c, "the access records are unreadable".into(), vec![e.to_string()]),
@@ -488,7 +498,12 @@ impl Inspector {
                     Check::TextRo | Check::TextUser => {
                         per_root.push(verify::text(&GuestPhys(&self.mem), &rctx, text, c, log))
                     }
-                    Check::FreedMapped | Check::PtOwner | Check::Access => {}
+                    Check::FreedMapped
+                    | Check::PtOwner
+                    | Check::Access
+                    | Check::Refcount
+                    | Check::CowRo
+                    | Check::Isolation => {}
                 }
             }
             if let Some(r) = verify::combine(c, &roots, per_root) {

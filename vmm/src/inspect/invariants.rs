@@ -8,7 +8,16 @@
 //!   allocator never managed: no block head covers it) or an allocated
 //!   block owned `PageTable`;
 //! - `access`: the guest's access-rights records (what the CPU did) against
-//!   mm-core's `translate` (what the model predicts), fault and error code.
+//!   mm-core's `translate` (what the model predicts), fault and error code;
+//! - `refcount`, `cow-ro`, `isolation`: over [`UserMaps`], every leaf of
+//!   every live process's user half (the process table's CR3s, walked with
+//!   mm-core's `mappings`), with the rules mm-core's descriptor module
+//!   documents: a user frame (owner `UserAnon`) has one reference per user
+//!   PTE mapping it; the shared zero page (owner `Reserved`, Linux's
+//!   `PG_reserved` `ZERO_PAGE`) is never counted and keeps refcount 1;
+//!   PTEs of `MAP_SHARED` mappings carry `PTE_MAP_SHARED` (bit 9), the only
+//!   way the host, which cannot see VMAs, tells sharing that may be
+//!   writable from copy-on-write sharing that must not be.
 
 use super::guest::{Block, BlockKind, GuestState, DIRECT_MAP_SIZE};
 use super::spec::Check;
@@ -16,10 +25,12 @@ use super::verify::CheckResult;
 use super::views::MappingsReport;
 use super::GuestPhys;
 use mm_core::addr::VirtAddr;
-use mm_core::descriptor::AccessRecord;
+use mm_core::buddy::PageOwner;
+use mm_core::descriptor::{AccessRecord, PTE_MAP_SHARED};
 use mm_core::mem::PhysMem;
-use mm_core::paging::{translate, Access, CpuContext, Fault};
-use std::collections::HashSet;
+use mm_core::paging::mapper::{mappings, MappingError};
+use mm_core::paging::{translate, Access, CpuContext, Fault, PteFlags};
+use std::collections::{BTreeMap, HashSet};
 
 /// User space ends here (4-level paging).
 pub const USER_END: u64 = 1 << 47;
@@ -195,6 +206,291 @@ pub fn pt_owner(gs: &GuestState<'_>, base: &CpuContext, roots: &[Root]) -> Check
     )
 }
 
+/// Most user leaves (4 KiB frames, large pages counted frame by frame)
+/// [`user_maps`] collects per checkpoint: far above any real guest here;
+/// a hostile one stops there with a noted problem.
+pub const USER_FRAME_BUDGET: u64 = 1 << 22;
+
+/// One user PTE mapping a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserLeaf {
+    /// Whose address space.
+    pub pid: u32,
+    /// The virtual address of the 4 KiB page.
+    pub va: u64,
+    /// Writable through every level.
+    pub writable: bool,
+    /// The leaf carries `PTE_MAP_SHARED` (a MAP_SHARED mapping).
+    pub shared: bool,
+}
+
+impl UserLeaf {
+    fn describe(&self) -> String {
+        let rw = if self.writable { "rw" } else { "ro" };
+        let sh = if self.shared { ", MAP_SHARED" } else { "" };
+        format!("pid {} at {:#x} ({rw}{sh})", self.pid, self.va)
+    }
+}
+
+/// Every frame the live processes' user halves map, with its mappers.
+#[derive(Debug, Default)]
+pub struct UserMaps {
+    /// Mappers by pfn.
+    pub frames: BTreeMap<u64, Vec<UserLeaf>>,
+    /// Process address spaces walked.
+    pub processes: usize,
+    /// User leaves seen (4 KiB frames).
+    pub leaves: u64,
+    /// Subtrees that could not be read, budgets that ran out.
+    pub problems: Vec<String>,
+}
+
+impl UserMaps {
+    fn mappers(&self, pfn: u64) -> &[UserLeaf] {
+        self.frames.get(&pfn).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn list(leaves: &[UserLeaf]) -> String {
+    let mut v: Vec<String> = leaves.iter().take(4).map(UserLeaf::describe).collect();
+    if leaves.len() > 4 {
+        v.push(format!("{} more", leaves.len() - 4));
+    }
+    v.join(", ")
+}
+
+/// Walks the user half of every process root in `roots` (those with a
+/// pid; the kernel's and a vCPU-only root are not processes) with
+/// mm-core's `mappings`, in the paging mode of `base`.
+pub fn user_maps<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, roots: &[Root]) -> UserMaps {
+    let mut um = UserMaps::default();
+    let mut budget = USER_FRAME_BUDGET;
+    for r in roots {
+        let Some(pid) = r.pid else { continue };
+        um.processes += 1;
+        let ctx = CpuContext { cr3: r.cr3, ..*base };
+        for m in mappings(mem, &ctx).budget(super::views::MAPPING_READ_BUDGET) {
+            let m = match m {
+                Ok(m) if m.va.0 >= USER_END => break,
+                Ok(m) => m,
+                Err(MappingError::TableOutsideMemory { va, .. }) if va.0 >= USER_END => break,
+                Err(MappingError::Reserved { va, .. }) if va.0 >= USER_END => break,
+                Err(e) => {
+                    let what = match e {
+                        MappingError::TableOutsideMemory { level, table, va } => format!(
+                            "the level-{} table at {:#x} (for addresses from {:#x}) is outside guest RAM",
+                            level as u8, table.0, va.0
+                        ),
+                        MappingError::Reserved { va, entry, .. } => {
+                            format!("the entry {:#x} for {:#x} has reserved bits set", entry.0, va.0)
+                        }
+                        MappingError::BudgetExhausted => {
+                            "the walk read too many entries (the tables loop or share subtrees)".to_string()
+                        }
+                    };
+                    um.problems.push(format!("pid {pid}'s CR3 {:#x}: {what}; its user half is incomplete", r.cr3));
+                    continue;
+                }
+            };
+            let writable = m.flags.contains(PteFlags::RW);
+            let shared = m.leaf.0 & PTE_MAP_SHARED.0 != 0;
+            let pages = (m.size.bytes() >> 12).max(1);
+            for i in 0..pages {
+                if budget == 0 {
+                    um.problems.push(format!(
+                        "stopped after {USER_FRAME_BUDGET} user frames: the user halves are absurdly large"
+                    ));
+                    return um;
+                }
+                budget -= 1;
+                um.leaves += 1;
+                let leaf = UserLeaf { pid, va: m.va.0 + (i << 12), writable, shared };
+                um.frames.entry((m.pa.0 >> 12) + i).or_default().push(leaf);
+            }
+        }
+    }
+    um
+}
+
+fn owner_of(gs: &GuestState<'_>, pfn: u64) -> Option<BlockKind> {
+    gs.block_of(pfn).map(|b| b.kind)
+}
+
+fn is_zero_page(gs: &GuestState<'_>, pfn: u64) -> bool {
+    owner_of(gs, pfn) == Some(BlockKind::Allocated(PageOwner::Reserved))
+}
+
+fn user_detail(um: &UserMaps, what: &str) -> String {
+    format!("{} frames under {} user leaves of {} processes: {what}", um.frames.len(), um.leaves, um.processes)
+}
+
+/// `refcount`: every `UserAnon` block's refcount equals the user PTEs
+/// mapping its frames; the zero page (owner `Reserved`) keeps exactly the
+/// kernel's one reference however many map it; a mapped frame the buddy
+/// allocator calls free has refcount 0, which no mapper allows.
+pub fn refcount(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    let mut violations = Vec::new();
+    let mut user_frames = 0u64;
+    let mut zero_maps = 0usize;
+    for b in &gs.blocks {
+        match b.kind {
+            BlockKind::Allocated(PageOwner::UserAnon) => {
+                user_frames += 1;
+                let mappers: Vec<UserLeaf> =
+                    (b.pfn..b.end_pfn()).flat_map(|pfn| um.mappers(pfn).iter().copied()).collect();
+                if b.refcount as usize != mappers.len() {
+                    let hint = if (b.refcount as usize) > mappers.len() {
+                        "a reference no mapping accounts for: the frame leaks when its mappers exit"
+                    } else {
+                        "a mapping holding no reference: the frame will be freed while still mapped"
+                    };
+                    let whom = if mappers.is_empty() { "none".to_string() } else { list(&mappers) };
+                    violations.push(format!(
+                        "user frame at {:#x} has refcount {} but {} user PTEs map it ({whom}): {hint}",
+                        b.pfn << 12,
+                        b.refcount,
+                        mappers.len()
+                    ));
+                }
+            }
+            BlockKind::Allocated(PageOwner::Reserved) => {
+                let mappers = um.mappers(b.pfn);
+                zero_maps += mappers.len();
+                if !mappers.is_empty() && b.refcount != 1 {
+                    violations.push(format!(
+                        "the zero page at {:#x} has refcount {}: it is never counted on map and keeps the kernel's one reference ({} user PTEs map it)",
+                        b.pfn << 12,
+                        b.refcount,
+                        mappers.len()
+                    ));
+                }
+            }
+            BlockKind::Free | BlockKind::Pcp => {
+                let mappers = um.mappers(b.pfn);
+                if !mappers.is_empty() {
+                    violations.push(format!(
+                        "frame at {:#x} is free (refcount 0) but {} user PTEs map it ({})",
+                        b.pfn << 12,
+                        mappers.len(),
+                        list(mappers)
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations.extend(um.problems.iter().cloned());
+    let what = format!(
+        "{user_frames} user frames' refcounts against their mappers; the zero page is mapped {zero_maps} times and counted 0 times"
+    );
+    CheckResult::new(Check::Refcount, user_detail(um, &what), violations)
+}
+
+/// `cow-ro`: a frame with more than one user mapper, any of them private
+/// (no `PTE_MAP_SHARED`), is copy-on-write shared: no private mapper may
+/// write it. The zero page is read-only in every mapper.
+pub fn cow_ro(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    let mut violations = Vec::new();
+    let (mut cow, mut shared) = (0u64, 0u64);
+    for (&pfn, leaves) in &um.frames {
+        if is_zero_page(gs, pfn) {
+            for l in leaves.iter().filter(|l| l.writable) {
+                violations.push(format!(
+                    "{} maps the zero page at {:#x} writable: a write would change every process's zeros",
+                    l.describe(),
+                    pfn << 12
+                ));
+            }
+            continue;
+        }
+        if leaves.len() < 2 {
+            continue;
+        }
+        if leaves.iter().all(|l| l.shared) {
+            shared += 1;
+            continue;
+        }
+        cow += 1;
+        for l in leaves.iter().filter(|l| l.writable && !l.shared) {
+            violations.push(format!(
+                "frame at {:#x} is shared copy-on-write by {} mappings ({}) but {} can write it: the others would see its writes",
+                pfn << 12,
+                leaves.len(),
+                list(leaves),
+                l.describe()
+            ));
+        }
+    }
+    let what = format!("{cow} frames shared copy-on-write, {shared} MAP_SHARED frames");
+    CheckResult::new(Check::CowRo, user_detail(um, &what), violations)
+}
+
+/// `isolation`: a private frame (refcount 1, no `PTE_MAP_SHARED`, not the
+/// zero page) is reachable from one process only; a MAP_SHARED frame is
+/// not also mapped privately; and user PTEs map only user frames (or the
+/// zero page), never kernel memory.
+pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    let mut violations = Vec::new();
+    let mut private = 0u64;
+    for (&pfn, leaves) in &um.frames {
+        let kind = owner_of(gs, pfn);
+        match kind {
+            Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved)) => {}
+            // A freed frame still mapped is freed-mapped's and refcount's.
+            Some(BlockKind::Free | BlockKind::Pcp) => continue,
+            other => {
+                let what = match other {
+                    None => "not a buddy-managed frame (boot memory or the kernel image)".to_string(),
+                    Some(BlockKind::Slab { .. }) => "a slab page".to_string(),
+                    Some(BlockKind::Allocated(o)) => format!("kernel memory owned {o:?}"),
+                    Some(_) => "kernel memory".to_string(),
+                };
+                violations.push(format!(
+                    "frame at {:#x} is {what}, yet user PTEs map it ({})",
+                    pfn << 12,
+                    list(leaves)
+                ));
+                continue;
+            }
+        }
+        if is_zero_page(gs, pfn) {
+            continue;
+        }
+        let mut pids: Vec<u32> = leaves.iter().map(|l| l.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() < 2 {
+            private += 1;
+            continue;
+        }
+        let any_shared = leaves.iter().any(|l| l.shared);
+        if any_shared && leaves.iter().any(|l| !l.shared) {
+            violations.push(format!(
+                "frame at {:#x} is MAP_SHARED in some processes and privately mapped in others ({})",
+                pfn << 12,
+                list(leaves)
+            ));
+            continue;
+        }
+        let refcount = gs.block_of(pfn).map_or(0, |b| b.refcount);
+        if !any_shared && refcount == 1 {
+            let owner = leaves[0];
+            for l in leaves.iter().filter(|l| l.pid != owner.pid) {
+                violations.push(format!(
+                    "pid {}'s private frame at {:#x} (refcount 1, mapped at {:#x}) is reachable through pid {}'s CR3 at {:#x}",
+                    owner.pid,
+                    pfn << 12,
+                    owner.va,
+                    l.pid,
+                    l.va
+                ));
+            }
+        }
+    }
+    let what = format!("{private} frames private to one process");
+    CheckResult::new(Check::Isolation, user_detail(um, &what), violations)
+}
+
 /// What the model predicts for one record: `Ok(None)` no fault,
 /// `Ok(Some(error code))` a #PF, `Err` anything else (#GP, tables outside
 /// RAM, a record the model cannot read).
@@ -314,6 +610,121 @@ mod tests {
         bad[1].access = 9;
         assert!(access(&GuestPhys(&m), &base, &bad).violations[0].contains("unknown access kind 9"));
         assert!(access(&GuestPhys(&m), &base, &[]).passed, "no records: nothing to disagree with");
+    }
+
+    /// Two processes (CR3 0x1000 and 0x5000), each PML4 -> PDPT -> PD ->
+    /// PT for 0..2 MiB; the descriptor at 0x8000. Frames: 0x10 shared
+    /// copy-on-write (refcount 2), 0x11 MAP_SHARED and writable in both,
+    /// 0x12 the zero page (Reserved), 0x13 private to A, 0x14 private to B,
+    /// 0x20 a page-table page.
+    fn two_processes() -> GuestMemoryMmap {
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let w = |a: u64, v: u64| m.write_obj(v, GuestAddress(a)).unwrap();
+        for (pml4, pdpt, pd, pt) in [(0x1000, 0x2000, 0x3000, 0x4000), (0x5000, 0x6000, 0x7000, 0x9000)] {
+            w(pml4, pdpt | 7);
+            w(pdpt, pd | 7);
+            w(pd, pt | 7);
+        }
+        let (ro, rw, sh) = (0x5u64, 0x7u64, PTE_MAP_SHARED.0);
+        for pt in [0x4000, 0x9000] {
+            w(pt + 0x10 * 8, 0x10000 | ro);
+            w(pt + 0x11 * 8, 0x11000 | rw | sh);
+            w(pt + 0x12 * 8, 0x12000 | ro);
+        }
+        w(0x4000 + 0x13 * 8, 0x13000 | rw);
+        w(0x9000 + 0x14 * 8, 0x14000 | rw);
+        let mut d = mm_core::descriptor::MmDescriptor::new();
+        d.nr_pfns = 256;
+        d.kernel_cr3 = 0x1000;
+        m.write_slice(&crate::inspect::guest::encode_descriptor(&d), GuestAddress(0x8000)).unwrap();
+        m
+    }
+
+    fn state(m: &GuestMemoryMmap) -> GuestState<'_> {
+        let mut gs = GuestState::descriptor(m, Some(0x8000), &CpuContext::kernel(PhysAddr(0))).unwrap();
+        let block = |pfn, owner, refcount| Block { pfn, order: 0, kind: BlockKind::Allocated(owner), refcount };
+        gs.blocks = vec![
+            block(0x10, PageOwner::UserAnon, 2),
+            block(0x11, PageOwner::UserAnon, 2),
+            block(0x12, PageOwner::Reserved, 1),
+            block(0x13, PageOwner::UserAnon, 1),
+            block(0x14, PageOwner::UserAnon, 1),
+            block(0x20, PageOwner::PageTable, 1),
+        ];
+        gs
+    }
+
+    const ROOTS: [Root; 3] = [
+        Root { cr3: 0x1000, whose: "kernel", pid: None, user_only: false },
+        Root { cr3: 0x1000, whose: "process", pid: Some(1), user_only: true },
+        Root { cr3: 0x5000, whose: "process", pid: Some(2), user_only: true },
+    ];
+
+    fn run_all(m: &GuestMemoryMmap, gs: &GuestState<'_>) -> [CheckResult; 3] {
+        let um = user_maps(&GuestPhys(m), &CpuContext::kernel(PhysAddr(0)), &ROOTS);
+        [refcount(gs, &um), cow_ro(gs, &um), isolation(gs, &um)]
+    }
+
+    #[test]
+    fn refcount_cow_and_isolation_pass_on_consistent_processes() {
+        let m = two_processes();
+        let gs = state(&m);
+        let um = user_maps(&GuestPhys(&m), &CpuContext::kernel(PhysAddr(0)), &ROOTS);
+        assert_eq!((um.processes, um.leaves, um.frames.len()), (2, 8, 5), "{um:?}");
+        assert_eq!(um.frames[&0x11].iter().filter(|l| l.shared && l.writable).count(), 2);
+        for r in run_all(&m, &gs) {
+            assert!(r.passed, "{r:?}");
+        }
+        assert!(cow_ro(&gs, &um).detail.contains("1 frames shared copy-on-write, 1 MAP_SHARED"));
+        assert!(refcount(&gs, &um).detail.contains("the zero page is mapped 2 times"));
+    }
+
+    #[test]
+    fn each_broken_invariant_is_named() {
+        let m = two_processes();
+        let w = |a: u64, v: u64| m.write_obj(v, GuestAddress(a)).unwrap();
+        // A copy-on-write page made writable in B.
+        w(0x9000 + 0x10 * 8, 0x10000 | 7);
+        let [rc, cow, iso] = run_all(&m, &state(&m));
+        assert!(rc.passed && iso.passed, "{rc:?} {iso:?}");
+        assert!(!cow.passed && cow.violations[0].contains("but pid 2 at 0x10000 (rw) can write it"), "{cow:?}");
+        w(0x9000 + 0x10 * 8, 0x10000 | 5);
+        // A reference no mapping accounts for.
+        let mut gs = state(&m);
+        gs.blocks[3].refcount = 2;
+        let [rc, cow, iso] = run_all(&m, &gs);
+        assert!(cow.passed && iso.passed);
+        assert!(rc.violations[0].starts_with("user frame at 0x13000 has refcount 2 but 1 user PTEs map it"), "{rc:?}");
+        // A's private frame mapped into B (no reference taken).
+        w(0x9000 + 0x15 * 8, 0x13000 | 5);
+        let [rc, _, iso] = run_all(&m, &state(&m));
+        assert!(!rc.passed, "{rc:?}");
+        assert!(
+            iso.violations[0].contains("pid 1's private frame at 0x13000 (refcount 1, mapped at 0x13000) is reachable through pid 2's CR3 at 0x15000"),
+            "{iso:?}"
+        );
+        w(0x9000 + 0x15 * 8, 0);
+        // The zero page writable; a shared frame mapped privately; a
+        // page-table page in user space.
+        w(0x9000 + 0x12 * 8, 0x12000 | 7);
+        w(0x9000 + 0x11 * 8, 0x11000 | 5);
+        w(0x9000 + 0x16 * 8, 0x20000 | 5);
+        let [_, cow, iso] = run_all(&m, &state(&m));
+        assert!(cow.violations[0].contains("maps the zero page at 0x12000 writable"), "{cow:?}");
+        assert!(
+            iso.violations.iter().any(|v| v.contains("MAP_SHARED in some processes and privately mapped")),
+            "{iso:?}"
+        );
+        assert!(iso.violations.iter().any(|v| v.contains("kernel memory owned PageTable")), "{iso:?}");
+    }
+
+    #[test]
+    fn unreadable_user_tables_are_problems_not_panics() {
+        let m = two_processes();
+        m.write_obj(0x7_0000_0000u64 | 7, GuestAddress(0x5000 + 8)).unwrap();
+        let um = user_maps(&GuestPhys(&m), &CpuContext::kernel(PhysAddr(0)), &ROOTS);
+        assert!(um.problems.iter().any(|p| p.contains("outside guest RAM")), "{:?}", um.problems);
+        assert!(!refcount(&state(&m), &um).passed, "an incomplete walk cannot vouch for refcounts");
     }
 
     #[test]

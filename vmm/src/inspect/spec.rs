@@ -197,12 +197,36 @@ pub enum Check {
     PtOwner,
     /// The guest's recorded accesses agree with the software MMU.
     Access,
+    /// Every user frame's refcount equals the user PTEs mapping it across
+    /// the live processes (the zero page, owner `Reserved`, stays at 1).
+    Refcount,
+    /// A frame mapped by more than one private (not MAP_SHARED-marked)
+    /// user PTE is read-only in every mapper; the zero page everywhere.
+    CowRo,
+    /// A process's private frame (refcount 1, not shared-marked) is not
+    /// reachable through another process's CR3, and user PTEs map only
+    /// user frames.
+    Isolation,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 7] =
-        [Check::Kvm, Check::Wx, Check::TextRo, Check::TextUser, Check::FreedMapped, Check::PtOwner, Check::Access];
+    pub const ALL: [Check; 10] = [
+        Check::Kvm,
+        Check::Wx,
+        Check::TextRo,
+        Check::TextUser,
+        Check::FreedMapped,
+        Check::PtOwner,
+        Check::Access,
+        Check::Refcount,
+        Check::CowRo,
+        Check::Isolation,
+    ];
+
+    /// The checks that read the guest's descriptor.
+    pub const DESCRIPTOR: [Check; 6] =
+        [Check::FreedMapped, Check::PtOwner, Check::Access, Check::Refcount, Check::CowRo, Check::Isolation];
 
     /// The name `--verify` and reports use.
     pub fn name(self) -> &'static str {
@@ -214,6 +238,9 @@ impl Check {
             Check::FreedMapped => "freed-mapped",
             Check::PtOwner => "pt-owner",
             Check::Access => "access",
+            Check::Refcount => "refcount",
+            Check::CowRo => "cow-ro",
+            Check::Isolation => "isolation",
         }
     }
 }
@@ -237,7 +264,8 @@ pub fn parse_checks(s: &str) -> Result<Checks, String> {
             continue;
         }
         let c = Check::ALL.into_iter().find(|c| c.name() == item).ok_or_else(|| {
-            format!("unknown check '{item}'; checks: all, kvm, wx, text-ro, text-user, freed-mapped, pt-owner, access")
+            let names: Vec<&str> = Check::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown check '{item}'; checks: all, {}", names.join(", "))
         })?;
         v.push(c);
     }
@@ -320,6 +348,11 @@ mod tests {
             parse_checks("freed-mapped,pt-owner,access").unwrap().0,
             vec![Check::FreedMapped, Check::PtOwner, Check::Access]
         );
+        assert_eq!(
+            parse_checks("refcount,cow-ro,isolation").unwrap().0,
+            vec![Check::Refcount, Check::CowRo, Check::Isolation]
+        );
+        assert!(parse_checks("bogus").unwrap_err().contains("isolation"), "errors list every check");
     }
 
     #[test]

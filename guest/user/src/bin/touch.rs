@@ -1,12 +1,14 @@
 //! Demand paging: touches N pages of a fresh anonymous mapping (N is the
 //! argument, 64 by default) and reports how many faults that took (the
 //! kernel's self-test expects exactly N); then reads never-written pages
-//! (the shared zero page), writes them, and unmaps everything.
+//! (the shared zero page), writes them, and unmaps everything. It stops
+//! at checkpoint `zero-page-mapped` while the zero page is mapped 16
+//! times, for the host's refcount and cow-ro checks.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{mmap, mmstat, munmap, report, PAGE};
+use ulib::{checkpoint, mmap, mmstat, munmap, report, PAGE};
 
 ulib::entry!(main);
 
@@ -35,6 +37,7 @@ fn main(arg: u64) -> i32 {
         sum += unsafe { ((b + i * PAGE) as *const u8).read_volatile() } as u64;
     }
     let s2 = mmstat();
+    checkpoint("zero-page-mapped");
     for i in 0..z {
         // SAFETY: inside the mapping.
         unsafe { ((b + i * PAGE) as *mut u8).write_volatile(2) };
