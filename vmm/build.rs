@@ -8,25 +8,11 @@
 //! the host build and would override the guest's flags).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+include!("../guest/nested_build.rs");
 
 fn build(crate_dir: &Path, bin: &str, out_dir: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = out_dir.join(format!("{bin}-target"));
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate_dir).args(["build", "--release", "--target-dir"]).arg(&target_dir);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let inherited = key.starts_with("CARGO_") && key != "CARGO_HOME";
-        if inherited
-            || matches!(key.as_str(), "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOCFLAGS")
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", crate_dir.display()));
-    assert!(status.success(), "building {} failed", crate_dir.display());
-    target_dir.join("x86_64-unknown-linux-gnu/release").join(bin)
+    nested_cargo_build(crate_dir, &out_dir.join(format!("{bin}-target"))).join(bin)
 }
 
 fn main() {
@@ -45,6 +31,7 @@ fn main() {
         "guest/Cargo.toml",
         "guest/Cargo.lock",
         "guest/build.rs",
+        "guest/nested_build.rs",
         "guest/kernel.ld",
         "guest/.cargo/config.toml",
         "guest/user/src",

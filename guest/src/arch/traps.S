@@ -79,6 +79,10 @@ trap_common:
     mov %rsp, %rdi
     cld
     call trap_handler
+/* Restores a TrapFrame on the stack and returns with iretq; a new task's
+ * first run enters here too (usermode.rs, ret_to_user). */
+.globl trap_return
+trap_return:
     pop %rax
     pop %rbx
     pop %rcx

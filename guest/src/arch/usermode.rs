@@ -31,26 +31,11 @@ switch_to:
     pop %rbp
     ret
 
-/* A new task's first run: its stack holds a TrapFrame (traps.S order). */
+/* A new task's first run: its stack holds a TrapFrame (traps.S order),
+ * which the exception return path restores. */
 .globl ret_to_user
 ret_to_user:
-    pop %rax
-    pop %rbx
-    pop %rcx
-    pop %rdx
-    pop %rsi
-    pop %rdi
-    pop %rbp
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
-    add $16, %rsp
-    iretq
+    jmp trap_return
 .popsection
 "#,
     options(att_syntax)
