@@ -123,6 +123,17 @@ fn timeout_stops_a_spinning_guest_and_says_where() {
 }
 
 #[test]
+fn a_guest_halted_with_interrupts_off_is_reported_not_waited_for() {
+    // No --timeout: the VMM itself must notice the vCPU can never wake.
+    let start = std::time::Instant::now();
+    let r = vmm(&["run", "--cmdline", "halt"]);
+    assert_eq!(r.status, 125, "{}", r.all());
+    assert!(r.stderr.contains("hlt with interrupts disabled"), "{}", r.all());
+    assert!(r.stderr.contains("<kernel::arch::halt_forever"), "{}", r.all());
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+}
+
+#[test]
 fn host_stdin_reaches_the_guest_uart() {
     let r = vmm_with_input(&["run", "--timeout", "60", "--cmdline", "echo"], Some("hello from the host\n"));
     assert_eq!(r.status, 0, "{}", r.all());

@@ -6,6 +6,7 @@
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
+//! `halt`        `cli; hlt` for good (the VMM must notice it can never wake)
 //! `checkpoint=NAME` stop at a named checkpoint (the VMM inspects)
 //! `nullderef`   read address 0 (exercises the kernel's oops)
 //! `selftest`    run the self-test suite (`selftest=GROUP` for one group;
@@ -87,6 +88,10 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             ("nullderef", None) => {
                 kprintln!("cmdline: dereferencing NULL");
                 null_deref();
+            }
+            ("halt", None) => {
+                kprintln!("cmdline: halting with interrupts disabled");
+                arch::halt_forever()
             }
             ("hang", None) => {
                 kprintln!("cmdline: spinning forever");

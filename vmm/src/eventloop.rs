@@ -121,6 +121,10 @@ impl MutEventSubscriber for Lifecycle {
     }
 }
 
+/// How often the loop kicks the vCPU out of KVM_RUN to look for a guest
+/// that halted for good.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
+
 extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 fn kick_signal() -> libc::c_int {
@@ -164,8 +168,16 @@ pub fn run<T: Send + 'static>(
     let mut em: EventManager<Box<dyn MutEventSubscriber>> = EventManager::new()?;
     em.add_subscriber(Box::new(StdinInput { serial }));
     em.add_subscriber(Box::new(Lifecycle { done, timer, state: state.clone() }));
+    // A vCPU halted with interrupts masked never leaves KVM_RUN once KVM
+    // runs the interrupt controllers in the kernel: kick it now and then so
+    // the run loop can look (`vcpu::run` reports such a guest as dead).
+    let mut last_kick = std::time::Instant::now();
     while state.get() == State::Running && !handle.is_finished() {
         em.run_with_timeout(200)?;
+        if last_kick.elapsed() >= WATCHDOG_PERIOD {
+            let _ = handle.kill(kick_signal());
+            last_kick = std::time::Instant::now();
+        }
     }
     let end = if state.get() == State::TimedOut {
         stop.store(true, Ordering::Release);

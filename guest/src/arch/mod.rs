@@ -60,6 +60,7 @@ pub fn irq_restore(flags: u64) {
 }
 
 /// Stops the CPU for good.
+#[inline(never)]
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: `cli; hlt` only stops this CPU.

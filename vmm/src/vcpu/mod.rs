@@ -100,6 +100,9 @@ pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<Vc
             Ok(exit) => handle_exit(exit, bus),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 bus.link().exits.record(ExitReason::Interrupted);
+                if halted_for_good(vcpu) {
+                    return Ok(VcpuStop::Crash(Crash::Halted));
+                }
                 continue;
             }
             Err(e) => return Err(e),
@@ -115,6 +118,14 @@ pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<Vc
             ExitAction::Crash(c) => return Ok(VcpuStop::Crash(c)),
         }
     }
+}
+
+/// True when the vCPU sits in `hlt` with interrupts masked: with the
+/// interrupt controllers in KVM that never ends in an exit, and nothing but
+/// an NMI (which this VMM never sends) could wake it.
+fn halted_for_good(vcpu: &VcpuFd) -> bool {
+    let halted = vcpu.get_mp_state().is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
+    halted && vcpu.get_regs().is_ok_and(|r| r.rflags & (1 << 9) == 0)
 }
 
 /// Serves the checkpoint the last exit completed, if any: runs the bus's

@@ -173,7 +173,7 @@ pub fn headline(crash: &Crash, snap: Option<&CpuSnapshot>) -> String {
             s
         }
         Crash::FailEntry { reason } => format!("KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x}): the vCPU state is invalid"),
-        Crash::Halted => "the guest executed hlt with no interrupt source that could wake it (no interrupt controller is wired): it can never resume".into(),
+        Crash::Halted => "the guest executed hlt with interrupts disabled (or with nothing that could wake it): it can never resume".into(),
         Crash::Unexpected(what) => format!("unexpected vCPU exit: {what}"),
     }
 }
