@@ -504,12 +504,39 @@ fn a_freed_frame_left_mapped_is_named_and_exits_3() {
     assert!(r.stdout.contains("verify pt-owner: ok"), "{}", r.all());
 }
 
+/// The access-rights test in both rings: the kernel's ring-0 probes of a
+/// vmalloc area and access3's ring-3 probes of its own mmap'ed pages (every
+/// protection mmap/mprotect give, an untouched PROT_NONE page, the NULL
+/// page, the kernel's direct map) are compared with the software MMU at one
+/// checkpoint, while both sets of pages are mapped.
+#[test]
+fn ring0_and_ring3_access_records_agree_with_the_model() {
+    let r = boot(&["--cmdline", "selftest=access exit=0", "--verify=access"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("verify access: ok (") && l.contains("recorded accesses ("))
+        .unwrap_or_else(|| panic!("the access records were compared: {}", r.all()));
+    // "N recorded accesses (F faulted; N0 at CPL 0, N3 at CPL 3)": 7 ring-0
+    // pages (6 flag combinations and the guard page) and 10 ring-3 ones,
+    // each read, written and fetched.
+    assert!(line.contains("21 at CPL 0, 30 at CPL 3"), "{line}");
+    assert!(line.contains("51 recorded accesses"), "{line}");
+    assert!(!r.stdout.contains("VIOLATION"), "0 disagreements: {}", r.all());
+    for c in ["ring0_combinations", "ring3_combinations", "ring3_plain_cases"] {
+        assert!(r.stderr.contains(&format!("vmm: selftest pass: access/{c}")), "{c}: {}", r.all());
+    }
+}
+
 /// The access check is seen to fail: at 'access-test-done' the host flips
-/// one recorded outcome in guest memory before the inspector compares.
+/// one recorded outcome in guest memory before the inspector compares: the
+/// first faulting record at `cpl`.
 struct FlipAccess {
     inner: Inspector,
     mem: vmm::memory::GuestMem,
     link: vmm::inspect::GuestLink,
+    cpl: u8,
 }
 
 impl ParkHook for FlipAccess {
@@ -519,10 +546,10 @@ impl ParkHook for FlipAccess {
             let gs = vmm::inspect::guest::GuestState::descriptor(&self.mem, self.link.descriptor.get(), &ctx).unwrap();
             let recs = gs.access_records().unwrap();
             assert!(recs.len() > 3, "{recs:?}");
-            // Record 1 is the write to the read-only page: it faulted.
-            assert_eq!(recs[1].faulted, 1, "{recs:?}");
+            // At CPL 0 that is record 1, the write to the read-only page.
+            let i = recs.iter().position(|r| r.cpl == self.cpl && r.faulted == 1).expect("a faulting record");
             let at = gs.desc.access_records
-                + vmm::inspect::guest::ACCESS_RECORD_BYTES
+                + i as u64 * vmm::inspect::guest::ACCESS_RECORD_BYTES
                 + vmm::inspect::guest::ACCESS_RECORD_FAULTED_OFFSET;
             self.mem.write_obj(0u8, GuestAddress(at)).unwrap();
         }
@@ -534,25 +561,43 @@ impl ParkHook for FlipAccess {
     }
 }
 
-#[test]
-fn a_disagreeing_access_record_is_named() {
+/// Runs `selftest=access --verify=access` with the first faulting record
+/// at `cpl` flipped to "no fault"; the violation's summary.
+fn flipped_access_summary(cpl: u8) -> String {
     let (console, _serial) = SerialConsole::captured();
     let mut vm = Vm::new(&config("selftest=access exit=0"), console).expect("VM");
     let cfg = InspectConfig { verify: Some(vec![Check::Access]), ..Default::default() };
     let link = vm.link().clone();
     let inner = Inspector::new(cfg, vm.memory().clone(), None, Arc::default(), Box::new(Shared::default()))
         .with_link(link.clone());
-    vm.set_park_hook(Box::new(FlipAccess { inner, mem: vm.memory().clone(), link }));
+    vm.set_park_hook(Box::new(FlipAccess { inner, mem: vm.memory().clone(), link, cpl }));
     match vm.run() {
         Err(VmError::Inspect(InspectError::Violation { checkpoint, summary, checks })) => {
             assert_eq!(checkpoint, "access-test-done");
             assert_eq!(checks, vec![Check::Access], "{summary}");
-            assert!(summary.contains("record 1: write of 0x"), "{summary}");
-            assert!(summary.contains("the CPU gave no fault, the model predicts #PF 0x3 [P W]"), "{summary}");
+            summary
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("the run went on"),
     }
+}
+
+#[test]
+fn a_disagreeing_access_record_is_named() {
+    let summary = flipped_access_summary(0);
+    assert!(summary.contains("record 1: write of 0x"), "{summary}");
+    assert!(summary.contains("the CPU gave no fault, the model predicts #PF 0x3 [P W]"), "{summary}");
+}
+
+/// The same for a ring-3 record: the first one that faulted is access3's
+/// read of its PROT_NONE page (present, the user bit cleared), which the
+/// model predicts as a user read of a supervisor page.
+#[test]
+fn a_disagreeing_ring3_access_record_is_named() {
+    let summary = flipped_access_summary(3);
+    assert!(summary.contains("record 21: read of 0x"), "{summary}");
+    assert!(summary.contains("at CPL 3 under CR3 0x"), "{summary}");
+    assert!(summary.contains("the CPU gave no fault, the model predicts #PF 0x5 [P U]"), "{summary}");
 }
 
 #[test]

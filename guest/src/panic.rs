@@ -15,14 +15,18 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let from_core = info.location().is_some_and(|l| l.file().contains("/rustc/"));
     let msg = info.message();
     match (info.location(), msg.as_str()) {
-        (Some(l), Some(text)) => kprintln!("Kernel panic at {}:{}:{}: {}", l.file(), Dec(l.line() as u64), Dec(l.column() as u64), text),
+        (Some(l), Some(text)) => {
+            kprintln!("Kernel panic at {}:{}:{}: {}", l.file(), Dec(l.line() as u64), Dec(l.column() as u64), text)
+        }
         (Some(l), None) if from_core => kprintln!(
             "Kernel panic at {}:{}:{} (in core; its message is not formatted: it would use SSE)",
             l.file(),
             Dec(l.line() as u64),
             Dec(l.column() as u64)
         ),
-        (Some(l), None) => kprintln!("Kernel panic at {}:{}:{}: {}", l.file(), Dec(l.line() as u64), Dec(l.column() as u64), msg),
+        (Some(l), None) => {
+            kprintln!("Kernel panic at {}:{}:{}: {}", l.file(), Dec(l.line() as u64), Dec(l.column() as u64), msg)
+        }
         (None, _) => kprintln!("Kernel panic: {}", msg),
     }
     exit::exit(PANIC_EXIT_CODE)

@@ -12,7 +12,6 @@ use mm_core::buddy::GFP_KERNEL;
 /// Allocator operations per fast-path run.
 const PAIRS: u64 = 1000;
 
-
 /// Runs the measurements and prints one `mmbench:` line per figure.
 pub fn run() {
     // Warm the caches so the measured loops stay on the fast paths.
@@ -72,7 +71,11 @@ pub fn run() {
         let mut a = va.0;
         while a < va.0 + size {
             if let Ok(t) = PAGES.with(|p| mm_core::paging::walk(&p.phys, &ctx, mm_core::addr::VirtAddr(a))) {
-                for step in t.trace.steps().filter(|st| st.level == mm_core::paging::Level::Pte || st.level == mm_core::paging::Level::Pmd) {
+                for step in t
+                    .trace
+                    .steps()
+                    .filter(|st| st.level == mm_core::paging::Level::Pte || st.level == mm_core::paging::Level::Pmd)
+                {
                     let table = step.entry_pa.0 & !0xfff;
                     if !tables[..n].contains(&table) && n < tables.len() {
                         tables[n] = table;

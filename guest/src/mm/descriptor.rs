@@ -7,19 +7,14 @@ use super::layout::{KernelImage, KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_S
 use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
 use crate::sync::BootCell;
-use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS, MAX_PROC_DESCS};
+use mm_core::descriptor::{
+    CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS, MAX_PROC_DESCS,
+};
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
-static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new([ProcDesc {
-    pid: 0,
-    ppid: 0,
-    state: 0,
-    exit_code: 0,
-    cr3: 0,
-    rss: 0,
-    faults: 0,
-    name: [0; 16],
-}; MAX_PROC_DESCS]);
+static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
+    [ProcDesc { pid: 0, ppid: 0, state: 0, exit_code: 0, cr3: 0, rss: 0, faults: 0, name: [0; 16] }; MAX_PROC_DESCS],
+);
 
 /// Runs `f` on the descriptor.
 fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {

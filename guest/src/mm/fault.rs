@@ -24,7 +24,11 @@ pub fn kernel_page_fault(frame: &TrapFrame, cr2: u64) {
                 );
             }
             Some(a) => {
-                let _ = write!(msg, "BUG: unmapped page at {:#x} inside the vmalloc area at {:#x} ({})", cr2, a.start.0, a.caller);
+                let _ = write!(
+                    msg,
+                    "BUG: unmapped page at {:#x} inside the vmalloc area at {:#x} ({})",
+                    cr2, a.start.0, a.caller
+                );
             }
             None => {
                 let _ = write!(msg, "BUG: unable to handle page fault for address {:#x} in the vmalloc window, outside every vmalloc area", cr2);

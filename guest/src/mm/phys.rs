@@ -22,7 +22,6 @@ impl KernelPhys {
         KernelPhys { base, limit }
     }
 
-
     fn check(&self, pa: PhysAddr, len: usize) -> Result<*mut u8, MemError> {
         match pa.0.checked_add(len as u64) {
             Some(end) if end <= self.limit => Ok((self.base + pa.0) as *mut u8),

@@ -22,7 +22,8 @@ pub fn meminfo() {
     let st = STATS.with(|s| *s);
     let (c, slab_pages) = PAGES.with(|p| {
         let c = p.buddy.counts();
-        let slab: u64 = p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum();
+        let slab: u64 =
+            p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum();
         (c, slab)
     });
     let (vm_used, vm_chunk) = super::vmalloc::VMAP.with(|v| (v.areas().map(|a| a.size).sum::<u64>(), v.largest_free()));
@@ -67,21 +68,22 @@ pub fn ptdump() {
     let mapper = super::KERNEL_PT.with(|m| *m);
     PAGES.with(|p| {
         let mut cur: Option<(u64, u64, u64, mm_core::paging::PteFlags, mm_core::paging::PageSize)> = None;
-        let print = |(start, end, pa, flags, size): (u64, u64, u64, mm_core::paging::PteFlags, mm_core::paging::PageSize)| {
-            kprintln!(
-                "{:#018x}-{:#018x} {}K {} -> {:#x} {}",
-                start,
-                end,
-                Dec((end - start) >> 10),
-                match size {
-                    mm_core::paging::PageSize::Size4K => "pte",
-                    mm_core::paging::PageSize::Size2M => "pmd",
-                    mm_core::paging::PageSize::Size1G => "pud",
-                },
-                pa,
-                flags
-            );
-        };
+        let print =
+            |(start, end, pa, flags, size): (u64, u64, u64, mm_core::paging::PteFlags, mm_core::paging::PageSize)| {
+                kprintln!(
+                    "{:#018x}-{:#018x} {}K {} -> {:#x} {}",
+                    start,
+                    end,
+                    Dec((end - start) >> 10),
+                    match size {
+                        mm_core::paging::PageSize::Size4K => "pte",
+                        mm_core::paging::PageSize::Size2M => "pmd",
+                        mm_core::paging::PageSize::Size1G => "pud",
+                    },
+                    pa,
+                    flags
+                );
+            };
         for m in mapper.mappings(&p.phys).flatten() {
             // Accessed/dirty change as the CPU runs: leave them out, as
             // Linux's ptdump does, so ranges merge.

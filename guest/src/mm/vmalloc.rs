@@ -144,7 +144,8 @@ fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapEr
 
 /// Frees a vmalloc area.
 pub fn vfree(va: VirtAddr) -> Result<(), VmallocFailure> {
-    let area = VMAP.with(|v| v.find(va).copied()).ok_or(VmallocFailure::Area(mm_core::vmalloc::VmallocError::NotFound(va)))?;
+    let area =
+        VMAP.with(|v| v.find(va).copied()).ok_or(VmallocFailure::Area(mm_core::vmalloc::VmallocError::NotFound(va)))?;
     unmap_and_free(area.start, area.size / PAGE_SIZE).map_err(VmallocFailure::Map)?;
     VMAP.with(|v| v.free(va)).map_err(VmallocFailure::Area)?;
     STATS.with(|s| s.vfrees += 1);

@@ -47,7 +47,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 9] = [
+pub static PROGRAMS: [(&str, &[u8]); 10] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -58,6 +58,8 @@ pub static PROGRAMS: [(&str, &[u8]); 9] = [
     // The process bench (vmm/benches/process.rs, the `procbench` switch).
     user_program!("mallocbench"),
     user_program!("forkbench"),
+    // The ring-3 half of the access-rights test (selftest/access.rs).
+    user_program!("access3"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a
@@ -155,6 +157,28 @@ pub fn interrupt(frame: &mut TrapFrame) {
     }
 }
 
+/// The #GP vector.
+const GENERAL_PROTECTION: u64 = abi::VECTOR_GP;
+
+/// A fault-tolerant user probe (`SYS_PROBE_FIXUP`): if the process
+/// registered a fix-up, the fault it could not survive is reported to it
+/// instead (rax = vector, rdx = error code, rcx = CR2) and it resumes at
+/// the fix-up; every other register stays as at the fault, so the fix-up
+/// can restore its own stack. True if it was taken.
+fn probe_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
+    let fixup = sched::probe_fixup();
+    // A fault at the fix-up itself (a bad registration) would resume
+    // where it faulted forever: that one kills as usual.
+    if fixup == 0 || frame.rip == fixup {
+        return false;
+    }
+    frame.rax = frame.vector;
+    frame.rdx = frame.error_code;
+    frame.rcx = cr2;
+    frame.rip = fixup;
+    true
+}
+
 /// Everything ring 3 raised: system calls arriving as the #PF at LSTAR,
 /// page faults, and fatal exceptions (the process dies, nothing else).
 pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
@@ -177,6 +201,9 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
             }
             _ => {}
         }
+        if probe_fixup(frame, cr2) {
+            return;
+        }
         let (name, pid, _) = sched::current_info();
         kprintln!(
             "{}[{}]: segfault at {:x} ip {:016x} sp {:016x} error {:x}",
@@ -188,6 +215,9 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
             frame.error_code
         );
         sched::do_exit(abi::SIGSEGV)
+    }
+    if frame.vector == GENERAL_PROTECTION && probe_fixup(frame, 0) {
+        return;
     }
     let (name, pid, _) = sched::current_info();
     kprintln!(

@@ -62,6 +62,10 @@ pub struct Task {
     pub mm: Option<MmRef>,
     /// Times the timer preempted this task.
     pub preemptions: u64,
+    /// Where an unresolvable ring-3 #PF or #GP resumes (`SYS_PROBE_FIXUP`),
+    /// 0 for none: the fault then kills as usual. Not inherited by fork,
+    /// so a child never resumes at a fix-up it did not register.
+    pub probe_fixup: u64,
 }
 
 impl Task {
@@ -117,6 +121,20 @@ pub fn current_mm() -> Option<MmRef> {
 /// The address spaces of every live process but `pid`, by pid.
 pub fn other_mms(pid: u64) -> alloc::vec::Vec<(u64, MmRef)> {
     SCHED.with(|s| s.tasks.values().filter(|t| t.pid != pid).filter_map(|t| Some((t.pid, t.mm.clone()?))).collect())
+}
+
+/// The running task's probe fix-up address (0: none).
+pub fn probe_fixup() -> u64 {
+    SCHED.with(|s| s.tasks.get(&s.current).map_or(0, |t| t.probe_fixup))
+}
+
+/// Sets the running task's probe fix-up address (0: none); false for the
+/// idle task, which has no user mode.
+pub fn set_probe_fixup(addr: u64) -> bool {
+    SCHED.with(|s| {
+        let cur = s.current;
+        s.tasks.get_mut(&cur).map(|t| t.probe_fixup = addr).is_some()
+    })
 }
 
 /// The running task's name, pid and preemption count.
@@ -206,6 +224,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         fpu: Box::new(fpu),
         mm: None,
         preemptions: 0,
+        probe_fixup: 0,
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(KCell::new("an mm_struct"));

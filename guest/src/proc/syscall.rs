@@ -82,6 +82,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         })
         .unwrap_or(-EFAULT),
         SYS_CHECKPOINT => sys_checkpoint(a[0], a[1]),
+        SYS_PROBE_FIXUP => sys_probe_fixup(a[0]),
+        SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;
@@ -173,4 +175,52 @@ fn sys_checkpoint(name: u64, len: u64) -> i64 {
     crate::checkpoint::checkpoint(name);
     super::sabotage::after_checkpoint(name);
     0
+}
+
+/// Registers the calling process's probe fix-up (0: none); see
+/// `SYS_PROBE_FIXUP`.
+fn sys_probe_fixup(addr: u64) -> i64 {
+    if addr >= super::mm::TASK_SIZE {
+        return -EINVAL;
+    }
+    if sched::set_probe_fixup(addr) {
+        0
+    } else {
+        -EINVAL
+    }
+}
+
+/// Takes a program's ring-3 access records for the access-rights test:
+/// each becomes an mm-core `AccessRecord` at CPL 3 under this process's
+/// CR3 (its PGD), appended to the table the descriptor publishes.
+fn sys_access_records(ptr: u64, count: u64) -> i64 {
+    const SIZE: usize = core::mem::size_of::<UserAccessRecord>();
+    if count == 0 || count > ACCESS_RECORDS_MAX {
+        return -EINVAL;
+    }
+    let n = count as usize;
+    let mut buf = alloc::vec![0u8; n * SIZE];
+    let Some(r) = with_mm(|mm| copy_from_user(mm, ptr, &mut buf).map(|_| mm.pgd)) else { return -EFAULT };
+    let cr3 = match r {
+        Ok(pgd) => pgd,
+        Err(e) => return e,
+    };
+    let mut recs = alloc::vec::Vec::with_capacity(n);
+    for raw in buf.chunks_exact(SIZE) {
+        let field = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0xff; 8]));
+        let (va, access, faulted, error_code) = (field(0), field(1), field(2), field(3));
+        if access > 2 || faulted > 1 || error_code > u32::MAX as u64 || (faulted == 0 && error_code != 0) {
+            return -EINVAL;
+        }
+        recs.push(mm_core::descriptor::AccessRecord {
+            va,
+            cr3,
+            access: access as u8,
+            cpl: 3,
+            faulted: faulted as u8,
+            pad: 0,
+            error_code: error_code as u32,
+        });
+    }
+    crate::selftest::access::add_user_records(&recs)
 }

@@ -54,7 +54,12 @@ pub fn buddy() {
             }
         }
     }
-    check("buddy", "alloc_every_order", ok && n == blocks.len(), &detail!("{} blocks of orders 0..=10, aligned and writable", crate::fmt::Dec(n as u64)));
+    check(
+        "buddy",
+        "alloc_every_order",
+        ok && n == blocks.len(),
+        &detail!("{} blocks of orders 0..=10, aligned and writable", crate::fmt::Dec(n as u64)),
+    );
     let mut freed_ok = true;
     for &(pfn, order) in blocks[..n].iter().rev() {
         freed_ok &= mm::free_pages(pfn, order).is_ok();
@@ -65,13 +70,22 @@ pub fn buddy() {
         "buddy",
         "free_merges_back",
         freed_ok && after == before && PAGES.with(|p| p.buddy.verify().is_ok()),
-        &detail!("free pages {} before, {} after, buddy invariants hold", crate::fmt::Dec(before), crate::fmt::Dec(after)),
+        &detail!(
+            "free pages {} before, {} after, buddy invariants hold",
+            crate::fmt::Dec(before),
+            crate::fmt::Dec(after)
+        ),
     );
 
     let dma = mm::alloc_pages(0, GFP_DMA);
     let dma32 = mm::alloc_pages(0, GFP_DMA32);
     let in_zone = |pfn: Option<u64>, z: ZoneType| pfn.is_some_and(|p| ZoneType::of_pfn(p) as u8 <= z as u8);
-    check("buddy", "zones", in_zone(dma, ZoneType::Dma) && in_zone(dma32, ZoneType::Dma32), "GFP_DMA below 16 MiB, GFP_DMA32 below 4 GiB");
+    check(
+        "buddy",
+        "zones",
+        in_zone(dma, ZoneType::Dma) && in_zone(dma32, ZoneType::Dma32),
+        "GFP_DMA below 16 MiB, GFP_DMA32 below 4 GiB",
+    );
     for p in [dma, dma32].into_iter().flatten() {
         let _ = mm::free_pages(p, 0);
     }
@@ -117,7 +131,12 @@ pub fn slab() {
     for (pa, _) in objs.drain(..) {
         freed &= PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, CPU, pa)).is_ok();
     }
-    check("slab", "kmalloc_every_size", ok && distinct && freed, &detail!("{} objects of 8..8192 bytes, distinct, written, freed", crate::fmt::Dec(n)));
+    check(
+        "slab",
+        "kmalloc_every_size",
+        ok && distinct && freed,
+        &detail!("{} objects of 8..8192 bytes, distinct, written, freed", crate::fmt::Dec(n)),
+    );
 
     let large = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, CPU, 64 * 1024, GFP_KERNEL));
     let large_ok = large.is_ok_and(|pa| pa.0 % PAGE_SIZE == 0)
@@ -129,7 +148,12 @@ pub fn slab() {
         p.buddy.drain_all_pages();
     });
     let after = free_pages_now();
-    check("slab", "no_leak", after == before, &detail!("free pages {} before, {} after shrinking", crate::fmt::Dec(before), crate::fmt::Dec(after)));
+    check(
+        "slab",
+        "no_leak",
+        after == before,
+        &detail!("free pages {} before, {} after shrinking", crate::fmt::Dec(before), crate::fmt::Dec(after)),
+    );
 }
 
 /// The Rust heap: Box, Vec, BTreeMap over kmalloc.
@@ -181,7 +205,12 @@ pub fn vmalloc() {
         }
     }
     let disjoint = areas.windows(2).all(|w| w[0].0 < w[1].0);
-    check("vmalloc", "large_areas", ok && areas.len() == sizes.len() && disjoint, "4 KiB, 64 KiB and 1 MiB areas, every page written and read back");
+    check(
+        "vmalloc",
+        "large_areas",
+        ok && areas.len() == sizes.len() && disjoint,
+        "4 KiB, 64 KiB and 1 MiB areas, every page written and read back",
+    );
     let mut freed = true;
     for va in areas {
         freed &= vmalloc::vfree(va).is_ok();
@@ -189,8 +218,18 @@ pub fn vmalloc() {
     let flushes = vmalloc::STATS.with(|s| s.invlpg + s.full_flushes) - flush_before;
     settle();
     let after = free_pages_now();
-    check("vmalloc", "vfree_flushes_and_frees", freed && flushes > 0, &detail!("{} TLB flushes for 3 vfrees", crate::fmt::Dec(flushes)));
-    check("vmalloc", "frames_returned", before == after, &detail!("free pages {} before, {} after", crate::fmt::Dec(before), crate::fmt::Dec(after)));
+    check(
+        "vmalloc",
+        "vfree_flushes_and_frees",
+        freed && flushes > 0,
+        &detail!("{} TLB flushes for 3 vfrees", crate::fmt::Dec(flushes)),
+    );
+    check(
+        "vmalloc",
+        "frames_returned",
+        before == after,
+        &detail!("free pages {} before, {} after", crate::fmt::Dec(before), crate::fmt::Dec(after)),
+    );
 }
 
 /// Slab debugging: poisoning catches a use-after-free, red zones an
@@ -219,7 +258,12 @@ pub fn debug() {
         }
         Ok(caught)
     });
-    check("debug", "poison_catches_use_after_free", uaf == Ok(true), "a write to a freed object is reported when the slab hands it out");
+    check(
+        "debug",
+        "poison_catches_use_after_free",
+        uaf == Ok(true),
+        "a write to a freed object is reported when the slab hands it out",
+    );
 
     let overflow = alloc().map(|pa| {
         // SAFETY: deliberately writes one byte past a 64-byte object, into

@@ -30,17 +30,34 @@ pub fn paging() {
             }
         }
     });
-    check("paging", "kernel_w_xor_x", total > 0 && wx == 0 && user == 0, &detail!("{} mappings, {} writable+executable, {} user-accessible", crate::fmt::Dec(total), crate::fmt::Dec(wx), crate::fmt::Dec(user)));
+    check(
+        "paging",
+        "kernel_w_xor_x",
+        total > 0 && wx == 0 && user == 0,
+        &detail!(
+            "{} mappings, {} writable+executable, {} user-accessible",
+            crate::fmt::Dec(total),
+            crate::fmt::Dec(wx),
+            crate::fmt::Dec(user)
+        ),
+    );
 
     let text = paging as *const () as u64;
     let ctx = mapper.context();
     let t = PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(text)));
-    let text_ok = t.is_ok_and(|t| !t.flags.contains(PteFlags::RW) && !t.flags.contains(PteFlags::NX) && t.flags.contains(PteFlags::GLOBAL));
+    let text_ok = t.is_ok_and(|t| {
+        !t.flags.contains(PteFlags::RW) && !t.flags.contains(PteFlags::NX) && t.flags.contains(PteFlags::GLOBAL)
+    });
     check("paging", "text_read_only_executable", text_ok, "kernel text is RX and global");
 
     let dm = layout::PAGE_OFFSET + (4 << 20);
     let d = PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(dm)));
-    check("paging", "direct_map_2m_pages", d.is_ok_and(|t| t.size == PageSize::Size2M && t.pa.0 == 4 << 20), "PAGE_OFFSET + 4 MiB is a 2 MiB page of physical 4 MiB");
+    check(
+        "paging",
+        "direct_map_2m_pages",
+        d.is_ok_and(|t| t.size == PageSize::Size2M && t.pa.0 == 4 << 20),
+        "PAGE_OFFSET + 4 MiB is a 2 MiB page of physical 4 MiB",
+    );
 
     // The software MMU and the hardware agree: a value read through a
     // kernel address equals the one read through the walker's physical
@@ -50,7 +67,12 @@ pub fn paging() {
         // SAFETY: the walker's physical address, read through the direct map.
         unsafe { (mm::phys_to_virt(t.pa.0) as *const u64).read_volatile() }
     });
-    check("paging", "walker_agrees_with_cpu", via_walker == Ok(0x5eed) && probe_read(addr) == Ok(0x5eed), "kernel rodata read by the CPU and through mm-core's translation");
+    check(
+        "paging",
+        "walker_agrees_with_cpu",
+        via_walker == Ok(0x5eed) && probe_read(addr) == Ok(0x5eed),
+        "kernel rodata read by the CPU and through mm-core's translation",
+    );
 
     let wp = probe_write(addr, 1);
     check(
@@ -60,7 +82,12 @@ pub fn paging() {
         &detail!("CR0.WP: a kernel write to rodata takes #PF error code 0x3 (got {:#x})", wp.err().map_or(0, |e| e.1)),
     );
     let null = probe_read(0);
-    check("paging", "null_page_unmapped", matches!(null, Err((14, 0, 0))), "a read of address 0 takes #PF error code 0x0, CR2 0");
+    check(
+        "paging",
+        "null_page_unmapped",
+        matches!(null, Err((14, 0, 0))),
+        "a read of address 0 takes #PF error code 0x0, CR2 0",
+    );
 }
 
 /// Faults caught and named.

@@ -38,6 +38,29 @@ pub const SYS_VIRT_TO_PHYS: u64 = 502;
 pub const SYS_CHECKPOINT: u64 = 503;
 /// Longest checkpoint name `SYS_CHECKPOINT` accepts.
 pub const CHECKPOINT_NAME_MAX: u64 = 48;
+/// `probe_fixup(addr)`: registers a fix-up address for fault-tolerant
+/// probes (0 unregisters). While one is registered, a #PF the kernel
+/// cannot resolve (no demand paging, copy-on-write or stack growth serves
+/// it) or a #GP in ring 3 does not kill the process: the kernel resumes it
+/// at `addr` with every register as at the fault except rax = the vector,
+/// rdx = the error code and rcx = CR2 (0 for a #GP). A fault the kernel
+/// resolves is invisible, as ever. Returns 0, or -EINVAL for an address
+/// outside user space.
+pub const SYS_PROBE_FIXUP: u64 = 504;
+/// `access_records(records, count)`: hands the kernel's access-rights
+/// self-test (`selftest=access`) `count` [`UserAccessRecord`]s the program
+/// probed in ring 3; the kernel adds them to the table the host checks
+/// (at CPL 3 under this process's CR3). Returns the number taken,
+/// -EINVAL for a malformed record or more than [`ACCESS_RECORDS_MAX`],
+/// -ENOENT when no access test is collecting records, -ENOMEM when the
+/// table is full.
+pub const SYS_ACCESS_RECORDS: u64 = 505;
+/// Most records one `SYS_ACCESS_RECORDS` takes.
+pub const ACCESS_RECORDS_MAX: u64 = 64;
+/// The #PF vector, as the fix-up reports it in rax.
+pub const VECTOR_PF: u64 = 14;
+/// The #GP vector.
+pub const VECTOR_GP: u64 = 13;
 
 /// Pages may be read.
 pub const PROT_READ: u64 = 1;
@@ -60,6 +83,8 @@ pub const ECHILD: i64 = 10;
 pub const ENOMEM: i64 = 12;
 /// Bad user pointer.
 pub const EFAULT: i64 = 14;
+/// No such entity (`access_records` outside the access test).
+pub const ENOENT: i64 = 2;
 /// Bad argument.
 pub const EINVAL: i64 = 22;
 /// No such system call.
@@ -97,4 +122,20 @@ pub struct MmStat {
     pub fork_pt_pages: u64,
     /// Times the timer interrupt took the CPU from this process.
     pub preemptions: u64,
+}
+
+/// One ring-3 access as the program saw it (`SYS_ACCESS_RECORDS`); the
+/// kernel adds the CPL and CR3 (mm-core's `AccessRecord` has the same
+/// fields but these).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct UserAccessRecord {
+    /// The linear address accessed.
+    pub va: u64,
+    /// 0 read, 1 write, 2 instruction fetch.
+    pub access: u64,
+    /// 1 if the access raised a #PF the kernel did not resolve.
+    pub faulted: u64,
+    /// Its #PF error code (0 when it did not fault).
+    pub error_code: u64,
 }

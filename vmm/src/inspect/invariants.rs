@@ -551,7 +551,12 @@ pub fn access<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, records: &[Access
     }
     CheckResult::new(
         Check::Access,
-        format!("{} recorded accesses ({faults} faulted) compared with the software MMU", records.len()),
+        format!(
+            "{} recorded accesses ({faults} faulted; {} at CPL 0, {} at CPL 3) compared with the software MMU",
+            records.len(),
+            records.iter().filter(|r| r.cpl == 0).count(),
+            records.iter().filter(|r| r.cpl == 3).count()
+        ),
         violations,
     )
 }
