@@ -144,41 +144,24 @@ pub fn access() {
     });
     let cr3 = mapper.root().0;
     let mut records: Vec<AccessRecord> = Vec::with_capacity(TABLE_CAPACITY);
+    // One record per access: `fault` is the #PF error code if it faulted.
+    let record = |va: u64, access: u8, fault: Option<u64>| AccessRecord {
+        va,
+        cr3,
+        access,
+        cpl: 0,
+        faulted: fault.is_some() as u8,
+        pad: 0,
+        error_code: fault.unwrap_or(0) as u32,
+    };
     for i in 0..=pages {
         let a = va.0 + i * 4096;
         let target = a + 8;
-        let r = probe_read(target).err().map(|e| e.1);
-        records.push(AccessRecord {
-            va: target,
-            cr3,
-            access: 0,
-            cpl: 0,
-            faulted: r.is_some() as u8,
-            pad: 0,
-            error_code: r.unwrap_or(0) as u32,
-        });
+        records.push(record(target, 0, probe_read(target).err().map(|e| e.1)));
         // Writes store the value already there: a write that succeeds
         // changes nothing.
-        let w = probe_write(target, 0x5a5a_0000 + i).err().map(|e| e.1);
-        records.push(AccessRecord {
-            va: target,
-            cr3,
-            access: 1,
-            cpl: 0,
-            faulted: w.is_some() as u8,
-            pad: 0,
-            error_code: w.unwrap_or(0) as u32,
-        });
-        let x = exec(a).err();
-        records.push(AccessRecord {
-            va: a,
-            cr3,
-            access: 2,
-            cpl: 0,
-            faulted: x.is_some() as u8,
-            pad: 0,
-            error_code: x.unwrap_or(0) as u32,
-        });
+        records.push(record(target, 1, probe_write(target, 0x5a5a_0000 + i).err().map(|e| e.1)));
+        records.push(record(a, 2, exec(a).err()));
     }
     // The guest's own expectations for the plainest cases (WP on, NXE on).
     let f = |i: usize, acc: usize| records[i * 3 + acc];
@@ -191,8 +174,9 @@ pub fn access() {
     ];
     for (page, acc, faults, code, what) in expect {
         let r = f(page, acc);
-        ok &= (r.faulted == 1) == faults && (!faults || r.error_code == code);
-        if !((r.faulted == 1) == faults && (!faults || r.error_code == code)) {
+        let good = (r.faulted == 1) == faults && (!faults || r.error_code == code);
+        ok &= good;
+        if !good {
             crate::kprintln!("access: {} failed: faulted {:#x} error {:#x}", what, r.faulted, r.error_code);
         }
     }

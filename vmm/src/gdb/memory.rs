@@ -4,7 +4,7 @@
 //! planted breakpoints hidden from reads.
 
 use super::breakpoints::Breakpoints;
-use crate::inspect::{linear_to_phys, AddressMode};
+use crate::inspect::{for_each_page, linear_to_phys, AddressMode};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// How gdb's addresses are interpreted.
@@ -16,14 +16,13 @@ pub struct View {
     pub cr3: Option<u64>,
 }
 
-const PAGE: u64 = 4096;
-
-/// Resolves `addr` for a chunk that stays inside one page: (guest-physical
-/// address, chunk length).
-fn chunk(mem: &GuestMemoryMmap, mode: &AddressMode, phys: bool, addr: u64, left: usize) -> Option<(u64, usize)> {
-    let pa = if phys { Some(addr) } else { linear_to_phys(mem, mode, addr).ok() }?;
-    let len = ((PAGE - (addr & (PAGE - 1))) as usize).min(left);
-    Some((pa, len))
+/// The guest-physical address of `addr` as gdb means it.
+fn resolve(mem: &GuestMemoryMmap, mode: &AddressMode, phys: bool, addr: u64) -> Option<u64> {
+    if phys {
+        Some(addr)
+    } else {
+        linear_to_phys(mem, mode, addr).ok()
+    }
 }
 
 /// Reads `buf.len()` bytes at `addr`; returns how many could be read before
@@ -36,18 +35,19 @@ pub fn read(
     addr: u64,
     buf: &mut [u8],
 ) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        let a = addr.wrapping_add(done as u64);
-        let Some((pa, len)) = chunk(mem, mode, phys, a, buf.len() - done) else { break };
-        let out = &mut buf[done..done + len];
-        if mem.read_slice(out, GuestAddress(pa)).is_err() {
-            break;
-        }
-        bps.mask(pa, out);
-        done += len;
-    }
-    done
+    for_each_page(
+        addr,
+        buf.len(),
+        |a| resolve(mem, mode, phys, a),
+        |pa, r| {
+            let out = &mut buf[r];
+            let ok = mem.read_slice(out, GuestAddress(pa)).is_ok();
+            if ok {
+                bps.mask(pa, out);
+            }
+            ok
+        },
+    )
 }
 
 /// Writes `data` at `addr`; returns how many bytes were written before the
@@ -60,23 +60,26 @@ pub fn write(
     addr: u64,
     data: &[u8],
 ) -> usize {
-    let mut done = 0;
-    while done < data.len() {
-        let a = addr.wrapping_add(done as u64);
-        let Some((pa, len)) = chunk(mem, mode, phys, a, data.len() - done) else { break };
-        let part = &data[done..done + len];
-        if mem.write_slice(part, GuestAddress(pa)).is_err() {
-            break;
-        }
-        bps.rewrite_after_write(mem, pa, part);
-        done += len;
-    }
-    done
+    for_each_page(
+        addr,
+        data.len(),
+        |a| resolve(mem, mode, phys, a),
+        |pa, r| {
+            let part = &data[r];
+            let ok = mem.write_slice(part, GuestAddress(pa)).is_ok();
+            if ok {
+                bps.rewrite_after_write(mem, pa, part);
+            }
+            ok
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PAGE: u64 = 4096;
 
     #[test]
     fn physical_reads_stop_at_the_end_of_ram_and_hide_breakpoints() {

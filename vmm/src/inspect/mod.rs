@@ -104,15 +104,24 @@ pub fn linear_to_phys(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64) -> Res
     }
 }
 
-/// Reads guest memory at a linear address, page by page; returns how many
-/// bytes were read before the first unmapped page or hole.
-pub fn read_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, buf: &mut [u8]) -> usize {
+/// Walks `[la, la + len)` a page at a time: `translate` gives each piece's
+/// guest-physical address and `f` does the work on it, with the piece's
+/// range in the caller's buffer. Stops at the first piece that does not
+/// translate or that `f` refuses; returns how many bytes were done. Every
+/// access to guest memory by linear address (crash reports, gdb) goes
+/// through here.
+pub fn for_each_page(
+    la: u64,
+    len: usize,
+    mut translate: impl FnMut(u64) -> Option<u64>,
+    mut f: impl FnMut(u64, std::ops::Range<usize>) -> bool,
+) -> usize {
     let mut done = 0;
-    while done < buf.len() {
+    while done < len {
         let addr = la.wrapping_add(done as u64);
-        let Ok(pa) = linear_to_phys(mem, mode, addr) else { break };
-        let chunk = (4096 - (addr & 0xfff) as usize).min(buf.len() - done);
-        if mem.read_slice(&mut buf[done..done + chunk], GuestAddress(pa)).is_err() {
+        let Some(pa) = translate(addr) else { break };
+        let chunk = (4096 - (addr & 0xfff) as usize).min(len - done);
+        if !f(pa, done..done + chunk) {
             break;
         }
         done += chunk;
@@ -120,20 +129,26 @@ pub fn read_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, buf: &mut
     done
 }
 
+/// Reads guest memory at a linear address, page by page; returns how many
+/// bytes were read before the first unmapped page or hole.
+pub fn read_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, buf: &mut [u8]) -> usize {
+    for_each_page(
+        la,
+        buf.len(),
+        |a| linear_to_phys(mem, mode, a).ok(),
+        |pa, r| mem.read_slice(&mut buf[r], GuestAddress(pa)).is_ok(),
+    )
+}
+
 /// Writes guest memory at a linear address; returns how many bytes were
 /// written before the first unmapped page.
 pub fn write_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, data: &[u8]) -> usize {
-    let mut done = 0;
-    while done < data.len() {
-        let addr = la.wrapping_add(done as u64);
-        let Ok(pa) = linear_to_phys(mem, mode, addr) else { break };
-        let chunk = (4096 - (addr & 0xfff) as usize).min(data.len() - done);
-        if mem.write_slice(&data[done..done + chunk], GuestAddress(pa)).is_err() {
-            break;
-        }
-        done += chunk;
-    }
-    done
+    for_each_page(
+        la,
+        data.len(),
+        |a| linear_to_phys(mem, mode, a).ok(),
+        |pa, r| mem.write_slice(&data[r], GuestAddress(pa)).is_ok(),
+    )
 }
 
 #[cfg(test)]
