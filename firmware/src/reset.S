@@ -11,22 +11,34 @@
  *    same GiB at -2 GiB for the kernel image, and this ROM) with 2 MiB pages, set
  *    CR4.PAE, EFER.LME, CR3, then CR0.PG: the CPU is in long mode.
  * 4. Jump to the kernel's 64-bit entry, handed over in a block the VMM
- *    wrote at physical 0x5000 (magic, entry, hvm_start_info address).
+ *    wrote at physical HANDOFF (magic, entry, hvm_start_info address).
  *
  * Progress goes to COM1 so a reader sees each step happen.
+ *
+ * Every address, port and register bit is one of main.rs's `const`
+ * operands, from mm-core's abi module, the definition the VMM and the
+ * kernel use too (so no other braces may appear in this file).
  */
 
-.set ROM_BASE, 0xffff0000
-.set HANDOFF, 0x5000
-.set HANDOFF_MAGIC, 0x57464d4d             /* "MMFW" */
-.set PML4, 0x9000
-.set PDPT_LOW, 0xa000
-.set PDPT_HIGH, 0xb000
-.set PD, 0xc000
-.set PD_TOP, 0xd000                         /* maps the ROM itself, at 4 GiB - 2 MiB */
-.set STACK_TOP, 0x8000
-.set COM1, 0x3f8
-.set EXIT_PORT, 0xf4
+.set ROM_BASE, {FIRMWARE_BASE}
+.set HANDOFF, {HANDOFF}
+.set HANDOFF_MAGIC, {HANDOFF_MAGIC}        /* "MMFW" */
+.set HANDOFF_ENTRY, {HANDOFF_ENTRY}
+.set HANDOFF_START_INFO, {HANDOFF_START_INFO}
+.set PML4, {BOOT_PML4}
+.set PDPT_LOW, {BOOT_PDPT_LOW}
+.set PDPT_HIGH, {BOOT_PDPT_HIGH}
+.set PD, {BOOT_PD}
+.set PD_TOP, {BOOT_PD_TOP}                  /* maps the ROM itself, at 4 GiB - 2 MiB */
+.set STACK_TOP, {FIRMWARE_STACK_TOP}
+.set COM1, {COM1}
+.set EXIT_PORT, {EXIT}
+.set PATH_FIRMWARE, {PATH_FIRMWARE}
+.set CR0_PE, {CR0_PE}
+.set CR0_PG, {CR0_PG}
+.set CR4_PAE, {CR4_PAE}
+.set MSR_EFER, {MSR_EFER}
+.set EFER_LME, {EFER_LME}
 
 .pushsection .text.firmware, "ax"
 .code16
@@ -37,7 +49,7 @@ start16:
      * (0xffff0000) reaches this ROM in real mode. */
     lgdtl %cs:(gdt_desc - ROM_BASE)
     mov %cr0, %eax
-    or $1, %eax                             /* CR0.PE */
+    or $CR0_PE, %eax
     mov %eax, %cr0
     /* A far jump loads CS from the GDT: now 32-bit, base 0, limit 4 GiB. */
     ljmpl $0x08, $start32
@@ -77,7 +89,7 @@ start32:
     movl $(PD + 3), (PDPT_HIGH + 510 * 8)   /* -2 GiB -> physical 0 */
     /* This code keeps running at 0xffffxxxx once paging is on, so the
      * last 2 MiB below 4 GiB must be identity-mapped too. */
-    movl $(0xffe00000 + 0x83), (PD_TOP + 511 * 8)
+    movl $((ROM_BASE & ~0x1fffff) + 0x83), (PD_TOP + 511 * 8)
     movl $(PD_TOP + 3), (PDPT_LOW + 3 * 8)
     movl $(PDPT_LOW + 3), (PML4)
     movl $(PDPT_HIGH + 3), (PML4 + 511 * 8)
@@ -85,18 +97,18 @@ start32:
     mov $PML4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
-    or $0x20, %eax                          /* CR4.PAE */
+    or $CR4_PAE, %eax
     mov %eax, %cr4
-    mov $0xc0000080, %ecx                   /* IA32_EFER */
+    mov $MSR_EFER, %ecx
     rdmsr
-    or $0x100, %eax                         /* EFER.LME */
+    or $EFER_LME, %eax
     wrmsr
 
     mov $msg_paging, %esi
     call puts
 
     mov %cr0, %eax
-    or $0x80000000, %eax                    /* CR0.PG: long mode is active */
+    or $CR0_PG, %eax                        /* long mode is active */
     mov %eax, %cr0
     ljmp $0x18, $start64
 
@@ -124,9 +136,9 @@ puts:
 
 .code64
 start64:
-    mov (HANDOFF + 8), %rax                 /* kernel 64-bit entry */
-    mov (HANDOFF + 16), %rdi                /* hvm_start_info */
-    mov $0x46, %esi                         /* 'F': came through firmware */
+    mov (HANDOFF + HANDOFF_ENTRY), %rax     /* kernel 64-bit entry */
+    mov (HANDOFF + HANDOFF_START_INFO), %rdi /* hvm_start_info */
+    mov $PATH_FIRMWARE, %esi                /* 'F': came through firmware */
     jmp *%rax
 
 .balign 16
@@ -145,7 +157,7 @@ msg_pmode:
 msg_paging:
     .asciz "firmware: page tables built (identity + -2 GiB, 2 MiB pages), PAE and EFER.LME on, enabling paging\r\n"
 msg_nokernel:
-    .asciz "firmware: no kernel handoff block at 0x5000; halting\r\n"
+    .asciz "firmware: no kernel handoff block; halting\r\n"
 .popsection
 
 .pushsection .resetvec, "ax"

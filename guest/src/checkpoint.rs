@@ -5,8 +5,8 @@
 
 use crate::arch::outb;
 
-/// The VMM's checkpoint port: the name's bytes, then a NUL.
-pub const CHECKPOINT_PORT: u16 = 0x510;
+// The VMM's checkpoint port: the name's bytes, then a NUL.
+use mm_core::abi::port::CHECKPOINT as CHECKPOINT_PORT;
 
 /// Stops at checkpoint `name` until the host resumes the vCPU.
 pub fn checkpoint(name: &str) {

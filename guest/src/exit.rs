@@ -3,7 +3,7 @@
 use crate::arch;
 
 /// The VMM's exit port (QEMU's isa-debug-exit uses the same port).
-pub const EXIT_PORT: u16 = 0xf4;
+pub use mm_core::abi::port::EXIT as EXIT_PORT;
 
 /// Ends the VM with exit status `code`.
 pub fn exit(code: u32) -> ! {

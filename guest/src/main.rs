@@ -56,7 +56,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     kprintln!("BIOS-provided physical RAM map:");
     let mut usable = 0u64;
     for e in params.memmap() {
-        kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", e.addr, e.addr + e.size - 1, e.kind_name());
+        kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", e.addr, e.addr + e.size - 1, boot::kind_name(e));
         if e.kind == boot::E820_RAM {
             usable += e.size;
         }

@@ -6,10 +6,9 @@
 
 use crate::arch::{inb, outl};
 
-/// Write the low 32 bits of the address here, read the name back here.
-const SYMBOL_PORT: u16 = 0x500;
-/// Write the high 32 bits here; this triggers the lookup.
-const SYMBOL_PORT_HIGH: u16 = 0x504;
+// Write the address's low 32 bits to SYMBOL and its high 32 bits to
+// SYMBOL_HIGH (which triggers the lookup); read the name back at SYMBOL.
+use mm_core::abi::port::{SYMBOL as SYMBOL_PORT, SYMBOL_HIGH as SYMBOL_PORT_HIGH};
 
 /// Displays as `<name+0xoff>`.
 pub struct Symbol(pub u64);

@@ -4,8 +4,9 @@
 //! One definition, used by the guest to fill it and by the host to read it.
 //!
 //! The kernel writes the descriptor's guest-physical address to
-//! [`DESCRIPTOR_PORT`] (low 32 bits) and `DESCRIPTOR_PORT + 4` (high 32
-//! bits) once its memory manager is up. Every address inside is
+//! [`port::DESCRIPTOR`] (low 32 bits) and [`port::DESCRIPTOR_HIGH`] (high
+//! 32 bits) once its memory manager is up. The host reads the kernel's
+//! virtual layout from here, never from [`crate::abi::layout`] itself. Every address inside is
 //! guest-physical unless its name ends in `_va`. Structures are
 //! `#[repr(C)]` with fixed-width fields; the host must check `magic`,
 //! `version` and the sizes before trusting anything else, and must treat
@@ -29,13 +30,23 @@
 //!   `get_page`/`put_page` skip it, so its refcount stays 1 (the kernel's
 //!   own, from boot) however many read-only leaves map it. A user leaf
 //!   may map a `Reserved` frame only read-only.
+//!
+//! ## Encoding
+//!
+//! The guest writes these structures as they lie in its memory; the host
+//! decodes them from bytes with [`Wire::decode`], field by field from
+//! little-endian, so no `unsafe` reinterpretation is needed and a short or
+//! hostile buffer yields zeros, never a panic. [`Wire::encode`] is the
+//! inverse (tests and fakes that play the guest). The unit tests pin both
+//! to the `#[repr(C)]` layouts with `offset_of!`.
 
-/// The I/O port the descriptor address is written to.
-pub const DESCRIPTOR_PORT: u16 = 0x518;
+#[cfg(doc)]
+use crate::abi::port;
+use crate::buddy::Page;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
 /// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 1;
+pub const DESCRIPTOR_VERSION: u32 = 2;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
@@ -91,7 +102,8 @@ pub struct ProcDesc {
     pub pid: u32,
     /// Parent's pid.
     pub ppid: u32,
-    /// 0 free, 1 runnable, 2 running, 3 sleeping, 4 zombie.
+    /// `abi::proc::STATE_*` (0 free, 1 runnable, 2 running, 3 sleeping,
+    /// 4 zombie).
     pub state: u32,
     /// Exit status once a zombie.
     pub exit_code: u32,
@@ -151,6 +163,15 @@ pub struct MmDescriptor {
     pub kernel_cr3: u64,
     /// The vmalloc window.
     pub vmalloc_va: VaRange,
+    /// Bytes reserved for the direct map from `page_offset_va`.
+    pub direct_map_size: u64,
+    /// Bytes reserved for the page-descriptor array from `vmemmap_va`.
+    pub vmemmap_size: u64,
+    /// Where the kernel map (`__START_KERNEL_map`, -2 GiB) begins: the
+    /// image and everything above it.
+    pub kernel_map_va: u64,
+    /// One past the last user address.
+    pub user_end_va: u64,
     /// Kernel text, rodata, and data+bss.
     pub text_va: VaRange,
     /// Kernel read-only data.
@@ -191,14 +212,18 @@ impl MmDescriptor {
         MmDescriptor {
             magic: DESCRIPTOR_MAGIC,
             version: DESCRIPTOR_VERSION,
-            size: core::mem::size_of::<MmDescriptor>() as u32,
-            page_desc_size: core::mem::size_of::<crate::buddy::Page>() as u32,
+            size: DESCRIPTOR_SIZE as u32,
+            page_desc_size: PAGE_DESC_SIZE as u32,
             nr_caches: 0,
             page_offset_va: 0,
             vmemmap_va: 0,
             nr_pfns: 0,
             kernel_cr3: 0,
             vmalloc_va: NO_RANGE,
+            direct_map_size: 0,
+            vmemmap_size: 0,
+            kernel_map_va: 0,
+            user_end_va: 0,
             text_va: NO_RANGE,
             rodata_va: NO_RANGE,
             data_va: NO_RANGE,
@@ -220,8 +245,8 @@ impl MmDescriptor {
     pub fn is_valid(&self) -> bool {
         self.magic == DESCRIPTOR_MAGIC
             && self.version == DESCRIPTOR_VERSION
-            && self.size as usize == core::mem::size_of::<MmDescriptor>()
-            && self.page_desc_size as usize == core::mem::size_of::<crate::buddy::Page>()
+            && self.size as usize == DESCRIPTOR_SIZE
+            && self.page_desc_size as usize == PAGE_DESC_SIZE
             && self.nr_caches as usize <= MAX_CACHE_DESCS
             && self.access_count <= self.access_capacity
     }
@@ -230,6 +255,285 @@ impl MmDescriptor {
 impl Default for MmDescriptor {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Bytes of the descriptor.
+pub const DESCRIPTOR_SIZE: usize = core::mem::size_of::<MmDescriptor>();
+/// Bytes of one page descriptor (`buddy::Page`), the `vmemmap` stride.
+pub const PAGE_DESC_SIZE: usize = core::mem::size_of::<Page>();
+/// Bytes of one process-table entry.
+pub const PROC_DESC_SIZE: usize = core::mem::size_of::<ProcDesc>();
+/// Bytes of one access record.
+pub const ACCESS_RECORD_SIZE: usize = core::mem::size_of::<AccessRecord>();
+/// Byte offset of an access record's `faulted` field (for tests that
+/// tamper with a recorded outcome).
+pub const ACCESS_RECORD_FAULTED_OFFSET: usize = core::mem::offset_of!(AccessRecord, faulted);
+
+/// Reads little-endian fields in order; a read past the end gives zero
+/// (callers check lengths; this only keeps hostile input from panicking).
+pub struct Reader<'b> {
+    b: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Reader<'b> {
+    /// A reader at the start of `b`.
+    pub fn new(b: &'b [u8]) -> Self {
+        Reader { b, at: 0 }
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut v = [0u8; N];
+        if let Some(s) = self.at.checked_add(N).and_then(|end| self.b.get(self.at..end)) {
+            v.copy_from_slice(s);
+        }
+        self.at = self.at.saturating_add(N);
+        v
+    }
+    fn u8(&mut self) -> u8 {
+        self.bytes::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.bytes())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+}
+
+/// Writes little-endian fields in order; bytes past the end of the buffer
+/// are dropped (an encoder never panics either).
+pub struct Writer<'b> {
+    b: &'b mut [u8],
+    at: usize,
+}
+
+impl<'b> Writer<'b> {
+    /// A writer at the start of `b`.
+    pub fn new(b: &'b mut [u8]) -> Self {
+        Writer { b, at: 0 }
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        for (i, &x) in v.iter().enumerate() {
+            if let Some(d) = self.b.get_mut(self.at + i) {
+                *d = x;
+            }
+        }
+        self.at += v.len();
+    }
+    fn u8(&mut self, v: u8) {
+        self.bytes(&[v]);
+    }
+    fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+/// A structure of the guest/host interface, with its byte encoding
+/// (identical to its `#[repr(C)]` layout on x86-64).
+pub trait Wire: Sized {
+    /// Encoded size in bytes (`size_of::<Self>()`).
+    const SIZE: usize;
+    /// Reads the fields in layout order (padding included).
+    fn read_from(r: &mut Reader<'_>) -> Self;
+    /// Writes the fields in layout order (padding included).
+    fn write_to(&self, w: &mut Writer<'_>);
+
+    /// Decodes from the first [`Wire::SIZE`] bytes of `b` (missing bytes
+    /// read as zero).
+    fn decode(b: &[u8]) -> Self {
+        Self::read_from(&mut Reader::new(b))
+    }
+
+    /// Encodes into the first [`Wire::SIZE`] bytes of `out`.
+    fn encode(&self, out: &mut [u8]) {
+        self.write_to(&mut Writer::new(out));
+    }
+}
+
+impl Wire for VaRange {
+    const SIZE: usize = 16;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        VaRange { start: r.u64(), end: r.u64() }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u64(self.start);
+        w.u64(self.end);
+    }
+}
+
+impl Wire for CacheDesc {
+    const SIZE: usize = core::mem::size_of::<CacheDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        CacheDesc {
+            name: r.bytes(),
+            id: r.u32(),
+            object_size: r.u32(),
+            size: r.u32(),
+            order: r.u32(),
+            objects_per_slab: r.u32(),
+            flags: r.u32(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.bytes(&self.name);
+        for x in [self.id, self.object_size, self.size, self.order, self.objects_per_slab, self.flags] {
+            w.u32(x);
+        }
+    }
+}
+
+impl Wire for ProcDesc {
+    const SIZE: usize = PROC_DESC_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        ProcDesc {
+            pid: r.u32(),
+            ppid: r.u32(),
+            state: r.u32(),
+            exit_code: r.u32(),
+            cr3: r.u64(),
+            rss: r.u64(),
+            faults: r.u64(),
+            name: r.bytes(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        for x in [self.pid, self.ppid, self.state, self.exit_code] {
+            w.u32(x);
+        }
+        for x in [self.cr3, self.rss, self.faults] {
+            w.u64(x);
+        }
+        w.bytes(&self.name);
+    }
+}
+
+impl Wire for AccessRecord {
+    const SIZE: usize = ACCESS_RECORD_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        AccessRecord {
+            va: r.u64(),
+            cr3: r.u64(),
+            access: r.u8(),
+            cpl: r.u8(),
+            faulted: r.u8(),
+            pad: r.u8(),
+            error_code: r.u32(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u64(self.va);
+        w.u64(self.cr3);
+        for x in [self.access, self.cpl, self.faulted, self.pad] {
+            w.u8(x);
+        }
+        w.u32(self.error_code);
+    }
+}
+
+impl Wire for Page {
+    const SIZE: usize = PAGE_DESC_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        Page {
+            flags: r.u16(),
+            order: r.u8(),
+            zone: r.u8(),
+            refcount: r.u32(),
+            next: r.u32(),
+            prev: r.u32(),
+            slab_cache: r.u16(),
+            inuse: r.u16(),
+            objects: r.u16(),
+            owner: r.u8(),
+            frozen: r.u8(),
+            freelist: r.u64(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u16(self.flags);
+        w.u8(self.order);
+        w.u8(self.zone);
+        for x in [self.refcount, self.next, self.prev] {
+            w.u32(x);
+        }
+        for x in [self.slab_cache, self.inuse, self.objects] {
+            w.u16(x);
+        }
+        w.u8(self.owner);
+        w.u8(self.frozen);
+        w.u64(self.freelist);
+    }
+}
+
+impl Wire for MmDescriptor {
+    const SIZE: usize = DESCRIPTOR_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        let mut d = MmDescriptor::new();
+        d.magic = r.u64();
+        d.version = r.u32();
+        d.size = r.u32();
+        d.page_desc_size = r.u32();
+        d.nr_caches = r.u32();
+        d.page_offset_va = r.u64();
+        d.vmemmap_va = r.u64();
+        d.nr_pfns = r.u64();
+        d.kernel_cr3 = r.u64();
+        d.vmalloc_va = VaRange::read_from(r);
+        d.direct_map_size = r.u64();
+        d.vmemmap_size = r.u64();
+        d.kernel_map_va = r.u64();
+        d.user_end_va = r.u64();
+        d.text_va = VaRange::read_from(r);
+        d.rodata_va = VaRange::read_from(r);
+        d.data_va = VaRange::read_from(r);
+        d.kernel_phys = VaRange::read_from(r);
+        d.deferred_pages = r.u64();
+        d.boot_table_pages = r.u64();
+        d.table_pages = r.u64();
+        d.procs = r.u64();
+        d.access_records = r.u64();
+        d.access_count = r.u32();
+        d.access_capacity = r.u32();
+        d.sabotage = r.u32();
+        d.pad = r.u32();
+        for c in d.caches.iter_mut() {
+            *c = CacheDesc::read_from(r);
+        }
+        d
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u64(self.magic);
+        for x in [self.version, self.size, self.page_desc_size, self.nr_caches] {
+            w.u32(x);
+        }
+        for x in [self.page_offset_va, self.vmemmap_va, self.nr_pfns, self.kernel_cr3] {
+            w.u64(x);
+        }
+        self.vmalloc_va.write_to(w);
+        for x in [self.direct_map_size, self.vmemmap_size, self.kernel_map_va, self.user_end_va] {
+            w.u64(x);
+        }
+        for r in [self.text_va, self.rodata_va, self.data_va, self.kernel_phys] {
+            r.write_to(w);
+        }
+        for x in [self.deferred_pages, self.boot_table_pages, self.table_pages, self.procs, self.access_records] {
+            w.u64(x);
+        }
+        for x in [self.access_count, self.access_capacity, self.sabotage, self.pad] {
+            w.u32(x);
+        }
+        for c in &self.caches {
+            c.write_to(w);
+        }
     }
 }
 
@@ -255,5 +559,135 @@ mod tests {
         let mut c = CacheDesc::default();
         c.name[..10].copy_from_slice(b"kmalloc-96");
         assert_eq!(c.name(), "kmalloc-96");
+    }
+
+    /// Every field at its `#[repr(C)]` offset: encode a value whose
+    /// fields are all distinct and check the bytes where the compiler
+    /// puts each field.
+    #[test]
+    fn encoding_follows_the_repr_c_layout() {
+        use core::mem::offset_of;
+        let mut d = MmDescriptor::new();
+        d.nr_caches = 3;
+        d.page_offset_va = 0x1111;
+        d.vmemmap_va = 0x2222;
+        d.nr_pfns = 0x3333;
+        d.kernel_cr3 = 0x4444;
+        d.vmalloc_va = VaRange { start: 0x5555, end: 0x6666 };
+        d.direct_map_size = 0x7777;
+        d.vmemmap_size = 0x8888;
+        d.kernel_map_va = 0x9999;
+        d.user_end_va = 0xaaaa;
+        d.text_va = VaRange { start: 0xbbbb, end: 0xcccc };
+        d.kernel_phys = VaRange { start: 0xdddd, end: 0xeeee };
+        d.table_pages = 0x1_2345;
+        d.procs = 0x2_3456;
+        d.access_records = 0x3_4567;
+        d.access_count = 5;
+        d.access_capacity = 9;
+        d.sabotage = 7;
+        d.caches[31].object_size = 99;
+        d.caches[2].name[..4].copy_from_slice(b"slab");
+        let mut b = [0u8; DESCRIPTOR_SIZE];
+        d.encode(&mut b);
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        assert_eq!(u64_at(offset_of!(MmDescriptor, magic)), DESCRIPTOR_MAGIC);
+        assert_eq!(u32_at(offset_of!(MmDescriptor, size)) as usize, DESCRIPTOR_SIZE);
+        assert_eq!(u32_at(offset_of!(MmDescriptor, nr_caches)), 3);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, kernel_cr3)), 0x4444);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, vmalloc_va) + 8), 0x6666);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, direct_map_size)), 0x7777);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, user_end_va)), 0xaaaa);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, text_va)), 0xbbbb);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, kernel_phys) + 8), 0xeeee);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, procs)), 0x2_3456);
+        assert_eq!(u64_at(offset_of!(MmDescriptor, access_records)), 0x3_4567);
+        assert_eq!(u32_at(offset_of!(MmDescriptor, access_capacity)), 9);
+        assert_eq!(u32_at(offset_of!(MmDescriptor, sabotage)), 7);
+        let cache = |i: usize| offset_of!(MmDescriptor, caches) + i * CacheDesc::SIZE;
+        assert_eq!(&b[cache(2)..cache(2) + 4], b"slab");
+        assert_eq!(u32_at(cache(31) + offset_of!(CacheDesc, object_size)), 99);
+        assert_eq!(cache(MAX_CACHE_DESCS), DESCRIPTOR_SIZE, "the caches end the descriptor");
+
+        let p = Page {
+            flags: 3,
+            order: 2,
+            zone: 1,
+            refcount: 4,
+            slab_cache: 6,
+            owner: 5,
+            freelist: 0xdead,
+            ..Page::default()
+        };
+        let mut pb = [0u8; PAGE_DESC_SIZE];
+        p.encode(&mut pb);
+        assert_eq!(pb[offset_of!(Page, owner)], 5);
+        assert_eq!(u16::from_le_bytes([pb[offset_of!(Page, slab_cache)], pb[offset_of!(Page, slab_cache) + 1]]), 6);
+        assert_eq!(pb[offset_of!(Page, freelist)..][..8], 0xdead_u64.to_le_bytes());
+
+        let r = AccessRecord { va: 1, cr3: 2, access: 1, cpl: 3, faulted: 1, pad: 0, error_code: 0x15 };
+        let mut rb = [0u8; ACCESS_RECORD_SIZE];
+        r.encode(&mut rb);
+        assert_eq!(rb[ACCESS_RECORD_FAULTED_OFFSET], 1);
+        assert_eq!(rb[offset_of!(AccessRecord, error_code)], 0x15);
+        let pr = ProcDesc { pid: 1, name: *b"init\0\0\0\0\0\0\0\0\0\0\0\0", ..ProcDesc::default() };
+        let mut prb = [0u8; PROC_DESC_SIZE];
+        pr.encode(&mut prb);
+        assert_eq!(&prb[offset_of!(ProcDesc, name)..][..4], b"init");
+    }
+
+    #[test]
+    fn encode_decode_round_trips() {
+        let mut d = MmDescriptor::new();
+        d.nr_pfns = 0x1234;
+        d.sabotage = 7;
+        d.kernel_map_va = 0xffff_ffff_8000_0000;
+        d.caches[31].object_size = 99;
+        d.caches[0].name[..10].copy_from_slice(b"kmalloc-96");
+        d.text_va = VaRange { start: 1, end: 2 };
+        d.access_count = 3;
+        d.access_capacity = 4;
+        let mut b = [0u8; DESCRIPTOR_SIZE];
+        d.encode(&mut b);
+        let back = MmDescriptor::decode(&b);
+        let mut again = [0u8; DESCRIPTOR_SIZE];
+        back.encode(&mut again);
+        assert_eq!(again, b, "decode then encode gives the same bytes");
+        assert!(back.is_valid());
+        assert_eq!((back.nr_pfns, back.sabotage, back.kernel_map_va), (0x1234, 7, 0xffff_ffff_8000_0000));
+        assert_eq!((back.caches[31].object_size, back.caches[0].name()), (99, "kmalloc-96"));
+        assert_eq!(back.text_va, VaRange { start: 1, end: 2 });
+
+        let p = Page { flags: 3, order: 2, owner: 5, freelist: 0xdead, inuse: 4, next: 9, prev: 8, ..Page::default() };
+        let mut pb = [0u8; PAGE_DESC_SIZE];
+        p.encode(&mut pb);
+        assert_eq!(Page::decode(&pb), p);
+        let r = AccessRecord {
+            va: 0xffff_8880_0000_1000,
+            cr3: 0x9000,
+            access: 2,
+            cpl: 3,
+            faulted: 1,
+            pad: 0,
+            error_code: 0x15,
+        };
+        let mut rb = [0u8; ACCESS_RECORD_SIZE];
+        r.encode(&mut rb);
+        assert_eq!(AccessRecord::decode(&rb), r);
+        let pr = ProcDesc { pid: 3, ppid: 1, state: 4, exit_code: 9, cr3: 0x5000, rss: 7, faults: 8, name: [b'x'; 16] };
+        let mut prb = [0u8; PROC_DESC_SIZE];
+        pr.encode(&mut prb);
+        assert_eq!(ProcDesc::decode(&prb), pr);
+    }
+
+    #[test]
+    fn short_or_hostile_buffers_decode_without_panicking() {
+        assert_eq!(Page::decode(&[1]), Page::default(), "a field cut short reads as zero");
+        let d = MmDescriptor::decode(&[0xff; 10]);
+        assert!(!d.is_valid());
+        let mut tiny = [0u8; 3];
+        MmDescriptor::new().encode(&mut tiny);
+        assert_eq!(tiny, DESCRIPTOR_MAGIC.to_le_bytes()[..3], "an encoder drops what does not fit");
     }
 }

@@ -4,14 +4,19 @@
 //! The guest runs these on its own memory; the host runs the same code over
 //! guest memory it reads through the VMM. Nothing here touches hardware:
 //! every access to "physical" memory goes through [`mem::PhysMem`], the one
-//! seam where raw memory is reached.
+//! seam where raw memory is reached, and this crate has no `unsafe` at all:
+//! the raw implementations of that seam live with their users.
+//! [`abi`] is the one definition of the machine interface (ports, boot
+//! protocol, kernel layout, control-register bits) guest, firmware and VMM
+//! share.
 #![no_std]
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod abi;
 pub mod addr;
 pub mod buddy;
 pub mod descriptor;

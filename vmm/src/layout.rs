@@ -13,7 +13,15 @@
 //! 0xffff_0000  firmware ROM, 64 KiB, ending at the reset vector
 //! 1 << 32      the rest of RAM, if the guest has more than 3 GiB
 //! ```
+//!
+//! What the firmware and the kernel also rely on (the hand-off block, the
+//! boot page tables, the ROM, E820 kinds) is mm-core's ABI, re-exported
+//! here; the rest is this VMM's own choice.
 
+pub use mm_core::abi::boot::{
+    BOOT_GDT, BOOT_MAPPED, BOOT_PD, BOOT_PDPT_HIGH, BOOT_PDPT_LOW, BOOT_PML4, CMDLINE_MAX, E820_RAM, E820_RESERVED,
+    FIRMWARE_BASE, FIRMWARE_SIZE, HANDOFF, HANDOFF_MAGIC,
+};
 use vm_memory::GuestAddress;
 
 /// One KiB, MiB and GiB.
@@ -23,12 +31,6 @@ pub const MIB: u64 = 1 << 20;
 /// One GiB.
 pub const GIB: u64 = 1 << 30;
 
-/// GDT used by the direct boot path.
-pub const BOOT_GDT: u64 = 0x1000;
-/// Firmware handoff block.
-pub const HANDOFF: u64 = 0x5000;
-/// "MMFW": tells the firmware the handoff block is valid.
-pub const HANDOFF_MAGIC: u64 = 0x5746_4d4d;
 /// PVH `hvm_start_info`.
 pub const START_INFO: u64 = 0x6000;
 /// PVH memory map table.
@@ -37,39 +39,17 @@ pub const MEMMAP: u64 = 0x6100;
 pub const MEMMAP_MAX_ENTRIES: usize = ((CMDLINE - MEMMAP) / 24) as usize;
 /// Kernel command line.
 pub const CMDLINE: u64 = 0x7000;
-/// Longest command line, NUL included.
-pub const CMDLINE_MAX: usize = 4096;
-/// Boot page tables (identity map of the first GiB and the same GiB at
-/// -2 GiB, 2 MiB pages).
-pub const BOOT_PML4: u64 = 0x9000;
-/// PDPT for the identity map.
-pub const BOOT_PDPT_LOW: u64 = 0xa000;
-/// PDPT for the -2 GiB kernel map.
-pub const BOOT_PDPT_HIGH: u64 = 0xb000;
-/// The one PD both PDPTs point to.
-pub const BOOT_PD: u64 = 0xc000;
 /// Lowest physical address a kernel segment may use.
 pub const KERNEL_MIN: u64 = MIB;
-/// The boot page tables map this much: the kernel must be loaded below.
-pub const BOOT_MAPPED: u64 = GIB;
 /// Low RAM stops here at most; the rest goes above 4 GiB.
 pub const LOW_RAM_MAX: u64 = 3 * GIB;
 /// Where high RAM starts.
 pub const HIGH_RAM_START: u64 = 4 * GIB;
-/// Firmware ROM.
-pub const FIRMWARE_BASE: u64 = 0xffff_0000;
-/// Firmware ROM size.
-pub const FIRMWARE_SIZE: u64 = 64 * KIB;
 /// Three pages Intel's KVM needs for real mode (KVM_SET_TSS_ADDR), below
 /// the ROM.
 pub const KVM_TSS: u64 = 0xfffb_d000;
 /// Smallest RAM the VMM accepts.
 pub const MIN_RAM: u64 = 4 * MIB;
-
-/// E820 usable RAM.
-pub const E820_RAM: u32 = 1;
-/// E820 reserved.
-pub const E820_RESERVED: u32 = 2;
 
 /// One E820-style entry, as the PVH memory map carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,16 +2,7 @@
 
 use core::arch::asm;
 
-/// CR0.WP: supervisor writes honour read-only pages.
-pub const CR0_WP: u64 = 1 << 16;
-/// CR4.PGE: global pages.
-pub const CR4_PGE: u64 = 1 << 7;
-/// CR4.SMEP: no supervisor execution of user pages.
-pub const CR4_SMEP: u64 = 1 << 20;
-/// IA32_EFER.
-pub const MSR_EFER: u32 = 0xc000_0080;
-/// EFER.NXE: the XD bit is honoured.
-pub const EFER_NXE: u64 = 1 << 11;
+pub use mm_core::abi::cpu::{CR0_WP, CR4_PGE, CR4_SMEP, EFER_NXE, EFER_SCE, MSR_EFER};
 
 macro_rules! cr_accessors {
     ($read:ident, $write:ident, $reg:literal) => {

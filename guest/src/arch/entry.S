@@ -9,9 +9,13 @@
  *  pvh_start32   32-bit PVH entry (Xen PVH ABI, used by qemu -kernel):
  *                protected mode, paging off, %ebx = hvm_start_info.
  *                Builds boot page tables, enters long mode, joins _start.
+ *
+ * Included by arch/mod.rs with `global_asm!`: the braced names are its
+ * `const` operands, from mm-core's abi module (so no other braces may
+ * appear here).
  */
 
-.set KERNEL_VMA, 0xffffffff80000000
+.set KERNEL_VMA, {KERNEL_MAP}
 .set BOOT_STACK_SIZE, 65536
 
 /* XEN_ELFNOTE_PHYS32_ENTRY: tells PVH loaders where the 32-bit entry is. */
@@ -19,7 +23,7 @@
     .balign 4
     .long 4
     .long 4
-    .long 18
+    .long {XEN_ELFNOTE_PHYS32_ENTRY}
     .asciz "Xen"
     .balign 4
     .long pvh_start32 - KERNEL_VMA
@@ -56,14 +60,14 @@ pvh_start32:
     mov $(boot_pml4 - KERNEL_VMA), %eax
     mov %eax, %cr3
     mov %cr4, %eax
-    or $0x20, %eax              /* CR4.PAE */
+    or ${CR4_PAE}, %eax
     mov %eax, %cr4
-    mov $0xc0000080, %ecx       /* IA32_EFER */
+    mov ${MSR_EFER}, %ecx
     rdmsr
-    or $0x100, %eax             /* EFER.LME */
+    or ${EFER_LME}, %eax
     wrmsr
     mov %cr0, %eax
-    or $0x80000001, %eax        /* CR0.PG | CR0.PE */
+    or ${CR0_PG_PE}, %eax
     mov %eax, %cr0
     lgdt (boot_gdt_desc32 - KERNEL_VMA)
     ljmp $0x08, $(pvh_long - KERNEL_VMA)
@@ -71,7 +75,7 @@ pvh_start32:
 .code64
 pvh_long:
     mov %esi, %edi              /* zero-extends: hvm_start_info PA */
-    mov $0x50, %esi             /* 'P' */
+    mov ${PATH_PVH}, %esi
     movabs $_start, %rax
     jmp *%rax
 
@@ -82,7 +86,7 @@ _start:
     /* First sign of life on COM1, at the entry itself: a carriage return,
      * invisible on a terminal. The boot benchmark times process start to
      * this byte (vmm/benches/boot.rs). */
-    mov $0x3f8, %dx
+    mov ${COM1}, %dx
     mov $0x0d, %al
     out %al, %dx
     lea boot_stack_top(%rip), %rsp
@@ -105,7 +109,7 @@ _start:
     /* CR4.OSFXSR | OSXMMEXCPT, as Linux: SSE instructions are legal (the
      * kernel itself is built without them; see platform.md). */
     mov %cr4, %rax
-    or $0x600, %rax
+    or ${CR4_SSE}, %rax
     mov %rax, %cr4
 
     /* Quadwords: KVM's emulator steps rep string instructions element by

@@ -10,8 +10,23 @@ pub mod traps;
 pub mod usermode;
 
 use core::arch::{asm, global_asm};
+use mm_core::abi;
 
-global_asm!(include_str!("entry.S"), options(att_syntax));
+// The entry's constants come from mm-core's ABI, the one definition the
+// VMM and the firmware use too.
+global_asm!(
+    include_str!("entry.S"),
+    KERNEL_MAP = const abi::layout::KERNEL_MAP,
+    XEN_ELFNOTE_PHYS32_ENTRY = const abi::boot::XEN_ELFNOTE_PHYS32_ENTRY,
+    PATH_PVH = const abi::boot::PATH_PVH,
+    COM1 = const abi::port::COM1,
+    CR0_PG_PE = const abi::cpu::CR0_PG | abi::cpu::CR0_PE,
+    CR4_PAE = const abi::cpu::CR4_PAE,
+    CR4_SSE = const abi::cpu::CR4_OSFXSR | abi::cpu::CR4_OSXMMEXCPT,
+    MSR_EFER = const abi::cpu::MSR_EFER,
+    EFER_LME = const abi::cpu::EFER_LME,
+    options(att_syntax)
+);
 
 /// Installs the kernel's own GDT, TSS and IDT (replacing the boot GDT and
 /// the empty IDT the kernel was entered with).

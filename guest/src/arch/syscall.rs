@@ -9,7 +9,7 @@
 //! CR2 == LSTAR and error 0x15; proc/ recognises that fault and serves
 //! the call from the #PF frame. The user binary is the same both ways.
 
-use super::cpu::{rdmsr, wrmsr, MSR_EFER};
+use super::cpu::{rdmsr, wrmsr, EFER_SCE, MSR_EFER};
 use super::gdt::KERNEL_CS;
 use core::arch::global_asm;
 
@@ -19,8 +19,6 @@ const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 /// SFMASK: RFLAGS bits `syscall` clears.
 const MSR_SFMASK: u32 = 0xc000_0084;
-/// EFER.SCE: `syscall`/`sysret` enabled.
-const EFER_SCE: u64 = 1;
 
 /// The `vector` a system call's `TrapFrame` carries (beyond the IDT's 256,
 /// so it can never be mistaken for a real vector).

@@ -192,20 +192,21 @@ pub fn oops(frame: &TrapFrame, cr2: u64, what: Option<&str>) -> ! {
         kprintln!("{}", w);
     }
     if frame.vector == PAGE_FAULT {
-        let e = frame.error_code;
+        use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_RSVD, PF_USER, PF_WRITE};
+        let has = |bit: u32| frame.error_code & u64::from(bit) != 0;
         kprintln!(
             "#PF: {} {} access in {} mode, {}{}",
-            if e & 0x10 != 0 {
+            if has(PF_FETCH) {
                 "instruction fetch"
-            } else if e & 2 != 0 {
+            } else if has(PF_WRITE) {
                 "write"
             } else {
                 "read"
             },
-            if e & 0x10 != 0 { "" } else { "data" },
-            if e & 4 != 0 { "user" } else { "kernel" },
-            if e & 1 != 0 { "protection violation" } else { "page not present" },
-            if e & 8 != 0 { ", reserved bit set" } else { "" },
+            if has(PF_FETCH) { "" } else { "data" },
+            if has(PF_USER) { "user" } else { "kernel" },
+            if has(PF_PRESENT) { "protection violation" } else { "page not present" },
+            if has(PF_RSVD) { ", reserved bit set" } else { "" },
         );
         kprintln!("CR2: {:#018x}", cr2);
     }

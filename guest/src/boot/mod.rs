@@ -1,14 +1,17 @@
 //! What the kernel is handed at boot: the PVH `hvm_start_info` (its
 //! E820-style memory map and command line) and which path brought it here.
 //! All three boot paths (VMM direct, our firmware, a PVH loader such as
-//! QEMU) use this one format.
+//! QEMU) use this one format, defined in mm-core's ABI.
 
 use crate::mem::phys_to_virt;
+pub use mm_core::abi::boot::E820_RAM;
+use mm_core::abi::boot::{
+    e820_name, HvmMemmapEntry, HvmStartInfo, BOOT_MAPPED, CMDLINE_MAX, PATH_DIRECT, PATH_FIRMWARE, PATH_PVH,
+    XEN_HVM_START_MAGIC,
+};
 
-/// Usable RAM in the E820 map.
-pub const E820_RAM: u32 = 1;
-
-const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+/// One E820-style memory-map entry (`hvm_memmap_table_entry`).
+pub type MemmapEntry = HvmMemmapEntry;
 
 /// How the kernel was entered.
 #[derive(Clone, Copy)]
@@ -26,10 +29,10 @@ pub enum BootPath {
 impl BootPath {
     /// Decodes the boot-path register `_start` received.
     pub fn from_register(v: u64) -> Self {
-        match v {
-            0x44 => BootPath::Direct,
-            0x46 => BootPath::Firmware,
-            0x50 => BootPath::Pvh,
+        match u8::try_from(v) {
+            Ok(PATH_DIRECT) => BootPath::Direct,
+            Ok(PATH_FIRMWARE) => BootPath::Firmware,
+            Ok(PATH_PVH) => BootPath::Pvh,
             _ => BootPath::Unknown,
         }
     }
@@ -45,47 +48,9 @@ impl BootPath {
     }
 }
 
-/// The fixed part of Xen's `hvm_start_info` (version 1).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct HvmStartInfo {
-    magic: u32,
-    version: u32,
-    flags: u32,
-    nr_modules: u32,
-    modlist_paddr: u64,
-    cmdline_paddr: u64,
-    rsdp_paddr: u64,
-    memmap_paddr: u64,
-    memmap_entries: u32,
-    reserved: u32,
-}
-
-/// One E820-style memory-map entry (`hvm_memmap_table_entry`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct MemmapEntry {
-    /// First physical address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// E820 type (1 RAM, 2 reserved, ...).
-    pub kind: u32,
-    reserved: u32,
-}
-
-impl MemmapEntry {
-    /// The name Linux prints for this type.
-    pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            1 => "usable",
-            2 => "reserved",
-            3 => "ACPI data",
-            4 => "ACPI NVS",
-            5 => "unusable",
-            _ => "unknown",
-        }
-    }
+/// The name Linux prints for an entry's type.
+pub fn kind_name(e: &MemmapEntry) -> &'static str {
+    e820_name(e.kind)
 }
 
 /// The boot information, validated.
@@ -99,7 +64,7 @@ const MAX_MEMMAP: usize = 128;
 impl StartInfo {
     /// Reads and checks the `hvm_start_info` at physical `pa`.
     pub fn read(pa: u64) -> Result<Self, &'static str> {
-        if pa == 0 || !pa.is_multiple_of(8) || pa >= 1 << 30 {
+        if pa == 0 || !pa.is_multiple_of(8) || pa >= BOOT_MAPPED {
             return Err("the start_info pointer is null, misaligned or above 1 GiB");
         }
         // SAFETY: the boot page tables map the first GiB at -2 GiB and `pa`
@@ -111,8 +76,8 @@ impl StartInfo {
         if info.memmap_paddr == 0 || info.memmap_entries == 0 {
             return Err("no memory map");
         }
-        let end = info.memmap_paddr + info.memmap_entries as u64 * 24;
-        if end >= 1 << 30 || info.cmdline_paddr >= 1 << 30 {
+        let end = info.memmap_paddr + info.memmap_entries as u64 * core::mem::size_of::<MemmapEntry>() as u64;
+        if end >= BOOT_MAPPED || info.cmdline_paddr >= BOOT_MAPPED {
             return Err("memory map or command line above 1 GiB");
         }
         Ok(StartInfo { info })
@@ -134,8 +99,8 @@ impl StartInfo {
         let p = phys_to_virt(self.info.cmdline_paddr) as *const u8;
         let mut len = 0;
         // SAFETY: the string lies in the mapped first GiB (checked in
-        // `read`); the scan stops at the NUL or after 4 KiB.
-        while len < 4096 && unsafe { *p.add(len) } != 0 {
+        // `read`); the scan stops at the NUL or after CMDLINE_MAX bytes.
+        while len < CMDLINE_MAX && unsafe { *p.add(len) } != 0 {
             len += 1;
         }
         // SAFETY: `len` bytes from `p` were just read.
@@ -150,7 +115,7 @@ impl StartInfo {
 pub struct BootParams {
     memmap: [MemmapEntry; 32],
     nr_memmap: usize,
-    cmdline: [u8; 4096],
+    cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
 }
 
@@ -158,7 +123,7 @@ impl BootParams {
     /// Copies what `info` points to.
     pub fn copy_from(info: &StartInfo) -> Self {
         let empty = MemmapEntry { addr: 0, size: 0, kind: 0, reserved: 0 };
-        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; 4096], cmdline_len: 0 };
+        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0 };
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
             p.nr_memmap += 1;

@@ -2,7 +2,7 @@
 
 use crate::arch::{inb, outb};
 
-const COM1: u16 = 0x3f8;
+use mm_core::abi::port::COM1;
 const LSR: u16 = 5;
 const LSR_DATA_READY: u8 = 1;
 const LSR_THR_EMPTY: u8 = 1 << 5;

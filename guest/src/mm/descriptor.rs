@@ -3,13 +3,15 @@
 //! manager is up, refreshed at every checkpoint, so the host can read page
 //! descriptors, slab caches, processes and self-test tables itself.
 
-use super::layout::{KernelImage, KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP_START};
+use super::layout::{
+    KernelImage, DIRECT_MAP_SIZE, KERNEL_MAP, PAGE_OFFSET, USER_END, VMALLOC_END, VMALLOC_START, VMEMMAP_SIZE,
+    VMEMMAP_START,
+};
 use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
 use crate::sync::BootCell;
-use mm_core::descriptor::{
-    CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_PORT, MAX_CACHE_DESCS, MAX_PROC_DESCS,
-};
+use mm_core::abi::port;
+use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, MAX_CACHE_DESCS, MAX_PROC_DESCS};
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
 static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
@@ -38,13 +40,17 @@ pub fn publish() {
         d.page_offset_va = PAGE_OFFSET;
         d.vmemmap_va = VMEMMAP_START;
         d.vmalloc_va = VaRange { start: VMALLOC_START, end: VMALLOC_END };
+        d.direct_map_size = DIRECT_MAP_SIZE;
+        d.vmemmap_size = VMEMMAP_SIZE;
+        d.kernel_map_va = KERNEL_MAP;
+        d.user_end_va = USER_END;
         d.kernel_cr3 = KERNEL_PT.with(|m| m.root().0);
         d.nr_pfns = PAGES.with(|p| p.buddy.mem_map().len() as u64);
     });
     refresh();
     let pa = with(|d| d as *const MmDescriptor as u64) - KERNEL_MAP;
-    outl(DESCRIPTOR_PORT, pa as u32);
-    outl(DESCRIPTOR_PORT + 4, (pa >> 32) as u32);
+    outl(port::DESCRIPTOR, pa as u32);
+    outl(port::DESCRIPTOR_HIGH, (pa >> 32) as u32);
 }
 
 /// Brings the changing fields up to date (before a checkpoint).

@@ -1,26 +1,19 @@
-//! The kernel's virtual memory layout (Linux x86-64, 4-level paging).
+//! The kernel's virtual memory layout (Linux x86-64, 4-level paging):
+//! mm-core's ABI defines it (the host reads it back from the descriptor);
+//! the kernel image's own sections come from the linker script.
 
-/// Start of the direct map of all physical memory (`page_offset_base`).
-pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
-/// Size reserved for the direct map (64 TiB, as Linux).
-pub const DIRECT_MAP_SIZE: u64 = 64 << 40;
-/// The vmalloc window (`VMALLOC_START` .. `VMALLOC_END`).
-pub const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
-/// End of the vmalloc window (32 TiB).
-pub const VMALLOC_END: u64 = VMALLOC_START + (32 << 40);
-/// The page-descriptor array (`vmemmap`).
-pub const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
-/// Size of the vmemmap region (1 TiB).
-pub const VMEMMAP_SIZE: u64 = 1 << 40;
-/// The kernel image (`__START_KERNEL_map`).
-pub const KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+pub use mm_core::abi::layout::{
+    DIRECT_MAP_SIZE, KERNEL_MAP, KERNEL_START, PAGE_OFFSET, USER_END, VMALLOC_END, VMALLOC_START, VMEMMAP_SIZE,
+    VMEMMAP_START,
+};
+use mm_core::addr::PAGE_SIZE;
 
 /// The region an address falls in, for oops messages.
 pub fn region_name(addr: u64) -> &'static str {
     match addr {
-        0..=0xfff => "the NULL page (a NULL pointer dereference)",
-        0x1000..=0x7fff_ffff_ffff => "user space",
-        0x8000_0000_0000..=0xffff_7fff_ffff_ffff => "the non-canonical hole",
+        a if a < PAGE_SIZE => "the NULL page (a NULL pointer dereference)",
+        a if a < USER_END => "user space",
+        a if a < KERNEL_START => "the non-canonical hole",
         a if (PAGE_OFFSET..PAGE_OFFSET + DIRECT_MAP_SIZE).contains(&a) => "the direct map",
         a if (VMALLOC_START..VMALLOC_END).contains(&a) => "the vmalloc area",
         a if (VMEMMAP_START..VMEMMAP_START + VMEMMAP_SIZE).contains(&a) => "the vmemmap (page descriptors)",

@@ -13,13 +13,15 @@ use super::mm::{
 use super::pgtable::{self, ADDR_MASK, P, RW, US};
 use crate::arch::cpu;
 use crate::mm::PAGES;
+use mm_core::abi::cpu as abi;
 use mm_core::addr::PAGE_SIZE;
 use mm_core::vma::{VmFlags, Vma};
 
-/// #PF error-code bits.
-const PF_PROT: u64 = 1;
-const PF_WRITE: u64 = 2;
-const PF_INSTR: u64 = 0x10;
+/// #PF error-code bits (mm-core's ABI), as the trap frame carries them.
+const PF_PROT: u64 = abi::PF_PRESENT as u64;
+const PF_WRITE: u64 = abi::PF_WRITE as u64;
+const PF_USER: u64 = abi::PF_USER as u64;
+const PF_INSTR: u64 = abi::PF_FETCH as u64;
 
 /// Why a fault could not be served (`SEGV_MAPERR` / `SEGV_ACCERR`, or no
 /// memory).
@@ -172,7 +174,7 @@ pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, Fault
         if pte & P != 0 && pte & US != 0 && (!write || pte & RW != 0) {
             return Ok((pte & ADDR_MASK) | (addr & (PAGE_SIZE - 1)));
         }
-        let err = 4 | if write { PF_WRITE } else { 0 } | if pte & P != 0 { PF_PROT } else { 0 };
+        let err = PF_USER | if write { PF_WRITE } else { 0 } | if pte & P != 0 { PF_PROT } else { 0 };
         handle_mm_fault(mm, addr, err)?;
     }
     Err(FaultError::AccErr)

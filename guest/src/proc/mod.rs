@@ -33,10 +33,11 @@ use crate::kprintln;
 use crate::mm::{KERNEL_PT, PAGES};
 use fault::FaultError;
 use mm::{MmGlobals, MmStruct, MM_GLOBALS, STACK_TOP};
+use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_USER};
 
 /// #PF error code of the fetch at LSTAR when `syscall` stays in ring 3:
 /// present, user, instruction fetch.
-const SYSCALL_FAULT_ERR: u64 = 0x15;
+const SYSCALL_FAULT_ERR: u64 = (PF_PRESENT | PF_USER | PF_FETCH) as u64;
 /// The timer period in APIC bus cycles (1 ns each under KVM): 4 ms.
 const TIMER_PERIOD: u32 = 4_000_000;
 

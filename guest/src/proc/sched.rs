@@ -403,11 +403,12 @@ pub fn fill_descs(out: &mut [mm_core::descriptor::ProcDesc]) {
     out.fill(mm_core::descriptor::ProcDesc::default());
     let _ = SCHED.try_with(|s| {
         for (slot, t) in out.iter_mut().zip(s.tasks.values()) {
+            use mm_core::abi::proc::{STATE_RUNNABLE, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE};
             let (state, code) = match t.state {
-                _ if t.pid == s.current => (2, 0),
-                State::Runnable => (1, 0),
-                State::Waiting => (3, 0),
-                State::Zombie(c) => (4, c as u32),
+                _ if t.pid == s.current => (STATE_RUNNING, 0),
+                State::Runnable => (STATE_RUNNABLE, 0),
+                State::Waiting => (STATE_SLEEPING, 0),
+                State::Zombie(c) => (STATE_ZOMBIE, c as u32),
             };
             let (rss, faults) =
                 t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or((0, 0));

@@ -71,7 +71,10 @@ static EXEC_PROBE: AtomicBool = AtomicBool::new(false);
 /// Called by the #PF handler first: a fetch fault at the address an exec
 /// probe called unwinds that call. True if it was one.
 pub fn exec_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
-    if !EXEC_PROBE.load(Ordering::Relaxed) || frame.rip != cr2 || frame.error_code & 0x10 == 0 {
+    if !EXEC_PROBE.load(Ordering::Relaxed)
+        || frame.rip != cr2
+        || frame.error_code & u64::from(mm_core::abi::cpu::PF_FETCH) == 0
+    {
         return false;
     }
     // The faulting "instruction" is the call target; the return address

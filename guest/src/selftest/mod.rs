@@ -19,8 +19,8 @@ use crate::kprintln;
 use crate::sync::KCell;
 use core::fmt::Write;
 
-/// The VMM's results port.
-const RESULTS_PORT: u16 = 0x508;
+// The VMM's results port.
+use mm_core::abi::port::RESULTS as RESULTS_PORT;
 
 struct Run {
     passed: u64,

@@ -20,9 +20,9 @@ pub enum ZoneType {
 pub const NR_ZONES: usize = 3;
 
 /// First pfn above `ZONE_DMA` (16 MiB).
-pub const DMA_END_PFN: u64 = (16 << 20) >> 12;
+pub const DMA_END_PFN: u64 = crate::abi::zone::DMA_END >> 12;
 /// First pfn above `ZONE_DMA32` (4 GiB).
-pub const DMA32_END_PFN: u64 = (4 << 30) >> 12;
+pub const DMA32_END_PFN: u64 = crate::abi::zone::DMA32_END >> 12;
 
 impl ZoneType {
     /// All zones, lowest first.
@@ -40,7 +40,7 @@ impl ZoneType {
     }
 
     /// Linux's name for the zone (as in /proc/buddyinfo).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             ZoneType::Dma => "DMA",
             ZoneType::Dma32 => "DMA32",

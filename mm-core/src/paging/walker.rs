@@ -8,6 +8,7 @@
 //! code the CPU would push. A walk reads at most five entries, so hostile
 //! tables (loops, pointers outside memory) cannot make it loop or panic.
 
+use crate::abi::cpu;
 use crate::addr::{Level, PageSize, PhysAddr, VirtAddr};
 use crate::mem::PhysMem;
 use crate::paging::entry::{large_page_reserved_low, phys_addr_mask, reserved_addr_mask, Pte, PteFlags};
@@ -80,33 +81,22 @@ impl CpuContext {
     }
 
     /// From raw register values as the host reads them from a vCPU.
-    #[allow(clippy::too_many_arguments)] // one per register or CPUID fact
-    pub const fn from_registers(
-        cr0: u64,
-        cr3: u64,
-        cr4: u64,
-        efer: u64,
-        rflags: u64,
-        cpl: u8,
-        pkru: u32,
-        maxphyaddr: u8,
-        gbpages: bool,
-    ) -> Self {
+    pub const fn from_registers(r: &RawRegisters) -> Self {
         CpuContext {
-            cr3,
-            wp: cr0 & (1 << 16) != 0,
-            pge: cr4 & (1 << 7) != 0,
-            la57: cr4 & (1 << 12) != 0,
-            pcide: cr4 & (1 << 17) != 0,
-            smep: cr4 & (1 << 20) != 0,
-            smap: cr4 & (1 << 21) != 0,
-            pke: cr4 & (1 << 22) != 0,
-            nxe: efer & (1 << 11) != 0,
-            ac: rflags & (1 << 18) != 0,
-            cpl,
-            maxphyaddr,
-            pkru,
-            gbpages,
+            cr3: r.cr3,
+            wp: r.cr0 & cpu::CR0_WP != 0,
+            pge: r.cr4 & cpu::CR4_PGE != 0,
+            la57: r.cr4 & cpu::CR4_LA57 != 0,
+            pcide: r.cr4 & cpu::CR4_PCIDE != 0,
+            smep: r.cr4 & cpu::CR4_SMEP != 0,
+            smap: r.cr4 & cpu::CR4_SMAP != 0,
+            pke: r.cr4 & cpu::CR4_PKE != 0,
+            nxe: r.efer & cpu::EFER_NXE != 0,
+            ac: r.rflags & cpu::RFLAGS_AC != 0,
+            cpl: r.cpl,
+            maxphyaddr: r.maxphyaddr,
+            pkru: r.pkru,
+            gbpages: r.gbpages,
         }
     }
 
@@ -121,6 +111,30 @@ impl CpuContext {
     pub const fn root_level(&self) -> Level {
         Level::root(self.la57)
     }
+}
+
+/// The register values and CPUID facts a [`CpuContext`] is made of, as
+/// the host reads them from a vCPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawRegisters {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// Current privilege level (CS.DPL in long mode).
+    pub cpl: u8,
+    /// PKRU.
+    pub pkru: u32,
+    /// CPUID's physical-address width.
+    pub maxphyaddr: u8,
+    /// CPUID: 1 GiB pages supported.
+    pub gbpages: bool,
 }
 
 /// The kind of a linear-address access.
@@ -169,17 +183,17 @@ pub struct PfErrorCode(pub u32);
 
 impl PfErrorCode {
     /// P: 0 = non-present page, 1 = protection or reserved-bit violation.
-    pub const PRESENT: u32 = 1 << 0;
+    pub const PRESENT: u32 = cpu::PF_PRESENT;
     /// W/R: the access was a write.
-    pub const WRITE: u32 = 1 << 1;
+    pub const WRITE: u32 = cpu::PF_WRITE;
     /// U/S: the access was a user-mode access.
-    pub const USER: u32 = 1 << 2;
+    pub const USER: u32 = cpu::PF_USER;
     /// RSVD: a reserved bit was set in some paging-structure entry.
-    pub const RSVD: u32 = 1 << 3;
+    pub const RSVD: u32 = cpu::PF_RSVD;
     /// I/D: instruction fetch (reported only with EFER.NXE or CR4.SMEP).
-    pub const FETCH: u32 = 1 << 4;
+    pub const FETCH: u32 = cpu::PF_FETCH;
     /// PK: protection-key violation.
-    pub const PK: u32 = 1 << 5;
+    pub const PK: u32 = cpu::PF_PK;
 
     /// Whether all `bits` are set.
     #[inline]

@@ -5,20 +5,14 @@
 use super::{write_boot_page_tables, write_obj, BootError};
 use crate::layout;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use mm_core::abi::boot::PATH_DIRECT;
+use mm_core::abi::cpu::{CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_FIXED};
 use vm_memory::GuestMemoryMmap;
 
 /// Flat 64-bit code segment descriptor (selector 0x08).
 pub const GDT_CODE64: u64 = 0x00af_9a00_0000_ffff;
 /// Flat data segment descriptor (selector 0x10).
 pub const GDT_DATA: u64 = 0x00cf_9200_0000_ffff;
-
-const CR0_PE: u64 = 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 
 /// Writes the GDT and boot page tables into guest memory.
 pub fn write_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
@@ -73,9 +67,9 @@ pub fn entry_regs(entry: u64) -> kvm_regs {
     kvm_regs {
         rip: entry,
         rdi: layout::START_INFO,
-        rsi: u64::from(b'D'),
+        rsi: u64::from(PATH_DIRECT),
         rsp: layout::BOOT_PML4, // a scratch stack below the tables until the kernel sets its own
-        rflags: 0x2,
+        rflags: RFLAGS_FIXED,
         ..Default::default()
     }
 }

@@ -5,6 +5,7 @@
 
 use super::{write_bytes, write_obj, BootError};
 use crate::layout;
+use mm_core::abi::boot::{HANDOFF_ENTRY, HANDOFF_START_INFO, RESET_VECTOR};
 use object::read::elf::ProgramHeader;
 use vm_memory::GuestMemoryMmap;
 
@@ -30,10 +31,10 @@ pub fn load_rom(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<(), BootError> {
         let data =
             ph.data(endian, elf).map_err(|_| BootError::Firmware("a segment's data lies outside the file".into()))?;
         write_bytes(mem, start, data)?;
-        has_reset_vector |= start <= 0xffff_fff0 && end >= 0x1_0000_0000;
+        has_reset_vector |= start <= RESET_VECTOR && end >= rom.end;
     }
     if !has_reset_vector {
-        return Err(BootError::Firmware("nothing at the reset vector 0xfffffff0".into()));
+        return Err(BootError::Firmware(format!("nothing at the reset vector {RESET_VECTOR:#x}")));
     }
     Ok(())
 }
@@ -41,6 +42,6 @@ pub fn load_rom(mem: &GuestMemoryMmap, elf: &[u8]) -> Result<(), BootError> {
 /// Leaves the firmware the kernel's 64-bit entry and the start_info address.
 pub fn write_handoff(mem: &GuestMemoryMmap, kernel_entry: u64) -> Result<(), BootError> {
     write_obj(mem, layout::HANDOFF, layout::HANDOFF_MAGIC)?;
-    write_obj(mem, layout::HANDOFF + 8, kernel_entry)?;
-    write_obj(mem, layout::HANDOFF + 16, layout::START_INFO)
+    write_obj(mem, layout::HANDOFF + HANDOFF_ENTRY, kernel_entry)?;
+    write_obj(mem, layout::HANDOFF + HANDOFF_START_INFO, layout::START_INFO)
 }

@@ -13,6 +13,13 @@ pub mod kernel;
 
 use crate::layout::{self, E820Entry};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
+use mm_core::abi::boot::{HvmMemmapEntry, HvmStartInfo, XEN_HVM_START_MAGIC, XEN_HVM_START_VERSION};
+use mm_core::abi::layout::KERNEL_MAP;
+use mm_core::paging::PteFlags;
+
+// linux-loader's bindings and mm-core's ABI describe the same structures.
+const _: () = assert!(std::mem::size_of::<hvm_start_info>() == std::mem::size_of::<HvmStartInfo>());
+const _: () = assert!(std::mem::size_of::<hvm_memmap_table_entry>() == std::mem::size_of::<HvmMemmapEntry>());
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// How the vCPU reaches the kernel.
@@ -82,8 +89,8 @@ pub fn write_start_info(mem: &GuestMemoryMmap, e820: &[E820Entry], cmdline: &str
         write_obj(mem, layout::MEMMAP + (i * std::mem::size_of::<hvm_memmap_table_entry>()) as u64, entry)?;
     }
     let info = hvm_start_info {
-        magic: 0x336e_c578,
-        version: 1,
+        magic: XEN_HVM_START_MAGIC,
+        version: XEN_HVM_START_VERSION,
         cmdline_paddr: layout::CMDLINE,
         memmap_paddr: layout::MEMMAP,
         memmap_entries: e820.len() as u32,
@@ -95,15 +102,18 @@ pub fn write_start_info(mem: &GuestMemoryMmap, e820: &[E820Entry], cmdline: &str
 /// Writes the boot page tables: the first GiB identity-mapped and mapped
 /// again at -2 GiB (where the kernel is linked), with 2 MiB pages.
 pub fn write_boot_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
-    const P_RW: u64 = 0x3;
-    const PS: u64 = 0x80;
-    for i in 0..512u64 {
+    const P_RW: u64 = PteFlags::PRESENT.0 | PteFlags::RW.0;
+    const PS: u64 = PteFlags::PSE.0;
+    // Table slots of the kernel map: the PML4 entry and the PDPT entry of
+    // KERNEL_MAP (511 and 510: -2 GiB).
+    let slot = |shift: u32| ((KERNEL_MAP >> shift) & 511) * 8;
+    for i in 0..(layout::BOOT_MAPPED >> 21) {
         write_obj(mem, layout::BOOT_PD + i * 8, (i << 21) | P_RW | PS)?;
     }
     write_obj(mem, layout::BOOT_PDPT_LOW, layout::BOOT_PD | P_RW)?;
-    write_obj(mem, layout::BOOT_PDPT_HIGH + 510 * 8, layout::BOOT_PD | P_RW)?;
+    write_obj(mem, layout::BOOT_PDPT_HIGH + slot(30), layout::BOOT_PD | P_RW)?;
     write_obj(mem, layout::BOOT_PML4, layout::BOOT_PDPT_LOW | P_RW)?;
-    write_obj(mem, layout::BOOT_PML4 + 511 * 8, layout::BOOT_PDPT_HIGH | P_RW)
+    write_obj(mem, layout::BOOT_PML4 + slot(39), layout::BOOT_PDPT_HIGH | P_RW)
 }
 
 #[cfg(test)]
@@ -121,7 +131,7 @@ mod tests {
         let map = layout::e820_map(256 << 20, false);
         write_start_info(&m, &map, "selftest exit=3").unwrap();
         let info: hvm_start_info = m.read_obj(GuestAddress(layout::START_INFO)).unwrap();
-        assert_eq!(info.magic, 0x336e_c578);
+        assert_eq!(info.magic, XEN_HVM_START_MAGIC);
         assert_eq!(info.memmap_entries as usize, map.len());
         let e: hvm_memmap_table_entry = m.read_obj(GuestAddress(layout::MEMMAP + 24)).unwrap();
         assert_eq!((e.addr, e.size, e.type_), (map[1].addr, map[1].size, map[1].kind));

@@ -11,25 +11,19 @@ use results::ResultsChannel;
 use serial::SerialConsole;
 use std::sync::{Arc, Mutex};
 
-/// COM1's base port.
-pub const COM1: u16 = 0x3f8;
-/// The exit port: a write ends the VM with that value as exit status.
-pub const EXIT_PORT: u16 = 0xf4;
-/// Symbol port: `outl` the low half of an address here, then the high
-/// half to `SYMBOL_PORT + 4`; `inb` here then yields `name+0xoff`, NUL-ended.
-pub const SYMBOL_PORT: u16 = 0x500;
-/// Self-test results: the guest writes text lines here, one record each.
-pub const RESULTS_PORT: u16 = 0x508;
-/// Checkpoint port: the guest writes a name's bytes, then a NUL, and stays
-/// parked in that last exit while the host inspects (see
-/// [`crate::vcpu::service_checkpoint`]).
-pub const CHECKPOINT_PORT: u16 = 0x510;
-/// Descriptor port: the guest writes its memory-manager descriptor's
-/// guest-physical address here (low 32 bits) and to
-/// [`DESCRIPTOR_PORT_HIGH`] (high 32 bits), which publishes it.
-pub const DESCRIPTOR_PORT: u16 = mm_core::descriptor::DESCRIPTOR_PORT;
-/// The descriptor address's high half.
-pub const DESCRIPTOR_PORT_HIGH: u16 = DESCRIPTOR_PORT + 4;
+// The ports, as mm-core's ABI defines them for the guest too: COM1's base;
+// the exit port (a write ends the VM with that value as exit status); the
+// symbol port (`outl` the low half of an address here, then the high half
+// to `SYMBOL_PORT + 4`; `inb` here then yields `name+0xoff`, NUL-ended);
+// self-test results (text lines, one record each); the checkpoint port (a
+// name's bytes, then a NUL; the vCPU stays parked in that last exit while
+// the host inspects, see [`crate::vcpu::service_checkpoint`]); the
+// descriptor ports (the guest's memory-manager descriptor's guest-physical
+// address, low 32 bits then high 32 bits, which publishes it).
+pub use mm_core::abi::port::{
+    CHECKPOINT as CHECKPOINT_PORT, COM1, DESCRIPTOR as DESCRIPTOR_PORT, DESCRIPTOR_HIGH as DESCRIPTOR_PORT_HIGH,
+    EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT,
+};
 /// Longest checkpoint name kept; further bytes are dropped.
 pub const CHECKPOINT_NAME_MAX: usize = 256;
 

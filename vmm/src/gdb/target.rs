@@ -149,9 +149,10 @@ impl<'a> GdbTarget<'a> {
             sregs.cr3 = cr3;
             // A root given by hand means 4-level long-mode paging even
             // before the guest turned it on.
-            sregs.cr0 |= 1 << 31;
-            sregs.cr4 |= 1 << 5;
-            sregs.efer |= 1 << 10 | 1 << 11;
+            use mm_core::abi::cpu::{CR0_PG, CR4_PAE, EFER_LMA, EFER_NXE};
+            sregs.cr0 |= CR0_PG;
+            sregs.cr4 |= CR4_PAE;
+            sregs.efer |= EFER_LMA | EFER_NXE;
         }
         Ok(inspect::address_mode(&regs, &sregs))
     }

@@ -10,36 +10,34 @@
 //! addresses are bounds-checked and a bad value becomes an error or a
 //! noted problem, never a panic or an unbounded loop.
 //!
-//! Decoding is done field by field from little-endian bytes rather than by
-//! reinterpreting memory, so no `unsafe` is needed; the unit tests pin the
-//! offsets to mm-core's `#[repr(C)]` layout with `offset_of!`.
+//! Decoding is mm-core's (`descriptor::Wire`): field by field from
+//! little-endian bytes rather than by reinterpreting memory, so no `unsafe`
+//! is needed, and the same definition the guest lays out.
 
 use super::GuestPhys;
 use mm_core::addr::VirtAddr;
 use mm_core::buddy::{Page, PageOwner, MAX_PAGE_ORDER, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
+use mm_core::buddy::{ZoneType, NR_ZONES};
 use mm_core::descriptor::{
-    AccessRecord, CacheDesc, MmDescriptor, ProcDesc, VaRange, DESCRIPTOR_MAGIC, DESCRIPTOR_VERSION, MAX_CACHE_DESCS,
-    MAX_PROC_DESCS,
+    AccessRecord, CacheDesc, MmDescriptor, ProcDesc, Wire, ACCESS_RECORD_SIZE, DESCRIPTOR_MAGIC, DESCRIPTOR_SIZE,
+    DESCRIPTOR_VERSION, MAX_CACHE_DESCS, MAX_PROC_DESCS, PAGE_DESC_SIZE, PROC_DESC_SIZE,
 };
 use mm_core::paging::{walk, CpuContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-/// Bytes of one page descriptor (`size_of::<mm_core::buddy::Page>()`).
-pub const PAGE_DESC_SIZE: usize = 32;
-/// Bytes of the descriptor (`size_of::<MmDescriptor>()`).
-pub const DESCRIPTOR_SIZE: usize = 192 + MAX_CACHE_DESCS * CACHE_DESC_SIZE;
-const CACHE_DESC_SIZE: usize = 48;
-const PROC_DESC_SIZE: usize = 56;
-const ACCESS_RECORD_SIZE: usize = 24;
 /// Most access records read (the guest's test records a few dozen).
 pub const ACCESS_RECORDS_MAX: u32 = 1 << 16;
-/// The direct map spans at most this much (Linux's 64 TiB for 4-level).
-pub const DIRECT_MAP_SIZE: u64 = 64 << 40;
+/// Bytes of one access record.
+pub const ACCESS_RECORD_BYTES: u64 = ACCESS_RECORD_SIZE as u64;
+/// Byte offset of an access record's `faulted` field (for tests that
+/// tamper with a recorded outcome).
+pub const ACCESS_RECORD_FAULTED_OFFSET: u64 = mm_core::descriptor::ACCESS_RECORD_FAULTED_OFFSET as u64;
 
 /// Where the guest said its descriptor is: written by the port bus when
-/// the guest writes ports 0x518 (low half) and 0x51c (high half), read by
+/// the guest writes `abi::port::DESCRIPTOR` (low half) and
+/// `DESCRIPTOR_HIGH` (high half), read by
 /// the inspector and the gdb stub. Zero means "not published".
 #[derive(Debug, Clone, Default)]
 pub struct DescriptorSlot(Arc<AtomicU64>);
@@ -63,10 +61,10 @@ impl DescriptorSlot {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuestStateError {
     /// No descriptor yet.
-    #[error("the guest has not published its memory-manager descriptor (ports 0x518/0x51c) yet; it does so once its memory manager is up, so inspect at a later checkpoint such as 'ready'")]
+    #[error("the guest has not published its memory-manager descriptor (on the descriptor ports) yet; it does so once its memory manager is up, so inspect at a later checkpoint such as 'ready'")]
     NotPublished,
     /// The address is not RAM.
-    #[error("the guest published its descriptor at guest-physical {0:#x}, which is not guest RAM; the guest wrote a bad address to ports 0x518/0x51c")]
+    #[error("the guest published its descriptor at guest-physical {0:#x}, which is not guest RAM; the guest wrote a bad address to the descriptor ports")]
     Unreadable(u64),
     /// Header mismatch.
     #[error("the descriptor at guest-physical {pa:#x} is not one this VMM understands ({detail}); build the VMM and the guest from the same tree")]
@@ -80,188 +78,6 @@ pub enum GuestStateError {
     #[error("the guest's descriptor is unusable: {0}")]
     Field(String),
 }
-
-/// Little-endian field reader over a byte buffer; reads past the end give
-/// zero (callers check lengths first, this only keeps hostile input from
-/// panicking).
-struct Cursor<'b> {
-    b: &'b [u8],
-    at: usize,
-}
-
-impl<'b> Cursor<'b> {
-    fn new(b: &'b [u8]) -> Self {
-        Cursor { b, at: 0 }
-    }
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut v = [0u8; N];
-        if let Some(s) = self.b.get(self.at..self.at + N) {
-            v.copy_from_slice(s);
-        }
-        self.at += N;
-        v
-    }
-    fn u8(&mut self) -> u8 {
-        self.bytes::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.bytes())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.bytes())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.bytes())
-    }
-    fn range(&mut self) -> VaRange {
-        VaRange { start: self.u64(), end: self.u64() }
-    }
-}
-
-/// Decodes a page descriptor from its 32 bytes.
-pub fn decode_page(b: &[u8]) -> Page {
-    let mut c = Cursor::new(b);
-    Page {
-        flags: c.u16(),
-        order: c.u8(),
-        zone: c.u8(),
-        refcount: c.u32(),
-        next: c.u32(),
-        prev: c.u32(),
-        slab_cache: c.u16(),
-        inuse: c.u16(),
-        objects: c.u16(),
-        owner: c.u8(),
-        frozen: c.u8(),
-        freelist: c.u64(),
-    }
-}
-
-fn decode_cache(c: &mut Cursor<'_>) -> CacheDesc {
-    CacheDesc {
-        name: c.bytes(),
-        id: c.u32(),
-        object_size: c.u32(),
-        size: c.u32(),
-        order: c.u32(),
-        objects_per_slab: c.u32(),
-        flags: c.u32(),
-    }
-}
-
-/// Decodes the descriptor from its bytes (no validation).
-pub fn decode_descriptor(b: &[u8]) -> MmDescriptor {
-    let mut c = Cursor::new(b);
-    let mut d = MmDescriptor::new();
-    d.magic = c.u64();
-    d.version = c.u32();
-    d.size = c.u32();
-    d.page_desc_size = c.u32();
-    d.nr_caches = c.u32();
-    d.page_offset_va = c.u64();
-    d.vmemmap_va = c.u64();
-    d.nr_pfns = c.u64();
-    d.kernel_cr3 = c.u64();
-    d.vmalloc_va = c.range();
-    d.text_va = c.range();
-    d.rodata_va = c.range();
-    d.data_va = c.range();
-    d.kernel_phys = c.range();
-    d.deferred_pages = c.u64();
-    d.boot_table_pages = c.u64();
-    d.table_pages = c.u64();
-    d.procs = c.u64();
-    d.access_records = c.u64();
-    d.access_count = c.u32();
-    d.access_capacity = c.u32();
-    d.sabotage = c.u32();
-    d.pad = c.u32();
-    for cache in d.caches.iter_mut() {
-        *cache = decode_cache(&mut c);
-    }
-    d
-}
-
-/// Encodes a descriptor as the guest lays it out (for tests that play the
-/// guest, and for writing fakes into guest memory).
-pub fn encode_descriptor(d: &MmDescriptor) -> Vec<u8> {
-    let mut v = Vec::with_capacity(DESCRIPTOR_SIZE);
-    v.extend(d.magic.to_le_bytes());
-    for x in [d.version, d.size, d.page_desc_size, d.nr_caches] {
-        v.extend(x.to_le_bytes());
-    }
-    for x in [d.page_offset_va, d.vmemmap_va, d.nr_pfns, d.kernel_cr3] {
-        v.extend(x.to_le_bytes());
-    }
-    for r in [d.vmalloc_va, d.text_va, d.rodata_va, d.data_va, d.kernel_phys] {
-        v.extend(r.start.to_le_bytes());
-        v.extend(r.end.to_le_bytes());
-    }
-    for x in [d.deferred_pages, d.boot_table_pages, d.table_pages, d.procs, d.access_records] {
-        v.extend(x.to_le_bytes());
-    }
-    for x in [d.access_count, d.access_capacity, d.sabotage, d.pad] {
-        v.extend(x.to_le_bytes());
-    }
-    for c in &d.caches {
-        v.extend(c.name);
-        for x in [c.id, c.object_size, c.size, c.order, c.objects_per_slab, c.flags] {
-            v.extend(x.to_le_bytes());
-        }
-    }
-    v
-}
-
-/// Encodes a page descriptor (tests, fakes).
-pub fn encode_page(p: &Page) -> [u8; PAGE_DESC_SIZE] {
-    let mut v = Vec::with_capacity(PAGE_DESC_SIZE);
-    v.extend(p.flags.to_le_bytes());
-    v.extend([p.order, p.zone]);
-    for x in [p.refcount, p.next, p.prev] {
-        v.extend(x.to_le_bytes());
-    }
-    for x in [p.slab_cache, p.inuse, p.objects] {
-        v.extend(x.to_le_bytes());
-    }
-    v.extend([p.owner, p.frozen]);
-    v.extend(p.freelist.to_le_bytes());
-    let mut out = [0u8; PAGE_DESC_SIZE];
-    out.copy_from_slice(&v);
-    out
-}
-
-fn decode_proc(b: &[u8]) -> ProcDesc {
-    let mut c = Cursor::new(b);
-    ProcDesc {
-        pid: c.u32(),
-        ppid: c.u32(),
-        state: c.u32(),
-        exit_code: c.u32(),
-        cr3: c.u64(),
-        rss: c.u64(),
-        faults: c.u64(),
-        name: c.bytes(),
-    }
-}
-
-fn decode_access(b: &[u8]) -> AccessRecord {
-    let mut c = Cursor::new(b);
-    AccessRecord {
-        va: c.u64(),
-        cr3: c.u64(),
-        access: c.u8(),
-        cpl: c.u8(),
-        faulted: c.u8(),
-        pad: c.u8(),
-        error_code: c.u32(),
-    }
-}
-
-/// Byte offset of an access record's `faulted` field (for tests that
-/// tamper with a recorded outcome).
-pub const ACCESS_RECORD_FAULTED_OFFSET: u64 = 18;
-/// Bytes of one access record.
-pub const ACCESS_RECORD_BYTES: u64 = ACCESS_RECORD_SIZE as u64;
 
 /// What a block of frames is, from its head descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,16 +124,20 @@ impl Block {
     }
 }
 
-/// Physical zones as Linux's x86-64: DMA below 16 MiB, DMA32 below 4 GiB.
-pub const ZONE_NAMES: [&str; 3] = ["DMA", "DMA32", "Normal"];
+/// The physical zones' names, by index (mm-core's `ZoneType`).
+pub const ZONE_NAMES: [&str; NR_ZONES] = {
+    let mut n = [""; NR_ZONES];
+    let mut i = 0;
+    while i < NR_ZONES {
+        n[i] = ZoneType::ALL[i].name();
+        i += 1;
+    }
+    n
+};
 
 /// The zone index of a frame.
 pub fn zone_of(pfn: u64) -> usize {
-    match pfn << 12 {
-        a if a < 16 << 20 => 0,
-        a if a < 4 << 30 => 1,
-        _ => 2,
-    }
+    ZoneType::of_pfn(pfn) as usize
 }
 
 /// The guest's state at a checkpoint: its descriptor, validated, and the
@@ -368,7 +188,7 @@ impl<'m> GuestState<'m> {
         let pa = pa.ok_or(GuestStateError::NotPublished)?;
         let mut buf = vec![0u8; DESCRIPTOR_SIZE];
         mem.read_slice(&mut buf, GuestAddress(pa)).map_err(|_| GuestStateError::Unreadable(pa))?;
-        let desc = decode_descriptor(&buf);
+        let desc = MmDescriptor::decode(&buf);
         let invalid = |detail: String| GuestStateError::Invalid { pa, detail };
         if desc.magic != DESCRIPTOR_MAGIC {
             return Err(invalid(format!("magic {:#x}, expected {DESCRIPTOR_MAGIC:#x}", desc.magic)));
@@ -465,7 +285,7 @@ impl<'m> GuestState<'m> {
                 if d.iter().all(|&b| b == 0) {
                     continue;
                 }
-                self.pages.push((first_pfn + i as u64, decode_page(d)));
+                self.pages.push((first_pfn + i as u64, Page::decode(d)));
             }
             off = chunk_end;
         }
@@ -504,7 +324,7 @@ impl<'m> GuestState<'m> {
         self.mem
             .read_slice(&mut buf, GuestAddress(self.desc.procs))
             .map_err(|_| GuestStateError::Field(format!("cannot read the process table at {:#x}", self.desc.procs)))?;
-        Ok(Some(buf.chunks_exact(PROC_DESC_SIZE).map(decode_proc).filter(|p| p.pid != 0).collect()))
+        Ok(Some(buf.chunks_exact(PROC_DESC_SIZE).map(ProcDesc::decode).filter(|p| p.pid != 0).collect()))
     }
 
     /// The access-rights test's records (empty when there are none).
@@ -522,7 +342,7 @@ impl<'m> GuestState<'m> {
         self.mem.read_slice(&mut buf, GuestAddress(self.desc.access_records)).map_err(|_| {
             GuestStateError::Field(format!("cannot read the access records at {:#x}", self.desc.access_records))
         })?;
-        Ok(buf.chunks_exact(ACCESS_RECORD_SIZE).map(decode_access).collect())
+        Ok(buf.chunks_exact(ACCESS_RECORD_SIZE).map(AccessRecord::decode).collect())
     }
 
     /// The block holding `pfn`, if the buddy allocator manages it.
@@ -603,43 +423,6 @@ pub fn blocks_of(pages: &[(u64, Page)], problems: &mut Vec<String>) -> Vec<Block
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
-
-    #[test]
-    fn decoding_follows_mm_cores_layout() {
-        assert_eq!(core::mem::size_of::<MmDescriptor>(), DESCRIPTOR_SIZE);
-        assert_eq!(core::mem::size_of::<Page>(), PAGE_DESC_SIZE);
-        assert_eq!(core::mem::size_of::<CacheDesc>(), CACHE_DESC_SIZE);
-        assert_eq!(core::mem::size_of::<ProcDesc>(), PROC_DESC_SIZE);
-        assert_eq!(core::mem::size_of::<AccessRecord>(), ACCESS_RECORD_SIZE);
-        assert_eq!(offset_of!(MmDescriptor, caches), 192);
-        assert_eq!(offset_of!(MmDescriptor, access_count), 176);
-        assert_eq!(offset_of!(MmDescriptor, procs), 160);
-        assert_eq!(offset_of!(Page, slab_cache), 16);
-        assert_eq!(offset_of!(Page, owner), 22);
-        assert_eq!(offset_of!(Page, freelist), 24);
-        assert_eq!(offset_of!(ProcDesc, name), 40);
-        assert_eq!(offset_of!(AccessRecord, faulted) as u64, ACCESS_RECORD_FAULTED_OFFSET);
-        assert_eq!(offset_of!(AccessRecord, error_code), 20);
-        let mut d = MmDescriptor::new();
-        d.nr_pfns = 0x1234;
-        d.sabotage = 7;
-        d.caches[31].object_size = 99;
-        d.text_va = VaRange { start: 1, end: 2 };
-        let back = decode_descriptor(&encode_descriptor(&d));
-        assert_eq!(encode_descriptor(&back), encode_descriptor(&d));
-        assert_eq!((back.nr_pfns, back.sabotage, back.caches[31].object_size), (0x1234, 7, 99));
-        assert_eq!(back.text_va, VaRange { start: 1, end: 2 });
-        let p = Page { flags: 3, order: 2, owner: 5, freelist: 0xdead, inuse: 4, ..Page::default() };
-        assert_eq!(decode_page(&encode_page(&p)), p);
-    }
-
-    #[test]
-    fn short_buffers_read_as_zero_not_panic() {
-        assert_eq!(decode_page(&[1]), Page::default(), "a field cut short reads as zero");
-        let d = decode_descriptor(&[0xff; 10]);
-        assert!(!d.is_valid());
-    }
 
     #[test]
     fn stale_tails_inside_a_block_are_skipped() {

@@ -19,7 +19,7 @@
 //!   way the host, which cannot see VMAs, tells sharing that may be
 //!   writable from copy-on-write sharing that must not be.
 
-use super::guest::{Block, BlockKind, GuestState, DIRECT_MAP_SIZE};
+use super::guest::{Block, BlockKind, GuestState};
 use super::spec::Check;
 use super::verify::CheckResult;
 use super::views::MappingsReport;
@@ -32,8 +32,9 @@ use mm_core::paging::mapper::{mappings, MappingError};
 use mm_core::paging::{translate, Access, CpuContext, Fault, PteFlags};
 use std::collections::{BTreeMap, HashSet};
 
-/// User space ends here (4-level paging).
-pub const USER_END: u64 = 1 << 47;
+/// User space ends here: the lower canonical half of 4-level paging, an
+/// architectural bound (the guest's layout comes from its descriptor).
+pub const USER_END: u64 = mm_core::abi::layout::USER_END;
 /// Most page-table pages `pt-owner` visits per run (far above any real
 /// tree; hostile trees stop here).
 pub const TABLE_BUDGET: usize = 1 << 20;
@@ -53,13 +54,13 @@ pub struct Root {
 
 fn region(gs: &GuestState<'_>, va: u64) -> &'static str {
     let d = &gs.desc;
-    if va < USER_END {
+    if va < d.user_end_va {
         "user space"
     } else if (d.vmalloc_va.start..d.vmalloc_va.end).contains(&va) {
         "the vmalloc area"
-    } else if va >= 0xffff_ffff_8000_0000 {
+    } else if d.kernel_map_va != 0 && va >= d.kernel_map_va {
         "the kernel image"
-    } else if va >= d.vmemmap_va && va < d.vmemmap_va.saturating_add(1 << 40) {
+    } else if va >= d.vmemmap_va && va < d.vmemmap_va.saturating_add(d.vmemmap_size) {
         "vmemmap"
     } else {
         "a kernel mapping"
@@ -80,7 +81,7 @@ fn free_desc(b: &Block) -> String {
 
 /// `freed-mapped` over `maps` (one [`MappingsReport`] per root, same order).
 pub fn freed_mapped(gs: &GuestState<'_>, roots: &[Root], maps: &[&MappingsReport]) -> CheckResult {
-    let direct = gs.desc.page_offset_va..gs.desc.page_offset_va.saturating_add(DIRECT_MAP_SIZE);
+    let direct = gs.desc.page_offset_va..gs.desc.page_offset_va.saturating_add(gs.desc.direct_map_size);
     let mut violations = Vec::new();
     let mut leaves = 0u64;
     let free_pages: u64 = gs.blocks.iter().filter(|b| b.is_free()).map(|b| 1u64 << b.order).sum();
@@ -641,7 +642,9 @@ mod tests {
         let mut d = mm_core::descriptor::MmDescriptor::new();
         d.nr_pfns = 256;
         d.kernel_cr3 = 0x1000;
-        m.write_slice(&crate::inspect::guest::encode_descriptor(&d), GuestAddress(0x8000)).unwrap();
+        let mut b = [0u8; mm_core::descriptor::DESCRIPTOR_SIZE];
+        mm_core::descriptor::Wire::encode(&d, &mut b);
+        m.write_slice(&b, GuestAddress(0x8000)).unwrap();
         m
     }
 

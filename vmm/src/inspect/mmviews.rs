@@ -332,16 +332,6 @@ pub struct PsReport {
     pub procs: Vec<ProcRow>,
 }
 
-fn state_name(s: u32) -> &'static str {
-    match s {
-        1 => "runnable",
-        2 => "running",
-        3 => "sleeping",
-        4 => "zombie",
-        _ => "?",
-    }
-}
-
 /// The process table.
 pub fn ps(gs: &GuestState<'_>) -> Result<PsReport, String> {
     let Some(procs) = gs.procs().map_err(|e| e.to_string())? else {
@@ -354,7 +344,7 @@ pub fn ps(gs: &GuestState<'_>) -> Result<PsReport, String> {
             ProcRow {
                 pid: p.pid,
                 ppid: p.ppid,
-                state: state_name(p.state),
+                state: mm_core::abi::proc::state_name(p.state),
                 exit_code: p.exit_code,
                 cr3: p.cr3,
                 rss: p.rss,

@@ -78,21 +78,20 @@ pub enum AddressMode {
 
 /// The translation state of a vCPU, from its registers.
 pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
-    if sregs.cr0 & (1 << 31) == 0 {
+    if sregs.cr0 & mm_core::abi::cpu::CR0_PG == 0 {
         return AddressMode::Unpaged;
     }
-    let cpl = (sregs.cs.selector & 3) as u8;
-    AddressMode::Paged(CpuContext::from_registers(
-        sregs.cr0,
-        sregs.cr3,
-        sregs.cr4,
-        sregs.efer,
-        regs.rflags,
-        cpl,
-        0,
-        host_phys_bits() as u8,
-        gbpages(),
-    ))
+    AddressMode::Paged(CpuContext::from_registers(&mm_core::paging::RawRegisters {
+        cr0: sregs.cr0,
+        cr3: sregs.cr3,
+        cr4: sregs.cr4,
+        efer: sregs.efer,
+        rflags: regs.rflags,
+        cpl: (sregs.cs.selector & 3) as u8,
+        pkru: 0,
+        maxphyaddr: host_phys_bits() as u8,
+        gbpages: gbpages(),
+    }))
 }
 
 /// Translates a linear address (no access-rights check: inspection reads
@@ -154,6 +153,7 @@ pub fn write_linear(mem: &GuestMemoryMmap, mode: &AddressMode, la: u64, data: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mm_core::abi::cpu::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 
     /// Builds a 4-level mapping of one page by hand (PML4 at 0x1000).
     fn mem_with_mapping(va: u64, pa: u64) -> GuestMemoryMmap {
@@ -171,8 +171,13 @@ mod tests {
         let va = 0xffff_c900_0000_0000u64;
         let m = mem_with_mapping(va, 0x8000);
         m.write_slice(b"mapped!", GuestAddress(0x8000)).unwrap();
-        let mut sregs =
-            kvm_sregs { cr0: 1 << 31 | 1, cr3: 0x1000, cr4: 1 << 5, efer: 1 << 10 | 1 << 8, ..Default::default() };
+        let mut sregs = kvm_sregs {
+            cr0: CR0_PG | CR0_PE,
+            cr3: 0x1000,
+            cr4: CR4_PAE,
+            efer: EFER_LMA | EFER_LME,
+            ..Default::default()
+        };
         let mode = address_mode(&kvm_regs::default(), &sregs);
         let mut buf = [0u8; 7];
         assert_eq!(read_linear(&m, &mode, va, &mut buf), 7);
@@ -181,7 +186,7 @@ mod tests {
         let mut big = [0u8; 8];
         assert_eq!(read_linear(&m, &mode, va + 4092, &mut big), 4);
         assert_eq!(write_linear(&m, &mode, va + 4094, b"xyzw"), 2);
-        sregs.cr0 = 1;
+        sregs.cr0 = CR0_PE;
         assert!(matches!(address_mode(&kvm_regs::default(), &sregs), AddressMode::Unpaged));
     }
 }

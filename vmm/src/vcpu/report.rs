@@ -27,9 +27,10 @@ pub struct CpuSnapshot {
 
 /// The instruction width the CPU is executing in.
 pub fn bitness(sregs: &kvm_sregs) -> u32 {
-    if sregs.cr0 & 1 == 0 {
+    use mm_core::abi::cpu::{CR0_PE, EFER_LMA};
+    if sregs.cr0 & CR0_PE == 0 {
         16
-    } else if sregs.efer & (1 << 10) != 0 && sregs.cs.l == 1 {
+    } else if sregs.efer & EFER_LMA != 0 && sregs.cs.l == 1 {
         64
     } else if sregs.cs.db == 1 {
         32
@@ -214,10 +215,10 @@ mod tests {
     fn real_mode_is_decoded_as_16_bit() {
         let mut sregs = kvm_sregs::default();
         assert_eq!(bitness(&sregs), 16);
-        sregs.cr0 = 1;
+        sregs.cr0 = mm_core::abi::cpu::CR0_PE;
         sregs.cs.db = 1;
         assert_eq!(bitness(&sregs), 32);
-        sregs.efer = 1 << 10;
+        sregs.efer = mm_core::abi::cpu::EFER_LMA;
         sregs.cs.l = 1;
         assert_eq!(bitness(&sregs), 64);
     }
