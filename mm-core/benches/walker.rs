@@ -17,7 +17,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mm_core::addr::{PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::mem::{MemError, PhysMem, VecMem};
-use mm_core::paging::{translate, Access, CpuContext, FrameAllocator, Mapper, PteFlags, SizeRequest, Tlb};
+use mm_core::paging::{translate, Access, CpuContext, FrameAllocator, MapRequest, Mapper, PteFlags, SizeRequest, Tlb};
 use std::time::Duration;
 
 const MEM: usize = 4 << 20;
@@ -44,17 +44,29 @@ fn tables() -> (VecMem, Mapper, CpuContext) {
     m.map(
         &mut mem,
         &mut frames,
-        VirtAddr(BASE),
-        PhysAddr(0x10_0000),
-        64 * PAGE_SIZE,
-        SizeRequest::Fixed(PageSize::Size4K),
-        RW,
+        MapRequest {
+            va: VirtAddr(BASE),
+            pa: PhysAddr(0x10_0000),
+            len: 64 * PAGE_SIZE,
+            size: SizeRequest::Fixed(PageSize::Size4K),
+            flags: RW,
+        },
     )
     .unwrap()
     .ignore();
-    m.map(&mut mem, &mut frames, VirtAddr(BASE + (1 << 30)), PhysAddr(0x20_0000), 2 << 20, SizeRequest::Best, RW)
-        .unwrap()
-        .ignore();
+    m.map(
+        &mut mem,
+        &mut frames,
+        MapRequest {
+            va: VirtAddr(BASE + (1 << 30)),
+            pa: PhysAddr(0x20_0000),
+            len: 2 << 20,
+            size: SizeRequest::Best,
+            flags: RW,
+        },
+    )
+    .unwrap()
+    .ignore();
     let ctx = m.context();
     (mem, m, ctx)
 }
@@ -159,13 +171,23 @@ fn bench_map(c: &mut Criterion) {
         let m = Mapper::create(&mut mem, &mut frames, false, 46, false).unwrap();
         let va = VirtAddr(BASE);
         // Build the path once so the loop measures the leaf edits only.
-        m.map(&mut mem, &mut frames, va, PhysAddr(0x30_0000), PAGE_SIZE, SizeRequest::Best, RW).unwrap().ignore();
+        m.map(
+            &mut mem,
+            &mut frames,
+            MapRequest { va, pa: PhysAddr(0x30_0000), len: PAGE_SIZE, size: SizeRequest::Best, flags: RW },
+        )
+        .unwrap()
+        .ignore();
         m.unmap(&mut mem, &mut frames, va, PAGE_SIZE, false).unwrap().ignore();
         g.bench_function("mm_core_mapper", |b| {
             b.iter(|| {
-                m.map(&mut mem, &mut frames, va, PhysAddr(0x30_0000), PAGE_SIZE, SizeRequest::Best, RW)
-                    .unwrap()
-                    .ignore();
+                m.map(
+                    &mut mem,
+                    &mut frames,
+                    MapRequest { va, pa: PhysAddr(0x30_0000), len: PAGE_SIZE, size: SizeRequest::Best, flags: RW },
+                )
+                .unwrap()
+                .ignore();
                 m.unmap(&mut mem, &mut frames, black_box(va), PAGE_SIZE, false).unwrap().ignore();
             })
         });

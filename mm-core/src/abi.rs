@@ -326,7 +326,7 @@ mod tests {
             assert!(w[0].1 <= w[1].0, "{:#x?}", w);
         }
         // The boot map covers the kernel image's load address.
-        assert!(boot::KERNEL_PHYS < boot::BOOT_MAPPED);
+        const { assert!(boot::KERNEL_PHYS < boot::BOOT_MAPPED) };
     }
 
     #[test]

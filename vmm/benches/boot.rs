@@ -11,6 +11,8 @@
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
+use mm_core::abi::boot::{FIRMWARE_BASE, FIRMWARE_SIZE};
+use mm_core::abi::port::COM1;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 fn floor() {
     let kvm = Kvm::new().expect("open /dev/kvm");
     let vm = kvm.create_vm().expect("create VM");
-    let size = 0x1_0000usize;
+    let size = FIRMWARE_SIZE as usize;
     // SAFETY: a fresh anonymous private mapping, owned here until exit.
     let host = unsafe {
         libc::mmap(
@@ -33,23 +35,24 @@ fn floor() {
         )
     };
     assert_ne!(host, libc::MAP_FAILED);
-    let code = [0xb0, b'x', 0xba, 0xf8, 0x03, 0xee, 0xf4];
+    let [com1_lo, com1_hi] = COM1.to_le_bytes();
+    let code = [0xb0, b'x', 0xba, com1_lo, com1_hi, 0xee, 0xf4];
     // SAFETY: 0xfff0 + code.len() is inside the mapping just created.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), (host as *mut u8).add(0xfff0), code.len()) };
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
-        guest_phys_addr: 0xffff_0000,
+        guest_phys_addr: FIRMWARE_BASE,
         memory_size: size as u64,
         userspace_addr: host as u64,
     };
     // SAFETY: the mapping outlives the VM (the process exits first).
     unsafe { vm.set_user_memory_region(region) }.expect("memslot");
-    vm.set_tss_address(0xfffb_d000).expect("tss");
+    vm.set_tss_address(vmm::layout::KVM_TSS as usize).expect("tss");
     let mut vcpu = vm.create_vcpu(0).expect("vcpu");
     loop {
         match vcpu.run().expect("KVM_RUN") {
-            VcpuExit::IoOut(0x3f8, data) => {
+            VcpuExit::IoOut(COM1, data) => {
                 std::io::stdout().write_all(data).unwrap();
                 std::io::stdout().flush().unwrap();
                 return;

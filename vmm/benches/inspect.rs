@@ -14,7 +14,7 @@
 use kvm_ioctls::Kvm;
 use mm_core::addr::{PageSize, PhysAddr, VirtAddr};
 use mm_core::paging::mapper::mappings;
-use mm_core::paging::{walk, FrameAllocator, Mapper, PteFlags, SizeRequest};
+use mm_core::paging::{walk, FrameAllocator, MapRequest, Mapper, PteFlags, SizeRequest};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,7 +50,17 @@ fn walk_vs_kvm() {
     let mut pm = GuestPhys(&mem);
     let mapper = Mapper::create(&mut pm, &mut frames, false, 46, false).expect("root");
     mapper
-        .map(&mut pm, &mut frames, VirtAddr(VA), PhysAddr(0), GIB, SizeRequest::Fixed(PageSize::Size4K), PteFlags::RW)
+        .map(
+            &mut pm,
+            &mut frames,
+            MapRequest {
+                va: VirtAddr(VA),
+                pa: PhysAddr(0),
+                len: GIB,
+                size: SizeRequest::Fixed(PageSize::Size4K),
+                flags: PteFlags::RW,
+            },
+        )
         .expect("map 1 GiB")
         .ignore();
     let ctx = mapper.context();
@@ -138,7 +148,8 @@ fn checkpoint_loop(n: u64, inspect: Option<InspectConfig>) -> (Duration, Duratio
     let mem: GuestMem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("reserve"));
     vmm::memory::register(&vm, &mem).expect("memslot");
     vmm::boot::direct::write_tables(&mem).expect("boot tables");
-    let code = [0x66, 0xba, 0x10, 0x05, 0xb0, b'c', 0xee, 0x30, 0xc0, 0xee, 0xeb, 0xf4];
+    let [port_lo, port_hi] = mm_core::abi::port::CHECKPOINT.to_le_bytes();
+    let code = [0x66, 0xba, port_lo, port_hi, 0xb0, b'c', 0xee, 0x30, 0xc0, 0xee, 0xeb, 0xf4];
     mem.write_slice(&code, GuestAddress(CODE)).expect("code");
     let mut vcpu = vm.create_vcpu(0).expect("vCPU");
     let sregs = vmm::boot::direct::long_mode_sregs(vcpu.get_sregs().expect("sregs"));

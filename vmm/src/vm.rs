@@ -136,7 +136,6 @@ impl Vm {
         vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
 
         let kernel = image.load(&mem, cfg.ram)?;
-        let _ = kernel.pvh_entry;
         boot::write_start_info(&mem, &layout::e820_map(cfg.ram, firmware), &cfg.cmdline)?;
 
         let mut symbols = image.symbols.clone();

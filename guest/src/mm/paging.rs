@@ -18,7 +18,7 @@ use super::phys::KernelPhys;
 use crate::arch::cpu;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::buddy::Page;
-use mm_core::paging::{FrameAllocator, Level, MapError, Mapper, PageSize, PteFlags, SizeRequest};
+use mm_core::paging::{FrameAllocator, Level, MapError, MapRequest, Mapper, PageSize, PteFlags, SizeRequest};
 
 /// The boot page tables map the first GiB at -2 GiB: page-table pages
 /// built before the switch must lie there.
@@ -116,11 +116,13 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
         let flush = mapper.map(
             &mut boot_phys,
             &mut frames,
-            VirtAddr(PAGE_OFFSET + start),
-            PhysAddr(start),
-            end - start,
-            SizeRequest::Best,
-            PteFlags::RW.union(PteFlags::NX).union(g),
+            MapRequest {
+                va: VirtAddr(PAGE_OFFSET + start),
+                pa: PhysAddr(start),
+                len: end - start,
+                size: SizeRequest::Best,
+                flags: PteFlags::RW.union(PteFlags::NX).union(g),
+            },
         )?;
         // New mappings of not-present addresses need no flush on x86, and
         // these tables are not live yet anyway.
@@ -153,11 +155,13 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
         let flush = mapper.map(
             &mut boot_phys,
             &mut frames,
-            VirtAddr(start),
-            PhysAddr(start - KERNEL_MAP),
-            stop - start,
-            SizeRequest::Fixed(PageSize::Size4K),
-            flags,
+            MapRequest {
+                va: VirtAddr(start),
+                pa: PhysAddr(start - KERNEL_MAP),
+                len: stop - start,
+                size: SizeRequest::Fixed(PageSize::Size4K),
+                flags,
+            },
         )?;
         flush.ignore();
     }
@@ -191,11 +195,13 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
         let flush = mapper.map(
             &mut boot_phys,
             &mut frames,
-            VirtAddr(vstart),
-            PhysAddr(pa),
-            len,
-            SizeRequest::Best,
-            PteFlags::RW.union(PteFlags::NX).union(g),
+            MapRequest {
+                va: VirtAddr(vstart),
+                pa: PhysAddr(pa),
+                len,
+                size: SizeRequest::Best,
+                flags: PteFlags::RW.union(PteFlags::NX).union(g),
+            },
         )?;
         flush.ignore();
         vmemmap_bytes += len;
@@ -239,11 +245,13 @@ pub fn map_deferred(mapper: &Mapper, phys: &mut KernelPhys, start: u64, end: u64
     let flush = mapper.map(
         phys,
         &mut NoFrames,
-        VirtAddr(PAGE_OFFSET + start),
-        PhysAddr(start),
-        end - start,
-        SizeRequest::Fixed(PageSize::Size2M),
-        PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+        MapRequest {
+            va: VirtAddr(PAGE_OFFSET + start),
+            pa: PhysAddr(start),
+            len: end - start,
+            size: SizeRequest::Fixed(PageSize::Size2M),
+            flags: PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+        },
     )?;
     // Not-present to present: nothing to invalidate.
     flush.ignore();

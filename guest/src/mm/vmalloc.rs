@@ -9,7 +9,7 @@ use crate::arch::cpu;
 use crate::sync::KCell;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::{PageOwner, GFP_KERNEL};
-use mm_core::paging::{walk, PageSize, PteFlags, SizeRequest, TlbFlusher};
+use mm_core::paging::{walk, MapRequest, PageSize, PteFlags, SizeRequest, TlbFlusher};
 use mm_core::vmalloc::{VmapAllocator, VmapArea};
 
 /// The vmalloc area allocator.
@@ -83,11 +83,13 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
                 .map(
                     &mut p.phys.clone(),
                     &mut BuddyFrames(p),
-                    VirtAddr(va.0 + i * PAGE_SIZE),
-                    PhysAddr(pfn << PAGE_SHIFT),
-                    PAGE_SIZE,
-                    SizeRequest::Fixed(PageSize::Size4K),
-                    PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+                    MapRequest {
+                        va: VirtAddr(va.0 + i * PAGE_SIZE),
+                        pa: PhysAddr(pfn << PAGE_SHIFT),
+                        len: PAGE_SIZE,
+                        size: SizeRequest::Fixed(PageSize::Size4K),
+                        flags: PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL),
+                    },
                 )
                 .map_err(VmallocFailure::Map)?;
             // Not-present to present needs no invalidation on x86.

@@ -8,7 +8,7 @@
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::{PhysMem, VecMem};
-use crate::paging::mapper::{mappings, FrameAllocator, Mapper, SizeRequest};
+use crate::paging::mapper::{mappings, FrameAllocator, MapRequest, Mapper, SizeRequest};
 use crate::paging::tlb::Tlb;
 use crate::paging::walker::{translate, translate_update_ad, walk, walk_trace, Access, CpuContext};
 use crate::paging::PteFlags;
@@ -112,7 +112,9 @@ pub fn exercise(data: &[u8]) {
         SizeRequest::Fixed(crate::addr::PageSize::Size4K),
         SizeRequest::Fixed(crate::addr::PageSize::Size2M),
     ][(regs >> 20) as usize % 3];
-    let _ = mapper.map(&mut mem, &mut frames, page, PhysAddr(pa & !0xfff), len, size, flags).map(|f| f.ignore());
+    let _ = mapper
+        .map(&mut mem, &mut frames, MapRequest { va: page, pa: PhysAddr(pa & !0xfff), len, size, flags })
+        .map(|f| f.ignore());
     let _ = mapper.protect(&mut mem, page, len, flags).map(|f| f.ignore());
     let _ = mapper.unmap(&mut mem, &mut frames, page, len, regs & (1 << 24) != 0).map(|f| f.ignore());
     let _ = mappings(&mem, &ctx).budget(4096).count();

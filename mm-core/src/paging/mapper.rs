@@ -79,6 +79,21 @@ impl MapperFlush {
     pub fn ignore(self) {}
 }
 
+/// One [`Mapper::map`] request: `[va, va + len)` to `[pa, pa + len)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapRequest {
+    /// First virtual address.
+    pub va: VirtAddr,
+    /// The physical address `va` maps to.
+    pub pa: PhysAddr,
+    /// Bytes to map.
+    pub len: u64,
+    /// Which page sizes to use.
+    pub size: SizeRequest,
+    /// Leaf flags (normalised; PRESENT is added).
+    pub flags: PteFlags,
+}
+
 /// How the mapper picks page sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SizeRequest {
@@ -432,17 +447,13 @@ impl Mapper {
     /// Maps `[va, va + len)` to `[pa, pa + len)` with normalised `flags`
     /// (PRESENT is added; bit 7 means PAT). On failure nothing stays
     /// mapped, though tables allocated on the way may remain (empty).
-    #[allow(clippy::too_many_arguments)]
     pub fn map<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
         frames: &mut A,
-        va: VirtAddr,
-        pa: PhysAddr,
-        len: u64,
-        size: SizeRequest,
-        flags: PteFlags,
+        req: MapRequest,
     ) -> Result<MapperFlush, MapError> {
+        let MapRequest { va, pa, len, size, flags } = req;
         let align = match size {
             SizeRequest::Fixed(PageSize::Size1G) if !self.gbpages => return Err(MapError::Unsupported1G),
             SizeRequest::Fixed(s) => s.bytes(),
@@ -462,7 +473,8 @@ impl Mapper {
         while done < len {
             let cur_va = VirtAddr(va.0 + done);
             let cur_pa = PhysAddr(pa.0 + done);
-            match self.map_one(mem, frames, cur_va, cur_pa, len - done, size, flags) {
+            let rest = MapRequest { va: cur_va, pa: cur_pa, len: len - done, size, flags };
+            match self.map_one(mem, frames, rest) {
                 Ok((s, n)) => {
                     done += s.bytes() * n;
                     min = min.min(s);
@@ -480,17 +492,15 @@ impl Mapper {
         Ok(MapperFlush::new(va, pages, min))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Maps the first run of `rest` (`rest.len` is what remains of the
+    /// request): one leaf, or consecutive leaves of one table.
     fn map_one<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
         frames: &mut A,
-        va: VirtAddr,
-        pa: PhysAddr,
-        remaining: u64,
-        req: SizeRequest,
-        flags: PteFlags,
+        rest: MapRequest,
     ) -> Result<(PageSize, u64), MapError> {
+        let MapRequest { va, pa, len: remaining, size: req, flags } = rest;
         let ctx = self.ctx();
         let mut table = self.root;
         let mut level = Level::root(self.la57);
@@ -804,13 +814,29 @@ mod tests {
     fn map_translate_unmap() {
         let (mut mem, mut fr, m) = setup();
         let va = VirtAddr(0x7fff_0000_0000);
-        m.map(&mut mem, &mut fr, va, PhysAddr(0x20_0000), 0x3000, SizeRequest::Best, URW).unwrap().ignore();
+        m.map(
+            &mut mem,
+            &mut fr,
+            MapRequest { va, pa: PhysAddr(0x20_0000), len: 0x3000, size: SizeRequest::Best, flags: URW },
+        )
+        .unwrap()
+        .ignore();
         let ctx = m.context().user();
         let t = translate(&mem, &ctx, VirtAddr(va.0 + 0x2010), Access::Write).unwrap();
         assert_eq!(t.pa, PhysAddr(0x20_2010));
         assert_eq!(t.size, PageSize::Size4K);
         assert_eq!(
-            m.map(&mut mem, &mut fr, VirtAddr(va.0 + 0x1000), PhysAddr(0), 0x1000, SizeRequest::Best, RW),
+            m.map(
+                &mut mem,
+                &mut fr,
+                MapRequest {
+                    va: VirtAddr(va.0 + 0x1000),
+                    pa: PhysAddr(0),
+                    len: 0x1000,
+                    size: SizeRequest::Best,
+                    flags: RW
+                }
+            ),
             Err(MapError::AlreadyMapped { va: VirtAddr(va.0 + 0x1000), level: Level::Pte })
         );
         let tables_before = fr.next;
@@ -827,11 +853,23 @@ mod tests {
         let va = VirtAddr(0xffff_8880_0000_0000);
         // 1G + 2M + 4K where aligned.
         let len = (1 << 30) + (2 << 20) + 0x1000;
-        m.map(&mut mem, &mut fr, va, PhysAddr(0x4000_0000), len, SizeRequest::Best, RW).unwrap().ignore();
+        m.map(&mut mem, &mut fr, MapRequest { va, pa: PhysAddr(0x4000_0000), len, size: SizeRequest::Best, flags: RW })
+            .unwrap()
+            .ignore();
         let sizes: Vec<_> = m.mappings(&mem).map(|r| r.unwrap().size).collect();
         assert_eq!(sizes, [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K]);
         assert_eq!(
-            m.map(&mut mem, &mut fr, VirtAddr(va.0 + 0x1000), PhysAddr(0), 0x1000, SizeRequest::Best, RW),
+            m.map(
+                &mut mem,
+                &mut fr,
+                MapRequest {
+                    va: VirtAddr(va.0 + 0x1000),
+                    pa: PhysAddr(0),
+                    len: 0x1000,
+                    size: SizeRequest::Best,
+                    flags: RW
+                }
+            ),
             Err(MapError::ParentIsHugePage { va: VirtAddr(va.0 + 0x1000), level: Level::Pud })
         );
         assert_eq!(
@@ -844,7 +882,11 @@ mod tests {
         let e = translate(&mem, &m.context(), two, Access::Execute).unwrap_err();
         assert_eq!(e.page_fault().unwrap().reason, FaultReason::ExecuteDisabled);
         assert_eq!(
-            m.map(&mut mem, &mut fr, va, PhysAddr(0), 0x1000, SizeRequest::Fixed(PageSize::Size2M), RW),
+            m.map(
+                &mut mem,
+                &mut fr,
+                MapRequest { va, pa: PhysAddr(0), len: 0x1000, size: SizeRequest::Fixed(PageSize::Size2M), flags: RW }
+            ),
             Err(MapError::NotAligned(0x1000))
         );
     }
@@ -858,7 +900,11 @@ mod tests {
             freed: Vec::new(),
         };
         let va = VirtAddr(0x1f_f000);
-        let r = m.map(&mut mem, &mut fr, va, PhysAddr(0x1000), 0x2000, SizeRequest::Best, RW);
+        let r = m.map(
+            &mut mem,
+            &mut fr,
+            MapRequest { va, pa: PhysAddr(0x1000), len: 0x2000, size: SizeRequest::Best, flags: RW },
+        );
         assert_eq!(r, Err(MapError::FrameAllocationFailed));
         assert_eq!(m.mappings(&mem).filter(|r| r.is_ok()).count(), 0);
     }
@@ -872,11 +918,13 @@ mod tests {
         m.map(
             &mut mem,
             &mut frames,
-            va,
-            PhysAddr(0x20_0000),
-            0x20_0000,
-            SizeRequest::Fixed(PageSize::Size2M),
-            PteFlags::RW,
+            MapRequest {
+                va,
+                pa: PhysAddr(0x20_0000),
+                len: 0x20_0000,
+                size: SizeRequest::Fixed(PageSize::Size2M),
+                flags: PteFlags::RW,
+            },
         )
         .unwrap()
         .ignore();
@@ -891,7 +939,13 @@ mod tests {
         let ctx = m.context();
         let mut tlb = Tlb::new();
         let va = VirtAddr(0x40_0000);
-        m.map(&mut mem, &mut fr, va, PhysAddr(0x30_0000), 0x1000, SizeRequest::Best, RW).unwrap().flush(&mut tlb);
+        m.map(
+            &mut mem,
+            &mut fr,
+            MapRequest { va, pa: PhysAddr(0x30_0000), len: 0x1000, size: SizeRequest::Best, flags: RW },
+        )
+        .unwrap()
+        .flush(&mut tlb);
         tlb.translate(&mut mem, &ctx, va, Access::Read).unwrap();
         let tok = m.unmap(&mut mem, &mut fr, va, 0x1000, false).unwrap();
         assert_eq!(tok.range(), (va, 1, PageSize::Size4K));

@@ -17,7 +17,7 @@ mod model_tests;
 
 pub use crate::addr::{Level, PageSize};
 pub use entry::{Pte, PteFlags};
-pub use mapper::{FrameAllocator, MapError, Mapper, MapperFlush, Mapping, SizeRequest, TlbFlusher};
+pub use mapper::{FrameAllocator, MapError, MapRequest, Mapper, MapperFlush, Mapping, SizeRequest, TlbFlusher};
 pub use tlb::Tlb;
 pub use walker::{
     translate, walk, Access, CpuContext, Fault, FaultReason, PageFault, PfErrorCode, RawRegisters, Translation,

@@ -5,7 +5,7 @@
 
 use crate::addr::{PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::VecMem;
-use crate::paging::mapper::{FrameAllocator, MapError, Mapper, SizeRequest};
+use crate::paging::mapper::{FrameAllocator, MapError, MapRequest, Mapper, SizeRequest};
 use crate::paging::tlb::Tlb;
 use crate::paging::walker::{translate, walk, Access, FaultReason};
 use crate::paging::PteFlags;
@@ -142,11 +142,13 @@ impl World {
                 let r = self.mapper.map(
                     &mut self.mem,
                     &mut self.frames,
-                    VirtAddr(vpn0 << 12),
-                    PhysAddr(pa_page << 12),
-                    npages << 12,
-                    req,
-                    flags,
+                    MapRequest {
+                        va: VirtAddr(vpn0 << 12),
+                        pa: PhysAddr(pa_page << 12),
+                        len: npages << 12,
+                        size: req,
+                        flags,
+                    },
                 );
                 match r {
                     Ok(tok) => {

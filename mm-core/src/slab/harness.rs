@@ -26,7 +26,7 @@ const PAGES: u64 = 1024;
 /// Operations decoded from one input at most.
 const MAX_OPS: usize = 2000;
 const NR_CPUS: usize = 2;
-const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
+const VMALLOC_START: u64 = crate::abi::layout::VMALLOC_START;
 const VMALLOC_PAGES: u64 = 4096;
 
 /// What a run did, for the caller's curiosity.
@@ -153,7 +153,15 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
             }
             6 => {
                 sum.bad_frees += 1;
-                bad_free(&mut buddy, &mut slab, &mut mem, &mut vmap, flags, cpu, arg, &pages, &objects)?;
+                let world = World {
+                    buddy: &mut buddy,
+                    slab: &mut slab,
+                    mem: &mut mem,
+                    vmap: &mut vmap,
+                    pages: &pages,
+                    objects: &objects,
+                };
+                bad_free(world, flags, cpu, arg)?;
             }
             _ => match arg % 3 {
                 0 => buddy.drain_pages(cpu).map_err(|e| format!("{e}"))?,
@@ -218,18 +226,22 @@ fn check_disjoint<V: Copy>(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bad_free(
-    buddy: &mut BuddyAllocator,
-    slab: &mut SlabAllocator,
-    mem: &mut VecMem,
-    vmap: &mut VmapAllocator,
-    flags: SlabFlags,
-    cpu: usize,
-    arg: u16,
-    pages: &BTreeMap<u64, u8>,
-    objects: &BTreeMap<u64, u64>,
-) -> Result<(), String> {
+/// The allocators under test and what the harness knows is live.
+struct World<'w, 'b> {
+    buddy: &'w mut BuddyAllocator<'b>,
+    slab: &'w mut SlabAllocator,
+    mem: &'w mut VecMem,
+    vmap: &'w mut VmapAllocator,
+    /// Live buddy blocks: pfn -> order.
+    pages: &'w BTreeMap<u64, u8>,
+    /// Live slab objects: address -> size.
+    objects: &'w BTreeMap<u64, u64>,
+}
+
+/// Frees something that is not live (chosen by `arg`) and fails if an
+/// allocator accepts it.
+fn bad_free(w: World<'_, '_>, flags: SlabFlags, cpu: usize, arg: u16) -> Result<(), String> {
+    let World { buddy, slab, mem, vmap, pages, objects } = w;
     match arg % 4 {
         0 => {
             // A pfn that is not a live block head (or with the wrong order).

@@ -4,7 +4,7 @@
 use crate::layout;
 use crate::memory::human;
 use crate::symbols::Symbols;
-use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::elf::Elf;
 use linux_loader::loader::KernelLoader;
 use object::Object;
 use std::borrow::Cow;
@@ -75,8 +75,6 @@ pub struct KernelImage {
 pub struct LoadedKernel {
     /// 64-bit entry (virtual address, reached through the boot tables).
     pub entry: u64,
-    /// The PVH 32-bit entry, if the ELF has the note.
-    pub pvh_entry: Option<u64>,
 }
 
 impl KernelImage {
@@ -181,13 +179,11 @@ impl KernelImage {
             });
         }
         let mut cursor = Cursor::new(&self.bytes[..]);
-        let res = Elf::load(mem, None, &mut cursor, Some(GuestAddress(layout::KERNEL_MIN)))
+        // Both boot paths enter the 64-bit ELF entry; a PVH note (QEMU's
+        // way in) is not used here.
+        Elf::load(mem, None, &mut cursor, Some(GuestAddress(layout::KERNEL_MIN)))
             .map_err(|source| KernelError::Load { what: self.name.clone(), source })?;
-        let pvh_entry = match res.pvh_boot_cap {
-            PvhBootCapability::PvhEntryPresent(a) => Some(a.0),
-            _ => None,
-        };
-        Ok(LoadedKernel { entry: self.entry, pvh_entry })
+        Ok(LoadedKernel { entry: self.entry })
     }
 }
 

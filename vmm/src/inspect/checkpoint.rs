@@ -281,7 +281,6 @@ impl Inspector {
         v
     }
 
-    #[allow(clippy::too_many_arguments)] // the per-checkpoint caches, each shared by all views
     fn view(
         &mut self,
         name: &str,
@@ -432,7 +431,6 @@ impl Inspector {
         Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
     }
 
-    #[allow(clippy::too_many_arguments)] // the per-checkpoint caches, each shared by all checks
     fn verify(
         &mut self,
         checks: &[Check],

@@ -37,6 +37,7 @@ fn main(_arg: u64) -> i32 {
     }
     // SAFETY: as above.
     let seen = unsafe { counter.read_volatile() };
+    // SAFETY: as above.
     unsafe { stop.write_volatile(1) };
     wait(pid);
     report("parent_saw_child_run", (seen >= 1000) as u64);
