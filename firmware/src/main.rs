@@ -32,6 +32,7 @@ core::arch::global_asm!(
     CR4_PAE = const abi::cpu::CR4_PAE,
     MSR_EFER = const abi::cpu::MSR_EFER,
     EFER_LME = const abi::cpu::EFER_LME,
+    KERNEL_MAP = const abi::layout::KERNEL_MAP,
     options(att_syntax)
 );
 

@@ -39,6 +39,9 @@
 .set CR4_PAE, {CR4_PAE}
 .set MSR_EFER, {MSR_EFER}
 .set EFER_LME, {EFER_LME}
+/* Byte offsets of the kernel map's (-2 GiB) entries in the PML4 and PDPT. */
+.set KERNEL_PML4_SLOT, (({KERNEL_MAP} >> 39) & 511) * 8
+.set KERNEL_PDPT_SLOT, (({KERNEL_MAP} >> 30) & 511) * 8
 
 .pushsection .text.firmware, "ax"
 .code16
@@ -86,13 +89,13 @@ start32:
     loop 1b
 
     movl $(PD + 3), (PDPT_LOW)
-    movl $(PD + 3), (PDPT_HIGH + 510 * 8)   /* -2 GiB -> physical 0 */
+    movl $(PD + 3), (PDPT_HIGH + KERNEL_PDPT_SLOT) /* -2 GiB -> physical 0 */
     /* This code keeps running at 0xffffxxxx once paging is on, so the
      * last 2 MiB below 4 GiB must be identity-mapped too. */
     movl $((ROM_BASE & ~0x1fffff) + 0x83), (PD_TOP + 511 * 8)
     movl $(PD_TOP + 3), (PDPT_LOW + 3 * 8)
     movl $(PDPT_LOW + 3), (PML4)
-    movl $(PDPT_HIGH + 3), (PML4 + 511 * 8)
+    movl $(PDPT_HIGH + 3), (PML4 + KERNEL_PML4_SLOT)
 
     mov $PML4, %eax
     mov %eax, %cr3

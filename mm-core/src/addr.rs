@@ -256,12 +256,6 @@ impl Level {
         12 + 9 * (self as u32 - 1)
     }
 
-    /// Bytes of address space one entry of this level covers.
-    #[inline]
-    pub const fn entry_span(self) -> u64 {
-        1 << self.shift()
-    }
-
     /// The next level towards the leaves, `None` below the PT.
     #[inline]
     pub const fn next_lower(self) -> Option<Level> {

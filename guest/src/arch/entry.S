@@ -16,6 +16,9 @@
  */
 
 .set KERNEL_VMA, {KERNEL_MAP}
+/* Byte offsets of the kernel map's entries in the PML4 and the PDPT. */
+.set KERNEL_PML4_SLOT, ((KERNEL_VMA >> 39) & 511) * 8
+.set KERNEL_PDPT_SLOT, ((KERNEL_VMA >> 30) & 511) * 8
 .set BOOT_STACK_SIZE, 65536
 
 /* XEN_ELFNOTE_PHYS32_ENTRY: tells PVH loaders where the 32-bit entry is. */
@@ -51,11 +54,11 @@ pvh_start32:
     /* The same PD serves the identity map and the -2 GiB kernel map. */
     mov $(boot_pd - KERNEL_VMA + 3), %eax
     mov %eax, (boot_pdpt_low - KERNEL_VMA)
-    mov %eax, (boot_pdpt_high - KERNEL_VMA + 510 * 8)
+    mov %eax, (boot_pdpt_high - KERNEL_VMA + KERNEL_PDPT_SLOT)
     mov $(boot_pdpt_low - KERNEL_VMA + 3), %eax
     mov %eax, (boot_pml4 - KERNEL_VMA)
     mov $(boot_pdpt_high - KERNEL_VMA + 3), %eax
-    mov %eax, (boot_pml4 - KERNEL_VMA + 511 * 8)
+    mov %eax, (boot_pml4 - KERNEL_VMA + KERNEL_PML4_SLOT)
 
     mov $(boot_pml4 - KERNEL_VMA), %eax
     mov %eax, %cr3

@@ -22,7 +22,7 @@ use mm_core::paging::{FrameAllocator, Level, MapError, MapRequest, Mapper, PageS
 
 /// The boot page tables map the first GiB at -2 GiB: page-table pages
 /// built before the switch must lie there.
-const BOOT_WINDOW: u64 = 1 << 30;
+const BOOT_WINDOW: u64 = mm_core::abi::boot::BOOT_MAPPED;
 
 /// Page-table frames from memblock during boot.
 struct MemblockFrames<'a> {

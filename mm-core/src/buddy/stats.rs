@@ -98,12 +98,6 @@ impl BuddyAllocator<'_> {
         self.index_text(w, ContigPageInfo::unusable_free_index)
     }
 
-    /// debugfs `extfrag/extfrag_index`: per populated zone, the
-    /// fragmentation index for every order (`-1.000` where it would succeed).
-    pub fn extfrag_index_text<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
-        self.index_text(w, ContigPageInfo::fragmentation_index)
-    }
-
     fn index_text<W: Write + ?Sized>(&self, w: &mut W, f: fn(&ContigPageInfo, u8) -> i64) -> fmt::Result {
         for z in self.zones().iter().filter(|z| z.populated()) {
             w.write_str("Node 0, zone ")?;

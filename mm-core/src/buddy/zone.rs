@@ -47,15 +47,6 @@ impl ZoneType {
             ZoneType::Normal => "Normal",
         }
     }
-
-    /// The pfn range `[start, end)` the zone can span.
-    pub fn pfn_bounds(self) -> (u64, u64) {
-        match self {
-            ZoneType::Dma => (0, DMA_END_PFN),
-            ZoneType::Dma32 => (DMA_END_PFN, DMA32_END_PFN),
-            ZoneType::Normal => (DMA32_END_PFN, u64::MAX),
-        }
-    }
 }
 
 /// One order's free list (Linux's `struct free_area`).

@@ -288,13 +288,6 @@ impl Pte {
         }
     }
 
-    /// Raw flag bits (0..11, 52..63); bit 12 is excluded since it is an
-    /// address bit except in large leaves.
-    #[inline]
-    pub const fn raw_flags(self) -> PteFlags {
-        PteFlags(self.0 & PteFlags::ALL.0)
-    }
-
     /// Normalised flags of a leaf at `level`: PS removed and PAT reported
     /// at bit 7 whatever the page size.
     #[inline]

@@ -389,12 +389,6 @@ impl Tlb {
         kind.map(|kind| Stale { entry: *e, fresh, kind })
     }
 
-    /// The entry a translation of `va` would use, if it disagrees with
-    /// the tables now.
-    pub fn check_stale<M: PhysMem + ?Sized>(&self, mem: &M, ctx: &CpuContext, va: VirtAddr) -> Option<Stale> {
-        self.lookup(ctx, va).and_then(|e| Self::compare(mem, ctx, &e))
-    }
-
     /// Every entry usable under `ctx` (its PCID, or global) that disagrees
     /// with the tables `ctx` points at.
     pub fn stale_entries<M: PhysMem + ?Sized>(&self, mem: &M, ctx: &CpuContext) -> Vec<Stale> {

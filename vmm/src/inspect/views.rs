@@ -3,7 +3,7 @@
 //! (QEMU's `info mem`). Each view is a serialisable report plus a human
 //! rendering; the walking itself is mm-core's (`walk_trace`, `mappings`).
 
-use mm_core::addr::{Level, PhysAddr, VirtAddr};
+use mm_core::addr::{Level, VirtAddr};
 use mm_core::mem::PhysMem;
 use mm_core::paging::mapper::{mappings, MappingError};
 use mm_core::paging::walker::walk_trace;
@@ -588,15 +588,11 @@ pub fn with_cr3(base: &CpuContext, cr3: Option<u64>) -> CpuContext {
     }
 }
 
-/// Whether `pa` lies in a table page list (sorted).
-pub fn is_table_page(tables: &[u64], pa: PhysAddr) -> bool {
-    tables.binary_search(&(pa.0 & !0xfff)).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inspect::GuestPhys;
+    use mm_core::addr::PhysAddr;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     /// Boot-table-like layout: PML4 0x1000, PDPT 0x2000 at -2 GiB, PD 0x3000
