@@ -242,6 +242,8 @@ pub mod cpu {
 
     /// RFLAGS bit 1, always set.
     pub const RFLAGS_FIXED: u64 = 1 << 1;
+    /// RFLAGS.IF: maskable interrupts enabled.
+    pub const RFLAGS_IF: u64 = 1 << 9;
     /// RFLAGS.AC: alignment check / SMAP override.
     pub const RFLAGS_AC: u64 = 1 << 18;
 

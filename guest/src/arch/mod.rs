@@ -68,7 +68,7 @@ pub fn irq_save() -> u64 {
 
 /// Restores the interrupt flag saved by `irq_save`.
 pub fn irq_restore(flags: u64) {
-    if flags & (1 << 9) != 0 {
+    if flags & abi::cpu::RFLAGS_IF != 0 {
         // SAFETY: interrupts were enabled before the matching `irq_save`.
         unsafe { asm!("sti", options(nomem, nostack)) }
     }

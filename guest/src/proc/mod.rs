@@ -33,7 +33,7 @@ use crate::kprintln;
 use crate::mm::{KERNEL_PT, PAGES};
 use fault::FaultError;
 use mm::{MmGlobals, MmStruct, MM_GLOBALS, STACK_TOP};
-use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_USER};
+use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_USER, RFLAGS_FIXED, RFLAGS_IF};
 
 /// #PF error code of the fetch at LSTAR when `syscall` stays in ring 3:
 /// present, user, instruction fetch.
@@ -187,7 +187,7 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
         // `syscall` left RCX = return address and R11 = RFLAGS, as on
         // hardware; resume there (before dispatch, so fork copies it).
         frame.rip = frame.rcx;
-        frame.rflags = (frame.r11 & 0xcd5) | 0x202;
+        frame.rflags = (frame.r11 & 0xcd5) | RFLAGS_IF | RFLAGS_FIXED;
         syscall::dispatch(frame);
         return;
     }

@@ -247,7 +247,7 @@ pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
     TrapFrame {
         rip: entry,
         cs: USER_CS as u64,
-        rflags: 0x202,
+        rflags: mm_core::abi::cpu::RFLAGS_IF | mm_core::abi::cpu::RFLAGS_FIXED,
         rsp: stack_top,
         ss: USER_DS as u64,
         rdi: arg,

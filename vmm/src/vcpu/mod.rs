@@ -125,7 +125,7 @@ pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<Vc
 /// an NMI (which this VMM never sends) could wake it.
 fn halted_for_good(vcpu: &VcpuFd) -> bool {
     let halted = vcpu.get_mp_state().is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
-    halted && vcpu.get_regs().is_ok_and(|r| r.rflags & (1 << 9) == 0)
+    halted && vcpu.get_regs().is_ok_and(|r| r.rflags & mm_core::abi::cpu::RFLAGS_IF == 0)
 }
 
 /// Serves the checkpoint the last exit completed, if any: runs the bus's
