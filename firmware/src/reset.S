@@ -172,5 +172,5 @@ reset_vector:
     /* A near jump (E9 rel16): IP wraps around 64 KiB to the ROM start. */
     .byte 0xe9
     .word start16 - ROM_BASE + 0x10000 - 0xfff3
-    .balign 16, 0xf4
+    .balign 16, 0xf4                        /* hlt */
 .popsection

@@ -137,13 +137,14 @@ fn main() {
         c.args(["run", "--boot", "firmware", "--timeout", "20"]);
         c
     });
+    let exit_device = format!("isa-debug-exit,iobase={:#x},iosize=4", mm_core::abi::port::EXIT);
     let qemu = measure(runs, || {
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-M", "microvm", "-accel", "kvm", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults"]).args([
             "-serial",
             "stdio",
             "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
+            &exit_device,
             "-kernel",
             kernel,
         ]);
