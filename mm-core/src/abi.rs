@@ -47,7 +47,7 @@ pub mod port {
 /// loader such as QEMU) enter the kernel's 64-bit `_start` in long mode
 /// with the first GiB of physical memory mapped both at 0 and at
 /// [`layout::KERNEL_MAP`], `rdi` = the guest-physical address of an
-/// [`HvmStartInfo`] and `rsi` = the boot-path code.
+/// [`HvmStartInfo`](boot::HvmStartInfo) and `rsi` = the boot-path code.
 pub mod boot {
     /// Boot-path code in `rsi`: the VMM built long mode itself ('D').
     pub const PATH_DIRECT: u8 = b'D';

@@ -4,9 +4,10 @@
 //! One definition, used by the guest to fill it and by the host to read it.
 //!
 //! The kernel writes the descriptor's guest-physical address to
-//! [`port::DESCRIPTOR`] (low 32 bits) and [`port::DESCRIPTOR_HIGH`] (high
-//! 32 bits) once its memory manager is up. The host reads the kernel's
-//! virtual layout from here, never from [`crate::abi::layout`] itself. Every address inside is
+//! [`crate::abi::port::DESCRIPTOR`] (low 32 bits) and
+//! [`crate::abi::port::DESCRIPTOR_HIGH`] (high 32 bits) once its memory
+//! manager is up. The host reads the kernel's virtual layout from here,
+//! never from [`crate::abi::layout`] itself. Every address inside is
 //! guest-physical unless its name ends in `_va`. Structures are
 //! `#[repr(C)]` with fixed-width fields; the host must check `magic`,
 //! `version` and the sizes before trusting anything else, and must treat
@@ -40,8 +41,6 @@
 //! inverse (tests and fakes that play the guest). The unit tests pin both
 //! to the `#[repr(C)]` layouts with `offset_of!`.
 
-#[cfg(doc)]
-use crate::abi::port;
 use crate::buddy::Page;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
