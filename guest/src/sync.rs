@@ -1,7 +1,362 @@
-//! The one primitive for kernel-global mutable state while the kernel runs
-//! on a single CPU with interrupts off during initialisation.
+//! Kernel locks: a spinlock with a guard, self-deadlock detection and a
+//! checked lock order; and `BootCell` for state the boot CPU sets up once.
+//!
+//! # Lock order
+//!
+//! Every [`SpinLock`] has a rank; a CPU may take a lock only while every
+//! lock it already holds has a lower rank (outer locks first), as Linux
+//! documents `mmap_lock -> page table lock -> zone lock` in mm/rmap.c and
+//! lockdep checks it. From outermost to innermost:
+//!
+//! | rank | locks | Linux's counterpart |
+//! |---|---|---|
+//! | 1 [`rank::MM`] | each process's `mm_struct` (proc/sched.rs `MmRef`) | `mmap_lock` |
+//! | 2 [`rank::SCHED`] | the scheduler (irq-safe: the timer takes it) | the run-queue lock |
+//! | 3 [`rank::MISC`] | bookkeeping that may allocate: self-test run, process reports, access records, boot kernel-half copy | |
+//! | 4 [`rank::VMAP`] | vmalloc's area allocator | `vmap_area_lock` |
+//! | 5 [`rank::PAGES`] | buddy + pcp lists + slab (irq-safe) | `zone->lock` (and the slab's `list_lock`) |
+//! | 6 [`rank::DEFERRED`] | memory not yet given to the buddy allocator | `deferred_grow_zone`'s `pgdat_resize_lock` |
+//! | 7 [`rank::KERNEL_PT`] | the kernel's page tables | `init_mm.page_table_lock` |
+//! | 8 [`rank::STATS`] | counters (mm, vmalloc, process-mm globals): leaves, nothing nests in them | |
+//!
+//! So a page fault holds its process's mm, then the page allocator, then
+//! (growing the zones) the deferred memory and the kernel page tables; the
+//! allocation slow path (mm/page_alloc.rs) runs under the page allocator.
+//! Reclaim (issue 13) will need mm locks from inside an allocation: it must
+//! run where the slow path has dropped the page-allocator lock, never below
+//! it (the order check will say so if it does not).
+//!
+//! Taking a lock out of order panics, naming both locks; taking a lock the
+//! same CPU already holds panics naming it (with one CPU it would spin for
+//! ever). `try_lock` is exempt from the order check (it cannot wait, so it
+//! cannot deadlock) but still counts as held. Locks marked irq-safe are
+//! always taken with interrupts masked (their flags restored on release),
+//! so no caller can forget to: the kernel runs with interrupts off in ring
+//! 0 today, and the timer interrupt from ring 3 takes the scheduler and
+//! may allocate.
 
+use crate::arch::percpu::{cpu_id, this_cpu, LOCK_COUNT_BITS, LOCK_RANKS};
 use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Lock ranks, outermost first (see the module documentation).
+pub mod rank {
+    /// A process's `mm_struct` (Linux's `mmap_lock`).
+    pub const MM: u8 = 1;
+    /// The scheduler.
+    pub const SCHED: u8 = 2;
+    /// Bookkeeping tables that may allocate.
+    pub const MISC: u8 = 3;
+    /// vmalloc's area allocator.
+    pub const VMAP: u8 = 4;
+    /// The page allocator (buddy, pcp lists, slab): the zone lock.
+    pub const PAGES: u8 = 5;
+    /// Deferred memory.
+    pub const DEFERRED: u8 = 6;
+    /// The kernel's page tables.
+    pub const KERNEL_PT: u8 = 7;
+    /// Leaf counters.
+    pub const STATS: u8 = 8;
+    /// Ranks for the lock self-tests only.
+    pub const TEST_OUTER: u8 = 14;
+    /// Ranks for the lock self-tests only.
+    pub const TEST_INNER: u8 = 15;
+
+    /// What each rank holds, for the messages.
+    pub(super) const NAMES: [&str; 16] = [
+        "(rank 0)",
+        "an mm_struct",
+        "the scheduler",
+        "a bookkeeping table",
+        "the vmalloc area allocator",
+        "the page allocator",
+        "the deferred memory",
+        "the kernel page tables",
+        "a counter lock",
+        "(rank 9)",
+        "(rank 10)",
+        "(rank 11)",
+        "(rank 12)",
+        "(rank 13)",
+        "a self-test outer lock",
+        "a self-test inner lock",
+    ];
+}
+
+/// Why a lock could not be taken without deadlocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockError {
+    /// This CPU holds the lock already.
+    SelfDeadlock {
+        /// The lock.
+        name: &'static str,
+    },
+    /// This CPU holds a lock of the same or a higher rank.
+    Order {
+        /// The lock asked for.
+        name: &'static str,
+        /// What the innermost rank held holds.
+        held: &'static str,
+    },
+}
+
+impl core::fmt::Display for LockError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LockError::SelfDeadlock { name } => {
+                write!(f, "deadlock: this CPU takes {} while already holding it", name)
+            }
+            LockError::Order { name, held } => {
+                write!(f, "lock order violated: {} taken while holding {} (see the order in sync.rs)", name, held)
+            }
+        }
+    }
+}
+
+/// A spinlock around kernel-global state, filled at init (`set`) or at
+/// construction (`new_with`).
+pub struct SpinLock<T> {
+    /// 0: free; otherwise the holder's CPU number + 1.
+    owner: AtomicU32,
+    name: &'static str,
+    rank: u8,
+    irq_safe: bool,
+    value: UnsafeCell<Option<T>>,
+}
+
+// SAFETY: `owner` serialises every access to `value` across CPUs and
+// interrupt handlers (a second taker on the same CPU panics, on another it
+// spins), and `T: Send` lets the value be used from whichever CPU holds it.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    /// An empty lock of `rank`, for a value `set` at init.
+    pub const fn new(name: &'static str, rank: u8) -> Self {
+        SpinLock { owner: AtomicU32::new(0), name, rank, irq_safe: false, value: UnsafeCell::new(None) }
+    }
+
+    /// An empty lock that is also taken from interrupt context: every
+    /// acquisition masks interrupts.
+    pub const fn new_irqsafe(name: &'static str, rank: u8) -> Self {
+        SpinLock { owner: AtomicU32::new(0), name, rank, irq_safe: true, value: UnsafeCell::new(None) }
+    }
+
+    /// A lock holding `v` from the start.
+    pub const fn new_with(name: &'static str, rank: u8, v: T) -> Self {
+        SpinLock { owner: AtomicU32::new(0), name, rank, irq_safe: false, value: UnsafeCell::new(Some(v)) }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Stores the value (at init; replaces any earlier one).
+    pub fn set(&self, v: T) {
+        let g = self.raw_lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.value.get() = Some(v) };
+        drop(g);
+    }
+
+    /// Takes the lock, spinning while another CPU holds it. Panics (naming
+    /// the locks) on a self-deadlock or an out-of-order acquisition, or if
+    /// the value was never `set`.
+    #[inline]
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        match self.lock_checked() {
+            Ok(g) => g,
+            Err(e) => panic!("{}", e),
+        }
+    }
+
+    /// Like `lock`, but reports a self-deadlock or an order violation
+    /// instead of panicking (the self-tests show the checks work with it).
+    pub fn lock_checked(&self) -> Result<SpinLockGuard<'_, T>, LockError> {
+        let g = self.acquire(true)?;
+        // SAFETY: the lock is held.
+        if unsafe { (*self.value.get()).is_none() } {
+            drop(g);
+            panic!("{} used before it was initialised", self.name);
+        }
+        Ok(SpinLockGuard { raw: g, _value: core::marker::PhantomData })
+    }
+
+    /// Takes the lock if it is free; None if anyone (this CPU included)
+    /// holds it, or it was never set. Fault handlers use this: they may
+    /// have interrupted the holder.
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        let flags = self.irq_off();
+        if self.owner.compare_exchange(0, cpu_id() as u32 + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.irq_on(flags);
+            return None;
+        }
+        let raw = RawGuard { lock: self, flags };
+        held_add(self.rank);
+        // SAFETY: the lock is held.
+        if unsafe { (*self.value.get()).is_none() } {
+            return None;
+        }
+        Some(SpinLockGuard { raw, _value: core::marker::PhantomData })
+    }
+
+    /// Runs `f` on the value under the lock.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// Like `with`, but None when the lock is busy or empty.
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.try_lock().map(|mut g| f(&mut g))
+    }
+
+    /// Takes the lock without looking at the value.
+    fn raw_lock(&self) -> RawGuard<'_, T> {
+        match self.acquire(true) {
+            Ok(g) => g,
+            Err(e) => panic!("{}", e),
+        }
+    }
+
+    #[inline]
+    fn irq_off(&self) -> u64 {
+        if self.irq_safe {
+            crate::arch::irq_save()
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn irq_on(&self, flags: u64) {
+        if self.irq_safe {
+            crate::arch::irq_restore(flags);
+        }
+    }
+
+    #[inline]
+    fn acquire(&self, check_order: bool) -> Result<RawGuard<'_, T>, LockError> {
+        let me = cpu_id() as u32 + 1;
+        let flags = self.irq_off();
+        if check_order {
+            let held = this_cpu().held_locks.get();
+            if held >> (self.rank as u32 * LOCK_COUNT_BITS) != 0 {
+                self.irq_on(flags);
+                // A lock of this rank or above is held: this one itself
+                // (self-deadlock) or another out of order.
+                if self.owner.load(Ordering::Relaxed) == me {
+                    return Err(LockError::SelfDeadlock { name: self.name });
+                }
+                return Err(LockError::Order { name: self.name, held: innermost(held) });
+            }
+        }
+        loop {
+            match self.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(o) if o == me => {
+                    self.irq_on(flags);
+                    return Err(LockError::SelfDeadlock { name: self.name });
+                }
+                Err(_) => {
+                    // Another CPU holds it: wait with `pause` until it is
+                    // free, reading only (no bus-locked retries).
+                    while self.owner.load(Ordering::Relaxed) != 0 {
+                        core::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        held_add(self.rank);
+        Ok(RawGuard { lock: self, flags })
+    }
+}
+
+/// Records that this CPU took a lock of `rank` (a 4-bit count per rank:
+/// at most 15 locks of one rank at once, which only `try_lock` on several
+/// mm_structs could approach).
+#[inline]
+fn held_add(rank: u8) {
+    let cpu = this_cpu();
+    cpu.held_locks.set(cpu.held_locks.get() + (1 << (rank as u32 % LOCK_RANKS as u32 * LOCK_COUNT_BITS)));
+}
+
+/// Records that this CPU released a lock of `rank`.
+#[inline]
+fn held_remove(rank: u8) {
+    let cpu = this_cpu();
+    cpu.held_locks.set(cpu.held_locks.get() - (1 << (rank as u32 % LOCK_RANKS as u32 * LOCK_COUNT_BITS)));
+}
+
+/// What the innermost rank in `held` (non-zero) holds.
+fn innermost(held: u64) -> &'static str {
+    let top = (63 - held.leading_zeros()) / LOCK_COUNT_BITS;
+    rank::NAMES[top as usize % LOCK_RANKS]
+}
+
+/// Panics unless this CPU holds no spinlock: called where a task may
+/// sleep or be switched out (Linux's "scheduling while atomic").
+pub fn assert_no_locks_held(what: &str) {
+    let cpu = this_cpu();
+    let held = cpu.held_locks.get();
+    if held != 0 {
+        panic!(
+            "{} while holding {} ({} lock(s) in all)",
+            what,
+            innermost(held),
+            crate::fmt::Dec(cpu.locks_held() as u64)
+        );
+    }
+}
+
+/// The lock held, without access to the value.
+struct RawGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+    flags: u64,
+}
+
+impl<T> Drop for RawGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        held_remove(self.lock.rank);
+        self.lock.owner.store(0, Ordering::Release);
+        self.lock.irq_on(self.flags);
+    }
+}
+
+/// Access to a locked value; dropping it releases the lock (and restores
+/// the interrupt flag of an irq-safe lock).
+pub struct SpinLockGuard<'a, T> {
+    raw: RawGuard<'a, T>,
+    // Not Send: a guard is released on the CPU that took it.
+    _value: core::marker::PhantomData<*mut T>,
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held and the value was checked present when
+        // the guard was made; nothing takes it out while the lock is held.
+        match unsafe { &*self.raw.lock.value.get() } {
+            Some(v) => v,
+            None => unreachable!(),
+        }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; the guard is the only way to the value
+        // while it lives, and `&mut self` makes this borrow unique.
+        match unsafe { &mut *self.raw.lock.value.get() } {
+            Some(v) => v,
+            None => unreachable!(),
+        }
+    }
+}
 
 /// A static the boot CPU initialises and then owns.
 pub struct BootCell<T>(UnsafeCell<T>);
@@ -24,73 +379,5 @@ impl<T> BootCell<T> {
     pub unsafe fn get_mut(&self) -> &mut T {
         // SAFETY: the caller guarantees exclusivity.
         unsafe { &mut *self.0.get() }
-    }
-
-    /// Shared access.
-    ///
-    /// # Safety
-    /// No mutable reference may be live.
-    pub unsafe fn get(&self) -> &T {
-        // SAFETY: the caller guarantees no concurrent mutation.
-        unsafe { &*self.0.get() }
-    }
-}
-
-/// Kernel-global state behind a re-entrancy check, used with interrupts
-/// masked: `with` hands out `&mut T` once at a time, and a nested `with` on
-/// the same cell (say, the heap asked for memory while the heap is busy)
-/// is a kernel bug that panics with the cell's name instead of aliasing.
-pub struct KCell<T> {
-    name: &'static str,
-    busy: core::sync::atomic::AtomicBool,
-    value: UnsafeCell<Option<T>>,
-}
-
-// SAFETY: one CPU, and `busy` serialises every access to `value`.
-unsafe impl<T> Sync for KCell<T> {}
-
-impl<T> KCell<T> {
-    /// An empty cell.
-    pub const fn new(name: &'static str) -> Self {
-        KCell { name, busy: core::sync::atomic::AtomicBool::new(false), value: UnsafeCell::new(None) }
-    }
-
-    /// Stores the value (once, at init).
-    pub fn set(&self, v: T) {
-        self.with_slot(|slot| *slot = Some(v));
-    }
-
-    fn with_slot<R>(&self, f: impl FnOnce(&mut Option<T>) -> R) -> R {
-        use core::sync::atomic::Ordering;
-        let flags = crate::arch::irq_save();
-        if self.busy.swap(true, Ordering::Acquire) {
-            crate::arch::irq_restore(flags);
-            panic!("re-entrant use of {}", self.name);
-        }
-        // SAFETY: `busy` was false and is now true: no other reference to
-        // the value exists until it is cleared below.
-        let r = f(unsafe { &mut *self.value.get() });
-        self.busy.store(false, Ordering::Release);
-        crate::arch::irq_restore(flags);
-        r
-    }
-
-    /// Runs `f` on the value; panics if the cell is empty or already in use.
-    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let name = self.name;
-        self.with_slot(|slot| match slot {
-            Some(v) => f(v),
-            None => panic!("{} used before it was initialised", name),
-        })
-    }
-
-    /// Like `with`, but `None` when empty or busy (fault handlers use this:
-    /// they may interrupt a holder).
-    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        use core::sync::atomic::Ordering;
-        if self.busy.load(Ordering::Acquire) {
-            return None;
-        }
-        self.with_slot(|slot| slot.as_mut().map(f))
     }
 }

@@ -8,8 +8,8 @@ use super::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use core::arch::global_asm;
 
 // wrmsr_safe(msr, value) -> 0, or 1 if the wrmsr raised #GP: the #GP
-// handler (arch/traps.rs `fixup`) moves a fault at apic_probe_insn to
-// apic_probe_fixup. A VMM without an in-kernel irqchip has no local APIC,
+// handler moves a fault at apic_probe_insn to apic_probe_fixup through the
+// exception table (arch/traps.rs `ExTableEntry`). A VMM without an in-kernel irqchip has no local APIC,
 // and then every x2APIC register access is a #GP.
 global_asm!(
     r#"
@@ -27,6 +27,10 @@ apic_probe_insn:
 apic_probe_fixup:
     mov $1, %eax
     ret
+.pushsection __ex_table, "a"
+.balign 8
+.quad apic_probe_insn, apic_probe_fixup, 0
+.popsection
 .popsection
 "#,
     options(att_syntax)

@@ -5,6 +5,7 @@ pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
+pub mod percpu;
 pub mod syscall;
 pub mod traps;
 pub mod usermode;
@@ -64,6 +65,14 @@ pub fn irq_save() -> u64 {
     // SAFETY: reads RFLAGS and clears IF; no memory is touched.
     unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) }
     flags
+}
+
+/// Whether interrupts are enabled on this CPU.
+pub fn irqs_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS; no memory is touched.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) }
+    flags & abi::cpu::RFLAGS_IF != 0
 }
 
 /// Restores the interrupt flag saved by `irq_save`.

@@ -103,9 +103,9 @@ trap_return:
 
 /*
  * probe_read_u64(addr) -> rax = value, rdx = 0 on success; a fault at
- * probe_read_insn is fixed up by the #PF/#GP handler (it jumps to
- * probe_read_fixup with rdx = 1), so a test can touch an address that
- * should fault and see that it did.
+ * probe_read_insn is fixed up by the #PF/#GP handler through the
+ * exception table (it jumps to probe_read_fixup with rdx = 1), so a test
+ * can touch an address that should fault and see that it did.
  */
 .globl probe_read_u64, probe_read_insn, probe_read_fixup
 probe_read_u64:
@@ -117,6 +117,12 @@ probe_read_fixup:
     mov $1, %edx
     xor %eax, %eax
     ret
+/* Exception-table entries (arch/traps.rs ExTableEntry; kind 0 = EX_TYPE_FAULT). */
+.pushsection __ex_table, "a"
+.balign 8
+.quad probe_read_insn, probe_read_fixup, 0
+.quad probe_write_insn, probe_write_fixup, 0
+.popsection
 
 /* probe_write_u64(addr, value): rax = 0 on success, 1 if it faulted. */
 .globl probe_write_u64, probe_write_insn, probe_write_fixup

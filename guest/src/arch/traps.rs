@@ -1,9 +1,11 @@
 //! Exception handling: the Rust side of the stubs in traps.S. A fault the
-//! kernel expects (a probe of an address that may not be mapped) is fixed
-//! up and execution resumes; anything else is an oops: vector, error code,
-//! CR2, registers and the symbol at RIP, then the VMM is told.
+//! kernel expects (a probe of an address that may not be mapped) has an
+//! entry in the exception table (`__ex_table`, as Linux's) and resumes at
+//! its fix-up; anything else is an oops: vector, error code, CR2,
+//! registers and the symbol at RIP, then the VMM is told.
 
 use super::cpu::read_cr2;
+use super::percpu::this_cpu;
 use crate::{exit, kprintln};
 use core::arch::global_asm;
 
@@ -84,6 +86,8 @@ pub fn exception_name(vector: u64) -> &'static str {
 
 /// Vector of #PF.
 pub const PAGE_FAULT: u64 = 14;
+/// Vector of #GP.
+pub const GENERAL_PROTECTION: u64 = 13;
 
 /// What a fault-tolerant access found.
 #[repr(C)]
@@ -97,29 +101,18 @@ pub struct Probe {
 extern "C" {
     fn probe_read_u64(addr: u64) -> Probe;
     fn probe_write_u64(addr: u64, value: u64) -> u64;
-    static probe_read_insn: u8;
-    static probe_read_fixup: u8;
-    static probe_write_insn: u8;
-    static probe_write_fixup: u8;
-    static apic_probe_insn: u8;
-    static apic_probe_fixup: u8;
 }
-
-/// The last fault a probe took (vector, error code, CR2), for tests that
-/// check the CPU reported what the model predicts.
-static LAST_PROBE_FAULT: crate::sync::BootCell<(u64, u64, u64)> = crate::sync::BootCell::new((0, 0, 0));
 
 /// Reads a u64 at `addr`, surviving a fault: `Err((vector, error code,
 /// CR2))` if the access faulted.
 pub fn probe_read(addr: u64) -> Result<u64, (u64, u64, u64)> {
-    // SAFETY: the probe routine turns a fault at its one load into a
-    // return (see `fixup`); any address is acceptable.
+    // SAFETY: the probe routine's one load has an exception-table entry
+    // (traps.S), so a fault there becomes a return; any address will do.
     let p = unsafe { probe_read_u64(addr) };
     if p.faulted == 0 {
         Ok(p.value)
     } else {
-        // SAFETY: written only by the trap handler, which has returned.
-        Err(unsafe { *LAST_PROBE_FAULT.get() })
+        Err(last_fixup_fault())
     }
 }
 
@@ -130,32 +123,101 @@ pub fn probe_write(addr: u64, value: u64) -> Result<(), (u64, u64, u64)> {
     if unsafe { probe_write_u64(addr, value) } == 0 {
         Ok(())
     } else {
-        // SAFETY: as in `probe_read`.
-        Err(unsafe { *LAST_PROBE_FAULT.get() })
+        Err(last_fixup_fault())
     }
 }
 
-/// Moves a faulting probe to its fix-up; true if `rip` was a probe.
-fn fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
-    let addr = |s: &u8| s as *const u8 as u64;
-    // SAFETY: only the addresses of the asm labels are taken.
-    let (ri, rf, wi, wf) =
-        unsafe { (addr(&probe_read_insn), addr(&probe_read_fixup), addr(&probe_write_insn), addr(&probe_write_fixup)) };
-    // SAFETY: as above (arch/apic.rs's `wrmsr_safe`).
-    let (ai, af) = unsafe { (addr(&apic_probe_insn), addr(&apic_probe_fixup)) };
-    let target = if frame.rip == ri {
-        rf
-    } else if frame.rip == wi {
-        wf
-    } else if frame.rip == ai {
-        af
-    } else {
-        return false;
-    };
-    // SAFETY: handler context, interrupts off: the only writer.
-    unsafe { *LAST_PROBE_FAULT.get_mut() = (frame.vector, frame.error_code, cr2) };
-    frame.rip = target;
-    true
+/// (vector, error code, CR2) of the last fault an exception-table entry
+/// caught on this CPU.
+pub fn last_fixup_fault() -> (u64, u64, u64) {
+    this_cpu().last_fixup_fault.get()
+}
+
+/// One entry of the exception table (Linux's `struct
+/// exception_table_entry`, arch/x86/include/asm/extable.h): code that may
+/// fault says where to resume instead. Assembly emits entries into the
+/// `__ex_table` section, which kernel.ld gathers between
+/// `__start___ex_table` and `__stop___ex_table`:
+///
+/// ```text
+/// .pushsection __ex_table, "a"
+/// .balign 8
+/// .quad faulting_insn, fixup, 0   /* kind: EX_TYPE_* below */
+/// .popsection
+/// ```
+///
+/// Absolute addresses rather than Linux's 32-bit relative ones: the kernel
+/// is linked static at -2 GiB, and the table is small.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExTableEntry {
+    /// The instruction that may fault (for `EX_TYPE_CALL_FETCH`: the
+    /// return address of the `call` whose target may not be fetchable).
+    pub insn: u64,
+    /// Where execution resumes.
+    pub fixup: u64,
+    /// `EX_TYPE_*`.
+    pub kind: u64,
+}
+
+/// A #PF or #GP at `insn` resumes at `fixup` (Linux's `EX_TYPE_DEFAULT`).
+pub const EX_TYPE_FAULT: u64 = 0;
+/// An instruction-fetch #PF at the target of a `call` whose return
+/// address is `insn`: the call is unwound (its return address popped) and
+/// execution resumes at `fixup`. Linux has no such kind; the access-rights
+/// test's execute probe needs it, because the faulting address is
+/// whatever it called.
+pub const EX_TYPE_CALL_FETCH: u64 = 1;
+
+extern "C" {
+    static __start___ex_table: ExTableEntry;
+    static __stop___ex_table: ExTableEntry;
+}
+
+/// The exception table, as linked.
+pub fn exception_table() -> &'static [ExTableEntry] {
+    // SAFETY: kernel.ld places the `__ex_table` input sections, which hold
+    // nothing but 24-byte, 8-aligned entries, between the two symbols; the
+    // table is read-only data that lives as long as the kernel.
+    unsafe {
+        let start = core::ptr::addr_of!(__start___ex_table);
+        let stop = core::ptr::addr_of!(__stop___ex_table);
+        let n = (stop as usize - start as usize) / core::mem::size_of::<ExTableEntry>();
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+/// The entry of `kind` for `insn` (Linux's `search_exception_tables`; a
+/// linear search: the table has a handful of entries, where Linux sorts
+/// its thousands at build time and bisects).
+pub fn search_exception_table(insn: u64, kind: u64) -> Option<&'static ExTableEntry> {
+    exception_table().iter().find(|e| e.insn == insn && e.kind == kind)
+}
+
+/// Linux's `fixup_exception`: if the faulting code has an exception-table
+/// entry, moves it to its fix-up, records the fault for the code there and
+/// returns true.
+fn fixup_exception(frame: &mut TrapFrame, cr2: u64) -> bool {
+    let fault = (frame.vector, frame.error_code, cr2);
+    if let Some(e) = search_exception_table(frame.rip, EX_TYPE_FAULT) {
+        this_cpu().last_fixup_fault.set(fault);
+        frame.rip = e.fixup;
+        return true;
+    }
+    // A fetch fault at a called address: the return address `call` pushed
+    // is on top of the stack (read with a probe, in case it is not mapped).
+    if frame.vector == PAGE_FAULT && frame.error_code & u64::from(mm_core::abi::cpu::PF_FETCH) != 0 && frame.rip == cr2
+    {
+        if let Ok(ret) = probe_read(frame.rsp) {
+            if let Some(e) = search_exception_table(ret, EX_TYPE_CALL_FETCH) {
+                this_cpu().last_fixup_fault.set(fault);
+                frame.rsp += 8;
+                frame.rip = e.fixup;
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Called by traps.S for every exception.
@@ -172,10 +234,7 @@ extern "C" fn trap_handler(frame: &mut TrapFrame) {
         crate::proc::user_exception(frame, cr2);
         return;
     }
-    if frame.vector == PAGE_FAULT && crate::selftest::access::exec_fixup(frame, cr2) {
-        return;
-    }
-    if (frame.vector == PAGE_FAULT || frame.vector == 13) && fixup(frame, cr2) {
+    if (frame.vector == PAGE_FAULT || frame.vector == GENERAL_PROTECTION) && fixup_exception(frame, cr2) {
         return;
     }
     if frame.vector == PAGE_FAULT {

@@ -3,11 +3,11 @@
 //! whose ring 0 is emulated measures the emulator, platform.md). The VMM
 //! counts the VM exits between the checkpoints around each fast path.
 
-use super::{vmalloc, with_growth, CPU, PAGES, STATS};
+use super::{page_alloc, vmalloc, GFP_KERNEL, PAGES, STATS};
+use crate::arch::percpu::this_cpu;
 use crate::checkpoint::checkpoint;
 use crate::fmt::Dec;
 use crate::kprintln;
-use mm_core::buddy::GFP_KERNEL;
 
 /// Allocator operations per fast-path run.
 const PAIRS: u64 = 1000;
@@ -15,16 +15,22 @@ const PAIRS: u64 = 1000;
 /// Runs the measurements and prints one `mmbench:` line per figure.
 pub fn run() {
     // Warm the caches so the measured loops stay on the fast paths.
-    let warm = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, CPU, 64, GFP_KERNEL));
+    let cpu = this_cpu().id;
+    let warm = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, 64, GFP_KERNEL.gfp));
     if let Ok(pa) = warm {
-        let _ = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, CPU, pa));
+        let _ = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, cpu, pa));
     }
     checkpoint("mmbench-kmalloc-begin");
     let mut ok = true;
     for _ in 0..PAIRS {
+        // Through the allocation entry the heap uses (fast path, slow
+        // path only on failure).
         let r = PAGES.with(|p| {
-            let pa = p.slab.kmalloc(&mut p.buddy, &mut p.phys, CPU, 64, GFP_KERNEL)?;
-            p.slab.kfree(&mut p.buddy, &mut p.phys, CPU, pa)
+            let cpu = this_cpu().id;
+            let pa = page_alloc::alloc_locked(p, 0, GFP_KERNEL, |p| {
+                p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, 64, GFP_KERNEL.gfp)
+            })?;
+            p.slab.kfree(&mut p.buddy, &mut p.phys, cpu, pa)
         });
         ok &= r.is_ok();
     }
@@ -33,9 +39,8 @@ pub fn run() {
 
     checkpoint("mmbench-pages-begin");
     for _ in 0..PAIRS {
-        let r = with_growth(|p| p.buddy.alloc_pages(CPU, 0, GFP_KERNEL));
-        if let Ok(pfn) = r {
-            let _ = PAGES.with(|p| p.buddy.free_pages(CPU, pfn, 0));
+        if let Some(pfn) = super::alloc_pages(0, GFP_KERNEL) {
+            let _ = super::free_pages(pfn, 0);
         }
     }
     checkpoint("mmbench-pages-end");

@@ -9,7 +9,7 @@ use super::layout::{
 };
 use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
-use crate::sync::BootCell;
+use crate::sync::{rank, BootCell, SpinLock};
 use mm_core::abi::port;
 use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, MAX_CACHE_DESCS, MAX_PROC_DESCS};
 
@@ -17,6 +17,18 @@ static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
 static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
     [ProcDesc { pid: 0, ppid: 0, state: 0, exit_code: 0, cr3: 0, rss: 0, faults: 0, name: [0; 16] }; MAX_PROC_DESCS],
 );
+
+/// Fills the process table: the process layer (proc/), which sits above
+/// mm/, registers it at init. None until then (the table stays empty).
+type ProcTableFiller = fn(&mut [ProcDesc]);
+
+static PROC_TABLE: SpinLock<Option<ProcTableFiller>> =
+    SpinLock::new_with("the process-table filler", rank::STATS, None);
+
+/// Registers what fills the descriptor's process table at every refresh.
+pub fn register_proc_table(fill: ProcTableFiller) {
+    PROC_TABLE.with(|f| *f = Some(fill));
+}
 
 /// Runs `f` on the descriptor.
 fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
@@ -79,7 +91,12 @@ pub fn refresh() {
     // SAFETY: one CPU; only this function writes PROCS, and the host reads
     // it while the vCPU is parked.
     let procs = unsafe { PROCS.get_mut() };
-    crate::proc::sched::fill_descs(procs);
+    // Copied out first: the filler takes the scheduler, which ranks
+    // outside the registry's lock.
+    match PROC_TABLE.try_with(|f| *f).flatten() {
+        Some(fill) => fill(procs),
+        None => procs.fill(ProcDesc::default()),
+    }
     let procs_pa = procs.as_ptr() as u64 - KERNEL_MAP;
     with(|d| {
         d.procs = if procs.iter().any(|p| p.pid != 0) { procs_pa } else { 0 };

@@ -3,9 +3,9 @@
 //! buddy allocator, as Linux's kmalloc does.
 
 use super::{phys_to_virt, virt_to_phys, PAGES};
+use crate::arch::percpu::this_cpu;
 use core::alloc::{GlobalAlloc, Layout};
 use mm_core::addr::PhysAddr;
-use mm_core::buddy::GFP_KERNEL;
 
 /// The kernel's global allocator.
 pub struct KernelHeap;
@@ -28,7 +28,11 @@ fn kmalloc_size(layout: Layout) -> u64 {
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = kmalloc_size(layout);
-        let r = super::with_growth(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, super::CPU, size, GFP_KERNEL));
+        // Order only sizes the request for the slow path's hooks; the slab
+        // picks its own slab order.
+        let gfp = super::GFP_KERNEL;
+        let cpu = this_cpu().id;
+        let r = super::page_alloc::alloc(0, gfp, |p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, size, gfp.gfp));
         match r {
             Ok(pa) => phys_to_virt(pa.0) as *mut u8,
             Err(_) => core::ptr::null_mut(),
@@ -37,7 +41,7 @@ unsafe impl GlobalAlloc for KernelHeap {
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         let pa = PhysAddr(virt_to_phys(ptr as u64));
-        if let Err(e) = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, super::CPU, pa)) {
+        if let Err(e) = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, this_cpu().id, pa)) {
             panic!("kfree({:#x}): {}", ptr as u64, e);
         }
     }

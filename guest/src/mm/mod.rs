@@ -9,26 +9,26 @@ pub mod fault;
 pub mod heap;
 pub mod layout;
 pub mod memblock;
+pub mod page_alloc;
 pub mod paging;
 pub mod phys;
 pub mod procfs;
 pub mod sabotage;
 pub mod vmalloc;
 
+use crate::arch::percpu::this_cpu;
 use crate::boot::BootParams;
 use crate::fmt::Dec;
 use crate::kprintln;
-use crate::sync::KCell;
+use crate::sync::{rank, SpinLock};
 use layout::PAGE_OFFSET;
 use memblock::Memblock;
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
-use mm_core::buddy::{BuddyAllocator, Gfp, PageOwner, GFP_KERNEL};
+use mm_core::buddy::{BuddyAllocator, PageOwner};
 use mm_core::paging::{FrameAllocator, Mapper};
 use mm_core::slab::{SlabAllocator, SlabFlags};
+pub use page_alloc::{GfpMask, GFP_DMA, GFP_DMA32, GFP_KERNEL};
 use phys::KernelPhys;
-
-/// The one CPU the kernel runs on.
-pub const CPU: usize = 0;
 
 /// The page allocators: buddy (with its zones and pcp lists) and slab.
 pub struct PageAlloc {
@@ -57,11 +57,11 @@ pub struct MmStats {
 }
 
 /// The page allocators.
-pub static PAGES: KCell<PageAlloc> = KCell::new("the page allocator");
+pub static PAGES: SpinLock<PageAlloc> = SpinLock::new_irqsafe("the page allocator", rank::PAGES);
 /// The kernel's page tables.
-pub static KERNEL_PT: KCell<Mapper> = KCell::new("the kernel page tables");
+pub static KERNEL_PT: SpinLock<Mapper> = SpinLock::new_irqsafe("the kernel page tables", rank::KERNEL_PT);
 /// Boot-time figures.
-pub static STATS: KCell<MmStats> = KCell::new("the mm statistics");
+pub static STATS: SpinLock<MmStats> = SpinLock::new_irqsafe("the mm statistics", rank::STATS);
 
 /// Brings up memory management from the E820 map.
 pub fn init(params: &BootParams) {
@@ -180,11 +180,12 @@ pub struct Deferred {
 }
 
 /// The deferred free ranges.
-pub static DEFERRED: KCell<Deferred> = KCell::new("the deferred memory");
+pub static DEFERRED: SpinLock<Deferred> = SpinLock::new_irqsafe("the deferred memory", rank::DEFERRED);
 
 /// Hands the next deferred chunk to `p`'s buddy allocator (Linux's
-/// `deferred_grow_zone`). False when nothing is left.
-pub fn grow_locked(p: &mut PageAlloc) -> bool {
+/// `deferred_grow_zone`): the pages handed over, None when nothing is
+/// left. Only the allocation slow path (page_alloc.rs) calls it.
+fn grow_locked(p: &mut PageAlloc) -> Option<u64> {
     DEFERRED.with(|d| {
         while d.next < d.n {
             let (s, e) = d.ranges[d.next];
@@ -209,24 +210,9 @@ pub fn grow_locked(p: &mut PageAlloc) -> bool {
             }
             d.ranges[d.next].0 = chunk_end;
             d.pages -= chunk_end - s;
-            return true;
+            return Some(chunk_end - s);
         }
-        false
-    })
-}
-
-/// Runs an allocation, growing the zones from deferred memory while it
-/// fails for lack of pages.
-pub fn with_growth<T, E>(mut f: impl FnMut(&mut PageAlloc) -> Result<T, E>) -> Result<T, E> {
-    PAGES.with(|p| loop {
-        match f(p) {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                if !grow_locked(p) {
-                    return Err(e);
-                }
-            }
-        }
+        None
     })
 }
 
@@ -245,13 +231,7 @@ pub struct BuddyFrames<'a>(pub &'a mut PageAlloc);
 
 impl FrameAllocator for BuddyFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysAddr> {
-        let pfn = loop {
-            match self.0.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
-                Ok(pfn) => break pfn,
-                Err(_) if grow_locked(self.0) => {}
-                Err(_) => return None,
-            }
-        };
+        let pfn = page_alloc::alloc_pages_locked(self.0, 0, GFP_KERNEL).ok()?;
         let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
         STATS.with(|s| s.table_pages += 1);
         let pa = pfn << PAGE_SHIFT;
@@ -262,18 +242,18 @@ impl FrameAllocator for BuddyFrames<'_> {
 
     fn deallocate_frame(&mut self, frame: PhysAddr) {
         STATS.with(|s| s.table_pages -= 1);
-        if let Err(e) = self.0.buddy.free_pages(CPU, frame.0 >> PAGE_SHIFT, 0) {
+        if let Err(e) = self.0.buddy.free_pages(this_cpu().id, frame.0 >> PAGE_SHIFT, 0) {
             panic!("freeing a page-table page: {}", e);
         }
     }
 }
 
 /// Allocates 2^order pages; returns the pfn.
-pub fn alloc_pages(order: u8, gfp: Gfp) -> Option<u64> {
-    with_growth(|p| p.buddy.alloc_pages(CPU, order, gfp)).ok()
+pub fn alloc_pages(order: u8, gfp: GfpMask) -> Option<u64> {
+    PAGES.with(|p| page_alloc::alloc_pages_locked(p, order, gfp)).ok()
 }
 
 /// Frees 2^order pages at `pfn`.
 pub fn free_pages(pfn: u64, order: u8) -> Result<(), mm_core::buddy::BuddyError> {
-    PAGES.with(|p| p.buddy.free_pages(CPU, pfn, order))
+    PAGES.with(|p| p.buddy.free_pages(this_cpu().id, pfn, order))
 }

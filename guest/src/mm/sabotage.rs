@@ -6,14 +6,41 @@
 //!                  while still mapped (a use-after-free waiting to happen)
 //! `text-writable`  a page of kernel text is made writable (W^X broken)
 //!
-//! The process-side names (`cow-writable`, `cross-map`, `refcount`,
-//! `pt-owner`) need live address spaces: proc/sabotage.rs runs them.
+//! Layers above mm/ register their own switches ([`register`]): the
+//! process-side names (`cow-writable`, `cross-map`, `refcount`,
+//! `pt-owner`) need live address spaces, and proc/sabotage.rs runs them.
 
 use super::{vmalloc, KERNEL_PT, PAGES};
 use crate::arch::cpu::Invlpg;
 use crate::kprintln;
+use crate::sync::{rank, SpinLock};
 use mm_core::addr::{VirtAddr, PAGE_SHIFT};
 use mm_core::paging::{walk, PteFlags};
+
+/// A registered set of switches: their names (for the message listing
+/// them) and the function that runs one, None if `what` is not its.
+#[derive(Clone, Copy)]
+pub struct Switches {
+    /// Comma-separated names.
+    pub names: &'static str,
+    /// Breaks `what`; Some(whether it worked) if the name is one of these.
+    pub run: fn(&str) -> Option<bool>,
+}
+
+/// Registered switch sets (one per layer above mm/).
+static REGISTERED: SpinLock<[Option<Switches>; 4]> =
+    SpinLock::new_with("the sabotage switches", rank::STATS, [None; 4]);
+
+/// Registers a layer's switches; false if the table is full.
+pub fn register(switches: Switches) -> bool {
+    REGISTERED.with(|r| match r.iter_mut().find(|s| s.is_none()) {
+        Some(slot) => {
+            *slot = Some(switches);
+            true
+        }
+        None => false,
+    })
+}
 
 /// Breaks `what`, stops at the checkpoint, and reports whether it knew it.
 pub fn run(what: &str) -> bool {
@@ -45,14 +72,18 @@ pub fn run(what: &str) -> bool {
             2
         }
         _ => {
-            if let Some(ok) = crate::proc::sabotage::run(what) {
-                return ok;
+            // Copied out: a layer's switch takes its own (outer) locks.
+            let registered = REGISTERED.with(|r| *r);
+            for s in registered.iter().flatten() {
+                if let Some(ok) = (s.run)(what) {
+                    return ok;
+                }
             }
-            kprintln!(
-                "sabotage: unknown invariant '{}' (freed-mapped, text-writable, {})",
-                what,
-                crate::proc::sabotage::NAMES
-            );
+            let mut names = crate::fmt::StackString::<200>::new();
+            for s in registered.iter().flatten() {
+                let _ = core::fmt::Write::write_fmt(&mut names, format_args!(", {}", s.names));
+            }
+            kprintln!("sabotage: unknown invariant '{}' (freed-mapped, text-writable{})", what, names.as_str());
             return false;
         }
     };

@@ -4,16 +4,17 @@
 //! maps and unmaps the frames, and flushes the TLB when it unmaps.
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::{BuddyFrames, CPU, KERNEL_PT, PAGES};
+use super::{page_alloc, BuddyFrames, GFP_KERNEL, KERNEL_PT, PAGES};
 use crate::arch::cpu;
-use crate::sync::KCell;
+use crate::arch::percpu::this_cpu;
+use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
-use mm_core::buddy::{PageOwner, GFP_KERNEL};
+use mm_core::buddy::PageOwner;
 use mm_core::paging::{walk, MapRequest, PageSize, PteFlags, SizeRequest, TlbFlusher};
 use mm_core::vmalloc::{VmapAllocator, VmapArea};
 
 /// The vmalloc area allocator.
-pub static VMAP: KCell<VmapAllocator> = KCell::new("the vmalloc area allocator");
+pub static VMAP: SpinLock<VmapAllocator> = SpinLock::new("the vmalloc area allocator", rank::VMAP);
 
 /// Counters for the benchmarks and self-tests.
 #[derive(Clone, Copy, Default)]
@@ -27,7 +28,7 @@ pub struct VmallocStats {
 }
 
 /// vmalloc's TLB-flush counters.
-pub static STATS: KCell<VmallocStats> = KCell::new("the vmalloc statistics");
+pub static STATS: SpinLock<VmallocStats> = SpinLock::new("the vmalloc statistics", rank::STATS);
 
 /// Sets up the vmalloc window.
 pub fn init() {
@@ -70,13 +71,7 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
     let pages = size.div_ceil(PAGE_SIZE);
     for i in 0..pages {
         let r = PAGES.with(|p| {
-            let pfn = loop {
-                match p.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
-                    Ok(pfn) => break pfn,
-                    Err(_) if super::grow_locked(p) => {}
-                    Err(_) => return Err(VmallocFailure::NoMemory),
-                }
-            };
+            let pfn = page_alloc::alloc_pages_locked(p, 0, GFP_KERNEL).map_err(|_| VmallocFailure::NoMemory)?;
             let _ = p.buddy.set_owner(pfn, PageOwner::Vmalloc);
             let mapper = KERNEL_PT.with(|m| *m);
             let flush = mapper
@@ -133,7 +128,7 @@ fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapEr
             flush.flush(&mut Invlpg);
             for &pfn in &frames[..n as usize] {
                 if pfn != u64::MAX {
-                    if let Err(e) = p.buddy.free_pages(CPU, pfn, 0) {
+                    if let Err(e) = p.buddy.free_pages(this_cpu().id, pfn, 0) {
                         panic!("vfree: freeing pfn {:#x}: {}", pfn, e);
                     }
                 }

@@ -8,10 +8,11 @@
 use super::abi::*;
 use super::pgtable::{self, Slot, ADDR_MASK, KERNEL_PGD_FIRST, NX, P, RW, US};
 use crate::arch::cpu;
-use crate::mm::{grow_locked, BuddyFrames, PageAlloc, CPU, KERNEL_PT, PAGES};
-use crate::sync::KCell;
+use crate::arch::percpu::this_cpu;
+use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES};
+use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE};
-use mm_core::buddy::{PageOwner, GFP_KERNEL};
+use mm_core::buddy::PageOwner;
 use mm_core::paging::FrameAllocator;
 use mm_core::vma::{VmFlags, Vma, VmaSet};
 
@@ -40,7 +41,7 @@ pub struct MmGlobals {
 }
 
 /// The globals.
-pub static MM_GLOBALS: KCell<MmGlobals> = KCell::new("the process mm globals");
+pub static MM_GLOBALS: SpinLock<MmGlobals> = SpinLock::new("the process mm globals", rank::STATS);
 
 /// A process's address space (Linux's `mm_struct`).
 pub struct MmStruct {
@@ -65,13 +66,7 @@ fn page_up(a: u64) -> u64 {
 
 /// Allocates a user data frame (owner `UserAnon`); physical address.
 pub fn alloc_user_frame(p: &mut PageAlloc) -> Option<u64> {
-    let pfn = loop {
-        match p.buddy.alloc_pages(CPU, 0, GFP_KERNEL) {
-            Ok(pfn) => break pfn,
-            Err(_) if grow_locked(p) => {}
-            Err(_) => return None,
-        }
-    };
+    let pfn = page_alloc::alloc_pages_locked(p, 0, GFP_KERNEL).ok()?;
     let _ = p.buddy.set_owner(pfn, PageOwner::UserAnon);
     MM_GLOBALS.with(|g| g.user_frames_allocated += 1);
     Some(pfn << PAGE_SHIFT)
@@ -84,7 +79,7 @@ pub fn put_page(p: &mut PageAlloc, zero_pa: u64, pa: u64) {
     if pa == zero_pa {
         return;
     }
-    if let Err(e) = p.buddy.free_pages(CPU, pa >> PAGE_SHIFT, 0) {
+    if let Err(e) = p.buddy.free_pages(this_cpu().id, pa >> PAGE_SHIFT, 0) {
         panic!("put_page({:#x}): {}", pa, e);
     }
 }

@@ -66,7 +66,8 @@ pub static PROGRAMS: [(&str, &[u8]); 10] = [
 /// The kernel root's PGD entries 256..511 at init, to notice a
 /// kernel-half entry created later (process PGDs copied before it would
 /// miss it).
-static KERNEL_HALF_AT_INIT: crate::sync::KCell<[u64; 256]> = crate::sync::KCell::new("the boot kernel half");
+static KERNEL_HALF_AT_INIT: crate::sync::SpinLock<[u64; 256]> =
+    crate::sync::SpinLock::new("the boot kernel half", crate::sync::rank::MISC);
 
 /// Sets up processes: the shared zero page, the task table.
 pub fn init() {
@@ -82,6 +83,13 @@ pub fn init() {
     pgtable::clear_page(zero);
     MM_GLOBALS.with(|g| *g = MmGlobals { zero_pa: zero, user_frames_allocated: 0 });
     sched::init();
+    // What this layer publishes through mm/ (which sits below it and so
+    // cannot call it): the descriptor's process table, and the sabotage
+    // switches that need live address spaces.
+    crate::mm::descriptor::register_proc_table(sched::fill_descs);
+    if !crate::mm::sabotage::register(crate::mm::sabotage::Switches { names: sabotage::NAMES, run: sabotage::run }) {
+        panic!("no room to register the process sabotage switches");
+    }
     report::init();
     KERNEL_HALF_AT_INIT.set(kernel_half());
 }

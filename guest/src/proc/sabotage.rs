@@ -29,7 +29,7 @@ use mm_core::buddy::PageOwner;
 use mm_core::vma::VmFlags;
 
 /// The sabotage waiting for `cow-shared` (0: none), as its descriptor
-/// code. An atomic rather than a `KCell`: it is read from the system-call
+/// code. An atomic rather than a `SpinLock`: it is read from the system-call
 /// path while the mm and page allocator cells may be held.
 static ARMED: AtomicU8 = AtomicU8::new(0);
 /// Whether the armed sabotage broke something and stopped at `sabotage`.

@@ -14,20 +14,19 @@ use crate::arch::gdt::{USER_CS, USER_DS};
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::{context_switch, prepare_stack, FpuState};
 use crate::arch::{cpu, gdt, syscall};
-use crate::mm::{alloc_pages, free_pages, phys_to_virt, KERNEL_PT};
-use crate::sync::KCell;
+use crate::mm::{alloc_pages, free_pages, phys_to_virt, GFP_KERNEL, KERNEL_PT};
+use crate::sync::{rank, SpinLock};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use mm_core::addr::PAGE_SHIFT;
-use mm_core::buddy::GFP_KERNEL;
 
 /// Order of a kernel stack allocation (16 KiB).
 const KSTACK_ORDER: u8 = 2;
 
 /// An address space shared by reference (the task and, while it runs a
 /// system call, the kernel code serving it).
-pub type MmRef = Arc<KCell<MmStruct>>;
+pub type MmRef = Arc<SpinLock<MmStruct>>;
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,7 +90,7 @@ pub struct Sched {
 }
 
 /// The scheduler.
-pub static SCHED: KCell<Sched> = KCell::new("the scheduler");
+pub static SCHED: SpinLock<Sched> = SpinLock::new_irqsafe("the scheduler", rank::SCHED);
 
 /// Sets up the (empty) task table.
 pub fn init() {
@@ -154,6 +153,9 @@ pub fn schedule() {
         cr3: u64,
         kstack: u64,
     }
+    // A task switched out while holding a spinlock would leave it held
+    // for whoever runs next (Linux's "scheduling while atomic").
+    crate::sync::assert_no_locks_held("schedule()");
     let kroot = KERNEL_PT.with(|m| m.root().0);
     let sw = SCHED.with(|s| {
         let next = s.runq.pop_front().unwrap_or(0);
@@ -227,7 +229,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         probe_fixup: 0,
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
-    let cell = Arc::new(KCell::new("an mm_struct"));
+    let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
     cell.set(mm);
     task.mm = Some(cell);
     Some(SCHED.with(|s| {

@@ -16,15 +16,14 @@
 //! the host compares ring-0 and ring-3 records at that one checkpoint.
 
 use super::check;
-use crate::arch::traps::{probe_read, probe_write, TrapFrame};
+use crate::arch::traps::{probe_read, probe_write};
 use crate::detail;
 use crate::fmt::Dec;
 use crate::mm::{self, vmalloc, KERNEL_PT, PAGES};
 use crate::proc::{self, report};
-use crate::sync::KCell;
+use crate::sync::{rank, SpinLock};
 use alloc::vec::Vec;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::addr::VirtAddr;
 use mm_core::descriptor::AccessRecord;
 use mm_core::paging::PteFlags;
@@ -33,7 +32,6 @@ global_asm!(include_str!("access.S"), options(att_syntax));
 
 extern "C" {
     fn probe_exec(addr: u64) -> u64;
-    static probe_exec_fixup: u8;
 }
 
 /// Room in the table for the ring-0 records and every ring-3 one: the
@@ -42,7 +40,7 @@ extern "C" {
 const TABLE_CAPACITY: usize = 128;
 
 /// The records being collected (None while no access test runs).
-static TABLE: KCell<Option<Vec<AccessRecord>>> = KCell::new("the access-test records");
+static TABLE: SpinLock<Option<Vec<AccessRecord>>> = SpinLock::new("the access-test records", rank::MISC);
 
 /// Points the descriptor at `records`.
 fn publish(records: &[AccessRecord], capacity: usize) {
@@ -66,40 +64,16 @@ pub fn add_user_records(recs: &[AccessRecord]) -> i64 {
     r.unwrap_or(-proc::abi::ENOENT)
 }
 
-static EXEC_PROBE: AtomicBool = AtomicBool::new(false);
-
-/// Called by the #PF handler first: a fetch fault at the address an exec
-/// probe called unwinds that call. True if it was one.
-pub fn exec_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
-    if !EXEC_PROBE.load(Ordering::Relaxed)
-        || frame.rip != cr2
-        || frame.error_code & u64::from(mm_core::abi::cpu::PF_FETCH) == 0
-    {
-        return false;
-    }
-    // The faulting "instruction" is the call target; the return address
-    // `call` pushed is on top of the stack. Pop it and resume at the fix-up.
-    frame.rsp += 8;
-    // SAFETY: only the label's address is taken.
-    frame.rip = unsafe { &probe_exec_fixup as *const u8 as u64 };
-    LAST_EXEC_ERR.store(frame.error_code, Ordering::Relaxed);
-    true
-}
-
-static LAST_EXEC_ERR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 /// Calls `addr` (a page starting with `ret`); the #PF error code if the
 /// fetch faulted.
 fn exec(addr: u64) -> Result<(), u64> {
-    EXEC_PROBE.store(true, Ordering::Relaxed);
     // SAFETY: `addr` holds a `ret` if it is executable at all; a fetch
-    // fault there is unwound by `exec_fixup`.
+    // fault there is unwound through the exception table (access.S).
     let faulted = unsafe { probe_exec(addr) };
-    EXEC_PROBE.store(false, Ordering::Relaxed);
     if faulted == 0 {
         Ok(())
     } else {
-        Err(LAST_EXEC_ERR.load(Ordering::Relaxed))
+        Err(crate::arch::traps::last_fixup_fault().1)
     }
 }
 

@@ -2,13 +2,16 @@
 //! Rust heap, vmalloc, and the slab debugging that catches misuse.
 
 use super::check;
+use crate::arch::percpu::this_cpu;
 use crate::detail;
-use crate::mm::{self, vmalloc, CPU, PAGES};
+use crate::mm::{self, vmalloc, GFP_DMA, GFP_DMA32, GFP_KERNEL, PAGES};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use mm::page_alloc::{self, SLOWPATH};
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
-use mm_core::buddy::{ZoneType, GFP_DMA, GFP_DMA32, GFP_KERNEL, MAX_PAGE_ORDER};
+use mm_core::buddy::{BuddyError, ZoneType, MAX_PAGE_ORDER};
 use mm_core::slab::{SlabError, SlabFlags, KMALLOC_SIZES};
 
 /// Returns cached pages (empty slabs, per-CPU lists) to the buddy
@@ -29,6 +32,7 @@ fn free_pages_now() -> u64 {
 
 /// Every order allocated and freed, zones honoured, everything merged back.
 pub fn buddy() {
+    let grown_before = SLOWPATH.deferred_pages.load(Ordering::Relaxed);
     let before = free_pages_now();
     let mut ok = true;
     let mut blocks = [(0u64, 0u8); (MAX_PAGE_ORDER as usize + 1) * 2];
@@ -66,16 +70,21 @@ pub fn buddy() {
     }
     PAGES.with(|p| p.buddy.drain_all_pages());
     let after = free_pages_now();
+    // With deferred memory (large RAM), the slow path may have handed the
+    // zones a chunk during the allocations: those pages are free now too.
+    let grown = SLOWPATH.deferred_pages.load(Ordering::Relaxed) - grown_before;
     check(
         "buddy",
         "free_merges_back",
-        freed_ok && after == before && PAGES.with(|p| p.buddy.verify().is_ok()),
+        freed_ok && after == before + grown && PAGES.with(|p| p.buddy.verify().is_ok()),
         &detail!(
-            "free pages {} before, {} after, buddy invariants hold",
+            "free pages {} before, {} after ({} handed over from deferred memory meanwhile), buddy invariants hold",
             crate::fmt::Dec(before),
-            crate::fmt::Dec(after)
+            crate::fmt::Dec(after),
+            crate::fmt::Dec(grown)
         ),
     );
+    slowpath();
 
     let dma = mm::alloc_pages(0, GFP_DMA);
     let dma32 = mm::alloc_pages(0, GFP_DMA32);
@@ -97,6 +106,59 @@ pub fn buddy() {
     check("buddy", "double_free_detected", double == Some(true), "freeing a free page is refused");
 }
 
+/// The allocation slow path: entered only for a lack of pages, and then
+/// either it hands over deferred memory and the retry succeeds, or (none
+/// left) its hooks report no progress and the request fails after one
+/// try: nothing pretends to reclaim.
+fn slowpath() {
+    let entered = SLOWPATH.entered.load(Ordering::Relaxed);
+    let mut tries = 0;
+    let r: Result<(), BuddyError> = page_alloc::alloc(0, mm::GFP_KERNEL, |_| {
+        tries += 1;
+        Err(BuddyError::BadOrder(99))
+    });
+    check(
+        "buddy",
+        "slowpath_only_for_lack_of_memory",
+        r == Err(BuddyError::BadOrder(99)) && tries == 1 && SLOWPATH.entered.load(Ordering::Relaxed) == entered,
+        "an allocator error other than no-memory returns at once, without the slow path",
+    );
+
+    // Fails once for lack of memory, succeeds on any retry.
+    let deferred = mm::DEFERRED.with(|d| d.pages);
+    let (grows, fails) = (SLOWPATH.deferred_grows.load(Ordering::Relaxed), SLOWPATH.failures.load(Ordering::Relaxed));
+    let mut tries = 0;
+    let r: Result<(), BuddyError> = page_alloc::alloc(0, mm::GFP_KERNEL, |_| {
+        tries += 1;
+        if tries == 1 {
+            Err(BuddyError::NoMemory)
+        } else {
+            Ok(())
+        }
+    });
+    let grew = SLOWPATH.deferred_grows.load(Ordering::Relaxed) - grows;
+    let failed = SLOWPATH.failures.load(Ordering::Relaxed) - fails;
+    let entered_once = SLOWPATH.entered.load(Ordering::Relaxed) == entered + 1;
+    let ok = entered_once
+        && if deferred > 0 {
+            r.is_ok() && tries == 2 && grew == 1 && failed == 0
+        } else {
+            r == Err(BuddyError::NoMemory) && tries == 1 && grew == 0 && failed == 1
+        };
+    check(
+        "buddy",
+        "slowpath_grows_or_fails",
+        ok,
+        &detail!(
+            "{}K deferred: {} tries, {} chunk(s) handed over, {} failure(s); reclaim, compaction and OOM hooks made no progress",
+            crate::fmt::Dec(deferred * 4),
+            crate::fmt::Dec(tries),
+            crate::fmt::Dec(grew),
+            crate::fmt::Dec(failed)
+        ),
+    );
+}
+
 /// kmalloc churn across every kmalloc size, and large kmallocs.
 pub fn slab() {
     // The bookkeeping vector is itself on the heap: allocate it first so
@@ -106,7 +168,8 @@ pub fn slab() {
     let mut ok = true;
     for &size in KMALLOC_SIZES.iter() {
         for round in 0..3u64 {
-            let r = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, CPU, size as u64, GFP_KERNEL));
+            let r =
+                PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, this_cpu().id, size as u64, GFP_KERNEL.gfp));
             match r {
                 Ok(pa) => {
                     let v = mm::phys_to_virt(pa.0) as *mut u8;
@@ -129,7 +192,7 @@ pub fn slab() {
     let n = objs.len() as u64;
     let mut freed = true;
     for (pa, _) in objs.drain(..) {
-        freed &= PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, CPU, pa)).is_ok();
+        freed &= PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, this_cpu().id, pa)).is_ok();
     }
     check(
         "slab",
@@ -138,9 +201,9 @@ pub fn slab() {
         &detail!("{} objects of 8..8192 bytes, distinct, written, freed", crate::fmt::Dec(n)),
     );
 
-    let large = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, CPU, 64 * 1024, GFP_KERNEL));
+    let large = PAGES.with(|p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, this_cpu().id, 64 * 1024, GFP_KERNEL.gfp));
     let large_ok = large.is_ok_and(|pa| pa.0 % PAGE_SIZE == 0)
-        && large.is_ok_and(|pa| PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, CPU, pa)).is_ok());
+        && large.is_ok_and(|pa| PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, this_cpu().id, pa)).is_ok());
     check("slab", "kmalloc_large", large_ok, "64 KiB from the buddy allocator");
 
     PAGES.with(|p| {
@@ -240,8 +303,9 @@ pub fn debug() {
         check("debug", "cache_create", false, "kmem_cache_create with slub_debug=FZP failed");
         return;
     };
-    let alloc = || PAGES.with(|p| p.slab.kmem_cache_alloc(&mut p.buddy, &mut p.phys, CPU, id, GFP_KERNEL));
-    let free = |pa| PAGES.with(|p| p.slab.kmem_cache_free(&mut p.buddy, &mut p.phys, CPU, id, pa));
+    let alloc =
+        || PAGES.with(|p| p.slab.kmem_cache_alloc(&mut p.buddy, &mut p.phys, this_cpu().id, id, GFP_KERNEL.gfp));
+    let free = |pa| PAGES.with(|p| p.slab.kmem_cache_free(&mut p.buddy, &mut p.phys, this_cpu().id, id, pa));
 
     // Use after free: write into a freed object, then allocate again.
     let uaf = alloc().and_then(|pa| {

@@ -4,7 +4,10 @@
 //! fault-tolerant probes in arch/traps.rs, so the kernel survives them.
 
 use super::check;
-use crate::arch::traps::{probe_read, probe_write};
+use crate::arch::traps::{
+    exception_table, last_fixup_fault, probe_read, probe_write, search_exception_table, EX_TYPE_CALL_FETCH,
+    EX_TYPE_FAULT,
+};
 use crate::detail;
 use crate::fmt::StackString;
 use crate::mm::{self, layout, vmalloc, KERNEL_PT, PAGES};
@@ -110,4 +113,47 @@ pub fn faults() {
     }
     let r = probe_read(0x8000_0000_0000);
     check("faults", "non_canonical_is_gp", matches!(r, Err((13, 0, _))), "a non-canonical address raises #GP, not #PF");
+    exception_table_checks();
+}
+
+/// The exception table as linked: every entry's addresses in kernel text,
+/// found by the handler's search; an address without an entry finds none;
+/// and a fault fixed up through it reports what the CPU said.
+fn exception_table_checks() {
+    let table = exception_table();
+    let (ts, te) = layout::KernelImage::get().text;
+    let in_text = |a: u64| a >= ts && a < te;
+    let well_formed = table.iter().all(|e| {
+        in_text(e.insn)
+            && in_text(e.fixup)
+            && (e.kind == EX_TYPE_FAULT || e.kind == EX_TYPE_CALL_FETCH)
+            && search_exception_table(e.insn, e.kind).is_some_and(|f| f.fixup == e.fixup)
+    });
+    let kinds = |k| table.iter().filter(|e| e.kind == k).count() as u64;
+    let unrelated = exception_table_checks as *const () as u64;
+    let none = search_exception_table(unrelated, EX_TYPE_FAULT).is_none()
+        && search_exception_table(unrelated, EX_TYPE_CALL_FETCH).is_none();
+    check(
+        "faults",
+        "exception_table_well_formed",
+        // probe read, probe write and the APIC's wrmsr; the exec probe.
+        well_formed && kinds(EX_TYPE_FAULT) >= 3 && kinds(EX_TYPE_CALL_FETCH) >= 1 && none,
+        &detail!(
+            "{} entries ({} fault, {} call-fetch), all in kernel text and found by the search; none for other code",
+            crate::fmt::Dec(table.len() as u64),
+            crate::fmt::Dec(kinds(EX_TYPE_FAULT)),
+            crate::fmt::Dec(kinds(EX_TYPE_CALL_FETCH))
+        ),
+    );
+    // A fault through the table: the per-CPU record holds the CPU's
+    // report, and the code after the fix-up ran (the probe returned).
+    let addr = layout::PAGE_OFFSET - 0x1000;
+    let r = probe_read(addr);
+    let w = probe_write(addr, 7);
+    check(
+        "faults",
+        "exception_table_fixes_up",
+        r == Err((14, 0, addr)) && w == Err((14, 2, addr)) && last_fixup_fault() == (14, 2, addr),
+        &detail!("read and write of the unmapped {:#x} resumed at their fix-ups with #PF 0x0 and 0x2", addr),
+    );
 }

@@ -11,12 +11,13 @@
 pub mod access;
 mod allocators;
 mod faults;
+mod locks;
 mod process;
 
 use crate::arch::outb;
 use crate::fmt::StackString;
 use crate::kprintln;
-use crate::sync::KCell;
+use crate::sync::{rank, SpinLock};
 use core::fmt::Write;
 
 // The VMM's results port.
@@ -28,7 +29,7 @@ struct Run {
     sabotage: Option<&'static str>,
 }
 
-static RUN: KCell<Run> = KCell::new("the self-test run");
+static RUN: SpinLock<Run> = SpinLock::new("the self-test run", rank::MISC);
 
 /// A check's detail text, built without a heap.
 pub type Detail = StackString<200>;
@@ -65,12 +66,13 @@ macro_rules! detail {
 }
 
 /// The groups, in the order they run.
-const GROUPS: [(&str, fn()); 9] = [
+const GROUPS: [(&str, fn()); 10] = [
     ("buddy", allocators::buddy),
     ("slab", allocators::slab),
     ("heap", allocators::heap),
     ("vmalloc", allocators::vmalloc),
     ("debug", allocators::debug),
+    ("locks", locks::locks),
     ("paging", faults::paging),
     ("faults", faults::faults),
     ("access", access::access),
@@ -93,7 +95,7 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
             "selftest",
             "group_exists",
             false,
-            "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access, process)",
+            "no such group (buddy, slab, heap, vmalloc, debug, locks, paging, faults, access, process)",
         );
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));

@@ -16,7 +16,7 @@ use crate::proc::{self, abi::SIGSEGV, report};
 /// page lists) given back first.
 fn allocated_pages() -> u64 {
     PAGES.with(|p| {
-        let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, crate::mm::CPU);
+        let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, crate::arch::percpu::this_cpu().id);
         let _ = p.slab.shrink_all(&mut p.buddy, &mut p.phys);
         p.buddy.drain_all_pages();
         p.buddy.counts().allocated

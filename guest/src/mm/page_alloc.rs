@@ -1,0 +1,252 @@
+//! The one way the kernel asks for memory: a fast path (one try of the
+//! buddy or slab allocator) and, when it fails for lack of pages, one slow
+//! path, as Linux's `__alloc_pages` -> `__alloc_pages_slowpath`
+//! (mm/page_alloc.c). Every allocator (`alloc_pages`, kmalloc and the Rust
+//! heap, vmalloc's pages, page-table pages, user frames) comes through
+//! here, so reclaim, compaction and the OOM killer (issue 13) hook in at one
+//! place.
+//!
+//! The slow path, in Linux's order:
+//! 1. deferred memory: hand the zones the next chunk of not yet
+//!    initialised RAM and retry, until none is left (Linux does this in
+//!    `get_page_from_freelist` via `_deferred_grow_zone`);
+//! 2. wake kswapd ([`wake_kswapd`], if the request allows it);
+//! 3. direct reclaim ([`direct_reclaim`]), then direct compaction for
+//!    order > 0 ([`direct_compact`]), retrying while either makes progress
+//!    (at most [`MAX_RECLAIM_RETRIES`] rounds without a success), if the
+//!    request may block;
+//! 4. the OOM killer ([`out_of_memory`]) unless the request says
+//!    `NORETRY`, retrying if it freed something;
+//! 5. give up: the caller sees its allocator's own error.
+//!
+//! Steps 2-4 are hook points only, stubs that report no progress: nothing
+//! is reclaimed, compacted or killed until issue 13 fills them in. They
+//! are called with the page allocator lock ([`super::PAGES`], rank
+//! `PAGES`) held, because today's callers (page-table edits, user frames)
+//! hold it across the allocation. Reclaim must take mm locks, which rank
+//! outside it (sync.rs): issue 13 has to run them where the slow path has
+//! dropped that lock (Linux holds `zone->lock` only inside `rmqueue`, never
+//! across reclaim), and the lock-order check panics if it tries otherwise.
+
+use super::{grow_locked, PageAlloc, PAGES};
+use crate::arch::percpu::this_cpu;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm_core::buddy::{BuddyError, Gfp};
+use mm_core::slab::SlabError;
+
+/// What a request lets the slow path do (Linux's `__GFP_*` action bits).
+pub mod gfp {
+    /// May wake the background reclaimer (`__GFP_KSWAPD_RECLAIM`).
+    pub const KSWAPD_RECLAIM: u32 = 1 << 0;
+    /// May reclaim and compact itself, i.e. block (`__GFP_DIRECT_RECLAIM`).
+    pub const DIRECT_RECLAIM: u32 = 1 << 1;
+    /// Give up after one round of reclaim, never call the OOM killer
+    /// (`__GFP_NORETRY`).
+    pub const NORETRY: u32 = 1 << 2;
+}
+
+/// An allocation request: mm-core's part (zone and watermark policy, what
+/// the buddy allocator reads) and the slow path's (`gfp` bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GfpMask {
+    /// Zone and watermark policy.
+    pub gfp: Gfp,
+    /// `gfp::*` bits.
+    pub flags: u32,
+}
+
+impl GfpMask {
+    /// Whether `bit` (a `gfp::*` constant) is set.
+    pub fn allows(self, bit: u32) -> bool {
+        self.flags & bit != 0
+    }
+}
+
+/// Ordinary kernel allocations: may reclaim (`GFP_KERNEL`).
+pub const GFP_KERNEL: GfpMask =
+    GfpMask { gfp: mm_core::buddy::GFP_KERNEL, flags: gfp::KSWAPD_RECLAIM | gfp::DIRECT_RECLAIM };
+/// Below 4 GiB.
+pub const GFP_DMA32: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_DMA32, ..GFP_KERNEL };
+/// Below 16 MiB.
+pub const GFP_DMA: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_DMA, ..GFP_KERNEL };
+
+/// Rounds of reclaim without a successful allocation before the slow
+/// path moves on to the OOM killer (Linux's `MAX_RECLAIM_RETRIES`).
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
+
+/// An allocator error the slow path can tell apart: only a lack of free
+/// pages is worth reclaiming for; a bad order or a bad size is not.
+pub trait AllocError {
+    /// True if the allocation failed because no zone had the pages.
+    fn is_no_memory(&self) -> bool;
+}
+
+impl AllocError for BuddyError {
+    fn is_no_memory(&self) -> bool {
+        matches!(self, BuddyError::NoMemory)
+    }
+}
+
+impl AllocError for SlabError {
+    fn is_no_memory(&self) -> bool {
+        matches!(self, SlabError::Buddy(BuddyError::NoMemory))
+    }
+}
+
+/// What the slow path has done since boot (`/proc/vmstat`'s allocstall and
+/// friends, for meminfo and the self-tests).
+pub struct SlowpathStats {
+    /// Entries into the slow path.
+    pub entered: AtomicU64,
+    /// Deferred chunks handed to the zones.
+    pub deferred_grows: AtomicU64,
+    /// Pages those chunks held.
+    pub deferred_pages: AtomicU64,
+    /// Requests that failed after the whole slow path.
+    pub failures: AtomicU64,
+}
+
+/// The slow path's counters.
+pub static SLOWPATH: SlowpathStats = SlowpathStats {
+    entered: AtomicU64::new(0),
+    deferred_grows: AtomicU64::new(0),
+    deferred_pages: AtomicU64::new(0),
+    failures: AtomicU64::new(0),
+};
+
+/// Runs `attempt` (one try of an allocator, e.g. `buddy.alloc_pages` or
+/// `slab.kmalloc`, for `2^order` pages' worth) with the page allocator
+/// held by the caller: the fast path, then the slow path if it failed for
+/// lack of pages.
+#[inline]
+pub fn alloc_locked<T, E: AllocError>(
+    p: &mut PageAlloc,
+    order: u8,
+    gfp: GfpMask,
+    mut attempt: impl FnMut(&mut PageAlloc) -> Result<T, E>,
+) -> Result<T, E> {
+    match attempt(p) {
+        Ok(v) => Ok(v),
+        Err(e) if !e.is_no_memory() => Err(e),
+        Err(e) => slowpath(p, order, gfp, e, &mut attempt),
+    }
+}
+
+/// `alloc_locked` for a caller that does not hold the page allocator.
+#[inline]
+pub fn alloc<T, E: AllocError>(
+    order: u8,
+    gfp: GfpMask,
+    attempt: impl FnMut(&mut PageAlloc) -> Result<T, E>,
+) -> Result<T, E> {
+    PAGES.with(|p| alloc_locked(p, order, gfp, attempt))
+}
+
+/// `2^order` pages from the buddy allocator, the page allocator held;
+/// returns the first pfn.
+#[inline]
+pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    let cpu = this_cpu().id;
+    alloc_locked(p, order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp))
+}
+
+/// Linux's `__alloc_pages_slowpath`: `err` is the fast path's failure.
+#[inline(never)]
+fn slowpath<T, E: AllocError>(
+    p: &mut PageAlloc,
+    order: u8,
+    gfp: GfpMask,
+    mut err: E,
+    attempt: &mut impl FnMut(&mut PageAlloc) -> Result<T, E>,
+) -> Result<T, E> {
+    SLOWPATH.entered.fetch_add(1, Ordering::Relaxed);
+    // 1. Deferred memory (Linux: `_deferred_grow_zone` inside
+    //    `get_page_from_freelist`): cheap, and no reclaim may run while
+    //    untouched RAM is still waiting to be handed over.
+    while let Some(pages) = grow_locked(p) {
+        SLOWPATH.deferred_grows.fetch_add(1, Ordering::Relaxed);
+        SLOWPATH.deferred_pages.fetch_add(pages, Ordering::Relaxed);
+        match attempt(p) {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_no_memory() => return Err(e),
+            Err(e) => err = e,
+        }
+    }
+    // 2. Background reclaim.
+    if gfp.allows(gfp::KSWAPD_RECLAIM) {
+        wake_kswapd(p, order, gfp);
+    }
+    // 3. Direct reclaim and compaction, for requests that may block.
+    if gfp.allows(gfp::DIRECT_RECLAIM) {
+        let mut retries = 0;
+        loop {
+            let reclaimed = direct_reclaim(p, order, gfp);
+            if reclaimed > 0 {
+                match attempt(p) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if !e.is_no_memory() => return Err(e),
+                    Err(e) => err = e,
+                }
+            }
+            let compacted = order > 0 && direct_compact(p, order, gfp);
+            if compacted {
+                match attempt(p) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if !e.is_no_memory() => return Err(e),
+                    Err(e) => err = e,
+                }
+            }
+            if gfp.allows(gfp::NORETRY) {
+                break;
+            }
+            retries += 1;
+            if (reclaimed > 0 || compacted) && retries < MAX_RECLAIM_RETRIES {
+                continue;
+            }
+            // 4. Reclaim has stopped helping: kill something.
+            if out_of_memory(p, order, gfp) {
+                retries = 0;
+                match attempt(p) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if !e.is_no_memory() => return Err(e),
+                    Err(e) => err = e,
+                }
+                continue;
+            }
+            break;
+        }
+    }
+    // 5. Nothing helped.
+    SLOWPATH.failures.fetch_add(1, Ordering::Relaxed);
+    Err(err)
+}
+
+/// HOOK POINT (issue 13, memory pressure): wake kswapd, which reclaims in
+/// the background until the zones are above their high watermarks
+/// (Linux's `wake_all_kswapds`). A stub today: there is no kswapd.
+fn wake_kswapd(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) {}
+
+/// HOOK POINT (issue 13): reclaim pages synchronously for this request
+/// (Linux's `__alloc_pages_direct_reclaim` -> `try_to_free_pages`: shrink
+/// the LRU lists, write anonymous pages to swap, shrink the slab caches);
+/// returns the pages freed. A stub today: there are no LRU lists or swap,
+/// so it frees nothing and returns 0.
+fn direct_reclaim(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> u64 {
+    0
+}
+
+/// HOOK POINT (issue 13): move movable pages together so a free block of
+/// `order` forms (Linux's `__alloc_pages_direct_compact`); true if it
+/// made progress. A stub today: returns false.
+fn direct_compact(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> bool {
+    false
+}
+
+/// HOOK POINT (issue 13): choose a process and kill it to free its memory
+/// (Linux's `__alloc_pages_may_oom` -> `out_of_memory`); true if memory
+/// was freed. A stub today: returns false, so the request fails; the user
+/// page-fault path then kills the faulting process itself (proc/mod.rs),
+/// which is all the OOM handling there is.
+fn out_of_memory(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> bool {
+    false
+}
