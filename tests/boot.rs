@@ -74,6 +74,16 @@ fn guest_panic_reports_location_and_fails() {
 }
 
 #[test]
+fn a_lock_taken_twice_panics_naming_it() {
+    // With one CPU a spinlock re-taken by its holder would spin for ever:
+    // the lock notices and panics instead.
+    let r = boot(&["--cmdline", "deadlock"]);
+    assert_eq!(r.status, 101, "{}", r.all());
+    assert!(r.stdout.contains("Kernel panic at src/cmdline.rs:"), "{}", r.all());
+    assert!(r.stdout.contains("deadlock: this CPU takes the page allocator while already holding it"), "{}", r.all());
+}
+
+#[test]
 fn triple_fault_yields_registers_decoded_code_and_symbol() {
     let r = boot(&["--cmdline", "triplefault"]);
     assert_eq!(r.status, 125, "{}", r.all());

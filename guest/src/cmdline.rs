@@ -2,6 +2,8 @@
 //!
 //! `exit=N`      power off with exit status N
 //! `panic`       panic (exercises the panic handler)
+//! `deadlock`    take the page allocator's lock twice (the spinlock's
+//!               self-deadlock check panics, naming the lock)
 //! `triplefault` triple-fault the CPU (exercises the VMM's crash report)
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
@@ -75,6 +77,10 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             },
             ("checkpoint", Some(name)) => crate::checkpoint::checkpoint(name),
             ("panic", None) => panic!("requested on the command line"),
+            ("deadlock", None) => {
+                kprintln!("cmdline: taking the page allocator's lock twice");
+                crate::mm::PAGES.with(|_| crate::mm::PAGES.with(|_| ()));
+            }
             ("triplefault", None) => {
                 kprintln!("cmdline: triple-faulting on purpose");
                 arch::triple_fault()

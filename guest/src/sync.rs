@@ -161,9 +161,10 @@ impl<T> SpinLock<T> {
     }
 
     /// Takes the lock, spinning while another CPU holds it. Panics (naming
-    /// the locks) on a self-deadlock or an out-of-order acquisition, or if
-    /// the value was never `set`.
+    /// the locks, at the caller's location) on a self-deadlock or an
+    /// out-of-order acquisition, or if the value was never `set`.
     #[inline]
+    #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         match self.lock_checked() {
             Ok(g) => g,
@@ -173,12 +174,14 @@ impl<T> SpinLock<T> {
 
     /// Like `lock`, but reports a self-deadlock or an order violation
     /// instead of panicking (the self-tests show the checks work with it).
+    #[inline]
+    #[track_caller]
     pub fn lock_checked(&self) -> Result<SpinLockGuard<'_, T>, LockError> {
-        let g = self.acquire(true)?;
+        let g = self.acquire()?;
         // SAFETY: the lock is held.
         if unsafe { (*self.value.get()).is_none() } {
             drop(g);
-            panic!("{} used before it was initialised", self.name);
+            uninitialised(self.name);
         }
         Ok(SpinLockGuard { raw: g, _value: core::marker::PhantomData })
     }
@@ -203,6 +206,7 @@ impl<T> SpinLock<T> {
 
     /// Runs `f` on the value under the lock.
     #[inline]
+    #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut self.lock())
     }
@@ -214,7 +218,7 @@ impl<T> SpinLock<T> {
 
     /// Takes the lock without looking at the value.
     fn raw_lock(&self) -> RawGuard<'_, T> {
-        match self.acquire(true) {
+        match self.acquire() {
             Ok(g) => g,
             Err(e) => panic!("{}", e),
         }
@@ -236,21 +240,37 @@ impl<T> SpinLock<T> {
         }
     }
 
-    #[inline]
-    fn acquire(&self, check_order: bool) -> Result<RawGuard<'_, T>, LockError> {
-        let me = cpu_id() as u32 + 1;
+    /// The uncontended, in-order case inline (a few instructions: the
+    /// order check is one shift of the per-CPU word); everything else in
+    /// `acquire_slow`.
+    #[inline(always)]
+    fn acquire(&self) -> Result<RawGuard<'_, T>, LockError> {
         let flags = self.irq_off();
-        if check_order {
-            let held = this_cpu().held_locks.get();
-            if held >> (self.rank as u32 * LOCK_COUNT_BITS) != 0 {
-                self.irq_on(flags);
-                // A lock of this rank or above is held: this one itself
-                // (self-deadlock) or another out of order.
-                if self.owner.load(Ordering::Relaxed) == me {
-                    return Err(LockError::SelfDeadlock { name: self.name });
-                }
-                return Err(LockError::Order { name: self.name, held: innermost(held) });
+        let cpu = this_cpu();
+        let held = cpu.held_locks.get();
+        let shift = self.rank as u32 % LOCK_RANKS as u32 * LOCK_COUNT_BITS;
+        if held >> shift == 0
+            && self.owner.compare_exchange(0, cpu_id() as u32 + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            cpu.held_locks.set(held + (1 << shift));
+            return Ok(RawGuard { lock: self, flags });
+        }
+        self.acquire_slow(flags)
+    }
+
+    /// A lock of this rank or above is held (this one: self-deadlock;
+    /// another: out of order), or another CPU holds this one (spin).
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, flags: u64) -> Result<RawGuard<'_, T>, LockError> {
+        let me = cpu_id() as u32 + 1;
+        let held = this_cpu().held_locks.get();
+        if held >> (self.rank as u32 % LOCK_RANKS as u32 * LOCK_COUNT_BITS) != 0 {
+            self.irq_on(flags);
+            if self.owner.load(Ordering::Relaxed) == me {
+                return Err(LockError::SelfDeadlock { name: self.name });
             }
+            return Err(LockError::Order { name: self.name, held: innermost(held) });
         }
         loop {
             match self.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
@@ -271,6 +291,13 @@ impl<T> SpinLock<T> {
         held_add(self.rank);
         Ok(RawGuard { lock: self, flags })
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn uninitialised(name: &str) -> ! {
+    panic!("{} used before it was initialised", name)
 }
 
 /// Records that this CPU took a lock of `rank` (a 4-bit count per rank:
