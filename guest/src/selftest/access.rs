@@ -91,6 +91,7 @@ const COMBOS: [(&str, PteFlags); 6] = [
 
 /// Runs the test, publishes the records and stops at a checkpoint.
 pub fn access() {
+    proc::syscall::set_access_record_sink(Some(add_user_records));
     // One page per combination; the area's guard page after them is the
     // not-present case.
     let pages = COMBOS.len() as u64;
