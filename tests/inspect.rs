@@ -478,7 +478,17 @@ fn allocator_fast_paths_cost_no_exits() {
     {
         let e = &lines.iter().find(|l| l["checkpoint"] == cp).unwrap_or_else(|| panic!("{}", r.all()))["data"];
         assert_eq!(e["since"], format!("checkpoint '{since}'"), "{e}");
-        assert_eq!(e["total"].as_u64(), Some(cp.len() as u64 + 1), "only the name and its NUL: {e}");
+        // The VMM's once-a-second watchdog kick (a host signal, "interrupted")
+        // lands in a loop now and then on a loaded host: the guest did not
+        // cause it, so it is left out; every exit the guest causes counts.
+        let kicks: u64 = e["exits"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{e}"))
+            .iter()
+            .filter(|x| x["reason"] == "interrupted")
+            .map(|x| x["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(e["total"].as_u64().map(|t| t - kicks), Some(cp.len() as u64 + 1), "only the name and its NUL: {e}");
     }
 }
 

@@ -250,7 +250,7 @@ impl FrameAllocator for BuddyFrames<'_> {
 
 /// Allocates 2^order pages; returns the pfn.
 pub fn alloc_pages(order: u8, gfp: GfpMask) -> Option<u64> {
-    PAGES.with(|p| page_alloc::alloc_pages_locked(p, order, gfp)).ok()
+    page_alloc::alloc_pages(order, gfp).ok()
 }
 
 /// Frees 2^order pages at `pfn`.

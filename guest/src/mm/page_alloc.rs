@@ -14,19 +14,24 @@
 //! 3. direct reclaim ([`direct_reclaim`]), then direct compaction for
 //!    order > 0 ([`direct_compact`]), retrying while either makes progress
 //!    (at most [`MAX_RECLAIM_RETRIES`] rounds without a success), if the
-//!    request may block;
+//!    request may block and its caller holds no page-allocator lock;
 //! 4. the OOM killer ([`out_of_memory`]) unless the request says
 //!    `NORETRY`, retrying if it freed something;
 //! 5. give up: the caller sees its allocator's own error.
 //!
 //! Steps 2-4 are hook points only, stubs that report no progress: nothing
 //! is reclaimed, compacted or killed until issue 13 fills them in. They
-//! are called with the page allocator lock ([`super::PAGES`], rank
-//! `PAGES`) held, because today's callers (page-table edits, user frames)
-//! hold it across the allocation. Reclaim must take mm locks, which rank
-//! outside it (sync.rs): issue 13 has to run them where the slow path has
-//! dropped that lock (Linux holds `zone->lock` only inside `rmqueue`, never
-//! across reclaim), and the lock-order check panics if it tries otherwise.
+//! run without the page allocator lock ([`super::PAGES`]): reclaim must
+//! take mm locks, which rank outside it (sync.rs), so the slow path takes
+//! the lock only around each retry and each deferred chunk, as Linux holds
+//! `zone->lock` only inside `rmqueue`. Callers that hold the lock across
+//! the request ([`alloc_locked`]: page-table pages in the middle of a
+//! mapping edit, user frames in the fault path, vmalloc's pages) cannot
+//! block, like Linux's atomic context: for them the slow path stops after
+//! the deferred memory and wakes kswapd only. Issue 13 has to move those
+//! allocations out from under the lock (allocate first, then lock and
+//! map, as Linux's `pte_alloc` and `do_anonymous_page` do) before they can
+//! reclaim.
 
 use super::{grow_locked, PageAlloc, PAGES};
 use crate::arch::percpu::this_cpu;
@@ -114,10 +119,44 @@ pub static SLOWPATH: SlowpathStats = SlowpathStats {
     failures: AtomicU64::new(0),
 };
 
+/// How the slow path reaches the page allocator: through the caller's
+/// held lock, or by taking [`PAGES`] for each step.
+trait PageAccess {
+    /// Runs `f` on the page allocator.
+    fn pages<R>(&mut self, f: impl FnOnce(&mut PageAlloc) -> R) -> R;
+    /// Whether the caller holds the page allocator across the request (so
+    /// nothing that blocks or takes outer locks may run).
+    fn holds_lock(&self) -> bool;
+}
+
+/// The caller holds the page allocator.
+struct Held<'a>(&'a mut PageAlloc);
+
+impl PageAccess for Held<'_> {
+    fn pages<R>(&mut self, f: impl FnOnce(&mut PageAlloc) -> R) -> R {
+        f(self.0)
+    }
+    fn holds_lock(&self) -> bool {
+        true
+    }
+}
+
+/// The caller holds no page-allocator lock: each step takes it.
+struct Unlocked;
+
+impl PageAccess for Unlocked {
+    fn pages<R>(&mut self, f: impl FnOnce(&mut PageAlloc) -> R) -> R {
+        PAGES.with(f)
+    }
+    fn holds_lock(&self) -> bool {
+        false
+    }
+}
+
 /// Runs `attempt` (one try of an allocator, e.g. `buddy.alloc_pages` or
 /// `slab.kmalloc`, for `2^order` pages' worth) with the page allocator
-/// held by the caller: the fast path, then the slow path if it failed for
-/// lack of pages.
+/// held by the caller: the fast path, then the slow path, without the
+/// steps that may block, if it failed for lack of pages.
 #[inline]
 pub fn alloc_locked<T, E: AllocError>(
     p: &mut PageAlloc,
@@ -128,18 +167,24 @@ pub fn alloc_locked<T, E: AllocError>(
     match attempt(p) {
         Ok(v) => Ok(v),
         Err(e) if !e.is_no_memory() => Err(e),
-        Err(e) => slowpath(p, order, gfp, e, &mut attempt),
+        Err(e) => slowpath(&mut Held(p), order, gfp, e, &mut attempt),
     }
 }
 
-/// `alloc_locked` for a caller that does not hold the page allocator.
+/// `alloc_locked` for a caller that does not hold the page allocator: the
+/// fast path under the lock, the slow path (all of it) with the lock
+/// dropped between steps.
 #[inline]
 pub fn alloc<T, E: AllocError>(
     order: u8,
     gfp: GfpMask,
-    attempt: impl FnMut(&mut PageAlloc) -> Result<T, E>,
+    mut attempt: impl FnMut(&mut PageAlloc) -> Result<T, E>,
 ) -> Result<T, E> {
-    PAGES.with(|p| alloc_locked(p, order, gfp, attempt))
+    match PAGES.with(&mut attempt) {
+        Ok(v) => Ok(v),
+        Err(e) if !e.is_no_memory() => Err(e),
+        Err(e) => slowpath(&mut Unlocked, order, gfp, e, &mut attempt),
+    }
 }
 
 /// `2^order` pages from the buddy allocator, the page allocator held;
@@ -150,10 +195,17 @@ pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<
     alloc_locked(p, order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp))
 }
 
+/// `2^order` pages from the buddy allocator; returns the first pfn.
+#[inline]
+pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    let cpu = this_cpu().id;
+    alloc(order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp))
+}
+
 /// Linux's `__alloc_pages_slowpath`: `err` is the fast path's failure.
 #[inline(never)]
 fn slowpath<T, E: AllocError>(
-    p: &mut PageAlloc,
+    a: &mut impl PageAccess,
     order: u8,
     gfp: GfpMask,
     mut err: E,
@@ -162,35 +214,37 @@ fn slowpath<T, E: AllocError>(
     SLOWPATH.entered.fetch_add(1, Ordering::Relaxed);
     // 1. Deferred memory (Linux: `_deferred_grow_zone` inside
     //    `get_page_from_freelist`): cheap, and no reclaim may run while
-    //    untouched RAM is still waiting to be handed over.
-    while let Some(pages) = grow_locked(p) {
+    //    untouched RAM is still waiting to be handed over. Chunk and
+    //    retry under one lock hold, so the chunk cannot go elsewhere first.
+    while let Some((pages, r)) = a.pages(|p| grow_locked(p).map(|pages| (pages, attempt(p)))) {
         SLOWPATH.deferred_grows.fetch_add(1, Ordering::Relaxed);
         SLOWPATH.deferred_pages.fetch_add(pages, Ordering::Relaxed);
-        match attempt(p) {
+        match r {
             Ok(v) => return Ok(v),
             Err(e) if !e.is_no_memory() => return Err(e),
             Err(e) => err = e,
         }
     }
-    // 2. Background reclaim.
+    // 2. Background reclaim: waking a thread never blocks.
     if gfp.allows(gfp::KSWAPD_RECLAIM) {
-        wake_kswapd(p, order, gfp);
+        wake_kswapd(order, gfp);
     }
-    // 3. Direct reclaim and compaction, for requests that may block.
-    if gfp.allows(gfp::DIRECT_RECLAIM) {
+    // 3. Direct reclaim and compaction, for requests that may block and
+    //    callers that do not hold the page allocator.
+    if gfp.allows(gfp::DIRECT_RECLAIM) && !a.holds_lock() {
         let mut retries = 0;
         loop {
-            let reclaimed = direct_reclaim(p, order, gfp);
+            let reclaimed = direct_reclaim(order, gfp);
             if reclaimed > 0 {
-                match attempt(p) {
+                match a.pages(&mut *attempt) {
                     Ok(v) => return Ok(v),
                     Err(e) if !e.is_no_memory() => return Err(e),
                     Err(e) => err = e,
                 }
             }
-            let compacted = order > 0 && direct_compact(p, order, gfp);
+            let compacted = order > 0 && direct_compact(order, gfp);
             if compacted {
-                match attempt(p) {
+                match a.pages(&mut *attempt) {
                     Ok(v) => return Ok(v),
                     Err(e) if !e.is_no_memory() => return Err(e),
                     Err(e) => err = e,
@@ -204,9 +258,9 @@ fn slowpath<T, E: AllocError>(
                 continue;
             }
             // 4. Reclaim has stopped helping: kill something.
-            if out_of_memory(p, order, gfp) {
+            if out_of_memory(order, gfp) {
                 retries = 0;
-                match attempt(p) {
+                match a.pages(&mut *attempt) {
                     Ok(v) => return Ok(v),
                     Err(e) if !e.is_no_memory() => return Err(e),
                     Err(e) => err = e,
@@ -221,24 +275,27 @@ fn slowpath<T, E: AllocError>(
     Err(err)
 }
 
-/// HOOK POINT (issue 13, memory pressure): wake kswapd, which reclaims in
+/// HOOK POINT (issue 13, memory pressure), called with no page-allocator
+/// lock held: wake kswapd, which reclaims in
 /// the background until the zones are above their high watermarks
 /// (Linux's `wake_all_kswapds`). A stub today: there is no kswapd.
-fn wake_kswapd(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) {}
+fn wake_kswapd(_order: u8, _gfp: GfpMask) {}
 
-/// HOOK POINT (issue 13): reclaim pages synchronously for this request
+/// HOOK POINT (issue 13), called with no lock of the slow path's held
+/// (the caller may hold outer ones, e.g. its mm): reclaim pages
+/// synchronously for this request
 /// (Linux's `__alloc_pages_direct_reclaim` -> `try_to_free_pages`: shrink
 /// the LRU lists, write anonymous pages to swap, shrink the slab caches);
 /// returns the pages freed. A stub today: there are no LRU lists or swap,
 /// so it frees nothing and returns 0.
-fn direct_reclaim(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> u64 {
+fn direct_reclaim(_order: u8, _gfp: GfpMask) -> u64 {
     0
 }
 
 /// HOOK POINT (issue 13): move movable pages together so a free block of
 /// `order` forms (Linux's `__alloc_pages_direct_compact`); true if it
 /// made progress. A stub today: returns false.
-fn direct_compact(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> bool {
+fn direct_compact(_order: u8, _gfp: GfpMask) -> bool {
     false
 }
 
@@ -247,6 +304,6 @@ fn direct_compact(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> bool {
 /// was freed. A stub today: returns false, so the request fails; the user
 /// page-fault path then kills the faulting process itself (proc/mod.rs),
 /// which is all the OOM handling there is.
-fn out_of_memory(_p: &mut PageAlloc, _order: u8, _gfp: GfpMask) -> bool {
+fn out_of_memory(_order: u8, _gfp: GfpMask) -> bool {
     false
 }
