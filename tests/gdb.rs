@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 const GDB: &str = "/usr/bin/gdb";
 const GUEST_ELF: &str = env!("MMEMU_GUEST_ELF");
 
-/// A VMM serving gdb, with its stderr collected as it arrives.
+/// A VMM serving gdb, with its stdout and stderr collected as they arrive.
 struct Vmm {
     child: Child,
     /// Where gdb connects (`HOST:PORT` or a socket path).
     target: String,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Vmm {
@@ -31,10 +32,22 @@ impl Vmm {
             .args(["run", "--timeout", timeout, "--gdb", gdb])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vmm");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut out_pipe = child.stdout.take().unwrap();
+        let out_sink = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out_sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());
@@ -52,7 +65,13 @@ impl Vmm {
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the VMM never said where gdb should connect");
         let target = addr.strip_prefix("tcp:").or_else(|| addr.strip_prefix("unix:")).unwrap_or(&addr).to_string();
-        Vmm { child, target, stderr }
+        Vmm { child, target, stderr, stdout }
+    }
+
+    /// What the VMM printed on stdout so far (the guest's console and the
+    /// `--inspect` views).
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits for the VMM to end (at most `secs`); its exit status and stderr.
@@ -154,6 +173,43 @@ fn break_by_name_backtrace_stepi_registers_and_memory() {
     has(&out, "exited with code 07");
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 7, "{err}");
+}
+
+#[test]
+fn inspect_and_verify_run_at_every_checkpoint_while_gdb_is_attached() {
+    // One run loop: the checkpoints 'boot' and 'ready' park the vCPU for
+    // the views and checks while gdb is attached and has stopped and
+    // stepped the guest.
+    let vmm = Vmm::start(
+        "60",
+        "tcp:127.0.0.1:0",
+        &["--gdb-wait", "--cmdline", "checkpoint=boot exit=0", "--inspect", "cpu,exits", "--verify"],
+    );
+    let out = gdb(&vmm.target, &["break kernel::cmdline::run_actions", "continue", "stepi", "continue"]);
+    has(&out, "Breakpoint 1, kernel::cmdline::run_actions");
+    has(&out, "exited normally");
+    std::thread::sleep(Duration::from_millis(100));
+    let stdout = vmm.stdout();
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 0, "{err}\n{stdout}");
+    for cp in ["boot", "ready"] {
+        has(&stdout, &format!("--- checkpoint '{cp}': cpu ---"));
+        has(&stdout, &format!("--- checkpoint '{cp}': verify ---"));
+    }
+    // A debug exit per step and breakpoint, counted by the one loop.
+    assert!(stdout.lines().any(|l| l.trim_start().ends_with(" debug")), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(!err.contains("reached no checkpoint"), "{err}");
+
+    // And a violation found with gdb attached ends the run with status 3,
+    // which gdb is told.
+    let vmm =
+        Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "break=freed-mapped exit=0", "--verify"]);
+    let out = gdb(&vmm.target, &["continue"]);
+    has(&out, "Program terminated with signal SIGKILL");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 3, "{err}");
+    has(&err, "--verify failed at checkpoint 'sabotage'");
 }
 
 #[test]

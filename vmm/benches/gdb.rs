@@ -22,8 +22,9 @@ use vmm::vm::Vm;
 /// Per-step time of `steps` raw single-steps from the guest's entry.
 fn raw_steps(steps: u32) -> Duration {
     let Cli { command: VmmCommand::Run(args) } = Cli::parse_from(["vmm", "run", "--cmdline", "hang"]);
-    let mut vm = Vm::new(&args.config(), SerialConsole::captured().0).expect("build the VM");
-    let vcpu = vm.vcpu_mut();
+    let vm = Vm::new(&args.config(), SerialConsole::captured().0).expect("build the VM");
+    let shared = vm.vcpu(0).expect("vCPU 0").clone();
+    let mut vcpu = vmm::vcpu::lock(&shared);
     let dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP, ..Default::default() };
     vcpu.set_guest_debug(&dbg).expect("KVM_SET_GUEST_DEBUG");
     let start = Instant::now();

@@ -223,7 +223,7 @@ fn guest_state<'m>(t: &mut GdbTarget<'m>) -> Result<GuestState<'m>, String> {
         },
     };
     let mem = t.mem;
-    GuestState::read(mem, t.bus.link().descriptor.get(), &base).map_err(|e| e.to_string())
+    GuestState::read(mem, t.link.descriptor.get(), &base).map_err(|e| e.to_string())
 }
 
 fn guest_view(t: &mut GdbTarget<'_>, cmd: &str) -> Result<String, String> {

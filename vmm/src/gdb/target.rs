@@ -1,19 +1,19 @@
-//! The gdbstub `Target` over the VMM's vCPU: registers, memory, resume and
-//! single-step, breakpoints, and the event loop that runs the vCPU until
-//! it stops or gdb has something to say.
+//! The gdbstub `Target` over a vCPU's debugger channel: registers, memory,
+//! resume and single-step, breakpoints, and the event loop that resumes
+//! the vCPU and waits for its next stop or for gdb.
 //!
 //! Each vCPU is a gdb thread with id = vCPU index + 1 (the VMM runs one
 //! vCPU today, so there is one thread).
 
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
-use super::connection::{Conn, Watcher};
+use super::connection::{Conn, POLL_MS};
 use super::memory::{self, View};
-use super::GdbError;
-use crate::devices::PortBus;
-use crate::inspect::{self, AddressMode};
+use super::{GdbContext, GdbError};
+use crate::inspect::{self, AddressMode, GuestLink};
 use crate::symbols::Symbols;
-use crate::vcpu::{self, report, Crash, ExitAction};
+use crate::vcpu::debug::{DebugStop, Debugger};
+use crate::vcpu::{report, Crash, VcpuStop};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::MultiThreadStopReason;
@@ -30,11 +30,12 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
-use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 /// The gdb thread of vCPU 0.
 pub const VCPU0: Tid = NonZeroUsize::MIN;
@@ -52,75 +53,98 @@ const EINVAL: u8 = 22;
 /// How the guest ended while gdb was attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestEnd {
-    /// It wrote its exit status.
-    Exit(u32),
+    /// The run is over (exit, timeout, a `--verify` violation).
+    Over,
     /// It died; gdb was shown the stop and may still look at the state.
     Crash(Crash),
 }
 
-/// One `KVM_RUN` seen by the stub.
-enum Ran {
-    /// An exit the VMM handled: run again.
-    Again,
-    /// A signal interrupted `KVM_RUN` (the watcher's kick, or the VMM stopping).
-    Interrupted,
-    /// The guest stopped for gdb.
-    Stopped(StopReason),
-}
+const EV_VCPU: u64 = 0;
+const EV_GDB: u64 = 1;
 
 /// The debugged machine as gdbstub sees it.
 pub struct GdbTarget<'a> {
-    vcpu: &'a mut VcpuFd,
-    pub(super) bus: &'a mut PortBus,
+    dbg: &'a Debugger,
     /// Guest RAM.
     pub(super) mem: &'a GuestMemoryMmap,
     /// Kernel (and firmware) symbols, for monitor expressions.
     pub(super) symbols: &'a Symbols,
-    stop: &'a AtomicBool,
-    watcher: &'a mut Watcher,
+    /// Where the guest published its descriptor.
+    pub(super) link: &'a GuestLink,
+    ctx: &'a GdbContext,
     /// Planted breakpoints.
     pub(super) bps: Breakpoints,
     /// How memory addresses are interpreted (`monitor phys`, `monitor cr3`).
     pub(super) view: View,
     step: bool,
+    /// The vCPU was resumed and has not stopped since.
+    running: bool,
     debug_state: Option<(u32, [u64; 8])>,
     cache: Option<(kvm_regs, kvm_sregs)>,
-    /// Set once the guest exited or died.
+    /// Set once the guest died or the run ended.
     pub(super) end: Option<GuestEnd>,
+    epoll: Epoll,
+    conn_watched: bool,
+    /// Why the vCPU last stopped, for messages (`Halted`...).
+    last_stop: Option<DebugStop>,
 }
 
 impl<'a> GdbTarget<'a> {
-    /// A target over `vcpu`, stopped.
-    pub fn new(
-        vcpu: &'a mut VcpuFd,
-        bus: &'a mut PortBus,
-        mem: &'a GuestMemoryMmap,
-        symbols: &'a Symbols,
-        stop: &'a AtomicBool,
-        watcher: &'a mut Watcher,
-    ) -> Self {
-        GdbTarget {
-            vcpu,
-            bus,
-            mem,
-            symbols,
-            stop,
-            watcher,
+    /// A target over the parked vCPU of `ctx`, which stopped with `first`.
+    pub fn new(ctx: &'a GdbContext, first: DebugStop) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        epoll.ctl(ControlOperation::Add, ctx.debugger.notify().as_raw_fd(), EpollEvent::new(EventSet::IN, EV_VCPU))?;
+        let mut t = GdbTarget {
+            dbg: &ctx.debugger,
+            mem: &ctx.mem,
+            symbols: &ctx.symbols,
+            link: &ctx.link,
+            ctx,
             bps: Breakpoints::default(),
             view: View::default(),
             step: false,
+            running: false,
             debug_state: None,
             cache: None,
             end: None,
+            epoll,
+            conn_watched: false,
+            last_stop: None,
+        };
+        // A crash or halt seen at attach is this session's too.
+        let _ = t.stop_reason(first);
+        Ok(t)
+    }
+
+    /// Whether the vCPU's run is over.
+    pub fn run_over(&self) -> bool {
+        matches!(self.end, Some(GuestEnd::Over)) || self.dbg.ended()
+    }
+
+    /// Makes sure the vCPU is parked (asking it to, if it runs); false
+    /// when its run is over instead.
+    pub fn park(&mut self) -> bool {
+        if self.run_over() {
+            return false;
         }
+        if self.running {
+            self.dbg.request_stop();
+            match self.dbg.wait_stop(&|| false) {
+                Some(DebugStop::Ended(_)) | None => {
+                    self.end = Some(GuestEnd::Over);
+                    return false;
+                }
+                Some(_) => self.running = false,
+            }
+        }
+        true
     }
 
     /// Removes every breakpoint and turns guest debugging off, so the guest
-    /// runs on unobserved after the session.
+    /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
-        self.watcher.disarm();
         self.bps.clear(self.mem);
-        let _ = self.vcpu.set_guest_debug(&Default::default());
+        let _ = self.dbg.vcpu().set_guest_debug(&Default::default());
         self.debug_state = None;
     }
 
@@ -129,8 +153,10 @@ impl<'a> GdbTarget<'a> {
         if let Some(c) = self.cache {
             return Ok(c);
         }
-        let regs = self.vcpu.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
-        let sregs = self.vcpu.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
+        let v = self.dbg.vcpu();
+        let regs = v.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
+        let sregs = v.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
+        drop(v);
         self.cache = Some((regs, sregs));
         Ok((regs, sregs))
     }
@@ -167,40 +193,34 @@ impl<'a> GdbTarget<'a> {
         let dbg = self.bps.guest_debug(step, skip_hw);
         let key = (dbg.control, dbg.arch.debugreg);
         if self.debug_state != Some(key) {
-            self.vcpu.set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
+            self.dbg.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
             self.debug_state = Some(key);
         }
         Ok(())
     }
 
-    /// Enters the guest once and classifies the exit.
-    fn run_once(&mut self) -> Result<Ran, GdbError> {
+    /// Resumes the parked vCPU.
+    fn resume_vcpu(&mut self) {
         self.cache = None;
-        enum Exit {
-            Debug(kvm_debug_exit_arch),
-            Internal,
-            Action(ExitAction),
-            Interrupted,
-        }
-        let exit = match self.vcpu.run() {
-            Ok(VcpuExit::Debug(d)) => Exit::Debug(d),
-            Ok(VcpuExit::InternalError) => Exit::Internal,
-            Ok(VcpuExit::Intr) => Exit::Interrupted,
-            Ok(other) => Exit::Action(vcpu::handle_exit(other, self.bus)),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
-            Err(e) => return Err(GdbError::Kvm { what: "run the vCPU", source: e }),
-        };
-        Ok(match exit {
-            Exit::Interrupted => Ran::Interrupted,
-            Exit::Action(ExitAction::Continue) => Ran::Again,
-            Exit::Action(ExitAction::Exit(code)) => {
-                self.end = Some(GuestEnd::Exit(code));
-                Ran::Stopped(StopReason::Exited(code.min(255) as u8))
+        self.running = true;
+        self.dbg.resume();
+    }
+
+    /// What gdb is told about a stop of the vCPU.
+    fn stop_reason(&mut self, s: DebugStop) -> Result<StopReason, GdbError> {
+        self.running = false;
+        self.cache = None;
+        self.last_stop = Some(s.clone());
+        Ok(match s {
+            DebugStop::Requested => StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT },
+            DebugStop::Debug(d) => self.debug_stop(&d),
+            DebugStop::Crash(Crash::Halted) => {
+                eprintln!(
+                    "vmm: gdb: vCPU 0 halted with interrupts masked (cli; hlt): nothing can wake it; reported to gdb as SIGSTOP"
+                );
+                StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGSTOP }
             }
-            Exit::Action(ExitAction::Crash(c)) => self.crashed(c),
-            Exit::Debug(d) => Ran::Stopped(self.debug_stop(&d)),
-            Exit::Internal => {
-                let crash = vcpu::internal_error(self.vcpu);
+            DebugStop::Crash(crash) => {
                 // On hosts whose ring 0 is emulated an int3 ends KVM_RUN as
                 // an emulation failure on the int3 (platform.md): when the
                 // int3 is one of ours, that is the breakpoint hit.
@@ -212,10 +232,22 @@ impl<'a> GdbTarget<'a> {
                     _ => false,
                 };
                 if ours {
-                    Ran::Stopped(StopReason::SwBreak(VCPU0))
+                    StopReason::SwBreak(VCPU0)
                 } else {
                     self.crashed(crash)
                 }
+            }
+            DebugStop::Ended(VcpuStop::Exit(code)) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Exited(code.min(255) as u8)
+            }
+            DebugStop::Ended(VcpuStop::Crash(c)) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Terminated(crash_signal(&c))
+            }
+            DebugStop::Ended(VcpuStop::Stopped | VcpuStop::Killed) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Terminated(Signal::SIGKILL)
             }
         })
     }
@@ -233,31 +265,29 @@ impl<'a> GdbTarget<'a> {
         }
     }
 
-    fn crashed(&mut self, crash: Crash) -> Ran {
+    fn crashed(&mut self, crash: Crash) -> StopReason {
         let signal = crash_signal(&crash);
         eprintln!(
             "vmm: gdb: {}\nvmm: gdb: reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
-            vcpu::report::headline(&crash, None)
+            report::headline(&crash, None)
         );
         self.end = Some(GuestEnd::Crash(crash));
-        Ran::Stopped(StopReason::SignalWithThread { tid: VCPU0, signal })
+        StopReason::SignalWithThread { tid: VCPU0, signal }
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.ctx.stop.load(Ordering::Acquire)
     }
 
     /// Executes one instruction (KVM_GUESTDBG_SINGLESTEP), with the
-    /// hardware breakpoint at `skip_hw` left out.
+    /// hardware breakpoint at `skip_hw` left out, and waits for it.
     fn single_step(&mut self, skip_hw: Option<u64>) -> Result<StopReason, GdbError> {
         self.set_debug(true, skip_hw)?;
-        loop {
-            if self.stopping() {
-                return Err(GdbError::Stopping);
-            }
-            if let Ran::Stopped(r) = self.run_once()? {
-                return Ok(r);
-            }
+        self.resume_vcpu();
+        let stop = &self.ctx.stop;
+        match self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)) {
+            Some(s) => self.stop_reason(s),
+            None => Err(GdbError::Stopping),
         }
     }
 
@@ -268,8 +298,15 @@ impl<'a> GdbTarget<'a> {
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
-        if let Some(GuestEnd::Crash(c)) = &self.end {
-            return Ok(Event::TargetStopped(StopReason::Terminated(crash_signal(c))));
+        match &self.end {
+            Some(GuestEnd::Crash(c)) => {
+                let signal = crash_signal(c);
+                self.dbg.end(VcpuStop::Crash(c.clone()));
+                self.end = Some(GuestEnd::Over);
+                return Ok(Event::TargetStopped(StopReason::Terminated(signal)));
+            }
+            Some(GuestEnd::Over) => return Err(E::Target(GdbError::Stopping)),
+            None => {}
         }
         // A breakpoint under the PC would stop the guest where it stands
         // (hardware ones re-fire: RFLAGS.RF is ignored on some hosts), so
@@ -291,34 +328,59 @@ impl<'a> GdbTarget<'a> {
                 }
             }
         }
-        if self.step {
-            return self.single_step(None).map(Event::TargetStopped).map_err(E::Target);
-        }
-        self.set_debug(false, None).map_err(E::Target)?;
-        self.watcher.arm();
-        let r = self.continue_until_event(conn);
-        self.watcher.disarm();
-        r
+        self.set_debug(self.step, None).map_err(E::Target)?;
+        self.resume_vcpu();
+        self.wait_event(conn)
     }
 
-    fn continue_until_event(
+    /// Waits for the vCPU's stop or gdb's next byte (a Ctrl-C), whichever
+    /// comes first.
+    fn wait_event(
         &mut self,
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
+        if !self.conn_watched {
+            self.epoll
+                .ctl(
+                    ControlOperation::Add,
+                    conn.raw_fd(),
+                    EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP, EV_GDB),
+                )
+                .map_err(|e| E::Target(GdbError::Thread(e)))?;
+            self.conn_watched = true;
+        }
+        let mut events = [EpollEvent::default(); 2];
         loop {
+            if let Some(s) = self.dbg.try_stop() {
+                return self.stop_reason(s).map(Event::TargetStopped).map_err(E::Target);
+            }
             if self.stopping() {
                 return Err(E::Target(GdbError::Stopping));
             }
-            match self.run_once().map_err(E::Target)? {
-                Ran::Stopped(r) => return Ok(Event::TargetStopped(r)),
-                Ran::Again => {}
-                Ran::Interrupted if self.watcher.fired() => match conn.take_pending().map_err(E::Connection)? {
-                    Some(b) => return Ok(Event::IncomingData(b)),
-                    None => self.watcher.arm(),
-                },
-                Ran::Interrupted => {}
+            let n = match self.epoll.wait(POLL_MS, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(E::Target(GdbError::Thread(e))),
+            };
+            if events[..n].iter().any(|e| e.data() == EV_GDB) {
+                if let Some(b) = conn.take_pending().map_err(E::Connection)? {
+                    return Ok(Event::IncomingData(b));
+                }
             }
+        }
+    }
+
+    /// gdb's Ctrl-C: parks the running vCPU and says why it stopped.
+    fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
+        if !self.running {
+            return Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }));
+        }
+        self.dbg.request_stop();
+        let stop = &self.ctx.stop;
+        match self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)) {
+            Some(s) => self.stop_reason(s).map(Some),
+            None => Err(GdbError::Stopping),
         }
     }
 }
@@ -356,7 +418,8 @@ impl Target for GdbTarget<'_> {
 impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, out: &mut Regs, _tid: Tid) -> TargetResult<(), Self> {
         let (r, s) = self.state().map_err(fatal)?;
-        let fpu = self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+        let fpu =
+            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         let c = &mut out.core;
         c.regs = [
             r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
@@ -406,10 +469,13 @@ impl MultiThreadBase for GdbTarget<'_> {
         r.rip = c.rip;
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
         self.cache = None;
-        self.vcpu.set_regs(&r).map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
+        self.dbg
+            .vcpu()
+            .set_regs(&r)
+            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
 
         let mut fpu =
-            self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         for (v, x) in fpu.xmm.iter_mut().zip(c.xmm.iter()) {
             *v = x.to_le_bytes();
         }
@@ -419,12 +485,17 @@ impl MultiThreadBase for GdbTarget<'_> {
         for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
             fpr[..10].copy_from_slice(st);
         }
-        self.vcpu.set_fpu(&fpu).map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
+        self.dbg
+            .vcpu()
+            .set_fpu(&fpu)
+            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
 
         let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         if old != new.system {
             [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = new.system;
-            if let Err(e) = self.vcpu.set_sregs(&s) {
+            let r = self.dbg.vcpu().set_sregs(&s);
+            self.cache = None;
+            if let Err(e) = r {
                 eprintln!("vmm: gdb: KVM refused the new control registers ({e}); they are unchanged");
                 return Err(TargetError::Errno(EINVAL));
             }
@@ -604,8 +675,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         target.resume_and_wait(conn)
     }
 
-    fn on_interrupt(_target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
-        // The vCPU is already out of KVM_RUN: it stops where it is.
-        Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
+    fn on_interrupt(target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
+        target.interrupt()
     }
 }
