@@ -213,6 +213,92 @@ fn inspect_and_verify_run_at_every_checkpoint_while_gdb_is_attached() {
 }
 
 #[test]
+fn backtrace_up_and_finish_from_inside_the_buddy_allocator() {
+    // The kernel keeps its call-frame information (.eh_frame), so gdb
+    // unwinds the real call chain instead of guessing from the stack.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break mm_core::buddy::BuddyAllocator::alloc_pages",
+            "continue",
+            "bt -frame-arguments none",
+            "up",
+            "info frame",
+            "down",
+            "finish",
+            "delete",
+            "continue",
+        ],
+    );
+    has(&out, "Breakpoint 1, mm_core::buddy::BuddyAllocator::alloc_pages");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    let kmain = frames.iter().position(|l| l.contains("in kernel::kmain")).unwrap_or_else(|| panic!("{out}"));
+    // Every frame above kmain is a named function: no `?? ()` guesses.
+    assert!(frames[..kmain].iter().all(|l| !l.contains("?? ()")), "{out}");
+    assert!(frames[kmain + 1].contains("_start"), "{out}");
+    // `up` selects the caller, `finish` runs to it and prints the value.
+    has(&out, "caller of frame at");
+    has(&out, "Value returned is $1 = core::result::Result<u64, mm_core::buddy::BuddyError>::Ok(");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
+fn backtrace_from_a_system_call_unwinds_into_the_user_program() {
+    // The entry stubs carry CFI: from the dispatcher gdb walks through the
+    // exception/system-call frame into the interrupted ring-3 code.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "selftest=process"]);
+    let out =
+        gdb(&vmm.target, &["break kernel::proc::syscall::dispatch", "continue", "bt -frame-arguments none", "kill"]);
+    has(&out, "Breakpoint 1, kernel::proc::syscall::dispatch");
+    has(&out, "<signal handler called>");
+    let user = out
+        .lines()
+        .skip_while(|l| !l.contains("<signal handler called>"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no frame below the entry:\n{out}"));
+    // The next frame is the user program's (text at 0x400000).
+    assert!(user.contains(" 0x00000000004"), "{user}\n{out}");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+    has(&err, "killed the guest (exit status 137)");
+}
+
+#[test]
+fn a_halted_guest_is_a_stop_with_a_reason() {
+    // `cli; hlt`: nothing can wake the vCPU. gdb sees a stop (SIGSTOP) with
+    // the reason as console output, `stepi` and `continue` return, `kill`
+    // ends the run with the documented status.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "halt"]);
+    let out = gdb(&vmm.target, &["continue", "stepi", "info registers rip", "continue", "kill"]);
+    assert!(out.matches("Program received signal SIGSTOP").count() >= 3, "{out}");
+    has(&out, "vmm: vCPU 0 halted with interrupts masked (cli; hlt)");
+    has(&out, "kernel::arch::halt_forever");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+
+    // Ctrl-C while a step waits on the halted vCPU: answered, not hung.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "halt"]);
+    let mut c = Raw::connect(&vmm.target);
+    assert!(c.ask("?").unwrap().starts_with('T'));
+    c.send("vCont;c");
+    let (stop, console) = c.recv_stop().expect("a stop reply for the halt");
+    // gdb numbers SIGSTOP 17.
+    assert!(stop.starts_with("T11"), "SIGSTOP for the halt: {stop}");
+    assert!(console.contains("halted with interrupts masked"), "{console}");
+    c.send("vCont;s:1");
+    c.send_raw(&[0x03]);
+    let (stop, _) = c.recv_stop().expect("a stop reply after Ctrl-C during a step");
+    assert!(stop.starts_with('T'), "{stop}");
+    assert!(c.ask("g").is_some_and(|r| r.len() > 100), "registers after the stop");
+    assert_eq!(c.ask("k"), None);
+    assert_eq!(vmm.finish(20).0, 137);
+}
+
+#[test]
 fn hardware_breakpoint_is_hit_and_stepped_over() {
     let vmm = Vmm::start("30", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=3"]);
     let out = gdb(&vmm.target, &["hbreak kernel::cmdline::run_actions", "continue", "info registers rip", "continue"]);
@@ -273,6 +359,9 @@ fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
     has(&out, "Could not insert hardware watchpoint 1");
     has(&out, "Cannot insert breakpoint 2");
     has(&out, "Cannot access memory at address 0x1234567000");
+    // The reasons reach gdb's user too (console output with the next stop).
+    has(&out, "vmm: refused a watchpoint at 0xffffffff80200000: data watchpoints are not available");
+    has(&out, "vmm: cannot set a breakpoint: 0x1234567000 is not mapped");
     // The session survived both refusals.
     has(&out, "_start+1");
     let (status, err) = vmm.finish(20);
@@ -400,6 +489,23 @@ impl Raw {
         self.0.read_exact(&mut sum).ok()?;
         let _ = self.0.write_all(b"+");
         Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The next stop reply, with the console output (`O` packets) that
+    /// came before it, decoded.
+    fn recv_stop(&mut self) -> Option<(String, String)> {
+        let mut console = String::new();
+        loop {
+            let p = self.recv()?;
+            match p.strip_prefix('O').filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                Some(hex) => {
+                    let bytes: Vec<u8> =
+                        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+                    console.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                None => return Some((p, console)),
+            }
+        }
     }
 
     fn ask(&mut self, body: &str) -> Option<String> {

@@ -237,6 +237,9 @@ struct Framer {
     sum: u8,
     /// Checksum digits received after `#`.
     digits: Vec<u8>,
+    /// A valid `vKill` packet went through (gdbstub does not answer it
+    /// without extended mode; [`Conn`] does, as it closes).
+    kill_seen: bool,
 }
 
 impl Framer {
@@ -277,6 +280,7 @@ impl Framer {
         let given = std::str::from_utf8(&self.digits).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
         let ok = given == Some(self.sum);
         if ok {
+            self.kill_seen |= self.packet.starts_with(b"$vKill");
             out.extend(self.packet.iter().copied());
             out.extend(self.digits.iter().copied());
         }
@@ -362,6 +366,17 @@ impl Conn {
             self.fill(true)?;
         }
         Ok(self.ready.pop_front())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // gdb sends `vKill` (gdbstub announces multiprocess) and waits for
+        // its OK before it prints that it killed the program; gdbstub
+        // without extended mode ends the session without a reply.
+        if self.framer.kill_seen {
+            let _ = self.stream.write_all(b"$OK#9a");
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub struct GdbTarget<'a> {
     conn_watched: bool,
     /// Why the vCPU last stopped, for messages (`Halted`...).
     last_stop: Option<DebugStop>,
+    /// Refusals and warnings not yet shown in gdb (see [`GdbTarget::note`]).
+    notes: Vec<String>,
 }
 
 impl<'a> GdbTarget<'a> {
@@ -110,10 +112,46 @@ impl<'a> GdbTarget<'a> {
             epoll,
             conn_watched: false,
             last_stop: None,
+            notes: Vec::new(),
         };
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
         Ok(t)
+    }
+
+    /// A refusal or warning for gdb's user: on the VMM's stderr now, and in
+    /// gdb itself as console output (`O` packets) before the next stop
+    /// reply, or at the top of the next `monitor` answer. (gdb shows no
+    /// text sent with an error reply, and after a refused insertion it
+    /// does not resume, so the next stop or monitor command carries it.)
+    pub(super) fn note(&mut self, msg: String) {
+        eprintln!("vmm: gdb: {msg}");
+        self.notes.push(msg);
+    }
+
+    /// The pending notes as text, taken.
+    pub(super) fn take_notes(&mut self) -> String {
+        self.notes.drain(..).map(|n| format!("vmm: {n}\n")).collect()
+    }
+
+    /// Sends the pending notes as console-output packets (gdb prints them
+    /// while it waits for a stop reply).
+    fn flush_notes(&mut self, conn: &mut Conn) -> io::Result<()> {
+        use gdbstub::conn::Connection;
+        let text = self.take_notes();
+        if text.is_empty() {
+            return Ok(());
+        }
+        // One packet per line keeps each well under gdb's packet size.
+        for line in text.split_inclusive('\n') {
+            let mut body = String::from("O");
+            for b in line.bytes() {
+                body.push_str(&format!("{b:02x}"));
+            }
+            let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            conn.write_all(format!("${body}#{sum:02x}").as_bytes())?;
+        }
+        conn.flush()
     }
 
     /// Whether the vCPU's run is over.
@@ -215,8 +253,10 @@ impl<'a> GdbTarget<'a> {
             DebugStop::Requested => StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT },
             DebugStop::Debug(d) => self.debug_stop(&d),
             DebugStop::Crash(Crash::Halted) => {
-                eprintln!(
-                    "vmm: gdb: vCPU 0 halted with interrupts masked (cli; hlt): nothing can wake it; reported to gdb as SIGSTOP"
+                self.note(
+                    "vCPU 0 halted with interrupts masked (cli; hlt): nothing can wake it, so it is reported as \
+                     SIGSTOP; `continue` waits for it again, `kill` ends the run"
+                        .into(),
                 );
                 StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGSTOP }
             }
@@ -267,10 +307,10 @@ impl<'a> GdbTarget<'a> {
 
     fn crashed(&mut self, crash: Crash) -> StopReason {
         let signal = crash_signal(&crash);
-        eprintln!(
-            "vmm: gdb: {}\nvmm: gdb: reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
+        self.note(format!(
+            "{}; reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
             report::headline(&crash, None)
-        );
+        ));
         self.end = Some(GuestEnd::Crash(crash));
         StopReason::SignalWithThread { tid: VCPU0, signal }
     }
@@ -459,7 +499,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         let new_sel = [c.segments.cs, c.segments.ss, c.segments.ds, c.segments.es, c.segments.fs, c.segments.gs];
         if sel.iter().zip(new_sel).any(|(&a, b)| u32::from(a) != b) {
             // A selector alone says nothing of the descriptor behind it.
-            eprintln!("vmm: gdb: segment selectors cannot be changed from gdb (the descriptor would not follow)");
+            self.note("segment selectors cannot be changed from gdb (the descriptor would not follow)".into());
             return Err(TargetError::Errno(EINVAL));
         }
         [
@@ -496,7 +536,7 @@ impl MultiThreadBase for GdbTarget<'_> {
             let r = self.dbg.vcpu().set_sregs(&s);
             self.cache = None;
             if let Err(e) = r {
-                eprintln!("vmm: gdb: KVM refused the new control registers ({e}); they are unchanged");
+                self.note(format!("KVM refused the new control registers ({e}); they are unchanged"));
                 return Err(TargetError::Errno(EINVAL));
             }
         }
@@ -609,7 +649,7 @@ impl SwBreakpoint for GdbTarget<'_> {
         match self.bps.insert_sw(self.mem, &mode, addr) {
             Ok(()) => Ok(true),
             Err(e) => {
-                eprintln!("vmm: gdb: cannot set a breakpoint: {e}");
+                self.note(format!("cannot set a breakpoint: {e}"));
                 Ok(false)
             }
         }
@@ -625,7 +665,7 @@ impl HwBreakpoint for GdbTarget<'_> {
         match self.bps.insert_hw(addr) {
             Ok(()) => Ok(true),
             Err(e) => {
-                eprintln!("vmm: gdb: cannot set a hardware breakpoint: {e}");
+                self.note(format!("cannot set a hardware breakpoint: {e}"));
                 Ok(false)
             }
         }
@@ -643,7 +683,7 @@ pub const NO_WATCHPOINTS: &str = "data watchpoints are not available: KVM on thi
 
 impl HwWatchpoint for GdbTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, _len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
-        eprintln!("vmm: gdb: refused a watchpoint at {addr:#x}: {NO_WATCHPOINTS}");
+        self.note(format!("refused a watchpoint at {addr:#x}: {NO_WATCHPOINTS}"));
         Ok(false)
     }
 
@@ -655,6 +695,7 @@ impl HwWatchpoint for GdbTarget<'_> {
 impl MonitorCmd for GdbTarget<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), GdbError> {
         let text = super::monitor::execute(self, &String::from_utf8_lossy(cmd));
+        let text = self.take_notes() + &text;
         out.write_raw(text.as_bytes());
         Ok(())
     }
@@ -672,7 +713,14 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         target: &mut GdbTarget<'a>,
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
-        target.resume_and_wait(conn)
+        // Notes queued while stopped (a refused insertion) go out with this
+        // resume's replies; notes of the stop itself go before its reply.
+        target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
+        let r = target.resume_and_wait(conn);
+        if let Ok(Event::TargetStopped(_)) = &r {
+            target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
+        }
+        r
     }
 
     fn on_interrupt(target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
