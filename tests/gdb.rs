@@ -398,14 +398,34 @@ fn every_monitor_command_answers() {
             "monitor cr3 pid 1",
             "monitor pt nosuchsymbol",
             "monitor frobnicate",
+            // gdb's syntax: paths, spaced operators, several arguments,
+            // every register.
+            "monitor pt kernel::kmain",
+            "monitor pt $pc + 8",
+            "monitor pt 0x0 0x1000",
+            "monitor pt $eflags",
+            "monitor pt $cr8",
+            "monitor pt $efer",
+            "monitor pt $nosuchreg",
         ],
     );
+    has(&out, "0x0000000000000000 through CR3");
+    has(&out, "0x0000000000001000 through CR3");
+    for reg in ["eflags", "cr8", "efer"] {
+        assert!(!out.contains(&format!("unknown register '${reg}'")), "{out}");
+    }
+    has(&out, "unknown register '$nosuchreg'");
+    assert!(!out.contains("no symbol 'kernel::kmain'"), "{out}");
+    // `monitor help` shows examples.
+    has(&out, "monitor pt kernel::kmain+0x10");
     has(&out, "pt ADDR");
     // The walk of the PC: four levels or a 2 MiB leaf, entry addresses and values.
-    has(&out, "P4D (PML4)[511] @ 0x");
+    // Linux's names: the top level of 4-level paging is the PGD.
+    has(&out, "PGD (PML4)[511] @ 0x");
+    assert!(!out.contains("P4D ("), "{out}");
     has(&out, "PUD (PDPT)[510] @ 0x");
     has(&out, "=> physical 0x2");
-    has(&out, "not present at P4D (PML4)");
+    has(&out, "not present at PGD (PML4)");
     has(&out, "ranges (u = user, r, w, x)");
     has(&out, "ffffffff80");
     has(&out, "cr0 0x");
