@@ -299,6 +299,98 @@ fn a_halted_guest_is_a_stop_with_a_reason() {
 }
 
 #[test]
+fn a_breakpoint_in_a_user_program_stops_there_and_steps_in_ring_3() {
+    // Ring 3 runs natively here: the int3 enters the guest's own #BP
+    // handler, where the stub's hidden breakpoint catches it and puts the
+    // vCPU back on the user instruction. Then stepi (TF, caught on the #DB
+    // entry) and continue to the end of the self-tests.
+    let vmm = Vmm::start("90", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "selftest=process"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break kernel::proc::syscall::dispatch",
+            "continue",
+            // The user frame below the system-call entry: its return address.
+            "frame 2",
+            "break *$pc",
+            "delete 1",
+            "continue",
+            "info registers rip cs",
+            "stepi",
+            "info registers rip cs",
+            "continue",
+        ],
+    );
+    let user_pc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Breakpoint 2 at "))
+        .unwrap_or_else(|| panic!("no user breakpoint set:\n{out}"))
+        .trim()
+        .to_string();
+    assert!(user_pc.starts_with("0x4"), "{user_pc}\n{out}");
+    has(&out, &format!("Breakpoint 2, 0x{:016x} in ?? ()", u64::from_str_radix(&user_pc[2..], 16).unwrap()));
+    let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+    assert_eq!(regs.len(), 4, "{out}");
+    // Stopped on the user instruction, in ring 3 (CS 0x23) ...
+    assert!(regs[0].contains(&user_pc) && regs[1].contains("0x23"), "{regs:?}");
+    // ... and one user instruction later after stepi, still in ring 3.
+    assert!(!regs[2].contains(&user_pc) && regs[2].contains("0x4") && regs[3].contains("0x23"), "{regs:?}");
+    has(&out, "exited normally");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 0, "{err}");
+    has(&err, "selftest results: ");
+    has(&err, " 0 failed");
+}
+
+#[test]
+fn a_breakpoint_through_the_direct_map_alias_of_kernel_text_hits() {
+    // kmain's bytes through the direct map (0xffff888000000000 + physical):
+    // the int3 lands in the same frame, and the hit at the -2 GiB address
+    // is matched by physical address instead of killing the guest.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            // Once the kernel's direct map is up.
+            "break kernel::cmdline::run_actions",
+            "continue",
+            "set language c",
+            "break *(0xffff888000000000 + ((unsigned long)&'kernel::exit::exit' - 0xffffffff80000000))",
+            "continue",
+            "info symbol $pc",
+            "continue",
+        ],
+    );
+    has(&out, "Breakpoint 2 at 0xffff8880");
+    has(&out, "Program received signal SIGTRAP");
+    has(&out, "kernel::exit::exit (code=0)");
+    has(&out, "vmm: the breakpoint at 0xffff8880");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
+fn call_of_a_kernel_function_returns() {
+    // gdb puts the called function's return breakpoint on the stack, which
+    // is no-execute: a debug register holds it (an int3 there would never
+    // run: the fetch faults first).
+    let elf = std::fs::read(GUEST_ELF).unwrap();
+    let refresh = vmm::symbols::Symbols::from_elf(&elf).address_of("kernel::mm::descriptor::refresh").unwrap();
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let call = format!("call ((void (*)(void)){refresh:#x})()");
+    let out = gdb(
+        &vmm.target,
+        &["break kernel::cmdline::run_actions", "continue", "set language c", &call, "info symbol $pc", "continue"],
+    );
+    assert!(!out.contains("exited while in a function called from GDB"), "{out}");
+    // Back where it was, and the guest runs on to its end.
+    has(&out, "kernel::cmdline::run_actions::h");
+    has(&out, " + 23 in section .text");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
 fn hardware_breakpoint_is_hit_and_stepped_over() {
     let vmm = Vmm::start("30", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=3"]);
     let out = gdb(&vmm.target, &["hbreak kernel::cmdline::run_actions", "continue", "info registers rip", "continue"]);
@@ -349,6 +441,9 @@ fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
             "watch *(long *)0xffffffff80200000",
             "continue",
             "delete",
+            "hbreak *0x400000",
+            "continue",
+            "delete",
             "break *0x1234567000",
             "continue",
             "delete",
@@ -357,11 +452,15 @@ fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
         ],
     );
     has(&out, "Could not insert hardware watchpoint 1");
-    has(&out, "Cannot insert breakpoint 2");
+    has(&out, "Cannot insert breakpoint 3");
     has(&out, "Cannot access memory at address 0x1234567000");
     // The reasons reach gdb's user too (console output with the next stop).
     has(&out, "vmm: refused a watchpoint at 0xffffffff80200000: data watchpoints are not available");
     has(&out, "vmm: cannot set a breakpoint: 0x1234567000 is not mapped");
+    if !vmm::kvm::host_has_hw_virt() {
+        // Debug registers never fire in ring 3 where ring 0 is emulated.
+        has(&out, "vmm: refused a hardware breakpoint at 0x400000: debug registers never fire in ring 3");
+    }
     // The session survived both refusals.
     has(&out, "_start+1");
     let (status, err) = vmm.finish(20);

@@ -78,6 +78,9 @@ pub enum GdbError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// The guest's own tables are unusable for what the stub needs.
+    #[error("{0}")]
+    Guest(&'static str),
     /// The VMM is ending the run (`--timeout`).
     #[error("the VMM is stopping the guest (--timeout)")]
     Stopping,

@@ -89,6 +89,39 @@ pub struct GdbTarget<'a> {
     last_stop: Option<DebugStop>,
     /// Refusals and warnings not yet shown in gdb (see [`GdbTarget::note`]).
     notes: Vec<String>,
+    /// What each debug register holds besides gdb's `hbreak`s: the stub's
+    /// hidden breakpoints on the guest's #BP and #DB handler entries.
+    hidden: [Option<Hidden>; 4],
+    /// A ring-3 step is under way: the stub set RFLAGS.TF itself (ring 3
+    /// runs natively on emulated-ring-0 hosts, so KVM's single-step never
+    /// sees it; the #DB enters the guest's handler, where the hidden
+    /// breakpoint catches it).
+    user_step: bool,
+    /// gdb's software breakpoints on no-execute pages, held by debug
+    /// registers.
+    sw_as_hw: Vec<u64>,
+}
+
+/// A hidden breakpoint of the stub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    /// The guest's #BP handler entry: an `int3` ran in ring 3.
+    Breakpoint,
+    /// The guest's #DB handler entry: a ring-3 single-step trap.
+    Step,
+}
+
+/// RFLAGS.TF.
+const TF: u64 = 1 << 8;
+
+/// The hardware frame an exception from ring 3 leaves on the kernel stack.
+#[derive(Debug, Clone, Copy)]
+struct ExceptionFrame {
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
 }
 
 impl<'a> GdbTarget<'a> {
@@ -113,6 +146,9 @@ impl<'a> GdbTarget<'a> {
             conn_watched: false,
             last_stop: None,
             notes: Vec::new(),
+            hidden: [None; 4],
+            user_step: false,
+            sw_as_hw: Vec::new(),
         };
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
@@ -227,8 +263,64 @@ impl<'a> GdbTarget<'a> {
         Ok(if report::bitness(&sregs) == 64 { regs.rip } else { sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff })
     }
 
+    /// The guest's handler entries for #BP (vector 3) and #DB (vector 1),
+    /// from its IDT.
+    fn handler_entries(&mut self) -> Result<(u64, u64), GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mode = inspect::address_mode(&regs, &sregs);
+        let gate = |vector: u64| -> Option<u64> {
+            let mut g = [0u8; 16];
+            let n = inspect::read_linear(self.mem, &mode, sregs.idt.base + vector * 16, &mut g);
+            (n == 16).then(|| {
+                let w = |i: usize| u64::from(u16::from_le_bytes([g[i], g[i + 1]]));
+                w(0) | w(6) << 16 | u64::from(u32::from_le_bytes([g[8], g[9], g[10], g[11]])) << 32
+            })
+        };
+        match (gate(3), gate(1)) {
+            (Some(bp), Some(db)) => Ok((bp, db)),
+            _ => Err(GdbError::Guest("the guest's IDT is unreadable, so user-mode breakpoints cannot be caught")),
+        }
+    }
+
+    /// The current privilege level.
+    fn cpl(&mut self) -> Result<u16, GdbError> {
+        Ok(self.state()?.1.cs.selector & 3)
+    }
+
     fn set_debug(&mut self, step: bool, skip_hw: Option<u64>) -> Result<(), GdbError> {
-        let dbg = self.bps.guest_debug(step, skip_hw);
+        // Hidden breakpoints: on the #BP entry while an int3 sits in user
+        // code, on the #DB entry while a step may end in ring 3 (a user
+        // step, or a kernel step over iretq).
+        let mut wanted = Vec::new();
+        let paged = matches!(self.cpu_mode()?, AddressMode::Paged(_));
+        if paged && (self.bps.has_user_sw() || step || self.user_step) {
+            if let Ok((bp, db)) = self.handler_entries() {
+                if self.bps.has_user_sw() {
+                    wanted.push((bp, Hidden::Breakpoint));
+                }
+                if step || self.user_step {
+                    wanted.push((db, Hidden::Step));
+                }
+            }
+        }
+        let addrs: Vec<u64> = wanted.iter().map(|w| w.0).collect();
+        // KVM's single-step only sees ring 0 here; a ring-3 step is the
+        // stub's own TF.
+        let kvm_step = step && !self.user_step;
+        let (dbg, placed) = self.bps.guest_debug(kvm_step, skip_hw, &addrs);
+        self.hidden = [None; 4];
+        for (w, slot) in wanted.iter().zip(&placed) {
+            match slot {
+                Some(i) => self.hidden[*i] = Some(w.1),
+                None => {
+                    let what = if w.1 == Hidden::Breakpoint { "user-mode breakpoints" } else { "user-mode steps" };
+                    self.note(format!(
+                        "no free debug register for {what} (the stub needs one on the guest's handler entry); \
+                         delete an `hbreak`"
+                    ));
+                }
+            }
+        }
         let key = (dbg.control, dbg.arch.debugreg);
         if self.debug_state != Some(key) {
             self.dbg.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
@@ -245,11 +337,20 @@ impl<'a> GdbTarget<'a> {
     }
 
     /// What gdb is told about a stop of the vCPU.
-    fn stop_reason(&mut self, s: DebugStop) -> Result<StopReason, GdbError> {
+    /// What gdb is told about a stop of the vCPU; None when the stop was
+    /// not for gdb (a hidden breakpoint on the guest's own business: call
+    /// [`GdbTarget::pass_through`]).
+    fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
         self.running = false;
         self.cache = None;
         self.last_stop = Some(s.clone());
-        Ok(match s {
+        if let DebugStop::Debug(d) = &s {
+            let hit = (0..4).find(|&i| d.dr6 & (1 << i) != 0 && self.hidden[i].is_some());
+            if let Some(kind) = hit.and_then(|i| self.hidden[i]) {
+                return self.hidden_hit(kind);
+            }
+        }
+        Ok(Some(match s {
             DebugStop::Requested => StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT },
             DebugStop::Debug(d) => self.debug_stop(&d),
             DebugStop::Crash(Crash::Halted) => {
@@ -266,15 +367,28 @@ impl<'a> GdbTarget<'a> {
                 // int3 is one of ours, that is the breakpoint hit.
                 let ours = match &crash {
                     Crash::Internal { suberror, .. } if *suberror == KVM_INTERNAL_ERROR_EMULATION => {
+                        // By physical address: kernel text hit through its
+                        // direct-map alias is the same breakpoint.
                         let pc = self.pc_linear()?;
-                        self.bps.sw_at(pc).is_some()
+                        let mode = self.cpu_mode()?;
+                        let b =
+                            inspect::linear_to_phys(self.mem, &mode, pc).ok().and_then(|pa| self.bps.sw_at_phys(pa));
+                        b.map(|b| (b, pc))
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if ours {
-                    StopReason::SwBreak(VCPU0)
-                } else {
-                    self.crashed(crash)
+                match ours {
+                    Some((b, pc)) if b.la == pc => StopReason::SwBreak(VCPU0),
+                    // gdb silently resumes a `swbreak` stop at a PC where it
+                    // has no breakpoint: an alias hit is a SIGTRAP, named.
+                    Some((b, pc)) => {
+                        self.note(format!(
+                            "the breakpoint at {:#x} was hit at {pc:#x}, another address of the same byte (guest-physical {:#x})",
+                            b.la, b.pa
+                        ));
+                        StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
+                    }
+                    None => self.crashed(crash),
                 }
             }
             DebugStop::Ended(VcpuStop::Exit(code)) => {
@@ -289,7 +403,7 @@ impl<'a> GdbTarget<'a> {
                 self.end = Some(GuestEnd::Over);
                 StopReason::Terminated(Signal::SIGKILL)
             }
-        })
+        }))
     }
 
     fn debug_stop(&self, d: &kvm_debug_exit_arch) -> StopReason {
@@ -299,7 +413,15 @@ impl<'a> GdbTarget<'a> {
         } else if d.dr6 & DR6_BS != 0 || (self.step && d.dr6 & DR6_BN == 0) {
             StopReason::DoneStep
         } else if d.dr6 & DR6_BN != 0 {
-            StopReason::HwBreak(VCPU0)
+            // A `break` on a no-execute page is held by a debug register:
+            // gdb expects a software breakpoint's stop there.
+            let slots = self.bps.hw_slots();
+            let sw = (0..4).any(|i| d.dr6 & (1 << i) != 0 && slots[i].is_some_and(|a| self.sw_as_hw.contains(&a)));
+            if sw {
+                StopReason::SwBreak(VCPU0)
+            } else {
+                StopReason::HwBreak(VCPU0)
+            }
         } else {
             StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
         }
@@ -322,13 +444,145 @@ impl<'a> GdbTarget<'a> {
     /// Executes one instruction (KVM_GUESTDBG_SINGLESTEP), with the
     /// hardware breakpoint at `skip_hw` left out, and waits for it.
     fn single_step(&mut self, skip_hw: Option<u64>) -> Result<StopReason, GdbError> {
-        self.set_debug(true, skip_hw)?;
+        self.begin_step(skip_hw)?;
+        self.resume_vcpu();
+        loop {
+            let stop = &self.ctx.stop;
+            let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+            if let Some(r) = self.stop_reason(s)? {
+                return Ok(r);
+            }
+            if let Some(r) = self.pass_through()? {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Sets up one step: KVM's single-step in ring 0, RFLAGS.TF in ring 3.
+    fn begin_step(&mut self, skip_hw: Option<u64>) -> Result<(), GdbError> {
+        if self.cpl()? == 3 {
+            let (mut regs, _) = self.state()?;
+            regs.rflags |= TF;
+            self.dbg.vcpu().set_regs(&regs).map_err(GdbError::kvm("set RFLAGS.TF for a user-mode step"))?;
+            self.cache = None;
+            self.user_step = true;
+        }
+        self.set_debug(true, skip_hw)
+    }
+
+    /// The exception frame at the vCPU's stack pointer (it sits on the
+    /// first instruction of a handler), if it is one from ring 3.
+    fn user_frame(&mut self) -> Result<Option<ExceptionFrame>, GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mut b = [0u8; 40];
+        if inspect::read_linear(self.mem, &inspect::address_mode(&regs, &sregs), regs.rsp, &mut b) < 40 {
+            return Ok(None);
+        }
+        let q = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let f = ExceptionFrame { rip: q(0), cs: q(1), rflags: q(2), rsp: q(3), ss: q(4) };
+        Ok((f.cs & 3 == 3).then_some(f))
+    }
+
+    /// A segment register as the GDT entry for `selector` describes it.
+    fn gdt_segment(&mut self, selector: u64) -> Result<kvm_bindings::kvm_segment, GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mut d = [0u8; 8];
+        let at = sregs.gdt.base + (selector & !7);
+        if inspect::read_linear(self.mem, &inspect::address_mode(&regs, &sregs), at, &mut d) < 8 {
+            return Err(GdbError::Guest("the guest's GDT is unreadable"));
+        }
+        let lo = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let hi = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
+        let g = (hi >> 23) & 1;
+        let mut limit = (lo & 0xffff) | (hi & 0xf_0000);
+        if g == 1 {
+            limit = (limit << 12) | 0xfff;
+        }
+        Ok(kvm_bindings::kvm_segment {
+            base: u64::from((lo >> 16) | ((hi & 0xff) << 16) | (hi & 0xff00_0000)),
+            limit,
+            selector: selector as u16,
+            // Loaded segments have their accessed bit set.
+            type_: ((hi >> 8) & 0xf) as u8 | 1,
+            present: ((hi >> 15) & 1) as u8,
+            dpl: ((hi >> 13) & 3) as u8,
+            db: ((hi >> 22) & 1) as u8,
+            s: ((hi >> 12) & 1) as u8,
+            l: ((hi >> 21) & 1) as u8,
+            g: g as u8,
+            avl: ((hi >> 20) & 1) as u8,
+            unusable: 0,
+            padding: 0,
+        })
+    }
+
+    /// Undoes the entry into the guest's handler: the vCPU is back in
+    /// ring 3 at `rip` with the frame's stack and flags, as if the
+    /// exception never happened.
+    fn rewind(&mut self, f: &ExceptionFrame, rip: u64, clear_tf: bool) -> Result<(), GdbError> {
+        let (mut regs, mut sregs) = self.state()?;
+        sregs.cs = self.gdt_segment(f.cs)?;
+        sregs.ss = self.gdt_segment(f.ss)?;
+        regs.rip = rip;
+        regs.rsp = f.rsp;
+        regs.rflags = if clear_tf { f.rflags & !TF } else { f.rflags };
+        let v = self.dbg.vcpu();
+        v.set_sregs(&sregs).map_err(GdbError::kvm("return the vCPU to ring 3 (segments)"))?;
+        v.set_regs(&regs).map_err(GdbError::kvm("return the vCPU to ring 3 (registers)"))?;
+        drop(v);
+        self.cache = None;
+        Ok(())
+    }
+
+    /// A hidden breakpoint fired: the guest entered its #BP or #DB handler.
+    /// When the entry came from the stub's own int3 or TF in ring 3, the
+    /// vCPU is put back where ring 3 was and gdb sees a breakpoint or a
+    /// finished step; otherwise it is the guest's own business (None).
+    fn hidden_hit(&mut self, kind: Hidden) -> Result<Option<StopReason>, GdbError> {
+        let Some(f) = self.user_frame()? else {
+            return Ok(None);
+        };
+        match kind {
+            Hidden::Breakpoint => {
+                // #BP is a trap: the frame's RIP is past the int3.
+                let la = f.rip.wrapping_sub(1);
+                let mode = self.cpu_mode()?;
+                let ours = inspect::linear_to_phys(self.mem, &mode, la).ok().and_then(|pa| self.bps.sw_at_phys(pa));
+                if ours.is_none() {
+                    return Ok(None);
+                }
+                self.rewind(&f, la, false)?;
+                Ok(Some(StopReason::SwBreak(VCPU0)))
+            }
+            Hidden::Step => {
+                if !self.user_step && !self.step {
+                    return Ok(None);
+                }
+                self.user_step = false;
+                self.rewind(&f, f.rip, true)?;
+                Ok(Some(StopReason::DoneStep))
+            }
+        }
+    }
+
+    /// After a hidden breakpoint that was not the stub's: lets the guest's
+    /// handler run (one ring-0 step past the hidden breakpoint, which would
+    /// re-fire since RFLAGS.RF is ignored) and resumes as before.
+    fn pass_through(&mut self) -> Result<Option<StopReason>, GdbError> {
+        let pc = self.pc_linear()?;
+        let user_step = std::mem::take(&mut self.user_step);
+        self.set_debug(true, Some(pc))?;
         self.resume_vcpu();
         let stop = &self.ctx.stop;
-        match self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)) {
-            Some(s) => self.stop_reason(s),
-            None => Err(GdbError::Stopping),
+        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+        self.user_step = user_step;
+        match self.stop_reason(s)? {
+            Some(StopReason::DoneStep) | None => {}
+            Some(other) => return Ok(Some(other)),
         }
+        self.set_debug(self.step, None)?;
+        self.resume_vcpu();
+        Ok(None)
     }
 
     /// Runs the vCPU as gdb asked (continue or step) until it stops or gdb
@@ -353,7 +607,8 @@ impl<'a> GdbTarget<'a> {
         // its instruction runs alone with the breakpoint out of the way.
         if !self.bps.is_empty() {
             let pc = self.pc_linear().map_err(E::Target)?;
-            let sw = self.bps.sw_at(pc);
+            let mode = self.cpu_mode().map_err(E::Target)?;
+            let sw = inspect::linear_to_phys(self.mem, &mode, pc).ok().and_then(|pa| self.bps.sw_at_phys(pa));
             if sw.is_some() || self.bps.hw_at(pc) {
                 if let Some(b) = &sw {
                     self.bps.lift(self.mem, b);
@@ -368,7 +623,11 @@ impl<'a> GdbTarget<'a> {
                 }
             }
         }
-        self.set_debug(self.step, None).map_err(E::Target)?;
+        if self.step {
+            self.begin_step(None).map_err(E::Target)?;
+        } else {
+            self.set_debug(false, None).map_err(E::Target)?;
+        }
         self.resume_vcpu();
         self.wait_event(conn)
     }
@@ -393,7 +652,15 @@ impl<'a> GdbTarget<'a> {
         let mut events = [EpollEvent::default(); 2];
         loop {
             if let Some(s) = self.dbg.try_stop() {
-                return self.stop_reason(s).map(Event::TargetStopped).map_err(E::Target);
+                match self.stop_reason(s).map_err(E::Target)? {
+                    Some(r) => return Ok(Event::TargetStopped(r)),
+                    None => {
+                        if let Some(r) = self.pass_through().map_err(E::Target)? {
+                            return Ok(Event::TargetStopped(r));
+                        }
+                        continue;
+                    }
+                }
             }
             if self.stopping() {
                 return Err(E::Target(GdbError::Stopping));
@@ -418,10 +685,10 @@ impl<'a> GdbTarget<'a> {
         }
         self.dbg.request_stop();
         let stop = &self.ctx.stop;
-        match self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)) {
-            Some(s) => self.stop_reason(s).map(Some),
-            None => Err(GdbError::Stopping),
-        }
+        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+        // Parked on a hidden breakpoint of the guest's own business: that
+        // is where Ctrl-C stopped it.
+        Ok(Some(self.stop_reason(s)?.unwrap_or(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT })))
     }
 }
 
@@ -646,9 +913,31 @@ impl SwBreakpoint for GdbTarget<'_> {
         // Breakpoints live in the address space the vCPU runs in, whatever
         // `monitor cr3`/`phys` say about memory reads.
         let mode = self.cpu_mode().map_err(fatal)?;
+        // An int3 on a no-execute page never runs at that address: the
+        // fetch faults first (gdb puts `call`'s return breakpoint on the
+        // stack). A debug register matches before the fetch, so one takes
+        // that address when free; the int3 still catches the frame's
+        // executable aliases (kernel text through the direct map).
+        if let AddressMode::Paged(ctx) = &mode {
+            let nx = mm_core::paging::walk(&inspect::GuestPhys(self.mem), ctx, mm_core::addr::VirtAddr(addr))
+                .is_ok_and(|t| t.flags.contains(mm_core::paging::PteFlags::NX));
+            if nx {
+                match self.bps.insert_hw(addr) {
+                    Ok(()) => self.sw_as_hw.push(addr),
+                    Err(e) => self.note(format!(
+                        "the breakpoint at {addr:#x} is on a no-execute page: it fires only where the same bytes \
+                         are executable through another address, since {e}"
+                    )),
+                }
+            }
+        }
         match self.bps.insert_sw(self.mem, &mode, addr) {
             Ok(()) => Ok(true),
             Err(e) => {
+                if let Some(i) = self.sw_as_hw.iter().position(|&a| a == addr) {
+                    self.sw_as_hw.swap_remove(i);
+                    self.bps.remove_hw(addr);
+                }
                 self.note(format!("cannot set a breakpoint: {e}"));
                 Ok(false)
             }
@@ -656,12 +945,23 @@ impl SwBreakpoint for GdbTarget<'_> {
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some(i) = self.sw_as_hw.iter().position(|&a| a == addr) {
+            self.sw_as_hw.swap_remove(i);
+            self.bps.remove_hw(addr);
+        }
         Ok(self.bps.remove_sw(self.mem, addr))
     }
 }
 
 impl HwBreakpoint for GdbTarget<'_> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if addr < super::breakpoints::USER_END && !crate::kvm::host_has_hw_virt() {
+            self.note(format!(
+                "refused a hardware breakpoint at {addr:#x}: debug registers never fire in ring 3 on this host \
+                 (KVM emulates ring 0 only; platform.md); use `break`, which the stub catches in user mode"
+            ));
+            return Ok(false);
+        }
         match self.bps.insert_hw(addr) {
             Ok(()) => Ok(true),
             Err(e) => {
