@@ -282,6 +282,18 @@ impl<'a> GdbTarget<'a> {
         }
     }
 
+    /// Whether the instruction at the PC returns to user mode (`iretq`,
+    /// `sysretq`): a kernel step over it ends in ring 3, where only the
+    /// guest's #DB handler sees the step trap.
+    fn returns_to_user(&mut self) -> Result<bool, GdbError> {
+        let pc = self.pc_linear()?;
+        let mode = self.cpu_mode()?;
+        let mut b = [0u8; 3];
+        let n = inspect::read_linear(self.mem, &mode, pc, &mut b);
+        let code = &b[..n];
+        Ok(code.starts_with(&[0x48, 0xcf]) || code.starts_with(&[0xcf]) || code.starts_with(&[0x48, 0x0f, 0x07]))
+    }
+
     /// The current privilege level.
     fn cpl(&mut self) -> Result<u16, GdbError> {
         Ok(self.state()?.1.cs.selector & 3)
@@ -291,14 +303,17 @@ impl<'a> GdbTarget<'a> {
         // Hidden breakpoints: on the #BP entry while an int3 sits in user
         // code, on the #DB entry while a step may end in ring 3 (a user
         // step, or a kernel step over iretq).
+        // Only when needed: a debug register in use makes every KVM_RUN
+        // dearer on some hosts, and a kernel step rarely ends in ring 3.
         let mut wanted = Vec::new();
+        let catch_step = self.user_step || (step && self.returns_to_user()?);
         let paged = matches!(self.cpu_mode()?, AddressMode::Paged(_));
-        if paged && (self.bps.has_user_sw() || step || self.user_step) {
+        if paged && (self.bps.has_user_sw() || catch_step) {
             if let Ok((bp, db)) = self.handler_entries() {
                 if self.bps.has_user_sw() {
                     wanted.push((bp, Hidden::Breakpoint));
                 }
-                if step || self.user_step {
+                if catch_step {
                     wanted.push((db, Hidden::Step));
                 }
             }
