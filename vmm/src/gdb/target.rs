@@ -85,8 +85,6 @@ pub struct GdbTarget<'a> {
     pub(super) end: Option<GuestEnd>,
     epoll: Epoll,
     conn_watched: bool,
-    /// Why the vCPU last stopped, for messages (`Halted`...).
-    last_stop: Option<DebugStop>,
     /// Refusals and warnings not yet shown in gdb (see [`GdbTarget::note`]).
     notes: Vec<String>,
     /// What each debug register holds besides gdb's `hbreak`s: the stub's
@@ -144,7 +142,6 @@ impl<'a> GdbTarget<'a> {
             end: None,
             epoll,
             conn_watched: false,
-            last_stop: None,
             notes: Vec::new(),
             hidden: [None; 4],
             user_step: false,
@@ -358,7 +355,6 @@ impl<'a> GdbTarget<'a> {
     fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
         self.running = false;
         self.cache = None;
-        self.last_stop = Some(s.clone());
         if let DebugStop::Debug(d) = &s {
             let hit = (0..4).find(|&i| d.dr6 & (1 << i) != 0 && self.hidden[i].is_some());
             if let Some(kind) = hit.and_then(|i| self.hidden[i]) {

@@ -15,9 +15,9 @@
 use super::{lock, Crash, SharedVcpu, VcpuStop};
 use kvm_bindings::kvm_debug_exit_arch;
 use kvm_ioctls::VcpuFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -57,8 +57,9 @@ struct Shared {
     attached: AtomicBool,
     stop_requested: AtomicBool,
     ended: AtomicBool,
-    thread: AtomicU64,
-    thread_set: AtomicBool,
+    /// The vCPU thread while it runs the loop; the lock is held across a
+    /// kick, so the thread cannot end (and its handle go stale) meanwhile.
+    thread: Mutex<Option<libc::pthread_t>>,
 }
 
 /// The vCPU's end of the channel, owned by its [`super::VcpuRunner`].
@@ -95,8 +96,7 @@ impl VcpuDebug {
     pub fn register_thread(&self) {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
-        self.shared.thread.store(me as u64, Ordering::SeqCst);
-        self.shared.thread_set.store(true, Ordering::SeqCst);
+        *self.shared.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
     }
 
     /// Whether a debugger is attached.
@@ -143,6 +143,8 @@ impl VcpuDebug {
 
     /// The run is over: an attached debugger is told how.
     pub fn ended(&self, end: Option<&VcpuStop>) {
+        // No kicks from here on: this thread is about to end.
+        *self.shared.thread.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.shared.ended.store(true, Ordering::SeqCst);
         if self.attached() {
             let _ = self.stops.send(DebugStop::Ended(end.cloned().unwrap_or(VcpuStop::Stopped)));
@@ -188,12 +190,12 @@ impl Debugger {
     }
 
     fn kick(&self) {
-        if self.shared.thread_set.load(Ordering::SeqCst) {
-            let t = self.shared.thread.load(Ordering::SeqCst) as libc::pthread_t;
-            // SAFETY: `t` is the vCPU thread's own handle, stored by it; the
-            // VMM joins the vCPU thread only after the debugger's thread, so
-            // the handle is live. The signal's handler (the event loop's
-            // kick) does nothing but interrupt `KVM_RUN`.
+        let thread = self.shared.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = *thread {
+            // SAFETY: `t` is the vCPU thread's own handle, stored by it, and
+            // it stays live while the lock is held: the thread clears it
+            // (under the lock) before it leaves the run loop. The signal's
+            // handler (the event loop's kick) only interrupts `KVM_RUN`.
             unsafe {
                 libc::pthread_kill(t, vmm_sys_util::signal::SIGRTMIN());
             }
