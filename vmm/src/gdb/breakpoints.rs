@@ -140,6 +140,11 @@ impl Breakpoints {
         self.hw.contains(&Some(la))
     }
 
+    /// The hardware breakpoint addresses in DR0-DR3 order.
+    pub fn hw_slots(&self) -> [Option<u64>; 4] {
+        self.hw
+    }
+
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
         self.sw.is_empty() && self.hw.iter().all(Option::is_none)
