@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 const GDB: &str = "/usr/bin/gdb";
 const GUEST_ELF: &str = env!("MMEMU_GUEST_ELF");
 
-/// A VMM serving gdb, with its stderr collected as it arrives.
+/// A VMM serving gdb, with its stdout and stderr collected as they arrive.
 struct Vmm {
     child: Child,
     /// Where gdb connects (`HOST:PORT` or a socket path).
     target: String,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Vmm {
@@ -31,10 +32,22 @@ impl Vmm {
             .args(["run", "--timeout", timeout, "--gdb", gdb])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vmm");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut out_pipe = child.stdout.take().unwrap();
+        let out_sink = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out_sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());
@@ -52,7 +65,13 @@ impl Vmm {
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the VMM never said where gdb should connect");
         let target = addr.strip_prefix("tcp:").or_else(|| addr.strip_prefix("unix:")).unwrap_or(&addr).to_string();
-        Vmm { child, target, stderr }
+        Vmm { child, target, stderr, stdout }
+    }
+
+    /// What the VMM printed on stdout so far (the guest's console and the
+    /// `--inspect` views).
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits for the VMM to end (at most `secs`); its exit status and stderr.
@@ -157,6 +176,221 @@ fn break_by_name_backtrace_stepi_registers_and_memory() {
 }
 
 #[test]
+fn inspect_and_verify_run_at_every_checkpoint_while_gdb_is_attached() {
+    // One run loop: the checkpoints 'boot' and 'ready' park the vCPU for
+    // the views and checks while gdb is attached and has stopped and
+    // stepped the guest.
+    let vmm = Vmm::start(
+        "60",
+        "tcp:127.0.0.1:0",
+        &["--gdb-wait", "--cmdline", "checkpoint=boot exit=0", "--inspect", "cpu,exits", "--verify"],
+    );
+    let out = gdb(&vmm.target, &["break kernel::cmdline::run_actions", "continue", "stepi", "continue"]);
+    has(&out, "Breakpoint 1, kernel::cmdline::run_actions");
+    has(&out, "exited normally");
+    std::thread::sleep(Duration::from_millis(100));
+    let stdout = vmm.stdout();
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 0, "{err}\n{stdout}");
+    for cp in ["boot", "ready"] {
+        has(&stdout, &format!("--- checkpoint '{cp}': cpu ---"));
+        has(&stdout, &format!("--- checkpoint '{cp}': verify ---"));
+    }
+    // A debug exit per step and breakpoint, counted by the one loop.
+    assert!(stdout.lines().any(|l| l.trim_start().ends_with(" debug")), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(!err.contains("reached no checkpoint"), "{err}");
+
+    // And a violation found with gdb attached ends the run with status 3,
+    // which gdb is told.
+    let vmm =
+        Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "break=freed-mapped exit=0", "--verify"]);
+    let out = gdb(&vmm.target, &["continue"]);
+    has(&out, "Program terminated with signal SIGKILL");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 3, "{err}");
+    has(&err, "--verify failed at checkpoint 'sabotage'");
+}
+
+#[test]
+fn backtrace_up_and_finish_from_inside_the_buddy_allocator() {
+    // The kernel keeps its call-frame information (.eh_frame), so gdb
+    // unwinds the real call chain instead of guessing from the stack.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break mm_core::buddy::BuddyAllocator::alloc_pages",
+            "continue",
+            "bt -frame-arguments none",
+            "up",
+            "info frame",
+            "down",
+            "finish",
+            "delete",
+            "continue",
+        ],
+    );
+    has(&out, "Breakpoint 1, mm_core::buddy::BuddyAllocator::alloc_pages");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    let kmain = frames.iter().position(|l| l.contains("in kernel::kmain")).unwrap_or_else(|| panic!("{out}"));
+    // Every frame above kmain is a named function: no `?? ()` guesses.
+    assert!(frames[..kmain].iter().all(|l| !l.contains("?? ()")), "{out}");
+    assert!(frames[kmain + 1].contains("_start"), "{out}");
+    // `up` selects the caller, `finish` runs to it and prints the value.
+    has(&out, "caller of frame at");
+    has(&out, "Value returned is $1 = core::result::Result<u64, mm_core::buddy::BuddyError>::Ok(");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
+fn backtrace_from_a_system_call_unwinds_into_the_user_program() {
+    // The entry stubs carry CFI: from the dispatcher gdb walks through the
+    // exception/system-call frame into the interrupted ring-3 code.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "selftest=process"]);
+    let out =
+        gdb(&vmm.target, &["break kernel::proc::syscall::dispatch", "continue", "bt -frame-arguments none", "kill"]);
+    has(&out, "Breakpoint 1, kernel::proc::syscall::dispatch");
+    has(&out, "<signal handler called>");
+    let user = out
+        .lines()
+        .skip_while(|l| !l.contains("<signal handler called>"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no frame below the entry:\n{out}"));
+    // The next frame is the user program's (text at 0x400000).
+    assert!(user.contains(" 0x00000000004"), "{user}\n{out}");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+    has(&err, "killed the guest (exit status 137)");
+}
+
+#[test]
+fn a_halted_guest_is_a_stop_with_a_reason() {
+    // `cli; hlt`: nothing can wake the vCPU. gdb sees a stop (SIGSTOP) with
+    // the reason as console output, `stepi` and `continue` return, `kill`
+    // ends the run with the documented status.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "halt"]);
+    let out = gdb(&vmm.target, &["continue", "stepi", "info registers rip", "continue", "kill"]);
+    assert!(out.matches("Program received signal SIGSTOP").count() >= 3, "{out}");
+    has(&out, "vmm: vCPU 0 halted with interrupts masked (cli; hlt)");
+    has(&out, "kernel::arch::halt_forever");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+
+    // Ctrl-C while a step waits on the halted vCPU: answered, not hung.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "halt"]);
+    let mut c = Raw::connect(&vmm.target);
+    assert!(c.ask("?").unwrap().starts_with('T'));
+    c.send("vCont;c");
+    let (stop, console) = c.recv_stop().expect("a stop reply for the halt");
+    // gdb numbers SIGSTOP 17.
+    assert!(stop.starts_with("T11"), "SIGSTOP for the halt: {stop}");
+    assert!(console.contains("halted with interrupts masked"), "{console}");
+    c.send("vCont;s:1");
+    c.send_raw(&[0x03]);
+    let (stop, _) = c.recv_stop().expect("a stop reply after Ctrl-C during a step");
+    assert!(stop.starts_with('T'), "{stop}");
+    assert!(c.ask("g").is_some_and(|r| r.len() > 100), "registers after the stop");
+    assert_eq!(c.ask("k"), None);
+    assert_eq!(vmm.finish(20).0, 137);
+}
+
+#[test]
+fn a_breakpoint_in_a_user_program_stops_there_and_steps_in_ring_3() {
+    // Ring 3 runs natively here: the int3 enters the guest's own #BP
+    // handler, where the stub's hidden breakpoint catches it and puts the
+    // vCPU back on the user instruction. Then stepi (TF, caught on the #DB
+    // entry) and continue to the end of the self-tests.
+    let vmm = Vmm::start("90", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "selftest=process"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break kernel::proc::syscall::dispatch",
+            "continue",
+            // The user frame below the system-call entry: its return address.
+            "frame 2",
+            "break *$pc",
+            "delete 1",
+            "continue",
+            "info registers rip cs",
+            "stepi",
+            "info registers rip cs",
+            "continue",
+        ],
+    );
+    let user_pc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Breakpoint 2 at "))
+        .unwrap_or_else(|| panic!("no user breakpoint set:\n{out}"))
+        .trim()
+        .to_string();
+    assert!(user_pc.starts_with("0x4"), "{user_pc}\n{out}");
+    has(&out, &format!("Breakpoint 2, 0x{:016x} in ?? ()", u64::from_str_radix(&user_pc[2..], 16).unwrap()));
+    let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+    assert_eq!(regs.len(), 4, "{out}");
+    // Stopped on the user instruction, in ring 3 (CS 0x23) ...
+    assert!(regs[0].contains(&user_pc) && regs[1].contains("0x23"), "{regs:?}");
+    // ... and one user instruction later after stepi, still in ring 3.
+    assert!(!regs[2].contains(&user_pc) && regs[2].contains("0x4") && regs[3].contains("0x23"), "{regs:?}");
+    has(&out, "exited normally");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 0, "{err}");
+    has(&err, "selftest results: ");
+    has(&err, " 0 failed");
+}
+
+#[test]
+fn a_breakpoint_through_the_direct_map_alias_of_kernel_text_hits() {
+    // kmain's bytes through the direct map (0xffff888000000000 + physical):
+    // the int3 lands in the same frame, and the hit at the -2 GiB address
+    // is matched by physical address instead of killing the guest.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            // Once the kernel's direct map is up.
+            "break kernel::cmdline::run_actions",
+            "continue",
+            "set language c",
+            "break *(0xffff888000000000 + ((unsigned long)&'kernel::exit::exit' - 0xffffffff80000000))",
+            "continue",
+            "info symbol $pc",
+            "continue",
+        ],
+    );
+    has(&out, "Breakpoint 2 at 0xffff8880");
+    has(&out, "Program received signal SIGTRAP");
+    has(&out, "kernel::exit::exit (code=0)");
+    has(&out, "vmm: the breakpoint at 0xffff8880");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
+fn call_of_a_kernel_function_returns() {
+    // gdb puts the called function's return breakpoint on the stack, which
+    // is no-execute: a debug register holds it (an int3 there would never
+    // run: the fetch faults first).
+    let elf = std::fs::read(GUEST_ELF).unwrap();
+    let refresh = vmm::symbols::Symbols::from_elf(&elf).address_of("kernel::mm::descriptor::refresh").unwrap();
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=0"]);
+    let call = format!("call ((void (*)(void)){refresh:#x})()");
+    let out = gdb(
+        &vmm.target,
+        &["break kernel::cmdline::run_actions", "continue", "set language c", &call, "info symbol $pc", "continue"],
+    );
+    assert!(!out.contains("exited while in a function called from GDB"), "{out}");
+    // Back where it was, and the guest runs on to its end.
+    has(&out, "kernel::cmdline::run_actions::h");
+    has(&out, " + 23 in section .text");
+    has(&out, "exited normally");
+    assert_eq!(vmm.finish(20).0, 0);
+}
+
+#[test]
 fn hardware_breakpoint_is_hit_and_stepped_over() {
     let vmm = Vmm::start("30", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "exit=3"]);
     let out = gdb(&vmm.target, &["hbreak kernel::cmdline::run_actions", "continue", "info registers rip", "continue"]);
@@ -207,6 +441,9 @@ fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
             "watch *(long *)0xffffffff80200000",
             "continue",
             "delete",
+            "hbreak *0x400000",
+            "continue",
+            "delete",
             "break *0x1234567000",
             "continue",
             "delete",
@@ -215,8 +452,15 @@ fn watchpoints_are_refused_and_unmapped_breakpoints_fail_cleanly() {
         ],
     );
     has(&out, "Could not insert hardware watchpoint 1");
-    has(&out, "Cannot insert breakpoint 2");
+    has(&out, "Cannot insert breakpoint 3");
     has(&out, "Cannot access memory at address 0x1234567000");
+    // The reasons reach gdb's user too (console output with the next stop).
+    has(&out, "vmm: refused a watchpoint at 0xffffffff80200000: data watchpoints are not available");
+    has(&out, "vmm: cannot set a breakpoint: 0x1234567000 is not mapped");
+    if !vmm::kvm::host_has_hw_virt() {
+        // Debug registers never fire in ring 3 where ring 0 is emulated.
+        has(&out, "vmm: refused a hardware breakpoint at 0x400000: debug registers never fire in ring 3");
+    }
     // The session survived both refusals.
     has(&out, "_start+1");
     let (status, err) = vmm.finish(20);
@@ -253,14 +497,34 @@ fn every_monitor_command_answers() {
             "monitor cr3 pid 1",
             "monitor pt nosuchsymbol",
             "monitor frobnicate",
+            // gdb's syntax: paths, spaced operators, several arguments,
+            // every register.
+            "monitor pt kernel::kmain",
+            "monitor pt $pc + 8",
+            "monitor pt 0x0 0x1000",
+            "monitor pt $eflags",
+            "monitor pt $cr8",
+            "monitor pt $efer",
+            "monitor pt $nosuchreg",
         ],
     );
+    has(&out, "0x0000000000000000 through CR3");
+    has(&out, "0x0000000000001000 through CR3");
+    for reg in ["eflags", "cr8", "efer"] {
+        assert!(!out.contains(&format!("unknown register '${reg}'")), "{out}");
+    }
+    has(&out, "unknown register '$nosuchreg'");
+    assert!(!out.contains("no symbol 'kernel::kmain'"), "{out}");
+    // `monitor help` shows examples.
+    has(&out, "monitor pt kernel::kmain+0x10");
     has(&out, "pt ADDR");
     // The walk of the PC: four levels or a 2 MiB leaf, entry addresses and values.
-    has(&out, "P4D (PML4)[511] @ 0x");
+    // Linux's names: the top level of 4-level paging is the PGD.
+    has(&out, "PGD (PML4)[511] @ 0x");
+    assert!(!out.contains("P4D ("), "{out}");
     has(&out, "PUD (PDPT)[510] @ 0x");
     has(&out, "=> physical 0x2");
-    has(&out, "not present at P4D (PML4)");
+    has(&out, "not present at PGD (PML4)");
     has(&out, "ranges (u = user, r, w, x)");
     has(&out, "ffffffff80");
     has(&out, "cr0 0x");
@@ -344,6 +608,23 @@ impl Raw {
         self.0.read_exact(&mut sum).ok()?;
         let _ = self.0.write_all(b"+");
         Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The next stop reply, with the console output (`O` packets) that
+    /// came before it, decoded.
+    fn recv_stop(&mut self) -> Option<(String, String)> {
+        let mut console = String::new();
+        loop {
+            let p = self.recv()?;
+            match p.strip_prefix('O').filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                Some(hex) => {
+                    let bytes: Vec<u8> =
+                        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+                    console.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                None => return Some((p, console)),
+            }
+        }
     }
 
     fn ask(&mut self, body: &str) -> Option<String> {

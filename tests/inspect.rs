@@ -218,7 +218,7 @@ struct HostileHook {
 }
 
 impl HostileHook {
-    fn run(&mut self, vcpu: &mut kvm_ioctls::VcpuFd) -> Result<(), String> {
+    fn run(&mut self, vcpu: &dyn vmm::vcpu::Vcpu) -> Result<(), String> {
         let m = &*self.mem;
         let mut saved = vec![0u8; 0x4000];
         m.read_slice(&mut saved, GuestAddress(HOSTILE)).unwrap();
@@ -290,7 +290,7 @@ impl HostileHook {
 }
 
 impl ParkHook for HostileHook {
-    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn vmm::vcpu::Vcpu) -> ParkVerdict {
         if name == "boot" {
             if let Err(e) = self.run(vcpu) {
                 self.results.lock().unwrap().push(format!("ERROR {e}"));
@@ -340,7 +340,7 @@ struct BreakText {
 }
 
 impl ParkHook for BreakText {
-    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn vmm::vcpu::Vcpu) -> ParkVerdict {
         if name == "boot" {
             let ctx = parked(vcpu).unwrap().ctx.unwrap();
             let (trace, _) =
@@ -550,7 +550,7 @@ struct FlipAccess {
 }
 
 impl ParkHook for FlipAccess {
-    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn vmm::vcpu::Vcpu) -> ParkVerdict {
         if name == "access-test-done" {
             let ctx = parked(vcpu).unwrap().ctx.unwrap();
             let gs = vmm::inspect::guest::GuestState::descriptor(&self.mem, self.link.descriptor.get(), &ctx).unwrap();

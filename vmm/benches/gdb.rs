@@ -6,7 +6,8 @@
 //! from the same first instruction, measured in this same run.
 //! Target: the stub adds at most 2x.
 //!
-//! `cargo bench -p vmm --bench gdb` (add `-- --steps N --runs R`).
+//! `cargo bench -p vmm --bench gdb` (add `-- --steps N --runs R`, and
+//! `--base PATH` to measure another build's stub beside this one).
 
 use clap::Parser;
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
@@ -22,8 +23,9 @@ use vmm::vm::Vm;
 /// Per-step time of `steps` raw single-steps from the guest's entry.
 fn raw_steps(steps: u32) -> Duration {
     let Cli { command: VmmCommand::Run(args) } = Cli::parse_from(["vmm", "run", "--cmdline", "hang"]);
-    let mut vm = Vm::new(&args.config(), SerialConsole::captured().0).expect("build the VM");
-    let vcpu = vm.vcpu_mut();
+    let vm = Vm::new(&args.config(), SerialConsole::captured().0).expect("build the VM");
+    let shared = vm.vcpu(0).expect("vCPU 0").clone();
+    let mut vcpu = vmm::vcpu::lock(&shared);
     let dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP, ..Default::default() };
     vcpu.set_guest_debug(&dbg).expect("KVM_SET_GUEST_DEBUG");
     let start = Instant::now();
@@ -74,11 +76,11 @@ impl Client {
 
 /// Per-step time of `steps` `vCont;s` round trips through the stub of a
 /// `vmm run --gdb-wait` child process.
-fn stub_steps(steps: u32, ack: bool) -> Duration {
+fn stub_steps(steps: u32, ack: bool, vmm: &str) -> Duration {
     let dir = std::env::temp_dir().join(format!("mmemu-gdb-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("gdb.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
+    let mut child = Command::new(vmm)
         .args(["run", "--timeout", "120", "--cmdline", "hang", "--gdb-wait", "--gdb"])
         .arg(format!("unix:{}", sock.display()))
         .stdin(Stdio::null())
@@ -129,9 +131,21 @@ fn main() {
     let steps = arg("--steps", 2000);
     let runs = arg("--runs", 5).max(1);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let raw = median((0..runs).map(|_| raw_steps(steps)).collect());
-    let no_ack = median((0..runs).map(|_| stub_steps(steps, false)).collect());
-    let ack = median((0..runs).map(|_| stub_steps(steps, true)).collect());
+    let this = env!("CARGO_BIN_EXE_vmm");
+    // `--base PATH`: another build of the VMM (e.g. an earlier commit),
+    // measured in the same runs, interleaved, for a before/after.
+    let args: Vec<String> = std::env::args().collect();
+    let base = args.iter().position(|a| a == "--base").and_then(|i| args.get(i + 1)).cloned();
+    let (mut raws, mut no_acks, mut acks, mut bases) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        raws.push(raw_steps(steps));
+        no_acks.push(stub_steps(steps, false, this));
+        acks.push(stub_steps(steps, true, this));
+        if let Some(b) = &base {
+            bases.push(stub_steps(steps, false, b));
+        }
+    }
+    let (raw, no_ack, ack) = (median(raws), median(no_acks), median(acks));
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -142,12 +156,20 @@ fn main() {
         .unwrap_or_default();
     println!("single-step round trip, {steps} steps from the guest's first instruction, median of {runs} runs");
     println!("host: {cpu}");
+    // Thread and process wake-ups dominate the stub's figure on a busy
+    // host: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("load average: {} on {cores} CPUs", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     println!("| path | per step (us) | x raw |");
     println!("|---|---:|---:|");
     println!("| raw KVM_GUESTDBG_SINGLESTEP exit (KVM_RUN loop, in process) | {:.2} | 1.00 |", us(raw));
     let row = |name: &str, d: Duration| println!("| {name} | {:.2} | {:.2} |", us(d), us(d) / us(raw));
     row("gdb stub: `vCont;s:1` -> stop reply, Unix socket, no-ack mode (as gdb)", no_ack);
     row("gdb stub: `vCont;s:1` -> stop reply, Unix socket, ack mode", ack);
+    if let Some(b) = &base {
+        row(&format!("gdb stub of `{b}` (--base), no-ack mode"), median(bases));
+    }
     let verdict = if us(no_ack) <= 2.0 * us(raw) { "met" } else { "NOT met" };
     println!("target (stub adds at most 2x, no-ack mode): {verdict}");
 }

@@ -124,7 +124,7 @@ struct Count {
 }
 
 impl ParkHook for Count {
-    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn vmm::vcpu::Vcpu) -> ParkVerdict {
         let t = Instant::now();
         if let Some(i) = &mut self.inner {
             i.checkpoint(name, vcpu);
@@ -151,17 +151,20 @@ fn checkpoint_loop(n: u64, inspect: Option<InspectConfig>) -> (Duration, Duratio
     let [port_lo, port_hi] = mm_core::abi::port::CHECKPOINT.to_le_bytes();
     let code = [0x66, 0xba, port_lo, port_hi, 0xb0, b'c', 0xee, 0x30, 0xc0, 0xee, 0xeb, 0xf4];
     mem.write_slice(&code, GuestAddress(CODE)).expect("code");
-    let mut vcpu = vm.create_vcpu(0).expect("vCPU");
+    let vcpu = vm.create_vcpu(0).expect("vCPU");
     let sregs = vmm::boot::direct::long_mode_sregs(vcpu.get_sregs().expect("sregs"));
     vcpu.set_sregs(&sregs).expect("long mode");
     vcpu.set_regs(&kvm_bindings::kvm_regs { rip: CODE, rflags: 2, ..Default::default() }).expect("regs");
     let (console, _out) = SerialConsole::captured();
-    let mut bus = PortBus::new(Arc::new(Mutex::new(console)), Arc::default());
+    let bus = PortBus::new(Arc::new(Mutex::new(console)), Arc::default());
     let inner = inspect.map(|c| Inspector::new(c, mem.clone(), None, Arc::default(), Box::new(std::io::sink())));
     let count = Arc::new(Mutex::new(Duration::ZERO));
-    bus.set_park_hook(Box::new(Timed(Count { n: 0, limit: n, inner, in_hook: Duration::ZERO }, count.clone())));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut runner =
+        vmm::vcpu::VcpuRunner::new(0, Arc::new(Mutex::new(vcpu)), bus, vmm::inspect::GuestLink::default(), stop);
+    runner.add_park_hook(Box::new(Timed(Count { n: 0, limit: n, inner, in_hook: Duration::ZERO }, count.clone())));
     let t = Instant::now();
-    let stop = vmm::vcpu::run(&mut vcpu, &mut bus, &AtomicBool::new(false)).expect("KVM_RUN");
+    let stop = runner.run().expect("KVM_RUN");
     let total = t.elapsed();
     assert!(matches!(stop, vmm::vcpu::VcpuStop::Stopped), "{stop:?}");
     let in_hook = *count.lock().unwrap();
@@ -171,7 +174,7 @@ fn checkpoint_loop(n: u64, inspect: Option<InspectConfig>) -> (Duration, Duratio
 /// Publishes the hook time when the hook is dropped with the bus.
 struct Timed(Count, Arc<Mutex<Duration>>);
 impl ParkHook for Timed {
-    fn checkpoint(&mut self, name: &str, vcpu: &mut kvm_ioctls::VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn vmm::vcpu::Vcpu) -> ParkVerdict {
         let v = self.0.checkpoint(name, vcpu);
         *self.1.lock().unwrap() = self.0.in_hook;
         v

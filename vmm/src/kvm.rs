@@ -1,6 +1,8 @@
-//! Opening KVM, with errors that tell a user what to do.
+//! Opening KVM, with errors that tell a user what to do, and the [`Vcpu`]
+//! trait through which everything but the run loop reaches a vCPU.
 
-use kvm_ioctls::Kvm;
+use kvm_bindings::{kvm_fpu, kvm_guest_debug, kvm_mp_state, kvm_regs, kvm_sregs, kvm_translation};
+use kvm_ioctls::{Kvm, VcpuFd};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -70,4 +72,72 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
         return Err(KvmError::ApiVersion { path: path.into(), version });
     }
     Ok(kvm)
+}
+
+/// Whether the host CPU has hardware virtualisation (VMX or SVM). Without
+/// it KVM emulates guest ring 0 instruction by instruction (platform.md),
+/// and some things (1 GiB pages, SSE in ring 0) behave differently.
+pub fn host_has_hw_virt() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| {
+            c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+        .unwrap_or(false)
+}
+
+/// The state of one virtual CPU, as everything outside the run loop sees
+/// it: inspection at checkpoints, `--verify`'s KVM cross-check, the gdb
+/// stub and crash reports read and write a vCPU only through this trait
+/// (Cloud Hypervisor's `hypervisor::Vcpu` is the model), never through
+/// `KVM_RUN`, which only the run loop ([`crate::vcpu`]) calls. The method
+/// names are kvm-ioctls' own, so `VcpuFd` implements it by forwarding.
+pub trait Vcpu {
+    /// The general registers.
+    fn get_regs(&self) -> Result<kvm_regs, kvm_ioctls::Error>;
+    /// Loads the general registers.
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), kvm_ioctls::Error>;
+    /// Segment, control and descriptor-table registers.
+    fn get_sregs(&self) -> Result<kvm_sregs, kvm_ioctls::Error>;
+    /// Loads the special registers.
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), kvm_ioctls::Error>;
+    /// The x87/SSE state.
+    fn get_fpu(&self) -> Result<kvm_fpu, kvm_ioctls::Error>;
+    /// Loads the x87/SSE state.
+    fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), kvm_ioctls::Error>;
+    /// KVM's own translation of a guest-virtual address (KVM_TRANSLATE).
+    fn translate_gva(&self, gva: u64) -> Result<kvm_translation, kvm_ioctls::Error>;
+    /// Debug controls for the next runs (single-step, breakpoints).
+    fn set_guest_debug(&self, dbg: &kvm_guest_debug) -> Result<(), kvm_ioctls::Error>;
+    /// Running, halted, waiting for a SIPI...
+    fn get_mp_state(&self) -> Result<kvm_mp_state, kvm_ioctls::Error>;
+}
+
+impl Vcpu for VcpuFd {
+    fn get_regs(&self) -> Result<kvm_regs, kvm_ioctls::Error> {
+        VcpuFd::get_regs(self)
+    }
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), kvm_ioctls::Error> {
+        VcpuFd::set_regs(self, regs)
+    }
+    fn get_sregs(&self) -> Result<kvm_sregs, kvm_ioctls::Error> {
+        VcpuFd::get_sregs(self)
+    }
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), kvm_ioctls::Error> {
+        VcpuFd::set_sregs(self, sregs)
+    }
+    fn get_fpu(&self) -> Result<kvm_fpu, kvm_ioctls::Error> {
+        VcpuFd::get_fpu(self)
+    }
+    fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), kvm_ioctls::Error> {
+        VcpuFd::set_fpu(self, fpu)
+    }
+    fn translate_gva(&self, gva: u64) -> Result<kvm_translation, kvm_ioctls::Error> {
+        VcpuFd::translate_gva(self, gva)
+    }
+    fn set_guest_debug(&self, dbg: &kvm_guest_debug) -> Result<(), kvm_ioctls::Error> {
+        VcpuFd::set_guest_debug(self, dbg)
+    }
+    fn get_mp_state(&self) -> Result<kvm_mp_state, kvm_ioctls::Error> {
+        VcpuFd::get_mp_state(self)
+    }
 }

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             eprintln!("vmm: {headline}\n{report}");
             ExitCode::from(EXIT_CRASH)
         }
+        Ok(Outcome::Killed) => ExitCode::from(vmm::gdb::EXIT_KILLED as u8),
         Ok(Outcome::TimedOut { after, report }) => {
             eprintln!(
                 "vmm: the guest was still running after {:.1} s (--timeout) and was stopped here:\n{report}",

@@ -84,6 +84,14 @@ impl Symbols {
         self.syms().iter().find(|s| s.name == name).map(|s| s.addr)
     }
 
+    /// The address of the one symbol whose name ends with `suffix`; None
+    /// when no symbol or several do.
+    pub fn unique_suffix(&self, suffix: &str) -> Option<u64> {
+        let mut found = self.syms().iter().filter(|s| s.name.ends_with(suffix));
+        let first = found.next()?;
+        found.all(|s| s.addr == first.addr).then_some(first.addr)
+    }
+
     /// `name+0xoff` or `?`.
     pub fn describe(&self, addr: u64) -> String {
         match self.lookup(addr) {

@@ -5,15 +5,15 @@ use crate::boot::{self, kernel::KernelImage, BootError, BootMode};
 use crate::devices::{serial::SerialConsole, PortBus};
 use crate::eventloop::{self, LoopEnd};
 use crate::gdb::{self, GdbConfig, GdbError};
-use crate::inspect::checkpoint::{InspectError, InspectOutcome, Inspector, ParkHook};
+use crate::inspect::checkpoint::{InspectError, InspectOutcome, Inspector};
 use crate::inspect::spec::InspectConfig;
 use crate::inspect::GuestLink;
 use crate::kvm::{self, KvmError};
 use crate::layout;
 use crate::memory::{self, GuestMem, MemoryError};
 use crate::symbols::Symbols;
-use crate::vcpu::{self, report::CpuSnapshot, Crash, VcpuStop};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use crate::vcpu::{self, report::CpuSnapshot, Crash, ParkHook, SharedVcpu, VcpuRunner, VcpuStop};
+use kvm_ioctls::{Kvm, VmFd};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,12 @@ pub enum VmError {
     /// The vCPU thread died.
     #[error("the vCPU thread panicked; this is a VMM bug")]
     VcpuThread,
+    /// The gdb stub's thread died.
+    #[error("the gdb stub's thread panicked; this is a VMM bug")]
+    GdbThread,
+    /// The channel between the vCPU and the gdb stub.
+    #[error("cannot connect the gdb stub to the vCPU")]
+    DebugChannel(#[source] std::io::Error),
     /// The gdb stub.
     #[error("the gdb stub failed")]
     Gdb(#[from] GdbError),
@@ -86,6 +92,8 @@ pub enum Outcome {
         /// Registers and code.
         report: String,
     },
+    /// gdb's `kill` ended the run.
+    Killed,
     /// `--timeout` expired.
     TimedOut {
         /// The limit.
@@ -99,7 +107,8 @@ pub enum Outcome {
 pub struct Vm {
     // Field order matters for drop: the vCPU and VM fds go before the
     // memory they map.
-    vcpu: VcpuFd,
+    /// Every vCPU, by index (one today; SMP adds more).
+    vcpus: Vec<SharedVcpu>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMem,
@@ -169,7 +178,7 @@ impl Vm {
         let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
-            vcpu,
+            vcpus: vec![Arc::new(Mutex::new(vcpu))],
             _vm: vm,
             _kvm: kvm,
             mem,
@@ -195,10 +204,10 @@ impl Vm {
         &self.mem
     }
 
-    /// The vCPU, for tools that drive it themselves (the gdb bench's raw
-    /// single-step floor) instead of calling [`Vm::run`].
-    pub fn vcpu_mut(&mut self) -> &mut VcpuFd {
-        &mut self.vcpu
+    /// vCPU `index`, for tools that drive it themselves (the gdb bench's
+    /// raw single-step floor) instead of calling [`Vm::run`].
+    pub fn vcpu(&self, index: usize) -> Option<&SharedVcpu> {
+        self.vcpus.get(index)
     }
 
     /// Replaces what runs at checkpoints (by default the `--inspect` /
@@ -210,10 +219,12 @@ impl Vm {
 
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
-        let Vm { vcpu, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link } = self;
+        let Vm { vcpus, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
-        bus.set_link(link);
+        let bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        // The boot CPU; the others (SMP) will each get a runner and thread.
+        let boot = vcpus[0].clone();
+        let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
         if park_hook.is_some() {
             // SIGUSR1 pauses the guest for the views; without a hook a
             // pause would have nothing to show, so the default (ending the
@@ -223,24 +234,38 @@ impl Vm {
             })?;
         }
         if let Some(hook) = park_hook {
-            bus.set_park_hook(hook);
+            runner.add_park_hook(hook);
         }
         // Bound before the guest starts, so a taken port fails the start.
-        let gdb = gdb.as_ref().map(gdb::GdbServer::bind).transpose()?;
-        let (thread_mem, thread_symbols) = (mem.clone(), symbols.clone());
+        let gdb_thread = match gdb.as_ref().map(gdb::GdbServer::bind).transpose()? {
+            Some(server) => {
+                let (vcpu_end, debugger) = vcpu::debug::channel(boot.clone(), 0).map_err(VmError::DebugChannel)?;
+                runner.set_debugger(vcpu_end);
+                let ctx = gdb::GdbContext {
+                    debugger,
+                    mem: mem.clone(),
+                    symbols: symbols.clone(),
+                    link: link.clone(),
+                    stop: stop.clone(),
+                };
+                Some(gdb::spawn(server, ctx)?)
+            }
+            None => None,
+        };
         let (end, joined) = eventloop::run(serial, timeout, stop.clone(), move |done| {
-            let mut vcpu = vcpu;
-            let r = match gdb {
-                Some(server) => {
-                    gdb::serve(server, &mut vcpu, &mut bus, &thread_mem, &thread_symbols, stop).map_err(VmError::Gdb)
-                }
-                None => vcpu::run(&mut vcpu, &mut bus, &stop).map_err(VmError::Run),
-            };
+            let r = runner.run().map_err(VmError::Run);
             let _ = done.write(1);
-            (vcpu, r, bus.results)
+            (r, runner)
         })?;
-        let (vcpu, result, results) = joined.ok_or(VmError::VcpuThread)?;
-        report_selftests(&results);
+        // The stub ends once the vCPU's run is over.
+        let gdb_result = gdb_thread.map(|t| t.join());
+        let (result, runner) = joined.ok_or(VmError::VcpuThread)?;
+        report_selftests(&runner.bus().results);
+        match gdb_result {
+            Some(Err(_)) => return Err(VmError::GdbThread),
+            Some(Ok(Err(e))) => eprintln!("vmm: gdb: the stub failed ({e}); the guest ran on without it"),
+            _ => {}
+        }
         let stop = result?;
         if let Some(Ok(mut o)) = inspect_outcome.as_ref().map(|o| o.lock()) {
             if let Some(e) = o.error.take() {
@@ -250,9 +275,10 @@ impl Vm {
                 eprintln!("vmm: --inspect/--verify did nothing: the guest reached no checkpoint (add checkpoint=NAME to --cmdline)");
             }
         }
-        let snapshot = || CpuSnapshot::capture(&vcpu, &mem).ok();
+        let snapshot = || CpuSnapshot::capture(&*vcpu::lock(&boot), &mem).ok();
         Ok(match (stop, end) {
             (VcpuStop::Exit(code), _) => Outcome::Exited(code),
+            (VcpuStop::Killed, _) => Outcome::Killed,
             (VcpuStop::Crash(crash), _) => {
                 let snap = snapshot();
                 let headline = vcpu::report::headline(&crash, snap.as_ref());

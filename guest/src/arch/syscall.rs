@@ -32,16 +32,35 @@ global_asm!(
 .pushsection .text
 .globl syscall_entry
 syscall_entry:
+    .cfi_startproc simple
+    .cfi_signal_frame
+    .cfi_def_cfa %rsp, 0
+    .cfi_register %rip, %rcx
     mov %rsp, syscall_user_rsp(%rip)
     mov syscall_kernel_rsp(%rip), %rsp
+    // For this one instruction the user RSP is only in a static, which
+    // CFI cannot name: say the caller is unknown rather than lie.
+    .cfi_undefined %rip
     push $0x1b
+    // From here the frame is traps.S's (CFA past the SS slot).
+    .cfi_def_cfa %rsp, 8
     push syscall_user_rsp(%rip)
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %rsp, -16
+    .cfi_register %rip, %rcx
     push %r11
+    .cfi_adjust_cfa_offset 8
     push $0x23
+    .cfi_adjust_cfa_offset 8
     push %rcx
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %rip, -40
     push $0
+    .cfi_adjust_cfa_offset 8
     push $0x100
+    .cfi_adjust_cfa_offset 8
     jmp trap_common
+    .cfi_endproc
 .popsection
 .pushsection .data
 .balign 8

@@ -6,17 +6,55 @@
  * left in the frame (a fix-up may move it).
  */
 
+/*
+ * Call-frame information, so gdb unwinds from a handler through the entry
+ * into the interrupted code (kernel or user). Each entry is a signal frame
+ * (the interrupted RIP is the faulting instruction, not a return address)
+ * whose CFA is the address just past the hardware frame's SS slot; the
+ * interrupted RIP and RSP are read from the frame, the general registers
+ * from the TrapFrame as they are pushed. Offsets are from that CFA:
+ *   ss -8, rsp -16, rflags -24, cs -32, rip -40, error -48, vector -56,
+ *   r15 -64 ... rax -176 (TrapFrame order).
+ */
+.macro CFI_HW_FRAME cfa
+    .cfi_startproc simple
+    .cfi_signal_frame
+    .cfi_def_cfa %rsp, \cfa
+    .cfi_offset %rip, -40
+    .cfi_offset %rsp, -16
+.endm
+
 .macro TRAP_NOERR vec
 trap_\vec:
+    CFI_HW_FRAME 40
     push $0
+    .cfi_adjust_cfa_offset 8
     push $\vec
+    .cfi_adjust_cfa_offset 8
     jmp trap_common
+    .cfi_endproc
 .endm
 
 .macro TRAP_ERR vec
 trap_\vec:
+    CFI_HW_FRAME 48
     push $\vec
+    .cfi_adjust_cfa_offset 8
     jmp trap_common
+    .cfi_endproc
+.endm
+
+/* push REG with its save slot recorded (CFA offset given). */
+.macro PUSH_CFI reg, off
+    push %\reg
+    .cfi_adjust_cfa_offset 8
+    .cfi_offset %\reg, \off
+.endm
+
+.macro POP_CFI reg
+    pop %\reg
+    .cfi_adjust_cfa_offset -8
+    .cfi_same_value %\reg
 .endm
 
 .pushsection .text
@@ -61,45 +99,65 @@ TRAP_NOERR 255
 /* Also the tail of the syscall entry (arch/syscall.rs). */
 .globl trap_common
 trap_common:
-    push %r15
-    push %r14
-    push %r13
-    push %r12
-    push %r11
-    push %r10
-    push %r9
-    push %r8
-    push %rbp
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rbx
-    push %rax
+    CFI_HW_FRAME 56
+    PUSH_CFI r15, -64
+    PUSH_CFI r14, -72
+    PUSH_CFI r13, -80
+    PUSH_CFI r12, -88
+    PUSH_CFI r11, -96
+    PUSH_CFI r10, -104
+    PUSH_CFI r9, -112
+    PUSH_CFI r8, -120
+    PUSH_CFI rbp, -128
+    PUSH_CFI rdi, -136
+    PUSH_CFI rsi, -144
+    PUSH_CFI rdx, -152
+    PUSH_CFI rcx, -160
+    PUSH_CFI rbx, -168
+    PUSH_CFI rax, -176
     mov %rsp, %rdi
     cld
     call trap_handler
+    .cfi_endproc
 /* Restores a TrapFrame on the stack and returns with iretq; a new task's
  * first run enters here too (usermode.rs, ret_to_user). */
 .globl trap_return
 trap_return:
-    pop %rax
-    pop %rbx
-    pop %rcx
-    pop %rdx
-    pop %rsi
-    pop %rdi
-    pop %rbp
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
+    CFI_HW_FRAME 176
+    .cfi_offset %r15, -64
+    .cfi_offset %r14, -72
+    .cfi_offset %r13, -80
+    .cfi_offset %r12, -88
+    .cfi_offset %r11, -96
+    .cfi_offset %r10, -104
+    .cfi_offset %r9, -112
+    .cfi_offset %r8, -120
+    .cfi_offset %rbp, -128
+    .cfi_offset %rdi, -136
+    .cfi_offset %rsi, -144
+    .cfi_offset %rdx, -152
+    .cfi_offset %rcx, -160
+    .cfi_offset %rbx, -168
+    .cfi_offset %rax, -176
+    POP_CFI rax
+    POP_CFI rbx
+    POP_CFI rcx
+    POP_CFI rdx
+    POP_CFI rsi
+    POP_CFI rdi
+    POP_CFI rbp
+    POP_CFI r8
+    POP_CFI r9
+    POP_CFI r10
+    POP_CFI r11
+    POP_CFI r12
+    POP_CFI r13
+    POP_CFI r14
+    POP_CFI r15
     add $16, %rsp
+    .cfi_adjust_cfa_offset -16
     iretq
+    .cfi_endproc
 
 /*
  * probe_read_u64(addr) -> rax = value, rdx = 0 on success; a fault at

@@ -2,6 +2,11 @@
 //! 16550), the exit port, the symbol port (a paravirtual kallsyms) and the
 //! self-test results channel. Anything else reads as absent (0xff) and
 //! ignores writes, as an empty ISA bus does.
+//!
+//! The bus only decodes: what a port write asks of the VMM beyond the
+//! device itself (exit, a checkpoint, the descriptor's address) comes back
+//! as a [`PortAction`] for the vCPU run loop, which owns what happens next
+//! (the park hooks, the link to inspection).
 
 pub mod results;
 pub mod serial;
@@ -17,9 +22,10 @@ use std::sync::{Arc, Mutex};
 // to `SYMBOL_PORT + 4`; `inb` here then yields `name+0xoff`, NUL-ended);
 // self-test results (text lines, one record each); the checkpoint port (a
 // name's bytes, then a NUL; the vCPU stays parked in that last exit while
-// the host inspects, see [`crate::vcpu::service_checkpoint`]); the
-// descriptor ports (the guest's memory-manager descriptor's guest-physical
-// address, low 32 bits then high 32 bits, which publishes it).
+// the host inspects: the run loop's park hooks run on
+// `PortAction::Checkpoint`); the descriptor ports (the guest's
+// memory-manager descriptor's guest-physical address, low 32 bits then
+// high 32 bits, which publishes it).
 pub use mm_core::abi::port::{
     CHECKPOINT as CHECKPOINT_PORT, COM1, DESCRIPTOR as DESCRIPTOR_PORT, DESCRIPTOR_HIGH as DESCRIPTOR_PORT_HIGH,
     EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT,
@@ -34,6 +40,12 @@ pub enum PortAction {
     Continue,
     /// The guest asked to exit with this status.
     Exit(u32),
+    /// The guest completed a checkpoint's name: park the vCPU in this exit
+    /// and run the checkpoint hooks before the next `KVM_RUN`.
+    Checkpoint(String),
+    /// The guest published its memory-manager descriptor at this
+    /// guest-physical address.
+    Descriptor(u64),
 }
 
 /// The I/O-port bus.
@@ -47,10 +59,7 @@ pub struct PortBus {
     /// Self-test records received so far.
     pub results: ResultsChannel,
     checkpoint_name: Vec<u8>,
-    pending_checkpoint: Option<String>,
-    park_hook: Option<Box<dyn crate::inspect::checkpoint::ParkHook>>,
     descriptor_low: u32,
-    link: crate::inspect::GuestLink,
 }
 
 impl PortBus {
@@ -64,37 +73,8 @@ impl PortBus {
             symbol_pos: 0,
             results: ResultsChannel::default(),
             checkpoint_name: Vec::new(),
-            pending_checkpoint: None,
-            park_hook: None,
             descriptor_low: 0,
-            link: crate::inspect::GuestLink::default(),
         }
-    }
-
-    /// Shares `link` with the inspector: the bus records the descriptor's
-    /// address there, the run loop counts exits there.
-    pub fn set_link(&mut self, link: crate::inspect::GuestLink) {
-        self.link = link;
-    }
-
-    /// What the bus shares with the inspector.
-    pub fn link(&self) -> &crate::inspect::GuestLink {
-        &self.link
-    }
-
-    /// The checkpoint whose NUL the last `out` wrote, if any (taken once).
-    pub fn take_checkpoint(&mut self) -> Option<String> {
-        self.pending_checkpoint.take()
-    }
-
-    /// Installs what runs while the vCPU is parked at a checkpoint.
-    pub fn set_park_hook(&mut self, hook: Box<dyn crate::inspect::checkpoint::ParkHook>) {
-        self.park_hook = Some(hook);
-    }
-
-    /// The installed checkpoint hook.
-    pub fn park_hook(&mut self) -> Option<&mut (dyn crate::inspect::checkpoint::ParkHook + 'static)> {
-        self.park_hook.as_deref_mut()
     }
 
     fn u32_of(data: &[u8]) -> u32 {
@@ -127,21 +107,22 @@ impl PortBus {
                 PortAction::Continue
             }
             DESCRIPTOR_PORT_HIGH => {
-                self.link.descriptor.set((Self::u32_of(data) as u64) << 32 | self.descriptor_low as u64);
-                PortAction::Continue
+                PortAction::Descriptor((Self::u32_of(data) as u64) << 32 | self.descriptor_low as u64)
             }
-            CHECKPOINT_PORT => {
-                for &b in data.iter().take(1) {
-                    if b == 0 {
-                        let name = String::from_utf8_lossy(&self.checkpoint_name).into_owned();
-                        self.checkpoint_name.clear();
-                        self.pending_checkpoint = Some(name);
-                    } else if self.checkpoint_name.len() < CHECKPOINT_NAME_MAX {
+            CHECKPOINT_PORT => match data.first() {
+                Some(0) => {
+                    let name = String::from_utf8_lossy(&self.checkpoint_name).into_owned();
+                    self.checkpoint_name.clear();
+                    PortAction::Checkpoint(name)
+                }
+                Some(&b) => {
+                    if self.checkpoint_name.len() < CHECKPOINT_NAME_MAX {
                         self.checkpoint_name.push(b);
                     }
+                    PortAction::Continue
                 }
-                PortAction::Continue
-            }
+                None => PortAction::Continue,
+            },
             p if (COM1..COM1 + 8).contains(&p) => {
                 if let (Some(&b), Ok(mut s)) = (data.first(), self.serial.lock()) {
                     s.write(p - COM1, b);
@@ -214,26 +195,27 @@ mod tests {
         let (mut b, _) = bus();
         for &c in b"boot" {
             assert_eq!(b.write(CHECKPOINT_PORT, &[c]), PortAction::Continue);
-            assert_eq!(b.take_checkpoint(), None);
         }
-        b.write(CHECKPOINT_PORT, &[0]);
-        assert_eq!(b.take_checkpoint().as_deref(), Some("boot"));
-        assert_eq!(b.take_checkpoint(), None, "taken once");
+        assert_eq!(b.write(CHECKPOINT_PORT, &[0]), PortAction::Checkpoint("boot".into()));
+        assert_eq!(b.write(CHECKPOINT_PORT, &[0]), PortAction::Checkpoint(String::new()), "the name was taken");
         for _ in 0..1000 {
             b.write(CHECKPOINT_PORT, b"x");
         }
-        b.write(CHECKPOINT_PORT, &[0]);
-        assert_eq!(b.take_checkpoint().unwrap().len(), CHECKPOINT_NAME_MAX);
+        match b.write(CHECKPOINT_PORT, &[0]) {
+            PortAction::Checkpoint(n) => assert_eq!(n.len(), CHECKPOINT_NAME_MAX),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn descriptor_address_is_published_by_the_high_half() {
         let (mut b, _) = bus();
-        assert_eq!(b.link().descriptor.get(), None);
-        b.write(DESCRIPTOR_PORT, &0x1234_5000u32.to_le_bytes());
-        assert_eq!(b.link().descriptor.get(), None, "the low half alone publishes nothing");
-        b.write(DESCRIPTOR_PORT_HIGH, &1u32.to_le_bytes());
-        assert_eq!(b.link().descriptor.get(), Some(0x1_1234_5000));
+        assert_eq!(
+            b.write(DESCRIPTOR_PORT, &0x1234_5000u32.to_le_bytes()),
+            PortAction::Continue,
+            "the low half alone publishes nothing"
+        );
+        assert_eq!(b.write(DESCRIPTOR_PORT_HIGH, &1u32.to_le_bytes()), PortAction::Descriptor(0x1_1234_5000));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 /// The x86 breakpoint instruction.
 pub const INT3: u8 = 0xcc;
 
+/// The end of the user (lower) half of the address space.
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
 /// Why a breakpoint could not be set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BreakpointError {
@@ -88,6 +91,19 @@ impl Breakpoints {
         self.sw.iter().find(|b| b.la == la).copied()
     }
 
+    /// The software breakpoint whose `int3` sits at guest-physical `pa`,
+    /// whatever linear address reached it (kernel text through its
+    /// direct-map alias, a shared frame in another process).
+    pub fn sw_at_phys(&self, pa: u64) -> Option<SwBreakpoint> {
+        self.sw.iter().find(|b| b.pa == pa).copied()
+    }
+
+    /// Whether a software breakpoint sits at a user (lower-half) address:
+    /// its `int3` runs in ring 3 and enters the guest's own #BP handler.
+    pub fn has_user_sw(&self) -> bool {
+        self.sw.iter().any(|b| b.la < USER_END)
+    }
+
     /// Puts the original byte back under `b` for a moment (to step over it).
     pub fn lift(&self, mem: &GuestMemoryMmap, b: &SwBreakpoint) {
         restore(mem, b);
@@ -122,6 +138,11 @@ impl Breakpoints {
     /// Whether a hardware breakpoint sits at `la`.
     pub fn hw_at(&self, la: u64) -> bool {
         self.hw.contains(&Some(la))
+    }
+
+    /// The hardware breakpoint addresses in DR0-DR3 order.
+    pub fn hw_slots(&self) -> [Option<u64>; 4] {
+        self.hw
     }
 
     /// Whether nothing is set.
@@ -167,10 +188,29 @@ impl Breakpoints {
     /// and the debug registers, leaving out an execute breakpoint at
     /// `skip_hw` (the one being stepped over: RFLAGS.RF is ignored on some
     /// hosts, see platform.md).
-    pub fn guest_debug(&self, step: bool, skip_hw: Option<u64>) -> kvm_guest_debug {
+    ///
+    /// `hidden` are the stub's own execute breakpoints (the guest's #BP
+    /// and #DB handler entries, to catch user-mode breakpoints and steps):
+    /// they take the free debug registers from DR3 down; the answer says
+    /// which register holds each (None when none was free).
+    pub fn guest_debug(
+        &self,
+        step: bool,
+        skip_hw: Option<u64>,
+        hidden: &[u64],
+    ) -> (kvm_guest_debug, Vec<Option<usize>>) {
         let mut dbg = kvm_guest_debug::default();
         let mut dr7 = 0u64;
-        for (i, slot) in self.hw.iter().enumerate() {
+        let mut slots = self.hw;
+        let placed: Vec<Option<usize>> = hidden
+            .iter()
+            .map(|&h| {
+                let i = (0..4).rev().find(|&i| slots[i].is_none())?;
+                slots[i] = Some(h);
+                Some(i)
+            })
+            .collect();
+        for (i, slot) in slots.iter().enumerate() {
             if let Some(la) = slot.filter(|&a| Some(a) != skip_hw) {
                 dbg.arch.debugreg[i] = la;
                 // Ln and Gn enable; RW = 00 (execute) and LEN = 00 (1 byte).
@@ -188,7 +228,7 @@ impl Breakpoints {
         if step {
             dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
         }
-        dbg
+        (dbg, placed)
     }
 }
 
@@ -242,13 +282,17 @@ mod tests {
             b.insert_hw(a).unwrap();
         }
         assert_eq!(b.insert_hw(0x50), Err(BreakpointError::NoFreeSlot));
-        let d = b.guest_debug(false, Some(0x20));
+        let (d, _) = b.guest_debug(false, Some(0x20), &[]);
         assert_eq!(d.arch.debugreg[0], 0x10);
         assert_eq!(d.arch.debugreg[1], 0);
         assert_eq!(d.arch.debugreg[7] & 0xff, 0b1111_0011);
         assert_eq!(d.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
         assert!(b.remove_hw(0x20));
-        assert_eq!(Breakpoints::default().guest_debug(false, None).control, 0);
-        assert_ne!(Breakpoints::default().guest_debug(true, None).control & KVM_GUESTDBG_SINGLESTEP, 0);
+        assert_eq!(Breakpoints::default().guest_debug(false, None, &[]).0.control, 0);
+        assert_ne!(Breakpoints::default().guest_debug(true, None, &[]).0.control & KVM_GUESTDBG_SINGLESTEP, 0);
+        // Hidden breakpoints take the free registers from DR3 down.
+        let (d, placed) = b.guest_debug(false, None, &[0x99, 0x98]);
+        assert_eq!(placed, vec![Some(1), None], "DR1 was free, then none");
+        assert_eq!(d.arch.debugreg[1], 0x99);
     }
 }

@@ -1,7 +1,5 @@
-//! Where gdb connects: the listening socket (TCP or Unix), the buffered
-//! connection gdbstub talks through, and the watcher thread that notices
-//! gdb (a Ctrl-C, a new client, a hang-up) while the vCPU thread sits in
-//! `KVM_RUN` and kicks it out with the same signal the event loop uses.
+//! Where gdb connects: the listening socket (TCP or Unix) and the buffered
+//! connection gdbstub talks through.
 //!
 //! Every blocking wait here wakes up at least every [`POLL_MS`] to look at
 //! the VMM's stop flag, so `--timeout` ends a run even while gdb is idle.
@@ -17,14 +15,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{Killable, SIGRTMIN};
 
 /// How often blocking waits look at the stop flag.
-const POLL_MS: i32 = 100;
+pub const POLL_MS: i32 = 100;
 
 /// Where the stub listens: `tcp:HOST:PORT` or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,19 +119,25 @@ impl Listener {
         }
     }
 
-    /// Waits for a client; `None` when `stop` was set first.
-    pub fn accept_blocking(&self, stop: &AtomicBool) -> io::Result<Option<Stream>> {
+    /// Waits for a client; `None` when `cancel` says so first. A readable
+    /// `wake` descriptor makes it look at `cancel` at once.
+    pub fn accept_blocking(&self, cancel: &dyn Fn() -> bool, wake: &EventFd) -> io::Result<Option<Stream>> {
         let epoll = Epoll::new()?;
         epoll.ctl(ControlOperation::Add, self.as_raw_fd(), EpollEvent::new(EventSet::IN, 0))?;
-        let mut events = [EpollEvent::default(); 1];
+        epoll.ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, 1))?;
+        let mut events = [EpollEvent::default(); 2];
         loop {
-            if stop.load(Ordering::Acquire) {
+            if cancel() {
                 return Ok(None);
             }
             if let Some(s) = self.try_accept()? {
                 return Ok(Some(s));
             }
             match epoll.wait(POLL_MS, &mut events) {
+                // Level-triggered: taken here or it fires again at once.
+                Ok(n) if events[..n].iter().any(|e| e.data() == 1) => {
+                    let _ = wake.read();
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -235,6 +237,9 @@ struct Framer {
     sum: u8,
     /// Checksum digits received after `#`.
     digits: Vec<u8>,
+    /// A valid `vKill` packet went through (gdbstub does not answer it
+    /// without extended mode; [`Conn`] does, as it closes).
+    kill_seen: bool,
 }
 
 impl Framer {
@@ -275,6 +280,7 @@ impl Framer {
         let given = std::str::from_utf8(&self.digits).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
         let ok = given == Some(self.sum);
         if ok {
+            self.kill_seen |= self.packet.starts_with(b"$vKill");
             out.extend(self.packet.iter().copied());
             out.extend(self.digits.iter().copied());
         }
@@ -319,7 +325,7 @@ impl Conn {
         })
     }
 
-    /// The socket's descriptor, for the watcher.
+    /// The socket's descriptor, for epoll.
     pub fn raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
     }
@@ -360,6 +366,17 @@ impl Conn {
             self.fill(true)?;
         }
         Ok(self.ready.pop_front())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // gdb sends `vKill` (gdbstub announces multiprocess) and waits for
+        // its OK before it prints that it killed the program; gdbstub
+        // without extended mode ends the session without a reply.
+        if self.framer.kill_seen {
+            let _ = self.stream.write_all(b"$OK#9a");
+        }
     }
 }
 
@@ -418,137 +435,6 @@ impl gdbstub::conn::ConnectionExt for Conn {
             self.fill(true)?;
         }
         Ok(self.ready.front().copied())
-    }
-}
-
-/// The vCPU thread, as a target for the kick signal.
-struct Kicker(libc::pthread_t);
-
-// SAFETY: the handle is the vCPU thread's own (taken with pthread_self on
-// that thread), and the only holder, the watcher thread, is joined when the
-// `Watcher` is dropped, which happens on the vCPU thread itself, so the
-// handle is never used after that thread ends.
-unsafe impl Killable for Kicker {
-    fn pthread_handle(&self) -> libc::pthread_t {
-        self.0
-    }
-}
-
-struct WatchFlags {
-    armed: AtomicBool,
-    fired: AtomicBool,
-    quit: AtomicBool,
-}
-
-const WAKE: u64 = 0;
-const WATCHED: u64 = 1;
-
-/// A thread that, while armed, waits for the watched socket to become
-/// readable and then kicks the vCPU thread out of `KVM_RUN` (again every
-/// few milliseconds until the vCPU thread has seen it, which covers a kick
-/// landing just before it entered `KVM_RUN`).
-pub struct Watcher {
-    flags: Arc<WatchFlags>,
-    wake: EventFd,
-    active: Arc<Epoll>,
-    watched: Option<RawFd>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Watcher {
-    /// Starts the watcher for the calling thread (the vCPU thread).
-    pub fn start() -> io::Result<Self> {
-        // SAFETY: pthread_self has no preconditions and cannot fail.
-        let kicker = Kicker(unsafe { libc::pthread_self() });
-        let flags = Arc::new(WatchFlags {
-            armed: AtomicBool::new(false),
-            fired: AtomicBool::new(false),
-            quit: AtomicBool::new(false),
-        });
-        let wake = EventFd::new(libc::EFD_NONBLOCK)?;
-        let idle = Epoll::new()?;
-        let active = Arc::new(Epoll::new()?);
-        for ep in [&idle, &*active] {
-            ep.ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, WAKE))?;
-        }
-        let (f, w, a) = (flags.clone(), wake.try_clone()?, active.clone());
-        let thread = std::thread::Builder::new()
-            .name("gdb-watch".into())
-            .spawn(move || watch_loop(&f, &w, &idle, &a, &kicker))?;
-        Ok(Watcher { flags, wake, active, watched: None, thread: Some(thread) })
-    }
-
-    /// Watches `fd` from now on (the listener, or a client's socket).
-    pub fn watch(&mut self, fd: RawFd) -> io::Result<()> {
-        self.disarm();
-        if let Some(old) = self.watched.take() {
-            let _ = self.active.ctl(ControlOperation::Delete, old, EpollEvent::default());
-        }
-        self.active.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP, WATCHED))?;
-        self.watched = Some(fd);
-        Ok(())
-    }
-
-    /// Stops watching (before the watched socket is closed).
-    pub fn unwatch(&mut self) {
-        self.disarm();
-        if let Some(old) = self.watched.take() {
-            let _ = self.active.ctl(ControlOperation::Delete, old, EpollEvent::default());
-        }
-    }
-
-    /// Kick the vCPU thread when the watched socket becomes readable.
-    pub fn arm(&self) {
-        self.flags.fired.store(false, Ordering::Release);
-        self.flags.armed.store(true, Ordering::Release);
-        let _ = self.wake.write(1);
-    }
-
-    /// No more kicks (one already on its way is harmless: `KVM_RUN` and
-    /// socket reads retry after EINTR).
-    pub fn disarm(&self) {
-        self.flags.armed.store(false, Ordering::Release);
-        self.flags.fired.store(false, Ordering::Release);
-    }
-
-    /// Whether the socket became readable since [`Watcher::arm`]; the
-    /// watcher is then disarmed.
-    pub fn fired(&self) -> bool {
-        self.flags.fired.swap(false, Ordering::AcqRel)
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.flags.quit.store(true, Ordering::Release);
-        let _ = self.wake.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn watch_loop(flags: &WatchFlags, wake: &EventFd, idle: &Epoll, active: &Epoll, kicker: &Kicker) {
-    let mut events = [EpollEvent::default(); 4];
-    while !flags.quit.load(Ordering::Acquire) {
-        if flags.fired.load(Ordering::Acquire) {
-            // Not yet seen by the vCPU thread: it may have been between its
-            // last check and KVM_RUN when the signal arrived.
-            let _ = kicker.kill(SIGRTMIN());
-            let _ = idle.wait(5, &mut events);
-            let _ = wake.read();
-            continue;
-        }
-        let ep = if flags.armed.load(Ordering::Acquire) { active } else { idle };
-        let n = ep.wait(POLL_MS, &mut events).unwrap_or(0);
-        for e in &events[..n] {
-            if e.data() == WAKE {
-                let _ = wake.read();
-            } else if flags.armed.swap(false, Ordering::AcqRel) {
-                flags.fired.store(true, Ordering::Release);
-                let _ = kicker.kill(SIGRTMIN());
-            }
-        }
     }
 }
 

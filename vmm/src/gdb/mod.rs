@@ -1,19 +1,22 @@
 //! The gdb stub: `vmm run --gdb tcp:HOST:PORT` (or `unix:PATH`) lets gdb
 //! debug the guest kernel over the remote serial protocol (gdbstub crate).
 //!
-//! The stub runs on the vCPU thread. Without a client the guest runs freely
-//! while a watcher thread waits on the listening socket; a client that
-//! connects stops the guest (as attaching does), and from then on gdbstub's
-//! blocking event loop drives the vCPU: `KVM_RUN` while gdb lets it run,
-//! with the watcher kicking the thread out of `KVM_RUN` when gdb sends a
-//! Ctrl-C. When gdb detaches or disconnects, breakpoints are removed and
-//! the guest runs on; another gdb may attach later. `kill` from gdb ends
-//! the run (exit status 137); the guest's own exit or death ends it too.
+//! The stub runs on its own thread and is a client of the vCPU's one run
+//! loop ([`crate::vcpu`]), through [`crate::vcpu::debug`]: it never calls
+//! `KVM_RUN`. Without a client the guest runs freely while this thread
+//! waits on the listening socket; a client that connects parks the vCPU
+//! (as attaching does), and from then on gdbstub's event loop resumes the
+//! vCPU and waits for either its next stop or gdb's next byte (a Ctrl-C
+//! asks the vCPU to park). The vCPU serves its checkpoints, `--inspect`,
+//! `--verify` and SIGUSR1 pauses itself, attached or not. When gdb detaches
+//! or disconnects, breakpoints are removed and the guest runs on; another
+//! gdb may attach later. `kill` from gdb ends the run with status
+//! [`EXIT_KILLED`]; the guest's own exit or death ends it too.
 //!
 //! Modules: [`arch`] the register set and target description, [`target`]
 //! the gdbstub target and event loop, [`breakpoints`] int3 and DR0-DR3
 //! bookkeeping, [`memory`] gdb's view of guest memory, [`monitor`] the
-//! `monitor` commands, [`connection`] sockets and the watcher.
+//! `monitor` commands, [`connection`] sockets.
 
 pub mod arch;
 pub mod breakpoints;
@@ -24,16 +27,16 @@ pub mod target;
 
 pub use connection::GdbAddr;
 
-use crate::devices::PortBus;
+use crate::inspect::GuestLink;
 use crate::symbols::Symbols;
-use crate::vcpu::{self, Crash, ExitAction, VcpuStop};
-use connection::{Conn, Listener, Stream, Watcher, STOPPING};
+use crate::vcpu::debug::Debugger;
+use crate::vcpu::VcpuStop;
+use connection::{Conn, Listener, Stream, STOPPING};
 use gdbstub::stub::{DisconnectReason, GdbStub};
-use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use target::{EventLoop, GdbTarget, GuestEnd};
-use vm_memory::GuestMemoryMmap;
+use std::thread::JoinHandle;
+use target::{EventLoop, GdbTarget};
 
 /// The exit status when gdb kills the guest (128 + SIGKILL, as a shell
 /// reports a killed process).
@@ -63,9 +66,9 @@ pub enum GdbError {
     /// accept(2) failed.
     #[error("cannot accept gdb's connection")]
     Accept(#[source] std::io::Error),
-    /// The watcher thread or its epoll/eventfd.
-    #[error("cannot start the thread that watches the gdb socket")]
-    Watcher(#[source] std::io::Error),
+    /// The stub's thread or its epoll.
+    #[error("cannot start the gdb stub's thread")]
+    Thread(#[source] std::io::Error),
     /// A vCPU ioctl failed.
     #[error("KVM failed to {what}")]
     Kvm {
@@ -75,6 +78,9 @@ pub enum GdbError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// The guest's own tables are unusable for what the stub needs.
+    #[error("{0}")]
+    Guest(&'static str),
     /// The VMM is ending the run (`--timeout`).
     #[error("the VMM is stopping the guest (--timeout)")]
     Stopping,
@@ -116,156 +122,128 @@ impl GdbServer {
     }
 }
 
-/// Runs the vCPU under the stub until the guest exits or dies, gdb kills
-/// it, or `stop` is set (then the caller kicks this thread with the event
-/// loop's signal). Call it on the vCPU thread, inside the event loop, which
-/// installs the kick signal's handler.
-pub fn serve(
-    server: GdbServer,
-    vcpu: &mut VcpuFd,
-    bus: &mut PortBus,
-    mem: &GuestMemoryMmap,
-    symbols: &Symbols,
-    stop: Arc<AtomicBool>,
-) -> Result<VcpuStop, GdbError> {
-    let mut watcher = Watcher::start().map_err(GdbError::Watcher)?;
-    let mut client = None;
+/// What the stub needs besides the socket: the vCPU's debugger channel,
+/// guest memory, symbols, and the link to the guest's descriptor (for the
+/// `monitor` views).
+pub struct GdbContext {
+    /// The debugger's end of vCPU 0's channel.
+    pub debugger: Debugger,
+    /// Guest RAM.
+    pub mem: crate::memory::GuestMem,
+    /// Kernel (and firmware) symbols.
+    pub symbols: Symbols,
+    /// Where the guest published its descriptor.
+    pub link: GuestLink,
+    /// The VMM's stop flag (`--timeout`).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the stub's thread. It ends when the vCPU's run is over (gdb's
+/// `kill` included); join it after the vCPU thread.
+pub fn spawn(server: GdbServer, ctx: GdbContext) -> Result<JoinHandle<Result<(), GdbError>>, GdbError> {
     if server.wait {
-        match server.listener.accept_blocking(&stop).map_err(GdbError::Accept)? {
-            Some(s) => client = Some(s),
-            None => return Ok(VcpuStop::Stopped),
-        }
+        ctx.debugger.hold_at_start();
     }
+    std::thread::Builder::new().name("gdb".into()).spawn(move || serve(server, ctx)).map_err(GdbError::Thread)
+}
+
+/// Serves clients one after another until the run is over.
+fn serve(server: GdbServer, ctx: GdbContext) -> Result<(), GdbError> {
+    let over = || ctx.stop.load(Ordering::Acquire) || ctx.debugger.ended();
     loop {
-        let stream = match client.take() {
-            Some(s) => s,
-            None => match run_free(&server.listener, vcpu, bus, &stop, &mut watcher)? {
-                Free::Attach(s) => s,
-                Free::End(end) => return Ok(end),
-            },
+        let Some(stream) = server.listener.accept_blocking(&over, ctx.debugger.notify()).map_err(GdbError::Accept)?
+        else {
+            return Ok(());
         };
-        if let Some(end) = session(stream, vcpu, bus, mem, symbols, &stop, &mut watcher)? {
-            return Ok(end);
+        match session(stream, &ctx)? {
+            Session::Over => return Ok(()),
+            Session::RunsOn => {}
         }
     }
 }
 
-enum Free {
-    Attach(Stream),
-    End(VcpuStop),
+enum Session {
+    /// The run is over (the guest ended, gdb killed it, the VMM stops).
+    Over,
+    /// The guest runs on without a debugger; another may attach.
+    RunsOn,
 }
 
-/// Runs the guest with no debugger until it ends or a client connects.
-fn run_free(
-    listener: &Listener,
-    vcpu: &mut VcpuFd,
-    bus: &mut PortBus,
-    stop: &AtomicBool,
-    watcher: &mut Watcher,
-) -> Result<Free, GdbError> {
-    use std::os::fd::AsRawFd;
-    watcher.watch(listener.as_raw_fd()).map_err(GdbError::Watcher)?;
-    watcher.arm();
-    loop {
-        if stop.load(Ordering::Acquire) {
-            watcher.unwatch();
-            return Ok(Free::End(VcpuStop::Stopped));
-        }
-        let action = match vcpu.run() {
-            Ok(VcpuExit::Intr) => None,
-            Ok(VcpuExit::InternalError) => Some(ExitAction::Crash(Crash::Internal { suberror: 0, data: vec![] })),
-            Ok(exit) => Some(vcpu::handle_exit(exit, bus)),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
-            Err(e) => return Err(GdbError::Kvm { what: "run the vCPU", source: e }),
-        };
-        let end = match action {
-            Some(ExitAction::Continue) => continue,
-            Some(ExitAction::Exit(code)) => VcpuStop::Exit(code),
-            Some(ExitAction::Crash(Crash::Internal { .. })) => VcpuStop::Crash(vcpu::internal_error(vcpu)),
-            Some(ExitAction::Crash(c)) => VcpuStop::Crash(c),
-            None => {
-                if watcher.fired() {
-                    if let Some(s) = listener.try_accept().map_err(GdbError::Accept)? {
-                        watcher.unwatch();
-                        return Ok(Free::Attach(s));
-                    }
-                    watcher.arm();
-                }
-                continue;
-            }
-        };
-        watcher.unwatch();
-        return Ok(Free::End(end));
-    }
-}
-
-/// One gdb client, from attach to detach. Returns how the run ended, or
-/// None when the guest should run on without a debugger.
-fn session(
-    stream: Stream,
-    vcpu: &mut VcpuFd,
-    bus: &mut PortBus,
-    mem: &GuestMemoryMmap,
-    symbols: &Symbols,
-    stop: &Arc<AtomicBool>,
-    watcher: &mut Watcher,
-) -> Result<Option<VcpuStop>, GdbError> {
-    let conn = match Conn::new(stream, stop.clone()) {
+/// One gdb client, from attach to detach.
+fn session(stream: Stream, ctx: &GdbContext) -> Result<Session, GdbError> {
+    let over = || ctx.stop.load(Ordering::Acquire);
+    let conn = match Conn::new(stream, ctx.stop.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmm: gdb: cannot set up the client's socket ({e}); waiting for another client");
-            return Ok(None);
+            return Ok(Session::RunsOn);
         }
     };
-    watcher.watch(conn.raw_fd()).map_err(GdbError::Watcher)?;
+    let Some(first) = ctx.debugger.attach(&over) else {
+        return Ok(Session::Over);
+    };
+    if let crate::vcpu::debug::DebugStop::Ended(_) = first {
+        return Ok(Session::Over);
+    }
     eprintln!("vmm: gdb: attached; the guest is stopped");
-    let mut target = GdbTarget::new(vcpu, bus, mem, symbols, stop, watcher);
+    let mut target = GdbTarget::new(ctx, first).map_err(GdbError::Thread)?;
     let result = GdbStub::new(conn).run_blocking::<EventLoop<'_>>(&mut target);
-    target.finish();
-    let end = target.end.take();
-    drop(target);
-    watcher.unwatch();
-    let guest_end = |end: Option<GuestEnd>| match end {
-        Some(GuestEnd::Exit(code)) => Some(VcpuStop::Exit(code)),
-        Some(GuestEnd::Crash(c)) => Some(VcpuStop::Crash(c)),
-        None => None,
+    let ended = target.run_over();
+    let end = |target: &mut GdbTarget<'_>| {
+        // Parked (or over) before the breakpoints go: a running vCPU holds
+        // its lock inside KVM_RUN.
+        if target.park() {
+            target.finish();
+            ctx.debugger.detach();
+            Session::RunsOn
+        } else {
+            Session::Over
+        }
     };
     match result {
-        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(guest_end(end)),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(Session::Over),
         Ok(DisconnectReason::Kill) => {
-            eprintln!("vmm: gdb: killed the guest");
-            Ok(Some(VcpuStop::Exit(EXIT_KILLED)))
+            eprintln!("vmm: gdb: killed the guest (exit status {EXIT_KILLED})");
+            if target.park() {
+                ctx.debugger.end(VcpuStop::Killed);
+            }
+            Ok(Session::Over)
         }
         Ok(DisconnectReason::Disconnect) => {
+            if ended {
+                return Ok(Session::Over);
+            }
             eprintln!("vmm: gdb: detached; the guest runs on (gdb may attach again)");
-            Ok(guest_end(end))
+            Ok(end(&mut target))
         }
         Err(e) => {
-            if stop.load(Ordering::Acquire) {
-                return Ok(Some(VcpuStop::Stopped));
+            if over() || ended {
+                return Ok(Session::Over);
             }
             if e.is_target_error() {
                 match e.into_target_error() {
-                    Some(GdbError::Stopping) => return Ok(Some(VcpuStop::Stopped)),
-                    Some(other) => return Err(other),
-                    None => {}
+                    Some(GdbError::Stopping) => return Ok(Session::Over),
+                    Some(other) => {
+                        eprintln!("vmm: gdb: {other}; the guest runs on without the debugger");
+                        return Ok(end(&mut target));
+                    }
+                    None => return Ok(end(&mut target)),
                 }
-                return Ok(guest_end(end));
             }
             let why = if e.is_connection_error() {
                 match e.into_connection_error() {
-                    Some((io, _)) if io.to_string() == STOPPING => return Ok(Some(VcpuStop::Stopped)),
+                    Some((io, _)) if io.to_string() == STOPPING => return Ok(Session::Over),
                     Some((io, kind)) => format!("connection {kind:?} error: {io}"),
                     None => "connection error".into(),
                 }
             } else {
                 e.to_string()
             };
-            if let Some(end) = guest_end(end) {
-                return Ok(Some(end));
+            let r = end(&mut target);
+            if matches!(r, Session::RunsOn) {
+                eprintln!("vmm: gdb: session ended ({why}); the guest runs on (gdb may attach again)");
             }
-            eprintln!("vmm: gdb: session ended ({why}); the guest runs on (gdb may attach again)");
-            Ok(None)
+            Ok(r)
         }
     }
 }

@@ -5,8 +5,12 @@
 //! `ps`), rendered by the same code as `vmm run --inspect`.
 //!
 //! gdb sends a monitor line verbatim (it does not expand `$pc`), so the
-//! stub evaluates its own small expressions: registers (`$pc`, `$rsp`,
-//! `$cr3`...), numbers (`0x` hex or decimal), symbol names, `+` and `-`.
+//! stub evaluates its own small expressions with gdb's syntax: registers
+//! (`$pc`, `$sp`, `$rax`, `$eflags`, `$cr3`, `$efer`... every register gdb
+//! shows), numbers (`0x` hex or decimal), symbols with or without their
+//! path (`kmain`, `kernel::kmain`, `mm_core::buddy::BuddyAllocator::alloc_pages`),
+//! `+` and `-` (`$pc+8`, `$sp - 0x10`). Arguments are separated by spaces
+//! unless an operator joins them.
 
 use super::target::GdbTarget;
 use crate::inspect::guest::GuestState;
@@ -19,25 +23,50 @@ use std::fmt::Write as _;
 use vm_memory::{Bytes, GuestAddress};
 
 const HELP: &str = "\
-monitor commands (addresses: numbers, 0x-hex, symbols, $registers, with + and -):
-  pt ADDR        walk the page tables for ADDR, one line per level (crash's vtop)
+monitor commands. ADDR is an expression as gdb writes it: a number (0x-hex or decimal), a
+symbol with or without its path, $register (any register gdb shows: $pc $sp $rax $eflags
+$cr3 $cr8 $efer $fs_base ...), joined with + and -.
+  pt ADDR...     walk the page tables for each ADDR, one line per level (crash's vtop)
+                   monitor pt $pc      monitor pt kernel::kmain+0x10      monitor pt 0x0 0x400000
   mem            mapped virtual ranges with permissions, merged (QEMU's info mem)
   phys on|off    gdb's addresses are guest-physical / virtual (now: %PHYS%)
+                   monitor phys on     x/2gx 0x200000      monitor phys off
   cr3 [ROOT]     read memory through the tables at ROOT; alone: back to the vCPU's CR3
+                   monitor cr3 0x9000      monitor cr3 $cr3      monitor cr3
+  cr3 pid N      read memory through process N's address space (monitor ps lists them)
+                   monitor cr3 pid 1
   regs           control, descriptor-table and segment registers
-  cr3 pid N      read memory through process N's address space
   buddyinfo      free blocks per zone and order (/proc/buddyinfo)
   slabinfo       slab caches (/proc/slabinfo)
   meminfo        where the frames went, by owner
   ps             the guest's processes
   help           this text
+Levels are named as Linux names them: PGD, PUD, PMD, PTE with 4-level paging (P4D only with LA57).
 ";
+
+/// Splits a monitor line into arguments: spaces separate them, except
+/// around `+` and `-`, which join their neighbours (`$pc + 8` is one).
+pub fn split_args(line: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut joining = false;
+    for word in line.split_whitespace() {
+        let starts_op = word.starts_with(['+', '-']) && !args.is_empty();
+        match args.last_mut() {
+            Some(last) if joining || starts_op => last.push_str(word),
+            _ => args.push(word.to_string()),
+        }
+        joining = word.ends_with(['+', '-']);
+    }
+    args
+}
 
 /// Runs one monitor line and returns what gdb should print.
 pub fn execute(t: &mut GdbTarget<'_>, line: &str) -> String {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("help");
-    let args: Vec<&str> = words.collect();
+    let rest = line.trim_start().strip_prefix(cmd).unwrap_or("");
+    let owned = split_args(rest);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let r = match cmd {
         "help" => Ok(HELP.replace("%PHYS%", if t.view.phys { "physical" } else { "virtual" })),
         "pt" => pt(t, &args),
@@ -91,12 +120,52 @@ fn term(t: &mut GdbTarget<'_>, s: &str) -> Result<u64, String> {
     if s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().map_err(|_| format!("'{s}' does not fit in 64 bits"));
     }
-    t.symbols.address_of(s).ok_or_else(|| format!("no symbol '{s}' in the guest (write an address, e.g. 0x...)"))
+    symbol(t, s).ok_or_else(|| format!("no symbol '{s}' in the guest (write an address, e.g. 0x...)"))
+}
+
+/// A symbol by its name as gdb writes it: exact, or with its crate path
+/// (`kernel::kmain` for the `#[no_mangle]` `kmain`), or a unique path
+/// suffix (`BuddyAllocator::alloc_pages`).
+fn symbol(t: &GdbTarget<'_>, s: &str) -> Option<u64> {
+    if let Some(a) = t.symbols.address_of(s) {
+        return Some(a);
+    }
+    // Leading path components dropped, one at a time.
+    let mut rest = s;
+    while let Some((_, tail)) = rest.split_once("::") {
+        if let Some(a) = t.symbols.address_of(tail) {
+            return Some(a);
+        }
+        rest = tail;
+    }
+    t.symbols.unique_suffix(&format!("::{s}"))
 }
 
 fn register(t: &mut GdbTarget<'_>, name: &str) -> Result<u64, String> {
     let (r, s) = t.state().map_err(|e| e.to_string())?;
+    // gdb's 32-bit names read the low half.
+    let low = |v: u64| v & 0xffff_ffff;
     Ok(match name {
+        "eflags" | "rflags" => r.rflags,
+        "eax" => low(r.rax),
+        "ebx" => low(r.rbx),
+        "ecx" => low(r.rcx),
+        "edx" => low(r.rdx),
+        "esi" => low(r.rsi),
+        "edi" => low(r.rdi),
+        "ebp" => low(r.rbp),
+        "esp" => low(r.rsp),
+        "eip" => low(r.rip),
+        "cs" => s.cs.selector.into(),
+        "ss" => s.ss.selector.into(),
+        "ds" => s.ds.selector.into(),
+        "es" => s.es.selector.into(),
+        "fs" => s.fs.selector.into(),
+        "gs" => s.gs.selector.into(),
+        "cr8" => s.cr8,
+        "efer" => s.efer,
+        "gdtr" => s.gdt.base,
+        "idtr" => s.idt.base,
         "pc" | "rip" => r.rip,
         "sp" | "rsp" => r.rsp,
         "fp" | "rbp" => r.rbp,
@@ -120,7 +189,12 @@ fn register(t: &mut GdbTarget<'_>, name: &str) -> Result<u64, String> {
         "cr4" => s.cr4,
         "fs_base" => s.fs.base,
         "gs_base" => s.gs.base,
-        other => return Err(format!("unknown register '${other}'")),
+        other => {
+            return Err(format!(
+                "unknown register '${other}' (registers: $pc $sp $fp $rax..$r15 $eax.. $eflags $cs $ss $ds $es $fs $gs \
+                 $fs_base $gs_base $cr0 $cr2 $cr3 $cr4 $cr8 $efer $gdtr $idtr)"
+            ))
+        }
     })
 }
 
@@ -143,7 +217,28 @@ fn root_note(t: &GdbTarget<'_>) -> &'static str {
 }
 
 fn pt(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
-    let va = eval(t, &args.join(" "))?;
+    if args.is_empty() {
+        return Err("an address is needed, e.g. `monitor pt $pc` or `monitor pt kernel::kmain`".into());
+    }
+    let mut o = String::new();
+    for a in args {
+        o.push_str(&pt_one(t, a)?);
+    }
+    Ok(o)
+}
+
+/// Linux's level names: with 4-level paging the top level is the PGD
+/// (the P4D is folded into it); mm-core names levels by their LA57 place.
+fn linux_levels(text: String, la57: bool) -> String {
+    if la57 {
+        text
+    } else {
+        text.replace("P4D (PML4)", "PGD (PML4)")
+    }
+}
+
+fn pt_one(t: &mut GdbTarget<'_>, arg: &str) -> Result<String, String> {
+    let va = eval(t, arg)?;
     let ctx = paged(t)?;
     let (trace, outcome) = walk_trace(&GuestPhys(t.mem), &ctx, VirtAddr(va));
     let mut o = format!("{va:#018x} through CR3 {:#x}{}:\n", ctx.cr3, root_note(t));
@@ -163,7 +258,7 @@ fn pt(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
             let _ = writeln!(o, "=> no translation: {f}");
         }
     }
-    Ok(o)
+    Ok(linux_levels(o, ctx.la57))
 }
 
 /// Permission letters of a mapping: user, read, write, execute.
@@ -223,7 +318,7 @@ fn guest_state<'m>(t: &mut GdbTarget<'m>) -> Result<GuestState<'m>, String> {
         },
     };
     let mem = t.mem;
-    GuestState::read(mem, t.bus.link().descriptor.get(), &base).map_err(|e| e.to_string())
+    GuestState::read(mem, t.link.descriptor.get(), &base).map_err(|e| e.to_string())
 }
 
 fn guest_view(t: &mut GdbTarget<'_>, cmd: &str) -> Result<String, String> {
@@ -282,7 +377,12 @@ fn cr3(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
             sregs.cr3
         ));
     }
-    let root = eval(t, &args.join(" "))?;
+    let [one] = args else {
+        return Err(
+            "write `monitor cr3 ROOT` with one page-table root, `monitor cr3 pid N`, or `monitor cr3` alone".into()
+        );
+    };
+    let root = eval(t, one)?;
     let pa = root & 0x000f_ffff_ffff_f000;
     if t.mem.read_obj::<u64>(GuestAddress(pa)).is_err() {
         return Err(format!("{root:#x} is not a page-table root: guest-physical {pa:#x} is not RAM"));

@@ -1,19 +1,19 @@
-//! The gdbstub `Target` over the VMM's vCPU: registers, memory, resume and
-//! single-step, breakpoints, and the event loop that runs the vCPU until
-//! it stops or gdb has something to say.
+//! The gdbstub `Target` over a vCPU's debugger channel: registers, memory,
+//! resume and single-step, breakpoints, and the event loop that resumes
+//! the vCPU and waits for its next stop or for gdb.
 //!
 //! Each vCPU is a gdb thread with id = vCPU index + 1 (the VMM runs one
 //! vCPU today, so there is one thread).
 
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
-use super::connection::{Conn, Watcher};
+use super::connection::{Conn, POLL_MS};
 use super::memory::{self, View};
-use super::GdbError;
-use crate::devices::PortBus;
-use crate::inspect::{self, AddressMode};
+use super::{GdbContext, GdbError};
+use crate::inspect::{self, AddressMode, GuestLink};
 use crate::symbols::Symbols;
-use crate::vcpu::{self, report, Crash, ExitAction};
+use crate::vcpu::debug::{DebugStop, Debugger};
+use crate::vcpu::{report, Crash, VcpuStop};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::MultiThreadStopReason;
@@ -30,11 +30,12 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
-use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 /// The gdb thread of vCPU 0.
 pub const VCPU0: Tid = NonZeroUsize::MIN;
@@ -52,75 +53,169 @@ const EINVAL: u8 = 22;
 /// How the guest ended while gdb was attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestEnd {
-    /// It wrote its exit status.
-    Exit(u32),
+    /// The run is over (exit, timeout, a `--verify` violation).
+    Over,
     /// It died; gdb was shown the stop and may still look at the state.
     Crash(Crash),
 }
 
-/// One `KVM_RUN` seen by the stub.
-enum Ran {
-    /// An exit the VMM handled: run again.
-    Again,
-    /// A signal interrupted `KVM_RUN` (the watcher's kick, or the VMM stopping).
-    Interrupted,
-    /// The guest stopped for gdb.
-    Stopped(StopReason),
-}
+const EV_VCPU: u64 = 0;
+const EV_GDB: u64 = 1;
 
 /// The debugged machine as gdbstub sees it.
 pub struct GdbTarget<'a> {
-    vcpu: &'a mut VcpuFd,
-    pub(super) bus: &'a mut PortBus,
+    dbg: &'a Debugger,
     /// Guest RAM.
     pub(super) mem: &'a GuestMemoryMmap,
     /// Kernel (and firmware) symbols, for monitor expressions.
     pub(super) symbols: &'a Symbols,
-    stop: &'a AtomicBool,
-    watcher: &'a mut Watcher,
+    /// Where the guest published its descriptor.
+    pub(super) link: &'a GuestLink,
+    ctx: &'a GdbContext,
     /// Planted breakpoints.
     pub(super) bps: Breakpoints,
     /// How memory addresses are interpreted (`monitor phys`, `monitor cr3`).
     pub(super) view: View,
     step: bool,
+    /// The vCPU was resumed and has not stopped since.
+    running: bool,
     debug_state: Option<(u32, [u64; 8])>,
     cache: Option<(kvm_regs, kvm_sregs)>,
-    /// Set once the guest exited or died.
+    /// Set once the guest died or the run ended.
     pub(super) end: Option<GuestEnd>,
+    epoll: Epoll,
+    conn_watched: bool,
+    /// Refusals and warnings not yet shown in gdb (see [`GdbTarget::note`]).
+    notes: Vec<String>,
+    /// What each debug register holds besides gdb's `hbreak`s: the stub's
+    /// hidden breakpoints on the guest's #BP and #DB handler entries.
+    hidden: [Option<Hidden>; 4],
+    /// A ring-3 step is under way: the stub set RFLAGS.TF itself (ring 3
+    /// runs natively on emulated-ring-0 hosts, so KVM's single-step never
+    /// sees it; the #DB enters the guest's handler, where the hidden
+    /// breakpoint catches it).
+    user_step: bool,
+    /// gdb's software breakpoints on no-execute pages, held by debug
+    /// registers.
+    sw_as_hw: Vec<u64>,
+}
+
+/// A hidden breakpoint of the stub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    /// The guest's #BP handler entry: an `int3` ran in ring 3.
+    Breakpoint,
+    /// The guest's #DB handler entry: a ring-3 single-step trap.
+    Step,
+}
+
+/// RFLAGS.TF.
+const TF: u64 = 1 << 8;
+
+/// The hardware frame an exception from ring 3 leaves on the kernel stack.
+#[derive(Debug, Clone, Copy)]
+struct ExceptionFrame {
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
 }
 
 impl<'a> GdbTarget<'a> {
-    /// A target over `vcpu`, stopped.
-    pub fn new(
-        vcpu: &'a mut VcpuFd,
-        bus: &'a mut PortBus,
-        mem: &'a GuestMemoryMmap,
-        symbols: &'a Symbols,
-        stop: &'a AtomicBool,
-        watcher: &'a mut Watcher,
-    ) -> Self {
-        GdbTarget {
-            vcpu,
-            bus,
-            mem,
-            symbols,
-            stop,
-            watcher,
+    /// A target over the parked vCPU of `ctx`, which stopped with `first`.
+    pub fn new(ctx: &'a GdbContext, first: DebugStop) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        epoll.ctl(ControlOperation::Add, ctx.debugger.notify().as_raw_fd(), EpollEvent::new(EventSet::IN, EV_VCPU))?;
+        let mut t = GdbTarget {
+            dbg: &ctx.debugger,
+            mem: &ctx.mem,
+            symbols: &ctx.symbols,
+            link: &ctx.link,
+            ctx,
             bps: Breakpoints::default(),
             view: View::default(),
             step: false,
+            running: false,
             debug_state: None,
             cache: None,
             end: None,
+            epoll,
+            conn_watched: false,
+            notes: Vec::new(),
+            hidden: [None; 4],
+            user_step: false,
+            sw_as_hw: Vec::new(),
+        };
+        // A crash or halt seen at attach is this session's too.
+        let _ = t.stop_reason(first);
+        Ok(t)
+    }
+
+    /// A refusal or warning for gdb's user: on the VMM's stderr now, and in
+    /// gdb itself as console output (`O` packets) before the next stop
+    /// reply, or at the top of the next `monitor` answer. (gdb shows no
+    /// text sent with an error reply, and after a refused insertion it
+    /// does not resume, so the next stop or monitor command carries it.)
+    pub(super) fn note(&mut self, msg: String) {
+        eprintln!("vmm: gdb: {msg}");
+        self.notes.push(msg);
+    }
+
+    /// The pending notes as text, taken.
+    pub(super) fn take_notes(&mut self) -> String {
+        self.notes.drain(..).map(|n| format!("vmm: {n}\n")).collect()
+    }
+
+    /// Sends the pending notes as console-output packets (gdb prints them
+    /// while it waits for a stop reply).
+    fn flush_notes(&mut self, conn: &mut Conn) -> io::Result<()> {
+        use gdbstub::conn::Connection;
+        let text = self.take_notes();
+        if text.is_empty() {
+            return Ok(());
         }
+        // One packet per line keeps each well under gdb's packet size.
+        for line in text.split_inclusive('\n') {
+            let mut body = String::from("O");
+            for b in line.bytes() {
+                body.push_str(&format!("{b:02x}"));
+            }
+            let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            conn.write_all(format!("${body}#{sum:02x}").as_bytes())?;
+        }
+        conn.flush()
+    }
+
+    /// Whether the vCPU's run is over.
+    pub fn run_over(&self) -> bool {
+        matches!(self.end, Some(GuestEnd::Over)) || self.dbg.ended()
+    }
+
+    /// Makes sure the vCPU is parked (asking it to, if it runs); false
+    /// when its run is over instead.
+    pub fn park(&mut self) -> bool {
+        if self.run_over() {
+            return false;
+        }
+        if self.running {
+            self.dbg.request_stop();
+            match self.dbg.wait_stop(&|| false) {
+                Some(DebugStop::Ended(_)) | None => {
+                    self.end = Some(GuestEnd::Over);
+                    return false;
+                }
+                Some(_) => self.running = false,
+            }
+        }
+        true
     }
 
     /// Removes every breakpoint and turns guest debugging off, so the guest
-    /// runs on unobserved after the session.
+    /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
-        self.watcher.disarm();
         self.bps.clear(self.mem);
-        let _ = self.vcpu.set_guest_debug(&Default::default());
+        let _ = self.dbg.vcpu().set_guest_debug(&Default::default());
         self.debug_state = None;
     }
 
@@ -129,8 +224,10 @@ impl<'a> GdbTarget<'a> {
         if let Some(c) = self.cache {
             return Ok(c);
         }
-        let regs = self.vcpu.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
-        let sregs = self.vcpu.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
+        let v = self.dbg.vcpu();
+        let regs = v.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
+        let sregs = v.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
+        drop(v);
         self.cache = Some((regs, sregs));
         Ok((regs, sregs))
     }
@@ -163,61 +260,161 @@ impl<'a> GdbTarget<'a> {
         Ok(if report::bitness(&sregs) == 64 { regs.rip } else { sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff })
     }
 
+    /// The guest's handler entries for #BP (vector 3) and #DB (vector 1),
+    /// from its IDT.
+    fn handler_entries(&mut self) -> Result<(u64, u64), GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mode = inspect::address_mode(&regs, &sregs);
+        let gate = |vector: u64| -> Option<u64> {
+            let mut g = [0u8; 16];
+            let n = inspect::read_linear(self.mem, &mode, sregs.idt.base + vector * 16, &mut g);
+            (n == 16).then(|| {
+                let w = |i: usize| u64::from(u16::from_le_bytes([g[i], g[i + 1]]));
+                w(0) | w(6) << 16 | u64::from(u32::from_le_bytes([g[8], g[9], g[10], g[11]])) << 32
+            })
+        };
+        match (gate(3), gate(1)) {
+            (Some(bp), Some(db)) => Ok((bp, db)),
+            _ => Err(GdbError::Guest("the guest's IDT is unreadable, so user-mode breakpoints cannot be caught")),
+        }
+    }
+
+    /// Whether the instruction at the PC returns to user mode (`iretq`,
+    /// `sysretq`): a kernel step over it ends in ring 3, where only the
+    /// guest's #DB handler sees the step trap.
+    fn returns_to_user(&mut self) -> Result<bool, GdbError> {
+        let pc = self.pc_linear()?;
+        let mode = self.cpu_mode()?;
+        let mut b = [0u8; 3];
+        let n = inspect::read_linear(self.mem, &mode, pc, &mut b);
+        let code = &b[..n];
+        Ok(code.starts_with(&[0x48, 0xcf]) || code.starts_with(&[0xcf]) || code.starts_with(&[0x48, 0x0f, 0x07]))
+    }
+
+    /// The current privilege level.
+    fn cpl(&mut self) -> Result<u16, GdbError> {
+        Ok(self.state()?.1.cs.selector & 3)
+    }
+
     fn set_debug(&mut self, step: bool, skip_hw: Option<u64>) -> Result<(), GdbError> {
-        let dbg = self.bps.guest_debug(step, skip_hw);
+        // Hidden breakpoints: on the #BP entry while an int3 sits in user
+        // code, on the #DB entry while a step may end in ring 3 (a user
+        // step, or a kernel step over iretq).
+        // Only when needed: a debug register in use makes every KVM_RUN
+        // dearer on some hosts, and a kernel step rarely ends in ring 3.
+        let mut wanted = Vec::new();
+        let catch_step = self.user_step || (step && self.returns_to_user()?);
+        let paged = matches!(self.cpu_mode()?, AddressMode::Paged(_));
+        if paged && (self.bps.has_user_sw() || catch_step) {
+            if let Ok((bp, db)) = self.handler_entries() {
+                if self.bps.has_user_sw() {
+                    wanted.push((bp, Hidden::Breakpoint));
+                }
+                if catch_step {
+                    wanted.push((db, Hidden::Step));
+                }
+            }
+        }
+        let addrs: Vec<u64> = wanted.iter().map(|w| w.0).collect();
+        // KVM's single-step only sees ring 0 here; a ring-3 step is the
+        // stub's own TF.
+        let kvm_step = step && !self.user_step;
+        let (dbg, placed) = self.bps.guest_debug(kvm_step, skip_hw, &addrs);
+        self.hidden = [None; 4];
+        for (w, slot) in wanted.iter().zip(&placed) {
+            match slot {
+                Some(i) => self.hidden[*i] = Some(w.1),
+                None => {
+                    let what = if w.1 == Hidden::Breakpoint { "user-mode breakpoints" } else { "user-mode steps" };
+                    self.note(format!(
+                        "no free debug register for {what} (the stub needs one on the guest's handler entry); \
+                         delete an `hbreak`"
+                    ));
+                }
+            }
+        }
         let key = (dbg.control, dbg.arch.debugreg);
         if self.debug_state != Some(key) {
-            self.vcpu.set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
+            self.dbg.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
             self.debug_state = Some(key);
         }
         Ok(())
     }
 
-    /// Enters the guest once and classifies the exit.
-    fn run_once(&mut self) -> Result<Ran, GdbError> {
+    /// Resumes the parked vCPU.
+    fn resume_vcpu(&mut self) {
         self.cache = None;
-        enum Exit {
-            Debug(kvm_debug_exit_arch),
-            Internal,
-            Action(ExitAction),
-            Interrupted,
-        }
-        let exit = match self.vcpu.run() {
-            Ok(VcpuExit::Debug(d)) => Exit::Debug(d),
-            Ok(VcpuExit::InternalError) => Exit::Internal,
-            Ok(VcpuExit::Intr) => Exit::Interrupted,
-            Ok(other) => Exit::Action(vcpu::handle_exit(other, self.bus)),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
-            Err(e) => return Err(GdbError::Kvm { what: "run the vCPU", source: e }),
-        };
-        Ok(match exit {
-            Exit::Interrupted => Ran::Interrupted,
-            Exit::Action(ExitAction::Continue) => Ran::Again,
-            Exit::Action(ExitAction::Exit(code)) => {
-                self.end = Some(GuestEnd::Exit(code));
-                Ran::Stopped(StopReason::Exited(code.min(255) as u8))
+        self.running = true;
+        self.dbg.resume();
+    }
+
+    /// What gdb is told about a stop of the vCPU.
+    /// What gdb is told about a stop of the vCPU; None when the stop was
+    /// not for gdb (a hidden breakpoint on the guest's own business: call
+    /// [`GdbTarget::pass_through`]).
+    fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
+        self.running = false;
+        self.cache = None;
+        if let DebugStop::Debug(d) = &s {
+            let hit = (0..4).find(|&i| d.dr6 & (1 << i) != 0 && self.hidden[i].is_some());
+            if let Some(kind) = hit.and_then(|i| self.hidden[i]) {
+                return self.hidden_hit(kind);
             }
-            Exit::Action(ExitAction::Crash(c)) => self.crashed(c),
-            Exit::Debug(d) => Ran::Stopped(self.debug_stop(&d)),
-            Exit::Internal => {
-                let crash = vcpu::internal_error(self.vcpu);
+        }
+        Ok(Some(match s {
+            DebugStop::Requested => StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT },
+            DebugStop::Debug(d) => self.debug_stop(&d),
+            DebugStop::Crash(Crash::Halted) => {
+                self.note(
+                    "vCPU 0 halted with interrupts masked (cli; hlt): nothing can wake it, so it is reported as \
+                     SIGSTOP; `continue` waits for it again, `kill` ends the run"
+                        .into(),
+                );
+                StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGSTOP }
+            }
+            DebugStop::Crash(crash) => {
                 // On hosts whose ring 0 is emulated an int3 ends KVM_RUN as
                 // an emulation failure on the int3 (platform.md): when the
                 // int3 is one of ours, that is the breakpoint hit.
                 let ours = match &crash {
                     Crash::Internal { suberror, .. } if *suberror == KVM_INTERNAL_ERROR_EMULATION => {
+                        // By physical address: kernel text hit through its
+                        // direct-map alias is the same breakpoint.
                         let pc = self.pc_linear()?;
-                        self.bps.sw_at(pc).is_some()
+                        let mode = self.cpu_mode()?;
+                        let b =
+                            inspect::linear_to_phys(self.mem, &mode, pc).ok().and_then(|pa| self.bps.sw_at_phys(pa));
+                        b.map(|b| (b, pc))
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if ours {
-                    Ran::Stopped(StopReason::SwBreak(VCPU0))
-                } else {
-                    self.crashed(crash)
+                match ours {
+                    Some((b, pc)) if b.la == pc => StopReason::SwBreak(VCPU0),
+                    // gdb silently resumes a `swbreak` stop at a PC where it
+                    // has no breakpoint: an alias hit is a SIGTRAP, named.
+                    Some((b, pc)) => {
+                        self.note(format!(
+                            "the breakpoint at {:#x} was hit at {pc:#x}, another address of the same byte (guest-physical {:#x})",
+                            b.la, b.pa
+                        ));
+                        StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
+                    }
+                    None => self.crashed(crash),
                 }
             }
-        })
+            DebugStop::Ended(VcpuStop::Exit(code)) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Exited(code.min(255) as u8)
+            }
+            DebugStop::Ended(VcpuStop::Crash(c)) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Terminated(crash_signal(&c))
+            }
+            DebugStop::Ended(VcpuStop::Stopped | VcpuStop::Killed) => {
+                self.end = Some(GuestEnd::Over);
+                StopReason::Terminated(Signal::SIGKILL)
+            }
+        }))
     }
 
     fn debug_stop(&self, d: &kvm_debug_exit_arch) -> StopReason {
@@ -227,38 +424,176 @@ impl<'a> GdbTarget<'a> {
         } else if d.dr6 & DR6_BS != 0 || (self.step && d.dr6 & DR6_BN == 0) {
             StopReason::DoneStep
         } else if d.dr6 & DR6_BN != 0 {
-            StopReason::HwBreak(VCPU0)
+            // A `break` on a no-execute page is held by a debug register:
+            // gdb expects a software breakpoint's stop there.
+            let slots = self.bps.hw_slots();
+            let sw = (0..4).any(|i| d.dr6 & (1 << i) != 0 && slots[i].is_some_and(|a| self.sw_as_hw.contains(&a)));
+            if sw {
+                StopReason::SwBreak(VCPU0)
+            } else {
+                StopReason::HwBreak(VCPU0)
+            }
         } else {
             StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
         }
     }
 
-    fn crashed(&mut self, crash: Crash) -> Ran {
+    fn crashed(&mut self, crash: Crash) -> StopReason {
         let signal = crash_signal(&crash);
-        eprintln!(
-            "vmm: gdb: {}\nvmm: gdb: reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
-            vcpu::report::headline(&crash, None)
-        );
+        self.note(format!(
+            "{}; reported to gdb as {signal}; the guest cannot run on: `continue` or `kill` ends the run",
+            report::headline(&crash, None)
+        ));
         self.end = Some(GuestEnd::Crash(crash));
-        Ran::Stopped(StopReason::SignalWithThread { tid: VCPU0, signal })
+        StopReason::SignalWithThread { tid: VCPU0, signal }
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.ctx.stop.load(Ordering::Acquire)
     }
 
     /// Executes one instruction (KVM_GUESTDBG_SINGLESTEP), with the
-    /// hardware breakpoint at `skip_hw` left out.
+    /// hardware breakpoint at `skip_hw` left out, and waits for it.
     fn single_step(&mut self, skip_hw: Option<u64>) -> Result<StopReason, GdbError> {
-        self.set_debug(true, skip_hw)?;
+        self.begin_step(skip_hw)?;
+        self.resume_vcpu();
         loop {
-            if self.stopping() {
-                return Err(GdbError::Stopping);
+            let stop = &self.ctx.stop;
+            let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+            if let Some(r) = self.stop_reason(s)? {
+                return Ok(r);
             }
-            if let Ran::Stopped(r) = self.run_once()? {
+            if let Some(r) = self.pass_through()? {
                 return Ok(r);
             }
         }
+    }
+
+    /// Sets up one step: KVM's single-step in ring 0, RFLAGS.TF in ring 3.
+    fn begin_step(&mut self, skip_hw: Option<u64>) -> Result<(), GdbError> {
+        if self.cpl()? == 3 {
+            let (mut regs, _) = self.state()?;
+            regs.rflags |= TF;
+            self.dbg.vcpu().set_regs(&regs).map_err(GdbError::kvm("set RFLAGS.TF for a user-mode step"))?;
+            self.cache = None;
+            self.user_step = true;
+        }
+        self.set_debug(true, skip_hw)
+    }
+
+    /// The exception frame at the vCPU's stack pointer (it sits on the
+    /// first instruction of a handler), if it is one from ring 3.
+    fn user_frame(&mut self) -> Result<Option<ExceptionFrame>, GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mut b = [0u8; 40];
+        if inspect::read_linear(self.mem, &inspect::address_mode(&regs, &sregs), regs.rsp, &mut b) < 40 {
+            return Ok(None);
+        }
+        let q = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let f = ExceptionFrame { rip: q(0), cs: q(1), rflags: q(2), rsp: q(3), ss: q(4) };
+        Ok((f.cs & 3 == 3).then_some(f))
+    }
+
+    /// A segment register as the GDT entry for `selector` describes it.
+    fn gdt_segment(&mut self, selector: u64) -> Result<kvm_bindings::kvm_segment, GdbError> {
+        let (regs, sregs) = self.state()?;
+        let mut d = [0u8; 8];
+        let at = sregs.gdt.base + (selector & !7);
+        if inspect::read_linear(self.mem, &inspect::address_mode(&regs, &sregs), at, &mut d) < 8 {
+            return Err(GdbError::Guest("the guest's GDT is unreadable"));
+        }
+        let lo = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let hi = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
+        let g = (hi >> 23) & 1;
+        let mut limit = (lo & 0xffff) | (hi & 0xf_0000);
+        if g == 1 {
+            limit = (limit << 12) | 0xfff;
+        }
+        Ok(kvm_bindings::kvm_segment {
+            base: u64::from((lo >> 16) | ((hi & 0xff) << 16) | (hi & 0xff00_0000)),
+            limit,
+            selector: selector as u16,
+            // Loaded segments have their accessed bit set.
+            type_: ((hi >> 8) & 0xf) as u8 | 1,
+            present: ((hi >> 15) & 1) as u8,
+            dpl: ((hi >> 13) & 3) as u8,
+            db: ((hi >> 22) & 1) as u8,
+            s: ((hi >> 12) & 1) as u8,
+            l: ((hi >> 21) & 1) as u8,
+            g: g as u8,
+            avl: ((hi >> 20) & 1) as u8,
+            unusable: 0,
+            padding: 0,
+        })
+    }
+
+    /// Undoes the entry into the guest's handler: the vCPU is back in
+    /// ring 3 at `rip` with the frame's stack and flags, as if the
+    /// exception never happened.
+    fn rewind(&mut self, f: &ExceptionFrame, rip: u64, clear_tf: bool) -> Result<(), GdbError> {
+        let (mut regs, mut sregs) = self.state()?;
+        sregs.cs = self.gdt_segment(f.cs)?;
+        sregs.ss = self.gdt_segment(f.ss)?;
+        regs.rip = rip;
+        regs.rsp = f.rsp;
+        regs.rflags = if clear_tf { f.rflags & !TF } else { f.rflags };
+        let v = self.dbg.vcpu();
+        v.set_sregs(&sregs).map_err(GdbError::kvm("return the vCPU to ring 3 (segments)"))?;
+        v.set_regs(&regs).map_err(GdbError::kvm("return the vCPU to ring 3 (registers)"))?;
+        drop(v);
+        self.cache = None;
+        Ok(())
+    }
+
+    /// A hidden breakpoint fired: the guest entered its #BP or #DB handler.
+    /// When the entry came from the stub's own int3 or TF in ring 3, the
+    /// vCPU is put back where ring 3 was and gdb sees a breakpoint or a
+    /// finished step; otherwise it is the guest's own business (None).
+    fn hidden_hit(&mut self, kind: Hidden) -> Result<Option<StopReason>, GdbError> {
+        let Some(f) = self.user_frame()? else {
+            return Ok(None);
+        };
+        match kind {
+            Hidden::Breakpoint => {
+                // #BP is a trap: the frame's RIP is past the int3.
+                let la = f.rip.wrapping_sub(1);
+                let mode = self.cpu_mode()?;
+                let ours = inspect::linear_to_phys(self.mem, &mode, la).ok().and_then(|pa| self.bps.sw_at_phys(pa));
+                if ours.is_none() {
+                    return Ok(None);
+                }
+                self.rewind(&f, la, false)?;
+                Ok(Some(StopReason::SwBreak(VCPU0)))
+            }
+            Hidden::Step => {
+                if !self.user_step && !self.step {
+                    return Ok(None);
+                }
+                self.user_step = false;
+                self.rewind(&f, f.rip, true)?;
+                Ok(Some(StopReason::DoneStep))
+            }
+        }
+    }
+
+    /// After a hidden breakpoint that was not the stub's: lets the guest's
+    /// handler run (one ring-0 step past the hidden breakpoint, which would
+    /// re-fire since RFLAGS.RF is ignored) and resumes as before.
+    fn pass_through(&mut self) -> Result<Option<StopReason>, GdbError> {
+        let pc = self.pc_linear()?;
+        let user_step = std::mem::take(&mut self.user_step);
+        self.set_debug(true, Some(pc))?;
+        self.resume_vcpu();
+        let stop = &self.ctx.stop;
+        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+        self.user_step = user_step;
+        match self.stop_reason(s)? {
+            Some(StopReason::DoneStep) | None => {}
+            Some(other) => return Ok(Some(other)),
+        }
+        self.set_debug(self.step, None)?;
+        self.resume_vcpu();
+        Ok(None)
     }
 
     /// Runs the vCPU as gdb asked (continue or step) until it stops or gdb
@@ -268,15 +603,23 @@ impl<'a> GdbTarget<'a> {
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
-        if let Some(GuestEnd::Crash(c)) = &self.end {
-            return Ok(Event::TargetStopped(StopReason::Terminated(crash_signal(c))));
+        match &self.end {
+            Some(GuestEnd::Crash(c)) => {
+                let signal = crash_signal(c);
+                self.dbg.end(VcpuStop::Crash(c.clone()));
+                self.end = Some(GuestEnd::Over);
+                return Ok(Event::TargetStopped(StopReason::Terminated(signal)));
+            }
+            Some(GuestEnd::Over) => return Err(E::Target(GdbError::Stopping)),
+            None => {}
         }
         // A breakpoint under the PC would stop the guest where it stands
         // (hardware ones re-fire: RFLAGS.RF is ignored on some hosts), so
         // its instruction runs alone with the breakpoint out of the way.
         if !self.bps.is_empty() {
             let pc = self.pc_linear().map_err(E::Target)?;
-            let sw = self.bps.sw_at(pc);
+            let mode = self.cpu_mode().map_err(E::Target)?;
+            let sw = inspect::linear_to_phys(self.mem, &mode, pc).ok().and_then(|pa| self.bps.sw_at_phys(pa));
             if sw.is_some() || self.bps.hw_at(pc) {
                 if let Some(b) = &sw {
                     self.bps.lift(self.mem, b);
@@ -292,34 +635,71 @@ impl<'a> GdbTarget<'a> {
             }
         }
         if self.step {
-            return self.single_step(None).map(Event::TargetStopped).map_err(E::Target);
+            self.begin_step(None).map_err(E::Target)?;
+        } else {
+            self.set_debug(false, None).map_err(E::Target)?;
         }
-        self.set_debug(false, None).map_err(E::Target)?;
-        self.watcher.arm();
-        let r = self.continue_until_event(conn);
-        self.watcher.disarm();
-        r
+        self.resume_vcpu();
+        self.wait_event(conn)
     }
 
-    fn continue_until_event(
+    /// Waits for the vCPU's stop or gdb's next byte (a Ctrl-C), whichever
+    /// comes first.
+    fn wait_event(
         &mut self,
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
+        if !self.conn_watched {
+            self.epoll
+                .ctl(
+                    ControlOperation::Add,
+                    conn.raw_fd(),
+                    EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP, EV_GDB),
+                )
+                .map_err(|e| E::Target(GdbError::Thread(e)))?;
+            self.conn_watched = true;
+        }
+        let mut events = [EpollEvent::default(); 2];
         loop {
+            if let Some(s) = self.dbg.try_stop() {
+                match self.stop_reason(s).map_err(E::Target)? {
+                    Some(r) => return Ok(Event::TargetStopped(r)),
+                    None => {
+                        if let Some(r) = self.pass_through().map_err(E::Target)? {
+                            return Ok(Event::TargetStopped(r));
+                        }
+                        continue;
+                    }
+                }
+            }
             if self.stopping() {
                 return Err(E::Target(GdbError::Stopping));
             }
-            match self.run_once().map_err(E::Target)? {
-                Ran::Stopped(r) => return Ok(Event::TargetStopped(r)),
-                Ran::Again => {}
-                Ran::Interrupted if self.watcher.fired() => match conn.take_pending().map_err(E::Connection)? {
-                    Some(b) => return Ok(Event::IncomingData(b)),
-                    None => self.watcher.arm(),
-                },
-                Ran::Interrupted => {}
+            let n = match self.epoll.wait(POLL_MS, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(E::Target(GdbError::Thread(e))),
+            };
+            if events[..n].iter().any(|e| e.data() == EV_GDB) {
+                if let Some(b) = conn.take_pending().map_err(E::Connection)? {
+                    return Ok(Event::IncomingData(b));
+                }
             }
         }
+    }
+
+    /// gdb's Ctrl-C: parks the running vCPU and says why it stopped.
+    fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
+        if !self.running {
+            return Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }));
+        }
+        self.dbg.request_stop();
+        let stop = &self.ctx.stop;
+        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+        // Parked on a hidden breakpoint of the guest's own business: that
+        // is where Ctrl-C stopped it.
+        Ok(Some(self.stop_reason(s)?.unwrap_or(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT })))
     }
 }
 
@@ -356,7 +736,8 @@ impl Target for GdbTarget<'_> {
 impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, out: &mut Regs, _tid: Tid) -> TargetResult<(), Self> {
         let (r, s) = self.state().map_err(fatal)?;
-        let fpu = self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+        let fpu =
+            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         let c = &mut out.core;
         c.regs = [
             r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
@@ -396,7 +777,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         let new_sel = [c.segments.cs, c.segments.ss, c.segments.ds, c.segments.es, c.segments.fs, c.segments.gs];
         if sel.iter().zip(new_sel).any(|(&a, b)| u32::from(a) != b) {
             // A selector alone says nothing of the descriptor behind it.
-            eprintln!("vmm: gdb: segment selectors cannot be changed from gdb (the descriptor would not follow)");
+            self.note("segment selectors cannot be changed from gdb (the descriptor would not follow)".into());
             return Err(TargetError::Errno(EINVAL));
         }
         [
@@ -406,10 +787,13 @@ impl MultiThreadBase for GdbTarget<'_> {
         r.rip = c.rip;
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
         self.cache = None;
-        self.vcpu.set_regs(&r).map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
+        self.dbg
+            .vcpu()
+            .set_regs(&r)
+            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
 
         let mut fpu =
-            self.vcpu.get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         for (v, x) in fpu.xmm.iter_mut().zip(c.xmm.iter()) {
             *v = x.to_le_bytes();
         }
@@ -419,13 +803,18 @@ impl MultiThreadBase for GdbTarget<'_> {
         for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
             fpr[..10].copy_from_slice(st);
         }
-        self.vcpu.set_fpu(&fpu).map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
+        self.dbg
+            .vcpu()
+            .set_fpu(&fpu)
+            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
 
         let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         if old != new.system {
             [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = new.system;
-            if let Err(e) = self.vcpu.set_sregs(&s) {
-                eprintln!("vmm: gdb: KVM refused the new control registers ({e}); they are unchanged");
+            let r = self.dbg.vcpu().set_sregs(&s);
+            self.cache = None;
+            if let Err(e) = r {
+                self.note(format!("KVM refused the new control registers ({e}); they are unchanged"));
                 return Err(TargetError::Errno(EINVAL));
             }
         }
@@ -535,26 +924,59 @@ impl SwBreakpoint for GdbTarget<'_> {
         // Breakpoints live in the address space the vCPU runs in, whatever
         // `monitor cr3`/`phys` say about memory reads.
         let mode = self.cpu_mode().map_err(fatal)?;
+        // An int3 on a no-execute page never runs at that address: the
+        // fetch faults first (gdb puts `call`'s return breakpoint on the
+        // stack). A debug register matches before the fetch, so one takes
+        // that address when free; the int3 still catches the frame's
+        // executable aliases (kernel text through the direct map).
+        if let AddressMode::Paged(ctx) = &mode {
+            let nx = mm_core::paging::walk(&inspect::GuestPhys(self.mem), ctx, mm_core::addr::VirtAddr(addr))
+                .is_ok_and(|t| t.flags.contains(mm_core::paging::PteFlags::NX));
+            if nx {
+                match self.bps.insert_hw(addr) {
+                    Ok(()) => self.sw_as_hw.push(addr),
+                    Err(e) => self.note(format!(
+                        "the breakpoint at {addr:#x} is on a no-execute page: it fires only where the same bytes \
+                         are executable through another address, since {e}"
+                    )),
+                }
+            }
+        }
         match self.bps.insert_sw(self.mem, &mode, addr) {
             Ok(()) => Ok(true),
             Err(e) => {
-                eprintln!("vmm: gdb: cannot set a breakpoint: {e}");
+                if let Some(i) = self.sw_as_hw.iter().position(|&a| a == addr) {
+                    self.sw_as_hw.swap_remove(i);
+                    self.bps.remove_hw(addr);
+                }
+                self.note(format!("cannot set a breakpoint: {e}"));
                 Ok(false)
             }
         }
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some(i) = self.sw_as_hw.iter().position(|&a| a == addr) {
+            self.sw_as_hw.swap_remove(i);
+            self.bps.remove_hw(addr);
+        }
         Ok(self.bps.remove_sw(self.mem, addr))
     }
 }
 
 impl HwBreakpoint for GdbTarget<'_> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if addr < super::breakpoints::USER_END && !crate::kvm::host_has_hw_virt() {
+            self.note(format!(
+                "refused a hardware breakpoint at {addr:#x}: debug registers never fire in ring 3 on this host \
+                 (KVM emulates ring 0 only; platform.md); use `break`, which the stub catches in user mode"
+            ));
+            return Ok(false);
+        }
         match self.bps.insert_hw(addr) {
             Ok(()) => Ok(true),
             Err(e) => {
-                eprintln!("vmm: gdb: cannot set a hardware breakpoint: {e}");
+                self.note(format!("cannot set a hardware breakpoint: {e}"));
                 Ok(false)
             }
         }
@@ -572,7 +994,7 @@ pub const NO_WATCHPOINTS: &str = "data watchpoints are not available: KVM on thi
 
 impl HwWatchpoint for GdbTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, _len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
-        eprintln!("vmm: gdb: refused a watchpoint at {addr:#x}: {NO_WATCHPOINTS}");
+        self.note(format!("refused a watchpoint at {addr:#x}: {NO_WATCHPOINTS}"));
         Ok(false)
     }
 
@@ -584,6 +1006,7 @@ impl HwWatchpoint for GdbTarget<'_> {
 impl MonitorCmd for GdbTarget<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), GdbError> {
         let text = super::monitor::execute(self, &String::from_utf8_lossy(cmd));
+        let text = self.take_notes() + &text;
         out.write_raw(text.as_bytes());
         Ok(())
     }
@@ -601,11 +1024,17 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         target: &mut GdbTarget<'a>,
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
-        target.resume_and_wait(conn)
+        // Notes queued while stopped (a refused insertion) go out with this
+        // resume's replies; notes of the stop itself go before its reply.
+        target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
+        let r = target.resume_and_wait(conn);
+        if let Ok(Event::TargetStopped(_)) = &r {
+            target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
+        }
+        r
     }
 
-    fn on_interrupt(_target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
-        // The vCPU is already out of KVM_RUN: it stops where it is.
-        Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
+    fn on_interrupt(target: &mut GdbTarget<'a>) -> Result<Option<StopReason>, GdbError> {
+        target.interrupt()
     }
 }

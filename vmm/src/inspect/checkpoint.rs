@@ -1,9 +1,10 @@
 //! Pause points: what the host does while the vCPU is parked at a named
-//! checkpoint. Owns the [`ParkHook`] seam (any run loop, the gdb stub's
-//! included, calls [`crate::vcpu::service_checkpoint`] after an exit and so
-//! reaches the hook) and the [`Inspector`], the hook behind `vmm run
-//! --inspect/--verify`: it reads the vCPU's registers, shows the views,
-//! runs the checks, and stops the run on a violation.
+//! checkpoint. Defines the [`ParkHook`] seam (the vCPU run loop owns the
+//! hooks and calls them at every checkpoint and SIGUSR1 pause, with or
+//! without gdb attached) and the [`Inspector`], the hook behind `vmm run
+//! --inspect/--verify`: it reads the vCPU's registers through the
+//! [`Vcpu`] trait, shows the views, runs the checks, and stops the run on
+//! a violation.
 
 use super::dirty::dirty_view;
 use super::exits::ExitsReport;
@@ -17,10 +18,11 @@ use super::stage2::{slots, stage2};
 use super::verify::{self, CheckResult, KvmTranslator};
 use super::views::{self, collect_mappings, table_pages, walk_view, CpuReport, MappingsReport, Observed};
 use super::{address_mode, AddressMode, GuestLink, GuestPhys};
+use crate::kvm::Vcpu;
 use crate::memory::GuestMem;
 use crate::symbols::Symbols;
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use kvm_ioctls::{VcpuFd, VmFd};
+use kvm_ioctls::VmFd;
 use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::paging::{walk, CpuContext};
 use serde::Serialize;
@@ -34,8 +36,8 @@ use std::sync::{Arc, Mutex};
 pub enum ParkVerdict {
     /// Run the guest on.
     Resume,
-    /// End the run (the hook keeps the reason; the loop reports
-    /// [`crate::vcpu::VcpuStop::Stopped`]).
+    /// End the run (the hook keeps the reason; the run loop ends as
+    /// stopped).
     Stop,
 }
 
@@ -43,7 +45,7 @@ pub enum ParkVerdict {
 pub trait ParkHook: Send {
     /// Called once per checkpoint, before the next `KVM_RUN`; the vCPU's
     /// registers and guest memory hold still meanwhile.
-    fn checkpoint(&mut self, name: &str, vcpu: &mut VcpuFd) -> ParkVerdict;
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict;
 
     /// Where the hook leaves why it stopped a run, for the VM to report
     /// after the vCPU thread ends (an [`Inspector`]'s; none by default).
@@ -89,7 +91,7 @@ pub struct Parked {
 }
 
 /// Reads the parked vCPU's registers.
-pub fn parked(vcpu: &VcpuFd) -> Result<Parked, String> {
+pub fn parked(vcpu: &dyn Vcpu) -> Result<Parked, String> {
     let regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS failed: {e}"))?;
     let sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
     let ctx = match address_mode(&regs, &sregs) {
@@ -435,7 +437,7 @@ impl Inspector {
         &mut self,
         checks: &[Check],
         p: &Parked,
-        vcpu: &VcpuFd,
+        vcpu: &dyn Vcpu,
         cache: &mut HashMap<u64, MappingsReport>,
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
@@ -530,7 +532,7 @@ impl Inspector {
 
     /// Shows the views and runs the checks at checkpoint `name`. Returns
     /// the verification results (empty without `--verify`).
-    pub fn inspect(&mut self, name: &str, vcpu: &VcpuFd) -> Result<Vec<CheckResult>, InspectError> {
+    pub fn inspect(&mut self, name: &str, vcpu: &dyn Vcpu) -> Result<Vec<CheckResult>, InspectError> {
         let fail = |detail: String| InspectError::Vcpu { checkpoint: name.to_string(), detail };
         let p = parked(vcpu).map_err(fail)?;
         let mut cache = HashMap::new();
@@ -578,7 +580,7 @@ impl ParkHook for Inspector {
         Some(self.outcome.clone())
     }
 
-    fn checkpoint(&mut self, name: &str, vcpu: &mut VcpuFd) -> ParkVerdict {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict {
         if let Ok(mut o) = self.outcome.lock() {
             o.checkpoints += 1;
         }

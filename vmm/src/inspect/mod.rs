@@ -64,7 +64,7 @@ impl PhysMem for GuestPhys<'_> {
 /// virtualisation (the emulated MMU of platform.md faults on them).
 fn gbpages() -> bool {
     let cpu_has = std::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0;
-    cpu_has && crate::vcpu::report::host_has_hw_virt()
+    cpu_has && crate::kvm::host_has_hw_virt()
 }
 
 /// How the vCPU currently turns linear addresses into physical ones.

@@ -8,8 +8,8 @@
 use super::spec::Check;
 use super::views::{MappingsReport, Observed};
 use super::GuestPhys;
+use crate::kvm::Vcpu;
 use kvm_bindings::kvm_sregs;
-use kvm_ioctls::VcpuFd;
 use mm_core::addr::VirtAddr;
 use mm_core::mem::PhysMem;
 use mm_core::paging::walker::walk_trace;
@@ -37,7 +37,7 @@ pub trait GvaTranslator {
 /// back as they were, so verifying does not change what the views show
 /// next (KVM's dirty log still records the table pages it wrote).
 pub struct KvmTranslator<'a> {
-    vcpu: &'a VcpuFd,
+    vcpu: &'a dyn Vcpu,
     original: kvm_sregs,
     loaded: u64,
     preserve: Option<(&'a GuestMemoryMmap, CpuContext)>,
@@ -45,7 +45,7 @@ pub struct KvmTranslator<'a> {
 
 impl<'a> KvmTranslator<'a> {
     /// Reads the vCPU's special registers to restore them later.
-    pub fn new(vcpu: &'a VcpuFd) -> Result<Self, String> {
+    pub fn new(vcpu: &'a dyn Vcpu) -> Result<Self, String> {
         let original = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
         Ok(KvmTranslator { vcpu, loaded: original.cr3, original, preserve: None })
     }

@@ -1,16 +1,45 @@
-//! Running the vCPU: the `KVM_RUN` loop and what each exit means.
+//! Running a vCPU: the VMM's one `KVM_RUN` loop ([`VcpuRunner`]) and what
+//! each exit means.
+//!
+//! Every way the guest is observed is a client of this loop, never a loop
+//! of its own: the park hooks ([`ParkHook`]: `--inspect`/`--verify` at
+//! checkpoints and at a SIGUSR1 pause) run here with the vCPU parked in
+//! the exit, and a debugger (the gdb stub, on its own thread) talks to the
+//! loop through [`debug`]: the vCPU parks for it (a paused state) and
+//! waits on a channel for what to do next, as Firecracker's vCPU does. So
+//! checkpoints, pauses and `--verify` work the same with gdb attached.
+//!
+//! Everything outside the loop reaches the vCPU's state through the small
+//! [`Vcpu`] trait ([`crate::kvm`]); the loop alone calls `KVM_RUN`. The
+//! vCPU sits in a [`SharedVcpu`] (a mutex the loop holds only while it is
+//! inside `KVM_RUN` or handling an exit), so a debugger on another thread
+//! reads registers while the vCPU is parked.
 //!
 //! [`handle_exit`] is a free function over the exit alone, so unit tests
 //! feed it exits without a VM (as Firecracker's vCPU tests do).
 
+pub mod debug;
 pub mod report;
 
 use crate::devices::{PortAction, PortBus};
 pub use crate::inspect::checkpoint::{ParkHook, ParkVerdict};
 use crate::inspect::exits::ExitReason;
-use crate::inspect::pause;
+use crate::inspect::{pause, GuestLink};
+pub use crate::kvm::Vcpu;
+use kvm_bindings::kvm_debug_exit_arch;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// A vCPU shared between its run loop and the threads that look at it
+/// while it is parked (the gdb stub).
+pub type SharedVcpu = Arc<Mutex<VcpuFd>>;
+
+/// Locks a shared vCPU. A panic on another thread holding the lock leaves
+/// the vCPU's state as KVM has it, so the lock is taken anyway.
+pub fn lock(vcpu: &SharedVcpu) -> MutexGuard<'_, VcpuFd> {
+    vcpu.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why the guest stopped running for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,23 +65,33 @@ pub enum Crash {
 }
 
 /// What the loop does after an exit.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum ExitAction {
     /// Run again.
     Continue,
     /// The guest asked to end with this status.
     Exit(u32),
-    /// The guest cannot go on.
+    /// The guest reached a named checkpoint: park and run the hooks.
+    Checkpoint(String),
+    /// A debug exit (single-step, breakpoint): the debugger's.
+    Debug(kvm_debug_exit_arch),
+    /// The guest cannot go on (unless a debugger says otherwise).
     Crash(Crash),
 }
 
-/// Decides what an exit means.
-pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus) -> ExitAction {
-    bus.link().exits.record(ExitReason::of(&exit));
+/// Decides what an exit means; counts it and records a published
+/// descriptor in `link`.
+pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus, link: &GuestLink) -> ExitAction {
+    link.exits.record(ExitReason::of(&exit));
     match exit {
         VcpuExit::IoOut(port, data) => match bus.write(port, data) {
             PortAction::Continue => ExitAction::Continue,
             PortAction::Exit(code) => ExitAction::Exit(code),
+            PortAction::Checkpoint(name) => ExitAction::Checkpoint(name),
+            PortAction::Descriptor(pa) => {
+                link.descriptor.set(pa);
+                ExitAction::Continue
+            }
         },
         VcpuExit::IoIn(port, data) => {
             bus.read(port, data);
@@ -64,6 +103,7 @@ pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus) -> ExitAction {
             ExitAction::Continue
         }
         VcpuExit::MmioWrite(..) => ExitAction::Continue,
+        VcpuExit::Debug(d) => ExitAction::Debug(d),
         VcpuExit::Shutdown => ExitAction::Crash(Crash::Shutdown),
         // Without an interrupt controller no interrupt can ever arrive.
         VcpuExit::Hlt => ExitAction::Crash(Crash::Halted),
@@ -75,48 +115,159 @@ pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus) -> ExitAction {
 }
 
 /// How the run loop ended.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VcpuStop {
     /// The guest wrote its exit status.
     Exit(u32),
     /// The guest died.
     Crash(Crash),
-    /// The host asked it to stop (timeout, signal).
+    /// The host asked it to stop (timeout, signal, a `--verify` violation).
     Stopped,
+    /// The debugger killed it (gdb's `kill`).
+    Killed,
 }
 
-/// Runs the vCPU until the guest exits or dies, or `stop` is set (the
-/// caller then kicks the thread with a signal so `KVM_RUN` returns).
-pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<VcpuStop, kvm_ioctls::Error> {
-    pause::register_vcpu_thread();
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return Ok(VcpuStop::Stopped);
+/// One vCPU's run loop with what it owns: the port bus, the link to
+/// inspection, the park hooks and the debugger's end of the channel.
+pub struct VcpuRunner {
+    index: usize,
+    vcpu: SharedVcpu,
+    bus: PortBus,
+    link: GuestLink,
+    hooks: Vec<Box<dyn ParkHook>>,
+    debugger: Option<debug::VcpuDebug>,
+    stop: Arc<AtomicBool>,
+}
+
+impl VcpuRunner {
+    /// A runner for vCPU `index`. `link` receives the exit counts and the
+    /// descriptor the guest publishes; `stop` ends the loop (the setter
+    /// then kicks the vCPU thread out of `KVM_RUN` with the event loop's
+    /// signal).
+    pub fn new(index: usize, vcpu: SharedVcpu, bus: PortBus, link: GuestLink, stop: Arc<AtomicBool>) -> Self {
+        VcpuRunner { index, vcpu, bus, link, hooks: Vec::new(), debugger: None, stop }
+    }
+
+    /// The vCPU's index (0 is the boot CPU).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Adds what runs while the vCPU is parked at a checkpoint or a pause.
+    pub fn add_park_hook(&mut self, hook: Box<dyn ParkHook>) {
+        self.hooks.push(hook);
+    }
+
+    /// Connects a debugger (see [`debug::channel`]).
+    pub fn set_debugger(&mut self, d: debug::VcpuDebug) {
+        self.debugger = Some(d);
+    }
+
+    /// The port bus (the self-test results it collected).
+    pub fn bus(&self) -> &PortBus {
+        &self.bus
+    }
+
+    /// Runs the vCPU until the guest exits or dies, a hook or the debugger
+    /// ends the run, or `stop` is set. Call it on the vCPU's own thread.
+    pub fn run(&mut self) -> Result<VcpuStop, kvm_ioctls::Error> {
+        pause::register_vcpu_thread();
+        if let Some(d) = &self.debugger {
+            d.register_thread();
         }
-        if pause::take() && service_pause(vcpu, bus) == ParkVerdict::Stop {
-            return Ok(VcpuStop::Stopped);
+        let end = self.run_loop();
+        if let Some(d) = &self.debugger {
+            d.ended(end.as_ref().ok());
         }
-        let action = match vcpu.run() {
-            Ok(exit) => handle_exit(exit, bus),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                bus.link().exits.record(ExitReason::Interrupted);
-                if halted_for_good(vcpu) {
-                    return Ok(VcpuStop::Crash(Crash::Halted));
+        end
+    }
+
+    fn run_loop(&mut self) -> Result<VcpuStop, kvm_ioctls::Error> {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(VcpuStop::Stopped);
+            }
+            if pause::take() && self.park_hooks(pause::PAUSE_CHECKPOINT) == ParkVerdict::Stop {
+                return Ok(VcpuStop::Stopped);
+            }
+            if self.debugger.as_ref().is_some_and(debug::VcpuDebug::stop_requested) {
+                if let Some(end) = self.park_for_debugger(debug::DebugStop::Requested) {
+                    return Ok(end);
                 }
                 continue;
             }
-            Err(e) => return Err(e),
-        };
-        match action {
-            ExitAction::Continue => {
-                if service_checkpoint(vcpu, bus) == ParkVerdict::Stop {
-                    return Ok(VcpuStop::Stopped);
+            match self.enter()? {
+                ExitAction::Continue => {}
+                ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
+                ExitAction::Checkpoint(name) => {
+                    if self.park_hooks(&name) == ParkVerdict::Stop {
+                        return Ok(VcpuStop::Stopped);
+                    }
+                }
+                ExitAction::Debug(d) => {
+                    // Without a debugger guest debugging is off; a debug
+                    // exit left over from a detached session is dropped.
+                    if self.attached() {
+                        if let Some(end) = self.park_for_debugger(debug::DebugStop::Debug(d)) {
+                            return Ok(end);
+                        }
+                    }
+                }
+                ExitAction::Crash(c) => {
+                    // A debugger sees the crash as a stop and decides: look
+                    // at the state, end the run, or run on (its own int3 on
+                    // hosts that emulate ring 0 ends KVM_RUN as an
+                    // emulation failure; a halted vCPU may be woken).
+                    if !self.attached() {
+                        return Ok(VcpuStop::Crash(c));
+                    }
+                    if let Some(end) = self.park_for_debugger(debug::DebugStop::Crash(c)) {
+                        return Ok(end);
+                    }
                 }
             }
-            ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
-            ExitAction::Crash(Crash::Internal { .. }) => return Ok(VcpuStop::Crash(internal_error(vcpu))),
-            ExitAction::Crash(c) => return Ok(VcpuStop::Crash(c)),
         }
+    }
+
+    fn attached(&self) -> bool {
+        self.debugger.as_ref().is_some_and(debug::VcpuDebug::attached)
+    }
+
+    /// Enters the guest once and says what the exit means.
+    fn enter(&mut self) -> Result<ExitAction, kvm_ioctls::Error> {
+        let mut vcpu = lock(&self.vcpu);
+        match vcpu.run() {
+            Ok(VcpuExit::InternalError) => {
+                self.link.exits.record(ExitReason::InternalError);
+                Ok(ExitAction::Crash(internal_error(&mut vcpu)))
+            }
+            Ok(exit) => Ok(handle_exit(exit, &mut self.bus, &self.link)),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.link.exits.record(ExitReason::Interrupted);
+                Ok(if halted_for_good(&vcpu) { ExitAction::Crash(Crash::Halted) } else { ExitAction::Continue })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the park hooks at checkpoint `name` with the vCPU parked.
+    fn park_hooks(&mut self, name: &str) -> ParkVerdict {
+        if self.hooks.is_empty() {
+            return ParkVerdict::Resume;
+        }
+        let vcpu = lock(&self.vcpu);
+        for hook in &mut self.hooks {
+            if hook.checkpoint(name, &*vcpu) == ParkVerdict::Stop {
+                return ParkVerdict::Stop;
+            }
+        }
+        ParkVerdict::Resume
+    }
+
+    /// Parks for the debugger; `Some` when it ended the run.
+    fn park_for_debugger(&mut self, why: debug::DebugStop) -> Option<VcpuStop> {
+        let d = self.debugger.as_ref()?;
+        d.park(why, &self.stop)
     }
 }
 
@@ -126,29 +277,6 @@ pub fn run(vcpu: &mut VcpuFd, bus: &mut PortBus, stop: &AtomicBool) -> Result<Vc
 fn halted_for_good(vcpu: &VcpuFd) -> bool {
     let halted = vcpu.get_mp_state().is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
     halted && vcpu.get_regs().is_ok_and(|r| r.rflags & mm_core::abi::cpu::RFLAGS_IF == 0)
-}
-
-/// Serves the checkpoint the last exit completed, if any: runs the bus's
-/// [`ParkHook`] with the vCPU still parked in that port write, before the
-/// next `KVM_RUN`. Any run loop (this one, the gdb stub's) calls it after
-/// an exit that continues; without a checkpoint or a hook it does nothing.
-pub fn service_checkpoint(vcpu: &mut VcpuFd, bus: &mut PortBus) -> ParkVerdict {
-    let Some(name) = bus.take_checkpoint() else {
-        return ParkVerdict::Resume;
-    };
-    match bus.park_hook() {
-        Some(hook) => hook.checkpoint(&name, vcpu),
-        None => ParkVerdict::Resume,
-    }
-}
-
-/// Serves a user's pause request (SIGUSR1, [`pause`]) as an ad-hoc
-/// checkpoint named [`pause::PAUSE_CHECKPOINT`].
-pub fn service_pause(vcpu: &mut VcpuFd, bus: &mut PortBus) -> ParkVerdict {
-    match bus.park_hook() {
-        Some(hook) => hook.checkpoint(pause::PAUSE_CHECKPOINT, vcpu),
-        None => ParkVerdict::Resume,
-    }
 }
 
 /// The details of the `KVM_EXIT_INTERNAL_ERROR` the vCPU just returned
@@ -168,8 +296,7 @@ pub fn internal_error(vcpu: &mut VcpuFd) -> Crash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::{serial::SerialConsole, EXIT_PORT};
-    use std::sync::{Arc, Mutex};
+    use crate::devices::{serial::SerialConsole, CHECKPOINT_PORT, DESCRIPTOR_PORT, DESCRIPTOR_PORT_HIGH, EXIT_PORT};
 
     fn bus() -> PortBus {
         PortBus::new(Arc::new(Mutex::new(SerialConsole::captured().0)), Arc::default())
@@ -178,14 +305,24 @@ mod tests {
     #[test]
     fn exits_map_to_actions() {
         let mut b = bus();
-        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &[3, 0, 0, 0]), &mut b), ExitAction::Exit(3));
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x3f8, b"x"), &mut b), ExitAction::Continue);
-        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut b), ExitAction::Crash(Crash::Shutdown));
-        assert_eq!(handle_exit(VcpuExit::Hlt, &mut b), ExitAction::Crash(Crash::Halted));
-        assert_eq!(handle_exit(VcpuExit::FailEntry(7, 0), &mut b), ExitAction::Crash(Crash::FailEntry { reason: 7 }));
+        let l = GuestLink::default();
+        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &[3, 0, 0, 0]), &mut b, &l), ExitAction::Exit(3));
+        assert_eq!(handle_exit(VcpuExit::IoOut(0x3f8, b"x"), &mut b, &l), ExitAction::Continue);
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut b, &l), ExitAction::Crash(Crash::Shutdown));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut b, &l), ExitAction::Crash(Crash::Halted));
+        assert_eq!(
+            handle_exit(VcpuExit::FailEntry(7, 0), &mut b, &l),
+            ExitAction::Crash(Crash::FailEntry { reason: 7 })
+        );
         let mut d = [0u8; 4];
-        assert_eq!(handle_exit(VcpuExit::MmioRead(0xfee0_0000, &mut d), &mut b), ExitAction::Continue);
+        assert_eq!(handle_exit(VcpuExit::MmioRead(0xfee0_0000, &mut d), &mut b, &l), ExitAction::Continue);
         assert_eq!(d, [0xff; 4]);
-        assert!(matches!(handle_exit(VcpuExit::Unknown, &mut b), ExitAction::Crash(Crash::Unexpected(_))));
+        assert!(matches!(handle_exit(VcpuExit::Unknown, &mut b, &l), ExitAction::Crash(Crash::Unexpected(_))));
+        assert_eq!(handle_exit(VcpuExit::IoOut(CHECKPOINT_PORT, b"c"), &mut b, &l), ExitAction::Continue);
+        assert_eq!(handle_exit(VcpuExit::IoOut(CHECKPOINT_PORT, &[0]), &mut b, &l), ExitAction::Checkpoint("c".into()));
+        handle_exit(VcpuExit::IoOut(DESCRIPTOR_PORT, &0x5000u32.to_le_bytes()), &mut b, &l);
+        handle_exit(VcpuExit::IoOut(DESCRIPTOR_PORT_HIGH, &0u32.to_le_bytes()), &mut b, &l);
+        assert_eq!(l.descriptor.get(), Some(0x5000), "the runner's link holds the published descriptor");
+        assert_eq!(l.exits.take().values().sum::<u64>(), 11, "every exit counted");
     }
 }

@@ -4,11 +4,11 @@
 
 use super::Crash;
 use crate::inspect;
+use crate::kvm::Vcpu;
 use crate::memory::GuestMem;
 use crate::symbols::Symbols;
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use kvm_ioctls::VcpuFd;
 use std::fmt::Write as _;
 
 /// Everything captured from a stopped vCPU.
@@ -41,7 +41,7 @@ pub fn bitness(sregs: &kvm_sregs) -> u32 {
 
 impl CpuSnapshot {
     /// Captures the vCPU's state (registers and the bytes at its PC).
-    pub fn capture(vcpu: &VcpuFd, mem: &GuestMem) -> Result<Self, kvm_ioctls::Error> {
+    pub fn capture(vcpu: &dyn Vcpu, mem: &GuestMem) -> Result<Self, kvm_ioctls::Error> {
         let regs = vcpu.get_regs()?;
         let sregs = vcpu.get_sregs()?;
         let bitness = bitness(&sregs);
@@ -136,14 +136,7 @@ fn segment(seg: &kvm_segment) -> String {
     )
 }
 
-/// True when this host's CPU has hardware virtualisation (VMX or SVM).
-pub fn host_has_hw_virt() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| {
-            c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-        .unwrap_or(false)
-}
+pub use crate::kvm::host_has_hw_virt;
 
 /// One line saying what happened, plus any hint.
 pub fn headline(crash: &Crash, snap: Option<&CpuSnapshot>) -> String {
