@@ -24,5 +24,6 @@ pub mod fmt;
 pub mod mem;
 pub mod paging;
 pub mod slab;
+pub mod swap;
 pub mod vma;
 pub mod vmalloc;
