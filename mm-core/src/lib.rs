@@ -21,6 +21,7 @@ pub mod addr;
 pub mod buddy;
 pub mod descriptor;
 pub mod fmt;
+pub mod lru;
 pub mod mem;
 pub mod paging;
 pub mod slab;
