@@ -24,6 +24,7 @@ pub mod fmt;
 pub mod lru;
 pub mod mem;
 pub mod paging;
+pub mod rmap;
 pub mod slab;
 pub mod swap;
 pub mod vma;
