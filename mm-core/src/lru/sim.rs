@@ -41,8 +41,13 @@ pub struct TraceSpec {
 impl TraceSpec {
     /// The bench's trace: 4096 zipfian pages, a 3072-page scan after every
     /// 20000 accesses, 200000 accesses.
-    pub const DEFAULT: TraceSpec =
-        TraceSpec { seed: 0x5eed_cafe_f00d_d00d, len: 200_000, zipf_pages: 4096, scan_pages: 3072, scan_period: 20_000 };
+    pub const DEFAULT: TraceSpec = TraceSpec {
+        seed: 0x5eed_cafe_f00d_d00d,
+        len: 200_000,
+        zipf_pages: 4096,
+        scan_pages: 3072,
+        scan_period: 20_000,
+    };
 }
 
 /// A generated trace.

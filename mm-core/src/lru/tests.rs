@@ -15,7 +15,7 @@ fn verdict(pfn: u64) -> ReclaimOutcome {
     match pfn % 7 {
         3 => ReclaimOutcome::Keep,
         5 => ReclaimOutcome::Activate,
-        _ => ReclaimOutcome::Freed { io: pfn % 2 == 0 },
+        _ => ReclaimOutcome::Freed { io: pfn.is_multiple_of(2) },
     }
 }
 

@@ -150,7 +150,7 @@ proptest! {
         let mut model: BTreeMap<u64, (u16, bool)> = BTreeMap::new();
         // Ops name slots by index into the model's (or all) offsets so they hit live ones.
         let pick = |model: &BTreeMap<u64, (u16, bool)>, i: usize| -> u64 {
-            if model.is_empty() || i % 5 == 0 { (i as u64) % slots } else { *model.keys().nth(i % model.len()).unwrap() }
+            if model.is_empty() || i.is_multiple_of(5) { (i as u64) % slots } else { *model.keys().nth(i % model.len()).unwrap() }
         };
         for op in ops {
             match op {
