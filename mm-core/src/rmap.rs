@@ -246,9 +246,31 @@ impl AnonRmap {
 
     /// `folio_add_new_anon_rmap`: the mapping to record in a page newly
     /// mapped at `addr` of `mm` (anonymous fault, COW copy, swap-in of a
-    /// page not in the swap cache).
-    pub fn folio_add_new_anon_rmap(&mut self, mm: MmId, vma: &Vma, addr: u64) -> Result<AnonMapping, RmapError> {
-        let anon_vma = self.anon_vma_prepare(mm, vma, addr)?;
+    /// page not in the swap cache). An `exclusive` page (only this PTE will
+    /// map it: a fault, a COW copy, a swap-in whose slot nobody else
+    /// references) goes to the range's own anon_vma; a shared one (a
+    /// swap-in whose slot other swap PTEs still name, so other processes of
+    /// the fork tree will map it from the swap cache) to the root anon_vma,
+    /// which every range of the fork tree is linked to (`__folio_set_anon`:
+    /// "we must use the _oldest_ possible anon_vma").
+    pub fn folio_add_new_anon_rmap(
+        &mut self,
+        mm: MmId,
+        vma: &Vma,
+        addr: u64,
+        exclusive: bool,
+    ) -> Result<AnonMapping, RmapError> {
+        let own = self.anon_vma_prepare(mm, vma, addr)?;
+        let anon_vma = if exclusive {
+            own
+        } else {
+            // The range holding `addr` exists now; its chain starts at the root.
+            self.mms
+                .get(&mm)
+                .and_then(|m| m.range(..=addr).next_back())
+                .and_then(|(_, r)| r.chain.first().copied())
+                .unwrap_or(own)
+        };
         Ok(AnonMapping { anon_vma, index: vma.pgoff + (addr - vma.start) / PAGE_SIZE })
     }
 

@@ -72,6 +72,11 @@ pub const SWAP_CLUSTER_MAX: u64 = 32;
 /// The first (lowest-pressure) priority (`DEF_PRIORITY`): scan
 /// `size >> 12` pages of each list.
 pub const DEF_PRIORITY: u32 = 12;
+/// Passes of reclaim without progress before the allocator gives up and
+/// calls the OOM killer (`MAX_RECLAIM_RETRIES`, `should_reclaim_retry`):
+/// one pass can end having only aged young pages (activated, then
+/// deactivated with their accessed bits cleared), which the next frees.
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
 /// Highest `vm.swappiness`.
 pub const MAX_SWAPPINESS: u32 = 200;
 
@@ -902,8 +907,9 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
 
     /// `do_try_to_free_pages` on this lruvec: `shrink_lruvec` at falling
     /// priorities (`DEF_PRIORITY` down to 0) until `nr_to_reclaim` pages
-    /// are freed. Returns the number freed (0: reclaim made no progress,
-    /// the OOM killer's cue).
+    /// are freed. Returns the number freed; 0 is no progress, which the
+    /// allocator retries up to [`MAX_RECLAIM_RETRIES`] times before the OOM
+    /// killer (a pass over young pages may only have aged them).
     pub fn try_to_free_pages<O: ReclaimOps + ?Sized>(&mut self, sc: &mut ScanControl, ops: &mut O) -> u64 {
         let start = sc.nr_reclaimed;
         loop {

@@ -39,20 +39,25 @@ fn walk(r: &AnonRmap, m: AnonMapping) -> Vec<(MmId, u64)> {
 fn fork_shares_and_cow_separates() {
     let mut r = AnonRmap::new();
     let vma = Vma::anon(16 * P, 32 * P, RW);
-    let a = r.folio_add_new_anon_rmap(1, &vma, 20 * P).unwrap();
+    let a = r.folio_add_new_anon_rmap(1, &vma, 20 * P, true).unwrap();
     assert_eq!(a.index, 20);
     // Same VMA, another page: same anon_vma.
-    assert_eq!(r.folio_add_new_anon_rmap(1, &vma, 17 * P).unwrap().anon_vma, a.anon_vma);
+    assert_eq!(r.folio_add_new_anon_rmap(1, &vma, 17 * P, true).unwrap().anon_vma, a.anon_vma);
     r.anon_vma_fork(1, 2).unwrap();
     assert_eq!(walk(&r, a), [(1, 20 * P), (2, 20 * P)], "the parent's page is found in the child");
     // The child's COW copy goes to the child's own anon_vma: not in the parent.
-    let c = r.folio_add_new_anon_rmap(2, &vma, 20 * P).unwrap();
+    let c = r.folio_add_new_anon_rmap(2, &vma, 20 * P, true).unwrap();
     assert_ne!(c.anon_vma, a.anon_vma);
     assert_eq!(walk(&r, c), [(2, 20 * P)]);
     // Grandchild sees both generations.
     r.anon_vma_fork(2, 3).unwrap();
     assert_eq!(walk(&r, a), [(1, 20 * P), (2, 20 * P), (3, 20 * P)]);
     assert_eq!(walk(&r, c), [(2, 20 * P), (3, 20 * P)]);
+    // A page swapped in by the grandchild from a slot the others still
+    // name goes to the root: every process of the tree is a candidate.
+    let s = r.folio_add_new_anon_rmap(3, &vma, 21 * P, false).unwrap();
+    assert_eq!(s.anon_vma, a.anon_vma, "the root is the first anon_vma");
+    assert_eq!(walk(&r, s), [(1, 21 * P), (2, 21 * P), (3, 21 * P)]);
     assert_eq!(r.anon_vma_fork(1, 3), Err(RmapError::ChildNotEmpty(3)));
     // munmap in the child cuts its range; the rest still finds the page.
     r.unlink_anon_vmas(2, 18 * P, 22 * P);
@@ -73,7 +78,7 @@ fn fork_shares_and_cow_separates() {
 fn try_to_unmap_and_folio_referenced_check_the_ptes() {
     let mut r = AnonRmap::new();
     let vma = Vma::anon(0, 8 * P, RW);
-    let a = r.folio_add_new_anon_rmap(7, &vma, 3 * P).unwrap();
+    let a = r.folio_add_new_anon_rmap(7, &vma, 3 * P, true).unwrap();
     r.anon_vma_fork(7, 8).unwrap();
     r.anon_vma_fork(7, 9).unwrap();
     let mut pt = Pts::default();
@@ -169,7 +174,7 @@ proptest! {
                         Some(_) if write && shared => {}
                         Some(p) => { pt.0.insert((mm, va), (p, true)); continue; }
                     }
-                    let m = r.folio_add_new_anon_rmap(mm, &vma, va).unwrap();
+                    let m = r.folio_add_new_anon_rmap(mm, &vma, va, true).unwrap();
                     prop_assert_eq!(m.index, page);
                     pages.insert(next_pfn, m);
                     pt.0.insert((mm, va), (next_pfn, true));
