@@ -52,10 +52,10 @@
 //! reclaimed), the page would have stayed resident with that much more
 //! memory, so it starts active ([`Lruvec::folio_add_lru_refault`]).
 //!
-//! Simplifications, against Linux: one lruvec per zone, no memcg; folios
-//! are single pages; `shrink_lruvec` stops as soon as the target is met
-//! (Linux's proportional scaling of the remaining scan is left out);
-//! `file_is_tiny` is the caller's to compute (it needs the watermarks).
+//! Simplifications, against Linux: one lruvec per zone, no memcg, no
+//! MGLRU; folios are single pages; `file_is_tiny` is the caller's to
+//! decide (it needs the watermarks); `cache_trim_mode` and the
+//! dirty/writeback throttling of `shrink_folio_list` are left out.
 
 pub mod sim;
 #[cfg(test)]
@@ -863,10 +863,13 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
     }
 
     /// `shrink_lruvec`: one round at `sc.priority`: scans the lists in
-    /// batches of `SWAP_CLUSTER_MAX` by `get_scan_count`'s targets until
-    /// they are spent or `nr_to_reclaim` is met, ageing active lists whose
-    /// inactive partner is low (`may_deactivate`), then ages the active
-    /// anon list once more if its inactive list is still low.
+    /// batches of `SWAP_CLUSTER_MAX` by `get_scan_count`'s targets, ageing
+    /// active lists whose inactive partner is low or refaulting
+    /// (`may_deactivate`). Once `nr_to_reclaim` is met the remaining scan
+    /// is cut back so anon and file stay in their target proportion
+    /// (except for direct reclaim at `DEF_PRIORITY`, which finishes its
+    /// batch). Then ages the active anon list once more if its inactive
+    /// list is still low.
     pub fn shrink_lruvec<O: ReclaimOps + ?Sized>(&mut self, sc: &mut ScanControl, ops: &mut O) {
         // prepare_scan_count: deactivate a type whose inactive list is low
         // or whose workingset is refaulting.
@@ -876,8 +879,13 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
             *slot = self.stat.workingset_activate[file] != self.refaults_snapshot[file]
                 || self.inactive_is_low(LruList::inactive(file_b));
         }
-        let mut nr = self.get_scan_count(sc);
+        let targets = self.get_scan_count(sc);
+        let mut nr = targets;
         let start = sc.nr_reclaimed;
+        // Direct reclaim at DEF_PRIORITY scans its whole batch (kswapd is
+        // not keeping up: do the work at once); otherwise, once the target
+        // is met, the scan is cut back proportionally, once.
+        let mut scan_adjusted = !sc.kswapd && sc.priority == DEF_PRIORITY;
         // Active anon (index 1) is scanned alongside but does not keep the
         // loop going.
         while nr[0] > 0 || nr[2] > 0 || nr[3] > 0 {
@@ -895,9 +903,31 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                     self.shrink_inactive_list(n, lru, sc, ops);
                 }
             }
-            if sc.nr_reclaimed - start >= sc.nr_to_reclaim {
+            if sc.nr_reclaimed - start < sc.nr_to_reclaim || scan_adjusted {
+                continue;
+            }
+            // Target met: stop scanning the type with less scan left, and
+            // scan the other only as far as its share of the original
+            // targets says (it is vindictive to attack the larger once the
+            // smaller is done).
+            let nr_anon = nr[0] + nr[1];
+            let nr_file = nr[2] + nr[3];
+            if nr_anon == 0 || nr_file == 0 {
                 break;
             }
+            let (stop, other, percentage) = if nr_file > nr_anon {
+                (0, 2, nr_anon * 100 / (targets[0] + targets[1] + 1))
+            } else {
+                (2, 0, nr_file * 100 / (targets[2] + targets[3] + 1))
+            };
+            nr[stop] = 0;
+            nr[stop + 1] = 0;
+            for k in [other, other + 1] {
+                let scanned = targets[k] - nr[k];
+                nr[k] = targets[k] * (100 - percentage) / 100;
+                nr[k] -= nr[k].min(scanned);
+            }
+            scan_adjusted = true;
         }
         if sc.may_swap && self.inactive_is_low(LruList::InactiveAnon) {
             self.shrink_active_list(SWAP_CLUSTER_MAX, LruList::ActiveAnon, ops);

@@ -176,6 +176,43 @@ fn scan_count_follows_swappiness() {
     assert!(a > f, "{a} {f}");
 }
 
+/// Frees every page it is asked to.
+struct FreeAll(u64);
+
+impl ReclaimOps for FreeAll {
+    fn folio_referenced(&mut self, _: u64) -> Referenced {
+        Referenced::default()
+    }
+    fn reclaim_folio(&mut self, _: u64, _: bool, _: Shadow, _: bool) -> ReclaimOutcome {
+        self.0 += 1;
+        ReclaimOutcome::Freed { io: false }
+    }
+}
+
+#[test]
+fn shrink_lruvec_cuts_the_scan_back_once_the_target_is_met() {
+    let mut l = Lruvec::new(0, 8192).unwrap();
+    for p in 0..4096 {
+        l.folio_add_lru(p, true).unwrap();
+        l.folio_add_lru(4096 + p, false).unwrap();
+    }
+    // Targets at priority 4, swappiness 100: 128 anon, 128 file. The first
+    // batch (32 + 32) meets the target of 32; then file stops and anon
+    // scans only up to its share: 128 * (100 - 74) / 100 = 33 in all.
+    let mut sc = ScanControl { priority: 4, ..ScanControl::new(32, 100, true, true) };
+    assert_eq!(l.get_scan_count(&sc), [128, 0, 128, 0]);
+    let mut o = FreeAll(0);
+    l.shrink_lruvec(&mut sc, &mut o);
+    assert_eq!((sc.nr_scanned, sc.nr_reclaimed, o.0), (65, 65, 65));
+    assert_eq!((l.nr(LruList::InactiveAnon), l.nr(LruList::InactiveFile)), (4096 - 33, 4096 - 32));
+    // A target larger than the scan: every target is scanned.
+    let mut sc = ScanControl { priority: 4, ..ScanControl::new(1000, 100, true, true) };
+    let t = l.get_scan_count(&sc);
+    l.shrink_lruvec(&mut sc, &mut o);
+    assert_eq!(sc.nr_scanned, t[0] + t[2]);
+    l.verify().unwrap();
+}
+
 #[test]
 fn refault_distance_decides_activation() {
     let mut l = Lruvec::new(0, 256).unwrap();
