@@ -45,6 +45,7 @@ fn main() {
             let o = opt(&t, frames, hot);
             let l = exact_lru(&t, frames, hot);
             let (u, st) = lruvec_default(&t, frames, hot, 60);
+            assert_eq!(u.accesses, t.accesses.len() as u64, "reclaim gave up: the figures would be short");
             println!(
                 "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7.3}x {:>7.3}x | {:>11} {:>11} {:>11} | {:>10.2} {:>11}",
                 name,

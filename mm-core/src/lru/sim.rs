@@ -16,7 +16,10 @@
 //! region larger than memory (a backup, a `grep -r`): exact LRU lets each
 //! scan flush the hot set; a scan-resistant policy keeps it.
 
-use super::{LruStats, Lruvec, ReclaimOps, ReclaimOutcome, Referenced, ScanControl, Shadow, SWAP_CLUSTER_MAX};
+use super::{
+    LruStats, Lruvec, ReclaimOps, ReclaimOutcome, Referenced, ScanControl, Shadow, MAX_RECLAIM_RETRIES,
+    SWAP_CLUSTER_MAX,
+};
 use alloc::collections::BTreeSet;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -131,6 +134,8 @@ pub fn generate(spec: &TraceSpec) -> Trace {
 /// A policy's result on a trace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// Accesses replayed (the whole trace unless reclaim gave up).
+    pub accesses: u64,
     /// Page faults (cold misses included).
     pub faults: u64,
     /// Summed over the scans: the pages of the hot set resident just after
@@ -173,6 +178,7 @@ pub fn exact_lru(trace: &Trace, frames: usize, hot: u32) -> Outcome {
             out.check_hot(hot, |p| last[p as usize].is_some());
         }
     }
+    out.accesses = trace.accesses.len() as u64;
     out
 }
 
@@ -212,6 +218,7 @@ pub fn opt(trace: &Trace, frames: usize, hot: u32) -> Outcome {
             out.check_hot(hot, |p| key[p as usize].is_some());
         }
     }
+    out.accesses = trace.accesses.len() as u64;
     out
 }
 
@@ -265,9 +272,14 @@ pub fn lruvec_sim(trace: &Trace, frames: usize, hot: u32, swappiness: u32, batch
             mem.young[f as usize] = true;
         } else {
             out.faults += 1;
-            if mem.free.is_empty() {
+            // The allocator's slow path: direct reclaim, retried while it
+            // makes no progress (`should_reclaim_retry`).
+            let mut retries = 0;
+            while mem.free.is_empty() && retries < MAX_RECLAIM_RETRIES {
                 let mut sc = ScanControl::new(batch.max(1), swappiness, true, false);
-                lru.try_to_free_pages(&mut sc, &mut mem);
+                if lru.try_to_free_pages(&mut sc, &mut mem) == 0 {
+                    retries += 1;
+                }
             }
             let Some(f) = mem.free.pop() else { break };
             mem.frame_of[p as usize] = Some(f);
@@ -281,6 +293,7 @@ pub fn lruvec_sim(trace: &Trace, frames: usize, hot: u32, swappiness: u32, batch
                 break;
             }
         }
+        out.accesses += 1;
         if ends.peek() == Some(&&(t + 1)) {
             ends.next();
             out.check_hot(hot, |p| mem.frame_of[p as usize].is_some());

@@ -276,6 +276,7 @@ fn reclaim_bench_targets_hold() {
     let l = exact_lru(&t, frames, hot);
     let o = opt(&t, frames, hot);
     let (u, st) = lruvec_default(&t, frames, hot, 60);
+    assert_eq!(u.accesses, t.accesses.len() as u64, "reclaim never gave up");
     assert!(o.faults <= u.faults && o.faults <= l.faults, "OPT is optimal");
     assert!(u.faults * 10 <= l.faults * 13, "ours {} vs exact LRU {}", u.faults, l.faults);
     assert_eq!(l.hot_resident_after_scans, 0, "each scan flushes LRU");
