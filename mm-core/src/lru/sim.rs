@@ -2,8 +2,9 @@
 //! LRU's and Belady's OPT fault counts for it at a frame count, and the
 //! same trace run through [`Lruvec`]'s reclaim natively.
 //!
-//! The guest replays the same trace from ring 3 (the generator is integer
-//! only and needs nothing but `alloc`), counts its major faults and the
+//! The guest replays the same trace from ring 3 ([`TraceIter`]: integer
+//! only, no heap, over a [`zipf_table`] in a static array), counts its
+//! major faults and the
 //! host compares them with [`exact_lru`] and [`opt`] here. The native run
 //! ([`lruvec_sim`]) shows what the list logic achieves before any guest is
 //! involved: every access to a resident page sets its PTE's accessed bit,
@@ -80,54 +81,94 @@ impl XorShift64 {
     }
 }
 
-/// A zipfian sampler over ranks `0..n` with weight `2^32 / (r + 1)`.
+/// Fills `out` with the zipfian table for `out.len()` ranks: cumulative
+/// weights `2^32 / (r + 1)` (integer only, so a program without floating
+/// point, or without a heap, can build it in a static array).
+pub fn zipf_table(out: &mut [u64]) {
+    let mut acc = 0u64;
+    for (r, c) in out.iter_mut().enumerate() {
+        acc += (1u64 << 32) / (r as u64 + 1);
+        *c = acc;
+    }
+}
+
+/// A rank drawn from a [`zipf_table`] with `rng`.
+pub fn zipf_sample(table: &[u64], rng: &mut XorShift64) -> u32 {
+    let total = table.last().copied().unwrap_or(1).max(1);
+    let x = rng.next_u64() % total;
+    table.partition_point(|&c| c <= x) as u32
+}
+
+/// The trace of a [`TraceSpec`] as a stream: page ids one at a time, over
+/// a caller-held zipf table of `spec.zipf_pages` entries (no allocation:
+/// what a ring-3 replayer uses).
 #[derive(Debug, Clone)]
-pub struct Zipf {
-    cumulative: Vec<u64>,
+pub struct TraceIter<'a> {
+    spec: TraceSpec,
+    table: &'a [u64],
+    rng: XorShift64,
+    emitted: usize,
+    since_scan: usize,
+    /// Position in the current scan, while one is running.
+    scan_at: Option<u32>,
 }
 
-impl Zipf {
-    /// The sampler for `n` ranks (`n >= 1`).
-    pub fn new(n: u32) -> Zipf {
-        let mut acc = 0u64;
-        let cumulative = (0..n.max(1) as u64)
-            .map(|r| {
-                acc += (1u64 << 32) / (r + 1);
-                acc
-            })
-            .collect();
-        Zipf { cumulative }
+impl<'a> TraceIter<'a> {
+    /// The stream for `spec`; `table` must come from [`zipf_table`] with
+    /// `spec.zipf_pages` entries.
+    pub fn new(mut spec: TraceSpec, table: &'a [u64]) -> TraceIter<'a> {
+        if spec.scan_pages == 0 {
+            spec.scan_period = 0;
+        }
+        TraceIter { spec, table, rng: XorShift64(spec.seed | 1), emitted: 0, since_scan: 0, scan_at: None }
     }
 
-    /// A rank drawn with `rng`.
-    pub fn sample(&self, rng: &mut XorShift64) -> u32 {
-        let total = *self.cumulative.last().unwrap_or(&1);
-        let x = rng.next_u64() % total;
-        self.cumulative.partition_point(|&c| c <= x) as u32
+    /// Whether the access just returned ended a scan.
+    pub fn scan_just_ended(&self) -> bool {
+        self.scan_at.is_none() && self.since_scan == 0 && self.emitted > 0 && self.spec.scan_period > 0
     }
 }
 
-/// Generates the trace of `spec` (the same every time for a spec).
+impl Iterator for TraceIter<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.emitted >= self.spec.len {
+            return None;
+        }
+        self.emitted += 1;
+        if self.scan_at.is_none() && self.spec.scan_period > 0 && self.since_scan == self.spec.scan_period {
+            self.scan_at = Some(0);
+        }
+        if let Some(i) = self.scan_at {
+            let page = self.spec.zipf_pages + i;
+            if i + 1 >= self.spec.scan_pages {
+                self.scan_at = None;
+                self.since_scan = 0;
+            } else {
+                self.scan_at = Some(i + 1);
+            }
+            return Some(page);
+        }
+        self.since_scan += 1;
+        Some(zipf_sample(self.table, &mut self.rng))
+    }
+}
+
+/// Generates the trace of `spec` (the same every time for a spec, and the
+/// same as [`TraceIter`] streams).
 pub fn generate(spec: &TraceSpec) -> Trace {
-    let mut rng = XorShift64(spec.seed | 1);
-    let zipf = Zipf::new(spec.zipf_pages);
+    let mut table = vec![0u64; spec.zipf_pages.max(1) as usize];
+    zipf_table(&mut table);
+    let mut it = TraceIter::new(*spec, &table);
     let mut accesses = Vec::with_capacity(spec.len);
     let mut scan_ends = Vec::new();
-    let mut since_scan = 0;
-    while accesses.len() < spec.len {
-        if spec.scan_period > 0 && since_scan == spec.scan_period {
-            for s in 0..spec.scan_pages {
-                accesses.push(spec.zipf_pages + s);
-            }
+    while let Some(p) = it.next() {
+        accesses.push(p);
+        if it.scan_just_ended() {
             scan_ends.push(accesses.len());
-            since_scan = 0;
-        } else {
-            accesses.push(zipf.sample(&mut rng));
-            since_scan += 1;
         }
     }
-    accesses.truncate(spec.len);
-    scan_ends.retain(|&e| e <= spec.len);
     Trace { accesses, scan_ends, nr_pages: spec.zipf_pages + spec.scan_pages }
 }
 

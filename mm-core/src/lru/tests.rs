@@ -297,6 +297,8 @@ fn trace_is_fixed_and_shaped() {
     assert!(zipf.iter().all(|&p| p < 4096));
     let top = zipf.iter().filter(|&&p| p < 16).count();
     assert!(top > 300, "rank weights 1/(r+1): the top 16 of 4096 draw ~38%: {top}");
+    let none = generate(&TraceSpec { len: 100, scan_pages: 0, ..spec });
+    assert!(none.accesses.iter().all(|&p| p < 4096) && none.scan_ends.is_empty());
     // Exact LRU and OPT on a hand-checked trace: 1 2 3 1 4 1 2 with 3 frames.
     let t = Trace { accesses: vec![1, 2, 3, 1, 4, 1, 2], scan_ends: vec![], nr_pages: 5 };
     assert_eq!(exact_lru(&t, 3, 0).faults, 5, "4 evicts 2, 2 faults again");
