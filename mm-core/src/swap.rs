@@ -547,5 +547,98 @@ impl SwapAreas {
     }
 }
 
+/// A disagreement between a swap map and the references to it that
+/// [`verify_swap_map`] found (what `--verify swap` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapMapError {
+    /// A swap PTE or swap-cache entry names a slot outside the map, the
+    /// header, a bad slot, or a free slot.
+    Unallocated(SwpEntry),
+    /// The slot's count is not the number of swap PTEs naming it.
+    CountMismatch {
+        /// The slot.
+        entry: SwpEntry,
+        /// The count in the map.
+        map: u16,
+        /// Swap PTEs naming it.
+        ptes: u32,
+    },
+    /// `SWAP_HAS_CACHE` disagrees with the swap cache.
+    CacheMismatch {
+        /// The slot.
+        entry: SwpEntry,
+        /// Whether the map says cached.
+        map: bool,
+        /// Whether the swap cache holds it.
+        cached: bool,
+    },
+}
+
+impl fmt::Display for SwapMapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SwapMapError::Unallocated(e) => {
+                write!(f, "swap entry (type {:#x}, offset {:#x}) names no allocated slot", e.ty, e.offset)
+            }
+            SwapMapError::CountMismatch { entry: e, map, ptes } => write!(
+                f,
+                "slot (type {:#x}, offset {:#x}) has count {map:#x} but {ptes:#x} swap PTEs name it",
+                e.ty, e.offset
+            ),
+            SwapMapError::CacheMismatch { entry: e, map, cached } => write!(
+                f,
+                "slot (type {:#x}, offset {:#x}): SWAP_HAS_CACHE is {map} but the swap cache {} it",
+                e.ty,
+                e.offset,
+                if cached { "holds" } else { "does not hold" }
+            ),
+        }
+    }
+}
+
+/// Checks one area's `swap_map` (as read from wherever it lives: the
+/// host reads the guest's) against the references found by walking page
+/// tables and the swap cache: each swap PTE names an allocated slot, each
+/// slot's count equals its swap PTEs, `SWAP_HAS_CACHE` is set exactly for
+/// cached slots (so no slot is in use without a reference). `ptes` maps
+/// slot offsets of area `ty` to the number of swap PTEs naming them;
+/// `cached` lists the offsets in the swap cache.
+pub fn verify_swap_map(
+    ty: u8,
+    swap_map: &[u16],
+    ptes: &alloc::collections::BTreeMap<u64, u32>,
+    cached: &alloc::collections::BTreeSet<u64>,
+) -> Result<(), SwapMapError> {
+    let e = |offset| SwpEntry { ty, offset };
+    let allocated = |off: u64| off != 0 && swap_map.get(off as usize).is_some_and(|&m| m != 0 && m != SWAP_MAP_BAD);
+    for &off in ptes.keys().chain(cached.iter()) {
+        if !allocated(off) {
+            return Err(SwapMapError::Unallocated(e(off)));
+        }
+    }
+    for (off, &m) in swap_map.iter().enumerate().skip(1) {
+        if m == 0 || m == SWAP_MAP_BAD {
+            continue;
+        }
+        let off = off as u64;
+        let n = ptes.get(&off).copied().unwrap_or(0);
+        let is_cached = cached.contains(&off);
+        if (m & COUNT_MASK) as u32 != n {
+            return Err(SwapMapError::CountMismatch { entry: e(off), map: m & COUNT_MASK, ptes: n });
+        }
+        if (m & SWAP_HAS_CACHE != 0) != is_cached {
+            return Err(SwapMapError::CacheMismatch { entry: e(off), map: m & SWAP_HAS_CACHE != 0, cached: is_cached });
+        }
+    }
+    Ok(())
+}
+
+impl SwapInfo {
+    /// The whole `swap_map` (for views and [`verify_swap_map`]).
+    pub fn swap_map(&self) -> &[u16] {
+        &self.swap_map
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,10 @@
 use mm_core::addr::PAGE_SIZE;
 use mm_core::lru::{LruList, Lruvec, ReclaimOps, ReclaimOutcome, Referenced, ScanControl, Shadow, MAX_RECLAIM_RETRIES};
 use mm_core::rmap::{AnonMapping, AnonRmap, MmId, RmapPageTables};
-use mm_core::swap::{SwapAreas, SwpEntry, SWAP_HAS_CACHE};
+use mm_core::swap::{verify_swap_map, SwapAreas, SwpEntry, SWAP_HAS_CACHE};
 use mm_core::vma::{VmFlags, Vma, VmaSet};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 const P: u64 = PAGE_SIZE;
 const FRAMES: u64 = 16;
@@ -363,6 +363,10 @@ impl World {
         }
         prop_assert_eq!(self.mem.swap.nr_swap_pages(), self.mem.swap.total_swap_pages() - used.len() as u64);
         self.mem.swap.verify().unwrap();
+        // The same through the checker the host's --verify swap will use.
+        let ptes: BTreeMap<u64, u32> = refs.iter().map(|(e, &n)| (e.offset, n as u32)).collect();
+        let cached: BTreeSet<u64> = self.mem.swap_cache.keys().map(|e| e.offset).collect();
+        prop_assert_eq!(verify_swap_map(0, self.mem.swap.area(0).unwrap().swap_map(), &ptes, &cached), Ok(()));
         // --verify lru: every user page on one evictable list, free ones on none.
         self.lru.verify().unwrap();
         for pfn in 0..FRAMES {

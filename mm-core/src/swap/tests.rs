@@ -102,6 +102,37 @@ fn priorities_pick_the_higher_area_first() {
 }
 
 #[test]
+fn verify_swap_map_names_each_disagreement() {
+    use alloc::collections::BTreeSet;
+    let mut s = SwapAreas::new();
+    s.swapon(300, &[7], 0).unwrap();
+    let a = s.get_swap_page().unwrap();
+    s.swap_duplicate(a).unwrap();
+    s.swap_duplicate(a).unwrap();
+    let b = s.get_swap_page().unwrap();
+    s.swap_duplicate(b).unwrap();
+    s.swapcache_free(b).unwrap();
+    let map = s.area(0).unwrap().swap_map();
+    let ptes = BTreeMap::from([(a.offset, 2), (b.offset, 1)]);
+    let cached = BTreeSet::from([a.offset]);
+    assert_eq!(verify_swap_map(0, map, &ptes, &cached), Ok(()));
+    let bad = BTreeMap::from([(a.offset, 1), (b.offset, 1)]);
+    assert_eq!(verify_swap_map(0, map, &bad, &cached), Err(SwapMapError::CountMismatch { entry: a, map: 2, ptes: 1 }));
+    assert_eq!(
+        verify_swap_map(0, map, &ptes, &BTreeSet::new()),
+        Err(SwapMapError::CacheMismatch { entry: a, map: true, cached: false })
+    );
+    let stray = BTreeMap::from([(a.offset, 2), (b.offset, 1), (7, 1)]);
+    assert_eq!(verify_swap_map(0, map, &stray, &cached), Err(SwapMapError::Unallocated(e(7))));
+    let none = BTreeMap::from([(b.offset, 1)]);
+    assert!(verify_swap_map(0, map, &none, &BTreeSet::new()).is_err());
+    assert_eq!(
+        verify_swap_map(0, map, &BTreeMap::from([(a.offset, 2)]), &cached),
+        Err(SwapMapError::CountMismatch { entry: b, map: 1, ptes: 0 })
+    );
+}
+
+#[test]
 fn count_overflow_is_an_error() {
     let mut s = SwapAreas::new();
     s.swapon(16, &[], 0).unwrap();
