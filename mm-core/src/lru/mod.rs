@@ -1,0 +1,1029 @@
+//! LRU lists and page reclaim's aging (Linux's `mm/vmscan.c`, `mm/swap.c`
+//! and `mm/workingset.c`, the classic two-list LRU without MGLRU).
+//!
+//! A [`Lruvec`] holds the pages of one zone (or node) that user memory
+//! uses, on five lists (`enum lru_list`): inactive and active anon,
+//! inactive and active file, and unevictable (mlocked). The lists are
+//! intrusive, doubly linked by pfn through [`LruNode`]s in caller-supplied
+//! storage (one node per frame, like the `lru` field of `struct page`), so
+//! nothing is allocated per page. Heads are the most recently added pages,
+//! tails the oldest; reclaim scans from the tail.
+//!
+//! The aging is Linux's second chance:
+//!
+//! - new pages go to the head of the inactive list (`folio_add_lru`); a
+//!   page whose refault is recent enough goes to the active list instead
+//!   (workingset detection, below);
+//! - [`Lruvec::mark_page_accessed`] (`folio_mark_accessed`): an access seen
+//!   by the kernel sets `PG_referenced`; a second one activates;
+//! - [`Lruvec::shrink_inactive_list`] takes pages from the inactive tail and
+//!   asks the caller, through [`ReclaimOps::folio_referenced`], how many
+//!   PTEs mapping the page had their accessed bit set (clearing them: that
+//!   is the page-table editor's and the rmap's work, not this module's).
+//!   `folio_check_references` then decides: referenced PTEs and an earlier
+//!   `PG_referenced` (or several PTEs) activate; referenced PTEs alone set
+//!   `PG_referenced` and keep the page for another trip round the inactive
+//!   list; no references reclaim it through [`ReclaimOps::reclaim_folio`]
+//!   (unmap with `try_to_unmap`, write to swap, free);
+//! - [`Lruvec::shrink_active_list`] moves pages from the active tail to the
+//!   inactive head, clearing their accessed bits (only executable file
+//!   pages that were referenced stay active), so a page that is still used
+//!   comes back before it reaches the inactive tail;
+//! - [`Lruvec::inactive_is_low`]: the active list is aged only while the
+//!   inactive list is small against it (`inactive * inactive_ratio <
+//!   active`, `inactive_ratio = sqrt(10 * GiB)` or 1 below a GiB);
+//! - [`Lruvec::get_scan_count`] splits each round's scan between anon and
+//!   file by `swappiness` (0..=200: the relative I/O cost of swapping
+//!   against dropping file cache; 0 scans anon only when file is nearly
+//!   gone), weighted by the recent cost of each type (refaults and
+//!   rotations, `lru_note_cost`); [`Lruvec::shrink_lruvec`] scans the lists
+//!   in batches of `SWAP_CLUSTER_MAX` by those targets and
+//!   [`Lruvec::try_to_free_pages`] raises the pressure by lowering the
+//!   priority from `DEF_PRIORITY` (scan `size >> priority` pages per list)
+//!   to 0, as `do_try_to_free_pages` does.
+//!
+//! Workingset detection (`mm/workingset.c`): the lruvec counts evictions
+//! and activations (`nonresident_age`). An evicted page leaves a
+//! [`Shadow`] with that count where its contents went (the swap cache or
+//! page cache slot: the caller stores it); when the page faults back in,
+//! the refault distance (the count now minus the count then) is how much
+//! the lists turned over while it was out. If that distance fits in the
+//! workingset (active lists, plus the other type's lists when it can be
+//! reclaimed), the page would have stayed resident with that much more
+//! memory, so it starts active ([`Lruvec::folio_add_lru_refault`]).
+//!
+//! Simplifications, against Linux: one lruvec per zone, no memcg, no
+//! MGLRU; folios are single pages; `file_is_tiny` is the caller's to
+//! decide (it needs the watermarks); `cache_trim_mode` and the
+//! dirty/writeback throttling of `shrink_folio_list` are left out.
+
+pub mod sim;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// "No entry" in the node links.
+pub const NIL: u32 = u32::MAX;
+/// Pages reclaim handles per batch (`SWAP_CLUSTER_MAX`).
+pub const SWAP_CLUSTER_MAX: u64 = 32;
+/// The first (lowest-pressure) priority (`DEF_PRIORITY`): scan
+/// `size >> 12` pages of each list.
+pub const DEF_PRIORITY: u32 = 12;
+/// Passes of reclaim without progress before the allocator gives up and
+/// calls the OOM killer (`MAX_RECLAIM_RETRIES`, `should_reclaim_retry`):
+/// one pass can end having only aged young pages (activated, then
+/// deactivated with their accessed bits cleared), which the next frees.
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
+/// Highest `vm.swappiness`.
+pub const MAX_SWAPPINESS: u32 = 200;
+
+/// Page flags the LRU keeps (its part of Linux's `page->flags`).
+pub mod flags {
+    /// `PG_referenced`: the kernel saw an access since the last aging.
+    pub const PG_REFERENCED: u8 = 1 << 0;
+    /// `PG_active`: on an active list.
+    pub const PG_ACTIVE: u8 = 1 << 1;
+    /// `PG_swapbacked`: anon (reclaimed to swap), not file.
+    pub const PG_SWAPBACKED: u8 = 1 << 2;
+    /// `PG_workingset`: was active before being deactivated (restores on
+    /// refault count as such).
+    pub const PG_WORKINGSET: u8 = 1 << 3;
+    /// `PG_unevictable`: on the unevictable list (mlocked).
+    pub const PG_UNEVICTABLE: u8 = 1 << 4;
+    /// `PG_lru`: on an LRU list (clear while isolated or off the LRU).
+    pub const PG_LRU: u8 = 1 << 5;
+}
+use flags::*;
+
+/// The lists (Linux's `enum lru_list`, same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum LruList {
+    /// `LRU_INACTIVE_ANON`.
+    InactiveAnon = 0,
+    /// `LRU_ACTIVE_ANON`.
+    ActiveAnon = 1,
+    /// `LRU_INACTIVE_FILE`.
+    InactiveFile = 2,
+    /// `LRU_ACTIVE_FILE`.
+    ActiveFile = 3,
+    /// `LRU_UNEVICTABLE`.
+    Unevictable = 4,
+}
+
+/// Number of lists (`NR_LRU_LISTS`).
+pub const NR_LRU_LISTS: usize = 5;
+
+impl LruList {
+    /// All lists, in `enum lru_list` order.
+    pub const ALL: [LruList; NR_LRU_LISTS] =
+        [LruList::InactiveAnon, LruList::ActiveAnon, LruList::InactiveFile, LruList::ActiveFile, LruList::Unevictable];
+    /// The evictable lists (`for_each_evictable_lru`).
+    pub const EVICTABLE: [LruList; 4] =
+        [LruList::InactiveAnon, LruList::ActiveAnon, LruList::InactiveFile, LruList::ActiveFile];
+
+    /// The inactive list of a type (`LRU_INACTIVE_ANON + LRU_FILE * file`).
+    pub const fn inactive(file: bool) -> LruList {
+        if file {
+            LruList::InactiveFile
+        } else {
+            LruList::InactiveAnon
+        }
+    }
+
+    /// The active list of a type.
+    pub const fn active(file: bool) -> LruList {
+        if file {
+            LruList::ActiveFile
+        } else {
+            LruList::ActiveAnon
+        }
+    }
+
+    /// `is_active_lru`.
+    pub const fn is_active(self) -> bool {
+        matches!(self, LruList::ActiveAnon | LruList::ActiveFile)
+    }
+
+    /// `is_file_lru`.
+    pub const fn is_file(self) -> bool {
+        matches!(self, LruList::InactiveFile | LruList::ActiveFile)
+    }
+
+    /// The name `/proc/meminfo` gives its page count.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LruList::InactiveAnon => "Inactive(anon)",
+            LruList::ActiveAnon => "Active(anon)",
+            LruList::InactiveFile => "Inactive(file)",
+            LruList::ActiveFile => "Active(file)",
+            LruList::Unevictable => "Unevictable",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<LruList> {
+        LruList::ALL.get(v as usize).copied()
+    }
+}
+
+/// A page's LRU links and flags (the `lru` list_head and LRU bits of
+/// `struct page`). Storage holds one per frame, all [`LruNode::EMPTY`] at
+/// first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LruNode {
+    next: u32,
+    prev: u32,
+    /// `flags::PG_*` bits.
+    pub flags: u8,
+    /// The list it is on (`LruList as u8`), meaningful with `PG_LRU`.
+    lru: u8,
+}
+
+impl LruNode {
+    /// A page on no list.
+    pub const EMPTY: LruNode = LruNode { next: NIL, prev: NIL, flags: 0, lru: 0 };
+}
+
+impl Default for LruNode {
+    fn default() -> Self {
+        LruNode::EMPTY
+    }
+}
+
+/// Why an LRU operation failed (caller bugs reported, not panicked on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LruError {
+    /// The pfn has no node in this lruvec's storage.
+    OutOfRange(u64),
+    /// `folio_add_lru` of a page already on a list or isolated.
+    AlreadyOnLru(u64),
+    /// The page is not on an LRU list.
+    NotOnLru(u64),
+    /// The storage has too many nodes for `u32` links.
+    TooLarge(usize),
+}
+
+impl fmt::Display for LruError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LruError::OutOfRange(p) => write!(f, "pfn {p:#x} is outside this lruvec"),
+            LruError::AlreadyOnLru(p) => write!(f, "pfn {p:#x} is already on an LRU list"),
+            LruError::NotOnLru(p) => write!(f, "pfn {p:#x} is not on an LRU list"),
+            LruError::TooLarge(n) => write!(f, "{n:#x} nodes are too many for an lruvec"),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "std"))]
+impl std::error::Error for LruError {}
+
+/// What `folio_referenced` found for a page: the young PTEs mapping it
+/// (cleared while counting) and the `VM_*` flags of the VMAs they are in
+/// that matter to reclaim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Referenced {
+    /// PTEs with the accessed bit set.
+    pub ptes: u32,
+    /// A mapping VMA is `VM_EXEC` (file pages of programs get activated).
+    pub vm_exec: bool,
+    /// A mapping VMA is `VM_LOCKED` (the page belongs on the unevictable
+    /// list).
+    pub vm_locked: bool,
+}
+
+/// What became of a page reclaim tried to free (the ends of
+/// `shrink_folio_list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReclaimOutcome {
+    /// Unmapped everywhere and freed (or handed to writeback and then
+    /// freed); `io` says whether it cost a write (swap-out, dirty file).
+    /// The page is off the LRU: the caller must not `folio_del_lru` it.
+    Freed {
+        /// A write was needed.
+        io: bool,
+    },
+    /// Could not be freed now (busy, I/O error, writeback pending): back
+    /// to the inactive list (`keep_locked`).
+    Keep,
+    /// Should not be reclaimed (no swap space, mapped in a way that can't
+    /// be unmapped): activate (`activate_locked`).
+    Activate,
+}
+
+/// The caller's side of reclaim: page tables, rmap, swap and the page
+/// allocator, which the list logic does not know.
+pub trait ReclaimOps {
+    /// `folio_referenced`: walk the page's rmap, count the PTEs mapping it
+    /// whose accessed bit is set and clear them (flushing the TLB entry).
+    fn folio_referenced(&mut self, pfn: u64) -> Referenced;
+
+    /// Try to free the page (`shrink_folio_list`'s work after the
+    /// reference check): for anon, `add_to_swap` then `try_to_unmap` then
+    /// `pageout`; for file, unmap and drop if clean. `shadow` is the
+    /// workingset entry to leave in its swap or page-cache slot if it is
+    /// freed. `clean_only` (`FOLIOREF_RECLAIM_CLEAN`): a referenced file
+    /// page may be dropped if clean but not written back.
+    fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, clean_only: bool) -> ReclaimOutcome;
+}
+
+/// A workingset shadow entry (`pack_shadow`): the eviction count, and
+/// whether the page was part of the workingset (`PG_workingset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shadow(pub u64);
+
+/// Bits of the eviction counter kept in a shadow.
+const EVICTION_BITS: u32 = 56;
+const EVICTION_MASK: u64 = (1 << EVICTION_BITS) - 1;
+
+impl Shadow {
+    fn pack(eviction: u64, workingset: bool) -> Shadow {
+        Shadow(((eviction & EVICTION_MASK) << 1) | workingset as u64)
+    }
+    /// The eviction count it recorded.
+    pub fn eviction(self) -> u64 {
+        (self.0 >> 1) & EVICTION_MASK
+    }
+    /// Whether the page was in the workingset when evicted.
+    pub fn workingset(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
+/// Event counters (`/proc/vmstat`'s names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LruStats {
+    /// Pages scanned on inactive lists by kswapd (`pgscan_kswapd`).
+    pub pgscan_kswapd: u64,
+    /// ... by direct reclaim (`pgscan_direct`).
+    pub pgscan_direct: u64,
+    /// Pages reclaimed by kswapd (`pgsteal_kswapd`).
+    pub pgsteal_kswapd: u64,
+    /// ... by direct reclaim (`pgsteal_direct`).
+    pub pgsteal_direct: u64,
+    /// Pages moved to an active list (`pgactivate`).
+    pub pgactivate: u64,
+    /// Pages moved from an active to an inactive list (`pgdeactivate`).
+    pub pgdeactivate: u64,
+    /// Pages rotated back onto the same list by reclaim (`pgrotated`,
+    /// kept and rotated active pages).
+    pub pgrotated: u64,
+    /// Refaults seen, anon and file (`workingset_refault_anon/_file`).
+    pub workingset_refault: [u64; 2],
+    /// Refaults activated (`workingset_activate_anon/_file`).
+    pub workingset_activate: [u64; 2],
+    /// Activated refaults that had been in the workingset
+    /// (`workingset_restore_anon/_file`).
+    pub workingset_restore: [u64; 2],
+    /// Pages culled to the unevictable list (`unevictable_pgs_culled`).
+    pub unevictable_pgs_culled: u64,
+}
+
+impl LruStats {
+    /// `pgscan` (kswapd + direct).
+    pub fn pgscan(&self) -> u64 {
+        self.pgscan_kswapd + self.pgscan_direct
+    }
+    /// `pgsteal` (kswapd + direct).
+    pub fn pgsteal(&self) -> u64 {
+        self.pgsteal_kswapd + self.pgsteal_direct
+    }
+}
+
+/// One reclaim invocation's parameters and results (`struct scan_control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanControl {
+    /// Pages to free before stopping (`nr_to_reclaim`).
+    pub nr_to_reclaim: u64,
+    /// Scan `size >> priority` pages per list per round (`priority`).
+    pub priority: u32,
+    /// `vm.swappiness`, 0..=200.
+    pub swappiness: u32,
+    /// Anon pages may be reclaimed: swap is on and has free slots
+    /// (`may_swap && can_reclaim_anon_pages`).
+    pub may_swap: bool,
+    /// The file lists plus free memory are below the high watermarks
+    /// (`file_is_tiny`): reclaim anon only.
+    pub file_is_tiny: bool,
+    /// kswapd (counts `*_kswapd`) or direct reclaim (`*_direct`).
+    pub kswapd: bool,
+    /// Pages scanned on inactive lists so far (`nr_scanned`).
+    pub nr_scanned: u64,
+    /// Pages freed so far (`nr_reclaimed`).
+    pub nr_reclaimed: u64,
+}
+
+impl ScanControl {
+    /// A request for `nr_to_reclaim` pages at `DEF_PRIORITY`.
+    pub fn new(nr_to_reclaim: u64, swappiness: u32, may_swap: bool, kswapd: bool) -> ScanControl {
+        ScanControl {
+            nr_to_reclaim,
+            priority: DEF_PRIORITY,
+            swappiness: swappiness.min(MAX_SWAPPINESS),
+            may_swap,
+            file_is_tiny: false,
+            kswapd,
+            nr_scanned: 0,
+            nr_reclaimed: 0,
+        }
+    }
+}
+
+/// `int_sqrt` (lib/math/int_sqrt.c: bit by bit, no floating point, which
+/// the guest's ring 0 cannot use).
+fn int_sqrt(mut x: u64) -> u64 {
+    if x < 2 {
+        return x;
+    }
+    let mut m = 1u64 << ((63 - x.leading_zeros()) & !1);
+    let mut y = 0;
+    while m != 0 {
+        let b = y + m;
+        y >>= 1;
+        if x >= b {
+            x -= b;
+            y += m;
+        }
+        m >>= 2;
+    }
+    y
+}
+
+/// The LRU lists of a zone (Linux's `struct lruvec`) over node storage `S`
+/// (a `Vec<LruNode>` or a slice; node `i` is pfn `base_pfn + i`).
+pub struct Lruvec<S = Vec<LruNode>> {
+    nodes: S,
+    base_pfn: u64,
+    head: [u32; NR_LRU_LISTS],
+    tail: [u32; NR_LRU_LISTS],
+    nr: [u64; NR_LRU_LISTS],
+    /// Recent reclaim cost of anon and file (`anon_cost`, `file_cost`).
+    cost: [u64; 2],
+    /// Evictions and activations so far (`nonresident_age`).
+    nonresident_age: u64,
+    /// Refault counts at the last reclaim (`refaults[]`), to see whether
+    /// the workingset is moving.
+    refaults_snapshot: [u64; 2],
+    /// The event counters.
+    pub stat: LruStats,
+}
+
+impl Lruvec<Vec<LruNode>> {
+    /// An lruvec for `nr_pages` frames from `base_pfn`, with its own
+    /// storage.
+    pub fn new(base_pfn: u64, nr_pages: usize) -> Result<Self, LruError> {
+        Lruvec::with_storage(vec![LruNode::EMPTY; nr_pages], base_pfn)
+    }
+}
+
+impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
+    /// An lruvec over caller storage whose nodes must all be
+    /// [`LruNode::EMPTY`].
+    pub fn with_storage(nodes: S, base_pfn: u64) -> Result<Self, LruError> {
+        let n = nodes.as_ref().len();
+        if n >= NIL as usize {
+            return Err(LruError::TooLarge(n));
+        }
+        Ok(Lruvec {
+            nodes,
+            base_pfn,
+            head: [NIL; NR_LRU_LISTS],
+            tail: [NIL; NR_LRU_LISTS],
+            nr: [0; NR_LRU_LISTS],
+            cost: [0; 2],
+            nonresident_age: 0,
+            refaults_snapshot: [0; 2],
+            stat: LruStats::default(),
+        })
+    }
+
+    fn idx(&self, pfn: u64) -> Result<u32, LruError> {
+        let i = pfn.checked_sub(self.base_pfn).ok_or(LruError::OutOfRange(pfn))?;
+        if i >= self.nodes.as_ref().len() as u64 {
+            return Err(LruError::OutOfRange(pfn));
+        }
+        Ok(i as u32)
+    }
+
+    fn pfn(&self, idx: u32) -> u64 {
+        self.base_pfn + idx as u64
+    }
+
+    fn node(&self, i: u32) -> &LruNode {
+        &self.nodes.as_ref()[i as usize]
+    }
+
+    fn node_mut(&mut self, i: u32) -> &mut LruNode {
+        &mut self.nodes.as_mut()[i as usize]
+    }
+
+    /// Pages on a list (`lruvec_page_state(NR_LRU_BASE + lru)`).
+    pub fn nr(&self, lru: LruList) -> u64 {
+        self.nr[lru as usize]
+    }
+
+    /// Pages on the evictable lists.
+    pub fn nr_evictable(&self) -> u64 {
+        LruList::EVICTABLE.iter().map(|&l| self.nr(l)).sum()
+    }
+
+    /// The list a page is on, if any.
+    pub fn folio_lru(&self, pfn: u64) -> Option<LruList> {
+        let n = self.node(self.idx(pfn).ok()?);
+        if n.flags & PG_LRU == 0 {
+            return None;
+        }
+        LruList::from_u8(n.lru)
+    }
+
+    /// A page's LRU flags (`PG_*` of [`flags`]).
+    pub fn folio_flags(&self, pfn: u64) -> Option<u8> {
+        Some(self.node(self.idx(pfn).ok()?).flags)
+    }
+
+    /// The pages of a list, head (newest) to tail (oldest).
+    pub fn list(&self, lru: LruList) -> impl Iterator<Item = u64> + '_ {
+        let mut cur = self.head[lru as usize];
+        core::iter::from_fn(move || {
+            if cur == NIL {
+                return None;
+            }
+            let i = cur;
+            cur = self.node(i).next;
+            Some(self.pfn(i))
+        })
+    }
+
+    /// The eviction/activation clock (`nonresident_age`).
+    pub fn nonresident_age(&self) -> u64 {
+        self.nonresident_age
+    }
+
+    /// Recent reclaim cost of anon and file (`anon_cost`, `file_cost`).
+    pub fn cost(&self) -> [u64; 2] {
+        self.cost
+    }
+
+    /// Links `i` at the head of `lru` and sets `PG_LRU`.
+    fn add_head(&mut self, i: u32, lru: LruList) {
+        let l = lru as usize;
+        let old = self.head[l];
+        {
+            let n = self.node_mut(i);
+            n.next = old;
+            n.prev = NIL;
+            n.lru = lru as u8;
+            n.flags |= PG_LRU;
+        }
+        if old != NIL {
+            self.node_mut(old).prev = i;
+        } else {
+            self.tail[l] = i;
+        }
+        self.head[l] = i;
+        self.nr[l] += 1;
+    }
+
+    /// Unlinks `i` from its list and clears `PG_LRU` (isolation).
+    fn unlink(&mut self, i: u32) {
+        let LruNode { next, prev, lru, .. } = *self.node(i);
+        let l = lru as usize;
+        if prev != NIL {
+            self.node_mut(prev).next = next;
+        } else {
+            self.head[l] = next;
+        }
+        if next != NIL {
+            self.node_mut(next).prev = prev;
+        } else {
+            self.tail[l] = prev;
+        }
+        let n = self.node_mut(i);
+        n.next = NIL;
+        n.prev = NIL;
+        n.flags &= !PG_LRU;
+        self.nr[l] -= 1;
+    }
+
+    /// The list a page with these flags belongs on (`folio_lru_list`).
+    fn lru_of(flags: u8) -> LruList {
+        if flags & PG_UNEVICTABLE != 0 {
+            LruList::Unevictable
+        } else {
+            let file = flags & PG_SWAPBACKED == 0;
+            if flags & PG_ACTIVE != 0 {
+                LruList::active(file)
+            } else {
+                LruList::inactive(file)
+            }
+        }
+    }
+
+    /// Puts an isolated page back on the list its flags name
+    /// (`folio_putback_lru` / `move_folios_to_lru`).
+    fn putback(&mut self, i: u32) {
+        let lru = Self::lru_of(self.node(i).flags);
+        self.add_head(i, lru);
+    }
+
+    /// `folio_add_lru` (`lru_cache_add_inactive_or_unevictable`): a new
+    /// user page, anon (swap-backed) or file, joins the inactive list.
+    pub fn folio_add_lru(&mut self, pfn: u64, anon: bool) -> Result<(), LruError> {
+        let i = self.idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        self.node_mut(i).flags = if anon { PG_SWAPBACKED } else { 0 };
+        self.putback(i);
+        Ok(())
+    }
+
+    /// A page read back in after eviction joins the LRU; `shadow` is what
+    /// its eviction left. Runs `workingset_refault` first, so a recent
+    /// refault starts on the active list. `swap_on` says whether anon can
+    /// be reclaimed (its lists count towards the workingset then). Returns
+    /// whether it was activated.
+    pub fn folio_add_lru_refault(
+        &mut self,
+        pfn: u64,
+        anon: bool,
+        shadow: Shadow,
+        swap_on: bool,
+    ) -> Result<bool, LruError> {
+        let i = self.idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        let (activate, restore) = self.workingset_refault(shadow, !anon, swap_on);
+        let mut f = if anon { PG_SWAPBACKED } else { 0 };
+        if activate {
+            f |= PG_ACTIVE;
+            if restore {
+                f |= PG_WORKINGSET;
+            }
+        }
+        self.node_mut(i).flags = f;
+        self.putback(i);
+        Ok(activate)
+    }
+
+    /// `folio_del_lru` (`lruvec_del_folio` before the page is freed):
+    /// takes the page off its list and clears its LRU state.
+    pub fn folio_del_lru(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        self.unlink(i);
+        *self.node_mut(i) = LruNode::EMPTY;
+        Ok(())
+    }
+
+    /// `folio_mark_accessed`: first access sets `PG_referenced`, a second
+    /// one activates an inactive page (`folio_activate`), clearing it.
+    pub fn mark_page_accessed(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_REFERENCED == 0 {
+            self.node_mut(i).flags |= PG_REFERENCED;
+        } else if f & (PG_UNEVICTABLE | PG_ACTIVE) == 0 {
+            self.unlink(i);
+            self.node_mut(i).flags = (f | PG_ACTIVE) & !PG_REFERENCED;
+            self.putback(i);
+            self.stat.pgactivate += 1;
+            // workingset_activation.
+            self.nonresident_age += 1;
+        }
+        Ok(())
+    }
+
+    /// `mlock`: the page goes to the unevictable list.
+    pub fn folio_mlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        self.unlink(i);
+        self.node_mut(i).flags |= PG_UNEVICTABLE;
+        self.node_mut(i).flags &= !PG_ACTIVE;
+        self.putback(i);
+        Ok(())
+    }
+
+    /// `munlock`: an unevictable page goes back to the inactive list.
+    pub fn folio_munlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if self.node(i).flags & PG_UNEVICTABLE != 0 {
+            self.unlink(i);
+            self.node_mut(i).flags &= !PG_UNEVICTABLE;
+            self.putback(i);
+        }
+        Ok(())
+    }
+
+    /// `isolate_lru_folios`: up to `nr` pages from the tail of `lru`.
+    fn isolate_lru_folios(&mut self, nr: u64, lru: LruList) -> Vec<u32> {
+        let mut out = Vec::with_capacity(nr.min(self.nr(lru)) as usize);
+        while (out.len() as u64) < nr {
+            let t = self.tail[lru as usize];
+            if t == NIL {
+                break;
+            }
+            self.unlink(t);
+            out.push(t);
+        }
+        out
+    }
+
+    /// `lru_note_cost`: reclaim of a type cost `nr_io` writes and
+    /// `nr_rotated` rotations; the costs decay by half once they pass a
+    /// quarter of the LRU size, so they follow recent behaviour.
+    fn lru_note_cost(&mut self, file: bool, nr_io: u64, nr_rotated: u64) {
+        self.cost[file as usize] += nr_io * SWAP_CLUSTER_MAX + nr_rotated;
+        let lrusize = self.nr_evictable();
+        if self.cost[0] + self.cost[1] > lrusize / 4 {
+            self.cost[0] /= 2;
+            self.cost[1] /= 2;
+        }
+    }
+
+    /// `shrink_active_list`: moves up to `nr_to_scan` pages from the tail
+    /// of an active list to the inactive head, clearing their PTEs'
+    /// accessed bits; referenced executable file pages stay active.
+    pub fn shrink_active_list<O: ReclaimOps + ?Sized>(&mut self, nr_to_scan: u64, lru: LruList, ops: &mut O) {
+        let file = lru.is_file();
+        let hold = self.isolate_lru_folios(nr_to_scan, lru);
+        let mut nr_rotated = 0;
+        for i in hold {
+            let pfn = self.pfn(i);
+            let r = ops.folio_referenced(pfn);
+            let n = self.node_mut(i);
+            if r.vm_locked {
+                n.flags = (n.flags | PG_UNEVICTABLE) & !PG_ACTIVE;
+                self.stat.unevictable_pgs_culled += 1;
+            } else if r.ptes > 0 && r.vm_exec && file {
+                nr_rotated += 1;
+                self.stat.pgrotated += 1;
+            } else {
+                n.flags = (n.flags & !PG_ACTIVE) | PG_WORKINGSET;
+                self.stat.pgdeactivate += 1;
+            }
+            self.putback(i);
+        }
+        self.lru_note_cost(file, 0, nr_rotated);
+    }
+
+    /// `shrink_inactive_list` with `shrink_folio_list`'s reference check:
+    /// scans up to `nr_to_scan` pages from the tail of an inactive list,
+    /// reclaiming the unreferenced ones through `ops`. Returns the number
+    /// freed.
+    pub fn shrink_inactive_list<O: ReclaimOps + ?Sized>(
+        &mut self,
+        nr_to_scan: u64,
+        lru: LruList,
+        sc: &mut ScanControl,
+        ops: &mut O,
+    ) -> u64 {
+        let file = lru.is_file();
+        let hold = self.isolate_lru_folios(nr_to_scan, lru);
+        let scanned = hold.len() as u64;
+        if sc.kswapd {
+            self.stat.pgscan_kswapd += scanned;
+        } else {
+            self.stat.pgscan_direct += scanned;
+        }
+        sc.nr_scanned += scanned;
+        let (mut reclaimed, mut nr_io) = (0, 0);
+        for i in hold {
+            let pfn = self.pfn(i);
+            // folio_check_references.
+            let r = ops.folio_referenced(pfn);
+            let f = self.node(i).flags;
+            let referenced_folio = f & PG_REFERENCED != 0;
+            self.node_mut(i).flags &= !PG_REFERENCED;
+            if r.vm_locked {
+                self.node_mut(i).flags |= PG_UNEVICTABLE;
+                self.stat.unevictable_pgs_culled += 1;
+                self.putback(i);
+                continue;
+            }
+            if r.ptes > 0 {
+                self.node_mut(i).flags |= PG_REFERENCED;
+                if referenced_folio || r.ptes > 1 || (r.vm_exec && file) {
+                    self.activate(i);
+                } else {
+                    self.putback(i);
+                }
+                continue;
+            }
+            let clean_only = referenced_folio && file;
+            let shadow = Shadow::pack(self.nonresident_age, f & PG_WORKINGSET != 0);
+            match ops.reclaim_folio(pfn, f & PG_SWAPBACKED != 0, shadow, clean_only) {
+                ReclaimOutcome::Freed { io } => {
+                    // workingset_eviction ages the clock.
+                    self.nonresident_age += 1;
+                    *self.node_mut(i) = LruNode::EMPTY;
+                    reclaimed += 1;
+                    nr_io += io as u64;
+                }
+                ReclaimOutcome::Keep => self.putback(i),
+                ReclaimOutcome::Activate => self.activate(i),
+            }
+        }
+        if sc.kswapd {
+            self.stat.pgsteal_kswapd += reclaimed;
+        } else {
+            self.stat.pgsteal_direct += reclaimed;
+        }
+        sc.nr_reclaimed += reclaimed;
+        self.lru_note_cost(file, nr_io, scanned - reclaimed);
+        reclaimed
+    }
+
+    /// `activate_locked`: an isolated page goes to its active list.
+    fn activate(&mut self, i: u32) {
+        self.node_mut(i).flags |= PG_ACTIVE;
+        self.stat.pgactivate += 1;
+        self.putback(i);
+    }
+
+    /// `inactive_is_low`: whether the inactive list of this type is small
+    /// against the active one (`inactive * inactive_ratio < active`), so
+    /// the active list should be aged.
+    pub fn inactive_is_low(&self, inactive_lru: LruList) -> bool {
+        let file = inactive_lru.is_file();
+        let inactive = self.nr(LruList::inactive(file));
+        let active = self.nr(LruList::active(file));
+        // GiB of this type's pages (4 KiB pages: >> 18).
+        let gb = (inactive + active) >> 18;
+        let inactive_ratio = if gb > 0 { int_sqrt(10 * gb) } else { 1 };
+        inactive * inactive_ratio < active
+    }
+
+    /// `get_scan_count`: how many pages of each evictable list to scan in
+    /// this round, `[inactive anon, active anon, inactive file, active
+    /// file]`: `size >> priority`, split between anon and file by
+    /// swappiness weighted against each type's recent cost (`SCAN_FRACT`),
+    /// or all one type when the other cannot or should not be reclaimed.
+    pub fn get_scan_count(&self, sc: &ScanControl) -> [u64; 4] {
+        enum Balance {
+            Equal,
+            Fract,
+            File,
+            Anon,
+        }
+        let swappiness = sc.swappiness.min(MAX_SWAPPINESS) as u64;
+        let balance = if !sc.may_swap {
+            Balance::File
+        } else if sc.priority == 0 && swappiness > 0 {
+            // Near OOM: scan everything equally.
+            Balance::Equal
+        } else if sc.file_is_tiny {
+            Balance::Anon
+        } else {
+            Balance::Fract
+        };
+        // anon_cost and file_cost, each counted against the sum (Linux's
+        // arithmetic: a type's own cost weighs double).
+        let total = self.cost[0] + self.cost[1];
+        let anon_cost = total + self.cost[0];
+        let file_cost = total + self.cost[1];
+        let total = anon_cost + file_cost;
+        let ap = swappiness * (total + 1) / (anon_cost + 1);
+        let fp = (MAX_SWAPPINESS as u64 - swappiness) * (total + 1) / (file_cost + 1);
+        let denominator = ap + fp;
+        let mut nr = [0u64; 4];
+        for (k, &lru) in LruList::EVICTABLE.iter().enumerate() {
+            let file = lru.is_file();
+            let scan = self.nr(lru) >> sc.priority.min(63);
+            nr[k] = match balance {
+                Balance::Equal => scan,
+                Balance::Fract => {
+                    let frac = if file { fp } else { ap };
+                    // DIV64_U64_ROUND_UP, as for global reclaim.
+                    if denominator == 0 {
+                        0
+                    } else {
+                        (scan * frac).div_ceil(denominator)
+                    }
+                }
+                Balance::File => scan * file as u64,
+                Balance::Anon => scan * !file as u64,
+            };
+        }
+        nr
+    }
+
+    /// `shrink_lruvec`: one round at `sc.priority`: scans the lists in
+    /// batches of `SWAP_CLUSTER_MAX` by `get_scan_count`'s targets, ageing
+    /// active lists whose inactive partner is low or refaulting
+    /// (`may_deactivate`). Once `nr_to_reclaim` is met the remaining scan
+    /// is cut back so anon and file stay in their target proportion
+    /// (except for direct reclaim at `DEF_PRIORITY`, which finishes its
+    /// batch). Then ages the active anon list once more if its inactive
+    /// list is still low.
+    pub fn shrink_lruvec<O: ReclaimOps + ?Sized>(&mut self, sc: &mut ScanControl, ops: &mut O) {
+        // prepare_scan_count: deactivate a type whose inactive list is low
+        // or whose workingset is refaulting.
+        let mut may_deactivate = [false; 2];
+        for (file, slot) in may_deactivate.iter_mut().enumerate() {
+            let file_b = file == 1;
+            *slot = self.stat.workingset_activate[file] != self.refaults_snapshot[file]
+                || self.inactive_is_low(LruList::inactive(file_b));
+        }
+        let targets = self.get_scan_count(sc);
+        let mut nr = targets;
+        let start = sc.nr_reclaimed;
+        // Direct reclaim at DEF_PRIORITY scans its whole batch (kswapd is
+        // not keeping up: do the work at once); otherwise, once the target
+        // is met, the scan is cut back proportionally, once.
+        let mut scan_adjusted = !sc.kswapd && sc.priority == DEF_PRIORITY;
+        // Active anon (index 1) is scanned alongside but does not keep the
+        // loop going.
+        while nr[0] > 0 || nr[2] > 0 || nr[3] > 0 {
+            for (k, &lru) in LruList::EVICTABLE.iter().enumerate() {
+                if nr[k] == 0 {
+                    continue;
+                }
+                let n = nr[k].min(SWAP_CLUSTER_MAX);
+                nr[k] -= n;
+                if lru.is_active() {
+                    if may_deactivate[lru.is_file() as usize] {
+                        self.shrink_active_list(n, lru, ops);
+                    }
+                } else {
+                    self.shrink_inactive_list(n, lru, sc, ops);
+                }
+            }
+            if sc.nr_reclaimed - start < sc.nr_to_reclaim || scan_adjusted {
+                continue;
+            }
+            // Target met: stop scanning the type with less scan left, and
+            // scan the other only as far as its share of the original
+            // targets says (it is vindictive to attack the larger once the
+            // smaller is done).
+            let nr_anon = nr[0] + nr[1];
+            let nr_file = nr[2] + nr[3];
+            if nr_anon == 0 || nr_file == 0 {
+                break;
+            }
+            let (stop, other, percentage) = if nr_file > nr_anon {
+                (0, 2, nr_anon * 100 / (targets[0] + targets[1] + 1))
+            } else {
+                (2, 0, nr_file * 100 / (targets[2] + targets[3] + 1))
+            };
+            nr[stop] = 0;
+            nr[stop + 1] = 0;
+            for k in [other, other + 1] {
+                let scanned = targets[k] - nr[k];
+                nr[k] = targets[k] * (100 - percentage) / 100;
+                nr[k] -= nr[k].min(scanned);
+            }
+            scan_adjusted = true;
+        }
+        if sc.may_swap && self.inactive_is_low(LruList::InactiveAnon) {
+            self.shrink_active_list(SWAP_CLUSTER_MAX, LruList::ActiveAnon, ops);
+        }
+        self.refaults_snapshot = self.stat.workingset_activate;
+    }
+
+    /// `do_try_to_free_pages` on this lruvec: `shrink_lruvec` at falling
+    /// priorities (`DEF_PRIORITY` down to 0) until `nr_to_reclaim` pages
+    /// are freed. Returns the number freed; 0 is no progress, which the
+    /// allocator retries up to [`MAX_RECLAIM_RETRIES`] times before the OOM
+    /// killer (a pass over young pages may only have aged them).
+    pub fn try_to_free_pages<O: ReclaimOps + ?Sized>(&mut self, sc: &mut ScanControl, ops: &mut O) -> u64 {
+        let start = sc.nr_reclaimed;
+        loop {
+            self.shrink_lruvec(sc, ops);
+            if sc.nr_reclaimed - start >= sc.nr_to_reclaim || sc.priority == 0 {
+                break;
+            }
+            sc.priority -= 1;
+        }
+        sc.nr_reclaimed - start
+    }
+
+    /// `workingset_refault` (`workingset_test_recent`): counts the
+    /// refault, and says whether the page should start active (its refault
+    /// distance fits in the workingset) and whether it is a workingset
+    /// restore. Charges the refault to the type's reclaim cost.
+    pub fn workingset_refault(&mut self, shadow: Shadow, file: bool, swap_on: bool) -> (bool, bool) {
+        let t = file as usize;
+        self.stat.workingset_refault[t] += 1;
+        // lru_note_cost_refault: one page of I/O.
+        self.lru_note_cost(file, 1, 0);
+        let refault_distance = self.nonresident_age.wrapping_sub(shadow.eviction()) & EVICTION_MASK;
+        let mut workingset_size = self.nr(LruList::ActiveFile);
+        if !file {
+            workingset_size += self.nr(LruList::InactiveFile);
+        }
+        if swap_on {
+            workingset_size += self.nr(LruList::ActiveAnon);
+            if file {
+                workingset_size += self.nr(LruList::InactiveAnon);
+            }
+        }
+        if refault_distance > workingset_size {
+            return (false, false);
+        }
+        self.nonresident_age += 1;
+        self.stat.workingset_activate[t] += 1;
+        let restore = shadow.workingset();
+        if restore {
+            self.stat.workingset_restore[t] += 1;
+        }
+        (true, restore)
+    }
+
+    /// Checks the lists: links consistent both ways, counts right, every
+    /// page with `PG_LRU` on exactly the list its flags name.
+    pub fn verify(&self) -> Result<(), &'static str> {
+        let nodes = self.nodes.as_ref();
+        let mut seen = 0u64;
+        for lru in LruList::ALL {
+            let l = lru as usize;
+            let mut prev = NIL;
+            let mut cur = self.head[l];
+            let mut n = 0u64;
+            while cur != NIL {
+                let node = nodes.get(cur as usize).ok_or("link out of range")?;
+                if node.prev != prev {
+                    return Err("prev link broken");
+                }
+                if node.flags & PG_LRU == 0 || node.lru != lru as u8 {
+                    return Err("page on a list without PG_LRU or with another list's tag");
+                }
+                if Self::lru_of(node.flags) != lru {
+                    return Err("page on a list its flags do not name");
+                }
+                n += 1;
+                if n > nodes.len() as u64 {
+                    return Err("list loops");
+                }
+                prev = cur;
+                cur = node.next;
+            }
+            if self.tail[l] != prev {
+                return Err("tail broken");
+            }
+            if n != self.nr[l] {
+                return Err("list count wrong");
+            }
+            seen += n;
+        }
+        let flagged = nodes.iter().filter(|n| n.flags & PG_LRU != 0).count() as u64;
+        if flagged != seen {
+            return Err("PG_LRU pages missing from the lists");
+        }
+        Ok(())
+    }
+}
