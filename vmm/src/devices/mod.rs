@@ -5,6 +5,7 @@
 
 pub mod results;
 pub mod serial;
+pub mod virtio;
 
 use crate::symbols::Symbols;
 use results::ResultsChannel;
@@ -51,6 +52,8 @@ pub struct PortBus {
     park_hook: Option<Box<dyn crate::inspect::checkpoint::ParkHook>>,
     descriptor_low: u32,
     link: crate::inspect::GuestLink,
+    /// The MMIO devices (virtio), reached through the vCPU's MMIO exits.
+    pub mmio: virtio::MmioBus,
 }
 
 impl PortBus {
@@ -68,6 +71,7 @@ impl PortBus {
             park_hook: None,
             descriptor_low: 0,
             link: crate::inspect::GuestLink::default(),
+            mmio: virtio::MmioBus::default(),
         }
     }
 
