@@ -154,6 +154,7 @@ pub fn interrupt(frame: &mut TrapFrame) {
             }
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
+        v if v == crate::arch::idt::VIRTIO_VECTOR as u64 => crate::drivers::virtio::blk::interrupt(),
         v => kprintln!("unexpected interrupt vector {:#x}", v),
     }
 }

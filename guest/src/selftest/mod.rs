@@ -12,6 +12,7 @@ pub mod access;
 mod allocators;
 mod faults;
 mod process;
+mod virtio;
 
 use crate::arch::outb;
 use crate::fmt::StackString;
@@ -65,7 +66,7 @@ macro_rules! detail {
 }
 
 /// The groups, in the order they run.
-const GROUPS: [(&str, fn()); 9] = [
+const GROUPS: [(&str, fn()); 10] = [
     ("buddy", allocators::buddy),
     ("slab", allocators::slab),
     ("heap", allocators::heap),
@@ -75,6 +76,7 @@ const GROUPS: [(&str, fn()); 9] = [
     ("faults", faults::faults),
     ("access", access::access),
     ("process", process::process),
+    ("virtio", virtio::virtio),
 ];
 
 /// Runs the suite (or one group); true if every check passed.
@@ -93,7 +95,7 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
             "selftest",
             "group_exists",
             false,
-            "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access, process)",
+            "no such group (buddy, slab, heap, vmalloc, debug, paging, faults, access, process, virtio)",
         );
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));

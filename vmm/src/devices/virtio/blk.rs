@@ -124,7 +124,7 @@ impl SwapConfig {
             },
         };
         if let Some(n) = size {
-            if n % PAGE != 0 {
+            if !n.is_multiple_of(PAGE) {
                 return Err(SwapError::Unaligned(n));
             }
         }
@@ -147,7 +147,7 @@ impl BackingFile {
     pub fn open(cfg: &SwapConfig) -> Result<Self, SwapError> {
         let path = cfg.path.clone();
         if let Some(n) = cfg.size {
-            if n % PAGE != 0 {
+            if !n.is_multiple_of(PAGE) {
                 return Err(SwapError::Unaligned(n));
             }
         }
@@ -325,7 +325,7 @@ impl Block {
         let len = len as u64;
         let offset = sector.checked_mul(SECTOR_SIZE).ok_or(Failed(VIRTIO_BLK_S_IOERR as u8))?;
         let end = offset.checked_add(len).ok_or(Failed(VIRTIO_BLK_S_IOERR as u8))?;
-        if len % SECTOR_SIZE != 0 || end > self.disk.size {
+        if !len.is_multiple_of(SECTOR_SIZE) || end > self.disk.size {
             return Err(Failed(VIRTIO_BLK_S_IOERR as u8));
         }
         Ok(offset)

@@ -13,7 +13,9 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
 };
 use virtio_bindings::virtio_mmio::*;
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 /// "virt", little-endian: the magic value every virtio-mmio window starts with.
@@ -149,9 +151,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let mem = self.mem.clone();
         match self.device.process_queue(&mut self.queue, &mem) {
             Ok(true) => {
-                // VRING_AVAIL_F_NO_INTERRUPT (no EVENT_IDX is offered)
-                // lets a polling driver go without.
-                if self.queue.needs_notification(&*mem).unwrap_or(true) {
+                // VRING_AVAIL_F_NO_INTERRUPT (no EVENT_IDX is offered) lets
+                // a polling driver go without; virtio-queue does not read
+                // that flag, so the transport does.
+                let flags: u16 = mem.read_obj(GuestAddress(self.queue.avail_ring())).unwrap_or(0);
+                let wanted = flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0;
+                if wanted && self.queue.needs_notification(&*mem).unwrap_or(true) {
                     self.signal(VIRTIO_MMIO_INT_VRING);
                 }
             }
@@ -197,13 +202,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 1 => (self.device.features() >> 32) as u32,
                 _ => 0,
             },
-            VIRTIO_MMIO_QUEUE_NUM_MAX => {
-                if self.queue_sel == 0 {
-                    self.queue.max_size() as u32
-                } else {
-                    0
-                }
-            }
+            VIRTIO_MMIO_QUEUE_NUM_MAX if self.queue_sel == 0 => self.queue.max_size() as u32,
             VIRTIO_MMIO_QUEUE_READY => (self.queue_sel == 0 && self.queue.ready()) as u32,
             VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt_status,
             VIRTIO_MMIO_STATUS => self.status,
@@ -257,11 +256,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             }
             VIRTIO_MMIO_QUEUE_USED_LOW if self.queue_configurable() => self.queue.set_used_ring_address(Some(v), None),
             VIRTIO_MMIO_QUEUE_USED_HIGH if self.queue_configurable() => self.queue.set_used_ring_address(None, Some(v)),
-            VIRTIO_MMIO_QUEUE_NOTIFY => {
-                if v == 0 {
-                    self.notify();
-                }
-            }
+            // Only queue 0 exists.
+            VIRTIO_MMIO_QUEUE_NOTIFY if v == 0 => self.notify(),
             VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt_status &= !v,
             VIRTIO_MMIO_STATUS => self.write_status(v),
             _ => {}
@@ -279,7 +275,7 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
         }
         // The common registers are 32 bits wide and aligned (4.2.2.2);
         // anything else reads as 0.
-        if data.len() == 4 && offset % 4 == 0 {
+        if data.len() == 4 && offset.is_multiple_of(4) {
             data.copy_from_slice(&self.read_reg(offset as u32).to_le_bytes());
         }
     }
@@ -287,7 +283,7 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
     fn write(&mut self, offset: u64, data: &[u8]) {
         // Configuration space is read-only for a block device; common
         // registers take aligned 32-bit writes only.
-        if data.len() == 4 && offset % 4 == 0 && offset < VIRTIO_MMIO_CONFIG as u64 {
+        if data.len() == 4 && offset.is_multiple_of(4) && offset < VIRTIO_MMIO_CONFIG as u64 {
             let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
             self.write_reg(offset as u32, v);
         }
