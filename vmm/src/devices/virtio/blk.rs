@@ -193,11 +193,11 @@ impl BackingFile {
                 return Err(SwapError::TooSmall { path, have: human_bytes(size), need: human_bytes(MIN_SIZE) });
             }
             // Sparse: the host allocates blocks only where the guest writes.
-            file.set_len(size).map_err(|source| SwapError::Resize {
-                path: path.clone(),
-                size: human_bytes(size),
-                source,
-            })?;
+            if let Err(source) = file.set_len(size) {
+                // Nothing of ours is left behind.
+                let _ = std::fs::remove_file(&path);
+                return Err(SwapError::Resize { path, size: human_bytes(size), source });
+            }
             size
         };
         Ok(BackingFile { file, path, size })
