@@ -2,8 +2,8 @@
 //! kernel; and running it to completion with the event loop.
 
 use crate::boot::{self, kernel::KernelImage, BootError, BootMode};
-use crate::devices::virtio::blk::{BackingFile, Block, SwapConfig, SwapError};
-use crate::devices::virtio::{self, MmioDevice};
+use crate::devices::virtio;
+use crate::devices::virtio::blk::{BackingFile, SwapConfig, SwapError};
 use crate::devices::{serial::SerialConsole, PortBus};
 use crate::eventloop::{self, LoopEnd};
 use crate::gdb::{self, GdbConfig, GdbError};
@@ -117,13 +117,7 @@ pub struct Vm {
     park_hook: Option<Box<dyn ParkHook>>,
     inspect_outcome: Option<Arc<Mutex<InspectOutcome>>>,
     link: GuestLink,
-    swap: Option<SwapDevice>,
-}
-
-/// The swap device, ready for the MMIO bus, and its counters.
-struct SwapDevice {
-    transport: Box<dyn MmioDevice>,
-    report: Box<dyn Fn() -> String + Send>,
+    swap: Option<virtio::SwapDevice>,
 }
 
 impl Vm {
@@ -150,10 +144,10 @@ impl Vm {
         // the memslots: registering RAM with the irqchip present costs KVM far
         // more (measured: ~9 ms for 256 MiB instead of well under 1 ms).
         vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
-        let swap = swap_file.map(|f| swap_device(&vm, &mem, f)).transpose()?;
+        let swap = swap_file.map(|f| virtio::swap_device(&vm, &mem, f)).transpose()?;
         // The guest finds the device as Linux does, on its command line.
         let cmdline = match swap {
-            Some(_) => format!("{} {}", cfg.cmdline, virtio_cmdline()),
+            Some(_) => format!("{} {}", cfg.cmdline, virtio::kernel_cmdline()),
             None => cfg.cmdline.clone(),
         };
 
@@ -299,48 +293,6 @@ impl Vm {
             },
         })
     }
-}
-
-/// Linux's `virtio_mmio.device=<size>@<base>:<irq>` for the swap device.
-pub fn virtio_cmdline() -> String {
-    use mm_core::abi::virtio::{BLK_IRQ, MMIO_BASE, MMIO_SIZE};
-    format!("virtio_mmio.device={}K@{:#x}:{}", MMIO_SIZE >> 10, MMIO_BASE, BLK_IRQ)
-}
-
-/// The virtio-blk device over `file` on its MMIO transport, its interrupt
-/// an irqfd on the GSI the in-kernel IOAPIC routes to the guest.
-fn swap_device(vm: &VmFd, mem: &GuestMem, file: BackingFile) -> Result<SwapDevice, VmError> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
-        VmError::EventLoop(eventloop::LoopError::Setup { what: "the swap device's interrupt eventfd", source })
-    })?;
-    vm.register_irqfd(&irq, mm_core::abi::virtio::BLK_IRQ)
-        .map_err(KvmError::ioctl("connect the swap device's interrupt (KVM_IRQFD)"))?;
-    let block = Block::new(file);
-    let blk = block.stats();
-    let transport = virtio::mmio::MmioTransport::new(
-        block,
-        mem.clone(),
-        virtio::mmio::Irq::Fd(irq),
-        mm_core::abi::virtio::QUEUE_MAX,
-    )
-    .map_err(SwapError::Queue)?;
-    let t = transport.stats();
-    let report = Box::new(move || {
-        format!(
-            "{} reads ({} sectors), {} writes ({} sectors), {} flushes, {} get-id, {} errors, {} notifies, {} interrupts",
-            blk.reads.load(Relaxed),
-            blk.sectors_read.load(Relaxed),
-            blk.writes.load(Relaxed),
-            blk.sectors_written.load(Relaxed),
-            blk.flushes.load(Relaxed),
-            blk.get_ids.load(Relaxed),
-            blk.errors.load(Relaxed) + blk.unanswerable.load(Relaxed),
-            t.notifies.load(Relaxed),
-            t.interrupts.load(Relaxed),
-        )
-    });
-    Ok(SwapDevice { transport: Box::new(transport), report })
 }
 
 /// Prints what the guest reported on the self-test results channel: one

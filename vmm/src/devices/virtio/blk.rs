@@ -90,6 +90,12 @@ pub enum SwapError {
         /// What was needed.
         need: String,
     },
+    /// No eventfd for the interrupt.
+    #[error("cannot create the swap device's interrupt eventfd (check the open-files limit, ulimit -n)")]
+    Interrupt(#[source] io::Error),
+    /// KVM refused the irqfd.
+    #[error("KVM refused to connect the swap device's interrupt (KVM_IRQFD on GSI {gsi}); this KVM lacks irqfd support", gsi = mm_core::abi::virtio::BLK_IRQ)]
+    Irqfd(#[source] kvm_ioctls::Error),
     /// The queue refused its size (a VMM bug: the size is a constant).
     #[error("the swap device's virtqueue could not be created; this is a VMM bug")]
     Queue(#[source] virtio_queue::Error),

@@ -12,6 +12,10 @@
 pub mod blk;
 pub mod mmio;
 
+use crate::memory::GuestMem;
+use blk::{BackingFile, Block, SwapError};
+use kvm_ioctls::VmFd;
+use mm_core::abi::virtio::{BLK_IRQ, MMIO_BASE, MMIO_SIZE, QUEUE_MAX};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
@@ -80,4 +84,48 @@ impl MmioBus {
             None => false,
         }
     }
+}
+
+/// Linux's `virtio_mmio.device=<size>@<base>:<irq>` for the swap device,
+/// which the VMM appends to the kernel command line.
+pub fn kernel_cmdline() -> String {
+    format!("virtio_mmio.device={}K@{:#x}:{}", MMIO_SIZE >> 10, MMIO_BASE, BLK_IRQ)
+}
+
+/// The swap device ready for the MMIO bus (at `MMIO_BASE`), and a closing
+/// line of its counts.
+pub struct SwapDevice {
+    /// The transport with the block device behind it.
+    pub transport: Box<dyn MmioDevice>,
+    /// "N reads (S sectors), ..." for the VMM's report at the end of a run.
+    pub report: Box<dyn Fn() -> String + Send>,
+}
+
+/// The virtio-blk device over `file` on its MMIO transport, its interrupt
+/// an irqfd on the GSI the in-kernel IOAPIC routes (create the irqchip
+/// first).
+pub fn swap_device(vm: &VmFd, mem: &GuestMem, file: BackingFile) -> Result<SwapDevice, SwapError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(SwapError::Interrupt)?;
+    vm.register_irqfd(&irq, BLK_IRQ).map_err(SwapError::Irqfd)?;
+    let block = Block::new(file);
+    let blk = block.stats();
+    let transport =
+        mmio::MmioTransport::new(block, mem.clone(), mmio::Irq::Fd(irq), QUEUE_MAX).map_err(SwapError::Queue)?;
+    let t = transport.stats();
+    let report = Box::new(move || {
+        format!(
+            "{} reads ({} sectors), {} writes ({} sectors), {} flushes, {} get-id, {} errors, {} notifies, {} interrupts",
+            blk.reads.load(Relaxed),
+            blk.sectors_read.load(Relaxed),
+            blk.writes.load(Relaxed),
+            blk.sectors_written.load(Relaxed),
+            blk.flushes.load(Relaxed),
+            blk.get_ids.load(Relaxed),
+            blk.errors.load(Relaxed) + blk.unanswerable.load(Relaxed),
+            t.notifies.load(Relaxed),
+            t.interrupts.load(Relaxed),
+        )
+    });
+    Ok(SwapDevice { transport: Box::new(transport), report })
 }
