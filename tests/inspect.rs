@@ -202,6 +202,7 @@ fn config(cmdline: &str) -> VmConfig {
         timeout: Some(Duration::from_secs(60)),
         gdb: None,
         inspect: InspectConfig::default(),
+        swap: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod boot;
 mod checkpoint;
 mod cmdline;
 mod console;
+mod drivers;
 mod exit;
 mod fmt;
 mod mem;
@@ -65,6 +66,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
 
     mm::init(params);
     proc::init();
+    drivers::init(cmdline);
     checkpoint::checkpoint("ready");
 
     let code = cmdline::run_actions(cmdline);

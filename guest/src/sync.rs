@@ -12,12 +12,13 @@
 //! |---|---|---|
 //! | 1 [`rank::MM`] | each process's `mm_struct` (proc/sched.rs `MmRef`) | `mmap_lock` |
 //! | 2 [`rank::SCHED`] | the scheduler (irq-safe: the timer takes it) | the run-queue lock |
-//! | 3 [`rank::MISC`] | bookkeeping that may allocate: self-test run, process reports, access records, boot kernel-half copy | |
+//! | 3 [`rank::MISC`] | bookkeeping that may allocate: self-test run, process reports, access records, boot kernel-half copy; the virtio-blk driver's state (drivers/virtio/blk.rs: it allocates buffers, and swap-out will call it with no page-allocator lock held) | |
 //! | 4 [`rank::VMAP`] | vmalloc's area allocator | `vmap_area_lock` |
 //! | 5 [`rank::PAGES`] | buddy + pcp lists + slab (irq-safe) | `zone->lock` (and the slab's `list_lock`) |
 //! | 6 [`rank::DEFERRED`] | memory not yet given to the buddy allocator | `deferred_grow_zone`'s `pgdat_resize_lock` |
 //! | 7 [`rank::KERNEL_PT`] | the kernel's page tables | `init_mm.page_table_lock` |
 //! | 8 [`rank::STATS`] | counters (mm, vmalloc, process-mm globals): leaves, nothing nests in them | |
+//! | 9 [`rank::DEVICE`] | device register windows (the IOAPIC's): leaves | |
 //!
 //! So a page fault holds its process's mm, then the page allocator, then
 //! (growing the zones) the deferred memory and the kernel page tables; the
@@ -58,6 +59,8 @@ pub mod rank {
     pub const KERNEL_PT: u8 = 7;
     /// Leaf counters.
     pub const STATS: u8 = 8;
+    /// Device register windows (leaves).
+    pub const DEVICE: u8 = 9;
     /// Ranks for the lock self-tests only.
     pub const TEST_OUTER: u8 = 14;
     /// Ranks for the lock self-tests only.
@@ -74,7 +77,7 @@ pub mod rank {
         "the deferred memory",
         "the kernel page tables",
         "a counter lock",
-        "(rank 9)",
+        "a device register window",
         "(rank 10)",
         "(rank 11)",
         "(rank 12)",

@@ -300,6 +300,35 @@ pub mod zone {
     pub const DMA32_END: u64 = 4 << 30;
 }
 
+/// The virtio-mmio block device the VMM offers with `--swap` (swap's
+/// device): where its register window sits in the guest-physical map and
+/// which interrupt it raises. The VMM puts the same values on the kernel
+/// command line as Linux's `virtio_mmio.device=4K@ADDR:IRQ`, which is how
+/// the guest finds it; these constants are the VMM's choice and a guest
+/// must not assume them.
+pub mod virtio {
+    /// Base of the register window: in the hole below 4 GiB where a PC has
+    /// its PCI devices (no RAM there, whatever `--mem` is).
+    pub const MMIO_BASE: u64 = 0xd000_0000;
+    /// Size of the register window (one page, Linux's `4K`).
+    pub const MMIO_SIZE: u64 = 0x1000;
+    /// The GSI the device's interrupt goes to: an IOAPIC pin above the
+    /// legacy 16, so the (uninitialised) 8259 PIC never sees it.
+    pub const BLK_IRQ: u32 = 16;
+    /// Most descriptors per virtqueue the device offers (QueueNumMax).
+    pub const QUEUE_MAX: u16 = 256;
+    /// A virtio-blk sector: the unit of request offsets, always 512 bytes.
+    pub const SECTOR_SIZE: u64 = 512;
+}
+
+/// The IOAPIC KVM's in-kernel irqchip emulates, at the PC's address.
+pub mod ioapic {
+    /// Base of its two-register window (IOREGSEL, then IOWIN at +0x10).
+    pub const BASE: u64 = 0xfec0_0000;
+    /// Its pins (KVM's: 24).
+    pub const PINS: u32 = 24;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

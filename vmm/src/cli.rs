@@ -1,6 +1,7 @@
 //! The command line: `vmm run [options]`.
 
 use crate::boot::BootMode;
+use crate::devices::virtio::blk::SwapConfig;
 use crate::gdb::{GdbAddr, GdbConfig};
 use crate::memory;
 use crate::vm::VmConfig;
@@ -105,6 +106,23 @@ pub struct RunArgs {
     /// Without a value: all of them.
     #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
     pub verify: Option<crate::inspect::spec::Checks>,
+
+    /// Swap's device: a virtio-blk disk on virtio-mmio backed by this host
+    /// file, created sparse when missing (SIZE, default 64M; an existing
+    /// file is used whole unless SIZE says less). The guest finds it on its
+    /// command line (`virtio_mmio.device=...`). Without it: no swap device.
+    #[arg(long, value_name = "PATH[,size=SIZE]", value_parser = parse_swap)]
+    pub swap: Option<SwapConfig>,
+}
+
+fn parse_swap(s: &str) -> Result<SwapConfig, String> {
+    SwapConfig::parse(s).map_err(|e| {
+        let mut m = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            m = format!("{m}: {src}");
+        }
+        m
+    })
 }
 
 fn parse_mem(s: &str) -> Result<u64, String> {
@@ -136,6 +154,7 @@ impl RunArgs {
                 json: self.json,
                 verify: self.verify.clone().map(|c| c.0),
             },
+            swap: self.swap.clone(),
         }
     }
 }

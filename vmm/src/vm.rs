@@ -2,6 +2,8 @@
 //! kernel; and running it to completion with the event loop.
 
 use crate::boot::{self, kernel::KernelImage, BootError, BootMode};
+use crate::devices::virtio;
+use crate::devices::virtio::blk::{BackingFile, SwapConfig, SwapError};
 use crate::devices::{serial::SerialConsole, PortBus};
 use crate::eventloop::{self, LoopEnd};
 use crate::gdb::{self, GdbConfig, GdbError};
@@ -38,6 +40,8 @@ pub struct VmConfig {
     pub gdb: Option<GdbConfig>,
     /// Views and checks at checkpoints (`--inspect`, `--verify`).
     pub inspect: InspectConfig,
+    /// The swap device's backing file (`--swap`); none: no device.
+    pub swap: Option<SwapConfig>,
 }
 
 /// Errors setting up or running a VM.
@@ -79,6 +83,9 @@ pub enum VmError {
     /// Inspection at a checkpoint stopped the run (`--verify` violations).
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    /// The swap device (`--swap`).
+    #[error(transparent)]
+    Swap(#[from] SwapError),
 }
 
 /// How a run ended.
@@ -119,6 +126,7 @@ pub struct Vm {
     park_hook: Option<Box<dyn ParkHook>>,
     inspect_outcome: Option<Arc<Mutex<InspectOutcome>>>,
     link: GuestLink,
+    swap: Option<virtio::SwapDevice>,
 }
 
 impl Vm {
@@ -129,6 +137,8 @@ impl Vm {
             None => KernelImage::embedded()?,
         };
         memory::check_size(cfg.ram)?;
+        // The swap file is checked first: a bad one fails before anything boots.
+        let swap_file = cfg.swap.as_ref().map(BackingFile::open).transpose()?;
         let kvm = kvm::open(&cfg.kvm_device)?;
         let vm = Arc::new(kvm.create_vm().map_err(KvmError::ioctl("create a VM"))?);
         // Intel's KVM needs three pages for real-mode emulation; harmless
@@ -143,9 +153,15 @@ impl Vm {
         // the memslots: registering RAM with the irqchip present costs KVM far
         // more (measured: ~9 ms for 256 MiB instead of well under 1 ms).
         vm.create_irq_chip().map_err(KvmError::ioctl("create the in-kernel interrupt controller"))?;
+        let swap = swap_file.map(|f| virtio::swap_device(&vm, &mem, f)).transpose()?;
+        // The guest finds the device as Linux does, on its command line.
+        let cmdline = match swap {
+            Some(_) => format!("{} {}", cfg.cmdline, virtio::kernel_cmdline()),
+            None => cfg.cmdline.clone(),
+        };
 
         let kernel = image.load(&mem, cfg.ram)?;
-        boot::write_start_info(&mem, &layout::e820_map(cfg.ram, firmware), &cfg.cmdline)?;
+        boot::write_start_info(&mem, &layout::e820_map(cfg.ram, firmware), &cmdline)?;
 
         let mut symbols = image.symbols.clone();
         let vcpu = vm.create_vcpu(0).map_err(KvmError::ioctl("create vCPU 0"))?;
@@ -189,6 +205,7 @@ impl Vm {
             park_hook,
             inspect_outcome,
             link,
+            swap,
         })
     }
 
@@ -219,9 +236,13 @@ impl Vm {
 
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
-        let Vm { vcpus, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link } = self;
+        let Vm { vcpus, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link, swap } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        let swap_report = swap.map(|s| {
+            bus.mmio.insert(mm_core::abi::virtio::MMIO_BASE, mm_core::abi::virtio::MMIO_SIZE, s.transport);
+            s.report
+        });
         // The boot CPU; the others (SMP) will each get a runner and thread.
         let boot = vcpus[0].clone();
         let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
@@ -265,6 +286,9 @@ impl Vm {
             Some(Err(_)) => return Err(VmError::GdbThread),
             Some(Ok(Err(e))) => eprintln!("vmm: gdb: the stub failed ({e}); the guest ran on without it"),
             _ => {}
+        }
+        if let Some(report) = swap_report {
+            eprintln!("vmm: virtio-blk: {}", report());
         }
         let stop = result?;
         if let Some(Ok(mut o)) = inspect_outcome.as_ref().map(|o| o.lock()) {

@@ -57,19 +57,30 @@ const DIVIDE_BY_1: u64 = 0b1011;
 /// bus cycles (1 ns each under KVM). False if there is no local APIC (a
 /// VMM that created no in-kernel irqchip).
 pub fn start_timer(ticks: u32) -> bool {
-    // SAFETY: architectural x2APIC MSRs; a #GP on the first register
-    // write is caught (no APIC), and the timer vector has an IDT gate.
+    if !enable() {
+        return false;
+    }
+    // SAFETY: architectural x2APIC MSRs (the APIC is on: `enable`), and
+    // the timer vector has an IDT gate.
     unsafe {
-        wrmsr(IA32_APIC_BASE, rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
-        if wrmsr_safe(X2APIC_SVR, 0x100 | SPURIOUS_VECTOR as u64) != 0 {
-            return false;
-        }
         wrmsr(X2APIC_TIMER_DIVIDE, DIVIDE_BY_1);
         wrmsr(X2APIC_LVT_TIMER, TIMER_VECTOR as u64 | LVT_PERIODIC);
         wrmsr(X2APIC_TIMER_INITIAL, ticks as u64);
     }
     TIMER_ON.store(true, core::sync::atomic::Ordering::Relaxed);
     true
+}
+
+/// Switches the local APIC on in x2APIC mode (software-enabled, spurious
+/// vector set), so it accepts interrupts: the timer's and the IOAPIC's
+/// (device interrupts). False if there is no local APIC.
+pub fn enable() -> bool {
+    // SAFETY: architectural x2APIC MSRs; a #GP on the first register
+    // write is caught (no APIC), and the spurious vector has an IDT gate.
+    unsafe {
+        wrmsr(IA32_APIC_BASE, rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+        wrmsr_safe(X2APIC_SVR, 0x100 | SPURIOUS_VECTOR as u64) == 0
+    }
 }
 
 /// Whether the timer was started (and so an APIC exists).

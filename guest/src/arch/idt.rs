@@ -32,13 +32,15 @@ static IDT: BootCell<[Gate; 256]> = BootCell::new([EMPTY; 256]);
 
 extern "C" {
     static trap_table: [u64; 32];
-    static irq_table: [u64; 2];
+    static irq_table: [u64; 3];
 }
 
 /// The local APIC timer's vector (the first after the exceptions).
 pub const TIMER_VECTOR: u8 = 32;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The virtio block device's interrupt (its IOAPIC pin is routed here).
+pub const VIRTIO_VECTOR: u8 = 48;
 
 /// Which IST stack a vector uses (0 = none).
 fn ist_for(vector: usize) -> u8 {
@@ -70,7 +72,7 @@ pub fn init() {
     }
     // SAFETY: `irq_table` is an initialised read-only table in traps.S.
     let irqs = unsafe { &irq_table };
-    for (vector, &handler) in [TIMER_VECTOR, SPURIOUS_VECTOR].into_iter().zip(irqs.iter()) {
+    for (vector, &handler) in [TIMER_VECTOR, SPURIOUS_VECTOR, VIRTIO_VECTOR].into_iter().zip(irqs.iter()) {
         idt[vector as usize] = Gate {
             offset_low: handler as u16,
             selector: KERNEL_CS,

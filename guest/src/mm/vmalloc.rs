@@ -101,6 +101,44 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
     Ok(va)
 }
 
+/// Maps `size` bytes of device registers at physical `pa` (page-aligned)
+/// uncached (PCD|PWT) into the vmalloc window, as Linux's `ioremap`: the
+/// drivers' MMIO windows (virtio-mmio, the IOAPIC), which lie outside RAM
+/// and so outside the direct map. The frames are not RAM: nothing is
+/// allocated or freed for them.
+pub fn ioremap(pa: u64, size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailure> {
+    let size = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let va = VMAP.with(|v| v.alloc(size, PAGE_SIZE, caller)).map_err(VmallocFailure::Area)?;
+    let r = PAGES.with(|p| {
+        let mapper = KERNEL_PT.with(|m| *m);
+        mapper
+            .map(
+                &mut p.phys.clone(),
+                &mut BuddyFrames(p),
+                MapRequest {
+                    va,
+                    pa: PhysAddr(pa & !(PAGE_SIZE - 1)),
+                    len: size,
+                    size: SizeRequest::Fixed(PageSize::Size4K),
+                    flags: PteFlags::RW
+                        .union(PteFlags::NX)
+                        .union(PteFlags::GLOBAL)
+                        .union(PteFlags::PCD)
+                        .union(PteFlags::PWT),
+                },
+            )
+            // Not-present to present needs no invalidation on x86.
+            .map(|flush| flush.ignore())
+    });
+    match r {
+        Ok(()) => Ok(va),
+        Err(e) => {
+            let _ = VMAP.with(|v| v.free(va));
+            Err(VmallocFailure::Map(e))
+        }
+    }
+}
+
 /// Unmaps `pages` pages at `va`, flushes them and frees their frames.
 fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapError> {
     PAGES.with(|p| {

@@ -154,7 +154,13 @@ pub fn interrupt(frame: &mut TrapFrame) {
         v if v == sysentry::SYSCALL_VECTOR => syscall::dispatch(frame),
         v if v == TIMER_VECTOR as u64 => {
             apic::eoi();
-            sched::SCHED.with(|s| s.ticks += 1);
+            // `try_with`, not `with`: a tick may land in ring 0 while a
+            // driver waits with interrupts open holding an outer-ranked
+            // lock (virtio-blk's `sti; hlt` under its state lock), where
+            // the order check would object. The scheduler's lock is
+            // irq-safe, so no interrupted context on this CPU holds it and
+            // the try cannot fail for that reason.
+            sched::SCHED.try_with(|s| s.ticks += 1);
             // Only ring 3 is preempted: kernel code never runs with
             // interrupts on, so a tick can only land in user mode.
             if frame.cs & 3 == 3 {
@@ -162,6 +168,7 @@ pub fn interrupt(frame: &mut TrapFrame) {
             }
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
+        v if v == crate::arch::idt::VIRTIO_VECTOR as u64 => crate::drivers::virtio::blk::interrupt(),
         v => kprintln!("unexpected interrupt vector {:#x}", v),
     }
 }

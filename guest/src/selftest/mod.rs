@@ -13,6 +13,7 @@ mod allocators;
 mod faults;
 mod locks;
 mod process;
+mod virtio;
 
 use crate::arch::outb;
 use crate::fmt::StackString;
@@ -66,7 +67,7 @@ macro_rules! detail {
 }
 
 /// The groups, in the order they run.
-const GROUPS: [(&str, fn()); 10] = [
+const GROUPS: [(&str, fn()); 11] = [
     ("buddy", allocators::buddy),
     ("slab", allocators::slab),
     ("heap", allocators::heap),
@@ -77,6 +78,7 @@ const GROUPS: [(&str, fn()); 10] = [
     ("faults", faults::faults),
     ("access", access::access),
     ("process", process::process),
+    ("virtio", virtio::virtio),
 ];
 
 /// Runs the suite (or one group); true if every check passed.
@@ -95,7 +97,7 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
             "selftest",
             "group_exists",
             false,
-            "no such group (buddy, slab, heap, vmalloc, debug, locks, paging, faults, access, process)",
+            "no such group (buddy, slab, heap, vmalloc, debug, locks, paging, faults, access, process, virtio)",
         );
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));

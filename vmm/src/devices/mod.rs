@@ -10,6 +10,7 @@
 
 pub mod results;
 pub mod serial;
+pub mod virtio;
 
 use crate::symbols::Symbols;
 use results::ResultsChannel;
@@ -60,6 +61,8 @@ pub struct PortBus {
     pub results: ResultsChannel,
     checkpoint_name: Vec<u8>,
     descriptor_low: u32,
+    /// The MMIO devices (virtio), reached through the vCPU's MMIO exits.
+    pub mmio: virtio::MmioBus,
 }
 
 impl PortBus {
@@ -74,6 +77,7 @@ impl PortBus {
             results: ResultsChannel::default(),
             checkpoint_name: Vec::new(),
             descriptor_low: 0,
+            mmio: virtio::MmioBus::default(),
         }
     }
 

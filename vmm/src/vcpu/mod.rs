@@ -97,12 +97,18 @@ pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus, link: &GuestLink) -> ExitA
             bus.read(port, data);
             ExitAction::Continue
         }
-        // Nothing is mapped there: reads see all-ones, writes vanish.
-        VcpuExit::MmioRead(_, data) => {
-            data.fill(0xff);
+        // The MMIO devices (virtio); elsewhere nothing is mapped: reads
+        // see all-ones, writes vanish.
+        VcpuExit::MmioRead(addr, data) => {
+            if !bus.mmio.read(addr, data) {
+                data.fill(0xff);
+            }
             ExitAction::Continue
         }
-        VcpuExit::MmioWrite(..) => ExitAction::Continue,
+        VcpuExit::MmioWrite(addr, data) => {
+            bus.mmio.write(addr, data);
+            ExitAction::Continue
+        }
         VcpuExit::Debug(d) => ExitAction::Debug(d),
         VcpuExit::Shutdown => ExitAction::Crash(Crash::Shutdown),
         // Without an interrupt controller no interrupt can ever arrive.
