@@ -159,3 +159,87 @@ fn help_documents_every_option() {
     let r = vmm(&["--help"]);
     assert!(r.stdout.contains("Exit status"), "{}", r.stdout);
 }
+
+#[path = "hostile/mod.rs"]
+mod hostile;
+use hostile::{elf, Program, Segment, BASE};
+
+fn exit_code() -> Vec<u8> {
+    Program { exit: 9, ..Default::default() }.code()
+}
+
+fn one_segment(entry: u64, paddr: u64, data: Vec<u8>, memsz: u64, flags: u32) -> Vec<u8> {
+    elf(entry, &[Segment { paddr, vaddr: paddr, data, memsz, flags }])
+}
+
+#[test]
+fn a_hand_made_kernel_that_is_fine_boots() {
+    let code = exit_code();
+    let f = TempFile::new("tiny", &one_segment(BASE, BASE, code.clone(), code.len() as u64, 5));
+    let r = boot(&["--kernel", f.path()]);
+    assert_eq!(r.status, 9, "{}", r.all());
+}
+
+#[test]
+fn bad_segments_and_entry_points_are_refused() {
+    let code = exit_code();
+    let n = code.len() as u64;
+    // More bytes in the file than in memory: would load past the segment
+    // (issue 12: past the 1 GiB window with --mem 2G).
+    let f = TempFile::new("filesz", &one_segment(BASE, 0x3fff_f000, vec![0x90; 0x10_0000], 0x1000, 5));
+    assert_error(
+        &boot(&["--kernel", f.path(), "--mem", "2G"]),
+        1,
+        &["more bytes in the file (0x100000) than in memory (0x1000)"],
+    );
+    let f = TempFile::new("outside", &one_segment(BASE, 0x4000_0000, code.clone(), n, 5));
+    assert_error(&boot(&["--kernel", f.path(), "--mem", "2G"]), 1, &["outside 1 MiB..1 GiB"]);
+    let f = TempFile::new("entry", &one_segment(BASE + 0x10_0000, BASE, code.clone(), n, 5));
+    assert_error(
+        &boot(&["--kernel", f.path()]),
+        1,
+        &["the entry point 0x300000 is not inside any loaded executable segment"],
+    );
+    let f = TempFile::new("noexec", &one_segment(BASE, BASE, code.clone(), n, 6));
+    assert_error(&boot(&["--kernel", f.path()]), 1, &["not inside any loaded executable segment"]);
+    let mut cut = one_segment(BASE, BASE, code, n, 5);
+    cut.truncate(0x1000 + 4);
+    let f = TempFile::new("truncated", &cut);
+    assert_error(&boot(&["--kernel", f.path()]), 1, &["the file is truncated"]);
+}
+
+#[test]
+fn kernel_files_that_are_not_files_fail_fast() {
+    let t = std::time::Instant::now();
+    assert_error(&boot(&["--kernel", "/dev/zero"]), 1, &["kernel file /dev/zero: not a regular file"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "no unbounded read");
+    assert_error(&boot(&["--kernel", "/tmp"]), 1, &["kernel file /tmp: a directory"]);
+}
+
+#[test]
+fn guest_switches_are_checked_and_listed() {
+    let r = boot(&["--cmdline", "help exit=0"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    for cp in ["ready", "sabotage", "access-test-done", "cow-shared", "mmbench-pages-end"] {
+        assert!(r.stdout.contains(cp), "help lists checkpoint {cp}: {}", r.all());
+    }
+    let r = boot(&["--cmdline", "bogus_switch selftest_sabotage=nope exit=0"]);
+    assert!(r.stdout.contains("warning: ignoring unknown switch 'bogus_switch'"), "{}", r.all());
+    assert!(r.stdout.contains("warning: selftest_sabotage does nothing without selftest"), "{}", r.all());
+    let r = boot(&["--cmdline", "selftest=heap selftest_sabotage=nope"]);
+    assert_eq!(r.status, 1, "{}", r.all());
+    assert!(r.stdout.contains("unknown selftest_sabotage 'nope'"), "{}", r.all());
+    let r = boot(&["--cmdline", "break=bogus"]);
+    assert_eq!(r.status, 1, "{}", r.all());
+    assert!(r.stdout.contains("sabotage: unknown invariant 'bogus' (freed-mapped, text-writable"), "{}", r.all());
+    let r = boot(&["--cmdline", "exit=300"]);
+    assert_eq!(r.status, 2, "exit=N takes 0..255: {}", r.all());
+    assert!(r.stdout.contains("exit=300: the status must be 0..255"), "{}", r.all());
+}
+
+#[test]
+fn version_names_the_commit() {
+    let r = vmm(&["--version"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains("(commit ") || r.stdout.contains("(not built from a git checkout)"), "{}", r.stdout);
+}

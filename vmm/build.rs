@@ -15,6 +15,36 @@ fn build(crate_dir: &Path, bin: &str, out_dir: &Path) -> PathBuf {
     nested_cargo_build(crate_dir, &out_dir.join(format!("{bin}-target"))).join(bin)
 }
 
+/// The package version plus the git commit the binary was built from
+/// (`0.1.0 (commit a1b2c3d4e5f6)`), or the version alone outside a git
+/// checkout.
+fn version(root: &Path) -> String {
+    let pkg = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    // Rebuild when HEAD moves (a commit, a checkout); the paths come from
+    // git itself, as a worktree's HEAD is not under root/.git.
+    if let Some(p) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    if let Some(p) = git(&["rev-parse", "--symbolic-full-name", "HEAD"]).filter(|r| r.starts_with("refs/")) {
+        if let Some(p) = git(&["rev-parse", "--git-path", &p]) {
+            println!("cargo:rerun-if-changed={}", root.join(p).display());
+        }
+    }
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => format!("{pkg} (commit {commit})"),
+        None => format!("{pkg} (not built from a git checkout)"),
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
@@ -24,6 +54,7 @@ fn main() {
     let firmware = build(&root.join("firmware"), "firmware", &out_dir);
     println!("cargo:rustc-env=MMEMU_GUEST_ELF={}", kernel.display());
     println!("cargo:rustc-env=MMEMU_FIRMWARE_ELF={}", firmware.display());
+    println!("cargo:rustc-env=MMEMU_VERSION={}", version(&root));
     // Sources only: watching the crate folders whole would include any
     // target/ a developer builds there by hand.
     for path in [

@@ -1,6 +1,7 @@
 //! Kernel command-line switches: what a run should do after booting.
 //!
-//! `exit=N`      power off with exit status N
+//! `help`        list these switches and the built-in checkpoints
+//! `exit=N`      power off with exit status N (0..255)
 //! `panic`       panic (exercises the panic handler)
 //! `deadlock`    take the page allocator's lock twice (the spinlock's
 //!               self-deadlock check panics, naming the lock)
@@ -45,15 +46,30 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
         };
         match (key, value) {
             ("exit", Some(v)) => match parse_u64(v) {
-                Some(n) if n <= u32::MAX as u64 => code = n as u32,
-                _ => kprintln!("cmdline: ignoring bad exit status '{}'", v),
+                Some(n) if n <= 255 => code = n as u32,
+                Some(_) => {
+                    kprintln!(
+                        "cmdline: exit={}: the status must be 0..255 (a process status has 8 bits); exiting with 2",
+                        v
+                    );
+                    return 2;
+                }
+                None => {
+                    kprintln!("cmdline: exit={}: not a number; exiting with 2", v);
+                    return 2;
+                }
             },
+            ("help", None) => help(),
             ("selftest", group) => {
                 if !crate::selftest::run(group, sabotage) && code == 0 {
                     code = 1;
                 }
             }
-            ("selftest_sabotage", Some(_)) => {}
+            ("selftest_sabotage", Some(_)) => {
+                if !cmdline.split(' ').any(|w| w == "selftest" || w.starts_with("selftest=")) {
+                    kprintln!("cmdline: warning: selftest_sabotage does nothing without selftest");
+                }
+            }
             // Read at boot by drivers::virtio (the VMM's `--swap` device;
             // `virtio_poll` polls it instead of taking its interrupt).
             ("virtio_mmio.device", Some(_)) | ("virtio_poll", None) => {}
@@ -109,10 +125,67 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     core::hint::spin_loop();
                 }
             }
-            _ => kprintln!("cmdline: ignoring unknown switch '{}'", word),
+            _ => kprintln!("cmdline: warning: ignoring unknown switch '{}'; `help` lists the switches", word),
         }
     }
     code
+}
+
+/// The switches, one line each (the module documentation's list).
+const SWITCHES: [(&str, &str); 22] = [
+    ("help", "this list"),
+    ("exit=N", "power off with exit status N (0..255)"),
+    ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
+    ("selftest_sabotage=NAME", "invert the verdict of the check NAME (with selftest)"),
+    ("meminfo", "/proc/meminfo"),
+    ("buddyinfo", "/proc/buddyinfo"),
+    ("slabinfo", "/proc/slabinfo"),
+    ("vmallocinfo", "/proc/vmallocinfo"),
+    ("ptdump", "the kernel page tables (debugfs page_tables)"),
+    ("mmbench", "memory-manager figures (counts)"),
+    ("procbench[=malloc|fork]", "the process bench's ring-3 programs"),
+    ("checkpoint=NAME", "stop at checkpoint NAME for the host's --inspect/--verify"),
+    ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),
+    ("vmalloc_marker", "a known string in a vmalloc page (for gdb)"),
+    ("vmalloc_overrun", "read past a vmalloc area: the guard page oopses"),
+    ("nullderef", "read address 0: the oops names the NULL page"),
+    ("panic", "a kernel panic"),
+    ("triplefault", "triple-fault the CPU"),
+    ("sse", "one SSE instruction in ring 0"),
+    ("hang", "spin forever (for --timeout)"),
+    ("halt", "cli; hlt for good"),
+    ("echo", "read a console line and print it back"),
+];
+
+/// The checkpoints the kernel and its programs reach on their own (the
+/// VMM's `--inspect-at` takes these names; vmm/src/inspect/spec.rs
+/// `BUILTIN_CHECKPOINTS` documents the same list).
+const CHECKPOINTS: [(&str, &str); 11] = [
+    ("ready", "every boot, once the memory manager is up"),
+    ("sabotage", "break=WHAT, right after the invariant was broken"),
+    ("access-test-done", "selftest=access (ring 0, then ring 3)"),
+    ("processes-alive", "selftest=process, six processes mapping one address"),
+    ("cow-shared", "selftest=process, right after a fork"),
+    ("cow-child-wrote", "selftest=process, after the child's copy-on-write"),
+    ("zero-page-mapped", "selftest=process, after reads of untouched memory"),
+    ("mmbench-kmalloc-begin", "mmbench"),
+    ("mmbench-kmalloc-end", "mmbench"),
+    ("mmbench-pages-begin", "mmbench"),
+    ("mmbench-pages-end", "mmbench"),
+];
+
+/// `help`: the switches and the built-in checkpoints. Plain `{}` of
+/// strings only: width and padding are not safe in ring 0 here.
+fn help() {
+    kprintln!("switches (space-separated on the kernel command line):");
+    for (name, what) in SWITCHES {
+        kprintln!("  {}  --  {}", name, what);
+    }
+    kprintln!("break=WHAT: freed-mapped, text-writable, {}", crate::proc::sabotage::NAMES);
+    kprintln!("built-in checkpoints (for the VMM's --inspect-at; checkpoint=NAME adds any, SIGUSR1 gives 'pause'):");
+    for (name, when) in CHECKPOINTS {
+        kprintln!("  {}  --  {}", name, when);
+    }
 }
 
 /// The process bench (vmm/benches/process.rs): runs `mallocbench` once

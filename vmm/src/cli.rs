@@ -12,14 +12,14 @@ use std::time::Duration;
 /// A VMM on KVM that boots the mm-emulator guest kernel, a small x86-64
 /// kernel whose memory manager works like Linux's.
 #[derive(Debug, Parser)]
-#[command(name = "vmm", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
+#[command(name = "vmm", version = env!("MMEMU_VERSION"), about, long_about = None, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a command-line usage error; 3 when --verify found a violation; 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
+const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a usage error (a bad option, or an @CR3 that is not a table in guest RAM); 3 when --verify found a violation; 4 when a --verify check could not run or complete (no descriptor, paging off, --budget reached); 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -52,8 +52,9 @@ pub struct RunArgs {
     /// `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`,
     /// `mmbench`, `checkpoint=NAME`,
     /// `break=freed-mapped|text-writable|cow-writable|cross-map|refcount|pt-owner`,
-    /// `vmalloc_marker`, `nullderef`, `vmalloc_overrun`, `exit=N`, `panic`,
-    /// `triplefault`, `sse`, `hang` and `echo` (see README).
+    /// `vmalloc_marker`, `nullderef`, `vmalloc_overrun`, `exit=N` (0..255), `panic`,
+    /// `triplefault`, `sse`, `hang` and `echo`; `help` lists them and the
+    /// built-in checkpoints (see README).
     #[arg(long, value_name = "STRING", default_value = "")]
     pub cmdline: String,
 
@@ -86,13 +87,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]
     pub inspect: Vec<crate::inspect::spec::ViewSpec>,
 
-    /// Inspect and verify only at these checkpoints.
+    /// Inspect and verify only at these checkpoints: the guest's built-in
+    /// ones (ready, sabotage, access-test-done, processes-alive,
+    /// cow-shared, cow-child-wrote, zero-page-mapped, mmbench-*-begin/end;
+    /// `--cmdline help` lists them), checkpoint=NAME's, or pause. A name
+    /// never reached is reported at the end of the run.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub inspect_at: Vec<String>,
 
-    /// Print the views (and --verify's results) as JSON, one object per line.
-    #[arg(long)]
-    pub json: bool,
+    /// Write the views (and --verify's results) as JSON, one object per
+    /// line, every 64-bit value a "0x..." string, to PATH or to stdout
+    /// (`-`, the default); with stdout the guest's console moves to stderr
+    /// (or --console) so the stream is JSON only.
+    #[arg(long, value_name = "PATH|-", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
+
+    /// Write the guest's serial console to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub console: Option<PathBuf>,
+
+    /// Entry reads one listing of one root's page tables may spend (tlb,
+    /// mem, wx, kvm, freed-mapped, physmap). Protects the host from
+    /// hostile tables (loops, shared subtrees): a view that reaches it says
+    /// so, and a check that reaches it fails (status 4).
+    #[arg(long, value_name = "ENTRIES", default_value_t = crate::inspect::views::DEFAULT_BUDGET, value_parser = parse_budget)]
+    pub budget: u64,
 
     /// Cross-check at each checkpoint and stop the run (exit status 3) on a
     /// violation: kvm (walker vs KVM_TRANSLATE), wx (no writable+executable
@@ -129,6 +148,14 @@ fn parse_mem(s: &str) -> Result<u64, String> {
     memory::parse_size(s).map_err(|e| e.to_string())
 }
 
+fn parse_budget(s: &str) -> Result<u64, String> {
+    let n: u64 = s.replace('_', "").parse().map_err(|_| format!("'{s}' is not a number of entries"))?;
+    if n == 0 {
+        return Err("the budget must be at least 1 entry".into());
+    }
+    Ok(n)
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(secs > 0.0 && secs < 1e9) {
@@ -151,8 +178,10 @@ impl RunArgs {
             inspect: crate::inspect::spec::InspectConfig {
                 views: self.inspect.clone(),
                 at: self.inspect_at.clone(),
-                json: self.json,
+                json: self.json.is_some(),
+                json_out: self.json.clone(),
                 verify: self.verify.clone().map(|c| c.0),
+                budget: Some(self.budget),
             },
             swap: self.swap.clone(),
         }

@@ -12,7 +12,9 @@ use vmm::vm::{Outcome, Vm, VmError};
 const EXIT_VMM_ERROR: u8 = 1;
 const EXIT_TIMEOUT: u8 = 124;
 const EXIT_CRASH: u8 = 125;
+const EXIT_USAGE: u8 = 2;
 const EXIT_VERIFY: u8 = 3;
+const EXIT_VERIFY_INCOMPLETE: u8 = 4;
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -28,8 +30,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn run(cli: Cli) -> Result<Outcome, VmError> {
     match cli.command {
         Command::Run(args) => {
-            let console = SerialConsole::stdout().map_err(VmError::Serial)?;
-            Vm::new(&args.config(), console)?.run()
+            let cfg = args.config();
+            // With the JSON on stdout the console goes elsewhere, so a
+            // pipe into jq sees JSON only.
+            let console = match &args.console {
+                Some(path) => {
+                    let f = std::fs::File::create(path).map_err(VmError::Serial)?;
+                    SerialConsole::new(Box::new(f))
+                }
+                None if cfg.inspect.json_on_stdout() => SerialConsole::new(Box::new(std::io::stderr())),
+                None => SerialConsole::stdout(),
+            }
+            .map_err(VmError::Serial)?;
+            Vm::new(&cfg, console)?.run()
         }
     }
 }
@@ -40,7 +53,13 @@ fn main() -> ExitCode {
     let _ = std::io::stdout().flush();
     match outcome {
         Ok(Outcome::Exited(code)) => {
-            if code != 0 {
+            if code > 255 {
+                // A process status has 8 bits: say what the guest wrote
+                // rather than let it wrap.
+                eprintln!(
+                    "vmm: the guest exited with status {code}, which does not fit a process status; exiting with 255"
+                );
+            } else if code != 0 {
                 eprintln!("vmm: the guest exited with status {code}");
             }
             ExitCode::from(code.min(255) as u8)
@@ -59,10 +78,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("vmm: {}", chain(&e));
+            use vmm::inspect::checkpoint::InspectError;
             match e {
-                VmError::Inspect(vmm::inspect::checkpoint::InspectError::Violation { .. }) => {
-                    ExitCode::from(EXIT_VERIFY)
-                }
+                VmError::Inspect(InspectError::Violation { .. }) => ExitCode::from(EXIT_VERIFY),
+                VmError::Inspect(InspectError::Incomplete { .. }) => ExitCode::from(EXIT_VERIFY_INCOMPLETE),
+                VmError::Inspect(InspectError::Usage { .. }) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::from(EXIT_VMM_ERROR),
             }
         }

@@ -80,6 +80,15 @@ pub enum VmError {
     /// The gdb stub.
     #[error("the gdb stub failed")]
     Gdb(#[from] GdbError),
+    /// The inspector's output file (`--json=PATH`).
+    #[error("cannot create {}, where --json was asked to write", .path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Inspection at a checkpoint stopped the run (`--verify` violations).
     #[error(transparent)]
     Inspect(#[from] InspectError),
@@ -127,6 +136,7 @@ pub struct Vm {
     inspect_outcome: Option<Arc<Mutex<InspectOutcome>>>,
     link: GuestLink,
     swap: Option<virtio::SwapDevice>,
+    inspect_at: Vec<String>,
 }
 
 impl Vm {
@@ -186,8 +196,14 @@ impl Vm {
             }
         }
         let link = GuestLink::default();
-        let inspector = cfg.inspect.is_active().then(|| {
-            let out = Box::new(std::io::stdout());
+        let out = match cfg.inspect.is_active() {
+            true => Some(cfg.inspect.output().map_err(|source| VmError::Output {
+                path: cfg.inspect.json_out.clone().unwrap_or_default(),
+                source,
+            })?),
+            false => None,
+        };
+        let inspector = out.map(|out| {
             Inspector::new(cfg.inspect.clone(), mem.clone(), Some(vm.clone()), Arc::new(symbols.clone()), out)
                 .with_link(link.clone())
         });
@@ -206,6 +222,7 @@ impl Vm {
             inspect_outcome,
             link,
             swap,
+            inspect_at: cfg.inspect.at.clone(),
         })
     }
 
@@ -236,7 +253,21 @@ impl Vm {
 
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
-        let Vm { vcpus, _vm, _kvm, mem, serial, symbols, timeout, gdb, park_hook, inspect_outcome, link, swap } = self;
+        let Vm {
+            vcpus,
+            _vm,
+            _kvm,
+            mem,
+            serial,
+            symbols,
+            timeout,
+            gdb,
+            park_hook,
+            inspect_outcome,
+            link,
+            swap,
+            inspect_at,
+        } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
         let swap_report = swap.map(|s| {
@@ -297,6 +328,14 @@ impl Vm {
             }
             if o.checkpoints == 0 {
                 eprintln!("vmm: --inspect/--verify did nothing: the guest reached no checkpoint (add checkpoint=NAME to --cmdline)");
+            } else {
+                for name in inspect_at.iter().filter(|n| !o.seen.contains(*n)) {
+                    eprintln!(
+                        "vmm: warning: --inspect-at {}: the guest never reached that checkpoint ({} others were reached; `--cmdline help` lists the built-in ones)",
+                        crate::devices::results::escape(name),
+                        o.seen.len()
+                    );
+                }
             }
         }
         let snapshot = || CpuSnapshot::capture(&*vcpu::lock(&boot), &mem).ok();
@@ -328,14 +367,24 @@ fn report_selftests(results: &crate::devices::results::ResultsChannel) {
         return;
     }
     for r in &results.records {
+        // Guest text: escaped, so control characters cannot drive the terminal.
+        use crate::devices::results::escape;
         if r.passed {
-            eprintln!("vmm: selftest pass: {}/{}", r.group, r.name);
+            eprintln!("vmm: selftest pass: {}/{}", escape(&r.group), escape(&r.name));
         } else {
-            eprintln!("vmm: selftest FAILED: {}/{}: {}", r.group, r.name, r.detail);
+            eprintln!("vmm: selftest FAILED: {}/{}: {}", escape(&r.group), escape(&r.name), escape(&r.detail));
         }
     }
     for m in &results.malformed {
         eprintln!("vmm: selftest record not understood: {m:?}");
+    }
+    if results.dropped > 0 {
+        eprintln!(
+            "vmm: note: {} more self-test lines were dropped: the results channel keeps at most {} records and {} malformed lines",
+            results.dropped,
+            crate::devices::results::MAX_RECORDS,
+            crate::devices::results::MAX_MALFORMED
+        );
     }
     let (passed, failed) = results.counts();
     eprintln!("vmm: selftest results: {passed} checks passed, {failed} failed");

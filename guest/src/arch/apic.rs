@@ -1,11 +1,17 @@
-//! The local APIC in x2APIC mode (registers as MSRs, so no MMIO mapping
-//! is needed): a periodic timer for the scheduler's preemption tick, and
-//! the end-of-interrupt write. platform.md: the x2APIC timer and the
-//! in-kernel irqchip work on our hosts.
+//! The local APIC: a periodic timer for the scheduler's preemption tick,
+//! and the end-of-interrupt write. In x2APIC mode (registers as MSRs)
+//! when CPUID says the CPU has one (leaf 1, ECX bit 21: KVM's in-kernel
+//! APIC does), else in xAPIC mode through the MMIO page at
+//! IA32_APIC_BASE, mapped uncached in the vmalloc window (QEMU's TCG has
+//! no x2APIC and ignores x2APIC MSR writes without a #GP, so probing by
+//! writing cannot tell). A timer whose count does not move is no timer:
+//! the caller is told, so nothing waits for a tick that never comes.
 
 use super::cpu::{rdmsr, wrmsr};
 use super::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::kprintln;
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 // wrmsr_safe(msr, value) -> 0, or 1 if the wrmsr raised #GP: the #GP
 // handler moves a fault at apic_probe_insn to apic_probe_fixup through the
@@ -43,63 +49,170 @@ extern "C" {
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
-const X2APIC_EOI: u32 = 0x80b;
-const X2APIC_SVR: u32 = 0x80f;
-const X2APIC_LVT_TIMER: u32 = 0x832;
-const X2APIC_TIMER_INITIAL: u32 = 0x838;
-const X2APIC_TIMER_DIVIDE: u32 = 0x83e;
+/// Register numbers: the x2APIC MSR is 0x800 + (xAPIC offset >> 4).
+const REG_EOI: u32 = 0xb0;
+const REG_SVR: u32 = 0xf0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
 const LVT_MASKED: u64 = 1 << 16;
 const LVT_PERIODIC: u64 = 1 << 17;
 /// Divide configuration "divide by 1".
 const DIVIDE_BY_1: u64 = 0b1011;
 
-/// Starts the timer: an interrupt on `TIMER_VECTOR` every `ticks` APIC
-/// bus cycles (1 ns each under KVM). False if there is no local APIC (a
-/// VMM that created no in-kernel irqchip).
-pub fn start_timer(ticks: u32) -> bool {
-    if !enable() {
-        return false;
+/// How the APIC's registers are reached once the timer was started: 0 for
+/// x2APIC MSRs, else the virtual address of the xAPIC page.
+static XAPIC_VA: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the timer was started (and so an APIC exists).
+static TIMER_ON: AtomicBool = AtomicBool::new(false);
+
+/// CPUID leaf 1, ECX bit 21.
+fn has_x2apic() -> bool {
+    // cpuid is unprivileged and always present in long mode.
+    let r = core::arch::x86_64::__cpuid(1);
+    r.ecx & (1 << 21) != 0
+}
+
+/// Writes APIC register `reg` (an xAPIC offset).
+fn write_reg(reg: u32, v: u64) {
+    match XAPIC_VA.load(Ordering::Relaxed) {
+        // SAFETY: an architectural x2APIC MSR; the caller checked the APIC
+        // exists (start_timer probed it).
+        0 => unsafe { wrmsr(0x800 + (reg >> 4), v) },
+        // SAFETY: the xAPIC page is mapped uncached at `va` for good, and
+        // `reg` is a register offset inside it.
+        va => unsafe { core::ptr::write_volatile((va + reg as u64) as *mut u32, v as u32) },
     }
-    // SAFETY: architectural x2APIC MSRs (the APIC is on: `enable`), and
-    // the timer vector has an IDT gate.
-    unsafe {
-        wrmsr(X2APIC_TIMER_DIVIDE, DIVIDE_BY_1);
-        wrmsr(X2APIC_LVT_TIMER, TIMER_VECTOR as u64 | LVT_PERIODIC);
-        wrmsr(X2APIC_TIMER_INITIAL, ticks as u64);
+}
+
+/// Reads APIC register `reg`.
+fn read_reg(reg: u32) -> u64 {
+    match XAPIC_VA.load(Ordering::Relaxed) {
+        0 => rdmsr(0x800 + (reg >> 4)),
+        // SAFETY: as write_reg.
+        va => unsafe { core::ptr::read_volatile((va + reg as u64) as *const u32) as u64 },
     }
-    TIMER_ON.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Maps the xAPIC page at `pa` uncached in the vmalloc window (Linux's
+/// ioremap); its virtual address.
+fn map_xapic(pa: u64) -> Option<u64> {
+    use crate::mm::{BuddyFrames, KERNEL_PT, PAGES};
+    use mm_core::addr::{PhysAddr, VirtAddr};
+    use mm_core::paging::{MapRequest, PageSize, PteFlags, SizeRequest};
+    let va = crate::mm::vmalloc::VMAP.with(|v| v.alloc(4096, 4096, "ioremap: local APIC")).ok()?;
+    let flags = PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL).union(PteFlags::PCD).union(PteFlags::PWT);
+    let mapped = PAGES.with(|p| {
+        let mapper = KERNEL_PT.with(|m| *m);
+        let mut phys = p.phys;
+        let req = MapRequest {
+            va: VirtAddr(va.0),
+            pa: PhysAddr(pa),
+            len: 4096,
+            size: SizeRequest::Fixed(PageSize::Size4K),
+            flags,
+        };
+        mapper
+            .map(&mut phys, &mut BuddyFrames(p), req)
+            // Not-present to present needs no invalidation on x86.
+            .map(|f| f.ignore())
+            .is_ok()
+    });
+    mapped.then_some(va.0)
+}
+
+/// Whether [`enable`] found and switched on the local APIC.
+static APIC_ON: AtomicBool = AtomicBool::new(false);
+
+/// Switches the local APIC on (software-enabled, spurious vector set), so
+/// it accepts interrupts: the timer's and the IOAPIC's (device
+/// interrupts). x2APIC mode when CPUID has it, else the xAPIC page. False,
+/// with the reason on the console, if there is no local APIC (a VMM that
+/// created no in-kernel irqchip). Idempotent: the timer and the drivers
+/// both call it.
+pub fn enable() -> bool {
+    if APIC_ON.load(Ordering::Relaxed) {
+        return true;
+    }
+    let base = rdmsr(IA32_APIC_BASE);
+    if has_x2apic() {
+        XAPIC_VA.store(0, Ordering::Relaxed);
+        // SAFETY: architectural x2APIC MSRs; a #GP on the first register
+        // write is caught (no APIC).
+        unsafe {
+            wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+            if wrmsr_safe(0x800 + (REG_SVR >> 4), 0x100 | SPURIOUS_VECTOR as u64) != 0 {
+                kprintln!("apic: no local APIC (x2APIC registers fault)");
+                return false;
+            }
+        }
+    } else {
+        let pa = base & 0x000f_ffff_ffff_f000;
+        // SAFETY: enabling the APIC in xAPIC mode (x2APIC bit clear).
+        if unsafe { wrmsr_safe(IA32_APIC_BASE, (base | APIC_BASE_ENABLE) & !APIC_BASE_X2APIC) } != 0 {
+            kprintln!("apic: no local APIC (IA32_APIC_BASE faults)");
+            return false;
+        }
+        let Some(va) = map_xapic(pa) else {
+            kprintln!("apic: cannot map the xAPIC page at {:#x}", pa);
+            return false;
+        };
+        XAPIC_VA.store(va, Ordering::Relaxed);
+        kprintln!("apic: no x2APIC (CPUID), using the xAPIC page at {:#x}", pa);
+        write_reg(REG_SVR, 0x100 | SPURIOUS_VECTOR as u64);
+    }
+    APIC_ON.store(true, Ordering::Relaxed);
     true
 }
 
-/// Switches the local APIC on in x2APIC mode (software-enabled, spurious
-/// vector set), so it accepts interrupts: the timer's and the IOAPIC's
-/// (device interrupts). False if there is no local APIC.
-pub fn enable() -> bool {
-    // SAFETY: architectural x2APIC MSRs; a #GP on the first register
-    // write is caught (no APIC), and the spurious vector has an IDT gate.
-    unsafe {
-        wrmsr(IA32_APIC_BASE, rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
-        wrmsr_safe(X2APIC_SVR, 0x100 | SPURIOUS_VECTOR as u64) == 0
+/// Starts the timer: an interrupt on `TIMER_VECTOR` every `ticks` APIC
+/// bus cycles (1 ns each under KVM and QEMU). False, with the reason on
+/// the console, if there is no local APIC (a VMM that created no
+/// in-kernel irqchip) or its timer does not count.
+pub fn start_timer(ticks: u32) -> bool {
+    if !enable() {
+        kprintln!("apic: no timer");
+        return false;
     }
+    write_reg(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    write_reg(REG_LVT_TIMER, TIMER_VECTOR as u64 | LVT_PERIODIC);
+    write_reg(REG_TIMER_INITIAL, ticks as u64);
+    // A timer that does not count never interrupts (QEMU ignores x2APIC
+    // writes it does not implement; a broken APIC reads all ones): look
+    // twice, some thousands of instructions apart.
+    let first = read_reg(REG_TIMER_CURRENT);
+    let mut later = first;
+    for _ in 0..200_000 {
+        core::hint::spin_loop();
+        later = read_reg(REG_TIMER_CURRENT);
+        if later != first {
+            break;
+        }
+    }
+    if later == first || first == 0xffff_ffff {
+        kprintln!("apic: the local APIC timer does not count (current count stays {:#x}): no timer, cooperative scheduling only", first);
+        write_reg(REG_LVT_TIMER, TIMER_VECTOR as u64 | LVT_MASKED);
+        write_reg(REG_TIMER_INITIAL, 0);
+        return false;
+    }
+    TIMER_ON.store(true, Ordering::Relaxed);
+    true
 }
-
-/// Whether the timer was started (and so an APIC exists).
-static TIMER_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Stops and masks the timer (if it runs).
 pub fn stop_timer() {
-    if !TIMER_ON.swap(false, core::sync::atomic::Ordering::Relaxed) {
+    if !TIMER_ON.swap(false, Ordering::Relaxed) {
         return;
     }
-    // SAFETY: as `start_timer`; masking only stops interrupts.
-    unsafe {
-        wrmsr(X2APIC_LVT_TIMER, TIMER_VECTOR as u64 | LVT_MASKED);
-        wrmsr(X2APIC_TIMER_INITIAL, 0);
-    }
+    // Masking only stops interrupts.
+    write_reg(REG_LVT_TIMER, TIMER_VECTOR as u64 | LVT_MASKED);
+    write_reg(REG_TIMER_INITIAL, 0);
 }
 
 /// Signals the end of the interrupt being handled.
 pub fn eoi() {
-    // SAFETY: writing 0 to the EOI register only retires the interrupt.
-    unsafe { wrmsr(X2APIC_EOI, 0) }
+    // Writing 0 to the EOI register only retires the interrupt.
+    write_reg(REG_EOI, 0);
 }

@@ -28,16 +28,28 @@ pub fn meminfo() {
     });
     let (vm_used, vm_chunk) = super::vmalloc::VMAP.with(|v| (v.areas().map(|a| a.size).sum::<u64>(), v.largest_free()));
     let kb = |pages: u64| Dec(pages * PAGE_SIZE / 1024);
+    let deferred = super::DEFERRED.with(|d| d.pages);
+    // /proc/meminfo's own fields, in its order (no page cache, no huge-page
+    // pool here); AnonPages needs the owners the host reads from the page
+    // descriptors (the VMM's meminfo view), so it is the host's alone.
     kprintln!("MemTotal:       {} kB", Dec(st.total_ram >> 10));
     kprintln!("MemFree:        {} kB", kb(c.free + c.pcp));
-    kprintln!("MemManaged:     {} kB", kb(c.managed));
-    kprintln!("Deferred:       {} kB", kb(super::DEFERRED.with(|d| d.pages)));
-    kprintln!("Allocated:      {} kB", kb(c.allocated));
+    kprintln!("MemAvailable:   {} kB", kb(c.free + c.pcp + deferred));
+    kprintln!("Buffers:        0 kB");
+    kprintln!("Cached:         0 kB");
     kprintln!("Slab:           {} kB", kb(slab_pages));
     kprintln!("PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
+    kprintln!("VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
+    kprintln!("HugePages_Total:       0");
+    kprintln!("HugePages_Free:        0");
+    kprintln!("Hugepagesize:       2048 kB");
+    // This kernel's extras.
+    kprintln!("MemManaged:     {} kB", kb(c.managed));
+    kprintln!("Deferred:       {} kB", kb(deferred));
+    kprintln!("Allocated:      {} kB", kb(c.allocated));
     kprintln!("Reserved:       {} kB", Dec(st.reserved_bytes >> 10));
     kprintln!("Vmemmap:        {} kB", Dec(st.vmemmap_bytes >> 10));
-    kprintln!("VmallocUsed:    {} kB", Dec(vm_used >> 10));
+    kprintln!("VmallocAreas:   {} kB", Dec(vm_used >> 10));
     kprintln!("VmallocChunk:   {} kB", Dec(vm_chunk >> 10));
 }
 
@@ -62,45 +74,211 @@ pub fn vmallocinfo() {
     });
 }
 
-/// The kernel page tables, merged into ranges with their flags (as
-/// Linux's /sys/kernel/debug/page_tables/kernel).
+/// Linux's section markers for x86-64 (`address_markers` in
+/// arch/x86/mm/dump_pagetables.c), for the ranges this kernel has.
+const MARKERS: [(u64, &str); 6] = [
+    (0, "User Space"),
+    (0xffff_8000_0000_0000, "Kernel Space"),
+    (super::layout::PAGE_OFFSET, "Low Kernel Mapping"),
+    (super::layout::VMALLOC_START, "vmalloc() Area"),
+    (super::layout::VMEMMAP_START, "Vmemmap"),
+    (0xffff_ffff_8000_0000, "High Kernel Mapping"),
+];
+
+/// One line of the dump: `[start, end)` with `flags` at `level`, or a hole
+/// (`flags` None).
+type Run = (u64, u64, Option<mm_core::paging::PteFlags>, &'static str);
+
+/// Spaces, without core's padding (ring-0 safe here: platform facts).
+fn spaces(n: usize) -> &'static str {
+    const S: &str = "                                ";
+    &S[..n.min(S.len())]
+}
+
+/// Prints one range as Linux's ptdump does: `0xSTART-0xEND   SIZE FLAGS
+/// level`, the size scaled to K/M/G/T while it stays whole.
+fn ptdump_line((start, end, flags, level): Run) {
+    let mut size = (end.wrapping_sub(start)) >> 10;
+    let mut unit = 0;
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    while size != 0 && size.is_multiple_of(1024) && unit + 1 < UNITS.len() {
+        size >>= 10;
+        unit += 1;
+    }
+    let mut digits = 1;
+    let mut v = size;
+    while v >= 10 {
+        v /= 10;
+        digits += 1;
+    }
+    let prot: &str = match flags {
+        None => "                           ",
+        Some(f) => {
+            use mm_core::paging::PteFlags as F;
+            // USR RW PWT PCD PSE GLB NX, each column fixed.
+            let mut b = crate::fmt::StackString::<40>::new();
+            let _ = b.write_str(if f.contains(F::USER) { "USR " } else { "    " });
+            let _ = b.write_str(if f.contains(F::RW) { "RW " } else { "ro " });
+            let _ = b.write_str(if f.contains(F::PWT) { "PWT " } else { "    " });
+            let _ = b.write_str(if f.contains(F::PCD) { "PCD " } else { "    " });
+            let _ = b.write_str(if level != "pte" { "PSE " } else { "    " });
+            let _ = b.write_str(if f.contains(F::GLOBAL) { "GLB " } else { "    " });
+            let _ = b.write_str(if f.contains(F::NX) { "NX " } else { "x  " });
+            kprintln!(
+                "{:#018x}-{:#018x}   {}{}{} {}{}",
+                start,
+                end,
+                spaces(9usize.saturating_sub(digits)),
+                Dec(size),
+                UNITS[unit],
+                b.as_str(),
+                level
+            );
+            return;
+        }
+    };
+    kprintln!(
+        "{:#018x}-{:#018x}   {}{}{} {}{}",
+        start,
+        end,
+        spaces(9usize.saturating_sub(digits)),
+        Dec(size),
+        UNITS[unit],
+        prot,
+        level
+    );
+}
+
+/// Prints a hole `[start, end)` (`end` 0: the top of the address space)
+/// as Linux's walk meets it: pieces up to the next 2 MiB, 1 GiB and
+/// 512 GiB boundaries at the PTE, PMD and PUD levels, whole PGD entries,
+/// then the tail at the PUD, PMD and PTE levels.
+fn ptdump_hole(start: u64, end: u64) {
+    const SPANS: [(u64, &str); 4] = [(1 << 12, "pte"), (1 << 21, "pmd"), (1 << 30, "pud"), (1 << 39, "pgd")];
+    let last = end.wrapping_sub(1);
+    let mut s = start;
+    // Up: each level until `s` is aligned to the next.
+    for i in 0..3 {
+        let (next_span, lvl) = (SPANS[i + 1].0, SPANS[i].1);
+        if s & (next_span - 1) == 0 {
+            continue;
+        }
+        let boundary_last = s | (next_span - 1);
+        if boundary_last > last {
+            // Ends before the next boundary: the way down prints it.
+            break;
+        }
+        ptdump_line((s, boundary_last.wrapping_add(1), None, lvl));
+        if boundary_last == last {
+            return;
+        }
+        s = boundary_last + 1;
+    }
+    // Down: whole entries of each level while they fit.
+    for i in (0..4).rev() {
+        let (span, lvl) = SPANS[i];
+        let whole = last.wrapping_sub(s).wrapping_add(1) & !(span - 1);
+        // `whole` is 0 both when nothing fits and when everything up to the
+        // top (2^64) does: tell them apart by the remaining length.
+        let fits_all = last.wrapping_add(1) == 0 && s & (span - 1) == 0 && whole == 0 && last >= s;
+        if whole == 0 && !fits_all {
+            continue;
+        }
+        let piece_end = if fits_all { 0 } else { s.wrapping_add(whole) };
+        ptdump_line((s, piece_end, None, lvl));
+        if piece_end == end {
+            return;
+        }
+        s = piece_end;
+    }
+}
+
+/// Prints a run, split at the section markers it crosses (each marker's
+/// `---[ name ]---` line first).
+fn ptdump_emit(run: Run, next_marker: &mut usize) {
+    let (mut start, end, flags, level) = run;
+    // A hole across the non-canonical gap stops at the top of user space
+    // and goes on from the bottom of the kernel half, as the PGD does.
+    const USER_TOP: u64 = 1 << 47;
+    const KERNEL_BOTTOM: u64 = 0xffff_8000_0000_0000;
+    if start < USER_TOP && (end == 0 || end > USER_TOP) {
+        ptdump_emit((start, USER_TOP, flags, level), next_marker);
+        if end != 0 && end <= KERNEL_BOTTOM {
+            return;
+        }
+        start = KERNEL_BOTTOM;
+    }
+    loop {
+        while *next_marker < MARKERS.len() && MARKERS[*next_marker].0 <= start {
+            kprintln!("---[ {} ]---", MARKERS[*next_marker].1);
+            *next_marker += 1;
+        }
+        // Ends at 0 mean "the top of the address space".
+        let m = MARKERS.get(*next_marker).map(|m| m.0).filter(|&m| m > start && (end == 0 || m < end));
+        match m {
+            Some(m) => {
+                match flags {
+                    None => ptdump_hole(start, m),
+                    Some(_) => ptdump_line((start, m, flags, level)),
+                }
+                start = m;
+            }
+            None => {
+                match flags {
+                    None => ptdump_hole(start, end),
+                    Some(_) => ptdump_line((start, end, flags, level)),
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The kernel page tables in the layout of Linux's
+/// /sys/kernel/debug/page_tables/kernel: section markers, one line per
+/// run of equal flags with its size scaled (K/M/G/T) and its level last,
+/// and the holes between mappings shown without flags.
 pub fn ptdump() {
+    use mm_core::paging::{PageSize, PteFlags};
     let mapper = super::KERNEL_PT.with(|m| *m);
     PAGES.with(|p| {
-        let mut cur: Option<(u64, u64, u64, mm_core::paging::PteFlags, mm_core::paging::PageSize)> = None;
-        let print =
-            |(start, end, pa, flags, size): (u64, u64, u64, mm_core::paging::PteFlags, mm_core::paging::PageSize)| {
-                kprintln!(
-                    "{:#018x}-{:#018x} {}K {} -> {:#x} {}",
-                    start,
-                    end,
-                    Dec((end - start) >> 10),
-                    match size {
-                        mm_core::paging::PageSize::Size4K => "pte",
-                        mm_core::paging::PageSize::Size2M => "pmd",
-                        mm_core::paging::PageSize::Size1G => "pud",
-                    },
-                    pa,
-                    flags
-                );
-            };
+        let mut marker = 0usize;
+        let mut cur: Option<(u64, u64, u64, PteFlags, PageSize)> = None;
+        let mut covered = 0u64;
+        let level = |size: PageSize| match size {
+            PageSize::Size4K => "pte",
+            PageSize::Size2M => "pmd",
+            PageSize::Size1G => "pud",
+        };
+        let flush = |c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
+            // Canonical kernel addresses follow the user half: the hole
+            // between starts at the end of the last run.
+            if c.0 != *covered {
+                ptdump_emit((*covered, c.0, None, ""), marker);
+            }
+            ptdump_emit((c.0, c.1, Some(c.3), level(c.4)), marker);
+            *covered = c.1;
+        };
         for m in mapper.mappings(&p.phys).flatten() {
             // Accessed/dirty change as the CPU runs: leave them out, as
             // Linux's ptdump does, so ranges merge.
-            let flags = m.flags.difference(mm_core::paging::PteFlags::ACCESSED.union(mm_core::paging::PteFlags::DIRTY));
+            let flags = m.flags.difference(PteFlags::ACCESSED.union(PteFlags::DIRTY));
             let (va, pa, size) = (m.va.0, m.pa.0, m.size);
             match &mut cur {
                 Some(c) if c.1 == va && c.3 == flags && c.4 == size && c.2 + (c.1 - c.0) == pa => c.1 += size.bytes(),
                 _ => {
                     if let Some(c) = cur.take() {
-                        print(c);
+                        flush(c, &mut covered, &mut marker);
                     }
                     cur = Some((va, va + size.bytes(), pa, flags, size));
                 }
             }
         }
         if let Some(c) = cur {
-            print(c);
+            flush(c, &mut covered, &mut marker);
+        }
+        if covered != 0 {
+            ptdump_emit((covered, 0, None, ""), &mut marker);
         }
     });
 }

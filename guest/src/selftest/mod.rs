@@ -28,6 +28,7 @@ struct Run {
     passed: u64,
     failed: u64,
     sabotage: Option<&'static str>,
+    sabotage_hit: bool,
 }
 
 static RUN: SpinLock<Run> = SpinLock::new("the self-test run", rank::MISC);
@@ -37,7 +38,11 @@ pub type Detail = StackString<200>;
 
 /// Records one check.
 pub fn check(group: &str, name: &str, ok: bool, detail: &str) {
-    let sabotaged = RUN.with(|r| r.sabotage == Some(name));
+    let sabotaged = RUN.with(|r| {
+        let hit = r.sabotage == Some(name);
+        r.sabotage_hit |= hit;
+        hit
+    });
     let ok = ok != sabotaged;
     RUN.with(|r| if ok { r.passed += 1 } else { r.failed += 1 });
     kprintln!(
@@ -83,7 +88,7 @@ const GROUPS: [(&str, fn()); 11] = [
 
 /// Runs the suite (or one group); true if every check passed.
 pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
-    RUN.set(Run { passed: 0, failed: 0, sabotage });
+    RUN.set(Run { passed: 0, failed: 0, sabotage, sabotage_hit: false });
     let mut ran = false;
     for (name, f) in GROUPS {
         if only.is_none_or(|o| o == name) {
@@ -99,6 +104,10 @@ pub fn run(only: Option<&str>, sabotage: Option<&'static str>) -> bool {
             false,
             "no such group (buddy, slab, heap, vmalloc, debug, locks, paging, faults, access, process, virtio)",
         );
+    }
+    if let (Some(name), false) = (sabotage, RUN.with(|r| r.sabotage_hit)) {
+        check("selftest", "sabotage_name_exists", false, "selftest_sabotage names no check that ran");
+        kprintln!("selftest: unknown selftest_sabotage '{}': no check of that name ran", name);
     }
     let (passed, failed) = RUN.with(|r| (r.passed, r.failed));
     kprintln!("selftest: {} passed, {} failed", crate::fmt::Dec(passed), crate::fmt::Dec(failed));

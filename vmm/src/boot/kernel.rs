@@ -15,6 +15,11 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 /// What the loader accepts, for error messages.
 pub const ACCEPTED: &str = "an ELF64 x86-64 executable linked for physical addresses between 1 MiB and 1 GiB (a vmlinux-style kernel, optionally with a PVH note), such as the guest/ kernel this VMM embeds";
 
+/// The largest kernel file read: a kernel loads into 1 MiB..1 GiB, and even
+/// with full debug information a file past this is not one (`/dev/zero`,
+/// a disk image) and is refused before it fills the host's memory.
+pub const KERNEL_FILE_MAX: u64 = 512 << 20;
+
 /// Problems with the kernel image.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -26,6 +31,14 @@ pub enum KernelError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// Not a regular file, or too large to be a kernel.
+    #[error("kernel file {path}: {detail}")]
+    NotAKernelFile {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
     },
     /// A format the loader does not take.
     #[error("{what}: {detail}; accepted: {ACCEPTED}")]
@@ -85,7 +98,28 @@ impl KernelImage {
 
     /// A kernel file.
     pub fn from_file(path: &Path) -> Result<Self, KernelError> {
-        let bytes = std::fs::read(path).map_err(|source| KernelError::Read { path: path.into(), source })?;
+        use std::io::Read;
+        let read_err = |source| KernelError::Read { path: path.into(), source };
+        let not = |detail: String| KernelError::NotAKernelFile { path: path.into(), detail };
+        let f = std::fs::File::open(path).map_err(read_err)?;
+        let meta = f.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() { "a directory" } else { "not a regular file (a device, pipe or socket)" };
+            return Err(not(format!("{what}; give the path of a kernel ELF")));
+        }
+        if meta.len() > KERNEL_FILE_MAX {
+            return Err(not(format!(
+                "{} bytes, more than the {} a kernel file may have here",
+                meta.len(),
+                human(KERNEL_FILE_MAX)
+            )));
+        }
+        // The limit again while reading: the file may grow meanwhile.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.take(KERNEL_FILE_MAX + 1).read_to_end(&mut bytes).map_err(read_err)?;
+        if bytes.len() as u64 > KERNEL_FILE_MAX {
+            return Err(not(format!("grew past {} while being read", human(KERNEL_FILE_MAX))));
+        }
         Self::parse(Cow::Owned(bytes), format!("kernel file {}", path.display()))
     }
 
@@ -133,6 +167,8 @@ impl KernelImage {
         let file = object::File::parse(b).map_err(|e| fail(format!("malformed ELF: {e}")))?;
         let mut phys_end = 0u64;
         let mut any = false;
+        let entry = file.entry();
+        let mut entry_ok = false;
         if let object::File::Elf64(elf) = &file {
             use object::read::elf::ProgramHeader;
             let endian = elf.endian();
@@ -141,6 +177,22 @@ impl KernelImage {
                     continue;
                 }
                 any = true;
+                let (filesz, memsz, offset) = (ph.p_filesz(endian), ph.p_memsz(endian), ph.p_offset(endian));
+                if filesz > memsz {
+                    return Err(fail(format!(
+                        "a segment has more bytes in the file ({filesz:#x}) than in memory ({memsz:#x}); loading it would write past its end"
+                    )));
+                }
+                if offset.checked_add(filesz).is_none_or(|end| end > b.len() as u64) {
+                    return Err(fail(format!(
+                        "a segment's bytes ({filesz:#x} at file offset {offset:#x}) lie past the end of the file ({:#x} bytes): the file is truncated",
+                        b.len()
+                    )));
+                }
+                let vaddr = ph.p_vaddr(endian);
+                if ph.p_flags(endian) & object::elf::PF_X != 0 && entry >= vaddr && entry - vaddr < memsz {
+                    entry_ok = true;
+                }
                 let start = ph.p_paddr(endian);
                 let end = start.checked_add(ph.p_memsz(endian)).ok_or_else(|| fail("a segment wraps around".into()))?;
                 if start < layout::KERNEL_MIN || end > layout::BOOT_MAPPED {
@@ -154,7 +206,11 @@ impl KernelImage {
         if !any {
             return Err(fail("no loadable segment".into()));
         }
-        let entry = file.entry();
+        if !entry_ok {
+            return Err(fail(format!(
+                "the entry point {entry:#x} is not inside any loaded executable segment (PT_LOAD with PF_X): the vCPU would start on data or nothing"
+            )));
+        }
         let symbols = match &bytes {
             Cow::Borrowed(b) => Symbols::from_static(b),
             Cow::Owned(b) => Symbols::from_elf(b),

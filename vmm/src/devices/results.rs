@@ -21,8 +21,32 @@ pub struct ResultsChannel {
     line: Vec<u8>,
     /// Records parsed so far.
     pub records: Vec<TestRecord>,
-    /// Lines that did not parse (a guest bug worth seeing).
+    /// Lines that did not parse (a guest bug worth seeing), at most
+    /// [`MAX_MALFORMED`].
     pub malformed: Vec<String>,
+    /// Lines dropped beyond [`MAX_RECORDS`] / [`MAX_MALFORMED`].
+    pub dropped: u64,
+}
+
+/// Most records kept: far above the guest's suite (a few hundred checks);
+/// a guest that floods the port cannot make the VMM grow without bound.
+pub const MAX_RECORDS: usize = 1 << 14;
+/// Most malformed lines kept (an empty line is one).
+pub const MAX_MALFORMED: usize = 64;
+
+/// Guest-controlled text made safe for a terminal: control characters
+/// (ANSI escapes, carriage returns, backspaces...) and Unicode
+/// look-alikes are shown escaped (`\x1b`, `\r`), printable text as is.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Longest line kept: a guest that never sends a newline cannot make the
@@ -44,13 +68,21 @@ impl ResultsChannel {
     }
 
     fn parse(&mut self, line: &str) {
+        if self.records.len() >= MAX_RECORDS {
+            self.dropped += 1;
+            return;
+        }
         let mut it = line.splitn(4, ' ');
         let (group, name, status) = (it.next(), it.next(), it.next());
         let passed = match status {
             Some("pass") => true,
             Some("fail") => false,
             _ => {
-                self.malformed.push(line.to_string());
+                if self.malformed.len() < MAX_MALFORMED {
+                    self.malformed.push(line.to_string());
+                } else {
+                    self.dropped += 1;
+                }
                 return;
             }
         };
@@ -83,5 +115,23 @@ mod tests {
         assert!(!c.records[1].passed);
         assert_eq!(c.counts(), (1, 1));
         assert_eq!(c.malformed, vec!["garbage".to_string()]);
+    }
+
+    #[test]
+    fn a_flood_is_bounded_and_counted() {
+        let mut c = ResultsChannel::default();
+        c.push_bytes(&vec![b'\n'; 1 << 20]);
+        assert_eq!(c.malformed.len(), MAX_MALFORMED);
+        assert_eq!(c.dropped, (1 << 20) - MAX_MALFORMED as u64);
+        for _ in 0..MAX_RECORDS + 5 {
+            c.push_bytes(b"g n pass\n");
+        }
+        assert_eq!(c.records.len(), MAX_RECORDS);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("ok \x1b[2J\rx\u{7}"), "ok \\u{1b}[2J\\rx\\u{7}");
+        assert_eq!(escape("plain text, été"), "plain text, été");
     }
 }

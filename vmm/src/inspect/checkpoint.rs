@@ -15,8 +15,8 @@ use super::pause::PAUSE_CHECKPOINT;
 use super::physmap::{file_stem, to_png, FrameClass, PhysMap, PhysmapReport};
 use super::spec::{AddrSpec, Check, InspectConfig, ViewSpec};
 use super::stage2::{slots, stage2};
-use super::verify::{self, CheckResult, KvmTranslator};
-use super::views::{self, collect_mappings, table_pages, walk_view, CpuReport, MappingsReport, Observed};
+use super::verify::{self, CheckResult, KvmTranslator, Sampler, WxCheck};
+use super::views::{self, for_each_leaf, walk_view, CpuReport, Format, Observed};
 use super::{address_mode, AddressMode, GuestLink, GuestPhys};
 use crate::kvm::Vcpu;
 use crate::memory::GuestMem;
@@ -26,7 +26,7 @@ use kvm_ioctls::VmFd;
 use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::paging::{walk, CpuContext};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,26 @@ pub enum InspectError {
         /// The failed checks.
         checks: Vec<Check>,
     },
+    /// Some checks could not run or complete (no descriptor, paging off,
+    /// a `--budget` ran out), and none found a violation.
+    #[error("--verify could not complete at checkpoint '{checkpoint}': {summary}")]
+    Incomplete {
+        /// Where.
+        checkpoint: String,
+        /// Each incomplete check with its first reason.
+        summary: String,
+        /// The incomplete checks.
+        checks: Vec<Check>,
+    },
+    /// What the user asked for cannot be done on this guest (a `@CR3` that
+    /// is not a page table in guest RAM).
+    #[error("at checkpoint '{checkpoint}': {detail}")]
+    Usage {
+        /// Where.
+        checkpoint: String,
+        /// What is wrong with the request.
+        detail: String,
+    },
     /// The vCPU's state could not be read or restored.
     #[error("cannot inspect at checkpoint '{checkpoint}': {detail}; this is a VMM or KVM problem, not the guest's")]
     Vcpu {
@@ -108,7 +128,13 @@ pub struct InspectOutcome {
     pub error: Option<InspectError>,
     /// Checkpoints the guest reached.
     pub checkpoints: u64,
+    /// Their names (at most [`SEEN_MAX`] distinct ones kept).
+    pub seen: BTreeSet<String>,
 }
+
+/// Distinct checkpoint names remembered for the end-of-run check that
+/// every `--inspect-at` name was reached (a guest can make up any number).
+pub const SEEN_MAX: usize = 1024;
 
 /// The hook behind `--inspect` and `--verify`.
 pub struct Inspector {
@@ -251,10 +277,6 @@ impl Inspector {
         }
     }
 
-    fn mappings_for<'c>(&self, cache: &'c mut HashMap<u64, MappingsReport>, ctx: &CpuContext) -> &'c MappingsReport {
-        cache.entry(ctx.cr3).or_insert_with(|| collect_mappings(&GuestPhys(&self.mem), ctx))
-    }
-
     /// Virtual `[start, end)` of a kernel section from its linker symbols.
     fn section(&self, start: &str, end: &str) -> Option<(u64, u64)> {
         let s = self.symbols.address_of(start)?;
@@ -270,7 +292,8 @@ impl Inspector {
             ("__rodata_start", "__rodata_end", FrameClass::KernelRodata),
             ("__data_start", "__data_end", FrameClass::KernelData),
         ] {
-            let Some((s, e)) = self.section(a, b) else { continue };
+            // A section larger than the kernel window is a bad symbol table.
+            let Some((s, e)) = self.section(a, b).filter(|(s, e)| e - s <= 1 << 30) else { continue };
             let mut va = s & !0xfff;
             while va < e {
                 if let Ok(t) = walk(&GuestPhys(&self.mem), ctx, VirtAddr(va)) {
@@ -288,7 +311,6 @@ impl Inspector {
         name: &str,
         spec: &ViewSpec,
         p: &Parked,
-        cache: &mut HashMap<u64, MappingsReport>,
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
     ) -> ViewOut {
@@ -298,18 +320,18 @@ impl Inspector {
         }
         if let ViewSpec::Dirty = spec {
             let vm = self.vm.as_ref().ok_or("this inspector has no VM handle for the dirty log")?;
+            // The dirty log was last cleared at the last checkpoint that
+            // showed it, or at the first checkpoint the inspector saw (the
+            // log starts empty there only if nothing read it before).
             let since = self.last_dirty.replace(name.to_string());
             let since = since.map_or("the start of the run".to_string(), |n| format!("checkpoint '{n}'"));
             let r = dirty_view(vm, &slots(&self.mem), &since)?;
             let marks: Vec<(u64, u64, FrameClass)> = match p.ctx {
                 Some(ctx) => {
-                    let m = self.mappings_for(cache, &ctx).clone();
                     let mut k = self.kernel_phys(&ctx);
-                    k.extend(
-                        table_pages(&GuestPhys(&self.mem), &ctx, &m)
-                            .into_iter()
-                            .map(|t| (t, t + 4096, FrameClass::PageTable)),
-                    );
+                    let (mut seen, mut tables, mut problems) = (Default::default(), Vec::new(), Vec::new());
+                    invariants::table_pages(&GuestPhys(&self.mem), &ctx, false, &mut seen, &mut tables, &mut problems);
+                    k.extend(tables.into_iter().map(|(t, _)| (t, t + 4096, FrameClass::PageTable)));
                     k
                 }
                 None => vec![],
@@ -343,7 +365,10 @@ impl Inspector {
             }
             ViewSpec::Walk { addr, cr3 } => {
                 let (va, label) = self.resolve(addr, p)?;
-                let r = walk_view(&GuestPhys(&self.mem), &views::with_cr3(&vctx, *cr3), va, label, log);
+                let mut r = walk_view(&GuestPhys(&self.mem), &views::with_cr3(&vctx, *cr3), va, label, log);
+                if let (views::WalkOutcome::Mapped { frame, .. }, Ok(g)) = (&r.outcome, gs.get()) {
+                    r.page = page_report(g, *frame >> 12);
+                }
                 let t = r.render();
                 out_of(&r, t)
             }
@@ -354,22 +379,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
-            ViewSpec::Tlb { cr3 } => {
-                let m = self.mappings_for(cache, &views::with_cr3(&vctx, *cr3));
-                let t = m.render_tlb();
-                out_of(m, t)
-            }
-            ViewSpec::Mem { cr3 } => {
-                let r = self.mappings_for(cache, &views::with_cr3(&vctx, *cr3)).ranges();
-                let t = r.render();
-                out_of(&r, t)
-            }
             ViewSpec::Physmap { dir } => {
-                let m = self.mappings_for(cache, &vctx).clone();
                 // Owners from the descriptor where the guest publishes one;
                 // the host's own layers alone otherwise.
                 let owners = gs.get().ok();
-                let r = self.physmap(name, &vctx, &m, dir.clone(), owners)?;
+                let r = self.physmap(name, &vctx, dir.clone(), owners)?;
                 let t = r.render();
                 out_of(&r, t)
             }
@@ -381,13 +395,23 @@ impl Inspector {
         &self,
         name: &str,
         ctx: &CpuContext,
-        m: &MappingsReport,
         dir: Option<PathBuf>,
         owners: Option<&GuestState<'_>>,
     ) -> Result<PhysmapReport, String> {
         let mut map = PhysMap::new(&slots(&self.mem));
-        for e in &m.entries {
-            map.paint(e.pa, e.pa.saturating_add(e.size), FrameClass::Mapped);
+        // A large page painted once is painted: an alias tree of 1 GiB
+        // leaves would otherwise cost 262144 frames per leaf. The set holds
+        // at most one entry per large frame of RAM.
+        let ram_end = super::guest::ram_end(&self.mem);
+        let mut large_done = std::collections::HashSet::new();
+        let listing = for_each_leaf(&GuestPhys(&self.mem), ctx, self.cfg.budget(), |e| {
+            if e.size > 4096 && (e.pa >= ram_end || !large_done.insert(e.pa)) {
+                return;
+            }
+            map.paint(e.pa, e.pa.saturating_add(e.size), FrameClass::Mapped)
+        });
+        if let Some(why) = listing.incomplete() {
+            return Err(format!("cannot draw the map: {why}"));
         }
         if let Some(gs) = owners {
             // Below Untouched: RAM no block covers and nobody touched is
@@ -438,13 +462,17 @@ impl Inspector {
         checks: &[Check],
         p: &Parked,
         vcpu: &dyn Vcpu,
-        cache: &mut HashMap<u64, MappingsReport>,
+        view_roots: &[u64],
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
     ) -> Result<Vec<CheckResult>, String> {
         let Some(ctx) = p.ctx else {
-            return Ok(vec![]);
+            let why = "paging is off at this checkpoint: there are no page tables to check";
+            return Ok(checks.iter().map(|&c| CheckResult::could_not_run(c, why.into())).collect());
         };
+        let budget = self.cfg.budget();
+        let mem = self.mem.clone();
+        let phys = GuestPhys(&mem);
         let mut results = Vec::new();
         let mut guest_results = Vec::new();
         // One walk of the processes' user halves for refcount, cow-ro, isolation.
@@ -453,23 +481,29 @@ impl Inspector {
             let gs = match gs.get() {
                 Ok(g) => g,
                 Err(e) => {
-                    guest_results.push(CheckResult::new(c, format!("skipped: {e}"), vec![]));
+                    guest_results.push(CheckResult::could_not_run(
+                        c,
+                        format!("it reads the guest's memory-manager descriptor: {e}"),
+                    ));
                     continue;
                 }
             };
-            let roots = Self::roots(gs, Some(ctx.cr3))?;
-            guest_results.push(match c {
-                Check::FreedMapped => {
-                    for r in &roots {
-                        self.mappings_for(cache, &CpuContext { cr3: r.cr3, ..ctx });
-                    }
-                    let maps: Vec<&MappingsReport> = roots.iter().filter_map(|r| cache.get(&r.cr3)).collect();
-                    invariants::freed_mapped(gs, &roots, &maps)
+            if let Some(why) = gs.incomplete() {
+                guest_results.push(CheckResult::could_not_run(c, why.to_string()));
+                continue;
+            }
+            let roots = match Self::roots(gs, Some(ctx.cr3)) {
+                Ok(r) => r,
+                Err(e) => {
+                    guest_results.push(CheckResult::could_not_run(c, format!("the process table is unreadable: {e}")));
+                    continue;
                 }
+            };
+            guest_results.push(match c {
+                Check::FreedMapped => invariants::freed_mapped(gs, &roots, &ctx, budget),
                 Check::PtOwner => invariants::pt_owner(gs, &ctx, &roots),
                 Check::Refcount | Check::CowRo | Check::Isolation => {
-                    let um =
-                        user_maps.get_or_insert_with(|| invariants::user_maps(&GuestPhys(&self.mem), &ctx, &roots));
+                    let um = user_maps.get_or_insert_with(|| invariants::user_maps(&phys, &ctx, &roots));
                     match c {
                         Check::Refcount => invariants::refcount(gs, um),
                         Check::CowRo => invariants::cow_ro(gs, um),
@@ -477,47 +511,55 @@ impl Inspector {
                     }
                 }
                 _ => match gs.access_records() {
-                    Ok(recs) => invariants::access(&GuestPhys(&self.mem), &ctx, &recs),
-                    Err(e) => CheckResult::new(c, "the access records are unreadable".into(), vec![e.to_string()]),
+                    Ok(recs) => invariants::access(&phys, &ctx, &recs),
+                    Err(e) => CheckResult::could_not_run(c, format!("the access records are unreadable: {e}")),
                 },
             });
         }
         let text = self.section("__text_start", "__text_end");
         // The vCPU's root, and every root a view listed (`mem@CR3`).
-        let mut roots: Vec<u64> = cache.keys().copied().collect();
+        let mut roots: Vec<u64> = view_roots.to_vec();
         roots.push(ctx.cr3);
         roots.sort_unstable();
         roots.dedup();
-        for &c in checks {
-            let mut per_root = Vec::new();
+        let (want_wx, want_kvm) = (checks.contains(&Check::Wx), checks.contains(&Check::Kvm));
+        let mut wx_per_root = Vec::new();
+        let mut kvm_incomplete = Vec::new();
+        // One streamed pass per root feeds both W^X and the KVM sample.
+        if want_wx || want_kvm {
             for &cr3 in &roots {
                 let rctx = CpuContext { cr3, ..ctx };
-                match c {
-                    Check::Kvm => {}
-                    Check::Wx => per_root.push(verify::wx(self.mappings_for(cache, &rctx), ctx.nxe)),
-                    Check::TextRo | Check::TextUser => {
-                        per_root.push(verify::text(&GuestPhys(&self.mem), &rctx, text, c, log))
+                let (mut wx, mut sampler) = (WxCheck::default(), Sampler::default());
+                let listing = for_each_leaf(&phys, &rctx, budget, |e| {
+                    if want_wx {
+                        wx.feed(e);
                     }
-                    Check::FreedMapped
-                    | Check::PtOwner
-                    | Check::Access
-                    | Check::Refcount
-                    | Check::CowRo
-                    | Check::Isolation => {}
+                    if want_kvm {
+                        sampler.feed(e);
+                    }
+                });
+                if want_kvm {
+                    sampler.observe(&phys, &rctx, log);
+                    kvm_incomplete.extend(listing.incomplete());
                 }
+                wx_per_root.push(wx.finish(&listing, ctx.nxe));
             }
+        }
+        for &c in checks {
+            let per_root = match c {
+                Check::Wx => std::mem::take(&mut wx_per_root),
+                Check::TextRo | Check::TextUser => {
+                    roots.iter().map(|&cr3| verify::text(&phys, &CpuContext { cr3, ..ctx }, text, c, log)).collect()
+                }
+                _ => continue,
+            };
             if let Some(r) = verify::combine(c, &roots, per_root) {
                 results.push(r);
             }
         }
-        if checks.contains(&Check::Kvm) {
-            for &cr3 in &roots {
-                let rctx = CpuContext { cr3, ..ctx };
-                let m = self.mappings_for(cache, &rctx);
-                verify::sample(&GuestPhys(&self.mem), &rctx, m, log);
-            }
+        if want_kvm {
             let mut tr = KvmTranslator::new(vcpu)?.preserving_accessed(&self.mem, ctx);
-            let r = verify::kvm_cross_check(log, &mut tr);
+            let r = verify::kvm_cross_check(log, &mut tr).with_errors(kvm_incomplete);
             tr.restore()?;
             results.insert(0, r);
         }
@@ -530,17 +572,67 @@ impl Inspector {
         let _ = self.out.flush();
     }
 
+    /// A root the user named with `@CR3` must be a table in guest RAM: one
+    /// that is not is the user's mistake, not the guest's.
+    fn check_user_roots(&self, p: &Parked) -> Result<(), String> {
+        let Some(ctx) = p.ctx else { return Ok(()) };
+        for cr3 in self.cfg.user_roots() {
+            let root = CpuContext { cr3, ..ctx }.root();
+            if crate::inspect::stage2::slot_of(&self.mem, root.0).is_none_or(|sl| root.0 + 4096 > sl.gpa + sl.size) {
+                return Err(format!(
+                    "the root {cr3:#x} given with @CR3 is not in guest RAM (the table would be at {:#x}); give the CR3 of a live address space (the ps view lists them)",
+                    root.0
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `tlb` and `mem` views, written as they stream.
+    fn streamed_view(&mut self, name: &str, spec: &ViewSpec, p: &Parked) -> Result<(), String> {
+        let cr3 = match spec {
+            ViewSpec::Tlb { cr3 } | ViewSpec::Mem { cr3 } => *cr3,
+            _ => return Err("not a streamed view".into()),
+        };
+        let vctx = p.ctx.ok_or("paging is off at this checkpoint: there are no page tables to show")?;
+        let ctx = views::with_cr3(&vctx, cr3);
+        let format = if self.cfg.json { Format::Json { checkpoint: name } } else { Format::Text };
+        if !self.cfg.json {
+            let _ = writeln!(self.out, "--- checkpoint '{name}': {} ---", spec.name());
+        }
+        let mem = self.mem.clone();
+        let budget = self.cfg.budget();
+        let r = match spec {
+            ViewSpec::Tlb { .. } => views::tlb_view(&GuestPhys(&mem), &ctx, budget, format, &mut self.out),
+            _ => views::mem_view(&GuestPhys(&mem), &ctx, budget, format, &mut self.out),
+        };
+        let _ = self.out.flush();
+        // A closed output is not the guest's problem: the run goes on.
+        let _ = r;
+        Ok(())
+    }
+
     /// Shows the views and runs the checks at checkpoint `name`. Returns
     /// the verification results (empty without `--verify`).
     pub fn inspect(&mut self, name: &str, vcpu: &dyn Vcpu) -> Result<Vec<CheckResult>, InspectError> {
         let fail = |detail: String| InspectError::Vcpu { checkpoint: name.to_string(), detail };
         let p = parked(vcpu).map_err(fail)?;
-        let mut cache = HashMap::new();
+        self.check_user_roots(&p).map_err(|detail| InspectError::Usage { checkpoint: name.to_string(), detail })?;
         let mut log = Vec::new();
         let mem = self.mem.clone();
         let mut gs = LazyGuest::new(&mem, self.link.descriptor.get(), Self::guest_base(&p));
+        let mut view_roots = Vec::new();
         for spec in self.cfg.views.clone() {
-            let r = self.view(name, &spec, &p, &mut cache, &mut log, &mut gs);
+            let r = match &spec {
+                ViewSpec::Tlb { cr3 } | ViewSpec::Mem { cr3 } => {
+                    view_roots.push(cr3.or(p.ctx.map(|c| c.cr3)).unwrap_or(0));
+                    match self.streamed_view(name, &spec, &p) {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => self.view(name, &spec, &p, &mut log, &mut gs),
+            };
             let text = if self.cfg.json {
                 let (data, error) = match r {
                     Ok((j, _)) => (Some(j), None),
@@ -559,9 +651,15 @@ impl Inspector {
         let Some(checks) = self.cfg.verify.clone() else {
             return Ok(vec![]);
         };
-        let results = self.verify(&checks, &p, vcpu, &mut cache, &mut log, &mut gs).map_err(fail)?;
+        let results = self.verify(&checks, &p, vcpu, &view_roots, &mut log, &mut gs).map_err(fail)?;
         let text = if self.cfg.json {
-            let line = JsonLine { checkpoint: name, view: "verify", data: Some(&results), error: None };
+            #[derive(Serialize)]
+            struct VerifyData<'a> {
+                passed: bool,
+                checks: &'a [CheckResult],
+            }
+            let data = VerifyData { passed: results.iter().all(|r| r.passed), checks: &results };
+            let line = JsonLine { checkpoint: name, view: "verify", data: Some(&data), error: None };
             serde_json::to_string(&line).unwrap_or_default() + "\n"
         } else {
             let mut t = format!("--- checkpoint '{name}': verify ---\n");
@@ -575,14 +673,47 @@ impl Inspector {
     }
 }
 
+/// The page descriptor of `pfn` for the walk view, when the guest's
+/// descriptor covers it.
+fn page_report(gs: &GuestState<'_>, pfn: u64) -> Option<views::PageReport> {
+    use mm_core::buddy::{PageOwner, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
+    if pfn >= gs.desc.nr_pfns {
+        return None;
+    }
+    let p = gs.page(pfn);
+    let names = [(PG_BUDDY, "buddy"), (PG_HEAD, "head"), (PG_TAIL, "tail"), (PG_SLAB, "slab"), (PG_PCP, "pcp")];
+    Some(views::PageReport {
+        pfn,
+        desc_va: gs.desc.vmemmap_va.wrapping_add(pfn * mm_core::descriptor::PAGE_DESC_SIZE as u64),
+        flags: p.flags,
+        flag_names: names.iter().filter(|(b, _)| p.flags & b != 0).map(|(_, n)| *n).collect(),
+        order: p.order,
+        refcount: p.refcount,
+        owner: if p.flags == 0 && p.refcount == 0 && p.owner == 0 {
+            // An all-zero descriptor: a frame the buddy allocator never
+            // managed (memblock: the kernel image, boot tables) or deferred.
+            "none (never buddy-managed)".into()
+        } else {
+            format!("{:?}", PageOwner::from_u8(p.owner))
+        },
+    })
+}
+
 impl ParkHook for Inspector {
     fn outcome(&self) -> Option<Arc<Mutex<InspectOutcome>>> {
         Some(self.outcome.clone())
     }
 
     fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict {
+        let raw = name;
+        // The guest chose the name: escaped before it reaches a terminal.
+        let shown = crate::devices::results::escape(raw);
+        let name = shown.as_str();
         if let Ok(mut o) = self.outcome.lock() {
             o.checkpoints += 1;
+            if o.seen.len() < SEEN_MAX {
+                o.seen.insert(raw.to_string());
+            }
         }
         // Exits are taken at every checkpoint, inspected or not, so each
         // figure covers exactly the run since the checkpoint before.
@@ -590,7 +721,14 @@ impl ParkHook for Inspector {
         let since = since.map_or("the start of the run".to_string(), |n| format!("checkpoint '{n}'"));
         self.exits = Some(ExitsReport::new(since, &self.link.exits.take()));
         // A user's pause always shows the views: it has no name to select.
-        if !self.cfg.applies_at(name) && name != PAUSE_CHECKPOINT {
+        if !self.cfg.applies_at(raw) && raw != PAUSE_CHECKPOINT {
+            // The dirty log is drained at every checkpoint, as the exit
+            // counts are, so `dirty` always means "since the checkpoint
+            // before" (reading the bitmap costs ~1 us per slot).
+            if let (true, Some(vm)) = (self.cfg.wants_dirty_log(), self.vm.as_ref()) {
+                let _ = dirty_view(vm, &slots(&self.mem), "");
+                self.last_dirty = Some(name.to_string());
+            }
             return ParkVerdict::Resume;
         }
         let err = match self.inspect(name, vcpu) {
@@ -599,22 +737,24 @@ impl ParkHook for Inspector {
                 if failed.is_empty() {
                     return ParkVerdict::Resume;
                 }
+                // A violation outranks an incomplete check: the run fails
+                // for what was found, and the summary names both.
+                let violated = failed.iter().any(|r| r.violated());
                 let summary = failed
                     .iter()
                     .map(|r| {
-                        let more = if r.violations.len() > 1 {
-                            format!(" (and {} more)", r.violations.len() - 1)
-                        } else {
-                            String::new()
-                        };
-                        format!("[{}] {}{more}", r.check, r.violations.first().map(String::as_str).unwrap_or(""))
+                        let n = r.violations.len() as u64 + r.violations_omitted + r.errors.len() as u64;
+                        let more = if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() };
+                        let what = if r.violated() { "" } else { "could not complete: " };
+                        format!("[{}] {what}{}{more}", r.check, r.first_reason())
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
-                InspectError::Violation {
-                    checkpoint: name.to_string(),
-                    summary,
-                    checks: failed.iter().map(|r| r.check).collect(),
+                let (checkpoint, checks) = (name.to_string(), failed.iter().map(|r| r.check).collect());
+                if violated {
+                    InspectError::Violation { checkpoint, summary, checks }
+                } else {
+                    InspectError::Incomplete { checkpoint, summary, checks }
                 }
             }
             Err(e) => e,

@@ -14,8 +14,10 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct DirtyRange {
     /// First guest-physical address.
+    #[serde(serialize_with = "super::views::hex")]
     pub start: u64,
     /// One past the last.
+    #[serde(serialize_with = "super::views::hex")]
     pub end: u64,
     /// Pages.
     pub pages: u64,

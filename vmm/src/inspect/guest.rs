@@ -175,7 +175,21 @@ fn check_range(what: &str, pa: u64, len: u64, mem: &GuestMemoryMmap) -> Result<(
     Ok(())
 }
 
+/// Most non-zero page descriptors kept (40 bytes each, 40 MiB): 4 GiB of
+/// memory the guest handed to its allocator, far above this guest's use;
+/// a garbage descriptor (or vmemmap) stops here with a noted problem
+/// instead of costing the host memory in proportion to `--mem`.
+pub const PAGE_DESCS_MAX: usize = 1 << 20;
+/// How the problem noting that cap starts.
+pub const PAGES_CAP_NOTE: &str = "stopped reading vmemmap after";
+
 impl<'m> GuestState<'m> {
+    /// Why the page descriptors read are not all of them, if they are not:
+    /// checks over them cannot vouch for the rest.
+    pub fn incomplete(&self) -> Option<&str> {
+        self.problems.iter().find(|p| p.starts_with(PAGES_CAP_NOTE)).map(String::as_str)
+    }
+
     /// Reads and validates the descriptor only (cheap): no page descriptors.
     /// `base` gives the paging mode (from the parked vCPU, or
     /// `CpuContext::kernel` when there is none); its CR3 is replaced by the
@@ -284,6 +298,14 @@ impl<'m> GuestState<'m> {
             for (i, d) in data.chunks_exact(PAGE_DESC_SIZE).enumerate() {
                 if d.iter().all(|&b| b == 0) {
                     continue;
+                }
+                if self.pages.len() >= PAGE_DESCS_MAX {
+                    self.problems.push(format!(
+                        "{PAGES_CAP_NOTE} {PAGE_DESCS_MAX} non-zero page descriptors (at pfn {:#x} of {:#x}); the rest was not read",
+                        first_pfn + i as u64,
+                        self.desc.nr_pfns
+                    ));
+                    return;
                 }
                 self.pages.push((first_pfn + i as u64, Page::decode(d)));
             }

@@ -22,7 +22,7 @@
 use super::guest::{Block, BlockKind, GuestState};
 use super::spec::Check;
 use super::verify::CheckResult;
-use super::views::MappingsReport;
+use super::views::for_each_leaf;
 use super::GuestPhys;
 use mm_core::addr::VirtAddr;
 use mm_core::buddy::PageOwner;
@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashSet};
 pub const USER_END: u64 = mm_core::abi::layout::USER_END;
 /// Most page-table pages `pt-owner` visits per run (far above any real
 /// tree; hostile trees stop here).
-pub const TABLE_BUDGET: usize = 1 << 20;
+pub const TABLE_BUDGET: usize = 1 << 18;
 
 /// A root to check and how much of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,21 +79,36 @@ fn free_desc(b: &Block) -> String {
     format!("order-{} block at pfn {:#x} on {list}", b.order, b.pfn)
 }
 
-/// `freed-mapped` over `maps` (one [`MappingsReport`] per root, same order).
-pub fn freed_mapped(gs: &GuestState<'_>, roots: &[Root], maps: &[&MappingsReport]) -> CheckResult {
+/// `freed-mapped` over the leaves of `roots` (walked in `base`'s paging
+/// mode, at most `budget` entry reads per root), streamed.
+pub fn freed_mapped(gs: &GuestState<'_>, roots: &[Root], base: &CpuContext, budget: u64) -> CheckResult {
     let direct = gs.desc.page_offset_va..gs.desc.page_offset_va.saturating_add(gs.desc.direct_map_size);
     let mut violations = Vec::new();
+    let mut found = 0u64;
+    let mut errors = Vec::new();
     let mut leaves = 0u64;
     let free_pages: u64 = gs.blocks.iter().filter(|b| b.is_free()).map(|b| 1u64 << b.order).sum();
-    for (r, m) in roots.iter().zip(maps) {
-        for e in &m.entries {
+    let phys = GuestPhys(gs.memory());
+    for r in roots {
+        let listing = for_each_leaf(&phys, &CpuContext { cr3: r.cr3, ..*base }, budget, |e| {
             if direct.contains(&e.va) || (r.user_only && e.va >= USER_END) {
-                continue;
+                return;
             }
             leaves += 1;
-            let (first, n) = (e.pa >> 12, (e.size >> 12).max(1));
-            for pfn in first..first + n {
-                let Some(b) = gs.block_of(pfn).filter(|b| b.is_free()) else { continue };
+            let (first, end) = (e.pa >> 12, (e.pa >> 12) + (e.size >> 12).max(1));
+            // The blocks overlapping [first, end), not frame by frame: a
+            // hostile 1 GiB leaf costs its blocks, not 262144 lookups.
+            let mut i = gs.blocks.partition_point(|b| b.end_pfn() <= first);
+            while let Some(b) = gs.blocks.get(i).filter(|b| b.pfn < end) {
+                i += 1;
+                if !b.is_free() {
+                    continue;
+                }
+                found += 1;
+                if violations.len() >= super::views::VIOLATIONS_MAX {
+                    continue;
+                }
+                let pfn = b.pfn.max(first);
                 let va = e.va + ((pfn - first) << 12);
                 violations.push(format!(
                     "frame {pfn:#x} is free ({}) but {} maps it at {va:#x} ({}): a use-after-free waiting to happen",
@@ -102,13 +117,17 @@ pub fn freed_mapped(gs: &GuestState<'_>, roots: &[Root], maps: &[&MappingsReport
                     region(gs, va)
                 ));
             }
-        }
+        });
+        errors.extend(listing.incomplete());
     }
-    CheckResult::new(
+    let mut res = CheckResult::new(
         Check::FreedMapped,
         format!("{leaves} non-direct-map leaves under {} roots against {free_pages} free frames", roots.len()),
         violations,
     )
+    .with_errors(errors);
+    res.violations_omitted += found.saturating_sub(res.violations.len() as u64 + res.violations_omitted);
+    res
 }
 
 /// Every table page under `cr3` (PML4, PDPTs, PDs, PTs), each subtree
@@ -138,7 +157,9 @@ pub fn table_pages<M: PhysMem + ?Sized>(
         }
         let mut buf = [0u8; 4096];
         if mem.read(mm_core::addr::PhysAddr(table), &mut buf).is_err() {
-            problems.push(format!("{} at {table:#x} is outside guest RAM", NAMES[level as usize]));
+            if problems.len() < super::views::PROBLEMS_MAX {
+                problems.push(format!("{} at {table:#x} is outside guest RAM", NAMES[level as usize]));
+            }
             continue;
         }
         let entries = if level == 4 && user_only { 256 } else { 512 };
@@ -193,7 +214,11 @@ pub fn pt_owner(gs: &GuestState<'_>, base: &CpuContext, roots: &[Root]) -> Check
             }
         }
     }
-    violations.extend(problems);
+    // Tables outside RAM are the guest's fault (a violation); the budget
+    // running out means the check did not look at everything (an error).
+    let (incomplete, outside): (Vec<String>, Vec<String>) =
+        problems.into_iter().partition(|p| p.starts_with("stopped"));
+    violations.extend(outside);
     CheckResult::new(
         Check::PtOwner,
         format!(
@@ -205,12 +230,13 @@ pub fn pt_owner(gs: &GuestState<'_>, base: &CpuContext, roots: &[Root]) -> Check
         ),
         violations,
     )
+    .with_errors(incomplete)
 }
 
 /// Most user leaves (4 KiB frames, large pages counted frame by frame)
 /// [`user_maps`] collects per checkpoint: far above any real guest here;
 /// a hostile one stops there with a noted problem.
-pub const USER_FRAME_BUDGET: u64 = 1 << 22;
+pub const USER_FRAME_BUDGET: u64 = 1 << 19;
 
 /// One user PTE mapping a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +296,7 @@ pub fn user_maps<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, roots: &[Root]
         let Some(pid) = r.pid else { continue };
         um.processes += 1;
         let ctx = CpuContext { cr3: r.cr3, ..*base };
-        for m in mappings(mem, &ctx).budget(super::views::MAPPING_READ_BUDGET) {
+        for m in mappings(mem, &ctx).budget(super::views::DEFAULT_BUDGET) {
             let m = match m {
                 Ok(m) if m.va.0 >= USER_END => break,
                 Ok(m) => m,
@@ -299,7 +325,7 @@ pub fn user_maps<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, roots: &[Root]
             for i in 0..pages {
                 if budget == 0 {
                     um.problems.push(format!(
-                        "stopped after {USER_FRAME_BUDGET} user frames: the user halves are absurdly large"
+                        "stopped after {USER_FRAME_BUDGET} user frames (2 GiB; the host's memory for the per-frame map is bounded there): the rest of the user halves was not examined"
                     ));
                     return um;
                 }
@@ -380,11 +406,10 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             _ => {}
         }
     }
-    violations.extend(um.problems.iter().cloned());
     let what = format!(
         "{user_frames} user frames' refcounts against their mappers; the zero page is mapped {zero_maps} times and counted 0 times"
     );
-    CheckResult::new(Check::Refcount, user_detail(um, &what), violations)
+    CheckResult::new(Check::Refcount, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
 
 /// `cow-ro`: a frame with more than one user mapper, any of them private
@@ -423,7 +448,7 @@ pub fn cow_ro(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
         }
     }
     let what = format!("{cow} frames shared copy-on-write, {shared} MAP_SHARED frames");
-    CheckResult::new(Check::CowRo, user_detail(um, &what), violations)
+    CheckResult::new(Check::CowRo, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
 
 /// `isolation`: a private frame (refcount 1, no `PTE_MAP_SHARED`, not the
@@ -489,7 +514,7 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
         }
     }
     let what = format!("{private} frames private to one process");
-    CheckResult::new(Check::Isolation, user_detail(um, &what), violations)
+    CheckResult::new(Check::Isolation, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
 
 /// What the model predicts for one record: `Ok(None)` no fault,

@@ -121,7 +121,7 @@ pub fn slabinfo(gs: &GuestState<'_>) -> SlabinfoReport {
         .caches()
         .iter()
         .map(|c| CacheReport {
-            name: c.name().to_string(),
+            name: crate::devices::results::escape(c.name()),
             active_objs: 0,
             num_objs: 0,
             objsize: c.size,
@@ -186,6 +186,11 @@ pub struct MeminfoReport {
     pub mem_total_kb: u64,
     /// Free: on the free lists and the per-CPU lists.
     pub mem_free_kb: u64,
+    /// /proc/meminfo's MemAvailable: free plus deferred (memory an
+    /// allocation can get without reclaim; nothing here is reclaimable).
+    pub mem_available_kb: u64,
+    /// /proc/meminfo's VmallocTotal: the vmalloc window's size.
+    pub vmalloc_total_kb: u64,
     /// Of which on per-CPU lists.
     pub pcp_kb: u64,
     /// Handed to the buddy allocator.
@@ -258,6 +263,8 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
     MeminfoReport {
         mem_total_kb: total >> 10,
         mem_free_kb: kb(free + pcp),
+        mem_available_kb: kb(free + pcp + deferred),
+        vmalloc_total_kb: gs.desc.vmalloc_va.end.saturating_sub(gs.desc.vmalloc_va.start) >> 10,
         pcp_kb: kb(pcp),
         managed_kb: kb(managed),
         deferred_kb: kb(deferred),
@@ -276,27 +283,45 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
 }
 
 impl MeminfoReport {
-    /// /proc/meminfo style, the guest's names where it has the same line.
+    /// /proc/meminfo's own fields first, in its order and with its names
+    /// (the ones this kernel has: no page cache, no huge-page pool), then
+    /// this kernel's extras. The guest's `meminfo` prints the same lines
+    /// from its own counters, so the two can be compared line by line.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        let mut line = |name: &str, v: u64| {
+            let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
+        };
         for (name, v) in [
             ("MemTotal", self.mem_total_kb),
             ("MemFree", self.mem_free_kb),
-            ("PcpFree", self.pcp_kb),
+            ("MemAvailable", self.mem_available_kb),
+            ("Buffers", 0),
+            ("Cached", 0),
+            ("AnonPages", self.user_anon_kb),
+            ("Slab", self.slab_kb),
+            ("PageTables", self.page_tables_kb),
+            ("VmallocTotal", self.vmalloc_total_kb),
+        ] {
+            line(name, v);
+        }
+        let _ = writeln!(s, "HugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB");
+        let mut line = |name: &str, v: u64| {
+            let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
+        };
+        for (name, v) in [
             ("MemManaged", self.managed_kb),
             ("Deferred", self.deferred_kb),
             ("Allocated", self.allocated_kb),
-            ("Slab", self.slab_kb),
-            ("PageTables", self.page_tables_kb),
+            ("PcpFree", self.pcp_kb),
             ("BootPageTables", self.boot_page_tables_kb),
             ("VmallocPages", self.vmalloc_kb),
-            ("AnonPages", self.user_anon_kb),
             ("KmallocLarge", self.kmalloc_large_kb),
             ("ReservedOwned", self.reserved_owned_kb),
             ("OtherKernel", self.other_kb),
             ("Unmanaged", self.unmanaged_kb),
         ] {
-            let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
+            line(name, v);
         }
         s
     }
@@ -314,6 +339,7 @@ pub struct ProcRow {
     /// Exit status (zombies).
     pub exit_code: u32,
     /// Address-space root.
+    #[serde(serialize_with = "super::views::hex")]
     pub cr3: u64,
     /// Resident pages.
     pub rss: u64,
@@ -349,7 +375,8 @@ pub fn ps(gs: &GuestState<'_>) -> Result<PsReport, String> {
                 cr3: p.cr3,
                 rss: p.rss,
                 faults: p.faults,
-                name: String::from_utf8_lossy(&p.name[..n]).into_owned(),
+                // Guest text: escaped before it can reach a terminal.
+                name: crate::devices::results::escape(&String::from_utf8_lossy(&p.name[..n])),
             }
         })
         .collect();

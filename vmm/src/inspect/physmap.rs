@@ -235,8 +235,30 @@ impl PhysMap {
         while total / (per_px * COLS) > 1024 {
             per_px *= 2;
         }
+        // The legend first, three columns, so a reader knows the colours
+        // before the bands; each band's runs carry a hover title.
+        let counts = self.counts();
+        let mut legend = String::new();
+        let cols = 3u64;
+        let col_w = (COLS + LEFT) / cols;
+        for (i, c) in FrameClass::ALL.iter().enumerate() {
+            let (col, row) = (i as u64 % cols, i as u64 / cols);
+            let (lx, ly) = (4 + col * col_w, 44 + row * 16);
+            let n = counts.get(c).copied().unwrap_or(0);
+            let _ = writeln!(
+                legend,
+                r##"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{}" stroke="#333"><title>{}</title></rect><text x="{}" y="{}" font-size="12">{} — {n} frames ({})</text>"##,
+                c.colour(),
+                c.label(),
+                lx + 18,
+                ly + 10,
+                c.label(),
+                crate::memory::human(n * 4096)
+            );
+        }
+        let legend_rows = (FrameClass::ALL.len() as u64).div_ceil(cols);
         let mut body = String::new();
-        let mut y = 40u64;
+        let mut y = 44 + legend_rows * 16 + 12;
         let mut prev_end = 0u64;
         for (s, f) in self.slots.iter().zip(&self.frames) {
             if s.gpa > prev_end {
@@ -268,11 +290,15 @@ impl PhysMap {
                 while x < cells.len() {
                     let c = cells[x];
                     let run = cells[x..].iter().take_while(|&&d| d == c).count();
+                    let start = row_gpa + x as u64 * per_px * 4096;
+                    let end = start + run as u64 * per_px * 4096;
                     let _ = writeln!(
                         body,
-                        r#"<rect x="{}" y="{y}" width="{run}" height="{ROW_H}" fill="{}"/>"#,
+                        r#"<rect x="{}" y="{y}" width="{run}" height="{ROW_H}" fill="{}"><title>{start:#x}-{:#x}: {}</title></rect>"#,
                         LEFT + x as u64,
-                        c.colour()
+                        c.colour(),
+                        end - 1,
+                        c.label()
                     );
                     x += run;
                 }
@@ -280,28 +306,14 @@ impl PhysMap {
             }
             y += 6;
         }
-        let counts = self.counts();
-        let mut legend = String::new();
-        for (i, c) in FrameClass::ALL.iter().enumerate() {
-            let ly = y + 10 + i as u64 * 16;
-            let n = counts.get(c).copied().unwrap_or(0);
-            let _ = writeln!(
-                legend,
-                r##"<rect x="{LEFT}" y="{ly}" width="12" height="12" fill="{}" stroke="#333"/><text x="{}" y="{}" font-size="12">{} — {n} frames</text>"##,
-                c.colour(),
-                LEFT + 18,
-                ly + 10,
-                c.label()
-            );
-        }
-        let height = y + 10 + FrameClass::ALL.len() as u64 * 16 + 10;
+        let height = y + 10;
         let width = LEFT + COLS + 10;
         format!(
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
 <text x="4" y="16" font-size="14">{}</text>
-<text x="4" y="32" font-size="11" fill="#555">guest-physical memory, {} KiB per pixel, {} per row</text>
-{body}{legend}</svg>
+<text x="4" y="32" font-size="11" fill="#555">guest-physical memory, scale: 1 pixel = {} KiB, 1 row = {}; a pixel shows its highest-ranked owner, so a single page table or text page stays visible; hover for addresses</text>
+{legend}{body}</svg>
 "##,
             xml_escape(title),
             per_px * 4,
@@ -396,6 +408,8 @@ mod tests {
         assert!(svg.contains("test &lt;1&gt;"));
         assert!(svg.contains("hole 0x800000-0xffffffff"), "the hole between slots is labelled");
         assert!(svg.contains(FrameClass::KernelText.colour()));
+        assert!(svg.contains("<title>0x200000-0x200fff: kernel text</title>"), "hover titles");
+        assert!(svg.find("kernel text —").unwrap() < svg.find("hole 0x800000").unwrap(), "the legend is on top");
         assert_eq!(file_stem("a b/c"), "physmap-a_b_c");
     }
 }

@@ -134,8 +134,16 @@ fn parse_addr(s: &str) -> Result<AddrSpec, String> {
 }
 
 fn parse_cr3(s: Option<&str>) -> Result<Option<u64>, String> {
-    s.map(|c| parse_num(c).ok_or_else(|| format!("'{c}' is not a CR3 value: write 0x followed by hex digits")))
-        .transpose()
+    s.map(|c| {
+        let v = parse_num(c).ok_or_else(|| format!("'{c}' is not a CR3 value: write 0x followed by hex digits"))?;
+        // Bits 12..51 are the root's address; 63..52 are reserved (or
+        // LAM/PCID-no-flush controls the walker does not model).
+        if v >> 52 != 0 {
+            return Err(format!("{v:#x} is not a CR3 value: bits 63..52 must be 0 (the root is at bits 51..12)"));
+        }
+        Ok(v)
+    })
+    .transpose()
 }
 
 /// Parses one view (one item of `--inspect`).
@@ -281,6 +289,24 @@ pub fn parse_checks(s: &str) -> Result<Checks, String> {
     Ok(Checks(v))
 }
 
+/// The checkpoints the embedded guest reaches on its own, with what
+/// brings them about; `checkpoint=NAME` on the command line adds any name,
+/// and SIGUSR1 to the VMM makes `pause`.
+pub const BUILTIN_CHECKPOINTS: [(&str, &str); 12] = [
+    ("ready", "every boot, once the memory manager is up and the descriptor published"),
+    ("sabotage", "break=NAME, right after the invariant was broken"),
+    ("access-test-done", "selftest=access (twice: ring 0, then the ring-3 program access3)"),
+    ("processes-alive", "selftest=process, while six processes map one address"),
+    ("cow-shared", "selftest=process, right after the cow program forked"),
+    ("cow-child-wrote", "selftest=process, after the cow child wrote its copy"),
+    ("zero-page-mapped", "selftest=process, after the touch program read untouched memory"),
+    ("mmbench-kmalloc-begin", "mmbench, around 1000 kmalloc/kfree pairs"),
+    ("mmbench-kmalloc-end", "mmbench"),
+    ("mmbench-pages-begin", "mmbench, around 1000 order-0 page pairs"),
+    ("mmbench-pages-end", "mmbench"),
+    ("pause", "SIGUSR1 sent to the VMM (any moment)"),
+];
+
 /// Everything the inspector does during a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InspectConfig {
@@ -292,9 +318,51 @@ pub struct InspectConfig {
     pub json: bool,
     /// Checks to run at each checkpoint (`None`: no verification).
     pub verify: Option<Vec<Check>>,
+    /// Where JSON goes (`--json=PATH`); `None` or `-`: stdout.
+    pub json_out: Option<PathBuf>,
+    /// Entry reads one listing of one root may spend (`--budget`; `None`:
+    /// [`super::views::DEFAULT_BUDGET`]).
+    pub budget: Option<u64>,
 }
 
 impl InspectConfig {
+    /// The read budget per root listing.
+    pub fn budget(&self) -> u64 {
+        self.budget.unwrap_or(super::views::DEFAULT_BUDGET)
+    }
+
+    /// Opens where the views and checks are written: stdout, or with
+    /// `--json=PATH` that file (created or truncated). Buffered: the views
+    /// stream and flush after each.
+    pub fn output(&self) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+        Ok(match &self.json_out {
+            Some(p) if self.json && p.as_os_str() != "-" => {
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(p)?))
+            }
+            _ => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+        })
+    }
+
+    /// Whether the views' JSON takes over stdout (the console must go
+    /// elsewhere so the stream stays JSON only).
+    pub fn json_on_stdout(&self) -> bool {
+        self.json && self.json_out.as_ref().is_none_or(|p| p.as_os_str() == "-")
+    }
+
+    /// The roots the user named with `@CR3`.
+    pub fn user_roots(&self) -> Vec<u64> {
+        self.views
+            .iter()
+            .filter_map(|v| match v {
+                ViewSpec::Walk { cr3, .. }
+                | ViewSpec::Tlb { cr3 }
+                | ViewSpec::Mem { cr3 }
+                | ViewSpec::Stage2 { cr3, .. } => *cr3,
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether anything is to be done at checkpoints.
     pub fn is_active(&self) -> bool {
         !self.views.is_empty() || self.verify.is_some()

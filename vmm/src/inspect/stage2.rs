@@ -21,10 +21,13 @@ pub struct Slot {
     /// KVM slot number.
     pub slot: u32,
     /// First guest-physical address.
+    #[serde(serialize_with = "super::views::hex")]
     pub gpa: u64,
     /// Size in bytes.
+    #[serde(serialize_with = "super::views::hex")]
     pub size: u64,
     /// Host virtual address of its first byte.
+    #[serde(serialize_with = "super::views::hex")]
     pub hva: u64,
 }
 
@@ -50,6 +53,7 @@ pub fn slot_of(mem: &GuestMemoryMmap, gpa: u64) -> Option<Slot> {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct PagemapEntry {
     /// The raw 64-bit value.
+    #[serde(serialize_with = "super::views::hex")]
     pub raw: u64,
     /// Bit 63: a host frame backs the page.
     pub present: bool,
@@ -62,6 +66,7 @@ pub struct PagemapEntry {
     /// Bit 55: written since the soft-dirty bits were last cleared.
     pub soft_dirty: bool,
     /// Bits 0..54 when present: the host PFN. Zero without CAP_SYS_ADMIN.
+    #[serde(serialize_with = "super::views::hex")]
     pub pfn: u64,
 }
 
@@ -113,22 +118,27 @@ pub fn pagemap(hva: u64, count: usize) -> Result<Vec<PagemapEntry>, String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage2Report {
     /// The guest-virtual address.
+    #[serde(serialize_with = "super::views::hex")]
     pub gva: u64,
     /// What the user called it.
     pub label: Option<String>,
     /// The root walked.
+    #[serde(serialize_with = "super::views::hex")]
     pub cr3: u64,
     /// The first stage (the guest's tables).
     pub walk: super::views::WalkOutcome,
     /// The guest-physical address, when the first stage maps it.
+    #[serde(serialize_with = "super::views::hex_opt")]
     pub gpa: Option<u64>,
     /// The memslot holding it.
     pub slot: Option<Slot>,
     /// Host virtual address in the VMM.
+    #[serde(serialize_with = "super::views::hex_opt")]
     pub hva: Option<u64>,
     /// What the host's page tables say about that HVA.
     pub host: Option<PagemapEntry>,
     /// Host physical address, when the PFN is known.
+    #[serde(serialize_with = "super::views::hex_opt")]
     pub hpa: Option<u64>,
     /// Why the chain stops, or caveats (PFN hidden without root).
     pub notes: Vec<String>,

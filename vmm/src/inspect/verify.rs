@@ -6,7 +6,7 @@
 //! memory-manager descriptor are in [`super::invariants`].
 
 use super::spec::Check;
-use super::views::{MappingsReport, Observed};
+use super::views::{for_each_leaf, Listing, MemRange, Observed, RangeMerger, TlbEntry, VIOLATIONS_MAX};
 use super::GuestPhys;
 use crate::kvm::Vcpu;
 use kvm_bindings::kvm_sregs;
@@ -21,6 +21,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 /// At most this many mapping samples per root are cross-checked (each
 /// `KVM_TRANSLATE` costs ~7 us here).
 pub const KVM_SAMPLE_MAX: usize = 4096;
+/// Kernel text larger than this (the whole kernel window) is a bad symbol
+/// table, not text.
+const TEXT_MAX: u64 = 1 << 30;
 
 /// Something that translates like the vCPU does (`KVM_TRANSLATE`).
 pub trait GvaTranslator {
@@ -101,52 +104,121 @@ impl GvaTranslator for KvmTranslator<'_> {
     }
 }
 
-/// The outcome of one check.
+/// The outcome of one check: passed only when it ran to the end over
+/// everything it was asked to examine and found no violation. A check that
+/// could not run (no descriptor, paging off, no symbols) or could not
+/// complete (a `--budget` ran out) has `errors` and does not pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     /// Which check.
     pub check: Check,
-    /// No violation.
+    /// "ok", "violation" or "error" (could not run or complete).
+    pub status: &'static str,
+    /// Completed with no violation.
     pub passed: bool,
-    /// What was checked ("1042 translations agree").
+    /// What was examined ("1042 translations agree"): counts only what the
+    /// check actually looked at.
     pub detail: String,
-    /// Each violation, in words.
+    /// Each violation, in words (at most [`VIOLATIONS_MAX`] kept).
     pub violations: Vec<String>,
+    /// Violations found beyond those kept.
+    pub violations_omitted: u64,
+    /// Why the check could not run or complete.
+    pub errors: Vec<String>,
 }
 
 impl CheckResult {
-    /// A result: passed when there is no violation.
-    pub fn new(check: Check, detail: String, violations: Vec<String>) -> Self {
-        CheckResult { check, passed: violations.is_empty(), detail, violations }
+    /// A completed check: passed when there is no violation.
+    pub fn new(check: Check, detail: String, mut violations: Vec<String>) -> Self {
+        let omitted = violations.len().saturating_sub(VIOLATIONS_MAX) as u64;
+        violations.truncate(VIOLATIONS_MAX);
+        let mut r = CheckResult {
+            check,
+            status: "ok",
+            passed: true,
+            detail,
+            violations,
+            violations_omitted: omitted,
+            errors: Vec::new(),
+        };
+        r.settle();
+        r
     }
 
-    /// One line, plus one per violation (at most 8 listed).
+    /// A check that could not run at all, and why.
+    pub fn could_not_run(check: Check, reason: String) -> Self {
+        CheckResult::new(check, "not run".into(), Vec::new()).with_errors(vec![reason])
+    }
+
+    /// Adds reasons why the check did not complete (none: unchanged).
+    pub fn with_errors(mut self, errors: impl IntoIterator<Item = String>) -> Self {
+        self.errors.extend(errors);
+        self.settle();
+        self
+    }
+
+    fn settle(&mut self) {
+        self.passed = self.violations.is_empty() && self.errors.is_empty();
+        self.status = if !self.violations.is_empty() {
+            "violation"
+        } else if !self.errors.is_empty() {
+            "error"
+        } else {
+            "ok"
+        };
+    }
+
+    /// Whether a violation was found (as opposed to an incomplete check).
+    pub fn violated(&self) -> bool {
+        !self.violations.is_empty()
+    }
+
+    /// The first violation or, failing that, the first error.
+    pub fn first_reason(&self) -> &str {
+        self.violations.first().or(self.errors.first()).map(String::as_str).unwrap_or("")
+    }
+
+    /// One line, plus one per violation (at most 8 listed) and per error.
     pub fn render(&self) -> String {
-        let mut s =
-            format!("verify {}: {} ({})\n", self.check, if self.passed { "ok" } else { "VIOLATION" }, self.detail);
+        let word = match self.status {
+            "ok" => "ok",
+            "violation" => "VIOLATION",
+            _ => "ERROR",
+        };
+        let mut s = format!("verify {}: {word} ({})\n", self.check, self.detail);
         for v in self.violations.iter().take(8) {
             let _ = writeln!(s, "  {v}");
         }
-        if self.violations.len() > 8 {
-            let _ = writeln!(s, "  ... and {} more", self.violations.len() - 8);
+        let more = (self.violations.len().saturating_sub(8)) as u64 + self.violations_omitted;
+        if more > 0 {
+            let _ = writeln!(s, "  ... and {more} more");
+        }
+        for e in &self.errors {
+            let _ = writeln!(s, "  could not complete: {e}");
         }
         s
     }
 }
 
 /// One result for check `c` from its results per root (same order as
-/// `roots`); violations name their root when there are several.
+/// `roots`); violations and errors name their root when there are several.
 pub fn combine(c: Check, roots: &[u64], per_root: Vec<CheckResult>) -> Option<CheckResult> {
     if per_root.len() <= 1 {
         return per_root.into_iter().next();
     }
     let mut detail = Vec::new();
     let mut violations = Vec::new();
+    let mut errors = Vec::new();
+    let mut omitted = 0;
     for (cr3, r) in roots.iter().zip(per_root) {
         detail.push(format!("CR3 {cr3:#x}: {}", r.detail));
         violations.extend(r.violations.into_iter().map(|v| format!("CR3 {cr3:#x}: {v}")));
+        errors.extend(r.errors.into_iter().map(|v| format!("CR3 {cr3:#x}: {v}")));
+        omitted += r.violations_omitted;
     }
-    Some(CheckResult::new(c, detail.join("; "), violations))
+    let mut r = CheckResult::new(c, detail.join("; "), violations).with_errors(errors);
+    r.violations_omitted += omitted;
+    Some(r)
 }
 
 /// Records the walker's answer for `va` under `ctx` for the cross-check.
@@ -158,23 +230,69 @@ pub fn observe<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, va: u64, log: &mu
     }
 }
 
-/// Adds a sample of `m`'s mappings to `log`: the first byte of each range
-/// of `info mem`, the last byte, the first address past it (normally
-/// unmapped), and evenly spaced leaves, [`KVM_SAMPLE_MAX`] in all at most.
-pub fn sample<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, m: &MappingsReport, log: &mut Vec<Observed>) {
-    let mut vas = Vec::new();
-    for r in m.ranges().ranges {
-        vas.extend([r.start, (r.end.wrapping_sub(1) & !0xfff) | 0xff8, r.end]);
+/// A bounded sample of one root's mappings for the `kvm` cross-check, fed
+/// as the leaves stream by: the first byte, last byte and first address
+/// past each of the first `info mem` ranges, and leaves spread evenly over
+/// the whole listing (every `stride`-th, the stride doubling whenever the
+/// sample fills), [`KVM_SAMPLE_MAX`] addresses in all.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    edges: Vec<u64>,
+    leaves: Vec<u64>,
+    stride: u64,
+    seen: u64,
+    merger: RangeMerger,
+}
+
+impl Sampler {
+    /// Takes one leaf.
+    pub fn feed(&mut self, e: &TlbEntry) {
+        if let Some(r) = self.merger.feed(e) {
+            self.edge(&r);
+        }
+        let stride = self.stride.max(1);
+        if self.seen.is_multiple_of(stride) {
+            self.leaves.push(e.va.wrapping_add(e.size / 2));
+            if self.leaves.len() >= KVM_SAMPLE_MAX / 2 {
+                // Keep every other one: the survivors are 2*stride apart.
+                let mut i = 0;
+                self.leaves.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride = stride * 2;
+            }
+        }
+        self.seen += 1;
     }
-    let stride = (m.entries.len() / (KVM_SAMPLE_MAX / 2).max(1)).max(1);
-    vas.extend(m.entries.iter().step_by(stride).map(|e| e.va + e.size / 2));
-    vas.truncate(KVM_SAMPLE_MAX);
-    for va in vas {
-        observe(mem, ctx, va, log);
+
+    fn edge(&mut self, r: &MemRange) {
+        if self.edges.len() + 3 <= KVM_SAMPLE_MAX / 2 {
+            self.edges.extend([r.start, (r.end.wrapping_sub(1) & !0xfff) | 0xff8, r.end]);
+        }
+    }
+
+    /// Walks every sampled address into `log`.
+    pub fn observe<M: PhysMem + ?Sized>(mut self, mem: &M, ctx: &CpuContext, log: &mut Vec<Observed>) {
+        if let Some(r) = self.merger.finish() {
+            self.edge(&r);
+        }
+        for va in self.edges.into_iter().chain(self.leaves) {
+            observe(mem, ctx, va, log);
+        }
     }
 }
 
-/// Compares every observed translation with the translator.
+/// Samples `ctx`'s mappings (reading at most `budget` entries) into `log`.
+pub fn sample<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, budget: u64, log: &mut Vec<Observed>) -> Listing {
+    let mut s = Sampler::default();
+    let l = for_each_leaf(mem, ctx, budget, |e| s.feed(e));
+    s.observe(mem, ctx, log);
+    l
+}
+
+/// Compares every observed translation with the translator. A translator
+/// that fails is an error (the check could not run), not a disagreement.
 pub fn kvm_cross_check(log: &[Observed], tr: &mut dyn GvaTranslator) -> CheckResult {
     let mut violations = Vec::new();
     let mut errors = Vec::new();
@@ -194,37 +312,72 @@ pub fn kvm_cross_check(log: &[Observed], tr: &mut dyn GvaTranslator) -> CheckRes
                     ));
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => {
+                if errors.len() < 4 {
+                    errors.push(e);
+                }
+            }
         }
     }
-    violations.extend(errors.into_iter().take(1));
+    let disagree = violations.len();
     CheckResult::new(
         Check::Kvm,
-        format!("{n} translations compared with KVM_TRANSLATE, {} disagree", violations.len()),
+        format!("{n} translations compared with KVM_TRANSLATE, {disagree} disagree"),
         violations,
     )
+    .with_errors(errors)
 }
 
-/// W^X: no leaf both writable and executable.
-pub fn wx(m: &MappingsReport, nxe: bool) -> CheckResult {
-    let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
-    let mut pages = 0u64;
-    for e in m.entries.iter().filter(|e| e.perms.writable && !e.perms.nx) {
-        pages += 1;
-        match ranges.last_mut() {
+/// W^X over a stream of leaves: no leaf both writable and executable.
+#[derive(Debug, Default)]
+pub struct WxCheck {
+    ranges: Vec<(u64, u64, u64)>,
+    omitted: u64,
+    pages: u64,
+}
+
+impl WxCheck {
+    /// Takes one leaf.
+    pub fn feed(&mut self, e: &TlbEntry) {
+        if !e.perms.writable || e.perms.nx {
+            return;
+        }
+        self.pages += 1;
+        let full = self.ranges.len() >= VIOLATIONS_MAX;
+        match self.ranges.last_mut() {
             Some(r) if r.1 == e.va => {
                 r.1 = e.va.wrapping_add(e.size);
                 r.2 += 1;
             }
-            _ => ranges.push((e.va, e.va.wrapping_add(e.size), 1)),
+            _ if full => self.omitted += 1,
+            _ => self.ranges.push((e.va, e.va.wrapping_add(e.size), 1)),
         }
     }
-    let hint = if nxe { "" } else { "; EFER.NXE is off, so nothing can be no-execute" };
-    let violations = ranges
-        .iter()
-        .map(|(s, e, n)| format!("{s:#018x}-{:#018x}: {n} pages writable and executable{hint}", e.wrapping_sub(1)))
-        .collect();
-    CheckResult::new(Check::Wx, format!("{} leaves checked, {pages} writable+executable", m.count), violations)
+
+    /// The result over `listing` (what was streamed through [`WxCheck::feed`]).
+    pub fn finish(self, listing: &Listing, nxe: bool) -> CheckResult {
+        let hint = if nxe { "" } else { "; EFER.NXE is off, so nothing can be no-execute" };
+        let violations = self
+            .ranges
+            .iter()
+            .map(|(s, e, n)| format!("{s:#018x}-{:#018x}: {n} pages writable and executable{hint}", e.wrapping_sub(1)))
+            .collect();
+        let mut r = CheckResult::new(
+            Check::Wx,
+            format!("{} leaves checked, {} writable+executable", listing.count, self.pages),
+            violations,
+        )
+        .with_errors(listing.incomplete());
+        r.violations_omitted += self.omitted;
+        r
+    }
+}
+
+/// W^X over every leaf of `ctx`'s root, reading at most `budget` entries.
+pub fn wx<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, budget: u64) -> CheckResult {
+    let mut w = WxCheck::default();
+    let l = for_each_leaf(mem, ctx, budget, |e| w.feed(e));
+    w.finish(&l, ctx.nxe)
 }
 
 /// Kernel text `[start, end)` (virtual) is not writable (`ro`) or not
@@ -237,12 +390,17 @@ pub fn text<M: PhysMem + ?Sized>(
     log: &mut Vec<Observed>,
 ) -> CheckResult {
     let Some((start, end)) = range else {
-        return CheckResult::new(
+        return CheckResult::could_not_run(
             check,
-            "skipped: the kernel has no __text_start/__text_end symbols".into(),
-            Vec::new(),
+            "the kernel has no __text_start/__text_end symbols, so its text cannot be found; build it with them (see guest/kernel.ld)".into(),
         );
     };
+    if end.wrapping_sub(start) > TEXT_MAX {
+        return CheckResult::could_not_run(
+            check,
+            format!("the kernel's text symbols span {start:#x}-{end:#x}, more than the 1 GiB kernel window; the ELF's symbols are wrong"),
+        );
+    }
     let mut bad: Vec<(u64, u64)> = Vec::new();
     let mut unmapped = 0;
     let mut va = start & !0xfff;
@@ -251,7 +409,9 @@ pub fn text<M: PhysMem + ?Sized>(
         pages += 1;
         match walk(mem, ctx, VirtAddr(va)) {
             Ok(t) => {
-                log.push(Observed { cr3: ctx.cr3, va, gpa: Some(t.pa.0) });
+                if pages <= KVM_SAMPLE_MAX {
+                    log.push(Observed { cr3: ctx.cr3, va, gpa: Some(t.pa.0) });
+                }
                 let perms = super::views::PermsReport::from_flags(t.flags);
                 let violates = if check == Check::TextRo { perms.writable } else { perms.user };
                 if violates {
@@ -277,7 +437,6 @@ pub fn text<M: PhysMem + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::views::collect_mappings;
     use mm_core::addr::PhysAddr;
 
     /// A fake KVM that agrees with the walker except at one address.
@@ -304,26 +463,38 @@ mod tests {
         m
     }
 
+    const BUDGET: u64 = super::super::views::DEFAULT_BUDGET;
+
     #[test]
     fn cross_check_names_the_disagreement() {
         let m = mem();
         let ctx = CpuContext::kernel(PhysAddr(0x1000));
-        let maps = collect_mappings(&GuestPhys(&m), &ctx);
         let mut log = vec![];
-        sample(&GuestPhys(&m), &ctx, &maps, &mut log);
+        let l = sample(&GuestPhys(&m), &ctx, BUDGET, &mut log);
+        assert_eq!(l.count, 3);
         assert!(log.iter().any(|o| o.gpa.is_none()), "samples include unmapped addresses");
         assert!(kvm_cross_check(&log, &mut Fake(&m, 1)).passed);
         let bad = kvm_cross_check(&log, &mut Fake(&m, 0xffff_ffff_8000_0000));
-        assert!(!bad.passed);
+        assert!(!bad.passed && bad.violated());
         assert!(bad.violations[0].contains("KVM_TRANSLATE says GPA 0x1000"), "{:?}", bad.violations);
+    }
+
+    #[test]
+    fn the_sample_stays_bounded_and_spread() {
+        let mut s = Sampler::default();
+        for i in 0..1_000_000u64 {
+            let perms = crate::inspect::views::PermsReport::from_flags(mm_core::paging::PteFlags::PRESENT);
+            s.feed(&TlbEntry { va: i << 12, pa: 0, size: 4096, perms, leaf: 1 });
+        }
+        assert!(s.leaves.len() < KVM_SAMPLE_MAX / 2);
+        assert!(*s.leaves.last().unwrap() > 900_000 << 12, "the sample reaches the end");
     }
 
     #[test]
     fn wx_and_text_checks() {
         let m = mem();
         let ctx = CpuContext::kernel(PhysAddr(0x1000));
-        let maps = collect_mappings(&GuestPhys(&m), &ctx);
-        let r = wx(&maps, true);
+        let r = wx(&GuestPhys(&m), &ctx, BUDGET);
         assert!(!r.passed);
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
         assert!(r.violations[0].starts_with("0xffffffff80000000-0xffffffff801fffff"), "{:?}", r.violations);
@@ -334,6 +505,37 @@ mod tests {
         let user_page = Some((0xffff_ffff_8020_1000, 0xffff_ffff_8020_2000));
         let r = text(&GuestPhys(&m), &ctx, user_page, Check::TextUser, &mut log);
         assert!(!r.passed && r.violations[0].contains("user-accessible"), "{r:?}");
-        assert!(text(&GuestPhys(&m), &ctx, None, Check::TextRo, &mut log).passed, "skipped without symbols");
+        let r = text(&GuestPhys(&m), &ctx, None, Check::TextRo, &mut log);
+        assert!(!r.passed && r.status == "error", "no symbols: not run, not passed: {r:?}");
+        assert!(r.render().starts_with("verify text-ro: ERROR"), "{}", r.render());
+    }
+
+    /// The false pass of issue 12: many harmless leaves, then one W+X
+    /// page. The check sees it, or fails as incomplete when the budget is
+    /// too small to reach it; it never says ok.
+    #[test]
+    fn a_wx_page_past_many_leaves_is_found_or_the_check_fails() {
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let w = |a: u64, v: u64| m.write_obj(v, GuestAddress(a)).unwrap();
+        // Every PGD entry but the last -> one PUD whose every entry -> one
+        // PMD whose every entry -> one PT of read-only NX pages; the last
+        // PGD entry maps one W+X page.
+        for i in 0..511u64 {
+            w(0x1000 + 8 * i, 0x2000 | 7);
+        }
+        for i in 0..512u64 {
+            w(0x2000 + 8 * i, 0x3000 | 7);
+            w(0x3000 + 8 * i, 0x4000 | 7);
+            w(0x4000 + 8 * i, 0x8000 | 5 | 1 << 63);
+        }
+        w(0x1000 + 511 * 8, 0x5000 | 3);
+        w(0x5000, 0x6000 | 3);
+        w(0x6000, 0x7000 | 3);
+        w(0x7000, 0x9000 | 3);
+        let ctx = CpuContext::kernel(PhysAddr(0x1000));
+        let r = wx(&GuestPhys(&m), &ctx, 1 << 18);
+        assert!(!r.passed && r.status == "error", "{r:?}");
+        assert!(r.errors[0].contains("raise --budget"), "{r:?}");
+        assert!(!r.detail.contains(&format!("{}", 511u64 << 27)), "counts only what it examined: {}", r.detail);
     }
 }

@@ -1,21 +1,52 @@
 //! The first-stage views over any root: the per-level walk of one address
 //! (crash's `vtop`), every leaf (QEMU's `info tlb`) and merged ranges
-//! (QEMU's `info mem`). Each view is a serialisable report plus a human
-//! rendering; the walking itself is mm-core's (`walk_trace`, `mappings`).
+//! (QEMU's `info mem`). The walking itself is mm-core's (`walk_trace`,
+//! `mappings`).
+//!
+//! Listings stream: [`for_each_leaf`] hands each leaf to a consumer and
+//! keeps only a summary, so a guest whose tables map billions of pages
+//! (an alias tree of four pages does) costs the host time bounded by the
+//! read budget (`--budget`), never memory. A listing the budget cut short
+//! says so ([`Listing::complete`]), and whatever consumes it (a view, a
+//! check) must say so too.
+//!
+//! Levels are named as Linux names them (PGD, P4D, PUD, PMD, PTE; under
+//! 4-level paging the root is the PGD and P4D is folded), with the SDM's
+//! structure name alongside where it helps.
 
-use mm_core::addr::{Level, VirtAddr};
+use mm_core::addr::{Level, PhysAddr, VirtAddr};
 use mm_core::mem::PhysMem;
+use mm_core::paging::entry::Pte;
 use mm_core::paging::mapper::{mappings, MappingError};
 use mm_core::paging::walker::walk_trace;
 use mm_core::paging::{CpuContext, Fault, FaultReason, PteFlags};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
-/// Entry reads one `tlb`/`mem` view may spend: 16 GiB of 4 KiB mappings.
-/// Past it the tables loop or share subtrees beyond any real kernel's.
-pub const MAPPING_READ_BUDGET: u64 = 1 << 22;
-/// At most this many leaves are listed by `tlb` (the count stays exact).
-pub const TLB_LIST_MAX: usize = 1 << 20;
+/// Entry reads one listing of one root may spend unless `--budget` says
+/// otherwise: 16 Mi entries, above any real kernel's tables (64 GiB of
+/// 4 KiB pages is 16 Mi leaves). Hostile tables (loops, shared subtrees)
+/// stop there, and whatever was being checked fails as incomplete.
+pub const DEFAULT_BUDGET: u64 = 1 << 24;
+/// At most this many problems are kept per listing (the rest are counted).
+pub const PROBLEMS_MAX: usize = 32;
+/// At most this many violations are kept per check (the rest are counted).
+pub const VIOLATIONS_MAX: usize = 256;
+
+/// Serialises a 64-bit quantity as a `"0x..."` string: JSON numbers lose
+/// bits above 2^53 in jq and JavaScript (a PTE with NX set would).
+pub fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+/// [`hex`] for an optional value (`null` when absent).
+pub fn hex_opt<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => hex(v, s),
+        None => s.serialize_none(),
+    }
+}
 
 /// A translation one of the views made, kept for `--verify`'s cross-check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +60,14 @@ pub struct Observed {
     pub gpa: Option<u64>,
 }
 
-/// The structure name of a level in this paging mode ("PML4", "PT").
-pub fn level_name(l: Level) -> &'static str {
-    l.sdm_name()
+/// Linux's name of a level under `ctx`'s paging mode: the root is the PGD
+/// (under 4-level paging Linux folds the P4D into it).
+pub fn level_name(l: Level, ctx: &CpuContext) -> &'static str {
+    if l == ctx.root_level() {
+        "PGD"
+    } else {
+        l.linux_name()
+    }
 }
 
 /// Effective permissions in words.
@@ -63,31 +99,22 @@ impl PermsReport {
             dirty: f.contains(PteFlags::DIRTY),
         }
     }
-
-    /// `info mem` style: `urw-` plus G/A/D letters.
-    pub fn short(&self) -> String {
-        format!(
-            "{}r{}{} {}{}{}",
-            if self.user { 'u' } else { '-' },
-            if self.writable { 'w' } else { '-' },
-            if self.nx { '-' } else { 'x' },
-            if self.global { 'G' } else { '-' },
-            if self.accessed { 'A' } else { '-' },
-            if self.dirty { 'D' } else { '-' },
-        )
-    }
 }
 
 /// One entry the walk read.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    /// Structure name ("PML4", "PDPT", "PD", "PT").
+    /// Linux's level name ("PGD", "PUD", "PMD", "PTE").
     pub level: &'static str,
+    /// The SDM's structure name ("PML4", "PDPT", "PD", "PT").
+    pub sdm_level: &'static str,
     /// Index in the table.
     pub index: u16,
     /// Guest-physical address of the entry.
+    #[serde(serialize_with = "hex")]
     pub entry_addr: u64,
     /// The entry's value.
+    #[serde(serialize_with = "hex")]
     pub entry: u64,
     /// The entry decoded (address and flag names).
     pub decoded: String,
@@ -100,12 +127,15 @@ pub enum WalkOutcome {
     /// A page maps the address.
     Mapped {
         /// The guest-physical address.
+        #[serde(serialize_with = "hex")]
         gpa: u64,
         /// Base of the page.
+        #[serde(serialize_with = "hex")]
         frame: u64,
         /// Page size in bytes.
+        #[serde(serialize_with = "hex")]
         page_size: u64,
-        /// Level of the leaf.
+        /// Level of the leaf (Linux's name).
         leaf_level: &'static str,
         /// Effective permissions over all levels.
         perms: PermsReport,
@@ -128,8 +158,10 @@ pub enum WalkOutcome {
         /// Level of the unreadable table.
         level: &'static str,
         /// Its base.
+        #[serde(serialize_with = "hex")]
         table: u64,
         /// The entry that could not be read.
+        #[serde(serialize_with = "hex")]
         entry_addr: u64,
     },
 }
@@ -138,10 +170,12 @@ pub enum WalkOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct WalkReport {
     /// The address walked.
+    #[serde(serialize_with = "hex")]
     pub va: u64,
     /// What the user called it (symbol, register), if not a number.
     pub label: Option<String>,
     /// The root walked.
+    #[serde(serialize_with = "hex")]
     pub cr3: u64,
     /// Entries read, root first.
     pub steps: Vec<StepReport>,
@@ -150,6 +184,71 @@ pub struct WalkReport {
     /// Anything odd: a table used twice in one walk (a loop or a recursive
     /// mapping).
     pub notes: Vec<String>,
+    /// The page descriptor of the frame (crash's `vtop` ends with it), when
+    /// the guest publishes its descriptor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageReport>,
+}
+
+/// A frame's page descriptor (`struct page`), as the walk view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageReport {
+    /// The frame number.
+    #[serde(serialize_with = "hex")]
+    pub pfn: u64,
+    /// Where its descriptor lives (vmemmap).
+    #[serde(serialize_with = "hex")]
+    pub desc_va: u64,
+    /// The flags word.
+    pub flags: u16,
+    /// Flag names (buddy, head, slab, pcp...).
+    pub flag_names: Vec<&'static str>,
+    /// Buddy order (of a head).
+    pub order: u8,
+    /// Reference count.
+    pub refcount: u32,
+    /// Owner recorded by the allocator.
+    pub owner: String,
+}
+
+fn step_report(s: &mm_core::paging::walker::WalkStep, ctx: &CpuContext) -> StepReport {
+    StepReport {
+        level: level_name(s.level, ctx),
+        sdm_level: s.level.sdm_name(),
+        index: s.index,
+        entry_addr: s.entry_pa.0,
+        entry: s.entry.0,
+        decoded: s.entry.to_string(),
+    }
+}
+
+/// The entries above a table that could not be read: mm-core's walker
+/// reports no trace then, but the user needs to see which entry pointed
+/// there. Reads the upper levels again, stopping at `bad_table`.
+fn upper_steps<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, va: u64, bad_table: u64) -> Vec<StepReport> {
+    let mut steps = Vec::new();
+    let mut table = ctx.root().0;
+    let mut level = ctx.root_level();
+    while table != bad_table {
+        let index = ((va >> level.shift()) & 0x1ff) as u16;
+        let entry_pa = table + 8 * index as u64;
+        let Ok(e) = mem.read_u64(PhysAddr(entry_pa)).map(Pte) else { break };
+        steps.push(StepReport {
+            level: level_name(level, ctx),
+            sdm_level: level.sdm_name(),
+            index,
+            entry_addr: entry_pa,
+            entry: e.0,
+            decoded: e.to_string(),
+        });
+        let Some(lower) = level.next_lower() else { break };
+        if !e.is_present() || e.is_leaf_at(level) {
+            break;
+        }
+        table = e.addr(ctx.maxphyaddr).0;
+        level = lower;
+    }
+    steps
 }
 
 /// Walks `va` under `ctx` and records the translation in `log`.
@@ -161,16 +260,34 @@ pub fn walk_view<M: PhysMem + ?Sized>(
     log: &mut Vec<Observed>,
 ) -> WalkReport {
     let (trace, result) = walk_trace(mem, ctx, VirtAddr(va));
-    let steps: Vec<StepReport> = trace
-        .steps()
-        .map(|s| StepReport {
-            level: level_name(s.level),
-            index: s.index,
-            entry_addr: s.entry_pa.0,
-            entry: s.entry.0,
-            decoded: s.entry.to_string(),
-        })
-        .collect();
+    let mut steps: Vec<StepReport> = trace.steps().map(|s| step_report(&s, ctx)).collect();
+    let outcome = match result {
+        Ok(t) => {
+            log.push(Observed { cr3: ctx.cr3, va, gpa: Some(t.pa.0) });
+            WalkOutcome::Mapped {
+                gpa: t.pa.0,
+                frame: t.frame().0,
+                page_size: t.size.bytes(),
+                leaf_level: level_name(t.size.leaf_level(), ctx),
+                perms: PermsReport::from_flags(t.flags),
+                flags: t.flags.to_string().trim_end().to_string(),
+            }
+        }
+        Err(Fault::NonCanonical(_)) => WalkOutcome::NonCanonical,
+        Err(Fault::PageFault(pf)) => {
+            log.push(Observed { cr3: ctx.cr3, va, gpa: None });
+            WalkOutcome::PageFault {
+                level: level_name(pf.level, ctx),
+                reason: pf.reason.to_string(),
+                reserved: matches!(pf.reason, FaultReason::Reserved(_)),
+            }
+        }
+        Err(Fault::TableOutsideMemory { level, table, entry_pa }) => {
+            log.push(Observed { cr3: ctx.cr3, va, gpa: None });
+            steps = upper_steps(mem, ctx, va, table.0);
+            WalkOutcome::TableOutsideMemory { level: level_name(level, ctx), table: table.0, entry_addr: entry_pa.0 }
+        }
+    };
     let mut notes = Vec::new();
     let tables: Vec<u64> = steps.iter().map(|s| s.entry_addr & !0xfff).collect();
     for (i, t) in tables.iter().enumerate() {
@@ -181,33 +298,7 @@ pub fn walk_view<M: PhysMem + ?Sized>(
             ));
         }
     }
-    let outcome = match result {
-        Ok(t) => {
-            log.push(Observed { cr3: ctx.cr3, va, gpa: Some(t.pa.0) });
-            WalkOutcome::Mapped {
-                gpa: t.pa.0,
-                frame: t.frame().0,
-                page_size: t.size.bytes(),
-                leaf_level: level_name(t.size.leaf_level()),
-                perms: PermsReport::from_flags(t.flags),
-                flags: t.flags.to_string().trim_end().to_string(),
-            }
-        }
-        Err(Fault::NonCanonical(_)) => WalkOutcome::NonCanonical,
-        Err(Fault::PageFault(pf)) => {
-            log.push(Observed { cr3: ctx.cr3, va, gpa: None });
-            WalkOutcome::PageFault {
-                level: level_name(pf.level),
-                reason: pf.reason.to_string(),
-                reserved: matches!(pf.reason, FaultReason::Reserved(_)),
-            }
-        }
-        Err(Fault::TableOutsideMemory { level, table, entry_pa }) => {
-            log.push(Observed { cr3: ctx.cr3, va, gpa: None });
-            WalkOutcome::TableOutsideMemory { level: level_name(level), table: table.0, entry_addr: entry_pa.0 }
-        }
-    };
-    WalkReport { va, label, cr3: ctx.cr3, steps, outcome, notes }
+    WalkReport { va, label, cr3: ctx.cr3, steps, outcome, notes, page: None }
 }
 
 fn size_name(bytes: u64) -> String {
@@ -215,13 +306,18 @@ fn size_name(bytes: u64) -> String {
 }
 
 impl WalkReport {
-    /// The table a person reads.
+    /// The table a person reads, crash's `vtop` style: the address, each
+    /// level's entry, the page, and the frame's page descriptor.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let label = self.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default();
         let _ = writeln!(s, "walk of {:#018x}{label}, CR3 {:#x}", self.va, self.cr3);
         for st in &self.steps {
-            let _ = writeln!(s, "  {:<4}[{:3}] @ {:#011x}: {}", st.level, st.index, st.entry_addr, st.decoded);
+            let _ = writeln!(
+                s,
+                "  {:<4}[{:3}] @ {:#011x}: {}   ({})",
+                st.level, st.index, st.entry_addr, st.decoded, st.sdm_level
+            );
         }
         match &self.outcome {
             WalkOutcome::Mapped { gpa, frame, page_size, leaf_level, perms, flags } => {
@@ -250,29 +346,47 @@ impl WalkReport {
             WalkOutcome::TableOutsideMemory { level, table, entry_addr } => {
                 let _ = writeln!(
                     s,
-                    "  => stops: the {level} at GPA {table:#x} is outside guest RAM (entry at {entry_addr:#x}); the tables point at nothing"
+                    "  => stops: the {level} table at GPA {table:#x} is outside guest RAM (entry at {entry_addr:#x}); the tables point at nothing"
                 );
             }
         }
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");
         }
+        if let Some(p) = &self.page {
+            let _ = writeln!(s, "\n        PAGE          PHYSICAL      FLAGS  ORDER  REFCOUNT  OWNER");
+            let _ = writeln!(
+                s,
+                "  {:016x}  {:012x}  {:>5x}  {:>5}  {:>8}  {}  [{}]",
+                p.desc_va,
+                p.pfn << 12,
+                p.flags,
+                p.order,
+                p.refcount,
+                p.owner,
+                p.flag_names.join(" ")
+            );
+        }
         s
     }
 }
 
 /// One leaf of the `tlb` view.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct TlbEntry {
     /// First virtual address.
+    #[serde(serialize_with = "hex")]
     pub va: u64,
     /// Base physical address.
+    #[serde(serialize_with = "hex")]
     pub pa: u64,
     /// Page size in bytes.
+    #[serde(serialize_with = "hex")]
     pub size: u64,
     /// Effective permissions.
     pub perms: PermsReport,
     /// The leaf entry.
+    #[serde(serialize_with = "hex")]
     pub leaf: u64,
 }
 
@@ -285,17 +399,21 @@ pub enum MappingProblem {
         /// Level.
         level: &'static str,
         /// Table base.
+        #[serde(serialize_with = "hex")]
         table: u64,
         /// First address it would map.
+        #[serde(serialize_with = "hex")]
         va: u64,
     },
     /// A present entry with reserved bits.
     Reserved {
         /// First address it covers.
+        #[serde(serialize_with = "hex")]
         va: u64,
         /// Level.
         level: &'static str,
         /// The entry.
+        #[serde(serialize_with = "hex")]
         entry: u64,
         /// Which bits.
         reason: String,
@@ -308,134 +426,248 @@ pub enum MappingProblem {
 }
 
 impl MappingProblem {
-    fn render(&self) -> String {
+    /// In words.
+    pub fn render(&self) -> String {
         match self {
             MappingProblem::TableOutsideMemory { level, table, va } => {
-                format!("{level} at GPA {table:#x} (for addresses from {va:#x}) is outside guest RAM; skipped")
+                format!("{level} table at GPA {table:#x} (for addresses from {va:#x}) is outside guest RAM; skipped")
             }
             MappingProblem::Reserved { va, level, entry, reason } => {
                 format!("{level} entry {entry:#x} for {va:#x} has a reserved bit ({reason}); any access faults; skipped")
             }
             MappingProblem::BudgetExhausted { reads } => format!(
-                "stopped after reading {reads} entries: the tables loop or share subtrees beyond any real kernel's; the list is incomplete"
+                "stopped after reading {reads} entries (--budget {reads}): the tables loop or share subtrees beyond any real kernel's; the listing is incomplete"
             ),
         }
     }
 }
 
-/// All leaves of one root, and the problems met.
+/// What one pass over a root's leaves examined. The leaves themselves went
+/// to the consumer; only counts and the first problems are kept.
 #[derive(Debug, Clone, Serialize)]
-pub struct MappingsReport {
-    /// The root.
-    pub cr3: u64,
-    /// Number of leaves (exact, even when `entries` is truncated).
-    pub count: u64,
-    /// Bytes mapped.
-    pub mapped_bytes: u64,
-    /// The leaves in address order (at most [`TLB_LIST_MAX`]).
-    pub entries: Vec<TlbEntry>,
-    /// Whether `entries` was cut at [`TLB_LIST_MAX`].
-    pub truncated: bool,
-    /// Skipped subtrees.
-    pub problems: Vec<MappingProblem>,
-    /// The leaves merged as `info mem` shows them (complete even when
-    /// `entries` is truncated).
+pub struct Listing {
+    /// The root (written by the view before the leaves, so not again).
     #[serde(skip)]
-    merged: Vec<MemRange>,
+    pub cr3: u64,
+    /// Leaves examined.
+    pub count: u64,
+    /// Bytes they map.
+    #[serde(serialize_with = "hex")]
+    pub mapped_bytes: u64,
+    /// Whether every entry under the root was read (false: the budget ran
+    /// out and anything after the last leaf was not examined).
+    pub complete: bool,
+    /// Skipped subtrees, the first [`PROBLEMS_MAX`].
+    pub problems: Vec<MappingProblem>,
+    /// Problems met beyond those listed.
+    pub problems_omitted: u64,
 }
 
-/// Lists every leaf under `ctx`'s root (bounded by [`MAPPING_READ_BUDGET`]).
-pub fn collect_mappings<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext) -> MappingsReport {
-    let mut r = MappingsReport {
-        cr3: ctx.cr3,
-        count: 0,
-        mapped_bytes: 0,
-        entries: Vec::new(),
-        truncated: false,
-        problems: vec![],
-        merged: vec![],
+impl Listing {
+    /// Why a check over this listing could not complete, if it could not.
+    pub fn incomplete(&self) -> Option<String> {
+        let reads = self.problems.iter().find_map(|p| match p {
+            MappingProblem::BudgetExhausted { reads } => Some(*reads),
+            _ => None,
+        });
+        (!self.complete).then(|| {
+            format!(
+                "the listing of CR3 {:#x} stopped after {} entry reads (--budget) and {} leaves: the rest was not examined; raise --budget to examine it all",
+                self.cr3,
+                reads.unwrap_or(0),
+                self.count
+            )
+        })
+    }
+
+    fn render_problems(&self, out: &mut dyn Write) -> io::Result<()> {
+        for p in &self.problems {
+            writeln!(out, "  problem: {}", p.render())?;
+        }
+        if self.problems_omitted > 0 {
+            writeln!(out, "  ... and {} more problems", self.problems_omitted)?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands every leaf under `ctx`'s root to `f`, in address order, reading
+/// at most `budget` entries; returns what was examined.
+pub fn for_each_leaf<M: PhysMem + ?Sized>(
+    mem: &M,
+    ctx: &CpuContext,
+    budget: u64,
+    mut f: impl FnMut(&TlbEntry),
+) -> Listing {
+    let mut l =
+        Listing { cr3: ctx.cr3, count: 0, mapped_bytes: 0, complete: true, problems: vec![], problems_omitted: 0 };
+    let problem = |l: &mut Listing, p: MappingProblem| {
+        if l.problems.len() < PROBLEMS_MAX {
+            l.problems.push(p);
+        } else {
+            l.problems_omitted += 1;
+        }
     };
-    for m in mappings(mem, ctx).budget(MAPPING_READ_BUDGET) {
+    for m in mappings(mem, ctx).budget(budget) {
         match m {
             Ok(m) => {
-                r.count += 1;
-                r.mapped_bytes = r.mapped_bytes.saturating_add(m.size.bytes());
-                let e = TlbEntry {
+                l.count += 1;
+                l.mapped_bytes = l.mapped_bytes.saturating_add(m.size.bytes());
+                f(&TlbEntry {
                     va: m.va.0,
                     pa: m.pa.0,
                     size: m.size.bytes(),
                     perms: PermsReport::from_flags(m.flags),
                     leaf: m.leaf.0,
-                };
-                merge_into(&mut r.merged, &e);
-                if r.entries.len() < TLB_LIST_MAX {
-                    r.entries.push(e);
-                } else {
-                    r.truncated = true;
-                }
+                });
             }
-            Err(MappingError::TableOutsideMemory { level, table, va }) => r
-                .problems
-                .push(MappingProblem::TableOutsideMemory { level: level_name(level), table: table.0, va: va.0 }),
-            Err(MappingError::Reserved { va, level, entry, reason }) => r.problems.push(MappingProblem::Reserved {
-                va: va.0,
-                level: level_name(level),
-                entry: entry.0,
-                reason: format!("{reason:?}"),
-            }),
+            Err(MappingError::TableOutsideMemory { level, table, va }) => problem(
+                &mut l,
+                MappingProblem::TableOutsideMemory { level: level_name(level, ctx), table: table.0, va: va.0 },
+            ),
+            Err(MappingError::Reserved { va, level, entry, reason }) => problem(
+                &mut l,
+                MappingProblem::Reserved {
+                    va: va.0,
+                    level: level_name(level, ctx),
+                    entry: entry.0,
+                    reason: format!("{reason:?}"),
+                },
+            ),
             Err(MappingError::BudgetExhausted) => {
-                r.problems.push(MappingProblem::BudgetExhausted { reads: MAPPING_READ_BUDGET })
+                l.complete = false;
+                // Always kept: it is what makes the listing incomplete.
+                l.problems.push(MappingProblem::BudgetExhausted { reads: budget });
             }
         }
     }
-    r
+    l
 }
 
-impl MappingsReport {
-    /// `info tlb`: one line per leaf.
-    pub fn render_tlb(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "info tlb, CR3 {:#x}: {} leaves mapping {}",
-            self.cr3,
-            self.count,
-            crate::memory::human(self.mapped_bytes).replace("bytes", "B")
-        );
-        let _ = writeln!(s, "  {:<18}  {:<14}  {:>7}  perms", "virtual", "physical", "size");
-        for e in &self.entries {
-            let _ = writeln!(s, "  {:016x}: {:014x}  {:>7}  {}", e.va, e.pa, short_size(e.size), e.perms.short());
-        }
-        if self.truncated {
-            let _ = writeln!(s, "  ... list cut after {TLB_LIST_MAX} leaves");
-        }
-        for p in &self.problems {
-            let _ = writeln!(s, "  problem: {}", p.render());
-        }
-        s
-    }
+/// How a streamed view is written: lines for people, or one JSON object
+/// on one line for machines.
+#[derive(Debug, Clone, Copy)]
+pub enum Format<'a> {
+    /// Text.
+    Text,
+    /// `{"checkpoint":NAME,"view":VIEW,"data":{...}}` on one line.
+    Json {
+        /// The checkpoint's name.
+        checkpoint: &'a str,
+    },
+}
 
-    /// `info mem`: the leaves merged into ranges.
-    pub fn ranges(&self) -> MemReport {
-        MemReport { cr3: self.cr3, ranges: self.merged.clone(), problems: self.problems.clone() }
+/// Writes `{"checkpoint":..,"view":..,"data":{` + `fields` (already JSON
+/// `"key":value` pairs, no trailing comma).
+fn json_open(out: &mut dyn Write, checkpoint: &str, view: &str, fields: &str) -> io::Result<()> {
+    let cp = serde_json::to_string(checkpoint).unwrap_or_else(|_| "\"?\"".into());
+    write!(out, "{{\"checkpoint\":{cp},\"view\":\"{view}\",\"data\":{{{fields}")
+}
+
+/// Closes what [`json_open`] opened with the fields of `tail` (an object).
+fn json_close<T: Serialize>(out: &mut dyn Write, tail: &T) -> io::Result<()> {
+    let t = serde_json::to_string(tail).map_err(io::Error::other)?;
+    let inner = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or("");
+    if inner.is_empty() {
+        writeln!(out, "}}}}")
+    } else {
+        writeln!(out, ",{inner}}}}}")
     }
 }
 
-fn short_size(b: u64) -> &'static str {
-    match b {
-        0x1000 => "4K",
-        0x20_0000 => "2M",
-        0x4000_0000 => "1G",
-        _ => "?",
+/// QEMU's `info tlb` flag letters for a leaf entry: NX, global, large
+/// page, dirty, accessed, cache-disable, write-through, user, writable.
+pub fn qemu_tlb_flags(leaf: u64) -> String {
+    let bit = |n: u32, c: char| if leaf & (1 << n) != 0 { c } else { '-' };
+    [
+        bit(63, 'X'),
+        bit(8, 'G'),
+        bit(7, 'P'),
+        bit(6, 'D'),
+        bit(5, 'A'),
+        bit(4, 'C'),
+        bit(3, 'T'),
+        bit(2, 'U'),
+        bit(1, 'W'),
+    ]
+    .iter()
+    .collect()
+}
+
+/// The `tlb` view, streamed: one line per leaf as QEMU's `info tlb` prints
+/// them (`VA: PA FLAGS`, the flags of the leaf entry itself), then a
+/// summary; or one JSON object whose `entries` array is written as the
+/// leaves come.
+pub fn tlb_view<M: PhysMem + ?Sized>(
+    mem: &M,
+    ctx: &CpuContext,
+    budget: u64,
+    format: Format<'_>,
+    out: &mut dyn Write,
+) -> io::Result<Listing> {
+    let mut err = None;
+    let mut first = true;
+    let mut put = |r: io::Result<()>| {
+        if let Err(e) = r {
+            err.get_or_insert(e);
+        }
+    };
+    let listing = match format {
+        Format::Text => {
+            put(writeln!(out, "info tlb, CR3 {:#x}:", ctx.cr3));
+            let l = for_each_leaf(mem, ctx, budget, |e| {
+                put(writeln!(out, "{:016x}: {:016x} {}", e.va, e.pa, qemu_tlb_flags(e.leaf)))
+            });
+            put(writeln!(
+                out,
+                "  {} leaves mapping {}{}",
+                l.count,
+                crate::memory::human(l.mapped_bytes).replace("bytes", "B"),
+                if l.complete { "" } else { " (incomplete: the budget ran out)" }
+            ));
+            put(l.render_problems(out));
+            l
+        }
+        Format::Json { checkpoint } => {
+            put(json_open(out, checkpoint, "tlb", &format!("\"cr3\":\"{:#x}\",\"entries\":[", ctx.cr3)));
+            let l = for_each_leaf(mem, ctx, budget, |e| {
+                if !first {
+                    put(out.write_all(b","));
+                }
+                first = false;
+                put(serde_json::to_writer(&mut *out, e).map_err(io::Error::other));
+            });
+            put(out.write_all(b"]"));
+            put(json_close(out, &l));
+            l
+        }
+    };
+    match err {
+        Some(e) => Err(e),
+        None => Ok(listing),
     }
+}
+
+fn size_bit(size: u64) -> u8 {
+    match size {
+        0x1000 => 1,
+        0x20_0000 => 2,
+        _ => 4,
+    }
+}
+
+fn size_names(bits: u8) -> Vec<&'static str> {
+    [(1, "4K"), (2, "2M"), (4, "1G")].iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
 }
 
 /// One merged range of the `mem` view.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemRange {
     /// First address.
+    #[serde(serialize_with = "hex")]
     pub start: u64,
     /// One past the last address.
+    #[serde(serialize_with = "hex")]
     pub end: u64,
     /// Writable.
     pub writable: bool,
@@ -451,118 +683,174 @@ pub struct MemRange {
     pub accessed: u64,
     /// Of which dirty.
     pub dirty: u64,
-    /// Page sizes used (bytes).
-    pub page_sizes: Vec<u64>,
+    /// Page sizes used ("4K", "2M", "1G").
+    pub page_sizes: Vec<&'static str>,
+    #[serde(skip)]
+    sizes: u8,
 }
 
-/// The `mem` view.
-#[derive(Debug, Clone, Serialize)]
-pub struct MemReport {
-    /// The root.
-    pub cr3: u64,
-    /// Ranges in address order.
-    pub ranges: Vec<MemRange>,
-    /// Problems met while listing.
-    pub problems: Vec<MappingProblem>,
-}
-
-fn merge_into(ranges: &mut Vec<MemRange>, e: &TlbEntry) {
-    let p = &e.perms;
-    let end = e.va.wrapping_add(e.size);
-    if let Some(last) = ranges.last_mut() {
-        if last.end == e.va && (last.writable, last.user, last.nx, last.global) == (p.writable, p.user, p.nx, p.global)
-        {
-            last.end = end;
-            last.pages += 1;
-            last.accessed += p.accessed as u64;
-            last.dirty += p.dirty as u64;
-            if !last.page_sizes.contains(&e.size) {
-                last.page_sizes.push(e.size);
-            }
-            return;
-        }
-    }
-    ranges.push(MemRange {
-        start: e.va,
-        end,
-        writable: p.writable,
-        user: p.user,
-        nx: p.nx,
-        global: p.global,
-        pages: 1,
-        accessed: p.accessed as u64,
-        dirty: p.dirty as u64,
-        page_sizes: vec![e.size],
-    });
-}
-
-impl MemReport {
-    /// `info mem`: `start-end size perms`, with A/D counts.
+impl MemRange {
+    /// QEMU's `info mem` line (`start-end size urw`) with ours after it:
+    /// executable or not, global, leaves, page sizes, A/D counts.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "info mem, CR3 {:#x}: {} ranges", self.cr3, self.ranges.len());
-        for r in &self.ranges {
-            let sizes: Vec<&str> = r.page_sizes.iter().map(|&b| short_size(b)).collect();
-            let _ = writeln!(
-                s,
-                "  {:016x}-{:016x} {:016x} {}r{}{} {} pages:{} ({}) accessed:{} dirty:{}",
-                r.start,
-                r.end,
-                r.end.wrapping_sub(r.start),
-                if r.user { 'u' } else { '-' },
-                if r.writable { 'w' } else { '-' },
-                if r.nx { '-' } else { 'x' },
-                if r.global { "G" } else { "-" },
-                r.pages,
-                sizes.join("+"),
-                r.accessed,
-                r.dirty
-            );
-        }
-        for p in &self.problems {
-            let _ = writeln!(s, "  problem: {}", p.render());
-        }
-        s
+        format!(
+            "{:016x}-{:016x} {:016x} {}r{}  {} {} pages:{} ({}) accessed:{} dirty:{}",
+            self.start,
+            self.end,
+            self.end.wrapping_sub(self.start),
+            if self.user { 'u' } else { '-' },
+            if self.writable { 'w' } else { '-' },
+            if self.nx { "nx" } else { "x " },
+            if self.global { "G" } else { "-" },
+            self.pages,
+            size_names(self.sizes).join("+"),
+            self.accessed,
+            self.dirty
+        )
     }
 }
 
-/// The table pages reachable from `ctx`'s root: the root, plus the tables
-/// each leaf's walk passes through (one walk per 2 MiB of address space,
-/// since the tables above a leaf are shared by its 2 MiB neighbours).
-/// Subtrees without any leaf are not found.
-pub fn table_pages<M: PhysMem + ?Sized>(mem: &M, ctx: &CpuContext, leaves: &MappingsReport) -> Vec<u64> {
-    let mut pages = vec![ctx.root().0];
-    let mut last_region = None;
-    for e in &leaves.entries {
-        let region = e.va >> 21;
-        if last_region == Some(region) {
-            continue;
+/// Merges leaves into `info mem` ranges as they stream by, handing each
+/// range to the caller when it closes.
+#[derive(Debug, Default)]
+pub struct RangeMerger {
+    open: Option<MemRange>,
+    /// Ranges closed so far.
+    pub closed: u64,
+}
+
+impl RangeMerger {
+    /// Adds a leaf; returns the range it closed, if any.
+    pub fn feed(&mut self, e: &TlbEntry) -> Option<MemRange> {
+        let p = &e.perms;
+        let end = e.va.wrapping_add(e.size);
+        if let Some(last) = self.open.as_mut() {
+            if last.end == e.va
+                && (last.writable, last.user, last.nx, last.global) == (p.writable, p.user, p.nx, p.global)
+            {
+                last.end = end;
+                last.pages += 1;
+                last.accessed += p.accessed as u64;
+                last.dirty += p.dirty as u64;
+                last.sizes |= size_bit(e.size);
+                last.page_sizes = size_names(last.sizes);
+                return None;
+            }
         }
-        last_region = Some(region);
-        let (trace, _) = walk_trace(mem, ctx, VirtAddr(e.va));
-        pages.extend(trace.steps().map(|s| s.entry_pa.0 & !0xfff));
+        let r = MemRange {
+            start: e.va,
+            end,
+            writable: p.writable,
+            user: p.user,
+            nx: p.nx,
+            global: p.global,
+            pages: 1,
+            accessed: p.accessed as u64,
+            dirty: p.dirty as u64,
+            page_sizes: size_names(size_bit(e.size)),
+            sizes: size_bit(e.size),
+        };
+        let closed = self.open.replace(r);
+        self.closed += closed.is_some() as u64;
+        closed
     }
-    pages.sort_unstable();
-    pages.dedup();
-    pages
+
+    /// The last range, once the leaves are done.
+    pub fn finish(&mut self) -> Option<MemRange> {
+        let r = self.open.take();
+        self.closed += r.is_some() as u64;
+        r
+    }
+}
+
+/// The `mem` view, streamed: ranges of equal permissions as QEMU's `info
+/// mem` prints them, each written as soon as it closes.
+pub fn mem_view<M: PhysMem + ?Sized>(
+    mem: &M,
+    ctx: &CpuContext,
+    budget: u64,
+    format: Format<'_>,
+    out: &mut dyn Write,
+) -> io::Result<Listing> {
+    let mut err = None;
+    let mut put = |r: io::Result<()>| {
+        if let Err(e) = r {
+            err.get_or_insert(e);
+        }
+    };
+    let mut merger = RangeMerger::default();
+    let json = matches!(format, Format::Json { .. });
+    match format {
+        Format::Text => put(writeln!(out, "info mem, CR3 {:#x}:", ctx.cr3)),
+        Format::Json { checkpoint } => {
+            put(json_open(out, checkpoint, "mem", &format!("\"cr3\":\"{:#x}\",\"ranges\":[", ctx.cr3)))
+        }
+    }
+    let emit = |r: MemRange, n: u64, out: &mut dyn Write| -> io::Result<()> {
+        if json {
+            if n > 1 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, &r).map_err(io::Error::other)
+        } else {
+            writeln!(out, "{}", r.render())
+        }
+    };
+    let l = for_each_leaf(mem, ctx, budget, |e| {
+        if let Some(r) = merger.feed(e) {
+            put(emit(r, merger.closed, out));
+        }
+    });
+    if let Some(r) = merger.finish() {
+        put(emit(r, merger.closed, out));
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            ranges_count: u64,
+            #[serde(flatten)]
+            listing: &'a Listing,
+        }
+        put(out.write_all(b"]"));
+        put(json_close(out, &Tail { ranges_count: merger.closed, listing: &l }));
+    } else {
+        put(writeln!(
+            out,
+            "  {} ranges, {} leaves{}",
+            merger.closed,
+            l.count,
+            if l.complete { "" } else { " (incomplete: the budget ran out)" }
+        ));
+        put(l.render_problems(out));
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(l),
+    }
 }
 
 /// The `cpu` view: the registers translation depends on.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
     /// RIP.
+    #[serde(serialize_with = "hex")]
     pub rip: u64,
     /// Its symbol, if any.
     pub rip_symbol: String,
     /// RSP.
+    #[serde(serialize_with = "hex")]
     pub rsp: u64,
     /// CR0.
+    #[serde(serialize_with = "hex")]
     pub cr0: u64,
     /// CR3.
+    #[serde(serialize_with = "hex")]
     pub cr3: u64,
     /// CR4.
+    #[serde(serialize_with = "hex")]
     pub cr4: u64,
     /// EFER.
+    #[serde(serialize_with = "hex")]
     pub efer: u64,
     /// Current privilege level.
     pub cpl: u8,
@@ -611,35 +899,50 @@ mod tests {
         (m, CpuContext::kernel(PhysAddr(0x1000)))
     }
 
+    fn text(f: impl FnOnce(&mut Vec<u8>) -> io::Result<Listing>) -> (String, Listing) {
+        let mut v = Vec::new();
+        let l = f(&mut v).unwrap();
+        (String::from_utf8(v).unwrap(), l)
+    }
+
     #[test]
     fn walk_reports_every_level_and_the_page() {
         let (m, ctx) = mem();
         let mut log = vec![];
         let r = walk_view(&GuestPhys(&m), &ctx, 0xffff_ffff_8020_0123, Some("_start".into()), &mut log);
         assert_eq!(r.steps.len(), 3);
-        assert_eq!(r.steps[0].level, "PML4");
+        assert_eq!((r.steps[0].level, r.steps[0].sdm_level), ("PGD", "PML4"));
+        assert_eq!(r.steps[2].level, "PMD");
         assert_eq!(r.steps[0].entry_addr, 0x1ff8);
         assert!(matches!(r.outcome, WalkOutcome::Mapped { gpa: 0x20_0123, page_size: 0x20_0000, .. }));
         assert_eq!(log, vec![Observed { cr3: 0x1000, va: 0xffff_ffff_8020_0123, gpa: Some(0x20_0123) }]);
         let text = r.render();
-        assert!(text.contains("2 MiB page at GPA 0x200000"), "{text}");
+        assert!(text.contains("2 MiB page at GPA 0x200000 (leaf in the PMD)"), "{text}");
         assert!(text.contains("supervisor read-write executable"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["outcome"]["result"], "mapped");
+        assert_eq!(json["va"], "0xffffffff80200123", "64-bit values are hex strings");
     }
 
     #[test]
-    fn walk_stops_clearly() {
+    fn walk_stops_clearly_and_shows_the_levels_above_a_table_outside_ram() {
         let (m, ctx) = mem();
         let mut log = vec![];
         let r = walk_view(&GuestPhys(&m), &ctx, 0xffff_8000_0000_0000, None, &mut log);
-        assert!(matches!(r.outcome, WalkOutcome::PageFault { level: "PML4", .. }), "{r:?}");
+        assert!(matches!(r.outcome, WalkOutcome::PageFault { level: "PGD", .. }), "{r:?}");
         let r = walk_view(&GuestPhys(&m), &ctx, 0x0000_8000_0000_0000, None, &mut log);
         assert!(matches!(r.outcome, WalkOutcome::NonCanonical));
         assert_eq!(log.len(), 1, "non-canonical walks are not cross-checked");
         let far = with_cr3(&ctx, Some(0x1_0000_0000));
         let r = walk_view(&GuestPhys(&m), &far, 0, None, &mut log);
-        assert!(matches!(r.outcome, WalkOutcome::TableOutsideMemory { level: "PML4", .. }), "{r:?}");
+        assert!(matches!(r.outcome, WalkOutcome::TableOutsideMemory { level: "PGD", .. }), "{r:?}");
+        // The PMD points outside RAM: the PGD and PUD entries are shown.
+        m.write_obj(0x7_0000_0000u64 | 3, GuestAddress(0x7000 + 8)).unwrap();
+        let r = walk_view(&GuestPhys(&m), &ctx, 0x4020_0000, None, &mut log);
+        assert!(matches!(r.outcome, WalkOutcome::TableOutsideMemory { level: "PTE", .. }), "{r:?}");
+        let levels: Vec<&str> = r.steps.iter().map(|s| s.level).collect();
+        assert_eq!(levels, ["PGD", "PUD", "PMD"], "{}", r.render());
+        assert_eq!(r.steps[2].entry, 0x7_0000_0003);
     }
 
     #[test]
@@ -652,31 +955,43 @@ mod tests {
     }
 
     #[test]
-    fn tlb_and_mem_list_and_merge() {
+    fn tlb_and_mem_stream_as_qemu_prints_them() {
         let (m, ctx) = mem();
-        let r = collect_mappings(&GuestPhys(&m), &ctx);
-        assert_eq!(r.count, 3);
-        assert_eq!(r.entries[0].va, 0x4000_0000);
-        assert!(r.entries[0].perms.user && r.entries[0].perms.nx && !r.entries[0].perms.writable);
-        let mem = r.ranges();
-        assert_eq!(mem.ranges.len(), 2);
-        assert_eq!((mem.ranges[1].start, mem.ranges[1].end), (0xffff_ffff_8000_0000, 0xffff_ffff_8040_0000));
-        assert_eq!((mem.ranges[1].accessed, mem.ranges[1].dirty), (1, 1));
-        assert!(mem.render().contains("ffffffff80000000-ffffffff80400000 0000000000400000 -rwx"), "{}", mem.render());
-        assert!(r.render_tlb().contains("ffffffff80200000: 00000000200000       2M"), "{}", r.render_tlb());
-        let tables = table_pages(&GuestPhys(&m), &ctx, &r);
-        assert_eq!(tables, vec![0x1000, 0x2000, 0x3000, 0x5000, 0x6000, 0x7000]);
+        let (t, l) = text(|o| tlb_view(&GuestPhys(&m), &ctx, DEFAULT_BUDGET, Format::Text, o));
+        assert_eq!((l.count, l.complete), (3, true));
+        assert!(t.contains("0000000040000000: 0000000000009000 X------U-"), "{t}");
+        assert!(t.contains("ffffffff80200000: 0000000000200000 --PDA---W"), "{t}");
+        let (t, _) = text(|o| mem_view(&GuestPhys(&m), &ctx, DEFAULT_BUDGET, Format::Text, o));
+        assert!(t.contains("0000000040000000-0000000040001000 0000000000001000 ur-  nx"), "{t}");
+        assert!(
+            t.contains("ffffffff80000000-ffffffff80400000 0000000000400000 -rw  x  - pages:2 (2M) accessed:1 dirty:1"),
+            "{t}"
+        );
+        assert!(t.contains("  2 ranges, 3 leaves"), "{t}");
+        let (j, _) = text(|o| mem_view(&GuestPhys(&m), &ctx, DEFAULT_BUDGET, Format::Json { checkpoint: "x" }, o));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["data"]["ranges"][1]["start"], "0xffffffff80000000", "{j}");
+        assert_eq!(v["data"]["ranges_count"], 2, "{j}");
+        let (j, _) = text(|o| tlb_view(&GuestPhys(&m), &ctx, DEFAULT_BUDGET, Format::Json { checkpoint: "x" }, o));
+        assert_eq!(j.lines().count(), 1, "one object, one line");
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["data"]["entries"][0]["leaf"], "0x8000000000009005", "bit 63 survives: {j}");
+        assert_eq!(v["data"]["count"], 3);
+        assert_eq!(v["data"]["complete"], true);
     }
 
     #[test]
-    fn looping_tables_exhaust_the_budget_not_the_host() {
+    fn looping_tables_exhaust_the_budget_and_say_so() {
         let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         for i in 0..512u64 {
             m.write_obj(0x1000u64 | 3, GuestAddress(0x1000 + 8 * i)).unwrap();
         }
-        let r = collect_mappings(&GuestPhys(&m), &CpuContext::kernel(PhysAddr(0x1000)));
-        assert!(matches!(r.problems.last(), Some(MappingProblem::BudgetExhausted { .. })), "{:?}", r.problems);
-        let mem = r.ranges();
-        assert_eq!(mem.ranges.len(), 1, "one contiguous rw range");
+        let ctx = CpuContext::kernel(PhysAddr(0x1000));
+        let l = for_each_leaf(&GuestPhys(&m), &ctx, 1 << 16, |_| {});
+        assert!(!l.complete);
+        assert!(matches!(l.problems.last(), Some(MappingProblem::BudgetExhausted { reads: 65536 })), "{l:?}");
+        assert!(l.incomplete().unwrap().contains("raise --budget"), "{l:?}");
+        let (t, _) = text(|o| mem_view(&GuestPhys(&m), &ctx, 1 << 16, Format::Text, o));
+        assert!(t.contains("1 ranges") && t.contains("incomplete"), "{t}");
     }
 }
