@@ -83,12 +83,13 @@ fn guest_writes_the_swap_file_and_the_host_reads_the_pages_back() {
     ]);
     assert_checks_pass(&r);
     assert!(
-        r.stdout.contains("Command line: selftest=virtio virtio_mmio.device=4K@0xd0000000:16"),
+        // With `--json` on stdout the console moves to stderr.
+        r.stderr.contains("Command line: selftest=virtio virtio_mmio.device=4K@0xd0000000:16"),
         "the VMM announces the device as Linux's virtio_mmio.device: {}",
         r.all()
     );
-    assert!(r.stdout.contains("virtio_blk virtio0: [vda] 8192 512-byte logical blocks (4 MiB)"), "{}", r.all());
-    assert!(r.stdout.contains("interrupts (IOAPIC)"), "completions by interrupt: {}", r.all());
+    assert!(r.stderr.contains("virtio_blk virtio0: [vda] 8192 512-byte logical blocks (4 MiB)"), "{}", r.all());
+    assert!(r.stderr.contains("interrupts (IOAPIC)"), "completions by interrupt: {}", r.all());
     assert_file_holds_the_pattern(swap.path(), 4 << 20);
     // Sparse: only the written pages have blocks.
     let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&swap.0).unwrap());

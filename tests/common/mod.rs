@@ -49,9 +49,11 @@ pub fn vmm(args: &[&str]) -> Run {
     vmm_with_input(args, None)
 }
 
-/// `vmm run --timeout 60` plus `args`.
+/// `vmm run --timeout 240` plus `args`. The timeout only guards against a
+/// hang: a 16 GiB selftest takes ~13 s alone but several times that while
+/// the other test binaries load both cores (ring 0 is emulated here).
 pub fn boot(args: &[&str]) -> Run {
-    let mut a = vec!["run", "--timeout", "60"];
+    let mut a = vec!["run", "--timeout", "240"];
     a.extend_from_slice(args);
     vmm(&a)
 }
