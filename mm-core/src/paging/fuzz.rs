@@ -6,11 +6,11 @@
 //! inside, or the mapping iterator disagreeing with the walker), which is
 //! what a fuzzer reports.
 
-use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::{PhysMem, VecMem};
 use crate::paging::mapper::{mappings, FrameAllocator, MapRequest, Mapper, SizeRequest};
 use crate::paging::tlb::Tlb;
-use crate::paging::walker::{translate, translate_update_ad, walk, walk_trace, Access, CpuContext};
+use crate::paging::walker::{translate, translate_update_ad, walk, walk_trace, Access, CpuContext, CpuVendor};
 use crate::paging::PteFlags;
 
 /// Memory size the exercise uses: four tables' worth, small enough that
@@ -65,6 +65,7 @@ pub fn exercise(data: &[u8]) {
         maxphyaddr: 32 + ((regs >> 10) % 21) as u8,
         pkru,
         gbpages: regs & (1 << 16) != 0,
+        vendor: if regs & (1 << 17) != 0 { CpuVendor::Amd } else { CpuVendor::Intel },
     };
     let mut mem = VecMem::new(FUZZ_MEM);
     // Entries: raw words, many steered to point inside memory.
@@ -118,6 +119,15 @@ pub fn exercise(data: &[u8]) {
     let _ = mapper.protect(&mut mem, page, len, flags).map(|f| f.ignore());
     let _ = mapper.unmap(&mut mem, &mut frames, page, len, regs & (1 << 24) != 0).map(|f| f.ignore());
     let _ = mappings(&mem, &ctx).budget(4096).count();
+
+    // The slot API: lookups and allocating walks stop after five reads;
+    // the table lister is bounded by its budget.
+    let _ = mapper.lookup(&mem, va);
+    let level = [Level::Pte, Level::Pmd, Level::Pud][(regs >> 26) as usize % 3];
+    if let Ok((slot, _)) = mapper.alloc_slot(&mut mem, &mut frames, page, level, regs & (1 << 25) != 0) {
+        let _ = slot.read(&mem);
+    }
+    let _ = crate::paging::editor::tables(&mem, &ctx, None).budget(4096).count();
 }
 
 #[cfg(test)]

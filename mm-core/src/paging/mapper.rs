@@ -13,8 +13,9 @@
 //! it builds do; on hostile tables it returns errors and never panics, but
 //! what it edits is then unspecified. [`mappings`] is safe on any tables.
 
-use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PAGE_SIZE, PTRS_PER_TABLE};
+use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::PhysMem;
+use crate::paging::editor::{Cursor, Step};
 use crate::paging::entry::{Pte, PteFlags};
 use crate::paging::walker::{reserved_bit, CpuContext, ReservedBit};
 use core::fmt;
@@ -190,7 +191,8 @@ impl fmt::Display for MapError {
 impl std::error::Error for MapError {}
 
 /// Intermediate entry flags (Linux's `_KERNPG_TABLE`).
-const TABLE_FLAGS: PteFlags = PteFlags(PteFlags::PRESENT.0 | PteFlags::RW.0 | PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
+pub(crate) const TABLE_FLAGS: PteFlags =
+    PteFlags(PteFlags::PRESENT.0 | PteFlags::RW.0 | PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
 
 /// Bits a protect keeps from the old leaf: the CPU owns them.
 const HW_OWNED: PteFlags = PteFlags(PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
@@ -240,43 +242,28 @@ pub enum MappingError {
     BudgetExhausted,
 }
 
-#[derive(Clone, Copy)]
-struct Frame {
-    table: PhysAddr,
-    next: u16,
-    level: Level,
-    base: u64,
-    writable: bool,
-    user: bool,
-    nx: bool,
-}
-
-/// Iterator over the leaves under a root, in address order, with a fixed
-/// stack (no heap) and an optional bound on the entries read, so hostile
-/// tables (loops, shared subtrees) can cost time but never a hang the
-/// caller did not allow.
+/// Iterator over the leaves under a root, in address order, on the
+/// editor's range cursor, with an optional bound on the entries read, so
+/// hostile tables (loops, shared subtrees) can cost time but never a hang
+/// the caller did not allow. Entries with reserved bits are reported and
+/// not followed, as the walker would fault on them.
 pub struct Mappings<'m, M: PhysMem + ?Sized> {
     mem: &'m M,
     ctx: CpuContext,
-    stack: [Frame; 5],
-    depth: usize,
-    budget: u64,
-    done: bool,
+    cursor: Cursor,
 }
 
 /// Every leaf reachable from `ctx`'s CR3, with the reserved-bit rules of
 /// `ctx` (the same the walker applies).
 pub fn mappings<'m, M: PhysMem + ?Sized>(mem: &'m M, ctx: &CpuContext) -> Mappings<'m, M> {
-    let root =
-        Frame { table: ctx.root(), next: 0, level: ctx.root_level(), base: 0, writable: true, user: true, nx: false };
-    Mappings { mem, ctx: *ctx, stack: [root; 5], depth: 1, budget: u64::MAX, done: false }
+    Mappings { mem, ctx: *ctx, cursor: Cursor::whole(ctx) }
 }
 
 impl<M: PhysMem + ?Sized> Mappings<'_, M> {
     /// Stops (with [`MappingError::BudgetExhausted`]) after `entries`
     /// entry reads.
     pub fn budget(mut self, entries: u64) -> Self {
-        self.budget = entries;
+        self.cursor.set_budget(entries);
         self
     }
 }
@@ -285,64 +272,42 @@ impl<M: PhysMem + ?Sized> Iterator for Mappings<'_, M> {
     type Item = Result<Mapping, MappingError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            let Some(top) = self.depth.checked_sub(1).and_then(|i| self.stack.get_mut(i)) else {
-                self.done = true;
-                return None;
-            };
-            if top.next as usize >= PTRS_PER_TABLE {
-                self.depth -= 1;
-                continue;
-            }
-            if self.budget == 0 {
-                self.done = true;
-                return Some(Err(MappingError::BudgetExhausted));
-            }
-            self.budget -= 1;
-            let f = *top;
-            top.next += 1;
-            let va_raw = f.base | ((f.next as u64) << f.level.shift());
-            let va = VirtAddr(va_raw).canonicalize(self.ctx.la57);
-            let entry_pa = PhysAddr(f.table.0.wrapping_add(8 * f.next as u64));
-            let e = match self.mem.read_u64(entry_pa) {
-                Ok(v) => Pte(v),
-                Err(_) => {
-                    top.next = PTRS_PER_TABLE as u16;
-                    return Some(Err(MappingError::TableOutsideMemory { level: f.level, table: f.table, va }));
+        while let Some(step) = self.cursor.next(self.mem) {
+            let f = match step {
+                Step::Entry(f) => f,
+                Step::Unreadable { level, table, raw } => {
+                    let va = self.cursor.canonical(raw);
+                    return Some(Err(MappingError::TableOutsideMemory { level, table, va }));
                 }
+                Step::BudgetExhausted => return Some(Err(MappingError::BudgetExhausted)),
             };
+            let (e, level) = (f.entry, f.slot.level());
             if !e.is_present() {
                 continue;
             }
-            if let Some(reason) = reserved_bit(e, f.level, &self.ctx) {
-                return Some(Err(MappingError::Reserved { va, level: f.level, entry: e, reason }));
+            let va = self.cursor.canonical(f.raw);
+            if let Some(reason) = reserved_bit(e, level, &self.ctx) {
+                return Some(Err(MappingError::Reserved { va, level, entry: e, reason }));
             }
-            let writable = f.writable && e.is_writable();
-            let user = f.user && e.is_user();
-            let nx = f.nx || e.is_nx();
-            if e.is_leaf_at(f.level) {
-                let Some(size) = f.level.page_size() else {
-                    continue;
-                };
-                let mut flags =
-                    e.leaf_flags(f.level).difference(PteFlags(PteFlags::RW.0 | PteFlags::USER.0 | PteFlags::NX.0));
-                if writable {
-                    flags |= PteFlags::RW;
-                }
-                if user {
-                    flags |= PteFlags::USER;
-                }
-                if nx && self.ctx.nxe {
-                    flags |= PteFlags::NX;
-                }
-                return Some(Ok(Mapping { va, pa: e.frame(size, self.ctx.maxphyaddr), size, flags, leaf: e }));
+            if !e.is_leaf_at(level) {
+                self.cursor.descend(&f, e.addr(self.ctx.maxphyaddr));
+                continue;
             }
-            let (Some(lower), Some(slot)) = (f.level.next_lower(), self.stack.get_mut(self.depth)) else {
+            let Some(size) = level.page_size() else {
                 continue;
             };
-            *slot =
-                Frame { table: e.addr(self.ctx.maxphyaddr), next: 0, level: lower, base: va_raw, writable, user, nx };
-            self.depth += 1;
+            let mut flags =
+                e.leaf_flags(level).difference(PteFlags(PteFlags::RW.0 | PteFlags::USER.0 | PteFlags::NX.0));
+            if f.writable && e.is_writable() {
+                flags |= PteFlags::RW;
+            }
+            if f.user && e.is_user() {
+                flags |= PteFlags::USER;
+            }
+            if (f.nx || e.is_nx()) && self.ctx.nxe {
+                flags |= PteFlags::NX;
+            }
+            return Some(Ok(Mapping { va, pa: e.frame(size, self.ctx.maxphyaddr), size, flags, leaf: e }));
         }
         None
     }
@@ -351,13 +316,14 @@ impl<M: PhysMem + ?Sized> Iterator for Mappings<'_, M> {
 /// A page-table hierarchy being edited: its root and paging mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapper {
-    root: PhysAddr,
-    la57: bool,
-    maxphyaddr: u8,
-    gbpages: bool,
+    pub(crate) root: PhysAddr,
+    pub(crate) la57: bool,
+    pub(crate) maxphyaddr: u8,
+    pub(crate) gbpages: bool,
 }
 
 /// Where a leaf for an address sits.
+#[derive(Clone, Copy)]
 struct LeafSlot {
     entry_pa: PhysAddr,
     entry: Pte,
@@ -597,26 +563,7 @@ impl Mapper {
         if !va.is_canonical(self.la57) {
             return Err(MapError::BadRange);
         }
-        let mut table = self.root;
-        let mut cur = Level::root(self.la57);
-        while cur != level {
-            let entry_pa = PhysAddr(table.0 + 8 * va.table_index(cur) as u64);
-            let e = Self::read(mem, entry_pa)?;
-            table = if !e.is_present() {
-                let t = alloc_table(mem, frames)?;
-                Self::write(mem, entry_pa, Pte::table(t, TABLE_FLAGS))?;
-                t
-            } else if e.is_leaf_at(cur) {
-                return Err(MapError::ParentIsHugePage { va, level: cur });
-            } else {
-                e.addr(self.maxphyaddr)
-            };
-            cur = match cur.next_lower() {
-                Some(l) => l,
-                None => return Err(MapError::BadRange),
-            };
-        }
-        Ok(table)
+        self.alloc_slot(mem, frames, va, level, false).map(|(slot, _)| slot.table())
     }
 
     /// Finds the leaf mapping `va`.
@@ -650,7 +597,7 @@ impl Mapper {
 
     /// Visits the leaves covering `[va, va+len)`, which must all be mapped
     /// and whole; the visitor gets each leaf.
-    fn for_each_leaf<M: PhysMem + ?Sized>(
+    fn for_each_whole_leaf<M: PhysMem + ?Sized>(
         &self,
         mem: &mut M,
         va: VirtAddr,
@@ -688,15 +635,28 @@ impl Mapper {
         len: u64,
         free_tables: bool,
     ) -> Result<MapperFlush, MapError> {
-        // Check first, so a failure changes nothing.
-        self.for_each_leaf(mem, va, len, |_, _| Ok(()))?;
-        let min = self.for_each_leaf(mem, va, len, |mem, slot| {
+        // Check first, so a failure changes nothing. A range that is one
+        // leaf (the common case: a page) is edited from the check's walk.
+        let mut only: Option<LeafSlot> = None;
+        let mut n = 0u32;
+        let min = self.for_each_whole_leaf(mem, va, len, |_, slot| {
+            only = Some(*slot);
+            n += 1;
+            Ok(())
+        })?;
+        let mut zap = |mem: &mut M, slot: &LeafSlot| {
             Self::write(mem, slot.entry_pa, Pte::NONE)?;
             if free_tables {
                 self.free_empty(mem, frames, slot)?;
             }
             Ok(())
-        })?;
+        };
+        match only {
+            Some(slot) if n == 1 => zap(mem, &slot)?,
+            _ => {
+                self.for_each_whole_leaf(mem, va, len, zap)?;
+            }
+        }
         Ok(MapperFlush::new(va, len >> min.shift(), min))
     }
 
@@ -728,10 +688,10 @@ impl Mapper {
         len: u64,
         flags: PteFlags,
     ) -> Result<MapperFlush, MapError> {
-        self.for_each_leaf(mem, va, len, |_, _| Ok(()))?;
+        self.for_each_whole_leaf(mem, va, len, |_, _| Ok(()))?;
         let flags = flags.union(PteFlags::PRESENT).difference(HW_OWNED);
         let maxphy = self.maxphyaddr;
-        let min = self.for_each_leaf(mem, va, len, |mem, slot| {
+        let min = self.for_each_whole_leaf(mem, va, len, |mem, slot| {
             let old = slot.entry.leaf_flags(slot.level);
             let new = Pte::leaf(slot.entry.frame(slot.size, maxphy), flags.union(old & HW_OWNED), slot.size);
             Self::write(mem, slot.entry_pa, new)?;
@@ -750,7 +710,7 @@ impl Mapper {
     }
 }
 
-fn alloc_table<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+pub(crate) fn alloc_table<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
     mem: &mut M,
     frames: &mut A,
 ) -> Result<PhysAddr, MapError> {

@@ -6,9 +6,11 @@
 //! model and the host's reports all agree with it by construction or are
 //! tested against it.
 
+pub mod editor;
 pub mod entry;
 pub mod fuzz;
 pub mod mapper;
+pub mod swap;
 pub mod tlb;
 pub mod walker;
 
@@ -16,9 +18,12 @@ pub mod walker;
 mod model_tests;
 
 pub use crate::addr::{Level, PageSize};
+pub use editor::{tables, Leaf, LeafKinds, Slot, TableRef, Tables};
 pub use entry::{Pte, PteFlags};
 pub use mapper::{FrameAllocator, MapError, MapRequest, Mapper, MapperFlush, Mapping, SizeRequest, TlbFlusher};
+pub use swap::SwapEntry;
 pub use tlb::Tlb;
 pub use walker::{
-    translate, walk, Access, CpuContext, Fault, FaultReason, PageFault, PfErrorCode, RawRegisters, Translation,
+    translate, walk, Access, CpuContext, CpuVendor, Fault, FaultReason, PageFault, PfErrorCode, RawRegisters,
+    Translation,
 };

@@ -310,3 +310,284 @@ proptest! {
         run(&ops, false);
     }
 }
+
+/// The process mappings' editor (the slot API as the guest's fault path,
+/// fork, munmap and exit use it) against a model: per 4 KiB page either a
+/// present leaf (frame, writable, size) or a swap entry.
+mod slots {
+    use super::Frames;
+    use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
+    use crate::mem::VecMem;
+    use crate::paging::editor::{tables, LeafKinds};
+    use crate::paging::entry::{Pte, PteFlags};
+    use crate::paging::mapper::FrameAllocator;
+    use crate::paging::mapper::Mapper;
+    use crate::paging::swap::SwapEntry;
+    use crate::paging::walker::{translate, Access};
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    /// Two user regions of 1024 pages (two PMD entries each) under
+    /// different PGD entries, so tables at every level come and go.
+    const REGIONS: [u64; 2] = [0x0000_7f00_0000_0000, 0x0000_0080_0000_0000];
+    const REGION_PAGES: u64 = 1024;
+    const USER: PteFlags = PteFlags(PteFlags::PRESENT.0 | PteFlags::USER.0);
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Ent {
+        /// A present leaf: first frame (page number) of the leaf, writable, size.
+        Page(u64, bool, PageSize),
+        Swap(SwapEntry),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A fault: a 4 KiB page (or a 2 MiB one with `huge`) mapped where
+        /// nothing is.
+        Fault { region: usize, page: u64, frame: u64, writable: bool, huge: bool },
+        /// A present 4 KiB page swapped out (its PTE replaced by a swap entry).
+        SwapOut { region: usize, page: u64, offset: u64 },
+        /// fork's write-protect of a range (present leaves lose RW).
+        WriteProtect { region: usize, page: u64, npages: u64 },
+        /// munmap: zap a range (present and swap), then free the tables
+        /// lying wholly inside it.
+        Unmap { region: usize, page: u64, npages: u64 },
+        /// fork: copy the whole user half into a fresh root, compare, then
+        /// tear the child down as exit does and check every table came back.
+        Fork,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..2usize, 0..REGION_PAGES, 1..2048u64, any::<bool>(), 0..8u8).prop_map(
+                |(region, page, frame, writable, h)| Op::Fault { region, page, frame, writable, huge: h == 0 }
+            ),
+            3 => (0..2usize, 0..REGION_PAGES, 0..1000u64)
+                .prop_map(|(region, page, offset)| Op::SwapOut { region, page, offset }),
+            1 => (0..2usize, 0..REGION_PAGES, 1..600u64)
+                .prop_map(|(region, page, npages)| Op::WriteProtect { region, page, npages }),
+            2 => (0..2usize, 0..REGION_PAGES, 1..1100u64)
+                .prop_map(|(region, page, npages)| Op::Unmap { region, page, npages }),
+            1 => Just(Op::Fork),
+        ]
+    }
+
+    struct World {
+        mem: VecMem,
+        frames: Frames,
+        pt: Mapper,
+        /// Per 4 KiB virtual page number.
+        model: BTreeMap<u64, Ent>,
+        /// Frames handed out at the start (for the leak check).
+        total_frames: usize,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let mut mem = VecMem::new(4 << 20);
+            let mut frames = Frames { free: (1..1024).rev().map(|i| PhysAddr(i * PAGE_SIZE)).collect() };
+            let total_frames = frames.free.len();
+            let pt = Mapper::create(&mut mem, &mut frames, false, 46, false).unwrap();
+            World { mem, frames, pt, model: BTreeMap::new(), total_frames }
+        }
+
+        fn range(region: usize, page: u64, npages: u64) -> (u64, u64) {
+            let start = (REGIONS[region] >> 12) + page;
+            let end = (REGIONS[region] >> 12) + (page + npages).min(REGION_PAGES);
+            (start, end)
+        }
+
+        fn apply(&mut self, op: &Op) {
+            match *op {
+                Op::Fault { region, page, frame, writable, huge } => {
+                    let (level, size, page, frame) = if huge {
+                        (Level::Pmd, PageSize::Size2M, page & !511, (frame & !511) + 512)
+                    } else {
+                        (Level::Pte, PageSize::Size4K, page, frame)
+                    };
+                    let vpn = (REGIONS[region] >> 12) + page;
+                    let va = VirtAddr(vpn << 12);
+                    let n = size.bytes() / PAGE_SIZE;
+                    let busy = (vpn..vpn + n).any(|p| self.model.contains_key(&p));
+                    let r = self.pt.alloc_slot(&mut self.mem, &mut self.frames, va, level, true);
+                    let Ok((slot, e)) = r else {
+                        // Only a huge leaf above the PTE level stops a 4 KiB
+                        // fault; only a page table below stops a huge one
+                        // (the caller would see the PMD entry present).
+                        assert!(busy || huge, "{r:?}");
+                        return;
+                    };
+                    if e.0 != 0 {
+                        assert!(busy || (huge && e.is_present() && !e.is_leaf_at(Level::Pmd)), "{e:?}");
+                        return;
+                    }
+                    assert!(!busy, "an empty slot for a mapped page");
+                    let flags = if writable { USER.union(PteFlags::RW) } else { USER };
+                    slot.write(&mut self.mem, Pte::leaf(PhysAddr(frame << 12), flags, size)).unwrap();
+                    for i in 0..n {
+                        self.model.insert(vpn + i, Ent::Page(frame, writable, size));
+                    }
+                }
+                Op::SwapOut { region, page, offset } => {
+                    // A resident 4 KiB page, picked among those mapped.
+                    let small: Vec<u64> = self
+                        .model
+                        .iter()
+                        .filter(|(_, e)| matches!(e, Ent::Page(_, _, PageSize::Size4K)))
+                        .map(|(&k, _)| k)
+                        .collect();
+                    let Some(&vpn) = small.get((page as usize + region) % small.len().max(1)) else { return };
+                    let (slot, e) = self.pt.lookup(&self.mem, VirtAddr(vpn << 12)).unwrap();
+                    assert!(e.is_present() && slot.level() == Level::Pte);
+                    let sw = SwapEntry::new(1, offset).unwrap();
+                    slot.write(&mut self.mem, sw.to_pte(crate::paging::swap::SWP_EXCLUSIVE)).unwrap();
+                    self.model.insert(vpn, Ent::Swap(sw));
+                }
+                Op::WriteProtect { region, page, npages } => {
+                    let (start, end) = Self::range(region, page, npages);
+                    let mut seen = Vec::new();
+                    let r =
+                        self.pt.for_each_leaf(&mut self.mem, (start << 12)..(end << 12), LeafKinds::Present, |m, l| {
+                            seen.push(l.va.0 >> 12);
+                            l.slot.write(m, l.entry.without(PteFlags::RW)).unwrap();
+                            true
+                        });
+                    assert_eq!(r, Ok(true));
+                    // Every present leaf overlapping the range, once, in order
+                    // (a huge leaf by its start).
+                    let mut want: Vec<u64> = Vec::new();
+                    for (&p, e) in self.model.range(..end) {
+                        if let Ent::Page(_, _, s) = e {
+                            let base = p & !(s.bytes() / PAGE_SIZE - 1);
+                            if base + s.bytes() / PAGE_SIZE > start && want.last() != Some(&base) {
+                                want.push(base);
+                            }
+                        }
+                    }
+                    assert_eq!(seen, want);
+                    let bases: alloc::collections::BTreeSet<u64> = want.into_iter().collect();
+                    for (&p, e) in self.model.iter_mut() {
+                        if let Ent::Page(_, w, s) = e {
+                            if bases.contains(&(p & !(s.bytes() / PAGE_SIZE - 1))) {
+                                *w = false;
+                            }
+                        }
+                    }
+                }
+                Op::Unmap { region, page, npages } => {
+                    let (mut start, mut end) = Self::range(region, page, npages);
+                    // munmap never splits a huge page here: widen to whole ones.
+                    for p in [start, end - 1] {
+                        if let Some(Ent::Page(_, _, PageSize::Size2M)) = self.model.get(&p) {
+                            start = start.min(p & !511);
+                            end = end.max((p & !511) + 512);
+                        }
+                    }
+                    let r =
+                        self.pt.for_each_leaf(&mut self.mem, (start << 12)..(end << 12), LeafKinds::NonNone, |m, l| {
+                            l.slot.write(m, Pte::NONE).unwrap();
+                            true
+                        });
+                    assert_eq!(r, Ok(true));
+                    let keys: Vec<u64> = self.model.range(start..end).map(|(&k, _)| k).collect();
+                    for k in keys {
+                        self.model.remove(&k);
+                    }
+                    self.pt.free_tables(&mut self.mem, &mut self.frames, (start << 12)..(end << 12)).unwrap();
+                }
+                Op::Fork => {
+                    let child = Mapper::create(&mut self.mem, &mut self.frames, false, 46, false).unwrap();
+                    let (mem, frames) = (&mut self.mem, &mut self.frames);
+                    let mut copied = 0u64;
+                    self.pt
+                        .for_each_leaf(mem, 0..(1 << 47), LeafKinds::NonNone, |m, l| {
+                            let (slot, e) = child.alloc_slot(m, frames, l.va, l.slot.level(), true).unwrap();
+                            assert_eq!(e, Pte::NONE);
+                            slot.write(m, l.entry).unwrap();
+                            copied += l.size().bytes() / PAGE_SIZE;
+                            true
+                        })
+                        .unwrap();
+                    assert_eq!(copied, self.model.len() as u64);
+                    self.check_root(child);
+                    // exit_mmap: zap everything, free every user table, then the root.
+                    child
+                        .for_each_leaf(&mut self.mem, 0..(1 << 47), LeafKinds::NonNone, |m, l| {
+                            l.slot.write(m, Pte::NONE).unwrap();
+                            true
+                        })
+                        .unwrap();
+                    let before = self.frames.free.len();
+                    let freed = child.free_tables(&mut self.mem, &mut self.frames, 0..(1 << 47)).unwrap();
+                    assert_eq!(self.frames.free.len() - before, freed as usize);
+                    let ctx = child.context();
+                    assert_eq!(tables(&self.mem, &ctx, None).count(), 1, "only the root is left");
+                    self.frames.deallocate_frame(child.root());
+                }
+            }
+        }
+
+        /// `pt` holds exactly the model: through lookup, the leaf visitor,
+        /// the host's mappings iterator and the walker; and every frame not
+        /// free is one of its tables.
+        fn check_root(&self, pt: Mapper) {
+            let ctx = pt.context().user();
+            for (&vpn, &e) in &self.model {
+                let va = VirtAddr(vpn << 12);
+                let (slot, pte) = pt.lookup(&self.mem, va).unwrap();
+                match e {
+                    Ent::Page(frame, w, size) => {
+                        assert_eq!(slot.page_size(), Some(size));
+                        assert_eq!(pte.frame(size, 46), PhysAddr(frame << 12));
+                        let t = translate(&self.mem, &ctx, va, Access::Read).unwrap();
+                        assert_eq!(t.frame(), PhysAddr(frame << 12));
+                        assert_eq!(translate(&self.mem, &ctx, va, Access::Write).is_ok(), w);
+                    }
+                    Ent::Swap(sw) => {
+                        assert_eq!(SwapEntry::from_pte(pte), Some(sw));
+                        assert!(translate(&self.mem, &ctx, va, Access::Read).is_err());
+                    }
+                }
+            }
+            let mut mem = self.mem.clone();
+            let mut seen = BTreeMap::new();
+            pt.for_each_leaf(&mut mem, 0..(1 << 47), LeafKinds::NonNone, |_, l| {
+                let e = match SwapEntry::from_pte(l.entry) {
+                    Some(sw) if !l.entry.is_present() => Ent::Swap(sw),
+                    _ => Ent::Page(l.entry.frame(l.size(), 46).0 >> 12, l.entry.is_writable(), l.size()),
+                };
+                for i in 0..l.size().bytes() / PAGE_SIZE {
+                    seen.insert((l.va.0 >> 12) + i, e);
+                }
+                true
+            })
+            .unwrap();
+            assert_eq!(seen, self.model);
+            let present = self.model.values().filter(|e| matches!(e, Ent::Page(..))).count() as u64;
+            let pages: u64 = pt.mappings(&self.mem).map(|m| m.unwrap().size.bytes() / PAGE_SIZE).sum();
+            assert_eq!(pages, present);
+        }
+
+        fn check(&self) {
+            self.check_root(self.pt);
+            // No table leaked: the frames out of the allocator are exactly
+            // the tables under the root (no data frames come from it here).
+            let n = tables(&self.mem, &self.pt.context(), None).inspect(|t| assert!(t.is_ok(), "{t:?}")).count();
+            assert_eq!(n, self.total_frames - self.frames.free.len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn process_editor_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut w = World::new();
+            for op in &ops {
+                w.apply(op);
+                w.check();
+            }
+        }
+    }
+}

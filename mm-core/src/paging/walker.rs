@@ -50,12 +50,43 @@ pub struct CpuContext {
     pub pkru: u32,
     /// CPUID.80000001H:EDX.Page1GB: PS=1 in a PDPTE is legal.
     pub gbpages: bool,
+    /// The CPU's vendor (CPUID leaf 0): the reserved bits differ (on AMD
+    /// bit 8 of a PML4E/PML5E is reserved, on Intel it is ignored).
+    pub vendor: CpuVendor,
+}
+
+/// Whose rules the walker applies where Intel's SDM and AMD's APM differ.
+///
+/// The one difference a walk can observe: AMD reserves bit 8 (G) of the
+/// non-leaf PML4E and PML5E (APM vol. 2, "Long-Mode Page Translation"
+/// tables: "MBZ"), so KVM raises #PF with RSVD (error code 0x9 for a
+/// read) on it, as `__reset_rsvds_bits_mask` in arch/x86/kvm/mmu/mmu.c
+/// does with `nonleaf_bit8_rsvd`; Intel ignores it (SDM table 4-15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CpuVendor {
+    /// "GenuineIntel" (and every vendor that follows Intel's rules).
+    #[default]
+    Intel,
+    /// "AuthenticAMD" or "HygonGenuine".
+    Amd,
+}
+
+impl CpuVendor {
+    /// The vendor named by CPUID leaf 0's EBX, EDX, ECX (the 12-byte
+    /// vendor string); anything but AMD's and Hygon's follows Intel.
+    pub const fn from_cpuid(ebx: u32, edx: u32, ecx: u32) -> Self {
+        // "Auth" "enti" "cAMD" and "Hygo" "nGen" "uine".
+        match (ebx, edx, ecx) {
+            (0x6874_7541, 0x6974_6e65, 0x444d_4163) | (0x6f67_7948, 0x6e65_476e, 0x656e_6975) => CpuVendor::Amd,
+            _ => CpuVendor::Intel,
+        }
+    }
 }
 
 impl CpuContext {
     /// Linux's long-mode setup on root `cr3`, kernel mode: WP, PGE, NXE
     /// on; SMEP/SMAP/PKE/LA57/PCID off; MAXPHYADDR 46; no 1 GiB pages
-    /// (the KVM of platform.md rejects them).
+    /// (the KVM of platform.md rejects them); Intel's reserved bits.
     pub const fn kernel(cr3: PhysAddr) -> Self {
         CpuContext {
             cr3: cr3.0,
@@ -72,7 +103,13 @@ impl CpuContext {
             maxphyaddr: 46,
             pkru: 0,
             gbpages: false,
+            vendor: CpuVendor::Intel,
         }
+    }
+
+    /// The same state on a CPU of `vendor`.
+    pub const fn with_vendor(self, vendor: CpuVendor) -> Self {
+        CpuContext { vendor, ..self }
     }
 
     /// The same state in user mode (CPL 3).
@@ -97,6 +134,7 @@ impl CpuContext {
             maxphyaddr: r.maxphyaddr,
             pkru: r.pkru,
             gbpages: r.gbpages,
+            vendor: r.vendor,
         }
     }
 
@@ -135,6 +173,8 @@ pub struct RawRegisters {
     pub maxphyaddr: u8,
     /// CPUID: 1 GiB pages supported.
     pub gbpages: bool,
+    /// CPUID leaf 0: whose reserved bits apply.
+    pub vendor: CpuVendor,
 }
 
 /// The kind of a linear-address access.
@@ -262,6 +302,8 @@ pub enum ReservedBit {
     No1GPages,
     /// Bits 13..20 (2 MiB) or 13..29 (1 GiB) of a large page's address.
     LargePageAlignment,
+    /// Bit 8 of a PML4E or PML5E on an AMD CPU.
+    AmdRootBit8,
 }
 
 /// Why a translation faulted.
@@ -540,6 +582,7 @@ pub fn reserved_bit(e: Pte, level: Level, ctx: &CpuContext) -> Option<ReservedBi
     }
     match level {
         Level::Pgd | Level::P4d if e.bit7() => Some(ReservedBit::PsAtRoot),
+        Level::Pgd | Level::P4d if ctx.vendor == CpuVendor::Amd && e.is_global() => Some(ReservedBit::AmdRootBit8),
         Level::Pud if e.bit7() && !ctx.gbpages => Some(ReservedBit::No1GPages),
         Level::Pud if e.bit7() && e.0 & large_page_reserved_low(PageSize::Size1G) != 0 => {
             Some(ReservedBit::LargePageAlignment)
@@ -914,6 +957,25 @@ mod tests {
         wide.maxphyaddr = 52;
         let t = translate(&m, &wide, VA, Access::Read).unwrap();
         assert_eq!(t.pa, PhysAddr((1 << 46) | 0x9123));
+    }
+
+    #[test]
+    fn pml4_bit8_is_reserved_on_amd_only() {
+        const G: u64 = 0x100;
+        let m = setup(P | RW | G, P | RW | G, P | RW | G, P | RW);
+        let intel = ctx();
+        let amd = ctx().with_vendor(CpuVendor::Amd);
+        assert!(translate(&m, &intel, VA, Access::Read).is_ok());
+        let f = pf(translate(&m, &amd, VA, Access::Read));
+        assert_eq!(
+            (f.reason, f.level, f.error_code.0),
+            (FaultReason::Reserved(ReservedBit::AmdRootBit8), Level::P4d, 0x9)
+        );
+        // Bit 8 of the PDPTE and PDE (non-leaf) is not reserved on AMD.
+        let m = setup(P | RW, P | RW | G, P | RW | G, P | RW | G);
+        assert!(translate(&m, &amd, VA, Access::Read).is_ok());
+        assert_eq!(CpuVendor::from_cpuid(0x6874_7541, 0x6974_6e65, 0x444d_4163), CpuVendor::Amd);
+        assert_eq!(CpuVendor::from_cpuid(0x756e_6547, 0x4965_6e69, 0x6c65_746e), CpuVendor::Intel);
     }
 
     #[test]

@@ -1,0 +1,554 @@
+//! The page-table editor's slot API: the one place that walks and edits
+//! tables entry by entry, for the kernel's and every process's mappings
+//! in the guest and for every view and check on the host.
+//!
+//! - [`Slot`]: where an entry lives (table, index, level), read and
+//!   written through [`PhysMem`];
+//! - [`Mapper::lookup`]: the slot that maps an address (a 4 KiB PTE slot,
+//!   present or not, or a huge leaf's), Linux's `pte_offset_map` walk;
+//! - [`Mapper::alloc_slot`]: the same, creating missing tables on the way
+//!   (`pte_alloc`/`pmd_alloc`);
+//! - [`Mapper::for_each_leaf`]: every leaf in a range, skipping absent
+//!   tables at every level, huge leaves included, and with
+//!   [`LeafKinds::NonNone`] the non-present non-zero PTEs too (swap
+//!   entries, see [`crate::paging::swap`]); the visitor may rewrite the
+//!   slot it is given (zap, write-protect for fork, harvest accessed bits);
+//! - [`Mapper::free_tables`]: free the tables lying wholly inside a range
+//!   once its leaves are gone (`free_pgd_range`);
+//! - [`tables`]: every table page under a root, each subtree skippable,
+//!   for checks on hostile tables.
+//!
+//! All of them run on one range cursor ([`Cursor`]), which
+//! [`crate::paging::mapper::mappings`] uses too. The editor trusts the
+//! tables it edits (it built them): it checks no reserved bits, so a walk
+//! for a fault costs four reads. The host's readers on guest-controlled
+//! tables are [`crate::paging::walker`] and
+//! [`crate::paging::mapper::mappings`], which do check, and [`tables`],
+//! which bounds its reads.
+
+use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PTRS_PER_TABLE};
+use crate::mem::PhysMem;
+use crate::paging::entry::{Pte, PteFlags};
+use crate::paging::mapper::{alloc_table, FrameAllocator, MapError, Mapper, MappingError, TABLE_FLAGS};
+use crate::paging::walker::CpuContext;
+use core::ops::Range;
+
+/// Where an entry lives: a table, an index in it, and the table's level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slot {
+    table: PhysAddr,
+    index: u16,
+    level: Level,
+}
+
+impl Slot {
+    /// Entry `index` (taken mod 512) of the `level` table at `table`.
+    #[inline]
+    pub const fn new(table: PhysAddr, index: usize, level: Level) -> Self {
+        Slot { table, index: (index % PTRS_PER_TABLE) as u16, level }
+    }
+
+    /// The table holding the entry.
+    #[inline]
+    pub const fn table(&self) -> PhysAddr {
+        self.table
+    }
+
+    /// The entry's index in its table.
+    #[inline]
+    pub const fn index(&self) -> usize {
+        self.index as usize
+    }
+
+    /// The level of the table holding the entry.
+    #[inline]
+    pub const fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The physical address of the entry.
+    #[inline]
+    pub const fn entry_pa(&self) -> PhysAddr {
+        PhysAddr(self.table.0 + 8 * self.index as u64)
+    }
+
+    /// The size of the page a leaf in this slot maps (`None` above the
+    /// PDPT, where there are no leaves).
+    #[inline]
+    pub const fn page_size(&self) -> Option<PageSize> {
+        self.level.page_size()
+    }
+
+    /// Reads the entry.
+    #[inline]
+    pub fn read<M: PhysMem + ?Sized>(&self, mem: &M) -> Result<Pte, MapError> {
+        mem.read_u64(self.entry_pa()).map(Pte).map_err(|_| MapError::TableOutsideMemory(self.table))
+    }
+
+    /// Replaces the entry. A present entry replaced needs a TLB flush,
+    /// which is the caller's (it knows whether the tables are live).
+    #[inline]
+    pub fn write<M: PhysMem + ?Sized>(&self, mem: &mut M, e: Pte) -> Result<(), MapError> {
+        mem.write_u64(self.entry_pa(), e.0).map_err(|_| MapError::TableOutsideMemory(self.table))
+    }
+}
+
+/// Which leaf-position entries [`Mapper::for_each_leaf`] visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKinds {
+    /// Present leaves at every level (4 KiB, 2 MiB, 1 GiB).
+    Present,
+    /// Present leaves, and non-present but non-zero PTEs (swap entries).
+    NonNone,
+}
+
+/// One leaf (or, with [`LeafKinds::NonNone`], swap entry) found by
+/// [`Mapper::for_each_leaf`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// The first address the entry maps (canonical).
+    pub va: VirtAddr,
+    /// Where the entry is.
+    pub slot: Slot,
+    /// The entry as read.
+    pub entry: Pte,
+}
+
+impl Leaf {
+    /// The size of the page (4 KiB for a swap entry).
+    #[inline]
+    pub fn size(&self) -> PageSize {
+        self.slot.page_size().unwrap_or(PageSize::Size4K)
+    }
+}
+
+/// A table found by [`tables`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableRef {
+    /// The table's level (the root's is `ctx.root_level()`).
+    pub level: Level,
+    /// Its physical address.
+    pub table: PhysAddr,
+    /// The first address it maps (canonical).
+    pub va: VirtAddr,
+}
+
+/// One frame of the cursor's stack: a table being scanned.
+#[derive(Clone, Copy)]
+struct Frame {
+    table: PhysAddr,
+    next: u16,
+    end: u16,
+    level: Level,
+    /// Raw (sign-extension stripped) address of entry 0.
+    base: u64,
+    /// R/W, U/S ANDed and XD ORed over the entries above this table.
+    writable: bool,
+    user: bool,
+    nx: bool,
+}
+
+/// A non-zero entry the cursor read.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    pub slot: Slot,
+    pub entry: Pte,
+    /// Raw address of the first byte the entry covers.
+    pub raw: u64,
+    /// The rights of the levels above the entry (see [`Frame`]).
+    pub writable: bool,
+    pub user: bool,
+    pub nx: bool,
+}
+
+/// What [`Cursor::next`] found.
+pub(crate) enum Step {
+    /// A non-zero entry in range.
+    Entry(Entry),
+    /// The table at `table` could not be read; the rest of it is skipped.
+    Unreadable { level: Level, table: PhysAddr, raw: u64 },
+    /// The read budget ran out; the walk is over.
+    BudgetExhausted,
+}
+
+/// A depth-first walk over the entries of the tables under a root that
+/// cover a range of addresses, in address order, with a fixed stack (no
+/// heap, no recursion) and an optional bound on the entries read: hostile
+/// tables (loops, shared subtrees) can cost time, never a hang the caller
+/// did not allow. It yields every non-zero entry; the caller decides
+/// which tables to enter ([`Cursor::descend`]). It holds no borrow of the
+/// memory, so the caller may edit entries between steps.
+pub(crate) struct Cursor {
+    stack: [Frame; 5],
+    depth: usize,
+    first: u64,
+    last: u64,
+    mask: u64,
+    budget: u64,
+}
+
+/// The raw (sign-extension stripped) inclusive bounds of `range` for a
+/// paging mode: `None` if the range is empty, not canonical or crosses
+/// from one half to the other.
+pub(crate) fn raw_bounds(range: &Range<u64>, la57: bool) -> Option<(u64, u64)> {
+    if range.end <= range.start {
+        return None;
+    }
+    let last = range.end - 1;
+    let canon = |a: u64| VirtAddr(a).is_canonical(la57);
+    if !canon(range.start) || !canon(last) || (range.start >> 63) != (last >> 63) {
+        return None;
+    }
+    let mask = raw_mask(la57);
+    Some((range.start & mask, last & mask))
+}
+
+#[inline]
+const fn raw_mask(la57: bool) -> u64 {
+    if la57 {
+        (1 << 57) - 1
+    } else {
+        (1 << 48) - 1
+    }
+}
+
+/// Entries `[lo, hi)` of a table at `shift` whose entry 0 covers `base`
+/// that overlap `[first, last]`.
+#[inline]
+fn index_bounds(base: u64, shift: u32, first: u64, last: u64) -> (u16, u16) {
+    let lo = if first > base { ((first - base) >> shift).min(PTRS_PER_TABLE as u64) } else { 0 };
+    let span_last = base.saturating_add((PTRS_PER_TABLE as u64) << shift).saturating_sub(1);
+    let hi = if last < span_last { ((last.saturating_sub(base)) >> shift) + 1 } else { PTRS_PER_TABLE as u64 };
+    (lo as u16, hi.min(PTRS_PER_TABLE as u64) as u16)
+}
+
+impl Cursor {
+    /// A walk of the `root_level` table at `root` over the raw addresses
+    /// `[first, last]`.
+    pub(crate) fn new(root: PhysAddr, la57: bool, first: u64, last: u64) -> Self {
+        let level = Level::root(la57);
+        let (next, end) = index_bounds(0, level.shift(), first, last);
+        let f = Frame { table: root, next, end, level, base: 0, writable: true, user: true, nx: false };
+        Cursor { stack: [f; 5], depth: 1, first, last, mask: raw_mask(la57), budget: u64::MAX }
+    }
+
+    /// A walk of everything under `ctx`'s root.
+    pub(crate) fn whole(ctx: &CpuContext) -> Self {
+        Cursor::new(ctx.root(), ctx.la57, 0, raw_mask(ctx.la57))
+    }
+
+    /// Stops after `entries` more entry reads.
+    pub(crate) fn set_budget(&mut self, entries: u64) {
+        self.budget = entries;
+    }
+
+    /// The canonical form of a raw address.
+    #[inline]
+    pub(crate) fn canonical(&self, raw: u64) -> VirtAddr {
+        VirtAddr(raw).canonicalize(self.mask != raw_mask(false))
+    }
+
+    /// The next non-zero entry in range.
+    #[inline]
+    pub(crate) fn next<M: PhysMem + ?Sized>(&mut self, mem: &M) -> Option<Step> {
+        loop {
+            let f = self.stack.get_mut(self.depth.checked_sub(1)?)?;
+            if f.next >= f.end {
+                self.depth -= 1;
+                continue;
+            }
+            if self.budget == 0 {
+                self.depth = 0;
+                return Some(Step::BudgetExhausted);
+            }
+            self.budget -= 1;
+            let idx = f.next;
+            f.next += 1;
+            let slot = Slot { table: f.table, index: idx, level: f.level };
+            let raw = f.base + ((idx as u64) << f.level.shift());
+            match mem.read_u64(slot.entry_pa()) {
+                Err(_) => {
+                    f.next = f.end;
+                    return Some(Step::Unreadable { level: f.level, table: f.table, raw });
+                }
+                Ok(0) => continue,
+                Ok(v) => {
+                    let (writable, user, nx) = (f.writable, f.user, f.nx);
+                    return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
+                }
+            }
+        }
+    }
+
+    /// Enters the table at `table` that entry `e` (just returned by
+    /// [`Cursor::next`]) points to; its entries come next. A no-op at the
+    /// PT level.
+    #[inline]
+    pub(crate) fn descend(&mut self, e: &Entry, table: PhysAddr) {
+        let Some(level) = e.slot.level.next_lower() else { return };
+        let Some(slot) = self.stack.get_mut(self.depth) else { return };
+        let (next, end) = index_bounds(e.raw, level.shift(), self.first, self.last);
+        *slot = Frame {
+            table,
+            next,
+            end,
+            level,
+            base: e.raw,
+            writable: e.writable && e.entry.is_writable(),
+            user: e.user && e.entry.is_user(),
+            nx: e.nx || e.entry.is_nx(),
+        };
+        self.depth += 1;
+    }
+}
+
+impl Mapper {
+    /// The same paging mode on another root (a process's PGD).
+    #[inline]
+    pub const fn with_root(&self, root: PhysAddr) -> Self {
+        Mapper::new(root, self.la57, self.maxphyaddr, self.gbpages)
+    }
+
+    /// The slot mapping `va` and its entry: a present huge leaf's slot
+    /// (PMD or PUD level), else the PTE slot, present or not; `None` when
+    /// a table on the way is absent (or cannot be read). Four reads, no
+    /// reserved-bit checks: for tables this editor built.
+    #[inline]
+    pub fn lookup<M: PhysMem + ?Sized>(&self, mem: &M, va: VirtAddr) -> Option<(Slot, Pte)> {
+        let mut table = self.root;
+        let mut level = Level::root(self.la57);
+        loop {
+            let slot = Slot::new(table, va.table_index(level), level);
+            let e = Pte(mem.read_u64(slot.entry_pa()).ok()?);
+            if level == Level::Pte || (e.is_present() && e.is_leaf_at(level)) {
+                return Some((slot, e));
+            }
+            if !e.is_present() {
+                return None;
+            }
+            table = e.addr(self.maxphyaddr);
+            level = level.next_lower()?;
+        }
+    }
+
+    /// The slot for `va` at `level` (`Level::Pte` for a 4 KiB page,
+    /// `Level::Pmd` for a 2 MiB one) and its entry, creating the missing
+    /// tables above it from `frames` (zeroed; entries as Linux's
+    /// `_KERNPG_TABLE`, plus U/S with `user`: the leaves decide the
+    /// rights). Fails with [`MapError::ParentIsHugePage`] when a huge leaf
+    /// covers `va` above `level`.
+    #[inline]
+    pub fn alloc_slot<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        va: VirtAddr,
+        level: Level,
+        user: bool,
+    ) -> Result<(Slot, Pte), MapError> {
+        let tf = if user { TABLE_FLAGS.union(PteFlags::USER) } else { TABLE_FLAGS };
+        let mut table = self.root;
+        let mut cur = Level::root(self.la57);
+        loop {
+            let slot = Slot::new(table, va.table_index(cur), cur);
+            let e = slot.read(mem)?;
+            if cur == level {
+                return Ok((slot, e));
+            }
+            table = if !e.is_present() {
+                let t = alloc_table(mem, frames)?;
+                slot.write(mem, Pte::table(t, tf))?;
+                t
+            } else if e.is_leaf_at(cur) {
+                return Err(MapError::ParentIsHugePage { va, level: cur });
+            } else {
+                if user && !e.is_user() {
+                    slot.write(mem, e.with(PteFlags::USER))?;
+                }
+                e.addr(self.maxphyaddr)
+            };
+            cur = cur.next_lower().ok_or(MapError::BadRange)?;
+        }
+    }
+
+    /// Calls `f` for every leaf of `kinds` mapping addresses in `range`,
+    /// in address order, skipping absent tables at every level; `f` may
+    /// rewrite the entry through the slot it is given (not the tables
+    /// above it). Stops early when `f` returns false: `Ok(false)`. A huge
+    /// leaf is visited if it overlaps the range at all (its `va` is its
+    /// start). `BadRange` for a range that is not canonical or crosses
+    /// halves; nothing for an empty one.
+    #[inline]
+    pub fn for_each_leaf<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        range: Range<u64>,
+        kinds: LeafKinds,
+        mut f: impl FnMut(&mut M, Leaf) -> bool,
+    ) -> Result<bool, MapError> {
+        if range.end <= range.start {
+            return Ok(true);
+        }
+        let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
+        let mut c = Cursor::new(self.root, self.la57, first, last);
+        while let Some(step) = c.next(&*mem) {
+            let e = match step {
+                Step::Entry(e) => e,
+                Step::Unreadable { table, .. } => return Err(MapError::TableOutsideMemory(table)),
+                Step::BudgetExhausted => return Err(MapError::BadRange),
+            };
+            let level = e.slot.level;
+            if e.entry.is_present() {
+                if !e.entry.is_leaf_at(level) {
+                    c.descend(&e, e.entry.addr(self.maxphyaddr));
+                    continue;
+                }
+            } else if kinds == LeafKinds::Present || level != Level::Pte {
+                continue;
+            }
+            if !f(mem, Leaf { va: c.canonical(e.raw), slot: e.slot, entry: e.entry }) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Frees every table (below the root) that maps only addresses inside
+    /// `range`, clearing the entries that pointed to them; returns how many
+    /// were freed (Linux's `free_pgd_range`). The leaves in `range` must
+    /// be gone already: page tables (the PT level) are freed without
+    /// being read, as Linux's `free_pte_range` does. Tables that also map
+    /// addresses outside `range` stay.
+    pub fn free_tables<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        range: Range<u64>,
+    ) -> Result<u64, MapError> {
+        if range.end <= range.start {
+            return Ok(0);
+        }
+        let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
+        self.free_below(mem, frames, self.root, Level::root(self.la57), 0, first, last)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one recursion step: a table and the range
+    fn free_below<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        table: PhysAddr,
+        level: Level,
+        base: u64,
+        first: u64,
+        last: u64,
+    ) -> Result<u64, MapError> {
+        let Some(lower) = level.next_lower() else { return Ok(0) };
+        let shift = level.shift();
+        let (lo, hi) = index_bounds(base, shift, first, last);
+        let mut freed = 0;
+        for idx in lo..hi {
+            let slot = Slot { table, index: idx, level };
+            let e = slot.read(mem)?;
+            if !e.is_present() || e.is_leaf_at(level) {
+                continue;
+            }
+            let child = e.addr(self.maxphyaddr);
+            let cbase = base + ((idx as u64) << shift);
+            if lower != Level::Pte {
+                freed += self.free_below(mem, frames, child, lower, cbase, first, last)?;
+            }
+            if first <= cbase && cbase + ((1u64 << shift) - 1) <= last {
+                slot.write(mem, Pte::NONE)?;
+                frames.deallocate_frame(child);
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// Iterator over the table pages under `ctx`'s root that map addresses
+/// in `range` (all of them with `None`), root first, parents before
+/// children; page tables (PT level) are listed but not read. Call
+/// [`Tables::skip_children`] right after a table to not enter it (a
+/// table seen before, under another root or through a loop). Present
+/// entries are followed whatever their reserved bits: this lists what
+/// the tables point at, not what the CPU would use.
+pub fn tables<'m, M: PhysMem + ?Sized>(mem: &'m M, ctx: &CpuContext, range: Option<Range<u64>>) -> Tables<'m, M> {
+    let (first, last) = match range {
+        None => (0, raw_mask(ctx.la57)),
+        // An invalid range lists the root only.
+        Some(r) => raw_bounds(&r, ctx.la57).unwrap_or((1, 0)),
+    };
+    let cursor = Cursor::new(ctx.root(), ctx.la57, first, last);
+    let root = TableRef { level: ctx.root_level(), table: ctx.root(), va: VirtAddr(0) };
+    Tables { mem, cursor, maxphyaddr: ctx.maxphyaddr, root: Some(root), at_root: false, pending: None }
+}
+
+/// See [`tables`].
+pub struct Tables<'m, M: PhysMem + ?Sized> {
+    mem: &'m M,
+    cursor: Cursor,
+    maxphyaddr: u8,
+    root: Option<TableRef>,
+    /// The root was the last table returned.
+    at_root: bool,
+    pending: Option<Entry>,
+}
+
+impl<M: PhysMem + ?Sized> Tables<'_, M> {
+    /// Stops (with [`MappingError::BudgetExhausted`]) after `entries`
+    /// entry reads.
+    pub fn budget(mut self, entries: u64) -> Self {
+        self.cursor.set_budget(entries);
+        self
+    }
+
+    /// Does not enter the table just returned.
+    pub fn skip_children(&mut self) {
+        if self.at_root {
+            // The root itself: skipping it ends the walk.
+            self.cursor.depth = 0;
+        }
+        self.pending = None;
+    }
+}
+
+impl<M: PhysMem + ?Sized> Iterator for Tables<'_, M> {
+    type Item = Result<TableRef, MappingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(r) = self.root.take() {
+            self.at_root = true;
+            return Some(Ok(r));
+        }
+        self.at_root = false;
+        if let Some(p) = self.pending.take() {
+            self.cursor.descend(&p, p.entry.addr(self.maxphyaddr));
+        }
+        while let Some(step) = self.cursor.next(self.mem) {
+            match step {
+                Step::Entry(e) => {
+                    let level = e.slot.level;
+                    let Some(lower) = level.next_lower() else { continue };
+                    if !e.entry.is_present() || e.entry.is_leaf_at(level) {
+                        continue;
+                    }
+                    // A PT's entries are all leaves: list it, do not read it.
+                    if lower != Level::Pte {
+                        self.pending = Some(e);
+                    }
+                    let va = self.cursor.canonical(e.raw);
+                    return Some(Ok(TableRef { level: lower, table: e.entry.addr(self.maxphyaddr), va }));
+                }
+                Step::Unreadable { level, table, raw } => {
+                    let va = self.cursor.canonical(raw);
+                    return Some(Err(MappingError::TableOutsideMemory { level, table, va }));
+                }
+                Step::BudgetExhausted => return Some(Err(MappingError::BudgetExhausted)),
+            }
+        }
+        None
+    }
+}
