@@ -90,6 +90,7 @@ pub fn init(params: &BootParams) {
     let end_of_ram = memblock.end_of_ram();
     // SAFETY: the direct map now covers all RAM at PAGE_OFFSET.
     let phys = unsafe { KernelPhys::new(PAGE_OFFSET, end_of_ram) };
+    phys::set_direct_map_end(end_of_ram);
 
     let mut buddy = match BuddyAllocator::new(tables.mem_map, 0, 1) {
         Ok(b) => b,

@@ -59,3 +59,66 @@ impl PhysMem for KernelPhys {
         Ok(())
     }
 }
+
+/// The end of RAM the direct map covers, set once it maps all of it.
+static DIRECT_MAP_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records that the direct map covers physical `[0, end)` from now on.
+pub fn set_direct_map_end(end: u64) {
+    DIRECT_MAP_END.store(end, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Physical memory through the direct map (what the page-table editor
+/// reads and writes process tables through); empty before
+/// [`set_direct_map_end`].
+pub fn direct_map() -> KernelPhys {
+    // SAFETY: `set_direct_map_end` is called once the direct map covers
+    // `[0, end)` at PAGE_OFFSET, and it is never unmapped.
+    unsafe { KernelPhys::new(super::layout::PAGE_OFFSET, DIRECT_MAP_END.load(core::sync::atomic::Ordering::Relaxed)) }
+}
+
+/// Fills frame `pa` with zeros (through the direct map).
+pub fn clear_page(pa: u64) {
+    // SAFETY: a frame the caller owns (just allocated), reached through
+    // the direct map.
+    unsafe { core::ptr::write_bytes(super::phys_to_virt(pa) as *mut u64, 0, 512) }
+}
+
+/// Copies frame `src` to frame `dst`.
+pub fn copy_page(dst: u64, src: u64) {
+    // SAFETY: two distinct frames (a fresh one and a mapped one), through
+    // the direct map.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            super::phys_to_virt(src) as *const u64,
+            super::phys_to_virt(dst) as *mut u64,
+            512,
+        )
+    }
+}
+
+/// Copies `bytes` into frame `pa` at `offset`.
+pub fn write_frame(pa: u64, offset: usize, bytes: &[u8]) {
+    assert!(offset + bytes.len() <= 4096, "write past a frame");
+    // SAFETY: checked to stay inside the frame, reached through the direct map.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (super::phys_to_virt(pa) + offset as u64) as *mut u8,
+            bytes.len(),
+        )
+    }
+}
+
+/// Copies bytes out of frame `pa` at `offset`.
+pub fn read_frame(pa: u64, offset: usize, out: &mut [u8]) {
+    assert!(offset + out.len() <= 4096, "read past a frame");
+    // SAFETY: as `write_frame`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (super::phys_to_virt(pa) + offset as u64) as *const u8,
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    }
+}

@@ -10,11 +10,12 @@
 use super::mm::{
     alloc_user_frame, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP, STACK_LIMIT,
 };
-use super::pgtable::{self, ADDR_MASK, P, RW, US};
 use crate::arch::cpu;
-use crate::mm::PAGES;
+use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
+use crate::mm::{BuddyFrames, PageAlloc, PAGES};
 use mm_core::abi::cpu as abi;
-use mm_core::addr::PAGE_SIZE;
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::paging::{FrameAllocator, Level, Mapper, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma};
 
 /// #PF error-code bits (mm-core's ABI), as the trap frame carries them.
@@ -22,6 +23,46 @@ const PF_PROT: u64 = abi::PF_PRESENT as u64;
 const PF_WRITE: u64 = abi::PF_WRITE as u64;
 const PF_USER: u64 = abi::PF_USER as u64;
 const PF_INSTR: u64 = abi::PF_FETCH as u64;
+/// The address bits of an entry (a frame's physical address).
+const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+
+/// A process's page tables as mm-core's editor sees them: the hierarchy
+/// at `pgd`, 4-level. The editor only masks entry addresses with the
+/// physical-address width (it checks no reserved bits on tables it
+/// built), so the widest one serves without asking CPUID, which would be
+/// a VM exit on every fault.
+pub fn user_pt(pgd: u64) -> Mapper {
+    Mapper::new(PhysAddr(pgd), false, 52, false)
+}
+
+/// Page-table pages for a process's tables: from the buddy allocator
+/// (owner `PageTable`), counted in the process's `pt_pages`.
+pub struct PtFrames<'a> {
+    /// The page allocator.
+    pub p: &'a mut PageAlloc,
+    /// The counter to keep.
+    pub count: &'a mut u64,
+}
+
+impl FrameAllocator for PtFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        let f = BuddyFrames(self.p).allocate_frame()?;
+        *self.count += 1;
+        Some(f)
+    }
+    fn deallocate_frame(&mut self, frame: PhysAddr) {
+        *self.count -= 1;
+        BuddyFrames(self.p).deallocate_frame(frame);
+    }
+}
+
+/// The PTE slot for user address `va` in `mm`, allocating missing tables
+/// (user-accessible: the leaf decides the rights).
+pub fn pte_alloc(p: &mut PageAlloc, phys: &mut KernelPhys, mm: &mut MmStruct, va: u64) -> Option<(Slot, Pte)> {
+    let mut frames = PtFrames { p, count: &mut mm.stat.pt_pages };
+    user_pt(mm.pgd).alloc_slot(phys, &mut frames, VirtAddr(va), Level::Pte, true).ok()
+}
+
 
 /// Why a fault could not be served (`SEGV_MAPERR` / `SEGV_ACCERR`, or no
 /// memory).
@@ -76,20 +117,23 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
         return Err(FaultError::AccErr);
     }
     mm.stat.faults += 1;
-    let pte = pgtable::lookup(mm.pgd, addr).map_or(0, |s| s.read());
-    if pte & P == 0 {
+    let mut phys = direct_map();
+    let found = user_pt(mm.pgd).lookup(&phys, VirtAddr(addr));
+    let pte = found.map_or(0, |(_, e)| e.0);
+    if pte & PteFlags::PRESENT.0 == 0 {
         if !write && !vma.flags.contains(VmFlags::SHARED) {
             return map_zero_page(mm, addr, vma.flags);
         }
         return do_anonymous_page(mm, addr, vma.flags);
     }
-    if write && pte & RW == 0 {
+    if write && pte & PteFlags::RW.0 == 0 {
         return do_wp_page(mm, addr, vma.flags, pte);
     }
     // Present and allowed: a PTE left stale by mprotect (the user bit) or
     // a TLB entry older than the PTE. Refresh the flags from the VMA.
-    if let Some(slot) = pgtable::lookup(mm.pgd, addr) {
-        slot.write((pte & !(US | pgtable::NX)) | (leaf_flags(vma.flags, false) & (US | pgtable::NX)));
+    if let Some((slot, _)) = found {
+        let keep = PteFlags::USER.0 | PteFlags::NX.0;
+        let _ = slot.write(&mut phys, Pte((pte & !keep) | (leaf_flags(vma.flags, false) & keep)));
     }
     cpu::invlpg(addr);
     Ok(())
@@ -101,9 +145,9 @@ fn map_zero_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), Fau
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
     let va = addr & !(PAGE_SIZE - 1);
     PAGES.with(|p| {
-        let slot = pgtable::alloc(p, &mut mm.stat.pt_pages, mm.pgd, va).ok_or(FaultError::Oom)?;
-        slot.write(zero | leaf_flags(flags, false));
-        Ok(())
+        let mut phys = direct_map();
+        let (slot, _) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
+        slot.write(&mut phys, Pte(zero | leaf_flags(flags, false))).map_err(|_| FaultError::Oom)
     })?;
     mm.stat.zero_page_maps += 1;
     Ok(())
@@ -115,13 +159,13 @@ pub fn do_anonymous_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result
     let va = addr & !(PAGE_SIZE - 1);
     PAGES.with(|p| {
         let pa = alloc_user_frame(p).ok_or(FaultError::Oom)?;
-        pgtable::clear_page(pa);
-        let Some(slot) = pgtable::alloc(p, &mut mm.stat.pt_pages, mm.pgd, va) else {
+        clear_page(pa);
+        let mut phys = direct_map();
+        let Some((slot, _)) = pte_alloc(p, &mut phys, mm, va) else {
             put_page(p, 0, pa);
             return Err(FaultError::Oom);
         };
-        slot.write(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)));
-        Ok(())
+        slot.write(&mut phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).map_err(|_| FaultError::Oom)
     })?;
     mm.stat.anon_faults += 1;
     mm.stat.rss_pages += 1;
@@ -136,19 +180,23 @@ fn do_wp_page(mm: &mut MmStruct, addr: u64, flags: VmFlags, pte: u64) -> Result<
     let va = addr & !(PAGE_SIZE - 1);
     let old = pte & ADDR_MASK;
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
-    let Some(slot) = pgtable::lookup(mm.pgd, va) else { return Err(FaultError::MapErr) };
+    let mut phys = direct_map();
+    let Some((slot, _)) = user_pt(mm.pgd).lookup(&phys, VirtAddr(va)) else { return Err(FaultError::MapErr) };
     let reused = PAGES.with(|p| {
         if old != zero && page_count(p, old) == 1 {
-            slot.write(pte | RW);
+            slot.write(&mut phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
             return Ok(true);
         }
         let new = alloc_user_frame(p).ok_or(FaultError::Oom)?;
         if old == zero {
-            pgtable::clear_page(new);
+            clear_page(new);
         } else {
-            pgtable::copy_page(new, old);
+            copy_page(new, old);
         }
-        slot.write(new | leaf_flags(flags, true));
+        if slot.write(&mut phys, Pte(new | leaf_flags(flags, true))).is_err() {
+            put_page(p, zero, new);
+            return Err(FaultError::MapErr);
+        }
         put_page(p, zero, old);
         Ok(false)
     })?;
@@ -170,11 +218,11 @@ fn do_wp_page(mm: &mut MmStruct, addr: u64, flags: VmFlags, pte: u64) -> Result<
 /// byte.
 pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, FaultError> {
     for _ in 0..3 {
-        let pte = pgtable::lookup(mm.pgd, addr).map_or(0, |s| s.read());
-        if pte & P != 0 && pte & US != 0 && (!write || pte & RW != 0) {
-            return Ok((pte & ADDR_MASK) | (addr & (PAGE_SIZE - 1)));
+        let pte = user_pt(mm.pgd).lookup(&direct_map(), VirtAddr(addr)).map_or(Pte::NONE, |(_, e)| e);
+        if pte.is_present() && pte.is_user() && (!write || pte.is_writable()) {
+            return Ok((pte.0 & ADDR_MASK) | (addr & (PAGE_SIZE - 1)));
         }
-        let err = PF_USER | if write { PF_WRITE } else { 0 } | if pte & P != 0 { PF_PROT } else { 0 };
+        let err = PF_USER | if write { PF_WRITE } else { 0 } | if pte.is_present() { PF_PROT } else { 0 };
         handle_mm_fault(mm, addr, err)?;
     }
     Err(FaultError::AccErr)

@@ -6,18 +6,24 @@
 //! and the mmap/munmap/mprotect/brk system-call bodies.
 
 use super::abi::*;
-use super::pgtable::{self, Slot, ADDR_MASK, KERNEL_PGD_FIRST, NX, P, RW, US};
+use super::fault::{pte_alloc, user_pt, PtFrames};
 use crate::arch::cpu;
 use crate::arch::percpu::this_cpu;
+use crate::mm::phys::{clear_page, direct_map, write_frame};
 use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES};
 use crate::sync::{rank, SpinLock};
-use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE};
+use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::PageOwner;
-use mm_core::paging::FrameAllocator;
+use mm_core::paging::entry::PTE_ADDR_MASK_MAX as ADDR_MASK;
+use mm_core::paging::{FrameAllocator, LeafKinds, Level, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma, VmaSet};
 
 /// One past the highest user address the kernel hands out.
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// The first PGD entry of the kernel half (shared by every process).
+pub const KERNEL_PGD_FIRST: usize = 256;
+/// One past the user half (the kernel half's first address).
+const USER_HALF_END: u64 = 1 << 47;
 /// Top of the user stack.
 pub const STACK_TOP: u64 = TASK_SIZE;
 /// The stack VMA a program starts with.
@@ -99,21 +105,21 @@ pub fn page_count(p: &PageAlloc, pa: u64) -> u32 {
 }
 
 /// The leaf flags a VMA's page gets (writable only if `writable`); the
-/// leaves of a `MAP_SHARED` VMA carry [`pgtable::SHARED`] so the host can
-/// tell them from copy-on-write sharing.
+/// leaves of a `MAP_SHARED` VMA carry mm-core's `PTE_MAP_SHARED` so the
+/// host can tell them from copy-on-write sharing.
 pub fn leaf_flags(flags: VmFlags, writable: bool) -> u64 {
-    let mut f = P;
+    let mut f = PteFlags::PRESENT.0;
     if flags.contains(VmFlags::SHARED) {
-        f |= pgtable::SHARED;
+        f |= mm_core::descriptor::PTE_MAP_SHARED.0;
     }
     if flags.0 & VmFlags::PROT_MASK.0 != 0 {
-        f |= US;
+        f |= PteFlags::USER.0;
     }
     if writable {
-        f |= RW;
+        f |= PteFlags::RW.0;
     }
     if !flags.contains(VmFlags::EXEC) {
-        f |= NX;
+        f |= PteFlags::NX.0;
     }
     f
 }
@@ -132,11 +138,14 @@ impl MmStruct {
     /// kernel root's (entries 256..511 copied; the lead keeps every one of
     /// them present from boot, so the copies never go stale).
     pub fn new() -> Option<MmStruct> {
-        let kroot = KERNEL_PT.with(|m| m.root().0);
-        let pgd = PAGES.with(|p| BuddyFrames(p).allocate_frame())?.0;
+        let kroot = KERNEL_PT.with(|m| m.root());
+        let pgd = PAGES.with(|p| BuddyFrames(p).allocate_frame())?;
+        let mut phys = direct_map();
         for i in KERNEL_PGD_FIRST..512 {
-            pgtable::set(pgd, i, pgtable::get(kroot, i));
+            let e = Slot::new(kroot, i, Level::P4d).read(&phys).ok()?;
+            Slot::new(pgd, i, Level::P4d).write(&mut phys, e).ok()?;
         }
+        let pgd = pgd.0;
         let stat = MmStat { pt_pages: 1, ..MmStat::default() };
         Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat })
     }
@@ -174,14 +183,14 @@ impl MmStruct {
             while va < file_end {
                 let ok = PAGES.with(|p| {
                     let pa = alloc_user_frame(p)?;
-                    pgtable::clear_page(pa);
+                    clear_page(pa);
                     let lo = va.max(seg.vaddr);
                     let hi = (va + PAGE_SIZE).min(file_end);
                     let from = (lo - seg.vaddr) as usize;
-                    pgtable::write_frame(pa, (lo - va) as usize, &data[from..from + (hi - lo) as usize]);
-                    let slot = pgtable::alloc(p, &mut self.stat.pt_pages, self.pgd, va)?;
-                    slot.write(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)));
-                    Some(())
+                    write_frame(pa, (lo - va) as usize, &data[from..from + (hi - lo) as usize]);
+                    let mut phys = direct_map();
+                    let (slot, _) = pte_alloc(p, &mut phys, self, va)?;
+                    slot.write(&mut phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).ok()
                 });
                 if ok.is_none() {
                     return Err("out of memory");
@@ -209,17 +218,18 @@ impl MmStruct {
         let current = is_current(self.pgd);
         let mut pages = 0u64;
         let stat = &mut self.stat;
-        pgtable::for_each_present(self.pgd, start, end, &mut |va, slot, pte| {
-            slot.write(0);
-            let pa = pte & ADDR_MASK;
+        let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::Present, |phys, l| {
+            let _ = l.slot.write(phys, Pte::NONE);
+            let pa = l.entry.0 & ADDR_MASK;
             if pa != zero {
                 stat.rss_pages -= 1;
             }
             put_page(p, zero, pa);
             if current && pages < mm_core::paging::mapper::FLUSH_CEILING {
-                cpu::invlpg(va);
+                cpu::invlpg(l.va.0);
             }
             pages += 1;
+            true
         });
         if current && pages >= mm_core::paging::mapper::FLUSH_CEILING {
             cpu::flush_tlb();
@@ -234,8 +244,9 @@ impl MmStruct {
             for &(s, e) in &vmas {
                 self.zap(p, s, e);
             }
-            self.stat.pt_pages -= pgtable::free_user_tables(p, self.pgd);
-            BuddyFrames(p).deallocate_frame(mm_core::addr::PhysAddr(self.pgd));
+            let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
+            let _ = user_pt(self.pgd).free_tables(&mut direct_map(), &mut frames, 0..USER_HALF_END);
+            BuddyFrames(p).deallocate_frame(PhysAddr(self.pgd));
         });
         self.stat.pt_pages -= 1;
         self.vmas = VmaSet::new();
@@ -259,23 +270,26 @@ impl MmStruct {
             let mut ok = true;
             for v in &vmas {
                 let shared = v.flags.contains(VmFlags::SHARED);
-                let (cpgd, ctables, crss) = (child.pgd, &mut child.stat.pt_pages, &mut child.stat.rss_pages);
-                pgtable::for_each_present(self.pgd, v.start, v.end, &mut |va, slot, pte| {
-                    let Some(cslot) = pgtable::alloc(p, ctables, cpgd, va) else {
+                let (cpt, ctables, crss) = (user_pt(child.pgd), &mut child.stat.pt_pages, &mut child.stat.rss_pages);
+                let range = v.start..v.end;
+                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
+                    let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
+                    let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pte, true) else {
                         ok = false;
-                        return;
+                        return false;
                     };
-                    let mut e = pte;
-                    if !shared && pte & RW != 0 {
-                        e &= !RW;
-                        slot.write(e);
+                    let mut e = l.entry;
+                    if !shared && e.is_writable() {
+                        e = e.without(PteFlags::RW);
+                        let _ = l.slot.write(phys, e);
                     }
-                    let pa = pte & ADDR_MASK;
+                    let pa = e.0 & ADDR_MASK;
                     get_page(p, zero, pa);
                     if pa != zero {
                         *crss += 1;
                     }
-                    cslot.write(e);
+                    let _ = cslot.write(phys, e);
+                    true
                 });
             }
             ok
@@ -388,14 +402,17 @@ impl MmStruct {
         PAGES.with(|p| {
             for v in &vmas {
                 let shared = v.flags.contains(VmFlags::SHARED);
-                pgtable::for_each_present(self.pgd, v.start.max(start), v.end.min(end), &mut |va, slot: Slot, pte| {
-                    let pa = pte & ADDR_MASK;
+                let range = v.start.max(start)..v.end.min(end);
+                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
+                    let pa = l.entry.0 & ADDR_MASK;
                     let sole = pa != zero && (shared || page_count(p, pa) == 1);
                     let writable = v.flags.contains(VmFlags::WRITE) && sole;
-                    slot.write(pa | leaf_flags(v.flags, writable) | (pte & 0x60));
+                    let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
+                    let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
                     if current {
-                        cpu::invlpg(va);
+                        cpu::invlpg(l.va.0);
                     }
+                    true
                 });
             }
         });

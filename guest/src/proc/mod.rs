@@ -1,5 +1,5 @@
 //! Processes: address spaces (`mm_struct`, mm.rs) over their own page
-//! tables (pgtable.rs), user-mode page faults (fault.rs: demand paging,
+//! tables (edited with mm-core's slot API), user-mode page faults (fault.rs: demand paging,
 //! copy-on-write, stack growth, segfaults), the system calls
 //! (syscall.rs), the tasks and the preemptive round-robin scheduler
 //! (sched.rs), and the user programs embedded in the kernel image
@@ -18,7 +18,6 @@ pub mod abi;
 pub mod elf;
 pub mod fault;
 pub mod mm;
-pub mod pgtable;
 pub mod report;
 pub mod sabotage;
 pub mod sched;
@@ -80,7 +79,7 @@ pub fn init() {
         Some(zero)
     });
     let zero = zero.unwrap_or_else(|| panic!("no memory for the zero page"));
-    pgtable::clear_page(zero);
+    crate::mm::phys::clear_page(zero);
     MM_GLOBALS.with(|g| *g = MmGlobals { zero_pa: zero, user_frames_allocated: 0 });
     sched::init();
     // What this layer publishes through mm/ (which sits below it and so
@@ -96,10 +95,12 @@ pub fn init() {
 
 /// The kernel root's PGD entries 256..511 now.
 fn kernel_half() -> [u64; 256] {
-    let root = KERNEL_PT.with(|m| m.root().0);
+    let root = KERNEL_PT.with(|m| m.root());
+    let phys = crate::mm::phys::direct_map();
     let mut half = [0u64; 256];
     for (i, e) in half.iter_mut().enumerate() {
-        *e = pgtable::get(root, pgtable::KERNEL_PGD_FIRST + i);
+        let slot = mm_core::paging::Slot::new(root, mm::KERNEL_PGD_FIRST + i, mm_core::paging::Level::P4d);
+        *e = slot.read(&phys).map_or(0, |e| e.0);
     }
     half
 }
@@ -108,10 +109,7 @@ fn kernel_half() -> [u64; 256] {
 pub fn kernel_half_added() -> alloc::vec::Vec<usize> {
     let now = kernel_half();
     KERNEL_HALF_AT_INIT.with(|then| {
-        (0..256)
-            .filter(|&i| then[i] & pgtable::P == 0 && now[i] & pgtable::P != 0)
-            .map(|i| i + pgtable::KERNEL_PGD_FIRST)
-            .collect()
+        (0..256).filter(|&i| then[i] & 1 == 0 && now[i] & 1 != 0).map(|i| i + mm::KERNEL_PGD_FIRST).collect()
     })
 }
 

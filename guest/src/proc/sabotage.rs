@@ -16,16 +16,19 @@
 //! `pt-owner`      a page-table page of the parent loses its `PageTable`
 //!                 owner in its page descriptor
 
+use super::fault::{pte_alloc, user_pt};
 use super::mm::{get_page, page_count, put_page, MmStruct, MM_GLOBALS};
-use super::pgtable::{self, Slot, ADDR_MASK, NX, P, RW, US};
 use super::sched;
 use crate::arch::cpu;
 use crate::fmt::Dec;
 use crate::kprintln;
+use crate::mm::phys::direct_map;
 use crate::mm::PAGES;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use mm_core::addr::PAGE_SHIFT;
 use mm_core::buddy::PageOwner;
+use mm_core::paging::entry::PTE_ADDR_MASK_MAX as ADDR_MASK;
+use mm_core::paging::{LeafKinds, Pte, PteFlags, Slot};
 use mm_core::vma::VmFlags;
 
 /// The sabotage waiting for `cow-shared` (0: none), as its descriptor
@@ -116,11 +119,14 @@ enum Undo {
 fn repair(undo: Undo) {
     match undo {
         Undo::ReadOnly(slot, va) => {
-            slot.write(slot.read() & !RW);
+            let mut phys = direct_map();
+            if let Ok(e) = slot.read(&phys) {
+                let _ = slot.write(&mut phys, e.without(PteFlags::RW));
+            }
             cpu::invlpg(va);
         }
         Undo::Unmap(slot, va) => {
-            slot.write(0);
+            let _ = slot.write(&mut direct_map(), Pte::NONE);
             cpu::invlpg(va);
         }
         Undo::Put(pa) => PAGES.with(|p| put_page(p, MM_GLOBALS.with(|g| g.zero_pa), pa)),
@@ -137,12 +143,14 @@ fn shared_private_leaf(mm: &MmStruct) -> Option<(u64, Slot, u64)> {
     let mut found = None;
     for v in mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::WRITE) && !v.flags.contains(VmFlags::SHARED)) {
         PAGES.with(|p| {
-            pgtable::for_each_present(mm.pgd, v.start, v.end, &mut |va, slot, pte| {
-                let pa = pte & ADDR_MASK;
-                if found.is_none() && pa != zero && page_count(p, pa) > 1 {
-                    found = Some((va, slot, pte));
+            let _ = user_pt(mm.pgd).for_each_leaf(&mut direct_map(), v.start..v.end, LeafKinds::Present, |_, l| {
+                let pa = l.entry.0 & ADDR_MASK;
+                if pa != zero && page_count(p, pa) > 1 {
+                    found = Some((l.va.0, l.slot, l.entry.0));
+                    return false;
                 }
-            })
+                true
+            });
         });
         if found.is_some() {
             break;
@@ -153,7 +161,7 @@ fn shared_private_leaf(mm: &MmStruct) -> Option<(u64, Slot, u64)> {
 
 fn cow_writable(mm: &mut MmStruct) -> Option<Undo> {
     let (va, slot, pte) = shared_private_leaf(mm)?;
-    slot.write(pte | RW);
+    slot.write(&mut direct_map(), Pte(pte | PteFlags::RW.0)).ok()?;
     cpu::invlpg(va);
     kprintln!("sabotage: {:#x} (frame {:#x}) is writable while shared copy-on-write", va, pte & ADDR_MASK);
     Some(Undo::ReadOnly(slot, va))
@@ -170,7 +178,7 @@ fn refcount(mm: &mut MmStruct) -> Option<Undo> {
 
 fn pt_owner(mm: &mut MmStruct) -> Option<Undo> {
     let (va, slot, _) = shared_private_leaf(mm)?;
-    let pfn = slot.table() >> PAGE_SHIFT;
+    let pfn = slot.table().0 >> PAGE_SHIFT;
     let was = PAGES.with(|p| p.buddy.page(pfn).map(|pg| pg.owner));
     if was != Some(PageOwner::PageTable as u8) {
         return None;
@@ -189,12 +197,16 @@ fn cross_map(mm: &sched::MmRef) -> Option<Undo> {
         let pgd = other.try_with(|o| o.pgd)?;
         let mut found = None;
         PAGES.with(|p| {
-            pgtable::for_each_present(pgd, 0, super::mm::TASK_SIZE, &mut |_, _, pte| {
-                let pa = pte & ADDR_MASK;
-                if found.is_none() && pa != zero && pte & pgtable::SHARED == 0 && page_count(p, pa) == 1 {
+            let shared = mm_core::descriptor::PTE_MAP_SHARED.0;
+            let range = 0..super::mm::TASK_SIZE;
+            let _ = user_pt(pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |_, l| {
+                let pa = l.entry.0 & ADDR_MASK;
+                if pa != zero && l.entry.0 & shared == 0 && page_count(p, pa) == 1 {
                     found = Some(pa);
+                    return false;
                 }
-            })
+                true
+            });
         });
         found.map(|pa| (pid, pa))
     })?;
@@ -202,12 +214,14 @@ fn cross_map(mm: &sched::MmRef) -> Option<Undo> {
         if m.vmas.find_intersection(CROSS_MAP_VA, CROSS_MAP_VA + 4096).is_some() {
             return None;
         }
-        let slot = PAGES.with(|p| pgtable::alloc(p, &mut m.stat.pt_pages, m.pgd, CROSS_MAP_VA))?;
-        if slot.read() & P != 0 {
+        let mut phys = direct_map();
+        let (slot, e) = PAGES.with(|p| pte_alloc(p, &mut phys, m, CROSS_MAP_VA))?;
+        if e.is_present() {
             return None;
         }
         // Read-only: isolation, not copy-on-write, is what this breaks.
-        slot.write(pa | P | US | NX);
+        let flags = PteFlags::PRESENT.union(PteFlags::USER).union(PteFlags::NX);
+        slot.write(&mut phys, Pte(pa | flags.0)).ok()?;
         cpu::invlpg(CROSS_MAP_VA);
         kprintln!(
             "sabotage: pid {}'s private frame {:#x} is mapped at {:#x} in pid {}",

@@ -9,12 +9,13 @@
 use super::abi::*;
 use super::fault::user_page;
 use super::mm::MmStruct;
+use super::report;
 use super::sched::{self, current_mm, current_pid, Reaped};
-use super::{pgtable, report};
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::FpuState;
 use crate::fmt::Dec;
 use crate::kprint;
+use crate::mm::phys::{read_frame, write_frame};
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::descriptor::AccessRecord;
@@ -27,7 +28,7 @@ fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64>
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
         let pa = user_page(mm, a, false).map_err(|_| -EFAULT)?;
         let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(out.len() - done);
-        pgtable::read_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &mut out[done..done + n]);
+        read_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &mut out[done..done + n]);
         done += n;
     }
     Ok(())
@@ -40,7 +41,7 @@ fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
         let pa = user_page(mm, a, true).map_err(|_| -EFAULT)?;
         let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(data.len() - done);
-        pgtable::write_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &data[done..done + n]);
+        write_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &data[done..done + n]);
         done += n;
     }
     Ok(())

@@ -24,9 +24,9 @@ use crate::proc::{self, report};
 use crate::sync::{rank, SpinLock};
 use alloc::vec::Vec;
 use core::arch::global_asm;
-use mm_core::addr::VirtAddr;
+use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::descriptor::AccessRecord;
-use mm_core::paging::PteFlags;
+use mm_core::paging::{Level, PageSize, PteFlags, SizeRequest, Slot};
 
 global_asm!(include_str!("access.S"), options(att_syntax));
 
@@ -158,6 +158,7 @@ pub fn access() {
             crate::kprintln!("access: {} failed: faulted {:#x} error {:#x}", what, r.faulted, r.error_code);
         }
     }
+    root_bit8(va.0, cr3, &mut records);
     let n = records.len() as u32;
     check("access", "ring0_combinations", ok, &detail!("{} accesses recorded for the host to predict", Dec(n as u64)));
     // Published now already: a checkpoint on the way (the ring-3 half's)
@@ -174,6 +175,7 @@ pub fn access() {
     }
     mm::descriptor::set_access_records(0, 0, 0);
     drop(records);
+    root_bit8_undo();
     // Back to RW so vfree (and its frames' next owners) see a normal area.
     PAGES.with(|p| {
         for i in 0..pages {
@@ -188,6 +190,94 @@ pub fn access() {
         }
     });
     let _ = vmalloc::vfree(va);
+}
+
+/// Where the PML4E bit-8 case maps its page: a user-half address of the
+/// kernel's own root, whose PML4 entry for it is otherwise empty (user
+/// space lives in the processes' roots), so setting a bit in that entry
+/// touches nothing else.
+const ROOT_BIT8_VA: u64 = 0x0000_5000_0000_0000;
+
+/// The vendor's reserved-bit case: the first test page (`ret`, read-only,
+/// executable) mapped again at [`ROOT_BIT8_VA`] through a PML4 entry with
+/// bit 8 (G) set, then read, written and fetched. On AMD bit 8 of a PML4E
+/// is reserved and the CPU (KVM) faults with RSVD (0x9 for the read); on
+/// Intel it is ignored and the read and fetch work. The host's model,
+/// told the vendor, predicts whichever this CPU does; the guest checks
+/// the read against its own CPUID vendor. Appends three records; false
+/// if the page could not be set up. The page stays mapped, so that the
+/// host predicts the records on the tables the CPU used, until
+/// [`root_bit8_undo`].
+fn root_bit8(area: u64, cr3: u64, records: &mut Vec<AccessRecord>) -> bool {
+    let mapper = KERNEL_PT.with(|m| *m);
+    let va = VirtAddr(ROOT_BIT8_VA);
+    let root = Slot::new(mapper.root(), va.table_index(Level::P4d), Level::P4d);
+    let mapped = PAGES.with(|p| {
+        let mut phys = p.phys;
+        let frame: PhysAddr = mapper.lookup(&phys, VirtAddr(area)).map(|(_, e)| e.frame(PageSize::Size4K, 52))?;
+        if root.read(&phys).ok()?.is_present() {
+            return None;
+        }
+        let flush = mapper
+            .map(&mut phys, &mut mm::BuddyFrames(p), va, frame, 4096, SizeRequest::Fixed(PageSize::Size4K), PteFlags(0))
+            .ok()?;
+        flush.ignore();
+        let e = root.read(&phys).ok()?;
+        root.write(&mut phys, e.with(PteFlags::GLOBAL)).ok()
+    });
+    if mapped.is_none() {
+        check("access", "pml4_bit8", false, "could not map the PML4E bit-8 page");
+        return false;
+    }
+    crate::arch::cpu::invlpg(va.0);
+    let record = |va: u64, access: u8, fault: Option<u64>| AccessRecord {
+        va,
+        cr3,
+        access,
+        cpl: 0,
+        faulted: fault.is_some() as u8,
+        pad: 0,
+        error_code: fault.unwrap_or(0) as u32,
+    };
+    let target = va.0 + 8;
+    let read = probe_read(target).err().map(|e| e.1);
+    records.push(record(target, 0, read));
+    // The page is read-only: the write faults on either vendor (0x3 or,
+    // with RSVD, 0xb) and never stores.
+    records.push(record(target, 1, probe_write(target, 0).err().map(|e| e.1)));
+    records.push(record(va.0, 2, exec(va.0).err()));
+    let l0 = core::arch::x86_64::__cpuid(0);
+    let amd = mm_core::paging::CpuVendor::from_cpuid(l0.ebx, l0.edx, l0.ecx) == mm_core::paging::CpuVendor::Amd;
+    let good = if amd { read == Some(0x9) } else { read.is_none() };
+    check(
+        "access",
+        "pml4_bit8",
+        good,
+        &detail!(
+            "{} CPU: a read through a PML4E with bit 8 set {} (error code {:#x})",
+            if amd { "AMD" } else { "Intel" },
+            if read.is_some() { "faulted" } else { "worked" },
+            read.unwrap_or(0)
+        ),
+    );
+    good
+}
+
+/// Takes the PML4E bit-8 case's page down: bit 8 off, the page and its
+/// tables gone (the PML4 entry too).
+fn root_bit8_undo() {
+    let mapper = KERNEL_PT.with(|m| *m);
+    let va = VirtAddr(ROOT_BIT8_VA);
+    let root = Slot::new(mapper.root(), va.table_index(Level::P4d), Level::P4d);
+    PAGES.with(|p| {
+        let mut phys = p.phys;
+        if let Ok(e) = root.read(&phys) {
+            let _ = root.write(&mut phys, e.without(PteFlags::GLOBAL));
+        }
+        if let Ok(flush) = mapper.unmap(&mut phys, &mut mm::BuddyFrames(p), va, 4096, true) {
+            flush.flush(&mut crate::arch::cpu::Invlpg);
+        }
+    });
 }
 
 /// The ring-3 half: runs access3, which adds its records to the table

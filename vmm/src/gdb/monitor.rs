@@ -314,6 +314,7 @@ fn guest_state<'m>(t: &mut GdbTarget<'m>) -> Result<GuestState<'m>, String> {
         AddressMode::Paged(ctx) => ctx,
         AddressMode::Unpaged => mm_core::paging::CpuContext {
             maxphyaddr: crate::memory::host_phys_bits() as u8,
+            vendor: crate::inspect::cpu_vendor(),
             ..mm_core::paging::CpuContext::kernel(mm_core::addr::PhysAddr(0))
         },
     };

@@ -210,6 +210,7 @@ impl Inspector {
     fn guest_base(p: &Parked) -> CpuContext {
         p.ctx.unwrap_or(CpuContext {
             maxphyaddr: crate::memory::host_phys_bits() as u8,
+            vendor: super::cpu_vendor(),
             ..CpuContext::kernel(PhysAddr(0))
         })
     }

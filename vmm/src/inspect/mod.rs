@@ -44,7 +44,7 @@ use crate::memory::host_phys_bits;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::mem::{MemError, PhysMem};
-use mm_core::paging::{walk, CpuContext, Fault, Translation};
+use mm_core::paging::{walk, CpuContext, CpuVendor, Fault, Translation};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest-physical memory as mm-core sees it.
@@ -65,6 +65,15 @@ impl PhysMem for GuestPhys<'_> {
 fn gbpages() -> bool {
     let cpu_has = std::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0;
     cpu_has && crate::kvm::host_has_hw_virt()
+}
+
+/// The guest's CPU vendor, whose reserved-bit rules the walker applies
+/// (on AMD, bit 8 of a PML4E is reserved). The vCPU gets KVM's supported
+/// CPUID (vm.rs), whose leaf 0 is the host's, and KVM picks its
+/// reserved bits from the guest's CPUID vendor: so the host's leaf 0.
+pub fn cpu_vendor() -> CpuVendor {
+    let l0 = std::arch::x86_64::__cpuid(0);
+    CpuVendor::from_cpuid(l0.ebx, l0.edx, l0.ecx)
 }
 
 /// How the vCPU currently turns linear addresses into physical ones.
@@ -91,6 +100,7 @@ pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
         pkru: 0,
         maxphyaddr: host_phys_bits() as u8,
         gbpages: gbpages(),
+        vendor: cpu_vendor(),
     }))
 }
 
