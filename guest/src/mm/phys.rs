@@ -22,6 +22,17 @@ impl KernelPhys {
         KernelPhys { base, limit }
     }
 
+    /// `check(pa, 8)` in one comparison where the walks of the page-table
+    /// editor read entry after entry: `limit - 8` is the same for all of
+    /// them, so the compiler computes it once.
+    #[inline(always)]
+    fn check_u64(&self, pa: PhysAddr) -> Result<*mut u8, MemError> {
+        if self.limit < 8 || pa.0 > self.limit - 8 {
+            return Err(MemError::OutOfRange(pa));
+        }
+        Ok((self.base + pa.0) as *mut u8)
+    }
+
     fn check(&self, pa: PhysAddr, len: usize) -> Result<*mut u8, MemError> {
         match pa.0.checked_add(len as u64) {
             Some(end) if end <= self.limit => Ok((self.base + pa.0) as *mut u8),
@@ -46,14 +57,14 @@ impl PhysMem for KernelPhys {
     }
 
     fn read_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
-        let p = self.check(pa, 8)?;
+        let p = self.check_u64(pa)?;
         // SAFETY: as in `read`; page-table entries and free pointers are
         // 8-byte aligned, and an unaligned read is legal on x86 anyway.
         Ok(unsafe { core::ptr::read_volatile(p as *const u64) })
     }
 
     fn write_u64(&mut self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
-        let p = self.check(pa, 8)?;
+        let p = self.check_u64(pa)?;
         // SAFETY: as in `read_u64`.
         unsafe { core::ptr::write_volatile(p as *mut u64, v) };
         Ok(())

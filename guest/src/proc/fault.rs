@@ -58,6 +58,7 @@ impl FrameAllocator for PtFrames<'_> {
 
 /// The PTE slot for user address `va` in `mm`, allocating missing tables
 /// (user-accessible: the leaf decides the rights).
+#[inline(always)]
 pub fn pte_alloc(p: &mut PageAlloc, phys: &mut KernelPhys, mm: &mut MmStruct, va: u64) -> Option<(Slot, Pte)> {
     let mut frames = PtFrames { p, count: &mut mm.stat.pt_pages };
     user_pt(mm.pgd).alloc_slot(phys, &mut frames, VirtAddr(va), Level::Pte, true).ok()
@@ -117,90 +118,100 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
         return Err(FaultError::AccErr);
     }
     mm.stat.faults += 1;
-    let mut phys = direct_map();
-    let found = user_pt(mm.pgd).lookup(&phys, VirtAddr(addr));
-    let pte = found.map_or(0, |(_, e)| e.0);
-    if pte & PteFlags::PRESENT.0 == 0 {
-        if !write && !vma.flags.contains(VmFlags::SHARED) {
-            return map_zero_page(mm, addr, vma.flags);
-        }
-        return do_anonymous_page(mm, addr, vma.flags);
-    }
-    if write && pte & PteFlags::RW.0 == 0 {
-        return do_wp_page(mm, addr, vma.flags, pte);
-    }
-    // Present and allowed: a PTE left stale by mprotect (the user bit) or
-    // a TLB entry older than the PTE. Refresh the flags from the VMA.
-    if let Some((slot, _)) = found {
-        let keep = PteFlags::USER.0 | PteFlags::NX.0;
-        let _ = slot.write(&mut phys, Pte((pte & !keep) | (leaf_flags(vma.flags, false) & keep)));
-    }
-    cpu::invlpg(addr);
-    Ok(())
-}
-
-/// Maps the shared zero page read-only at `addr` (a read of anonymous
-/// memory never written).
-fn map_zero_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), FaultError> {
-    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    // Linux's `__handle_mm_fault`: the tables down to the PTE first
+    // (allocated on the way), then `handle_pte_fault` on its slot: one
+    // walk and one hold of the page allocator per fault.
     let va = addr & !(PAGE_SIZE - 1);
+    let mut phys = direct_map();
     PAGES.with(|p| {
-        let mut phys = direct_map();
-        let (slot, _) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
-        slot.write(&mut phys, Pte(zero | leaf_flags(flags, false))).map_err(|_| FaultError::Oom)
-    })?;
-    mm.stat.zero_page_maps += 1;
-    Ok(())
+        let (slot, pte) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
+        if !pte.is_present() {
+            if !write && !vma.flags.contains(VmFlags::SHARED) {
+                let zero = MM_GLOBALS.with(|g| g.zero_pa);
+                slot.write(&mut phys, Pte(zero | leaf_flags(vma.flags, false))).map_err(|_| FaultError::Oom)?;
+                mm.stat.zero_page_maps += 1;
+                return Ok(());
+            }
+            return anonymous_page(p, &mut phys, mm, slot, vma.flags);
+        }
+        if write && !pte.is_writable() {
+            return do_wp_page(p, &mut phys, mm, slot, addr, vma.flags, pte.0);
+        }
+        // Present and allowed: a PTE left stale by mprotect (the user bit)
+        // or a TLB entry older than the PTE. Refresh the flags from the VMA.
+        let keep = PteFlags::USER.0 | PteFlags::NX.0;
+        let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
+        cpu::invlpg(addr);
+        Ok(())
+    })
 }
 
-/// Linux's `do_anonymous_page`: a zeroed frame at `addr`, writable if the
+/// Linux's `do_anonymous_page` for `addr` outside the fault path (a
+/// `MAP_SHARED` mapping populated at mmap): a zeroed frame, writable if the
 /// VMA is.
 pub fn do_anonymous_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), FaultError> {
     let va = addr & !(PAGE_SIZE - 1);
+    let mut phys = direct_map();
     PAGES.with(|p| {
-        let pa = alloc_user_frame(p).ok_or(FaultError::Oom)?;
-        clear_page(pa);
-        let mut phys = direct_map();
-        let Some((slot, _)) = pte_alloc(p, &mut phys, mm, va) else {
-            put_page(p, 0, pa);
-            return Err(FaultError::Oom);
-        };
-        slot.write(&mut phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).map_err(|_| FaultError::Oom)
-    })?;
+        let (slot, _) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
+        anonymous_page(p, &mut phys, mm, slot, flags)
+    })
+}
+
+/// `do_anonymous_page` on the PTE slot `slot` (empty).
+#[inline(always)]
+fn anonymous_page(
+    p: &mut PageAlloc,
+    phys: &mut KernelPhys,
+    mm: &mut MmStruct,
+    slot: Slot,
+    flags: VmFlags,
+) -> Result<(), FaultError> {
+    let pa = alloc_user_frame(p).ok_or(FaultError::Oom)?;
+    clear_page(pa);
+    if slot.write(phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).is_err() {
+        put_page(p, 0, pa);
+        return Err(FaultError::Oom);
+    }
     mm.stat.anon_faults += 1;
     mm.stat.rss_pages += 1;
     Ok(())
 }
 
 /// Linux's `do_wp_page`: a write to a present read-only page of a
-/// writable VMA. The zero page is replaced by a zeroed frame; a frame
-/// whose only user is this mapping is made writable in place (reuse);
-/// otherwise it is copied and this mapping's reference dropped.
-fn do_wp_page(mm: &mut MmStruct, addr: u64, flags: VmFlags, pte: u64) -> Result<(), FaultError> {
-    let va = addr & !(PAGE_SIZE - 1);
-    let old = pte & ADDR_MASK;
+/// writable VMA (`pte` in `slot`). The zero page is replaced by a zeroed
+/// frame; a frame whose only user is this mapping is made writable in
+/// place (reuse); otherwise it is copied and this mapping's reference
+/// dropped.
+fn do_wp_page(
+    p: &mut PageAlloc,
+    phys: &mut KernelPhys,
+    mm: &mut MmStruct,
+    slot: Slot,
+    addr: u64,
+    flags: VmFlags,
+    pte: u64,
+) -> Result<(), FaultError> {
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
-    let mut phys = direct_map();
-    let Some((slot, _)) = user_pt(mm.pgd).lookup(&phys, VirtAddr(va)) else { return Err(FaultError::MapErr) };
-    let reused = PAGES.with(|p| {
-        if old != zero && page_count(p, old) == 1 {
-            slot.write(&mut phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
-            return Ok(true);
-        }
+    let old = pte & ADDR_MASK;
+    let reused = if old != zero && page_count(p, old) == 1 {
+        slot.write(phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
+        true
+    } else {
         let new = alloc_user_frame(p).ok_or(FaultError::Oom)?;
         if old == zero {
             clear_page(new);
         } else {
             copy_page(new, old);
         }
-        if slot.write(&mut phys, Pte(new | leaf_flags(flags, true))).is_err() {
+        if slot.write(phys, Pte(new | leaf_flags(flags, true))).is_err() {
             put_page(p, zero, new);
             return Err(FaultError::MapErr);
         }
         put_page(p, zero, old);
-        Ok(false)
-    })?;
-    cpu::invlpg(va);
+        false
+    };
+    cpu::invlpg(addr & !(PAGE_SIZE - 1));
     if reused {
         mm.stat.cow_reuses += 1;
     } else {

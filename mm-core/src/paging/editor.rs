@@ -43,7 +43,7 @@ pub struct Slot {
 
 impl Slot {
     /// Entry `index` (taken mod 512) of the `level` table at `table`.
-    #[inline]
+    #[inline(always)]
     pub const fn new(table: PhysAddr, index: usize, level: Level) -> Self {
         Slot { table, index: (index % PTRS_PER_TABLE) as u16, level }
     }
@@ -67,7 +67,7 @@ impl Slot {
     }
 
     /// The physical address of the entry.
-    #[inline]
+    #[inline(always)]
     pub const fn entry_pa(&self) -> PhysAddr {
         PhysAddr(self.table.0 + 8 * self.index as u64)
     }
@@ -80,14 +80,14 @@ impl Slot {
     }
 
     /// Reads the entry.
-    #[inline]
+    #[inline(always)]
     pub fn read<M: PhysMem + ?Sized>(&self, mem: &M) -> Result<Pte, MapError> {
         mem.read_u64(self.entry_pa()).map(Pte).map_err(|_| MapError::TableOutsideMemory(self.table))
     }
 
     /// Replaces the entry. A present entry replaced needs a TLB flush,
     /// which is the caller's (it knows whether the tables are live).
-    #[inline]
+    #[inline(always)]
     pub fn write<M: PhysMem + ?Sized>(&self, mem: &mut M, e: Pte) -> Result<(), MapError> {
         mem.write_u64(self.entry_pa(), e.0).map_err(|_| MapError::TableOutsideMemory(self.table))
     }
@@ -146,6 +146,14 @@ struct Frame {
     writable: bool,
     user: bool,
     nx: bool,
+}
+
+impl Frame {
+    /// A table at `level` whose entry 0 maps raw address `base`, not yet
+    /// scanned.
+    const fn table(table: PhysAddr, level: Level, base: u64) -> Self {
+        Frame { table, next: 0, end: 0, level, base, writable: true, user: true, nx: false }
+    }
 }
 
 /// A non-zero entry the cursor read.
@@ -304,7 +312,7 @@ impl Cursor {
 
 impl Mapper {
     /// The same paging mode on another root (a process's PGD).
-    #[inline]
+    #[inline(always)]
     pub const fn with_root(&self, root: PhysAddr) -> Self {
         Mapper::new(root, self.la57, self.maxphyaddr, self.gbpages)
     }
@@ -313,7 +321,7 @@ impl Mapper {
     /// (PMD or PUD level), else the PTE slot, present or not; `None` when
     /// a table on the way is absent (or cannot be read). Four reads, no
     /// reserved-bit checks: for tables this editor built.
-    #[inline]
+    #[inline(always)]
     pub fn lookup<M: PhysMem + ?Sized>(&self, mem: &M, va: VirtAddr) -> Option<(Slot, Pte)> {
         let mut table = self.root;
         let mut level = Level::root(self.la57);
@@ -335,9 +343,12 @@ impl Mapper {
     /// `Level::Pmd` for a 2 MiB one) and its entry, creating the missing
     /// tables above it from `frames` (zeroed; entries as Linux's
     /// `_KERNPG_TABLE`, plus U/S with `user`: the leaves decide the
-    /// rights). Fails with [`MapError::ParentIsHugePage`] when a huge leaf
-    /// covers `va` above `level`.
-    #[inline]
+    /// rights). Tables that exist are used as they are (a walk for a fault
+    /// must stay short): the rights a leaf gets are ANDed with theirs, so a
+    /// user leaf needs tables made with `user`. Fails with
+    /// [`MapError::ParentIsHugePage`] when a huge leaf covers `va` above
+    /// `level`.
+    #[inline(always)]
     pub fn alloc_slot<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
@@ -362,9 +373,6 @@ impl Mapper {
             } else if e.is_leaf_at(cur) {
                 return Err(MapError::ParentIsHugePage { va, level: cur });
             } else {
-                if user && !e.is_user() {
-                    slot.write(mem, e.with(PteFlags::USER))?;
-                }
                 e.addr(self.maxphyaddr)
             };
             cur = cur.next_lower().ok_or(MapError::BadRange)?;
@@ -429,20 +437,19 @@ impl Mapper {
             return Ok(0);
         }
         let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
-        self.free_below(mem, frames, self.root, Level::root(self.la57), 0, first, last)
+        self.free_below(mem, frames, Frame::table(self.root, Level::root(self.la57), 0), (first, last))
     }
 
-    #[allow(clippy::too_many_arguments)] // one recursion step: a table and the range
+    /// Frees the tables below `t` (a table at `t.level` whose entry 0 maps
+    /// raw address `t.base`) lying wholly in the raw range `[first, last]`.
     fn free_below<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
         frames: &mut A,
-        table: PhysAddr,
-        level: Level,
-        base: u64,
-        first: u64,
-        last: u64,
+        t: Frame,
+        (first, last): (u64, u64),
     ) -> Result<u64, MapError> {
+        let (table, level, base) = (t.table, t.level, t.base);
         let Some(lower) = level.next_lower() else { return Ok(0) };
         let shift = level.shift();
         let (lo, hi) = index_bounds(base, shift, first, last);
@@ -456,7 +463,7 @@ impl Mapper {
             let child = e.addr(self.maxphyaddr);
             let cbase = base + ((idx as u64) << shift);
             if lower != Level::Pte {
-                freed += self.free_below(mem, frames, child, lower, cbase, first, last)?;
+                freed += self.free_below(mem, frames, Frame::table(child, lower, cbase), (first, last))?;
             }
             if first <= cbase && cbase + ((1u64 << shift) - 1) <= last {
                 slot.write(mem, Pte::NONE)?;
