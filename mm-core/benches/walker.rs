@@ -147,6 +147,20 @@ impl PhysMem for PageMem {
         dst.copy_from_slice(buf);
         Ok(())
     }
+    // Entry-sized accesses straight to the page, as the guest's
+    // `KernelPhys` does them (one bounds check, no byte copy): the walks
+    // and edits do nothing else.
+    fn read_u64(&self, pa: PhysAddr) -> Result<u64, MemError> {
+        let (p, o) = ((pa.0 / 4096) as usize, (pa.0 % 4096) as usize);
+        let b = self.0.get(p).and_then(|pg| pg.0.get(o..o + 8)).ok_or(MemError::OutOfRange(pa))?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| MemError::OutOfRange(pa))?))
+    }
+    fn write_u64(&mut self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
+        let (p, o) = ((pa.0 / 4096) as usize, (pa.0 % 4096) as usize);
+        let b = self.0.get_mut(p).and_then(|pg| pg.0.get_mut(o..o + 8)).ok_or(MemError::OutOfRange(pa))?;
+        b.copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
 }
 
 struct XBump(u64);

@@ -16,8 +16,9 @@
 use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::PhysMem;
 use crate::paging::editor::{Cursor, Step};
+use crate::paging::entry::{phys_addr_mask, reserved_addr_mask};
 use crate::paging::entry::{Pte, PteFlags};
-use crate::paging::walker::{reserved_bit, CpuContext, ReservedBit};
+use crate::paging::walker::{reserved_bit, reserved_bit_masked, CpuContext, ReservedBit};
 use core::fmt;
 
 /// Source of zeroed-or-not page frames for page tables (the mapper zeroes
@@ -329,9 +330,8 @@ struct LeafSlot {
     entry: Pte,
     level: Level,
     size: PageSize,
-    /// Entry addresses from the root down to (excluding) the leaf.
-    parents: [PhysAddr; 5],
-    nparents: usize,
+    /// The address looked up.
+    va: VirtAddr,
 }
 
 impl Mapper {
@@ -379,6 +379,7 @@ impl Mapper {
         mappings(mem, &self.context())
     }
 
+    #[inline]
     fn check_range(&self, va: VirtAddr, len: u64, align: u64) -> Result<u64, MapError> {
         if len == 0 {
             return Err(MapError::BadRange);
@@ -434,6 +435,9 @@ impl Mapper {
             return Err(MapError::PhysAddrTooWide(PhysAddr(pa_last)));
         }
         let flags = flags.union(PteFlags::PRESENT);
+        if len == PAGE_SIZE && matches!(size, SizeRequest::Best | SizeRequest::Fixed(PageSize::Size4K)) {
+            return self.map_4k(mem, frames, va, pa, flags);
+        }
         let mut done = 0u64;
         let mut min = PageSize::Size1G;
         while done < len {
@@ -458,6 +462,55 @@ impl Mapper {
         Ok(MapperFlush::new(va, pages, min))
     }
 
+    /// `map` of one 4 KiB page (checked by the caller), the fault-sized
+    /// case: the same walk as `map_one` makes for it, without the choice
+    /// of sizes and the run of consecutive leaves.
+    #[inline]
+    fn map_4k<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: PteFlags,
+    ) -> Result<MapperFlush, MapError> {
+        let ctx = self.ctx();
+        let (rsvd, amask) = (reserved_addr_mask(self.maxphyaddr), phys_addr_mask(self.maxphyaddr));
+        let user = flags.contains(PteFlags::USER);
+        let mut table = self.root;
+        let mut level = Level::root(self.la57);
+        loop {
+            let entry_pa = PhysAddr(table.0 + 8 * va.table_index(level) as u64);
+            let e = Self::read(mem, entry_pa)?;
+            if e.is_present() {
+                if let Some(reason) = reserved_bit_masked(e, level, &ctx, rsvd) {
+                    return Err(MapError::ReservedBits { va, level, reason });
+                }
+            }
+            let Some(lower) = level.next_lower() else {
+                if e.is_present() {
+                    return Err(MapError::AlreadyMapped { va, level });
+                }
+                Self::write(mem, entry_pa, Pte::leaf(pa, flags, PageSize::Size4K))?;
+                return Ok(MapperFlush::new(va, 1, PageSize::Size4K));
+            };
+            table = if !e.is_present() {
+                let t = alloc_table(mem, frames)?;
+                let tf = if user { TABLE_FLAGS.union(PteFlags::USER) } else { TABLE_FLAGS };
+                Self::write(mem, entry_pa, Pte::table(t, tf))?;
+                t
+            } else if e.is_leaf_at(level) {
+                return Err(MapError::ParentIsHugePage { va, level });
+            } else {
+                if user && !e.is_user() {
+                    Self::write(mem, entry_pa, e.with(PteFlags::USER))?;
+                }
+                PhysAddr(e.0 & amask)
+            };
+            level = lower;
+        }
+    }
+
     /// Maps the first run of `rest` (`rest.len` is what remains of the
     /// request): one leaf, or consecutive leaves of one table.
     fn map_one<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
@@ -468,29 +521,30 @@ impl Mapper {
     ) -> Result<(PageSize, u64), MapError> {
         let MapRequest { va, pa, len: remaining, size: req, flags } = rest;
         let ctx = self.ctx();
+        let (rsvd, amask) = (reserved_addr_mask(self.maxphyaddr), phys_addr_mask(self.maxphyaddr));
         let mut table = self.root;
         let mut level = Level::root(self.la57);
         // Whether `table` was allocated by this call (so all its entries
         // are empty).
         let mut fresh = false;
+        let fits = |s: PageSize| match req {
+            SizeRequest::Fixed(r) => r == s,
+            SizeRequest::Best => {
+                (s != PageSize::Size1G || self.gbpages)
+                    && va.is_aligned(s.bytes())
+                    && pa.is_aligned(s.bytes())
+                    && remaining >= s.bytes()
+            }
+        };
+        let last_level = match req {
+            SizeRequest::Fixed(r) => r.leaf_level(),
+            SizeRequest::Best => Level::Pte,
+        };
         loop {
             let entry_pa = PhysAddr(table.0 + 8 * va.table_index(level) as u64);
             let e = Self::read(mem, entry_pa)?;
-            let fits = |s: PageSize| match req {
-                SizeRequest::Fixed(r) => r == s,
-                SizeRequest::Best => {
-                    (s != PageSize::Size1G || self.gbpages)
-                        && va.is_aligned(s.bytes())
-                        && pa.is_aligned(s.bytes())
-                        && remaining >= s.bytes()
-                }
-            };
-            let last_level = match req {
-                SizeRequest::Fixed(r) => r.leaf_level(),
-                SizeRequest::Best => Level::Pte,
-            };
-            if let Some(s) = level.page_size() {
-                if !e.is_present() && fits(s) {
+            if let (false, Some(s)) = (e.is_present(), level.page_size()) {
+                if fits(s) {
                     Self::write(mem, entry_pa, Pte::leaf(pa, flags, s))?;
                     // Consecutive leaves of the same size in this table need
                     // no new walk (the loop of Linux's phys_pmd_init): this
@@ -516,7 +570,7 @@ impl Mapper {
                 }
             }
             if e.is_present() {
-                if let Some(reason) = reserved_bit(e, level, &ctx) {
+                if let Some(reason) = reserved_bit_masked(e, level, &ctx, rsvd) {
                     return Err(MapError::ReservedBits { va, level, reason });
                 }
             }
@@ -538,7 +592,7 @@ impl Mapper {
                 if flags.contains(PteFlags::USER) && !e.is_user() {
                     Self::write(mem, entry_pa, e.with(PteFlags::USER))?;
                 }
-                e.addr(self.maxphyaddr)
+                PhysAddr(e.0 & amask)
             };
             table = next;
             level = match level.next_lower() {
@@ -567,30 +621,26 @@ impl Mapper {
     }
 
     /// Finds the leaf mapping `va`.
+    #[inline(always)]
     fn find_leaf<M: PhysMem + ?Sized>(&self, mem: &M, va: VirtAddr) -> Result<LeafSlot, MapError> {
         let ctx = self.ctx();
+        let (rsvd, amask) = (reserved_addr_mask(self.maxphyaddr), phys_addr_mask(self.maxphyaddr));
         let mut table = self.root;
         let mut level = Level::root(self.la57);
-        let mut parents = [PhysAddr(0); 5];
-        let mut nparents = 0;
         loop {
             let entry_pa = PhysAddr(table.0 + 8 * va.table_index(level) as u64);
             let e = Self::read(mem, entry_pa)?;
             if !e.is_present() {
                 return Err(MapError::NotMapped(va));
             }
-            if let Some(reason) = reserved_bit(e, level, &ctx) {
+            if let Some(reason) = reserved_bit_masked(e, level, &ctx, rsvd) {
                 return Err(MapError::ReservedBits { va, level, reason });
             }
             if e.is_leaf_at(level) {
                 let size = level.page_size().ok_or(MapError::NotMapped(va))?;
-                return Ok(LeafSlot { entry_pa, entry: e, level, size, parents, nparents });
+                return Ok(LeafSlot { entry_pa, entry: e, level, size, va });
             }
-            if let Some(p) = parents.get_mut(nparents) {
-                *p = entry_pa;
-                nparents += 1;
-            }
-            table = e.addr(self.maxphyaddr);
+            table = PhysAddr(e.0 & amask);
             level = level.next_lower().ok_or(MapError::NotMapped(va))?;
         }
     }
@@ -635,29 +685,57 @@ impl Mapper {
         len: u64,
         free_tables: bool,
     ) -> Result<MapperFlush, MapError> {
-        // Check first, so a failure changes nothing. A range that is one
-        // leaf (the common case: a page) is edited from the check's walk.
-        let mut only: Option<LeafSlot> = None;
-        let mut n = 0u32;
-        let min = self.for_each_whole_leaf(mem, va, len, |_, slot| {
-            only = Some(*slot);
-            n += 1;
-            Ok(())
-        })?;
-        let mut zap = |mem: &mut M, slot: &LeafSlot| {
-            Self::write(mem, slot.entry_pa, Pte::NONE)?;
-            if free_tables {
-                self.free_empty(mem, frames, slot)?;
+        self.check_range(va, len, PAGE_SIZE)?;
+        // A range that is one leaf (the common case: a page) is checked
+        // and edited in one walk.
+        let first = self.find_leaf(&*mem, va)?;
+        if first.size.bytes() == len {
+            if va.0 & (len - 1) != 0 {
+                return Err(MapError::PartialHugePage { va: VirtAddr(va.0 & !(len - 1)), size: first.size });
             }
-            Ok(())
-        };
-        match only {
-            Some(slot) if n == 1 => zap(mem, &slot)?,
-            _ => {
-                self.for_each_whole_leaf(mem, va, len, zap)?;
-            }
+            self.zap(mem, frames, &first, free_tables)?;
+            return Ok(MapperFlush::new(va, 1, first.size));
         }
+        // Check first, so a failure changes nothing.
+        let min = self.for_each_whole_leaf(mem, va, len, |_, _| Ok(()))?;
+        self.for_each_whole_leaf(mem, va, len, |mem, slot| self.zap(mem, frames, slot, free_tables))?;
         Ok(MapperFlush::new(va, len >> min.shift(), min))
+    }
+
+    /// Clears a leaf and, with `free_tables`, the tables it leaves empty.
+    #[inline(always)]
+    fn zap<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        slot: &LeafSlot,
+        free_tables: bool,
+    ) -> Result<(), MapError> {
+        Self::write(mem, slot.entry_pa, Pte::NONE)?;
+        if free_tables {
+            self.free_empty(mem, frames, slot)?;
+        }
+        Ok(())
+    }
+
+    /// The entry addresses from the root down to (excluding) `slot`'s
+    /// leaf: walked again rather than carried in every `LeafSlot`, since
+    /// only freeing tables and granting USER need them.
+    fn parents<M: PhysMem + ?Sized>(&self, mem: &M, slot: &LeafSlot) -> Result<([PhysAddr; 5], usize), MapError> {
+        let mut parents = [PhysAddr(0); 5];
+        let mut n = 0;
+        let mut table = self.root;
+        let mut level = Level::root(self.la57);
+        while level != slot.level {
+            let entry_pa = PhysAddr(table.0 + 8 * slot.va.table_index(level) as u64);
+            if let Some(p) = parents.get_mut(n) {
+                *p = entry_pa;
+                n += 1;
+            }
+            table = Self::read(mem, entry_pa)?.addr(self.maxphyaddr);
+            level = level.next_lower().ok_or(MapError::NotMapped(slot.va))?;
+        }
+        Ok((parents, n))
     }
 
     fn free_empty<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
@@ -666,8 +744,9 @@ impl Mapper {
         frames: &mut A,
         slot: &LeafSlot,
     ) -> Result<(), MapError> {
+        let (parents, n) = self.parents(&*mem, slot)?;
         let mut child = PhysAddr(slot.entry_pa.0 & !0xfff);
-        for &parent in slot.parents[..slot.nparents].iter().rev() {
+        for &parent in parents[..n].iter().rev() {
             if child == self.root || !table_is_empty(&*mem, child)? {
                 break;
             }
@@ -697,7 +776,8 @@ impl Mapper {
             Self::write(mem, slot.entry_pa, new)?;
             // Make sure the path down grants USER if the leaf now does.
             if flags.contains(PteFlags::USER) {
-                for &p in &slot.parents[..slot.nparents] {
+                let (parents, n) = self.parents(&*mem, slot)?;
+                for &p in &parents[..n] {
                     let e = Self::read(&*mem, p)?;
                     if !e.is_user() {
                         Self::write(mem, p, e.with(PteFlags::USER))?;
@@ -722,6 +802,7 @@ pub(crate) fn alloc_table<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
     Ok(t)
 }
 
+#[inline(never)] // its page-sized buffer stays out of the callers' frames
 fn table_is_empty<M: PhysMem + ?Sized>(mem: &M, table: PhysAddr) -> Result<bool, MapError> {
     let mut buf = [0u8; PAGE_SIZE as usize];
     mem.read(table, &mut buf).map_err(|_| MapError::TableOutsideMemory(table))?;

@@ -574,7 +574,20 @@ impl Perms {
 /// 4.5.4 tables 4-15..4-20, and 4.5.5 for PML5).
 #[inline]
 pub fn reserved_bit(e: Pte, level: Level, ctx: &CpuContext) -> Option<ReservedBit> {
-    if e.0 & reserved_addr_mask(ctx.maxphyaddr) != 0 {
+    reserved_bit_masked(e, level, ctx, reserved_addr_mask(ctx.maxphyaddr))
+}
+
+/// [`reserved_bit`] with `reserved_addr_mask(ctx.maxphyaddr)` computed
+/// once by a caller that checks entry after entry.
+#[inline(always)]
+pub(crate) fn reserved_bit_masked(e: Pte, level: Level, ctx: &CpuContext, addr_rsvd: u64) -> Option<ReservedBit> {
+    // Every rule below needs one of these bits set: most entries (table
+    // pointers) have none of them, and are done with one test.
+    let nx_rsvd = if ctx.nxe { 0 } else { PteFlags::NX.0 };
+    if e.0 & (addr_rsvd | nx_rsvd | PteFlags::PSE.0 | PteFlags::GLOBAL.0) == 0 {
+        return None;
+    }
+    if e.0 & addr_rsvd != 0 {
         return Some(ReservedBit::AboveMaxPhyAddr);
     }
     if !ctx.nxe && e.is_nx() {
