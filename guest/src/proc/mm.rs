@@ -272,11 +272,23 @@ impl MmStruct {
                 let shared = v.flags.contains(VmFlags::SHARED);
                 let (cpt, ctables, crss) = (user_pt(child.pgd), &mut child.stat.pt_pages, &mut child.stat.rss_pages);
                 let range = v.start..v.end;
+                // The child's page table for the last 2 MiB seen: one walk
+                // per table, not per page (Linux's copy_pte_range).
+                let mut cached: Option<(u64, PhysAddr)> = None;
                 let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
-                    let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
-                    let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pte, true) else {
-                        ok = false;
-                        return false;
+                    let cslot = match cached {
+                        Some((region, table)) if region == l.va.0 >> 21 => {
+                            Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
+                        }
+                        _ => {
+                            let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
+                            let Ok((slot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pte, true) else {
+                                ok = false;
+                                return false;
+                            };
+                            cached = Some((l.va.0 >> 21, slot.table()));
+                            slot
+                        }
                     };
                     let mut e = l.entry;
                     if !shared && e.is_writable() {

@@ -185,8 +185,10 @@ pub(crate) enum Step {
 /// tables (loops, shared subtrees) can cost time, never a hang the caller
 /// did not allow. It yields every non-zero entry; the caller decides
 /// which tables to enter ([`Cursor::descend`]). It holds no borrow of the
-/// memory, so the caller may edit entries between steps.
-pub(crate) struct Cursor {
+/// memory, so the caller may edit entries between steps. With `BUDGETED`
+/// false (the editor, on tables it built) the reads are not counted:
+/// skipping a zero entry is then a compare, a read and a test.
+pub(crate) struct Cursor<const BUDGETED: bool> {
     stack: [Frame; 5],
     depth: usize,
     first: u64,
@@ -230,7 +232,7 @@ fn index_bounds(base: u64, shift: u32, first: u64, last: u64) -> (u16, u16) {
     (lo as u16, hi.min(PTRS_PER_TABLE as u64) as u16)
 }
 
-impl Cursor {
+impl<const BUDGETED: bool> Cursor<BUDGETED> {
     /// A walk of the `root_level` table at `root` over the raw addresses
     /// `[first, last]`.
     pub(crate) fn new(root: PhysAddr, la57: bool, first: u64, last: u64) -> Self {
@@ -257,41 +259,48 @@ impl Cursor {
     }
 
     /// The next non-zero entry in range.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next<M: PhysMem + ?Sized>(&mut self, mem: &M) -> Option<Step> {
         loop {
             let f = self.stack.get_mut(self.depth.checked_sub(1)?)?;
-            if f.next >= f.end {
-                self.depth -= 1;
-                continue;
-            }
-            if self.budget == 0 {
-                self.depth = 0;
-                return Some(Step::BudgetExhausted);
-            }
-            self.budget -= 1;
-            let idx = f.next;
-            f.next += 1;
-            let slot = Slot { table: f.table, index: idx, level: f.level };
-            let raw = f.base + ((idx as u64) << f.level.shift());
-            match mem.read_u64(slot.entry_pa()) {
-                Err(_) => {
-                    f.next = f.end;
-                    return Some(Step::Unreadable { level: f.level, table: f.table, raw });
+            // The entries of one table in a tight loop: most are zero.
+            let (table, level) = (f.table, f.level);
+            let end = table.0 + 8 * f.end as u64;
+            let mut pa = table.0 + 8 * f.next as u64;
+            while pa < end {
+                if BUDGETED {
+                    if self.budget == 0 {
+                        self.depth = 0;
+                        return Some(Step::BudgetExhausted);
+                    }
+                    self.budget -= 1;
                 }
-                Ok(0) => continue,
-                Ok(v) => {
-                    let (writable, user, nx) = (f.writable, f.user, f.nx);
-                    return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
-                }
+                let r = mem.read_u64(PhysAddr(pa));
+                pa += 8;
+                let v = match r {
+                    Ok(0) => continue,
+                    Ok(v) => v,
+                    Err(_) => {
+                        let raw = f.base + (((pa - 8 - table.0) / 8) << level.shift());
+                        f.next = f.end;
+                        return Some(Step::Unreadable { level, table, raw });
+                    }
+                };
+                let index = ((pa - 8 - table.0) / 8) as u16;
+                f.next = index + 1;
+                let slot = Slot { table, index, level };
+                let raw = f.base + ((index as u64) << level.shift());
+                let (writable, user, nx) = (f.writable, f.user, f.nx);
+                return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
             }
+            self.depth -= 1;
         }
     }
 
     /// Enters the table at `table` that entry `e` (just returned by
     /// [`Cursor::next`]) points to; its entries come next. A no-op at the
     /// PT level.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn descend(&mut self, e: &Entry, table: PhysAddr) {
         let Some(level) = e.slot.level.next_lower() else { return };
         let Some(slot) = self.stack.get_mut(self.depth) else { return };
@@ -398,7 +407,7 @@ impl Mapper {
             return Ok(true);
         }
         let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
-        let mut c = Cursor::new(self.root, self.la57, first, last);
+        let mut c = Cursor::<false>::new(self.root, self.la57, first, last);
         while let Some(step) = c.next(&*mem) {
             let e = match step {
                 Step::Entry(e) => e,
@@ -454,12 +463,22 @@ impl Mapper {
         let shift = level.shift();
         let (lo, hi) = index_bounds(base, shift, first, last);
         let mut freed = 0;
-        for idx in lo..hi {
-            let slot = Slot { table, index: idx, level };
-            let e = slot.read(mem)?;
-            if !e.is_present() || e.is_leaf_at(level) {
+        let (mut pa, end) = (table.0 + 8 * lo as u64, table.0 + 8 * hi as u64);
+        while pa < end {
+            // Most entries are empty: a read and a test each.
+            let Ok(v) = mem.read_u64(PhysAddr(pa)) else {
+                return Err(MapError::TableOutsideMemory(table));
+            };
+            pa += 8;
+            if v & PteFlags::PRESENT.0 == 0 {
                 continue;
             }
+            let e = Pte(v);
+            if e.is_leaf_at(level) {
+                continue;
+            }
+            let idx = ((pa - 8 - table.0) / 8) as u16;
+            let slot = Slot { table, index: idx, level };
             let child = e.addr(self.maxphyaddr);
             let cbase = base + ((idx as u64) << shift);
             if lower != Level::Pte {
@@ -488,7 +507,7 @@ pub fn tables<'m, M: PhysMem + ?Sized>(mem: &'m M, ctx: &CpuContext, range: Opti
         // An invalid range lists the root only.
         Some(r) => raw_bounds(&r, ctx.la57).unwrap_or((1, 0)),
     };
-    let cursor = Cursor::new(ctx.root(), ctx.la57, first, last);
+    let cursor = Cursor::<true>::new(ctx.root(), ctx.la57, first, last);
     let root = TableRef { level: ctx.root_level(), table: ctx.root(), va: VirtAddr(0) };
     Tables { mem, cursor, maxphyaddr: ctx.maxphyaddr, root: Some(root), at_root: false, pending: None }
 }
@@ -496,7 +515,7 @@ pub fn tables<'m, M: PhysMem + ?Sized>(mem: &'m M, ctx: &CpuContext, range: Opti
 /// See [`tables`].
 pub struct Tables<'m, M: PhysMem + ?Sized> {
     mem: &'m M,
-    cursor: Cursor,
+    cursor: Cursor<true>,
     maxphyaddr: u8,
     root: Option<TableRef>,
     /// The root was the last table returned.

@@ -251,13 +251,13 @@ pub enum MappingError {
 pub struct Mappings<'m, M: PhysMem + ?Sized> {
     mem: &'m M,
     ctx: CpuContext,
-    cursor: Cursor,
+    cursor: Cursor<true>,
 }
 
 /// Every leaf reachable from `ctx`'s CR3, with the reserved-bit rules of
 /// `ctx` (the same the walker applies).
 pub fn mappings<'m, M: PhysMem + ?Sized>(mem: &'m M, ctx: &CpuContext) -> Mappings<'m, M> {
-    Mappings { mem, ctx: *ctx, cursor: Cursor::whole(ctx) }
+    Mappings { mem, ctx: *ctx, cursor: Cursor::<true>::whole(ctx) }
 }
 
 impl<M: PhysMem + ?Sized> Mappings<'_, M> {
