@@ -64,7 +64,6 @@ pub fn pte_alloc(p: &mut PageAlloc, phys: &mut KernelPhys, mm: &mut MmStruct, va
     user_pt(mm.pgd).alloc_slot(phys, &mut frames, VirtAddr(va), Level::Pte, true).ok()
 }
 
-
 /// Why a fault could not be served (`SEGV_MAPERR` / `SEGV_ACCERR`, or no
 /// memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::arch::global_asm;
 use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::descriptor::AccessRecord;
-use mm_core::paging::{Level, PageSize, PteFlags, SizeRequest, Slot};
+use mm_core::paging::{Level, MapRequest, PageSize, PteFlags, SizeRequest, Slot};
 
 global_asm!(include_str!("access.S"), options(att_syntax));
 
@@ -219,7 +219,11 @@ fn root_bit8(area: u64, cr3: u64, records: &mut Vec<AccessRecord>) -> bool {
             return None;
         }
         let flush = mapper
-            .map(&mut phys, &mut mm::BuddyFrames(p), va, frame, 4096, SizeRequest::Fixed(PageSize::Size4K), PteFlags(0))
+            .map(
+                &mut phys,
+                &mut mm::BuddyFrames(p),
+                MapRequest { va, pa: frame, len: 4096, size: SizeRequest::Fixed(PageSize::Size4K), flags: PteFlags(0) },
+            )
             .ok()?;
         flush.ignore();
         let e = root.read(&phys).ok()?;
