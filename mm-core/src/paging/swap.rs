@@ -13,7 +13,9 @@
 //! non-present entry's "address" bits point above any real RAM (the L1TF
 //! mitigation). Bits 1..3 carry flags: soft-dirty, uffd-wp and
 //! `PG_anon_exclusive` (E). A swap PTE is any PTE that is neither none
-//! (zero) nor present.
+//! (zero) nor present. [`crate::swap`] keeps the areas and slot counts
+//! and names a slot by the decoded [`crate::swap::SwpEntry`]; this is its
+//! encoding in a page table.
 
 use crate::paging::entry::Pte;
 
@@ -64,6 +66,17 @@ impl SwapEntry {
     /// The slot in the area (`__swp_offset`).
     pub const fn offset(self) -> u64 {
         !self.0 << SWP_TYPE_BITS >> SWP_OFFSET_SHIFT
+    }
+
+    /// The PTE encoding of a decoded entry of [`crate::swap`]'s swap
+    /// areas; `None` if it does not fit.
+    pub const fn from_swp(e: crate::swap::SwpEntry) -> Option<Self> {
+        SwapEntry::new(e.ty, e.offset)
+    }
+
+    /// The decoded entry, as [`crate::swap`]'s swap areas take it.
+    pub const fn swp(self) -> crate::swap::SwpEntry {
+        crate::swap::SwpEntry::new(self.ty(), self.offset())
     }
 
     /// The swap entry a PTE holds (`pte_to_swp_entry`), with its flag bits
@@ -129,6 +142,7 @@ mod tests {
             prop_assert_eq!(SwapEntry::from_pte(pte), Some(e));
             prop_assert_eq!(SwapEntry::pte_flags(pte), flags & SWP_FLAGS);
             prop_assert_eq!((e.ty(), e.offset()), (ty, offset));
+            prop_assert_eq!(SwapEntry::from_swp(e.swp()), Some(e));
         }
     }
 }
