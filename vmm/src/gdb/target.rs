@@ -8,8 +8,8 @@
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
 use super::connection::Conn;
-use super::watch::Watch;
 use super::memory::{self, View};
+use super::watch::Watch;
 use super::{GdbContext, GdbError};
 use crate::inspect::{self, AddressMode, GuestLink};
 use crate::symbols::Symbols;

@@ -167,10 +167,7 @@ impl VcpuRunner {
     /// then kicks the vCPU thread out of `KVM_RUN` with the event loop's
     /// signal).
     pub fn new(index: usize, vcpu: SharedVcpu, bus: PortBus, link: GuestLink, stop: Arc<AtomicBool>) -> Self {
-        VcpuRunner {
-            core: Core { index, vcpu, bus, link, hooks: Vec::new(), stop, failed: None },
-            debugger: None,
-        }
+        VcpuRunner { core: Core { index, vcpu, bus, link, hooks: Vec::new(), stop, failed: None }, debugger: None }
     }
 
     /// The vCPU's index (0 is the boot CPU).
