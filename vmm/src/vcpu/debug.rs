@@ -163,12 +163,6 @@ impl Debugger {
         self.request_stop();
     }
 
-    /// Whether a session handed over with [`Debugger::start`] still waits
-    /// for the vCPU.
-    pub fn session_pending(&self) -> bool {
-        self.shared.session.lock().unwrap_or_else(PoisonError::into_inner).is_some()
-    }
-
     /// Asks the running vCPU to park (it stops with [`DebugStop::Requested`]
     /// unless another stop comes first).
     pub fn request_stop(&self) {
