@@ -77,12 +77,21 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
 /// Whether the host CPU has hardware virtualisation (VMX or SVM). Without
 /// it KVM emulates guest ring 0 instruction by instruction (platform.md),
 /// and some things (1 GiB pages, SSE in ring 0) behave differently.
+///
+/// Read once per process: `/proc/cpuinfo` is slow to generate (tens of
+/// microseconds, with IPIs to every CPU) and every address translation of
+/// the gdb stub and the views asks (for 1 GiB pages).
 pub fn host_has_hw_virt() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| {
-            c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-        .unwrap_or(false)
+    static HW_VIRT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HW_VIRT.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|c| {
+                c.lines()
+                    .filter(|l| l.starts_with("flags"))
+                    .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// The state of one virtual CPU, as everything outside the run loop sees

@@ -291,7 +291,7 @@ impl Vm {
         // Bound before the guest starts, so a taken port fails the start.
         let gdb_thread = match gdb.as_ref().map(gdb::GdbServer::bind).transpose()? {
             Some(server) => {
-                let (vcpu_end, debugger) = vcpu::debug::channel(boot.clone(), 0).map_err(VmError::DebugChannel)?;
+                let (vcpu_end, debugger) = vcpu::debug::channel(0).map_err(VmError::DebugChannel)?;
                 runner.set_debugger(vcpu_end);
                 let ctx = gdb::GdbContext {
                     debugger,

@@ -1,7 +1,9 @@
 //! The descriptor this kernel publishes for the host (mm-core's
 //! `MmDescriptor`, the role of Linux's vmcoreinfo): filled once the memory
 //! manager is up, refreshed at every checkpoint, so the host can read page
-//! descriptors, slab caches, processes and self-test tables itself.
+//! descriptors, slab caches, processes and self-test tables itself. The
+//! process table is also kept current between checkpoints
+//! ([`update_procs`]).
 
 use super::layout::{
     KernelImage, DIRECT_MAP_SIZE, KERNEL_MAP, PAGE_OFFSET, USER_END, VMALLOC_END, VMALLOC_START, VMEMMAP_SIZE,
@@ -105,6 +107,22 @@ pub fn refresh() {
         d.table_pages = tables;
         d.caches = caches;
         d.nr_caches = n as u32;
+    });
+}
+
+/// Edits the published process table in place, as the process layer does
+/// whenever it changes (fork, exit, reap, sleep, a switch): plain memory
+/// writes, no port exit, so the host's `ps` and `cr3 pid` are current at
+/// any stop of the vCPU (gdb, SIGUSR1), not only after a checkpoint.
+pub fn update_procs(f: impl FnOnce(&mut [ProcDesc])) {
+    with(|d| {
+        // SAFETY: one CPU with interrupts masked (inside `with`); PROCS is
+        // written only here and in `refresh`, neither of which calls the
+        // other, and no reference escapes.
+        let procs = unsafe { PROCS.get_mut() };
+        f(procs);
+        let pa = procs.as_ptr() as u64 - KERNEL_MAP;
+        d.procs = if procs.iter().any(|p| p.pid != 0) { pa } else { 0 };
     });
 }
 

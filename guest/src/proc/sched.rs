@@ -165,6 +165,7 @@ pub fn schedule() {
         let prev = s.current;
         s.current = next;
         s.switches += 1;
+        publish_states(s);
         let (next_rsp, next_fpu, cr3, kstack) = match s.tasks.get(&next) {
             Some(t) => (t.rsp, &*t.fpu as *const FpuState, if t.pgd != 0 { t.pgd } else { kroot }, t.kstack_top()),
             None => (s.idle_rsp, &*s.idle_fpu as *const FpuState, kroot, 0),
@@ -238,6 +239,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         task.pid = pid;
         s.tasks.insert(pid, task);
         s.runq.push_back(pid);
+        publish(s);
         let alive = s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64;
         s.max_alive = s.max_alive.max(alive);
         pid
@@ -283,6 +285,7 @@ pub fn do_exit(status: u64) -> ! {
                 t.parent = 0;
             }
         }
+        publish(s);
         mm
     });
     // SAFETY: the kernel root maps the kernel exactly as every process's
@@ -323,7 +326,11 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
             }
         }
         match zombie {
-            Some((zpid, st)) => Ok(s.tasks.remove(&zpid).map(|t| (t, st))),
+            Some((zpid, st)) => {
+                let t = s.tasks.remove(&zpid);
+                publish(s);
+                Ok(t.map(|t| (t, st)))
+            }
             None if any => Err(true),
             None => Err(false),
         }
@@ -352,6 +359,7 @@ pub fn wait_child(pid: i64) -> Reaped {
                     if let Some(t) = s.tasks.get_mut(&me) {
                         t.state = State::Waiting;
                     }
+                    publish_states(s);
                 });
                 schedule();
             }
@@ -399,34 +407,67 @@ pub fn current_stat(mm: &MmStruct) -> MmStat {
 }
 
 /// Fills the descriptor's process table (mm-core's `ProcDesc`) from the
-/// task table, for the host's `ps` and per-process checks. Called when the
+/// task table, for the host's `ps` and per-process checks, when the
 /// descriptor is refreshed (at checkpoints); empty slots stay zero.
 pub fn fill_descs(out: &mut [mm_core::descriptor::ProcDesc]) {
-    out.fill(mm_core::descriptor::ProcDesc::default());
-    let _ = SCHED.try_with(|s| {
-        for (slot, t) in out.iter_mut().zip(s.tasks.values()) {
-            use mm_core::abi::proc::{STATE_RUNNABLE, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE};
-            let (state, code) = match t.state {
-                _ if t.pid == s.current => (STATE_RUNNING, 0),
-                State::Runnable => (STATE_RUNNABLE, 0),
-                State::Waiting => (STATE_SLEEPING, 0),
-                State::Zombie(c) => (STATE_ZOMBIE, c as u32),
-            };
-            let (rss, faults) =
-                t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or((0, 0));
-            let mut name = [0u8; 16];
-            let n = t.name.len().min(15);
-            name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
-            *slot = mm_core::descriptor::ProcDesc {
-                pid: t.pid as u32,
-                ppid: t.parent as u32,
-                state,
-                exit_code: code,
-                cr3: t.pgd,
-                rss,
-                faults,
-                name,
-            };
+    if SCHED.try_with(|s| fill(s, out)).is_none() {
+        out.fill(mm_core::descriptor::ProcDesc::default());
+    }
+}
+
+/// Republishes the whole process table (a task came or went): the host
+/// reads it at any stop, not only at checkpoints.
+fn publish(s: &Sched) {
+    crate::mm::descriptor::update_procs(|out| fill(s, out));
+}
+
+/// Republishes only the states (a switch, a sleep): cheaper than
+/// [`publish`] on the scheduler's hot path.
+fn publish_states(s: &Sched) {
+    crate::mm::descriptor::update_procs(|out| {
+        for slot in out.iter_mut().filter(|p| p.pid != 0) {
+            if let Some(t) = s.tasks.get(&u64::from(slot.pid)) {
+                (slot.state, slot.exit_code) = state_of(s, t);
+            }
         }
     });
+}
+
+/// A task's state and exit code as the descriptor has them.
+fn state_of(s: &Sched, t: &Task) -> (u32, u32) {
+    use mm_core::abi::proc::{STATE_RUNNABLE, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE};
+    match t.state {
+        _ if t.pid == s.current => (STATE_RUNNING, 0),
+        State::Runnable => (STATE_RUNNABLE, 0),
+        State::Waiting => (STATE_SLEEPING, 0),
+        State::Zombie(c) => (STATE_ZOMBIE, c as u32),
+    }
+}
+
+fn fill(s: &Sched, out: &mut [mm_core::descriptor::ProcDesc]) {
+    let old = |pid: u64| out.iter().find(|p| u64::from(p.pid) == pid).map_or((0, 0), |p| (p.rss, p.faults));
+    // The counters of the slots being replaced, for address spaces whose
+    // lock the caller holds (kept from the last fill rather than zeroed).
+    let mut kept = [(0u64, 0u64); mm_core::descriptor::MAX_PROC_DESCS];
+    for (k, t) in kept.iter_mut().zip(s.tasks.values()) {
+        *k = old(t.pid);
+    }
+    out.fill(mm_core::descriptor::ProcDesc::default());
+    for ((slot, t), k) in out.iter_mut().zip(s.tasks.values()).zip(kept) {
+        let (state, code) = state_of(s, t);
+        let (rss, faults) = t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or(k);
+        let mut name = [0u8; 16];
+        let n = t.name.len().min(15);
+        name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
+        *slot = mm_core::descriptor::ProcDesc {
+            pid: t.pid as u32,
+            ppid: t.parent as u32,
+            state,
+            exit_code: code,
+            cr3: t.pgd,
+            rss,
+            faults,
+            name,
+        };
+    }
 }

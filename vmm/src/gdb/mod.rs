@@ -1,13 +1,15 @@
 //! The gdb stub: `vmm run --gdb tcp:HOST:PORT` (or `unix:PATH`) lets gdb
 //! debug the guest kernel over the remote serial protocol (gdbstub crate).
 //!
-//! The stub runs on its own thread and is a client of the vCPU's one run
-//! loop ([`crate::vcpu`]), through [`crate::vcpu::debug`]: it never calls
-//! `KVM_RUN`. Without a client the guest runs freely while this thread
-//! waits on the listening socket; a client that connects parks the vCPU
-//! (as attaching does), and from then on gdbstub's event loop resumes the
-//! vCPU and waits for either its next stop or gdb's next byte (a Ctrl-C
-//! asks the vCPU to park). The vCPU serves its checkpoints, `--inspect`,
+//! The stub is a client of the vCPU's one run loop ([`crate::vcpu`]),
+//! through [`crate::vcpu::debug`]: it never calls `KVM_RUN` itself.
+//! Without a client the guest runs freely while the stub's thread waits on
+//! the listening socket; a client that connects is handed to the vCPU,
+//! which parks (as attaching does) and serves the session on its own
+//! thread: gdbstub's event loop reads gdb's packets there and runs the
+//! guest on through the loop until its next stop, so a single step costs
+//! no thread hand-off. Meanwhile the stub's thread watches the socket
+//! while the guest runs ([`watch`]): gdb's Ctrl-C asks the vCPU to park. The vCPU serves its checkpoints, `--inspect`,
 //! `--verify` and SIGUSR1 pauses itself, attached or not. When gdb detaches
 //! or disconnects, breakpoints are removed and the guest runs on; another
 //! gdb may attach later. `kill` from gdb ends the run with status
@@ -24,14 +26,15 @@ pub mod connection;
 pub mod memory;
 pub mod monitor;
 pub mod target;
+pub mod watch;
 
 pub use connection::GdbAddr;
 
 use crate::inspect::GuestLink;
 use crate::symbols::Symbols;
-use crate::vcpu::debug::Debugger;
+use crate::vcpu::debug::{DebugSession, DebugStop, Debugger, GuestCpu};
 use crate::vcpu::VcpuStop;
-use connection::{Conn, Listener, Stream, STOPPING};
+use connection::{Conn, Listener, STOPPING};
 use gdbstub::stub::{DisconnectReason, GdbStub};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -144,95 +147,106 @@ pub fn spawn(server: GdbServer, ctx: GdbContext) -> Result<JoinHandle<Result<(),
     if server.wait {
         ctx.debugger.hold_at_start();
     }
+    let ctx = Arc::new(ctx);
     std::thread::Builder::new().name("gdb".into()).spawn(move || serve(server, ctx)).map_err(GdbError::Thread)
 }
 
-/// Serves clients one after another until the run is over.
-fn serve(server: GdbServer, ctx: GdbContext) -> Result<(), GdbError> {
+/// Accepts clients one after another until the run is over; each is
+/// served on the vCPU thread while this one watches its socket.
+fn serve(server: GdbServer, ctx: Arc<GdbContext>) -> Result<(), GdbError> {
     let over = || ctx.stop.load(Ordering::Acquire) || ctx.debugger.ended();
     loop {
         let Some(stream) = server.listener.accept_blocking(&over, ctx.debugger.notify()).map_err(GdbError::Accept)?
         else {
             return Ok(());
         };
-        match session(stream, &ctx)? {
-            Session::Over => return Ok(()),
-            Session::RunsOn => {}
+        let conn = match Conn::new(stream, ctx.stop.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vmm: gdb: cannot set up the client's socket ({e}); waiting for another client");
+                continue;
+            }
+        };
+        let watch = Arc::new(watch::Watch::new(conn.raw_fd()).map_err(GdbError::Thread)?);
+        ctx.debugger.start(Box::new(Session { conn, ctx: ctx.clone(), watch: watch.clone() }));
+        watch.watch(&ctx.debugger).map_err(GdbError::Thread)?;
+        if over() {
+            return Ok(());
         }
     }
 }
 
-enum Session {
-    /// The run is over (the guest ended, gdb killed it, the VMM stops).
-    Over,
-    /// The guest runs on without a debugger; another may attach.
-    RunsOn,
+/// One gdb client, served on the vCPU thread.
+struct Session {
+    conn: Conn,
+    ctx: Arc<GdbContext>,
+    watch: Arc<watch::Watch>,
 }
 
-/// One gdb client, from attach to detach.
-fn session(stream: Stream, ctx: &GdbContext) -> Result<Session, GdbError> {
+impl DebugSession for Session {
+    fn serve(self: Box<Self>, first: DebugStop, cpu: &mut dyn GuestCpu) -> Option<VcpuStop> {
+        let Session { conn, ctx, watch } = *self;
+        let end = session(conn, &ctx, &watch, first, cpu);
+        let _ = watch.done.write(1);
+        end
+    }
+}
+
+/// One gdb client, from attach to detach, on the parked vCPU: `Some` when
+/// the run is to end.
+fn session(
+    conn: Conn,
+    ctx: &GdbContext,
+    watch: &watch::Watch,
+    first: DebugStop,
+    cpu: &mut dyn GuestCpu,
+) -> Option<VcpuStop> {
     let over = || ctx.stop.load(Ordering::Acquire);
-    let conn = match Conn::new(stream, ctx.stop.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vmm: gdb: cannot set up the client's socket ({e}); waiting for another client");
-            return Ok(Session::RunsOn);
-        }
-    };
-    let Some(first) = ctx.debugger.attach(&over) else {
-        return Ok(Session::Over);
-    };
-    if let crate::vcpu::debug::DebugStop::Ended(_) = first {
-        return Ok(Session::Over);
-    }
     eprintln!("vmm: gdb: attached; the guest is stopped");
-    let mut target = GdbTarget::new(ctx, first).map_err(GdbError::Thread)?;
+    let mut target = GdbTarget::new(ctx, watch, cpu, first);
     let result = GdbStub::new(conn).run_blocking::<EventLoop<'_>>(&mut target);
     let ended = target.run_over();
+    let gone = |target: &GdbTarget<'_>| Some(target.ended_with().unwrap_or(VcpuStop::Stopped));
     let end = |target: &mut GdbTarget<'_>| {
-        // Parked (or over) before the breakpoints go: a running vCPU holds
-        // its lock inside KVM_RUN.
-        if target.park() {
-            target.finish();
-            ctx.debugger.detach();
-            Session::RunsOn
-        } else {
-            Session::Over
+        if target.run_over() {
+            return gone(target);
         }
+        target.finish();
+        None
     };
     match result {
-        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(Session::Over),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => gone(&target),
         Ok(DisconnectReason::Kill) => {
-            eprintln!("vmm: gdb: killed the guest (exit status {EXIT_KILLED})");
-            if target.park() {
-                ctx.debugger.end(VcpuStop::Killed);
+            if ended {
+                return gone(&target);
             }
-            Ok(Session::Over)
+            eprintln!("vmm: gdb: killed the guest (exit status {EXIT_KILLED})");
+            Some(VcpuStop::Killed)
         }
         Ok(DisconnectReason::Disconnect) => {
             if ended {
-                return Ok(Session::Over);
+                return gone(&target);
             }
             eprintln!("vmm: gdb: detached; the guest runs on (gdb may attach again)");
-            Ok(end(&mut target))
+            end(&mut target)
         }
         Err(e) => {
             if over() || ended {
-                return Ok(Session::Over);
+                return gone(&target);
             }
             if e.is_target_error() {
                 match e.into_target_error() {
-                    Some(GdbError::Stopping) => return Ok(Session::Over),
+                    Some(GdbError::Stopping) => return gone(&target),
                     Some(other) => {
                         eprintln!("vmm: gdb: {other}; the guest runs on without the debugger");
-                        return Ok(end(&mut target));
+                        return end(&mut target);
                     }
-                    None => return Ok(end(&mut target)),
+                    None => return end(&mut target),
                 }
             }
             let why = if e.is_connection_error() {
                 match e.into_connection_error() {
-                    Some((io, _)) if io.to_string() == STOPPING => return Ok(Session::Over),
+                    Some((io, _)) if io.to_string() == STOPPING => return gone(&target),
                     Some((io, kind)) => format!("connection {kind:?} error: {io}"),
                     None => "connection error".into(),
                 }
@@ -240,10 +254,10 @@ fn session(stream: Stream, ctx: &GdbContext) -> Result<Session, GdbError> {
                 e.to_string()
             };
             let r = end(&mut target);
-            if matches!(r, Session::RunsOn) {
+            if r.is_none() {
                 eprintln!("vmm: gdb: session ended ({why}); the guest runs on (gdb may attach again)");
             }
-            Ok(r)
+            r
         }
     }
 }

@@ -7,12 +7,13 @@
 
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
-use super::connection::{Conn, POLL_MS};
+use super::connection::Conn;
 use super::memory::{self, View};
+use super::watch::Watch;
 use super::{GdbContext, GdbError};
 use crate::inspect::{self, AddressMode, GuestLink};
 use crate::symbols::Symbols;
-use crate::vcpu::debug::{DebugStop, Debugger};
+use crate::vcpu::debug::{DebugStop, Debugger, GuestCpu};
 use crate::vcpu::{report, Crash, VcpuStop};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
@@ -32,10 +33,8 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 /// The gdb thread of vCPU 0.
 pub const VCPU0: Tid = NonZeroUsize::MIN;
@@ -59,12 +58,12 @@ pub enum GuestEnd {
     Crash(Crash),
 }
 
-const EV_VCPU: u64 = 0;
-const EV_GDB: u64 = 1;
-
 /// The debugged machine as gdbstub sees it.
 pub struct GdbTarget<'a> {
+    /// The parked vCPU (this runs on its thread).
+    cpu: &'a mut dyn GuestCpu,
     dbg: &'a Debugger,
+    watch: &'a Watch,
     /// Guest RAM.
     pub(super) mem: &'a GuestMemoryMmap,
     /// Kernel (and firmware) symbols, for monitor expressions.
@@ -77,14 +76,14 @@ pub struct GdbTarget<'a> {
     /// How memory addresses are interpreted (`monitor phys`, `monitor cr3`).
     pub(super) view: View,
     step: bool,
-    /// The vCPU was resumed and has not stopped since.
-    running: bool,
     debug_state: Option<(u32, [u64; 8])>,
     cache: Option<(kvm_regs, kvm_sregs)>,
     /// Set once the guest died or the run ended.
     pub(super) end: Option<GuestEnd>,
-    epoll: Epoll,
-    conn_watched: bool,
+    /// How the run ended, once it did.
+    ended_with: Option<VcpuStop>,
+    /// gdb's bytes stopped the running guest; gdbstub is reading them.
+    interrupted_running: bool,
     /// Refusals and warnings not yet shown in gdb (see [`GdbTarget::note`]).
     notes: Vec<String>,
     /// What each debug register holds besides gdb's `hbreak`s: the stub's
@@ -123,12 +122,13 @@ struct ExceptionFrame {
 }
 
 impl<'a> GdbTarget<'a> {
-    /// A target over the parked vCPU of `ctx`, which stopped with `first`.
-    pub fn new(ctx: &'a GdbContext, first: DebugStop) -> io::Result<Self> {
-        let epoll = Epoll::new()?;
-        epoll.ctl(ControlOperation::Add, ctx.debugger.notify().as_raw_fd(), EpollEvent::new(EventSet::IN, EV_VCPU))?;
+    /// A target over the parked vCPU `cpu`, which stopped with `first`;
+    /// `watch` interrupts it while it runs.
+    pub fn new(ctx: &'a GdbContext, watch: &'a Watch, cpu: &'a mut dyn GuestCpu, first: DebugStop) -> Self {
         let mut t = GdbTarget {
+            cpu,
             dbg: &ctx.debugger,
+            watch,
             mem: &ctx.mem,
             symbols: &ctx.symbols,
             link: &ctx.link,
@@ -136,12 +136,11 @@ impl<'a> GdbTarget<'a> {
             bps: Breakpoints::default(),
             view: View::default(),
             step: false,
-            running: false,
             debug_state: None,
             cache: None,
             end: None,
-            epoll,
-            conn_watched: false,
+            ended_with: None,
+            interrupted_running: false,
             notes: Vec::new(),
             hidden: [None; 4],
             user_step: false,
@@ -149,7 +148,7 @@ impl<'a> GdbTarget<'a> {
         };
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
-        Ok(t)
+        t
     }
 
     /// A refusal or warning for gdb's user: on the VMM's stderr now, and in
@@ -189,33 +188,34 @@ impl<'a> GdbTarget<'a> {
 
     /// Whether the vCPU's run is over.
     pub fn run_over(&self) -> bool {
-        matches!(self.end, Some(GuestEnd::Over)) || self.dbg.ended()
+        matches!(self.end, Some(GuestEnd::Over))
     }
 
-    /// Makes sure the vCPU is parked (asking it to, if it runs); false
-    /// when its run is over instead.
-    pub fn park(&mut self) -> bool {
-        if self.run_over() {
-            return false;
-        }
-        if self.running {
-            self.dbg.request_stop();
-            match self.dbg.wait_stop(&|| false) {
-                Some(DebugStop::Ended(_)) | None => {
-                    self.end = Some(GuestEnd::Over);
-                    return false;
-                }
-                Some(_) => self.running = false,
+    /// How the run ended (once [`GdbTarget::run_over`]).
+    pub fn ended_with(&self) -> Option<VcpuStop> {
+        self.ended_with.clone()
+    }
+
+    /// Runs the guest until its next stop for gdb. A requested stop with
+    /// nothing from gdb behind it (the watcher acted on bytes of an
+    /// earlier run, already read) is no stop: it runs on.
+    fn run_guest(&mut self) -> DebugStop {
+        self.cache = None;
+        loop {
+            self.watch.arm(self.dbg);
+            let s = self.cpu.run();
+            self.watch.disarm();
+            if s != DebugStop::Requested || self.watch.data_pending() {
+                return s;
             }
         }
-        true
     }
 
     /// Removes every breakpoint and turns guest debugging off, so the guest
     /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
         self.bps.clear(self.mem);
-        let _ = self.dbg.vcpu().set_guest_debug(&Default::default());
+        let _ = self.cpu.vcpu().set_guest_debug(&Default::default());
         self.debug_state = None;
     }
 
@@ -224,7 +224,7 @@ impl<'a> GdbTarget<'a> {
         if let Some(c) = self.cache {
             return Ok(c);
         }
-        let v = self.dbg.vcpu();
+        let v = self.cpu.vcpu();
         let regs = v.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
         let sregs = v.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
         drop(v);
@@ -335,17 +335,10 @@ impl<'a> GdbTarget<'a> {
         }
         let key = (dbg.control, dbg.arch.debugreg);
         if self.debug_state != Some(key) {
-            self.dbg.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
+            self.cpu.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
             self.debug_state = Some(key);
         }
         Ok(())
-    }
-
-    /// Resumes the parked vCPU.
-    fn resume_vcpu(&mut self) {
-        self.cache = None;
-        self.running = true;
-        self.dbg.resume();
     }
 
     /// What gdb is told about a stop of the vCPU.
@@ -353,8 +346,10 @@ impl<'a> GdbTarget<'a> {
     /// not for gdb (a hidden breakpoint on the guest's own business: call
     /// [`GdbTarget::pass_through`]).
     fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
-        self.running = false;
         self.cache = None;
+        if let DebugStop::Ended(e) = &s {
+            self.ended_with = Some(e.clone());
+        }
         if let DebugStop::Debug(d) = &s {
             let hit = (0..4).find(|&i| d.dr6 & (1 << i) != 0 && self.hidden[i].is_some());
             if let Some(kind) = hit.and_then(|i| self.hidden[i]) {
@@ -456,10 +451,8 @@ impl<'a> GdbTarget<'a> {
     /// hardware breakpoint at `skip_hw` left out, and waits for it.
     fn single_step(&mut self, skip_hw: Option<u64>) -> Result<StopReason, GdbError> {
         self.begin_step(skip_hw)?;
-        self.resume_vcpu();
         loop {
-            let stop = &self.ctx.stop;
-            let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+            let s = self.run_guest();
             if let Some(r) = self.stop_reason(s)? {
                 return Ok(r);
             }
@@ -474,7 +467,7 @@ impl<'a> GdbTarget<'a> {
         if self.cpl()? == 3 {
             let (mut regs, _) = self.state()?;
             regs.rflags |= TF;
-            self.dbg.vcpu().set_regs(&regs).map_err(GdbError::kvm("set RFLAGS.TF for a user-mode step"))?;
+            self.cpu.vcpu().set_regs(&regs).map_err(GdbError::kvm("set RFLAGS.TF for a user-mode step"))?;
             self.cache = None;
             self.user_step = true;
         }
@@ -537,7 +530,7 @@ impl<'a> GdbTarget<'a> {
         regs.rip = rip;
         regs.rsp = f.rsp;
         regs.rflags = if clear_tf { f.rflags & !TF } else { f.rflags };
-        let v = self.dbg.vcpu();
+        let v = self.cpu.vcpu();
         v.set_sregs(&sregs).map_err(GdbError::kvm("return the vCPU to ring 3 (segments)"))?;
         v.set_regs(&regs).map_err(GdbError::kvm("return the vCPU to ring 3 (registers)"))?;
         drop(v);
@@ -583,16 +576,13 @@ impl<'a> GdbTarget<'a> {
         let pc = self.pc_linear()?;
         let user_step = std::mem::take(&mut self.user_step);
         self.set_debug(true, Some(pc))?;
-        self.resume_vcpu();
-        let stop = &self.ctx.stop;
-        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
+        let s = self.run_guest();
         self.user_step = user_step;
         match self.stop_reason(s)? {
             Some(StopReason::DoneStep) | None => {}
             Some(other) => return Ok(Some(other)),
         }
         self.set_debug(self.step, None)?;
-        self.resume_vcpu();
         Ok(None)
     }
 
@@ -606,7 +596,7 @@ impl<'a> GdbTarget<'a> {
         match &self.end {
             Some(GuestEnd::Crash(c)) => {
                 let signal = crash_signal(c);
-                self.dbg.end(VcpuStop::Crash(c.clone()));
+                self.ended_with = Some(VcpuStop::Crash(c.clone()));
                 self.end = Some(GuestEnd::Over);
                 return Ok(Event::TargetStopped(StopReason::Terminated(signal)));
             }
@@ -639,67 +629,49 @@ impl<'a> GdbTarget<'a> {
         } else {
             self.set_debug(false, None).map_err(E::Target)?;
         }
-        self.resume_vcpu();
         self.wait_event(conn)
     }
 
-    /// Waits for the vCPU's stop or gdb's next byte (a Ctrl-C), whichever
-    /// comes first.
+    /// Runs the guest until it stops or gdb sends something (a Ctrl-C),
+    /// whichever comes first.
     fn wait_event(
         &mut self,
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
-        if !self.conn_watched {
-            self.epoll
-                .ctl(
-                    ControlOperation::Add,
-                    conn.raw_fd(),
-                    EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP, EV_GDB),
-                )
-                .map_err(|e| E::Target(GdbError::Thread(e)))?;
-            self.conn_watched = true;
-        }
-        let mut events = [EpollEvent::default(); 2];
         loop {
-            if let Some(s) = self.dbg.try_stop() {
-                match self.stop_reason(s).map_err(E::Target)? {
-                    Some(r) => return Ok(Event::TargetStopped(r)),
-                    None => {
-                        if let Some(r) = self.pass_through().map_err(E::Target)? {
-                            return Ok(Event::TargetStopped(r));
-                        }
-                        continue;
-                    }
-                }
-            }
-            if self.stopping() {
-                return Err(E::Target(GdbError::Stopping));
-            }
-            let n = match self.epoll.wait(POLL_MS, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(E::Target(GdbError::Thread(e))),
-            };
-            if events[..n].iter().any(|e| e.data() == EV_GDB) {
+            let s = self.run_guest();
+            if s == DebugStop::Requested {
+                // Stopped for gdb's bytes: gdbstub reads them (a Ctrl-C
+                // comes back through `interrupt`, with the vCPU parked).
                 if let Some(b) = conn.take_pending().map_err(E::Connection)? {
+                    self.interrupted_running = true;
                     return Ok(Event::IncomingData(b));
+                }
+                if self.stopping() {
+                    return Err(E::Target(GdbError::Stopping));
+                }
+                continue;
+            }
+            match self.stop_reason(s).map_err(E::Target)? {
+                Some(r) => return Ok(Event::TargetStopped(r)),
+                None => {
+                    if let Some(r) = self.pass_through().map_err(E::Target)? {
+                        return Ok(Event::TargetStopped(r));
+                    }
                 }
             }
         }
     }
 
-    /// gdb's Ctrl-C: parks the running vCPU and says why it stopped.
+    /// gdb's Ctrl-C. The vCPU is parked whenever this runs (the session
+    /// runs on its thread): a Ctrl-C that stopped a running guest is
+    /// answered with SIGINT; one read while the guest was already stopped
+    /// (it came as the guest stopped, or it interrupted a step the stub
+    /// made on its own and was answered then) needs no second stop.
     fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
-        if !self.running {
-            return Ok(Some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }));
-        }
-        self.dbg.request_stop();
-        let stop = &self.ctx.stop;
-        let s = self.dbg.wait_stop(&|| stop.load(Ordering::Acquire)).ok_or(GdbError::Stopping)?;
-        // Parked on a hidden breakpoint of the guest's own business: that
-        // is where Ctrl-C stopped it.
-        Ok(Some(self.stop_reason(s)?.unwrap_or(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT })))
+        let running = std::mem::take(&mut self.interrupted_running);
+        Ok(running.then_some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
     }
 }
 
@@ -737,7 +709,7 @@ impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, out: &mut Regs, _tid: Tid) -> TargetResult<(), Self> {
         let (r, s) = self.state().map_err(fatal)?;
         let fpu =
-            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            self.cpu.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         let c = &mut out.core;
         c.regs = [
             r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
@@ -787,13 +759,13 @@ impl MultiThreadBase for GdbTarget<'_> {
         r.rip = c.rip;
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
         self.cache = None;
-        self.dbg
+        self.cpu
             .vcpu()
             .set_regs(&r)
             .map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
 
         let mut fpu =
-            self.dbg.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            self.cpu.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         for (v, x) in fpu.xmm.iter_mut().zip(c.xmm.iter()) {
             *v = x.to_le_bytes();
         }
@@ -803,7 +775,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
             fpr[..10].copy_from_slice(st);
         }
-        self.dbg
+        self.cpu
             .vcpu()
             .set_fpu(&fpu)
             .map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
@@ -811,7 +783,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         if old != new.system {
             [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = new.system;
-            let r = self.dbg.vcpu().set_sregs(&s);
+            let r = self.cpu.vcpu().set_sregs(&s);
             self.cache = None;
             if let Err(e) = r {
                 self.note(format!("KVM refused the new control registers ({e}); they are unchanged"));

@@ -4,16 +4,16 @@
 //! Every way the guest is observed is a client of this loop, never a loop
 //! of its own: the park hooks ([`ParkHook`]: `--inspect`/`--verify` at
 //! checkpoints and at a SIGUSR1 pause) run here with the vCPU parked in
-//! the exit, and a debugger (the gdb stub, on its own thread) talks to the
-//! loop through [`debug`]: the vCPU parks for it (a paused state) and
-//! waits on a channel for what to do next, as Firecracker's vCPU does. So
-//! checkpoints, pauses and `--verify` work the same with gdb attached.
+//! the exit, and a debugger (the gdb stub) is served on this thread while
+//! the vCPU is parked ([`debug`]): its session runs the guest on through
+//! this same loop. So checkpoints, pauses and `--verify` work the same
+//! with gdb attached.
 //!
 //! Everything outside the loop reaches the vCPU's state through the small
 //! [`Vcpu`] trait ([`crate::kvm`]); the loop alone calls `KVM_RUN`. The
 //! vCPU sits in a [`SharedVcpu`] (a mutex the loop holds only while it is
-//! inside `KVM_RUN` or handling an exit), so a debugger on another thread
-//! reads registers while the vCPU is parked.
+//! inside `KVM_RUN` or handling an exit), so other threads (the crash
+//! report, the gdb bench) read registers while the vCPU is not running.
 //!
 //! [`handle_exit`] is a free function over the exit alone, so unit tests
 //! feed it exits without a VM (as Firecracker's vCPU tests do).
@@ -134,15 +134,31 @@ pub enum VcpuStop {
 }
 
 /// One vCPU's run loop with what it owns: the port bus, the link to
-/// inspection, the park hooks and the debugger's end of the channel.
+/// inspection, the park hooks and the debugger's end.
 pub struct VcpuRunner {
+    core: Core,
+    debugger: Option<debug::VcpuDebug>,
+}
+
+/// The loop's state apart from the debugger.
+struct Core {
     index: usize,
     vcpu: SharedVcpu,
     bus: PortBus,
     link: GuestLink,
     hooks: Vec<Box<dyn ParkHook>>,
-    debugger: Option<debug::VcpuDebug>,
     stop: Arc<AtomicBool>,
+    /// A `KVM_RUN` failure inside a debugger's session, returned once the
+    /// session is over.
+    failed: Option<kvm_ioctls::Error>,
+}
+
+/// What a stretch of running ended with.
+enum Step {
+    /// A stop for the debugger.
+    Park(debug::DebugStop),
+    /// The run is over.
+    End(VcpuStop),
 }
 
 impl VcpuRunner {
@@ -151,17 +167,17 @@ impl VcpuRunner {
     /// then kicks the vCPU thread out of `KVM_RUN` with the event loop's
     /// signal).
     pub fn new(index: usize, vcpu: SharedVcpu, bus: PortBus, link: GuestLink, stop: Arc<AtomicBool>) -> Self {
-        VcpuRunner { index, vcpu, bus, link, hooks: Vec::new(), debugger: None, stop }
+        VcpuRunner { core: Core { index, vcpu, bus, link, hooks: Vec::new(), stop, failed: None }, debugger: None }
     }
 
     /// The vCPU's index (0 is the boot CPU).
     pub fn index(&self) -> usize {
-        self.index
+        self.core.index
     }
 
     /// Adds what runs while the vCPU is parked at a checkpoint or a pause.
     pub fn add_park_hook(&mut self, hook: Box<dyn ParkHook>) {
-        self.hooks.push(hook);
+        self.core.hooks.push(hook);
     }
 
     /// Connects a debugger (see [`debug::channel`]).
@@ -171,7 +187,7 @@ impl VcpuRunner {
 
     /// The port bus (the self-test results it collected).
     pub fn bus(&self) -> &PortBus {
-        &self.bus
+        &self.core.bus
     }
 
     /// Runs the vCPU until the guest exits or dies, a hook or the debugger
@@ -183,60 +199,105 @@ impl VcpuRunner {
         }
         let end = self.run_loop();
         if let Some(d) = &self.debugger {
-            d.ended(end.as_ref().ok());
+            d.ended();
         }
         end
     }
 
     fn run_loop(&mut self) -> Result<VcpuStop, kvm_ioctls::Error> {
         loop {
-            if self.stop.load(Ordering::Acquire) {
-                return Ok(VcpuStop::Stopped);
-            }
-            if pause::take() && self.park_hooks(pause::PAUSE_CHECKPOINT) == ParkVerdict::Stop {
-                return Ok(VcpuStop::Stopped);
-            }
-            if self.debugger.as_ref().is_some_and(debug::VcpuDebug::stop_requested) {
-                if let Some(end) = self.park_for_debugger(debug::DebugStop::Requested) {
-                    return Ok(end);
-                }
-                continue;
-            }
-            match self.enter()? {
-                ExitAction::Continue => {}
-                ExitAction::Exit(code) => return Ok(VcpuStop::Exit(code)),
-                ExitAction::Checkpoint(name) => {
-                    if self.park_hooks(&name) == ParkVerdict::Stop {
-                        return Ok(VcpuStop::Stopped);
+            // Without a session debug exits are dropped (left over from a
+            // detached one) and crashes end the run.
+            match self.core.run(self.debugger.as_ref(), false)? {
+                Step::End(s) => return Ok(s),
+                Step::Park(why) => {
+                    let Some(d) = &self.debugger else { continue };
+                    let stop = self.core.stop.clone();
+                    let end = d.park(why, &mut Parked { core: &mut self.core, debug: d }, &stop);
+                    if let Some(e) = self.core.failed.take() {
+                        return Err(e);
                     }
-                }
-                ExitAction::Debug(d) => {
-                    // Without a debugger guest debugging is off; a debug
-                    // exit left over from a detached session is dropped.
-                    if self.attached() {
-                        if let Some(end) = self.park_for_debugger(debug::DebugStop::Debug(d)) {
-                            return Ok(end);
-                        }
-                    }
-                }
-                ExitAction::Crash(c) => {
-                    // A debugger sees the crash as a stop and decides: look
-                    // at the state, end the run, or run on (its own int3 on
-                    // hosts that emulate ring 0 ends KVM_RUN as an
-                    // emulation failure; a halted vCPU may be woken).
-                    if !self.attached() {
-                        return Ok(VcpuStop::Crash(c));
-                    }
-                    if let Some(end) = self.park_for_debugger(debug::DebugStop::Crash(c)) {
+                    if let Some(end) = end {
                         return Ok(end);
                     }
                 }
             }
         }
     }
+}
 
-    fn attached(&self) -> bool {
-        self.debugger.as_ref().is_some_and(debug::VcpuDebug::attached)
+/// The parked vCPU a debugger's session drives.
+struct Parked<'a> {
+    core: &'a mut Core,
+    debug: &'a debug::VcpuDebug,
+}
+
+impl debug::GuestCpu for Parked<'_> {
+    fn index(&self) -> usize {
+        self.core.index
+    }
+
+    fn vcpu(&self) -> MutexGuard<'_, VcpuFd> {
+        lock(&self.core.vcpu)
+    }
+
+    fn run(&mut self) -> debug::DebugStop {
+        if self.core.failed.is_some() {
+            return debug::DebugStop::Ended(VcpuStop::Stopped);
+        }
+        match self.core.run(Some(self.debug), true) {
+            Ok(Step::Park(s)) => s,
+            Ok(Step::End(e)) => debug::DebugStop::Ended(e),
+            Err(e) => {
+                self.core.failed = Some(e);
+                debug::DebugStop::Ended(VcpuStop::Stopped)
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Runs until a stop for the debugger or the end of the run; with
+    /// `session`, every debug exit and crash is the debugger's.
+    fn run(&mut self, debug: Option<&debug::VcpuDebug>, session: bool) -> Result<Step, kvm_ioctls::Error> {
+        use debug::DebugStop;
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(Step::End(VcpuStop::Stopped));
+            }
+            if pause::take() && self.park_hooks(pause::PAUSE_CHECKPOINT) == ParkVerdict::Stop {
+                return Ok(Step::End(VcpuStop::Stopped));
+            }
+            if debug.is_some_and(debug::VcpuDebug::take_stop_request) {
+                return Ok(Step::Park(DebugStop::Requested));
+            }
+            match self.enter()? {
+                ExitAction::Continue => {}
+                ExitAction::Exit(code) => return Ok(Step::End(VcpuStop::Exit(code))),
+                ExitAction::Checkpoint(name) => {
+                    if self.park_hooks(&name) == ParkVerdict::Stop {
+                        return Ok(Step::End(VcpuStop::Stopped));
+                    }
+                }
+                ExitAction::Debug(d) => {
+                    if session {
+                        return Ok(Step::Park(DebugStop::Debug(d)));
+                    }
+                }
+                // A debugger's kick out of a halted vCPU is its request,
+                // not a new halt.
+                ExitAction::Crash(Crash::Halted) if debug.is_some_and(debug::VcpuDebug::take_stop_request) => {
+                    return Ok(Step::Park(DebugStop::Requested));
+                }
+                ExitAction::Crash(c) => {
+                    // A debugger sees the crash as a stop and decides: look
+                    // at the state, end the run, or run on (its own int3 on
+                    // hosts that emulate ring 0 ends KVM_RUN as an
+                    // emulation failure; a halted vCPU may be woken).
+                    return Ok(if session { Step::Park(DebugStop::Crash(c)) } else { Step::End(VcpuStop::Crash(c)) });
+                }
+            }
+        }
     }
 
     /// Enters the guest once and says what the exit means.
@@ -268,12 +329,6 @@ impl VcpuRunner {
             }
         }
         ParkVerdict::Resume
-    }
-
-    /// Parks for the debugger; `Some` when it ended the run.
-    fn park_for_debugger(&mut self, why: debug::DebugStop) -> Option<VcpuStop> {
-        let d = self.debugger.as_ref()?;
-        d.park(why, &self.stop)
     }
 }
 
