@@ -60,6 +60,8 @@ pub struct PortBus {
     /// Self-test records received so far.
     pub results: ResultsChannel,
     checkpoint_name: Vec<u8>,
+    /// Bytes of the current checkpoint name past [`CHECKPOINT_NAME_MAX`].
+    checkpoint_dropped: usize,
     descriptor_low: u32,
     /// The MMIO devices (virtio), reached through the vCPU's MMIO exits.
     pub mmio: virtio::MmioBus,
@@ -76,6 +78,7 @@ impl PortBus {
             symbol_pos: 0,
             results: ResultsChannel::default(),
             checkpoint_name: Vec::new(),
+            checkpoint_dropped: 0,
             descriptor_low: 0,
             mmio: virtio::MmioBus::default(),
         }
@@ -117,11 +120,22 @@ impl PortBus {
                 Some(0) => {
                     let name = String::from_utf8_lossy(&self.checkpoint_name).into_owned();
                     self.checkpoint_name.clear();
+                    if self.checkpoint_dropped > 0 {
+                        // The cap protects the host from a guest that never
+                        // ends a name; say so rather than cut silently.
+                        eprintln!(
+                            "vmm: note: a checkpoint name was cut at {CHECKPOINT_NAME_MAX} bytes ({} more dropped)",
+                            self.checkpoint_dropped
+                        );
+                        self.checkpoint_dropped = 0;
+                    }
                     PortAction::Checkpoint(name)
                 }
                 Some(&b) => {
                     if self.checkpoint_name.len() < CHECKPOINT_NAME_MAX {
                         self.checkpoint_name.push(b);
+                    } else {
+                        self.checkpoint_dropped += 1;
                     }
                     PortAction::Continue
                 }
@@ -205,10 +219,12 @@ mod tests {
         for _ in 0..1000 {
             b.write(CHECKPOINT_PORT, b"x");
         }
+        assert_eq!(b.checkpoint_dropped, 1000 - CHECKPOINT_NAME_MAX);
         match b.write(CHECKPOINT_PORT, &[0]) {
             PortAction::Checkpoint(n) => assert_eq!(n.len(), CHECKPOINT_NAME_MAX),
             other => panic!("{other:?}"),
         }
+        assert_eq!(b.checkpoint_dropped, 0, "the count restarts with the next name");
     }
 
     #[test]
