@@ -235,11 +235,12 @@ impl PhysMap {
         while total / (per_px * COLS) > 1024 {
             per_px *= 2;
         }
-        // The legend first, three columns, so a reader knows the colours
-        // before the bands; each band's runs carry a hover title.
+        // The legend first, so a reader knows the colours before the
+        // bands, in two columns (the longest labels overlap in three);
+        // each band's runs carry a hover title.
         let counts = self.counts();
         let mut legend = String::new();
-        let cols = 3u64;
+        let cols = 2u64;
         let col_w = (COLS + LEFT) / cols;
         for (i, c) in FrameClass::ALL.iter().enumerate() {
             let (col, row) = (i as u64 % cols, i as u64 / cols);
