@@ -18,6 +18,10 @@
 //! `procbench`   the process bench's ring-3 programs (`procbench=malloc`
 //!               or `procbench=fork` for one half), for
 //!               vmm/benches/process.rs, which parses their output
+//! `oom`         the OOM scenario: three memory hogs in a small guest,
+//!               the biggest killed (`oom=adj`: oom_score_adj 1000
+//!               picks a smaller one); proc/mod.rs `oom_scenario`
+//! `vmstat`      print the event counters (/proc/vmstat)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -84,6 +88,12 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("oom", variant) => {
+                if !crate::proc::oom_scenario(variant) && code == 0 {
+                    code = 1;
+                }
+            }
+            ("vmstat", None) => crate::mm::vmstat::print(),
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),

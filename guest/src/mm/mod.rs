@@ -9,12 +9,15 @@ pub mod fault;
 pub mod heap;
 pub mod layout;
 pub mod memblock;
+pub mod oom_kill;
 pub mod page_alloc;
 pub mod paging;
 pub mod phys;
 pub mod procfs;
 pub mod sabotage;
 pub mod vmalloc;
+pub mod vmscan;
+pub mod vmstat;
 
 use crate::arch::percpu::this_cpu;
 use crate::boot::BootParams;

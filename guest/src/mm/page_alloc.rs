@@ -19,9 +19,9 @@
 //!    `NORETRY`, retrying if it freed something;
 //! 5. give up: the caller sees its allocator's own error.
 //!
-//! Steps 2-4 are hook points only, stubs that report no progress: nothing
-//! is reclaimed, compacted or killed until issue 13 fills them in. They
-//! run without the page allocator lock ([`super::PAGES`]): reclaim must
+//! Step 2 wakes kswapd (mm/vmscan.rs), step 3 reclaims what the
+//! shrinkers give back (anonymous pages wait for swap; compaction is
+//! still a stub), step 4 is mm/oom_kill.rs. Steps 3-4 run without the page allocator lock ([`super::PAGES`]): reclaim must
 //! take mm locks, which rank outside it (sync.rs), so the slow path takes
 //! the lock only around each retry and each deferred chunk, as Linux holds
 //! `zone->lock` only inside `rmqueue`. Callers that hold the lock across
@@ -275,21 +275,22 @@ fn slowpath<T, E: AllocError>(
     Err(err)
 }
 
-/// HOOK POINT (issue 13, memory pressure), called with no page-allocator
-/// lock held: wake kswapd, which reclaims in
-/// the background until the zones are above their high watermarks
-/// (Linux's `wake_all_kswapds`). A stub today: there is no kswapd.
-fn wake_kswapd(_order: u8, _gfp: GfpMask) {}
+/// Wakes kswapd (Linux's `wake_all_kswapds`), which reclaims in the
+/// background until the zones are above their high watermarks
+/// (mm/vmscan.rs). Lock-free, so it may run under the page allocator:
+/// the scheduler picks the wake up at its next switch.
+fn wake_kswapd(_order: u8, _gfp: GfpMask) {
+    super::vmscan::wakeup_kswapd();
+}
 
-/// HOOK POINT (issue 13), called with no lock of the slow path's held
-/// (the caller may hold outer ones, e.g. its mm): reclaim pages
-/// synchronously for this request
-/// (Linux's `__alloc_pages_direct_reclaim` -> `try_to_free_pages`: shrink
-/// the LRU lists, write anonymous pages to swap, shrink the slab caches);
-/// returns the pages freed. A stub today: there are no LRU lists or swap,
-/// so it frees nothing and returns 0.
+/// Reclaims pages synchronously for this request (Linux's
+/// `__alloc_pages_direct_reclaim` -> `try_to_free_pages`, mm/vmscan.rs),
+/// called with no lock of the slow path's held (the caller may hold outer
+/// ones, e.g. its mm); returns the pages freed. What can be reclaimed
+/// today is what the shrinkers give back (empty slabs): anonymous pages
+/// wait for swap (`vmscan::shrink_lruvec`).
 fn direct_reclaim(_order: u8, _gfp: GfpMask) -> u64 {
-    0
+    super::vmscan::try_to_free_pages()
 }
 
 /// HOOK POINT (issue 13): move movable pages together so a free block of
@@ -299,11 +300,11 @@ fn direct_compact(_order: u8, _gfp: GfpMask) -> bool {
     false
 }
 
-/// HOOK POINT (issue 13): choose a process and kill it to free its memory
-/// (Linux's `__alloc_pages_may_oom` -> `out_of_memory`); true if memory
-/// was freed. A stub today: returns false, so the request fails; the user
-/// page-fault path then kills the faulting process itself (proc/mod.rs),
-/// which is all the OOM handling there is.
-fn out_of_memory(_order: u8, _gfp: GfpMask) -> bool {
-    false
+/// Linux's `__alloc_pages_may_oom` -> `out_of_memory` (mm/oom_kill.rs):
+/// kills the process with the highest badness and reaps its memory; true
+/// if memory was freed (or the caller itself is the victim). The user
+/// page-fault path, which allocates under the page-allocator lock and so
+/// never gets here, calls the killer itself (`pagefault_out_of_memory`).
+fn out_of_memory(order: u8, gfp: GfpMask) -> bool {
+    super::oom_kill::out_of_memory(order, gfp.flags)
 }

@@ -238,11 +238,13 @@ impl MmStruct {
 
     /// Linux's `exit_mmap`: every page and page table of the user half,
     /// then the PGD. The caller has moved CR3 off this address space.
+    /// It allocates nothing (the VMA set is moved out, not copied): it
+    /// runs when memory is exhausted, for the OOM killer's victims.
     pub fn exit_mmap(&mut self) {
-        let vmas: alloc::vec::Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        let vmas = core::mem::take(&mut self.vmas);
         PAGES.with(|p| {
-            for &(s, e) in &vmas {
-                self.zap(p, s, e);
+            for v in vmas.iter() {
+                self.zap(p, v.start, v.end);
             }
             let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
             let _ = user_pt(self.pgd).free_tables(&mut direct_map(), &mut frames, 0..USER_HALF_END);

@@ -47,7 +47,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 10] = [
+pub static PROGRAMS: [(&str, &[u8]); 11] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -60,6 +60,8 @@ pub static PROGRAMS: [(&str, &[u8]); 10] = [
     user_program!("forkbench"),
     // The ring-3 half of the access-rights test (selftest/access.rs).
     user_program!("access3"),
+    // Memory pressure: the OOM scenario (cmdline `oom`).
+    user_program!("memhog"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a
@@ -90,6 +92,15 @@ pub fn init() {
         panic!("no room to register the process sabotage switches");
     }
     report::init();
+    crate::mm::vmscan::init();
+    crate::mm::oom_kill::register(crate::mm::oom_kill::OomOps {
+        candidates: sched::oom_candidates,
+        kill: sched::oom_kill,
+        current: || {
+            let (name, pid, _) = sched::current_info();
+            (pid, name, sched::current_killed())
+        },
+    });
     KERNEL_HALF_AT_INIT.set(kernel_half());
 }
 
@@ -146,8 +157,101 @@ pub fn run(name: &str, arg: u64) -> Option<u64> {
     sched::kernel_wait(pid)
 }
 
+/// `memhog`'s argument: `pages` to touch (0: until killed), and the
+/// oom_score_adj it sets for itself (None: inherit).
+fn memhog_arg(pages: u64, adj: Option<i64>) -> u64 {
+    pages | adj.map_or(0, |a| (((a + 1000) as u64) << 32) | (1 << 44))
+}
+
+/// The OOM scenario (cmdline `oom`, `oom=adj`): three `memhog`s in a
+/// guest too small for all of them, with kswapd running.
+///
+/// - `oom`: two bounded hogs (256 and 384 pages) and an unbounded one:
+///   the unbounded one, the biggest, must be killed and the others finish.
+/// - `oom=adj`: a 512-page hog with oom_score_adj 1000, a 256-page one,
+///   and a big bounded one sized so that all three do not fit but the big
+///   one and the small one do: the adjusted hog must be killed although
+///   it is not the biggest, and the other two finish.
+///
+/// Prints each hog's fate and the vmstat counters; true if the expected
+/// victim, and only it, was killed (SIGKILL) and the others exited 0.
+pub fn oom_scenario(variant: Option<&str>) -> bool {
+    let adj = match variant {
+        None => false,
+        Some("adj") => true,
+        Some(other) => {
+            kprintln!("oom: unknown variant '{}' (none or adj)", other);
+            return false;
+        }
+    };
+    match sched::start_kswapd() {
+        Some(pid) => kprintln!("oom: kswapd0 running as pid {}", Dec(pid)),
+        None => {
+            kprintln!("oom: no memory for kswapd");
+            return false;
+        }
+    }
+    let free = PAGES.with(|p| {
+        let c = p.buddy.counts();
+        c.free + c.pcp
+    });
+    kprintln!("oom: {} pages free", Dec(free));
+    // (pages, oom_score_adj, expected to be killed)
+    let hogs: [(u64, Option<i64>, bool); 3] = if adj {
+        [(512, Some(1000), true), (256, None, false), (free.saturating_sub(256 + 200), None, false)]
+    } else {
+        [(256, None, false), (384, None, false), (0, None, true)]
+    };
+    let mut pids = [0u64; 3];
+    for (pid, &(pages, a, _)) in pids.iter_mut().zip(hogs.iter()) {
+        match spawn("memhog", memhog_arg(pages, a)) {
+            Ok(p) => *pid = p,
+            Err(e) => {
+                kprintln!("oom: cannot start memhog: {}", e);
+                return false;
+            }
+        }
+        let sign = if a.unwrap_or(0) < 0 { "-" } else { "" };
+        kprintln!(
+            "oom: started pid {} (memhog) pages {} oom_score_adj {}{}",
+            Dec(*pid),
+            Dec(pages),
+            sign,
+            Dec(a.unwrap_or(0).unsigned_abs())
+        );
+    }
+    let mut ok = true;
+    for (&pid, &(_, _, victim)) in pids.iter().zip(hogs.iter()) {
+        match sched::kernel_wait(pid) {
+            Some(st) if st == abi::SIGKILL => {
+                kprintln!("oom: pid {} (memhog) killed by signal 9", Dec(pid));
+                ok &= victim;
+            }
+            Some(st) => {
+                kprintln!("oom: pid {} (memhog) exited with status {}", Dec(pid), Dec(st >> 8));
+                ok &= !victim && st == 0;
+            }
+            None => {
+                kprintln!("oom: pid {} (memhog) could not be waited for", Dec(pid));
+                ok = false;
+            }
+        }
+    }
+    crate::mm::vmstat::print();
+    kprintln!("oom: scenario {}", if ok { "passed" } else { "FAILED" });
+    ok
+}
+
 /// Device interrupts and system calls (vectors >= 32).
 pub fn interrupt(frame: &mut TrapFrame) {
+    interrupt_inner(frame);
+    // A task the OOM killer killed dies before it runs user code again.
+    if frame.cs & 3 == 3 {
+        sched::exit_if_killed();
+    }
+}
+
+fn interrupt_inner(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == sysentry::SYSCALL_VECTOR => syscall::dispatch(frame),
         v if v == TIMER_VECTOR as u64 => {
@@ -196,6 +300,12 @@ fn probe_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
 /// Everything ring 3 raised: system calls arriving as the #PF at LSTAR,
 /// page faults, and fatal exceptions (the process dies, nothing else).
 pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
+    user_exception_inner(frame, cr2);
+    // A task the OOM killer killed dies before it runs user code again.
+    sched::exit_if_killed();
+}
+
+fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
     if frame.vector == PAGE_FAULT && cr2 == sysentry::entry_address() && frame.error_code == SYSCALL_FAULT_ERR {
         // `syscall` left RCX = return address and R11 = RFLAGS, as on
         // hardware; resume there (before dispatch, so fork copies it).
@@ -205,13 +315,24 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
         return;
     }
     if frame.vector == PAGE_FAULT {
+        crate::mm::vmstat::count(crate::mm::vmstat::Event::PgFault, 1);
         let r = sched::current_mm().map(|m| m.with(|mm| fault::handle_mm_fault(mm, cr2, frame.error_code)));
         match r {
             Some(Ok(())) => return,
             Some(Err(FaultError::Oom)) => {
+                // The fault allocates under the page-allocator lock, where
+                // the slow path may not kill: as Linux's VM_FAULT_OOM, the
+                // killer runs here with no lock held and the fault is
+                // retried (the victim's memory is free by then, or the
+                // victim is this process, which dies on the way out).
+                // Direct reclaim first (what the allocation would have
+                // done had it been allowed to block), then the killer.
+                if crate::mm::vmscan::try_to_free_pages() > 0 || crate::mm::oom_kill::pagefault_out_of_memory() {
+                    return;
+                }
                 let (name, pid, _) = sched::current_info();
-                kprintln!("Out of memory: killed process {} ({})", Dec(pid), name);
-                sched::do_exit(9)
+                kprintln!("Out of memory: no victim freed memory; killing the faulting process {} ({})", Dec(pid), name);
+                sched::do_exit(abi::SIGKILL)
             }
             _ => {}
         }

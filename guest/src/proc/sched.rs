@@ -65,6 +65,12 @@ pub struct Task {
     /// 0 for none: the fault then kills as usual. Not inherited by fork,
     /// so a child never resumes at a fix-up it did not register.
     pub probe_fixup: u64,
+    /// The OOM killer's adjustment, -1000..=1000 (Linux's
+    /// `signal->oom_score_adj`, inherited by fork).
+    pub oom_score_adj: i32,
+    /// Killed (SIGKILL, by the OOM killer): the task dies the next time
+    /// it would return to user mode.
+    pub killed: bool,
 }
 
 impl Task {
@@ -158,6 +164,7 @@ pub fn schedule() {
     crate::sync::assert_no_locks_held("schedule()");
     let kroot = KERNEL_PT.with(|m| m.root().0);
     let sw = SCHED.with(|s| {
+        wake_pending_kthreads(s);
         let next = s.runq.pop_front().unwrap_or(0);
         if next == s.current {
             return None;
@@ -197,6 +204,108 @@ pub fn schedule() {
     }
 }
 
+/// Pid of kswapd once started (0: not running).
+static KSWAPD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Lock-free wakes (mm/vmscan.rs `KSWAPD_WAKE_PENDING`, set where the
+/// scheduler lock may not be taken) become runnable kernel threads here.
+fn wake_pending_kthreads(s: &mut Sched) {
+    use core::sync::atomic::Ordering;
+    let pid = KSWAPD_PID.load(Ordering::Relaxed);
+    if pid == 0 || !crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire) {
+        return;
+    }
+    if let Some(t) = s.tasks.get_mut(&pid) {
+        if t.state == State::Waiting {
+            t.state = State::Runnable;
+            // Ahead of the processes: reclaim is what they wait for.
+            s.runq.push_front(pid);
+        }
+    }
+}
+
+/// Starts a kernel thread (Linux's `kthread_run`): a task with no address
+/// space that runs `entry` in ring 0, interrupts off, on its own kernel
+/// stack, under the kernel's page tables. It joins the run queue; its pid.
+pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u64> {
+    let kstack_pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
+    let mut task = Box::new(Task {
+        pid: 0,
+        parent: 0,
+        name,
+        state: State::Runnable,
+        kstack_pfn,
+        pgd: 0,
+        rsp: 0,
+        fpu: Box::new(FpuState::initial()),
+        mm: None,
+        preemptions: 0,
+        probe_fixup: 0,
+        // Never a candidate (no mm), and never killed.
+        oom_score_adj: crate::mm::oom_kill::OOM_SCORE_ADJ_MIN,
+        killed: false,
+    });
+    // The first switch returns through the exception return path
+    // (`iretq`), here to ring 0: the thread starts with rsp at the top of
+    // its stack (the frame is consumed by then), as after a call.
+    let frame = TrapFrame {
+        rip: entry as usize as u64,
+        cs: gdt::KERNEL_CS as u64,
+        rflags: mm_core::abi::cpu::RFLAGS_FIXED,
+        rsp: task.kstack_top() - 8,
+        ss: gdt::KERNEL_DS as u64,
+        ..TrapFrame::default()
+    };
+    task.rsp = prepare_stack(task.kstack_top(), &frame);
+    Some(SCHED.with(|s| {
+        let pid = s.next_pid;
+        s.next_pid += 1;
+        task.pid = pid;
+        s.tasks.insert(pid, task);
+        s.runq.push_back(pid);
+        pid
+    }))
+}
+
+/// Starts kswapd if it is not running (the OOM scenario does; processes
+/// and the self-tests run without it, so their task tables and leak
+/// checks see only processes). Its pid.
+pub fn start_kswapd() -> Option<u64> {
+    use core::sync::atomic::Ordering;
+    match KSWAPD_PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = kthread_run("kswapd0", kswapd)?;
+            KSWAPD_PID.store(pid, Ordering::Relaxed);
+            Some(pid)
+        }
+        pid => Some(pid),
+    }
+}
+
+/// kswapd's body (Linux's `kswapd`): balance the zones, then sleep until
+/// the slow path wakes it again.
+extern "C" fn kswapd() -> ! {
+    use core::sync::atomic::Ordering;
+    loop {
+        crate::mm::vmscan::KSWAPD_WAKE_PENDING.store(false, Ordering::Release);
+        crate::mm::vmscan::balance_pgdat();
+        // Sleep unless a wake arrived during the run (it is re-checked
+        // under the lock, so none is lost).
+        SCHED.with(|s| {
+            let me = s.current;
+            let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire);
+            if let Some(t) = s.tasks.get_mut(&me) {
+                if pending {
+                    s.runq.push_back(me);
+                } else {
+                    t.state = State::Waiting;
+                }
+            }
+        });
+        schedule();
+    }
+}
+
 /// Puts the running process at the back of the run queue and schedules
 /// (`sched_yield`, and the timer's preemption).
 pub fn yield_now(preempted: bool) {
@@ -228,6 +337,8 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         mm: None,
         preemptions: 0,
         probe_fixup: 0,
+        oom_score_adj: 0,
+        killed: false,
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
@@ -237,6 +348,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         let pid = s.next_pid;
         s.next_pid += 1;
         task.pid = pid;
+        task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
         s.tasks.insert(pid, task);
         s.runq.push_back(pid);
         publish(s);
@@ -311,6 +423,117 @@ pub enum Reaped {
     NoChild,
 }
 
+/// The signal a killed task's wait status carries.
+const SIGKILL: u64 = 9;
+
+/// Whether the running task was killed (and is on its way out).
+pub fn current_killed() -> bool {
+    SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| t.killed))
+}
+
+/// Dies now if the running task was killed (called on every way back to
+/// user mode and in wait loops: Linux's `fatal_signal_pending` check).
+pub fn exit_if_killed() {
+    if current_killed() {
+        do_exit(SIGKILL);
+    }
+}
+
+/// `oom_score_adj(pid, value, set)` (abi.rs `SYS_OOM_SCORE_ADJ`): the
+/// value before, or None for no such live process.
+pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
+    SCHED.with(|s| {
+        let pid = if pid == 0 { s.current } else { pid };
+        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
+        let old = t.oom_score_adj;
+        if let Some(v) = set {
+            t.oom_score_adj = v;
+        }
+        Some(old)
+    })
+}
+
+/// The OOM killer's candidates (mm/oom_kill.rs `OomOps::candidates`):
+/// live processes with an address space that are not already killed.
+/// An address space whose lock is held (the caller's own, when a system
+/// call's allocation reached the killer) cannot be read and is skipped.
+pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
+    // The mm locks rank outside the scheduler's: collect the references
+    // first, read them after.
+    let mut refs: [Option<(u64, &'static str, i32, MmRef)>; crate::mm::oom_kill::MAX_CANDIDATES] =
+        [const { None }; crate::mm::oom_kill::MAX_CANDIDATES];
+    SCHED.with(|s| {
+        let live = s.tasks.values().filter(|t| !t.killed && !matches!(t.state, State::Zombie(_)));
+        for (slot, t) in refs.iter_mut().zip(live.filter_map(|t| Some((t, t.mm.clone()?)))) {
+            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.1));
+        }
+    });
+    let mut n = 0;
+    for (pid, name, adj, mm) in refs.into_iter().flatten() {
+        let Some(c) = mm.try_with(|m| crate::mm::oom_kill::Candidate {
+            pid,
+            name,
+            rss: m.stat.rss_pages,
+            swapents: 0,
+            pgtables: m.stat.pt_pages,
+            total_vm: m.vmas.iter().map(|v| (v.end - v.start) >> PAGE_SHIFT).sum(),
+            oom_score_adj: adj,
+        }) else {
+            continue;
+        };
+        if n < out.len() {
+            out[n] = c;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Kills `pid` for the OOM killer and, unless it is the running task,
+/// reaps its address space at once (the `oom_reaper`): the task keeps
+/// only its kernel stack and, woken if it slept, dies as soon as it runs.
+pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
+    use crate::mm::oom_kill::Reap;
+    let taken = SCHED.with(|s| {
+        let cur = s.current;
+        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
+        t.killed = true;
+        if pid == cur {
+            return Some(None);
+        }
+        // Parked tasks hold no locks (schedule() asserts it) and run on
+        // the kernel root from now on: their page tables are about to go.
+        let mm = t.mm.take();
+        let pgd = core::mem::replace(&mut t.pgd, 0);
+        if t.state == State::Waiting {
+            t.state = State::Runnable;
+            s.runq.push_back(pid);
+        }
+        Some(Some((mm, pgd)))
+    });
+    match taken {
+        None => Reap::Gone,
+        Some(None) => Reap::Deferred,
+        Some(Some((None, _))) => Reap::Gone,
+        Some(Some((Some(mm), pgd))) => {
+            if mm.try_with(|m| m.exit_mmap()).is_some() {
+                drop(mm);
+                Reap::Reaped
+            } else {
+                // Someone holds it: give it back; the task frees it in
+                // do_exit when it runs.
+                SCHED.with(|s| {
+                    if let Some(t) = s.tasks.get_mut(&pid) {
+                        t.mm = Some(mm);
+                        t.pgd = pgd;
+                    }
+                });
+                Reap::Busy
+            }
+        }
+    }
+}
+
 /// Reaps an exited child of `parent` (`pid` -1: any), freeing its task.
 pub fn reap(parent: u64, pid: i64) -> Reaped {
     let found = SCHED.with(|s| {
@@ -355,6 +578,7 @@ pub fn wait_child(pid: i64) -> Reaped {
         let me = current_pid();
         match reap(me, pid) {
             Reaped::NotYet => {
+                exit_if_killed();
                 SCHED.with(|s| {
                     if let Some(t) = s.tasks.get_mut(&me) {
                         t.state = State::Waiting;

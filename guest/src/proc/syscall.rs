@@ -87,6 +87,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_CHECKPOINT => sys_checkpoint(a[0], a[1]),
         SYS_PROBE_FIXUP => sys_probe_fixup(a[0]),
         SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
+        SYS_OOM_SCORE_ADJ => sys_oom_score_adj(a[0], a[1] as i64, a[2]),
+        SYS_VMSTAT => sys_vmstat(a[0], a[1]),
         _ => -ENOSYS,
     };
     frame.rax = ret as u64;
@@ -178,6 +180,31 @@ fn sys_checkpoint(name: u64, len: u64) -> i64 {
     crate::checkpoint::checkpoint(name);
     super::sabotage::after_checkpoint(name);
     0
+}
+
+/// Reads or sets a process's oom_score_adj; see `SYS_OOM_SCORE_ADJ`.
+fn sys_oom_score_adj(pid: u64, value: i64, set: u64) -> i64 {
+    let set = match set {
+        0 => None,
+        1 if (OOM_SCORE_ADJ_MIN..=OOM_SCORE_ADJ_MAX).contains(&value) => Some(value as i32),
+        _ => return -EINVAL,
+    };
+    sched::oom_score_adj(pid, set).map_or(-ESRCH, |old| old as i64)
+}
+
+/// Copies the event counters out; see `SYS_VMSTAT`.
+fn sys_vmstat(buf: u64, count: u64) -> i64 {
+    let v = crate::mm::vmstat::snapshot();
+    let n = (count as usize).min(v.len());
+    let mut bytes = [0u8; 8 * crate::mm::vmstat::NR_EVENTS];
+    for (i, x) in v[..n].iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+    }
+    match with_mm(|mm| copy_to_user(mm, buf, &bytes[..n * 8])) {
+        Some(Ok(())) => n as i64,
+        Some(Err(e)) => e,
+        None => -EFAULT,
+    }
 }
 
 /// Registers the calling process's probe fix-up (0: none); see

@@ -55,6 +55,49 @@ pub const SYS_PROBE_FIXUP: u64 = 504;
 /// -ENOENT when no access test is collecting records, -ENOMEM when the
 /// table is full.
 pub const SYS_ACCESS_RECORDS: u64 = 505;
+/// `oom_score_adj(pid, value, set)`: reads (set 0) or sets (set 1) the
+/// OOM killer's adjustment of process `pid` (0: the caller), Linux's
+/// /proc/PID/oom_score_adj: -1000 (never kill) to 1000 (kill first).
+/// Returns the value before the call, -EINVAL for a value out of range,
+/// -ESRCH for no such live process. Inherited by fork.
+pub const SYS_OOM_SCORE_ADJ: u64 = 506;
+/// `vmstat(buf, count)`: copies the first `count` (at most
+/// [`VMSTAT_COUNT`]) of the kernel's event counters (/proc/vmstat, in
+/// the order of [`VMSTAT_NAMES`]) to `buf` as u64s; returns how many.
+pub const SYS_VMSTAT: u64 = 507;
+/// The counters `SYS_VMSTAT` knows, in its order (the kernel's
+/// mm/vmstat.rs `NAMES` is this very list).
+pub const VMSTAT_NAMES: [&str; 16] = [
+    "pgfault",
+    "pgmajfault",
+    "pswpin",
+    "pswpout",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgactivate",
+    "pgdeactivate",
+    "workingset_refault",
+    "oom_kill",
+    "allocstall",
+    "kswapd_wake",
+    "pageoutrun",
+    "slabs_scanned",
+];
+/// How many counters `SYS_VMSTAT` knows.
+pub const VMSTAT_COUNT: usize = VMSTAT_NAMES.len();
+/// Index of `oom_kill` in the `SYS_VMSTAT` counters.
+pub const VMSTAT_OOM_KILL: usize = 11;
+/// The lowest `oom_score_adj`: the OOM killer never picks the process.
+pub const OOM_SCORE_ADJ_MIN: i64 = -1000;
+/// The highest `oom_score_adj`: the process goes first.
+pub const OOM_SCORE_ADJ_MAX: i64 = 1000;
+/// No such process.
+pub const ESRCH: i64 = 3;
+/// Killed by the OOM killer (or anyone): the wait status of a process
+/// killed with SIGKILL.
+pub const SIGKILL: u64 = 9;
 /// Most records one `SYS_ACCESS_RECORDS` takes.
 pub const ACCESS_RECORDS_MAX: u64 = 64;
 /// The #PF vector, as the fix-up reports it in rax.

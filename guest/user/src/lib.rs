@@ -151,6 +151,19 @@ pub fn checkpoint(name: &str) -> i64 {
     syscall3(SYS_CHECKPOINT, name.as_ptr() as u64, name.len() as u64, 0)
 }
 
+/// Reads (`set` None) or sets process `pid`'s (0: own) oom_score_adj;
+/// the value before, or -errno.
+pub fn oom_score_adj(pid: u64, set: Option<i64>) -> i64 {
+    syscall3(SYS_OOM_SCORE_ADJ, pid, set.unwrap_or(0) as u64, set.is_some() as u64)
+}
+
+/// The kernel's event counters (/proc/vmstat), in `VMSTAT_NAMES` order.
+pub fn vmstat() -> [u64; VMSTAT_COUNT] {
+    let mut v = [0u64; VMSTAT_COUNT];
+    syscall3(SYS_VMSTAT, v.as_mut_ptr() as u64, VMSTAT_COUNT as u64, 0);
+    v
+}
+
 /// Console output for `print!`.
 pub struct Console;
 

@@ -1,0 +1,162 @@
+//! Page reclaim, as Linux's mm/vmscan.c, for what this kernel can reclaim
+//! today: shrinkers (caches that give memory back on request, the slab
+//! allocator's empty slabs first). Anonymous pages need swap to be
+//! reclaimed; [`shrink_lruvec`] is where mm-core's `lru::shrink_lruvec`
+//! goes once the swap device and swap PTEs land (issue 13's swap half),
+//! and it reclaims nothing until then.
+//!
+//! Two reclaimers share [`shrink_node`]: direct reclaim, run by an
+//! allocation in the slow path (page_alloc.rs), and kswapd, a kernel
+//! thread (proc/sched.rs runs it) woken when a zone falls under its low
+//! watermark and reclaiming until every zone is above high.
+//!
+//! Waking kswapd must never take a lock: the slow path wakes it even when
+//! its caller holds the page allocator, which ranks inside the scheduler
+//! lock. So a wake sets [`KSWAPD_WAKE_PENDING`] and the scheduler, which
+//! looks at it on every switch, makes the thread runnable.
+
+use super::vmstat::{self, Event};
+use super::PAGES;
+use crate::sync::{rank, SpinLock};
+use core::sync::atomic::{AtomicBool, Ordering};
+use mm_core::buddy::Watermark;
+
+/// A cache that can give memory back (Linux's `struct shrinker`).
+pub struct Shrinker {
+    /// Its name, for reports.
+    pub name: &'static str,
+    /// Objects it could free now (`count_objects`); 0 skips it.
+    pub count_objects: fn() -> u64,
+    /// Frees up to `nr_to_scan` objects; returns the pages that went
+    /// back to the page allocator (`scan_objects`, whose freed pages
+    /// Linux adds through `reclaim_state`).
+    pub scan_objects: fn(nr_to_scan: u64) -> u64,
+}
+
+/// Most shrinkers.
+const MAX_SHRINKERS: usize = 8;
+
+static SHRINKERS: SpinLock<[Option<&'static Shrinker>; MAX_SHRINKERS]> =
+    SpinLock::new_with("the shrinker list", rank::STATS, [None; MAX_SHRINKERS]);
+
+/// Registers a shrinker (`register_shrinker`); false if the list is full.
+pub fn register_shrinker(s: &'static Shrinker) -> bool {
+    SHRINKERS.with(|l| match l.iter_mut().find(|x| x.is_none()) {
+        Some(slot) => {
+            *slot = Some(s);
+            true
+        }
+        None => false,
+    })
+}
+
+/// The slab allocator's shrinker: every cache's empty slabs go back to
+/// the buddy allocator (`kmem_cache_shrink` on all caches). It counts in
+/// pages: the slabs it holds.
+pub static SLAB_SHRINKER: Shrinker = Shrinker {
+    name: "slab",
+    count_objects: || {
+        PAGES.with(|p| {
+            p.slab
+                .caches()
+                .filter_map(|(id, _)| p.slab.info(&p.buddy, id))
+                // Whole slabs' worth of free objects: at most that many
+                // slabs can be empty.
+                .map(|i| (i.num_objs - i.active_objs) / i.objperslab.max(1) * i.pagesperslab)
+                .sum()
+        })
+    },
+    scan_objects: |_| {
+        PAGES.with(|p| {
+            let before = p.buddy.counts();
+            let cpu = crate::arch::percpu::this_cpu().id;
+            let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, cpu);
+            let _ = p.slab.shrink_all(&mut p.buddy, &mut p.phys);
+            let after = p.buddy.counts();
+            (after.free + after.pcp).saturating_sub(before.free + before.pcp)
+        })
+    },
+};
+
+/// Registers the built-in shrinkers (at boot).
+pub fn init() {
+    if !register_shrinker(&SLAB_SHRINKER) {
+        crate::kprintln!("vmscan: no room for the {} shrinker", SLAB_SHRINKER.name);
+    }
+}
+
+/// Linux's `shrink_slab`: asks every shrinker for what it holds and has
+/// it free that much; the pages freed.
+pub fn shrink_slab() -> u64 {
+    let list = SHRINKERS.with(|l| *l);
+    let mut freed = 0;
+    for s in list.iter().flatten() {
+        let n = (s.count_objects)();
+        if n == 0 {
+            continue;
+        }
+        vmstat::count(Event::SlabsScanned, n);
+        freed += (s.scan_objects)(n);
+    }
+    freed
+}
+
+/// Where Linux's `shrink_lruvec` runs (mm-core's `lru::shrink_lruvec`
+/// over the zone's Lruvec). Anonymous pages can only be reclaimed to
+/// swap, and the guest has neither LRU lists nor swap yet: it scans and
+/// reclaims nothing, and says so by returning (scanned, reclaimed) =
+/// (0, 0).
+pub fn shrink_lruvec(_kswapd: bool) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Linux's `shrink_node`: the LRU lists, then the shrinkers; the pages
+/// reclaimed. Counts pgscan/pgsteal (LRU pages only, as Linux does).
+pub fn shrink_node(kswapd: bool) -> u64 {
+    let (scanned, stolen) = shrink_lruvec(kswapd);
+    let (scan, steal) =
+        if kswapd { (Event::PgScanKswapd, Event::PgStealKswapd) } else { (Event::PgScanDirect, Event::PgStealDirect) };
+    vmstat::count(scan, scanned);
+    vmstat::count(steal, stolen);
+    stolen + shrink_slab()
+}
+
+/// Direct reclaim for an allocation (`try_to_free_pages`): the pages
+/// freed. The caller holds no page-allocator lock.
+pub fn try_to_free_pages() -> u64 {
+    vmstat::count(Event::AllocStall, 1);
+    shrink_node(false)
+}
+
+/// Set by [`wakeup_kswapd`], taken by the scheduler.
+pub static KSWAPD_WAKE_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Linux's `wakeup_kswapd`: asks kswapd to run. Lock-free (see the
+/// module documentation); a wake while one is pending counts once.
+pub fn wakeup_kswapd() {
+    if !KSWAPD_WAKE_PENDING.swap(true, Ordering::AcqRel) {
+        vmstat::count(Event::KswapdWake, 1);
+    }
+}
+
+/// Whether a populated zone has `free` at or below its `mark`.
+fn any_zone_below(p: &super::PageAlloc, mark: Watermark) -> bool {
+    p.buddy.zones().iter().any(|z| z.managed_pages > 0 && z.nr_free <= z.watermark[mark as usize])
+}
+
+/// One kswapd run (Linux's `balance_pgdat`): reclaim until every zone is
+/// above its high watermark, or until a round frees nothing (what exists
+/// to reclaim is gone: Linux counts that as a kswapd failure and leaves
+/// the rest to direct reclaim and the OOM killer). The pages reclaimed.
+pub fn balance_pgdat() -> u64 {
+    vmstat::count(Event::PageOutRun, 1);
+    let mut total = 0;
+    while PAGES.with(|p| any_zone_below(p, Watermark::High)) {
+        let n = shrink_node(true);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total
+}

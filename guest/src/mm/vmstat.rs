@@ -1,0 +1,84 @@
+//! Event counters, as Linux's /proc/vmstat (`vm_event_item`): what the
+//! fault path, the allocation slow path, reclaim and the OOM killer have
+//! done since boot. The swap and LRU counters are here with their Linux
+//! names but stay zero until swap and the LRU lists are wired into the
+//! guest (issue 13's swap half).
+
+use crate::fmt::Dec;
+use crate::kprintln;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// One counter per event, in /proc/vmstat's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+// The swap and LRU events have no producer until swap lands.
+#[allow(dead_code)]
+pub enum Event {
+    /// Page faults handled (user mode).
+    PgFault,
+    /// Faults that needed I/O (swap-in): zero until swap exists.
+    PgMajFault,
+    /// Pages swapped in.
+    PswpIn,
+    /// Pages swapped out.
+    PswpOut,
+    /// Pages kswapd scanned on the LRU lists.
+    PgScanKswapd,
+    /// Pages direct reclaim scanned.
+    PgScanDirect,
+    /// Pages kswapd reclaimed (slab pages the shrinkers gave back count).
+    PgStealKswapd,
+    /// Pages direct reclaim reclaimed.
+    PgStealDirect,
+    /// Pages moved to an active list.
+    PgActivate,
+    /// Pages moved to an inactive list.
+    PgDeactivate,
+    /// Refaults of recently evicted pages.
+    WorkingsetRefault,
+    /// Processes the OOM killer killed.
+    OomKill,
+    /// Entries into direct reclaim.
+    AllocStall,
+    /// Times kswapd was woken (Linux counts this per node in
+    /// `kswapd_*`/`pageoutrun`; one figure here).
+    KswapdWake,
+    /// kswapd balancing runs (Linux's `pageoutrun`).
+    PageOutRun,
+    /// Objects the shrinkers freed.
+    SlabsScanned,
+}
+
+/// How many events there are.
+pub const NR_EVENTS: usize = 16;
+
+/// The names /proc/vmstat prints, by [`Event`]: the system-call ABI's
+/// list (`SYS_VMSTAT` hands the counters to ring 3 in this order).
+pub const NAMES: [&str; NR_EVENTS] = crate::proc::abi::VMSTAT_NAMES;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+/// The counters (atomics: any context may count, no lock is taken).
+static EVENTS: [AtomicU64; NR_EVENTS] = [ZERO; NR_EVENTS];
+
+/// Counts `n` occurrences of `e` (Linux's `count_vm_events`).
+#[inline]
+pub fn count(e: Event, n: u64) {
+    EVENTS[e as usize].fetch_add(n, Ordering::Relaxed);
+}
+
+/// Every counter, in [`NAMES`]' order.
+pub fn snapshot() -> [u64; NR_EVENTS] {
+    let mut out = [0u64; NR_EVENTS];
+    for (o, e) in out.iter_mut().zip(EVENTS.iter()) {
+        *o = e.load(Ordering::Relaxed);
+    }
+    out
+}
+
+/// Prints /proc/vmstat's lines (`name value`).
+pub fn print() {
+    for (name, v) in NAMES.iter().zip(snapshot()) {
+        kprintln!("{} {}", name, Dec(v));
+    }
+}
