@@ -45,11 +45,34 @@ use crate::buddy::Page;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
 /// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 2;
+pub const DESCRIPTOR_VERSION: u32 = 3;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
 pub const MAX_PROC_DESCS: usize = 64;
+/// The guest's vmstat event counters the descriptor carries, by name in
+/// this order (Linux's /proc/vmstat names; the swap and LRU ones stay 0
+/// until the guest swaps).
+pub const VM_EVENT_NAMES: [&str; NR_VM_EVENTS] = [
+    "pgfault",
+    "pgmajfault",
+    "pswpin",
+    "pswpout",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgactivate",
+    "pgdeactivate",
+    "workingset_refault",
+    "oom_kill",
+    "allocstall",
+    "kswapd_wake",
+    "pageoutrun",
+    "slabs_scanned",
+];
+/// How many vmstat counters the descriptor carries.
+pub const NR_VM_EVENTS: usize = 16;
 /// The software-available PTE bit the guest sets on the user leaves of
 /// `MAP_SHARED` mappings (see the module documentation).
 pub const PTE_MAP_SHARED: crate::paging::PteFlags = crate::paging::PteFlags::SOFTW1;
@@ -114,6 +137,10 @@ pub struct ProcDesc {
     pub faults: u64,
     /// NUL-padded name.
     pub name: [u8; 16],
+    /// The OOM killer's adjustment, -1000..=1000.
+    pub oom_score_adj: i32,
+    /// Reserved.
+    pub pad: u32,
 }
 
 /// What one probed access did, recorded by the guest's access-rights test
@@ -200,6 +227,8 @@ pub struct MmDescriptor {
     pub pad: u32,
     /// The slab caches.
     pub caches: [CacheDesc; MAX_CACHE_DESCS],
+    /// The vmstat event counters, in [`VM_EVENT_NAMES`]' order.
+    pub vmstat: [u64; NR_VM_EVENTS],
 }
 
 impl MmDescriptor {
@@ -237,6 +266,7 @@ impl MmDescriptor {
             sabotage: 0,
             pad: 0,
             caches: [EMPTY_CACHE; MAX_CACHE_DESCS],
+            vmstat: [0; NR_VM_EVENTS],
         }
     }
 
@@ -403,6 +433,8 @@ impl Wire for ProcDesc {
             rss: r.u64(),
             faults: r.u64(),
             name: r.bytes(),
+            oom_score_adj: r.u32() as i32,
+            pad: r.u32(),
         }
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -413,6 +445,8 @@ impl Wire for ProcDesc {
             w.u64(x);
         }
         w.bytes(&self.name);
+        w.u32(self.oom_score_adj as u32);
+        w.u32(self.pad);
     }
 }
 
@@ -507,6 +541,9 @@ impl Wire for MmDescriptor {
         for c in d.caches.iter_mut() {
             *c = CacheDesc::read_from(r);
         }
+        for v in d.vmstat.iter_mut() {
+            *v = r.u64();
+        }
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -533,6 +570,9 @@ impl Wire for MmDescriptor {
         for c in &self.caches {
             c.write_to(w);
         }
+        for &v in &self.vmstat {
+            w.u64(v);
+        }
     }
 }
 
@@ -544,7 +584,7 @@ mod tests {
     fn layout_is_stable() {
         // The host reads these from guest memory: sizes are part of the ABI.
         assert_eq!(core::mem::size_of::<CacheDesc>(), 48);
-        assert_eq!(core::mem::size_of::<ProcDesc>(), 56);
+        assert_eq!(core::mem::size_of::<ProcDesc>(), 64);
         assert_eq!(core::mem::size_of::<AccessRecord>(), 24);
         let d = MmDescriptor::new();
         assert!(d.is_valid());
@@ -585,6 +625,7 @@ mod tests {
         d.access_count = 5;
         d.access_capacity = 9;
         d.sabotage = 7;
+        d.vmstat[11] = 0x0b;
         d.caches[31].object_size = 99;
         d.caches[2].name[..4].copy_from_slice(b"slab");
         let mut b = [0u8; DESCRIPTOR_SIZE];
@@ -607,7 +648,9 @@ mod tests {
         let cache = |i: usize| offset_of!(MmDescriptor, caches) + i * CacheDesc::SIZE;
         assert_eq!(&b[cache(2)..cache(2) + 4], b"slab");
         assert_eq!(u32_at(cache(31) + offset_of!(CacheDesc, object_size)), 99);
-        assert_eq!(cache(MAX_CACHE_DESCS), DESCRIPTOR_SIZE, "the caches end the descriptor");
+        assert_eq!(cache(MAX_CACHE_DESCS), offset_of!(MmDescriptor, vmstat), "the vmstat counters follow the caches");
+        assert_eq!(u64_at(offset_of!(MmDescriptor, vmstat) + 11 * 8), 0x0b);
+        assert_eq!(offset_of!(MmDescriptor, vmstat) + NR_VM_EVENTS * 8, DESCRIPTOR_SIZE, "the counters end it");
 
         let p = Page {
             flags: 3,
@@ -630,10 +673,12 @@ mod tests {
         r.encode(&mut rb);
         assert_eq!(rb[ACCESS_RECORD_FAULTED_OFFSET], 1);
         assert_eq!(rb[offset_of!(AccessRecord, error_code)], 0x15);
-        let pr = ProcDesc { pid: 1, name: *b"init\0\0\0\0\0\0\0\0\0\0\0\0", ..ProcDesc::default() };
+        let pr = ProcDesc { pid: 1, name: *b"init\0\0\0\0\0\0\0\0\0\0\0\0", oom_score_adj: -17, ..ProcDesc::default() };
         let mut prb = [0u8; PROC_DESC_SIZE];
         pr.encode(&mut prb);
         assert_eq!(&prb[offset_of!(ProcDesc, name)..][..4], b"init");
+        assert_eq!(prb[offset_of!(ProcDesc, oom_score_adj)..][..4], (-17i32).to_le_bytes());
+        assert_eq!(ProcDesc::decode(&prb).oom_score_adj, -17);
     }
 
     #[test]
@@ -647,9 +692,11 @@ mod tests {
         d.text_va = VaRange { start: 1, end: 2 };
         d.access_count = 3;
         d.access_capacity = 4;
+        d.vmstat[NR_VM_EVENTS - 1] = 42;
         let mut b = [0u8; DESCRIPTOR_SIZE];
         d.encode(&mut b);
         let back = MmDescriptor::decode(&b);
+        assert_eq!(back.vmstat[NR_VM_EVENTS - 1], 42);
         let mut again = [0u8; DESCRIPTOR_SIZE];
         back.encode(&mut again);
         assert_eq!(again, b, "decode then encode gives the same bytes");
@@ -674,7 +721,18 @@ mod tests {
         let mut rb = [0u8; ACCESS_RECORD_SIZE];
         r.encode(&mut rb);
         assert_eq!(AccessRecord::decode(&rb), r);
-        let pr = ProcDesc { pid: 3, ppid: 1, state: 4, exit_code: 9, cr3: 0x5000, rss: 7, faults: 8, name: [b'x'; 16] };
+        let pr = ProcDesc {
+            pid: 3,
+            ppid: 1,
+            state: 4,
+            exit_code: 9,
+            cr3: 0x5000,
+            rss: 7,
+            faults: 8,
+            name: [b'x'; 16],
+            oom_score_adj: 1000,
+            pad: 0,
+        };
         let mut prb = [0u8; PROC_DESC_SIZE];
         pr.encode(&mut prb);
         assert_eq!(ProcDesc::decode(&prb), pr);

@@ -49,7 +49,7 @@ pub struct RunArgs {
     pub boot: BootMode,
 
     /// Kernel command line. The embedded guest understands `selftest[=GROUP]`,
-    /// `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`,
+    /// `meminfo`, `vmstat`, `oom[=adj]`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`,
     /// `mmbench`, `checkpoint=NAME`,
     /// `break=freed-mapped|text-writable|cow-writable|cross-map|refcount|pt-owner`,
     /// `vmalloc_marker`, `nullderef`, `vmalloc_overrun`, `exit=N` (0..255), `panic`,
@@ -81,7 +81,7 @@ pub struct RunArgs {
     /// with the vCPU parked, show these views: cpu, walk:ADDR[@CR3],
     /// tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], and,
     /// through the descriptor the guest publishes, buddyinfo, slabinfo,
-    /// meminfo, ps; exits counts VM exits since the previous checkpoint.
+    /// meminfo, ps, vmstat; exits counts VM exits since the previous checkpoint.
     /// ADDR is a number, rip, rsp or a kernel symbol; CR3 defaults to the
     /// vCPU's. SIGUSR1 to the VMM shows them at once, as checkpoint 'pause'.
     #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]

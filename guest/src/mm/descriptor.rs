@@ -17,7 +17,18 @@ use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, MAX_CACHE_
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
 static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
-    [ProcDesc { pid: 0, ppid: 0, state: 0, exit_code: 0, cr3: 0, rss: 0, faults: 0, name: [0; 16] }; MAX_PROC_DESCS],
+    [ProcDesc {
+        pid: 0,
+        ppid: 0,
+        state: 0,
+        exit_code: 0,
+        cr3: 0,
+        rss: 0,
+        faults: 0,
+        name: [0; 16],
+        oom_score_adj: 0,
+        pad: 0,
+    }; MAX_PROC_DESCS],
 );
 
 /// Fills the process table: the process layer (proc/), which sits above
@@ -107,6 +118,7 @@ pub fn refresh() {
         d.table_pages = tables;
         d.caches = caches;
         d.nr_caches = n as u32;
+        d.vmstat = super::vmstat::snapshot();
     });
 }
 

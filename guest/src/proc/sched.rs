@@ -220,6 +220,7 @@ fn wake_pending_kthreads(s: &mut Sched) {
             t.state = State::Runnable;
             // Ahead of the processes: reclaim is what they wait for.
             s.runq.push_front(pid);
+            publish_states(s);
         }
     }
 }
@@ -263,6 +264,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         task.pid = pid;
         s.tasks.insert(pid, task);
         s.runq.push_back(pid);
+        publish(s);
         pid
     }))
 }
@@ -448,6 +450,7 @@ pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
         let old = t.oom_score_adj;
         if let Some(v) = set {
             t.oom_score_adj = v;
+            publish(s);
         }
         Some(old)
     })
@@ -509,6 +512,8 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
             t.state = State::Runnable;
             s.runq.push_back(pid);
         }
+        // The host must not walk the root about to be freed.
+        publish(s);
         Some(Some((mm, pgd)))
     });
     match taken {
@@ -527,6 +532,7 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
                         t.mm = Some(mm);
                         t.pgd = pgd;
                     }
+                    publish(s);
                 });
                 Reap::Busy
             }
@@ -692,6 +698,8 @@ fn fill(s: &Sched, out: &mut [mm_core::descriptor::ProcDesc]) {
             rss,
             faults,
             name,
+            oom_score_adj: t.oom_score_adj,
+            pad: 0,
         };
     }
 }

@@ -259,6 +259,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Vmstat => {
+                let r = mmviews::vmstat(gs);
+                let t = r.render();
+                out_of(&r, t)
+            }
             _ => Err("not a guest-state view".into()),
         }
     }
@@ -315,7 +320,12 @@ impl Inspector {
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
     ) -> ViewOut {
-        if matches!(spec, ViewSpec::Buddyinfo | ViewSpec::Slabinfo | ViewSpec::Meminfo | ViewSpec::Ps | ViewSpec::Exits)
+        if matches!(spec, ViewSpec::Buddyinfo
+                | ViewSpec::Slabinfo
+                | ViewSpec::Meminfo
+                | ViewSpec::Ps
+                | ViewSpec::Vmstat
+                | ViewSpec::Exits)
         {
             return self.guest_view(spec, gs);
         }

@@ -345,6 +345,8 @@ pub struct ProcRow {
     pub rss: u64,
     /// Page faults.
     pub faults: u64,
+    /// The OOM killer's adjustment (-1000..=1000).
+    pub oom_score_adj: i32,
     /// Name.
     pub name: String,
 }
@@ -375,6 +377,7 @@ pub fn ps(gs: &GuestState<'_>) -> Result<PsReport, String> {
                 cr3: p.cr3,
                 rss: p.rss,
                 faults: p.faults,
+                oom_score_adj: p.oom_score_adj,
                 // Guest text: escaped before it can reach a terminal.
                 name: crate::devices::results::escape(&String::from_utf8_lossy(&p.name[..n])),
             }
@@ -389,24 +392,62 @@ impl PsReport {
         if !self.table {
             return "no processes yet: the guest publishes no process table (it has not started any process)\n".into();
         }
-        let mut s =
-            format!("{:>5} {:>5} {:<9} {:>18} {:>6} {:>7}  name\n", "pid", "ppid", "state", "cr3", "rss", "faults");
+        let mut s = format!(
+            "{:>5} {:>5} {:<9} {:>18} {:>6} {:>7} {:>13}  name\n",
+            "pid", "ppid", "state", "cr3", "rss", "faults", "oom_score_adj"
+        );
         for p in &self.procs {
             let _ = writeln!(
                 s,
-                "{:>5} {:>5} {:<9} {:>#18x} {:>6} {:>7}  {}{}",
+                "{:>5} {:>5} {:<9} {:>#18x} {:>6} {:>7} {:>13}  {}{}",
                 p.pid,
                 p.ppid,
                 p.state,
                 p.cr3,
                 p.rss,
                 p.faults,
+                p.oom_score_adj,
                 p.name,
                 if p.state == "zombie" { format!(" (exit {})", p.exit_code) } else { String::new() }
             );
         }
         if self.procs.is_empty() {
             s.push_str("(the process table is empty)\n");
+        }
+        s
+    }
+}
+
+/// The `vmstat` view: the guest's event counters (/proc/vmstat), as its
+/// descriptor carries them at this checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmstatReport {
+    /// In /proc/vmstat's order.
+    pub counters: Vec<VmCounter>,
+}
+
+/// One counter.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmCounter {
+    /// Linux's name.
+    pub name: &'static str,
+    /// Events since boot.
+    pub value: u64,
+}
+
+/// The counters.
+pub fn vmstat(gs: &GuestState<'_>) -> VmstatReport {
+    let names = mm_core::descriptor::VM_EVENT_NAMES;
+    let counters = names.iter().zip(gs.desc.vmstat.iter()).map(|(&name, &value)| VmCounter { name, value }).collect();
+    VmstatReport { counters }
+}
+
+impl VmstatReport {
+    /// /proc/vmstat style: `name value` lines.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for c in &self.counters {
+            let _ = writeln!(s, "{} {}", c.name, c.value);
         }
         s
     }

@@ -76,6 +76,8 @@ pub enum ViewSpec {
     Meminfo,
     /// `ps`: the guest's processes (the guest's descriptor).
     Ps,
+    /// `vmstat`: the guest's event counters (the guest's descriptor).
+    Vmstat,
     /// `exits`: VM exits by reason since the previous checkpoint.
     Exits,
 }
@@ -95,13 +97,14 @@ impl ViewSpec {
             ViewSpec::Slabinfo => "slabinfo",
             ViewSpec::Meminfo => "meminfo",
             ViewSpec::Ps => "ps",
+            ViewSpec::Vmstat => "vmstat",
             ViewSpec::Exits => "exits",
         }
     }
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, slabinfo, meminfo, ps, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, slabinfo, meminfo, ps, vmstat, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -172,6 +175,7 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "slabinfo" => no_arg(ViewSpec::Slabinfo),
         "meminfo" => no_arg(ViewSpec::Meminfo),
         "ps" => no_arg(ViewSpec::Ps),
+        "vmstat" => no_arg(ViewSpec::Vmstat),
         "exits" => no_arg(ViewSpec::Exits),
         "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
         "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
@@ -400,6 +404,7 @@ mod tests {
         assert_eq!(parse_view("physmap"), Ok(ViewSpec::Physmap { dir: None }));
         assert_eq!(parse_view("buddyinfo"), Ok(ViewSpec::Buddyinfo));
         assert_eq!(parse_view("exits"), Ok(ViewSpec::Exits));
+        assert_eq!(parse_view("vmstat"), Ok(ViewSpec::Vmstat));
         assert!(parse_view("ps:1").is_err());
         for bad in ["wlk", "walk", "walk:12zz", "tlb@zz", "cpu:3", "walk:_start+q"] {
             assert!(parse_view(bad).is_err(), "{bad} parsed");
