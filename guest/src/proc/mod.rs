@@ -331,7 +331,11 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
                     return;
                 }
                 let (name, pid, _) = sched::current_info();
-                kprintln!("Out of memory: no victim freed memory; killing the faulting process {} ({})", Dec(pid), name);
+                kprintln!(
+                    "Out of memory: no victim freed memory; killing the faulting process {} ({})",
+                    Dec(pid),
+                    name
+                );
                 sched::do_exit(abi::SIGKILL)
             }
             _ => {}

@@ -320,13 +320,15 @@ impl Inspector {
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
     ) -> ViewOut {
-        if matches!(spec, ViewSpec::Buddyinfo
+        if matches!(
+            spec,
+            ViewSpec::Buddyinfo
                 | ViewSpec::Slabinfo
                 | ViewSpec::Meminfo
                 | ViewSpec::Ps
                 | ViewSpec::Vmstat
-                | ViewSpec::Exits)
-        {
+                | ViewSpec::Exits
+        ) {
             return self.guest_view(spec, gs);
         }
         if let ViewSpec::Dirty = spec {
