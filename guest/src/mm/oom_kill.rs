@@ -21,8 +21,10 @@ use mm_core::addr::PAGE_SIZE;
 
 /// `oom_score_adj` that exempts a process (`OOM_SCORE_ADJ_MIN`).
 pub const OOM_SCORE_ADJ_MIN: i32 = -1000;
-/// Most processes one OOM invocation looks at.
-pub const MAX_CANDIDATES: usize = 64;
+/// Most processes one OOM invocation looks at (the candidates live on
+/// the kernel stack, 16 KiB, of whoever ran out of memory: 2 KiB here;
+/// processes beyond the first 32 by pid are not considered).
+pub const MAX_CANDIDATES: usize = 32;
 
 /// What the killer knows of one process (Linux reads these from the
 /// task's mm: `get_mm_rss`, `MM_SWAPENTS`, `mm_pgtables_bytes`,
