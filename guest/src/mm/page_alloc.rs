@@ -192,14 +192,32 @@ pub fn alloc<T, E: AllocError>(
 #[inline]
 pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
     let cpu = this_cpu().id;
-    alloc_locked(p, order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp))
+    let r = alloc_locked(p, order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp));
+    wake_below_low(p, gfp);
+    r
+}
+
+/// mm-core's fast path tries the low watermark and then min in one call,
+/// so an allocation between the two succeeds without entering the slow
+/// path; Linux wakes kswapd there (the low-watermark pass failed). This
+/// does it after the fact: a zone at or below low wakes kswapd (a few
+/// compares; the wake is one atomic).
+#[inline]
+fn wake_below_low(p: &PageAlloc, gfp: GfpMask) {
+    if gfp.allows(gfp::KSWAPD_RECLAIM) && p.buddy.below_low_watermark().is_some() {
+        super::vmscan::wakeup_kswapd();
+    }
 }
 
 /// `2^order` pages from the buddy allocator; returns the first pfn.
 #[inline]
 pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
     let cpu = this_cpu().id;
-    alloc(order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp))
+    alloc(order, gfp, |p| {
+        let r = p.buddy.alloc_pages(cpu, order, gfp.gfp);
+        wake_below_low(p, gfp);
+        r
+    })
 }
 
 /// Linux's `__alloc_pages_slowpath`: `err` is the fast path's failure.
