@@ -685,7 +685,8 @@ fn fill(s: &Sched, out: &mut [mm_core::descriptor::ProcDesc]) {
     out.fill(mm_core::descriptor::ProcDesc::default());
     for ((slot, t), k) in out.iter_mut().zip(s.tasks.values()).zip(kept) {
         let (state, code) = state_of(s, t);
-        let (rss, faults) = t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or(k);
+        let (rss, faults) =
+            t.mm.as_ref().and_then(|m| m.try_with(|mm| (mm.stat.rss_pages, mm.stat.faults))).unwrap_or(k);
         let mut name = [0u8; 16];
         let n = t.name.len().min(15);
         name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
