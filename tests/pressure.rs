@@ -62,7 +62,7 @@ fn assert_killed_line(out: &str, pid: u64, adj: i64) -> String {
     let tasks = out.find("Tasks state (memory values in pages):").expect("task table");
     let kill = out.find(&prefix).unwrap();
     assert!(header < mem_info && mem_info < tasks && tasks < kill, "{out}");
-    assert!(out.contains(&format!("oom-kill:constraint=CONSTRAINT_NONE,")), "{out}");
+    assert!(out.contains("oom-kill:constraint=CONSTRAINT_NONE,"), "{out}");
     line.to_string()
 }
 
