@@ -75,12 +75,14 @@ impl PhysMem for KernelPhys {
     fn find_nonzero_u64(&self, pa: PhysAddr, count: usize) -> Result<Option<(usize, u64)>, MemError> {
         let len = count.checked_mul(8).ok_or(MemError::OutOfRange(pa))?;
         let p = self.check(pa, len)? as *const u64;
-        // SAFETY (both reads below): `check` kept `[pa, pa + 8 * count)`
-        // inside the window `new` vouched for and `i < count`; entries are
-        // 8-byte aligned (an unaligned read is legal on x86 anyway).
         // Volatile, as `read_u64`: the tables are live memory the CPU also
-        // writes (accessed and dirty bits).
-        let at = |i: usize| unsafe { core::ptr::read_volatile(p.add(i)) };
+        // writes (accessed and dirty bits). Only called with `i < count`.
+        let at = |i: usize| {
+            // SAFETY: `check` kept `[pa, pa + 8 * count)` inside the window
+            // `new` vouched for and `i < count`; entries are 8-byte aligned
+            // (an unaligned read is legal on x86 anyway).
+            unsafe { core::ptr::read_volatile(p.add(i)) }
+        };
         let mut i = 0;
         // Eight entries ORed per test: an empty table costs a quarter of
         // the instructions of one test per entry (ring 0 is emulated here,
