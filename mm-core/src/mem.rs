@@ -41,6 +41,29 @@ pub trait PhysMem {
     fn write_u64(&mut self, pa: PhysAddr, v: u64) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
+
+    /// The first non-zero little-endian u64 among the `count` ones from
+    /// `pa` on (a page table's entries: most are zero), as its index and
+    /// value; `Ok(None)` when they are all zero. Fails if any of the range
+    /// is outside memory, even past the entry found, so a whole table is
+    /// checked once. This default reads entry by entry; an implementation
+    /// that can check the range once and scan it in a tight loop (the
+    /// guest's direct map) should.
+    fn find_nonzero_u64(&self, pa: PhysAddr, count: usize) -> Result<Option<(usize, u64)>, MemError> {
+        let bytes = (count as u64).checked_mul(8).ok_or(MemError::OutOfRange(pa))?;
+        let last = pa.0.checked_add(bytes).ok_or(MemError::OutOfRange(pa))?;
+        if count > 0 {
+            // The range's last entry first: the whole range is in memory.
+            self.read_u64(PhysAddr(last - 8))?;
+        }
+        for i in 0..count {
+            let v = self.read_u64(PhysAddr(pa.0 + 8 * i as u64))?;
+            if v != 0 {
+                return Ok(Some((i, v)));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Physical memory backed by a heap buffer starting at physical address 0:
@@ -82,5 +105,50 @@ impl PhysMem for VecMem {
         let r = self.range(pa, buf.len())?;
         self.bytes[r].copy_from_slice(buf);
         Ok(())
+    }
+
+    fn find_nonzero_u64(&self, pa: PhysAddr, count: usize) -> Result<Option<(usize, u64)>, MemError> {
+        let len = count.checked_mul(8).ok_or(MemError::OutOfRange(pa))?;
+        let r = self.range(pa, len)?;
+        Ok(self.bytes[r].chunks_exact(8).enumerate().find_map(|(i, c)| {
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            (v != 0).then_some((i, v))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memory that only has the default `find_nonzero_u64`.
+    struct Plain(VecMem);
+
+    impl PhysMem for Plain {
+        fn read(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+            self.0.read(pa, buf)
+        }
+        fn write(&mut self, pa: PhysAddr, buf: &[u8]) -> Result<(), MemError> {
+            self.0.write(pa, buf)
+        }
+    }
+
+    #[test]
+    fn find_nonzero_u64_default_and_vecmem_agree() {
+        let mut m = VecMem::new(3 * 4096);
+        m.write_u64(PhysAddr(4096 + 8 * 7), 0x1234).unwrap();
+        m.write_u64(PhysAddr(4096 + 8 * 300), 5).unwrap();
+        let plain = Plain(m.clone());
+        for mem in [&m as &dyn PhysMem, &plain] {
+            assert_eq!(mem.find_nonzero_u64(PhysAddr(4096), 512), Ok(Some((7, 0x1234))));
+            assert_eq!(mem.find_nonzero_u64(PhysAddr(4096 + 64), 504), Ok(Some((292, 5))));
+            assert_eq!(mem.find_nonzero_u64(PhysAddr(4096 + 8 * 301), 211), Ok(None));
+            assert_eq!(mem.find_nonzero_u64(PhysAddr(0), 512), Ok(None));
+            assert_eq!(mem.find_nonzero_u64(PhysAddr(0), 0), Ok(None));
+            // Any part outside memory fails, even after a non-zero entry.
+            assert!(mem.find_nonzero_u64(PhysAddr(4096 + 8 * 7), 1024).is_err());
+            assert!(mem.find_nonzero_u64(PhysAddr(2 * 4096 + 8), 512).is_err());
+            assert!(mem.find_nonzero_u64(PhysAddr(u64::MAX - 7), 2).is_err());
+        }
     }
 }

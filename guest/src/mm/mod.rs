@@ -244,6 +244,11 @@ impl FrameAllocator for BuddyFrames<'_> {
         Some(PhysAddr(pa))
     }
 
+    /// Cleared above: the mapper need not clear them again.
+    fn zeroes_frames(&self) -> bool {
+        true
+    }
+
     fn deallocate_frame(&mut self, frame: PhysAddr) {
         STATS.with(|s| s.table_pages -= 1);
         if let Err(e) = self.0.buddy.free_pages(this_cpu().id, frame.0 >> PAGE_SHIFT, 0) {

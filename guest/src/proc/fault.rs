@@ -50,6 +50,9 @@ impl FrameAllocator for PtFrames<'_> {
         *self.count += 1;
         Some(f)
     }
+    fn zeroes_frames(&self) -> bool {
+        true
+    }
     fn deallocate_frame(&mut self, frame: PhysAddr) {
         *self.count -= 1;
         BuddyFrames(self.p).deallocate_frame(frame);

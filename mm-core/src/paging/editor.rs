@@ -265,6 +265,41 @@ impl<const BUDGETED: bool> Cursor<BUDGETED> {
             let f = self.stack.get_mut(self.depth.checked_sub(1)?)?;
             // The entries of one table in a tight loop: most are zero.
             let (table, level) = (f.table, f.level);
+            if !BUDGETED {
+                // The editor's walks: the rest of the table checked once
+                // and scanned by the memory in one tight loop.
+                if f.next < f.end {
+                    let from = PhysAddr(table.0 + 8 * f.next as u64);
+                    // The next entry alone first: where the entries are
+                    // dense (a fork copying PTEs) a scan set up per entry
+                    // would cost more than it saves.
+                    let found = match mem.read_u64(from) {
+                        Ok(0) => mem
+                            .find_nonzero_u64(PhysAddr(from.0 + 8), (f.end - f.next - 1) as usize)
+                            .map(|r| r.map(|(i, v)| (i + 1, v))),
+                        Ok(v) => Ok(Some((0, v))),
+                        Err(e) => Err(e),
+                    };
+                    match found {
+                        Ok(Some((i, v))) => {
+                            let index = f.next + i as u16;
+                            f.next = index + 1;
+                            let slot = Slot { table, index, level };
+                            let raw = f.base + ((index as u64) << level.shift());
+                            let (writable, user, nx) = (f.writable, f.user, f.nx);
+                            return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            let raw = f.base + ((f.next as u64) << level.shift());
+                            f.next = f.end;
+                            return Some(Step::Unreadable { level, table, raw });
+                        }
+                    }
+                }
+                self.depth -= 1;
+                continue;
+            }
             let end = table.0 + 8 * f.end as u64;
             let mut pa = table.0 + 8 * f.next as u64;
             while pa < end {
@@ -463,21 +498,17 @@ impl Mapper {
         let shift = level.shift();
         let (lo, hi) = index_bounds(base, shift, first, last);
         let mut freed = 0;
-        let (mut pa, end) = (table.0 + 8 * lo as u64, table.0 + 8 * hi as u64);
-        while pa < end {
-            // Most entries are empty: a read and a test each.
-            let Ok(v) = mem.read_u64(PhysAddr(pa)) else {
-                return Err(MapError::TableOutsideMemory(table));
-            };
-            pa += 8;
-            if v & PteFlags::PRESENT.0 == 0 {
-                continue;
-            }
+        let mut next = lo;
+        while next < hi {
+            // Most entries are empty: the memory skips them in one scan.
+            let found = mem.find_nonzero_u64(PhysAddr(table.0 + 8 * next as u64), (hi - next) as usize);
+            let Some((i, v)) = found.map_err(|_| MapError::TableOutsideMemory(table))? else { break };
+            let idx = next + i as u16;
+            next = idx + 1;
             let e = Pte(v);
-            if e.is_leaf_at(level) {
+            if !e.is_present() || e.is_leaf_at(level) {
                 continue;
             }
-            let idx = ((pa - 8 - table.0) / 8) as u16;
             let slot = Slot { table, index: idx, level };
             let child = e.addr(self.maxphyaddr);
             let cbase = base + ((idx as u64) << shift);

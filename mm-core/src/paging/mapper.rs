@@ -22,10 +22,17 @@ use crate::paging::walker::{reserved_bit, reserved_bit_masked, CpuContext, Reser
 use core::fmt;
 
 /// Source of zeroed-or-not page frames for page tables (the mapper zeroes
-/// them itself).
+/// them itself unless [`FrameAllocator::zeroes_frames`] says they come
+/// zeroed).
 pub trait FrameAllocator {
     /// A free 4 KiB frame, or `None` when memory is exhausted.
     fn allocate_frame(&mut self) -> Option<PhysAddr>;
+    /// Whether every frame [`FrameAllocator::allocate_frame`] returns is
+    /// already all zeros, so the mapper need not zero it again (the
+    /// guest's page-table allocator clears pages as it hands them out).
+    fn zeroes_frames(&self) -> bool {
+        false
+    }
     /// Returns a frame obtained from [`FrameAllocator::allocate_frame`].
     fn deallocate_frame(&mut self, frame: PhysAddr);
 }
@@ -795,6 +802,9 @@ pub(crate) fn alloc_table<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
     frames: &mut A,
 ) -> Result<PhysAddr, MapError> {
     let t = frames.allocate_frame().ok_or(MapError::FrameAllocationFailed)?;
+    if frames.zeroes_frames() {
+        return Ok(t);
+    }
     if mem.write(t, &[0u8; PAGE_SIZE as usize]).is_err() {
         frames.deallocate_frame(t);
         return Err(MapError::TableOutsideMemory(t));
