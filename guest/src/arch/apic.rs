@@ -96,33 +96,6 @@ fn read_reg(reg: u32) -> u64 {
     }
 }
 
-/// Maps the xAPIC page at `pa` uncached in the vmalloc window (Linux's
-/// ioremap); its virtual address.
-fn map_xapic(pa: u64) -> Option<u64> {
-    use crate::mm::{BuddyFrames, KERNEL_PT, PAGES};
-    use mm_core::addr::{PhysAddr, VirtAddr};
-    use mm_core::paging::{MapRequest, PageSize, PteFlags, SizeRequest};
-    let va = crate::mm::vmalloc::VMAP.with(|v| v.alloc(4096, 4096, "ioremap: local APIC")).ok()?;
-    let flags = PteFlags::RW.union(PteFlags::NX).union(PteFlags::GLOBAL).union(PteFlags::PCD).union(PteFlags::PWT);
-    let mapped = PAGES.with(|p| {
-        let mapper = KERNEL_PT.with(|m| *m);
-        let mut phys = p.phys;
-        let req = MapRequest {
-            va: VirtAddr(va.0),
-            pa: PhysAddr(pa),
-            len: 4096,
-            size: SizeRequest::Fixed(PageSize::Size4K),
-            flags,
-        };
-        mapper
-            .map(&mut phys, &mut BuddyFrames(p), req)
-            // Not-present to present needs no invalidation on x86.
-            .map(|f| f.ignore())
-            .is_ok()
-    });
-    mapped.then_some(va.0)
-}
-
 /// Whether [`enable`] found and switched on the local APIC.
 static APIC_ON: AtomicBool = AtomicBool::new(false);
 
@@ -155,7 +128,7 @@ pub fn enable() -> bool {
             kprintln!("apic: no local APIC (IA32_APIC_BASE faults)");
             return false;
         }
-        let Some(va) = map_xapic(pa) else {
+        let Ok(va) = crate::mm::vmalloc::ioremap(pa, 4096, "ioremap: local APIC").map(|va| va.0) else {
             kprintln!("apic: cannot map the xAPIC page at {:#x}", pa);
             return false;
         };

@@ -111,12 +111,12 @@ fn ptdump_line((start, end, flags, level): Run) {
         v /= 10;
         digits += 1;
     }
+    // USR RW PWT PCD PSE GLB NX, each column fixed.
+    let mut b = crate::fmt::StackString::<40>::new();
     let prot: &str = match flags {
         None => "                           ",
         Some(f) => {
             use mm_core::paging::PteFlags as F;
-            // USR RW PWT PCD PSE GLB NX, each column fixed.
-            let mut b = crate::fmt::StackString::<40>::new();
             let _ = b.write_str(if f.contains(F::USER) { "USR " } else { "    " });
             let _ = b.write_str(if f.contains(F::RW) { "RW " } else { "ro " });
             let _ = b.write_str(if f.contains(F::PWT) { "PWT " } else { "    " });
@@ -124,17 +124,7 @@ fn ptdump_line((start, end, flags, level): Run) {
             let _ = b.write_str(if level != "pte" { "PSE " } else { "    " });
             let _ = b.write_str(if f.contains(F::GLOBAL) { "GLB " } else { "    " });
             let _ = b.write_str(if f.contains(F::NX) { "NX " } else { "x  " });
-            kprintln!(
-                "{:#018x}-{:#018x}   {}{}{} {}{}",
-                start,
-                end,
-                spaces(9usize.saturating_sub(digits)),
-                Dec(size),
-                UNITS[unit],
-                b.as_str(),
-                level
-            );
-            return;
+            b.as_str()
         }
     };
     kprintln!(

@@ -122,16 +122,7 @@ pub fn access() {
     });
     let cr3 = mapper.root().0;
     let mut records: Vec<AccessRecord> = Vec::with_capacity(TABLE_CAPACITY);
-    // One record per access: `fault` is the #PF error code if it faulted.
-    let record = |va: u64, access: u8, fault: Option<u64>| AccessRecord {
-        va,
-        cr3,
-        access,
-        cpl: 0,
-        faulted: fault.is_some() as u8,
-        pad: 0,
-        error_code: fault.unwrap_or(0) as u32,
-    };
+    let record = |va, access, fault| ring0_record(cr3, va, access, fault);
     for i in 0..=pages {
         let a = va.0 + i * 4096;
         let target = a + 8;
@@ -234,15 +225,7 @@ fn root_bit8(area: u64, cr3: u64, records: &mut Vec<AccessRecord>) -> bool {
         return false;
     }
     crate::arch::cpu::invlpg(va.0);
-    let record = |va: u64, access: u8, fault: Option<u64>| AccessRecord {
-        va,
-        cr3,
-        access,
-        cpl: 0,
-        faulted: fault.is_some() as u8,
-        pad: 0,
-        error_code: fault.unwrap_or(0) as u32,
-    };
+    let record = |va, access, fault| ring0_record(cr3, va, access, fault);
     let target = va.0 + 8;
     let read = probe_read(target).err().map(|e| e.1);
     records.push(record(target, 0, read));
@@ -276,6 +259,19 @@ fn root_bit8(area: u64, cr3: u64, records: &mut Vec<AccessRecord>) -> bool {
         ),
     );
     good
+}
+
+/// One ring-0 access record: `fault` is the #PF error code if it faulted.
+fn ring0_record(cr3: u64, va: u64, access: u8, fault: Option<u64>) -> AccessRecord {
+    AccessRecord {
+        va,
+        cr3,
+        access,
+        cpl: 0,
+        faulted: fault.is_some() as u8,
+        pad: 0,
+        error_code: fault.unwrap_or(0) as u32,
+    }
 }
 
 /// Takes the PML4E bit-8 case's page down: bit 8 off, the page and its
