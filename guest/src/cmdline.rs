@@ -22,6 +22,9 @@
 //!               the biggest killed (`oom=adj`: oom_score_adj 1000
 //!               picks a smaller one); proc/mod.rs `oom_scenario`
 //! `vmstat`      print the event counters (/proc/vmstat)
+//! `swaps`, `free` print /proc/swaps and free(1)'s table
+//! `swappiness=N` vm.swappiness (0..200)
+//! `swaptest=PAGES[,fork[,STRIDE]]` the swap proof program
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -94,6 +97,20 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 }
             }
             ("vmstat", None) => crate::mm::vmstat::print(),
+            ("swaps", None) => crate::mm::swap::print_swaps(),
+            ("free", None) => crate::mm::procfs::free(),
+            ("swappiness", Some(v)) => match parse_u64(v) {
+                Some(n) if n <= mm_core::lru::MAX_SWAPPINESS as u64 => crate::mm::swap::set_swappiness(n as u32),
+                _ => {
+                    kprintln!("cmdline: swappiness={}: want 0..200", v);
+                    code = 2;
+                }
+            },
+            ("swaptest", Some(v)) => {
+                if !swaptest(v) && code == 0 {
+                    code = 1;
+                }
+            }
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),
@@ -142,12 +159,16 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 22] = [
+const SWITCHES: [(&str, &str); 26] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
     ("selftest_sabotage=NAME", "invert the verdict of the check NAME (with selftest)"),
     ("meminfo", "/proc/meminfo"),
+    ("free", "free(1): memory and swap in kB"),
+    ("swaps", "/proc/swaps"),
+    ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
+    ("swaptest=PAGES[,fork[,STRIDE]]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares and writes every STRIDE-th page"),
     ("buddyinfo", "/proc/buddyinfo"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
@@ -196,6 +217,29 @@ fn help() {
     for (name, when) in CHECKPOINTS {
         kprintln!("  {}  --  {}", name, when);
     }
+}
+
+/// `swaptest=PAGES[,fork[,STRIDE]]`: runs the swaptest program
+/// (guest/user/src/bin/swaptest.rs) and prints its end; true if it
+/// exited 0.
+fn swaptest(v: &str) -> bool {
+    let mut parts = v.split(',');
+    let Some(pages) = parts.next().and_then(parse_u64).filter(|&p| p > 0 && p < 1 << 32) else {
+        kprintln!("cmdline: swaptest={}: want a page count", v);
+        return false;
+    };
+    let mut arg = pages;
+    if parts.next() == Some("fork") {
+        arg |= 1 << 32;
+        if let Some(stride) = parts.next().and_then(parse_u64).filter(|&s| (1..256).contains(&s)) {
+            arg |= stride << 40;
+        }
+    }
+    let status = crate::proc::run("swaptest", arg);
+    kprintln!("swaptest: exit status {:#x}", status.unwrap_or(u64::MAX));
+    crate::mm::swap::print_swaps();
+    crate::mm::vmstat::print();
+    status == Some(0)
 }
 
 /// The process bench (vmm/benches/process.rs): runs `mallocbench` once

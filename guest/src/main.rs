@@ -67,6 +67,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     mm::init(params);
     proc::init();
     drivers::init(cmdline);
+    mm::swap::init();
     checkpoint::checkpoint("ready");
 
     let code = cmdline::run_actions(cmdline);

@@ -12,20 +12,23 @@
 //! |---|---|---|
 //! | 1 [`rank::MM`] | each process's `mm_struct` (proc/sched.rs `MmRef`) | `mmap_lock` |
 //! | 2 [`rank::SCHED`] | the scheduler (irq-safe: the timer takes it) | the run-queue lock |
-//! | 3 [`rank::MISC`] | bookkeeping that may allocate: self-test run, process reports, access records, boot kernel-half copy; the virtio-blk driver's state (drivers/virtio/blk.rs: it allocates buffers, and swap-out will call it with no page-allocator lock held) | |
-//! | 4 [`rank::VMAP`] | vmalloc's area allocator | `vmap_area_lock` |
-//! | 5 [`rank::PAGES`] | buddy + pcp lists + slab (irq-safe) | `zone->lock` (and the slab's `list_lock`) |
-//! | 6 [`rank::DEFERRED`] | memory not yet given to the buddy allocator | `deferred_grow_zone`'s `pgdat_resize_lock` |
-//! | 7 [`rank::KERNEL_PT`] | the kernel's page tables | `init_mm.page_table_lock` |
-//! | 8 [`rank::STATS`] | counters (mm, vmalloc, process-mm globals): leaves, nothing nests in them | |
-//! | 9 [`rank::DEVICE`] | device register windows (the IOAPIC's): leaves | |
+//! | 3 [`rank::RECLAIM`] | reclaim's state (mm/swap): anon rmap, swap areas, swap cache, the writeback batch | `anon_vma->rwsem`, `swap_info->lock` |
+//! | 4 [`rank::MISC`] | bookkeeping that may allocate: self-test run, process reports, access records, boot kernel-half copy; the virtio-blk driver's state (drivers/virtio/blk.rs: it allocates buffers, and swap-out will call it with no page-allocator lock held) | |
+//! | 5 [`rank::VMAP`] | vmalloc's area allocator | `vmap_area_lock` |
+//! | 6 [`rank::PAGES`] | buddy + pcp lists + slab + the LRU lists (irq-safe) | `zone->lock` (and the slab's `list_lock`) |
+//! | 7 [`rank::DEFERRED`] | memory not yet given to the buddy allocator | `deferred_grow_zone`'s `pgdat_resize_lock` |
+//! | 8 [`rank::KERNEL_PT`] | the kernel's page tables | `init_mm.page_table_lock` |
+//! | 9 [`rank::STATS`] | counters (mm, vmalloc, process-mm globals): leaves, nothing nests in them | |
+//! | 10 [`rank::DEVICE`] | device register windows (the IOAPIC's): leaves | |
 //!
 //! So a page fault holds its process's mm, then the page allocator, then
 //! (growing the zones) the deferred memory and the kernel page tables; the
 //! allocation slow path (mm/page_alloc.rs) runs under the page allocator.
-//! Reclaim (issue 13) will need mm locks from inside an allocation: it must
-//! run where the slow path has dropped the page-allocator lock, never below
-//! it (the order check will say so if it does not).
+//! Reclaim runs from inside an allocation only where the slow path has
+//! dropped the page-allocator lock and the caller holds nothing but mm
+//! locks ([`holds_only_below`]); allocations made while reclaim's own
+//! state is held may dip into the reserves instead (Linux's
+//! `PF_MEMALLOC`).
 //!
 //! Taking a lock out of order panics, naming both locks; taking a lock the
 //! same CPU already holds panics naming it (with one CPU it would spin for
@@ -47,20 +50,23 @@ pub mod rank {
     pub const MM: u8 = 1;
     /// The scheduler.
     pub const SCHED: u8 = 2;
+    /// Reclaim's state: the anon rmap, swap areas and swap cache
+    /// (Linux's `anon_vma->rwsem` and `swap_info->lock`).
+    pub const RECLAIM: u8 = 3;
     /// Bookkeeping tables that may allocate.
-    pub const MISC: u8 = 3;
+    pub const MISC: u8 = 4;
     /// vmalloc's area allocator.
-    pub const VMAP: u8 = 4;
+    pub const VMAP: u8 = 5;
     /// The page allocator (buddy, pcp lists, slab): the zone lock.
-    pub const PAGES: u8 = 5;
+    pub const PAGES: u8 = 6;
     /// Deferred memory.
-    pub const DEFERRED: u8 = 6;
+    pub const DEFERRED: u8 = 7;
     /// The kernel's page tables.
-    pub const KERNEL_PT: u8 = 7;
+    pub const KERNEL_PT: u8 = 8;
     /// Leaf counters.
-    pub const STATS: u8 = 8;
+    pub const STATS: u8 = 9;
     /// Device register windows (leaves).
-    pub const DEVICE: u8 = 9;
+    pub const DEVICE: u8 = 10;
     /// Ranks for the lock self-tests only.
     pub const TEST_OUTER: u8 = 14;
     /// Ranks for the lock self-tests only.
@@ -71,6 +77,7 @@ pub mod rank {
         "(rank 0)",
         "an mm_struct",
         "the scheduler",
+        "the reclaim state (rmap, swap)",
         "a bookkeeping table",
         "the vmalloc area allocator",
         "the page allocator",
@@ -78,7 +85,6 @@ pub mod rank {
         "the kernel page tables",
         "a counter lock",
         "a device register window",
-        "(rank 10)",
         "(rank 11)",
         "(rank 12)",
         "(rank 13)",
@@ -323,6 +329,18 @@ fn held_remove(rank: u8) {
 fn innermost(held: u64) -> &'static str {
     let top = (63 - held.leading_zeros()) / LOCK_COUNT_BITS;
     rank::NAMES[top as usize % LOCK_RANKS]
+}
+
+/// Whether every lock this CPU holds ranks below `r` (so a lock of rank
+/// `r` may be taken): direct reclaim runs only from allocations whose
+/// callers hold nothing but mm locks.
+pub fn holds_only_below(r: u8) -> bool {
+    this_cpu().held_locks.get() >> (r as u32 * LOCK_COUNT_BITS) == 0
+}
+
+/// Whether this CPU holds a lock of rank `r`.
+pub fn holds_rank(r: u8) -> bool {
+    (this_cpu().held_locks.get() >> (r as u32 * LOCK_COUNT_BITS)) & ((1 << LOCK_COUNT_BITS) - 1) != 0
 }
 
 /// Panics unless this CPU holds no spinlock: called where a task may

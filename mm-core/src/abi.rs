@@ -190,8 +190,16 @@ pub mod layout {
     pub const VMALLOC_END: u64 = VMALLOC_START + (32 << 40);
     /// The page-descriptor array (`vmemmap`).
     pub const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
-    /// Size of the vmemmap region (1 TiB).
+    /// Size of the vmemmap region (1 TiB). Its first half holds the page
+    /// descriptors (32 bytes a frame: 64 TiB of RAM), its third quarter
+    /// the LRU links ([`LRUMAP_START`]) and its last the anon rmap and
+    /// swap-cache fields ([`PAGE_EXT_START`]): the parts of Linux's
+    /// `struct page` reclaim uses, one array each, indexed by pfn.
     pub const VMEMMAP_SIZE: u64 = 1 << 40;
+    /// The LRU links, one `lru::LruNode` (12 bytes) per pfn.
+    pub const LRUMAP_START: u64 = VMEMMAP_START + VMEMMAP_SIZE / 2;
+    /// One `page_ext::PageExt` (16 bytes) per pfn.
+    pub const PAGE_EXT_START: u64 = VMEMMAP_START + VMEMMAP_SIZE / 4 * 3;
     /// The kernel image (`__START_KERNEL_map`, -2 GiB): maps physical 0.
     pub const KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 }

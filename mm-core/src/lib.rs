@@ -23,6 +23,7 @@ pub mod descriptor;
 pub mod fmt;
 pub mod lru;
 pub mod mem;
+pub mod page_ext;
 pub mod paging;
 pub mod rmap;
 pub mod slab;

@@ -55,6 +55,19 @@ pub const SWAP_MAP_MAX: u16 = 0x7ffe;
 /// Mask of the count bits.
 const COUNT_MASK: u16 = 0x7fff;
 
+/// The checksum of a page's contents (its 512 little-endian words, FNV-1a
+/// word by word, never 0): the guest records it for each slot it writes
+/// and checks it at swap-in; the host recomputes it from the swap file
+/// (`--verify swap`), so a page lost or corrupted on the way is caught
+/// from outside the guest.
+pub fn page_checksum(words: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &w in words {
+        h = (h ^ w).wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
 /// A swap entry (Linux's `swp_entry_t`, decoded): swap area `ty`, slot
 /// `offset` in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -400,10 +413,18 @@ impl SwapAreas {
     /// being swapped out goes into the swap cache; its PTEs take counts
     /// with [`swap_duplicate`](Self::swap_duplicate) as they are unmapped).
     pub fn get_swap_page(&mut self) -> Result<SwpEntry, SwapError> {
-        let mut order: Vec<u8> = self.areas().filter(|(_, a)| a.inuse_pages < a.pages).map(|(t, _)| t).collect();
-        // Highest priority first; equal priorities in type order.
-        order.sort_by_key(|&t| core::cmp::Reverse(self.areas[t as usize].as_ref().map_or(0, |a| a.prio)));
-        for ty in order {
+        // Highest priority first; equal priorities in type order. No
+        // allocation: the guest calls this under its page-allocator lock.
+        let mut tried = 0u64;
+        loop {
+            let mut best: Option<(u8, i16)> = None;
+            for (t, a) in self.areas() {
+                if tried & (1 << t) == 0 && a.inuse_pages < a.pages && best.is_none_or(|(_, p)| a.prio > p) {
+                    best = Some((t, a.prio));
+                }
+            }
+            let Some((ty, _)) = best else { break };
+            tried |= 1 << ty;
             let si = self.area_mut(ty)?;
             if let Some(offset) = si.alloc_slot(SWAP_HAS_CACHE) {
                 self.nr_swap_pages -= 1;

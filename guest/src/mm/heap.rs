@@ -30,7 +30,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         let size = kmalloc_size(layout);
         // Order only sizes the request for the slow path's hooks; the slab
         // picks its own slab order.
-        let gfp = super::GFP_KERNEL;
+        // Inside reclaim (its state held), no recursion into reclaim: the
+        // reserves instead, as Linux's PF_MEMALLOC.
+        let gfp = if crate::sync::holds_rank(crate::sync::rank::RECLAIM) {
+            super::page_alloc::GFP_MEMALLOC
+        } else {
+            super::GFP_KERNEL
+        };
         let cpu = this_cpu().id;
         let r = super::page_alloc::alloc(0, gfp, |p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, size, gfp.gfp));
         match r {

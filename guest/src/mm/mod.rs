@@ -15,6 +15,7 @@ pub mod paging;
 pub mod phys;
 pub mod procfs;
 pub mod sabotage;
+pub mod swap;
 pub mod vmalloc;
 pub mod vmscan;
 pub mod vmstat;
@@ -28,6 +29,8 @@ use layout::PAGE_OFFSET;
 use memblock::Memblock;
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::{BuddyAllocator, PageOwner};
+use mm_core::lru::{LruNode, Lruvec};
+use mm_core::page_ext::PageExt;
 use mm_core::paging::{FrameAllocator, Mapper};
 use mm_core::slab::{SlabAllocator, SlabFlags};
 pub use page_alloc::{GfpMask, GFP_DMA, GFP_DMA32, GFP_KERNEL};
@@ -41,6 +44,13 @@ pub struct PageAlloc {
     pub slab: SlabAllocator,
     /// Physical memory through the direct map.
     pub phys: KernelPhys,
+    /// The LRU lists of user pages (one lruvec for the node, as Linux
+    /// without memcg has per node), over the vmemmap-side link array. Under
+    /// this lock because freeing a user page takes it off its list.
+    pub lru: Lruvec<&'static mut [LruNode]>,
+    /// Per-pfn anon rmap and swap-cache fields (Linux's `page->mapping`,
+    /// `page->index`, `folio->swap`).
+    pub ext: &'static mut [PageExt],
 }
 
 /// Boot-time facts for meminfo and the benchmarks.
@@ -142,7 +152,11 @@ pub fn init(params: &BootParams) {
     if let Err(e) = slab.create_kmalloc_caches(SlabFlags::default()) {
         panic!("cannot create the kmalloc caches: {}", e);
     }
-    PAGES.set(PageAlloc { buddy, slab, phys });
+    let lru = match Lruvec::with_storage(tables.lru_map, 0) {
+        Ok(l) => l,
+        Err(e) => panic!("cannot create the LRU lists: {}", e),
+    };
+    PAGES.set(PageAlloc { buddy, slab, phys, lru, ext: tables.page_ext });
     KERNEL_PT.set(tables.mapper);
     STATS.set(MmStats {
         total_ram,

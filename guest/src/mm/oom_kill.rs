@@ -115,7 +115,7 @@ pub fn select_bad_process(cands: &[Candidate], totalpages: u64) -> Option<(usize
 }
 
 /// A signed decimal without core's integer formatting (platform.md).
-struct SDec(i64);
+pub struct SDec(pub i64);
 
 impl core::fmt::Display for SDec {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

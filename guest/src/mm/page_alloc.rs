@@ -48,6 +48,10 @@ pub mod gfp {
     /// Give up after one round of reclaim, never call the OOM killer
     /// (`__GFP_NORETRY`).
     pub const NORETRY: u32 = 1 << 2;
+    /// Retry reclaim as usual but never call the OOM killer
+    /// (`__GFP_RETRY_MAYFAIL`): the user fault path, which calls the
+    /// killer itself once it has dropped its locks.
+    pub const RETRY_MAYFAIL: u32 = 1 << 3;
 }
 
 /// An allocation request: mm-core's part (zone and watermark policy, what
@@ -70,6 +74,12 @@ impl GfpMask {
 /// Ordinary kernel allocations: may reclaim (`GFP_KERNEL`).
 pub const GFP_KERNEL: GfpMask =
     GfpMask { gfp: mm_core::buddy::GFP_KERNEL, flags: gfp::KSWAPD_RECLAIM | gfp::DIRECT_RECLAIM };
+/// A user page for the fault path (`GFP_HIGHUSER_MOVABLE`): may reclaim,
+/// never OOM-kills from inside (see [`gfp::RETRY_MAYFAIL`]).
+pub const GFP_USER: GfpMask = GfpMask { flags: GFP_KERNEL.flags | gfp::RETRY_MAYFAIL, ..GFP_KERNEL };
+/// An allocation made while reclaim's state is held (Linux's
+/// `PF_MEMALLOC`): no reclaim, below the watermarks if need be.
+pub const GFP_MEMALLOC: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_NOWMARK, flags: 0 };
 /// Below 4 GiB.
 pub const GFP_DMA32: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_DMA32, ..GFP_KERNEL };
 /// Below 16 MiB.
@@ -249,7 +259,8 @@ fn slowpath<T, E: AllocError>(
     }
     // 3. Direct reclaim and compaction, for requests that may block and
     //    callers that do not hold the page allocator.
-    if gfp.allows(gfp::DIRECT_RECLAIM) && !a.holds_lock() {
+    if gfp.allows(gfp::DIRECT_RECLAIM) && !a.holds_lock() && crate::sync::holds_only_below(crate::sync::rank::RECLAIM)
+    {
         let mut retries = 0;
         loop {
             let reclaimed = direct_reclaim(order, gfp);
@@ -269,6 +280,15 @@ fn slowpath<T, E: AllocError>(
                 }
             }
             if gfp.allows(gfp::NORETRY) {
+                break;
+            }
+            if gfp.allows(gfp::RETRY_MAYFAIL) {
+                // A pass may only have aged young pages: a few more
+                // before giving up; never the OOM killer from here.
+                retries += 1;
+                if retries < MAX_RECLAIM_RETRIES && (reclaimed > 0 || compacted || retries < 4) {
+                    continue;
+                }
                 break;
             }
             retries += 1;

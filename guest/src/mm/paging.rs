@@ -17,7 +17,10 @@ use super::memblock::Memblock;
 use super::phys::KernelPhys;
 use crate::arch::cpu;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::abi::layout::{LRUMAP_START, PAGE_EXT_START};
 use mm_core::buddy::Page;
+use mm_core::lru::LruNode;
+use mm_core::page_ext::PageExt;
 use mm_core::paging::{FrameAllocator, Level, MapError, MapRequest, Mapper, PageSize, PteFlags, SizeRequest};
 
 /// The boot page tables map the first GiB at -2 GiB: page-table pages
@@ -51,9 +54,13 @@ pub struct KernelTables {
     pub mapper: Mapper,
     /// The page descriptors, one per pfn from 0 to the end of RAM.
     pub mem_map: &'static mut [Page],
+    /// The LRU links, one per pfn.
+    pub lru_map: &'static mut [LruNode],
+    /// The anon rmap and swap-cache fields, one per pfn.
+    pub page_ext: &'static mut [PageExt],
     /// Page-table pages used.
     pub table_pages: u64,
-    /// Bytes of RAM backing `vmemmap`.
+    /// Bytes of RAM backing `vmemmap` (descriptors, LRU links, page_ext).
     pub vmemmap_bytes: u64,
 }
 
@@ -167,44 +174,53 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
     }
 
     // vmemmap: descriptors for every pfn that has RAM, backed by memory
-    // from memblock (zero, so every descriptor starts "untouched").
-    let desc = core::mem::size_of::<Page>() as u64;
+    // from memblock (zero, so every descriptor starts "untouched"); and
+    // beside it, the same way, the LRU links and the page_ext array
+    // (zero is "on no list", "no anon mapping"), the parts of Linux's
+    // `struct page` reclaim uses.
     let mut vmemmap_bytes = 0;
-    // The descriptor ranges of the RAM ranges, page-rounded and merged, so
-    // neighbouring RAM ranges share 2 MiB vmemmap pages.
-    let mut spans = [(0u64, 0u64); 64];
-    let mut ns = 0;
-    for &(start, end) in &ram[..n] {
-        let vstart = (VMEMMAP_START + start / PAGE_SIZE * desc) & !(PAGE_SIZE - 1);
-        let vend = (VMEMMAP_START + end / PAGE_SIZE * desc + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-        if ns > 0 && vstart <= spans[ns - 1].1 {
-            spans[ns - 1].1 = spans[ns - 1].1.max(vend);
-        } else {
-            spans[ns] = (vstart, vend);
-            ns += 1;
+    let arrays = [
+        (VMEMMAP_START, core::mem::size_of::<Page>() as u64),
+        (LRUMAP_START, core::mem::size_of::<LruNode>() as u64),
+        (PAGE_EXT_START, core::mem::size_of::<PageExt>() as u64),
+    ];
+    for (base, desc) in arrays {
+        // The descriptor ranges of the RAM ranges, page-rounded and
+        // merged, so neighbouring RAM ranges share 2 MiB pages.
+        let mut spans = [(0u64, 0u64); 64];
+        let mut ns = 0;
+        for &(start, end) in &ram[..n] {
+            let vstart = (base + start / PAGE_SIZE * desc) & !(PAGE_SIZE - 1);
+            let vend = (base + end / PAGE_SIZE * desc + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+            if ns > 0 && vstart <= spans[ns - 1].1 {
+                spans[ns - 1].1 = spans[ns - 1].1.max(vend);
+            } else {
+                spans[ns] = (vstart, vend);
+                ns += 1;
+            }
         }
-    }
-    for &(vstart, vend) in &spans[..ns] {
-        let len = vend - vstart;
-        let align = 2 << 20;
-        let big = len >= align && vstart % align == 0;
-        let pa = frames
-            .memblock
-            .alloc(len, if big { align } else { PAGE_SIZE }, u64::MAX)
-            .ok_or(MapError::FrameAllocationFailed)?;
-        let flush = mapper.map(
-            &mut boot_phys,
-            &mut frames,
-            MapRequest {
-                va: VirtAddr(vstart),
-                pa: PhysAddr(pa),
-                len,
-                size: SizeRequest::Best,
-                flags: PteFlags::RW.union(PteFlags::NX).union(g),
-            },
-        )?;
-        flush.ignore();
-        vmemmap_bytes += len;
+        for &(vstart, vend) in &spans[..ns] {
+            let len = vend - vstart;
+            let align = 2 << 20;
+            let big = len >= align && vstart % align == 0;
+            let pa = frames
+                .memblock
+                .alloc(len, if big { align } else { PAGE_SIZE }, u64::MAX)
+                .ok_or(MapError::FrameAllocationFailed)?;
+            let flush = mapper.map(
+                &mut boot_phys,
+                &mut frames,
+                MapRequest {
+                    va: VirtAddr(vstart),
+                    pa: PhysAddr(pa),
+                    len,
+                    size: SizeRequest::Best,
+                    flags: PteFlags::RW.union(PteFlags::NX).union(g),
+                },
+            )?;
+            flush.ignore();
+            vmemmap_bytes += len;
+        }
     }
 
     let table_pages = frames.count + 1;
@@ -229,7 +245,13 @@ pub fn init(memblock: &mut Memblock, lazy: &[(u64, u64)]) -> Result<KernelTables
     // has RAM; descriptors of holes are never touched (the buddy allocator
     // only reads descriptors of memory it was given).
     let mem_map = unsafe { core::slice::from_raw_parts_mut(VMEMMAP_START as *mut Page, nr_pfns) };
-    Ok(KernelTables { mapper, mem_map, table_pages, vmemmap_bytes })
+    // SAFETY: as for mem_map: zeroed RAM for every pfn with RAM, mapped
+    // above; LRU and page_ext entries of holes are never touched (only
+    // user pages, which the buddy allocator hands out, get entries).
+    let lru_map = unsafe { core::slice::from_raw_parts_mut(LRUMAP_START as *mut LruNode, nr_pfns) };
+    // SAFETY: as for lru_map.
+    let page_ext = unsafe { core::slice::from_raw_parts_mut(PAGE_EXT_START as *mut PageExt, nr_pfns) };
+    Ok(KernelTables { mapper, mem_map, lru_map, page_ext, table_pages, vmemmap_bytes })
 }
 
 /// Direct-maps `[start, end)` (2 MiB aligned) into PMD tables `init`

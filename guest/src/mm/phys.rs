@@ -166,3 +166,11 @@ pub fn read_frame(pa: u64, offset: usize, out: &mut [u8]) {
         )
     }
 }
+
+/// mm-core's [`page_checksum`](mm_core::swap::page_checksum) of frame
+/// `pa`: what swap-out records for a slot and swap-in checks.
+pub fn frame_checksum(pa: u64) -> u64 {
+    // SAFETY: one whole frame, through the direct map, only read.
+    let words = unsafe { core::slice::from_raw_parts(super::phys_to_virt(pa) as *const u64, 512) };
+    mm_core::swap::page_checksum(words)
+}

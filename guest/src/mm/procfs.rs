@@ -1,6 +1,7 @@
 //! /proc-like views the kernel prints on request: meminfo, buddyinfo,
 //! slabinfo, vmallocinfo and a dump of its page tables (ptdump).
 
+use mm_core::lru::LruList;
 use super::{PAGES, STATS};
 use crate::fmt::Dec;
 use crate::kprintln;
@@ -35,8 +36,20 @@ pub fn meminfo() {
     kprintln!("MemTotal:       {} kB", Dec(st.total_ram >> 10));
     kprintln!("MemFree:        {} kB", kb(c.free + c.pcp));
     kprintln!("MemAvailable:   {} kB", kb(c.free + c.pcp + deferred));
+    let lru = PAGES.with(|p| LruList::ALL.map(|l| p.lru.nr(l)));
+    let sw = super::swap::totals();
     kprintln!("Buffers:        0 kB");
     kprintln!("Cached:         0 kB");
+    kprintln!("SwapCached:     {} kB", kb(sw.cached));
+    kprintln!("Active:         {} kB", kb(lru[LruList::ActiveAnon as usize] + lru[LruList::ActiveFile as usize]));
+    kprintln!("Inactive:       {} kB", kb(lru[LruList::InactiveAnon as usize] + lru[LruList::InactiveFile as usize]));
+    kprintln!("Active(anon):   {} kB", kb(lru[LruList::ActiveAnon as usize]));
+    kprintln!("Inactive(anon): {} kB", kb(lru[LruList::InactiveAnon as usize]));
+    kprintln!("Active(file):   {} kB", kb(lru[LruList::ActiveFile as usize]));
+    kprintln!("Inactive(file): {} kB", kb(lru[LruList::InactiveFile as usize]));
+    kprintln!("Unevictable:    {} kB", kb(lru[LruList::Unevictable as usize]));
+    kprintln!("SwapTotal:      {} kB", kb(sw.total));
+    kprintln!("SwapFree:       {} kB", kb(sw.free));
     kprintln!("Slab:           {} kB", kb(slab_pages));
     kprintln!("PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
     kprintln!("VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
@@ -51,6 +64,34 @@ pub fn meminfo() {
     kprintln!("Vmemmap:        {} kB", Dec(st.vmemmap_bytes >> 10));
     kprintln!("VmallocAreas:   {} kB", Dec(vm_used >> 10));
     kprintln!("VmallocChunk:   {} kB", Dec(vm_chunk >> 10));
+}
+
+/// `free`'s table (procps: total, used, free, shared, buff/cache,
+/// available; then the swap line), in kB.
+pub fn free() {
+    let st = STATS.with(|s| *s);
+    let c = PAGES.with(|p| p.buddy.counts());
+    let deferred = super::DEFERRED.with(|d| d.pages);
+    let sw = super::swap::totals();
+    let kb = |pages: u64| pages * PAGE_SIZE / 1024;
+    let total = st.total_ram >> 10;
+    let free = kb(c.free + c.pcp + deferred);
+    kprintln!("               total        used        free      shared  buff/cache   available");
+    kprintln!(
+        "Mem:    {:>12} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        Dec(total),
+        Dec(total.saturating_sub(free)),
+        Dec(free),
+        Dec(0),
+        Dec(kb(sw.cached)),
+        Dec(free)
+    );
+    kprintln!(
+        "Swap:   {:>12} {:>11} {:>11}",
+        Dec(kb(sw.total)),
+        Dec(kb(sw.total - sw.free)),
+        Dec(kb(sw.free))
+    );
 }
 
 /// /proc/buddyinfo.

@@ -1,9 +1,7 @@
-//! Page reclaim, as Linux's mm/vmscan.c, for what this kernel can reclaim
-//! today: shrinkers (caches that give memory back on request, the slab
-//! allocator's empty slabs first). Anonymous pages need swap to be
-//! reclaimed; [`shrink_lruvec`] is where mm-core's `lru::shrink_lruvec`
-//! goes once the swap device and swap PTEs land (issue 13's swap half),
-//! and it reclaims nothing until then.
+//! Page reclaim, as Linux's mm/vmscan.c: the LRU lists of user pages
+//! ([`shrink_lruvec`]: anonymous pages go to swap, mm/swap.rs) and the
+//! shrinkers (caches that give memory back on request, the slab
+//! allocator's empty slabs first).
 //!
 //! Two reclaimers share [`shrink_node`]: direct reclaim, run by an
 //! allocation in the slow path (page_alloc.rs), and kswapd, a kernel
@@ -15,8 +13,10 @@
 //! lock. So a wake sets [`KSWAPD_WAKE_PENDING`] and the scheduler, which
 //! looks at it on every switch, makes the thread runnable.
 
+use super::swap::{self, SWAP};
 use super::vmstat::{self, Event};
 use super::PAGES;
+use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::buddy::Watermark;
@@ -101,13 +101,58 @@ pub fn shrink_slab() -> u64 {
     freed
 }
 
-/// Where Linux's `shrink_lruvec` runs (mm-core's `lru::shrink_lruvec`
-/// over the zone's Lruvec). Anonymous pages can only be reclaimed to
-/// swap, and the guest has neither LRU lists nor swap yet: it scans and
-/// reclaims nothing, and says so by returning (scanned, reclaimed) =
-/// (0, 0).
-pub fn shrink_lruvec(_kswapd: bool) -> (u64, u64) {
-    (0, 0)
+/// Linux's `shrink_lruvec` on the node's lists (mm-core's
+/// `Lruvec::shrink_lruvec` with the guest's rmap and swap as its
+/// `ReclaimOps`), batch by batch: each batch's swap-outs are written in
+/// one device submission before the next batch is scanned, at falling
+/// priority until a batch's worth is freed (`do_try_to_free_pages`).
+/// Returns (scanned, reclaimed). Anon pages are the only reclaimable
+/// user pages; without swap this reclaims nothing, and it runs only
+/// where reclaim may take its locks: from an allocation whose caller
+/// holds nothing but mm locks (not from inside reclaim itself).
+pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
+    if !crate::sync::holds_only_below(rank::RECLAIM) {
+        return (0, 0);
+    }
+    let Some(mut guard) = SWAP.try_lock() else { return (0, 0) };
+    let s = &mut *guard;
+    if !swap::swap_on(s) {
+        return (0, 0);
+    }
+    let swappiness = s.swappiness;
+    let (mut scanned, mut freed, mut queued, mut written) = (0, 0, 0, 0);
+    let mut priority = DEF_PRIORITY;
+    loop {
+        // Scan for what the writeback batch still has room for; write it
+        // when full, so each device submission carries a whole batch.
+        let room = (swap::WB_MAX as u64).saturating_sub(s.queued()).max(1);
+        let mut sc = ScanControl::new(room, swappiness, true, kswapd);
+        sc.priority = priority;
+        let before_queued = s.queued();
+        let (act, deact) = PAGES.with(|p| {
+            let before = p.lru.stat;
+            let super::PageAlloc { buddy, lru, ext, .. } = p;
+            let mut ops = swap::Reclaimer { s: &mut *s, buddy, ext };
+            lru.shrink_lruvec(&mut sc, &mut ops);
+            (p.lru.stat.pgactivate - before.pgactivate, p.lru.stat.pgdeactivate - before.pgdeactivate)
+        });
+        vmstat::count(Event::PgActivate, act);
+        vmstat::count(Event::PgDeactivate, deact);
+        scanned += sc.nr_scanned;
+        freed += sc.nr_reclaimed;
+        queued += s.queued() - before_queued;
+        if s.queued() >= swap::WB_MAX as u64 {
+            written += swap::flush_writeback(s);
+        }
+        if freed >= SWAP_CLUSTER_MAX || priority == 0 {
+            break;
+        }
+        priority -= 1;
+    }
+    written += swap::flush_writeback(s);
+    // Pages whose write failed stayed resident: not reclaimed.
+    let reclaimed = freed - (queued - written);
+    (scanned, reclaimed)
 }
 
 /// Linux's `shrink_node`: the LRU lists, then the shrinkers; the pages

@@ -7,12 +7,11 @@
 //! when this is the frame's last user, copy otherwise). A fault no VMA
 //! allows is a segfault: the caller kills the process.
 
-use super::mm::{
-    alloc_user_frame, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP, STACK_LIMIT,
-};
+use super::mm::{get_page, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP, STACK_LIMIT};
 use crate::arch::cpu;
 use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
 use crate::mm::{BuddyFrames, PageAlloc, PAGES};
+use mm_core::paging::swap::SwapEntry;
 use mm_core::abi::cpu as abi;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::paging::{FrameAllocator, Level, Mapper, Pte, PteFlags, Slot};
@@ -77,6 +76,8 @@ pub enum FaultError {
     AccErr,
     /// Out of memory.
     Oom,
+    /// The page could not be read back from swap (Linux's SIGBUS).
+    Io,
 }
 
 /// Linux's `expand_stack`: a fault below a growing stack VMA, within the
@@ -121,62 +122,113 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     }
     mm.stat.faults += 1;
     // Linux's `__handle_mm_fault`: the tables down to the PTE first
-    // (allocated on the way), then `handle_pte_fault` on its slot: one
-    // walk and one hold of the page allocator per fault.
+    // (allocated on the way), then `handle_pte_fault` on its slot. Pages
+    // are allocated with no lock but the mm's held (the allocation may
+    // reclaim, even from this address space), and the PTE is checked
+    // again before it is written (`pte_same`): if reclaim changed it, the
+    // CPU simply faults again.
     let va = addr & !(PAGE_SIZE - 1);
     let mut phys = direct_map();
-    PAGES.with(|p| {
-        let (slot, pte) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
-        if !pte.is_present() {
-            if !write && !vma.flags.contains(VmFlags::SHARED) {
-                let zero = MM_GLOBALS.with(|g| g.zero_pa);
-                slot.write(&mut phys, Pte(zero | leaf_flags(vma.flags, false))).map_err(|_| FaultError::Oom)?;
-                mm.stat.zero_page_maps += 1;
-                return Ok(());
-            }
-            return anonymous_page(p, &mut phys, mm, slot, vma.flags);
+    let (slot, pte) = PAGES.with(|p| pte_alloc(p, &mut phys, mm, va)).ok_or(FaultError::Oom)?;
+    if pte.0 == 0 {
+        if !write && !vma.flags.contains(VmFlags::SHARED) {
+            let zero = MM_GLOBALS.with(|g| g.zero_pa);
+            slot.write(&mut phys, Pte(zero | leaf_flags(vma.flags, false))).map_err(|_| FaultError::Oom)?;
+            mm.stat.zero_page_maps += 1;
+            return Ok(());
         }
-        if write && !pte.is_writable() {
-            return do_wp_page(p, &mut phys, mm, slot, addr, vma.flags, pte.0);
-        }
-        // Present and allowed: a PTE left stale by mprotect (the user bit)
-        // or a TLB entry older than the PTE. Refresh the flags from the VMA.
-        let keep = PteFlags::USER.0 | PteFlags::NX.0;
-        let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
-        cpu::invlpg(addr);
-        Ok(())
-    })
+        return anonymous_page(mm, &vma, slot, va);
+    }
+    if !pte.is_present() {
+        return do_swap_page(mm, &vma, slot, pte, va, write);
+    }
+    if write && !pte.is_writable() {
+        return do_wp_page(mm, &vma, slot, addr, pte.0);
+    }
+    // Present and allowed: a PTE left stale by mprotect (the user bit)
+    // or a TLB entry older than the PTE. Refresh the flags from the VMA.
+    let keep = PteFlags::USER.0 | PteFlags::NX.0;
+    let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
+    cpu::invlpg(addr);
+    Ok(())
+}
+
+/// Whether `slot` still holds `pte` (Linux's `pte_same`, after an
+/// allocation that may have reclaimed).
+fn pte_same(slot: Slot, pte: Pte) -> bool {
+    slot.read(&direct_map()).is_ok_and(|now| now == pte)
 }
 
 /// Linux's `do_anonymous_page` for `addr` outside the fault path (a
 /// `MAP_SHARED` mapping populated at mmap): a zeroed frame, writable if the
-/// VMA is.
+/// VMA is. Shared pages stay off the LRU (without shmem they cannot be
+/// swapped: nothing would find the page by offset again).
 pub fn do_anonymous_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result<(), FaultError> {
     let va = addr & !(PAGE_SIZE - 1);
     let mut phys = direct_map();
-    PAGES.with(|p| {
-        let (slot, _) = pte_alloc(p, &mut phys, mm, va).ok_or(FaultError::Oom)?;
-        anonymous_page(p, &mut phys, mm, slot, flags)
-    })
+    let (slot, _) = PAGES.with(|p| pte_alloc(p, &mut phys, mm, va)).ok_or(FaultError::Oom)?;
+    let vma = mm.vmas.find(va).copied().unwrap_or(Vma::anon(va, va + PAGE_SIZE, flags));
+    anonymous_page(mm, &vma, slot, va)
 }
 
-/// `do_anonymous_page` on the PTE slot `slot` (empty).
-#[inline(always)]
-fn anonymous_page(
-    p: &mut PageAlloc,
-    phys: &mut KernelPhys,
-    mm: &mut MmStruct,
-    slot: Slot,
-    flags: VmFlags,
-) -> Result<(), FaultError> {
-    let pa = alloc_user_frame(p).ok_or(FaultError::Oom)?;
+/// A user frame for the fault path, allocated with no lock held (it may
+/// reclaim); physical address.
+fn alloc_user_page() -> Result<u64, FaultError> {
+    let pfn = crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER).map_err(|_| FaultError::Oom)?;
+    PAGES.with(|p| {
+        let _ = p.buddy.set_owner(pfn, mm_core::buddy::PageOwner::UserAnon);
+    });
+    MM_GLOBALS.with(|g| g.user_frames_allocated += 1);
+    Ok(pfn << mm_core::addr::PAGE_SHIFT)
+}
+
+/// `do_anonymous_page` on the PTE slot `slot` (empty) for `va`.
+fn anonymous_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64) -> Result<(), FaultError> {
+    let pa = alloc_user_page()?;
     clear_page(pa);
-    if slot.write(phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).is_err() {
-        put_page(p, 0, pa);
-        return Err(FaultError::Oom);
+    let flags = leaf_flags(vma.flags, vma.flags.contains(VmFlags::WRITE));
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    if !pte_same(slot, Pte::NONE) || slot.write(&mut direct_map(), Pte(pa | flags)).is_err() {
+        PAGES.with(|p| put_page(p, zero, pa));
+        return Ok(());
     }
     mm.stat.anon_faults += 1;
     mm.stat.rss_pages += 1;
+    if !vma.flags.contains(VmFlags::SHARED) {
+        crate::mm::swap::new_anon_page(mm.id, vma, va, pa >> mm_core::addr::PAGE_SHIFT);
+    }
+    Ok(())
+}
+
+/// Linux's `do_swap_page`: the PTE holds a swap entry; the page comes from
+/// the swap cache or the disk (mm/swap.rs), and replaces the entry,
+/// writable only if no other swap PTE still names the slot (otherwise a
+/// write copies, as after fork).
+fn do_swap_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, pte: Pte, va: u64, write: bool) -> Result<(), FaultError> {
+    let Some(e) = SwapEntry::from_pte(pte) else {
+        crate::kprintln!("do_swap_page: bad swap PTE {:#x} at {:#x}", pte.0, va);
+        return Err(FaultError::MapErr);
+    };
+    let got = match crate::mm::swap::swapin(mm.id, vma, va, e.swp(), || pte_same(slot, pte)) {
+        Ok(Some(g)) => g,
+        Ok(None) => return Ok(()),
+        Err(crate::mm::swap::SwapinError::NoMemory) => return Err(FaultError::Oom),
+        Err(_) => return Err(FaultError::Io),
+    };
+    let writable = got.exclusive && vma.flags.contains(VmFlags::WRITE);
+    let mut flags = leaf_flags(vma.flags, writable);
+    if writable && write {
+        flags |= PteFlags::DIRTY.0;
+    }
+    let _ = slot.write(&mut direct_map(), Pte(got.pa | flags));
+    cpu::invlpg(va);
+    mm.stat.rss_pages += 1;
+    mm.stat.swap_ents = mm.stat.swap_ents.saturating_sub(1);
+    if got.major {
+        mm.stat.maj_faults += 1;
+    } else {
+        mm.stat.swapin_cached += 1;
+    }
     Ok(())
 }
 
@@ -184,44 +236,50 @@ fn anonymous_page(
 /// writable VMA (`pte` in `slot`). The zero page is replaced by a zeroed
 /// frame; a frame whose only user is this mapping is made writable in
 /// place (reuse); otherwise it is copied and this mapping's reference
-/// dropped.
-fn do_wp_page(
-    p: &mut PageAlloc,
-    phys: &mut KernelPhys,
-    mm: &mut MmStruct,
-    slot: Slot,
-    addr: u64,
-    flags: VmFlags,
-    pte: u64,
-) -> Result<(), FaultError> {
+/// dropped. The old frame is pinned across the allocation, so reclaim
+/// leaves it alone.
+fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> Result<(), FaultError> {
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
     let old = pte & ADDR_MASK;
-    let reused = if old != zero && page_count(p, old) == 1 {
-        slot.write(phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
-        true
-    } else {
-        let new = alloc_user_frame(p).ok_or(FaultError::Oom)?;
-        if old == zero {
-            clear_page(new);
-        } else {
-            copy_page(new, old);
-        }
-        if slot.write(phys, Pte(new | leaf_flags(flags, true))).is_err() {
-            put_page(p, zero, new);
-            return Err(FaultError::MapErr);
-        }
-        put_page(p, zero, old);
-        false
-    };
-    cpu::invlpg(addr & !(PAGE_SIZE - 1));
-    if reused {
+    let mut phys = direct_map();
+    if old != zero && PAGES.with(|p| page_count(p, old)) == 1 {
+        slot.write(&mut phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
+        cpu::invlpg(addr & !(PAGE_SIZE - 1));
         mm.stat.cow_reuses += 1;
-    } else {
-        mm.stat.cow_copies += 1;
-        if old == zero {
-            mm.stat.rss_pages += 1;
-        }
+        return Ok(());
     }
+    PAGES.with(|p| get_page(p, zero, old));
+    let new = match alloc_user_page() {
+        Ok(n) => n,
+        Err(e) => {
+            PAGES.with(|p| put_page(p, zero, old));
+            return Err(e);
+        }
+    };
+    if old == zero {
+        clear_page(new);
+    } else {
+        copy_page(new, old);
+    }
+    let va = addr & !(PAGE_SIZE - 1);
+    if !pte_same(slot, Pte(pte)) || slot.write(&mut phys, Pte(new | leaf_flags(vma.flags, true))).is_err() {
+        PAGES.with(|p| {
+            put_page(p, zero, new);
+            put_page(p, zero, old);
+        });
+        return Ok(());
+    }
+    // The pin and this mapping's reference.
+    PAGES.with(|p| {
+        put_page(p, zero, old);
+        put_page(p, zero, old);
+    });
+    cpu::invlpg(va);
+    mm.stat.cow_copies += 1;
+    if old == zero {
+        mm.stat.rss_pages += 1;
+    }
+    crate::mm::swap::new_anon_page(mm.id, vma, va, new >> mm_core::addr::PAGE_SHIFT);
     Ok(())
 }
 

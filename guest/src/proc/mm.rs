@@ -8,9 +8,10 @@
 use super::abi::*;
 use super::fault::{pte_alloc, user_pt, PtFrames};
 use crate::arch::cpu;
-use crate::arch::percpu::this_cpu;
 use crate::mm::phys::{clear_page, direct_map, write_frame};
+use crate::mm::swap::{SwapState, SWAP};
 use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES};
+use mm_core::paging::swap::SwapEntry;
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::PageOwner;
@@ -61,6 +62,8 @@ pub struct MmStruct {
     pub brk: u64,
     /// Counters (faults, RSS, page tables...), in the ABI's layout.
     pub stat: MmStat,
+    /// Its name for the reverse map and reclaim (mm/swap.rs).
+    pub id: mm_core::rmap::MmId,
 }
 
 /// Why an address-space operation failed, as an errno.
@@ -85,9 +88,7 @@ pub fn put_page(p: &mut PageAlloc, zero_pa: u64, pa: u64) {
     if pa == zero_pa {
         return;
     }
-    if let Err(e) = p.buddy.free_pages(this_cpu().id, pa >> PAGE_SHIFT, 0) {
-        panic!("put_page({:#x}): {}", pa, e);
-    }
+    crate::mm::swap::put_user_page(p, pa >> PAGE_SHIFT);
 }
 
 /// Takes a reference to a user frame (`get_page`).
@@ -147,7 +148,8 @@ impl MmStruct {
         }
         let pgd = pgd.0;
         let stat = MmStat { pt_pages: 1, ..MmStat::default() };
-        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat })
+        let id = crate::mm::swap::register_mm(pgd);
+        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat, id })
     }
 
     /// Loads a static ELF executable (Linux's `load_elf_binary`): one VMA
@@ -213,16 +215,27 @@ impl MmStruct {
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):
     /// frames lose a reference, the TLB forgets them (Linux's
     /// `zap_page_range` + `tlb_finish_mmu`).
-    fn zap(&mut self, p: &mut PageAlloc, start: u64, end: u64) {
+    fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
         let zero = zero_pa();
         let current = is_current(self.pgd);
         let mut pages = 0u64;
+        let mut swapents = 0u64;
         let stat = &mut self.stat;
-        let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::Present, |phys, l| {
+        let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::NonNone, |phys, l| {
             let _ = l.slot.write(phys, Pte::NONE);
+            if !l.entry.is_present() {
+                // A swap entry: its slot count (and the swap cache's page
+                // once no one else names the slot).
+                match SwapEntry::from_pte(l.entry) {
+                    Some(e) => s.free_swap_and_cache(p, e.swp()),
+                    None => crate::kprintln!("zap: bad swap PTE {:#x} at {:#x}", l.entry.0, l.va.0),
+                }
+                swapents += 1;
+                return true;
+            }
             let pa = l.entry.0 & ADDR_MASK;
             if pa != zero {
-                stat.rss_pages -= 1;
+                stat.rss_pages = stat.rss_pages.saturating_sub(1);
             }
             put_page(p, zero, pa);
             if current && pages < mm_core::paging::mapper::FLUSH_CEILING {
@@ -231,9 +244,20 @@ impl MmStruct {
             pages += 1;
             true
         });
+        if let Some(m) = s.mms.get_mut(&self.id) {
+            m.swapents = m.swapents.saturating_sub(swapents);
+        }
         if current && pages >= mm_core::paging::mapper::FLUSH_CEILING {
             cpu::flush_tlb();
         }
+    }
+
+    /// Folds what reclaim did to this address space (pages it swapped
+    /// out) into the counters; called wherever they are read.
+    pub fn sync_reclaim_counters(&mut self) {
+        let (out, swapents) = crate::mm::swap::take_rss_out(self.id);
+        self.stat.rss_pages = self.stat.rss_pages.saturating_sub(out);
+        self.stat.swap_ents = swapents;
     }
 
     /// Linux's `exit_mmap`: every page and page table of the user half,
@@ -242,13 +266,16 @@ impl MmStruct {
     /// runs when memory is exhausted, for the OOM killer's victims.
     pub fn exit_mmap(&mut self) {
         let vmas = core::mem::take(&mut self.vmas);
-        PAGES.with(|p| {
-            for v in vmas.iter() {
-                self.zap(p, v.start, v.end);
-            }
-            let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
-            let _ = user_pt(self.pgd).free_tables(&mut direct_map(), &mut frames, 0..USER_HALF_END);
-            BuddyFrames(p).deallocate_frame(PhysAddr(self.pgd));
+        SWAP.with(|s| {
+            PAGES.with(|p| {
+                for v in vmas.iter() {
+                    self.zap(s, p, v.start, v.end);
+                }
+                let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
+                let _ = user_pt(self.pgd).free_tables(&mut direct_map(), &mut frames, 0..USER_HALF_END);
+                BuddyFrames(p).deallocate_frame(PhysAddr(self.pgd));
+            });
+            s.unregister_mm(self.id);
         });
         self.stat.pt_pages -= 1;
         self.vmas = VmaSet::new();
@@ -268,7 +295,9 @@ impl MmStruct {
         let zero = zero_pa();
         let data_before = MM_GLOBALS.with(|g| g.user_frames_allocated);
         let pt_before = child.stat.pt_pages;
-        let ok = PAGES.with(|p| {
+        crate::mm::swap::fork_mm(self.id, child.id);
+        let mut child_swapents = 0u64;
+        let ok = SWAP.with(|s| PAGES.with(|p| {
             let mut ok = true;
             for v in &vmas {
                 let shared = v.flags.contains(VmFlags::SHARED);
@@ -277,7 +306,7 @@ impl MmStruct {
                 // The child's page table for the last 2 MiB seen: one walk
                 // per table, not per page (Linux's copy_pte_range).
                 let mut cached: Option<(u64, PhysAddr)> = None;
-                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
+                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |phys, l| {
                     let cslot = match cached {
                         Some((region, table)) if region == l.va.0 >> 21 => {
                             Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
@@ -293,6 +322,18 @@ impl MmStruct {
                         }
                     };
                     let mut e = l.entry;
+                    if !e.is_present() {
+                        // A swap entry: the child names the same slot
+                        // (`copy_nonpresent_pte`: one more count).
+                        match SwapEntry::from_pte(e).map(|se| s.areas.swap_duplicate(se.swp())) {
+                            Some(Ok(())) => {
+                                let _ = cslot.write(phys, e);
+                                child_swapents += 1;
+                            }
+                            _ => crate::kprintln!("fork: bad swap PTE {:#x} at {:#x}", e.0, l.va.0),
+                        }
+                        return true;
+                    }
                     if !shared && e.is_writable() {
                         e = e.without(PteFlags::RW);
                         let _ = l.slot.write(phys, e);
@@ -306,8 +347,11 @@ impl MmStruct {
                     true
                 });
             }
+            if let Some(m) = s.mms.get_mut(&child.id) {
+                m.swapents = child_swapents;
+            }
             ok
-        });
+        }));
         // The parent's writable PTEs just lost RW: its TLB must forget them.
         cpu::flush_tlb();
         child.stat.fork_pt_pages = child.stat.pt_pages - pt_before + 1;
@@ -342,10 +386,13 @@ impl MmStruct {
             return Err(-EINVAL);
         }
         let removed = self.vmas.munmap(start, end).map_err(|_| -EINVAL)?;
-        PAGES.with(|p| {
-            for v in &removed {
-                self.zap(p, v.start, v.end);
-            }
+        SWAP.with(|s| {
+            PAGES.with(|p| {
+                for v in &removed {
+                    self.zap(s, p, v.start, v.end);
+                }
+            });
+            s.rmap.unlink_anon_vmas(self.id, start, end);
         });
         Ok(())
     }

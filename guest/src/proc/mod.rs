@@ -47,7 +47,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 11] = [
+pub static PROGRAMS: [(&str, &[u8]); 12] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -62,6 +62,8 @@ pub static PROGRAMS: [(&str, &[u8]); 11] = [
     user_program!("access3"),
     // Memory pressure: the OOM scenario (cmdline `oom`).
     user_program!("memhog"),
+    // Swap under pressure (cmdline `swaptest=`).
+    user_program!("swaptest"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a
@@ -319,14 +321,19 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
         let r = sched::current_mm().map(|m| m.with(|mm| fault::handle_mm_fault(mm, cr2, frame.error_code)));
         match r {
             Some(Ok(())) => return,
+            Some(Err(FaultError::Io)) => {
+                // Linux's VM_FAULT_SIGBUS: the page could not be read back.
+                let (name, pid, _) = sched::current_info();
+                kprintln!("{}[{}]: bus error reading swap at {:#x}", name, Dec(pid), cr2);
+                sched::do_exit(abi::SIGBUS)
+            }
             Some(Err(FaultError::Oom)) => {
-                // The fault allocates under the page-allocator lock, where
-                // the slow path may not kill: as Linux's VM_FAULT_OOM, the
-                // killer runs here with no lock held and the fault is
-                // retried (the victim's memory is free by then, or the
-                // victim is this process, which dies on the way out).
-                // Direct reclaim first (what the allocation would have
-                // done had it been allowed to block), then the killer.
+                // The fault's allocation reclaims but never kills (it holds
+                // the mm lock): as Linux's VM_FAULT_OOM, the killer runs
+                // here with no lock held and the fault is retried (the
+                // victim's memory is free by then, or the victim is this
+                // process, which dies on the way out). Direct reclaim once
+                // more first, then the killer.
                 if crate::mm::vmscan::try_to_free_pages() > 0 || crate::mm::oom_kill::pagefault_out_of_memory() {
                     return;
                 }

@@ -476,8 +476,11 @@ pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
         let Some(c) = mm.try_with(|m| crate::mm::oom_kill::Candidate {
             pid,
             name,
-            rss: m.stat.rss_pages,
-            swapents: 0,
+            rss: {
+                m.sync_reclaim_counters();
+                m.stat.rss_pages
+            },
+            swapents: m.stat.swap_ents,
             pgtables: m.stat.pt_pages,
             total_vm: m.vmas.iter().map(|v| (v.end - v.start) >> PAGE_SHIFT).sum(),
             oom_score_adj: adj,
@@ -631,7 +634,8 @@ pub fn shrink_idle() {
 }
 
 /// The running process's counters, with the scheduler's part filled in.
-pub fn current_stat(mm: &MmStruct) -> MmStat {
+pub fn current_stat(mm: &mut MmStruct) -> MmStat {
+    mm.sync_reclaim_counters();
     let (_, _, preemptions) = current_info();
     MmStat { preemptions, ..mm.stat }
 }

@@ -98,6 +98,8 @@ pub const ESRCH: i64 = 3;
 /// Killed by the OOM killer (or anyone): the wait status of a process
 /// killed with SIGKILL.
 pub const SIGKILL: u64 = 9;
+/// The signal a page that cannot be read back from swap kills with.
+pub const SIGBUS: u64 = 7;
 /// Most records one `SYS_ACCESS_RECORDS` takes.
 pub const ACCESS_RECORDS_MAX: u64 = 64;
 /// The #PF vector, as the fix-up reports it in rax.
@@ -165,6 +167,12 @@ pub struct MmStat {
     pub fork_pt_pages: u64,
     /// Times the timer interrupt took the CPU from this process.
     pub preemptions: u64,
+    /// Faults that read a page back from swap (Linux's `maj_flt`).
+    pub maj_faults: u64,
+    /// Swap-ins served from the swap cache (no I/O).
+    pub swapin_cached: u64,
+    /// Swap entries in its page tables (`MM_SWAPENTS`).
+    pub swap_ents: u64,
 }
 
 /// One ring-3 access as the program saw it (`SYS_ACCESS_RECORDS`); the

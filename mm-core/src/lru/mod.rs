@@ -171,11 +171,16 @@ impl LruList {
 
 /// A page's LRU links and flags (the `lru` list_head and LRU bits of
 /// `struct page`). Storage holds one per frame, all [`LruNode::EMPTY`] at
-/// first.
+/// first. `EMPTY` is all zero bytes (the links are stored plus one, 0
+/// meaning none), so storage in memory fresh from the VMM needs no
+/// initialisation, as the guest's vmemmap does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct LruNode {
-    next: u32,
-    prev: u32,
+    /// Next node index plus one (0: none); see [`LruNode::next`].
+    next1: u32,
+    /// Previous node index plus one (0: none).
+    prev1: u32,
     /// `flags::PG_*` bits.
     pub flags: u8,
     /// The list it is on (`LruList as u8`), meaningful with `PG_LRU`.
@@ -184,8 +189,38 @@ pub struct LruNode {
 
 impl LruNode {
     /// A page on no list.
-    pub const EMPTY: LruNode = LruNode { next: NIL, prev: NIL, flags: 0, lru: 0 };
+    pub const EMPTY: LruNode = LruNode { next1: 0, prev1: 0, flags: 0, lru: 0 };
+
+    /// The next node's index, or [`NIL`].
+    #[inline]
+    fn next(&self) -> u32 {
+        self.next1.wrapping_sub(1)
+    }
+
+    /// The previous node's index, or [`NIL`].
+    #[inline]
+    fn prev(&self) -> u32 {
+        self.prev1.wrapping_sub(1)
+    }
+
+    #[inline]
+    fn set_next(&mut self, i: u32) {
+        self.next1 = i.wrapping_add(1);
+    }
+
+    #[inline]
+    fn set_prev(&mut self, i: u32) {
+        self.prev1 = i.wrapping_add(1);
+    }
+
+    /// The list tag (`LruList as u8`), meaningful with `PG_LRU` (the host's
+    /// `--verify lru` reads it from guest memory).
+    pub fn lru_tag(&self) -> u8 {
+        self.lru
+    }
 }
+
+const _: () = assert!(core::mem::size_of::<LruNode>() == 12);
 
 impl Default for LruNode {
     fn default() -> Self {
@@ -391,6 +426,18 @@ fn int_sqrt(mut x: u64) -> u64 {
     y
 }
 
+/// Pages isolated from a list for one scan batch.
+struct Batch {
+    idx: [u32; SWAP_CLUSTER_MAX as usize],
+    len: usize,
+}
+
+impl Batch {
+    fn as_slice(&self) -> &[u32] {
+        &self.idx[..self.len]
+    }
+}
+
 /// The LRU lists of a zone (Linux's `struct lruvec`) over node storage `S`
 /// (a `Vec<LruNode>` or a slice; node `i` is pfn `base_pfn + i`).
 pub struct Lruvec<S = Vec<LruNode>> {
@@ -423,7 +470,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
     /// [`LruNode::EMPTY`].
     pub fn with_storage(nodes: S, base_pfn: u64) -> Result<Self, LruError> {
         let n = nodes.as_ref().len();
-        if n >= NIL as usize {
+        if n >= (NIL - 1) as usize {
             return Err(LruError::TooLarge(n));
         }
         Ok(Lruvec {
@@ -491,7 +538,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                 return None;
             }
             let i = cur;
-            cur = self.node(i).next;
+            cur = self.node(i).next();
             Some(self.pfn(i))
         })
     }
@@ -512,13 +559,13 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         let old = self.head[l];
         {
             let n = self.node_mut(i);
-            n.next = old;
-            n.prev = NIL;
+            n.set_next(old);
+            n.set_prev(NIL);
             n.lru = lru as u8;
             n.flags |= PG_LRU;
         }
         if old != NIL {
-            self.node_mut(old).prev = i;
+            self.node_mut(old).set_prev(i);
         } else {
             self.tail[l] = i;
         }
@@ -528,21 +575,21 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
 
     /// Unlinks `i` from its list and clears `PG_LRU` (isolation).
     fn unlink(&mut self, i: u32) {
-        let LruNode { next, prev, lru, .. } = *self.node(i);
-        let l = lru as usize;
+        let node = *self.node(i);
+        let (next, prev, l) = (node.next(), node.prev(), node.lru as usize);
         if prev != NIL {
-            self.node_mut(prev).next = next;
+            self.node_mut(prev).set_next(next);
         } else {
             self.head[l] = next;
         }
         if next != NIL {
-            self.node_mut(next).prev = prev;
+            self.node_mut(next).set_prev(prev);
         } else {
             self.tail[l] = prev;
         }
         let n = self.node_mut(i);
-        n.next = NIL;
-        n.prev = NIL;
+        n.set_next(NIL);
+        n.set_prev(NIL);
         n.flags &= !PG_LRU;
         self.nr[l] -= 1;
     }
@@ -669,16 +716,20 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         Ok(())
     }
 
-    /// `isolate_lru_folios`: up to `nr` pages from the tail of `lru`.
-    fn isolate_lru_folios(&mut self, nr: u64, lru: LruList) -> Vec<u32> {
-        let mut out = Vec::with_capacity(nr.min(self.nr(lru)) as usize);
-        while (out.len() as u64) < nr {
+    /// `isolate_lru_folios`: up to `nr` (at most [`SWAP_CLUSTER_MAX`])
+    /// pages from the tail of `lru`. A fixed batch, not a heap vector: the
+    /// guest reclaims under its page-allocator lock, where allocating
+    /// would recurse into that lock.
+    fn isolate_lru_folios(&mut self, nr: u64, lru: LruList) -> Batch {
+        let mut out = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
+        while (out.len as u64) < nr.min(SWAP_CLUSTER_MAX) {
             let t = self.tail[lru as usize];
             if t == NIL {
                 break;
             }
             self.unlink(t);
-            out.push(t);
+            out.idx[out.len] = t;
+            out.len += 1;
         }
         out
     }
@@ -702,7 +753,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         let file = lru.is_file();
         let hold = self.isolate_lru_folios(nr_to_scan, lru);
         let mut nr_rotated = 0;
-        for i in hold {
+        for &i in hold.as_slice() {
             let pfn = self.pfn(i);
             let r = ops.folio_referenced(pfn);
             let n = self.node_mut(i);
@@ -734,7 +785,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
     ) -> u64 {
         let file = lru.is_file();
         let hold = self.isolate_lru_folios(nr_to_scan, lru);
-        let scanned = hold.len() as u64;
+        let scanned = hold.len as u64;
         if sc.kswapd {
             self.stat.pgscan_kswapd += scanned;
         } else {
@@ -742,7 +793,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         }
         sc.nr_scanned += scanned;
         let (mut reclaimed, mut nr_io) = (0, 0);
-        for i in hold {
+        for &i in hold.as_slice() {
             let pfn = self.pfn(i);
             // folio_check_references.
             let r = ops.folio_referenced(pfn);
@@ -996,7 +1047,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
             let mut n = 0u64;
             while cur != NIL {
                 let node = nodes.get(cur as usize).ok_or("link out of range")?;
-                if node.prev != prev {
+                if node.prev() != prev {
                     return Err("prev link broken");
                 }
                 if node.flags & PG_LRU == 0 || node.lru != lru as u8 {
@@ -1010,7 +1061,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                     return Err("list loops");
                 }
                 prev = cur;
-                cur = node.next;
+                cur = node.next();
             }
             if self.tail[l] != prev {
                 return Err("tail broken");

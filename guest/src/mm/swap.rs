@@ -1,0 +1,773 @@
+//! Swap and the anon reverse map (Linux's mm/swapfile.c, mm/swap_state.c,
+//! mm/page_io.c and the rmap glue of mm/memory.c): the swap area on the
+//! virtio-blk disk (`swapon` at boot when the VMM attached one), the swap
+//! cache, swap-out for reclaim ([`pageout`] and the writeback batch) and
+//! swap-in for the fault path ([`swapin`]).
+//!
+//! State and locks: [`SWAP`] (rank `RECLAIM`) holds mm-core's `AnonRmap`
+//! and `SwapAreas`, the address spaces reclaim may edit (their PGDs), and
+//! per slot the swap-cache page, the workingset shadow and the checksum of
+//! what was written. The LRU lists and the per-pfn `PageExt` live under
+//! the page allocator ([`super::PAGES`]), because freeing a user page must
+//! take it off its list; `SWAP` ranks outside it, so swap-side work takes
+//! `SWAP` first. Device I/O (the driver's lock ranks between the two) runs
+//! with `SWAP` held and `PAGES` dropped.
+//!
+//! Reference counts, as Linux's: every PTE mapping a page holds one, the
+//! swap cache holds one; every swap PTE holds one count of its slot and the
+//! swap cache holds `SWAP_HAS_CACHE`. A page is reclaimable when its
+//! references are exactly its mappings (plus the cache's): an extra one is
+//! a pin (a fault in progress), and the page is kept.
+//!
+//! Pages in the swap cache are never written to: a swapped-in page stays
+//! cached only while other swap PTEs still name its slot, and it is mapped
+//! read-only meanwhile (a write copies, as after fork). So reclaiming a
+//! cached page needs no I/O: its slot already holds its contents.
+
+use super::phys::{direct_map, frame_checksum};
+use super::vmstat::{self, Event};
+use super::PAGES;
+use crate::drivers::virtio::blk;
+use crate::sync::{rank, SpinLock};
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use mm_core::addr::{VirtAddr, PAGE_SHIFT};
+use mm_core::lru::{ReclaimOutcome, Shadow};
+use mm_core::paging::swap::SwapEntry;
+use mm_core::addr::PhysAddr;
+use mm_core::paging::{Mapper, Pte, PteFlags};
+use mm_core::rmap::{AnonMapping, AnonRmap, MmId, RmapPageTables};
+use mm_core::swap::{SwapAreas, SwpEntry};
+use mm_core::vma::Vma;
+
+/// Pages written per device batch (one queue notify each): reclaim's
+/// `SWAP_CLUSTER_MAX`.
+pub const WB_MAX: usize = 32;
+/// The entry address bits of a PTE.
+const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+
+/// What reclaim needs of an address space: where its tables are, and the
+/// counters reclaim changes without its mm lock (Linux's per-mm
+/// `MM_SWAPENTS`/`MM_ANONPAGES` are atomics for the same reason).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmEntry {
+    /// Physical address of its PGD.
+    pub pgd: u64,
+    /// Swap PTEs in its tables.
+    pub swapents: u64,
+    /// Resident pages reclaim took since the owner last looked
+    /// ([`take_rss_out`]).
+    pub rss_out: u64,
+}
+
+/// A page on its way to the disk.
+#[derive(Clone, Copy)]
+struct Writeback {
+    pfn: u64,
+    e: SwpEntry,
+    shadow: Shadow,
+}
+
+/// Swap counters beyond vmstat's.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SwapStats {
+    /// Swap-ins served from the swap cache (no I/O).
+    pub cache_hits: u64,
+    /// Device writes that failed (the page stayed resident).
+    pub write_errors: u64,
+    /// Device reads that failed (the fault got SIGBUS).
+    pub read_errors: u64,
+    /// Swap-ins whose contents did not match what was written.
+    pub checksum_errors: u64,
+    /// Write batches submitted.
+    pub write_batches: u64,
+    /// Pages reclaimed from the swap cache without a write.
+    pub clean_reclaims: u64,
+}
+
+/// Reclaim's state (see the module documentation).
+pub struct SwapState {
+    /// The swap areas and their slot maps.
+    pub areas: SwapAreas,
+    /// The anon reverse map.
+    pub rmap: AnonRmap,
+    /// Address spaces by id.
+    pub mms: BTreeMap<MmId, MmEntry>,
+    next_mm: MmId,
+    /// Per slot of area 0: its swap-cache page's pfn plus one (0: none).
+    pub cache: Vec<u32>,
+    /// Per slot: the workingset shadow its page left.
+    pub shadow: Vec<u64>,
+    /// Per slot: the checksum of what was last written there (0: never).
+    pub sums: Vec<u64>,
+    wb: [Option<Writeback>; WB_MAX],
+    wb_len: usize,
+    /// Counters.
+    pub stat: SwapStats,
+    /// `vm.swappiness`.
+    pub swappiness: u32,
+}
+
+/// The reclaim state.
+pub static SWAP: SpinLock<SwapState> = SpinLock::new("the reclaim state", rank::RECLAIM);
+
+/// Sets up the state at boot, and turns swap on if the VMM attached a
+/// block device (`swapon /dev/vda`): one area over the whole disk, slot 0
+/// the header, as `mkswap` lays it out.
+pub fn init() {
+    let mut s = SwapState {
+        areas: SwapAreas::new(),
+        rmap: AnonRmap::new(),
+        mms: BTreeMap::new(),
+        next_mm: 1,
+        cache: Vec::new(),
+        shadow: Vec::new(),
+        sums: Vec::new(),
+        wb: [None; WB_MAX],
+        wb_len: 0,
+        stat: SwapStats::default(),
+        swappiness: 60,
+    };
+    let mut start_kswapd = false;
+    if blk::present() {
+        match blk::capacity() {
+            Ok(sectors) => {
+                let slots = sectors / blk::SECTORS_PER_PAGE;
+                match s.areas.swapon(slots, &[], -2) {
+                    Ok(_) => {
+                        s.cache = vec![0; slots as usize];
+                        s.shadow = vec![0; slots as usize];
+                        s.sums = vec![0; slots as usize];
+                        let kb = (slots - 1) * 4;
+                        start_kswapd = true;
+                        crate::kprintln!(
+                            "Adding {}k swap on /dev/vda.  Priority:-2 extents:1 across:{}k",
+                            crate::fmt::Dec(kb),
+                            crate::fmt::Dec(kb)
+                        );
+                    }
+                    Err(e) => crate::kprintln!("swapon: /dev/vda: {}", e),
+                }
+            }
+            Err(e) => crate::kprintln!("swapon: /dev/vda: {}", e),
+        }
+    }
+    SWAP.set(s);
+    // Background reclaim matters once pages can be reclaimed.
+    if start_kswapd && crate::proc::sched::start_kswapd().is_none() {
+        crate::kprintln!("swapon: cannot start kswapd");
+    }
+}
+
+/// Whether anon pages can be reclaimed (a swap area with free slots).
+pub fn swap_on(s: &SwapState) -> bool {
+    s.areas.nr_swap_pages() > 0
+}
+
+/// Registers an address space with reclaim; its id.
+pub fn register_mm(pgd: u64) -> MmId {
+    SWAP.with(|s| {
+        let id = s.next_mm;
+        s.next_mm += 1;
+        s.mms.insert(id, MmEntry { pgd, ..MmEntry::default() });
+        id
+    })
+}
+
+/// Resident pages reclaim took from `mm` since the last call, and its swap
+/// PTEs now (the owner folds them into its counters under its lock).
+pub fn take_rss_out(mm: MmId) -> (u64, u64) {
+    SWAP.with(|s| match s.mms.get_mut(&mm) {
+        Some(m) => (core::mem::take(&mut m.rss_out), m.swapents),
+        None => (0, 0),
+    })
+}
+
+/// A page table of `pgd` as the editor sees it.
+fn pt(pgd: u64) -> Mapper {
+    Mapper::new(PhysAddr(pgd), false, 52, false)
+}
+
+/// Whether the CPU runs on `pgd` (its TLB entries need flushing).
+fn is_current(pgd: u64) -> bool {
+    crate::arch::cpu::read_cr3() & ADDR_MASK == pgd
+}
+
+impl SwapState {
+    /// The pfn of `e`'s swap-cache page.
+    pub fn cache_lookup(&self, e: SwpEntry) -> Option<u64> {
+        if e.ty != 0 {
+            return None;
+        }
+        let v = *self.cache.get(e.offset as usize)?;
+        (v != 0).then(|| v as u64 - 1)
+    }
+
+    fn set_cache(&mut self, e: SwpEntry, pfn: Option<u64>) {
+        if let Some(c) = self.cache.get_mut(e.offset as usize) {
+            *c = pfn.map_or(0, |p| p as u32 + 1);
+        }
+    }
+
+    /// `free_swap_and_cache` for one swap PTE going away (zap, or replaced
+    /// by its page at swap-in): drops its count; when only the swap cache
+    /// still holds the slot, the cached page leaves the cache (its
+    /// reference dropped: freed if nothing maps it). `p` is the page
+    /// allocator, held by the caller.
+    pub fn free_swap_and_cache(&mut self, p: &mut super::PageAlloc, e: SwpEntry) {
+        let Ok(left) = self.areas.swap_free(e) else {
+            crate::kprintln!("swap_free: bad swap entry type {} offset {:#x}", e.ty, e.offset);
+            return;
+        };
+        if left == mm_core::swap::SWAP_HAS_CACHE {
+            if let Some(pfn) = self.cache_lookup(e) {
+                self.delete_from_swap_cache(p, e, pfn);
+            }
+        }
+    }
+
+    /// Takes `pfn` out of the swap cache for `e` and drops the cache's
+    /// reference.
+    fn delete_from_swap_cache(&mut self, p: &mut super::PageAlloc, e: SwpEntry, pfn: u64) {
+        let _ = self.areas.swapcache_free(e);
+        self.set_cache(e, None);
+        if let Some(x) = p.ext.get_mut(pfn as usize) {
+            x.set_swap_entry(None);
+        }
+        put_user_page(p, pfn);
+    }
+
+    /// Pages queued for writeback.
+    pub fn queued(&self) -> u64 {
+        self.wb_len as u64
+    }
+
+    /// Forgets an address space (`exit_mmap`): its anon ranges and entry.
+    pub fn unregister_mm(&mut self, mm: MmId) {
+        self.rmap.exit_mmap(mm);
+        self.mms.remove(&mm);
+    }
+}
+
+/// Drops a reference to a user page; at the last one the page leaves its
+/// LRU list, its page_ext is cleared and it goes back to the buddy
+/// allocator (Linux's `folio_put` -> `__folio_put` -> `lru_cache_del`).
+pub fn put_user_page(p: &mut super::PageAlloc, pfn: u64) {
+    if p.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) {
+        let _ = p.lru.folio_del_lru(pfn);
+        if let Some(x) = p.ext.get_mut(pfn as usize) {
+            *x = mm_core::page_ext::PageExt::EMPTY;
+        }
+    }
+    if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0) {
+        panic!("put_page(pfn {:#x}): {}", pfn, e);
+    }
+}
+
+/// A new anon page at `va` of `mm` (first fault or COW copy): records its
+/// reverse mapping and puts it on the inactive anon list
+/// (`folio_add_new_anon_rmap` + `folio_add_lru_vma`).
+pub fn new_anon_page(mm: MmId, vma: &Vma, va: u64, pfn: u64) {
+    SWAP.with(|s| {
+        let m = s.rmap.folio_add_new_anon_rmap(mm, vma, va, true);
+        PAGES.with(|p| add_anon(p, pfn, m.ok(), None));
+    })
+}
+
+/// Records `m` for `pfn` and adds it to the LRU (as a refault if `shadow`).
+fn add_anon(p: &mut super::PageAlloc, pfn: u64, m: Option<AnonMapping>, shadow: Option<(Shadow, bool)>) {
+    if let (Some(m), Some(x)) = (m, p.ext.get_mut(pfn as usize)) {
+        x.set_anon(m);
+    }
+    let r = match shadow {
+        Some((sh, on)) => p.lru.folio_add_lru_refault(pfn, true, sh, on).map(|_| ()),
+        None => p.lru.folio_add_lru(pfn, true),
+    };
+    if let Err(e) = r {
+        crate::kprintln!("lru: {}", e);
+    }
+}
+
+/// Why a swap-in failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapinError {
+    /// The PTE's entry names no allocated slot.
+    BadEntry,
+    /// No memory for the page.
+    NoMemory,
+    /// The device failed the read (Linux: SIGBUS).
+    Io,
+}
+
+/// What [`swapin`] mapped.
+pub struct Swapin {
+    /// The page's physical address.
+    pub pa: u64,
+    /// Whether it may be mapped writable (no other swap PTE shares it).
+    pub exclusive: bool,
+    /// Whether it needed I/O (a major fault).
+    pub major: bool,
+}
+
+/// Slots read ahead of a swap-in fault (Linux's `vm.page-cluster` 3: 8
+/// pages, the faulting one included): pages evicted together were given
+/// neighbouring slots, and are usually wanted together again.
+pub const PAGE_CLUSTER: u64 = 8;
+
+/// Linux's `do_swap_page` minus the PTE write: the page for swap entry
+/// `e` of `mm` at `va` in `vma`, from the swap cache or read from the disk
+/// (with the slots after it, into the swap cache: `swap_cluster_readahead`);
+/// `e`'s count is dropped (the caller replaces the swap PTE by the page,
+/// holding a reference for it). `still_there` re-checks the PTE after the
+/// allocation, which may have reclaimed (if it changed, the fault is
+/// retried by the CPU: Linux's `pte_same` check).
+pub fn swapin(
+    mm: MmId,
+    vma: &Vma,
+    va: u64,
+    e: SwpEntry,
+    still_there: impl Fn() -> bool,
+) -> Result<Option<Swapin>, SwapinError> {
+    // 1. The swap cache.
+    let hit = SWAP.with(|s| {
+        s.areas.usage(e).map_err(|_| SwapinError::BadEntry)?;
+        Ok(s.cache_lookup(e))
+    })?;
+    let (pfn, major) = match hit {
+        Some(pfn) => (pfn, false),
+        None => match read_in(e, &still_there)? {
+            Some(pfn) => (pfn, true),
+            None => return Ok(None),
+        },
+    };
+    let pa = pfn << PAGE_SHIFT;
+    let exclusive = SWAP.with(|s| {
+        let swap_on = swap_on(s);
+        if !major {
+            s.stat.cache_hits += 1;
+        }
+        // Others still name the slot: the page goes into (or stays in) the
+        // swap cache, so they map this same page; it is shared, so its
+        // rmap goes to the root anon_vma.
+        let others = s.areas.swap_count(e).unwrap_or(1) > 1;
+        let shadow = Shadow(s.shadow.get(e.offset as usize).copied().unwrap_or(0));
+        let unrecorded = PAGES.with(|p| p.ext.get(pfn as usize).is_none_or(|x| x.anon().is_none()));
+        let m = if unrecorded { s.rmap.folio_add_new_anon_rmap(mm, vma, va, !others).ok() } else { None };
+        if let Some(me) = s.mms.get_mut(&mm) {
+            me.swapents = me.swapents.saturating_sub(1);
+        }
+        PAGES.with(|p| {
+            if let (Some(m), Some(x)) = (m, p.ext.get_mut(pfn as usize)) {
+                x.set_anon(m);
+            }
+            if major {
+                if others && s.areas.swapcache_prepare(e).is_ok() {
+                    s.cache[e.offset as usize] = pfn as u32 + 1;
+                    p.ext[pfn as usize].set_swap_entry(Some(e));
+                    let _ = p.buddy.get_page(pfn);
+                }
+                add_anon(p, pfn, None, Some((shadow, swap_on)));
+            } else {
+                // The new mapping's reference (the cache keeps its own).
+                let _ = p.buddy.get_page(pfn);
+            }
+            s.free_swap_and_cache(p, e);
+            p.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1)
+        })
+    });
+    if major {
+        vmstat::count(Event::PgMajFault, 1);
+    }
+    Ok(Some(Swapin { pa, exclusive, major }))
+}
+
+/// Reads slot `e` into a new page, and the allocated, uncached slots after
+/// it (up to [`PAGE_CLUSTER`] in all) into pages that join the swap cache
+/// and the LRU unmapped, all in one device submission. The page for `e`
+/// (not cached: the caller decides), or None if the PTE changed while
+/// allocating.
+fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, SwapinError> {
+    let pfn = super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER).map_err(|_| SwapinError::NoMemory)?;
+    if !still_there() {
+        PAGES.with(|p| put_user_page(p, pfn));
+        return Ok(None);
+    }
+    // Claim the neighbours' cache places (so nothing else reads them in),
+    // then their pages: best effort, no reclaim for readahead.
+    let mut ra: Vec<(SwpEntry, u64)> = Vec::new();
+    let claimed: Vec<SwpEntry> = SWAP.with(|s| {
+        let end = (e.offset + PAGE_CLUSTER).min(s.cache.len() as u64);
+        (e.offset + 1..end)
+            .map(|o| SwpEntry { ty: e.ty, offset: o })
+            .filter(|&n| s.areas.swap_count(n).is_ok_and(|c| c > 0) && s.areas.swapcache_prepare(n).is_ok())
+            .collect()
+    });
+    let ra_gfp = super::GfpMask { flags: super::page_alloc::gfp::KSWAPD_RECLAIM, ..super::GFP_KERNEL };
+    let mut unclaim = Vec::new();
+    for n in claimed {
+        match super::page_alloc::alloc_pages(0, ra_gfp) {
+            Ok(p) if unclaim.is_empty() => ra.push((n, p)),
+            Ok(p) => {
+                PAGES.with(|pa| put_user_page(pa, p));
+                unclaim.push(n);
+            }
+            Err(_) => unclaim.push(n),
+        }
+    }
+    let pages: Vec<u64> = core::iter::once(pfn).chain(ra.iter().map(|&(_, p)| p)).map(|p| p << PAGE_SHIFT).collect();
+    let slots: Vec<SwpEntry> = core::iter::once(e).chain(ra.iter().map(|&(n, _)| n)).collect();
+    let reqs: Vec<blk::Request<'_>> = slots
+        .iter()
+        .zip(pages.iter())
+        .map(|(n, pa)| blk::Request {
+            write: false,
+            sector: n.offset * blk::SECTORS_PER_PAGE,
+            pages: core::slice::from_ref(pa),
+        })
+        .collect();
+    let mut status = vec![0xffu8; reqs.len()];
+    let _ = blk::submit(&reqs, &mut status);
+    let sums: Vec<u64> = pages.iter().zip(status.iter()).map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 }).collect();
+    SWAP.with(|s| {
+        for (i, n) in slots.iter().enumerate() {
+            let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
+            if status[i] == blk::S_OK && want != 0 && want != sums[i] {
+                s.stat.checksum_errors += 1;
+                crate::kprintln!(
+                    "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
+                    n.offset,
+                    sums[i],
+                    want
+                );
+            }
+        }
+        let swap_on = swap_on(s);
+        PAGES.with(|p| {
+            for n in &unclaim {
+                let _ = s.areas.swapcache_free(*n);
+            }
+            for (i, &(n, rpfn)) in ra.iter().enumerate() {
+                if status[i + 1] != blk::S_OK {
+                    s.stat.read_errors += 1;
+                    let _ = s.areas.swapcache_free(n);
+                    put_user_page(p, rpfn);
+                    continue;
+                }
+                let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
+                s.set_cache(n, Some(rpfn));
+                p.ext[rpfn as usize].set_swap_entry(Some(n));
+                let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
+                add_anon(p, rpfn, None, Some((shadow, swap_on)));
+                // A PTE may have gone while we read: then nobody wants it.
+                if s.areas.swap_count(n).unwrap_or(0) == 0 {
+                    s.delete_from_swap_cache(p, n, rpfn);
+                }
+            }
+            if status[0] != blk::S_OK {
+                s.stat.read_errors += 1;
+                put_user_page(p, pfn);
+            } else {
+                let _ = p.buddy.set_owner(pfn, mm_core::buddy::PageOwner::UserAnon);
+            }
+        });
+    });
+    vmstat::count(Event::PswpIn, status.iter().filter(|&&st| st == blk::S_OK).count() as u64);
+    if status[0] != blk::S_OK {
+        return Err(SwapinError::Io);
+    }
+    Ok(Some(pfn))
+}
+
+/// The page-table side of reclaim's rmap walks: `mm`'s PTE at `va`, if it
+/// maps `pfn`.
+struct PtEdit<'a> {
+    mms: &'a mut BTreeMap<MmId, MmEntry>,
+    /// The entry to leave in unmapped PTEs.
+    entry: Option<SwpEntry>,
+    /// PTEs unmapped whose dirty bit was set.
+    dirty: u32,
+}
+
+impl PtEdit<'_> {
+    fn slot(&self, mm: MmId, va: u64, pfn: u64) -> Option<(mm_core::paging::Slot, Pte, u64)> {
+        let pgd = self.mms.get(&mm)?.pgd;
+        let (slot, pte) = pt(pgd).lookup(&direct_map(), VirtAddr(va))?;
+        (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == mm_core::paging::Level::Pte)
+            .then_some((slot, pte, pgd))
+    }
+}
+
+impl RmapPageTables for PtEdit<'_> {
+    fn referenced_one(&mut self, mm: MmId, va: u64, pfn: u64) -> Option<bool> {
+        let (slot, pte, pgd) = self.slot(mm, va, pfn)?;
+        let young = pte.0 & PteFlags::ACCESSED.0 != 0;
+        if young {
+            let _ = slot.write(&mut direct_map(), Pte(pte.0 & !PteFlags::ACCESSED.0));
+            if is_current(pgd) {
+                crate::arch::cpu::invlpg(va);
+            }
+        }
+        Some(young)
+    }
+
+    fn unmap_one(&mut self, mm: MmId, va: u64, pfn: u64) -> bool {
+        let Some((slot, pte, pgd)) = self.slot(mm, va, pfn) else { return false };
+        let Some(e) = self.entry.and_then(SwapEntry::from_swp) else { return false };
+        // Keep the PTE's soft bits Linux keeps (none of ours matter), and
+        // the user's rights are the VMA's again at swap-in.
+        if slot.write(&mut direct_map(), e.to_pte(0)).is_err() {
+            return false;
+        }
+        if is_current(pgd) {
+            crate::arch::cpu::invlpg(va);
+        }
+        self.dirty += (pte.0 & PteFlags::DIRTY.0 != 0) as u32;
+        if let Some(m) = self.mms.get_mut(&mm) {
+            m.swapents += 1;
+            m.rss_out += 1;
+        }
+        true
+    }
+}
+
+/// Reclaim's `ReclaimOps` for the guest: the lruvec is borrowed from the
+/// page allocator beside this, which holds the rest of it.
+pub struct Reclaimer<'a> {
+    /// The reclaim state (held).
+    pub s: &'a mut SwapState,
+    /// The buddy allocator (of the held page allocator).
+    pub buddy: &'a mut mm_core::buddy::BuddyAllocator<'static>,
+    /// The page_ext array.
+    pub ext: &'a mut [mm_core::page_ext::PageExt],
+}
+
+impl Reclaimer<'_> {
+    /// PTEs mapping `pfn`, counted through the rmap without changing them.
+    fn mapcount(&mut self, m: AnonMapping, pfn: u64) -> u32 {
+        let mut n = 0;
+        let rmap = &self.s.rmap;
+        let mms = &mut self.s.mms;
+        let pte = PtEdit { mms, entry: None, dirty: 0 };
+        rmap.rmap_walk(m, |mm, va| {
+            n += pte.slot(mm, va, pfn).is_some() as u32;
+            true
+        });
+        n
+    }
+}
+
+impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
+    fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
+        let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {
+            // No rmap record: read ahead into the swap cache and never
+            // mapped (reclaimable at no cost), or unknown (kept).
+            let cached = self.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some());
+            return mm_core::lru::Referenced { ptes: (!cached) as u32, ..Default::default() };
+        };
+        let mut pt = PtEdit { mms: &mut self.s.mms, entry: None, dirty: 0 };
+        let r = self.s.rmap.folio_referenced(m, pfn, &mut pt);
+        mm_core::lru::Referenced { ptes: r.referenced, ..Default::default() }
+    }
+
+    fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, _clean_only: bool) -> ReclaimOutcome {
+        if !anon {
+            return ReclaimOutcome::Activate;
+        }
+        let cached = self.ext.get(pfn as usize).and_then(|x| x.swap_entry());
+        let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {
+            // Read ahead, never mapped: only the swap cache holds it.
+            return match cached {
+                Some(e) if self.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) => {
+                    self.s.stat.clean_reclaims += 1;
+                    if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
+                        *sh = shadow.0;
+                    }
+                    let _ = self.s.areas.swapcache_free(e);
+                    self.s.set_cache(e, None);
+                    self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+                    let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+                    ReclaimOutcome::Freed { io: false }
+                }
+                _ => ReclaimOutcome::Activate,
+            };
+        };
+        if cached.is_none() && (!swap_on(self.s) || self.s.wb_len == WB_MAX) {
+            return if swap_on(self.s) { ReclaimOutcome::Keep } else { ReclaimOutcome::Activate };
+        }
+        // Pinned (a fault in progress holds a reference)? Keep it.
+        let mapped = self.mapcount(m, pfn);
+        let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
+        if refs != mapped + cached.is_some() as u32 {
+            return ReclaimOutcome::Keep;
+        }
+        // add_to_swap: a slot, and the page enters the swap cache.
+        let e = match cached {
+            Some(e) => e,
+            None => match self.s.areas.get_swap_page() {
+                Ok(e) if (e.offset as usize) < self.s.cache.len() && e.ty == 0 => e,
+                Ok(e) => {
+                    let _ = self.s.areas.swapcache_free(e);
+                    return ReclaimOutcome::Activate;
+                }
+                Err(_) => return ReclaimOutcome::Activate,
+            },
+        };
+        if cached.is_none() {
+            self.s.set_cache(e, Some(pfn));
+            self.ext[pfn as usize].set_swap_entry(Some(e));
+            let _ = self.buddy.get_page(pfn);
+        }
+        // try_to_unmap: every PTE becomes the swap entry (one slot count
+        // each) and drops its page reference.
+        let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e), dirty: 0 };
+        let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
+        for _ in 0..n {
+            let _ = self.s.areas.swap_duplicate(e);
+            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+        }
+        if self.buddy.page(pfn).map_or(0, |pg| pg.refcount) != 1 {
+            // Still mapped somewhere the walk did not reach: leave it in
+            // the swap cache, resident; faults on the entries find it.
+            return ReclaimOutcome::Keep;
+        }
+        if cached.is_some() {
+            // Clean: the slot holds its contents already (module docs).
+            self.s.stat.clean_reclaims += 1;
+            if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
+                *sh = shadow.0;
+            }
+            let _ = self.s.areas.swapcache_free(e);
+            self.s.set_cache(e, None);
+            self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+            return ReclaimOutcome::Freed { io: false };
+        }
+        // pageout: queued; written and freed by `flush_writeback`.
+        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow });
+        self.s.wb_len += 1;
+        ReclaimOutcome::Freed { io: true }
+    }
+}
+
+/// Writes the batch reclaim queued (one device submission: the driver
+/// notifies once per queue-full) and frees the pages written; a page whose
+/// write failed stays in the swap cache, resident and back on the active
+/// list, so nothing is lost (its PTEs are swap entries; a fault finds it
+/// in the cache). Called with `SWAP` held and `PAGES` not. Pages freed.
+pub fn flush_writeback(s: &mut SwapState) -> u64 {
+    let n = core::mem::take(&mut s.wb_len);
+    if n == 0 {
+        return 0;
+    }
+    let batch: Vec<Writeback> = s.wb[..n].iter_mut().filter_map(Option::take).collect();
+    let pages: Vec<u64> = batch.iter().map(|w| w.pfn << PAGE_SHIFT).collect();
+    for w in &batch {
+        let sum = frame_checksum(w.pfn << PAGE_SHIFT);
+        if let Some(x) = s.sums.get_mut(w.e.offset as usize) {
+            *x = sum;
+        }
+    }
+    let reqs: Vec<blk::Request<'_>> = batch
+        .iter()
+        .zip(pages.iter())
+        .map(|(w, pa)| blk::Request {
+            write: true,
+            sector: w.e.offset * blk::SECTORS_PER_PAGE,
+            pages: core::slice::from_ref(pa),
+        })
+        .collect();
+    let mut status = vec![0xffu8; reqs.len()];
+    let _ = blk::submit(&reqs, &mut status);
+    s.stat.write_batches += 1;
+    let mut freed = 0;
+    PAGES.with(|p| {
+        for (w, &st) in batch.iter().zip(status.iter()) {
+            if st == blk::S_OK {
+                if let Some(sh) = s.shadow.get_mut(w.e.offset as usize) {
+                    *sh = w.shadow.0;
+                }
+                let _ = s.areas.swapcache_free(w.e);
+                s.set_cache(w.e, None);
+                p.ext[w.pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+                let _ = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, w.pfn, 0);
+                freed += 1;
+            } else {
+                s.stat.write_errors += 1;
+                if let Some(x) = s.sums.get_mut(w.e.offset as usize) {
+                    *x = 0;
+                }
+                let _ = p.lru.folio_add_lru(w.pfn, true);
+                let _ = p.lru.mark_page_accessed(w.pfn);
+                let _ = p.lru.mark_page_accessed(w.pfn);
+            }
+        }
+    });
+    vmstat::count(Event::PswpOut, freed);
+    freed
+}
+
+/// `fork`'s part: the child's anon ranges link the parent's anon_vmas.
+pub fn fork_mm(parent: MmId, child: MmId) {
+    SWAP.with(|s| {
+        if let Err(e) = s.rmap.anon_vma_fork(parent, child) {
+            crate::kprintln!("anon_vma_fork: {}", e);
+        }
+    })
+}
+
+/// Swap totals in pages, for meminfo and free.
+#[derive(Clone, Copy, Default)]
+pub struct Totals {
+    /// Slots usable for pages (`SwapTotal`).
+    pub total: u64,
+    /// Slots free (`SwapFree`).
+    pub free: u64,
+    /// Pages in the swap cache (`SwapCached`).
+    pub cached: u64,
+}
+
+/// The swap totals.
+pub fn totals() -> Totals {
+    SWAP.try_with(|s| Totals {
+        total: s.areas.total_swap_pages(),
+        free: s.areas.nr_swap_pages(),
+        cached: s.cache.iter().filter(|&&c| c != 0).count() as u64,
+    })
+    .unwrap_or_default()
+}
+
+/// Sets `vm.swappiness` (0..=200).
+pub fn set_swappiness(v: u32) {
+    SWAP.with(|s| s.swappiness = v.min(mm_core::lru::MAX_SWAPPINESS));
+}
+
+/// /proc/swaps, and this kernel's swap counters.
+pub fn print_swaps() {
+    let Some((areas, stat, blk_stats)) = SWAP.try_with(|s| {
+        let areas: Vec<(u64, u64, i16)> = s.areas.areas().map(|(_, a)| (a.pages(), a.inuse_pages(), a.prio)).collect();
+        (areas, s.stat, blk::stats())
+    }) else {
+        return;
+    };
+    crate::kprintln!("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority");
+    for (pages, inuse, prio) in areas {
+        crate::kprintln!(
+            "/dev/vda                                partition\t{}\t\t{}\t\t{}",
+            crate::fmt::Dec(pages * 4),
+            crate::fmt::Dec(inuse * 4),
+            crate::mm::oom_kill::SDec(prio as i64)
+        );
+    }
+    crate::kprintln!(
+        "swap: cache_hits {} clean_reclaims {} write_batches {} write_errors {} read_errors {} checksum_errors {} device_requests {} device_notifies {}",
+        crate::fmt::Dec(stat.cache_hits),
+        crate::fmt::Dec(stat.clean_reclaims),
+        crate::fmt::Dec(stat.write_batches),
+        crate::fmt::Dec(stat.write_errors),
+        crate::fmt::Dec(stat.read_errors),
+        crate::fmt::Dec(stat.checksum_errors),
+        crate::fmt::Dec(blk_stats.requests),
+        crate::fmt::Dec(blk_stats.notifies)
+    );
+}
