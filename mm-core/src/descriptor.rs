@@ -45,7 +45,7 @@ use crate::buddy::Page;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
 /// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 3;
+pub const DESCRIPTOR_VERSION: u32 = 4;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
@@ -229,6 +229,35 @@ pub struct MmDescriptor {
     pub caches: [CacheDesc; MAX_CACHE_DESCS],
     /// The vmstat event counters, in [`VM_EVENT_NAMES`]' order.
     pub vmstat: [u64; NR_VM_EVENTS],
+    /// Swap and the LRU lists, for `--verify swap,lru`.
+    pub swap: SwapDesc,
+}
+
+/// Where the guest keeps its swap and LRU state (kernel virtual addresses
+/// of arrays the host reads through the guest's page tables), refreshed
+/// at every checkpoint.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwapDesc {
+    /// Slots of swap area 0 (0: swap is off).
+    pub nr_slots: u64,
+    /// Its `swap_map` (`u16` per slot: count | `SWAP_HAS_CACHE`).
+    pub swap_map_va: u64,
+    /// Per slot: `page_checksum` of what was last written (`u64`, 0 never).
+    pub sums_va: u64,
+    /// Per slot: the swap-cache page's pfn plus one (`u32`, 0 none).
+    pub cache_va: u64,
+    /// The LRU link array (`lru::LruNode` per pfn).
+    pub lru_va: u64,
+    /// The page_ext array (`page_ext::PageExt` per pfn).
+    pub page_ext_va: u64,
+    /// Pages on each LRU list (`LruList` order).
+    pub lru_nr: [u64; 5],
+    /// `vm.swappiness`.
+    pub swappiness: u32,
+    /// 1 while the arrays are consistent (no reclaim or fault was in the
+    /// middle of changing them when the descriptor was refreshed).
+    pub consistent: u32,
 }
 
 impl MmDescriptor {
@@ -267,6 +296,17 @@ impl MmDescriptor {
             pad: 0,
             caches: [EMPTY_CACHE; MAX_CACHE_DESCS],
             vmstat: [0; NR_VM_EVENTS],
+            swap: SwapDesc {
+                nr_slots: 0,
+                swap_map_va: 0,
+                sums_va: 0,
+                cache_va: 0,
+                lru_va: 0,
+                page_ext_va: 0,
+                lru_nr: [0; 5],
+                swappiness: 0,
+                consistent: 0,
+            },
         }
     }
 
@@ -386,6 +426,37 @@ pub trait Wire: Sized {
     /// Encodes into the first [`Wire::SIZE`] bytes of `out`.
     fn encode(&self, out: &mut [u8]) {
         self.write_to(&mut Writer::new(out));
+    }
+}
+
+impl Wire for SwapDesc {
+    const SIZE: usize = core::mem::size_of::<SwapDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        let mut d = SwapDesc {
+            nr_slots: r.u64(),
+            swap_map_va: r.u64(),
+            sums_va: r.u64(),
+            cache_va: r.u64(),
+            lru_va: r.u64(),
+            page_ext_va: r.u64(),
+            ..SwapDesc::default()
+        };
+        for n in d.lru_nr.iter_mut() {
+            *n = r.u64();
+        }
+        d.swappiness = r.u32();
+        d.consistent = r.u32();
+        d
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        for x in [self.nr_slots, self.swap_map_va, self.sums_va, self.cache_va, self.lru_va, self.page_ext_va] {
+            w.u64(x);
+        }
+        for &n in &self.lru_nr {
+            w.u64(n);
+        }
+        w.u32(self.swappiness);
+        w.u32(self.consistent);
     }
 }
 
@@ -544,6 +615,7 @@ impl Wire for MmDescriptor {
         for v in d.vmstat.iter_mut() {
             *v = r.u64();
         }
+        d.swap = SwapDesc::read_from(r);
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -573,6 +645,7 @@ impl Wire for MmDescriptor {
         for &v in &self.vmstat {
             w.u64(v);
         }
+        self.swap.write_to(w);
     }
 }
 
@@ -650,7 +723,20 @@ mod tests {
         assert_eq!(u32_at(cache(31) + offset_of!(CacheDesc, object_size)), 99);
         assert_eq!(cache(MAX_CACHE_DESCS), offset_of!(MmDescriptor, vmstat), "the vmstat counters follow the caches");
         assert_eq!(u64_at(offset_of!(MmDescriptor, vmstat) + 11 * 8), 0x0b);
-        assert_eq!(offset_of!(MmDescriptor, vmstat) + NR_VM_EVENTS * 8, DESCRIPTOR_SIZE, "the counters end it");
+        assert_eq!(
+            offset_of!(MmDescriptor, vmstat) + NR_VM_EVENTS * 8,
+            offset_of!(MmDescriptor, swap),
+            "the swap section follows the counters"
+        );
+        assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, DESCRIPTOR_SIZE, "the swap section ends it");
+        let mut sd = SwapDesc { nr_slots: 5, cache_va: 0xcac4e, swappiness: 60, consistent: 1, ..SwapDesc::default() };
+        sd.lru_nr[4] = 9;
+        let mut sb = [0u8; SwapDesc::SIZE];
+        sd.encode(&mut sb);
+        assert_eq!(sb[offset_of!(SwapDesc, cache_va)..][..8], 0xcac4e_u64.to_le_bytes());
+        assert_eq!(sb[offset_of!(SwapDesc, lru_nr) + 32..][..8], 9u64.to_le_bytes());
+        assert_eq!(sb[offset_of!(SwapDesc, consistent)..][..4], 1u32.to_le_bytes());
+        assert_eq!(SwapDesc::decode(&sb), sd);
 
         let p = Page {
             flags: 3,

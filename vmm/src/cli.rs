@@ -182,6 +182,7 @@ impl RunArgs {
                 json_out: self.json.clone(),
                 verify: self.verify.clone().map(|c| c.0),
                 budget: Some(self.budget),
+                swap_file: self.swap.as_ref().map(|s| s.path.clone()),
             },
             swap: self.swap.clone(),
         }

@@ -111,6 +111,7 @@ pub fn refresh() {
         None => procs.fill(ProcDesc::default()),
     }
     let procs_pa = procs.as_ptr() as u64 - KERNEL_MAP;
+    let swap = super::swap::describe();
     with(|d| {
         d.procs = if procs.iter().any(|p| p.pid != 0) { procs_pa } else { 0 };
         d.deferred_pages = deferred;
@@ -119,6 +120,7 @@ pub fn refresh() {
         d.caches = caches;
         d.nr_caches = n as u32;
         d.vmstat = super::vmstat::snapshot();
+        d.swap = swap;
     });
 }
 

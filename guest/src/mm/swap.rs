@@ -32,10 +32,10 @@ use crate::sync::{rank, SpinLock};
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
+use mm_core::addr::PhysAddr;
 use mm_core::addr::{VirtAddr, PAGE_SHIFT};
 use mm_core::lru::{ReclaimOutcome, Shadow};
 use mm_core::paging::swap::SwapEntry;
-use mm_core::addr::PhysAddr;
 use mm_core::paging::{Mapper, Pte, PteFlags};
 use mm_core::rmap::{AnonMapping, AnonRmap, MmId, RmapPageTables};
 use mm_core::swap::{SwapAreas, SwpEntry};
@@ -428,7 +428,11 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         .collect();
     let mut status = vec![0xffu8; reqs.len()];
     let _ = blk::submit(&reqs, &mut status);
-    let sums: Vec<u64> = pages.iter().zip(status.iter()).map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 }).collect();
+    let sums: Vec<u64> = pages
+        .iter()
+        .zip(status.iter())
+        .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
+        .collect();
     SWAP.with(|s| {
         for (i, n) in slots.iter().enumerate() {
             let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
@@ -770,4 +774,33 @@ pub fn print_swaps() {
         crate::fmt::Dec(blk_stats.requests),
         crate::fmt::Dec(blk_stats.notifies)
     );
+}
+
+/// The descriptor's swap section: where the host finds the swap map, the
+/// per-slot records, the LRU links and the page_ext array. Marked
+/// inconsistent if reclaim's state or the page allocator is held (the
+/// refresh interrupted a change).
+pub fn describe() -> mm_core::descriptor::SwapDesc {
+    use mm_core::abi::layout::{LRUMAP_START, PAGE_EXT_START};
+    let mut d =
+        mm_core::descriptor::SwapDesc { lru_va: LRUMAP_START, page_ext_va: PAGE_EXT_START, ..Default::default() };
+    let got = SWAP.try_with(|s| {
+        d.swappiness = s.swappiness;
+        if let Ok(a) = s.areas.area(0) {
+            d.nr_slots = a.swap_map().len() as u64;
+            d.swap_map_va = a.swap_map().as_ptr() as u64;
+            d.sums_va = s.sums.as_ptr() as u64;
+            d.cache_va = s.cache.as_ptr() as u64;
+        }
+        PAGES
+            .try_with(|p| {
+                for (i, l) in mm_core::lru::LruList::ALL.iter().enumerate() {
+                    d.lru_nr[i] = p.lru.nr(*l);
+                }
+            })
+            .is_some()
+            && s.wb_len == 0
+    });
+    d.consistent = got.unwrap_or(false) as u32;
+    d
 }

@@ -16,10 +16,10 @@
 use super::swap::{self, SWAP};
 use super::vmstat::{self, Event};
 use super::PAGES;
-use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::buddy::Watermark;
+use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 
 /// A cache that can give memory back (Linux's `struct shrinker`).
 pub struct Shrinker {
@@ -204,4 +204,22 @@ pub fn balance_pgdat() -> u64 {
         total += n;
     }
     total
+}
+
+/// Reclaims until `pages` pages are free above the zones' high watermarks
+/// (or reclaim stops making progress), for a caller about to allocate
+/// them where it cannot reclaim (fork's page tables are allocated under
+/// the page allocator's lock, as Linux's are under the page-table lock
+/// once `pte_alloc` has preallocated). Runs with no lock held.
+pub fn reclaim_for(pages: u64) {
+    for _ in 0..64 {
+        let short = PAGES.with(|p| {
+            let c = p.buddy.counts();
+            let high: u64 = p.buddy.zones().iter().map(|z| z.watermark[Watermark::High as usize]).sum();
+            c.free + c.pcp < high + pages
+        });
+        if !short || try_to_free_pages() == 0 {
+            return;
+        }
+    }
 }

@@ -114,6 +114,10 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
 
 fn sys_fork(frame: &TrapFrame) -> i64 {
     let Some(mm) = current_mm() else { return -EINVAL };
+    // The child's page tables are allocated where reclaim cannot run:
+    // make room for them (and the task's stack) first.
+    let tables = mm.with(|m| m.stat.pt_pages);
+    crate::mm::vmscan::reclaim_for(tables + 16);
     let Some(child_mm) = mm.with(|m| m.dup_mmap()) else { return -ENOMEM };
     let mut child_frame = *frame;
     child_frame.rax = 0;

@@ -164,7 +164,8 @@ impl LruList {
         }
     }
 
-    fn from_u8(v: u8) -> Option<LruList> {
+    /// The list a stored tag names (`LruList as u8`).
+    pub fn from_u8(v: u8) -> Option<LruList> {
         LruList::ALL.get(v as usize).copied()
     }
 }

@@ -15,6 +15,7 @@ use super::pause::PAUSE_CHECKPOINT;
 use super::physmap::{file_stem, to_png, FrameClass, PhysMap, PhysmapReport};
 use super::spec::{AddrSpec, Check, InspectConfig, ViewSpec};
 use super::stage2::{slots, stage2};
+use super::swapcheck;
 use super::verify::{self, CheckResult, KvmTranslator, Sampler, WxCheck};
 use super::views::{self, for_each_leaf, walk_view, CpuReport, Format, Observed};
 use super::{address_mode, AddressMode, GuestLink, GuestPhys};
@@ -515,14 +516,19 @@ impl Inspector {
             guest_results.push(match c {
                 Check::FreedMapped => invariants::freed_mapped(gs, &roots, &ctx, budget),
                 Check::PtOwner => invariants::pt_owner(gs, &ctx, &roots),
-                Check::Refcount | Check::CowRo | Check::Isolation => {
+                Check::Refcount | Check::CowRo | Check::Isolation | Check::Lru => {
                     let um = user_maps.get_or_insert_with(|| invariants::user_maps(&phys, &ctx, &roots));
                     match c {
-                        Check::Refcount => invariants::refcount(gs, um),
+                        Check::Refcount => match swapcheck::swap_cache(gs) {
+                            Ok(cache) => invariants::refcount(gs, um, &cache.by_pfn),
+                            Err(e) => CheckResult::could_not_run(c, format!("the swap cache is unreadable: {e}")),
+                        },
                         Check::CowRo => invariants::cow_ro(gs, um),
+                        Check::Lru => swapcheck::lru(gs, um),
                         _ => invariants::isolation(gs, um),
                     }
                 }
+                Check::Swap => swapcheck::swap(gs, &roots, self.cfg.swap_file.as_deref()),
                 _ => match gs.access_records() {
                     Ok(recs) => invariants::access(&phys, &ctx, &recs),
                     Err(e) => CheckResult::could_not_run(c, format!("the access records are unreadable: {e}")),

@@ -348,10 +348,11 @@ fn user_detail(um: &UserMaps, what: &str) -> String {
 }
 
 /// `refcount`: every `UserAnon` block's refcount equals the user PTEs
-/// mapping its frames; the zero page (owner `Reserved`) keeps exactly the
+/// mapping its frames, plus one for a page in the swap cache
+/// (`swap_cached`: pfn -> slot); the zero page (owner `Reserved`) keeps exactly the
 /// kernel's one reference however many map it; a mapped frame the buddy
 /// allocator calls free has refcount 0, which no mapper allows.
-pub fn refcount(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, u64>) -> CheckResult {
     let mut violations = Vec::new();
     let mut user_frames = 0u64;
     let mut zero_maps = 0usize;
@@ -361,15 +362,17 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
                 user_frames += 1;
                 let mappers: Vec<UserLeaf> =
                     (b.pfn..b.end_pfn()).flat_map(|pfn| um.mappers(pfn).iter().copied()).collect();
-                if b.refcount as usize != mappers.len() {
+                let cached = (b.pfn..b.end_pfn()).filter(|p| swap_cached.contains_key(p)).count();
+                if b.refcount as usize != mappers.len() + cached {
                     let hint = if (b.refcount as usize) > mappers.len() {
                         "a reference no mapping accounts for: the frame leaks when its mappers exit"
                     } else {
                         "a mapping holding no reference: the frame will be freed while still mapped"
                     };
                     let whom = if mappers.is_empty() { "none".to_string() } else { list(&mappers) };
+                    let cache = if cached > 0 { " and the swap cache holds it" } else { "" };
                     violations.push(format!(
-                        "user frame at {:#x} has refcount {} but {} user PTEs map it ({whom}): {hint}",
+                        "user frame at {:#x} has refcount {} but {} user PTEs map it ({whom}){cache}: {hint}",
                         b.pfn << 12,
                         b.refcount,
                         mappers.len()
@@ -710,7 +713,7 @@ mod tests {
 
     fn run_all(m: &GuestMemoryMmap, gs: &GuestState<'_>) -> [CheckResult; 3] {
         let um = user_maps(&GuestPhys(m), &CpuContext::kernel(PhysAddr(0)), &ROOTS);
-        [refcount(gs, &um), cow_ro(gs, &um), isolation(gs, &um)]
+        [refcount(gs, &um, &BTreeMap::new()), cow_ro(gs, &um), isolation(gs, &um)]
     }
 
     #[test]
@@ -724,7 +727,7 @@ mod tests {
             assert!(r.passed, "{r:?}");
         }
         assert!(cow_ro(&gs, &um).detail.contains("1 frames shared copy-on-write, 1 MAP_SHARED"));
-        assert!(refcount(&gs, &um).detail.contains("the zero page is mapped 2 times"));
+        assert!(refcount(&gs, &um, &BTreeMap::new()).detail.contains("the zero page is mapped 2 times"));
     }
 
     #[test]
@@ -772,7 +775,7 @@ mod tests {
         m.write_obj(0x7_0000_0000u64 | 7, GuestAddress(0x5000 + 8)).unwrap();
         let um = user_maps(&GuestPhys(&m), &CpuContext::kernel(PhysAddr(0)), &ROOTS);
         assert!(um.problems.iter().any(|p| p.contains("outside guest RAM")), "{:?}", um.problems);
-        assert!(!refcount(&state(&m), &um).passed, "an incomplete walk cannot vouch for refcounts");
+        assert!(!refcount(&state(&m), &um, &BTreeMap::new()).passed, "an incomplete walk cannot vouch for refcounts");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod pause;
 pub mod physmap;
 pub mod spec;
 pub mod stage2;
+pub mod swapcheck;
 pub mod verify;
 pub mod views;
 

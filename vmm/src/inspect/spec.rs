@@ -219,11 +219,20 @@ pub enum Check {
     /// reachable through another process's CR3, and user PTEs map only
     /// user frames.
     Isolation,
+    /// Every swap PTE names an allocated slot of a swap area; each slot's
+    /// count equals the swap PTEs naming it and `SWAP_HAS_CACHE` is set
+    /// exactly for slots in the swap cache; every slot in use holds, in
+    /// the swap file, the contents the guest recorded writing.
+    Swap,
+    /// Every page on an LRU list is an allocated user page, each on one
+    /// list, the lists' counts agree; every private user page mapped or in
+    /// the swap cache is on a list.
+    Lru,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 10] = [
+    pub const ALL: [Check; 12] = [
         Check::Kvm,
         Check::Wx,
         Check::TextRo,
@@ -234,11 +243,21 @@ impl Check {
         Check::Refcount,
         Check::CowRo,
         Check::Isolation,
+        Check::Swap,
+        Check::Lru,
     ];
 
     /// The checks that read the guest's descriptor.
-    pub const DESCRIPTOR: [Check; 6] =
-        [Check::FreedMapped, Check::PtOwner, Check::Access, Check::Refcount, Check::CowRo, Check::Isolation];
+    pub const DESCRIPTOR: [Check; 8] = [
+        Check::FreedMapped,
+        Check::PtOwner,
+        Check::Access,
+        Check::Refcount,
+        Check::CowRo,
+        Check::Isolation,
+        Check::Swap,
+        Check::Lru,
+    ];
 
     /// The name `--verify` and reports use.
     pub fn name(self) -> &'static str {
@@ -253,6 +272,8 @@ impl Check {
             Check::Refcount => "refcount",
             Check::CowRo => "cow-ro",
             Check::Isolation => "isolation",
+            Check::Swap => "swap",
+            Check::Lru => "lru",
         }
     }
 }
@@ -327,6 +348,9 @@ pub struct InspectConfig {
     /// Entry reads one listing of one root may spend (`--budget`; `None`:
     /// [`super::views::DEFAULT_BUDGET`]).
     pub budget: Option<u64>,
+    /// The swap device's backing file (`--swap`), which `--verify swap`
+    /// reads to check the slots' contents.
+    pub swap_file: Option<PathBuf>,
 }
 
 impl InspectConfig {

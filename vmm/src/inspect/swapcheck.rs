@@ -1,0 +1,360 @@
+//! `--verify swap` and `--verify lru`: the guest's swap and LRU state,
+//! checked from outside. The guest publishes where its arrays live (the
+//! descriptor's swap section); the host reads them through the kernel's
+//! page tables, walks every process's user half for swap PTEs with
+//! mm-core's page-table editor, and reads the swap file itself, so a page
+//! the guest believes it wrote is checked against what the disk holds.
+
+use super::guest::{BlockKind, GuestState};
+use super::invariants::{Root, UserMaps};
+use super::spec::Check;
+use super::verify::CheckResult;
+use super::GuestPhys;
+use mm_core::addr::{PhysAddr, VirtAddr};
+use mm_core::buddy::PageOwner;
+use mm_core::lru::{flags::PG_LRU, LruList};
+use mm_core::paging::swap::SwapEntry;
+use mm_core::paging::{walk, CpuContext, LeafKinds, Mapper};
+use mm_core::swap::{page_checksum, verify_swap_map, SWAP_HAS_CACHE};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Leaves (present or swapped) one process walk may visit: a hostile
+/// guest's alias tree stops here, reported.
+const LEAF_BUDGET: u64 = 1 << 22;
+/// Bytes of an `LruNode` and a `PageExt` in the guest's arrays.
+const LRU_NODE: u64 = 12;
+const PAGE_EXT: u64 = 16;
+
+/// Reads the guest kernel's virtual memory through its page tables, one
+/// translation per page.
+struct Kva<'a> {
+    phys: GuestPhys<'a>,
+    ctx: CpuContext,
+    pages: HashMap<u64, Option<u64>>,
+}
+
+impl<'a> Kva<'a> {
+    fn new(gs: &GuestState<'a>) -> Self {
+        Kva { phys: GuestPhys(gs.memory()), ctx: gs.kctx, pages: HashMap::new() }
+    }
+
+    /// The physical address of kernel address `va`, if mapped.
+    fn pa(&mut self, va: u64) -> Option<u64> {
+        let page = va & !0xfff;
+        let (phys, ctx) = (&self.phys, &self.ctx);
+        let base = *self.pages.entry(page).or_insert_with(|| walk(phys, ctx, VirtAddr(page)).ok().map(|t| t.pa.0));
+        base.map(|b| b + (va & 0xfff))
+    }
+
+    /// `buf.len()` bytes at `va`, page by page.
+    fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), String> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = va + done as u64;
+            let n = (0x1000 - (at & 0xfff) as usize).min(buf.len() - done);
+            let pa = self.pa(at).ok_or_else(|| format!("kernel address {at:#x} is not mapped"))?;
+            mm_core::mem::PhysMem::read(&self.phys, PhysAddr(pa), &mut buf[done..done + n])
+                .map_err(|e| format!("kernel address {at:#x}: {e}"))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, va: u64, len: u64, what: &str) -> Result<Vec<u8>, String> {
+        // The arrays are sized by the guest's own slot count: bound it by
+        // what a swap area of the guest's RAM size could need at most.
+        let len = usize::try_from(len).map_err(|_| format!("{what}: size {len:#x} is absurd"))?;
+        if len > 1 << 30 {
+            return Err(format!("{what}: {len:#x} bytes is more than any swap area needs: the descriptor is corrupt"));
+        }
+        let mut v = vec![0u8; len];
+        self.read(va, &mut v).map_err(|e| format!("{what}: {e}"))?;
+        Ok(v)
+    }
+}
+
+/// What the swap-cache and page_ext arrays say about the pages in the swap
+/// cache: pfn -> slot.
+pub struct SwapCache {
+    /// Cached pages by pfn, with their slot.
+    pub by_pfn: BTreeMap<u64, u64>,
+}
+
+/// Reads the guest's swap-cache array (empty when swap is off).
+pub fn swap_cache(gs: &GuestState<'_>) -> Result<SwapCache, String> {
+    let d = gs.desc.swap;
+    let mut by_pfn = BTreeMap::new();
+    if d.nr_slots == 0 {
+        return Ok(SwapCache { by_pfn });
+    }
+    let mut k = Kva::new(gs);
+    let cache = k.array(d.cache_va, d.nr_slots * 4, "the swap-cache array")?;
+    for (slot, c) in cache.chunks_exact(4).enumerate() {
+        let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if v != 0 {
+            by_pfn.insert(v as u64 - 1, slot as u64);
+        }
+    }
+    Ok(SwapCache { by_pfn })
+}
+
+/// The swap PTEs of every process, by slot offset (area 0), and those
+/// naming another area or malformed.
+struct SwapPtes {
+    by_slot: BTreeMap<u64, u32>,
+    total: u64,
+    bad: Vec<String>,
+    problems: Vec<String>,
+}
+
+fn swap_ptes(gs: &GuestState<'_>, roots: &[Root]) -> SwapPtes {
+    let mut out = SwapPtes { by_slot: BTreeMap::new(), total: 0, bad: Vec::new(), problems: Vec::new() };
+    let mut phys = GuestPhys(gs.memory());
+    for r in roots {
+        let Some(pid) = r.pid else { continue };
+        let mut budget = LEAF_BUDGET;
+        let pt = Mapper::new(PhysAddr(r.cr3), false, 52, false);
+        let res = pt.for_each_leaf(&mut phys, 0..gs.desc.user_end_va, LeafKinds::NonNone, |_, l| {
+            if budget == 0 {
+                return false;
+            }
+            budget -= 1;
+            if l.entry.is_present() {
+                return true;
+            }
+            out.total += 1;
+            match SwapEntry::from_pte(l.entry) {
+                Some(e) if e.ty() == 0 => *out.by_slot.entry(e.offset()).or_default() += 1,
+                Some(e) => out.bad.push(format!(
+                    "pid {pid} at {:#x}: swap entry names area {} (the guest has one, area 0)",
+                    l.va.0,
+                    e.ty()
+                )),
+                None => out
+                    .bad
+                    .push(format!("pid {pid} at {:#x}: non-present PTE {:#x} is no swap entry", l.va.0, l.entry.0)),
+            }
+            true
+        });
+        if budget == 0 {
+            out.problems
+                .push(format!("pid {pid}'s user half has more than {LEAF_BUDGET} entries: not all were examined"));
+        }
+        if let Err(e) = res {
+            out.problems.push(format!("pid {pid}'s tables at {:#x} could not be walked: {e}", r.cr3));
+        }
+    }
+    out
+}
+
+/// `--verify swap` (see [`Check::Swap`]).
+pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> CheckResult {
+    let d = gs.desc.swap;
+    if d.consistent == 0 {
+        return CheckResult::could_not_run(
+            Check::Swap,
+            "the guest was changing its swap state when the checkpoint was taken (reclaim or a fault held it)".into(),
+        );
+    }
+    let ptes = swap_ptes(gs, roots);
+    let mut violations = ptes.bad.clone();
+    let processes = roots.iter().filter(|r| r.pid.is_some()).count();
+    if d.nr_slots == 0 {
+        if ptes.total > 0 {
+            violations.push(format!("swap is off but {} swap PTEs exist", ptes.total));
+        }
+        let detail = format!("swap is off; {processes} processes' user halves walked, {} swap PTEs", ptes.total);
+        return CheckResult::new(Check::Swap, detail, violations).with_errors(ptes.problems);
+    }
+    let mut k = Kva::new(gs);
+    let arrays = (|| {
+        let map = k.array(d.swap_map_va, d.nr_slots * 2, "the swap map")?;
+        let sums = k.array(d.sums_va, d.nr_slots * 8, "the per-slot checksums")?;
+        Ok::<_, String>((map, sums))
+    })();
+    let (map, sums) = match arrays {
+        Ok(a) => a,
+        Err(e) => return CheckResult::could_not_run(Check::Swap, e),
+    };
+    let map: Vec<u16> = map.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let sums: Vec<u64> = sums.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let cache = match swap_cache(gs) {
+        Ok(c) => c,
+        Err(e) => return CheckResult::could_not_run(Check::Swap, e),
+    };
+    let cached: BTreeSet<u64> = cache.by_pfn.values().copied().collect();
+    if let Err(e) = verify_swap_map(0, &map, &ptes.by_slot, &cached) {
+        violations.push(e.to_string());
+    }
+    // The swap cache against the page_ext back-pointers and the owners.
+    for (&pfn, &slot) in &cache.by_pfn {
+        let mut ext = [0u8; PAGE_EXT as usize];
+        match k.read(d.page_ext_va + pfn * PAGE_EXT, &mut ext) {
+            Ok(()) => {
+                let swap = u64::from_le_bytes(ext[8..16].try_into().unwrap_or([0; 8]));
+                if swap != slot + 1 {
+                    violations.push(format!(
+                        "slot {slot:#x}'s swap-cache page {:#x} records slot {:#x} in its page_ext",
+                        pfn << 12,
+                        swap.wrapping_sub(1)
+                    ));
+                }
+            }
+            Err(e) => violations.push(format!("the page_ext of cached page {:#x} is unreadable: {e}", pfn << 12)),
+        }
+        match gs.block_of(pfn).map(|b| b.kind) {
+            Some(BlockKind::Allocated(PageOwner::UserAnon)) => {}
+            other => violations.push(format!(
+                "slot {slot:#x}'s swap-cache page {:#x} is not an allocated user page ({other:?})",
+                pfn << 12
+            )),
+        }
+    }
+    // The slots in use, read back from the file.
+    let in_use: Vec<u64> = (1..map.len() as u64).filter(|&o| map[o as usize] & !SWAP_HAS_CACHE != 0).collect();
+    let mut errors = ptes.problems;
+    let mut read_back = 0u64;
+    match swap_file {
+        None => errors.push("the swap file is not known to the inspector: the slots' contents were not read".into()),
+        Some(path) => match std::fs::File::open(path) {
+            Err(e) => errors.push(format!("cannot open the swap file {}: {e}", path.display())),
+            Ok(mut f) => {
+                let mut page = vec![0u8; 4096];
+                for &o in &in_use {
+                    let want = sums.get(o as usize).copied().unwrap_or(0);
+                    if want == 0 {
+                        if !cached.contains(&o) {
+                            violations.push(format!(
+                                "slot {o:#x} is in use by swap PTEs but the guest never recorded writing it (its page would be lost)"
+                            ));
+                        }
+                        continue;
+                    }
+                    if let Err(e) = f.seek(SeekFrom::Start(o * 4096)).and_then(|_| f.read_exact(&mut page)) {
+                        errors.push(format!("reading slot {o:#x} of {}: {e}", path.display()));
+                        break;
+                    }
+                    let words: Vec<u64> =
+                        page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+                    let got = page_checksum(&words);
+                    read_back += 1;
+                    if got != want {
+                        violations.push(format!(
+                            "slot {o:#x} of the swap file has checksum {got:#x}, but the guest wrote {want:#x} there: the page is lost"
+                        ));
+                    }
+                }
+            }
+        },
+    }
+    let detail = format!(
+        "{} swap PTEs in {processes} processes against {} slots in use of {} ({} in the swap cache); {read_back} slots read back from the swap file and matched",
+        ptes.total,
+        in_use.len(),
+        map.len().saturating_sub(1),
+        cached.len()
+    );
+    CheckResult::new(Check::Swap, detail, violations).with_errors(errors)
+}
+
+/// `--verify lru` (see [`Check::Lru`]).
+pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    let d = gs.desc.swap;
+    if d.consistent == 0 {
+        return CheckResult::could_not_run(
+            Check::Lru,
+            "the guest was changing its LRU lists when the checkpoint was taken (reclaim held them)".into(),
+        );
+    }
+    let mut k = Kva::new(gs);
+    let mut violations = Vec::new();
+    let mut errors = um.problems.clone();
+    let mut counts = [0u64; 5];
+    let mut on_lru = BTreeSet::new();
+    // Stream the link array, a page of nodes at a time; pfns without RAM
+    // have no array page (unmapped), and no nodes.
+    let nr = gs.desc.nr_pfns;
+    let per_page = 4096 / LRU_NODE;
+    let mut buf = vec![0u8; (per_page * LRU_NODE) as usize];
+    let mut pfn = 0;
+    while pfn < nr {
+        let n = per_page.min(nr - pfn);
+        let bytes = &mut buf[..(n * LRU_NODE) as usize];
+        if k.read(d.lru_va + pfn * LRU_NODE, bytes).is_err() {
+            pfn += n;
+            continue;
+        }
+        for (i, node) in bytes.chunks_exact(LRU_NODE as usize).enumerate() {
+            let (flags, tag) = (node[8], node[9]);
+            if flags & PG_LRU == 0 {
+                continue;
+            }
+            let p = pfn + i as u64;
+            match LruList::from_u8(tag).and_then(|l| LruList::ALL.iter().position(|&x| x == l)) {
+                Some(ix) => counts[ix] += 1,
+                None => violations.push(format!("page {:#x} is on LRU list {tag}, which does not exist", p << 12)),
+            }
+            on_lru.insert(p);
+            match gs.block_of(p).map(|b| (b.kind, b.refcount)) {
+                Some((BlockKind::Allocated(PageOwner::UserAnon), rc)) if rc > 0 => {}
+                other => violations.push(format!(
+                    "page {:#x} is on an LRU list but is not an allocated user page ({other:?}): reclaim would free what it does not own",
+                    p << 12
+                )),
+            }
+        }
+        pfn += n;
+    }
+    for (i, l) in LruList::ALL.iter().enumerate() {
+        if counts[i] != d.lru_nr[i] {
+            violations.push(format!(
+                "the {l:?} list counts {} pages but {} pages are tagged with it",
+                d.lru_nr[i], counts[i]
+            ));
+        }
+    }
+    let cache = match swap_cache(gs) {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(e);
+            SwapCache { by_pfn: BTreeMap::new() }
+        }
+    };
+    let (mut private, mut shared) = (0u64, 0u64);
+    for (&pfn, mappers) in &um.frames {
+        if !matches!(gs.block_of(pfn).map(|b| b.kind), Some(BlockKind::Allocated(PageOwner::UserAnon))) {
+            continue;
+        }
+        if mappers.iter().any(|m| m.shared) {
+            // MAP_SHARED anon pages stay off the LRU (no shmem to swap
+            // them through).
+            shared += 1;
+            continue;
+        }
+        private += 1;
+        if !on_lru.contains(&pfn) {
+            violations.push(format!(
+                "user page {:#x} mapped by pid {} at {:#x} is on no LRU list: reclaim can never see it",
+                pfn << 12,
+                mappers[0].pid,
+                mappers[0].va
+            ));
+        }
+    }
+    for &pfn in cache.by_pfn.keys() {
+        if !on_lru.contains(&pfn) {
+            violations.push(format!("swap-cache page {:#x} is on no LRU list", pfn << 12));
+        }
+    }
+    let names = ["inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
+    let lists: Vec<String> = names.iter().zip(counts.iter()).map(|(n, c)| format!("{n} {c}")).collect();
+    let detail = format!(
+        "{} pages on the lists ({}); {private} private mapped user pages and {} swap-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
+        on_lru.len(),
+        lists.join(", "),
+        cache.by_pfn.len()
+    );
+    CheckResult::new(Check::Lru, detail, violations).with_errors(errors)
+}
