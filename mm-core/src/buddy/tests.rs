@@ -285,6 +285,7 @@ fn run_model(ops: &[Op]) {
                 let gfp = Gfp {
                     zone: ZoneType::ALL[zone as usize],
                     wmark: [WmarkPolicy::Normal, WmarkPolicy::Atomic, WmarkPolicy::NoWatermarks][wmark as usize],
+                    ..GFP_KERNEL
                 };
                 match b.alloc_pages(cpu, order, gfp) {
                     Ok(pfn) => {
