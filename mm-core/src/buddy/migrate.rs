@@ -208,7 +208,7 @@ impl BuddyAllocator<'_> {
     /// The first block head at or after the start of the pageblock holding
     /// `pfn`: the pageblock's own start, unless an order-10 block covers
     /// it from the pageblock before, whose head is returned.
-    fn first_head_of_pageblock(&self, pfn: u64) -> u64 {
+    pub(crate) fn first_head_of_pageblock(&self, pfn: u64) -> u64 {
         let start = pfn & !(PAGEBLOCK_NR_PAGES - 1);
         if PAGEBLOCK_ORDER < MAX_PAGE_ORDER {
             let big = start & !((1u64 << MAX_PAGE_ORDER) - 1);
