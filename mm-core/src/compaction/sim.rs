@@ -131,8 +131,10 @@ impl Migrator for SimMemory {
 pub struct Workload {
     /// Seed of the generator.
     pub seed: u64,
-    /// One allocation in this many is unmovable (0: none).
+    /// One allocation in this many is unmovable while filling (0: none).
     pub unmovable_one_in: u64,
+    /// The same while churning (a workload whose mix shifts).
+    pub churn_unmovable_one_in: u64,
     /// Fill the zone to this share of its pages, in percent.
     pub fill_percent: u64,
     /// Free-one, allocate-one steps after filling, as a share of the
@@ -151,26 +153,27 @@ pub struct Workload {
 pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workload, zone_pages: u64) {
     let mut rng = XorShift(w.seed | 1);
     let mut live: Vec<u64> = Vec::new();
-    let alloc = |buddy: &mut BuddyAllocator, sim: &mut SimMemory, rng: &mut XorShift, live: &mut Vec<u64>| {
-        let unmovable = w.unmovable_one_in > 0 && rng.below(w.unmovable_one_in) == 0;
-        let gfp = if unmovable { GFP_KERNEL } else { GFP_HIGHUSER_MOVABLE };
-        let Ok(pfn) = buddy.alloc_pages(0, 0, gfp) else {
-            return false;
-        };
-        if unmovable {
-            sim.unmovable.push(pfn);
-        } else {
-            sim.add_movable(pfn, rng);
-            if rng.below(1000) < w.pinned_permille {
-                sim.pinned.insert(pfn);
+    let alloc =
+        |buddy: &mut BuddyAllocator, sim: &mut SimMemory, rng: &mut XorShift, live: &mut Vec<u64>, one_in: u64| {
+            let unmovable = one_in > 0 && rng.below(one_in) == 0;
+            let gfp = if unmovable { GFP_KERNEL } else { GFP_HIGHUSER_MOVABLE };
+            let Ok(pfn) = buddy.alloc_pages(0, 0, gfp) else {
+                return false;
+            };
+            if unmovable {
+                sim.unmovable.push(pfn);
+            } else {
+                sim.add_movable(pfn, rng);
+                if rng.below(1000) < w.pinned_permille {
+                    sim.pinned.insert(pfn);
+                }
             }
-        }
-        live.push(pfn);
-        true
-    };
+            live.push(pfn);
+            true
+        };
     let target = zone_pages * w.fill_percent / 100;
     while (live.len() as u64) < target {
-        if !alloc(buddy, sim, &mut rng, &mut live) {
+        if !alloc(buddy, sim, &mut rng, &mut live, w.unmovable_one_in) {
             break;
         }
     }
@@ -181,7 +184,7 @@ pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workloa
         let i = rng.below(live.len() as u64) as usize;
         let pfn = live.swap_remove(i);
         free_one(buddy, sim, pfn);
-        alloc(buddy, sim, &mut rng, &mut live);
+        alloc(buddy, sim, &mut rng, &mut live, w.churn_unmovable_one_in);
     }
     let movable: Vec<u64> = sim.rmap.keys().copied().collect();
     for pfn in movable {
