@@ -64,7 +64,7 @@ fn tlb_walk(accesses: u64) {
     println!("|---|---:|---:|---:|---:|---:|");
     let row = |name: &str, run: &mut dyn FnMut(&mut VecMem, &CpuContext, &[u64]) -> TlbStats| {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let addrs: Vec<u64> = (0..accesses).map(|_| VA + (rng.next() % REGION & !7)).collect();
+        let addrs: Vec<u64> = (0..accesses).map(|_| VA + ((rng.next_u64() % REGION) & !7)).collect();
         let mut res = [TlbStats::default(); 2];
         for (i, size) in [PageSize::Size4K, PageSize::Size2M].into_iter().enumerate() {
             let (mut mem, ctx) = region(size);

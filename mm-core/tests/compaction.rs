@@ -49,6 +49,7 @@ fn check(b: &BuddyAllocator, sim: &SimMemory) {
 const FRAGMENTING: Workload = Workload {
     seed: 42,
     unmovable_one_in: 50,
+    churn_unmovable_one_in: 50,
     fill_percent: 97,
     churn_percent: 50,
     free_percent: 60,
@@ -153,8 +154,15 @@ fn full_compaction(seed: u64, free_percent: u64, mobility: bool) {
     let (mut m, mut pb) = storage();
     let mut b = new_buddy(&mut m, &mut pb, mobility);
     let mut sim = SimMemory::default();
-    let w =
-        Workload { seed, unmovable_one_in: 0, fill_percent: 95, churn_percent: 20, free_percent, pinned_permille: 0 };
+    let w = Workload {
+        seed,
+        unmovable_one_in: 0,
+        churn_unmovable_one_in: 0,
+        fill_percent: 95,
+        churn_percent: 20,
+        free_percent,
+        pinned_permille: 0,
+    };
     run_workload(&mut b, &mut sim, &w, PAGES);
     b.drain_all_pages();
     check(&b, &sim);

@@ -15,7 +15,7 @@ pub struct XorShift(pub u64);
 
 impl XorShift {
     /// The next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -24,7 +24,7 @@ impl XorShift {
 
     /// A value in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -56,7 +56,7 @@ impl SimMemory {
     pub fn add_movable(&mut self, pfn: u64, rng: &mut XorShift) {
         let v = self.next_vpage;
         self.next_vpage += 1;
-        let data = rng.next();
+        let data = rng.next_u64();
         self.contents.insert(pfn, data);
         self.map.insert(v, pfn);
         self.rmap.insert(pfn, v);

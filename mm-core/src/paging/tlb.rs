@@ -468,7 +468,7 @@ impl SharedTlb {
     /// A TLB of `entries` entries in sets of `ways`; `None` unless `ways`
     /// divides `entries` into a power-of-two number of sets.
     pub fn new(entries: usize, ways: usize) -> Option<SharedTlb> {
-        if ways == 0 || entries % ways != 0 || !(entries / ways).is_power_of_two() {
+        if ways == 0 || !entries.is_multiple_of(ways) || !(entries / ways).is_power_of_two() {
             return None;
         }
         Some(SharedTlb {
