@@ -19,6 +19,7 @@ extern crate std;
 pub mod abi;
 pub mod addr;
 pub mod buddy;
+pub mod compaction;
 pub mod descriptor;
 pub mod fmt;
 pub mod lru;

@@ -4,7 +4,16 @@
 //! (`free_area`), block splitting on allocation (`expand`), merging on free
 //! (`__free_one_page`, buddy = pfn ^ (1 << order)), per-CPU page lists for
 //! small orders, watermarks and the zonelist fallback, and the reports
-//! (buddyinfo, fragmentation indices).
+//! (buddyinfo, fragmentation indices, pagetypeinfo).
+//!
+//! Grouping by mobility (Linux's migratetypes, see [`migrate`]): with
+//! pageblock storage given ([`BuddyAllocator::with_mobility`]) every
+//! pageblock (order 9) is tagged unmovable, movable or reclaimable, the
+//! free lists are per (order, migratetype), an allocation asks for its
+//! type in [`Gfp::migratetype`] and falls back to other types' blocks as
+//! Linux's `__rmqueue_fallback` does, stealing whole pageblocks when it
+//! can. Without it ([`BuddyAllocator::new`]) there is one list per order,
+//! as before.
 //!
 //! It is intrusive and heap-free so the guest can use it before any heap
 //! exists: page descriptors live in the caller's `&mut [Page]` (the
@@ -13,10 +22,15 @@
 //! heads are ever written by `free_range`, and a tail descriptor is first
 //! written when a split makes it a head.
 
+pub mod migrate;
 pub mod page;
 mod stats;
 pub mod zone;
 
+pub use migrate::{
+    pageblock_storage_len, BlockState, MigrateType, MobilityStats, PageTypeInfo, MIGRATE_TYPES, PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+};
 pub use page::{Page, PageOwner, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
 pub use stats::ContigPageInfo;
 pub use zone::{FreeArea, PerCpuPages, Watermark, Zone, ZoneType, NR_ZONES};
@@ -76,6 +90,16 @@ pub enum BuddyError {
     SlabPage(u64),
     /// A consistency check found the allocator's state corrupt.
     Corrupt(&'static str),
+    /// The pageblock storage given to `with_mobility` is too short.
+    PageblockStorage {
+        /// Bytes needed (`pageblock_storage_len`).
+        need: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The block at the pfn cannot be isolated or migrated (not free, not
+    /// an order-0 allocated page, or below the watermark).
+    NotIsolatable(u64),
 }
 
 impl core::fmt::Display for BuddyError {
@@ -96,6 +120,10 @@ impl core::fmt::Display for BuddyError {
             }
             BuddyError::SlabPage(p) => write!(f, "pfn {p:#x} is a slab page"),
             BuddyError::Corrupt(what) => write!(f, "buddy state corrupt: {what}"),
+            BuddyError::PageblockStorage { need, got } => {
+                write!(f, "pageblock storage of {got:#x} bytes, {need:#x} needed (pageblock_storage_len)")
+            }
+            BuddyError::NotIsolatable(p) => write!(f, "pfn {p:#x} cannot be isolated"),
         }
     }
 }
@@ -123,18 +151,36 @@ pub struct Gfp {
     pub zone: ZoneType,
     /// Watermark policy.
     pub wmark: WmarkPolicy,
+    /// Mobility of the allocation (`gfp_migratetype`: `__GFP_MOVABLE`,
+    /// `__GFP_RECLAIMABLE`, or neither). Only steers placement when the
+    /// allocator groups by mobility; recorded in the block either way.
+    pub migratetype: MigrateType,
 }
 
-/// Ordinary kernel allocation: any zone, fails below min.
-pub const GFP_KERNEL: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Normal };
+impl Gfp {
+    /// The same request with another mobility (`| __GFP_MOVABLE` etc.).
+    pub const fn with_migratetype(self, migratetype: MigrateType) -> Gfp {
+        Gfp { migratetype, ..self }
+    }
+}
+
+/// Ordinary kernel allocation: any zone, fails below min; unmovable.
+pub const GFP_KERNEL: Gfp =
+    Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Normal, migratetype: MigrateType::Unmovable };
 /// Atomic allocation: may use half of the min reserve.
-pub const GFP_ATOMIC: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Atomic };
+pub const GFP_ATOMIC: Gfp = Gfp { wmark: WmarkPolicy::Atomic, ..GFP_KERNEL };
 /// Below 4 GiB.
-pub const GFP_DMA32: Gfp = Gfp { zone: ZoneType::Dma32, wmark: WmarkPolicy::Normal };
+pub const GFP_DMA32: Gfp = Gfp { zone: ZoneType::Dma32, ..GFP_KERNEL };
 /// Below 16 MiB.
-pub const GFP_DMA: Gfp = Gfp { zone: ZoneType::Dma, wmark: WmarkPolicy::Normal };
+pub const GFP_DMA: Gfp = Gfp { zone: ZoneType::Dma, ..GFP_KERNEL };
 /// Ignores watermarks (`__GFP_MEMALLOC`).
-pub const GFP_NOWMARK: Gfp = Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::NoWatermarks };
+pub const GFP_NOWMARK: Gfp = Gfp { wmark: WmarkPolicy::NoWatermarks, ..GFP_KERNEL };
+/// User memory the kernel can migrate (anonymous pages:
+/// `GFP_HIGHUSER_MOVABLE`).
+pub const GFP_HIGHUSER_MOVABLE: Gfp = Gfp { migratetype: MigrateType::Movable, ..GFP_KERNEL };
+/// Kernel memory a shrinker can free (`GFP_KERNEL | __GFP_RECLAIMABLE`,
+/// e.g. reclaimable slab caches).
+pub const GFP_KERNEL_RECLAIMABLE: Gfp = Gfp { migratetype: MigrateType::Reclaimable, ..GFP_KERNEL };
 
 /// Per-zone page counts that must add up (used by tests and the host's
 /// consistency checks).
@@ -158,6 +204,14 @@ pub struct BuddyAllocator<'a> {
     nr_cpus: usize,
     pcp_enabled: bool,
     min_free_kbytes: Option<u64>,
+    /// One byte per pageblock (`MigrateType as u8`), from
+    /// `pb_base`; empty when not grouping by mobility.
+    pageblocks: &'a mut [u8],
+    /// First pageblock number (`pfn >> PAGEBLOCK_ORDER`) `pageblocks` covers.
+    pb_base: u64,
+    /// Group by mobility (pageblock storage was given).
+    mobility: bool,
+    mobility_stats: MobilityStats,
 }
 
 impl<'a> BuddyAllocator<'a> {
@@ -179,7 +233,39 @@ impl<'a> BuddyAllocator<'a> {
             nr_cpus,
             pcp_enabled: true,
             min_free_kbytes: None,
+            pageblocks: &mut [],
+            pb_base: base_pfn >> PAGEBLOCK_ORDER,
+            mobility: false,
+            mobility_stats: MobilityStats::default(),
         })
+    }
+
+    /// An allocator that groups pages by mobility (Linux's default,
+    /// `page_group_by_mobility_disabled` false): `pageblock_types` holds one
+    /// byte per pageblock of the descriptor array's range and must be at
+    /// least [`pageblock_storage_len`]`(base_pfn, mem_map.len())` long. Its
+    /// contents are ignored: pageblocks are tagged movable when
+    /// [`free_range`](Self::free_range) hands their memory in, as Linux's
+    /// `memmap_init` does.
+    pub fn with_mobility(
+        mem_map: &'a mut [Page],
+        pageblock_types: &'a mut [u8],
+        base_pfn: u64,
+        nr_cpus: usize,
+    ) -> Result<Self, BuddyError> {
+        let need = pageblock_storage_len(base_pfn, mem_map.len());
+        if pageblock_types.len() < need {
+            return Err(BuddyError::PageblockStorage { need, got: pageblock_types.len() });
+        }
+        let mut b = Self::new(mem_map, base_pfn, nr_cpus)?;
+        b.pageblocks = pageblock_types;
+        b.mobility = true;
+        Ok(b)
+    }
+
+    /// Whether pages are grouped by mobility.
+    pub fn groups_by_mobility(&self) -> bool {
+        self.mobility
     }
 
     /// Turns the per-CPU lists on or off (off drains them first). With them
@@ -310,6 +396,14 @@ impl<'a> BuddyAllocator<'a> {
                 Ok(())
             }
         })?;
+        if self.mobility {
+            // memmap_init: every pageblock starts movable.
+            let mut pb = start_pfn >> PAGEBLOCK_ORDER;
+            while pb <= (end_pfn - 1) >> PAGEBLOCK_ORDER {
+                self.set_pageblock_migratetype(pb << PAGEBLOCK_ORDER, MigrateType::Movable);
+                pb += 1;
+            }
+        }
         self.for_each_block(start_pfn, end_pfn, |s, pfn, order| {
             let z = ZoneType::of_pfn(pfn);
             let zone = &mut s.zones[z as usize];
@@ -383,11 +477,12 @@ impl<'a> BuddyAllocator<'a> {
         // First pass at the low watermark, as get_page_from_freelist with
         // ALLOC_WMARK_LOW; on failure wake reclaim and retry at min.
         let top = gfp.zone as usize;
+        let mt = gfp.migratetype;
         if gfp.wmark != WmarkPolicy::NoWatermarks {
             for z in (0..=top).rev() {
                 let mark = self.zones[z].watermark[Watermark::Low as usize];
                 if self.zones[z].managed_pages > 0 && self.zones[z].watermark_ok(order, mark) {
-                    if let Some(pfn) = self.rmqueue(z, cpu, order) {
+                    if let Some(pfn) = self.rmqueue(z, cpu, order, mt) {
                         return Ok(pfn);
                     }
                 }
@@ -406,7 +501,7 @@ impl<'a> BuddyAllocator<'a> {
                 WmarkPolicy::NoWatermarks => None,
             };
             if mark.is_none_or(|m| self.zones[z].watermark_ok(order, m)) {
-                if let Some(pfn) = self.rmqueue(z, cpu, order) {
+                if let Some(pfn) = self.rmqueue(z, cpu, order, mt) {
                     return Ok(pfn);
                 }
             }
@@ -415,108 +510,150 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// Linux's `rmqueue`: small orders from the pcp list, the rest from the
-    /// buddy. Marks the block allocated.
-    fn rmqueue(&mut self, z: usize, cpu: usize, order: u8) -> Option<u64> {
+    /// buddy. Marks the block allocated, recording the requested
+    /// migratetype in it (whatever list served it).
+    fn rmqueue(&mut self, z: usize, cpu: usize, order: u8, mt: MigrateType) -> Option<u64> {
+        let list_mt = self.effective_mt(mt);
         let idx = if self.pcp_enabled && order <= PAGE_ALLOC_COSTLY_ORDER {
-            self.rmqueue_pcplist(z, cpu, order)?
+            self.rmqueue_pcplist(z, cpu, order, list_mt)?
         } else {
-            self.rmqueue_smallest(z, order)?
+            self.rmqueue_buddy(z, order, list_mt)?
         };
+        self.mark_allocated(idx, order, z, mt);
+        Some(self.pfn_of(idx))
+    }
+
+    pub(crate) fn mark_allocated(&mut self, idx: u32, order: u8, z: usize, mt: MigrateType) {
         let p = &mut self.mem_map[idx as usize];
         p.flags = PG_HEAD;
         p.order = order;
         p.zone = z as u8;
         p.refcount = 1;
         p.owner = PageOwner::Unknown as u8;
+        p.frozen = mt as u8;
         p.next = NIL;
         p.prev = NIL;
-        Some(self.pfn_of(idx))
     }
 
-    fn rmqueue_pcplist(&mut self, z: usize, cpu: usize, order: u8) -> Option<u32> {
-        let o = order as usize;
-        if self.zones[z].pcp[cpu].lists[o] == NIL {
+    fn rmqueue_pcplist(&mut self, z: usize, cpu: usize, order: u8, mt: MigrateType) -> Option<u32> {
+        let (o, m) = (order as usize, mt as usize);
+        if self.zones[z].pcp[cpu].lists[o][m] == NIL {
             // Refill in bulk (rmqueue_bulk): one trip to the buddy serves
             // several allocations.
             let batch = (self.zones[z].pcp[cpu].batch >> order).max(2);
             for _ in 0..batch {
-                let Some(idx) = self.rmqueue_smallest(z, order) else {
+                let Some(idx) = self.rmqueue_buddy(z, order, mt) else {
                     break;
                 };
-                self.pcp_push(z, cpu, idx, order);
+                self.pcp_push(z, cpu, idx, order, mt);
             }
         }
         let pcp = &mut self.zones[z].pcp[cpu];
-        let idx = pcp.lists[o];
+        let idx = pcp.lists[o][m];
         if idx == NIL {
             return None;
         }
-        pcp.lists[o] = self.mem_map[idx as usize].next;
+        pcp.lists[o][m] = self.mem_map[idx as usize].next;
         pcp.count -= 1 << order;
         Some(idx)
     }
 
-    fn pcp_push(&mut self, z: usize, cpu: usize, idx: u32, order: u8) {
+    fn pcp_push(&mut self, z: usize, cpu: usize, idx: u32, order: u8, mt: MigrateType) {
         let pcp = &mut self.zones[z].pcp[cpu];
         let p = &mut self.mem_map[idx as usize];
         p.flags = PG_PCP;
         p.order = order;
         p.zone = z as u8;
-        p.next = pcp.lists[order as usize];
-        pcp.lists[order as usize] = idx;
+        p.frozen = mt as u8;
+        p.next = pcp.lists[order as usize][mt as usize];
+        pcp.lists[order as usize][mt as usize] = idx;
         pcp.count += 1 << order;
     }
 
+    /// Linux's `__rmqueue`: the smallest block on the migratetype's own
+    /// lists, else steal from another type (`__rmqueue_fallback`) and
+    /// retry.
+    fn rmqueue_buddy(&mut self, z: usize, order: u8, mt: MigrateType) -> Option<u32> {
+        loop {
+            if let Some(idx) = self.rmqueue_smallest(z, order, mt) {
+                return Some(idx);
+            }
+            if !self.mobility || !self.rmqueue_fallback(z, order, mt) {
+                return None;
+            }
+        }
+    }
+
     /// Linux's `__rmqueue_smallest`: the smallest free block of at least
-    /// `order`, split down with `expand`.
-    fn rmqueue_smallest(&mut self, z: usize, order: u8) -> Option<u32> {
+    /// `order` on `mt`'s lists, split down with `expand`.
+    fn rmqueue_smallest(&mut self, z: usize, order: u8, mt: MigrateType) -> Option<u32> {
         for cur in order..=MAX_PAGE_ORDER {
-            let head = self.zones[z].free_area[cur as usize].head;
+            let head = self.zones[z].free_area[cur as usize].free_list[mt as usize];
             if head == NIL {
                 continue;
             }
             self.del_from_free_list(z, head, cur);
-            self.expand(z, head, order, cur);
+            self.expand(z, head, order, cur, mt);
             return Some(head);
         }
         None
     }
 
-    /// Linux's `expand`: gives the upper halves back to the free lists until
-    /// the block at `idx` is of order `low`. Each upper half's head is the
-    /// first write its descriptor sees since the block was freed.
-    fn expand(&mut self, z: usize, idx: u32, low: u8, mut high: u8) {
+    /// Linux's `expand`: gives the upper halves back to the free lists (of
+    /// `mt`, the list the block came from) until the block at `idx` is of
+    /// order `low`. Each upper half's head is the first write its
+    /// descriptor sees since the block was freed.
+    pub(crate) fn expand(&mut self, z: usize, idx: u32, low: u8, mut high: u8, mt: MigrateType) {
         while high > low {
             high -= 1;
             let buddy = idx + (1 << high);
-            self.add_to_free_list(z, buddy, high);
+            self.add_to_free_list(z, buddy, high, mt);
         }
     }
 
-    fn add_to_free_list(&mut self, z: usize, idx: u32, order: u8) {
+    /// Puts a free block on `mt`'s list of its order. A block of a whole
+    /// pageblock or more makes its pageblocks `mt` (Linux's "take ownership
+    /// for orders >= pageblock_order"), so a pageblock's type and the list
+    /// holding it as a whole never disagree.
+    pub(crate) fn add_to_free_list(&mut self, z: usize, idx: u32, order: u8, mt: MigrateType) {
         let p = &mut self.mem_map[idx as usize];
         p.flags = PG_BUDDY;
         p.order = order;
         p.zone = z as u8;
         p.refcount = 0;
+        p.frozen = mt as u8;
         let zone = &mut self.zones[z];
-        list_add(self.mem_map, &mut zone.free_area[order as usize].head, idx);
-        zone.free_area[order as usize].nr_free += 1;
+        let area = &mut zone.free_area[order as usize];
+        list_add(self.mem_map, &mut area.free_list[mt as usize], idx);
+        area.nr_free += 1;
+        area.nr_free_mt[mt as usize] += 1;
         zone.nr_free += 1 << order;
+        if self.mobility && order >= PAGEBLOCK_ORDER {
+            let pfn = self.pfn_of(idx);
+            for pb in 0..1u64 << (order - PAGEBLOCK_ORDER) {
+                self.set_pageblock_migratetype(pfn + (pb << PAGEBLOCK_ORDER), mt);
+            }
+        }
     }
 
-    fn del_from_free_list(&mut self, z: usize, idx: u32, order: u8) {
+    /// Takes a free block head off the list it is on (its `frozen` byte
+    /// names the list's migratetype).
+    pub(crate) fn del_from_free_list(&mut self, z: usize, idx: u32, order: u8) {
+        let mt = MigrateType::from_u8(self.mem_map[idx as usize].frozen) as usize;
         let zone = &mut self.zones[z];
-        list_del(self.mem_map, &mut zone.free_area[order as usize].head, idx);
-        zone.free_area[order as usize].nr_free -= 1;
+        let area = &mut zone.free_area[order as usize];
+        list_del(self.mem_map, &mut area.free_list[mt], idx);
+        area.nr_free -= 1;
+        area.nr_free_mt[mt] -= 1;
         zone.nr_free -= 1 << order;
         self.mem_map[idx as usize].flags = 0;
     }
 
     /// Linux's `__free_one_page`: merges with free buddies as far as they go
-    /// and puts the result on its free list.
-    fn free_one_page(&mut self, mut idx: u32, mut order: u8, z: ZoneType) {
+    /// and puts the result on the free list of the pageblock's migratetype.
+    pub(crate) fn free_one_page(&mut self, mut idx: u32, mut order: u8, z: ZoneType) {
         self.mem_map[idx as usize].flags = 0;
+        let mt = self.pageblock_migratetype(self.pfn_of(idx));
         let z = z as usize;
         while order < MAX_PAGE_ORDER {
             let pfn = self.pfn_of(idx);
@@ -533,7 +670,7 @@ impl<'a> BuddyAllocator<'a> {
             idx = idx.min(bidx);
             order += 1;
         }
-        self.add_to_free_list(z, idx, order);
+        self.add_to_free_list(z, idx, order, mt);
     }
 
     /// The head pfn of the free (buddy or pcp) block containing `pfn`, if
@@ -585,7 +722,9 @@ impl<'a> BuddyAllocator<'a> {
             return Err(BuddyError::Corrupt("zone index in a block head"));
         }
         if self.pcp_enabled && order <= PAGE_ALLOC_COSTLY_ORDER {
-            self.pcp_push(z, cpu, idx, order);
+            // free_unref_page: the pcp list of the pageblock's type now.
+            let mt = self.pageblock_migratetype(pfn);
+            self.pcp_push(z, cpu, idx, order, mt);
             let pcp = &self.zones[z].pcp[cpu];
             if pcp.count >= pcp.high {
                 let batch = pcp.batch;
@@ -598,24 +737,28 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// Linux's `free_pcppages_bulk`: returns at least `pages` pages (or all)
-    /// from a CPU's lists to the buddy, going round the orders.
+    /// from a CPU's lists to the buddy, going round the lists (order by
+    /// order, each migratetype). A block goes to the list of its
+    /// pageblock's type at drain time.
     fn free_pcppages_bulk(&mut self, z: usize, cpu: usize, pages: u64) {
+        const NR_LISTS: usize = PCP_ORDERS * MIGRATE_TYPES;
         let mut freed = 0;
-        let mut o = 0;
+        let mut l = 0;
         let mut empty_rounds = 0;
-        while freed < pages && self.zones[z].pcp[cpu].count > 0 && empty_rounds < PCP_ORDERS {
-            let idx = self.zones[z].pcp[cpu].lists[o];
+        while freed < pages && self.zones[z].pcp[cpu].count > 0 && empty_rounds < NR_LISTS {
+            let (o, m) = (l / MIGRATE_TYPES, l % MIGRATE_TYPES);
+            let idx = self.zones[z].pcp[cpu].lists[o][m];
             if idx == NIL {
                 empty_rounds += 1;
             } else {
                 empty_rounds = 0;
                 let pcp = &mut self.zones[z].pcp[cpu];
-                pcp.lists[o] = self.mem_map[idx as usize].next;
+                pcp.lists[o][m] = self.mem_map[idx as usize].next;
                 pcp.count -= 1 << o;
                 freed += 1 << o;
                 self.free_one_page(idx, o as u8, ZoneType::ALL[z]);
             }
-            o = (o + 1) % PCP_ORDERS;
+            l = (l + 1) % NR_LISTS;
         }
     }
 
@@ -656,33 +799,53 @@ impl<'a> BuddyAllocator<'a> {
             let mut free = 0u64;
             for (o, area) in zone.free_area.iter().enumerate() {
                 let mut n = 0u64;
-                let mut prev = NIL;
-                let mut idx = area.head;
-                while idx != NIL {
-                    let p = self.mem_map.get(idx as usize).ok_or(BuddyError::Corrupt("free list index"))?;
-                    n += 1;
-                    if n > limit {
-                        return Err(BuddyError::Corrupt("free list cycle"));
-                    }
-                    if p.flags != PG_BUDDY || p.order as usize != o || p.zone as usize != z || p.prev != prev {
-                        return Err(BuddyError::Corrupt("free block head"));
-                    }
-                    let pfn = self.pfn_of(idx);
-                    if pfn & ((1 << o) - 1) != 0 {
-                        return Err(BuddyError::Corrupt("free block misaligned"));
-                    }
-                    if ZoneType::of_pfn(pfn) as usize != z || self.idx(pfn + (1 << o) - 1).is_none() {
-                        return Err(BuddyError::Corrupt("free block outside its zone"));
-                    }
-                    if o < MAX_PAGE_ORDER as usize {
-                        if let Some(b) = self.page(pfn ^ (1 << o)) {
-                            if b.flags == PG_BUDDY && b.order as usize == o && b.zone as usize == z {
-                                return Err(BuddyError::Corrupt("free buddies not merged"));
+                for (m, &list) in area.free_list.iter().enumerate() {
+                    let mut n_mt = 0u64;
+                    let mut prev = NIL;
+                    let mut idx = list;
+                    while idx != NIL {
+                        let p = self.mem_map.get(idx as usize).ok_or(BuddyError::Corrupt("free list index"))?;
+                        n_mt += 1;
+                        if n_mt > limit {
+                            return Err(BuddyError::Corrupt("free list cycle"));
+                        }
+                        if p.flags != PG_BUDDY || p.order as usize != o || p.zone as usize != z || p.prev != prev {
+                            return Err(BuddyError::Corrupt("free block head"));
+                        }
+                        if p.frozen as usize != m || (!self.mobility && m != MigrateType::Unmovable as usize) {
+                            return Err(BuddyError::Corrupt("free block on another migratetype's list"));
+                        }
+                        if self.mobility && o >= PAGEBLOCK_ORDER as usize {
+                            let pfn = self.pfn_of(idx);
+                            for pb in 0..1u64 << (o - PAGEBLOCK_ORDER as usize) {
+                                if self.pageblock_migratetype(pfn + (pb << PAGEBLOCK_ORDER)) as usize != m {
+                                    return Err(BuddyError::Corrupt(
+                                        "whole free pageblock of another type than its list",
+                                    ));
+                                }
                             }
                         }
+                        let pfn = self.pfn_of(idx);
+                        if pfn & ((1 << o) - 1) != 0 {
+                            return Err(BuddyError::Corrupt("free block misaligned"));
+                        }
+                        if ZoneType::of_pfn(pfn) as usize != z || self.idx(pfn + (1 << o) - 1).is_none() {
+                            return Err(BuddyError::Corrupt("free block outside its zone"));
+                        }
+                        if o < MAX_PAGE_ORDER as usize {
+                            if let Some(b) = self.page(pfn ^ (1 << o)) {
+                                if b.flags == PG_BUDDY && b.order as usize == o && b.zone as usize == z {
+                                    return Err(BuddyError::Corrupt("free buddies not merged"));
+                                }
+                            }
+                        }
+                        prev = idx;
+                        idx = p.next;
                     }
-                    prev = idx;
-                    idx = p.next;
+                    if n_mt != area.nr_free_mt[m] {
+                        return Err(BuddyError::Corrupt("nr_free of a migratetype's free list"));
+                    }
+                    n += n_mt;
                 }
                 if n != area.nr_free {
                     return Err(BuddyError::Corrupt("nr_free of a free area"));
@@ -694,7 +857,8 @@ impl<'a> BuddyAllocator<'a> {
             }
             for pcp in &zone.pcp {
                 let mut pages = 0u64;
-                for (o, &head) in pcp.lists.iter().enumerate() {
+                for (l, &head) in pcp.lists.iter().flatten().enumerate() {
+                    let (o, m) = (l / MIGRATE_TYPES, l % MIGRATE_TYPES);
                     let mut idx = head;
                     let mut n = 0;
                     while idx != NIL {
@@ -703,7 +867,8 @@ impl<'a> BuddyAllocator<'a> {
                         if n > limit {
                             return Err(BuddyError::Corrupt("pcp list cycle"));
                         }
-                        if p.flags != PG_PCP || p.order as usize != o || p.zone as usize != z {
+                        if p.flags != PG_PCP || p.order as usize != o || p.zone as usize != z || p.frozen as usize != m
+                        {
                             return Err(BuddyError::Corrupt("pcp block head"));
                         }
                         pages += 1 << o;

@@ -92,7 +92,9 @@ pub struct Page {
     /// `PageOwner` of an allocated block.
     pub owner: u8,
     /// Slab: CPU number plus one while the slab is a CPU's active slab
-    /// (SLUB's "frozen"), 0 otherwise.
+    /// (SLUB's "frozen"), 0 otherwise. Buddy (non-slab heads): the
+    /// `MigrateType` of the free or pcp list a free block is on, or the one
+    /// an allocated block was requested with.
     pub frozen: u8,
     /// Slab: physical address of the first free object not owned by a CPU
     /// freelist, or `slab::FP_END`.

@@ -92,6 +92,36 @@ impl BuddyAllocator<'_> {
         ContigPageInfo::of(self.zone(z), order).fragmentation_index(order)
     }
 
+    /// The unusable free space index of zone `z` for every order, in
+    /// thousandths (one line of debugfs `extfrag/unusable_index`).
+    pub fn unusable_indexes(&self, z: ZoneType) -> [i64; NR_ORDERS] {
+        core::array::from_fn(|o| self.unusable_free_index(z, o as u8))
+    }
+
+    /// The fragmentation index of zone `z` for every order, in thousandths
+    /// (one line of debugfs `extfrag/extfrag_index`).
+    pub fn fragmentation_indexes(&self, z: ZoneType) -> [i64; NR_ORDERS] {
+        core::array::from_fn(|o| self.fragmentation_index(z, o as u8))
+    }
+
+    /// debugfs `extfrag/extfrag_index`: per populated zone, the
+    /// fragmentation index for every order as Linux's `%2d.%03d`
+    /// (`-1.000` where the allocation would succeed).
+    pub fn extfrag_index_text<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        for z in self.zones().iter().filter(|z| z.populated()) {
+            w.write_str("Node 0, zone ")?;
+            write_padded(w, z.kind.name(), 8, false)?;
+            for o in 0..=MAX_PAGE_ORDER {
+                let i = ContigPageInfo::of(z, o).fragmentation_index(o);
+                // The only negative value is -1000; others are 0..1000.
+                w.write_str(if i < 0 { " " } else { "  " })?;
+                write_milli(w, i)?;
+            }
+            w.write_char('\n')?;
+        }
+        Ok(())
+    }
+
     /// debugfs `extfrag/unusable_index`: per populated zone, the index for
     /// every order as `0.xxx`.
     pub fn unusable_index_text<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {

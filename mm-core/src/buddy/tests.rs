@@ -225,7 +225,7 @@ fn fragmentation_index_matches_linux_formula() {
 /// One step of the model-based test.
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { cpu: usize, order: u8, zone: u8, wmark: u8 },
+    Alloc { cpu: usize, order: u8, zone: u8, wmark: u8, mt: u8 },
     Free { pick: usize, cpu: usize },
     BadFree { pick: usize, offset: u64 },
     Drain { cpu: usize },
@@ -234,8 +234,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0..2usize, prop_oneof![4 => 0..4u8, 1 => 0..11u8], 0..3u8, 0..3u8)
-            .prop_map(|(cpu, order, zone, wmark)| Op::Alloc { cpu, order, zone, wmark }),
+        5 => (0..2usize, prop_oneof![4 => 0..4u8, 1 => 0..11u8], 0..3u8, 0..3u8, 0..3u8)
+            .prop_map(|(cpu, order, zone, wmark, mt)| Op::Alloc { cpu, order, zone, wmark, mt }),
         4 => (any::<usize>(), 0..2usize).prop_map(|(pick, cpu)| Op::Free { pick, cpu }),
         1 => (any::<usize>(), 0..8u64).prop_map(|(pick, offset)| Op::BadFree { pick, offset }),
         1 => (0..2usize).prop_map(|cpu| Op::Drain { cpu }),
@@ -244,11 +244,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Checks the allocator against the model: allocated blocks disjoint,
-/// aligned, not overlapping free or pcp blocks; counts add up.
-fn check(b: &BuddyAllocator, model: &BTreeMap<u64, u8>) {
+/// aligned, not overlapping free or pcp blocks (so no page is on two
+/// lists); counts add up, per migratetype too.
+fn check(b: &BuddyAllocator, model: &BTreeMap<u64, (u8, MigrateType)>) {
     b.verify().unwrap();
     let c = b.counts();
-    let allocated: u64 = model.values().map(|o| 1u64 << o).sum();
+    let allocated: u64 = model.values().map(|&(o, _)| 1u64 << o).sum();
     assert_eq!(c.allocated, allocated, "free + pcp + allocated = managed");
     let mut owner = vec![0u8; b.mem_map().len()];
     let mut mark = |pfn: u64, order: u8, tag: u8| {
@@ -258,38 +259,65 @@ fn check(b: &BuddyAllocator, model: &BTreeMap<u64, u8>) {
             owner[i] = tag;
         }
     };
-    for (&pfn, &order) in model {
+    for (&pfn, &(order, mt)) in model {
         assert_eq!(pfn % (1 << order), 0);
         mark(pfn, order, 1);
+        assert_eq!(b.block_at(pfn), BlockState::Allocated { order, mt, slab: false });
     }
+    // Every free head the descriptors show, counted per (zone, order, list
+    // type): must match the free-list counters (verify() walked the lists
+    // and matched them against the same counters).
+    let mut per_type = [[[0u64; NR_ORDERS]; MIGRATE_TYPES]; NR_ZONES];
     for (i, p) in b.mem_map().iter().enumerate() {
         if p.flags & (PG_BUDDY | PG_PCP) != 0 {
             mark(b.base_pfn() + i as u64, p.order, 2);
         }
+        if p.flags == PG_BUDDY {
+            per_type[p.zone as usize][p.frozen as usize][p.order as usize] += 1;
+        }
+    }
+    for z in ZoneType::ALL {
+        let info = b.pagetypeinfo(z);
+        assert_eq!(info.free, per_type[z as usize], "pagetypeinfo free counts of {z:?}");
+        let zone = b.zone(z);
+        if zone.populated() {
+            let span = zone.end_pfn.div_ceil(PAGEBLOCK_NR_PAGES) - zone.start_pfn / PAGEBLOCK_NR_PAGES;
+            assert_eq!(info.pageblocks.iter().sum::<u64>(), span);
+        }
+        if !b.groups_by_mobility() {
+            assert_eq!(info.pageblocks[0], info.pageblocks.iter().sum::<u64>());
+        }
     }
 }
 
-fn run_model(ops: &[Op]) {
+fn run_model(ops: &[Op], mobility: bool) {
     // Part DMA32, part Normal, with an unaligned start and a hole.
     let base = DMA32_END_PFN - 2048;
     let mut m = map(4096);
-    let mut b = BuddyAllocator::new(&mut m, base, 2).unwrap();
+    let mut pb = vec![0u8; pageblock_storage_len(base, 4096)];
+    let mut b = if mobility {
+        BuddyAllocator::with_mobility(&mut m, &mut pb, base, 2).unwrap()
+    } else {
+        BuddyAllocator::new(&mut m, base, 2).unwrap()
+    };
     b.free_range(base + 3, base + 1500).unwrap();
     b.free_range(base + 1600, base + 4096).unwrap();
     b.drain_all_pages();
     let initial: Vec<_> = ZoneType::ALL.iter().map(|&z| b.free_blocks(z)).collect();
-    let mut model: BTreeMap<u64, u8> = BTreeMap::new();
+    let mut model: BTreeMap<u64, (u8, MigrateType)> = BTreeMap::new();
     for op in ops {
         match *op {
-            Op::Alloc { cpu, order, zone, wmark } => {
+            Op::Alloc { cpu, order, zone, wmark, mt } => {
+                let mt = MigrateType::ALL[mt as usize];
                 let gfp = Gfp {
                     zone: ZoneType::ALL[zone as usize],
                     wmark: [WmarkPolicy::Normal, WmarkPolicy::Atomic, WmarkPolicy::NoWatermarks][wmark as usize],
+                    migratetype: mt,
                 };
                 match b.alloc_pages(cpu, order, gfp) {
                     Ok(pfn) => {
                         assert!(ZoneType::of_pfn(pfn) <= gfp.zone);
-                        assert!(model.insert(pfn, order).is_none());
+                        assert!(model.insert(pfn, (order, mt)).is_none());
                     }
                     Err(e) => {
                         assert_eq!(e, BuddyError::NoMemory);
@@ -306,14 +334,14 @@ fn run_model(ops: &[Op]) {
                 if model.is_empty() {
                     continue;
                 }
-                let (&pfn, &order) = model.iter().nth(pick % model.len()).unwrap();
+                let (&pfn, &(order, _)) = model.iter().nth(pick % model.len()).unwrap();
                 b.free_pages(cpu, pfn, order).unwrap();
                 model.remove(&pfn);
             }
             Op::BadFree { pick, offset } => {
                 let pfn = base + (pick as u64 % 4096);
                 let order = (offset % 4) as u8;
-                let allocated = model.get(&pfn) == Some(&order);
+                let allocated = model.get(&pfn).is_some_and(|&(o, _)| o == order);
                 if !allocated {
                     assert!(b.free_pages(0, pfn, order).is_err());
                 }
@@ -326,7 +354,7 @@ fn run_model(ops: &[Op]) {
         }
         check(&b, &model);
     }
-    for (&pfn, &order) in &model {
+    for (&pfn, &(order, _)) in &model {
         b.free_pages(0, pfn, order).unwrap();
     }
     b.drain_all_pages();
@@ -339,6 +367,153 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn buddy_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
-        run_model(&ops);
+        run_model(&ops, false);
     }
+
+    #[test]
+    fn buddy_with_mobility_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run_model(&ops, true);
+    }
+}
+
+/// 8 pageblocks of DMA32 (pfn 4096..8192), grouping by mobility, no pcp
+/// lists and no reserves, so every allocation goes through the buddy.
+fn mobility_setup<'a>(m: &'a mut [Page], pb: &'a mut [u8]) -> BuddyAllocator<'a> {
+    let mut b = BuddyAllocator::with_mobility(m, pb, 0, 1).unwrap();
+    b.set_pcp_enabled(false);
+    b.set_min_free_kbytes(0);
+    b.free_range(DMA_END_PFN, DMA_END_PFN + 4096).unwrap();
+    b
+}
+
+#[test]
+fn with_mobility_rejects_short_storage() {
+    let mut m = map(4096);
+    let mut pb = vec![0u8; 7];
+    assert_eq!(
+        BuddyAllocator::with_mobility(&mut m, &mut pb, 0, 1).err(),
+        Some(BuddyError::PageblockStorage { need: 8, got: 7 })
+    );
+    assert_eq!(pageblock_storage_len(511, 2), 2);
+    assert_eq!(pageblock_storage_len(512, 512), 1);
+}
+
+#[test]
+fn unmovable_steals_a_whole_block_and_clusters_there() {
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    assert_eq!(b.pagetypeinfo(ZoneType::Dma32).pageblocks, [0, 8, 0]);
+    let first = b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    // The largest movable block (order 10) changed type outright: two
+    // pageblocks claimed by one fallback.
+    assert_eq!(b.pagetypeinfo(ZoneType::Dma32).pageblocks, [2, 6, 0]);
+    assert_eq!(b.mobility_stats(), MobilityStats { fallbacks: 1, pageblocks_claimed: 2, pages_moved: 0 });
+    let base = first & !1023;
+    for _ in 0..100 {
+        let p = b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+        assert_eq!(p & !1023, base, "unmovable allocations cluster in the claimed blocks");
+    }
+    assert_eq!(b.mobility_stats().fallbacks, 1);
+    let mv = b.alloc_pages(0, 0, GFP_HIGHUSER_MOVABLE).unwrap();
+    assert_ne!(mv & !1023, base);
+    assert_eq!(b.pageblock_migratetype(mv), MigrateType::Movable);
+    assert_eq!(b.mixed_pageblocks(ZoneType::Dma32), 0);
+    b.verify().unwrap();
+    let mut t = String::new();
+    b.pagetypeinfo_text(&mut t).unwrap();
+    assert!(t.contains("Node 0, zone    DMA32                2            6            0\n"), "{t}");
+    assert!(t.contains("Node    0, zone    DMA32, type    Unmovable      1      1      0      1"), "{t}");
+}
+
+/// Fills every page with order-0 allocations of `mt`, then frees the pfns
+/// in `free`.
+fn fill_then_free(b: &mut BuddyAllocator, mt: MigrateType, free: impl Iterator<Item = u64>) {
+    while b.alloc_pages(0, 0, GFP_KERNEL.with_migratetype(mt)).is_ok() {}
+    for pfn in free {
+        b.free_pages(0, pfn, 0).unwrap();
+    }
+}
+
+#[test]
+fn small_steal_claims_the_pageblock_only_when_half_free() {
+    let pb0 = DMA_END_PFN;
+    // 300 free pages of 512 in a movable pageblock: claimed.
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    fill_then_free(&mut b, MigrateType::Movable, pb0..pb0 + 300);
+    let p = b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    assert!((pb0..pb0 + 300).contains(&p));
+    assert_eq!(b.pageblock_migratetype(pb0), MigrateType::Unmovable);
+    assert_eq!(b.mobility_stats(), MobilityStats { fallbacks: 1, pageblocks_claimed: 1, pages_moved: 300 });
+    b.verify().unwrap();
+    // 100 free: the free pages move to the unmovable lists, the pageblock
+    // stays movable (212 + 300 movable pages in use would not fit).
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    fill_then_free(&mut b, MigrateType::Movable, pb0..pb0 + 100);
+    b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    assert_eq!(b.pageblock_migratetype(pb0), MigrateType::Movable);
+    assert_eq!(b.mobility_stats(), MobilityStats { fallbacks: 1, pageblocks_claimed: 0, pages_moved: 100 });
+    let info = b.pagetypeinfo(ZoneType::Dma32);
+    let on = |mt: MigrateType| info.free[mt as usize].iter().enumerate().map(|(o, n)| n << o).sum::<u64>();
+    assert_eq!((on(MigrateType::Unmovable), on(MigrateType::Movable)), (99, 0));
+    b.verify().unwrap();
+    // Freeing a page puts it on its pageblock's list (movable), not on the
+    // list its free neighbours were moved to: the counts say so.
+    b.free_pages(0, pb0 + 200, 0).unwrap();
+    assert_eq!(b.pagetypeinfo(ZoneType::Dma32).free[MigrateType::Movable as usize][0], 1);
+    b.verify().unwrap();
+}
+
+#[test]
+fn movable_fallback_takes_the_smallest_block_it_cannot_steal() {
+    let pb2 = DMA_END_PFN + 2 * PAGEBLOCK_NR_PAGES;
+    let single = DMA_END_PFN + 3 * PAGEBLOCK_NR_PAGES + 77;
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    fill_then_free(&mut b, MigrateType::Unmovable, (pb2..pb2 + 8).chain([single]));
+    assert_eq!(b.pagetypeinfo(ZoneType::Dma32).pageblocks, [8, 0, 0]);
+    // Filling took the four order-10 blocks, one fallback each.
+    assert_eq!(b.mobility_stats(), MobilityStats { fallbacks: 4, pageblocks_claimed: 8, pages_moved: 0 });
+    // Largest unmovable block: order 3, too small for a movable request to
+    // steal (order < pageblock_order / 2), so the order-0 one is split.
+    assert_eq!(b.alloc_pages(0, 0, GFP_HIGHUSER_MOVABLE), Ok(single));
+    assert_eq!(b.pagetypeinfo(ZoneType::Dma32).pageblocks, [8, 0, 0]);
+    // The next one has only the order-3 block left: stolen as one block.
+    assert_eq!(b.alloc_pages(0, 0, GFP_HIGHUSER_MOVABLE), Ok(pb2));
+    assert_eq!(b.mobility_stats(), MobilityStats { fallbacks: 6, pageblocks_claimed: 8, pages_moved: 0 });
+    assert_eq!(b.mixed_pageblocks(ZoneType::Dma32), 2);
+    b.verify().unwrap();
+}
+
+#[test]
+fn fragmentation_indexes_by_hand() {
+    let mut m = map(8192);
+    let mut b = BuddyAllocator::new(&mut m, 0, 1).unwrap();
+    b.set_pcp_enabled(false);
+    b.set_min_free_kbytes(0);
+    b.free_range(DMA_END_PFN, DMA_END_PFN + 4096).unwrap();
+    while b.alloc_pages(0, 0, GFP_KERNEL).is_ok() {}
+    // Free: four lone pages and one order-2 block: 8 pages in 5 blocks.
+    let p = DMA_END_PFN;
+    for pfn in [p, p + 2, p + 4, p + 6, p + 8, p + 9, p + 10, p + 11] {
+        b.free_pages(0, pfn, 0).unwrap();
+    }
+    assert_eq!(b.free_blocks(ZoneType::Dma32), [4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // unusable(o) = (free - suitable_blocks << o) * 1000 / free:
+    // o0: 0; o1: suitable 2 (the order-2 block) -> (8-4)/8 = 500;
+    // o2: suitable 1 -> (8-4)/8 = 500; o3+: nothing suitable -> 1000.
+    let u = b.unusable_indexes(ZoneType::Dma32);
+    assert_eq!(u, [0, 500, 500, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]);
+    // fragmentation(o) = -1000 while a block fits, else
+    // 1000 - (1000 + free*1000/2^o) / blocks: o3: 1000 - 2000/5 = 600;
+    // o4: 1000 - 1500/5 = 700; o5: 1000 - 1250/5 = 750; o10: 1000 -
+    // (1000 + 7)/5 = 799.
+    let f = b.fragmentation_indexes(ZoneType::Dma32);
+    assert_eq!(f[..6], [-1000, -1000, -1000, 600, 700, 750]);
+    assert_eq!(f[10], 799);
+    let mut t = String::new();
+    b.extfrag_index_text(&mut t).unwrap();
+    assert!(t.starts_with("Node 0, zone    DMA32 -1.000 -1.000 -1.000  0.600  0.700  0.750"), "{t}");
+    assert!(t.ends_with("  0.799\n"), "{t}");
 }

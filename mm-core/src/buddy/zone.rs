@@ -1,6 +1,7 @@
 //! Zones (DMA, DMA32, Normal), their free areas, per-CPU page lists and
 //! watermarks, as in Linux's `struct zone`.
 
+use super::migrate::MIGRATE_TYPES;
 use super::page::NIL;
 use super::{MAX_CPUS, NR_ORDERS, PCP_ORDERS};
 
@@ -49,13 +50,18 @@ impl ZoneType {
     }
 }
 
-/// One order's free list (Linux's `struct free_area`).
+/// One order's free lists, one per migratetype (Linux's `struct
+/// free_area`). Without grouping by mobility only the unmovable list is
+/// used.
 #[derive(Debug, Clone, Copy)]
 pub struct FreeArea {
-    /// Descriptor index of the first free block, or `NIL`.
-    pub head: u32,
-    /// Free blocks of this order.
+    /// Descriptor index of the first free block of each migratetype's list
+    /// (`MigrateType as usize`), or `NIL`.
+    pub free_list: [u32; MIGRATE_TYPES],
+    /// Free blocks of this order, all lists.
     pub nr_free: u64,
+    /// Free blocks of this order on each migratetype's list.
+    pub nr_free_mt: [u64; MIGRATE_TYPES],
 }
 
 /// A CPU's cache of free pages for one zone (Linux's `per_cpu_pages`).
@@ -70,8 +76,8 @@ pub struct PerCpuPages {
     /// Pages moved to or from the buddy at a time.
     pub batch: u64,
     /// Singly-linked LIFO lists of block heads, one per order
-    /// `0..PCP_ORDERS`.
-    pub lists: [u32; PCP_ORDERS],
+    /// `0..PCP_ORDERS` and migratetype (`lists[order][mt]`).
+    pub lists: [[u32; MIGRATE_TYPES]; PCP_ORDERS],
 }
 
 /// Watermark levels (Linux's `enum zone_watermarks`).
@@ -117,9 +123,10 @@ impl Zone {
             end_pfn: 0,
             managed_pages: 0,
             nr_free: 0,
-            free_area: [FreeArea { head: NIL, nr_free: 0 }; NR_ORDERS],
+            free_area: [FreeArea { free_list: [NIL; MIGRATE_TYPES], nr_free: 0, nr_free_mt: [0; MIGRATE_TYPES] };
+                NR_ORDERS],
             watermark: [0; 3],
-            pcp: [PerCpuPages { count: 0, high: 0, batch: 1, lists: [NIL; PCP_ORDERS] }; MAX_CPUS],
+            pcp: [PerCpuPages { count: 0, high: 0, batch: 1, lists: [[NIL; MIGRATE_TYPES]; PCP_ORDERS] }; MAX_CPUS],
             kswapd_wakeups: 0,
         }
     }

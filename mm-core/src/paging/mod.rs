@@ -22,7 +22,7 @@ pub use editor::{tables, Leaf, LeafKinds, Slot, TableRef, Tables};
 pub use entry::{Pte, PteFlags};
 pub use mapper::{FrameAllocator, MapError, MapRequest, Mapper, MapperFlush, Mapping, SizeRequest, TlbFlusher};
 pub use swap::SwapEntry;
-pub use tlb::Tlb;
+pub use tlb::{SharedTlb, Tlb};
 pub use walker::{
     translate, walk, Access, CpuContext, CpuVendor, Fault, FaultReason, PageFault, PfErrorCode, RawRegisters,
     Translation,

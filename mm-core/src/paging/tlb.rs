@@ -238,20 +238,7 @@ impl Tlb {
 
     /// Caches a completed translation made under `ctx` by `access`.
     pub fn fill(&mut self, ctx: &CpuContext, t: &Translation, access: Access) {
-        let mut flags = t.flags;
-        if !ctx.pge {
-            flags = flags.difference(PteFlags::GLOBAL);
-        }
-        if access.is_write() {
-            flags |= PteFlags::DIRTY;
-        }
-        let e = TlbEntry {
-            vpn: (t.va.0 & ((1u64 << 57) - 1)) >> t.size.shift(),
-            pcid: current_pcid(ctx),
-            size: t.size,
-            frame: t.frame(),
-            flags,
-        };
+        let e = entry_for(ctx, t, access);
         match t.size {
             PageSize::Size4K => self.b4k.insert(e),
             PageSize::Size2M => self.b2m.insert(e),
@@ -272,44 +259,7 @@ impl Tlb {
         va: VirtAddr,
         access: Access,
     ) -> Result<TlbTranslation, Fault> {
-        if !va.is_canonical(ctx.la57) {
-            return Err(Fault::NonCanonical(va));
-        }
-        if let Some(&TlbEntry { frame, size, flags, .. }) = self.lookup_ref(ctx, va) {
-            let e = TlbEntry { vpn: 0, pcid: 0, frame, size, flags };
-            if !access.is_write() || e.flags.contains(PteFlags::DIRTY) {
-                self.stats.hits += 1;
-                return match check_access(ctx, access, Perms::from_flags(e.flags)) {
-                    Ok(()) => Ok(TlbTranslation {
-                        pa: PhysAddr(e.frame.0 | va.offset_in(e.size)),
-                        size: e.size,
-                        flags: e.flags,
-                        hit: true,
-                    }),
-                    Err((error_code, reason)) => {
-                        self.invlpg(va);
-                        Err(Fault::PageFault(PageFault {
-                            va,
-                            error_code,
-                            level: e.size.leaf_level(),
-                            reason,
-                            trace: WalkTrace::EMPTY,
-                        }))
-                    }
-                };
-            }
-        }
-        self.stats.misses += 1;
-        match translate_update_ad(mem, ctx, va, access) {
-            Ok(t) => {
-                self.fill(ctx, &t, access);
-                Ok(TlbTranslation { pa: t.pa, size: t.size, flags: t.flags, hit: false })
-            }
-            Err(f) => {
-                self.invlpg(va);
-                Err(f)
-            }
-        }
+        translate_cached(self, mem, ctx, va, access)
     }
 
     /// INVLPG: drops every entry covering `va`, global ones included.
@@ -397,6 +347,263 @@ impl Tlb {
     }
 }
 
+/// What [`translate_cached`] needs of a TLB organisation.
+trait TlbCache {
+    /// The entry to use (a replacement policy may note the use).
+    fn find(&mut self, ctx: &CpuContext, va: VirtAddr) -> Option<TlbEntry>;
+    fn insert(&mut self, ctx: &CpuContext, t: &Translation, access: Access);
+    fn drop_page(&mut self, va: VirtAddr);
+    fn stats_mut(&mut self) -> &mut TlbStats;
+}
+
+impl TlbCache for Tlb {
+    #[inline(always)]
+    fn find(&mut self, ctx: &CpuContext, va: VirtAddr) -> Option<TlbEntry> {
+        self.lookup_ref(ctx, va).copied()
+    }
+    fn insert(&mut self, ctx: &CpuContext, t: &Translation, access: Access) {
+        self.fill(ctx, t, access);
+    }
+    fn drop_page(&mut self, va: VirtAddr) {
+        self.invlpg(va);
+    }
+    fn stats_mut(&mut self) -> &mut TlbStats {
+        &mut self.stats
+    }
+}
+
+/// The entry a translation fills (flags as the TLB keeps them).
+fn entry_for(ctx: &CpuContext, t: &Translation, access: Access) -> TlbEntry {
+    let mut flags = t.flags;
+    if !ctx.pge {
+        flags = flags.difference(PteFlags::GLOBAL);
+    }
+    if access.is_write() {
+        flags |= PteFlags::DIRTY;
+    }
+    TlbEntry {
+        vpn: (t.va.0 & ((1u64 << 57) - 1)) >> t.size.shift(),
+        pcid: current_pcid(ctx),
+        size: t.size,
+        frame: t.frame(),
+        flags,
+    }
+}
+
+/// A translation through any TLB organisation: a hit is used without
+/// reading the tables (permissions checked from the entry, a write
+/// through a clean entry walks again to set D); a miss walks, setting
+/// A/D, and fills; a fault drops the page's entries.
+#[inline(always)]
+fn translate_cached<C: TlbCache, M: PhysMem + ?Sized>(
+    c: &mut C,
+    mem: &mut M,
+    ctx: &CpuContext,
+    va: VirtAddr,
+    access: Access,
+) -> Result<TlbTranslation, Fault> {
+    if !va.is_canonical(ctx.la57) {
+        return Err(Fault::NonCanonical(va));
+    }
+    if let Some(e) = c.find(ctx, va) {
+        if !access.is_write() || e.flags.contains(PteFlags::DIRTY) {
+            c.stats_mut().hits += 1;
+            return match check_access(ctx, access, Perms::from_flags(e.flags)) {
+                Ok(()) => Ok(TlbTranslation {
+                    pa: PhysAddr(e.frame.0 | va.offset_in(e.size)),
+                    size: e.size,
+                    flags: e.flags,
+                    hit: true,
+                }),
+                Err((error_code, reason)) => {
+                    c.drop_page(va);
+                    Err(Fault::PageFault(PageFault {
+                        va,
+                        error_code,
+                        level: e.size.leaf_level(),
+                        reason,
+                        trace: WalkTrace::EMPTY,
+                    }))
+                }
+            };
+        }
+    }
+    c.stats_mut().misses += 1;
+    match translate_update_ad(mem, ctx, va, access) {
+        Ok(t) => {
+            c.insert(ctx, &t, access);
+            Ok(TlbTranslation { pa: t.pa, size: t.size, flags: t.flags, hit: false })
+        }
+        Err(f) => {
+            c.drop_page(va);
+            Err(f)
+        }
+    }
+}
+
+/// Entries of Intel's Skylake second-level TLB (STLB), shared by 4 KiB
+/// and 2 MiB pages.
+pub const STLB_ENTRIES: usize = 1536;
+/// Its associativity.
+pub const STLB_WAYS: usize = 12;
+
+/// A unified second-level TLB: one set-associative array shared by every
+/// page size, sized at run time (e.g. like Skylake's STLB, 1536 entries in
+/// 128 sets of 12), least recently used entry replaced. A 4 KiB page
+/// indexes its set by its 4 KiB page number, a 2 MiB or 1 GiB page by its
+/// own page number; a lookup probes each size's set. Used to count the
+/// misses a workload would take with each page size; the invalidation
+/// rules are [`Tlb`]'s.
+#[derive(Clone)]
+pub struct SharedTlb {
+    sets: usize,
+    ways: usize,
+    entries: Vec<TlbEntry>,
+    last_use: Vec<u64>,
+    clock: u64,
+    stats: TlbStats,
+}
+
+impl SharedTlb {
+    /// A TLB of `entries` entries in sets of `ways`; `None` unless `ways`
+    /// divides `entries` into a power-of-two number of sets.
+    pub fn new(entries: usize, ways: usize) -> Option<SharedTlb> {
+        if ways == 0 || !entries.is_multiple_of(ways) || !(entries / ways).is_power_of_two() {
+            return None;
+        }
+        Some(SharedTlb {
+            sets: entries / ways,
+            ways,
+            entries: alloc::vec![TlbEntry::EMPTY; entries],
+            last_use: alloc::vec![0; entries],
+            clock: 0,
+            stats: TlbStats::default(),
+        })
+    }
+
+    /// Sized like Skylake's STLB ([`STLB_ENTRIES`], [`STLB_WAYS`]).
+    pub fn skylake_stlb() -> SharedTlb {
+        // 1536 / 12 = 128 sets: always a valid geometry.
+        SharedTlb::new(STLB_ENTRIES, STLB_WAYS).unwrap_or_else(|| unreachable!())
+    }
+
+    /// Entries it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Hit and miss counts so far.
+    pub fn stats(&self) -> TlbStats {
+        self.stats
+    }
+
+    fn set_range(&self, vpn: u64) -> core::ops::Range<usize> {
+        let s = (vpn as usize) & (self.sets - 1);
+        s * self.ways..(s + 1) * self.ways
+    }
+
+    fn find_index(&self, ctx: &CpuContext, va: VirtAddr) -> Option<usize> {
+        let pcid = current_pcid(ctx);
+        let v = va.0 & ((1u64 << 57) - 1);
+        [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G].into_iter().find_map(|size| {
+            let vpn = v >> size.shift();
+            self.set_range(vpn).find(|&i| {
+                let e = &self.entries[i];
+                e.size == size && e.matches(vpn, pcid)
+            })
+        })
+    }
+
+    /// The entry a translation of `va` under `ctx` would use, if any.
+    pub fn lookup(&self, ctx: &CpuContext, va: VirtAddr) -> Option<TlbEntry> {
+        self.find_index(ctx, va).map(|i| self.entries[i])
+    }
+
+    /// Caches a completed translation made under `ctx` by `access`.
+    pub fn fill(&mut self, ctx: &CpuContext, t: &Translation, access: Access) {
+        let e = entry_for(ctx, t, access);
+        let range = self.set_range(e.vpn);
+        let slot = range
+            .clone()
+            .find(|&i| {
+                let x = &self.entries[i];
+                x.vpn == e.vpn && x.size == e.size && x.pcid == e.pcid
+            })
+            .or_else(|| range.clone().find(|&i| self.entries[i].vpn == INVALID))
+            .unwrap_or_else(|| range.clone().min_by_key(|&i| self.last_use[i]).unwrap_or(range.start));
+        self.clock += 1;
+        self.entries[slot] = e;
+        self.last_use[slot] = self.clock;
+    }
+
+    /// Translates as a CPU with this TLB would (see [`Tlb::translate`]).
+    pub fn translate<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        ctx: &CpuContext,
+        va: VirtAddr,
+        access: Access,
+    ) -> Result<TlbTranslation, Fault> {
+        translate_cached(self, mem, ctx, va, access)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&TlbEntry) -> bool) {
+        for e in self.entries.iter_mut() {
+            if e.vpn != INVALID && !keep(e) {
+                *e = TlbEntry::EMPTY;
+            }
+        }
+    }
+
+    /// INVLPG: drops every entry covering `va`, global ones included.
+    pub fn invlpg(&mut self, va: VirtAddr) {
+        let v = va.0 & ((1u64 << 57) - 1);
+        self.retain(|e| e.vpn != v >> e.size.shift());
+    }
+
+    /// Drops all non-global entries of every PCID.
+    pub fn flush_non_global(&mut self) {
+        self.retain(TlbEntry::is_global);
+    }
+
+    /// Drops everything.
+    pub fn flush_all(&mut self) {
+        self.retain(|_| false);
+    }
+
+    /// Every valid entry.
+    pub fn entries(&self) -> impl Iterator<Item = &TlbEntry> {
+        self.entries.iter().filter(|e| e.vpn != INVALID)
+    }
+}
+
+impl TlbCache for SharedTlb {
+    fn find(&mut self, ctx: &CpuContext, va: VirtAddr) -> Option<TlbEntry> {
+        let i = self.find_index(ctx, va)?;
+        self.clock += 1;
+        self.last_use[i] = self.clock;
+        Some(self.entries[i])
+    }
+    fn insert(&mut self, ctx: &CpuContext, t: &Translation, access: Access) {
+        self.fill(ctx, t, access);
+    }
+    fn drop_page(&mut self, va: VirtAddr) {
+        self.invlpg(va);
+    }
+    fn stats_mut(&mut self) -> &mut TlbStats {
+        &mut self.stats
+    }
+}
+
+impl TlbFlusher for SharedTlb {
+    fn flush_page(&mut self, va: VirtAddr) {
+        self.invlpg(va);
+    }
+    fn flush_all(&mut self) {
+        SharedTlb::flush_all(self);
+    }
+}
+
 /// On the host the TLB model is the flusher: a mapper's flush token then
 /// does exactly what the guest's INVLPG would.
 impl TlbFlusher for Tlb {
@@ -405,5 +612,89 @@ impl TlbFlusher for Tlb {
     }
     fn flush_all(&mut self) {
         Tlb::flush_all(self);
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use crate::addr::PAGE_SIZE;
+    use crate::mem::VecMem;
+    use crate::paging::{FrameAllocator, MapRequest, Mapper, SizeRequest};
+
+    struct Bump(u64, u64);
+    impl FrameAllocator for Bump {
+        fn allocate_frame(&mut self) -> Option<PhysAddr> {
+            let f = PhysAddr(self.0);
+            self.0 += PAGE_SIZE;
+            (self.0 <= self.1).then_some(f)
+        }
+        fn deallocate_frame(&mut self, _frame: PhysAddr) {}
+    }
+
+    const BASE: u64 = 0x4000_0000;
+    const RW: PteFlags = PteFlags(PteFlags::PRESENT.0 | PteFlags::RW.0);
+
+    /// 2048 4 KiB pages at BASE, one 2 MiB page at BASE + 1 GiB.
+    fn tables() -> (VecMem, CpuContext) {
+        let mut mem = VecMem::new(8 << 20);
+        let mut frames = Bump(PAGE_SIZE, 2 << 20);
+        let m = Mapper::create(&mut mem, &mut frames, false, 46, false).unwrap();
+        let req = |va, len, size| MapRequest { va: VirtAddr(va), pa: PhysAddr(4 << 20), len, size, flags: RW };
+        m.map(&mut mem, &mut frames, req(BASE, 2048 * PAGE_SIZE, SizeRequest::Fixed(PageSize::Size4K)))
+            .unwrap()
+            .ignore();
+        m.map(&mut mem, &mut frames, req(BASE + (1 << 30), 2 << 20, SizeRequest::Best)).unwrap().ignore();
+        let ctx = m.context();
+        (mem, ctx)
+    }
+
+    fn pass(t: &mut SharedTlb, mem: &mut VecMem, ctx: &CpuContext, pages: u64) -> TlbStats {
+        let before = t.stats();
+        for i in 0..pages {
+            t.translate(mem, ctx, VirtAddr(BASE + i * PAGE_SIZE), Access::Read).unwrap();
+        }
+        let after = t.stats();
+        TlbStats { hits: after.hits - before.hits, misses: after.misses - before.misses }
+    }
+
+    #[test]
+    fn geometry() {
+        assert_eq!(SharedTlb::skylake_stlb().capacity(), 1536);
+        assert!(SharedTlb::new(1000, 12).is_none());
+        assert!(SharedTlb::new(1536, 0).is_none());
+    }
+
+    #[test]
+    fn lru_sets_hold_exactly_their_ways() {
+        let (mut mem, ctx) = tables();
+        // 1536 consecutive pages fill each of the 128 sets with 12: a second
+        // pass hits every time.
+        let mut t = SharedTlb::skylake_stlb();
+        assert_eq!(pass(&mut t, &mut mem, &ctx, 1536), TlbStats { hits: 0, misses: 1536 });
+        assert_eq!(pass(&mut t, &mut mem, &ctx, 1536), TlbStats { hits: 1536, misses: 0 });
+        // 2048 put 16 in each set: LRU evicts each page before its reuse.
+        let mut t = SharedTlb::skylake_stlb();
+        pass(&mut t, &mut mem, &ctx, 2048);
+        assert_eq!(pass(&mut t, &mut mem, &ctx, 2048), TlbStats { hits: 0, misses: 2048 });
+    }
+
+    #[test]
+    fn one_entry_covers_a_2m_page_and_invlpg_drops_it() {
+        let (mut mem, ctx) = tables();
+        let mut t = SharedTlb::skylake_stlb();
+        for i in 0..512 {
+            let r = t.translate(&mut mem, &ctx, VirtAddr(BASE + (1 << 30) + i * PAGE_SIZE), Access::Read).unwrap();
+            assert_eq!(r.size, PageSize::Size2M);
+            assert_eq!(r.pa.0, (4 << 20) + i * PAGE_SIZE);
+        }
+        assert_eq!(t.stats(), TlbStats { hits: 511, misses: 1 });
+        assert_eq!(t.entries().count(), 1);
+        t.invlpg(VirtAddr(BASE + (1 << 30) + 0x1234));
+        assert_eq!(t.entries().count(), 0);
+        // A 4 KiB entry whose page number equals the 2 MiB page's does not
+        // answer for it.
+        t.translate(&mut mem, &ctx, VirtAddr(BASE), Access::Read).unwrap();
+        assert!(t.lookup(&ctx, VirtAddr(BASE + (1 << 30))).is_none());
     }
 }

@@ -93,7 +93,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                 let order = (arg % 11) as u8;
                 let wmark =
                     [WmarkPolicy::Normal, WmarkPolicy::Atomic, WmarkPolicy::NoWatermarks][(arg >> 8) as usize % 3];
-                let gfp = Gfp { zone: ZoneType::Normal, wmark };
+                let gfp = Gfp { zone: ZoneType::Normal, wmark, ..crate::buddy::GFP_KERNEL };
                 if let Ok(pfn) = buddy.alloc_pages(cpu, order, gfp) {
                     if pfn % (1 << order) != 0 {
                         return fail(format!("block {pfn:#x} misaligned for order {order:#x}"));
