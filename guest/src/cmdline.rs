@@ -24,7 +24,7 @@
 //! `vmstat`      print the event counters (/proc/vmstat)
 //! `swaps`, `free` print /proc/swaps and free(1)'s table
 //! `swappiness=N` vm.swappiness (0..200)
-//! `swaptest=PAGES[,fork[,STRIDE]]` the swap proof program
+//! `swaptest=PAGES[,fork][,yield][,STRIDE]` the swap proof program
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -106,6 +106,11 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 2;
                 }
             },
+            ("tracereplay", Some(v)) => {
+                if !tracereplay(v) && code == 0 {
+                    code = 1;
+                }
+            }
             ("swaptest", Some(v)) => {
                 if !swaptest(v) && code == 0 {
                     code = 1;
@@ -159,16 +164,17 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 26] = [
+const SWITCHES: [(&str, &str); 27] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
     ("selftest_sabotage=NAME", "invert the verdict of the check NAME (with selftest)"),
     ("meminfo", "/proc/meminfo"),
     ("free", "free(1): memory and swap in kB"),
+    ("tracereplay=ZIPF,SCAN,KACCESSES,PERIOD", "replay mm-core's reclaim trace (ZIPF hot pages, a SCAN-page scan every PERIOD accesses, KACCESSES thousand accesses) and count major faults (vmm/benches/swap.rs)"),
     ("swaps", "/proc/swaps"),
     ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
-    ("swaptest=PAGES[,fork[,STRIDE]]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares and writes every STRIDE-th page"),
+    ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
@@ -219,7 +225,23 @@ fn help() {
     }
 }
 
-/// `swaptest=PAGES[,fork[,STRIDE]]`: runs the swaptest program
+/// `tracereplay=ZIPF,SCAN,KACCESSES,PERIOD`: runs the tracereplay
+/// program (guest/user/src/bin/tracereplay.rs); true if it exited 0.
+fn tracereplay(v: &str) -> bool {
+    let f: alloc::vec::Vec<u64> = v.split(',').filter_map(parse_u64).collect();
+    if f.len() != 4 || f.iter().any(|&x| x > 0xffff) || f[0] == 0 || f[2] == 0 || f[3] % 100 != 0 {
+        kprintln!("cmdline: tracereplay={}: want ZIPF,SCAN,KACCESSES,PERIOD (each < 65536, PERIOD in hundreds)", v);
+        return false;
+    }
+    let arg = f[0] | f[1] << 16 | f[2] << 32 | (f[3] / 100) << 48;
+    let status = crate::proc::run("tracereplay", arg);
+    kprintln!("tracereplay: exit status {:#x}", status.unwrap_or(u64::MAX));
+    crate::mm::swap::print_swaps();
+    crate::mm::vmstat::print();
+    status == Some(0)
+}
+
+/// `swaptest=PAGES[,fork][,yield][,STRIDE]`: runs the swaptest program
 /// (guest/user/src/bin/swaptest.rs) and prints its end; true if it
 /// exited 0.
 fn swaptest(v: &str) -> bool {
@@ -229,10 +251,17 @@ fn swaptest(v: &str) -> bool {
         return false;
     };
     let mut arg = pages;
-    if parts.next() == Some("fork") {
-        arg |= 1 << 32;
-        if let Some(stride) = parts.next().and_then(parse_u64).filter(|&s| (1..256).contains(&s)) {
-            arg |= stride << 40;
+    for opt in parts {
+        match opt {
+            "fork" => arg |= 1 << 32,
+            "yield" => arg |= 1 << 33,
+            s => match parse_u64(s).filter(|&s| (1..256).contains(&s)) {
+                Some(stride) => arg |= stride << 40,
+                None => {
+                    kprintln!("cmdline: swaptest: unknown option '{}' (fork, yield, or a stride 1..255)", s);
+                    return false;
+                }
+            },
         }
     }
     let status = crate::proc::run("swaptest", arg);

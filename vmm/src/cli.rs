@@ -130,7 +130,9 @@ pub struct RunArgs {
     /// file, created sparse when missing (SIZE, default 64M; an existing
     /// file is used whole unless SIZE says less). The guest finds it on its
     /// command line (`virtio_mmio.device=...`). Without it: no swap device.
-    #[arg(long, value_name = "PATH[,size=SIZE]", value_parser = parse_swap)]
+    /// `fail_writes=A-B` fails the A-th to B-th write requests (fault
+    /// injection, to watch the guest keep such pages resident).
+    #[arg(long, value_name = "PATH[,size=SIZE][,fail_writes=A-B]", value_parser = parse_swap)]
     pub swap: Option<SwapConfig>,
 }
 

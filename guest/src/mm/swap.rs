@@ -596,8 +596,12 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
                 _ => ReclaimOutcome::Activate,
             };
         };
-        if cached.is_none() && (!swap_on(self.s) || self.s.wb_len == WB_MAX) {
-            return if swap_on(self.s) { ReclaimOutcome::Keep } else { ReclaimOutcome::Activate };
+        if cached.is_none() && !swap_on(self.s) {
+            return ReclaimOutcome::Activate;
+        }
+        // Room in the writeback batch for a page that may need writing.
+        if self.s.wb_len == WB_MAX {
+            return ReclaimOutcome::Keep;
         }
         // Pinned (a fault in progress holds a reference)? Keep it.
         let mapped = self.mapcount(m, pfn);
@@ -635,8 +639,10 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             // the swap cache, resident; faults on the entries find it.
             return ReclaimOutcome::Keep;
         }
-        if cached.is_some() {
-            // Clean: the slot holds its contents already (module docs).
+        // Clean if the slot holds its contents already (module docs); a
+        // page whose write failed is in the cache unwritten: write again.
+        let written = cached.is_some_and(|e| self.s.sums.get(e.offset as usize).is_some_and(|&x| x != 0));
+        if written {
             self.s.stat.clean_reclaims += 1;
             if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
                 *sh = shadow.0;

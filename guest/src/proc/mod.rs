@@ -47,7 +47,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 12] = [
+pub static PROGRAMS: [(&str, &[u8]); 13] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -64,6 +64,8 @@ pub static PROGRAMS: [(&str, &[u8]); 12] = [
     user_program!("memhog"),
     // Swap under pressure (cmdline `swaptest=`).
     user_program!("swaptest"),
+    // Reclaim quality: mm-core's trace replayed (vmm/benches/swap.rs).
+    user_program!("tracereplay"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a

@@ -265,6 +265,16 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Swaps => {
+                let r = swapcheck::swaps(gs)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
+            ViewSpec::Free => {
+                let r = swapcheck::free(gs)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             _ => Err("not a guest-state view".into()),
         }
     }
@@ -328,6 +338,8 @@ impl Inspector {
                 | ViewSpec::Meminfo
                 | ViewSpec::Ps
                 | ViewSpec::Vmstat
+                | ViewSpec::Swaps
+                | ViewSpec::Free
                 | ViewSpec::Exits
         ) {
             return self.guest_view(spec, gs);

@@ -80,6 +80,11 @@ pub enum ViewSpec {
     Vmstat,
     /// `exits`: VM exits by reason since the previous checkpoint.
     Exits,
+    /// `swaps`: the guest's swap areas (/proc/swaps, the descriptor and
+    /// the swap map).
+    Swaps,
+    /// `free`: memory and swap totals as free(1) prints them.
+    Free,
 }
 
 impl ViewSpec {
@@ -99,6 +104,8 @@ impl ViewSpec {
             ViewSpec::Ps => "ps",
             ViewSpec::Vmstat => "vmstat",
             ViewSpec::Exits => "exits",
+            ViewSpec::Swaps => "swaps",
+            ViewSpec::Free => "free",
         }
     }
 }
@@ -177,6 +184,8 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "ps" => no_arg(ViewSpec::Ps),
         "vmstat" => no_arg(ViewSpec::Vmstat),
         "exits" => no_arg(ViewSpec::Exits),
+        "swaps" => no_arg(ViewSpec::Swaps),
+        "free" => no_arg(ViewSpec::Free),
         "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
         "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
         "physmap" => Ok(ViewSpec::Physmap { dir: arg.filter(|a| !a.is_empty()).map(PathBuf::from) }),

@@ -16,7 +16,9 @@ use mm_core::lru::{flags::PG_LRU, LruList};
 use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{walk, CpuContext, LeafKinds, Mapper};
 use mm_core::swap::{page_checksum, verify_swap_map, SWAP_HAS_CACHE};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -357,4 +359,121 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
         cache.by_pfn.len()
     );
     CheckResult::new(Check::Lru, detail, violations).with_errors(errors)
+}
+
+/// The `swaps` view: Linux's /proc/swaps for the guest's one area.
+#[derive(Debug, Serialize)]
+pub struct SwapsReport {
+    /// The areas (the guest has at most one).
+    pub areas: Vec<SwapArea>,
+}
+
+/// One swap area.
+#[derive(Debug, Serialize)]
+pub struct SwapArea {
+    /// Its device.
+    pub filename: &'static str,
+    /// "partition" (a whole disk, as the guest uses it).
+    pub kind: &'static str,
+    /// Usable size in kB (slot 0, the header, excluded).
+    pub size_kb: u64,
+    /// kB in use (slots with a count or in the swap cache).
+    pub used_kb: u64,
+    /// Its priority.
+    pub priority: i32,
+}
+
+fn swap_map(gs: &GuestState<'_>) -> Result<Vec<u16>, String> {
+    let d = gs.desc.swap;
+    if d.nr_slots == 0 {
+        return Ok(Vec::new());
+    }
+    let raw = Kva::new(gs).array(d.swap_map_va, d.nr_slots * 2, "the swap map")?;
+    Ok(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+}
+
+/// Builds the `swaps` view from the guest's swap map.
+pub fn swaps(gs: &GuestState<'_>) -> Result<SwapsReport, String> {
+    let map = swap_map(gs)?;
+    let mut areas = Vec::new();
+    if !map.is_empty() {
+        let used = map.iter().skip(1).filter(|&&m| m != 0 && m != mm_core::swap::SWAP_MAP_BAD).count() as u64;
+        areas.push(SwapArea {
+            filename: "/dev/vda",
+            kind: "partition",
+            size_kb: (map.len() as u64 - 1) * 4,
+            used_kb: used * 4,
+            priority: -2,
+        });
+    }
+    Ok(SwapsReport { areas })
+}
+
+impl SwapsReport {
+    /// /proc/swaps' layout.
+    pub fn render(&self) -> String {
+        let mut s = String::from("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+        for a in &self.areas {
+            let _ = writeln!(s, "{:<40}{}\t{}\t\t{}\t\t{}", a.filename, a.kind, a.size_kb, a.used_kb, a.priority);
+        }
+        s
+    }
+}
+
+/// The `free` view: free(1)'s two lines, in kB.
+#[derive(Debug, Serialize)]
+pub struct FreeReport {
+    /// Memory the page allocator manages (and deferred RAM).
+    pub mem_total_kb: u64,
+    /// Allocated.
+    pub mem_used_kb: u64,
+    /// Free (buddy and per-CPU lists, and RAM not yet handed over).
+    pub mem_free_kb: u64,
+    /// The swap cache (free's buff/cache column: no page cache here).
+    pub buff_cache_kb: u64,
+    /// Swap size.
+    pub swap_total_kb: u64,
+    /// Swap in use.
+    pub swap_used_kb: u64,
+    /// Swap free.
+    pub swap_free_kb: u64,
+}
+
+/// Builds the `free` view from the page descriptors and the swap map.
+pub fn free(gs: &GuestState<'_>) -> Result<FreeReport, String> {
+    let (mut total, mut free) = (gs.desc.deferred_pages, gs.desc.deferred_pages);
+    for b in &gs.blocks {
+        let n = b.end_pfn() - b.pfn;
+        total += n;
+        if b.is_free() {
+            free += n;
+        }
+    }
+    let map = swap_map(gs)?;
+    let slots = map.len().saturating_sub(1) as u64;
+    let used = map.iter().skip(1).filter(|&&m| m != 0 && m != mm_core::swap::SWAP_MAP_BAD).count() as u64;
+    let cached = swap_cache(gs)?.by_pfn.len() as u64;
+    Ok(FreeReport {
+        mem_total_kb: total * 4,
+        mem_used_kb: (total - free) * 4,
+        mem_free_kb: free * 4,
+        buff_cache_kb: cached * 4,
+        swap_total_kb: slots * 4,
+        swap_used_kb: used * 4,
+        swap_free_kb: (slots - used) * 4,
+    })
+}
+
+impl FreeReport {
+    /// free(1)'s layout.
+    pub fn render(&self) -> String {
+        let mut s = String::from("               total        used        free      shared  buff/cache   available\n");
+        let _ = writeln!(
+            s,
+            "Mem:    {:>12} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            self.mem_total_kb, self.mem_used_kb, self.mem_free_kb, 0, self.buff_cache_kb, self.mem_free_kb
+        );
+        let _ = writeln!(s, "Swap:   {:>12} {:>11} {:>11}", self.swap_total_kb, self.swap_used_kb, self.swap_free_kb);
+        s
+    }
 }

@@ -8,15 +8,16 @@
 //! that its own data did not change (copy-on-write copied exactly the
 //! child's written pages) and prints both sides' counters.
 //!
-//! The argument: bits 0..31 `pages`; bit 32 fork; bits 40..47 the child's
-//! write stride (0: 4). Checkpoints `swapped` (after the write pass) and
+//! The argument: bits 0..31 `pages`; bit 32 fork; bit 33 yield the CPU
+//! every 16 pages written (so kswapd, a kernel thread, gets to run: the
+//! kernel does not preempt); bits 40..47 the child's write stride (0: 4). Checkpoints `swapped` (after the write pass) and
 //! `forked` (child created, nothing touched yet) let the host verify the
 //! swap state at those moments.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, fork, getpid, mmap, mmstat, println, vmstat, wait, PAGE};
+use ulib::{checkpoint, fork, getpid, mmap, mmstat, println, sched_yield, vmstat, wait, PAGE};
 
 ulib::entry!(main);
 
@@ -46,6 +47,7 @@ fn fill(base: u64, p: u64, g: u64) {
 fn main(arg: u64) -> i32 {
     let pages = arg & 0xffff_ffff;
     let do_fork = arg & (1 << 32) != 0;
+    let yields = arg & (1 << 33) != 0;
     let stride = match (arg >> 40) & 0xff {
         0 => 4,
         s => s,
@@ -59,6 +61,9 @@ fn main(arg: u64) -> i32 {
     let base = base as u64;
     for p in 0..pages {
         fill(base, p, 0);
+        if yields && p % 16 == 15 {
+            sched_yield();
+        }
     }
     // Read back newest first: the pages still resident come first, so
     // only what did not fit is read from swap (a forward pass over a

@@ -49,6 +49,10 @@ pub struct SwapConfig {
     /// The device's size; by default an existing file's size, or
     /// [`DEFAULT_SIZE`] for a file the VMM creates.
     pub size: Option<u64>,
+    /// Fault injection (`fail_writes=A-B`, as Linux's fail_make_request):
+    /// the A-th to B-th write requests (counted from 1) fail with IOERR,
+    /// so the guest's handling of a failing disk can be tested.
+    pub fail_writes: Option<(u64, u64)>,
 }
 
 /// Errors preparing the swap device, all before the guest boots.
@@ -56,7 +60,7 @@ pub struct SwapConfig {
 pub enum SwapError {
     /// The option did not parse.
     #[error(
-        "'{0}' is not a swap option: write --swap PATH or --swap PATH,size=SIZE (e.g. --swap /tmp/swap.img,size=64M)"
+        "'{0}' is not a swap option: write --swap PATH or --swap PATH,size=SIZE (e.g. --swap /tmp/swap.img,size=64M); fail_writes=A-B makes the A-th to B-th writes fail (fault injection)"
     )]
     BadOption(String),
     /// The size did not parse.
@@ -122,19 +126,21 @@ impl SwapConfig {
         if path.is_empty() {
             return Err(SwapError::BadOption(s.into()));
         }
-        let size = match rest {
-            None => None,
-            Some(r) => match r.strip_prefix("size=") {
-                Some(v) if !v.contains(',') => Some(parse_size(v)?),
-                _ => return Err(SwapError::BadOption(s.into())),
-            },
-        };
-        if let Some(n) = size {
-            if !n.is_multiple_of(PAGE) {
-                return Err(SwapError::Unaligned(n));
+        let (mut size, mut fail_writes) = (None, None);
+        for opt in rest.into_iter().flat_map(|r| r.split(',')) {
+            if let Some(v) = opt.strip_prefix("size=") {
+                size = Some(parse_size(v)?);
+            } else if let Some(v) = opt.strip_prefix("fail_writes=") {
+                let (a, b) = v.split_once('-').unwrap_or((v, v));
+                match (a.parse::<u64>(), b.parse::<u64>()) {
+                    (Ok(a), Ok(b)) if a >= 1 && a <= b => fail_writes = Some((a, b)),
+                    _ => return Err(SwapError::BadOption(s.into())),
+                }
+            } else {
+                return Err(SwapError::BadOption(s.into()));
             }
         }
-        Ok(SwapConfig { path: path.into(), size })
+        Ok(SwapConfig { path: path.into(), size, fail_writes })
     }
 }
 
@@ -144,6 +150,7 @@ pub struct BackingFile {
     file: File,
     path: PathBuf,
     size: u64,
+    fail_writes: Option<(u64, u64)>,
 }
 
 impl BackingFile {
@@ -206,7 +213,7 @@ impl BackingFile {
             }
             size
         };
-        Ok(BackingFile { file, path, size })
+        Ok(BackingFile { file, path, size, fail_writes: cfg.fail_writes })
     }
 
     /// The device's size in bytes.
@@ -253,6 +260,8 @@ pub struct Block {
     disk: BackingFile,
     buf: Vec<u8>,
     stats: Arc<BlkStats>,
+    /// Write requests seen (for `fail_writes`).
+    writes_seen: u64,
 }
 
 /// Why a request failed, as the status byte says.
@@ -261,7 +270,7 @@ struct Failed(u8);
 impl Block {
     /// A device over `disk`.
     pub fn new(disk: BackingFile) -> Self {
-        Block { disk, buf: vec![0; CHUNK], stats: Arc::default() }
+        Block { disk, buf: vec![0; CHUNK], stats: Arc::default(), writes_seen: 0 }
     }
 
     /// The device's counters.
@@ -365,6 +374,10 @@ impl Block {
                 Ok(())
             }
             VIRTIO_BLK_T_OUT => {
+                self.writes_seen += 1;
+                if self.disk.fail_writes.is_some_and(|(a, b)| (a..=b).contains(&self.writes_seen)) {
+                    return Err(ioerr());
+                }
                 let len = data_in.available_bytes();
                 let mut offset = self.range(sector, len)?;
                 let mut left = len;
@@ -493,7 +506,7 @@ mod tests {
     fn rig(mem: &crate::memory::GuestMem, size: u64) -> Rig<'_> {
         let tmp = TempPath::new();
         let path = tmp.0.clone();
-        let disk = BackingFile::open(&SwapConfig { path: path.clone(), size: Some(size) }).unwrap();
+        let disk = BackingFile::open(&SwapConfig { path: path.clone(), size: Some(size), fail_writes: None }).unwrap();
         let dev = MmioTransport::new(Block::new(disk), mem.clone(), Irq::None, QSIZE).unwrap();
         let mock = MockSplitQueue::create(&**mem, GuestAddress(0), QSIZE);
         let mut r = Rig { mem: mem.clone(), mock, dev, _file: tmp, path, next_desc: 0 };
@@ -790,38 +803,53 @@ mod tests {
     #[test]
     fn backing_files_are_created_sparse_and_checked() {
         let t = TempPath::new();
-        let f = BackingFile::open(&SwapConfig { path: t.0.clone(), size: None }).unwrap();
+        let f = BackingFile::open(&SwapConfig { path: t.0.clone(), size: None, fail_writes: None }).unwrap();
         assert_eq!(f.size(), DEFAULT_SIZE);
         let meta = std::fs::metadata(&t.0).unwrap();
         assert_eq!(meta.len(), DEFAULT_SIZE);
         assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < DEFAULT_SIZE, "sparse");
         drop(f);
         // An existing file: its size, or less when asked.
-        assert_eq!(BackingFile::open(&SwapConfig { path: t.0.clone(), size: None }).unwrap().size(), DEFAULT_SIZE);
-        assert_eq!(BackingFile::open(&SwapConfig { path: t.0.clone(), size: Some(1 << 20) }).unwrap().size(), 1 << 20);
-        let more = BackingFile::open(&SwapConfig { path: t.0.clone(), size: Some(DEFAULT_SIZE * 2) });
+        assert_eq!(
+            BackingFile::open(&SwapConfig { path: t.0.clone(), size: None, fail_writes: None }).unwrap().size(),
+            DEFAULT_SIZE
+        );
+        assert_eq!(
+            BackingFile::open(&SwapConfig { path: t.0.clone(), size: Some(1 << 20), fail_writes: None })
+                .unwrap()
+                .size(),
+            1 << 20
+        );
+        let more =
+            BackingFile::open(&SwapConfig { path: t.0.clone(), size: Some(DEFAULT_SIZE * 2), fail_writes: None });
         assert!(matches!(more, Err(SwapError::TooSmall { .. })), "{more:?}");
         // Read-only.
         std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let ro = BackingFile::open(&SwapConfig { path: t.0.clone(), size: None });
+        let ro = BackingFile::open(&SwapConfig { path: t.0.clone(), size: None, fail_writes: None });
         assert!(matches!(ro, Err(SwapError::ReadOnly(_))), "{ro:?}");
         // Too small.
         let small = TempPath::new();
         std::fs::write(&small.0, [0u8; 4096]).unwrap();
-        let e = BackingFile::open(&SwapConfig { path: small.0.clone(), size: None }).unwrap_err();
+        let e = BackingFile::open(&SwapConfig { path: small.0.clone(), size: None, fail_writes: None }).unwrap_err();
         assert!(matches!(e, SwapError::TooSmall { .. }), "{e:?}");
         assert!(e.to_string().contains("4 KiB"), "{e}");
         // Nowhere to create it.
-        let e = BackingFile::open(&SwapConfig { path: "/nonexistent-dir/swap.img".into(), size: None }).unwrap_err();
+        let e =
+            BackingFile::open(&SwapConfig { path: "/nonexistent-dir/swap.img".into(), size: None, fail_writes: None })
+                .unwrap_err();
         assert!(matches!(e, SwapError::Create { .. }), "{e:?}");
         // A directory.
-        let e = BackingFile::open(&SwapConfig { path: std::env::temp_dir(), size: None }).unwrap_err();
+        let e =
+            BackingFile::open(&SwapConfig { path: std::env::temp_dir(), size: None, fail_writes: None }).unwrap_err();
         assert!(matches!(e, SwapError::NotAFile(_)), "{e:?}");
     }
 
     #[test]
     fn options_parse() {
-        assert_eq!(SwapConfig::parse("/tmp/s").unwrap(), SwapConfig { path: "/tmp/s".into(), size: None });
+        assert_eq!(
+            SwapConfig::parse("/tmp/s").unwrap(),
+            SwapConfig { path: "/tmp/s".into(), size: None, fail_writes: None }
+        );
         assert_eq!(SwapConfig::parse("/tmp/s,size=64M").unwrap().size, Some(64 << 20));
         assert!(matches!(SwapConfig::parse("/tmp/s,size=5000"), Err(SwapError::Unaligned(5000))));
         assert!(matches!(SwapConfig::parse("/tmp/s,size=lots"), Err(SwapError::BadSize(_))));
