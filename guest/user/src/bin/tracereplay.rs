@@ -14,7 +14,7 @@
 
 use mm_core::lru::sim::{zipf_table, TraceIter, TraceSpec};
 use ulib::abi::*;
-use ulib::{getpid, mmap, mmstat, println, PAGE};
+use ulib::{getpid, mmap, mmstat, println, virt_to_phys, PAGE};
 
 ulib::entry!(main);
 
@@ -47,13 +47,25 @@ fn main(arg: u64) -> i32 {
         return 3;
     }
     let base = base as u64;
+    // Scan resistance: after each scan, how many of the `hot` most popular
+    // pages are still resident (mapped: the walk of virt_to_phys does not
+    // fault them in).
+    let hot = (spec.zipf_pages / 4) as u64;
+    let (mut hot_resident, mut hot_checked) = (0u64, 0u64);
     let s0 = mmstat();
     let mut n = 0u64;
-    for page in TraceIter::new(spec, table) {
+    let mut it = TraceIter::new(spec, table);
+    while let Some(page) = it.next() {
         let p = (base + page as u64 * PAGE) as *mut u64;
         // SAFETY: `page` < zipf_pages + scan_pages, inside the mapping.
         unsafe { p.write_volatile(p.read_volatile().wrapping_add(1)) };
         n += 1;
+        if it.scan_just_ended() {
+            for h in 0..hot {
+                hot_resident += (virt_to_phys(base + h * PAGE) != 0) as u64;
+            }
+            hot_checked += hot;
+        }
     }
     let s1 = mmstat();
     // Every access added one to its page's first word: the sum is the
@@ -64,13 +76,16 @@ fn main(arg: u64) -> i32 {
         sum += unsafe { ((base + i * PAGE) as *const u64).read_volatile() };
     }
     println!(
-        "tracereplay[{}]: accesses {} major_faults {} minor_faults {} swapin_cached {} rss {} sum {}",
+        "tracereplay[{}]: accesses {} major_faults {} minor_faults {} swapin_cached {} rss {} hot {} hot_resident {} hot_checked {} sum {}",
         pid,
         n,
         s1.maj_faults - s0.maj_faults,
         s1.faults - s0.faults - (s1.maj_faults - s0.maj_faults),
         s1.swapin_cached - s0.swapin_cached,
         s1.rss_pages,
+        hot,
+        hot_resident,
+        hot_checked,
         sum
     );
     if sum != n {
