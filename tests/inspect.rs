@@ -1164,3 +1164,118 @@ fn dirty_and_exits_both_count_since_the_previous_checkpoint() {
         assert_eq!(l["data"]["since"], "checkpoint 'a'", "{l}");
     }
 }
+
+/// A kernel that publishes a well-formed header over garbage (issue 12
+/// measured 715 MB of host memory for `buddyinfo` with one at `--mem
+/// 64G`): nr_pfns covering all 65 GiB of guest-physical space, a vmemmap
+/// that an alias tree in its own kernel root maps to one page of 0xff
+/// bytes (every one of the 17 million page descriptors non-zero, each
+/// with an absurd order), 32 slab caches with terminal escapes in their
+/// names, a process table and access records of 0xff bytes, 4 Gi access
+/// records claimed. The running CR3 is the code's own small tables, so
+/// `wx` and `kvm` complete; every check that reads the descriptor fails
+/// with the reason, the views say what they could not read, and the VMM
+/// stays bounded in memory and time.
+fn garbage_descriptor_kernel(vmemmap_garbage: bool) -> TempFile {
+    use mm_core::descriptor::{MmDescriptor, Wire, DESCRIPTOR_SIZE, MAX_CACHE_DESCS};
+    let desc_pages = DESCRIPTOR_SIZE.div_ceil(4096);
+    let mut img = Image::new(&[], 10 + desc_pages);
+    let root = code_tables(&mut img);
+    // The kernel root at page 3: slot 0 as the code's, slot 1 the alias
+    // tree (PUD 4 -> PMD 5 -> PT 6 -> page 7, every entry).
+    let kroot = page(3);
+    img.set(kroot, page(1) | PW);
+    if vmemmap_garbage {
+        img.set(kroot + 8, page(4) | PW);
+    }
+    img.fill(page(4), page(5) | PW);
+    img.fill(page(5), page(6) | PW);
+    img.fill(page(6), page(7) | 1);
+    let garbage = |img: &mut Image, i: u64| {
+        let o = (i as usize + 1) * 4096;
+        img.bytes[o..o + 4096].fill(0xff)
+    };
+    garbage(&mut img, 7);
+    garbage(&mut img, 8);
+    let mut d = MmDescriptor::new();
+    d.nr_pfns = (65u64 << 30) >> 12;
+    d.vmemmap_va = 1 << 39;
+    d.vmemmap_size = u64::MAX;
+    d.kernel_cr3 = kroot;
+    d.page_offset_va = 0xffff_8880_0000_0000;
+    d.direct_map_size = u64::MAX;
+    d.procs = page(7);
+    d.access_records = page(7);
+    d.access_count = u32::MAX;
+    d.access_capacity = u32::MAX;
+    d.nr_caches = MAX_CACHE_DESCS as u32;
+    for (i, c) in d.caches.iter_mut().enumerate() {
+        c.name = *b"cache\x1b[2J\x1b]0;pwned\x07abcde";
+        c.id = i as u32;
+        c.objects_per_slab = u32::MAX;
+        c.size = u32::MAX;
+    }
+    d.vmstat.fill(u64::MAX);
+    let mut b = vec![0u8; DESCRIPTOR_SIZE];
+    Wire::encode(&d, &mut b);
+    let at = (page(9) - hostile::BASE) as usize;
+    img.bytes[at..at + DESCRIPTOR_SIZE].copy_from_slice(&b);
+    let code = Program {
+        cr3: Some(root),
+        descriptor: Some(page(9)),
+        checkpoints: vec![b"hostile".to_vec()],
+        ..Default::default()
+    }
+    .code();
+    img.bytes[..code.len()].copy_from_slice(&code);
+    TempFile::new("garbage-descriptor", &img.elf())
+}
+
+#[test]
+fn a_garbage_descriptor_at_64g_is_named_untrustworthy_in_bounded_memory() {
+    let k = garbage_descriptor_kernel(true);
+    let verify = "--verify=wx,kvm,freed-mapped,pt-owner,access,refcount,cow-ro,isolation";
+    let views = "buddyinfo,slabinfo,meminfo,ps,vmstat,walk:0x8000000000";
+    let args = ["run", "--timeout", "600", "--mem", "64G", "--kernel", k.path(), "--inspect", views, verify];
+    let t = std::time::Instant::now();
+    let Streamed { status, bytes, tail, stderr, rss, .. } = run_streaming(&args);
+    eprintln!(
+        "garbage descriptor: status {status}, {bytes} bytes, peak RSS {rss} KiB, {:?}\n{tail}\n{stderr}",
+        t.elapsed()
+    );
+    assert_eq!(status, 4, "{tail}\n{stderr}");
+    assert!(tail.contains("verify wx: ok (1 leaves checked"), "{tail}");
+    assert!(tail.contains("verify kvm: ok"), "{tail}");
+    for c in ["freed-mapped", "pt-owner", "access", "refcount", "cow-ro", "isolation"] {
+        assert!(tail.contains(&format!("verify {c}: ERROR (not run)")), "{c}: {tail}");
+    }
+    let why = "could not complete: the guest's page descriptors are not trustworthy (stopped reading vmemmap after 1048576 block heads";
+    assert_eq!(tail.matches(why).count(), 6, "{tail}");
+    assert!(
+        tail.contains("the descriptor at guest-physical 0x20a000 claims 0x1040000 frames from vmemmap 0x8000000000")
+    );
+    assert!(stderr.contains("vmm: --verify could not complete at checkpoint 'hostile'"), "{stderr}");
+    assert!(tail.contains("problem: stopped reading vmemmap after 1048576 block heads"), "buddyinfo says so: {tail}");
+    assert!(tail.contains("cache\\u{1b}[2J\\u{1b}]0;pwned\\u{7}abcde"), "slabinfo escapes: {tail}");
+    assert!(!tail.contains('\x1b') && !stderr.contains('\x1b'), "no raw escape reaches the terminal");
+    // 32 bytes of vmemmap per 4 KiB frame: 520 MiB of descriptors at 65
+    // GiB, read 2 MiB at a time; a block head costs 24 bytes, a million of
+    // them 24 MiB.
+    assert!(rss > 0 && rss < 48 << 10, "peak RSS {rss} KiB");
+    // The same with vmemmap unmapped (every descriptor reads as zero): the
+    // garbage process table is named instead, and the access records'
+    // absurd count.
+    let k = garbage_descriptor_kernel(false);
+    let mut args = args;
+    args[6] = k.path();
+    let Streamed { status, tail, stderr, rss, .. } = run_streaming(&args);
+    assert_eq!(status, 4, "{tail}\n{stderr}");
+    assert!(tail.contains("problem: vmemmap does not map the descriptors of pfns 0x0-0x103ffff"), "{tail}");
+    let why = "could not complete: the guest's process table cannot be used: pid 4294967295's CR3 0xffffffffffffffff is not a table in guest RAM, so the table is not trustworthy";
+    for c in ["freed-mapped", "pt-owner", "refcount", "cow-ro", "isolation"] {
+        assert!(tail.contains(&format!("verify {c}: ERROR (not run)\n  {why}")), "{c}: {tail}");
+    }
+    assert!(tail.contains("verify access: ERROR (not run)\n  could not complete: the guest's process table"), "{tail}");
+    assert!(!tail.contains("VIOLATION"), "{tail}");
+    assert!(rss > 0 && rss < 48 << 10, "peak RSS {rss} KiB");
+}

@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use vm_memory::{Bytes, GuestAddress};
 
 /// What the run loop does after a hook ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +223,19 @@ impl Inspector {
         let kernel = gs.desc.kernel_cr3;
         let mut roots = vec![Root { cr3: kernel, whose: "kernel", pid: None, user_only: false }];
         for pr in gs.procs().map_err(|e| e.to_string())?.unwrap_or_default() {
+            // A live process whose CR3 is no table in RAM: the table is
+            // garbage, and checks over it would judge garbage.
+            let root = pr.cr3 & 0x000f_ffff_ffff_f000;
+            let mem = gs.memory();
+            if pr.cr3 != 0
+                && (mem.read_obj::<u64>(GuestAddress(root)).is_err()
+                    || mem.read_obj::<u64>(GuestAddress(root + 4088)).is_err())
+            {
+                return Err(format!(
+                    "pid {}'s CR3 {:#x} is not a table in guest RAM, so the table is not trustworthy",
+                    pr.pid, pr.cr3
+                ));
+            }
             if pr.cr3 != 0 && !roots.iter().any(|r| r.cr3 == pr.cr3) {
                 roots.push(Root { cr3: pr.cr3, whose: "process", pid: Some(pr.pid), user_only: true });
             }
@@ -502,14 +516,15 @@ impl Inspector {
                     continue;
                 }
             };
-            if let Some(why) = gs.incomplete() {
-                guest_results.push(CheckResult::could_not_run(c, why.to_string()));
+            if let Some(why) = gs.untrustworthy() {
+                guest_results.push(CheckResult::could_not_run(c, why));
                 continue;
             }
             let roots = match Self::roots(gs, Some(ctx.cr3)) {
                 Ok(r) => r,
                 Err(e) => {
-                    guest_results.push(CheckResult::could_not_run(c, format!("the process table is unreadable: {e}")));
+                    guest_results
+                        .push(CheckResult::could_not_run(c, format!("the guest's process table cannot be used: {e}")));
                     continue;
                 }
             };
