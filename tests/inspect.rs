@@ -162,6 +162,50 @@ fn verify_passes_on_the_guest() {
         assert!(r.stdout.contains(&format!("verify {c}: ok")), "{c}: {}", r.all());
     }
     assert!(r.stdout.contains("translations compared with KVM_TRANSLATE, 0 disagree"), "{}", r.all());
+    // Checks with nothing to examine say so; none says ok.
+    assert!(
+        r.stdout.contains("verify access: not applicable (no access-rights records (the guest publishes them at 'access-test-done', with selftest=access))"),
+        "{}",
+        r.all()
+    );
+    for c in ["refcount", "cow-ro", "isolation"] {
+        assert!(r.stdout.contains(&format!("verify {c}: not applicable (no user processes")), "{c}: {}", r.all());
+    }
+    assert!(
+        r.stderr.contains("vmm: note: --verify: not applicable at any checkpoint of this run, so not checked: [access] no access-rights records"),
+        "{}",
+        r.all()
+    );
+}
+
+/// A check named in `--verify=` that had nothing to examine at any
+/// checkpoint examined nothing: the run fails with status 4 and says why;
+/// at each checkpoint the JSON verdict says not-applicable, not passed.
+#[test]
+fn a_named_check_that_never_applies_fails_the_run() {
+    let r = boot(&["--cmdline", "checkpoint=boot exit=0", "--verify=access", "--json"]);
+    assert_eq!(r.status, 4, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "vmm: --verify examined nothing for these checks in the whole run: [access] no access-rights records"
+        ),
+        "{}",
+        r.all()
+    );
+    let lines = json_views(&r);
+    assert_eq!(lines.len(), 2, "ready and boot: {}", r.all());
+    for l in &lines {
+        let d = &l["data"];
+        assert_eq!((d["status"].as_str(), d["passed"].as_bool()), (Some("not-applicable"), Some(false)), "{l}");
+        assert_eq!(d["not_applicable"], serde_json::json!(["access"]), "{l}");
+        assert_eq!(d["checks"][0]["status"], "not-applicable", "{l}");
+        assert_eq!(d["checks"][0]["passed"], false, "{l}");
+    }
+    // Where it applies, the same request passes.
+    let r = boot(&["--cmdline", "selftest=access exit=0", "--verify=access"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains("verify access: not applicable"), "at 'ready': {}", r.all());
+    assert!(r.stdout.contains("verify access: ok (54 recorded accesses"), "{}", r.all());
 }
 
 /// The VMM's boot page tables (still in guest memory at 0x9000 after a
@@ -1123,8 +1167,14 @@ fn json_goes_through_jq_and_a_pte_with_bit_63_round_trips() {
         assert_eq!(l["checkpoint"], "boot");
         assert!(l["data"].is_object(), "every view's data is an object: {}", l["view"]);
     }
-    assert_eq!(lines[10]["data"]["passed"], true);
-    assert!(lines[10]["data"]["checks"].as_array().unwrap().iter().all(|c| c["status"] == "ok"));
+    let verify = &lines[10]["data"];
+    assert_eq!((verify["passed"].as_bool(), verify["status"].as_str()), (Some(true), Some("ok")), "{verify}");
+    let na = ["access", "refcount", "cow-ro", "isolation"];
+    assert_eq!(verify["not_applicable"], serde_json::json!(na), "no records, no processes at 'boot': {verify}");
+    for c in verify["checks"].as_array().unwrap() {
+        let want = if na.contains(&c["check"].as_str().unwrap()) { "not-applicable" } else { "ok" };
+        assert_eq!(c["status"], want, "{c}");
+    }
     let leaf_of_walk = lines[1]["data"]["steps"].as_array().unwrap().last().unwrap()["entry"].as_str().unwrap();
     let w = u64::from_str_radix(leaf_of_walk.trim_start_matches("0x"), 16).unwrap();
     assert_eq!(w >> 63, 1, "the direct map is NX: {leaf_of_walk}");
