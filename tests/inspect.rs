@@ -1247,6 +1247,24 @@ fn garbage_descriptor_kernel(vmemmap_garbage: bool) -> TempFile {
     };
     garbage(&mut img, 7);
     garbage(&mut img, 8);
+    // The process table's first entry: a live process with a terminal
+    // escape in its name and a CR3 outside RAM; the rest 0xff garbage.
+    let evil = mm_core::descriptor::ProcDesc {
+        pid: 7,
+        ppid: 1,
+        state: 1,
+        exit_code: 0,
+        cr3: u64::MAX,
+        rss: u64::MAX,
+        faults: 0,
+        name: *b"evil\x1b[2J\x1b]0;x\x07!!",
+        oom_score_adj: 0,
+        pad: 0,
+    };
+    let mut e = vec![0u8; mm_core::descriptor::PROC_DESC_SIZE];
+    Wire::encode(&evil, &mut e);
+    let at = (page(7) - hostile::BASE) as usize;
+    img.bytes[at..at + e.len()].copy_from_slice(&e);
     let mut d = MmDescriptor::new();
     d.nr_pfns = (65u64 << 30) >> 12;
     d.vmemmap_va = 1 << 39;
@@ -1321,7 +1339,9 @@ fn a_garbage_descriptor_at_64g_is_named_untrustworthy_in_bounded_memory() {
     let Streamed { status, tail, stderr, rss, .. } = run_streaming(&args);
     assert_eq!(status, 4, "{tail}\n{stderr}");
     assert!(tail.contains("problem: vmemmap does not map the descriptors of pfns 0x0-0x103ffff"), "{tail}");
-    let why = "could not complete: the guest's process table cannot be used: pid 4294967295's CR3 0xffffffffffffffff is not a table in guest RAM, so the table is not trustworthy";
+    let why = "could not complete: the guest's process table cannot be used: pid 7's CR3 0xffffffffffffffff is not a table in guest RAM, so the table is not trustworthy";
+    assert!(tail.contains("evil\\u{1b}[2J\\u{1b}]0;x\\u{7}!!"), "ps escapes the guest's name: {tail}");
+    assert!(!tail.contains('\x1b') && !stderr.contains('\x1b'), "no raw escape reaches the terminal");
     for c in ["freed-mapped", "pt-owner", "refcount", "cow-ro", "isolation"] {
         assert!(tail.contains(&format!("verify {c}: ERROR (not run)\n  {why}")), "{c}: {tail}");
     }
