@@ -3,7 +3,8 @@
 //! at 2 MiB (identity-mapped by the VMM's boot tables), holding a few
 //! instructions assembled here by hand and whatever page tables the test
 //! lays out after them. The code loads those tables into CR3 (optionally),
-//! floods the results port (optionally), stops at a checkpoint and exits.
+//! publishes a descriptor (optionally), floods ports and MMIO windows
+//! (optionally), stops at checkpoints and exits.
 
 #![allow(dead_code)]
 
@@ -62,15 +63,44 @@ pub fn elf(entry: u64, segments: &[Segment]) -> Vec<u8> {
     out
 }
 
+/// Where a flood goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// An I/O port: `rep outsd` of the page (each 4-byte write an exit
+    /// here: the emulator does not batch string I/O).
+    Port(u16),
+    /// An MMIO window (mapped by the caller's tables, identity): `rep
+    /// movsd` of the page over the window's first 4 KiB, one exit per
+    /// 4-byte write.
+    Mmio(u64),
+}
+
+/// Write the 4 KiB page at `page` to `target`, `times` times.
+#[derive(Clone, Copy, Debug)]
+pub struct Flood {
+    pub target: Target,
+    pub page: u64,
+    pub times: u32,
+}
+
+impl Flood {
+    /// Bytes written in all.
+    pub fn bytes(&self) -> u64 {
+        self.times as u64 * 4096
+    }
+}
+
 /// What the code does, in order.
 #[derive(Default)]
 pub struct Program {
     /// `mov cr3` to this root first.
     pub cr3: Option<u64>,
-    /// Write the 4 KiB page at this address to the results port this many
-    /// times (`rep outsb`, one exit per page).
-    pub flood: Option<(u64, u32)>,
-    /// Bytes written to the results port (a self-test line).
+    /// Publish a memory-manager descriptor at this guest-physical address
+    /// (the descriptor ports, low half then high half).
+    pub descriptor: Option<u64>,
+    /// Floods, in order, after the results and the descriptor.
+    pub floods: Vec<Flood>,
+    /// Bytes written to the results port first (a self-test line).
     pub results: Vec<u8>,
     /// Checkpoint names, each followed by its NUL.
     pub checkpoints: Vec<Vec<u8>>,
@@ -81,26 +111,11 @@ pub struct Program {
 impl Program {
     /// The machine code (64-bit mode, ring 0).
     pub fn code(&self) -> Vec<u8> {
-        let mut c = Vec::new();
+        let mut c = vec![0xfc]; // cld: string instructions go up
         if let Some(cr3) = self.cr3 {
             c.extend([0x48, 0xb8]); // mov rax, imm64
             c.extend(cr3.to_le_bytes());
             c.extend([0x0f, 0x22, 0xd8]); // mov cr3, rax
-        }
-        if let Some((page, times)) = self.flood {
-            c.push(0xbb); // mov ebx, times
-            c.extend(times.to_le_bytes());
-            let top = c.len();
-            c.extend([0x48, 0xbe]); // mov rsi, page
-            c.extend(page.to_le_bytes());
-            c.push(0xb9); // mov ecx, 4096
-            c.extend(4096u32.to_le_bytes());
-            c.push(0xba); // mov edx, 0x508
-            c.extend(0x508u32.to_le_bytes());
-            c.extend([0xf3, 0x6e]); // rep outsb
-            c.extend([0xff, 0xcb]); // dec ebx
-            let rel = top as i64 - (c.len() as i64 + 2);
-            c.extend([0x75, rel as i8 as u8]); // jnz top
         }
         let out_bytes = |c: &mut Vec<u8>, port: u32, bytes: &[u8]| {
             c.push(0xba); // mov edx, port
@@ -110,6 +125,41 @@ impl Program {
             }
         };
         out_bytes(&mut c, 0x508, &self.results);
+        if let Some(pa) = self.descriptor {
+            for (port, half) in [(0x518u32, pa as u32), (0x51c, (pa >> 32) as u32)] {
+                c.push(0xba); // mov edx, port
+                c.extend(port.to_le_bytes());
+                c.push(0xb8); // mov eax, half
+                c.extend(half.to_le_bytes());
+                c.push(0xef); // out dx, eax
+            }
+        }
+        for f in &self.floods {
+            c.push(0xbb); // mov ebx, times
+            c.extend(f.times.to_le_bytes());
+            let top = c.len();
+            c.extend([0x48, 0xbe]); // mov rsi, page
+            c.extend(f.page.to_le_bytes());
+            match f.target {
+                Target::Port(port) => {
+                    c.push(0xb9); // mov ecx, 1024
+                    c.extend(1024u32.to_le_bytes());
+                    c.push(0xba); // mov edx, port
+                    c.extend((port as u32).to_le_bytes());
+                    c.extend([0xf3, 0x6f]); // rep outsd
+                }
+                Target::Mmio(window) => {
+                    c.extend([0x48, 0xbf]); // mov rdi, window
+                    c.extend(window.to_le_bytes());
+                    c.push(0xb9); // mov ecx, 1024
+                    c.extend(1024u32.to_le_bytes());
+                    c.extend([0xf3, 0xa5]); // rep movsd
+                }
+            }
+            c.extend([0xff, 0xcb]); // dec ebx
+            let rel = top as i64 - (c.len() as i64 + 2);
+            c.extend([0x75, rel as i8 as u8]); // jnz top
+        }
         for name in &self.checkpoints {
             let mut n = name.clone();
             n.push(0);

@@ -81,7 +81,9 @@ fn main() -> ExitCode {
             use vmm::inspect::checkpoint::InspectError;
             match e {
                 VmError::Inspect(InspectError::Violation { .. }) => ExitCode::from(EXIT_VERIFY),
-                VmError::Inspect(InspectError::Incomplete { .. }) => ExitCode::from(EXIT_VERIFY_INCOMPLETE),
+                VmError::Inspect(InspectError::Incomplete { .. } | InspectError::NothingExamined { .. }) => {
+                    ExitCode::from(EXIT_VERIFY_INCOMPLETE)
+                }
                 VmError::Inspect(InspectError::Usage { .. }) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::from(EXIT_VMM_ERROR),
             }

@@ -336,6 +336,9 @@ impl Vm {
                         o.seen.len()
                     );
                 }
+                for note in o.finish()? {
+                    eprintln!("vmm: {note}");
+                }
             }
         }
         let snapshot = || CpuSnapshot::capture(&*vcpu::lock(&boot), &mem).ok();

@@ -27,10 +27,11 @@ use kvm_ioctls::VmFd;
 use mm_core::addr::{PhysAddr, VirtAddr};
 use mm_core::paging::{walk, CpuContext};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use vm_memory::{Bytes, GuestAddress};
 
 /// What the run loop does after a hook ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,15 @@ pub enum InspectError {
         /// Each incomplete check with its first reason.
         summary: String,
         /// The incomplete checks.
+        checks: Vec<Check>,
+    },
+    /// Checks named in `--verify=CHECK,...` were not applicable at any
+    /// checkpoint of the run: they examined nothing.
+    #[error("--verify examined nothing for these checks in the whole run: {summary}")]
+    NothingExamined {
+        /// Each such check with why it had nothing to examine.
+        summary: String,
+        /// The checks.
         checks: Vec<Check>,
     },
     /// What the user asked for cannot be done on this guest (a `@CR3` that
@@ -131,6 +141,43 @@ pub struct InspectOutcome {
     pub checkpoints: u64,
     /// Their names (at most [`SEEN_MAX`] distinct ones kept).
     pub seen: BTreeSet<String>,
+    /// Each check `--verify` ran: `None` once it had something to examine,
+    /// else why it had nothing (at every checkpoint so far).
+    pub applied: BTreeMap<Check, Option<String>>,
+    /// The checks were named one by one (not `--verify` or `all`).
+    pub named_checks: bool,
+}
+
+impl InspectOutcome {
+    fn note_checks(&mut self, results: &[CheckResult]) {
+        for r in results {
+            let e = self.applied.entry(r.check).or_insert_with(|| Some(r.detail.clone()));
+            if r.applicable() {
+                *e = None;
+            }
+        }
+    }
+
+    /// At the end of the run: the checks that had nothing to examine at
+    /// any checkpoint. Checks named one by one that never examined
+    /// anything make the run fail ([`InspectError::NothingExamined`]):
+    /// the user asked for a check that checked nothing. Under `--verify`
+    /// (every check) they are notes.
+    pub fn finish(&self) -> Result<Vec<String>, InspectError> {
+        let idle: Vec<String> =
+            self.applied.iter().filter_map(|(c, why)| why.as_ref().map(|w| format!("[{c}] {w}"))).collect();
+        if idle.is_empty() {
+            return Ok(vec![]);
+        }
+        let checks = self.applied.iter().filter(|(_, w)| w.is_some()).map(|(c, _)| *c).collect();
+        if self.named_checks {
+            return Err(InspectError::NothingExamined { summary: idle.join("; "), checks });
+        }
+        Ok(vec![format!(
+            "note: --verify: not applicable at any checkpoint of this run, so not checked: {}",
+            idle.join("; ")
+        )])
+    }
 }
 
 /// Distinct checkpoint names remembered for the end-of-run check that
@@ -179,6 +226,8 @@ impl Inspector {
         symbols: Arc<Symbols>,
         out: Box<dyn Write + Send>,
     ) -> Self {
+        let named_checks = cfg.verify.as_ref().is_some_and(|v| !Check::ALL.iter().all(|c| v.contains(c)));
+        let outcome = InspectOutcome { named_checks, ..Default::default() };
         Inspector {
             vm,
             mem,
@@ -186,7 +235,7 @@ impl Inspector {
             cfg,
             out,
             last_dirty: None,
-            outcome: Arc::default(),
+            outcome: Arc::new(Mutex::new(outcome)),
             link: GuestLink::default(),
             last_checkpoint: None,
             exits: None,
@@ -222,6 +271,19 @@ impl Inspector {
         let kernel = gs.desc.kernel_cr3;
         let mut roots = vec![Root { cr3: kernel, whose: "kernel", pid: None, user_only: false }];
         for pr in gs.procs().map_err(|e| e.to_string())?.unwrap_or_default() {
+            // A live process whose CR3 is no table in RAM: the table is
+            // garbage, and checks over it would judge garbage.
+            let root = pr.cr3 & 0x000f_ffff_ffff_f000;
+            let mem = gs.memory();
+            if pr.cr3 != 0
+                && (mem.read_obj::<u64>(GuestAddress(root)).is_err()
+                    || mem.read_obj::<u64>(GuestAddress(root + 4088)).is_err())
+            {
+                return Err(format!(
+                    "pid {}'s CR3 {:#x} is not a table in guest RAM, so the table is not trustworthy",
+                    pr.pid, pr.cr3
+                ));
+            }
             if pr.cr3 != 0 && !roots.iter().any(|r| r.cr3 == pr.cr3) {
                 roots.push(Root { cr3: pr.cr3, whose: "process", pid: Some(pr.pid), user_only: true });
             }
@@ -514,14 +576,15 @@ impl Inspector {
                     continue;
                 }
             };
-            if let Some(why) = gs.incomplete() {
-                guest_results.push(CheckResult::could_not_run(c, why.to_string()));
+            if let Some(why) = gs.untrustworthy() {
+                guest_results.push(CheckResult::could_not_run(c, why));
                 continue;
             }
             let roots = match Self::roots(gs, Some(ctx.cr3)) {
                 Ok(r) => r,
                 Err(e) => {
-                    guest_results.push(CheckResult::could_not_run(c, format!("the process table is unreadable: {e}")));
+                    guest_results
+                        .push(CheckResult::could_not_run(c, format!("the guest's process table cannot be used: {e}")));
                     continue;
                 }
             };
@@ -684,12 +747,7 @@ impl Inspector {
         };
         let results = self.verify(&checks, &p, vcpu, &view_roots, &mut log, &mut gs).map_err(fail)?;
         let text = if self.cfg.json {
-            #[derive(Serialize)]
-            struct VerifyData<'a> {
-                passed: bool,
-                checks: &'a [CheckResult],
-            }
-            let data = VerifyData { passed: results.iter().all(|r| r.passed), checks: &results };
+            let data = VerifyData::of(&results);
             let line = JsonLine { checkpoint: name, view: "verify", data: Some(&data), error: None };
             serde_json::to_string(&line).unwrap_or_default() + "\n"
         } else {
@@ -701,6 +759,36 @@ impl Inspector {
         };
         self.emit(&text);
         Ok(results)
+    }
+}
+
+/// The `verify` view's JSON data: the checkpoint's verdict over its
+/// checks. `status` is "violation" when a check found one, else "error"
+/// when one could not run or complete, else "not-applicable" when no
+/// check had anything to examine, else "ok"; `passed` is `status ==
+/// "ok"`: no check failed and at least one vouches for what it examined.
+/// `not_applicable` names the checks that examined nothing here.
+#[derive(Serialize)]
+struct VerifyData<'a> {
+    status: &'static str,
+    passed: bool,
+    not_applicable: Vec<Check>,
+    checks: &'a [CheckResult],
+}
+
+impl<'a> VerifyData<'a> {
+    fn of(results: &'a [CheckResult]) -> Self {
+        let status = if results.iter().any(|r| r.violated()) {
+            "violation"
+        } else if results.iter().any(|r| r.failed()) {
+            "error"
+        } else if results.iter().all(|r| !r.applicable()) {
+            verify::NOT_APPLICABLE
+        } else {
+            "ok"
+        };
+        let not_applicable = results.iter().filter(|r| !r.applicable()).map(|r| r.check).collect();
+        VerifyData { status, passed: status == "ok", not_applicable, checks: results }
     }
 }
 
@@ -764,7 +852,10 @@ impl ParkHook for Inspector {
         }
         let err = match self.inspect(name, vcpu) {
             Ok(results) => {
-                let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed).collect();
+                if let Ok(mut o) = self.outcome.lock() {
+                    o.note_checks(&results);
+                }
+                let failed: Vec<&CheckResult> = results.iter().filter(|r| r.failed()).collect();
                 if failed.is_empty() {
                     return ParkVerdict::Resume;
                 }

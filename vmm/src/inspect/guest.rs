@@ -150,9 +150,9 @@ pub struct GuestState<'m> {
     pub desc: MmDescriptor,
     /// The kernel's translation context (`kernel_cr3` with `base`'s mode).
     pub kctx: CpuContext,
-    /// Non-zero page descriptors, by pfn (ascending).
-    pub pages: Vec<(u64, Page)>,
-    /// Buddy blocks from the heads, ascending and non-overlapping.
+    /// Buddy blocks from the heads, ascending and non-overlapping (page
+    /// descriptors themselves are not kept: [`GuestState::page`] reads
+    /// one on demand).
     pub blocks: Vec<Block>,
     /// Oddities met while reading (unmapped vmemmap parts, bad orders...).
     pub problems: Vec<String>,
@@ -175,19 +175,28 @@ fn check_range(what: &str, pa: u64, len: u64, mem: &GuestMemoryMmap) -> Result<(
     Ok(())
 }
 
-/// Most non-zero page descriptors kept (40 bytes each, 40 MiB): 4 GiB of
-/// memory the guest handed to its allocator, far above this guest's use;
-/// a garbage descriptor (or vmemmap) stops here with a noted problem
-/// instead of costing the host memory in proportion to `--mem`.
-pub const PAGE_DESCS_MAX: usize = 1 << 20;
+/// Most buddy blocks kept (24 bytes each, 24 MiB): a million block heads,
+/// far above this guest's use (a 64 GiB guest's free memory is a few
+/// thousand order-10 blocks); a garbage descriptor (or vmemmap) stops
+/// here with a noted problem instead of costing the host memory in
+/// proportion to `--mem`.
+pub const BLOCKS_MAX: usize = 1 << 20;
 /// How the problem noting that cap starts.
 pub const PAGES_CAP_NOTE: &str = "stopped reading vmemmap after";
+/// How the problem noting block heads no allocator writes starts.
+pub const BAD_HEADS_NOTE: &str = "block heads have an order above";
 
 impl<'m> GuestState<'m> {
-    /// Why the page descriptors read are not all of them, if they are not:
-    /// checks over them cannot vouch for the rest.
-    pub fn incomplete(&self) -> Option<&str> {
-        self.problems.iter().find(|p| p.starts_with(PAGES_CAP_NOTE)).map(String::as_str)
+    /// Why the page descriptors cannot be trusted, if they cannot: more
+    /// non-zero descriptors than the cap (the rest was not read) or block
+    /// heads with values no allocator writes (garbage). Checks over them
+    /// could vouch for nothing, so they do not run.
+    pub fn untrustworthy(&self) -> Option<String> {
+        let p = self.problems.iter().find(|p| p.starts_with(PAGES_CAP_NOTE) || p.contains(BAD_HEADS_NOTE))?;
+        Some(format!(
+            "the guest's page descriptors are not trustworthy ({p}); the descriptor at guest-physical {:#x} claims {:#x} frames from vmemmap {:#x}",
+            self.desc_pa, self.desc.nr_pfns, self.desc.vmemmap_va
+        ))
     }
 
     /// Reads and validates the descriptor only (cheap): no page descriptors.
@@ -234,14 +243,13 @@ impl<'m> GuestState<'m> {
         }
         let kctx = CpuContext { cr3: desc.kernel_cr3, ..*base };
         check_range("kernel_cr3", kctx.root().0, 4096, mem)?;
-        Ok(GuestState { mem, desc_pa: pa, desc, kctx, pages: Vec::new(), blocks: Vec::new(), problems: Vec::new() })
+        Ok(GuestState { mem, desc_pa: pa, desc, kctx, blocks: Vec::new(), problems: Vec::new() })
     }
 
     /// Reads the descriptor and every page descriptor.
     pub fn read(mem: &'m GuestMemoryMmap, pa: Option<u64>, base: &CpuContext) -> Result<Self, GuestStateError> {
         let mut s = Self::descriptor(mem, pa, base)?;
         s.read_pages();
-        s.blocks = blocks_of(&s.pages, &mut s.problems);
         Ok(s)
     }
 
@@ -250,10 +258,17 @@ impl<'m> GuestState<'m> {
         self.mem
     }
 
-    /// Reads `vmemmap` in large chunks: one walk per 2 MiB of the array
-    /// (the guest maps it with 2 MiB pages where it can), all-zero
-    /// descriptors (memory never handed to the buddy allocator) skipped.
+    /// Reads `vmemmap` in large chunks into [`GuestState::blocks`]: one
+    /// walk per 2 MiB of the array (the guest maps it with 2 MiB pages
+    /// where it can), all-zero descriptors (memory never handed to the
+    /// buddy allocator) skipped, nothing kept per descriptor.
     fn read_pages(&mut self) {
+        let mut blocks = BlockBuilder::default();
+        self.read_descriptors(&mut blocks);
+        self.blocks = blocks.finish(&mut self.problems);
+    }
+
+    fn read_descriptors(&mut self, blocks: &mut BlockBuilder) {
         const CHUNK: u64 = 2 << 20;
         let total = self.desc.nr_pfns * PAGE_DESC_SIZE as u64;
         let base = self.desc.vmemmap_va;
@@ -299,15 +314,14 @@ impl<'m> GuestState<'m> {
                 if d.iter().all(|&b| b == 0) {
                     continue;
                 }
-                if self.pages.len() >= PAGE_DESCS_MAX {
+                if !blocks.feed(first_pfn + i as u64, &Page::decode(d)) {
                     self.problems.push(format!(
-                        "{PAGES_CAP_NOTE} {PAGE_DESCS_MAX} non-zero page descriptors (at pfn {:#x} of {:#x}); the rest was not read",
+                        "{PAGES_CAP_NOTE} {BLOCKS_MAX} block heads (at pfn {:#x} of {:#x}); the rest was not read",
                         first_pfn + i as u64,
                         self.desc.nr_pfns
                     ));
                     return;
                 }
-                self.pages.push((first_pfn + i as u64, Page::decode(d)));
             }
             off = chunk_end;
         }
@@ -373,12 +387,18 @@ impl<'m> GuestState<'m> {
         self.blocks[..i].last().filter(|b| pfn < b.end_pfn())
     }
 
-    /// The descriptor of `pfn` (zero when it has none).
+    /// The descriptor of `pfn`, read from the guest now (zero when it has
+    /// none or vmemmap does not map it; a descriptor never straddles a
+    /// page, as 4096 is a multiple of its size).
     pub fn page(&self, pfn: u64) -> Page {
-        match self.pages.binary_search_by_key(&pfn, |(p, _)| *p) {
-            Ok(i) => self.pages[i].1,
-            Err(_) => Page::default(),
+        let mut d = [0u8; PAGE_DESC_SIZE];
+        if pfn < self.desc.nr_pfns {
+            let va = self.desc.vmemmap_va.wrapping_add(pfn * PAGE_DESC_SIZE as u64);
+            if let Ok(t) = walk(&GuestPhys(self.mem), &self.kctx, VirtAddr(va)) {
+                let _ = self.mem.read_slice(&mut d, GuestAddress(t.pa.0));
+            }
         }
+        Page::decode(&d)
     }
 }
 
@@ -405,16 +425,23 @@ impl<'m> LazyGuest<'m> {
     }
 }
 
-/// The blocks the head descriptors describe. A head covers `2^order`
-/// frames; descriptors inside a block are its tails (possibly stale from
-/// an earlier life of the frames) and are skipped, as the buddy allocator
+/// The blocks the head descriptors describe, built as the descriptors
+/// stream by (ascending pfns). A head covers `2^order` frames;
+/// descriptors inside a block are its tails (possibly stale from an
+/// earlier life of the frames) and are skipped, as the buddy allocator
 /// itself never reads them.
-pub fn blocks_of(pages: &[(u64, Page)], problems: &mut Vec<String>) -> Vec<Block> {
-    let mut out: Vec<Block> = Vec::new();
-    let mut bad_orders = 0u64;
-    for &(pfn, p) in pages {
-        if out.last().is_some_and(|b| pfn < b.end_pfn()) {
-            continue;
+#[derive(Default)]
+struct BlockBuilder {
+    out: Vec<Block>,
+    bad_orders: u64,
+}
+
+impl BlockBuilder {
+    /// Takes the non-zero descriptor of `pfn`; false when it would start
+    /// a block past [`BLOCKS_MAX`] (nothing more is taken).
+    fn feed(&mut self, pfn: u64, p: &Page) -> bool {
+        if self.out.last().is_some_and(|b| pfn < b.end_pfn()) {
+            return true;
         }
         let kind = if p.flags & PG_BUDDY != 0 {
             BlockKind::Free
@@ -425,21 +452,38 @@ pub fn blocks_of(pages: &[(u64, Page)], problems: &mut Vec<String>) -> Vec<Block
         } else if p.flags & PG_HEAD != 0 {
             BlockKind::Allocated(PageOwner::from_u8(p.owner))
         } else {
-            continue;
+            return true;
         };
+        if self.out.len() >= BLOCKS_MAX {
+            return false;
+        }
         let order = if p.order > MAX_PAGE_ORDER {
-            bad_orders += 1;
+            self.bad_orders += 1;
             0
         } else {
             p.order
         };
-        out.push(Block { pfn, order, kind, refcount: p.refcount });
+        self.out.push(Block { pfn, order, kind, refcount: p.refcount });
+        true
     }
-    if bad_orders > 0 {
-        problems
-            .push(format!("{bad_orders} block heads have an order above {MAX_PAGE_ORDER}; counted as single frames"));
+
+    fn finish(self, problems: &mut Vec<String>) -> Vec<Block> {
+        if self.bad_orders > 0 {
+            problems.push(format!("{} {BAD_HEADS_NOTE} {MAX_PAGE_ORDER}; counted as single frames", self.bad_orders));
+        }
+        self.out
     }
-    out
+}
+
+/// The blocks the heads among `pages` (ascending) describe.
+pub fn blocks_of(pages: &[(u64, Page)], problems: &mut Vec<String>) -> Vec<Block> {
+    let mut b = BlockBuilder::default();
+    for (pfn, p) in pages {
+        if !b.feed(*pfn, p) {
+            break;
+        }
+    }
+    b.finish(problems)
 }
 
 #[cfg(test)]

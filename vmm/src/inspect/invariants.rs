@@ -405,6 +405,9 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
             _ => {}
         }
     }
+    if user_frames == 0 && um.processes == 0 && um.problems.is_empty() {
+        return CheckResult::not_applicable(Check::Refcount, format!("{NO_PROCESSES}, and no frame is owned UserAnon"));
+    }
     let what = format!(
         "{user_frames} user frames' refcounts against their mappers; the zero page is mapped {zero_maps} times and counted 0 times"
     );
@@ -415,6 +418,9 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
 /// (no `PTE_MAP_SHARED`), is copy-on-write shared: no private mapper may
 /// write it. The zero page is read-only in every mapper.
 pub fn cow_ro(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    if um.processes == 0 && um.problems.is_empty() {
+        return CheckResult::not_applicable(Check::CowRo, NO_PROCESSES.into());
+    }
     let mut violations = Vec::new();
     let (mut cow, mut shared) = (0u64, 0u64);
     for (&pfn, leaves) in &um.frames {
@@ -455,6 +461,9 @@ pub fn cow_ro(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
 /// not also mapped privately; and user PTEs map only user frames (or the
 /// zero page), never kernel memory.
 pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+    if um.processes == 0 && um.problems.is_empty() {
+        return CheckResult::not_applicable(Check::Isolation, NO_PROCESSES.into());
+    }
     let mut violations = Vec::new();
     let mut private = 0u64;
     for (&pfn, leaves) in &um.frames {
@@ -546,14 +555,16 @@ fn access_name(a: u8) -> &'static str {
     }
 }
 
+/// Why `access` has nothing to examine.
+pub const NO_ACCESS_RECORDS: &str =
+    "no access-rights records (the guest publishes them at 'access-test-done', with selftest=access)";
+/// Why `cow-ro` and `isolation` have nothing to examine.
+pub const NO_PROCESSES: &str = "no user processes: nothing maps user frames";
+
 /// `access`: every record against [`predict`].
 pub fn access<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, records: &[AccessRecord]) -> CheckResult {
     if records.is_empty() {
-        return CheckResult::new(
-            Check::Access,
-            "no access-rights records at this checkpoint (the guest publishes them at 'access-test-done', with selftest=access)".into(),
-            vec![],
-        );
+        return CheckResult::not_applicable(Check::Access, NO_ACCESS_RECORDS.into());
     }
     let show = |e: Option<u32>| match e {
         None => "no fault".to_string(),
@@ -639,7 +650,9 @@ mod tests {
         assert!(!access(&GuestPhys(&m), &base, &bad).passed, "a wrong error code is a disagreement");
         bad[1].access = 9;
         assert!(access(&GuestPhys(&m), &base, &bad).violations[0].contains("unknown access kind 9"));
-        assert!(access(&GuestPhys(&m), &base, &[]).passed, "no records: nothing to disagree with");
+        let none = access(&GuestPhys(&m), &base, &[]);
+        assert!(!none.passed && !none.failed() && !none.applicable(), "no records: not applicable, {none:?}");
+        assert!(none.render().starts_with("verify access: not applicable (no access-rights records"), "{none:?}");
     }
 
     /// The vendor's reserved bit: with bit 8 set in the PML4E, an AMD CPU

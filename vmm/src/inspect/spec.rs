@@ -200,7 +200,7 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
 }
 
 /// One cross-check `--verify` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
     /// Every walker translation agrees with `KVM_TRANSLATE` (GPA and validity).

@@ -107,12 +107,16 @@ impl GvaTranslator for KvmTranslator<'_> {
 /// The outcome of one check: passed only when it ran to the end over
 /// everything it was asked to examine and found no violation. A check that
 /// could not run (no descriptor, paging off, no symbols) or could not
-/// complete (a `--budget` ran out) has `errors` and does not pass.
+/// complete (a `--budget` ran out) has `errors` and does not pass. A check
+/// with nothing to examine at this checkpoint (no access-rights records
+/// yet, no processes) is not applicable: it neither passes nor fails, and
+/// says why.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     /// Which check.
     pub check: Check,
-    /// "ok", "violation" or "error" (could not run or complete).
+    /// "ok", "violation", "error" (could not run or complete) or
+    /// "not-applicable" (nothing to examine here; `detail` says why).
     pub status: &'static str,
     /// Completed with no violation.
     pub passed: bool,
@@ -145,6 +149,31 @@ impl CheckResult {
         r
     }
 
+    /// A check with nothing to examine at this checkpoint, and why: not a
+    /// pass (it vouches for nothing) and not a failure.
+    pub fn not_applicable(check: Check, why: String) -> Self {
+        CheckResult {
+            check,
+            status: NOT_APPLICABLE,
+            passed: false,
+            detail: why,
+            violations: Vec::new(),
+            violations_omitted: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Whether the check had something to examine.
+    pub fn applicable(&self) -> bool {
+        self.status != NOT_APPLICABLE
+    }
+
+    /// Whether the check failed: a violation, or it could not run or
+    /// complete.
+    pub fn failed(&self) -> bool {
+        !self.violations.is_empty() || !self.errors.is_empty()
+    }
+
     /// A check that could not run at all, and why.
     pub fn could_not_run(check: Check, reason: String) -> Self {
         CheckResult::new(check, "not run".into(), Vec::new()).with_errors(vec![reason])
@@ -163,6 +192,8 @@ impl CheckResult {
             "violation"
         } else if !self.errors.is_empty() {
             "error"
+        } else if self.status == NOT_APPLICABLE {
+            NOT_APPLICABLE
         } else {
             "ok"
         };
@@ -183,6 +214,7 @@ impl CheckResult {
         let word = match self.status {
             "ok" => "ok",
             "violation" => "VIOLATION",
+            NOT_APPLICABLE => "not applicable",
             _ => "ERROR",
         };
         let mut s = format!("verify {}: {word} ({})\n", self.check, self.detail);
@@ -199,6 +231,9 @@ impl CheckResult {
         s
     }
 }
+
+/// The status of a check with nothing to examine.
+pub const NOT_APPLICABLE: &str = "not-applicable";
 
 /// One result for check `c` from its results per root (same order as
 /// `roots`); violations and errors name their root when there are several.
