@@ -166,6 +166,13 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
     if d.nr_slots == 0 {
         if ptes.total > 0 {
             violations.push(format!("swap is off but {} swap PTEs exist", ptes.total));
+        } else if violations.is_empty() && ptes.problems.is_empty() {
+            return CheckResult::not_applicable(
+                Check::Swap,
+                format!(
+                    "swap is off (no --swap device) and none of {processes} processes' user halves holds a swap PTE"
+                ),
+            );
         }
         let detail = format!("swap is off; {processes} processes' user halves walked, {} swap PTEs", ptes.total);
         return CheckResult::new(Check::Swap, detail, violations).with_errors(ptes.problems);
@@ -349,6 +356,12 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
         if !on_lru.contains(&pfn) {
             violations.push(format!("swap-cache page {:#x} is on no LRU list", pfn << 12));
         }
+    }
+    if on_lru.is_empty() && private == 0 && cache.by_pfn.is_empty() && violations.is_empty() && errors.is_empty() {
+        return CheckResult::not_applicable(
+            Check::Lru,
+            "no user pages: the LRU lists are empty and nothing maps a user page".into(),
+        );
     }
     let names = ["inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
     let lists: Vec<String> = names.iter().zip(counts.iter()).map(|(n, c)| format!("{n} {c}")).collect();
