@@ -134,7 +134,9 @@ fn a_working_set_larger_than_ram_swaps_out_and_back_intact() {
     assert!(counter(out, "pgsteal_kswapd") > 0 && counter(out, "kswapd_wake") > 0, "{out}");
     assert!(counter(out, "pgsteal_direct") > 0 && counter(out, "allocstall") > 0, "{out}");
     assert!(counter(out, "pgscan_direct") + counter(out, "pgscan_kswapd") >= pswpout, "{out}");
-    assert_eq!(counter(out, "pgmajfault"), field(l, "maj_faults"), "{out}");
+    // The kernel's count covers the program's (and any fault after its
+    // report, on the way out).
+    assert!(counter(out, "pgmajfault") >= field(l, "maj_faults"), "{out}");
     // At the checkpoint, under pressure: every swap PTE names a slot whose
     // count and cache bit agree, every slot in use holds what the guest
     // wrote (read from the file by the host), the LRU lists hold exactly

@@ -229,7 +229,7 @@ fn help() {
 /// program (guest/user/src/bin/tracereplay.rs); true if it exited 0.
 fn tracereplay(v: &str) -> bool {
     let f: alloc::vec::Vec<u64> = v.split(',').filter_map(parse_u64).collect();
-    if f.len() != 4 || f.iter().any(|&x| x > 0xffff) || f[0] == 0 || f[2] == 0 || f[3] % 100 != 0 {
+    if f.len() != 4 || f.iter().any(|&x| x > 0xffff) || f[0] == 0 || f[2] == 0 || !f[3].is_multiple_of(100) {
         kprintln!("cmdline: tracereplay={}: want ZIPF,SCAN,KACCESSES,PERIOD (each < 65536, PERIOD in hundreds)", v);
         return false;
     }

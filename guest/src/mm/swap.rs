@@ -281,7 +281,15 @@ fn add_anon(p: &mut super::PageAlloc, pfn: u64, m: Option<AnonMapping>, shadow: 
         x.set_anon(m);
     }
     let r = match shadow {
-        Some((sh, on)) => p.lru.folio_add_lru_refault(pfn, true, sh, on).map(|_| ()),
+        Some((sh, on)) => {
+            let before = p.lru.stat.workingset_refault[0];
+            let r = p.lru.folio_add_lru_refault(pfn, true, sh, on);
+            vmstat::count(Event::WorkingsetRefault, p.lru.stat.workingset_refault[0] - before);
+            if r == Ok(true) {
+                vmstat::count(Event::PgActivate, 1);
+            }
+            r.map(|_| ())
+        }
         None => p.lru.folio_add_lru(pfn, true),
     };
     if let Err(e) = r {

@@ -18,6 +18,7 @@ use mm_core::addr::{Level, PhysAddr, VirtAddr};
 use mm_core::mem::PhysMem;
 use mm_core::paging::entry::Pte;
 use mm_core::paging::mapper::{mappings, MappingError};
+use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::walker::walk_trace;
 use mm_core::paging::{CpuContext, Fault, FaultReason, PteFlags};
 use serde::{Serialize, Serializer};
@@ -150,6 +151,10 @@ pub enum WalkOutcome {
         reason: String,
         /// Whether it is a reserved-bit fault.
         reserved: bool,
+        /// A not-present PTE holding a swap entry (Linux's x86 encoding):
+        /// where the page went.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        swapped: Option<SwappedReport>,
     },
     /// The address is not canonical: #GP, nothing walked.
     NonCanonical,
@@ -164,6 +169,17 @@ pub enum WalkOutcome {
         #[serde(serialize_with = "hex")]
         entry_addr: u64,
     },
+}
+
+/// A swap entry found in a not-present PTE.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwappedReport {
+    /// The swap area (`swp_type`).
+    #[serde(rename = "type")]
+    pub ty: u8,
+    /// The slot in it (`swp_offset`).
+    #[serde(serialize_with = "hex")]
+    pub offset: u64,
 }
 
 /// The `walk` view.
@@ -276,10 +292,19 @@ pub fn walk_view<M: PhysMem + ?Sized>(
         Err(Fault::NonCanonical(_)) => WalkOutcome::NonCanonical,
         Err(Fault::PageFault(pf)) => {
             log.push(Observed { cr3: ctx.cr3, va, gpa: None });
+            // A non-zero not-present PTE is a swap entry (the only kind of
+            // non-present entry the guest writes).
+            let swapped = trace
+                .steps()
+                .last()
+                .filter(|st| matches!(pf.reason, FaultReason::NotPresent) && st.level == Level::Pte)
+                .and_then(|st| SwapEntry::from_pte(st.entry))
+                .map(|e| SwappedReport { ty: e.ty(), offset: e.offset() });
             WalkOutcome::PageFault {
                 level: level_name(pf.level, ctx),
                 reason: pf.reason.to_string(),
                 reserved: matches!(pf.reason, FaultReason::Reserved(_)),
+                swapped,
             }
         }
         Err(Fault::TableOutsideMemory { level, table, entry_pa }) => {
@@ -334,8 +359,15 @@ impl WalkReport {
                     if perms.nx { "no-execute" } else { "executable" },
                 );
             }
-            WalkOutcome::PageFault { level, reason, .. } => {
+            WalkOutcome::PageFault { level, reason, swapped, .. } => {
                 let _ = writeln!(s, "  => stops at the {level}: {reason} (any access takes #PF)");
+                if let Some(sw) = swapped {
+                    let _ = writeln!(
+                        s,
+                        "  => swapped: type {} offset {:#x} (the page is in swap slot {:#x}; a fault reads it back)",
+                        sw.ty, sw.offset, sw.offset
+                    );
+                }
             }
             WalkOutcome::NonCanonical => {
                 let _ = writeln!(
