@@ -10,25 +10,6 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-
-/// A swap file path in the temp directory (removed on drop).
-struct Scratch(PathBuf);
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mmemu-swap-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        Scratch(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// The guest's RAM in these tests, and the swaptest sizes beyond it.
 const MEM: &str = "12M";

@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
 
 /// The guest's test pattern (guest/src/selftest/virtio.rs: keep in step).
 const PAGES: u64 = 128;
@@ -18,24 +17,6 @@ fn pattern(p: u64, w: u64) -> u64 {
 
 const CHECKS: [&str; 9] =
     ["get_id", "capacity", "bulk_write", "batched", "read_back", "out_of_range", "after_error", "flush", "interrupts"];
-
-/// A path in the temp directory that does not exist yet (removed on drop).
-struct Scratch(PathBuf);
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mmemu-virtio-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        Scratch(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn assert_checks_pass(r: &Run) {
     assert_eq!(r.status, 0, "{}", r.all());

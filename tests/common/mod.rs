@@ -82,3 +82,25 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// A path in the temp directory that does not exist yet (removed on drop).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// `mmemu-PID-NAME` in the temp directory, removed if it exists.
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mmemu-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Scratch(p)
+    }
+    /// The path as a string.
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -555,6 +555,20 @@ pub struct Reclaimer<'a> {
 }
 
 impl Reclaimer<'_> {
+    /// Frees `pfn`, unmapped and in the swap cache for `e` whose slot holds
+    /// its contents: no write needed (`__remove_mapping` of a clean page).
+    fn drop_clean(&mut self, pfn: u64, e: SwpEntry, shadow: Shadow) -> ReclaimOutcome {
+        self.s.stat.clean_reclaims += 1;
+        if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
+            *sh = shadow.0;
+        }
+        let _ = self.s.areas.swapcache_free(e);
+        self.s.set_cache(e, None);
+        self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+        let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+        ReclaimOutcome::Freed { io: false }
+    }
+
     /// PTEs mapping `pfn`, counted through the rmap without changing them.
     fn mapcount(&mut self, m: AnonMapping, pfn: u64) -> u32 {
         let mut n = 0;
@@ -590,17 +604,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {
             // Read ahead, never mapped: only the swap cache holds it.
             return match cached {
-                Some(e) if self.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) => {
-                    self.s.stat.clean_reclaims += 1;
-                    if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
-                        *sh = shadow.0;
-                    }
-                    let _ = self.s.areas.swapcache_free(e);
-                    self.s.set_cache(e, None);
-                    self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
-                    let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
-                    ReclaimOutcome::Freed { io: false }
-                }
+                Some(e) if self.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) => self.drop_clean(pfn, e, shadow),
                 _ => ReclaimOutcome::Activate,
             };
         };
@@ -651,15 +655,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         // page whose write failed is in the cache unwritten: write again.
         let written = cached.is_some_and(|e| self.s.sums.get(e.offset as usize).is_some_and(|&x| x != 0));
         if written {
-            self.s.stat.clean_reclaims += 1;
-            if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
-                *sh = shadow.0;
-            }
-            let _ = self.s.areas.swapcache_free(e);
-            self.s.set_cache(e, None);
-            self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
-            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
-            return ReclaimOutcome::Freed { io: false };
+            return self.drop_clean(pfn, e, shadow);
         }
         // pageout: queued; written and freed by `flush_writeback`.
         self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow });
