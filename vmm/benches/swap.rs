@@ -117,6 +117,9 @@ fn main() {
     let (pswpout, pswpin) = (counter(&stdout, "pswpout"), counter(&stdout, "pswpin"));
     let scanned = counter(&stdout, "pgscan_kswapd") + counter(&stdout, "pgscan_direct");
     let stolen = counter(&stdout, "pgsteal_kswapd") + counter(&stdout, "pgsteal_direct");
+    println!(
+        "(guest: {majors} major faults + {cached} swap-cache hits + {distinct} first touches; frames = its RSS at the end)"
+    );
     println!();
     println!(
         "Swap I/O: {pswpout} pages written in {batches} batches, {pswpin} read ({majors} major faults, readahead of 8)"
