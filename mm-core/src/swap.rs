@@ -299,7 +299,8 @@ impl SwapInfo {
     /// fallback when no cluster is free).
     fn alloc_scan_slot(&mut self, usage: u16) -> Option<u64> {
         let n = self.swap_map.len() as u64;
-        let start = self.scan_next.clamp(1, n - 1);
+        // Not `clamp`: its min > max panic formats integers (the guest cannot).
+        let start = self.scan_next.max(1).min(n - 1);
         let mut off = start;
         loop {
             if self.swap_map[off as usize] == 0 {

@@ -217,7 +217,7 @@ impl SwapState {
     /// allocator, held by the caller.
     pub fn free_swap_and_cache(&mut self, p: &mut super::PageAlloc, e: SwpEntry) {
         let Ok(left) = self.areas.swap_free(e) else {
-            crate::kprintln!("swap_free: bad swap entry type {} offset {:#x}", e.ty, e.offset);
+            crate::kprintln!("swap_free: bad swap entry type {:#x} offset {:#x}", e.ty, e.offset);
             return;
         };
         if left == mm_core::swap::SWAP_HAS_CACHE {
