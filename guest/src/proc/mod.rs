@@ -16,7 +16,9 @@
 #[path = "../../user/src/abi.rs"]
 pub mod abi;
 pub mod elf;
+pub mod exec;
 pub mod fault;
+pub mod linux;
 pub mod mm;
 pub mod report;
 pub mod sabotage;

@@ -7,6 +7,10 @@
 //! fault.
 
 use super::abi::*;
+/// `vfork()`.
+const SYS_VFORK: u64 = 58;
+/// `clone(flags, ...)`.
+const SYS_CLONE: u64 = 56;
 use super::fault::user_page;
 use super::mm::MmStruct;
 use super::report;
@@ -22,7 +26,7 @@ use mm_core::descriptor::AccessRecord;
 use mm_core::paging::{walk, Mapper};
 
 /// Copies `out.len()` bytes from user address `va`.
-fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
+pub(super) fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
     let mut done = 0;
     while done < out.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
@@ -35,7 +39,7 @@ fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64>
 }
 
 /// Copies `data` to user address `va`.
-fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
+pub(super) fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
     let mut done = 0;
     while done < data.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
@@ -47,7 +51,7 @@ fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
     Ok(())
 }
 
-fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
+pub(super) fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
     current_mm().map(|m| m.with(f))
 }
 
@@ -56,7 +60,7 @@ fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
 pub fn dispatch(frame: &mut TrapFrame) {
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let ret: i64 = match frame.rax {
-        SYS_WRITE => sys_write(a[0], a[1], a[2]),
+        SYS_WRITE => super::linux::sys_write(a[0], a[1], a[2]),
         SYS_MMAP => with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]).map_or_else(|e| e, |v| v as i64)).unwrap_or(-EFAULT),
         SYS_MUNMAP => with_mm(|mm| mm.munmap(a[0], a[1]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
@@ -66,7 +70,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
             0
         }
         SYS_GETPID => current_pid() as i64,
-        SYS_FORK => sys_fork(frame),
+        // fork, vfork (as fork: the child gets a copy, not a loan, of the
+        // address space) and clone in its fork form (linux.rs filters).
+        SYS_FORK | SYS_VFORK => sys_fork(frame),
+        SYS_CLONE if a[0] & !0xff == 0 => sys_fork(frame),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
         SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
         SYS_MMSTAT => with_mm(|mm| {
@@ -89,12 +96,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
         SYS_OOM_SCORE_ADJ => sys_oom_score_adj(a[0], a[1] as i64, a[2]),
         SYS_VMSTAT => sys_vmstat(a[0], a[1]),
-        _ => -ENOSYS,
+        nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
 }
 
-fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
+/// `write` of a built-in program: fds 1 and 2 are the kernel console.
+pub(super) fn console_write(fd: u64, buf: u64, len: u64) -> i64 {
     if fd != 1 && fd != 2 {
         return -EINVAL;
     }
@@ -127,7 +135,10 @@ fn sys_fork(frame: &TrapFrame) -> i64 {
     fpu.save();
     let (name, pid, _) = sched::current_info();
     match sched::create_task(name, pid, child_mm, &child_frame, fpu) {
-        Some(child) => child as i64,
+        Some(child) => {
+            super::linux::fork_task_state(child);
+            child as i64
+        }
         None => -ENOMEM,
     }
 }
