@@ -9,8 +9,14 @@
 use super::abi::*;
 /// `vfork()`.
 const SYS_VFORK: u64 = 58;
-/// `clone(flags, ...)`.
+/// `clone(flags, newsp, parent_tid, child_tid, tls)`.
 const SYS_CLONE: u64 = 56;
+/// The clone flags of a fork (what glibc's `fork` passes: the exit
+/// signal in the low byte, and the tid pointers): no sharing.
+const CLONE_FORK_FLAGS: u64 = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
+const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 use super::fault::user_page;
 use super::mm::MmStruct;
 use super::report;
@@ -73,7 +79,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         // fork, vfork (as fork: the child gets a copy, not a loan, of the
         // address space) and clone in its fork form (linux.rs filters).
         SYS_FORK | SYS_VFORK => sys_fork(frame),
-        SYS_CLONE if a[0] & !0xff == 0 => sys_fork(frame),
+        SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
         SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
         SYS_MMSTAT => with_mm(|mm| {
@@ -141,6 +147,32 @@ fn sys_fork(frame: &TrapFrame) -> i64 {
         }
         None => -ENOMEM,
     }
+}
+
+/// `clone` in its fork form: a fork that also stores the child's tid
+/// where asked (in the parent's memory, in the child's, or keeps the
+/// pointer the child's exit would clear).
+fn sys_clone(frame: &TrapFrame, flags: u64, parent_tid: u64, child_tid: u64) -> i64 {
+    let child = sys_fork(frame);
+    if child <= 0 {
+        return child;
+    }
+    let tid = (child as u32).to_le_bytes();
+    if flags & CLONE_PARENT_SETTID != 0 {
+        if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, parent_tid, &tid)) {
+            return e;
+        }
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        let mm = sched::with_task(child as u64, |t| t.mm.clone()).flatten();
+        if let Some(mm) = mm {
+            let _ = mm.with(|m| copy_to_user(m, child_tid, &tid));
+        }
+    }
+    if flags & CLONE_CHILD_CLEARTID != 0 {
+        sched::with_task(child as u64, |t| t.clear_child_tid = child_tid);
+    }
+    child
 }
 
 fn sys_wait4(pid: i64, status_ptr: u64) -> i64 {
