@@ -137,7 +137,10 @@ pub struct RunArgs {
 
     /// Initial RAM disk: a cpio "newc" archive, or a host directory the VMM
     /// packs into one. The guest unpacks it and runs its /init (a static
-    /// x86-64 Linux executable); the run's exit status is init's.
+    /// x86-64 Linux executable) with the command line's words after `--`
+    /// as arguments; the run's exit status is init's, its output is the
+    /// VMM's stdout and stderr, and the kernel's console goes to stderr
+    /// (or --console).
     #[arg(long, value_name = "PATH", conflicts_with = "program")]
     pub initrd: Option<PathBuf>,
 
@@ -221,8 +224,9 @@ impl RunArgs {
         Ok(cfg)
     }
 
-    /// Whether a host program runs as init (`-- PROG`).
+    /// Whether an init program runs (`-- PROG`, `--initrd`): its output
+    /// owns stdout.
     pub fn runs_program(&self) -> bool {
-        !self.program.is_empty()
+        !self.program.is_empty() || self.initrd.is_some()
     }
 }

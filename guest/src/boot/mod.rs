@@ -6,8 +6,8 @@
 use crate::mem::phys_to_virt;
 pub use mm_core::abi::boot::E820_RAM;
 use mm_core::abi::boot::{
-    e820_name, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, INITRD_MAX_END, BOOT_MAPPED, CMDLINE_MAX, PATH_DIRECT, PATH_FIRMWARE, PATH_PVH,
-    XEN_HVM_START_MAGIC,
+    e820_name, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, BOOT_MAPPED, CMDLINE_MAX, INITRD_MAX_END, PATH_DIRECT,
+    PATH_FIRMWARE, PATH_PVH, XEN_HVM_START_MAGIC,
 };
 
 /// One E820-style memory-map entry (`hvm_memmap_table_entry`).
@@ -148,8 +148,7 @@ impl BootParams {
             crate::kprintln!("initrd: ignored: {}", e);
             None
         });
-        let mut p =
-            BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0, initrd };
+        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0, initrd };
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
             p.nr_memmap += 1;

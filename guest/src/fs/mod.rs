@@ -102,7 +102,8 @@ pub fn init(range: Option<(u64, u64)>) {
     let Some((start, end)) = range else { return };
     // SAFETY: the loader's module, reserved in memblock and inside the
     // boot-time direct map (boot/mod.rs checked its end).
-    let archive = unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(start) as *const u8, (end - start) as usize) };
+    let archive =
+        unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(start) as *const u8, (end - start) as usize) };
     let mut files = alloc::vec![Inode { path: String::from("/"), mode: S_IFDIR | 0o755, pa: 0, size: 0 }];
     let mut off = 0usize;
     let mut bad = false;

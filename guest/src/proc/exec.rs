@@ -44,7 +44,9 @@ pub(super) fn random_u64() -> u64 {
     for _ in 0..10 {
         let (v, ok): (u64, u8);
         // SAFETY: rdrand only writes the named registers and the flags.
-        unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack))
+        };
         if ok != 0 {
             return v;
         }

@@ -95,9 +95,20 @@ pub fn enosys(nr: u64) -> i64 {
         let (name, pid, _) = sched::current_info();
         match NAMES.iter().find(|(n, _)| *n == nr) {
             Some((_, s)) => {
-                crate::kprintln!("{}[{}]: system call {} ({}) not implemented: -ENOSYS", name, crate::fmt::Dec(pid), s, crate::fmt::Dec(nr))
+                crate::kprintln!(
+                    "{}[{}]: system call {} ({}) not implemented: -ENOSYS",
+                    name,
+                    crate::fmt::Dec(pid),
+                    s,
+                    crate::fmt::Dec(nr)
+                )
             }
-            None => crate::kprintln!("{}[{}]: system call {} not implemented: -ENOSYS", name, crate::fmt::Dec(pid), crate::fmt::Dec(nr)),
+            None => crate::kprintln!(
+                "{}[{}]: system call {} not implemented: -ENOSYS",
+                name,
+                crate::fmt::Dec(pid),
+                crate::fmt::Dec(nr)
+            ),
         }
     }
     -ENOSYS
@@ -214,7 +225,8 @@ fn user_path(ptr: u64) -> Result<String, i64> {
 
 /// The absolute path `path` names relative to `dirfd`.
 fn resolve(dirfd: u64, path: &str) -> Result<String, i64> {
-    if path.starts_with('/') || dirfd as i64 == AT_FDCWD {
+    // dirfd is a C int: AT_FDCWD arrives as 0xffffff9c in a 64-bit register.
+    if path.starts_with('/') || dirfd as i32 as i64 == AT_FDCWD {
         return Ok(fs::normalize(path));
     }
     match get_file(dirfd)?.kind {
@@ -302,9 +314,9 @@ fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> i64 {
         Err(e) => return e,
     };
     match cmd {
-        0 => install(File { cloexec: false, ..f }, arg as usize),   // F_DUPFD
+        0 => install(File { cloexec: false, ..f }, arg as usize), // F_DUPFD
         1030 => install(File { cloexec: true, ..f }, arg as usize), // F_DUPFD_CLOEXEC
-        1 => f.cloexec as i64,                                      // F_GETFD
+        1 => f.cloexec as i64,                                    // F_GETFD
         2 => {
             sched::with_current(|t| {
                 if let Some(Some(f)) = t.files.get_mut(fd as usize) {
@@ -681,8 +693,13 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
                 }
                 let prot = (vma.flags.0 & 7) as u64;
                 mm.munmap(addr, end - addr)?;
-                mm.mmap(addr, end - addr, prot, super::abi::MAP_PRIVATE | super::abi::MAP_ANONYMOUS | super::abi::MAP_FIXED)
-                    .map(|_| 0)
+                mm.mmap(
+                    addr,
+                    end - addr,
+                    prot,
+                    super::abi::MAP_PRIVATE | super::abi::MAP_ANONYMOUS | super::abi::MAP_FIXED,
+                )
+                .map(|_| 0)
             });
             r.unwrap_or(Err(-EFAULT)).unwrap_or_else(|e| e)
         }
@@ -733,7 +750,7 @@ fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
 fn sys_prlimit(_pid: u64, resource: u64, _new: u64, old: u64) -> i64 {
     const INF: u64 = u64::MAX;
     let (cur, max) = match resource {
-        3 => (super::mm::STACK_LIMIT, INF), // RLIMIT_STACK
+        3 => (super::mm::STACK_LIMIT, INF),    // RLIMIT_STACK
         7 => (NR_OPEN as u64, NR_OPEN as u64), // RLIMIT_NOFILE
         0..=15 => (INF, INF),
         _ => return -EINVAL,

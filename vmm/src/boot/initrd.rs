@@ -7,9 +7,9 @@
 use super::{write_bytes, write_obj, BootError};
 use crate::layout;
 use crate::memory::human;
+use linux_loader::loader::elf::start_info::hvm_modlist_entry;
 use mm_core::abi::boot::{HvmModlistEntry, HvmStartInfo, INITRD_MAX_END};
 use std::path::{Path, PathBuf};
-use linux_loader::loader::elf::start_info::hvm_modlist_entry;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The largest initrd accepted: it must fit below
@@ -57,7 +57,9 @@ pub enum InitrdError {
         why: String,
     },
     /// An argument cannot go on the kernel command line.
-    #[error("argument {arg:?} contains a double quote or a control character, which the kernel command line cannot carry")]
+    #[error(
+        "argument {arg:?} contains a double quote or a control character, which the kernel command line cannot carry"
+    )]
     BadArgument {
         /// The argument.
         arg: String,
@@ -172,7 +174,8 @@ fn pack_dir(dir: &Path, prefix: &str, out: &mut Vec<u8>, ino: &mut u32) -> Resul
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| InitrdError::Read { path: path.clone(), source })?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|source| InitrdError::Read { path: path.clone(), source })?;
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         let perm = meta.permissions().mode() & 0o7777;
         *ino += 1;
@@ -195,7 +198,8 @@ fn pack_dir(dir: &Path, prefix: &str, out: &mut Vec<u8>, ino: &mut u32) -> Resul
 /// x86-64, an executable (ET_EXEC) or a static PIE (ET_DYN without an
 /// interpreter). The error says what is wrong and what is needed.
 pub fn check_static_x86_64(b: &[u8]) -> Result<(), String> {
-    const REBUILD: &str = "the guest runs static x86-64 Linux executables: build it with `gcc -static` or `musl-gcc -static`";
+    const REBUILD: &str =
+        "the guest runs static x86-64 Linux executables: build it with `gcc -static` or `musl-gcc -static`";
     if b.starts_with(b"#!") {
         return Err(format!("a script, not an ELF executable; {REBUILD}"));
     }

@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex};
 // high 32 bits, which publishes it).
 pub use mm_core::abi::port::{
     CHECKPOINT as CHECKPOINT_PORT, COM1, DESCRIPTOR as DESCRIPTOR_PORT, DESCRIPTOR_HIGH as DESCRIPTOR_PORT_HIGH,
-    EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT, USER_OUTPUT_PRESENT, USER_STDERR,
-    USER_STDOUT,
+    EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT, USER_OUTPUT_PRESENT, USER_STDERR, USER_STDOUT,
 };
 /// Longest checkpoint name kept; further bytes are dropped.
 pub const CHECKPOINT_NAME_MAX: usize = 256;
