@@ -51,8 +51,8 @@ pub(super) fn random_u64() -> u64 {
             return v;
         }
     }
-    // SAFETY: rdtsc reads the counter into edx:eax.
     let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc reads the counter into edx:eax.
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
     ((hi as u64) << 32 | lo as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
