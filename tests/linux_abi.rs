@@ -295,3 +295,54 @@ fn a_missing_program_is_refused_before_boot() {
     assert!(run.stderr.contains("cannot read /no/such/program"), "{}", run.all());
     assert!(!run.stderr.contains("mmemu kernel"), "{}", run.all());
 }
+
+/// Touches 1000 fresh pages of one malloc'd block and reports its own
+/// getrusage fault counts on stderr.
+const FAULTS: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+int main(void) {
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    size_t n = 1000;
+    volatile char *p = malloc(n * 4096);
+    for (size_t i = 0; i < n; i++) p[i * 4096] = 1;
+    getrusage(RUSAGE_SELF, &after);
+    printf("touched %zu pages\n", n);
+    fprintf(stderr, "faults: minflt %ld majflt %ld touching %ld\n", after.ru_minflt, after.ru_majflt,
+            after.ru_minflt - before.ru_minflt);
+    return 0;
+}
+"#;
+
+/// The figure after `key` in `text`.
+fn figure(text: &str, key: &str) -> Option<i64> {
+    let at = text.find(key)? + key.len();
+    text[at..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn page_fault_counts_are_the_processs_own_and_printed_at_exit() {
+    let dir = Scratch::new("faults");
+    for cc in COMPILERS {
+        let prog = compile(cc, FAULTS, &dir.0, &format!("faults-{cc}"), &["-static"]);
+        let host_run = Command::new(&prog).output().expect("run on the host");
+        let host_err = String::from_utf8_lossy(&host_run.stderr);
+        let run = guest(&prog, &[]);
+        assert_eq!(run.status, 0, "{}", run.all());
+        assert_eq!(run.stdout, "touched 1000 pages\n", "{}", run.all());
+        let touching = figure(&run.stderr, "touching ").unwrap_or_else(|| panic!("no getrusage line: {}", run.all()));
+        // One minor fault per first touch of an anonymous page, as Linux
+        // without transparent huge pages.
+        assert_eq!(touching, 1000, "{}", run.all());
+        let exit_minor = figure(&run.stderr, "page faults ").unwrap_or_else(|| panic!("no exit line: {}", run.all()));
+        let total = figure(&run.stderr, "minflt ").unwrap_or(0);
+        assert!(exit_minor >= total && total >= 1000, "{}", run.all());
+        println!(
+            "{cc}: touching 1000 pages: guest {touching} minor faults (whole run {exit_minor}); host {} (whole run {})",
+            figure(&host_err, "touching ").unwrap_or(-1),
+            figure(&host_err, "minflt ").unwrap_or(-1)
+        );
+    }
+}

@@ -242,3 +242,23 @@ fn init_args(cmdline: &str) -> Vec<String> {
     }
     out
 }
+
+/// The exit line of a Linux program (the kernel log): its wait status
+/// and its page faults as getrusage(2) counts them (minor: served from
+/// memory; major: waited for a swap-in), with the memory it held.
+pub fn report_exit(name: &str, pid: u64, status: u64, st: &super::abi::MmStat) {
+    use crate::fmt::Dec;
+    crate::kprintln!(
+        "{}[{}]: exit status {} signal {}: page faults {} minor, {} major (zero-page maps {}, cow copies {}); rss {} pages, page tables {} pages",
+        name,
+        Dec(pid),
+        Dec((status >> 8) & 0xff),
+        Dec(status & 0x7f),
+        Dec(st.faults.saturating_sub(st.maj_faults)),
+        Dec(st.maj_faults),
+        Dec(st.zero_page_maps),
+        Dec(st.cow_copies),
+        Dec(st.rss_pages),
+        Dec(st.pt_pages)
+    );
+}

@@ -170,6 +170,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         273 => 0,
         292 => sys_dup3(a[0], a[1], a[2], false),
         302 => sys_prlimit(a[0], a[1], a[2], a[3]),
+        98 => sys_getrusage(a[0], a[1]),
         318 => sys_getrandom(a[0], a[1]),
         _ => return None,
     })
@@ -764,6 +765,20 @@ fn sys_prlimit(_pid: u64, resource: u64, _new: u64, old: u64) -> i64 {
         }
     }
     0
+}
+
+/// `getrusage(RUSAGE_SELF)`: the page-fault counts (minor, major) of the
+/// caller; times and the rest are zero (not measured). Other `who`s:
+/// -EINVAL (children's totals are not kept yet).
+fn sys_getrusage(who: u64, buf: u64) -> i64 {
+    if who != 0 {
+        return -EINVAL;
+    }
+    let Some(st) = with_mm(|mm| mm.stat) else { return -EFAULT };
+    let mut r = [0u64; 18];
+    r[8] = st.faults.saturating_sub(st.maj_faults); // ru_minflt
+    r[9] = st.maj_faults; // ru_majflt
+    put_u64s(buf, &r)
 }
 
 /// Nanoseconds since boot, from the time-stamp counter at the rate CPUID

@@ -431,6 +431,14 @@ pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 /// reap, its children are handed to the kernel, and the CPU moves on.
 pub fn do_exit(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
+    // A Linux program's fault counters go to the log as it exits.
+    let linux = SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| !t.exe.is_empty()));
+    if linux {
+        if let Some(mm) = current_mm() {
+            let (name, pid, _) = current_info();
+            mm.with(|m| super::exec::report_exit(name, pid, status, &m.stat));
+        }
+    }
     let mm = SCHED.with(|s| {
         let cur = s.current;
         let (mm, parent) = match s.tasks.get_mut(&cur) {
