@@ -230,8 +230,9 @@ static FS_BASE_NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU6
 pub fn set_fs_base(v: u64) {
     use core::sync::atomic::Ordering;
     if FS_BASE_NOW.swap(v, Ordering::Relaxed) != v {
-        // SAFETY: FS is not used by the kernel; any value is allowed (a
-        // non-canonical one would only fault the user's own accesses).
+        // SAFETY: the kernel never uses FS; the values come from
+        // arch_prctl, which takes user addresses only (below TASK_SIZE,
+        // so canonical: the wrmsr cannot #GP), or 0.
         unsafe { cpu::wrmsr(MSR_FS_BASE, v) }
     }
 }
