@@ -176,6 +176,12 @@ fn same_as_host(name: &str, src: &str, args: &[&str], want: i32) {
         assert_eq!(run.status, want, "{cc}: {name} in the guest: {}", run.all());
         assert_eq!(run.stdout, stdout, "{cc}: {name} printed something else in the guest: {}", run.all());
         assert!(!run.stderr.contains("segfault") && !run.stderr.contains("traps:"), "{cc}: {}", run.all());
+        // What it wrote to stderr is on the VMM's stderr (among the
+        // kernel's lines), not on its stdout.
+        let o = Command::new(&prog).args(args).current_dir(&dir.0).output().unwrap();
+        for line in String::from_utf8_lossy(&o.stderr).lines() {
+            assert!(run.stderr.contains(line), "{cc}: stderr line {line:?} missing: {}", run.all());
+        }
     }
 }
 
@@ -345,4 +351,36 @@ fn page_fault_counts_are_the_processs_own_and_printed_at_exit() {
             figure(&host_err, "minflt ").unwrap_or(-1)
         );
     }
+}
+
+/// fork, then execve of itself with new arguments in the child (a
+/// program of the initramfs: /init), wait4 for it; a failed execve
+/// returns ENOENT (perror: on stderr, so not compared).
+const EXECER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 2) { printf("child: %s %s (%s)\n", argv[1], argv[2], getenv("X")); return 7; }
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        char *args[] = {argv[0], "after", "execve", NULL};
+        char *env[] = {"X=1", NULL};
+        execve(argv[0], args, env);
+        perror("execve");
+        _exit(99);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    printf("parent: child exited %d with %d\n", WIFEXITED(st), WEXITSTATUS(st));
+    if (execve("/no/such", (char *[]){"x", NULL}, (char *[]){NULL}) < 0) perror("execve of a missing file");
+    return WEXITSTATUS(st);
+}
+"#;
+
+#[test]
+fn fork_execve_and_wait() {
+    same_as_host("execer", EXECER, &[], 7);
 }

@@ -4,9 +4,10 @@
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FileKind {
     /// The terminal of a Linux program (/init and its children): reads
-    /// come from the serial console, writes go to the VMM's stdout or
-    /// stderr as they are (`mm_core::abi::port::USER_STDOUT`).
-    Terminal,
+    /// come from the serial console, writes go as they are to the VMM's
+    /// stdout (false) or stderr (true: what fd 2 starts as, and its
+    /// duplicates), `mm_core::abi::port::USER_STDOUT`/`USER_STDERR`.
+    Terminal(bool),
     /// An initramfs file or directory (inode number).
     Initrd(usize),
 }
@@ -28,9 +29,10 @@ pub struct File {
 }
 
 impl File {
-    /// A terminal descriptor (0, 1 and 2 of a Linux program).
-    pub const fn terminal() -> File {
-        File { kind: FileKind::Terminal, pos: 0, flags: 2, cloexec: false }
+    /// A terminal descriptor (0, 1 and 2 of a Linux program): to the
+    /// VMM's stderr if `err`.
+    pub const fn terminal(err: bool) -> File {
+        File { kind: FileKind::Terminal(err), pos: 0, flags: 2, cloexec: false }
     }
 }
 

@@ -122,26 +122,48 @@ fn create_elf_tables(
     Ok(sp)
 }
 
-/// Starts the initramfs program `path` with `argv` and `envp` as a child
-/// of the kernel, with fds 0, 1 and 2 on the terminal. Its pid.
-pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static str> {
-    let (_, inode) = fs::lookup(path).ok_or("no such file in the initramfs")?;
+/// A program loaded into a new address space, ready to run.
+pub struct Loaded {
+    /// The address space.
+    pub mm: MmStruct,
+    /// Where it starts.
+    pub entry: u64,
+    /// Its initial stack pointer (at argc).
+    pub sp: u64,
+    /// Its absolute path (AT_EXECFN, /proc/self/exe).
+    pub execfn: String,
+    /// Its name (the path's last part).
+    pub name: &'static str,
+}
+
+/// Why a program cannot be loaded, as an errno and a message.
+pub type ExecError = (i64, &'static str);
+
+/// Loads the initramfs program `path` with `argv` and `envp` into a new
+/// address space (Linux's `bprm_execve` up to `start_thread`).
+pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecError> {
+    const ENOENT: i64 = 2;
+    const ENOEXEC: i64 = 8;
+    const ENOMEM: i64 = 12;
+    const EACCES: i64 = 13;
+    let (_, inode) = fs::lookup(path).ok_or((-ENOENT, "no such file in the initramfs"))?;
     if inode.mode & fs::S_IFMT != fs::S_IFREG {
-        return Err("not a regular file");
+        return Err((-EACCES, "not a regular file"));
     }
+    let noexec = |e: &'static str| (-ENOEXEC, e);
     let image = inode.data();
-    let elf = Elf::parse(image)?;
+    let elf = Elf::parse(image).map_err(noexec)?;
     if elf.is_dynamic() {
-        return Err("dynamically linked (needs an ELF interpreter); only static executables run here");
+        return Err(noexec("dynamically linked (needs an ELF interpreter); only static executables run here"));
     }
     let bias = if elf.etype == 3 { ET_DYN_BASE } else { 0 };
-    let phdr = elf.phdr_vaddr().ok_or("the program headers are not in a loaded segment")? + bias;
-    let mut mm = MmStruct::new().ok_or("out of memory")?;
+    let phdr = elf.phdr_vaddr().ok_or(noexec("the program headers are not in a loaded segment"))? + bias;
+    let mut mm = MmStruct::new().ok_or((-ENOMEM, "out of memory"))?;
     let entry = match mm.load_elf_at(image, bias) {
         Ok(e) => e,
         Err(e) => {
             mm.exit_mmap();
-            return Err(e);
+            return Err(noexec(e));
         }
     };
     let aux = [
@@ -166,18 +188,25 @@ pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static s
         Ok(sp) => sp,
         Err(e) => {
             mm.exit_mmap();
-            return Err(e);
+            return Err((-ENOMEM, e));
         }
     };
     let name: &'static str = match execfn.rsplit('/').next() {
         Some("init") | None => "init",
         Some(n) => String::leak(String::from(n)),
     };
+    Ok(Loaded { mm, entry, sp, execfn, name })
+}
+
+/// Starts the initramfs program `path` with `argv` and `envp` as a child
+/// of the kernel, with fds 0, 1 and 2 on the terminal. Its pid.
+pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static str> {
+    let Loaded { mm, entry, sp, execfn, name } = prepare(path, argv, envp).map_err(|(_, e)| e)?;
     let frame = sched::initial_frame(entry, sp, 0);
     let pid = sched::create_task(name, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")?;
     let exe: &'static str = String::leak(execfn);
     sched::with_task(pid, |t| {
-        t.files = alloc::vec![Some(File::terminal()); 3];
+        t.files = alloc::vec![Some(File::terminal(false)), Some(File::terminal(false)), Some(File::terminal(true))];
         t.exe = exe;
     });
     Ok(pid)
@@ -261,4 +290,25 @@ pub fn report_exit(name: &str, pid: u64, status: u64, st: &super::abi::MmStat) {
         Dec(st.rss_pages),
         Dec(st.pt_pages)
     );
+}
+
+/// `execve(path, argv, envp)`: the calling process runs `path` from now
+/// on, in a new address space (the old one is torn down), with the
+/// registers of a new program, a fresh FPU state, no thread pointer and
+/// its close-on-exec descriptors closed. On failure the caller goes on
+/// unchanged and gets the errno.
+pub fn execve(frame: &mut crate::arch::traps::TrapFrame, path: &str, argv: &[&str], envp: &[&str]) -> i64 {
+    let loaded = match prepare(path, argv, envp) {
+        Ok(l) => l,
+        Err((errno, _)) => return errno,
+    };
+    let Loaded { mm, entry, sp, execfn, name } = loaded;
+    let exe: &'static str = String::leak(execfn);
+    let Some(old) = sched::replace_mm(mm, name, exe) else { return -14 };
+    old.with(|m| m.exit_mmap());
+    drop(old);
+    sched::set_fs_base(0);
+    FpuState::initial().restore();
+    *frame = sched::initial_frame(entry, sp, 0);
+    0
 }

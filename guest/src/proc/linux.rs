@@ -63,7 +63,6 @@ const NAMES: &[(u64, &str)] = &[
     (35, "nanosleep"),
     (37, "alarm"),
     (41, "socket"),
-    (59, "execve"),
     (62, "kill"),
     (80, "chdir"),
     (83, "mkdir"),
@@ -238,7 +237,7 @@ fn resolve(dirfd: u64, path: &str) -> Result<String, i64> {
             }
             Ok(fs::normalize(&alloc::format!("{}/{}", dir.path, path)))
         }
-        FileKind::Terminal => Err(-ENOTDIR),
+        FileKind::Terminal(_) => Err(-ENOTDIR),
     }
 }
 
@@ -248,7 +247,7 @@ fn sys_openat(dirfd: u64, path: u64, flags: u64) -> i64 {
         Err(e) => return e,
     };
     let found = if path == "/dev/tty" || path == "/dev/console" {
-        Some(FileKind::Terminal)
+        Some(FileKind::Terminal(false))
     } else {
         fs::lookup(&path).map(|(ino, _)| FileKind::Initrd(ino))
     };
@@ -364,16 +363,16 @@ fn user_ports() -> bool {
     }
 }
 
-/// Hands `bytes` to the VMM's stdout (fd 1) or stderr (fd 2): one `rep
+/// Hands `bytes` to the VMM's stdout (or stderr if `err`): one `rep
 /// outsb` moves the whole buffer in as few exits as the CPU allows.
-fn terminal_write(fd: u64, bytes: &[u8]) {
+fn terminal_write(err: bool, bytes: &[u8]) {
     if !user_ports() {
         for &b in bytes {
             outb(mm_core::abi::port::COM1, b);
         }
         return;
     }
-    let port = if fd == 2 { USER_STDERR } else { USER_STDOUT };
+    let port = if err { USER_STDERR } else { USER_STDOUT };
     // SAFETY: `rep outsb` reads `bytes.len()` bytes from `bytes` (rsi)
     // and writes them to the port; DF is clear in the kernel (the entry
     // paths clear it, as the C ABI requires).
@@ -394,10 +393,10 @@ fn write_fd(fd: u64, buf: u64, len: u64) -> i64 {
         Ok(f) => f,
         Err(e) => return e,
     };
-    match f.kind {
-        FileKind::Terminal => {}
+    let err = match f.kind {
+        FileKind::Terminal(err) => err,
         FileKind::Initrd(_) => return -EBADF,
-    }
+    };
     let mut chunk = alloc::vec![0u8; (len as usize).min(CHUNK)];
     let mut done = 0u64;
     while done < len {
@@ -405,7 +404,7 @@ fn write_fd(fd: u64, buf: u64, len: u64) -> i64 {
         if let Err(e) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])).unwrap_or(Err(-EFAULT)) {
             return if done > 0 { done as i64 } else { e };
         }
-        terminal_write(fd, &chunk[..n]);
+        terminal_write(err, &chunk[..n]);
         done += n as u64;
     }
     done as i64
@@ -427,7 +426,7 @@ fn sys_read(fd: u64, buf: u64, len: u64) -> i64 {
         Err(e) => return e,
     };
     match f.kind {
-        FileKind::Terminal => {
+        FileKind::Terminal(_) => {
             // A line at most, blocking for the first byte (the console is
             // polled: there is no receive interrupt yet).
             let mut line = Vec::new();
@@ -542,7 +541,7 @@ fn stat_bytes(ino: u64, mode: u32, size: u64, rdev: u64) -> [u8; 144] {
 fn stat_of(kind: FileKind) -> [u8; 144] {
     match kind {
         // ttyS0: character device 4:64.
-        FileKind::Terminal => stat_bytes(3, S_IFCHR | 0o620, 0, (4 << 8) | 64),
+        FileKind::Terminal(_) => stat_bytes(3, S_IFCHR | 0o620, 0, (4 << 8) | 64),
         FileKind::Initrd(ino) => {
             let i = fs::inode(ino);
             stat_bytes(ino as u64 + 1, i.as_ref().map_or(0, |i| i.mode), i.map_or(0, |i| i.size), 0)
@@ -577,7 +576,7 @@ fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
         Err(e) => return e,
     };
     if abs == "/dev/tty" || abs == "/dev/console" {
-        return put_stat(buf, &stat_of(FileKind::Terminal));
+        return put_stat(buf, &stat_of(FileKind::Terminal(false)));
     }
     let found = if flags & AT_SYMLINK_NOFOLLOW != 0 { fs::lookup_nofollow(&abs) } else { fs::lookup(&abs) };
     match found {
@@ -671,6 +670,37 @@ fn sys_getcwd(buf: u64, len: u64) -> i64 {
         Ok(()) => 2,
         Err(e) => e,
     }
+}
+
+/// A NULL-ended array of string pointers (argv, envp), at most 1024.
+fn user_strings(ptr: u64) -> Result<Vec<String>, i64> {
+    let mut out = Vec::new();
+    if ptr == 0 {
+        return Ok(out);
+    }
+    loop {
+        if out.len() >= 1024 {
+            return Err(-7); // E2BIG
+        }
+        let mut p = [0u8; 8];
+        with_mm(|mm| copy_from_user(mm, ptr + out.len() as u64 * 8, &mut p)).unwrap_or(Err(-EFAULT))?;
+        let s = u64::from_le_bytes(p);
+        if s == 0 {
+            return Ok(out);
+        }
+        out.push(user_path(s)?);
+    }
+}
+
+/// `execve`: a program of the initramfs replaces the caller's.
+pub fn sys_execve(frame: &mut crate::arch::traps::TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
+    let (path, argv, envp) = match (user_path(path), user_strings(argv), user_strings(envp)) {
+        (Ok(p), Ok(a), Ok(e)) => (p, a, e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let envp: Vec<&str> = envp.iter().map(String::as_str).collect();
+    super::exec::execve(frame, &path, &argv, &envp)
 }
 
 // ---- memory -------------------------------------------------------------

@@ -245,6 +245,36 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
     })
 }
 
+/// execve's switch of address space: the running task gets `mm` (CR3
+/// moves to it at once), its new name and executable, no thread pointer,
+/// and its close-on-exec files closed. The old address space, for the
+/// caller to tear down (None for the idle task).
+pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+    let pgd = mm.pgd;
+    let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
+    cell.set(mm);
+    let old = SCHED.with(|s| {
+        let cur = s.current;
+        let t = s.tasks.get_mut(&cur)?;
+        let old = t.mm.replace(cell);
+        t.pgd = pgd;
+        t.name = name;
+        t.exe = exe;
+        t.fs_base = 0;
+        for f in t.files.iter_mut() {
+            if f.is_some_and(|f| f.cloexec) {
+                *f = None;
+            }
+        }
+        publish(s);
+        old
+    });
+    // SAFETY: the new PGD's kernel half is the kernel root's, like every
+    // process's, so the kernel (and this stack) stays mapped.
+    unsafe { cpu::write_cr3(pgd) };
+    old
+}
+
 /// Runs `f` on task `pid`.
 pub fn with_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
     SCHED.with(|s| s.tasks.get_mut(&pid).map(|t| f(t)))

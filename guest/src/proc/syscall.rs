@@ -7,6 +7,8 @@
 //! fault.
 
 use super::abi::*;
+/// `execve(path, argv, envp)`.
+const SYS_EXECVE: u64 = 59;
 /// `vfork()`.
 const SYS_VFORK: u64 = 58;
 /// `clone(flags, newsp, parent_tid, child_tid, tls)`.
@@ -79,6 +81,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         // fork, vfork (as fork: the child gets a copy, not a loan, of the
         // address space) and clone in its fork form (linux.rs filters).
         SYS_FORK | SYS_VFORK => sys_fork(frame),
+        SYS_EXECVE => super::linux::sys_execve(frame, a[0], a[1], a[2]),
         SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
         SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
