@@ -57,12 +57,14 @@ int main(void) {
 "#;
 
 /// Reads a file of the initramfs with open/fstat/read/lseek/close and
-/// stdio, and fails to open a missing one.
+/// stdio, maps it privately (the mapping holds the file's bytes; writes
+/// to it stay private), and fails to open a missing one.
 const READFILE: &str = r#"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
@@ -83,6 +85,15 @@ int main(int argc, char **argv) {
     n = read(fd, buf, 10);
     if (n != 10) return 5;
     buf[n] = 0;
+    char *m = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) { printf("mmap: %s\n", strerror(errno)); return 8; }
+    int same = memcmp(m + 6, buf, 10) == 0;
+    m[6] = 'X';
+    char again[10];
+    lseek(fd, 6, SEEK_SET);
+    int unchanged = read(fd, again, 10) == 10 && memcmp(again, buf, 10) == 0;
+    printf("mmap: same bytes %d, private write %c, file unchanged %d\n", same, m[6], unchanged);
+    munmap(m, st.st_size);
     close(fd);
     FILE *f = fopen(path, "r");
     char line[128];

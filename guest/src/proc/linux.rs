@@ -705,6 +705,47 @@ pub fn sys_execve(frame: &mut crate::arch::traps::TrapFrame, path: u64, argv: u6
 
 // ---- memory -------------------------------------------------------------
 
+/// `mmap` of an initramfs file. There is no page cache yet, so a mapping
+/// is anonymous memory with the file's bytes copied in at mmap time:
+/// exactly MAP_PRIVATE's semantics (the file never sees the writes), and
+/// MAP_SHARED's for a read-only mapping of a file nothing can write (the
+/// initramfs is read-only). A shared writable mapping is refused as
+/// Linux refuses it on a read-only descriptor (-EACCES).
+pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
+    use super::abi::{MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED};
+    const PROT_WRITE: u64 = 2;
+    let [addr, len, prot, flags, fd, off] = a;
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let FileKind::Initrd(ino) = f.kind else { return -19 }; // ENODEV
+    let Some(inode) = fs::inode(ino).filter(|i| i.mode & S_IFMT == fs::S_IFREG) else { return -19 };
+    if !off.is_multiple_of(4096) || len == 0 {
+        return -EINVAL;
+    }
+    if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
+        return -13; // EACCES
+    }
+    let data = inode.data();
+    let from = (off as usize).min(data.len());
+    let n = (data.len() - from).min(len as usize);
+    let anon = (flags & !(MAP_SHARED | MAP_PRIVATE)) | MAP_PRIVATE | MAP_ANONYMOUS;
+    with_mm(|mm| {
+        let start = mm.mmap(addr, len, prot | PROT_WRITE, anon)?;
+        let filled = copy_to_user(mm, start, &data[from..from + n]).and_then(|_| mm.mprotect(start, len, prot));
+        match filled {
+            Ok(()) => Ok(start as i64),
+            Err(e) => {
+                let _ = mm.munmap(start, len);
+                Err(e)
+            }
+        }
+    })
+    .unwrap_or(Err(-EFAULT))
+    .unwrap_or_else(|e| e)
+}
+
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DONTNEED: u64 = 4;
     match advice {

@@ -69,6 +69,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let ret: i64 = match frame.rax {
         SYS_WRITE => super::linux::sys_write(a[0], a[1], a[2]),
+        SYS_MMAP if a[3] & MAP_ANONYMOUS == 0 => super::linux::sys_mmap_file(a),
         SYS_MMAP => with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]).map_or_else(|e| e, |v| v as i64)).unwrap_or(-EFAULT),
         SYS_MUNMAP => with_mm(|mm| mm.munmap(a[0], a[1]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
