@@ -395,3 +395,22 @@ int main(int argc, char **argv) {
 fn fork_execve_and_wait() {
     same_as_host("execer", EXECER, &[], 7);
 }
+
+#[test]
+fn an_init_the_kernel_cannot_load_exits_127_with_the_reason() {
+    // --initrd takes what it is given (only `-- PROG` is checked on the
+    // host): the guest's loader must refuse a truncated executable.
+    let dir = Scratch::new("badinit");
+    let prog = compile("musl-gcc", HELLO, &dir.0, "hello", &["-static"]);
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let bytes = std::fs::read(&prog).unwrap();
+    std::fs::write(root.join("init"), &bytes[..bytes.len() / 2]).unwrap();
+    let run = boot(&["--initrd", root.to_str().unwrap()]);
+    assert_eq!(run.status, 127, "{}", run.all());
+    assert!(run.stderr.contains("Failed to execute /init: a segment lies past the end of the file"), "{}", run.all());
+    std::fs::write(root.join("init"), b"#!/bin/sh\necho hi\n").unwrap();
+    let run = boot(&["--initrd", root.to_str().unwrap()]);
+    assert_eq!(run.status, 127, "{}", run.all());
+    assert!(run.stderr.contains("Failed to execute /init: not a 64-bit little-endian ELF"), "{}", run.all());
+}

@@ -80,6 +80,29 @@ impl<'a> Elf<'a> {
         u32_at(self.image, self.phoff + i * PHENT)
     }
 
+    /// Checks every PT_LOAD of a file from outside the kernel (the
+    /// initramfs): bytes inside the file, no more in the file than in
+    /// memory, and the segment (moved by `bias`) inside user space below
+    /// `limit`, so the loader's arithmetic cannot overflow.
+    pub fn check_loads(&self, bias: u64, limit: u64) -> Result<(), &'static str> {
+        for s in self.loads() {
+            if s.filesz > s.memsz {
+                return Err("a segment has more bytes in the file than in memory");
+            }
+            if s.offset.checked_add(s.filesz).is_none_or(|e| e > self.image.len() as u64) {
+                return Err("a segment lies past the end of the file (truncated?)");
+            }
+            let end = s.vaddr.checked_add(bias).and_then(|v| v.checked_add(s.memsz));
+            if end.is_none_or(|e| e > limit) {
+                return Err("a segment lies outside user space");
+            }
+        }
+        if self.loads().next().is_none() {
+            return Err("no loadable segment");
+        }
+        Ok(())
+    }
+
     /// Whether it asks for a dynamic linker (PT_INTERP).
     pub fn is_dynamic(&self) -> bool {
         (0..self.phnum).any(|i| self.ph_type(i) == Some(PT_INTERP))

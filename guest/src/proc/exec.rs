@@ -157,6 +157,7 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
         return Err(noexec("dynamically linked (needs an ELF interpreter); only static executables run here"));
     }
     let bias = if elf.etype == 3 { ET_DYN_BASE } else { 0 };
+    elf.check_loads(bias, super::mm::TASK_SIZE).map_err(noexec)?;
     let phdr = elf.phdr_vaddr().ok_or(noexec("the program headers are not in a loaded segment"))? + bias;
     let mut mm = MmStruct::new().ok_or((-ENOMEM, "out of memory"))?;
     let entry = match mm.load_elf_at(image, bias) {
