@@ -414,3 +414,30 @@ fn an_init_the_kernel_cannot_load_exits_127_with_the_reason() {
     assert_eq!(run.status, 127, "{}", run.all());
     assert!(run.stderr.contains("Failed to execute /init: not a 64-bit little-endian ELF"), "{}", run.all());
 }
+
+#[test]
+fn an_unknown_system_call_is_enosys_and_logged_once_by_name() {
+    // vserver (236) is reserved and unimplemented in Linux too.
+    let src = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    long a = syscall(236), ea = errno;
+    long b = syscall(236), eb = errno;
+    printf("vserver: %ld %d, %ld %d\n", a, ea == ENOSYS, b, eb == ENOSYS);
+    return 0;
+}
+"#;
+    same_as_host("enosys", src, &[], 0);
+    let dir = Scratch::new("enosys-log");
+    let prog = compile("musl-gcc", src, &dir.0, "enosys", &["-static"]);
+    let run = guest(&prog, &[]);
+    assert_eq!(run.stdout, "vserver: -1 1, -1 1\n", "{}", run.all());
+    assert_eq!(
+        run.stderr.matches("init[1]: system call vserver (236) not implemented: -ENOSYS").count(),
+        1,
+        "logged once, by name: {}",
+        run.all()
+    );
+}

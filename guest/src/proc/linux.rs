@@ -45,41 +45,6 @@ const PATH_MAX: usize = 4096;
 /// kernel copies through a kernel buffer in chunks of this size).
 const CHUNK: usize = 4096;
 
-/// The system-call names this kernel may meet unimplemented, for the
-/// once-per-call log line (Linux x86-64 numbers).
-const NAMES: &[(u64, &str)] = &[
-    (7, "poll"),
-    (13, "rt_sigaction"),
-    (14, "rt_sigprocmask"),
-    (15, "rt_sigreturn"),
-    (17, "pread64"),
-    (18, "pwrite64"),
-    (22, "pipe"),
-    (23, "select"),
-    (25, "mremap"),
-    (26, "msync"),
-    (27, "mincore"),
-    (34, "pause"),
-    (35, "nanosleep"),
-    (37, "alarm"),
-    (41, "socket"),
-    (62, "kill"),
-    (80, "chdir"),
-    (83, "mkdir"),
-    (87, "unlink"),
-    (99, "sysinfo"),
-    (131, "sigaltstack"),
-    (202, "futex"),
-    (204, "sched_getaffinity"),
-    (213, "epoll_create"),
-    (230, "clock_nanosleep"),
-    (234, "tgkill"),
-    (293, "pipe2"),
-    (332, "statx"),
-    (334, "rseq"),
-    (435, "clone3"),
-];
-
 /// Calls already logged as missing (one bit per number below 512).
 static LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
@@ -92,8 +57,8 @@ pub fn enosys(nr: u64) -> i64 {
     };
     if first {
         let (name, pid, _) = sched::current_info();
-        match NAMES.iter().find(|(n, _)| *n == nr) {
-            Some((_, s)) => {
+        match super::sysnames::NAMES.get(nr as usize).filter(|s| !s.is_empty()) {
+            Some(s) => {
                 crate::kprintln!(
                     "{}[{}]: system call {} ({}) not implemented: -ENOSYS",
                     name,

@@ -24,6 +24,7 @@ pub mod report;
 pub mod sabotage;
 pub mod sched;
 pub mod syscall;
+pub mod sysnames;
 
 use crate::arch::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::traps::{exception_name, TrapFrame, PAGE_FAULT};
