@@ -259,8 +259,7 @@ fn slowpath<T, E: AllocError>(
     }
     // 3. Direct reclaim and compaction, for requests that may block and
     //    callers that do not hold the page allocator.
-    if gfp.allows(gfp::DIRECT_RECLAIM) && !a.holds_lock() && crate::sync::holds_only_below(crate::sync::rank::RECLAIM)
-    {
+    if gfp.allows(gfp::DIRECT_RECLAIM) && !a.holds_lock() && crate::sync::holds_only_below(crate::sync::rank::RECLAIM) {
         let mut retries = 0;
         loop {
             let reclaimed = direct_reclaim(order, gfp);

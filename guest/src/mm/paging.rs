@@ -16,8 +16,8 @@ use super::layout::{KERNEL_MAP, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, VMEMMAP
 use super::memblock::Memblock;
 use super::phys::KernelPhys;
 use crate::arch::cpu;
-use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::abi::layout::{LRUMAP_START, PAGE_EXT_START};
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::buddy::Page;
 use mm_core::lru::LruNode;
 use mm_core::page_ext::PageExt;

@@ -1,12 +1,12 @@
 //! /proc-like views the kernel prints on request: meminfo, buddyinfo,
 //! slabinfo, vmallocinfo and a dump of its page tables (ptdump).
 
-use mm_core::lru::LruList;
 use super::{PAGES, STATS};
 use crate::fmt::Dec;
 use crate::kprintln;
 use core::fmt::Write;
 use mm_core::addr::PAGE_SIZE;
+use mm_core::lru::LruList;
 
 /// The console as a `fmt::Write`.
 struct Console;
@@ -86,12 +86,7 @@ pub fn free() {
         Dec(kb(sw.cached)),
         Dec(free)
     );
-    kprintln!(
-        "Swap:   {:>12} {:>11} {:>11}",
-        Dec(kb(sw.total)),
-        Dec(kb(sw.total - sw.free)),
-        Dec(kb(sw.free))
-    );
+    kprintln!("Swap:   {:>12} {:>11} {:>11}", Dec(kb(sw.total)), Dec(kb(sw.total - sw.free)), Dec(kb(sw.free)));
 }
 
 /// /proc/buddyinfo.

@@ -32,10 +32,10 @@ use crate::sync::{rank, SpinLock};
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
+use mm_core::addr::PhysAddr;
 use mm_core::addr::{VirtAddr, PAGE_SHIFT};
 use mm_core::lru::{ReclaimOutcome, Shadow};
 use mm_core::paging::swap::SwapEntry;
-use mm_core::addr::PhysAddr;
 use mm_core::paging::{Mapper, Pte, PteFlags};
 use mm_core::rmap::{AnonMapping, AnonRmap, MmId, RmapPageTables};
 use mm_core::swap::{SwapAreas, SwpEntry};
@@ -436,7 +436,11 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         .collect();
     let mut status = vec![0xffu8; reqs.len()];
     let _ = blk::submit(&reqs, &mut status);
-    let sums: Vec<u64> = pages.iter().zip(status.iter()).map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 }).collect();
+    let sums: Vec<u64> = pages
+        .iter()
+        .zip(status.iter())
+        .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
+        .collect();
     SWAP.with(|s| {
         for (i, n) in slots.iter().enumerate() {
             let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);

@@ -16,10 +16,10 @@
 use super::swap::{self, SWAP};
 use super::vmstat::{self, Event};
 use super::PAGES;
-use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::buddy::Watermark;
+use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 
 /// A cache that can give memory back (Linux's `struct shrinker`).
 pub struct Shrinker {

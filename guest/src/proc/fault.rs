@@ -11,9 +11,9 @@ use super::mm::{get_page, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS
 use crate::arch::cpu;
 use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
 use crate::mm::{BuddyFrames, PageAlloc, PAGES};
-use mm_core::paging::swap::SwapEntry;
 use mm_core::abi::cpu as abi;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{FrameAllocator, Level, Mapper, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma};
 

@@ -11,11 +11,11 @@ use crate::arch::cpu;
 use crate::mm::phys::{clear_page, direct_map, write_frame};
 use crate::mm::swap::{SwapState, SWAP};
 use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES};
-use mm_core::paging::swap::SwapEntry;
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::PageOwner;
 use mm_core::paging::entry::PTE_ADDR_MASK_MAX as ADDR_MASK;
+use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{FrameAllocator, LeafKinds, Level, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma, VmaSet};
 
@@ -308,61 +308,64 @@ impl MmStruct {
         let pt_before = child.stat.pt_pages;
         crate::mm::swap::fork_mm(self.id, child.id);
         let mut child_swapents = 0u64;
-        let ok = SWAP.with(|s| PAGES.with(|p| {
-            let mut ok = true;
-            for v in &vmas {
-                let shared = v.flags.contains(VmFlags::SHARED);
-                let (cpt, ctables, crss) = (user_pt(child.pgd), &mut child.stat.pt_pages, &mut child.stat.rss_pages);
-                let range = v.start..v.end;
-                // The child's page table for the last 2 MiB seen: one walk
-                // per table, not per page (Linux's copy_pte_range).
-                let mut cached: Option<(u64, PhysAddr)> = None;
-                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |phys, l| {
-                    let cslot = match cached {
-                        Some((region, table)) if region == l.va.0 >> 21 => {
-                            Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
-                        }
-                        _ => {
-                            let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
-                            let Ok((slot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pte, true) else {
-                                ok = false;
-                                return false;
-                            };
-                            cached = Some((l.va.0 >> 21, slot.table()));
-                            slot
-                        }
-                    };
-                    let mut e = l.entry;
-                    if !e.is_present() {
-                        // A swap entry: the child names the same slot
-                        // (`copy_nonpresent_pte`: one more count).
-                        match SwapEntry::from_pte(e).map(|se| s.areas.swap_duplicate(se.swp())) {
-                            Some(Ok(())) => {
-                                let _ = cslot.write(phys, e);
-                                child_swapents += 1;
+        let ok = SWAP.with(|s| {
+            PAGES.with(|p| {
+                let mut ok = true;
+                for v in &vmas {
+                    let shared = v.flags.contains(VmFlags::SHARED);
+                    let (cpt, ctables, crss) =
+                        (user_pt(child.pgd), &mut child.stat.pt_pages, &mut child.stat.rss_pages);
+                    let range = v.start..v.end;
+                    // The child's page table for the last 2 MiB seen: one walk
+                    // per table, not per page (Linux's copy_pte_range).
+                    let mut cached: Option<(u64, PhysAddr)> = None;
+                    let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |phys, l| {
+                        let cslot = match cached {
+                            Some((region, table)) if region == l.va.0 >> 21 => {
+                                Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
                             }
-                            _ => crate::kprintln!("fork: bad swap PTE {:#x} at {:#x}", e.0, l.va.0),
+                            _ => {
+                                let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
+                                let Ok((slot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pte, true) else {
+                                    ok = false;
+                                    return false;
+                                };
+                                cached = Some((l.va.0 >> 21, slot.table()));
+                                slot
+                            }
+                        };
+                        let mut e = l.entry;
+                        if !e.is_present() {
+                            // A swap entry: the child names the same slot
+                            // (`copy_nonpresent_pte`: one more count).
+                            match SwapEntry::from_pte(e).map(|se| s.areas.swap_duplicate(se.swp())) {
+                                Some(Ok(())) => {
+                                    let _ = cslot.write(phys, e);
+                                    child_swapents += 1;
+                                }
+                                _ => crate::kprintln!("fork: bad swap PTE {:#x} at {:#x}", e.0, l.va.0),
+                            }
+                            return true;
                         }
-                        return true;
-                    }
-                    if !shared && e.is_writable() {
-                        e = e.without(PteFlags::RW);
-                        let _ = l.slot.write(phys, e);
-                    }
-                    let pa = e.0 & ADDR_MASK;
-                    get_page(p, zero, pa);
-                    if pa != zero {
-                        *crss += 1;
-                    }
-                    let _ = cslot.write(phys, e);
-                    true
-                });
-            }
-            if let Some(m) = s.mms.get_mut(&child.id) {
-                m.swapents = child_swapents;
-            }
-            ok
-        }));
+                        if !shared && e.is_writable() {
+                            e = e.without(PteFlags::RW);
+                            let _ = l.slot.write(phys, e);
+                        }
+                        let pa = e.0 & ADDR_MASK;
+                        get_page(p, zero, pa);
+                        if pa != zero {
+                            *crss += 1;
+                        }
+                        let _ = cslot.write(phys, e);
+                        true
+                    });
+                }
+                if let Some(m) = s.mms.get_mut(&child.id) {
+                    m.swapents = child_swapents;
+                }
+                ok
+            })
+        });
         // The parent's writable PTEs just lost RW: its TLB must forget them.
         cpu::flush_tlb();
         child.stat.fork_pt_pages = child.stat.pt_pages - pt_before + 1;
