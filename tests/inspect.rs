@@ -265,6 +265,8 @@ fn config(cmdline: &str) -> VmConfig {
         gdb: None,
         inspect: InspectConfig::default(),
         swap: None,
+        initrd: None,
+        user_stdout_to_stderr: false,
     }
 }
 

@@ -36,6 +36,8 @@
 //!               the process-side ones in proc/sabotage.rs)
 //! `echo`        read one line from the console and print it back
 //!               (exercises host stdin -> the guest's UART)
+//! `rdinit=PATH` the initramfs program to run as init (default /init)
+//! `-- ARGS`     everything after is init's arguments, not switches
 
 use crate::fmt::{parse_u64, Dec};
 use crate::{arch, kprintln};
@@ -46,7 +48,7 @@ use crate::{arch, kprintln};
 pub fn run_actions(cmdline: &'static str) -> u32 {
     let mut code = 0;
     let sabotage = cmdline.split(' ').find_map(|w| w.strip_prefix("selftest_sabotage="));
-    for word in cmdline.split(' ').filter(|w| !w.is_empty()) {
+    for word in cmdline.split(' ').filter(|w| !w.is_empty()).take_while(|&w| w != "--") {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
@@ -80,6 +82,8 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             // Read at boot by drivers::virtio (the VMM's `--swap` device;
             // `virtio_poll` polls it instead of taking its interrupt).
             ("virtio_mmio.device", Some(_)) | ("virtio_poll", None) => {}
+            // Read by proc/exec.rs when the initramfs's init starts.
+            ("rdinit", Some(_)) => {}
             ("mmbench", None) => crate::mm::bench::run(),
             ("procbench", what) => {
                 if !procbench(what) && code == 0 {

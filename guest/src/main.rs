@@ -16,6 +16,7 @@ mod console;
 mod drivers;
 mod exit;
 mod fmt;
+mod fs;
 mod mem;
 mod mm;
 mod panic;
@@ -65,12 +66,18 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     kprintln!("Memory: {}K usable RAM ({} MiB)", Dec(usable >> 10), Dec(usable >> 20));
 
     mm::init(params);
+    fs::init(params.initrd());
     proc::init();
     drivers::init(cmdline);
     mm::swap::init();
     checkpoint::checkpoint("ready");
 
-    let code = cmdline::run_actions(cmdline);
+    let mut code = cmdline::run_actions(cmdline);
+    // Linux's last step of boot: run init from the initramfs. The run's
+    // exit status is then init's.
+    if code == 0 && fs::present() {
+        code = proc::exec::run_init(cmdline);
+    }
     if code == 0 {
         kprintln!("mmemu: all done, powering off");
     }

@@ -39,6 +39,16 @@ pub mod port {
     pub const DESCRIPTOR: u16 = 0x518;
     /// Its high 32 bits.
     pub const DESCRIPTOR_HIGH: u16 = DESCRIPTOR + 4;
+    /// User programs' standard output: the bytes of an `out` (a `rep
+    /// outsb` hands over up to a page in one exit) go to the VMM's stdout
+    /// as they are (no `\r` added, unlike the console). A read returns
+    /// [`USER_OUTPUT_PRESENT`], so the kernel can tell our VMM from a
+    /// machine without the port (all ones) and fall back to COM1.
+    pub const USER_STDOUT: u16 = 0x520;
+    /// User programs' standard error, as [`USER_STDOUT`] (to the VMM's stderr).
+    pub const USER_STDERR: u16 = 0x521;
+    /// What a byte read from [`USER_STDOUT`] returns on our VMM.
+    pub const USER_OUTPUT_PRESENT: u8 = 0x55;
 }
 
 /// How a kernel is started: what each boot path leaves where.
@@ -131,6 +141,29 @@ pub mod boot {
         /// Must be zero.
         pub reserved: u32,
     }
+
+    /// One module of `HvmStartInfo::modlist_paddr` (Xen's
+    /// `hvm_modlist_entry`): the VMM hands the initial RAM disk (a cpio
+    /// "newc" archive, `vmm run --initrd`) over as module 0, page-aligned,
+    /// in RAM below [`BOOT_MAPPED`] and below [`INITRD_MAX_END`], as QEMU
+    /// does for a PVH kernel's `-initrd`.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct HvmModlistEntry {
+        /// Guest-physical address of the module's first byte.
+        pub paddr: u64,
+        /// Its size in bytes.
+        pub size: u64,
+        /// Its NUL-ended command line, or 0.
+        pub cmdline_paddr: u64,
+        /// Must be zero.
+        pub reserved: u64,
+    }
+
+    /// The initrd must end below this: the kernel reads it through the part
+    /// of its direct map that exists from boot (RAM above is mapped on
+    /// demand, and reserved memory never is).
+    pub const INITRD_MAX_END: u64 = 256 << 20;
 
     /// One E820-style memory-map entry (`hvm_memmap_table_entry`).
     #[repr(C)]
@@ -348,6 +381,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<boot::HvmStartInfo>(), 56);
         assert_eq!(core::mem::offset_of!(boot::HvmStartInfo, memmap_paddr), 40);
         assert_eq!(core::mem::size_of::<boot::HvmMemmapEntry>(), 24);
+        assert_eq!(core::mem::size_of::<boot::HvmModlistEntry>(), 32);
     }
 
     #[test]

@@ -134,6 +134,23 @@ pub struct RunArgs {
     /// injection, to watch the guest keep such pages resident).
     #[arg(long, value_name = "PATH[,size=SIZE][,fail_writes=A-B]", value_parser = parse_swap)]
     pub swap: Option<SwapConfig>,
+
+    /// Initial RAM disk: a cpio "newc" archive, or a host directory the VMM
+    /// packs into one. The guest unpacks it and runs its /init (a static
+    /// x86-64 Linux executable) with the command line's words after `--`
+    /// as arguments; the run's exit status is init's, its output is the
+    /// VMM's stdout and stderr, and the kernel's console goes to stderr
+    /// (or --console).
+    #[arg(long, value_name = "PATH", conflicts_with = "program")]
+    pub initrd: Option<PathBuf>,
+
+    /// After `--`: a static x86-64 Linux program on the host (built with
+    /// `gcc -static` or `musl-gcc -static`) and its arguments. It runs in
+    /// the guest as /init; its standard output and error are the VMM's,
+    /// the kernel's console goes to stderr (or --console), and the VMM
+    /// exits with the program's exit status (128 + N when signal N killed it).
+    #[arg(last = true, value_name = "PROG [ARGS]")]
+    pub program: Vec<String>,
 }
 
 fn parse_swap(s: &str) -> Result<SwapConfig, String> {
@@ -187,6 +204,29 @@ impl RunArgs {
                 swap_file: self.swap.as_ref().map(|s| s.path.clone()),
             },
             swap: self.swap.clone(),
+            initrd: None,
+            user_stdout_to_stderr: self.json.as_deref() == Some(std::path::Path::new("-")),
         }
+    }
+
+    /// The configuration with the initrd read or packed (`--initrd`,
+    /// `-- PROG`) and the program's arguments on the kernel command line.
+    pub fn config_with_initrd(&self) -> Result<VmConfig, crate::boot::initrd::InitrdError> {
+        use crate::boot::initrd::{init_args, Initrd};
+        let mut cfg = self.config();
+        if let Some(path) = &self.initrd {
+            cfg.initrd = Some(std::sync::Arc::new(Initrd::from_path(path)?));
+        }
+        if let Some((prog, args)) = self.program.split_first() {
+            cfg.initrd = Some(std::sync::Arc::new(Initrd::for_program(std::path::Path::new(prog))?));
+            cfg.cmdline = format!("{} {}", cfg.cmdline, init_args(args)?).trim_start().to_string();
+        }
+        Ok(cfg)
+    }
+
+    /// Whether an init program runs (`-- PROG`, `--initrd`): its output
+    /// owns stdout.
+    pub fn runs_program(&self) -> bool {
+        !self.program.is_empty() || self.initrd.is_some()
     }
 }

@@ -4,10 +4,12 @@
 //! ```text
 //! 0x0000_1000  GDT for the direct boot path
 //! 0x0000_5000  firmware handoff block (magic, kernel entry, start_info)
+//! 0x0000_5800  PVH module list (the initrd's entry)
 //! 0x0000_6000  PVH hvm_start_info; its memory map at 0x6100
 //! 0x0000_7000  kernel command line (up to 4 KiB with the NUL)
 //! 0x0000_9000  boot page tables: PML4, PDPT (low), PDPT (-2 GiB), PD
 //! 0x0010_0000  kernel image (the ELF's physical addresses, 2 MiB upwards)
+//! ...          the initrd, from the next 2 MiB boundary after the kernel
 //! ...          RAM up to min(size, 3 GiB)
 //! 0xc000_0000  hole (where PCI devices would live on a PC)
 //! 0xffff_0000  firmware ROM, 64 KiB, ending at the reset vector
@@ -31,6 +33,8 @@ pub const MIB: u64 = 1 << 20;
 /// One GiB.
 pub const GIB: u64 = 1 << 30;
 
+/// PVH module list (one `hvm_modlist_entry`: the initrd).
+pub const MODLIST: u64 = 0x5800;
 /// PVH `hvm_start_info`.
 pub const START_INFO: u64 = 0x6000;
 /// PVH memory map table.

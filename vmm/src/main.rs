@@ -30,7 +30,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn run(cli: Cli) -> Result<Outcome, VmError> {
     match cli.command {
         Command::Run(args) => {
-            let cfg = args.config();
+            let cfg = args.config_with_initrd().map_err(|e| VmError::Boot(e.into()))?;
             // With the JSON on stdout the console goes elsewhere, so a
             // pipe into jq sees JSON only.
             let console = match &args.console {
@@ -38,7 +38,11 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
                     let f = std::fs::File::create(path).map_err(VmError::Serial)?;
                     SerialConsole::new(Box::new(f))
                 }
-                None if cfg.inspect.json_on_stdout() => SerialConsole::new(Box::new(std::io::stderr())),
+                // A program's own output owns stdout: the kernel's log goes
+                // to stderr.
+                None if cfg.inspect.json_on_stdout() || args.runs_program() => {
+                    SerialConsole::new(Box::new(std::io::stderr()))
+                }
                 None => SerialConsole::stdout(),
             }
             .map_err(VmError::Serial)?;

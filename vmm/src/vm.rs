@@ -42,6 +42,11 @@ pub struct VmConfig {
     pub inspect: InspectConfig,
     /// The swap device's backing file (`--swap`); none: no device.
     pub swap: Option<SwapConfig>,
+    /// The initial RAM disk (`--initrd`, `-- PROG`); none: no module.
+    pub initrd: Option<Arc<boot::initrd::Initrd>>,
+    /// User programs' standard output to the VMM's stderr instead of its
+    /// stdout (when stdout carries the JSON stream).
+    pub user_stdout_to_stderr: bool,
 }
 
 /// Errors setting up or running a VM.
@@ -137,6 +142,7 @@ pub struct Vm {
     link: GuestLink,
     swap: Option<virtio::SwapDevice>,
     inspect_at: Vec<String>,
+    user_stdout_to_stderr: bool,
 }
 
 impl Vm {
@@ -172,6 +178,9 @@ impl Vm {
 
         let kernel = image.load(&mem, cfg.ram)?;
         boot::write_start_info(&mem, &layout::e820_map(cfg.ram, firmware), &cmdline)?;
+        if let Some(initrd) = &cfg.initrd {
+            initrd.load(&mem, image.phys_end, cfg.ram)?;
+        }
 
         let mut symbols = image.symbols.clone();
         let vcpu = vm.create_vcpu(0).map_err(KvmError::ioctl("create vCPU 0"))?;
@@ -223,6 +232,7 @@ impl Vm {
             link,
             swap,
             inspect_at: cfg.inspect.at.clone(),
+            user_stdout_to_stderr: cfg.user_stdout_to_stderr,
         })
     }
 
@@ -267,9 +277,13 @@ impl Vm {
             link,
             swap,
             inspect_at,
+            user_stdout_to_stderr,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
+        if user_stdout_to_stderr {
+            bus.user_stdout = Box::new(std::io::stderr());
+        }
         let swap_report = swap.map(|s| {
             bus.mmio.insert(mm_core::abi::virtio::MMIO_BASE, mm_core::abi::virtio::MMIO_SIZE, s.transport);
             s.report

@@ -6,8 +6,8 @@
 use crate::mem::phys_to_virt;
 pub use mm_core::abi::boot::E820_RAM;
 use mm_core::abi::boot::{
-    e820_name, HvmMemmapEntry, HvmStartInfo, BOOT_MAPPED, CMDLINE_MAX, PATH_DIRECT, PATH_FIRMWARE, PATH_PVH,
-    XEN_HVM_START_MAGIC,
+    e820_name, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, BOOT_MAPPED, CMDLINE_MAX, INITRD_MAX_END, PATH_DIRECT,
+    PATH_FIRMWARE, PATH_PVH, XEN_HVM_START_MAGIC,
 };
 
 /// One E820-style memory-map entry (`hvm_memmap_table_entry`).
@@ -91,6 +91,26 @@ impl StartInfo {
         unsafe { core::slice::from_raw_parts(phys_to_virt(self.info.memmap_paddr) as *const MemmapEntry, n) }
     }
 
+    /// The initrd (module 0): its physical start and end, if the loader
+    /// handed one over within what the kernel can read at boot.
+    pub fn initrd(&self) -> Result<Option<(u64, u64)>, &'static str> {
+        if self.info.nr_modules == 0 {
+            return Ok(None);
+        }
+        let list = self.info.modlist_paddr;
+        if list == 0 || !list.is_multiple_of(8) || list + 32 > BOOT_MAPPED {
+            return Err("the module list pointer is null, misaligned or above 1 GiB");
+        }
+        // SAFETY: checked to lie in the mapped first GiB, 8-byte aligned;
+        // the entry is plain data.
+        let m = unsafe { *(phys_to_virt(list) as *const HvmModlistEntry) };
+        let end = m.paddr.checked_add(m.size).ok_or("the initrd wraps around")?;
+        if end > INITRD_MAX_END || m.size == 0 {
+            return Err("the initrd is empty or ends above the boot-time direct map");
+        }
+        Ok(Some((m.paddr, end)))
+    }
+
     /// The command line ("" when none was given or it is not UTF-8).
     pub fn cmdline(&self) -> &'static str {
         if self.info.cmdline_paddr == 0 {
@@ -117,13 +137,18 @@ pub struct BootParams {
     nr_memmap: usize,
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
+    initrd: Option<(u64, u64)>,
 }
 
 impl BootParams {
     /// Copies what `info` points to.
     pub fn copy_from(info: &StartInfo) -> Self {
         let empty = MemmapEntry { addr: 0, size: 0, kind: 0, reserved: 0 };
-        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0 };
+        let initrd = info.initrd().unwrap_or_else(|e| {
+            crate::kprintln!("initrd: ignored: {}", e);
+            None
+        });
+        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0, initrd };
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
             p.nr_memmap += 1;
@@ -138,6 +163,11 @@ impl BootParams {
     /// The E820 map (non-empty entries).
     pub fn memmap(&self) -> &[MemmapEntry] {
         &self.memmap[..self.nr_memmap]
+    }
+
+    /// The initrd's physical range, if one was handed over.
+    pub fn initrd(&self) -> Option<(u64, u64)> {
+        self.initrd
     }
 
     /// The command line.

@@ -81,6 +81,11 @@ pub fn init(params: &BootParams) {
     let mut memblock = Memblock::from_e820(params.memmap());
     let (kstart, kend) = layout::KernelImage::get().phys();
     memblock.reserve(kstart, kend);
+    // The initrd stays where the loader put it: its files are read there
+    // (fs/), never copied.
+    if let Some((start, end)) = params.initrd() {
+        memblock.reserve(start, end);
+    }
     let total_ram = memblock.total();
 
     // RAM above DEFER_ABOVE, in whole 2 MiB pages, is initialised (and

@@ -158,9 +158,16 @@ impl MmStruct {
     /// beyond them left to demand paging; then the stack VMA (growing
     /// down) and the brk heap's start. Returns the entry point.
     pub fn load_elf(&mut self, image: &[u8]) -> Result<u64, &'static str> {
+        self.load_elf_at(image, 0)
+    }
+
+    /// [`load_elf`](Self::load_elf) with every address moved up by
+    /// `bias` (a static PIE's load address); the entry point, biased.
+    pub fn load_elf_at(&mut self, image: &[u8], bias: u64) -> Result<u64, &'static str> {
         let elf = super::elf::Elf::parse(image)?;
         let mut image_end = 0;
-        for seg in elf.loads() {
+        for mut seg in elf.loads() {
+            seg.vaddr = seg.vaddr.checked_add(bias).ok_or("segment outside user space")?;
             let start = seg.vaddr & !(PAGE_SIZE - 1);
             let end = page_up(seg.vaddr + seg.memsz);
             let mut flags = VmFlags(0);
@@ -213,7 +220,7 @@ impl MmStruct {
         self.start_brk = image_end;
         self.brk = image_end;
         self.stat.brk = image_end;
-        Ok(elf.entry)
+        Ok(elf.entry + bias)
     }
 
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):

@@ -16,12 +16,15 @@
 #[path = "../../user/src/abi.rs"]
 pub mod abi;
 pub mod elf;
+pub mod exec;
 pub mod fault;
+pub mod linux;
 pub mod mm;
 pub mod report;
 pub mod sabotage;
 pub mod sched;
 pub mod syscall;
+pub mod sysnames;
 
 use crate::arch::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::traps::{exception_name, TrapFrame, PAGE_FAULT};

@@ -71,6 +71,17 @@ pub struct Task {
     /// Killed (SIGKILL, by the OOM killer): the task dies the next time
     /// it would return to user mode.
     pub killed: bool,
+    /// The user FS base (`arch_prctl(ARCH_SET_FS)`: the thread pointer
+    /// of glibc and musl), loaded into IA32_FS_BASE when the task runs.
+    pub fs_base: u64,
+    /// Open files by descriptor (empty for the built-in programs, whose
+    /// fds 1 and 2 are the kernel console).
+    pub files: alloc::vec::Vec<Option<crate::fs::file::File>>,
+    /// `set_tid_address`'s pointer (kept: with no threads yet nothing
+    /// waits on it).
+    pub clear_child_tid: u64,
+    /// The executable's path (/proc/self/exe), "" for built-in programs.
+    pub exe: &'static str,
 }
 
 impl Task {
@@ -158,6 +169,7 @@ pub fn schedule() {
         next_fpu: *const FpuState,
         cr3: u64,
         kstack: u64,
+        fs_base: u64,
     }
     // A task switched out while holding a spinlock would leave it held
     // for whoever runs next (Linux's "scheduling while atomic").
@@ -173,15 +185,18 @@ pub fn schedule() {
         s.current = next;
         s.switches += 1;
         publish_states(s);
-        let (next_rsp, next_fpu, cr3, kstack) = match s.tasks.get(&next) {
-            Some(t) => (t.rsp, &*t.fpu as *const FpuState, if t.pgd != 0 { t.pgd } else { kroot }, t.kstack_top()),
-            None => (s.idle_rsp, &*s.idle_fpu as *const FpuState, kroot, 0),
+        let (next_rsp, next_fpu, cr3, kstack, fs_base) = match s.tasks.get(&next) {
+            Some(t) => {
+                let cr3 = if t.pgd != 0 { t.pgd } else { kroot };
+                (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
+            }
+            None => (s.idle_rsp, &*s.idle_fpu as *const FpuState, kroot, 0, 0),
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
             None => (&mut s.idle_rsp as *mut u64, &mut *s.idle_fpu as *mut FpuState),
         };
-        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack })
+        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base })
     });
     let Some(sw) = sw else { return };
     // SAFETY: the pointers are into boxed task state (or the scheduler's
@@ -200,8 +215,69 @@ pub fn schedule() {
         if cpu::read_cr3() != sw.cr3 {
             cpu::write_cr3(sw.cr3);
         }
+        set_fs_base(sw.fs_base);
         context_switch(sw.prev_rsp, sw.next_rsp);
     }
+}
+
+/// IA32_FS_BASE.
+const MSR_FS_BASE: u32 = 0xc000_0100;
+/// What IA32_FS_BASE holds (the kernel itself never uses FS), so a switch
+/// between tasks that both have none costs no `wrmsr`.
+static FS_BASE_NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Loads the user FS base (kept until the next switch).
+pub fn set_fs_base(v: u64) {
+    use core::sync::atomic::Ordering;
+    if FS_BASE_NOW.swap(v, Ordering::Relaxed) != v {
+        // SAFETY: the kernel never uses FS; the values come from
+        // arch_prctl, which takes user addresses only (below TASK_SIZE,
+        // so canonical: the wrmsr cannot #GP), or 0.
+        unsafe { cpu::wrmsr(MSR_FS_BASE, v) }
+    }
+}
+
+/// Runs `f` on the running task (None for the idle task).
+pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+    SCHED.with(|s| {
+        let cur = s.current;
+        s.tasks.get_mut(&cur).map(|t| f(t))
+    })
+}
+
+/// execve's switch of address space: the running task gets `mm` (CR3
+/// moves to it at once), its new name and executable, no thread pointer,
+/// and its close-on-exec files closed. The old address space, for the
+/// caller to tear down (None for the idle task).
+pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+    let pgd = mm.pgd;
+    let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
+    cell.set(mm);
+    let old = SCHED.with(|s| {
+        let cur = s.current;
+        let t = s.tasks.get_mut(&cur)?;
+        let old = t.mm.replace(cell);
+        t.pgd = pgd;
+        t.name = name;
+        t.exe = exe;
+        t.fs_base = 0;
+        for f in t.files.iter_mut() {
+            if f.is_some_and(|f| f.cloexec) {
+                *f = None;
+            }
+        }
+        publish(s);
+        old
+    });
+    // SAFETY: the new PGD's kernel half is the kernel root's, like every
+    // process's, so the kernel (and this stack) stays mapped.
+    unsafe { cpu::write_cr3(pgd) };
+    old
+}
+
+/// Runs `f` on task `pid`.
+pub fn with_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+    SCHED.with(|s| s.tasks.get_mut(&pid).map(|t| f(t)))
 }
 
 /// Pid of kswapd once started (0: not running).
@@ -245,6 +321,10 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         // Never a candidate (no mm), and never killed.
         oom_score_adj: crate::mm::oom_kill::OOM_SCORE_ADJ_MIN,
         killed: false,
+        fs_base: 0,
+        files: alloc::vec::Vec::new(),
+        clear_child_tid: 0,
+        exe: "",
     });
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
@@ -341,6 +421,10 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         probe_fixup: 0,
         oom_score_adj: 0,
         killed: false,
+        fs_base: 0,
+        files: alloc::vec::Vec::new(),
+        clear_child_tid: 0,
+        exe: "",
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
@@ -378,6 +462,14 @@ pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 /// reap, its children are handed to the kernel, and the CPU moves on.
 pub fn do_exit(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
+    // A Linux program's fault counters go to the log as it exits.
+    let linux = SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| !t.exe.is_empty()));
+    if linux {
+        if let Some(mm) = current_mm() {
+            let (name, pid, _) = current_info();
+            mm.with(|m| super::exec::report_exit(name, pid, status, &m.stat));
+        }
+    }
     let mm = SCHED.with(|s| {
         let cur = s.current;
         let (mm, parent) = match s.tasks.get_mut(&cur) {

@@ -7,6 +7,18 @@
 //! fault.
 
 use super::abi::*;
+/// `execve(path, argv, envp)`.
+const SYS_EXECVE: u64 = 59;
+/// `vfork()`.
+const SYS_VFORK: u64 = 58;
+/// `clone(flags, newsp, parent_tid, child_tid, tls)`.
+const SYS_CLONE: u64 = 56;
+/// The clone flags of a fork (what glibc's `fork` passes: the exit
+/// signal in the low byte, and the tid pointers): no sharing.
+const CLONE_FORK_FLAGS: u64 = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
+const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 use super::fault::user_page;
 use super::mm::MmStruct;
 use super::report;
@@ -22,7 +34,7 @@ use mm_core::descriptor::AccessRecord;
 use mm_core::paging::{walk, Mapper};
 
 /// Copies `out.len()` bytes from user address `va`.
-fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
+pub(super) fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
     let mut done = 0;
     while done < out.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
@@ -35,7 +47,7 @@ fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64>
 }
 
 /// Copies `data` to user address `va`.
-fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
+pub(super) fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
     let mut done = 0;
     while done < data.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
@@ -47,7 +59,7 @@ fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<(), i64> {
     Ok(())
 }
 
-fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
+pub(super) fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
     current_mm().map(|m| m.with(f))
 }
 
@@ -56,7 +68,8 @@ fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
 pub fn dispatch(frame: &mut TrapFrame) {
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let ret: i64 = match frame.rax {
-        SYS_WRITE => sys_write(a[0], a[1], a[2]),
+        SYS_WRITE => super::linux::sys_write(a[0], a[1], a[2]),
+        SYS_MMAP if a[3] & MAP_ANONYMOUS == 0 => super::linux::sys_mmap_file(a),
         SYS_MMAP => with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]).map_or_else(|e| e, |v| v as i64)).unwrap_or(-EFAULT),
         SYS_MUNMAP => with_mm(|mm| mm.munmap(a[0], a[1]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
@@ -66,7 +79,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
             0
         }
         SYS_GETPID => current_pid() as i64,
-        SYS_FORK => sys_fork(frame),
+        // fork, vfork (as fork: the child gets a copy, not a loan, of the
+        // address space) and clone in its fork form (linux.rs filters).
+        SYS_FORK | SYS_VFORK => sys_fork(frame),
+        SYS_EXECVE => super::linux::sys_execve(frame, a[0], a[1], a[2]),
+        SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
         SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
         SYS_MMSTAT => with_mm(|mm| {
@@ -89,12 +106,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
         SYS_OOM_SCORE_ADJ => sys_oom_score_adj(a[0], a[1] as i64, a[2]),
         SYS_VMSTAT => sys_vmstat(a[0], a[1]),
-        _ => -ENOSYS,
+        nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
 }
 
-fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
+/// `write` of a built-in program: fds 1 and 2 are the kernel console.
+pub(super) fn console_write(fd: u64, buf: u64, len: u64) -> i64 {
     if fd != 1 && fd != 2 {
         return -EINVAL;
     }
@@ -127,9 +145,38 @@ fn sys_fork(frame: &TrapFrame) -> i64 {
     fpu.save();
     let (name, pid, _) = sched::current_info();
     match sched::create_task(name, pid, child_mm, &child_frame, fpu) {
-        Some(child) => child as i64,
+        Some(child) => {
+            super::linux::fork_task_state(child);
+            child as i64
+        }
         None => -ENOMEM,
     }
+}
+
+/// `clone` in its fork form: a fork that also stores the child's tid
+/// where asked (in the parent's memory, in the child's, or keeps the
+/// pointer the child's exit would clear).
+fn sys_clone(frame: &TrapFrame, flags: u64, parent_tid: u64, child_tid: u64) -> i64 {
+    let child = sys_fork(frame);
+    if child <= 0 {
+        return child;
+    }
+    let tid = (child as u32).to_le_bytes();
+    if flags & CLONE_PARENT_SETTID != 0 {
+        if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, parent_tid, &tid)) {
+            return e;
+        }
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        let mm = sched::with_task(child as u64, |t| t.mm.clone()).flatten();
+        if let Some(mm) = mm {
+            let _ = mm.with(|m| copy_to_user(m, child_tid, &tid));
+        }
+    }
+    if flags & CLONE_CHILD_CLEARTID != 0 {
+        sched::with_task(child as u64, |t| t.clear_child_tid = child_tid);
+    }
+    child
 }
 
 fn sys_wait4(pid: i64, status_ptr: u64) -> i64 {

@@ -243,7 +243,8 @@ impl KernelImage {
     }
 }
 
-fn machine_name(m: u16) -> &'static str {
+/// A name for an ELF `e_machine` value.
+pub(crate) fn machine_name(m: u16) -> &'static str {
     match m {
         3 => "i386",
         40 => "ARM",

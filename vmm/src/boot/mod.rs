@@ -9,6 +9,7 @@
 
 pub mod direct;
 pub mod firmware;
+pub mod initrd;
 pub mod kernel;
 
 use crate::layout::{self, E820Entry};
@@ -55,6 +56,9 @@ pub enum BootError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    /// The initial RAM disk.
+    #[error(transparent)]
+    Initrd(#[from] initrd::InitrdError),
     /// The firmware image is unusable.
     #[error("the firmware image is unusable: {0}")]
     Firmware(String),

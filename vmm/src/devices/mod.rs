@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 // high 32 bits, which publishes it).
 pub use mm_core::abi::port::{
     CHECKPOINT as CHECKPOINT_PORT, COM1, DESCRIPTOR as DESCRIPTOR_PORT, DESCRIPTOR_HIGH as DESCRIPTOR_PORT_HIGH,
-    EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT,
+    EXIT as EXIT_PORT, RESULTS as RESULTS_PORT, SYMBOL as SYMBOL_PORT, USER_OUTPUT_PRESENT, USER_STDERR, USER_STDOUT,
 };
 /// Longest checkpoint name kept; further bytes are dropped.
 pub const CHECKPOINT_NAME_MAX: usize = 256;
@@ -65,6 +65,11 @@ pub struct PortBus {
     descriptor_low: u32,
     /// The MMIO devices (virtio), reached through the vCPU's MMIO exits.
     pub mmio: virtio::MmioBus,
+    /// Where user programs' standard output goes (port `USER_STDOUT`):
+    /// the VMM's stdout unless replaced.
+    pub user_stdout: Box<dyn std::io::Write + Send>,
+    /// Where their standard error goes (port `USER_STDERR`).
+    pub user_stderr: Box<dyn std::io::Write + Send>,
 }
 
 impl PortBus {
@@ -81,6 +86,8 @@ impl PortBus {
             checkpoint_dropped: 0,
             descriptor_low: 0,
             mmio: virtio::MmioBus::default(),
+            user_stdout: Box::new(std::io::stdout()),
+            user_stderr: Box::new(std::io::stderr()),
         }
     }
 
@@ -141,6 +148,15 @@ impl PortBus {
                 }
                 None => PortAction::Continue,
             },
+            USER_STDOUT | USER_STDERR => {
+                // A host stream that fails (a closed pipe) loses the
+                // program's output, as a write to a hung-up terminal
+                // would; the guest goes on.
+                let sink = if port == USER_STDOUT { &mut self.user_stdout } else { &mut self.user_stderr };
+                use std::io::Write as _;
+                let _ = sink.write_all(data).and_then(|_| sink.flush());
+                PortAction::Continue
+            }
             p if (COM1..COM1 + 8).contains(&p) => {
                 if let (Some(&b), Ok(mut s)) = (data.first(), self.serial.lock()) {
                     s.write(p - COM1, b);
@@ -158,6 +174,10 @@ impl PortBus {
             let b = self.symbol_reply.get(self.symbol_pos).copied().unwrap_or(0);
             self.symbol_pos += 1;
             data[0] = b;
+            return;
+        }
+        if port == USER_STDOUT {
+            data[0] = USER_OUTPUT_PRESENT;
             return;
         }
         if (COM1..COM1 + 8).contains(&port) {

@@ -1,0 +1,910 @@
+//! The Linux x86-64 system calls static glibc and musl programs make
+//! (beyond the few the built-in programs share, in syscall.rs): files of
+//! the initramfs and the terminal, the thread pointer, identity, limits,
+//! time and randomness. Numbers and structure layouts are Linux's
+//! (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi). A call this
+//! kernel does not have returns -ENOSYS and is logged once by name.
+
+use super::abi::{EFAULT, EINVAL, ENOENT, ENOMEM, ENOSYS};
+use super::sched;
+use super::syscall::{copy_from_user, copy_to_user, with_mm};
+use crate::arch::{inb, outb};
+use crate::fs::file::{File, FileKind, NR_OPEN};
+use crate::fs::{self, S_IFDIR, S_IFLNK, S_IFMT};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use mm_core::abi::port::{USER_OUTPUT_PRESENT, USER_STDERR, USER_STDOUT};
+
+const EPERM: i64 = 1;
+const EBADF: i64 = 9;
+const EEXIST: i64 = 17;
+const ENOTDIR: i64 = 20;
+const EISDIR: i64 = 21;
+const EMFILE: i64 = 24;
+const ENOTTY: i64 = 25;
+const ESPIPE: i64 = 29;
+const EROFS: i64 = 30;
+const ERANGE: i64 = 34;
+
+/// `AT_FDCWD`: a path relative to the working directory.
+const AT_FDCWD: i64 = -100;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const O_ACCMODE: u64 = 3;
+const O_CREAT: u64 = 0o100;
+const O_EXCL: u64 = 0o200;
+const O_TRUNC: u64 = 0o1000;
+const O_DIRECTORY: u64 = 0o200000;
+const O_CLOEXEC: u64 = 0o2000000;
+const S_IFCHR: u32 = 0o020_000;
+
+/// Longest path accepted (Linux's PATH_MAX).
+const PATH_MAX: usize = 4096;
+/// Most bytes one read or write moves (Linux caps at 2 GiB - 4 KiB; this
+/// kernel copies through a kernel buffer in chunks of this size).
+const CHUNK: usize = 4096;
+
+/// Calls already logged as missing (one bit per number below 512).
+static LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// -ENOSYS for call `nr`, logged the first time (Linux's
+/// "sys_ni_syscall" made visible).
+pub fn enosys(nr: u64) -> i64 {
+    let first = match LOGGED.get((nr / 64) as usize) {
+        Some(w) => w.fetch_or(1 << (nr % 64), Ordering::Relaxed) & (1 << (nr % 64)) == 0,
+        None => true,
+    };
+    if first {
+        let (name, pid, _) = sched::current_info();
+        match super::sysnames::NAMES.get(nr as usize).filter(|s| !s.is_empty()) {
+            Some(s) => {
+                crate::kprintln!(
+                    "{}[{}]: system call {} ({}) not implemented: -ENOSYS",
+                    name,
+                    crate::fmt::Dec(pid),
+                    s,
+                    crate::fmt::Dec(nr)
+                )
+            }
+            None => crate::kprintln!(
+                "{}[{}]: system call {} not implemented: -ENOSYS",
+                name,
+                crate::fmt::Dec(pid),
+                crate::fmt::Dec(nr)
+            ),
+        }
+    }
+    -ENOSYS
+}
+
+/// Serves Linux call `nr` with arguments `a`; None if it is not one of
+/// these.
+pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
+    Some(match nr {
+        0 => sys_read(a[0], a[1], a[2]),
+        1 => sys_write(a[0], a[1], a[2]),
+        2 => sys_openat(AT_FDCWD as u64, a[0], a[1]),
+        3 => sys_close(a[0]),
+        4 => sys_fstatat(AT_FDCWD as u64, a[0], a[1], 0),
+        5 => sys_fstat(a[0], a[1]),
+        6 => sys_fstatat(AT_FDCWD as u64, a[0], a[1], AT_SYMLINK_NOFOLLOW),
+        8 => sys_lseek(a[0], a[1] as i64, a[2]),
+        16 => sys_ioctl(a[0], a[1]),
+        19 => sys_readv(a[0], a[1], a[2]),
+        20 => sys_writev(a[0], a[1], a[2]),
+        21 => sys_faccessat(AT_FDCWD as u64, a[0], a[1]),
+        28 => sys_madvise(a[0], a[1], a[2]),
+        32 => sys_dup(a[0]),
+        33 => sys_dup3(a[0], a[1], 0, true),
+        56 => {
+            // clone: only the fork-like form (SIGCHLD and no sharing).
+            if a[0] & !0xff != 0 {
+                return Some(enosys(nr));
+            }
+            return None;
+        }
+        58 => return None, // vfork: served as fork by syscall.rs
+        63 => sys_uname(a[0]),
+        72 => sys_fcntl(a[0], a[1], a[2]),
+        79 => sys_getcwd(a[0], a[1]),
+        89 => sys_readlinkat(AT_FDCWD as u64, a[0], a[1], a[2]),
+        96 => sys_gettimeofday(a[0]),
+        97 => sys_prlimit(0, a[0], 0, a[1]),
+        102 | 104 | 107 | 108 => 0, // getuid, getgid, geteuid, getegid: root
+        110 => sched::with_current(|t| t.parent as i64).unwrap_or(0),
+        111 | 186 => sched::current_pid() as i64, // getpgrp, gettid
+        121 => sched::current_pid() as i64,       // getpgid
+        158 => sys_arch_prctl(a[0], a[1]),
+        201 => sys_time(a[0]),
+        217 => sys_getdents64(a[0], a[1], a[2]),
+        218 => {
+            sched::with_current(|t| t.clear_child_tid = a[0]);
+            sched::current_pid() as i64
+        }
+        228 => sys_clock_gettime(a[0], a[1]),
+        229 => sys_clock_getres(a[1]),
+        231 => sched::do_exit((a[0] & 0xff) << 8),
+        257 => sys_openat(a[0], a[1], a[2]),
+        262 => sys_fstatat(a[0], a[1], a[2], a[3]),
+        267 => sys_readlinkat(a[0], a[1], a[2], a[3]),
+        269 | 439 => sys_faccessat(a[0], a[1], a[2]),
+        // set_robust_list: kept nowhere: the list matters when a thread
+        // dies holding a robust futex, and there are no threads yet.
+        273 => 0,
+        292 => sys_dup3(a[0], a[1], a[2], false),
+        302 => sys_prlimit(a[0], a[1], a[2], a[3]),
+        98 => sys_getrusage(a[0], a[1]),
+        318 => sys_getrandom(a[0], a[1]),
+        _ => return None,
+    })
+}
+
+// ---- files --------------------------------------------------------------
+
+fn get_file(fd: u64) -> Result<File, i64> {
+    sched::with_current(|t| t.files.get(fd as usize).copied().flatten()).flatten().ok_or(-EBADF)
+}
+
+fn set_pos(fd: u64, pos: u64) {
+    sched::with_current(|t| {
+        if let Some(Some(f)) = t.files.get_mut(fd as usize) {
+            f.pos = pos;
+        }
+    });
+}
+
+/// Installs `file` at the lowest free descriptor >= `min`.
+fn install(file: File, min: usize) -> i64 {
+    sched::with_current(|t| {
+        let fd = (min..NR_OPEN).find(|&i| t.files.get(i).is_none_or(|f| f.is_none()))?;
+        if t.files.len() <= fd {
+            t.files.resize(fd + 1, None);
+        }
+        t.files[fd] = Some(file);
+        Some(fd as i64)
+    })
+    .flatten()
+    .unwrap_or(-EMFILE)
+}
+
+/// A NUL-ended string from user memory (at most PATH_MAX bytes).
+fn user_path(ptr: u64) -> Result<String, i64> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    while out.len() < PATH_MAX {
+        // Page by page: the string may end just before an unmapped page.
+        let room = (4096 - ((ptr + out.len() as u64) & 4095)) as usize;
+        let n = room.min(buf.len());
+        with_mm(|mm| copy_from_user(mm, ptr + out.len() as u64, &mut buf[..n])).unwrap_or(Err(-EFAULT))?;
+        match buf[..n].iter().position(|&b| b == 0) {
+            Some(z) => {
+                out.extend_from_slice(&buf[..z]);
+                return String::from_utf8(out).map_err(|_| -ENOENT);
+            }
+            None => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Err(-36) // ENAMETOOLONG
+}
+
+/// The absolute path `path` names relative to `dirfd`.
+fn resolve(dirfd: u64, path: &str) -> Result<String, i64> {
+    // dirfd is a C int: AT_FDCWD arrives as 0xffffff9c in a 64-bit register.
+    if path.starts_with('/') || dirfd as i32 as i64 == AT_FDCWD {
+        return Ok(fs::normalize(path));
+    }
+    match get_file(dirfd)?.kind {
+        FileKind::Initrd(ino) => {
+            let dir = fs::inode(ino).ok_or(-EBADF)?;
+            if !dir.is_dir() {
+                return Err(-ENOTDIR);
+            }
+            Ok(fs::normalize(&alloc::format!("{}/{}", dir.path, path)))
+        }
+        FileKind::Terminal(_) => Err(-ENOTDIR),
+    }
+}
+
+fn sys_openat(dirfd: u64, path: u64, flags: u64) -> i64 {
+    let path = match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let found = if path == "/dev/tty" || path == "/dev/console" {
+        Some(FileKind::Terminal(false))
+    } else {
+        fs::lookup(&path).map(|(ino, _)| FileKind::Initrd(ino))
+    };
+    let Some(kind) = found else {
+        // The initramfs is read-only: nothing can be created.
+        return if flags & O_CREAT != 0 { -EROFS } else { -ENOENT };
+    };
+    if let FileKind::Initrd(ino) = kind {
+        let inode = fs::inode(ino).unwrap_or_else(|| unreachable!());
+        if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL {
+            return -EEXIST;
+        }
+        if flags & O_DIRECTORY != 0 && !inode.is_dir() {
+            return -ENOTDIR;
+        }
+        if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
+            return if inode.is_dir() { -EISDIR } else { -EROFS };
+        }
+    }
+    install(File { kind, pos: 0, flags: flags as u32, cloexec: flags & O_CLOEXEC != 0 }, 0)
+}
+
+fn sys_close(fd: u64) -> i64 {
+    sched::with_current(|t| match t.files.get_mut(fd as usize) {
+        Some(slot @ Some(_)) => {
+            *slot = None;
+            0
+        }
+        _ => -EBADF,
+    })
+    .unwrap_or(-EBADF)
+}
+
+fn sys_dup(fd: u64) -> i64 {
+    match get_file(fd) {
+        Ok(f) => install(File { cloexec: false, ..f }, 0),
+        Err(e) => e,
+    }
+}
+
+fn sys_dup3(old: u64, new: u64, flags: u64, dup2: bool) -> i64 {
+    let f = match get_file(old) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if old == new {
+        return if dup2 { new as i64 } else { -EINVAL };
+    }
+    if new as usize >= NR_OPEN || flags & !O_CLOEXEC != 0 {
+        return if dup2 { -EBADF } else { -EINVAL };
+    }
+    sched::with_current(|t| {
+        if t.files.len() <= new as usize {
+            t.files.resize(new as usize + 1, None);
+        }
+        t.files[new as usize] = Some(File { cloexec: flags & O_CLOEXEC != 0, ..f });
+    });
+    new as i64
+}
+
+fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> i64 {
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    match cmd {
+        0 => install(File { cloexec: false, ..f }, arg as usize), // F_DUPFD
+        1030 => install(File { cloexec: true, ..f }, arg as usize), // F_DUPFD_CLOEXEC
+        1 => f.cloexec as i64,                                    // F_GETFD
+        2 => {
+            sched::with_current(|t| {
+                if let Some(Some(f)) = t.files.get_mut(fd as usize) {
+                    f.cloexec = arg & 1 != 0;
+                }
+            });
+            0
+        }
+        3 => f.flags as i64, // F_GETFL
+        4 => 0,              // F_SETFL: no flag changes anything here
+        _ => -EINVAL,
+    }
+}
+
+fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let FileKind::Initrd(ino) = f.kind else { return -ESPIPE };
+    let size = fs::inode(ino).map_or(0, |i| i.size) as i64;
+    let base = match whence {
+        0 => 0,
+        1 => f.pos as i64,
+        2 => size,
+        _ => return -EINVAL,
+    };
+    let Some(pos) = base.checked_add(off).filter(|&p| p >= 0) else { return -EINVAL };
+    set_pos(fd, pos as u64);
+    pos
+}
+
+/// Whether the VMM's user-output ports exist (our VMM: yes; QEMU: no,
+/// then user output goes to COM1).
+fn user_ports() -> bool {
+    static PRESENT: AtomicU8 = AtomicU8::new(0);
+    match PRESENT.load(Ordering::Relaxed) {
+        0 => {
+            let yes = inb(USER_STDOUT) == USER_OUTPUT_PRESENT;
+            PRESENT.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+        v => v == 1,
+    }
+}
+
+/// Hands `bytes` to the VMM's stdout (or stderr if `err`): one `rep
+/// outsb` moves the whole buffer in as few exits as the CPU allows.
+fn terminal_write(err: bool, bytes: &[u8]) {
+    if !user_ports() {
+        for &b in bytes {
+            outb(mm_core::abi::port::COM1, b);
+        }
+        return;
+    }
+    let port = if err { USER_STDERR } else { USER_STDOUT };
+    // SAFETY: `rep outsb` reads `bytes.len()` bytes from `bytes` (rsi)
+    // and writes them to the port; DF is clear in the kernel (the entry
+    // paths clear it, as the C ABI requires).
+    unsafe {
+        core::arch::asm!(
+            "rep outsb",
+            in("dx") port,
+            inout("rsi") bytes.as_ptr() => _,
+            inout("rcx") bytes.len() => _,
+            options(nostack, preserves_flags, readonly)
+        )
+    }
+}
+
+/// Writes `len` bytes at user `buf` to `fd`; bytes written.
+fn write_fd(fd: u64, buf: u64, len: u64) -> i64 {
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let err = match f.kind {
+        FileKind::Terminal(err) => err,
+        FileKind::Initrd(_) => return -EBADF,
+    };
+    let mut chunk = alloc::vec![0u8; (len as usize).min(CHUNK)];
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(CHUNK);
+        if let Err(e) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])).unwrap_or(Err(-EFAULT)) {
+            return if done > 0 { done as i64 } else { e };
+        }
+        terminal_write(err, &chunk[..n]);
+        done += n as u64;
+    }
+    done as i64
+}
+
+/// `write`: the Linux programs' files, or (no file table: a built-in
+/// program) the kernel console as before.
+pub fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
+    if sched::with_current(|t| t.files.is_empty()).unwrap_or(true) {
+        return super::syscall::console_write(fd, buf, len);
+    }
+    write_fd(fd, buf, len)
+}
+
+/// Reads up to `len` bytes of `fd` to user `buf`.
+fn sys_read(fd: u64, buf: u64, len: u64) -> i64 {
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    match f.kind {
+        FileKind::Terminal(_) => {
+            // A line at most, blocking for the first byte (the console is
+            // polled: there is no receive interrupt yet).
+            let mut line = Vec::new();
+            while (line.len() as u64) < len.min(CHUNK as u64) {
+                let b = crate::console::serial::read_byte();
+                line.push(b);
+                if b == b'\n' {
+                    break;
+                }
+            }
+            match with_mm(|mm| copy_to_user(mm, buf, &line)).unwrap_or(Err(-EFAULT)) {
+                Ok(()) => line.len() as i64,
+                Err(e) => e,
+            }
+        }
+        FileKind::Initrd(ino) => {
+            let Some(inode) = fs::inode(ino) else { return -EBADF };
+            if inode.is_dir() {
+                return -EISDIR;
+            }
+            let data = inode.data();
+            let start = (f.pos as usize).min(data.len());
+            let n = (len as usize).min(data.len() - start);
+            match with_mm(|mm| copy_to_user(mm, buf, &data[start..start + n])).unwrap_or(Err(-EFAULT)) {
+                Ok(()) => {
+                    set_pos(fd, (start + n) as u64);
+                    n as i64
+                }
+                Err(e) => e,
+            }
+        }
+    }
+}
+
+/// The `struct iovec`s at `iov`.
+fn iovecs(iov: u64, count: u64) -> Result<Vec<(u64, u64)>, i64> {
+    if count > 1024 {
+        return Err(-EINVAL);
+    }
+    let mut raw = alloc::vec![0u8; count as usize * 16];
+    with_mm(|mm| copy_from_user(mm, iov, &mut raw)).unwrap_or(Err(-EFAULT))?;
+    Ok(raw
+        .chunks_exact(16)
+        .map(|c| {
+            let w = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or([0; 8]));
+            (w(0), w(8))
+        })
+        .collect())
+}
+
+fn sys_writev(fd: u64, iov: u64, count: u64) -> i64 {
+    let v = match iovecs(iov, count) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let mut total = 0i64;
+    for (base, len) in v.into_iter().filter(|&(_, l)| l != 0) {
+        let r = sys_write(fd, base, len);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+    }
+    total
+}
+
+fn sys_readv(fd: u64, iov: u64, count: u64) -> i64 {
+    let v = match iovecs(iov, count) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let mut total = 0i64;
+    for (base, len) in v.into_iter().filter(|&(_, l)| l != 0) {
+        let r = sys_read(fd, base, len);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as u64) < len {
+            break;
+        }
+    }
+    total
+}
+
+fn sys_ioctl(fd: u64, _cmd: u64) -> i64 {
+    // TCGETS, TIOCGWINSZ and the rest: the terminal is a serial line the
+    // VMM relays to its stdout (a pipe, a file or a terminal: unknown
+    // here), so it answers as a non-terminal does, and programs buffer
+    // their output as they would writing to a pipe.
+    match get_file(fd) {
+        Ok(_) => -ENOTTY,
+        Err(e) => e,
+    }
+}
+
+/// Linux's `struct stat` (x86-64, 144 bytes) for a file.
+fn stat_bytes(ino: u64, mode: u32, size: u64, rdev: u64) -> [u8; 144] {
+    let mut s = [0u8; 144];
+    let mut put = |at: usize, v: u64, n: usize| s[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    put(0, 0x0f, 8); // st_dev: the initramfs's (an arbitrary minor)
+    put(8, ino, 8);
+    put(16, if mode & S_IFMT == S_IFDIR { 2 } else { 1 }, 8);
+    put(24, mode as u64, 4);
+    put(40, rdev, 8);
+    put(48, size, 8);
+    put(56, 4096, 8);
+    put(64, size.div_ceil(512), 8);
+    s
+}
+
+fn stat_of(kind: FileKind) -> [u8; 144] {
+    match kind {
+        // ttyS0: character device 4:64.
+        FileKind::Terminal(_) => stat_bytes(3, S_IFCHR | 0o620, 0, (4 << 8) | 64),
+        FileKind::Initrd(ino) => {
+            let i = fs::inode(ino);
+            stat_bytes(ino as u64 + 1, i.as_ref().map_or(0, |i| i.mode), i.map_or(0, |i| i.size), 0)
+        }
+    }
+}
+
+fn put_stat(buf: u64, st: &[u8; 144]) -> i64 {
+    match with_mm(|mm| copy_to_user(mm, buf, st)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+fn sys_fstat(fd: u64, buf: u64) -> i64 {
+    match get_file(fd) {
+        Ok(f) => put_stat(buf, &stat_of(f.kind)),
+        Err(e) => e,
+    }
+}
+
+fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
+    let p = match user_path(path) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if p.is_empty() {
+        return if flags & AT_EMPTY_PATH != 0 { sys_fstat(dirfd, buf) } else { -ENOENT };
+    }
+    let abs = match resolve(dirfd, &p) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    if abs == "/dev/tty" || abs == "/dev/console" {
+        return put_stat(buf, &stat_of(FileKind::Terminal(false)));
+    }
+    let found = if flags & AT_SYMLINK_NOFOLLOW != 0 { fs::lookup_nofollow(&abs) } else { fs::lookup(&abs) };
+    match found {
+        Some((ino, _)) => put_stat(buf, &stat_of(FileKind::Initrd(ino))),
+        None => -ENOENT,
+    }
+}
+
+fn sys_faccessat(dirfd: u64, path: u64, mode: u64) -> i64 {
+    let abs = match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    match fs::lookup(&abs) {
+        Some(_) if mode & 2 != 0 => -EROFS,
+        Some(_) => 0,
+        None => -ENOENT,
+    }
+}
+
+fn sys_getdents64(fd: u64, buf: u64, len: u64) -> i64 {
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let FileKind::Initrd(ino) = f.kind else { return -ENOTDIR };
+    let Some(dir) = fs::inode(ino).filter(|d| d.is_dir()) else { return -ENOTDIR };
+    let mut entries = alloc::vec![(ino, String::from("."), S_IFDIR), (0, String::from(".."), S_IFDIR)];
+    entries.extend(fs::dir_entries(&dir.path));
+    let mut out = Vec::new();
+    let mut pos = f.pos as usize;
+    while let Some((eino, name, mode)) = entries.get(pos) {
+        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        if out.len() + reclen > len as usize {
+            break;
+        }
+        let dtype: u8 = match mode & S_IFMT {
+            S_IFDIR => 4,
+            S_IFLNK => 10,
+            _ => 8,
+        };
+        out.extend_from_slice(&(*eino as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(pos as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(dtype);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(out.len() + reclen - 19 - name.len(), 0);
+        pos += 1;
+    }
+    if out.is_empty() && pos < entries.len() {
+        return -EINVAL; // the buffer cannot hold the next entry
+    }
+    match with_mm(|mm| copy_to_user(mm, buf, &out)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => {
+            set_pos(fd, pos as u64);
+            out.len() as i64
+        }
+        Err(e) => e,
+    }
+}
+
+fn sys_readlinkat(dirfd: u64, path: u64, buf: u64, len: u64) -> i64 {
+    let abs = match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let target: Vec<u8> = if abs == "/proc/self/exe" {
+        match sched::with_current(|t| t.exe) {
+            Some(exe) if !exe.is_empty() => exe.as_bytes().to_vec(),
+            _ => return -ENOENT,
+        }
+    } else {
+        match fs::lookup_nofollow(&abs) {
+            Some((_, i)) if i.mode & S_IFMT == S_IFLNK => i.data().to_vec(),
+            Some(_) => return -EINVAL,
+            None => return -ENOENT,
+        }
+    };
+    let n = target.len().min(len as usize);
+    match with_mm(|mm| copy_to_user(mm, buf, &target[..n])).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => n as i64,
+        Err(e) => e,
+    }
+}
+
+fn sys_getcwd(buf: u64, len: u64) -> i64 {
+    if len < 2 {
+        return -ERANGE;
+    }
+    match with_mm(|mm| copy_to_user(mm, buf, b"/\0")).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 2,
+        Err(e) => e,
+    }
+}
+
+/// A NULL-ended array of string pointers (argv, envp), at most 1024.
+fn user_strings(ptr: u64) -> Result<Vec<String>, i64> {
+    let mut out = Vec::new();
+    if ptr == 0 {
+        return Ok(out);
+    }
+    loop {
+        if out.len() >= 1024 {
+            return Err(-7); // E2BIG
+        }
+        let mut p = [0u8; 8];
+        with_mm(|mm| copy_from_user(mm, ptr + out.len() as u64 * 8, &mut p)).unwrap_or(Err(-EFAULT))?;
+        let s = u64::from_le_bytes(p);
+        if s == 0 {
+            return Ok(out);
+        }
+        out.push(user_path(s)?);
+    }
+}
+
+/// `execve`: a program of the initramfs replaces the caller's.
+pub fn sys_execve(frame: &mut crate::arch::traps::TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
+    let (path, argv, envp) = match (user_path(path), user_strings(argv), user_strings(envp)) {
+        (Ok(p), Ok(a), Ok(e)) => (p, a, e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let envp: Vec<&str> = envp.iter().map(String::as_str).collect();
+    super::exec::execve(frame, &path, &argv, &envp)
+}
+
+// ---- memory -------------------------------------------------------------
+
+/// `mmap` of an initramfs file. There is no page cache yet, so a mapping
+/// is anonymous memory with the file's bytes copied in at mmap time:
+/// exactly MAP_PRIVATE's semantics (the file never sees the writes), and
+/// MAP_SHARED's for a read-only mapping of a file nothing can write (the
+/// initramfs is read-only). A shared writable mapping is refused as
+/// Linux refuses it on a read-only descriptor (-EACCES).
+pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
+    use super::abi::{MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED};
+    const PROT_WRITE: u64 = 2;
+    let [addr, len, prot, flags, fd, off] = a;
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let FileKind::Initrd(ino) = f.kind else { return -19 }; // ENODEV
+    let Some(inode) = fs::inode(ino).filter(|i| i.mode & S_IFMT == fs::S_IFREG) else { return -19 };
+    if !off.is_multiple_of(4096) || len == 0 {
+        return -EINVAL;
+    }
+    if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
+        return -13; // EACCES
+    }
+    let data = inode.data();
+    let from = (off as usize).min(data.len());
+    let n = (data.len() - from).min(len as usize);
+    let anon = (flags & !(MAP_SHARED | MAP_PRIVATE)) | MAP_PRIVATE | MAP_ANONYMOUS;
+    with_mm(|mm| {
+        let start = mm.mmap(addr, len, prot | PROT_WRITE, anon)?;
+        let filled = copy_to_user(mm, start, &data[from..from + n]).and_then(|_| mm.mprotect(start, len, prot));
+        match filled {
+            Ok(()) => Ok(start as i64),
+            Err(e) => {
+                let _ = mm.munmap(start, len);
+                Err(e)
+            }
+        }
+    })
+    .unwrap_or(Err(-EFAULT))
+    .unwrap_or_else(|e| e)
+}
+
+fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    const MADV_DONTNEED: u64 = 4;
+    match advice {
+        // NORMAL, RANDOM, SEQUENTIAL, WILLNEED, FREE (the kernel may keep
+        // the contents), and the huge-page and fork hints: advice this
+        // kernel takes without acting on it.
+        0..=3 | 8 | 14 | 15 | 16..=19 => 0,
+        MADV_DONTNEED => {
+            // Private anonymous memory reads back as zeros afterwards:
+            // the pages go, the mapping stays (unmap and map again with
+            // the same protection).
+            let r = with_mm(|mm| {
+                let vma = *mm.vmas.find(addr).ok_or(-ENOMEM)?;
+                let end = addr.checked_add(len.next_multiple_of(4096)).ok_or(-EINVAL)?;
+                if vma.flags.contains(mm_core::vma::VmFlags::SHARED) || end > vma.end {
+                    return Err(-EINVAL);
+                }
+                let prot = (vma.flags.0 & 7) as u64;
+                mm.munmap(addr, end - addr)?;
+                mm.mmap(
+                    addr,
+                    end - addr,
+                    prot,
+                    super::abi::MAP_PRIVATE | super::abi::MAP_ANONYMOUS | super::abi::MAP_FIXED,
+                )
+                .map(|_| 0)
+            });
+            r.unwrap_or(Err(-EFAULT)).unwrap_or_else(|e| e)
+        }
+        _ => -EINVAL,
+    }
+}
+
+// ---- identity, limits, time, randomness ---------------------------------
+
+fn sys_uname(buf: u64) -> i64 {
+    let mut u = [0u8; 6 * 65];
+    for (i, s) in ["Linux", "mmemu", "6.1.0-mmemu", "#1 mmemu", "x86_64", "(none)"].iter().enumerate() {
+        u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
+    }
+    match with_mm(|mm| copy_to_user(mm, buf, &u)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    match code {
+        ARCH_SET_FS => {
+            // Linux refuses a base outside user space (a non-canonical one
+            // would make the kernel's wrmsr fault on hardware).
+            if addr >= super::mm::TASK_SIZE {
+                return -EPERM;
+            }
+            sched::with_current(|t| t.fs_base = addr);
+            sched::set_fs_base(addr);
+            0
+        }
+        ARCH_GET_FS => {
+            let v = sched::with_current(|t| t.fs_base).unwrap_or(0);
+            match with_mm(|mm| copy_to_user(mm, addr, &v.to_le_bytes())).unwrap_or(Err(-EFAULT)) {
+                Ok(()) => 0,
+                Err(e) => e,
+            }
+        }
+        _ => -EINVAL,
+    }
+}
+
+/// `prlimit64(pid, resource, new, old)` (and `getrlimit`): the limits
+/// this kernel applies; setting is accepted and not enforced yet.
+fn sys_prlimit(_pid: u64, resource: u64, _new: u64, old: u64) -> i64 {
+    const INF: u64 = u64::MAX;
+    let (cur, max) = match resource {
+        3 => (super::mm::STACK_LIMIT, INF),    // RLIMIT_STACK
+        7 => (NR_OPEN as u64, NR_OPEN as u64), // RLIMIT_NOFILE
+        0..=15 => (INF, INF),
+        _ => return -EINVAL,
+    };
+    if old != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&cur.to_le_bytes());
+        b[8..].copy_from_slice(&max.to_le_bytes());
+        if let Err(e) = with_mm(|mm| copy_to_user(mm, old, &b)).unwrap_or(Err(-EFAULT)) {
+            return e;
+        }
+    }
+    0
+}
+
+/// `getrusage(RUSAGE_SELF)`: the page-fault counts (minor, major) of the
+/// caller; times and the rest are zero (not measured). Other `who`s:
+/// -EINVAL (children's totals are not kept yet).
+fn sys_getrusage(who: u64, buf: u64) -> i64 {
+    if who != 0 {
+        return -EINVAL;
+    }
+    let Some(st) = with_mm(|mm| mm.stat) else { return -EFAULT };
+    let mut r = [0u64; 18];
+    r[8] = st.faults.saturating_sub(st.maj_faults); // ru_minflt
+    r[9] = st.maj_faults; // ru_majflt
+    put_u64s(buf, &r)
+}
+
+/// Nanoseconds since boot, from the time-stamp counter at the rate CPUID
+/// leaf 0x16 gives (2 GHz if it gives none: then only roughly seconds).
+fn now_ns() -> u64 {
+    static MHZ: AtomicU64 = AtomicU64::new(0);
+    static BASE: AtomicU64 = AtomicU64::new(0);
+    // SAFETY: rdtsc reads the counter into edx:eax.
+    let tsc = unsafe {
+        let (lo, hi): (u32, u32);
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack));
+        (hi as u64) << 32 | lo as u64
+    };
+    let mut mhz = MHZ.load(Ordering::Relaxed);
+    if mhz == 0 {
+        // An absent leaf returns zeros or the highest leaf's values,
+        // filtered here.
+        let r = core::arch::x86_64::__cpuid(0x16);
+        mhz = if (100..10_000).contains(&r.eax) { r.eax as u64 } else { 2000 };
+        MHZ.store(mhz, Ordering::Relaxed);
+        BASE.store(tsc, Ordering::Relaxed);
+    }
+    tsc.saturating_sub(BASE.load(Ordering::Relaxed)) * 1000 / mhz
+}
+
+fn put_u64s(addr: u64, v: &[u64]) -> i64 {
+    let mut b = Vec::with_capacity(v.len() * 8);
+    v.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+    match with_mm(|mm| copy_to_user(mm, addr, &b)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+/// `clock_gettime`: every clock counts from boot (there is no real-time
+/// clock device: CLOCK_REALTIME starts at the epoch).
+fn sys_clock_gettime(clock: u64, ts: u64) -> i64 {
+    if clock > 11 {
+        return -EINVAL;
+    }
+    let ns = now_ns();
+    put_u64s(ts, &[ns / 1_000_000_000, ns % 1_000_000_000])
+}
+
+fn sys_clock_getres(ts: u64) -> i64 {
+    if ts == 0 {
+        return 0;
+    }
+    put_u64s(ts, &[0, 1])
+}
+
+fn sys_gettimeofday(tv: u64) -> i64 {
+    if tv == 0 {
+        return 0;
+    }
+    let ns = now_ns();
+    put_u64s(tv, &[ns / 1_000_000_000, ns % 1_000_000_000 / 1000])
+}
+
+fn sys_time(t: u64) -> i64 {
+    let s = now_ns() / 1_000_000_000;
+    if t != 0 {
+        let r = put_u64s(t, &[s]);
+        if r < 0 {
+            return r;
+        }
+    }
+    s as i64
+}
+
+fn sys_getrandom(buf: u64, len: u64) -> i64 {
+    let n = (len as usize).min(CHUNK);
+    let mut b = alloc::vec![0u8; n];
+    for c in b.chunks_mut(8) {
+        let r = super::exec::random_u64().to_le_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    match with_mm(|mm| copy_to_user(mm, buf, &b)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => n as i64,
+        Err(e) => e,
+    }
+}
+
+/// What fork copies besides the address space: the thread pointer, the
+/// open files and the executable's path.
+pub fn fork_task_state(child: u64) {
+    let Some((fs_base, files, exe)) = sched::with_current(|t| (t.fs_base, t.files.clone(), t.exe)) else { return };
+    sched::with_task(child, |t| {
+        t.fs_base = fs_base;
+        t.files = files;
+        t.exe = exe;
+    });
+}

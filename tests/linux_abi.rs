@@ -1,0 +1,443 @@
+//! The user's own static Linux binaries in the guest (`vmm run -- PROG`,
+//! `vmm run --initrd DIR`): C programs compiled now with `gcc -static`
+//! (glibc) and `musl-gcc -static` (Debian's musl-tools), run on the host
+//! and in the guest; what they print and their exit status must agree.
+//! A missing compiler fails the test with what to install (.ci/run
+//! installs both).
+
+mod common;
+
+use common::{boot, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The two C toolchains that build static x86-64 Linux binaries.
+const COMPILERS: [&str; 2] = ["gcc", "musl-gcc"];
+
+const HELLO: &str = r#"
+#include <stdio.h>
+int main(int argc, char **argv) {
+    printf("hello, world\n");
+    for (int i = 1; i < argc; i++) printf("argv[%d] = [%s]\n", i, argv[i]);
+    return 0;
+}
+"#;
+
+/// malloc/free churn crossing the 128 KiB mmap threshold (small chunks
+/// from brk, big ones from mmap, freed in a pseudo-random order); prints a
+/// checksum of what it read back.
+const CHURN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    unsigned long sum = 0, seed = 12345, big = 0;
+    void *slots[16] = {0};
+    size_t sizes[16] = {0};
+    for (int i = 0; i < 200; i++) {
+        seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+        int k = (seed >> 33) % 16;
+        if (slots[k]) {
+            unsigned char *p = slots[k];
+            for (size_t j = 0; j < sizes[k]; j += 512) sum = sum * 31 + p[j];
+            free(slots[k]);
+            slots[k] = 0;
+        } else {
+            size_t n = (i % 5 == 0) ? (128 << 10) + ((seed >> 40) % (256 << 10)) : 16 + (seed >> 44) % 4000;
+            unsigned char *p = malloc(n);
+            if (!p) { printf("malloc failed\n"); return 1; }
+            big += n > (128 << 10);
+            for (size_t j = 0; j < n; j += 512) p[j] = (unsigned char)(j ^ i ^ k);
+            slots[k] = p; sizes[k] = n;
+        }
+    }
+    for (int k = 0; k < 16; k++) free(slots[k]);
+    printf("churn: %lu chunks above 128 KiB, checksum %lu\n", big, sum);
+    return 0;
+}
+"#;
+
+/// Reads a file of the initramfs with open/fstat/read/lseek/close and
+/// stdio, maps it privately (the mapping holds the file's bytes; writes
+/// to it stay private), and fails to open a missing one.
+const READFILE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *path = argc > 1 ? argv[1] : "data.txt";
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { printf("open %s: %s\n", path, strerror(errno)); return 2; }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { printf("fstat failed\n"); return 3; }
+    char buf[256];
+    long total = 0;
+    ssize_t n;
+    unsigned long sum = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) sum = sum * 33 + (unsigned char)buf[i];
+        total += n;
+    }
+    if (lseek(fd, 6, SEEK_SET) != 6) { printf("lseek failed\n"); return 4; }
+    n = read(fd, buf, 10);
+    if (n != 10) return 5;
+    buf[n] = 0;
+    char *m = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) { printf("mmap: %s\n", strerror(errno)); return 8; }
+    int same = memcmp(m + 6, buf, 10) == 0;
+    m[6] = 'X';
+    char again[10];
+    lseek(fd, 6, SEEK_SET);
+    int unchanged = read(fd, again, 10) == 10 && memcmp(again, buf, 10) == 0;
+    printf("mmap: same bytes %d, private write %c, file unchanged %d\n", same, m[6], unchanged);
+    munmap(m, st.st_size);
+    close(fd);
+    FILE *f = fopen(path, "r");
+    char line[128];
+    if (!f || !fgets(line, sizeof line, f)) { printf("fopen failed\n"); return 6; }
+    fclose(f);
+    printf("size %ld read %ld sum %lu at 6 [%s] first line %s", (long)st.st_size, total, sum, buf, line);
+    errno = 0;
+    if (open("/no/such/file", O_RDONLY) >= 0) return 7;
+    printf("missing file: %s\n", strerror(errno));
+    return 0;
+}
+"#;
+
+/// fork + waitpid: the child's exit status reaches the parent, and the
+/// child's write to a copy-on-write page stays its own.
+const FORKWAIT: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    int *p = malloc(4096);
+    *p = 7;
+    fflush(stdout);
+    pid_t c = fork();
+    if (c < 0) { printf("fork failed\n"); return 1; }
+    if (c == 0) { *p = 42; _exit(*p + 1); }
+    int st = 0;
+    if (waitpid(c, &st, 0) != c) { printf("waitpid failed\n"); return 1; }
+    printf("child exited %d with %d; the parent still sees %d\n", WIFEXITED(st), WEXITSTATUS(st), *p);
+    return WEXITSTATUS(st) == 43 && *p == 7 ? 5 : 1;
+}
+"#;
+
+/// A scratch directory for one test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("mmemu-linux-abi-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles `src` with `cc` and `extra` flags into `dir/name`.
+fn compile(cc: &str, src: &str, dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let out = dir.join(name);
+    let result = Command::new(cc).args(["-O2", "-o"]).arg(&out).arg(&c).args(extra).output();
+    match result {
+        Ok(o) if o.status.success() => out,
+        Ok(o) => panic!("{cc} failed on {name}.c:\n{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!(
+            "cannot run {cc} ({e}): these tests build C programs at test time; install it \
+             (Debian: `apt-get install gcc musl-tools`, as .ci/run does)"
+        ),
+    }
+}
+
+/// Runs `prog` with `args` on the host, in `cwd`.
+fn host(prog: &Path, args: &[&str], cwd: &Path) -> (i32, String) {
+    let o = Command::new(prog).args(args).current_dir(cwd).output().expect("run the program on the host");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `vmm run -- PROG ARGS`.
+fn guest(prog: &Path, args: &[&str]) -> Run {
+    let mut a = vec!["--", prog.to_str().unwrap()];
+    a.extend_from_slice(args);
+    boot(&a)
+}
+
+/// Builds `src` with both compilers and checks the guest run against
+/// the host run: same stdout, same exit status (`want`).
+fn same_as_host(name: &str, src: &str, args: &[&str], want: i32) {
+    let dir = Scratch::new(name);
+    for cc in COMPILERS {
+        let prog = compile(cc, src, &dir.0, &format!("{name}-{cc}"), &["-static"]);
+        let (status, stdout) = host(&prog, args, &dir.0);
+        assert_eq!(status, want, "{cc}: the host run of {name} exited with {status}: {stdout}");
+        let run = guest(&prog, args);
+        assert_eq!(run.status, want, "{cc}: {name} in the guest: {}", run.all());
+        assert_eq!(run.stdout, stdout, "{cc}: {name} printed something else in the guest: {}", run.all());
+        assert!(!run.stderr.contains("segfault") && !run.stderr.contains("traps:"), "{cc}: {}", run.all());
+        // What it wrote to stderr is on the VMM's stderr (among the
+        // kernel's lines), not on its stdout.
+        let o = Command::new(&prog).args(args).current_dir(&dir.0).output().unwrap();
+        for line in String::from_utf8_lossy(&o.stderr).lines() {
+            assert!(run.stderr.contains(line), "{cc}: stderr line {line:?} missing: {}", run.all());
+        }
+    }
+}
+
+#[test]
+fn hello_prints_what_it_prints_on_the_host() {
+    same_as_host("hello", HELLO, &["one", "two words", ""], 0);
+}
+
+#[test]
+fn malloc_churn_across_the_mmap_threshold_reads_back_the_same_checksum() {
+    same_as_host("churn", CHURN, &[], 0);
+}
+
+#[test]
+fn fork_and_wait4_return_the_childs_status() {
+    same_as_host("forkwait", FORKWAIT, &[], 5);
+}
+
+#[test]
+fn a_file_of_the_initrd_reads_as_on_the_host() {
+    let dir = Scratch::new("readfile");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let mut data = String::from("first line of the data\n");
+    for i in 0..400 {
+        data.push_str(&format!("line {i}\n"));
+    }
+    std::fs::write(root.join("etc/data.txt"), &data).unwrap();
+    for cc in COMPILERS {
+        let prog = compile(cc, READFILE, &dir.0, &format!("readfile-{cc}"), &["-static"]);
+        std::fs::copy(&prog, root.join("init")).unwrap();
+        let (status, stdout) = host(&root.join("init"), &["etc/data.txt"], &root);
+        assert_eq!(status, 0, "{cc}: host run: {stdout}");
+        // The directory packed by the VMM, init's argument after `--`
+        // (a relative path: the guest's working directory is the root).
+        let run = boot(&["--initrd", root.to_str().unwrap(), "--cmdline=-- etc/data.txt"]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        assert_eq!(run.stdout, stdout, "{cc}: {}", run.all());
+        assert!(run.stdout.contains("missing file: No such file or directory"), "{}", run.all());
+    }
+}
+
+#[test]
+fn an_initrd_archive_made_by_cpio_runs_its_init() {
+    let dir = Scratch::new("cpio");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    compile("musl-gcc", HELLO, &root, "init", &["-static"]);
+    std::fs::remove_file(root.join("init.c")).unwrap();
+    let archive = dir.0.join("initrd.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . | cpio -o -H newc > {}", root.display(), archive.display()))
+        .status()
+        .expect("run cpio (Debian: apt-get install cpio)");
+    assert!(status.success(), "cpio failed");
+    let run = boot(&["--initrd", archive.to_str().unwrap()]);
+    assert_eq!(run.status, 0, "{}", run.all());
+    assert_eq!(run.stdout, "hello, world\n", "{}", run.all());
+}
+
+#[test]
+fn the_exit_status_is_the_programs() {
+    let dir = Scratch::new("status");
+    let prog = compile("musl-gcc", "int main(void) { return 42; }", &dir.0, "status", &["-static"]);
+    let run = guest(&prog, &[]);
+    assert_eq!(run.status, 42, "{}", run.all());
+    // A program killed by a signal: 128 + the signal, as a shell says.
+    let prog = compile("gcc", "int main(void) { return *(volatile int *)8; }", &dir.0, "segv", &["-static"]);
+    let run = guest(&prog, &[]);
+    assert_eq!(run.status, 128 + 11, "{}", run.all());
+    assert!(run.stderr.contains("segfault at 8"), "{}", run.all());
+}
+
+#[test]
+fn a_static_pie_runs() {
+    let dir = Scratch::new("pie");
+    let prog = compile("gcc", HELLO, &dir.0, "hello-pie", &["-static-pie", "-fPIE"]);
+    let (status, stdout) = host(&prog, &["x"], &dir.0);
+    assert_eq!(status, 0);
+    let run = guest(&prog, &["x"]);
+    assert_eq!((run.status, run.stdout.as_str()), (0, stdout.as_str()), "{}", run.all());
+}
+
+#[test]
+fn a_dynamic_binary_is_refused_before_boot() {
+    let dir = Scratch::new("dynamic");
+    let prog = compile("gcc", HELLO, &dir.0, "hello-dynamic", &[]);
+    let run = guest(&prog, &[]);
+    assert_eq!(run.status, 1, "{}", run.all());
+    assert!(run.stderr.contains("dynamically linked"), "{}", run.all());
+    assert!(run.stderr.contains("-static"), "the message says what is needed: {}", run.all());
+    assert!(!run.stderr.contains("mmemu kernel"), "refused before boot: {}", run.all());
+}
+
+#[test]
+fn an_arm_binary_is_refused_before_boot() {
+    // An AArch64 executable's ELF header (no cross compiler needed for
+    // the loader's check: it reads e_machine).
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // ELFCLASS64
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // EV_CURRENT
+    elf[16] = 2; // ET_EXEC
+    elf[18] = 183; // EM_AARCH64
+    let f = common::TempFile::new("arm-prog", &elf);
+    let run = guest(Path::new(f.path()), &[]);
+    assert_eq!(run.status, 1, "{}", run.all());
+    assert!(run.stderr.contains("AArch64") && run.stderr.contains("not x86-64"), "{}", run.all());
+}
+
+#[test]
+fn a_missing_program_is_refused_before_boot() {
+    let run = guest(Path::new("/no/such/program"), &[]);
+    assert_eq!(run.status, 1, "{}", run.all());
+    assert!(run.stderr.contains("cannot read /no/such/program"), "{}", run.all());
+    assert!(!run.stderr.contains("mmemu kernel"), "{}", run.all());
+}
+
+/// Touches 1000 fresh pages of one malloc'd block and reports its own
+/// getrusage fault counts on stderr.
+const FAULTS: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+int main(void) {
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    size_t n = 1000;
+    volatile char *p = malloc(n * 4096);
+    for (size_t i = 0; i < n; i++) p[i * 4096] = 1;
+    getrusage(RUSAGE_SELF, &after);
+    printf("touched %zu pages\n", n);
+    fprintf(stderr, "faults: minflt %ld majflt %ld touching %ld\n", after.ru_minflt, after.ru_majflt,
+            after.ru_minflt - before.ru_minflt);
+    return 0;
+}
+"#;
+
+/// The figure after `key` in `text`.
+fn figure(text: &str, key: &str) -> Option<i64> {
+    let at = text.find(key)? + key.len();
+    text[at..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn page_fault_counts_are_the_processs_own_and_printed_at_exit() {
+    let dir = Scratch::new("faults");
+    for cc in COMPILERS {
+        let prog = compile(cc, FAULTS, &dir.0, &format!("faults-{cc}"), &["-static"]);
+        let host_run = Command::new(&prog).output().expect("run on the host");
+        let host_err = String::from_utf8_lossy(&host_run.stderr);
+        let run = guest(&prog, &[]);
+        assert_eq!(run.status, 0, "{}", run.all());
+        assert_eq!(run.stdout, "touched 1000 pages\n", "{}", run.all());
+        let touching = figure(&run.stderr, "touching ").unwrap_or_else(|| panic!("no getrusage line: {}", run.all()));
+        // One minor fault per first touch of an anonymous page, as Linux
+        // without transparent huge pages.
+        assert_eq!(touching, 1000, "{}", run.all());
+        let exit_minor = figure(&run.stderr, "page faults ").unwrap_or_else(|| panic!("no exit line: {}", run.all()));
+        let total = figure(&run.stderr, "minflt ").unwrap_or(0);
+        assert!(exit_minor >= total && total >= 1000, "{}", run.all());
+        println!(
+            "{cc}: touching 1000 pages: guest {touching} minor faults (whole run {exit_minor}); host {} (whole run {})",
+            figure(&host_err, "touching ").unwrap_or(-1),
+            figure(&host_err, "minflt ").unwrap_or(-1)
+        );
+    }
+}
+
+/// fork, then execve of itself with new arguments in the child (a
+/// program of the initramfs: /init), wait4 for it; a failed execve
+/// returns ENOENT (perror: on stderr, so not compared).
+const EXECER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 2) { printf("child: %s %s (%s)\n", argv[1], argv[2], getenv("X")); return 7; }
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        char *args[] = {argv[0], "after", "execve", NULL};
+        char *env[] = {"X=1", NULL};
+        execve(argv[0], args, env);
+        perror("execve");
+        _exit(99);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    printf("parent: child exited %d with %d\n", WIFEXITED(st), WEXITSTATUS(st));
+    if (execve("/no/such", (char *[]){"x", NULL}, (char *[]){NULL}) < 0) perror("execve of a missing file");
+    return WEXITSTATUS(st);
+}
+"#;
+
+#[test]
+fn fork_execve_and_wait() {
+    same_as_host("execer", EXECER, &[], 7);
+}
+
+#[test]
+fn an_init_the_kernel_cannot_load_exits_127_with_the_reason() {
+    // --initrd takes what it is given (only `-- PROG` is checked on the
+    // host): the guest's loader must refuse a truncated executable.
+    let dir = Scratch::new("badinit");
+    let prog = compile("musl-gcc", HELLO, &dir.0, "hello", &["-static"]);
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let bytes = std::fs::read(&prog).unwrap();
+    std::fs::write(root.join("init"), &bytes[..bytes.len() / 2]).unwrap();
+    let run = boot(&["--initrd", root.to_str().unwrap()]);
+    assert_eq!(run.status, 127, "{}", run.all());
+    assert!(run.stderr.contains("Failed to execute /init: a segment lies past the end of the file"), "{}", run.all());
+    std::fs::write(root.join("init"), b"#!/bin/sh\necho hi\n").unwrap();
+    let run = boot(&["--initrd", root.to_str().unwrap()]);
+    assert_eq!(run.status, 127, "{}", run.all());
+    assert!(run.stderr.contains("Failed to execute /init: not a 64-bit little-endian ELF"), "{}", run.all());
+}
+
+#[test]
+fn an_unknown_system_call_is_enosys_and_logged_once_by_name() {
+    // vserver (236) is reserved and unimplemented in Linux too.
+    let src = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    long a = syscall(236), ea = errno;
+    long b = syscall(236), eb = errno;
+    printf("vserver: %ld %d, %ld %d\n", a, ea == ENOSYS, b, eb == ENOSYS);
+    return 0;
+}
+"#;
+    same_as_host("enosys", src, &[], 0);
+    let dir = Scratch::new("enosys-log");
+    let prog = compile("musl-gcc", src, &dir.0, "enosys", &["-static"]);
+    let run = guest(&prog, &[]);
+    assert_eq!(run.stdout, "vserver: -1 1, -1 1\n", "{}", run.all());
+    assert_eq!(
+        run.stderr.matches("init[1]: system call vserver (236) not implemented: -ENOSYS").count(),
+        1,
+        "logged once, by name: {}",
+        run.all()
+    );
+}
