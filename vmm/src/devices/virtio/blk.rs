@@ -140,6 +140,11 @@ impl SwapConfig {
                 return Err(SwapError::BadOption(s.into()));
             }
         }
+        if let Some(n) = size {
+            if !n.is_multiple_of(PAGE) {
+                return Err(SwapError::Unaligned(n));
+            }
+        }
         Ok(SwapConfig { path: path.into(), size, fail_writes })
     }
 }
@@ -855,5 +860,11 @@ mod tests {
         assert!(matches!(SwapConfig::parse("/tmp/s,size=lots"), Err(SwapError::BadSize(_))));
         assert!(matches!(SwapConfig::parse("/tmp/s,sise=4M"), Err(SwapError::BadOption(_))));
         assert!(matches!(SwapConfig::parse(",size=4M"), Err(SwapError::BadOption(_))));
+        let f = SwapConfig::parse("/tmp/s,size=1M,fail_writes=3-9").unwrap();
+        assert_eq!((f.size, f.fail_writes), (Some(1 << 20), Some((3, 9))));
+        assert_eq!(SwapConfig::parse("/tmp/s,fail_writes=4").unwrap().fail_writes, Some((4, 4)));
+        for bad in ["/tmp/s,fail_writes=0-3", "/tmp/s,fail_writes=5-2", "/tmp/s,fail_writes=x", "/tmp/s,fail_writes="] {
+            assert!(matches!(SwapConfig::parse(bad), Err(SwapError::BadOption(_))), "{bad}");
+        }
     }
 }
