@@ -360,6 +360,14 @@ impl Conn {
         }
     }
 
+    /// Takes a byte already read from the socket and not yet given to
+    /// gdbstub, without a system call. A Ctrl-C that came in the same read
+    /// as the packet that resumed the guest sits here, where the socket
+    /// watch cannot see it.
+    pub fn take_buffered(&mut self) -> Option<u8> {
+        self.ready.pop_front()
+    }
+
     /// Takes one byte if gdb sent any, without blocking.
     pub fn take_pending(&mut self) -> io::Result<Option<u8>> {
         if self.ready.is_empty() {

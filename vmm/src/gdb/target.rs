@@ -42,6 +42,8 @@ pub const VCPU0: Tid = NonZeroUsize::MIN;
 /// What gdb is told when the target stops.
 pub type StopReason = MultiThreadStopReason<u64>;
 
+/// gdb's Ctrl-C: the interrupt byte, sent outside any packet.
+const INTERRUPT: u8 = 0x03;
 /// DR6.BS: the stop is a single-step trap.
 const DR6_BS: u64 = 1 << 14;
 /// DR6.B0-B3: which debug register matched.
@@ -640,12 +642,23 @@ impl<'a> GdbTarget<'a> {
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
         loop {
+            // gdb's bytes read along with the resume packet (`vCont;c`
+            // then Ctrl-C at once, as `continue &` + `interrupt` send
+            // them) are in the connection's buffer, not in the socket the
+            // watch looks at: they stop the guest before it runs.
+            if let Some(b) = conn.take_buffered() {
+                self.interrupted_running = b == INTERRUPT;
+                return Ok(Event::IncomingData(b));
+            }
             let s = self.run_guest();
             if s == DebugStop::Requested {
                 // Stopped for gdb's bytes: gdbstub reads them (a Ctrl-C
                 // comes back through `interrupt`, with the vCPU parked).
                 if let Some(b) = conn.take_pending().map_err(E::Connection)? {
-                    self.interrupted_running = true;
+                    // Only a Ctrl-C asks for a stop reply; a late ack
+                    // must not make a later Ctrl-C (read while stopped)
+                    // look like one that stopped a running guest.
+                    self.interrupted_running = b == INTERRUPT;
                     return Ok(Event::IncomingData(b));
                 }
                 if self.stopping() {
@@ -667,8 +680,11 @@ impl<'a> GdbTarget<'a> {
     /// gdb's Ctrl-C. The vCPU is parked whenever this runs (the session
     /// runs on its thread): a Ctrl-C that stopped a running guest is
     /// answered with SIGINT; one read while the guest was already stopped
-    /// (it came as the guest stopped, or it interrupted a step the stub
-    /// made on its own and was answered then) needs no second stop.
+    /// (it crossed the stop reply, or it interrupted a step the stub made
+    /// on its own and was answered then) gets no second stop, as with
+    /// QEMU's gdbstub (7.2 answers nothing to a Ctrl-C while stopped):
+    /// gdb takes any stop reply as the answer to its Ctrl-C, so another
+    /// one would be read as the reply to its next packet.
     fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
         let running = std::mem::take(&mut self.interrupted_running);
         Ok(running.then_some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
