@@ -31,6 +31,7 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
+use kvm_ioctls::SyncReg;
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
@@ -148,6 +149,15 @@ impl<'a> GdbTarget<'a> {
             user_step: false,
             sw_as_hw: Vec::new(),
         };
+        // Every exit copies the registers into the vCPU's run structure
+        // while gdb is attached (KVM_CAP_SYNC_REGS, x86 KVM since Linux
+        // 4.16): a stop's registers come without a KVM_GET_REGS and
+        // KVM_GET_SREGS. Turned off again in `finish`.
+        {
+            let mut v = t.cpu.vcpu();
+            v.set_sync_valid_reg(SyncReg::Register);
+            v.set_sync_valid_reg(SyncReg::SystemRegister);
+        }
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
         t
@@ -207,6 +217,14 @@ impl<'a> GdbTarget<'a> {
             self.watch.arm(self.dbg);
             let s = self.cpu.run();
             self.watch.disarm();
+            if let DebugStop::Debug(_) = s {
+                // A debug exit ends a KVM_RUN that just returned: KVM
+                // copied the registers into the shared run structure (see
+                // `new`), which saves two ioctls per step; each costs
+                // several microseconds where the host is itself a guest.
+                let r = self.cpu.vcpu().sync_regs();
+                self.cache = Some((r.regs, r.sregs));
+            }
             if s != DebugStop::Requested || self.watch.data_pending() {
                 return s;
             }
@@ -217,7 +235,11 @@ impl<'a> GdbTarget<'a> {
     /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
         self.bps.clear(self.mem);
-        let _ = self.cpu.vcpu().set_guest_debug(&Default::default());
+        let mut v = self.cpu.vcpu();
+        let _ = v.set_guest_debug(&Default::default());
+        v.clear_sync_valid_reg(SyncReg::Register);
+        v.clear_sync_valid_reg(SyncReg::SystemRegister);
+        drop(v);
         self.debug_state = None;
     }
 
@@ -348,7 +370,8 @@ impl<'a> GdbTarget<'a> {
     /// not for gdb (a hidden breakpoint on the guest's own business: call
     /// [`GdbTarget::pass_through`]).
     fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
-        self.cache = None;
+        // The register cache is what `run_guest` left: empty, or the
+        // registers KVM copied out at this very stop.
         if let DebugStop::Ended(e) = &s {
             self.ended_with = Some(e.clone());
         }
