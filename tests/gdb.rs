@@ -373,6 +373,134 @@ fn a_breakpoint_in_a_user_program_stops_there_and_steps_in_ring_3() {
     has(&err, " 0 failed");
 }
 
+/// A user program built with this kernel (the kernel's build script
+/// builds them under its OUT_DIR, next to GUEST_ELF), for gdb's
+/// `add-symbol-file`.
+fn user_elf(name: &str) -> std::path::PathBuf {
+    let release = std::path::Path::new(GUEST_ELF).parent().unwrap();
+    let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(release.join("build"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("out/user-target/x86_64-unknown-linux-gnu/release").join(name))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("no {name} built next to {GUEST_ELF}")).1
+}
+
+#[test]
+fn backtrace_finish_and_advance_in_a_user_program_with_its_symbols() {
+    // mallocbench's `free`, a ring-3 function: with the program's symbols
+    // added (its call-frame information stays in the file), `bt` lists
+    // the true user callers down to _start, `finish` returns to the
+    // caller and `advance` runs on to the function again.
+    let elf = user_elf("mallocbench");
+    let free = vmm::symbols::Symbols::from_elf(&std::fs::read(&elf).unwrap())
+        .address_of("ulib::malloc::free")
+        .expect("ulib::malloc::free in mallocbench");
+    let vmm = Vmm::start("120", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "procbench=malloc"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            // In mallocbench's first system call: its address space is the
+            // vCPU's, so its text can take the breakpoint.
+            "break kernel::proc::syscall::dispatch",
+            "continue",
+            "delete",
+            &format!("add-symbol-file {}", elf.display()),
+            &format!("break *{free:#x}"),
+            "continue",
+            "bt",
+            "finish",
+            &format!("advance *{free:#x}"),
+            "info registers rip cs",
+            "kill",
+        ],
+    );
+    has(&out, &format!("Breakpoint 2, 0x{free:016x} in ulib::malloc::free"));
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    let at = |i: usize| frames.get(i).copied().unwrap_or_else(|| panic!("frame {i}:\n{out}"));
+    assert!(at(0).contains("ulib::malloc::free"), "{out}");
+    assert!(at(1).contains("in user_main"), "{out}");
+    assert!(at(2).contains("in ulib_start"), "{out}");
+    assert!(at(3).contains("in _start"), "{out}");
+    // finish: back in the caller, at the frame-1 return address.
+    let ret = at(1).split_whitespace().nth(1).unwrap();
+    has(&out, &format!("{ret} in user_main ()"));
+    // advance: on at the function again, in ring 3.
+    assert!(out.matches(&format!("0x{free:016x} in ulib::malloc::free")).count() >= 3, "{out}");
+    let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+    assert!(regs.len() == 2 && regs[0].contains(&format!("{free:#x}")) && regs[1].contains("0x23"), "{regs:?}\n{out}");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    assert_eq!(vmm.finish(20).0, 137);
+}
+
+#[test]
+fn a_user_breakpoint_and_its_backtrace_agree_with_qemus_gdbstub() {
+    // The same gdb commands on the same kernel ELF against QEMU's gdbstub
+    // (TCG, its own CPU and MMU): the same stop and the same user frames.
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        return;
+    }
+    let elf = user_elf("mallocbench");
+    let free = vmm::symbols::Symbols::from_elf(&std::fs::read(&elf).unwrap())
+        .address_of("ulib::malloc::free")
+        .expect("ulib::malloc::free in mallocbench");
+    let add = format!("add-symbol-file {}", elf.display());
+    let brk = format!("break *{free:#x}");
+    let cmds = [
+        "break kernel::proc::syscall::dispatch",
+        "continue",
+        "delete",
+        add.as_str(),
+        brk.as_str(),
+        "continue",
+        "bt",
+        "info registers rip cs",
+        "kill",
+    ];
+    let frames =
+        |out: &str| -> Vec<String> { out.lines().filter(|l| l.starts_with('#')).map(str::to_string).collect() };
+
+    let vmm = Vmm::start("120", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "procbench=malloc"]);
+    let ours = gdb(&vmm.target, &cmds);
+    assert_eq!(vmm.finish(20).0, 137);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm", "-accel", "tcg", "-cpu", "qemu64", "-m", "128M"])
+        .args(["-nographic", "-no-reboot", "-nodefaults", "-serial", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .args(["-kernel", GUEST_ELF, "-append", "procbench=malloc"])
+        .args(["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "QEMU's gdbstub never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // That probe connection was refused or closed at once; gdb is next.
+    let theirs = gdb(&format!("127.0.0.1:{port}"), &cmds);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+
+    let stop = format!("Breakpoint 2, 0x{free:016x} in ulib::malloc::free");
+    has(&ours, &stop);
+    has(&theirs, &stop);
+    let (a, b) = (frames(&ours), frames(&theirs));
+    assert!(a.len() >= 4, "{ours}");
+    assert_eq!(a[..4], b[..4.min(b.len())], "our frames vs QEMU's:\n{ours}\n---\n{theirs}");
+    for out in [&ours, &theirs] {
+        let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+        assert!(regs.len() == 2 && regs[1].contains("0x23"), "{out}");
+    }
+}
+
 #[test]
 fn a_breakpoint_through_the_direct_map_alias_of_kernel_text_hits() {
     // kmain's bytes through the direct map (0xffff888000000000 + physical):
