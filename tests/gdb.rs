@@ -228,9 +228,17 @@ fn backtrace_up_and_finish_from_inside_the_buddy_allocator() {
             "down",
             "finish",
             "delete",
+            // `until` (the next line) and `advance` (to a location or
+            // until the current frame returns) plant their breakpoints
+            // at return addresses that the CFI gives.
+            "until",
+            "advance kernel::cmdline::run_actions",
+            "info registers rip",
             "continue",
         ],
     );
+    assert!(!out.contains("Cannot insert breakpoint") && !out.contains("Cannot access memory"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("rip ") && l.contains("0xffffffff8")), "{out}");
     has(&out, "Breakpoint 1, mm_core::buddy::BuddyAllocator::alloc_pages");
     let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
     let kmain = frames.iter().position(|l| l.contains("in kernel::kmain")).unwrap_or_else(|| panic!("{out}"));
