@@ -228,9 +228,17 @@ fn backtrace_up_and_finish_from_inside_the_buddy_allocator() {
             "down",
             "finish",
             "delete",
+            // `until` (the next line) and `advance` (to a location or
+            // until the current frame returns) plant their breakpoints
+            // at return addresses that the CFI gives.
+            "until",
+            "advance kernel::cmdline::run_actions",
+            "info registers rip",
             "continue",
         ],
     );
+    assert!(!out.contains("Cannot insert breakpoint") && !out.contains("Cannot access memory"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("rip ") && l.contains("0xffffffff8")), "{out}");
     has(&out, "Breakpoint 1, mm_core::buddy::BuddyAllocator::alloc_pages");
     let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
     let kmain = frames.iter().position(|l| l.contains("in kernel::kmain")).unwrap_or_else(|| panic!("{out}"));
@@ -371,6 +379,134 @@ fn a_breakpoint_in_a_user_program_stops_there_and_steps_in_ring_3() {
     assert_eq!(status, 0, "{err}");
     has(&err, "selftest results: ");
     has(&err, " 0 failed");
+}
+
+/// A user program built with this kernel (the kernel's build script
+/// builds them under its OUT_DIR, next to GUEST_ELF), for gdb's
+/// `add-symbol-file`.
+fn user_elf(name: &str) -> std::path::PathBuf {
+    let release = std::path::Path::new(GUEST_ELF).parent().unwrap();
+    let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(release.join("build"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("out/user-target/x86_64-unknown-linux-gnu/release").join(name))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("no {name} built next to {GUEST_ELF}")).1
+}
+
+#[test]
+fn backtrace_finish_and_advance_in_a_user_program_with_its_symbols() {
+    // mallocbench's `free`, a ring-3 function: with the program's symbols
+    // added (its call-frame information stays in the file), `bt` lists
+    // the true user callers down to _start, `finish` returns to the
+    // caller and `advance` runs on to the function again.
+    let elf = user_elf("mallocbench");
+    let free = vmm::symbols::Symbols::from_elf(&std::fs::read(&elf).unwrap())
+        .address_of("ulib::malloc::free")
+        .expect("ulib::malloc::free in mallocbench");
+    let vmm = Vmm::start("120", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "procbench=malloc"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            // In mallocbench's first system call: its address space is the
+            // vCPU's, so its text can take the breakpoint.
+            "break kernel::proc::syscall::dispatch",
+            "continue",
+            "delete",
+            &format!("add-symbol-file {}", elf.display()),
+            &format!("break *{free:#x}"),
+            "continue",
+            "bt",
+            "finish",
+            &format!("advance *{free:#x}"),
+            "info registers rip cs",
+            "kill",
+        ],
+    );
+    has(&out, &format!("Breakpoint 2, 0x{free:016x} in ulib::malloc::free"));
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    let at = |i: usize| frames.get(i).copied().unwrap_or_else(|| panic!("frame {i}:\n{out}"));
+    assert!(at(0).contains("ulib::malloc::free"), "{out}");
+    assert!(at(1).contains("in user_main"), "{out}");
+    assert!(at(2).contains("in ulib_start"), "{out}");
+    assert!(at(3).contains("in _start"), "{out}");
+    // finish: back in the caller, at the frame-1 return address.
+    let ret = at(1).split_whitespace().nth(1).unwrap();
+    has(&out, &format!("{ret} in user_main ()"));
+    // advance: on at the function again, in ring 3.
+    assert!(out.matches(&format!("0x{free:016x} in ulib::malloc::free")).count() >= 3, "{out}");
+    let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+    assert!(regs.len() == 2 && regs[0].contains(&format!("{free:#x}")) && regs[1].contains("0x23"), "{regs:?}\n{out}");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    assert_eq!(vmm.finish(20).0, 137);
+}
+
+#[test]
+fn a_user_breakpoint_and_its_backtrace_agree_with_qemus_gdbstub() {
+    // The same gdb commands on the same kernel ELF against QEMU's gdbstub
+    // (TCG, its own CPU and MMU): the same stop and the same user frames.
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        return;
+    }
+    let elf = user_elf("mallocbench");
+    let free = vmm::symbols::Symbols::from_elf(&std::fs::read(&elf).unwrap())
+        .address_of("ulib::malloc::free")
+        .expect("ulib::malloc::free in mallocbench");
+    let add = format!("add-symbol-file {}", elf.display());
+    let brk = format!("break *{free:#x}");
+    let cmds = [
+        "break kernel::proc::syscall::dispatch",
+        "continue",
+        "delete",
+        add.as_str(),
+        brk.as_str(),
+        "continue",
+        "bt",
+        "info registers rip cs",
+        "kill",
+    ];
+    let frames =
+        |out: &str| -> Vec<String> { out.lines().filter(|l| l.starts_with('#')).map(str::to_string).collect() };
+
+    let vmm = Vmm::start("120", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "procbench=malloc"]);
+    let ours = gdb(&vmm.target, &cmds);
+    assert_eq!(vmm.finish(20).0, 137);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm", "-accel", "tcg", "-cpu", "qemu64", "-m", "128M"])
+        .args(["-nographic", "-no-reboot", "-nodefaults", "-serial", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .args(["-kernel", GUEST_ELF, "-append", "procbench=malloc"])
+        .args(["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "QEMU's gdbstub never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // That probe connection was refused or closed at once; gdb is next.
+    let theirs = gdb(&format!("127.0.0.1:{port}"), &cmds);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+
+    let stop = format!("Breakpoint 2, 0x{free:016x} in ulib::malloc::free");
+    has(&ours, &stop);
+    has(&theirs, &stop);
+    let (a, b) = (frames(&ours), frames(&theirs));
+    assert!(a.len() >= 4, "{ours}");
+    assert_eq!(a[..4], b[..4.min(b.len())], "our frames vs QEMU's:\n{ours}\n---\n{theirs}");
+    for out in [&ours, &theirs] {
+        let regs: Vec<&str> = out.lines().filter(|l| l.starts_with("rip ") || l.starts_with("cs ")).collect();
+        assert!(regs.len() == 2 && regs[1].contains("0x23"), "{out}");
+    }
 }
 
 #[test]
@@ -703,9 +839,128 @@ fn ctrl_c_interrupts_a_running_guest() {
     std::thread::sleep(Duration::from_millis(200));
     c.send_raw(&[0x03]);
     assert!(c.recv().unwrap().starts_with("T02"));
+    // A Ctrl-C in the same read as the resume packet (it waits in the
+    // stub's buffer, not in the socket): answered, as QEMU does.
+    let sum = "vCont;c".bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    c.send_raw(format!("$vCont;c#{sum:02x}\x03").as_bytes());
+    assert!(c.recv().expect("a stop reply for a Ctrl-C sent with the resume").starts_with("T02"));
+    // A Ctrl-C while stopped (one that crossed a stop reply) gets no
+    // second stop reply, as with QEMU's gdbstub; the session goes on and
+    // the next resume runs the guest.
+    c.send_raw(&[0x03]);
+    let regs = c.ask("g").unwrap();
+    assert!(!regs.starts_with('T') && !regs.starts_with('S'), "a stop reply answered the register read: {regs}");
+    c.send("vCont;c");
+    std::thread::sleep(Duration::from_millis(200));
+    c.send_raw(&[0x03]);
+    assert!(c.recv().unwrap().starts_with("T02"));
     assert_eq!(c.ask("k"), None);
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 137, "{err}");
+}
+
+/// gdb reading commands from a pipe, as a user types them: each command
+/// is sent once the output so far contains what the previous step waits
+/// for. Unlike `-batch`, gdb runs its event loop between commands, so
+/// `continue &` and `interrupt` work as in an interactive session.
+fn gdb_interactive(target: &str, steps: &[(&str, &str)]) -> String {
+    let mut child = Command::new(GDB)
+        .args(["-nx", "-q", "-ex", "set pagination off", "-ex", "set confirm off"])
+        .args(["-ex", &format!("target remote {target}"), GUEST_ELF])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gdb");
+    let out = Arc::new(Mutex::new(String::new()));
+    for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+    {
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = 0;
+    for (cmd, wait_for) in steps {
+        let _ = writeln!(stdin, "{cmd}");
+        // Wait for the text after what earlier steps matched.
+        loop {
+            let now = out.lock().unwrap().clone();
+            if let Some(i) = now[seen..].find(wait_for) {
+                seen += i + wait_for.len();
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gdb never printed {wait_for:?} after {cmd:?}:\n{now}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = writeln!(stdin, "quit");
+    drop(stdin);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gdb did not quit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let s = out.lock().unwrap().clone();
+    s
+}
+
+#[test]
+fn gdb_interrupt_stops_the_guest_also_right_after_continue() {
+    // `continue &` then `interrupt` at once: gdb sends `vCont;c` and the
+    // Ctrl-C byte back to back (the stub may read both at once); then a
+    // Ctrl-C after the guest ran a while; then one during a halt with
+    // interrupts masked is a stop already (SIGSTOP), and gdb's
+    // `interrupt` is not needed there: `continue` returns.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "hang"]);
+    let out = gdb_interactive(
+        &vmm.target,
+        &[
+            ("continue &", "Continuing."),
+            ("interrupt", "Program received signal SIGINT"),
+            ("info registers rip", "rip "),
+            ("continue &", "Continuing."),
+            ("shell sleep 0.5", "(gdb)"),
+            ("interrupt", "Program received signal SIGINT"),
+            // Where depends on how far the guest got on a loaded host
+            // (still booting, or in the `hang` loop): a kernel address.
+            ("info registers rip", "rip "),
+            ("kill", "killed]"),
+        ],
+    );
+    assert_eq!(out.matches("Program received signal SIGINT").count(), 2, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("rip ") && l.contains("0xffffffff8")).count(), 2, "{out}");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cmdline", "halt"]);
+    let out = gdb_interactive(
+        &vmm.target,
+        &[
+            ("continue &", "Program received signal SIGSTOP"),
+            ("continue &", "Program received signal SIGSTOP"),
+            ("stepi", "(gdb)"),
+            ("info symbol $pc", "kernel::arch::halt_forever"),
+            ("kill", "killed]"),
+        ],
+    );
+    has(&out, "vmm: vCPU 0 halted with interrupts masked");
+    assert_eq!(vmm.finish(20).0, 137);
 }
 
 #[test]

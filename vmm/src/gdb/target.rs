@@ -31,6 +31,7 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs, KVM_INTERNAL_ERROR_EMULATION};
+use kvm_ioctls::SyncReg;
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,8 @@ pub const VCPU0: Tid = NonZeroUsize::MIN;
 /// What gdb is told when the target stops.
 pub type StopReason = MultiThreadStopReason<u64>;
 
+/// gdb's Ctrl-C: the interrupt byte, sent outside any packet.
+const INTERRUPT: u8 = 0x03;
 /// DR6.BS: the stop is a single-step trap.
 const DR6_BS: u64 = 1 << 14;
 /// DR6.B0-B3: which debug register matched.
@@ -146,6 +149,15 @@ impl<'a> GdbTarget<'a> {
             user_step: false,
             sw_as_hw: Vec::new(),
         };
+        // Every exit copies the registers into the vCPU's run structure
+        // while gdb is attached (KVM_CAP_SYNC_REGS, x86 KVM since Linux
+        // 4.16): a stop's registers come without a KVM_GET_REGS and
+        // KVM_GET_SREGS. Turned off again in `finish`.
+        {
+            let mut v = t.cpu.vcpu();
+            v.set_sync_valid_reg(SyncReg::Register);
+            v.set_sync_valid_reg(SyncReg::SystemRegister);
+        }
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
         t
@@ -205,6 +217,14 @@ impl<'a> GdbTarget<'a> {
             self.watch.arm(self.dbg);
             let s = self.cpu.run();
             self.watch.disarm();
+            if let DebugStop::Debug(_) = s {
+                // A debug exit ends a KVM_RUN that just returned: KVM
+                // copied the registers into the shared run structure (see
+                // `new`), which saves two ioctls per step; each costs
+                // several microseconds where the host is itself a guest.
+                let r = self.cpu.vcpu().sync_regs();
+                self.cache = Some((r.regs, r.sregs));
+            }
             if s != DebugStop::Requested || self.watch.data_pending() {
                 return s;
             }
@@ -215,7 +235,11 @@ impl<'a> GdbTarget<'a> {
     /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
         self.bps.clear(self.mem);
-        let _ = self.cpu.vcpu().set_guest_debug(&Default::default());
+        let mut v = self.cpu.vcpu();
+        let _ = v.set_guest_debug(&Default::default());
+        v.clear_sync_valid_reg(SyncReg::Register);
+        v.clear_sync_valid_reg(SyncReg::SystemRegister);
+        drop(v);
         self.debug_state = None;
     }
 
@@ -346,7 +370,8 @@ impl<'a> GdbTarget<'a> {
     /// not for gdb (a hidden breakpoint on the guest's own business: call
     /// [`GdbTarget::pass_through`]).
     fn stop_reason(&mut self, s: DebugStop) -> Result<Option<StopReason>, GdbError> {
-        self.cache = None;
+        // The register cache is what `run_guest` left: empty, or the
+        // registers KVM copied out at this very stop.
         if let DebugStop::Ended(e) = &s {
             self.ended_with = Some(e.clone());
         }
@@ -640,12 +665,23 @@ impl<'a> GdbTarget<'a> {
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
         loop {
+            // gdb's bytes read along with the resume packet (`vCont;c`
+            // then Ctrl-C at once, as `continue &` + `interrupt` send
+            // them) are in the connection's buffer, not in the socket the
+            // watch looks at: they stop the guest before it runs.
+            if let Some(b) = conn.take_buffered() {
+                self.interrupted_running = b == INTERRUPT;
+                return Ok(Event::IncomingData(b));
+            }
             let s = self.run_guest();
             if s == DebugStop::Requested {
                 // Stopped for gdb's bytes: gdbstub reads them (a Ctrl-C
                 // comes back through `interrupt`, with the vCPU parked).
                 if let Some(b) = conn.take_pending().map_err(E::Connection)? {
-                    self.interrupted_running = true;
+                    // Only a Ctrl-C asks for a stop reply; a late ack
+                    // must not make a later Ctrl-C (read while stopped)
+                    // look like one that stopped a running guest.
+                    self.interrupted_running = b == INTERRUPT;
                     return Ok(Event::IncomingData(b));
                 }
                 if self.stopping() {
@@ -667,8 +703,11 @@ impl<'a> GdbTarget<'a> {
     /// gdb's Ctrl-C. The vCPU is parked whenever this runs (the session
     /// runs on its thread): a Ctrl-C that stopped a running guest is
     /// answered with SIGINT; one read while the guest was already stopped
-    /// (it came as the guest stopped, or it interrupted a step the stub
-    /// made on its own and was answered then) needs no second stop.
+    /// (it crossed the stop reply, or it interrupted a step the stub made
+    /// on its own and was answered then) gets no second stop, as with
+    /// QEMU's gdbstub (7.2 answers nothing to a Ctrl-C while stopped):
+    /// gdb takes any stop reply as the answer to its Ctrl-C, so another
+    /// one would be read as the reply to its next packet.
     fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
         let running = std::mem::take(&mut self.interrupted_running);
         Ok(running.then_some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))

@@ -91,6 +91,7 @@ pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
     if sregs.cr0 & mm_core::abi::cpu::CR0_PG == 0 {
         return AddressMode::Unpaged;
     }
+    let host = host_paging();
     AddressMode::Paged(CpuContext::from_registers(&mm_core::paging::RawRegisters {
         cr0: sregs.cr0,
         cr3: sregs.cr3,
@@ -99,10 +100,20 @@ pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
         rflags: regs.rflags,
         cpl: (sregs.cs.selector & 3) as u8,
         pkru: 0,
-        maxphyaddr: host_phys_bits() as u8,
-        gbpages: gbpages(),
-        vendor: cpu_vendor(),
+        maxphyaddr: host.0,
+        gbpages: host.1,
+        vendor: host.2,
     }))
+}
+
+/// What the host's CPU contributes to every translation, read once per
+/// process: each CPUID traps to the hypervisor where the host is itself a
+/// guest (as under kvm_pvm), tens of microseconds for the four, and the
+/// gdb stub translates several times per single step (they were a third
+/// of a step's time on such a host).
+fn host_paging() -> (u8, bool, CpuVendor) {
+    static HOST: std::sync::OnceLock<(u8, bool, CpuVendor)> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| (host_phys_bits() as u8, gbpages(), cpu_vendor()))
 }
 
 /// Translates a linear address (no access-rights check: inspection reads
