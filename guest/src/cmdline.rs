@@ -25,6 +25,10 @@
 //! `swaps`, `free` print /proc/swaps and free(1)'s table
 //! `swappiness=N` vm.swappiness (0..200)
 //! `swaptest=PAGES[,fork][,yield][,STRIDE]` the swap proof program
+//! `compact_memory` compact all memory now (/proc/sys/vm/compact_memory)
+//! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
+//!               unusable and fragmentation indexes per order
+//! `compacttest=PAGES[,direct]` the compaction proof program (fragtest)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -120,6 +124,14 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("compact_memory", None) => crate::mm::compaction::compact_memory_verbose(),
+            ("pagetypeinfo", None) => crate::mm::compaction::pagetypeinfo(),
+            ("extfrag", None) => crate::mm::compaction::extfrag(),
+            ("compacttest", Some(v)) => {
+                if !compacttest(v) && code == 0 {
+                    code = 1;
+                }
+            }
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),
@@ -168,7 +180,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 27] = [
+const SWITCHES: [(&str, &str); 31] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -180,6 +192,10 @@ const SWITCHES: [(&str, &str); 27] = [
     ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
     ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
+    ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
+    ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
+    ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
+    ("compacttest=PAGES[,direct]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation), check the data"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
     ("ptdump", "the kernel page tables (debugfs page_tables)"),
@@ -272,6 +288,23 @@ fn swaptest(v: &str) -> bool {
     kprintln!("swaptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::swap::print_swaps();
     crate::mm::vmstat::print();
+    status == Some(0)
+}
+
+/// `compacttest=PAGES[,direct]`: runs the fragtest program (guest/user/src/bin/
+/// fragtest.rs) with at most PAGES pages, then prints the extfrag
+/// indexes; true if it exited 0.
+fn compacttest(v: &str) -> bool {
+    let mut parts = v.split(',');
+    let Some(pages) = parts.next().and_then(parse_u64).filter(|p| (2..1 << 32).contains(p)) else {
+        kprintln!("cmdline: compacttest={}: want a page count (2 or more)", v);
+        return false;
+    };
+    // `,direct`: compaction by an order-9 allocation's slow path.
+    let direct = parts.next() == Some("direct");
+    let status = crate::proc::run("fragtest", pages | (direct as u64) << 32);
+    kprintln!("compacttest: exit status {:#x}", status.unwrap_or(u64::MAX));
+    crate::mm::compaction::extfrag();
     status == Some(0)
 }
 

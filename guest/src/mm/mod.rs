@@ -4,11 +4,13 @@
 //! module is the glue that runs them on real (virtual) hardware.
 
 pub mod bench;
+pub mod compaction;
 pub mod descriptor;
 pub mod fault;
 pub mod heap;
 pub mod layout;
 pub mod memblock;
+pub mod migrate;
 pub mod oom_kill;
 pub mod page_alloc;
 pub mod paging;
@@ -110,7 +112,23 @@ pub fn init(params: &BootParams) {
     let phys = unsafe { KernelPhys::new(PAGE_OFFSET, end_of_ram) };
     phys::set_direct_map_end(end_of_ram);
 
-    let mut buddy = match BuddyAllocator::new(tables.mem_map, 0, 1) {
+    // Pageblock migratetypes (Linux's `pageblock_flags`, one byte per
+    // 2 MiB here): from memblock like vmemmap's arrays, below the deferred
+    // part so the direct map reaches it now. The buddy allocator groups
+    // pages by mobility, so user pages (movable) and kernel ones
+    // (unmovable) fill separate pageblocks and compaction can empty the
+    // movable ones.
+    let nr_pfns = tables.mem_map.len();
+    let pb_len = mm_core::buddy::pageblock_storage_len(0, nr_pfns);
+    let pb_bytes = (pb_len as u64 + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    let Some(pb_pa) = memblock.alloc(pb_bytes.max(PAGE_SIZE), PAGE_SIZE, DEFER_ABOVE) else {
+        panic!("cannot reserve {} bytes for the pageblock migratetypes", Dec(pb_bytes));
+    };
+    // SAFETY: memblock just reserved these bytes (never given to the buddy
+    // allocator), below DEFER_ABOVE, so inside the direct map built above;
+    // nothing else refers to them.
+    let pageblocks = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pb_pa) as *mut u8, pb_len) };
+    let mut buddy = match BuddyAllocator::with_mobility(tables.mem_map, pageblocks, 0, 1) {
         Ok(b) => b,
         Err(e) => panic!("cannot create the buddy allocator: {}", e),
     };

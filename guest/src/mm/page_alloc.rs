@@ -20,8 +20,8 @@
 //! 5. give up: the caller sees its allocator's own error.
 //!
 //! Step 2 wakes kswapd (mm/vmscan.rs), step 3 reclaims what the
-//! shrinkers give back (anonymous pages wait for swap; compaction is
-//! still a stub), step 4 is mm/oom_kill.rs. Steps 3-4 run without the page allocator lock ([`super::PAGES`]): reclaim must
+//! shrinkers give back and swaps anon pages out, direct compaction is
+//! mm/compaction.rs, step 4 is mm/oom_kill.rs. Steps 3-4 run without the page allocator lock ([`super::PAGES`]): reclaim must
 //! take mm locks, which rank outside it (sync.rs), so the slow path takes
 //! the lock only around each retry and each deferred chunk, as Linux holds
 //! `zone->lock` only inside `rmqueue`. Callers that hold the lock across
@@ -76,7 +76,9 @@ pub const GFP_KERNEL: GfpMask =
     GfpMask { gfp: mm_core::buddy::GFP_KERNEL, flags: gfp::KSWAPD_RECLAIM | gfp::DIRECT_RECLAIM };
 /// A user page for the fault path (`GFP_HIGHUSER_MOVABLE`): may reclaim,
 /// never OOM-kills from inside (see [`gfp::RETRY_MAYFAIL`]).
-pub const GFP_USER: GfpMask = GfpMask { flags: GFP_KERNEL.flags | gfp::RETRY_MAYFAIL, ..GFP_KERNEL };
+/// Movable: compaction may migrate it (mm/migrate.rs).
+pub const GFP_USER: GfpMask =
+    GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE, flags: GFP_KERNEL.flags | gfp::RETRY_MAYFAIL };
 /// An allocation made while reclaim's state is held (Linux's
 /// `PF_MEMALLOC`): no reclaim, below the watermarks if need be.
 pub const GFP_MEMALLOC: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_NOWMARK, flags: 0 };
@@ -330,11 +332,11 @@ fn direct_reclaim(_order: u8, _gfp: GfpMask) -> u64 {
     super::vmscan::try_to_free_pages()
 }
 
-/// HOOK POINT (issue 13): move movable pages together so a free block of
-/// `order` forms (Linux's `__alloc_pages_direct_compact`); true if it
-/// made progress. A stub today: returns false.
-fn direct_compact(_order: u8, _gfp: GfpMask) -> bool {
-    false
+/// Moves movable pages together so a free block of `order` forms (Linux's
+/// `__alloc_pages_direct_compact`, mm/compaction.rs); true if it made
+/// progress (pages migrated, or a block of the order is free now).
+fn direct_compact(order: u8, gfp: GfpMask) -> bool {
+    super::compaction::direct_compact(order, gfp.gfp)
 }
 
 /// Linux's `__alloc_pages_may_oom` -> `out_of_memory` (mm/oom_kill.rs):

@@ -50,7 +50,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 13] = [
+pub static PROGRAMS: [(&str, &[u8]); 14] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -69,6 +69,8 @@ pub static PROGRAMS: [(&str, &[u8]); 13] = [
     user_program!("swaptest"),
     // Reclaim quality: mm-core's trace replayed (vmm/benches/swap.rs).
     user_program!("tracereplay"),
+    // Fragmentation and compaction (cmdline `compacttest=`).
+    user_program!("fragtest"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a

@@ -65,6 +65,16 @@ pub const SYS_OOM_SCORE_ADJ: u64 = 506;
 /// [`VMSTAT_COUNT`]) of the kernel's event counters (/proc/vmstat, in
 /// the order of [`VMSTAT_NAMES`]) to `buf` as u64s; returns how many.
 pub const SYS_VMSTAT: u64 = 507;
+/// `compact(op)` (Linux's /proc/sys/vm/compact_memory and the extfrag
+/// views): op 0 compacts all memory and returns the pages migrated; 1
+/// tries an order-9 (2 MiB) allocation without reclaim or compaction and
+/// frees it (1 succeeded, 0 failed); 2 returns the lowest
+/// unusable-free-space index of order 9 (thousandths) over the zones;
+/// 3 the number of free blocks of order 9 or more; 4 allocates an order-9
+/// block through the allocator's slow path (direct reclaim, then direct
+/// compaction) and frees it: the pages compaction migrated meanwhile, or
+/// -ENOMEM. -EINVAL for another op.
+pub const SYS_COMPACT: u64 = 520;
 /// The counters `SYS_VMSTAT` knows, in its order (the kernel's
 /// mm/vmstat.rs `NAMES` is this very list).
 pub const VMSTAT_NAMES: [&str; 16] = [

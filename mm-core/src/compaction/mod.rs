@@ -294,6 +294,23 @@ impl CompactControl {
         core::mem::take(&mut self.migratepages)
     }
 
+    /// Gives the run's buffers room for the most a step holds (one
+    /// pageblock's free pages, one cluster), so that a kernel which drives
+    /// the steps with its page allocator locked, and whose heap needs that
+    /// lock, never allocates inside them. Call it without the lock.
+    pub fn reserve_buffers(&mut self) {
+        self.freepages.reserve(PAGEBLOCK_NR_PAGES as usize);
+        self.migratepages.reserve(COMPACT_CLUSTER_MAX);
+    }
+
+    /// Like [`take_migratepages`](Self::take_migratepages), but appends
+    /// them to `out` and keeps this run's buffer, so neither side
+    /// allocates or frees when `out` has room (for a kernel whose heap
+    /// needs the lock it holds).
+    pub fn take_migratepages_into(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.migratepages);
+    }
+
     /// Linux's `isolate_freepages`: scans pageblocks down from the free
     /// scanner's position, above the migrate scanner's pageblock, that are
     /// suitable targets (movable, or any when not grouping by mobility),

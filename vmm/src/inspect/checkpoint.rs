@@ -307,6 +307,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Extfrag => {
+                let r = mmviews::extfrag(gs);
+                let t = r.render();
+                out_of(&r, t)
+            }
             ViewSpec::Slabinfo => {
                 let r = mmviews::slabinfo(gs);
                 let t = r.render();
@@ -396,6 +401,7 @@ impl Inspector {
         if matches!(
             spec,
             ViewSpec::Buddyinfo
+                | ViewSpec::Extfrag
                 | ViewSpec::Slabinfo
                 | ViewSpec::Meminfo
                 | ViewSpec::Ps

@@ -1,7 +1,9 @@
 //! The guest-state views read through the descriptor, /proc style:
 //! `buddyinfo` (free blocks per zone and order, counted from the
 //! `PG_BUDDY` heads; per-CPU lists apart), `slabinfo` (per cache, from the
-//! descriptor's cache list and the slab pages' descriptors), `meminfo`
+//! descriptor's cache list and the slab pages' descriptors), `extfrag`
+//! (the unusable-free-space and fragmentation indexes per order, from the
+//! same free-block counts), `meminfo`
 //! (where every frame went, by owner) and `ps` (the process table). Each
 //! is a serialisable report plus a rendering in the guest's own format, so
 //! the two can be compared line by line. The gdb stub's `monitor`
@@ -9,7 +11,7 @@
 
 use super::guest::{zone_of, BlockKind, GuestState, ZONE_NAMES};
 use crate::layout;
-use mm_core::buddy::{PageOwner, NR_ORDERS};
+use mm_core::buddy::{ContigPageInfo, PageOwner, NR_ORDERS};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -73,6 +75,85 @@ impl BuddyinfoReport {
                 let _ = write!(s, " {n:>6}");
             }
             s.push_str("  (per-CPU lists, free but not on the free lists above)\n");
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "problem: {p}");
+        }
+        s
+    }
+}
+
+/// One zone's indexes in the `extfrag` view, in thousandths.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneFrag {
+    /// "DMA", "DMA32", "Normal".
+    pub zone: &'static str,
+    /// Linux's `unusable_free_index` per order: the share of free memory
+    /// (buddy lists only) too small for the order.
+    pub unusable: [i64; NR_ORDERS],
+    /// Linux's `__fragmentation_index` per order: -1000 when the order can
+    /// be served; otherwise towards 0 a failure would be for lack of
+    /// memory, towards 1000 for fragmentation.
+    pub fragmentation: [i64; NR_ORDERS],
+}
+
+/// The `extfrag` view (debugfs `extfrag/unusable_index` and
+/// `extfrag/extfrag_index`), computed from the free blocks the host counts
+/// in the descriptors, with mm-core's formulas (the guest's own).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtfragReport {
+    /// Populated zones.
+    pub zones: Vec<ZoneFrag>,
+    /// Oddities met reading the descriptors.
+    pub problems: Vec<String>,
+}
+
+/// The indexes of every populated zone.
+pub fn extfrag(gs: &GuestState<'_>) -> ExtfragReport {
+    let b = buddyinfo(gs);
+    let zones = b
+        .zones
+        .iter()
+        .map(|z| {
+            let mut unusable = [0; NR_ORDERS];
+            let mut fragmentation = [0; NR_ORDERS];
+            for order in 0..NR_ORDERS {
+                // Linux's `fill_contig_page_info` over the counted blocks.
+                let mut info = ContigPageInfo::default();
+                for (o, &n) in z.free.iter().enumerate() {
+                    info.free_blocks_total += n;
+                    info.free_pages += n << o;
+                    if o >= order {
+                        info.free_blocks_suitable += n << (o - order);
+                    }
+                }
+                unusable[order] = info.unusable_free_index(order as u8);
+                fragmentation[order] = info.fragmentation_index(order as u8);
+            }
+            ZoneFrag { zone: z.zone, unusable, fragmentation }
+        })
+        .collect();
+    ExtfragReport { zones, problems: b.problems }
+}
+
+/// Thousandths as Linux prints the indexes (`0.530`, `-1.000`).
+fn milli(v: i64) -> String {
+    format!("{}{}.{:03}", if v < 0 { "-" } else { "" }, v.unsigned_abs() / 1000, v.unsigned_abs() % 1000)
+}
+
+impl ExtfragReport {
+    /// The two debugfs files, one after the other, in the guest's format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (title, unusable) in [("unusable_index:", true), ("extfrag_index:", false)] {
+            let _ = writeln!(s, "{title}");
+            for z in &self.zones {
+                let _ = write!(s, "Node 0, zone {:>8}", z.zone);
+                for v in if unusable { z.unusable } else { z.fragmentation } {
+                    let _ = write!(s, " {}", milli(v));
+                }
+                s.push('\n');
+            }
         }
         for p in &self.problems {
             let _ = writeln!(s, "problem: {p}");

@@ -70,6 +70,9 @@ pub enum ViewSpec {
     },
     /// `buddyinfo`: free blocks per zone and order (the guest's descriptor).
     Buddyinfo,
+    /// `extfrag`: unusable and fragmentation indexes per zone and order
+    /// (the guest's descriptor).
+    Extfrag,
     /// `slabinfo`: slab caches (the guest's descriptor).
     Slabinfo,
     /// `meminfo`: frames by owner (the guest's descriptor).
@@ -99,6 +102,7 @@ impl ViewSpec {
             ViewSpec::Dirty => "dirty",
             ViewSpec::Physmap { .. } => "physmap",
             ViewSpec::Buddyinfo => "buddyinfo",
+            ViewSpec::Extfrag => "extfrag",
             ViewSpec::Slabinfo => "slabinfo",
             ViewSpec::Meminfo => "meminfo",
             ViewSpec::Ps => "ps",
@@ -111,7 +115,7 @@ impl ViewSpec {
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, slabinfo, meminfo, ps, vmstat, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, slabinfo, meminfo, ps, vmstat, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -179,6 +183,7 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "cpu" => no_arg(ViewSpec::Cpu),
         "dirty" => no_arg(ViewSpec::Dirty),
         "buddyinfo" => no_arg(ViewSpec::Buddyinfo),
+        "extfrag" => no_arg(ViewSpec::Extfrag),
         "slabinfo" => no_arg(ViewSpec::Slabinfo),
         "meminfo" => no_arg(ViewSpec::Meminfo),
         "ps" => no_arg(ViewSpec::Ps),
@@ -436,6 +441,7 @@ mod tests {
         assert_eq!(parse_view("physmap:/tmp/x"), Ok(ViewSpec::Physmap { dir: Some("/tmp/x".into()) }));
         assert_eq!(parse_view("physmap"), Ok(ViewSpec::Physmap { dir: None }));
         assert_eq!(parse_view("buddyinfo"), Ok(ViewSpec::Buddyinfo));
+        assert_eq!(parse_view("extfrag"), Ok(ViewSpec::Extfrag));
         assert_eq!(parse_view("exits"), Ok(ViewSpec::Exits));
         assert_eq!(parse_view("vmstat"), Ok(ViewSpec::Vmstat));
         assert!(parse_view("ps:1").is_err());

@@ -1,0 +1,209 @@
+//! Page migration for compaction (Linux's mm/migrate.c for anonymous
+//! pages): isolate a movable page from the LRU, copy it to a new frame,
+//! point every PTE that maps it at the new frame through the anon reverse
+//! map, and hand its LRU place, rmap record and swap-cache slot over.
+//!
+//! Locks: the caller holds reclaim's state ([`super::swap::SWAP`], rank
+//! RECLAIM: the rmap and the address spaces' PGDs) and the page allocator
+//! ([`super::PAGES`]: buddy, LRU, page_ext), in that order, across one
+//! isolate-and-migrate cluster, as reclaim does for its edits of other
+//! address spaces' tables. The kernel is not preemptible while a spinlock
+//! is held, so no PTE changes under the walk; the fault path re-checks its
+//! PTE after allocating (`pte_same`), so a fault racing with a migration
+//! just faults again.
+//!
+//! Which pages move (Linux's `isolate_movable_page` /
+//! `folio_isolate_lru` + `migrate_folio_unmap`'s reference check): anon
+//! pages with an rmap record, on the LRU, whose references are exactly
+//! their PTE mappings (+1 in the swap cache). An extra reference is a pin
+//! (a copy-on-write copy or a kernel access in progress): such pages stay.
+
+use super::phys::{copy_page, direct_map};
+use super::swap::SwapState;
+use alloc::vec::Vec;
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT};
+use mm_core::buddy::BuddyAllocator;
+use mm_core::compaction::MigrateFail;
+use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_UNEVICTABLE};
+use mm_core::lru::{LruNode, Lruvec};
+use mm_core::page_ext::PageExt;
+use mm_core::paging::{Level, Mapper, Pte, Slot};
+use mm_core::rmap::MmId;
+
+/// The entry address bits of a PTE.
+const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+
+/// Migration counters since boot (Linux's `pgmigrate_success`/`_fail`).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct MigrateStats {
+    /// Pages moved.
+    pub success: u64,
+    /// Pages that could not be moved (put back).
+    pub fail: u64,
+    /// Pages refused at isolation (pinned, unmapped, off the LRU).
+    pub isolate_refused: u64,
+    /// PTEs rewritten.
+    pub ptes_moved: u64,
+}
+
+/// One cluster's migration context: the held reclaim state and the parts
+/// of the held page allocator migration edits (the buddy allocator stays
+/// with the compaction run, which hands targets out and records moves).
+pub struct GuestMigrator<'a> {
+    /// Reclaim's state: the rmap, the PGDs, the swap cache.
+    pub s: &'a mut SwapState,
+    /// The LRU lists.
+    pub lru: &'a mut Lruvec<&'static mut [LruNode]>,
+    /// The per-pfn rmap and swap-cache fields.
+    pub ext: &'a mut [PageExt],
+    /// Isolated pages and the LRU flags they had (restored on putback or
+    /// carried to the new frame). Its room is the caller's: nothing here
+    /// may allocate with the page allocator held.
+    isolated: Vec<(u64, u8)>,
+    /// The caller's buffer for one cluster's pages (compaction.rs).
+    pub batch: Vec<u64>,
+    /// What this context did.
+    pub stats: MigrateStats,
+}
+
+/// `mm`'s PTE slot at `va` if it is a present 4 KiB leaf mapping `pfn`.
+fn pte_of(mms: &alloc::collections::BTreeMap<MmId, super::swap::MmEntry>, mm: MmId, va: u64, pfn: u64) -> Option<(Slot, Pte, u64)> {
+    let pgd = mms.get(&mm)?.pgd;
+    let (slot, pte) = Mapper::new(PhysAddr(pgd), false, 52, false).lookup(&direct_map(), VirtAddr(va))?;
+    (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == Level::Pte)
+        .then_some((slot, pte, pgd))
+}
+
+impl<'a> GuestMigrator<'a> {
+    /// A context over the held state, with buffers (empty, with room for
+    /// a cluster) allocated before the locks were taken.
+    pub fn new(
+        s: &'a mut SwapState,
+        lru: &'a mut Lruvec<&'static mut [LruNode]>,
+        ext: &'a mut [PageExt],
+        batch: Vec<u64>,
+        isolated: Vec<(u64, u8)>,
+    ) -> GuestMigrator<'a> {
+        GuestMigrator { s, lru, ext, isolated, batch, stats: MigrateStats::default() }
+    }
+
+    /// The buffers back, for the next cluster.
+    pub fn into_buffers(self) -> (Vec<u64>, Vec<(u64, u8)>) {
+        (self.batch, self.isolated)
+    }
+
+    /// PTEs mapping `pfn`, found through its rmap record.
+    fn mapcount(&self, pfn: u64) -> Option<u32> {
+        let m = self.ext.get(pfn as usize)?.anon()?;
+        let mut n = 0;
+        let mms = &self.s.mms;
+        self.s.rmap.rmap_walk(m, |mm, va| {
+            n += pte_of(mms, mm, va, pfn).is_some() as u32;
+            true
+        });
+        Some(n)
+    }
+
+    /// Linux's `folio_isolate_lru` with `migrate_folio_unmap`'s reference
+    /// check: isolates `pfn` if it is a mapped anon page on the LRU whose
+    /// references are its mappings (+1 for the swap cache). `buddy` gives
+    /// the reference count.
+    pub fn isolate(&mut self, buddy: &BuddyAllocator<'static>, pfn: u64) -> bool {
+        let ok = (|| {
+            let flags = self.lru.folio_flags(pfn)?;
+            self.lru.folio_lru(pfn)?;
+            let cached = self.ext.get(pfn as usize)?.swap_entry().is_some() as u32;
+            let mapped = self.mapcount(pfn)?;
+            let refs = buddy.page(pfn)?.refcount;
+            (mapped > 0 && refs == mapped + cached).then_some(flags)
+        })();
+        match ok {
+            Some(flags) if self.lru.folio_del_lru(pfn).is_ok() => {
+                self.isolated.push((pfn, flags));
+                true
+            }
+            _ => {
+                self.stats.isolate_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// The LRU flags `pfn` had when isolated (forgotten now).
+    fn take_flags(&mut self, pfn: u64) -> u8 {
+        match self.isolated.iter().position(|&(p, _)| p == pfn) {
+            Some(i) => self.isolated.swap_remove(i).1,
+            None => 0,
+        }
+    }
+
+    /// Puts `pfn` on the LRU list its flags name (`folio_putback_lru`):
+    /// at the head, as Linux puts back both isolated and migrated folios.
+    fn lru_add(&mut self, pfn: u64, flags: u8) {
+        if self.lru.folio_add_lru(pfn, true).is_err() {
+            return;
+        }
+        if flags & PG_UNEVICTABLE != 0 {
+            let _ = self.lru.folio_mlock(pfn);
+        } else if flags & PG_ACTIVE != 0 {
+            let _ = self.lru.mark_page_accessed(pfn);
+            let _ = self.lru.mark_page_accessed(pfn);
+        } else if flags & PG_REFERENCED != 0 {
+            let _ = self.lru.mark_page_accessed(pfn);
+        }
+    }
+
+    /// Linux's `migrate_folio` + `remove_migration_ptes` for an isolated
+    /// page: copies `src` to `dst` (a free frame compaction isolated),
+    /// rewrites every PTE mapping `src` to map `dst` with the same bits
+    /// (flushing the TLB entry of the running address space), and moves
+    /// the rmap record, swap-cache slot and LRU place to `dst`. On `Err`
+    /// nothing changed. The caller then gives `dst` `src`'s references
+    /// and frees `src` (the buddy's `migrate_transfer`).
+    pub fn migrate(&mut self, src: u64, dst: u64) -> Result<(), MigrateFail> {
+        let Some(m) = self.ext.get(src as usize).and_then(|x| x.anon()) else {
+            self.stats.fail += 1;
+            return Err(MigrateFail::Unmovable);
+        };
+        if dst as usize >= self.ext.len() {
+            self.stats.fail += 1;
+            return Err(MigrateFail::Unmovable);
+        }
+        copy_page(dst << PAGE_SHIFT, src << PAGE_SHIFT);
+        let cr3 = crate::arch::cpu::read_cr3() & ADDR_MASK;
+        let mut moved = 0;
+        let mms = &self.s.mms;
+        self.s.rmap.rmap_walk(m, |mm, va| {
+            if let Some((slot, pte, pgd)) = pte_of(mms, mm, va, src) {
+                if slot.write(&mut direct_map(), Pte((pte.0 & !ADDR_MASK) | dst << PAGE_SHIFT)).is_ok() {
+                    moved += 1;
+                    if pgd == cr3 {
+                        crate::arch::cpu::invlpg(va);
+                    }
+                }
+            }
+            true
+        });
+        self.stats.ptes_moved += moved;
+        // The page's identity moves: rmap record and swap-cache slot.
+        self.ext[dst as usize] = self.ext[src as usize];
+        self.ext[src as usize] = PageExt::EMPTY;
+        if let Some(e) = self.ext[dst as usize].swap_entry() {
+            if e.ty == 0 {
+                if let Some(c) = self.s.cache.get_mut(e.offset as usize) {
+                    *c = dst as u32 + 1;
+                }
+            }
+        }
+        let flags = self.take_flags(src);
+        self.lru_add(dst, flags);
+        self.stats.success += 1;
+        Ok(())
+    }
+
+    /// Gives back an isolated page that was not migrated.
+    pub fn putback(&mut self, pfn: u64) {
+        let flags = self.take_flags(pfn);
+        self.lru_add(pfn, flags);
+    }
+}
