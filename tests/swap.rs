@@ -196,3 +196,31 @@ fn swap_options_are_checked_before_boot() {
         assert!(!r.stdout.contains("booting"), "{bad}: nothing may boot: {}", r.all());
     }
 }
+
+#[test]
+fn when_swap_is_full_the_oom_killer_runs_and_every_slot_comes_back() {
+    let swap = Scratch::new("full");
+    // 13 MiB of data, 12 MiB of RAM and 2 MiB of swap: swap fills, reclaim
+    // has nowhere to put anon pages, the OOM killer takes the program.
+    let r = vmm(&[
+        "run",
+        "--timeout",
+        "600",
+        "--mem",
+        MEM,
+        "--swap",
+        &format!("{},size=2M", swap.path()),
+        "--cmdline",
+        "swaptest=3300",
+    ]);
+    let out = &r.stdout;
+    assert_eq!(r.status, 1, "the program was killed, so the switch fails: {}", r.all());
+    assert!(out.contains("Out of memory: Killed process 2 (swaptest) total-vm:"), "{out}");
+    // Linux's memory summary before the kill shows the full swap area.
+    assert!(out.contains("Free swap  = 0kB") && out.contains("Total swap = 2044kB"), "{out}");
+    assert!(out.contains("swaptest: exit status 0x9"), "killed by SIGKILL: {out}");
+    assert_eq!(counter(out, "oom_kill"), 1, "{out}");
+    // Its exit gave every slot back.
+    let area = out.lines().rfind(|l| l.starts_with("/dev/vda")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(area.split_whitespace().nth(3), Some("0"), "no slot in use after the victim's exit: {area}");
+}

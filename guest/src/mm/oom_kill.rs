@@ -167,9 +167,10 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32) -> bool {
         return false;
     }
     let cur_adj = cands.iter().find(|c| c.pid == cur_pid).map_or(0, |c| c.oom_score_adj);
-    // totalpages: RAM (managed pages) plus swap (none yet).
+    // totalpages: RAM (managed pages) plus swap, as Linux's
+    // `totalram_pages() + total_swap_pages`.
     let counts = PAGES.with(|p| p.buddy.counts());
-    let totalpages = counts.managed.max(1);
+    let totalpages = (counts.managed + super::swap::totals().total).max(1);
     // dump_header
     kprintln!(
         "{} invoked oom-killer: gfp_mask={:#x}, order={}, oom_score_adj={}",
@@ -239,26 +240,29 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32) -> bool {
     }
 }
 
-/// Linux's `show_mem` / `show_free_areas`, the lines this kernel can fill:
-/// without LRU lists every anonymous page counts as inactive.
+/// Linux's `show_mem` / `show_free_areas`, the lines this kernel can fill
+/// (the anon counts from the LRU lists, the swap lines from the swap area).
 fn show_mem(cands: &[Candidate], c: mm_core::buddy::PageCounts) {
+    use mm_core::lru::LruList;
     let st = STATS.with(|s| *s);
-    let slab: u64 = PAGES.with(|p| {
-        p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum()
+    let (slab, active, inactive) = PAGES.with(|p| {
+        let slab =
+            p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum();
+        (slab, p.lru.nr(LruList::ActiveAnon), p.lru.nr(LruList::InactiveAnon))
     });
-    let anon: u64 = cands.iter().map(|c| c.rss).sum();
     let user_pt: u64 = cands.iter().map(|c| c.pgtables).sum();
+    let sw = super::swap::totals();
     kprintln!("Mem-Info:");
-    kprintln!("active_anon:0 inactive_anon:{} isolated_anon:0", Dec(anon));
+    kprintln!("active_anon:{} inactive_anon:{} isolated_anon:0", Dec(active), Dec(inactive));
     kprintln!(" active_file:0 inactive_file:0 isolated_file:0");
     kprintln!(" unevictable:0 dirty:0 writeback:0");
     kprintln!(" slab_reclaimable:0 slab_unreclaimable:{}", Dec(slab));
     kprintln!(" mapped:0 shmem:0 pagetables:{}", Dec(st.boot_table_pages + st.table_pages + user_pt));
     kprintln!(" free:{} free_pcp:{} free_cma:0", Dec(c.free + c.pcp), Dec(c.pcp));
     kprintln!("0 total pagecache pages");
-    kprintln!("0 pages in swap cache");
-    kprintln!("Free swap  = 0kB");
-    kprintln!("Total swap = 0kB");
+    kprintln!("{} pages in swap cache", Dec(sw.cached));
+    kprintln!("Free swap  = {}kB", Dec(sw.free * (PAGE_SIZE / 1024)));
+    kprintln!("Total swap = {}kB", Dec(sw.total * (PAGE_SIZE / 1024)));
     kprintln!("{} pages RAM", Dec(st.total_ram / PAGE_SIZE));
     kprintln!("{} pages reserved", Dec(st.reserved_bytes / PAGE_SIZE));
 }
