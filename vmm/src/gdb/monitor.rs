@@ -256,6 +256,16 @@ fn pt_one(t: &mut GdbTarget<'_>, arg: &str) -> Result<String, String> {
         }
         Err(f) => {
             let _ = writeln!(o, "=> no translation: {f}");
+            // A non-zero not-present PTE is a swap entry (Linux's x86
+            // encoding): say where the page went.
+            let swapped = trace
+                .steps()
+                .last()
+                .filter(|st| st.level == mm_core::addr::Level::Pte && !st.entry.is_present())
+                .and_then(|st| mm_core::paging::swap::SwapEntry::from_pte(st.entry));
+            if let Some(e) = swapped {
+                let _ = writeln!(o, "=> swapped: type {} offset {:#x} (a fault reads it back)", e.ty(), e.offset());
+            }
         }
     }
     Ok(linux_levels(o, ctx.la57))
