@@ -18,8 +18,8 @@ use super::{PageAlloc, PAGES};
 use crate::fmt::Dec;
 use crate::kprintln;
 use crate::mm::oom_kill::SDec;
-use mm_core::buddy::{Gfp, MigrateType, ZoneType, PAGEBLOCK_ORDER};
 use alloc::vec::Vec;
+use mm_core::buddy::{Gfp, MigrateType, ZoneType, PAGEBLOCK_ORDER};
 use mm_core::compaction::{compaction_suitable, CompactControl, CompactResult, CompactStats, COMPACT_CLUSTER_MAX};
 
 /// Totals since boot (Linux's `compact_stall`, `compact_success`, ... in
@@ -88,7 +88,8 @@ pub fn compact_zone(z: ZoneType, order: Option<u8>, mt: MigrateType) -> Option<(
         let step = SWAP.with(|s| {
             PAGES.with(|p| {
                 let PageAlloc { buddy, lru, ext, .. } = p;
-                let mut m = GuestMigrator::new(s, lru, ext, core::mem::take(&mut batch), core::mem::take(&mut isolated));
+                let mut m =
+                    GuestMigrator::new(s, lru, ext, core::mem::take(&mut batch), core::mem::take(&mut isolated));
                 let r = cluster(buddy, &mut cc, &mut m);
                 mstats.success += m.stats.success;
                 mstats.fail += m.stats.fail;
@@ -215,12 +216,7 @@ pub fn try_order(order: u8) -> bool {
 
 /// Free blocks of `order` or larger, all zones.
 pub fn free_blocks_at_least(order: u8) -> u64 {
-    PAGES.with(|p| {
-        ZoneType::ALL
-            .iter()
-            .map(|&z| p.buddy.free_blocks(z).iter().skip(order as usize).sum::<u64>())
-            .sum()
-    })
+    PAGES.with(|p| ZoneType::ALL.iter().map(|&z| p.buddy.free_blocks(z).iter().skip(order as usize).sum::<u64>()).sum())
 }
 
 /// The lowest unusable-free-space index (thousandths) for `order` over

@@ -67,7 +67,12 @@ pub struct GuestMigrator<'a> {
 }
 
 /// `mm`'s PTE slot at `va` if it is a present 4 KiB leaf mapping `pfn`.
-fn pte_of(mms: &alloc::collections::BTreeMap<MmId, super::swap::MmEntry>, mm: MmId, va: u64, pfn: u64) -> Option<(Slot, Pte, u64)> {
+fn pte_of(
+    mms: &alloc::collections::BTreeMap<MmId, super::swap::MmEntry>,
+    mm: MmId,
+    va: u64,
+    pfn: u64,
+) -> Option<(Slot, Pte, u64)> {
     let pgd = mms.get(&mm)?.pgd;
     let (slot, pte) = Mapper::new(PhysAddr(pgd), false, 52, false).lookup(&direct_map(), VirtAddr(va))?;
     (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == Level::Pte)
