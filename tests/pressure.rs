@@ -22,18 +22,6 @@ fn started(out: &str) -> Vec<(u64, u64, i64)> {
         .collect()
 }
 
-/// A counter from `name value` lines after `marker` (the first match).
-fn counter_after(out: &str, marker: &str, name: &str) -> u64 {
-    let at = out.find(marker).unwrap_or_else(|| panic!("'{marker}' missing:\n{out}"));
-    out[at..]
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing after '{marker}':\n{out}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn run(variant: &str) -> Run {
     let r = boot(&["--mem", "8M", "--cmdline", &format!("{variant} checkpoint=after"), "--inspect", "vmstat"]);
     assert_eq!(r.status, 0, "{}", r.all());

@@ -17,7 +17,7 @@ const MEM_BYTES: u64 = 12 << 20;
 
 /// Boots a 12 MiB guest with swap (`swap_opts` after the path) running
 /// `swaptest=ARG`, verifying at its checkpoints.
-fn swaptest(swap: &Scratch, swap_opts: &str, arg: &str) -> Run {
+fn swaptest(swap: &TempFile, swap_opts: &str, arg: &str) -> Run {
     let r = vmm(&[
         "run",
         "--timeout",
@@ -56,14 +56,7 @@ fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
 
 /// The guest's final vmstat counter `name` (printed after the program).
 fn counter(out: &str, name: &str) -> u64 {
-    let at = out.find("swaptest: exit status").expect("the run's end");
-    out[at..]
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing:\n{out}"))
-        .trim()
-        .parse()
-        .unwrap()
+    counter_after(out, "swaptest: exit status", name)
 }
 
 /// The verify line of `check` at checkpoint `cp`, which must say ok.
@@ -86,7 +79,7 @@ fn swap_slots(l: &str) -> (u64, u64) {
 
 #[test]
 fn a_working_set_larger_than_ram_swaps_out_and_back_intact() {
-    let swap = Scratch::new("big");
+    let swap = TempFile::absent("big");
     let pages = 3300u64;
     assert!(pages * 4096 > MEM_BYTES, "the working set must exceed RAM");
     // `yield`: the program lets kswapd run between pages, as a timer
@@ -140,7 +133,7 @@ fn a_working_set_larger_than_ram_swaps_out_and_back_intact() {
 
 #[test]
 fn fork_under_pressure_shares_slots_and_cow_copies_only_written_pages() {
-    let swap = Scratch::new("fork");
+    let swap = TempFile::absent("fork");
     let (pages, stride) = (2900u64, 4u64);
     let r = swaptest(&swap, "", &format!("{pages},fork,{stride}"));
     let out = &r.stdout;
@@ -166,7 +159,7 @@ fn fork_under_pressure_shares_slots_and_cow_copies_only_written_pages() {
 
 #[test]
 fn failed_swap_writes_keep_pages_resident_and_lose_nothing() {
-    let swap = Scratch::new("fail");
+    let swap = TempFile::absent("fail");
     // The first 64 page writes fail (fault injection in the VMM's device).
     let r = swaptest(&swap, ",fail_writes=1-64", "3300");
     let out = &r.stdout;
@@ -188,7 +181,7 @@ fn failed_swap_writes_keep_pages_resident_and_lose_nothing() {
 
 #[test]
 fn swap_options_are_checked_before_boot() {
-    let swap = Scratch::new("opts");
+    let swap = TempFile::absent("opts");
     for bad in [",fail_writes=0-3", ",fail_writes=5-2", ",fail_writes=x", ",sizes=1M"] {
         let r = vmm(&["run", "--timeout", "60", "--swap", &format!("{}{bad}", swap.path())]);
         assert_eq!(r.status, 2, "{bad}: {}", r.all());
@@ -199,7 +192,7 @@ fn swap_options_are_checked_before_boot() {
 
 #[test]
 fn when_swap_is_full_the_oom_killer_runs_and_every_slot_comes_back() {
-    let swap = Scratch::new("full");
+    let swap = TempFile::absent("full");
     // 13 MiB of data, 12 MiB of RAM and 2 MiB of swap: swap fills, reclaim
     // has nowhere to put anon pages, the OOM killer takes the program.
     let r = vmm(&[

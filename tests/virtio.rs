@@ -49,7 +49,7 @@ fn assert_file_holds_the_pattern(path: &str, size: u64) {
 
 #[test]
 fn guest_writes_the_swap_file_and_the_host_reads_the_pages_back() {
-    let swap = Scratch::new("roundtrip.img");
+    let swap = TempFile::absent("roundtrip.img");
     let opt = format!("{},size=4M", swap.path());
     let r = boot(&[
         "--swap",
@@ -106,7 +106,7 @@ fn guest_writes_the_swap_file_and_the_host_reads_the_pages_back() {
 
 #[test]
 fn polling_works_without_interrupts_and_an_existing_file_is_reused() {
-    let swap = Scratch::new("poll.img");
+    let swap = TempFile::absent("poll.img");
     std::fs::write(&swap.0, vec![0u8; 1 << 20]).unwrap();
     let r = boot(&["--swap", swap.path(), "--cmdline", "selftest=virtio virtio_poll"]);
     assert_checks_pass(&r);
@@ -140,7 +140,7 @@ fn a_swap_file_that_cannot_be_created_is_refused_before_boot() {
 
 #[test]
 fn a_read_only_swap_file_is_refused_before_boot() {
-    let swap = Scratch::new("ro.img");
+    let swap = TempFile::absent("ro.img");
     std::fs::write(&swap.0, vec![0u8; 1 << 20]).unwrap();
     std::fs::set_permissions(&swap.0, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
     let r = boot(&["--swap", swap.path()]);
@@ -149,7 +149,7 @@ fn a_read_only_swap_file_is_refused_before_boot() {
 
 #[test]
 fn a_too_small_swap_file_is_refused_before_boot() {
-    let swap = Scratch::new("small.img");
+    let swap = TempFile::absent("small.img");
     std::fs::write(&swap.0, vec![0u8; 8192]).unwrap();
     let r = boot(&["--swap", swap.path()]);
     assert_refused(&r, &["is 8 KiB, smaller than 64 KiB"]);
@@ -161,7 +161,7 @@ fn a_too_small_swap_file_is_refused_before_boot() {
 
 #[test]
 fn a_size_that_is_not_whole_pages_is_a_usage_error() {
-    let swap = Scratch::new("odd.img");
+    let swap = TempFile::absent("odd.img");
     let opt = format!("{},size=5000", swap.path());
     let r = boot(&["--swap", &opt]);
     assert_eq!(r.status, 2, "{}", r.all());

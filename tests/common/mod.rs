@@ -63,15 +63,24 @@ pub fn guest_elf() -> Vec<u8> {
     std::fs::read(env!("MMEMU_GUEST_ELF")).expect("the guest ELF built by vmm's build script")
 }
 
-/// A scratch file with `bytes`, removed on drop.
+/// A scratch file in the temp directory, removed on drop.
 pub struct TempFile(pub std::path::PathBuf);
 
 impl TempFile {
+    /// `mmemu-test-PID-NAME` holding `bytes`.
     pub fn new(name: &str, bytes: &[u8]) -> Self {
+        let f = TempFile::absent(name);
+        std::fs::write(&f.0, bytes).unwrap();
+        f
+    }
+    /// `mmemu-test-PID-NAME`, which does not exist yet (removed if it did):
+    /// for the VMM to create.
+    pub fn absent(name: &str) -> Self {
         let p = std::env::temp_dir().join(format!("mmemu-test-{}-{name}", std::process::id()));
-        std::fs::write(&p, bytes).unwrap();
+        let _ = std::fs::remove_file(&p);
         TempFile(p)
     }
+    /// The path as a string.
     pub fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
@@ -83,24 +92,15 @@ impl Drop for TempFile {
     }
 }
 
-/// A path in the temp directory that does not exist yet (removed on drop).
-pub struct Scratch(pub std::path::PathBuf);
-
-impl Scratch {
-    /// `mmemu-PID-NAME` in the temp directory, removed if it exists.
-    pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mmemu-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        Scratch(p)
-    }
-    /// The path as a string.
-    pub fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A vmstat-style counter from the first `name value` line after
+/// `marker` in `out`.
+pub fn counter_after(out: &str, marker: &str, name: &str) -> u64 {
+    let at = out.find(marker).unwrap_or_else(|| panic!("'{marker}' missing:\n{out}"));
+    out[at..]
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing after '{marker}':\n{out}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
