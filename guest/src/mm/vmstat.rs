@@ -56,33 +56,6 @@ pub const NR_EVENTS: usize = mm_core::descriptor::NR_VM_EVENTS;
 /// (the host reads the counters from there, in this order).
 pub const NAMES: [&str; NR_EVENTS] = mm_core::descriptor::VM_EVENT_NAMES;
 
-/// True if two name lists are the same (a `const` comparison).
-const fn same_names(a: &[&str], b: &[&str]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        let (x, y) = (a[i].as_bytes(), b[i].as_bytes());
-        if x.len() != y.len() {
-            return false;
-        }
-        let mut j = 0;
-        while j < x.len() {
-            if x[j] != y[j] {
-                return false;
-            }
-            j += 1;
-        }
-        i += 1;
-    }
-    true
-}
-
-// The ring-3 ABI (`SYS_VMSTAT`) repeats the list for the user programs,
-// which do not link mm-core: the build fails if the two drift.
-const _: () = assert!(same_names(&NAMES, &crate::proc::abi::VMSTAT_NAMES));
-
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 /// The counters (atomics: any context may count, no lock is taken).

@@ -75,26 +75,9 @@ pub const SYS_VMSTAT: u64 = 507;
 /// compaction) and frees it: the pages compaction migrated meanwhile, or
 /// -ENOMEM. -EINVAL for another op.
 pub const SYS_COMPACT: u64 = 520;
-/// The counters `SYS_VMSTAT` knows, in its order (the kernel's
-/// mm/vmstat.rs `NAMES` is this very list).
-pub const VMSTAT_NAMES: [&str; 16] = [
-    "pgfault",
-    "pgmajfault",
-    "pswpin",
-    "pswpout",
-    "pgscan_kswapd",
-    "pgscan_direct",
-    "pgsteal_kswapd",
-    "pgsteal_direct",
-    "pgactivate",
-    "pgdeactivate",
-    "workingset_refault",
-    "oom_kill",
-    "allocstall",
-    "kswapd_wake",
-    "pageoutrun",
-    "slabs_scanned",
-];
+/// The counters `SYS_VMSTAT` knows, in its order: the descriptor's list,
+/// which the kernel's mm/vmstat.rs counts by and the host reads.
+pub use mm_core::descriptor::VM_EVENT_NAMES as VMSTAT_NAMES;
 /// How many counters `SYS_VMSTAT` knows.
 pub const VMSTAT_COUNT: usize = VMSTAT_NAMES.len();
 /// Index of `oom_kill` in the `SYS_VMSTAT` counters.

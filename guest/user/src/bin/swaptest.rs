@@ -74,9 +74,10 @@ fn main(arg: u64) -> i32 {
     }
     let st = mmstat();
     let vm = vmstat();
+    let counter = |name: &str| VMSTAT_NAMES.iter().position(|&n| n == name).map_or(0, |i| vm[i]);
     println!(
         "swaptest[{}]: {} pages written and read back, {} bad words; maj_faults {} swap_ents {} rss {} pswpin {} pswpout {}",
-        pid, pages, bad, st.maj_faults, st.swap_ents, st.rss_pages, vm[2], vm[3]
+        pid, pages, bad, st.maj_faults, st.swap_ents, st.rss_pages, counter("pswpin"), counter("pswpout")
     );
     checkpoint("swapped");
     if bad != 0 {
