@@ -21,14 +21,13 @@
 use super::phys::{copy_page, direct_map};
 use super::swap::SwapState;
 use alloc::vec::Vec;
-use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT};
+use mm_core::addr::PAGE_SHIFT;
 use mm_core::buddy::BuddyAllocator;
 use mm_core::compaction::MigrateFail;
 use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_UNEVICTABLE};
 use mm_core::lru::{LruNode, Lruvec};
 use mm_core::page_ext::PageExt;
-use mm_core::paging::{Level, Mapper, Pte, Slot};
-use mm_core::rmap::MmId;
+use mm_core::paging::Pte;
 
 /// The entry address bits of a PTE.
 const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
@@ -66,19 +65,6 @@ pub struct GuestMigrator<'a> {
     pub stats: MigrateStats,
 }
 
-/// `mm`'s PTE slot at `va` if it is a present 4 KiB leaf mapping `pfn`.
-fn pte_of(
-    mms: &alloc::collections::BTreeMap<MmId, super::swap::MmEntry>,
-    mm: MmId,
-    va: u64,
-    pfn: u64,
-) -> Option<(Slot, Pte, u64)> {
-    let pgd = mms.get(&mm)?.pgd;
-    let (slot, pte) = Mapper::new(PhysAddr(pgd), false, 52, false).lookup(&direct_map(), VirtAddr(va))?;
-    (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == Level::Pte)
-        .then_some((slot, pte, pgd))
-}
-
 impl<'a> GuestMigrator<'a> {
     /// A context over the held state, with buffers (empty, with room for
     /// a cluster) allocated before the locks were taken.
@@ -100,13 +86,7 @@ impl<'a> GuestMigrator<'a> {
     /// PTEs mapping `pfn`, found through its rmap record.
     fn mapcount(&self, pfn: u64) -> Option<u32> {
         let m = self.ext.get(pfn as usize)?.anon()?;
-        let mut n = 0;
-        let mms = &self.s.mms;
-        self.s.rmap.rmap_walk(m, |mm, va| {
-            n += pte_of(mms, mm, va, pfn).is_some() as u32;
-            true
-        });
-        Some(n)
+        Some(self.s.mapcount(m, pfn))
     }
 
     /// Linux's `folio_isolate_lru` with `migrate_folio_unmap`'s reference
@@ -179,7 +159,7 @@ impl<'a> GuestMigrator<'a> {
         let mut moved = 0;
         let mms = &self.s.mms;
         self.s.rmap.rmap_walk(m, |mm, va| {
-            if let Some((slot, pte, pgd)) = pte_of(mms, mm, va, src) {
+            if let Some((slot, pte, pgd)) = super::swap::pte_mapping(mms, mm, va, src) {
                 if slot.write(&mut direct_map(), Pte((pte.0 & !ADDR_MASK) | dst << PAGE_SHIFT)).is_ok() {
                     moved += 1;
                     if pgd == cr3 {

@@ -279,3 +279,13 @@ pub fn map_deferred(mapper: &Mapper, phys: &mut KernelPhys, start: u64, end: u64
     flush.ignore();
     Ok(())
 }
+
+/// A process's page tables as mm-core's editor sees them: the hierarchy
+/// at `pgd`, 4-level (the fault path, fork, reclaim and migration all
+/// edit them through this). The editor only masks entry addresses with
+/// the physical-address width (it checks no reserved bits on tables it
+/// built), so the widest one serves without asking CPUID, which would be
+/// a VM exit on every fault.
+pub fn user_pt(pgd: u64) -> Mapper {
+    Mapper::new(PhysAddr(pgd), false, 52, false)
+}

@@ -32,11 +32,10 @@ use crate::sync::{rank, SpinLock};
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
-use mm_core::addr::PhysAddr;
 use mm_core::addr::{VirtAddr, PAGE_SHIFT};
 use mm_core::lru::{ReclaimOutcome, Shadow};
 use mm_core::paging::swap::SwapEntry;
-use mm_core::paging::{Mapper, Pte, PteFlags};
+use mm_core::paging::{Pte, PteFlags};
 use mm_core::rmap::{AnonMapping, AnonRmap, MmId, RmapPageTables};
 use mm_core::swap::{SwapAreas, SwpEntry};
 use mm_core::vma::Vma;
@@ -184,9 +183,19 @@ pub fn take_rss_out(mm: MmId) -> (u64, u64) {
     })
 }
 
-/// A page table of `pgd` as the editor sees it.
-fn pt(pgd: u64) -> Mapper {
-    Mapper::new(PhysAddr(pgd), false, 52, false)
+/// `mm`'s PTE slot at `va` if it is a present 4 KiB leaf mapping `pfn`
+/// (`page_vma_mapped_walk` at one address): the slot, the PTE, the PGD.
+/// The rmap only says where a page may be mapped; this says whether it is.
+pub fn pte_mapping(
+    mms: &BTreeMap<MmId, MmEntry>,
+    mm: MmId,
+    va: u64,
+    pfn: u64,
+) -> Option<(mm_core::paging::Slot, Pte, u64)> {
+    let pgd = mms.get(&mm)?.pgd;
+    let (slot, pte) = super::paging::user_pt(pgd).lookup(&direct_map(), VirtAddr(va))?;
+    (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == mm_core::paging::Level::Pte)
+        .then_some((slot, pte, pgd))
 }
 
 /// Whether the CPU runs on `pgd` (its TLB entries need flushing).
@@ -236,6 +245,17 @@ impl SwapState {
             x.set_swap_entry(None);
         }
         put_user_page(p, pfn);
+    }
+
+    /// PTEs mapping `pfn` (an anon page with rmap record `m`), counted
+    /// through the rmap walk without changing them (`folio_mapcount`).
+    pub fn mapcount(&self, m: AnonMapping, pfn: u64) -> u32 {
+        let mut n = 0;
+        self.rmap.rmap_walk(m, |mm, va| {
+            n += pte_mapping(&self.mms, mm, va, pfn).is_some() as u32;
+            true
+        });
+        n
     }
 
     /// Pages queued for writeback.
@@ -425,17 +445,7 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
     }
     let pages: Vec<u64> = core::iter::once(pfn).chain(ra.iter().map(|&(_, p)| p)).map(|p| p << PAGE_SHIFT).collect();
     let slots: Vec<SwpEntry> = core::iter::once(e).chain(ra.iter().map(|&(n, _)| n)).collect();
-    let reqs: Vec<blk::Request<'_>> = slots
-        .iter()
-        .zip(pages.iter())
-        .map(|(n, pa)| blk::Request {
-            write: false,
-            sector: n.offset * blk::SECTORS_PER_PAGE,
-            pages: core::slice::from_ref(pa),
-        })
-        .collect();
-    let mut status = vec![0xffu8; reqs.len()];
-    let _ = blk::submit(&reqs, &mut status);
+    let status = slot_io(false, &slots, &pages);
     let sums: Vec<u64> = pages
         .iter()
         .zip(status.iter())
@@ -497,16 +507,11 @@ struct PtEdit<'a> {
     mms: &'a mut BTreeMap<MmId, MmEntry>,
     /// The entry to leave in unmapped PTEs.
     entry: Option<SwpEntry>,
-    /// PTEs unmapped whose dirty bit was set.
-    dirty: u32,
 }
 
 impl PtEdit<'_> {
     fn slot(&self, mm: MmId, va: u64, pfn: u64) -> Option<(mm_core::paging::Slot, Pte, u64)> {
-        let pgd = self.mms.get(&mm)?.pgd;
-        let (slot, pte) = pt(pgd).lookup(&direct_map(), VirtAddr(va))?;
-        (pte.is_present() && pte.0 & ADDR_MASK == pfn << PAGE_SHIFT && slot.level() == mm_core::paging::Level::Pte)
-            .then_some((slot, pte, pgd))
+        pte_mapping(self.mms, mm, va, pfn)
     }
 }
 
@@ -524,7 +529,7 @@ impl RmapPageTables for PtEdit<'_> {
     }
 
     fn unmap_one(&mut self, mm: MmId, va: u64, pfn: u64) -> bool {
-        let Some((slot, pte, pgd)) = self.slot(mm, va, pfn) else { return false };
+        let Some((slot, _, pgd)) = self.slot(mm, va, pfn) else { return false };
         let Some(e) = self.entry.and_then(SwapEntry::from_swp) else { return false };
         // Keep the PTE's soft bits Linux keeps (none of ours matter), and
         // the user's rights are the VMA's again at swap-in.
@@ -534,7 +539,6 @@ impl RmapPageTables for PtEdit<'_> {
         if is_current(pgd) {
             crate::arch::cpu::invlpg(va);
         }
-        self.dirty += (pte.0 & PteFlags::DIRTY.0 != 0) as u32;
         if let Some(m) = self.mms.get_mut(&mm) {
             m.swapents += 1;
             m.rss_out += 1;
@@ -559,27 +563,8 @@ impl Reclaimer<'_> {
     /// its contents: no write needed (`__remove_mapping` of a clean page).
     fn drop_clean(&mut self, pfn: u64, e: SwpEntry, shadow: Shadow) -> ReclaimOutcome {
         self.s.stat.clean_reclaims += 1;
-        if let Some(sh) = self.s.shadow.get_mut(e.offset as usize) {
-            *sh = shadow.0;
-        }
-        let _ = self.s.areas.swapcache_free(e);
-        self.s.set_cache(e, None);
-        self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
-        let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+        evict(self.s, self.buddy, self.ext, pfn, e, shadow);
         ReclaimOutcome::Freed { io: false }
-    }
-
-    /// PTEs mapping `pfn`, counted through the rmap without changing them.
-    fn mapcount(&mut self, m: AnonMapping, pfn: u64) -> u32 {
-        let mut n = 0;
-        let rmap = &self.s.rmap;
-        let mms = &mut self.s.mms;
-        let pte = PtEdit { mms, entry: None, dirty: 0 };
-        rmap.rmap_walk(m, |mm, va| {
-            n += pte.slot(mm, va, pfn).is_some() as u32;
-            true
-        });
-        n
     }
 }
 
@@ -591,7 +576,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             let cached = self.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some());
             return mm_core::lru::Referenced { ptes: (!cached) as u32, ..Default::default() };
         };
-        let mut pt = PtEdit { mms: &mut self.s.mms, entry: None, dirty: 0 };
+        let mut pt = PtEdit { mms: &mut self.s.mms, entry: None };
         let r = self.s.rmap.folio_referenced(m, pfn, &mut pt);
         mm_core::lru::Referenced { ptes: r.referenced, ..Default::default() }
     }
@@ -616,7 +601,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             return ReclaimOutcome::Keep;
         }
         // Pinned (a fault in progress holds a reference)? Keep it.
-        let mapped = self.mapcount(m, pfn);
+        let mapped = self.s.mapcount(m, pfn);
         let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
         if refs != mapped + cached.is_some() as u32 {
             return ReclaimOutcome::Keep;
@@ -640,7 +625,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         }
         // try_to_unmap: every PTE becomes the swap entry (one slot count
         // each) and drops its page reference.
-        let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e), dirty: 0 };
+        let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e) };
         let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
         for _ in 0..n {
             let _ = self.s.areas.swap_duplicate(e);
@@ -664,6 +649,45 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
     }
 }
 
+/// The end of a page's eviction: unmapped, its contents in slot `e`, it
+/// leaves the swap cache (its workingset shadow stays in the slot) and
+/// goes back to the buddy allocator (Linux's `__remove_mapping`).
+fn evict(
+    s: &mut SwapState,
+    buddy: &mut mm_core::buddy::BuddyAllocator<'static>,
+    ext: &mut [mm_core::page_ext::PageExt],
+    pfn: u64,
+    e: SwpEntry,
+    shadow: Shadow,
+) {
+    if let Some(sh) = s.shadow.get_mut(e.offset as usize) {
+        *sh = shadow.0;
+    }
+    let _ = s.areas.swapcache_free(e);
+    s.set_cache(e, None);
+    ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+    let _ = buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+}
+
+/// Reads or writes page `pages[i]` (a physical address) at slot
+/// `slots[i]`, all in one device submission; each request's status
+/// (`blk::S_OK`, the device's error, or 0xff if the device failed before
+/// answering it).
+fn slot_io(write: bool, slots: &[SwpEntry], pages: &[u64]) -> Vec<u8> {
+    let reqs: Vec<blk::Request<'_>> = slots
+        .iter()
+        .zip(pages)
+        .map(|(n, pa)| blk::Request {
+            write,
+            sector: n.offset * blk::SECTORS_PER_PAGE,
+            pages: core::slice::from_ref(pa),
+        })
+        .collect();
+    let mut status = vec![0xffu8; reqs.len()];
+    let _ = blk::submit(&reqs, &mut status);
+    status
+}
+
 /// Writes the batch reclaim queued (one device submission: the driver
 /// notifies once per queue-full) and frees the pages written; a page whose
 /// write failed stays in the swap cache, resident and back on the active
@@ -676,35 +700,19 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
     }
     let batch: Vec<Writeback> = s.wb[..n].iter_mut().filter_map(Option::take).collect();
     let pages: Vec<u64> = batch.iter().map(|w| w.pfn << PAGE_SHIFT).collect();
-    for w in &batch {
-        let sum = frame_checksum(w.pfn << PAGE_SHIFT);
+    for (w, &pa) in batch.iter().zip(&pages) {
         if let Some(x) = s.sums.get_mut(w.e.offset as usize) {
-            *x = sum;
+            *x = frame_checksum(pa);
         }
     }
-    let reqs: Vec<blk::Request<'_>> = batch
-        .iter()
-        .zip(pages.iter())
-        .map(|(w, pa)| blk::Request {
-            write: true,
-            sector: w.e.offset * blk::SECTORS_PER_PAGE,
-            pages: core::slice::from_ref(pa),
-        })
-        .collect();
-    let mut status = vec![0xffu8; reqs.len()];
-    let _ = blk::submit(&reqs, &mut status);
+    let slots: Vec<SwpEntry> = batch.iter().map(|w| w.e).collect();
+    let status = slot_io(true, &slots, &pages);
     s.stat.write_batches += 1;
     let mut freed = 0;
     PAGES.with(|p| {
         for (w, &st) in batch.iter().zip(status.iter()) {
             if st == blk::S_OK {
-                if let Some(sh) = s.shadow.get_mut(w.e.offset as usize) {
-                    *sh = w.shadow.0;
-                }
-                let _ = s.areas.swapcache_free(w.e);
-                s.set_cache(w.e, None);
-                p.ext[w.pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
-                let _ = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, w.pfn, 0);
+                evict(s, &mut p.buddy, p.ext, w.pfn, w.e, w.shadow);
                 freed += 1;
             } else {
                 s.stat.write_errors += 1;

@@ -14,7 +14,7 @@ use crate::mm::{BuddyFrames, PageAlloc, PAGES};
 use mm_core::abi::cpu as abi;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::paging::swap::SwapEntry;
-use mm_core::paging::{FrameAllocator, Level, Mapper, Pte, PteFlags, Slot};
+use mm_core::paging::{FrameAllocator, Level, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma};
 
 /// #PF error-code bits (mm-core's ABI), as the trap frame carries them.
@@ -25,14 +25,7 @@ const PF_INSTR: u64 = abi::PF_FETCH as u64;
 /// The address bits of an entry (a frame's physical address).
 const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
 
-/// A process's page tables as mm-core's editor sees them: the hierarchy
-/// at `pgd`, 4-level. The editor only masks entry addresses with the
-/// physical-address width (it checks no reserved bits on tables it
-/// built), so the widest one serves without asking CPUID, which would be
-/// a VM exit on every fault.
-pub fn user_pt(pgd: u64) -> Mapper {
-    Mapper::new(PhysAddr(pgd), false, 52, false)
-}
+pub use crate::mm::paging::user_pt;
 
 /// Page-table pages for a process's tables: from the buddy allocator
 /// (owner `PageTable`), counted in the process's `pt_pages`.

@@ -15,7 +15,7 @@ use mm_core::buddy::PageOwner;
 use mm_core::lru::{flags::PG_LRU, LruList};
 use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{walk, CpuContext, LeafKinds, Mapper};
-use mm_core::swap::{page_checksum, verify_swap_map, SWAP_HAS_CACHE};
+use mm_core::swap::{page_checksum, verify_swap_map, SWAP_HAS_CACHE, SWAP_MAP_BAD};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -178,16 +178,11 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         return CheckResult::new(Check::Swap, detail, violations).with_errors(ptes.problems);
     }
     let mut k = Kva::new(gs);
-    let arrays = (|| {
-        let map = k.array(d.swap_map_va, d.nr_slots * 2, "the swap map")?;
-        let sums = k.array(d.sums_va, d.nr_slots * 8, "the per-slot checksums")?;
-        Ok::<_, String>((map, sums))
-    })();
+    let arrays = swap_map(gs).and_then(|map| Ok((map, k.array(d.sums_va, d.nr_slots * 8, "the per-slot checksums")?)));
     let (map, sums) = match arrays {
         Ok(a) => a,
         Err(e) => return CheckResult::could_not_run(Check::Swap, e),
     };
-    let map: Vec<u16> = map.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
     let sums: Vec<u64> = sums.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
     let cache = match swap_cache(gs) {
         Ok(c) => c,
@@ -222,7 +217,10 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         }
     }
     // The slots in use, read back from the file.
-    let in_use: Vec<u64> = (1..map.len() as u64).filter(|&o| map[o as usize] & !SWAP_HAS_CACHE != 0).collect();
+    // Slots swap PTEs name (a count; bad slots are never in use).
+    let in_use: Vec<u64> = (1..map.len() as u64)
+        .filter(|&o| map[o as usize] != SWAP_MAP_BAD && map[o as usize] & !SWAP_HAS_CACHE != 0)
+        .collect();
     let mut errors = ptes.problems;
     let mut read_back = 0u64;
     match swap_file {
@@ -396,6 +394,13 @@ pub struct SwapArea {
     pub priority: i32,
 }
 
+/// Slots allocated in `map` (a count or the swap cache: Linux's
+/// `inuse_pages`), the header and bad slots not counted.
+fn slots_used(map: &[u16]) -> u64 {
+    map.iter().skip(1).filter(|&&m| m != 0 && m != SWAP_MAP_BAD).count() as u64
+}
+
+/// The guest's swap map (empty when swap is off).
 fn swap_map(gs: &GuestState<'_>) -> Result<Vec<u16>, String> {
     let d = gs.desc.swap;
     if d.nr_slots == 0 {
@@ -410,7 +415,7 @@ pub fn swaps(gs: &GuestState<'_>) -> Result<SwapsReport, String> {
     let map = swap_map(gs)?;
     let mut areas = Vec::new();
     if !map.is_empty() {
-        let used = map.iter().skip(1).filter(|&&m| m != 0 && m != mm_core::swap::SWAP_MAP_BAD).count() as u64;
+        let used = slots_used(&map);
         areas.push(SwapArea {
             filename: "/dev/vda",
             kind: "partition",
@@ -464,7 +469,7 @@ pub fn free(gs: &GuestState<'_>) -> Result<FreeReport, String> {
     }
     let map = swap_map(gs)?;
     let slots = map.len().saturating_sub(1) as u64;
-    let used = map.iter().skip(1).filter(|&&m| m != 0 && m != mm_core::swap::SWAP_MAP_BAD).count() as u64;
+    let used = slots_used(&map);
     let cached = swap_cache(gs)?.by_pfn.len() as u64;
     Ok(FreeReport {
         mem_total_kb: total * 4,
