@@ -70,11 +70,18 @@ fn verified<'a>(out: &'a str, cp: &str, check: &str) -> &'a str {
     l
 }
 
-/// (slots in use, slots read back and matched) from a `verify swap` line.
+/// (slots in use, slots read back) from a `verify swap` line, which must
+/// say every slot read back matched.
 fn swap_slots(l: &str) -> (u64, u64) {
     let in_use = l.split(" against ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok());
-    let read = l.split("; ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok());
-    (in_use.unwrap_or_else(|| panic!("{l}")), read.unwrap_or_else(|| panic!("{l}")))
+    let read: u64 = l
+        .split("; ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{l}"));
+    assert!(l.ends_with(&format!(", {read} matched)")), "every slot read back must match: {l}");
+    (in_use.unwrap_or_else(|| panic!("{l}")), read)
 }
 
 #[test]

@@ -222,7 +222,7 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         .filter(|&o| map[o as usize] != SWAP_MAP_BAD && map[o as usize] & !SWAP_HAS_CACHE != 0)
         .collect();
     let mut errors = ptes.problems;
-    let mut read_back = 0u64;
+    let (mut read_back, mut matched) = (0u64, 0u64);
     match swap_file {
         None => errors.push("the swap file is not known to the inspector: the slots' contents were not read".into()),
         Some(path) => match std::fs::File::open(path) {
@@ -247,6 +247,7 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
                         page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
                     let got = page_checksum(&words);
                     read_back += 1;
+                    matched += (got == want) as u64;
                     if got != want {
                         violations.push(format!(
                             "slot {o:#x} of the swap file has checksum {got:#x}, but the guest wrote {want:#x} there: the page is lost"
@@ -257,7 +258,7 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         },
     }
     let detail = format!(
-        "{} swap PTEs in {processes} processes against {} slots in use of {} ({} in the swap cache); {read_back} slots read back from the swap file and matched",
+        "{} swap PTEs in {processes} processes against {} slots in use of {} ({} in the swap cache); {read_back} slots read back from the swap file, {matched} matched",
         ptes.total,
         in_use.len(),
         map.len().saturating_sub(1),
