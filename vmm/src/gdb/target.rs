@@ -235,6 +235,9 @@ impl<'a> GdbTarget<'a> {
     /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
         self.bps.clear(self.mem);
+        if let Err(e) = self.flush_state() {
+            eprintln!("vmm: gdb: {e}");
+        }
         let mut v = self.cpu.vcpu();
         let _ = v.set_guest_debug(&Default::default());
         v.clear_sync_valid_reg(SyncReg::Register);
@@ -254,6 +257,48 @@ impl<'a> GdbTarget<'a> {
         drop(v);
         self.cache = Some((regs, sregs));
         Ok((regs, sregs))
+    }
+
+    /// Hands registers to the vCPU through KVM's sync-regs copy in the run
+    /// structure (applied by the next KVM_RUN) rather than KVM_SET_REGS
+    /// and KVM_SET_SREGS: each of those ioctls costs several microseconds
+    /// where the host is itself a guest, and a user-mode breakpoint hit
+    /// rewrites the registers twice. The cache keeps what the vCPU will
+    /// run with, so reads in between see the new values.
+    fn put_state(&mut self, regs: kvm_regs, sregs: Option<kvm_sregs>) -> Result<(), GdbError> {
+        let (_, cached_sregs) = self.state()?;
+        let mut v = self.cpu.vcpu();
+        v.sync_regs_mut().regs = regs;
+        v.set_sync_dirty_reg(SyncReg::Register);
+        if let Some(s) = sregs {
+            v.sync_regs_mut().sregs = s;
+            v.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+        drop(v);
+        self.cache = Some((regs, sregs.unwrap_or(cached_sregs)));
+        Ok(())
+    }
+
+    /// Applies register writes still waiting in the sync-regs copy with
+    /// the ioctls, before anything else reads or writes the registers
+    /// through KVM (which would not see them, or be undone by them at the
+    /// next KVM_RUN).
+    fn flush_state(&mut self) -> Result<(), GdbError> {
+        let mut v = self.cpu.vcpu();
+        let dirty = v.get_kvm_run().kvm_dirty_regs;
+        let (regs_bit, sregs_bit) = (SyncReg::Register as u64, SyncReg::SystemRegister as u64);
+        if dirty & (regs_bit | sregs_bit) == 0 {
+            return Ok(());
+        }
+        v.get_kvm_run().kvm_dirty_regs = dirty & !(regs_bit | sregs_bit);
+        let pending = v.sync_regs();
+        if dirty & sregs_bit != 0 {
+            v.set_sregs(&pending.sregs).map_err(GdbError::kvm("return the vCPU to ring 3 (segments)"))?;
+        }
+        if dirty & regs_bit != 0 {
+            v.set_regs(&pending.regs).map_err(GdbError::kvm("set the vCPU's registers"))?;
+        }
+        Ok(())
     }
 
     /// How the running vCPU translates addresses.
@@ -332,10 +377,15 @@ impl<'a> GdbTarget<'a> {
         if paged && (self.bps.has_user_sw() || catch_step) {
             if let Ok((bp, db)) = self.handler_entries() {
                 if self.bps.has_user_sw() {
-                    wanted.push((bp, Hidden::Breakpoint));
+                    wanted.push((bp, Hidden::Breakpoint, true));
                 }
-                if catch_step {
-                    wanted.push((db, Hidden::Step));
+                // With user breakpoints planted, gdb steps off each hit in
+                // ring 3 and then continues: the #DB catch stays in its
+                // register across both (when one is free), so the
+                // guest-debug state, one ioctl, does not flip per hit. A
+                // #DB of the guest's own passes through as before.
+                if catch_step || self.bps.has_user_sw() {
+                    wanted.push((db, Hidden::Step, catch_step));
                 }
             }
         }
@@ -348,6 +398,7 @@ impl<'a> GdbTarget<'a> {
         for (w, slot) in wanted.iter().zip(&placed) {
             match slot {
                 Some(i) => self.hidden[*i] = Some(w.1),
+                None if !w.2 => {}
                 None => {
                     let what = if w.1 == Hidden::Breakpoint { "user-mode breakpoints" } else { "user-mode steps" };
                     self.note(format!(
@@ -492,8 +543,7 @@ impl<'a> GdbTarget<'a> {
         if self.cpl()? == 3 {
             let (mut regs, _) = self.state()?;
             regs.rflags |= TF;
-            self.cpu.vcpu().set_regs(&regs).map_err(GdbError::kvm("set RFLAGS.TF for a user-mode step"))?;
-            self.cache = None;
+            self.put_state(regs, None)?;
             self.user_step = true;
         }
         self.set_debug(true, skip_hw)
@@ -555,12 +605,7 @@ impl<'a> GdbTarget<'a> {
         regs.rip = rip;
         regs.rsp = f.rsp;
         regs.rflags = if clear_tf { f.rflags & !TF } else { f.rflags };
-        let v = self.cpu.vcpu();
-        v.set_sregs(&sregs).map_err(GdbError::kvm("return the vCPU to ring 3 (segments)"))?;
-        v.set_regs(&regs).map_err(GdbError::kvm("return the vCPU to ring 3 (registers)"))?;
-        drop(v);
-        self.cache = None;
-        Ok(())
+        self.put_state(regs, Some(sregs))
     }
 
     /// A hidden breakpoint fired: the guest entered its #BP or #DB handler.
@@ -797,6 +842,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         ] = c.regs;
         r.rip = c.rip;
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
+        self.flush_state().map_err(fatal)?;
         self.cache = None;
         self.cpu
             .vcpu()
