@@ -396,6 +396,64 @@ fn fork_execve_and_wait() {
     same_as_host("execer", EXECER, &[], 7);
 }
 
+/// The child execs itself and touches 300 pages; the parent reads the
+/// child's faults from wait4's rusage and getrusage(RUSAGE_CHILDREN).
+const CHILD_FAULTS: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        char *p = malloc(300 * 4096 + 4096);
+        for (int i = 0; i < 300; i++) p[i * 4096] = 1;
+        struct rusage me;
+        getrusage(RUSAGE_SELF, &me);
+        printf("child own %ld\n", me.ru_minflt);
+        return 0;
+    }
+    struct rusage before, ru, kids;
+    getrusage(RUSAGE_CHILDREN, &before);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        execv(argv[0], (char *[]){argv[0], "child", NULL});
+        _exit(99);
+    }
+    memset(&ru, 0x55, sizeof ru);
+    int st;
+    if (wait4(c, &st, 0, &ru) != c) return 2;
+    getrusage(RUSAGE_CHILDREN, &kids);
+    printf("before %ld wait4 min %ld maj %ld children %ld %ld\n", before.ru_minflt, ru.ru_minflt, ru.ru_majflt,
+           kids.ru_minflt, kids.ru_majflt);
+    return WEXITSTATUS(st);
+}
+"#;
+
+#[test]
+fn wait4_and_rusage_children_report_the_childs_faults_across_its_execve() {
+    let dir = Scratch::new("child-faults");
+    for cc in COMPILERS {
+        let prog = compile(cc, CHILD_FAULTS, &dir.0, &format!("child-faults-{cc}"), &["-static"]);
+        for (side, out) in [("host", host(&prog, &[], &dir.0).1), ("guest", guest(&prog, &[]).stdout)] {
+            let own = figure(&out, "child own ").unwrap_or_else(|| panic!("{cc} {side}: {out}"));
+            let min = figure(&out, "wait4 min ").unwrap_or_else(|| panic!("{cc} {side}: {out}"));
+            let maj = figure(&out, " maj ").unwrap_or_else(|| panic!("{cc} {side}: {out}"));
+            let kids = figure(&out, "children ").unwrap_or_else(|| panic!("{cc} {side}: {out}"));
+            assert_eq!(figure(&out, "before "), Some(0), "{cc} {side}: {out}");
+            // wait4's count covers the child's whole life: its faults
+            // before the execve too, so at least what it saw of itself
+            // after it (Linux counts per task, across execve).
+            assert!(own >= 300 && min >= own, "{cc} {side}: {out}");
+            assert_eq!(maj, 0, "{cc} {side}: no swap, no major faults: {out}");
+            assert_eq!(kids, min, "{cc} {side}: RUSAGE_CHILDREN is the reaped child's total: {out}");
+            println!("{cc} {side}: child {own} faults after execve, {min} in its life");
+        }
+    }
+}
+
 #[test]
 fn an_init_the_kernel_cannot_load_exits_127_with_the_reason() {
     // --initrd takes what it is given (only `-- PROG` is checked on the

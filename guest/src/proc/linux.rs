@@ -803,17 +803,26 @@ fn sys_prlimit(_pid: u64, resource: u64, _new: u64, old: u64) -> i64 {
     0
 }
 
-/// `getrusage(RUSAGE_SELF)`: the page-fault counts (minor, major) of the
-/// caller; times and the rest are zero (not measured). Other `who`s:
-/// -EINVAL (children's totals are not kept yet).
+/// `getrusage`: the page-fault counts (minor, major) of the caller
+/// (`RUSAGE_SELF`, across its execves) or of its reaped children
+/// (`RUSAGE_CHILDREN`); times and the rest are zero (not measured).
 fn sys_getrusage(who: u64, buf: u64) -> i64 {
-    if who != 0 {
-        return -EINVAL;
+    const RUSAGE_SELF: i32 = 0;
+    const RUSAGE_CHILDREN: i32 = -1;
+    let (own, children) = sched::current_rusage();
+    // An `int`: only the low 32 bits of the register are the argument.
+    match who as u32 as i32 {
+        RUSAGE_SELF => put_rusage(buf, own),
+        RUSAGE_CHILDREN => put_rusage(buf, children),
+        _ => -EINVAL,
     }
-    let Some(st) = with_mm(|mm| mm.stat) else { return -EFAULT };
+}
+
+/// Writes Linux's `struct rusage` (144 bytes) with the fault counts.
+pub fn put_rusage(buf: u64, ru: sched::Rusage) -> i64 {
     let mut r = [0u64; 18];
-    r[8] = st.faults.saturating_sub(st.maj_faults); // ru_minflt
-    r[9] = st.maj_faults; // ru_majflt
+    r[8] = ru.minflt; // ru_minflt
+    r[9] = ru.majflt; // ru_majflt
     put_u64s(buf, &r)
 }
 

@@ -82,6 +82,52 @@ pub struct Task {
     pub clear_child_tid: u64,
     /// The executable's path (/proc/self/exe), "" for built-in programs.
     pub exe: &'static str,
+    /// Faults of the address spaces this task left (execve) or lost (exit,
+    /// the OOM reaper): Linux counts faults per task, and `getrusage` and
+    /// `wait4` report them across an execve.
+    pub ru_self: Rusage,
+    /// The reaped children's totals (their own and their reaped
+    /// children's), for `getrusage(RUSAGE_CHILDREN)`.
+    pub ru_children: Rusage,
+}
+
+/// The page-fault part of Linux's `struct rusage` (the rest is not
+/// measured).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Rusage {
+    /// Faults served without I/O (`ru_minflt`).
+    pub minflt: u64,
+    /// Faults that read from swap (`ru_majflt`).
+    pub majflt: u64,
+}
+
+impl Rusage {
+    /// An address space's counts.
+    pub fn of(st: &super::abi::MmStat) -> Rusage {
+        Rusage { minflt: st.faults.saturating_sub(st.maj_faults), majflt: st.maj_faults }
+    }
+
+    /// The sum of both.
+    pub fn plus(self, o: Rusage) -> Rusage {
+        Rusage { minflt: self.minflt + o.minflt, majflt: self.majflt + o.majflt }
+    }
+}
+
+/// Adds the counts of an address space the task `pid` no longer has.
+fn retire_faults(pid: u64, ru: Rusage) {
+    SCHED.with(|s| {
+        if let Some(t) = s.tasks.get_mut(&pid) {
+            t.ru_self = t.ru_self.plus(ru);
+        }
+    });
+}
+
+/// The running task's fault counts: its current address space's and those
+/// it left (`getrusage(RUSAGE_SELF)`), and its reaped children's
+/// (`RUSAGE_CHILDREN`).
+pub fn current_rusage() -> (Rusage, Rusage) {
+    let now = current_mm().map(|mm| mm.with(|m| Rusage::of(&m.stat))).unwrap_or_default();
+    with_current(|t| (t.ru_self.plus(now), t.ru_children)).unwrap_or_default()
 }
 
 impl Task {
@@ -272,6 +318,9 @@ pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option
     // SAFETY: the new PGD's kernel half is the kernel root's, like every
     // process's, so the kernel (and this stack) stays mapped.
     unsafe { cpu::write_cr3(pgd) };
+    if let Some(ru) = old.as_ref().and_then(|mm| mm.try_with(|m| Rusage::of(&m.stat))) {
+        retire_faults(current_pid(), ru);
+    }
     old
 }
 
@@ -325,6 +374,8 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         files: alloc::vec::Vec::new(),
         clear_child_tid: 0,
         exe: "",
+        ru_self: Rusage::default(),
+        ru_children: Rusage::default(),
     });
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
@@ -425,6 +476,8 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         files: alloc::vec::Vec::new(),
         clear_child_tid: 0,
         exe: "",
+        ru_self: Rusage::default(),
+        ru_children: Rusage::default(),
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
@@ -464,11 +517,15 @@ pub fn do_exit(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
     // A Linux program's fault counters go to the log as it exits.
     let linux = SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| !t.exe.is_empty()));
-    if linux {
-        if let Some(mm) = current_mm() {
-            let (name, pid, _) = current_info();
-            mm.with(|m| super::exec::report_exit(name, pid, status, &m.stat));
-        }
+    if let Some(mm) = current_mm() {
+        let (name, pid, _) = current_info();
+        let ru = mm.with(|m| {
+            if linux {
+                super::exec::report_exit(name, pid, status, &m.stat);
+            }
+            Rusage::of(&m.stat)
+        });
+        retire_faults(pid, ru);
     }
     let mm = SCHED.with(|s| {
         let cur = s.current;
@@ -509,8 +566,9 @@ pub fn do_exit(status: u64) -> ! {
 
 /// What a wait found.
 pub enum Reaped {
-    /// A child exited: its pid and wait status.
-    Child(u64, u64),
+    /// A child exited: its pid, wait status, and its fault counts (its
+    /// own and its reaped children's, as wait4's rusage has them).
+    Child(u64, u64, Rusage),
     /// Children exist but none has exited.
     NotYet,
     /// No child matches.
@@ -616,7 +674,12 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
         Some(None) => Reap::Deferred,
         Some(Some((None, _))) => Reap::Gone,
         Some(Some((Some(mm), pgd))) => {
-            if mm.try_with(|m| m.exit_mmap()).is_some() {
+            if let Some(ru) = mm.try_with(|m| {
+                let ru = Rusage::of(&m.stat);
+                m.exit_mmap();
+                ru
+            }) {
+                retire_faults(pid, ru);
                 drop(mm);
                 Reap::Reaped
             } else {
@@ -652,6 +715,9 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
         match zombie {
             Some((zpid, st)) => {
                 let t = s.tasks.remove(&zpid);
+                if let (Some(t), Some(p)) = (t.as_ref(), s.tasks.get_mut(&parent)) {
+                    p.ru_children = p.ru_children.plus(t.ru_self).plus(t.ru_children);
+                }
                 publish(s);
                 Ok(t.map(|t| (t, st)))
             }
@@ -664,9 +730,9 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
             if let Err(e) = free_pages(task.kstack_pfn, KSTACK_ORDER) {
                 panic!("freeing a kernel stack: {}", e);
             }
-            let pid = task.pid;
+            let (pid, ru) = (task.pid, task.ru_self.plus(task.ru_children));
             drop(task);
-            Reaped::Child(pid, status)
+            Reaped::Child(pid, status, ru)
         }
         Ok(None) | Err(false) => Reaped::NoChild,
         Err(true) => Reaped::NotYet,
@@ -699,7 +765,7 @@ pub fn wait_child(pid: i64) -> Reaped {
 pub fn kernel_wait(pid: u64) -> Option<u64> {
     loop {
         match reap(0, pid as i64) {
-            Reaped::Child(_, status) => return Some(status),
+            Reaped::Child(_, status, _) => return Some(status),
             Reaped::NoChild => return None,
             Reaped::NotYet => {
                 if SCHED.with(|s| s.runq.is_empty()) {

@@ -85,7 +85,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_EXECVE => super::linux::sys_execve(frame, a[0], a[1], a[2]),
         SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
-        SYS_WAIT4 => sys_wait4(a[0] as i64, a[1]),
+        SYS_WAIT4 => sys_wait4(a[0] as i64, a[1], a[3]),
         SYS_MMSTAT => with_mm(|mm| {
             let st = sched::current_stat(mm);
             // SAFETY: MmStat is plain old data (repr(C), u64 fields only).
@@ -180,12 +180,23 @@ fn sys_clone(frame: &TrapFrame, flags: u64, parent_tid: u64, child_tid: u64) -> 
     child
 }
 
-fn sys_wait4(pid: i64, status_ptr: u64) -> i64 {
+/// `wait4(pid, status, options, rusage)`: the child's status and, when
+/// asked, its fault counts (its own and its reaped children's, as Linux's).
+fn sys_wait4(pid: i64, status_ptr: u64, rusage: u64) -> i64 {
     match sched::wait_child(pid) {
-        Reaped::Child(child, status) => {
+        Reaped::Child(child, status, ru) => {
+            // Linux's status is an `int`: four bytes, not eight (the
+            // built-in programs' u64 reads the same, its upper half zero).
             if status_ptr != 0 {
-                if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, status_ptr, &status.to_le_bytes())) {
+                let st = (status as u32).to_le_bytes();
+                if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, status_ptr, &st)) {
                     return e;
+                }
+            }
+            if rusage != 0 {
+                let r = super::linux::put_rusage(rusage, ru);
+                if r < 0 {
+                    return r;
                 }
             }
             child as i64
