@@ -123,7 +123,9 @@ pub struct RunArgs {
     /// cow-ro (a frame shared by private mappings is read-only in every
     /// mapper), isolation (no process reaches another's private frame).
     /// Without a value: all of them.
-    #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
+    /// (`--verify swap,lru` and `--verify=swap,lru` both work: a program
+    /// to run comes only after `--`, so the next word cannot be one.)
+    #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
     pub verify: Option<crate::inspect::spec::Checks>,
 
     /// Swap's device: a virtio-blk disk on virtio-mmio backed by this host
@@ -228,5 +230,37 @@ impl RunArgs {
     /// owns stdout.
     pub fn runs_program(&self) -> bool {
         !self.program.is_empty() || self.initrd.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["vmm", "run"].iter().chain(args))?;
+        #[allow(irrefutable_let_patterns)]
+        let Command::Run(a) = cli.command
+        else {
+            panic!("not a run")
+        };
+        Ok(a)
+    }
+
+    #[test]
+    fn verify_takes_its_checks_with_or_without_equals() {
+        for args in [&["--verify", "swap,lru"][..], &["--verify=swap,lru"]] {
+            let a = run(args).unwrap();
+            let checks = format!("{:?}", a.verify.expect("checks"));
+            assert!(checks.contains("Swap") && checks.contains("Lru") && !checks.contains("Wx"), "{args:?}: {checks}");
+        }
+        // Without a value: every check, also before another option or
+        // the program.
+        for args in [&["--verify"][..], &["--verify", "--inspect", "ps"], &["--verify", "--", "prog"]] {
+            let a = run(args).unwrap();
+            assert!(format!("{:?}", a.verify.expect("checks")).contains("Wx"), "{args:?}");
+        }
+        let e = run(&["--verify", "swap,bogus"]).err().expect("refused").to_string();
+        assert!(e.contains("unknown check 'bogus'"), "{e}");
     }
 }

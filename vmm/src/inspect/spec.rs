@@ -115,7 +115,7 @@ impl ViewSpec {
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, slabinfo, meminfo, ps, vmstat, exits; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, slabinfo, meminfo, ps, vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
