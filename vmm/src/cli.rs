@@ -260,7 +260,7 @@ mod tests {
             let a = run(args).unwrap();
             assert!(format!("{:?}", a.verify.expect("checks")).contains("Wx"), "{args:?}");
         }
-        let e = run(&["--verify", "swap,bogus"]).err().expect("refused").to_string();
+        let e = run(&["--verify", "swap,bogus"]).expect_err("refused").to_string();
         assert!(e.contains("unknown check 'bogus'"), "{e}");
     }
 }
