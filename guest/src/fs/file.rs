@@ -1,22 +1,30 @@
 //! Open files: what a file descriptor of a process refers to.
 
+use alloc::sync::Arc;
+
 /// What an open file is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub enum FileKind {
     /// The terminal of a Linux program (/init and its children): reads
     /// come from the serial console, writes go as they are to the VMM's
     /// stdout (false) or stderr (true: what fd 2 starts as, and its
     /// duplicates), `mm_core::abi::port::USER_STDOUT`/`USER_STDERR`.
     Terminal(bool),
-    /// An initramfs file or directory (inode number).
+    /// A file or directory of the tree (inode number): an initramfs file
+    /// or one made at run time (tmpfs).
     Initrd(usize),
+    /// A /proc file or directory (procfs.rs).
+    Proc(Arc<super::procfs::ProcFile>),
+    /// One end of a pipe (pipe.rs).
+    Pipe(super::pipe::PipeEnd),
 }
 
 /// An open file description (Linux's `struct file`): the kind, the
-/// offset and the open flags. Copied, not shared, by fork (so a child's
-/// reads do not move its parent's offset: a difference from Linux, where
-/// the two share the description).
-#[derive(Clone, Copy, Debug)]
+/// offset and the open flags. Copied, not shared, by fork and dup (so a
+/// child's reads do not move its parent's offset: a difference from
+/// Linux, where the two share the description; a pipe's ends are shared
+/// objects all the same).
+#[derive(Clone, Debug)]
 pub struct File {
     /// What it refers to.
     pub kind: FileKind,

@@ -1,12 +1,19 @@
-//! The initramfs: the cpio "newc" archive the loader handed over as PVH
-//! module 0 (`vmm run --initrd`, `vmm run -- PROG`), unpacked at boot
-//! into a read-only, in-memory file system. Unlike Linux, which copies
-//! the archive into tmpfs pages and frees it, the files' data stay in the
-//! archive (memblock keeps it reserved) and are read from there through
-//! the direct map: unpacking costs one pass over the headers, no copies,
-//! which matters where ring 0 runs ~1000x slower (platform.md).
+//! The file system: the initramfs (the cpio "newc" archive the loader
+//! handed over as PVH module 0, `vmm run --initrd`, `vmm run -- PROG`)
+//! unpacked at boot into a writable, tmpfs-like tree (Linux's rootfs).
+//! An unpacked file's data stay in the archive (memblock keeps it
+//! reserved) as its backing store: the page cache (pagecache.rs) reads a
+//! page from there the first time it is needed, so unpacking costs one
+//! pass over the headers and no copies, which matters where ring 0 runs
+//! ~1000x slower (platform.md). Files created at run time (tmpfs.rs) live
+//! in the page cache alone. /proc (procfs.rs) and pipes (pipe.rs) are
+//! here too.
 
 pub mod file;
+pub mod pagecache;
+pub mod pipe;
+pub mod procfs;
+pub mod tmpfs;
 
 use crate::kprintln;
 use crate::sync::{rank, SpinLock};
@@ -33,20 +40,28 @@ pub struct Inode {
     pub pa: u64,
     /// Its size in bytes.
     pub size: u64,
+    /// Bytes of its data in the archive (`pa`): the page cache's backing
+    /// store; 0 for a file created at run time.
+    pub backing: u64,
+    /// Written since boot (or created at run time): its pages in the page
+    /// cache are the only copy (tmpfs's, Linux's Shmem), `drop_caches`
+    /// keeps them.
+    pub dirty: bool,
 }
 
 impl Inode {
-    /// Its data (a symbolic link's target for a link), read in place
-    /// through the direct map.
+    /// Its data as unpacked (a symbolic link's target for a link), read
+    /// in place through the direct map: the file's contents while it was
+    /// never written (see [`contents`]).
     pub fn data(&self) -> &'static [u8] {
-        if self.size == 0 {
+        if self.backing == 0 {
             return &[];
         }
         // SAFETY: the bytes lie inside the archive, which memblock keeps
         // reserved for good and the boot-time direct map covers (the
         // loader put it below INITRD_MAX_END, `fs::init` checked the
         // bounds); nothing writes them.
-        unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(self.pa) as *const u8, self.size as usize) }
+        unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(self.pa) as *const u8, self.backing as usize) }
     }
 
     /// Whether it is a directory.
@@ -55,8 +70,32 @@ impl Inode {
     }
 }
 
-/// The files, by inode number (the index; 0 is the root directory).
-static FILES: SpinLock<Vec<Inode>> = SpinLock::new_with("the initramfs", rank::MISC, Vec::new());
+/// A file: what lookups return (a copy of [`Inode`]) and its pages in
+/// the page cache (index -> physical address).
+pub(crate) struct Node {
+    /// The inode.
+    pub(crate) inode: Inode,
+    /// Its page cache (Linux's `address_space`): page index -> frame.
+    pub(crate) pages: alloc::collections::BTreeMap<u64, u64>,
+}
+
+/// The files, by inode number (the index; 0 is the root directory); an
+/// unlinked file keeps its number with an empty path.
+pub(crate) static FILES: SpinLock<Vec<Node>> = SpinLock::new_with("the file system", rank::MISC, Vec::new());
+
+/// A file's contents: the archive's bytes in place while it was never
+/// written, else a copy read through the page cache (exec of a program
+/// written at run time).
+pub fn contents(ino: usize) -> Option<alloc::borrow::Cow<'static, [u8]>> {
+    let i = inode(ino)?;
+    if !i.dirty && i.backing == i.size {
+        return Some(alloc::borrow::Cow::Borrowed(i.data()));
+    }
+    let mut v = alloc::vec![0u8; i.size as usize];
+    let n = pagecache::read(ino, 0, &mut v);
+    v.truncate(n);
+    Some(alloc::borrow::Cow::Owned(v))
+}
 
 fn hex8(b: &[u8]) -> Option<u32> {
     let mut v = 0u32;
@@ -98,13 +137,21 @@ pub fn normalize(path: &str) -> String {
 }
 
 /// Unpacks the archive at physical `start..end`; logs what it found.
+fn root() -> Inode {
+    Inode { path: String::from("/"), mode: S_IFDIR | 0o755, pa: 0, size: 0, backing: 0, dirty: false }
+}
+
+/// The directories every system has (tmpfs mount points and /dev),
+/// made unless the archive has them.
+const STANDARD_DIRS: [&str; 3] = ["/tmp", "/dev", "/proc"];
+
 pub fn init(range: Option<(u64, u64)>) {
     let Some((start, end)) = range else { return };
     // SAFETY: the loader's module, reserved in memblock and inside the
     // boot-time direct map (boot/mod.rs checked its end).
     let archive =
         unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(start) as *const u8, (end - start) as usize) };
-    let mut files = alloc::vec![Inode { path: String::from("/"), mode: S_IFDIR | 0o755, pa: 0, size: 0 }];
+    let mut files = alloc::vec![root()];
     let mut off = 0usize;
     let mut bad = false;
     while off + 110 <= archive.len() {
@@ -134,7 +181,8 @@ pub fn init(range: Option<(u64, u64)>) {
             break;
         }
         let path = normalize(name);
-        let inode = Inode { path, mode, pa: start + data_at as u64, size: filesize as u64 };
+        let size = filesize as u64;
+        let inode = Inode { path, mode, pa: start + data_at as u64, size, backing: size, dirty: false };
         // A later entry of the same name replaces the earlier, as Linux's
         // unpacker does.
         match files.iter_mut().find(|f| f.path == inode.path) {
@@ -153,7 +201,12 @@ pub fn init(range: Option<(u64, u64)>) {
         start,
         end - 1
     );
-    FILES.with(|f| *f = files);
+    for d in STANDARD_DIRS {
+        if !files.iter().any(|f| f.path == d) {
+            files.push(Inode { path: String::from(d), mode: S_IFDIR | 0o1777, ..root() });
+        }
+    }
+    FILES.with(|f| *f = files.into_iter().map(|inode| Node { inode, pages: Default::default() }).collect());
 }
 
 /// Whether an initramfs was unpacked.
@@ -166,7 +219,7 @@ pub fn present() -> bool {
 pub fn lookup(path: &str) -> Option<(usize, Inode)> {
     let mut p = normalize(path);
     for _ in 0..8 {
-        let (ino, inode) = FILES.with(|f| f.iter().position(|i| i.path == p).map(|n| (n, f[n].clone())))?;
+        let (ino, inode) = FILES.with(|f| f.iter().position(|i| i.inode.path == p).map(|n| (n, f[n].inode.clone())))?;
         if inode.mode & S_IFMT != S_IFLNK {
             return Some((ino, inode));
         }
@@ -184,12 +237,12 @@ pub fn lookup(path: &str) -> Option<(usize, Inode)> {
 /// Looks `path` up without following a final symbolic link (`lstat`).
 pub fn lookup_nofollow(path: &str) -> Option<(usize, Inode)> {
     let p = normalize(path);
-    FILES.with(|f| f.iter().position(|i| i.path == p).map(|n| (n, f[n].clone())))
+    FILES.with(|f| f.iter().position(|i| i.inode.path == p).map(|n| (n, f[n].inode.clone())))
 }
 
 /// Inode `ino`.
 pub fn inode(ino: usize) -> Option<Inode> {
-    FILES.with(|f| f.get(ino).cloned())
+    FILES.with(|f| f.get(ino).map(|n| n.inode.clone()))
 }
 
 /// The entries of directory `dir` (a normalised path), from index
@@ -197,8 +250,9 @@ pub fn inode(ino: usize) -> Option<Inode> {
 pub fn dir_entries(dir: &str) -> Vec<(usize, String, u32)> {
     FILES.with(|f| {
         f.iter()
+            .map(|n| &n.inode)
             .enumerate()
-            .filter(|(_, i)| i.path != "/")
+            .filter(|(_, i)| i.path != "/" && !i.path.is_empty())
             .filter(|(_, i)| {
                 let parent = &i.path[..i.path.rfind('/').unwrap_or(0)];
                 parent == dir || (parent.is_empty() && dir == "/")
@@ -206,4 +260,14 @@ pub fn dir_entries(dir: &str) -> Vec<(usize, String, u32)> {
             .map(|(n, i)| (n, String::from(&i.path[i.path.rfind('/').map_or(0, |k| k + 1)..]), i.mode))
             .collect()
     })
+}
+
+/// Marks file `ino` written (a shared writable mapping of it exists): its
+/// cached pages are its only copy from now on.
+pub fn mark_dirty(ino: usize) {
+    FILES.with(|f| {
+        if let Some(n) = f.get_mut(ino) {
+            n.inode.dirty = true;
+        }
+    });
 }

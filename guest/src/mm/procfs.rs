@@ -18,8 +18,14 @@ impl Write for Console {
     }
 }
 
-/// /proc/meminfo (the lines this kernel can fill).
+/// /proc/meminfo (the lines this kernel can fill), on the console.
 pub fn meminfo() {
+    meminfo_to(&mut Console);
+}
+
+/// /proc/meminfo's text, written to `w` (the console, or a /proc file's
+/// buffer: fs/procfs.rs).
+pub fn meminfo_to(w: &mut dyn Write) {
     let st = STATS.with(|s| *s);
     let (c, slab_pages) = PAGES.with(|p| {
         let c = p.buddy.counts();
@@ -30,40 +36,41 @@ pub fn meminfo() {
     let (vm_used, vm_chunk) = super::vmalloc::VMAP.with(|v| (v.areas().map(|a| a.size).sum::<u64>(), v.largest_free()));
     let kb = |pages: u64| Dec(pages * PAGE_SIZE / 1024);
     let deferred = super::DEFERRED.with(|d| d.pages);
-    // /proc/meminfo's own fields, in its order (no page cache, no huge-page
-    // pool here); AnonPages needs the owners the host reads from the page
+    // /proc/meminfo's own fields, in its order (no huge-page pool here); AnonPages needs the owners the host reads from the page
     // descriptors (the VMM's meminfo view), so it is the host's alone.
-    kprintln!("MemTotal:       {} kB", Dec(st.total_ram >> 10));
-    kprintln!("MemFree:        {} kB", kb(c.free + c.pcp));
-    kprintln!("MemAvailable:   {} kB", kb(c.free + c.pcp + deferred));
+    let _ = writeln!(w, "MemTotal:       {} kB", Dec(st.total_ram >> 10));
+    let _ = writeln!(w, "MemFree:        {} kB", kb(c.free + c.pcp));
+    let _ = writeln!(w, "MemAvailable:   {} kB", kb(c.free + c.pcp + deferred));
     let lru = PAGES.with(|p| LruList::ALL.map(|l| p.lru.nr(l)));
     let sw = super::swap::totals();
-    kprintln!("Buffers:        0 kB");
-    kprintln!("Cached:         0 kB");
-    kprintln!("SwapCached:     {} kB", kb(sw.cached));
-    kprintln!("Active:         {} kB", kb(lru[LruList::ActiveAnon as usize] + lru[LruList::ActiveFile as usize]));
-    kprintln!("Inactive:       {} kB", kb(lru[LruList::InactiveAnon as usize] + lru[LruList::InactiveFile as usize]));
-    kprintln!("Active(anon):   {} kB", kb(lru[LruList::ActiveAnon as usize]));
-    kprintln!("Inactive(anon): {} kB", kb(lru[LruList::InactiveAnon as usize]));
-    kprintln!("Active(file):   {} kB", kb(lru[LruList::ActiveFile as usize]));
-    kprintln!("Inactive(file): {} kB", kb(lru[LruList::InactiveFile as usize]));
-    kprintln!("Unevictable:    {} kB", kb(lru[LruList::Unevictable as usize]));
-    kprintln!("SwapTotal:      {} kB", kb(sw.total));
-    kprintln!("SwapFree:       {} kB", kb(sw.free));
-    kprintln!("Slab:           {} kB", kb(slab_pages));
-    kprintln!("PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
-    kprintln!("VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
-    kprintln!("HugePages_Total:       0");
-    kprintln!("HugePages_Free:        0");
-    kprintln!("Hugepagesize:       2048 kB");
+    let _ = writeln!(w, "Buffers:        0 kB");
+    let (cached, shmem) = crate::fs::pagecache::counts();
+    let _ = writeln!(w, "Cached:         {} kB", kb(cached));
+    let _ = writeln!(w, "SwapCached:     {} kB", kb(sw.cached));
+    let _ = writeln!(w, "Active:         {} kB", kb(lru[LruList::ActiveAnon as usize] + lru[LruList::ActiveFile as usize]));
+    let _ = writeln!(w, "Inactive:       {} kB", kb(lru[LruList::InactiveAnon as usize] + lru[LruList::InactiveFile as usize]));
+    let _ = writeln!(w, "Active(anon):   {} kB", kb(lru[LruList::ActiveAnon as usize]));
+    let _ = writeln!(w, "Inactive(anon): {} kB", kb(lru[LruList::InactiveAnon as usize]));
+    let _ = writeln!(w, "Active(file):   {} kB", kb(lru[LruList::ActiveFile as usize]));
+    let _ = writeln!(w, "Inactive(file): {} kB", kb(lru[LruList::InactiveFile as usize]));
+    let _ = writeln!(w, "Unevictable:    {} kB", kb(lru[LruList::Unevictable as usize]));
+    let _ = writeln!(w, "SwapTotal:      {} kB", kb(sw.total));
+    let _ = writeln!(w, "SwapFree:       {} kB", kb(sw.free));
+    let _ = writeln!(w, "Shmem:          {} kB", kb(shmem));
+    let _ = writeln!(w, "Slab:           {} kB", kb(slab_pages));
+    let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
+    let _ = writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
+    let _ = writeln!(w, "HugePages_Total:       0");
+    let _ = writeln!(w, "HugePages_Free:        0");
+    let _ = writeln!(w, "Hugepagesize:       2048 kB");
     // This kernel's extras.
-    kprintln!("MemManaged:     {} kB", kb(c.managed));
-    kprintln!("Deferred:       {} kB", kb(deferred));
-    kprintln!("Allocated:      {} kB", kb(c.allocated));
-    kprintln!("Reserved:       {} kB", Dec(st.reserved_bytes >> 10));
-    kprintln!("Vmemmap:        {} kB", Dec(st.vmemmap_bytes >> 10));
-    kprintln!("VmallocAreas:   {} kB", Dec(vm_used >> 10));
-    kprintln!("VmallocChunk:   {} kB", Dec(vm_chunk >> 10));
+    let _ = writeln!(w, "MemManaged:     {} kB", kb(c.managed));
+    let _ = writeln!(w, "Deferred:       {} kB", kb(deferred));
+    let _ = writeln!(w, "Allocated:      {} kB", kb(c.allocated));
+    let _ = writeln!(w, "Reserved:       {} kB", Dec(st.reserved_bytes >> 10));
+    let _ = writeln!(w, "Vmemmap:        {} kB", Dec(st.vmemmap_bytes >> 10));
+    let _ = writeln!(w, "VmallocAreas:   {} kB", Dec(vm_used >> 10));
+    let _ = writeln!(w, "VmallocChunk:   {} kB", Dec(vm_chunk >> 10));
 }
 
 /// `free`'s table (procps: total, used, free, shared, buff/cache,
@@ -87,6 +94,13 @@ pub fn free() {
         Dec(free)
     );
     kprintln!("Swap:   {:>12} {:>11} {:>11}", Dec(kb(sw.total)), Dec(kb(sw.total - sw.free)), Dec(kb(sw.free)));
+}
+
+/// /proc/buddyinfo's text, written to `w`.
+pub fn buddyinfo_to(w: &mut dyn Write) {
+    PAGES.with(|p| {
+        let _ = p.buddy.buddyinfo(w);
+    });
 }
 
 /// /proc/buddyinfo.

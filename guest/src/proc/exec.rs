@@ -146,12 +146,13 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
     const ENOEXEC: i64 = 8;
     const ENOMEM: i64 = 12;
     const EACCES: i64 = 13;
-    let (_, inode) = fs::lookup(path).ok_or((-ENOENT, "no such file in the initramfs"))?;
+    let (ino, inode) = fs::lookup(path).ok_or((-ENOENT, "no such file in the initramfs"))?;
     if inode.mode & fs::S_IFMT != fs::S_IFREG {
         return Err((-EACCES, "not a regular file"));
     }
     let noexec = |e: &'static str| (-ENOEXEC, e);
-    let image = inode.data();
+    let contents = fs::contents(ino).ok_or((-ENOENT, "no such file in the initramfs"))?;
+    let image: &[u8] = &contents;
     let elf = Elf::parse(image).map_err(noexec)?;
     if elf.is_dynamic() {
         return Err(noexec("dynamically linked (needs an ELF interpreter); only static executables run here"));

@@ -124,6 +124,9 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     let mut phys = direct_map();
     let (slot, pte) = PAGES.with(|p| pte_alloc(p, &mut phys, mm, va)).ok_or(FaultError::Oom)?;
     if pte.0 == 0 {
+        if let mm_core::vma::VmaKind::File(ino) = vma.kind {
+            return filemap_fault(mm, &vma, slot, va, write, ino as usize);
+        }
         if !write && !vma.flags.contains(VmFlags::SHARED) {
             let zero = MM_GLOBALS.with(|g| g.zero_pa);
             slot.write(&mut phys, Pte(zero | leaf_flags(vma.flags, false))).map_err(|_| FaultError::Oom)?;
@@ -143,6 +146,38 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     let keep = PteFlags::USER.0 | PteFlags::NX.0;
     let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
     cpu::invlpg(addr);
+    Ok(())
+}
+
+/// Linux's `filemap_fault` + `finish_fault` for a file VMA's empty PTE:
+/// the page cache's page of the file at the VMA's offset (read in if
+/// absent) is mapped, writable for a writable `MAP_SHARED` mapping (its
+/// writes are the file's), read-only for a private one; a private write
+/// then copies it (`do_cow_fault`, here through `do_wp_page`). A page
+/// wholly beyond the end of the file is SIGBUS, as in Linux.
+fn filemap_fault(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64, write: bool, ino: usize) -> Result<(), FaultError> {
+    use crate::fs::pagecache::{find_or_create_page, CacheError};
+    let index = vma.pgoff + (va - vma.start) / PAGE_SIZE;
+    let pa = find_or_create_page(ino, index).map_err(|e| match e {
+        CacheError::NoMemory => FaultError::Oom,
+        CacheError::BeyondEof | CacheError::NoFile => FaultError::Io,
+    })?;
+    let shared = vma.flags.contains(VmFlags::SHARED);
+    let writable = shared && vma.flags.contains(VmFlags::WRITE);
+    let mut flags = leaf_flags(vma.flags, writable);
+    if writable && write {
+        flags |= PteFlags::DIRTY.0;
+    }
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    PAGES.with(|p| get_page(p, zero, pa));
+    if !pte_same(slot, Pte::NONE) || slot.write(&mut direct_map(), Pte(pa | flags)).is_err() {
+        PAGES.with(|p| put_page(p, zero, pa));
+        return Ok(());
+    }
+    mm.stat.rss_pages += 1;
+    if write && !shared {
+        return do_wp_page(mm, vma, slot, va, pa | flags);
+    }
     Ok(())
 }
 
@@ -272,7 +307,11 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
     if old == zero {
         mm.stat.rss_pages += 1;
     }
-    crate::mm::swap::new_anon_page(mm.id, vma, va, new >> mm_core::addr::PAGE_SHIFT);
+    // A private file mapping's copy is anonymous memory: the anon rmap
+    // knows it by address, as for the copies exec makes of a program's
+    // segments.
+    let anon = Vma::anon(vma.start, vma.end, vma.flags);
+    crate::mm::swap::new_anon_page(mm.id, &anon, va, new >> mm_core::addr::PAGE_SHIFT);
     Ok(())
 }
 

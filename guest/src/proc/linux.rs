@@ -10,7 +10,7 @@ use super::sched;
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
 use crate::arch::{inb, outb};
 use crate::fs::file::{File, FileKind, NR_OPEN};
-use crate::fs::{self, S_IFDIR, S_IFLNK, S_IFMT};
+use crate::fs::{self, pipe, procfs, S_IFDIR, S_IFLNK, S_IFMT};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -24,7 +24,6 @@ const EISDIR: i64 = 21;
 const EMFILE: i64 = 24;
 const ENOTTY: i64 = 25;
 const ESPIPE: i64 = 29;
-const EROFS: i64 = 30;
 const ERANGE: i64 = 34;
 
 /// `AT_FDCWD`: a path relative to the working directory.
@@ -35,6 +34,9 @@ const O_ACCMODE: u64 = 3;
 const O_CREAT: u64 = 0o100;
 const O_EXCL: u64 = 0o200;
 const O_TRUNC: u64 = 0o1000;
+const O_APPEND: u64 = 0o2000;
+const O_NONBLOCK: u64 = 0o4000;
+const AT_REMOVEDIR: u64 = 0x200;
 const O_DIRECTORY: u64 = 0o200000;
 const O_CLOEXEC: u64 = 0o2000000;
 const S_IFCHR: u32 = 0o020_000;
@@ -84,7 +86,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
     Some(match nr {
         0 => sys_read(a[0], a[1], a[2]),
         1 => sys_write(a[0], a[1], a[2]),
-        2 => sys_openat(AT_FDCWD as u64, a[0], a[1]),
+        2 => sys_openat(AT_FDCWD as u64, a[0], a[1], a[2]),
         3 => sys_close(a[0]),
         4 => sys_fstatat(AT_FDCWD as u64, a[0], a[1], 0),
         5 => sys_fstat(a[0], a[1]),
@@ -125,7 +127,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         228 => sys_clock_gettime(a[0], a[1]),
         229 => sys_clock_getres(a[1]),
         231 => sched::do_exit((a[0] & 0xff) << 8),
-        257 => sys_openat(a[0], a[1], a[2]),
+        257 => sys_openat(a[0], a[1], a[2], a[3]),
         262 => sys_fstatat(a[0], a[1], a[2], a[3]),
         267 => sys_readlinkat(a[0], a[1], a[2], a[3]),
         269 | 439 => sys_faccessat(a[0], a[1], a[2]),
@@ -136,6 +138,20 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         302 => sys_prlimit(a[0], a[1], a[2], a[3]),
         98 => sys_getrusage(a[0], a[1]),
         318 => sys_getrandom(a[0], a[1]),
+        // ---- files, pipes, tmpfs (fs/: the procfs branch) ----
+        17 => sys_pread(a[0], a[1], a[2], a[3]),
+        18 => sys_pwrite(a[0], a[1], a[2], a[3]),
+        22 => sys_pipe2(a[0], 0),
+        293 => sys_pipe2(a[0], a[1]),
+        74 | 75 => get_file(a[0]).map_or_else(|e| e, |_| 0), // fsync, fdatasync: nothing is volatile
+        76 => sys_truncate(a[0], a[1]),
+        77 => sys_ftruncate(a[0], a[1]),
+        83 => sys_mkdirat(AT_FDCWD as u64, a[0], a[1]),
+        258 => sys_mkdirat(a[0], a[1], a[2]),
+        84 => sys_unlinkat(AT_FDCWD as u64, a[0], AT_REMOVEDIR),
+        85 => sys_openat(AT_FDCWD as u64, a[0], O_CREAT | O_TRUNC | 1, a[1]), // creat
+        87 => sys_unlinkat(AT_FDCWD as u64, a[0], 0),
+        263 => sys_unlinkat(a[0], a[1], a[2]),
         _ => return None,
     })
 }
@@ -143,7 +159,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
 // ---- files --------------------------------------------------------------
 
 fn get_file(fd: u64) -> Result<File, i64> {
-    sched::with_current(|t| t.files.get(fd as usize).copied().flatten()).flatten().ok_or(-EBADF)
+    sched::with_current(|t| t.files.get(fd as usize).cloned().flatten()).flatten().ok_or(-EBADF)
 }
 
 fn set_pos(fd: u64, pos: u64) {
@@ -202,48 +218,71 @@ fn resolve(dirfd: u64, path: &str) -> Result<String, i64> {
             }
             Ok(fs::normalize(&alloc::format!("{}/{}", dir.path, path)))
         }
-        FileKind::Terminal(_) => Err(-ENOTDIR),
+        _ => Err(-ENOTDIR),
     }
 }
 
-fn sys_openat(dirfd: u64, path: u64, flags: u64) -> i64 {
+fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> i64 {
     let path = match user_path(path).and_then(|p| resolve(dirfd, &p)) {
         Ok(p) => p,
         Err(e) => return e,
     };
+    let file = |kind| File { kind, pos: 0, flags: flags as u32, cloexec: flags & O_CLOEXEC != 0 };
+    if procfs::is_proc(&path) {
+        return match procfs::open(&path, flags & O_ACCMODE != 0) {
+            Ok(pf) => install(file(FileKind::Proc(pf)), 0),
+            Err(e) => e,
+        };
+    }
     let found = if path == "/dev/tty" || path == "/dev/console" {
         Some(FileKind::Terminal(false))
     } else {
         fs::lookup(&path).map(|(ino, _)| FileKind::Initrd(ino))
     };
-    let Some(kind) = found else {
-        // The initramfs is read-only: nothing can be created.
-        return if flags & O_CREAT != 0 { -EROFS } else { -ENOENT };
+    let existed = found.is_some();
+    let kind = match found {
+        Some(k) => k,
+        None if flags & O_CREAT != 0 => match fs::tmpfs::create(&path, mode as u32) {
+            Ok(ino) => FileKind::Initrd(ino),
+            Err(e) => return -e,
+        },
+        None => return -ENOENT,
     };
     if let FileKind::Initrd(ino) = kind {
         let inode = fs::inode(ino).unwrap_or_else(|| unreachable!());
-        if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL {
+        if existed && flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL {
             return -EEXIST;
         }
         if flags & O_DIRECTORY != 0 && !inode.is_dir() {
             return -ENOTDIR;
         }
-        if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
-            return if inode.is_dir() { -EISDIR } else { -EROFS };
+        if inode.is_dir() && (flags & O_ACCMODE != 0 || flags & O_TRUNC != 0) {
+            return -EISDIR;
+        }
+        if flags & O_TRUNC != 0 && flags & O_ACCMODE != 0 {
+            if let Err(e) = fs::tmpfs::truncate(ino, 0) {
+                return -e;
+            }
         }
     }
-    install(File { kind, pos: 0, flags: flags as u32, cloexec: flags & O_CLOEXEC != 0 }, 0)
+    install(file(kind), 0)
+}
+
+/// Takes descriptor `fd` out of the table; the file is dropped by the
+/// caller, after the scheduler's lock (a pipe end's last close wakes the
+/// other end's sleepers, which takes that lock).
+fn take_fd(fd: u64) -> Option<File> {
+    sched::with_current(|t| t.files.get_mut(fd as usize).and_then(Option::take)).flatten()
 }
 
 fn sys_close(fd: u64) -> i64 {
-    sched::with_current(|t| match t.files.get_mut(fd as usize) {
-        Some(slot @ Some(_)) => {
-            *slot = None;
+    match take_fd(fd) {
+        Some(f) => {
+            drop(f);
             0
         }
-        _ => -EBADF,
-    })
-    .unwrap_or(-EBADF)
+        None => -EBADF,
+    }
 }
 
 fn sys_dup(fd: u64) -> i64 {
@@ -264,12 +303,13 @@ fn sys_dup3(old: u64, new: u64, flags: u64, dup2: bool) -> i64 {
     if new as usize >= NR_OPEN || flags & !O_CLOEXEC != 0 {
         return if dup2 { -EBADF } else { -EINVAL };
     }
-    sched::with_current(|t| {
+    let old_file = sched::with_current(|t| {
         if t.files.len() <= new as usize {
             t.files.resize(new as usize + 1, None);
         }
-        t.files[new as usize] = Some(File { cloexec: flags & O_CLOEXEC != 0, ..f });
+        t.files[new as usize].replace(File { cloexec: flags & O_CLOEXEC != 0, ..f })
     });
+    drop(old_file);
     new as i64
 }
 
@@ -291,7 +331,16 @@ fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> i64 {
             0
         }
         3 => f.flags as i64, // F_GETFL
-        4 => 0,              // F_SETFL: no flag changes anything here
+        4 => {
+            // F_SETFL: O_APPEND and O_NONBLOCK can change.
+            let keep = !(O_APPEND | O_NONBLOCK) as u32;
+            sched::with_current(|t| {
+                if let Some(Some(f)) = t.files.get_mut(fd as usize) {
+                    f.flags = (f.flags & keep) | (arg as u32 & !keep);
+                }
+            });
+            0
+        }
         _ => -EINVAL,
     }
 }
@@ -301,8 +350,16 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
         Ok(f) => f,
         Err(e) => return e,
     };
-    let FileKind::Initrd(ino) = f.kind else { return -ESPIPE };
-    let size = fs::inode(ino).map_or(0, |i| i.size) as i64;
+    let size = match &f.kind {
+        FileKind::Initrd(ino) => fs::inode(*ino).map_or(0, |i| i.size) as i64,
+        FileKind::Proc(pf) => match &**pf {
+            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) => t.len() as i64,
+            procfs::ProcFile::Dir(e) => e.len() as i64,
+            // Offsets are addresses / 4096 * 8: any may be sought.
+            procfs::ProcFile::Pagemap(_) => 0,
+        },
+        _ => return -ESPIPE,
+    };
     let base = match whence {
         0 => 0,
         1 => f.pos as i64,
@@ -354,23 +411,58 @@ fn terminal_write(err: bool, bytes: &[u8]) {
 
 /// Writes `len` bytes at user `buf` to `fd`; bytes written.
 fn write_fd(fd: u64, buf: u64, len: u64) -> i64 {
+    write_at(fd, buf, len, None)
+}
+
+/// `write` (at the file's position, `at` None) or `pwrite64` (at `at`).
+fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
     let f = match get_file(fd) {
         Ok(f) => f,
         Err(e) => return e,
     };
-    let err = match f.kind {
-        FileKind::Terminal(err) => err,
-        FileKind::Initrd(_) => return -EBADF,
-    };
+    if f.flags as u64 & O_ACCMODE == 0 && !matches!(f.kind, FileKind::Terminal(_) | FileKind::Pipe(_)) {
+        return -EBADF;
+    }
     let mut chunk = alloc::vec![0u8; (len as usize).min(CHUNK)];
     let mut done = 0u64;
+    // A regular file's position: the end with O_APPEND.
+    let mut pos = at.unwrap_or(f.pos);
+    if let (FileKind::Initrd(ino), None) = (&f.kind, at) {
+        if f.flags as u64 & O_APPEND != 0 {
+            pos = fs::inode(*ino).map_or(0, |i| i.size);
+        }
+    }
     while done < len {
         let n = ((len - done) as usize).min(CHUNK);
         if let Err(e) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])).unwrap_or(Err(-EFAULT)) {
             return if done > 0 { done as i64 } else { e };
         }
-        terminal_write(err, &chunk[..n]);
-        done += n as u64;
+        let wrote = match &f.kind {
+            FileKind::Terminal(err) => {
+                terminal_write(*err, &chunk[..n]);
+                Ok(n)
+            }
+            FileKind::Initrd(ino) => {
+                if fs::inode(*ino).is_some_and(|i| i.is_dir()) {
+                    Err(-EISDIR)
+                } else {
+                    fs::pagecache::write(*ino, pos + done, &chunk[..n]).map_err(|_| -ENOMEM)
+                }
+            }
+            FileKind::Pipe(end) if end.write => pipe::write(end, &chunk[..n], f.flags as u64 & O_NONBLOCK != 0),
+            FileKind::Pipe(_) => Err(-EBADF),
+            FileKind::Proc(pf) => match &**pf {
+                procfs::ProcFile::Sysctl(i, _) => procfs::sysctl_write(*i, &chunk[..n]).map(|_| n),
+                _ => Err(-EINVAL),
+            },
+        };
+        match wrote {
+            Ok(w) => done += w as u64,
+            Err(e) => return if done > 0 { done as i64 } else { e },
+        }
+    }
+    if let (FileKind::Initrd(_), None) = (&f.kind, at) {
+        set_pos(fd, pos + done);
     }
     done as i64
 }
@@ -386,43 +478,157 @@ pub fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
 
 /// Reads up to `len` bytes of `fd` to user `buf`.
 fn sys_read(fd: u64, buf: u64, len: u64) -> i64 {
+    read_at(fd, buf, len, None)
+}
+
+/// `read` (at the file's position, `at` None) or `pread64` (at `at`).
+fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
     let f = match get_file(fd) {
         Ok(f) => f,
         Err(e) => return e,
     };
-    match f.kind {
+    if f.flags as u64 & O_ACCMODE == 1 {
+        return -EBADF; // O_WRONLY
+    }
+    let pos = at.unwrap_or(f.pos);
+    let n = (len as usize).min(CHUNK);
+    let data: Vec<u8> = match &f.kind {
         FileKind::Terminal(_) => {
             // A line at most, blocking for the first byte (the console is
             // polled: there is no receive interrupt yet).
             let mut line = Vec::new();
-            while (line.len() as u64) < len.min(CHUNK as u64) {
+            while line.len() < n {
                 let b = crate::console::serial::read_byte();
                 line.push(b);
                 if b == b'\n' {
                     break;
                 }
             }
-            match with_mm(|mm| copy_to_user(mm, buf, &line)).unwrap_or(Err(-EFAULT)) {
-                Ok(()) => line.len() as i64,
-                Err(e) => e,
-            }
+            line
         }
         FileKind::Initrd(ino) => {
-            let Some(inode) = fs::inode(ino) else { return -EBADF };
+            let Some(inode) = fs::inode(*ino) else { return -EBADF };
             if inode.is_dir() {
                 return -EISDIR;
             }
-            let data = inode.data();
-            let start = (f.pos as usize).min(data.len());
-            let n = (len as usize).min(data.len() - start);
-            match with_mm(|mm| copy_to_user(mm, buf, &data[start..start + n])).unwrap_or(Err(-EFAULT)) {
-                Ok(()) => {
-                    set_pos(fd, (start + n) as u64);
-                    n as i64
-                }
-                Err(e) => e,
-            }
+            let mut out = alloc::vec![0u8; n];
+            let got = fs::pagecache::read(*ino, pos, &mut out);
+            out.truncate(got);
+            out
         }
+        FileKind::Pipe(end) if !end.write => match pipe::read(end, n, f.flags as u64 & O_NONBLOCK != 0) {
+            Ok(d) => d,
+            Err(e) => return e,
+        },
+        FileKind::Pipe(_) => return -EBADF,
+        FileKind::Proc(pf) => match &**pf {
+            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) => {
+                let start = (pos as usize).min(t.len());
+                t[start..(start + n).min(t.len())].to_vec()
+            }
+            procfs::ProcFile::Dir(_) => return -EISDIR,
+            procfs::ProcFile::Pagemap(pid) => {
+                // Whole entries only, as Linux (-EINVAL otherwise).
+                if pos % 8 != 0 || n % 8 != 0 {
+                    return -EINVAL;
+                }
+                match procfs::pagemap_entries(*pid, (pos / 8) << 12, n / 8) {
+                    Ok(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+                    Err(e) => return e,
+                }
+            }
+        },
+    };
+    match with_mm(|mm| copy_to_user(mm, buf, &data)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => {
+            if at.is_none() && !matches!(f.kind, FileKind::Terminal(_) | FileKind::Pipe(_)) {
+                set_pos(fd, pos + data.len() as u64);
+            }
+            data.len() as i64
+        }
+        Err(e) => e,
+    }
+}
+
+fn sys_pread(fd: u64, buf: u64, len: u64, off: u64) -> i64 {
+    match get_file(fd).map(|f| f.kind) {
+        Ok(FileKind::Initrd(_) | FileKind::Proc(_)) => read_at(fd, buf, len, Some(off)),
+        Ok(_) => -ESPIPE,
+        Err(e) => e,
+    }
+}
+
+fn sys_pwrite(fd: u64, buf: u64, len: u64, off: u64) -> i64 {
+    match get_file(fd).map(|f| f.kind) {
+        Ok(FileKind::Initrd(_)) => write_at(fd, buf, len, Some(off)),
+        Ok(_) => -ESPIPE,
+        Err(e) => e,
+    }
+}
+
+/// `pipe2`: two descriptors, the read end first.
+fn sys_pipe2(fds: u64, flags: u64) -> i64 {
+    if flags & !(O_CLOEXEC | O_NONBLOCK | 0o40000) != 0 {
+        return -EINVAL;
+    }
+    let (r, w) = pipe::new_pipe();
+    let cloexec = flags & O_CLOEXEC != 0;
+    let fl = (flags & O_NONBLOCK) as u32;
+    let rfd = install(File { kind: FileKind::Pipe(r), pos: 0, flags: fl, cloexec }, 0);
+    if rfd < 0 {
+        return rfd;
+    }
+    let wfd = install(File { kind: FileKind::Pipe(w), pos: 0, flags: fl | 1, cloexec }, 0);
+    if wfd < 0 {
+        drop(take_fd(rfd as u64));
+        return wfd;
+    }
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&(rfd as u32).to_le_bytes());
+    b[4..].copy_from_slice(&(wfd as u32).to_le_bytes());
+    match with_mm(|mm| copy_to_user(mm, fds, &b)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => {
+            drop(take_fd(rfd as u64));
+            drop(take_fd(wfd as u64));
+            e
+        }
+    }
+}
+
+fn sys_truncate(path: u64, len: u64) -> i64 {
+    let abs = match user_path(path) {
+        Ok(p) => fs::normalize(&p),
+        Err(e) => return e,
+    };
+    match fs::lookup(&abs) {
+        Some((ino, _)) => fs::tmpfs::truncate(ino, len).map_or_else(|e| -e, |_| 0),
+        None => -ENOENT,
+    }
+}
+
+fn sys_ftruncate(fd: u64, len: u64) -> i64 {
+    match get_file(fd) {
+        Ok(File { kind: FileKind::Initrd(ino), flags, .. }) if flags as u64 & O_ACCMODE != 0 => {
+            fs::tmpfs::truncate(ino, len).map_or_else(|e| -e, |_| 0)
+        }
+        Ok(_) => -EINVAL,
+        Err(e) => e,
+    }
+}
+
+fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> i64 {
+    match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(abs) => fs::tmpfs::mkdir(&abs, mode as u32).map_or_else(|e| -e, |_| 0),
+        Err(e) => e,
+    }
+}
+
+fn sys_unlinkat(dirfd: u64, path: u64, flags: u64) -> i64 {
+    match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(abs) if procfs::is_proc(&abs) => -EPERM,
+        Ok(abs) => fs::tmpfs::unlink(&abs, flags & AT_REMOVEDIR != 0).map_or_else(|e| -e, |_| 0),
+        Err(e) => e,
     }
 }
 
@@ -505,6 +711,17 @@ fn stat_bytes(ino: u64, mode: u32, size: u64, rdev: u64) -> [u8; 144] {
 
 fn stat_of(kind: FileKind) -> [u8; 144] {
     match kind {
+        // Pipes: FIFO type, the bytes waiting as the size.
+        FileKind::Pipe(end) => stat_bytes(end.id() & 0xffff_ffff, 0o010_600, pipe::pending(&end) as u64, 0),
+        FileKind::Proc(pf) => {
+            let (mode, size) = match &*pf {
+                procfs::ProcFile::Dir(_) => (S_IFDIR | 0o555, 0),
+                procfs::ProcFile::Sysctl(..) => (fs::S_IFREG | 0o644, 0),
+                // /proc files report size 0, as Linux's do.
+                _ => (fs::S_IFREG | 0o444, 0),
+            };
+            stat_bytes(0x1000, mode, size, 0)
+        }
         // ttyS0: character device 4:64.
         FileKind::Terminal(_) => stat_bytes(3, S_IFCHR | 0o620, 0, (4 << 8) | 64),
         FileKind::Initrd(ino) => {
@@ -543,6 +760,16 @@ fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
     if abs == "/dev/tty" || abs == "/dev/console" {
         return put_stat(buf, &stat_of(FileKind::Terminal(false)));
     }
+    if procfs::is_proc(&abs) {
+        return match procfs::mode_of(&abs) {
+            // /proc/self (a link) is followed unless NOFOLLOW: a directory.
+            Ok(m) if flags & AT_SYMLINK_NOFOLLOW == 0 && m & S_IFMT == S_IFLNK && abs == "/proc/self" => {
+                put_stat(buf, &stat_bytes(0x1000, S_IFDIR | 0o555, 0, 0))
+            }
+            Ok(m) => put_stat(buf, &stat_bytes(0x1000, m, 0, 0)),
+            Err(e) => e,
+        };
+    }
     let found = if flags & AT_SYMLINK_NOFOLLOW != 0 { fs::lookup_nofollow(&abs) } else { fs::lookup(&abs) };
     match found {
         Some((ino, _)) => put_stat(buf, &stat_of(FileKind::Initrd(ino))),
@@ -555,8 +782,11 @@ fn sys_faccessat(dirfd: u64, path: u64, mode: u64) -> i64 {
         Ok(a) => a,
         Err(e) => return e,
     };
+    let _ = mode;
+    if procfs::is_proc(&abs) {
+        return procfs::mode_of(&abs).map_or_else(|e| e, |_| 0);
+    }
     match fs::lookup(&abs) {
-        Some(_) if mode & 2 != 0 => -EROFS,
         Some(_) => 0,
         None => -ENOENT,
     }
@@ -567,10 +797,23 @@ fn sys_getdents64(fd: u64, buf: u64, len: u64) -> i64 {
         Ok(f) => f,
         Err(e) => return e,
     };
-    let FileKind::Initrd(ino) = f.kind else { return -ENOTDIR };
-    let Some(dir) = fs::inode(ino).filter(|d| d.is_dir()) else { return -ENOTDIR };
-    let mut entries = alloc::vec![(ino, String::from("."), S_IFDIR), (0, String::from(".."), S_IFDIR)];
-    entries.extend(fs::dir_entries(&dir.path));
+    let entries = match &f.kind {
+        FileKind::Initrd(ino) => {
+            let Some(dir) = fs::inode(*ino).filter(|d| d.is_dir()) else { return -ENOTDIR };
+            let mut entries = alloc::vec![(*ino, String::from("."), S_IFDIR), (0, String::from(".."), S_IFDIR)];
+            entries.extend(fs::dir_entries(&dir.path));
+            entries
+        }
+        FileKind::Proc(pf) => match &**pf {
+            procfs::ProcFile::Dir(e) => {
+                let mut entries = alloc::vec![(0x0fff, String::from("."), S_IFDIR), (0, String::from(".."), S_IFDIR)];
+                entries.extend(e.iter().enumerate().map(|(i, (n, m))| (0x1000 + i, n.clone(), *m)));
+                entries
+            }
+            _ => return -ENOTDIR,
+        },
+        _ => return -ENOTDIR,
+    };
     let mut out = Vec::new();
     let mut pos = f.pos as usize;
     while let Some((eino, name, mode)) = entries.get(pos) {
@@ -608,10 +851,10 @@ fn sys_readlinkat(dirfd: u64, path: u64, buf: u64, len: u64) -> i64 {
         Ok(a) => a,
         Err(e) => return e,
     };
-    let target: Vec<u8> = if abs == "/proc/self/exe" {
-        match sched::with_current(|t| t.exe) {
-            Some(exe) if !exe.is_empty() => exe.as_bytes().to_vec(),
-            _ => return -ENOENT,
+    let target: Vec<u8> = if procfs::is_proc(&abs) {
+        match procfs::readlink(&abs) {
+            Ok(t) => t,
+            Err(e) => return e,
         }
     } else {
         match fs::lookup_nofollow(&abs) {
@@ -670,14 +913,13 @@ pub fn sys_execve(frame: &mut crate::arch::traps::TrapFrame, path: u64, argv: u6
 
 // ---- memory -------------------------------------------------------------
 
-/// `mmap` of an initramfs file. There is no page cache yet, so a mapping
-/// is anonymous memory with the file's bytes copied in at mmap time:
-/// exactly MAP_PRIVATE's semantics (the file never sees the writes), and
-/// MAP_SHARED's for a read-only mapping of a file nothing can write (the
-/// initramfs is read-only). A shared writable mapping is refused as
-/// Linux refuses it on a read-only descriptor (-EACCES).
+/// `mmap` of a file: a file VMA over the page cache (MAP_SHARED: the
+/// cache's pages themselves, writes are the file's; MAP_PRIVATE: the
+/// cache's pages read-only, copied on the first write). Pages come on
+/// first touch (proc/fault.rs `filemap_fault`). A shared writable mapping
+/// needs a descriptor open for writing (-EACCES), as in Linux.
 pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
-    use super::abi::{MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED};
+    use super::abi::MAP_SHARED;
     const PROT_WRITE: u64 = 2;
     let [addr, len, prot, flags, fd, off] = a;
     let f = match get_file(fd) {
@@ -685,30 +927,27 @@ pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
         Err(e) => return e,
     };
     let FileKind::Initrd(ino) = f.kind else { return -19 }; // ENODEV
-    let Some(inode) = fs::inode(ino).filter(|i| i.mode & S_IFMT == fs::S_IFREG) else { return -19 };
+    if fs::inode(ino).is_none_or(|i| i.mode & S_IFMT != fs::S_IFREG) {
+        return -19;
+    }
     if !off.is_multiple_of(4096) || len == 0 {
         return -EINVAL;
     }
-    if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
+    if f.flags as u64 & O_ACCMODE == 1 {
+        return -13; // EACCES: a write-only descriptor cannot be mapped
+    }
+    let shared = flags & MAP_SHARED != 0;
+    if shared && prot & PROT_WRITE != 0 && f.flags as u64 & O_ACCMODE != 2 {
         return -13; // EACCES
     }
-    let data = inode.data();
-    let from = (off as usize).min(data.len());
-    let n = (data.len() - from).min(len as usize);
-    let anon = (flags & !(MAP_SHARED | MAP_PRIVATE)) | MAP_PRIVATE | MAP_ANONYMOUS;
-    with_mm(|mm| {
-        let start = mm.mmap(addr, len, prot | PROT_WRITE, anon)?;
-        let filled = copy_to_user(mm, start, &data[from..from + n]).and_then(|_| mm.mprotect(start, len, prot));
-        match filled {
-            Ok(()) => Ok(start as i64),
-            Err(e) => {
-                let _ = mm.munmap(start, len);
-                Err(e)
-            }
-        }
-    })
-    .unwrap_or(Err(-EFAULT))
-    .unwrap_or_else(|e| e)
+    if shared && f.flags as u64 & O_ACCMODE == 2 {
+        // Its pages may now be written behind the cache's back: they are
+        // the only copy (drop_caches keeps them).
+        fs::mark_dirty(ino);
+    }
+    with_mm(|mm| mm.mmap_file(addr, len, prot, flags, ino as u32, off / 4096))
+        .unwrap_or(Err(-EFAULT))
+        .map_or_else(|e| e, |v| v as i64)
 }
 
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {

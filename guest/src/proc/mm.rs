@@ -416,7 +416,30 @@ impl MmStruct {
     /// without a shmem object to find a page by offset later, a page must
     /// exist before fork for both processes to share it.
     pub fn mmap(&mut self, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, Errno> {
-        if len == 0 || flags & MAP_ANONYMOUS == 0 || prot & !7 != 0 {
+        if flags & MAP_ANONYMOUS == 0 {
+            return Err(-EINVAL);
+        }
+        self.mmap_region(addr, len, prot, flags, mm_core::vma::VmaKind::Anon, 0)
+    }
+
+    /// `mmap` of file `ino` from page `pgoff` on: a file VMA whose pages
+    /// the fault path takes from the page cache (proc/fault.rs
+    /// `filemap_fault`); nothing is mapped now.
+    pub fn mmap_file(&mut self, addr: u64, len: u64, prot: u64, flags: u64, ino: u32, pgoff: u64) -> Result<u64, Errno> {
+        self.mmap_region(addr, len, prot, flags & !MAP_ANONYMOUS, mm_core::vma::VmaKind::File(ino), pgoff)
+    }
+
+    fn mmap_region(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        kind: mm_core::vma::VmaKind,
+        pgoff: u64,
+    ) -> Result<u64, Errno> {
+        let file = matches!(kind, mm_core::vma::VmaKind::File(_));
+        if len == 0 || prot & !7 != 0 {
             return Err(-EINVAL);
         }
         let shared = flags & MAP_SHARED != 0;
@@ -445,8 +468,9 @@ impl MmStruct {
         if shared {
             vflags = vflags | VmFlags::SHARED;
         }
-        self.vmas.insert(Vma::anon(start, start + len, vflags)).map_err(|_| -ENOMEM)?;
-        if shared {
+        let vma = if file { Vma { kind, pgoff, ..Vma::anon(start, start + len, vflags) } } else { Vma::anon(start, start + len, vflags) };
+        self.vmas.insert(vma).map_err(|_| -ENOMEM)?;
+        if shared && !file {
             for va in (start..start + len).step_by(PAGE_SIZE as usize) {
                 if super::fault::do_anonymous_page(self, va, vflags).is_err() {
                     let _ = self.munmap(start, len);

@@ -299,6 +299,7 @@ pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option
     let pgd = mm.pgd;
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
     cell.set(mm);
+    let mut closed = alloc::vec::Vec::new();
     let old = SCHED.with(|s| {
         let cur = s.current;
         let t = s.tasks.get_mut(&cur)?;
@@ -308,13 +309,15 @@ pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option
         t.exe = exe;
         t.fs_base = 0;
         for f in t.files.iter_mut() {
-            if f.is_some_and(|f| f.cloexec) {
-                *f = None;
+            if f.as_ref().is_some_and(|f| f.cloexec) {
+                closed.push(f.take());
             }
         }
         publish(s);
         old
     });
+    // Closed after the lock: a pipe end's last close wakes sleepers.
+    drop(closed);
     // SAFETY: the new PGD's kernel half is the kernel root's, like every
     // process's, so the kernel (and this stack) stays mapped.
     unsafe { cpu::write_cr3(pgd) };
@@ -527,12 +530,16 @@ pub fn do_exit(status: u64) -> ! {
         });
         retire_faults(pid, ru);
     }
+    let mut files = alloc::vec::Vec::new();
     let mm = SCHED.with(|s| {
         let cur = s.current;
         let (mm, parent) = match s.tasks.get_mut(&cur) {
             Some(t) => {
                 t.state = State::Zombie(status);
                 t.pgd = 0;
+                // Its descriptors close now (a pipe's reader sees EOF when
+                // the last writer exits), after the lock: closing wakes.
+                files = core::mem::take(&mut t.files);
                 (t.mm.take(), t.parent)
             }
             None => panic!("do_exit from the idle task"),
@@ -551,6 +558,7 @@ pub fn do_exit(status: u64) -> ! {
         publish(s);
         mm
     });
+    drop(files);
     // SAFETY: the kernel root maps the kernel exactly as every process's
     // PGD does (their kernel halves are copies of it).
     unsafe { cpu::write_cr3(kroot) };
@@ -737,6 +745,39 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
         Ok(None) | Err(false) => Reaped::NoChild,
         Err(true) => Reaped::NotYet,
     }
+}
+
+/// Puts the running task to sleep until [`wake`] (a pipe's wait queue,
+/// fs/pipe.rs). The caller has registered it where the waker looks and
+/// holds no lock; ring 0 is never preempted, so nothing can come between
+/// its last check and this sleep. A spurious wake (a child's exit wakes a
+/// sleeping parent) is possible: callers check again.
+pub fn sleep_current() {
+    SCHED.with(|s| {
+        let cur = s.current;
+        if let Some(t) = s.tasks.get_mut(&cur) {
+            t.state = State::Waiting;
+        }
+        publish_states(s);
+    });
+    schedule();
+}
+
+/// Makes task `pid` runnable if it sleeps (Linux's `wake_up_process`).
+pub fn wake(pid: u64) {
+    SCHED.with(|s| {
+        if let Some(t) = s.tasks.get_mut(&pid) {
+            if t.state == State::Waiting {
+                t.state = State::Runnable;
+                s.runq.push_back(pid);
+            }
+        }
+    });
+}
+
+/// The pids of every task alive (not zombies), for /proc.
+pub fn pids() -> alloc::vec::Vec<u64> {
+    SCHED.with(|s| s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).map(|t| t.pid).collect())
 }
 
 /// `wait4` for the running process: blocks until a child exits.

@@ -43,6 +43,10 @@ pub enum PageOwner {
     Vmalloc = 5,
     /// Kernel image, firmware tables and other boot-time reservations.
     Reserved = 6,
+    /// A page of the page cache (a file's data: the initramfs and tmpfs
+    /// files, Linux's `folio->mapping` set); mapped into user space by
+    /// file mappings, one reference for the cache plus one per PTE.
+    PageCache = 7,
 }
 
 impl PageOwner {
@@ -56,6 +60,7 @@ impl PageOwner {
             4 => PageOwner::UserAnon,
             5 => PageOwner::Vmalloc,
             6 => PageOwner::Reserved,
+            7 => PageOwner::PageCache,
             _ => PageOwner::Unknown,
         }
     }

@@ -470,6 +470,9 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
         let kind = owner_of(gs, pfn);
         match kind {
             Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved)) => {}
+            // A file's page is legitimately mapped by many processes, shared
+            // and privately (read-only until a write copies it), as in Linux.
+            Some(BlockKind::Allocated(PageOwner::PageCache)) => continue,
             // A freed frame still mapped is freed-mapped's and refcount's.
             Some(BlockKind::Free | BlockKind::Pcp) => continue,
             other => {

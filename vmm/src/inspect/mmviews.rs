@@ -290,6 +290,8 @@ pub struct MeminfoReport {
     pub vmalloc_kb: u64,
     /// Anonymous user memory.
     pub user_anon_kb: u64,
+    /// The page cache (blocks owned `PageCache`).
+    pub page_cache_kb: u64,
     /// kmalloc requests too large for a cache.
     pub kmalloc_large_kb: u64,
     /// Allocated and owned `Reserved`.
@@ -318,8 +320,8 @@ pub fn e820_total(mem: &GuestMemoryMmap) -> u64 {
 /// Adds up the blocks by owner.
 pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
     let kb = |pages: u64| pages * 4;
-    let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other, mut cache) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for b in &gs.blocks {
         let n = 1u64 << b.order;
         managed += n;
@@ -335,6 +337,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
                 PageOwner::Reserved => res += n,
                 PageOwner::Slab => slab += n,
                 PageOwner::Unknown => other += n,
+                PageOwner::PageCache => cache += n,
             },
         }
     }
@@ -355,6 +358,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
         boot_page_tables_kb: kb(boot_tables),
         vmalloc_kb: kb(vm),
         user_anon_kb: kb(user),
+        page_cache_kb: kb(cache),
         kmalloc_large_kb: kb(large),
         reserved_owned_kb: kb(res),
         other_kb: kb(other),
@@ -378,7 +382,7 @@ impl MeminfoReport {
             ("MemFree", self.mem_free_kb),
             ("MemAvailable", self.mem_available_kb),
             ("Buffers", 0),
-            ("Cached", 0),
+            ("Cached", self.page_cache_kb),
             ("AnonPages", self.user_anon_kb),
             ("Slab", self.slab_kb),
             ("PageTables", self.page_tables_kb),

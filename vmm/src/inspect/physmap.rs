@@ -53,6 +53,8 @@ pub enum FrameClass {
     Vmalloc,
     /// Anonymous user memory.
     UserAnon,
+    /// The page cache (file data: initramfs and tmpfs files).
+    PageCache,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -65,7 +67,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 18] = [
+    pub const ALL: [FrameClass; 19] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -80,6 +82,7 @@ impl FrameClass {
         FrameClass::KmallocLarge,
         FrameClass::Vmalloc,
         FrameClass::UserAnon,
+        FrameClass::PageCache,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -118,6 +121,7 @@ impl FrameClass {
             FrameClass::KmallocLarge => "#f781bf",
             FrameClass::Vmalloc => "#1f78b4",
             FrameClass::UserAnon => "#ffd92f",
+            FrameClass::PageCache => "#66c2a5",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -142,6 +146,7 @@ impl FrameClass {
             FrameClass::KmallocLarge => "kmalloc-large",
             FrameClass::Vmalloc => "vmalloc backing",
             FrameClass::UserAnon => "user anonymous",
+            FrameClass::PageCache => "page cache (file data)",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",

@@ -1,0 +1,669 @@
+//! /proc as Linux has it, for the programs that read it: meminfo, vmstat,
+//! buddyinfo, pagetypeinfo, PID/{maps,smaps,status,statm,stat,pagemap,
+//! exe,cmdline,oom_score_adj}, self, and /proc/sys/vm. A text file's
+//! contents are made when it is opened (a snapshot, as Linux's seq_file
+//! makes them on the first read); pagemap is computed per read from the
+//! page tables; writes to /proc/sys/vm apply a setting. The text
+//! generators shared with the kernel's own console views live in
+//! mm/procfs.rs.
+
+use crate::fmt::Dec;
+use crate::proc::mm::MmStruct;
+use crate::proc::sched;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use mm_core::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE};
+use mm_core::buddy::PageOwner;
+use mm_core::paging::swap::SwapEntry;
+use mm_core::paging::LeafKinds;
+use mm_core::vma::{VmFlags, VmaKind};
+
+const ENOENT: i64 = 2;
+const EINVAL: i64 = 22;
+const EACCES: i64 = 13;
+
+/// An open /proc file.
+#[derive(Debug)]
+pub enum ProcFile {
+    /// Text made at open.
+    Text(Vec<u8>),
+    /// PID/pagemap of the process with this pid.
+    Pagemap(u64),
+    /// A directory: its entries (name, `st_mode`).
+    Dir(Vec<(String, u32)>),
+    /// A /proc/sys/vm setting (index in [`SYSCTL_VM`]) and its text at open.
+    Sysctl(usize, Vec<u8>),
+}
+
+/// A /proc/sys/vm setting: its name, how to read it, how to write it
+/// (None: read-only here). Settings other branches add (overcommit from
+/// the signals work, nr_hugepages from hugetlb, transparent_hugepage from
+/// thp) go in this table as their functions land:
+///
+/// | file                | read                               | write |
+/// |---------------------|------------------------------------|-------|
+/// | overcommit_memory   | TODO(integrator): overcommit mode  | set mode 0/1/2 |
+/// | overcommit_ratio    | TODO(integrator)                   | |
+/// | nr_hugepages        | TODO(integrator): hugetlb pool     | resize pool |
+/// | /sys/kernel/mm/transparent_hugepage/enabled | TODO(integrator) | |
+pub struct Sysctl {
+    /// The file name under /proc/sys/vm.
+    pub name: &'static str,
+    /// Its value.
+    pub read: fn() -> u64,
+    /// Applies a written value; None: the file is read-only.
+    pub write: Option<fn(u64) -> Result<(), i64>>,
+}
+
+fn read_zero() -> u64 {
+    0
+}
+
+/// The /proc/sys/vm files and the functions behind them.
+pub const SYSCTL_VM: &[Sysctl] = &[
+    Sysctl {
+        name: "drop_caches",
+        read: read_zero,
+        write: Some(|v| {
+            // 1: the page cache; 2: slab (shrinkers); 3: both. Only the
+            // page cache has something to drop here.
+            if !(1..=3).contains(&v) {
+                return Err(-EINVAL);
+            }
+            let n = super::pagecache::drop_caches();
+            crate::kprintln!("drop_caches: {} pages dropped", Dec(n));
+            Ok(())
+        }),
+    },
+    Sysctl {
+        name: "compact_memory",
+        read: read_zero,
+        write: Some(|_| {
+            crate::mm::compaction::compact_memory();
+            Ok(())
+        }),
+    },
+    Sysctl {
+        name: "swappiness",
+        read: || crate::mm::swap::SWAP.with(|s| s.swappiness as u64),
+        write: Some(|v| {
+            if v > mm_core::lru::MAX_SWAPPINESS as u64 {
+                return Err(-EINVAL);
+            }
+            crate::mm::swap::set_swappiness(v as u32);
+            Ok(())
+        }),
+    },
+    Sysctl { name: "page-cluster", read: || 3, write: None },
+    Sysctl { name: "overcommit_memory", read: read_zero, write: None },
+];
+
+/// A text buffer that never grows past the capacity it was given: what
+/// the views that write under the page allocator's lock (buddyinfo,
+/// pagetypeinfo, slabinfo) write into, since growing a `String` there
+/// would take that lock again (the heap is its slab).
+struct Bounded(String);
+
+impl Bounded {
+    fn new() -> Bounded {
+        Bounded(String::with_capacity(32 * 1024))
+    }
+}
+
+impl Write for Bounded {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if self.0.len() + s.len() > self.0.capacity() {
+            return Err(core::fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+/// Writes `v` right-aligned in `width` columns (core's integer formatting
+/// cannot run in ring 0: platform.md).
+fn dec_pad(w: &mut String, v: u64, width: usize) {
+    let mut s = crate::fmt::StackString::<24>::new();
+    let _ = write!(s, "{}", Dec(v));
+    for _ in s.as_str().len()..width {
+        w.push(' ');
+    }
+    w.push_str(s.as_str());
+}
+
+/// `Name:` padded to 16 columns, the value in 8, " kB" (smaps, status).
+fn kb_line(w: &mut String, name: &str, kb: u64) {
+    w.push_str(name);
+    w.push(':');
+    for _ in name.len() + 1..16 {
+        w.push(' ');
+    }
+    dec_pad(w, kb, 8);
+    w.push_str(" kB\n");
+}
+
+/// The process `pid` names ("self": the caller): (pid, its mm).
+fn task_mm(pid: u64) -> Option<sched::MmRef> {
+    sched::with_task(pid, |t| t.mm.clone()).flatten()
+}
+
+/// What one VMA's pages add up to (smaps' fields, in pages; pss in
+/// 1/4096 pages).
+#[derive(Default)]
+struct VmaUsage {
+    rss: u64,
+    pss_4k: u64,
+    shared_clean: u64,
+    shared_dirty: u64,
+    private_clean: u64,
+    private_dirty: u64,
+    referenced: u64,
+    anon: u64,
+    swap: u64,
+}
+
+fn vma_usage(mm: &MmStruct, start: u64, end: u64) -> VmaUsage {
+    let mut u = VmaUsage::default();
+    let zero = crate::proc::mm::MM_GLOBALS.with(|g| g.zero_pa);
+    let mut leaves: Vec<(u64, bool, bool)> = Vec::new();
+    let _ = crate::proc::fault::user_pt(mm.pgd).for_each_leaf(
+        &mut crate::mm::phys::direct_map(),
+        start..end,
+        LeafKinds::NonNone,
+        |_, l| {
+            if !l.entry.is_present() {
+                u.swap += 1;
+            } else {
+                let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                let f = l.entry.0;
+                leaves.push((pa, f & mm_core::paging::PteFlags::DIRTY.0 != 0, f & mm_core::paging::PteFlags::ACCESSED.0 != 0));
+            }
+            true
+        },
+    );
+    crate::mm::PAGES.with(|p| {
+        for &(pa, dirty, accessed) in &leaves {
+            if pa == zero {
+                // The zero page is not counted in Rss (Linux: vm_normal_page
+                // returns NULL for it).
+                continue;
+            }
+            u.rss += 1;
+            let (refs, owner) = p.buddy.page(pa >> PAGE_SHIFT).map_or((1, 0), |pg| (pg.refcount.max(1), pg.owner));
+            let cache = PageOwner::from_u8(owner) == PageOwner::PageCache;
+            // Mappings: the references minus the cache's own.
+            let maps = if cache { (refs - 1).max(1) } else { refs } as u64;
+            u.pss_4k += 4096 / maps;
+            if !cache {
+                u.anon += 1;
+            }
+            if accessed {
+                u.referenced += 1;
+            }
+            match (maps > 1, dirty) {
+                (true, true) => u.shared_dirty += 1,
+                (true, false) => u.shared_clean += 1,
+                (false, true) => u.private_dirty += 1,
+                (false, false) => u.private_clean += 1,
+            }
+        }
+    });
+    u
+}
+
+/// The name maps shows for a VMA.
+fn vma_name(mm: &MmStruct, v: &mm_core::vma::Vma) -> String {
+    match v.kind {
+        VmaKind::File(ino) => super::inode(ino as usize).map_or(String::new(), |i| {
+            if i.path.is_empty() {
+                String::from("(deleted)")
+            } else {
+                i.path
+            }
+        }),
+        VmaKind::Anon if v.flags.contains(VmFlags::GROWSDOWN) => String::from("[stack]"),
+        VmaKind::Anon if v.start >= mm.start_brk && v.end <= mm.brk.next_multiple_of(PAGE_SIZE) && mm.brk > mm.start_brk => {
+            String::from("[heap]")
+        }
+        VmaKind::Anon => String::new(),
+    }
+}
+
+/// One maps line (Linux's `show_map_vma`).
+fn map_line(out: &mut String, mm: &MmStruct, v: &mm_core::vma::Vma) {
+    let f = v.flags;
+    let ch = |b: bool, c: char| if b { c } else { '-' };
+    let _ = write!(
+        out,
+        "{:08x}-{:08x} {}{}{}{} {:08x} 00:{:02x} ",
+        v.start,
+        v.end,
+        ch(f.contains(VmFlags::READ), 'r'),
+        ch(f.contains(VmFlags::WRITE), 'w'),
+        ch(f.contains(VmFlags::EXEC), 'x'),
+        if f.contains(VmFlags::SHARED) { 's' } else { 'p' },
+        if matches!(v.kind, VmaKind::File(_)) { v.pgoff << PAGE_SHIFT } else { 0 },
+        if matches!(v.kind, VmaKind::File(_)) { 0x0f } else { 0 },
+    );
+    let ino = match v.kind {
+        VmaKind::File(ino) => ino as u64 + 1,
+        VmaKind::Anon => 0,
+    };
+    let mut s = crate::fmt::StackString::<24>::new();
+    let _ = write!(s, "{}", Dec(ino));
+    out.push_str(s.as_str());
+    let name = vma_name(mm, v);
+    if !name.is_empty() {
+        // Linux pads the name to column 73 (25 + 6 * sizeof(void *) - 1).
+        let line_start = out.rfind('\n').map_or(0, |i| i + 1);
+        let col = out.len() - line_start;
+        for _ in col..72 {
+            out.push(' ');
+        }
+        out.push(' ');
+        out.push_str(&name);
+    }
+    out.push('\n');
+}
+
+fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
+    let mut out = String::new();
+    let vmas: Vec<mm_core::vma::Vma> = mm.vmas.iter().copied().collect();
+    for v in &vmas {
+        map_line(&mut out, mm, v);
+        if smaps {
+            let u = vma_usage(mm, v.start, v.end);
+            kb_line(&mut out, "Size", v.len() >> 10);
+            kb_line(&mut out, "KernelPageSize", 4);
+            kb_line(&mut out, "MMUPageSize", 4);
+            kb_line(&mut out, "Rss", u.rss * 4);
+            kb_line(&mut out, "Pss", u.pss_4k * 4 / 4096);
+            kb_line(&mut out, "Shared_Clean", u.shared_clean * 4);
+            kb_line(&mut out, "Shared_Dirty", u.shared_dirty * 4);
+            kb_line(&mut out, "Private_Clean", u.private_clean * 4);
+            kb_line(&mut out, "Private_Dirty", u.private_dirty * 4);
+            kb_line(&mut out, "Referenced", u.referenced * 4);
+            kb_line(&mut out, "Anonymous", u.anon * 4);
+            kb_line(&mut out, "LazyFree", 0);
+            kb_line(&mut out, "AnonHugePages", 0);
+            kb_line(&mut out, "ShmemPmdMapped", 0);
+            kb_line(&mut out, "FilePmdMapped", 0);
+            kb_line(&mut out, "Shared_Hugetlb", 0);
+            kb_line(&mut out, "Private_Hugetlb", 0);
+            kb_line(&mut out, "Swap", u.swap * 4);
+            kb_line(&mut out, "SwapPss", u.swap * 4);
+            kb_line(&mut out, "Locked", 0);
+            out.push_str("THPeligible:    0\n");
+            let _ = writeln!(
+                out,
+                "VmFlags: {}{}{}{}{}{}{}",
+                if v.flags.contains(VmFlags::READ) { "rd " } else { "" },
+                if v.flags.contains(VmFlags::WRITE) { "wr " } else { "" },
+                if v.flags.contains(VmFlags::EXEC) { "ex " } else { "" },
+                if v.flags.contains(VmFlags::SHARED) { "sh " } else { "" },
+                "mr mw me ",
+                if v.flags.contains(VmFlags::SHARED) { "ms " } else { "" },
+                if v.flags.contains(VmFlags::GROWSDOWN) { "gd ac" } else { "ac" },
+            );
+        }
+    }
+    out
+}
+
+fn status_text(pid: u64, mm: &mut MmStruct) -> String {
+    mm.sync_reclaim_counters();
+    let (name, ppid, state) = sched::with_task(pid, |t| (t.name, t.parent, t.state)).unwrap_or(("?", 0, sched::State::Runnable));
+    let vm_size: u64 = mm.vmas.iter().map(|v| v.len()).sum();
+    let stack: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::GROWSDOWN)).map(|v| v.len()).sum();
+    let exe: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::EXEC)).map(|v| v.len()).sum();
+    let data: u64 = mm
+        .vmas
+        .iter()
+        .filter(|v| v.flags.contains(VmFlags::WRITE) && !v.flags.contains(VmFlags::SHARED) && !v.flags.contains(VmFlags::GROWSDOWN))
+        .map(|v| v.len())
+        .sum();
+    let (mut file, mut anon) = (0u64, 0u64);
+    for v in mm.vmas.iter().copied().collect::<Vec<_>>() {
+        let u = vma_usage(mm, v.start, v.end);
+        anon += u.anon;
+        file += u.rss - u.anon;
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:\t{}", name);
+    let _ = writeln!(
+        out,
+        "State:\t{}",
+        match state {
+            sched::State::Runnable => "R (running)",
+            sched::State::Waiting => "S (sleeping)",
+            sched::State::Zombie(_) => "Z (zombie)",
+        }
+    );
+    let _ = writeln!(out, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(pid), Dec(pid), Dec(ppid));
+    out.push_str("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
+    kb_line(&mut out, "VmPeak", vm_size >> 10);
+    kb_line(&mut out, "VmSize", vm_size >> 10);
+    kb_line(&mut out, "VmLck", 0);
+    kb_line(&mut out, "VmPin", 0);
+    kb_line(&mut out, "VmHWM", mm.stat.rss_pages * 4);
+    kb_line(&mut out, "VmRSS", mm.stat.rss_pages * 4);
+    kb_line(&mut out, "RssAnon", anon * 4);
+    kb_line(&mut out, "RssFile", file * 4);
+    kb_line(&mut out, "RssShmem", 0);
+    kb_line(&mut out, "VmData", data >> 10);
+    kb_line(&mut out, "VmStk", stack >> 10);
+    kb_line(&mut out, "VmExe", exe >> 10);
+    kb_line(&mut out, "VmLib", 0);
+    kb_line(&mut out, "VmPTE", mm.stat.pt_pages * 4);
+    kb_line(&mut out, "VmSwap", mm.stat.swap_ents * 4);
+    out.push_str("Threads:\t1\n");
+    out
+}
+
+fn statm_text(mm: &mut MmStruct) -> String {
+    mm.sync_reclaim_counters();
+    let size: u64 = mm.vmas.iter().map(|v| v.len() >> PAGE_SHIFT).sum();
+    let text: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::EXEC)).map(|v| v.len() >> PAGE_SHIFT).sum();
+    let data: u64 =
+        mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::WRITE)).map(|v| v.len() >> PAGE_SHIFT).sum();
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {} 0 {} 0 {} 0", Dec(size), Dec(mm.stat.rss_pages), Dec(text), Dec(data));
+    out
+}
+
+/// Linux's pagemap entry bits.
+pub mod pm {
+    /// Present in RAM.
+    pub const PRESENT: u64 = 1 << 63;
+    /// Swapped out.
+    pub const SWAP: u64 = 1 << 62;
+    /// A file page or shared anonymous.
+    pub const FILE: u64 = 1 << 61;
+    /// Mapped exclusively (one mapping).
+    pub const EXCLUSIVE: u64 = 1 << 56;
+    /// Soft-dirty.
+    pub const SOFT_DIRTY: u64 = 1 << 55;
+    /// The PFN (or the swap type in bits 0-4 and offset from bit 5).
+    pub const PFN_MASK: u64 = (1 << 55) - 1;
+}
+
+/// PID/pagemap entries for the pages from user address `va` (one u64
+/// per page, `n` of them), Linux's `pagemap_pte_range`. Soft-dirty
+/// follows the PTE's dirty bit (there is no clear_refs to reset it), as
+/// Linux's is set on every page written since the process began.
+pub fn pagemap_entries(pid: u64, va: u64, n: usize) -> Result<Vec<u64>, i64> {
+    let mm = task_mm(pid).ok_or(-ENOENT)?;
+    let mut out = alloc::vec![0u64; n];
+    let end = va.saturating_add(n as u64 * PAGE_SIZE).min(1 << 47);
+    if va >= end {
+        return Ok(out);
+    }
+    let mut leaves: Vec<(u64, u64)> = Vec::new();
+    mm.with(|mm| {
+        let _ = crate::proc::fault::user_pt(mm.pgd).for_each_leaf(
+            &mut crate::mm::phys::direct_map(),
+            va..end,
+            LeafKinds::NonNone,
+            |_, l| {
+                leaves.push((l.va.0, l.entry.0));
+                true
+            },
+        );
+        let shared: Vec<(u64, u64)> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.flags.contains(VmFlags::SHARED) || matches!(v.kind, VmaKind::File(_)))
+            .map(|v| (v.start, v.end))
+            .collect();
+        crate::mm::PAGES.with(|p| {
+            for &(lva, e) in &leaves {
+                let i = ((lva - va) >> PAGE_SHIFT) as usize;
+                let Some(slot) = out.get_mut(i) else { continue };
+                let pte = mm_core::paging::Pte(e);
+                if !pte.is_present() {
+                    if let Some(se) = SwapEntry::from_pte(pte) {
+                        let s = se.swp();
+                        *slot = pm::SWAP | (((s.offset << 5) | (s.ty as u64 & 0x1f)) & pm::PFN_MASK);
+                        if shared.iter().any(|&(a, b)| lva >= a && lva < b) {
+                            *slot |= pm::FILE;
+                        }
+                    }
+                    continue;
+                }
+                let pa = e & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                let pfn = pa >> PAGE_SHIFT;
+                let (refs, owner) = p.buddy.page(pfn).map_or((0, 0), |pg| (pg.refcount, pg.owner));
+                let cache = PageOwner::from_u8(owner) == PageOwner::PageCache;
+                let mut v = pm::PRESENT | (pfn & pm::PFN_MASK);
+                if cache || shared.iter().any(|&(a, b)| lva >= a && lva < b) {
+                    v |= pm::FILE;
+                }
+                let maps = if cache { refs.saturating_sub(1) } else { refs };
+                if maps == 1 {
+                    v |= pm::EXCLUSIVE;
+                }
+                if e & mm_core::paging::PteFlags::DIRTY.0 != 0 {
+                    v |= pm::SOFT_DIRTY;
+                }
+                *slot = v;
+            }
+        });
+    });
+    let _ = VirtAddr(0);
+    Ok(out)
+}
+
+const DIR: u32 = super::S_IFDIR | 0o555;
+const REG: u32 = super::S_IFREG | 0o444;
+const LNK: u32 = super::S_IFLNK | 0o777;
+
+/// The files of /proc/PID.
+const PID_FILES: [(&str, u32); 10] = [
+    ("maps", REG),
+    ("smaps", REG),
+    ("pagemap", REG),
+    ("status", REG),
+    ("statm", REG),
+    ("stat", REG),
+    ("cmdline", REG),
+    ("exe", LNK),
+    ("oom_score_adj", REG),
+    ("comm", REG),
+];
+
+/// The files of /proc itself.
+const TOP_FILES: [&str; 6] = ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo"];
+
+/// Splits a /proc path: (pid, the rest) for /proc/PID/... and
+/// /proc/self/... (None for the top level's own files).
+fn split_pid(rest: &str) -> Option<(u64, &str)> {
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let pid = if first == "self" { sched::current_pid() } else { crate::fmt::parse_u64(first)? };
+    Some((pid, tail))
+}
+
+/// Whether `path` (normalised) lies under /proc.
+pub fn is_proc(path: &str) -> bool {
+    path == "/proc" || path.starts_with("/proc/")
+}
+
+/// `st_mode` of /proc path `path`, or -ENOENT.
+pub fn mode_of(path: &str) -> Result<u32, i64> {
+    let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');
+    if rest.is_empty() || rest == "sys" || rest == "sys/vm" {
+        return Ok(DIR);
+    }
+    if TOP_FILES.contains(&rest) {
+        return Ok(REG);
+    }
+    if let Some(name) = rest.strip_prefix("sys/vm/") {
+        return match SYSCTL_VM.iter().find(|s| s.name == name) {
+            Some(s) if s.write.is_some() => Ok(super::S_IFREG | 0o644),
+            Some(_) => Ok(REG),
+            None => Err(-ENOENT),
+        };
+    }
+    let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
+    if task_mm(pid).is_none() {
+        return Err(-ENOENT);
+    }
+    if tail.is_empty() {
+        return Ok(DIR);
+    }
+    PID_FILES.iter().find(|(n, _)| *n == tail).map(|&(_, m)| m).ok_or(-ENOENT)
+}
+
+/// `readlink` of /proc/PID/exe (and /proc/self itself).
+pub fn readlink(path: &str) -> Result<Vec<u8>, i64> {
+    let rest = path.strip_prefix("/proc/").ok_or(-ENOENT)?;
+    if rest == "self" {
+        let mut s = String::new();
+        let _ = write!(s, "{}", Dec(sched::current_pid()));
+        return Ok(s.into_bytes());
+    }
+    let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
+    if tail != "exe" {
+        return Err(-EINVAL);
+    }
+    match sched::with_task(pid, |t| t.exe) {
+        Some(exe) if !exe.is_empty() => Ok(exe.as_bytes().to_vec()),
+        _ => Err(-ENOENT),
+    }
+}
+
+/// Opens /proc path `path` (normalised) for reading (or writing, a
+/// /proc/sys/vm file).
+pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
+    let mode = mode_of(path)?;
+    let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');
+    if write && mode & 0o200 == 0 {
+        return Err(-EACCES);
+    }
+    if mode & super::S_IFMT == super::S_IFDIR {
+        let mut e: Vec<(String, u32)> = Vec::new();
+        match rest {
+            "" => {
+                e.extend(TOP_FILES.iter().map(|n| (String::from(*n), REG)));
+                e.push((String::from("self"), LNK));
+                e.push((String::from("sys"), DIR));
+                for pid in sched::pids() {
+                    let mut s = String::new();
+                    let _ = write!(s, "{}", Dec(pid));
+                    e.push((s, DIR));
+                }
+            }
+            "sys" => e.push((String::from("vm"), DIR)),
+            "sys/vm" => e.extend(SYSCTL_VM.iter().map(|s| (String::from(s.name), REG))),
+            _ => e.extend(PID_FILES.iter().map(|&(n, m)| (String::from(n), m))),
+        }
+        return Ok(Arc::new(ProcFile::Dir(e)));
+    }
+    let mut text = String::new();
+    match rest {
+        "meminfo" => crate::mm::procfs::meminfo_to(&mut text),
+        "buddyinfo" => {
+            let mut b = Bounded::new();
+            crate::mm::procfs::buddyinfo_to(&mut b);
+            text = b.0;
+        }
+        "vmstat" => {
+            let (cached, shmem) = super::pagecache::counts();
+            let _ = writeln!(text, "nr_file_pages {}\nnr_shmem {}", Dec(cached), Dec(shmem));
+            for (name, v) in crate::mm::vmstat::NAMES.iter().zip(crate::mm::vmstat::snapshot()) {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
+        }
+        "pagetypeinfo" => {
+            let mut b = Bounded::new();
+            crate::mm::PAGES.with(|p| {
+                let _ = p.buddy.pagetypeinfo_text(&mut b);
+            });
+            text = b.0;
+        }
+        "slabinfo" => {
+            let mut b = Bounded::new();
+            crate::mm::PAGES.with(|p| {
+                let _ = p.slab.slabinfo(&p.buddy, &mut b);
+            });
+            text = b.0;
+        }
+        "vmallocinfo" => {
+            let mut b = Bounded::new();
+            crate::mm::vmalloc::VMAP.with(|v| {
+                let _ = v.vmallocinfo(&mut b);
+            });
+            text = b.0;
+        }
+        _ => {
+            if let Some(name) = rest.strip_prefix("sys/vm/") {
+                let i = SYSCTL_VM.iter().position(|s| s.name == name).ok_or(-ENOENT)?;
+                let _ = writeln!(text, "{}", Dec((SYSCTL_VM[i].read)()));
+                return Ok(Arc::new(ProcFile::Sysctl(i, text.into_bytes())));
+            }
+            let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
+            let mm = task_mm(pid).ok_or(-ENOENT)?;
+            match tail {
+                "maps" => text = mm.with(|m| maps_text(m, false)),
+                "smaps" => text = mm.with(|m| maps_text(m, true)),
+                "status" => text = mm.with(|m| status_text(pid, m)),
+                "statm" => text = mm.with(statm_text),
+                "pagemap" => return Ok(Arc::new(ProcFile::Pagemap(pid))),
+                "cmdline" => {
+                    let exe = sched::with_task(pid, |t| t.exe).unwrap_or("");
+                    text.push_str(exe);
+                    text.push('\0');
+                }
+                "comm" => {
+                    text.push_str(sched::with_task(pid, |t| t.name).unwrap_or(""));
+                    text.push('\n');
+                }
+                "stat" => {
+                    let (name, ppid) = sched::with_task(pid, |t| (t.name, t.parent)).unwrap_or(("?", 0));
+                    let (rss, vsize, minflt, majflt) = mm.with(|m| {
+                        m.sync_reclaim_counters();
+                        let vsize: u64 = m.vmas.iter().map(|v| v.len()).sum();
+                        (m.stat.rss_pages, vsize, m.stat.faults.saturating_sub(m.stat.maj_faults), m.stat.maj_faults)
+                    });
+                    // Linux's fields 1-24 (pid comm state ppid pgrp session
+                    // tty tpgid flags minflt cminflt majflt cmajflt utime
+                    // stime cutime cstime priority nice threads itreal
+                    // starttime vsize rss).
+                    let _ = writeln!(
+                        text,
+                        "{} ({}) R {} {} {} 0 -1 0 {} 0 {} 0 0 0 0 0 20 0 1 0 0 {} {}",
+                        Dec(pid),
+                        name,
+                        Dec(ppid),
+                        Dec(pid),
+                        Dec(pid),
+                        Dec(minflt),
+                        Dec(majflt),
+                        Dec(vsize),
+                        Dec(rss)
+                    );
+                }
+                "oom_score_adj" => {
+                    let adj = sched::oom_score_adj(pid, None).unwrap_or(0);
+                    if adj < 0 {
+                        text.push('-');
+                    }
+                    let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
+                }
+                _ => return Err(-ENOENT),
+            }
+        }
+    }
+    Ok(Arc::new(ProcFile::Text(text.into_bytes())))
+}
+
+/// A write to /proc/sys/vm file `i`: the number written, applied.
+pub fn sysctl_write(i: usize, data: &[u8]) -> Result<(), i64> {
+    let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?.trim();
+    let v = crate::fmt::parse_u64(s).ok_or(-EINVAL)?;
+    match SYSCTL_VM.get(i).and_then(|s| s.write) {
+        Some(w) => w(v),
+        None => Err(-EACCES),
+    }
+}

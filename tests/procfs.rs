@@ -1,0 +1,308 @@
+//! Files, the page cache, pipes and /proc for the user's own static
+//! programs (issue 15): C programs compiled now with `gcc -static` and
+//! `musl-gcc -static`. File mappings over an initramfs file and a tmpfs
+//! file (MAP_SHARED writes visible through read(), MAP_PRIVATE writes
+//! not), a writable tmpfs, pipes between processes, and a program
+//! reading its own /proc/self/maps, smaps and pagemap, whose PFN the
+//! host's `--inspect walk` confirms at a checkpoint.
+
+mod common;
+
+use common::{boot, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const COMPILERS: [&str; 2] = ["gcc", "musl-gcc"];
+
+/// File mappings, tmpfs and pipes; prints the same on the host (run in a
+/// directory holding `data.txt`, with /tmp writable).
+const FILES: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void maps(const char *what, int fd, size_t len) {
+    char *s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (s == MAP_FAILED || p == MAP_FAILED) { printf("%s: mmap: %s\n", what, strerror(errno)); return; }
+    char b[4] = {0};
+    s[100] = 'S';                                  /* shared write: the file's */
+    pread(fd, b, 1, 100);
+    int shared_seen = b[0] == 'S';
+    int private_sees_shared = p[100] == 'S';       /* not copied yet: the same page */
+    p[300] = 'P';                                  /* private write: a copy */
+    pread(fd, b, 1, 300);
+    int private_hidden = b[0] != 'P' && s[300] != 'P';
+    pwrite(fd, "W", 1, 200);                       /* write(): seen by the shared map */
+    int write_seen = s[200] == 'W';
+    int private_kept = p[200] != 'W' && p[100] == 'S';
+    printf("%s: shared write read back %d, private saw it %d, private write hidden %d, "
+           "write() seen by shared map %d, private copy kept %d\n",
+           what, shared_seen, private_sees_shared, private_hidden, write_seen, private_kept);
+    munmap(s, len);
+    munmap(p, len);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    int fd = open("data.txt", O_RDWR);
+    if (fd < 0) { printf("open data.txt: %s\n", strerror(errno)); return 2; }
+    maps("initrd file", fd, 8192);
+    close(fd);
+
+    mkdir("/tmp/mmemu-procfs-t", 0755);
+    fd = open("/tmp/mmemu-procfs-t/f", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { printf("create: %s\n", strerror(errno)); return 3; }
+    char buf[5000];
+    memset(buf, 'a', sizeof buf);
+    write(fd, buf, sizeof buf);
+    ftruncate(fd, 8192);
+    struct stat st;
+    fstat(fd, &st);
+    printf("tmpfs file size %ld\n", (long)st.st_size);
+    maps("tmpfs file", fd, 8192);
+    close(fd);
+    fd = open("/tmp/mmemu-procfs-t/f", O_WRONLY | O_APPEND);
+    write(fd, "END", 3);
+    close(fd);
+    stat("/tmp/mmemu-procfs-t/f", &st);
+    printf("after append %ld\n", (long)st.st_size);
+    int n = 0;
+    DIR *d = opendir("/tmp/mmemu-procfs-t");
+    struct dirent *e;
+    while (d && (e = readdir(d))) if (strcmp(e->d_name, "f") == 0) n++;
+    if (d) closedir(d);
+    printf("readdir found f %d\n", n);
+    unlink("/tmp/mmemu-procfs-t/f");
+    rmdir("/tmp/mmemu-procfs-t");
+    printf("after unlink open: %d\n", open("/tmp/mmemu-procfs-t/f", O_RDONLY) < 0 && errno == ENOENT);
+
+    int pfd[2];
+    pipe(pfd);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        close(pfd[0]);
+        dup2(pfd[1], 1);
+        close(pfd[1]);
+        for (int i = 0; i < 3; i++) printf("line %d from the child\n", i);
+        return 0;
+    }
+    close(pfd[1]);
+    char in[256];
+    int total = 0, r;
+    while ((r = read(pfd[0], in + total, sizeof in - 1 - total)) > 0) total += r;
+    in[total] = 0;
+    int status;
+    waitpid(c, &status, 0);
+    printf("pipe read %d bytes then EOF (%d):\n%s", total, r, in);
+    close(pfd[0]);
+    pipe(pfd);
+    close(pfd[0]);
+    errno = 0;
+    r = write(pfd[1], "x", 1);
+    printf("write with no reader: %d %s\n", r, strerror(errno));
+    return 0;
+}
+"#;
+
+/// Maps 4 anonymous pages at a fixed address, touches pages 0 and 2, and
+/// checks /proc/self/maps, smaps and pagemap against that; stops at
+/// checkpoint `mark` for the host's page walk; reads meminfo and drops
+/// the page cache through /proc/sys/vm.
+const PROCSELF: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ADDR 0x10000000UL
+static char text[65536];
+static long slurp(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { printf("open %s failed\n", path); exit(2); }
+    long n = 0, r;
+    while ((r = read(fd, text + n, sizeof text - 1 - n)) > 0) n += r;
+    text[n] = 0;
+    close(fd);
+    return n;
+}
+static long field(const char *from, const char *name) {
+    const char *p = strstr(from, name);
+    return p ? atol(p + strlen(name)) : -1;
+}
+int main(void) {
+    char *m = mmap((void *)ADDR, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (m != (char *)ADDR) { printf("mmap failed\n"); return 2; }
+    m[0] = 1;
+    m[2 * 4096] = 2;
+    slurp("/proc/self/maps");
+    char *line = strstr(text, "10000000-10004000 rw-p");
+    printf("maps line: %d\n", line != NULL);
+    slurp("/proc/self/smaps");
+    char *v = strstr(text, "10000000-10004000");
+    printf("smaps Size %ld Rss %ld Pss %ld Anonymous %ld Swap %ld\n", v ? field(v, "\nSize:") : -1,
+           v ? field(v, "\nRss:") : -1, v ? field(v, "\nPss:") : -1, v ? field(v, "\nAnonymous:") : -1,
+           v ? field(v, "\nSwap:") : -1);
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    uint64_t e[4];
+    if (pread(fd, e, sizeof e, (ADDR / 4096) * 8) != sizeof e) { printf("pagemap read failed\n"); return 3; }
+    close(fd);
+    for (int i = 0; i < 4; i++)
+        printf("pagemap[%d]: present %d swapped %d file %d exclusive %d pfn nonzero %d\n", i, (int)(e[i] >> 63),
+               (int)(e[i] >> 62 & 1), (int)(e[i] >> 61 & 1), (int)(e[i] >> 56 & 1), (e[i] & ((1ULL << 55) - 1)) != 0);
+    printf("pfn0 %#llx\n", (unsigned long long)(e[0] & ((1ULL << 55) - 1)));
+    fflush(stdout);
+    syscall(503, "mark", 4);
+    slurp("/proc/self/status");
+    printf("status VmRSS>0 %d VmSize>=16 %d\n", field(text, "VmRSS:") > 0, field(text, "VmSize:") >= 16);
+    char exe[256] = {0};
+    readlink("/proc/self/exe", exe, sizeof exe - 1);
+    printf("exe %s\n", exe);
+    int data = open("/data.txt", O_RDONLY);
+    char buf[4096];
+    while (read(data, buf, sizeof buf) > 0) {}
+    close(data);
+    slurp("/proc/meminfo");
+    long before = field(text, "Cached:");
+    fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+    printf("drop_caches write %ld\n", (long)write(fd, "1\n", 2));
+    close(fd);
+    slurp("/proc/meminfo");
+    long after = field(text, "Cached:");
+    printf("Cached before %ld after %ld\n", before, after);
+    return 0;
+}
+"#;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("mmemu-procfs-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn compile(cc: &str, src: &str, dir: &Path, name: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let out = dir.join(name);
+    match Command::new(cc).args(["-O2", "-static", "-o"]).arg(&out).arg(&c).output() {
+        Ok(o) if o.status.success() => out,
+        Ok(o) => panic!("{cc} failed on {name}.c:\n{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!(
+            "cannot run {cc} ({e}): these tests build C programs at test time; install it \
+             (Debian: `apt-get install gcc musl-tools`, as .ci/run does)"
+        ),
+    }
+}
+
+/// A root directory with `prog` as /init and an 8 KiB data.txt.
+fn root_with(dir: &Path, prog: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(prog, root.join("init")).unwrap();
+    let data: String = (0..8192).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    std::fs::write(root.join("data.txt"), data).unwrap();
+    root
+}
+
+fn guest(root: &Path, extra: &[&str]) -> Run {
+    let mut a = vec!["--initrd", root.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    boot(&a)
+}
+
+#[test]
+fn file_mappings_tmpfs_and_pipes_behave_as_on_the_host() {
+    let dir = Scratch::new("files");
+    for cc in COMPILERS {
+        let prog = compile(cc, FILES, &dir.0, &format!("files-{cc}"));
+        let root = root_with(&dir.0, &prog);
+        let run = guest(&root, &[]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        // The host run writes data.txt: a fresh copy first.
+        let root = root_with(&dir.0, &prog);
+        let o = Command::new(root.join("init")).current_dir(&root).output().unwrap();
+        let host = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{cc}: host run: {host}");
+        assert_eq!(run.stdout, host, "{cc}: the guest printed something else: {}", run.all());
+        for want in [
+            "initrd file: shared write read back 1, private saw it 1, private write hidden 1, write() seen by shared map 1, private copy kept 1",
+            "tmpfs file: shared write read back 1, private saw it 1, private write hidden 1, write() seen by shared map 1, private copy kept 1",
+            "tmpfs file size 8192",
+            "after append 8195",
+            "readdir found f 1",
+            "after unlink open: 1",
+            "pipe read 66 bytes then EOF (0):",
+            "write with no reader: -1 Broken pipe",
+        ] {
+            assert!(run.stdout.contains(want), "{cc}: missing {want:?}: {}", run.all());
+        }
+    }
+}
+
+#[test]
+fn a_program_reads_its_own_maps_smaps_and_pagemap() {
+    let dir = Scratch::new("procself");
+    for cc in COMPILERS {
+        let prog = compile(cc, PROCSELF, &dir.0, &format!("procself-{cc}"));
+        let root = root_with(&dir.0, &prog);
+        let run = guest(&root, &["--inspect", "walk:0x10000000", "--inspect-at", "mark"]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        let out = &run.stdout;
+        for want in [
+            "maps line: 1",
+            "smaps Size 16 Rss 8 Pss 8 Anonymous 8 Swap 0",
+            "pagemap[0]: present 1 swapped 0 file 0 exclusive 1 pfn nonzero 1",
+            "pagemap[1]: present 0 swapped 0 file 0 exclusive 0 pfn nonzero 0",
+            "pagemap[2]: present 1 swapped 0 file 0 exclusive 1 pfn nonzero 1",
+            "pagemap[3]: present 0 swapped 0 file 0 exclusive 0 pfn nonzero 0",
+            "status VmRSS>0 1 VmSize>=16 1",
+            "exe /init",
+            "drop_caches write 2",
+        ] {
+            assert!(out.contains(want), "{cc}: missing {want:?}: {}", run.all());
+        }
+        // The PFN the program read from pagemap is the frame the host's
+        // walk of the same address found at the checkpoint.
+        let pfn = out.lines().find_map(|l| l.strip_prefix("pfn0 0x")).expect("pfn0 line");
+        let pfn = u64::from_str_radix(pfn.trim(), 16).unwrap();
+        let all = format!("{}{}", run.stdout, run.stderr);
+        let gpa = all
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("=> 4 KiB page at GPA 0x"))
+            .and_then(|r| r.split_whitespace().next())
+            .map(|h| u64::from_str_radix(h.trim_end_matches(|c: char| !c.is_ascii_hexdigit()), 16).unwrap())
+            .unwrap_or_else(|| panic!("{cc}: no walk at the checkpoint: {}", run.all()));
+        assert_eq!(gpa, pfn << 12, "{cc}: pagemap's PFN is not the walk's frame: {}", run.all());
+        // The file read filled the page cache; drop_caches emptied its
+        // clean pages (init's own pages stay: exec copies them).
+        let cached = |k: &str| -> i64 {
+            let l = out.lines().find(|l| l.starts_with("Cached before")).unwrap();
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w[w.iter().position(|x| *x == k).unwrap() + 1].parse().unwrap()
+        };
+        assert!(cached("before") >= 8, "{cc}: {}", run.all());
+        assert!(cached("after") < cached("before"), "{cc}: {}", run.all());
+    }
+}
