@@ -88,6 +88,9 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             ("virtio_mmio.device", Some(_)) | ("virtio_poll", None) => {}
             // Read by proc/exec.rs when the initramfs's init starts.
             ("rdinit", Some(_)) => {}
+            // Run by main.rs once the other switches are done, instead of
+            // the initramfs's init.
+            ("shell", None) => {}
             ("mmbench", None) => crate::mm::bench::run(),
             ("procbench", what) => {
                 if !procbench(what) && code == 0 {
@@ -180,7 +183,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 31] = [
+const SWITCHES: [(&str, &str); 32] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -212,6 +215,7 @@ const SWITCHES: [(&str, &str); 31] = [
     ("hang", "spin forever (for --timeout)"),
     ("halt", "cli; hlt for good"),
     ("echo", "read a console line and print it back"),
+    ("shell", "the interactive console shell instead of /init (`vmm run --shell`; `help` in it lists its commands)"),
 ];
 
 /// The checkpoints the kernel and its programs reach on their own (the

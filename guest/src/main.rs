@@ -75,7 +75,9 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     let mut code = cmdline::run_actions(cmdline);
     // Linux's last step of boot: run init from the initramfs. The run's
     // exit status is then init's.
-    if code == 0 && fs::present() {
+    if code == 0 && cmdline.split(' ').take_while(|w| *w != "--").any(|w| w == "shell") {
+        code = console::shell::run();
+    } else if code == 0 && fs::present() {
         code = proc::exec::run_init(cmdline);
     }
     if code == 0 {

@@ -106,6 +106,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub console: Option<PathBuf>,
 
+    /// The guest's interactive shell on the console (instead of /init):
+    /// ls, cat, free, ps, programs of the initramfs by name... (`help`
+    /// lists them). On a terminal, the VMM puts it in raw mode while
+    /// attached (restored on every exit; Ctrl-A x quits); stdin from a
+    /// pipe works too, for scripts.
+    #[arg(long)]
+    pub shell: bool,
+
     /// Entry reads one listing of one root's page tables may spend (tlb,
     /// mem, wx, kvm, freed-mapped, physmap). Protects the host from
     /// hostile tables (loops, shared subtrees): a view that reaches it says
@@ -223,13 +231,20 @@ impl RunArgs {
             cfg.initrd = Some(std::sync::Arc::new(Initrd::for_program(std::path::Path::new(prog))?));
             cfg.cmdline = format!("{} {}", cfg.cmdline, init_args(args)?).trim_start().to_string();
         }
+        if self.shell {
+            // Before any `--`: the words after it are init's.
+            cfg.cmdline = match cfg.cmdline.split_once("--") {
+                Some((k, rest)) => format!("{}shell --{rest}", if k.trim().is_empty() { String::new() } else { format!("{} ", k.trim()) }),
+                None => format!("{} shell", cfg.cmdline).trim_start().to_string(),
+            };
+        }
         Ok(cfg)
     }
 
     /// Whether an init program runs (`-- PROG`, `--initrd`): its output
     /// owns stdout.
     pub fn runs_program(&self) -> bool {
-        !self.program.is_empty() || self.initrd.is_some()
+        (!self.program.is_empty() || self.initrd.is_some()) && !self.shell
     }
 }
 

@@ -6,7 +6,7 @@
 //! a signal makes `KVM_RUN` return EINTR, and repeating it covers the
 //! window between the flag check and the next `KVM_RUN`.
 
-use crate::devices::serial::SerialConsole;
+use crate::devices::serial::{restore_terminal, InputAction, InputQueue, RawTerminal, SerialConsole, INPUT_BACKLOG};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use std::cell::Cell;
 use std::io::Read;
@@ -51,20 +51,29 @@ enum State {
     TimedOut,
 }
 
-/// Host stdin -> the UART's receive FIFO.
+/// Host stdin -> the UART's receive FIFO, through a queue that holds what
+/// the FIFO cannot take yet (flushed by the loop as the guest reads).
 struct StdinInput {
     serial: Arc<Mutex<SerialConsole>>,
+    queue: Rc<std::cell::RefCell<InputQueue>>,
 }
 
 impl MutEventSubscriber for StdinInput {
     fn init(&mut self, ops: &mut EventOps) {
-        // A regular file or /dev/null cannot be polled: then there is
-        // simply no console input.
-        let _ = ops.add(Events::new(&std::io::stdin(), EventSet::IN));
+        // A regular file cannot be polled: its whole contents are the
+        // input then (a script in a file), queued now; /dev/null gives none.
+        if ops.add(Events::new(&std::io::stdin(), EventSet::IN)).is_err() {
+            let mut all = Vec::new();
+            let _ = std::io::stdin().lock().take(INPUT_BACKLOG as u64).read_to_end(&mut all);
+            self.queue.borrow_mut().push(&all, false);
+        }
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
+        // At least std's stdin buffer (8 KiB): a read that size goes
+        // straight to the descriptor, so no input is left in that buffer
+        // where epoll cannot see it.
+        let mut buf = vec![0u8; 16 << 10];
         let n = if events.event_set().contains(EventSet::IN) {
             std::io::stdin().lock().read(&mut buf).unwrap_or(0)
         } else {
@@ -75,9 +84,15 @@ impl MutEventSubscriber for StdinInput {
             let _ = ops.remove(events);
             return;
         }
+        let mut q = self.queue.borrow_mut();
+        if q.push(&buf[..n], RawTerminal::active()) == InputAction::Quit {
+            // QEMU's Ctrl-A x: the terminal back first, then out.
+            restore_terminal();
+            eprintln!("\r\nvmm: Ctrl-A x: quitting");
+            std::process::exit(0);
+        }
         if let Ok(mut s) = self.serial.lock() {
-            // A full FIFO drops input, as a real UART overruns.
-            s.enqueue_input(&buf[..n]);
+            q.flush(&mut s);
         }
     }
 }
@@ -166,14 +181,22 @@ pub fn run<T: Send + 'static>(
 
     let state = Rc::new(Cell::new(State::Running));
     let mut em: EventManager<Box<dyn MutEventSubscriber>> = EventManager::new()?;
-    em.add_subscriber(Box::new(StdinInput { serial }));
+    let queue = Rc::new(std::cell::RefCell::new(InputQueue::default()));
+    em.add_subscriber(Box::new(StdinInput { serial: serial.clone(), queue: queue.clone() }));
     em.add_subscriber(Box::new(Lifecycle { done, timer, state: state.clone() }));
     // A vCPU halted with interrupts masked never leaves KVM_RUN once KVM
     // runs the interrupt controllers in the kernel: kick it now and then so
     // the run loop can look (`vcpu::run` reports such a guest as dead).
     let mut last_kick = std::time::Instant::now();
     while state.get() == State::Running && !handle.is_finished() {
-        em.run_with_timeout(200)?;
+        // Input waiting for room in the FIFO: look again soon.
+        let waiting = queue.borrow().has_pending();
+        em.run_with_timeout(if waiting { 5 } else { 200 })?;
+        if waiting {
+            if let Ok(mut s) = serial.lock() {
+                queue.borrow_mut().flush(&mut s);
+            }
+        }
         if last_kick.elapsed() >= WATCHDOG_PERIOD {
             let _ = handle.kill(kick_signal());
             last_kick = std::time::Instant::now();

@@ -46,6 +46,9 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
                 None => SerialConsole::stdout(),
             }
             .map_err(VmError::Serial)?;
+            // The terminal goes back to its line discipline when this
+            // returns, an error included.
+            let _raw = args.shell.then(vmm::devices::serial::RawTerminal::enter);
             Vm::new(&cfg, console)?.run()
         }
     }

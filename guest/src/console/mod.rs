@@ -1,6 +1,7 @@
 //! The kernel console: COM1, polled, and the `kprint!`/`kprintln!` macros.
 
 pub mod serial;
+pub mod shell;
 
 /// Prints to the console.
 #[macro_export]
