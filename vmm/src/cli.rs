@@ -234,7 +234,10 @@ impl RunArgs {
         if self.shell {
             // Before any `--`: the words after it are init's.
             cfg.cmdline = match cfg.cmdline.split_once("--") {
-                Some((k, rest)) => format!("{}shell --{rest}", if k.trim().is_empty() { String::new() } else { format!("{} ", k.trim()) }),
+                Some((k, rest)) => format!(
+                    "{}shell --{rest}",
+                    if k.trim().is_empty() { String::new() } else { format!("{} ", k.trim()) }
+                ),
                 None => format!("{} shell", cfg.cmdline).trim_start().to_string(),
             };
         }

@@ -37,11 +37,7 @@ fn read_line(prev_cr: &mut bool) -> Option<String> {
                 kprintln!();
                 return None;
             }
-            0x7f | 0x08 => {
-                if line.pop().is_some() {
-                    kprint!("\x08 \x08");
-                }
-            }
+            0x7f | 0x08 if line.pop().is_some() => kprint!("\x08 \x08"),
             0x15 => {
                 for _ in 0..line.len() {
                     kprint!("\x08 \x08");

@@ -55,8 +55,7 @@ pub fn find_or_create_page(ino: usize, index: u64) -> Result<u64, CacheError> {
         let n = (backing - off).min(PAGE_SIZE) as usize;
         // SAFETY: the archive's bytes, reserved for good and inside the
         // boot-time direct map (fs::init checked the bounds).
-        let src =
-            unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa_backing + off) as *const u8, n) };
+        let src = unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa_backing + off) as *const u8, n) };
         write_frame(pa, 0, src);
     }
     // Inserted unless someone else did meanwhile.
@@ -82,8 +81,8 @@ pub fn find_or_create_page(ino: usize, index: u64) -> Result<u64, CacheError> {
 /// A zeroed frame owned `PageCache`, allocated with no lock held (the
 /// allocation may reclaim).
 fn new_page() -> Result<u64, CacheError> {
-    let pfn = crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER)
-        .map_err(|_| CacheError::NoMemory)?;
+    let pfn =
+        crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER).map_err(|_| CacheError::NoMemory)?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, PageOwner::PageCache);
     });
@@ -106,8 +105,9 @@ pub fn read(ino: usize, off: u64, out: &mut [u8]) -> usize {
         let pos = off + done as u64;
         let (index, in_page) = (pos / PAGE_SIZE, (pos % PAGE_SIZE) as usize);
         let n = (PAGE_SIZE as usize - in_page).min(len - done);
-        let (cached, backed) =
-            FILES.with(|f| f.get(ino).map_or((None, false), |n| (n.pages.get(&index).copied(), index * PAGE_SIZE < n.inode.backing)));
+        let (cached, backed) = FILES.with(|f| {
+            f.get(ino).map_or((None, false), |n| (n.pages.get(&index).copied(), index * PAGE_SIZE < n.inode.backing))
+        });
         let pa = match cached {
             Some(pa) => Some(pa),
             None if backed => find_or_create_page(ino, index).ok(),

@@ -178,7 +178,11 @@ fn vma_usage(mm: &MmStruct, start: u64, end: u64) -> VmaUsage {
             } else {
                 let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
                 let f = l.entry.0;
-                leaves.push((pa, f & mm_core::paging::PteFlags::DIRTY.0 != 0, f & mm_core::paging::PteFlags::ACCESSED.0 != 0));
+                leaves.push((
+                    pa,
+                    f & mm_core::paging::PteFlags::DIRTY.0 != 0,
+                    f & mm_core::paging::PteFlags::ACCESSED.0 != 0,
+                ));
             }
             true
         },
@@ -224,7 +228,9 @@ fn vma_name(mm: &MmStruct, v: &mm_core::vma::Vma) -> String {
             }
         }),
         VmaKind::Anon if v.flags.contains(VmFlags::GROWSDOWN) => String::from("[stack]"),
-        VmaKind::Anon if v.start >= mm.start_brk && v.end <= mm.brk.next_multiple_of(PAGE_SIZE) && mm.brk > mm.start_brk => {
+        VmaKind::Anon
+            if v.start >= mm.start_brk && v.end <= mm.brk.next_multiple_of(PAGE_SIZE) && mm.brk > mm.start_brk =>
+        {
             String::from("[heap]")
         }
         VmaKind::Anon => String::new(),
@@ -298,12 +304,11 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
             out.push_str("THPeligible:    0\n");
             let _ = writeln!(
                 out,
-                "VmFlags: {}{}{}{}{}{}{}",
+                "VmFlags: {}{}{}{}mr mw me {}{}",
                 if v.flags.contains(VmFlags::READ) { "rd " } else { "" },
                 if v.flags.contains(VmFlags::WRITE) { "wr " } else { "" },
                 if v.flags.contains(VmFlags::EXEC) { "ex " } else { "" },
                 if v.flags.contains(VmFlags::SHARED) { "sh " } else { "" },
-                "mr mw me ",
                 if v.flags.contains(VmFlags::SHARED) { "ms " } else { "" },
                 if v.flags.contains(VmFlags::GROWSDOWN) { "gd ac" } else { "ac" },
             );
@@ -314,14 +319,19 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
 
 fn status_text(pid: u64, mm: &mut MmStruct) -> String {
     mm.sync_reclaim_counters();
-    let (name, ppid, state) = sched::with_task(pid, |t| (t.name, t.parent, t.state)).unwrap_or(("?", 0, sched::State::Runnable));
+    let (name, ppid, state) =
+        sched::with_task(pid, |t| (t.name, t.parent, t.state)).unwrap_or(("?", 0, sched::State::Runnable));
     let vm_size: u64 = mm.vmas.iter().map(|v| v.len()).sum();
     let stack: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::GROWSDOWN)).map(|v| v.len()).sum();
     let exe: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::EXEC)).map(|v| v.len()).sum();
     let data: u64 = mm
         .vmas
         .iter()
-        .filter(|v| v.flags.contains(VmFlags::WRITE) && !v.flags.contains(VmFlags::SHARED) && !v.flags.contains(VmFlags::GROWSDOWN))
+        .filter(|v| {
+            v.flags.contains(VmFlags::WRITE)
+                && !v.flags.contains(VmFlags::SHARED)
+                && !v.flags.contains(VmFlags::GROWSDOWN)
+        })
         .map(|v| v.len())
         .sum();
     let (mut file, mut anon) = (0u64, 0u64);
@@ -366,8 +376,7 @@ fn statm_text(mm: &mut MmStruct) -> String {
     mm.sync_reclaim_counters();
     let size: u64 = mm.vmas.iter().map(|v| v.len() >> PAGE_SHIFT).sum();
     let text: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::EXEC)).map(|v| v.len() >> PAGE_SHIFT).sum();
-    let data: u64 =
-        mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::WRITE)).map(|v| v.len() >> PAGE_SHIFT).sum();
+    let data: u64 = mm.vmas.iter().filter(|v| v.flags.contains(VmFlags::WRITE)).map(|v| v.len() >> PAGE_SHIFT).sum();
     let mut out = String::new();
     let _ = writeln!(out, "{} {} 0 {} 0 {} 0", Dec(size), Dec(mm.stat.rss_pages), Dec(text), Dec(data));
     out

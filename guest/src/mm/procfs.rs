@@ -47,8 +47,13 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let (cached, shmem) = crate::fs::pagecache::counts();
     let _ = writeln!(w, "Cached:         {} kB", kb(cached));
     let _ = writeln!(w, "SwapCached:     {} kB", kb(sw.cached));
-    let _ = writeln!(w, "Active:         {} kB", kb(lru[LruList::ActiveAnon as usize] + lru[LruList::ActiveFile as usize]));
-    let _ = writeln!(w, "Inactive:       {} kB", kb(lru[LruList::InactiveAnon as usize] + lru[LruList::InactiveFile as usize]));
+    let _ =
+        writeln!(w, "Active:         {} kB", kb(lru[LruList::ActiveAnon as usize] + lru[LruList::ActiveFile as usize]));
+    let _ = writeln!(
+        w,
+        "Inactive:       {} kB",
+        kb(lru[LruList::InactiveAnon as usize] + lru[LruList::InactiveFile as usize])
+    );
     let _ = writeln!(w, "Active(anon):   {} kB", kb(lru[LruList::ActiveAnon as usize]));
     let _ = writeln!(w, "Inactive(anon): {} kB", kb(lru[LruList::InactiveAnon as usize]));
     let _ = writeln!(w, "Active(file):   {} kB", kb(lru[LruList::ActiveFile as usize]));
@@ -59,7 +64,8 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "Shmem:          {} kB", kb(shmem));
     let _ = writeln!(w, "Slab:           {} kB", kb(slab_pages));
     let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
-    let _ = writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
+    let _ =
+        writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
     let _ = writeln!(w, "HugePages_Total:       0");
     let _ = writeln!(w, "HugePages_Free:        0");
     let _ = writeln!(w, "Hugepagesize:       2048 kB");

@@ -529,7 +529,7 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             procfs::ProcFile::Dir(_) => return -EISDIR,
             procfs::ProcFile::Pagemap(pid) => {
                 // Whole entries only, as Linux (-EINVAL otherwise).
-                if pos % 8 != 0 || n % 8 != 0 {
+                if !pos.is_multiple_of(8) || !n.is_multiple_of(8) {
                     return -EINVAL;
                 }
                 match procfs::pagemap_entries(*pid, (pos / 8) << 12, n / 8) {

@@ -425,7 +425,15 @@ impl MmStruct {
     /// `mmap` of file `ino` from page `pgoff` on: a file VMA whose pages
     /// the fault path takes from the page cache (proc/fault.rs
     /// `filemap_fault`); nothing is mapped now.
-    pub fn mmap_file(&mut self, addr: u64, len: u64, prot: u64, flags: u64, ino: u32, pgoff: u64) -> Result<u64, Errno> {
+    pub fn mmap_file(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        ino: u32,
+        pgoff: u64,
+    ) -> Result<u64, Errno> {
         self.mmap_region(addr, len, prot, flags & !MAP_ANONYMOUS, mm_core::vma::VmaKind::File(ino), pgoff)
     }
 
@@ -468,7 +476,11 @@ impl MmStruct {
         if shared {
             vflags = vflags | VmFlags::SHARED;
         }
-        let vma = if file { Vma { kind, pgoff, ..Vma::anon(start, start + len, vflags) } } else { Vma::anon(start, start + len, vflags) };
+        let vma = if file {
+            Vma { kind, pgoff, ..Vma::anon(start, start + len, vflags) }
+        } else {
+            Vma::anon(start, start + len, vflags)
+        };
         self.vmas.insert(vma).map_err(|_| -ENOMEM)?;
         if shared && !file {
             for va in (start..start + len).step_by(PAGE_SIZE as usize) {
