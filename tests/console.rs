@@ -16,11 +16,22 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const HELLO: &str = r#"
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 int main(int argc, char **argv) {
     printf("hello from %s with %d args:", argv[0], argc - 1);
     for (int i = 1; i < argc; i++) printf(" [%s]", argv[i]);
     printf("\n");
+    struct winsize w = {0};
+    int t = isatty(1) && ioctl(1, TIOCGWINSZ, &w) == 0;
+    printf("stdout a terminal %d, %d columns\n", t, t ? w.ws_col : 0);
+    char cmd[64] = {0};
+    int fd = open("/proc/self/cmdline", O_RDONLY);
+    int n = read(fd, cmd, sizeof cmd - 1);
+    for (int i = 0; i < n; i++) if (!cmd[i]) cmd[i] = ' ';
+    printf("cmdline [%s]\n", cmd);
     return 3;
 }
 "#;
@@ -72,7 +83,7 @@ fn the_shell_runs_a_script_from_a_pipe() {
         "hello-gcc*",
         "hello-musl*",
         "# cat /etc/motd\nthe message of the day",
-        "hello from hello-gcc with 2 args: [one] [two]",
+        "hello from hello-gcc with 2 args: [one] [two]\nstdout a terminal 0, 0 columns\ncmdline [hello-gcc one two ]",
         "[hello-gcc exited with status 3]",
         "hello from hello-musl with 1 args: [x]",
         "MemTotal:",
@@ -174,8 +185,8 @@ fn the_shell_on_a_terminal_runs_a_program_and_restores_the_terminal() {
     assert!(after & libc::ICANON != 0 && after & libc::ECHO != 0, "restored after exit: lflag {after:#x}\n{out}");
     for want in [
         "the message of the day",
-        "hello from hello-musl with 2 args: [a] [b]",
-        "hello from hello-gcc with 0 args:",
+        "hello from hello-musl with 2 args: [a] [b]\nstdout a terminal 1, 80 columns\ncmdline [hello-musl a b ]",
+        "hello from hello-gcc with 0 args:\nstdout a terminal 1, 80 columns",
         "[hello-gcc exited with status 3]",
     ] {
         assert!(out.contains(want), "missing {want:?}:\n{out}");

@@ -91,6 +91,8 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             // Run by main.rs once the other switches are done, instead of
             // the initramfs's init.
             ("shell", None) => {}
+            // The console is a terminal (the VMM's --shell on a tty).
+            ("tty", None) => crate::proc::linux::set_console_tty(),
             ("mmbench", None) => crate::mm::bench::run(),
             ("procbench", what) => {
                 if !procbench(what) && code == 0 {
@@ -183,7 +185,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 32] = [
+const SWITCHES: [(&str, &str); 33] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -215,6 +217,7 @@ const SWITCHES: [(&str, &str); 32] = [
     ("hang", "spin forever (for --timeout)"),
     ("halt", "cli; hlt for good"),
     ("echo", "read a console line and print it back"),
+    ("tty", "the console is a terminal: TCGETS and TIOCGWINSZ answer as a tty's (the VMM adds it for --shell on a terminal)"),
     ("shell", "the interactive console shell instead of /init (`vmm run --shell`; `help` in it lists its commands)"),
 ];
 

@@ -232,13 +232,13 @@ impl RunArgs {
             cfg.cmdline = format!("{} {}", cfg.cmdline, init_args(args)?).trim_start().to_string();
         }
         if self.shell {
+            use std::io::IsTerminal;
+            // `tty`: the console is a terminal, so programs see one.
+            let words = if std::io::stdin().is_terminal() { "shell tty" } else { "shell" };
             // Before any `--`: the words after it are init's.
             cfg.cmdline = match cfg.cmdline.split_once("--") {
-                Some((k, rest)) => format!(
-                    "{}shell --{rest}",
-                    if k.trim().is_empty() { String::new() } else { format!("{} ", k.trim()) }
-                ),
-                None => format!("{} shell", cfg.cmdline).trim_start().to_string(),
+                Some((k, rest)) => format!("{} {words} --{rest}", k.trim()).trim_start().to_string(),
+                None => format!("{} {words}", cfg.cmdline).trim_start().to_string(),
             };
         }
         Ok(cfg)

@@ -620,9 +620,8 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                 "statm" => text = mm.with(statm_text),
                 "pagemap" => return Ok(Arc::new(ProcFile::Pagemap(pid))),
                 "cmdline" => {
-                    let exe = sched::with_task(pid, |t| t.exe).unwrap_or("");
-                    text.push_str(exe);
-                    text.push('\0');
+                    let c = sched::with_task(pid, |t| t.cmdline.clone()).unwrap_or_default();
+                    return Ok(Arc::new(ProcFile::Text(c)));
                 }
                 "comm" => {
                     text.push_str(sched::with_task(pid, |t| t.name).unwrap_or(""));

@@ -200,6 +200,11 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
     Ok(Loaded { mm, entry, sp, execfn, name })
 }
 
+/// /proc/PID/cmdline's bytes: each argument NUL-terminated.
+fn cmdline_bytes(argv: &[&str]) -> Vec<u8> {
+    argv.iter().flat_map(|a| a.bytes().chain(core::iter::once(0))).collect()
+}
+
 /// Starts the initramfs program `path` with `argv` and `envp` as a child
 /// of the kernel, with fds 0, 1 and 2 on the terminal. Its pid.
 pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static str> {
@@ -210,6 +215,7 @@ pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static s
     sched::with_task(pid, |t| {
         t.files = alloc::vec![Some(File::terminal(false)), Some(File::terminal(false)), Some(File::terminal(true))];
         t.exe = exe;
+        t.cmdline = cmdline_bytes(argv);
     });
     Ok(pid)
 }
@@ -307,6 +313,8 @@ pub fn execve(frame: &mut crate::arch::traps::TrapFrame, path: &str, argv: &[&st
     let Loaded { mm, entry, sp, execfn, name } = loaded;
     let exe: &'static str = String::leak(execfn);
     let Some(old) = sched::replace_mm(mm, name, exe) else { return -14 };
+    let cmdline = cmdline_bytes(argv);
+    sched::with_current(|t| t.cmdline = cmdline);
     old.with(|m| m.exit_mmap());
     drop(old);
     sched::set_fs_base(0);

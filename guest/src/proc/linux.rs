@@ -92,7 +92,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         5 => sys_fstat(a[0], a[1]),
         6 => sys_fstatat(AT_FDCWD as u64, a[0], a[1], AT_SYMLINK_NOFOLLOW),
         8 => sys_lseek(a[0], a[1] as i64, a[2]),
-        16 => sys_ioctl(a[0], a[1]),
+        16 => sys_ioctl(a[0], a[1], a[2]),
         19 => sys_readv(a[0], a[1], a[2]),
         20 => sys_writev(a[0], a[1], a[2]),
         21 => sys_faccessat(AT_FDCWD as u64, a[0], a[1]),
@@ -683,14 +683,59 @@ fn sys_readv(fd: u64, iov: u64, count: u64) -> i64 {
     total
 }
 
-fn sys_ioctl(fd: u64, _cmd: u64) -> i64 {
-    // TCGETS, TIOCGWINSZ and the rest: the terminal is a serial line the
-    // VMM relays to its stdout (a pipe, a file or a terminal: unknown
-    // here), so it answers as a non-terminal does, and programs buffer
-    // their output as they would writing to a pipe.
-    match get_file(fd) {
-        Ok(_) => -ENOTTY,
+/// Whether the console is a terminal (`tty` on the command line: the
+/// VMM's `--shell` on a terminal). Then the terminal descriptors answer
+/// TCGETS and TIOCGWINSZ as a tty does, so programs line-buffer and see
+/// a screen size; otherwise they answer as a pipe (-ENOTTY), which is what
+/// the VMM's stdout then usually is.
+static CONSOLE_TTY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The console is a terminal (the `tty` switch).
+pub fn set_console_tty() {
+    CONSOLE_TTY.store(true, Ordering::Relaxed);
+}
+
+fn sys_ioctl(fd: u64, cmd: u64, arg: u64) -> i64 {
+    const TCGETS: u64 = 0x5401;
+    const TCSETS: u64 = 0x5402;
+    const TCSETSF: u64 = 0x5404;
+    const TIOCGPGRP: u64 = 0x540f;
+    const TIOCGWINSZ: u64 = 0x5413;
+    const FIONREAD: u64 = 0x541b;
+    let f = match get_file(fd) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let put = |bytes: &[u8]| match with_mm(|mm| copy_to_user(mm, arg, bytes)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
         Err(e) => e,
+    };
+    match (&f.kind, cmd) {
+        (FileKind::Pipe(end), FIONREAD) => put(&(pipe::pending(end) as u32).to_le_bytes()),
+        (FileKind::Terminal(_), _) if !CONSOLE_TTY.load(Ordering::Relaxed) => -ENOTTY,
+        (FileKind::Terminal(_), TCGETS) => {
+            // Linux's default termios for a console (struct termios of
+            // the kernel ABI, 36 bytes): ICRNL|IXON, OPOST|ONLCR,
+            // B38400|CS8|CREAD|HUPCL, ISIG|ICANON|ECHO|ECHOE|ECHOK|ECHOCTL|
+            // ECHOKE|IEXTEN; c_cc INTR QUIT ERASE KILL EOF TIME MIN.
+            let mut t = [0u8; 36];
+            t[0..4].copy_from_slice(&0x500u32.to_le_bytes());
+            t[4..8].copy_from_slice(&5u32.to_le_bytes());
+            t[8..12].copy_from_slice(&0x4bfu32.to_le_bytes());
+            t[12..16].copy_from_slice(&0x8a3bu32.to_le_bytes());
+            t[17..24].copy_from_slice(&[3, 0x1c, 0x7f, 0x15, 4, 0, 1]);
+            put(&t)
+        }
+        // The settings are the VMM's terminal's business: accepted.
+        (FileKind::Terminal(_), TCSETS..=TCSETSF) => 0,
+        (FileKind::Terminal(_), TIOCGWINSZ) => {
+            let mut w = [0u8; 8];
+            w[0..2].copy_from_slice(&24u16.to_le_bytes());
+            w[2..4].copy_from_slice(&80u16.to_le_bytes());
+            put(&w)
+        }
+        (FileKind::Terminal(_), TIOCGPGRP) => put(&(sched::current_pid() as u32).to_le_bytes()),
+        _ => -ENOTTY,
     }
 }
 
@@ -1149,10 +1194,15 @@ fn sys_getrandom(buf: u64, len: u64) -> i64 {
 /// What fork copies besides the address space: the thread pointer, the
 /// open files and the executable's path.
 pub fn fork_task_state(child: u64) {
-    let Some((fs_base, files, exe)) = sched::with_current(|t| (t.fs_base, t.files.clone(), t.exe)) else { return };
+    let Some((fs_base, files, exe, cmdline)) =
+        sched::with_current(|t| (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone()))
+    else {
+        return;
+    };
     sched::with_task(child, |t| {
         t.fs_base = fs_base;
         t.files = files;
         t.exe = exe;
+        t.cmdline = cmdline;
     });
 }

@@ -89,6 +89,8 @@ pub struct Task {
     /// The reaped children's totals (their own and their reaped
     /// children's), for `getrusage(RUSAGE_CHILDREN)`.
     pub ru_children: Rusage,
+    /// Its argument strings, each NUL-terminated (/proc/PID/cmdline).
+    pub cmdline: alloc::vec::Vec<u8>,
 }
 
 /// The page-fault part of Linux's `struct rusage` (the rest is not
@@ -379,6 +381,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         exe: "",
         ru_self: Rusage::default(),
         ru_children: Rusage::default(),
+        cmdline: alloc::vec::Vec::new(),
     });
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
@@ -481,6 +484,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         exe: "",
         ru_self: Rusage::default(),
         ru_children: Rusage::default(),
+        cmdline: alloc::vec::Vec::new(),
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
