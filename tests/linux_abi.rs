@@ -454,6 +454,61 @@ fn wait4_and_rusage_children_report_the_childs_faults_across_its_execve() {
     }
 }
 
+/// Reads one byte of every page of a 1 MiB file through a private and
+/// a shared read-only mapping, and prints the minor faults each took.
+const FILE_FAULTS: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+static long minflt(void) { struct rusage r; getrusage(RUSAGE_SELF, &r); return r.ru_minflt; }
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) return 2;
+    unsigned sum = 0;
+    for (int shared = 0; shared < 2; shared++) {
+        const unsigned char *p = mmap(0, 1 << 20, PROT_READ, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) return 3;
+        long f0 = minflt();
+        for (int i = 0; i < 256; i++) sum += p[i * 4096];
+        printf("%s faults %ld\n", shared ? "shared" : "private", minflt() - f0);
+        munmap((void *)p, 1 << 20);
+    }
+    printf("sum %u\n", sum);
+    return 0;
+}
+"#;
+
+#[test]
+fn reading_a_file_mapping_faults_once_per_16_pages_as_linux_faults_around() {
+    let dir = Scratch::new("file-faults");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i / 4096 + i) as u8).collect();
+    std::fs::write(root.join("data.bin"), &data).unwrap();
+    for cc in COMPILERS {
+        let prog = compile(cc, FILE_FAULTS, &dir.0, &format!("file-faults-{cc}"), &["-static"]);
+        std::fs::copy(&prog, root.join("init")).unwrap();
+        // The host's page cache holds the file just written: Linux maps
+        // 16 pages per fault (fault_around_bytes 64 KiB).
+        let (status, host_out) = host(&root.join("init"), &["data.bin"], &root);
+        assert_eq!(status, 0, "{cc}: host run: {host_out}");
+        let run = boot(&["--initrd", root.to_str().unwrap(), "--cmdline=-- /data.bin"]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        assert_eq!(figure(&run.stdout, "sum "), figure(&host_out, "sum "), "{cc}: other data: {}", run.all());
+        for kind in ["private", "shared"] {
+            let key = format!("{kind} faults ");
+            let g = figure(&run.stdout, &key).unwrap_or_else(|| panic!("{cc}: {}", run.all()));
+            let h = figure(&host_out, &key).unwrap_or(-1);
+            // 256 pages in 64 KiB windows: 16 faults, 17 when the mapping
+            // does not start on a 64 KiB boundary.
+            assert!((16..=17).contains(&g), "{cc} {kind}: {g} faults for 256 pages (host {h}): {}", run.all());
+            println!("{cc} {kind}: 256 pages read: guest {g} faults, host {h}");
+        }
+    }
+}
+
 #[test]
 fn an_init_the_kernel_cannot_load_exits_127_with_the_reason() {
     // --initrd takes what it is given (only `-- PROG` is checked on the

@@ -12,7 +12,7 @@ use crate::arch::cpu;
 use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
 use crate::mm::{BuddyFrames, PageAlloc, PAGES};
 use mm_core::abi::cpu as abi;
-use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE, PTRS_PER_TABLE};
 use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{FrameAllocator, Level, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma};
@@ -178,7 +178,50 @@ fn filemap_fault(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64, write: bool,
     if write && !shared {
         return do_wp_page(mm, vma, slot, va, pa | flags);
     }
+    if !write {
+        fault_around(mm, vma, slot, va, ino, leaf_flags(vma.flags, writable));
+    }
     Ok(())
+}
+
+/// Pages Linux's `do_fault_around` maps around a read fault on a file
+/// (`fault_around_bytes`, 64 KiB by default).
+const FAULT_AROUND_PAGES: u64 = 16;
+
+/// Linux's `do_fault_around` (`filemap_map_pages`): after a read fault on
+/// a file mapping, the empty PTEs of the aligned 64 KiB window around it,
+/// inside the VMA, the same page table and the file, map their pages of
+/// the cache as the faulting one was (so a sequential reader takes one
+/// fault per 16 pages, as on Linux). Linux maps only pages already cached
+/// and up to date, the readahead its first fault started having brought
+/// them in; here the initramfs is in memory, so the cache is filled for
+/// the window directly. Opportunistic: it stops at the end of the file or
+/// when memory is short, and no fault is counted for it.
+fn fault_around(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64, ino: usize, flags: u64) {
+    use crate::fs::pagecache::find_or_create_page;
+    let window = FAULT_AROUND_PAGES * PAGE_SIZE;
+    let table = va & !(PTRS_PER_TABLE as u64 * PAGE_SIZE - 1);
+    let start = (va & !(window - 1)).max(vma.start).max(table);
+    let end = (start + window).min(vma.end).min(table + PTRS_PER_TABLE as u64 * PAGE_SIZE);
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    let mut phys = direct_map();
+    for addr in (start..end).step_by(PAGE_SIZE as usize) {
+        if addr == va {
+            continue;
+        }
+        let s = Slot::new(slot.table(), ((addr - table) / PAGE_SIZE) as usize, slot.level());
+        if !pte_same(s, Pte::NONE) {
+            continue;
+        }
+        let Ok(pa) = find_or_create_page(ino, vma.pgoff + (addr - vma.start) / PAGE_SIZE) else { break };
+        PAGES.with(|p| get_page(p, zero, pa));
+        if !pte_same(s, Pte::NONE) || s.write(&mut phys, Pte(pa | flags)).is_err() {
+            PAGES.with(|p| put_page(p, zero, pa));
+            continue;
+        }
+        mm.stat.rss_pages += 1;
+        mm.stat.fault_around_maps += 1;
+    }
 }
 
 /// Whether `slot` still holds `pte` (Linux's `pte_same`, after an

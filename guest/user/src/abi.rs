@@ -166,6 +166,9 @@ pub struct MmStat {
     pub swapin_cached: u64,
     /// Swap entries in its page tables (`MM_SWAPENTS`).
     pub swap_ents: u64,
+    /// File pages mapped around read faults, without a fault of their
+    /// own (Linux's `do_fault_around`).
+    pub fault_around_maps: u64,
 }
 
 /// One ring-3 access as the program saw it (`SYS_ACCESS_RECORDS`); the
