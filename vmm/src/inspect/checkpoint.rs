@@ -197,6 +197,9 @@ pub struct Inspector {
     link: GuestLink,
     last_checkpoint: Option<String>,
     exits: Option<ExitsReport>,
+    /// Inspecting a saved state, not a live VM: why the views and checks
+    /// that need KVM or the host's mappings cannot run.
+    offline: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -239,7 +242,16 @@ impl Inspector {
             link: GuestLink::default(),
             last_checkpoint: None,
             exits: None,
+            offline: None,
         }
+    }
+
+    /// Inspects a saved state (a snapshot file) rather than a live VM:
+    /// `dirty`, `exits` and `stage2` are refused and the `kvm` check is not
+    /// applicable, each saying `why` (there is no KVM or host mapping).
+    pub fn offline(mut self, why: &str) -> Self {
+        self.offline = Some(why.to_string());
+        self
     }
 
     /// Shares `link` with the run loop and port bus (the guest's descriptor
@@ -398,6 +410,9 @@ impl Inspector {
         log: &mut Vec<Observed>,
         gs: &mut LazyGuest<'_>,
     ) -> ViewOut {
+        if let (Some(why), ViewSpec::Dirty | ViewSpec::Exits | ViewSpec::Stage2 { .. }) = (&self.offline, spec) {
+            return Err(format!("{} needs the live VM: {why}", spec.name()));
+        }
         if matches!(
             spec,
             ViewSpec::Buddyinfo
@@ -658,7 +673,9 @@ impl Inspector {
                 results.push(r);
             }
         }
-        if want_kvm {
+        if let (true, Some(why)) = (want_kvm, &self.offline) {
+            results.insert(0, CheckResult::not_applicable(Check::Kvm, format!("it asks KVM to translate: {why}")));
+        } else if want_kvm {
             let mut tr = KvmTranslator::new(vcpu)?.preserving_accessed(&self.mem, ctx);
             let r = verify::kvm_cross_check(log, &mut tr).with_errors(kvm_incomplete);
             tr.restore()?;
