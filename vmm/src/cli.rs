@@ -27,6 +27,64 @@ pub enum Command {
     /// Boot a kernel (by default the guest embedded in this binary) and
     /// relay its serial console to stdout/stdin.
     Run(RunArgs),
+    /// Inspect a snapshot file (`vmm run --snapshot-at NAME=FILE`) without
+    /// KVM: the views and checks of --inspect/--verify at the checkpoint
+    /// it was taken at, or a read-only gdb target with --gdb.
+    Inspect(InspectArgs),
+}
+
+/// Options of `vmm inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The snapshot file (an ELF core file written by `vmm run --snapshot-at`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The kernel ELF the snapshot's guest ran, for its symbols (default:
+    /// the kernel the snapshot names, else the embedded guest).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Views, as `vmm run --inspect` (dirty, exits and stage2 need a live VM).
+    #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]
+    pub inspect: Vec<crate::inspect::spec::ViewSpec>,
+
+    /// Checks, as `vmm run --verify` (kvm is not applicable offline).
+    #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
+    pub verify: Option<crate::inspect::spec::Checks>,
+
+    /// JSON lines to PATH or stdout, as `vmm run --json`.
+    #[arg(long, value_name = "PATH|-", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
+
+    /// Entry reads one listing of one root's page tables may spend.
+    #[arg(long, value_name = "ENTRIES", default_value_t = crate::inspect::views::DEFAULT_BUDGET, value_parser = parse_budget)]
+    pub budget: u64,
+
+    /// Serve a read-only gdb target on the snapshot at tcp:HOST:PORT or
+    /// unix:PATH (memory, registers, monitor views; no writes, continue
+    /// or step).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["inspect", "verify"])]
+    pub gdb: Option<GdbAddr>,
+
+    /// The swap file the guest used, for the swap check's slot contents.
+    #[arg(long, value_name = "PATH")]
+    pub swap_file: Option<PathBuf>,
+}
+
+impl InspectArgs {
+    /// The inspector's configuration these options describe.
+    pub fn config(&self) -> crate::inspect::spec::InspectConfig {
+        crate::inspect::spec::InspectConfig {
+            views: self.inspect.clone(),
+            at: vec![],
+            json: self.json.is_some(),
+            json_out: self.json.clone(),
+            verify: self.verify.clone().map(|c| c.0),
+            budget: Some(self.budget),
+            swap_file: self.swap_file.clone(),
+        }
+    }
 }
 
 /// Options of `vmm run`.
@@ -161,6 +219,17 @@ pub struct RunArgs {
     /// exits with the program's exit status (128 + N when signal N killed it).
     #[arg(last = true, value_name = "PROG [ARGS]")]
     pub program: Vec<String>,
+
+    /// At checkpoint NAME (the first time the guest reaches it), write
+    /// guest RAM and the vCPU's state to FILE as a sparse ELF core file
+    /// (zero pages are holes), for `vmm inspect FILE`, `gdb KERNEL FILE`
+    /// or readelf. Repeatable.
+    #[arg(long, value_name = "NAME=FILE", value_parser = parse_snapshot)]
+    pub snapshot_at: Vec<(String, PathBuf)>,
+}
+
+fn parse_snapshot(s: &str) -> Result<(String, PathBuf), String> {
+    crate::snapshot::parse_spec(s).map_err(|e| e.to_string())
 }
 
 fn parse_swap(s: &str) -> Result<SwapConfig, String> {
@@ -216,6 +285,7 @@ impl RunArgs {
             swap: self.swap.clone(),
             initrd: None,
             user_stdout_to_stderr: self.json.as_deref() == Some(std::path::Path::new("-")),
+            snapshots: self.snapshot_at.clone(),
         }
     }
 

@@ -6,7 +6,8 @@
 //! [`vcpu`] runs the vCPU and reports crashes, [`inspect`] reads guest
 //! memory through mm-core's software MMU, [`eventloop`] multiplexes
 //! host I/O, [`gdb`] is the gdb remote stub, [`vm`] ties them together,
-//! [`cli`] is the command line.
+//! [`cli`] is the command line, [`snapshot`] writes and reads snapshot
+//! files (ELF core files of guest RAM and vCPU) for offline inspection.
 
 pub mod boot;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod snapshot;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;

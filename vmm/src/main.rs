@@ -51,6 +51,13 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             let _raw = args.shell.then(vmm::devices::serial::RawTerminal::enter);
             Vm::new(&cfg, console)?.run()
         }
+        Command::Inspect(args) => {
+            match &args.gdb {
+                Some(addr) => vmm::snapshot::offline::gdb(&args.file, args.kernel.as_deref(), addr)?,
+                None => vmm::snapshot::offline::run(&args.file, args.kernel.as_deref(), args.config())?,
+            }
+            Ok(Outcome::Exited(0))
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub struct VmConfig {
     /// User programs' standard output to the VMM's stderr instead of its
     /// stdout (when stdout carries the JSON stream).
     pub user_stdout_to_stderr: bool,
+    /// Snapshot files to write at checkpoints (`--snapshot-at NAME=FILE`).
+    pub snapshots: Vec<(String, PathBuf)>,
 }
 
 /// Errors setting up or running a VM.
@@ -100,6 +102,9 @@ pub enum VmError {
     /// The swap device (`--swap`).
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// A snapshot file (`--snapshot-at`, `vmm inspect`).
+    #[error(transparent)]
+    Snapshot(crate::snapshot::SnapshotError),
 }
 
 /// How a run ended.
@@ -143,6 +148,7 @@ pub struct Vm {
     swap: Option<virtio::SwapDevice>,
     inspect_at: Vec<String>,
     user_stdout_to_stderr: bool,
+    snapshot_hook: Option<crate::snapshot::SnapshotHook>,
 }
 
 impl Vm {
@@ -217,6 +223,14 @@ impl Vm {
                 .with_link(link.clone())
         });
         let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
+        let snapshot_hook = (!cfg.snapshots.is_empty()).then(|| {
+            let info = crate::snapshot::SnapshotInfo {
+                kernel: cfg.kernel.clone(),
+                firmware,
+                ..Default::default()
+            };
+            crate::snapshot::SnapshotHook::new(mem.clone(), link.clone(), cfg.snapshots.clone(), info)
+        });
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
             vcpus: vec![Arc::new(Mutex::new(vcpu))],
@@ -233,6 +247,7 @@ impl Vm {
             swap,
             inspect_at: cfg.inspect.at.clone(),
             user_stdout_to_stderr: cfg.user_stdout_to_stderr,
+            snapshot_hook,
         })
     }
 
@@ -278,6 +293,7 @@ impl Vm {
             swap,
             inspect_at,
             user_stdout_to_stderr,
+            snapshot_hook,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -298,6 +314,13 @@ impl Vm {
             crate::inspect::pause::install().map_err(|source| {
                 VmError::EventLoop(eventloop::LoopError::Setup { what: "the SIGUSR1 pause handler", source })
             })?;
+        }
+        // Snapshots first: the file holds the state the views then show.
+        let snapshot_log = snapshot_hook.as_ref().map(|h| h.log());
+        let snapshot_names: Vec<String> =
+            snapshot_hook.as_ref().map(|h| h.names()).unwrap_or_default();
+        if let Some(hook) = snapshot_hook {
+            runner.add_park_hook(Box::new(hook));
         }
         if let Some(hook) = park_hook {
             runner.add_park_hook(hook);
@@ -336,6 +359,17 @@ impl Vm {
             eprintln!("vmm: virtio-blk: {}", report());
         }
         let stop = result?;
+        if let Some(Ok(mut log)) = snapshot_log.as_ref().map(|l| l.lock()) {
+            if let Some(e) = log.error.take() {
+                return Err(VmError::Snapshot(e));
+            }
+            for name in snapshot_names.iter().filter(|n| !log.written.contains(*n)) {
+                eprintln!(
+                    "vmm: warning: --snapshot-at {}: the guest never reached that checkpoint; no file written",
+                    crate::devices::results::escape(name)
+                );
+            }
+        }
         if let Some(Ok(mut o)) = inspect_outcome.as_ref().map(|o| o.lock()) {
             if let Some(e) = o.error.take() {
                 return Err(e.into());

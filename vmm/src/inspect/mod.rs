@@ -111,7 +111,7 @@ pub fn address_mode(regs: &kvm_regs, sregs: &kvm_sregs) -> AddressMode {
 /// guest (as under kvm_pvm), tens of microseconds for the four, and the
 /// gdb stub translates several times per single step (they were a third
 /// of a step's time on such a host).
-fn host_paging() -> (u8, bool, CpuVendor) {
+pub(crate) fn host_paging() -> (u8, bool, CpuVendor) {
     static HOST: std::sync::OnceLock<(u8, bool, CpuVendor)> = std::sync::OnceLock::new();
     *HOST.get_or_init(|| (host_phys_bits() as u8, gbpages(), cpu_vendor()))
 }
