@@ -224,11 +224,7 @@ impl Vm {
         });
         let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
         let snapshot_hook = (!cfg.snapshots.is_empty()).then(|| {
-            let info = crate::snapshot::SnapshotInfo {
-                kernel: cfg.kernel.clone(),
-                firmware,
-                ..Default::default()
-            };
+            let info = crate::snapshot::SnapshotInfo { kernel: cfg.kernel.clone(), firmware, ..Default::default() };
             crate::snapshot::SnapshotHook::new(mem.clone(), link.clone(), cfg.snapshots.clone(), info)
         });
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
@@ -317,8 +313,7 @@ impl Vm {
         }
         // Snapshots first: the file holds the state the views then show.
         let snapshot_log = snapshot_hook.as_ref().map(|h| h.log());
-        let snapshot_names: Vec<String> =
-            snapshot_hook.as_ref().map(|h| h.names()).unwrap_or_default();
+        let snapshot_names: Vec<String> = snapshot_hook.as_ref().map(|h| h.names()).unwrap_or_default();
         if let Some(hook) = snapshot_hook {
             runner.add_park_hook(Box::new(hook));
         }

@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn phdr_round_trips() {
-        let p = Phdr { kind: PT_LOAD, flags: PF_RWX, offset: 4096, vaddr: 1, paddr: 2, filesz: 3, memsz: 3, align: 4096 };
+        let p =
+            Phdr { kind: PT_LOAD, flags: PF_RWX, offset: 4096, vaddr: 1, paddr: 2, filesz: 3, memsz: 3, align: 4096 };
         let mut b = Vec::new();
         p.encode(&mut b);
         assert_eq!(b.len(), PHDR_SIZE);

@@ -328,8 +328,11 @@ pub fn write(
         let mut done = 0u64;
         while done < r.size {
             let n = (r.size - done).min(CHUNK as u64) as usize;
-            mem.read_slice(&mut buf[..n], GuestAddress(r.gpa + done))
-                .map_err(|e| SnapshotError::Io { what: "read guest RAM for", path: path.into(), source: std::io::Error::other(e) })?;
+            mem.read_slice(&mut buf[..n], GuestAddress(r.gpa + done)).map_err(|e| SnapshotError::Io {
+                what: "read guest RAM for",
+                path: path.into(),
+                source: std::io::Error::other(e),
+            })?;
             // Runs of non-zero pages are written; zero pages stay holes.
             let mut run: Option<usize> = None;
             for (i, page) in buf[..n].chunks(PAGE as usize).enumerate() {
@@ -562,7 +565,8 @@ impl SnapshotHook {
         let reg_err = |source| SnapshotError::Registers { checkpoint: name.into(), source };
         let regs = vcpu.get_regs().map_err(reg_err)?;
         let sregs = vcpu.get_sregs().map_err(reg_err)?;
-        let info = SnapshotInfo { checkpoint: name.into(), descriptor_pa: self.link.descriptor.get(), ..self.info.clone() };
+        let info =
+            SnapshotInfo { checkpoint: name.into(), descriptor_pa: self.link.descriptor.get(), ..self.info.clone() };
         write(path, &self.mem, &regs, &sregs, &info)
     }
 }
@@ -606,7 +610,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_back_sparse_and_exact() {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20), (GuestAddress(1 << 32), 1 << 20)]).unwrap();
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20), (GuestAddress(1 << 32), 1 << 20)]).unwrap();
         mem.write_slice(b"hello", GuestAddress(0x1234)).unwrap();
         mem.write_slice(b"world", GuestAddress((1 << 32) + 0x5000)).unwrap();
         let regs = kvm_regs { rip: 0xffff_ffff_8020_0000, rsp: 0x1000, rax: 7, ..Default::default() };

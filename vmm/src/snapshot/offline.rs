@@ -60,9 +60,8 @@ pub fn run(file: &Path, kernel: Option<&Path>, cfg: InspectConfig) -> Result<(),
         );
         return Ok(());
     }
-    let out = cfg
-        .output()
-        .map_err(|source| VmError::Output { path: cfg.json_out.clone().unwrap_or_default(), source })?;
+    let out =
+        cfg.output().map_err(|source| VmError::Output { path: cfg.json_out.clone().unwrap_or_default(), source })?;
     let link = GuestLink::default();
     if let Some(pa) = core.meta.descriptor_pa {
         link.descriptor.set(pa);
