@@ -268,6 +268,7 @@ fn config(cmdline: &str) -> VmConfig {
         initrd: None,
         user_stdout_to_stderr: false,
         snapshots: vec![],
+        count_insns: None,
     }
 }
 

@@ -226,6 +226,17 @@ pub struct RunArgs {
     /// or readelf. Repeatable.
     #[arg(long, value_name = "NAME=FILE", value_parser = parse_snapshot)]
     pub snapshot_at: Vec<(String, PathBuf)>,
+
+    /// Count the ring-0 instructions the guest executes from checkpoint
+    /// FROM to checkpoint TO, exactly, by single-stepping, per function;
+    /// the table goes to stderr. Ring 3 is not stepped (it runs natively
+    /// here): its stretches are counted. Slow: ring 0 is emulated here.
+    #[arg(long, value_name = "FROM..TO", conflicts_with = "gdb")]
+    pub count_insns: Option<crate::profile::insns::CountSpec>,
+
+    /// With --count-insns: the whole report as JSON to FILE.
+    #[arg(long, value_name = "FILE", requires = "count_insns")]
+    pub count_insns_json: Option<PathBuf>,
 }
 
 fn parse_snapshot(s: &str) -> Result<(String, PathBuf), String> {
@@ -286,6 +297,7 @@ impl RunArgs {
             initrd: None,
             user_stdout_to_stderr: self.json.as_deref() == Some(std::path::Path::new("-")),
             snapshots: self.snapshot_at.clone(),
+            count_insns: self.count_insns.clone().map(|s| (s, self.count_insns_json.clone())),
         }
     }
 

@@ -7,7 +7,8 @@
 //! memory through mm-core's software MMU, [`eventloop`] multiplexes
 //! host I/O, [`gdb`] is the gdb remote stub, [`vm`] ties them together,
 //! [`cli`] is the command line, [`snapshot`] writes and reads snapshot
-//! files (ELF core files of guest RAM and vCPU) for offline inspection.
+//! files (ELF core files of guest RAM and vCPU) for offline inspection,
+//! [`profile`] counts the guest kernel's instructions.
 
 pub mod boot;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod profile;
 pub mod snapshot;
 pub mod symbols;
 pub mod vcpu;

@@ -49,6 +49,9 @@ pub struct VmConfig {
     pub user_stdout_to_stderr: bool,
     /// Snapshot files to write at checkpoints (`--snapshot-at NAME=FILE`).
     pub snapshots: Vec<(String, PathBuf)>,
+    /// Count ring-0 instructions between two checkpoints
+    /// (`--count-insns FROM..TO`), with the JSON report's file.
+    pub count_insns: Option<(crate::profile::insns::CountSpec, Option<PathBuf>)>,
 }
 
 /// Errors setting up or running a VM.
@@ -149,6 +152,7 @@ pub struct Vm {
     inspect_at: Vec<String>,
     user_stdout_to_stderr: bool,
     snapshot_hook: Option<crate::snapshot::SnapshotHook>,
+    counter: Option<crate::profile::insns::InsnCounter>,
 }
 
 impl Vm {
@@ -227,6 +231,9 @@ impl Vm {
             let info = crate::snapshot::SnapshotInfo { kernel: cfg.kernel.clone(), firmware, ..Default::default() };
             crate::snapshot::SnapshotHook::new(mem.clone(), link.clone(), cfg.snapshots.clone(), info)
         });
+        let counter = cfg.count_insns.clone().map(|(spec, json)| {
+            crate::profile::insns::InsnCounter::new(spec, mem.clone(), Arc::new(symbols.clone()), json)
+        });
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
             vcpus: vec![Arc::new(Mutex::new(vcpu))],
@@ -244,6 +251,7 @@ impl Vm {
             inspect_at: cfg.inspect.at.clone(),
             user_stdout_to_stderr: cfg.user_stdout_to_stderr,
             snapshot_hook,
+            counter,
         })
     }
 
@@ -290,6 +298,7 @@ impl Vm {
             inspect_at,
             user_stdout_to_stderr,
             snapshot_hook,
+            counter,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -319,6 +328,9 @@ impl Vm {
         }
         if let Some(hook) = park_hook {
             runner.add_park_hook(hook);
+        }
+        if let Some(c) = counter {
+            runner.add_park_hook(Box::new(c));
         }
         // Bound before the guest starts, so a taken port fails the start.
         let gdb_thread = match gdb.as_ref().map(gdb::GdbServer::bind).transpose()? {

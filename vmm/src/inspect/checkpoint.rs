@@ -54,6 +54,15 @@ pub trait ParkHook: Send {
     fn outcome(&self) -> Option<Arc<Mutex<InspectOutcome>>> {
         None
     }
+
+    /// A debug exit (single-step, hardware breakpoint) outside a gdb
+    /// session: true when the hook asked for it (the instruction counter).
+    fn debug_exit(&mut self, _vcpu: &dyn Vcpu) -> bool {
+        false
+    }
+
+    /// The run is over (the vCPU will not run again).
+    fn run_ended(&mut self) {}
 }
 
 /// Why inspection stopped a run.

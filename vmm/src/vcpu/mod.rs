@@ -201,6 +201,9 @@ impl VcpuRunner {
         if let Some(d) = &self.debugger {
             d.ended();
         }
+        for h in &mut self.core.hooks {
+            h.run_ended();
+        }
         end
     }
 
@@ -282,6 +285,13 @@ impl Core {
                 ExitAction::Debug(d) => {
                     if session {
                         return Ok(Step::Park(DebugStop::Debug(d)));
+                    }
+                    // Outside a session: a hook's own steps (--count-insns).
+                    let vcpu = lock(&self.vcpu);
+                    for hook in &mut self.hooks {
+                        if hook.debug_exit(&*vcpu) {
+                            break;
+                        }
                     }
                 }
                 // A debugger's kick out of a halted vCPU is its request,

@@ -1,0 +1,7 @@
+//! Guest kernel path lengths: `vmm run --count-insns FROM..TO` counts the
+//! instructions the guest's ring 0 executes between two checkpoints,
+//! exactly, by single-stepping ([`insns`]). Instruction counts do not
+//! depend on the host (ring 0 is emulated here, so wall times mean
+//! little): they are the path length of a kmalloc, a page fault, a fork.
+
+pub mod insns;
