@@ -43,7 +43,9 @@ const USER_FN: &str = "ulib::malloc::free";
 
 /// A raw in-process vCPU of a fresh VM running `cmdline`.
 fn raw_vm(cmdline: &str) -> Vm {
-    let Cli { command: VmmCommand::Run(args) } = Cli::parse_from(["vmm", "run", "--cmdline", cmdline]);
+    let Cli { command: VmmCommand::Run(args) } = Cli::parse_from(["vmm", "run", "--cmdline", cmdline]) else {
+        unreachable!("parsed a `run` command line")
+    };
     Vm::new(&args.config(), SerialConsole::captured().0).expect("build the VM")
 }
 

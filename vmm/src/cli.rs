@@ -26,7 +26,7 @@ const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to p
 pub enum Command {
     /// Boot a kernel (by default the guest embedded in this binary) and
     /// relay its serial console to stdout/stdin.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect a snapshot file (`vmm run --snapshot-at NAME=FILE`) without
     /// KVM: the views and checks of --inspect/--verify at the checkpoint
     /// it was taken at, or a read-only gdb target with --gdb.
