@@ -49,7 +49,8 @@ pub struct InspectArgs {
     #[arg(long, value_name = "VIEW[,VIEW...]", value_delimiter = ',', value_parser = crate::inspect::spec::parse_view)]
     pub inspect: Vec<crate::inspect::spec::ViewSpec>,
 
-    /// Checks, as `vmm run --verify` (kvm is not applicable offline).
+    /// Checks, as `vmm run --verify` (kvm is not applicable offline);
+    /// `--verify=CHECK,...` with the `=`, since FILE is a positional word.
     #[arg(long, value_name = "CHECK[,CHECK...]", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = crate::inspect::spec::parse_checks)]
     pub verify: Option<crate::inspect::spec::Checks>,
 
@@ -339,12 +340,8 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["vmm", "run"].iter().chain(args))?;
-        #[allow(irrefutable_let_patterns)]
-        let Command::Run(a) = cli.command
-        else {
-            panic!("not a run")
-        };
-        Ok(a)
+        let Command::Run(a) = cli.command else { panic!("not a run") };
+        Ok(*a)
     }
 
     #[test]
