@@ -245,6 +245,17 @@ fn bad_snapshot_files_get_clear_errors() {
     has(&e.stderr, "is a core file but not an mmemu snapshot: it has no MMEMU notes");
     assert_eq!(e.status, 1, "{}", e.all());
 
+    // A file that cannot be written stops the run with the reason; a
+    // checkpoint never reached is a warning.
+    let e = boot(&["--cmdline", "checkpoint=boot exit=0", "--snapshot-at", "boot=/nonexistent/dir/x.core"]);
+    assert_eq!(e.status, 1, "{}", e.all());
+    has(&e.stderr, "vmm: cannot create /nonexistent/dir/x.core");
+    let never = TempFile::absent("never.core");
+    let e = boot(&["--cmdline", "exit=0", "--snapshot-at", &format!("never={}", never.path())]);
+    assert_eq!(e.status, 0, "{}", e.all());
+    has(&e.stderr, "--snapshot-at never: the guest never reached that checkpoint; no file written");
+    assert!(!never.0.exists());
+
     let e = vmm(&["run", "--snapshot-at", "nofile"]);
     assert_eq!(e.status, 2, "{}", e.all());
     has(&e.stderr, "write NAME=FILE");

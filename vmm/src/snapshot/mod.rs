@@ -471,13 +471,12 @@ impl CoreFile {
             // A private, read-write mapping of a read-only file: views that
             // set bits as they go (none should) change this process's copy,
             // never the file.
-            let region = vm_memory::mmap::MmapRegionBuilder::new(size)
+            let region: MmapRegion = vm_memory::mmap::MmapRegionBuilder::new(size)
                 .with_file_offset(FileOffset::new(fd, r.offset))
                 .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
                 .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
                 .build()
                 .map_err(|source| SnapshotError::Map { path: path.into(), source })?;
-            let region: MmapRegion = region;
             regions.push(GuestRegionMmap::new(region, GuestAddress(r.gpa)).ok_or_else(|| bad("does not fit"))?);
         }
         if regions.is_empty() {

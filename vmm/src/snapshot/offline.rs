@@ -69,13 +69,15 @@ pub fn run(file: &Path, kernel: Option<&Path>, cfg: InspectConfig) -> Result<(),
     let mut inspector =
         Inspector::new(cfg, core.mem.clone(), None, Arc::new(symbols), out).with_link(link).offline(OFFLINE);
     inspector.checkpoint(&core.meta.checkpoint, &core.vcpu);
-    let outcome = inspector.outcome().ok_or(VmError::VcpuThread)?;
-    let o = outcome.lock().map_err(|_| VmError::VcpuThread)?;
-    if let Some(e) = o.error.clone() {
-        return Err(e.into());
-    }
-    for note in o.finish()? {
-        eprintln!("vmm: {note}");
+    // The inspector always keeps an outcome; a poisoned lock would mean
+    // it panicked, which already ended this thread.
+    if let Some(Ok(o)) = inspector.outcome().as_ref().map(|o| o.lock()) {
+        if let Some(e) = o.error.clone() {
+            return Err(e.into());
+        }
+        for note in o.finish()? {
+            eprintln!("vmm: {note}");
+        }
     }
     Ok(())
 }
