@@ -267,6 +267,7 @@ fn config(cmdline: &str) -> VmConfig {
         swap: None,
         initrd: None,
         user_stdout_to_stderr: false,
+        web: None,
     }
 }
 

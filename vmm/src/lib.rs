@@ -6,7 +6,7 @@
 //! [`vcpu`] runs the vCPU and reports crashes, [`inspect`] reads guest
 //! memory through mm-core's software MMU, [`eventloop`] multiplexes
 //! host I/O, [`gdb`] is the gdb remote stub, [`vm`] ties them together,
-//! [`cli`] is the command line.
+//! [`cli`] is the command line, [`web`] the live web view.
 
 pub mod boot;
 pub mod cli;
@@ -20,6 +20,7 @@ pub mod memory;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;
+pub mod web;
 
 /// ELF parsers read headers in place and need them aligned; `include_bytes!`
 /// alone guarantees byte alignment only.

@@ -47,6 +47,8 @@ pub struct VmConfig {
     /// User programs' standard output to the VMM's stderr instead of its
     /// stdout (when stdout carries the JSON stream).
     pub user_stdout_to_stderr: bool,
+    /// Serve the live web view (`--web`).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// Errors setting up or running a VM.
@@ -100,6 +102,9 @@ pub enum VmError {
     /// The swap device (`--swap`).
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// The web view (`--web`).
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 /// How a run ended.
@@ -143,6 +148,7 @@ pub struct Vm {
     swap: Option<virtio::SwapDevice>,
     inspect_at: Vec<String>,
     user_stdout_to_stderr: bool,
+    web: Option<crate::web::WebView>,
 }
 
 impl Vm {
@@ -217,6 +223,8 @@ impl Vm {
                 .with_link(link.clone())
         });
         let park_hook = inspector.map(|i| Box::new(i) as Box<dyn ParkHook>);
+        // Bound before the guest boots, so a taken port fails the start.
+        let web = cfg.web.as_ref().map(crate::web::start).transpose()?;
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
             vcpus: vec![Arc::new(Mutex::new(vcpu))],
@@ -233,6 +241,7 @@ impl Vm {
             swap,
             inspect_at: cfg.inspect.at.clone(),
             user_stdout_to_stderr: cfg.user_stdout_to_stderr,
+            web,
         })
     }
 
@@ -278,6 +287,7 @@ impl Vm {
             swap,
             inspect_at,
             user_stdout_to_stderr,
+            web,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -301,6 +311,13 @@ impl Vm {
         }
         if let Some(hook) = park_hook {
             runner.add_park_hook(hook);
+        }
+        if let Some(w) = &web {
+            if w.shared.wants_hold_at_start() {
+                crate::inspect::pause::poke();
+            }
+            let hook = w.hook(mem.clone(), Arc::new(symbols.clone()), link.clone(), stop.clone());
+            runner.add_park_hook(Box::new(hook));
         }
         // Bound before the guest starts, so a taken port fails the start.
         let gdb_thread = match gdb.as_ref().map(gdb::GdbServer::bind).transpose()? {
