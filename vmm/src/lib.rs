@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod progress;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;

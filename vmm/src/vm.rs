@@ -149,6 +149,7 @@ pub struct Vm {
     inspect_at: Vec<String>,
     user_stdout_to_stderr: bool,
     web: Option<crate::web::WebView>,
+    progress: bool,
 }
 
 impl Vm {
@@ -242,6 +243,7 @@ impl Vm {
             inspect_at: cfg.inspect.at.clone(),
             user_stdout_to_stderr: cfg.user_stdout_to_stderr,
             web,
+            progress: false,
         })
     }
 
@@ -270,6 +272,13 @@ impl Vm {
         self.park_hook = Some(hook);
     }
 
+    /// Shows a progress line on stderr while the guest runs (see
+    /// [`crate::progress::wanted`] for when that is right).
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
         let Vm {
@@ -288,6 +297,7 @@ impl Vm {
             inspect_at,
             user_stdout_to_stderr,
             web,
+            progress,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -298,6 +308,7 @@ impl Vm {
             bus.mmio.insert(mm_core::abi::virtio::MMIO_BASE, mm_core::abi::virtio::MMIO_SIZE, s.transport);
             s.report
         });
+        let progress = progress.then(|| crate::progress::Progress::start(link.clone(), bus.results.live.clone()));
         // The boot CPU; the others (SMP) will each get a runner and thread.
         let boot = vcpus[0].clone();
         let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
@@ -340,6 +351,12 @@ impl Vm {
             let _ = done.write(1);
             (r, runner)
         })?;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        if let Some(w) = &web {
+            eprintln!("vmm: {}", w.summary());
+        }
         // The stub ends once the vCPU's run is over.
         let gdb_result = gdb_thread.map(|t| t.join());
         let (result, runner) = joined.ok_or(VmError::VcpuThread)?;

@@ -405,6 +405,23 @@ pub fn start(cfg: &WebConfig) -> Result<WebView, WebError> {
 }
 
 impl WebView {
+    /// One line for the end of the run: what the view sent, and what the
+    /// checkpoints that passed with no browser attached cost in its hook.
+    pub fn summary(&self) -> String {
+        let s = &self.shared;
+        let (n, bytes) = (s.updates_sent.load(Ordering::Relaxed), s.update_bytes.load(Ordering::Relaxed));
+        let (idle, ns) = (s.idle_checkpoints.load(Ordering::Relaxed), s.idle_ns.load(Ordering::Relaxed));
+        let per = bytes.checked_div(n).map(|b| format!(", {b} bytes per update")).unwrap_or_default();
+        let cost = if idle > 0 {
+            format!(", {:.2} us each in the web hook", ns as f64 / idle as f64 / 1000.0)
+        } else {
+            String::new()
+        };
+        format!(
+            "web view: {n} updates sent ({bytes} bytes{per}); {idle} checkpoints passed with no browser attached{cost}"
+        )
+    }
+
     /// The hook for the vCPU's run loop. `stop` is the run's stop flag (a
     /// held guest lets go when it is set, as at `--timeout`).
     pub fn hook(&self, mem: GuestMem, symbols: Arc<Symbols>, link: GuestLink, stop: Arc<AtomicBool>) -> WebHook {
