@@ -312,10 +312,10 @@ impl Vm {
         // The boot CPU; the others (SMP) will each get a runner and thread.
         let boot = vcpus[0].clone();
         let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
-        if park_hook.is_some() {
-            // SIGUSR1 pauses the guest for the views; without a hook a
-            // pause would have nothing to show, so the default (ending the
-            // process) stays.
+        if park_hook.is_some() || web.is_some() {
+            // SIGUSR1 pauses the guest for the views (and the web view's
+            // update); without a hook a pause would have nothing to show,
+            // so the default (ending the process) stays.
             crate::inspect::pause::install().map_err(|source| {
                 VmError::EventLoop(eventloop::LoopError::Setup { what: "the SIGUSR1 pause handler", source })
             })?;

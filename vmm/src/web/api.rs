@@ -360,13 +360,13 @@ fn physmap(
 ) -> Result<String, ApiError> {
     let end = ram_end(hook.mem());
     let (from, to, cells) = (q.0.unwrap_or(0), q.1.unwrap_or(end), q.2);
-    if from >= to {
-        return Err(ApiError::bad(format!("from={from:#x} must be below to={to:#x}")));
-    }
     if to > end || from >= end {
         return Err(ApiError::bad(format!(
             "the range {from:#x}..{to:#x} is out of range: guest-physical memory ends at {end:#x}"
         )));
+    }
+    if from >= to {
+        return Err(ApiError::bad(format!("from={from:#x} must be below to={to:#x}")));
     }
     let map = hook.physmap(seq, vcpu).map_err(unavailable)?;
     let slots: Vec<(u64, u64, &[FrameClass])> = map.slot_frames().map(|(s, f)| (s.gpa, s.gpa + s.size, f)).collect();
