@@ -371,7 +371,8 @@ pub struct WebHook {
     /// The vmstat counters last sent, for deltas.
     last_vmstat: Vec<u64>,
     /// The physical map of the current stop, kept while the guest holds
-    /// still (zooming asks for it again and again).
+    /// still (zooming asks for it again and again); dropped at every new
+    /// stop.
     physmap: Option<(u64, crate::inspect::physmap::PhysMap)>,
 }
 
@@ -546,6 +547,8 @@ impl WebHook {
 impl ParkHook for WebHook {
     fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict {
         let t = Instant::now();
+        // The guest ran since the last stop: the painted map is stale.
+        self.physmap = None;
         let t0_ms = epoch_ms();
         self.shared.log_event("checkpoint", name);
         locked(&self.shared.ctl).last_checkpoint = Some(crate::devices::results::escape(name));
@@ -569,6 +572,7 @@ impl ParkHook for WebHook {
     }
 
     fn poke(&mut self, vcpu: &dyn Vcpu) -> ParkVerdict {
+        self.physmap = None;
         if self.shared.pause_req.swap(false, Ordering::AcqRel) {
             let t0_ms = epoch_ms();
             self.shared.log_event("pause", "pause");
