@@ -44,6 +44,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
 const LOG_MAX: usize = 2000;
 /// Samples the history keeps for a browser that attaches late.
 const HISTORY_MAX: usize = 600;
+/// Updates queued for one browser before it counts as stuck.
+const SUBSCRIBER_QUEUE: usize = 256;
 /// How often the guest is sampled while it runs and a browser watches.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 
@@ -174,7 +176,7 @@ pub struct Shared {
     pause_req: AtomicBool,
     step_req: AtomicBool,
     sample_req: AtomicBool,
-    subscribers: Mutex<Vec<mpsc::Sender<Arc<String>>>>,
+    subscribers: Mutex<Vec<mpsc::SyncSender<Arc<String>>>>,
     log: Mutex<VecDeque<Event>>,
     next_event: AtomicU64,
     history: Mutex<VecDeque<Sample>>,
@@ -272,18 +274,20 @@ impl Shared {
         locked(&self.ctl).state.clone()
     }
 
-    /// Sends `msg` to every attached browser; forgets the gone ones.
+    /// Sends `msg` to every attached browser; forgets the gone ones, and
+    /// the stuck ones (a full queue: its page reconnects and reloads the
+    /// history rather than miss a delta).
     fn broadcast(&self, msg: String) {
         let msg = Arc::new(msg);
         let mut subs = locked(&self.subscribers);
-        subs.retain(|s| s.send(msg.clone()).is_ok());
+        subs.retain(|s| s.try_send(msg.clone()).is_ok());
         self.updates_sent.fetch_add(subs.len() as u64, Ordering::Relaxed);
         self.update_bytes.fetch_add((subs.len() * msg.len()) as u64, Ordering::Relaxed);
     }
 
     /// A new browser's channel of updates.
     pub fn subscribe(&self) -> mpsc::Receiver<Arc<String>> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
         locked(&self.subscribers).push(tx);
         rx
     }
