@@ -191,6 +191,18 @@ mod tempdir {
     }
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
@@ -202,6 +214,8 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        // Killed if anything below fails, as Browser's drop kills it after.
+        let mut driver = KillOnDrop(Some(driver));
         let addr = format!("127.0.0.1:{port}");
         wait_until("chromedriver", || {
             try_http(&addr, "GET", "/status", None)
@@ -220,7 +234,7 @@ impl Browser {
         let (st, b) = http(&addr, "POST", "/session", Some(&caps.to_string()));
         let v: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
         let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session ({st}): {b}")).to_string();
-        Browser { driver, addr, session, _profile: profile }
+        Browser { driver: driver.0.take().expect("the driver"), addr, session, _profile: profile }
     }
 
     fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
