@@ -269,6 +269,7 @@ fn config(cmdline: &str) -> VmConfig {
         user_stdout_to_stderr: false,
         snapshots: vec![],
         count_insns: None,
+        web: None,
     }
 }
 

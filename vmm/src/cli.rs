@@ -204,6 +204,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH[,size=SIZE][,fail_writes=A-B]", value_parser = parse_swap)]
     pub swap: Option<SwapConfig>,
 
+    /// Serve the live web view (page-table explorer, physical map, free
+    /// lists and vmstat over time, controls) at HOST:PORT; without a value
+    /// 127.0.0.1 with a free port. The URL is printed on stderr. Binds to
+    /// loopback unless told otherwise (anyone who reaches the address can
+    /// pause and inspect the guest).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::web::DEFAULT_ADDR, value_parser = crate::web::parse_addr)]
+    pub web: Option<std::net::SocketAddr>,
+
+    /// With --web: hold the guest before its first instruction until the
+    /// page (or POST /api/resume or /api/step) lets it run.
+    #[arg(long, requires = "web")]
+    pub web_wait: bool,
+
     /// Initial RAM disk: a cpio "newc" archive, or a host directory the VMM
     /// packs into one. The guest unpacks it and runs its /init (a static
     /// x86-64 Linux executable) with the command line's words after `--`
@@ -295,6 +308,7 @@ impl RunArgs {
                 swap_file: self.swap.as_ref().map(|s| s.path.clone()),
             },
             swap: self.swap.clone(),
+            web: self.web.map(|addr| crate::web::WebConfig { addr, wait: self.web_wait }),
             initrd: None,
             user_stdout_to_stderr: self.json.as_deref() == Some(std::path::Path::new("-")),
             snapshots: self.snapshot_at.clone(),

@@ -8,7 +8,8 @@
 //! host I/O, [`gdb`] is the gdb remote stub, [`vm`] ties them together,
 //! [`cli`] is the command line, [`snapshot`] writes and reads snapshot
 //! files (ELF core files of guest RAM and vCPU) for offline inspection,
-//! [`profile`] counts the guest kernel's instructions.
+//! [`profile`] counts the guest kernel's instructions, [`web`] is the live
+//! web view and [`progress`] the terminal's progress line.
 
 pub mod boot;
 pub mod cli;
@@ -21,9 +22,11 @@ pub mod layout;
 pub mod memory;
 pub mod profile;
 pub mod snapshot;
+pub mod progress;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;
+pub mod web;
 
 /// ELF parsers read headers in place and need them aligned; `include_bytes!`
 /// alone guarantees byte alignment only.

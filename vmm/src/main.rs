@@ -33,6 +33,8 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             let cfg = args.config_with_initrd().map_err(|e| VmError::Boot(e.into()))?;
             // With the JSON on stdout the console goes elsewhere, so a
             // pipe into jq sees JSON only.
+            let console_on_stdout = args.console.is_none() && !cfg.inspect.json_on_stdout() && !args.runs_program();
+            let console_on_stderr = args.console.is_none() && !console_on_stdout;
             let console = match &args.console {
                 Some(path) => {
                     let f = std::fs::File::create(path).map_err(VmError::Serial)?;
@@ -49,7 +51,9 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             // The terminal goes back to its line discipline when this
             // returns, an error included.
             let _raw = args.shell.then(vmm::devices::serial::RawTerminal::enter);
-            Vm::new(&cfg, console)?.run()
+            // An interactive shell owns the terminal: no progress line.
+            let progress = !args.shell && vmm::progress::wanted(console_on_stdout, console_on_stderr);
+            Vm::new(&cfg, console)?.with_progress(progress).run()
         }
         Command::Inspect(args) => {
             match &args.gdb {

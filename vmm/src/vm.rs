@@ -52,6 +52,8 @@ pub struct VmConfig {
     /// Count ring-0 instructions between two checkpoints
     /// (`--count-insns FROM..TO`), with the JSON report's file.
     pub count_insns: Option<(crate::profile::insns::CountSpec, Option<PathBuf>)>,
+    /// Serve the live web view (`--web`).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// Errors setting up or running a VM.
@@ -108,6 +110,9 @@ pub enum VmError {
     /// A snapshot file (`--snapshot-at`, `vmm inspect`).
     #[error(transparent)]
     Snapshot(crate::snapshot::SnapshotError),
+    /// The web view (`--web`).
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 /// How a run ended.
@@ -153,6 +158,8 @@ pub struct Vm {
     user_stdout_to_stderr: bool,
     snapshot_hook: Option<crate::snapshot::SnapshotHook>,
     counter: Option<crate::profile::insns::InsnCounter>,
+    web: Option<crate::web::WebView>,
+    progress: bool,
 }
 
 impl Vm {
@@ -234,6 +241,8 @@ impl Vm {
         let counter = cfg.count_insns.clone().map(|(spec, json)| {
             crate::profile::insns::InsnCounter::new(spec, mem.clone(), Arc::new(symbols.clone()), json)
         });
+        // Bound before the guest boots, so a taken port fails the start.
+        let web = cfg.web.as_ref().map(crate::web::start).transpose()?;
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
             vcpus: vec![Arc::new(Mutex::new(vcpu))],
@@ -252,6 +261,8 @@ impl Vm {
             user_stdout_to_stderr: cfg.user_stdout_to_stderr,
             snapshot_hook,
             counter,
+            web,
+            progress: false,
         })
     }
 
@@ -280,6 +291,13 @@ impl Vm {
         self.park_hook = Some(hook);
     }
 
+    /// Shows a progress line on stderr while the guest runs (see
+    /// [`crate::progress::wanted`] for when that is right).
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
         let Vm {
@@ -299,6 +317,8 @@ impl Vm {
             user_stdout_to_stderr,
             snapshot_hook,
             counter,
+            web,
+            progress,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -309,13 +329,14 @@ impl Vm {
             bus.mmio.insert(mm_core::abi::virtio::MMIO_BASE, mm_core::abi::virtio::MMIO_SIZE, s.transport);
             s.report
         });
+        let progress = progress.then(|| crate::progress::Progress::start(link.clone(), bus.results.live.clone()));
         // The boot CPU; the others (SMP) will each get a runner and thread.
         let boot = vcpus[0].clone();
         let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
-        if park_hook.is_some() {
-            // SIGUSR1 pauses the guest for the views; without a hook a
-            // pause would have nothing to show, so the default (ending the
-            // process) stays.
+        if park_hook.is_some() || web.is_some() {
+            // SIGUSR1 pauses the guest for the views (and the web view's
+            // update); without a hook a pause would have nothing to show,
+            // so the default (ending the process) stays.
             crate::inspect::pause::install().map_err(|source| {
                 VmError::EventLoop(eventloop::LoopError::Setup { what: "the SIGUSR1 pause handler", source })
             })?;
@@ -331,6 +352,13 @@ impl Vm {
         }
         if let Some(c) = counter {
             runner.add_park_hook(Box::new(c));
+        }
+        if let Some(w) = &web {
+            if w.shared.wants_hold_at_start() {
+                crate::inspect::pause::poke();
+            }
+            let hook = w.hook(mem.clone(), Arc::new(symbols.clone()), link.clone(), stop.clone());
+            runner.add_park_hook(Box::new(hook));
         }
         // Bound before the guest starts, so a taken port fails the start.
         let gdb_thread = match gdb.as_ref().map(gdb::GdbServer::bind).transpose()? {
@@ -353,6 +381,12 @@ impl Vm {
             let _ = done.write(1);
             (r, runner)
         })?;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        if let Some(w) = &web {
+            eprintln!("vmm: {}", w.summary());
+        }
         // The stub ends once the vCPU's run is over.
         let gdb_result = gdb_thread.map(|t| t.join());
         let (result, runner) = joined.ok_or(VmError::VcpuThread)?;

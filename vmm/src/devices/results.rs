@@ -26,6 +26,9 @@ pub struct ResultsChannel {
     pub malformed: Vec<String>,
     /// Lines dropped beyond [`MAX_RECORDS`] / [`MAX_MALFORMED`].
     pub dropped: u64,
+    /// Checks reported so far and of them failed, readable from other
+    /// threads while the guest runs (the progress line).
+    pub live: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// Most records kept: far above the guest's suite (a few hundred checks);
@@ -86,6 +89,10 @@ impl ResultsChannel {
                 return;
             }
         };
+        self.live[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !passed {
+            self.live[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.records.push(TestRecord {
             group: group.unwrap_or_default().to_string(),
             name: name.unwrap_or_default().to_string(),

@@ -49,6 +49,14 @@ pub trait ParkHook: Send {
     /// registers and guest memory hold still meanwhile.
     fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict;
 
+    /// Called with the vCPU parked between checkpoints when a host thread
+    /// asked for it ([`super::pause::poke`]): the web view's controls and
+    /// its look at guest memory while the guest runs. Not a checkpoint:
+    /// nothing by default.
+    fn poke(&mut self, _vcpu: &dyn Vcpu) -> ParkVerdict {
+        ParkVerdict::Resume
+    }
+
     /// Where the hook leaves why it stopped a run, for the VM to report
     /// after the vCPU thread ends (an [`Inspector`]'s; none by default).
     fn outcome(&self) -> Option<Arc<Mutex<InspectOutcome>>> {
@@ -516,6 +524,21 @@ impl Inspector {
         dir: Option<PathBuf>,
         owners: Option<&GuestState<'_>>,
     ) -> Result<PhysmapReport, String> {
+        let map = self.paint_physmap(ctx, owners)?;
+        let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let svg = dir.join(format!("{}.svg", file_stem(name)));
+        let title = format!("mmemu guest-physical memory at checkpoint '{name}', CR3 {:#x}", ctx.cr3);
+        std::fs::write(&svg, map.svg(&title)).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+        let (png, png_note) = match to_png(&svg) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
+    }
+
+    /// Classifies every guest frame as the `physmap` view paints it.
+    fn paint_physmap(&self, ctx: &CpuContext, owners: Option<&GuestState<'_>>) -> Result<PhysMap, String> {
         let mut map = PhysMap::new(&slots(&self.mem));
         // A large page painted once is painted: an alias tree of 1 GiB
         // leaves would otherwise cost 262144 frames per leaf. The set holds
@@ -564,16 +587,39 @@ impl Inspector {
         for (t, _) in tables {
             map.paint(t, t + 4096, FrameClass::PageTable);
         }
-        let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let svg = dir.join(format!("{}.svg", file_stem(name)));
-        let title = format!("mmemu guest-physical memory at checkpoint '{name}', CR3 {:#x}", ctx.cr3);
-        std::fs::write(&svg, map.svg(&title)).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
-        let (png, png_note) = match to_png(&svg) {
-            Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(e)),
-        };
-        Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
+        Ok(map)
+    }
+
+    /// One view's `--json` data at the parked vCPU, by the same code as
+    /// `--inspect VIEW` (the web view's API). The streamed `tlb` and `mem`
+    /// and the file-writing `physmap` are not served here: see
+    /// [`Inspector::physmap_frames`].
+    pub fn view_data(&mut self, name: &str, spec: &ViewSpec, vcpu: &dyn Vcpu) -> Result<serde_json::Value, String> {
+        if matches!(spec, ViewSpec::Tlb { .. } | ViewSpec::Mem { .. } | ViewSpec::Physmap { .. }) {
+            return Err(format!("the {} view is not served as data", spec.name()));
+        }
+        let p = parked(vcpu)?;
+        let mem = self.mem.clone();
+        let mut gs = LazyGuest::new(&mem, self.link.descriptor.get(), Self::guest_base(&p));
+        self.view(name, spec, &p, &mut Vec::new(), &mut gs).map(|(j, _)| j)
+    }
+
+    /// The parked guest's frames classified as the `physmap` view paints
+    /// them (under the vCPU's CR3), without writing the picture.
+    pub fn physmap_frames(&self, vcpu: &dyn Vcpu) -> Result<PhysMap, String> {
+        let p = parked(vcpu)?;
+        let ctx = p.ctx.ok_or("paging is off: there are no page tables to classify frames by")?;
+        let mem = self.mem.clone();
+        let mut gs = LazyGuest::new(&mem, self.link.descriptor.get(), Self::guest_base(&p));
+        self.paint_physmap(&ctx, gs.get().ok())
+    }
+
+    /// The translation context the descriptor is read with at this stop
+    /// (the vCPU's, or long mode's defaults with paging off).
+    pub fn guest_context(vcpu: &dyn Vcpu) -> Result<(Parked, CpuContext), String> {
+        let p = parked(vcpu)?;
+        let base = Self::guest_base(&p);
+        Ok((p, base))
     }
 
     fn verify(

@@ -14,11 +14,17 @@ use std::sync::Once;
 pub const PAUSE_CHECKPOINT: &str = "pause";
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static POKED: AtomicBool = AtomicBool::new(false);
 static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
 static VCPU_THREAD_SET: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigusr1(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     REQUESTED.store(true, Ordering::Release);
+    kick_vcpu();
+}
+
+/// Sends the vCPU thread the kick signal (async-signal-safe).
+fn kick_vcpu() {
     if VCPU_THREAD_SET.load(Ordering::Acquire) {
         let t = VCPU_THREAD.load(Ordering::Acquire) as libc::pthread_t;
         // SAFETY: pthread_self() and pthread_kill() are async-signal-safe;
@@ -60,4 +66,20 @@ pub fn take() -> bool {
 /// Asks for a pause as SIGUSR1 would (tests, other host threads).
 pub fn request() {
     REQUESTED.store(true, Ordering::Release);
+}
+
+/// Asks the run loop to call the park hooks' [`poke`](super::checkpoint::ParkHook::poke)
+/// with the vCPU parked, soon (the vCPU is kicked out of `KVM_RUN`): how
+/// another host thread (the web view) gets a consistent look at guest
+/// memory between checkpoints. Unlike a pause it is no checkpoint: the
+/// `--inspect` views do not run.
+pub fn poke() {
+    POKED.store(true, Ordering::Release);
+    kick_vcpu();
+}
+
+/// Takes a pending poke.
+pub fn take_poke() -> bool {
+    // A plain load first: the common case (nothing pending) stays a read.
+    POKED.load(Ordering::Acquire) && POKED.swap(false, Ordering::AcqRel)
 }

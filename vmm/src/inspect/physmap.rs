@@ -219,6 +219,11 @@ impl PhysMap {
         m
     }
 
+    /// Each memslot with its frames' classes, in slot order.
+    pub fn slot_frames(&self) -> impl Iterator<Item = (&Slot, &[FrameClass])> {
+        self.slots.iter().zip(self.frames.iter().map(Vec::as_slice))
+    }
+
     /// The class of the frame at `gpa`.
     pub fn class_of(&self, gpa: u64) -> Option<FrameClass> {
         self.slots

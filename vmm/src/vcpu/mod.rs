@@ -271,6 +271,9 @@ impl Core {
             if pause::take() && self.park_hooks(pause::PAUSE_CHECKPOINT) == ParkVerdict::Stop {
                 return Ok(Step::End(VcpuStop::Stopped));
             }
+            if pause::take_poke() && self.poke_hooks() == ParkVerdict::Stop {
+                return Ok(Step::End(VcpuStop::Stopped));
+            }
             if debug.is_some_and(debug::VcpuDebug::take_stop_request) {
                 return Ok(Step::Park(DebugStop::Requested));
             }
@@ -325,6 +328,20 @@ impl Core {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Runs the park hooks' [`ParkHook::poke`] with the vCPU parked.
+    fn poke_hooks(&mut self) -> ParkVerdict {
+        if self.hooks.is_empty() {
+            return ParkVerdict::Resume;
+        }
+        let vcpu = lock(&self.vcpu);
+        for hook in &mut self.hooks {
+            if hook.poke(&*vcpu) == ParkVerdict::Stop {
+                return ParkVerdict::Stop;
+            }
+        }
+        ParkVerdict::Resume
     }
 
     /// Runs the park hooks at checkpoint `name` with the vCPU parked.

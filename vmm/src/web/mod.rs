@@ -1,0 +1,622 @@
+//! The live web view (`vmm run --web [ADDR]`): one page, embedded in the
+//! binary, that shows the guest's memory as the `--inspect` views see it
+//! (page tables, the physical map, buddyinfo, vmstat, slabinfo, processes)
+//! and updates at every checkpoint and pause.
+//!
+//! Threads: [`server`] answers HTTP and WebSocket connections on its own
+//! threads; guest memory is read only on the vCPU thread while the vCPU is
+//! parked, by the [`WebHook`] (a [`ParkHook`]). A request that needs guest
+//! memory becomes a [`Job`] in [`Shared`]'s queue; the server then pokes
+//! the vCPU ([`pause::poke`], the pause path's kick without its views),
+//! and the hook runs the queued jobs while the vCPU is held, at the next
+//! checkpoint, pause or poke, whichever comes first. Nothing a browser
+//! sends reaches guest memory any other way, and every job has a deadline
+//! on the server's side, so a vCPU held elsewhere (gdb) costs a 503, not a
+//! hung page.
+//!
+//! With no browser attached a checkpoint costs the hook two atomic loads
+//! and one short log push ([`WebHook::checkpoint`]).
+
+pub mod api;
+pub mod server;
+
+use crate::inspect::checkpoint::{Inspector, ParkVerdict};
+use crate::inspect::guest::GuestState;
+use crate::inspect::mmviews;
+use crate::inspect::pause;
+use crate::inspect::spec::InspectConfig;
+use crate::inspect::GuestLink;
+use crate::kvm::Vcpu;
+use crate::memory::GuestMem;
+use crate::symbols::Symbols;
+use crate::vcpu::ParkHook;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where `--web` serves when no address is given: loopback, a free port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
+
+/// Events the log keeps (the oldest go first).
+const LOG_MAX: usize = 2000;
+/// Samples the history keeps for a browser that attaches late.
+const HISTORY_MAX: usize = 600;
+/// Updates queued for one browser before it counts as stuck.
+const SUBSCRIBER_QUEUE: usize = 256;
+/// How often the guest is sampled while it runs and a browser watches.
+pub const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
+
+/// `--web`'s settings.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Hold the guest before its first instruction until the page (or
+    /// the API) resumes it.
+    pub wait: bool,
+}
+
+/// Errors starting the web view.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The address cannot be bound.
+    #[error("cannot serve the web view at {addr} ({reason}); give another address with --web HOST:PORT (port 0 picks a free one)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A server thread.
+    #[error("cannot start the web view's threads")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A request's failure, as the HTTP status and message the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// 4xx for the client's mistakes, 5xx for ours or the guest's state.
+    pub status: u16,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 Bad Request.
+    pub fn bad(message: impl Into<String>) -> Self {
+        ApiError { status: 400, message: message.into() }
+    }
+    /// 404 Not Found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { status: 404, message: message.into() }
+    }
+    /// 409 Conflict (the guest's state does not allow it now).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError { status: 409, message: message.into() }
+    }
+}
+
+/// Where the guest is, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    /// Running.
+    Running,
+    /// Held by the web view (pause, run-to-checkpoint, --web-wait).
+    Paused,
+    /// The run is over: the vCPU thread is gone.
+    Ended,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Its number (1, 2, ...).
+    pub id: u64,
+    /// Milliseconds since the VMM started serving.
+    pub ms: u64,
+    /// "checkpoint", "pause", "sample", "resume", "end".
+    pub kind: &'static str,
+    /// A checkpoint's name (escaped), or a note.
+    pub name: String,
+}
+
+/// What one sample of the guest holds: free blocks per zone and order and
+/// the vmstat counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// The update it belongs to.
+    pub seq: u64,
+    /// Milliseconds since the VMM started serving.
+    pub ms: u64,
+    /// Why it was taken: a checkpoint's name, "pause" or "sample".
+    pub name: String,
+    /// Free blocks per order, per zone, with the zones' names.
+    pub buddy: Vec<(String, Vec<u64>)>,
+    /// The vmstat counters in /proc/vmstat's order.
+    pub vmstat: Vec<u64>,
+}
+
+/// A piece of work that needs the parked vCPU.
+pub struct Job {
+    /// What to do.
+    pub query: api::Query,
+    /// Where the answer goes (JSON text).
+    pub reply: mpsc::SyncSender<Result<String, ApiError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    resume: bool,
+}
+
+struct Ctl {
+    state: RunState,
+    /// The checkpoint or pause the guest is held at.
+    at: Option<String>,
+    /// Updates so far: every checkpoint, pause and sample a browser saw.
+    seq: u64,
+    /// The last checkpoint reached.
+    last_checkpoint: Option<String>,
+}
+
+/// What the server threads and the vCPU's hook share.
+pub struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    ctl: Mutex<Ctl>,
+    /// Jobs queued and not yet taken (a cheap look for the hook).
+    pending: AtomicUsize,
+    /// Browsers attached through the WebSocket.
+    pub clients: AtomicUsize,
+    pause_req: AtomicBool,
+    step_req: AtomicBool,
+    sample_req: AtomicBool,
+    subscribers: Mutex<Vec<mpsc::SyncSender<Arc<String>>>>,
+    log: Mutex<VecDeque<Event>>,
+    next_event: AtomicU64,
+    history: Mutex<VecDeque<Sample>>,
+    start: Instant,
+    /// Updates pushed and their bytes (per subscriber), for the bench.
+    pub updates_sent: AtomicU64,
+    /// See `updates_sent`.
+    pub update_bytes: AtomicU64,
+    /// Time the hook spent in checkpoints when no browser was attached,
+    /// in nanoseconds, and how many such checkpoints (the bench's "cost
+    /// with nobody watching").
+    pub idle_ns: AtomicU64,
+    /// See `idle_ns`.
+    pub idle_checkpoints: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere leaves plain data behind: use it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Shared {
+    fn new(wait: bool) -> Self {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            ctl: Mutex::new(Ctl { state: RunState::Running, at: None, seq: 0, last_checkpoint: None }),
+            pending: AtomicUsize::new(0),
+            clients: AtomicUsize::new(0),
+            pause_req: AtomicBool::new(wait),
+            step_req: AtomicBool::new(false),
+            sample_req: AtomicBool::new(false),
+            subscribers: Mutex::new(Vec::new()),
+            log: Mutex::new(VecDeque::new()),
+            next_event: AtomicU64::new(1),
+            history: Mutex::new(VecDeque::new()),
+            start: Instant::now(),
+            updates_sent: AtomicU64::new(0),
+            update_bytes: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            idle_checkpoints: AtomicU64::new(0),
+        }
+    }
+
+    /// `--web-wait`: the guest is to be held before its first instruction.
+    pub fn wants_hold_at_start(&self) -> bool {
+        self.pause_req.load(Ordering::Acquire)
+    }
+
+    fn ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn log_event(&self, kind: &'static str, name: &str) -> u64 {
+        let id = self.next_event.fetch_add(1, Ordering::Relaxed);
+        let mut log = locked(&self.log);
+        if log.len() >= LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(Event { id, ms: self.ms(), kind, name: crate::devices::results::escape(name) });
+        id
+    }
+
+    /// Events after `since`.
+    pub fn events_since(&self, since: u64) -> Vec<Event> {
+        locked(&self.log).iter().filter(|e| e.id > since).cloned().collect()
+    }
+
+    /// The samples kept (oldest first).
+    pub fn history(&self) -> Vec<Sample> {
+        locked(&self.history).iter().cloned().collect()
+    }
+
+    /// The state as `/api/state` gives it.
+    pub fn state_json(&self) -> serde_json::Value {
+        let c = locked(&self.ctl);
+        serde_json::json!({
+            "state": c.state,
+            "at": c.at,
+            "seq": c.seq,
+            "last_checkpoint": c.last_checkpoint,
+            "clients": self.clients.load(Ordering::Relaxed),
+            "updates_sent": self.updates_sent.load(Ordering::Relaxed),
+            "update_bytes": self.update_bytes.load(Ordering::Relaxed),
+            "idle_checkpoints": self.idle_checkpoints.load(Ordering::Relaxed),
+            "idle_ns": self.idle_ns.load(Ordering::Relaxed),
+        })
+    }
+
+    fn state(&self) -> RunState {
+        locked(&self.ctl).state.clone()
+    }
+
+    /// Sends `msg` to every attached browser; forgets the gone ones, and
+    /// the stuck ones (a full queue: its page reconnects and reloads the
+    /// history rather than miss a delta).
+    fn broadcast(&self, msg: String) {
+        let msg = Arc::new(msg);
+        let mut subs = locked(&self.subscribers);
+        subs.retain(|s| s.try_send(msg.clone()).is_ok());
+        self.updates_sent.fetch_add(subs.len() as u64, Ordering::Relaxed);
+        self.update_bytes.fetch_add((subs.len() * msg.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// A new browser's channel of updates.
+    pub fn subscribe(&self) -> mpsc::Receiver<Arc<String>> {
+        let (tx, rx) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
+        locked(&self.subscribers).push(tx);
+        rx
+    }
+
+    fn state_message(&self) -> String {
+        let c = locked(&self.ctl);
+        serde_json::json!({"t": "s", "state": c.state, "at": c.at, "seq": c.seq, "ms": epoch_ms()}).to_string()
+    }
+
+    /// Asks for a pause at the next chance (the vCPU is kicked).
+    pub fn request_pause(&self) -> Result<(), ApiError> {
+        self.require_live()?;
+        self.pause_req.store(true, Ordering::Release);
+        pause::poke();
+        Ok(())
+    }
+
+    /// Lets a held guest run on.
+    pub fn request_resume(&self) -> Result<(), ApiError> {
+        self.require_live()?;
+        self.pause_req.store(false, Ordering::Release);
+        self.step_req.store(false, Ordering::Release);
+        locked(&self.queue).resume = true;
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Runs the guest to its next checkpoint and holds it there.
+    pub fn request_step(&self) -> Result<(), ApiError> {
+        self.require_live()?;
+        self.step_req.store(true, Ordering::Release);
+        locked(&self.queue).resume = true;
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Asks for a sample at the next chance (the sampler thread).
+    pub fn request_sample(&self) {
+        if self.state() == RunState::Running {
+            self.sample_req.store(true, Ordering::Release);
+            pause::poke();
+        }
+    }
+
+    fn require_live(&self) -> Result<(), ApiError> {
+        match self.state() {
+            RunState::Ended => Err(ApiError { status: 410, message: "the guest's run is over".into() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `query` on the vCPU thread while the vCPU is parked and waits
+    /// for the answer, at most `deadline`.
+    pub fn run_job(&self, query: api::Query, deadline: Duration) -> Result<String, ApiError> {
+        self.require_live()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        locked(&self.queue).jobs.push_back(Job { query, reply: tx });
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_all();
+        pause::poke();
+        match rx.recv_timeout(deadline) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(ApiError {
+                status: 503,
+                message: format!(
+                    "the vCPU did not stop within {} s to answer (is gdb holding it?); try again",
+                    deadline.as_secs()
+                ),
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(ApiError { status: 410, message: "the guest's run ended before the answer".into() })
+            }
+        }
+    }
+}
+
+/// The park hook that serves the web view on the vCPU thread.
+pub struct WebHook {
+    shared: Arc<Shared>,
+    /// The views' code, with no views of its own configured.
+    inspector: Inspector,
+    mem: GuestMem,
+    link: GuestLink,
+    stop: Arc<AtomicBool>,
+    /// The vmstat counters last sent, for deltas.
+    last_vmstat: Vec<u64>,
+    /// The physical map of the current stop, kept while the guest holds
+    /// still (zooming asks for it again and again); dropped at every new
+    /// stop.
+    physmap: Option<(u64, crate::inspect::physmap::PhysMap)>,
+}
+
+/// A running web view: the server's threads and the hook to give the
+/// vCPU's run loop.
+pub struct WebView {
+    /// What the threads share.
+    pub shared: Arc<Shared>,
+    /// The address served.
+    pub addr: SocketAddr,
+}
+
+/// Binds `cfg.addr`, prints the URL on stderr, and starts the server.
+pub fn start(cfg: &WebConfig) -> Result<WebView, WebError> {
+    let shared = Arc::new(Shared::new(cfg.wait));
+    let http =
+        tiny_http::Server::http(cfg.addr).map_err(|e| WebError::Bind { addr: cfg.addr, reason: e.to_string() })?;
+    let addr =
+        http.server_addr().to_ip().ok_or(WebError::Bind { addr: cfg.addr, reason: "not an IP socket".into() })?;
+    let scope = if addr.ip().is_loopback() {
+        "loopback only; give --web 0.0.0.0:PORT to serve other hosts"
+    } else {
+        "NOT loopback: anyone who reaches this address can pause and inspect the guest"
+    };
+    eprintln!("vmm: web view at http://{addr}/ ({scope})");
+    if cfg.wait {
+        eprintln!("vmm: --web-wait: the guest is held before its first instruction until the page resumes it");
+    }
+    server::spawn(http, shared.clone()).map_err(WebError::Thread)?;
+    Ok(WebView { shared, addr })
+}
+
+impl WebView {
+    /// One line for the end of the run: what the view sent, and what the
+    /// checkpoints that passed with no browser attached cost in its hook.
+    pub fn summary(&self) -> String {
+        let s = &self.shared;
+        let (n, bytes) = (s.updates_sent.load(Ordering::Relaxed), s.update_bytes.load(Ordering::Relaxed));
+        let (idle, ns) = (s.idle_checkpoints.load(Ordering::Relaxed), s.idle_ns.load(Ordering::Relaxed));
+        let per = bytes.checked_div(n).map(|b| format!(", {b} bytes per update")).unwrap_or_default();
+        let cost = if idle > 0 {
+            format!(", {:.2} us each in the web hook", ns as f64 / idle as f64 / 1000.0)
+        } else {
+            String::new()
+        };
+        format!(
+            "web view: {n} updates sent ({bytes} bytes{per}); {idle} checkpoints passed with no browser attached{cost}"
+        )
+    }
+
+    /// The hook for the vCPU's run loop. `stop` is the run's stop flag (a
+    /// held guest lets go when it is set, as at `--timeout`).
+    pub fn hook(&self, mem: GuestMem, symbols: Arc<Symbols>, link: GuestLink, stop: Arc<AtomicBool>) -> WebHook {
+        let inspector = Inspector::new(InspectConfig::default(), mem.clone(), None, symbols, Box::new(std::io::sink()))
+            .with_link(link.clone());
+        WebHook { shared: self.shared.clone(), inspector, mem, link, stop, last_vmstat: Vec::new(), physmap: None }
+    }
+}
+
+impl WebHook {
+    /// Reads buddyinfo and vmstat (the views' code) and sends the browsers
+    /// an update: the free counts and only the counters that changed.
+    pub(crate) fn sample(&mut self, kind: &'static str, name: &str, t0_ms: u64, vcpu: &dyn Vcpu) {
+        let seq = {
+            let mut c = locked(&self.shared.ctl);
+            c.seq += 1;
+            c.seq
+        };
+        let mut msg = serde_json::json!({"t": "u", "seq": seq, "ev": kind, "name": crate::devices::results::escape(name), "ms": t0_ms});
+        if let Ok((_, base)) = Inspector::guest_context(vcpu) {
+            if let Ok(gs) = GuestState::read(&self.mem, self.link.descriptor.get(), &base) {
+                let b = mmviews::buddyinfo(&gs);
+                let v = mmviews::vmstat(&gs);
+                let buddy: Vec<(String, Vec<u64>)> =
+                    b.zones.iter().map(|z| (z.zone.to_string(), z.free.to_vec())).collect();
+                let values: Vec<u64> = v.counters.iter().map(|c| c.value).collect();
+                // Only the counters that moved: most do not between samples.
+                let delta: serde_json::Map<String, serde_json::Value> = v
+                    .counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, c)| self.last_vmstat.get(*i) != Some(&c.value))
+                    .map(|(_, c)| (c.name.to_string(), c.value.into()))
+                    .collect();
+                msg["buddy"] = serde_json::json!(buddy);
+                msg["vm"] = serde_json::Value::Object(delta);
+                let mut h = locked(&self.shared.history);
+                if h.len() >= HISTORY_MAX {
+                    h.pop_front();
+                }
+                h.push_back(Sample {
+                    seq,
+                    ms: self.shared.ms(),
+                    name: name.to_string(),
+                    buddy,
+                    vmstat: values.clone(),
+                });
+                self.last_vmstat = values;
+            }
+        }
+        self.shared.broadcast(msg.to_string());
+    }
+
+    /// Runs the queued jobs now, with the vCPU parked.
+    fn serve_jobs(&mut self, vcpu: &dyn Vcpu) {
+        loop {
+            let Some(job) = locked(&self.shared.queue).jobs.pop_front() else { break };
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            let seq = locked(&self.shared.ctl).seq;
+            let r = api::execute(self, &job.query, seq, vcpu);
+            let _ = job.reply.send(r);
+        }
+    }
+
+    /// Holds the guest at `at` until the page resumes it or steps to the
+    /// next checkpoint, serving jobs meanwhile.
+    fn hold(&mut self, at: &str, vcpu: &dyn Vcpu) -> ParkVerdict {
+        {
+            let mut c = locked(&self.shared.ctl);
+            c.state = RunState::Paused;
+            c.at = Some(crate::devices::results::escape(at));
+        }
+        locked(&self.shared.queue).resume = false;
+        self.shared.broadcast(self.shared.state_message());
+        loop {
+            self.serve_jobs(vcpu);
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let q = locked(&self.shared.queue);
+            if q.resume {
+                break;
+            }
+            if q.jobs.is_empty() {
+                // Woken by a job or a resume; the timeout looks at `stop`.
+                let _ = self.shared.wake.wait_timeout(q, Duration::from_millis(100));
+            }
+        }
+        locked(&self.shared.queue).resume = false;
+        {
+            let mut c = locked(&self.shared.ctl);
+            c.state = RunState::Running;
+            c.at = None;
+        }
+        self.physmap = None;
+        self.shared.log_event("resume", at);
+        self.shared.broadcast(self.shared.state_message());
+        ParkVerdict::Resume
+    }
+
+    pub(crate) fn inspector(&mut self) -> &mut Inspector {
+        &mut self.inspector
+    }
+
+    pub(crate) fn mem(&self) -> &GuestMem {
+        &self.mem
+    }
+
+    pub(crate) fn link(&self) -> &GuestLink {
+        &self.link
+    }
+
+    /// The physical map at this stop (update `seq`), painted once per stop.
+    pub(crate) fn physmap(&mut self, seq: u64, vcpu: &dyn Vcpu) -> Result<&crate::inspect::physmap::PhysMap, String> {
+        if self.physmap.as_ref().is_none_or(|(s, _)| *s != seq) {
+            self.physmap = Some((seq, self.inspector.physmap_frames(vcpu)?));
+        }
+        Ok(&self.physmap.as_ref().expect("just set").1)
+    }
+}
+
+impl ParkHook for WebHook {
+    fn checkpoint(&mut self, name: &str, vcpu: &dyn Vcpu) -> ParkVerdict {
+        let t = Instant::now();
+        // The guest ran since the last stop: the painted map is stale.
+        self.physmap = None;
+        let t0_ms = epoch_ms();
+        self.shared.log_event("checkpoint", name);
+        locked(&self.shared.ctl).last_checkpoint = Some(crate::devices::results::escape(name));
+        let attached = self.shared.clients.load(Ordering::Acquire) > 0;
+        let step = self.shared.step_req.swap(false, Ordering::AcqRel);
+        if !attached && !step && self.shared.pending.load(Ordering::Acquire) == 0 {
+            self.shared.idle_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.shared.idle_checkpoints.fetch_add(1, Ordering::Relaxed);
+            return ParkVerdict::Resume;
+        }
+        if attached {
+            self.sample("checkpoint", name, t0_ms, vcpu);
+        } else {
+            locked(&self.shared.ctl).seq += 1;
+        }
+        if step || self.shared.pause_req.swap(false, Ordering::AcqRel) {
+            return self.hold(name, vcpu);
+        }
+        self.serve_jobs(vcpu);
+        ParkVerdict::Resume
+    }
+
+    fn poke(&mut self, vcpu: &dyn Vcpu) -> ParkVerdict {
+        self.physmap = None;
+        if self.shared.pause_req.swap(false, Ordering::AcqRel) {
+            let t0_ms = epoch_ms();
+            self.shared.log_event("pause", "pause");
+            if self.shared.clients.load(Ordering::Acquire) > 0 {
+                self.sample("pause", "pause", t0_ms, vcpu);
+            } else {
+                locked(&self.shared.ctl).seq += 1;
+            }
+            return self.hold("pause", vcpu);
+        }
+        if self.shared.sample_req.swap(false, Ordering::AcqRel) && self.shared.clients.load(Ordering::Acquire) > 0 {
+            self.sample("sample", "sample", epoch_ms(), vcpu);
+        }
+        self.serve_jobs(vcpu);
+        ParkVerdict::Resume
+    }
+}
+
+impl Drop for WebHook {
+    fn drop(&mut self) {
+        // The run is over: answer what is queued and say so.
+        locked(&self.shared.ctl).state = RunState::Ended;
+        let jobs: Vec<Job> = locked(&self.shared.queue).jobs.drain(..).collect();
+        for j in jobs {
+            let _ = j.reply.send(Err(ApiError { status: 410, message: "the guest's run is over".into() }));
+        }
+        self.shared.log_event("end", "the run is over");
+        self.shared.broadcast(self.shared.state_message());
+    }
+}
+
+/// Parses `--web`'s address: `HOST:PORT`, `[V6]:PORT`, or a bare `PORT`
+/// on loopback (port 0 picks a free one).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' names no address"))
+}
