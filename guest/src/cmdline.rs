@@ -29,6 +29,8 @@
 //! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
 //!               unusable and fragmentation indexes per order
 //! `compacttest=PAGES[,direct]` the compaction proof program (fragtest)
+//! `hugepages=N`, `hugepagesz=SIZE` the hugetlb pool (mm/hugetlb.rs);
+//!               `hugetlbtest` its accounting program (hugetest)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -137,6 +139,25 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("hugepages", Some(v)) => match parse_u64(v) {
+                Some(n) if n <= 1 << 20 => crate::mm::hugetlb::boot_hugepages(n),
+                _ => {
+                    kprintln!("cmdline: hugepages={}: want a page count", v);
+                    code = 2;
+                }
+            },
+            ("hugepagesz" | "default_hugepagesz", Some(v)) => {
+                if !crate::mm::hugetlb::hugepagesz(v) {
+                    code = 2;
+                }
+            }
+            ("hugetlbtest", None) => {
+                let status = crate::proc::run("hugetest", 0);
+                kprintln!("hugetlbtest: exit status {:#x}", status.unwrap_or(u64::MAX));
+                if status != Some(0) && code == 0 {
+                    code = 1;
+                }
+            }
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),
@@ -185,7 +206,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 33] = [
+const SWITCHES: [(&str, &str); 36] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -201,6 +222,9 @@ const SWITCHES: [(&str, &str); 33] = [
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
     ("compacttest=PAGES[,direct]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation), check the data"),
+    ("hugepages=N", "fill the hugetlb pool with N 2 MiB pages (nr_hugepages)"),
+    ("hugepagesz=SIZE", "the hugetlb page size: 2M; 1G is refused with the reason (CPUID pdpe1gb and this kernel)"),
+    ("hugetlbtest", "the hugetlb accounting program (needs hugepages=4 or more)"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
     ("ptdump", "the kernel page tables (debugfs page_tables)"),

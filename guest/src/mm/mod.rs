@@ -8,6 +8,7 @@ pub mod compaction;
 pub mod descriptor;
 pub mod fault;
 pub mod heap;
+pub mod hugetlb;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;

@@ -524,6 +524,7 @@ impl Inspector {
                 BlockKind::Allocated(PageOwner::Vmalloc) => FrameClass::Vmalloc,
                 BlockKind::Allocated(PageOwner::UserAnon) => FrameClass::UserAnon,
                 BlockKind::Allocated(PageOwner::PageCache) => FrameClass::PageCache,
+                BlockKind::Allocated(PageOwner::HugeTlb) => FrameClass::HugeTlb,
                 BlockKind::Allocated(PageOwner::KmallocLarge) => FrameClass::KmallocLarge,
                 BlockKind::Allocated(PageOwner::Reserved) => FrameClass::Reserved,
                 BlockKind::Allocated(PageOwner::Unknown) => FrameClass::Allocated,

@@ -292,6 +292,17 @@ pub struct MeminfoReport {
     pub user_anon_kb: u64,
     /// The page cache (blocks owned `PageCache`).
     pub page_cache_kb: u64,
+    /// /proc/meminfo's Hugetlb: blocks owned `HugeTlb` (the pool), from
+    /// the page descriptors.
+    pub hugetlb_kb: u64,
+    /// HugePages_Total, as the guest's pool counts it (descriptor).
+    pub hugepages_total: u64,
+    /// HugePages_Free.
+    pub hugepages_free: u64,
+    /// HugePages_Rsvd.
+    pub hugepages_rsvd: u64,
+    /// HugePages_Surp.
+    pub hugepages_surp: u64,
     /// kmalloc requests too large for a cache.
     pub kmalloc_large_kb: u64,
     /// Allocated and owned `Reserved`.
@@ -322,6 +333,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
     let kb = |pages: u64| pages * 4;
     let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other, mut cache) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut hugetlb = 0u64;
     for b in &gs.blocks {
         let n = 1u64 << b.order;
         managed += n;
@@ -333,6 +345,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
                 PageOwner::PageTable => pt += n,
                 PageOwner::Vmalloc => vm += n,
                 PageOwner::UserAnon => user += n,
+                PageOwner::HugeTlb => hugetlb += n,
                 PageOwner::KmallocLarge => large += n,
                 PageOwner::Reserved => res += n,
                 PageOwner::Slab => slab += n,
@@ -359,6 +372,11 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
         vmalloc_kb: kb(vm),
         user_anon_kb: kb(user),
         page_cache_kb: kb(cache),
+        hugetlb_kb: kb(hugetlb),
+        hugepages_total: gs.desc.huge.hugepages_total,
+        hugepages_free: gs.desc.huge.hugepages_free,
+        hugepages_rsvd: gs.desc.huge.hugepages_rsvd,
+        hugepages_surp: gs.desc.huge.hugepages_surp,
         kmalloc_large_kb: kb(large),
         reserved_owned_kb: kb(res),
         other_kb: kb(other),
@@ -369,7 +387,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
 
 impl MeminfoReport {
     /// /proc/meminfo's own fields first, in its order and with its names
-    /// (the ones this kernel has: no page cache, no huge-page pool), then
+    /// (the ones this kernel has: no page cache), then
     /// this kernel's extras. The guest's `meminfo` prints the same lines
     /// from its own counters, so the two can be compared line by line.
     pub fn render(&self) -> String {
@@ -390,7 +408,15 @@ impl MeminfoReport {
         ] {
             line(name, v);
         }
-        let _ = writeln!(s, "HugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB");
+        for (name, v) in [
+            ("HugePages_Total", self.hugepages_total),
+            ("HugePages_Free", self.hugepages_free),
+            ("HugePages_Rsvd", self.hugepages_rsvd),
+            ("HugePages_Surp", self.hugepages_surp),
+        ] {
+            let _ = writeln!(s, "{:<16}{v:>8}", format!("{name}:"));
+        }
+        let _ = writeln!(s, "Hugepagesize:       2048 kB\nHugetlb:        {:>8} kB", self.hugetlb_kb);
         let mut line = |name: &str, v: u64| {
             let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
         };

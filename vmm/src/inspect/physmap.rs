@@ -55,6 +55,8 @@ pub enum FrameClass {
     UserAnon,
     /// The page cache (file data: initramfs and tmpfs files).
     PageCache,
+    /// A 2 MiB page of the hugetlb pool.
+    HugeTlb,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -67,7 +69,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 19] = [
+    pub const ALL: [FrameClass; 20] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -83,6 +85,7 @@ impl FrameClass {
         FrameClass::Vmalloc,
         FrameClass::UserAnon,
         FrameClass::PageCache,
+        FrameClass::HugeTlb,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -122,6 +125,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "#1f78b4",
             FrameClass::UserAnon => "#ffd92f",
             FrameClass::PageCache => "#66c2a5",
+            FrameClass::HugeTlb => "#e6ab02",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -147,6 +151,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "vmalloc backing",
             FrameClass::UserAnon => "user anonymous",
             FrameClass::PageCache => "page cache (file data)",
+            FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",
