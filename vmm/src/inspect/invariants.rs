@@ -355,6 +355,7 @@ fn user_detail(um: &UserMaps, what: &str) -> String {
 pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, u64>) -> CheckResult {
     let mut violations = Vec::new();
     let mut user_frames = 0u64;
+    let mut huge_pages = 0u64;
     let mut zero_maps = 0usize;
     for b in &gs.blocks {
         match b.kind {
@@ -376,6 +377,36 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
                         b.pfn << 12,
                         b.refcount,
                         mappers.len()
+                    ));
+                }
+            }
+            BlockKind::Allocated(PageOwner::HugeTlb) => {
+                // A hugetlb page: one reference for the pool, one per PMD
+                // leaf; a PMD leaf maps all 512 frames of the block, so
+                // every frame has as many mappers as the head.
+                huge_pages += 1;
+                let leaves = um.mappers(b.pfn).len();
+                if b.refcount as usize != 1 + leaves {
+                    violations.push(format!(
+                        "hugetlb page at {:#x} has refcount {} but {} PMD leaves map it (want the pool's 1 + {}): {}",
+                        b.pfn << 12,
+                        b.refcount,
+                        leaves,
+                        leaves,
+                        if (b.refcount as usize) > 1 + leaves {
+                            "a reference no mapping accounts for: the page never returns to the pool"
+                        } else {
+                            "a mapping holding no reference: the page can go back to the pool while mapped"
+                        }
+                    ));
+                }
+                if let Some(pfn) = (b.pfn..b.end_pfn()).find(|&p| um.mappers(p).len() != leaves) {
+                    violations.push(format!(
+                        "hugetlb page at {:#x}: frame {:#x} has {} mappers but the head has {}: a leaf maps part of the 2 MiB page",
+                        b.pfn << 12,
+                        pfn << 12,
+                        um.mappers(pfn).len(),
+                        leaves
                     ));
                 }
             }
@@ -405,11 +436,11 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
             _ => {}
         }
     }
-    if user_frames == 0 && um.processes == 0 && um.problems.is_empty() {
+    if user_frames == 0 && huge_pages == 0 && um.processes == 0 && um.problems.is_empty() {
         return CheckResult::not_applicable(Check::Refcount, format!("{NO_PROCESSES}, and no frame is owned UserAnon"));
     }
     let what = format!(
-        "{user_frames} user frames' refcounts against their mappers; the zero page is mapped {zero_maps} times and counted 0 times"
+        "{user_frames} user frames' refcounts against their mappers, {huge_pages} hugetlb pages' against their PMD leaves; the zero page is mapped {zero_maps} times and counted 0 times"
     );
     CheckResult::new(Check::Refcount, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
@@ -469,7 +500,7 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     for (&pfn, leaves) in &um.frames {
         let kind = owner_of(gs, pfn);
         match kind {
-            Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved)) => {}
+            Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved | PageOwner::HugeTlb)) => {}
             // A file's page is legitimately mapped by many processes, shared
             // and privately (read-only until a write copies it), as in Linux.
             Some(BlockKind::Allocated(PageOwner::PageCache)) => continue,
@@ -509,7 +540,10 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             ));
             continue;
         }
-        let refcount = gs.block_of(pfn).map_or(0, |b| b.refcount);
+        // A hugetlb page's refcount also holds the pool's reference.
+        let block = gs.block_of(pfn);
+        let pool = block.is_some_and(|b| b.kind == BlockKind::Allocated(PageOwner::HugeTlb)) as u32;
+        let refcount = block.map_or(0, |b| b.refcount - pool.min(b.refcount));
         if !any_shared && refcount == 1 {
             let owner = leaves[0];
             for l in leaves.iter().filter(|l| l.pid != owner.pid) {

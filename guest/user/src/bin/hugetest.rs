@@ -6,7 +6,8 @@
 //!    (checkpoint `huge-faulted`: the host sees two PMD leaves);
 //! 3. a 2-page mmap the pool cannot reserve fails with ENOMEM;
 //! 4. fork: the child reads the parent's data, writes its own copy
-//!    (copy on write takes a free page), the parent's stays;
+//!    (copy on write takes a free page), the parent's stays (checkpoint
+//!    `huge-forked`: both map the pages read-only);
 //! 5. a child maps 2 pages with MAP_NORESERVE (no reservation), writes the
 //!    first (takes the last unreserved page) and the second: SIGBUS;
 //! 6. munmap gives back the faulted pages and the unused reservation:
@@ -114,6 +115,7 @@ fn main(_arg: u64) -> i32 {
     // 4. Fork: shared until written; the child's write copies.
     let pid = fork();
     if pid == 0 {
+        checkpoint("huge-forked");
         let bad = check(a, 0, 0) + check(a, 1, 0);
         fill(a, 0, 0xc41d);
         let copied = meminfo("child wrote page 0 (copy on write)");
