@@ -118,3 +118,63 @@ fn hugetlb_accounting_follows_linux_from_guest_and_host() {
     };
     assert!(refcount_detail(&verifies[1]).contains("4 hugetlb pages' against their PMD leaves"), "{}", verifies[1]);
 }
+
+/// The host's vmstat counter `name` at checkpoint `cp` (JSON lines).
+fn vmstat_at(json: &str, cp: &str, name: &str) -> u64 {
+    let v = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["checkpoint"] == cp && v["view"] == "vmstat")
+        .unwrap_or_else(|| panic!("no vmstat at {cp}: {json}"));
+    v["data"]["counters"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"))
+        ["value"]
+        .as_u64()
+        .unwrap()
+}
+
+/// kcompactd: fragtest fragments memory until no 2 MiB block is free; an
+/// order-9 allocation that may not compact fails and wakes kcompactd
+/// (compact_daemon_wake rises); the program yields, kcompactd migrates
+/// pages until an order-9 block is free, and a later order-9 allocation
+/// succeeds, with every page's data intact. The host reads the counters
+/// from the descriptor and verifies refcounts, rmap, LRU and tables after.
+#[test]
+fn kcompactd_runs_after_a_failed_order9_allocation() {
+    let json = common::TempFile::absent("kcompactd.json");
+    let r = common::vmm(&[
+        "run",
+        "--timeout",
+        "240",
+        "--mem",
+        "32M",
+        "--cmdline",
+        "compacttest=100000,kcompactd exit=0",
+        "--inspect-at",
+        "fragmented,compacted",
+        "--inspect",
+        "vmstat,ps",
+        "--verify=all",
+        &format!("--json={}", json.path()),
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    assert!(out.contains("compacttest: exit status 0x0"), "{out}");
+    let before = out.lines().find(|l| l.contains("B unmapped;")).unwrap_or_else(|| panic!("{out}"));
+    assert!(before.contains("order-9 blocks free 0, order-9 allocation fails"), "{before}");
+    let daemon = out.lines().find(|l| l.contains("fragtest[") && l.contains("kcompactd: ")).unwrap();
+    assert!(daemon.contains("the non-compacting order-9 allocation failed; compact_daemon_wake 0 -> 1"), "{daemon}");
+    let after = out.lines().find(|l| l.contains("compacted (kcompactd")).unwrap_or_else(|| panic!("{out}"));
+    assert!(after.contains("order-9 allocation succeeds"), "{after}");
+    assert!(after.contains(" 0 bad words"), "{after}");
+    let migrated: u64 = after.split("): ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(migrated > 100, "{after}");
+    let j = std::fs::read_to_string(json.path()).unwrap();
+    assert_eq!(vmstat_at(&j, "fragmented", "compact_daemon_wake"), 0);
+    assert!(vmstat_at(&j, "compacted", "compact_daemon_wake") > 0, "{j}");
+    assert!(vmstat_at(&j, "compacted", "compact_migrate_scanned") > 0, "{j}");
+    // Background compaction, not direct: no allocation stalled.
+    assert_eq!(vmstat_at(&j, "compacted", "compact_stall"), 0, "{j}");
+    for v in j.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["view"] == "verify") {
+        assert_eq!(v["data"]["passed"], true, "{v}");
+    }
+}

@@ -73,7 +73,10 @@ pub const SYS_VMSTAT: u64 = 507;
 /// 3 the number of free blocks of order 9 or more; 4 allocates an order-9
 /// block through the allocator's slow path (direct reclaim, then direct
 /// compaction) and frees it: the pages compaction migrated meanwhile, or
-/// -ENOMEM. -EINVAL for another op.
+/// -ENOMEM; 5 tries an order-9 allocation that may not block (no direct
+/// reclaim or compaction) and frees it: 1 succeeded, 0 failed (which
+/// wakes kcompactd); 6 the pages compaction migrated since boot.
+/// -EINVAL for another op.
 pub const SYS_COMPACT: u64 = 520;
 /// `hugetlb(op, value)`, the hugetlb pool's control (what Linux's
 /// /proc/sys/vm/nr_hugepages and nr_overcommit_hugepages and the
