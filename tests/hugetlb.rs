@@ -178,3 +178,33 @@ fn kcompactd_runs_after_a_failed_order9_allocation() {
         assert_eq!(v["data"]["passed"], true, "{v}");
     }
 }
+
+/// The host's `pagetypeinfo` (page descriptors and the pageblock array the
+/// descriptor publishes) prints what the guest's /proc/pagetypeinfo
+/// prints, line for line, at the same moment.
+#[test]
+fn host_pagetypeinfo_matches_the_guests() {
+    let r = common::vmm(&[
+        "run",
+        "--mem",
+        "64M",
+        "--cmdline",
+        "hugepages=2 checkpoint=here pagetypeinfo exit=0",
+        "--inspect-at",
+        "here",
+        "--inspect",
+        "pagetypeinfo",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let head = "--- checkpoint 'here': pagetypeinfo ---\n";
+    let host_start = r.stdout.find(head).unwrap_or_else(|| panic!("{out}")) + head.len();
+    let rest = &r.stdout[host_start..];
+    // The host's view, then the guest's own print of the same file.
+    let second = rest[1..].find("Page block order: 9").unwrap_or_else(|| panic!("{out}")) + 1;
+    let (host, guest) = (&rest[..second], &rest[second..]);
+    let guest = &guest[..guest.find("mmemu: all done").unwrap_or(guest.len())];
+    assert!(host.contains("Number of blocks type        Unmovable      Movable  Reclaimable"), "{host}");
+    assert!(host.contains("zone    DMA32, type      Movable"), "{host}");
+    assert_eq!(host.trim_end(), guest.trim_end());
+}

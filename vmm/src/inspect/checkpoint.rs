@@ -312,6 +312,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Pagetypeinfo => {
+                let r = mmviews::pagetypeinfo(gs)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             ViewSpec::Slabinfo => {
                 let r = mmviews::slabinfo(gs);
                 let t = r.render();
@@ -402,6 +407,7 @@ impl Inspector {
             spec,
             ViewSpec::Buddyinfo
                 | ViewSpec::Extfrag
+                | ViewSpec::Pagetypeinfo
                 | ViewSpec::Slabinfo
                 | ViewSpec::Meminfo
                 | ViewSpec::Ps
@@ -506,6 +512,13 @@ impl Inspector {
         });
         if let Some(why) = listing.incomplete() {
             return Err(format!("cannot draw the map: {why}"));
+        }
+        if let Some(gs) = owners {
+            // Pageblock migratetypes as a band (grouping by mobility).
+            match mmviews::pageblock_types(gs) {
+                Ok((types, base)) => map.set_pageblocks(types, base),
+                Err(e) => return Err(format!("cannot draw the map: {e}")),
+            }
         }
         if let Some(gs) = owners {
             // Below Untouched: RAM no block covers and nobody touched is

@@ -11,7 +11,7 @@
 
 use super::guest::{zone_of, BlockKind, GuestState, ZONE_NAMES};
 use crate::layout;
-use mm_core::buddy::{ContigPageInfo, PageOwner, NR_ORDERS};
+use mm_core::buddy::{ContigPageInfo, MigrateType, PageOwner, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_ORDER};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -154,6 +154,121 @@ impl ExtfragReport {
                 }
                 s.push('\n');
             }
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "problem: {p}");
+        }
+        s
+    }
+}
+
+/// The pageblock migratetype array the guest publishes (descriptor
+/// version 5, `HugeDesc`): one `MigrateType as u8` per pageblock, and the
+/// pfn the first one starts at. Empty when the guest does not group by
+/// mobility.
+pub fn pageblock_types(gs: &GuestState<'_>) -> Result<(Vec<u8>, u64), String> {
+    let h = &gs.desc.huge;
+    if h.pageblocks_va == 0 || h.nr_pageblocks == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    // One byte per 2 MiB of the descriptor array's range, at most.
+    let most = (gs.desc.nr_pfns >> PAGEBLOCK_ORDER) + 1;
+    if h.nr_pageblocks > most || h.pageblock_order != PAGEBLOCK_ORDER as u64 {
+        return Err(format!(
+            "the descriptor's pageblock array ({} blocks of order {}) does not fit its {} frames: the descriptor is corrupt",
+            h.nr_pageblocks, h.pageblock_order, gs.desc.nr_pfns
+        ));
+    }
+    let mut v = vec![0u8; h.nr_pageblocks as usize];
+    super::swapcheck::Kva::new(gs).read(h.pageblocks_va, &mut v).map_err(|e| format!("the pageblock array: {e}"))?;
+    Ok((v, h.pageblock_base_pfn))
+}
+
+/// One zone of the `pagetypeinfo` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneTypes {
+    /// "DMA", "DMA32", "Normal".
+    pub zone: &'static str,
+    /// Free blocks per migratetype (unmovable, movable, reclaimable) and
+    /// order, by the list each free block is on (its head's descriptor).
+    pub free: [[u64; NR_ORDERS]; MIGRATE_TYPES],
+    /// Pageblocks per migratetype (from the pageblock array).
+    pub pageblocks: [u64; MIGRATE_TYPES],
+}
+
+/// The `pagetypeinfo` view (/proc/pagetypeinfo), from the page
+/// descriptors and the pageblock array the guest publishes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PagetypeinfoReport {
+    /// Populated zones.
+    pub zones: Vec<ZoneTypes>,
+    /// Oddities met reading the descriptors.
+    pub problems: Vec<String>,
+}
+
+/// Counts free blocks per migratetype and pageblocks per type.
+pub fn pagetypeinfo(gs: &GuestState<'_>) -> Result<PagetypeinfoReport, String> {
+    let (types, base) = pageblock_types(gs)?;
+    if types.is_empty() {
+        return Err("the guest publishes no pageblock array (it does not group pages by mobility)".into());
+    }
+    let mut zones: Vec<ZoneTypes> = ZONE_NAMES
+        .iter()
+        .map(|&zone| ZoneTypes { zone, free: [[0; NR_ORDERS]; MIGRATE_TYPES], pageblocks: [0; MIGRATE_TYPES] })
+        .collect();
+    // Each zone's span: its first to its last managed frame (as the
+    // guest's `zone->start_pfn`/`end_pfn`); every pageblock it touches
+    // counts, reserved frames and all, as Linux's pagetypeinfo does.
+    let mut span = [(u64::MAX, 0u64); 3];
+    for b in &gs.blocks {
+        let z = zone_of(b.pfn);
+        span[z] = (span[z].0.min(b.pfn), span[z].1.max(b.end_pfn()));
+        if b.kind == BlockKind::Free {
+            let mt = (gs.page(b.pfn).frozen as usize).min(MIGRATE_TYPES - 1);
+            zones[z].free[mt][b.order as usize] += 1;
+        }
+    }
+    for (z, &(start, end)) in span.iter().enumerate() {
+        let mut pfn = start & !((1u64 << PAGEBLOCK_ORDER) - 1);
+        while pfn < end {
+            if let Some(&t) = pfn.checked_sub(base).and_then(|i| types.get((i >> PAGEBLOCK_ORDER) as usize)) {
+                zones[z].pageblocks[MigrateType::from_u8(t) as usize] += 1;
+            }
+            pfn += 1 << PAGEBLOCK_ORDER;
+        }
+    }
+    let zones = zones.into_iter().zip(span).filter(|(_, (s, _))| *s != u64::MAX).map(|(z, _)| z).collect();
+    Ok(PagetypeinfoReport { zones, problems: gs.problems.clone() })
+}
+
+impl PagetypeinfoReport {
+    /// /proc/pagetypeinfo in the guest's (Linux's) layout.
+    pub fn render(&self) -> String {
+        let mut s = String::from("Page block order: 9\nPages per block:  512\n\nFree pages count per migrate type at order ");
+        for o in 0..NR_ORDERS {
+            let _ = write!(s, "{o:>6}");
+        }
+        s.push_str(" \n");
+        for z in &self.zones {
+            for mt in MigrateType::ALL {
+                let _ = write!(s, "Node    0, zone {:>8}, type {:>12}", z.zone, mt.name());
+                for n in z.free[mt as usize] {
+                    let _ = write!(s, " {n:>6}");
+                }
+                s.push_str(" \n");
+            }
+        }
+        s.push_str("\nNumber of blocks type    ");
+        for mt in MigrateType::ALL {
+            let _ = write!(s, " {:>12}", mt.name());
+        }
+        s.push('\n');
+        for z in &self.zones {
+            let _ = write!(s, "Node 0, zone {:>8}    ", z.zone);
+            for n in z.pageblocks {
+                let _ = write!(s, " {n:>12}");
+            }
+            s.push('\n');
         }
         for p in &self.problems {
             let _ = writeln!(s, "problem: {p}");
