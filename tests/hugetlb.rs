@@ -104,11 +104,8 @@ fn hugetlb_accounting_follows_linux_from_guest_and_host() {
     assert_eq!(huge_ranges("huge-unmapped"), vec![]);
     // The host's checks passed at every checkpoint, with the hugetlb
     // pages counted as such.
-    let verifies: Vec<Value> = j
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["view"] == "verify")
-        .collect();
+    let verifies: Vec<Value> =
+        j.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["view"] == "verify").collect();
     assert_eq!(verifies.len(), 4, "{j}");
     for v in &verifies {
         assert_eq!(v["data"]["passed"], true, "{v}");

@@ -42,12 +42,12 @@
 //! 1 GiB pages (`hugepagesz=1G`): refused at boot, with the reason
 //! ([`hugepagesz`]).
 
-use crate::proc::fault::FaultError;
 use super::phys::direct_map;
 use super::{PageAlloc, PAGES};
 use crate::arch::cpu;
 use crate::fmt::Dec;
 use crate::kprintln;
+use crate::proc::fault::FaultError;
 use crate::sync::{rank, SpinLock};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -453,7 +453,8 @@ fn pmd_slot(mm: &mut crate::proc::mm::MmStruct, haddr: u64) -> Result<(Slot, Pte
             .map_err(|_| FaultError::Oom)?;
         if e.is_present() && !e.is_leaf_at(Level::Pmd) {
             let table = e.0 & ADDR_MASK;
-            let empty = (0..512).all(|i| Slot::new(mm_core::addr::PhysAddr(table), i, Level::Pte).read(&phys).is_ok_and(|x| x.0 == 0));
+            let empty = (0..512)
+                .all(|i| Slot::new(mm_core::addr::PhysAddr(table), i, Level::Pte).read(&phys).is_ok_and(|x| x.0 == 0));
             if !empty {
                 return Err(FaultError::MapErr);
             }
@@ -521,12 +522,7 @@ fn fill_huge_page(dst: u64, src: Option<u64>) {
 /// mapped by one PMD leaf; a write to a read-only private page shared
 /// since fork is copied unless this is its last mapping
 /// (`hugetlb_wp`). `FaultError::SigBus` when the pool has no page.
-pub fn hugetlb_fault(
-    mm: &mut crate::proc::mm::MmStruct,
-    vma: &Vma,
-    addr: u64,
-    write: bool,
-) -> Result<(), FaultError> {
+pub fn hugetlb_fault(mm: &mut crate::proc::mm::MmStruct, vma: &Vma, addr: u64, write: bool) -> Result<(), FaultError> {
     let haddr = addr & !(HPAGE_SIZE - 1);
     let (slot, e) = pmd_slot(mm, haddr)?;
     let mut phys = direct_map();

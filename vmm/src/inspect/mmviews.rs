@@ -244,7 +244,8 @@ pub fn pagetypeinfo(gs: &GuestState<'_>) -> Result<PagetypeinfoReport, String> {
 impl PagetypeinfoReport {
     /// /proc/pagetypeinfo in the guest's (Linux's) layout.
     pub fn render(&self) -> String {
-        let mut s = String::from("Page block order: 9\nPages per block:  512\n\nFree pages count per migrate type at order ");
+        let mut s =
+            String::from("Page block order: 9\nPages per block:  512\n\nFree pages count per migrate type at order ");
         for o in 0..NR_ORDERS {
             let _ = write!(s, "{o:>6}");
         }

@@ -170,11 +170,8 @@ pub struct PhysMap {
 }
 
 /// Colours and labels of the pageblock band, by `MigrateType as u8`.
-const PAGEBLOCK_BAND: [(&str, &str); 3] = [
-    ("#d62728", "pageblock unmovable"),
-    ("#2ca02c", "pageblock movable"),
-    ("#17becf", "pageblock reclaimable"),
-];
+const PAGEBLOCK_BAND: [(&str, &str); 3] =
+    [("#d62728", "pageblock unmovable"), ("#2ca02c", "pageblock movable"), ("#17becf", "pageblock reclaimable")];
 
 impl PhysMap {
     /// All RAM as [`FrameClass::Ram`].

@@ -83,7 +83,8 @@ fn main(arg: u64) -> i32 {
     let daemon = arg & (1 << 33) != 0;
     let migrated = if daemon {
         let wakes = |v: &[u64; VMSTAT_COUNT]| v[VMSTAT_NAMES.iter().position(|&n| n == "compact_daemon_wake").unwrap()];
-        let scanned = |v: &[u64; VMSTAT_COUNT]| v[VMSTAT_NAMES.iter().position(|&n| n == "compact_migrate_scanned").unwrap()];
+        let scanned =
+            |v: &[u64; VMSTAT_COUNT]| v[VMSTAT_NAMES.iter().position(|&n| n == "compact_migrate_scanned").unwrap()];
         let before = vmstat();
         let migrated_before = compact(6);
         let failed = compact(5);

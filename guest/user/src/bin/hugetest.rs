@@ -15,6 +15,7 @@
 //! 7. overcommit: with nr_overcommit_hugepages 1, mapping one page more
 //!    than the pool holds succeeds with a surplus page (Surp 1), freed at
 //!    munmap; the pool resizes at run time (nr_hugepages 6, then back).
+//!
 //! Each state is printed as meminfo's lines (`HugePages_Total: N` ...).
 //! Exit status: 0 all held; 10 + step when a step's figures were wrong.
 #![no_std]
@@ -91,7 +92,7 @@ fn main(_arg: u64) -> i32 {
     }
     // 1. Reservation at mmap.
     let a = mmap(0, 3 * HPAGE, prot, huge);
-    if a < 0 || a as u64 % HPAGE != 0 {
+    if a < 0 || !(a as u64).is_multiple_of(HPAGE) {
         println!("hugetest: mmap of 3 huge pages: {}", a);
         return 11;
     }
