@@ -819,6 +819,32 @@ mod tests {
         assert!(iso.violations.iter().any(|v| v.contains("kernel memory owned PageTable")), "{iso:?}");
     }
 
+    /// A hugetlb page (an order-9 block owned `HugeTlb`) mapped by one PMD
+    /// leaf: refcount 2 (pool + leaf) passes; a refcount missing the pool's
+    /// reference, and a leaf covering only part of the block, are named.
+    #[test]
+    fn hugetlb_pages_count_the_pool_and_one_per_pmd_leaf() {
+        let m = two_processes();
+        let mut gs = state(&m);
+        gs.blocks = vec![Block { pfn: 0x200, order: 9, kind: BlockKind::Allocated(PageOwner::HugeTlb), refcount: 2 }];
+        let mut um = UserMaps { processes: 1, ..UserMaps::default() };
+        for i in 0..512 {
+            let leaf = UserLeaf { pid: 1, va: 0x4000_0000 + (i << 12), writable: true, shared: false };
+            um.frames.entry(0x200 + i).or_default().push(leaf);
+            um.leaves += 1;
+        }
+        let ok = refcount(&gs, &um, &BTreeMap::new());
+        assert!(ok.passed && ok.detail.contains("1 hugetlb pages' against their PMD leaves"), "{ok:?}");
+        assert!(isolation(&gs, &um).passed);
+        gs.blocks[0].refcount = 1;
+        let bad = refcount(&gs, &um, &BTreeMap::new());
+        assert!(bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 PMD leaves map it"), "{bad:?}");
+        gs.blocks[0].refcount = 2;
+        um.frames.remove(&0x3ff);
+        let part = refcount(&gs, &um, &BTreeMap::new());
+        assert!(part.violations[0].contains("frame 0x3ff000 has 0 mappers but the head has 1"), "{part:?}");
+    }
+
     #[test]
     fn unreadable_user_tables_are_problems_not_panics() {
         let m = two_processes();
