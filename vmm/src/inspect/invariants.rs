@@ -838,7 +838,10 @@ mod tests {
         assert!(isolation(&gs, &um).passed);
         gs.blocks[0].refcount = 1;
         let bad = refcount(&gs, &um, &BTreeMap::new());
-        assert!(bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 PMD leaves map it"), "{bad:?}");
+        assert!(
+            bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 PMD leaves map it"),
+            "{bad:?}"
+        );
         gs.blocks[0].refcount = 2;
         um.frames.remove(&0x3ff);
         let part = refcount(&gs, &um, &BTreeMap::new());
