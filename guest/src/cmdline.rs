@@ -28,7 +28,10 @@
 //! `compact_memory` compact all memory now (/proc/sys/vm/compact_memory)
 //! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
 //!               unusable and fragmentation indexes per order
-//! `compacttest=PAGES[,direct]` the compaction proof program (fragtest)
+//! `compacttest=PAGES[,direct|,kcompactd]` the compaction proof program
+//!               (fragtest); `kcompactd` starts kcompactd
+//! `hugepages=N`, `hugepagesz=SIZE` the hugetlb pool (mm/hugetlb.rs);
+//!               `hugetlbtest` its accounting program (hugetest)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -130,10 +133,33 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 }
             }
             ("compact_memory", None) => crate::mm::compaction::compact_memory_verbose(),
+            ("kcompactd", None) => match crate::proc::sched::start_kcompactd() {
+                Some(pid) => kprintln!("kcompactd0 running as pid {}", crate::fmt::Dec(pid)),
+                None => kprintln!("kcompactd: no memory for the thread"),
+            },
             ("pagetypeinfo", None) => crate::mm::compaction::pagetypeinfo(),
             ("extfrag", None) => crate::mm::compaction::extfrag(),
             ("compacttest", Some(v)) => {
                 if !compacttest(v) && code == 0 {
+                    code = 1;
+                }
+            }
+            ("hugepages", Some(v)) => match parse_u64(v) {
+                Some(n) if n <= 1 << 20 => crate::mm::hugetlb::boot_hugepages(n),
+                _ => {
+                    kprintln!("cmdline: hugepages={}: want a page count", v);
+                    code = 2;
+                }
+            },
+            ("hugepagesz" | "default_hugepagesz", Some(v)) => {
+                if !crate::mm::hugetlb::hugepagesz(v) {
+                    code = 2;
+                }
+            }
+            ("hugetlbtest", None) => {
+                let status = crate::proc::run("hugetest", 0);
+                kprintln!("hugetlbtest: exit status {:#x}", status.unwrap_or(u64::MAX));
+                if status != Some(0) && code == 0 {
                     code = 1;
                 }
             }
@@ -185,7 +211,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 33] = [
+const SWITCHES: [(&str, &str); 37] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -200,7 +226,11 @@ const SWITCHES: [(&str, &str); 33] = [
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
-    ("compacttest=PAGES[,direct]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation), check the data"),
+    ("compacttest=PAGES[,direct|,kcompactd]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation; kcompactd: by kcompactd after a failed one), check the data"),
+    ("kcompactd", "start kcompactd, background compaction woken by failed high-order allocations"),
+    ("hugepages=N", "fill the hugetlb pool with N 2 MiB pages (nr_hugepages)"),
+    ("hugepagesz=SIZE", "the hugetlb page size: 2M; 1G is refused with the reason (CPUID pdpe1gb and this kernel)"),
+    ("hugetlbtest", "the hugetlb accounting program (needs hugepages=4 or more)"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
     ("ptdump", "the kernel page tables (debugfs page_tables)"),
@@ -307,9 +337,25 @@ fn compacttest(v: &str) -> bool {
         kprintln!("cmdline: compacttest={}: want a page count (2 or more)", v);
         return false;
     };
-    // `,direct`: compaction by an order-9 allocation's slow path.
-    let direct = parts.next() == Some("direct");
-    let status = crate::proc::run("fragtest", pages | (direct as u64) << 32);
+    // `,direct`: compaction by an order-9 allocation's slow path;
+    // `,kcompactd`: by kcompactd, woken by an order-9 allocation that
+    // failed (the program yields until it ran).
+    let (mut direct, mut kcompactd) = (false, false);
+    for opt in parts {
+        match opt {
+            "direct" => direct = true,
+            "kcompactd" => kcompactd = true,
+            o => {
+                kprintln!("cmdline: compacttest: unknown option '{}' (direct, kcompactd)", o);
+                return false;
+            }
+        }
+    }
+    if kcompactd && crate::proc::sched::start_kcompactd().is_none() {
+        kprintln!("compacttest: cannot start kcompactd");
+        return false;
+    }
+    let status = crate::proc::run("fragtest", pages | (direct as u64) << 32 | (kcompactd as u64) << 33);
     kprintln!("compacttest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::compaction::extfrag();
     status == Some(0)

@@ -45,7 +45,7 @@ use crate::buddy::Page;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
 /// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 4;
+pub const DESCRIPTOR_VERSION: u32 = 5;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
@@ -70,9 +70,16 @@ pub const VM_EVENT_NAMES: [&str; NR_VM_EVENTS] = [
     "kswapd_wake",
     "pageoutrun",
     "slabs_scanned",
+    "compact_migrate_scanned",
+    "compact_free_scanned",
+    "compact_isolated",
+    "compact_stall",
+    "compact_fail",
+    "compact_success",
+    "compact_daemon_wake",
 ];
 /// How many vmstat counters the descriptor carries.
-pub const NR_VM_EVENTS: usize = 16;
+pub const NR_VM_EVENTS: usize = 23;
 /// The software-available PTE bit the guest sets on the user leaves of
 /// `MAP_SHARED` mappings (see the module documentation).
 pub const PTE_MAP_SHARED: crate::paging::PteFlags = crate::paging::PteFlags::SOFTW1;
@@ -231,7 +238,42 @@ pub struct MmDescriptor {
     pub vmstat: [u64; NR_VM_EVENTS],
     /// Swap and the LRU lists, for `--verify swap,lru`.
     pub swap: SwapDesc,
+    /// Pageblock migration types and the hugetlb pool (version 5).
+    pub huge: HugeDesc,
 }
+
+/// Grouping by mobility and the hugetlb pool, refreshed at every
+/// checkpoint: the pageblock migratetype array (Linux's
+/// `pageblock_flags`) for `--inspect pagetypeinfo` and the physmap
+/// picture, and the pool's counters (/proc/meminfo's `HugePages_*`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HugeDesc {
+    /// Kernel virtual address of the pageblock array: one byte per
+    /// pageblock (`buddy::MigrateType as u8`), 0 when not grouping.
+    pub pageblocks_va: u64,
+    /// The pfn of the array's first pageblock's first page.
+    pub pageblock_base_pfn: u64,
+    /// Bytes (pageblocks) in the array.
+    pub nr_pageblocks: u64,
+    /// Pageblock order (9: 2 MiB).
+    pub pageblock_order: u64,
+    /// `HugePages_Total`: pages in the pool (persistent and surplus).
+    pub hugepages_total: u64,
+    /// `HugePages_Free`: pool pages no mapping uses.
+    pub hugepages_free: u64,
+    /// `HugePages_Rsvd`: free pages promised to mappings not yet faulted.
+    pub hugepages_rsvd: u64,
+    /// `HugePages_Surp`: pages above `nr_hugepages` (overcommit).
+    pub hugepages_surp: u64,
+    /// `nr_overcommit_hugepages`.
+    pub nr_overcommit: u64,
+    /// `Hugepagesize` in kB (2048).
+    pub hugepage_size_kb: u64,
+}
+
+/// Names of the [`HugeDesc`] pool counters, as /proc/meminfo prints them.
+pub const HUGETLB_NAMES: [&str; 4] = ["HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp"];
 
 /// Where the guest keeps its swap and LRU state (kernel virtual addresses
 /// of arrays the host reads through the guest's page tables), refreshed
@@ -306,6 +348,18 @@ impl MmDescriptor {
                 lru_nr: [0; 5],
                 swappiness: 0,
                 consistent: 0,
+            },
+            huge: HugeDesc {
+                pageblocks_va: 0,
+                pageblock_base_pfn: 0,
+                nr_pageblocks: 0,
+                pageblock_order: 0,
+                hugepages_total: 0,
+                hugepages_free: 0,
+                hugepages_rsvd: 0,
+                hugepages_surp: 0,
+                nr_overcommit: 0,
+                hugepage_size_kb: 0,
             },
         }
     }
@@ -616,6 +670,7 @@ impl Wire for MmDescriptor {
             *v = r.u64();
         }
         d.swap = SwapDesc::read_from(r);
+        d.huge = HugeDesc::read_from(r);
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -646,6 +701,47 @@ impl Wire for MmDescriptor {
             w.u64(v);
         }
         self.swap.write_to(w);
+        self.huge.write_to(w);
+    }
+}
+
+impl HugeDesc {
+    fn fields(&self) -> [u64; 10] {
+        [
+            self.pageblocks_va,
+            self.pageblock_base_pfn,
+            self.nr_pageblocks,
+            self.pageblock_order,
+            self.hugepages_total,
+            self.hugepages_free,
+            self.hugepages_rsvd,
+            self.hugepages_surp,
+            self.nr_overcommit,
+            self.hugepage_size_kb,
+        ]
+    }
+}
+
+impl Wire for HugeDesc {
+    const SIZE: usize = core::mem::size_of::<HugeDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        HugeDesc {
+            pageblocks_va: r.u64(),
+            pageblock_base_pfn: r.u64(),
+            nr_pageblocks: r.u64(),
+            pageblock_order: r.u64(),
+            hugepages_total: r.u64(),
+            hugepages_free: r.u64(),
+            hugepages_rsvd: r.u64(),
+            hugepages_surp: r.u64(),
+            nr_overcommit: r.u64(),
+            hugepage_size_kb: r.u64(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        for x in self.fields() {
+            w.u64(x);
+        }
     }
 }
 
@@ -728,7 +824,13 @@ mod tests {
             offset_of!(MmDescriptor, swap),
             "the swap section follows the counters"
         );
-        assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, DESCRIPTOR_SIZE, "the swap section ends it");
+        assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, offset_of!(MmDescriptor, huge));
+        assert_eq!(offset_of!(MmDescriptor, huge) + HugeDesc::SIZE, DESCRIPTOR_SIZE, "the huge section ends it");
+        let hd = HugeDesc { nr_pageblocks: 7, hugepages_rsvd: 3, hugepage_size_kb: 2048, ..HugeDesc::default() };
+        let mut hb = [0u8; HugeDesc::SIZE];
+        hd.encode(&mut hb);
+        assert_eq!(hb[offset_of!(HugeDesc, hugepages_rsvd)..][..8], 3u64.to_le_bytes());
+        assert_eq!(HugeDesc::decode(&hb), hd);
         let mut sd = SwapDesc { nr_slots: 5, cache_va: 0xcac4e, swappiness: 60, consistent: 1, ..SwapDesc::default() };
         sd.lru_nr[4] = 9;
         let mut sb = [0u8; SwapDesc::SIZE];

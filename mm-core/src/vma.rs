@@ -31,6 +31,13 @@ impl VmFlags {
     pub const GROWSDOWN: VmFlags = VmFlags(0x100);
     /// Locked in memory (`VM_LOCKED`).
     pub const LOCKED: VmFlags = VmFlags(0x2000);
+    /// Backed by the hugetlb pool's 2 MiB pages, mapped by PMD leaves
+    /// (`VM_HUGETLB`): never merged with ordinary memory, unmapped only in
+    /// whole huge pages.
+    pub const HUGETLB: VmFlags = VmFlags(0x0040_0000);
+    /// Made without a hugetlb reservation (`VM_NORESERVE`, `MAP_NORESERVE`):
+    /// a fault that finds the pool empty gets SIGBUS.
+    pub const NORESERVE: VmFlags = VmFlags(0x0020_0000);
     /// The protection bits `mprotect` changes.
     pub const PROT_MASK: VmFlags = VmFlags(0x7);
 

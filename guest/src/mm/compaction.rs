@@ -108,6 +108,10 @@ pub fn compact_zone(z: ZoneType, order: Option<u8>, mt: MigrateType) -> Option<(
             kprintln!("compaction: releasing free pages: {}", e);
         }
     });
+    use super::vmstat::{count, Event};
+    count(Event::CompactMigrateScanned, cc.stats.migrate_scanned);
+    count(Event::CompactFreeScanned, cc.stats.free_scanned);
+    count(Event::CompactIsolated, cc.stats.isolated_migrate + cc.stats.isolated_free);
     TOTALS.with(|t| {
         t.runs += 1;
         t.scan += cc.stats;
@@ -185,19 +189,28 @@ pub fn compact_memory() -> u64 {
 /// the zones the request may use, highest first, for `order`; true if a
 /// run made progress (migrated pages or found the order free).
 pub fn direct_compact(order: u8, gfp: Gfp) -> bool {
+    use super::kcompactd::{compaction_defer_reset, compaction_deferred, defer_compaction};
+    use super::vmstat::{count, Event};
     let mut progress = false;
     TOTALS.with(|t| t.stalls += 1);
+    count(Event::CompactStall, 1);
     for z in ZoneType::ALL.iter().rev().copied().filter(|&z| z <= gfp.zone) {
-        if !PAGES.with(|p| p.buddy.zone(z).populated()) {
+        if !PAGES.with(|p| p.buddy.zone(z).populated()) || compaction_deferred(z, order) {
             continue;
         }
         let Some((r, st)) = compact_zone(z, Some(order), gfp.migratetype) else { return false };
         if r == CompactResult::Success {
             TOTALS.with(|t| t.success += 1);
+            count(Event::CompactSuccess, 1);
+            compaction_defer_reset(z, order);
             return true;
+        }
+        if r == CompactResult::Complete {
+            defer_compaction(z, order);
         }
         progress |= st.migrated > 0;
     }
+    count(Event::CompactFail, 1);
     progress
 }
 
@@ -255,6 +268,24 @@ pub fn alloc_order9_direct() -> i64 {
     }
 }
 
+/// An order-9 movable allocation that may not block (no direct reclaim
+/// or compaction; Linux's `GFP_TRANSHUGE_LIGHT`-like request), freed at
+/// once: 1 if it succeeded, 0 if it failed (the slow path then woke
+/// kswapd and kcompactd for order 9).
+pub fn alloc_order9_no_compact() -> i64 {
+    use super::page_alloc::{gfp, GfpMask};
+    let req = GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE, flags: gfp::KSWAPD_RECLAIM };
+    match super::page_alloc::alloc_pages(PAGEBLOCK_ORDER, req) {
+        Ok(pfn) => {
+            if let Err(e) = super::free_pages(pfn, PAGEBLOCK_ORDER) {
+                kprintln!("compaction: freeing the order-9 test block: {}", e);
+            }
+            1
+        }
+        Err(_) => 0,
+    }
+}
+
 /// `SYS_COMPACT(op)`: 0 compacts all memory (pages migrated); 1 tries an
 /// order-9 allocation without reclaim or compaction (1 if it succeeded);
 /// 2 the lowest unusable index of order 9 over the zones (thousandths); 3 the free blocks of
@@ -263,6 +294,8 @@ pub fn alloc_order9_direct() -> i64 {
 pub fn sys_compact(op: u64) -> i64 {
     match op {
         4 => alloc_order9_direct(),
+        5 => alloc_order9_no_compact(),
+        6 => TOTALS.with(|t| t.scan.migrated) as i64,
         0 => compact_memory() as i64,
         1 => try_order(PAGEBLOCK_ORDER) as i64,
         2 => unusable_index(PAGEBLOCK_ORDER),

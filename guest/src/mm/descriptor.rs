@@ -112,6 +112,15 @@ pub fn refresh() {
     }
     let procs_pa = procs.as_ptr() as u64 - KERNEL_MAP;
     let swap = super::swap::describe();
+    let mut huge = mm_core::descriptor::HugeDesc::default();
+    let _ = PAGES.try_with(|p| {
+        let (types, base) = p.buddy.pageblock_types();
+        huge.pageblocks_va = if types.is_empty() { 0 } else { types.as_ptr() as u64 };
+        huge.pageblock_base_pfn = base;
+        huge.nr_pageblocks = types.len() as u64;
+        huge.pageblock_order = mm_core::buddy::PAGEBLOCK_ORDER as u64;
+    });
+    super::hugetlb::describe(&mut huge);
     with(|d| {
         d.procs = if procs.iter().any(|p| p.pid != 0) { procs_pa } else { 0 };
         d.deferred_pages = deferred;
@@ -121,6 +130,7 @@ pub fn refresh() {
         d.nr_caches = n as u32;
         d.vmstat = super::vmstat::snapshot();
         d.swap = swap;
+        d.huge = huge;
     });
 }
 

@@ -8,6 +8,8 @@ pub mod compaction;
 pub mod descriptor;
 pub mod fault;
 pub mod heap;
+pub mod hugetlb;
+pub mod kcompactd;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;

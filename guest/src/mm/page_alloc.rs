@@ -318,8 +318,11 @@ fn slowpath<T, E: AllocError>(
 /// background until the zones are above their high watermarks
 /// (mm/vmscan.rs). Lock-free, so it may run under the page allocator:
 /// the scheduler picks the wake up at its next switch.
-fn wake_kswapd(_order: u8, _gfp: GfpMask) {
+fn wake_kswapd(order: u8, _gfp: GfpMask) {
     super::vmscan::wakeup_kswapd();
+    // A high-order request that failed: background compaction too
+    // (Linux's kswapd hands costly orders to `wakeup_kcompactd`).
+    super::kcompactd::wakeup_kcompactd(order);
 }
 
 /// Reclaims pages synchronously for this request (Linux's

@@ -36,7 +36,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let (vm_used, vm_chunk) = super::vmalloc::VMAP.with(|v| (v.areas().map(|a| a.size).sum::<u64>(), v.largest_free()));
     let kb = |pages: u64| Dec(pages * PAGE_SIZE / 1024);
     let deferred = super::DEFERRED.with(|d| d.pages);
-    // /proc/meminfo's own fields, in its order (no huge-page pool here); AnonPages needs the owners the host reads from the page
+    // /proc/meminfo's own fields, in its order; AnonPages needs the owners the host reads from the page
     // descriptors (the VMM's meminfo view), so it is the host's alone.
     let _ = writeln!(w, "MemTotal:       {} kB", Dec(st.total_ram >> 10));
     let _ = writeln!(w, "MemFree:        {} kB", kb(c.free + c.pcp));
@@ -66,9 +66,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
     let _ =
         writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
-    let _ = writeln!(w, "HugePages_Total:       0");
-    let _ = writeln!(w, "HugePages_Free:        0");
-    let _ = writeln!(w, "Hugepagesize:       2048 kB");
+    super::hugetlb::meminfo(w);
     // This kernel's extras.
     let _ = writeln!(w, "MemManaged:     {} kB", kb(c.managed));
     let _ = writeln!(w, "Deferred:       {} kB", kb(deferred));

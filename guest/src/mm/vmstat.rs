@@ -47,6 +47,20 @@ pub enum Event {
     PageOutRun,
     /// Objects the shrinkers freed.
     SlabsScanned,
+    /// Pages compaction's migrate scanner looked at.
+    CompactMigrateScanned,
+    /// Pages compaction's free scanner looked at.
+    CompactFreeScanned,
+    /// Pages compaction isolated (to migrate, and as free targets).
+    CompactIsolated,
+    /// Direct compactions from the allocation slow path.
+    CompactStall,
+    /// Direct compactions after which the allocation still failed.
+    CompactFail,
+    /// Direct compactions after which the order was free.
+    CompactSuccess,
+    /// Times kcompactd was woken (mm/kcompactd.rs).
+    CompactDaemonWake,
 }
 
 /// How many events there are.

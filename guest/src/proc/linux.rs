@@ -1009,7 +1009,8 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
             let r = with_mm(|mm| {
                 let vma = *mm.vmas.find(addr).ok_or(-ENOMEM)?;
                 let end = addr.checked_add(len.next_multiple_of(4096)).ok_or(-EINVAL)?;
-                if vma.flags.contains(mm_core::vma::VmFlags::SHARED) || end > vma.end {
+                let keep = mm_core::vma::VmFlags::SHARED.0 | mm_core::vma::VmFlags::HUGETLB.0;
+                if vma.flags.0 & keep != 0 || end > vma.end {
                     return Err(-EINVAL);
                 }
                 let prot = (vma.flags.0 & 7) as u64;

@@ -277,6 +277,9 @@ impl MmStruct {
     /// runs when memory is exhausted, for the OOM killer's victims.
     pub fn exit_mmap(&mut self) {
         let vmas = core::mem::take(&mut self.vmas);
+        for v in vmas.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
+            crate::mm::hugetlb::unmap_hugetlb_vma(self.pgd, self.id, v);
+        }
         SWAP.with(|s| {
             PAGES.with(|p| {
                 for v in vmas.iter() {
@@ -312,6 +315,11 @@ impl MmStruct {
             PAGES.with(|p| {
                 let mut ok = true;
                 for v in &vmas {
+                    if v.flags.contains(VmFlags::HUGETLB) {
+                        let (ppgd, cpgd) = (self.pgd, child.pgd);
+                        ok &= crate::mm::hugetlb::copy_hugetlb_range(p, ppgd, cpgd, &mut child.stat.pt_pages, v);
+                        continue;
+                    }
                     let shared = v.flags.contains(VmFlags::SHARED);
                     let (cpt, ctables, crss) =
                         (user_pt(child.pgd), &mut child.stat.pt_pages, &mut child.stat.rss_pages);
@@ -393,13 +401,35 @@ impl MmStruct {
         }
     }
 
+    /// [`unmapped_area`](Self::unmapped_area) for a mapping whose start
+    /// must be `align`-aligned (hugetlb: 2 MiB).
+    pub fn unmapped_area_aligned(&self, len: u64, align: u64) -> Option<u64> {
+        let mut end = MMAP_BASE;
+        loop {
+            let start = end.checked_sub(len)? & !(align - 1);
+            if start < MMAP_MIN {
+                return None;
+            }
+            match self.vmas.find_intersection(start, start + len) {
+                None => return Some(start),
+                Some(v) => end = v.start,
+            }
+        }
+    }
+
     /// `munmap`: the VMAs first, then their pages.
     pub fn munmap(&mut self, start: u64, len: u64) -> Result<(), Errno> {
         let end = start.checked_add(page_up(len)).ok_or(-EINVAL)?;
         if !start.is_multiple_of(PAGE_SIZE) || len == 0 || end > TASK_SIZE {
             return Err(-EINVAL);
         }
+        if !crate::mm::hugetlb::unmap_allowed(&self.vmas, start, end) {
+            return Err(-EINVAL);
+        }
         let removed = self.vmas.munmap(start, end).map_err(|_| -EINVAL)?;
+        for v in removed.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
+            crate::mm::hugetlb::unmap_hugetlb_vma(self.pgd, self.id, v);
+        }
         SWAP.with(|s| {
             PAGES.with(|p| {
                 for v in &removed {
@@ -454,6 +484,9 @@ impl MmStruct {
         if shared == (flags & MAP_PRIVATE != 0) {
             return Err(-EINVAL);
         }
+        if flags & crate::mm::hugetlb::MAP_HUGETLB != 0 {
+            return crate::mm::hugetlb::mmap_hugetlb(self, addr, len, prot, flags);
+        }
         let len = page_up(len);
         let start = if flags & MAP_FIXED != 0 {
             if !addr.is_multiple_of(PAGE_SIZE) || addr < MMAP_MIN || addr.checked_add(len).is_none_or(|e| e > TASK_SIZE)
@@ -506,6 +539,9 @@ impl MmStruct {
         if len == 0 {
             return Ok(());
         }
+        if !crate::mm::hugetlb::unmap_allowed(&self.vmas, start, end) {
+            return Err(-EINVAL);
+        }
         self.vmas.mprotect(start, end, VmFlags(prot as u32)).map_err(|_| -ENOMEM)?;
         let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
         let zero = zero_pa();
@@ -516,10 +552,14 @@ impl MmStruct {
                 let range = v.start.max(start)..v.end.min(end);
                 let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
                     let pa = l.entry.0 & ADDR_MASK;
-                    let sole = pa != zero && (shared || page_count(p, pa) == 1);
+                    // A hugetlb PMD leaf keeps PS; its page also holds the
+                    // pool's reference (mm/hugetlb.rs).
+                    let huge = l.slot.level() != mm_core::paging::Level::Pte;
+                    let ps = if huge { PteFlags::PSE.0 } else { 0 };
+                    let sole = pa != zero && (shared || page_count(p, pa) == 1 + huge as u32);
                     let writable = v.flags.contains(VmFlags::WRITE) && sole;
                     let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
-                    let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
+                    let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad | ps));
                     if current {
                         cpu::invlpg(l.va.0);
                     }

@@ -50,7 +50,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 14] = [
+pub static PROGRAMS: [(&str, &[u8]); 15] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -71,6 +71,8 @@ pub static PROGRAMS: [(&str, &[u8]); 14] = [
     user_program!("tracereplay"),
     // Fragmentation and compaction (cmdline `compacttest=`).
     user_program!("fragtest"),
+    // hugetlb accounting (cmdline `hugetlbtest`).
+    user_program!("hugetest"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a
@@ -332,6 +334,12 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
                 // Linux's VM_FAULT_SIGBUS: the page could not be read back.
                 let (name, pid, _) = sched::current_info();
                 kprintln!("{}[{}]: bus error reading swap at {:#x}", name, Dec(pid), cr2);
+                sched::do_exit(abi::SIGBUS)
+            }
+            Some(Err(FaultError::SigBus)) => {
+                // hugetlb: no pool page for this fault (mm/hugetlb.rs).
+                let (name, pid, _) = sched::current_info();
+                kprintln!("{}[{}]: SIGBUS: no huge page for the fault at {:#x}", name, Dec(pid), cr2);
                 sched::do_exit(abi::SIGBUS)
             }
             Some(Err(FaultError::Oom)) => {

@@ -341,6 +341,16 @@ static KSWAPD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 /// scheduler lock may not be taken) become runnable kernel threads here.
 fn wake_pending_kthreads(s: &mut Sched) {
     use core::sync::atomic::Ordering;
+    let kc = KCOMPACTD_PID.load(Ordering::Relaxed);
+    if kc != 0 && crate::mm::kcompactd::wake_pending() {
+        if let Some(t) = s.tasks.get_mut(&kc) {
+            if t.state == State::Waiting {
+                t.state = State::Runnable;
+                s.runq.push_front(kc);
+                publish_states(s);
+            }
+        }
+    }
     let pid = KSWAPD_PID.load(Ordering::Relaxed);
     if pid == 0 || !crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire) {
         return;
@@ -433,6 +443,44 @@ extern "C" fn kswapd() -> ! {
         SCHED.with(|s| {
             let me = s.current;
             let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire);
+            if let Some(t) = s.tasks.get_mut(&me) {
+                if pending {
+                    s.runq.push_back(me);
+                } else {
+                    t.state = State::Waiting;
+                }
+            }
+        });
+        schedule();
+    }
+}
+
+/// Pid of kcompactd once started (0: not running).
+static KCOMPACTD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Starts kcompactd if it is not running (the `kcompactd` switch; off
+/// by default, as kswapd is without swap, so other runs' task tables hold
+/// only their processes). Its pid.
+pub fn start_kcompactd() -> Option<u64> {
+    use core::sync::atomic::Ordering;
+    match KCOMPACTD_PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = kthread_run("kcompactd0", kcompactd)?;
+            KCOMPACTD_PID.store(pid, Ordering::Relaxed);
+            Some(pid)
+        }
+        pid => Some(pid),
+    }
+}
+
+/// kcompactd's body (Linux's `kcompactd`): compact for the order it was
+/// woken for, then sleep until the slow path wakes it again.
+extern "C" fn kcompactd() -> ! {
+    loop {
+        crate::mm::kcompactd::kcompactd_do_work();
+        SCHED.with(|s| {
+            let me = s.current;
+            let pending = crate::mm::kcompactd::wake_pending();
             if let Some(t) = s.tasks.get_mut(&me) {
                 if pending {
                     s.runq.push_back(me);

@@ -73,8 +73,19 @@ pub const SYS_VMSTAT: u64 = 507;
 /// 3 the number of free blocks of order 9 or more; 4 allocates an order-9
 /// block through the allocator's slow path (direct reclaim, then direct
 /// compaction) and frees it: the pages compaction migrated meanwhile, or
-/// -ENOMEM. -EINVAL for another op.
+/// -ENOMEM; 5 tries an order-9 allocation that may not block (no direct
+/// reclaim or compaction) and frees it: 1 succeeded, 0 failed (which
+/// wakes kcompactd); 6 the pages compaction migrated since boot.
+/// -EINVAL for another op.
 pub const SYS_COMPACT: u64 = 520;
+/// `hugetlb(op, value)`, the hugetlb pool's control (what Linux's
+/// /proc/sys/vm/nr_hugepages and nr_overcommit_hugepages and the
+/// `HugePages_*` lines of /proc/meminfo give): op 0 sets nr_hugepages to
+/// `value` (the pool grows as far as the buddy allocator can, or shrinks;
+/// returns the persistent pages now); 1 sets nr_overcommit_hugepages
+/// (returns it); 2..=5 return HugePages_Total, _Free, _Rsvd, _Surp; 6
+/// nr_hugepages. -EINVAL for another op.
+pub const SYS_HUGETLB: u64 = 521;
 /// The counters `SYS_VMSTAT` knows, in its order: the descriptor's list,
 /// which the kernel's mm/vmstat.rs counts by and the host reads.
 pub use mm_core::descriptor::VM_EVENT_NAMES as VMSTAT_NAMES;
@@ -114,6 +125,12 @@ pub const MAP_PRIVATE: u64 = 0x02;
 pub const MAP_FIXED: u64 = 0x10;
 /// Not backed by a file.
 pub const MAP_ANONYMOUS: u64 = 0x20;
+/// Do not reserve hugetlb pages at mmap: a fault that finds the pool
+/// empty gets SIGBUS.
+pub const MAP_NORESERVE: u64 = 0x4000;
+/// Back the mapping with 2 MiB pages from the hugetlb pool (Linux's
+/// value); mmap fails with ENOMEM if the pool cannot reserve them.
+pub const MAP_HUGETLB: u64 = 0x4_0000;
 
 /// No such child (`wait4`).
 pub const ECHILD: i64 = 10;

@@ -173,6 +173,18 @@ impl BuddyAllocator<'_> {
         }
     }
 
+    /// The pageblock migratetype array (one `MigrateType as u8` per
+    /// pageblock, Linux's `pageblock_flags`) and the pfn its first byte's
+    /// pageblock starts at; empty when not grouping by mobility. What the
+    /// guest publishes for the host's pagetypeinfo and physmap.
+    pub fn pageblock_types(&self) -> (&[u8], u64) {
+        if self.mobility {
+            (self.pageblocks, self.pb_base << PAGEBLOCK_ORDER)
+        } else {
+            (&[], 0)
+        }
+    }
+
     /// Tags the pageblock holding `pfn` (`set_pageblock_migratetype`).
     /// Free blocks in it stay on their lists: use
     /// [`move_freepages_block`](Self::move_freepages_block) to move them.

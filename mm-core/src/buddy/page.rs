@@ -47,6 +47,9 @@ pub enum PageOwner {
     /// files, Linux's `folio->mapping` set); mapped into user space by
     /// file mappings, one reference for the cache plus one per PTE.
     PageCache = 7,
+    /// A 2 MiB page of the hugetlb pool (an order-9 block): its refcount
+    /// is the pool's one reference plus one per PMD leaf mapping it.
+    HugeTlb = 8,
 }
 
 impl PageOwner {
@@ -61,6 +64,7 @@ impl PageOwner {
             5 => PageOwner::Vmalloc,
             6 => PageOwner::Reserved,
             7 => PageOwner::PageCache,
+            8 => PageOwner::HugeTlb,
             _ => PageOwner::Unknown,
         }
     }

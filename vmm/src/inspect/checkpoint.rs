@@ -341,6 +341,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Pagetypeinfo => {
+                let r = mmviews::pagetypeinfo(gs)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             ViewSpec::Slabinfo => {
                 let r = mmviews::slabinfo(gs);
                 let t = r.render();
@@ -434,6 +439,7 @@ impl Inspector {
             spec,
             ViewSpec::Buddyinfo
                 | ViewSpec::Extfrag
+                | ViewSpec::Pagetypeinfo
                 | ViewSpec::Slabinfo
                 | ViewSpec::Meminfo
                 | ViewSpec::Ps
@@ -555,6 +561,13 @@ impl Inspector {
             return Err(format!("cannot draw the map: {why}"));
         }
         if let Some(gs) = owners {
+            // Pageblock migratetypes as a band (grouping by mobility).
+            match mmviews::pageblock_types(gs) {
+                Ok((types, base)) => map.set_pageblocks(types, base),
+                Err(e) => return Err(format!("cannot draw the map: {e}")),
+            }
+        }
+        if let Some(gs) = owners {
             // Below Untouched: RAM no block covers and nobody touched is
             // deferred, not reserved.
             map.paint(0, gs.desc.nr_pfns << 12, FrameClass::Reserved);
@@ -571,6 +584,7 @@ impl Inspector {
                 BlockKind::Allocated(PageOwner::Vmalloc) => FrameClass::Vmalloc,
                 BlockKind::Allocated(PageOwner::UserAnon) => FrameClass::UserAnon,
                 BlockKind::Allocated(PageOwner::PageCache) => FrameClass::PageCache,
+                BlockKind::Allocated(PageOwner::HugeTlb) => FrameClass::HugeTlb,
                 BlockKind::Allocated(PageOwner::KmallocLarge) => FrameClass::KmallocLarge,
                 BlockKind::Allocated(PageOwner::Reserved) => FrameClass::Reserved,
                 BlockKind::Allocated(PageOwner::Unknown) => FrameClass::Allocated,

@@ -355,6 +355,7 @@ fn user_detail(um: &UserMaps, what: &str) -> String {
 pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, u64>) -> CheckResult {
     let mut violations = Vec::new();
     let mut user_frames = 0u64;
+    let mut huge_pages = 0u64;
     let mut zero_maps = 0usize;
     for b in &gs.blocks {
         match b.kind {
@@ -376,6 +377,36 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
                         b.pfn << 12,
                         b.refcount,
                         mappers.len()
+                    ));
+                }
+            }
+            BlockKind::Allocated(PageOwner::HugeTlb) => {
+                // A hugetlb page: one reference for the pool, one per PMD
+                // leaf; a PMD leaf maps all 512 frames of the block, so
+                // every frame has as many mappers as the head.
+                huge_pages += 1;
+                let leaves = um.mappers(b.pfn).len();
+                if b.refcount as usize != 1 + leaves {
+                    violations.push(format!(
+                        "hugetlb page at {:#x} has refcount {} but {} PMD leaves map it (want the pool's 1 + {}): {}",
+                        b.pfn << 12,
+                        b.refcount,
+                        leaves,
+                        leaves,
+                        if (b.refcount as usize) > 1 + leaves {
+                            "a reference no mapping accounts for: the page never returns to the pool"
+                        } else {
+                            "a mapping holding no reference: the page can go back to the pool while mapped"
+                        }
+                    ));
+                }
+                if let Some(pfn) = (b.pfn..b.end_pfn()).find(|&p| um.mappers(p).len() != leaves) {
+                    violations.push(format!(
+                        "hugetlb page at {:#x}: frame {:#x} has {} mappers but the head has {}: a leaf maps part of the 2 MiB page",
+                        b.pfn << 12,
+                        pfn << 12,
+                        um.mappers(pfn).len(),
+                        leaves
                     ));
                 }
             }
@@ -405,11 +436,11 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
             _ => {}
         }
     }
-    if user_frames == 0 && um.processes == 0 && um.problems.is_empty() {
+    if user_frames == 0 && huge_pages == 0 && um.processes == 0 && um.problems.is_empty() {
         return CheckResult::not_applicable(Check::Refcount, format!("{NO_PROCESSES}, and no frame is owned UserAnon"));
     }
     let what = format!(
-        "{user_frames} user frames' refcounts against their mappers; the zero page is mapped {zero_maps} times and counted 0 times"
+        "{user_frames} user frames' refcounts against their mappers, {huge_pages} hugetlb pages' against their PMD leaves; the zero page is mapped {zero_maps} times and counted 0 times"
     );
     CheckResult::new(Check::Refcount, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
@@ -469,7 +500,7 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     for (&pfn, leaves) in &um.frames {
         let kind = owner_of(gs, pfn);
         match kind {
-            Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved)) => {}
+            Some(BlockKind::Allocated(PageOwner::UserAnon | PageOwner::Reserved | PageOwner::HugeTlb)) => {}
             // A file's page is legitimately mapped by many processes, shared
             // and privately (read-only until a write copies it), as in Linux.
             Some(BlockKind::Allocated(PageOwner::PageCache)) => continue,
@@ -509,7 +540,10 @@ pub fn isolation(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             ));
             continue;
         }
-        let refcount = gs.block_of(pfn).map_or(0, |b| b.refcount);
+        // A hugetlb page's refcount also holds the pool's reference.
+        let block = gs.block_of(pfn);
+        let pool = block.is_some_and(|b| b.kind == BlockKind::Allocated(PageOwner::HugeTlb)) as u32;
+        let refcount = block.map_or(0, |b| b.refcount - pool.min(b.refcount));
         if !any_shared && refcount == 1 {
             let owner = leaves[0];
             for l in leaves.iter().filter(|l| l.pid != owner.pid) {
@@ -783,6 +817,35 @@ mod tests {
             "{iso:?}"
         );
         assert!(iso.violations.iter().any(|v| v.contains("kernel memory owned PageTable")), "{iso:?}");
+    }
+
+    /// A hugetlb page (an order-9 block owned `HugeTlb`) mapped by one PMD
+    /// leaf: refcount 2 (pool + leaf) passes; a refcount missing the pool's
+    /// reference, and a leaf covering only part of the block, are named.
+    #[test]
+    fn hugetlb_pages_count_the_pool_and_one_per_pmd_leaf() {
+        let m = two_processes();
+        let mut gs = state(&m);
+        gs.blocks = vec![Block { pfn: 0x200, order: 9, kind: BlockKind::Allocated(PageOwner::HugeTlb), refcount: 2 }];
+        let mut um = UserMaps { processes: 1, ..UserMaps::default() };
+        for i in 0..512 {
+            let leaf = UserLeaf { pid: 1, va: 0x4000_0000 + (i << 12), writable: true, shared: false };
+            um.frames.entry(0x200 + i).or_default().push(leaf);
+            um.leaves += 1;
+        }
+        let ok = refcount(&gs, &um, &BTreeMap::new());
+        assert!(ok.passed && ok.detail.contains("1 hugetlb pages' against their PMD leaves"), "{ok:?}");
+        assert!(isolation(&gs, &um).passed);
+        gs.blocks[0].refcount = 1;
+        let bad = refcount(&gs, &um, &BTreeMap::new());
+        assert!(
+            bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 PMD leaves map it"),
+            "{bad:?}"
+        );
+        gs.blocks[0].refcount = 2;
+        um.frames.remove(&0x3ff);
+        let part = refcount(&gs, &um, &BTreeMap::new());
+        assert!(part.violations[0].contains("frame 0x3ff000 has 0 mappers but the head has 1"), "{part:?}");
     }
 
     #[test]

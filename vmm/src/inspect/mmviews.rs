@@ -11,7 +11,7 @@
 
 use super::guest::{zone_of, BlockKind, GuestState, ZONE_NAMES};
 use crate::layout;
-use mm_core::buddy::{ContigPageInfo, PageOwner, NR_ORDERS};
+use mm_core::buddy::{ContigPageInfo, MigrateType, PageOwner, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_ORDER};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -162,6 +162,122 @@ impl ExtfragReport {
     }
 }
 
+/// The pageblock migratetype array the guest publishes (descriptor
+/// version 5, `HugeDesc`): one `MigrateType as u8` per pageblock, and the
+/// pfn the first one starts at. Empty when the guest does not group by
+/// mobility.
+pub fn pageblock_types(gs: &GuestState<'_>) -> Result<(Vec<u8>, u64), String> {
+    let h = &gs.desc.huge;
+    if h.pageblocks_va == 0 || h.nr_pageblocks == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    // One byte per 2 MiB of the descriptor array's range, at most.
+    let most = (gs.desc.nr_pfns >> PAGEBLOCK_ORDER) + 1;
+    if h.nr_pageblocks > most || h.pageblock_order != PAGEBLOCK_ORDER as u64 {
+        return Err(format!(
+            "the descriptor's pageblock array ({} blocks of order {}) does not fit its {} frames: the descriptor is corrupt",
+            h.nr_pageblocks, h.pageblock_order, gs.desc.nr_pfns
+        ));
+    }
+    let mut v = vec![0u8; h.nr_pageblocks as usize];
+    super::swapcheck::Kva::new(gs).read(h.pageblocks_va, &mut v).map_err(|e| format!("the pageblock array: {e}"))?;
+    Ok((v, h.pageblock_base_pfn))
+}
+
+/// One zone of the `pagetypeinfo` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneTypes {
+    /// "DMA", "DMA32", "Normal".
+    pub zone: &'static str,
+    /// Free blocks per migratetype (unmovable, movable, reclaimable) and
+    /// order, by the list each free block is on (its head's descriptor).
+    pub free: [[u64; NR_ORDERS]; MIGRATE_TYPES],
+    /// Pageblocks per migratetype (from the pageblock array).
+    pub pageblocks: [u64; MIGRATE_TYPES],
+}
+
+/// The `pagetypeinfo` view (/proc/pagetypeinfo), from the page
+/// descriptors and the pageblock array the guest publishes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PagetypeinfoReport {
+    /// Populated zones.
+    pub zones: Vec<ZoneTypes>,
+    /// Oddities met reading the descriptors.
+    pub problems: Vec<String>,
+}
+
+/// Counts free blocks per migratetype and pageblocks per type.
+pub fn pagetypeinfo(gs: &GuestState<'_>) -> Result<PagetypeinfoReport, String> {
+    let (types, base) = pageblock_types(gs)?;
+    if types.is_empty() {
+        return Err("the guest publishes no pageblock array (it does not group pages by mobility)".into());
+    }
+    let mut zones: Vec<ZoneTypes> = ZONE_NAMES
+        .iter()
+        .map(|&zone| ZoneTypes { zone, free: [[0; NR_ORDERS]; MIGRATE_TYPES], pageblocks: [0; MIGRATE_TYPES] })
+        .collect();
+    // Each zone's span: its first to its last managed frame (as the
+    // guest's `zone->start_pfn`/`end_pfn`); every pageblock it touches
+    // counts, reserved frames and all, as Linux's pagetypeinfo does.
+    let mut span = [(u64::MAX, 0u64); 3];
+    for b in &gs.blocks {
+        let z = zone_of(b.pfn);
+        span[z] = (span[z].0.min(b.pfn), span[z].1.max(b.end_pfn()));
+        if b.kind == BlockKind::Free {
+            let mt = (gs.page(b.pfn).frozen as usize).min(MIGRATE_TYPES - 1);
+            zones[z].free[mt][b.order as usize] += 1;
+        }
+    }
+    for (z, &(start, end)) in span.iter().enumerate() {
+        let mut pfn = start & !((1u64 << PAGEBLOCK_ORDER) - 1);
+        while pfn < end {
+            if let Some(&t) = pfn.checked_sub(base).and_then(|i| types.get((i >> PAGEBLOCK_ORDER) as usize)) {
+                zones[z].pageblocks[MigrateType::from_u8(t) as usize] += 1;
+            }
+            pfn += 1 << PAGEBLOCK_ORDER;
+        }
+    }
+    let zones = zones.into_iter().zip(span).filter(|(_, (s, _))| *s != u64::MAX).map(|(z, _)| z).collect();
+    Ok(PagetypeinfoReport { zones, problems: gs.problems.clone() })
+}
+
+impl PagetypeinfoReport {
+    /// /proc/pagetypeinfo in the guest's (Linux's) layout.
+    pub fn render(&self) -> String {
+        let mut s =
+            String::from("Page block order: 9\nPages per block:  512\n\nFree pages count per migrate type at order ");
+        for o in 0..NR_ORDERS {
+            let _ = write!(s, "{o:>6}");
+        }
+        s.push_str(" \n");
+        for z in &self.zones {
+            for mt in MigrateType::ALL {
+                let _ = write!(s, "Node    0, zone {:>8}, type {:>12}", z.zone, mt.name());
+                for n in z.free[mt as usize] {
+                    let _ = write!(s, " {n:>6}");
+                }
+                s.push_str(" \n");
+            }
+        }
+        s.push_str("\nNumber of blocks type    ");
+        for mt in MigrateType::ALL {
+            let _ = write!(s, " {:>12}", mt.name());
+        }
+        s.push('\n');
+        for z in &self.zones {
+            let _ = write!(s, "Node 0, zone {:>8}    ", z.zone);
+            for n in z.pageblocks {
+                let _ = write!(s, " {n:>12}");
+            }
+            s.push('\n');
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "problem: {p}");
+        }
+        s
+    }
+}
+
 /// One cache of the `slabinfo` view.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheReport {
@@ -292,6 +408,17 @@ pub struct MeminfoReport {
     pub user_anon_kb: u64,
     /// The page cache (blocks owned `PageCache`).
     pub page_cache_kb: u64,
+    /// /proc/meminfo's Hugetlb: blocks owned `HugeTlb` (the pool), from
+    /// the page descriptors.
+    pub hugetlb_kb: u64,
+    /// HugePages_Total, as the guest's pool counts it (descriptor).
+    pub hugepages_total: u64,
+    /// HugePages_Free.
+    pub hugepages_free: u64,
+    /// HugePages_Rsvd.
+    pub hugepages_rsvd: u64,
+    /// HugePages_Surp.
+    pub hugepages_surp: u64,
     /// kmalloc requests too large for a cache.
     pub kmalloc_large_kb: u64,
     /// Allocated and owned `Reserved`.
@@ -322,6 +449,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
     let kb = |pages: u64| pages * 4;
     let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other, mut cache) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut hugetlb = 0u64;
     for b in &gs.blocks {
         let n = 1u64 << b.order;
         managed += n;
@@ -333,6 +461,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
                 PageOwner::PageTable => pt += n,
                 PageOwner::Vmalloc => vm += n,
                 PageOwner::UserAnon => user += n,
+                PageOwner::HugeTlb => hugetlb += n,
                 PageOwner::KmallocLarge => large += n,
                 PageOwner::Reserved => res += n,
                 PageOwner::Slab => slab += n,
@@ -359,6 +488,11 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
         vmalloc_kb: kb(vm),
         user_anon_kb: kb(user),
         page_cache_kb: kb(cache),
+        hugetlb_kb: kb(hugetlb),
+        hugepages_total: gs.desc.huge.hugepages_total,
+        hugepages_free: gs.desc.huge.hugepages_free,
+        hugepages_rsvd: gs.desc.huge.hugepages_rsvd,
+        hugepages_surp: gs.desc.huge.hugepages_surp,
         kmalloc_large_kb: kb(large),
         reserved_owned_kb: kb(res),
         other_kb: kb(other),
@@ -369,7 +503,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
 
 impl MeminfoReport {
     /// /proc/meminfo's own fields first, in its order and with its names
-    /// (the ones this kernel has: no page cache, no huge-page pool), then
+    /// (the ones this kernel has: no page cache), then
     /// this kernel's extras. The guest's `meminfo` prints the same lines
     /// from its own counters, so the two can be compared line by line.
     pub fn render(&self) -> String {
@@ -390,7 +524,15 @@ impl MeminfoReport {
         ] {
             line(name, v);
         }
-        let _ = writeln!(s, "HugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB");
+        for (name, v) in [
+            ("HugePages_Total", self.hugepages_total),
+            ("HugePages_Free", self.hugepages_free),
+            ("HugePages_Rsvd", self.hugepages_rsvd),
+            ("HugePages_Surp", self.hugepages_surp),
+        ] {
+            let _ = writeln!(s, "{:<16}{v:>8}", format!("{name}:"));
+        }
+        let _ = writeln!(s, "Hugepagesize:       2048 kB\nHugetlb:        {:>8} kB", self.hugetlb_kb);
         let mut line = |name: &str, v: u64| {
             let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
         };

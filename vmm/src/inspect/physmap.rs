@@ -55,6 +55,8 @@ pub enum FrameClass {
     UserAnon,
     /// The page cache (file data: initramfs and tmpfs files).
     PageCache,
+    /// A 2 MiB page of the hugetlb pool.
+    HugeTlb,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -67,7 +69,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 19] = [
+    pub const ALL: [FrameClass; 20] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -83,6 +85,7 @@ impl FrameClass {
         FrameClass::Vmalloc,
         FrameClass::UserAnon,
         FrameClass::PageCache,
+        FrameClass::HugeTlb,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -122,6 +125,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "#1f78b4",
             FrameClass::UserAnon => "#ffd92f",
             FrameClass::PageCache => "#66c2a5",
+            FrameClass::HugeTlb => "#e6ab02",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -147,6 +151,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "vmalloc backing",
             FrameClass::UserAnon => "user anonymous",
             FrameClass::PageCache => "page cache (file data)",
+            FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",
@@ -159,7 +164,14 @@ impl FrameClass {
 pub struct PhysMap {
     slots: Vec<Slot>,
     frames: Vec<Vec<FrameClass>>,
+    /// The guest's pageblock migratetypes (one byte per 2 MiB from the
+    /// pfn given), drawn as a band under each row when set.
+    pageblocks: Option<(Vec<u8>, u64)>,
 }
+
+/// Colours and labels of the pageblock band, by `MigrateType as u8`.
+const PAGEBLOCK_BAND: [(&str, &str); 3] =
+    [("#d62728", "pageblock unmovable"), ("#2ca02c", "pageblock movable"), ("#17becf", "pageblock reclaimable")];
 
 impl PhysMap {
     /// All RAM as [`FrameClass::Ram`].
@@ -167,7 +179,21 @@ impl PhysMap {
         PhysMap {
             slots: slots.to_vec(),
             frames: slots.iter().map(|s| vec![FrameClass::Ram; (s.size / 4096) as usize]).collect(),
+            pageblocks: None,
         }
+    }
+
+    /// Draws the guest's pageblock migratetypes (`types`, one byte per
+    /// 2 MiB pageblock from pfn `base`) as a band under each row.
+    pub fn set_pageblocks(&mut self, types: Vec<u8>, base: u64) {
+        self.pageblocks = (!types.is_empty()).then_some((types, base));
+    }
+
+    /// The pageblock band's colour index at guest-physical `gpa`.
+    fn pageblock_at(&self, gpa: u64) -> Option<usize> {
+        let (types, base) = self.pageblocks.as_ref()?;
+        let i = ((gpa >> 12).checked_sub(*base)? >> 9) as usize;
+        types.get(i).map(|&t| (t as usize).min(PAGEBLOCK_BAND.len() - 1))
     }
 
     /// Paints `[start, end)` (guest-physical) with `class` where it outranks
@@ -267,7 +293,22 @@ impl PhysMap {
                 crate::memory::human(n * 4096)
             );
         }
-        let legend_rows = (FrameClass::ALL.len() as u64).div_ceil(cols);
+        let mut entries = FrameClass::ALL.len() as u64;
+        if self.pageblocks.is_some() {
+            for (colour, label) in PAGEBLOCK_BAND {
+                let (col, row) = (entries % cols, entries / cols);
+                let (lx, ly) = (4 + col * col_w, 44 + row * 16);
+                let _ = writeln!(
+                    legend,
+                    r##"<rect x="{lx}" y="{}" width="12" height="4" fill="{colour}"/><text x="{}" y="{}" font-size="12">{label} (the band under each row)</text>"##,
+                    ly + 4,
+                    lx + 18,
+                    ly + 10
+                );
+                entries += 1;
+            }
+        }
+        let legend_rows = entries.div_ceil(cols);
         let mut body = String::new();
         let mut y = 44 + legend_rows * 16 + 12;
         let mut prev_end = 0u64;
@@ -314,6 +355,29 @@ impl PhysMap {
                     x += run;
                 }
                 y += ROW_H;
+                if self.pageblocks.is_some() {
+                    // The pageblock band: one strip per run of pageblocks
+                    // of one migratetype.
+                    let px_gpa = |x: usize| row_gpa + x as u64 * per_px * 4096;
+                    let mut x = 0usize;
+                    while x < cells.len() {
+                        let t = self.pageblock_at(px_gpa(x));
+                        let run = (x..cells.len()).take_while(|&d| self.pageblock_at(px_gpa(d)) == t).count();
+                        if let Some(t) = t {
+                            let _ = writeln!(
+                                body,
+                                r#"<rect x="{}" y="{y}" width="{run}" height="2" fill="{}"><title>{:#x}-{:#x}: {}</title></rect>"#,
+                                LEFT + x as u64,
+                                PAGEBLOCK_BAND[t].0,
+                                px_gpa(x),
+                                px_gpa(x + run) - 1,
+                                PAGEBLOCK_BAND[t].1
+                            );
+                        }
+                        x += run;
+                    }
+                    y += 3;
+                }
             }
             y += 6;
         }

@@ -73,6 +73,9 @@ pub enum ViewSpec {
     /// `extfrag`: unusable and fragmentation indexes per zone and order
     /// (the guest's descriptor).
     Extfrag,
+    /// `pagetypeinfo`: free blocks per migratetype and pageblocks per
+    /// type (the guest's descriptor and pageblock array).
+    Pagetypeinfo,
     /// `slabinfo`: slab caches (the guest's descriptor).
     Slabinfo,
     /// `meminfo`: frames by owner (the guest's descriptor).
@@ -103,6 +106,7 @@ impl ViewSpec {
             ViewSpec::Physmap { .. } => "physmap",
             ViewSpec::Buddyinfo => "buddyinfo",
             ViewSpec::Extfrag => "extfrag",
+            ViewSpec::Pagetypeinfo => "pagetypeinfo",
             ViewSpec::Slabinfo => "slabinfo",
             ViewSpec::Meminfo => "meminfo",
             ViewSpec::Ps => "ps",
@@ -115,7 +119,7 @@ impl ViewSpec {
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, slabinfo, meminfo, ps, vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -184,6 +188,7 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "dirty" => no_arg(ViewSpec::Dirty),
         "buddyinfo" => no_arg(ViewSpec::Buddyinfo),
         "extfrag" => no_arg(ViewSpec::Extfrag),
+        "pagetypeinfo" => no_arg(ViewSpec::Pagetypeinfo),
         "slabinfo" => no_arg(ViewSpec::Slabinfo),
         "meminfo" => no_arg(ViewSpec::Meminfo),
         "ps" => no_arg(ViewSpec::Ps),

@@ -31,14 +31,14 @@ const PAGE_EXT: u64 = 16;
 
 /// Reads the guest kernel's virtual memory through its page tables, one
 /// translation per page.
-struct Kva<'a> {
+pub(crate) struct Kva<'a> {
     phys: GuestPhys<'a>,
     ctx: CpuContext,
     pages: HashMap<u64, Option<u64>>,
 }
 
 impl<'a> Kva<'a> {
-    fn new(gs: &GuestState<'a>) -> Self {
+    pub(crate) fn new(gs: &GuestState<'a>) -> Self {
         Kva { phys: GuestPhys(gs.memory()), ctx: gs.kctx, pages: HashMap::new() }
     }
 
@@ -51,7 +51,7 @@ impl<'a> Kva<'a> {
     }
 
     /// `buf.len()` bytes at `va`, page by page.
-    fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), String> {
+    pub(crate) fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), String> {
         let mut done = 0;
         while done < buf.len() {
             let at = va + done as u64;

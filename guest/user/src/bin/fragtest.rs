@@ -9,18 +9,21 @@
 //! A page back (the migrated ones included) counting the words that
 //! differ. With bit 32 of the argument set, the compaction comes from
 //! an order-9 allocation's slow path (direct compaction) instead of
-//! compact_memory. Checkpoints `fragmented` (B unmapped) and `compacted` let the
+//! compact_memory; with bit 33, kcompactd does it: an order-9 allocation
+//! that may not compact fails and wakes it, and the program yields until
+//! an order-9 block is free. Checkpoints `fragmented` (B unmapped) and `compacted` let the
 //! host inspect and verify both moments.
 //!
 //! Exit status: 0 all held; 2 mmap failed; 3 an order-9 block was still
 //! free after fragmenting (not enough pages to fragment memory); 4 no page
 //! migrated (or, direct, the allocation failed); 5 order 9 still failed after compaction; 6 the unusable index
-//! did not fall; 7 data changed.
+//! did not fall; 7 data changed; 8 (kcompactd) the allocation did not
+//! fail or kcompactd was not woken.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, getpid, mmap, munmap, println, syscall3, PAGE};
+use ulib::{checkpoint, getpid, mmap, munmap, println, sched_yield, syscall3, vmstat, PAGE};
 
 ulib::entry!(main);
 
@@ -74,7 +77,40 @@ fn main(arg: u64) -> i32 {
     // Bit 32 of the argument: let an order-9 allocation's slow path
     // compact (direct compaction) instead of asking for compact_memory.
     let direct = arg & (1 << 32) != 0;
-    let migrated = compact(if direct { 4 } else { 0 });
+    // Bit 33: kcompactd. An order-9 allocation that may not compact
+    // fails and wakes it; yielding lets it run (it goes ahead of the
+    // processes), until an order-9 block is free.
+    let daemon = arg & (1 << 33) != 0;
+    let migrated = if daemon {
+        let wakes = |v: &[u64; VMSTAT_COUNT]| v[VMSTAT_NAMES.iter().position(|&n| n == "compact_daemon_wake").unwrap()];
+        let scanned =
+            |v: &[u64; VMSTAT_COUNT]| v[VMSTAT_NAMES.iter().position(|&n| n == "compact_migrate_scanned").unwrap()];
+        let before = vmstat();
+        let migrated_before = compact(6);
+        let failed = compact(5);
+        let mut yields = 0;
+        while compact(1) != 1 && yields < 20 {
+            sched_yield();
+            yields += 1;
+        }
+        let after = vmstat();
+        println!(
+            "fragtest[{}]: kcompactd: the non-compacting order-9 allocation {}; compact_daemon_wake {} -> {}, compact_migrate_scanned {} -> {}, after {} yields",
+            pid,
+            if failed == 1 { "succeeded" } else { "failed" },
+            wakes(&before),
+            wakes(&after),
+            scanned(&before),
+            scanned(&after),
+            yields
+        );
+        if failed == 1 || wakes(&after) <= wakes(&before) {
+            return 8;
+        }
+        compact(6) - migrated_before
+    } else {
+        compact(if direct { 4 } else { 0 })
+    };
     let ok_after = compact(1);
     let u_after = compact(2);
     let mut bad = 0u64;
@@ -88,7 +124,13 @@ fn main(arg: u64) -> i32 {
     println!(
         "fragtest[{}]: compacted ({}): {} pages migrated, order-9 allocation {}, unusable index {} -> {}, {} A pages read back, {} bad words",
         pid,
-        if direct { "direct, by an order-9 allocation" } else { "compact_memory" },
+        if daemon {
+            "kcompactd, woken by a failed order-9 allocation"
+        } else if direct {
+            "direct, by an order-9 allocation"
+        } else {
+            "compact_memory"
+        },
         migrated,
         if ok_after == 1 { "succeeds" } else { "fails" },
         u_before,
