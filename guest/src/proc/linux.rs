@@ -152,6 +152,15 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         85 => sys_openat(AT_FDCWD as u64, a[0], O_CREAT | O_TRUNC | 1, a[1]), // creat
         87 => sys_unlinkat(AT_FDCWD as u64, a[0], 0),
         263 => sys_unlinkat(a[0], a[1], a[2]),
+        // Signals (signal.rs).
+        13 => super::signal::sys_rt_sigaction(a[0], a[1], a[2], a[3]),
+        14 => super::signal::sys_rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        34 => super::signal::sys_pause(),
+        62 => super::signal::sys_kill(a[0], a[1]),
+        127 => super::signal::sys_rt_sigpending(a[0], a[1]),
+        130 => super::signal::sys_rt_sigsuspend(a[0], a[1]),
+        200 => super::signal::sys_tgkill(0, a[0], a[1]),
+        234 => super::signal::sys_tgkill(a[0], a[1], a[2]),
         _ => return None,
     })
 }
@@ -1194,8 +1203,9 @@ fn sys_getrandom(buf: u64, len: u64) -> i64 {
 /// What fork copies besides the address space: the thread pointer, the
 /// open files and the executable's path.
 pub fn fork_task_state(child: u64) {
-    let Some((fs_base, files, exe, cmdline)) =
-        sched::with_current(|t| (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone()))
+    let Some((fs_base, files, exe, cmdline, signal)) = sched::with_current(|t| {
+        (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone(), alloc::boxed::Box::new(t.signal.fork()))
+    })
     else {
         return;
     };
@@ -1204,5 +1214,6 @@ pub fn fork_task_state(child: u64) {
         t.files = files;
         t.exe = exe;
         t.cmdline = cmdline;
+        t.signal = signal;
     });
 }
