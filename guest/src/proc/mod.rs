@@ -20,6 +20,7 @@ pub mod exec;
 pub mod fault;
 pub mod linux;
 pub mod mm;
+pub mod mman;
 pub mod report;
 pub mod sabotage;
 pub mod sched;

@@ -299,7 +299,11 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
 /// moves to it at once), its new name and executable, no thread pointer,
 /// and its close-on-exec files closed. The old address space, for the
 /// caller to tear down (None for the idle task).
-pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+    // The resource limits outlive the image (they are the process's).
+    if let Some(limits) = current_mm().map(|m| m.with(|old| old.rlimits)) {
+        mm.rlimits = limits;
+    }
     let pgd = mm.pgd;
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
     cell.set(mm);

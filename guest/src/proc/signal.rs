@@ -272,7 +272,9 @@ enum DefaultAction {
 /// Linux's default actions (signal(7)).
 fn default_action(sig: u64) -> DefaultAction {
     match sig {
-        SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU | SIGXFSZ | SIGSYS => DefaultAction::Core,
+        SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU | SIGXFSZ | SIGSYS => {
+            DefaultAction::Core
+        }
         SIGCHLD | SIGCONT | SIGURG | SIGWINCH => DefaultAction::Ignore,
         SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU => DefaultAction::Stop,
         _ => DefaultAction::Terminate,
@@ -653,7 +655,16 @@ fn setup_rt_frame(frame: &mut TrapFrame, sig: u64, action: SigAction, info: SigI
     put(uc, UC_FLAGS);
     put(uc + 8, 0);
     put(uc + 16, alt.0);
-    put(uc + 24, if alt.1 == 0 { SS_DISABLE } else if on_alt_before { SS_ONSTACK } else { 0 });
+    put(
+        uc + 24,
+        if alt.1 == 0 {
+            SS_DISABLE
+        } else if on_alt_before {
+            SS_ONSTACK
+        } else {
+            0
+        },
+    );
     put(uc + 32, alt.1);
     let mc = uc + UC_MCONTEXT;
     let regs = [
