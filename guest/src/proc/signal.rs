@@ -640,7 +640,7 @@ fn setup_rt_frame(frame: &mut TrapFrame, sig: u64, action: SigAction, info: SigI
     let sp = altstack_top(&action, frame.rsp).unwrap_or(frame.rsp.wrapping_sub(128));
     let fp_at = (sp.wrapping_sub(512)) & !63;
     let frame_at = ((fp_at.wrapping_sub(FRAME_SIZE)) & !15).wrapping_sub(8);
-    if frame_at >= USER_LIMIT || frame_at < 4096 {
+    if !(4096..USER_LIMIT).contains(&frame_at) {
         return Err("the stack pointer is outside user space");
     }
     let mut fpu = FpuState([0; 512]);
