@@ -15,7 +15,7 @@
 //! - RLIMIT_AS caps the address space (mmap, brk, mremap, stack growth:
 //!   ENOMEM, or SIGSEGV for the stack), RLIMIT_STACK the stack's growth.
 
-use super::abi::{EFAULT, EINVAL, ENOMEM, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED};
+use super::abi::{EFAULT, EINVAL, ENOMEM, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED};
 use super::fault::{user_pt, PtFrames};
 use super::mm::{Errno, MmStruct, TASK_SIZE};
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
@@ -31,8 +31,6 @@ use mm_core::vma::{VmFlags, Vma};
 
 /// Linux's `VM_ACCOUNT`: the VMA is charged to Committed_AS.
 pub const VM_ACCOUNT: VmFlags = VmFlags(0x0010_0000);
-/// `MAP_NORESERVE`: no charge (ignored under overcommit_memory=2).
-const MAP_NORESERVE: u64 = 0x4000;
 /// Number of resource limits (`RLIM_NLIMITS`).
 pub const RLIM_NLIMITS: usize = 16;
 /// `RLIMIT_STACK`.

@@ -114,6 +114,10 @@ pub const MAP_PRIVATE: u64 = 0x02;
 pub const MAP_FIXED: u64 = 0x10;
 /// Not backed by a file.
 pub const MAP_ANONYMOUS: u64 = 0x20;
+/// `MAP_NORESERVE`: not charged to Committed_AS, so the overcommit
+/// heuristic (mode 0) lets a mapping larger than RAM + swap through, as
+/// the programs that set out to exhaust memory need.
+pub const MAP_NORESERVE: u64 = 0x4000;
 
 /// No such child (`wait4`).
 pub const ECHILD: i64 = 10;
