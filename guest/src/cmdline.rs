@@ -24,6 +24,8 @@
 //! `vmstat`      print the event counters (/proc/vmstat)
 //! `swaps`, `free` print /proc/swaps and free(1)'s table
 //! `swappiness=N` vm.swappiness (0..200)
+//! `overcommit_memory=N` vm.overcommit_memory (0 heuristic, 1 always, 2 never)
+//! `overcommit_ratio=N` vm.overcommit_ratio (percent of RAM in CommitLimit)
 //! `swaptest=PAGES[,fork][,yield][,STRIDE]` the swap proof program
 //! `compact_memory` compact all memory now (/proc/sys/vm/compact_memory)
 //! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
@@ -115,6 +117,19 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             ("vmstat", None) => crate::mm::vmstat::print(),
             ("swaps", None) => crate::mm::swap::print_swaps(),
             ("free", None) => crate::mm::procfs::free(),
+            ("overcommit_memory", Some(v)) => {
+                if !parse_u64(v).is_some_and(crate::mm::overcommit::set_overcommit_memory) {
+                    kprintln!("cmdline: overcommit_memory={}: want 0, 1 or 2", v);
+                    code = 2;
+                }
+            }
+            ("overcommit_ratio", Some(v)) => match parse_u64(v) {
+                Some(n) => crate::mm::overcommit::set_overcommit_ratio(n),
+                None => {
+                    kprintln!("cmdline: overcommit_ratio={}: not a number", v);
+                    code = 2;
+                }
+            },
             ("swappiness", Some(v)) => match parse_u64(v) {
                 Some(n) if n <= mm_core::lru::MAX_SWAPPINESS as u64 => crate::mm::swap::set_swappiness(n as u32),
                 _ => {

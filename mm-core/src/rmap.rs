@@ -32,9 +32,10 @@
 //! cuts through it, copied by `fork`, dropped by `munmap` and exit. The
 //! caller mirrors those calls: `munmap` -> [`AnonRmap::unlink_anon_vmas`],
 //! `fork` -> [`AnonRmap::anon_vma_fork`], `exit_mmap` ->
-//! [`AnonRmap::exit_mmap`]. `mprotect` and VMA merges need no call: a range
-//! is not a VMA's bounds, only where that VMA's pages may be. `mremap` is
-//! not supported (anon pages keep `index == address / PAGE_SIZE`).
+//! [`AnonRmap::exit_mmap`], `mremap`'s move -> [`AnonRmap::move_range`]
+//! (the moved VMA keeps its `vm_pgoff`, so its pages' indexes stay valid).
+//! `mprotect` and VMA merges need no call: a range is not a VMA's bounds,
+//! only where that VMA's pages may be.
 //!
 //! An anon_vma lives while a range links it or a page pins it
 //! ([`AnonRmap::anon_vma_get`]: the swap cache holding a swapped-out
@@ -305,6 +306,33 @@ impl AnonRmap {
             self.mms.get(&mm).map(|m| m.range(start..end).map(|(&s, _)| s).collect()).unwrap_or_default();
         for s in starts {
             self.unlink(mm, s);
+        }
+    }
+
+    /// `mremap`'s move (`move_vma` -> `copy_vma` + `anon_vma_clone`): the
+    /// anon ranges of `mm` in `[start, end)` move to `new_start` keeping
+    /// their page offset and anon_vma chain, so every page already
+    /// mapped there (which keeps its `index`) is found at its new address.
+    /// The destination must hold no range (the caller unmapped it).
+    pub fn move_range(&mut self, mm: MmId, start: u64, end: u64, new_start: u64) {
+        if start >= end {
+            return;
+        }
+        self.split(mm, start);
+        self.split(mm, end);
+        let moved: Vec<(u64, AnonRange)> =
+            self.mms.get(&mm).map(|m| m.range(start..end).map(|(&s, r)| (s, r.clone())).collect()).unwrap_or_default();
+        for (s, r) in moved {
+            // Take it out of its anon_vmas' user sets without freeing them
+            // (the range comes straight back, linked to the same ones).
+            for id in &r.chain {
+                if let Some(a) = self.anon_vmas.get_mut(id) {
+                    a.users.remove(&(mm, s));
+                }
+            }
+            self.mms.get_mut(&mm).map(|m| m.remove(&s));
+            let to = new_start + (s - start);
+            self.link(mm, to, AnonRange { end: to + (r.end - s), ..r });
         }
     }
 

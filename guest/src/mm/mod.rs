@@ -14,6 +14,7 @@ pub mod layout;
 pub mod memblock;
 pub mod migrate;
 pub mod oom_kill;
+pub mod overcommit;
 pub mod page_alloc;
 pub mod paging;
 pub mod phys;

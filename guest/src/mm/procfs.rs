@@ -64,6 +64,8 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "Shmem:          {} kB", kb(shmem));
     let _ = writeln!(w, "Slab:           {} kB", kb(slab_pages));
     let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
+    let _ = writeln!(w, "CommitLimit:    {} kB", kb(super::overcommit::commit_limit()));
+    let _ = writeln!(w, "Committed_AS:   {} kB", kb(super::overcommit::committed_as()));
     let _ =
         writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
     super::hugetlb::meminfo(w);

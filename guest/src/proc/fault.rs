@@ -7,7 +7,7 @@
 //! when this is the frame's last user, copy otherwise). A fault no VMA
 //! allows is a segfault: the caller kills the process.
 
-use super::mm::{get_page, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP, STACK_LIMIT};
+use super::mm::{get_page, leaf_flags, page_count, put_page, MmStruct, MM_GLOBALS, STACK_GUARD_GAP};
 use crate::arch::cpu;
 use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
 use crate::mm::{BuddyFrames, PageAlloc, PAGES};
@@ -85,7 +85,9 @@ fn expand_stack(mm: &mut MmStruct, addr: u64) -> Option<Vma> {
     }
     let new_start = addr & !(PAGE_SIZE - 1);
     let top = above.end;
-    if top - new_start > STACK_LIMIT {
+    // RLIMIT_STACK and RLIMIT_AS (Linux's acct_stack_growth): beyond
+    // them the fault is a SIGSEGV.
+    if top - new_start > mm.rlimits[super::mman::RLIMIT_STACK].0 || mm.may_expand_vm(above.start - new_start).is_err() {
         return None;
     }
     if let Some(below) = mm.vmas.iter().take_while(|v| v.start < new_start).last() {

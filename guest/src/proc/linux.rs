@@ -112,7 +112,6 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         79 => sys_getcwd(a[0], a[1]),
         89 => sys_readlinkat(AT_FDCWD as u64, a[0], a[1], a[2]),
         96 => sys_gettimeofday(a[0]),
-        97 => sys_prlimit(0, a[0], 0, a[1]),
         102 | 104 | 107 | 108 => 0, // getuid, getgid, geteuid, getegid: root
         110 => sched::with_current(|t| t.parent as i64).unwrap_or(0),
         111 | 186 => sched::current_pid() as i64, // getpgrp, gettid
@@ -135,7 +134,6 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         // dies holding a robust futex, and there are no threads yet.
         273 => 0,
         292 => sys_dup3(a[0], a[1], a[2], false),
-        302 => sys_prlimit(a[0], a[1], a[2], a[3]),
         98 => sys_getrusage(a[0], a[1]),
         318 => sys_getrandom(a[0], a[1]),
         // ---- files, pipes, tmpfs (fs/: the procfs branch) ----
@@ -152,6 +150,23 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         85 => sys_openat(AT_FDCWD as u64, a[0], O_CREAT | O_TRUNC | 1, a[1]), // creat
         87 => sys_unlinkat(AT_FDCWD as u64, a[0], 0),
         263 => sys_unlinkat(a[0], a[1], a[2]),
+        // Signals (signal.rs).
+        13 => super::signal::sys_rt_sigaction(a[0], a[1], a[2], a[3]),
+        14 => super::signal::sys_rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        34 => super::signal::sys_pause(),
+        62 => super::signal::sys_kill(a[0], a[1]),
+        127 => super::signal::sys_rt_sigpending(a[0], a[1]),
+        130 => super::signal::sys_rt_sigsuspend(a[0], a[1]),
+        200 => super::signal::sys_tgkill(0, a[0], a[1]),
+        234 => super::signal::sys_tgkill(a[0], a[1], a[2]),
+        // Address space and limits (mman.rs).
+        25 => super::mman::sys_mremap(a),
+        26 => super::mman::sys_msync(a[0], a[1], a[2]),
+        27 => super::mman::sys_mincore(a[0], a[1], a[2]),
+        97 => super::mman::sys_prlimit(0, a[0], 0, a[1]),
+        160 => super::mman::sys_prlimit(0, a[0], a[1], 0),
+        302 => super::mman::sys_prlimit(a[0], a[1], a[2], a[3]),
+        332 => sys_statx(a[0], a[1], a[2], a[4]),
         _ => return None,
     })
 }
@@ -822,6 +837,60 @@ fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
     }
 }
 
+/// `statx(dirfd, path, flags, mask, buf)`: `struct statx` (256 bytes)
+/// from the same facts as `struct stat`, every basic field filled
+/// (STATX_BASIC_STATS) whatever the mask asks.
+fn sys_statx(dirfd: u64, path: u64, flags: u64, buf: u64) -> i64 {
+    const STATX_BASIC_STATS: u64 = 0x7ff;
+    let p = match user_path(path) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let kind = if p.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return -ENOENT;
+        }
+        match get_file(dirfd) {
+            Ok(f) => f.kind,
+            Err(e) => return e,
+        }
+    } else {
+        let abs = match resolve(dirfd, &p) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        if abs == "/dev/tty" || abs == "/dev/console" {
+            FileKind::Terminal(false)
+        } else {
+            let found = if flags & AT_SYMLINK_NOFOLLOW != 0 { fs::lookup_nofollow(&abs) } else { fs::lookup(&abs) };
+            match found {
+                Some((ino, _)) => FileKind::Initrd(ino),
+                None => return -ENOENT,
+            }
+        }
+    };
+    let st = stat_of(kind);
+    let field = |at: usize| u64::from_le_bytes(st[at..at + 8].try_into().unwrap_or([0; 8]));
+    let mut x = [0u8; 256];
+    let mut put = |at: usize, v: u64, n: usize| x[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    put(0, STATX_BASIC_STATS, 4); // stx_mask
+    put(4, field(56), 4); // stx_blksize
+    put(16, field(16), 4); // stx_nlink
+    put(28, field(24) & 0xffff, 2); // stx_mode
+    put(32, field(8), 8); // stx_ino
+    put(40, field(48), 8); // stx_size
+    put(48, field(64), 8); // stx_blocks
+    let (rdev, dev) = (field(40), field(0));
+    put(128, rdev >> 8, 4); // stx_rdev_major
+    put(132, rdev & 0xff, 4);
+    put(136, dev >> 8, 4); // stx_dev_major
+    put(140, dev & 0xff, 4);
+    match with_mm(|mm| copy_to_user(mm, buf, &x)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
 fn sys_faccessat(dirfd: u64, path: u64, mode: u64) -> i64 {
     let abs = match user_path(path).and_then(|p| resolve(dirfd, &p)) {
         Ok(a) => a,
@@ -1067,27 +1136,6 @@ fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
     }
 }
 
-/// `prlimit64(pid, resource, new, old)` (and `getrlimit`): the limits
-/// this kernel applies; setting is accepted and not enforced yet.
-fn sys_prlimit(_pid: u64, resource: u64, _new: u64, old: u64) -> i64 {
-    const INF: u64 = u64::MAX;
-    let (cur, max) = match resource {
-        3 => (super::mm::STACK_LIMIT, INF),    // RLIMIT_STACK
-        7 => (NR_OPEN as u64, NR_OPEN as u64), // RLIMIT_NOFILE
-        0..=15 => (INF, INF),
-        _ => return -EINVAL,
-    };
-    if old != 0 {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&cur.to_le_bytes());
-        b[8..].copy_from_slice(&max.to_le_bytes());
-        if let Err(e) = with_mm(|mm| copy_to_user(mm, old, &b)).unwrap_or(Err(-EFAULT)) {
-            return e;
-        }
-    }
-    0
-}
-
 /// `getrusage`: the page-fault counts (minor, major) of the caller
 /// (`RUSAGE_SELF`, across its execves) or of its reaped children
 /// (`RUSAGE_CHILDREN`); times and the rest are zero (not measured).
@@ -1195,9 +1243,9 @@ fn sys_getrandom(buf: u64, len: u64) -> i64 {
 /// What fork copies besides the address space: the thread pointer, the
 /// open files and the executable's path.
 pub fn fork_task_state(child: u64) {
-    let Some((fs_base, files, exe, cmdline)) =
-        sched::with_current(|t| (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone()))
-    else {
+    let Some((fs_base, files, exe, cmdline, signal)) = sched::with_current(|t| {
+        (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone(), alloc::boxed::Box::new(t.signal.fork()))
+    }) else {
         return;
     };
     sched::with_task(child, |t| {
@@ -1205,5 +1253,6 @@ pub fn fork_task_state(child: u64) {
         t.files = files;
         t.exe = exe;
         t.cmdline = cmdline;
+        t.signal = signal;
     });
 }

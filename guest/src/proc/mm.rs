@@ -64,6 +64,10 @@ pub struct MmStruct {
     pub stat: MmStat,
     /// Its name for the reverse map and reclaim (mm/swap.rs).
     pub id: mm_core::rmap::MmId,
+    /// The process's resource limits (soft, hard) by RLIMIT_* number,
+    /// kept with the address space they mostly limit: fork copies them,
+    /// execve carries them over (sched.rs `replace_mm`).
+    pub rlimits: [(u64, u64); super::mman::RLIM_NLIMITS],
 }
 
 /// Why an address-space operation failed, as an errno.
@@ -130,7 +134,7 @@ fn zero_pa() -> u64 {
 }
 
 /// Whether the CPU runs on `pgd` now (so its TLB entries need flushing).
-fn is_current(pgd: u64) -> bool {
+pub(super) fn is_current(pgd: u64) -> bool {
     cpu::read_cr3() & ADDR_MASK == pgd
 }
 
@@ -149,7 +153,8 @@ impl MmStruct {
         let pgd = pgd.0;
         let stat = MmStat { pt_pages: 1, ..MmStat::default() };
         let id = crate::mm::swap::register_mm(pgd);
-        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat, id })
+        let rlimits = super::mman::default_rlimits();
+        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat, id, rlimits })
     }
 
     /// Loads a static ELF executable (Linux's `load_elf_binary`): one VMA
@@ -226,7 +231,7 @@ impl MmStruct {
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):
     /// frames lose a reference, the TLB forgets them (Linux's
     /// `zap_page_range` + `tlb_finish_mmu`).
-    fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
+    pub(super) fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
         let zero = zero_pa();
         let current = is_current(self.pgd);
         let mut pages = 0u64;
@@ -280,6 +285,7 @@ impl MmStruct {
         for v in vmas.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
             crate::mm::hugetlb::unmap_hugetlb_vma(self.pgd, self.id, v);
         }
+        super::mman::unaccount(vmas.iter());
         SWAP.with(|s| {
             PAGES.with(|p| {
                 for v in vmas.iter() {
@@ -301,7 +307,14 @@ impl MmStruct {
     /// frame gains a reference. Returns the child's mm.
     pub fn dup_mmap(&mut self) -> Option<MmStruct> {
         let mut child = MmStruct::new()?;
+        // The child's accountable memory is charged anew (Linux's
+        // dup_mmap): under overcommit_memory=2 a fork can fail.
+        if !super::mman::account(self.vmas.iter()) {
+            child.exit_mmap();
+            return None;
+        }
         child.vmas = self.vmas.clone();
+        child.rlimits = self.rlimits;
         child.start_brk = self.start_brk;
         child.brk = self.brk;
         child.stat.brk = self.brk;
@@ -387,7 +400,7 @@ impl MmStruct {
 
     /// The range a new mapping of `len` bytes can take, top-down from
     /// the mmap base (Linux's `arch_get_unmapped_area_topdown`).
-    fn unmapped_area(&self, len: u64) -> Option<u64> {
+    pub(super) fn unmapped_area(&self, len: u64) -> Option<u64> {
         let mut end = MMAP_BASE;
         loop {
             let start = end.checked_sub(len)?;
@@ -430,6 +443,7 @@ impl MmStruct {
         for v in removed.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
             crate::mm::hugetlb::unmap_hugetlb_vma(self.pgd, self.id, v);
         }
+        super::mman::unaccount(removed.iter());
         SWAP.with(|s| {
             PAGES.with(|p| {
                 for v in &removed {
@@ -488,12 +502,34 @@ impl MmStruct {
             return crate::mm::hugetlb::mmap_hugetlb(self, addr, len, prot, flags);
         }
         let len = page_up(len);
-        let start = if flags & MAP_FIXED != 0 {
+        let mut vflags = VmFlags(prot as u32);
+        if shared {
+            vflags = vflags | VmFlags::SHARED;
+        }
+        // RLIMIT_AS and the overcommit charge, before anything changes
+        // (a MAP_FIXED over mapped memory replaces it: that part is not
+        // new address space).
+        let fixed = flags & MAP_FIXED != 0;
+        let replaced = if fixed { self.mapped_bytes(addr, addr.saturating_add(len)) } else { 0 };
+        self.may_expand_vm(len - replaced)?;
+        if super::mman::accountable(flags, prot) {
+            if !crate::mm::overcommit::vm_enough_memory(len / PAGE_SIZE) {
+                return Err(-ENOMEM);
+            }
+            vflags = vflags | super::mman::VM_ACCOUNT;
+        }
+        let uncharge = |e: Errno| {
+            if vflags.contains(super::mman::VM_ACCOUNT) {
+                crate::mm::overcommit::vm_unacct_memory(len / PAGE_SIZE);
+            }
+            e
+        };
+        let start = if fixed {
             if !addr.is_multiple_of(PAGE_SIZE) || addr < MMAP_MIN || addr.checked_add(len).is_none_or(|e| e > TASK_SIZE)
             {
-                return Err(-EINVAL);
+                return Err(uncharge(-EINVAL));
             }
-            self.munmap(addr, len)?;
+            self.munmap(addr, len).map_err(uncharge)?;
             addr
         } else if addr != 0
             && addr.is_multiple_of(PAGE_SIZE)
@@ -503,18 +539,14 @@ impl MmStruct {
         {
             addr
         } else {
-            self.unmapped_area(len).ok_or(-ENOMEM)?
+            self.unmapped_area(len).ok_or(-ENOMEM).map_err(uncharge)?
         };
-        let mut vflags = VmFlags(prot as u32);
-        if shared {
-            vflags = vflags | VmFlags::SHARED;
-        }
         let vma = if file {
             Vma { kind, pgoff, ..Vma::anon(start, start + len, vflags) }
         } else {
             Vma::anon(start, start + len, vflags)
         };
-        self.vmas.insert(vma).map_err(|_| -ENOMEM)?;
+        self.vmas.insert(vma).map_err(|_| uncharge(-ENOMEM))?;
         if shared && !file {
             for va in (start..start + len).step_by(PAGE_SIZE as usize) {
                 if super::fault::do_anonymous_page(self, va, vflags).is_err() {
@@ -581,8 +613,15 @@ impl MmStruct {
             if self.vmas.find_intersection(old_end, new_end + STACK_GUARD_GAP).is_some() {
                 return self.brk;
             }
-            let heap = Vma::anon(old_end, new_end, VmFlags::READ | VmFlags::WRITE);
+            // RLIMIT_AS, then the overcommit charge (the heap is always
+            // accounted, as Linux's brk).
+            let pages = (new_end - old_end) / PAGE_SIZE;
+            if self.may_expand_vm(new_end - old_end).is_err() || !crate::mm::overcommit::vm_enough_memory(pages) {
+                return self.brk;
+            }
+            let heap = Vma::anon(old_end, new_end, VmFlags::READ | VmFlags::WRITE | super::mman::VM_ACCOUNT);
             if self.vmas.insert(heap).is_err() {
+                crate::mm::overcommit::vm_unacct_memory(pages);
                 return self.brk;
             }
         } else if new_end < old_end && self.munmap(new_end, old_end - new_end).is_err() {

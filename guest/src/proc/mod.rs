@@ -20,9 +20,11 @@ pub mod exec;
 pub mod fault;
 pub mod linux;
 pub mod mm;
+pub mod mman;
 pub mod report;
 pub mod sabotage;
 pub mod sched;
+pub mod signal;
 pub mod syscall;
 pub mod sysnames;
 
@@ -256,9 +258,11 @@ pub fn oom_scenario(variant: Option<&str>) -> bool {
 /// Device interrupts and system calls (vectors >= 32).
 pub fn interrupt(frame: &mut TrapFrame) {
     interrupt_inner(frame);
-    // A task the OOM killer killed dies before it runs user code again.
+    // A task the OOM killer killed dies before it runs user code again;
+    // pending signals are delivered on the way out.
     if frame.cs & 3 == 3 {
         sched::exit_if_killed();
+        signal::do_signal(frame);
     }
 }
 
@@ -312,8 +316,10 @@ fn probe_fixup(frame: &mut TrapFrame, cr2: u64) -> bool {
 /// page faults, and fatal exceptions (the process dies, nothing else).
 pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
     user_exception_inner(frame, cr2);
-    // A task the OOM killer killed dies before it runs user code again.
+    // A task the OOM killer killed dies before it runs user code again;
+    // pending signals (a fault's among them) are delivered on the way out.
     sched::exit_if_killed();
+    signal::do_signal(frame);
 }
 
 fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
@@ -332,6 +338,9 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
             Some(Ok(())) => return,
             Some(Err(FaultError::Io)) => {
                 // Linux's VM_FAULT_SIGBUS: the page could not be read back.
+                if signal::force_sig_fault(frame, signal::SIGBUS, signal::BUS_ADRERR, cr2, cr2) {
+                    return;
+                }
                 let (name, pid, _) = sched::current_info();
                 kprintln!("{}[{}]: bus error reading swap at {:#x}", name, Dec(pid), cr2);
                 sched::do_exit(abi::SIGBUS)
@@ -360,7 +369,15 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
                 );
                 sched::do_exit(abi::SIGKILL)
             }
-            _ => {}
+            Some(Err(e)) => {
+                // A handler for SIGSEGV runs instead of the kill (user-level
+                // paging: it maps the page and returns to retry).
+                let code = if e == FaultError::AccErr { signal::SEGV_ACCERR } else { signal::SEGV_MAPERR };
+                if signal::force_sig_fault(frame, signal::SIGSEGV, code, cr2, cr2) {
+                    return;
+                }
+            }
+            None => {}
         }
         if probe_fixup(frame, cr2) {
             return;
@@ -377,6 +394,13 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
         );
         sched::do_exit(abi::SIGSEGV)
     }
+    let (sig, code) = signal::exception_signal(frame.vector);
+    // si_addr: the faulting instruction, except for #GP and #SS (Linux
+    // reports 0 there).
+    let addr = if code == signal::SI_KERNEL && sig == signal::SIGSEGV { 0 } else { frame.rip };
+    if signal::force_sig_fault(frame, sig, code, addr, 0) {
+        return;
+    }
     if frame.vector == GENERAL_PROTECTION && probe_fixup(frame, 0) {
         return;
     }
@@ -390,11 +414,5 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
         frame.rsp,
         frame.error_code
     );
-    let signal = match frame.vector {
-        0 | 16 | 19 => 8, // SIGFPE
-        1 | 3 => 5,       // SIGTRAP
-        6 => 4,           // SIGILL
-        _ => abi::SIGSEGV,
-    };
-    sched::do_exit(signal)
+    sched::do_exit(sig)
 }

@@ -91,6 +91,8 @@ pub struct Task {
     pub ru_children: Rusage,
     /// Its argument strings, each NUL-terminated (/proc/PID/cmdline).
     pub cmdline: alloc::vec::Vec<u8>,
+    /// Signal dispositions, mask, pending set (proc/signal.rs).
+    pub signal: Box<super::signal::SigState>,
 }
 
 /// The page-fault part of Linux's `struct rusage` (the rest is not
@@ -297,7 +299,11 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
 /// moves to it at once), its new name and executable, no thread pointer,
 /// and its close-on-exec files closed. The old address space, for the
 /// caller to tear down (None for the idle task).
-pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+    // The resource limits outlive the image (they are the process's).
+    if let Some(limits) = current_mm().map(|m| m.with(|old| old.rlimits)) {
+        mm.rlimits = limits;
+    }
     let pgd = mm.pgd;
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
     cell.set(mm);
@@ -310,6 +316,7 @@ pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option
         t.name = name;
         t.exe = exe;
         t.fs_base = 0;
+        t.signal.exec();
         for f in t.files.iter_mut() {
             if f.as_ref().is_some_and(|f| f.cloexec) {
                 closed.push(f.take());
@@ -332,6 +339,41 @@ pub fn replace_mm(mm: MmStruct, name: &'static str, exe: &'static str) -> Option
 /// Runs `f` on task `pid`.
 pub fn with_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
     SCHED.with(|s| s.tasks.get_mut(&pid).map(|t| f(t)))
+}
+
+/// Runs `f` on live task `pid` (not a zombie) for a signal sent to it;
+/// if `f` says the signal is deliverable, a sleeping task wakes (it
+/// finds the signal when it runs). None for no such task.
+pub fn signal_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> Result<bool, R>) -> Option<Result<bool, R>> {
+    SCHED.with(|s| {
+        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
+        let r = f(t);
+        if matches!(r, Ok(true)) && t.state == State::Waiting && t.mm.is_some() {
+            t.state = State::Runnable;
+            s.runq.push_back(pid);
+            publish_states(s);
+        }
+        Some(r)
+    })
+}
+
+/// Puts the running task to sleep unless `ready(task)` holds; true if it
+/// slept (and something woke it).
+pub fn sleep_unless(ready: impl FnOnce(&Task) -> bool) -> bool {
+    let slept = SCHED.with(|s| {
+        let cur = s.current;
+        let t = s.tasks.get_mut(&cur)?;
+        if ready(t) {
+            return None;
+        }
+        t.state = State::Waiting;
+        publish_states(s);
+        Some(())
+    });
+    if slept.is_some() {
+        schedule();
+    }
+    slept.is_some()
 }
 
 /// Pid of kswapd once started (0: not running).
@@ -392,6 +434,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         ru_self: Rusage::default(),
         ru_children: Rusage::default(),
         cmdline: alloc::vec::Vec::new(),
+        signal: Box::default(),
     });
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
@@ -533,6 +576,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         ru_self: Rusage::default(),
         ru_children: Rusage::default(),
         cmdline: alloc::vec::Vec::new(),
+        signal: Box::default(),
     });
     task.rsp = prepare_stack(task.kstack_top(), frame);
     let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
@@ -597,6 +641,8 @@ pub fn do_exit(status: u64) -> ! {
             None => panic!("do_exit from the idle task"),
         };
         if let Some(p) = s.tasks.get_mut(&parent) {
+            // SIGCHLD (dropped unless the parent catches it).
+            p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(cur, status));
             if p.state == State::Waiting {
                 p.state = State::Runnable;
                 s.runq.push_back(parent);
@@ -633,6 +679,8 @@ pub enum Reaped {
     NotYet,
     /// No child matches.
     NoChild,
+    /// A signal arrived while waiting (wait4 returns -ERESTARTSYS).
+    Interrupted,
 }
 
 /// The signal a killed task's wait status carries.
@@ -839,6 +887,9 @@ pub fn wait_child(pid: i64) -> Reaped {
         match reap(me, pid) {
             Reaped::NotYet => {
                 exit_if_killed();
+                if super::signal::pending() {
+                    return Reaped::Interrupted;
+                }
                 SCHED.with(|s| {
                     if let Some(t) = s.tasks.get_mut(&me) {
                         t.state = State::Waiting;
@@ -859,7 +910,7 @@ pub fn kernel_wait(pid: u64) -> Option<u64> {
     loop {
         match reap(0, pid as i64) {
             Reaped::Child(_, status, _) => return Some(status),
-            Reaped::NoChild => return None,
+            Reaped::NoChild | Reaped::Interrupted => return None,
             Reaped::NotYet => {
                 if SCHED.with(|s| s.runq.is_empty()) {
                     return None;

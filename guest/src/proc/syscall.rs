@@ -13,6 +13,10 @@ const SYS_EXECVE: u64 = 59;
 const SYS_VFORK: u64 = 58;
 /// `clone(flags, newsp, parent_tid, child_tid, tls)`.
 const SYS_CLONE: u64 = 56;
+/// `rt_sigreturn()`.
+const SYS_RT_SIGRETURN: u64 = 15;
+/// `sigaltstack(ss, old_ss)`.
+const SYS_SIGALTSTACK: u64 = 131;
 /// The clone flags of a fork (what glibc's `fork` passes: the exit
 /// signal in the low byte, and the tid pointers): no sharing.
 const CLONE_FORK_FLAGS: u64 = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
@@ -67,7 +71,14 @@ pub(super) fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
 /// user mode resumes).
 pub fn dispatch(frame: &mut TrapFrame) {
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    let ret: i64 = match frame.rax {
+    let nr = frame.rax;
+    let ret: i64 = match nr {
+        // The calls that need the user registers themselves (signal.rs).
+        SYS_RT_SIGRETURN => {
+            frame.rax = super::signal::sys_rt_sigreturn(frame) as u64;
+            return;
+        }
+        SYS_SIGALTSTACK => super::signal::sys_sigaltstack(a[0], a[1], frame.rsp),
         SYS_WRITE => super::linux::sys_write(a[0], a[1], a[2]),
         SYS_MMAP if a[3] & MAP_ANONYMOUS == 0 => super::linux::sys_mmap_file(a),
         SYS_MMAP => with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]).map_or_else(|e| e, |v| v as i64)).unwrap_or(-EFAULT),
@@ -85,7 +96,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_EXECVE => super::linux::sys_execve(frame, a[0], a[1], a[2]),
         SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
         SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
-        SYS_WAIT4 => sys_wait4(a[0] as i64, a[1], a[3]),
+        SYS_WAIT4 => sys_wait4(a[0] as i64, a[1], a[2], a[3]),
         SYS_MMSTAT => with_mm(|mm| {
             let st = sched::current_stat(mm);
             // SAFETY: MmStat is plain old data (repr(C), u64 fields only).
@@ -111,6 +122,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
+    // A call a signal interrupted: restarted, or -EINTR for the handler.
+    super::signal::syscall_restart(frame, nr);
 }
 
 /// `write` of a built-in program: fds 1 and 2 are the kernel console.
@@ -183,8 +196,22 @@ fn sys_clone(frame: &TrapFrame, flags: u64, parent_tid: u64, child_tid: u64) -> 
 
 /// `wait4(pid, status, options, rusage)`: the child's status and, when
 /// asked, its fault counts (its own and its reaped children's, as Linux's).
-fn sys_wait4(pid: i64, status_ptr: u64, rusage: u64) -> i64 {
-    match sched::wait_child(pid) {
+/// pid -1 (or 0, or a negative group id: there are no process groups yet)
+/// is any child; WNOHANG returns 0 while children live and none has exited.
+fn sys_wait4(pid: i64, status_ptr: u64, options: u64, rusage: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    let pid = pid as i32 as i64;
+    let pid = if pid <= 0 { -1 } else { pid };
+    let reaped = if options & WNOHANG != 0 {
+        match sched::reap(current_pid(), pid) {
+            Reaped::NotYet => return 0,
+            r => r,
+        }
+    } else {
+        sched::wait_child(pid)
+    };
+    match reaped {
+        Reaped::Interrupted => -super::signal::ERESTARTSYS,
         Reaped::Child(child, status, ru) => {
             // Linux's status is an `int`: four bytes, not eight (the
             // built-in programs' u64 reads the same, its upper half zero).

@@ -125,8 +125,10 @@ pub const MAP_PRIVATE: u64 = 0x02;
 pub const MAP_FIXED: u64 = 0x10;
 /// Not backed by a file.
 pub const MAP_ANONYMOUS: u64 = 0x20;
-/// Do not reserve hugetlb pages at mmap: a fault that finds the pool
-/// empty gets SIGBUS.
+/// `MAP_NORESERVE`: no hugetlb pages reserved at mmap (a fault that
+/// finds the pool empty gets SIGBUS), and not charged to Committed_AS, so
+/// the overcommit heuristic (mode 0) lets a mapping larger than RAM + swap
+/// through, as the programs that set out to exhaust memory need.
 pub const MAP_NORESERVE: u64 = 0x4000;
 /// Back the mapping with 2 MiB pages from the hugetlb pool (Linux's
 /// value); mmap fails with ENOMEM if the pool cannot reserve them.

@@ -236,3 +236,28 @@ proptest! {
         r.verify().unwrap();
     }
 }
+
+#[test]
+fn mremap_moves_ranges_and_the_walk_finds_pages_at_their_new_address() {
+    let mut r = AnonRmap::new();
+    let vma = Vma::anon(16 * P, 32 * P, RW);
+    let a = r.folio_add_new_anon_rmap(1, &vma, 20 * P, true).unwrap();
+    let b = r.folio_add_new_anon_rmap(1, &vma, 30 * P, true).unwrap();
+    r.anon_vma_fork(1, 2).unwrap();
+    // The child moves [18, 24) to 100: page 20 (index 20) is at 102 there;
+    // page 30 stays; the parent is untouched.
+    r.move_range(2, 18 * P, 24 * P, 100 * P);
+    assert_eq!(walk(&r, a), [(1, 20 * P), (2, 102 * P)]);
+    assert_eq!(walk(&r, b), [(1, 30 * P), (2, 30 * P)]);
+    // A new page faulted in the moved VMA (which kept vm_pgoff 18) gets
+    // the index its old place had, and is found where it is.
+    let moved = Vma { start: 100 * P, end: 106 * P, flags: RW, kind: VmaKind::Anon, pgoff: 18 };
+    let c = r.folio_add_new_anon_rmap(2, &moved, 101 * P, true).unwrap();
+    assert_eq!(c.index, 19);
+    assert_eq!(walk(&r, c), [(2, 101 * P)]);
+    r.verify().unwrap();
+    // Unmapping the moved range frees what only it linked.
+    r.unlink_anon_vmas(2, 100 * P, 106 * P);
+    assert_eq!(walk(&r, a), [(1, 20 * P)]);
+    r.verify().unwrap();
+}

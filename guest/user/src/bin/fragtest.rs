@@ -40,7 +40,7 @@ fn main(arg: u64) -> i32 {
     let pid = getpid();
     let half = ((arg & 0xffff_ffff) / 2).max(1);
     let prot = PROT_READ | PROT_WRITE;
-    let flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
     let (a, b) = (mmap(0, half * PAGE, prot, flags), mmap(0, half * PAGE, prot, flags));
     if a < 0 || b < 0 {
         println!("fragtest[{}]: mmap of 2 x {} pages failed ({} {})", pid, half, a, b);

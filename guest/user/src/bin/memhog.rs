@@ -44,7 +44,7 @@ fn main(arg: u64) -> i32 {
             return 3;
         }
         if off == 0 {
-            let a = mmap(0, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+            let a = mmap(0, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
             if a < 0 {
                 println!("memhog[{}]: mmap failed ({})", pid, a);
                 return 4;

@@ -53,7 +53,7 @@ fn main(arg: u64) -> i32 {
         s => s,
     };
     let pid = getpid();
-    let base = mmap(0, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    let base = mmap(0, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     if base < 0 {
         println!("swaptest[{}]: mmap of {} pages failed ({})", pid, pages, base);
         return 2;

@@ -41,7 +41,7 @@ fn main(arg: u64) -> i32 {
     let table = &mut table[..spec.zipf_pages as usize];
     zipf_table(table);
     let pages = (spec.zipf_pages + spec.scan_pages) as u64;
-    let base = mmap(0, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    let base = mmap(0, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     if base < 0 {
         println!("tracereplay[{}]: mmap failed ({})", pid, base);
         return 3;

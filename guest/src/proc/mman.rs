@@ -1,0 +1,355 @@
+//! The rest of the address-space system calls (Linux's mm/mremap.c,
+//! mm/mincore.c, mm/msync.c, the rlimit side of kernel/sys.c and
+//! mm/mmap.c's `may_expand_vm`) and the overcommit charge of a mapping
+//! (the policy itself is mm/overcommit.rs).
+//!
+//! - `mremap` shrinks in place, grows in place when the range after the
+//!   mapping is free, and otherwise (MREMAP_MAYMOVE, or MREMAP_FIXED to a
+//!   given address) moves it: the page-table entries move, the pages do
+//!   not (no copy, no fault afterwards; swap entries move too), and the
+//!   reverse map follows (mm-core's `AnonRmap::move_range`).
+//! - `mincore` reports resident pages from the page tables.
+//! - `msync` checks its range and flags and succeeds: anonymous and
+//!   private memory has nothing to write back, and file pages live in the
+//!   page cache of in-memory file systems (no device behind them).
+//! - RLIMIT_AS caps the address space (mmap, brk, mremap, stack growth:
+//!   ENOMEM, or SIGSEGV for the stack), RLIMIT_STACK the stack's growth.
+
+use super::abi::{EFAULT, EINVAL, ENOMEM, MAP_ANONYMOUS, MAP_HUGETLB, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED};
+use super::fault::{user_pt, PtFrames};
+use super::mm::{Errno, MmStruct, TASK_SIZE};
+use super::syscall::{copy_from_user, copy_to_user, with_mm};
+use crate::arch::cpu;
+use crate::mm::overcommit::{vm_enough_memory, vm_unacct_memory, OVERCOMMIT_NEVER};
+use crate::mm::phys::direct_map;
+use crate::mm::swap::SWAP;
+use crate::mm::PAGES;
+use alloc::vec::Vec;
+use mm_core::addr::{VirtAddr, PAGE_SIZE};
+use mm_core::paging::{LeafKinds, Level, Pte};
+use mm_core::vma::{VmFlags, Vma};
+
+/// Linux's `VM_ACCOUNT`: the VMA is charged to Committed_AS.
+pub const VM_ACCOUNT: VmFlags = VmFlags(0x0010_0000);
+/// Number of resource limits (`RLIM_NLIMITS`).
+pub const RLIM_NLIMITS: usize = 16;
+/// `RLIMIT_STACK`.
+pub const RLIMIT_STACK: usize = 3;
+/// `RLIMIT_NOFILE`.
+const RLIMIT_NOFILE: usize = 7;
+/// `RLIMIT_AS`.
+pub const RLIMIT_AS: usize = 9;
+/// `RLIM_INFINITY`.
+const RLIM_INFINITY: u64 = u64::MAX;
+const EPERM: i64 = 1;
+const ESRCH: i64 = 3;
+
+/// The limits a process starts with (Linux's INIT_RLIMITS: an 8 MiB
+/// stack, the descriptor table's size, the rest unlimited).
+pub fn default_rlimits() -> [(u64, u64); RLIM_NLIMITS] {
+    let mut r = [(RLIM_INFINITY, RLIM_INFINITY); RLIM_NLIMITS];
+    r[RLIMIT_STACK] = (super::mm::STACK_LIMIT, RLIM_INFINITY);
+    let nofile = crate::fs::file::NR_OPEN as u64;
+    r[RLIMIT_NOFILE] = (nofile, nofile);
+    r
+}
+
+/// Whether an anonymous mapping with these flags is charged (Linux's
+/// `accountable_mapping` for anonymous memory): shared memory, or
+/// private writable memory, unless MAP_NORESERVE outside mode 2. Hugetlb
+/// mappings are not: the pool's reservations account for them (Linux
+/// exempts hugetlbfs files too).
+pub fn accountable(flags: u64, prot: u64) -> bool {
+    if flags & MAP_HUGETLB != 0 {
+        return false;
+    }
+    if flags & MAP_NORESERVE != 0 && crate::mm::overcommit::overcommit_memory() != OVERCOMMIT_NEVER {
+        return false;
+    }
+    flags & MAP_ANONYMOUS != 0 && (flags & MAP_SHARED != 0 || (flags & MAP_PRIVATE != 0 && prot & 2 != 0))
+}
+
+fn accounted_pages<'a>(vmas: impl Iterator<Item = &'a Vma>) -> u64 {
+    vmas.filter(|v| v.flags.contains(VM_ACCOUNT)).map(|v| v.len() / PAGE_SIZE).sum()
+}
+
+/// Charges the accounted VMAs of `vmas` (fork's copy); false if the
+/// policy refuses.
+pub fn account<'a>(vmas: impl Iterator<Item = &'a Vma>) -> bool {
+    vm_enough_memory(accounted_pages(vmas))
+}
+
+/// Credits back the accounted VMAs of `vmas` (unmapped or exited).
+pub fn unaccount<'a>(vmas: impl Iterator<Item = &'a Vma>) {
+    vm_unacct_memory(accounted_pages(vmas));
+}
+
+impl MmStruct {
+    /// Bytes of `[start, end)` that are mapped.
+    pub fn mapped_bytes(&self, start: u64, end: u64) -> u64 {
+        self.vmas.iter().filter(|v| v.end > start && v.start < end).map(|v| v.end.min(end) - v.start.max(start)).sum()
+    }
+
+    /// Linux's `may_expand_vm`: -ENOMEM if `bytes` more address space
+    /// would pass RLIMIT_AS.
+    pub fn may_expand_vm(&self, bytes: u64) -> Result<(), Errno> {
+        let total: u64 = self.vmas.iter().map(|v| v.len()).sum();
+        if total.saturating_add(bytes) > self.rlimits[RLIMIT_AS].0 {
+            return Err(-ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Moves the page-table entries of `[old, old + len)` to `new`
+    /// (Linux's `move_page_tables`): present pages and swap entries alike,
+    /// without touching the pages. The destination has no entries.
+    fn move_page_tables(&mut self, old: u64, new: u64, len: u64) -> Result<(), Errno> {
+        let mut moved: Vec<(u64, Pte)> = Vec::new();
+        let mut phys = direct_map();
+        let _ = user_pt(self.pgd).for_each_leaf(&mut phys, old..old + len, LeafKinds::NonNone, |phys, l| {
+            moved.push((l.va.0, l.entry));
+            let _ = l.slot.write(phys, Pte::NONE);
+            true
+        });
+        if super::mm::is_current(self.pgd) {
+            cpu::flush_tlb();
+        }
+        let mut failed = false;
+        PAGES.with(|p| {
+            for &(va, e) in &moved {
+                // On failure (no memory for a table), what is left goes back
+                // where it was: its tables still exist.
+                let to = if failed { va } else { new + (va - old) };
+                let mut frames = PtFrames { p: &mut *p, count: &mut self.stat.pt_pages };
+                match user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(to), Level::Pte, true) {
+                    Ok((slot, _)) => {
+                        let _ = slot.write(&mut phys, e);
+                    }
+                    Err(_) if !failed => failed = true,
+                    Err(_) => {}
+                }
+            }
+        });
+        if failed {
+            return Err(-ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Linux's `move_vma`: `[old, old + old_len)` of `vma` becomes
+    /// `[new, new + new_len)` (the caller made room there); the pages
+    /// keep their offsets, so the VMA keeps its `vm_pgoff`.
+    fn move_vma(&mut self, vma: Vma, old: u64, old_len: u64, new: u64, new_len: u64) -> Result<u64, Errno> {
+        let pgoff = vma.pgoff + (old - vma.start) / PAGE_SIZE;
+        let moved = Vma { start: new, end: new + new_len, pgoff, ..vma };
+        self.vmas.insert(moved).map_err(|_| -ENOMEM)?;
+        if let Err(e) = self.move_page_tables(old, new, old_len) {
+            // Entries that could not move went back; undo the new VMA.
+            let _ = self.vmas.munmap(new, new + new_len);
+            return Err(e);
+        }
+        SWAP.with(|s| s.rmap.move_range(self.id, old, old + old_len, new));
+        // The old range is empty now: drop its VMA without a charge
+        // change (the charge moved with it).
+        let _ = self.vmas.munmap(old, old + old_len);
+        if vma.flags.contains(VmFlags::SHARED) {
+            self.populate_shared(new + old_len, new + new_len, vma.flags)?;
+        }
+        Ok(new)
+    }
+
+    /// A shared anonymous mapping's new pages exist at once (see `mmap`).
+    fn populate_shared(&mut self, start: u64, end: u64, flags: VmFlags) -> Result<(), Errno> {
+        for va in (start..end).step_by(PAGE_SIZE as usize) {
+            super::fault::do_anonymous_page(self, va, flags).map_err(|_| -ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// `mremap(old, old_len, new_len, flags, new_addr)`.
+    pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> Result<u64, Errno> {
+        const MREMAP_MAYMOVE: u64 = 1;
+        const MREMAP_FIXED: u64 = 2;
+        let page_up = |a: u64| a.checked_add(PAGE_SIZE - 1).map(|a| a & !(PAGE_SIZE - 1));
+        if !old.is_multiple_of(PAGE_SIZE)
+            || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED) != 0
+            || (flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0)
+        {
+            return Err(-EINVAL);
+        }
+        let (Some(old_len), Some(new_len)) = (page_up(old_len), page_up(new_len)) else { return Err(-EINVAL) };
+        // old_len 0 (a second mapping of shared memory) is not supported.
+        if new_len == 0 || old_len == 0 || old.checked_add(old_len).is_none_or(|e| e > TASK_SIZE) {
+            return Err(-EINVAL);
+        }
+        // The whole old range must lie in one VMA (Linux's vma_to_resize).
+        let vma = *self.vmas.find(old).ok_or(-EFAULT)?;
+        if old + old_len > vma.end {
+            return Err(-EFAULT);
+        }
+        let charge = |grow: u64| -> Result<(), Errno> {
+            if vma.flags.contains(VM_ACCOUNT) && !vm_enough_memory(grow / PAGE_SIZE) {
+                return Err(-ENOMEM);
+            }
+            Ok(())
+        };
+        let uncharge = |grow: u64| {
+            if vma.flags.contains(VM_ACCOUNT) {
+                vm_unacct_memory(grow / PAGE_SIZE);
+            }
+        };
+        if flags & MREMAP_FIXED != 0 {
+            let end = new_addr.checked_add(new_len).ok_or(-EINVAL)?;
+            if !new_addr.is_multiple_of(PAGE_SIZE) || new_addr < 0x10000 || end > TASK_SIZE {
+                return Err(-EINVAL);
+            }
+            if new_addr < old + old_len && old < end {
+                return Err(-EINVAL); // overlapping ranges
+            }
+            let grow = new_len.saturating_sub(old_len);
+            self.may_expand_vm(grow.saturating_sub(self.mapped_bytes(new_addr, end)))?;
+            charge(grow)?;
+            if let Err(e) = self.munmap(new_addr, new_len) {
+                uncharge(grow);
+                return Err(e);
+            }
+            let mut moving = old_len;
+            if old_len > new_len {
+                self.munmap(old + new_len, old_len - new_len)?;
+                moving = new_len;
+            }
+            return self.move_vma(vma, old, moving, new_addr, new_len).inspect_err(|_| uncharge(grow));
+        }
+        if new_len <= old_len {
+            if new_len < old_len {
+                self.munmap(old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let grow = new_len - old_len;
+        self.may_expand_vm(grow)?;
+        let tail = old + old_len;
+        let in_place = tail == vma.end
+            && tail.checked_add(grow).is_some_and(|e| e <= TASK_SIZE)
+            && self.vmas.find_intersection(tail, tail + grow).is_none();
+        if in_place {
+            charge(grow)?;
+            let more = Vma { start: tail, end: tail + grow, pgoff: vma.pgoff + (tail - vma.start) / PAGE_SIZE, ..vma };
+            if self.vmas.insert(more).is_err() {
+                uncharge(grow);
+                return Err(-ENOMEM);
+            }
+            if vma.flags.contains(VmFlags::SHARED) {
+                self.populate_shared(tail, tail + grow, vma.flags)?;
+            }
+            return Ok(old);
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(-ENOMEM);
+        }
+        let new = self.unmapped_area(new_len).ok_or(-ENOMEM)?;
+        charge(grow)?;
+        self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
+    }
+
+    /// `mincore`: one byte per page of `[start, start + len)`, 1 if
+    /// resident; -ENOMEM if part of it is unmapped.
+    pub fn mincore(&mut self, start: u64, len: u64) -> Result<Vec<u8>, Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(-EINVAL);
+        }
+        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-ENOMEM)? & !(PAGE_SIZE - 1);
+        if end > TASK_SIZE || self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        let mut out = alloc::vec![0u8; ((end - start) / PAGE_SIZE) as usize];
+        let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::Present, |_, l| {
+            out[((l.va.0 - start) / PAGE_SIZE) as usize] = 1;
+            true
+        });
+        Ok(out)
+    }
+}
+
+fn errno_or<T>(r: Option<Result<T, Errno>>, ok: impl FnOnce(T) -> i64) -> i64 {
+    match r {
+        Some(Ok(v)) => ok(v),
+        Some(Err(e)) => e,
+        None => -EFAULT,
+    }
+}
+
+/// `mremap(old, old_len, new_len, flags, new_addr)`.
+pub fn sys_mremap(a: [u64; 6]) -> i64 {
+    errno_or(with_mm(|mm| mm.mremap(a[0], a[1], a[2], a[3], a[4])), |v| v as i64)
+}
+
+/// `mincore(addr, len, vec)`.
+pub fn sys_mincore(addr: u64, len: u64, vec: u64) -> i64 {
+    errno_or(with_mm(|mm| mm.mincore(addr, len).and_then(|v| copy_to_user(mm, vec, &v))), |_| 0)
+}
+
+/// `msync(addr, len, flags)`: MS_ASYNC 1, MS_INVALIDATE 2, MS_SYNC 4
+/// (not ASYNC and SYNC together); -ENOMEM for an unmapped range.
+pub fn sys_msync(addr: u64, len: u64, flags: u64) -> i64 {
+    if !addr.is_multiple_of(PAGE_SIZE) || flags & !7 != 0 || flags & 5 == 5 {
+        return -EINVAL;
+    }
+    errno_or(
+        with_mm(|mm| {
+            let end = addr.saturating_add(len).next_multiple_of(PAGE_SIZE);
+            if mm.mapped_bytes(addr, end) != end - addr {
+                return Err(-ENOMEM);
+            }
+            Ok(())
+        }),
+        |_| 0,
+    )
+}
+
+/// `prlimit64(pid, resource, new, old)`, `getrlimit` and `setrlimit`
+/// (`struct rlimit`: soft, hard). Only the caller's own limits (pid 0
+/// or its pid). RLIMIT_AS and RLIMIT_STACK are enforced (mman.rs,
+/// fault.rs); the others are kept and reported.
+pub fn sys_prlimit(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
+    let r = resource as usize;
+    if r >= RLIM_NLIMITS {
+        return -EINVAL;
+    }
+    if pid != 0 && pid != super::sched::current_pid() {
+        return -ESRCH;
+    }
+    let set = if new != 0 {
+        let mut b = [0u8; 16];
+        if let Err(e) = with_mm(|mm| copy_from_user(mm, new, &mut b)).unwrap_or(Err(-EFAULT)) {
+            return e;
+        }
+        let cur = u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+        let max = u64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+        if cur > max {
+            return -EINVAL;
+        }
+        if r == RLIMIT_NOFILE && max > crate::fs::file::NR_OPEN as u64 {
+            return -EPERM; // above the descriptor table's size (nr_open)
+        }
+        Some((cur, max))
+    } else {
+        None
+    };
+    errno_or(
+        with_mm(|mm| {
+            let was = mm.rlimits[r];
+            if let Some(v) = set {
+                mm.rlimits[r] = v;
+            }
+            if old != 0 {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&was.0.to_le_bytes());
+                b[8..].copy_from_slice(&was.1.to_le_bytes());
+                copy_to_user(mm, old, &b)?;
+            }
+            Ok(())
+        }),
+        |_| 0,
+    )
+}
