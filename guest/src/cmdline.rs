@@ -29,6 +29,8 @@
 //! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
 //!               unusable and fragmentation indexes per order
 //! `compacttest=PAGES[,direct]` the compaction proof program (fragtest)
+//! `transparent_hugepage=always|madvise|never` THP mode (default madvise)
+//! `thptest=MIB` the transparent-huge-page proof program (thptest)
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -129,6 +131,20 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("transparent_hugepage", Some(v)) => match crate::mm::huge_memory::ThpMode::parse(v) {
+                Some(m) => {
+                    crate::mm::huge_memory::set_mode(m);
+                }
+                None => {
+                    kprintln!("cmdline: transparent_hugepage={}: want always, madvise or never", v);
+                    return 2;
+                }
+            },
+            ("thptest", Some(v)) => {
+                if !thptest(v) && code == 0 {
+                    code = 1;
+                }
+            }
             ("compact_memory", None) => crate::mm::compaction::compact_memory_verbose(),
             ("pagetypeinfo", None) => crate::mm::compaction::pagetypeinfo(),
             ("extfrag", None) => crate::mm::compaction::extfrag(),
@@ -197,6 +213,8 @@ const SWITCHES: [(&str, &str); 33] = [
     ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
     ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
+    ("transparent_hugepage=MODE", "transparent huge pages: always, madvise (default) or never"),
+    ("thptest=MIB", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
@@ -294,6 +312,19 @@ fn swaptest(v: &str) -> bool {
     let status = crate::proc::run("swaptest", arg);
     kprintln!("swaptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::swap::print_swaps();
+    crate::mm::vmstat::print();
+    status == Some(0)
+}
+
+/// `thptest=MIB`: runs the thptest program (guest/user/src/bin/thptest.rs)
+/// touching MIB MiB, then prints vmstat; true if it exited 0.
+fn thptest(v: &str) -> bool {
+    let Some(mib) = parse_u64(v).filter(|m| (8..=0xffff).contains(m)) else {
+        kprintln!("cmdline: thptest={}: want the MiB to touch (8..65535)", v);
+        return false;
+    };
+    let status = crate::proc::run("thptest", mib);
+    kprintln!("thptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::vmstat::print();
     status == Some(0)
 }

@@ -8,6 +8,7 @@ pub mod compaction;
 pub mod descriptor;
 pub mod fault;
 pub mod heap;
+pub mod huge_memory;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;

@@ -66,6 +66,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
     let _ =
         writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
+    let _ = writeln!(w, "AnonHugePages:  {} kB", Dec(super::huge_memory::anon_huge_kib()));
     let _ = writeln!(w, "HugePages_Total:       0");
     let _ = writeln!(w, "HugePages_Free:        0");
     let _ = writeln!(w, "Hugepagesize:       2048 kB");

@@ -244,6 +244,14 @@ impl MmStruct {
                 swapents += 1;
                 return true;
             }
+            if l.slot.level() == Level::Pmd {
+                // A transparent huge page (proc/thp.rs).
+                stat.rss_pages = stat.rss_pages.saturating_sub(super::thp::zap_huge_pmd(p, l.entry));
+                if current {
+                    cpu::invlpg(l.va.0);
+                }
+                return true;
+            }
             let pa = l.entry.0 & ADDR_MASK;
             if pa != zero {
                 stat.rss_pages = stat.rss_pages.saturating_sub(1);
@@ -320,6 +328,17 @@ impl MmStruct {
                     // per table, not per page (Linux's copy_pte_range).
                     let mut cached: Option<(u64, PhysAddr)> = None;
                     let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |phys, l| {
+                        if l.slot.level() == Level::Pmd {
+                            // A transparent huge page: shared through the
+                            // child's own PMD (proc/thp.rs).
+                            let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
+                            let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pmd, true) else {
+                                ok = false;
+                                return false;
+                            };
+                            *crss += super::thp::copy_huge_pmd(p, phys, l.slot, cslot, l.entry, shared);
+                            return true;
+                        }
                         let cslot = match cached {
                             Some((region, table)) if region == l.va.0 >> 21 => {
                                 Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
@@ -398,6 +417,9 @@ impl MmStruct {
         let end = start.checked_add(page_up(len)).ok_or(-EINVAL)?;
         if !start.is_multiple_of(PAGE_SIZE) || len == 0 || end > TASK_SIZE {
             return Err(-EINVAL);
+        }
+        if !super::thp::split_huge_pmd_edges(self, start, end) {
+            return Err(-ENOMEM);
         }
         let removed = self.vmas.munmap(start, end).map_err(|_| -EINVAL)?;
         SWAP.with(|s| {
@@ -506,6 +528,9 @@ impl MmStruct {
         if len == 0 {
             return Ok(());
         }
+        if !super::thp::split_huge_pmd_edges(self, start, end) {
+            return Err(-ENOMEM);
+        }
         self.vmas.mprotect(start, end, VmFlags(prot as u32)).map_err(|_| -ENOMEM)?;
         let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
         let zero = zero_pa();
@@ -516,9 +541,13 @@ impl MmStruct {
                 let range = v.start.max(start)..v.end.min(end);
                 let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
                     let pa = l.entry.0 & ADDR_MASK;
-                    let sole = pa != zero && (shared || page_count(p, pa) == 1);
+                    let huge = l.slot.level() == Level::Pmd;
+                    let sole = pa != zero
+                        && !crate::mm::huge_memory::is_huge_zero(pa)
+                        && (shared || (0..if huge { 512 } else { 1 }).all(|i| page_count(p, pa + i * PAGE_SIZE) == 1));
                     let writable = v.flags.contains(VmFlags::WRITE) && sole;
-                    let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
+                    // PS stays on a huge leaf (bit 7, never PAT on a user PTE).
+                    let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0 | PteFlags::PSE.0);
                     let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
                     if current {
                         cpu::invlpg(l.va.0);

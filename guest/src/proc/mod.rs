@@ -25,6 +25,7 @@ pub mod sabotage;
 pub mod sched;
 pub mod syscall;
 pub mod sysnames;
+pub mod thp;
 
 use crate::arch::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::traps::{exception_name, TrapFrame, PAGE_FAULT};
@@ -50,7 +51,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 14] = [
+pub static PROGRAMS: [(&str, &[u8]); 15] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -71,6 +72,8 @@ pub static PROGRAMS: [(&str, &[u8]); 14] = [
     user_program!("tracereplay"),
     // Fragmentation and compaction (cmdline `compacttest=`).
     user_program!("fragtest"),
+    // Transparent huge pages (cmdline `thptest=`).
+    user_program!("thptest"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a

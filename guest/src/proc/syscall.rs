@@ -107,6 +107,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_OOM_SCORE_ADJ => sys_oom_score_adj(a[0], a[1] as i64, a[2]),
         SYS_VMSTAT => sys_vmstat(a[0], a[1]),
         SYS_COMPACT => crate::mm::compaction::sys_compact(a[0]),
+        SYS_THP => super::thp::sys_thp(a[0], a[1]),
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
