@@ -30,7 +30,8 @@
 //!               unusable and fragmentation indexes per order
 //! `compacttest=PAGES[,direct]` the compaction proof program (fragtest)
 //! `transparent_hugepage=always|madvise|never` THP mode (default madvise)
-//! `thptest=MIB` the transparent-huge-page proof program (thptest)
+//! `thptest=MIB[,wait]` the transparent-huge-page proof program (thptest)
+//! `khugepaged`  start the khugepaged thread
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -140,6 +141,12 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     return 2;
                 }
             },
+            ("khugepaged", None) => {
+                if crate::proc::thp::start_khugepaged().is_none() {
+                    kprintln!("cmdline: khugepaged: no memory for the thread");
+                    return 2;
+                }
+            }
             ("thptest", Some(v)) => {
                 if !thptest(v) && code == 0 {
                     code = 1;
@@ -201,7 +208,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 33] = [
+const SWITCHES: [(&str, &str); 34] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -214,7 +221,8 @@ const SWITCHES: [(&str, &str); 33] = [
     ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
     ("transparent_hugepage=MODE", "transparent huge pages: always, madvise (default) or never"),
-    ("thptest=MIB", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),
+    ("khugepaged", "start khugepaged: collapses populated 2 MiB ranges whenever processes yield"),
+    ("thptest=MIB[,wait]", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
@@ -316,14 +324,18 @@ fn swaptest(v: &str) -> bool {
     status == Some(0)
 }
 
-/// `thptest=MIB`: runs the thptest program (guest/user/src/bin/thptest.rs)
-/// touching MIB MiB, then prints vmstat; true if it exited 0.
+/// `thptest=MIB[,wait]`: runs the thptest program
+/// (guest/user/src/bin/thptest.rs) touching MIB MiB (`wait`: its collapse
+/// is left to the khugepaged thread), then prints vmstat; true if it
+/// exited 0.
 fn thptest(v: &str) -> bool {
-    let Some(mib) = parse_u64(v).filter(|m| (8..=0xffff).contains(m)) else {
+    let mut parts = v.split(',');
+    let Some(mib) = parts.next().and_then(parse_u64).filter(|m| (8..=0xffff).contains(m)) else {
         kprintln!("cmdline: thptest={}: want the MiB to touch (8..65535)", v);
         return false;
     };
-    let status = crate::proc::run("thptest", mib);
+    let wait = parts.next() == Some("wait");
+    let status = crate::proc::run("thptest", mib | (wait as u64) << 16);
     kprintln!("thptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::vmstat::print();
     status == Some(0)

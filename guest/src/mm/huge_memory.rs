@@ -178,3 +178,85 @@ pub fn account_pmd(delta: i64) {
 pub fn anon_huge_kib() -> u64 {
     ANON_HUGE_PMDS.load(Ordering::Relaxed) * (HPAGE_PMD_SIZE >> 10)
 }
+
+/// Page-table pages for a split reclaim makes: from the buddy allocator
+/// reclaim holds, below the watermarks (reclaim's own allocations dip
+/// into the reserves, as Linux's `PF_MEMALLOC`), owner `PageTable`.
+struct ReclaimTables<'a> {
+    buddy: &'a mut mm_core::buddy::BuddyAllocator<'static>,
+    count: u64,
+}
+
+impl mm_core::paging::FrameAllocator for ReclaimTables<'_> {
+    fn allocate_frame(&mut self) -> Option<mm_core::addr::PhysAddr> {
+        let cpu = crate::arch::percpu::this_cpu().id;
+        let pfn = self.buddy.alloc_pages(cpu, 0, super::page_alloc::GFP_MEMALLOC.gfp).ok()?;
+        let _ = self.buddy.set_owner(pfn, PageOwner::PageTable);
+        self.count += 1;
+        Some(mm_core::addr::PhysAddr(pfn << PAGE_SHIFT))
+    }
+    fn deallocate_frame(&mut self, frame: mm_core::addr::PhysAddr) {
+        self.count -= 1;
+        let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, frame.0 >> PAGE_SHIFT, 0);
+    }
+}
+
+/// Before reclaim unmaps `pfn` (an anon page whose rmap record is `m`):
+/// splits every PMD leaf mapping it (Linux splits a large folio before
+/// `try_to_unmap` swaps it out), so reclaim's walks find 4 KiB PTEs and
+/// never unmap a PMD-mapped page as if it were one small page. Called
+/// with the reclaim state and the buddy allocator held. Returns the PMDs
+/// split.
+pub fn split_pmd_mappings(
+    s: &mut super::swap::SwapState,
+    buddy: &mut mm_core::buddy::BuddyAllocator<'static>,
+    m: mm_core::rmap::AnonMapping,
+    pfn: u64,
+) -> u64 {
+    use mm_core::addr::{Level, VirtAddr};
+    let phys = super::phys::direct_map();
+    let pa = pfn << PAGE_SHIFT;
+    // No heap here: the page allocator is held (a kmalloc would take it
+    // again). More mappers than this are split on a later pass.
+    const MAX: usize = 16;
+    let mut found: [Option<(mm_core::rmap::MmId, u64, mm_core::paging::Slot, u64)>; MAX] = [None; MAX];
+    let mut n = 0;
+    let mms = &s.mms;
+    s.rmap.rmap_walk(m, |mm, va| {
+        let Some(pgd) = mms.get(&mm).map(|e| e.pgd) else { return true };
+        if let Some((slot, e)) = super::paging::user_pt(pgd).lookup(&phys, VirtAddr(va)) {
+            let base = e.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX & !(HPAGE_PMD_SIZE - 1);
+            if slot.level() == Level::Pmd && e.is_present() && (base..base + HPAGE_PMD_SIZE).contains(&pa) {
+                found[n] = Some((mm, pgd, slot, va & !(HPAGE_PMD_SIZE - 1)));
+                n += 1;
+            }
+        }
+        n < MAX
+    });
+    let mut split = 0;
+    for (mm, pgd, slot, haddr) in found.into_iter().flatten() {
+        let mut frames = ReclaimTables { buddy: &mut *buddy, count: 0 };
+        let mut phys = super::phys::direct_map();
+        let r = super::paging::user_pt(pgd).split_huge_leaf(&mut phys, &mut frames, slot, VirtAddr(haddr), true);
+        let tables = frames.count;
+        if r.is_err() {
+            continue;
+        }
+        if crate::arch::cpu::read_cr3() & mm_core::paging::entry::PTE_ADDR_MASK_MAX == pgd {
+            crate::arch::cpu::invlpg(haddr);
+        }
+        if let Some(e) = s.mms.get_mut(&mm) {
+            e.pt_pages_in += tables;
+        }
+        account_pmd(-1);
+        count(Event::ThpSplitPmd, 1);
+        split += 1;
+    }
+    split
+}
+
+/// Page tables reclaim's splits added to `mm` since the last call (the
+/// owner folds them into its count, as it does reclaim's RSS changes).
+pub fn take_split_tables(mm: mm_core::rmap::MmId) -> u64 {
+    super::swap::SWAP.with(|s| s.mms.get_mut(&mm).map_or(0, |e| core::mem::take(&mut e.pt_pages_in)))
+}

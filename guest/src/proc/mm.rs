@@ -275,6 +275,7 @@ impl MmStruct {
     /// out) into the counters; called wherever they are read.
     pub fn sync_reclaim_counters(&mut self) {
         let (out, swapents) = crate::mm::swap::take_rss_out(self.id);
+        self.stat.pt_pages += crate::mm::huge_memory::take_split_tables(self.id);
         self.stat.rss_pages = self.stat.rss_pages.saturating_sub(out);
         self.stat.swap_ents = swapents;
     }

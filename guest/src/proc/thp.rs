@@ -377,3 +377,23 @@ pub fn sys_thp(op: u64, arg: u64) -> i64 {
         _ => -super::abi::EINVAL,
     }
 }
+
+/// Starts khugepaged (the `khugepaged` switch): a kernel thread that,
+/// each time it runs, scans every process's eligible VMAs and collapses
+/// what it can, then goes to the back of the run queue, so it runs when
+/// processes yield or are preempted (as kswapd does when woken). Off by
+/// default, so runs and tests see only the collapses they ask for
+/// (`SYS_THP` op 2). Its pid.
+pub fn start_khugepaged() -> Option<u64> {
+    super::sched::kthread_run("khugepaged", khugepaged)
+}
+
+extern "C" fn khugepaged() -> ! {
+    loop {
+        for (_, mm) in super::sched::other_mms(0) {
+            // A process whose mm is busy is scanned on a later pass.
+            let _ = mm.try_with(khugepaged_scan_mm);
+        }
+        super::sched::yield_now(false);
+    }
+}

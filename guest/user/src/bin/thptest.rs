@@ -10,18 +10,22 @@
 //!   data (checkpoint `forked`, while the child waits at `child`);
 //! - maps 2 MiB with `MADV_NOHUGEPAGE`, fills its 512 pages one fault
 //!   each, marks it `MADV_HUGEPAGE` and asks khugepaged to collapse it
-//!   (`SYS_THP` op 2): one range collapsed, the data intact
+//!   (`SYS_THP` op 2; with bit 16 of the argument it yields until the
+//!   khugepaged thread did it): one range collapsed, the data intact
 //!   (checkpoint `collapsed`).
+//!
+//! - reads a fresh 2 MiB range: the huge zero page, read-only (checkpoint
+//!   `zero`); a write then gets a huge page of its own.
 //!
 //! Prints `thptest: faults N for M MiB, AnonHugePages K kB` and the
 //! figures of each step. Exit status: 0 all held; 2 mmap failed; 3 data
 //! wrong after the touch; 4 the split went wrong; 5 fork/COW went wrong;
-//! 6 the collapse went wrong.
+//! 6 the collapse went wrong; 7 the huge zero page went wrong.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, exit, fork, getpid, mmap, mmstat, munmap, println, syscall3, wait, PAGE};
+use ulib::{checkpoint, exit, fork, getpid, mmap, mmstat, munmap, println, sched_yield, syscall3, wait, PAGE};
 
 ulib::entry!(main);
 
@@ -82,6 +86,7 @@ fn main(arg: u64) -> i32 {
         println!("thptest[{}]: mmap of {} MiB failed", pid, mib);
         return 2;
     };
+    println!("thptest: region at {:#x}, {} MiB", a, mib);
     let before = mmstat().faults;
     let mut va = a;
     while va < a + len {
@@ -142,9 +147,21 @@ fn main(arg: u64) -> i32 {
         va += PAGE;
     }
     let small_faults = mmstat().faults - before;
-    madvise(c, HPAGE, MADV_HUGEPAGE);
     let huge_before = thp(3, 0);
-    let collapsed = thp(2, 0);
+    madvise(c, HPAGE, MADV_HUGEPAGE);
+    // Bit 16: leave the collapse to the khugepaged thread (yield until
+    // it ran), else ask for it now.
+    let collapsed = if arg & (1 << 16) != 0 {
+        let mut yields = 0;
+        while thp(3, 0) < huge_before + 2048 && yields < 1000 {
+            sched_yield();
+            yields += 1;
+        }
+        println!("thptest: khugepaged collapsed the range after {} yields", yields);
+        (thp(3, 0) >= huge_before + 2048) as i64
+    } else {
+        thp(2, 0)
+    };
     let huge_after = thp(3, 0);
     let bad = bad_pages(c, HPAGE, None);
     println!(
@@ -155,6 +172,29 @@ fn main(arg: u64) -> i32 {
     checkpoint("collapsed");
     if collapsed < 1 || huge_after < huge_before + 2048 || bad != 0 {
         return 6;
+    }
+
+    // The huge zero page: a read of a fresh 2 MiB range maps it (no
+    // memory of its own: AnonHugePages unchanged); a write then gets a
+    // huge page of its own.
+    let Some(z) = map_aligned(HPAGE) else { return 2 };
+    let before = thp(3, 0);
+    let zeros = (0..HPAGE / PAGE).all(|i| read(z + i * PAGE + 8) == 0);
+    let after_read = thp(3, 0);
+    println!(
+        "thptest: zero page at {:#x}: reads {}, AnonHugePages {} -> {} kB",
+        z,
+        if zeros { "zero" } else { "NOT ZERO" },
+        before,
+        after_read
+    );
+    checkpoint("zero");
+    write(z + 8, 42);
+    let after_write = thp(3, 0);
+    let ok = read(z + 8) == 42 && (1..HPAGE / PAGE).all(|i| read(z + i * PAGE + 8) == 0);
+    println!("thptest: zero page written: AnonHugePages {} kB, data {}", after_write, if ok { "ok" } else { "WRONG" });
+    if !zeros || after_read != before || after_write != before + 2048 || !ok {
+        return 7;
     }
     0
 }
