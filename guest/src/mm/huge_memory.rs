@@ -64,15 +64,6 @@ impl ThpMode {
             _ => None,
         }
     }
-
-    /// The word the boot switch takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            ThpMode::Never => "never",
-            ThpMode::Madvise => "madvise",
-            ThpMode::Always => "always",
-        }
-    }
 }
 
 /// The mode (default `madvise`, as many distributions ship Linux).

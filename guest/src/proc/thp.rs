@@ -66,9 +66,10 @@ pub fn huge_fault(mm: &mut MmStruct, vma: &Vma, addr: u64, write: bool) -> Optio
         mm.stat.zero_page_maps += 1;
         return Some(Ok(()));
     }
-    Some(Ok(if !do_huge_pmd_anonymous_page(mm, vma, slot, haddr) {
+    if !do_huge_pmd_anonymous_page(mm, vma, slot, haddr) {
         return None;
-    }))
+    }
+    Some(Ok(()))
 }
 
 /// Linux's `do_huge_pmd_anonymous_page` on the empty PMD `slot` for
@@ -184,7 +185,7 @@ pub fn split_huge_pmd(mm: &mut MmStruct, slot: Slot, haddr: u64) -> bool {
 pub fn split_huge_pmd_edges(mm: &mut MmStruct, start: u64, end: u64) -> bool {
     let mut ok = true;
     for a in [start, end] {
-        if a % HPAGE_PMD_SIZE == 0 {
+        if a.is_multiple_of(HPAGE_PMD_SIZE) {
             continue;
         }
         if let Some((slot, e)) = user_pt(mm.pgd).lookup(&direct_map(), VirtAddr(a)) {
@@ -243,7 +244,7 @@ pub fn copy_huge_pmd<M: mm_core::mem::PhysMem + ?Sized>(
 /// -errno (-ENOMEM when the range is not fully mapped, as Linux).
 pub fn madvise(mm: &mut MmStruct, start: u64, len: u64, advice: u64) -> i64 {
     let Some(end) = start.checked_add(len.next_multiple_of(PAGE_SIZE)) else { return -super::abi::EINVAL };
-    if start % PAGE_SIZE != 0 {
+    if !start.is_multiple_of(PAGE_SIZE) {
         return -super::abi::EINVAL;
     }
     let (set, clear) = match advice {

@@ -30,6 +30,8 @@ use ulib::{checkpoint, exit, fork, getpid, mmap, mmstat, munmap, println, sched_
 ulib::entry!(main);
 
 const HPAGE: u64 = 2 << 20;
+/// What the child writes over the parent's data.
+const CHILD_WORD: u64 = 0x0063_6869_6c64;
 
 fn pattern(va: u64) -> u64 {
     va ^ 0x7468_7074_6573_7400
@@ -122,8 +124,8 @@ fn main(arg: u64) -> i32 {
     let child = fork();
     if child == 0 {
         checkpoint("child");
-        write(target, 0x6368_696c_64);
-        let ok = read(target) == 0x6368_696c_64 && bad_pages(a, len, Some(hole)) == 1;
+        write(target, CHILD_WORD);
+        let ok = read(target) == CHILD_WORD && bad_pages(a, len, Some(hole)) == 1;
         exit(if ok { 0 } else { 1 });
     }
     if child < 0 {
