@@ -75,6 +75,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         SYS_BRK => with_mm(|mm| mm.brk(a[0]) as i64).unwrap_or(-EFAULT),
         SYS_SCHED_YIELD => {
+            super::thp::wake_khugepaged();
             sched::yield_now(false);
             0
         }

@@ -379,14 +379,34 @@ pub fn sys_thp(op: u64, arg: u64) -> i64 {
     }
 }
 
+/// Pid of the khugepaged thread (0: not started).
+static KHUGEPAGED_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Starts khugepaged (the `khugepaged` switch): a kernel thread that,
 /// each time it runs, scans every process's eligible VMAs and collapses
-/// what it can, then goes to the back of the run queue, so it runs when
-/// processes yield or are preempted (as kswapd does when woken). Off by
-/// default, so runs and tests see only the collapses they ask for
-/// (`SYS_THP` op 2). Its pid.
+/// what it can, then sleeps until a process yields (`sched_yield` wakes
+/// it, as the allocator's slow path wakes kswapd; Linux's sleeps on a
+/// timer, which this kernel's threads do not have). Off by default, so
+/// runs and tests see only the collapses they ask for (`SYS_THP` op 2).
+/// Its pid.
 pub fn start_khugepaged() -> Option<u64> {
-    super::sched::kthread_run("khugepaged", khugepaged)
+    use core::sync::atomic::Ordering;
+    match KHUGEPAGED_PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = super::sched::kthread_run("khugepaged", khugepaged)?;
+            KHUGEPAGED_PID.store(pid, Ordering::Relaxed);
+            Some(pid)
+        }
+        pid => Some(pid),
+    }
+}
+
+/// Wakes khugepaged if it runs (a process is yielding).
+pub fn wake_khugepaged() {
+    let pid = KHUGEPAGED_PID.load(core::sync::atomic::Ordering::Relaxed);
+    if pid != 0 {
+        super::sched::wake_kthread(pid);
+    }
 }
 
 extern "C" fn khugepaged() -> ! {
@@ -395,6 +415,6 @@ extern "C" fn khugepaged() -> ! {
             // A process whose mm is busy is scanned on a later pass.
             let _ = mm.try_with(khugepaged_scan_mm);
         }
-        super::sched::yield_now(false);
+        super::sched::kthread_sleep();
     }
 }
