@@ -100,9 +100,12 @@ pub fn vma_allows(flags: VmFlags) -> bool {
 
 /// The 2 MiB-aligned start of `addr`'s huge page if that page lies inside
 /// `vma` and the VMA may have huge pages.
+/// Anonymous VMAs only: file mappings take their pages from the page
+/// cache (no THP for files here).
 pub fn huge_range(vma: &Vma, addr: u64) -> Option<u64> {
     let haddr = addr & !(HPAGE_PMD_SIZE - 1);
-    (vma_allows(vma.flags) && haddr >= vma.start && haddr + HPAGE_PMD_SIZE <= vma.end).then_some(haddr)
+    let anon = vma.kind == mm_core::vma::VmaKind::Anon;
+    (anon && vma_allows(vma.flags) && haddr >= vma.start && haddr + HPAGE_PMD_SIZE <= vma.end).then_some(haddr)
 }
 
 /// Linux's `GFP_TRANSHUGE_LIGHT`: movable, no reclaim and no waking of

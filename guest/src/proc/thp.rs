@@ -266,7 +266,8 @@ pub fn madvise(mm: &mut MmStruct, start: u64, len: u64, advice: u64) -> i64 {
 /// mapping alone references is collapsed into a new huge page. Returns
 /// the ranges collapsed.
 pub fn khugepaged_scan_mm(mm: &mut MmStruct) -> u64 {
-    let vmas: alloc::vec::Vec<Vma> = mm.vmas.iter().copied().filter(|v| hm::vma_allows(v.flags)).collect();
+    let vmas: alloc::vec::Vec<Vma> =
+        mm.vmas.iter().copied().filter(|v| v.kind == mm_core::vma::VmaKind::Anon && hm::vma_allows(v.flags)).collect();
     let mut collapsed = 0;
     for v in &vmas {
         let mut haddr = v.start.next_multiple_of(HPAGE_PMD_SIZE);
