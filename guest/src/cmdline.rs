@@ -34,6 +34,9 @@
 //!               (fragtest); `kcompactd` starts kcompactd
 //! `hugepages=N`, `hugepagesz=SIZE` the hugetlb pool (mm/hugetlb.rs);
 //!               `hugetlbtest` its accounting program (hugetest)
+//! `transparent_hugepage=always|madvise|never` THP mode (default madvise)
+//! `thptest=MIB[,wait]` the transparent-huge-page proof program (thptest)
+//! `khugepaged`  start the khugepaged thread
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
 //! `vmalloc_marker` put a known string in a vmalloc page and publish its
@@ -147,6 +150,26 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("transparent_hugepage", Some(v)) => match crate::mm::huge_memory::ThpMode::parse(v) {
+                Some(m) => {
+                    crate::mm::huge_memory::set_mode(m);
+                }
+                None => {
+                    kprintln!("cmdline: transparent_hugepage={}: want always, madvise or never", v);
+                    return 2;
+                }
+            },
+            ("khugepaged", None) => {
+                if crate::proc::thp::start_khugepaged().is_none() {
+                    kprintln!("cmdline: khugepaged: no memory for the thread");
+                    return 2;
+                }
+            }
+            ("thptest", Some(v)) => {
+                if !thptest(v) && code == 0 {
+                    code = 1;
+                }
+            }
             ("compact_memory", None) => crate::mm::compaction::compact_memory_verbose(),
             ("kcompactd", None) => match crate::proc::sched::start_kcompactd() {
                 Some(pid) => kprintln!("kcompactd0 running as pid {}", crate::fmt::Dec(pid)),
@@ -226,7 +249,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 37] = [
+const SWITCHES: [(&str, &str); 40] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -238,6 +261,9 @@ const SWITCHES: [(&str, &str); 37] = [
     ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
     ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
+    ("transparent_hugepage=MODE", "transparent huge pages: always, madvise (default) or never"),
+    ("khugepaged", "start khugepaged: collapses populated 2 MiB ranges whenever processes yield"),
+    ("thptest=MIB[,wait]", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
@@ -339,6 +365,23 @@ fn swaptest(v: &str) -> bool {
     let status = crate::proc::run("swaptest", arg);
     kprintln!("swaptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::swap::print_swaps();
+    crate::mm::vmstat::print();
+    status == Some(0)
+}
+
+/// `thptest=MIB[,wait]`: runs the thptest program
+/// (guest/user/src/bin/thptest.rs) touching MIB MiB (`wait`: its collapse
+/// is left to the khugepaged thread), then prints vmstat; true if it
+/// exited 0.
+fn thptest(v: &str) -> bool {
+    let mut parts = v.split(',');
+    let Some(mib) = parts.next().and_then(parse_u64).filter(|m| (8..=0xffff).contains(m)) else {
+        kprintln!("cmdline: thptest={}: want the MiB to touch (8..65535)", v);
+        return false;
+    };
+    let wait = parts.next() == Some("wait");
+    let status = crate::proc::run("thptest", mib | (wait as u64) << 16);
+    kprintln!("thptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::vmstat::print();
     status == Some(0)
 }

@@ -77,9 +77,14 @@ pub const VM_EVENT_NAMES: [&str; NR_VM_EVENTS] = [
     "compact_fail",
     "compact_success",
     "compact_daemon_wake",
+    "thp_fault_alloc",
+    "thp_fault_fallback",
+    "thp_split_pmd",
+    "thp_collapse_alloc",
+    "thp_zero_page_alloc",
 ];
 /// How many vmstat counters the descriptor carries.
-pub const NR_VM_EVENTS: usize = 23;
+pub const NR_VM_EVENTS: usize = 28;
 /// The software-available PTE bit the guest sets on the user leaves of
 /// `MAP_SHARED` mappings (see the module documentation).
 pub const PTE_MAP_SHARED: crate::paging::PteFlags = crate::paging::PteFlags::SOFTW1;

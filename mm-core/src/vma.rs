@@ -38,6 +38,12 @@ impl VmFlags {
     /// Made without a hugetlb reservation (`VM_NORESERVE`, `MAP_NORESERVE`):
     /// a fault that finds the pool empty gets SIGBUS.
     pub const NORESERVE: VmFlags = VmFlags(0x0020_0000);
+    /// `madvise(MADV_HUGEPAGE)`: transparent huge pages wanted even in
+    /// `madvise` mode (`VM_HUGEPAGE`).
+    pub const HUGEPAGE: VmFlags = VmFlags(0x2000_0000);
+    /// `madvise(MADV_NOHUGEPAGE)`: never transparent huge pages
+    /// (`VM_NOHUGEPAGE`).
+    pub const NOHUGEPAGE: VmFlags = VmFlags(0x4000_0000);
     /// The protection bits `mprotect` changes.
     pub const PROT_MASK: VmFlags = VmFlags(0x7);
 
@@ -270,6 +276,14 @@ impl VmaSet {
     /// `[start, end)` to those of `prot`, splitting at the edges and merging
     /// afterwards. Fails, changing nothing, if part of the range is unmapped.
     pub fn mprotect(&mut self, start: u64, end: u64, prot: VmFlags) -> Result<(), VmaError> {
+        self.set_flags(start, end, VmFlags::PROT_MASK, prot)
+    }
+
+    /// Sets the bits `mask` of the flags of every VMA in `[start, end)` to
+    /// those of `value`, splitting at the ends and merging afterwards
+    /// (`mprotect_fixup`, `madvise_update_vma`). The range must be fully
+    /// mapped; a failed call changes nothing.
+    pub fn set_flags(&mut self, start: u64, end: u64, mask: VmFlags, value: VmFlags) -> Result<(), VmaError> {
         check_range(start, end)?;
         let mut at = start;
         // Check coverage first so a failed call changes nothing.
@@ -282,7 +296,7 @@ impl VmaSet {
         let keys: Vec<u64> = self.map.range(start..end).map(|(&k, _)| k).collect();
         for k in &keys {
             if let Some(v) = self.map.get_mut(k) {
-                v.flags = VmFlags((v.flags.0 & !VmFlags::PROT_MASK.0) | (prot.0 & VmFlags::PROT_MASK.0));
+                v.flags = VmFlags((v.flags.0 & !mask.0) | (value.0 & mask.0));
             }
         }
         for k in keys.iter().rev() {

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod heap;
 pub mod hugetlb;
 pub mod kcompactd;
+pub mod huge_memory;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;

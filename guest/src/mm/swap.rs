@@ -58,6 +58,9 @@ pub struct MmEntry {
     /// Resident pages reclaim took since the owner last looked
     /// ([`take_rss_out`]).
     pub rss_out: u64,
+    /// Page tables reclaim added by splitting huge PMDs since the owner
+    /// last looked (mm/huge_memory.rs `take_split_tables`).
+    pub pt_pages_in: u64,
 }
 
 /// A page on its way to the disk.
@@ -600,6 +603,9 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         if self.s.wb_len == WB_MAX {
             return ReclaimOutcome::Keep;
         }
+        // A frame of a PMD-mapped huge page: split the PMD first, so the
+        // walks below see 4 KiB PTEs (mm/huge_memory.rs).
+        super::huge_memory::split_pmd_mappings(self.s, self.buddy, m, pfn);
         // Pinned (a fault in progress holds a reference)? Keep it.
         let mapped = self.s.mapcount(m, pfn);
         let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);

@@ -61,6 +61,16 @@ pub enum Event {
     CompactSuccess,
     /// Times kcompactd was woken (mm/kcompactd.rs).
     CompactDaemonWake,
+    /// Huge pages a fault mapped (mm/huge_memory.rs).
+    ThpFaultAlloc,
+    /// Faults that wanted a huge page and fell back to 4 KiB ones.
+    ThpFaultFallback,
+    /// PMD mappings split into page tables.
+    ThpSplitPmd,
+    /// Huge pages khugepaged allocated to collapse a range into.
+    ThpCollapseAlloc,
+    /// Huge zero pages allocated.
+    ThpZeroPageAlloc,
 }
 
 /// How many events there are.

@@ -121,6 +121,11 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     if vma.flags.contains(VmFlags::HUGETLB) {
         return crate::mm::hugetlb::hugetlb_fault(mm, &vma, addr, write);
     }
+    // Transparent huge pages first (proc/thp.rs): a huge PMD here, or a
+    // new huge page where the range allows one.
+    if let Some(r) = super::thp::huge_fault(mm, &vma, addr, write) {
+        return r;
+    }
     // Linux's `__handle_mm_fault`: the tables down to the PTE first
     // (allocated on the way), then `handle_pte_fault` on its slot. Pages
     // are allocated with no lock but the mm's held (the allocation may
@@ -371,12 +376,11 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
 /// byte.
 pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, FaultError> {
     for _ in 0..3 {
-        let found = user_pt(mm.pgd).lookup(&direct_map(), VirtAddr(addr));
-        let pte = found.map_or(Pte::NONE, |(_, e)| e);
+        let (pte, size) = user_pt(mm.pgd)
+            .lookup(&direct_map(), VirtAddr(addr))
+            .map_or((Pte::NONE, PAGE_SIZE), |(s, e)| (e, s.page_size().map_or(PAGE_SIZE, |z| z.bytes())));
         if pte.is_present() && pte.is_user() && (!write || pte.is_writable()) {
-            // A huge leaf (hugetlb) maps 2 MiB: the offset is within it.
-            let size = found.and_then(|(s, _)| s.page_size()).map_or(PAGE_SIZE, |s| s.bytes());
-            return Ok((pte.0 & ADDR_MASK & !(size - 1)) + (addr & (size - 1)));
+            return Ok((pte.0 & ADDR_MASK & !(size - 1)) | (addr & (size - 1)));
         }
         let err = PF_USER | if write { PF_WRITE } else { 0 } | if pte.is_present() { PF_PROT } else { 0 };
         handle_mm_fault(mm, addr, err)?;

@@ -1068,9 +1068,11 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DONTNEED: u64 = 4;
     match advice {
         // NORMAL, RANDOM, SEQUENTIAL, WILLNEED, FREE (the kernel may keep
-        // the contents), and the huge-page and fork hints: advice this
-        // kernel takes without acting on it.
-        0..=3 | 8 | 14 | 15 | 16..=19 => 0,
+        // the contents), and the fork hints: advice this kernel takes
+        // without acting on it.
+        0..=3 | 8 | 16..=19 => 0,
+        // MADV_HUGEPAGE, MADV_NOHUGEPAGE (proc/thp.rs).
+        14 | 15 => with_mm(|mm| super::thp::madvise(mm, addr, len, advice)).unwrap_or(-EFAULT),
         MADV_DONTNEED => {
             // Private anonymous memory reads back as zeros afterwards:
             // the pages go, the mapping stays (unmap and map again with

@@ -249,6 +249,14 @@ impl MmStruct {
                 swapents += 1;
                 return true;
             }
+            if l.slot.level() == Level::Pmd {
+                // A transparent huge page (proc/thp.rs).
+                stat.rss_pages = stat.rss_pages.saturating_sub(super::thp::zap_huge_pmd(p, l.entry));
+                if current {
+                    cpu::invlpg(l.va.0);
+                }
+                return true;
+            }
             let pa = l.entry.0 & ADDR_MASK;
             if pa != zero {
                 stat.rss_pages = stat.rss_pages.saturating_sub(1);
@@ -272,6 +280,7 @@ impl MmStruct {
     /// out) into the counters; called wherever they are read.
     pub fn sync_reclaim_counters(&mut self) {
         let (out, swapents) = crate::mm::swap::take_rss_out(self.id);
+        self.stat.pt_pages += crate::mm::huge_memory::take_split_tables(self.id);
         self.stat.rss_pages = self.stat.rss_pages.saturating_sub(out);
         self.stat.swap_ents = swapents;
     }
@@ -341,6 +350,17 @@ impl MmStruct {
                     // per table, not per page (Linux's copy_pte_range).
                     let mut cached: Option<(u64, PhysAddr)> = None;
                     let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |phys, l| {
+                        if l.slot.level() == Level::Pmd {
+                            // A transparent huge page: shared through the
+                            // child's own PMD (proc/thp.rs).
+                            let mut frames = PtFrames { p: &mut *p, count: &mut *ctables };
+                            let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pmd, true) else {
+                                ok = false;
+                                return false;
+                            };
+                            *crss += super::thp::copy_huge_pmd(p, phys, l.slot, cslot, l.entry, shared);
+                            return true;
+                        }
                         let cslot = match cached {
                             Some((region, table)) if region == l.va.0 >> 21 => {
                                 Slot::new(table, l.va.table_index(Level::Pte), Level::Pte)
@@ -438,6 +458,9 @@ impl MmStruct {
         }
         if !crate::mm::hugetlb::unmap_allowed(&self.vmas, start, end) {
             return Err(-EINVAL);
+        }
+        if !super::thp::split_huge_pmd_edges(self, start, end) {
+            return Err(-ENOMEM);
         }
         let removed = self.vmas.munmap(start, end).map_err(|_| -EINVAL)?;
         for v in removed.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
@@ -574,6 +597,9 @@ impl MmStruct {
         if !crate::mm::hugetlb::unmap_allowed(&self.vmas, start, end) {
             return Err(-EINVAL);
         }
+        if !super::thp::split_huge_pmd_edges(self, start, end) {
+            return Err(-ENOMEM);
+        }
         self.vmas.mprotect(start, end, VmFlags(prot as u32)).map_err(|_| -ENOMEM)?;
         let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
         let zero = zero_pa();
@@ -584,14 +610,22 @@ impl MmStruct {
                 let range = v.start.max(start)..v.end.min(end);
                 let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |phys, l| {
                     let pa = l.entry.0 & ADDR_MASK;
-                    // A hugetlb PMD leaf keeps PS; its page also holds the
-                    // pool's reference (mm/hugetlb.rs).
                     let huge = l.slot.level() != mm_core::paging::Level::Pte;
-                    let ps = if huge { PteFlags::PSE.0 } else { 0 };
-                    let sole = pa != zero && (shared || page_count(p, pa) == 1 + huge as u32);
+                    // A hugetlb page is counted on its first frame, with the
+                    // pool's reference (mm/hugetlb.rs); a transparent huge
+                    // page on each of its 512 frames (proc/thp.rs).
+                    let sole = pa != zero
+                        && !crate::mm::huge_memory::is_huge_zero(pa)
+                        && (shared
+                            || if v.flags.contains(VmFlags::HUGETLB) {
+                                page_count(p, pa) == 2
+                            } else {
+                                (0..if huge { 512 } else { 1 }).all(|i| page_count(p, pa + i * PAGE_SIZE) == 1)
+                            });
                     let writable = v.flags.contains(VmFlags::WRITE) && sole;
-                    let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0);
-                    let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad | ps));
+                    // PS stays on a huge leaf (bit 7, never PAT on a user PTE).
+                    let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0 | PteFlags::PSE.0);
+                    let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
                     if current {
                         cpu::invlpg(l.va.0);
                     }

@@ -27,6 +27,7 @@ pub mod sched;
 pub mod signal;
 pub mod syscall;
 pub mod sysnames;
+pub mod thp;
 
 use crate::arch::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::traps::{exception_name, TrapFrame, PAGE_FAULT};
@@ -52,7 +53,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 15] = [
+pub static PROGRAMS: [(&str, &[u8]); 16] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -75,6 +76,8 @@ pub static PROGRAMS: [(&str, &[u8]); 15] = [
     user_program!("fragtest"),
     // hugetlb accounting (cmdline `hugetlbtest`).
     user_program!("hugetest"),
+    // Transparent huge pages (cmdline `thptest=`).
+    user_program!("thptest"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a

@@ -86,6 +86,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_MPROTECT => with_mm(|mm| mm.mprotect(a[0], a[1], a[2]).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         SYS_BRK => with_mm(|mm| mm.brk(a[0]) as i64).unwrap_or(-EFAULT),
         SYS_SCHED_YIELD => {
+            super::thp::wake_khugepaged();
             sched::yield_now(false);
             0
         }
@@ -119,6 +120,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_VMSTAT => sys_vmstat(a[0], a[1]),
         SYS_COMPACT => crate::mm::compaction::sys_compact(a[0]),
         SYS_HUGETLB => crate::mm::hugetlb::sys_hugetlb(a[0], a[1]),
+        SYS_THP => super::thp::sys_thp(a[0], a[1]),
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;

@@ -86,6 +86,17 @@ pub const SYS_COMPACT: u64 = 520;
 /// (returns it); 2..=5 return HugePages_Total, _Free, _Rsvd, _Surp; 6
 /// nr_hugepages. -EINVAL for another op.
 pub const SYS_HUGETLB: u64 = 521;
+/// `thp(op, arg)`: transparent huge pages. op 0 returns the mode (0
+/// never, 1 madvise, 2 always: /sys/kernel/mm/transparent_hugepage/
+/// enabled); 1 sets it to `arg` and returns the old one; 2 runs
+/// khugepaged over the caller's address space now and returns the 2 MiB
+/// ranges it collapsed; 3 returns the caller's AnonHugePages in KiB.
+/// -EINVAL otherwise.
+pub const SYS_THP: u64 = 530;
+/// `madvise` advice: transparent huge pages wanted in the range.
+pub const MADV_HUGEPAGE: u64 = 14;
+/// `madvise` advice: no transparent huge pages in the range.
+pub const MADV_NOHUGEPAGE: u64 = 15;
 /// The counters `SYS_VMSTAT` knows, in its order: the descriptor's list,
 /// which the kernel's mm/vmstat.rs counts by and the host reads.
 pub use mm_core::descriptor::VM_EVENT_NAMES as VMSTAT_NAMES;

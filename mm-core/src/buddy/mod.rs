@@ -346,6 +346,28 @@ impl<'a> BuddyAllocator<'a> {
         Ok(p.refcount)
     }
 
+    /// Linux's `split_page`: turns the allocated order-`n` block at `pfn`
+    /// into `2^n` allocated order-0 pages, each with the block's refcount,
+    /// owner and migratetype, so each can be referenced and freed on its own
+    /// (and merge back in the buddy when all are free). The guest's
+    /// transparent huge pages are allocated this way: a PMD mapping holds
+    /// one reference on each of its 512 frames.
+    pub fn split_page(&mut self, pfn: u64) -> Result<(), BuddyError> {
+        let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
+        let head = self.mem_map[i];
+        if head.flags != PG_HEAD {
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        let n = 1usize << head.order;
+        if i + n > self.mem_map.len() {
+            return Err(BuddyError::Corrupt("block beyond the descriptor array"));
+        }
+        for p in &mut self.mem_map[i..i + n] {
+            *p = Page { order: 0, ..head };
+        }
+        Ok(())
+    }
+
     #[inline]
     pub(crate) fn idx(&self, pfn: u64) -> Option<u32> {
         let i = pfn.checked_sub(self.base_pfn)?;

@@ -60,6 +60,34 @@ fn split_and_merge_back() {
 }
 
 #[test]
+fn split_page_frees_pages_one_by_one_and_merges_back() {
+    let mut m = map(2048);
+    let mut b = BuddyAllocator::new(&mut m, 0, 1).unwrap();
+    b.set_min_free_kbytes(0);
+    b.free_range(0, 2048).unwrap();
+    let before = b.free_blocks(ZoneType::Dma);
+    let p = b.alloc_pages(0, 9, GFP_KERNEL).unwrap();
+    b.set_owner(p, PageOwner::UserAnon).unwrap();
+    assert_eq!(b.split_page(p + 1), Err(BuddyError::NotAllocated(p + 1)));
+    b.split_page(p).unwrap();
+    b.verify().unwrap();
+    for i in 0..512 {
+        let pg = b.page(p + i).unwrap();
+        assert_eq!((pg.flags, pg.order, pg.refcount, pg.owner), (PG_HEAD, 0, 1, PageOwner::UserAnon as u8));
+    }
+    // A page with two references survives one free; the others go at once.
+    assert_eq!(b.get_page(p + 7), Ok(2));
+    for i in 0..512 {
+        b.free_pages(0, p + i, 0).unwrap();
+    }
+    assert_eq!(b.page(p + 7).unwrap().refcount, 1);
+    b.free_pages(0, p + 7, 0).unwrap();
+    b.drain_all_pages();
+    b.verify().unwrap();
+    assert_eq!(b.free_blocks(ZoneType::Dma), before);
+}
+
+#[test]
 fn bad_frees_are_errors() {
     let mut m = map(1024);
     let mut b = BuddyAllocator::new(&mut m, 0, 2).unwrap();

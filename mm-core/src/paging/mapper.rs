@@ -61,7 +61,7 @@ pub struct MapperFlush {
 }
 
 impl MapperFlush {
-    fn new(start: VirtAddr, pages: u64, step: PageSize) -> Self {
+    pub(crate) fn new(start: VirtAddr, pages: u64, step: PageSize) -> Self {
         MapperFlush { start, pages, step }
     }
 

@@ -9,6 +9,7 @@
 pub mod editor;
 pub mod entry;
 pub mod fuzz;
+pub mod huge;
 pub mod mapper;
 pub mod swap;
 pub mod tlb;

@@ -3,7 +3,7 @@
 //! through the mapping iterator, and the TLB model checked against the same
 //! model with and without the flushes the mapper asks for.
 
-use crate::addr::{PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{Level, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mem::VecMem;
 use crate::paging::mapper::{FrameAllocator, MapError, MapRequest, Mapper, SizeRequest};
 use crate::paging::tlb::Tlb;
@@ -34,10 +34,44 @@ impl FrameAllocator for Frames {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Map { region: usize, page: u64, npages: u64, pa_page: u64, size: u8, flags: u8 },
-    Unmap { region: usize, page: u64, npages: u64, free: bool },
-    Protect { region: usize, page: u64, npages: u64, flags: u8 },
-    Touch { region: usize, page: u64, write: bool },
+    Map {
+        region: usize,
+        page: u64,
+        npages: u64,
+        pa_page: u64,
+        size: u8,
+        flags: u8,
+    },
+    Unmap {
+        region: usize,
+        page: u64,
+        npages: u64,
+        free: bool,
+    },
+    Protect {
+        region: usize,
+        page: u64,
+        npages: u64,
+        flags: u8,
+    },
+    Touch {
+        region: usize,
+        page: u64,
+        write: bool,
+    },
+    /// `split_huge_leaf` on the 2 MiB block holding `page`.
+    Split {
+        region: usize,
+        page: u64,
+    },
+    /// `collapse_huge_table` of the 2 MiB block holding `page` onto
+    /// `pa_page`'s 2 MiB frame.
+    Collapse {
+        region: usize,
+        page: u64,
+        pa_page: u64,
+        flags: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +85,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(region, page, npages, flags)| Op::Protect { region, page, npages, flags }),
         3 => (0..2usize, 0..REGION_PAGES, any::<bool>())
             .prop_map(|(region, page, write)| Op::Touch { region, page, write }),
+        1 => (0..2usize, 0..REGION_PAGES).prop_map(|(region, page)| Op::Split { region, page }),
+        1 => (0..2usize, 0..REGION_PAGES, 0..4096u64, any::<u8>())
+            .prop_map(|(region, page, pa_page, flags)| Op::Collapse { region, page, pa_page, flags }),
     ]
 }
 
@@ -209,6 +246,57 @@ impl World {
                         if let Some(e) = self.model.get_mut(&p) {
                             e.1 = flags;
                         }
+                    }
+                }
+            }
+            Op::Split { region, page } => {
+                let vpn0 = (REGIONS[region] >> 12) + (page & !511);
+                let va = VirtAddr(vpn0 << 12).canonicalize(false);
+                let Some((slot, e)) = self.mapper.lookup(&self.mem, va) else { return };
+                let huge = slot.level() == Level::Pmd && e.is_present();
+                let r = self.mapper.split_huge_leaf(&mut self.mem, &mut self.frames, slot, va, true);
+                assert_eq!(r.is_ok(), huge, "{r:?}");
+                if let Ok(tok) = r {
+                    if self.flush {
+                        tok.flush(&mut self.tlb);
+                    } else {
+                        tok.ignore();
+                    }
+                    for p in vpn0..vpn0 + 512 {
+                        if let Some(m) = self.model.get_mut(&p) {
+                            m.2 = PageSize::Size4K;
+                        }
+                    }
+                }
+            }
+            Op::Collapse { region, page, pa_page, flags } => {
+                let vpn0 = (REGIONS[region] >> 12) + (page & !511);
+                let va = VirtAddr(vpn0 << 12).canonicalize(false);
+                let Ok((slot, e)) = self.mapper.alloc_slot(&mut self.mem, &mut self.frames, va, Level::Pmd, true)
+                else {
+                    return;
+                };
+                let table = e.is_present() && !e.is_leaf_at(Level::Pmd);
+                // Without USER: the path above grants it only if a leaf
+                // under it had it (the collapse keeps the path as it is).
+                let (pa_page, flags) = (pa_page & !511, flags_of(flags).difference(PteFlags::USER));
+                let r = self.mapper.collapse_huge_table(
+                    &mut self.mem,
+                    &mut self.frames,
+                    slot,
+                    va,
+                    PhysAddr(pa_page << 12),
+                    flags,
+                );
+                assert_eq!(r.is_ok(), table, "{r:?}");
+                if let Ok(tok) = r {
+                    if self.flush {
+                        tok.flush(&mut self.tlb);
+                    } else {
+                        tok.ignore();
+                    }
+                    for i in 0..512 {
+                        self.model.insert(vpn0 + i, (pa_page + i, flags, PageSize::Size2M));
                     }
                 }
             }

@@ -1,0 +1,256 @@
+//! Transparent huge pages for anonymous memory (Linux's mm/huge_memory.c
+//! and mm/khugepaged.c), the parts that need no process: the mode
+//! (`transparent_hugepage=always|madvise|never` at boot, `SYS_THP` at run
+//! time: one setting, which a /proc/sys or /sys file can expose later),
+//! the eligibility of a VMA, the huge zero page, huge page allocation and
+//! the counters (AnonHugePages, `thp_*` in vmstat). The page-table work on
+//! a process's address space is in proc/thp.rs.
+//!
+//! A transparent huge page is an order-9 block split at allocation into
+//! 512 order-0 pages (the buddy's `split_page`): a PMD leaf holds one
+//! reference on each of its 512 frames, so splitting the PMD into a page
+//! table changes no count, each frame sits on the LRU and in the rmap on
+//! its own (Linux keeps the head page only; here reclaim and migration
+//! see a PMD-mapped frame as unmapped-but-referenced and leave it alone,
+//! and see the frames as ordinary pages once the PMD is split), and the
+//! host's `--verify refcount` counts a 2 MiB user leaf as 512 frames
+//! mapped once each.
+
+use super::page_alloc::{alloc_pages, GfpMask};
+use super::phys::clear_page;
+use super::vmstat::{count, Event};
+use super::PAGES;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE};
+use mm_core::buddy::PageOwner;
+use mm_core::vma::{VmFlags, Vma};
+
+/// Bytes of a PMD-mapped page.
+pub const HPAGE_PMD_SIZE: u64 = 2 << 20;
+/// Its order.
+pub const HPAGE_PMD_ORDER: u8 = 9;
+/// Its 4 KiB pages.
+pub const HPAGE_PMD_NR: u64 = 1 << HPAGE_PMD_ORDER;
+
+/// `/sys/kernel/mm/transparent_hugepage/enabled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ThpMode {
+    /// No huge pages.
+    Never = 0,
+    /// Only in VMAs marked `MADV_HUGEPAGE`.
+    Madvise = 1,
+    /// In every eligible anonymous VMA not marked `MADV_NOHUGEPAGE`.
+    Always = 2,
+}
+
+impl ThpMode {
+    /// From `SYS_THP`'s number or the boot switch's word.
+    pub fn from_u64(v: u64) -> Option<ThpMode> {
+        match v {
+            0 => Some(ThpMode::Never),
+            1 => Some(ThpMode::Madvise),
+            2 => Some(ThpMode::Always),
+            _ => None,
+        }
+    }
+
+    /// `always`, `madvise` or `never`.
+    pub fn parse(s: &str) -> Option<ThpMode> {
+        match s {
+            "never" => Some(ThpMode::Never),
+            "madvise" => Some(ThpMode::Madvise),
+            "always" => Some(ThpMode::Always),
+            _ => None,
+        }
+    }
+}
+
+/// The mode (default `madvise`, as many distributions ship Linux).
+static MODE: AtomicU8 = AtomicU8::new(ThpMode::Madvise as u8);
+/// PMD mappings of anonymous huge pages, all processes (AnonHugePages).
+static ANON_HUGE_PMDS: AtomicU64 = AtomicU64::new(0);
+/// Physical address of the huge zero page; 0 until the first read fault
+/// that wants it.
+static HUGE_ZERO_PA: AtomicU64 = AtomicU64::new(0);
+
+/// The mode now.
+pub fn mode() -> ThpMode {
+    ThpMode::from_u64(MODE.load(Ordering::Relaxed) as u64).unwrap_or(ThpMode::Never)
+}
+
+/// Sets the mode; returns the old one.
+pub fn set_mode(m: ThpMode) -> ThpMode {
+    ThpMode::from_u64(MODE.swap(m as u8, Ordering::Relaxed) as u64).unwrap_or(ThpMode::Never)
+}
+
+/// Whether `vma` may have huge pages in the current mode (Linux's
+/// `thp_vma_allowable_order` for anonymous VMAs): private, not a stack,
+/// not `MADV_NOHUGEPAGE`; `always`, or `madvise` with `MADV_HUGEPAGE`.
+pub fn vma_allows(flags: VmFlags) -> bool {
+    if flags.contains(VmFlags::SHARED) || flags.contains(VmFlags::GROWSDOWN) || flags.contains(VmFlags::NOHUGEPAGE) {
+        return false;
+    }
+    match mode() {
+        ThpMode::Always => true,
+        ThpMode::Madvise => flags.contains(VmFlags::HUGEPAGE),
+        ThpMode::Never => false,
+    }
+}
+
+/// The 2 MiB-aligned start of `addr`'s huge page if that page lies inside
+/// `vma` and the VMA may have huge pages.
+/// Anonymous VMAs only: file mappings take their pages from the page
+/// cache (no THP for files here).
+pub fn huge_range(vma: &Vma, addr: u64) -> Option<u64> {
+    let haddr = addr & !(HPAGE_PMD_SIZE - 1);
+    let anon = vma.kind == mm_core::vma::VmaKind::Anon;
+    (anon && vma_allows(vma.flags) && haddr >= vma.start && haddr + HPAGE_PMD_SIZE <= vma.end).then_some(haddr)
+}
+
+/// Linux's `GFP_TRANSHUGE_LIGHT`: movable, no reclaim and no waking of
+/// kswapd (THP's default defrag: a fault that finds no free order-9 block
+/// falls back to 4 KiB pages rather than stall).
+const GFP_TRANSHUGE_LIGHT: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE, flags: 0 };
+
+/// A huge page for user memory: an order-9 block, `zeroed` or not, split
+/// into 512 order-0 pages owned `UserAnon` with one reference each.
+/// Physical address, or `None` when no order-9 block is free.
+pub fn alloc_huge_page(zeroed: bool) -> Option<u64> {
+    let pfn = alloc_pages(HPAGE_PMD_ORDER, GFP_TRANSHUGE_LIGHT).ok()?;
+    PAGES.with(|p| {
+        let _ = p.buddy.set_owner(pfn, PageOwner::UserAnon);
+        if let Err(e) = p.buddy.split_page(pfn) {
+            panic!("split_page({:#x}): {}", pfn, e);
+        }
+    });
+    let pa = pfn << PAGE_SHIFT;
+    if zeroed {
+        for i in 0..HPAGE_PMD_NR {
+            clear_page(pa + i * PAGE_SIZE);
+        }
+    }
+    Some(pa)
+}
+
+/// The huge zero page (one shared, zeroed, read-only 2 MiB page, owner
+/// `Reserved` like the 4 KiB zero page, never freed), allocated on first
+/// use; `None` if no order-9 block is free then.
+pub fn huge_zero_page() -> Option<u64> {
+    let pa = HUGE_ZERO_PA.load(Ordering::Acquire);
+    if pa != 0 {
+        return Some(pa);
+    }
+    let pfn = alloc_pages(HPAGE_PMD_ORDER, GFP_TRANSHUGE_LIGHT).ok()?;
+    PAGES.with(|p| {
+        let _ = p.buddy.set_owner(pfn, PageOwner::Reserved);
+    });
+    let pa = pfn << PAGE_SHIFT;
+    for i in 0..HPAGE_PMD_NR {
+        clear_page(pa + i * PAGE_SIZE);
+    }
+    HUGE_ZERO_PA.store(pa, Ordering::Release);
+    count(Event::ThpZeroPageAlloc, 1);
+    Some(pa)
+}
+
+/// Whether `pa` is the huge zero page's base.
+pub fn is_huge_zero(pa: u64) -> bool {
+    pa != 0 && HUGE_ZERO_PA.load(Ordering::Relaxed) == pa
+}
+
+/// A PMD mapping of an anonymous huge page appeared (+1) or went (-1).
+pub fn account_pmd(delta: i64) {
+    if delta >= 0 {
+        ANON_HUGE_PMDS.fetch_add(delta as u64, Ordering::Relaxed);
+    } else {
+        ANON_HUGE_PMDS.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+/// meminfo's AnonHugePages, in KiB.
+pub fn anon_huge_kib() -> u64 {
+    ANON_HUGE_PMDS.load(Ordering::Relaxed) * (HPAGE_PMD_SIZE >> 10)
+}
+
+/// Page-table pages for a split reclaim makes: from the buddy allocator
+/// reclaim holds, below the watermarks (reclaim's own allocations dip
+/// into the reserves, as Linux's `PF_MEMALLOC`), owner `PageTable`.
+struct ReclaimTables<'a> {
+    buddy: &'a mut mm_core::buddy::BuddyAllocator<'static>,
+    count: u64,
+}
+
+impl mm_core::paging::FrameAllocator for ReclaimTables<'_> {
+    fn allocate_frame(&mut self) -> Option<mm_core::addr::PhysAddr> {
+        let cpu = crate::arch::percpu::this_cpu().id;
+        let pfn = self.buddy.alloc_pages(cpu, 0, super::page_alloc::GFP_MEMALLOC.gfp).ok()?;
+        let _ = self.buddy.set_owner(pfn, PageOwner::PageTable);
+        self.count += 1;
+        Some(mm_core::addr::PhysAddr(pfn << PAGE_SHIFT))
+    }
+    fn deallocate_frame(&mut self, frame: mm_core::addr::PhysAddr) {
+        self.count -= 1;
+        let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, frame.0 >> PAGE_SHIFT, 0);
+    }
+}
+
+/// Before reclaim unmaps `pfn` (an anon page whose rmap record is `m`):
+/// splits every PMD leaf mapping it (Linux splits a large folio before
+/// `try_to_unmap` swaps it out), so reclaim's walks find 4 KiB PTEs and
+/// never unmap a PMD-mapped page as if it were one small page. Called
+/// with the reclaim state and the buddy allocator held. Returns the PMDs
+/// split.
+pub fn split_pmd_mappings(
+    s: &mut super::swap::SwapState,
+    buddy: &mut mm_core::buddy::BuddyAllocator<'static>,
+    m: mm_core::rmap::AnonMapping,
+    pfn: u64,
+) -> u64 {
+    use mm_core::addr::{Level, VirtAddr};
+    let phys = super::phys::direct_map();
+    let pa = pfn << PAGE_SHIFT;
+    // No heap here: the page allocator is held (a kmalloc would take it
+    // again). More mappers than this are split on a later pass.
+    const MAX: usize = 16;
+    let mut found: [Option<(mm_core::rmap::MmId, u64, mm_core::paging::Slot, u64)>; MAX] = [None; MAX];
+    let mut n = 0;
+    let mms = &s.mms;
+    s.rmap.rmap_walk(m, |mm, va| {
+        let Some(pgd) = mms.get(&mm).map(|e| e.pgd) else { return true };
+        if let Some((slot, e)) = super::paging::user_pt(pgd).lookup(&phys, VirtAddr(va)) {
+            let base = e.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX & !(HPAGE_PMD_SIZE - 1);
+            if slot.level() == Level::Pmd && e.is_present() && (base..base + HPAGE_PMD_SIZE).contains(&pa) {
+                found[n] = Some((mm, pgd, slot, va & !(HPAGE_PMD_SIZE - 1)));
+                n += 1;
+            }
+        }
+        n < MAX
+    });
+    let mut split = 0;
+    for (mm, pgd, slot, haddr) in found.into_iter().flatten() {
+        let mut frames = ReclaimTables { buddy: &mut *buddy, count: 0 };
+        let mut phys = super::phys::direct_map();
+        let r = super::paging::user_pt(pgd).split_huge_leaf(&mut phys, &mut frames, slot, VirtAddr(haddr), true);
+        let tables = frames.count;
+        if r.is_err() {
+            continue;
+        }
+        if crate::arch::cpu::read_cr3() & mm_core::paging::entry::PTE_ADDR_MASK_MAX == pgd {
+            crate::arch::cpu::invlpg(haddr);
+        }
+        if let Some(e) = s.mms.get_mut(&mm) {
+            e.pt_pages_in += tables;
+        }
+        account_pmd(-1);
+        count(Event::ThpSplitPmd, 1);
+        split += 1;
+    }
+    split
+}
+
+/// Page tables reclaim's splits added to `mm` since the last call (the
+/// owner folds them into its count, as it does reclaim's RSS changes).
+pub fn take_split_tables(mm: mm_core::rmap::MmId) -> u64 {
+    super::swap::SWAP.with(|s| s.mms.get_mut(&mm).map_or(0, |e| core::mem::take(&mut e.pt_pages_in)))
+}

@@ -1,0 +1,202 @@
+//! Transparent huge pages (issue 14): touches `arg & 0xffff` MiB of a
+//! 2 MiB-aligned anonymous region, one word per 4 KiB page, and reports
+//! the faults taken and its AnonHugePages (checkpoint `touched`). With
+//! huge pages enabled (`transparent_hugepage=always`) it then:
+//! - unmaps one 4 KiB page inside the second huge page: exactly that huge
+//!   page is split, every other page keeps its data (checkpoint `split`);
+//! - forks: the child writes into a page of the third huge page (a copy
+//!   on write of a write-protected PMD) and checks it sees its write and
+//!   the parent's data elsewhere; the parent checks its page kept the old
+//!   data (checkpoint `forked`, while the child waits at `child`);
+//! - maps 2 MiB with `MADV_NOHUGEPAGE`, fills its 512 pages one fault
+//!   each, marks it `MADV_HUGEPAGE` and asks khugepaged to collapse it
+//!   (`SYS_THP` op 2; with bit 16 of the argument it yields until the
+//!   khugepaged thread did it): one range collapsed, the data intact
+//!   (checkpoint `collapsed`).
+//!
+//! - reads a fresh 2 MiB range: the huge zero page, read-only (checkpoint
+//!   `zero`); a write then gets a huge page of its own.
+//!
+//! Prints `thptest: faults N for M MiB, AnonHugePages K kB` and the
+//! figures of each step. Exit status: 0 all held; 2 mmap failed; 3 data
+//! wrong after the touch; 4 the split went wrong; 5 fork/COW went wrong;
+//! 6 the collapse went wrong; 7 the huge zero page went wrong.
+#![no_std]
+#![no_main]
+
+use ulib::abi::*;
+use ulib::{checkpoint, exit, fork, getpid, mmap, mmstat, munmap, println, sched_yield, syscall3, wait, PAGE};
+
+ulib::entry!(main);
+
+const HPAGE: u64 = 2 << 20;
+/// What the child writes over the parent's data.
+const CHILD_WORD: u64 = 0x0063_6869_6c64;
+
+fn pattern(va: u64) -> u64 {
+    va ^ 0x7468_7074_6573_7400
+}
+
+fn thp(op: u64, arg: u64) -> i64 {
+    syscall3(SYS_THP, op, arg, 0)
+}
+
+fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    syscall3(28, addr, len, advice)
+}
+
+fn read(va: u64) -> u64 {
+    // SAFETY: inside a mapping this program made.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+fn write(va: u64, v: u64) {
+    // SAFETY: inside a mapping this program made.
+    unsafe { (va as *mut u64).write_volatile(v) }
+}
+
+/// An anonymous read-write mapping of `len` bytes starting on a 2 MiB
+/// boundary (over-allocated, the ends unmapped).
+fn map_aligned(len: u64) -> Option<u64> {
+    let raw = mmap(0, len + HPAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    if raw < 0 {
+        return None;
+    }
+    let raw = raw as u64;
+    let start = raw.next_multiple_of(HPAGE);
+    if start > raw {
+        munmap(raw, start - raw);
+    }
+    let end = raw + len + HPAGE;
+    if end > start + len {
+        munmap(start + len, end - start - len);
+    }
+    Some(start)
+}
+
+/// Pages in `[start, start + len)` (first word of each, page `skip`
+/// excepted) that do not hold their pattern.
+fn bad_pages(start: u64, len: u64, skip: Option<u64>) -> u64 {
+    (0..len / PAGE).map(|i| start + i * PAGE).filter(|&va| Some(va) != skip && read(va) != pattern(va)).count() as u64
+}
+
+fn main(arg: u64) -> i32 {
+    let pid = getpid();
+    let mib = (arg & 0xffff).max(8);
+    let len = mib << 20;
+    let Some(a) = map_aligned(len) else {
+        println!("thptest[{}]: mmap of {} MiB failed", pid, mib);
+        return 2;
+    };
+    println!("thptest: region at {:#x}, {} MiB", a, mib);
+    let before = mmstat().faults;
+    let mut va = a;
+    while va < a + len {
+        write(va, pattern(va));
+        va += PAGE;
+    }
+    let faults = mmstat().faults - before;
+    let huge_kb = thp(3, 0);
+    println!("thptest: faults {} for {} MiB, AnonHugePages {} kB, mode {}", faults, mib, huge_kb, thp(0, 0));
+    checkpoint("touched");
+    let bad = bad_pages(a, len, None);
+    if bad != 0 {
+        println!("thptest: {} pages lost their data after the touch", bad);
+        return 3;
+    }
+    if thp(0, 0) != 2 {
+        return 0;
+    }
+
+    // Split: one 4 KiB page inside the second huge page.
+    let hole = a + HPAGE + 5 * PAGE;
+    munmap(hole, PAGE);
+    let after_split = thp(3, 0);
+    let bad = bad_pages(a, len, Some(hole));
+    println!("thptest: split: AnonHugePages {} kB (was {}), {} bad pages", after_split, huge_kb, bad);
+    checkpoint("split");
+    if bad != 0 || after_split != huge_kb - 2048 {
+        return 4;
+    }
+
+    // Fork and copy on write of a huge page.
+    let target = a + 2 * HPAGE + 7 * PAGE;
+    let child = fork();
+    if child == 0 {
+        checkpoint("child");
+        write(target, CHILD_WORD);
+        let ok = read(target) == CHILD_WORD && bad_pages(a, len, Some(hole)) == 1;
+        exit(if ok { 0 } else { 1 });
+    }
+    if child < 0 {
+        return 5;
+    }
+    checkpoint("forked");
+    let (_, status) = wait(child);
+    let parent_ok = read(target) == pattern(target) && bad_pages(a, len, Some(hole)) == 0;
+    println!("thptest: fork: child status {}, parent data {}", status, if parent_ok { "intact" } else { "CHANGED" });
+    if status != 0 || !parent_ok {
+        return 5;
+    }
+
+    // khugepaged: 512 small pages collapsed into one huge page.
+    let Some(c) = map_aligned(HPAGE) else { return 2 };
+    madvise(c, HPAGE, MADV_NOHUGEPAGE);
+    let before = mmstat().faults;
+    let mut va = c;
+    while va < c + HPAGE {
+        write(va, pattern(va));
+        va += PAGE;
+    }
+    let small_faults = mmstat().faults - before;
+    let huge_before = thp(3, 0);
+    madvise(c, HPAGE, MADV_HUGEPAGE);
+    // Bit 16: leave the collapse to the khugepaged thread (yield until
+    // it ran), else ask for it now.
+    let collapsed = if arg & (1 << 16) != 0 {
+        let mut yields = 0;
+        while thp(3, 0) < huge_before + 2048 && yields < 1000 {
+            sched_yield();
+            yields += 1;
+        }
+        println!("thptest: khugepaged collapsed the range after {} yields", yields);
+        (thp(3, 0) >= huge_before + 2048) as i64
+    } else {
+        thp(2, 0)
+    };
+    let huge_after = thp(3, 0);
+    let bad = bad_pages(c, HPAGE, None);
+    println!(
+        "thptest: collapse: {} faults to fill, {} ranges collapsed, AnonHugePages {} -> {} kB, {} bad pages",
+        small_faults, collapsed, huge_before, huge_after, bad
+    );
+    println!("thptest: collapsed range at {:#x}", c);
+    checkpoint("collapsed");
+    if collapsed < 1 || huge_after < huge_before + 2048 || bad != 0 {
+        return 6;
+    }
+
+    // The huge zero page: a read of a fresh 2 MiB range maps it (no
+    // memory of its own: AnonHugePages unchanged); a write then gets a
+    // huge page of its own.
+    let Some(z) = map_aligned(HPAGE) else { return 2 };
+    let before = thp(3, 0);
+    let zeros = (0..HPAGE / PAGE).all(|i| read(z + i * PAGE + 8) == 0);
+    let after_read = thp(3, 0);
+    println!(
+        "thptest: zero page at {:#x}: reads {}, AnonHugePages {} -> {} kB",
+        z,
+        if zeros { "zero" } else { "NOT ZERO" },
+        before,
+        after_read
+    );
+    checkpoint("zero");
+    write(z + 8, 42);
+    let after_write = thp(3, 0);
+    let ok = read(z + 8) == 42 && (1..HPAGE / PAGE).all(|i| read(z + i * PAGE + 8) == 0);
+    println!("thptest: zero page written: AnonHugePages {} kB, data {}", after_write, if ok { "ok" } else { "WRONG" });
+    if !zeros || after_read != before || after_write != before + 2048 || !ok {
+        return 7;
+    }
+    0
+}
