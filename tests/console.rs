@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{vmm_path, vmm_with_input};
+use common::{vmm_path, vmm_with_input, Scratch};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -36,18 +36,9 @@ int main(int argc, char **argv) {
 }
 "#;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A root with /bin/hello-gcc, /bin/hello-musl and /etc/motd.
 fn root(name: &str) -> Scratch {
-    let dir = Scratch(std::env::temp_dir().join(format!("mmemu-console-{}-{name}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = Scratch::new(&format!("console-{name}"));
     let root = dir.0.join("root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{boot, Run};
-use std::path::{Path, PathBuf};
+use common::{boot, compile, Run, Scratch};
+use std::path::Path;
 use std::process::Command;
 
 /// The two C toolchains that build static x86-64 Linux binaries.
@@ -127,40 +127,6 @@ int main(void) {
     return WEXITSTATUS(st) == 43 && *p == 7 ? 5 : 1;
 }
 "#;
-
-/// A scratch directory for one test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("mmemu-linux-abi-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Compiles `src` with `cc` and `extra` flags into `dir/name`.
-fn compile(cc: &str, src: &str, dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let out = dir.join(name);
-    let result = Command::new(cc).args(["-O2", "-o"]).arg(&out).arg(&c).args(extra).output();
-    match result {
-        Ok(o) if o.status.success() => out,
-        Ok(o) => panic!("{cc} failed on {name}.c:\n{}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!(
-            "cannot run {cc} ({e}): these tests build C programs at test time; install it \
-             (Debian: `apt-get install gcc musl-tools`, as .ci/run does)"
-        ),
-    }
-}
 
 /// Runs `prog` with `args` on the host, in `cwd`.
 fn host(prog: &Path, args: &[&str], cwd: &Path) -> (i32, String) {

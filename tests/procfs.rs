@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{boot, Run};
+use common::{boot, compile, Run, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -185,37 +185,6 @@ int main(void) {
 }
 "#;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("mmemu-procfs-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn compile(cc: &str, src: &str, dir: &Path, name: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let out = dir.join(name);
-    match Command::new(cc).args(["-O2", "-static", "-o"]).arg(&out).arg(&c).output() {
-        Ok(o) if o.status.success() => out,
-        Ok(o) => panic!("{cc} failed on {name}.c:\n{}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!(
-            "cannot run {cc} ({e}): these tests build C programs at test time; install it \
-             (Debian: `apt-get install gcc musl-tools`, as .ci/run does)"
-        ),
-    }
-}
-
 /// A root directory with `prog` as /init and an 8 KiB data.txt.
 fn root_with(dir: &Path, prog: &Path) -> PathBuf {
     let root = dir.join("root");
@@ -236,7 +205,7 @@ fn guest(root: &Path, extra: &[&str]) -> Run {
 fn file_mappings_tmpfs_and_pipes_behave_as_on_the_host() {
     let dir = Scratch::new("files");
     for cc in COMPILERS {
-        let prog = compile(cc, FILES, &dir.0, &format!("files-{cc}"));
+        let prog = compile(cc, FILES, &dir.0, &format!("files-{cc}"), &["-static"]);
         let root = root_with(&dir.0, &prog);
         let run = guest(&root, &[]);
         assert_eq!(run.status, 0, "{cc}: {}", run.all());
@@ -265,7 +234,7 @@ fn file_mappings_tmpfs_and_pipes_behave_as_on_the_host() {
 fn a_program_reads_its_own_maps_smaps_and_pagemap() {
     let dir = Scratch::new("procself");
     for cc in COMPILERS {
-        let prog = compile(cc, PROCSELF, &dir.0, &format!("procself-{cc}"));
+        let prog = compile(cc, PROCSELF, &dir.0, &format!("procself-{cc}"), &["-static"]);
         let root = root_with(&dir.0, &prog);
         let run = guest(&root, &["--inspect", "walk:0x10000000", "--inspect-at", "mark"]);
         assert_eq!(run.status, 0, "{cc}: {}", run.all());

@@ -104,3 +104,40 @@ pub fn counter_after(out: &str, marker: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A scratch directory for one test (under the temporary directory, named
+/// after the test binary's process and `name`), removed on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory `mmemu-NAME-PID`.
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("mmemu-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles the C program `src` with `cc` (`gcc` or `musl-gcc`) and
+/// `extra` flags into `dir/name`; panics with what to install when the
+/// compiler is missing.
+pub fn compile(cc: &str, src: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let out = dir.join(name);
+    match Command::new(cc).args(["-O2", "-o"]).arg(&out).arg(&c).args(extra).output() {
+        Ok(o) if o.status.success() => out,
+        Ok(o) => panic!("{cc} failed on {name}.c:\n{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!(
+            "cannot run {cc} ({e}): these tests build C programs at test time; install it \
+             (Debian: `apt-get install gcc musl-tools`, as .ci/run does)"
+        ),
+    }
+}

@@ -463,14 +463,19 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
 /// and the self-tests run without it, so their task tables and leak
 /// checks see only processes). Its pid.
 pub fn start_kswapd() -> Option<u64> {
+    start_once(&KSWAPD_PID, "kswapd0", kswapd)
+}
+
+/// Starts the kernel thread `name` unless `pid` says it runs; its pid.
+pub fn start_once(pid: &core::sync::atomic::AtomicU64, name: &'static str, entry: extern "C" fn() -> !) -> Option<u64> {
     use core::sync::atomic::Ordering;
-    match KSWAPD_PID.load(Ordering::Relaxed) {
+    match pid.load(Ordering::Relaxed) {
         0 => {
-            let pid = kthread_run("kswapd0", kswapd)?;
-            KSWAPD_PID.store(pid, Ordering::Relaxed);
-            Some(pid)
+            let new = kthread_run(name, entry)?;
+            pid.store(new, Ordering::Relaxed);
+            Some(new)
         }
-        pid => Some(pid),
+        running => Some(running),
     }
 }
 
@@ -505,15 +510,7 @@ static KCOMPACTD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomic
 /// by default, as kswapd is without swap, so other runs' task tables hold
 /// only their processes). Its pid.
 pub fn start_kcompactd() -> Option<u64> {
-    use core::sync::atomic::Ordering;
-    match KCOMPACTD_PID.load(Ordering::Relaxed) {
-        0 => {
-            let pid = kthread_run("kcompactd0", kcompactd)?;
-            KCOMPACTD_PID.store(pid, Ordering::Relaxed);
-            Some(pid)
-        }
-        pid => Some(pid),
-    }
+    start_once(&KCOMPACTD_PID, "kcompactd0", kcompactd)
 }
 
 /// kcompactd's body (Linux's `kcompactd`): compact for the order it was

@@ -391,15 +391,7 @@ static KHUGEPAGED_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomi
 /// runs and tests see only the collapses they ask for (`SYS_THP` op 2).
 /// Its pid.
 pub fn start_khugepaged() -> Option<u64> {
-    use core::sync::atomic::Ordering;
-    match KHUGEPAGED_PID.load(Ordering::Relaxed) {
-        0 => {
-            let pid = super::sched::kthread_run("khugepaged", khugepaged)?;
-            KHUGEPAGED_PID.store(pid, Ordering::Relaxed);
-            Some(pid)
-        }
-        pid => Some(pid),
-    }
+    super::sched::start_once(&KHUGEPAGED_PID, "khugepaged", khugepaged)
 }
 
 /// Wakes khugepaged if it runs (a process is yielding).

@@ -41,6 +41,28 @@ pub struct Regs {
     pub system: [u64; 8],
 }
 
+impl Regs {
+    /// The general, segment-selector and system registers from KVM's
+    /// state (the live vCPU's or a snapshot's); the x87/SSE part is left
+    /// as it is.
+    pub fn set_from_kvm(&mut self, r: &kvm_bindings::kvm_regs, s: &kvm_bindings::kvm_sregs) {
+        let c = &mut self.core;
+        c.regs = [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ];
+        c.rip = r.rip;
+        c.eflags = r.rflags as u32;
+        c.segments.cs = s.cs.selector.into();
+        c.segments.ss = s.ss.selector.into();
+        c.segments.ds = s.ds.selector.into();
+        c.segments.es = s.es.selector.into();
+        c.segments.fs = s.fs.selector.into();
+        c.segments.gs = s.gs.selector.into();
+        self.system = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
+    }
+}
+
 /// Byte length of the core part of a `g` packet (gdbstub_arch's layout).
 const CORE_LEN: usize = 0x218;
 

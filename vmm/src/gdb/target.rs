@@ -794,19 +794,8 @@ impl MultiThreadBase for GdbTarget<'_> {
         let (r, s) = self.state().map_err(fatal)?;
         let fpu =
             self.cpu.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+        out.set_from_kvm(&r, &s);
         let c = &mut out.core;
-        c.regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
-            r.r15,
-        ];
-        c.rip = r.rip;
-        c.eflags = r.rflags as u32;
-        c.segments.cs = s.cs.selector.into();
-        c.segments.ss = s.ss.selector.into();
-        c.segments.ds = s.ds.selector.into();
-        c.segments.es = s.es.selector.into();
-        c.segments.fs = s.fs.selector.into();
-        c.segments.gs = s.gs.selector.into();
         for (st, fpr) in c.st.iter_mut().zip(fpu.fpr.iter()) {
             st.copy_from_slice(&fpr[..10]);
         }
@@ -822,7 +811,6 @@ impl MultiThreadBase for GdbTarget<'_> {
             *x = u128::from_le_bytes(*v);
         }
         c.mxcsr = fpu.mxcsr;
-        out.system = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         Ok(())
     }
 

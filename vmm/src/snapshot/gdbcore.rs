@@ -152,22 +152,8 @@ impl Target for CoreTarget {
 
 impl SingleThreadBase for CoreTarget {
     fn read_registers(&mut self, out: &mut Regs) -> TargetResult<(), Self> {
-        let (r, s) = (&self.core.vcpu.regs, &self.core.vcpu.sregs);
-        let c = &mut out.core;
-        c.regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
-            r.r15,
-        ];
-        c.rip = r.rip;
-        c.eflags = r.rflags as u32;
-        c.segments.cs = s.cs.selector.into();
-        c.segments.ss = s.ss.selector.into();
-        c.segments.ds = s.ds.selector.into();
-        c.segments.es = s.es.selector.into();
-        c.segments.fs = s.fs.selector.into();
-        c.segments.gs = s.gs.selector.into();
         // The x87/SSE state is not saved (the guest's ring 0 uses none).
-        out.system = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
+        out.set_from_kvm(&self.core.vcpu.regs, &self.core.vcpu.sregs);
         Ok(())
     }
 
