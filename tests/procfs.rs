@@ -275,3 +275,81 @@ fn a_program_reads_its_own_maps_smaps_and_pagemap() {
         assert!(cached("after") < cached("before"), "{cc}: {}", run.all());
     }
 }
+
+/// Writes /proc/sys/vm settings and checks what they do: overcommit mode
+/// 2 refuses a mapping the heuristic allows, nr_hugepages grows the
+/// hugetlb pool that meminfo then shows, a bad value is EINVAL.
+const SYSCTL: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static int put(const char *f, const char *v) {
+    int fd = open(f, O_WRONLY);
+    if (fd < 0) return -errno;
+    int r = write(fd, v, strlen(v));
+    int e = errno;
+    close(fd);
+    return r < 0 ? -e : 0;
+}
+static long get(const char *f) {
+    char b[64] = {0};
+    int fd = open(f, O_RDONLY);
+    if (fd < 0) return -1;
+    read(fd, b, sizeof b - 1);
+    close(fd);
+    return atol(b);
+}
+static long meminfo(const char *key) {
+    static char b[4096];
+    int fd = open("/proc/meminfo", O_RDONLY);
+    int n = read(fd, b, sizeof b - 1);
+    close(fd);
+    b[n > 0 ? n : 0] = 0;
+    char *p = strstr(b, key);
+    return p ? atol(p + strlen(key)) : -1;
+}
+int main(void) {
+    size_t big = 48 << 20;
+    void *a = mmap(0, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    printf("mode %ld: 48 MiB %s\n", get("/proc/sys/vm/overcommit_memory"), a == MAP_FAILED ? "refused" : "mapped");
+    if (a != MAP_FAILED) munmap(a, big);
+    printf("write 2: %d\n", put("/proc/sys/vm/overcommit_memory", "2\n"));
+    printf("ratio 10: %d\n", put("/proc/sys/vm/overcommit_ratio", "10\n"));
+    a = mmap(0, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    printf("mode %ld: 48 MiB %s\n", get("/proc/sys/vm/overcommit_memory"), a == MAP_FAILED ? "refused" : "mapped");
+    printf("write 7: %d\n", put("/proc/sys/vm/overcommit_memory", "7\n"));
+    printf("write 0: %d\n", put("/proc/sys/vm/overcommit_memory", "0\n"));
+    printf("nr_hugepages %ld\n", get("/proc/sys/vm/nr_hugepages"));
+    printf("write 2 pages: %d\n", put("/proc/sys/vm/nr_hugepages", "2\n"));
+    printf("nr_hugepages %ld HugePages_Total %ld\n", get("/proc/sys/vm/nr_hugepages"), meminfo("HugePages_Total:"));
+    return 0;
+}
+"#;
+
+#[test]
+fn proc_sys_vm_settings_apply() {
+    let dir = Scratch::new("sysctl");
+    for cc in COMPILERS {
+        let prog = compile(cc, SYSCTL, &dir.0, &format!("sysctl-{cc}"), &["-static"]);
+        let root = root_with(&dir.0, &prog);
+        let run = guest(&root, &["--mem", "64M"]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        for want in [
+            "mode 0: 48 MiB mapped",
+            "write 2: 0",
+            "ratio 10: 0",
+            "mode 2: 48 MiB refused",
+            "write 7: -22",
+            "write 0: 0",
+            "nr_hugepages 0",
+            "write 2 pages: 0",
+            "nr_hugepages 2 HugePages_Total 2",
+        ] {
+            assert!(run.stdout.contains(want), "{cc}: missing {want:?}: {}", run.all());
+        }
+    }
+}

@@ -38,16 +38,9 @@ pub enum ProcFile {
 }
 
 /// A /proc/sys/vm setting: its name, how to read it, how to write it
-/// (None: read-only here). Settings other branches add (overcommit from
-/// the signals work, nr_hugepages from hugetlb, transparent_hugepage from
-/// thp) go in this table as their functions land:
-///
-/// | file                | read                               | write |
-/// |---------------------|------------------------------------|-------|
-/// | overcommit_memory   | TODO(integrator): overcommit mode  | set mode 0/1/2 |
-/// | overcommit_ratio    | TODO(integrator)                   | |
-/// | nr_hugepages        | TODO(integrator): hugetlb pool     | resize pool |
-/// | /sys/kernel/mm/transparent_hugepage/enabled | TODO(integrator) | |
+/// (None: read-only here). Transparent huge pages' mode, which Linux
+/// keeps in /sys/kernel/mm/transparent_hugepage/enabled, has no file yet
+/// (there is no /sys): `SYS_THP` and the `transparent_hugepage=` switch set it.
 pub struct Sysctl {
     /// The file name under /proc/sys/vm.
     pub name: &'static str,
@@ -97,7 +90,37 @@ pub const SYSCTL_VM: &[Sysctl] = &[
         }),
     },
     Sysctl { name: "page-cluster", read: || 3, write: None },
-    Sysctl { name: "overcommit_memory", read: read_zero, write: None },
+    Sysctl {
+        name: "overcommit_memory",
+        read: crate::mm::overcommit::overcommit_memory,
+        write: Some(|v| if crate::mm::overcommit::set_overcommit_memory(v) { Ok(()) } else { Err(-EINVAL) }),
+    },
+    Sysctl {
+        name: "overcommit_ratio",
+        read: crate::mm::overcommit::overcommit_ratio,
+        write: Some(|v| {
+            crate::mm::overcommit::set_overcommit_ratio(v);
+            Ok(())
+        }),
+    },
+    Sysctl {
+        name: "nr_hugepages",
+        read: || crate::mm::hugetlb::sys_hugetlb(6, 0) as u64,
+        write: Some(|v| {
+            // Linux too takes the count and grows the pool as far as it
+            // can; reading the file back says how far.
+            crate::mm::hugetlb::set_max_huge_pages(v);
+            Ok(())
+        }),
+    },
+    Sysctl {
+        name: "nr_overcommit_hugepages",
+        read: || crate::mm::hugetlb::counters()[4],
+        write: Some(|v| {
+            crate::mm::hugetlb::set_overcommit(v);
+            Ok(())
+        }),
+    },
 ];
 
 /// A text buffer that never grows past the capacity it was given: what
