@@ -326,6 +326,11 @@ int main(void) {
     printf("nr_hugepages %ld\n", get("/proc/sys/vm/nr_hugepages"));
     printf("write 2 pages: %d\n", put("/proc/sys/vm/nr_hugepages", "2\n"));
     printf("nr_hugepages %ld HugePages_Total %ld\n", get("/proc/sys/vm/nr_hugepages"), meminfo("HugePages_Total:"));
+    static char sw[1024];
+    int fd = open("/proc/swaps", O_RDONLY);
+    int n = fd < 0 ? -1 : read(fd, sw, sizeof sw - 1);
+    sw[n > 0 ? n : 0] = 0;
+    printf("swaps: %s", sw);
     return 0;
 }
 "#;
@@ -336,8 +341,14 @@ fn proc_sys_vm_settings_apply() {
     for cc in COMPILERS {
         let prog = compile(cc, SYSCTL, &dir.0, &format!("sysctl-{cc}"), &["-static"]);
         let root = root_with(&dir.0, &prog);
-        let run = guest(&root, &["--mem", "64M"]);
+        let swap = common::TempFile::absent(&format!("sysctl-swap-{cc}"));
+        let swap_arg = format!("{},size=16M", swap.path());
+        let run = guest(&root, &["--mem", "64M", "--swap", &swap_arg]);
         assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        // /proc/swaps as Linux formats it: the header, then the device.
+        let swaps: Vec<&str> = run.stdout.split("swaps: ").nth(1).unwrap_or("").lines().collect();
+        assert!(swaps.len() == 2 && swaps[0].starts_with("Filename\t"), "{cc}: {}", run.all());
+        assert!(swaps[1].starts_with("/dev/vda") && swaps[1].contains("partition\t"), "{cc}: {}", run.all());
         for want in [
             "mode 0: 48 MiB mapped",
             "write 2: 0",

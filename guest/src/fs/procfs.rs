@@ -506,7 +506,7 @@ const PID_FILES: [(&str, u32); 10] = [
 ];
 
 /// The files of /proc itself.
-const TOP_FILES: [&str; 6] = ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo"];
+const TOP_FILES: [&str; 7] = ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps"];
 
 /// Splits a /proc path: (pid, the rest) for /proc/PID/... and
 /// /proc/self/... (None for the top level's own files).
@@ -595,6 +595,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
     let mut text = String::new();
     match rest {
         "meminfo" => crate::mm::procfs::meminfo_to(&mut text),
+        "swaps" => crate::mm::swap::swaps_to(&mut text),
         "buddyinfo" => {
             let mut b = Bounded::new();
             crate::mm::procfs::buddyinfo_to(&mut b);

@@ -772,20 +772,13 @@ pub fn set_swappiness(v: u32) {
 
 /// /proc/swaps, and this kernel's swap counters.
 pub fn print_swaps() {
-    let Some((areas, stat, blk_stats)) = SWAP.try_with(|s| {
-        let areas: Vec<(u64, u64, i16)> = s.areas.areas().map(|(_, a)| (a.pages(), a.inuse_pages(), a.prio)).collect();
-        (areas, s.stat, blk::stats())
-    }) else {
+    let Some((stat, blk_stats)) = SWAP.try_with(|s| (s.stat, blk::stats())) else {
         return;
     };
-    crate::kprintln!("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority");
-    for (pages, inuse, prio) in areas {
-        crate::kprintln!(
-            "/dev/vda                                partition\t{}\t\t{}\t\t{}",
-            crate::fmt::Dec(pages * 4),
-            crate::fmt::Dec(inuse * 4),
-            crate::mm::oom_kill::SDec(prio as i64)
-        );
+    let mut text = alloc::string::String::new();
+    swaps_to(&mut text);
+    for line in text.lines() {
+        crate::kprintln!("{}", line);
     }
     crate::kprintln!(
         "swap: cache_hits {} clean_reclaims {} write_batches {} write_errors {} read_errors {} checksum_errors {} device_requests {} device_notifies {}",
@@ -798,6 +791,26 @@ pub fn print_swaps() {
         crate::fmt::Dec(blk_stats.requests),
         crate::fmt::Dec(blk_stats.notifies)
     );
+}
+
+/// /proc/swaps (Linux's `swap_show`): a header, then each swap area's
+/// size and use in KiB and its priority, to `w`.
+pub fn swaps_to(w: &mut dyn core::fmt::Write) {
+    let Some(areas) = SWAP.try_with(|s| {
+        s.areas.areas().map(|(_, a)| (a.pages(), a.inuse_pages(), a.prio)).collect::<Vec<(u64, u64, i16)>>()
+    }) else {
+        return;
+    };
+    let _ = writeln!(w, "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority");
+    for (pages, inuse, prio) in areas {
+        let _ = writeln!(
+            w,
+            "/dev/vda                                partition\t{}\t\t{}\t\t{}",
+            crate::fmt::Dec(pages * 4),
+            crate::fmt::Dec(inuse * 4),
+            crate::mm::oom_kill::SDec(prio as i64)
+        );
+    }
 }
 
 /// The descriptor's swap section: where the host finds the swap map, the
