@@ -533,32 +533,6 @@ extern "C" fn kcompactd() -> ! {
     }
 }
 
-/// A kernel thread goes to sleep until [`wake_kthread`] (the idle
-/// context, which waits for processes, runs only when no task is
-/// runnable: a thread that stayed runnable would starve it).
-pub fn kthread_sleep() {
-    SCHED.with(|s| {
-        let me = s.current;
-        if let Some(t) = s.tasks.get_mut(&me) {
-            t.state = State::Waiting;
-        }
-    });
-    schedule();
-}
-
-/// Makes a sleeping kernel thread runnable (at the back of the queue).
-pub fn wake_kthread(pid: u64) {
-    SCHED.with(|s| {
-        if let Some(t) = s.tasks.get_mut(&pid) {
-            if t.state == State::Waiting {
-                t.state = State::Runnable;
-                s.runq.push_back(pid);
-                publish_states(s);
-            }
-        }
-    });
-}
-
 /// Puts the running process at the back of the run queue and schedules
 /// (`sched_yield`, and the timer's preemption).
 pub fn yield_now(preempted: bool) {
@@ -886,13 +860,16 @@ pub fn sleep_current() {
     schedule();
 }
 
-/// Makes task `pid` runnable if it sleeps (Linux's `wake_up_process`).
+/// Makes task `pid` runnable if it sleeps (Linux's `wake_up_process`),
+/// at the back of the queue: a pipe's waiter, or a kernel thread parked
+/// by [`sleep_current`] (khugepaged).
 pub fn wake(pid: u64) {
     SCHED.with(|s| {
         if let Some(t) = s.tasks.get_mut(&pid) {
             if t.state == State::Waiting {
                 t.state = State::Runnable;
                 s.runq.push_back(pid);
+                publish_states(s);
             }
         }
     });

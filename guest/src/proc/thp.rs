@@ -398,7 +398,7 @@ pub fn start_khugepaged() -> Option<u64> {
 pub fn wake_khugepaged() {
     let pid = KHUGEPAGED_PID.load(core::sync::atomic::Ordering::Relaxed);
     if pid != 0 {
-        super::sched::wake_kthread(pid);
+        super::sched::wake(pid);
     }
 }
 
@@ -408,6 +408,6 @@ extern "C" fn khugepaged() -> ! {
             // A process whose mm is busy is scanned on a later pass.
             let _ = mm.try_with(khugepaged_scan_mm);
         }
-        super::sched::kthread_sleep();
+        super::sched::sleep_current();
     }
 }
