@@ -259,6 +259,7 @@ fn config(cmdline: &str) -> VmConfig {
         kvm_device: vmm::kvm::DEFAULT_KVM_DEVICE.into(),
         kernel: None,
         ram: 256 << 20,
+        cpus: 1,
         boot: vmm::boot::BootMode::Direct,
         cmdline: cmdline.into(),
         timeout: Some(Duration::from_secs(60)),

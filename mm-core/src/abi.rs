@@ -182,6 +182,14 @@ pub mod boot {
     /// Longest command line the kernel reads, NUL included.
     pub const CMDLINE_MAX: usize = 4096;
 
+    /// Where the VMM writes the ACPI tables (RSDP first, then XSDT and
+    /// MADT), in the BIOS area a legacy RSDP scan also covers; the memory
+    /// map reports their bytes as [`E820_ACPI`], and `HvmStartInfo::rsdp_paddr`
+    /// points here.
+    pub const ACPI_TABLES: u64 = 0xe_0000;
+    /// Room for the ACPI tables (up to the BIOS area at 0xf_0000).
+    pub const ACPI_TABLES_MAX: u64 = 0x1_0000;
+
     /// E820: usable RAM.
     pub const E820_RAM: u32 = 1;
     /// E820: reserved.

@@ -17,6 +17,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod abi;
+pub mod acpi;
 pub mod addr;
 pub mod buddy;
 pub mod compaction;

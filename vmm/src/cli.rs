@@ -101,6 +101,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
     pub mem: u64,
 
+    /// Virtual CPUs, 1 to 8. vCPU 0 boots the kernel; the others wait for
+    /// the guest to start them (INIT-SIPI-SIPI through its local APIC), as
+    /// a PC's application processors do; the guest finds them in the ACPI
+    /// MADT. Every vCPU runs on its own host thread.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_cpus)]
+    pub cpus: u8,
+
     /// How the vCPU reaches the kernel: `direct` (the VMM sets up long mode
     /// and jumps to the ELF entry) or `firmware` (the vCPU starts at the
     /// reset vector in real mode and our firmware enters long mode).
@@ -271,6 +278,15 @@ fn parse_mem(s: &str) -> Result<u64, String> {
     memory::parse_size(s).map_err(|e| e.to_string())
 }
 
+fn parse_cpus(s: &str) -> Result<u8, String> {
+    let max = crate::vm::MAX_VCPUS;
+    match s.parse::<u8>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(_) | Err(_) if s.parse::<u64>().is_ok() => Err(format!("the VMM runs 1 to {max} vCPUs, not {s}")),
+        _ => Err(format!("'{s}' is not a number of vCPUs (1 to {max})")),
+    }
+}
+
 fn parse_budget(s: &str) -> Result<u64, String> {
     let n: u64 = s.replace('_', "").parse().map_err(|_| format!("'{s}' is not a number of entries"))?;
     if n == 0 {
@@ -294,6 +310,7 @@ impl RunArgs {
             kvm_device: self.kvm_device.clone(),
             kernel: self.kernel.clone(),
             ram: self.mem,
+            cpus: self.cpus,
             boot: self.boot,
             cmdline: self.cmdline.clone(),
             timeout: self.timeout,

@@ -1,10 +1,14 @@
 //! The VMM's event loop (event-manager): host stdin into the guest's UART,
 //! the vCPU thread's completion, and the `--timeout` timer.
 //!
-//! The vCPU runs on its own thread, blocked in `KVM_RUN`. To stop it the
-//! loop sets a flag and kicks the thread with a signal until it is gone:
-//! a signal makes `KVM_RUN` return EINTR, and repeating it covers the
-//! window between the flag check and the next `KVM_RUN`.
+//! Each vCPU runs on its own thread, blocked in `KVM_RUN`. To stop them the
+//! loop sets a flag and kicks the threads with a signal until they are
+//! gone: a signal makes `KVM_RUN` return EINTR, and its handler also sets
+//! the thread's `kvm_run.immediate_exit`, so a kick landing between the
+//! flag check and the next `KVM_RUN` makes that `KVM_RUN` return at once.
+//! When one vCPU's run ends (the guest's exit, a crash) every other one is
+//! stopped the same way, application processors blocked waiting for a
+//! start-up IPI included.
 
 use crate::devices::serial::{restore_terminal, InputAction, InputQueue, RawTerminal, SerialConsole, INPUT_BACKLOG};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
@@ -97,7 +101,7 @@ impl MutEventSubscriber for StdinInput {
     }
 }
 
-/// The vCPU's completion and the timeout.
+/// The vCPUs' completion and the timeout.
 struct Lifecycle {
     done: EventFd,
     timer: Option<TimerFd>,
@@ -136,26 +140,64 @@ impl MutEventSubscriber for Lifecycle {
     }
 }
 
-/// How often the loop kicks the vCPU out of KVM_RUN to look for a guest
+/// How often the loop kicks the vCPUs out of KVM_RUN to look for a guest
 /// that halted for good.
 const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 
-extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+thread_local! {
+    /// This vCPU thread's `kvm_run` area, where a kick sets
+    /// `immediate_exit` (null on other threads).
+    static KICK_TARGET: std::cell::Cell<*mut kvm_bindings::kvm_run> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Makes kicks of the calling (vCPU) thread also set `immediate_exit` in
+/// `run`, its vCPU's `kvm_run` area, which must stay mapped until
+/// [`clear_kick_target`] (the runner holds its vCPU for the whole run).
+pub fn set_kick_target(run: &mut kvm_bindings::kvm_run) {
+    let p: *mut kvm_bindings::kvm_run = run;
+    KICK_TARGET.with(|t| t.set(p));
+}
+
+/// Stops kicks of the calling thread from touching its `kvm_run` area.
+pub fn clear_kick_target() {
+    KICK_TARGET.with(|t| t.set(std::ptr::null_mut()));
+}
+
+extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A const-initialised thread-local without a destructor: reading it is
+    // async-signal-safe (no lazy initialisation, no allocation).
+    let _ = KICK_TARGET.try_with(|t| {
+        let p = t.get();
+        if !p.is_null() {
+            // SAFETY: `p` is this thread's vCPU's kvm_run mapping, set by
+            // `set_kick_target` and valid until `clear_kick_target` (the
+            // mapping lives as long as the VcpuFd, which the runner holds).
+            // KVM reads immediate_exit on entry to KVM_RUN; a volatile
+            // byte store is what the kernel ABI expects here.
+            unsafe { std::ptr::addr_of_mut!((*p).immediate_exit).write_volatile(1) };
+        }
+    });
+}
 
 fn kick_signal() -> libc::c_int {
     SIGRTMIN()
 }
 
-/// Runs `vcpu_body` on a new thread (it gets an eventfd to signal when it
-/// is done) and serves events until it finishes or `timeout` expires, in
-/// which case `stop` is set and the thread is kicked out of `KVM_RUN`.
-/// Returns why the loop ended and the thread's result (None if it panicked).
+/// One vCPU thread's work: it gets an eventfd to signal when it is done.
+pub type VcpuBody<T> = Box<dyn FnOnce(EventFd) -> T + Send + 'static>;
+
+/// Runs each of `bodies` (one per vCPU) on a new thread named `vcpuN` and
+/// serves events until one finishes or `timeout` expires; then `stop` is
+/// set and every thread still running is kicked out of `KVM_RUN` until it
+/// is gone. Returns why the loop ended and each thread's result, by index
+/// (None if it panicked).
 pub fn run<T: Send + 'static>(
     serial: Arc<Mutex<SerialConsole>>,
     timeout: Option<Duration>,
     stop: Arc<AtomicBool>,
-    vcpu_body: impl FnOnce(EventFd) -> T + Send + 'static,
-) -> Result<(LoopEnd, Option<T>), LoopError> {
+    bodies: Vec<VcpuBody<T>>,
+) -> Result<(LoopEnd, Vec<Option<T>>), LoopError> {
     static HANDLER: Once = Once::new();
     let mut handler_result = Ok(());
     HANDLER.call_once(|| handler_result = register_signal_handler(kick_signal(), kick));
@@ -165,7 +207,6 @@ pub fn run<T: Send + 'static>(
     })?;
 
     let done = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
-    let done_for_thread = done.try_clone().map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
     let timer = match timeout {
         Some(d) => {
             let mut t = TimerFd::new().map_err(|e| LoopError::Setup { what: "a timerfd", source: e.into() })?;
@@ -174,10 +215,19 @@ pub fn run<T: Send + 'static>(
         }
         None => None,
     };
-    let handle = std::thread::Builder::new()
-        .name("vcpu0".into())
-        .spawn(move || vcpu_body(done_for_thread))
-        .map_err(|source| LoopError::Setup { what: "the vCPU thread", source })?;
+    let mut handles = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let done_for_thread = done.try_clone().map_err(|source| LoopError::Setup { what: "an eventfd", source })?;
+        let spawned = std::thread::Builder::new().name(format!("vcpu{i}")).spawn(move || body(done_for_thread));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(source) => {
+                // The threads already started must not outlive the error.
+                stop_threads(&stop, &handles);
+                return Err(LoopError::Setup { what: "a vCPU thread", source });
+            }
+        }
+    }
 
     let state = Rc::new(Cell::new(State::Running));
     let mut em: EventManager<Box<dyn MutEventSubscriber>> = EventManager::new()?;
@@ -185,10 +235,10 @@ pub fn run<T: Send + 'static>(
     em.add_subscriber(Box::new(StdinInput { serial: serial.clone(), queue: queue.clone() }));
     em.add_subscriber(Box::new(Lifecycle { done, timer, state: state.clone() }));
     // A vCPU halted with interrupts masked never leaves KVM_RUN once KVM
-    // runs the interrupt controllers in the kernel: kick it now and then so
-    // the run loop can look (`vcpu::run` reports such a guest as dead).
+    // runs the interrupt controllers in the kernel: kick them now and then
+    // so the run loops can look (`vcpu::run` reports such a guest as dead).
     let mut last_kick = std::time::Instant::now();
-    while state.get() == State::Running && !handle.is_finished() {
+    while state.get() == State::Running && !handles.iter().any(|h| h.is_finished()) {
         // Input waiting for room in the FIFO: look again soon.
         let waiting = queue.borrow().has_pending();
         em.run_with_timeout(if waiting { 5 } else { 200 })?;
@@ -198,19 +248,26 @@ pub fn run<T: Send + 'static>(
             }
         }
         if last_kick.elapsed() >= WATCHDOG_PERIOD {
-            let _ = handle.kill(kick_signal());
+            for h in &handles {
+                let _ = h.kill(kick_signal());
+            }
             last_kick = std::time::Instant::now();
         }
     }
-    let end = if state.get() == State::TimedOut {
-        stop.store(true, Ordering::Release);
-        while !handle.is_finished() {
-            let _ = handle.kill(kick_signal());
-            std::thread::sleep(Duration::from_millis(5));
+    let end =
+        if state.get() == State::TimedOut { LoopEnd::TimedOut(timeout.unwrap_or_default()) } else { LoopEnd::VcpuDone };
+    // One vCPU's end (or the timeout) ends them all.
+    stop_threads(&stop, &handles);
+    Ok((end, handles.into_iter().map(|h| h.join().ok()).collect()))
+}
+
+/// Sets `stop` and kicks every thread until all are finished.
+fn stop_threads<T>(stop: &AtomicBool, handles: &[std::thread::JoinHandle<T>]) {
+    stop.store(true, Ordering::Release);
+    while !handles.iter().all(|h| h.is_finished()) {
+        for h in handles.iter().filter(|h| !h.is_finished()) {
+            let _ = h.kill(kick_signal());
         }
-        LoopEnd::TimedOut(timeout.unwrap_or_default())
-    } else {
-        LoopEnd::VcpuDone
-    };
-    Ok((end, handle.join().ok()))
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

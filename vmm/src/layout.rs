@@ -8,6 +8,7 @@
 //! 0x0000_6000  PVH hvm_start_info; its memory map at 0x6100
 //! 0x0000_7000  kernel command line (up to 4 KiB with the NUL)
 //! 0x0000_9000  boot page tables: PML4, PDPT (low), PDPT (-2 GiB), PD
+//! 0x000e_0000  ACPI tables: RSDP, XSDT, MADT (E820 "ACPI data")
 //! 0x0010_0000  kernel image (the ELF's physical addresses, 2 MiB upwards)
 //! ...          the initrd, from the next 2 MiB boundary after the kernel
 //! ...          RAM up to min(size, 3 GiB)
@@ -21,8 +22,8 @@
 //! here; the rest is this VMM's own choice.
 
 pub use mm_core::abi::boot::{
-    BOOT_GDT, BOOT_MAPPED, BOOT_PD, BOOT_PDPT_HIGH, BOOT_PDPT_LOW, BOOT_PML4, CMDLINE_MAX, E820_RAM, E820_RESERVED,
-    FIRMWARE_BASE, FIRMWARE_SIZE, HANDOFF, HANDOFF_MAGIC,
+    BOOT_GDT, BOOT_MAPPED, BOOT_PD, BOOT_PDPT_HIGH, BOOT_PDPT_LOW, BOOT_PML4, CMDLINE_MAX, E820_ACPI, E820_RAM,
+    E820_RESERVED, FIRMWARE_BASE, FIRMWARE_SIZE, HANDOFF, HANDOFF_MAGIC,
 };
 use vm_memory::GuestAddress;
 
@@ -106,6 +107,13 @@ pub fn e820_map(ram: u64, with_firmware: bool) -> Vec<E820Entry> {
     v
 }
 
+/// Adds `e` to `map`, kept in address order (the entries must not
+/// overlap: the caller places `e` in a gap).
+pub fn e820_insert(map: &mut Vec<E820Entry>, e: E820Entry) {
+    let at = map.iter().position(|x| x.addr > e.addr).unwrap_or(map.len());
+    map.insert(at, e);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +138,16 @@ mod tests {
         for w in sorted.windows(2) {
             assert!(w[0].addr + w[0].size <= w[1].addr);
         }
+    }
+
+    #[test]
+    fn acpi_entry_goes_in_its_gap() {
+        let mut map = e820_map(256 * MIB, false);
+        e820_insert(&mut map, E820Entry { addr: 0xe_0000, size: 0x100, kind: E820_ACPI });
+        for w in map.windows(2) {
+            assert!(w[0].addr + w[0].size <= w[1].addr, "{map:?}");
+        }
+        assert_eq!(map.iter().filter(|e| e.kind == E820_ACPI).count(), 1);
     }
 
     #[test]

@@ -21,6 +21,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Most vCPUs a VM has (`--cpus`); mm-core's ACPI reader holds as many.
+pub const MAX_VCPUS: u8 = mm_core::acpi::MAX_CPUS as u8;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -30,6 +33,9 @@ pub struct VmConfig {
     pub kernel: Option<PathBuf>,
     /// RAM in bytes.
     pub ram: u64,
+    /// vCPUs (1..=[`MAX_VCPUS`]): vCPU 0 boots, the others wait for the
+    /// guest's INIT-SIPI-SIPI.
+    pub cpus: u8,
     /// Boot path.
     pub boot: BootMode,
     /// Kernel command line.
@@ -83,6 +89,9 @@ pub enum VmError {
     /// The vCPU thread died.
     #[error("the vCPU thread panicked; this is a VMM bug")]
     VcpuThread,
+    /// `--cpus` out of range (the CLI refuses it first).
+    #[error("the VMM runs 1 to {max} vCPUs, not {0}", max = MAX_VCPUS)]
+    Cpus(u8),
     /// The gdb stub's thread died.
     #[error("the gdb stub's thread panicked; this is a VMM bug")]
     GdbThread,
@@ -141,7 +150,7 @@ pub enum Outcome {
 pub struct Vm {
     // Field order matters for drop: the vCPU and VM fds go before the
     // memory they map.
-    /// Every vCPU, by index (one today; SMP adds more).
+    /// Every vCPU, by index (KVM vCPU id and APIC ID = index).
     vcpus: Vec<SharedVcpu>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -170,6 +179,9 @@ impl Vm {
             None => KernelImage::embedded()?,
         };
         memory::check_size(cfg.ram)?;
+        if !(1..=MAX_VCPUS).contains(&cfg.cpus) {
+            return Err(VmError::Cpus(cfg.cpus));
+        }
         // The swap file is checked first: a bad one fails before anything boots.
         let swap_file = cfg.swap.as_ref().map(BackingFile::open).transpose()?;
         let kvm = kvm::open(&cfg.kvm_device)?;
@@ -194,17 +206,35 @@ impl Vm {
         };
 
         let kernel = image.load(&mem, cfg.ram)?;
-        boot::write_start_info(&mem, &layout::e820_map(cfg.ram, firmware), &cmdline)?;
+        // The ACPI tables tell the guest its CPUs; the memory map covers
+        // their bytes as ACPI data and the start info points at the RSDP
+        // (every boot path hands the guest the same start info).
+        let acpi_len = boot::acpi::write(&mem, cfg.cpus)?;
+        let mut e820 = layout::e820_map(cfg.ram, firmware);
+        layout::e820_insert(
+            &mut e820,
+            layout::E820Entry { addr: boot::acpi::ACPI_TABLES, size: acpi_len, kind: layout::E820_ACPI },
+        );
+        boot::write_start_info(&mem, &e820, &cmdline, boot::acpi::ACPI_TABLES)?;
         if let Some(initrd) = &cfg.initrd {
             initrd.load(&mem, image.phys_end, cfg.ram)?;
         }
 
         let mut symbols = image.symbols.clone();
-        let vcpu = vm.create_vcpu(0).map_err(KvmError::ioctl("create vCPU 0"))?;
         let cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(KvmError::ioctl("report its supported CPUID"))?;
-        vcpu.set_cpuid2(&cpuid).map_err(KvmError::ioctl("set the vCPU's CPUID"))?;
+        // vCPU 0 (the boot CPU) first; the others stay as KVM creates them
+        // with the in-kernel irqchip: waiting for INIT-SIPI-SIPI, which the
+        // guest sends through its local APIC to start them in real mode.
+        let mut vcpus = Vec::new();
+        for id in 0..cfg.cpus {
+            let v = vm.create_vcpu(u64::from(id)).map_err(KvmError::ioctl("create a vCPU"))?;
+            v.set_cpuid2(&vcpu::cpuid::for_vcpu(&cpuid, id, cfg.cpus))
+                .map_err(KvmError::ioctl("set the vCPU's CPUID"))?;
+            vcpus.push(v);
+        }
+        let vcpu = &vcpus[0];
         match cfg.boot {
             BootMode::Direct => {
                 boot::direct::write_tables(&mem)?;
@@ -245,7 +275,7 @@ impl Vm {
         let web = cfg.web.as_ref().map(crate::web::start).transpose()?;
         let inspect_outcome = park_hook.as_ref().and_then(|h| h.outcome());
         Ok(Vm {
-            vcpus: vec![Arc::new(Mutex::new(vcpu))],
+            vcpus: vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect(),
             _vm: vm,
             _kvm: kvm,
             mem,
@@ -330,9 +360,27 @@ impl Vm {
             s.report
         });
         let progress = progress.then(|| crate::progress::Progress::start(link.clone(), bus.results.live.clone()));
-        // The boot CPU; the others (SMP) will each get a runner and thread.
-        let boot = vcpus[0].clone();
-        let mut runner = VcpuRunner::new(0, boot.clone(), bus, link.clone(), stop.clone());
+        // One runner and thread per vCPU; they share the device bus, the
+        // park hooks and the world (stop the world at checkpoints).
+        let bus = Arc::new(Mutex::new(bus));
+        let hooks: vcpu::SharedHooks = Arc::default();
+        let world = Arc::new(vcpu::world::World::new(vcpus.len()));
+        let mut runners: Vec<VcpuRunner> = vcpus
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                VcpuRunner::in_world(
+                    i,
+                    v.clone(),
+                    bus.clone(),
+                    hooks.clone(),
+                    world.clone(),
+                    link.clone(),
+                    stop.clone(),
+                )
+            })
+            .collect();
+        let runner = &mut runners[0];
         if park_hook.is_some() || web.is_some() {
             // SIGUSR1 pauses the guest for the views (and the web view's
             // update); without a hook a pause would have nothing to show,
@@ -376,11 +424,17 @@ impl Vm {
             }
             None => None,
         };
-        let (end, joined) = eventloop::run(serial, timeout, stop.clone(), move |done| {
-            let r = runner.run().map_err(VmError::Run);
-            let _ = done.write(1);
-            (r, runner)
-        })?;
+        let bodies: Vec<eventloop::VcpuBody<Result<VcpuStop, VmError>>> = runners
+            .into_iter()
+            .map(|mut runner| -> eventloop::VcpuBody<Result<VcpuStop, VmError>> {
+                Box::new(move |done| {
+                    let r = runner.run().map_err(VmError::Run);
+                    let _ = done.write(1);
+                    r
+                })
+            })
+            .collect();
+        let (end, joined) = eventloop::run(serial, timeout, stop.clone(), bodies)?;
         if let Some(p) = progress {
             p.finish();
         }
@@ -389,8 +443,12 @@ impl Vm {
         }
         // The stub ends once the vCPU's run is over.
         let gdb_result = gdb_thread.map(|t| t.join());
-        let (result, runner) = joined.ok_or(VmError::VcpuThread)?;
-        report_selftests(&runner.bus().results);
+        report_selftests(&bus.lock().unwrap_or_else(std::sync::PoisonError::into_inner).results);
+        // The run's result is the vCPU's that ended it (the guest's exit or
+        // a crash on any vCPU); else (a timeout, a stop) the boot CPU's.
+        let ender = world.first_end().unwrap_or(0);
+        let mut results = joined.into_iter();
+        let result = results.nth(ender).flatten().ok_or(VmError::VcpuThread)?;
         match gdb_result {
             Some(Err(_)) => return Err(VmError::GdbThread),
             Some(Ok(Err(e))) => eprintln!("vmm: gdb: the stub failed ({e}); the guest ran on without it"),
@@ -430,13 +488,18 @@ impl Vm {
                 }
             }
         }
-        let snapshot = || CpuSnapshot::capture(&*vcpu::lock(&boot), &mem).ok();
+        let snapshot = || CpuSnapshot::capture(&*vcpu::lock(&vcpus[ender]), &mem).ok();
+        let multi = vcpus.len() > 1;
         Ok(match (stop, end) {
             (VcpuStop::Exit(code), _) => Outcome::Exited(code),
             (VcpuStop::Killed, _) => Outcome::Killed,
             (VcpuStop::Crash(crash), _) => {
                 let snap = snapshot();
-                let headline = vcpu::report::headline(&crash, snap.as_ref());
+                let mut headline = vcpu::report::headline(&crash, snap.as_ref());
+                if multi {
+                    // Which vCPU died ("vCPU 2: triple fault ...").
+                    headline = format!("vCPU {ender}: {headline}");
+                }
                 let report = snap.map(|s| s.render(&symbols)).unwrap_or_else(|| "  (registers unavailable)\n".into());
                 Outcome::Crashed { headline, report }
             }

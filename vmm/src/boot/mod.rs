@@ -7,6 +7,7 @@
 //! * `firmware` ([`firmware`]): the vCPU starts at the reset vector in real
 //!   mode and our firmware walks to long mode itself.
 
+pub mod acpi;
 pub mod direct;
 pub mod firmware;
 pub mod initrd;
@@ -59,6 +60,9 @@ pub enum BootError {
     /// The initial RAM disk.
     #[error(transparent)]
     Initrd(#[from] initrd::InitrdError),
+    /// The ACPI tables do not fit their area.
+    #[error("the ACPI tables take {0} bytes, more than their area holds; this is a VMM bug")]
+    AcpiTooBig(usize),
     /// The firmware image is unusable.
     #[error("the firmware image is unusable: {0}")]
     Firmware(String),
@@ -74,8 +78,9 @@ pub(crate) fn write_bytes(mem: &GuestMemoryMmap, addr: u64, b: &[u8]) -> Result<
     mem.write_slice(b, GuestAddress(addr)).map_err(|source| BootError::Write { addr, source })
 }
 
-/// Writes the PVH `hvm_start_info`, its memory map and the command line.
-pub fn write_start_info(mem: &GuestMemoryMmap, e820: &[E820Entry], cmdline: &str) -> Result<(), BootError> {
+/// Writes the PVH `hvm_start_info`, its memory map and the command line;
+/// `rsdp` is the ACPI RSDP's address (0: none).
+pub fn write_start_info(mem: &GuestMemoryMmap, e820: &[E820Entry], cmdline: &str, rsdp: u64) -> Result<(), BootError> {
     if cmdline.len() >= layout::CMDLINE_MAX {
         return Err(BootError::CmdlineTooLong { len: cmdline.len() });
     }
@@ -96,6 +101,7 @@ pub fn write_start_info(mem: &GuestMemoryMmap, e820: &[E820Entry], cmdline: &str
         magic: XEN_HVM_START_MAGIC,
         version: XEN_HVM_START_VERSION,
         cmdline_paddr: layout::CMDLINE,
+        rsdp_paddr: rsdp,
         memmap_paddr: layout::MEMMAP,
         memmap_entries: e820.len() as u32,
         ..Default::default()
@@ -133,9 +139,10 @@ mod tests {
     fn start_info_round_trips() {
         let m = mem();
         let map = layout::e820_map(256 << 20, false);
-        write_start_info(&m, &map, "selftest exit=3").unwrap();
+        write_start_info(&m, &map, "selftest exit=3", 0xe_0000).unwrap();
         let info: hvm_start_info = m.read_obj(GuestAddress(layout::START_INFO)).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
+        assert_eq!(info.rsdp_paddr, 0xe_0000);
         assert_eq!(info.memmap_entries as usize, map.len());
         let e: hvm_memmap_table_entry = m.read_obj(GuestAddress(layout::MEMMAP + 24)).unwrap();
         assert_eq!((e.addr, e.size, e.type_), (map[1].addr, map[1].size, map[1].kind));
@@ -148,7 +155,7 @@ mod tests {
     fn long_or_nul_command_lines_are_refused() {
         let m = mem();
         let map = layout::e820_map(256 << 20, false);
-        assert!(matches!(write_start_info(&m, &map, &"x".repeat(5000)), Err(BootError::CmdlineTooLong { .. })));
-        assert!(matches!(write_start_info(&m, &map, "a\0b"), Err(BootError::CmdlineNul)));
+        assert!(matches!(write_start_info(&m, &map, &"x".repeat(5000), 0), Err(BootError::CmdlineTooLong { .. })));
+        assert!(matches!(write_start_info(&m, &map, "a\0b", 0), Err(BootError::CmdlineNul)));
     }
 }

@@ -18,8 +18,10 @@
 //! [`handle_exit`] is a free function over the exit alone, so unit tests
 //! feed it exits without a VM (as Firecracker's vCPU tests do).
 
+pub mod cpuid;
 pub mod debug;
 pub mod report;
+pub mod world;
 
 use crate::devices::{PortAction, PortBus};
 pub use crate::inspect::checkpoint::{ParkHook, ParkVerdict};
@@ -30,6 +32,13 @@ use kvm_bindings::kvm_debug_exit_arch;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use world::{CpuState, World};
+
+/// The device bus every vCPU's port-I/O and MMIO exits go to.
+pub type SharedBus = Arc<Mutex<PortBus>>;
+
+/// The park hooks every vCPU runs (one at a time, with the world stopped).
+pub type SharedHooks = Arc<Mutex<Vec<Box<dyn ParkHook>>>>;
 
 /// A vCPU shared between its run loop and the threads that look at it
 /// while it is parked (the gdb stub).
@@ -144,10 +153,11 @@ pub struct VcpuRunner {
 struct Core {
     index: usize,
     vcpu: SharedVcpu,
-    bus: PortBus,
+    bus: SharedBus,
     link: GuestLink,
-    hooks: Vec<Box<dyn ParkHook>>,
+    hooks: SharedHooks,
     stop: Arc<AtomicBool>,
+    world: Arc<World>,
     /// A `KVM_RUN` failure inside a debugger's session, returned once the
     /// session is over.
     failed: Option<kvm_ioctls::Error>,
@@ -167,7 +177,23 @@ impl VcpuRunner {
     /// then kicks the vCPU thread out of `KVM_RUN` with the event loop's
     /// signal).
     pub fn new(index: usize, vcpu: SharedVcpu, bus: PortBus, link: GuestLink, stop: Arc<AtomicBool>) -> Self {
-        VcpuRunner { core: Core { index, vcpu, bus, link, hooks: Vec::new(), stop, failed: None }, debugger: None }
+        let world = Arc::new(World::new(1));
+        Self::in_world(index, vcpu, Arc::new(Mutex::new(bus)), Arc::default(), world, link, stop)
+    }
+
+    /// A runner for vCPU `index` of a VM with several: the device bus, the
+    /// park hooks and the `world` (stop the world, see [`world`]) are the
+    /// ones every vCPU's runner shares.
+    pub fn in_world(
+        index: usize,
+        vcpu: SharedVcpu,
+        bus: SharedBus,
+        hooks: SharedHooks,
+        world: Arc<World>,
+        link: GuestLink,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        VcpuRunner { core: Core { index, vcpu, bus, link, hooks, stop, world, failed: None }, debugger: None }
     }
 
     /// The vCPU's index (0 is the boot CPU).
@@ -177,7 +203,7 @@ impl VcpuRunner {
 
     /// Adds what runs while the vCPU is parked at a checkpoint or a pause.
     pub fn add_park_hook(&mut self, hook: Box<dyn ParkHook>) {
-        self.core.hooks.push(hook);
+        self.core.hooks.lock().unwrap_or_else(PoisonError::into_inner).push(hook);
     }
 
     /// Connects a debugger (see [`debug::channel`]).
@@ -186,23 +212,40 @@ impl VcpuRunner {
     }
 
     /// The port bus (the self-test results it collected).
-    pub fn bus(&self) -> &PortBus {
-        &self.core.bus
+    pub fn bus(&self) -> MutexGuard<'_, PortBus> {
+        self.core.bus.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs the vCPU until the guest exits or dies, a hook or the debugger
     /// ends the run, or `stop` is set. Call it on the vCPU's own thread.
     pub fn run(&mut self) -> Result<VcpuStop, kvm_ioctls::Error> {
-        pause::register_vcpu_thread();
+        let index = self.core.index;
+        if index == 0 {
+            // SIGUSR1 kicks the boot CPU, which then stops the world.
+            pause::register_vcpu_thread();
+        }
+        self.core.world.register_thread(index);
+        crate::eventloop::set_kick_target(lock(&self.core.vcpu).get_kvm_run());
         if let Some(d) = &self.debugger {
             d.register_thread();
         }
         let end = self.run_loop();
+        crate::eventloop::clear_kick_target();
         if let Some(d) = &self.debugger {
             d.ended();
         }
-        for h in &mut self.core.hooks {
-            h.run_ended();
+        let own = matches!(end, Ok(VcpuStop::Exit(_) | VcpuStop::Crash(_) | VcpuStop::Killed) | Err(_));
+        if own {
+            // The guest's exit or a crash on this vCPU ends every vCPU.
+            self.core.stop.store(true, Ordering::Release);
+        }
+        if self.core.world.ended(index, own) {
+            // The last vCPU to end tells the hooks the run is over.
+            for h in self.core.hooks.lock().unwrap_or_else(PoisonError::into_inner).iter_mut() {
+                h.run_ended();
+            }
+        } else if own {
+            self.core.world.kick_others(index);
         }
         end
     }
@@ -265,6 +308,9 @@ impl Core {
     fn run(&mut self, debug: Option<&debug::VcpuDebug>, session: bool) -> Result<Step, kvm_ioctls::Error> {
         use debug::DebugStop;
         loop {
+            if self.world.park_requested() {
+                self.world.park(self.index, &self.stop);
+            }
             if self.stop.load(Ordering::Acquire) {
                 return Ok(Step::End(VcpuStop::Stopped));
             }
@@ -291,7 +337,7 @@ impl Core {
                     }
                     // Outside a session: a hook's own steps (--count-insns).
                     let vcpu = lock(&self.vcpu);
-                    for hook in &mut self.hooks {
+                    for hook in self.hooks.lock().unwrap_or_else(PoisonError::into_inner).iter_mut() {
                         if hook.debug_exit(&*vcpu) {
                             break;
                         }
@@ -316,27 +362,49 @@ impl Core {
     /// Enters the guest once and says what the exit means.
     fn enter(&mut self) -> Result<ExitAction, kvm_ioctls::Error> {
         let mut vcpu = lock(&self.vcpu);
-        match vcpu.run() {
+        let action = match vcpu.run() {
             Ok(VcpuExit::InternalError) => {
                 self.link.exits.record(ExitReason::InternalError);
                 Ok(ExitAction::Crash(internal_error(&mut vcpu)))
             }
-            Ok(exit) => Ok(handle_exit(exit, &mut self.bus, &self.link)),
+            Ok(exit) => {
+                self.world.set_cpu_state(self.index, CpuState::Running);
+                let mut bus = self.bus.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(handle_exit(exit, &mut bus, &self.link))
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.link.exits.record(ExitReason::Interrupted);
-                Ok(if halted_for_good(&vcpu) { ExitAction::Crash(Crash::Halted) } else { ExitAction::Continue })
+                let state = cpu_state(&vcpu);
+                self.world.set_cpu_state(self.index, state);
+                // One vCPU halted for good is only the end when no other
+                // can run again (an AP parked with `cli; hlt` is normal).
+                let dead = state == CpuState::HaltedForGood && self.world.all_dead();
+                Ok(if dead { ExitAction::Crash(Crash::Halted) } else { ExitAction::Continue })
             }
             Err(e) => Err(e),
-        }
+        };
+        // A kick sets immediate_exit (so one landing just before KVM_RUN is
+        // not lost); it is spent now. One landing after this is seen by
+        // the flag checks before the next KVM_RUN.
+        vcpu.set_kvm_immediate_exit(0);
+        action
     }
 
     /// Runs the park hooks' [`ParkHook::poke`] with the vCPU parked.
     fn poke_hooks(&mut self) -> ParkVerdict {
-        if self.hooks.is_empty() {
+        // The hooks are fixed before the run: empty stays empty.
+        if self.hooks.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
             return ParkVerdict::Resume;
         }
+        // (The world first, the hooks' lock after: a vCPU waiting for
+        // that lock could not park.)
+        let world = self.world.stop(self.index, &self.stop);
+        if !world.is_stopped() {
+            return ParkVerdict::Stop;
+        }
+        let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
         let vcpu = lock(&self.vcpu);
-        for hook in &mut self.hooks {
+        for hook in hooks.iter_mut() {
             if hook.poke(&*vcpu) == ParkVerdict::Stop {
                 return ParkVerdict::Stop;
             }
@@ -346,11 +414,20 @@ impl Core {
 
     /// Runs the park hooks at checkpoint `name` with the vCPU parked.
     fn park_hooks(&mut self, name: &str) -> ParkVerdict {
-        if self.hooks.is_empty() {
+        // The hooks are fixed before the run: empty stays empty.
+        if self.hooks.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
             return ParkVerdict::Resume;
         }
+        // Every other vCPU parked first: the hooks see one consistent state.
+        // (The world first, the hooks' lock after: a vCPU waiting for
+        // that lock could not park.)
+        let world = self.world.stop(self.index, &self.stop);
+        if !world.is_stopped() {
+            return ParkVerdict::Stop;
+        }
+        let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
         let vcpu = lock(&self.vcpu);
-        for hook in &mut self.hooks {
+        for hook in hooks.iter_mut() {
             if hook.checkpoint(name, &*vcpu) == ParkVerdict::Stop {
                 return ParkVerdict::Stop;
             }
@@ -359,12 +436,22 @@ impl Core {
     }
 }
 
-/// True when the vCPU sits in `hlt` with interrupts masked: with the
-/// interrupt controllers in KVM that never ends in an exit, and nothing but
-/// an NMI (which this VMM never sends) could wake it.
-fn halted_for_good(vcpu: &VcpuFd) -> bool {
-    let halted = vcpu.get_mp_state().is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
-    halted && vcpu.get_regs().is_ok_and(|r| r.rflags & mm_core::abi::cpu::RFLAGS_IF == 0)
+/// What the (interrupted) vCPU is doing. Halted for good: it sits in
+/// `hlt` with interrupts masked; with the interrupt controllers in KVM that
+/// never ends in an exit, and nothing but an NMI (which this VMM never
+/// sends) or an INIT from another vCPU could wake it.
+fn cpu_state(vcpu: &VcpuFd) -> CpuState {
+    match vcpu.get_mp_state().map(|s| s.mp_state) {
+        Ok(kvm_bindings::KVM_MP_STATE_HALTED)
+            if vcpu.get_regs().is_ok_and(|r| r.rflags & mm_core::abi::cpu::RFLAGS_IF == 0) =>
+        {
+            CpuState::HaltedForGood
+        }
+        Ok(kvm_bindings::KVM_MP_STATE_UNINITIALIZED | kvm_bindings::KVM_MP_STATE_INIT_RECEIVED) => {
+            CpuState::WaitingForSipi
+        }
+        _ => CpuState::Running,
+    }
 }
 
 /// The details of the `KVM_EXIT_INTERNAL_ERROR` the vCPU just returned
