@@ -69,6 +69,13 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     fs::init(params.initrd());
     proc::init();
     drivers::init(cmdline);
+    let maxcpus = cmdline
+        .split(' ')
+        .take_while(|w| *w != "--")
+        .find_map(|w| w.strip_prefix("maxcpus="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(arch::percpu::MAX_CPUS);
+    arch::smp::boot_secondary_cpus(params.cpus(), maxcpus);
     mm::swap::init();
     checkpoint::checkpoint("ready");
 
@@ -80,6 +87,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     } else if code == 0 && fs::present() {
         code = proc::exec::run_init(cmdline);
     }
+    proc::sched::report_cpus();
     if code == 0 {
         kprintln!("mmemu: all done, powering off");
     }

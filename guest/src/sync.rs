@@ -292,6 +292,9 @@ impl<T> SpinLock<T> {
                     // Another CPU holds it: wait with `pause` until it is
                     // free, reading only (no bus-locked retries).
                     while self.owner.load(Ordering::Relaxed) != 0 {
+                        // The holder may be waiting for this CPU to flush
+                        // its TLB (arch/tlb.rs): serve that while waiting.
+                        crate::arch::tlb::poll();
                         core::hint::spin_loop();
                     }
                 }
@@ -409,8 +412,9 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 /// A static the boot CPU initialises and then owns.
 pub struct BootCell<T>(UnsafeCell<T>);
 
-// SAFETY: the kernel runs on one CPU; every `get_mut` caller documents why
-// no other reference is live (boot-time init, or interrupts disabled).
+// SAFETY: every `get_mut` caller documents why no other reference is live
+// (boot-time init before the other CPUs start, or a per-CPU entry that
+// only its own CPU touches with interrupts disabled).
 unsafe impl<T> Sync for BootCell<T> {}
 
 impl<T> BootCell<T> {
@@ -427,5 +431,10 @@ impl<T> BootCell<T> {
     pub unsafe fn get_mut(&self) -> &mut T {
         // SAFETY: the caller guarantees exclusivity.
         unsafe { &mut *self.0.get() }
+    }
+
+    /// The value's address (for the CPU to load, as `lidt` does).
+    pub fn as_ptr(&self) -> *const T {
+        self.0.get()
     }
 }

@@ -6,6 +6,11 @@
 //! no x2APIC and ignores x2APIC MSR writes without a #GP, so probing by
 //! writing cannot tell). A timer whose count does not move is no timer:
 //! the caller is told, so nothing waits for a tick that never comes.
+//!
+//! Each CPU has its own local APIC at the same address: `enable` and the
+//! timer run on every CPU (arch/smp.rs), and IPIs (the other CPUs' start-up
+//! INIT-SIPI-SIPI, reschedule and TLB-shootdown interrupts) go through the
+//! interrupt command register.
 
 use super::cpu::{rdmsr, wrmsr};
 use super::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
@@ -65,8 +70,8 @@ const DIVIDE_BY_1: u64 = 0b1011;
 /// x2APIC MSRs, else the virtual address of the xAPIC page.
 static XAPIC_VA: AtomicU64 = AtomicU64::new(0);
 
-/// Whether the timer was started (and so an APIC exists).
-static TIMER_ON: AtomicBool = AtomicBool::new(false);
+/// The CPUs whose timer was started (bit n: CPU n).
+static TIMER_ON: AtomicU64 = AtomicU64::new(0);
 
 /// CPUID leaf 1, ECX bit 21.
 fn has_x2apic() -> bool {
@@ -96,8 +101,16 @@ fn read_reg(reg: u32) -> u64 {
     }
 }
 
-/// Whether [`enable`] found and switched on the local APIC.
-static APIC_ON: AtomicBool = AtomicBool::new(false);
+/// The CPUs on which [`enable`] found and switched on the local APIC
+/// (bit n: CPU n).
+static APIC_ON: AtomicU64 = AtomicU64::new(0);
+/// Whether the boot CPU found no local APIC at all.
+static NO_APIC: AtomicBool = AtomicBool::new(false);
+
+/// This CPU's bit in the per-CPU masks.
+fn my_bit() -> u64 {
+    1 << crate::arch::percpu::cpu_id()
+}
 
 /// Switches the local APIC on (software-enabled, spurious vector set), so
 /// it accepts interrupts: the timer's and the IOAPIC's (device
@@ -106,8 +119,11 @@ static APIC_ON: AtomicBool = AtomicBool::new(false);
 /// created no in-kernel irqchip). Idempotent: the timer and the drivers
 /// both call it.
 pub fn enable() -> bool {
-    if APIC_ON.load(Ordering::Relaxed) {
+    if APIC_ON.load(Ordering::Relaxed) & my_bit() != 0 {
         return true;
+    }
+    if NO_APIC.load(Ordering::Relaxed) {
+        return false;
     }
     let base = rdmsr(IA32_APIC_BASE);
     if has_x2apic() {
@@ -118,6 +134,7 @@ pub fn enable() -> bool {
             wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
             if wrmsr_safe(0x800 + (REG_SVR >> 4), 0x100 | SPURIOUS_VECTOR as u64) != 0 {
                 kprintln!("apic: no local APIC (x2APIC registers fault)");
+                NO_APIC.store(true, Ordering::Relaxed);
                 return false;
             }
         }
@@ -126,17 +143,22 @@ pub fn enable() -> bool {
         // SAFETY: enabling the APIC in xAPIC mode (x2APIC bit clear).
         if unsafe { wrmsr_safe(IA32_APIC_BASE, (base | APIC_BASE_ENABLE) & !APIC_BASE_X2APIC) } != 0 {
             kprintln!("apic: no local APIC (IA32_APIC_BASE faults)");
+            NO_APIC.store(true, Ordering::Relaxed);
             return false;
         }
-        let Ok(va) = crate::mm::vmalloc::ioremap(pa, 4096, "ioremap: local APIC").map(|va| va.0) else {
-            kprintln!("apic: cannot map the xAPIC page at {:#x}", pa);
-            return false;
-        };
-        XAPIC_VA.store(va, Ordering::Relaxed);
-        kprintln!("apic: no x2APIC (CPUID), using the xAPIC page at {:#x}", pa);
+        // Every CPU's APIC answers at the same address: the boot CPU maps
+        // the page once, the others reuse the mapping.
+        if XAPIC_VA.load(Ordering::Relaxed) == 0 {
+            let Ok(va) = crate::mm::vmalloc::ioremap(pa, 4096, "ioremap: local APIC").map(|va| va.0) else {
+                kprintln!("apic: cannot map the xAPIC page at {:#x}", pa);
+                return false;
+            };
+            XAPIC_VA.store(va, Ordering::Relaxed);
+            kprintln!("apic: no x2APIC (CPUID), using the xAPIC page at {:#x}", pa);
+        }
         write_reg(REG_SVR, 0x100 | SPURIOUS_VECTOR as u64);
     }
-    APIC_ON.store(true, Ordering::Relaxed);
+    APIC_ON.fetch_or(my_bit(), Ordering::Relaxed);
     true
 }
 
@@ -170,13 +192,18 @@ pub fn start_timer(ticks: u32) -> bool {
         write_reg(REG_TIMER_INITIAL, 0);
         return false;
     }
-    TIMER_ON.store(true, Ordering::Relaxed);
+    TIMER_ON.fetch_or(my_bit(), Ordering::Relaxed);
     true
 }
 
-/// Stops and masks the timer (if it runs).
+/// Whether this CPU's timer runs.
+pub fn timer_on() -> bool {
+    TIMER_ON.load(Ordering::Relaxed) & my_bit() != 0
+}
+
+/// Stops and masks this CPU's timer (if it runs).
 pub fn stop_timer() {
-    if !TIMER_ON.swap(false, Ordering::Relaxed) {
+    if TIMER_ON.fetch_and(!my_bit(), Ordering::Relaxed) & my_bit() == 0 {
         return;
     }
     // Masking only stops interrupts.
@@ -188,4 +215,56 @@ pub fn stop_timer() {
 pub fn eoi() {
     // Writing 0 to the EOI register only retires the interrupt.
     write_reg(REG_EOI, 0);
+}
+
+/// Interrupt command register (xAPIC: low half at 0x300, destination in
+/// the high half at 0x310; x2APIC: one 64-bit MSR, 0x830).
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+/// ICR delivery modes and flags (Intel SDM vol. 3, 11.6.1).
+const ICR_INIT: u64 = 0b101 << 8;
+const ICR_STARTUP: u64 = 0b110 << 8;
+const ICR_LEVEL_ASSERT: u64 = 1 << 14;
+const ICR_PENDING: u64 = 1 << 12;
+
+/// Writes the ICR: `low` (vector, delivery mode, flags) to APIC `dest`.
+fn write_icr(dest: u32, low: u64) {
+    if XAPIC_VA.load(Ordering::Relaxed) == 0 {
+        // SAFETY: the x2APIC ICR; the caller enabled the APIC.
+        unsafe { wrmsr(0x830, (dest as u64) << 32 | low) }
+        return;
+    }
+    write_reg(REG_ICR_HIGH, (dest as u64) << 24);
+    write_reg(REG_ICR_LOW, low);
+    // The xAPIC accepts the next command once this one is sent.
+    for _ in 0..100_000 {
+        if read_reg(REG_ICR_LOW) & ICR_PENDING == 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// This CPU's local APIC id.
+pub fn id() -> u32 {
+    if XAPIC_VA.load(Ordering::Relaxed) == 0 {
+        rdmsr(0x802) as u32
+    } else {
+        (read_reg(0x20) >> 24) as u32
+    }
+}
+
+/// Sends a fixed interrupt on `vector` to the CPU whose APIC id is `dest`.
+pub fn send_ipi(dest: u32, vector: u8) {
+    write_icr(dest, vector as u64 | ICR_LEVEL_ASSERT);
+}
+
+/// INIT to `dest` (the first step of starting an application processor).
+pub fn send_init(dest: u32) {
+    write_icr(dest, ICR_INIT | ICR_LEVEL_ASSERT);
+}
+
+/// STARTUP to `dest`: it starts in real mode at physical `page << 12`.
+pub fn send_startup(dest: u32, page: u8) {
+    write_icr(dest, ICR_STARTUP | ICR_LEVEL_ASSERT | page as u64);
 }

@@ -4,6 +4,9 @@ use core::arch::asm;
 
 pub use mm_core::abi::cpu::{CR0_WP, CR4_PGE, CR4_SMEP, EFER_NXE, EFER_SCE, MSR_EFER};
 
+/// IA32_GS_BASE: the per-CPU area's address (arch/percpu.rs).
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+
 macro_rules! cr_accessors {
     ($read:ident, $write:ident, $reg:literal) => {
         /// Reads the control register.
@@ -27,8 +30,20 @@ macro_rules! cr_accessors {
 }
 
 cr_accessors!(read_cr0, write_cr0, "cr0");
-cr_accessors!(read_cr3, write_cr3, "cr3");
+cr_accessors!(read_cr3, write_cr3_raw, "cr3");
 cr_accessors!(read_cr4, write_cr4, "cr4");
+
+/// Loads CR3 (switching address space, or flushing this CPU's non-global
+/// translations), and records the root for TLB shootdowns (arch/tlb.rs).
+///
+/// # Safety
+/// As for the other control registers: the new tables must keep the
+/// kernel's own code, stack and data mapped as before.
+pub unsafe fn write_cr3(v: u64) {
+    super::tlb::note_cr3(v);
+    // SAFETY: the caller vouches for the tables.
+    unsafe { write_cr3_raw(v) }
+}
 
 /// CR2: the linear address of the last page fault.
 pub fn read_cr2() -> u64 {
@@ -57,17 +72,43 @@ pub unsafe fn wrmsr(msr: u32, v: u64) {
     }
 }
 
-/// Drops the TLB entry for one page.
-pub fn invlpg(va: u64) {
+/// Drops this CPU's TLB entry for one page (the instruction only).
+pub fn invlpg_local(va: u64) {
     // SAFETY: invalidating a TLB entry never breaks memory safety: the next
     // access walks the (current) tables again.
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
 }
 
-/// Flushes all non-global TLB entries by reloading CR3.
-pub fn flush_tlb() {
+/// Flushes this CPU's non-global TLB entries by reloading CR3.
+pub fn flush_tlb_local() {
     // SAFETY: rewriting CR3 with its own value changes no mapping.
-    unsafe { write_cr3(read_cr3()) }
+    unsafe { write_cr3_raw(read_cr3()) }
+}
+
+/// Flushes this CPU's TLB, global entries included (toggling CR4.PGE).
+pub fn flush_tlb_global() {
+    let cr4 = read_cr4();
+    if cr4 & CR4_PGE == 0 {
+        flush_tlb_local();
+        return;
+    }
+    // SAFETY: clearing and restoring PGE only flushes the TLB.
+    unsafe {
+        write_cr4(cr4 & !CR4_PGE);
+        write_cr4(cr4);
+    }
+}
+
+/// Drops the translation of one page of the running address space on
+/// every CPU that may cache it (a shootdown when other CPUs run it).
+pub fn invlpg(va: u64) {
+    super::tlb::flush_range(super::tlb::current_root(), va, va + 4096);
+}
+
+/// Flushes the running address space's non-global translations on every
+/// CPU that may cache them.
+pub fn flush_tlb() {
+    super::tlb::flush_range(super::tlb::current_root(), 0, super::tlb::ALL);
 }
 
 /// CPUID.1:EDX.PGE.

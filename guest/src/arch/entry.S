@@ -109,6 +109,14 @@ _start:
     push %rax
     lretq
 2:
+    /* GS base: the boot CPU's per-CPU area (arch/percpu.rs), before any
+     * Rust code asks which CPU it runs on (after the selector loads
+     * above, which reset it). */
+    mov ${MSR_GS_BASE}, %ecx
+    lea PERCPU_AREAS(%rip), %rax
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
     /* CR4.OSFXSR | OSXMMEXCPT, as Linux: SSE instructions are legal (the
      * kernel itself is built without them; see platform.md). */
     mov %cr4, %rax

@@ -1,7 +1,11 @@
 //! The kernel's own GDT and TSS: flat segments (base 0, no limit checks in
 //! long mode, as Linux's gdt_page) and the interrupt stacks (IST) that
-//! exceptions which must never run on a broken stack switch to.
+//! exceptions which must never run on a broken stack switch to. One of
+//! each per CPU, as Linux's per-CPU `gdt_page` and `cpu_tss_rw`: the TSS
+//! holds the CPU's own RSP0 and IST stacks, and a loaded TSS is marked
+//! busy in the GDT that holds it.
 
+use super::percpu::{cpu_id, MAX_CPUS};
 use crate::sync::BootCell;
 use core::arch::asm;
 use core::mem::size_of;
@@ -45,7 +49,7 @@ pub struct Tss {
 #[repr(C, align(16))]
 struct IstStacks([[u8; IST_STACK_SIZE]; 4]);
 
-static TSS: BootCell<Tss> = BootCell::new(Tss {
+const TSS_INIT: Tss = Tss {
     reserved0: 0,
     rsp: [0; 3],
     reserved1: 0,
@@ -53,30 +57,36 @@ static TSS: BootCell<Tss> = BootCell::new(Tss {
     reserved2: 0,
     reserved3: 0,
     iomap_base: size_of::<Tss>() as u16,
-});
+};
+static TSS: [BootCell<Tss>; MAX_CPUS] = [const { BootCell::new(TSS_INIT) }; MAX_CPUS];
 // In a section the boot code does not clear: a stack needs no zeroing, and
 // clearing 64 KiB costs the emulated CPU tens of milliseconds.
 #[link_section = ".bss.stack"]
-static IST_STACKS: BootCell<IstStacks> = BootCell::new(IstStacks([[0; IST_STACK_SIZE]; 4]));
-static GDT: BootCell<[u64; 7]> = BootCell::new([0; 7]);
+static IST_STACKS: [BootCell<IstStacks>; MAX_CPUS] =
+    [const { BootCell::new(IstStacks([[0; IST_STACK_SIZE]; 4])) }; MAX_CPUS];
+static GDT: [BootCell<[u64; 7]>; MAX_CPUS] = [const { BootCell::new([0; 7]) }; MAX_CPUS];
 
-/// Sets TSS.RSP0, the stack the CPU switches to when an interrupt or
-/// exception arrives from ring 3 (the running process's kernel stack).
+/// Sets this CPU's TSS.RSP0, the stack it switches to when an interrupt
+/// or exception arrives from ring 3 (the running process's kernel stack).
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: one CPU, and the kernel runs with interrupts off: the CPU
-    // reads RSP0 only on a ring 3 -> 0 transition, never during this write.
-    let tss = unsafe { TSS.get_mut() };
+    // SAFETY: each CPU writes only its own TSS, with interrupts off (the
+    // kernel runs so): the CPU reads RSP0 only on a ring 3 -> 0
+    // transition, never during this write.
+    let tss = unsafe { TSS[cpu_id()].get_mut() };
     // A copy, then a store: the field of the packed TSS cannot be borrowed.
     let mut rsp = tss.rsp;
     rsp[0] = top;
     tss.rsp = rsp;
 }
 
-/// Builds and loads the GDT and TSS, reloads every segment register.
+/// Builds and loads this CPU's GDT and TSS, reloads every segment
+/// register (keeping the GS base, which is the per-CPU area's).
 pub fn init() {
-    // SAFETY: runs once on the boot CPU before interrupts are enabled, so
-    // nothing else can observe these statics while they are written.
-    let (gdt, tss, stacks) = unsafe { (GDT.get_mut(), TSS.get_mut(), IST_STACKS.get_mut()) };
+    let cpu = cpu_id();
+    // SAFETY: runs once on each CPU (the boot CPU in kmain, the others in
+    // their start-up path) before it enables interrupts, on its own
+    // entries only, so nothing else observes them while they are written.
+    let (gdt, tss, stacks) = unsafe { (GDT[cpu].get_mut(), TSS[cpu].get_mut(), IST_STACKS[cpu].get_mut()) };
     for (i, stack) in stacks.0.iter().enumerate() {
         tss.ist[i] = stack.as_ptr() as u64 + IST_STACK_SIZE as u64;
     }

@@ -32,7 +32,7 @@ static IDT: BootCell<[Gate; 256]> = BootCell::new([EMPTY; 256]);
 
 extern "C" {
     static trap_table: [u64; 32];
-    static irq_table: [u64; 3];
+    static irq_table: [u64; 5];
 }
 
 /// The local APIC timer's vector (the first after the exceptions).
@@ -41,6 +41,11 @@ pub const TIMER_VECTOR: u8 = 32;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// The virtio block device's interrupt (its IOAPIC pin is routed here).
 pub const VIRTIO_VECTOR: u8 = 48;
+/// The reschedule IPI (Linux's RESCHEDULE_VECTOR): wakes an idle CPU.
+pub const RESCHED_VECTOR: u8 = 0xf0;
+/// The TLB-shootdown IPI (Linux's CALL_FUNCTION_VECTOR serving
+/// `flush_tlb_func`).
+pub const FLUSH_VECTOR: u8 = 0xf1;
 
 /// Which IST stack a vector uses (0 = none).
 fn ist_for(vector: usize) -> u8 {
@@ -55,7 +60,8 @@ fn ist_for(vector: usize) -> u8 {
 
 /// Fills and loads the IDT.
 pub fn init() {
-    // SAFETY: boot CPU, interrupts off: no one else reads the IDT yet.
+    // SAFETY: boot CPU, interrupts off: no one else reads the IDT yet
+    // (the other CPUs only load it, with `load`, once it is built).
     let idt = unsafe { IDT.get_mut() };
     // SAFETY: `trap_table` is an initialised read-only table in traps.S.
     let stubs = unsafe { &trap_table };
@@ -72,7 +78,9 @@ pub fn init() {
     }
     // SAFETY: `irq_table` is an initialised read-only table in traps.S.
     let irqs = unsafe { &irq_table };
-    for (vector, &handler) in [TIMER_VECTOR, SPURIOUS_VECTOR, VIRTIO_VECTOR].into_iter().zip(irqs.iter()) {
+    for (vector, &handler) in
+        [TIMER_VECTOR, SPURIOUS_VECTOR, VIRTIO_VECTOR, RESCHED_VECTOR, FLUSH_VECTOR].into_iter().zip(irqs.iter())
+    {
         idt[vector as usize] = Gate {
             offset_low: handler as u16,
             selector: KERNEL_CS,
@@ -91,5 +99,20 @@ pub fn init() {
     let ptr = Pointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: idt.as_ptr() as u64 };
     // SAFETY: the IDT is a static that lives forever and every present
     // gate points at a stub in traps.S.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack, readonly)) }
+}
+
+/// Loads the IDT the boot CPU built on this CPU (every CPU shares it, as
+/// Linux's `idt_table`).
+pub fn load() {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: IDT.as_ptr() as u64 };
+    // SAFETY: the boot CPU filled the IDT before starting this CPU and
+    // never changes it again; every present gate points at a stub in
+    // traps.S.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack, readonly)) }
 }

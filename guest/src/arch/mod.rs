@@ -6,7 +6,9 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
+pub mod smp;
 pub mod syscall;
+pub mod tlb;
 pub mod traps;
 pub mod usermode;
 
@@ -26,6 +28,7 @@ global_asm!(
     CR4_SSE = const abi::cpu::CR4_OSFXSR | abi::cpu::CR4_OSXMMEXCPT,
     MSR_EFER = const abi::cpu::MSR_EFER,
     EFER_LME = const abi::cpu::EFER_LME,
+    MSR_GS_BASE = const cpu::MSR_GS_BASE,
     options(att_syntax)
 );
 

@@ -24,9 +24,9 @@ const MSR_SFMASK: u32 = 0xc000_0084;
 /// so it can never be mistaken for a real vector).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-// Single CPU: the user stack pointer is parked in a static while the
-// stub switches stacks (interrupts are masked by SFMASK, so nothing can
-// run in between). The frame layout is traps.S's TrapFrame.
+// The user stack pointer is parked in this CPU's area (GS, arch/percpu.rs)
+// while the stub switches stacks (interrupts are masked by SFMASK, so
+// nothing can run in between). The frame layout is traps.S's TrapFrame.
 global_asm!(
     r#"
 .pushsection .text
@@ -36,15 +36,15 @@ syscall_entry:
     .cfi_signal_frame
     .cfi_def_cfa %rsp, 0
     .cfi_register %rip, %rcx
-    mov %rsp, syscall_user_rsp(%rip)
-    mov syscall_kernel_rsp(%rip), %rsp
-    // For this one instruction the user RSP is only in a static, which
+    mov %rsp, %gs:{USER_RSP}
+    mov %gs:{KERNEL_RSP}, %rsp
+    // For this one instruction the user RSP is only in the per-CPU area, which
     // CFI cannot name: say the caller is unknown rather than lie.
     .cfi_undefined %rip
     push $0x1b
     // From here the frame is traps.S's (CFA past the SS slot).
     .cfi_def_cfa %rsp, 8
-    push syscall_user_rsp(%rip)
+    push %gs:{USER_RSP}
     .cfi_adjust_cfa_offset 8
     .cfi_offset %rsp, -16
     .cfi_register %rip, %rcx
@@ -62,21 +62,14 @@ syscall_entry:
     jmp trap_common
     .cfi_endproc
 .popsection
-.pushsection .data
-.balign 8
-.globl syscall_kernel_rsp
-syscall_kernel_rsp:
-    .quad 0
-syscall_user_rsp:
-    .quad 0
-.popsection
 "#,
+    USER_RSP = const super::percpu::PERCPU_USER_RSP,
+    KERNEL_RSP = const super::percpu::PERCPU_KERNEL_RSP,
     options(att_syntax)
 );
 
 extern "C" {
     fn syscall_entry();
-    static mut syscall_kernel_rsp: u64;
 }
 
 /// The address `syscall` jumps to (LSTAR).
@@ -101,7 +94,7 @@ pub fn init() {
 /// The stack the entry stub switches to: the running process's kernel
 /// stack top (the same value as TSS.RSP0).
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: one CPU; the stub reads this only on a `syscall`, which
-    // cannot happen while the kernel runs.
-    unsafe { core::ptr::addr_of_mut!(syscall_kernel_rsp).write(top) }
+    // The stub reads this CPU's slot only on a `syscall` from this CPU,
+    // which cannot happen while the kernel runs here.
+    super::percpu::this_cpu().kernel_rsp.store(top, core::sync::atomic::Ordering::Relaxed)
 }

@@ -95,6 +95,8 @@ TRAP_NOERR 31
  * vector): the same frame, handled by proc::interrupt. */
 TRAP_NOERR 32
 TRAP_NOERR 255
+TRAP_NOERR 240
+TRAP_NOERR 241
 /* The virtio block device (drivers/virtio/blk.rs), through the IOAPIC. */
 TRAP_NOERR 48
 
@@ -206,5 +208,5 @@ trap_table:
     .quad trap_24, trap_25, trap_26, trap_27, trap_28, trap_29, trap_30, trap_31
 .globl irq_table
 irq_table:
-    .quad trap_32, trap_255, trap_48
+    .quad trap_32, trap_255, trap_48, trap_240, trap_241
 .popsection

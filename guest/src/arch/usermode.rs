@@ -31,10 +31,14 @@ switch_to:
     pop %rbp
     ret
 
-/* A new task's first run: its stack holds a TrapFrame (traps.S order),
- * which the exception return path restores. */
+/* A new task's first run: the switch that started it finishes
+ * (proc/sched.rs schedule_tail, Linux's ret_from_fork), then its stack
+ * holds a TrapFrame (traps.S order), which the exception return path
+ * restores. The frame's start is 16-byte aligned, so the call keeps the
+ * ABI's stack alignment. */
 .globl ret_to_user
 ret_to_user:
+    call schedule_tail
     jmp trap_return
 .popsection
 "#,

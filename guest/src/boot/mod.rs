@@ -129,6 +129,20 @@ impl StartInfo {
     }
 }
 
+/// Finds an RSDP in the BIOS read-only area (0xE0000-0xFFFFF, on 16-byte
+/// boundaries, with its signature and checksum), 0 if none.
+fn scan_rsdp(read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> u64 {
+    let mut buf = [0u8; 20];
+    let mut pa = 0xe_0000;
+    while pa < 0x10_0000 {
+        if read(pa, &mut buf) && &buf[..8] == b"RSD PTR " && buf.iter().fold(0u8, |s, b| s.wrapping_add(*b)) == 0 {
+            return pa;
+        }
+        pa += 16;
+    }
+    0
+}
+
 /// What the kernel keeps of the boot information: copied into the kernel
 /// image early, because the boot structures live in low memory that the
 /// kernel's own page tables do not map at -2 GiB.
@@ -138,6 +152,8 @@ pub struct BootParams {
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
     initrd: Option<(u64, u64)>,
+    rsdp: u64,
+    cpus: Option<mm_core::acpi::CpuTopology>,
 }
 
 impl BootParams {
@@ -148,7 +164,42 @@ impl BootParams {
             crate::kprintln!("initrd: ignored: {}", e);
             None
         });
-        let mut p = BootParams { memmap: [empty; 32], nr_memmap: 0, cmdline: [0; CMDLINE_MAX], cmdline_len: 0, initrd };
+        let mut p = BootParams {
+            memmap: [empty; 32],
+            nr_memmap: 0,
+            cmdline: [0; CMDLINE_MAX],
+            cmdline_len: 0,
+            initrd,
+            rsdp: info.info.rsdp_paddr,
+            cpus: None,
+        };
+        // The MADT is read now, while the boot page tables map the whole
+        // first GiB (ACPI tables sit in a hole of the E820 map that the
+        // kernel's direct map leaves out).
+        let mut read = |pa: u64, buf: &mut [u8]| {
+            let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
+            if end > BOOT_MAPPED {
+                return false;
+            }
+            // SAFETY: the range lies in the first GiB, which the boot
+            // page tables map at -2 GiB; reading ACPI bytes has no
+            // side effects.
+            unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(pa) as *const u8, buf.as_mut_ptr(), buf.len()) };
+            true
+        };
+        if p.rsdp == 0 {
+            // A loader that passes none (a BIOS, QEMU's): the legacy scan
+            // of the BIOS area, as Linux's acpi_find_root_pointer.
+            p.rsdp = scan_rsdp(&mut read);
+        }
+        if p.rsdp == 0 {
+            crate::kprintln!("ACPI: no RSDP: one CPU");
+        } else {
+            match mm_core::acpi::read_madt(p.rsdp, &mut read) {
+                Ok(t) => p.cpus = Some(t),
+                Err(e) => crate::kprintln!("ACPI: {}: one CPU", e),
+            }
+        }
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
             p.nr_memmap += 1;
@@ -168,6 +219,11 @@ impl BootParams {
     /// The initrd's physical range, if one was handed over.
     pub fn initrd(&self) -> Option<(u64, u64)> {
         self.initrd
+    }
+
+    /// The CPUs the ACPI MADT lists (None: no usable MADT, one CPU).
+    pub fn cpus(&self) -> Option<&mm_core::acpi::CpuTopology> {
+        self.cpus.as_ref()
     }
 
     /// The command line.

@@ -607,6 +607,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             for (name, v) in crate::mm::vmstat::NAMES.iter().zip(crate::mm::vmstat::snapshot()) {
                 let _ = writeln!(text, "{} {}", name, Dec(v));
             }
+            for (name, v) in crate::arch::tlb::vmstat() {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
         }
         "pagetypeinfo" => {
             let mut b = Bounded::new();

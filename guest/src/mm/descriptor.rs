@@ -33,7 +33,7 @@ static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
 
 /// Fills the process table: the process layer (proc/), which sits above
 /// mm/, registers it at init. None until then (the table stays empty).
-type ProcTableFiller = fn(&mut [ProcDesc]);
+type ProcTableFiller = fn();
 
 static PROC_TABLE: SpinLock<Option<ProcTableFiller>> =
     SpinLock::new_with("the process-table filler", rank::STATS, None);
@@ -43,12 +43,23 @@ pub fn register_proc_table(fill: ProcTableFiller) {
     PROC_TABLE.with(|f| *f = Some(fill));
 }
 
+/// Serialises the writers of the descriptor and its process table
+/// across CPUs (a leaf: nothing is taken inside it; a raw flag rather
+/// than a ranked SpinLock because every lock rank may be held around it).
+static DESC_BUSY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Runs `f` on the descriptor.
 fn with<R>(f: impl FnOnce(&mut MmDescriptor) -> R) -> R {
+    use core::sync::atomic::Ordering;
     let flags = crate::arch::irq_save();
-    // SAFETY: one CPU with interrupts masked, and no reference to DESC
-    // escapes this function.
+    while DESC_BUSY.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        crate::arch::tlb::poll();
+        core::hint::spin_loop();
+    }
+    // SAFETY: DESC_BUSY is held and interrupts are masked, so no other
+    // CPU or handler has a reference, and none escapes this function.
     let r = f(unsafe { DESC.get_mut() });
+    DESC_BUSY.store(false, Ordering::Release);
     crate::arch::irq_restore(flags);
     r
 }
@@ -101,16 +112,12 @@ pub fn refresh() {
             n += 1;
         }
     });
-    // SAFETY: one CPU; only this function writes PROCS, and the host reads
-    // it while the vCPU is parked.
-    let procs = unsafe { PROCS.get_mut() };
-    // Copied out first: the filler takes the scheduler, which ranks
-    // outside the registry's lock.
-    match PROC_TABLE.try_with(|f| *f).flatten() {
-        Some(fill) => fill(procs),
-        None => procs.fill(ProcDesc::default()),
+    // The process table, republished through `update_procs` (copied out
+    // first: the filler takes the scheduler, which ranks outside the
+    // registry's lock).
+    if let Some(fill) = PROC_TABLE.try_with(|f| *f).flatten() {
+        fill();
     }
-    let procs_pa = procs.as_ptr() as u64 - KERNEL_MAP;
     let swap = super::swap::describe();
     let mut huge = mm_core::descriptor::HugeDesc::default();
     let _ = PAGES.try_with(|p| {
@@ -122,7 +129,6 @@ pub fn refresh() {
     });
     super::hugetlb::describe(&mut huge);
     with(|d| {
-        d.procs = if procs.iter().any(|p| p.pid != 0) { procs_pa } else { 0 };
         d.deferred_pages = deferred;
         d.boot_table_pages = boot_tables;
         d.table_pages = tables;
@@ -140,9 +146,8 @@ pub fn refresh() {
 /// any stop of the vCPU (gdb, SIGUSR1), not only after a checkpoint.
 pub fn update_procs(f: impl FnOnce(&mut [ProcDesc])) {
     with(|d| {
-        // SAFETY: one CPU with interrupts masked (inside `with`); PROCS is
-        // written only here and in `refresh`, neither of which calls the
-        // other, and no reference escapes.
+        // SAFETY: inside `with` (DESC_BUSY held, interrupts masked); PROCS
+        // is written only here, and no reference escapes.
         let procs = unsafe { PROCS.get_mut() };
         f(procs);
         let pa = procs.as_ptr() as u64 - KERNEL_MAP;

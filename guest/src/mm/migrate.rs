@@ -155,16 +155,13 @@ impl<'a> GuestMigrator<'a> {
             return Err(MigrateFail::Unmovable);
         }
         copy_page(dst << PAGE_SHIFT, src << PAGE_SHIFT);
-        let cr3 = crate::arch::cpu::read_cr3() & ADDR_MASK;
         let mut moved = 0;
         let mms = &self.s.mms;
         self.s.rmap.rmap_walk(m, |mm, va| {
             if let Some((slot, pte, pgd)) = super::swap::pte_mapping(mms, mm, va, src) {
                 if slot.write(&mut direct_map(), Pte((pte.0 & !ADDR_MASK) | dst << PAGE_SHIFT)).is_ok() {
                     moved += 1;
-                    if pgd == cr3 {
-                        crate::arch::cpu::invlpg(va);
-                    }
+                    crate::arch::tlb::flush_range(pgd, va, va + 4096);
                 }
             }
             true

@@ -8,9 +8,9 @@ pub mod compaction;
 pub mod descriptor;
 pub mod fault;
 pub mod heap;
+pub mod huge_memory;
 pub mod hugetlb;
 pub mod kcompactd;
-pub mod huge_memory;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;
@@ -132,7 +132,10 @@ pub fn init(params: &BootParams) {
     // allocator), below DEFER_ABOVE, so inside the direct map built above;
     // nothing else refers to them.
     let pageblocks = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pb_pa) as *mut u8, pb_len) };
-    let mut buddy = match BuddyAllocator::with_mobility(tables.mem_map, pageblocks, 0, 1) {
+    // Per-CPU page lists and slabs for every CPU the firmware lists (Linux's
+    // possible CPUs), before the others are started.
+    let nr_cpus = params.cpus().map_or(1, |t| t.count).clamp(1, crate::arch::percpu::MAX_CPUS);
+    let mut buddy = match BuddyAllocator::with_mobility(tables.mem_map, pageblocks, 0, nr_cpus) {
         Ok(b) => b,
         Err(e) => panic!("cannot create the buddy allocator: {}", e),
     };
@@ -175,7 +178,7 @@ pub fn init(params: &BootParams) {
         }
     });
     DEFERRED.set(deferred);
-    let mut slab = SlabAllocator::new(1);
+    let mut slab = SlabAllocator::new(nr_cpus);
     if let Err(e) = slab.create_kmalloc_caches(SlabFlags::default()) {
         panic!("cannot create the kmalloc caches: {}", e);
     }

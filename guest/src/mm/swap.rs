@@ -201,11 +201,6 @@ pub fn pte_mapping(
         .then_some((slot, pte, pgd))
 }
 
-/// Whether the CPU runs on `pgd` (its TLB entries need flushing).
-fn is_current(pgd: u64) -> bool {
-    crate::arch::cpu::read_cr3() & ADDR_MASK == pgd
-}
-
 impl SwapState {
     /// The pfn of `e`'s swap-cache page.
     pub fn cache_lookup(&self, e: SwpEntry) -> Option<u64> {
@@ -524,9 +519,7 @@ impl RmapPageTables for PtEdit<'_> {
         let young = pte.0 & PteFlags::ACCESSED.0 != 0;
         if young {
             let _ = slot.write(&mut direct_map(), Pte(pte.0 & !PteFlags::ACCESSED.0));
-            if is_current(pgd) {
-                crate::arch::cpu::invlpg(va);
-            }
+            crate::arch::tlb::flush_range(pgd, va, va + 4096);
         }
         Some(young)
     }
@@ -539,9 +532,7 @@ impl RmapPageTables for PtEdit<'_> {
         if slot.write(&mut direct_map(), e.to_pte(0)).is_err() {
             return false;
         }
-        if is_current(pgd) {
-            crate::arch::cpu::invlpg(va);
-        }
+        crate::arch::tlb::flush_range(pgd, va, va + 4096);
         if let Some(m) = self.mms.get_mut(&mm) {
             m.swapents += 1;
             m.rss_out += 1;

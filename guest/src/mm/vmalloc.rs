@@ -5,7 +5,6 @@
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::{page_alloc, BuddyFrames, GFP_KERNEL, KERNEL_PT, PAGES};
-use crate::arch::cpu;
 use crate::arch::percpu::this_cpu;
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
@@ -39,17 +38,17 @@ pub fn init() {
     STATS.set(VmallocStats::default());
 }
 
-/// The CPU's TLB, counted.
+/// Every CPU's TLB (kernel mappings are everyone's), counted.
 struct Invlpg;
 
 impl TlbFlusher for Invlpg {
     fn flush_page(&mut self, va: VirtAddr) {
-        cpu::invlpg(va.0);
+        crate::arch::tlb::flush_range(crate::arch::tlb::KERNEL, va.0, va.0 + 4096);
         STATS.with(|s| s.invlpg += 1);
     }
 
     fn flush_all(&mut self) {
-        cpu::flush_tlb();
+        crate::arch::tlb::flush_range(crate::arch::tlb::KERNEL, 0, crate::arch::tlb::ALL);
         STATS.with(|s| s.full_flushes += 1);
     }
 }

@@ -105,4 +105,7 @@ pub fn print() {
     for (name, v) in NAMES.iter().zip(snapshot()) {
         kprintln!("{} {}", name, Dec(v));
     }
+    for (name, v) in crate::arch::tlb::vmstat() {
+        kprintln!("{} {}", name, Dec(v));
+    }
 }

@@ -133,11 +133,6 @@ fn zero_pa() -> u64 {
     MM_GLOBALS.with(|g| g.zero_pa)
 }
 
-/// Whether the CPU runs on `pgd` now (so its TLB entries need flushing).
-pub(super) fn is_current(pgd: u64) -> bool {
-    cpu::read_cr3() & ADDR_MASK == pgd
-}
-
 impl MmStruct {
     /// An empty address space: a fresh PGD whose kernel half is the
     /// kernel root's (entries 256..511 copied; the lead keeps every one of
@@ -230,10 +225,11 @@ impl MmStruct {
 
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):
     /// frames lose a reference, the TLB forgets them (Linux's
-    /// `zap_page_range` + `tlb_finish_mmu`).
+    /// `zap_page_range` + `tlb_finish_mmu`: one flush of the range on
+    /// every CPU running this address space, before the page allocator's
+    /// lock, held throughout, lets anyone reuse the frames).
     pub(super) fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
         let zero = zero_pa();
-        let current = is_current(self.pgd);
         let mut pages = 0u64;
         let mut swapents = 0u64;
         let stat = &mut self.stat;
@@ -252,9 +248,7 @@ impl MmStruct {
             if l.slot.level() == Level::Pmd {
                 // A transparent huge page (proc/thp.rs).
                 stat.rss_pages = stat.rss_pages.saturating_sub(super::thp::zap_huge_pmd(p, l.entry));
-                if current {
-                    cpu::invlpg(l.va.0);
-                }
+                pages += 1;
                 return true;
             }
             let pa = l.entry.0 & ADDR_MASK;
@@ -262,17 +256,14 @@ impl MmStruct {
                 stat.rss_pages = stat.rss_pages.saturating_sub(1);
             }
             put_page(p, zero, pa);
-            if current && pages < mm_core::paging::mapper::FLUSH_CEILING {
-                cpu::invlpg(l.va.0);
-            }
             pages += 1;
             true
         });
         if let Some(m) = s.mms.get_mut(&self.id) {
             m.swapents = m.swapents.saturating_sub(swapents);
         }
-        if current && pages >= mm_core::paging::mapper::FLUSH_CEILING {
-            cpu::flush_tlb();
+        if pages + swapents > 0 {
+            crate::arch::tlb::flush_range(self.pgd, start, end);
         }
     }
 
@@ -603,7 +594,6 @@ impl MmStruct {
         self.vmas.mprotect(start, end, VmFlags(prot as u32)).map_err(|_| -ENOMEM)?;
         let vmas: alloc::vec::Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
         let zero = zero_pa();
-        let current = is_current(self.pgd);
         PAGES.with(|p| {
             for v in &vmas {
                 let shared = v.flags.contains(VmFlags::SHARED);
@@ -626,12 +616,12 @@ impl MmStruct {
                     // PS stays on a huge leaf (bit 7, never PAT on a user PTE).
                     let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0 | PteFlags::PSE.0);
                     let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
-                    if current {
-                        cpu::invlpg(l.va.0);
-                    }
                     true
                 });
             }
+            // One flush of the range (mmu_gather's batch), before the
+            // page allocator's lock goes.
+            crate::arch::tlb::flush_range(self.pgd, start, end);
         });
         Ok(())
     }

@@ -19,7 +19,6 @@ use super::abi::{EFAULT, EINVAL, ENOMEM, MAP_ANONYMOUS, MAP_HUGETLB, MAP_NORESER
 use super::fault::{user_pt, PtFrames};
 use super::mm::{Errno, MmStruct, TASK_SIZE};
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
-use crate::arch::cpu;
 use crate::mm::overcommit::{vm_enough_memory, vm_unacct_memory, OVERCOMMIT_NEVER};
 use crate::mm::phys::direct_map;
 use crate::mm::swap::SWAP;
@@ -111,9 +110,7 @@ impl MmStruct {
             let _ = l.slot.write(phys, Pte::NONE);
             true
         });
-        if super::mm::is_current(self.pgd) {
-            cpu::flush_tlb();
-        }
+        crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
         let mut failed = false;
         PAGES.with(|p| {
             for &(va, e) in &moved {

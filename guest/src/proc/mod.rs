@@ -143,11 +143,20 @@ pub fn kernel_half_added() -> alloc::vec::Vec<usize> {
 /// Starts the preemption tick; false without a local APIC (the
 /// scheduler is then cooperative: processes switch on yield, wait, exit).
 pub fn start_timer() -> bool {
+    let on = apic::start_timer(TIMER_PERIOD);
+    // The other CPUs follow when they next pass through their idle loop.
+    sched::TIMER_WANTED.store(on, core::sync::atomic::Ordering::Relaxed);
+    on
+}
+
+/// Starts this CPU's tick (another CPU following the boot CPU's choice).
+pub fn start_timer_here() -> bool {
     apic::start_timer(TIMER_PERIOD)
 }
 
-/// Stops it.
+/// Stops it (on every CPU: the others when they next idle).
 pub fn stop_timer() {
+    sched::TIMER_WANTED.store(false, core::sync::atomic::Ordering::Relaxed);
     apic::stop_timer();
 }
 
@@ -288,6 +297,17 @@ fn interrupt_inner(frame: &mut TrapFrame) {
             }
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
+        v if v == crate::arch::idt::RESCHED_VECTOR as u64 => {
+            apic::eoi();
+            // Woken from idle, or told to look at its task (killed, a
+            // signal): from ring 3 the checks on the way out do that. Or
+            // a checkpoint on another CPU stops this one here.
+            crate::arch::smp::park_if_stopped();
+        }
+        v if v == crate::arch::idt::FLUSH_VECTOR as u64 => {
+            apic::eoi();
+            crate::arch::tlb::flush_ipi();
+        }
         v if v == crate::arch::idt::VIRTIO_VECTOR as u64 => crate::drivers::virtio::blk::interrupt(),
         v => kprintln!("unexpected interrupt vector {:#x}", v),
     }

@@ -4,20 +4,38 @@
 //! spawn (exec of an embedded program), fork, exit (the mm goes at once,
 //! the kernel stack when the parent reaps), wait.
 //!
-//! The boot context (kmain and the self-tests) is task 0, the idle task:
-//! it runs when no process is runnable, and waits for processes by
-//! scheduling them.
+//! The boot context (kmain and the self-tests) is task 0, the boot CPU's
+//! idle task: it runs when no process is runnable, and waits for
+//! processes by scheduling them. Every other CPU has its own idle task,
+//! the loop its start-up path ends in ([`idle_loop`]).
+//!
+//! # SMP
+//!
+//! One run queue under the scheduler's lock serves every CPU; each CPU
+//! has its own `current` and idle context. A task being switched out is
+//! marked in its CPU's `switching` slot until the switch has saved its
+//! stack (`finish_task_switch`, run by whatever the CPU resumes, and by a
+//! new task's first entry in `schedule_tail`); no other CPU picks it, and
+//! no parent reaps it, until then (Linux's `on_cpu`). A wake that lands
+//! while its target is still running (between its last check and its
+//! sleep, possible once another CPU is the waker) is remembered in
+//! `woken`, and the sleep returns at once (Linux sets the task's state
+//! before checking instead: the same guarantee, no lost wake-ups). Idle
+//! CPUs wait in `hlt` with interrupts open and are woken by a reschedule
+//! IPI when work is queued.
 
 use super::abi::MmStat;
 use super::mm::MmStruct;
 use crate::arch::gdt::{USER_CS, USER_DS};
+use crate::arch::percpu::{cpu_id, MAX_CPUS};
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::{context_switch, prepare_stack, FpuState};
 use crate::arch::{cpu, gdt, syscall};
+use crate::fmt::Dec;
 use crate::mm::{alloc_pages, free_pages, phys_to_virt, GFP_KERNEL, KERNEL_PT};
 use crate::sync::{rank, SpinLock};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use mm_core::addr::PAGE_SHIFT;
 
@@ -144,16 +162,213 @@ impl Task {
 pub struct Sched {
     tasks: BTreeMap<u64, Box<Task>>,
     runq: VecDeque<u64>,
-    current: u64,
+    /// The task each CPU runs (0: its idle task).
+    current: [u64; MAX_CPUS],
+    /// The task each CPU is switching away from, until its stack is saved.
+    switching: [u64; MAX_CPUS],
+    /// Tasks woken while they were still running (see the module doc).
+    woken: BTreeSet<u64>,
+    /// CPU masks of tasks that may not run everywhere (Linux's
+    /// `cpus_mask`, set by `sched_setaffinity`; inherited by fork).
+    affinity: BTreeMap<u64, u64>,
+    /// The mask tasks the kernel itself starts get (0: every CPU).
+    spawn_affinity: u64,
     next_pid: u64,
-    idle_rsp: u64,
-    idle_fpu: Box<FpuState>,
+    idle_rsp: [u64; MAX_CPUS],
+    idle_fpu: alloc::vec::Vec<FpuState>,
+    /// Context switches per CPU.
+    pub switches_on: [u64; MAX_CPUS],
     /// Most processes alive at once (a self-test figure).
     pub max_alive: u64,
     /// Timer interrupts taken.
     pub ticks: u64,
     /// Context switches.
     pub switches: u64,
+}
+
+impl Sched {
+    /// The task this CPU runs (0: its idle task).
+    fn cur(&self) -> u64 {
+        self.current[cpu_id()]
+    }
+
+    /// Whether `pid` runs on some CPU or is being switched out of one.
+    fn on_cpu(&self, pid: u64) -> bool {
+        pid != 0 && (self.current.contains(&pid) || self.switching.contains(&pid))
+    }
+
+    /// Takes the first queued task no other CPU holds (a task woken while
+    /// it was still being switched out stays queued until its switch
+    /// finishes); this CPU's own task may be picked again (a yield with
+    /// nothing else to run).
+    fn pick_next(&mut self) -> Option<u64> {
+        let mine = self.cur();
+        let i = self.runq.iter().position(|&p| (p == mine || !self.on_cpu(p)) && self.allowed_here(p))?;
+        self.runq.remove(i)
+    }
+
+    /// Whether `pid` may run on this CPU.
+    fn allowed_here(&self, pid: u64) -> bool {
+        self.affinity.get(&pid).is_none_or(|m| m & (1 << cpu_id()) != 0)
+    }
+
+    /// Whether a queued task could run here now.
+    fn has_runnable(&self) -> bool {
+        self.runq.iter().any(|&p| !self.on_cpu(p) && self.allowed_here(p))
+    }
+
+    /// Whether a CPU other than this one runs a task.
+    fn busy_elsewhere(&self) -> bool {
+        let me = cpu_id();
+        (0..MAX_CPUS).any(|c| c != me && (self.current[c] != 0 || self.switching[c] != 0))
+    }
+
+    /// Queues `pid` and wakes an idle CPU to run it.
+    fn enqueue(&mut self, pid: u64, front: bool) {
+        if front {
+            self.runq.push_front(pid);
+        } else {
+            self.runq.push_back(pid);
+        }
+        kick_idle_cpus();
+    }
+
+    /// Makes `pid` runnable if it sleeps; if it still runs (about to
+    /// sleep), remembers the wake so the sleep returns at once.
+    fn wake_locked(&mut self, pid: u64) {
+        let Some(t) = self.tasks.get_mut(&pid) else { return };
+        match t.state {
+            State::Waiting => {
+                t.state = State::Runnable;
+                self.enqueue(pid, false);
+                publish_states(self);
+            }
+            State::Runnable => {
+                self.woken.insert(pid);
+            }
+            State::Zombie(_) => {}
+        }
+    }
+
+    /// Puts the running task to sleep unless a wake is pending for it;
+    /// true if it must call `schedule`.
+    fn prepare_sleep(&mut self) -> bool {
+        let cur = self.cur();
+        if self.woken.remove(&cur) {
+            return false;
+        }
+        match self.tasks.get_mut(&cur) {
+            Some(t) => {
+                t.state = State::Waiting;
+                publish_states(self);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// CPUs waiting in `hlt` for work (bit n: CPU n).
+static IDLE_CPUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Sends the reschedule IPI to the CPU (other than this one) running
+/// `pid`, so it passes through the kernel's return-to-user checks.
+fn kick_cpu_running(s: &Sched, pid: u64) {
+    use core::sync::atomic::Ordering;
+    let me = cpu_id();
+    if let Some(c) = (0..MAX_CPUS).find(|&c| c != me && s.current[c] == pid) {
+        let apic_id = crate::arch::percpu::cpu(c).apic_id.load(Ordering::Relaxed);
+        crate::arch::apic::send_ipi(apic_id, crate::arch::idt::RESCHED_VECTOR);
+    }
+}
+
+/// Sends the reschedule IPI to every CPU waiting for work but this one.
+fn kick_idle_cpus() {
+    use core::sync::atomic::Ordering;
+    let mask = IDLE_CPUS.load(Ordering::Acquire) & !(1 << cpu_id());
+    for c in (0..MAX_CPUS).filter(|c| mask & (1 << c) != 0) {
+        let apic_id = crate::arch::percpu::cpu(c).apic_id.load(Ordering::Relaxed);
+        crate::arch::apic::send_ipi(apic_id, crate::arch::idt::RESCHED_VECTOR);
+    }
+}
+
+/// Waits with interrupts open until an interrupt arrives (a reschedule
+/// IPI, the timer, a device), marked idle so wakers send the IPI. The
+/// caller found nothing to run with interrupts off; an IPI sent since is
+/// pending and ends the `hlt` at once (`sti` opens interrupts only after
+/// the next instruction).
+fn idle_wait() {
+    use core::sync::atomic::Ordering;
+    let bit = 1 << cpu_id();
+    IDLE_CPUS.fetch_or(bit, Ordering::AcqRel);
+    // Re-check after announcing: a task queued before the announcement
+    // sent no IPI.
+    if !SCHED.with(|s| s.has_runnable()) {
+        // SAFETY: opens interrupts for the `hlt` only; the handlers that
+        // can run (timer, IPIs, devices) take no lock this CPU holds (it
+        // holds none here).
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+    }
+    IDLE_CPUS.fetch_and(!bit, Ordering::AcqRel);
+}
+
+/// The idle task of a CPU other than the boot CPU: runs whatever is
+/// queued, else waits for work. Never returns.
+pub fn idle_loop() -> ! {
+    loop {
+        crate::sync::assert_no_locks_held("the idle loop");
+        crate::arch::smp::park_if_stopped();
+        crate::arch::tlb::poll();
+        sync_timer();
+        if SCHED.with(|s| {
+            wake_pending_kthreads(s);
+            s.has_runnable()
+        }) {
+            schedule();
+        } else {
+            idle_wait();
+        }
+    }
+}
+
+/// Whether CPUs should run the preemption tick (the boot CPU's choice:
+/// `start_timer`), which the other CPUs follow when idle.
+pub static TIMER_WANTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Starts or stops this CPU's tick to match the boot CPU's.
+fn sync_timer() {
+    let wanted = TIMER_WANTED.load(core::sync::atomic::Ordering::Relaxed);
+    if wanted && !crate::arch::apic::timer_on() {
+        super::start_timer_here();
+    } else if !wanted && crate::arch::apic::timer_on() {
+        crate::arch::apic::stop_timer();
+    }
+}
+
+/// Prints each online CPU's context switches (Linux's
+/// /proc/schedstat, in small), when there is more than one CPU.
+pub fn report_cpus() {
+    let n = crate::arch::smp::nr_cpus();
+    if n <= 1 {
+        return;
+    }
+    let per = SCHED.with(|s| s.switches_on);
+    crate::kprint!("sched: context switches per CPU:");
+    for (c, v) in per.iter().enumerate().take(n) {
+        crate::kprint!(" cpu{}={}", Dec(c as u64), Dec(*v));
+    }
+    crate::kprintln!("");
+    let t = &crate::arch::tlb::STATS;
+    use core::sync::atomic::Ordering::Relaxed;
+    crate::kprint!(
+        "tlb: {} remote shootdowns, {} IPIs sent; requests served per CPU:",
+        Dec(t.remote_flushes.load(Relaxed)),
+        Dec(t.ipis_sent.load(Relaxed))
+    );
+    for (c, v) in t.received.iter().enumerate().take(n) {
+        crate::kprint!(" cpu{}={}", Dec(c as u64), Dec(v.load(Relaxed)));
+    }
+    crate::kprintln!("");
 }
 
 /// The scheduler.
@@ -164,10 +379,15 @@ pub fn init() {
     SCHED.set(Sched {
         tasks: BTreeMap::new(),
         runq: VecDeque::new(),
-        current: 0,
+        current: [0; MAX_CPUS],
+        switching: [0; MAX_CPUS],
+        woken: BTreeSet::new(),
+        affinity: BTreeMap::new(),
+        spawn_affinity: 0,
         next_pid: 1,
-        idle_rsp: 0,
-        idle_fpu: Box::new(FpuState::initial()),
+        idle_rsp: [0; MAX_CPUS],
+        idle_fpu: (0..MAX_CPUS).map(|_| FpuState::initial()).collect(),
+        switches_on: [0; MAX_CPUS],
         max_alive: 0,
         ticks: 0,
         switches: 0,
@@ -176,12 +396,12 @@ pub fn init() {
 
 /// The running task's pid (0: the kernel's idle task).
 pub fn current_pid() -> u64 {
-    SCHED.with(|s| s.current)
+    SCHED.with(|s| s.cur())
 }
 
 /// The running process's address space.
 pub fn current_mm() -> Option<MmRef> {
-    SCHED.with(|s| s.tasks.get(&s.current).and_then(|t| t.mm.clone()))
+    SCHED.with(|s| s.tasks.get(&s.cur()).and_then(|t| t.mm.clone()))
 }
 
 /// The address spaces of every live process but `pid`, by pid.
@@ -191,21 +411,21 @@ pub fn other_mms(pid: u64) -> alloc::vec::Vec<(u64, MmRef)> {
 
 /// The running task's probe fix-up address (0: none).
 pub fn probe_fixup() -> u64 {
-    SCHED.with(|s| s.tasks.get(&s.current).map_or(0, |t| t.probe_fixup))
+    SCHED.with(|s| s.tasks.get(&s.cur()).map_or(0, |t| t.probe_fixup))
 }
 
 /// Sets the running task's probe fix-up address (0: none); false for the
 /// idle task, which has no user mode.
 pub fn set_probe_fixup(addr: u64) -> bool {
     SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         s.tasks.get_mut(&cur).map(|t| t.probe_fixup = addr).is_some()
     })
 }
 
 /// The running task's name, pid and preemption count.
 pub fn current_info() -> (&'static str, u64, u64) {
-    SCHED.with(|s| s.tasks.get(&s.current).map_or(("idle", 0, 0), |t| (t.name, t.pid, t.preemptions)))
+    SCHED.with(|s| s.tasks.get(&s.cur()).map_or(("idle", 0, 0), |t| (t.name, t.pid, t.preemptions)))
 }
 
 /// Gives the CPU to the next runnable task (or to idle). The caller has
@@ -225,33 +445,38 @@ pub fn schedule() {
     // for whoever runs next (Linux's "scheduling while atomic").
     crate::sync::assert_no_locks_held("schedule()");
     let kroot = KERNEL_PT.with(|m| m.root().0);
+    let me = cpu_id();
     let sw = SCHED.with(|s| {
         wake_pending_kthreads(s);
-        let next = s.runq.pop_front().unwrap_or(0);
-        if next == s.current {
+        let next = s.pick_next().unwrap_or(0);
+        if next == s.current[me] {
             return None;
         }
-        let prev = s.current;
-        s.current = next;
+        let prev = s.current[me];
+        s.current[me] = next;
+        s.switching[me] = prev;
         s.switches += 1;
+        s.switches_on[me] += 1;
         publish_states(s);
         let (next_rsp, next_fpu, cr3, kstack, fs_base) = match s.tasks.get(&next) {
             Some(t) => {
                 let cr3 = if t.pgd != 0 { t.pgd } else { kroot };
                 (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
             }
-            None => (s.idle_rsp, &*s.idle_fpu as *const FpuState, kroot, 0, 0),
+            None => (s.idle_rsp[me], &s.idle_fpu[me] as *const FpuState, kroot, 0, 0),
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
-            None => (&mut s.idle_rsp as *mut u64, &mut *s.idle_fpu as *mut FpuState),
+            None => (&mut s.idle_rsp[me] as *mut u64, &mut s.idle_fpu[me] as *mut FpuState),
         };
         Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base })
     });
     let Some(sw) = sw else { return };
     // SAFETY: the pointers are into boxed task state (or the scheduler's
-    // own static), which outlives the switch: a task is freed only when
-    // reaped, and a task being switched from or to is never reaped. The
+    // own per-CPU idle state), which outlives the switch: a task is freed
+    // only when reaped, and a task being switched from or to is never
+    // reaped (`switching` and `current` keep it, see `reap`), nor picked
+    // by another CPU before its stack is saved (`pick_next`). The
     // next stack was parked by `switch_to` or laid out by `prepare_stack`;
     // CR3 is the next task's PGD, whose kernel half maps every kernel
     // stack.
@@ -268,18 +493,44 @@ pub fn schedule() {
         set_fs_base(sw.fs_base);
         context_switch(sw.prev_rsp, sw.next_rsp);
     }
+    finish_task_switch();
+}
+
+/// After a switch, on the CPU that made it (in whatever it resumed): the
+/// task switched away from has its stack saved, so other CPUs may pick it
+/// and its parent may reap it (woken if it waits for that).
+fn finish_task_switch() {
+    let me = cpu_id();
+    SCHED.with(|s| {
+        let prev = core::mem::replace(&mut s.switching[me], 0);
+        if let Some(State::Zombie(_)) = s.tasks.get(&prev).map(|t| t.state) {
+            let parent = s.tasks.get(&prev).map_or(0, |t| t.parent);
+            s.wake_locked(parent);
+            kick_idle_cpus();
+        } else if prev != 0 && s.runq.contains(&prev) {
+            kick_idle_cpus();
+        }
+    });
+}
+
+/// A new task's first code, before it enters its entry point
+/// (usermode.rs's `ret_to_user`): the switch that started it finishes.
+#[no_mangle]
+extern "C" fn schedule_tail() {
+    finish_task_switch();
 }
 
 /// IA32_FS_BASE.
 const MSR_FS_BASE: u32 = 0xc000_0100;
-/// What IA32_FS_BASE holds (the kernel itself never uses FS), so a switch
-/// between tasks that both have none costs no `wrmsr`.
-static FS_BASE_NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// What each CPU's IA32_FS_BASE holds (the kernel itself never uses FS),
+/// so a switch between tasks that both have none costs no `wrmsr`.
+static FS_BASE_NOW: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 /// Loads the user FS base (kept until the next switch).
 pub fn set_fs_base(v: u64) {
     use core::sync::atomic::Ordering;
-    if FS_BASE_NOW.swap(v, Ordering::Relaxed) != v {
+    if FS_BASE_NOW[cpu_id()].swap(v, Ordering::Relaxed) != v {
         // SAFETY: the kernel never uses FS; the values come from
         // arch_prctl, which takes user addresses only (below TASK_SIZE,
         // so canonical: the wrmsr cannot #GP), or 0.
@@ -290,7 +541,7 @@ pub fn set_fs_base(v: u64) {
 /// Runs `f` on the running task (None for the idle task).
 pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
     SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         s.tasks.get_mut(&cur).map(|t| f(t))
     })
 }
@@ -309,7 +560,7 @@ pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Op
     cell.set(mm);
     let mut closed = alloc::vec::Vec::new();
     let old = SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         let t = s.tasks.get_mut(&cur)?;
         let old = t.mm.replace(cell);
         t.pgd = pgd;
@@ -348,10 +599,11 @@ pub fn signal_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> Result<bool, R>) ->
     SCHED.with(|s| {
         let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
         let r = f(t);
-        if matches!(r, Ok(true)) && t.state == State::Waiting && t.mm.is_some() {
-            t.state = State::Runnable;
-            s.runq.push_back(pid);
-            publish_states(s);
+        if matches!(r, Ok(true)) && t.mm.is_some() {
+            s.wake_locked(pid);
+            // A task running on another CPU sees the signal on its way
+            // back to user mode: the IPI makes that soon.
+            kick_cpu_running(s, pid);
         }
         Some(r)
     })
@@ -361,14 +613,12 @@ pub fn signal_task<R>(pid: u64, f: impl FnOnce(&mut Task) -> Result<bool, R>) ->
 /// slept (and something woke it).
 pub fn sleep_unless(ready: impl FnOnce(&Task) -> bool) -> bool {
     let slept = SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         let t = s.tasks.get_mut(&cur)?;
         if ready(t) {
             return None;
         }
-        t.state = State::Waiting;
-        publish_states(s);
-        Some(())
+        s.prepare_sleep().then_some(())
     });
     if slept.is_some() {
         schedule();
@@ -388,7 +638,7 @@ fn wake_pending_kthreads(s: &mut Sched) {
         if let Some(t) = s.tasks.get_mut(&kc) {
             if t.state == State::Waiting {
                 t.state = State::Runnable;
-                s.runq.push_front(kc);
+                s.enqueue(kc, true);
                 publish_states(s);
             }
         }
@@ -401,7 +651,7 @@ fn wake_pending_kthreads(s: &mut Sched) {
         if t.state == State::Waiting {
             t.state = State::Runnable;
             // Ahead of the processes: reclaim is what they wait for.
-            s.runq.push_front(pid);
+            s.enqueue(pid, true);
             publish_states(s);
         }
     }
@@ -453,7 +703,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         s.next_pid += 1;
         task.pid = pid;
         s.tasks.insert(pid, task);
-        s.runq.push_back(pid);
+        s.enqueue(pid, false);
         publish(s);
         pid
     }))
@@ -489,11 +739,11 @@ extern "C" fn kswapd() -> ! {
         // Sleep unless a wake arrived during the run (it is re-checked
         // under the lock, so none is lost).
         SCHED.with(|s| {
-            let me = s.current;
+            let me = s.cur();
             let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire);
             if let Some(t) = s.tasks.get_mut(&me) {
                 if pending {
-                    s.runq.push_back(me);
+                    s.enqueue(me, false);
                 } else {
                     t.state = State::Waiting;
                 }
@@ -519,11 +769,11 @@ extern "C" fn kcompactd() -> ! {
     loop {
         crate::mm::kcompactd::kcompactd_do_work();
         SCHED.with(|s| {
-            let me = s.current;
+            let me = s.cur();
             let pending = crate::mm::kcompactd::wake_pending();
             if let Some(t) = s.tasks.get_mut(&me) {
                 if pending {
-                    s.runq.push_back(me);
+                    s.enqueue(me, false);
                 } else {
                     t.state = State::Waiting;
                 }
@@ -537,7 +787,7 @@ extern "C" fn kcompactd() -> ! {
 /// (`sched_yield`, and the timer's preemption).
 pub fn yield_now(preempted: bool) {
     SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         if let Some(t) = s.tasks.get_mut(&cur) {
             if preempted {
                 t.preemptions += 1;
@@ -584,8 +834,12 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         s.next_pid += 1;
         task.pid = pid;
         task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
+        let mask = if parent == 0 { s.spawn_affinity } else { s.affinity.get(&parent).copied().unwrap_or(0) };
+        if mask != 0 {
+            s.affinity.insert(pid, mask);
+        }
         s.tasks.insert(pid, task);
-        s.runq.push_back(pid);
+        s.enqueue(pid, false);
         publish(s);
         let alive = s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64;
         s.max_alive = s.max_alive.max(alive);
@@ -612,7 +866,7 @@ pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 pub fn do_exit(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
     // A Linux program's fault counters go to the log as it exits.
-    let linux = SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| !t.exe.is_empty()));
+    let linux = SCHED.with(|s| s.tasks.get(&s.cur()).is_some_and(|t| !t.exe.is_empty()));
     if let Some(mm) = current_mm() {
         let (name, pid, _) = current_info();
         let ru = mm.with(|m| {
@@ -625,7 +879,7 @@ pub fn do_exit(status: u64) -> ! {
     }
     let mut files = alloc::vec::Vec::new();
     let mm = SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
         let (mm, parent) = match s.tasks.get_mut(&cur) {
             Some(t) => {
                 t.state = State::Zombie(status);
@@ -640,11 +894,8 @@ pub fn do_exit(status: u64) -> ! {
         if let Some(p) = s.tasks.get_mut(&parent) {
             // SIGCHLD (dropped unless the parent catches it).
             p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(cur, status));
-            if p.state == State::Waiting {
-                p.state = State::Runnable;
-                s.runq.push_back(parent);
-            }
         }
+        s.wake_locked(parent);
         for t in s.tasks.values_mut() {
             if t.parent == cur {
                 t.parent = 0;
@@ -685,7 +936,7 @@ const SIGKILL: u64 = 9;
 
 /// Whether the running task was killed (and is on its way out).
 pub fn current_killed() -> bool {
-    SCHED.with(|s| s.tasks.get(&s.current).is_some_and(|t| t.killed))
+    SCHED.with(|s| s.tasks.get(&s.cur()).is_some_and(|t| t.killed))
 }
 
 /// Dies now if the running task was killed (called on every way back to
@@ -700,7 +951,7 @@ pub fn exit_if_killed() {
 /// value before, or None for no such live process.
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     SCHED.with(|s| {
-        let pid = if pid == 0 { s.current } else { pid };
+        let pid = if pid == 0 { s.cur() } else { pid };
         let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
         let old = t.oom_score_adj;
         if let Some(v) = set {
@@ -756,10 +1007,14 @@ pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
 pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
     use crate::mm::oom_kill::Reap;
     let taken = SCHED.with(|s| {
-        let cur = s.current;
+        let cur = s.cur();
+        let running = s.on_cpu(pid);
         let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
         t.killed = true;
-        if pid == cur {
+        // Running here or on another CPU: it dies on its way back to user
+        // mode (the IPI brings another CPU there soon).
+        if pid == cur || running {
+            kick_cpu_running(s, pid);
             return Some(None);
         }
         // Parked tasks hold no locks (schedule() asserts it) and run on
@@ -768,7 +1023,7 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
         let pgd = core::mem::replace(&mut t.pgd, 0);
         if t.state == State::Waiting {
             t.state = State::Runnable;
-            s.runq.push_back(pid);
+            s.enqueue(pid, false);
         }
         // The host must not walk the root about to be freed.
         publish(s);
@@ -811,15 +1066,21 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
         for t in s.tasks.values() {
             if t.parent == parent && (pid < 0 || t.pid == pid as u64) {
                 any = true;
+                // A zombie still being switched out of its CPU keeps its
+                // stack until the switch finishes (which wakes us).
                 if let State::Zombie(st) = t.state {
-                    zombie = Some((t.pid, st));
-                    break;
+                    if !s.on_cpu(t.pid) {
+                        zombie = Some((t.pid, st));
+                        break;
+                    }
                 }
             }
         }
         match zombie {
             Some((zpid, st)) => {
                 let t = s.tasks.remove(&zpid);
+                s.woken.remove(&zpid);
+                s.affinity.remove(&zpid);
                 if let (Some(t), Some(p)) = (t.as_ref(), s.tasks.get_mut(&parent)) {
                     p.ru_children = p.ru_children.plus(t.ru_self).plus(t.ru_children);
                 }
@@ -846,33 +1107,76 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
 
 /// Puts the running task to sleep until [`wake`] (a pipe's wait queue,
 /// fs/pipe.rs). The caller has registered it where the waker looks and
-/// holds no lock; ring 0 is never preempted, so nothing can come between
-/// its last check and this sleep. A spurious wake (a child's exit wakes a
-/// sleeping parent) is possible: callers check again.
+/// holds no lock; a wake that arrives between that and this sleep (from
+/// another CPU) makes the sleep return at once. A spurious wake (a child's
+/// exit wakes a sleeping parent) is possible: callers check again.
 pub fn sleep_current() {
-    SCHED.with(|s| {
-        let cur = s.current;
-        if let Some(t) = s.tasks.get_mut(&cur) {
-            t.state = State::Waiting;
-        }
-        publish_states(s);
-    });
-    schedule();
+    if SCHED.with(|s| s.prepare_sleep()) {
+        schedule();
+    }
 }
 
 /// Makes task `pid` runnable if it sleeps (Linux's `wake_up_process`),
 /// at the back of the queue: a pipe's waiter, or a kernel thread parked
 /// by [`sleep_current`] (khugepaged).
 pub fn wake(pid: u64) {
-    SCHED.with(|s| {
-        if let Some(t) = s.tasks.get_mut(&pid) {
-            if t.state == State::Waiting {
-                t.state = State::Runnable;
-                s.runq.push_back(pid);
-                publish_states(s);
-            }
+    SCHED.with(|s| s.wake_locked(pid));
+}
+
+/// Runs `f` (which starts processes) with every task the kernel starts
+/// in it confined to the CPUs in `mask` (their children inherit it): the
+/// self-tests that need several processes alive at once pin them to one
+/// CPU, as on a uniprocessor.
+pub fn with_spawn_affinity<R>(mask: u64, f: impl FnOnce() -> R) -> R {
+    SCHED.with(|s| s.spawn_affinity = mask);
+    let r = f();
+    SCHED.with(|s| s.spawn_affinity = 0);
+    r
+}
+
+/// Sets task `pid`'s CPU mask (`sched_setaffinity`; 0 pid: the running
+/// task). False for no such task or a mask naming no online CPU.
+pub fn set_affinity(pid: u64, mask: u64) -> bool {
+    let online = (1u64 << crate::arch::smp::nr_cpus()) - 1;
+    if mask & online == 0 {
+        return false;
+    }
+    let moved = SCHED.with(|s| {
+        let pid = if pid == 0 { s.cur() } else { pid };
+        if !s.tasks.contains_key(&pid) {
+            return None;
         }
+        if mask & online == online {
+            s.affinity.remove(&pid);
+        } else {
+            s.affinity.insert(pid, mask & online);
+        }
+        Some(pid == s.cur() && !s.allowed_here(pid))
     });
+    match moved {
+        None => false,
+        Some(leave) => {
+            // The running task left its own mask: it moves at once.
+            if leave {
+                yield_now(false);
+            }
+            true
+        }
+    }
+}
+
+/// Task `pid`'s CPU mask (0 pid: the running task), None for no such task.
+pub fn affinity(pid: u64) -> Option<u64> {
+    let online = (1u64 << crate::arch::smp::nr_cpus()) - 1;
+    SCHED.with(|s| {
+        let pid = if pid == 0 { s.cur() } else { pid };
+        s.tasks.contains_key(&pid).then(|| s.affinity.get(&pid).copied().unwrap_or(online) & online)
+    })
+}
+
+/// How many zombies wait to be reaped.
+pub fn zombies() -> usize {
+    SCHED.with(|s| s.tasks.values().filter(|t| matches!(t.state, State::Zombie(_))).count())
 }
 
 /// The pids of every task alive (not zombies), for /proc.
@@ -890,13 +1194,7 @@ pub fn wait_child(pid: i64) -> Reaped {
                 if super::signal::pending() {
                     return Reaped::Interrupted;
                 }
-                SCHED.with(|s| {
-                    if let Some(t) = s.tasks.get_mut(&me) {
-                        t.state = State::Waiting;
-                    }
-                    publish_states(s);
-                });
-                schedule();
+                sleep_current();
             }
             r => return r,
         }
@@ -912,10 +1210,15 @@ pub fn kernel_wait(pid: u64) -> Option<u64> {
             Reaped::Child(_, status, _) => return Some(status),
             Reaped::NoChild | Reaped::Interrupted => return None,
             Reaped::NotYet => {
-                if SCHED.with(|s| s.runq.is_empty()) {
+                let (runnable, elsewhere) = SCHED.with(|s| (s.has_runnable(), s.busy_elsewhere()));
+                if runnable {
+                    schedule();
+                } else if elsewhere || SCHED.with(|s| s.runq.iter().any(|&p| s.on_cpu(p))) {
+                    // Other CPUs run the processes: wait for news.
+                    idle_wait();
+                } else {
                     return None;
                 }
-                schedule();
             }
         }
     }
@@ -927,7 +1230,12 @@ pub fn shrink_idle() {
     // An emptied BTreeMap keeps its root node: replace it too.
     let old = SCHED.with(|s| {
         if s.runq.is_empty() && s.tasks.is_empty() {
-            Some((core::mem::take(&mut s.runq), core::mem::take(&mut s.tasks)))
+            Some((
+                core::mem::take(&mut s.runq),
+                core::mem::take(&mut s.tasks),
+                core::mem::take(&mut s.woken),
+                core::mem::take(&mut s.affinity),
+            ))
         } else {
             None
         }
@@ -945,9 +1253,12 @@ pub fn current_stat(mm: &mut MmStruct) -> MmStat {
 /// Fills the descriptor's process table (mm-core's `ProcDesc`) from the
 /// task table, for the host's `ps` and per-process checks, when the
 /// descriptor is refreshed (at checkpoints); empty slots stay zero.
-pub fn fill_descs(out: &mut [mm_core::descriptor::ProcDesc]) {
-    if SCHED.try_with(|s| fill(s, out)).is_none() {
-        out.fill(mm_core::descriptor::ProcDesc::default());
+pub fn fill_descs() {
+    // Every change republishes the table already; this refresh brings the
+    // counters (RSS, faults) up to date, unless the caller holds the
+    // scheduler (then the table stays as last published).
+    if crate::sync::holds_only_below(rank::SCHED) {
+        SCHED.with(|s| publish(s));
     }
 }
 
@@ -973,7 +1284,7 @@ fn publish_states(s: &Sched) {
 fn state_of(s: &Sched, t: &Task) -> (u32, u32) {
     use mm_core::abi::proc::{STATE_RUNNABLE, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE};
     match t.state {
-        _ if t.pid == s.current => (STATE_RUNNING, 0),
+        _ if s.on_cpu(t.pid) => (STATE_RUNNING, 0),
         State::Runnable => (STATE_RUNNABLE, 0),
         State::Waiting => (STATE_SLEEPING, 0),
         State::Zombie(c) => (STATE_ZOMBIE, c as u32),

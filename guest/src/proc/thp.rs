@@ -21,10 +21,6 @@ use mm_core::vma::{VmFlags, Vma};
 /// The frame bits of a 2 MiB leaf.
 const HPAGE_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX & !(HPAGE_PMD_SIZE - 1);
 
-fn is_current(pgd: u64) -> bool {
-    cpu::read_cr3() & mm_core::paging::entry::PTE_ADDR_MASK_MAX == pgd
-}
-
 /// The 2 MiB leaf for a VMA with `flags`.
 fn pmd_leaf(pa: u64, flags: VmFlags, writable: bool) -> Pte {
     let f = PteFlags(leaf_flags(flags, writable));
@@ -173,9 +169,8 @@ pub fn split_huge_pmd(mm: &mut MmStruct, slot: Slot, haddr: u64) -> bool {
         hm::account_pmd(-1);
         count(Event::ThpSplitPmd, 1);
     }
-    if is_current(mm.pgd) {
-        cpu::invlpg(haddr);
-    }
+    // One invlpg drops the whole 2 MiB entry.
+    crate::arch::tlb::flush_range(mm.pgd, haddr, haddr + 4096);
     true
 }
 
@@ -335,9 +330,7 @@ fn collapse_huge_page(mm: &mut MmStruct, vma: &Vma, haddr: u64) -> bool {
         PAGES.with(|p| free_huge(p, new));
         return false;
     }
-    if is_current(mm.pgd) {
-        cpu::flush_tlb();
-    }
+    crate::arch::tlb::flush_range(mm.pgd, 0, crate::arch::tlb::ALL);
     PAGES.with(|p| {
         for &pa in &old {
             put_page(p, zero, pa);

@@ -16,7 +16,9 @@ use crate::proc::{self, abi::SIGSEGV, report};
 /// page lists) given back first.
 fn allocated_pages() -> u64 {
     PAGES.with(|p| {
-        let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, crate::arch::percpu::this_cpu().id);
+        for cpu in 0..p.buddy.nr_cpus() {
+            let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, cpu);
+        }
         let _ = p.slab.shrink_all(&mut p.buddy, &mut p.phys);
         p.buddy.drain_all_pages();
         p.buddy.counts().allocated
@@ -114,7 +116,11 @@ pub fn process() {
     // Six instances spawned together: all alive at once (each yields a
     // while after mapping), each must get its own frame at the same address.
     report::clear();
-    let pids: alloc::vec::Vec<_> = (1..=6u64).map(|i| proc::spawn("sameva", 0x1111 * i)).collect();
+    // Pinned to this CPU, as on a uniprocessor: with other CPUs idle the
+    // first ones would otherwise finish before the last start.
+    let pids: alloc::vec::Vec<_> = proc::sched::with_spawn_affinity(1 << crate::arch::percpu::cpu_id(), || {
+        (1..=6u64).map(|i| proc::spawn("sameva", 0x1111 * i)).collect()
+    });
     // Six address spaces exist now: the host can list and walk them.
     crate::checkpoint::checkpoint("processes-alive");
     let statuses: alloc::vec::Vec<_> =
@@ -206,7 +212,20 @@ pub fn process() {
         "process",
         "no_frames_leak",
         after == base,
-        &detail!("allocated pages before the programs {}, after all exited {}", Dec(base), Dec(after)),
+        &detail!(
+            "allocated pages before the programs {}, after all exited {} (tasks left: {}; slab caches holding pages: {})",
+            Dec(base),
+            Dec(after),
+            Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64),
+            PAGES.with(|p| {
+                let mut s = alloc::string::String::new();
+                for (_, c) in p.slab.caches().filter(|(_, c)| c.nr_slabs > 0) {
+                    s.push_str(c.name);
+                    s.push(' ');
+                }
+                s
+            })
+        ),
     );
     let added = proc::kernel_half_added();
     check(

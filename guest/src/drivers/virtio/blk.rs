@@ -312,8 +312,12 @@ impl Blk {
         self.t.write(reg::QUEUE_NOTIFY, 0);
         self.stats.notifies += 1;
         let mut polls = 0u64;
+        // The IOAPIC delivers the interrupt to the boot CPU: another CPU
+        // polls the used ring instead (the interrupt, when the boot CPU
+        // takes it, only sets flags).
+        let by_irq = self.irq.is_some() && crate::arch::percpu::cpu_id() == 0;
         while self.q.in_flight() > 0 {
-            if self.irq.is_some() {
+            if by_irq {
                 // Completion is the interrupt: wait for it, then reap.
                 while !IRQ_USED.swap(false, Ordering::AcqRel) {
                     wait_for_interrupt();
@@ -331,7 +335,7 @@ impl Blk {
                 done(self, head, s);
                 reaped = true;
             }
-            if self.irq.is_none() && !reaped {
+            if !by_irq && !reaped {
                 polls += 1;
                 if polls == POLL_LIMIT {
                     return Err(if self.t.read(reg::STATUS) & mmio::status::NEEDS_RESET != 0 {

@@ -1,0 +1,180 @@
+//! TLB shootdown (Linux's arch/x86/mm/tlb.c, in small): a page-table
+//! change is flushed on every CPU that may cache the old translation,
+//! and the changer waits for their acknowledgement before going on (so
+//! before any freed page can be reused).
+//!
+//! Which CPUs: without PCID a CPU caches the non-global translations of
+//! the one root its CR3 holds, so the CPUs to flush for a root are those
+//! whose CR3 holds it now ([`note_cr3`] keeps that per CPU: Linux's
+//! `mm_cpumask` with lazy TLB reduced to its effect). Kernel mappings
+//! (vmalloc, global pages) are flushed everywhere.
+//!
+//! How: a range of up to [`FLUSH_CEILING`] pages is flushed page by page
+//! with `invlpg`, a larger one by reloading CR3 (Linux's
+//! `tlb_single_page_flush_ceiling`). Remote CPUs get the request in their
+//! mailbox and a `FLUSH_VECTOR` IPI; the kernel runs with interrupts off,
+//! so a CPU in kernel code serves its mailbox wherever it waits (lock
+//! spins, the idle loop, its own shootdowns) and the IPI reaches it in
+//! user mode or `hlt`. One shootdown runs at a time.
+
+use super::percpu::{cpu, cpu_id, MAX_CPUS};
+use super::{apic, cpu as cr, idt};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
+/// Pages above which a range flush reloads CR3 instead (Linux's default
+/// `tlb_single_page_flush_ceiling`).
+pub const FLUSH_CEILING: u64 = 33;
+/// The root that stands for "every address space" (kernel mappings).
+pub const KERNEL: u64 = u64::MAX;
+/// A range end meaning "everything".
+pub const ALL: u64 = u64::MAX;
+
+/// The root each CPU's CR3 holds.
+static LOADED_CR3: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// One request to one CPU.
+struct Mailbox {
+    pending: AtomicBool,
+    root: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+static MAILBOX: [Mailbox; MAX_CPUS] = [const {
+    Mailbox {
+        pending: AtomicBool::new(false),
+        root: AtomicU64::new(0),
+        start: AtomicU64::new(0),
+        end: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// Held while one CPU's shootdown is in flight.
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Counters (the SMP bench and `/proc/vmstat`'s nr_tlb_* lines).
+pub struct TlbStats {
+    /// Shootdowns that had remote CPUs to flush (Linux's
+    /// `nr_tlb_remote_flush`).
+    pub remote_flushes: AtomicU64,
+    /// IPIs sent for them.
+    pub ipis_sent: AtomicU64,
+    /// Requests served by each CPU (`nr_tlb_remote_flush_received`).
+    pub received: [AtomicU64; MAX_CPUS],
+    /// Local flushes of one page (`nr_tlb_local_flush_one`).
+    pub local_one: AtomicU64,
+    /// Local full flushes (`nr_tlb_local_flush_all`).
+    pub local_all: AtomicU64,
+}
+
+/// The counters.
+pub static STATS: TlbStats = TlbStats {
+    remote_flushes: AtomicU64::new(0),
+    ipis_sent: AtomicU64::new(0),
+    received: [const { AtomicU64::new(0) }; MAX_CPUS],
+    local_one: AtomicU64::new(0),
+    local_all: AtomicU64::new(0),
+};
+
+/// Records that this CPU's CR3 now holds `root` (called by every CR3
+/// load, before it: a shootdown that misses the new value ran before the
+/// load, whose walk then sees the changed tables).
+pub fn note_cr3(root: u64) {
+    LOADED_CR3[cpu_id()].store(root & !0xfff, Ordering::SeqCst);
+}
+
+/// Flushes `[start, end)` of address space `root` on this CPU.
+fn flush_local(root: u64, start: u64, end: u64) {
+    let pages = if end == ALL { u64::MAX } else { end.saturating_sub(start).div_ceil(4096) };
+    if pages > FLUSH_CEILING {
+        STATS.local_all.fetch_add(1, Ordering::Relaxed);
+        if root == KERNEL {
+            cr::flush_tlb_global();
+        } else {
+            cr::flush_tlb_local();
+        }
+    } else {
+        STATS.local_one.fetch_add(pages, Ordering::Relaxed);
+        let mut va = start & !0xfff;
+        while va < end {
+            cr::invlpg_local(va);
+            va += 4096;
+        }
+    }
+}
+
+/// Serves this CPU's mailbox if a request waits there. Cheap (one load)
+/// when none does; called wherever kernel code waits.
+#[inline]
+pub fn poll() {
+    let mb = &MAILBOX[cpu_id()];
+    if mb.pending.load(Ordering::Acquire) {
+        flush_local(mb.root.load(Ordering::Relaxed), mb.start.load(Ordering::Relaxed), mb.end.load(Ordering::Relaxed));
+        STATS.received[cpu_id()].fetch_add(1, Ordering::Relaxed);
+        mb.pending.store(false, Ordering::Release);
+    }
+}
+
+/// The `FLUSH_VECTOR` IPI's handler.
+pub fn flush_ipi() {
+    poll();
+}
+
+/// Flushes `[start, end)` (`end` = [`ALL`]: everything) of address space
+/// `root` ([`KERNEL`]: kernel mappings, every address space) on every CPU
+/// that may cache it, and returns once all have done so.
+pub fn flush_range(root: u64, start: u64, end: u64) {
+    let root = if root == KERNEL { KERNEL } else { root & !0xfff };
+    let me = cpu_id();
+    if root == KERNEL || LOADED_CR3[me].load(Ordering::Relaxed) == root {
+        flush_local(root, start, end);
+    }
+    if super::smp::nr_cpus() <= 1 {
+        return;
+    }
+    // The page-table writes before the reads of the other CPUs' CR3s.
+    fence(Ordering::SeqCst);
+    let targets: u64 = (0..MAX_CPUS)
+        .filter(|&c| c != me && cpu(c).online.load(Ordering::Acquire))
+        .filter(|&c| root == KERNEL || LOADED_CR3[c].load(Ordering::SeqCst) == root)
+        .fold(0, |m, c| m | 1 << c);
+    if targets == 0 {
+        return;
+    }
+    while BUSY.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        // Whoever holds it may be waiting for us.
+        poll();
+        core::hint::spin_loop();
+    }
+    STATS.remote_flushes.fetch_add(1, Ordering::Relaxed);
+    for c in (0..MAX_CPUS).filter(|c| targets & (1 << c) != 0) {
+        let mb = &MAILBOX[c];
+        mb.root.store(root, Ordering::Relaxed);
+        mb.start.store(start, Ordering::Relaxed);
+        mb.end.store(end, Ordering::Relaxed);
+        mb.pending.store(true, Ordering::Release);
+        apic::send_ipi(cpu(c).apic_id.load(Ordering::Relaxed), idt::FLUSH_VECTOR);
+        STATS.ipis_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    while (0..MAX_CPUS).any(|c| targets & (1 << c) != 0 && MAILBOX[c].pending.load(Ordering::Acquire)) {
+        poll();
+        core::hint::spin_loop();
+    }
+    BUSY.store(false, Ordering::Release);
+}
+
+/// The root this CPU's CR3 holds.
+pub fn current_root() -> u64 {
+    cr::read_cr3() & !0xfff
+}
+
+/// Linux's TLB lines of /proc/vmstat (`CONFIG_DEBUG_TLBFLUSH`'s names).
+pub fn vmstat() -> [(&'static str, u64); 4] {
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    [
+        ("nr_tlb_remote_flush", r(&STATS.remote_flushes)),
+        ("nr_tlb_remote_flush_received", STATS.received.iter().map(r).sum()),
+        ("nr_tlb_local_flush_all", r(&STATS.local_all)),
+        ("nr_tlb_local_flush_one", r(&STATS.local_one)),
+    ]
+}
