@@ -75,7 +75,12 @@ fn run_views(mode: &str, mib: &str, checkpoints: &str, views: &str) -> common::R
 #[test]
 fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     let dir = common::Scratch::new("thp-physmap");
-    let r = run_views("always", "64", "touched,split,forked,collapsed,zero,partial", &format!("tlb,physmap:{}", dir.0.display()));
+    let r = run_views(
+        "always",
+        "64",
+        "touched,split,forked,collapsed,zero,partial",
+        &format!("tlb,physmap:{}", dir.0.display()),
+    );
     let out = r.all();
     // The physical map marks the huge pages' frames: 32 then 31 PMD
     // leaves of 512 frames.
