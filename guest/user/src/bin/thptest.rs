@@ -208,7 +208,7 @@ fn main(arg: u64) -> i32 {
     // default 511 it collapses, the holes reading zero.
     let Some(h) = map_aligned(HPAGE) else { return 2 };
     madvise(h, HPAGE, MADV_NOHUGEPAGE);
-    let written = |va: u64| (va - h) / PAGE % 8 == 0;
+    let written = |va: u64| ((va - h) / PAGE).is_multiple_of(8);
     let mut va = h;
     while va < h + HPAGE {
         if written(va) {
