@@ -278,7 +278,8 @@ fn a_program_reads_its_own_maps_smaps_and_pagemap() {
 
 /// Writes /proc/sys/vm settings and checks what they do: overcommit mode
 /// 2 refuses a mapping the heuristic allows, nr_hugepages grows the
-/// hugetlb pool that meminfo then shows, a bad value is EINVAL.
+/// hugetlb pool that meminfo then shows, khugepaged's max_ptes limits
+/// read Linux's defaults and take a new value, a bad value is EINVAL.
 const SYSCTL: &str = r#"
 #include <errno.h>
 #include <fcntl.h>
@@ -326,6 +327,10 @@ int main(void) {
     printf("nr_hugepages %ld\n", get("/proc/sys/vm/nr_hugepages"));
     printf("write 2 pages: %d\n", put("/proc/sys/vm/nr_hugepages", "2\n"));
     printf("nr_hugepages %ld HugePages_Total %ld\n", get("/proc/sys/vm/nr_hugepages"), meminfo("HugePages_Total:"));
+    printf("max_ptes_none %ld shared %ld\n", get("/proc/sys/vm/khugepaged_max_ptes_none"), get("/proc/sys/vm/khugepaged_max_ptes_shared"));
+    printf("max_ptes_none 512: %d\n", put("/proc/sys/vm/khugepaged_max_ptes_none", "512\n"));
+    printf("max_ptes_none 64: %d\n", put("/proc/sys/vm/khugepaged_max_ptes_none", "64\n"));
+    printf("max_ptes_none now %ld\n", get("/proc/sys/vm/khugepaged_max_ptes_none"));
     static char sw[1024];
     int fd = open("/proc/swaps", O_RDONLY);
     int n = fd < 0 ? -1 : read(fd, sw, sizeof sw - 1);
@@ -359,6 +364,11 @@ fn proc_sys_vm_settings_apply() {
             "nr_hugepages 0",
             "write 2 pages: 0",
             "nr_hugepages 2 HugePages_Total 2",
+            // khugepaged's limits at Linux's defaults; 512 is out of range.
+            "max_ptes_none 511 shared 256",
+            "max_ptes_none 512: -22",
+            "max_ptes_none 64: 0",
+            "max_ptes_none now 64",
         ] {
             assert!(run.stdout.contains(want), "{cc}: missing {want:?}: {}", run.all());
         }

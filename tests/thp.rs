@@ -47,6 +47,10 @@ fn verified(out: &str, cp: &str) {
 }
 
 fn run(mode: &str, mib: &str, checkpoints: &str) -> common::Run {
+    run_views(mode, mib, checkpoints, "tlb")
+}
+
+fn run_views(mode: &str, mib: &str, checkpoints: &str, views: &str) -> common::Run {
     let cmdline = format!("transparent_hugepage={mode} thptest={mib} exit=0");
     let r = common::vmm(&[
         "run",
@@ -59,7 +63,7 @@ fn run(mode: &str, mib: &str, checkpoints: &str) -> common::Run {
         "--inspect-at",
         checkpoints,
         "--inspect",
-        "tlb",
+        views,
         "--verify=all",
     ]);
     assert_eq!(r.status, 0, "{}", r.all());
@@ -70,8 +74,23 @@ fn run(mode: &str, mib: &str, checkpoints: &str) -> common::Run {
 
 #[test]
 fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
-    let r = run("always", "64", "touched,split,forked,collapsed,zero");
+    let dir = common::Scratch::new("thp-physmap");
+    let r = run_views(
+        "always",
+        "64",
+        "touched,split,forked,collapsed,zero,partial",
+        &format!("tlb,physmap:{}", dir.0.display()),
+    );
     let out = r.all();
+    // The physical map marks the huge pages' frames: 32 then 31 PMD
+    // leaves of 512 frames.
+    let thp_frames = |cp: &str| {
+        let s = section(&r.stdout, cp, "physmap");
+        let l = s.lines().find(|l| l.contains("transparent huge pages")).unwrap_or_else(|| panic!("{s}"));
+        l.split_whitespace().rev().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or_else(|| panic!("{l}"))
+    };
+    assert_eq!(thp_frames("touched"), 32 * 512);
+    assert_eq!(thp_frames("split"), 31 * 512);
     let line = out.lines().find(|l| l.starts_with("thptest: faults")).unwrap_or_else(|| panic!("{out}"));
     // 64 MiB, 2 MiB per fault.
     assert_eq!(num_after(line, "faults "), Some(32), "{line}");
@@ -118,13 +137,23 @@ fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     let zflags = zline.split_whitespace().nth(2).unwrap();
     assert!(zflags.as_bytes()[2] == b'P' && zflags.ends_with('-'), "huge zero page leaf not large read-only: {zline}");
     assert!(out.contains("thptest: zero page written: AnonHugePages 67584 kB, data ok"), "{out}");
+    // khugepaged's max_ptes_none: a range with 448 of 512 PTEs empty is
+    // left alone at 0 and collapsed at Linux's default 511, its holes
+    // zero-filled; the host sees the PMD leaf.
+    let part = out.lines().find(|l| l.starts_with("thptest: partial: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(part.contains("max_ptes_none 0: 0 collapsed; max_ptes_none 511: 1 collapsed"), "{part}");
+    assert!(part.ends_with(", 0 bad pages"), "{part}");
+    let at = out.lines().find_map(|l| l.strip_prefix("thptest: partial range at 0x")).unwrap();
+    let at = u64::from_str_radix(at.trim(), 16).unwrap();
+    let leaves = user_leaves(section(&r.stdout, "partial", "tlb"));
+    assert!(leaves.contains(&(at, true)), "no PMD leaf at {at:#x}");
     // 32 for the touch, 1 for the write to the huge zero page.
     assert_eq!(vm("thp_fault_alloc"), 33);
     assert_eq!(vm("thp_zero_page_alloc"), 1);
-    assert_eq!(vm("thp_collapse_alloc"), 1);
+    assert_eq!(vm("thp_collapse_alloc"), 2);
     // The munmap split and the copy on write's split.
     assert_eq!(vm("thp_split_pmd"), 2);
-    for cp in ["touched", "split", "forked", "collapsed", "zero"] {
+    for cp in ["touched", "split", "forked", "collapsed", "zero", "partial"] {
         verified(&r.stdout, cp);
     }
 }

@@ -30,7 +30,7 @@
 //! `compact_memory` compact all memory now (/proc/sys/vm/compact_memory)
 //! `pagetypeinfo`, `extfrag` free blocks per migratetype, and the
 //!               unusable and fragmentation indexes per order
-//! `compacttest=PAGES[,direct|,kcompactd]` the compaction proof program
+//! `compacttest=PAGES[,direct|,kcompactd][,thp]` the compaction proof program
 //!               (fragtest); `kcompactd` starts kcompactd
 //! `hugepages=N`, `hugepagesz=SIZE` the hugetlb pool (mm/hugetlb.rs);
 //!               `hugetlbtest` its accounting program (hugetest)
@@ -267,7 +267,7 @@ const SWITCHES: [(&str, &str); 40] = [
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
-    ("compacttest=PAGES[,direct|,kcompactd]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation; kcompactd: by kcompactd after a failed one), check the data"),
+    ("compacttest=PAGES[,direct|,kcompactd][,thp]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation; kcompactd: by kcompactd after a failed one; thp: around two transparent huge pages), check the data"),
     ("kcompactd", "start kcompactd, background compaction woken by failed high-order allocations"),
     ("hugepages=N", "fill the hugetlb pool with N 2 MiB pages (nr_hugepages)"),
     ("hugepagesz=SIZE", "the hugetlb page size: 2M; 1G is refused with the reason (CPUID pdpe1gb and this kernel)"),
@@ -398,13 +398,16 @@ fn compacttest(v: &str) -> bool {
     // `,direct`: compaction by an order-9 allocation's slow path;
     // `,kcompactd`: by kcompactd, woken by an order-9 allocation that
     // failed (the program yields until it ran).
-    let (mut direct, mut kcompactd) = (false, false);
+    // `,thp`: two transparent huge pages mapped first, which compaction
+    // must work around (and leave intact).
+    let (mut direct, mut kcompactd, mut thp) = (false, false, false);
     for opt in parts {
         match opt {
             "direct" => direct = true,
             "kcompactd" => kcompactd = true,
+            "thp" => thp = true,
             o => {
-                kprintln!("cmdline: compacttest: unknown option '{}' (direct, kcompactd)", o);
+                kprintln!("cmdline: compacttest: unknown option '{}' (direct, kcompactd, thp)", o);
                 return false;
             }
         }
@@ -413,7 +416,8 @@ fn compacttest(v: &str) -> bool {
         kprintln!("compacttest: cannot start kcompactd");
         return false;
     }
-    let status = crate::proc::run("fragtest", pages | (direct as u64) << 32 | (kcompactd as u64) << 33);
+    let status =
+        crate::proc::run("fragtest", pages | (direct as u64) << 32 | (kcompactd as u64) << 33 | (thp as u64) << 34);
     kprintln!("compacttest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::compaction::extfrag();
     status == Some(0)

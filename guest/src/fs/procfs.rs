@@ -90,6 +90,30 @@ pub const SYSCTL_VM: &[Sysctl] = &[
         }),
     },
     Sysctl { name: "page-cluster", read: || 3, write: None },
+    // Linux's /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none
+    // and max_ptes_shared (there is no /sys here).
+    Sysctl {
+        name: "khugepaged_max_ptes_none",
+        read: || crate::mm::huge_memory::max_ptes(crate::mm::huge_memory::MaxPtes::None),
+        write: Some(|v| {
+            if crate::mm::huge_memory::set_max_ptes(crate::mm::huge_memory::MaxPtes::None, v) {
+                Ok(())
+            } else {
+                Err(-EINVAL)
+            }
+        }),
+    },
+    Sysctl {
+        name: "khugepaged_max_ptes_shared",
+        read: || crate::mm::huge_memory::max_ptes(crate::mm::huge_memory::MaxPtes::Shared),
+        write: Some(|v| {
+            if crate::mm::huge_memory::set_max_ptes(crate::mm::huge_memory::MaxPtes::Shared, v) {
+                Ok(())
+            } else {
+                Err(-EINVAL)
+            }
+        }),
+    },
     Sysctl {
         name: "overcommit_memory",
         read: crate::mm::overcommit::overcommit_memory,

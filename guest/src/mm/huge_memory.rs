@@ -79,6 +79,50 @@ pub fn mode() -> ThpMode {
     ThpMode::from_u64(MODE.load(Ordering::Relaxed) as u64).unwrap_or(ThpMode::Never)
 }
 
+/// khugepaged's limits (Linux's
+/// /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none and
+/// max_ptes_shared; here /proc/sys/vm/khugepaged_max_ptes_* and `SYS_THP`
+/// op 4/5, there being no /sys), Linux's defaults. Linux's max_ptes_swap
+/// (swap in up to 64 PTEs before collapsing) is not modelled: a range
+/// with a swapped-out PTE is not collapsed.
+static MAX_PTES: [AtomicU64; 2] = [AtomicU64::new(HPAGE_PMD_NR - 1), AtomicU64::new(HPAGE_PMD_NR / 2)];
+
+/// Which khugepaged limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxPtes {
+    /// Empty (or zero-page) PTEs a collapse may fill with zeroes (511).
+    None = 0,
+    /// PTEs of pages shared with another process (after fork) a collapse
+    /// may copy (256).
+    Shared = 1,
+}
+
+impl MaxPtes {
+    /// From `SYS_THP`'s number.
+    pub fn from_u64(v: u64) -> Option<MaxPtes> {
+        match v {
+            0 => Some(MaxPtes::None),
+            1 => Some(MaxPtes::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// A khugepaged limit now.
+pub fn max_ptes(which: MaxPtes) -> u64 {
+    MAX_PTES[which as usize].load(Ordering::Relaxed)
+}
+
+/// Sets a khugepaged limit (0..=511, as Linux's store refuses more);
+/// false if out of range.
+pub fn set_max_ptes(which: MaxPtes, v: u64) -> bool {
+    if v > HPAGE_PMD_NR - 1 {
+        return false;
+    }
+    MAX_PTES[which as usize].store(v, Ordering::Relaxed);
+    true
+}
+
 /// Sets the mode; returns the old one.
 pub fn set_mode(m: ThpMode) -> ThpMode {
     ThpMode::from_u64(MODE.swap(m as u8, Ordering::Relaxed) as u64).unwrap_or(ThpMode::Never)

@@ -257,9 +257,9 @@ pub fn madvise(mm: &mut MmStruct, start: u64, len: u64, advice: u64) -> i64 {
 }
 
 /// khugepaged over `mm` (Linux's `khugepaged_scan_mm_slot`): every 2 MiB
-/// range of an eligible VMA whose 512 PTEs all map private pages this
-/// mapping alone references is collapsed into a new huge page. Returns
-/// the ranges collapsed.
+/// range of an eligible VMA that passes `hpage_collapse_scan_pmd`'s
+/// limits (see [`collapse_huge_page`]) is collapsed into a new huge page.
+/// Returns the ranges collapsed.
 pub fn khugepaged_scan_mm(mm: &mut MmStruct) -> u64 {
     let vmas: alloc::vec::Vec<Vma> =
         mm.vmas.iter().copied().filter(|v| v.kind == mm_core::vma::VmaKind::Anon && hm::vma_allows(v.flags)).collect();
@@ -276,8 +276,24 @@ pub fn khugepaged_scan_mm(mm: &mut MmStruct) -> u64 {
     collapsed
 }
 
+/// What a PTE of a range to collapse holds.
+#[derive(Clone, Copy)]
+enum Old {
+    /// Empty or the zero page: the huge page gets zeroes there.
+    None,
+    /// A private page this mapping alone references: copied, then freed.
+    Exclusive(u64),
+    /// A page another process maps too (after fork): copied, and this
+    /// mapping's reference dropped.
+    Shared(u64),
+}
+
 /// Linux's `hpage_collapse_scan_pmd` + `collapse_huge_page` for
-/// `[haddr, haddr + 2 MiB)` of `vma`.
+/// `[haddr, haddr + 2 MiB)` of `vma`: the range collapses when it holds
+/// at least one present writable page, at most `max_ptes_none` empty or
+/// zero-page PTEs (filled with zeroes), at most `max_ptes_shared` pages
+/// shared with another process (copied), no swapped-out PTE and no page
+/// in the swap cache (its slot would go stale).
 fn collapse_huge_page(mm: &mut MmStruct, vma: &Vma, haddr: u64) -> bool {
     let pt = user_pt(mm.pgd);
     let mut phys = direct_map();
@@ -288,30 +304,53 @@ fn collapse_huge_page(mm: &mut MmStruct, vma: &Vma, haddr: u64) -> bool {
     }
     let table = pte0.table();
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
-    let mut old = [0u64; HPAGE_PMD_NR as usize];
+    let (max_none, max_shared) = (hm::max_ptes(hm::MaxPtes::None), hm::max_ptes(hm::MaxPtes::Shared));
+    let mut old = [Old::None; HPAGE_PMD_NR as usize];
     let eligible = PAGES.with(|p| {
+        let (mut none, mut shared, mut writable) = (0, 0, false);
         for (i, o) in old.iter_mut().enumerate() {
             let Ok(e) = Slot::new(table, i, Level::Pte).read(&phys) else { return false };
             let pa = e.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
-            // Present, not the zero page, referenced by this PTE alone
-            // and not in the swap cache (its slot would go stale).
-            if !e.is_present() || pa == zero || page_count(p, pa) != 1 {
+            if e.0 == 0 || (e.is_present() && pa == zero) {
+                none += 1;
+                if none > max_none {
+                    return false;
+                }
+                continue;
+            }
+            // A swap entry (max_ptes_swap is not modelled), or a page in
+            // the swap cache.
+            if !e.is_present() || p.ext.get((pa >> PAGE_SHIFT) as usize).is_none_or(|x| x.swap_entry().is_some()) {
                 return false;
             }
-            if p.ext.get((pa >> PAGE_SHIFT) as usize).is_none_or(|x| x.swap_entry().is_some()) {
-                return false;
-            }
-            *o = pa;
+            writable |= e.is_writable();
+            *o = match page_count(p, pa) {
+                1 => Old::Exclusive(pa),
+                0 => return false,
+                _ => {
+                    shared += 1;
+                    if shared > max_shared {
+                        return false;
+                    }
+                    Old::Shared(pa)
+                }
+            };
         }
-        true
+        // Linux's SCAN_PAGE_RO: nothing to gain for a read-only range
+        // (and an all-empty range has no writable page either).
+        writable
     });
     if !eligible {
         return false;
     }
     let Some(new) = hm::alloc_huge_page(false) else { return false };
     count(Event::ThpCollapseAlloc, 1);
-    for (i, &pa) in old.iter().enumerate() {
-        copy_page(new + i as u64 * PAGE_SIZE, pa);
+    for (i, o) in old.iter().enumerate() {
+        let dst = new + i as u64 * PAGE_SIZE;
+        match *o {
+            Old::None => crate::mm::phys::clear_page(dst),
+            Old::Exclusive(pa) | Old::Shared(pa) => copy_page(dst, pa),
+        }
     }
     // The PMD slot: the table's parent.
     let pmd = PAGES.with(|p| {
@@ -331,14 +370,20 @@ fn collapse_huge_page(mm: &mut MmStruct, vma: &Vma, haddr: u64) -> bool {
         return false;
     }
     crate::arch::tlb::flush_range(mm.pgd, 0, crate::arch::tlb::ALL);
+    let mut present = 0;
     PAGES.with(|p| {
-        for &pa in &old {
-            put_page(p, zero, pa);
+        for o in &old {
+            if let Old::Exclusive(pa) | Old::Shared(pa) = *o {
+                put_page(p, zero, pa);
+                present += 1;
+            }
         }
     });
     for i in 0..HPAGE_PMD_NR {
         crate::mm::swap::new_anon_page(mm.id, vma, haddr + i * PAGE_SIZE, (new >> PAGE_SHIFT) + i);
     }
+    // The frames that were empty are new to the process.
+    mm.stat.rss_pages += HPAGE_PMD_NR - present;
     MM_GLOBALS.with(|g| g.user_frames_allocated += HPAGE_PMD_NR);
     hm::account_pmd(1);
     true
@@ -359,9 +404,24 @@ pub fn anon_huge_kib(mm: &MmStruct) -> u64 {
 /// `SYS_THP(op, arg)`: op 0 returns the mode (0 never, 1 madvise, 2
 /// always); 1 sets it to `arg` and returns the old one; 2 runs khugepaged
 /// over the caller's address space now and returns the ranges collapsed;
-/// 3 returns the caller's AnonHugePages in KiB. -EINVAL otherwise.
+/// 3 returns the caller's AnonHugePages in KiB; 4 returns khugepaged's
+/// limit `arg` (0 max_ptes_none, 1 max_ptes_shared); 5 sets limit
+/// `arg >> 32` to `arg & 0xffff_ffff` and returns the old value.
+/// -EINVAL otherwise.
 pub fn sys_thp(op: u64, arg: u64) -> i64 {
     match op {
+        4 => hm::MaxPtes::from_u64(arg).map_or(-super::abi::EINVAL, |w| hm::max_ptes(w) as i64),
+        5 => match hm::MaxPtes::from_u64(arg >> 32) {
+            Some(w) => {
+                let old = hm::max_ptes(w);
+                if hm::set_max_ptes(w, arg & 0xffff_ffff) {
+                    old as i64
+                } else {
+                    -super::abi::EINVAL
+                }
+            }
+            None => -super::abi::EINVAL,
+        },
         0 => hm::mode() as i64,
         1 => match hm::ThpMode::from_u64(arg) {
             Some(m) => hm::set_mode(m) as i64,

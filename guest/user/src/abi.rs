@@ -90,7 +90,10 @@ pub const SYS_HUGETLB: u64 = 521;
 /// never, 1 madvise, 2 always: /sys/kernel/mm/transparent_hugepage/
 /// enabled); 1 sets it to `arg` and returns the old one; 2 runs
 /// khugepaged over the caller's address space now and returns the 2 MiB
-/// ranges it collapsed; 3 returns the caller's AnonHugePages in KiB.
+/// ranges it collapsed; 3 returns the caller's AnonHugePages in KiB; 4
+/// returns khugepaged's limit `arg` (0 max_ptes_none, 1 max_ptes_shared,
+/// also /proc/sys/vm/khugepaged_max_ptes_*); 5 sets limit `arg >> 32` to
+/// `arg & 0xffff_ffff` (at most 511) and returns the old value.
 /// -EINVAL otherwise.
 pub const SYS_THP: u64 = 530;
 /// `madvise` advice: transparent huge pages wanted in the range.

@@ -359,6 +359,10 @@ impl BuddyAllocator<'_> {
             self.move_to_free_list(z, idx, order, start);
             return;
         }
+        // Boost the watermarks so that reclaim and compaction make room
+        // before the next fallback has to mix another pageblock (the
+        // caller learns of it through take_boosted_zone and wakes kswapd).
+        self.boost_watermark(z);
         if whole_block {
             if let Some((free, movable)) = self.move_freepages_block(pfn, start) {
                 let alike = if start == MigrateType::Movable {

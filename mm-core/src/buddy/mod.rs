@@ -204,6 +204,9 @@ pub struct BuddyAllocator<'a> {
     nr_cpus: usize,
     pcp_enabled: bool,
     min_free_kbytes: Option<u64>,
+    /// `vm.watermark_boost_factor` in units of 1/10000 of the high
+    /// watermark (0: boosting off).
+    watermark_boost_factor: u64,
     /// One byte per pageblock (`MigrateType as u8`), from
     /// `pb_base`; empty when not grouping by mobility.
     pageblocks: &'a mut [u8],
@@ -233,6 +236,7 @@ impl<'a> BuddyAllocator<'a> {
             nr_cpus,
             pcp_enabled: true,
             min_free_kbytes: None,
+            watermark_boost_factor: 0,
             pageblocks: &mut [],
             pb_base: base_pfn >> PAGEBLOCK_ORDER,
             mobility: false,
@@ -284,6 +288,64 @@ impl<'a> BuddyAllocator<'a> {
     pub fn set_min_free_kbytes(&mut self, kbytes: u64) {
         self.min_free_kbytes = Some(kbytes);
         self.setup_per_zone_wmarks();
+    }
+
+    /// Sets `vm.watermark_boost_factor` (Linux's default is 15000: a
+    /// boost of up to 150 % of the high watermark; 0 turns boosting off,
+    /// which is this allocator's default because a boost must be
+    /// reclaimed away by its owner's kswapd, see
+    /// [`take_boosted_zone`](Self::take_boosted_zone)). With it, a
+    /// fallback that mixes migratetypes in a pageblock raises the zone's
+    /// watermarks by a pageblock (`boost_watermark`), so that reclaim and
+    /// compaction make room for the next fallbacks to claim whole
+    /// pageblocks.
+    pub fn set_watermark_boost_factor(&mut self, factor: u64) {
+        self.watermark_boost_factor = factor;
+        if factor == 0 {
+            for z in self.zones.iter_mut() {
+                z.watermark_boost = 0;
+                z.boosted = false;
+            }
+        }
+    }
+
+    /// The zone whose watermark a fallback boosted since the last call,
+    /// clearing its flag (Linux's `rmqueue` test of
+    /// `ZONE_BOOSTED_WATERMARK`, after which it wakes kswapd). The caller's
+    /// kswapd then reclaims the zone's
+    /// [`watermark_boost`](Zone::watermark_boost) pages, calls
+    /// [`clear_watermark_boost`](Self::clear_watermark_boost) and wakes
+    /// kcompactd for a pageblock, as Linux's `balance_pgdat` does.
+    pub fn take_boosted_zone(&mut self) -> Option<ZoneType> {
+        let z = self.zones.iter_mut().find(|z| z.boosted)?;
+        z.boosted = false;
+        Some(z.kind)
+    }
+
+    /// Takes `pages` (what the reclaim pass was started for) off zone
+    /// `z`'s watermark boost (boosts added meanwhile stay).
+    pub fn clear_watermark_boost(&mut self, z: ZoneType, pages: u64) {
+        let zone = &mut self.zones[z as usize];
+        zone.watermark_boost -= pages.min(zone.watermark_boost);
+    }
+
+    /// Linux's `boost_watermark`: raises zone `z`'s watermarks by a
+    /// pageblock, up to `watermark_boost_factor` of the high watermark
+    /// (at least a pageblock); not in zones under four pageblocks, where
+    /// the boost would run them out of memory. Returns whether it boosted.
+    pub(crate) fn boost_watermark(&mut self, z: usize) -> bool {
+        let zone = &mut self.zones[z];
+        if self.watermark_boost_factor == 0 || PAGEBLOCK_NR_PAGES * 4 > zone.managed_pages {
+            return false;
+        }
+        let max_boost = zone.watermark[Watermark::High as usize] * self.watermark_boost_factor / 10_000;
+        if max_boost == 0 {
+            return false;
+        }
+        let max_boost = max_boost.max(PAGEBLOCK_NR_PAGES);
+        zone.watermark_boost = (zone.watermark_boost + PAGEBLOCK_NR_PAGES).min(max_boost);
+        zone.boosted = true;
+        true
     }
 
     /// The zones, lowest first (empty ones have no managed pages).
@@ -502,7 +564,7 @@ impl<'a> BuddyAllocator<'a> {
         let mt = gfp.migratetype;
         if gfp.wmark != WmarkPolicy::NoWatermarks {
             for z in (0..=top).rev() {
-                let mark = self.zones[z].watermark[Watermark::Low as usize];
+                let mark = self.zones[z].wmark(Watermark::Low);
                 if self.zones[z].managed_pages > 0 && self.zones[z].watermark_ok(order, mark) {
                     if let Some(pfn) = self.rmqueue(z, cpu, order, mt) {
                         return Ok(pfn);
@@ -516,9 +578,15 @@ impl<'a> BuddyAllocator<'a> {
             }
         }
         for z in (0..=top).rev() {
-            let min = self.zones[z].watermark[Watermark::Min as usize];
+            let min = self.zones[z].wmark(Watermark::Min);
             let mark = match gfp.wmark {
                 WmarkPolicy::Normal => Some(min),
+                // zone_watermark_fast: high-priority order-0 requests
+                // ignore the boost at min (kswapd is woken at low).
+                WmarkPolicy::Atomic if order == 0 => {
+                    let min = self.zones[z].watermark[Watermark::Min as usize];
+                    Some(min - min / 2)
+                }
                 WmarkPolicy::Atomic => Some(min - min / 2),
                 WmarkPolicy::NoWatermarks => None,
             };
@@ -808,7 +876,7 @@ impl<'a> BuddyAllocator<'a> {
     /// Whether any zone is below its low watermark: the hook where a
     /// reclaimer (kswapd) would be woken.
     pub fn below_low_watermark(&self) -> Option<ZoneType> {
-        self.zones.iter().find(|z| z.populated() && z.nr_free <= z.watermark[Watermark::Low as usize]).map(|z| z.kind)
+        self.zones.iter().find(|z| z.populated() && z.nr_free <= z.wmark(Watermark::Low)).map(|z| z.kind)
     }
 
     /// Walks every free list and pcp list and checks the invariants: heads

@@ -545,3 +545,44 @@ fn fragmentation_indexes_by_hand() {
     assert!(t.starts_with("Node 0, zone    DMA32 -1.000 -1.000 -1.000  0.600  0.700  0.750"), "{t}");
     assert!(t.ends_with("  0.799\n"), "{t}");
 }
+
+#[test]
+fn fallback_into_a_mixed_pageblock_boosts_the_watermarks() {
+    let pb0 = DMA_END_PFN;
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    b.set_watermark_boost_factor(15_000);
+    // A fallback that claims whole pageblocks mixes nothing: no boost.
+    let first = b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    assert_eq!(b.take_boosted_zone(), None);
+    assert_eq!(b.zone(ZoneType::Dma32).watermark_boost, 0);
+    b.free_pages(0, first, 0).unwrap();
+
+    let (mut m, mut pb) = (map(8192), vec![0u8; 16]);
+    let mut b = mobility_setup(&mut m, &mut pb);
+    b.set_watermark_boost_factor(15_000);
+    fill_then_free(&mut b, MigrateType::Movable, pb0..pb0 + 100);
+    // 100 free pages in a full movable pageblock: the unmovable request
+    // mixes it (not claimed) and boosts the zone by a pageblock (the high
+    // watermark is 8 pages here, so the cap is the pageblock).
+    b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    assert_eq!(b.pageblock_migratetype(pb0), MigrateType::Movable);
+    assert_eq!(b.zone(ZoneType::Dma32).watermark_boost, PAGEBLOCK_NR_PAGES);
+    assert_eq!(b.zone(ZoneType::Dma32).wmark(Watermark::Low), b.zone(ZoneType::Dma32).watermark[1] + 512);
+    assert_eq!(b.take_boosted_zone(), Some(ZoneType::Dma32));
+    assert_eq!(b.take_boosted_zone(), None, "kswapd is told once");
+    assert_eq!(b.below_low_watermark(), Some(ZoneType::Dma32));
+    // 99 free pages are below the boosted min: a normal request waits for
+    // kswapd, a high-priority order-0 one ignores the boost at min.
+    assert_eq!(b.alloc_pages(0, 0, GFP_KERNEL), Err(BuddyError::NoMemory));
+    let atomic = b.alloc_pages(0, 0, GFP_ATOMIC).unwrap();
+    // kswapd reclaimed the boost: it is taken off, allocations go on.
+    b.clear_watermark_boost(ZoneType::Dma32, PAGEBLOCK_NR_PAGES);
+    assert_eq!(b.zone(ZoneType::Dma32).watermark_boost, 0);
+    b.alloc_pages(0, 0, GFP_KERNEL).unwrap();
+    b.free_pages(0, atomic, 0).unwrap();
+    b.verify().unwrap();
+    // Turning boosting off drops a pending boost.
+    b.set_watermark_boost_factor(0);
+    assert_eq!(b.take_boosted_zone(), None);
+}

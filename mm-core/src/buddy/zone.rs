@@ -113,6 +113,13 @@ pub struct Zone {
     /// Times an allocation found the zone below its low watermark (the hook
     /// where Linux wakes kswapd).
     pub kswapd_wakeups: u64,
+    /// Pages added to every watermark after fallbacks that mixed
+    /// migratetypes in a pageblock (Linux's `zone->watermark_boost`): the
+    /// reclaim kswapd owes before the boost is cleared.
+    pub watermark_boost: u64,
+    /// A fallback boosted the watermark and kswapd has not been told yet
+    /// (Linux's `ZONE_BOOSTED_WATERMARK` flag).
+    pub boosted: bool,
 }
 
 impl Zone {
@@ -128,12 +135,19 @@ impl Zone {
             watermark: [0; 3],
             pcp: [PerCpuPages { count: 0, high: 0, batch: 1, lists: [[NIL; MIGRATE_TYPES]; PCP_ORDERS] }; MAX_CPUS],
             kswapd_wakeups: 0,
+            watermark_boost: 0,
+            boosted: false,
         }
     }
 
     /// Whether any memory was given to the zone (Linux's `populated_zone`).
     pub fn populated(&self) -> bool {
         self.managed_pages > 0
+    }
+
+    /// A watermark with the boost added (Linux's `wmark_pages`).
+    pub fn wmark(&self, w: Watermark) -> u64 {
+        self.watermark[w as usize] + self.watermark_boost
     }
 
     /// Pages on all CPUs' pcp lists.

@@ -145,15 +145,37 @@ pub struct Workload {
     pub free_percent: u64,
     /// Frames pinned (migration fails), per thousand movable pages.
     pub pinned_permille: u64,
+    /// Boost the watermarks on fallbacks (Linux's default
+    /// `watermark_boost_factor` 15000) and run a kswapd and kcompactd the
+    /// way Linux's `balance_pgdat` does when the allocator reports a
+    /// boosted zone: reclaim the boost's worth of movable pages (the
+    /// workload's page cache, allocated again by its next steps), clear the
+    /// boost, compact the zone for a pageblock.
+    pub boost: bool,
+}
+
+/// What the kswapd/kcompactd of a [`Workload`] with `boost` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoostStats {
+    /// kswapd wakeups for a boosted zone.
+    pub wakeups: u64,
+    /// Movable pages reclaimed for boosts.
+    pub reclaimed: u64,
+    /// Pages kcompactd migrated.
+    pub migrated: u64,
 }
 
 /// Runs `w` on `buddy` (order-0 allocations on CPU 0), recording movable
 /// pages and their contents in `sim`. Allocations that fail end the fill
-/// phase early.
-pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workload, zone_pages: u64) {
+/// phase early. Returns what the boost's kswapd and kcompactd did.
+pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workload, zone_pages: u64) -> BoostStats {
     let mut rng = XorShift(w.seed | 1);
     let mut live: Vec<u64> = Vec::new();
-    let alloc =
+    let mut boost = BoostStats::default();
+    if w.boost {
+        buddy.set_watermark_boost_factor(15_000);
+    }
+    let mut alloc =
         |buddy: &mut BuddyAllocator, sim: &mut SimMemory, rng: &mut XorShift, live: &mut Vec<u64>, one_in: u64| {
             let unmovable = one_in > 0 && rng.below(one_in) == 0;
             let gfp = if unmovable { GFP_KERNEL } else { GFP_HIGHUSER_MOVABLE };
@@ -169,6 +191,9 @@ pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workloa
                 }
             }
             live.push(pfn);
+            if let Some(z) = buddy.take_boosted_zone() {
+                kswapd_boost(buddy, sim, rng, live, z, &mut boost);
+            }
             true
         };
     let target = zone_pages * w.fill_percent / 100;
@@ -181,9 +206,13 @@ pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workloa
         if live.is_empty() {
             break;
         }
-        let i = rng.below(live.len() as u64) as usize;
-        let pfn = live.swap_remove(i);
-        free_one(buddy, sim, pfn);
+        // Pages reclaimed for a boost are the workload's page cache: its
+        // next steps allocate them again before freeing anything.
+        if live.len() as u64 >= target {
+            let i = rng.below(live.len() as u64) as usize;
+            let pfn = live.swap_remove(i);
+            free_one(buddy, sim, pfn);
+        }
         alloc(buddy, sim, &mut rng, &mut live, w.churn_unmovable_one_in);
     }
     let movable: Vec<u64> = sim.rmap.keys().copied().collect();
@@ -192,6 +221,53 @@ pub fn run_workload(buddy: &mut BuddyAllocator, sim: &mut SimMemory, w: &Workloa
             free_one(buddy, sim, pfn);
         }
     }
+    boost
+}
+
+/// Linux's `balance_pgdat` for a boosted zone: reclaims the boost's worth
+/// of movable pages (random ones: the model has no LRU order), takes the
+/// boost off, and wakes kcompactd for a pageblock (`compact_zone` at
+/// order 9 until a pageblock is free or the scanners meet).
+fn kswapd_boost(
+    buddy: &mut BuddyAllocator,
+    sim: &mut SimMemory,
+    rng: &mut XorShift,
+    live: &mut Vec<u64>,
+    z: crate::buddy::ZoneType,
+    stats: &mut BoostStats,
+) {
+    stats.wakeups += 1;
+    let boost = buddy.zone(z).watermark_boost;
+    let mut reclaimed = 0;
+    let mut tries = 0;
+    while reclaimed < boost && tries < 8 * boost && !live.is_empty() {
+        tries += 1;
+        let i = rng.below(live.len() as u64) as usize;
+        let pfn = live[i];
+        if !sim.rmap.contains_key(&pfn) || sim.pinned.contains(&pfn) {
+            continue;
+        }
+        live.swap_remove(i);
+        free_one(buddy, sim, pfn);
+        reclaimed += 1;
+    }
+    stats.reclaimed += reclaimed;
+    buddy.clear_watermark_boost(z, boost);
+    let moves = sim.moves.len();
+    // Consistency errors would show in the caller's verify().
+    let _ = super::compact_zone(buddy, z, Some(crate::buddy::PAGEBLOCK_ORDER), MigrateType::Movable, sim);
+    // Compaction moved movable pages: follow them in `live`, in the order
+    // they moved (a freed source may have become a later target).
+    if sim.moves.len() > moves {
+        let mut at: BTreeMap<u64, usize> = live.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+        for &(from, to) in &sim.moves[moves..] {
+            if let Some(i) = at.remove(&from) {
+                live[i] = to;
+                at.insert(to, i);
+            }
+        }
+    }
+    stats.migrated += (sim.moves.len() - moves) as u64;
 }
 
 fn free_one(buddy: &mut BuddyAllocator, sim: &mut SimMemory, pfn: u64) {

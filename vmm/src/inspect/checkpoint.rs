@@ -591,6 +591,18 @@ impl Inspector {
             };
             map.paint(b.pfn << 12, b.end_pfn() << 12, class);
         }
+        if let Some(gs) = owners {
+            // Transparent huge pages: anonymous frames a process maps
+            // with a PMD leaf (the buddy sees 512 order-0 pages).
+            let roots = Self::roots(gs, Some(ctx.cr3)).map_err(|e| format!("cannot draw the map: {e}"))?;
+            for pa in invariants::user_huge_leaves(&GuestPhys(&self.mem), ctx, &roots) {
+                use super::guest::BlockKind;
+                use mm_core::buddy::PageOwner;
+                if gs.block_of(pa >> 12).map(|b| b.kind) == Some(BlockKind::Allocated(PageOwner::UserAnon)) {
+                    map.paint(pa, pa + (2 << 20), FrameClass::Thp);
+                }
+            }
+        }
         for (s, e, c) in self.kernel_phys(ctx) {
             map.paint(s, e, c);
         }

@@ -24,14 +24,14 @@ use super::spec::Check;
 use super::verify::CheckResult;
 use super::views::for_each_leaf;
 use super::GuestPhys;
-use mm_core::addr::VirtAddr;
+use mm_core::addr::{PageSize, VirtAddr};
 use mm_core::buddy::PageOwner;
 use mm_core::descriptor::{AccessRecord, PTE_MAP_SHARED};
 use mm_core::mem::PhysMem;
 use mm_core::paging::mapper::{mappings, MappingError};
 use mm_core::paging::tables;
 use mm_core::paging::{translate, Access, CpuContext, Fault, PteFlags};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// User space ends here: the lower canonical half of 4-level paging, an
 /// architectural bound (the guest's layout comes from its descriptor).
@@ -333,6 +333,30 @@ pub fn user_maps<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, roots: &[Root]
         }
     }
     um
+}
+
+/// The physical addresses of the 2 MiB leaves in the user half of every
+/// process root in `roots` (each address once): where transparent huge
+/// pages and hugetlb pages are mapped. A subtree that cannot be read is
+/// skipped (the checks report it).
+pub fn user_huge_leaves<M: PhysMem + ?Sized>(mem: &M, base: &CpuContext, roots: &[Root]) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for r in roots.iter().filter(|r| r.pid.is_some()) {
+        let ctx = CpuContext { cr3: r.cr3, ..*base };
+        for m in mappings(mem, &ctx).budget(super::views::DEFAULT_BUDGET) {
+            match m {
+                Ok(m) if m.va.0 >= USER_END => break,
+                Ok(m) if m.size == PageSize::Size2M => {
+                    out.insert(m.pa.0);
+                }
+                Ok(_) => {}
+                Err(MappingError::TableOutsideMemory { va, .. } | MappingError::Reserved { va, .. })
+                    if va.0 < USER_END => {}
+                Err(_) => break,
+            }
+        }
+    }
+    out
 }
 
 fn owner_of(gs: &GuestState<'_>, pfn: u64) -> Option<BlockKind> {

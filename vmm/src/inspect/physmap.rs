@@ -55,6 +55,10 @@ pub enum FrameClass {
     UserAnon,
     /// The page cache (file data: initramfs and tmpfs files).
     PageCache,
+    /// Anonymous user memory a process maps with a 2 MiB (PMD) leaf: a
+    /// transparent huge page (its 512 frames are `UserAnon` pages to the
+    /// buddy; the user page tables tell them apart).
+    Thp,
     /// A 2 MiB page of the hugetlb pool.
     HugeTlb,
     /// The kernel's writable data and bss.
@@ -69,7 +73,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 20] = [
+    pub const ALL: [FrameClass; 21] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -85,6 +89,7 @@ impl FrameClass {
         FrameClass::Vmalloc,
         FrameClass::UserAnon,
         FrameClass::PageCache,
+        FrameClass::Thp,
         FrameClass::HugeTlb,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
@@ -125,6 +130,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "#1f78b4",
             FrameClass::UserAnon => "#ffd92f",
             FrameClass::PageCache => "#66c2a5",
+            FrameClass::Thp => "#ff7f00",
             FrameClass::HugeTlb => "#e6ab02",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
@@ -151,6 +157,7 @@ impl FrameClass {
             FrameClass::Vmalloc => "vmalloc backing",
             FrameClass::UserAnon => "user anonymous",
             FrameClass::PageCache => "page cache (file data)",
+            FrameClass::Thp => "transparent huge pages (anon, PMD-mapped)",
             FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",

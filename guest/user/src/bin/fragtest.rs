@@ -18,7 +18,10 @@
 //! free after fragmenting (not enough pages to fragment memory); 4 no page
 //! migrated (or, direct, the allocation failed); 5 order 9 still failed after compaction; 6 the unusable index
 //! did not fall; 7 data changed; 8 (kcompactd) the allocation did not
-//! fail or kcompactd was not woken.
+//! fail or kcompactd was not woken; 9 (bit 34) the two transparent huge
+//! pages mapped before fragmenting were not PMD-mapped and intact after
+//! compaction (Linux's compaction skips THPs: `isolate_migratepages_block`
+//! compacts compound pages only for allocations larger than they are).
 #![no_std]
 #![no_main]
 
@@ -32,6 +35,31 @@ fn pattern(p: u64, w: u64) -> u64 {
     (p << 20 | w) ^ 0x6672_6167_7465_7374
 }
 
+/// Bytes of the THP region (two huge pages).
+const THP_BYTES: u64 = 4 << 20;
+
+/// What word `i` of the THP region holds.
+fn thp_pattern(i: u64) -> u64 {
+    i ^ 0x7468_7020_7061_6765
+}
+
+/// Maps two 2 MiB-aligned huge pages (`MADV_HUGEPAGE`) and writes every
+/// word; prints the AnonHugePages it got.
+fn thp_region(prot: u64, flags: u64) -> Option<u64> {
+    let m = mmap(0, THP_BYTES + (2 << 20), prot, flags);
+    if m < 0 {
+        return None;
+    }
+    let h = (m as u64).next_multiple_of(2 << 20);
+    syscall3(28, h, THP_BYTES, 14);
+    for i in 0..THP_BYTES / 8 {
+        // SAFETY: inside the mapping, 2 MiB longer than the region.
+        unsafe { ((h + i * 8) as *mut u64).write_volatile(thp_pattern(i)) };
+    }
+    println!("fragtest: THP region at {:#x}: AnonHugePages {} kB", h, syscall3(SYS_THP, 3, 0, 0));
+    Some(h)
+}
+
 fn compact(op: u64) -> i64 {
     syscall3(SYS_COMPACT, op, 0, 0)
 }
@@ -41,6 +69,14 @@ fn main(arg: u64) -> i32 {
     let half = ((arg & 0xffff_ffff) / 2).max(1);
     let prot = PROT_READ | PROT_WRITE;
     let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    // Bit 34: two transparent huge pages first (MADV_HUGEPAGE), every
+    // word written; compaction must leave them mapped and intact.
+    let thp = if arg & (1 << 34) != 0 {
+        let Some(h) = thp_region(prot, flags) else { return 2 };
+        Some(h)
+    } else {
+        None
+    };
     let (a, b) = (mmap(0, half * PAGE, prot, flags), mmap(0, half * PAGE, prot, flags));
     if a < 0 || b < 0 {
         println!("fragtest[{}]: mmap of 2 x {} pages failed ({} {})", pid, half, a, b);
@@ -138,6 +174,18 @@ fn main(arg: u64) -> i32 {
         n,
         bad
     );
+    if let Some(h) = thp {
+        let mut bad = 0u64;
+        for i in 0..THP_BYTES / 8 {
+            // SAFETY: inside the THP region.
+            bad += (unsafe { ((h + i * 8) as *const u64).read_volatile() } != thp_pattern(i)) as u64;
+        }
+        let kb = syscall3(SYS_THP, 3, 0, 0);
+        println!("fragtest[{}]: THP region at {:#x}: AnonHugePages {} kB, {} bad words", pid, h, kb, bad);
+        if bad != 0 || kb != (THP_BYTES >> 10) as i64 {
+            return 9;
+        }
+    }
     checkpoint("compacted");
     if ok_before != 0 {
         return 3;

@@ -15,12 +15,16 @@
 //!   (checkpoint `collapsed`).
 //!
 //! - reads a fresh 2 MiB range: the huge zero page, read-only (checkpoint
-//!   `zero`); a write then gets a huge page of its own.
+//!   `zero`); a write then gets a huge page of its own;
+//! - writes 64 of the 512 pages of a range: khugepaged with
+//!   `max_ptes_none` 0 (`SYS_THP` op 5) leaves it, with the default 511
+//!   collapses it, the 448 holes reading zero (checkpoint `partial`).
 //!
 //! Prints `thptest: faults N for M MiB, AnonHugePages K kB` and the
 //! figures of each step. Exit status: 0 all held; 2 mmap failed; 3 data
 //! wrong after the touch; 4 the split went wrong; 5 fork/COW went wrong;
-//! 6 the collapse went wrong; 7 the huge zero page went wrong.
+//! 6 the collapse went wrong; 7 the huge zero page went wrong; 8 the
+//! partial collapse went wrong.
 #![no_std]
 #![no_main]
 
@@ -197,6 +201,44 @@ fn main(arg: u64) -> i32 {
     println!("thptest: zero page written: AnonHugePages {} kB, data {}", after_write, if ok { "ok" } else { "WRONG" });
     if !zeros || after_read != before || after_write != before + 2048 || !ok {
         return 7;
+    }
+
+    // A partially populated range: 64 of its 512 pages written. With
+    // khugepaged's max_ptes_none at 0 it is left alone; at Linux's
+    // default 511 it collapses, the holes reading zero.
+    let Some(h) = map_aligned(HPAGE) else { return 2 };
+    madvise(h, HPAGE, MADV_NOHUGEPAGE);
+    let written = |va: u64| ((va - h) / PAGE).is_multiple_of(8);
+    let mut va = h;
+    while va < h + HPAGE {
+        if written(va) {
+            write(va, pattern(va));
+        }
+        va += PAGE;
+    }
+    madvise(h, HPAGE, MADV_HUGEPAGE);
+    let default_none = thp(4, 0);
+    thp(5, 0);
+    let strict = thp(2, 0);
+    thp(5, default_none as u64);
+    let huge_before = thp(3, 0);
+    let relaxed = thp(2, 0);
+    let huge_after = thp(3, 0);
+    let mut bad = 0;
+    let mut va = h;
+    while va < h + HPAGE {
+        let want = if written(va) { pattern(va) } else { 0 };
+        bad += (read(va) != want) as u64;
+        va += PAGE;
+    }
+    println!(
+        "thptest: partial: 64 of 512 pages, max_ptes_none 0: {} collapsed; max_ptes_none {}: {} collapsed, AnonHugePages {} -> {} kB, {} bad pages",
+        strict, default_none, relaxed, huge_before, huge_after, bad
+    );
+    println!("thptest: partial range at {:#x}", h);
+    checkpoint("partial");
+    if strict != 0 || relaxed < 1 || huge_after < huge_before + 2048 || bad != 0 {
+        return 8;
     }
     0
 }
