@@ -27,8 +27,34 @@ macro_rules! cr_accessors {
 }
 
 cr_accessors!(read_cr0, write_cr0, "cr0");
-cr_accessors!(read_cr3, write_cr3, "cr3");
-cr_accessors!(read_cr4, write_cr4, "cr4");
+cr_accessors!(read_cr3, write_cr3_raw, "cr3");
+cr_accessors!(read_cr4, write_cr4_raw, "cr4");
+
+/// Writes CR3 (a flush of the non-global TLB entries), recorded for the
+/// stale-TLB detector (mm/tlbtrace.rs).
+///
+/// # Safety
+/// The new root must keep the kernel's own code, stack and data mapped
+/// and executable as before.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller vouches for the root.
+    unsafe { write_cr3_raw(v) };
+    crate::mm::tlbtrace::cr3_load(v);
+}
+
+/// Writes CR4; toggling PGE flushes every TLB entry, global ones too
+/// (recorded for the stale-TLB detector).
+///
+/// # Safety
+/// As [`write_cr3_raw`]: the machine state must stay consistent.
+pub unsafe fn write_cr4(v: u64) {
+    let pge_toggled = (read_cr4() ^ v) & CR4_PGE != 0;
+    // SAFETY: the caller vouches for the value.
+    unsafe { write_cr4_raw(v) };
+    if pge_toggled {
+        crate::mm::tlbtrace::flush_all();
+    }
+}
 
 /// CR2: the linear address of the last page fault.
 pub fn read_cr2() -> u64 {
@@ -62,6 +88,7 @@ pub fn invlpg(va: u64) {
     // SAFETY: invalidating a TLB entry never breaks memory safety: the next
     // access walks the (current) tables again.
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+    crate::mm::tlbtrace::invlpg(va);
 }
 
 /// Flushes all non-global TLB entries by reloading CR3.

@@ -233,7 +233,8 @@ impl MmStruct {
     /// `zap_page_range` + `tlb_finish_mmu`).
     pub(super) fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
         let zero = zero_pa();
-        let current = is_current(self.pgd);
+        // `noflush=munmap` (mm/tlbtrace.rs) drops this zap's flushes.
+        let current = is_current(self.pgd) && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP);
         let mut pages = 0u64;
         let mut swapents = 0u64;
         let stat = &mut self.stat;
@@ -626,7 +627,7 @@ impl MmStruct {
                     // PS stays on a huge leaf (bit 7, never PAT on a user PTE).
                     let ad = l.entry.0 & (PteFlags::ACCESSED.0 | PteFlags::DIRTY.0 | PteFlags::PSE.0);
                     let _ = l.slot.write(phys, Pte(pa | leaf_flags(v.flags, writable) | ad));
-                    if current {
+                    if current && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MPROTECT) {
                         cpu::invlpg(l.va.0);
                     }
                     true
