@@ -97,6 +97,24 @@ pub fn flush_tlb() {
     unsafe { write_cr3(read_cr3()) }
 }
 
+/// Flushes every TLB entry, global ones too, by toggling CR4.PGE (SDM
+/// 4.10.4.1): what a change to the kernel's global mappings needs, since a
+/// CR3 reload ([`flush_tlb`]) keeps global entries. Without PGE there are
+/// no global entries and a CR3 reload suffices.
+pub fn flush_tlb_all() {
+    let cr4 = read_cr4();
+    if cr4 & CR4_PGE == 0 {
+        flush_tlb();
+        return;
+    }
+    // SAFETY: clearing and restoring PGE changes no mapping; it only drops
+    // cached translations.
+    unsafe {
+        write_cr4(cr4 & !CR4_PGE);
+        write_cr4(cr4);
+    }
+}
+
 /// CPUID.1:EDX.PGE.
 pub fn has_pge() -> bool {
     core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0
@@ -116,7 +134,9 @@ impl mm_core::paging::TlbFlusher for Invlpg {
         invlpg(va.0);
     }
 
+    /// Global entries too (the token's flush past the ceiling covers
+    /// kernel mappings as well): a CR3 reload would keep them.
     fn flush_all(&mut self) {
-        flush_tlb();
+        flush_tlb_all();
     }
 }

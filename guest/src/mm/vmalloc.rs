@@ -49,7 +49,9 @@ impl TlbFlusher for Invlpg {
     }
 
     fn flush_all(&mut self) {
-        cpu::flush_tlb();
+        // vmalloc's mappings are global: a CR3 reload would keep them
+        // (found by --verify tlb: vfree freed frames still in the TLB).
+        cpu::flush_tlb_all();
         STATS.with(|s| s.full_flushes += 1);
     }
 }

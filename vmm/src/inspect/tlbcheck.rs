@@ -71,8 +71,13 @@ pub fn check(
     let replay = st.replay.get_or_insert_with(|| Replay::new(d.nr_rings as usize, ctx.maxphyaddr, ctx.pge));
     let lossy = st.lost.iter().any(|&l| l > 0) || st.unrecorded > 0;
     // Replay in global order; a gap is a record still being written by a
-    // running CPU: wait for it, unless records were lost (then the gap is
-    // for good and the replay is marked incomplete below).
+    // running CPU: wait for it. Once records are lost the replay stops
+    // where it was: what follows a lost flush would be guesswork (stale
+    // uses that are not, or none where there are), and the check says it
+    // is incomplete instead.
+    if lossy {
+        st.waiting.clear();
+    }
     st.waiting.sort_unstable_by_key(|r| r.seq);
     let mut fed = 0;
     for r in &st.waiting {
@@ -80,7 +85,7 @@ pub fn check(
             fed += 1;
             continue;
         }
-        if r.seq != st.next_seq && !lossy {
+        if r.seq != st.next_seq {
             break;
         }
         replay.feed(r);
@@ -104,7 +109,7 @@ pub fn check(
     let mut errors = Vec::new();
     for (cpu, &l) in st.lost.iter().enumerate().filter(|(_, l)| **l > 0) {
         errors.push(format!(
-            "CPU {cpu}'s ring lost {l} records (overwritten before this checkpoint read them): the replay is incomplete; give the guest bigger rings (tlbtrace=N on its command line) or more checkpoints"
+            "CPU {cpu}'s ring lost {l} records (overwritten before a checkpoint read them): the replay stopped there, so the figures above cover only what came before; give the guest bigger rings (tlbtrace=N on its command line) or more checkpoints"
         ));
     }
     if st.unrecorded > 0 {
