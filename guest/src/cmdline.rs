@@ -43,6 +43,9 @@
 //!               address in `MMEMU_VMALLOC_MARKER` (for gdb and tests)
 //! `vmalloc_overrun` read past the end of a vmalloc area (the guard page
 //!               oopses, naming the area)
+//! `tlbtrace[=N]` record what the host's `--verify tlb` replays (mm/tlbtrace.rs)
+//! `noflush=WHAT` drop one TLB flush on purpose (munmap, mprotect, cow,
+//!               reclaim) for `--verify tlb` to find
 //! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
 //!               checkpoint, for the host's --verify (mm/sabotage.rs;
 //!               the process-side ones in proc/sabotage.rs)
@@ -107,6 +110,8 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            // Read at boot by mm/tlbtrace.rs, before any process runs.
+            ("tlbtrace", _) | ("noflush", Some(_)) => {}
             ("break", Some(what)) => {
                 if !crate::mm::sabotage::run(what) {
                     code = 1;
@@ -249,7 +254,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 40] = [
+const SWITCHES: [(&str, &str); 42] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -279,6 +284,8 @@ const SWITCHES: [(&str, &str); 40] = [
     ("procbench[=malloc|fork]", "the process bench's ring-3 programs"),
     ("checkpoint=NAME", "stop at checkpoint NAME for the host's --inspect/--verify"),
     ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),
+    ("tlbtrace[=N]", "record page-table changes, flushes, frees and returns to user mode in per-CPU rings of N records (default 8192) for the host's --verify tlb (which adds it)"),
+    ("noflush=WHAT", "drop one TLB flush on purpose (munmap, mprotect, cow, reclaim), for --verify tlb"),
     ("vmalloc_marker", "a known string in a vmalloc page (for gdb)"),
     ("vmalloc_overrun", "read past a vmalloc area: the guard page oopses"),
     ("nullderef", "read address 0: the oops names the NULL page"),

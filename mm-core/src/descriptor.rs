@@ -42,10 +42,12 @@
 //! to the `#[repr(C)]` layouts with `offset_of!`.
 
 use crate::buddy::Page;
+pub use crate::paging::tlbtrace::TlbTraceDesc;
+use crate::paging::tlbtrace::TRACE_MAX_CPUS;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
 /// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 5;
+pub const DESCRIPTOR_VERSION: u32 = 6;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
@@ -245,6 +247,9 @@ pub struct MmDescriptor {
     pub swap: SwapDesc,
     /// Pageblock migration types and the hugetlb pool (version 5).
     pub huge: HugeDesc,
+    /// The stale-TLB detector's per-CPU event rings (version 6; see
+    /// [`crate::paging::tlbtrace`]).
+    pub tlb: TlbTraceDesc,
 }
 
 /// Grouping by mobility and the hugetlb pool, refreshed at every
@@ -366,6 +371,7 @@ impl MmDescriptor {
                 nr_overcommit: 0,
                 hugepage_size_kb: 0,
             },
+            tlb: TlbTraceDesc { enabled: 0, nr_rings: 0, capacity: 0, counters: 0, rings: [0; TRACE_MAX_CPUS] },
         }
     }
 
@@ -676,6 +682,7 @@ impl Wire for MmDescriptor {
         }
         d.swap = SwapDesc::read_from(r);
         d.huge = HugeDesc::read_from(r);
+        d.tlb = TlbTraceDesc::read_from(r);
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -707,6 +714,33 @@ impl Wire for MmDescriptor {
         }
         self.swap.write_to(w);
         self.huge.write_to(w);
+        self.tlb.write_to(w);
+    }
+}
+
+impl Wire for TlbTraceDesc {
+    const SIZE: usize = core::mem::size_of::<TlbTraceDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        let mut d = TlbTraceDesc {
+            enabled: r.u32(),
+            nr_rings: r.u32(),
+            capacity: r.u64(),
+            counters: r.u64(),
+            rings: [0; TRACE_MAX_CPUS],
+        };
+        for x in d.rings.iter_mut() {
+            *x = r.u64();
+        }
+        d
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u32(self.enabled);
+        w.u32(self.nr_rings);
+        w.u64(self.capacity);
+        w.u64(self.counters);
+        for &x in &self.rings {
+            w.u64(x);
+        }
     }
 }
 
@@ -830,7 +864,15 @@ mod tests {
             "the swap section follows the counters"
         );
         assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, offset_of!(MmDescriptor, huge));
-        assert_eq!(offset_of!(MmDescriptor, huge) + HugeDesc::SIZE, DESCRIPTOR_SIZE, "the huge section ends it");
+        assert_eq!(offset_of!(MmDescriptor, huge) + HugeDesc::SIZE, offset_of!(MmDescriptor, tlb));
+        assert_eq!(offset_of!(MmDescriptor, tlb) + TlbTraceDesc::SIZE, DESCRIPTOR_SIZE, "the tlb section ends it");
+        let mut td = TlbTraceDesc { enabled: 1, nr_rings: 2, capacity: 64, counters: 0xc0, ..TlbTraceDesc::default() };
+        td.rings[7] = 0x7777_0000;
+        let mut tb = [0u8; TlbTraceDesc::SIZE];
+        td.encode(&mut tb);
+        assert_eq!(tb[offset_of!(TlbTraceDesc, counters)..][..8], 0xc0u64.to_le_bytes());
+        assert_eq!(tb[offset_of!(TlbTraceDesc, rings) + 56..][..8], 0x7777_0000u64.to_le_bytes());
+        assert_eq!(TlbTraceDesc::decode(&tb), td);
         let hd = HugeDesc { nr_pageblocks: 7, hugepages_rsvd: 3, hugepage_size_kb: 2048, ..HugeDesc::default() };
         let mut hb = [0u8; HugeDesc::SIZE];
         hd.encode(&mut hb);

@@ -42,6 +42,22 @@ pub trait PhysMem {
         self.write(pa, &v.to_le_bytes())
     }
 
+    /// Whether the page-table editor should report the entries it replaces
+    /// through [`PhysMem::pte_written`] (it then reads each entry before
+    /// writing it). False by default: the host and tests pay nothing.
+    #[inline(always)]
+    fn traces_ptes(&self) -> bool {
+        false
+    }
+
+    /// The page-table editor replaced a page-table entry (only called when
+    /// [`PhysMem::traces_ptes`] says so, and only when the entry changed):
+    /// the guest's stale-TLB recorder hooks in here, so no edit made
+    /// through [`crate::paging::Slot::write`] or the mapper's unmap and
+    /// protect can escape it.
+    #[inline(always)]
+    fn pte_written(&mut self, _w: &crate::paging::editor::PteWrite) {}
+
     /// The first non-zero little-endian u64 among the `count` ones from
     /// `pa` on (a page table's entries: most are zero), as its index and
     /// value; `Ok(None)` when they are all zero. Fails if any of the range

@@ -204,6 +204,17 @@ impl Vm {
             Some(_) => format!("{} {}", cfg.cmdline, virtio::kernel_cmdline()),
             None => cfg.cmdline.clone(),
         };
+        // `--verify tlb` replays what the guest records only when asked
+        // (mm/tlbtrace.rs): switch the recorder on, first, before any `--`.
+        // Named only: a plain `--verify` (every check) leaves the guest as
+        // it is, and the check then says it is not applicable.
+        let wants_tlb = cfg.inspect.verify.as_ref().is_some_and(|v| {
+            use crate::inspect::spec::Check;
+            v.contains(&Check::Tlb) && !Check::ALL.iter().all(|c| v.contains(c))
+        });
+        let has_switch =
+            cmdline.split(' ').take_while(|w| *w != "--").any(|w| w == "tlbtrace" || w.starts_with("tlbtrace="));
+        let cmdline = if wants_tlb && !has_switch { format!("tlbtrace {cmdline}") } else { cmdline };
 
         let kernel = image.load(&mem, cfg.ram)?;
         // The ACPI tables tell the guest its CPUs; the memory map covers

@@ -31,18 +31,34 @@ macro_rules! cr_accessors {
 
 cr_accessors!(read_cr0, write_cr0, "cr0");
 cr_accessors!(read_cr3, write_cr3_raw, "cr3");
-cr_accessors!(read_cr4, write_cr4, "cr4");
+cr_accessors!(read_cr4, write_cr4_raw, "cr4");
 
 /// Loads CR3 (switching address space, or flushing this CPU's non-global
-/// translations), and records the root for TLB shootdowns (arch/tlb.rs).
+/// translations): records the root for TLB shootdowns (arch/tlb.rs) and
+/// the load for the stale-TLB detector (mm/tlbtrace.rs).
 ///
 /// # Safety
-/// As for the other control registers: the new tables must keep the
-/// kernel's own code, stack and data mapped as before.
+/// The new root must keep the kernel's own code, stack and data mapped
+/// and executable as before.
 pub unsafe fn write_cr3(v: u64) {
     super::tlb::note_cr3(v);
-    // SAFETY: the caller vouches for the tables.
-    unsafe { write_cr3_raw(v) }
+    // SAFETY: the caller vouches for the root.
+    unsafe { write_cr3_raw(v) };
+    crate::mm::tlbtrace::cr3_load(v);
+}
+
+/// Writes CR4; toggling PGE flushes every TLB entry, global ones too
+/// (recorded for the stale-TLB detector).
+///
+/// # Safety
+/// As [`write_cr3_raw`]: the machine state must stay consistent.
+pub unsafe fn write_cr4(v: u64) {
+    let pge_toggled = (read_cr4() ^ v) & CR4_PGE != 0;
+    // SAFETY: the caller vouches for the value.
+    unsafe { write_cr4_raw(v) };
+    if pge_toggled {
+        crate::mm::tlbtrace::flush_all();
+    }
 }
 
 /// CR2: the linear address of the last page fault.
@@ -77,12 +93,13 @@ pub fn invlpg_local(va: u64) {
     // SAFETY: invalidating a TLB entry never breaks memory safety: the next
     // access walks the (current) tables again.
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+    crate::mm::tlbtrace::invlpg(va);
 }
 
 /// Flushes this CPU's non-global TLB entries by reloading CR3.
 pub fn flush_tlb_local() {
     // SAFETY: rewriting CR3 with its own value changes no mapping.
-    unsafe { write_cr3_raw(read_cr3()) }
+    unsafe { write_cr3(read_cr3()) }
 }
 
 /// Flushes this CPU's TLB, global entries included (toggling CR4.PGE).
@@ -130,7 +147,9 @@ impl mm_core::paging::TlbFlusher for Invlpg {
         invlpg(va.0);
     }
 
+    /// Global entries too (the token's flush past the ceiling covers
+    /// kernel mappings as well): a CR3 reload would keep them.
     fn flush_all(&mut self) {
-        flush_tlb();
+        super::tlb::flush_range(super::tlb::KERNEL, 0, super::tlb::ALL);
     }
 }

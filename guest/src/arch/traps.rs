@@ -223,6 +223,16 @@ fn fixup_exception(frame: &mut TrapFrame, cr2: u64) -> bool {
 /// Called by traps.S for every exception.
 #[no_mangle]
 extern "C" fn trap_handler(frame: &mut TrapFrame) {
+    dispatch(frame);
+    // Back to ring 3 (this task's frame, after any switch away and back):
+    // the stale-TLB detector checks what the CPU may still hold.
+    if frame.cs & 3 == 3 {
+        crate::mm::tlbtrace::user_return();
+    }
+}
+
+/// The handler proper: returns when the interrupted code may resume.
+fn dispatch(frame: &mut TrapFrame) {
     let cr2 = if frame.vector == PAGE_FAULT { read_cr2() } else { 0 };
     // Interrupts, system calls and anything raised in ring 3 belong to
     // the process code (proc/): a user fault is never a kernel oops.

@@ -220,6 +220,7 @@ pub fn try_order(order: u8) -> bool {
     let cpu = crate::arch::percpu::this_cpu().id;
     PAGES.with(|p| match p.buddy.alloc_pages(cpu, order, mm_core::buddy::GFP_HIGHUSER_MOVABLE) {
         Ok(pfn) => {
+            crate::mm::tlbtrace::free(pfn, order);
             let _ = p.buddy.free_pages(cpu, pfn, order);
             true
         }

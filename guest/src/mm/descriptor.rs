@@ -137,6 +137,7 @@ pub fn refresh() {
         d.vmstat = super::vmstat::snapshot();
         d.swap = swap;
         d.huge = huge;
+        d.tlb = super::tlbtrace::describe();
     });
 }
 

@@ -235,6 +235,7 @@ impl mm_core::paging::FrameAllocator for ReclaimTables<'_> {
     }
     fn deallocate_frame(&mut self, frame: mm_core::addr::PhysAddr) {
         self.count -= 1;
+        crate::mm::tlbtrace::free(frame.0 >> PAGE_SHIFT, 0);
         let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, frame.0 >> PAGE_SHIFT, 0);
     }
 }

@@ -184,6 +184,7 @@ fn alloc_pool_page() -> Option<u64> {
 /// Gives a pool page back to the buddy allocator (`update_and_free_hugetlb_folio`).
 fn free_pool_page(p: &mut PageAlloc, pfn: u64) {
     let _ = p.buddy.set_owner(pfn, PageOwner::Unknown);
+    crate::mm::tlbtrace::free(pfn, HUGETLB_ORDER);
     if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, HUGETLB_ORDER) {
         kprintln!("hugetlb: freeing the pool page at pfn {:#x}: {}", pfn, e);
     }
@@ -424,6 +425,7 @@ pub fn unmap_hugetlb_vma(pgd: u64, id: MmId, v: &Vma) {
 /// Drops one mapping's reference to pool page `pfn`; at the pool's own
 /// reference alone the page is free again.
 fn put_huge_page(h: &mut HState, p: &mut PageAlloc, pfn: u64) {
+    crate::mm::tlbtrace::free(pfn, HUGETLB_ORDER);
     let cpu = crate::arch::percpu::this_cpu().id;
     if let Err(e) = p.buddy.free_pages(cpu, pfn, HUGETLB_ORDER) {
         kprintln!("hugetlb: dropping a mapping of pfn {:#x}: {}", pfn, e);

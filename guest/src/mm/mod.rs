@@ -22,6 +22,7 @@ pub mod phys;
 pub mod procfs;
 pub mod sabotage;
 pub mod swap;
+pub mod tlbtrace;
 pub mod vmalloc;
 pub mod vmscan;
 pub mod vmstat;
@@ -295,6 +296,7 @@ impl FrameAllocator for BuddyFrames<'_> {
 
     fn deallocate_frame(&mut self, frame: PhysAddr) {
         STATS.with(|s| s.table_pages -= 1);
+        crate::mm::tlbtrace::free(frame.0 >> PAGE_SHIFT, 0);
         if let Err(e) = self.0.buddy.free_pages(this_cpu().id, frame.0 >> PAGE_SHIFT, 0) {
             panic!("freeing a page-table page: {}", e);
         }
@@ -308,5 +310,6 @@ pub fn alloc_pages(order: u8, gfp: GfpMask) -> Option<u64> {
 
 /// Frees 2^order pages at `pfn`.
 pub fn free_pages(pfn: u64, order: u8) -> Result<(), mm_core::buddy::BuddyError> {
+    crate::mm::tlbtrace::free(pfn, order);
     PAGES.with(|p| p.buddy.free_pages(this_cpu().id, pfn, order))
 }

@@ -70,6 +70,18 @@ impl PhysMem for KernelPhys {
         Ok(())
     }
 
+    /// The stale-TLB recorder hears of every entry the editor replaces
+    /// while it runs (mm/tlbtrace.rs).
+    #[inline(always)]
+    fn traces_ptes(&self) -> bool {
+        super::tlbtrace::enabled()
+    }
+
+    #[inline(always)]
+    fn pte_written(&mut self, w: &mm_core::paging::editor::PteWrite) {
+        super::tlbtrace::pte_written(w);
+    }
+
     /// One bounds check for the whole range, then a scan over it: what
     /// the page-table editor's walks spend their time in (fork, exit).
     fn find_nonzero_u64(&self, pa: PhysAddr, count: usize) -> Result<Option<(usize, u64)>, MemError> {

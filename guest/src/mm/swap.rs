@@ -278,6 +278,7 @@ pub fn put_user_page(p: &mut super::PageAlloc, pfn: u64) {
             *x = mm_core::page_ext::PageExt::EMPTY;
         }
     }
+    crate::mm::tlbtrace::free(pfn, 0);
     if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0) {
         panic!("put_page(pfn {:#x}): {}", pfn, e);
     }
@@ -532,7 +533,10 @@ impl RmapPageTables for PtEdit<'_> {
         if slot.write(&mut direct_map(), e.to_pte(0)).is_err() {
             return false;
         }
-        crate::arch::tlb::flush_range(pgd, va, va + 4096);
+        // `noflush=reclaim` (mm/tlbtrace.rs) drops this flush.
+        if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_RECLAIM) {
+            crate::arch::tlb::flush_range(pgd, va, va + 4096);
+        }
         if let Some(m) = self.mms.get_mut(&mm) {
             m.swapents += 1;
             m.rss_out += 1;
@@ -625,6 +629,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e) };
         let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
         for _ in 0..n {
+            crate::mm::tlbtrace::free(pfn, 0);
             let _ = self.s.areas.swap_duplicate(e);
             let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
         }
@@ -661,6 +666,7 @@ fn evict(
         *sh = shadow.0;
     }
     let _ = s.areas.swapcache_free(e);
+    crate::mm::tlbtrace::free(pfn, 0);
     s.set_cache(e, None);
     ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
     let _ = buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);

@@ -165,6 +165,7 @@ fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapEr
             flush.flush(&mut Invlpg);
             for &pfn in &frames[..n as usize] {
                 if pfn != u64::MAX {
+                    crate::mm::tlbtrace::free(pfn, 0);
                     if let Err(e) = p.buddy.free_pages(this_cpu().id, pfn, 0) {
                         panic!("vfree: freeing pfn {:#x}: {}", pfn, e);
                     }

@@ -357,7 +357,9 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
         put_page(p, zero, old);
         put_page(p, zero, old);
     });
-    cpu::invlpg(va);
+    if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_COW) {
+        cpu::invlpg(va);
+    }
     mm.stat.cow_copies += 1;
     if old == zero {
         mm.stat.rss_pages += 1;

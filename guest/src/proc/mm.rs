@@ -262,7 +262,8 @@ impl MmStruct {
         if let Some(m) = s.mms.get_mut(&self.id) {
             m.swapents = m.swapents.saturating_sub(swapents);
         }
-        if pages + swapents > 0 {
+        // `noflush=munmap` (mm/tlbtrace.rs) drops this zap's flush.
+        if pages + swapents > 0 && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP) {
             crate::arch::tlb::flush_range(self.pgd, start, end);
         }
     }
@@ -620,8 +621,10 @@ impl MmStruct {
                 });
             }
             // One flush of the range (mmu_gather's batch), before the
-            // page allocator's lock goes.
-            crate::arch::tlb::flush_range(self.pgd, start, end);
+            // page allocator's lock goes (`noflush=mprotect` drops it).
+            if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MPROTECT) {
+                crate::arch::tlb::flush_range(self.pgd, start, end);
+            }
         });
         Ok(())
     }

@@ -33,19 +33,85 @@ use crate::paging::mapper::{alloc_table, FrameAllocator, MapError, Mapper, Mappi
 use crate::paging::walker::CpuContext;
 use core::ops::Range;
 
-/// Where an entry lives: a table, an index in it, and the table's level.
+/// Where an entry lives: a table, an index in it, and the table's level;
+/// and, when the editor found it by walking, the root it walked from and an
+/// address the entry maps, so a replaced entry can be reported as the TLB
+/// sees it (see [`PteWrite`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Slot {
     table: PhysAddr,
     index: u16,
     level: Level,
+    root: PhysAddr,
+    va: u64,
+}
+
+/// [`Slot::va`] of a slot made with [`Slot::new`]: no address known.
+pub const SLOT_VA_UNKNOWN: u64 = u64::MAX;
+
+/// A page-table entry the editor replaced, as [`PhysMem::pte_written`]
+/// hears of it: what a stale-TLB recorder needs (the root of the address
+/// space, an address the entry maps, its level, old and new entries) and
+/// the source location of the edit (`#[track_caller]` through
+/// [`Slot::write`] and the mapper's unmap and protect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PteWrite {
+    /// The root the slot was reached from (0 when unknown).
+    pub root: PhysAddr,
+    /// An address the entry maps ([`SLOT_VA_UNKNOWN`] when unknown),
+    /// possibly raw (see [`Slot::va`]).
+    pub va: u64,
+    /// The level of the table holding the entry.
+    pub level: Level,
+    /// The entry before.
+    pub old: Pte,
+    /// The entry after.
+    pub new: Pte,
+    /// Where in the kernel's source the edit was asked for.
+    pub site: &'static core::panic::Location<'static>,
 }
 
 impl Slot {
     /// Entry `index` (taken mod 512) of the `level` table at `table`.
     #[inline(always)]
     pub const fn new(table: PhysAddr, index: usize, level: Level) -> Self {
-        Slot { table, index: (index % PTRS_PER_TABLE) as u16, level }
+        Slot { table, index: (index % PTRS_PER_TABLE) as u16, level, root: PhysAddr(0), va: SLOT_VA_UNKNOWN }
+    }
+
+    /// Entry `index` (mod 512) of the `level` table at `table`, reached
+    /// from `root` and mapping `va` (for [`PteWrite`]).
+    #[inline(always)]
+    pub const fn walked(table: PhysAddr, index: usize, level: Level, root: PhysAddr, va: u64) -> Self {
+        Slot { table, index: (index % PTRS_PER_TABLE) as u16, level, root, va }
+    }
+
+    /// Another entry of the same table (index mod 512), with the root and
+    /// the address it maps carried over.
+    #[inline(always)]
+    pub const fn sibling(&self, index: usize) -> Self {
+        let index = index % PTRS_PER_TABLE;
+        let va = if self.va == SLOT_VA_UNKNOWN {
+            SLOT_VA_UNKNOWN
+        } else {
+            let span = 1u64 << self.level.shift();
+            let base = (self.va & !(span - 1)).wrapping_sub((self.index as u64) << self.level.shift());
+            base.wrapping_add((index as u64) << self.level.shift())
+        };
+        Slot { table: self.table, index: index as u16, level: self.level, root: self.root, va }
+    }
+
+    /// The root the slot was reached from (0 for [`Slot::new`]).
+    #[inline]
+    pub const fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// An address the entry maps ([`SLOT_VA_UNKNOWN`] for [`Slot::new`]);
+    /// slots from the editor's range walks carry it raw (sign extension
+    /// stripped): canonicalize it with the paging mode.
+    #[inline]
+    pub const fn va(&self) -> u64 {
+        self.va
     }
 
     /// The table holding the entry.
@@ -86,9 +152,28 @@ impl Slot {
     }
 
     /// Replaces the entry. A present entry replaced needs a TLB flush,
-    /// which is the caller's (it knows whether the tables are live).
+    /// which is the caller's (it knows whether the tables are live). When
+    /// the memory traces page-table edits ([`PhysMem::traces_ptes`]), the
+    /// old entry is read first and the change reported with the caller's
+    /// source location.
     #[inline(always)]
+    #[track_caller]
     pub fn write<M: PhysMem + ?Sized>(&self, mem: &mut M, e: Pte) -> Result<(), MapError> {
+        if mem.traces_ptes() {
+            let old = self.read(mem)?;
+            mem.write_u64(self.entry_pa(), e.0).map_err(|_| MapError::TableOutsideMemory(self.table))?;
+            if old != e {
+                mem.pte_written(&PteWrite {
+                    root: self.root,
+                    va: self.va,
+                    level: self.level,
+                    old,
+                    new: e,
+                    site: core::panic::Location::caller(),
+                });
+            }
+            return Ok(());
+        }
         mem.write_u64(self.entry_pa(), e.0).map_err(|_| MapError::TableOutsideMemory(self.table))
     }
 }
@@ -189,6 +274,7 @@ pub(crate) enum Step {
 /// false (the editor, on tables it built) the reads are not counted:
 /// skipping a zero entry is then a compare, a read and a test.
 pub(crate) struct Cursor<const BUDGETED: bool> {
+    root: PhysAddr,
     stack: [Frame; 5],
     depth: usize,
     first: u64,
@@ -239,7 +325,7 @@ impl<const BUDGETED: bool> Cursor<BUDGETED> {
         let level = Level::root(la57);
         let (next, end) = index_bounds(0, level.shift(), first, last);
         let f = Frame { table: root, next, end, level, base: 0, writable: true, user: true, nx: false };
-        Cursor { stack: [f; 5], depth: 1, first, last, mask: raw_mask(la57), budget: u64::MAX }
+        Cursor { root, stack: [f; 5], depth: 1, first, last, mask: raw_mask(la57), budget: u64::MAX }
     }
 
     /// A walk of everything under `ctx`'s root.
@@ -284,8 +370,8 @@ impl<const BUDGETED: bool> Cursor<BUDGETED> {
                         Ok(Some((i, v))) => {
                             let index = f.next + i as u16;
                             f.next = index + 1;
-                            let slot = Slot { table, index, level };
                             let raw = f.base + ((index as u64) << level.shift());
+                            let slot = Slot::walked(table, index as usize, level, self.root, raw);
                             let (writable, user, nx) = (f.writable, f.user, f.nx);
                             return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
                         }
@@ -323,8 +409,8 @@ impl<const BUDGETED: bool> Cursor<BUDGETED> {
                 };
                 let index = ((pa - 8 - table.0) / 8) as u16;
                 f.next = index + 1;
-                let slot = Slot { table, index, level };
                 let raw = f.base + ((index as u64) << level.shift());
+                let slot = Slot::walked(table, index as usize, level, self.root, raw);
                 let (writable, user, nx) = (f.writable, f.user, f.nx);
                 return Some(Step::Entry(Entry { slot, entry: Pte(v), raw, writable, user, nx }));
             }
@@ -370,7 +456,7 @@ impl Mapper {
         let mut table = self.root;
         let mut level = Level::root(self.la57);
         loop {
-            let slot = Slot::new(table, va.table_index(level), level);
+            let slot = Slot::walked(table, va.table_index(level), level, self.root, va.0);
             let e = Pte(mem.read_u64(slot.entry_pa()).ok()?);
             if level == Level::Pte || (e.is_present() && e.is_leaf_at(level)) {
                 return Some((slot, e));
@@ -405,7 +491,7 @@ impl Mapper {
         let mut table = self.root;
         let mut cur = Level::root(self.la57);
         loop {
-            let slot = Slot::new(table, va.table_index(cur), cur);
+            let slot = Slot::walked(table, va.table_index(cur), cur, self.root, va.0);
             let e = slot.read(mem)?;
             if cur == level {
                 return Ok((slot, e));
@@ -509,9 +595,9 @@ impl Mapper {
             if !e.is_present() || e.is_leaf_at(level) {
                 continue;
             }
-            let slot = Slot { table, index: idx, level };
-            let child = e.addr(self.maxphyaddr);
             let cbase = base + ((idx as u64) << shift);
+            let slot = Slot::walked(table, idx as usize, level, self.root, cbase);
+            let child = e.addr(self.maxphyaddr);
             if lower != Level::Pte {
                 freed += self.free_below(mem, frames, Frame::table(child, lower, cbase), (first, last))?;
             }

@@ -18,6 +18,7 @@ impl Mapper {
     /// was, only its page size changes. The new table's entry gets U/S with
     /// `user`, like [`Mapper::alloc_slot`]'s. The token flushes the old
     /// 2 MiB translation (one INVLPG drops it).
+    #[track_caller]
     pub fn split_huge_leaf<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
@@ -54,6 +55,7 @@ impl Mapper {
     /// and owns the old pages. The token flushes all 512 old translations
     /// (a full flush past the ceiling, which also drops the
     /// paging-structure caches that held the freed table).
+    #[track_caller]
     pub fn collapse_huge_table<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,

@@ -414,6 +414,30 @@ impl Mapper {
         mem.write_u64(pa, e.0).map_err(|_| MapError::TableOutsideMemory(PhysAddr(pa.0 & !0xfff)))
     }
 
+    /// Replaces a leaf the mapper found, reporting the change to a memory
+    /// that traces page-table edits ([`PhysMem::pte_written`]).
+    #[inline(always)]
+    fn write_leaf(
+        &self,
+        mem: &mut (impl PhysMem + ?Sized),
+        slot: &LeafSlot,
+        new: Pte,
+        site: &'static core::panic::Location<'static>,
+    ) -> Result<(), MapError> {
+        Self::write(mem, slot.entry_pa, new)?;
+        if mem.traces_ptes() && slot.entry != new {
+            mem.pte_written(&crate::paging::editor::PteWrite {
+                root: self.root,
+                va: slot.va.0,
+                level: slot.level,
+                old: slot.entry,
+                new,
+                site,
+            });
+        }
+        Ok(())
+    }
+
     fn ctx(&self) -> CpuContext {
         self.context()
     }
@@ -684,6 +708,7 @@ impl Mapper {
     /// pages covered whole (no splitting). With `free_tables`, tables left
     /// empty are returned to `frames` (the flush token's INVLPGs also drop
     /// the paging-structure caches that referenced them).
+    #[track_caller]
     pub fn unmap<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
@@ -692,6 +717,7 @@ impl Mapper {
         len: u64,
         free_tables: bool,
     ) -> Result<MapperFlush, MapError> {
+        let site = core::panic::Location::caller();
         self.check_range(va, len, PAGE_SIZE)?;
         // A range that is one leaf (the common case: a page) is checked
         // and edited in one walk.
@@ -700,12 +726,12 @@ impl Mapper {
             if va.0 & (len - 1) != 0 {
                 return Err(MapError::PartialHugePage { va: VirtAddr(va.0 & !(len - 1)), size: first.size });
             }
-            self.zap(mem, frames, &first, free_tables)?;
+            self.zap(mem, frames, &first, free_tables, site)?;
             return Ok(MapperFlush::new(va, 1, first.size));
         }
         // Check first, so a failure changes nothing.
         let min = self.for_each_whole_leaf(mem, va, len, |_, _| Ok(()))?;
-        self.for_each_whole_leaf(mem, va, len, |mem, slot| self.zap(mem, frames, slot, free_tables))?;
+        self.for_each_whole_leaf(mem, va, len, |mem, slot| self.zap(mem, frames, slot, free_tables, site))?;
         Ok(MapperFlush::new(va, len >> min.shift(), min))
     }
 
@@ -717,8 +743,9 @@ impl Mapper {
         frames: &mut A,
         slot: &LeafSlot,
         free_tables: bool,
+        site: &'static core::panic::Location<'static>,
     ) -> Result<(), MapError> {
-        Self::write(mem, slot.entry_pa, Pte::NONE)?;
+        self.write_leaf(mem, slot, Pte::NONE, site)?;
         if free_tables {
             self.free_empty(mem, frames, slot)?;
         }
@@ -767,6 +794,7 @@ impl Mapper {
     /// Sets the flags of every leaf in `[va, va + len)` to normalised
     /// `flags` (PRESENT added), keeping frames, sizes and the A/D bits the
     /// CPU owns. Every page must be mapped and large pages covered whole.
+    #[track_caller]
     pub fn protect<M: PhysMem + ?Sized>(
         &self,
         mem: &mut M,
@@ -774,13 +802,14 @@ impl Mapper {
         len: u64,
         flags: PteFlags,
     ) -> Result<MapperFlush, MapError> {
+        let site = core::panic::Location::caller();
         self.for_each_whole_leaf(mem, va, len, |_, _| Ok(()))?;
         let flags = flags.union(PteFlags::PRESENT).difference(HW_OWNED);
         let maxphy = self.maxphyaddr;
         let min = self.for_each_whole_leaf(mem, va, len, |mem, slot| {
             let old = slot.entry.leaf_flags(slot.level);
             let new = Pte::leaf(slot.entry.frame(slot.size, maxphy), flags.union(old & HW_OWNED), slot.size);
-            Self::write(mem, slot.entry_pa, new)?;
+            self.write_leaf(mem, slot, new, site)?;
             // Make sure the path down grants USER if the leaf now does.
             if flags.contains(PteFlags::USER) {
                 let (parents, n) = self.parents(&*mem, slot)?;

@@ -13,6 +13,7 @@ pub mod huge;
 pub mod mapper;
 pub mod swap;
 pub mod tlb;
+pub mod tlbtrace;
 pub mod walker;
 
 #[cfg(test)]

@@ -10,9 +10,9 @@
 //! which is how a missing flush is found on a host whose KVM (shadow
 //! paging) never shows one.
 
-use crate::addr::{PageSize, PhysAddr, VirtAddr};
+use crate::addr::{Level, PageSize, PhysAddr, VirtAddr};
 use crate::mem::PhysMem;
-use crate::paging::entry::PteFlags;
+use crate::paging::entry::{Pte, PteFlags};
 use crate::paging::mapper::TlbFlusher;
 use crate::paging::walker::{
     check_access, translate_update_ad, walk, Access, CpuContext, Fault, PageFault, Perms, Translation, WalkTrace,
@@ -60,6 +60,46 @@ impl TlbEntry {
     #[inline]
     pub const fn is_global(&self) -> bool {
         self.flags.contains(PteFlags::GLOBAL)
+    }
+
+    /// Whether the entry translates `va` (any PCID): what INVLPG of `va`
+    /// drops.
+    #[inline]
+    pub fn covers(&self, va: VirtAddr) -> bool {
+        self.vpn != INVALID && self.vpn == (va.0 & ((1u64 << 57) - 1)) >> self.size.shift()
+    }
+
+    /// Whether a CR3 write of `new_cr3` (`pcide` = CR4.PCIDE) drops the
+    /// entry (SDM 4.10.4.1): non-global entries, of the new PCID only with
+    /// PCIDs, none with the no-flush bit.
+    #[inline]
+    pub fn dropped_by_cr3_write(&self, new_cr3: u64, pcide: bool) -> bool {
+        if self.is_global() {
+            return false;
+        }
+        !pcide || (new_cr3 & (1 << 63) == 0 && self.pcid == (new_cr3 & 0xfff) as u16)
+    }
+
+    /// The entry a leaf `pte` at `level` gives for `va` (flags normalised
+    /// as a walk's, GLOBAL kept only with `pge`), or `None` if `pte` is not
+    /// a present leaf there: what a CPU may hold for `va` while `pte` is
+    /// in the tables (the stale-TLB replay's candidates).
+    pub fn from_leaf(pte: Pte, level: Level, va: VirtAddr, pcid: u16, pge: bool, maxphyaddr: u8) -> Option<TlbEntry> {
+        let size = level.page_size()?;
+        if !pte.is_present() || !pte.is_leaf_at(level) {
+            return None;
+        }
+        let mut flags = pte.leaf_flags(level);
+        if !pge {
+            flags = flags.difference(PteFlags::GLOBAL);
+        }
+        Some(TlbEntry {
+            vpn: (va.0 & ((1u64 << 57) - 1)) >> size.shift(),
+            pcid,
+            size,
+            frame: pte.frame(size, maxphyaddr),
+            flags,
+        })
     }
 
     #[inline]
@@ -268,25 +308,19 @@ impl Tlb {
     /// allows it for other PCIDs; the model drops all PCIDs' entries.
     /// Without CR4.PCIDE (the platform here) the two are the same.
     pub fn invlpg(&mut self, va: VirtAddr) {
-        let v = va.0 & ((1u64 << 57) - 1);
-        self.b4k.retain(|e| e.vpn != v >> 12);
-        self.b2m.retain(|e| e.vpn != v >> 21);
-        self.b1g.retain(|e| e.vpn != v >> 30);
+        self.b4k.retain(|e| !e.covers(va));
+        self.b2m.retain(|e| !e.covers(va));
+        self.b1g.retain(|e| !e.covers(va));
     }
 
     /// A write of `new_cr3` to CR3 (`pcide` = CR4.PCIDE): without PCIDs
     /// drops all non-global entries; with PCIDs drops the non-global
     /// entries of the new PCID unless bit 63 (no-flush) is set.
     pub fn write_cr3(&mut self, new_cr3: u64, pcide: bool) {
-        if !pcide {
-            self.flush_non_global();
-        } else if new_cr3 & (1 << 63) == 0 {
-            let pcid = (new_cr3 & 0xfff) as u16;
-            let keep = |e: &TlbEntry| e.is_global() || e.pcid != pcid;
-            self.b4k.retain(keep);
-            self.b2m.retain(keep);
-            self.b1g.retain(keep);
-        }
+        let keep = |e: &TlbEntry| !e.dropped_by_cr3_write(new_cr3, pcide);
+        self.b4k.retain(keep);
+        self.b2m.retain(keep);
+        self.b1g.retain(keep);
     }
 
     /// Drops all non-global entries of every PCID.

@@ -217,6 +217,8 @@ pub struct Inspector {
     /// Inspecting a saved state, not a live VM: why the views and checks
     /// that need KVM or the host's mappings cannot run.
     offline: Option<String>,
+    /// `--verify tlb`'s replay, carried from checkpoint to checkpoint.
+    tlb: super::tlbcheck::TlbState,
 }
 
 #[derive(Serialize)]
@@ -260,6 +262,7 @@ impl Inspector {
             last_checkpoint: None,
             exits: None,
             offline: None,
+            tlb: Default::default(),
         }
     }
 
@@ -707,6 +710,7 @@ impl Inspector {
                     }
                 }
                 Check::Swap => swapcheck::swap(gs, &roots, self.cfg.swap_file.as_deref()),
+                Check::Tlb => super::tlbcheck::check(&mut self.tlb, &mem, gs, &ctx, &self.symbols),
                 _ => match gs.access_records() {
                     Ok(recs) => invariants::access(&phys, &ctx, &recs),
                     Err(e) => CheckResult::could_not_run(c, format!("the access records are unreadable: {e}")),

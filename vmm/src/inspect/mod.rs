@@ -27,6 +27,7 @@ pub mod physmap;
 pub mod spec;
 pub mod stage2;
 pub mod swapcheck;
+pub mod tlbcheck;
 pub mod verify;
 pub mod views;
 

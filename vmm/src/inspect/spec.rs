@@ -247,11 +247,15 @@ pub enum Check {
     /// list, the lists' counts agree; every private user page mapped or in
     /// the swap cache is on a list.
     Lru,
+    /// No access would have used a stale TLB entry on hardware: the
+    /// guest's per-CPU record of page-table changes, flushes, frees and
+    /// returns to user mode, replayed (mm-core's `paging::tlbtrace`).
+    Tlb,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::Kvm,
         Check::Wx,
         Check::TextRo,
@@ -264,10 +268,11 @@ impl Check {
         Check::Isolation,
         Check::Swap,
         Check::Lru,
+        Check::Tlb,
     ];
 
     /// The checks that read the guest's descriptor.
-    pub const DESCRIPTOR: [Check; 8] = [
+    pub const DESCRIPTOR: [Check; 9] = [
         Check::FreedMapped,
         Check::PtOwner,
         Check::Access,
@@ -276,6 +281,7 @@ impl Check {
         Check::Isolation,
         Check::Swap,
         Check::Lru,
+        Check::Tlb,
     ];
 
     /// The name `--verify` and reports use.
@@ -293,6 +299,7 @@ impl Check {
             Check::Isolation => "isolation",
             Check::Swap => "swap",
             Check::Lru => "lru",
+            Check::Tlb => "tlb",
         }
     }
 }
