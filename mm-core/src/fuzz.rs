@@ -118,8 +118,11 @@ pub fn elf(data: &[u8]) {
     assert!(e.loads().count() as u64 <= e.phnum);
 }
 
-/// The targets by name (the folder names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's body: one input in, a panic on a bug.
+pub type Body = fn(&[u8]);
+
+/// The targets by name (the folder names under `fuzz/corpus/`), each with its body.
+pub const TARGETS: &[(&str, Body)] = &[
     ("walker", walker),
     #[cfg(any(test, feature = "arbitrary"))]
     ("alloc", alloc),

@@ -85,7 +85,7 @@ put("vmm", "gdb", "write-and-run", attach + pkt(b"M10000,2:9090") + pkt(b"G" + b
 put("vmm", "gdb", "noise", b"hello+-" + pkt(b"g")[:-1] + b"z" + b"$?#00" + b"$m0,4$?#3f" + pkt(b"qC"))
 put("vmm", "gdb", "monitor-args", b"pt $pc + 8 kernel::kmain - 0x10  -  $sp+ 4\tmem")
 
-# vmm ports: tag % 6 picks the step (0 out, 1 in, 2 mmio write, 3 mmio
+# vmm ports: (tag & 7) % 6 picks the step (0 out, 1 in, 2 mmio write, 3 mmio
 # read, 4 RAM write, 5 console input); width from tag >> 3 (1 2 4 8).
 W = {1: 0, 2: 1, 4: 2, 8: 3}
 out = lambda idx, v, w=1: bytes([0 | W[w] << 3]) + struct.pack("<H", idx) + v.to_bytes(w, "little")

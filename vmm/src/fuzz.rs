@@ -196,13 +196,14 @@ fn width(sel: u8, max: usize) -> usize {
     [1, 2, 4, 8][sel as usize % 4].min(max)
 }
 
-/// Decodes the `ports` workload: a tag byte per step (`tag % 6`), then the
-/// step's fields, little-endian.
+/// Decodes the `ports` workload: a tag byte per step (its kind
+/// `(tag & 7) % 6`, its width `tag >> 3`), then the step's fields,
+/// little-endian.
 fn port_ops(data: &[u8]) -> Vec<PortOp<'_>> {
     let mut i = Input(data);
     let mut ops = Vec::new();
     while let Some(tag) = i.u8() {
-        ops.push(match tag % 6 {
+        ops.push(match (tag & 7) % 6 {
             0 => {
                 let port = i.port();
                 let w = width(tag >> 3, 4);
@@ -245,6 +246,26 @@ fn backing() -> BackingFile {
 /// of the swap device with rings and requests in guest RAM the input
 /// writes. The bounds the bus promises must hold.
 pub fn ports(data: &[u8]) {
+    let _ = ports_run(data);
+}
+
+/// What a `ports` run did, for the tests that check the seeds reach deep.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PortsSummary {
+    /// Results-channel records and malformed lines.
+    pub records: usize,
+    /// Malformed results lines.
+    pub malformed: usize,
+    /// Checkpoint names completed.
+    pub checkpoints: Vec<String>,
+    /// The used ring's index at guest-physical 0x3002 at the end (the
+    /// seeds put the used ring at 0x3000): requests the device completed.
+    pub used_idx: u16,
+}
+
+/// [`ports`], returning what happened.
+pub fn ports_run(data: &[u8]) -> PortsSummary {
+    let mut summary = PortsSummary::default();
     let mem: crate::memory::GuestMem =
         Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), PORTS_RAM as usize)]).expect("anonymous guest RAM"));
     let (console, out) = SerialConsole::captured();
@@ -264,6 +285,7 @@ pub fn ports(data: &[u8]) {
                     PortAction::Checkpoint(name) => {
                         assert!(name.chars().count() <= CHECKPOINT_NAME_MAX, "checkpoint name past the cap");
                         let _ = escape(&name);
+                        summary.checkpoints.push(name);
                     }
                     PortAction::Exit(_) | PortAction::Descriptor(_) | PortAction::Continue => {}
                 }
@@ -297,6 +319,10 @@ pub fn ports(data: &[u8]) {
         let _ = (escape(&rec.group), escape(&rec.name), escape(&rec.detail));
     }
     assert!(out.lock().map(|o| o.len()).unwrap_or(0) <= written, "COM1 printed more than was written");
+    summary.records = r.records.len();
+    summary.malformed = r.malformed.len();
+    summary.used_idx = mem.read_obj(GuestAddress(0x3002)).unwrap_or(0);
+    summary
 }
 
 /// Where the `guest_state` target puts the descriptor.
@@ -349,13 +375,27 @@ pub fn guest_state(data: &[u8]) {
     }
 }
 
-/// The targets by name (the folder names under `vmm/fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] =
+/// A target's body: one input in, a panic on a bug.
+pub type Body = fn(&[u8]);
+
+/// The targets by name (the folder names under `fuzz/corpus/`), each with its body.
+pub const TARGETS: &[(&str, Body)] =
     &[("kernel_elf", kernel_elf), ("gdb", gdb), ("ports", ports), ("guest_state", guest_state)];
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    /// The seeds reach past the first checks: records, checkpoint names,
+    /// and a virtio-blk read request completed through the used ring.
+    #[test]
+    fn ports_seeds_reach_the_devices() {
+        let seed =
+            |n: &str| std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ports").join(n)).unwrap();
+        let s = super::ports_run(&seed("results-checkpoints-symbols"));
+        assert_eq!((s.records, s.malformed, s.checkpoints), (2, 1, vec!["cow-shared".to_string()]));
+        assert_eq!(super::ports_run(&seed("virtio-read-request")).used_idx, 1);
+    }
 
     /// Every committed corpus file of every target goes through its body:
     /// the seeds and the reproducers of bugs fuzzing found stay fixed.
