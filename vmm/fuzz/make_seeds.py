@@ -60,7 +60,7 @@ strtab = b"\0kmain\0start\0"
 symtab = bytes(24) + sym(1, 0x100000, 8) + sym(7, 0x100008, 9)
 kern = elf(2, 0x100000, [(PT_LOAD, 5, 0x1000, 0x100000, 0x100000, len(code), 0x2000, 0x1000)],
            body=bytes(0x1000 - 64 - 56) + code,
-           sections=[(b".text", 1, code, 0, 0), (b".symtab", 2, symtab, 2, 24), (b".strtab", 3, strtab, 0, 0)])
+           sections=[(b".text", 1, code, 0, 0), (b".symtab", 2, symtab, 3, 24), (b".strtab", 3, strtab, 0, 0)])
 put("vmm", "kernel_elf", "kernel-with-symbols", kern)
 put("vmm", "kernel_elf", "entry-outside", kern[:24] + struct.pack("<Q", 0x300000) + kern[32:])
 k32 = bytearray(kern); k32[4] = 1

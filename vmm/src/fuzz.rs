@@ -230,13 +230,17 @@ fn port_ops(data: &[u8]) -> Vec<PortOp<'_>> {
     ops
 }
 
-/// The swap device's backing file for the `ports` target (one per
-/// process, the smallest size the device takes; sparse).
+/// A fresh swap device backing file for one `ports` run: the smallest
+/// size the device takes, sparse, and unlinked at once (the open file
+/// lives on until the run drops it, nothing is left in the temp folder).
 fn backing() -> BackingFile {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
     let path = PATH.get_or_init(|| std::env::temp_dir().join(format!("mmemu-fuzz-blk-{}", std::process::id())));
-    BackingFile::open(&SwapConfig { path: path.clone(), size: Some(MIN_SIZE), fail_writes: None })
-        .expect("the fuzz target's backing file in the temp directory")
+    let _ = std::fs::remove_file(path);
+    let f = BackingFile::open(&SwapConfig { path: path.clone(), size: Some(MIN_SIZE), fail_writes: None })
+        .expect("the fuzz target's backing file in the temp directory");
+    let _ = std::fs::remove_file(path);
+    f
 }
 
 /// `ports`: what a guest writes and reads on its ports and MMIO: the
@@ -395,6 +399,22 @@ mod tests {
         let s = super::ports_run(&seed("results-checkpoints-symbols"));
         assert_eq!((s.records, s.malformed, s.checkpoints), (2, 1, vec!["cow-shared".to_string()]));
         assert_eq!(super::ports_run(&seed("virtio-read-request")).used_idx, 1);
+    }
+
+    /// The kernel seed passes the checks, names its entry from its own
+    /// symbol table and loads.
+    #[test]
+    fn kernel_seed_loads() {
+        let b = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/kernel_elf/kernel-with-symbols"))
+            .unwrap();
+        let k = super::KernelImage::from_bytes(b, "seed".into()).unwrap();
+        assert_eq!((k.entry, k.phys_end), (0x100000, 0x102000));
+        assert!(k.symbols.describe(0x100004).starts_with("kmain"), "{}", k.symbols.describe(0x100004));
+        let ram = super::GuestMemoryMmap::from_ranges(&[(super::GuestAddress(0), super::KERNEL_RAM as usize)]).unwrap();
+        k.load(&ram, super::KERNEL_RAM).unwrap();
+        let mut code = [0u8; 17];
+        super::Bytes::read_slice(&ram, &mut code, super::GuestAddress(0x100000)).unwrap();
+        assert_eq!(code[16], 0xf4);
     }
 
     /// Every committed corpus file of every target goes through its body:
