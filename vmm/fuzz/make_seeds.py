@@ -134,3 +134,12 @@ for n in (64, 512, 2048):
     put("mm-core", "alloc", "random-%d" % n, rand(n))
     put("mm-core", "descriptor", "random-%d" % n, rand(n))
 put("mm-core", "descriptor", "header", b"MMEMUDSC" + struct.pack("<I", 5) + bytes(2036))
+
+# vmm snapshot: the one-page snapshot is written by the unit test
+# (MMEMU_WRITE_SNAPSHOT_SEED=1 cargo test -p vmm --lib snapshot_seed);
+# cut copies of it here.
+core = os.path.join(ROOT, "vmm", "fuzz", "corpus", "snapshot", "one-page-guest")
+if os.path.exists(core):
+    b = open(core, "rb").read()
+    put("vmm", "snapshot", "truncated-notes", b[:700])
+    put("vmm", "snapshot", "truncated-ram", b[:len(b) - 100])

@@ -329,6 +329,34 @@ pub fn ports_run(data: &[u8]) -> PortsSummary {
     summary
 }
 
+/// `snapshot`: a file handed to `vmm inspect FILE` (an ELF core file the
+/// VMM wrote, or anything else): the reader's checks, the mapping of its
+/// RAM regions, and when it opens, reads through the saved vCPU's paging
+/// and the guest's descriptor, as the offline views start. A file the
+/// reader accepts must map no byte past its end.
+pub fn snapshot(data: &[u8]) {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let path = PATH.get_or_init(|| std::env::temp_dir().join(format!("mmemu-fuzz-core-{}", std::process::id())));
+    if std::fs::write(path, data).is_err() {
+        return;
+    }
+    let core = CoreFile::open(path);
+    // The mappings keep the file's pages; nothing is left in the folder.
+    let _ = std::fs::remove_file(path);
+    let Ok(core) = core else { return };
+    let mapped: u64 = core.meta.regions.iter().map(|r| r.size).sum();
+    assert!(mapped <= data.len() as u64, "mapped {mapped:#x} bytes of a {:#x}-byte file", data.len());
+    let mode = crate::inspect::address_mode(&core.vcpu.regs, &core.vcpu.sregs);
+    let mut buf = [0u8; 64];
+    let _ = crate::inspect::read_linear(&core.mem, &mode, core.vcpu.regs.rip, &mut buf);
+    let _ = crate::inspect::read_linear(&core.mem, &mode, core.vcpu.regs.rsp, &mut buf);
+    let ctx = CpuContext::kernel(PhysAddr(core.vcpu.sregs.cr3));
+    if let Ok(gs) = GuestState::read(&core.mem, core.meta.descriptor_pa, &ctx) {
+        let _ = mmviews::buddyinfo(&gs).render();
+    }
+    let _ = escape(&core.meta.checkpoint);
+}
+
 /// Where the `guest_state` target puts the descriptor.
 const DESC_PA: u64 = 0x1000;
 /// Guest RAM of the `guest_state` target.
@@ -384,7 +412,7 @@ pub type Body = fn(&[u8]);
 
 /// The targets by name (the folder names under `fuzz/corpus/`), each with its body.
 pub const TARGETS: &[(&str, Body)] =
-    &[("kernel_elf", kernel_elf), ("gdb", gdb), ("ports", ports), ("guest_state", guest_state)];
+    &[("kernel_elf", kernel_elf), ("snapshot", snapshot), ("gdb", gdb), ("ports", ports), ("guest_state", guest_state)];
 
 #[cfg(test)]
 mod tests {
@@ -415,6 +443,25 @@ mod tests {
         let mut code = [0u8; 17];
         super::Bytes::read_slice(&ram, &mut code, super::GuestAddress(0x100000)).unwrap();
         assert_eq!(code[16], 0xf4);
+    }
+
+    /// The snapshot seed is one `vmm run --snapshot-at` would write (of a
+    /// one-page guest): it opens. Rewrite it with
+    /// `MMEMU_WRITE_SNAPSHOT_SEED=1 cargo test -p vmm --lib snapshot_seed`.
+    #[test]
+    fn snapshot_seed_opens() {
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot/one-page-guest");
+        if std::env::var_os("MMEMU_WRITE_SNAPSHOT_SEED").is_some() {
+            let core = super::tiny_core();
+            let mem = super::GuestMemoryMmap::from_ranges(&[(super::GuestAddress(0), 4096)]).unwrap();
+            let mut page = vec![0u8; 4096];
+            super::Bytes::read_slice(&*core.mem, &mut page, super::GuestAddress(0x1000)).unwrap();
+            super::Bytes::write_slice(&mem, &page, super::GuestAddress(0)).unwrap();
+            let info = crate::snapshot::SnapshotInfo { checkpoint: "seed".into(), ..Default::default() };
+            crate::snapshot::write(&seed, &mem, &core.vcpu.regs, &core.vcpu.sregs, &info).unwrap();
+        }
+        let core = crate::snapshot::CoreFile::open(&seed).unwrap();
+        assert_eq!((core.meta.checkpoint.as_str(), core.vcpu.regs.rip), ("seed", 0x10000));
     }
 
     /// Every committed corpus file of every target goes through its body:
