@@ -118,6 +118,31 @@ pub fn elf(data: &[u8]) {
     assert!(e.loads().count() as u64 <= e.phnum);
 }
 
+/// `acpi`: the guest's MADT reader (`acpi::read_madt`) on physical memory
+/// that is the input (the RSDP at the address its first two bytes give,
+/// little-endian, modulo the input's length): whatever the tables say,
+/// no panic, no read outside what the callback offers, at most
+/// [`crate::acpi::MAX_CPUS`] CPUs.
+pub fn acpi(data: &[u8]) {
+    let rsdp = match data {
+        [a, b, ..] => u64::from(u16::from_le_bytes([*a, *b])) % data.len() as u64,
+        _ => 0,
+    };
+    let mut read = |pa: u64, buf: &mut [u8]| -> bool {
+        let Ok(at) = usize::try_from(pa) else { return false };
+        match at.checked_add(buf.len()).and_then(|end| data.get(at..end)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    };
+    if let Ok(t) = crate::acpi::read_madt(rsdp, &mut read) {
+        assert!(t.ids().len() <= crate::acpi::MAX_CPUS);
+    }
+}
+
 /// A target's body: one input in, a panic on a bug.
 pub type Body = fn(&[u8]);
 
@@ -128,6 +153,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("alloc", alloc),
     ("descriptor", descriptor),
     ("elf", elf),
+    ("acpi", acpi),
 ];
 
 #[cfg(test)]
@@ -136,6 +162,22 @@ mod tests {
 
     /// Every committed corpus file of every target goes through its body:
     /// the seeds and the reproducers of bugs fuzzing found stay fixed.
+    /// The ACPI seeds are tables the reader accepts (the RSDP 2.0 and 1.0
+    /// paths), so fuzzing starts past the checksums.
+    #[test]
+    fn acpi_seeds_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/acpi");
+        for name in ["rsdp2-xsdt-madt", "rsdp1-rsdt-madt"] {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            let mut read = |pa: u64, buf: &mut [u8]| {
+                let at = pa as usize;
+                data.get(at..at + buf.len()).map(|s| buf.copy_from_slice(s)).is_some()
+            };
+            let t = crate::acpi::read_madt(0x40, &mut read).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(t.ids(), &[0, 1, 7], "{name}");
+        }
+    }
+
     #[test]
     fn corpus_replays() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");

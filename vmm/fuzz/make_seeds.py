@@ -143,3 +143,29 @@ if os.path.exists(core):
     b = open(core, "rb").read()
     put("vmm", "snapshot", "truncated-notes", b[:700])
     put("vmm", "snapshot", "truncated-ram", b[:len(b) - 100])
+
+# mm-core acpi: memory with an RSDP (v2) at 0x40, an XSDT at 0x80 and a
+# MADT at 0x100 listing two enabled local APICs and an x2APIC; the first
+# two bytes give the RSDP's address. A v1 RSDP with an RSDT too.
+def csum(b):
+    return (-sum(b)) & 0xff
+def sdt(sig, body):
+    h = bytearray(sig + struct.pack("<IB", 36 + len(body), 1) + b"\0" + b"MMEMU " + b"MMEMUTBL" + struct.pack("<I", 1) + b"MMEU" + struct.pack("<I", 1))
+    t = h + body
+    t[9] = csum(t)
+    return bytes(t)
+madt = sdt(b"APIC", struct.pack("<II", 0xfee00000, 1) + bytes([0, 8, 0, 0]) + struct.pack("<I", 1) + bytes([0, 8, 1, 1]) + struct.pack("<I", 1) + bytes([9, 16, 0, 0]) + struct.pack("<III", 7, 1, 7))
+def mem_with(rsdp, root):
+    m = bytearray(0x200)
+    m[0:2] = struct.pack("<H", 0x40)
+    m[0x40:0x40 + len(rsdp)] = rsdp
+    m[0x80:0x80 + len(root)] = root
+    m[0x100:0x100 + len(madt)] = madt
+    return bytes(m)
+r2 = bytearray(b"RSD PTR " + b"\0" + b"MMEMU " + bytes([2]) + struct.pack("<I", 0x80) + struct.pack("<IQ", 36, 0x80) + b"\0\0\0\0")
+r2[8] = csum(r2[:20]); r2[32] = csum(r2)
+put("mm-core", "acpi", "rsdp2-xsdt-madt", mem_with(bytes(r2), sdt(b"XSDT", struct.pack("<Q", 0x100))))
+r1 = bytearray(b"RSD PTR " + b"\0" + b"MMEMU " + bytes([0]) + struct.pack("<I", 0x80))
+r1[8] = csum(r1)
+put("mm-core", "acpi", "rsdp1-rsdt-madt", mem_with(bytes(r1), sdt(b"RSDT", struct.pack("<I", 0x100))))
+put("mm-core", "acpi", "random", rand(512))
