@@ -50,8 +50,16 @@ fn main() {
     let root = manifest.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
 
-    let kernel = build(&root.join("guest"), "kernel", &out_dir);
-    let firmware = build(&root.join("firmware"), "firmware", &out_dir);
+    // cargo-fuzz builds the VMM (vmm/fuzz) with `--cfg fuzzing`: its
+    // targets never boot a guest, so they embed empty images instead of
+    // building the guest and firmware again with the fuzzer's toolchain.
+    let (kernel, firmware) = if std::env::var_os("CARGO_CFG_FUZZING").is_some() {
+        let empty = out_dir.join("empty.elf");
+        std::fs::write(&empty, b"").expect("OUT_DIR is writable");
+        (empty.clone(), empty)
+    } else {
+        (build(&root.join("guest"), "kernel", &out_dir), build(&root.join("firmware"), "firmware", &out_dir))
+    };
     println!("cargo:rustc-env=MMEMU_GUEST_ELF={}", kernel.display());
     println!("cargo:rustc-env=MMEMU_FIRMWARE_ELF={}", firmware.display());
     println!("cargo:rustc-env=MMEMU_VERSION={}", version(&root));

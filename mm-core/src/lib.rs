@@ -22,7 +22,10 @@ pub mod addr;
 pub mod buddy;
 pub mod compaction;
 pub mod descriptor;
+pub mod elf;
 pub mod fmt;
+#[cfg(any(test, feature = "std"))]
+pub mod fuzz;
 pub mod lru;
 pub mod mem;
 pub mod page_ext;

@@ -9,12 +9,14 @@
 //! [`cli`] is the command line, [`snapshot`] writes and reads snapshot
 //! files (ELF core files of guest RAM and vCPU) for offline inspection,
 //! [`profile`] counts the guest kernel's instructions, [`web`] is the live
-//! web view and [`progress`] the terminal's progress line.
+//! web view and [`progress`] the terminal's progress line; [`fuzz`] holds
+//! the fuzz targets' bodies.
 
 pub mod boot;
 pub mod cli;
 pub mod devices;
 pub mod eventloop;
+pub mod fuzz;
 pub mod gdb;
 pub mod inspect;
 pub mod kvm;

@@ -159,7 +159,7 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
     }
     let bias = if elf.etype == 3 { ET_DYN_BASE } else { 0 };
     elf.check_loads(bias, super::mm::TASK_SIZE).map_err(noexec)?;
-    let phdr = elf.phdr_vaddr().ok_or(noexec("the program headers are not in a loaded segment"))? + bias;
+    let phdr = elf.phdr_vaddr_biased(bias).ok_or(noexec("the program headers are not in a loaded segment"))?;
     let mut mm = MmStruct::new().ok_or((-ENOMEM, "out of memory"))?;
     let entry = match mm.load_elf_at(image, bias) {
         Ok(e) => e,

@@ -81,9 +81,11 @@ impl SwapEntry {
 
     /// The swap entry a PTE holds (`pte_to_swp_entry`), with its flag bits
     /// (see [`SwapEntry::pte_flags`]) dropped; `None` for a present or
-    /// none PTE, or one with bits no swap PTE has (P, bits 4..8).
+    /// none PTE, or one with bits no swap PTE has (P, bits 4..8), or with
+    /// flag bits alone (the entry they leave, all zero, is the none
+    /// encoding [`SwapEntry::new`] never makes).
     pub const fn from_pte(pte: Pte) -> Option<Self> {
-        if pte.0 == 0 || pte.0 & 0x1f1 != 0 {
+        if pte.0 & !SWP_FLAGS == 0 || pte.0 & 0x1f1 != 0 {
             return None;
         }
         Some(SwapEntry(pte.0 & !SWP_FLAGS))
@@ -109,6 +111,20 @@ pub const fn is_swap_pte(pte: Pte) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the `walker` fuzz target (reproducer in
+    /// mm-core/fuzz/corpus/walker/flags-only-swap-pte): a non-present PTE
+    /// with only swap flag bits (soft-dirty here) decoded as the entry of
+    /// type 0 and the last offset, an entry no swap area hands out and
+    /// `SwapEntry::new` refuses.
+    #[test]
+    fn flag_bits_alone_are_no_swap_entry() {
+        for flags in [SWP_SOFT_DIRTY, SWP_UFFD_WP, SWP_EXCLUSIVE, SWP_FLAGS] {
+            assert_eq!(SwapEntry::from_pte(Pte(flags)), None, "{flags:#x}");
+        }
+        let e = SwapEntry::new(0, 5).unwrap();
+        assert_eq!(SwapEntry::from_pte(e.to_pte(SWP_SOFT_DIRTY)), Some(e));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

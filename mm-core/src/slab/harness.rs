@@ -57,12 +57,75 @@ fn fail<T>(what: String) -> Result<T, String> {
     Err(what)
 }
 
+/// One step of the workload. `cpu` picks the CPU (modulo the harness's
+/// two); `arg` is the step's parameter, read as each variant says. The
+/// fuzz target builds these with `arbitrary`; [`run`] decodes them from
+/// raw bytes, three per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// `alloc_pages`: order `arg % 11`, watermark policy `(arg >> 8) % 3`.
+    AllocPages { cpu: u8, arg: u16 },
+    /// `free_pages` of the live block `arg` (modulo their number).
+    FreePages { cpu: u8, arg: u16 },
+    /// `kmalloc` of `1 + arg % 20000` bytes.
+    Kmalloc { cpu: u8, arg: u16 },
+    /// `kfree` of the live object `arg`.
+    Kfree { cpu: u8, arg: u16 },
+    /// `vmalloc` of `1 + arg % 32` pages aligned to `4 KiB << ((arg >> 8) % 5)`.
+    Vmalloc { cpu: u8, arg: u16 },
+    /// `vfree` of the live area `arg`.
+    Vfree { cpu: u8, arg: u16 },
+    /// A free of something not live (see `bad_free`), which must fail.
+    BadFree { cpu: u8, arg: u16 },
+    /// `arg % 3`: drain the pcp lists, flush the CPU's slab, shrink all.
+    Drain { cpu: u8, arg: u16 },
+}
+
 /// Decodes `data` into alloc/free operations and runs them, checking after
 /// every step. The first byte picks the slab debug flags. Returns the
 /// first violated invariant as an error.
 pub fn run(data: &[u8]) -> Result<Summary, String> {
     let mut input = Bytes(data);
-    let flags = match input.u8().unwrap_or(0) % 4 {
+    let mode = input.u8().unwrap_or(0);
+    let mut ops = Vec::new();
+    while ops.len() < MAX_OPS {
+        let Some(code) = input.u8() else { break };
+        let arg = input.u16().unwrap_or(0);
+        let cpu = code >> 4;
+        ops.push(match code % 8 {
+            0 => Op::AllocPages { cpu, arg },
+            1 => Op::FreePages { cpu, arg },
+            2 => Op::Kmalloc { cpu, arg },
+            3 => Op::Kfree { cpu, arg },
+            4 => Op::Vmalloc { cpu, arg },
+            5 => Op::Vfree { cpu, arg },
+            6 => Op::BadFree { cpu, arg },
+            _ => Op::Drain { cpu, arg },
+        });
+    }
+    run_ops(mode, &ops)
+}
+
+/// The fuzz target's body: `data` read with `arbitrary` as a mode byte
+/// and a sequence of [`Op`]s, then [`run_ops`]. Input `arbitrary` cannot
+/// read is an empty run.
+#[cfg(any(test, feature = "arbitrary"))]
+pub fn run_arbitrary(data: &[u8]) -> Result<Summary, String> {
+    let mut u = arbitrary::Unstructured::new(data);
+    let Ok(mode) = u.arbitrary::<u8>() else { return Ok(Summary::default()) };
+    let ops: Vec<Op> = match u.arbitrary_iter::<Op>() {
+        Ok(it) => it.map_while(Result::ok).take(MAX_OPS).collect(),
+        Err(_) => Vec::new(),
+    };
+    run_ops(mode, &ops)
+}
+
+/// Runs `ops` (at most [`MAX_OPS`] of them) on fresh allocators, checking
+/// every step against the model; `mode % 4` picks the slab debug flags
+/// (none, none, red zones, full debug).
+pub fn run_ops(mode: u8, ops: &[Op]) -> Result<Summary, String> {
+    let flags = match mode % 4 {
         0 | 1 => SlabFlags::NONE,
         2 => SlabFlags::RED_ZONE,
         _ => SlabFlags::DEBUG,
@@ -83,13 +146,19 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
     let mut areas: BTreeMap<u64, u64> = BTreeMap::new(); // start -> reserved
     let mut sum = Summary::default();
 
-    while sum.ops < MAX_OPS {
-        let Some(code) = input.u8() else { break };
-        let arg = input.u16().unwrap_or(0);
-        let cpu = (code as usize >> 4) % NR_CPUS;
+    for &op in ops.iter().take(MAX_OPS) {
+        let (Op::AllocPages { cpu, arg }
+        | Op::FreePages { cpu, arg }
+        | Op::Kmalloc { cpu, arg }
+        | Op::Kfree { cpu, arg }
+        | Op::Vmalloc { cpu, arg }
+        | Op::Vfree { cpu, arg }
+        | Op::BadFree { cpu, arg }
+        | Op::Drain { cpu, arg }) = op;
+        let cpu = cpu as usize % NR_CPUS;
         sum.ops += 1;
-        match code % 8 {
-            0 => {
+        match op {
+            Op::AllocPages { .. } => {
                 let order = (arg % 11) as u8;
                 let wmark =
                     [WmarkPolicy::Normal, WmarkPolicy::Atomic, WmarkPolicy::NoWatermarks][(arg >> 8) as usize % 3];
@@ -103,13 +172,13 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                     sum.allocs += 1;
                 }
             }
-            1 => {
+            Op::FreePages { .. } => {
                 if let Some((&pfn, &order)) = nth(&pages, arg) {
                     buddy.free_pages(cpu, pfn, order).map_err(|e| format!("free of a live block: {e}"))?;
                     pages.remove(&pfn);
                 }
             }
-            2 => {
+            Op::Kmalloc { .. } => {
                 let size = 1 + (arg as u64 % 20_000);
                 if let Ok(a) = slab.kmalloc(&mut buddy, &mut mem, cpu, size, crate::buddy::GFP_KERNEL) {
                     check_disjoint(&objects, a.0, size, |s| s)?;
@@ -120,7 +189,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                     sum.allocs += 1;
                 }
             }
-            3 => {
+            Op::Kfree { .. } => {
                 if let Some((&a, _)) = nth(&objects, arg) {
                     if mem.read_u64(PhysAddr(a)).map_err(|e| format!("{e}"))? != stamp(a) {
                         return fail(format!("object {a:#x} was overwritten while allocated"));
@@ -130,7 +199,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                     objects.remove(&a);
                 }
             }
-            4 => {
+            Op::Vmalloc { .. } => {
                 let n = 1 + (arg as u64 % 32);
                 let align = PAGE_SIZE << ((arg >> 8) % 5);
                 if let Ok(v) = vmap.alloc(n * PAGE_SIZE, align, "harness") {
@@ -142,7 +211,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                     sum.allocs += 1;
                 }
             }
-            5 => {
+            Op::Vfree { .. } => {
                 if let Some((&a, &r)) = nth(&areas, arg) {
                     let area = vmap.free(VirtAddr(a)).map_err(|e| format!("vfree of a live area: {e}"))?;
                     if area.reserved != r {
@@ -151,7 +220,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                     areas.remove(&a);
                 }
             }
-            6 => {
+            Op::BadFree { .. } => {
                 sum.bad_frees += 1;
                 let world = World {
                     buddy: &mut buddy,
@@ -163,7 +232,7 @@ pub fn run(data: &[u8]) -> Result<Summary, String> {
                 };
                 bad_free(world, flags, cpu, arg)?;
             }
-            _ => match arg % 3 {
+            Op::Drain { .. } => match arg % 3 {
                 0 => buddy.drain_pages(cpu).map_err(|e| format!("{e}"))?,
                 1 => slab.flush_cpu(&mut buddy, &mut mem, cpu).map_err(|e| format!("{e}"))?,
                 _ => slab.shrink_all(&mut buddy, &mut mem).map_err(|e| format!("{e}"))?,

@@ -123,6 +123,13 @@ impl KernelImage {
         Self::parse(Cow::Owned(bytes), format!("kernel file {}", path.display()))
     }
 
+    /// A kernel image already in memory (`name` says where it came from,
+    /// for messages): the checks [`KernelImage::from_file`] makes after
+    /// reading the file.
+    pub fn from_bytes(bytes: Vec<u8>, name: String) -> Result<Self, KernelError> {
+        Self::parse(Cow::Owned(bytes), name)
+    }
+
     fn parse(bytes: Cow<'static, [u8]>, name: String) -> Result<Self, KernelError> {
         let fail = |detail: String| KernelError::Format { what: name.clone(), detail };
         let b: &[u8] = &bytes;

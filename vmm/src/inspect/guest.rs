@@ -278,7 +278,10 @@ impl<'m> GuestState<'m> {
         let mut holes: Vec<(u64, u64)> = Vec::new();
         while off < total {
             let va = base + off;
-            let chunk_end = ((va | (CHUNK - 1)) + 1 - base).min(total);
+            // The chunk ends at the next 2 MiB boundary, or at the end of
+            // the array when that boundary is past the top of the address
+            // space (a vmemmap the guest put in the last 2 MiB).
+            let chunk_end = (va | (CHUNK - 1)).checked_add(1).map_or(total, |e| (e - base).min(total));
             let len = (chunk_end - off) as usize;
             let data = &mut buf[..len];
             data.fill(0);
@@ -510,5 +513,24 @@ mod tests {
         assert_eq!(zone_of(0xfff), 0);
         assert_eq!(zone_of(0x1000), 1);
         assert_eq!(zone_of(0x10_0000), 2);
+    }
+
+    /// Found by the `guest_state` fuzz target (reproducer in
+    /// vmm/fuzz/corpus/guest_state/vmemmap-at-the-top): a vmemmap in the
+    /// last 2 MiB of the address space overflowed the rounding of its
+    /// first chunk's end (a panic in a debug build of the VMM).
+    #[test]
+    fn a_vmemmap_at_the_top_of_the_address_space_is_read() {
+        use mm_core::descriptor::{MmDescriptor, Wire};
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 10)]).unwrap();
+        let mut d = MmDescriptor::new();
+        d.nr_pfns = 2;
+        d.vmemmap_va = u64::MAX - 2 * PAGE_DESC_SIZE as u64;
+        let mut b = vec![0u8; DESCRIPTOR_SIZE];
+        d.encode(&mut b);
+        mem.write_slice(&b, GuestAddress(0x1000)).unwrap();
+        let gs = GuestState::read(&mem, Some(0x1000), &CpuContext::kernel(mm_core::addr::PhysAddr(0))).unwrap();
+        assert!(gs.blocks.is_empty());
+        assert!(!gs.problems.is_empty(), "the unmapped vmemmap is noted");
     }
 }

@@ -446,7 +446,9 @@ pub fn e820_total(mem: &GuestMemoryMmap) -> u64 {
 
 /// Adds up the blocks by owner.
 pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
-    let kb = |pages: u64| pages * 4;
+    // Saturating: the descriptor's own counts (deferred and boot-table
+    // pages) are whatever the guest wrote.
+    let kb = |pages: u64| pages.saturating_mul(4);
     let (mut managed, mut free, mut pcp, mut slab, mut pt, mut vm, mut user, mut large, mut res, mut other, mut cache) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut hugetlb = 0u64;
@@ -476,14 +478,14 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
     MeminfoReport {
         mem_total_kb: total >> 10,
         mem_free_kb: kb(free + pcp),
-        mem_available_kb: kb(free + pcp + deferred),
+        mem_available_kb: kb((free + pcp).saturating_add(deferred)),
         vmalloc_total_kb: gs.desc.vmalloc_va.end.saturating_sub(gs.desc.vmalloc_va.start) >> 10,
         pcp_kb: kb(pcp),
         managed_kb: kb(managed),
         deferred_kb: kb(deferred),
         allocated_kb: kb(managed - free - pcp),
         slab_kb: kb(slab),
-        page_tables_kb: kb(pt + boot_tables),
+        page_tables_kb: kb(pt.saturating_add(boot_tables)),
         boot_page_tables_kb: kb(boot_tables),
         vmalloc_kb: kb(vm),
         user_anon_kb: kb(user),
@@ -496,7 +498,7 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
         kmalloc_large_kb: kb(large),
         reserved_owned_kb: kb(res),
         other_kb: kb(other),
-        unmanaged_kb: (total >> 10).saturating_sub(kb(managed + deferred)),
+        unmanaged_kb: (total >> 10).saturating_sub(kb(managed.saturating_add(deferred))),
         descriptor_table_pages: gs.desc.table_pages,
     }
 }
@@ -677,5 +679,35 @@ impl VmstatReport {
             let _ = writeln!(s, "{} {}", c.name, c.value);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mm_core::descriptor::{MmDescriptor, Wire, DESCRIPTOR_SIZE, PAGE_DESC_SIZE};
+    use vm_memory::{Bytes, GuestAddress};
+
+    /// Found by the `guest_state` fuzz target (reproducer in
+    /// vmm/fuzz/corpus/guest_state/meminfo-deferred-overflow): a
+    /// descriptor claiming 2^62 or more deferred (or boot-table) pages
+    /// overflowed meminfo's page-to-KiB product, a panic in a debug build
+    /// of the VMM on what the guest wrote.
+    #[test]
+    fn meminfo_survives_huge_counts_in_the_descriptor() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 10)]).unwrap();
+        let mut d = MmDescriptor::new();
+        d.size = DESCRIPTOR_SIZE as u32;
+        d.page_desc_size = PAGE_DESC_SIZE as u32;
+        d.deferred_pages = u64::MAX / 3;
+        d.boot_table_pages = u64::MAX;
+        let mut b = vec![0u8; DESCRIPTOR_SIZE];
+        d.encode(&mut b);
+        mem.write_slice(&b, GuestAddress(0x1000)).unwrap();
+        let gs = GuestState::read(&mem, Some(0x1000), &mm_core::paging::CpuContext::kernel(mm_core::addr::PhysAddr(0)))
+            .unwrap();
+        let m = meminfo(&gs);
+        assert_eq!((m.mem_available_kb, m.page_tables_kb), (u64::MAX, u64::MAX));
+        assert!(m.render().contains("MemAvailable"));
     }
 }

@@ -257,9 +257,16 @@ pub fn serve(core: CoreFile, symbols: Symbols, addr: &GdbAddr) -> Result<(), cra
     };
     let conn = Conn::new(stream, Arc::new(AtomicBool::new(false))).map_err(crate::gdb::GdbError::Accept)?;
     let mut target = CoreTarget::new(core, symbols);
-    match GdbStub::new(conn).run_blocking::<CoreLoop>(&mut target) {
-        Ok(_) => eprintln!("vmm: gdb: the client left"),
+    match session(&mut target, conn) {
+        Ok(()) => eprintln!("vmm: gdb: the client left"),
         Err(e) => eprintln!("vmm: gdb: session ended ({e})"),
     }
     Ok(())
+}
+
+/// Serves one client on `conn` until it detaches, kills or disconnects
+/// (the error: why the session ended otherwise). The fuzz target
+/// `vmm/fuzz/fuzz_targets/gdb.rs` drives this over a socket pair.
+pub fn session(target: &mut CoreTarget, conn: Conn) -> Result<(), String> {
+    GdbStub::new(conn).run_blocking::<CoreLoop>(target).map(|_| ()).map_err(|e| e.to_string())
 }
