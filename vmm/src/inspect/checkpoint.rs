@@ -376,6 +376,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Vmas { pid } => {
+                let r = super::vmas::vmas(gs, *pid)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             _ => Err("not a guest-state view".into()),
         }
     }
@@ -446,6 +451,7 @@ impl Inspector {
                 | ViewSpec::Vmstat
                 | ViewSpec::Swaps
                 | ViewSpec::Free
+                | ViewSpec::Vmas { .. }
                 | ViewSpec::Exits
         ) {
             return self.guest_view(spec, gs);

@@ -29,6 +29,7 @@ pub mod stage2;
 pub mod swapcheck;
 pub mod verify;
 pub mod views;
+pub mod vmas;
 
 /// What the vCPU side (port bus, run loop) and the inspection side (the
 /// checkpoint hook, the gdb stub) share: where the guest's descriptor is
