@@ -597,6 +597,13 @@ impl Inspector {
             };
             map.paint(b.pfn << 12, b.end_pfn() << 12, class);
         }
+        if let Some(gs) = owners {
+            // Swap-cache pages over their owner (user anonymous).
+            let cache = swapcheck::swap_cache(gs).map_err(|e| format!("cannot draw the map: {e}"))?;
+            for pfn in cache.by_pfn.keys() {
+                map.paint(pfn << 12, (pfn + 1) << 12, FrameClass::SwapCache);
+            }
+        }
         for (s, e, c) in self.kernel_phys(ctx) {
             map.paint(s, e, c);
         }

@@ -57,6 +57,9 @@ pub enum FrameClass {
     PageCache,
     /// A 2 MiB page of the hugetlb pool.
     HugeTlb,
+    /// A user page in the swap cache (written to swap, or read back from
+    /// it, and still named by a slot).
+    SwapCache,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -69,7 +72,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 20] = [
+    pub const ALL: [FrameClass; 21] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -86,6 +89,7 @@ impl FrameClass {
         FrameClass::UserAnon,
         FrameClass::PageCache,
         FrameClass::HugeTlb,
+        FrameClass::SwapCache,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -126,6 +130,7 @@ impl FrameClass {
             FrameClass::UserAnon => "#ffd92f",
             FrameClass::PageCache => "#66c2a5",
             FrameClass::HugeTlb => "#e6ab02",
+            FrameClass::SwapCache => "#e41a1c",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -152,6 +157,7 @@ impl FrameClass {
             FrameClass::UserAnon => "user anonymous",
             FrameClass::PageCache => "page cache (file data)",
             FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
+            FrameClass::SwapCache => "swap cache",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",
