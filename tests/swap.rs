@@ -32,7 +32,7 @@ fn swaptest(swap: &TempFile, swap_opts: &str, arg: &str) -> Run {
         "--inspect-at",
         "swapped,forked",
         "--inspect",
-        "swaps,free",
+        "swaps,free,vmas",
     ]);
     assert_eq!(r.status, 0, "{}", r.all());
     assert!(r.stdout.contains("swaptest: exit status 0x0"), "{}", r.all());
@@ -136,6 +136,13 @@ fn a_working_set_larger_than_ram_swaps_out_and_back_intact() {
     let free_at = out.find("--- checkpoint 'swapped': free ---").expect("free view");
     let swap_line = out[free_at..].lines().find(|l| l.starts_with("Swap:")).expect("free's swap line");
     assert_eq!(swap_line.split_whitespace().nth(2), Some(used_kb.to_string().as_str()), "{swap_line}");
+    // The vmas view's Swap (swap PTEs found walking each VMA) is the
+    // verifier's count of swap PTEs, 4 kB each.
+    let ptes: u64 = v["verify swap: ok (".len()..].split(' ').next().and_then(|n| n.parse().ok()).expect("swap PTEs");
+    let vmas_at = out.find("--- checkpoint 'swapped': vmas ---").expect("vmas view");
+    let proc_line =
+        out[vmas_at..].lines().find(|l| l.starts_with("pid ") && l.contains("(swaptest)")).expect("swaptest");
+    assert!(proc_line.ends_with(&format!("Swap {} kB", ptes * 4)), "{proc_line} vs {v}");
 }
 
 #[test]

@@ -223,7 +223,11 @@ impl Browser {
                 .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
                 .is_some_and(|v| v["value"]["ready"] == Value::Bool(true))
         });
-        let profile = tempdir::Dir::new("profile");
+        // One profile per browser: two Chromiums on one profile (tests run
+        // in parallel) hand their windows to each other.
+        static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = BROWSERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = tempdir::Dir::new(&format!("profile-{n}"));
         // As the machine's notes say Chromium runs here: as root, headless,
         // no background networking, a fresh profile.
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
@@ -361,12 +365,26 @@ fn step_to(b: &Browser, vmm: &Vmm, name: &str) {
     });
 }
 
-/// Picks `root` in the address-space menu and waits for its ranges.
+/// Picks `root` in the address-space menu and waits for its VMAs and
+/// ranges.
 fn choose_root(b: &Browser, root: &str) {
     b.click(&format!("#root option[value='{root}']"));
     if root != "kernel" {
-        wait_until("the mapped ranges", || b.text("#vmas").starts_with(&format!("pid {root}:")));
+        wait_until("the VMAs", || b.text("#vmas").starts_with(&format!("pid {root}:")));
+        wait_until("the mapped ranges", || b.text("#ranges").starts_with(&format!("pid {root}:")));
     }
+}
+
+/// The rows of a table on the page, as text cells (the header left out).
+fn table_rows(b: &Browser, css: &str) -> Vec<Vec<String>> {
+    let v = b.script(&format!(
+        "return [...document.querySelectorAll('{css} tr')].slice(1).map(r => [...r.children].map(c => c.textContent))"
+    ));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect())
+        .collect()
 }
 
 /// Reveals `va` in the tree (Walk and reveal) and returns the selected
@@ -414,7 +432,7 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         "--inspect-at",
         "cow-shared,cow-child-wrote",
         "--inspect",
-        &physmap_arg,
+        &format!("{physmap_arg},vmas"),
         &json_arg,
     ]);
     let b = Browser::start();
@@ -438,7 +456,7 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
     // child may already have run and copied a page or two).
     choose_root(&b, &parent);
     let ranges = b.script(
-        "return [...document.querySelectorAll('#vmas tr')].slice(1).map(r => [...r.children].map(c => c.textContent))",
+        "return [...document.querySelectorAll('#ranges tr')].slice(1).map(r => [...r.children].map(c => c.textContent))",
     );
     let area = ranges
         .as_array()
@@ -449,6 +467,44 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         .unwrap_or_else(|| panic!("no read-only range of 64 pages in the parent: {ranges}"))
         .clone();
     let va = u64::from_str_radix(area[0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    // The parent's VMAs on the page: the guest's list with Rss and Swap,
+    // row for row what `--inspect vmas` printed at this stop; the COW area
+    // lies in one private writable anonymous VMA with its 64 pages resident.
+    let page_vmas = table_rows(&b, "#vmas");
+    let inspected_vmas: Vec<Value> = std::fs::read_to_string(json_out.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["view"] == "vmas" && v["checkpoint"] == "cow-shared")
+        .collect();
+    assert_eq!(inspected_vmas.len(), 1, "one vmas view at cow-shared");
+    let cli_parent = inspected_vmas[0]["data"]["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(parent.as_str()))
+        .unwrap_or_else(|| panic!("the parent in --inspect vmas: {}", inspected_vmas[0]))
+        .clone();
+    let cli_rows: Vec<Vec<String>> = cli_parent["vmas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            ["start", "end", "perms", "kind", "name", "size_kb", "rss_kb", "swap_kb", "huge_kb"]
+                .iter()
+                .map(|k| v[k].as_str().map_or_else(|| v[k].to_string(), str::to_string))
+                .chain([if v["thp_eligible"] == true { "yes" } else { "-" }.to_string()])
+                .collect()
+        })
+        .collect();
+    assert_eq!(page_vmas, cli_rows, "the page's VMAs against --inspect vmas at the same stop");
+    let hexv = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let cow_vma = page_vmas
+        .iter()
+        .find(|r| hexv(&r[0]) <= va && va < hexv(&r[1]))
+        .unwrap_or_else(|| panic!("no VMA holds {va:#x}: {page_vmas:?}"));
+    assert_eq!((cow_vma[2].as_str(), cow_vma[3].as_str()), ("rw-p", "anon"), "{cow_vma:?}");
+    assert!(cow_vma[6].parse::<u64>().unwrap() >= 64 * 4, "the 64 touched pages are resident: {cow_vma:?}");
     // Page 32, which the child never writes: shared read-only by both.
     let shared = va + 32 * 4096;
     let (w, parent_frame0, text) = reveal(&b, va);
@@ -556,6 +612,24 @@ fn api_errors_are_clear_and_harmless() {
         assert_eq!(st, status, "{method} {path}: {body}");
         assert!(v["error"].as_str().unwrap_or("").contains(says), "{method} {path}: {body}");
     }
+    for (method, path, body, status, says) in [
+        ("GET", "/api/vmas?root=kernel", None, 400, "the kernel has no VMAs"),
+        ("GET", "/api/vmas?root=999", None, 404, "no process with pid 999"),
+        ("GET", "/api/vmas?root=1&va=2", None, 400, "takes no parameter 'va'"),
+        ("GET", "/api/run", None, 405, "use POST"),
+        ("POST", "/api/run", Some("{\"cmd\": \"ls\"}"), 409, "--shell"),
+        ("POST", "/api/run", Some("ls"), 400, "not JSON"),
+        ("POST", "/api/run", Some("{\"line\": 1}"), 400, "no string \"cmd\""),
+        ("GET", "/api/console?since=zz", None, 400, "not a number"),
+    ] {
+        let (st, body) = http(&a, method, path, body);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"));
+        assert_eq!(st, status, "{method} {path}: {body}");
+        assert!(v["error"].as_str().unwrap_or("").contains(says), "{method} {path}: {body}");
+    }
+    let (st, v) = get_json(&a, "/api/console?since=0");
+    assert_eq!(st, 200, "{v}");
+    assert!(v["text"].as_str().unwrap().contains("mmemu kernel"), "the console's output so far: {v}");
     let long = format!("/api/walk?va={}", "1".repeat(5000));
     assert_eq!(http(&a, "GET", &long, None).0, 414);
     // Garbage that is not HTTP at all, and a request cut short.
@@ -579,4 +653,138 @@ fn api_errors_are_clear_and_harmless() {
     assert_eq!((s["state"].as_str(), s["at"].as_str()), (Some("paused"), Some("ready")), "{s}");
     assert_eq!(http(&a, "POST", "/api/resume", None).0, 200);
     assert_eq!(vmm.wait(), 0, "{}", vmm.stderr.lock().unwrap());
+}
+
+/// A static program that greets, stops at checkpoint `hello-ran` and exits.
+const HELLO: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char *heap = malloc(64 << 10);
+    heap[0] = 1;
+    printf("hello from %s with %d args: %s\n", argv[0], argc - 1, argc > 1 ? argv[1] : "");
+    fflush(stdout);
+    syscall(503, "hello-ran", 9);
+    return 0;
+}
+"#;
+
+/// Controls: a program of the initrd started from the page (typed into
+/// the guest's console shell, `--shell`) runs, shows in the process
+/// table with its VMAs and its output in the page's console; the API
+/// refuses what the shell cannot take, and `exit N` through the API ends
+/// the run with status N.
+#[test]
+fn a_program_starts_from_the_page() {
+    if !chromium_present() {
+        return;
+    }
+    let dir = common::Scratch::new("web-run");
+    let prog = common::compile("gcc", HELLO, &dir.0, "hello", &["-static"]);
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&prog, root.join("hello")).unwrap();
+    let mut vmm = Vmm::start(&["--shell", "--initrd", root.to_str().unwrap()]);
+    let b = Browser::start();
+    b.goto(&format!("http://{}/", vmm.addr));
+    wait_until("the page to connect", || b.stats()["connected"] == Value::Bool(true));
+    // The shell is up (and reading its console) at checkpoint 'ready'.
+    step_to(&b, &vmm, "ready");
+    b.type_into("#cmd", "hello from-the-page");
+    b.click("#run");
+    wait_until("the line to be accepted", || b.script("return document.getElementById('cmd').value") == "");
+    assert_eq!(b.text("#error"), "", "no error for a good line");
+    // The held guest reads the line when it runs on.
+    step_to(&b, &vmm, "hello-ran");
+    let ps = table_rows(&b, "#ps");
+    let hello = ps.iter().find(|r| r[6] == "hello").unwrap_or_else(|| panic!("hello in the process table: {ps:?}"));
+    choose_root(&b, &hello[0]);
+    let vmas = table_rows(&b, "#vmas");
+    let kinds: Vec<&str> = vmas.iter().map(|r| r[3].as_str()).collect();
+    assert!(kinds.contains(&"heap") && kinds.contains(&"stack"), "the program's VMAs: {vmas:?}");
+    wait_until("the program's output in the page's console", || {
+        b.text("#console-out").contains("hello from hello with 1 args: from-the-page")
+    });
+    assert!(b.text("#log").contains("run 'hello from-the-page'"), "{}", b.text("#log"));
+
+    // The same through the plain API: refusals first, then a line that
+    // ends the run.
+    let a = vmm.addr.clone();
+    for (body, status, says) in [
+        ("{\"cmd\": \"\"}", 400, "empty"),
+        ("{\"cmd\": \"hello \\u00e9\"}", 400, "printable ASCII"),
+        (&*format!("{{\"cmd\": \"hello {}\"}}", "x".repeat(80)), 400, "at most 63"),
+    ] {
+        let (st, resp) = http(&a, "POST", "/api/run", Some(body));
+        assert_eq!(st, status, "{body}: {resp}");
+        assert!(resp.contains(says), "{body}: {resp}");
+    }
+    let (st, resp) = http(&a, "POST", "/api/run", Some("{\"cmd\": \"exit 7\"}"));
+    assert_eq!(st, 200, "{resp}");
+    b.click("#resume");
+    assert_eq!(vmm.wait(), 7, "exit 7 typed through the API: {}", vmm.stderr.lock().unwrap());
+}
+
+/// The progress line (issue 19's "progress output for long work"): drawn
+/// on stderr when it is a terminal the console does not share, nothing at
+/// all when stderr is piped. The same run both ways, so the piped check
+/// is not vacuous.
+#[test]
+fn progress_is_drawn_on_a_terminal_and_nothing_is_written_when_piped() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let args = ["run", "--timeout", "240", "--cmdline", "selftest=buddy"];
+
+    // Piped: stderr holds the VMM's own lines only.
+    let out = Command::new(common::vmm_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run vmm");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("selftest"), "the run's summary is there: {err}");
+    for extra in ["\r", "\x1b[", "booting: the guest", "running: the memory manager", "self-test checks reported"] {
+        assert!(!err.contains(extra), "piped stderr holds progress output {extra:?}: {err:?}");
+    }
+
+    // On a terminal (the console to /dev/null): the spinner is drawn.
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the pointed-to ints; the
+    // name, termios and winsize pointers may be null.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    let mut child = Command::new(common::vmm_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn vmm");
+    let mut reader = std::fs::File::from(master);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    // Read until the slave's last holder (the VMM) is gone (EIO).
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s2.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let status = child.wait().expect("wait for vmm");
+    let _ = t.join();
+    let tty = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(0), "{tty}");
+    assert!(
+        tty.contains("booting: the guest") || tty.contains("running: the memory manager"),
+        "the progress line on the terminal: {tty:?}"
+    );
 }

@@ -52,6 +52,9 @@ pub const DESCRIPTOR_VERSION: u32 = 6;
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
 pub const MAX_PROC_DESCS: usize = 64;
+/// VMAs the VMA table can hold, all processes together (a process's
+/// VMAs that do not fit are counted in [`VmaTableDesc::dropped`]).
+pub const MAX_VMA_DESCS: usize = 512;
 /// The guest's vmstat event counters the descriptor carries, by name in
 /// this order (Linux's /proc/vmstat names; the swap and LRU ones stay 0
 /// until the guest swaps).
@@ -179,6 +182,85 @@ pub struct AccessRecord {
     pub error_code: u32,
 }
 
+/// What backs a published VMA, and what Linux's maps would name it.
+pub mod vma_kind {
+    /// Anonymous memory (no name).
+    pub const ANON: u32 = 0;
+    /// A file mapping ([`super::VmaDesc::name`] is the file's path).
+    pub const FILE: u32 = 1;
+    /// The stack (`VM_GROWSDOWN`, `[stack]`).
+    pub const STACK: u32 = 2;
+    /// The brk heap (`[heap]`).
+    pub const HEAP: u32 = 3;
+    /// The hugetlb pool's 2 MiB pages (`VM_HUGETLB`).
+    pub const HUGETLB: u32 = 4;
+    /// Names as the host prints them, by kind.
+    pub const NAMES: [&str; 5] = ["anon", "file", "stack", "heap", "hugetlb"];
+}
+
+/// [`VmaDesc::attrs`]: transparent huge pages may back this VMA in the
+/// current THP mode (Linux's smaps `THPeligible: 1`).
+pub const VMA_THP_ELIGIBLE: u32 = 1;
+
+/// One VMA of one address space (Linux's `vm_area_struct` as
+/// /proc/PID/maps shows it), in the descriptor's VMA table (version 6).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VmaDesc {
+    /// The address space's root (its processes' `ProcDesc::cr3`); 0 marks
+    /// a free entry.
+    pub cr3: u64,
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Page offset of `start` in the file (`vm_pgoff`).
+    pub pgoff: u64,
+    /// `VmFlags` bits (`VM_READ` 1, `VM_WRITE` 2, `VM_EXEC` 4,
+    /// `VM_SHARED` 8, `VM_GROWSDOWN` 0x100, ...).
+    pub flags: u32,
+    /// A [`vma_kind`] value.
+    pub kind: u32,
+    /// [`VMA_THP_ELIGIBLE`] and reserved bits.
+    pub attrs: u32,
+    /// The file's inode number (kind FILE), else 0.
+    pub ino: u32,
+    /// NUL-padded file path (its last 31 bytes if longer), kind FILE.
+    pub name: [u8; 32],
+}
+
+impl VmaDesc {
+    /// The name as text (up to the first NUL).
+    pub fn name(&self) -> &str {
+        let n = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+}
+
+/// Where the VMA table lies and whether it can be trusted now. The guest
+/// rewrites an address space's entries whenever its VMA set changes (after
+/// the system calls that change VMAs, a stack that grew, fork, exit) and
+/// every address space's at each checkpoint.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VmaTableDesc {
+    /// Guest-physical address of `[VmaDesc; capacity]`, or 0.
+    pub table: u64,
+    /// Entries in the array ([`MAX_VMA_DESCS`]).
+    pub capacity: u32,
+    /// Entries in use (the first `count`; the rest are zero).
+    pub count: u32,
+    /// Bumped by every rewrite.
+    pub generation: u32,
+    /// 0 while a rewrite is under way (the host found the vCPU in the
+    /// middle of one: the entries may be half-written), else 1.
+    pub consistent: u32,
+    /// VMAs left out since boot because the table was full.
+    pub dropped: u32,
+    /// Reserved.
+    pub pad: u32,
+}
+
 /// The descriptor.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -250,6 +332,8 @@ pub struct MmDescriptor {
     /// The stale-TLB detector's per-CPU event rings (version 6; see
     /// [`crate::paging::tlbtrace`]).
     pub tlb: TlbTraceDesc,
+    /// Every address space's VMAs (version 6).
+    pub vmas: VmaTableDesc,
 }
 
 /// Grouping by mobility and the hugetlb pool, refreshed at every
@@ -372,6 +456,7 @@ impl MmDescriptor {
                 hugepage_size_kb: 0,
             },
             tlb: TlbTraceDesc { enabled: 0, nr_rings: 0, capacity: 0, counters: 0, rings: [0; TRACE_MAX_CPUS] },
+            vmas: VmaTableDesc { table: 0, capacity: 0, count: 0, generation: 0, consistent: 0, dropped: 0, pad: 0 },
         }
     }
 
@@ -398,6 +483,8 @@ pub const DESCRIPTOR_SIZE: usize = core::mem::size_of::<MmDescriptor>();
 pub const PAGE_DESC_SIZE: usize = core::mem::size_of::<Page>();
 /// Bytes of one process-table entry.
 pub const PROC_DESC_SIZE: usize = core::mem::size_of::<ProcDesc>();
+/// Bytes of one VMA-table entry.
+pub const VMA_DESC_SIZE: usize = core::mem::size_of::<VmaDesc>();
 /// Bytes of one access record.
 pub const ACCESS_RECORD_SIZE: usize = core::mem::size_of::<AccessRecord>();
 /// Byte offset of an access record's `faulted` field (for tests that
@@ -683,6 +770,7 @@ impl Wire for MmDescriptor {
         d.swap = SwapDesc::read_from(r);
         d.huge = HugeDesc::read_from(r);
         d.tlb = TlbTraceDesc::read_from(r);
+        d.vmas = VmaTableDesc::read_from(r);
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -715,6 +803,7 @@ impl Wire for MmDescriptor {
         self.swap.write_to(w);
         self.huge.write_to(w);
         self.tlb.write_to(w);
+        self.vmas.write_to(w);
     }
 }
 
@@ -741,6 +830,53 @@ impl Wire for TlbTraceDesc {
         for &x in &self.rings {
             w.u64(x);
         }
+    }
+}
+
+impl Wire for VmaTableDesc {
+    const SIZE: usize = core::mem::size_of::<VmaTableDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        VmaTableDesc {
+            table: r.u64(),
+            capacity: r.u32(),
+            count: r.u32(),
+            generation: r.u32(),
+            consistent: r.u32(),
+            dropped: r.u32(),
+            pad: r.u32(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u64(self.table);
+        for x in [self.capacity, self.count, self.generation, self.consistent, self.dropped, self.pad] {
+            w.u32(x);
+        }
+    }
+}
+
+impl Wire for VmaDesc {
+    const SIZE: usize = VMA_DESC_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        VmaDesc {
+            cr3: r.u64(),
+            start: r.u64(),
+            end: r.u64(),
+            pgoff: r.u64(),
+            flags: r.u32(),
+            kind: r.u32(),
+            attrs: r.u32(),
+            ino: r.u32(),
+            name: r.bytes(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        for x in [self.cr3, self.start, self.end, self.pgoff] {
+            w.u64(x);
+        }
+        for x in [self.flags, self.kind, self.attrs, self.ino] {
+            w.u32(x);
+        }
+        w.bytes(&self.name);
     }
 }
 
@@ -794,6 +930,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<CacheDesc>(), 48);
         assert_eq!(core::mem::size_of::<ProcDesc>(), 64);
         assert_eq!(core::mem::size_of::<AccessRecord>(), 24);
+        assert_eq!(core::mem::size_of::<VmaDesc>(), 80);
+        assert_eq!(core::mem::size_of::<VmaTableDesc>(), 32);
         let d = MmDescriptor::new();
         assert!(d.is_valid());
         let mut bad = d;
@@ -865,7 +1003,7 @@ mod tests {
         );
         assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, offset_of!(MmDescriptor, huge));
         assert_eq!(offset_of!(MmDescriptor, huge) + HugeDesc::SIZE, offset_of!(MmDescriptor, tlb));
-        assert_eq!(offset_of!(MmDescriptor, tlb) + TlbTraceDesc::SIZE, DESCRIPTOR_SIZE, "the tlb section ends it");
+        assert_eq!(offset_of!(MmDescriptor, tlb) + TlbTraceDesc::SIZE, offset_of!(MmDescriptor, vmas));
         let mut td = TlbTraceDesc { enabled: 1, nr_rings: 2, capacity: 64, counters: 0xc0, ..TlbTraceDesc::default() };
         td.rings[7] = 0x7777_0000;
         let mut tb = [0u8; TlbTraceDesc::SIZE];
@@ -873,6 +1011,11 @@ mod tests {
         assert_eq!(tb[offset_of!(TlbTraceDesc, counters)..][..8], 0xc0u64.to_le_bytes());
         assert_eq!(tb[offset_of!(TlbTraceDesc, rings) + 56..][..8], 0x7777_0000u64.to_le_bytes());
         assert_eq!(TlbTraceDesc::decode(&tb), td);
+                assert_eq!(
+            offset_of!(MmDescriptor, vmas) + VmaTableDesc::SIZE,
+            DESCRIPTOR_SIZE,
+            "the VMA table's section ends it"
+        );
         let hd = HugeDesc { nr_pageblocks: 7, hugepages_rsvd: 3, hugepage_size_kb: 2048, ..HugeDesc::default() };
         let mut hb = [0u8; HugeDesc::SIZE];
         hd.encode(&mut hb);
@@ -971,6 +1114,36 @@ mod tests {
         let mut prb = [0u8; PROC_DESC_SIZE];
         pr.encode(&mut prb);
         assert_eq!(ProcDesc::decode(&prb), pr);
+
+        let mut v = VmaDesc {
+            cr3: 0x7000,
+            start: 0x40_0000,
+            end: 0x40_3000,
+            pgoff: 2,
+            flags: 5,
+            kind: vma_kind::FILE,
+            attrs: VMA_THP_ELIGIBLE,
+            ino: 4,
+            name: [0; 32],
+        };
+        v.name[..9].copy_from_slice(b"/bin/cat\0");
+        let mut vb = [0u8; VMA_DESC_SIZE];
+        v.encode(&mut vb);
+        assert_eq!(VmaDesc::decode(&vb), v);
+        assert_eq!(v.name(), "/bin/cat");
+        use core::mem::offset_of;
+        assert_eq!(vb[offset_of!(VmaDesc, kind)..][..4], vma_kind::FILE.to_le_bytes());
+        assert_eq!(&vb[offset_of!(VmaDesc, name)..][..8], b"/bin/cat");
+        let mut back = d;
+        back.vmas =
+            VmaTableDesc { table: 0x9000, capacity: 512, count: 3, generation: 7, consistent: 1, dropped: 2, pad: 0 };
+        let mut b2 = [0u8; DESCRIPTOR_SIZE];
+        back.encode(&mut b2);
+        assert_eq!(MmDescriptor::decode(&b2).vmas, back.vmas);
+        assert_eq!(
+            b2[offset_of!(MmDescriptor, vmas) + offset_of!(VmaTableDesc, generation)..][..4],
+            7u32.to_le_bytes()
+        );
     }
 
     #[test]

@@ -163,12 +163,22 @@ fn check_range(start: u64, end: u64) -> Result<(), VmaError> {
 #[derive(Debug, Clone, Default)]
 pub struct VmaSet {
     map: BTreeMap<u64, Vma>,
+    /// Bumped by every changing operation (see [`VmaSet::generation`]).
+    gen: u64,
 }
 
 impl VmaSet {
     /// An empty address space.
     pub fn new() -> VmaSet {
         VmaSet::default()
+    }
+
+    /// A counter every changing operation bumps (insert, split, munmap,
+    /// mprotect, set_flags; failed calls may bump it too): whoever mirrors
+    /// the set elsewhere (the guest's descriptor for the host) compares it
+    /// with the value it last copied instead of comparing the VMAs.
+    pub fn generation(&self) -> u64 {
+        self.gen
     }
 
     /// Number of VMAs (`map_count`).
@@ -211,6 +221,7 @@ impl VmaSet {
     /// Inserts `vma` (rejecting any overlap) and merges it with compatible
     /// neighbours, as `mmap_region` does. Returns the resulting VMA.
     pub fn insert(&mut self, vma: Vma) -> Result<Vma, VmaError> {
+        self.gen = self.gen.wrapping_add(1);
         check_range(vma.start, vma.end)?;
         if let Some(v) = self.find_intersection(vma.start, vma.end) {
             return Err(VmaError::Overlap(v.start));
@@ -223,6 +234,7 @@ impl VmaSet {
     /// Does nothing if `addr` is a VMA boundary or unmapped. The halves are
     /// compatible, so callers re-merge (the public range operations do).
     pub fn split(&mut self, addr: u64) -> Result<(), VmaError> {
+        self.gen = self.gen.wrapping_add(1);
         if addr & (PAGE_SIZE - 1) != 0 {
             return Err(VmaError::BadRange { start: addr, end: addr });
         }
@@ -260,6 +272,7 @@ impl VmaSet {
     /// splitting one that covers the range's middle. Returns the removed
     /// pieces (for tearing down their pages). Holes are fine, as in Linux.
     pub fn munmap(&mut self, start: u64, end: u64) -> Result<Vec<Vma>, VmaError> {
+        self.gen = self.gen.wrapping_add(1);
         check_range(start, end)?;
         self.split(start)?;
         self.split(end)?;
@@ -284,6 +297,7 @@ impl VmaSet {
     /// (`mprotect_fixup`, `madvise_update_vma`). The range must be fully
     /// mapped; a failed call changes nothing.
     pub fn set_flags(&mut self, start: u64, end: u64, mask: VmFlags, value: VmFlags) -> Result<(), VmaError> {
+        self.gen = self.gen.wrapping_add(1);
         check_range(start, end)?;
         let mut at = start;
         // Check coverage first so a failed call changes nothing.
@@ -344,6 +358,31 @@ mod tests {
 
     fn spans(s: &VmaSet) -> Vec<(u64, u64, u32)> {
         s.iter().map(|v| (v.start / P, v.end / P, v.flags.0)).collect()
+    }
+
+    #[test]
+    fn every_change_bumps_the_generation() {
+        let mut s = VmaSet::new();
+        let mut last = s.generation();
+        let mut changed = |s: &VmaSet| {
+            let g = s.generation();
+            let moved = g != last;
+            last = g;
+            moved
+        };
+        s.insert(Vma::anon(10 * P, 20 * P, RW)).unwrap();
+        assert!(changed(&s), "insert");
+        s.mprotect(12 * P, 14 * P, R).unwrap();
+        assert!(changed(&s), "mprotect");
+        s.set_flags(10 * P, 11 * P, VmFlags::HUGEPAGE, VmFlags::HUGEPAGE).unwrap();
+        assert!(changed(&s), "set_flags");
+        s.munmap(15 * P, 16 * P).unwrap();
+        assert!(changed(&s), "munmap");
+        s.split(17 * P).unwrap();
+        assert!(changed(&s), "split");
+        let _ = s.find(12 * P);
+        let _ = s.iter().count();
+        assert!(!changed(&s), "lookups change nothing");
     }
 
     #[test]

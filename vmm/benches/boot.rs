@@ -99,7 +99,15 @@ fn median(mut v: Vec<Duration>) -> Option<Duration> {
 
 fn measure(runs: usize, mut mk: impl FnMut() -> Command) -> Option<Duration> {
     let _ = first_byte(&mut mk()); // warm the page cache
-    let v: Vec<Duration> = (0..runs).filter_map(|_| first_byte(&mut mk())).collect();
+    let bar = vmm::progress::Steps::new("first serial byte", runs as u64);
+    let v: Vec<Duration> = (0..runs)
+        .filter_map(|_| {
+            let d = first_byte(&mut mk());
+            bar.inc();
+            d
+        })
+        .collect();
+    bar.finish();
     if v.len() < runs / 2 {
         return None;
     }
@@ -186,11 +194,15 @@ fn main() {
     println!("|---|---|---|");
     let mut base = None;
     for size in ["128M", "1G", "16G", "64G"] {
+        let bar = vmm::progress::Steps::new(&format!("boot to ready, --mem {size}"), runs as u64);
         let v: Vec<Duration> = (0..runs)
             .filter_map(|_| {
-                until_line(Command::new(vmm).args(["run", "--mem", size, "--timeout", "60"]), "K available")
+                let d = until_line(Command::new(vmm).args(["run", "--mem", size, "--timeout", "60"]), "K available");
+                bar.inc();
+                d
             })
             .collect();
+        bar.finish();
         let m = median(v);
         if size == "128M" {
             base = m;

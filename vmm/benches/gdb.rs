@@ -467,15 +467,18 @@ fn main() {
 
     let have_qemu = Command::new("qemu-system-x86_64").arg("--version").output().is_ok();
     let mut rows: Vec<Row> = Vec::new();
+    // Progress on a terminal (a stuck phase is then visible); nothing
+    // when stderr is piped.
+    let bar = vmm::progress::Steps::new("gdb bench runs", runs as u64);
     let mut add = |name: &str, samples: Vec<Duration>| {
-        // Progress, on stderr: a stuck phase is then visible.
-        eprintln!("gdb bench: {name}: done");
+        bar.set_message(format!("gdb bench: {name}: done"));
         match rows.iter_mut().find(|r| r.name == name) {
             Some(r) => r.samples.extend(samples),
             None => rows.push(Row { name: name.into(), samples }),
         }
     };
     for _ in 0..runs {
+        bar.inc();
         add("raw KVM_GUESTDBG_SINGLESTEP exit (in-process KVM_RUN loop)", raw_steps(steps));
         add(
             "raw breakpoint round trip, kernel (in-process: step off, run to the DR0 hit)",
@@ -533,6 +536,7 @@ fn main() {
             }
         }
     }
+    bar.finish();
     let _ = std::fs::remove_dir_all(temp_dir());
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -207,7 +207,15 @@ fn checkpoints(runs: usize) {
     println!("|---|---|---|---|");
     let mut plain = 0.0;
     for (i, (name, c)) in cases.into_iter().enumerate() {
-        let r: Vec<(Duration, Duration)> = (0..runs).map(|_| checkpoint_loop(n, c.clone())).collect();
+        let bar = vmm::progress::Steps::new(name, runs as u64);
+        let r: Vec<(Duration, Duration)> = (0..runs)
+            .map(|_| {
+                let r = checkpoint_loop(n, c.clone());
+                bar.inc();
+                r
+            })
+            .collect();
+        bar.finish();
         let per = median(r.iter().map(|x| x.0).collect());
         let hook = median(r.iter().map(|x| x.1).collect());
         let us = per.as_secs_f64() * 1e6;

@@ -37,6 +37,7 @@ fn main() {
     let mut cmdline: String = (0..CHECKPOINTS).map(|i| format!("checkpoint=c{i} ")).collect();
     cmdline.push_str("exit=0");
     let (mut off, mut on, mut hook_us) = (Vec::new(), Vec::new(), Vec::new());
+    let bar = vmm::progress::Steps::new("web bench runs (off, on)", ROUNDS as u64);
     for _ in 0..ROUNDS {
         off.push(run(&cmdline, false).0);
         let (t, err) = run(&cmdline, true);
@@ -53,7 +54,9 @@ fn main() {
         let us: f64 =
             line.rsplit(", ").next().and_then(|r| r.split(' ').next()).and_then(|u| u.parse().ok()).expect("hook time");
         hook_us.push(us);
+        bar.inc();
     }
+    bar.finish();
     let (m_off, m_on, m_hook) = (median(&mut off), median(&mut on), median(&mut hook_us));
     let per_cp = |s: f64| s / (CHECKPOINTS as f64 + 1.0) * 1e6;
     println!("web bench: 256 MiB guest, {} checkpoints per run, {ROUNDS} runs each way (medians)", CHECKPOINTS + 1);

@@ -325,7 +325,7 @@ impl RunArgs {
                 swap_file: self.swap.as_ref().map(|s| s.path.clone()),
             },
             swap: self.swap.clone(),
-            web: self.web.map(|addr| crate::web::WebConfig { addr, wait: self.web_wait }),
+            web: self.web.map(|addr| crate::web::WebConfig { addr, wait: self.web_wait, shell: self.shell }),
             initrd: None,
             user_stdout_to_stderr: self.json.as_deref() == Some(std::path::Path::new("-")),
             snapshots: self.snapshot_at.clone(),

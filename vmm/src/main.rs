@@ -35,19 +35,16 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             // pipe into jq sees JSON only.
             let console_on_stdout = args.console.is_none() && !cfg.inspect.json_on_stdout() && !args.runs_program();
             let console_on_stderr = args.console.is_none() && !console_on_stdout;
-            let console = match &args.console {
-                Some(path) => {
-                    let f = std::fs::File::create(path).map_err(VmError::Serial)?;
-                    SerialConsole::new(Box::new(f))
-                }
+            let out: Box<dyn std::io::Write + Send> = match &args.console {
+                Some(path) => Box::new(std::fs::File::create(path).map_err(VmError::Serial)?),
                 // A program's own output owns stdout: the kernel's log goes
                 // to stderr.
-                None if cfg.inspect.json_on_stdout() || args.runs_program() => {
-                    SerialConsole::new(Box::new(std::io::stderr()))
-                }
-                None => SerialConsole::stdout(),
-            }
-            .map_err(VmError::Serial)?;
+                None if cfg.inspect.json_on_stdout() || args.runs_program() => Box::new(std::io::stderr()),
+                None => Box::new(std::io::stdout()),
+            };
+            // The web view keeps the console's output for its page.
+            let out = if cfg.web.is_some() { Box::new(vmm::web::ConsoleTee(out)) } else { out };
+            let console = SerialConsole::new(out).map_err(VmError::Serial)?;
             // The terminal goes back to its line discipline when this
             // returns, an error included.
             let _raw = args.shell.then(vmm::devices::serial::RawTerminal::enter);

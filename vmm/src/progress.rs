@@ -66,3 +66,71 @@ impl Progress {
         }
     }
 }
+
+/// A counted progress bar for long loops (the benchmarks' runs): drawn on
+/// stderr only when stderr is a terminal, hidden (nothing written at all)
+/// when it is piped or redirected, so logs and CI output stay clean.
+pub struct Steps(ProgressBar);
+
+impl Steps {
+    /// A bar for `total` steps of `what`.
+    pub fn new(what: &str, total: u64) -> Steps {
+        Steps::with_target(what, total, std::io::stderr().is_terminal())
+    }
+
+    /// A bar drawn or not, as `draw` says (tests use it to check the
+    /// hidden case writes nothing).
+    pub fn with_target(what: &str, total: u64, draw: bool) -> Steps {
+        let target = if draw { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() };
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} [{elapsed_precise}, ~{eta} left]")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
+        Steps(bar)
+    }
+
+    /// One step done.
+    pub fn inc(&self) {
+        self.0.inc(1);
+    }
+
+    /// What the current step is.
+    pub fn set_message(&self, msg: impl Into<String>) {
+        self.0.set_message(msg.into());
+    }
+
+    /// Runs `f` with the bar cleared (for lines printed mid-loop).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.0.suspend(f)
+    }
+
+    /// Whether the bar draws anything.
+    pub fn is_hidden(&self) -> bool {
+        self.0.is_hidden()
+    }
+
+    /// Clears the bar.
+    pub fn finish(self) {
+        self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bar_on_no_terminal_is_hidden() {
+        let s = Steps::with_target("runs", 3, false);
+        assert!(s.is_hidden());
+        s.inc();
+        s.finish();
+        // Under `cargo test` stderr is captured, not a terminal.
+        if !std::io::stderr().is_terminal() {
+            assert!(Steps::new("runs", 3).is_hidden(), "piped stderr: no bar");
+        }
+    }
+}

@@ -366,6 +366,13 @@ impl Vm {
         if user_stdout_to_stderr {
             bus.user_stdout = Box::new(std::io::stderr());
         }
+        if web.is_some() {
+            // The web page's console shows programs' output too.
+            let out = std::mem::replace(&mut bus.user_stdout, Box::new(std::io::sink()));
+            bus.user_stdout = Box::new(crate::web::ConsoleTee(out));
+            let err = std::mem::replace(&mut bus.user_stderr, Box::new(std::io::sink()));
+            bus.user_stderr = Box::new(crate::web::ConsoleTee(err));
+        }
         let swap_report = swap.map(|s| {
             bus.mmio.insert(mm_core::abi::virtio::MMIO_BASE, mm_core::abi::virtio::MMIO_SIZE, s.transport);
             s.report
@@ -413,6 +420,7 @@ impl Vm {
             runner.add_park_hook(Box::new(c));
         }
         if let Some(w) = &web {
+            w.attach_console(serial.clone());
             if w.shared.wants_hold_at_start() {
                 crate::inspect::pause::poke();
             }

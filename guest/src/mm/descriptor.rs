@@ -13,7 +13,9 @@ use super::{DEFERRED, KERNEL_PT, PAGES, STATS};
 use crate::arch::outl;
 use crate::sync::{rank, BootCell, SpinLock};
 use mm_core::abi::port;
-use mm_core::descriptor::{CacheDesc, MmDescriptor, ProcDesc, VaRange, MAX_CACHE_DESCS, MAX_PROC_DESCS};
+use mm_core::descriptor::{
+    CacheDesc, MmDescriptor, ProcDesc, VaRange, VmaDesc, VmaTableDesc, MAX_CACHE_DESCS, MAX_PROC_DESCS, MAX_VMA_DESCS,
+};
 
 static DESC: BootCell<MmDescriptor> = BootCell::new(MmDescriptor::new());
 static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
@@ -30,6 +32,80 @@ static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
         pad: 0,
     }; MAX_PROC_DESCS],
 );
+
+/// Every address space's VMAs, for the host (`--inspect vmas`, the web
+/// view): entries `0..count` in use, grouped by nothing in particular
+/// (the host picks an address space's by `cr3`).
+struct VmaTable {
+    entries: [VmaDesc; MAX_VMA_DESCS],
+    header: VmaTableDesc,
+}
+
+const EMPTY_VMA: VmaDesc =
+    VmaDesc { cr3: 0, start: 0, end: 0, pgoff: 0, flags: 0, kind: 0, attrs: 0, ino: 0, name: [0; 32] };
+
+static VMAS: SpinLock<VmaTable> = SpinLock::new_with(
+    "the published VMA table",
+    rank::STATS,
+    VmaTable {
+        entries: [EMPTY_VMA; MAX_VMA_DESCS],
+        header: VmaTableDesc {
+            table: 0,
+            capacity: MAX_VMA_DESCS as u32,
+            count: 0,
+            generation: 0,
+            consistent: 1,
+            dropped: 0,
+            pad: 0,
+        },
+    },
+);
+
+/// Republishes every address space's VMAs: the process layer registers
+/// it; [`refresh`] runs it at every checkpoint.
+static VMA_FILLER: SpinLock<Option<fn()>> = SpinLock::new_with("the VMA-table filler", rank::STATS, None);
+
+/// Registers what republishes every address space's VMAs at a refresh.
+pub fn register_vma_filler(fill: fn()) {
+    VMA_FILLER.with(|f| *f = Some(fill));
+}
+
+/// Replaces the published VMAs of the address space rooted at `cr3` with
+/// `vmas` (none: it is gone). The descriptor says the table is
+/// inconsistent while the entries change, so a host that stops the vCPU
+/// in the middle knows not to trust them.
+pub fn update_vmas(cr3: u64, vmas: &[VmaDesc]) {
+    VMAS.with(|t| {
+        with(|d| d.vmas.consistent = 0);
+        let mut n = t.header.count as usize;
+        // Drop this address space's old entries, keeping the others packed.
+        let mut kept = 0;
+        for i in 0..n {
+            if t.entries[i].cr3 != cr3 {
+                t.entries[kept] = t.entries[i];
+                kept += 1;
+            }
+        }
+        n = kept;
+        for v in vmas {
+            if n == MAX_VMA_DESCS {
+                t.header.dropped = t.header.dropped.wrapping_add(1);
+                continue;
+            }
+            t.entries[n] = VmaDesc { cr3, ..*v };
+            n += 1;
+        }
+        for e in &mut t.entries[n..t.header.count.max(n as u32) as usize] {
+            *e = EMPTY_VMA;
+        }
+        t.header.count = n as u32;
+        t.header.generation = t.header.generation.wrapping_add(1);
+        t.header.table = t.entries.as_ptr() as u64 - KERNEL_MAP;
+        t.header.consistent = 1;
+        let h = t.header;
+        with(|d| d.vmas = h);
+    });
+}
 
 /// Fills the process table: the process layer (proc/), which sits above
 /// mm/, registers it at init. None until then (the table stays empty).
@@ -84,6 +160,8 @@ pub fn publish() {
         d.nr_pfns = PAGES.with(|p| p.buddy.mem_map().len() as u64);
     });
     refresh();
+    // The VMA table's header, before any process exists.
+    update_vmas(0, &[]);
     let pa = with(|d| d as *const MmDescriptor as u64) - KERNEL_MAP;
     outl(port::DESCRIPTOR, pa as u32);
     outl(port::DESCRIPTOR_HIGH, (pa >> 32) as u32);
@@ -116,6 +194,9 @@ pub fn refresh() {
     // first: the filler takes the scheduler, which ranks outside the
     // registry's lock).
     if let Some(fill) = PROC_TABLE.try_with(|f| *f).flatten() {
+        fill();
+    }
+    if let Some(fill) = VMA_FILLER.try_with(|f| *f).flatten() {
         fill();
     }
     let swap = super::swap::describe();

@@ -197,6 +197,8 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
         Some("init") | None => "init",
         Some(n) => String::leak(String::from(n)),
     };
+    // The new image's VMAs for the host, before it runs.
+    mm.publish_vmas(false);
     Ok(Loaded { mm, entry, sp, execfn, name })
 }
 

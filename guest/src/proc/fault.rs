@@ -97,6 +97,7 @@ fn expand_stack(mm: &mut MmStruct, addr: u64) -> Option<Vma> {
     }
     mm.vmas.insert(Vma::anon(new_start, above.start, above.flags)).ok()?;
     mm.stat.stack_grows += 1;
+    mm.publish_vmas(false);
     mm.vmas.find(addr).copied()
 }
 

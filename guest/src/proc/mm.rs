@@ -68,6 +68,9 @@ pub struct MmStruct {
     /// kept with the address space they mostly limit: fork copies them,
     /// execve carries them over (sched.rs `replace_mm`).
     pub rlimits: [(u64, u64); super::mman::RLIM_NLIMITS],
+    /// The VMA set's generation the descriptor's VMA table last got
+    /// (`u64::MAX`: never published).
+    pub vmas_published: u64,
 }
 
 /// Why an address-space operation failed, as an errno.
@@ -149,7 +152,7 @@ impl MmStruct {
         let stat = MmStat { pt_pages: 1, ..MmStat::default() };
         let id = crate::mm::swap::register_mm(pgd);
         let rlimits = super::mman::default_rlimits();
-        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat, id, rlimits })
+        Some(MmStruct { pgd, vmas: VmaSet::new(), start_brk: 0, brk: 0, stat, id, rlimits, vmas_published: u64::MAX })
     }
 
     /// Loads a static ELF executable (Linux's `load_elf_binary`): one VMA
@@ -277,11 +280,72 @@ impl MmStruct {
         self.stat.swap_ents = swapents;
     }
 
+    /// Copies the VMAs into the descriptor's VMA table for the host if
+    /// they changed since the last copy (or always, `force`: the THP
+    /// mode, which decides eligibility, may have changed).
+    pub fn publish_vmas(&mut self, force: bool) {
+        let gen = self.vmas.generation();
+        if !force && gen == self.vmas_published {
+            return;
+        }
+        use mm_core::descriptor::{vma_kind, VmaDesc, VMA_THP_ELIGIBLE};
+        let heap_end = self.brk.next_multiple_of(PAGE_SIZE);
+        let descs: alloc::vec::Vec<VmaDesc> = self
+            .vmas
+            .iter()
+            .map(|v| {
+                let mut d = VmaDesc {
+                    cr3: self.pgd,
+                    start: v.start,
+                    end: v.end,
+                    pgoff: v.pgoff,
+                    flags: v.flags.0,
+                    ..VmaDesc::default()
+                };
+                d.kind = match v.kind {
+                    mm_core::vma::VmaKind::File(ino) => {
+                        d.ino = ino;
+                        if let Some(i) = crate::fs::inode(ino as usize) {
+                            // The path's tail if it is longer than the field.
+                            let p = i.path.as_bytes();
+                            let tail = &p[p.len().saturating_sub(d.name.len() - 1)..];
+                            d.name[..tail.len()].copy_from_slice(tail);
+                        }
+                        vma_kind::FILE
+                    }
+                    _ if v.flags.contains(VmFlags::HUGETLB) => vma_kind::HUGETLB,
+                    _ if v.flags.contains(VmFlags::GROWSDOWN) => vma_kind::STACK,
+                    _ if self.brk > self.start_brk && v.start >= self.start_brk && v.end <= heap_end => vma_kind::HEAP,
+                    _ => vma_kind::ANON,
+                };
+                // What huge_range asks of a fault, for the VMA as a whole:
+                // anonymous, allowed in this mode, and one aligned 2 MiB
+                // page fits inside.
+                let hp = crate::mm::huge_memory::HPAGE_PMD_SIZE;
+                let fits = v.start.next_multiple_of(hp) + hp <= v.end;
+                if d.kind != vma_kind::FILE
+                    && d.kind != vma_kind::HUGETLB
+                    && fits
+                    && crate::mm::huge_memory::vma_allows(v.flags)
+                {
+                    d.attrs |= VMA_THP_ELIGIBLE;
+                }
+                d
+            })
+            .collect();
+        crate::mm::descriptor::update_vmas(self.pgd, &descs);
+        self.vmas_published = gen;
+    }
+
     /// Linux's `exit_mmap`: every page and page table of the user half,
     /// then the PGD. The caller has moved CR3 off this address space.
     /// It allocates nothing (the VMA set is moved out, not copied): it
     /// runs when memory is exhausted, for the OOM killer's victims.
     pub fn exit_mmap(&mut self) {
+        // Gone from the host's VMA table before the PGD that names it is
+        // freed (and perhaps reused by another address space).
+        crate::mm::descriptor::update_vmas(self.pgd, &[]);
+        self.vmas_published = u64::MAX;
         let vmas = core::mem::take(&mut self.vmas);
         for v in vmas.iter().filter(|v| v.flags.contains(VmFlags::HUGETLB)) {
             crate::mm::hugetlb::unmap_hugetlb_vma(self.pgd, self.id, v);

@@ -104,6 +104,7 @@ pub fn init() {
     // cannot call it): the descriptor's process table, and the sabotage
     // switches that need live address spaces.
     crate::mm::descriptor::register_proc_table(sched::fill_descs);
+    crate::mm::descriptor::register_vma_filler(publish_all_vmas);
     if !crate::mm::sabotage::register(crate::mm::sabotage::Switches { names: sabotage::NAMES, run: sabotage::run }) {
         panic!("no room to register the process sabotage switches");
     }
@@ -438,4 +439,13 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
         frame.error_code
     );
     sched::do_exit(sig)
+}
+
+/// Republishes every live address space's VMAs for the host (at a
+/// checkpoint's refresh). An address space whose lock is held right now
+/// keeps the entries it last published.
+fn publish_all_vmas() {
+    for (_, mm) in sched::other_mms(u64::MAX) {
+        let _ = mm.try_with(|m| m.publish_vmas(true));
+    }
 }

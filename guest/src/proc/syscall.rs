@@ -124,6 +124,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
+    // The calls that change VMAs: the host's copy follows (Linux numbers:
+    // mremap 25, madvise 28, mlock/munlock/mlockall/munlockall 149-152).
+    if matches!(nr, SYS_MMAP | SYS_MUNMAP | SYS_MPROTECT | SYS_BRK | SYS_EXECVE | SYS_HUGETLB | SYS_THP | 25 | 28)
+        || (149..=152).contains(&nr)
+    {
+        let _ = with_mm(|mm| mm.publish_vmas(false));
+    }
     // A call a signal interrupted: restarted, or -EINTR for the handler.
     super::signal::syscall_restart(frame, nr);
 }
@@ -164,6 +171,10 @@ fn sys_fork(frame: &TrapFrame) -> i64 {
     match sched::create_task(name, pid, child_mm, &child_frame, fpu) {
         Some(child) => {
             super::linux::fork_task_state(child);
+            // The child's VMAs for the host now, not at its first mmap.
+            if let Some(m) = sched::with_task(child, |t| t.mm.clone()).flatten() {
+                m.with(|m| m.publish_vmas(false));
+            }
             child as i64
         }
         None => -ENOMEM,

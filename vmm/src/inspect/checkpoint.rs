@@ -379,6 +379,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Vmas { pid } => {
+                let r = super::vmas::vmas(gs, *pid)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             _ => Err("not a guest-state view".into()),
         }
     }
@@ -449,6 +454,7 @@ impl Inspector {
                 | ViewSpec::Vmstat
                 | ViewSpec::Swaps
                 | ViewSpec::Free
+                | ViewSpec::Vmas { .. }
                 | ViewSpec::Exits
         ) {
             return self.guest_view(spec, gs);
@@ -604,6 +610,11 @@ impl Inspector {
                 if gs.block_of(pa >> 12).map(|b| b.kind) == Some(BlockKind::Allocated(PageOwner::UserAnon)) {
                     map.paint(pa, pa + (2 << 20), FrameClass::Thp);
                 }
+            }
+            // Swap-cache pages over their owner (user anonymous).
+            let cache = swapcheck::swap_cache(gs).map_err(|e| format!("cannot draw the map: {e}"))?;
+            for pfn in cache.by_pfn.keys() {
+                map.paint(pfn << 12, (pfn + 1) << 12, FrameClass::SwapCache);
             }
         }
         for (s, e, c) in self.kernel_phys(ctx) {

@@ -30,6 +30,7 @@ pub mod swapcheck;
 pub mod tlbcheck;
 pub mod verify;
 pub mod views;
+pub mod vmas;
 
 /// What the vCPU side (port bus, run loop) and the inspection side (the
 /// checkpoint hook, the gdb stub) share: where the guest's descriptor is

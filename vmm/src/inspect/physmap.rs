@@ -61,6 +61,9 @@ pub enum FrameClass {
     Thp,
     /// A 2 MiB page of the hugetlb pool.
     HugeTlb,
+    /// A user page in the swap cache (written to swap, or read back from
+    /// it, and still named by a slot).
+    SwapCache,
     /// The kernel's writable data and bss.
     KernelData,
     /// The kernel's read-only data.
@@ -73,7 +76,7 @@ pub enum FrameClass {
 
 impl FrameClass {
     /// Every class, by priority.
-    pub const ALL: [FrameClass; 21] = [
+    pub const ALL: [FrameClass; 22] = [
         FrameClass::Ram,
         FrameClass::Mapped,
         FrameClass::Reserved,
@@ -91,6 +94,7 @@ impl FrameClass {
         FrameClass::PageCache,
         FrameClass::Thp,
         FrameClass::HugeTlb,
+        FrameClass::SwapCache,
         FrameClass::KernelData,
         FrameClass::KernelRodata,
         FrameClass::KernelText,
@@ -132,6 +136,7 @@ impl FrameClass {
             FrameClass::PageCache => "#66c2a5",
             FrameClass::Thp => "#ff7f00",
             FrameClass::HugeTlb => "#e6ab02",
+            FrameClass::SwapCache => "#e41a1c",
             FrameClass::KernelData => "#fdae6b",
             FrameClass::KernelRodata => "#fdd0a2",
             FrameClass::KernelText => "#d94801",
@@ -159,6 +164,7 @@ impl FrameClass {
             FrameClass::PageCache => "page cache (file data)",
             FrameClass::Thp => "transparent huge pages (anon, PMD-mapped)",
             FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
+            FrameClass::SwapCache => "swap cache",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
             FrameClass::KernelText => "kernel text",

@@ -91,6 +91,12 @@ pub enum ViewSpec {
     Swaps,
     /// `free`: memory and swap totals as free(1) prints them.
     Free,
+    /// `vmas[:PID]`: every process's (or one's) VMAs as /proc/PID/maps
+    /// lists them, with Rss and Swap per VMA from its page tables.
+    Vmas {
+        /// Only this process.
+        pid: Option<u32>,
+    },
 }
 
 impl ViewSpec {
@@ -114,12 +120,13 @@ impl ViewSpec {
             ViewSpec::Exits => "exits",
             ViewSpec::Swaps => "swaps",
             ViewSpec::Free => "free",
+            ViewSpec::Vmas { .. } => "vmas",
         }
     }
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmas[:PID], vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -196,6 +203,15 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "exits" => no_arg(ViewSpec::Exits),
         "swaps" => no_arg(ViewSpec::Swaps),
         "free" => no_arg(ViewSpec::Free),
+        "vmas" => {
+            let pid = match arg.map(str::trim).filter(|a| !a.is_empty()) {
+                None => None,
+                Some(a) => Some(a.parse::<u32>().map_err(|_| {
+                    format!("vmas:{a}: '{a}' is not a pid (give vmas for every process, vmas:PID for one; ps lists the pids)")
+                })?),
+            };
+            Ok(ViewSpec::Vmas { pid })
+        }
         "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
         "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
         "physmap" => Ok(ViewSpec::Physmap { dir: arg.filter(|a| !a.is_empty()).map(PathBuf::from) }),

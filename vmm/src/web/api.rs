@@ -71,6 +71,12 @@ pub enum Query {
     /// A sample now (buddyinfo and vmstat to every browser): what a
     /// browser that attaches to a held guest starts its plots with.
     Sample,
+    /// A process's VMAs as the guest publishes them, with Rss and Swap
+    /// per VMA (the `vmas` view).
+    Vmas {
+        /// Whose.
+        pid: u32,
+    },
     /// A process's mapped ranges from its page tables (`info mem`'s
     /// merging), with its RSS.
     Ranges {
@@ -159,7 +165,8 @@ pub fn parse(path: &str, query: &str) -> Result<Query, ApiError> {
     let allowed: &[&str] = match path {
         "procs" => &[],
         "pt" => &["root", "va", "depth"],
-        "walk" | "vmas" => &["root", "va"],
+        "walk" => &["root", "va"],
+        "vmas" | "ranges" => &["root"],
         "physmap" => &["from", "to", "cells"],
         p if p.starts_with("view/") => &[],
         _ => {
@@ -189,7 +196,15 @@ pub fn parse(path: &str, query: &str) -> Result<Query, ApiError> {
             Query::Table { root: parse_root(get("root"))?, va: parse_va(get("va").or(Some("0")))?, depth: depth as u8 }
         }
         "walk" => Query::Walk { root: parse_root(get("root"))?, va: parse_va(get("va"))? },
-        "vmas" => Query::Ranges { root: parse_root(get("root"))? },
+        "vmas" => match parse_root(get("root"))? {
+            Root::Pid(pid) => Query::Vmas { pid },
+            Root::Kernel => {
+                return Err(ApiError::bad(
+                    "the kernel has no VMAs: give root=PID (GET /api/procs lists the pids; /api/ranges?root=kernel merges the kernel's mappings)",
+                ))
+            }
+        },
+        "ranges" => Query::Ranges { root: parse_root(get("root"))? },
         "physmap" => {
             let cells = get("cells").map(|c| parse_num("cells", c)).transpose()?.unwrap_or(1024);
             if cells == 0 || cells > CELLS_MAX {
@@ -429,6 +444,18 @@ pub fn execute(hook: &mut WebHook, q: &Query, seq: u64, vcpu: &dyn Vcpu) -> Resu
             v["seq"] = seq.into();
             json(&v)
         }
+        Query::Vmas { pid } => {
+            let (_, base) = Inspector::guest_context(vcpu).map_err(|e| ApiError { status: 500, message: e })?;
+            let gs = GuestState::read(hook.mem(), hook.link().descriptor.get(), &base).map_err(unavailable)?;
+            let procs = gs.procs().map_err(unavailable)?.unwrap_or_default();
+            if !procs.iter().any(|p| p.pid == *pid) {
+                return Err(ApiError::not_found(format!("no process with pid {pid} (GET /api/procs lists them)")));
+            }
+            let mut v = serde_json::to_value(crate::inspect::vmas::vmas(&gs, Some(*pid)).map_err(unavailable)?)
+                .map_err(|e| ApiError { status: 500, message: e.to_string() })?;
+            v["seq"] = seq.into();
+            json(&v)
+        }
         Query::Ranges { root } => {
             let (ctx, cr3) = context(hook, *root, vcpu)?;
             let phys = GuestPhys(hook.mem());
@@ -445,7 +472,7 @@ pub fn execute(hook: &mut WebHook, q: &Query, seq: u64, vcpu: &dyn Vcpu) -> Resu
             let rss: u64 = ranges.iter().map(|r| r.pages).sum();
             json(&serde_json::json!({
                 "cr3": format!("{cr3:#x}"), "ranges": ranges, "mapped_pages": rss,
-                "complete": listing.complete, "note": "ranges merged from the page tables ('info mem'): the guest does not publish its VMA list",
+                "complete": listing.complete, "note": "ranges merged from the page tables ('info mem'); the VMAs are at /api/vmas",
             }))
         }
     }
@@ -476,6 +503,11 @@ mod tests {
         assert_eq!(parse("physmap", "cells=0").unwrap_err().status, 400);
         assert_eq!(parse("physmap", "from=0x2000&to=0x1000").unwrap_err().status, 400);
         assert_eq!(parse("walk", "va=%zz").unwrap_err().status, 400);
+        assert_eq!(parse("vmas", "root=7").unwrap(), Query::Vmas { pid: 7 });
+        assert_eq!(parse("vmas", "root=kernel").unwrap_err().status, 400);
+        assert_eq!(parse("vmas", "").unwrap_err().status, 400, "the kernel by default: refused");
+        assert_eq!(parse("vmas", "root=1&va=2").unwrap_err().status, 400);
+        assert_eq!(parse("ranges", "root=kernel").unwrap(), Query::Ranges { root: Root::Kernel });
         assert!(matches!(parse("view/buddyinfo", "").unwrap(), Query::View(ViewSpec::Buddyinfo)));
     }
 }

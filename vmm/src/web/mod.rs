@@ -57,7 +57,61 @@ pub struct WebConfig {
     /// Hold the guest before its first instruction until the page (or
     /// the API) resumes it.
     pub wait: bool,
+    /// The guest runs its console shell (`--shell`): `POST /api/run`
+    /// types command lines into it.
+    pub shell: bool,
 }
+
+/// Console output the web view keeps for `GET /api/console` (the last
+/// [`CONSOLE_KEEP`] bytes).
+pub const CONSOLE_KEEP: usize = 64 << 10;
+
+/// The console's recent output and how many bytes were ever written.
+#[derive(Default)]
+struct ConsoleTail {
+    bytes: VecDeque<u8>,
+    total: u64,
+}
+
+/// The console output of this process's VM (one VM per `vmm run`).
+static CONSOLE: Mutex<ConsoleTail> = Mutex::new(ConsoleTail { bytes: VecDeque::new(), total: 0 });
+
+/// A console writer that also keeps the output for the web view: what
+/// `vmm run --web` wraps the console in.
+pub struct ConsoleTee(pub Box<dyn std::io::Write + Send>);
+
+impl std::io::Write for ConsoleTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        {
+            let mut t = locked(&CONSOLE);
+            t.bytes.extend(buf);
+            let over = t.bytes.len().saturating_sub(CONSOLE_KEEP);
+            t.bytes.drain(..over);
+            t.total += buf.len() as u64;
+        }
+        // The page keeps the bytes even if the host's writer is gone.
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The console output from byte `since` on (what is still kept), and the
+/// offset to ask from next.
+pub fn console_since(since: u64) -> (String, u64) {
+    let t = locked(&CONSOLE);
+    let first = t.total - t.bytes.len() as u64;
+    let from = since.clamp(first, t.total);
+    let skip = (from - first) as usize;
+    let bytes: Vec<u8> = t.bytes.iter().skip(skip).copied().collect();
+    (String::from_utf8_lossy(&bytes).into_owned(), t.total)
+}
+
+/// Longest command line `POST /api/run` takes: what the UART's receive
+/// FIFO holds with the line's end (the shell reads 256).
+pub const RUN_LINE_MAX: usize = 63;
 
 /// Errors starting the web view.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +245,10 @@ pub struct Shared {
     pub idle_ns: AtomicU64,
     /// See `idle_ns`.
     pub idle_checkpoints: AtomicU64,
+    /// The guest's console (`POST /api/run` types into it).
+    console: std::sync::OnceLock<Arc<Mutex<crate::devices::serial::SerialConsole>>>,
+    /// Whether the guest runs its shell.
+    shell: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,7 +261,7 @@ fn epoch_ms() -> u64 {
 }
 
 impl Shared {
-    fn new(wait: bool) -> Self {
+    fn new(wait: bool, shell: bool) -> Self {
         Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -222,7 +280,55 @@ impl Shared {
             update_bytes: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             idle_checkpoints: AtomicU64::new(0),
+            console: std::sync::OnceLock::new(),
+            shell,
         }
+    }
+
+    /// Types `line` (and Enter) into the guest's console shell: `POST
+    /// /api/run`. The bytes go into the UART's receive FIFO whole or not
+    /// at all, so a line is never cut; a held guest reads them when it
+    /// resumes.
+    pub fn run_line(&self, line: &str) -> Result<(), ApiError> {
+        self.require_live()?;
+        if !self.shell {
+            return Err(ApiError::conflict(
+                "the guest runs no console shell: start the VMM with --shell (and --initrd DIR for programs) to start programs from here",
+            ));
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            return Err(ApiError::bad("the command line is empty: give {\"cmd\": \"PROGRAM ARGS\"}"));
+        }
+        if line.len() > RUN_LINE_MAX {
+            return Err(ApiError::bad(format!(
+                "the command line is {} bytes; at most {RUN_LINE_MAX} fit the UART's receive FIFO at once",
+                line.len()
+            )));
+        }
+        if let Some(c) = line.chars().find(|c| !(' '..='~').contains(c)) {
+            return Err(ApiError::bad(format!(
+                "the command line holds {c:?}: only printable ASCII reaches the shell (it would drop or act on the rest)"
+            )));
+        }
+        let console =
+            self.console.get().ok_or_else(|| ApiError::conflict("the guest's console is not attached yet"))?;
+        let mut c = locked(console);
+        let bytes = format!("{line}\r");
+        if c.input_room() < bytes.len() {
+            return Err(ApiError {
+                status: 503,
+                message: format!(
+                    "the console's input FIFO has room for {} bytes, the line needs {}: the guest is not reading its console now (a program runs, or it is held); try again",
+                    c.input_room(),
+                    bytes.len()
+                ),
+            });
+        }
+        c.enqueue_input(bytes.as_bytes());
+        drop(c);
+        self.log_event("run", line);
+        Ok(())
     }
 
     /// `--web-wait`: the guest is to be held before its first instruction.
@@ -391,7 +497,7 @@ pub struct WebView {
 
 /// Binds `cfg.addr`, prints the URL on stderr, and starts the server.
 pub fn start(cfg: &WebConfig) -> Result<WebView, WebError> {
-    let shared = Arc::new(Shared::new(cfg.wait));
+    let shared = Arc::new(Shared::new(cfg.wait, cfg.shell));
     let http =
         tiny_http::Server::http(cfg.addr).map_err(|e| WebError::Bind { addr: cfg.addr, reason: e.to_string() })?;
     let addr =
@@ -425,6 +531,11 @@ impl WebView {
         format!(
             "web view: {n} updates sent ({bytes} bytes{per}); {idle} checkpoints passed with no browser attached{cost}"
         )
+    }
+
+    /// Gives `POST /api/run` the guest's console.
+    pub fn attach_console(&self, console: Arc<Mutex<crate::devices::serial::SerialConsole>>) {
+        let _ = self.shared.console.set(console);
     }
 
     /// The hook for the vCPU's run loop. `stop` is the run's stop flag (a

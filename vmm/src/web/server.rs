@@ -68,7 +68,24 @@ pub fn spawn(http: tiny_http::Server, shared: Arc<Shared>) -> std::io::Result<()
     Ok(())
 }
 
-fn handle(req: Request, shared: &Arc<Shared>) {
+/// Longest request body read.
+const BODY_MAX: u64 = 4096;
+
+/// The request's body as UTF-8 text, at most [`BODY_MAX`] bytes.
+fn read_body(req: &mut Request) -> Result<String, ApiError> {
+    use std::io::Read;
+    let mut b = Vec::new();
+    req.as_reader()
+        .take(BODY_MAX + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| ApiError::bad(format!("cannot read the request body: {e}")))?;
+    if b.len() as u64 > BODY_MAX {
+        return Err(ApiError { status: 413, message: format!("the body is longer than {BODY_MAX} bytes") });
+    }
+    String::from_utf8(b).map_err(|_| ApiError::bad("the body is not UTF-8"))
+}
+
+fn handle(mut req: Request, shared: &Arc<Shared>) {
     let url = req.url().to_string();
     if url.len() > URL_MAX {
         return reply_json(
@@ -107,6 +124,39 @@ fn handle(req: Request, shared: &Arc<Shared>) {
                 _ => shared.request_step(),
             };
             reply_json(req, r.map(|()| shared.state_json().to_string()))
+        }
+        ("/api/run", false) if method == Method::Post => {
+            let r = read_body(&mut req).and_then(|b| {
+                let v: serde_json::Value = serde_json::from_str(&b).map_err(|e| {
+                    ApiError::bad(format!("the body is not JSON ({e}): give {{\"cmd\": \"PROGRAM ARGS\"}}"))
+                })?;
+                let cmd = v
+                    .get("cmd")
+                    .and_then(|c| c.as_str())
+                    .ok_or_else(|| ApiError::bad("the body has no string \"cmd\": give {\"cmd\": \"PROGRAM ARGS\"}"))?;
+                shared.run_line(cmd)
+            });
+            reply_json(req, r.map(|()| shared.state_json().to_string()))
+        }
+        ("/api/run", true) => reply_json(
+            req,
+            Err(ApiError { status: 405, message: "/api/run types into the guest's console: use POST".into() }),
+        ),
+        ("/api/console", true) => {
+            let since = api::query_pairs(query).and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| k == "since")
+                    .map(|(_, v)| api::parse_num("since", v))
+                    .transpose()
+                    .map(|s| s.unwrap_or(0))
+            });
+            reply_json(
+                req,
+                since.map(|s| {
+                    let (text, next) = super::console_since(s);
+                    serde_json::json!({"text": text, "next": next}).to_string()
+                }),
+            )
         }
         ("/api/pause" | "/api/resume" | "/api/step", true) => reply_json(
             req,

@@ -53,6 +53,44 @@ for (const [id, path] of [["pause", "/api/pause"], ["resume", "/api/resume"], ["
   $(id).addEventListener("click", () => api(path, { method: "POST" }).then((s) => { setState(s); showError(null); }, showError));
 }
 
+// Start a program: the line goes to the guest's console shell (`--shell`).
+async function runCmd() {
+  const cmd = $("cmd").value.trim();
+  try {
+    const s = await api("/api/run", { method: "POST", body: JSON.stringify({ cmd }), headers: { "Content-Type": "application/json" } });
+    setState(s);
+    showError(null);
+    $("cmd").value = "";
+    logLine(`run '${cmd}'`);
+  } catch (e) {
+    showError(e);
+  }
+  loadConsole();
+}
+$("run").addEventListener("click", runCmd);
+$("cmd").addEventListener("keydown", (ev) => { if (ev.key === "Enter") runCmd(); });
+
+// ---------- console ----------
+let consoleAt = 0;
+let consoleBusy = false;
+async function loadConsole() {
+  if (consoleBusy) return;
+  consoleBusy = true;
+  try {
+    const c = await api(`/api/console?since=${consoleAt}`);
+    if (c.text) {
+      const out = $("console-out");
+      out.textContent = (out.textContent + c.text).slice(-20000);
+      out.scrollTop = out.scrollHeight;
+    }
+    consoleAt = c.next;
+  } catch (e) {
+    // The VMM is gone: the page keeps what it showed.
+  }
+  consoleBusy = false;
+}
+setInterval(() => { if ($("p-console").open && stats.state !== "ended") loadConsole(); }, 1000);
+
 // ---------- page tables ----------
 const FLAGS = [["w", "W"], ["u", "U"], ["nx", "NX"], ["g", "G"], ["a", "A"], ["d", "D"]];
 
@@ -260,17 +298,32 @@ async function loadProcs() {
 
 async function loadVmas() {
   const box = $("vmas");
+  const rbox = $("ranges");
   if (rootSel === "kernel") {
-    box.replaceChildren(el("p", { class: "hint" }, "Choose a process above to see its mapped ranges."));
+    box.replaceChildren(el("p", { class: "hint" }, "Choose a process above to see its VMAs."));
+    rbox.replaceChildren(el("p", { class: "hint" }, "Choose a process above to see its mapped ranges."));
     return;
   }
   try {
     const v = await api(`/api/vmas?root=${rootSel}`);
-    const tbl = el("table", {}, el("tr", {}, ...["start", "end", "pages", "rights", "accessed", "dirty"].map((h) => el("th", {}, h))));
-    for (const r of v.ranges) tbl.append(el("tr", {}, el("td", {}, r.start), el("td", {}, r.end), el("td", {}, String(r.pages)), el("td", {}, `${r.writable ? "rw" : "r-"}${r.nx ? "-" : "x"}${r.user ? " user" : ""}`), el("td", {}, String(r.accessed)), el("td", {}, String(r.dirty))));
-    box.replaceChildren(el("p", {}, `pid ${rootSel}: ${v.mapped_pages} pages resident (${v.note})`), tbl);
+    const p = v.procs[0];
+    const tbl = el("table", { id: "vma-table" }, el("tr", {}, ...["start", "end", "perms", "kind", "name", "size kB", "rss kB", "swap kB", "huge kB", "THP"].map((h) => el("th", {}, h))));
+    for (const r of p ? p.vmas : []) {
+      tbl.append(el("tr", { class: `vma ${r.kind}` }, ...[r.start, r.end, r.perms, r.kind, r.name, r.size_kb, r.rss_kb, r.swap_kb, r.huge_kb, r.thp_eligible ? "yes" : "-"].map((x) => el("td", {}, String(x)))));
+    }
+    const head = !v.published ? "the guest publishes no VMA table yet"
+      : `pid ${rootSel}: ${p ? p.vmas.length : 0} VMAs, Rss ${p ? p.rss_kb : 0} kB, Swap ${p ? p.swap_kb : 0} kB` + (v.consistent ? "" : " (stopped while the guest rewrote its table: may be half-written)");
+    box.replaceChildren(el("p", {}, head), tbl);
   } catch (e) {
     box.textContent = String(e.message || e);
+  }
+  try {
+    const v = await api(`/api/ranges?root=${rootSel}`);
+    const tbl = el("table", {}, el("tr", {}, ...["start", "end", "pages", "rights", "accessed", "dirty"].map((h) => el("th", {}, h))));
+    for (const r of v.ranges) tbl.append(el("tr", {}, el("td", {}, r.start), el("td", {}, r.end), el("td", {}, String(r.pages)), el("td", {}, `${r.writable ? "rw" : "r-"}${r.nx ? "-" : "x"}${r.user ? " user" : ""}`), el("td", {}, String(r.accessed)), el("td", {}, String(r.dirty))));
+    rbox.replaceChildren(el("p", {}, `pid ${rootSel}: ${v.mapped_pages} pages resident (${v.note})`), tbl);
+  } catch (e) {
+    rbox.textContent = String(e.message || e);
   }
 }
 
@@ -451,7 +504,7 @@ async function refreshViews() {
   do {
     refreshAgain = false;
     await loadProcs();
-    await Promise.all([loadTree(), loadVmas(), loadPhysmap(), loadSlab()]);
+    await Promise.all([loadTree(), loadVmas(), loadPhysmap(), loadSlab(), loadConsole()]);
   } while (refreshAgain);
   refreshing = false;
   stats.refreshed = stats.seq;
