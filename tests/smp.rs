@@ -251,3 +251,19 @@ fn cpu_and_exits_views_show_every_vcpu_parked() {
     let exits = views.iter().find(|v| v["view"] == "exits").expect("exits view");
     assert_eq!(exits["data"]["per_vcpu"].as_array().map(Vec::len), Some(2), "{exits}");
 }
+
+#[test]
+fn a_snapshot_holds_every_vcpus_registers() {
+    let file = std::env::temp_dir().join(format!("mmemu-smp-snap-{}.core", std::process::id()));
+    let spec = format!("boot={}", file.display());
+    let r = boot(&["--cpus", "3", "--cmdline", "checkpoint=boot exit=0", "--snapshot-at", &spec]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let notes = std::process::Command::new("readelf").args(["-n", file.to_str().unwrap()]).output().expect("readelf");
+    let notes = String::from_utf8_lossy(&notes.stdout).into_owned();
+    assert_eq!(notes.matches("NT_PRSTATUS").count(), 3, "one per vCPU:\n{notes}");
+    // The file still opens for offline inspection.
+    let i = vmm(&["inspect", file.to_str().unwrap(), "--inspect", "cpu"]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(i.status, 0, "{}", i.all());
+    assert!(i.stdout.contains("cpu: RIP 0xffffffff8"), "{}", i.all());
+}
