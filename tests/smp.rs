@@ -190,9 +190,13 @@ fn gdb_shows_one_thread_per_vcpu_with_its_own_registers() {
     assert_eq!(run.status, 7, "{all}");
 }
 
-/// The views that depend on guest memory only, as JSON, at checkpoint
-/// `boot` (the `cpu` and `exits` views describe the vCPUs themselves).
-fn memory_views(cpus: &str) -> Vec<String> {
+/// The views that do not depend on how many CPUs the guest started, as
+/// JSON, at checkpoint `boot`: the kernel's mappings (without the accessed
+/// and dirty counts, which the APs' own work changes), a walk, the process
+/// list and the `--verify` verdicts. (`cpu` and `exits` describe the vCPUs
+/// themselves; meminfo, buddyinfo and slabinfo hold the APs' per-CPU
+/// caches and stacks once the guest starts them.)
+fn memory_views(cpus: &str) -> Vec<serde_json::Value> {
     let r = boot(&[
         "--cpus",
         cpus,
@@ -202,13 +206,29 @@ fn memory_views(cpus: &str) -> Vec<String> {
         "boot",
         "--json=-",
         "--inspect",
-        "mem,meminfo,buddyinfo,slabinfo,vmstat,ps,walk:kmain",
-        "--verify",
+        "mem,ps,walk:kmain",
+        "--verify=kvm,wx,text-ro,text-user,pt-owner",
     ]);
     assert_eq!(r.status, 0, "--cpus {cpus}: {}", r.all());
-    let lines: Vec<String> = r.stdout.lines().filter(|l| l.starts_with('{')).map(str::to_string).collect();
-    assert!(lines.len() >= 7, "--cpus {cpus}: {}", r.all());
-    lines
+    let mut views: Vec<serde_json::Value> =
+        r.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(views.len(), 4, "--cpus {cpus}: {}", r.all());
+    for v in &mut views {
+        if let Some(ranges) = v["data"]["ranges"].as_array_mut() {
+            for range in ranges {
+                let o = range.as_object_mut().unwrap();
+                o.remove("accessed");
+                o.remove("dirty");
+            }
+        }
+        if let Some(checks) = v["data"]["checks"].as_array_mut() {
+            for c in checks {
+                // Counts of table pages differ with the APs' own tables.
+                c.as_object_mut().unwrap().remove("detail");
+            }
+        }
+    }
+    views
 }
 
 #[test]
@@ -227,9 +247,10 @@ fn cpu_and_exits_views_show_every_vcpu_parked() {
     assert!(o.contains("(vCPU 0 reached the checkpoint; the others are stopped)"), "{}", r.all());
     assert!(o.contains("  vCPU 0: at the checkpoint"), "{}", r.all());
     // The APs' lines come from their own registers, readable only because
-    // they were kicked out of KVM_RUN and parked (stop the world).
+    // they were kicked out of KVM_RUN and parked (stop the world): a vCPU
+    // inside KVM_RUN holds its lock and would have no line.
     for i in 1..3 {
-        assert!(o.contains(&format!("  vCPU {i}: waiting for SIPI RIP 0xfff0 ")), "{}", r.all());
+        assert!(o.lines().any(|l| l.starts_with(&format!("  vCPU {i}: ")) && l.contains(" RIP 0x")), "{}", r.all());
     }
     assert!(o.lines().any(|l| l.starts_with("  vCPU 2: ") && !l.contains("RIP")), "per-vCPU exits: {}", r.all());
     let j = boot(&[
@@ -247,7 +268,7 @@ fn cpu_and_exits_views_show_every_vcpu_parked() {
         j.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
     let cpu = views.iter().find(|v| v["view"] == "cpu").expect("cpu view");
     assert_eq!(cpu["data"]["vcpus"].as_array().map(Vec::len), Some(2), "{cpu}");
-    assert_eq!(cpu["data"]["vcpus"][1]["state"], "waiting for SIPI", "{cpu}");
+    assert!(cpu["data"]["vcpus"][1]["state"].as_str().is_some_and(|s| !s.is_empty()), "{cpu}");
     let exits = views.iter().find(|v| v["view"] == "exits").expect("exits view");
     assert_eq!(exits["data"]["per_vcpu"].as_array().map(Vec::len), Some(2), "{exits}");
 }
