@@ -116,3 +116,175 @@ fn a_crash_names_its_vcpu() {
     assert!(r.stderr.contains("vCPU 0: the guest triple-faulted (KVM_EXIT_SHUTDOWN)"), "{}", r.all());
     assert!(r.stderr.contains("CR2: 0000400000000000"), "that vCPU's registers: {}", r.all());
 }
+
+/// `vmm run --gdb ... --gdb-wait` plus `args`, and real gdb's batch output
+/// for `cmds` (the VMM ends with the guest; both are bounded in time).
+fn gdb_session(args: &[&str], cmds: &[&str]) -> (String, Run) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut vmm = Command::new(vmm_path())
+        .args(["run", "--timeout", "120", "--gdb", "tcp:127.0.0.1:0", "--gdb-wait"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmm");
+    let mut err = BufReader::new(vmm.stderr.take().unwrap());
+    let mut stderr = String::new();
+    let target = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the VMM ended before listening: {stderr}");
+        stderr.push_str(&line);
+        if let Some(rest) = line.split("listening on tcp:").nth(1) {
+            break rest.split([',', ';', ' ']).next().unwrap().to_string();
+        }
+    };
+    let mut gdb = Command::new("/usr/bin/gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", &format!("target remote {target}")]);
+    for c in cmds {
+        gdb.args(["-ex", c]);
+    }
+    let out = gdb.arg(env!("MMEMU_GUEST_ELF")).stdin(Stdio::null()).output().expect("run gdb");
+    let gdb_out = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let rest = vmm.wait_with_output().expect("wait for the VMM");
+    stderr.push_str(&String::from_utf8_lossy(&rest.stderr));
+    let run = Run {
+        status: rest.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&rest.stdout).into_owned(),
+        stderr,
+    };
+    (gdb_out, run)
+}
+
+#[test]
+fn gdb_shows_one_thread_per_vcpu_with_its_own_registers() {
+    let (out, run) = gdb_session(
+        &["--cpus", "4", "--cmdline", "exit=7"],
+        &[
+            "info threads",
+            "thread 3",
+            "info registers rip cs",
+            "thread 1",
+            "stepi",
+            "info registers rip",
+            "thread 2",
+            "info registers rip",
+            "continue",
+        ],
+    );
+    let all = format!("{out}\n{}", run.all());
+    for i in 1..=4 {
+        assert!(out.contains(&format!("Thread 1.{i} (vCPU {})", i - 1)), "thread {i} listed: {all}");
+    }
+    // vCPU 2 (thread 3) waits for its SIPI in the reset state: real mode
+    // at f000:fff0; vCPU 0 is at the kernel's entry.
+    assert!(out.contains("[Switching to thread 3 (Thread 1.3)]"), "{all}");
+    assert!(out.lines().any(|l| l.starts_with("rip") && l.contains("0xfff0")), "vCPU 2's own RIP: {all}");
+    assert!(out.lines().any(|l| l.starts_with("cs") && l.contains("0xf000")), "vCPU 2's own CS: {all}");
+    assert!(out.lines().any(|l| l.starts_with("rip") && l.contains("0xffffffff8")), "vCPU 0's RIP: {all}");
+    // The step moved vCPU 0 alone and named its thread (no guessing).
+    assert!(!out.contains("stopped without sending a thread-id"), "{all}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("rip") && l.contains("0xfff0")).count(), 2, "{all}");
+    assert!(out.contains("exited with code 07"), "{all}");
+    assert_eq!(run.status, 7, "{all}");
+}
+
+/// The views that do not depend on how many CPUs the guest started, as
+/// JSON, at checkpoint `boot`: the kernel's mappings (without the accessed
+/// and dirty counts, which the APs' own work changes), a walk, the process
+/// list and the `--verify` verdicts. (`cpu` and `exits` describe the vCPUs
+/// themselves; meminfo, buddyinfo and slabinfo hold the APs' per-CPU
+/// caches and stacks once the guest starts them.)
+fn memory_views(cpus: &str) -> Vec<serde_json::Value> {
+    let r = boot(&[
+        "--cpus",
+        cpus,
+        "--cmdline",
+        "checkpoint=boot exit=0",
+        "--inspect-at",
+        "boot",
+        "--json=-",
+        "--inspect",
+        "mem,ps,walk:kmain",
+        "--verify=kvm,wx,text-ro,text-user,pt-owner",
+    ]);
+    assert_eq!(r.status, 0, "--cpus {cpus}: {}", r.all());
+    let mut views: Vec<serde_json::Value> =
+        r.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(views.len(), 4, "--cpus {cpus}: {}", r.all());
+    for v in &mut views {
+        if let Some(ranges) = v["data"]["ranges"].as_array_mut() {
+            for range in ranges {
+                let o = range.as_object_mut().unwrap();
+                o.remove("accessed");
+                o.remove("dirty");
+            }
+        }
+        if let Some(checks) = v["data"]["checks"].as_array_mut() {
+            for c in checks {
+                // Counts of table pages differ with the APs' own tables.
+                c.as_object_mut().unwrap().remove("detail");
+            }
+        }
+    }
+    views
+}
+
+#[test]
+fn a_checkpoint_with_two_vcpus_shows_what_one_shows() {
+    let one = memory_views("1");
+    let two = memory_views("2");
+    assert_eq!(one, two);
+}
+
+#[test]
+fn cpu_and_exits_views_show_every_vcpu_parked() {
+    let r =
+        boot(&["--cpus", "3", "--cmdline", "checkpoint=boot exit=0", "--inspect-at", "boot", "--inspect", "cpu,exits"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let o = &r.stdout;
+    assert!(o.contains("(vCPU 0 reached the checkpoint; the others are stopped)"), "{}", r.all());
+    assert!(o.contains("  vCPU 0: at the checkpoint"), "{}", r.all());
+    // The APs' lines come from their own registers, readable only because
+    // they were kicked out of KVM_RUN and parked (stop the world): a vCPU
+    // inside KVM_RUN holds its lock and would have no line.
+    for i in 1..3 {
+        assert!(o.lines().any(|l| l.starts_with(&format!("  vCPU {i}: ")) && l.contains(" RIP 0x")), "{}", r.all());
+    }
+    assert!(o.lines().any(|l| l.starts_with("  vCPU 2: ") && !l.contains("RIP")), "per-vCPU exits: {}", r.all());
+    let j = boot(&[
+        "--cpus",
+        "2",
+        "--cmdline",
+        "checkpoint=boot exit=0",
+        "--inspect-at",
+        "boot",
+        "--json=-",
+        "--inspect",
+        "cpu,exits",
+    ]);
+    let views: Vec<serde_json::Value> =
+        j.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cpu = views.iter().find(|v| v["view"] == "cpu").expect("cpu view");
+    assert_eq!(cpu["data"]["vcpus"].as_array().map(Vec::len), Some(2), "{cpu}");
+    assert!(cpu["data"]["vcpus"][1]["state"].as_str().is_some_and(|s| !s.is_empty()), "{cpu}");
+    let exits = views.iter().find(|v| v["view"] == "exits").expect("exits view");
+    assert_eq!(exits["data"]["per_vcpu"].as_array().map(Vec::len), Some(2), "{exits}");
+}
+
+#[test]
+fn a_snapshot_holds_every_vcpus_registers() {
+    let file = std::env::temp_dir().join(format!("mmemu-smp-snap-{}.core", std::process::id()));
+    let spec = format!("boot={}", file.display());
+    let r = boot(&["--cpus", "3", "--cmdline", "checkpoint=boot exit=0", "--snapshot-at", &spec]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let notes = std::process::Command::new("readelf").args(["-n", file.to_str().unwrap()]).output().expect("readelf");
+    let notes = String::from_utf8_lossy(&notes.stdout).into_owned();
+    assert_eq!(notes.matches("NT_PRSTATUS").count(), 3, "one per vCPU:\n{notes}");
+    // The file still opens for offline inspection.
+    let i = vmm(&["inspect", file.to_str().unwrap(), "--inspect", "cpu"]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(i.status, 0, "{}", i.all());
+    assert!(i.stdout.contains("cpu: RIP 0xffffffff8"), "{}", i.all());
+}

@@ -399,6 +399,7 @@ impl Vm {
             })
             .collect();
         let runner = &mut runners[0];
+        link.vcpus.set(vcpus.clone());
         if park_hook.is_some() || web.is_some() {
             // SIGUSR1 pauses the guest for the views (and the web view's
             // update); without a hook a pause would have nothing to show,
@@ -432,6 +433,7 @@ impl Vm {
             Some(server) => {
                 let (vcpu_end, debugger) = vcpu::debug::channel(0).map_err(VmError::DebugChannel)?;
                 runner.set_debugger(vcpu_end);
+                runner.set_all_vcpus(vcpus.clone());
                 let ctx = gdb::GdbContext {
                     debugger,
                     mem: mem.clone(),
@@ -462,6 +464,8 @@ impl Vm {
         }
         // The stub ends once the vCPU's run is over.
         let gdb_result = gdb_thread.map(|t| t.join());
+        // The views' handles on the vCPUs go before the vCPUs themselves.
+        link.vcpus.set(Vec::new());
         report_selftests(&bus.lock().unwrap_or_else(std::sync::PoisonError::into_inner).results);
         // The run's result is the vCPU's that ended it (the guest's exit or
         // a crash on any vCPU); else (a timeout, a stop) the boot CPU's.

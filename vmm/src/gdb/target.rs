@@ -2,8 +2,13 @@
 //! resume and single-step, breakpoints, and the event loop that resumes
 //! the vCPU and waits for its next stop or for gdb.
 //!
-//! Each vCPU is a gdb thread with id = vCPU index + 1 (the VMM runs one
-//! vCPU today, so there is one thread).
+//! Each vCPU is a gdb thread with id = vCPU index + 1. The session runs on
+//! vCPU 0's thread; the other vCPUs are parked whenever gdb looks (all-stop:
+//! the world is stopped, see [`crate::vcpu::world`]), so their registers
+//! are read from their parked state. A step of vCPU 0 leaves the others
+//! stopped; a continue runs them all. Only vCPU 0 (thread 1) can be
+//! stepped or have its registers written; memory is seen through vCPU 0's
+//! address space.
 
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
@@ -100,6 +105,10 @@ pub struct GdbTarget<'a> {
     /// gdb's software breakpoints on no-execute pages, held by debug
     /// registers.
     sw_as_hw: Vec<u64>,
+    /// The next run is a step of vCPU 0 alone (the others stay stopped).
+    alone: bool,
+    /// gdb asked to step a vCPU other than 0 (refused at resume).
+    step_other: Option<Tid>,
 }
 
 /// A hidden breakpoint of the stub.
@@ -148,6 +157,8 @@ impl<'a> GdbTarget<'a> {
             hidden: [None; 4],
             user_step: false,
             sw_as_hw: Vec::new(),
+            alone: false,
+            step_other: None,
         };
         // Every exit copies the registers into the vCPU's run structure
         // while gdb is attached (KVM_CAP_SYNC_REGS, x86 KVM since Linux
@@ -215,7 +226,7 @@ impl<'a> GdbTarget<'a> {
         self.cache = None;
         loop {
             self.watch.arm(self.dbg);
-            let s = self.cpu.run();
+            let s = if self.alone { self.cpu.run_alone() } else { self.cpu.run() };
             self.watch.disarm();
             if let DebugStop::Debug(_) = s {
                 // A debug exit ends a KVM_RUN that just returned: KVM
@@ -408,6 +419,8 @@ impl<'a> GdbTarget<'a> {
                 }
             }
         }
+        // A step (KVM's or the stub's TF) moves vCPU 0 alone.
+        self.alone = step;
         let key = (dbg.control, dbg.arch.debugreg);
         if self.debug_state != Some(key) {
             self.cpu.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
@@ -663,6 +676,13 @@ impl<'a> GdbTarget<'a> {
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
+        if let Some(tid) = self.step_other.take() {
+            self.note(format!(
+                "vCPU {} cannot be stepped from gdb (only vCPU 0, thread 1); it did not move",
+                tid.get() - 1
+            ));
+            return Ok(Event::TargetStopped(StopReason::SignalWithThread { tid, signal: Signal::SIGTRAP }));
+        }
         match &self.end {
             Some(GuestEnd::Crash(c)) => {
                 let signal = crash_signal(c);
@@ -790,10 +810,25 @@ impl Target for GdbTarget<'_> {
 }
 
 impl MultiThreadBase for GdbTarget<'_> {
-    fn read_registers(&mut self, out: &mut Regs, _tid: Tid) -> TargetResult<(), Self> {
-        let (r, s) = self.state().map_err(fatal)?;
-        let fpu =
-            self.cpu.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+    fn read_registers(&mut self, out: &mut Regs, tid: Tid) -> TargetResult<(), Self> {
+        let (r, s, fpu) = if tid == VCPU0 {
+            let (r, s) = self.state().map_err(fatal)?;
+            let fpu = self
+                .cpu
+                .vcpu()
+                .get_fpu()
+                .map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            (r, s, fpu)
+        } else {
+            // Another vCPU, parked (all-stop): its state straight from KVM.
+            let v = self.cpu.other_vcpu(tid.get() - 1).ok_or(TargetError::Errno(EINVAL))?;
+            let k = |what| move |e| fatal(GdbError::Kvm { what, source: e });
+            (
+                v.get_regs().map_err(k("read a vCPU's registers"))?,
+                v.get_sregs().map_err(k("read a vCPU's special registers"))?,
+                v.get_fpu().map_err(k("read the FPU state"))?,
+            )
+        };
         out.set_from_kvm(&r, &s);
         let c = &mut out.core;
         for (st, fpr) in c.st.iter_mut().zip(fpu.fpr.iter()) {
@@ -814,7 +849,11 @@ impl MultiThreadBase for GdbTarget<'_> {
         Ok(())
     }
 
-    fn write_registers(&mut self, new: &Regs, _tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, new: &Regs, tid: Tid) -> TargetResult<(), Self> {
+        if tid != VCPU0 {
+            self.note(format!("only vCPU 0's registers can be written from gdb, not vCPU {}'s", tid.get() - 1));
+            return Err(TargetError::Errno(EINVAL));
+        }
         let (mut r, mut s) = self.state().map_err(fatal)?;
         let c = &new.core;
         let sel = [s.cs.selector, s.ss.selector, s.ds.selector, s.es.selector, s.fs.selector, s.gs.selector];
@@ -885,7 +924,11 @@ impl MultiThreadBase for GdbTarget<'_> {
     }
 
     fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), GdbError> {
-        thread_is_active(VCPU0);
+        for i in 0..self.cpu.vcpu_count() {
+            if let Some(tid) = Tid::new(i + 1) {
+                thread_is_active(tid);
+            }
+        }
         Ok(())
     }
 
@@ -907,6 +950,7 @@ impl MultiThreadResume for GdbTarget<'_> {
 
     fn clear_resume_actions(&mut self) -> Result<(), GdbError> {
         self.step = false;
+        self.step_other = None;
         Ok(())
     }
 
@@ -928,15 +972,18 @@ impl MultiThreadResume for GdbTarget<'_> {
 impl MultiThreadSchedulerLocking for GdbTarget<'_> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), GdbError> {
         // gdb steps one thread with the others held (to step over a
-        // breakpoint). With one vCPU there are no others; with several,
-        // the others would stay stopped, which all-stop resume does anyway.
+        // breakpoint): a step of vCPU 0 leaves the others stopped anyway.
         Ok(())
     }
 }
 
 impl MultiThreadSingleStep for GdbTarget<'_> {
-    fn set_resume_action_step(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), GdbError> {
-        self.step = true;
+    fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), GdbError> {
+        if tid == VCPU0 {
+            self.step = true;
+        } else {
+            self.step_other = Some(tid);
+        }
         Ok(())
     }
 }
@@ -1072,8 +1119,14 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         // Notes queued while stopped (a refused insertion) go out with this
         // resume's replies; notes of the stop itself go before its reply.
         target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
-        let r = target.resume_and_wait(conn);
-        if let Ok(Event::TargetStopped(_)) = &r {
+        let mut r = target.resume_and_wait(conn);
+        if let Ok(Event::TargetStopped(reason)) = &mut r {
+            // With several threads a stop names its thread (gdb warns
+            // about a bare step reply and guesses); with one, the reply
+            // stays as it always was.
+            if *reason == StopReason::DoneStep && target.cpu.vcpu_count() > 1 {
+                *reason = StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP };
+            }
             target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
         }
         r

@@ -239,6 +239,41 @@ fn out_of<T: Serialize>(v: &T, text: String) -> ViewOut {
 }
 
 impl Inspector {
+    /// With several vCPUs: the one at the checkpoint and a line for each
+    /// (the one at the checkpoint from `p`: its thread holds its lock).
+    fn vcpu_lines(&self, p: &Parked) -> (Option<usize>, Vec<views::VcpuLine>) {
+        let set = &self.link.vcpus;
+        if set.len() < 2 {
+            return (None, Vec::new());
+        }
+        let current = set.current();
+        let line = |vcpu: usize, state: &'static str, r: &kvm_regs, s: &kvm_sregs| views::VcpuLine {
+            vcpu,
+            state,
+            rip: r.rip,
+            // Real mode (an AP not started yet) has no kernel symbols.
+            rip_symbol: if s.cr0 & mm_core::abi::cpu::CR0_PG != 0 {
+                self.symbols.describe(r.rip)
+            } else {
+                String::new()
+            },
+            rsp: r.rsp,
+            cr3: s.cr3,
+            cpl: (s.cs.selector & 3) as u8,
+            paging: s.cr0 & mm_core::abi::cpu::CR0_PG != 0,
+        };
+        let lines = set
+            .states()
+            .into_iter()
+            .filter_map(|(i, st)| match st {
+                Some((r, s, mp)) => Some(line(i, views::mp_state_name(mp), &r, &s)),
+                None if i == current => Some(line(i, "at the checkpoint", &p.regs, &p.sregs)),
+                None => None,
+            })
+            .collect();
+        (Some(current), lines)
+    }
+
     /// An inspector writing to `out`. `vm` is needed for the `dirty` view
     /// only.
     pub fn new(
@@ -490,6 +525,7 @@ impl Inspector {
         };
         match spec {
             ViewSpec::Cpu => {
+                let (vcpu, vcpus) = self.vcpu_lines(p);
                 let r = CpuReport {
                     rip: p.regs.rip,
                     rip_symbol: self.symbols.describe(p.regs.rip),
@@ -500,6 +536,8 @@ impl Inspector {
                     efer: p.sregs.efer,
                     cpl: (p.sregs.cs.selector & 3) as u8,
                     paging: if vctx.la57 { "5-level paging" } else { "4-level paging" },
+                    vcpu,
+                    vcpus,
                 };
                 let t = r.render();
                 out_of(&r, t)
@@ -958,7 +996,7 @@ impl ParkHook for Inspector {
         // figure covers exactly the run since the checkpoint before.
         let since = self.last_checkpoint.replace(name.to_string());
         let since = since.map_or("the start of the run".to_string(), |n| format!("checkpoint '{n}'"));
-        self.exits = Some(ExitsReport::new(since, &self.link.exits.take()));
+        self.exits = Some(ExitsReport::by_vcpu(since, &self.link.exits.take_per_vcpu(), self.link.vcpus.len()));
         // A user's pause always shows the views: it has no name to select.
         if !self.cfg.applies_at(raw) && raw != PAUSE_CHECKPOINT {
             // The dirty log is drained at every checkpoint, as the exit

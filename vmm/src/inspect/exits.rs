@@ -80,22 +80,41 @@ impl ExitReason {
     }
 }
 
-/// Exit counts shared by the run loop (which adds) and the inspector
-/// (which takes them at checkpoints).
+/// Exit counts shared by the run loops (which add, each for its vCPU) and
+/// the inspector (which takes them at checkpoints).
 #[derive(Debug, Clone, Default)]
-pub struct ExitCounter(Arc<Mutex<BTreeMap<ExitReason, u64>>>);
+pub struct ExitCounter(Arc<Mutex<Vec<BTreeMap<ExitReason, u64>>>>);
 
 impl ExitCounter {
-    /// Counts one exit.
+    /// Counts one exit of vCPU 0.
     pub fn record(&self, r: ExitReason) {
+        self.record_on(0, r);
+    }
+
+    /// Counts one exit of vCPU `vcpu`.
+    pub fn record_on(&self, vcpu: usize, r: ExitReason) {
         if let Ok(mut m) = self.0.lock() {
-            *m.entry(r).or_insert(0) += 1;
+            if m.len() <= vcpu {
+                m.resize_with(vcpu + 1, BTreeMap::new);
+            }
+            *m[vcpu].entry(r).or_insert(0) += 1;
         }
     }
 
-    /// The counts so far, reset to zero.
+    /// The counts so far of every vCPU together, reset to zero.
     pub fn take(&self) -> BTreeMap<ExitReason, u64> {
-        self.0.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
+        let mut total = BTreeMap::new();
+        for m in self.take_per_vcpu() {
+            for (r, n) in m {
+                *total.entry(r).or_insert(0) += n;
+            }
+        }
+        total
+    }
+
+    /// The counts so far by vCPU index, reset to zero.
+    pub fn take_per_vcpu(&self) -> Vec<BTreeMap<ExitReason, u64>> {
+        self.0.lock().map(|mut m| m.iter_mut().map(std::mem::take).collect()).unwrap_or_default()
     }
 }
 
@@ -120,15 +139,55 @@ pub struct ExitsReport {
     pub total: u64,
     /// By reason, most frequent first.
     pub exits: Vec<ExitLine>,
+    /// With several vCPUs: each one's exits (none with one vCPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_vcpu: Vec<VcpuExits>,
+}
+
+/// One vCPU's share of the `exits` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcpuExits {
+    /// The vCPU's index.
+    pub vcpu: usize,
+    /// Its exits.
+    pub total: u64,
+    /// By reason, most frequent first.
+    pub exits: Vec<ExitLine>,
+}
+
+fn lines(counts: &BTreeMap<ExitReason, u64>) -> Vec<ExitLine> {
+    let mut exits: Vec<ExitLine> =
+        counts.iter().map(|(r, &count)| ExitLine { reason: *r, what: r.describe(), count }).collect();
+    exits.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    exits
 }
 
 impl ExitsReport {
     /// From counts taken at a checkpoint.
     pub fn new(since: String, counts: &BTreeMap<ExitReason, u64>) -> Self {
-        let mut exits: Vec<ExitLine> =
-            counts.iter().map(|(r, &count)| ExitLine { reason: *r, what: r.describe(), count }).collect();
-        exits.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
-        ExitsReport { since, total: counts.values().sum(), exits }
+        ExitsReport { since, total: counts.values().sum(), exits: lines(counts), per_vcpu: Vec::new() }
+    }
+
+    /// From the per-vCPU counts taken at a checkpoint of a VM with `vcpus`
+    /// vCPUs: the totals, and each vCPU's share when there are several.
+    pub fn by_vcpu(since: String, per: &[BTreeMap<ExitReason, u64>], vcpus: usize) -> Self {
+        let mut total = BTreeMap::new();
+        for m in per {
+            for (r, n) in m {
+                *total.entry(*r).or_insert(0) += n;
+            }
+        }
+        let mut r = Self::new(since, &total);
+        if vcpus > 1 {
+            let empty = BTreeMap::new();
+            r.per_vcpu = (0..vcpus)
+                .map(|i| {
+                    let m = per.get(i).unwrap_or(&empty);
+                    VcpuExits { vcpu: i, total: m.values().sum(), exits: lines(m) }
+                })
+                .collect();
+        }
+        r
     }
 
     /// A table.
@@ -136,6 +195,12 @@ impl ExitsReport {
         let mut s = format!("VM exits since {}: {}\n", self.since, self.total);
         for e in &self.exits {
             let _ = writeln!(s, "  {:>10}  {}", e.count, e.what);
+        }
+        for v in &self.per_vcpu {
+            let _ = writeln!(s, "  vCPU {}: {}", v.vcpu, v.total);
+            for e in &v.exits {
+                let _ = writeln!(s, "    {:>10}  {}", e.count, e.what);
+            }
         }
         s
     }
@@ -161,5 +226,19 @@ mod tests {
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["exits"][0]["reason"], "io-out");
         assert_eq!(j["exits"][0]["port"], 0x510);
+        assert!(j.get("per_vcpu").is_none(), "one vCPU: no per-vCPU part");
+    }
+
+    #[test]
+    fn exits_split_by_vcpu() {
+        let c = ExitCounter::default();
+        c.record_on(0, ExitReason::of(&VcpuExit::Hlt));
+        c.record_on(2, ExitReason::of(&VcpuExit::IoOut(0x3f8, b"x")));
+        c.record_on(2, ExitReason::of(&VcpuExit::IoOut(0x3f8, b"x")));
+        let r = ExitsReport::by_vcpu("the start of the run".into(), &c.take_per_vcpu(), 3);
+        assert_eq!(r.total, 3);
+        assert_eq!(r.per_vcpu.iter().map(|v| v.total).collect::<Vec<_>>(), [1, 0, 2]);
+        assert!(r.render().contains("  vCPU 2: 2\n"), "{}", r.render());
+        assert!(c.take().is_empty());
     }
 }

@@ -41,6 +41,71 @@ pub struct GuestLink {
     pub descriptor: guest::DescriptorSlot,
     /// Exits counted by the run loop.
     pub exits: exits::ExitCounter,
+    /// Every vCPU, for the per-vCPU `cpu` view.
+    pub vcpus: VcpuSet,
+}
+
+/// Every vCPU of the VM and which one reached the checkpoint (the run
+/// loops set it before the park hooks run): the `cpu` view shows them all
+/// with the world stopped. Cloning shares.
+#[derive(Clone, Default)]
+pub struct VcpuSet(std::sync::Arc<std::sync::Mutex<(Vec<crate::vcpu::SharedVcpu>, usize)>>);
+
+/// One vCPU's state for the views: index, registers, KVM's MP state.
+pub type VcpuState = (usize, Option<(kvm_regs, kvm_sregs, u32)>);
+
+impl std::fmt::Debug for VcpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VcpuSet({} vCPUs)", self.len())
+    }
+}
+
+impl VcpuSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<crate::vcpu::SharedVcpu>, usize)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the VM's vCPUs (empty again once the run is over).
+    pub fn set(&self, all: Vec<crate::vcpu::SharedVcpu>) {
+        self.lock().0 = all;
+    }
+
+    /// The vCPU at the checkpoint about to be inspected.
+    pub fn set_current(&self, index: usize) {
+        self.lock().1 = index;
+    }
+
+    /// The vCPU at the checkpoint.
+    pub fn current(&self) -> usize {
+        self.lock().1
+    }
+
+    /// How many vCPUs (0 when not set: a VM driven by hand).
+    pub fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    /// Whether no vCPUs are set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each vCPU's registers and MP state; None for one whose lock is
+    /// held (the vCPU at the checkpoint: its thread holds it while the
+    /// hooks run) or whose registers cannot be read.
+    pub fn states(&self) -> Vec<VcpuState> {
+        let all = self.lock().0.clone();
+        all.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let st = v
+                    .try_lock()
+                    .ok()
+                    .and_then(|v| Some((v.get_regs().ok()?, v.get_sregs().ok()?, v.get_mp_state().ok()?.mp_state)));
+                (i, st)
+            })
+            .collect()
+    }
 }
 
 use crate::memory::host_phys_bits;

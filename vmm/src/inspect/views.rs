@@ -888,15 +888,74 @@ pub struct CpuReport {
     pub cpl: u8,
     /// "4-level paging", "5-level paging" or "no paging".
     pub paging: &'static str,
+    /// With several vCPUs: the one at the checkpoint (the registers
+    /// above are its own) and every vCPU's state (empty with one vCPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<usize>,
+    /// Every vCPU, with several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vcpus: Vec<VcpuLine>,
+}
+
+/// One vCPU in the `cpu` view of a VM with several.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcpuLine {
+    /// Its index (= APIC ID).
+    pub vcpu: usize,
+    /// "running", "halted", "waiting for SIPI"... (KVM's MP state).
+    pub state: &'static str,
+    /// RIP.
+    #[serde(serialize_with = "hex")]
+    pub rip: u64,
+    /// Its symbol, if any.
+    pub rip_symbol: String,
+    /// RSP.
+    #[serde(serialize_with = "hex")]
+    pub rsp: u64,
+    /// CR3.
+    #[serde(serialize_with = "hex")]
+    pub cr3: u64,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// Paging on.
+    pub paging: bool,
+}
+
+/// KVM's MP state in words.
+pub fn mp_state_name(s: u32) -> &'static str {
+    match s {
+        kvm_bindings::KVM_MP_STATE_RUNNABLE => "running",
+        kvm_bindings::KVM_MP_STATE_HALTED => "halted",
+        kvm_bindings::KVM_MP_STATE_UNINITIALIZED | kvm_bindings::KVM_MP_STATE_INIT_RECEIVED => "waiting for SIPI",
+        kvm_bindings::KVM_MP_STATE_SIPI_RECEIVED => "starting (SIPI received)",
+        _ => "other",
+    }
 }
 
 impl CpuReport {
-    /// One line.
+    /// One line (and one per vCPU with several).
     pub fn render(&self) -> String {
-        format!(
+        let mut s = format!(
             "cpu: RIP {:#x} ({}) RSP {:#x} CPL {} CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x} ({})\n",
             self.rip, self.rip_symbol, self.rsp, self.cpl, self.cr0, self.cr3, self.cr4, self.efer, self.paging
-        )
+        );
+        if let Some(at) = self.vcpu {
+            s.push_str(&format!("  (vCPU {at} reached the checkpoint; the others are stopped)\n"));
+        }
+        for v in &self.vcpus {
+            s.push_str(&format!(
+                "  vCPU {}: {:<16} RIP {:#x}{} RSP {:#x} CPL {} CR3 {:#x}{}\n",
+                v.vcpu,
+                v.state,
+                v.rip,
+                if v.rip_symbol.is_empty() { String::new() } else { format!(" ({})", v.rip_symbol) },
+                v.rsp,
+                v.cpl,
+                v.cr3,
+                if v.paging { "" } else { " (paging off)" }
+            ));
+        }
+        s
     }
 }
 

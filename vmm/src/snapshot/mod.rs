@@ -186,6 +186,13 @@ pub struct SnapshotInfo {
     pub kernel: Option<PathBuf>,
     /// `--boot firmware`.
     pub firmware: bool,
+    /// With several vCPUs: the index of the one whose registers are
+    /// written (the one at the checkpoint; 0 otherwise).
+    pub vcpu: usize,
+    /// Every other vCPU's index and registers (parked: the world is
+    /// stopped), each written as one more `NT_PRSTATUS` (gdb shows a thread
+    /// per vCPU).
+    pub other_vcpus: Vec<(usize, kvm_regs, kvm_sregs)>,
 }
 
 /// What writing cost.
@@ -280,7 +287,12 @@ pub fn write(
     let phnum = 1 + ranges.len() + usize::from(kernel_alias);
     let build_notes = |meta: &Meta| -> Vec<u8> {
         let mut n = Vec::new();
-        elf::note(&mut n, "CORE", elf::NT_PRSTATUS, &elf::prstatus(1, &user_regs(regs, sregs)));
+        // Thread ids are vCPU index + 1, as the live gdb stub numbers them.
+        let tid = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
+        elf::note(&mut n, "CORE", elf::NT_PRSTATUS, &elf::prstatus(tid(info.vcpu), &user_regs(regs, sregs)));
+        for (i, r, s) in &info.other_vcpus {
+            elf::note(&mut n, "CORE", elf::NT_PRSTATUS, &elf::prstatus(tid(*i), &user_regs(r, s)));
+        }
         elf::note(&mut n, NOTE_OWNER, NT_MMEMU_META, serde_json::to_string(meta).unwrap_or_default().as_bytes());
         elf::note(&mut n, NOTE_OWNER, NT_MMEMU_REGS, regs.as_bytes());
         elf::note(&mut n, NOTE_OWNER, NT_MMEMU_SREGS, sregs.as_bytes());
@@ -581,8 +593,23 @@ impl SnapshotHook {
         let reg_err = |source| SnapshotError::Registers { checkpoint: name.into(), source };
         let regs = vcpu.get_regs().map_err(reg_err)?;
         let sregs = vcpu.get_sregs().map_err(reg_err)?;
-        let info =
-            SnapshotInfo { checkpoint: name.into(), descriptor_pa: self.link.descriptor.get(), ..self.info.clone() };
+        // The other vCPUs are parked (stop the world): their registers too.
+        let current = self.link.vcpus.current();
+        let other_vcpus = self
+            .link
+            .vcpus
+            .states()
+            .into_iter()
+            .filter(|(i, _)| *i != current)
+            .filter_map(|(i, st)| st.map(|(r, s, _)| (i, r, s)))
+            .collect();
+        let info = SnapshotInfo {
+            checkpoint: name.into(),
+            descriptor_pa: self.link.descriptor.get(),
+            vcpu: if self.link.vcpus.is_empty() { 0 } else { current },
+            other_vcpus,
+            ..self.info.clone()
+        };
         write(path, &self.mem, &regs, &sregs, &info)
     }
 }

@@ -41,9 +41,24 @@ pub trait GuestCpu {
     /// The vCPU's state (it is parked: nothing else holds the lock).
     fn vcpu(&self) -> MutexGuard<'_, VcpuFd>;
     /// Runs the guest (with whatever guest-debug state the session set)
-    /// until its next stop for the debugger. After [`DebugStop::Ended`]
-    /// the run is over: do not call it again.
+    /// until its next stop for the debugger, every vCPU running; they are
+    /// all stopped again when it returns (all-stop). After
+    /// [`DebugStop::Ended`] the run is over: do not call it again.
     fn run(&mut self) -> DebugStop;
+    /// As [`GuestCpu::run`], with the other vCPUs left stopped (a single
+    /// step of this vCPU).
+    fn run_alone(&mut self) -> DebugStop {
+        self.run()
+    }
+    /// How many vCPUs the VM has.
+    fn vcpu_count(&self) -> usize {
+        1
+    }
+    /// Another vCPU's state (parked like every vCPU while the session
+    /// looks: all-stop); None for this one's index or past the last.
+    fn other_vcpu(&self, _index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
+        None
+    }
 }
 
 /// A debugger's session, served on the vCPU thread while it is parked.

@@ -91,7 +91,12 @@ pub enum ExitAction {
 /// Decides what an exit means; counts it and records a published
 /// descriptor in `link`.
 pub fn handle_exit(exit: VcpuExit, bus: &mut PortBus, link: &GuestLink) -> ExitAction {
-    link.exits.record(ExitReason::of(&exit));
+    handle_exit_on(0, exit, bus, link)
+}
+
+/// [`handle_exit`] for an exit of vCPU `vcpu` (counted as that vCPU's).
+pub fn handle_exit_on(vcpu: usize, exit: VcpuExit, bus: &mut PortBus, link: &GuestLink) -> ExitAction {
+    link.exits.record_on(vcpu, ExitReason::of(&exit));
     match exit {
         VcpuExit::IoOut(port, data) => match bus.write(port, data) {
             PortAction::Continue => ExitAction::Continue,
@@ -158,6 +163,9 @@ struct Core {
     hooks: SharedHooks,
     stop: Arc<AtomicBool>,
     world: Arc<World>,
+    /// Every vCPU of the VM (this one included), for a debugger's look at
+    /// the others while the world is stopped.
+    others: Vec<SharedVcpu>,
     /// A `KVM_RUN` failure inside a debugger's session, returned once the
     /// session is over.
     failed: Option<kvm_ioctls::Error>,
@@ -193,7 +201,16 @@ impl VcpuRunner {
         link: GuestLink,
         stop: Arc<AtomicBool>,
     ) -> Self {
-        VcpuRunner { core: Core { index, vcpu, bus, link, hooks, stop, world, failed: None }, debugger: None }
+        VcpuRunner {
+            core: Core { index, vcpu, bus, link, hooks, stop, world, others: Vec::new(), failed: None },
+            debugger: None,
+        }
+    }
+
+    /// Every vCPU of the VM, by index: what a debugger served on this
+    /// vCPU's thread shows as its other threads.
+    pub fn set_all_vcpus(&mut self, all: Vec<SharedVcpu>) {
+        self.core.others = all;
     }
 
     /// The vCPU's index (0 is the boot CPU).
@@ -259,7 +276,12 @@ impl VcpuRunner {
                 Step::Park(why) => {
                     let Some(d) = &self.debugger else { continue };
                     let stop = self.core.stop.clone();
-                    let end = d.park(why, &mut Parked { core: &mut self.core, debug: d }, &stop);
+                    // All-stop: every other vCPU parks while the debugger
+                    // looks (and while it steps this one).
+                    let held = Some(self.core.world.stop(self.core.index, &stop));
+                    let mut parked = Parked { core: &mut self.core, debug: d, held };
+                    let end = d.park(why, &mut parked, &stop);
+                    drop(parked);
                     if let Some(e) = self.core.failed.take() {
                         return Err(e);
                     }
@@ -276,6 +298,24 @@ impl VcpuRunner {
 struct Parked<'a> {
     core: &'a mut Core,
     debug: &'a debug::VcpuDebug,
+    /// The other vCPUs, stopped while the session looks.
+    held: Option<world::StoppedWorld>,
+}
+
+impl Parked<'_> {
+    fn run_here(&mut self) -> debug::DebugStop {
+        if self.core.failed.is_some() {
+            return debug::DebugStop::Ended(VcpuStop::Stopped);
+        }
+        match self.core.run(Some(self.debug), true) {
+            Ok(Step::Park(s)) => s,
+            Ok(Step::End(e)) => debug::DebugStop::Ended(e),
+            Err(e) => {
+                self.core.failed = Some(e);
+                debug::DebugStop::Ended(VcpuStop::Stopped)
+            }
+        }
+    }
 }
 
 impl debug::GuestCpu for Parked<'_> {
@@ -288,17 +328,31 @@ impl debug::GuestCpu for Parked<'_> {
     }
 
     fn run(&mut self) -> debug::DebugStop {
-        if self.core.failed.is_some() {
-            return debug::DebugStop::Ended(VcpuStop::Stopped);
+        // Every vCPU runs; all stop again with this one.
+        self.held = None;
+        let s = self.run_here();
+        if !matches!(s, debug::DebugStop::Ended(_)) {
+            self.held = Some(self.core.world.stop(self.core.index, &self.core.stop));
         }
-        match self.core.run(Some(self.debug), true) {
-            Ok(Step::Park(s)) => s,
-            Ok(Step::End(e)) => debug::DebugStop::Ended(e),
-            Err(e) => {
-                self.core.failed = Some(e);
-                debug::DebugStop::Ended(VcpuStop::Stopped)
-            }
+        s
+    }
+
+    fn run_alone(&mut self) -> debug::DebugStop {
+        if self.held.is_none() {
+            self.held = Some(self.core.world.stop(self.core.index, &self.core.stop));
         }
+        self.run_here()
+    }
+
+    fn vcpu_count(&self) -> usize {
+        self.core.world.len()
+    }
+
+    fn other_vcpu(&self, index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
+        if index == self.core.index {
+            return None;
+        }
+        self.core.others.get(index).map(lock)
     }
 }
 
@@ -364,16 +418,16 @@ impl Core {
         let mut vcpu = lock(&self.vcpu);
         let action = match vcpu.run() {
             Ok(VcpuExit::InternalError) => {
-                self.link.exits.record(ExitReason::InternalError);
+                self.link.exits.record_on(self.index, ExitReason::InternalError);
                 Ok(ExitAction::Crash(internal_error(&mut vcpu)))
             }
             Ok(exit) => {
                 self.world.set_cpu_state(self.index, CpuState::Running);
                 let mut bus = self.bus.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(handle_exit(exit, &mut bus, &self.link))
+                Ok(handle_exit_on(self.index, exit, &mut bus, &self.link))
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                self.link.exits.record(ExitReason::Interrupted);
+                self.link.exits.record_on(self.index, ExitReason::Interrupted);
                 let state = cpu_state(&vcpu);
                 self.world.set_cpu_state(self.index, state);
                 // One vCPU halted for good is only the end when no other
@@ -403,6 +457,7 @@ impl Core {
             return ParkVerdict::Stop;
         }
         let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
+        self.link.vcpus.set_current(self.index);
         let vcpu = lock(&self.vcpu);
         for hook in hooks.iter_mut() {
             if hook.poke(&*vcpu) == ParkVerdict::Stop {
@@ -426,6 +481,7 @@ impl Core {
             return ParkVerdict::Stop;
         }
         let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
+        self.link.vcpus.set_current(self.index);
         let vcpu = lock(&self.vcpu);
         for hook in hooks.iter_mut() {
             if hook.checkpoint(name, &*vcpu) == ParkVerdict::Stop {

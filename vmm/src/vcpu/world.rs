@@ -19,7 +19,7 @@
 //! is dead too or still waits for its start-up IPI.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How often a leader kicks the vCPUs it is still waiting for.
@@ -178,16 +178,20 @@ impl World {
     /// ended) when this returns, until the guard is dropped. If another
     /// vCPU leads already, parks for it first and then takes its turn.
     /// `stop` (the VMM ending the run) ends the waits.
-    pub fn stop(&self, index: usize, stop: &AtomicBool) -> StoppedWorld<'_> {
+    pub fn stop(self: &Arc<Self>, index: usize, stop: &AtomicBool) -> StoppedWorld {
         let mut s = self.lock();
         loop {
             match s.leader {
                 None => break,
-                Some(l) if l == index => break,
+                // Already stopped by this vCPU (a checkpoint during a
+                // debugger's single-step): the outer guard resumes.
+                Some(l) if l == index => {
+                    return StoppedWorld { world: self.clone(), stopped: true, owns: false };
+                }
                 Some(_) => {
                     if stop.load(Ordering::Acquire) {
                         // The run is ending: no world to stop.
-                        return StoppedWorld { world: self, lead: false };
+                        return StoppedWorld { world: self.clone(), stopped: false, owns: false };
                     }
                     s = self.wait_for_resume(s, stop);
                 }
@@ -204,7 +208,7 @@ impl World {
             }
             s = self.cv.wait_timeout(s, KICK_PERIOD).unwrap_or_else(PoisonError::into_inner).0;
         }
-        StoppedWorld { world: self, lead: true }
+        StoppedWorld { world: self.clone(), stopped: true, owns: true }
     }
 
     fn resume(&self) {
@@ -259,23 +263,25 @@ impl World {
     }
 }
 
-/// The world stopped by one vCPU; dropping it resumes every vCPU.
-pub struct StoppedWorld<'a> {
-    world: &'a World,
-    lead: bool,
+/// The world stopped by one vCPU; dropping it resumes every vCPU (unless
+/// an outer guard of the same vCPU holds the world).
+pub struct StoppedWorld {
+    world: Arc<World>,
+    stopped: bool,
+    owns: bool,
 }
 
-impl StoppedWorld<'_> {
+impl StoppedWorld {
     /// False when the world could not be stopped because the run is
     /// ending (the hooks must not run then).
     pub fn is_stopped(&self) -> bool {
-        self.lead
+        self.stopped
     }
 }
 
-impl Drop for StoppedWorld<'_> {
+impl Drop for StoppedWorld {
     fn drop(&mut self) {
-        if self.lead {
+        if self.owns {
             self.world.resume();
         }
     }
@@ -285,7 +291,6 @@ impl Drop for StoppedWorld<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
 
     #[test]
     fn a_leader_waits_for_every_other_vcpu_to_park() {
@@ -310,6 +315,9 @@ mod tests {
         for _ in 0..20 {
             let g = w.stop(0, &stop);
             assert!(g.is_stopped());
+            // Nested: the inner guard leaves the world stopped.
+            drop(w.stop(0, &stop));
+            assert!(w.park_requested());
             // Nobody runs while the world is stopped.
             let before = running.load(Ordering::Acquire);
             std::thread::sleep(Duration::from_millis(2));
