@@ -213,18 +213,10 @@ pub fn process() {
         "no_frames_leak",
         after == base,
         &detail!(
-            "allocated pages before the programs {}, after all exited {} (tasks left: {}; slab caches holding pages: {})",
+            "allocated pages before the programs {}, after all exited {} (tasks left: {})",
             Dec(base),
             Dec(after),
-            Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64),
-            PAGES.with(|p| {
-                let mut s = alloc::string::String::new();
-                for (_, c) in p.slab.caches().filter(|(_, c)| c.nr_slabs > 0) {
-                    s.push_str(c.name);
-                    s.push(' ');
-                }
-                s
-            })
+            Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64)
         ),
     );
     let added = proc::kernel_half_added();
