@@ -1070,12 +1070,12 @@ pub fn group_target(pid: u64, sig: u64) -> Option<u64> {
     SCHED.with(|s| {
         let tgid = s.tasks.get(&pid)?.tgid;
         let bit = if (1..=64).contains(&sig) { 1u64 << (sig - 1) } else { 0 };
-        let live = |t: &&Box<Task>| t.tgid == tgid && !matches!(t.state, State::Zombie(_));
-        let open = |t: &&Box<Task>| t.signal.blocked & bit == 0;
+        let live = |t: &Task| t.tgid == tgid && !matches!(t.state, State::Zombie(_));
+        let open = |t: &Task| t.signal.blocked & bit == 0;
         let leader = s.tasks.get(&tgid).filter(|t| live(t) && open(t)).map(|t| t.pid);
         leader
-            .or_else(|| s.tasks.values().filter(live).find(open).map(|t| t.pid))
-            .or_else(|| s.tasks.values().find(live).map(|t| t.pid))
+            .or_else(|| s.tasks.values().find(|t| live(t) && open(t)).map(|t| t.pid))
+            .or_else(|| s.tasks.values().find(|t| live(t)).map(|t| t.pid))
     })
 }
 
