@@ -68,14 +68,17 @@ fn free_kstack(pfn: u64) {
 /// tears it down.
 pub type MmRef = Arc<SpinLock<MmStruct>>;
 
-/// A descriptor table shared by reference (CLONE_FILES). Its lock ranks
-/// MISC: taken with no scheduler lock held, and a file is dropped only
-/// after it is released (a pipe end's last close wakes sleepers).
+/// A descriptor table shared by reference (CLONE_FILES). Taken with no
+/// scheduler lock held, and a file is dropped only after it is released
+/// (a pipe end's last close wakes sleepers). Its lock ranks RECLAIM, just
+/// outside the pipes' (MISC): copying a pipe's descriptor counts the new
+/// end under the pipe's lock. (An allocation under it, a table growing,
+/// is served from the reserves as inside reclaim, never by reclaiming.)
 pub type FilesRef = Arc<SpinLock<alloc::vec::Vec<Option<crate::fs::file::File>>>>;
 
 /// A new descriptor table holding `v`.
 pub fn new_files(v: alloc::vec::Vec<Option<crate::fs::file::File>>) -> FilesRef {
-    Arc::new(SpinLock::new_with("a descriptor table", rank::MISC, v))
+    Arc::new(SpinLock::new_with("a descriptor table", rank::RECLAIM, v))
 }
 
 /// Wraps a new address space for its first task.
