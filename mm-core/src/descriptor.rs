@@ -1011,7 +1011,7 @@ mod tests {
         assert_eq!(tb[offset_of!(TlbTraceDesc, counters)..][..8], 0xc0u64.to_le_bytes());
         assert_eq!(tb[offset_of!(TlbTraceDesc, rings) + 56..][..8], 0x7777_0000u64.to_le_bytes());
         assert_eq!(TlbTraceDesc::decode(&tb), td);
-                assert_eq!(
+        assert_eq!(
             offset_of!(MmDescriptor, vmas) + VmaTableDesc::SIZE,
             DESCRIPTOR_SIZE,
             "the VMA table's section ends it"

@@ -1,6 +1,7 @@
 //! Open files: what a file descriptor of a process refers to.
 
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// What an open file is.
 #[derive(Clone, Debug)]
@@ -19,17 +20,34 @@ pub enum FileKind {
     Pipe(super::pipe::PipeEnd),
 }
 
-/// An open file description (Linux's `struct file`): the kind, the
-/// offset and the open flags. Copied, not shared, by fork and dup (so a
-/// child's reads do not move its parent's offset: a difference from
-/// Linux, where the two share the description; a pipe's ends are shared
-/// objects all the same).
+/// An open file description's offset, shared by everything that has the
+/// description: the descriptors `dup` made and the copies fork and
+/// clone gave children, as Linux's `struct file` is shared.
+#[derive(Clone, Debug, Default)]
+pub struct FilePos(Arc<AtomicU64>);
+
+impl FilePos {
+    /// The offset.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves it.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+/// A descriptor's open file (Linux's `struct file` and the fd's flag):
+/// the kind, the offset (shared with fork's and dup's copies), the open
+/// flags (copied: F_SETFL on one copy does not reach the others, a
+/// difference from Linux) and the descriptor's close-on-exec flag.
 #[derive(Clone, Debug)]
 pub struct File {
     /// What it refers to.
     pub kind: FileKind,
     /// Read position (for a directory: the next entry's index).
-    pub pos: u64,
+    pub pos: FilePos,
     /// `O_*` flags it was opened with.
     pub flags: u32,
     /// The descriptor's `FD_CLOEXEC`.
@@ -37,10 +55,15 @@ pub struct File {
 }
 
 impl File {
+    /// A newly opened file at offset 0.
+    pub fn new(kind: FileKind, flags: u32, cloexec: bool) -> File {
+        File { kind, pos: FilePos::default(), flags, cloexec }
+    }
+
     /// A terminal descriptor (0, 1 and 2 of a Linux program): to the
     /// VMM's stderr if `err`.
-    pub const fn terminal(err: bool) -> File {
-        File { kind: FileKind::Terminal(err), pos: 0, flags: 2, cloexec: false }
+    pub fn terminal(err: bool) -> File {
+        File::new(FileKind::Terminal(err), 2, false)
     }
 }
 

@@ -193,7 +193,8 @@ fn kb_line(w: &mut String, name: &str, kb: u64) {
 
 /// The process `pid` names ("self": the caller): (pid, its mm).
 fn task_mm(pid: u64) -> Option<sched::MmRef> {
-    sched::with_task(pid, |t| t.mm.clone()).flatten()
+    // A thread group's: the leader's, or its threads' once it exited.
+    sched::group_mm(pid)
 }
 
 /// What one VMA's pages add up to (smaps' fields, in pages; pss in
@@ -398,7 +399,8 @@ fn status_text(pid: u64, mm: &mut MmStruct) -> String {
             sched::State::Zombie(_) => "Z (zombie)",
         }
     );
-    let _ = writeln!(out, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(pid), Dec(pid), Dec(ppid));
+    let tgid = sched::with_task(pid, |t| t.tgid).unwrap_or(pid);
+    let _ = writeln!(out, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(tgid), Dec(pid), Dec(ppid));
     out.push_str("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
     kb_line(&mut out, "VmPeak", vm_size >> 10);
     kb_line(&mut out, "VmSize", vm_size >> 10);
@@ -415,7 +417,7 @@ fn status_text(pid: u64, mm: &mut MmStruct) -> String {
     kb_line(&mut out, "VmLib", 0);
     kb_line(&mut out, "VmPTE", mm.stat.pt_pages * 4);
     kb_line(&mut out, "VmSwap", mm.stat.swap_ents * 4);
-    out.push_str("Threads:\t1\n");
+    let _ = writeln!(out, "Threads:\t{}", Dec(sched::group_threads(pid).len() as u64));
     out
 }
 
@@ -536,7 +538,17 @@ const TOP_FILES: [&str; 7] = ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", 
 /// /proc/self/... (None for the top level's own files).
 fn split_pid(rest: &str) -> Option<(u64, &str)> {
     let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let pid = if first == "self" { sched::current_pid() } else { crate::fmt::parse_u64(first)? };
+    // self is the process (the thread group), as on Linux.
+    let pid = if first == "self" { sched::current_tgid() } else { crate::fmt::parse_u64(first)? };
+    // PID/task/TID/FILE is thread TID's FILE (TID in PID's group).
+    if let Some(t) = tail.strip_prefix("task/") {
+        let (tid, tail) = t.split_once('/').unwrap_or((t, ""));
+        let tid = crate::fmt::parse_u64(tid)?;
+        if !sched::group_threads(pid).contains(&tid) {
+            return None;
+        }
+        return Some((tid, tail));
+    }
     Some((pid, tail))
 }
 
@@ -565,7 +577,7 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
     if task_mm(pid).is_none() {
         return Err(-ENOENT);
     }
-    if tail.is_empty() {
+    if tail.is_empty() || tail == "task" {
         return Ok(DIR);
     }
     PID_FILES.iter().find(|(n, _)| *n == tail).map(|&(_, m)| m).ok_or(-ENOENT)
@@ -576,7 +588,7 @@ pub fn readlink(path: &str) -> Result<Vec<u8>, i64> {
     let rest = path.strip_prefix("/proc/").ok_or(-ENOENT)?;
     if rest == "self" {
         let mut s = String::new();
-        let _ = write!(s, "{}", Dec(sched::current_pid()));
+        let _ = write!(s, "{}", Dec(sched::current_tgid()));
         return Ok(s.into_bytes());
     }
     let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
@@ -612,7 +624,21 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             }
             "sys" => e.push((String::from("vm"), DIR)),
             "sys/vm" => e.extend(SYSCTL_VM.iter().map(|s| (String::from(s.name), REG))),
-            _ => e.extend(PID_FILES.iter().map(|&(n, m)| (String::from(n), m))),
+            _ if rest.ends_with("/task") => {
+                // PID/task: one directory per live thread.
+                let (pid, _) = split_pid(rest).ok_or(-ENOENT)?;
+                for tid in sched::group_threads(pid) {
+                    let mut s = String::new();
+                    let _ = write!(s, "{}", Dec(tid));
+                    e.push((s, DIR));
+                }
+            }
+            _ => {
+                e.extend(PID_FILES.iter().map(|&(n, m)| (String::from(n), m)));
+                if !rest.contains("/task/") {
+                    e.push((String::from("task"), DIR));
+                }
+            }
         }
         return Ok(Arc::new(ProcFile::Dir(e)));
     }
@@ -691,7 +717,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                     // starttime vsize rss).
                     let _ = writeln!(
                         text,
-                        "{} ({}) R {} {} {} 0 -1 0 {} 0 {} 0 0 0 0 0 20 0 1 0 0 {} {}",
+                        "{} ({}) R {} {} {} 0 -1 0 {} 0 {} 0 0 0 0 0 20 0 {} 0 0 {} {}",
                         Dec(pid),
                         name,
                         Dec(ppid),
@@ -699,6 +725,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                         Dec(pid),
                         Dec(minflt),
                         Dec(majflt),
+                        Dec(sched::group_threads(pid).len() as u64),
                         Dec(vsize),
                         Dec(rss)
                     );

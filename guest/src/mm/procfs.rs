@@ -23,6 +23,10 @@ pub fn meminfo() {
     meminfo_to(&mut Console);
 }
 
+/// Kernel stacks of live tasks, in KiB (meminfo's KernelStack; the
+/// scheduler counts them as it allocates and frees them).
+pub static KERNEL_STACK_KB: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// /proc/meminfo's text, written to `w` (the console, or a /proc file's
 /// buffer: fs/procfs.rs).
 pub fn meminfo_to(w: &mut dyn Write) {
@@ -63,6 +67,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "SwapFree:       {} kB", kb(sw.free));
     let _ = writeln!(w, "Shmem:          {} kB", kb(shmem));
     let _ = writeln!(w, "Slab:           {} kB", kb(slab_pages));
+    let _ = writeln!(w, "KernelStack:    {} kB", Dec(KERNEL_STACK_KB.load(core::sync::atomic::Ordering::Relaxed)));
     let _ = writeln!(w, "PageTables:     {} kB", kb(st.boot_table_pages + st.table_pages));
     let _ = writeln!(w, "CommitLimit:    {} kB", kb(super::overcommit::commit_limit()));
     let _ = writeln!(w, "Committed_AS:   {} kB", kb(super::overcommit::committed_as()));

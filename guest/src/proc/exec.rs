@@ -215,7 +215,11 @@ pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static s
     let pid = sched::create_task(name, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")?;
     let exe: &'static str = String::leak(execfn);
     sched::with_task(pid, |t| {
-        t.files = alloc::vec![Some(File::terminal(false)), Some(File::terminal(false)), Some(File::terminal(true))];
+        t.files = Some(sched::new_files(alloc::vec![
+            Some(File::terminal(false)),
+            Some(File::terminal(false)),
+            Some(File::terminal(true))
+        ]));
         t.exe = exe;
         t.cmdline = cmdline_bytes(argv);
     });
@@ -314,10 +318,14 @@ pub fn execve(frame: &mut crate::arch::traps::TrapFrame, path: &str, argv: &[&st
     };
     let Loaded { mm, entry, sp, execfn, name } = loaded;
     let exe: &'static str = String::leak(execfn);
-    let Some(old) = sched::replace_mm(mm, name, exe) else { return -14 };
+    // The point of no return: the other threads go (Linux's de_thread).
+    sched::de_thread();
+    let Some((old, last)) = sched::replace_mm(mm, name, exe) else { return -14 };
     let cmdline = cmdline_bytes(argv);
     sched::with_current(|t| t.cmdline = cmdline);
-    old.with(|m| m.exit_mmap());
+    if last {
+        old.with(|m| m.exit_mmap());
+    }
     drop(old);
     sched::set_fs_base(0);
     FpuState::initial().restore();

@@ -99,14 +99,6 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         28 => sys_madvise(a[0], a[1], a[2]),
         32 => sys_dup(a[0]),
         33 => sys_dup3(a[0], a[1], 0, true),
-        56 => {
-            // clone: only the fork-like form (SIGCHLD and no sharing).
-            if a[0] & !0xff != 0 {
-                return Some(enosys(nr));
-            }
-            return None;
-        }
-        58 => return None, // vfork: served as fork by syscall.rs
         63 => sys_uname(a[0]),
         72 => sys_fcntl(a[0], a[1], a[2]),
         79 => sys_getcwd(a[0], a[1]),
@@ -114,8 +106,10 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         96 => sys_gettimeofday(a[0]),
         102 | 104 | 107 | 108 => 0, // getuid, getgid, geteuid, getegid: root
         110 => sched::with_current(|t| t.parent as i64).unwrap_or(0),
-        111 | 186 => sched::current_pid() as i64, // getpgrp, gettid
-        121 => sched::current_pid() as i64,       // getpgid
+        186 => sched::current_pid() as i64, // gettid: the task's own id
+        // getpgrp, getpgid: each process is its own group (no job control).
+        111 | 121 => sched::current_tgid() as i64,
+        202 => super::futex::sys_futex(a[0], a[1], a[2], a[3], a[4], a[5]),
         158 => sys_arch_prctl(a[0], a[1]),
         201 => sys_time(a[0]),
         217 => sys_getdents64(a[0], a[1], a[2]),
@@ -130,12 +124,21 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         262 => sys_fstatat(a[0], a[1], a[2], a[3]),
         267 => sys_readlinkat(a[0], a[1], a[2], a[3]),
         269 | 439 => sys_faccessat(a[0], a[1], a[2]),
-        // set_robust_list: kept nowhere: the list matters when a thread
-        // dies holding a robust futex, and there are no threads yet.
-        273 => 0,
+        // set_robust_list(head, len): kept per task (struct
+        // robust_list_head is 24 bytes). Not walked at exit: a thread that
+        // dies holding a robust mutex leaves it locked.
+        273 => {
+            if a[1] != 24 {
+                return Some(-EINVAL);
+            }
+            sched::with_current(|t| t.robust_list = (a[0], a[1]));
+            0
+        }
         292 => sys_dup3(a[0], a[1], a[2], false),
         98 => sys_getrusage(a[0], a[1]),
         318 => sys_getrandom(a[0], a[1]),
+        203 => sys_sched_setaffinity(a[0], a[1], a[2]),
+        204 => sys_sched_getaffinity(a[0], a[1], a[2]),
         // ---- files, pipes, tmpfs (fs/: the procfs branch) ----
         17 => sys_pread(a[0], a[1], a[2], a[3]),
         18 => sys_pwrite(a[0], a[1], a[2], a[3]),
@@ -173,26 +176,35 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
 
 // ---- files --------------------------------------------------------------
 
-fn get_file(fd: u64) -> Result<File, i64> {
-    sched::with_current(|t| t.files.get(fd as usize).cloned().flatten()).flatten().ok_or(-EBADF)
+/// Runs `f` on the running task's descriptor table (shared with its
+/// CLONE_FILES siblings); None without one (a built-in program). The
+/// scheduler's lock is not held meanwhile; a file `f` takes out must be
+/// dropped after it returns.
+fn with_fdt<R>(f: impl FnOnce(&mut Vec<Option<File>>) -> R) -> Option<R> {
+    let table = sched::with_current(|t| t.files.clone()).flatten()?;
+    Some(table.with(f))
 }
 
+fn get_file(fd: u64) -> Result<File, i64> {
+    with_fdt(|t| t.get(fd as usize).cloned().flatten()).flatten().ok_or(-EBADF)
+}
+
+/// Moves the offset of `fd`'s open file description (shared with every
+/// descriptor and process that has it).
 fn set_pos(fd: u64, pos: u64) {
-    sched::with_current(|t| {
-        if let Some(Some(f)) = t.files.get_mut(fd as usize) {
-            f.pos = pos;
-        }
-    });
+    if let Ok(f) = get_file(fd) {
+        f.pos.set(pos);
+    }
 }
 
 /// Installs `file` at the lowest free descriptor >= `min`.
 fn install(file: File, min: usize) -> i64 {
-    sched::with_current(|t| {
-        let fd = (min..NR_OPEN).find(|&i| t.files.get(i).is_none_or(|f| f.is_none()))?;
-        if t.files.len() <= fd {
-            t.files.resize(fd + 1, None);
+    with_fdt(|t| {
+        let fd = (min..NR_OPEN).find(|&i| t.get(i).is_none_or(|f| f.is_none()))?;
+        if t.len() <= fd {
+            t.resize(fd + 1, None);
         }
-        t.files[fd] = Some(file);
+        t[fd] = Some(file);
         Some(fd as i64)
     })
     .flatten()
@@ -242,7 +254,7 @@ fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> i64 {
         Ok(p) => p,
         Err(e) => return e,
     };
-    let file = |kind| File { kind, pos: 0, flags: flags as u32, cloexec: flags & O_CLOEXEC != 0 };
+    let file = |kind| File::new(kind, flags as u32, flags & O_CLOEXEC != 0);
     if procfs::is_proc(&path) {
         return match procfs::open(&path, flags & O_ACCMODE != 0) {
             Ok(pf) => install(file(FileKind::Proc(pf)), 0),
@@ -287,7 +299,7 @@ fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> i64 {
 /// caller, after the scheduler's lock (a pipe end's last close wakes the
 /// other end's sleepers, which takes that lock).
 fn take_fd(fd: u64) -> Option<File> {
-    sched::with_current(|t| t.files.get_mut(fd as usize).and_then(Option::take)).flatten()
+    with_fdt(|t| t.get_mut(fd as usize).and_then(Option::take)).flatten()
 }
 
 fn sys_close(fd: u64) -> i64 {
@@ -318,11 +330,11 @@ fn sys_dup3(old: u64, new: u64, flags: u64, dup2: bool) -> i64 {
     if new as usize >= NR_OPEN || flags & !O_CLOEXEC != 0 {
         return if dup2 { -EBADF } else { -EINVAL };
     }
-    let old_file = sched::with_current(|t| {
-        if t.files.len() <= new as usize {
-            t.files.resize(new as usize + 1, None);
+    let old_file = with_fdt(|t| {
+        if t.len() <= new as usize {
+            t.resize(new as usize + 1, None);
         }
-        t.files[new as usize].replace(File { cloexec: flags & O_CLOEXEC != 0, ..f })
+        t[new as usize].replace(File { cloexec: flags & O_CLOEXEC != 0, ..f })
     });
     drop(old_file);
     new as i64
@@ -338,8 +350,8 @@ fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> i64 {
         1030 => install(File { cloexec: true, ..f }, arg as usize), // F_DUPFD_CLOEXEC
         1 => f.cloexec as i64,                                    // F_GETFD
         2 => {
-            sched::with_current(|t| {
-                if let Some(Some(f)) = t.files.get_mut(fd as usize) {
+            with_fdt(|t| {
+                if let Some(Some(f)) = t.get_mut(fd as usize) {
                     f.cloexec = arg & 1 != 0;
                 }
             });
@@ -349,8 +361,8 @@ fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> i64 {
         4 => {
             // F_SETFL: O_APPEND and O_NONBLOCK can change.
             let keep = !(O_APPEND | O_NONBLOCK) as u32;
-            sched::with_current(|t| {
-                if let Some(Some(f)) = t.files.get_mut(fd as usize) {
+            with_fdt(|t| {
+                if let Some(Some(f)) = t.get_mut(fd as usize) {
                     f.flags = (f.flags & keep) | (arg as u32 & !keep);
                 }
             });
@@ -377,7 +389,7 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
     };
     let base = match whence {
         0 => 0,
-        1 => f.pos as i64,
+        1 => f.pos.get() as i64,
         2 => size,
         _ => return -EINVAL,
     };
@@ -441,7 +453,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
     let mut chunk = alloc::vec![0u8; (len as usize).min(CHUNK)];
     let mut done = 0u64;
     // A regular file's position: the end with O_APPEND.
-    let mut pos = at.unwrap_or(f.pos);
+    let mut pos = at.unwrap_or(f.pos.get());
     if let (FileKind::Initrd(ino), None) = (&f.kind, at) {
         if f.flags as u64 & O_APPEND != 0 {
             pos = fs::inode(*ino).map_or(0, |i| i.size);
@@ -485,7 +497,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
 /// `write`: the Linux programs' files, or (no file table: a built-in
 /// program) the kernel console as before.
 pub fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
-    if sched::with_current(|t| t.files.is_empty()).unwrap_or(true) {
+    if with_fdt(|t| t.is_empty()).unwrap_or(true) {
         return super::syscall::console_write(fd, buf, len);
     }
     write_fd(fd, buf, len)
@@ -505,7 +517,7 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
     if f.flags as u64 & O_ACCMODE == 1 {
         return -EBADF; // O_WRONLY
     }
-    let pos = at.unwrap_or(f.pos);
+    let pos = at.unwrap_or(f.pos.get());
     let n = (len as usize).min(CHUNK);
     let data: Vec<u8> = match &f.kind {
         FileKind::Terminal(_) => {
@@ -589,11 +601,11 @@ fn sys_pipe2(fds: u64, flags: u64) -> i64 {
     let (r, w) = pipe::new_pipe();
     let cloexec = flags & O_CLOEXEC != 0;
     let fl = (flags & O_NONBLOCK) as u32;
-    let rfd = install(File { kind: FileKind::Pipe(r), pos: 0, flags: fl, cloexec }, 0);
+    let rfd = install(File::new(FileKind::Pipe(r), fl, cloexec), 0);
     if rfd < 0 {
         return rfd;
     }
-    let wfd = install(File { kind: FileKind::Pipe(w), pos: 0, flags: fl | 1, cloexec }, 0);
+    let wfd = install(File::new(FileKind::Pipe(w), fl | 1, cloexec), 0);
     if wfd < 0 {
         drop(take_fd(rfd as u64));
         return wfd;
@@ -929,7 +941,7 @@ fn sys_getdents64(fd: u64, buf: u64, len: u64) -> i64 {
         _ => return -ENOTDIR,
     };
     let mut out = Vec::new();
-    let mut pos = f.pos as usize;
+    let mut pos = f.pos.get() as usize;
     while let Some((eino, name, mode)) = entries.get(pos) {
         let reclen = (19 + name.len() + 1).next_multiple_of(8);
         if out.len() + reclen > len as usize {
@@ -1163,7 +1175,7 @@ pub fn put_rusage(buf: u64, ru: sched::Rusage) -> i64 {
 
 /// Nanoseconds since boot, from the time-stamp counter at the rate CPUID
 /// leaf 0x16 gives (2 GHz if it gives none: then only roughly seconds).
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     static MHZ: AtomicU64 = AtomicU64::new(0);
     static BASE: AtomicU64 = AtomicU64::new(0);
     // SAFETY: rdtsc reads the counter into edx:eax.
@@ -1229,6 +1241,43 @@ fn sys_time(t: u64) -> i64 {
     s as i64
 }
 
+/// ESRCH: no such process.
+const ESRCH: i64 = 3;
+
+/// `sched_setaffinity(pid, len, mask)`: the task (0: the caller) may run
+/// only on the CPUs in the mask (the first 64 CPUs' bits are read).
+fn sys_sched_setaffinity(pid: u64, len: u64, mask: u64) -> i64 {
+    if len < 8 {
+        return -EINVAL;
+    }
+    let mut b = [0u8; 8];
+    if let Err(e) = with_mm(|mm| copy_from_user(mm, mask, &mut b)).unwrap_or(Err(-EFAULT)) {
+        return e;
+    }
+    let tid = if pid == 0 { 0 } else { pid };
+    if sched::affinity(tid).is_none() {
+        return -ESRCH;
+    }
+    if sched::set_affinity(tid, u64::from_le_bytes(b)) {
+        0
+    } else {
+        -EINVAL
+    }
+}
+
+/// `sched_getaffinity(pid, len, mask)`: the CPUs the task may run on;
+/// returns the mask's size in bytes, as Linux (8 for up to 64 CPUs).
+fn sys_sched_getaffinity(pid: u64, len: u64, mask: u64) -> i64 {
+    if len < 8 || !len.is_multiple_of(8) {
+        return -EINVAL;
+    }
+    let Some(m) = sched::affinity(pid) else { return -ESRCH };
+    match with_mm(|mm| copy_to_user(mm, mask, &m.to_le_bytes())).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 8,
+        Err(e) => e,
+    }
+}
+
 fn sys_getrandom(buf: u64, len: u64) -> i64 {
     let n = (len as usize).min(CHUNK);
     let mut b = alloc::vec![0u8; n];
@@ -1240,21 +1289,4 @@ fn sys_getrandom(buf: u64, len: u64) -> i64 {
         Ok(()) => n as i64,
         Err(e) => e,
     }
-}
-
-/// What fork copies besides the address space: the thread pointer, the
-/// open files and the executable's path.
-pub fn fork_task_state(child: u64) {
-    let Some((fs_base, files, exe, cmdline, signal)) = sched::with_current(|t| {
-        (t.fs_base, t.files.clone(), t.exe, t.cmdline.clone(), alloc::boxed::Box::new(t.signal.fork()))
-    }) else {
-        return;
-    };
-    sched::with_task(child, |t| {
-        t.fs_base = fs_base;
-        t.files = files;
-        t.exe = exe;
-        t.cmdline = cmdline;
-        t.signal = signal;
-    });
 }

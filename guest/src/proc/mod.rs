@@ -18,6 +18,7 @@ pub mod abi;
 pub mod elf;
 pub mod exec;
 pub mod fault;
+pub mod futex;
 pub mod linux;
 pub mod mm;
 pub mod mman;

@@ -39,12 +39,52 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use mm_core::addr::PAGE_SHIFT;
 
-/// Order of a kernel stack allocation (16 KiB).
-const KSTACK_ORDER: u8 = 2;
+/// Order of a kernel stack allocation (32 KiB: clone's path builds a
+/// task's signal state, 8 KiB, on the stack below a system call's frames;
+/// 16 KiB overflowed into the page below, silently, as nothing guards
+/// the direct map).
+const KSTACK_ORDER: u8 = 3;
+
+/// A kernel stack for a new task (its first pfn), counted in meminfo's
+/// KernelStack.
+fn alloc_kstack() -> Option<u64> {
+    let pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
+    crate::mm::procfs::KERNEL_STACK_KB.fetch_add(4 << KSTACK_ORDER, core::sync::atomic::Ordering::Relaxed);
+    Some(pfn)
+}
+
+/// Frees a reaped task's kernel stack.
+fn free_kstack(pfn: u64) {
+    if let Err(e) = free_pages(pfn, KSTACK_ORDER) {
+        panic!("freeing a kernel stack: {}", e);
+    }
+    crate::mm::procfs::KERNEL_STACK_KB.fetch_sub(4 << KSTACK_ORDER, core::sync::atomic::Ordering::Relaxed);
+}
 
 /// An address space shared by reference (the task and, while it runs a
-/// system call, the kernel code serving it).
+/// system call, the kernel code serving it). The threads of a process
+/// (and a CLONE_VM child) share one: its users (Linux's `mm_users`) are
+/// the tasks whose `mm` points at it, and the last one to exit or exec
+/// tears it down.
 pub type MmRef = Arc<SpinLock<MmStruct>>;
+
+/// A descriptor table shared by reference (CLONE_FILES). Taken with no
+/// scheduler lock held, and a file is dropped only after it is released
+/// (a pipe end's last close wakes sleepers). Its lock ranks RECLAIM, just
+/// outside the pipes' (MISC): copying a pipe's descriptor counts the new
+/// end under the pipe's lock. (An allocation under it, a table growing,
+/// is served from the reserves as inside reclaim, never by reclaiming.)
+pub type FilesRef = Arc<SpinLock<alloc::vec::Vec<Option<crate::fs::file::File>>>>;
+
+/// A new descriptor table holding `v`.
+pub fn new_files(v: alloc::vec::Vec<Option<crate::fs::file::File>>) -> FilesRef {
+    Arc::new(SpinLock::new_with("a descriptor table", rank::RECLAIM, v))
+}
+
+/// Wraps a new address space for its first task.
+pub fn new_mm_ref(mm: MmStruct) -> MmRef {
+    Arc::new(SpinLock::new_with("an mm_struct", rank::MM, mm))
+}
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,12 +132,24 @@ pub struct Task {
     /// The user FS base (`arch_prctl(ARCH_SET_FS)`: the thread pointer
     /// of glibc and musl), loaded into IA32_FS_BASE when the task runs.
     pub fs_base: u64,
-    /// Open files by descriptor (empty for the built-in programs, whose
-    /// fds 1 and 2 are the kernel console).
-    pub files: alloc::vec::Vec<Option<crate::fs::file::File>>,
-    /// `set_tid_address`'s pointer (kept: with no threads yet nothing
-    /// waits on it).
+    /// Open files by descriptor (None for the built-in programs, whose
+    /// fds 1 and 2 are the kernel console, and once exited): shared by
+    /// the tasks cloned with CLONE_FILES (Linux's `files_struct`).
+    pub files: Option<FilesRef>,
+    /// `set_tid_address`'s (and CLONE_CHILD_CLEARTID's) pointer: at exit
+    /// the task stores 0 there and wakes one futex waiter (pthread_join).
     pub clear_child_tid: u64,
+    /// Thread-group id (Linux's `tgid`): the pid of the group leader;
+    /// `getpid` returns it, `gettid` the task's own pid.
+    pub tgid: u64,
+    /// `set_robust_list`'s head and length, kept per task.
+    pub robust_list: (u64, u64),
+    /// On a group leader: the group's exit status once `exit_group` or a
+    /// fatal signal ended the group (Linux's `signal->group_exit_code`).
+    pub group_exit: Option<u64>,
+    /// The parent suspended in vfork/CLONE_VFORK until this task execs or
+    /// exits (0: none; Linux's `vfork_done`).
+    pub vfork_parent: u64,
     /// The executable's path (/proc/self/exe), "" for built-in programs.
     pub exe: &'static str,
     /// Faults of the address spaces this task left (execve) or lost (exit,
@@ -135,10 +187,13 @@ impl Rusage {
     }
 }
 
-/// Adds the counts of an address space the task `pid` no longer has.
+/// Adds the counts of an address space the task `pid` (its process) no
+/// longer has.
 fn retire_faults(pid: u64, ru: Rusage) {
     SCHED.with(|s| {
-        if let Some(t) = s.tasks.get_mut(&pid) {
+        // The process's totals are its group leader's.
+        let tgid = s.tasks.get(&pid).map_or(pid, |t| t.tgid);
+        if let Some(t) = s.tasks.get_mut(&tgid) {
             t.ru_self = t.ru_self.plus(ru);
         }
     });
@@ -149,7 +204,9 @@ fn retire_faults(pid: u64, ru: Rusage) {
 /// (`RUSAGE_CHILDREN`).
 pub fn current_rusage() -> (Rusage, Rusage) {
     let now = current_mm().map(|mm| mm.with(|m| Rusage::of(&m.stat))).unwrap_or_default();
-    with_current(|t| (t.ru_self.plus(now), t.ru_children)).unwrap_or_default()
+    // The process's: the group leader keeps the totals.
+    let tgid = current_tgid();
+    with_task(tgid, |t| (t.ru_self.plus(now), t.ru_children)).unwrap_or_default()
 }
 
 impl Task {
@@ -406,7 +463,17 @@ pub fn current_mm() -> Option<MmRef> {
 
 /// The address spaces of every live process but `pid`, by pid.
 pub fn other_mms(pid: u64) -> alloc::vec::Vec<(u64, MmRef)> {
-    SCHED.with(|s| s.tasks.values().filter(|t| t.pid != pid).filter_map(|t| Some((t.pid, t.mm.clone()?))).collect())
+    // Each address space once (threads share one), none of `pid`'s.
+    let mine = with_task(pid, |t| t.mm.clone()).flatten();
+    let all: alloc::vec::Vec<(u64, MmRef)> = SCHED
+        .with(|s| s.tasks.values().filter(|t| t.pid != pid).filter_map(|t| Some((t.pid, t.mm.clone()?))).collect());
+    let mut out: alloc::vec::Vec<(u64, MmRef)> = alloc::vec::Vec::new();
+    for (p, m) in all {
+        if !mine.as_ref().is_some_and(|x| Arc::ptr_eq(x, &m)) && !out.iter().any(|(_, o)| Arc::ptr_eq(o, &m)) {
+            out.push((p, m));
+        }
+    }
+    out
 }
 
 /// The running task's probe fix-up address (0: none).
@@ -548,18 +615,19 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> Option<R> {
 
 /// execve's switch of address space: the running task gets `mm` (CR3
 /// moves to it at once), its new name and executable, no thread pointer,
-/// and its close-on-exec files closed. The old address space, for the
-/// caller to tear down (None for the idle task).
-pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Option<MmRef> {
+/// and its close-on-exec files closed; a parent waiting in vfork goes on.
+/// The old address space and whether the caller was its last user (then
+/// the caller tears it down: a CLONE_VM child's exec leaves its parent's
+/// alone). None for the idle task.
+pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Option<(MmRef, bool)> {
     // The resource limits outlive the image (they are the process's).
     if let Some(limits) = current_mm().map(|m| m.with(|old| old.rlimits)) {
         mm.rlimits = limits;
     }
     let pgd = mm.pgd;
-    let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
-    cell.set(mm);
-    let mut closed = alloc::vec::Vec::new();
-    let old = SCHED.with(|s| {
+    let cell = new_mm_ref(mm);
+    let ru = current_mm().map(|m| m.with(|m| Rusage::of(&m.stat))).unwrap_or_default();
+    let (old, files) = SCHED.with(|s| {
         let cur = s.cur();
         let t = s.tasks.get_mut(&cur)?;
         let old = t.mm.replace(cell);
@@ -568,22 +636,37 @@ pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Op
         t.exe = exe;
         t.fs_base = 0;
         t.signal.exec();
-        for f in t.files.iter_mut() {
-            if f.as_ref().is_some_and(|f| f.cloexec) {
-                closed.push(f.take());
+        let (tgid, files) = (t.tgid, t.files.clone());
+        let vfork_parent = core::mem::take(&mut t.vfork_parent);
+        if vfork_parent != 0 {
+            s.wake_locked(vfork_parent);
+        }
+        let last = old.as_ref().is_some_and(|m| !mm_in_use(s, m, cur));
+        if last {
+            // Linux counts faults per task across an execve.
+            if let Some(l) = s.tasks.get_mut(&tgid) {
+                l.ru_self = l.ru_self.plus(ru);
             }
         }
         publish(s);
-        old
-    });
-    // Closed after the lock: a pipe end's last close wakes sleepers.
+        Some((old.map(|o| (o, last)), files))
+    })?;
+    // Closed after the scheduler's lock, and dropped after the table's:
+    // a pipe end's last close wakes sleepers.
+    let mut closed = alloc::vec::Vec::new();
+    if let Some(files) = files {
+        files.with(|v| {
+            for f in v.iter_mut() {
+                if f.as_ref().is_some_and(|f| f.cloexec) {
+                    closed.push(f.take());
+                }
+            }
+        });
+    }
     drop(closed);
     // SAFETY: the new PGD's kernel half is the kernel root's, like every
     // process's, so the kernel (and this stack) stays mapped.
     unsafe { cpu::write_cr3(pgd) };
-    if let Some(ru) = old.as_ref().and_then(|mm| mm.try_with(|m| Rusage::of(&m.stat))) {
-        retire_faults(current_pid(), ru);
-    }
     old
 }
 
@@ -661,31 +744,10 @@ fn wake_pending_kthreads(s: &mut Sched) {
 /// space that runs `entry` in ring 0, interrupts off, on its own kernel
 /// stack, under the kernel's page tables. It joins the run queue; its pid.
 pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u64> {
-    let kstack_pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
-    let mut task = Box::new(Task {
-        pid: 0,
-        parent: 0,
-        name,
-        state: State::Runnable,
-        kstack_pfn,
-        pgd: 0,
-        rsp: 0,
-        fpu: Box::new(FpuState::initial()),
-        mm: None,
-        preemptions: 0,
-        probe_fixup: 0,
-        // Never a candidate (no mm), and never killed.
-        oom_score_adj: crate::mm::oom_kill::OOM_SCORE_ADJ_MIN,
-        killed: false,
-        fs_base: 0,
-        files: alloc::vec::Vec::new(),
-        clear_child_tid: 0,
-        exe: "",
-        ru_self: Rusage::default(),
-        ru_children: Rusage::default(),
-        cmdline: alloc::vec::Vec::new(),
-        signal: Box::default(),
-    });
+    let kstack_pfn = alloc_kstack()?;
+    let mut task = blank_task(name, 0, kstack_pfn, 0, FpuState::initial());
+    // Never a candidate (no mm), and never killed.
+    task.oom_score_adj = crate::mm::oom_kill::OOM_SCORE_ADJ_MIN;
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
     // its stack (the frame is consumed by then), as after a call.
@@ -702,11 +764,44 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
         let pid = s.next_pid;
         s.next_pid += 1;
         task.pid = pid;
+        task.tgid = pid;
         s.tasks.insert(pid, task);
         s.enqueue(pid, false);
         publish(s);
         pid
     }))
+}
+
+/// A task with nothing of its own yet but a kernel stack, a PGD and FPU
+/// state; not in the table.
+fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: FpuState) -> Box<Task> {
+    Box::new(Task {
+        pid: 0,
+        parent,
+        name,
+        state: State::Runnable,
+        kstack_pfn,
+        pgd,
+        rsp: 0,
+        fpu: Box::new(fpu),
+        mm: None,
+        preemptions: 0,
+        probe_fixup: 0,
+        oom_score_adj: 0,
+        killed: false,
+        fs_base: 0,
+        files: None,
+        clear_child_tid: 0,
+        tgid: 0,
+        robust_list: (0, 0),
+        group_exit: None,
+        vfork_parent: 0,
+        exe: "",
+        ru_self: Rusage::default(),
+        ru_children: Rusage::default(),
+        cmdline: alloc::vec::Vec::new(),
+        signal: Box::default(),
+    })
 }
 
 /// Starts kswapd if it is not running (the OOM scenario does; processes
@@ -799,52 +894,285 @@ pub fn yield_now(preempted: bool) {
 }
 
 /// Creates a task around `mm` that enters ring 3 with `frame`'s
-/// registers; it joins the run queue. Returns its pid.
+/// registers, a new process of its own; it joins the run queue. Returns
+/// its pid.
 pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFrame, fpu: FpuState) -> Option<u64> {
-    let kstack_pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
-    let mut task = Box::new(Task {
-        pid: 0,
-        parent,
-        name,
-        state: State::Runnable,
-        kstack_pfn,
-        pgd: mm.pgd,
-        rsp: 0,
-        fpu: Box::new(fpu),
-        mm: None,
-        preemptions: 0,
-        probe_fixup: 0,
-        oom_score_adj: 0,
-        killed: false,
-        fs_base: 0,
-        files: alloc::vec::Vec::new(),
-        clear_child_tid: 0,
-        exe: "",
-        ru_self: Rusage::default(),
-        ru_children: Rusage::default(),
-        cmdline: alloc::vec::Vec::new(),
-        signal: Box::default(),
-    });
+    let pgd = mm.pgd;
+    let kstack_pfn = alloc_kstack()?;
+    let mut task = blank_task(name, parent, kstack_pfn, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
-    let cell = Arc::new(SpinLock::new("an mm_struct", rank::MM));
-    cell.set(mm);
-    task.mm = Some(cell);
+    task.mm = Some(new_mm_ref(mm));
+    let pid = alloc_pid();
     Some(SCHED.with(|s| {
-        let pid = s.next_pid;
-        s.next_pid += 1;
         task.pid = pid;
+        task.tgid = pid;
         task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
         let mask = if parent == 0 { s.spawn_affinity } else { s.affinity.get(&parent).copied().unwrap_or(0) };
         if mask != 0 {
             s.affinity.insert(pid, mask);
         }
-        s.tasks.insert(pid, task);
-        s.enqueue(pid, false);
-        publish(s);
-        let alive = s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64;
-        s.max_alive = s.max_alive.max(alive);
+        insert_runnable(s, task);
         pid
     }))
+}
+
+/// Takes the next pid (before the task exists: clone stores the new
+/// tid in user memory before the child can run).
+pub fn alloc_pid() -> u64 {
+    SCHED.with(|s| {
+        let pid = s.next_pid;
+        s.next_pid += 1;
+        pid
+    })
+}
+
+/// Puts a complete new task in the table and on the run queue.
+fn insert_runnable(s: &mut Sched, task: Box<Task>) {
+    let pid = task.pid;
+    s.tasks.insert(pid, task);
+    s.enqueue(pid, false);
+    publish(s);
+    let alive = s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64;
+    s.max_alive = s.max_alive.max(alive);
+}
+
+// The clone flags the scheduler acts on (Linux's include/uapi/linux/sched.h).
+/// Share the address space.
+pub const CLONE_VM: u64 = 0x100;
+/// Share the descriptor table.
+pub const CLONE_FILES: u64 = 0x400;
+/// Share the signal dispositions.
+pub const CLONE_SIGHAND: u64 = 0x800;
+/// Suspend the parent until the child execs or exits.
+pub const CLONE_VFORK: u64 = 0x4000;
+/// Same thread group as the caller.
+pub const CLONE_THREAD: u64 = 0x10000;
+/// Set the child's thread pointer.
+pub const CLONE_SETTLS: u64 = 0x80000;
+
+/// What `clone` makes of the running task: a new task with pid `pid`
+/// (from [`alloc_pid`]) entering ring 3 with `frame` and `fpu`, over `mm`
+/// (the caller's own with CLONE_VM, a copy otherwise); with CLONE_THREAD
+/// in the caller's thread group (and with its parent), otherwise a child
+/// process of the caller's group; the descriptor table shared
+/// (CLONE_FILES) or copied; `tls` the thread pointer with CLONE_SETTLS;
+/// `clear_tid` CLONE_CHILD_CLEARTID's pointer (0: none). The task joins
+/// the run queue complete (nothing is set after it can run). None for
+/// no memory (or no running task).
+pub fn clone_current(
+    pid: u64,
+    flags: u64,
+    mm: MmRef,
+    frame: &TrapFrame,
+    fpu: FpuState,
+    tls: u64,
+    clear_tid: u64,
+) -> Option<u64> {
+    let files = with_current(|t| t.files.clone()).flatten();
+    let files = match files {
+        Some(f) if flags & CLONE_FILES == 0 => {
+            // A copy that shares the open file descriptions (offsets), as
+            // fork's dup_fd. Built outside the scheduler's lock.
+            let v = f.with(|v| v.clone());
+            Some(new_files(v))
+        }
+        f => f,
+    };
+    let pgd = mm.with(|m| m.pgd);
+    let kstack_pfn = alloc_kstack()?;
+    let mut task = blank_task("", 0, kstack_pfn, pgd, fpu);
+    task.rsp = prepare_stack(task.kstack_top(), frame);
+    task.mm = Some(mm);
+    task.files = files;
+    task.pid = pid;
+    task.clear_child_tid = clear_tid;
+    let ok = SCHED.with(|s| {
+        let cur = s.cur();
+        let Some(me) = s.tasks.get(&cur) else { return false };
+        task.name = me.name;
+        task.exe = me.exe;
+        task.cmdline = me.cmdline.clone();
+        me.signal.fork_into(&mut task.signal);
+        task.oom_score_adj = me.oom_score_adj;
+        task.fs_base = if flags & CLONE_SETTLS != 0 { tls } else { me.fs_base };
+        if flags & CLONE_THREAD != 0 {
+            task.tgid = me.tgid;
+            task.parent = me.parent;
+        } else {
+            task.tgid = pid;
+            task.parent = me.tgid;
+        }
+        if flags & CLONE_VFORK != 0 {
+            task.vfork_parent = cur;
+        }
+        insert_runnable(s, task);
+        true
+    });
+    ok.then_some(pid)
+}
+
+/// vfork's wait (Linux's `wait_for_vfork_done`): the parent sleeps until
+/// child `pid` execs or exits (it clears its `vfork_parent` then), or the
+/// parent is killed.
+pub fn wait_vfork_done(pid: u64) {
+    loop {
+        exit_if_killed();
+        let waiting = SCHED.with(|s| {
+            let me = s.cur();
+            s.tasks.get(&pid).is_some_and(|t| t.vfork_parent == me && !matches!(t.state, State::Zombie(_)))
+        });
+        if !waiting {
+            return;
+        }
+        sleep_current();
+    }
+}
+
+/// The running task's thread-group id (getpid; 0 for the idle task).
+pub fn current_tgid() -> u64 {
+    SCHED.with(|s| s.tasks.get(&s.cur()).map_or(0, |t| t.tgid))
+}
+
+/// Whether another task of group `tgid` than `except` is alive.
+fn group_alive(s: &Sched, tgid: u64, except: u64) -> bool {
+    s.tasks.values().any(|t| t.tgid == tgid && t.pid != except && !matches!(t.state, State::Zombie(_)))
+}
+
+/// Whether a task other than `except` uses address space `mm`.
+fn mm_in_use(s: &Sched, mm: &MmRef, except: u64) -> bool {
+    s.tasks.values().any(|t| t.pid != except && t.mm.as_ref().is_some_and(|m| Arc::ptr_eq(m, mm)))
+}
+
+/// The threads of the group `pid` belongs to, live ones only (for
+/// /proc/PID/task and the Threads: line).
+pub fn group_threads(pid: u64) -> alloc::vec::Vec<u64> {
+    SCHED.with(|s| {
+        let Some(tgid) = s.tasks.get(&pid).map(|t| t.tgid) else { return alloc::vec::Vec::new() };
+        s.tasks.values().filter(|t| t.tgid == tgid && !matches!(t.state, State::Zombie(_))).map(|t| t.pid).collect()
+    })
+}
+
+/// The address space of the process `pid` (a thread group: its leader's,
+/// or a live thread's once the leader has exited).
+pub fn group_mm(pid: u64) -> Option<MmRef> {
+    SCHED.with(|s| {
+        let t = s.tasks.get(&pid)?;
+        if let Some(m) = &t.mm {
+            return Some(m.clone());
+        }
+        let tgid = t.tgid;
+        s.tasks.values().filter(|t| t.tgid == tgid).find_map(|t| t.mm.clone())
+    })
+}
+
+/// The thread of `pid`'s group that a signal `sig` for the process goes
+/// to (Linux's `complete_signal`): the leader if it is alive and does
+/// not block it, else the first live thread that does not, else any live
+/// thread. None for no such live process.
+pub fn group_target(pid: u64, sig: u64) -> Option<u64> {
+    SCHED.with(|s| {
+        let tgid = s.tasks.get(&pid)?.tgid;
+        let bit = if (1..=64).contains(&sig) { 1u64 << (sig - 1) } else { 0 };
+        let live = |t: &Task| t.tgid == tgid && !matches!(t.state, State::Zombie(_));
+        let open = |t: &Task| t.signal.blocked & bit == 0;
+        let leader = s.tasks.get(&tgid).filter(|t| live(t) && open(t)).map(|t| t.pid);
+        leader
+            .or_else(|| s.tasks.values().find(|t| live(t) && open(t)).map(|t| t.pid))
+            .or_else(|| s.tasks.values().find(|t| live(t)).map(|t| t.pid))
+    })
+}
+
+/// Runs `f` on every other task of the running task's thread group
+/// (CLONE_SIGHAND's shared dispositions).
+pub fn for_other_threads(mut f: impl FnMut(&mut Task)) {
+    SCHED.with(|s| {
+        let cur = s.cur();
+        let Some(tgid) = s.tasks.get(&cur).map(|t| t.tgid) else { return };
+        for t in s.tasks.values_mut().filter(|t| t.tgid == tgid && t.pid != cur) {
+            f(t);
+        }
+    })
+}
+
+/// Kills every other live thread of the running task's group (they die
+/// the next time they would return to user mode; sleeping ones wake).
+/// With `status`, the group is exiting with it (exit_group, a fatal
+/// signal): the leader keeps it for wait4.
+fn kill_other_threads(status: Option<u64>) {
+    SCHED.with(|s| {
+        let cur = s.cur();
+        let Some(tgid) = s.tasks.get(&cur).map(|t| t.tgid) else { return };
+        if let (Some(st), Some(l)) = (status, s.tasks.get_mut(&tgid)) {
+            if l.group_exit.is_none() {
+                l.group_exit = Some(st);
+            }
+        }
+        let victims: alloc::vec::Vec<u64> = s
+            .tasks
+            .values()
+            .filter(|t| t.tgid == tgid && t.pid != cur && !matches!(t.state, State::Zombie(_)))
+            .map(|t| t.pid)
+            .collect();
+        for &p in &victims {
+            if let Some(t) = s.tasks.get_mut(&p) {
+                t.killed = true;
+            }
+            // Sleepers wake; one running on another CPU is sent there
+            // through the kernel's return-to-user checks.
+            s.wake_locked(p);
+            kick_cpu_running(s, p);
+        }
+        publish_states(s);
+    })
+}
+
+/// execve's `de_thread`: every other thread of the caller's group is
+/// killed and gone before the new image starts (the caller keeps its
+/// own tid).
+pub fn de_thread() {
+    kill_other_threads(None);
+    while SCHED.with(|s| {
+        let cur = s.cur();
+        s.tasks.get(&cur).is_some_and(|t| group_alive(s, t.tgid, cur))
+    }) {
+        yield_now(false);
+    }
+    reap_dead_threads();
+}
+
+/// Threads exited and not yet freed (a hint: [`reap_dead_threads`]
+/// looks only when it is not 0).
+static DEAD_THREADS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Frees the exited threads (group members other than the leader, which
+/// no parent reaps: Linux's `release_task` of an autoreaped thread) that
+/// are off the CPU: each one's kernel stack and task.
+pub fn reap_dead_threads() {
+    use core::sync::atomic::Ordering;
+    // Cheap enough for every system call's entry: most find none.
+    if DEAD_THREADS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    loop {
+        let dead = SCHED.with(|s| {
+            // Off every CPU: a thread still being switched out keeps its
+            // stack until its switch finishes.
+            let pid = s
+                .tasks
+                .values()
+                .find(|t| t.pid != t.tgid && !s.on_cpu(t.pid) && matches!(t.state, State::Zombie(_)))
+                .map(|t| t.pid)?;
+            let t = s.tasks.remove(&pid);
+            s.woken.remove(&pid);
+            s.affinity.remove(&pid);
+            publish(s);
+            t
+        });
+        let Some(t) = dead else { return };
+        DEAD_THREADS.fetch_sub(1, Ordering::Relaxed);
+        free_kstack(t.kstack_pfn);
+        drop(t);
+    }
 }
 
 /// The frame a new program starts from.
@@ -860,60 +1188,122 @@ pub fn initial_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
     }
 }
 
-/// Linux's `do_exit`: the address space goes now (CR3 moves to the
-/// kernel's root first), the task becomes a zombie for its parent to
-/// reap, its children are handed to the kernel, and the CPU moves on.
+/// Linux's `do_group_exit`: every thread of the running task's group
+/// dies (the others the next time they would return to user mode) and
+/// the group's exit status is `status`; then this thread exits
+/// ([`exit_thread`]). exit_group, a fatal signal or fault, and the
+/// built-in programs' exit come here.
 pub fn do_exit(status: u64) -> ! {
+    kill_other_threads(Some(status));
+    exit_thread(status)
+}
+
+/// Linux's `do_exit` for one thread (SYS_exit): CLONE_CHILD_CLEARTID's
+/// store of 0 and futex wake; the address space goes if this was its
+/// last user (CR3 moves to the kernel's root first); the descriptor table
+/// is dropped. A thread other than the leader is freed by the next
+/// [`reap_dead_threads`]; the last thread of the group makes the leader
+/// a zombie with the group's status, for its parent to reap, and hands
+/// the group's children to the kernel. The CPU moves on.
+pub fn exit_thread(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
-    // A Linux program's fault counters go to the log as it exits.
-    let linux = SCHED.with(|s| s.tasks.get(&s.cur()).is_some_and(|t| !t.exe.is_empty()));
-    if let Some(mm) = current_mm() {
-        let (name, pid, _) = current_info();
-        let ru = mm.with(|m| {
-            if linux {
-                super::exec::report_exit(name, pid, status, &m.stat);
-            }
-            Rusage::of(&m.stat)
-        });
-        retire_faults(pid, ru);
+    let (ctid, mm) = SCHED
+        .with(|s| {
+            let cur = s.cur();
+            s.tasks.get_mut(&cur).map(|t| (core::mem::take(&mut t.clear_child_tid), t.mm.clone()))
+        })
+        .unwrap_or_else(|| panic!("do_exit from the idle task"));
+    if let (true, Some(mm)) = (ctid != 0, mm.as_ref()) {
+        // pthread_join waits for this (glibc on the tid, musl on
+        // detach_state): a fault here is ignored, as Linux's.
+        let _ = mm.with(|m| super::syscall::copy_to_user(m, ctid, &0u32.to_le_bytes()));
+        super::futex::wake(mm, ctid, 1, super::futex::BITSET_MATCH_ANY);
     }
-    let mut files = alloc::vec::Vec::new();
-    let mm = SCHED.with(|s| {
+    // The counts of the address space, retired into the group leader's
+    // totals below if no one else uses it any more.
+    let ru = mm.as_ref().map(|m| m.with(|m| Rusage::of(&m.stat))).unwrap_or_default();
+    drop(mm);
+    let mut files = None;
+    let (mm, last, group_end, linux, name, tgid) = SCHED.with(|s| {
         let cur = s.cur();
-        let (mm, parent) = match s.tasks.get_mut(&cur) {
-            Some(t) => {
-                t.state = State::Zombie(status);
-                t.pgd = 0;
-                // Its descriptors close now (a pipe's reader sees EOF when
-                // the last writer exits), after the lock: closing wakes.
-                files = core::mem::take(&mut t.files);
-                (t.mm.take(), t.parent)
-            }
-            None => panic!("do_exit from the idle task"),
-        };
-        if let Some(p) = s.tasks.get_mut(&parent) {
-            // SIGCHLD (dropped unless the parent catches it).
-            p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(cur, status));
+        let Some(t) = s.tasks.get_mut(&cur) else { panic!("do_exit from the idle task") };
+        t.state = State::Zombie(status);
+        t.pgd = 0;
+        if t.pid != t.tgid {
+            DEAD_THREADS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
-        s.wake_locked(parent);
-        for t in s.tasks.values_mut() {
-            if t.parent == cur {
-                t.parent = 0;
+        // Its descriptors close now (a pipe's reader sees EOF when the
+        // last writer exits), after the lock: closing wakes.
+        files = t.files.take();
+        let mm = t.mm.take();
+        let (tgid, name, linux) = (t.tgid, t.name, !t.exe.is_empty());
+        let vfork_parent = core::mem::take(&mut t.vfork_parent);
+        if vfork_parent != 0 {
+            s.wake_locked(vfork_parent);
+        }
+        let last = mm.as_ref().is_some_and(|m| !mm_in_use(s, m, cur));
+        if last {
+            if let Some(l) = s.tasks.get_mut(&tgid) {
+                l.ru_self = l.ru_self.plus(ru);
+            }
+        }
+        let mut group_end = None;
+        if !group_alive(s, tgid, cur) {
+            // The group is gone: its leader becomes the zombie its parent
+            // reaps, with the group's status (exit_group's; else the
+            // leader's own if it exited first; else this thread's).
+            let leader = s.tasks.get_mut(&tgid).map(|l| {
+                let own = match l.state {
+                    State::Zombie(c) if l.pid != cur => c,
+                    _ => status,
+                };
+                let st = l.group_exit.unwrap_or(own);
+                l.state = State::Zombie(st);
+                (l.parent, st)
+            });
+            if let Some((parent, st)) = leader {
+                group_end = Some(st);
+                if let Some(p) = s.tasks.get_mut(&parent) {
+                    // SIGCHLD (dropped unless the parent catches it).
+                    p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(tgid, st));
+                }
+                // Any thread of the parent may be the one in wait4 (the
+                // leader, if it still runs, finds the wake when it sleeps).
+                s.wake_locked(parent);
+                while let Some(w) =
+                    s.tasks.values().find(|t| t.tgid == parent && t.state == State::Waiting && !t.killed).map(|t| t.pid)
+                {
+                    s.wake_locked(w);
+                }
+            }
+            for t in s.tasks.values_mut() {
+                if t.parent == tgid {
+                    t.parent = 0;
+                }
             }
         }
         publish(s);
-        mm
+        (mm, last, group_end, linux, name, tgid)
     });
     drop(files);
     // SAFETY: the kernel root maps the kernel exactly as every process's
     // PGD does (their kernel halves are copies of it).
     unsafe { cpu::write_cr3(kroot) };
     if let Some(mm) = mm {
-        mm.with(|m| m.exit_mmap());
+        if last {
+            mm.with(|m| {
+                // A Linux program's fault counters go to the log as it exits.
+                if linux {
+                    super::exec::report_exit(name, tgid, group_end.unwrap_or(status), &m.stat);
+                }
+                m.exit_mmap()
+            });
+        }
         // Dropped here, not at the end of the scope: schedule() never
         // returns to a zombie.
         drop(mm);
     }
+    reap_dead_threads();
     schedule();
     panic!("a zombie was scheduled");
 }
@@ -942,8 +1332,14 @@ pub fn current_killed() -> bool {
 /// Dies now if the running task was killed (called on every way back to
 /// user mode and in wait loops: Linux's `fatal_signal_pending` check).
 pub fn exit_if_killed() {
-    if current_killed() {
-        do_exit(SIGKILL);
+    // Whoever killed it killed the rest of the group too (exit_group,
+    // SIGKILL, the OOM killer, execve's de_thread): only this thread goes.
+    let status = SCHED.with(|s| {
+        let t = s.tasks.get(&s.cur()).filter(|t| t.killed)?;
+        Some(s.tasks.get(&t.tgid).and_then(|l| l.group_exit).unwrap_or(SIGKILL))
+    });
+    if let Some(st) = status {
+        exit_thread(st);
     }
 }
 
@@ -1008,23 +1404,40 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
     use crate::mm::oom_kill::Reap;
     let taken = SCHED.with(|s| {
         let cur = s.cur();
-        let running = s.on_cpu(pid);
-        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
-        t.killed = true;
-        // Running here or on another CPU: it dies on its way back to user
-        // mode (the IPI brings another CPU there soon).
-        if pid == cur || running {
-            kick_cpu_running(s, pid);
+        let t = s.tasks.get(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
+        // Every task using the victim's address space dies with it (its
+        // threads, a CLONE_VM child), as Linux's oom_kill_process.
+        let victim_mm = t.mm.clone();
+        let shares = |t: &Task| {
+            t.pid == pid || victim_mm.as_ref().is_some_and(|v| t.mm.as_ref().is_some_and(|m| Arc::ptr_eq(m, v)))
+        };
+        let victims: alloc::vec::Vec<u64> =
+            s.tasks.values().filter(|t| shares(t) && !matches!(t.state, State::Zombie(_))).map(|t| t.pid).collect();
+        let running = victims.iter().any(|&p| p == cur || s.on_cpu(p));
+        for p in &victims {
+            if let Some(t) = s.tasks.get_mut(p) {
+                t.killed = true;
+            }
+        }
+        if running {
+            // Running here or on another CPU: they die on their way back
+            // to user mode (the IPI brings another CPU there soon).
+            for &p in &victims {
+                kick_cpu_running(s, p);
+            }
             return Some(None);
         }
         // Parked tasks hold no locks (schedule() asserts it) and run on
         // the kernel root from now on: their page tables are about to go.
-        let mm = t.mm.take();
-        let pgd = core::mem::replace(&mut t.pgd, 0);
-        if t.state == State::Waiting {
-            t.state = State::Runnable;
-            s.enqueue(pid, false);
+        let mut mm = None;
+        let mut pgd = 0;
+        while let Some(p) = s.tasks.values().find(|t| t.killed && t.mm.is_some() && shares(t)).map(|t| t.pid) {
+            let Some(t) = s.tasks.get_mut(&p) else { break };
+            mm = t.mm.take().or(mm);
+            pgd = core::mem::replace(&mut t.pgd, 0);
+            s.wake_locked(p);
         }
+        s.wake_locked(pid);
         // The host must not walk the root about to be freed.
         publish(s);
         Some(Some((mm, pgd)))
@@ -1043,8 +1456,9 @@ pub fn oom_kill(pid: u64) -> crate::mm::oom_kill::Reap {
                 drop(mm);
                 Reap::Reaped
             } else {
-                // Someone holds it: give it back; the task frees it in
-                // do_exit when it runs.
+                // Someone holds it: give it back (to the victim; its
+                // threads die without one); the task frees it in do_exit
+                // when it runs.
                 SCHED.with(|s| {
                     if let Some(t) = s.tasks.get_mut(&pid) {
                         t.mm = Some(mm);
@@ -1063,13 +1477,15 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
     let found = SCHED.with(|s| {
         let mut any = false;
         let mut zombie = None;
+        // Thread-group leaders only (a thread is no child of anyone's),
+        // zombies once their whole group is gone.
         for t in s.tasks.values() {
-            if t.parent == parent && (pid < 0 || t.pid == pid as u64) {
+            if t.parent == parent && t.pid == t.tgid && (pid < 0 || t.pid == pid as u64) {
                 any = true;
                 // A zombie still being switched out of its CPU keeps its
                 // stack until the switch finishes (which wakes us).
                 if let State::Zombie(st) = t.state {
-                    if !s.on_cpu(t.pid) {
+                    if !s.on_cpu(t.pid) && !group_alive(s, t.tgid, t.pid) {
                         zombie = Some((t.pid, st));
                         break;
                     }
@@ -1080,6 +1496,7 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
             Some((zpid, st)) => {
                 let t = s.tasks.remove(&zpid);
                 s.woken.remove(&zpid);
+                s.runq.retain(|&p| p != zpid);
                 s.affinity.remove(&zpid);
                 if let (Some(t), Some(p)) = (t.as_ref(), s.tasks.get_mut(&parent)) {
                     p.ru_children = p.ru_children.plus(t.ru_self).plus(t.ru_children);
@@ -1091,11 +1508,11 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
             None => Err(false),
         }
     });
+    // The group's other threads, all dead, go with it.
+    reap_dead_threads();
     match found {
         Ok(Some((task, status))) => {
-            if let Err(e) = free_pages(task.kstack_pfn, KSTACK_ORDER) {
-                panic!("freeing a kernel stack: {}", e);
-            }
+            free_kstack(task.kstack_pfn);
             let (pid, ru) = (task.pid, task.ru_self.plus(task.ru_children));
             drop(task);
             Reaped::Child(pid, status, ru)
@@ -1181,14 +1598,21 @@ pub fn zombies() -> usize {
 
 /// The pids of every task alive (not zombies), for /proc.
 pub fn pids() -> alloc::vec::Vec<u64> {
-    SCHED.with(|s| s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).map(|t| t.pid).collect())
+    // One per process: the thread-group leaders of live groups (a leader
+    // that exited before its threads still names the process).
+    SCHED.with(|s| {
+        s.tasks
+            .values()
+            .filter(|t| t.pid == t.tgid && (!matches!(t.state, State::Zombie(_)) || group_alive(s, t.tgid, t.pid)))
+            .map(|t| t.pid)
+            .collect()
+    })
 }
 
 /// `wait4` for the running process: blocks until a child exits.
 pub fn wait_child(pid: i64) -> Reaped {
     loop {
-        let me = current_pid();
-        match reap(me, pid) {
+        match reap(current_tgid(), pid) {
             Reaped::NotYet => {
                 exit_if_killed();
                 if super::signal::pending() {

@@ -10,6 +10,12 @@
 //! from it. Layouts are Linux's uapi ones byte for byte, so glibc's and
 //! musl's `sigaction`, `raise`, `abort` and `ucontext_t` work unchanged.
 //!
+//! Threads: the dispositions are the process's (a change reaches every
+//! thread of the group), the mask and the thread queue each thread's
+//! own; a signal for the process (`kill`) goes to the process queue of
+//! one thread that does not block it (the leader first), and a fatal one
+//! ends the whole group.
+//!
 //! Limits, said plainly: one pending instance per signal (real-time
 //! signals are not queued), the stop signals' default action is to ignore
 //! (there is no job control), `kill` to a process group reaches only the
@@ -186,10 +192,15 @@ impl Default for SigState {
 }
 
 impl SigState {
-    /// What fork gives the child: the dispositions, mask and alternate
-    /// stack, and nothing pending.
-    pub fn fork(&self) -> SigState {
-        SigState { pending: [0; 2], saved_mask: None, ..self.clone() }
+    /// What fork and clone give the child, written into `dst` in place
+    /// (no 8 KiB temporary on the kernel stack): the dispositions, mask
+    /// and alternate stack, and nothing pending.
+    pub fn fork_into(&self, dst: &mut SigState) {
+        dst.actions = self.actions;
+        dst.blocked = self.blocked;
+        dst.altstack = self.altstack;
+        dst.pending = [0; 2];
+        dst.saved_mask = None;
     }
 
     /// execve: handlers go back to SIG_DFL (the code they pointed at is
@@ -201,6 +212,15 @@ impl SigState {
             *a = SigAction { handler, ..SigAction::default() };
         }
         self.altstack = (0, 0);
+    }
+
+    /// Sets the disposition of `sig`; setting SIG_IGN (or a default of
+    /// ignore) discards what is pending (Linux's do_sigaction).
+    fn set_action(&mut self, sig: u64, a: SigAction) {
+        self.actions[(sig - 1) as usize] = a;
+        if self.ignored(sig) || a.handler == SIG_IGN {
+            self.discard(sig);
+        }
     }
 
     fn action(&self, sig: u64) -> SigAction {
@@ -320,17 +340,17 @@ pub fn sys_rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
     let Some(old) = with_sig(|s| {
         let old = s.action(sig);
         if let Some(a) = new {
-            s.actions[(sig - 1) as usize] = a;
-            // Setting SIG_IGN (or a default of ignore) discards what is
-            // pending (Linux's do_sigaction).
-            if s.ignored(sig) || a.handler == SIG_IGN {
-                s.discard(sig);
-            }
+            s.set_action(sig, a);
         }
         old
     }) else {
         return -EINVAL;
     };
+    // The dispositions are the process's (CLONE_SIGHAND): every thread
+    // gets the new one.
+    if let Some(a) = new {
+        sched::for_other_threads(|t| t.signal.set_action(sig, a));
+    }
     if oact != 0 {
         if let Err(e) = put_user_u64s(oact, &[old.handler, old.flags, old.restorer, old.mask]) {
             return e;
@@ -450,26 +470,29 @@ pub fn sys_kill(pid: u64, sig: u64) -> i64 {
     if sig > NSIG {
         return -EINVAL;
     }
-    let me = sched::current_pid();
+    let me = sched::current_tgid();
     let target = match pid {
         p if p > 0 => p as u64,
         0 | -1 => me,
         p => (-p) as u64,
     };
-    send_signal(target, 1, sig, SigInfo { code: SI_USER, fields: [me, 0], trap: None })
+    // To the process (thread group) `target` is in: on the process's
+    // queue of the thread that takes it (Linux's complete_signal).
+    let Some(thread) = sched::group_target(target, sig) else { return -ESRCH };
+    send_signal(thread, 1, sig, SigInfo { code: SI_USER, fields: [me, 0], trap: None })
 }
 
-/// `tgkill(tgid, tid, sig)` and `tkill(tid, sig)` (`tgid` 0): one thread
-/// per process, so the thread is the process.
+/// `tgkill(tgid, tid, sig)` and `tkill(tid, sig)` (`tgid` 0): to thread
+/// `tid` (of group `tgid`), on its own queue.
 pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> i64 {
     let (tgid, tid) = (tgid as i32 as i64, tid as i32 as i64);
     if tid <= 0 || tgid < 0 || sig > NSIG {
         return -EINVAL;
     }
-    if tgid != 0 && tgid != tid {
+    if tgid != 0 && sched::with_task(tid as u64, |t| t.tgid) != Some(tgid as u64) {
         return -ESRCH;
     }
-    let me = sched::current_pid();
+    let me = sched::current_tgid();
     send_signal(tid as u64, 0, sig, SigInfo { code: SI_TKILL, fields: [me, 0], trap: None })
 }
 

@@ -17,16 +17,38 @@ const SYS_CLONE: u64 = 56;
 const SYS_RT_SIGRETURN: u64 = 15;
 /// `sigaltstack(ss, old_ss)`.
 const SYS_SIGALTSTACK: u64 = 131;
-/// The clone flags of a fork (what glibc's `fork` passes: the exit
-/// signal in the low byte, and the tid pointers): no sharing.
-const CLONE_FORK_FLAGS: u64 = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
 const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
 const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+/// Ignored by Linux since 2.6 (musl's pthread_create still passes it).
+const CLONE_DETACHED: u64 = 0x0040_0000;
+/// What this kernel shares or does not need to: the filesystem context
+/// (one root and cwd for all), System V semaphore undo lists (none),
+/// ptrace and untraced (no tracer).
+const CLONE_SHAREABLE: u64 = 0x200 | 0x4_0000 | 0x2000 | 0x80_0000;
+/// The clone flags this kernel takes (the exit signal in the low byte).
+const CLONE_KNOWN: u64 = 0xff
+    | sched::CLONE_VM
+    | sched::CLONE_FILES
+    | sched::CLONE_SIGHAND
+    | sched::CLONE_VFORK
+    | sched::CLONE_THREAD
+    | sched::CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_CHILD_SETTID
+    | CLONE_DETACHED
+    | CLONE_SHAREABLE;
+/// `clone3(args, size)`.
+const SYS_CLONE3: u64 = 435;
+/// SIGCHLD, a fork's exit signal.
+const SIGCHLD: u64 = 17;
 use super::fault::user_page;
 use super::mm::MmStruct;
 use super::report;
-use super::sched::{self, current_mm, current_pid, Reaped};
+use super::sched::{self, current_mm, Reaped};
+
+const EPERM: i64 = 1;
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::FpuState;
 use crate::fmt::Dec;
@@ -70,6 +92,9 @@ pub(super) fn with_mm<R>(f: impl FnOnce(&mut MmStruct) -> R) -> Option<R> {
 /// Serves the system call in `frame` (whose rip/rflags already say where
 /// user mode resumes).
 pub fn dispatch(frame: &mut TrapFrame) {
+    // Exited threads' kernel stacks go back as soon as they are off the
+    // CPU (Linux's finish_task_switch drops them).
+    sched::reap_dead_threads();
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let nr = frame.rax;
     let ret: i64 = match nr {
@@ -90,13 +115,18 @@ pub fn dispatch(frame: &mut TrapFrame) {
             sched::yield_now(false);
             0
         }
-        SYS_GETPID => current_pid() as i64,
-        // fork, vfork (as fork: the child gets a copy, not a loan, of the
-        // address space) and clone in its fork form (linux.rs filters).
-        SYS_FORK | SYS_VFORK => sys_fork(frame),
+        // The process id is the thread group's.
+        SYS_GETPID => sched::current_tgid() as i64,
+        SYS_FORK => sys_clone(frame, SIGCHLD, 0, 0, 0, 0),
+        // vfork as Linux's: the child borrows the address space and the
+        // parent waits until it execs or exits.
+        SYS_VFORK => sys_clone(frame, sched::CLONE_VM | sched::CLONE_VFORK | SIGCHLD, 0, 0, 0, 0),
         SYS_EXECVE => super::linux::sys_execve(frame, a[0], a[1], a[2]),
-        SYS_CLONE if a[0] & !CLONE_FORK_FLAGS == 0 && a[1] == 0 => sys_clone(frame, a[0], a[2], a[3]),
-        SYS_EXIT => sched::do_exit((a[0] & 0xff) << 8),
+        // clone(flags, newsp, parent_tid, child_tid, tls) on x86-64.
+        SYS_CLONE => sys_clone(frame, a[0], a[1], a[2], a[3], a[4]),
+        SYS_CLONE3 => sys_clone3(frame, a[0], a[1]),
+        // exit ends this thread; exit_group (linux.rs) the process.
+        SYS_EXIT => sched::exit_thread((a[0] & 0xff) << 8),
         SYS_WAIT4 => sys_wait4(a[0] as i64, a[1], a[2], a[3]),
         SYS_MMSTAT => with_mm(|mm| {
             let st = sched::current_stat(mm);
@@ -154,57 +184,107 @@ pub(super) fn console_write(fd: u64, buf: u64, len: u64) -> i64 {
     len as i64
 }
 
-fn sys_fork(frame: &TrapFrame) -> i64 {
+/// `clone(flags, newsp, parent_tid, child_tid, tls)` (fork and vfork
+/// too): a new process, or with CLONE_THREAD a new thread of the
+/// caller's, sharing what the flags say (sched.rs `clone_current`). The
+/// tids are stored (CLONE_PARENT_SETTID in the caller's memory,
+/// CLONE_CHILD_SETTID in the child's) before the child can run; with
+/// CLONE_VFORK the caller waits until the child execs or exits.
+pub(super) fn sys_clone(frame: &TrapFrame, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls: u64) -> i64 {
+    use sched::{CLONE_SETTLS, CLONE_SIGHAND, CLONE_THREAD, CLONE_VFORK, CLONE_VM};
+    // Linux's copy_process checks.
+    if flags & !CLONE_KNOWN != 0
+        || (flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0)
+        || (flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0)
+    {
+        return -EINVAL;
+    }
+    if flags & CLONE_SETTLS != 0 && tls >= super::mm::TASK_SIZE {
+        return -EPERM;
+    }
     let Some(mm) = current_mm() else { return -EINVAL };
-    // The child's page tables are allocated where reclaim cannot run:
-    // make room for them (and the task's stack) first.
-    let tables = mm.with(|m| m.stat.pt_pages);
-    crate::mm::vmscan::reclaim_for(tables + 16);
-    let Some(child_mm) = mm.with(|m| m.dup_mmap()) else { return -ENOMEM };
+    let child_mm = if flags & CLONE_VM != 0 {
+        mm.clone()
+    } else {
+        // The child's page tables are allocated where reclaim cannot run:
+        // make room for them (and the task's stack) first.
+        let tables = mm.with(|m| m.stat.pt_pages);
+        crate::mm::vmscan::reclaim_for(tables + 16);
+        let Some(copy) = mm.with(|m| m.dup_mmap()) else { return -ENOMEM };
+        sched::new_mm_ref(copy)
+    };
+    let pid = sched::alloc_pid();
+    let tid = (pid as u32).to_le_bytes();
+    let mut stored = Ok(());
+    if flags & CLONE_PARENT_SETTID != 0 {
+        stored = mm.with(|m| copy_to_user(m, ptid, &tid));
+    }
+    if flags & CLONE_CHILD_SETTID != 0 && stored.is_ok() {
+        stored = child_mm.with(|m| copy_to_user(m, ctid, &tid));
+    }
+    drop(mm);
+    let fail = |e: i64, child_mm: sched::MmRef| {
+        if flags & CLONE_VM == 0 {
+            child_mm.with(|m| m.exit_mmap());
+        }
+        e
+    };
+    if let Err(e) = stored {
+        return fail(e, child_mm);
+    }
     let mut child_frame = *frame;
     child_frame.rax = 0;
+    if newsp != 0 {
+        child_frame.rsp = newsp;
+    }
     // The live FPU/SSE registers are the parent's user state: the kernel
     // never touches them.
     let mut fpu = FpuState([0; 512]);
     fpu.save();
-    let (name, pid, _) = sched::current_info();
-    match sched::create_task(name, pid, child_mm, &child_frame, fpu) {
+    let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
+    match sched::clone_current(pid, flags, child_mm.clone(), &child_frame, fpu, tls, clear) {
         Some(child) => {
-            super::linux::fork_task_state(child);
+            drop(child_mm);
             // The child's VMAs for the host now, not at its first mmap.
             if let Some(m) = sched::with_task(child, |t| t.mm.clone()).flatten() {
                 m.with(|m| m.publish_vmas(false));
             }
+            if flags & CLONE_VFORK != 0 {
+                sched::wait_vfork_done(child);
+            }
             child as i64
         }
-        None => -ENOMEM,
+        None => fail(-ENOMEM, child_mm),
     }
 }
 
-/// `clone` in its fork form: a fork that also stores the child's tid
-/// where asked (in the parent's memory, in the child's, or keeps the
-/// pointer the child's exit would clear).
-fn sys_clone(frame: &TrapFrame, flags: u64, parent_tid: u64, child_tid: u64) -> i64 {
-    let child = sys_fork(frame);
-    if child <= 0 {
-        return child;
+/// `clone3(args, size)`: `struct clone_args` { flags, pidfd, child_tid,
+/// parent_tid, exit_signal, stack, stack_size, tls, ... } (glibc's
+/// pthread_create tries it first); the stack is given by its base and
+/// size. pidfds and set_tid are not offered (-EINVAL).
+fn sys_clone3(frame: &TrapFrame, args: u64, size: u64) -> i64 {
+    const CLONE_ARGS_SIZE_VER0: u64 = 64;
+    const CLONE_PIDFD: u64 = 0x1000;
+    if !(CLONE_ARGS_SIZE_VER0..=4096).contains(&size) {
+        return -EINVAL;
     }
-    let tid = (child as u32).to_le_bytes();
-    if flags & CLONE_PARENT_SETTID != 0 {
-        if let Some(Err(e)) = with_mm(|mm| copy_to_user(mm, parent_tid, &tid)) {
-            return e;
-        }
+    let mut b = [0u8; 88];
+    let n = (size as usize).min(b.len());
+    if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, args, &mut b[..n])) {
+        return e;
     }
-    if flags & CLONE_CHILD_SETTID != 0 {
-        let mm = sched::with_task(child as u64, |t| t.mm.clone()).flatten();
-        if let Some(mm) = mm {
-            let _ = mm.with(|m| copy_to_user(m, child_tid, &tid));
-        }
+    let f = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (flags, child_tid, parent_tid, exit_signal, stack, stack_size, tls) =
+        (f(0), f(2), f(3), f(4), f(5), f(6), f(7));
+    // set_tid (8, 9) and cgroup (10) of the later versions: none.
+    if flags & CLONE_PIDFD != 0 || flags & 0xff != 0 || exit_signal > 64 || (n > 64 && (f(8) != 0 || f(9) != 0)) {
+        return -EINVAL;
     }
-    if flags & CLONE_CHILD_CLEARTID != 0 {
-        sched::with_task(child as u64, |t| t.clear_child_tid = child_tid);
+    if (stack == 0) != (stack_size == 0) {
+        return -EINVAL;
     }
-    child
+    let sp = if stack != 0 { stack.wrapping_add(stack_size) } else { 0 };
+    sys_clone(frame, flags | exit_signal, sp, parent_tid, child_tid, tls)
 }
 
 /// `wait4(pid, status, options, rusage)`: the child's status and, when
@@ -216,7 +296,7 @@ fn sys_wait4(pid: i64, status_ptr: u64, options: u64, rusage: u64) -> i64 {
     let pid = pid as i32 as i64;
     let pid = if pid <= 0 { -1 } else { pid };
     let reaped = if options & WNOHANG != 0 {
-        match sched::reap(current_pid(), pid) {
+        match sched::reap(sched::current_tgid(), pid) {
             Reaped::NotYet => return 0,
             r => r,
         }
