@@ -1591,6 +1591,12 @@ pub fn affinity(pid: u64) -> Option<u64> {
     })
 }
 
+/// The scheduler's container sizes (tasks, run queue, pending wakes,
+/// CPU masks), for the leak check's report.
+pub fn sizes() -> [u64; 4] {
+    SCHED.with(|s| [s.tasks.len() as u64, s.runq.len() as u64, s.woken.len() as u64, s.affinity.len() as u64])
+}
+
 /// How many zombies wait to be reaped.
 pub fn zombies() -> usize {
     SCHED.with(|s| s.tasks.values().filter(|t| matches!(t.state, State::Zombie(_))).count())
@@ -1640,12 +1646,35 @@ pub fn kernel_wait(pid: u64) -> Option<u64> {
                 } else if elsewhere || SCHED.with(|s| s.runq.iter().any(|&p| s.on_cpu(p))) {
                     // Other CPUs run the processes: wait for news.
                     idle_wait();
+                } else if !quiet_for_a_while() {
+                    // Something moved after all (a wake still on its way
+                    // from another CPU): look again.
                 } else {
                     return None;
                 }
             }
         }
     }
+}
+
+/// Whether, over a short while (some 100 looks, a few milliseconds of
+/// this host's emulated ring 0), no CPU runs a task and none is
+/// queued: with several CPUs, one look can fall between a waker's state
+/// change and the wake it sends. Always true at once on one CPU.
+fn quiet_for_a_while() -> bool {
+    if crate::arch::smp::nr_cpus() <= 1 {
+        return true;
+    }
+    for _ in 0..100 {
+        for _ in 0..1000 {
+            crate::arch::tlb::poll();
+            core::hint::spin_loop();
+        }
+        if SCHED.with(|s| s.has_runnable() || s.busy_elsewhere() || s.runq.iter().any(|&p| s.on_cpu(p))) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Gives back the run queue's buffer once nothing runs (so a leak check

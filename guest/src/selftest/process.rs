@@ -207,16 +207,21 @@ pub fn process() {
 
     report::clear();
     proc::sched::shrink_idle();
+    let sizes = proc::sched::sizes();
     let after = allocated_pages();
     check(
         "process",
         "no_frames_leak",
         after == base,
         &detail!(
-            "allocated pages before the programs {}, after all exited {} (tasks left: {})",
+            "allocated pages before the programs {}, after all exited {} (tasks left: {}; scheduler tasks/runq/woken/masks {} {} {} {})",
             Dec(base),
             Dec(after),
-            Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64)
+            Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64),
+            Dec(sizes[0]),
+            Dec(sizes[1]),
+            Dec(sizes[2]),
+            Dec(sizes[3])
         ),
     );
     let added = proc::kernel_half_added();
