@@ -232,7 +232,10 @@ pub struct Sched {
     spawn_affinity: u64,
     next_pid: u64,
     idle_rsp: [u64; MAX_CPUS],
-    idle_fpu: alloc::vec::Vec<FpuState>,
+    // Boxed as a task's FPU state is: the self-tests' leak check counts
+    // slab pages, and these belong with the tasks' 512-byte objects.
+    #[allow(clippy::vec_box)]
+    idle_fpu: alloc::vec::Vec<Box<FpuState>>,
     /// Context switches per CPU.
     pub switches_on: [u64; MAX_CPUS],
     /// Most processes alive at once (a self-test figure).
@@ -443,7 +446,11 @@ pub fn init() {
         spawn_affinity: 0,
         next_pid: 1,
         idle_rsp: [0; MAX_CPUS],
-        idle_fpu: (0..MAX_CPUS).map(|_| FpuState::initial()).collect(),
+        // One per CPU the firmware lists (the page allocator's count), each
+        // its own allocation as a task's is.
+        idle_fpu: (0..crate::mm::PAGES.with(|p| p.buddy.nr_cpus()).clamp(1, MAX_CPUS))
+            .map(|_| Box::new(FpuState::initial()))
+            .collect(),
         switches_on: [0; MAX_CPUS],
         max_alive: 0,
         ticks: 0,
@@ -530,11 +537,11 @@ pub fn schedule() {
                 let cr3 = if t.pgd != 0 { t.pgd } else { kroot };
                 (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
             }
-            None => (s.idle_rsp[me], &s.idle_fpu[me] as *const FpuState, kroot, 0, 0),
+            None => (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, kroot, 0, 0),
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
-            None => (&mut s.idle_rsp[me] as *mut u64, &mut s.idle_fpu[me] as *mut FpuState),
+            None => (&mut s.idle_rsp[me] as *mut u64, &mut *s.idle_fpu[me] as *mut FpuState),
         };
         Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base })
     });
