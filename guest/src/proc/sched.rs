@@ -35,7 +35,7 @@ use crate::fmt::Dec;
 use crate::mm::{alloc_pages, free_pages, phys_to_virt, GFP_KERNEL, KERNEL_PT};
 use crate::sync::{rank, SpinLock};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use mm_core::addr::PAGE_SHIFT;
 
@@ -223,8 +223,10 @@ pub struct Sched {
     current: [u64; MAX_CPUS],
     /// The task each CPU is switching away from, until its stack is saved.
     switching: [u64; MAX_CPUS],
-    /// Tasks woken while they were still running (see the module doc).
-    woken: BTreeSet<u64>,
+    /// Tasks woken while they were still running (see the module doc):
+    /// a vector with room reserved at boot, so a wake (the OOM killer's
+    /// among them) never allocates.
+    woken: alloc::vec::Vec<u64>,
     /// CPU masks of tasks that may not run everywhere (Linux's
     /// `cpus_mask`, set by `sched_setaffinity`; inherited by fork).
     affinity: BTreeMap<u64, u64>,
@@ -304,7 +306,9 @@ impl Sched {
                 publish_states(self);
             }
             State::Runnable => {
-                self.woken.insert(pid);
+                if !self.woken.contains(&pid) {
+                    self.woken.push(pid);
+                }
             }
             State::Zombie(_) => {}
         }
@@ -314,7 +318,8 @@ impl Sched {
     /// true if it must call `schedule`.
     fn prepare_sleep(&mut self) -> bool {
         let cur = self.cur();
-        if self.woken.remove(&cur) {
+        if let Some(i) = self.woken.iter().position(|&p| p == cur) {
+            self.woken.swap_remove(i);
             return false;
         }
         match self.tasks.get_mut(&cur) {
@@ -327,6 +332,10 @@ impl Sched {
         }
     }
 }
+
+/// Room for pending wakes reserved at boot (more tasks than this woken
+/// at once while running would allocate).
+const WOKEN_RESERVE: usize = 128;
 
 /// CPUs waiting in `hlt` for work (bit n: CPU n).
 static IDLE_CPUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -441,7 +450,7 @@ pub fn init() {
         runq: VecDeque::new(),
         current: [0; MAX_CPUS],
         switching: [0; MAX_CPUS],
-        woken: BTreeSet::new(),
+        woken: alloc::vec::Vec::with_capacity(WOKEN_RESERVE),
         affinity: BTreeMap::new(),
         spawn_affinity: 0,
         next_pid: 1,
@@ -1170,7 +1179,7 @@ pub fn reap_dead_threads() {
                 .find(|t| t.pid != t.tgid && !s.on_cpu(t.pid) && matches!(t.state, State::Zombie(_)))
                 .map(|t| t.pid)?;
             let t = s.tasks.remove(&pid);
-            s.woken.remove(&pid);
+            s.woken.retain(|&p| p != pid);
             s.affinity.remove(&pid);
             publish(s);
             t
@@ -1502,7 +1511,7 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
         match zombie {
             Some((zpid, st)) => {
                 let t = s.tasks.remove(&zpid);
-                s.woken.remove(&zpid);
+                s.woken.retain(|&p| p != zpid);
                 s.runq.retain(|&p| p != zpid);
                 s.affinity.remove(&zpid);
                 if let (Some(t), Some(p)) = (t.as_ref(), s.tasks.get_mut(&parent)) {
@@ -1690,12 +1699,7 @@ pub fn shrink_idle() {
     // An emptied BTreeMap keeps its root node: replace it too.
     let old = SCHED.with(|s| {
         if s.runq.is_empty() && s.tasks.is_empty() {
-            Some((
-                core::mem::take(&mut s.runq),
-                core::mem::take(&mut s.tasks),
-                core::mem::take(&mut s.woken),
-                core::mem::take(&mut s.affinity),
-            ))
+            Some((core::mem::take(&mut s.runq), core::mem::take(&mut s.tasks), core::mem::take(&mut s.affinity)))
         } else {
             None
         }
