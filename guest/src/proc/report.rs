@@ -24,6 +24,11 @@ pub fn get(key: &str) -> Option<u64> {
     REPORTS.with(|r| r.iter().rev().find(|(_, k, _)| k == key).map(|&(_, _, v)| v))
 }
 
+/// How many figures were reported under `key`.
+pub fn count(key: &str) -> u64 {
+    REPORTS.with(|r| r.iter().filter(|(_, k, _)| k == key).count() as u64)
+}
+
 /// Every (pid, value) reported under `key`.
 pub fn all(key: &str) -> Vec<(u64, u64)> {
     REPORTS.with(|r| r.iter().filter(|(_, k, _)| k == key).map(|&(p, _, v)| (p, v)).collect())

@@ -138,6 +138,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         })
         .unwrap_or(-EFAULT),
         SYS_REPORT => sys_report(a[0], a[1], a[2]),
+        SYS_REPORTED => sys_reported(a[0], a[1]),
         SYS_VIRT_TO_PHYS => with_mm(|mm| {
             let ctx = Mapper::new(PhysAddr(mm.pgd), false, crate::mm::paging::maxphyaddr(), false).context().user();
             crate::mm::PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(a[0]))).map_or(0, |t| t.pa.0 as i64)
@@ -326,16 +327,29 @@ fn sys_wait4(pid: i64, status_ptr: u64, options: u64, rusage: u64) -> i64 {
     }
 }
 
-fn sys_report(key: u64, len: u64, value: u64) -> i64 {
-    let mut buf = [0u8; 48];
+/// Copies a report key (at most 48 bytes of UTF-8) from user memory.
+fn report_key(key: u64, len: u64, buf: &mut [u8; 48]) -> Result<&str, i64> {
     if len > buf.len() as u64 {
-        return -EINVAL;
+        return Err(-EINVAL);
     }
     let n = len as usize;
     if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, key, &mut buf[..n])) {
-        return e;
+        return Err(e);
     }
-    let Ok(k) = core::str::from_utf8(&buf[..n]) else { return -EINVAL };
+    core::str::from_utf8(&buf[..n]).map_err(|_| -EINVAL)
+}
+
+fn sys_reported(key: u64, len: u64) -> i64 {
+    let mut buf = [0u8; 48];
+    report_key(key, len, &mut buf).map_or_else(|e| e, |k| report::count(k) as i64)
+}
+
+fn sys_report(key: u64, len: u64, value: u64) -> i64 {
+    let mut buf = [0u8; 48];
+    let k = match report_key(key, len, &mut buf) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
     let (name, pid, _) = sched::current_info();
     crate::kprintln!("{}[{}]: {} = {}", name, Dec(pid), k, Dec(value));
     report::record(pid, k, value);

@@ -113,13 +113,14 @@ pub fn process() {
         &detail!("{} children killed by signal {} (NULL write, mprotect'd write, NX fetch), {} siblings exited normally, parent status {:#x}", Dec(killed), Dec(SIGSEGV), Dec(exited), st),
     );
 
-    // Six instances spawned together: all alive at once (each yields a
-    // while after mapping), each must get its own frame at the same address.
+    // Six instances spawned together: all alive at once (each waits after
+    // mapping until all six reported), each must get its own frame at the
+    // same address.
     report::clear();
     // Pinned to this CPU, as on a uniprocessor: with other CPUs idle the
     // first ones would otherwise finish before the last start.
     let pids: alloc::vec::Vec<_> = proc::sched::with_spawn_affinity(1 << crate::arch::percpu::cpu_id(), || {
-        (1..=6u64).map(|i| proc::spawn("sameva", 0x1111 * i)).collect()
+        (1..=6u64).map(|i| proc::spawn("sameva", (6 << 32) | (0x1111 * i))).collect()
     });
     // Six address spaces exist now: the host can list and walk them.
     crate::checkpoint::checkpoint("processes-alive");

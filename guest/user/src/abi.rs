@@ -65,6 +65,10 @@ pub const SYS_OOM_SCORE_ADJ: u64 = 506;
 /// [`VMSTAT_COUNT`]) of the kernel's event counters (/proc/vmstat, in
 /// the order of [`VMSTAT_NAMES`]) to `buf` as u64s; returns how many.
 pub const SYS_VMSTAT: u64 = 507;
+/// `reported(key, key_len)`: how many figures have been reported under
+/// `key` since the self-test last cleared them (a barrier for programs
+/// the self-test runs side by side).
+pub const SYS_REPORTED: u64 = 508;
 /// `compact(op)` (Linux's /proc/sys/vm/compact_memory and the extfrag
 /// views): op 0 compacts all memory and returns the pages migrated; 1
 /// tries an order-9 (2 MiB) allocation without reclaim or compaction and

@@ -139,6 +139,12 @@ pub fn report(key: &str, value: u64) {
     syscall3(SYS_REPORT, key.as_ptr() as u64, key.len() as u64, value);
 }
 
+/// How many figures have been reported under `key` so far (by any
+/// process).
+pub fn reported(key: &str) -> u64 {
+    syscall3(SYS_REPORTED, key.as_ptr() as u64, key.len() as u64, 0) as u64
+}
+
 /// The physical address mapped at `addr` (0 if none).
 pub fn virt_to_phys(addr: u64) -> u64 {
     syscall3(SYS_VIRT_TO_PHYS, addr, 0, 0) as u64

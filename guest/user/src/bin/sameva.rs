@@ -1,12 +1,13 @@
 //! One virtual address, different frames: maps a page at a fixed address,
-//! writes the argument there and reports the frame; then yields a while
-//! (so a sibling program does the same while this one is alive) and
-//! checks its value survived.
+//! writes the argument there and reports the frame; then yields until its
+//! siblings (the argument's bits 32.. say how many instances run side by
+//! side) have reported theirs, so every frame is reported while all the
+//! instances are alive, and checks its value survived.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{mmap, report, sched_yield, virt_to_phys, PAGE};
+use ulib::{mmap, report, reported, sched_yield, virt_to_phys, PAGE};
 
 ulib::entry!(main);
 
@@ -20,8 +21,18 @@ fn main(arg: u64) -> i32 {
     // SAFETY: the page just mapped.
     unsafe { (ADDR as *mut u64).write_volatile(arg) };
     report("sameva_phys", virt_to_phys(ADDR));
-    for _ in 0..10 {
+    // Waiting on the reports, not for a number of yields: the timer's
+    // preemptions reorder the run queue, and an instance that ran its
+    // yields out before a sibling mapped would free a frame the sibling
+    // may then be given.
+    let siblings = arg >> 32;
+    let mut spins = 0u64;
+    while spins < 10 || reported("sameva_phys") < siblings {
         sched_yield();
+        spins += 1;
+        if spins > 1_000_000 {
+            return 2;
+        }
     }
     // SAFETY: as above.
     let v = unsafe { (ADDR as *const u64).read_volatile() };
