@@ -168,6 +168,36 @@ pub fn current_root() -> u64 {
     cr::read_cr3() & !0xfff
 }
 
+/// /proc/interrupts in Linux's layout, for the interrupts this kernel
+/// counts per CPU: the shootdown requests each CPU served (Linux's `TLB`
+/// row). One column per CPU brought up.
+pub fn interrupts_to(out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    use crate::fmt::Dec;
+    // Dec pads nothing (core's width formatting uses SSE): by hand.
+    fn pad(out: &mut impl core::fmt::Write, width: usize, v: u64) -> core::fmt::Result {
+        let digits = (1..20).find(|&d| v < 10u64.pow(d as u32)).unwrap_or(20);
+        for _ in digits..width {
+            out.write_char(' ')?;
+        }
+        write!(out, "{}", Dec(v))
+    }
+    let n = super::smp::nr_cpus().max(1);
+    out.write_str("     ")?;
+    for c in 0..n {
+        let digits = if c < 10 { 1 } else { 2 };
+        for _ in 0..(8 - digits) {
+            out.write_char(' ')?;
+        }
+        write!(out, "CPU{}", Dec(c as u64))?;
+    }
+    out.write_str("\nTLB: ")?;
+    for c in 0..n {
+        pad(out, 10, STATS.received[c].load(Ordering::Relaxed))?;
+        out.write_char(' ')?;
+    }
+    out.write_str("  TLB shootdowns\n")
+}
+
 /// Linux's TLB lines of /proc/vmstat (`CONFIG_DEBUG_TLBFLUSH`'s names).
 pub fn vmstat() -> [(&'static str, u64); 4] {
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);

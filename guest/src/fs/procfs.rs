@@ -532,7 +532,8 @@ const PID_FILES: [(&str, u32); 10] = [
 ];
 
 /// The files of /proc itself.
-const TOP_FILES: [&str; 7] = ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps"];
+const TOP_FILES: [&str; 8] =
+    ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps", "interrupts"];
 
 /// Splits a /proc path: (pid, the rest) for /proc/PID/... and
 /// /proc/self/... (None for the top level's own files).
@@ -646,6 +647,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
     match rest {
         "meminfo" => crate::mm::procfs::meminfo_to(&mut text),
         "swaps" => crate::mm::swap::swaps_to(&mut text),
+        "interrupts" => {
+            let _ = crate::arch::tlb::interrupts_to(&mut text);
+        }
         "buddyinfo" => {
             let mut b = Bounded::new();
             crate::mm::procfs::buddyinfo_to(&mut b);

@@ -14,6 +14,7 @@ use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::PageOwner;
+use mm_core::mem::PhysMem;
 use mm_core::paging::entry::PTE_ADDR_MASK_MAX as ADDR_MASK;
 use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{FrameAllocator, LeafKinds, Level, Pte, PteFlags, Slot};
@@ -227,47 +228,47 @@ impl MmStruct {
     }
 
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):
-    /// frames lose a reference, the TLB forgets them (Linux's
-    /// `zap_page_range` + `tlb_finish_mmu`: one flush of the range on
-    /// every CPU running this address space, before the page allocator's
-    /// lock, held throughout, lets anyone reuse the frames).
+    /// frames lose a reference once the TLB has forgotten them (Linux's
+    /// `zap_page_range` + `tlb_finish_mmu`): the cleared pages gather in
+    /// a fixed batch ([`MmuGather`]); a full batch, and the end, flush the
+    /// range gathered on every CPU running this address space, and only
+    /// then go back to the allocator. A CPU still holding a translation
+    /// can therefore never write into a frame someone else was given.
     pub(super) fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
         let zero = zero_pa();
-        let mut pages = 0u64;
         let mut swapents = 0u64;
         let stat = &mut self.stat;
+        let mut tlb = MmuGather::new(self.pgd);
         let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::NonNone, |phys, l| {
             let _ = l.slot.write(phys, Pte::NONE);
             if !l.entry.is_present() {
                 // A swap entry: its slot count (and the swap cache's page
-                // once no one else names the slot).
+                // once no one else names the slot). Never in a TLB.
                 match SwapEntry::from_pte(l.entry) {
                     Some(e) => s.free_swap_and_cache(p, e.swp()),
                     None => crate::kprintln!("zap: bad swap PTE {:#x} at {:#x}", l.entry.0, l.va.0),
                 }
                 swapents += 1;
+                tlb.cleared(l.va.0, PAGE_SIZE);
                 return true;
             }
             if l.slot.level() == Level::Pmd {
                 // A transparent huge page (proc/thp.rs).
-                stat.rss_pages = stat.rss_pages.saturating_sub(super::thp::zap_huge_pmd(p, l.entry));
-                pages += 1;
+                let pages = super::thp::huge_pmd_pages(l.entry);
+                stat.rss_pages = stat.rss_pages.saturating_sub(pages);
+                tlb.remove(p, l.va.0, crate::mm::huge_memory::HPAGE_PMD_SIZE, l.entry, true);
                 return true;
             }
             let pa = l.entry.0 & ADDR_MASK;
             if pa != zero {
                 stat.rss_pages = stat.rss_pages.saturating_sub(1);
             }
-            put_page(p, zero, pa);
-            pages += 1;
+            tlb.remove(p, l.va.0, PAGE_SIZE, l.entry, false);
             true
         });
+        tlb.finish(p);
         if let Some(m) = s.mms.get_mut(&self.id) {
             m.swapents = m.swapents.saturating_sub(swapents);
-        }
-        // `noflush=munmap` (mm/tlbtrace.rs) drops this zap's flush.
-        if pages + swapents > 0 && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP) {
-            crate::arch::tlb::flush_range(self.pgd, start, end);
         }
     }
 
@@ -721,5 +722,123 @@ impl MmStruct {
         self.brk = addr;
         self.stat.brk = addr;
         addr
+    }
+}
+
+/// Linux's `mmu_gather` for one zap: the pages whose PTEs were cleared,
+/// held until the range they were mapped in has been flushed on every
+/// CPU (`tlb_flush_mmu`), then released. A few entries live on the
+/// stack; beyond them the gather takes one page for a batch of 512 if
+/// the allocator has one without waiting (Linux's `tlb_next_batch`, with
+/// GFP_NOWAIT), else it flushes whenever the stack's entries are full.
+/// Nothing here can sleep or needs the heap: the page allocator's lock
+/// is held throughout.
+struct MmuGather {
+    pgd: u64,
+    /// Entries: a page's physical address, bit 0 set for a huge PMD leaf.
+    local: [u64; GATHER_LOCAL],
+    /// The batch page (0: none yet, or none to be had).
+    batch: u64,
+    tried_batch: bool,
+    len: usize,
+    /// The range cleared since the last flush (start > end: none).
+    start: u64,
+    end: u64,
+}
+
+/// Entries on the stack.
+const GATHER_LOCAL: usize = 16;
+/// Entries in a batch page.
+const GATHER_BATCH: usize = (PAGE_SIZE / 8) as usize;
+
+impl MmuGather {
+    fn new(pgd: u64) -> Self {
+        MmuGather { pgd, local: [0; GATHER_LOCAL], batch: 0, tried_batch: false, len: 0, start: u64::MAX, end: 0 }
+    }
+
+    /// Notes that `[va, va + size)` lost its translation.
+    fn cleared(&mut self, va: u64, size: u64) {
+        self.start = self.start.min(va);
+        self.end = self.end.max(va + size);
+    }
+
+    fn capacity(&self) -> usize {
+        if self.batch != 0 {
+            GATHER_BATCH
+        } else {
+            GATHER_LOCAL
+        }
+    }
+
+    fn entry(&self, i: usize) -> u64 {
+        if self.batch != 0 {
+            direct_map().read_u64(PhysAddr(self.batch + 8 * i as u64)).unwrap_or(0)
+        } else {
+            self.local[i]
+        }
+    }
+
+    /// Queues the page `e` maps at `va` (a huge PMD leaf if `huge`) for
+    /// release after the flush; a full batch is flushed and released now.
+    fn remove(&mut self, p: &mut PageAlloc, va: u64, size: u64, e: Pte, huge: bool) {
+        self.cleared(va, size);
+        if self.len == self.capacity() && !self.tried_batch {
+            self.tried_batch = true;
+            self.take_batch_page(p);
+        }
+        if self.len == self.capacity() {
+            self.flush(p);
+        }
+        let v = (e.0 & ADDR_MASK) | huge as u64;
+        if self.batch != 0 {
+            let _ = direct_map().write_u64(PhysAddr(self.batch + 8 * self.len as u64), v);
+        } else {
+            self.local[self.len] = v;
+        }
+        self.len += 1;
+    }
+
+    /// Moves the stack's entries to a page of their own, if one is free
+    /// without waiting.
+    fn take_batch_page(&mut self, p: &mut PageAlloc) {
+        let Ok(pfn) = p.buddy.alloc_pages(crate::arch::percpu::this_cpu().id, 0, mm_core::buddy::GFP_KERNEL) else {
+            return;
+        };
+        self.batch = pfn << PAGE_SHIFT;
+        let mut phys = direct_map();
+        for (i, &v) in self.local[..self.len].iter().enumerate() {
+            let _ = phys.write_u64(PhysAddr(self.batch + 8 * i as u64), v);
+        }
+    }
+
+    /// Flushes the range gathered (`noflush=munmap`, mm/tlbtrace.rs, drops
+    /// the flush), then releases the pages.
+    fn flush(&mut self, p: &mut PageAlloc) {
+        if self.start < self.end && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP) {
+            crate::arch::tlb::flush_range(self.pgd, self.start, self.end);
+        }
+        self.start = u64::MAX;
+        self.end = 0;
+        let zero = zero_pa();
+        for i in 0..self.len {
+            let v = self.entry(i);
+            if v & 1 != 0 {
+                super::thp::zap_huge_pmd(p, Pte(v & !1));
+            } else {
+                put_page(p, zero, v);
+            }
+        }
+        self.len = 0;
+    }
+
+    /// The last flush and release (`tlb_finish_mmu`), and the batch page
+    /// goes back.
+    fn finish(mut self, p: &mut PageAlloc) {
+        self.flush(p);
+        if self.batch != 0 {
+            if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, self.batch >> PAGE_SHIFT, 0) {
+                panic!("freeing the mmu_gather batch page: {}", e);
+            }
+        }
     }
 }

@@ -192,8 +192,19 @@ pub fn split_huge_pmd_edges(mm: &mut MmStruct, start: u64, end: u64) -> bool {
     ok
 }
 
-/// zap's part for a huge leaf `e` (the caller clears the slot): the
-/// references and RSS it held. Pages unmapped (0 for the huge zero page).
+/// The resident pages a huge PMD leaf `e` counts for (0 for the huge
+/// zero page), what [`zap_huge_pmd`] will release.
+pub fn huge_pmd_pages(e: Pte) -> u64 {
+    if hm::is_huge_zero(e.0 & HPAGE_MASK) {
+        0
+    } else {
+        HPAGE_PMD_NR
+    }
+}
+
+/// zap's part for a huge leaf `e` (the caller cleared the slot and
+/// flushed the TLB): the references and RSS it held. Pages unmapped (0
+/// for the huge zero page).
 pub fn zap_huge_pmd(p: &mut PageAlloc, e: Pte) -> u64 {
     let pa = e.0 & HPAGE_MASK;
     if hm::is_huge_zero(pa) {
