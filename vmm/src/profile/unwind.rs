@@ -14,7 +14,7 @@ use gimli::{
     BaseAddresses, CfaRule, CieOrFde, EhFrame, EndianArcSlice, FrameDescriptionEntry, LittleEndian, RegisterRule,
     UnwindContext, UnwindSection, X86_64,
 };
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, SectionKind};
 use std::sync::Arc;
 
 type Reader = EndianArcSlice<LittleEndian>;
@@ -28,6 +28,10 @@ pub struct Unwinder {
     bases: BaseAddresses,
     /// Every FDE, sorted by start address: (start, end, fde).
     fdes: Vec<(u64, u64, FrameDescriptionEntry<Reader>)>,
+    /// The executable sections' address ranges: a return address outside
+    /// them means the unwinding went wrong (a sample taken where the CFI
+    /// does not describe the stack), and the walk stops there.
+    code: Vec<(u64, u64)>,
 }
 
 /// The registers a frame's unwinding needs.
@@ -63,7 +67,12 @@ impl Unwinder {
             }
         }
         fdes.sort_by_key(|f| f.0);
-        Some(Unwinder { eh, bases, fdes })
+        let code = file
+            .sections()
+            .filter(|s| s.kind() == SectionKind::Text)
+            .map(|s| (s.address(), s.address() + s.size()))
+            .collect();
+        Some(Unwinder { eh, bases, fdes, code })
     }
 
     /// How many functions have unwind information.
@@ -125,7 +134,7 @@ impl Unwinder {
                 Some(RegisterRule::Offset(o)) => read(cfa.wrapping_add(o as u64)).unwrap_or(f.bp),
                 _ => f.bp,
             };
-            if ra == 0 || cfa <= f.sp {
+            if ra == 0 || cfa <= f.sp || !self.code.iter().any(|&(a, b)| a <= ra && ra < b) {
                 break;
             }
             f = Frame { pc: ra, sp: cfa, bp };
