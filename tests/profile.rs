@@ -86,3 +86,117 @@ fn a_window_through_user_mode_counts_the_kernel_side() {
     assert!(insns_of(&v, "kernel::proc::fault::handle_mm_fault") > 0, "{v:#}");
     assert!(insns_of(&v, "trap_14") > 0, "the #PF entry stub is counted: {v:#}");
 }
+
+/// `vmm run --profile FILE` for `selftest=slab`: the folded stacks unwind
+/// to the kernel's entry, and under the slab self-test's frame the hottest
+/// leaf frames are the slab allocator's (console output aside: the
+/// module with the most leaf samples is `mm_core::slab`, one of the three
+/// hottest leaves is one of its functions, and they hold at least a fifth of the
+/// self-test's samples); the flame graph is well-formed XML that draws
+/// the slab functions.
+#[test]
+fn the_flame_graph_of_the_slab_selftest_has_the_slab_functions_on_top() {
+    let svg = TempFile::absent("slab-profile.svg");
+    let folded = TempFile(format!("{}.folded", svg.path()).into());
+    let r = boot(&["--cmdline", "selftest=slab", "--profile", svg.path(), "--profile-hz", "5000"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stderr.contains("vmm: profile: "), "{}", r.all());
+    let text = std::fs::read_to_string(&folded.0).unwrap();
+    let mut leaves: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut total, mut in_slab, mut rooted) = (0, 0, 0);
+    for line in text.lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a folded line: {line:?}"));
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("no count: {line:?}"));
+        let frames: Vec<&str> = stack.split(';').collect();
+        total += n;
+        // Kernel stacks unwind to the entry point (the CFI reaches it);
+        // a sample in an interrupt's entry code ends earlier.
+        if frames.contains(&"kernel::selftest::allocators::slab") {
+            in_slab += n;
+            if frames.starts_with(&["_start", "kmain"]) {
+                rooted += n;
+            }
+            *leaves.entry(frames[frames.len() - 1].to_string()).or_default() += n;
+        }
+    }
+    assert!(in_slab >= 30, "{in_slab} of {total} samples in the slab self-test:\n{text}");
+    assert!(rooted * 10 >= in_slab * 9, "only {rooted} of {in_slab} stacks unwound to _start:\n{text}");
+    let mut by_leaf: Vec<(u64, &str)> = leaves.iter().map(|(f, n)| (*n, f.as_str())).collect();
+    by_leaf.sort_unstable_by(|a, b| b.cmp(a));
+    // Printing the results is console output: every byte a port write
+    // that exits to the VMM (slow in a debug VMM). Beside it, the
+    // hottest leaves must be the slab allocator's.
+    let console = |f: &str| f.contains("fmt") || f.contains("console") || f.starts_with("<str as");
+    let group = |f: &str| -> String {
+        if console(f) {
+            return "console output".into();
+        }
+        f.split("::").take(2).collect::<Vec<_>>().join("::")
+    };
+    let mut by_group: std::collections::BTreeMap<String, u64> = Default::default();
+    for (n, f) in &by_leaf {
+        *by_group.entry(group(f)).or_default() += n;
+    }
+    let top_group = by_group
+        .iter()
+        .filter(|(g, _)| *g != "console output")
+        .max_by_key(|(_, n)| **n)
+        .map(|(g, _)| g.clone())
+        .unwrap();
+    assert_eq!(top_group, "mm_core::slab", "leaf samples by group: {by_group:?}\nleaves: {by_leaf:?}");
+    let top3: Vec<&(u64, &str)> = by_leaf.iter().filter(|(_, f)| !console(f)).take(3).collect();
+    assert!(top3.iter().any(|(_, f)| f.starts_with("mm_core::slab::")), "the three hottest leaves: {top3:?}");
+    assert!(
+        by_group["mm_core::slab"] * 5 >= in_slab,
+        "slab functions are {} of the self-test's {in_slab} samples: {by_group:?}",
+        by_group["mm_core::slab"]
+    );
+
+    // The SVG parses as XML from start to end, and its frames' titles
+    // name the slab functions.
+    let svg_text = std::fs::read_to_string(&svg.0).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&svg_text);
+    let (mut elements, mut titles, mut depth) = (0, Vec::new(), 0i32);
+    let mut in_title = false;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e)) => {
+                elements += 1;
+                depth += 1;
+                in_title = e.name().as_ref() == b"title";
+            }
+            Ok(quick_xml::events::Event::Empty(_)) => elements += 1,
+            Ok(quick_xml::events::Event::End(_)) => {
+                depth -= 1;
+                in_title = false;
+            }
+            Ok(quick_xml::events::Event::Text(t)) if in_title => {
+                titles.push(String::from_utf8_lossy(t.as_ref()).into_owned());
+            }
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the flame graph is not well-formed XML at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(depth, 0, "unclosed elements");
+    assert!(svg_text.contains("<svg") && elements > 50, "{elements} elements");
+    assert!(
+        titles.iter().any(|t| t.contains("mm_core::slab::cache::KmemCache")),
+        "no slab frame among the SVG's {} titles",
+        titles.len()
+    );
+}
+
+/// Bad `--profile` arguments fail before the guest boots, saying what to do.
+#[test]
+fn profile_arguments_are_checked_before_the_boot() {
+    let r = boot(&["--cmdline", "exit=0", "--profile", "/nonexistent-dir/p.svg"]);
+    assert_eq!(r.status, 1, "{}", r.all());
+    assert!(r.stderr.contains("cannot create /nonexistent-dir/p.svg") && r.stderr.contains("writable"), "{}", r.all());
+    let svg = TempFile::absent("zero.svg");
+    let r = boot(&["--cmdline", "exit=0", "--profile", svg.path(), "--profile-hz", "0"]);
+    assert_eq!(r.status, 2, "{}", r.all());
+    assert!(r.stderr.contains("no samples"), "{}", r.all());
+    let r = boot(&["--cmdline", "exit=0", "--profile-hz", "100"]);
+    assert_eq!(r.status, 2, "--profile-hz alone: {}", r.all());
+}

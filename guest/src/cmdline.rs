@@ -18,6 +18,8 @@
 //! `procbench`   the process bench's ring-3 programs (`procbench=malloc`
 //!               or `procbench=fork` for one half), for
 //!               vmm/benches/process.rs, which parses their output
+//! `pathbench`   checkpoint pairs around one first-touch fault run, a
+//!               munmap and two forks, for `--count-insns` (pathbench.rs)
 //! `oom`         the OOM scenario: three memory hogs in a small guest,
 //!               the biggest killed (`oom=adj`: oom_score_adj 1000
 //!               picks a smaller one); proc/mod.rs `oom_scenario`
@@ -105,6 +107,12 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             // The console is a terminal (the VMM's --shell on a tty).
             ("tty", None) => crate::proc::linux::set_console_tty(),
             ("mmbench", None) => crate::mm::bench::run(),
+            ("pathbench", None) => {
+                // Path-length windows for --count-insns (user/src/bin/pathbench.rs).
+                if crate::proc::run("pathbench", 0) != Some(0) && code == 0 {
+                    code = 1;
+                }
+            }
             ("procbench", what) => {
                 if !procbench(what) && code == 0 {
                     code = 1;
@@ -254,7 +262,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 42] = [
+const SWITCHES: [(&str, &str); 43] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -281,6 +289,7 @@ const SWITCHES: [(&str, &str); 42] = [
     ("vmallocinfo", "/proc/vmallocinfo"),
     ("ptdump", "the kernel page tables (debugfs page_tables)"),
     ("mmbench", "memory-manager figures (counts)"),
+    ("pathbench", "checkpoint pairs around first-touch faults, munmap, fork (--count-insns)"),
     ("procbench[=malloc|fork]", "the process bench's ring-3 programs"),
     ("checkpoint=NAME", "stop at checkpoint NAME for the host's --inspect/--verify"),
     ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),

@@ -258,6 +258,18 @@ pub struct RunArgs {
     /// With --count-insns: the whole report as JSON to FILE.
     #[arg(long, value_name = "FILE", requires = "count_insns")]
     pub count_insns_json: Option<PathBuf>,
+
+    /// Sample every vCPU's instruction pointer and stack from a host timer
+    /// (--profile-hz), unwound with the kernel's unwind tables; write the
+    /// flame graph SVG to FILE and the folded stacks to FILE.folded.
+    /// User code is symbolised for `-- PROG` (else shown as [user]).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["gdb", "count_insns"])]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: samples per second per vCPU (1 to 10000).
+    #[arg(long, value_name = "N", requires = "profile", value_parser = crate::profile::sampler::parse_hz,
+          default_value_t = crate::profile::sampler::DEFAULT_HZ)]
+    pub profile_hz: u32,
 }
 
 fn parse_snapshot(s: &str) -> Result<(String, PathBuf), String> {
@@ -331,6 +343,15 @@ impl RunArgs {
             snapshots: self.snapshot_at.clone(),
             count_insns: self.count_insns.clone().map(|s| (s, self.count_insns_json.clone())),
         }
+    }
+
+    /// The profiler's options (`--profile`), if asked for.
+    pub fn profile_config(&self) -> Option<crate::profile::sampler::ProfileConfig> {
+        self.profile.as_ref().map(|path| crate::profile::sampler::ProfileConfig {
+            path: path.clone(),
+            hz: self.profile_hz,
+            user_elf: self.program.first().map(PathBuf::from),
+        })
     }
 
     /// The configuration with the initrd read or packed (`--initrd`,

@@ -31,6 +31,11 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
     match cli.command {
         Command::Run(args) => {
             let cfg = args.config_with_initrd().map_err(|e| VmError::Boot(e.into()))?;
+            // The profile's files first: a bad path fails before the boot.
+            let profiler = args
+                .profile_config()
+                .map(|p| vmm::profile::sampler::Profiler::open_for(p, cfg.kernel.as_deref()))
+                .transpose()?;
             // With the JSON on stdout the console goes elsewhere, so a
             // pipe into jq sees JSON only.
             let console_on_stdout = args.console.is_none() && !cfg.inspect.json_on_stdout() && !args.runs_program();
@@ -50,7 +55,7 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             let _raw = args.shell.then(vmm::devices::serial::RawTerminal::enter);
             // An interactive shell owns the terminal: no progress line.
             let progress = !args.shell && vmm::progress::wanted(console_on_stdout, console_on_stderr);
-            Vm::new(&cfg, console)?.with_progress(progress).run()
+            Vm::new(&cfg, console)?.with_progress(progress).with_profiler(profiler).run()
         }
         Command::Inspect(args) => {
             match &args.gdb {

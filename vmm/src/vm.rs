@@ -119,6 +119,9 @@ pub enum VmError {
     /// A snapshot file (`--snapshot-at`, `vmm inspect`).
     #[error(transparent)]
     Snapshot(crate::snapshot::SnapshotError),
+    /// The profiler (`--profile`).
+    #[error(transparent)]
+    Profile(#[from] crate::profile::sampler::ProfileError),
     /// The web view (`--web`).
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
@@ -169,6 +172,7 @@ pub struct Vm {
     counter: Option<crate::profile::insns::InsnCounter>,
     web: Option<crate::web::WebView>,
     progress: bool,
+    profiler: Option<crate::profile::sampler::Profiler>,
 }
 
 impl Vm {
@@ -304,6 +308,7 @@ impl Vm {
             counter,
             web,
             progress: false,
+            profiler: None,
         })
     }
 
@@ -339,6 +344,13 @@ impl Vm {
         self
     }
 
+    /// Samples the vCPUs' stacks while the guest runs (`--profile`); the
+    /// files are written when the run ends.
+    pub fn with_profiler(mut self, profiler: Option<crate::profile::sampler::Profiler>) -> Self {
+        self.profiler = profiler;
+        self
+    }
+
     /// Runs the guest until it exits, dies or times out.
     pub fn run(self) -> Result<Outcome, VmError> {
         let Vm {
@@ -360,6 +372,7 @@ impl Vm {
             counter,
             web,
             progress,
+            profiler,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let mut bus = PortBus::new(serial.clone(), Arc::new(symbols.clone()));
@@ -398,6 +411,12 @@ impl Vm {
                 )
             })
             .collect();
+        let profiler = profiler.map(|p| p.start(mem.clone(), world.clone(), stop.clone())).transpose()?;
+        if let Some(p) = &profiler {
+            for r in &mut runners {
+                r.set_sampler(p.sampler());
+            }
+        }
         let runner = &mut runners[0];
         link.vcpus.set(vcpus.clone());
         if park_hook.is_some() || web.is_some() {
@@ -456,6 +475,11 @@ impl Vm {
             })
             .collect();
         let (end, joined) = eventloop::run(serial, timeout, stop.clone(), bodies)?;
+        if let Some(p) = profiler {
+            // Written whatever the run's end (a crash's profile is worth having).
+            let path = p.path().to_path_buf();
+            eprintln!("vmm: {}", p.finish()?.render(&path));
+        }
         if let Some(p) = progress {
             p.finish();
         }

@@ -54,7 +54,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 16] = [
+pub static PROGRAMS: [(&str, &[u8]); 17] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -77,6 +77,8 @@ pub static PROGRAMS: [(&str, &[u8]); 16] = [
     user_program!("fragtest"),
     // hugetlb accounting (cmdline `hugetlbtest`).
     user_program!("hugetest"),
+    // Path-length windows for --count-insns (cmdline `pathbench`).
+    user_program!("pathbench"),
     // Transparent huge pages (cmdline `thptest=`).
     user_program!("thptest"),
 ];

@@ -369,7 +369,7 @@ fn find_iretq(mem: &GuestMem, symbols: &Symbols) -> Option<u64> {
 }
 
 /// `kernel::mm::kmalloc::h0123456789abcdef` -> `kernel::mm::kmalloc`.
-fn strip_hash(s: &str) -> &str {
+pub(crate) fn strip_hash(s: &str) -> &str {
     match s.rsplit_once("::h") {
         Some((head, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => head,
         _ => s,

@@ -3,5 +3,9 @@
 //! exactly, by single-stepping ([`insns`]). Instruction counts do not
 //! depend on the host (ring 0 is emulated here, so wall times mean
 //! little): they are the path length of a kmalloc, a page fault, a fork.
+//! `vmm run --profile FILE` samples every vCPU's stack from a host timer
+//! and draws a flame graph ([`sampler`], unwinding with [`unwind`]).
 
 pub mod insns;
+pub mod sampler;
+pub mod unwind;

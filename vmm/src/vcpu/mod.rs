@@ -169,6 +169,8 @@ struct Core {
     /// A `KVM_RUN` failure inside a debugger's session, returned once the
     /// session is over.
     failed: Option<kvm_ioctls::Error>,
+    /// The profiler's samples (`--profile`), taken on this thread.
+    sampler: Option<Arc<crate::profile::sampler::Sampler>>,
 }
 
 /// What a stretch of running ended with.
@@ -202,7 +204,7 @@ impl VcpuRunner {
         stop: Arc<AtomicBool>,
     ) -> Self {
         VcpuRunner {
-            core: Core { index, vcpu, bus, link, hooks, stop, world, others: Vec::new(), failed: None },
+            core: Core { index, vcpu, bus, link, hooks, stop, world, others: Vec::new(), failed: None, sampler: None },
             debugger: None,
         }
     }
@@ -221,6 +223,11 @@ impl VcpuRunner {
     /// Adds what runs while the vCPU is parked at a checkpoint or a pause.
     pub fn add_park_hook(&mut self, hook: Box<dyn ParkHook>) {
         self.core.hooks.lock().unwrap_or_else(PoisonError::into_inner).push(hook);
+    }
+
+    /// Takes the profiler's samples of this vCPU (`--profile`).
+    pub fn set_sampler(&mut self, sampler: Arc<crate::profile::sampler::Sampler>) {
+        self.core.sampler = Some(sampler);
     }
 
     /// Connects a debugger (see [`debug::channel`]).
@@ -376,6 +383,9 @@ impl Core {
             }
             if debug.is_some_and(debug::VcpuDebug::take_stop_request) {
                 return Ok(Step::Park(DebugStop::Requested));
+            }
+            if let Some(s) = &self.sampler {
+                s.sample_if_due(self.index, &*lock(&self.vcpu));
             }
             match self.enter()? {
                 ExitAction::Continue => {}

@@ -1,0 +1,443 @@
+//! The sampling profiler behind `vmm run --profile FILE [--profile-hz N]`.
+//!
+//! A host thread ticks at N Hz; at each tick it marks every running vCPU
+//! as owing a sample and kicks its thread out of `KVM_RUN` (the kick the
+//! stop-the-world protocol uses: a signal whose handler also sets
+//! `immediate_exit`). The vCPU thread takes the sample itself before its
+//! next `KVM_RUN` ([`Sampler::sample_if_due`]): it reads its own registers
+//! (two ioctls), unwinds the stack it finds with the image's CFI
+//! ([`super::unwind`]) and counts the stack. No other vCPU waits: the
+//! world is not stopped (stopping it would park every vCPU for every
+//! sample, and a sample needs only its own vCPU's state). At the end the
+//! stacks are symbolised (kernel, and user code where the program's ELF
+//! is known) and written as folded stacks (`FILE.folded`, one line per
+//! stack, the format of Brendan Gregg's stackcollapse scripts) and as a
+//! flame graph SVG (`FILE`, drawn by the `inferno` crate).
+
+use super::unwind::{Frame, Unwinder};
+use crate::inspect::{address_mode, read_linear};
+use crate::kvm::Vcpu;
+use crate::memory::GuestMem;
+use crate::symbols::Symbols;
+use crate::vcpu::world::{CpuState, World};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The highest sampling rate `--profile-hz` accepts: each sample is a VM
+/// exit and two register reads on the vCPU's thread.
+pub const MAX_HZ: u32 = 10_000;
+
+/// The default sampling rate: a prime, so the ticks do not beat with the
+/// guest's own periodic timer.
+pub const DEFAULT_HZ: u32 = 997;
+
+/// `--profile FILE --profile-hz N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileConfig {
+    /// Where the flame graph SVG goes; the folded stacks go to `FILE.folded`.
+    pub path: PathBuf,
+    /// Samples per second per vCPU.
+    pub hz: u32,
+    /// The user program's ELF on the host (`-- PROG`), for user symbols.
+    pub user_elf: Option<PathBuf>,
+}
+
+/// Why the profile could not be taken or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// An output file cannot be created.
+    #[error("--profile: cannot create {path}: {source}; give a path in a writable directory")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An output file cannot be written.
+    #[error("--profile: cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The user program's ELF cannot be read.
+    #[error("--profile: cannot read the program {path} for its symbols: {source}")]
+    UserElf {
+        /// The program.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel file (`--kernel`) cannot be read for its unwind tables.
+    #[error("--profile: cannot read the kernel {path} for its unwind tables: {source}")]
+    Kernel {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sampling thread could not start.
+    #[error("--profile: cannot start the sampling thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Parses `--profile-hz`: 1 to [`MAX_HZ`].
+pub fn parse_hz(s: &str) -> Result<u32, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("--profile-hz 0 would take no samples: give 1 to 10000 samples per second".into()),
+        Ok(n) if n <= u64::from(MAX_HZ) => Ok(n as u32),
+        Ok(n) => Err(format!(
+            "--profile-hz {n} is too fast: each sample stops the vCPU; give at most {MAX_HZ} samples per second"
+        )),
+        Err(_) => Err(format!("'{s}' is not a number of samples per second (1 to {MAX_HZ})")),
+    }
+}
+
+/// `FILE.folded` beside `FILE`.
+pub fn folded_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".folded");
+    PathBuf::from(p)
+}
+
+/// One image the profiler symbolises and unwinds.
+struct Image {
+    unwinder: Option<Unwinder>,
+    symbols: Symbols,
+}
+
+impl Image {
+    fn new(elf: &[u8], symbols: Symbols) -> Image {
+        Image { unwinder: Unwinder::from_elf(elf), symbols }
+    }
+
+    /// The function containing `pc`, as flame graphs name frames.
+    fn name(&self, pc: u64) -> String {
+        match self.symbols.lookup(pc) {
+            // `;` separates frames in the folded format.
+            Some((s, _)) => super::insns::strip_hash(s).replace(';', ":"),
+            None => "[unknown]".into(),
+        }
+    }
+}
+
+/// A sampled stack: the ring and the pcs, innermost first.
+type RawStack = (bool, Vec<u64>);
+
+/// The profiler, from before the boot (the output files are created
+/// then, so a bad path fails at once) to after the run.
+pub struct Profiler {
+    cfg: ProfileConfig,
+    svg: std::fs::File,
+    folded: std::fs::File,
+    kernel: Image,
+    user: Option<Image>,
+}
+
+impl Profiler {
+    /// [`Profiler::open`] for the kernel a run boots: `kernel`
+    /// (`--kernel FILE`) or the embedded one.
+    pub fn open_for(cfg: ProfileConfig, kernel: Option<&Path>) -> Result<Profiler, ProfileError> {
+        match kernel {
+            Some(path) => {
+                let elf = std::fs::read(path).map_err(|source| ProfileError::Kernel { path: path.into(), source })?;
+                let symbols = Symbols::from_elf(&elf);
+                Profiler::open(cfg, &elf, symbols)
+            }
+            None => Profiler::open(cfg, crate::EMBEDDED_GUEST, Symbols::from_static(crate::EMBEDDED_GUEST)),
+        }
+    }
+
+    /// Creates the output files and reads the images' unwind tables:
+    /// `kernel` is the guest kernel's ELF (its symbols come with it).
+    pub fn open(cfg: ProfileConfig, kernel: &[u8], kernel_symbols: Symbols) -> Result<Profiler, ProfileError> {
+        let create = |path: &Path| {
+            // A directory is refused here with a clear message (create
+            // would say only "Is a directory").
+            if path.is_dir() {
+                return Err(ProfileError::Create {
+                    path: path.into(),
+                    source: std::io::Error::other("it is a directory"),
+                });
+            }
+            std::fs::File::create(path).map_err(|source| ProfileError::Create { path: path.into(), source })
+        };
+        let svg = create(&cfg.path)?;
+        let folded = create(&folded_path(&cfg.path))?;
+        let user = match &cfg.user_elf {
+            Some(p) => {
+                let elf = std::fs::read(p).map_err(|source| ProfileError::UserElf { path: p.clone(), source })?;
+                Some(Image::new(&elf, Symbols::from_elf(&elf)))
+            }
+            None => None,
+        };
+        Ok(Profiler { kernel: Image::new(kernel, kernel_symbols), user, cfg, svg, folded })
+    }
+
+    /// What the vCPU threads share while the guest runs.
+    pub fn start(self, mem: GuestMem, world: Arc<World>, stop: Arc<AtomicBool>) -> Result<Running, ProfileError> {
+        let n = world.len();
+        let sampler = Arc::new(Sampler {
+            due: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            mem,
+            kernel: self.kernel,
+            user: self.user,
+            stacks: Mutex::new(HashMap::new()),
+            samples: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+            sampling_ns: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+        });
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let period = Duration::from_secs_f64(1.0 / f64::from(self.cfg.hz));
+        let s = sampler.clone();
+        let thread = std::thread::Builder::new()
+            .name("profile".into())
+            .spawn(move || s.tick(period, &world, &stop, &end_rx))
+            .map_err(ProfileError::Thread)?;
+        Ok(Running {
+            sampler,
+            end: Some(end_tx),
+            thread: Some(thread),
+            started: Instant::now(),
+            cfg: self.cfg,
+            svg: self.svg,
+            folded: self.folded,
+        })
+    }
+}
+
+/// The samples the vCPU threads take.
+pub struct Sampler {
+    due: Vec<AtomicBool>,
+    mem: GuestMem,
+    kernel: Image,
+    user: Option<Image>,
+    stacks: Mutex<HashMap<RawStack, u64>>,
+    samples: AtomicU64,
+    unreadable: AtomicU64,
+    /// Time the vCPU threads spent taking samples (the kick's exit excluded).
+    sampling_ns: AtomicU64,
+    ticks: AtomicU64,
+}
+
+impl Sampler {
+    /// The sampling thread: marks and kicks every running vCPU each
+    /// period until the run ends.
+    fn tick(&self, period: Duration, world: &World, stop: &AtomicBool, end: &mpsc::Receiver<()>) {
+        let mut next = Instant::now() + period;
+        loop {
+            let now = Instant::now();
+            if next > now {
+                // The channel's sender drops (or sends) when the run is over.
+                match end.recv_timeout(next - now) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            } else if next + period < now {
+                // Fell behind (a loaded host): skip the missed ticks
+                // rather than burst.
+                next = now;
+            }
+            next += period;
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            for i in 0..world.len() {
+                // A vCPU that has not started (or is over, or halted for
+                // good) has no stack worth a sample.
+                if world.cpu_state(i) == CpuState::Running {
+                    self.due[i].store(true, Ordering::Release);
+                    world.kick(i);
+                }
+            }
+        }
+    }
+
+    /// Called by vCPU `index`'s thread before each `KVM_RUN`: takes the
+    /// sample the sampling thread asked for, if any (else one atomic load).
+    pub fn sample_if_due(&self, index: usize, vcpu: &dyn Vcpu) {
+        if !self.due.get(index).is_some_and(|d| d.swap(false, Ordering::AcqRel)) {
+            return;
+        }
+        let t0 = Instant::now();
+        let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let user = sregs.cs.selector & 3 == 3;
+        let image = if user { self.user.as_ref() } else { Some(&self.kernel) };
+        let top = Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp };
+        let pcs = match image.and_then(|i| i.unwinder.as_ref()) {
+            Some(u) => {
+                let mode = address_mode(&regs, &sregs);
+                let mut ctx = gimli::UnwindContext::new();
+                u.unwind(&mut ctx, top, |la| {
+                    let mut b = [0u8; 8];
+                    (read_linear(&self.mem, &mode, la, &mut b) == 8).then(|| u64::from_le_bytes(b))
+                })
+            }
+            None => vec![regs.rip],
+        };
+        *self.stacks.lock().unwrap_or_else(PoisonError::into_inner).entry((user, pcs)).or_default() += 1;
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        self.sampling_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The folded stacks: `root;...;leaf count` per distinct stack, sorted.
+    fn folded(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for ((user, pcs), n) in self.stacks.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let mut frames: Vec<String> = Vec::with_capacity(pcs.len() + 1);
+            if *user {
+                frames.push("[user]".into());
+            }
+            for pc in pcs.iter().rev() {
+                let name = match (user, &self.user) {
+                    (false, _) => self.kernel.name(*pc),
+                    (true, Some(u)) => u.name(*pc),
+                    (true, None) => "[user code: no ELF known]".into(),
+                };
+                // Recursion shows once per level, as in any flame graph;
+                // adjacent duplicates of one frame (a pc and a return into
+                // the same function) are real frames too.
+                frames.push(name);
+            }
+            *out.entry(frames.join(";")).or_default() += n;
+        }
+        out
+    }
+}
+
+/// The profiler while the guest runs.
+pub struct Running {
+    sampler: Arc<Sampler>,
+    end: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+    cfg: ProfileConfig,
+    svg: std::fs::File,
+    folded: std::fs::File,
+}
+
+/// What a profile recorded, for the summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSummary {
+    /// Samples taken.
+    pub samples: u64,
+    /// Distinct stacks.
+    pub stacks: usize,
+    /// The sampling thread's ticks (each asks every running vCPU).
+    pub ticks: u64,
+    /// Seconds the guest ran with the profiler on.
+    pub seconds: f64,
+    /// Mean time a vCPU thread spent on one sample, microseconds.
+    pub us_per_sample: f64,
+    /// Samples whose registers could not be read.
+    pub unreadable: u64,
+}
+
+impl Running {
+    /// The handle the vCPU threads sample through.
+    pub fn sampler(&self) -> Arc<Sampler> {
+        self.sampler.clone()
+    }
+
+    /// Stops sampling and writes `FILE.folded` and the flame graph `FILE`.
+    pub fn finish(mut self) -> Result<ProfileSummary, ProfileError> {
+        drop(self.end.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        let s = &self.sampler;
+        let samples = s.samples.load(Ordering::Relaxed);
+        let folded = s.folded();
+        let fpath = folded_path(&self.cfg.path);
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ProfileError::Write { path, source }
+        };
+        use std::io::Write;
+        let mut text = String::new();
+        for (stack, n) in &folded {
+            text.push_str(&format!("{stack} {n}\n"));
+        }
+        self.folded.write_all(text.as_bytes()).map_err(werr(&fpath))?;
+        let mut opt = inferno::flamegraph::Options::default();
+        opt.title = format!("mmemu guest profile ({samples} samples at {} Hz per vCPU)", self.cfg.hz);
+        opt.count_name = "samples".into();
+        let mut out = std::io::BufWriter::new(&self.svg);
+        if folded.is_empty() {
+            // inferno refuses empty input; an SVG that says so is still one.
+            let msg = "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\"><text x=\"10\" y=\"25\">no samples: the run ended before the first tick</text></svg>\n";
+            out.write_all(msg.as_bytes()).map_err(werr(&self.cfg.path))?;
+        } else {
+            inferno::flamegraph::from_lines(&mut opt, text.lines(), &mut out).map_err(werr(&self.cfg.path))?;
+        }
+        out.flush().map_err(werr(&self.cfg.path))?;
+        Ok(ProfileSummary {
+            samples,
+            stacks: folded.len(),
+            ticks: s.ticks.load(Ordering::Relaxed),
+            seconds,
+            us_per_sample: if samples == 0 {
+                0.0
+            } else {
+                s.sampling_ns.load(Ordering::Relaxed) as f64 / samples as f64 / 1000.0
+            },
+            unreadable: s.unreadable.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Where the flame graph went.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+}
+
+impl ProfileSummary {
+    /// The line `vmm run --profile` prints on stderr.
+    pub fn render(&self, path: &Path) -> String {
+        format!(
+            "profile: {} samples in {:.2} s ({:.0} per second; {} ticks), {} distinct stacks, {:.1} us per sample on the vCPU thread{} -> {} (flame graph), {}",
+            self.samples,
+            self.seconds,
+            self.samples as f64 / self.seconds.max(1e-9),
+            self.ticks,
+            self.stacks,
+            self.us_per_sample,
+            if self.unreadable > 0 { format!(", {} with unreadable registers", self.unreadable) } else { String::new() },
+            path.display(),
+            folded_path(path).display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hz_parses_with_clear_errors() {
+        assert_eq!(parse_hz("997"), Ok(997));
+        assert!(parse_hz("0").unwrap_err().contains("no samples"));
+        assert!(parse_hz("20000").unwrap_err().contains("at most"));
+        assert!(parse_hz("x").is_err());
+        assert_eq!(folded_path(Path::new("/tmp/p.svg")), PathBuf::from("/tmp/p.svg.folded"));
+    }
+
+    #[test]
+    fn a_directory_or_missing_parent_is_refused_before_the_run() {
+        let cfg = |p: &str| ProfileConfig { path: p.into(), hz: 10, user_elf: None };
+        let e = Profiler::open(cfg("/"), &[], Symbols::default()).err().unwrap();
+        assert!(e.to_string().contains("directory"), "{e}");
+        let e = Profiler::open(cfg("/nonexistent-dir/p.svg"), &[], Symbols::default()).err().unwrap();
+        assert!(e.to_string().contains("writable directory"), "{e}");
+    }
+}
