@@ -7,7 +7,6 @@
 
 use super::abi::*;
 use super::fault::{pte_alloc, user_pt, PtFrames};
-use crate::arch::cpu;
 use crate::mm::phys::{clear_page, direct_map, write_frame};
 use crate::mm::swap::{SwapState, SWAP};
 use crate::mm::{page_alloc, BuddyFrames, PageAlloc, GFP_KERNEL, KERNEL_PT, PAGES};
@@ -464,8 +463,10 @@ impl MmStruct {
                 ok
             })
         });
-        // The parent's writable PTEs just lost RW: its TLB must forget them.
-        cpu::flush_tlb();
+        // The parent's writable PTEs just lost RW: every CPU running it (its
+        // other threads) must forget them, or a thread's write through a
+        // stale writable entry would land in the frame the child shares.
+        crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
         child.stat.fork_pt_pages = child.stat.pt_pages - pt_before + 1;
         child.stat.fork_copied_pages = MM_GLOBALS.with(|g| g.user_frames_allocated) - data_before;
         if !ok {
