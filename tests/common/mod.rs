@@ -67,16 +67,20 @@ pub fn guest_elf() -> Vec<u8> {
 pub struct TempFile(pub std::path::PathBuf);
 
 impl TempFile {
-    /// `mmemu-test-PID-NAME` holding `bytes`.
+    /// `mmemu-test-PID-SEQ-NAME` holding `bytes`.
     pub fn new(name: &str, bytes: &[u8]) -> Self {
         let f = TempFile::absent(name);
         std::fs::write(&f.0, bytes).unwrap();
         f
     }
-    /// `mmemu-test-PID-NAME`, which does not exist yet (removed if it did):
-    /// for the VMM to create.
+    /// `mmemu-test-PID-SEQ-NAME`, which does not exist yet (removed if it
+    /// did): for the VMM to create. SEQ keeps two tests of one binary that
+    /// build the same NAME from removing each other's file when they run
+    /// in parallel.
     pub fn absent(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mmemu-test-{}-{name}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("mmemu-test-{}-{seq}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&p);
         TempFile(p)
     }
