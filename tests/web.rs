@@ -607,7 +607,11 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
     cow.sort_unstable();
     assert_eq!(cow, written, "GET /api/faults?pid={child}: {api}");
     assert!(
-        api["faults"].as_array().unwrap().iter().all(|f| f["pid"].as_u64().map(|p| p.to_string()) == Some(child.clone())),
+        api["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["pid"].as_u64().map(|p| p.to_string()) == Some(child.clone())),
         "pid= filters: {api}"
     );
 
@@ -616,6 +620,11 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         .parent()
         .expect("the target directory")
         .join("artefacts/web/cow-child-wrote.png");
+    b.screenshot(&shot);
+    eprintln!("web: screenshot at {} ({} bytes)", shot.display(), std::fs::metadata(&shot).unwrap().len());
+    // And the log with those faults, scrolled into view.
+    b.script("document.getElementById('p-log').scrollIntoView(); return 0");
+    let shot = shot.with_file_name("cow-child-wrote-log.png");
     b.screenshot(&shot);
     eprintln!("web: screenshot at {} ({} bytes)", shot.display(), std::fs::metadata(&shot).unwrap().len());
 
@@ -734,9 +743,10 @@ fn api_errors_are_clear_and_harmless() {
     // The boot's own faults so far (the kernel's first processes), each
     // with its address, pid, kind and result; `next` counts them all.
     let n: u64 = jq("/api/faults", ".next").parse().unwrap();
-    let listed: u64 = jq("/api/faults", "[.faults[] | select(.addr | startswith(\"0x\")) | select(.kind != \"?\")] | length")
-        .parse()
-        .unwrap();
+    let listed: u64 =
+        jq("/api/faults", "[.faults[] | select(.addr | startswith(\"0x\")) | select(.kind != \"?\")] | length")
+            .parse()
+            .unwrap();
     assert!(listed <= n, "{listed} faults listed of {n}");
     assert_eq!(jq("/api/faults?limit=1", ".faults | length").parse::<u64>().unwrap(), n.min(1));
 
