@@ -5,8 +5,12 @@
 //! the fork, and the child's written page writable on a frame of its own
 //! after its write, while the parent's stays read-only on the old frame;
 //! the physical map's counts equal `--inspect physmap`'s at the same stop.
-//! A screenshot is kept under target/tmp/web/. The API's errors are tested
-//! with plain HTTP.
+//! The page's log lists the child's copy-on-write faults one by one (the
+//! guest's fault ring) at the addresses it wrote, as `/api/faults` does.
+//! A screenshot is kept as CI's artefact at
+//! `target/artefacts/web/cow-child-wrote.png` (checked: a PNG of the
+//! page's size). The API's errors are tested with plain HTTP, and its
+//! answers through `jq`.
 //!
 //! Without chromium and chromedriver the browser test is skipped with a
 //! loud message, except in CI (`CI=true`), where it fails.
@@ -284,12 +288,24 @@ impl Browser {
         self.cmd("POST", &format!("/element/{e}/value"), json!({ "text": text }));
     }
 
+    /// Saves a screenshot of the page at `path` and checks the file: a
+    /// PNG (signature, then the IHDR chunk) whose size is the viewport's
+    /// in device pixels, with image data.
     fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.cmd("GET", "/screenshot", json!({}));
         let png = decode_base64(b64.as_str().unwrap());
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, png).unwrap();
+        std::fs::write(path, &png).unwrap();
+        let png = std::fs::read(path).unwrap();
+        assert!(png.len() > 1000, "{}: {} bytes", path.display(), png.len());
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}: a PNG's signature", path.display());
+        assert_eq!(&png[12..16], b"IHDR", "the first chunk is IHDR");
+        let be = |o: usize| u32::from_be_bytes(png[o..o + 4].try_into().unwrap()) as u64;
+        let (w, h) = (be(16), be(20));
+        let view = self.script("return [Math.round(window.innerWidth * window.devicePixelRatio), Math.round(window.innerHeight * window.devicePixelRatio)]");
+        assert_eq!(json!([w, h]), view, "the PNG is the page's viewport");
+        assert!(w >= 800 && h >= 600, "{w}x{h}: the window asked for is 1280x1600");
+        assert!(png.windows(4).any(|c| c == b"IDAT") && png.ends_with(b"IEND\xaeB`\x82"), "image data and an end");
     }
 
     /// The page's own figures (`window.mmemu`).
@@ -422,6 +438,7 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
     if !chromium_present() {
         return;
     }
+    let hexv = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
     let json_out = common::TempFile::absent("web-inspect.json");
     let svg_dir = tempdir::Dir::new("physmap");
     let physmap_arg = format!("physmap:{}", svg_dir.0.display());
@@ -498,7 +515,6 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         })
         .collect();
     assert_eq!(page_vmas, cli_rows, "the page's VMAs against --inspect vmas at the same stop");
-    let hexv = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
     let cow_vma = page_vmas
         .iter()
         .find(|r| hexv(&r[0]) <= va && va < hexv(&r[1]))
@@ -554,10 +570,80 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         "page 32 is still shared"
     );
 
-    // The screenshot kept as CI's artefact.
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web").join("cow-child-wrote.png");
+    // The page's log lists the child's copy-on-write faults one by one:
+    // exactly pages 0..16 of the area (the ones it wrote), each a write
+    // that ended well; the parent has none there. The API agrees.
+    let page_faults = |pid: &str, kind: &str| -> Vec<u64> {
+        let v = b.script(&format!(
+            "return [...document.querySelectorAll('#log li.fault[data-pid=\"{pid}\"][data-kind=\"{kind}\"]')].map(l => [l.dataset.addr, l.dataset.result, l.textContent])"
+        ));
+        let mut a: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                assert_eq!(l[1], "ok", "{l}");
+                assert!(l[2].as_str().unwrap().contains(" write "), "a COW fault is a write: {l}");
+                hexv(l[0].as_str().unwrap())
+            })
+            .filter(|a| (va..va + 64 * 4096).contains(a))
+            .collect();
+        a.sort_unstable();
+        a
+    };
+    let written: Vec<u64> = (0..16).map(|i| va + i * 4096).collect();
+    assert_eq!(page_faults(&child, "cow"), written, "the child's COW faults in the page's log: {}", b.text("#log"));
+    assert_eq!(page_faults(&parent, "cow"), Vec::<u64>::new(), "the parent wrote nothing since the fork");
+    let (st, api) = get_json(&vmm.addr, &format!("/api/faults?pid={child}"));
+    assert_eq!(st, 200, "{api}");
+    let mut cow: Vec<u64> = api["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "cow" && f["write"] == true && f["result"] == "ok")
+        .map(|f| hexv(f["addr"].as_str().unwrap()))
+        .filter(|a| (va..va + 64 * 4096).contains(a))
+        .collect();
+    cow.sort_unstable();
+    assert_eq!(cow, written, "GET /api/faults?pid={child}: {api}");
+    assert!(
+        api["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["pid"].as_u64().map(|p| p.to_string()) == Some(child.clone())),
+        "pid= filters: {api}"
+    );
+
+    // The screenshot kept as CI's artefact (.ci/run lists it).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("artefacts/web/cow-child-wrote.png");
     b.screenshot(&shot);
-    eprintln!("web: screenshot at {}", shot.display());
+    eprintln!("web: screenshot at {} ({} bytes)", shot.display(), std::fs::metadata(&shot).unwrap().len());
+    // And the log with those faults, scrolled into view.
+    b.script("document.getElementById('p-log').scrollIntoView(); return 0");
+    let shot = shot.with_file_name("cow-child-wrote-log.png");
+    b.screenshot(&shot);
+    eprintln!("web: screenshot at {} ({} bytes)", shot.display(), std::fs::metadata(&shot).unwrap().len());
+
+    // Bytes per update beside their peers, for README's results: the same
+    // updates with every vmstat counter instead of the changed ones (the
+    // VMM's count), and the whole physical map as the page fetches it.
+    let st = vmm.state();
+    let (sent, bytes, full) = (
+        st["updates_sent"].as_u64().unwrap(),
+        st["update_bytes"].as_u64().unwrap(),
+        st["update_full_bytes"].as_u64().unwrap(),
+    );
+    assert!(sent > 0 && bytes <= full, "{st}");
+    let map_bytes = http(&vmm.addr, "GET", "/api/physmap?cells=8192", None).1.len();
+    eprintln!(
+        "web: {sent} updates so far, {} bytes each on average; with every counter instead of the changed ones: {} bytes; the whole physical map (8192 cells): {map_bytes} bytes",
+        bytes / sent,
+        full / sent
+    );
 
     b.click("#resume");
     assert_eq!(vmm.wait(), 0, "the selftests pass under the web view: {}", vmm.stderr.lock().unwrap());
@@ -568,7 +654,7 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
     let sizes: Vec<u64> = s["sizes"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
     assert!(lat.len() >= 4 && !sizes.is_empty(), "{s}");
     eprintln!(
-        "web: {} updates, {} bytes each on average (max {}); checkpoint -> page latencies (ms): {lat:?}; {}",
+        "web: {} updates, {} bytes each on average (max {}); checkpoint -> page latencies (ms, target under 100): {lat:?}; {}",
         sizes.len(),
         sizes.iter().sum::<u64>() / sizes.len() as u64,
         sizes.iter().max().unwrap(),
@@ -621,12 +707,49 @@ fn api_errors_are_clear_and_harmless() {
         ("POST", "/api/run", Some("ls"), 400, "not JSON"),
         ("POST", "/api/run", Some("{\"line\": 1}"), 400, "no string \"cmd\""),
         ("GET", "/api/console?since=zz", None, 400, "not a number"),
+        ("GET", "/api/faults?pid=me", None, 400, "not a process id"),
+        ("GET", "/api/faults?limit=0", None, 400, "out of range"),
+        ("GET", "/api/faults?addr=0x1000", None, 400, "takes no parameter 'addr'"),
+        ("POST", "/api/faults", None, 405, "GET only"),
+        ("DELETE", "/api/state", None, 405, "GET only"),
+        ("GET", "/api/pt?root=kernel&va=0x1000&depth=x", None, 400, "not a number"),
+        ("GET", "/api/physmap?from=0x2000&to=0x1000", None, 400, "must be below"),
+        ("GET", "/api/view/", None, 404, "no view ''"),
     ] {
         let (st, body) = http(&a, method, path, body);
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"));
         assert_eq!(st, status, "{method} {path}: {body}");
         assert!(v["error"].as_str().unwrap_or("").contains(says), "{method} {path}: {body}");
     }
+    // What users pipe the API through: jq reads every answer, errors too.
+    let jq = |path: &str, filter: &str| -> String {
+        let body = http(&a, "GET", path, None).1;
+        let mut c = Command::new("jq")
+            .args(["-e", "-r", filter])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("jq (.ci/run installs it)");
+        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{path} | jq {filter}: {} {body}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(jq("/api/state", ".state"), "paused");
+    assert!(jq("/api/procs", ".ps.procs | length").parse::<u64>().is_ok());
+    assert_eq!(jq("/api/walk?va=0xffffffff80200000", ".outcome.result"), "mapped");
+    assert!(jq("/api/walk?root=999&va=0x1000", ".error").contains("no live process with pid 999"));
+    // The boot's own faults so far (the kernel's first processes), each
+    // with its address, pid, kind and result; `next` counts them all.
+    let n: u64 = jq("/api/faults", ".next").parse().unwrap();
+    let listed: u64 =
+        jq("/api/faults", "[.faults[] | select(.addr | startswith(\"0x\")) | select(.kind != \"?\")] | length")
+            .parse()
+            .unwrap();
+    assert!(listed <= n, "{listed} faults listed of {n}");
+    assert_eq!(jq("/api/faults?limit=1", ".faults | length").parse::<u64>().unwrap(), n.min(1));
+
     let (st, v) = get_json(&a, "/api/console?since=0");
     assert_eq!(st, 200, "{v}");
     assert!(v["text"].as_str().unwrap().contains("mmemu kernel"), "the console's output so far: {v}");

@@ -46,8 +46,14 @@ pub use crate::paging::tlbtrace::TlbTraceDesc;
 use crate::paging::tlbtrace::TRACE_MAX_CPUS;
 /// "MMEMUDSC", little-endian.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"MMEMUDSC");
-/// Layout version; bumped on any incompatible change.
-pub const DESCRIPTOR_VERSION: u32 = 6;
+/// Layout version; bumped on any incompatible change. Version 7 appends
+/// the fault log ([`FaultLogDesc`]) to version 6 and changes nothing
+/// before it: a version 6 descriptor is version 7's first
+/// [`DESCRIPTOR_SIZE_V6`] bytes ([`MmDescriptor::decode_versioned`]).
+pub const DESCRIPTOR_VERSION: u32 = 7;
+/// The oldest version [`MmDescriptor::decode_versioned`] reads (older
+/// ones differ before the end: refused).
+pub const DESCRIPTOR_VERSION_MIN: u32 = 6;
 /// Slab caches the descriptor can list.
 pub const MAX_CACHE_DESCS: usize = 32;
 /// Processes the process table can list.
@@ -334,6 +340,114 @@ pub struct MmDescriptor {
     pub tlb: TlbTraceDesc,
     /// Every address space's VMAs (version 6).
     pub vmas: VmaTableDesc,
+    /// The ring of recent user page faults (version 7).
+    pub faults: FaultLogDesc,
+}
+
+/// Where the guest's ring of recent user page faults lies (version 7):
+/// the guest appends a [`FaultRecord`] per fault, overwriting the oldest
+/// once `capacity` are written; the host reads it at its stops. Fixed at
+/// boot (a static array in the kernel image).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultLogDesc {
+    /// Guest-physical address of `[FaultRecord; capacity]`, or 0 (no log).
+    pub ring: u64,
+    /// Guest-physical address of the `u64` count of records ever written
+    /// (record `n` lies in slot `n % capacity`).
+    pub head: u64,
+    /// Slots in the ring (a power of two).
+    pub capacity: u32,
+    /// [`FAULT_RECORD_SIZE`], for the host's sanity check.
+    pub record_size: u32,
+}
+
+/// One user page fault, as the fault handler finished it. The guest
+/// writes `seq` last: a slot whose `seq` is not the record number the
+/// host expects plus one is being written or was overwritten, and is
+/// skipped.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultRecord {
+    /// The record's number plus one (0: never written).
+    pub seq: u64,
+    /// The faulting address (CR2).
+    pub addr: u64,
+    /// The faulting address space's page-table root.
+    pub cr3: u64,
+    /// The faulting task's pid.
+    pub pid: u32,
+    /// The #PF error code's low bits (present, write, user, ..., fetch).
+    pub error: u16,
+    /// What the fault was: a [`fault_kind`] code.
+    pub kind: u8,
+    /// How it ended: a [`fault_result`] code.
+    pub result: u8,
+}
+
+/// [`FaultRecord::kind`] codes, named by [`fault_kind::NAMES`].
+pub mod fault_kind {
+    /// Refused before any page was touched (no VMA, or the VMA forbids
+    /// the access).
+    pub const NONE: u8 = 0;
+    /// A private anonymous page allocated on first touch.
+    pub const ANON: u8 = 1;
+    /// A read of never-written private memory: the shared zero page.
+    pub const ZERO: u8 = 2;
+    /// A write to a read-only page of a writable private mapping
+    /// (copy-on-write: copied, or reused when it is the last user).
+    pub const COW: u8 = 3;
+    /// A file mapping's page from the page cache.
+    pub const FILE: u8 = 4;
+    /// A page read back from swap (or found in the swap cache).
+    pub const SWAP_IN: u8 = 5;
+    /// A huge page (transparent, or hugetlb).
+    pub const HUGE: u8 = 6;
+    /// Present and allowed: stale flags or a stale TLB entry refreshed.
+    pub const SPURIOUS: u8 = 7;
+    /// The names, by code.
+    pub const NAMES: [&str; 8] = ["none", "anon", "zero", "cow", "file", "swap-in", "huge", "spurious"];
+}
+
+/// [`FaultRecord::result`] codes, named by [`fault_result::NAMES`].
+pub mod fault_result {
+    /// Served: the access is retried and succeeds.
+    pub const OK: u8 = 0;
+    /// No VMA covers the address (SIGSEGV, `SEGV_MAPERR`).
+    pub const MAPERR: u8 = 1;
+    /// The VMA forbids the access (SIGSEGV, `SEGV_ACCERR`).
+    pub const ACCERR: u8 = 2;
+    /// No memory (the OOM path).
+    pub const OOM: u8 = 3;
+    /// The page could not be read back (SIGBUS).
+    pub const IO: u8 = 4;
+    /// No huge page for a hugetlb fault (SIGBUS).
+    pub const SIGBUS: u8 = 5;
+    /// The names, by code.
+    pub const NAMES: [&str; 6] = ["ok", "segv-maperr", "segv-accerr", "oom", "sigbus-io", "sigbus-hugetlb"];
+}
+
+/// Bytes of one [`FaultRecord`].
+pub const FAULT_RECORD_SIZE: usize = core::mem::size_of::<FaultRecord>();
+
+impl FaultRecord {
+    /// The kind's name ("?" for a code this host does not know).
+    pub fn kind_name(&self) -> &'static str {
+        fault_kind::NAMES.get(self.kind as usize).copied().unwrap_or("?")
+    }
+    /// The result's name ("?" for a code this host does not know).
+    pub fn result_name(&self) -> &'static str {
+        fault_result::NAMES.get(self.result as usize).copied().unwrap_or("?")
+    }
+    /// The record as four words (how the guest stores it, `seq` first).
+    pub fn to_words(&self) -> [u64; 4] {
+        [
+            self.seq,
+            self.addr,
+            self.cr3,
+            self.pid as u64 | (self.error as u64) << 32 | (self.kind as u64) << 48 | (self.result as u64) << 56,
+        ]
+    }
 }
 
 /// Grouping by mobility and the hugetlb pool, refreshed at every
@@ -457,7 +571,33 @@ impl MmDescriptor {
             },
             tlb: TlbTraceDesc { enabled: 0, nr_rings: 0, capacity: 0, counters: 0, rings: [0; TRACE_MAX_CPUS] },
             vmas: VmaTableDesc { table: 0, capacity: 0, count: 0, generation: 0, consistent: 0, dropped: 0, pad: 0 },
+            faults: FaultLogDesc { ring: 0, head: 0, capacity: 0, record_size: 0 },
         }
+    }
+
+    /// Decodes a descriptor of any version this code reads
+    /// ([`DESCRIPTOR_VERSION_MIN`] ..= [`DESCRIPTOR_VERSION`]) and brings
+    /// it to the current layout: an older one gets the sections it lacks
+    /// empty (a version 6 descriptor has no fault log), and its `version`
+    /// and `size` read as this version's. `Err` names the version when it
+    /// is not one of those, or when its `size` is not that version's.
+    pub fn decode_versioned(b: &[u8]) -> Result<Self, u32> {
+        let mut d = Self::decode(b);
+        let want = match d.version {
+            DESCRIPTOR_VERSION => DESCRIPTOR_SIZE,
+            6 => DESCRIPTOR_SIZE_V6,
+            v => return Err(v),
+        };
+        if d.size as usize != want {
+            return Err(d.version);
+        }
+        if d.version != DESCRIPTOR_VERSION {
+            // What lay after the old descriptor is not its.
+            d.faults = FaultLogDesc::default();
+            d.version = DESCRIPTOR_VERSION;
+            d.size = DESCRIPTOR_SIZE as u32;
+        }
+        Ok(d)
     }
 
     /// Whether the header says this is a descriptor this code understands.
@@ -479,6 +619,8 @@ impl Default for MmDescriptor {
 
 /// Bytes of the descriptor.
 pub const DESCRIPTOR_SIZE: usize = core::mem::size_of::<MmDescriptor>();
+/// Bytes of a version 6 descriptor: this one up to the fault log.
+pub const DESCRIPTOR_SIZE_V6: usize = core::mem::offset_of!(MmDescriptor, faults);
 /// Bytes of one page descriptor (`buddy::Page`), the `vmemmap` stride.
 pub const PAGE_DESC_SIZE: usize = core::mem::size_of::<Page>();
 /// Bytes of one process-table entry.
@@ -771,6 +913,7 @@ impl Wire for MmDescriptor {
         d.huge = HugeDesc::read_from(r);
         d.tlb = TlbTraceDesc::read_from(r);
         d.vmas = VmaTableDesc::read_from(r);
+        d.faults = FaultLogDesc::read_from(r);
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -804,6 +947,44 @@ impl Wire for MmDescriptor {
         self.huge.write_to(w);
         self.tlb.write_to(w);
         self.vmas.write_to(w);
+        self.faults.write_to(w);
+    }
+}
+
+impl Wire for FaultLogDesc {
+    const SIZE: usize = core::mem::size_of::<FaultLogDesc>();
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        FaultLogDesc { ring: r.u64(), head: r.u64(), capacity: r.u32(), record_size: r.u32() }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        w.u64(self.ring);
+        w.u64(self.head);
+        w.u32(self.capacity);
+        w.u32(self.record_size);
+    }
+}
+
+impl Wire for FaultRecord {
+    const SIZE: usize = FAULT_RECORD_SIZE;
+    fn read_from(r: &mut Reader<'_>) -> Self {
+        FaultRecord {
+            seq: r.u64(),
+            addr: r.u64(),
+            cr3: r.u64(),
+            pid: r.u32(),
+            error: r.u16(),
+            kind: r.u8(),
+            result: r.u8(),
+        }
+    }
+    fn write_to(&self, w: &mut Writer<'_>) {
+        for x in [self.seq, self.addr, self.cr3] {
+            w.u64(x);
+        }
+        w.u32(self.pid);
+        w.u16(self.error);
+        w.u8(self.kind);
+        w.u8(self.result);
     }
 }
 
@@ -1004,6 +1185,8 @@ mod tests {
         assert_eq!(offset_of!(MmDescriptor, swap) + SwapDesc::SIZE, offset_of!(MmDescriptor, huge));
         assert_eq!(offset_of!(MmDescriptor, huge) + HugeDesc::SIZE, offset_of!(MmDescriptor, tlb));
         assert_eq!(offset_of!(MmDescriptor, tlb) + TlbTraceDesc::SIZE, offset_of!(MmDescriptor, vmas));
+        assert_eq!(offset_of!(MmDescriptor, vmas) + VmaTableDesc::SIZE, offset_of!(MmDescriptor, faults));
+        assert_eq!(offset_of!(MmDescriptor, faults) + FaultLogDesc::SIZE, DESCRIPTOR_SIZE, "the fault log is last");
         let mut td = TlbTraceDesc { enabled: 1, nr_rings: 2, capacity: 64, counters: 0xc0, ..TlbTraceDesc::default() };
         td.rings[7] = 0x7777_0000;
         let mut tb = [0u8; TlbTraceDesc::SIZE];
@@ -1011,11 +1194,7 @@ mod tests {
         assert_eq!(tb[offset_of!(TlbTraceDesc, counters)..][..8], 0xc0u64.to_le_bytes());
         assert_eq!(tb[offset_of!(TlbTraceDesc, rings) + 56..][..8], 0x7777_0000u64.to_le_bytes());
         assert_eq!(TlbTraceDesc::decode(&tb), td);
-        assert_eq!(
-            offset_of!(MmDescriptor, vmas) + VmaTableDesc::SIZE,
-            DESCRIPTOR_SIZE,
-            "the VMA table's section ends it"
-        );
+        assert_eq!(DESCRIPTOR_SIZE_V6, offset_of!(MmDescriptor, vmas) + VmaTableDesc::SIZE, "version 6 ended there");
         let hd = HugeDesc { nr_pageblocks: 7, hugepages_rsvd: 3, hugepage_size_kb: 2048, ..HugeDesc::default() };
         let mut hb = [0u8; HugeDesc::SIZE];
         hd.encode(&mut hb);
@@ -1144,6 +1323,58 @@ mod tests {
             b2[offset_of!(MmDescriptor, vmas) + offset_of!(VmaTableDesc, generation)..][..4],
             7u32.to_le_bytes()
         );
+    }
+
+    /// The guest's four words (`to_words`) are the record's wire bytes,
+    /// and a version 6 descriptor (version 7's prefix) is read with no
+    /// fault log while other versions and sizes are refused.
+    #[test]
+    fn fault_records_and_older_descriptors() {
+        assert_eq!(FAULT_RECORD_SIZE, 32);
+        assert_eq!(FaultLogDesc::SIZE, 24);
+        let r = FaultRecord {
+            seq: 5,
+            addr: 0x40_2000,
+            cr3: 0x9000,
+            pid: 7,
+            error: 0x7,
+            kind: fault_kind::COW,
+            result: fault_result::OK,
+        };
+        let mut b = [0u8; FAULT_RECORD_SIZE];
+        r.encode(&mut b);
+        let words: [u8; 32] = {
+            let mut w = [0u8; 32];
+            for (i, x) in r.to_words().iter().enumerate() {
+                w[8 * i..8 * i + 8].copy_from_slice(&x.to_le_bytes());
+            }
+            w
+        };
+        assert_eq!(b, words);
+        assert_eq!(FaultRecord::decode(&b), r);
+        assert_eq!((r.kind_name(), r.result_name()), ("cow", "ok"));
+        assert_eq!(FaultRecord { kind: 200, result: 200, ..r }.kind_name(), "?");
+
+        let mut d = MmDescriptor::new();
+        d.faults = FaultLogDesc { ring: 0x1000, head: 0x2000, capacity: 512, record_size: 32 };
+        d.nr_pfns = 77;
+        let mut b = [0u8; DESCRIPTOR_SIZE];
+        d.encode(&mut b);
+        assert_eq!(MmDescriptor::decode_versioned(&b).unwrap().faults, d.faults);
+        // The same bytes as version 6 wrote them: its size, and whatever
+        // followed it in memory.
+        let mut v6 = b;
+        v6[8..12].copy_from_slice(&6u32.to_le_bytes());
+        v6[12..16].copy_from_slice(&(DESCRIPTOR_SIZE_V6 as u32).to_le_bytes());
+        let old = MmDescriptor::decode_versioned(&v6).unwrap();
+        assert_eq!((old.faults, old.nr_pfns, old.version), (FaultLogDesc::default(), 77, DESCRIPTOR_VERSION));
+        assert!(old.is_valid());
+        let mut v5 = v6;
+        v5[8..12].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(MmDescriptor::decode_versioned(&v5).unwrap_err(), 5);
+        let mut bad = b;
+        bad[12..16].copy_from_slice(&(DESCRIPTOR_SIZE_V6 as u32).to_le_bytes());
+        assert_eq!(MmDescriptor::decode_versioned(&bad).unwrap_err(), 7, "version 7 with version 6's size");
     }
 
     #[test]

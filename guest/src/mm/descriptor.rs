@@ -219,6 +219,7 @@ pub fn refresh() {
         d.swap = swap;
         d.huge = huge;
         d.tlb = super::tlbtrace::describe();
+        d.faults = super::faultlog::describe();
     });
 }
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod compaction;
 pub mod descriptor;
 pub mod fault;
+pub mod faultlog;
 pub mod heap;
 pub mod huge_memory;
 pub mod hugetlb;

@@ -13,6 +13,7 @@ use crate::mm::phys::{clear_page, copy_page, direct_map, KernelPhys};
 use crate::mm::{BuddyFrames, PageAlloc, PAGES};
 use mm_core::abi::cpu as abi;
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE, PTRS_PER_TABLE};
+use mm_core::descriptor::fault_kind;
 use mm_core::paging::swap::SwapEntry;
 use mm_core::paging::{FrameAllocator, Level, Pte, PteFlags, Slot};
 use mm_core::vma::{VmFlags, Vma};
@@ -101,8 +102,26 @@ fn expand_stack(mm: &mut MmStruct, addr: u64) -> Option<Vma> {
     mm.vmas.find(addr).copied()
 }
 
-/// Serves a user page fault at `addr` with #PF error code `err`.
+/// Serves a user page fault at `addr` with #PF error code `err`, and
+/// records it in the fault log (mm/faultlog.rs) with its kind and result.
 pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), FaultError> {
+    use mm_core::descriptor::fault_result as res;
+    let mut kind = fault_kind::NONE;
+    let r = serve_fault(mm, addr, err, &mut kind);
+    let result = match r {
+        Ok(()) => res::OK,
+        Err(FaultError::MapErr) => res::MAPERR,
+        Err(FaultError::AccErr) => res::ACCERR,
+        Err(FaultError::Oom) => res::OOM,
+        Err(FaultError::Io) => res::IO,
+        Err(FaultError::SigBus) => res::SIGBUS,
+    };
+    crate::mm::faultlog::record(addr, mm.pgd, err, kind, result);
+    r
+}
+
+/// [`handle_mm_fault`]'s work; `kind` says which path served it.
+fn serve_fault(mm: &mut MmStruct, addr: u64, err: u64, kind: &mut u8) -> Result<(), FaultError> {
     let vma = match mm.vmas.find(addr) {
         Some(v) => *v,
         None => expand_stack(mm, addr).ok_or(FaultError::MapErr)?,
@@ -120,11 +139,13 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     }
     mm.stat.faults += 1;
     if vma.flags.contains(VmFlags::HUGETLB) {
+        *kind = fault_kind::HUGE;
         return crate::mm::hugetlb::hugetlb_fault(mm, &vma, addr, write);
     }
     // Transparent huge pages first (proc/thp.rs): a huge PMD here, or a
     // new huge page where the range allows one.
     if let Some(r) = super::thp::huge_fault(mm, &vma, addr, write) {
+        *kind = fault_kind::HUGE;
         return r;
     }
     // Linux's `__handle_mm_fault`: the tables down to the PTE first
@@ -138,22 +159,28 @@ pub fn handle_mm_fault(mm: &mut MmStruct, addr: u64, err: u64) -> Result<(), Fau
     let (slot, pte) = PAGES.with(|p| pte_alloc(p, &mut phys, mm, va)).ok_or(FaultError::Oom)?;
     if pte.0 == 0 {
         if let mm_core::vma::VmaKind::File(ino) = vma.kind {
+            *kind = fault_kind::FILE;
             return filemap_fault(mm, &vma, slot, va, write, ino as usize);
         }
         if !write && !vma.flags.contains(VmFlags::SHARED) {
             let zero = MM_GLOBALS.with(|g| g.zero_pa);
             slot.write(&mut phys, Pte(zero | leaf_flags(vma.flags, false))).map_err(|_| FaultError::Oom)?;
             mm.stat.zero_page_maps += 1;
+            *kind = fault_kind::ZERO;
             return Ok(());
         }
+        *kind = fault_kind::ANON;
         return anonymous_page(mm, &vma, slot, va);
     }
     if !pte.is_present() {
+        *kind = fault_kind::SWAP_IN;
         return do_swap_page(mm, &vma, slot, pte, va, write);
     }
     if write && !pte.is_writable() {
+        *kind = fault_kind::COW;
         return do_wp_page(mm, &vma, slot, addr, pte.0);
     }
+    *kind = fault_kind::SPURIOUS;
     // Present and allowed: a PTE left stale by mprotect (the user bit)
     // or a TLB entry older than the PTE. Refresh the flags from the VMA.
     let keep = PteFlags::USER.0 | PteFlags::NX.0;

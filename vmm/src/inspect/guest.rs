@@ -20,7 +20,7 @@ use mm_core::buddy::{Page, PageOwner, MAX_PAGE_ORDER, PG_BUDDY, PG_HEAD, PG_PCP,
 use mm_core::buddy::{ZoneType, NR_ZONES};
 use mm_core::descriptor::{
     AccessRecord, CacheDesc, MmDescriptor, ProcDesc, Wire, ACCESS_RECORD_SIZE, DESCRIPTOR_MAGIC, DESCRIPTOR_SIZE,
-    DESCRIPTOR_VERSION, MAX_CACHE_DESCS, MAX_PROC_DESCS, PAGE_DESC_SIZE, PROC_DESC_SIZE,
+    DESCRIPTOR_VERSION, DESCRIPTOR_VERSION_MIN, MAX_CACHE_DESCS, MAX_PROC_DESCS, PAGE_DESC_SIZE, PROC_DESC_SIZE,
 };
 use mm_core::paging::{walk, CpuContext};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,14 +211,19 @@ impl<'m> GuestState<'m> {
         let pa = pa.ok_or(GuestStateError::NotPublished)?;
         let mut buf = vec![0u8; DESCRIPTOR_SIZE];
         mem.read_slice(&mut buf, GuestAddress(pa)).map_err(|_| GuestStateError::Unreadable(pa))?;
-        let desc = MmDescriptor::decode(&buf);
         let invalid = |detail: String| GuestStateError::Invalid { pa, detail };
-        if desc.magic != DESCRIPTOR_MAGIC {
-            return Err(invalid(format!("magic {:#x}, expected {DESCRIPTOR_MAGIC:#x}", desc.magic)));
+        let raw = MmDescriptor::decode(&buf);
+        if raw.magic != DESCRIPTOR_MAGIC {
+            return Err(invalid(format!("magic {:#x}, expected {DESCRIPTOR_MAGIC:#x}", raw.magic)));
         }
-        if desc.version != DESCRIPTOR_VERSION {
-            return Err(invalid(format!("version {}, this VMM reads version {DESCRIPTOR_VERSION}", desc.version)));
-        }
+        // An older guest's (a snapshot taken by an older VMM): read as
+        // this version with what it lacks empty, or refused by version.
+        let desc = MmDescriptor::decode_versioned(&buf).map_err(|v| {
+            invalid(format!(
+                "version {v} with size {}: this VMM reads versions {DESCRIPTOR_VERSION_MIN} to {DESCRIPTOR_VERSION}; inspect it with the VMM that wrote it",
+                raw.size
+            ))
+        })?;
         if desc.size as usize != DESCRIPTOR_SIZE || desc.page_desc_size as usize != PAGE_DESC_SIZE {
             return Err(invalid(format!(
                 "descriptor size {} and page-descriptor size {}, expected {DESCRIPTOR_SIZE} and {PAGE_DESC_SIZE}",

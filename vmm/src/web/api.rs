@@ -83,7 +83,21 @@ pub enum Query {
         /// Whose tables.
         root: Root,
     },
+    /// The user page faults the guest logged (its fault ring, read now):
+    /// those after record `since`, of `pid` when given, the newest
+    /// `limit`.
+    Faults {
+        /// Record number to start after (0: all kept).
+        since: u64,
+        /// Only this process's.
+        pid: Option<u32>,
+        /// At most this many (the newest).
+        limit: usize,
+    },
 }
+
+/// Most faults one `/api/faults` answer lists (and its default).
+pub const FAULTS_LIMIT: u64 = 4096;
 
 /// Most cells one physical-map request may ask for.
 pub const CELLS_MAX: u64 = 1 << 16;
@@ -168,6 +182,7 @@ pub fn parse(path: &str, query: &str) -> Result<Query, ApiError> {
         "walk" => &["root", "va"],
         "vmas" | "ranges" => &["root"],
         "physmap" => &["from", "to", "cells"],
+        "faults" => &["since", "pid", "limit"],
         p if p.starts_with("view/") => &[],
         _ => {
             return Err(ApiError::not_found(format!(
@@ -205,6 +220,21 @@ pub fn parse(path: &str, query: &str) -> Result<Query, ApiError> {
             }
         },
         "ranges" => Query::Ranges { root: parse_root(get("root"))? },
+        "faults" => {
+            let since = get("since").map(|v| parse_num("since", v)).transpose()?.unwrap_or(0);
+            let pid = get("pid")
+                .map(|v| {
+                    v.parse::<u32>().map_err(|_| {
+                        ApiError::bad(format!("pid '{v}' is not a process id (GET /api/procs lists them)"))
+                    })
+                })
+                .transpose()?;
+            let limit = get("limit").map(|v| parse_num("limit", v)).transpose()?.unwrap_or(FAULTS_LIMIT);
+            if limit == 0 || limit > FAULTS_LIMIT {
+                return Err(ApiError::bad(format!("limit={limit} is out of range: 1 to {FAULTS_LIMIT}")));
+            }
+            Query::Faults { since, pid, limit: limit as usize }
+        }
         "physmap" => {
             let cells = get("cells").map(|c| parse_num("cells", c)).transpose()?.unwrap_or(1024);
             if cells == 0 || cells > CELLS_MAX {
@@ -456,6 +486,13 @@ pub fn execute(hook: &mut WebHook, q: &Query, seq: u64, vcpu: &dyn Vcpu) -> Resu
             v["seq"] = seq.into();
             json(&v)
         }
+        Query::Faults { since, pid, limit } => {
+            let at = hook.stop_name();
+            hook.read_faults(&at);
+            let mut v = hook.shared().faults_json(*since, *pid, *limit);
+            v["seq"] = seq.into();
+            json(&v)
+        }
         Query::Ranges { root } => {
             let (ctx, cr3) = context(hook, *root, vcpu)?;
             let phys = GuestPhys(hook.mem());
@@ -509,5 +546,15 @@ mod tests {
         assert_eq!(parse("vmas", "root=1&va=2").unwrap_err().status, 400);
         assert_eq!(parse("ranges", "root=kernel").unwrap(), Query::Ranges { root: Root::Kernel });
         assert!(matches!(parse("view/buddyinfo", "").unwrap(), Query::View(ViewSpec::Buddyinfo)));
+        assert_eq!(
+            parse("faults", "since=0x10&pid=3&limit=5").unwrap(),
+            Query::Faults { since: 16, pid: Some(3), limit: 5 }
+        );
+        assert_eq!(parse("faults", "").unwrap(), Query::Faults { since: 0, pid: None, limit: 4096 });
+        assert_eq!(parse("faults", "pid=me").unwrap_err().status, 400);
+        assert_eq!(parse("faults", "limit=0").unwrap_err().status, 400);
+        assert_eq!(parse("faults", "limit=99999").unwrap_err().status, 400);
+        assert_eq!(parse("faults", "since=-1").unwrap_err().status, 400);
+        assert_eq!(parse("faults", "addr=1").unwrap_err().status, 400);
     }
 }

@@ -42,6 +42,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
 
 /// Events the log keeps (the oldest go first).
 const LOG_MAX: usize = 2000;
+/// Faults [`Shared`] keeps for `GET /api/faults` (the oldest go first).
+const FAULTS_MAX: usize = 4096;
+/// Most slots a guest's fault ring may claim (the guest's has 512).
+const FAULT_RING_MAX: u32 = 1 << 16;
 /// Samples the history keeps for a browser that attaches late.
 const HISTORY_MAX: usize = 600;
 /// Updates queued for one browser before it counts as stuck.
@@ -172,10 +176,87 @@ pub struct Event {
     pub id: u64,
     /// Milliseconds since the VMM started serving.
     pub ms: u64,
-    /// "checkpoint", "pause", "sample", "resume", "end".
+    /// "checkpoint", "pause", "sample", "resume", "run", "fault", "end".
     pub kind: &'static str,
-    /// A checkpoint's name (escaped), or a note.
+    /// A checkpoint's name (escaped), or a note (a fault's one-line
+    /// summary).
     pub name: String,
+    /// A fault's details (kind "fault" only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// One user page fault from the guest's fault log (guest/src/mm/faultlog.rs,
+/// mm-core's `FaultRecord`), as the API and the page give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// The guest's record number (1, 2, ... since boot, in the order the
+    /// faults finished).
+    pub n: u64,
+    /// The faulting address (CR2), `0x...`.
+    pub addr: String,
+    /// The faulting task's pid.
+    pub pid: u32,
+    /// Its address space's page-table root, `0x...`.
+    pub cr3: String,
+    /// "anon", "zero", "cow", "file", "swap-in", "huge", "spurious", or
+    /// "none" (refused before any page was touched).
+    pub kind: &'static str,
+    /// "ok", "segv-maperr", "segv-accerr", "oom", "sigbus-io",
+    /// "sigbus-hugetlb".
+    pub result: &'static str,
+    /// The access was a write.
+    pub write: bool,
+    /// The access was an instruction fetch.
+    pub fetch: bool,
+    /// The page was present (a protection fault).
+    pub present: bool,
+    /// The checkpoint or stop at which the host read it.
+    pub seen_at: String,
+}
+
+impl Fault {
+    fn from_record(r: &mm_core::descriptor::FaultRecord, seen_at: &str) -> Fault {
+        use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_WRITE};
+        let e = r.error as u32;
+        Fault {
+            n: r.seq,
+            addr: format!("{:#x}", r.addr),
+            pid: r.pid,
+            cr3: format!("{:#x}", r.cr3),
+            kind: r.kind_name(),
+            result: r.result_name(),
+            write: e & PF_WRITE != 0,
+            fetch: e & PF_FETCH != 0,
+            present: e & PF_PRESENT != 0,
+            seen_at: crate::devices::results::escape(seen_at),
+        }
+    }
+
+    /// One line for the log: "cow write 0x4000 pid 3: ok".
+    fn summary(&self) -> String {
+        let access = if self.fetch {
+            "fetch"
+        } else if self.write {
+            "write"
+        } else {
+            "read"
+        };
+        format!("{} {access} {} pid {}: {}", self.kind, self.addr, self.pid, self.result)
+    }
+}
+
+/// The faults read from the guest's ring so far.
+#[derive(Default)]
+struct FaultLog {
+    /// The next record number to read (records before it were read or
+    /// lost).
+    next: u64,
+    /// Records the ring overwrote (or were being written) before the host
+    /// read them.
+    lost: u64,
+    /// The last [`FAULTS_MAX`] read.
+    kept: VecDeque<Fault>,
 }
 
 /// What one sample of the guest holds: free blocks per zone and order and
@@ -234,11 +315,16 @@ pub struct Shared {
     log: Mutex<VecDeque<Event>>,
     next_event: AtomicU64,
     history: Mutex<VecDeque<Sample>>,
+    faults: Mutex<FaultLog>,
     start: Instant,
     /// Updates pushed and their bytes (per subscriber), for the bench.
     pub updates_sent: AtomicU64,
     /// See `updates_sent`.
     pub update_bytes: AtomicU64,
+    /// What the same updates would have been with every vmstat counter
+    /// in each instead of the changed ones (the bench's peer for
+    /// `update_bytes`), per subscriber.
+    pub update_full_bytes: AtomicU64,
     /// Time the hook spent in checkpoints when no browser was attached,
     /// in nanoseconds, and how many such checkpoints (the bench's "cost
     /// with nobody watching").
@@ -275,9 +361,11 @@ impl Shared {
             log: Mutex::new(VecDeque::new()),
             next_event: AtomicU64::new(1),
             history: Mutex::new(VecDeque::new()),
+            faults: Mutex::new(FaultLog::default()),
             start: Instant::now(),
             updates_sent: AtomicU64::new(0),
             update_bytes: AtomicU64::new(0),
+            update_full_bytes: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             idle_checkpoints: AtomicU64::new(0),
             console: std::sync::OnceLock::new(),
@@ -341,13 +429,32 @@ impl Shared {
     }
 
     fn log_event(&self, kind: &'static str, name: &str) -> u64 {
+        self.push_event(kind, crate::devices::results::escape(name), None)
+    }
+
+    fn push_event(&self, kind: &'static str, name: String, fault: Option<Fault>) -> u64 {
         let id = self.next_event.fetch_add(1, Ordering::Relaxed);
         let mut log = locked(&self.log);
         if log.len() >= LOG_MAX {
             log.pop_front();
         }
-        log.push_back(Event { id, ms: self.ms(), kind, name: crate::devices::results::escape(name) });
+        log.push_back(Event { id, ms: self.ms(), kind, name, fault });
         id
+    }
+
+    /// The faults kept (oldest first), those of `pid` only when given,
+    /// those after record `since`, at most `limit` (the newest): `GET
+    /// /api/faults`.
+    pub fn faults_json(&self, since: u64, pid: Option<u32>, limit: usize) -> serde_json::Value {
+        let f = locked(&self.faults);
+        let sel: Vec<&Fault> = f.kept.iter().filter(|x| x.n > since && pid.is_none_or(|p| x.pid == p)).collect();
+        let skip = sel.len().saturating_sub(limit);
+        serde_json::json!({
+            "faults": sel[skip..],
+            "next": f.next,
+            "lost": f.lost,
+            "kept": f.kept.len(),
+        })
     }
 
     /// Events after `since`.
@@ -371,6 +478,7 @@ impl Shared {
             "clients": self.clients.load(Ordering::Relaxed),
             "updates_sent": self.updates_sent.load(Ordering::Relaxed),
             "update_bytes": self.update_bytes.load(Ordering::Relaxed),
+            "update_full_bytes": self.update_full_bytes.load(Ordering::Relaxed),
             "idle_checkpoints": self.idle_checkpoints.load(Ordering::Relaxed),
             "idle_ns": self.idle_ns.load(Ordering::Relaxed),
         })
@@ -484,6 +592,11 @@ pub struct WebHook {
     /// still (zooming asks for it again and again); dropped at every new
     /// stop.
     physmap: Option<(u64, crate::inspect::physmap::PhysMap)>,
+    /// Where the guest's fault ring lies (read from the descriptor once).
+    fault_ring: Option<mm_core::descriptor::FaultLogDesc>,
+    /// Faults read since the last update was sent (the next one carries
+    /// them).
+    fresh_faults: Vec<Fault>,
 }
 
 /// A running web view: the server's threads and the hook to give the
@@ -543,7 +656,17 @@ impl WebView {
     pub fn hook(&self, mem: GuestMem, symbols: Arc<Symbols>, link: GuestLink, stop: Arc<AtomicBool>) -> WebHook {
         let inspector = Inspector::new(InspectConfig::default(), mem.clone(), None, symbols, Box::new(std::io::sink()))
             .with_link(link.clone());
-        WebHook { shared: self.shared.clone(), inspector, mem, link, stop, last_vmstat: Vec::new(), physmap: None }
+        WebHook {
+            shared: self.shared.clone(),
+            inspector,
+            mem,
+            link,
+            stop,
+            last_vmstat: Vec::new(),
+            physmap: None,
+            fault_ring: None,
+            fresh_faults: Vec::new(),
+        }
     }
 }
 
@@ -557,6 +680,11 @@ impl WebHook {
             c.seq
         };
         let mut msg = serde_json::json!({"t": "u", "seq": seq, "ev": kind, "name": crate::devices::results::escape(name), "ms": t0_ms});
+        self.read_faults(name);
+        if !self.fresh_faults.is_empty() {
+            msg["faults"] = serde_json::json!(std::mem::take(&mut self.fresh_faults));
+        }
+        let mut full_len = 0;
         if let Ok((_, base)) = Inspector::guest_context(vcpu) {
             if let Ok(gs) = GuestState::read(&self.mem, self.link.descriptor.get(), &base) {
                 let b = mmviews::buddyinfo(&gs);
@@ -573,6 +701,11 @@ impl WebHook {
                     .map(|(_, c)| (c.name.to_string(), c.value.into()))
                     .collect();
                 msg["buddy"] = serde_json::json!(buddy);
+                // The peer of the delta: every counter.
+                let all: serde_json::Map<String, serde_json::Value> =
+                    v.counters.iter().map(|c| (c.name.to_string(), c.value.into())).collect();
+                msg["vm"] = serde_json::Value::Object(all);
+                full_len = msg.to_string().len();
                 msg["vm"] = serde_json::Value::Object(delta);
                 let mut h = locked(&self.shared.history);
                 if h.len() >= HISTORY_MAX {
@@ -588,7 +721,10 @@ impl WebHook {
                 self.last_vmstat = values;
             }
         }
-        self.shared.broadcast(msg.to_string());
+        let text = msg.to_string();
+        let subs = locked(&self.shared.subscribers).len() as u64;
+        self.shared.update_full_bytes.fetch_add(subs * full_len.max(text.len()) as u64, Ordering::Relaxed);
+        self.shared.broadcast(text);
     }
 
     /// Runs the queued jobs now, with the vCPU parked.
@@ -638,8 +774,80 @@ impl WebHook {
         ParkVerdict::Resume
     }
 
+    /// Reads the faults the guest logged since the last read (its ring,
+    /// guest/src/mm/faultlog.rs) into the event log and [`Shared`]'s
+    /// list, and keeps them for the next update. `at` names the stop.
+    /// Records the ring overwrote first are counted as lost; a ring the
+    /// descriptor does not describe sanely is left alone.
+    pub(crate) fn read_faults(&mut self, at: &str) {
+        use mm_core::descriptor::{FaultRecord, Wire, FAULT_RECORD_SIZE};
+        use vm_memory::{Bytes, GuestAddress};
+        if self.fault_ring.is_none() {
+            let base = mm_core::paging::CpuContext::kernel(mm_core::addr::PhysAddr(0));
+            let Ok(gs) = GuestState::descriptor(&self.mem, self.link.descriptor.get(), &base) else {
+                return;
+            };
+            let d = gs.desc.faults;
+            if d.ring == 0
+                || d.record_size as usize != FAULT_RECORD_SIZE
+                || !d.capacity.is_power_of_two()
+                || d.capacity > FAULT_RING_MAX
+            {
+                return;
+            }
+            self.fault_ring = Some(d);
+        }
+        let Some(d) = self.fault_ring else { return };
+        let Ok(head) = self.mem.read_obj::<u64>(GuestAddress(d.head)) else { return };
+        let cap = d.capacity as u64;
+        let mut ring = vec![0u8; d.capacity as usize * FAULT_RECORD_SIZE];
+        if self.mem.read_slice(&mut ring, GuestAddress(d.ring)).is_err() {
+            return;
+        }
+        let mut log = locked(&self.shared.faults);
+        if head < log.next {
+            // The guest started over (a reboot): so does the log.
+            log.next = 0;
+        }
+        let from = log.next.max(head.saturating_sub(cap));
+        log.lost += from - log.next;
+        let mut fresh = Vec::new();
+        for n in from..head {
+            let at_slot = (n % cap) as usize * FAULT_RECORD_SIZE;
+            let r = FaultRecord::decode(&ring[at_slot..at_slot + FAULT_RECORD_SIZE]);
+            if r.seq != n + 1 {
+                // Overwritten since the count was read, or mid-write.
+                log.lost += 1;
+                continue;
+            }
+            fresh.push(Fault::from_record(&r, at));
+        }
+        log.next = head;
+        for f in &fresh {
+            if log.kept.len() >= FAULTS_MAX {
+                log.kept.pop_front();
+            }
+            log.kept.push_back(f.clone());
+        }
+        drop(log);
+        for f in &fresh {
+            self.shared.push_event("fault", f.summary(), Some(f.clone()));
+        }
+        self.fresh_faults.extend(fresh);
+    }
+
     pub(crate) fn inspector(&mut self) -> &mut Inspector {
         &mut self.inspector
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The name of the stop the vCPU is held at (or "running" for a
+    /// short stop to answer a request).
+    pub(crate) fn stop_name(&self) -> String {
+        locked(&self.shared.ctl).at.clone().unwrap_or_else(|| "running".into())
     }
 
     pub(crate) fn mem(&self) -> &GuestMem {
@@ -665,9 +873,13 @@ impl ParkHook for WebHook {
         // The guest ran since the last stop: the painted map is stale.
         self.physmap = None;
         let t0_ms = epoch_ms();
+        let attached = self.shared.clients.load(Ordering::Acquire) > 0;
+        if attached {
+            // The faults that led here go before the checkpoint in the log.
+            self.read_faults(name);
+        }
         self.shared.log_event("checkpoint", name);
         locked(&self.shared.ctl).last_checkpoint = Some(crate::devices::results::escape(name));
-        let attached = self.shared.clients.load(Ordering::Acquire) > 0;
         let step = self.shared.step_req.swap(false, Ordering::AcqRel);
         if !attached && !step && self.shared.pending.load(Ordering::Acquire) == 0 {
             self.shared.idle_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);

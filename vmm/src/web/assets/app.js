@@ -19,7 +19,7 @@ const el = (tag, attrs, ...kids) => {
 
 // What the tests and the bench read: updates received, their bytes, and
 // each update's latency from the host's checkpoint to this page.
-const stats = (window.mmemu = { updates: 0, bytes: 0, sizes: [], latencies: [], seq: 0, state: null, at: null, loaded: {} });
+const stats = (window.mmemu = { updates: 0, bytes: 0, sizes: [], latencies: [], seq: 0, state: null, at: null, loaded: {}, faults: [] });
 
 let vmNames = [];
 let vmValues = [];
@@ -471,10 +471,32 @@ function drawVmstat(changed) {
 }
 
 // ---------- log ----------
-function logLine(text) {
-  const li = el("li", {}, text);
+function logLine(text, li) {
+  li = li || el("li", {}, text);
   $("log").prepend(li);
   while ($("log").children.length > 500) $("log").lastChild.remove();
+}
+
+// One fault of the guest's fault log (GET /api/faults): clicking it shows
+// its address in the faulting process's page tables.
+function logFault(f) {
+  const access = f.fetch ? "fetch" : f.write ? "write" : "read";
+  const li = el("li", { class: `fault k-${f.kind}` + (f.result === "ok" ? "" : " bad"), title: "click: walk this address in the process's tables", data: { n: f.n, addr: f.addr, pid: f.pid, kind: f.kind, result: f.result } },
+    el("span", { class: "fk" }, f.kind), ` ${access} ${f.addr} pid ${f.pid}: ${f.result}`);
+  li.addEventListener("click", async () => {
+    const opt = document.querySelector(`#root option[value='${f.pid}']`);
+    if (opt && $("root").value !== String(f.pid)) {
+      $("root").value = rootSel = String(f.pid);
+      expanded.clear();
+      loadVmas();
+      await loadTree();
+    }
+    $("va").value = f.addr;
+    $("reveal").click();
+  });
+  stats.faults.push(f);
+  if (stats.faults.length > 4096) stats.faults.shift();
+  logLine(null, li);
 }
 
 // ---------- slab ----------
@@ -530,6 +552,7 @@ function onUpdate(m) {
     drawBuddy();
     drawVmstat(changed);
   }
+  for (const f of m.faults || []) logFault(f);
   if (m.ev !== "sample") {
     const faults = ["pgfault", "cow_copies", "cow_reuses", "pgmajfault", "pswpin", "pswpout", "pgsteal", "compact_success"].filter((n) => changed.has(n) || (m.vm && n in m.vm && samples.length === 1));
     logLine(`#${m.seq} ${m.ev} '${m.name}'` + (faults.length ? " — " + faults.map((n) => `${n} ${vmValues[vmNames.indexOf(n)]}`).join(", ") : ""));
@@ -549,7 +572,10 @@ async function loadHistory() {
     drawBuddy();
     drawVmstat();
     const log = await api("/api/log");
-    for (const e of log.events.slice(-200)) logLine(`${(e.ms / 1000).toFixed(3)} s ${e.kind} '${e.name}'`);
+    for (const e of log.events.slice(-200)) {
+      if (e.fault) logFault(e.fault);
+      else logLine(`${(e.ms / 1000).toFixed(3)} s ${e.kind} '${e.name}'`);
+    }
   } catch (e) {
     showError(e);
   }
