@@ -1016,3 +1016,62 @@ fn malformed_packets_and_disconnects_neither_panic_nor_hang() {
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 124, "{err}");
 }
+
+/// The value gdb printed for `$N = 0x...` (history number `n`).
+fn printed(out: &str, n: u32) -> u64 {
+    let tag = format!("${n} = ");
+    let line = out.lines().find(|l| l.starts_with(&tag)).unwrap_or_else(|| panic!("no {tag:?} in:\n{out}"));
+    let v = line[tag.len()..].trim();
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("{line:?} is no hex value"))
+}
+
+#[test]
+fn two_vcpus_are_two_threads_each_stepped_alone() {
+    // `--cpus 2`: the breakpoint in ap_main is hit on the application
+    // processor only (the boot CPU waits for it to come online meanwhile),
+    // so the stop names thread 2; `stepi` of thread 2 moves vCPU 1 alone.
+    let vmm = Vmm::start("90", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "exit=7"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break ap_main",
+            "continue",
+            "info threads",
+            "bt",
+            "thread 1",
+            "print/x $rip",
+            "thread 2",
+            "print/x $rip",
+            "stepi",
+            "print/x $rip",
+            "stepi",
+            "print/x $rip",
+            "thread 1",
+            "print/x $rip",
+            // monitor commands follow the thread gdb last looked at (its
+            // `Hg`), as QEMU's gdbstub does.
+            "x/i $pc",
+            "monitor regs",
+            "thread 2",
+            "x/i $pc",
+            "monitor regs",
+            "delete",
+            "continue",
+        ],
+    );
+    has(&out, "Thread 2 hit Breakpoint 1, ");
+    has(&out, "ap_main");
+    has(&out, "Thread 1.1 (vCPU 0, no process (kernel), kernel mode)");
+    has(&out, "Thread 1.2 (vCPU 1, no process (kernel), kernel mode)");
+    has(&out, "#0  ");
+    let (v0_before, v1_before, v1_step1, v1_step2, v0_after) =
+        (printed(&out, 1), printed(&out, 2), printed(&out, 3), printed(&out, 4), printed(&out, 5));
+    assert_eq!(v0_before, v0_after, "vCPU 0 moved while vCPU 1 was stepped:\n{out}");
+    assert_ne!(v1_before, v1_step1, "stepi did not move vCPU 1:\n{out}");
+    assert_ne!(v1_step1, v1_step2, "the second stepi did not move vCPU 1:\n{out}");
+    has(&out, "vCPU 0 (gdb thread 1)");
+    has(&out, "vCPU 1 (gdb thread 2)");
+    has(&out, "exited with code 07");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 7, "{err}");
+}
