@@ -590,10 +590,17 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
-    println!(
-        "gdb round trips: {steps} steps and {hits} breakpoint hits per run, {runs} runs, median of all samples \
-         (kernel breakpoint {kernel_bp:#x} in the `hang` loop, user breakpoint {user_bp:#x} {USER_FN} in mallocbench)"
-    );
+    if smp_only {
+        println!(
+            "gdb round trips, --cpus 2 only: {smp_steps} steps per vCPU per run, {runs} runs, median of all samples"
+        );
+    } else {
+        println!(
+            "gdb round trips: {steps} steps and {hits} breakpoint hits per run, {runs} runs, median of all samples \
+             (kernel breakpoint {kernel_bp:#x} in the `hang` loop, user breakpoint {user_bp:#x} {USER_FN} in \
+             mallocbench; --cpus 2: {smp_steps} steps per vCPU)"
+        );
+    }
     println!("host: {cpu}, KVM: {}", if vmm::kvm::host_has_hw_virt() { "hardware" } else { "ring 0 emulated" });
     // Thread and process wake-ups dominate the stub's figures on a busy
     // host: say how busy it was.

@@ -1002,9 +1002,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
         self.flush_state().map_err(fatal)?;
         self.cache = None;
-        self.fd()
-            .set_regs(&r)
-            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
+        self.fd().set_regs(&r).map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
 
         let mut fpu =
             self.fd().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
@@ -1017,9 +1015,7 @@ impl MultiThreadBase for GdbTarget<'_> {
         for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
             fpr[..10].copy_from_slice(st);
         }
-        self.fd()
-            .set_fpu(&fpu)
-            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
+        self.fd().set_fpu(&fpu).map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
 
         let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         if old != new.system {
