@@ -1075,3 +1075,40 @@ fn two_vcpus_are_two_threads_each_stepped_alone() {
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 7, "{err}");
 }
+
+#[test]
+fn ctrl_c_and_steps_of_either_vcpu_with_two_vcpus_never_hang() {
+    // `hang` on two vCPUs: vCPU 0 spins in run_actions, vCPU 1 sits in
+    // the idle loop. Ctrl-C stops both; a step of either answers (one of
+    // vCPU 1 may wait in `hlt` for an interrupt: then Ctrl-C ends it);
+    // the stop names the stepped thread.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "hang"]);
+    let mut c = Raw::connect(&vmm.target);
+    assert!(c.ask("?").unwrap().starts_with('T'));
+    for _ in 0..2 {
+        c.send("vCont;c");
+        std::thread::sleep(Duration::from_millis(500));
+        c.send_raw(&[0x03]);
+        let (stop, _) = c.recv_stop().expect("a stop reply after Ctrl-C");
+        assert!(stop.starts_with("T02"), "{stop}");
+    }
+    let threads = c.ask("qfThreadInfo").unwrap();
+    assert!(threads.contains("01") && threads.contains("02"), "{threads}");
+    for thread in ["1", "2", "1", "2"] {
+        c.send(&format!("vCont;s:{thread}"));
+        std::thread::sleep(Duration::from_millis(200));
+        // Harmless if the step already ended (no second stop reply).
+        c.send_raw(&[0x03]);
+        let (stop, _) = c.recv_stop().expect("a stop reply for the step");
+        assert!(stop.starts_with('T'), "{stop}");
+        assert!(stop.contains(&format!(".0{thread};")) || stop.contains(&format!(":0{thread};")), "{stop}");
+    }
+    // The registers of both threads read after the steps.
+    for t in ["p1.1", "p1.2"] {
+        assert_eq!(c.ask(&format!("Hg{t}")).as_deref(), Some("OK"));
+        assert!(c.ask("g").is_some_and(|r| r.len() > 100), "registers of {t}");
+    }
+    assert_eq!(c.ask("k"), None);
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+}
