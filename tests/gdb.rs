@@ -1112,3 +1112,23 @@ fn ctrl_c_and_steps_of_either_vcpu_with_two_vcpus_never_hang() {
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 137, "{err}");
 }
+
+#[test]
+fn info_threads_names_the_process_each_vcpu_runs() {
+    // Stopped in a system call of the first self-test process, on
+    // whichever vCPU ran it: that thread names the process (its CR3 is the
+    // process's root), the other vCPU its own state.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "selftest=process"]);
+    let out = gdb(
+        &vmm.target,
+        &["break kernel::proc::syscall::dispatch", "continue", "info threads", "monitor regs", "kill"],
+    );
+    has(&out, " hit Breakpoint 1, kernel::proc::syscall::dispatch");
+    let current = out.lines().find(|l| l.starts_with('*')).unwrap_or_else(|| panic!("no current thread:\n{out}"));
+    assert!(current.contains(", pid ") && current.contains(", kernel mode)"), "{current}\n{out}");
+    // Both threads listed, each with its vCPU.
+    has(&out, "(vCPU 0, ");
+    has(&out, "(vCPU 1, ");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    assert_eq!(vmm.finish(20).0, 137);
+}
