@@ -1106,7 +1106,8 @@ fn ctrl_c_and_steps_of_either_vcpu_with_two_vcpus_never_hang() {
     // The registers of both threads read after the steps.
     for t in ["p1.1", "p1.2"] {
         assert_eq!(c.ask(&format!("Hg{t}")).as_deref(), Some("OK"));
-        assert!(c.ask("g").is_some_and(|r| r.len() > 100), "registers of {t}");
+        // (Run-length encoded: a vCPU with many zero registers is short.)
+        assert!(c.ask("g").is_some_and(|r| unrle(&r).len() > 100), "registers of {t}");
     }
     assert_eq!(c.ask("k"), None);
     let (status, err) = vmm.finish(20);
