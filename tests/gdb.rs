@@ -1016,3 +1016,120 @@ fn malformed_packets_and_disconnects_neither_panic_nor_hang() {
     let (status, err) = vmm.finish(20);
     assert_eq!(status, 124, "{err}");
 }
+
+/// The value gdb printed for `$N = 0x...` (history number `n`).
+fn printed(out: &str, n: u32) -> u64 {
+    let tag = format!("${n} = ");
+    let line = out.lines().find(|l| l.starts_with(&tag)).unwrap_or_else(|| panic!("no {tag:?} in:\n{out}"));
+    let v = line[tag.len()..].trim();
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("{line:?} is no hex value"))
+}
+
+#[test]
+fn two_vcpus_are_two_threads_each_stepped_alone() {
+    // `--cpus 2`: the breakpoint in ap_main is hit on the application
+    // processor only (the boot CPU waits for it to come online meanwhile),
+    // so the stop names thread 2; `stepi` of thread 2 moves vCPU 1 alone.
+    let vmm = Vmm::start("90", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "exit=7"]);
+    let out = gdb(
+        &vmm.target,
+        &[
+            "break ap_main",
+            "continue",
+            "info threads",
+            "bt",
+            "thread 1",
+            "print/x $rip",
+            "thread 2",
+            "print/x $rip",
+            "stepi",
+            "print/x $rip",
+            "stepi",
+            "print/x $rip",
+            "thread 1",
+            "print/x $rip",
+            // monitor commands follow the thread gdb last looked at (its
+            // `Hg`), as QEMU's gdbstub does.
+            "x/i $pc",
+            "monitor regs",
+            "thread 2",
+            "x/i $pc",
+            "monitor regs",
+            "delete",
+            "continue",
+        ],
+    );
+    has(&out, "Thread 2 hit Breakpoint 1, ");
+    has(&out, "ap_main");
+    has(&out, "Thread 1.1 (vCPU 0, no process (kernel), kernel mode)");
+    has(&out, "Thread 1.2 (vCPU 1, no process (kernel), kernel mode)");
+    has(&out, "#0  ");
+    let (v0_before, v1_before, v1_step1, v1_step2, v0_after) =
+        (printed(&out, 1), printed(&out, 2), printed(&out, 3), printed(&out, 4), printed(&out, 5));
+    assert_eq!(v0_before, v0_after, "vCPU 0 moved while vCPU 1 was stepped:\n{out}");
+    assert_ne!(v1_before, v1_step1, "stepi did not move vCPU 1:\n{out}");
+    assert_ne!(v1_step1, v1_step2, "the second stepi did not move vCPU 1:\n{out}");
+    has(&out, "vCPU 0 (gdb thread 1)");
+    has(&out, "vCPU 1 (gdb thread 2)");
+    has(&out, "exited with code 07");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 7, "{err}");
+}
+
+#[test]
+fn ctrl_c_and_steps_of_either_vcpu_with_two_vcpus_never_hang() {
+    // `hang` on two vCPUs: vCPU 0 spins in run_actions, vCPU 1 sits in
+    // the idle loop. Ctrl-C stops both; a step of either answers (one of
+    // vCPU 1 may wait in `hlt` for an interrupt: then Ctrl-C ends it);
+    // the stop names the stepped thread.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "hang"]);
+    let mut c = Raw::connect(&vmm.target);
+    assert!(c.ask("?").unwrap().starts_with('T'));
+    for _ in 0..2 {
+        c.send("vCont;c");
+        std::thread::sleep(Duration::from_millis(500));
+        c.send_raw(&[0x03]);
+        let (stop, _) = c.recv_stop().expect("a stop reply after Ctrl-C");
+        assert!(stop.starts_with("T02"), "{stop}");
+    }
+    let threads = c.ask("qfThreadInfo").unwrap();
+    assert!(threads.contains("01") && threads.contains("02"), "{threads}");
+    for thread in ["1", "2", "1", "2"] {
+        c.send(&format!("vCont;s:{thread}"));
+        std::thread::sleep(Duration::from_millis(200));
+        // Harmless if the step already ended (no second stop reply).
+        c.send_raw(&[0x03]);
+        let (stop, _) = c.recv_stop().expect("a stop reply for the step");
+        assert!(stop.starts_with('T'), "{stop}");
+        assert!(stop.contains(&format!(".0{thread};")) || stop.contains(&format!(":0{thread};")), "{stop}");
+    }
+    // The registers of both threads read after the steps.
+    for t in ["p1.1", "p1.2"] {
+        assert_eq!(c.ask(&format!("Hg{t}")).as_deref(), Some("OK"));
+        // (Run-length encoded: a vCPU with many zero registers is short.)
+        assert!(c.ask("g").is_some_and(|r| unrle(&r).len() > 100), "registers of {t}");
+    }
+    assert_eq!(c.ask("k"), None);
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+}
+
+#[test]
+fn info_threads_names_the_process_each_vcpu_runs() {
+    // Stopped in a system call of the first self-test process, on
+    // whichever vCPU ran it: that thread names the process (its CR3 is the
+    // process's root), the other vCPU its own state.
+    let vmm = Vmm::start("60", "tcp:127.0.0.1:0", &["--gdb-wait", "--cpus", "2", "--cmdline", "selftest=process"]);
+    let out = gdb(
+        &vmm.target,
+        &["break kernel::proc::syscall::dispatch", "continue", "info threads", "monitor regs", "kill"],
+    );
+    has(&out, " hit Breakpoint 1, kernel::proc::syscall::dispatch");
+    let current = out.lines().find(|l| l.starts_with('*')).unwrap_or_else(|| panic!("no current thread:\n{out}"));
+    assert!(current.contains(", pid ") && current.contains(", kernel mode)"), "{current}\n{out}");
+    // Both threads listed, each with its vCPU.
+    has(&out, "(vCPU 0, ");
+    has(&out, "(vCPU 1, ");
+    has(&out, "[Inferior 1 (process 1) killed]");
+    assert_eq!(vmm.finish(20).0, 137);
+}

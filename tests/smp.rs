@@ -175,7 +175,7 @@ fn gdb_shows_one_thread_per_vcpu_with_its_own_registers() {
     );
     let all = format!("{out}\n{}", run.all());
     for i in 1..=4 {
-        assert!(out.contains(&format!("Thread 1.{i} (vCPU {})", i - 1)), "thread {i} listed: {all}");
+        assert!(out.contains(&format!("Thread 1.{i} (vCPU {}, ", i - 1)), "thread {i} listed: {all}");
     }
     // vCPU 2 (thread 3) waits for its SIPI in the reset state: real mode
     // at f000:fff0; vCPU 0 is at the kernel's entry.

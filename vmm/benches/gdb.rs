@@ -17,11 +17,19 @@
 //!   same command lines and addresses, when qemu-system-x86_64 is
 //!   installed.
 //!
+//! - with `--cpus 2` (issue 16), in one VMM stopped in the application
+//!   processor's `ap_main`: a single step of vCPU 1 (`vCont;s:2`: run
+//!   alone on its own thread for the session, a hand-off each way) beside
+//!   a single step of vCPU 0 (`vCont;s:1`: on the session's own thread),
+//!   interleaved.
+//!
 //! Targets (issue 11): a step through the stub at most 2x the raw step; a
 //! user breakpoint at most 3x a kernel one.
 //!
 //! `cargo bench -p vmm --bench gdb` (add `-- --steps N --hits N --runs R`,
-//! and `--base PATH` to measure another build's stub beside this one).
+//! and `--base PATH` to measure another build's stub beside this one;
+//! `--smp-only` for the two-vCPU rows alone, `--smp-steps N` steps per
+//! vCPU and run, 300 by default: the AP's start-up code is that long).
 
 use clap::Parser;
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP};
@@ -209,16 +217,18 @@ impl Client {
 
     /// Per-step times of `n` `vCont;s:1` round trips.
     fn steps(&mut self, n: u32) -> Vec<Duration> {
-        (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                self.send("vCont;s:1");
-                let reply = self.recv_stop();
-                let d = t.elapsed();
-                assert!(reply.starts_with(['T', 'S']), "{reply}");
-                d
-            })
-            .collect()
+        (0..n).map(|_| self.step_thread(1)).collect()
+    }
+
+    /// One `vCont;s:THREAD` round trip; the stop names that thread.
+    fn step_thread(&mut self, thread: usize) -> Duration {
+        let t = Instant::now();
+        self.send(&format!("vCont;s:{thread:x}"));
+        let reply = self.recv_stop();
+        let d = t.elapsed();
+        assert!(reply.starts_with(['T', 'S']), "{reply}");
+        assert!(!reply.starts_with('T') || reply.contains(&format!("{thread:02x};")), "{reply}");
+        d
     }
 
     /// Per-hit times of `n` `vCont;c` round trips to the breakpoint at
@@ -292,11 +302,17 @@ fn free_port() -> u16 {
 
 /// `vmm run --gdb-wait` with `cmdline`, over a Unix socket or TCP.
 fn stub(vmm: &str, cmdline: &str, tcp: bool) -> Session {
+    stub_with(vmm, cmdline, tcp, &[])
+}
+
+/// [`stub`] with more `vmm run` arguments.
+fn stub_with(vmm: &str, cmdline: &str, tcp: bool, extra: &[&str]) -> Session {
     let sock = temp_dir().join("gdb.sock");
     let port = free_port();
     let addr = if tcp { format!("tcp:127.0.0.1:{port}") } else { format!("unix:{}", sock.display()) };
     let mut child = Command::new(vmm)
         .args(["run", "--timeout", "300", "--cmdline", cmdline, "--gdb-wait", "--gdb", &addr])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -443,6 +459,8 @@ fn main() {
         return;
     }
     let steps = arg("--steps", 2000);
+    let smp_steps = arg("--smp-steps", 300);
+    let smp_only = args.iter().any(|a| a == "--smp-only");
     let hits = arg("--hits", 300);
     let runs = arg("--runs", 3).max(1);
     let this = env!("CARGO_BIN_EXE_vmm");
@@ -451,13 +469,34 @@ fn main() {
     let base = args.iter().position(|a| a == "--base").and_then(|i| args.get(i + 1)).cloned();
 
     let symbols = vmm::symbols::Symbols::from_elf(&std::fs::read(GUEST_ELF).unwrap());
+    let ap_main = symbols.address_of("ap_main").expect("ap_main");
+    let smp_rows = |add: &mut dyn FnMut(&str, Vec<Duration>)| {
+        // Both vCPUs stopped where the AP starts (the boot CPU waits for
+        // it in its start-up loop); steps of each, interleaved.
+        let mut s = stub_with(this, "hang", false, &["--cpus", "2"]);
+        assert!(s.c.no_ack());
+        s.c.set_bp(ap_main);
+        s.c.send("vCont;c");
+        let stop = s.c.recv_stop();
+        assert!(stop.contains("02;"), "ap_main is hit on vCPU 1: {stop}");
+        s.c.clear_bp(ap_main);
+        let (mut v0, mut v1) = (Vec::new(), Vec::new());
+        for _ in 0..smp_steps {
+            v0.push(s.c.step_thread(1));
+            v1.push(s.c.step_thread(2));
+        }
+        add("stub, --cpus 2: single step of vCPU 0 (vCont;s:1, the session's own thread), Unix, no-ack", v0);
+        add("stub, --cpus 2: single step of vCPU 1 (vCont;s:2, run on its thread), Unix, no-ack", v1);
+    };
     let dispatch = symbols.address_of("kernel::proc::syscall::dispatch").expect("kernel::proc::syscall::dispatch");
     let user_bp = vmm::symbols::Symbols::from_elf(&std::fs::read(user_elf("mallocbench")).unwrap())
         .address_of(USER_FN)
         .expect("ulib::malloc::free in mallocbench");
     // The kernel breakpoint: where the `hang` loop spins (the same ELF
     // and command line under QEMU).
-    let kernel_bp = {
+    let kernel_bp = if smp_only {
+        0
+    } else {
         // Stopped in the loop itself (not in an interrupt handler or
         // still booting on a slow host).
         let mut s = stub(this, "hang", false);
@@ -480,6 +519,10 @@ fn main() {
     for _ in 0..runs {
         bar.inc();
         add("raw KVM_GUESTDBG_SINGLESTEP exit (in-process KVM_RUN loop)", raw_steps(steps));
+        smp_rows(&mut add);
+        if smp_only {
+            continue;
+        }
         add(
             "raw breakpoint round trip, kernel (in-process: step off, run to the DR0 hit)",
             raw_bp_hits(kernel_bp, hits),
@@ -547,10 +590,17 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
-    println!(
-        "gdb round trips: {steps} steps and {hits} breakpoint hits per run, {runs} runs, median of all samples \
-         (kernel breakpoint {kernel_bp:#x} in the `hang` loop, user breakpoint {user_bp:#x} {USER_FN} in mallocbench)"
-    );
+    if smp_only {
+        println!(
+            "gdb round trips, --cpus 2 only: {smp_steps} steps per vCPU per run, {runs} runs, median of all samples"
+        );
+    } else {
+        println!(
+            "gdb round trips: {steps} steps and {hits} breakpoint hits per run, {runs} runs, median of all samples \
+             (kernel breakpoint {kernel_bp:#x} in the `hang` loop, user breakpoint {user_bp:#x} {USER_FN} in \
+             mallocbench; --cpus 2: {smp_steps} steps per vCPU)"
+        );
+    }
     println!("host: {cpu}, KVM: {}", if vmm::kvm::host_has_hw_virt() { "hardware" } else { "ring 0 emulated" });
     // Thread and process wake-ups dominate the stub's figures on a busy
     // host: say how busy it was.
@@ -576,6 +626,11 @@ fn main() {
     let kbp = med("stub: kernel breakpoint").unwrap_or(f64::NAN);
     let ubp = med("stub: user").unwrap_or(f64::NAN);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    println!("target: stub step at most 2x the raw step: {:.2}x, {}", step / raw, verdict(step <= 2.0 * raw));
-    println!("target: user breakpoint at most 3x a kernel one: {:.2}x, {}", ubp / kbp, verdict(ubp <= 3.0 * kbp));
+    let v0 = med("stub, --cpus 2: single step of vCPU 0").unwrap_or(f64::NAN);
+    let v1 = med("stub, --cpus 2: single step of vCPU 1").unwrap_or(f64::NAN);
+    println!("vCPU 1's step costs {:.2}x vCPU 0's in the same VMM (the hand-off to its thread and back)", v1 / v0);
+    if !smp_only {
+        println!("target: stub step at most 2x the raw step: {:.2}x, {}", step / raw, verdict(step <= 2.0 * raw));
+        println!("target: user breakpoint at most 3x a kernel one: {:.2}x, {}", ubp / kbp, verdict(ubp <= 3.0 * kbp));
+    }
 }

@@ -142,7 +142,7 @@ fn symbol(t: &GdbTarget<'_>, s: &str) -> Option<u64> {
 }
 
 fn register(t: &mut GdbTarget<'_>, name: &str) -> Result<u64, String> {
-    let (r, s) = t.state().map_err(|e| e.to_string())?;
+    let (r, s) = t.sel_state().map_err(|e| e.to_string())?;
     // gdb's 32-bit names read the low half.
     let low = |v: u64| v & 0xffff_ffff;
     Ok(match name {
@@ -319,7 +319,7 @@ fn mem(t: &mut GdbTarget<'_>) -> Result<String, String> {
 
 /// The guest's state through its descriptor, with the vCPU's paging mode.
 fn guest_state<'m>(t: &mut GdbTarget<'m>) -> Result<GuestState<'m>, String> {
-    let (r, s) = t.state().map_err(|e| e.to_string())?;
+    let (r, s) = t.sel_state().map_err(|e| e.to_string())?;
     let base = match crate::inspect::address_mode(&r, &s) {
         AddressMode::Paged(ctx) => ctx,
         AddressMode::Unpaged => mm_core::paging::CpuContext {
@@ -357,7 +357,7 @@ fn phys(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
 }
 
 fn cr3(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
-    let (_, sregs) = t.state().map_err(|e| e.to_string())?;
+    let (_, sregs) = t.sel_state().map_err(|e| e.to_string())?;
     if args.is_empty() {
         t.view.cr3 = None;
         return Ok(format!("memory reads walk the vCPU's own CR3 ({:#x}) again\n", sregs.cr3));
@@ -406,8 +406,10 @@ fn cr3(t: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
 }
 
 fn regs(t: &mut GdbTarget<'_>) -> Result<String, String> {
-    let (r, s) = t.state().map_err(|e| e.to_string())?;
+    let (r, s) = t.sel_state().map_err(|e| e.to_string())?;
     let mut o = String::new();
+    // The thread gdb last addressed (`thread N` and a look at it).
+    let _ = writeln!(o, "vCPU {} (gdb thread {})", t.selected(), t.selected() + 1);
     let _ = writeln!(o, "rip {:#018x} {}", r.rip, t.symbols.describe(r.rip));
     let _ = writeln!(o, "cr0 {:#018x}  cr2 {:#018x}  cr3 {:#018x}", s.cr0, s.cr2, s.cr3);
     let _ = writeln!(o, "cr4 {:#018x}  cr8 {:#018x}  efer {:#018x}", s.cr4, s.cr8, s.efer);

@@ -5,10 +5,15 @@
 //! Each vCPU is a gdb thread with id = vCPU index + 1. The session runs on
 //! vCPU 0's thread; the other vCPUs are parked whenever gdb looks (all-stop:
 //! the world is stopped, see [`crate::vcpu::world`]), so their registers
-//! are read from their parked state. A step of vCPU 0 leaves the others
-//! stopped; a continue runs them all. Only vCPU 0 (thread 1) can be
-//! stepped or have its registers written; memory is seen through vCPU 0's
-//! address space.
+//! are read from their parked state. A step of any vCPU runs that one alone
+//! (on its own thread, for the session) and leaves the others stopped, as
+//! with gdb's scheduler-locking (and as kgdb steps one CPU with the others
+//! held, even when gdb's `vCont;s:N;c` would let them run); a continue runs
+//! them all with the same breakpoints, and the first vCPU to stop stops
+//! them all and is the thread gdb is told about (`T05thread:N;`). Memory,
+//! breakpoints and `monitor` use the address space (CR3) of the thread gdb
+//! last addressed (it selects one with `Hg` before reading its registers or
+//! memory).
 
 use super::arch::{Regs, X86_64System};
 use super::breakpoints::Breakpoints;
@@ -84,7 +89,14 @@ pub struct GdbTarget<'a> {
     /// How memory addresses are interpreted (`monitor phys`, `monitor cr3`).
     pub(super) view: View,
     step: bool,
-    debug_state: Option<(u32, [u64; 8])>,
+    /// The guest-debug state each vCPU has (None: unknown).
+    debug_state: Vec<Option<(u32, [u64; 8])>>,
+    /// The vCPU run control is about: the last to stop, or the one gdb
+    /// steps. The register cache is its.
+    cur: usize,
+    /// The vCPU gdb last addressed (registers, memory): whose address
+    /// space `monitor` and new breakpoints use.
+    sel: usize,
     cache: Option<(kvm_regs, kvm_sregs)>,
     /// Set once the guest died or the run ended.
     pub(super) end: Option<GuestEnd>,
@@ -105,10 +117,10 @@ pub struct GdbTarget<'a> {
     /// gdb's software breakpoints on no-execute pages, held by debug
     /// registers.
     sw_as_hw: Vec<u64>,
-    /// The next run is a step of vCPU 0 alone (the others stay stopped).
+    /// The next run is a step of `cur` alone (the others stay stopped).
     alone: bool,
-    /// gdb asked to step a vCPU other than 0 (refused at resume).
-    step_other: Option<Tid>,
+    /// The vCPU gdb asked to step in the resume being set up.
+    step_tid: Option<usize>,
 }
 
 /// A hidden breakpoint of the stub.
@@ -137,6 +149,7 @@ impl<'a> GdbTarget<'a> {
     /// A target over the parked vCPU `cpu`, which stopped with `first`;
     /// `watch` interrupts it while it runs.
     pub fn new(ctx: &'a GdbContext, watch: &'a Watch, cpu: &'a mut dyn GuestCpu, first: DebugStop) -> Self {
+        let (n, me) = (cpu.vcpu_count(), cpu.index());
         let mut t = GdbTarget {
             cpu,
             dbg: &ctx.debugger,
@@ -148,7 +161,9 @@ impl<'a> GdbTarget<'a> {
             bps: Breakpoints::default(),
             view: View::default(),
             step: false,
-            debug_state: None,
+            debug_state: vec![None; n],
+            cur: me,
+            sel: me,
             cache: None,
             end: None,
             ended_with: None,
@@ -158,16 +173,17 @@ impl<'a> GdbTarget<'a> {
             user_step: false,
             sw_as_hw: Vec::new(),
             alone: false,
-            step_other: None,
+            step_tid: None,
         };
         // Every exit copies the registers into the vCPU's run structure
         // while gdb is attached (KVM_CAP_SYNC_REGS, x86 KVM since Linux
         // 4.16): a stop's registers come without a KVM_GET_REGS and
         // KVM_GET_SREGS. Turned off again in `finish`.
-        {
-            let mut v = t.cpu.vcpu();
-            v.set_sync_valid_reg(SyncReg::Register);
-            v.set_sync_valid_reg(SyncReg::SystemRegister);
+        for i in 0..t.cpu.vcpu_count() {
+            if let Some(mut v) = t.cpu.vcpu_of(i) {
+                v.set_sync_valid_reg(SyncReg::Register);
+                v.set_sync_valid_reg(SyncReg::SystemRegister);
+            }
         }
         // A crash or halt seen at attach is this session's too.
         let _ = t.stop_reason(first);
@@ -226,14 +242,22 @@ impl<'a> GdbTarget<'a> {
         self.cache = None;
         loop {
             self.watch.arm(self.dbg);
-            let s = if self.alone { self.cpu.run_alone() } else { self.cpu.run() };
+            let s = if self.alone {
+                self.cpu.run_alone(self.cur)
+            } else {
+                let (i, s) = self.cpu.run();
+                // The vCPU that stopped is the one gdb is told about.
+                self.cur = i;
+                self.sel = i;
+                s
+            };
             self.watch.disarm();
             if let DebugStop::Debug(_) = s {
                 // A debug exit ends a KVM_RUN that just returned: KVM
                 // copied the registers into the shared run structure (see
                 // `new`), which saves two ioctls per step; each costs
                 // several microseconds where the host is itself a guest.
-                let r = self.cpu.vcpu().sync_regs();
+                let r = self.fd().sync_regs();
                 self.cache = Some((r.regs, r.sregs));
             }
             if s != DebugStop::Requested || self.watch.data_pending() {
@@ -246,15 +270,112 @@ impl<'a> GdbTarget<'a> {
     /// runs on unobserved after the session. The vCPU must be parked.
     pub fn finish(&mut self) {
         self.bps.clear(self.mem);
-        if let Err(e) = self.flush_state() {
-            eprintln!("vmm: gdb: {e}");
+        for i in 0..self.cpu.vcpu_count() {
+            if let Err(e) = self.flush_state_of(i) {
+                eprintln!("vmm: gdb: {e}");
+            }
+            let Some(mut v) = self.cpu.vcpu_of(i) else { continue };
+            let _ = v.set_guest_debug(&Default::default());
+            v.clear_sync_valid_reg(SyncReg::Register);
+            v.clear_sync_valid_reg(SyncReg::SystemRegister);
         }
-        let mut v = self.cpu.vcpu();
-        let _ = v.set_guest_debug(&Default::default());
-        v.clear_sync_valid_reg(SyncReg::Register);
-        v.clear_sync_valid_reg(SyncReg::SystemRegister);
-        drop(v);
-        self.debug_state = None;
+        self.debug_state.iter_mut().for_each(|d| *d = None);
+    }
+
+    /// The gdb thread of the vCPU run control is about.
+    pub(super) fn tid(&self) -> Tid {
+        Tid::new(self.cur + 1).unwrap_or(VCPU0)
+    }
+
+    /// vCPU `i` (parked); the session's own if `i` is past the last.
+    fn fd_of(&self, i: usize) -> std::sync::MutexGuard<'_, kvm_ioctls::VcpuFd> {
+        self.cpu.vcpu_of(i).unwrap_or_else(|| self.cpu.vcpu())
+    }
+
+    /// The vCPU run control is about.
+    fn fd(&self) -> std::sync::MutexGuard<'_, kvm_ioctls::VcpuFd> {
+        self.fd_of(self.cur)
+    }
+
+    /// Makes vCPU `i` the one run control (and the register cache) is
+    /// about.
+    fn switch_to(&mut self, i: usize) -> Result<(), GdbError> {
+        if i != self.cur {
+            self.flush_state()?;
+            self.cache = None;
+            self.cur = i;
+        }
+        Ok(())
+    }
+
+    /// vCPU `i`'s registers.
+    pub(super) fn state_of(&mut self, i: usize) -> Result<(kvm_regs, kvm_sregs), GdbError> {
+        if i == self.cur {
+            return self.state();
+        }
+        self.flush_state_of(i)?;
+        let v = self.fd_of(i);
+        let regs = v.get_regs().map_err(GdbError::kvm("read a vCPU's registers"))?;
+        let sregs = v.get_sregs().map_err(GdbError::kvm("read a vCPU's special registers"))?;
+        Ok((regs, sregs))
+    }
+
+    /// The registers of the thread gdb last addressed (for `monitor`).
+    pub(super) fn sel_state(&mut self) -> Result<(kvm_regs, kvm_sregs), GdbError> {
+        self.state_of(self.sel)
+    }
+
+    /// The vCPU gdb last addressed.
+    pub(super) fn selected(&self) -> usize {
+        self.sel
+    }
+
+    /// What vCPU `i` runs, for gdb's `info threads`: `vCPU 1, pid 3 (sh),
+    /// user mode`, or `vCPU 1, no process (kernel), kernel mode` for the
+    /// idle loop and kernel threads. The process is the one whose
+    /// address-space root (published in the guest's process table) is in
+    /// the vCPU's CR3.
+    fn describe_vcpu(&self, i: usize) -> String {
+        let head = format!("vCPU {i}");
+        if !self.cpu.started(i) {
+            return format!("{head}, not started (waits for its start-up IPI)");
+        }
+        let state = match self.cache.filter(|_| i == self.cur) {
+            Some(c) => Some(c),
+            None => {
+                let v = self.fd_of(i);
+                v.get_regs().ok().zip(v.get_sregs().ok())
+            }
+        };
+        let Some((regs, sregs)) = state else { return head };
+        let mode = if sregs.cs.selector & 3 == 3 { "user mode" } else { "kernel mode" };
+        let AddressMode::Paged(ctx) = inspect::address_mode(&regs, &sregs) else {
+            return format!("{head}, paging off, {mode}");
+        };
+        use mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+        let root = sregs.cr3 & PTE_ADDR_MASK_MAX;
+        let gs = crate::inspect::guest::GuestState::descriptor(self.mem, self.link.descriptor.get(), &ctx);
+        let procs = gs.ok().and_then(|g| g.procs().ok().flatten()).unwrap_or_default();
+        // Threads share their process's root: the running one first.
+        use mm_core::abi::proc::{STATE_RUNNING, STATE_ZOMBIE};
+        let mut mine: Vec<_> =
+            procs.iter().filter(|p| p.state != STATE_ZOMBIE && p.cr3 & PTE_ADDR_MASK_MAX == root).collect();
+        mine.sort_by_key(|p| p.state != STATE_RUNNING);
+        let running = mine.first();
+        match running {
+            Some(p) => {
+                let n = p.name.iter().position(|&b| b == 0).unwrap_or(p.name.len());
+                format!("{head}, pid {} ({}), {mode}", p.pid, String::from_utf8_lossy(&p.name[..n]))
+            }
+            None => format!("{head}, no process (kernel), {mode}"),
+        }
+    }
+
+    /// gdb addressed thread `tid` (memory and registers are its).
+    fn address(&mut self, tid: Tid) {
+        if tid.get() <= self.cpu.vcpu_count() {
+            self.sel = tid.get() - 1;
+        }
     }
 
     /// The vCPU's registers (cached while it is stopped).
@@ -262,7 +383,7 @@ impl<'a> GdbTarget<'a> {
         if let Some(c) = self.cache {
             return Ok(c);
         }
-        let v = self.cpu.vcpu();
+        let v = self.fd();
         let regs = v.get_regs().map_err(GdbError::kvm("read the vCPU's registers"))?;
         let sregs = v.get_sregs().map_err(GdbError::kvm("read the vCPU's special registers"))?;
         drop(v);
@@ -278,7 +399,7 @@ impl<'a> GdbTarget<'a> {
     /// run with, so reads in between see the new values.
     fn put_state(&mut self, regs: kvm_regs, sregs: Option<kvm_sregs>) -> Result<(), GdbError> {
         let (_, cached_sregs) = self.state()?;
-        let mut v = self.cpu.vcpu();
+        let mut v = self.fd();
         v.sync_regs_mut().regs = regs;
         v.set_sync_dirty_reg(SyncReg::Register);
         if let Some(s) = sregs {
@@ -295,7 +416,12 @@ impl<'a> GdbTarget<'a> {
     /// through KVM (which would not see them, or be undone by them at the
     /// next KVM_RUN).
     fn flush_state(&mut self) -> Result<(), GdbError> {
-        let mut v = self.cpu.vcpu();
+        self.flush_state_of(self.cur)
+    }
+
+    /// [`GdbTarget::flush_state`] for vCPU `i`.
+    fn flush_state_of(&mut self, i: usize) -> Result<(), GdbError> {
+        let mut v = self.fd_of(i);
         let dirty = v.get_kvm_run().kvm_dirty_regs;
         let (regs_bit, sregs_bit) = (SyncReg::Register as u64, SyncReg::SystemRegister as u64);
         if dirty & (regs_bit | sregs_bit) == 0 {
@@ -321,7 +447,7 @@ impl<'a> GdbTarget<'a> {
     /// How gdb's addresses translate: the vCPU's mode with any `monitor cr3`
     /// root substituted.
     pub(super) fn view_mode(&mut self) -> Result<AddressMode, GdbError> {
-        let (regs, mut sregs) = self.state()?;
+        let (regs, mut sregs) = self.sel_state()?;
         if let Some(cr3) = self.view.cr3 {
             sregs.cr3 = cr3;
             // A root given by hand means 4-level long-mode paging even
@@ -419,12 +545,18 @@ impl<'a> GdbTarget<'a> {
                 }
             }
         }
-        // A step (KVM's or the stub's TF) moves vCPU 0 alone.
+        // A step (KVM's or the stub's TF) moves its vCPU alone; a continue
+        // runs every vCPU with the same breakpoints.
         self.alone = step;
         let key = (dbg.control, dbg.arch.debugreg);
-        if self.debug_state != Some(key) {
-            self.cpu.vcpu().set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
-            self.debug_state = Some(key);
+        let which: Vec<usize> = if step { vec![self.cur] } else { (0..self.cpu.vcpu_count()).collect() };
+        for i in which {
+            if self.debug_state.get(i).copied().flatten() != Some(key) {
+                self.fd_of(i).set_guest_debug(&dbg).map_err(GdbError::kvm("set the guest-debug state"))?;
+                if let Some(d) = self.debug_state.get_mut(i) {
+                    *d = Some(key);
+                }
+            }
         }
         Ok(())
     }
@@ -446,15 +578,15 @@ impl<'a> GdbTarget<'a> {
             }
         }
         Ok(Some(match s {
-            DebugStop::Requested => StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT },
+            DebugStop::Requested => StopReason::SignalWithThread { tid: self.tid(), signal: Signal::SIGINT },
             DebugStop::Debug(d) => self.debug_stop(&d),
             DebugStop::Crash(Crash::Halted) => {
-                self.note(
-                    "vCPU 0 halted with interrupts masked (cli; hlt): nothing can wake it, so it is reported as \
-                     SIGSTOP; `continue` waits for it again, `kill` ends the run"
-                        .into(),
-                );
-                StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGSTOP }
+                self.note(format!(
+                    "vCPU {} halted with interrupts masked (cli; hlt): nothing can wake it, so it is reported as \
+                     SIGSTOP; `continue` waits for it again, `kill` ends the run",
+                    self.cur
+                ));
+                StopReason::SignalWithThread { tid: self.tid(), signal: Signal::SIGSTOP }
             }
             DebugStop::Crash(crash) => {
                 // On hosts whose ring 0 is emulated an int3 ends KVM_RUN as
@@ -473,7 +605,7 @@ impl<'a> GdbTarget<'a> {
                     _ => None,
                 };
                 match ours {
-                    Some((b, pc)) if b.la == pc => StopReason::SwBreak(VCPU0),
+                    Some((b, pc)) if b.la == pc => StopReason::SwBreak(self.tid()),
                     // gdb silently resumes a `swbreak` stop at a PC where it
                     // has no breakpoint: an alias hit is a SIGTRAP, named.
                     Some((b, pc)) => {
@@ -481,7 +613,7 @@ impl<'a> GdbTarget<'a> {
                             "the breakpoint at {:#x} was hit at {pc:#x}, another address of the same byte (guest-physical {:#x})",
                             b.la, b.pa
                         ));
-                        StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
+                        StopReason::SignalWithThread { tid: self.tid(), signal: Signal::SIGTRAP }
                     }
                     None => self.crashed(crash),
                 }
@@ -504,7 +636,7 @@ impl<'a> GdbTarget<'a> {
     fn debug_stop(&self, d: &kvm_debug_exit_arch) -> StopReason {
         const BP_VECTOR: u32 = 3;
         if d.exception == BP_VECTOR {
-            StopReason::SwBreak(VCPU0)
+            StopReason::SwBreak(self.tid())
         } else if d.dr6 & DR6_BS != 0 || (self.step && d.dr6 & DR6_BN == 0) {
             StopReason::DoneStep
         } else if d.dr6 & DR6_BN != 0 {
@@ -513,12 +645,12 @@ impl<'a> GdbTarget<'a> {
             let slots = self.bps.hw_slots();
             let sw = (0..4).any(|i| d.dr6 & (1 << i) != 0 && slots[i].is_some_and(|a| self.sw_as_hw.contains(&a)));
             if sw {
-                StopReason::SwBreak(VCPU0)
+                StopReason::SwBreak(self.tid())
             } else {
-                StopReason::HwBreak(VCPU0)
+                StopReason::HwBreak(self.tid())
             }
         } else {
-            StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP }
+            StopReason::SignalWithThread { tid: self.tid(), signal: Signal::SIGTRAP }
         }
     }
 
@@ -529,7 +661,7 @@ impl<'a> GdbTarget<'a> {
             report::headline(&crash, None)
         ));
         self.end = Some(GuestEnd::Crash(crash));
-        StopReason::SignalWithThread { tid: VCPU0, signal }
+        StopReason::SignalWithThread { tid: self.tid(), signal }
     }
 
     fn stopping(&self) -> bool {
@@ -639,7 +771,7 @@ impl<'a> GdbTarget<'a> {
                     return Ok(None);
                 }
                 self.rewind(&f, la, false)?;
-                Ok(Some(StopReason::SwBreak(VCPU0)))
+                Ok(Some(StopReason::SwBreak(self.tid())))
             }
             Hidden::Step => {
                 if !self.user_step && !self.step {
@@ -676,12 +808,17 @@ impl<'a> GdbTarget<'a> {
         conn: &mut Conn,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<GdbError, io::Error>> {
         use WaitForStopReasonError as E;
-        if let Some(tid) = self.step_other.take() {
-            self.note(format!(
-                "vCPU {} cannot be stepped from gdb (only vCPU 0, thread 1); it did not move",
-                tid.get() - 1
-            ));
-            return Ok(Event::TargetStopped(StopReason::SignalWithThread { tid, signal: Signal::SIGTRAP }));
+        if let Some(i) = self.step_tid.take() {
+            if !self.cpu.started(i) {
+                self.note(format!(
+                    "vCPU {i} cannot be stepped: the guest has not started it yet (it waits for its start-up IPI); \
+                     it did not move"
+                ));
+                let tid = Tid::new(i + 1).unwrap_or(VCPU0);
+                return Ok(Event::TargetStopped(StopReason::SignalWithThread { tid, signal: Signal::SIGTRAP }));
+            }
+            self.switch_to(i).map_err(E::Target)?;
+            self.step = true;
         }
         match &self.end {
             Some(GuestEnd::Crash(c)) => {
@@ -775,7 +912,7 @@ impl<'a> GdbTarget<'a> {
     /// one would be read as the reply to its next packet.
     fn interrupt(&mut self) -> Result<Option<StopReason>, GdbError> {
         let running = std::mem::take(&mut self.interrupted_running);
-        Ok(running.then_some(StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGINT }))
+        Ok(running.then_some(StopReason::SignalWithThread { tid: self.tid(), signal: Signal::SIGINT }))
     }
 }
 
@@ -811,24 +948,16 @@ impl Target for GdbTarget<'_> {
 
 impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, out: &mut Regs, tid: Tid) -> TargetResult<(), Self> {
-        let (r, s, fpu) = if tid == VCPU0 {
-            let (r, s) = self.state().map_err(fatal)?;
-            let fpu = self
-                .cpu
-                .vcpu()
-                .get_fpu()
-                .map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
-            (r, s, fpu)
-        } else {
-            // Another vCPU, parked (all-stop): its state straight from KVM.
-            let v = self.cpu.other_vcpu(tid.get() - 1).ok_or(TargetError::Errno(EINVAL))?;
-            let k = |what| move |e| fatal(GdbError::Kvm { what, source: e });
-            (
-                v.get_regs().map_err(k("read a vCPU's registers"))?,
-                v.get_sregs().map_err(k("read a vCPU's special registers"))?,
-                v.get_fpu().map_err(k("read the FPU state"))?,
-            )
-        };
+        let i = tid.get() - 1;
+        if i >= self.cpu.vcpu_count() {
+            return Err(TargetError::Errno(EINVAL));
+        }
+        self.sel = i;
+        // Every vCPU is parked (all-stop): the one run control is about
+        // from the cache, the others straight from KVM.
+        let (r, s) = self.state_of(i).map_err(fatal)?;
+        let fpu =
+            self.fd_of(i).get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         out.set_from_kvm(&r, &s);
         let c = &mut out.core;
         for (st, fpr) in c.st.iter_mut().zip(fpu.fpr.iter()) {
@@ -850,10 +979,12 @@ impl MultiThreadBase for GdbTarget<'_> {
     }
 
     fn write_registers(&mut self, new: &Regs, tid: Tid) -> TargetResult<(), Self> {
-        if tid != VCPU0 {
-            self.note(format!("only vCPU 0's registers can be written from gdb, not vCPU {}'s", tid.get() - 1));
+        let i = tid.get() - 1;
+        if i >= self.cpu.vcpu_count() {
             return Err(TargetError::Errno(EINVAL));
         }
+        self.sel = i;
+        self.switch_to(i).map_err(fatal)?;
         let (mut r, mut s) = self.state().map_err(fatal)?;
         let c = &new.core;
         let sel = [s.cs.selector, s.ss.selector, s.ds.selector, s.es.selector, s.fs.selector, s.gs.selector];
@@ -871,13 +1002,10 @@ impl MultiThreadBase for GdbTarget<'_> {
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(c.eflags);
         self.flush_state().map_err(fatal)?;
         self.cache = None;
-        self.cpu
-            .vcpu()
-            .set_regs(&r)
-            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
+        self.fd().set_regs(&r).map_err(|e| fatal(GdbError::Kvm { what: "accept the new registers", source: e }))?;
 
         let mut fpu =
-            self.cpu.vcpu().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
+            self.fd().get_fpu().map_err(|e| fatal(GdbError::Kvm { what: "read the FPU state", source: e }))?;
         for (v, x) in fpu.xmm.iter_mut().zip(c.xmm.iter()) {
             *v = x.to_le_bytes();
         }
@@ -887,15 +1015,12 @@ impl MultiThreadBase for GdbTarget<'_> {
         for (fpr, st) in fpu.fpr.iter_mut().zip(c.st.iter()) {
             fpr[..10].copy_from_slice(st);
         }
-        self.cpu
-            .vcpu()
-            .set_fpu(&fpu)
-            .map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
+        self.fd().set_fpu(&fpu).map_err(|e| fatal(GdbError::Kvm { what: "accept the new FPU state", source: e }))?;
 
         let old = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         if old != new.system {
             [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = new.system;
-            let r = self.cpu.vcpu().set_sregs(&s);
+            let r = self.fd().set_sregs(&s);
             self.cache = None;
             if let Err(e) = r {
                 self.note(format!("KVM refused the new control registers ({e}); they are unchanged"));
@@ -905,7 +1030,8 @@ impl MultiThreadBase for GdbTarget<'_> {
         Ok(())
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        self.address(tid);
         let mode = self.view_mode().map_err(fatal)?;
         let n = memory::read(self.mem, &mode, self.view.phys, &self.bps, start, data);
         if n == 0 && !data.is_empty() {
@@ -914,7 +1040,8 @@ impl MultiThreadBase for GdbTarget<'_> {
         Ok(n)
     }
 
-    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        self.address(tid);
         let mode = self.view_mode().map_err(fatal)?;
         let n = memory::write(self.mem, &mode, self.view.phys, &mut self.bps, start, data);
         if n < data.len() {
@@ -950,7 +1077,7 @@ impl MultiThreadResume for GdbTarget<'_> {
 
     fn clear_resume_actions(&mut self) -> Result<(), GdbError> {
         self.step = false;
-        self.step_other = None;
+        self.step_tid = None;
         Ok(())
     }
 
@@ -972,25 +1099,28 @@ impl MultiThreadResume for GdbTarget<'_> {
 impl MultiThreadSchedulerLocking for GdbTarget<'_> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), GdbError> {
         // gdb steps one thread with the others held (to step over a
-        // breakpoint): a step of vCPU 0 leaves the others stopped anyway.
+        // breakpoint, or with `set scheduler-locking`): a step leaves the
+        // others stopped anyway.
         Ok(())
     }
 }
 
 impl MultiThreadSingleStep for GdbTarget<'_> {
     fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), GdbError> {
-        if tid == VCPU0 {
-            self.step = true;
-        } else {
-            self.step_other = Some(tid);
+        // The step happens at resume (the event loop's wait), where the
+        // vCPU is checked and made current.
+        let i = tid.get() - 1;
+        if i >= self.cpu.vcpu_count() {
+            return Err(GdbError::Guest("gdb asked to step a thread that is no vCPU of this guest"));
         }
+        self.step_tid = Some(i);
         Ok(())
     }
 }
 
 impl ThreadExtraInfo for GdbTarget<'_> {
     fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, GdbError> {
-        let s = format!("vCPU {}", tid.get() - 1);
+        let s = self.describe_vcpu(tid.get() - 1);
         let n = s.len().min(buf.len());
         buf[..n].copy_from_slice(&s.as_bytes()[..n]);
         Ok(n)
@@ -1013,9 +1143,10 @@ impl gdbstub::target::ext::breakpoints::Breakpoints for GdbTarget<'_> {
 
 impl SwBreakpoint for GdbTarget<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        // Breakpoints live in the address space the vCPU runs in, whatever
-        // `monitor cr3`/`phys` say about memory reads.
-        let mode = self.cpu_mode().map_err(fatal)?;
+        // Breakpoints live in the address space the selected vCPU runs in,
+        // whatever `monitor cr3`/`phys` say about memory reads.
+        let (r, sr) = self.sel_state().map_err(fatal)?;
+        let mode = inspect::address_mode(&r, &sr);
         // An int3 on a no-execute page never runs at that address: the
         // fetch faults first (gdb puts `call`'s return breakpoint on the
         // stack). A debug register matches before the fetch, so one takes
@@ -1125,7 +1256,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
             // about a bare step reply and guesses); with one, the reply
             // stays as it always was.
             if *reason == StopReason::DoneStep && target.cpu.vcpu_count() > 1 {
-                *reason = StopReason::SignalWithThread { tid: VCPU0, signal: Signal::SIGTRAP };
+                *reason = StopReason::SignalWithThread { tid: target.tid(), signal: Signal::SIGTRAP };
             }
             target.flush_notes(conn).map_err(WaitForStopReasonError::Connection)?;
         }

@@ -34,30 +34,37 @@ pub enum DebugStop {
     Ended(VcpuStop),
 }
 
-/// The parked vCPU as a debugger session sees it.
+/// The parked vCPU as a debugger session sees it, with the other vCPUs of
+/// the VM (each a gdb thread), all stopped while the session looks.
 pub trait GuestCpu {
-    /// The vCPU's index (0 is the boot CPU).
+    /// The vCPU's index (0 is the boot CPU): the one whose thread serves
+    /// the session.
     fn index(&self) -> usize;
     /// The vCPU's state (it is parked: nothing else holds the lock).
     fn vcpu(&self) -> MutexGuard<'_, VcpuFd>;
-    /// Runs the guest (with whatever guest-debug state the session set)
-    /// until its next stop for the debugger, every vCPU running; they are
-    /// all stopped again when it returns (all-stop). After
+    /// Runs the guest (with whatever guest-debug state the session set on
+    /// each vCPU) until the first stop for the debugger on any vCPU, every
+    /// vCPU running; they are all stopped again when it returns
+    /// (all-stop). Returns which vCPU stopped and why. After
     /// [`DebugStop::Ended`] the run is over: do not call it again.
-    fn run(&mut self) -> DebugStop;
-    /// As [`GuestCpu::run`], with the other vCPUs left stopped (a single
-    /// step of this vCPU).
-    fn run_alone(&mut self) -> DebugStop {
-        self.run()
-    }
+    fn run(&mut self) -> (usize, DebugStop);
+    /// Runs vCPU `index` alone until its next stop for the debugger (a
+    /// single step of it), the others left stopped.
+    fn run_alone(&mut self, index: usize) -> DebugStop;
     /// How many vCPUs the VM has.
     fn vcpu_count(&self) -> usize {
         1
     }
-    /// Another vCPU's state (parked like every vCPU while the session
-    /// looks: all-stop); None for this one's index or past the last.
-    fn other_vcpu(&self, _index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
-        None
+    /// vCPU `index`'s state (this one's or another's, parked like every
+    /// vCPU while the session looks); None past the last.
+    fn vcpu_of(&self, index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
+        (index == self.index()).then(|| self.vcpu())
+    }
+    /// Whether vCPU `index` was started (an application processor waits
+    /// for the guest's start-up IPI until then; running it alone would
+    /// wait for ever).
+    fn started(&self, _index: usize) -> bool {
+        true
     }
 }
 

@@ -278,7 +278,7 @@ impl VcpuRunner {
         loop {
             // Without a session debug exits are dropped (left over from a
             // detached one) and crashes end the run.
-            match self.core.run(self.debugger.as_ref(), false)? {
+            match self.core.run(self.debugger.as_ref(), Mode::Free)? {
                 Step::End(s) => return Ok(s),
                 Step::Park(why) => {
                     let Some(d) = &self.debugger else { continue };
@@ -286,8 +286,12 @@ impl VcpuRunner {
                     // All-stop: every other vCPU parks while the debugger
                     // looks (and while it steps this one).
                     let held = Some(self.core.world.stop(self.core.index, &stop));
+                    // The others' debug exits and crashes are this
+                    // session's stops from now on.
+                    self.core.world.set_session(Some(self.core.index));
                     let mut parked = Parked { core: &mut self.core, debug: d, held };
                     let end = d.park(why, &mut parked, &stop);
+                    parked.core.world.set_session(None);
                     drop(parked);
                     if let Some(e) = self.core.failed.take() {
                         return Err(e);
@@ -310,11 +314,11 @@ struct Parked<'a> {
 }
 
 impl Parked<'_> {
-    fn run_here(&mut self) -> debug::DebugStop {
+    fn run_here(&mut self, mode: Mode) -> debug::DebugStop {
         if self.core.failed.is_some() {
             return debug::DebugStop::Ended(VcpuStop::Stopped);
         }
-        match self.core.run(Some(self.debug), true) {
+        match self.core.run(Some(self.debug), mode) {
             Ok(Step::Park(s)) => s,
             Ok(Step::End(e)) => debug::DebugStop::Ended(e),
             Err(e) => {
@@ -334,43 +338,94 @@ impl debug::GuestCpu for Parked<'_> {
         lock(&self.core.vcpu)
     }
 
-    fn run(&mut self) -> debug::DebugStop {
+    fn run(&mut self) -> (usize, debug::DebugStop) {
+        let me = self.core.index;
+        // A stop another vCPU saw during the last run, not reported yet
+        // (this vCPU's own stop was): it is the next one, without running.
+        if self.held.is_some() {
+            if let Some(p) = self.core.world.take_pending() {
+                return p;
+            }
+        }
         // Every vCPU runs; all stop again with this one.
         self.held = None;
-        let s = self.run_here();
-        if !matches!(s, debug::DebugStop::Ended(_)) {
-            self.held = Some(self.core.world.stop(self.core.index, &self.core.stop));
+        let s = self.run_here(Mode::Session { all: true });
+        if matches!(s, debug::DebugStop::Ended(_)) {
+            return (me, s);
         }
-        s
+        self.held = Some(self.core.world.stop(me, &self.core.stop));
+        if s == debug::DebugStop::Requested {
+            // Kicked by another vCPU's stop (or by gdb: its bytes come
+            // after a breakpoint hit in the same instant).
+            if let Some(p) = self.core.world.take_pending() {
+                return p;
+            }
+        }
+        (me, s)
     }
 
-    fn run_alone(&mut self) -> debug::DebugStop {
+    fn run_alone(&mut self, index: usize) -> debug::DebugStop {
         if self.held.is_none() {
             self.held = Some(self.core.world.stop(self.core.index, &self.core.stop));
         }
-        self.run_here()
+        if index == self.core.index {
+            return self.run_here(Mode::Session { all: false });
+        }
+        // Another vCPU runs on its own thread while this one waits; gdb's
+        // Ctrl-C (a stop request to this vCPU) ends it.
+        let debug = self.debug;
+        self.core.world.run_job(index, &self.core.stop, &mut || debug.take_stop_request())
     }
 
     fn vcpu_count(&self) -> usize {
         self.core.world.len()
     }
 
-    fn other_vcpu(&self, index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
+    fn vcpu_of(&self, index: usize) -> Option<MutexGuard<'_, VcpuFd>> {
         if index == self.core.index {
-            return None;
+            return Some(lock(&self.core.vcpu));
         }
         self.core.others.get(index).map(lock)
     }
+
+    fn started(&self, index: usize) -> bool {
+        // KVM's own view: the world's record is updated only at some exits.
+        self.vcpu_of(index).is_some_and(|v| cpu_state(&v) != CpuState::WaitingForSipi)
+    }
+}
+
+/// How [`Core::run`] treats stops for the debugger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No session on this thread: debug exits go to the hooks and crashes
+    /// end the run, unless another vCPU serves a session (then they are
+    /// its stops).
+    Free,
+    /// The session's own vCPU, run by it; `all`: every vCPU runs (a
+    /// stop another one posts ends the run).
+    Session { all: bool },
+    /// Run alone for the session's vCPU (a step of this one).
+    Job,
 }
 
 impl Core {
     /// Runs until a stop for the debugger or the end of the run; with
     /// `session`, every debug exit and crash is the debugger's.
-    fn run(&mut self, debug: Option<&debug::VcpuDebug>, session: bool) -> Result<Step, kvm_ioctls::Error> {
+    fn run(&mut self, debug: Option<&debug::VcpuDebug>, mode: Mode) -> Result<Step, kvm_ioctls::Error> {
         use debug::DebugStop;
+        let session = mode != Mode::Free;
         loop {
-            if self.world.park_requested() {
-                self.world.park(self.index, &self.stop);
+            if mode == Mode::Job {
+                if self.world.job_cancelled() {
+                    return Ok(Step::Park(DebugStop::Requested));
+                }
+            } else if self.world.park_requested() {
+                if let Some(end) = self.park()? {
+                    return Ok(end);
+                }
+            }
+            if mode == (Mode::Session { all: true }) && self.world.has_pending() {
+                return Ok(Step::Park(DebugStop::Requested));
             }
             if self.stop.load(Ordering::Acquire) {
                 return Ok(Step::End(VcpuStop::Stopped));
@@ -399,6 +454,9 @@ impl Core {
                     if session {
                         return Ok(Step::Park(DebugStop::Debug(d)));
                     }
+                    if self.for_session(DebugStop::Debug(d))? {
+                        continue;
+                    }
                     // Outside a session: a hook's own steps (--count-insns).
                     let vcpu = lock(&self.vcpu);
                     for hook in self.hooks.lock().unwrap_or_else(PoisonError::into_inner).iter_mut() {
@@ -412,6 +470,11 @@ impl Core {
                 ExitAction::Crash(Crash::Halted) if debug.is_some_and(debug::VcpuDebug::take_stop_request) => {
                     return Ok(Step::Park(DebugStop::Requested));
                 }
+                ExitAction::Crash(c) if !session && self.world.session().is_some() => {
+                    if let Some(end) = self.hand_to_session(DebugStop::Crash(c))? {
+                        return Ok(end);
+                    }
+                }
                 ExitAction::Crash(c) => {
                     // A debugger sees the crash as a stop and decides: look
                     // at the state, end the run, or run on (its own int3 on
@@ -421,6 +484,60 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Parks while another vCPU has the world stopped, running the jobs
+    /// its debugger session hands this vCPU; `Some` when the run ended in
+    /// one.
+    fn park(&mut self) -> Result<Option<Step>, kvm_ioctls::Error> {
+        while self.world.park(self.index, &self.stop) == world::Woken::Job {
+            if let Some(end) = self.job()? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs this vCPU alone for the session's vCPU and reports the stop.
+    fn job(&mut self) -> Result<Option<Step>, kvm_ioctls::Error> {
+        match self.run(None, Mode::Job) {
+            Ok(Step::Park(s)) => {
+                self.world.job_done(s);
+                Ok(None)
+            }
+            Ok(Step::End(e)) => {
+                self.world.job_done(debug::DebugStop::Ended(e.clone()));
+                Ok(Some(Step::End(e)))
+            }
+            Err(e) => {
+                self.world.job_done(debug::DebugStop::Ended(VcpuStop::Stopped));
+                Err(e)
+            }
+        }
+    }
+
+    /// A debug exit outside a session: another vCPU's session's stop
+    /// (true, handed over), or a hook's (false).
+    fn for_session(&mut self, why: debug::DebugStop) -> Result<bool, kvm_ioctls::Error> {
+        if self.world.session().is_none() {
+            return Ok(false);
+        }
+        // The run ending meanwhile is seen at the top of the loop.
+        let _ = self.hand_to_session(why)?;
+        Ok(true)
+    }
+
+    /// Hands a stop to the vCPU serving the debugger's session and waits,
+    /// without running, until it has stopped the world and taken it
+    /// (serving the steps it asks of this vCPU meanwhile).
+    fn hand_to_session(&mut self, why: debug::DebugStop) -> Result<Option<Step>, kvm_ioctls::Error> {
+        self.world.post_debug_stop(self.index, why);
+        while self.world.wait_while_pending(self.index, &self.stop) == Some(world::Woken::Job) {
+            if let Some(end) = self.job()? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
     }
 
     /// Enters the guest once and says what the exit means.

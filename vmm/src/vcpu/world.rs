@@ -18,7 +18,9 @@
 //! vCPU halted with interrupts masked is dead only when every other one
 //! is dead too or still waits for its start-up IPI.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use super::debug::DebugStop;
+use super::VcpuStop;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -65,7 +67,31 @@ struct State {
     /// The first vCPU whose run ended for a reason of its own (the guest's
     /// exit, a crash), not because the VMM stopped it.
     first_end: Option<usize>,
+    /// A parked vCPU the leader asked to run alone (a debugger's step of
+    /// it), not yet taken.
+    job: Option<usize>,
+    /// The vCPU running the leader's job (it counts as stopped for the
+    /// leader: its own `stop` calls nest).
+    running_job: Option<usize>,
+    /// How the job ended.
+    job_result: Option<DebugStop>,
+    /// A stop for the debugger seen by a vCPU other than the one serving
+    /// the session, not yet reported.
+    pending: Option<(usize, DebugStop)>,
 }
+
+/// Why [`World::park`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// The leader resumed the world (or there was none).
+    Resumed,
+    /// The leader asks this vCPU to run alone until its next stop for the
+    /// debugger ([`World::run_job`]); report with [`World::job_done`].
+    Job,
+}
+
+/// No vCPU serves a debugger's session.
+const NO_SESSION: usize = usize::MAX;
 
 /// What the vCPU threads of one VM share.
 pub struct World {
@@ -77,6 +103,13 @@ pub struct World {
     /// a thread cannot end (and its id go stale) meanwhile.
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
     cpu_state: Vec<AtomicU8>,
+    /// The vCPU serving a debugger's session ([`NO_SESSION`] if none):
+    /// the others then hand their debug exits and crashes to it.
+    session: AtomicUsize,
+    /// `State::pending` is set (a plain load before each `KVM_RUN`).
+    has_pending: AtomicBool,
+    /// The leader wants the job's run to end (gdb's Ctrl-C).
+    cancel_job: AtomicBool,
 }
 
 impl World {
@@ -93,6 +126,9 @@ impl World {
             cpu_state: (0..n)
                 .map(|i| AtomicU8::new(if i == 0 { CpuState::Running } else { CpuState::WaitingForSipi } as u8))
                 .collect(),
+            session: AtomicUsize::new(NO_SESSION),
+            has_pending: AtomicBool::new(false),
+            cancel_job: AtomicBool::new(false),
         }
     }
 
@@ -149,21 +185,39 @@ impl World {
     /// Parks vCPU `index` while another vCPU has the world stopped;
     /// returns at once if none has. `stop` (the VMM ending the run) also
     /// ends the wait.
-    pub fn park(&self, index: usize, stop: &AtomicBool) {
+    /// A leader may hand the parked vCPU a job ([`Woken::Job`]): it runs
+    /// alone then, and parks again with [`World::park`] after
+    /// [`World::job_done`].
+    pub fn park(&self, index: usize, stop: &AtomicBool) -> Woken {
         let mut s = self.lock();
         if s.leader.is_none() || s.leader == Some(index) {
-            return;
+            return Woken::Resumed;
         }
-        s = self.wait_for_resume(s, stop);
+        let woken;
+        (s, woken) = self.wait_for_resume(s, stop, Some(index));
         drop(s);
+        woken
     }
 
-    /// Parks as a follower until the current leader resumes the world.
-    fn wait_for_resume<'a>(&'a self, mut s: MutexGuard<'a, State>, stop: &AtomicBool) -> MutexGuard<'a, State> {
+    /// Parks as a follower until the current leader resumes the world, or
+    /// hands this vCPU (`job_for`, when it can take one) a job.
+    fn wait_for_resume<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, State>,
+        stop: &AtomicBool,
+        job_for: Option<usize>,
+    ) -> (MutexGuard<'a, State>, Woken) {
         let generation = s.generation;
         s.parked += 1;
         self.cv.notify_all();
         while s.generation == generation && s.leader.is_some() && !stop.load(Ordering::Acquire) {
+            if s.job.is_some() && s.job == job_for {
+                // Running, not parked, until the job is done.
+                s.job = None;
+                s.running_job = job_for;
+                s.parked -= 1;
+                return (s, Woken::Job);
+            }
             s = self.cv.wait_timeout(s, Duration::from_millis(50)).unwrap_or_else(PoisonError::into_inner).0;
         }
         // A resume released every follower and zeroed the count (so the
@@ -171,7 +225,118 @@ impl World {
         if s.generation == generation {
             s.parked -= 1;
         }
-        s
+        (s, Woken::Resumed)
+    }
+
+    /// The leader runs parked vCPU `index` alone (on its own thread: only
+    /// that thread may enter `KVM_RUN` for it without KVM moving the vCPU
+    /// between tasks) until its next stop for the debugger. `cancel` is
+    /// asked while it runs: true ends the run early
+    /// ([`DebugStop::Requested`]).
+    pub fn run_job(&self, index: usize, stop: &AtomicBool, cancel: &mut dyn FnMut() -> bool) -> DebugStop {
+        let mut s = self.lock();
+        if self.cpu_state(index) == CpuState::Ended {
+            return DebugStop::Ended(VcpuStop::Stopped);
+        }
+        self.cancel_job.store(false, Ordering::Release);
+        s.job = Some(index);
+        s.job_result = None;
+        self.cv.notify_all();
+        loop {
+            if let Some(r) = s.job_result.take() {
+                return r;
+            }
+            let untaken = s.job == Some(index);
+            if untaken && (stop.load(Ordering::Acquire) || self.cpu_state(index) == CpuState::Ended) {
+                s.job = None;
+                return DebugStop::Ended(VcpuStop::Stopped);
+            }
+            if cancel() {
+                self.cancel_job.store(true, Ordering::Release);
+                drop(s);
+                self.kick(index);
+                s = self.lock();
+            }
+            s = self.cv.wait_timeout(s, Duration::from_millis(1)).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Whether the leader wants the running job to end.
+    pub fn job_cancelled(&self) -> bool {
+        self.cancel_job.load(Ordering::Acquire)
+    }
+
+    /// The job's vCPU reports how its run ended.
+    pub fn job_done(&self, result: DebugStop) {
+        let mut s = self.lock();
+        s.running_job = None;
+        s.job_result = Some(result);
+        self.cv.notify_all();
+    }
+
+    /// vCPU `index` serves a debugger's session from now on (`None`: no
+    /// longer); a stop still pending is dropped with the session.
+    pub fn set_session(&self, index: Option<usize>) {
+        self.session.store(index.unwrap_or(NO_SESSION), Ordering::Release);
+        if index.is_none() {
+            self.lock().pending = None;
+            self.has_pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// The vCPU serving a debugger's session, if any.
+    pub fn session(&self) -> Option<usize> {
+        let i = self.session.load(Ordering::Acquire);
+        (i != NO_SESSION).then_some(i)
+    }
+
+    /// vCPU `index` stopped for the debugger while every vCPU ran: the
+    /// stop is kept for the session's vCPU, which is kicked to stop the
+    /// world and report it. Only the first such stop is kept; a later one
+    /// (a breakpoint another vCPU hit meanwhile) recurs when that vCPU
+    /// runs again, since its RIP stays on the breakpoint.
+    pub fn post_debug_stop(&self, index: usize, why: DebugStop) {
+        let mut s = self.lock();
+        if s.pending.is_none() {
+            s.pending = Some((index, why));
+            self.has_pending.store(true, Ordering::Release);
+        }
+        drop(s);
+        if let Some(session) = self.session() {
+            self.kick(session);
+        }
+    }
+
+    /// Whether a stop for the debugger is pending (a plain load).
+    pub fn has_pending(&self) -> bool {
+        self.has_pending.load(Ordering::Acquire)
+    }
+
+    /// Takes the pending stop for the debugger.
+    pub fn take_pending(&self) -> Option<(usize, DebugStop)> {
+        let mut s = self.lock();
+        self.has_pending.store(false, Ordering::Release);
+        s.pending.take()
+    }
+
+    /// Waits (without running) while a stop for the debugger is pending,
+    /// parking for the leader when it stops the world; `None` after that,
+    /// or `Some` when the leader handed this vCPU a job (run it, report
+    /// it, and call this again).
+    pub fn wait_while_pending(&self, index: usize, stop: &AtomicBool) -> Option<Woken> {
+        while self.has_pending() && self.session().is_some() && !stop.load(Ordering::Acquire) {
+            if self.park_requested() {
+                if self.park(index, stop) == Woken::Job {
+                    return Some(Woken::Job);
+                }
+                continue;
+            }
+            let s = self.lock();
+            if s.leader.is_none() && s.pending.is_some() {
+                drop(self.cv.wait_timeout(s, KICK_PERIOD).unwrap_or_else(PoisonError::into_inner));
+            }
+        }
+        None
     }
 
     /// Stops the world for vCPU `index`: every other vCPU parked (or
@@ -184,8 +349,9 @@ impl World {
             match s.leader {
                 None => break,
                 // Already stopped by this vCPU (a checkpoint during a
-                // debugger's single-step): the outer guard resumes.
-                Some(l) if l == index => {
+                // debugger's single-step), or by the leader for this
+                // vCPU's job: the outer guard resumes.
+                Some(l) if l == index || s.running_job == Some(index) => {
                     return StoppedWorld { world: self.clone(), stopped: true, owns: false };
                 }
                 Some(_) => {
@@ -193,7 +359,8 @@ impl World {
                         // The run is ending: no world to stop.
                         return StoppedWorld { world: self.clone(), stopped: false, owns: false };
                     }
-                    s = self.wait_for_resume(s, stop);
+                    // (No job comes to a vCPU that is not parked for good.)
+                    (s, _) = self.wait_for_resume(s, stop, None);
                 }
             }
         }
@@ -304,7 +471,7 @@ mod tests {
             threads.push(std::thread::spawn(move || {
                 while !done.load(Ordering::Acquire) {
                     if w.park_requested() {
-                        w.park(i, &stop);
+                        assert_eq!(w.park(i, &stop), Woken::Resumed);
                     }
                     running.fetch_add(1, Ordering::AcqRel);
                     std::thread::yield_now();
