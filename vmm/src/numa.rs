@@ -189,11 +189,12 @@ pub fn parse(spec: &str) -> Result<NumaSpec, NumaError> {
     Ok(NumaSpec::Explicit { sizes, cpus, distance })
 }
 
-/// vCPUs split into `nodes` consecutive blocks, the first nodes taking
-/// one more where they do not divide.
+/// vCPUs split into `nodes` consecutive blocks: vCPU `c` goes to node
+/// `c * nodes / cpus` (with fewer vCPUs than nodes, the last nodes have
+/// none).
 fn equal_cpus(nodes: usize, cpus: u8) -> Vec<Vec<u8>> {
     let c = usize::from(cpus);
-    (0..nodes).map(|i| ((i * c / nodes) as u8..((i + 1) * c / nodes) as u8).collect()).collect()
+    (0..nodes).map(|n| (0..cpus).filter(|&v| usize::from(v) * nodes / c == n).collect()).collect()
 }
 
 impl NumaSpec {
@@ -418,7 +419,7 @@ mod tests {
         assert_eq!(t.distance, vec![vec![10, 20], vec![20, 10]]);
         // More nodes than CPUs: the last nodes have none.
         let t = parse("3").unwrap().resolve(100 * MIB, 1).unwrap();
-        assert_eq!(t.nodes.iter().map(|n| n.cpus.len()).collect::<Vec<_>>(), vec![0, 0, 1]);
+        assert_eq!(t.nodes.iter().map(|n| n.cpus.len()).collect::<Vec<_>>(), vec![1, 0, 0]);
         assert_eq!(t.nodes.iter().map(|n| n.size).sum::<u64>(), 100 * MIB);
         assert_eq!(t.nodes[0].size, 32 * MIB);
     }
