@@ -258,8 +258,9 @@ fn parse_slit(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, slit: &Table, numa: 
         return Err(AcpiError::Truncated { table: slit.sig });
     }
     let mut d = numa.distance;
-    for a in 0..numa.nr_nodes {
-        for b in 0..numa.nr_nodes {
+    let n = numa.nr_nodes.min(MAX_NODES);
+    for (a, row) in d.iter_mut().enumerate().take(n) {
+        for (b, cell) in row.iter_mut().enumerate().take(n) {
             let (pa, pb) = (u64::from(numa.pxm[a]), u64::from(numa.pxm[b]));
             if pa >= localities || pb >= localities {
                 return Ok(false);
@@ -270,7 +271,7 @@ fn parse_slit(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, slit: &Table, numa: 
             if !ok {
                 return Ok(false);
             }
-            d[a][b] = v[0];
+            *cell = v[0];
         }
     }
     numa.distance = d;

@@ -300,9 +300,8 @@ fn resolve_distance(n: usize, d: Option<&[u8]>) -> Result<Vec<Vec<u8>>, NumaErro
             )))
         }
     };
-    for a in 0..n {
-        for b in 0..n {
-            let v = m[a][b];
+    for (a, row) in m.iter().enumerate() {
+        for (b, &v) in row.iter().enumerate() {
             if a == b && v != LOCAL_DISTANCE {
                 return Err(NumaError::Distance(format!(
                     "node {a} to itself is {v}; ACPI fixes a node's distance to itself at {LOCAL_DISTANCE}"

@@ -28,11 +28,6 @@ pub fn topology() -> Option<&'static Numa> {
     unsafe { (*TOPOLOGY.as_ptr()).as_ref() }
 }
 
-/// How many nodes (1 without an SRAT).
-pub fn nr_nodes() -> usize {
-    topology().map_or(1, |t| t.nr_nodes)
-}
-
 /// The node of physical address `pa` (0 without an SRAT, or for memory
 /// no SRAT range holds).
 pub fn node_of(pa: u64) -> u8 {
@@ -141,7 +136,7 @@ pub fn hardware() {
     let free = free_per_node();
     kprintln!("available: {} nodes (0-{})", Dec(n as u64), Dec(n as u64 - 1));
     let nr_cpus = crate::arch::percpu::MAX_CPUS.min(super::PAGES.with(|p| p.buddy.nr_cpus()));
-    for node in 0..n {
+    for (node, &node_free) in free.iter().enumerate().take(n) {
         let mut cpus = crate::fmt::StackString::<64>::new();
         for c in 0..nr_cpus {
             if usize::from(cpu_node(c)) == node {
@@ -150,7 +145,7 @@ pub fn hardware() {
         }
         kprintln!("node {} cpus:{}", Dec(node as u64), cpus.as_str());
         kprintln!("node {} size: {} MB", Dec(node as u64), Dec(t.node_bytes(node as u8) >> 20));
-        kprintln!("node {} free: {} MB", Dec(node as u64), Dec(free[node] >> 8));
+        kprintln!("node {} free: {} MB", Dec(node as u64), Dec(node_free >> 8));
     }
     kprintln!("node distances:");
     let mut head = crate::fmt::StackString::<64>::new();
@@ -168,8 +163,8 @@ pub fn hardware() {
     // Each node's meminfo: MemTotal is the RAM the SRAT gives the node
     // (Linux's counts the pages the buddy allocator manages, without
     // what the kernel reserved at boot; here those count as used).
-    for node in 0..n {
-        let (total, f) = (t.node_bytes(node as u8) >> 10, free[node] * 4);
+    for (node, &node_free) in free.iter().enumerate().take(n) {
+        let (total, f) = (t.node_bytes(node as u8) >> 10, node_free * 4);
         kprintln!("Node {} MemTotal:  {} kB", Dec(node as u64), pad(12, total).as_str());
         kprintln!("Node {} MemFree:   {} kB", Dec(node as u64), pad(12, f).as_str());
         kprintln!("Node {} MemUsed:   {} kB", Dec(node as u64), pad(12, total.saturating_sub(f)).as_str());
