@@ -260,6 +260,7 @@ fn config(cmdline: &str) -> VmConfig {
         kernel: None,
         ram: 256 << 20,
         cpus: 1,
+        numa: None,
         boot: vmm::boot::BootMode::Direct,
         cmdline: cmdline.into(),
         timeout: Some(Duration::from_secs(60)),

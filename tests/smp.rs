@@ -21,6 +21,7 @@ fn config(cmdline: &str, cpus: u8) -> VmConfig {
         kernel: None,
         ram: 256 << 20,
         cpus,
+        numa: None,
         boot: vmm::boot::BootMode::Direct,
         cmdline: cmdline.into(),
         timeout: Some(Duration::from_secs(120)),

@@ -216,6 +216,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             }
             ("meminfo", None) => crate::mm::procfs::meminfo(),
             ("buddyinfo", None) => crate::mm::procfs::buddyinfo(),
+            ("numa", None) => crate::mm::numa::hardware(),
             ("slabinfo", None) => crate::mm::procfs::slabinfo(),
             ("vmallocinfo", None) => crate::mm::procfs::vmallocinfo(),
             ("ptdump", None) => crate::mm::procfs::ptdump(),
@@ -262,7 +263,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 43] = [
+const SWITCHES: [(&str, &str); 44] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -274,6 +275,7 @@ const SWITCHES: [(&str, &str); 43] = [
     ("swappiness=N", "vm.swappiness, 0..200 (default 60): anon against file reclaim"),
     ("swaptest=PAGES[,fork][,yield][,STRIDE]", "write PAGES pages of checksummed data and read them back (swaps when beyond RAM); fork: then a child shares them and writes every STRIDE-th page; yield: let kswapd run while writing"),
     ("buddyinfo", "/proc/buddyinfo"),
+    ("numa", "numactl --hardware: the NUMA nodes (ACPI SRAT/SLIT), their CPUs, size, free memory and distances, then each node's meminfo"),
     ("transparent_hugepage=MODE", "transparent huge pages: always, madvise (default) or never"),
     ("khugepaged", "start khugepaged: collapses populated 2 MiB ranges whenever processes yield"),
     ("thptest=MIB[,wait]", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),

@@ -65,6 +65,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     }
     kprintln!("Memory: {}K usable RAM ({} MiB)", Dec(usable >> 10), Dec(usable >> 20));
 
+    mm::numa::init(params.numa(), params.cpus());
     mm::init(params);
     mm::tlbtrace::init(cmdline);
     fs::init(params.initrd());

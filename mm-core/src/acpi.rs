@@ -147,9 +147,9 @@ impl fmt::Display for AcpiError {
 
 /// Guest-physical memory reads: `read(pa, buf)` fills `buf`, false if it
 /// cannot.
-type Reader<'a> = &'a mut dyn FnMut(u64, &mut [u8]) -> bool;
+pub(crate) type Reader<'a> = &'a mut dyn FnMut(u64, &mut [u8]) -> bool;
 
-fn read_exact(read: Reader<'_>, pa: u64, buf: &mut [u8]) -> Result<(), AcpiError> {
+pub(crate) fn read_exact(read: Reader<'_>, pa: u64, buf: &mut [u8]) -> Result<(), AcpiError> {
     if read(pa, buf) {
         Ok(())
     } else {
@@ -157,7 +157,7 @@ fn read_exact(read: Reader<'_>, pa: u64, buf: &mut [u8]) -> Result<(), AcpiError
     }
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     let mut v = [0u8; 4];
     if let Some(s) = b.get(off..off + 4) {
         v.copy_from_slice(s);
@@ -165,7 +165,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(v)
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     let mut v = [0u8; 8];
     if let Some(s) = b.get(off..off + 8) {
         v.copy_from_slice(s);
@@ -193,10 +193,10 @@ fn checksum(read: Reader<'_>, pa: u64, len: u32) -> Result<u8, AcpiError> {
 }
 
 /// A table's header, after checking its signature, length and checksum.
-struct Table {
-    pa: u64,
-    sig: [u8; 4],
-    len: u32,
+pub(crate) struct Table {
+    pub(crate) pa: u64,
+    pub(crate) sig: [u8; 4],
+    pub(crate) len: u32,
 }
 
 /// Reads and checks the table at `pa`: signature `expected` (if given), a
@@ -223,6 +223,21 @@ fn open_table(read: Reader<'_>, pa: u64, expected: Option<[u8; 4]>, min_len: usi
 /// Finds the MADT through the RSDP at `rsdp_pa` (ACPI 2.0+: the XSDT;
 /// ACPI 1.0: the RSDT) and reads the CPUs and the first I/O APIC from it.
 pub fn read_madt(rsdp_pa: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> Result<CpuTopology, AcpiError> {
+    match find_table(read, rsdp_pa, *b"APIC", MADT_FIXED_LEN)? {
+        Some(madt) => parse_madt(read, &madt),
+        None => Err(AcpiError::NoMadt),
+    }
+}
+
+/// Finds the table with signature `sig` through the RSDP at `rsdp_pa`
+/// (ACPI 2.0+: the XSDT; ACPI 1.0: the RSDT) and checks it (length at
+/// least `min_len`, checksum); `None` if the root table lists none.
+pub(crate) fn find_table(
+    read: Reader<'_>,
+    rsdp_pa: u64,
+    sig: [u8; 4],
+    min_len: usize,
+) -> Result<Option<Table>, AcpiError> {
     let mut r = [0u8; RSDP_V2_LEN];
     read_exact(read, rsdp_pa, &mut r[..RSDP_V1_LEN])?;
     if &r[..8] != b"RSD PTR " || sum(&r[..RSDP_V1_LEN]) != 0 {
@@ -250,14 +265,13 @@ pub fn read_madt(rsdp_pa: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> 
         let at = offset(t.pa, (SDT_HEADER_LEN + i * width) as u64)?;
         read_exact(read, at, &mut e[..width])?;
         let pa = u64_at(&e, 0);
-        let mut sig = [0u8; 4];
-        read_exact(read, pa, &mut sig)?;
-        if &sig == b"APIC" {
-            let madt = open_table(read, pa, Some(sig), MADT_FIXED_LEN)?;
-            return parse_madt(read, &madt);
+        let mut found = [0u8; 4];
+        read_exact(read, pa, &mut found)?;
+        if found == sig {
+            return open_table(read, pa, Some(sig), min_len).map(Some);
         }
     }
-    Err(AcpiError::NoMadt)
+    Ok(None)
 }
 
 /// Counts an enabled CPU, up to [`MAX_CPUS`].
@@ -269,7 +283,7 @@ fn add_cpu(topo: &mut CpuTopology, id: u32, flags: u32) {
 }
 
 /// `pa + off`, or an error where that leaves the address space.
-fn offset(pa: u64, off: u64) -> Result<u64, AcpiError> {
+pub(crate) fn offset(pa: u64, off: u64) -> Result<u64, AcpiError> {
     pa.checked_add(off).ok_or(AcpiError::Unreadable { addr: pa })
 }
 

@@ -143,6 +143,40 @@ pub fn acpi(data: &[u8]) {
     }
 }
 
+/// `numa`: the guest's SRAT/SLIT reader (`numa::read_numa`) on physical
+/// memory that is the input, the RSDP found as `acpi`'s: whatever the
+/// tables say, no panic, no read outside the input, the limits kept, and
+/// every range's node and every distance consistent.
+pub fn numa(data: &[u8]) {
+    use crate::numa::{MAX_CPUS, MAX_MEM_RANGES, MAX_NODES};
+    let rsdp = match data {
+        [a, b, ..] => u64::from(u16::from_le_bytes([*a, *b])) % data.len() as u64,
+        _ => 0,
+    };
+    let mut read = |pa: u64, buf: &mut [u8]| -> bool {
+        let Ok(at) = usize::try_from(pa) else { return false };
+        match at.checked_add(buf.len()).and_then(|end| data.get(at..end)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    };
+    if let Ok(Some(n)) = crate::numa::read_numa(rsdp, &mut read) {
+        assert!((1..=MAX_NODES).contains(&n.nr_nodes));
+        assert!(n.nr_mem <= MAX_MEM_RANGES && n.nr_cpus <= MAX_CPUS);
+        assert!(n.mem_ranges().iter().all(|r| usize::from(r.node) < n.nr_nodes && r.len > 0));
+        assert!(n.cpu_nodes().iter().all(|c| usize::from(c.1) < n.nr_nodes));
+        for a in 0..n.nr_nodes {
+            assert_eq!(n.distance(a, a), crate::numa::LOCAL_DISTANCE);
+            let mut order = [0u8; MAX_NODES];
+            assert_eq!(n.fallback_order(a, &mut order), n.nr_nodes);
+            assert_eq!(usize::from(order[0]), a);
+        }
+    }
+}
+
 /// A target's body: one input in, a panic on a bug.
 pub type Body = fn(&[u8]);
 
@@ -154,6 +188,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("descriptor", descriptor),
     ("elf", elf),
     ("acpi", acpi),
+    ("numa", numa),
 ];
 
 #[cfg(test)]
@@ -175,6 +210,22 @@ mod tests {
             };
             let t = crate::acpi::read_madt(0x40, &mut read).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(t.ids(), &[0, 1, 7], "{name}");
+        }
+    }
+
+    /// The NUMA seeds are tables the reader accepts (RSDP 2.0 and 1.0, a
+    /// SLIT it uses), so fuzzing starts past the checksums.
+    #[test]
+    fn numa_seeds_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/numa");
+        for (name, nodes, cpus, d01) in [("rsdp2-srat-slit-2nodes", 2, 4, 20), ("rsdp1-srat-slit-3nodes", 3, 2, 30)] {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            let mut read = |pa: u64, buf: &mut [u8]| {
+                let at = pa as usize;
+                data.get(at..at + buf.len()).map(|s| buf.copy_from_slice(s)).is_some()
+            };
+            let n = crate::numa::read_numa(0x40, &mut read).unwrap_or_else(|e| panic!("{name}: {e}")).unwrap();
+            assert_eq!((n.nr_nodes, n.nr_cpus, n.distance(0, 1), n.slit_used), (nodes, cpus, d01, true), "{name}");
         }
     }
 

@@ -108,6 +108,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_cpus)]
     pub cpus: u8,
 
+    /// NUMA nodes, described to the guest in ACPI SRAT and SLIT: `N`
+    /// (--mem split equally, the vCPUs in consecutive blocks) or
+    /// `0=SIZE,1=SIZE[,cpus=0-1:2-3][,distance=LOCAL:REMOTE]` (sizes
+    /// adding up to --mem in multiples of 4 MiB; one `:`-separated vCPU
+    /// list per node, `A-B`, `A` or `A+B`, empty for none; distances
+    /// `10:REMOTE` or the whole N x N matrix). Where the host has several
+    /// NUMA nodes, each guest node's memory is bound to one (mbind).
+    #[arg(long, value_name = "SPEC", value_parser = parse_numa)]
+    pub numa: Option<crate::numa::NumaSpec>,
+
     /// How the vCPU reaches the kernel: `direct` (the VMM sets up long mode
     /// and jumps to the ELF entry) or `firmware` (the vCPU starts at the
     /// reset vector in real mode and our firmware enters long mode).
@@ -290,6 +300,10 @@ fn parse_mem(s: &str) -> Result<u64, String> {
     memory::parse_size(s).map_err(|e| e.to_string())
 }
 
+fn parse_numa(s: &str) -> Result<crate::numa::NumaSpec, String> {
+    crate::numa::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_cpus(s: &str) -> Result<u8, String> {
     let max = crate::vm::MAX_VCPUS;
     match s.parse::<u8>() {
@@ -323,6 +337,7 @@ impl RunArgs {
             kernel: self.kernel.clone(),
             ram: self.mem,
             cpus: self.cpus,
+            numa: self.numa.clone(),
             boot: self.boot,
             cmdline: self.cmdline.clone(),
             timeout: self.timeout,

@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod numa;
 pub mod profile;
 pub mod progress;
 pub mod snapshot;

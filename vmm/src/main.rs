@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                 VmError::Inspect(InspectError::Incomplete { .. } | InspectError::NothingExamined { .. }) => {
                     ExitCode::from(EXIT_VERIFY_INCOMPLETE)
                 }
-                VmError::Inspect(InspectError::Usage { .. }) => ExitCode::from(EXIT_USAGE),
+                VmError::Inspect(InspectError::Usage { .. }) | VmError::Numa(_) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::from(EXIT_VMM_ERROR),
             }
         }

@@ -36,6 +36,9 @@ pub struct VmConfig {
     /// vCPUs (1..=[`MAX_VCPUS`]): vCPU 0 boots, the others wait for the
     /// guest's INIT-SIPI-SIPI.
     pub cpus: u8,
+    /// NUMA nodes (`--numa`), described to the guest in ACPI SRAT/SLIT;
+    /// none: one node, no SRAT.
+    pub numa: Option<crate::numa::NumaSpec>,
     /// Boot path.
     pub boot: BootMode,
     /// Kernel command line.
@@ -92,6 +95,9 @@ pub enum VmError {
     /// `--cpus` out of range (the CLI refuses it first).
     #[error("the VMM runs 1 to {max} vCPUs, not {0}", max = MAX_VCPUS)]
     Cpus(u8),
+    /// `--numa` does not fit --mem and --cpus.
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
     /// The gdb stub's thread died.
     #[error("the gdb stub's thread panicked; this is a VMM bug")]
     GdbThread,
@@ -186,6 +192,7 @@ impl Vm {
         if !(1..=MAX_VCPUS).contains(&cfg.cpus) {
             return Err(VmError::Cpus(cfg.cpus));
         }
+        let numa = cfg.numa.as_ref().map(|n| n.resolve(cfg.ram, cfg.cpus)).transpose()?;
         // The swap file is checked first: a bad one fails before anything boots.
         let swap_file = cfg.swap.as_ref().map(BackingFile::open).transpose()?;
         let kvm = kvm::open(&cfg.kvm_device)?;
@@ -224,7 +231,12 @@ impl Vm {
         // The ACPI tables tell the guest its CPUs; the memory map covers
         // their bytes as ACPI data and the start info points at the RSDP
         // (every boot path hands the guest the same start info).
-        let acpi_len = boot::acpi::write(&mem, cfg.cpus)?;
+        let acpi_len = boot::acpi::write(&mem, cfg.cpus, numa.as_ref())?;
+        if let Some(numa) = &numa {
+            // Before the guest touches a page: the policy places every page
+            // the host ever backs it with.
+            eprintln!("vmm: NUMA: {}", crate::numa::bind_to_host(&mem, numa));
+        }
         let mut e820 = layout::e820_map(cfg.ram, firmware);
         layout::e820_insert(
             &mut e820,

@@ -154,6 +154,7 @@ pub struct BootParams {
     initrd: Option<(u64, u64)>,
     rsdp: u64,
     cpus: Option<mm_core::acpi::CpuTopology>,
+    numa: Option<mm_core::numa::Numa>,
 }
 
 impl BootParams {
@@ -172,6 +173,7 @@ impl BootParams {
             initrd,
             rsdp: info.info.rsdp_paddr,
             cpus: None,
+            numa: None,
         };
         // The MADT is read now, while the boot page tables map the whole
         // first GiB (ACPI tables sit in a hole of the E820 map that the
@@ -199,6 +201,11 @@ impl BootParams {
                 Ok(t) => p.cpus = Some(t),
                 Err(e) => crate::kprintln!("ACPI: {}: one CPU", e),
             }
+            // The NUMA nodes (SRAT, SLIT), as Linux's acpi_numa_init.
+            match mm_core::numa::read_numa(p.rsdp, &mut read) {
+                Ok(n) => p.numa = n,
+                Err(e) => crate::kprintln!("ACPI: {}: NUMA off", e),
+            }
         }
         for e in info.memmap().iter().filter(|e| e.size != 0).take(32) {
             p.memmap[p.nr_memmap] = *e;
@@ -224,6 +231,11 @@ impl BootParams {
     /// The CPUs the ACPI MADT lists (None: no usable MADT, one CPU).
     pub fn cpus(&self) -> Option<&mm_core::acpi::CpuTopology> {
         self.cpus.as_ref()
+    }
+
+    /// The NUMA topology the ACPI SRAT and SLIT describe (None: no SRAT).
+    pub fn numa(&self) -> Option<&mm_core::numa::Numa> {
+        self.numa.as_ref()
     }
 
     /// The command line.

@@ -205,6 +205,7 @@ pub fn run() -> u32 {
             "meminfo" => crate::mm::procfs::meminfo(),
             "vmstat" => cat("/proc/vmstat"),
             "buddyinfo" => crate::mm::procfs::buddyinfo(),
+            "numactl" => crate::mm::numa::hardware(),
             "ps" => ps(),
             "drop_caches" => kprintln!("{} pages dropped", Dec(fs::pagecache::drop_caches())),
             "echo" => kprintln!("{}", words[1..].join(" ")),

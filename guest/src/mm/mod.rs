@@ -15,6 +15,7 @@ pub mod kcompactd;
 pub mod layout;
 pub mod memblock;
 pub mod migrate;
+pub mod numa;
 pub mod oom_kill;
 pub mod overcommit;
 pub mod page_alloc;

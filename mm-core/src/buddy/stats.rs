@@ -58,6 +58,26 @@ impl ContigPageInfo {
 }
 
 impl BuddyAllocator<'_> {
+    /// Calls `f(pfn, order)` for every free block on the zones' free
+    /// lists (not the per-CPU lists), e.g. to count free memory per NUMA
+    /// node. A list longer than the memory map (a corrupt one) is cut
+    /// there, so this always ends.
+    pub fn for_each_free_block(&self, mut f: impl FnMut(u64, u8)) {
+        let limit = self.mem_map().len();
+        for z in self.zones() {
+            for (o, area) in z.free_area.iter().enumerate() {
+                for &head in &area.free_list {
+                    let (mut i, mut seen) = (head, 0);
+                    while i != super::NIL && (i as usize) < limit && seen <= limit {
+                        f(self.base_pfn() + u64::from(i), o as u8);
+                        i = self.mem_map()[i as usize].next;
+                        seen += 1;
+                    }
+                }
+            }
+        }
+    }
+
     /// Free blocks per order of a zone (one line of /proc/buddyinfo).
     pub fn free_blocks(&self, z: ZoneType) -> [u64; NR_ORDERS] {
         let mut out = [0; NR_ORDERS];

@@ -494,6 +494,13 @@ impl Inspector {
         ) {
             return self.guest_view(spec, gs);
         }
+        if let ViewSpec::Numa = spec {
+            // From the ACPI tables in guest memory; the free pages too once
+            // the guest's allocator is up.
+            let r = super::numa::numa(&self.mem, gs.get().ok())?;
+            let t = r.render();
+            return out_of(&r, t);
+        }
         if let ViewSpec::Dirty = spec {
             let vm = self.vm.as_ref().ok_or("this inspector has no VM handle for the dirty log")?;
             // The dirty log was last cleared at the last checkpoint that

@@ -22,6 +22,7 @@ pub mod exits;
 pub mod guest;
 pub mod invariants;
 pub mod mmviews;
+pub mod numa;
 pub mod pause;
 pub mod physmap;
 pub mod spec;

@@ -91,6 +91,9 @@ pub enum ViewSpec {
     Swaps,
     /// `free`: memory and swap totals as free(1) prints them.
     Free,
+    /// `numa`: the NUMA nodes (ACPI SRAT/SLIT read from guest memory)
+    /// with their free pages, as `numactl --hardware`.
+    Numa,
     /// `vmas[:PID]`: every process's (or one's) VMAs as /proc/PID/maps
     /// lists them, with Rss and Swap per VMA from its page tables.
     Vmas {
@@ -121,12 +124,13 @@ impl ViewSpec {
             ViewSpec::Swaps => "swaps",
             ViewSpec::Free => "free",
             ViewSpec::Vmas { .. } => "vmas",
+            ViewSpec::Numa => "numa",
         }
     }
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmas[:PID], vmstat, exits, swaps, free; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmas[:PID], vmstat, exits, swaps, free, numa; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -203,6 +207,7 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "exits" => no_arg(ViewSpec::Exits),
         "swaps" => no_arg(ViewSpec::Swaps),
         "free" => no_arg(ViewSpec::Free),
+        "numa" => no_arg(ViewSpec::Numa),
         "vmas" => {
             let pid = match arg.map(str::trim).filter(|a| !a.is_empty()) {
                 None => None,
