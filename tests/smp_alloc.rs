@@ -140,13 +140,14 @@ fn pcpbench_counts_no_shared_lock_on_the_fast_paths() {
         let log = run.all();
         assert_eq!(run.status, 0, "{log}");
         let figures = |mode: &str| -> (u64, u64) {
-            let l = log.lines().find(|l| l.contains("pcpbench:") && l.contains(mode)).unwrap_or_else(|| panic!("{log}"));
+            let l =
+                log.lines().find(|l| l.contains("pcpbench:") && l.contains(mode)).unwrap_or_else(|| panic!("{log}"));
             assert!(l.contains("(ok yes)"), "{l}");
-            let nums: Vec<u64> = l
-                .split("taken ")
-                .skip(1)
-                .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-                .collect();
+            // "... taken K times per 1000 kmalloc/kfree pairs, P times per ...".
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let nums: Vec<u64> =
+                words.windows(2).filter(|w| w[1] == "times").filter_map(|w| w[0].parse().ok()).collect();
+            assert_eq!(nums.len(), 2, "{l}");
             (nums[0], nums[1])
         };
         let (k_locked, p_locked) = figures("bypassed");
