@@ -40,7 +40,7 @@ use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use mm_core::addr::PhysAddr;
 use mm_core::buddy::{
-    pcp_page_cacheable, pcp_page_put, pcp_page_take, BuddyError, Page, PcpCache, PcpStats, WmarkPolicy,
+    pcp_page_cacheable, pcp_page_put, pcp_page_take, BuddyError, Page, PageCounts, PcpCache, PcpStats, WmarkPolicy,
     ZoneType, MIGRATE_TYPES,
 };
 use mm_core::slab::{kmalloc_index, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES};
@@ -366,6 +366,17 @@ fn drain_one(p: &mut PageAlloc, cache: &SpinLock<CpuCaches>) -> u64 {
 /// [`drain_all_locked`] taking [`PAGES`].
 pub fn drain_all() -> u64 {
     PAGES.with(drain_all_locked)
+}
+
+/// The buddy allocator's page counts with the pages on every CPU's lists
+/// counted as pcp pages (free for the user), not allocated: what
+/// meminfo and the free-memory checks want. The page allocator held.
+pub fn counts(p: &PageAlloc) -> PageCounts {
+    let mut c = p.buddy.counts();
+    let cached: u64 = CACHES.iter().map(|cc| cc.with(|cc| cc.pages.iter().map(|l| l.len() as u64).sum::<u64>())).sum();
+    c.pcp += cached;
+    c.allocated = c.allocated.saturating_sub(cached);
+    c
 }
 
 /// Turns the per-CPU caches off (drained) or back on; the bench's peer.
