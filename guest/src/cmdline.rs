@@ -113,6 +113,8 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 1;
                 }
             }
+            ("pcpbench", None) => crate::mm::percpu::bench(),
+            ("pagesets", None) => crate::mm::percpu::print_pagesets(),
             ("procbench", what) => {
                 if !procbench(what) && code == 0 {
                     code = 1;
@@ -263,7 +265,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 44] = [
+const SWITCHES: [(&str, &str); 46] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -292,6 +294,8 @@ const SWITCHES: [(&str, &str); 44] = [
     ("ptdump", "the kernel page tables (debugfs page_tables)"),
     ("mmbench", "memory-manager figures (counts)"),
     ("pathbench", "checkpoint pairs around first-touch faults, munmap, fork (--count-insns)"),
+    ("pcpbench", "page-allocator lock acquisitions per 1000 kmalloc/kfree and per 1000 order-0 pages, per-CPU caches bypassed and used"),
+    ("pagesets", "each CPU's page lists and object arrays: allocations served, refills, hand-backs (/proc/zoneinfo's pagesets)"),
     ("procbench[=malloc|fork]", "the process bench's ring-3 programs"),
     ("checkpoint=NAME", "stop at checkpoint NAME for the host's --inspect/--verify"),
     ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),

@@ -90,6 +90,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
         code = proc::exec::run_init(cmdline);
     }
     proc::sched::report_cpus();
+    mm::percpu::report_cpus();
     if code == 0 {
         kprintln!("mmemu: all done, powering off");
     }

@@ -20,6 +20,7 @@
 //! | 8 [`rank::KERNEL_PT`] | the kernel's page tables | `init_mm.page_table_lock` |
 //! | 9 [`rank::STATS`] | counters (mm, vmalloc, process-mm globals): leaves, nothing nests in them | |
 //! | 10 [`rank::DEVICE`] | device register windows (the IOAPIC's): leaves | |
+//! | 11 [`rank::PCP`] | one CPU's page and object caches (mm/percpu.rs; irq-safe): its own fast paths, others only to drain | `pcp->lock`, `local_lock` |
 //!
 //! So a page fault holds its process's mm, then the page allocator, then
 //! (growing the zones) the deferred memory and the kernel page tables; the
@@ -67,6 +68,10 @@ pub mod rank {
     pub const STATS: u8 = 9;
     /// Device register windows (leaves).
     pub const DEVICE: u8 = 10;
+    /// A CPU's own allocator caches (mm/percpu.rs): taken by that CPU on
+    /// its fast paths, by another only to drain them; innermost, nothing
+    /// is taken under it.
+    pub const PCP: u8 = 11;
     /// Ranks for the lock self-tests only.
     pub const TEST_OUTER: u8 = 14;
     /// Ranks for the lock self-tests only.
@@ -85,7 +90,7 @@ pub mod rank {
         "the kernel page tables",
         "a counter lock",
         "a device register window",
-        "(rank 11)",
+        "a CPU's allocator caches",
         "(rank 12)",
         "(rank 13)",
         "a self-test outer lock",
@@ -149,6 +154,11 @@ impl<T> SpinLock<T> {
     /// acquisition masks interrupts.
     pub const fn new_irqsafe(name: &'static str, rank: u8) -> Self {
         SpinLock { owner: AtomicU32::new(0), name, rank, irq_safe: true, value: UnsafeCell::new(None) }
+    }
+
+    /// An irq-safe lock holding `v` from the start.
+    pub const fn new_irqsafe_with(name: &'static str, rank: u8, v: T) -> Self {
+        SpinLock { owner: AtomicU32::new(0), name, rank, irq_safe: true, value: UnsafeCell::new(Some(v)) }
     }
 
     /// A lock holding `v` from the start.
@@ -262,6 +272,7 @@ impl<T> SpinLock<T> {
             && self.owner.compare_exchange(0, cpu_id() as u32 + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
         {
             cpu.held_locks.set(held + (1 << shift));
+            count_taken(cpu, self.rank);
             return Ok(RawGuard { lock: self, flags });
         }
         self.acquire_slow(flags)
@@ -319,6 +330,20 @@ fn uninitialised(name: &str) -> ! {
 fn held_add(rank: u8) {
     let cpu = this_cpu();
     cpu.held_locks.set(cpu.held_locks.get() + (1 << (rank as u32 % LOCK_RANKS as u32 * LOCK_COUNT_BITS)));
+    count_taken(cpu, rank);
+}
+
+/// Counts an acquisition of a lock of `rank` by this CPU (what the
+/// per-CPU allocator bench reads: shared-lock acquisitions per operation).
+#[inline(always)]
+fn count_taken(cpu: &crate::arch::percpu::PerCpu, rank: u8) {
+    let c = &cpu.locks_taken[rank as usize % LOCK_RANKS];
+    c.set(c.get() + 1);
+}
+
+/// How many locks of `rank` this CPU has taken since boot.
+pub fn locks_taken(rank: u8) -> u64 {
+    this_cpu().locks_taken[rank as usize % LOCK_RANKS].get()
 }
 
 /// Records that this CPU released a lock of `rank`.

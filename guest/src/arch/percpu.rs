@@ -49,6 +49,9 @@ pub struct PerCpu {
     /// The spinlocks this CPU holds: for each rank r, a 4-bit count at
     /// bit 4r, so "holds any lock of rank r or above" is one shift.
     pub(crate) held_locks: Cell<u64>,
+    /// Locks taken by this CPU since boot, per rank (sync.rs counts; the
+    /// allocator bench reads the page allocator's).
+    pub(crate) locks_taken: [Cell<u64>; LOCK_RANKS],
     /// (vector, error code, CR2) of the last fault a fix-up entry caught.
     pub last_fixup_fault: Cell<(u64, u64, u64)>,
     /// The task this CPU switched away from last (the scheduler's
@@ -78,6 +81,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(id as u32),
             online: AtomicBool::new(id == 0),
             held_locks: Cell::new(0),
+            locks_taken: [const { Cell::new(0) }; LOCK_RANKS],
             last_fixup_fault: Cell::new((0, 0, 0)),
             prev_task: Cell::new(0),
         }

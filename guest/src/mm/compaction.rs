@@ -75,7 +75,7 @@ pub fn compact_zone(z: ZoneType, order: Option<u8>, mt: MigrateType) -> Option<(
         }
     }
     let mut cc = PAGES.with(|p| {
-        p.buddy.drain_all_pages();
+        super::percpu::drain_all_locked(p);
         CompactControl::new(&p.buddy, z, order, mt)
     });
     cc.reserve_buffers();

@@ -37,6 +37,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         } else {
             super::GFP_KERNEL
         };
+        // This CPU's object array first: no shared lock.
+        if let Some(r) = super::percpu::kmalloc(size, gfp) {
+            return match r {
+                Ok(pa) => phys_to_virt(pa.0) as *mut u8,
+                Err(_) => core::ptr::null_mut(),
+            };
+        }
         let cpu = this_cpu().id;
         let r = super::page_alloc::alloc(0, gfp, |p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, size, gfp.gfp));
         match r {
@@ -45,8 +52,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         }
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let pa = PhysAddr(virt_to_phys(ptr as u64));
+        // The layout names the size class `alloc` used: back to this
+        // CPU's array for it, whichever CPU allocated the object.
+        if super::percpu::kfree(pa, kmalloc_size(layout)) {
+            return;
+        }
         if let Err(e) = PAGES.with(|p| p.slab.kfree(&mut p.buddy, &mut p.phys, this_cpu().id, pa)) {
             panic!("kfree({:#x}): {}", ptr as u64, e);
         }

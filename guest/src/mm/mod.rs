@@ -20,6 +20,7 @@ pub mod oom_kill;
 pub mod overcommit;
 pub mod page_alloc;
 pub mod paging;
+pub mod percpu;
 pub mod phys;
 pub mod procfs;
 pub mod sabotage;
@@ -138,10 +139,16 @@ pub fn init(params: &BootParams) {
     // Per-CPU page lists and slabs for every CPU the firmware lists (Linux's
     // possible CPUs), before the others are started.
     let nr_cpus = params.cpus().map_or(1, |t| t.count).clamp(1, crate::arch::percpu::MAX_CPUS);
+    // The fast paths of mm/percpu.rs write cached pages' descriptors.
+    percpu::init(tables.mem_map.as_mut_ptr(), tables.mem_map.len());
     let mut buddy = match BuddyAllocator::with_mobility(tables.mem_map, pageblocks, 0, nr_cpus) {
         Ok(b) => b,
         Err(e) => panic!("cannot create the buddy allocator: {}", e),
     };
+    // Each CPU's page lists live outside the allocator (mm/percpu.rs), so
+    // that its fast paths take no shared lock; the zone's own pcp lists,
+    // reachable only under the lock, stay off.
+    buddy.set_pcp_enabled(false);
     let mut reserved_bytes = 0;
     for r in memblock.reserved.iter() {
         reserved_bytes += r.end.min(end_of_ram).saturating_sub(r.start);
@@ -313,5 +320,8 @@ pub fn alloc_pages(order: u8, gfp: GfpMask) -> Option<u64> {
 /// Frees 2^order pages at `pfn`.
 pub fn free_pages(pfn: u64, order: u8) -> Result<(), mm_core::buddy::BuddyError> {
     crate::mm::tlbtrace::free(pfn, order);
+    if order == 0 && percpu::free_page(pfn) {
+        return Ok(());
+    }
     PAGES.with(|p| p.buddy.free_pages(this_cpu().id, pfn, order))
 }

@@ -33,7 +33,7 @@
 //! map, as Linux's `pte_alloc` and `do_anonymous_page` do) before they can
 //! reclaim.
 
-use super::{grow_locked, PageAlloc, PAGES};
+use super::{grow_locked, percpu, PageAlloc, PAGES};
 use crate::arch::percpu::this_cpu;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm_core::buddy::{BuddyError, Gfp};
@@ -203,6 +203,14 @@ pub fn alloc<T, E: AllocError>(
 /// returns the first pfn.
 #[inline]
 pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    if percpu::serves(order, gfp) {
+        if let Some(pfn) = percpu::pop_page(gfp) {
+            return Ok(pfn);
+        }
+        let r = alloc_locked(p, 0, gfp, |p| percpu::refill_page(p, gfp));
+        wake_below_low(p, gfp);
+        return r;
+    }
     let cpu = this_cpu().id;
     let r = alloc_locked(p, order, gfp, |p| p.buddy.alloc_pages(cpu, order, gfp.gfp));
     wake_below_low(p, gfp);
@@ -224,6 +232,18 @@ fn wake_below_low(p: &PageAlloc, gfp: GfpMask) {
 /// `2^order` pages from the buddy allocator; returns the first pfn.
 #[inline]
 pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    if percpu::serves(order, gfp) {
+        // This CPU's list, no shared lock; a refill takes the lock once
+        // per batch (and runs the slow path if the zones are short).
+        if let Some(pfn) = percpu::pop_page(gfp) {
+            return Ok(pfn);
+        }
+        return alloc(0, gfp, |p| {
+            let r = percpu::refill_page(p, gfp);
+            wake_below_low(p, gfp);
+            r
+        });
+    }
     let cpu = this_cpu().id;
     alloc(order, gfp, |p| {
         let r = p.buddy.alloc_pages(cpu, order, gfp.gfp);
@@ -249,6 +269,16 @@ fn slowpath<T, E: AllocError>(
     while let Some((pages, r)) = a.pages(|p| grow_locked(p).map(|pages| (pages, attempt(p)))) {
         SLOWPATH.deferred_grows.fetch_add(1, Ordering::Relaxed);
         SLOWPATH.deferred_pages.fetch_add(pages, Ordering::Relaxed);
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_no_memory() => return Err(e),
+            Err(e) => err = e,
+        }
+    }
+    // 1b. Pages and objects parked on CPUs' own caches (Linux drains
+    //    them with `drain_all_pages` before it gives up on reclaim): a
+    //    few dozen pages per CPU, worth a retry before reclaiming.
+    if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
         match r {
             Ok(v) => return Ok(v),
             Err(e) if !e.is_no_memory() => return Err(e),

@@ -32,7 +32,7 @@ pub static KERNEL_STACK_KB: core::sync::atomic::AtomicU64 = core::sync::atomic::
 pub fn meminfo_to(w: &mut dyn Write) {
     let st = STATS.with(|s| *s);
     let (c, slab_pages) = PAGES.with(|p| {
-        let c = p.buddy.counts();
+        let c = super::percpu::counts(p);
         let slab: u64 =
             p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum();
         (c, slab)
@@ -89,7 +89,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
 /// available; then the swap line), in kB.
 pub fn free() {
     let st = STATS.with(|s| *s);
-    let c = PAGES.with(|p| p.buddy.counts());
+    let c = PAGES.with(|p| super::percpu::counts(p));
     let deferred = super::DEFERRED.with(|d| d.pages);
     let sw = super::swap::totals();
     let kb = |pages: u64| pages * PAGE_SIZE / 1024;

@@ -52,7 +52,7 @@ pub fn run(what: &str) -> bool {
             match pfn {
                 Ok(pfn) => {
                     let _ = super::free_pages(pfn, 0);
-                    PAGES.with(|p| p.buddy.drain_all_pages());
+                    super::percpu::drain_all();
                     kprintln!("sabotage: freed pfn {:#x} while {:#x} still maps it", pfn, va.0);
                 }
                 Err(_) => return false,

@@ -279,7 +279,8 @@ pub fn put_user_page(p: &mut super::PageAlloc, pfn: u64) {
         }
     }
     crate::mm::tlbtrace::free(pfn, 0);
-    if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0) {
+    // The last reference: to this CPU's page list (mm/percpu.rs).
+    if let Err(e) = super::percpu::free_page_locked(p, crate::arch::percpu::this_cpu().id, pfn) {
         panic!("put_page(pfn {:#x}): {}", pfn, e);
     }
 }

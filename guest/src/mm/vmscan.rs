@@ -214,7 +214,7 @@ pub fn balance_pgdat() -> u64 {
 pub fn reclaim_for(pages: u64) {
     for _ in 0..64 {
         let short = PAGES.with(|p| {
-            let c = p.buddy.counts();
+            let c = super::percpu::counts(p);
             let high: u64 = p.buddy.zones().iter().map(|z| z.watermark[Watermark::High as usize]).sum();
             c.free + c.pcp < high + pages
         });

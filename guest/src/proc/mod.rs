@@ -221,7 +221,7 @@ pub fn oom_scenario(variant: Option<&str>) -> bool {
         }
     }
     let free = PAGES.with(|p| {
-        let c = p.buddy.counts();
+        let c = crate::mm::percpu::counts(p);
         c.free + c.pcp
     });
     kprintln!("oom: {} pages free", Dec(free));

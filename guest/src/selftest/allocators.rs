@@ -18,13 +18,16 @@ use mm_core::slab::{SlabError, SlabFlags, KMALLOC_SIZES};
 /// allocator, so page counts compare like for like.
 fn settle() {
     PAGES.with(|p| {
+        mm::percpu::drain_all_locked(p);
         let _ = p.slab.shrink_all(&mut p.buddy, &mut p.phys);
-        p.buddy.drain_all_pages();
     });
 }
 
+/// Free pages, every CPU's cached pages given back first (they count
+/// as allocated until then).
 fn free_pages_now() -> u64 {
     PAGES.with(|p| {
+        mm::percpu::drain_all_locked(p);
         let c = p.buddy.counts();
         c.free + c.pcp
     })
@@ -68,7 +71,7 @@ pub fn buddy() {
     for &(pfn, order) in blocks[..n].iter().rev() {
         freed_ok &= mm::free_pages(pfn, order).is_ok();
     }
-    PAGES.with(|p| p.buddy.drain_all_pages());
+    mm::percpu::drain_all();
     let after = free_pages_now();
     // With deferred memory (large RAM), the slow path may have handed the
     // zones a chunk during the allocations: those pages are free now too.
@@ -100,7 +103,7 @@ pub fn buddy() {
     }
     let double = mm::alloc_pages(0, GFP_KERNEL).map(|p| {
         let _ = mm::free_pages(p, 0);
-        PAGES.with(|a| a.buddy.drain_all_pages());
+        mm::percpu::drain_all();
         mm::free_pages(p, 0).is_err()
     });
     check("buddy", "double_free_detected", double == Some(true), "freeing a free page is refused");
@@ -207,8 +210,8 @@ pub fn slab() {
     check("slab", "kmalloc_large", large_ok, "64 KiB from the buddy allocator");
 
     PAGES.with(|p| {
+        mm::percpu::drain_all_locked(p);
         let _ = p.slab.shrink_all(&mut p.buddy, &mut p.phys);
-        p.buddy.drain_all_pages();
     });
     let after = free_pages_now();
     check(

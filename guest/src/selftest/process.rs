@@ -16,6 +16,7 @@ use crate::proc::{self, abi::SIGSEGV, report};
 /// page lists) given back first.
 fn allocated_pages() -> u64 {
     PAGES.with(|p| {
+        crate::mm::percpu::drain_all_locked(p);
         for cpu in 0..p.buddy.nr_cpus() {
             let _ = p.slab.flush_cpu(&mut p.buddy, &mut p.phys, cpu);
         }

@@ -24,6 +24,7 @@
 
 pub mod migrate;
 pub mod page;
+pub mod pcp;
 mod stats;
 pub mod zone;
 
@@ -32,6 +33,7 @@ pub use migrate::{
     PAGEBLOCK_ORDER,
 };
 pub use page::{Page, PageOwner, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
+pub use pcp::{pcp_page_cacheable, pcp_page_put, pcp_page_take, PcpCache, PcpStats, PCP_DETACHED};
 pub use stats::ContigPageInfo;
 pub use zone::{FreeArea, PerCpuPages, Watermark, Zone, ZoneType, NR_ZONES};
 

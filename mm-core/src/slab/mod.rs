@@ -225,8 +225,9 @@ pub struct SlabInfo {
 /// (size - 1) / 8, so 96 and 192 get their own caches.
 const SIZE_INDEX: [u8; 24] = [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6];
 
-/// The kmalloc cache index for `size` (1..=8192).
-fn kmalloc_index(size: u64) -> usize {
+/// The kmalloc cache index for `size` (1..=8192): the position in
+/// [`KMALLOC_SIZES`] of the cache `kmalloc(size)` uses.
+pub fn kmalloc_index(size: u64) -> usize {
     if size <= 192 {
         SIZE_INDEX[(size as usize - 1) / 8] as usize
     } else {
