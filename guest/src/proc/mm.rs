@@ -275,7 +275,8 @@ impl MmStruct {
             let map_end = if seg.filesz == 0 { start } else { page_up(file_end) };
             if map_end > start {
                 let pgoff = (seg.offset - (vaddr - start)) / PAGE_SIZE;
-                let vma = Vma { kind: mm_core::vma::VmaKind::File(ino as u32), pgoff, ..Vma::anon(start, map_end, flags) };
+                let vma =
+                    Vma { kind: mm_core::vma::VmaKind::File(ino as u32), pgoff, ..Vma::anon(start, map_end, flags) };
                 self.vmas.insert(vma).map_err(|_| "overlapping segments")?;
             }
             if end > map_end {
@@ -284,8 +285,7 @@ impl MmStruct {
             let pad = (PAGE_SIZE - file_end % PAGE_SIZE) % PAGE_SIZE;
             if seg.memsz > seg.filesz && seg.filesz > 0 && pad > 0 && flags.contains(VmFlags::WRITE) {
                 let zeros = [0u8; PAGE_SIZE as usize];
-                super::syscall::copy_to_user(self, file_end, &zeros[..pad as usize])
-                    .map_err(|_| "out of memory")?;
+                super::syscall::copy_to_user(self, file_end, &zeros[..pad as usize]).map_err(|_| "out of memory")?;
             }
         }
         self.finish_load(image_end)?;
