@@ -453,7 +453,8 @@ int main(void) {
     printf("write 2^31: %d\n", set("2147483648"));
     printf("unchanged: %d\n", get() == mfk * 2);
     snprintf(b, sizeof b, "%ld", mfk);
-    printf("restore: %d %d\n", set(b), check(mfk, 0));
+    int restored = set(b);
+    printf("restore: %d %d\n", restored, check(mfk, 0));
     return 0;
 }
 "#;
