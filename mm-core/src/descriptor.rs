@@ -394,8 +394,9 @@ pub struct SwapDesc {
     /// 1 while the arrays are consistent (no reclaim or fault was in the
     /// middle of changing them when the descriptor was refreshed).
     pub consistent: u32,
-    /// Per slot: 1 if a tmpfs file's page is in the slot (`u8`; the
-    /// file's index holds one count of it, as a swap PTE would).
+    /// A bit per slot (slot `o`: byte `o / 8`, bit `o % 8`), set if a
+    /// tmpfs file's page is in the slot (the file's index holds one count
+    /// of it, as a swap PTE would).
     pub file_refs_va: u64,
 }
 

@@ -112,8 +112,9 @@ pub struct SwapState {
     pub stat: SwapStats,
     /// `vm.swappiness`.
     pub swappiness: u32,
-    /// Per slot: 1 if a tmpfs file's page is in it (the cache's index
-    /// names the slot and holds one count of it), for the host's check.
+    /// Per slot, a bit (slot `o`: byte `o / 8`, bit `o % 8`): set if a
+    /// tmpfs file's page is in it (the cache's index names the slot and
+    /// holds one count of it), for the host's check.
     pub file_refs: Vec<u8>,
     /// Clean page-cache pages reclaim chose, (pfn, file, index): they
     /// leave the cache in [`flush_writeback`], which may take the file
@@ -155,7 +156,7 @@ pub fn init() {
                         s.cache = vec![0; slots as usize];
                         s.shadow = vec![0; slots as usize];
                         s.sums = vec![0; slots as usize];
-                        s.file_refs = vec![0; slots as usize];
+                        s.file_refs = vec![0; slots.div_ceil(8) as usize];
                         let kb = (slots - 1) * 4;
                         start_kswapd = true;
                         crate::kprintln!(
@@ -274,6 +275,14 @@ impl SwapState {
     /// Pages queued for writeback.
     pub fn queued(&self) -> u64 {
         self.wb_len as u64
+    }
+
+    /// Marks slot `e` held (or not) by a tmpfs file's index.
+    fn set_file_ref(&mut self, e: SwpEntry, on: bool) {
+        if let Some(b) = self.file_refs.get_mut((e.offset / 8) as usize) {
+            let bit = 1u8 << (e.offset % 8);
+            *b = if on { *b | bit } else { *b & !bit };
+        }
     }
 
     /// Clean page-cache pages waiting to leave the cache.
@@ -821,9 +830,7 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
             if st == blk::S_OK {
                 if w.file.is_some() {
                     let _ = s.areas.swap_duplicate(w.e);
-                    if let Some(r) = s.file_refs.get_mut(w.e.offset as usize) {
-                        *r = 1;
-                    }
+                    s.set_file_ref(w.e, true);
                     // The page cache's reference (evict drops the swap
                     // cache's).
                     let _ = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, w.pfn, 0);
@@ -873,9 +880,7 @@ pub fn shmem_free_swap(slots: &[SwpEntry]) {
     SWAP.with(|s| {
         PAGES.with(|p| {
             for &e in slots {
-                if let Some(r) = s.file_refs.get_mut(e.offset as usize) {
-                    *r = 0;
-                }
+                s.set_file_ref(e, false);
                 s.free_swap_and_cache(p, e);
             }
         })
@@ -943,9 +948,7 @@ pub fn shmem_swapin(ino: usize, index: u64, e: SwpEntry) -> Result<Option<u64>, 
         });
         // The file's count of the slot.
         let _ = s.areas.swap_free(e);
-        if let Some(r) = s.file_refs.get_mut(e.offset as usize) {
-            *r = 0;
-        }
+        s.set_file_ref(e, false);
         Ok(Some((page, read)))
     });
     match got {

@@ -194,10 +194,10 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
     let mut users = ptes.by_slot.clone();
     let mut file_slots = 0u64;
     if d.file_refs_va != 0 {
-        match k.array(d.file_refs_va, d.nr_slots, "the per-slot tmpfs references") {
+        match k.array(d.file_refs_va, d.nr_slots.div_ceil(8), "the per-slot tmpfs references") {
             Ok(refs) => {
-                for (o, _) in refs.iter().enumerate().filter(|(_, &r)| r != 0) {
-                    *users.entry(o as u64).or_default() += 1;
+                for o in (0..d.nr_slots).filter(|&o| refs[(o / 8) as usize] & (1 << (o % 8)) != 0) {
+                    *users.entry(o).or_default() += 1;
                     file_slots += 1;
                 }
             }
