@@ -10,6 +10,9 @@
 //! 1. deferred memory: hand the zones the next chunk of not yet
 //!    initialised RAM and retry, until none is left (Linux does this in
 //!    `get_page_from_freelist` via `_deferred_grow_zone`);
+//!    then the per-CPU lists drained into the buddy and one retry (the
+//!    watermark checks count only the buddy's free pages; Linux drains
+//!    with `drain_all_pages` when an allocation still fails);
 //! 2. wake kswapd ([`wake_kswapd`], if the request allows it);
 //! 3. direct reclaim ([`direct_reclaim`]), then direct compaction for
 //!    order > 0 ([`direct_compact`]), retrying while either makes progress
@@ -254,6 +257,24 @@ fn slowpath<T, E: AllocError>(
             Err(e) if !e.is_no_memory() => return Err(e),
             Err(e) => err = e,
         }
+    }
+    // 1b. Pages held on the per-CPU lists are not counted free by the
+    //    watermark checks (nr_free, as Linux's NR_FREE_PAGES): give them
+    //    back to the buddy and retry (Linux's `drain_all_pages` on a failed
+    //    allocation). Cheap and non-blocking: the lists live under the
+    //    same lock, so this also serves callers that hold it.
+    let r = a.pages(|p| {
+        if p.buddy.counts().pcp == 0 {
+            return None;
+        }
+        p.buddy.drain_all_pages();
+        Some(attempt(p))
+    });
+    match r {
+        Some(Ok(v)) => return Ok(v),
+        Some(Err(e)) if !e.is_no_memory() => return Err(e),
+        Some(Err(e)) => err = e,
+        None => {}
     }
     // 2. Background reclaim: waking a thread never blocks.
     if gfp.allows(gfp::KSWAPD_RECLAIM) {
