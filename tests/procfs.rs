@@ -374,3 +374,116 @@ fn proc_sys_vm_settings_apply() {
         }
     }
 }
+
+/// Reads /proc/zoneinfo and /proc/sys/vm/min_free_kbytes, checks the
+/// watermarks against Linux's `__setup_per_zone_wmarks` of that value
+/// (and the default against `calculate_min_free_kbytes`), doubles it and
+/// checks them again, tries bad values, restores it.
+const ZONEINFO: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static char text[16384];
+static void slurp(const char *path) {
+    int fd = open(path, O_RDONLY);
+    long n = 0, r;
+    while (fd >= 0 && (r = read(fd, text + n, sizeof text - 1 - n)) > 0) n += r;
+    if (fd >= 0) close(fd);
+    text[n] = 0;
+}
+static int set(const char *v) {
+    int fd = open("/proc/sys/vm/min_free_kbytes", O_WRONLY);
+    if (fd < 0) return -errno;
+    int r = write(fd, v, strlen(v)) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+static long get(void) {
+    slurp("/proc/sys/vm/min_free_kbytes");
+    return atol(text);
+}
+static long isqrt(long x) { long r = 0; while ((r + 1) * (r + 1) <= x) r++; return r; }
+static long num(const char *at, const char *key) {
+    const char *p = strstr(at, key);
+    return p ? atol(p + strlen(key)) : -1;
+}
+/* Per zone: name, free, min, low, high, managed; checks Linux's
+   __setup_per_zone_wmarks against min_free_kbytes `mfk`. */
+static int check(long mfk, int print) {
+    slurp("/proc/zoneinfo");
+    long total = 0;
+    for (char *z = strstr(text, "Node 0, zone"); z; z = strstr(z + 1, "Node 0, zone")) total += num(z, "managed ");
+    int ok = total > 0, zones = 0;
+    for (char *z = strstr(text, "Node 0, zone"); z; z = strstr(z + 1, "Node 0, zone")) {
+        char name[16] = {0};
+        sscanf(z, "Node 0, zone %15s", name);
+        long min = num(z, "min "), low = num(z, "low "), high = num(z, "high "), managed = num(z, "managed ");
+        long spanned = num(z, "spanned "), present = num(z, "present ");
+        long want = (mfk / 4) * managed / total;
+        long gap = want / 4 > managed * 10 / 10000 ? want / 4 : managed * 10 / 10000;
+        ok &= min == want && low == want + gap && high == want + 2 * gap;
+        ok &= spanned >= present && present >= managed;
+        zones++;
+        if (print) printf("zone %s: managed>0 %d spanned>=present>=managed %d\n", name, managed > 0, spanned >= present && present >= managed);
+    }
+    if (print) printf("zones %d, protection line %d, pagesets %d, nr_free_pages %d, per-node stats %d\n", zones,
+                      strstr(text, "protection: (0, 0, 0)") != 0, strstr(text, "\n  pagesets\n    cpu: 0\n              count: ") != 0,
+                      strstr(text, "\n      nr_free_pages ") != 0, strstr(text, "\n  per-node stats\n      nr_inactive_anon ") != 0);
+    return ok;
+}
+int main(void) {
+    long mfk = get();
+    slurp("/proc/zoneinfo");
+    long total = 0;
+    for (char *z = strstr(text, "Node 0, zone"); z; z = strstr(z + 1, "Node 0, zone")) total += num(z, "managed ");
+    long want = isqrt(total * 4 * 16);
+    want = want < 128 ? 128 : want > 262144 ? 262144 : want;
+    printf("default min_free_kbytes follows sqrt(16 * managed kB): %d\n", mfk == want);
+    printf("watermarks follow min_free_kbytes: %d\n", check(mfk, 1));
+    char b[32];
+    snprintf(b, sizeof b, "%ld\n", mfk * 2);
+    printf("write double: %d\n", set(b));
+    printf("read back double: %d\n", get() == mfk * 2);
+    printf("watermarks recomputed: %d\n", check(mfk * 2, 0));
+    printf("write -1: %d\n", set("-1"));
+    printf("write abc: %d\n", set("abc"));
+    printf("write 2^31: %d\n", set("2147483648"));
+    printf("unchanged: %d\n", get() == mfk * 2);
+    snprintf(b, sizeof b, "%ld", mfk);
+    int restored = set(b);
+    printf("restore: %d %d\n", restored, check(mfk, 0));
+    return 0;
+}
+"#;
+
+#[test]
+fn zoneinfo_and_min_free_kbytes_follow_linuxs_watermark_formula() {
+    let dir = Scratch::new("zoneinfo");
+    for cc in COMPILERS {
+        let prog = compile(cc, ZONEINFO, &dir.0, &format!("zoneinfo-{cc}"), &["-static"]);
+        let root = root_with(&dir.0, &prog);
+        let run = guest(&root, &["--mem", "64M"]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        for want in [
+            "default min_free_kbytes follows sqrt(16 * managed kB): 1",
+            "watermarks follow min_free_kbytes: 1",
+            "zone DMA: managed>0 1 spanned>=present>=managed 1",
+            "zone DMA32: managed>0 1 spanned>=present>=managed 1",
+            "zone Normal: managed>0 0 spanned>=present>=managed 1",
+            "zones 3, protection line 1, pagesets 1, nr_free_pages 1, per-node stats 1",
+            "write double: 0",
+            "read back double: 1",
+            "watermarks recomputed: 1",
+            "write -1: -22",
+            "write abc: -22",
+            "write 2^31: -22",
+            "unchanged: 1",
+            "restore: 0 1",
+        ] {
+            assert!(run.stdout.contains(want), "{cc}: missing {want:?}: {}", run.all());
+        }
+    }
+}

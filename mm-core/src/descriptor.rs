@@ -508,6 +508,10 @@ pub struct SwapDesc {
     /// 1 while the arrays are consistent (no reclaim or fault was in the
     /// middle of changing them when the descriptor was refreshed).
     pub consistent: u32,
+    /// A bit per slot (slot `o`: byte `o / 8`, bit `o % 8`), set if a
+    /// tmpfs file's page is in the slot (the file's index holds one count
+    /// of it, as a swap PTE would).
+    pub file_refs_va: u64,
 }
 
 impl MmDescriptor {
@@ -556,6 +560,7 @@ impl MmDescriptor {
                 lru_nr: [0; 5],
                 swappiness: 0,
                 consistent: 0,
+                file_refs_va: 0,
             },
             huge: HugeDesc {
                 pageblocks_va: 0,
@@ -740,6 +745,7 @@ impl Wire for SwapDesc {
         }
         d.swappiness = r.u32();
         d.consistent = r.u32();
+        d.file_refs_va = r.u64();
         d
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -751,6 +757,7 @@ impl Wire for SwapDesc {
         }
         w.u32(self.swappiness);
         w.u32(self.consistent);
+        w.u64(self.file_refs_va);
     }
 }
 

@@ -99,12 +99,16 @@ impl<'a> Elf<'a> {
     /// initramfs): bytes inside the file, no more in the file than in
     /// memory, and the segment (moved by `bias`) inside user space below
     /// `limit`, so the loader's arithmetic cannot overflow.
-    pub fn check_loads(&self, bias: u64, limit: u64) -> Result<(), &'static str> {
+    ///
+    /// `file_size` is the file's length: exec parses the headers alone
+    /// (read through the page cache, as Linux's `bprm->buf`) and maps the
+    /// segments from the cache, so the image may be shorter than the file.
+    pub fn check_loads(&self, bias: u64, limit: u64, file_size: u64) -> Result<(), &'static str> {
         for s in self.loads() {
             if s.filesz > s.memsz {
                 return Err("a segment has more bytes in the file than in memory");
             }
-            if s.offset.checked_add(s.filesz).is_none_or(|e| e > self.image.len() as u64) {
+            if s.offset.checked_add(s.filesz).is_none_or(|e| e > file_size) {
                 return Err("a segment lies past the end of the file (truncated?)");
             }
             let end = s.vaddr.checked_add(bias).and_then(|v| v.checked_add(s.memsz));
@@ -116,6 +120,13 @@ impl<'a> Elf<'a> {
             return Err("no loadable segment");
         }
         Ok(())
+    }
+
+    /// One past the program headers' last byte in the file (how much of
+    /// the file exec must read to see them all); `None` when a hostile
+    /// `e_phoff` puts them past the address space.
+    pub fn ph_end(&self) -> Option<u64> {
+        self.ph_at(self.phnum)
     }
 
     /// Whether it asks for a dynamic linker (PT_INTERP).
@@ -201,7 +212,8 @@ mod tests {
         let e = Elf::parse(&b).unwrap();
         assert_eq!((e.entry, e.phnum), (0x401000, 1));
         assert!(!e.is_dynamic());
-        e.check_loads(0, 0x7fff_ffff_f000).unwrap();
+        e.check_loads(0, 0x7fff_ffff_f000, b.len() as u64).unwrap();
+        assert_eq!(e.ph_end(), Some(64 + PHENT));
         assert_eq!(e.phdr_vaddr(), Some(0x400040));
         assert_eq!(e.phdr_vaddr_biased(0x1000), Some(0x401040));
         assert_eq!(e.loads().count(), 1);
@@ -219,8 +231,22 @@ mod tests {
             assert!(!e.is_dynamic());
             assert_eq!(e.loads().count(), 0);
             assert_eq!(e.phdr_vaddr(), None);
-            assert!(e.check_loads(0, u64::MAX).is_err());
+            assert!(e.check_loads(0, u64::MAX, u64::MAX).is_err());
+            assert_eq!(e.ph_end().is_none(), phoff > u64::MAX - 3 * PHENT);
         }
+    }
+
+    /// Exec parses only the headers it read: a segment may lie past the
+    /// image (the rest of the file is in the page cache) but not past the
+    /// file's length.
+    #[test]
+    fn segments_are_checked_against_the_file_not_the_image() {
+        let mut b = header(2, 64, 1, 64 + PHENT as usize);
+        phdr(&mut b, 64, 1, 0, 0x400000, 0x3000, 0x4000);
+        let e = Elf::parse(&b).unwrap();
+        e.check_loads(0, 0x7fff_ffff_f000, 0x3000).unwrap();
+        assert!(e.check_loads(0, 0x7fff_ffff_f000, 0x2fff).is_err());
+        assert!(e.check_loads(0, 0x7fff_ffff_f000, b.len() as u64).is_err());
     }
 
     /// A PT_PHDR whose address plus the load bias leaves the address

@@ -101,10 +101,24 @@ pub fn elf(data: &[u8]) {
     let bias = if e.etype == 3 { ET_DYN_BASE } else { 0 };
     let _ = e.phdr_vaddr_biased(bias);
     let _ = e.phdr_vaddr();
+    if let Some(end) = e.ph_end() {
+        assert!(end >= e.phoff);
+    }
+    // Exec's header-only image: the segments are checked against the
+    // file's length, which may exceed what was read; a file twice the
+    // input stands for one whose data the image does not hold.
+    let file_size = (data.len() as u64) * 2;
+    if e.check_loads(bias, TASK_SIZE, file_size).is_ok() {
+        for s in e.loads() {
+            let end = s.offset.checked_add(s.filesz).expect("accepted segment's file end overflows");
+            assert!(end <= file_size);
+        }
+    }
     for limit in [TASK_SIZE, u64::MAX] {
-        if e.check_loads(bias, limit).is_ok() {
+        if e.check_loads(bias, limit, data.len() as u64).is_ok() {
             for s in e.loads() {
-                // What the loader (guest/src/proc/mm.rs load_elf_at) computes.
+                // What the loaders (guest/src/proc/mm.rs load_elf_at and
+                // load_elf_file) compute.
                 let end = s.offset.checked_add(s.filesz).expect("accepted segment's file end overflows");
                 assert!(end <= data.len() as u64 && s.filesz <= s.memsz);
                 let va = s.vaddr.checked_add(bias).expect("accepted segment's address overflows");

@@ -1,7 +1,10 @@
-//! The per-frame fields of anonymous memory that reclaim needs, beyond the
+//! The per-frame fields of user memory that reclaim needs, beyond the
 //! buddy allocator's page descriptor (Linux keeps them in `struct page`:
 //! `mapping`/`index` for the reverse map, `private` for the swap entry of
-//! a page in the swap cache). The guest keeps one [`PageExt`] per pfn in
+//! a page in the swap cache). A page of the page cache records its file
+//! and index instead of an anon mapping (Linux's `mapping` points at the
+//! file's `address_space` there; [`FILE_BIT`] tells the two apart as
+//! `PAGE_MAPPING_ANON` does). The guest keeps one [`PageExt`] per pfn in
 //! an array at `abi::layout::PAGE_EXT_START`; the host reads it to verify
 //! the swap cache. All zero means "no anon mapping, not in the swap
 //! cache", so the array needs no initialisation in fresh memory.
@@ -11,6 +14,11 @@ use crate::swap::SwpEntry;
 
 /// Bits of [`PageExt::mapping`] holding the page index.
 const INDEX_BITS: u32 = 36;
+
+/// [`PageExt::mapping`]'s mark of a page-cache page (file, index).
+pub const FILE_BIT: u64 = 1 << 63;
+/// Bits of a file page's inode number.
+const INO_BITS: u32 = 63 - INDEX_BITS;
 
 /// A frame's anon rmap record and swap-cache entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,7 +41,7 @@ impl PageExt {
 
     /// The anon mapping, if one is recorded.
     pub fn anon(&self) -> Option<AnonMapping> {
-        if self.mapping == 0 {
+        if self.mapping == 0 || self.mapping & FILE_BIT != 0 {
             return None;
         }
         let id = (self.mapping >> INDEX_BITS) - 1;
@@ -42,10 +50,26 @@ impl PageExt {
 
     /// Records `m` (false if it does not fit the packing).
     pub fn set_anon(&mut self, m: AnonMapping) -> bool {
-        if m.index >> INDEX_BITS != 0 || (m.anon_vma.0 as u64) >= (1 << (64 - INDEX_BITS)) - 1 {
+        if m.index >> INDEX_BITS != 0 || (m.anon_vma.0 as u64) >= (1 << INO_BITS) - 1 {
             return false;
         }
         self.mapping = ((m.anon_vma.0 as u64 + 1) << INDEX_BITS) | m.index;
+        true
+    }
+
+    /// The page-cache page's (inode number, page index), if it is one.
+    pub fn file(&self) -> Option<(u32, u64)> {
+        (self.mapping & FILE_BIT != 0)
+            .then_some((((self.mapping & !FILE_BIT) >> INDEX_BITS) as u32, self.mapping & ((1 << INDEX_BITS) - 1)))
+    }
+
+    /// Records a page-cache page of file `ino` at page `index` (false if
+    /// it does not fit the packing).
+    pub fn set_file(&mut self, ino: u32, index: u64) -> bool {
+        if index >> INDEX_BITS != 0 || (ino as u64) >> INO_BITS != 0 {
+            return false;
+        }
+        self.mapping = FILE_BIT | ((ino as u64) << INDEX_BITS) | index;
         true
     }
 
@@ -81,5 +105,22 @@ mod tests {
         p.set_swap_entry(None);
         assert_eq!(p.swap, 0);
         assert!(!p.set_anon(AnonMapping { anon_vma: AnonVmaId(1), index: 1 << 36 }));
+    }
+
+    #[test]
+    fn a_file_page_is_not_an_anon_page() {
+        let mut p = PageExt::EMPTY;
+        assert_eq!(p.file(), None);
+        assert!(p.set_file((1 << 27) - 1, (1 << 36) - 1));
+        assert_eq!(p.file(), Some(((1 << 27) - 1, (1 << 36) - 1)));
+        assert_eq!(p.anon(), None);
+        assert!(p.set_file(0, 0));
+        assert_eq!(p.file(), Some((0, 0)));
+        assert_eq!(p.anon(), None);
+        assert!(!p.set_file(1 << 27, 0));
+        assert!(!p.set_file(0, 1 << 36));
+        assert!(p.set_anon(AnonMapping { anon_vma: AnonVmaId(5), index: 9 }));
+        assert_eq!(p.file(), None);
+        assert!(!p.set_anon(AnonMapping { anon_vma: AnonVmaId((1 << 27) - 1), index: 0 }));
     }
 }

@@ -52,7 +52,7 @@ pub struct Inode {
 impl Inode {
     /// Its data as unpacked (a symbolic link's target for a link), read
     /// in place through the direct map: the file's contents while it was
-    /// never written (see [`contents`]).
+    /// never written.
     pub fn data(&self) -> &'static [u8] {
         if self.backing == 0 {
             return &[];
@@ -82,20 +82,6 @@ pub(crate) struct Node {
 /// The files, by inode number (the index; 0 is the root directory); an
 /// unlinked file keeps its number with an empty path.
 pub(crate) static FILES: SpinLock<Vec<Node>> = SpinLock::new_with("the file system", rank::MISC, Vec::new());
-
-/// A file's contents: the archive's bytes in place while it was never
-/// written, else a copy read through the page cache (exec of a program
-/// written at run time).
-pub fn contents(ino: usize) -> Option<alloc::borrow::Cow<'static, [u8]>> {
-    let i = inode(ino)?;
-    if !i.dirty && i.backing == i.size {
-        return Some(alloc::borrow::Cow::Borrowed(i.data()));
-    }
-    let mut v = alloc::vec![0u8; i.size as usize];
-    let n = pagecache::read(ino, 0, &mut v);
-    v.truncate(n);
-    Some(alloc::borrow::Cow::Owned(v))
-}
 
 fn hex8(b: &[u8]) -> Option<u32> {
     let mut v = 0u32;

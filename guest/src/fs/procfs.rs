@@ -115,6 +115,19 @@ pub const SYSCTL_VM: &[Sysctl] = &[
         }),
     },
     Sysctl {
+        name: "min_free_kbytes",
+        read: || crate::mm::PAGES.with(|p| p.buddy.min_free_kbytes()),
+        write: Some(|v| {
+            // An int, at least 0 (Linux's proc_dointvec_minmax); the
+            // watermarks follow (setup_per_zone_wmarks).
+            if v > i32::MAX as u64 {
+                return Err(-EINVAL);
+            }
+            crate::mm::PAGES.with(|p| p.buddy.set_min_free_kbytes(v));
+            Ok(())
+        }),
+    },
+    Sysctl {
         name: "overcommit_memory",
         read: crate::mm::overcommit::overcommit_memory,
         write: Some(|v| if crate::mm::overcommit::set_overcommit_memory(v) { Ok(()) } else { Err(-EINVAL) }),
@@ -532,8 +545,8 @@ const PID_FILES: [(&str, u32); 10] = [
 ];
 
 /// The files of /proc itself.
-const TOP_FILES: [&str; 8] =
-    ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps", "interrupts"];
+const TOP_FILES: [&str; 9] =
+    ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps", "interrupts", "zoneinfo"];
 
 /// Splits a /proc path: (pid, the rest) for /proc/PID/... and
 /// /proc/self/... (None for the top level's own files).
@@ -664,6 +677,11 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             for (name, v) in crate::arch::tlb::vmstat() {
                 let _ = writeln!(text, "{} {}", name, Dec(v));
             }
+        }
+        "zoneinfo" => {
+            let mut b = Bounded::new();
+            crate::mm::procfs::zoneinfo_to(&mut b);
+            text = b.0;
         }
         "pagetypeinfo" => {
             let mut b = Bounded::new();

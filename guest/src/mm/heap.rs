@@ -32,8 +32,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         // picks its own slab order.
         // Inside reclaim (its state held), no recursion into reclaim: the
         // reserves instead, as Linux's PF_MEMALLOC.
+        // Under a lock reclaim cannot run beside (the file table's, whose
+        // index grows under it), as Linux's atomic allocations: no
+        // reclaim, part of the reserve below the min watermark.
         let gfp = if crate::sync::holds_rank(crate::sync::rank::RECLAIM) {
             super::page_alloc::GFP_MEMALLOC
+        } else if !crate::sync::holds_only_below(crate::sync::rank::RECLAIM) {
+            super::GfpMask { gfp: mm_core::buddy::GFP_ATOMIC, flags: super::page_alloc::gfp::KSWAPD_RECLAIM }
         } else {
             super::GFP_KERNEL
         };
@@ -48,7 +53,12 @@ unsafe impl GlobalAlloc for KernelHeap {
         let r = super::page_alloc::alloc(0, gfp, |p| p.slab.kmalloc(&mut p.buddy, &mut p.phys, cpu, size, gfp.gfp));
         match r {
             Ok(pa) => phys_to_virt(pa.0) as *mut u8,
-            Err(_) => core::ptr::null_mut(),
+            Err(_) => {
+                // The panic that follows cannot format its message in ring
+                // 0 (platform.md): say here what failed.
+                crate::kprintln!("kmalloc: {:#x} bytes failed (locks held {:#x})", size, this_cpu().held_locks.get());
+                core::ptr::null_mut()
+            }
         }
     }
 

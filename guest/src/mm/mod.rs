@@ -97,6 +97,7 @@ pub fn init(params: &BootParams) {
         memblock.reserve(start, end);
     }
     let total_ram = memblock.total();
+    procfs::record_zone_spans(memblock.memory.iter());
 
     // RAM above DEFER_ABOVE, in whole 2 MiB pages, is initialised (and
     // direct-mapped) on demand.

@@ -10,6 +10,9 @@
 //! 1. deferred memory: hand the zones the next chunk of not yet
 //!    initialised RAM and retry, until none is left (Linux does this in
 //!    `get_page_from_freelist` via `_deferred_grow_zone`);
+//!    then the per-CPU lists drained into the buddy and one retry (the
+//!    watermark checks count only the buddy's free pages; Linux drains
+//!    with `drain_all_pages` when an allocation still fails);
 //! 2. wake kswapd ([`wake_kswapd`], if the request allows it);
 //! 3. direct reclaim ([`direct_reclaim`]), then direct compaction for
 //!    order > 0 ([`direct_compact`]), retrying while either makes progress

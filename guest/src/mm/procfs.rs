@@ -1,5 +1,6 @@
-//! /proc-like views the kernel prints on request: meminfo, buddyinfo,
-//! slabinfo, vmallocinfo and a dump of its page tables (ptdump).
+//! /proc-like views the kernel prints on request: meminfo, zoneinfo,
+//! buddyinfo, slabinfo, vmallocinfo and a dump of its page tables
+//! (ptdump).
 
 use super::{PAGES, STATS};
 use crate::fmt::Dec;
@@ -106,6 +107,146 @@ pub fn free() {
         Dec(free)
     );
     kprintln!("Swap:   {:>12} {:>11} {:>11}", Dec(kb(sw.total)), Dec(kb(sw.total - sw.free)), Dec(kb(sw.free)));
+}
+
+/// Per zone, from the firmware's memory map at boot: (first RAM pfn, one
+/// past the last, RAM pages): Linux's `zone_start_pfn`, `spanned_pages`
+/// and `present_pages` (holes are spanned, not present).
+static ZONE_SPANS: crate::sync::SpinLock<[(u64, u64, u64); mm_core::buddy::NR_ZONES]> =
+    crate::sync::SpinLock::new_with("the zone spans", crate::sync::rank::STATS, [(0, 0, 0); mm_core::buddy::NR_ZONES]);
+
+/// Records each zone's span and present pages from the RAM ranges (at
+/// boot, before memblock goes).
+pub fn record_zone_spans(memory: impl Iterator<Item = super::memblock::Range>) {
+    let mut spans = [(u64::MAX, 0u64, 0u64); mm_core::buddy::NR_ZONES];
+    for r in memory {
+        let (mut pfn, end) = (r.start.div_ceil(PAGE_SIZE), r.end / PAGE_SIZE);
+        while pfn < end {
+            let z = mm_core::buddy::ZoneType::of_pfn(pfn);
+            let zend = match z {
+                mm_core::buddy::ZoneType::Dma => mm_core::buddy::zone::DMA_END_PFN,
+                mm_core::buddy::ZoneType::Dma32 => mm_core::buddy::zone::DMA32_END_PFN,
+                _ => u64::MAX,
+            }
+            .min(end);
+            let s = &mut spans[z as usize];
+            s.0 = s.0.min(pfn);
+            s.1 = s.1.max(zend);
+            s.2 += zend - pfn;
+            pfn = zend;
+        }
+    }
+    for s in spans.iter_mut().filter(|s| s.2 == 0) {
+        *s = (0, 0, 0);
+    }
+    ZONE_SPANS.with(|z| *z = spans);
+}
+
+/// /proc/zoneinfo's text (Linux's `zoneinfo_show`), written to `w`, which
+/// must not allocate (it is written under the page allocator's lock: a
+/// bounded buffer). Per zone: free pages, the min/low/high watermarks
+/// (`promo` is Linux's high + the gap, for memory tiering this kernel
+/// lacks), spanned/present/managed, `protection` (this kernel keeps no
+/// lowmem_reserve: zeros, which is what it enforces), the per-zone LRU and
+/// free counts, the per-CPU pagesets, the start pfn; the first populated
+/// zone also carries the node's stats.
+pub fn zoneinfo_to(w: &mut dyn Write) {
+    use mm_core::buddy::{Watermark, ZoneType};
+    let spans = ZONE_SPANS.with(|z| *z);
+    let (cached, shmem) = crate::fs::pagecache::counts();
+    PAGES.with(|p| {
+        // Per zone and list, from the lists themselves (one lruvec per
+        // node here, as Linux's; Linux counts these per zone too).
+        let mut per_zone = [[0u64; 5]; mm_core::buddy::NR_ZONES];
+        for (i, l) in LruList::ALL.iter().enumerate() {
+            for pfn in p.lru.list(*l) {
+                per_zone[ZoneType::of_pfn(pfn) as usize][i] += 1;
+            }
+        }
+        let node: [u64; 5] = LruList::ALL.map(|l| p.lru.nr(l));
+        let mut first = true;
+        for (zi, z) in p.buddy.zones().iter().enumerate() {
+            let _ = write!(w, "Node 0, zone ");
+            pad(w, z.kind.name(), 8, true);
+            let populated = z.populated();
+            if populated && first {
+                first = false;
+                let _ = write!(w, "\n  per-node stats");
+                let names =
+                    ["nr_inactive_anon", "nr_active_anon", "nr_inactive_file", "nr_active_file", "nr_unevictable"];
+                for (n, v) in names.iter().zip(node.iter()) {
+                    stat(w, n, *v);
+                }
+                stat(w, "nr_file_pages", cached);
+                stat(w, "nr_shmem", shmem);
+            }
+            let (start, end, present) = spans[zi];
+            let m = z.watermark;
+            let gap = m[Watermark::High as usize] - m[Watermark::Low as usize];
+            let _ = write!(w, "\n  pages free     {}", Dec(z.nr_free));
+            let _ = write!(w, "\n        boost    0");
+            let _ = write!(w, "\n        min      {}", Dec(m[Watermark::Min as usize]));
+            let _ = write!(w, "\n        low      {}", Dec(m[Watermark::Low as usize]));
+            let _ = write!(w, "\n        high     {}", Dec(m[Watermark::High as usize]));
+            let _ = write!(w, "\n        promo    {}", Dec(m[Watermark::High as usize] + gap));
+            let _ = write!(w, "\n        spanned  {}", Dec(end - start));
+            let _ = write!(w, "\n        present  {}", Dec(present));
+            let _ = write!(w, "\n        managed  {}", Dec(z.managed_pages));
+            let _ = write!(w, "\n        cma      0");
+            let _ = write!(w, "\n        protection: (0");
+            for _ in 1..mm_core::buddy::NR_ZONES {
+                let _ = write!(w, ", 0");
+            }
+            let _ = write!(w, ")");
+            if !populated {
+                let _ = writeln!(w);
+                continue;
+            }
+            let lz = per_zone[zi];
+            stat(w, "nr_free_pages", z.nr_free);
+            let names = [
+                "nr_zone_inactive_anon",
+                "nr_zone_active_anon",
+                "nr_zone_inactive_file",
+                "nr_zone_active_file",
+                "nr_zone_unevictable",
+            ];
+            for (n, v) in names.iter().zip(lz.iter()) {
+                stat(w, n, *v);
+            }
+            let _ = write!(w, "\n  pagesets");
+            for (cpu, pcp) in z.pcp.iter().enumerate().take(p.buddy.nr_cpus()) {
+                let _ = write!(w, "\n    cpu: {}", Dec(cpu as u64));
+                let _ = write!(w, "\n              count: {}", Dec(pcp.count));
+                let _ = write!(w, "\n              high:  {}", Dec(pcp.high));
+                let _ = write!(w, "\n              batch: {}", Dec(pcp.batch));
+            }
+            let _ = write!(w, "\n  start_pfn:           {}", Dec(start));
+            let _ = writeln!(w);
+        }
+    });
+}
+
+/// `s` padded with spaces to `width` (on the left if `right`), by hand:
+/// core's width formatting uses SSE, which ring 0 cannot (platform.md).
+fn pad(w: &mut dyn Write, s: &str, width: usize, right: bool) {
+    let spaces = width.saturating_sub(s.len());
+    if !right {
+        let _ = w.write_str(s);
+    }
+    for _ in 0..spaces {
+        let _ = w.write_str(" ");
+    }
+    if right {
+        let _ = w.write_str(s);
+    }
+}
+
+/// One `%-12s %lu` stat line of zoneinfo.
+fn stat(w: &mut dyn Write, name: &str, v: u64) {
+    let _ = w.write_str("\n      ");
+    pad(w, name, 12, false);
+    let _ = write!(w, " {}", Dec(v));
 }
 
 /// /proc/buddyinfo's text, written to `w`.

@@ -69,6 +69,9 @@ struct Writeback {
     pfn: u64,
     e: SwpEntry,
     shadow: Shadow,
+    /// A tmpfs page's file and index (shmem's `shmem_writepage`): once
+    /// written, the cache's index takes the slot.
+    file: Option<(u32, u64)>,
 }
 
 /// Swap counters beyond vmstat's.
@@ -109,6 +112,14 @@ pub struct SwapState {
     pub stat: SwapStats,
     /// `vm.swappiness`.
     pub swappiness: u32,
+    /// Per slot, a bit (slot `o`: byte `o / 8`, bit `o % 8`): set if a
+    /// tmpfs file's page is in it (the cache's index names the slot and
+    /// holds one count of it), for the host's check.
+    pub file_refs: Vec<u8>,
+    /// Clean page-cache pages reclaim chose, (pfn, file, index): they
+    /// leave the cache in [`flush_writeback`], which may take the file
+    /// table's lock.
+    drops: Vec<(u64, u32, u64)>,
 }
 
 /// The reclaim state.
@@ -130,6 +141,10 @@ pub fn init() {
         wb_len: 0,
         stat: SwapStats::default(),
         swappiness: 60,
+        file_refs: Vec::new(),
+        // Filled under the page allocator's lock, which no allocation may
+        // happen under: the room is made now, and never exceeded.
+        drops: Vec::with_capacity(WB_MAX),
     };
     let mut start_kswapd = false;
     if blk::present() {
@@ -141,6 +156,7 @@ pub fn init() {
                         s.cache = vec![0; slots as usize];
                         s.shadow = vec![0; slots as usize];
                         s.sums = vec![0; slots as usize];
+                        s.file_refs = vec![0; slots.div_ceil(8) as usize];
                         let kb = (slots - 1) * 4;
                         start_kswapd = true;
                         crate::kprintln!(
@@ -259,6 +275,19 @@ impl SwapState {
     /// Pages queued for writeback.
     pub fn queued(&self) -> u64 {
         self.wb_len as u64
+    }
+
+    /// Marks slot `e` held (or not) by a tmpfs file's index.
+    fn set_file_ref(&mut self, e: SwpEntry, on: bool) {
+        if let Some(b) = self.file_refs.get_mut((e.offset / 8) as usize) {
+            let bit = 1u8 << (e.offset % 8);
+            *b = if on { *b | bit } else { *b & !bit };
+        }
+    }
+
+    /// Clean page-cache pages waiting to leave the cache.
+    pub fn drops_queued(&self) -> u64 {
+        self.drops.len() as u64
     }
 
     /// Forgets an address space (`exit_mmap`): its anon ranges and entry.
@@ -567,8 +596,65 @@ impl Reclaimer<'_> {
     }
 }
 
+impl Reclaimer<'_> {
+    /// `shrink_folio_list` for a page of the page cache, unmapped
+    /// (folio_referenced kept mapped ones): a clean file's page is
+    /// dropped (queued: [`flush_writeback`] takes it out of the cache); a
+    /// tmpfs page (swap-backed, `anon`) goes to the swap cache and is
+    /// written (`shmem_writepage`), then its index takes the slot.
+    fn reclaim_cache_page(&mut self, pfn: u64, anon: bool, ino: u32, index: u64, shadow: Shadow) -> ReclaimOutcome {
+        let cached = self.ext.get(pfn as usize).and_then(|x| x.swap_entry());
+        let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
+        if refs != 1 + cached.is_some() as u32 {
+            return ReclaimOutcome::Activate;
+        }
+        if !anon {
+            if self.s.drops.len() >= WB_MAX {
+                return ReclaimOutcome::Keep;
+            }
+            self.s.drops.push((pfn, ino, index));
+            return ReclaimOutcome::Freed { io: false };
+        }
+        if cached.is_none() && !swap_on(self.s) {
+            return ReclaimOutcome::Activate;
+        }
+        if self.s.wb_len == WB_MAX {
+            return ReclaimOutcome::Keep;
+        }
+        let e = match cached {
+            Some(e) => e,
+            None => match self.s.areas.get_swap_page() {
+                Ok(e) if (e.offset as usize) < self.s.cache.len() && e.ty == 0 => e,
+                Ok(e) => {
+                    let _ = self.s.areas.swapcache_free(e);
+                    return ReclaimOutcome::Activate;
+                }
+                Err(_) => return ReclaimOutcome::Activate,
+            },
+        };
+        if cached.is_none() {
+            self.s.set_cache(e, Some(pfn));
+            self.ext[pfn as usize].set_swap_entry(Some(e));
+            let _ = self.buddy.get_page(pfn);
+        }
+        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow, file: Some((ino, index)) });
+        self.s.wb_len += 1;
+        ReclaimOutcome::Freed { io: true }
+    }
+}
+
 impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
     fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
+        if self.ext.get(pfn as usize).and_then(|x| x.file()).is_some() {
+            // A page-cache page: without a file rmap its mappings cannot
+            // be walked; a reference beyond the cache's (and the swap
+            // cache's) is a mapping or a pin, counted as one referenced PTE
+            // (reclaim keeps it). Accesses through read()/write() mark it
+            // on the LRU itself (pagecache.rs `mark_accessed`).
+            let cached = self.ext[pfn as usize].swap_entry().is_some() as u32;
+            let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
+            return mm_core::lru::Referenced { ptes: (refs > 1 + cached) as u32, ..Default::default() };
+        }
         let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {
             // No rmap record: read ahead into the swap cache and never
             // mapped (reclaimable at no cost), or unknown (kept).
@@ -581,6 +667,9 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
     }
 
     fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, _clean_only: bool) -> ReclaimOutcome {
+        if let Some((ino, index)) = self.ext.get(pfn as usize).and_then(|x| x.file()) {
+            return self.reclaim_cache_page(pfn, anon, ino, index, shadow);
+        }
         if !anon {
             return ReclaimOutcome::Activate;
         }
@@ -646,7 +735,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             return self.drop_clean(pfn, e, shadow);
         }
         // pageout: queued; written and freed by `flush_writeback`.
-        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow });
+        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow, file: None });
         self.s.wb_len += 1;
         ReclaimOutcome::Freed { io: true }
     }
@@ -698,9 +787,10 @@ fn slot_io(write: bool, slots: &[SwpEntry], pages: &[u64]) -> Vec<u8> {
 /// list, so nothing is lost (its PTEs are swap entries; a fault finds it
 /// in the cache). Called with `SWAP` held and `PAGES` not. Pages freed.
 pub fn flush_writeback(s: &mut SwapState) -> u64 {
+    let dropped = finish_drops(s);
     let n = core::mem::take(&mut s.wb_len);
     if n == 0 {
-        return 0;
+        return dropped;
     }
     let batch: Vec<Writeback> = s.wb[..n].iter_mut().filter_map(Option::take).collect();
     let pages: Vec<u64> = batch.iter().map(|w| w.pfn << PAGE_SHIFT).collect();
@@ -712,10 +802,40 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
     let slots: Vec<SwpEntry> = batch.iter().map(|w| w.e).collect();
     let status = slot_io(true, &slots, &pages);
     s.stat.write_batches += 1;
+    // A tmpfs page written: its file's index takes the slot (one count of
+    // it) if it still holds the page; else it stays resident, out of the
+    // swap cache. Decided before the page allocator is taken (the file
+    // table's lock ranks outside it).
+    let swapped: Vec<bool> = batch
+        .iter()
+        .zip(status.iter())
+        .map(|(w, &st)| match w.file {
+            Some((ino, index)) if st == blk::S_OK => {
+                crate::fs::pagecache::reclaim_swapped(ino as usize, index, w.pfn << PAGE_SHIFT, w.e)
+            }
+            _ => false,
+        })
+        .collect();
     let mut freed = 0;
     PAGES.with(|p| {
-        for (w, &st) in batch.iter().zip(status.iter()) {
+        for ((w, &st), &swapped) in batch.iter().zip(status.iter()).zip(swapped.iter()) {
+            if st == blk::S_OK && w.file.is_some() && !swapped {
+                // The file changed meanwhile: keep the page, as it was
+                // (unless the swap cache held its last reference).
+                s.delete_from_swap_cache(p, w.e, w.pfn);
+                if p.buddy.page(w.pfn).is_some_and(|pg| pg.refcount > 0) {
+                    let _ = p.lru.folio_add_lru(w.pfn, true);
+                }
+                continue;
+            }
             if st == blk::S_OK {
+                if w.file.is_some() {
+                    let _ = s.areas.swap_duplicate(w.e);
+                    s.set_file_ref(w.e, true);
+                    // The page cache's reference (evict drops the swap
+                    // cache's).
+                    let _ = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, w.pfn, 0);
+                }
                 evict(s, &mut p.buddy, p.ext, w.pfn, w.e, w.shadow);
                 freed += 1;
             } else {
@@ -730,7 +850,126 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
         }
     });
     vmstat::count(Event::PswpOut, freed);
+    freed + dropped
+}
+
+/// The clean page-cache pages reclaim chose leave the cache and are freed
+/// if still unused (pagecache.rs `reclaim_remove`); the others go back to
+/// the LRU. With `SWAP` held and `PAGES` not. Pages freed.
+fn finish_drops(s: &mut SwapState) -> u64 {
+    let drops = core::mem::take(&mut s.drops);
+    let mut freed = 0;
+    for &(pfn, ino, index) in &drops {
+        let gone = crate::fs::pagecache::reclaim_remove(ino as usize, index, pfn << PAGE_SHIFT);
+        PAGES.with(|p| {
+            if gone {
+                put_user_page(p, pfn);
+            } else {
+                let _ = p.lru.folio_add_lru(pfn, false);
+            }
+        });
+        freed += gone as u64;
+    }
+    s.drops = drops;
+    s.drops.clear();
     freed
+}
+
+/// Frees the slots of tmpfs pages in swap whose file let go of them
+/// (truncate, unlink: Linux's `shmem_free_swap`).
+pub fn shmem_free_swap(slots: &[SwpEntry]) {
+    SWAP.with(|s| {
+        PAGES.with(|p| {
+            for &e in slots {
+                s.set_file_ref(e, false);
+                s.free_swap_and_cache(p, e);
+            }
+        })
+    })
+}
+
+/// Reads tmpfs page `index` of file `ino` back from slot `e` (Linux's
+/// `shmem_swapin_folio`): from the swap cache if readahead brought it
+/// in, else from the device into a new page; the page joins the page
+/// cache (owned `PageCache`, on the anon LRU as a refault) and the slot is
+/// freed. Ok(None) if the file's index no longer names `e` (look again).
+pub fn shmem_swapin(ino: usize, index: u64, e: SwpEntry) -> Result<Option<u64>, SwapinError> {
+    let pfn = super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER).map_err(|_| SwapinError::NoMemory)?;
+    let give_back = |pfn: u64| PAGES.with(|p| put_user_page(p, pfn));
+    let got = SWAP.with(|s| {
+        if !crate::fs::pagecache::still_swapped(ino, index, e) {
+            return Ok(None);
+        }
+        s.areas.usage(e).map_err(|_| SwapinError::BadEntry)?;
+        let (page, read) = match s.cache_lookup(e) {
+            Some(c) => {
+                s.stat.cache_hits += 1;
+                (c, false)
+            }
+            None => {
+                let status = slot_io(false, &[e], &[pfn << PAGE_SHIFT]);
+                if status[0] != blk::S_OK {
+                    s.stat.read_errors += 1;
+                    return Err(SwapinError::Io);
+                }
+                let want = s.sums.get(e.offset as usize).copied().unwrap_or(0);
+                let got = frame_checksum(pfn << PAGE_SHIFT);
+                if want != 0 && want != got {
+                    s.stat.checksum_errors += 1;
+                    crate::kprintln!(
+                        "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
+                        e.offset,
+                        got,
+                        want
+                    );
+                }
+                (pfn, true)
+            }
+        };
+        let swap_on = swap_on(s);
+        let shadow = Shadow(s.shadow.get(e.offset as usize).copied().unwrap_or(0));
+        if !crate::fs::pagecache::swapin_done(ino, index, e, page << PAGE_SHIFT) {
+            return Ok(None);
+        }
+        PAGES.with(|p| {
+            let _ = p.buddy.set_owner(page, mm_core::buddy::PageOwner::PageCache);
+            if read {
+                // The file's index holds the new page's one reference.
+                add_anon(p, page, None, Some((shadow, swap_on)));
+            } else {
+                // Readahead's page: the swap cache's reference becomes the
+                // page cache's; it is on the anon LRU already.
+                let _ = s.areas.swapcache_free(e);
+                s.set_cache(e, None);
+            }
+            if let Some(x) = p.ext.get_mut(page as usize) {
+                *x = mm_core::page_ext::PageExt::EMPTY;
+                x.set_file(ino as u32, index);
+            }
+        });
+        // The file's count of the slot.
+        let _ = s.areas.swap_free(e);
+        s.set_file_ref(e, false);
+        Ok(Some((page, read)))
+    });
+    match got {
+        Ok(Some((page, read))) => {
+            if !read {
+                give_back(pfn);
+            } else {
+                vmstat::count(Event::PswpIn, 1);
+            }
+            Ok(Some(page << PAGE_SHIFT))
+        }
+        Ok(None) => {
+            give_back(pfn);
+            Ok(None)
+        }
+        Err(err) => {
+            give_back(pfn);
+            Err(err)
+        }
+    }
 }
 
 /// `fork`'s part: the child's anon ranges link the parent's anon_vmas.
@@ -826,6 +1065,7 @@ pub fn describe() -> mm_core::descriptor::SwapDesc {
             d.swap_map_va = a.swap_map().as_ptr() as u64;
             d.sums_va = s.sums.as_ptr() as u64;
             d.cache_va = s.cache.as_ptr() as u64;
+            d.file_refs_va = s.file_refs.as_ptr() as u64;
         }
         PAGES
             .try_with(|p| {
@@ -835,6 +1075,7 @@ pub fn describe() -> mm_core::descriptor::SwapDesc {
             })
             .is_some()
             && s.wb_len == 0
+            && s.drops.is_empty()
     });
     d.consistent = got.unwrap_or(false) as u32;
     d

@@ -106,8 +106,9 @@ pub fn shrink_slab() -> u64 {
 /// `ReclaimOps`), batch by batch: each batch's swap-outs are written in
 /// one device submission before the next batch is scanned, at falling
 /// priority until a batch's worth is freed (`do_try_to_free_pages`).
-/// Returns (scanned, reclaimed). Anon pages are the only reclaimable
-/// user pages; without swap this reclaims nothing, and it runs only
+/// Returns (scanned, reclaimed). Anon pages (tmpfs pages among them) go
+/// to swap, clean page-cache pages nothing maps are dropped; without swap
+/// only the latter are reclaimed, and it runs only
 /// where reclaim may take its locks: from an allocation whose caller
 /// holds nothing but mm locks (not from inside reclaim itself).
 pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
@@ -116,7 +117,12 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
     }
     let Some(mut guard) = SWAP.try_lock() else { return (0, 0) };
     let s = &mut *guard;
-    if !swap::swap_on(s) {
+    // Anon pages need swap; clean page-cache pages (the file lists) are
+    // reclaimed without it.
+    let may_swap = swap::swap_on(s);
+    let file_pages =
+        PAGES.with(|p| p.lru.nr(mm_core::lru::LruList::InactiveFile) + p.lru.nr(mm_core::lru::LruList::ActiveFile));
+    if !may_swap && file_pages == 0 {
         return (0, 0);
     }
     let swappiness = s.swappiness;
@@ -126,9 +132,9 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
         // Scan for what the writeback batch still has room for; write it
         // when full, so each device submission carries a whole batch.
         let room = (swap::WB_MAX as u64).saturating_sub(s.queued()).max(1);
-        let mut sc = ScanControl::new(room, swappiness, true, kswapd);
+        let mut sc = ScanControl::new(room, swappiness, may_swap, kswapd);
         sc.priority = priority;
-        let before_queued = s.queued();
+        let before_queued = s.queued() + s.drops_queued();
         let (act, deact) = PAGES.with(|p| {
             let before = p.lru.stat;
             let super::PageAlloc { buddy, lru, ext, .. } = p;
@@ -140,8 +146,8 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
         vmstat::count(Event::PgDeactivate, deact);
         scanned += sc.nr_scanned;
         freed += sc.nr_reclaimed;
-        queued += s.queued() - before_queued;
-        if s.queued() >= swap::WB_MAX as u64 {
+        queued += s.queued() + s.drops_queued() - before_queued;
+        if s.queued() >= swap::WB_MAX as u64 || s.drops_queued() >= swap::WB_MAX as u64 {
             written += swap::flush_writeback(s);
         }
         if freed >= SWAP_CLUSTER_MAX || priority == 0 {
@@ -150,7 +156,8 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
         priority -= 1;
     }
     written += swap::flush_writeback(s);
-    // Pages whose write failed stayed resident: not reclaimed.
+    // Pages whose write failed stayed resident, and clean pages someone
+    // took meanwhile stayed cached: not reclaimed.
     let reclaimed = freed - (queued - written);
     (scanned, reclaimed)
 }

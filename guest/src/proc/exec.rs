@@ -151,17 +151,32 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
         return Err((-EACCES, "not a regular file"));
     }
     let noexec = |e: &'static str| (-ENOEXEC, e);
-    let contents = fs::contents(ino).ok_or((-ENOENT, "no such file in the initramfs"))?;
-    let image: &[u8] = &contents;
-    let elf = Elf::parse(image).map_err(noexec)?;
+    // The headers, read through the page cache as Linux's `bprm->buf`
+    // (the first page; more if the program headers lie beyond it); the
+    // segments are mapped from the cache, not read here.
+    let size = inode.size;
+    let mut hdr = alloc::vec![0u8; size.min(4096) as usize];
+    let n = fs::pagecache::read(ino, 0, &mut hdr);
+    hdr.truncate(n);
+    let past = noexec("the program headers lie past the end of the file");
+    let ph_end = Elf::parse(&hdr).map_err(noexec)?.ph_end().ok_or(past)?;
+    if ph_end > hdr.len() as u64 {
+        if ph_end > size || ph_end > 1 << 16 {
+            return Err(past);
+        }
+        hdr = alloc::vec![0u8; ph_end as usize];
+        let n = fs::pagecache::read(ino, 0, &mut hdr);
+        hdr.truncate(n);
+    }
+    let elf = Elf::parse(&hdr).map_err(noexec)?;
     if elf.is_dynamic() {
         return Err(noexec("dynamically linked (needs an ELF interpreter); only static executables run here"));
     }
     let bias = if elf.etype == 3 { ET_DYN_BASE } else { 0 };
-    elf.check_loads(bias, super::mm::TASK_SIZE).map_err(noexec)?;
+    elf.check_loads(bias, super::mm::TASK_SIZE, size).map_err(noexec)?;
     let phdr = elf.phdr_vaddr_biased(bias).ok_or(noexec("the program headers are not in a loaded segment"))?;
     let mut mm = MmStruct::new().ok_or((-ENOMEM, "out of memory"))?;
-    let entry = match mm.load_elf_at(image, bias) {
+    let entry = match mm.load_elf_file(&elf, ino, bias) {
         Ok(e) => e,
         Err(e) => {
             mm.exit_mmap();

@@ -200,7 +200,7 @@ fn filemap_fault(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64, write: bool,
     let index = vma.pgoff + (va - vma.start) / PAGE_SIZE;
     let pa = find_or_create_page(ino, index).map_err(|e| match e {
         CacheError::NoMemory => FaultError::Oom,
-        CacheError::BeyondEof | CacheError::NoFile => FaultError::Io,
+        CacheError::BeyondEof | CacheError::NoFile | CacheError::Io => FaultError::Io,
     })?;
     let shared = vma.flags.contains(VmFlags::SHARED);
     let writable = shared && vma.flags.contains(VmFlags::WRITE);

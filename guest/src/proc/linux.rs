@@ -159,9 +159,11 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         34 => super::signal::sys_pause(),
         62 => super::signal::sys_kill(a[0], a[1]),
         127 => super::signal::sys_rt_sigpending(a[0], a[1]),
+        129 => super::signal::sys_rt_sigqueueinfo(a[0], a[1], a[2]),
         130 => super::signal::sys_rt_sigsuspend(a[0], a[1]),
         200 => super::signal::sys_tgkill(0, a[0], a[1]),
         234 => super::signal::sys_tgkill(a[0], a[1], a[2]),
+        297 => super::signal::sys_rt_tgsigqueueinfo(a[0], a[1], a[2], a[3]),
         // Address space and limits (mman.rs).
         25 => super::mman::sys_mremap(a),
         26 => super::mman::sys_msync(a[0], a[1], a[2]),

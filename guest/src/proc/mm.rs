@@ -39,6 +39,21 @@ const MMAP_BASE: u64 = STACK_TOP - STACK_LIMIT - STACK_GUARD_GAP - (1 << 30);
 /// Lowest address mmap hands out (`mmap_min_addr`).
 const MMAP_MIN: u64 = 0x10000;
 
+/// A PT_LOAD's `p_flags` (PF_X 1, PF_W 2, PF_R 4) as VMA flags.
+fn segment_flags(pf: u32) -> VmFlags {
+    let mut flags = VmFlags(0);
+    if pf & 4 != 0 {
+        flags = flags | VmFlags::READ;
+    }
+    if pf & 2 != 0 {
+        flags = flags | VmFlags::WRITE;
+    }
+    if pf & 1 != 0 {
+        flags = flags | VmFlags::EXEC;
+    }
+    flags
+}
+
 /// The shared zero page and global counters.
 pub struct MmGlobals {
     /// Frame of the shared zero page (never freed).
@@ -157,7 +172,9 @@ impl MmStruct {
 
     /// Loads a static ELF executable (Linux's `load_elf_binary`): one VMA
     /// per PT_LOAD segment with its permissions, the file-backed pages
-    /// copied in now (there is no page cache to fault them from), the bss
+    /// copied in now (a built-in program's image is in the kernel, not in
+    /// the page cache to fault them from; exec of a file maps it instead,
+    /// [`load_elf_file`](Self::load_elf_file)), the bss
     /// beyond them left to demand paging; then the stack VMA (growing
     /// down) and the brk heap's start. Returns the entry point.
     pub fn load_elf(&mut self, image: &[u8]) -> Result<u64, &'static str> {
@@ -173,16 +190,7 @@ impl MmStruct {
             seg.vaddr = seg.vaddr.checked_add(bias).ok_or("segment outside user space")?;
             let start = seg.vaddr & !(PAGE_SIZE - 1);
             let end = page_up(seg.vaddr + seg.memsz);
-            let mut flags = VmFlags(0);
-            if seg.flags & 4 != 0 {
-                flags = flags | VmFlags::READ;
-            }
-            if seg.flags & 2 != 0 {
-                flags = flags | VmFlags::WRITE;
-            }
-            if seg.flags & 1 != 0 {
-                flags = flags | VmFlags::EXEC;
-            }
+            let flags = segment_flags(seg.flags);
             if end > TASK_SIZE || start < MMAP_MIN {
                 return Err("segment outside user space");
             }
@@ -217,13 +225,110 @@ impl MmStruct {
             let _ = zero;
             image_end = image_end.max(end);
         }
+        self.finish_load(image_end)?;
+        Ok(elf.entry + bias)
+    }
+
+    /// The stack VMA (growing down) and the brk heap's start above the
+    /// image, once its segments are in.
+    fn finish_load(&mut self, image_end: u64) -> Result<(), &'static str> {
         let stack =
             Vma::anon(STACK_TOP - STACK_INITIAL, STACK_TOP, VmFlags::READ | VmFlags::WRITE | VmFlags::GROWSDOWN);
         self.vmas.insert(stack).map_err(|_| "stack overlaps the image")?;
         self.start_brk = image_end;
         self.brk = image_end;
         self.stat.brk = image_end;
+        Ok(())
+    }
+
+    /// Loads static ELF file `ino` of the file system, whose headers
+    /// `elf` parsed and checked, at `bias` (Linux's `load_elf_binary` with
+    /// `elf_map`/`elf_load`): each PT_LOAD's file part becomes a private
+    /// file VMA over the page cache (text and rodata are faulted in from
+    /// the cached pages and stay shared with the cache and every other
+    /// process running the program; a write to the data segment copies
+    /// the page, as any MAP_PRIVATE file mapping), the rest of the
+    /// segment (bss) an anonymous VMA; the bytes between the end of the
+    /// file part and the end of its page are zeroed (Linux's `padzero`,
+    /// a copy-on-write of that one page). Nothing else is read or copied
+    /// now. A segment whose address and file offset disagree modulo the
+    /// page size cannot be mapped and is copied in instead (Linux
+    /// refuses such a file). Returns the entry point.
+    pub fn load_elf_file(&mut self, elf: &super::elf::Elf, ino: usize, bias: u64) -> Result<u64, &'static str> {
+        let mut image_end = 0;
+        for seg in elf.loads() {
+            let vaddr = seg.vaddr.checked_add(bias).ok_or("segment outside user space")?;
+            let start = vaddr & !(PAGE_SIZE - 1);
+            let end = page_up(vaddr.checked_add(seg.memsz).ok_or("segment outside user space")?);
+            let flags = segment_flags(seg.flags);
+            if end > TASK_SIZE || start < MMAP_MIN {
+                return Err("segment outside user space");
+            }
+            let file_end = vaddr + seg.filesz;
+            image_end = image_end.max(end);
+            if !(vaddr ^ seg.offset).is_multiple_of(PAGE_SIZE) {
+                self.vmas.insert(Vma::anon(start, end, flags)).map_err(|_| "overlapping segments")?;
+                self.copy_segment_from_file(ino, &seg, vaddr, start, end, flags)?;
+                continue;
+            }
+            let map_end = if seg.filesz == 0 { start } else { page_up(file_end) };
+            if map_end > start {
+                let pgoff = (seg.offset - (vaddr - start)) / PAGE_SIZE;
+                let vma =
+                    Vma { kind: mm_core::vma::VmaKind::File(ino as u32), pgoff, ..Vma::anon(start, map_end, flags) };
+                self.vmas.insert(vma).map_err(|_| "overlapping segments")?;
+            }
+            if end > map_end {
+                self.vmas.insert(Vma::anon(map_end, end, flags)).map_err(|_| "overlapping segments")?;
+            }
+            let pad = (PAGE_SIZE - file_end % PAGE_SIZE) % PAGE_SIZE;
+            if seg.memsz > seg.filesz && seg.filesz > 0 && pad > 0 && flags.contains(VmFlags::WRITE) {
+                let zeros = [0u8; PAGE_SIZE as usize];
+                super::syscall::copy_to_user(self, file_end, &zeros[..pad as usize]).map_err(|_| "out of memory")?;
+            }
+        }
+        self.finish_load(image_end)?;
         Ok(elf.entry + bias)
+    }
+
+    /// The fallback of [`load_elf_file`](Self::load_elf_file) for a
+    /// segment that cannot be mapped: its file bytes copied into
+    /// anonymous pages of `[start, end)` through the page cache.
+    fn copy_segment_from_file(
+        &mut self,
+        ino: usize,
+        seg: &super::elf::Segment,
+        vaddr: u64,
+        start: u64,
+        end: u64,
+        flags: VmFlags,
+    ) -> Result<(), &'static str> {
+        let file_end = vaddr + seg.filesz;
+        let mut page = alloc::vec![0u8; PAGE_SIZE as usize];
+        let mut va = start;
+        while va < file_end {
+            let lo = va.max(vaddr);
+            let hi = (va + PAGE_SIZE).min(file_end);
+            let buf = &mut page[(lo - va) as usize..(hi - va) as usize];
+            let n = crate::fs::pagecache::read(ino, seg.offset + (lo - vaddr), buf);
+            if n != buf.len() {
+                return Err("a segment lies past the end of the file");
+            }
+            let ok = PAGES.with(|p| {
+                let pa = alloc_user_frame(p)?;
+                clear_page(pa);
+                write_frame(pa, (lo - va) as usize, &page[(lo - va) as usize..(hi - va) as usize]);
+                let mut phys = direct_map();
+                let (slot, _) = pte_alloc(p, &mut phys, self, va)?;
+                slot.write(&mut phys, Pte(pa | leaf_flags(flags, flags.contains(VmFlags::WRITE)))).ok()?;
+                Some(pa)
+            });
+            let pa = ok.ok_or("out of memory")?;
+            crate::mm::swap::new_anon_page(self.id, &Vma::anon(start, end, flags), va, pa >> PAGE_SHIFT);
+            self.stat.rss_pages += 1;
+            va += PAGE_SIZE;
+        }
+        Ok(())
     }
 
     /// Unmaps the pages of `[start, end)` (the VMAs are the caller's):

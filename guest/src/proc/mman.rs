@@ -44,12 +44,16 @@ const EPERM: i64 = 1;
 const ESRCH: i64 = 3;
 
 /// The limits a process starts with (Linux's INIT_RLIMITS: an 8 MiB
-/// stack, the descriptor table's size, the rest unlimited).
+/// stack, the descriptor table's size, RLIMIT_SIGPENDING from the RAM as
+/// `fork_init` sets it, the rest unlimited).
 pub fn default_rlimits() -> [(u64, u64); RLIM_NLIMITS] {
     let mut r = [(RLIM_INFINITY, RLIM_INFINITY); RLIM_NLIMITS];
     r[RLIMIT_STACK] = (super::mm::STACK_LIMIT, RLIM_INFINITY);
     let nofile = crate::fs::file::NR_OPEN as u64;
     r[RLIMIT_NOFILE] = (nofile, nofile);
+    let ram = crate::mm::STATS.with(|s| s.total_ram);
+    let sigpending = super::signal::default_sigpending_limit(ram);
+    r[super::signal::RLIMIT_SIGPENDING] = (sigpending, sigpending);
     r
 }
 

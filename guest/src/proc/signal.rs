@@ -16,8 +16,19 @@
 //! one thread that does not block it (the leader first), and a fatal one
 //! ends the whole group.
 //!
-//! Limits, said plainly: one pending instance per signal (real-time
-//! signals are not queued), the stop signals' default action is to ignore
+//! Real-time signals (32..=64) are queued, as Linux's: each `sigqueue`,
+//! `kill` or `tgkill` of one adds an entry with its own siginfo (SI_QUEUE's
+//! `si_value` reaches an SA_SIGINFO handler), delivered oldest first, the
+//! pending bit set while any is left; the entries count against the
+//! target's RLIMIT_SIGPENDING (all processes together, as Linux counts
+//! them per user and every process here is uid 0): past it
+//! `rt_sigqueueinfo` and `tgkill` fail with EAGAIN and `kill` still makes
+//! the signal pending, without its information (si_code SI_USER, pid 0).
+//! Standard signals stay one pending instance each (a second merges).
+//!
+//! Limits, said plainly: pending standard signals do not count against
+//! RLIMIT_SIGPENDING (Linux counts them too, but lets them past the
+//! limit), the stop signals' default action is to ignore
 //! (there is no job control), `kill` to a process group reaches only the
 //! caller or the named pid, and a SIGCHLD set to SIG_IGN does not reap
 //! children automatically.
@@ -29,6 +40,8 @@ use crate::arch::gdt::{USER_CS, USER_DS};
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::FpuState;
 use crate::fmt::Dec;
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Signals 1..=64 (Linux's `_NSIG`).
 pub const NSIG: u64 = 64;
@@ -62,6 +75,11 @@ const SIGXCPU: u64 = 24;
 const SIGXFSZ: u64 = 25;
 const SIGWINCH: u64 = 28;
 const SIGSYS: u64 = 31;
+/// The first real-time signal (the kernel's SIGRTMIN: glibc keeps 32
+/// and 33 for itself and says 34, musl keeps up to 34).
+pub const SIGRTMIN: u64 = 32;
+/// `RLIMIT_SIGPENDING`: real-time signals queued at once.
+pub const RLIMIT_SIGPENDING: usize = 11;
 
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
@@ -105,6 +123,7 @@ pub const ERESTARTNOHAND: i64 = 514;
 const EINTR: i64 = 4;
 const ENOMEM: i64 = 12;
 const EPERM: i64 = 1;
+const EAGAIN: i64 = 11;
 
 /// `SS_ONSTACK` / `SS_DISABLE` (sigaltstack's flags).
 const SS_ONSTACK: u64 = 1;
@@ -156,9 +175,69 @@ pub struct SigInfo {
     pub trap: Option<(u64, u64, u64)>,
 }
 
+/// Real-time signals queued in all tasks (Linux's per-user
+/// `ucounts` sigpending; every process here is uid 0).
+static RT_QUEUED: AtomicU64 = AtomicU64::new(0);
+
+/// One queued real-time signal (Linux's `struct sigqueue`), a link of
+/// its task's queue, oldest first. Allocated by the sender before it
+/// takes the scheduler's lock (nothing is allocated under it), through a
+/// one-element vector so that a failed allocation is an error (EAGAIN),
+/// not a kernel panic; counted in [`RT_QUEUED`] from its allocation to
+/// its drop.
+pub struct RtSig {
+    /// The queue it is on: 0 the thread's, 1 the process's.
+    q: u8,
+    /// Its number.
+    sig: u8,
+    /// What the handler's siginfo says.
+    info: SigInfo,
+    /// The next younger entry.
+    next: Option<RtNode>,
+}
+
+/// A boxed [`RtSig`].
+type RtNode = Box<[RtSig; 1]>;
+
+impl Drop for RtSig {
+    fn drop(&mut self) {
+        RT_QUEUED.fetch_sub(1, Ordering::Relaxed);
+        // The rest of the chain iteratively (a recursive drop of a long
+        // queue would run deep on the kernel stack).
+        let mut next = self.next.take();
+        while let Some(mut n) = next {
+            next = n[0].next.take();
+        }
+    }
+}
+
+/// A new queue entry for `sig` if `limit` (the target's
+/// RLIMIT_SIGPENDING) leaves room and the heap has it; None otherwise.
+fn rt_alloc(q: usize, sig: u64, info: SigInfo, limit: u64) -> Option<RtNode> {
+    if RT_QUEUED.fetch_add(1, Ordering::Relaxed) >= limit {
+        RT_QUEUED.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    let mut v = alloc::vec::Vec::new();
+    if v.try_reserve_exact(1).is_err() {
+        RT_QUEUED.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    v.push(RtSig { q: q as u8, sig: sig as u8, info, next: None });
+    // Length 1, so this cannot fail (nor reallocate: capacity 1).
+    v.into_boxed_slice().try_into().ok()
+}
+
+/// Linux's default RLIMIT_SIGPENDING: half of `max_threads`, which is
+/// the RAM over eight kernel stacks (`set_max_threads`, at least 20).
+pub fn default_sigpending_limit(total_ram: u64) -> u64 {
+    /// The kernel stacks' size (proc/sched.rs `KSTACK_ORDER`).
+    const THREAD_SIZE: u64 = 32 << 10;
+    (total_ram / (8 * THREAD_SIZE)).max(20) / 2
+}
+
 /// A task's signal state (Linux's `sighand_struct`, `blocked`,
 /// `pending` and `sas_ss_*` together: one thread per process).
-#[derive(Clone)]
 pub struct SigState {
     /// Dispositions of signals 1..=64 (index sig - 1).
     pub actions: [SigAction; NSIG as usize],
@@ -176,6 +255,8 @@ pub struct SigState {
     /// The mask `rt_sigsuspend` replaced, restored once a handler was set
     /// up (Linux's `saved_sigmask`).
     pub saved_mask: Option<u64>,
+    /// The queued real-time signals, both queues, oldest first.
+    rt: Option<RtNode>,
 }
 
 impl Default for SigState {
@@ -187,6 +268,7 @@ impl Default for SigState {
             info: [[SigInfo::default(); NSIG as usize]; 2],
             altstack: (0, 0),
             saved_mask: None,
+            rt: None,
         }
     }
 }
@@ -201,6 +283,7 @@ impl SigState {
         dst.altstack = self.altstack;
         dst.pending = [0; 2];
         dst.saved_mask = None;
+        dst.rt = None;
     }
 
     /// execve: handlers go back to SIG_DFL (the code they pointed at is
@@ -243,8 +326,33 @@ impl SigState {
     /// Makes `sig` pending with `info` on queue `q` (0: the thread's,
     /// 1: the process's) unless it is ignored; true if it is now pending.
     pub fn queue(&mut self, q: usize, sig: u64, info: SigInfo) -> bool {
+        self.queue_entry(q, sig, info, &mut None)
+    }
+
+    /// [`queue`](Self::queue) for a real-time signal with its entry
+    /// `node` (taken from it if queued; none: the signal is pending
+    /// without its information, as Linux's when the queue is full).
+    pub fn queue_entry(&mut self, q: usize, sig: u64, info: SigInfo, node: &mut Option<RtNode>) -> bool {
         if !(1..=NSIG).contains(&sig) || (self.ignored(sig) && sig != SIGKILL) {
             return false;
+        }
+        if sig >= SIGRTMIN {
+            match node.take() {
+                Some(n) => {
+                    let mut cur = &mut self.rt;
+                    while let Some(e) = cur {
+                        cur = &mut e[0].next;
+                    }
+                    *cur = Some(n);
+                }
+                None if self.pending[q] & bit(sig) == 0 => {
+                    // What Linux's collect_signal reports for it.
+                    self.info[q][(sig - 1) as usize] = SigInfo { code: SI_USER, fields: [0, 0], trap: None };
+                }
+                None => {}
+            }
+            self.pending[q] |= bit(sig);
+            return true;
         }
         // One instance per signal and queue: a second arrival merges.
         if self.pending[q] & bit(sig) == 0 {
@@ -266,6 +374,52 @@ impl SigState {
     fn discard(&mut self, sig: u64) {
         self.pending[0] &= !bit(sig);
         self.pending[1] &= !bit(sig);
+        while self.take_rt(None, sig).is_some() {}
+    }
+
+    /// Takes the oldest queued entry of `sig` (on queue `q`, or either).
+    fn take_rt(&mut self, q: Option<usize>, sig: u64) -> Option<RtNode> {
+        let mut cur = &mut self.rt;
+        loop {
+            match cur {
+                None => return None,
+                Some(e) if u64::from(e[0].sig) == sig && q.is_none_or(|q| usize::from(e[0].q) == q) => {
+                    let mut e = cur.take()?;
+                    *cur = e[0].next.take();
+                    return Some(e);
+                }
+                Some(e) => cur = &mut e[0].next,
+            }
+        }
+    }
+
+    /// Whether an entry of `sig` is queued on queue `q`.
+    fn rt_queued(&self, q: usize, sig: u64) -> bool {
+        let mut cur = &self.rt;
+        while let Some(e) = cur {
+            if u64::from(e[0].sig) == sig && usize::from(e[0].q) == q {
+                return true;
+            }
+            cur = &e[0].next;
+        }
+        false
+    }
+
+    /// Dequeues signal `sig` from queue `q` (Linux's `collect_signal`):
+    /// its information, and the queue entry it came from (for the
+    /// caller to drop outside the scheduler's lock). A real-time signal
+    /// stays pending while more entries of it are queued.
+    fn collect(&mut self, q: usize, sig: u64) -> (SigInfo, Option<RtNode>) {
+        if sig >= SIGRTMIN {
+            if let Some(e) = self.take_rt(Some(q), sig) {
+                if !self.rt_queued(q, sig) {
+                    self.pending[q] &= !bit(sig);
+                }
+                return (e[0].info, Some(e));
+            }
+        }
+        self.pending[q] &= !bit(sig);
+        (self.info[q][(sig - 1) as usize], None)
     }
 
     /// Whether a signal waits for delivery (Linux's `signal_pending`).
@@ -446,21 +600,98 @@ pub fn sys_sigaltstack(ss: u64, old: u64, user_rsp: u64) -> i64 {
 }
 
 /// Makes `sig` pending for task `pid` and wakes it if it sleeps. Returns
-/// -ESRCH for no such live process, -EPERM for a kernel thread.
+/// -ESRCH for no such live process, -EPERM for a kernel thread, -EAGAIN
+/// for a real-time signal other than `kill`'s (SI_USER) that its
+/// RLIMIT_SIGPENDING (or the heap) has no room for.
 pub fn send_signal(pid: u64, q: usize, sig: u64, info: SigInfo) -> i64 {
-    match sched::signal_task(pid, |t| {
+    // A real-time signal's queue entry, allocated before the scheduler's
+    // lock is taken, against the target's limit (Linux's
+    // `__sigqueue_alloc` with `task_rlimit(t, RLIMIT_SIGPENDING)`).
+    let mut node = None;
+    if (SIGRTMIN..=NSIG).contains(&sig) {
+        let limit =
+            sched::with_task(pid, |t| t.mm.clone()).flatten().map_or(0, |m| m.with(|m| m.rlimits[RLIMIT_SIGPENDING].0));
+        node = rt_alloc(q, sig, info, limit);
+    }
+    let r = match sched::signal_task(pid, |t| {
         if t.mm.is_none() {
             return Err(-EPERM);
         }
         if sig != 0 {
-            t.signal.queue(q, sig, info);
+            if sig >= SIGRTMIN && node.is_none() && info.code != SI_USER {
+                return Err(-EAGAIN);
+            }
+            t.signal.queue_entry(q, sig, info, &mut node);
         }
         Ok(sig != 0 && t.signal.deliverable())
     }) {
         Some(Ok(_)) => 0,
         Some(Err(e)) => e,
         None => -ESRCH,
+    };
+    // An entry not queued (ignored signal, no such task) is freed here,
+    // outside the lock.
+    drop(node);
+    r
+}
+
+/// Reads the siginfo a `rt_sigqueueinfo` caller passes: `si_code` and
+/// the union's first 16 bytes (si_pid, si_uid, si_value), which is
+/// what this kernel's siginfo carries.
+fn user_siginfo(uinfo: u64) -> Result<SigInfo, i64> {
+    let mut w = [0u64; 4];
+    user_u64s(uinfo, &mut w)?;
+    Ok(SigInfo { code: (w[1] & 0xffff_ffff) as u32 as i32, fields: [w[2], w[3]], trap: None })
+}
+
+/// Linux's rule for a siginfo from user space: no pretending to be
+/// `kill`, the kernel (si_code >= 0) or `tkill`, except to oneself.
+fn may_forge(code: i32, to_self: bool) -> bool {
+    to_self || (code < 0 && code != SI_TKILL)
+}
+
+/// `rt_sigqueueinfo(tgid, sig, uinfo)` (glibc's and musl's `sigqueue`,
+/// si_code SI_QUEUE): `sig` with the caller's siginfo to process `tgid`.
+pub fn sys_rt_sigqueueinfo(tgid: u64, sig: u64, uinfo: u64) -> i64 {
+    let tgid = tgid as i32 as i64;
+    let info = match user_siginfo(uinfo) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    if !may_forge(info.code, tgid as u64 == sched::current_tgid()) {
+        return -EPERM;
     }
+    if sig > NSIG {
+        return -EINVAL;
+    }
+    if tgid <= 0 {
+        return -ESRCH;
+    }
+    let Some(thread) = sched::group_target(tgid as u64, sig) else { return -ESRCH };
+    send_signal(thread, 1, sig, info)
+}
+
+/// `rt_tgsigqueueinfo(tgid, tid, sig, uinfo)`: as `rt_sigqueueinfo`, to
+/// thread `tid` of group `tgid`, on its own queue.
+pub fn sys_rt_tgsigqueueinfo(tgid: u64, tid: u64, sig: u64, uinfo: u64) -> i64 {
+    let (tgid, tid) = (tgid as i32 as i64, tid as i32 as i64);
+    if tid <= 0 || tgid <= 0 {
+        return -EINVAL;
+    }
+    let info = match user_siginfo(uinfo) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    if !may_forge(info.code, tid as u64 == sched::current_pid()) {
+        return -EPERM;
+    }
+    if sig > NSIG {
+        return -EINVAL;
+    }
+    if sched::with_task(tid as u64, |t| t.tgid) != Some(tgid as u64) {
+        return -ESRCH;
+    }
+    send_signal(tid as u64, 0, sig, info)
 }
 
 /// `kill(pid, sig)`: `pid` > 0 names a process; 0 and -1 and a negative
@@ -603,10 +834,10 @@ pub fn child_info(pid: u64, status: u64) -> SigInfo {
 /// up runs first, as on Linux.
 pub fn do_signal(frame: &mut TrapFrame) {
     loop {
-        let Some((sig, action, info)) = with_sig(|s| {
+        let Some((sig, action, info, entry)) = with_sig(|s| {
             let (q, sig) = s.next()?;
-            s.pending[q] &= !bit(sig);
-            Some((sig, s.action(sig), s.info[q][(sig - 1) as usize]))
+            let (info, entry) = s.collect(q, sig);
+            Some((sig, s.action(sig), info, entry))
         })
         .flatten() else {
             // Nothing to deliver: a sigsuspend's mask goes back.
@@ -617,6 +848,8 @@ pub fn do_signal(frame: &mut TrapFrame) {
             });
             return;
         };
+        // Freed outside the scheduler's lock.
+        drop(entry);
         match action.handler {
             SIG_IGN => continue,
             SIG_DFL => match default_action(sig) {

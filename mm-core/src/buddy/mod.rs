@@ -350,6 +350,15 @@ impl<'a> BuddyAllocator<'a> {
         true
     }
 
+    /// `vm.min_free_kbytes` in force: the value set, or the one computed
+    /// from the managed memory as Linux's `calculate_min_free_kbytes`.
+    pub fn min_free_kbytes(&self) -> u64 {
+        self.min_free_kbytes.unwrap_or_else(|| {
+            let total: u64 = self.zones.iter().map(|z| z.managed_pages).sum();
+            zone::int_sqrt(total * 4 * 16).clamp(128, 262_144)
+        })
+    }
+
     /// The zones, lowest first (empty ones have no managed pages).
     pub fn zones(&self) -> &[Zone; NR_ZONES] {
         &self.zones
@@ -532,10 +541,7 @@ impl<'a> BuddyAllocator<'a> {
         if total == 0 {
             return;
         }
-        let min_free_kbytes = self.min_free_kbytes.unwrap_or_else(|| {
-            let lowmem_kbytes = total * 4;
-            zone::int_sqrt(lowmem_kbytes * 16).clamp(128, 262_144)
-        });
+        let min_free_kbytes = self.min_free_kbytes();
         let pages_min = min_free_kbytes >> 2;
         for z in self.zones.iter_mut() {
             let managed = z.managed_pages;

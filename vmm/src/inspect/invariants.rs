@@ -374,12 +374,15 @@ fn user_detail(um: &UserMaps, what: &str) -> String {
 /// `refcount`: every `UserAnon` block's refcount equals the user PTEs
 /// mapping its frames, plus one for a page in the swap cache
 /// (`swap_cached`: pfn -> slot); the zero page (owner `Reserved`) keeps exactly the
-/// kernel's one reference however many map it; a mapped frame the buddy
-/// allocator calls free has refcount 0, which no mapper allows.
+/// kernel's one reference however many map it; a page-cache page holds
+/// its mappers' references plus at most the cache's and the swap
+/// cache's; a mapped frame the buddy allocator calls free has refcount 0,
+/// which no mapper allows.
 pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, u64>) -> CheckResult {
     let mut violations = Vec::new();
     let mut user_frames = 0u64;
     let mut huge_pages = 0u64;
+    let mut cache_pages = 0u64;
     let mut zero_maps = 0usize;
     for b in &gs.blocks {
         match b.kind {
@@ -434,6 +437,30 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
                     ));
                 }
             }
+            BlockKind::Allocated(PageOwner::PageCache) => {
+                // A page-cache page: one reference per PTE mapping it, one
+                // for the cache while its file's index holds it (none once
+                // truncate or drop_caches took it out while mapped), one
+                // for the swap cache while it is there.
+                cache_pages += 1;
+                let mappers = um.mappers(b.pfn);
+                let cached = swap_cached.contains_key(&b.pfn) as usize;
+                let rc = b.refcount as usize;
+                if rc < mappers.len().max(1) || rc > mappers.len() + 1 + cached {
+                    let whom = if mappers.is_empty() { "none".to_string() } else { list(mappers) };
+                    violations.push(format!(
+                        "page-cache page at {:#x} has refcount {} but {} user PTEs map it ({whom}): {}",
+                        b.pfn << 12,
+                        b.refcount,
+                        mappers.len(),
+                        if rc > mappers.len() {
+                            "more than its mappings and the cache's own: the page leaks when it leaves the cache"
+                        } else {
+                            "a mapping holding no reference: the page can be freed while mapped"
+                        }
+                    ));
+                }
+            }
             BlockKind::Allocated(PageOwner::Reserved) => {
                 let mappers = um.mappers(b.pfn);
                 zero_maps += mappers.len();
@@ -460,11 +487,11 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
             _ => {}
         }
     }
-    if user_frames == 0 && huge_pages == 0 && um.processes == 0 && um.problems.is_empty() {
+    if user_frames == 0 && huge_pages == 0 && cache_pages == 0 && um.processes == 0 && um.problems.is_empty() {
         return CheckResult::not_applicable(Check::Refcount, format!("{NO_PROCESSES}, and no frame is owned UserAnon"));
     }
     let what = format!(
-        "{user_frames} user frames' refcounts against their mappers, {huge_pages} hugetlb pages' against their PMD leaves; the zero page is mapped {zero_maps} times and counted 0 times"
+        "{user_frames} user frames' refcounts against their mappers, {cache_pages} page-cache pages' against their mappers and the cache, {huge_pages} hugetlb pages' against their PMD leaves; the zero page is mapped {zero_maps} times and counted 0 times"
     );
     CheckResult::new(Check::Refcount, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }

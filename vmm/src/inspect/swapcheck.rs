@@ -189,7 +189,22 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         Err(e) => return CheckResult::could_not_run(Check::Swap, e),
     };
     let cached: BTreeSet<u64> = cache.by_pfn.values().copied().collect();
-    if let Err(e) = verify_swap_map(0, &map, &ptes.by_slot, &cached) {
+    // A tmpfs page in swap: its file's index holds one count of the slot,
+    // as a swap PTE does.
+    let mut users = ptes.by_slot.clone();
+    let mut file_slots = 0u64;
+    if d.file_refs_va != 0 {
+        match k.array(d.file_refs_va, d.nr_slots.div_ceil(8), "the per-slot tmpfs references") {
+            Ok(refs) => {
+                for o in (0..d.nr_slots).filter(|&o| refs[(o / 8) as usize] & (1 << (o % 8)) != 0) {
+                    *users.entry(o).or_default() += 1;
+                    file_slots += 1;
+                }
+            }
+            Err(e) => return CheckResult::could_not_run(Check::Swap, e),
+        }
+    }
+    if let Err(e) = verify_swap_map(0, &map, &users, &cached) {
         violations.push(e.to_string());
     }
     // The swap cache against the page_ext back-pointers and the owners.
@@ -258,7 +273,7 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
         },
     }
     let detail = format!(
-        "{} swap PTEs in {processes} processes against {} slots in use of {} ({} in the swap cache); {read_back} slots read back from the swap file, {matched} matched",
+        "{} swap PTEs in {processes} processes and {file_slots} tmpfs pages against {} slots in use of {} ({} in the swap cache); {read_back} slots read back from the swap file, {matched} matched",
         ptes.total,
         in_use.len(),
         map.len().saturating_sub(1),
@@ -306,7 +321,7 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             }
             on_lru.insert(p);
             match gs.block_of(p).map(|b| (b.kind, b.refcount)) {
-                Some((BlockKind::Allocated(PageOwner::UserAnon), rc)) if rc > 0 => {}
+                Some((BlockKind::Allocated(PageOwner::UserAnon | PageOwner::PageCache), rc)) if rc > 0 => {}
                 other => violations.push(format!(
                     "page {:#x} is on an LRU list but is not an allocated user page ({other:?}): reclaim would free what it does not own",
                     p << 12
@@ -356,7 +371,27 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             violations.push(format!("swap-cache page {:#x} is on no LRU list", pfn << 12));
         }
     }
-    if on_lru.is_empty() && private == 0 && cache.by_pfn.is_empty() && violations.is_empty() && errors.is_empty() {
+    // Every page of the page cache is on a list (the file lists, or the
+    // anon lists for tmpfs's swap-backed pages): reclaim must see it.
+    let mut cache_pages = 0u64;
+    for b in gs.blocks.iter().filter(|b| b.kind == BlockKind::Allocated(PageOwner::PageCache)) {
+        for pfn in b.pfn..b.end_pfn() {
+            cache_pages += 1;
+            if !on_lru.contains(&pfn) {
+                violations.push(format!(
+                    "page-cache page {:#x} is on no LRU list: reclaim can never drop or swap it",
+                    pfn << 12
+                ));
+            }
+        }
+    }
+    if on_lru.is_empty()
+        && private == 0
+        && cache.by_pfn.is_empty()
+        && cache_pages == 0
+        && violations.is_empty()
+        && errors.is_empty()
+    {
         return CheckResult::not_applicable(
             Check::Lru,
             "no user pages: the LRU lists are empty and nothing maps a user page".into(),
@@ -365,7 +400,7 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     let names = ["inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
     let lists: Vec<String> = names.iter().zip(counts.iter()).map(|(n, c)| format!("{n} {c}")).collect();
     let detail = format!(
-        "{} pages on the lists ({}); {private} private mapped user pages and {} swap-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
+        "{} pages on the lists ({}); {private} private mapped user pages, {} swap-cache pages and {cache_pages} page-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
         on_lru.len(),
         lists.join(", "),
         cache.by_pfn.len()
