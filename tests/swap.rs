@@ -231,3 +231,121 @@ fn when_swap_is_full_the_oom_killer_runs_and_every_slot_comes_back() {
     let area = out.lines().rfind(|l| l.starts_with("/dev/vda")).unwrap_or_else(|| panic!("{out}"));
     assert_eq!(area.split_whitespace().nth(3), Some("0"), "no slot in use after the victim's exit: {area}");
 }
+
+/// `madvise(MADV_PAGEOUT)` and `MADV_COLD` from a static C program: 64
+/// pages written with a pattern, a forked child holding 8 of them shared.
+/// PAGEOUT writes exactly the 56 pages the process alone maps to swap
+/// (pswpout +56, mincore says they left, smaps' Swap grows by 224 kB),
+/// the 8 shared ones stay; the host's `--verify swap` checks every slot
+/// against the pages' contents at the checkpoint taken right after; the
+/// data reads back intact (pswpin). COLD keeps pages resident but moves
+/// the active ones (refaulted workingset pages) to the inactive list, one
+/// pgdeactivate each. Bad ranges fail as Linux's.
+const PAGEOUT: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#define MADV_PAGEOUT 21
+#endif
+#define N 64
+static char text[16384];
+static long field(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = 0;
+    char *p = strstr(text, key);
+    return p ? atol(p + strlen(key)) : -1;
+}
+static int resident(char *p, int n) {
+    unsigned char v[N];
+    if (mincore(p, n * 4096L, v)) return -1;
+    int r = 0;
+    for (int i = 0; i < n; i++) r += v[i] & 1;
+    return r;
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *p = mmap(NULL, N * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (long i = 0; i < N * 4096L; i += 8) *(long *)(p + i) = i * 0x9e3779b97f4a7c15L + 7;
+    int pipefd[2];
+    pipe(pipefd);
+    pid_t child = fork();
+    if (child == 0) {
+        /* Shares the first 8 pages' frames (COW, unwritten) until told. */
+        char c;
+        read(pipefd[0], &c, 1);
+        _exit(0);
+    }
+    /* The parent writes pages 8.. again: its own copies, mapped once. */
+    for (long i = 8 * 4096L; i < N * 4096L; i += 8) *(long *)(p + i) = i * 0x9e3779b97f4a7c15L + 7;
+    printf("resident before: %d of %d\n", resident(p, N), N);
+    long out0 = field("/proc/vmstat", "pswpout "), swap0 = field("/proc/self/status", "VmSwap:");
+    int r = madvise(p, N * 4096L, MADV_PAGEOUT);
+    long out1 = field("/proc/vmstat", "pswpout "), swap1 = field("/proc/self/status", "VmSwap:");
+    printf("pageout: ret %d, pswpout +%ld, VmSwap +%ld kB, resident after: %d (shared kept: %d)\n",
+           r, out1 - out0, swap1 - swap0, resident(p, N), resident(p, 8));
+    syscall(503, "paged-out", 9);
+    long in0 = field("/proc/vmstat", "pswpin "), bad = 0;
+    for (long i = 0; i < N * 4096L; i += 8) bad += *(long *)(p + i) != i * 0x9e3779b97f4a7c15L + 7;
+    printf("read back: %ld bad words, pswpin +%ld, resident %d\n", bad, field("/proc/vmstat", "pswpin ") - in0, resident(p, N));
+    write(pipefd[1], "x", 1);
+    waitpid(child, NULL, 0);
+    /* Refaulted pages of the workingset came back on the active list. */
+    long act0 = field("/proc/meminfo", "Active(anon):"), deact0 = field("/proc/vmstat", "pgdeactivate ");
+    int c = madvise(p, N * 4096L, MADV_COLD);
+    long act1 = field("/proc/meminfo", "Active(anon):"), deact1 = field("/proc/vmstat", "pgdeactivate ");
+    printf("cold: ret %d, resident %d, Active(anon) %s -> %ld kB, pgdeactivate +%ld pages %s\n", c, resident(p, N),
+           act0 > 0 ? "some" : "none", act1, deact1 - deact0, (deact1 - deact0) * 4 == act0 ? "= the active ones" : "!= the active ones");
+    printf("unaligned: %d, unmapped: %d\n", madvise(p + 1, 4096, MADV_PAGEOUT) == -1,
+           (munmap(p + 32 * 4096L, 4096), madvise(p, N * 4096L, MADV_PAGEOUT) == -1));
+    return bad != 0;
+}
+"#;
+
+#[test]
+fn madvise_pageout_swaps_exactly_the_pages_the_process_alone_maps() {
+    let dir = Scratch::new("swap-pageout");
+    let prog = compile("musl-gcc", PAGEOUT, &dir.0, "pageout", &["-static"]);
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&prog, root.join("init")).unwrap();
+    let swap = TempFile::absent("pageout-swap");
+    let swap_arg = format!("{},size=4M", swap.path());
+    let r = vmm(&[
+        "run",
+        "--timeout",
+        "600",
+        "--mem",
+        "32M",
+        "--initrd",
+        root.to_str().unwrap(),
+        "--swap",
+        &swap_arg,
+        "--inspect-at",
+        "paged-out",
+        "--verify=swap,lru,refcount",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    for want in [
+        "resident before: 64 of 64",
+        "pageout: ret 0, pswpout +56, VmSwap +224 kB, resident after: 8 (shared kept: 8)",
+        "read back: 0 bad words, pswpin +56, resident 64",
+        "cold: ret 0, resident 64, Active(anon) some -> 0 kB, pgdeactivate +",
+        "pages = the active ones",
+        "unaligned: 1, unmapped: 1",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}:\n{out}");
+    }
+    let v = verified(&r.stdout, "paged-out", "swap");
+    assert!(v.contains("56"), "the 56 slots checked against their pages: {v}\n{out}");
+    verified(&r.stdout, "paged-out", "lru");
+    verified(&r.stdout, "paged-out", "refcount");
+}

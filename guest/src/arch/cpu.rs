@@ -122,12 +122,6 @@ pub fn invlpg(va: u64) {
     super::tlb::flush_range(super::tlb::current_root(), va, va + 4096);
 }
 
-/// Flushes the running address space's non-global translations on every
-/// CPU that may cache them.
-pub fn flush_tlb() {
-    super::tlb::flush_range(super::tlb::current_root(), 0, super::tlb::ALL);
-}
-
 /// CPUID.1:EDX.PGE.
 pub fn has_pge() -> bool {
     core::arch::x86_64::__cpuid(1).edx & (1 << 13) != 0

@@ -278,10 +278,14 @@ fn slowpath<T, E: AllocError>(
             Err(e) => err = e,
         }
     }
-    // 1b. Pages and objects parked on CPUs' own caches (Linux drains
-    //    them with `drain_all_pages` before it gives up on reclaim): a
-    //    few dozen pages per CPU, worth a retry before reclaiming.
-    if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
+    // 1b. Pages and objects parked on CPUs' own caches: a few dozen
+    //    pages per CPU, worth a retry before reclaiming. Only for requests
+    //    that may reclaim directly, as Linux's `drain_all_pages` in
+    //    `__alloc_pages_direct_reclaim`: a request that may only wake
+    //    kswapd/kcompactd fails here and wakes them (a drain would hide
+    //    fragmentation from kcompactd: tests/hugetlb.rs).
+    let may_drain = gfp.allows(gfp::DIRECT_RECLAIM);
+    if let Some(r) = a.pages(|p| (may_drain && percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
         match r {
             Ok(v) => return Ok(v),
             Err(e) if !e.is_no_memory() => return Err(e),

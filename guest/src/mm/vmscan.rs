@@ -162,6 +162,38 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
     (scanned, reclaimed)
 }
 
+/// MADV_PAGEOUT's reclaim (Linux's `reclaim_pages`): the pages `pfns`
+/// names are reclaimed at once, whatever their lists and accessed bits
+/// say (anon ones to swap, clean page-cache pages dropped), in writeback
+/// batches as [`shrink_lruvec`] writes them. The caller picked pages its
+/// own process alone maps. Returns the pages freed (written, or dropped);
+/// 0 where reclaim may not take its locks.
+pub fn reclaim_pages(pfns: &[u64]) -> u64 {
+    if !crate::sync::holds_only_below(rank::RECLAIM) {
+        return 0;
+    }
+    let mut guard = SWAP.lock();
+    let s = &mut *guard;
+    let (mut freed, mut queued, mut written) = (0, 0, 0);
+    let mut rest = pfns;
+    while !rest.is_empty() {
+        let room = (swap::WB_MAX as u64).saturating_sub(s.queued().max(s.drops_queued())).max(1) as usize;
+        let (chunk, next) = rest.split_at(room.min(rest.len()));
+        let before = s.queued() + s.drops_queued();
+        freed += PAGES.with(|p| {
+            let super::PageAlloc { buddy, lru, ext, .. } = p;
+            lru.reclaim_pages(chunk, &mut swap::Reclaimer { s: &mut *s, buddy, ext })
+        });
+        queued += s.queued() + s.drops_queued() - before;
+        if s.queued() >= swap::WB_MAX as u64 || s.drops_queued() >= swap::WB_MAX as u64 {
+            written += swap::flush_writeback(s);
+        }
+        rest = next;
+    }
+    written += swap::flush_writeback(s);
+    freed - (queued - written)
+}
+
 /// Linux's `shrink_node`: the LRU lists, then the shrinkers; the pages
 /// reclaimed. Counts pgscan/pgsteal (LRU pages only, as Linux does).
 pub fn shrink_node(kswapd: bool) -> u64 {

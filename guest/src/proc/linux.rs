@@ -1085,6 +1085,8 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
         // the contents), and the fork hints: advice this kernel takes
         // without acting on it.
         0..=3 | 8 | 16..=19 => 0,
+        // MADV_COLD, MADV_PAGEOUT (proc/mman.rs).
+        20 | 21 => super::mman::sys_madvise_cold_or_pageout(addr, len, advice == 21),
         // MADV_HUGEPAGE, MADV_NOHUGEPAGE (proc/thp.rs).
         14 | 15 => with_mm(|mm| super::thp::madvise(mm, addr, len, advice)).unwrap_or(-EFAULT),
         MADV_DONTNEED => {

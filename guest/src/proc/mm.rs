@@ -147,7 +147,7 @@ pub fn leaf_flags(flags: VmFlags, writable: bool) -> u64 {
     f
 }
 
-fn zero_pa() -> u64 {
+pub(super) fn zero_pa() -> u64 {
     MM_GLOBALS.with(|g| g.zero_pa)
 }
 

@@ -253,6 +253,66 @@ impl MmStruct {
         self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
     }
 
+    /// `madvise(MADV_COLD)` (20) and `madvise(MADV_PAGEOUT)` (21) on
+    /// `[start, start + len)` (Linux's `madvise_cold_or_pageout_pte_range`):
+    /// the resident 4 KiB pages this process alone maps are deactivated
+    /// (COLD: reclaim takes them first) or reclaimed at once (PAGEOUT:
+    /// anon pages written to swap, clean file pages dropped; nothing
+    /// happens to anon pages without swap, as Linux). Pages another
+    /// process maps too (after fork) are left alone, as Linux's
+    /// `folio_maybe_mapped_shared` check does; so are transparent huge
+    /// pages (Linux splits one the range covers only in part: not built
+    /// here). -EINVAL on locked or hugetlb VMAs, -ENOMEM where part of the
+    /// range is unmapped (after acting on the rest). Returns the pages
+    /// reclaimed (PAGEOUT) or deactivated (COLD).
+    pub fn madvise_cold_or_pageout(&mut self, start: u64, len: u64, pageout: bool) -> Result<u64, Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(-EINVAL);
+        }
+        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-EINVAL)? & !(PAGE_SIZE - 1);
+        if end > TASK_SIZE {
+            return Err(-ENOMEM);
+        }
+        let vmas: Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
+        if vmas.iter().any(|v| v.flags.0 & (VmFlags::LOCKED.0 | VmFlags::HUGETLB.0) != 0) {
+            return Err(-EINVAL);
+        }
+        let zero = super::mm::zero_pa();
+        let mut pfns = Vec::new();
+        PAGES.with(|p| {
+            for v in &vmas {
+                let range = v.start.max(start)..v.end.min(end);
+                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |_, l| {
+                    let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                    if l.slot.level() != Level::Pte || pa == zero {
+                        return true;
+                    }
+                    let pfn = pa / PAGE_SIZE;
+                    let cached = p.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some() || x.file().is_some());
+                    if super::mm::page_count(p, pa) == 1 + cached as u32 {
+                        pfns.push(pfn);
+                    }
+                    true
+                });
+            }
+        });
+        let done = if pageout {
+            crate::mm::vmscan::reclaim_pages(&pfns)
+        } else {
+            let (moved, deactivated) = PAGES.with(|p| {
+                let before = p.lru.stat.pgdeactivate;
+                let moved = pfns.iter().filter(|&&pfn| p.lru.folio_deactivate(pfn) == Ok(true)).count() as u64;
+                (moved, p.lru.stat.pgdeactivate - before)
+            });
+            crate::mm::vmstat::count(crate::mm::vmstat::Event::PgDeactivate, deactivated);
+            moved
+        };
+        if self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        Ok(done)
+    }
+
     /// `mincore`: one byte per page of `[start, start + len)`, 1 if
     /// resident; -ENOMEM if part of it is unmapped.
     pub fn mincore(&mut self, start: u64, len: u64) -> Result<Vec<u8>, Errno> {
@@ -283,6 +343,11 @@ fn errno_or<T>(r: Option<Result<T, Errno>>, ok: impl FnOnce(T) -> i64) -> i64 {
 /// `mremap(old, old_len, new_len, flags, new_addr)`.
 pub fn sys_mremap(a: [u64; 6]) -> i64 {
     errno_or(with_mm(|mm| mm.mremap(a[0], a[1], a[2], a[3], a[4])), |v| v as i64)
+}
+
+/// `madvise(addr, len, MADV_COLD | MADV_PAGEOUT)`: 0 or -errno.
+pub fn sys_madvise_cold_or_pageout(addr: u64, len: u64, pageout: bool) -> i64 {
+    errno_or(with_mm(|mm| mm.madvise_cold_or_pageout(addr, len, pageout)), |_| 0)
 }
 
 /// `mincore(addr, len, vec)`.

@@ -11,6 +11,10 @@ pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
 /// `munmap(addr, len)`.
 pub const SYS_MUNMAP: u64 = 11;
+/// `madvise(addr, len, advice)`.
+pub const SYS_MADVISE: u64 = 28;
+/// `MADV_PAGEOUT`: reclaim these pages now.
+pub const MADV_PAGEOUT: u64 = 21;
 /// `brk(addr)`: returns the new (or, on failure, the current) break.
 pub const SYS_BRK: u64 = 12;
 /// `sched_yield()`.

@@ -117,6 +117,11 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
     syscall3(SYS_MUNMAP, addr, len, 0)
 }
 
+/// `madvise`.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    syscall3(SYS_MADVISE, addr, len, advice)
+}
+
 /// `mprotect`.
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     syscall3(SYS_MPROTECT, addr, len, prot)

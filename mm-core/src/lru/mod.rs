@@ -717,6 +717,70 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         Ok(())
     }
 
+    /// `folio_deactivate` (MADV_COLD's `lru_deactivate_fn`): an evictable
+    /// page that is active or referenced goes to the head of its inactive
+    /// list with both cleared, so reclaim takes it before the pages that
+    /// were merely not used lately. Returns whether it moved.
+    pub fn folio_deactivate(&mut self, pfn: u64) -> Result<bool, LruError> {
+        let i = self.idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_UNEVICTABLE != 0 || f & (PG_ACTIVE | PG_REFERENCED) == 0 {
+            return Ok(false);
+        }
+        self.unlink(i);
+        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
+        self.putback(i);
+        if f & PG_ACTIVE != 0 {
+            self.stat.pgdeactivate += 1;
+        }
+        Ok(true)
+    }
+
+    /// `reclaim_pages` (MADV_PAGEOUT's `reclaim_folio_list` with
+    /// `ignore_references`): each page of `pfns` that is on an evictable
+    /// list is isolated and offered to `ops.reclaim_folio` at once,
+    /// whatever its accessed bits and list say (the caller asked for it to
+    /// go); a page ops keeps goes back on its inactive list, one it
+    /// activates on its active list. Pages off the LRU (isolated by
+    /// someone else, or not user pages) and unevictable ones are skipped.
+    /// No pgscan/pgsteal: those count scans of the lists, as Linux's.
+    /// Returns the pages freed.
+    pub fn reclaim_pages<O: ReclaimOps + ?Sized>(&mut self, pfns: &[u64], ops: &mut O) -> u64 {
+        let (mut reclaimed, mut nr_io) = ([0u64; 2], [0u64; 2]);
+        for &pfn in pfns {
+            let Ok(i) = self.idx(pfn) else { continue };
+            let f = self.node(i).flags;
+            if f & PG_LRU == 0 || f & PG_UNEVICTABLE != 0 {
+                continue;
+            }
+            self.unlink(i);
+            // `folio_clear_active` before `shrink_folio_list`: a page that
+            // survives goes back inactive.
+            self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
+            let file = f & PG_SWAPBACKED == 0;
+            let shadow = Shadow::pack(self.nonresident_age, f & PG_WORKINGSET != 0);
+            match ops.reclaim_folio(pfn, !file, shadow, false) {
+                ReclaimOutcome::Freed { io } => {
+                    self.nonresident_age += 1;
+                    *self.node_mut(i) = LruNode::EMPTY;
+                    reclaimed[file as usize] += 1;
+                    nr_io[file as usize] += io as u64;
+                }
+                ReclaimOutcome::Keep => self.putback(i),
+                ReclaimOutcome::Activate => self.activate(i),
+            }
+        }
+        for file in [false, true] {
+            if reclaimed[file as usize] > 0 {
+                self.lru_note_cost(file, nr_io[file as usize], 0);
+            }
+        }
+        reclaimed[0] + reclaimed[1]
+    }
+
     /// `isolate_lru_folios`: up to `nr` (at most [`SWAP_CLUSTER_MAX`])
     /// pages from the tail of `lru`. A fixed batch, not a heap vector: the
     /// guest reclaims under its page-allocator lock, where allocating

@@ -486,3 +486,66 @@ proptest! {
         }
     }
 }
+
+/// MADV_PAGEOUT's `reclaim_pages`: the named pages go whatever their
+/// accessed bits and lists say (an active, referenced page included),
+/// kept ones return inactive, activated ones active, pages not on the
+/// LRU and unevictable ones are not offered, and the lists stay
+/// consistent; the others are untouched.
+#[test]
+fn reclaim_pages_takes_exactly_the_pages_named() {
+    let mut l = Lruvec::new(0, 64).unwrap();
+    for p in 0..40 {
+        l.folio_add_lru(p, p % 2 == 0).unwrap();
+    }
+    // 1 and 2 active and referenced, 7 unevictable, 50 never on the LRU.
+    for p in [1, 2] {
+        l.mark_page_accessed(p).unwrap();
+        l.mark_page_accessed(p).unwrap();
+        l.mark_page_accessed(p).unwrap();
+    }
+    l.folio_mlock(7).unwrap();
+    let mut o = ops();
+    o.young.insert(1, 3);
+    let named = [1, 2, 3, 5, 7, 8, 50, 1000];
+    let freed = l.reclaim_pages(&named, &mut o);
+    // verdict: 3 kept, 5 activated, the rest freed; 7, 50, 1000 skipped.
+    let offered = [1u64, 2, 3, 5, 8];
+    let want: Vec<u64> = offered.iter().copied().filter(|&p| matches!(verdict(p), ReclaimOutcome::Freed { .. })).collect();
+    assert_eq!(o.freed.iter().map(|f| f.0).collect::<Vec<_>>(), want);
+    assert_eq!(freed, want.len() as u64);
+    assert!(o.young.contains_key(&1), "the reference check is skipped");
+    for &p in &want {
+        assert_eq!(l.folio_lru(p), None, "{p} freed, off the lists");
+    }
+    assert_eq!(l.folio_lru(3), Some(LruList::inactive(true)), "kept: back inactive");
+    assert_eq!(l.folio_lru(5), Some(LruList::active(true)), "activated");
+    assert_eq!(l.folio_lru(7), Some(LruList::Unevictable));
+    assert_eq!(l.folio_lru(4), Some(LruList::inactive(false)), "not named: untouched");
+    assert_eq!(l.nr_evictable() + l.nr(LruList::Unevictable), 40 - want.len() as u64);
+    l.verify().unwrap();
+}
+
+/// MADV_COLD's `folio_deactivate`: an active page goes to the inactive
+/// head with its referenced bit cleared (one pgdeactivate); an inactive
+/// unreferenced page does not move; an unevictable one stays.
+#[test]
+fn folio_deactivate_moves_active_pages_to_the_inactive_list() {
+    let mut l = Lruvec::new(0, 16).unwrap();
+    for p in 0..4 {
+        l.folio_add_lru(p, true).unwrap();
+    }
+    l.mark_page_accessed(0).unwrap();
+    l.mark_page_accessed(0).unwrap();
+    assert_eq!(l.folio_lru(0), Some(LruList::active(false)));
+    l.folio_mlock(3).unwrap();
+    assert_eq!(l.folio_deactivate(0), Ok(true));
+    assert_eq!(l.folio_lru(0), Some(LruList::inactive(false)));
+    assert_eq!(l.folio_flags(0).unwrap() & PG_REFERENCED, 0);
+    assert_eq!(l.stat.pgdeactivate, 1);
+    assert_eq!(l.folio_deactivate(1), Ok(false));
+    assert_eq!(l.folio_deactivate(3), Ok(false));
+    assert_eq!(l.folio_lru(3), Some(LruList::Unevictable));
+    assert_eq!(l.folio_deactivate(9), Err(LruError::NotOnLru(9)));
+    l.verify().unwrap();
+}

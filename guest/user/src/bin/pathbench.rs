@@ -10,14 +10,18 @@
 //! - `pb-fork0-begin..pb-fork0-end` and `pb-fork1-begin..pb-fork1-end`:
 //!   fork of this process as it is, then again with 1 MiB more touched
 //!   (the difference is fork's cost per MiB); the child exits at once and
-//!   the parent reaches the end checkpoint before it waits.
+//!   the parent reaches the end checkpoint before it waits;
+//! - `pb-pageout-begin..pb-pageout-end`: `madvise(MADV_PAGEOUT)` of 16
+//!   resident pages this process alone maps (16 swap-outs, written in one
+//!   device request; without `--swap` nothing is written and the window
+//!   holds only the walk).
 //!
 //! Run by the kernel's `pathbench` switch.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, exit, fork, mmap, munmap, wait, PAGE};
+use ulib::{checkpoint, exit, fork, madvise, mmap, munmap, wait, PAGE};
 
 ulib::entry!(main);
 
@@ -73,6 +77,17 @@ fn main(_arg: u64) -> i32 {
     touch(m as u64, MIB_PAGES);
     if !fork_window("pb-fork1-begin", "pb-fork1-end") {
         return 5;
+    }
+    let p = mmap(0, TOUCH * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    if p < 0 {
+        return 6;
+    }
+    touch(p as u64, TOUCH);
+    checkpoint("pb-pageout-begin");
+    let r = madvise(p as u64, TOUCH * PAGE, MADV_PAGEOUT);
+    checkpoint("pb-pageout-end");
+    if r != 0 {
+        return 7;
     }
     0
 }
