@@ -1,4 +1,4 @@
-//! Tasks and the scheduler: a task table, a round-robin run queue,
+//! Tasks and the scheduler: a task table, round-robin run queues per CPU,
 //! preemption on the local APIC timer (only ring 3 is ever preempted:
 //! the kernel runs with interrupts off), and the life cycle of a process:
 //! spawn (exec of an embedded program), fork, exit (the mm goes at once,
@@ -11,18 +11,42 @@
 //!
 //! # SMP
 //!
-//! One run queue under the scheduler's lock serves every CPU; each CPU
-//! has its own `current` and idle context. A task being switched out is
-//! marked in its CPU's `switching` slot until the switch has saved its
-//! stack (`finish_task_switch`, run by whatever the CPU resumes, and by a
-//! new task's first entry in `schedule_tail`); no other CPU picks it, and
-//! no parent reaps it, until then (Linux's `on_cpu`). A wake that lands
-//! while its target is still running (between its last check and its
-//! sleep, possible once another CPU is the waker) is remembered in
-//! `woken`, and the sleep returns at once (Linux sets the task's state
-//! before checking instead: the same guarantee, no lost wake-ups). Idle
-//! CPUs wait in `hlt` with interrupts open and are woken by a reschedule
-//! IPI when work is queued.
+//! Each CPU has its own run queue, its own `current` and idle context
+//! (Linux's `struct rq`). Placement and balancing are Linux's in small:
+//! a new or woken task goes to the least-loaded CPU its mask allows
+//! (load: queued tasks plus one if the CPU is busy; ties go to the CPU it
+//! last ran on), a CPU with nothing of its own steals from the busiest
+//! queue before it idles (newidle balancing), an idle CPU looks again at
+//! every interrupt (the tick among them), and at each tick a CPU whose
+//! load is two or more below another's pulls one task (periodic
+//! balancing). A task whose mask loses its CPU moves at once: queued, to
+//! an allowed queue; running, through the reschedule IPI
+//! ([`migrate_if_disallowed`]) or at once if it is the caller.
+//!
+//! Locking: the queues live under the scheduler's one irq-safe lock
+//! (rank SCHED), with the task table. Linux gives each run queue its own
+//! lock and double-locks two in a fixed order to migrate; here a task's
+//! state, wake and pid lookups all go through the shared task table
+//! anyway, so per-queue locks would still need that lock around every
+//! wake: one lock keeps migration, stealing and wakes atomic with no
+//! ordering rule to get wrong, at the cost of contention that this
+//! kernel's few CPUs (and its emulated ring 0) do not feel.
+//!
+//! A task being switched out is marked in its CPU's `switching` slot
+//! until the switch has saved its stack (`finish_task_switch`, run by
+//! whatever the CPU resumes, and by a new task's first entry in
+//! `schedule_tail`); no other CPU picks it, and no parent reaps it, until
+//! then (Linux's `on_cpu`). A wake that lands while its target is still
+//! running (between its last check and its sleep, possible once another
+//! CPU is the waker) is remembered in `woken`, and the sleep returns at
+//! once (Linux sets the task's state before checking instead: the same
+//! guarantee, no lost wake-ups). Idle CPUs wait in `hlt` with interrupts
+//! open and are woken by a reschedule IPI when work is queued for them.
+//!
+//! Lazy TLB: a kernel thread and an idle task keep the root the CPU has
+//! loaded (see `schedule`); `tlb::leave_root`, called by exit_mmap before
+//! the page tables go, moves every CPU still holding a dying root to the
+//! kernel's (Linux's lazy-TLB shootdown in place of `mm_count` pins).
 
 use super::abi::MmStat;
 use super::mm::MmStruct;
@@ -111,6 +135,9 @@ pub struct Task {
     kstack_pfn: u64,
     /// The CPU whose queue holds it, or that last ran it.
     cpu: usize,
+    /// A kernel thread (kthread_run): it never has user memory, and
+    /// runs on whatever root the CPU has loaded (lazy TLB).
+    kthread: bool,
     /// The PGD CR3 gets when the task runs (the kernel root once exited).
     pgd: u64,
     /// Kernel stack pointer while parked.
@@ -684,6 +711,7 @@ pub fn schedule() {
     // A task switched out while holding a spinlock would leave it held
     // for whoever runs next (Linux's "scheduling while atomic").
     crate::sync::assert_no_locks_held("schedule()");
+    let kroot = KERNEL_PT.with(|m| m.root().0);
     let me = cpu_id();
     let sw = SCHED.with(|s| {
         wake_pending_kthreads(s);
@@ -709,7 +737,17 @@ pub fn schedule() {
             // shootdowns still reach the CPU; and before the root is
             // freed, `tlb::leave_root` (from exit_mmap) makes every CPU
             // still holding it load the kernel root.
-            Some(t) => (t.rsp, &*t.fpu as *const FpuState, t.pgd, t.kstack_top(), t.fs_base),
+            // A process that lost its address space (the OOM reaper's
+            // victim, on its way out) gets the kernel root, as before:
+            // it must not reach another process's user half.
+            Some(t) => {
+                let cr3 = match (t.pgd, t.kthread) {
+                    (0, true) => 0,
+                    (0, false) => kroot,
+                    (pgd, _) => pgd,
+                };
+                (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
+            }
             None => (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0),
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
@@ -934,6 +972,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
     let mut task = blank_task(name, 0, kstack_pfn, 0, FpuState::initial());
     // Never a candidate (no mm), and never killed.
     task.oom_score_adj = crate::mm::oom_kill::OOM_SCORE_ADJ_MIN;
+    task.kthread = true;
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
     // its stack (the frame is consumed by then), as after a call.
@@ -968,6 +1007,7 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         state: State::Runnable,
         kstack_pfn,
         cpu: cpu_id(),
+        kthread: false,
         pgd,
         rsp: 0,
         fpu: Box::new(fpu),
