@@ -790,7 +790,8 @@ fn finish_task_switch() {
         let prev = core::mem::replace(&mut s.switching[me], 0);
         if let Some(State::Zombie(_)) = s.tasks.get(&prev).map(|t| t.state) {
             let parent = s.tasks.get(&prev).map_or(0, |t| t.parent);
-            s.wake_locked(parent);
+            // Any thread of the parent may wait for it (see exit_thread).
+            wake_group(s, parent);
             // The kernel (parent 0) has no task to wake: the boot CPU
             // waiting in kernel_wait looks again when interrupted.
             if parent == 0 {
@@ -1503,14 +1504,14 @@ pub fn exit_thread(status: u64) -> ! {
                     // SIGCHLD (dropped unless the parent catches it).
                     p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(tgid, st));
                 }
-                // Any thread of the parent may be the one in wait4 (the
-                // leader, if it still runs, finds the wake when it sleeps).
-                s.wake_locked(parent);
-                while let Some(w) =
-                    s.tasks.values().find(|t| t.tgid == parent && t.state == State::Waiting && !t.killed).map(|t| t.pid)
-                {
-                    s.wake_locked(w);
-                }
+                // Any thread of the parent may be the one in wait4, and
+                // it may still run on another CPU between its reap that
+                // found nothing and its sleep: every live thread gets
+                // the wake (one still running finds it in `woken` when
+                // it sleeps; a spurious one looks again). Waking only
+                // the sleeping ones lost this wake on 2 CPUs: a thread
+                // in waitpid slept forever with its child a zombie.
+                wake_group(s, parent);
             }
             for t in s.tasks.values_mut() {
                 if t.parent == tgid {
@@ -1542,6 +1543,22 @@ pub fn exit_thread(status: u64) -> ! {
     reap_dead_threads();
     schedule();
     panic!("a zombie was scheduled");
+}
+
+/// Wakes the group leader `tgid` and every live thread of its group.
+fn wake_group(s: &mut Sched, tgid: u64) {
+    s.wake_locked(tgid);
+    let mut from = 0;
+    while let Some(w) = s
+        .tasks
+        .range(from..)
+        .map(|(_, t)| t)
+        .find(|t| t.tgid == tgid && !t.killed && !matches!(t.state, State::Zombie(_)))
+        .map(|t| t.pid)
+    {
+        s.wake_locked(w);
+        from = w + 1;
+    }
 }
 
 /// What a wait found.
@@ -1925,12 +1942,38 @@ pub fn kernel_wait(pid: u64) -> Option<u64> {
                     // sleeps with nothing left to wake it.
                     return match reap(0, pid as i64) {
                         Reaped::Child(_, status, _) => Some(status),
-                        _ => None,
+                        _ => {
+                            dump_stuck();
+                            None
+                        }
                     };
                 }
             }
         }
     }
+}
+
+/// Prints every task's state when the kernel finds its child stuck
+/// (asleep with nothing left to wake it): what a lost wake-up looks like.
+fn dump_stuck() {
+    SCHED.with(|s| {
+        for t in s.tasks.values() {
+            let st = match t.state {
+                State::Runnable => "runnable",
+                State::Waiting => "sleeping",
+                State::Zombie(_) => "zombie",
+            };
+            crate::kprintln!(
+                "sched: stuck: pid {} tgid {} parent {} {} ({}) cpu {}",
+                Dec(t.pid),
+                Dec(t.tgid),
+                Dec(t.parent),
+                st,
+                t.name,
+                Dec(t.cpu as u64)
+            );
+        }
+    });
 }
 
 /// Gives back the run queue's buffer once nothing runs (so a leak check
