@@ -485,8 +485,11 @@ impl Sched {
 
 /// The online CPUs as a mask.
 fn online_mask() -> u64 {
-    let n = crate::arch::smp::nr_cpus().max(1).min(MAX_CPUS);
-    if n >= 64 {
+    // (No `clamp`: core's is unusable in ring 0 here, see guest_code.)
+    let n = crate::arch::smp::nr_cpus().min(MAX_CPUS);
+    if n == 0 {
+        1
+    } else if n >= 64 {
         u64::MAX
     } else {
         (1u64 << n) - 1
