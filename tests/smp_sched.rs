@@ -62,9 +62,91 @@ int main(int argc, char **argv) {
 /// The per-CPU counts of the kernel's `sched: context switches per CPU:`
 /// line.
 fn switches_per_cpu(log: &str) -> Vec<u64> {
-    let line = log.lines().find(|l| l.contains("context switches per CPU:")).unwrap_or("");
+    per_cpu(log, "context switches")
+}
+
+/// The per-CPU counts of the kernel's `sched: WHAT per CPU:` line.
+fn per_cpu(log: &str, what: &str) -> Vec<u64> {
+    let line = log.lines().find(|l| l.contains(&format!("sched: {what} per CPU:"))).unwrap_or("");
     line.split_whitespace().filter_map(|w| w.split_once('=').and_then(|(_, v)| v.parse().ok())).collect()
 }
+
+/// argv[1] CPUs: as many children spinning in ring 3 (few system calls)
+/// each note the CPU they find themselves on (getcpu) in a shared mask
+/// until every CPU is in it (or a bound of rounds is reached), and the
+/// parent prints how many CPUs ran them. Then affinity: a child that
+/// excludes its CPU with sched_setaffinity is on an allowed one when the
+/// call returns; one the parent confines to another CPU while it spins
+/// there gets there.
+const SPREAD: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Unbuffered: children leave by _exit. */
+#define ROUNDS 4000
+
+static int cpu(void) { unsigned c = 99; syscall(SYS_getcpu, &c, 0, 0); return (int)c; }
+static void spin(void) { for (volatile long j = 0; j < 200000; j++) ; }
+static int pin(pid_t pid, int c) {
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    CPU_SET(c, &s);
+    return sched_setaffinity(pid, sizeof s, &s);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    int n = argc > 1 ? atoi(argv[1]) : 2;
+    long full = (1L << n) - 1;
+    volatile long *sh = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) return 2;
+    for (int i = 0; i < n; i++) {
+        if (fork() == 0) {
+            for (int k = 0; k < ROUNDS && __atomic_load_n(&sh[0], __ATOMIC_SEQ_CST) != full; k++) {
+                __atomic_fetch_or(&sh[0], 1L << cpu(), __ATOMIC_SEQ_CST);
+                spin();
+            }
+            _exit(0);
+        }
+    }
+    while (wait(NULL) > 0) ;
+    printf("spread: %d of %d CPUs ran the children\n", __builtin_popcountl(sh[0]), n);
+
+    /* A child leaves its CPU by its own sched_setaffinity. */
+    if (fork() == 0) {
+        int ok = 1;
+        for (int c = n - 1; c >= 0; c--) ok &= pin(0, c) == 0 && cpu() == c;
+        printf("self-pinned to each CPU in turn: %s\n", ok ? "on it each time" : "NOT on it");
+        _exit(0);
+    }
+    while (wait(NULL) > 0) ;
+
+    /* The parent moves a child spinning on CPU 1 to CPU 0 (while it
+       runs there: the reschedule IPI sends it on its way). */
+    sh[1] = -1;
+    sh[2] = 0;
+    pin(0, 0);
+    pid_t c = fork();
+    if (c == 0) {
+        pin(0, 1);
+        for (int k = 0; k < ROUNDS && !sh[2]; k++) { sh[1] = cpu(); spin(); }
+        for (int k = 0; k < ROUNDS && cpu() != 0; k++) spin();
+        printf("moved by the parent: %s\n", cpu() == 0 ? "on the CPU it was given" : "NOT moved");
+        _exit(0);
+    }
+    while (sh[1] != 1) sched_yield();
+    pin(c, 0);
+    sh[2] = 1;
+    waitpid(c, NULL, 0);
+    return 0;
+}
+"#;
 
 #[test]
 fn four_cpus_come_up_and_the_default_guest_exits_normally() {
@@ -115,5 +197,30 @@ fn processes_churn_on_every_cpu_and_the_checks_hold_at_a_checkpoint() {
         let per = switches_per_cpu(&log);
         assert_eq!(per.len(), cpus.parse::<usize>().unwrap(), "{log}");
         assert!(per.iter().filter(|&&n| n > 0).count() >= 2, "only one CPU ran tasks: {per:?}\n{log}");
+    }
+}
+
+#[test]
+fn work_spreads_over_every_cpu_and_affinity_moves_tasks() {
+    let dir = Scratch::new("smp-spread");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let prog = compile("musl-gcc", SPREAD, &dir.0, "spread", &["-static"]);
+    std::fs::copy(&prog, root.join("init")).unwrap();
+    for cpus in [2usize, 4] {
+        let n = cpus.to_string();
+        let run = boot(&["--cpus", &n, "--initrd", root.to_str().unwrap(), &format!("--cmdline=-- {n}")]);
+        let log = run.all();
+        assert_eq!(run.status, 0, "{cpus} CPUs: {log}");
+        assert!(run.stdout.contains(&format!("spread: {cpus} of {cpus} CPUs ran the children")), "{log}");
+        assert!(run.stdout.contains("self-pinned to each CPU in turn: on it each time"), "{log}");
+        assert!(run.stdout.contains("moved by the parent: on the CPU it was given"), "{log}");
+        // The kernel's own per-CPU counts agree: every CPU ran tasks, and
+        // the run queues are empty at power-off.
+        let run_on = per_cpu(&log, "tasks run");
+        assert_eq!(run_on.len(), cpus, "{log}");
+        assert!(run_on.iter().all(|&n| n > 0), "a CPU ran no task: {run_on:?}\n{log}");
+        assert_eq!(per_cpu(&log, "run queue length"), vec![0; cpus], "{log}");
+        assert!(per_cpu(&log, "longest run queue").iter().any(|&n| n > 0), "{log}");
     }
 }

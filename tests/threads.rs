@@ -490,3 +490,45 @@ int main(void) {
 fn fork_from_a_thread_shared_offsets_and_vfork() {
     same_as_host("fork", 0, false, &[]);
 }
+
+/// Every mode of the program on `cpus` vCPUs, with both C libraries, as
+/// on the host: the threads of one process then really run at once on
+/// several CPUs (futex wakes, exits and kills crossing CPUs, TLB
+/// shootdowns of the shared mm), with `--verify` while they live.
+fn every_mode_on(cpus: &str) {
+    let modes: [(&str, i32, bool); 6] = [
+        ("count", 0, false),
+        ("condvar", 0, false),
+        ("exit", 7, false),
+        ("mainexit", 0, true),
+        ("kill", 0, false),
+        ("fork", 0, false),
+    ];
+    for (mode, want, any_order) in modes {
+        let extra: &[&str] = if mode == "count" {
+            &["--cpus", cpus, "--inspect-at", "threads-live", "--verify=refcount,isolation"]
+        } else {
+            &["--cpus", cpus]
+        };
+        for r in same_as_host(mode, want, any_order, extra) {
+            assert!(r.all().contains(&format!("smp: Brought up 1 node, {cpus} CPUs")), "{mode}: {}", r.all());
+            if mode == "count" {
+                assert!(r.stdout.contains("counter 40000 atomic 40000"), "{}", r.all());
+                let v = verify_block(&r.stdout, "threads-live");
+                for check in ["refcount", "isolation"] {
+                    assert!(v.contains(&format!("verify {check}: ok")), "{check}: {v}\n{}", r.all());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_mode_on_two_cpus() {
+    every_mode_on("2");
+}
+
+#[test]
+fn every_mode_on_four_cpus() {
+    every_mode_on("4");
+}

@@ -28,6 +28,17 @@ pub const FLUSH_CEILING: u64 = 33;
 pub const KERNEL: u64 = u64::MAX;
 /// A range end meaning "everything".
 pub const ALL: u64 = u64::MAX;
+/// A range start meaning "leave the root": a CPU whose CR3 holds it
+/// loads the kernel root instead (see [`leave_root`]).
+const LEAVE: u64 = u64::MAX - 1;
+
+/// The kernel's root (set once at boot), what [`leave_root`] loads.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Records the kernel's root for [`leave_root`].
+pub fn set_kernel_root(root: u64) {
+    KERNEL_ROOT.store(root & !0xfff, Ordering::Relaxed);
+}
 
 /// The root each CPU's CR3 holds.
 static LOADED_CR3: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -85,6 +96,17 @@ pub fn note_cr3(root: u64) {
 
 /// Flushes `[start, end)` of address space `root` on this CPU.
 fn flush_local(root: u64, start: u64, end: u64) {
+    if start == LEAVE {
+        let kroot = KERNEL_ROOT.load(Ordering::Relaxed);
+        if root != KERNEL && LOADED_CR3[cpu_id()].load(Ordering::Relaxed) == root && kroot != 0 {
+            STATS.local_all.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: only a kernel thread or an idle task keeps a root
+            // whose address space has no user left (lazy TLB), and they
+            // use the kernel half only, the same in the kernel root.
+            unsafe { cr::write_cr3(kroot) };
+        }
+        return;
+    }
     let pages = if end == ALL { u64::MAX } else { end.saturating_sub(start).div_ceil(4096) };
     if pages > FLUSH_CEILING {
         STATS.local_all.fetch_add(1, Ordering::Relaxed);
@@ -125,10 +147,29 @@ pub fn flush_ipi() {
 /// that may cache it, and returns once all have done so.
 pub fn flush_range(root: u64, start: u64, end: u64) {
     let root = if root == KERNEL { KERNEL } else { root & !0xfff };
-    let me = cpu_id();
-    if root == KERNEL || LOADED_CR3[me].load(Ordering::Relaxed) == root {
+    if root == KERNEL || LOADED_CR3[cpu_id()].load(Ordering::Relaxed) == root {
         flush_local(root, start, end);
     }
+    flush_remote(root, start, end);
+}
+
+/// Makes every CPU whose CR3 still holds `root` load the kernel root, and
+/// returns once they have: called before an address space's page tables
+/// are freed. With lazy TLB (proc/sched.rs) a kernel thread or idle task
+/// keeps the last process's root loaded after that process left the CPU,
+/// and such a CPU must not keep a freed (soon reused) PGD in CR3 (Linux's
+/// lazy-TLB shootdown at exit, `CONFIG_MMU_LAZY_TLB_SHOOTDOWN`).
+pub fn leave_root(root: u64) {
+    let root = root & !0xfff;
+    flush_local(root, LEAVE, ALL);
+    flush_remote(root, LEAVE, ALL);
+}
+
+/// The remote part of [`flush_range`]: the other CPUs whose CR3 holds
+/// `root` (every other CPU for [`KERNEL`]) serve the request; returns once
+/// all have.
+fn flush_remote(root: u64, start: u64, end: u64) {
+    let me = cpu_id();
     if super::smp::nr_cpus() <= 1 {
         return;
     }

@@ -139,6 +139,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         318 => sys_getrandom(a[0], a[1]),
         203 => sys_sched_setaffinity(a[0], a[1], a[2]),
         204 => sys_sched_getaffinity(a[0], a[1], a[2]),
+        309 => sys_getcpu(a[0], a[1]),
         // ---- files, pipes, tmpfs (fs/: the procfs branch) ----
         17 => sys_pread(a[0], a[1], a[2], a[3]),
         18 => sys_pwrite(a[0], a[1], a[2], a[3]),
@@ -1280,6 +1281,19 @@ fn sys_sched_getaffinity(pid: u64, len: u64, mask: u64) -> i64 {
         Ok(()) => 8,
         Err(e) => e,
     }
+}
+
+/// getcpu(cpu, node, tcache): the CPU the caller runs on (node 0).
+fn sys_getcpu(cpu: u64, node: u64) -> i64 {
+    let c = (crate::arch::percpu::cpu_id() as u32).to_le_bytes();
+    for (ptr, v) in [(cpu, c), (node, [0u8; 4])] {
+        if ptr != 0 {
+            if let Err(e) = with_mm(|mm| copy_to_user(mm, ptr, &v)).unwrap_or(Err(-EFAULT)) {
+                return e;
+            }
+        }
+    }
+    0
 }
 
 fn sys_getrandom(buf: u64, len: u64) -> i64 {

@@ -461,6 +461,8 @@ impl MmStruct {
                 for v in vmas.iter() {
                     self.zap(s, p, v.start, v.end);
                 }
+                // No CPU may keep the root loaded lazily once it is freed.
+                crate::arch::tlb::leave_root(self.pgd);
                 let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
                 let _ = user_pt(self.pgd).free_tables(&mut direct_map(), &mut frames, 0..USER_HALF_END);
                 BuddyFrames(p).deallocate_frame(PhysAddr(self.pgd));

@@ -308,8 +308,12 @@ fn interrupt_inner(frame: &mut TrapFrame) {
             apic::eoi();
             // Woken from idle, or told to look at its task (killed, a
             // signal): from ring 3 the checks on the way out do that. Or
-            // a checkpoint on another CPU stops this one here.
+            // a checkpoint on another CPU stops this one here. Or its
+            // task's CPU mask no longer has this CPU: it moves.
             crate::arch::smp::park_if_stopped();
+            if frame.cs & 3 == 3 {
+                sched::migrate_if_disallowed();
+            }
         }
         v if v == crate::arch::idt::FLUSH_VECTOR as u64 => {
             apic::eoi();

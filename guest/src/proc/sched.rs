@@ -1,4 +1,4 @@
-//! Tasks and the scheduler: a task table, a round-robin run queue,
+//! Tasks and the scheduler: a task table, round-robin run queues per CPU,
 //! preemption on the local APIC timer (only ring 3 is ever preempted:
 //! the kernel runs with interrupts off), and the life cycle of a process:
 //! spawn (exec of an embedded program), fork, exit (the mm goes at once,
@@ -11,18 +11,42 @@
 //!
 //! # SMP
 //!
-//! One run queue under the scheduler's lock serves every CPU; each CPU
-//! has its own `current` and idle context. A task being switched out is
-//! marked in its CPU's `switching` slot until the switch has saved its
-//! stack (`finish_task_switch`, run by whatever the CPU resumes, and by a
-//! new task's first entry in `schedule_tail`); no other CPU picks it, and
-//! no parent reaps it, until then (Linux's `on_cpu`). A wake that lands
-//! while its target is still running (between its last check and its
-//! sleep, possible once another CPU is the waker) is remembered in
-//! `woken`, and the sleep returns at once (Linux sets the task's state
-//! before checking instead: the same guarantee, no lost wake-ups). Idle
-//! CPUs wait in `hlt` with interrupts open and are woken by a reschedule
-//! IPI when work is queued.
+//! Each CPU has its own run queue, its own `current` and idle context
+//! (Linux's `struct rq`). Placement and balancing are Linux's in small:
+//! a new or woken task goes to the least-loaded CPU its mask allows
+//! (load: queued tasks plus one if the CPU is busy; ties go to the CPU it
+//! last ran on), a CPU with nothing of its own steals from the busiest
+//! queue before it idles (newidle balancing), an idle CPU looks again at
+//! every interrupt (the tick among them), and at each tick a CPU whose
+//! load is two or more below another's pulls one task (periodic
+//! balancing). A task whose mask loses its CPU moves at once: queued, to
+//! an allowed queue; running, through the reschedule IPI
+//! ([`migrate_if_disallowed`]) or at once if it is the caller.
+//!
+//! Locking: the queues live under the scheduler's one irq-safe lock
+//! (rank SCHED), with the task table. Linux gives each run queue its own
+//! lock and double-locks two in a fixed order to migrate; here a task's
+//! state, wake and pid lookups all go through the shared task table
+//! anyway, so per-queue locks would still need that lock around every
+//! wake: one lock keeps migration, stealing and wakes atomic with no
+//! ordering rule to get wrong, at the cost of contention that this
+//! kernel's few CPUs (and its emulated ring 0) do not feel.
+//!
+//! A task being switched out is marked in its CPU's `switching` slot
+//! until the switch has saved its stack (`finish_task_switch`, run by
+//! whatever the CPU resumes, and by a new task's first entry in
+//! `schedule_tail`); no other CPU picks it, and no parent reaps it, until
+//! then (Linux's `on_cpu`). A wake that lands while its target is still
+//! running (between its last check and its sleep, possible once another
+//! CPU is the waker) is remembered in `woken`, and the sleep returns at
+//! once (Linux sets the task's state before checking instead: the same
+//! guarantee, no lost wake-ups). Idle CPUs wait in `hlt` with interrupts
+//! open and are woken by a reschedule IPI when work is queued for them.
+//!
+//! Lazy TLB: a kernel thread and an idle task keep the root the CPU has
+//! loaded (see `schedule`); `tlb::leave_root`, called by exit_mmap before
+//! the page tables go, moves every CPU still holding a dying root to the
+//! kernel's (Linux's lazy-TLB shootdown in place of `mm_count` pins).
 
 use super::abi::MmStat;
 use super::mm::MmStruct;
@@ -109,6 +133,11 @@ pub struct Task {
     pub state: State,
     /// Kernel stack (first pfn of an order-2 block).
     kstack_pfn: u64,
+    /// The CPU whose queue holds it, or that last ran it.
+    cpu: usize,
+    /// A kernel thread (kthread_run): it never has user memory, and
+    /// runs on whatever root the CPU has loaded (lazy TLB).
+    kthread: bool,
     /// The PGD CR3 gets when the task runs (the kernel root once exited).
     pgd: u64,
     /// Kernel stack pointer while parked.
@@ -218,7 +247,9 @@ impl Task {
 /// The scheduler's state.
 pub struct Sched {
     tasks: BTreeMap<u64, Box<Task>>,
-    runq: VecDeque<u64>,
+    /// Each CPU's run queue (Linux's `struct rq`, its CFS part reduced to
+    /// round robin): the runnable tasks waiting for that CPU.
+    runq: [VecDeque<u64>; MAX_CPUS],
     /// The task each CPU runs (0: its idle task).
     current: [u64; MAX_CPUS],
     /// The task each CPU is switching away from, until its stack is saved.
@@ -240,6 +271,15 @@ pub struct Sched {
     idle_fpu: alloc::vec::Vec<Box<FpuState>>,
     /// Context switches per CPU.
     pub switches_on: [u64; MAX_CPUS],
+    /// Switches to a task (not to idle) per CPU: where the work ran.
+    pub tasks_run_on: [u64; MAX_CPUS],
+    /// Tasks each CPU took from another CPU's queue (idle stealing and
+    /// the tick's balancing; Linux's `lb_gained`).
+    pub pulled_on: [u64; MAX_CPUS],
+    /// Tasks placed on each CPU's queue (new, woken, requeued).
+    pub queued_on: [u64; MAX_CPUS],
+    /// Longest each CPU's run queue got.
+    pub max_queue_on: [u64; MAX_CPUS],
     /// Most processes alive at once (a self-test figure).
     pub max_alive: u64,
     /// Timer interrupts taken.
@@ -259,40 +299,150 @@ impl Sched {
         pid != 0 && (self.current.contains(&pid) || self.switching.contains(&pid))
     }
 
-    /// Takes the first queued task no other CPU holds (a task woken while
-    /// it was still being switched out stays queued until its switch
-    /// finishes); this CPU's own task may be picked again (a yield with
-    /// nothing else to run).
-    fn pick_next(&mut self) -> Option<u64> {
-        let mine = self.cur();
-        let i = self.runq.iter().position(|&p| (p == mine || !self.on_cpu(p)) && self.allowed_here(p))?;
-        self.runq.remove(i)
+    /// The CPUs `pid` may run on (its mask within the online CPUs).
+    fn allowed(&self, pid: u64) -> u64 {
+        let online = online_mask();
+        match self.affinity.get(&pid) {
+            Some(m) if m & online != 0 => m & online,
+            _ => online,
+        }
+    }
+
+    /// Whether `pid` may run on CPU `c`.
+    fn allowed_on(&self, pid: u64, c: usize) -> bool {
+        self.allowed(pid) & (1 << c) != 0
     }
 
     /// Whether `pid` may run on this CPU.
     fn allowed_here(&self, pid: u64) -> bool {
-        self.affinity.get(&pid).is_none_or(|m| m & (1 << cpu_id()) != 0)
+        self.allowed_on(pid, cpu_id())
     }
 
-    /// Whether a queued task could run here now.
-    fn has_runnable(&self) -> bool {
-        self.runq.iter().any(|&p| !self.on_cpu(p) && self.allowed_here(p))
+    /// Whether CPU `c` could take task `p` from a queue now: allowed
+    /// there, and its stack saved (a task woken while it was still being
+    /// switched out waits until that switch finishes), unless `p` is what
+    /// `c` runs (a yield with nothing else to run picks it again).
+    fn pickable(&self, p: u64, c: usize) -> bool {
+        (p == self.current[c] || !self.on_cpu(p)) && self.allowed_on(p, c)
     }
 
-    /// Whether a CPU other than this one runs a task.
-    fn busy_elsewhere(&self) -> bool {
+    /// CPU `c`'s load: its queued tasks, plus one if it is busy (it runs
+    /// a task, or it is not waiting in idle: the boot CPU's idle context
+    /// runs the kernel's own code, the self-tests, until it waits).
+    fn load(&self, c: usize) -> usize {
+        use core::sync::atomic::Ordering;
+        let busy = self.current[c] != 0 || IDLE_CPUS.load(Ordering::Relaxed) & (1 << c) == 0;
+        self.runq[c].len() + busy as usize
+    }
+
+    /// Where `pid` should wait to run (Linux's `select_task_rq`): the
+    /// least-loaded CPU it may run on; on a tie the CPU it last ran on
+    /// (its cache, and a task still being switched out there is picked
+    /// as soon as that switch ends), then this CPU, then the lowest.
+    fn select_cpu(&self, pid: u64) -> usize {
+        let mask = self.allowed(pid);
         let me = cpu_id();
-        (0..MAX_CPUS).any(|c| c != me && (self.current[c] != 0 || self.switching[c] != 0))
+        let last = self.tasks.get(&pid).map_or(me, |t| t.cpu);
+        let rank = |c: usize| (self.load(c), c != last, c != me, c);
+        (0..MAX_CPUS).filter(|&c| mask & (1 << c) != 0).min_by_key(|&c| rank(c)).unwrap_or(me)
     }
 
-    /// Queues `pid` and wakes an idle CPU to run it.
-    fn enqueue(&mut self, pid: u64, front: bool) {
+    /// Puts `pid` on CPU `c`'s queue; a CPU other than this one is sent
+    /// the reschedule IPI if it waits in idle.
+    fn enqueue_on(&mut self, c: usize, pid: u64, front: bool) {
         if front {
-            self.runq.push_front(pid);
+            self.runq[c].push_front(pid);
         } else {
-            self.runq.push_back(pid);
+            self.runq[c].push_back(pid);
         }
-        kick_idle_cpus();
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.cpu = c;
+        }
+        self.queued_on[c] += 1;
+        self.max_queue_on[c] = self.max_queue_on[c].max(self.runq[c].len() as u64);
+        kick_idle_cpu(c);
+    }
+
+    /// Queues `pid` on the CPU [`Sched::select_cpu`] chooses.
+    fn enqueue(&mut self, pid: u64, front: bool) {
+        let c = self.select_cpu(pid);
+        self.enqueue_on(c, pid, front);
+    }
+
+    /// Takes `pid` off whichever queue holds it; the CPU's index.
+    fn dequeue(&mut self, pid: u64) -> Option<usize> {
+        for c in 0..MAX_CPUS {
+            if let Some(i) = self.runq[c].iter().position(|&p| p == pid) {
+                self.runq[c].remove(i);
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// The queue (not this CPU's) a task could be taken from for this
+    /// CPU: the most loaded one with a task this CPU may run, and the
+    /// task's position there (the last such: the most recently queued,
+    /// whose cache is coldest). None if no queue has one.
+    fn steal_candidate(&self) -> Option<(usize, usize)> {
+        let me = cpu_id();
+        (0..MAX_CPUS)
+            .filter(|&c| c != me && !self.runq[c].is_empty())
+            .filter_map(|c| Some((c, self.runq[c].iter().rposition(|&p| self.pickable(p, me))?)))
+            .max_by_key(|&(c, _)| self.load(c))
+    }
+
+    /// Takes the task at `i` of CPU `from`'s queue for this CPU.
+    fn pull(&mut self, from: usize, i: usize) -> Option<u64> {
+        let me = cpu_id();
+        let p = self.runq[from].remove(i)?;
+        if let Some(t) = self.tasks.get_mut(&p) {
+            t.cpu = me;
+        }
+        self.pulled_on[me] += 1;
+        Some(p)
+    }
+
+    /// Takes this CPU's next task: the first on its own queue it can run;
+    /// with none, one stolen from the busiest other queue (Linux's
+    /// newidle balancing). A task woken while it was still being switched
+    /// out stays queued until its switch finishes.
+    fn pick_next(&mut self) -> Option<u64> {
+        let me = cpu_id();
+        if let Some(i) = self.runq[me].iter().position(|&p| self.pickable(p, me)) {
+            return self.runq[me].remove(i);
+        }
+        let (from, i) = self.steal_candidate()?;
+        self.pull(from, i)
+    }
+
+    /// Whether a queued task could run here now (on this CPU's queue or
+    /// stolen from another's).
+    fn has_runnable(&self) -> bool {
+        let me = cpu_id();
+        self.runq[me].iter().any(|&p| p != self.current[me] && self.pickable(p, me)) || self.steal_candidate().is_some()
+    }
+
+    /// Whether any task is queued, runs, or is being switched out,
+    /// anywhere: while one is, a wake may still come.
+    fn anything_active(&self) -> bool {
+        self.runq.iter().any(|q| !q.is_empty())
+            || self.current.iter().any(|&p| p != 0)
+            || self.switching.iter().any(|&p| p != 0)
+    }
+
+    /// The tick's balancing (Linux's periodic `load_balance`, one task
+    /// at a time): if another CPU's load exceeds this one's by two or
+    /// more, this CPU takes one of its queued tasks.
+    fn balance_tick(&mut self) {
+        let me = cpu_id();
+        if let Some((from, i)) = self.steal_candidate() {
+            if self.load(from) >= self.load(me) + 2 {
+                if let Some(p) = self.pull(from, i) {
+                    self.runq[me].push_back(p);
+                }
+            }
+        }
     }
 
     /// Makes `pid` runnable if it sleeps; if it still runs (about to
@@ -333,6 +483,19 @@ impl Sched {
     }
 }
 
+/// The online CPUs as a mask.
+fn online_mask() -> u64 {
+    // (No `clamp`: core's is unusable in ring 0 here, see guest_code.)
+    let n = crate::arch::smp::nr_cpus().min(MAX_CPUS);
+    if n == 0 {
+        1
+    } else if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 /// Room for pending wakes reserved at boot (more tasks than this woken
 /// at once while running would allocate).
 const WOKEN_RESERVE: usize = 128;
@@ -340,24 +503,28 @@ const WOKEN_RESERVE: usize = 128;
 /// CPUs waiting in `hlt` for work (bit n: CPU n).
 static IDLE_CPUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// Sends the reschedule IPI to CPU `c`.
+fn resched_cpu(c: usize) {
+    use core::sync::atomic::Ordering;
+    let apic_id = crate::arch::percpu::cpu(c).apic_id.load(Ordering::Relaxed);
+    crate::arch::apic::send_ipi(apic_id, crate::arch::idt::RESCHED_VECTOR);
+}
+
 /// Sends the reschedule IPI to the CPU (other than this one) running
 /// `pid`, so it passes through the kernel's return-to-user checks.
 fn kick_cpu_running(s: &Sched, pid: u64) {
-    use core::sync::atomic::Ordering;
     let me = cpu_id();
     if let Some(c) = (0..MAX_CPUS).find(|&c| c != me && s.current[c] == pid) {
-        let apic_id = crate::arch::percpu::cpu(c).apic_id.load(Ordering::Relaxed);
-        crate::arch::apic::send_ipi(apic_id, crate::arch::idt::RESCHED_VECTOR);
+        resched_cpu(c);
     }
 }
 
-/// Sends the reschedule IPI to every CPU waiting for work but this one.
-fn kick_idle_cpus() {
+/// Sends the reschedule IPI to CPU `c` if it is not this one and waits
+/// in idle (a busy CPU finds its queue when it next schedules).
+fn kick_idle_cpu(c: usize) {
     use core::sync::atomic::Ordering;
-    let mask = IDLE_CPUS.load(Ordering::Acquire) & !(1 << cpu_id());
-    for c in (0..MAX_CPUS).filter(|c| mask & (1 << c) != 0) {
-        let apic_id = crate::arch::percpu::cpu(c).apic_id.load(Ordering::Relaxed);
-        crate::arch::apic::send_ipi(apic_id, crate::arch::idt::RESCHED_VECTOR);
+    if c != cpu_id() && IDLE_CPUS.load(Ordering::Acquire) & (1 << c) != 0 {
+        resched_cpu(c);
     }
 }
 
@@ -421,12 +588,26 @@ pub fn report_cpus() {
     if n <= 1 {
         return;
     }
-    let per = SCHED.with(|s| s.switches_on);
-    crate::kprint!("sched: context switches per CPU:");
-    for (c, v) in per.iter().enumerate().take(n) {
-        crate::kprint!(" cpu{}={}", Dec(c as u64), Dec(*v));
-    }
-    crate::kprintln!("");
+    let (sw, run, pulled, queued, maxq, now) = SCHED.with(|s| {
+        let mut now = [0u64; MAX_CPUS];
+        for (n, q) in now.iter_mut().zip(s.runq.iter()) {
+            *n = q.len() as u64;
+        }
+        (s.switches_on, s.tasks_run_on, s.pulled_on, s.queued_on, s.max_queue_on, now)
+    });
+    let line = |what: &str, v: &[u64; MAX_CPUS]| {
+        crate::kprint!("sched: {} per CPU:", what);
+        for (c, v) in v.iter().enumerate().take(n) {
+            crate::kprint!(" cpu{}={}", Dec(c as u64), Dec(*v));
+        }
+        crate::kprintln!("");
+    };
+    line("context switches", &sw);
+    line("tasks run", &run);
+    line("tasks queued", &queued);
+    line("tasks pulled", &pulled);
+    line("longest run queue", &maxq);
+    line("run queue length", &now);
     let t = &crate::arch::tlb::STATS;
     use core::sync::atomic::Ordering::Relaxed;
     crate::kprint!(
@@ -445,9 +626,10 @@ pub static SCHED: SpinLock<Sched> = SpinLock::new_irqsafe("the scheduler", rank:
 
 /// Sets up the (empty) task table.
 pub fn init() {
+    crate::arch::tlb::set_kernel_root(KERNEL_PT.with(|m| m.root().0));
     SCHED.set(Sched {
         tasks: BTreeMap::new(),
-        runq: VecDeque::new(),
+        runq: [const { VecDeque::new() }; MAX_CPUS],
         current: [0; MAX_CPUS],
         switching: [0; MAX_CPUS],
         woken: alloc::vec::Vec::with_capacity(WOKEN_RESERVE),
@@ -461,6 +643,10 @@ pub fn init() {
             .map(|_| Box::new(FpuState::initial()))
             .collect(),
         switches_on: [0; MAX_CPUS],
+        tasks_run_on: [0; MAX_CPUS],
+        pulled_on: [0; MAX_CPUS],
+        queued_on: [0; MAX_CPUS],
+        max_queue_on: [0; MAX_CPUS],
         max_alive: 0,
         ticks: 0,
         switches: 0,
@@ -520,6 +706,7 @@ pub fn schedule() {
         prev_fpu: *mut FpuState,
         next_rsp: u64,
         next_fpu: *const FpuState,
+        /// The root to load; 0: keep the loaded one (lazy TLB).
         cr3: u64,
         kstack: u64,
         fs_base: u64,
@@ -540,13 +727,31 @@ pub fn schedule() {
         s.switching[me] = prev;
         s.switches += 1;
         s.switches_on[me] += 1;
+        if next != 0 {
+            s.tasks_run_on[me] += 1;
+        }
         publish_states(s);
         let (next_rsp, next_fpu, cr3, kstack, fs_base) = match s.tasks.get(&next) {
+            // A kernel thread (no PGD of its own) and the idle task use
+            // only the kernel half, the same in every PGD: they keep the
+            // root loaded (Linux's lazy TLB), saving two CR3 loads and
+            // the TLB refill when the CPU goes back to the same process.
+            // That root stays this CPU's in tlb.rs's LOADED_CR3, so its
+            // shootdowns still reach the CPU; and before the root is
+            // freed, `tlb::leave_root` (from exit_mmap) makes every CPU
+            // still holding it load the kernel root.
+            // A process that lost its address space (the OOM reaper's
+            // victim, on its way out) gets the kernel root, as before:
+            // it must not reach another process's user half.
             Some(t) => {
-                let cr3 = if t.pgd != 0 { t.pgd } else { kroot };
+                let cr3 = match (t.pgd, t.kthread) {
+                    (0, true) => 0,
+                    (0, false) => kroot,
+                    (pgd, _) => pgd,
+                };
                 (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
             }
-            None => (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, kroot, 0, 0),
+            None => (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0),
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
@@ -570,7 +775,7 @@ pub fn schedule() {
             gdt::set_kernel_stack(sw.kstack);
             syscall::set_kernel_stack(sw.kstack);
         }
-        if cpu::read_cr3() != sw.cr3 {
+        if sw.cr3 != 0 && cpu::read_cr3() != sw.cr3 {
             cpu::write_cr3(sw.cr3);
         }
         set_fs_base(sw.fs_base);
@@ -588,10 +793,17 @@ fn finish_task_switch() {
         let prev = core::mem::replace(&mut s.switching[me], 0);
         if let Some(State::Zombie(_)) = s.tasks.get(&prev).map(|t| t.state) {
             let parent = s.tasks.get(&prev).map_or(0, |t| t.parent);
-            s.wake_locked(parent);
-            kick_idle_cpus();
-        } else if prev != 0 && s.runq.contains(&prev) {
-            kick_idle_cpus();
+            // Any thread of the parent may wait for it (see exit_thread).
+            wake_group(s, parent);
+            // The kernel (parent 0) has no task to wake: the boot CPU
+            // waiting in kernel_wait looks again when interrupted.
+            if parent == 0 {
+                kick_idle_cpu(0);
+            }
+        } else if let Some(c) = (0..MAX_CPUS).find(|&c| prev != 0 && s.runq[c].contains(&prev)) {
+            // Queued elsewhere while its stack was being saved: that CPU
+            // may take it now.
+            kick_idle_cpu(c);
         }
     });
 }
@@ -764,6 +976,7 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
     let mut task = blank_task(name, 0, kstack_pfn, 0, FpuState::initial());
     // Never a candidate (no mm), and never killed.
     task.oom_score_adj = crate::mm::oom_kill::OOM_SCORE_ADJ_MIN;
+    task.kthread = true;
     // The first switch returns through the exception return path
     // (`iretq`), here to ring 0: the thread starts with rsp at the top of
     // its stack (the frame is consumed by then), as after a call.
@@ -797,6 +1010,8 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         name,
         state: State::Runnable,
         kstack_pfn,
+        cpu: cpu_id(),
+        kthread: false,
         pgd,
         rsp: 0,
         fpu: Box::new(fpu),
@@ -899,11 +1114,20 @@ extern "C" fn kcompactd() -> ! {
 pub fn yield_now(preempted: bool) {
     SCHED.with(|s| {
         let cur = s.cur();
+        if preempted {
+            s.balance_tick();
+        }
         if let Some(t) = s.tasks.get_mut(&cur) {
             if preempted {
                 t.preemptions += 1;
             }
-            s.runq.push_back(cur);
+            if s.allowed_here(cur) {
+                s.enqueue_on(cpu_id(), cur, false);
+            } else {
+                // Its mask no longer has this CPU (sched_setaffinity):
+                // it migrates to one it has.
+                s.enqueue(cur, false);
+            }
         }
     });
     schedule();
@@ -1283,14 +1507,14 @@ pub fn exit_thread(status: u64) -> ! {
                     // SIGCHLD (dropped unless the parent catches it).
                     p.signal.queue(1, super::signal::SIGCHLD, super::signal::child_info(tgid, st));
                 }
-                // Any thread of the parent may be the one in wait4 (the
-                // leader, if it still runs, finds the wake when it sleeps).
-                s.wake_locked(parent);
-                while let Some(w) =
-                    s.tasks.values().find(|t| t.tgid == parent && t.state == State::Waiting && !t.killed).map(|t| t.pid)
-                {
-                    s.wake_locked(w);
-                }
+                // Any thread of the parent may be the one in wait4, and
+                // it may still run on another CPU between its reap that
+                // found nothing and its sleep: every live thread gets
+                // the wake (one still running finds it in `woken` when
+                // it sleeps; a spurious one looks again). Waking only
+                // the sleeping ones lost this wake on 2 CPUs: a thread
+                // in waitpid slept forever with its child a zombie.
+                wake_group(s, parent);
             }
             for t in s.tasks.values_mut() {
                 if t.parent == tgid {
@@ -1322,6 +1546,22 @@ pub fn exit_thread(status: u64) -> ! {
     reap_dead_threads();
     schedule();
     panic!("a zombie was scheduled");
+}
+
+/// Wakes the group leader `tgid` and every live thread of its group.
+fn wake_group(s: &mut Sched, tgid: u64) {
+    s.wake_locked(tgid);
+    let mut from = 0;
+    while let Some(w) = s
+        .tasks
+        .range(from..)
+        .map(|(_, t)| t)
+        .find(|t| t.tgid == tgid && !t.killed && !matches!(t.state, State::Zombie(_)))
+        .map(|t| t.pid)
+    {
+        s.wake_locked(w);
+        from = w + 1;
+    }
 }
 
 /// What a wait found.
@@ -1512,7 +1752,7 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
             Some((zpid, st)) => {
                 let t = s.tasks.remove(&zpid);
                 s.woken.retain(|&p| p != zpid);
-                s.runq.retain(|&p| p != zpid);
+                s.dequeue(zpid);
                 s.affinity.remove(&zpid);
                 if let (Some(t), Some(p)) = (t.as_ref(), s.tasks.get_mut(&parent)) {
                     p.ru_children = p.ru_children.plus(t.ru_self).plus(t.ru_children);
@@ -1584,6 +1824,16 @@ pub fn set_affinity(pid: u64, mask: u64) -> bool {
         } else {
             s.affinity.insert(pid, mask & online);
         }
+        // Linux's `__set_cpus_allowed_ptr`: a queued task moves to a CPU
+        // of its new mask; one running elsewhere outside it is told to
+        // go (the IPI brings it to `migrate_if_disallowed`).
+        let moving = s.tasks.get(&pid).map_or(0, |t| t.cpu);
+        if !s.allowed_on(pid, moving) && s.dequeue(pid).is_some() {
+            s.enqueue(pid, false);
+        }
+        if pid != s.cur() && !s.allowed_on(pid, moving) {
+            kick_cpu_running(s, pid);
+        }
         Some(pid == s.cur() && !s.allowed_here(pid))
     });
     match moved {
@@ -1595,6 +1845,18 @@ pub fn set_affinity(pid: u64, mask: u64) -> bool {
             }
             true
         }
+    }
+}
+
+/// Moves the running task to a CPU its mask allows if this CPU is no
+/// longer one of them (on the way back to user mode after the reschedule
+/// IPI `set_affinity` sends: Linux's migration through the stopper).
+pub fn migrate_if_disallowed() {
+    if SCHED.with(|s| {
+        let cur = s.cur();
+        cur != 0 && !s.allowed_here(cur)
+    }) {
+        yield_now(false);
     }
 }
 
@@ -1610,7 +1872,7 @@ pub fn affinity(pid: u64) -> Option<u64> {
 /// The scheduler's container sizes (tasks, run queue, pending wakes,
 /// CPU masks), for the leak check's report.
 pub fn sizes() -> [u64; 4] {
-    SCHED.with(|s| [s.tasks.len() as u64, s.runq.len() as u64, s.woken.len() as u64, s.affinity.len() as u64])
+    SCHED.with(|s| [s.tasks.len() as u64, s.runq.iter().map(|q| q.len() as u64).sum(), s.woken.len() as u64, s.affinity.len() as u64])
 }
 
 /// How many zombies wait to be reaped.
@@ -1650,47 +1912,71 @@ pub fn wait_child(pid: i64) -> Reaped {
 /// The kernel (idle task) waits for its child `pid`, running processes
 /// until it exits. None if it cannot (no such child, or nothing left to
 /// run while it is still alive).
+///
+/// The kernel is no task: a child's exit on another CPU has nothing to
+/// wake here (its `wake_locked(0)` finds no task) and no `woken` entry to
+/// leave. So "stuck" is decided from one look at a quiet system (nothing
+/// queued on any CPU, running, or being switched out), followed by one
+/// more reap: a child whose exit finished between the reap that said "not
+/// yet" and that look is reaped now. (Deciding from the look alone was
+/// the transient seen on 4 CPUs: the child became a reapable zombie just
+/// after the reap, and the look found everything quiet. Also seen: a
+/// task queued for another CPU only, by its mask, whose idle CPU had not
+/// yet taken it, counted as nothing to run.)
 pub fn kernel_wait(pid: u64) -> Option<u64> {
     loop {
         match reap(0, pid as i64) {
             Reaped::Child(_, status, _) => return Some(status),
             Reaped::NoChild | Reaped::Interrupted => return None,
             Reaped::NotYet => {
-                let (runnable, elsewhere) = SCHED.with(|s| (s.has_runnable(), s.busy_elsewhere()));
+                let (runnable, active) = SCHED.with(|s| {
+                    wake_pending_kthreads(s);
+                    (s.has_runnable(), s.anything_active())
+                });
                 if runnable {
                     schedule();
-                } else if elsewhere || SCHED.with(|s| s.runq.iter().any(|&p| s.on_cpu(p))) {
-                    // Other CPUs run the processes: wait for news.
+                } else if active {
+                    // Other CPUs run (or are about to take) the
+                    // processes: wait for news.
                     idle_wait();
-                } else if !quiet_for_a_while() {
-                    // Something moved after all (a wake still on its way
-                    // from another CPU): look again.
                 } else {
-                    return None;
+                    // Everything was quiet at that look, so no exit is
+                    // in flight any more: the child is reapable now or
+                    // sleeps with nothing left to wake it.
+                    return match reap(0, pid as i64) {
+                        Reaped::Child(_, status, _) => Some(status),
+                        _ => {
+                            dump_stuck();
+                            None
+                        }
+                    };
                 }
             }
         }
     }
 }
 
-/// Whether, over a short while (some 100 looks, a few milliseconds of
-/// this host's emulated ring 0), no CPU runs a task and none is
-/// queued: with several CPUs, one look can fall between a waker's state
-/// change and the wake it sends. Always true at once on one CPU.
-fn quiet_for_a_while() -> bool {
-    if crate::arch::smp::nr_cpus() <= 1 {
-        return true;
-    }
-    for _ in 0..100 {
-        for _ in 0..1000 {
-            crate::arch::tlb::poll();
-            core::hint::spin_loop();
+/// Prints every task's state when the kernel finds its child stuck
+/// (asleep with nothing left to wake it): what a lost wake-up looks like.
+fn dump_stuck() {
+    SCHED.with(|s| {
+        for t in s.tasks.values() {
+            let st = match t.state {
+                State::Runnable => "runnable",
+                State::Waiting => "sleeping",
+                State::Zombie(_) => "zombie",
+            };
+            crate::kprintln!(
+                "sched: stuck: pid {} tgid {} parent {} {} ({}) cpu {}",
+                Dec(t.pid),
+                Dec(t.tgid),
+                Dec(t.parent),
+                st,
+                t.name,
+                Dec(t.cpu as u64)
+            );
         }
-        if SCHED.with(|s| s.has_runnable() || s.busy_elsewhere() || s.runq.iter().any(|&p| s.on_cpu(p))) {
-            return false;
-        }
-    }
-    true
+    });
 }
 
 /// Gives back the run queue's buffer once nothing runs (so a leak check
@@ -1698,7 +1984,7 @@ fn quiet_for_a_while() -> bool {
 pub fn shrink_idle() {
     // An emptied BTreeMap keeps its root node: replace it too.
     let old = SCHED.with(|s| {
-        if s.runq.is_empty() && s.tasks.is_empty() {
+        if s.runq.iter().all(|q| q.is_empty()) && s.tasks.is_empty() {
             Some((core::mem::take(&mut s.runq), core::mem::take(&mut s.tasks), core::mem::take(&mut s.affinity)))
         } else {
             None
