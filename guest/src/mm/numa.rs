@@ -66,7 +66,12 @@ pub fn init(numa: Option<&Numa>, cpus: Option<&mm_core::acpi::CpuTopology>) {
         );
     }
     for &(apic, node) in numa.cpu_nodes() {
-        kprintln!("SRAT: PXM {} -> APIC {:#04x} -> Node {}", Dec(u64::from(numa.pxm[usize::from(node)])), apic, Dec(u64::from(node)));
+        kprintln!(
+            "SRAT: PXM {} -> APIC {:#04x} -> Node {}",
+            Dec(u64::from(numa.pxm[usize::from(node)])),
+            apic,
+            Dec(u64::from(node))
+        );
     }
     if !numa.slit_used {
         kprintln!("NUMA: no usable SLIT: distances 10 local, 20 remote");

@@ -288,7 +288,8 @@ impl MmStruct {
                         return true;
                     }
                     let pfn = pa / PAGE_SIZE;
-                    let cached = p.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some() || x.file().is_some());
+                    let cached =
+                        p.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some() || x.file().is_some());
                     if super::mm::page_count(p, pa) == 1 + cached as u32 {
                         pfns.push(pfn);
                     }

@@ -1872,7 +1872,14 @@ pub fn affinity(pid: u64) -> Option<u64> {
 /// The scheduler's container sizes (tasks, run queue, pending wakes,
 /// CPU masks), for the leak check's report.
 pub fn sizes() -> [u64; 4] {
-    SCHED.with(|s| [s.tasks.len() as u64, s.runq.iter().map(|q| q.len() as u64).sum(), s.woken.len() as u64, s.affinity.len() as u64])
+    SCHED.with(|s| {
+        [
+            s.tasks.len() as u64,
+            s.runq.iter().map(|q| q.len() as u64).sum(),
+            s.woken.len() as u64,
+            s.affinity.len() as u64,
+        ]
+    })
 }
 
 /// How many zombies wait to be reaped.

@@ -511,7 +511,8 @@ fn reclaim_pages_takes_exactly_the_pages_named() {
     let freed = l.reclaim_pages(&named, &mut o);
     // verdict: 3 kept, 5 activated, the rest freed; 7, 50, 1000 skipped.
     let offered = [1u64, 2, 3, 5, 8];
-    let want: Vec<u64> = offered.iter().copied().filter(|&p| matches!(verdict(p), ReclaimOutcome::Freed { .. })).collect();
+    let want: Vec<u64> =
+        offered.iter().copied().filter(|&p| matches!(verdict(p), ReclaimOutcome::Freed { .. })).collect();
     assert_eq!(o.freed.iter().map(|f| f.0).collect::<Vec<_>>(), want);
     assert_eq!(freed, want.len() as u64);
     assert!(o.young.contains_key(&1), "the reference check is skipped");
