@@ -239,3 +239,85 @@ fn khugepaged_thread_collapses_when_the_process_yields() {
     assert!(vm("thp_collapse_alloc") >= 1);
     verified(&r.stdout, "collapsed");
 }
+
+/// /proc/PID/smaps of huge mappings, read by a static C program in the
+/// guest: a 4 MiB `MADV_HUGEPAGE` range touched page by page is two
+/// transparent huge pages (Rss and AnonHugePages 4096 kB, THPeligible 1);
+/// a `MAP_HUGETLB` page counts in Private_Hugetlb, not in Rss, with
+/// KernelPageSize 2048 kB, as Linux's smaps; after fork the child sees
+/// both shared (its THP Pss halves, Shared_Hugetlb 2048 kB).
+const SMAPS: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define MIB (1024L * 1024)
+static char text[65536];
+/* Field `key` of the smaps entry whose range starts at `start`. */
+static long smaps(unsigned long start, const char *key) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = 0;
+    char head[32];
+    snprintf(head, sizeof head, "%08lx-", start);
+    char *p = strstr(text, head);
+    if (!p) return -1;
+    char *next = strstr(p + 1, "VmFlags:");
+    char *q = strstr(p, key);
+    return q && (!next || q < next) ? atol(q + strlen(key)) : -2;
+}
+static void show(const char *who, unsigned long thp, unsigned long huge) {
+    printf("%s: thp Rss %ld AnonHugePages %ld Pss %ld THPeligible %ld; hugetlb Rss %ld Private_Hugetlb %ld Shared_Hugetlb %ld KernelPageSize %ld\n",
+           who, smaps(thp, "\nRss:"), smaps(thp, "\nAnonHugePages:"), smaps(thp, "\nPss:"), smaps(thp, "\nTHPeligible:"),
+           smaps(huge, "\nRss:"), smaps(huge, "\nPrivate_Hugetlb:"), smaps(huge, "\nShared_Hugetlb:"), smaps(huge, "\nKernelPageSize:"));
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *m = mmap(NULL, 8 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *a = (char *)(((unsigned long)m + 2 * MIB - 1) & ~(2 * MIB - 1));
+    if (madvise(a, 4 * MIB, MADV_HUGEPAGE)) { printf("madvise failed\n"); return 1; }
+    for (long i = 0; i < 4 * MIB; i += 4096) a[i] = 1;
+    char *h = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    if (h == MAP_FAILED) { printf("MAP_HUGETLB failed\n"); return 1; }
+    h[0] = 1;
+    show("parent", (unsigned long)a, (unsigned long)h);
+    pid_t c = fork();
+    if (c == 0) {
+        show("child", (unsigned long)a, (unsigned long)h);
+        _exit(0);
+    }
+    waitpid(c, NULL, 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn smaps_counts_huge_pages_as_linux() {
+    let dir = common::Scratch::new("thp-smaps");
+    let prog = common::compile("musl-gcc", SMAPS, &dir.0, "smaps", &["-static"]);
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&prog, root.join("init")).unwrap();
+    let r = common::vmm(&[
+        "run",
+        "--timeout",
+        "600",
+        "--mem",
+        "64M",
+        "--initrd",
+        root.to_str().unwrap(),
+        "--cmdline",
+        "hugepages=2",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    for want in [
+        "parent: thp Rss 4096 AnonHugePages 4096 Pss 4096 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 2048 Shared_Hugetlb 0 KernelPageSize 2048",
+        "child: thp Rss 4096 AnonHugePages 4096 Pss 2048 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 0 Shared_Hugetlb 2048 KernelPageSize 2048",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}:\n{out}");
+    }
+}

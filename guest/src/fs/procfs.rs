@@ -223,12 +223,31 @@ struct VmaUsage {
     referenced: u64,
     anon: u64,
     swap: u64,
+    /// Pages of transparent huge pages mapped by PMD leaves.
+    anon_huge: u64,
+    /// Pages of hugetlb pages, mapped once (private) or more (shared).
+    hugetlb_private: u64,
+    hugetlb_shared: u64,
 }
 
-fn vma_usage(mm: &MmStruct, start: u64, end: u64) -> VmaUsage {
+/// Pages a leaf of this size maps.
+fn leaf_pages(size: mm_core::paging::PageSize) -> u64 {
+    size.bytes() / PAGE_SIZE
+}
+
+/// smaps' and status's sums over `v`'s leaves (Linux's `smaps_pte_range`
+/// and `smaps_pmd_entry`): a PMD leaf of a transparent huge page counts
+/// its 512 pages in Rss and AnonHugePages, its sharing read from the
+/// head frame's reference count; a hugetlb page counts in
+/// Shared_/Private_Hugetlb only, not in Rss (as Linux's
+/// `smaps_hugetlb_range`), its mappers being its references but the
+/// pool's.
+fn vma_usage(mm: &MmStruct, v: &mm_core::vma::Vma) -> VmaUsage {
+    let (start, end) = (v.start, v.end);
+    let hugetlb = v.flags.contains(VmFlags::HUGETLB);
     let mut u = VmaUsage::default();
     let zero = crate::proc::mm::MM_GLOBALS.with(|g| g.zero_pa);
-    let mut leaves: Vec<(u64, bool, bool)> = Vec::new();
+    let mut leaves: Vec<(u64, bool, bool, u64)> = Vec::new();
     let _ = crate::proc::fault::user_pt(mm.pgd).for_each_leaf(
         &mut crate::mm::phys::direct_map(),
         start..end,
@@ -243,35 +262,48 @@ fn vma_usage(mm: &MmStruct, start: u64, end: u64) -> VmaUsage {
                     pa,
                     f & mm_core::paging::PteFlags::DIRTY.0 != 0,
                     f & mm_core::paging::PteFlags::ACCESSED.0 != 0,
+                    leaf_pages(l.size()),
                 ));
             }
             true
         },
     );
     crate::mm::PAGES.with(|p| {
-        for &(pa, dirty, accessed) in &leaves {
-            if pa == zero {
-                // The zero page is not counted in Rss (Linux: vm_normal_page
-                // returns NULL for it).
+        for &(pa, dirty, accessed, n) in &leaves {
+            if pa == zero || crate::mm::huge_memory::is_huge_zero(pa) {
+                // The zero pages are not counted in Rss (Linux: vm_normal_page
+                // returns NULL for them).
                 continue;
             }
-            u.rss += 1;
             let (refs, owner) = p.buddy.page(pa >> PAGE_SHIFT).map_or((1, 0), |pg| (pg.refcount.max(1), pg.owner));
+            if hugetlb {
+                // The pool holds one reference of its own.
+                if refs > 2 {
+                    u.hugetlb_shared += n;
+                } else {
+                    u.hugetlb_private += n;
+                }
+                continue;
+            }
+            u.rss += n;
             let cache = PageOwner::from_u8(owner) == PageOwner::PageCache;
             // Mappings: the references minus the cache's own.
             let maps = if cache { (refs - 1).max(1) } else { refs } as u64;
-            u.pss_4k += 4096 / maps;
+            u.pss_4k += n * 4096 / maps;
             if !cache {
-                u.anon += 1;
+                u.anon += n;
+                if n > 1 {
+                    u.anon_huge += n;
+                }
             }
             if accessed {
-                u.referenced += 1;
+                u.referenced += n;
             }
             match (maps > 1, dirty) {
-                (true, true) => u.shared_dirty += 1,
-                (true, false) => u.shared_clean += 1,
-                (false, true) => u.private_dirty += 1,
-                (false, false) => u.private_clean += 1,
+                (true, true) => u.shared_dirty += n,
+                (true, false) => u.shared_clean += n,
+                (false, true) => u.private_dirty += n,
+                (false, false) => u.private_clean += n,
             }
         }
     });
@@ -341,10 +373,11 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
     for v in &vmas {
         map_line(&mut out, mm, v);
         if smaps {
-            let u = vma_usage(mm, v.start, v.end);
+            let u = vma_usage(mm, v);
+            let page_kb = if v.flags.contains(VmFlags::HUGETLB) { 2048 } else { 4 };
             kb_line(&mut out, "Size", v.len() >> 10);
-            kb_line(&mut out, "KernelPageSize", 4);
-            kb_line(&mut out, "MMUPageSize", 4);
+            kb_line(&mut out, "KernelPageSize", page_kb);
+            kb_line(&mut out, "MMUPageSize", page_kb);
             kb_line(&mut out, "Rss", u.rss * 4);
             kb_line(&mut out, "Pss", u.pss_4k * 4 / 4096);
             kb_line(&mut out, "Shared_Clean", u.shared_clean * 4);
@@ -354,15 +387,21 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
             kb_line(&mut out, "Referenced", u.referenced * 4);
             kb_line(&mut out, "Anonymous", u.anon * 4);
             kb_line(&mut out, "LazyFree", 0);
-            kb_line(&mut out, "AnonHugePages", 0);
+            kb_line(&mut out, "AnonHugePages", u.anon_huge * 4);
             kb_line(&mut out, "ShmemPmdMapped", 0);
             kb_line(&mut out, "FilePmdMapped", 0);
-            kb_line(&mut out, "Shared_Hugetlb", 0);
-            kb_line(&mut out, "Private_Hugetlb", 0);
+            kb_line(&mut out, "Shared_Hugetlb", u.hugetlb_shared * 4);
+            kb_line(&mut out, "Private_Hugetlb", u.hugetlb_private * 4);
             kb_line(&mut out, "Swap", u.swap * 4);
             kb_line(&mut out, "SwapPss", u.swap * 4);
             kb_line(&mut out, "Locked", 0);
-            out.push_str("THPeligible:    0\n");
+            // Linux's `thp_vma_allowable_order(.., PMD_ORDER)`: an
+            // anonymous VMA the mode allows that holds an aligned 2 MiB.
+            let eligible = v.kind == VmaKind::Anon
+                && !v.flags.contains(VmFlags::HUGETLB)
+                && crate::mm::huge_memory::vma_allows(v.flags)
+                && v.start.next_multiple_of(2 << 20) + (2 << 20) <= v.end;
+            out.push_str(if eligible { "THPeligible:    1\n" } else { "THPeligible:    0\n" });
             let _ = writeln!(
                 out,
                 "VmFlags: {}{}{}{}mr mw me {}{}",
@@ -397,7 +436,7 @@ fn status_text(pid: u64, mm: &mut MmStruct) -> String {
         .sum();
     let (mut file, mut anon) = (0u64, 0u64);
     for v in mm.vmas.iter().copied().collect::<Vec<_>>() {
-        let u = vma_usage(mm, v.start, v.end);
+        let u = vma_usage(mm, &v);
         anon += u.anon;
         file += u.rss - u.anon;
     }
