@@ -234,3 +234,62 @@ fn websocket(req: Request, shared: &Arc<Shared>) {
         shared.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    /// Sends one keep-alive request on a new connection; the connection,
+    /// once answered (None: no answer within the timeout).
+    fn keep_alive_get(addr: SocketAddr) -> Option<TcpStream> {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        match c.read(&mut buf) {
+            Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200") => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The pool behind the server (vendored tiny_http's `TaskPool`) gives
+    /// every connection a thread while a browser's keep-alive connections
+    /// hold the others: eight connections arrive at once (as a page's
+    /// fetches do) while fewer pool threads are idle, all kept open.
+    /// Upstream 0.12.0 notified the idle threads, then, the woken threads
+    /// not having run yet, queued the rest for them too instead of
+    /// starting threads: nobody read those until a keep-alive connection
+    /// closed (here: never, a 5 s timeout).
+    #[test]
+    fn a_burst_of_connections_is_served_while_keep_alive_ones_hold_threads() {
+        for round in 0..3 {
+            let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+            let addr = server.server_addr().to_ip().unwrap();
+            let s = server.clone();
+            std::thread::spawn(move || {
+                while let Ok(req) = s.recv() {
+                    let _ = req.respond(tiny_http::Response::from_string("ok"));
+                }
+            });
+            let held = keep_alive_get(addr).expect("a first request");
+            // The pool's idle threads settle into their wait.
+            std::thread::sleep(Duration::from_millis(200));
+            let go = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let burst: Vec<_> = (0..8)
+                .map(|_| {
+                    let go = go.clone();
+                    std::thread::spawn(move || {
+                        go.wait();
+                        keep_alive_get(addr)
+                    })
+                })
+                .collect();
+            let conns: Vec<Option<TcpStream>> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+            let answered = conns.iter().filter(|c| c.is_some()).count();
+            assert_eq!(answered, 8, "round {round}: {} of 8 connections went unanswered for 5 s", 8 - answered);
+            drop((held, conns));
+        }
+    }
+}
