@@ -10,7 +10,7 @@
 mod common;
 
 use common::{compile, vmm, Run, Scratch};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One libc: the kernel's path is the same for both, and each run swaps
 /// some 5000 pages through the emulated device (minutes on a loaded
@@ -84,13 +84,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn root_with(dir: &Path, prog: &Path) -> PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(prog, root.join("init")).unwrap();
-    root
-}
-
 fn guest(root: &Path, extra: &[&str]) -> Run {
     // Swap I/O is slow where ring 0 is emulated: swap.rs's timeout.
     let mut a = vec!["run", "--timeout", "900", "--initrd", root.to_str().unwrap()];
@@ -120,7 +113,7 @@ fn a_tmpfs_file_bigger_than_ram_goes_to_swap_and_reads_back_intact() {
     let dir = Scratch::new("pagecache-big");
     for cc in COMPILERS {
         let prog = compile(cc, BIG, &dir.0, &format!("big-{cc}"), &["-static"]);
-        let root = root_with(&dir.0, &prog);
+        let root = common::initrd_with_init(&dir.0, &prog);
         let swap = common::TempFile::absent(&format!("pagecache-swap-{cc}"));
         let swap_arg = format!("{},size=32M", swap.path());
         // 12 MiB of file in a 12 MiB guest: the kernel, the program and

@@ -187,9 +187,7 @@ int main(void) {
 
 /// A root directory with `prog` as /init and an 8 KiB data.txt.
 fn root_with(dir: &Path, prog: &Path) -> PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(prog, root.join("init")).unwrap();
+    let root = common::initrd_with_init(dir, prog);
     let data: String = (0..8192).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     std::fs::write(root.join("data.txt"), data).unwrap();
     root

@@ -313,9 +313,7 @@ int main(void) {
 fn madvise_pageout_swaps_exactly_the_pages_the_process_alone_maps() {
     let dir = Scratch::new("swap-pageout");
     let prog = compile("musl-gcc", PAGEOUT, &dir.0, "pageout", &["-static"]);
-    let root = dir.0.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(&prog, root.join("init")).unwrap();
+    let root = initrd_with_init(&dir.0, &prog);
     let swap = TempFile::absent("pageout-swap");
     let swap_arg = format!("{},size=4M", swap.path());
     let r = vmm(&[

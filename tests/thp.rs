@@ -298,9 +298,7 @@ int main(void) {
 fn smaps_counts_huge_pages_as_linux() {
     let dir = common::Scratch::new("thp-smaps");
     let prog = common::compile("musl-gcc", SMAPS, &dir.0, "smaps", &["-static"]);
-    let root = dir.0.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(&prog, root.join("init")).unwrap();
+    let root = common::initrd_with_init(&dir.0, &prog);
     let r = common::vmm(&[
         "run",
         "--timeout",

@@ -129,6 +129,15 @@ impl Drop for Scratch {
     }
 }
 
+/// `dir/root`, an initrd directory with `prog` as its /init (for
+/// `vmm run --initrd`).
+pub fn initrd_with_init(dir: &std::path::Path, prog: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(prog, root.join("init")).unwrap();
+    root
+}
+
 /// Compiles the C program `src` with `cc` (`gcc` or `musl-gcc`) and
 /// `extra` flags into `dir/name`; panics with what to install when the
 /// compiler is missing.
