@@ -1207,3 +1207,341 @@ fn real_time_signals_are_queued_with_their_values() {
     assert_eq!(run.status, 0, "{}", run.all());
     assert!(run.stdout.contains("RLIMIT_SIGPENDING 8: 8 queued, 4 EAGAIN\n"), "{}", run.all());
 }
+
+/// nanosleep (35, called directly: glibc's wrapper uses clock_nanosleep)
+/// and clock_nanosleep (230) on CLOCK_MONOTONIC and CLOCK_REALTIME,
+/// relative and TIMER_ABSTIME, each lasting at least what was asked
+/// (measured with clock_gettime); -EINVAL for a bad tv_nsec or clock;
+/// glibc's and musl's `usleep`; and a signal ending a long sleep with
+/// EINTR and the time left in `rem` (a child sends SIGUSR1 every 20 ms
+/// while /proc says the parent sleeps, until the parent kills it: the
+/// child runs while the parent sleeps, blocked).
+const SLEEP: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static long long now(clockid_t c) {
+    struct timespec t;
+    clock_gettime(c, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+static volatile int got;
+static void on_usr1(int s) { (void)s; got++; }
+/// Whether /proc/PID/status says the task sleeps.
+static int sleeping(const char *status) {
+    FILE *f = fopen(status, "r");
+    char line[128];
+    int s = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "State:", 6) == 0) s = strstr(line, "S (sleeping)") != NULL;
+    if (f) fclose(f);
+    return s;
+}
+int main(void) {
+    long long t0 = now(CLOCK_MONOTONIC);
+    struct timespec req = {0, 20 * 1000000}, rem = {0, 0};
+    long r = syscall(SYS_nanosleep, &req, &rem);
+    long long d = now(CLOCK_MONOTONIC) - t0;
+    printf("nanosleep 20 ms: %ld, slept enough %d\n", r, d >= 20000000LL);
+    t0 = now(CLOCK_MONOTONIC);
+    req.tv_nsec = 15 * 1000000;
+    int e = clock_nanosleep(CLOCK_MONOTONIC, 0, &req, &rem);
+    d = now(CLOCK_MONOTONIC) - t0;
+    printf("clock_nanosleep MONOTONIC 15 ms: %d, slept enough %d\n", e, d >= 15000000LL);
+    long long target = now(CLOCK_REALTIME) + 12 * 1000000LL;
+    struct timespec abs = {target / 1000000000LL, target % 1000000000LL};
+    e = clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &abs, NULL);
+    printf("clock_nanosleep REALTIME TIMER_ABSTIME: %d, reached %d\n", e, now(CLOCK_REALTIME) >= target);
+    target = now(CLOCK_MONOTONIC) - 1000000;
+    abs.tv_sec = target / 1000000000LL; abs.tv_nsec = target % 1000000000LL;
+    printf("an absolute time already past: %d\n", clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs, NULL));
+    t0 = now(CLOCK_MONOTONIC);
+    usleep(10000);
+    printf("usleep 10 ms: slept enough %d\n", now(CLOCK_MONOTONIC) - t0 >= 10000000LL);
+    struct timespec bad = {0, 1000000000L};
+    errno = 0;
+    r = syscall(SYS_nanosleep, &bad, NULL);
+    printf("tv_nsec 1e9: %ld EINVAL %d; ", r, errno == EINVAL);
+    bad.tv_nsec = -1;
+    printf("tv_nsec -1: %d; ", clock_nanosleep(CLOCK_MONOTONIC, 0, &bad, NULL) == EINVAL);
+    printf("bad clock: %d\n", clock_nanosleep(99, 0, &req, NULL) == EINVAL);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    fflush(stdout);
+    pid_t parent = getpid(), c = fork();
+    if (c == 0) {
+        struct timespec tick = {0, 20 * 1000000};
+        char status[64];
+        snprintf(status, sizeof status, "/proc/%d/status", (int)parent);
+        // Only at a parent seen asleep (blocked, not spinning).
+        for (int i = 0; i < 500; i++) {
+            nanosleep(&tick, NULL);
+            if (sleeping(status)) kill(parent, SIGUSR1);
+        }
+        _exit(1);
+    }
+    struct timespec lng = {5, 0};
+    int eintr = 0, tries = 0;
+    long long left = 0;
+    while (!eintr && tries < 3) {
+        tries++;
+        rem.tv_sec = rem.tv_nsec = 0;
+        errno = 0;
+        r = syscall(SYS_nanosleep, &lng, &rem);
+        if (r == -1 && errno == EINTR) {
+            eintr = 1;
+            left = rem.tv_sec * 1000000000LL + rem.tv_nsec;
+        }
+    }
+    int eintr2 = 0;
+    long long left2 = 0;
+    rem.tv_sec = rem.tv_nsec = 0;
+    e = clock_nanosleep(CLOCK_MONOTONIC, 0, &lng, &rem);
+    if (e == EINTR) { eintr2 = 1; left2 = rem.tv_sec * 1000000000LL + rem.tv_nsec; }
+    kill(c, SIGKILL);
+    int st;
+    waitpid(c, &st, 0);
+    printf("a signal interrupts: EINTR %d, handler ran %d, 0 < rem < 5 s %d; clock_nanosleep EINTR %d, 0 < rem < 5 s %d\n",
+           eintr, got > 0, left > 0 && left < 5000000000LL, eintr2, left2 > 0 && left2 < 5000000000LL);
+    return 0;
+}
+"#;
+
+#[test]
+fn nanosleep_and_clock_nanosleep_sleep_and_a_signal_interrupts_them() {
+    same_as_host("sleep", SLEEP, &[], 0);
+}
+
+/// sysinfo(2) against /proc/meminfo: the same total and swap (to the
+/// byte), free memory near MemFree, mem_unit 1, tasks counted, uptime.
+const SYSINFO: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+static unsigned long long field(const char *name) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long v = ~0ULL;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, name, strlen(name)) == 0) sscanf(line + strlen(name), " %llu", &v);
+    if (f) fclose(f);
+    return v;
+}
+int main(void) {
+    struct sysinfo si;
+    memset(&si, 0xa5, sizeof si);
+    int r = sysinfo(&si);
+    unsigned long long total = field("MemTotal:"), free = field("MemFree:"), swap = field("SwapTotal:"),
+                       swapfree = field("SwapFree:");
+    long long dfree = (long long)(si.freeram / 1024) - (long long)free;
+    printf("sysinfo: %d, mem_unit %u\n", r, si.mem_unit);
+    printf("totalram = MemTotal %d, totalswap = SwapTotal %d, freeswap = SwapFree %d\n",
+           si.totalram / 1024 == total, si.totalswap / 1024 == swap, si.freeswap / 1024 == swapfree);
+    printf("0 < freeram <= totalram %d, freeram near MemFree %d, sharedram <= totalram %d\n",
+           si.freeram > 0 && si.freeram <= si.totalram, dfree < (long long)total / 8 && -dfree < (long long)total / 8,
+           si.sharedram <= si.totalram);
+    printf("procs >= 1 %d, uptime > 0 %d\n", si.procs >= 1, si.uptime > 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn sysinfo_reports_the_counters_of_proc_meminfo() {
+    same_as_host("sysinfo", SYSINFO, &[], 0);
+}
+
+/// chdir, fchdir and getcwd, and relative paths resolved from the
+/// working directory by open, stat, access, mkdir, unlink, rmdir and
+/// execve; fork inherits the directory (a child's chdir stays its own),
+/// execve keeps it; ENOENT and ENOTDIR as Linux. Paths are printed
+/// relative to the starting directory (the host's scratch directory,
+/// the guest's root).
+const CWD: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static char base[4096];
+static const char *cwd(void) {
+    static char buf[4096];
+    if (!getcwd(buf, sizeof buf)) return "(getcwd failed)";
+    size_t n = strlen(base);
+    if (strcmp(buf, base) == 0) return "/";
+    return strncmp(buf, base, n) == 0 ? buf + n : buf;
+}
+int main(int argc, char **argv) {
+    if (argc > 2) {
+        strcpy(base, argv[2]);
+        int there = access("../f", F_OK) == 0;
+        printf("after execve of a relative path: cwd %s, ../f is there %d\n", cwd(), there);
+        return 0;
+    }
+    // Each call its own statement: the order of a printf's arguments is
+    // not C's to fix.
+    int self = open(argv[0], O_RDONLY);
+    if (!getcwd(base, sizeof base)) return 1;
+    if (strcmp(base, "/") == 0) base[0] = 0;
+    int r1 = mkdir("d1", 0755), r2 = chdir("d1");
+    printf("mkdir d1 %d, chdir d1 %d: cwd %s\n", r1, r2, cwd());
+    int fd = open("f", O_CREAT | O_WRONLY, 0644);
+    r1 = write(fd, "hello", 5);
+    printf("open f %d, write %d\n", fd >= 0, r1);
+    close(fd);
+    struct stat st;
+    r1 = stat("../d1/f", &st);
+    r2 = access("f", R_OK);
+    printf("stat ../d1/f %d size %ld, access f %d\n", r1, (long)st.st_size, r2);
+    r1 = mkdir("sub", 0755);
+    r2 = chdir("sub/");
+    printf("mkdir sub %d, chdir sub/ %d: cwd %s\n", r1, r2, cwd());
+    r1 = chdir("..");
+    printf("chdir .. %d: cwd %s\n", r1, cwd());
+    errno = 0;
+    r1 = chdir("missing");
+    printf("chdir missing: %d ENOENT %d; ", r1, errno == ENOENT);
+    errno = 0;
+    r1 = chdir("f");
+    printf("chdir f: %d ENOTDIR %d; ", r1, errno == ENOTDIR);
+    errno = 0;
+    r1 = open("missing/x", O_RDONLY);
+    printf("open missing/x: ENOENT %d; cwd %s\n", r1 < 0 && errno == ENOENT, cwd());
+    int d = open("sub", O_RDONLY | O_DIRECTORY);
+    r1 = fchdir(d);
+    printf("fchdir sub %d: cwd %s; ", r1, cwd());
+    errno = 0;
+    r1 = fchdir(self);
+    printf("fchdir of a file: ENOTDIR %d\n", r1 < 0 && errno == ENOTDIR);
+    close(d);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        printf("child: cwd %s", cwd());
+        r1 = chdir("/");
+        printf(", chdir / %d\n", r1);
+        fflush(stdout);
+        _exit(0);
+    }
+    int s;
+    waitpid(c, &s, 0);
+    printf("parent after the child's chdir: cwd %s\n", cwd());
+    // A copy of this program here, run by a relative path.
+    int out = open("me", O_CREAT | O_WRONLY | O_TRUNC, 0755);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(self, buf, sizeof buf)) > 0) write(out, buf, n);
+    close(out);
+    fflush(stdout);
+    c = fork();
+    if (c == 0) {
+        char *args[] = {"me", "child", base, NULL};
+        execve("me", args, NULL);
+        printf("execve failed: %s\n", strerror(errno));
+        fflush(stdout);
+        _exit(1);
+    }
+    waitpid(c, &s, 0);
+    r1 = unlink("me");
+    r2 = unlink("../f");
+    int r3 = chdir("../.."), r4 = rmdir("d1/sub"), r5 = rmdir("d1");
+    printf("unlink me %d, unlink ../f %d, chdir ../.. %d, rmdir d1/sub %d, rmdir d1 %d: cwd [%s]\n", r1, r2, r3, r4, r5,
+           cwd());
+    return WEXITSTATUS(s);
+}
+"#;
+
+#[test]
+fn chdir_fchdir_and_getcwd_and_relative_paths_resolve_from_the_working_directory() {
+    same_as_host("cwd", CWD, &[], 0);
+}
+
+/// MAP_FIXED_NOREPLACE (-EEXIST over a mapping, exactly at the address
+/// otherwise), MAP_POPULATE (resident at return, per mincore, and no
+/// fault on touching it, per getrusage's ru_minflt, where an unpopulated
+/// mapping takes one per page) and MAP_GROWSDOWN (a fault just below the
+/// mapping grows it down, as the stack grows). The results are printed
+/// at the end so that no stdio allocation lands in the gaps.
+const MMAP_FLAGS: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#define PG 4096L
+static long minflt(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+static int resident(char *p, long pages) {
+    unsigned char v[64];
+    if (mincore(p, pages * PG, v) != 0) return -1;
+    int n = 0;
+    for (long i = 0; i < pages; i++) n += v[i] & 1;
+    return n;
+}
+int main(void) {
+    char out[2048];
+    int o = 0;
+    int rw = PROT_READ | PROT_WRITE, anon = MAP_PRIVATE | MAP_ANONYMOUS;
+    char *p = mmap(NULL, 4 * PG, rw, anon, -1, 0);
+    errno = 0;
+    void *q = mmap(p + PG, PG, rw, anon | MAP_FIXED_NOREPLACE, -1, 0);
+    o += sprintf(out + o, "NOREPLACE over a mapping: failed %d EEXIST %d\n", q == MAP_FAILED, errno == EEXIST);
+    munmap(p + 2 * PG, 2 * PG);
+    q = mmap(p + 2 * PG, 2 * PG, rw, anon | MAP_FIXED_NOREPLACE, -1, 0);
+    o += sprintf(out + o, "NOREPLACE in a hole: exactly there %d\n", q == p + 2 * PG);
+    errno = 0;
+    q = mmap(p + 4 * PG + 1, PG, rw, anon | MAP_FIXED_NOREPLACE, -1, 0);
+    o += sprintf(out + o, "NOREPLACE unaligned: EINVAL %d\n", q == MAP_FAILED && errno == EINVAL);
+    munmap(p, 4 * PG);
+
+    char *a = mmap(NULL, 16 * PG, rw, anon | MAP_POPULATE, -1, 0);
+    char *b = mmap(NULL, 16 * PG, rw, anon, -1, 0);
+    int ra = resident(a, 16), rb = resident(b, 16);
+    long f0 = minflt();
+    for (long i = 0; i < 16; i++) a[i * PG] = 1;
+    long f1 = minflt();
+    for (long i = 0; i < 16; i++) b[i * PG] = 1;
+    long f2 = minflt();
+    o += sprintf(out + o, "POPULATE: resident %d of 16 (unpopulated %d); faults touching it %ld, the other %ld\n", ra,
+                 rb, f1 - f0, f2 - f1);
+    munmap(a, 16 * PG);
+    munmap(b, 16 * PG);
+
+    // A hole of 8 MiB (beyond the 1 MiB stack guard gap), the mapping at its top.
+    char *hole = mmap(NULL, 8 << 20, PROT_NONE, anon, -1, 0);
+    munmap(hole, 8 << 20);
+    char *g = mmap(hole + (8 << 20) - 4 * PG, 4 * PG, rw, anon | MAP_FIXED | MAP_GROWSDOWN, -1, 0);
+    int before = resident(g - 8 * PG, 8);
+    g[-1] = 7;
+    int one = resident(g - PG, 1);
+    g[-8 * PG] = 9;
+    int eight = resident(g - 8 * PG, 8);
+    o += sprintf(out + o, "GROWSDOWN: mapped %d; below it before: %d; after touching 1 byte below: %d; "
+                 "8 pages below: %d resident, values %d %d\n", g != MAP_FAILED, before, one, eight, g[-1], g[-8 * PG]);
+    errno = 0;
+    q = mmap(NULL, PG, rw, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+    o += sprintf(out + o, "GROWSDOWN shared: EINVAL %d\n", q == MAP_FAILED && errno == EINVAL);
+    fputs(out, stdout);
+    return 0;
+}
+"#;
+
+#[test]
+fn mmap_fixed_noreplace_populate_and_growsdown_behave_as_linux() {
+    same_as_host("mmapflags", MMAP_FLAGS, &[], 0);
+}

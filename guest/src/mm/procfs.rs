@@ -28,6 +28,17 @@ pub fn meminfo() {
 /// scheduler counts them as it allocates and frees them).
 pub static KERNEL_STACK_KB: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// `sysinfo(2)`'s memory figures, in bytes, from the counters
+/// /proc/meminfo prints ([`meminfo_to`]): MemTotal, MemFree, Shmem,
+/// Buffers (0: there is no block-device cache), SwapTotal, SwapFree.
+pub fn sysinfo_bytes() -> [u64; 6] {
+    let total = STATS.with(|s| s.total_ram);
+    let c = PAGES.with(|p| super::percpu::counts(p));
+    let sw = super::swap::totals();
+    let (_, shmem) = crate::fs::pagecache::counts();
+    [total, (c.free + c.pcp) * PAGE_SIZE, shmem * PAGE_SIZE, 0, sw.total * PAGE_SIZE, sw.free * PAGE_SIZE]
+}
+
 /// /proc/meminfo's text, written to `w` (the console, or a /proc file's
 /// buffer: fs/procfs.rs).
 pub fn meminfo_to(w: &mut dyn Write) {

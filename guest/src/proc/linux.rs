@@ -102,6 +102,11 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         63 => sys_uname(a[0]),
         72 => sys_fcntl(a[0], a[1], a[2]),
         79 => sys_getcwd(a[0], a[1]),
+        80 => sys_chdir(a[0]),
+        81 => sys_fchdir(a[0]),
+        35 => sys_nanosleep(a[0], a[1]),
+        230 => sys_clock_nanosleep(a[0], a[1], a[2], a[3]),
+        99 => sys_sysinfo(a[0]),
         89 => sys_readlinkat(AT_FDCWD as u64, a[0], a[1], a[2]),
         96 => sys_gettimeofday(a[0]),
         102 | 104 | 107 | 108 => 0, // getuid, getgid, geteuid, getegid: root
@@ -234,11 +239,25 @@ fn user_path(ptr: u64) -> Result<String, i64> {
     Err(-36) // ENAMETOOLONG
 }
 
-/// The absolute path `path` names relative to `dirfd`.
+/// The running task's working directory (absolute, normalized; "/" for
+/// a task without one).
+fn cwd() -> String {
+    sched::with_current(|t| t.cwd.clone()).map_or_else(|| String::from("/"), |c| c.with(|p| p.clone()))
+}
+
+/// The absolute path `path` names relative to `dirfd` (Linux's
+/// `path_init`: an absolute path from the root, AT_FDCWD from the working
+/// directory, else from the directory open at `dirfd`).
 fn resolve(dirfd: u64, path: &str) -> Result<String, i64> {
-    // dirfd is a C int: AT_FDCWD arrives as 0xffffff9c in a 64-bit register.
-    if path.starts_with('/') || dirfd as i32 as i64 == AT_FDCWD {
+    if path.is_empty() {
+        return Err(-ENOENT);
+    }
+    if path.starts_with('/') {
         return Ok(fs::normalize(path));
+    }
+    // dirfd is a C int: AT_FDCWD arrives as 0xffffff9c in a 64-bit register.
+    if dirfd as i32 as i64 == AT_FDCWD {
+        return Ok(fs::normalize(&alloc::format!("{}/{}", cwd(), path)));
     }
     match get_file(dirfd)?.kind {
         FileKind::Initrd(ino) => {
@@ -627,8 +646,8 @@ fn sys_pipe2(fds: u64, flags: u64) -> i64 {
 }
 
 fn sys_truncate(path: u64, len: u64) -> i64 {
-    let abs = match user_path(path) {
-        Ok(p) => fs::normalize(&p),
+    let abs = match user_path(path).and_then(|p| resolve(AT_FDCWD as u64, &p)) {
+        Ok(p) => p,
         Err(e) => return e,
     };
     match fs::lookup(&abs) {
@@ -999,12 +1018,65 @@ fn sys_readlinkat(dirfd: u64, path: u64, buf: u64, len: u64) -> i64 {
     }
 }
 
+/// `getcwd(buf, size)`: the working directory, NUL-terminated; its
+/// length with the NUL, -ERANGE if it does not fit.
 fn sys_getcwd(buf: u64, len: u64) -> i64 {
-    if len < 2 {
+    let mut path = cwd().into_bytes();
+    path.push(0);
+    if (len as usize) < path.len() {
         return -ERANGE;
     }
-    match with_mm(|mm| copy_to_user(mm, buf, b"/\0")).unwrap_or(Err(-EFAULT)) {
-        Ok(()) => 2,
+    match with_mm(|mm| copy_to_user(mm, buf, &path)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => path.len() as i64,
+        Err(e) => e,
+    }
+}
+
+/// Makes the absolute path `abs` the working directory if it names a
+/// directory (following symbolic links, as Linux's `chdir`).
+fn set_cwd(abs: String) -> i64 {
+    let abs = if procfs::is_proc(&abs) {
+        match procfs::mode_of(&abs) {
+            Ok(m) if m & S_IFMT == S_IFDIR => abs,
+            Ok(_) => return -ENOTDIR,
+            Err(e) => return e,
+        }
+    } else {
+        match fs::lookup(&abs) {
+            // The path the lookup reached (symbolic links followed).
+            Some((_, i)) if i.is_dir() => i.path.clone(),
+            Some(_) => return -ENOTDIR,
+            None => return -ENOENT,
+        }
+    };
+    match sched::with_current(|t| t.cwd.clone()) {
+        Some(c) => {
+            c.with(|p| *p = abs);
+            0
+        }
+        None => -EFAULT,
+    }
+}
+
+/// `chdir(path)`: -ENOENT if nothing is there, -ENOTDIR if it is not a
+/// directory.
+fn sys_chdir(path: u64) -> i64 {
+    match user_path(path).and_then(|p| resolve(AT_FDCWD as u64, &p)) {
+        Ok(abs) => set_cwd(abs),
+        Err(e) => e,
+    }
+}
+
+/// `fchdir(fd)`: the directory open at `fd` becomes the working
+/// directory (-ENOTDIR for any other file).
+fn sys_fchdir(fd: u64) -> i64 {
+    match get_file(fd) {
+        Ok(File { kind: FileKind::Initrd(ino), .. }) => match fs::inode(ino) {
+            Some(i) if i.is_dir() => set_cwd(i.path.clone()),
+            Some(_) => -ENOTDIR,
+            None => -EBADF,
+        },
+        Ok(_) => -ENOTDIR,
         Err(e) => e,
     }
 }
@@ -1034,6 +1106,12 @@ pub fn sys_execve(frame: &mut crate::arch::traps::TrapFrame, path: u64, argv: u6
     let (path, argv, envp) = match (user_path(path), user_strings(argv), user_strings(envp)) {
         (Ok(p), Ok(a), Ok(e)) => (p, a, e),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    // A relative path names a file from the working directory (which
+    // the new program keeps).
+    let path = match resolve(AT_FDCWD as u64, &path) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let envp: Vec<&str> = envp.iter().map(String::as_str).collect();
@@ -1218,6 +1296,119 @@ fn sys_clock_gettime(clock: u64, ts: u64) -> i64 {
     }
     let ns = now_ns();
     put_u64s(ts, &[ns / 1_000_000_000, ns % 1_000_000_000])
+}
+
+const EINTR: i64 = 4;
+const EOPNOTSUPP: i64 = 95;
+/// `clock_nanosleep`'s flag: `req` is an absolute time on the clock.
+const TIMER_ABSTIME: u64 = 1;
+
+/// A `struct timespec` from user memory as ns; -EINVAL unless
+/// 0 <= tv_nsec < 1e9 and tv_sec >= 0 (Linux's `timespec64_valid`).
+fn user_timespec(addr: u64) -> Result<u64, i64> {
+    let mut b = [0u8; 16];
+    with_mm(|mm| copy_from_user(mm, addr, &mut b)).unwrap_or(Err(-EFAULT))?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(-EINVAL);
+    }
+    Ok((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64))
+}
+
+/// Sleeps until `now_ns() >= deadline` (Linux's `do_nanosleep`): the task
+/// blocks and the timer tick wakes it, so other tasks run meanwhile; a
+/// signal to take ends the sleep early: -EINTR with the time left.
+fn sleep_until(deadline: u64) -> Result<(), (i64, u64)> {
+    // The tick is what wakes a sleeper: start it if nothing has (`vmm
+    // run` boots without the preemption tick). Without a local APIC
+    // there is none: the task then yields the CPU until the deadline.
+    let tick = crate::arch::apic::timer_on() || super::start_timer();
+    loop {
+        let now = now_ns();
+        if now >= deadline {
+            return Ok(());
+        }
+        if sched::current_killed() || super::signal::pending() {
+            return Err((-EINTR, deadline - now));
+        }
+        if tick {
+            sched::sleep_timeout(deadline, |t| t.killed || t.signal.deliverable());
+        } else {
+            sched::yield_now(false);
+        }
+    }
+}
+
+/// The result of an interrupted sleep: `e`, after writing the time left
+/// `ns` to `rem` (if not NULL) as a timespec.
+fn interrupted(e: i64, rem: u64, ns: u64) -> i64 {
+    if rem == 0 {
+        return e;
+    }
+    match put_u64s(rem, &[ns / 1_000_000_000, ns % 1_000_000_000]) {
+        0 => e,
+        r => r,
+    }
+}
+
+/// `nanosleep(req, rem)`: sleeps `req`; interrupted by a signal, -EINTR
+/// with the time left in `rem`.
+fn sys_nanosleep(req: u64, rem: u64) -> i64 {
+    let ns = match user_timespec(req) {
+        Ok(ns) => ns,
+        Err(e) => return e,
+    };
+    match sleep_until(now_ns().saturating_add(ns)) {
+        Ok(()) => 0,
+        Err((e, left)) => interrupted(e, rem, left),
+    }
+}
+
+/// `clock_nanosleep(clock, flags, req, rem)`: CLOCK_REALTIME (0),
+/// CLOCK_MONOTONIC (1), CLOCK_BOOTTIME (7) and CLOCK_TAI (11), all one
+/// clock here (see `sys_clock_gettime`); `req` relative, or absolute with
+/// TIMER_ABSTIME (then `rem` is not written, as Linux's).
+fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> i64 {
+    match clock {
+        0 | 1 | 7 | 11 => {}
+        // The CPU-time and raw/coarse clocks have no sleep in Linux.
+        2..=6 => return -EOPNOTSUPP,
+        _ => return -EINVAL,
+    }
+    let ns = match user_timespec(req) {
+        Ok(ns) => ns,
+        Err(e) => return e,
+    };
+    let abs = flags & TIMER_ABSTIME != 0;
+    let deadline = if abs { ns } else { now_ns().saturating_add(ns) };
+    match sleep_until(deadline) {
+        Ok(()) => 0,
+        Err((e, _)) if abs => e,
+        Err((e, left)) => interrupted(e, rem, left),
+    }
+}
+
+/// `sysinfo(info)`: Linux's `struct sysinfo` (112 bytes) with the uptime
+/// in seconds (rounded up, as Linux's), the memory figures /proc/meminfo
+/// prints in bytes (mem_unit 1), and the tasks alive. The load averages
+/// stay 0: this kernel keeps none.
+fn sys_sysinfo(info: u64) -> i64 {
+    let ns = now_ns();
+    let uptime = ns / 1_000_000_000 + u64::from(!ns.is_multiple_of(1_000_000_000));
+    let [total, free, shared, buffers, swap_total, swap_free] = crate::mm::procfs::sysinfo_bytes();
+    let mut b = [0u8; 112];
+    let fields = [(0, uptime), (32, total), (40, free), (48, shared), (56, buffers), (64, swap_total), (72, swap_free)];
+    for (off, v) in fields {
+        b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    let procs = sched::nr_threads().min(u16::MAX as u64) as u16;
+    b[80..82].copy_from_slice(&procs.to_le_bytes());
+    b[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
+    match with_mm(|mm| copy_to_user(mm, info, &b)).unwrap_or(Err(-EFAULT)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
 }
 
 fn sys_clock_getres(ts: u64) -> i64 {

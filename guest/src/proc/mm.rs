@@ -38,6 +38,17 @@ pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 const MMAP_BASE: u64 = STACK_TOP - STACK_LIMIT - STACK_GUARD_GAP - (1 << 30);
 /// Lowest address mmap hands out (`mmap_min_addr`).
 const MMAP_MIN: u64 = 0x10000;
+/// `MAP_GROWSDOWN`: the mapping grows down on a fault just below it, as
+/// the stack does (`VM_GROWSDOWN`).
+const MAP_GROWSDOWN: u64 = 0x100;
+/// `MAP_POPULATE`: the pages are faulted in before mmap returns.
+const MAP_POPULATE: u64 = 0x8000;
+/// `MAP_NONBLOCK`: with MAP_POPULATE, populate nothing (Linux's).
+const MAP_NONBLOCK: u64 = 0x1_0000;
+/// `MAP_FIXED_NOREPLACE`: exactly at `addr`, or -EEXIST if that range
+/// holds a mapping.
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const EEXIST: Errno = -17;
 
 /// A PT_LOAD's `p_flags` (PF_X 1, PF_W 2, PF_R 4) as VMA flags.
 fn segment_flags(pf: u32) -> VmFlags {
@@ -694,10 +705,28 @@ impl MmStruct {
         if shared {
             vflags = vflags | VmFlags::SHARED;
         }
+        if flags & MAP_GROWSDOWN != 0 {
+            // Linux's do_mmap: a shared mapping cannot grow.
+            if shared {
+                return Err(-EINVAL);
+            }
+            vflags = vflags | VmFlags::GROWSDOWN;
+        }
+        // MAP_FIXED_NOREPLACE places as MAP_FIXED but fails with -EEXIST
+        // where MAP_FIXED would replace (checked after the alignment, as
+        // Linux's do_mmap, before anything is charged).
+        let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
+        if noreplace
+            && addr.is_multiple_of(PAGE_SIZE)
+            && addr.checked_add(len).is_some_and(|e| e <= TASK_SIZE)
+            && self.vmas.find_intersection(addr, addr + len).is_some()
+        {
+            return Err(EEXIST);
+        }
         // RLIMIT_AS and the overcommit charge, before anything changes
         // (a MAP_FIXED over mapped memory replaces it: that part is not
         // new address space).
-        let fixed = flags & MAP_FIXED != 0;
+        let fixed = flags & MAP_FIXED != 0 || noreplace;
         let replaced = if fixed { self.mapped_bytes(addr, addr.saturating_add(len)) } else { 0 };
         self.may_expand_vm(len - replaced)?;
         if super::mman::accountable(flags, prot) {
@@ -742,8 +771,28 @@ impl MmStruct {
                     return Err(-ENOMEM);
                 }
             }
+        } else if flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE {
+            self.populate(start, start + len, vflags);
         }
         Ok(start)
+    }
+
+    /// Linux's `mm_populate` for a new mapping: faults in every page of
+    /// `start..end` as `get_user_pages` does (a write fault where the
+    /// mapping is private and writable, so no copy-on-write fault is left
+    /// for later; a read fault otherwise), counted as the caller's faults
+    /// as Linux counts them. It stops at the first page that cannot be
+    /// had (past a file's end, no memory): mmap succeeds regardless.
+    fn populate(&mut self, start: u64, end: u64, vflags: VmFlags) {
+        if vflags.0 & VmFlags::PROT_MASK.0 == 0 {
+            return;
+        }
+        let write = vflags.contains(VmFlags::WRITE) && !vflags.contains(VmFlags::SHARED);
+        for va in (start..end).step_by(PAGE_SIZE as usize) {
+            if super::fault::user_page(self, va, write).is_err() {
+                break;
+            }
+        }
     }
 
     /// `mprotect`: the VMAs' protection, then the PTEs of resident pages.

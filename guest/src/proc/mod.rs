@@ -91,6 +91,8 @@ static KERNEL_HALF_AT_INIT: crate::sync::SpinLock<[u64; 256]> =
 
 /// Sets up processes: the shared zero page, the task table.
 pub fn init() {
+    // The clocks count from here (sysinfo's uptime: from boot).
+    linux::now_ns();
     MM_GLOBALS.set(MmGlobals { zero_pa: 0, user_frames_allocated: 0 });
     let zero = PAGES.with(|p| {
         let zero = mm::alloc_user_frame(p)?;
@@ -296,7 +298,11 @@ fn interrupt_inner(frame: &mut TrapFrame) {
             // the order check would object. The scheduler's lock is
             // irq-safe, so no interrupted context on this CPU holds it and
             // the try cannot fail for that reason.
-            sched::SCHED.try_with(|s| s.ticks += 1);
+            let now = linux::now_ns();
+            sched::SCHED.try_with(|s| {
+                s.ticks += 1;
+                sched::wake_timed(s, now);
+            });
             // Only ring 3 is preempted: kernel code never runs with
             // interrupts on, so a tick can only land in user mode.
             if frame.cs & 3 == 3 {

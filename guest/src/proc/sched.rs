@@ -192,6 +192,22 @@ pub struct Task {
     pub cmdline: alloc::vec::Vec<u8>,
     /// Signal dispositions, mask, pending set (proc/signal.rs).
     pub signal: Box<super::signal::SigState>,
+    /// The working directory (Linux's `fs_struct`'s pwd, an absolute
+    /// normalized path): shared by the tasks cloned with CLONE_FS, copied
+    /// by fork, kept by execve.
+    pub cwd: CwdRef,
+    /// While sleeping in [`sleep_timeout`]: the boot-relative ns at which
+    /// the tick wakes it (0: no timed sleep).
+    wake_at: u64,
+}
+
+/// A working directory shared by reference (CLONE_FS). Its lock ranks
+/// MISC: taken with no scheduler lock held.
+pub type CwdRef = Arc<SpinLock<alloc::string::String>>;
+
+/// A new working directory `path` for a task.
+pub fn new_cwd(path: &str) -> CwdRef {
+    Arc::new(SpinLock::new_with("a working directory", rank::MISC, alloc::string::String::from(path)))
 }
 
 /// The page-fault part of Linux's `struct rusage` (the rest is not
@@ -429,6 +445,8 @@ impl Sched {
         self.runq.iter().any(|q| !q.is_empty())
             || self.current.iter().any(|&p| p != 0)
             || self.switching.iter().any(|&p| p != 0)
+            // A timed sleeper: the tick wakes it.
+            || self.tasks.values().any(|t| t.wake_at != 0 && t.state == State::Waiting)
     }
 
     /// The tick's balancing (Linux's periodic `load_balance`, one task
@@ -937,6 +955,64 @@ pub fn sleep_unless(ready: impl FnOnce(&Task) -> bool) -> bool {
     slept.is_some()
 }
 
+/// Puts the running task to sleep until the boot-relative time
+/// `deadline` (ns, [`super::linux::now_ns`]'s clock) unless `ready(task)`
+/// holds; a [`wake`] (a signal) ends it earlier. The timer tick wakes it
+/// ([`wake_timed`]): the caller has made sure the tick runs. True if it
+/// slept; the caller checks the time and its wake condition again.
+pub fn sleep_timeout(deadline: u64, ready: impl FnOnce(&Task) -> bool) -> bool {
+    let slept = SCHED.with(|s| {
+        let cur = s.cur();
+        let t = s.tasks.get_mut(&cur)?;
+        if ready(t) {
+            return None;
+        }
+        t.wake_at = deadline.max(1);
+        if s.prepare_sleep() {
+            Some(())
+        } else {
+            if let Some(t) = s.tasks.get_mut(&cur) {
+                t.wake_at = 0;
+            }
+            None
+        }
+    });
+    if slept.is_some() {
+        schedule();
+        SCHED.with(|s| {
+            let cur = s.cur();
+            if let Some(t) = s.tasks.get_mut(&cur) {
+                t.wake_at = 0;
+            }
+        });
+    }
+    slept.is_some()
+}
+
+/// The tick's part of timed sleeps (Linux's hrtimer expiry, at tick
+/// granularity here): wakes the tasks in [`sleep_timeout`] whose deadline
+/// is `now` or earlier. Called from the timer interrupt with the
+/// scheduler's lock held; allocates nothing beyond what a wake does.
+pub fn wake_timed(s: &mut Sched, now: u64) {
+    let mut due = [0u64; 16];
+    loop {
+        let mut n = 0;
+        for t in s.tasks.values_mut() {
+            if n < due.len() && t.wake_at != 0 && t.wake_at <= now && t.state == State::Waiting {
+                t.wake_at = 0;
+                due[n] = t.pid;
+                n += 1;
+            }
+        }
+        for &pid in &due[..n] {
+            s.wake_locked(pid);
+        }
+        if n < due.len() {
+            return;
+        }
+    }
+}
+
 /// Pid of kswapd once started (0: not running).
 static KSWAPD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -1032,6 +1108,8 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         ru_children: Rusage::default(),
         cmdline: alloc::vec::Vec::new(),
         signal: Box::default(),
+        cwd: new_cwd("/"),
+        wake_at: 0,
     })
 }
 
@@ -1179,6 +1257,8 @@ fn insert_runnable(s: &mut Sched, task: Box<Task>) {
 // The clone flags the scheduler acts on (Linux's include/uapi/linux/sched.h).
 /// Share the address space.
 pub const CLONE_VM: u64 = 0x100;
+/// Share the working directory (Linux's `fs_struct`).
+pub const CLONE_FS: u64 = 0x200;
 /// Share the descriptor table.
 pub const CLONE_FILES: u64 = 0x400;
 /// Share the signal dispositions.
@@ -1218,12 +1298,22 @@ pub fn clone_current(
         }
         f => f,
     };
+    // The working directory: shared with CLONE_FS, else a copy (fork's
+    // copy_fs_struct). Read outside the scheduler's lock (its lock ranks
+    // after the scheduler's).
+    let cwd = with_current(|t| t.cwd.clone());
+    let cwd = match cwd {
+        Some(c) if flags & CLONE_FS != 0 => c,
+        Some(c) => new_cwd(&c.with(|p| p.clone())),
+        None => new_cwd("/"),
+    };
     let pgd = mm.with(|m| m.pgd);
     let kstack_pfn = alloc_kstack()?;
     let mut task = blank_task("", 0, kstack_pfn, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
     task.mm = Some(mm);
     task.files = files;
+    task.cwd = cwd;
     task.pid = pid;
     task.clear_child_tid = clear_tid;
     let ok = SCHED.with(|s| {
@@ -1898,6 +1988,12 @@ pub fn pids() -> alloc::vec::Vec<u64> {
             .map(|t| t.pid)
             .collect()
     })
+}
+
+/// Tasks alive (Linux's `nr_threads`, sysinfo's `procs`): every task
+/// not yet exited, kernel threads included.
+pub fn nr_threads() -> u64 {
+    SCHED.with(|s| s.tasks.values().filter(|t| !matches!(t.state, State::Zombie(_))).count() as u64)
 }
 
 /// `wait4` for the running process: blocks until a child exits.
