@@ -302,6 +302,10 @@ pub struct Sched {
     pub ticks: u64,
     /// Context switches.
     pub switches: u64,
+    /// No timed sleeper's deadline ([`sleep_timeout`]) is earlier than
+    /// this (u64::MAX: none sleeps): the tick looks at the tasks only
+    /// once it is reached.
+    next_wake: u64,
 }
 
 impl Sched {
@@ -668,6 +672,7 @@ pub fn init() {
         max_alive: 0,
         ticks: 0,
         switches: 0,
+        next_wake: u64::MAX,
     });
 }
 
@@ -968,6 +973,7 @@ pub fn sleep_timeout(deadline: u64, ready: impl FnOnce(&Task) -> bool) -> bool {
             return None;
         }
         t.wake_at = deadline.max(1);
+        s.next_wake = s.next_wake.min(deadline);
         if s.prepare_sleep() {
             Some(())
         } else {
@@ -994,16 +1000,25 @@ pub fn sleep_timeout(deadline: u64, ready: impl FnOnce(&Task) -> bool) -> bool {
 /// is `now` or earlier. Called from the timer interrupt with the
 /// scheduler's lock held; allocates nothing beyond what a wake does.
 pub fn wake_timed(s: &mut Sched, now: u64) {
+    if now < s.next_wake {
+        return;
+    }
     let mut due = [0u64; 16];
     loop {
-        let mut n = 0;
+        let (mut n, mut next) = (0, u64::MAX);
         for t in s.tasks.values_mut() {
-            if n < due.len() && t.wake_at != 0 && t.wake_at <= now && t.state == State::Waiting {
+            if t.wake_at == 0 || t.state != State::Waiting {
+                continue;
+            }
+            if t.wake_at <= now && n < due.len() {
                 t.wake_at = 0;
                 due[n] = t.pid;
                 n += 1;
+            } else {
+                next = next.min(t.wake_at);
             }
         }
+        s.next_wake = next;
         for &pid in &due[..n] {
             s.wake_locked(pid);
         }
