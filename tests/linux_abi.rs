@@ -1533,6 +1533,20 @@ int main(void) {
     int eight = resident(g - 8 * PG, 8);
     o += sprintf(out + o, "GROWSDOWN: mapped %d; below it before: %d; after touching 1 byte below: %d; "
                  "8 pages below: %d resident, values %d %d\n", g != MAP_FAILED, before, one, eight, g[-1], g[-8 * PG]);
+    // Its line in /proc/self/maps: one VMA from the lowest page touched,
+    // nameless ([stack] is the initial stack's alone).
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[256];
+    int found = 0, named = 0;
+    while (maps && fgets(line, sizeof line, maps)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s == (unsigned long)(g - 8 * PG)) {
+            found = e == (unsigned long)(g + 4 * PG);
+            named = strstr(line, "[stack]") != NULL;
+        }
+    }
+    if (maps) fclose(maps);
+    o += sprintf(out + o, "GROWSDOWN in maps: one VMA from the lowest page touched %d, named [stack] %d\n", found, named);
     errno = 0;
     q = mmap(NULL, PG, rw, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
     o += sprintf(out + o, "GROWSDOWN shared: EINVAL %d\n", q == MAP_FAILED && errno == EINVAL);

@@ -320,7 +320,11 @@ fn vma_name(mm: &MmStruct, v: &mm_core::vma::Vma) -> String {
                 i.path
             }
         }),
-        VmaKind::Anon if v.flags.contains(VmFlags::GROWSDOWN) => String::from("[stack]"),
+        // Only the initial stack (Linux's `vma_is_initial_stack`): a
+        // MAP_GROWSDOWN mapping is nameless.
+        VmaKind::Anon if v.flags.contains(VmFlags::GROWSDOWN) && v.end == crate::proc::mm::STACK_TOP => {
+            String::from("[stack]")
+        }
         VmaKind::Anon
             if v.start >= mm.start_brk && v.end <= mm.brk.next_multiple_of(PAGE_SIZE) && mm.brk > mm.start_brk =>
         {

@@ -430,7 +430,7 @@ impl MmStruct {
                         vma_kind::FILE
                     }
                     _ if v.flags.contains(VmFlags::HUGETLB) => vma_kind::HUGETLB,
-                    _ if v.flags.contains(VmFlags::GROWSDOWN) => vma_kind::STACK,
+                    _ if v.flags.contains(VmFlags::GROWSDOWN) && v.end == STACK_TOP => vma_kind::STACK,
                     _ if self.brk > self.start_brk && v.start >= self.start_brk && v.end <= heap_end => vma_kind::HEAP,
                     _ => vma_kind::ANON,
                 };
