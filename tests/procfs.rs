@@ -485,3 +485,77 @@ fn zoneinfo_and_min_free_kbytes_follow_linuxs_watermark_formula() {
         }
     }
 }
+
+/// /proc/PID/oom_score_adj is writable as on Linux: -1000..1000 with
+/// white space around, anything else EINVAL; fork inherits it; a parent
+/// sets its child's; the file says 0644.
+const OOMADJ: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static int put(const char *path, const char *v) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -errno;
+    int r = write(fd, v, strlen(v)) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+static long get(const char *path) {
+    char b[32] = {0};
+    int fd = open(path, O_RDONLY);
+    read(fd, b, sizeof b - 1);
+    close(fd);
+    return atol(b);
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    const char *me = "/proc/self/oom_score_adj";
+    struct stat st;
+    stat(me, &st);
+    printf("mode %o\n", st.st_mode & 0777);
+    printf("write 500: %d read %ld\n", put(me, "500"), get(me));
+    printf("write ' -300\\n': %d read %ld\n", put(me, " -300\n"), get(me));
+    printf("write -1001: %d, 1001: %d, abc: %d, read %ld\n", put(me, "-1001"), put(me, "1001"), put(me, "abc"), get(me));
+    int p[2];
+    pipe(p);
+    pid_t c = fork();
+    if (c == 0) {
+        char x;
+        printf("child inherits: %ld\n", get(me));
+        read(p[0], &x, 1);
+        printf("child after the parent's write: %ld\n", get(me));
+        _exit(0);
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/oom_score_adj", c);
+    printf("parent sets the child's: %d\n", put(path, "1000"));
+    write(p[1], "x", 1);
+    waitpid(c, NULL, 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn oom_score_adj_is_written_as_on_linux() {
+    let dir = Scratch::new("oomadj");
+    let prog = compile("musl-gcc", OOMADJ, &dir.0, "oomadj", &["-static"]);
+    let root = root_with(&dir.0, &prog);
+    let run = guest(&root, &[]);
+    assert_eq!(run.status, 0, "{}", run.all());
+    for want in [
+        "mode 644",
+        "write 500: 0 read 500",
+        "write ' -300\\n': 0 read -300",
+        "write -1001: -22, 1001: -22, abc: -22, read -300",
+        "child inherits: -300",
+        "parent sets the child's: 0",
+        "child after the parent's write: 1000",
+    ] {
+        assert!(run.stdout.contains(want), "missing {want:?}: {}", run.all());
+    }
+}

@@ -23,6 +23,7 @@ use mm_core::vma::{VmFlags, VmaKind};
 const ENOENT: i64 = 2;
 const EINVAL: i64 = 22;
 const EACCES: i64 = 13;
+const ESRCH: i64 = 3;
 
 /// An open /proc file.
 #[derive(Debug)]
@@ -35,6 +36,9 @@ pub enum ProcFile {
     Dir(Vec<(String, u32)>),
     /// A /proc/sys/vm setting (index in [`SYSCTL_VM`]) and its text at open.
     Sysctl(usize, Vec<u8>),
+    /// /proc/PID/oom_score_adj of the process with this pid, and its text
+    /// at open (writable: [`oom_score_adj_write`]).
+    OomScoreAdj(u64, Vec<u8>),
 }
 
 /// A /proc/sys/vm setting: its name, how to read it, how to write it
@@ -583,7 +587,7 @@ const PID_FILES: [(&str, u32); 10] = [
     ("stat", REG),
     ("cmdline", REG),
     ("exe", LNK),
-    ("oom_score_adj", REG),
+    ("oom_score_adj", super::S_IFREG | 0o644),
     ("comm", REG),
 ];
 
@@ -801,12 +805,23 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                         text.push('-');
                     }
                     let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
+                    return Ok(Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes())));
                 }
                 _ => return Err(-ENOENT),
             }
         }
     }
     Ok(Arc::new(ProcFile::Text(text.into_bytes())))
+}
+
+/// A write to /proc/PID/oom_score_adj (Linux's `oom_score_adj_write`):
+/// a decimal in -1000..=1000 (OOM_SCORE_ADJ_MIN..MAX), surrounding white
+/// space allowed; -EINVAL otherwise, -ESRCH once the process is gone.
+pub fn oom_score_adj_write(pid: u64, data: &[u8]) -> Result<(), i64> {
+    let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?.trim();
+    let (neg, digits) = s.strip_prefix('-').map_or((false, s), |d| (true, d));
+    let v = crate::fmt::parse_u64(digits).filter(|&v| v <= 1000).ok_or(-EINVAL)? as i32;
+    sched::oom_score_adj(pid, Some(if neg { -v } else { v })).map(|_| ()).ok_or(-ESRCH)
 }
 
 /// A write to /proc/sys/vm file `i`: the number written, applied.

@@ -402,7 +402,9 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
     let size = match &f.kind {
         FileKind::Initrd(ino) => fs::inode(*ino).map_or(0, |i| i.size) as i64,
         FileKind::Proc(pf) => match &**pf {
-            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) => t.len() as i64,
+            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) | procfs::ProcFile::OomScoreAdj(_, t) => {
+                t.len() as i64
+            }
             procfs::ProcFile::Dir(e) => e.len() as i64,
             // Offsets are addresses / 4096 * 8: any may be sought.
             procfs::ProcFile::Pagemap(_) => 0,
@@ -502,6 +504,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             FileKind::Pipe(_) => Err(-EBADF),
             FileKind::Proc(pf) => match &**pf {
                 procfs::ProcFile::Sysctl(i, _) => procfs::sysctl_write(*i, &chunk[..n]).map(|_| n),
+                procfs::ProcFile::OomScoreAdj(pid, _) => procfs::oom_score_adj_write(*pid, &chunk[..n]).map(|_| n),
                 _ => Err(-EINVAL),
             },
         };
@@ -571,7 +574,7 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
         },
         FileKind::Pipe(_) => return -EBADF,
         FileKind::Proc(pf) => match &**pf {
-            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) => {
+            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) | procfs::ProcFile::OomScoreAdj(_, t) => {
                 let start = (pos as usize).min(t.len());
                 t[start..(start + n).min(t.len())].to_vec()
             }
@@ -810,7 +813,7 @@ fn stat_of(kind: FileKind) -> [u8; 144] {
         FileKind::Proc(pf) => {
             let (mode, size) = match &*pf {
                 procfs::ProcFile::Dir(_) => (S_IFDIR | 0o555, 0),
-                procfs::ProcFile::Sysctl(..) => (fs::S_IFREG | 0o644, 0),
+                procfs::ProcFile::Sysctl(..) | procfs::ProcFile::OomScoreAdj(..) => (fs::S_IFREG | 0o644, 0),
                 // /proc files report size 0, as Linux's do.
                 _ => (fs::S_IFREG | 0o444, 0),
             };

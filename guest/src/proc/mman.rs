@@ -278,24 +278,25 @@ impl MmStruct {
             return Err(-EINVAL);
         }
         let zero = super::mm::zero_pa();
+        // The leaves first, with no lock held (the vector allocates: never
+        // under the page allocator's lock), then the sharing check under
+        // it.
         let mut pfns = Vec::new();
+        for v in &vmas {
+            let range = v.start.max(start)..v.end.min(end);
+            let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |_, l| {
+                let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                if l.slot.level() == Level::Pte && pa != zero {
+                    pfns.push(pa / PAGE_SIZE);
+                }
+                true
+            });
+        }
         PAGES.with(|p| {
-            for v in &vmas {
-                let range = v.start.max(start)..v.end.min(end);
-                let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |_, l| {
-                    let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
-                    if l.slot.level() != Level::Pte || pa == zero {
-                        return true;
-                    }
-                    let pfn = pa / PAGE_SIZE;
-                    let cached =
-                        p.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some() || x.file().is_some());
-                    if super::mm::page_count(p, pa) == 1 + cached as u32 {
-                        pfns.push(pfn);
-                    }
-                    true
-                });
-            }
+            pfns.retain(|&pfn| {
+                let cached = p.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some() || x.file().is_some());
+                super::mm::page_count(p, pfn * PAGE_SIZE) == 1 + cached as u32
+            })
         });
         let done = if pageout {
             crate::mm::vmscan::reclaim_pages(&pfns)
