@@ -146,7 +146,7 @@ struct UserStack {
 /// innermost first.
 type RawStack = (Option<UserStack>, Vec<u64>);
 
-/// What an address space last resolved to: its process's name, and its
+/// What a thread last resolved to: its process's name, and its
 /// code's image with the load bias.
 type LastSeen = (String, Option<(Arc<UserImage>, u64)>);
 
@@ -272,10 +272,11 @@ pub struct Sampler {
     user: UserImages,
     /// The user images samples resolved to, by label.
     seen: Mutex<HashMap<String, Arc<UserImage>>>,
-    /// The last process name and image (with its load bias) each address
-    /// space resolved to: an exiting process leaves the process and VMA
-    /// tables before its kernel stack is done tearing it down, and those
-    /// samples still belong to it.
+    /// The last process name and image (with its load bias) each thread
+    /// (by its kernel stack's top, TSS.RSP0) resolved to: an exiting
+    /// process leaves the process and VMA tables, and its CR3 the
+    /// kernel's, before its kernel stack is done tearing it down, and
+    /// those samples still belong to it.
     last: Mutex<HashMap<u64, LastSeen>>,
     stacks: Mutex<HashMap<RawStack, u64>>,
     samples: AtomicU64,
@@ -338,6 +339,9 @@ impl Sampler {
         let mut user_sregs = sregs;
         user_sregs.cs.selector |= 3;
         let user_mode = address_mode(&regs, &user_sregs);
+        let mut kernel_sregs = sregs;
+        kernel_sregs.cs.selector &= !3;
+        let kernel_mode = address_mode(&regs, &kernel_sregs);
         let word = |mode: &crate::inspect::AddressMode, la: u64| {
             let mut b = [0u8; 8];
             (read_linear(&self.mem, mode, la, &mut b) == 8).then(|| u64::from_le_bytes(b))
@@ -356,7 +360,10 @@ impl Sampler {
             };
             (pcs, self.user_frame_beneath(&regs, sregs.tr.base, |la| word(&mode, la)))
         };
-        let user = user_top.map(|f| self.user_stack(&mut ctx, f, sregs.cr3, |la| word(&user_mode, la)));
+        // The thread's kernel stack (TSS.RSP0) names it while its process
+        // is torn down (CR3 moved to the kernel's, tables emptied).
+        let thread = sregs.tr.base.checked_add(4).and_then(|a| word(&kernel_mode, a)).unwrap_or(0);
+        let user = user_top.map(|f| self.user_stack(&mut ctx, f, sregs.cr3, thread, |la| word(&user_mode, la)));
         *self.stacks.lock().unwrap_or_else(PoisonError::into_inner).entry((user, kernel_pcs)).or_default() += 1;
         self.samples.fetch_add(1, Ordering::Relaxed);
         self.sampling_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -395,12 +402,14 @@ impl Sampler {
 
     /// The user stack whose innermost frame is `top`, in address space
     /// `cr3`, resolved to its ELF through the guest's process and VMA
-    /// tables; `read` reads user memory.
+    /// tables (or, when they no longer know it, to what thread `thread`,
+    /// its kernel stack's top, last ran); `read` reads user memory.
     fn user_stack(
         &self,
         ctx: &mut gimli::UnwindContext<usize>,
         top: Frame,
         cr3: u64,
+        thread: u64,
         read: impl FnMut(u64) -> Option<u64>,
     ) -> UserStack {
         let root = cr3_root(cr3);
@@ -432,12 +441,12 @@ impl Sampler {
         };
         let (process, found) = {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            let prev = last.get(&root);
+            let prev = last.get(&thread);
             let process = process.or_else(|| prev.map(|p| p.0.clone())).unwrap_or_default();
             // Unresolved (the tables are gone, or being rewritten): the
             // image this address space last ran.
             let found = found.or_else(|| prev.and_then(|p| p.1.clone()));
-            last.insert(root, (process.clone(), found.clone()));
+            last.insert(thread, (process.clone(), found.clone()));
             (process, found)
         };
         let Some((img, bias)) = found else {
