@@ -230,9 +230,7 @@ int main(void) {
 fn user_frames_of_an_initrd_program_are_named_from_its_own_elf() {
     let dir = common::Scratch::new("profile-user");
     let prog = common::compile("gcc", SPIN, &dir.0, "spin", &["-static", "-fno-omit-frame-pointer"]);
-    let root = dir.0.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(&prog, root.join("init")).unwrap();
+    let root = common::initrd_with_init(&dir.0, &prog);
     let svg = TempFile::absent("user-profile.svg");
     let folded = TempFile(format!("{}.folded", svg.path()).into());
     let r = boot(&["--initrd", root.to_str().unwrap(), "--profile", svg.path(), "--profile-hz", "2000"]);
