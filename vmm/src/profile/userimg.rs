@@ -112,7 +112,8 @@ impl UserImage {
     /// The ELF's own address of file offset `off`: the PT_LOAD covering
     /// it gives `vaddr + (off - offset)`.
     pub fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
-        self.loads.iter().find(|&&(o, n, _)| o <= off && off < o + n).map(|&(o, _, va)| va + (off - o))
+        // A hostile ELF's fields may be anything: no arithmetic may overflow.
+        self.loads.iter().find(|&&(o, n, _)| o <= off && off - o < n).map(|&(o, _, va)| va.wrapping_add(off - o))
     }
 }
 
