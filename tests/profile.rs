@@ -200,3 +200,65 @@ fn profile_arguments_are_checked_before_the_boot() {
     let r = boot(&["--cmdline", "exit=0", "--profile-hz", "100"]);
     assert_eq!(r.status, 2, "--profile-hz alone: {}", r.all());
 }
+
+/// A static C program with a named hot function, run from an initrd
+/// directory (not `-- PROG`: the profiler finds the program through the
+/// guest's VMA table, the file VMA over the pc naming `/init`, which the
+/// VMM has from the initrd it packed). Its user samples name `spin_here`
+/// under `main`; and the kernel samples taken inside its system calls are
+/// joined to the user function that made them (`[user init]`, the user
+/// frames down to `call_kernel_here`, then the kernel's entry and its
+/// system-call path).
+const SPIN: &str = r#"
+#include <unistd.h>
+#include <sys/syscall.h>
+volatile unsigned long sink;
+__attribute__((noinline)) void spin_here(unsigned long n) {
+    for (unsigned long i = 0; i < n; i++) sink += i;
+}
+__attribute__((noinline)) void call_kernel_here(int n) {
+    for (int i = 0; i < n; i++) syscall(SYS_getppid);
+}
+int main(void) {
+    spin_here(400000000UL);
+    call_kernel_here(300);
+    return 0;
+}
+"#;
+
+#[test]
+fn user_frames_of_an_initrd_program_are_named_from_its_own_elf() {
+    let dir = common::Scratch::new("profile-user");
+    let prog = common::compile("gcc", SPIN, &dir.0, "spin", &["-static", "-fno-omit-frame-pointer"]);
+    let root = common::initrd_with_init(&dir.0, &prog);
+    let svg = TempFile::absent("user-profile.svg");
+    let folded = TempFile(format!("{}.folded", svg.path()).into());
+    let r = boot(&["--initrd", root.to_str().unwrap(), "--profile", svg.path(), "--profile-hz", "2000"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let text = std::fs::read_to_string(&folded.0).unwrap();
+    let (mut spin, mut joined, mut unknown) = (0u64, 0u64, 0u64);
+    for line in text.lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a folded line: {line:?}"));
+        let n: u64 = n.parse().unwrap();
+        let frames: Vec<&str> = stack.split(';').collect();
+        if frames[0] != "[user init]" {
+            continue;
+        }
+        if frames.iter().any(|f| f.starts_with("[user code: no ELF known]")) {
+            unknown += n;
+        }
+        if frames.last() == Some(&"spin_here") {
+            assert!(frames.contains(&"main"), "spin_here unwinds to main: {line}");
+            spin += n;
+        }
+        // A kernel frame beneath the user function that made the call.
+        if let Some(at) = frames.iter().position(|f| *f == "call_kernel_here") {
+            if frames[at + 1..].iter().any(|f| f.starts_with("kernel::")) {
+                joined += n;
+            }
+        }
+    }
+    assert!(spin >= 20, "{spin} samples in spin_here:\n{text}");
+    assert!(joined >= 5, "{joined} kernel samples joined to call_kernel_here:\n{text}");
+    assert_eq!(unknown, 0, "user code without an ELF:\n{text}");
+}

@@ -362,11 +362,9 @@ impl RunArgs {
 
     /// The profiler's options (`--profile`), if asked for.
     pub fn profile_config(&self) -> Option<crate::profile::sampler::ProfileConfig> {
-        self.profile.as_ref().map(|path| crate::profile::sampler::ProfileConfig {
-            path: path.clone(),
-            hz: self.profile_hz,
-            user_elf: self.program.first().map(PathBuf::from),
-        })
+        self.profile
+            .as_ref()
+            .map(|path| crate::profile::sampler::ProfileConfig { path: path.clone(), hz: self.profile_hz })
     }
 
     /// The configuration with the initrd read or packed (`--initrd`,

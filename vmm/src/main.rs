@@ -34,7 +34,10 @@ fn run(cli: Cli) -> Result<Outcome, VmError> {
             // The profile's files first: a bad path fails before the boot.
             let profiler = args
                 .profile_config()
-                .map(|p| vmm::profile::sampler::Profiler::open_for(p, cfg.kernel.as_deref()))
+                .map(|p| {
+                    let initrd = cfg.initrd.as_ref().map(|i| i.bytes.as_slice());
+                    vmm::profile::sampler::Profiler::open_for(p, cfg.kernel.as_deref(), initrd)
+                })
                 .transpose()?;
             // With the JSON on stdout the console goes elsewhere, so a
             // pipe into jq sees JSON only.

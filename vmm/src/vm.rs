@@ -423,7 +423,8 @@ impl Vm {
                 )
             })
             .collect();
-        let profiler = profiler.map(|p| p.start(mem.clone(), world.clone(), stop.clone())).transpose()?;
+        let profiler =
+            profiler.map(|p| p.start(mem.clone(), link.descriptor.clone(), world.clone(), stop.clone())).transpose()?;
         if let Some(p) = &profiler {
             for r in &mut runners {
                 r.set_sampler(p.sampler());

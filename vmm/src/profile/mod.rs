@@ -9,3 +9,4 @@
 pub mod insns;
 pub mod sampler;
 pub mod unwind;
+pub mod userimg;

@@ -8,13 +8,25 @@
 //! (two ioctls), unwinds the stack it finds with the image's CFI
 //! ([`super::unwind`]) and counts the stack. No other vCPU waits: the
 //! world is not stopped (stopping it would park every vCPU for every
-//! sample, and a sample needs only its own vCPU's state). At the end the
-//! stacks are symbolised (kernel, and user code where the program's ELF
-//! is known) and written as folded stacks (`FILE.folded`, one line per
+//! sample, and a sample needs only its own vCPU's state).
+//!
+//! User code is resolved per process ([`super::userimg`]): the VMA
+//! covering the user pc in the guest's published VMA table names the
+//! initrd file it was exec'd from (or, for a built-in program, the
+//! process's name names the kernel's embedded copy), whose symbols and
+//! unwind tables then apply. A sample taken in ring 0 on a process's
+//! kernel stack is joined to the user stack beneath it: the trap frame at
+//! the top of that stack (TSS.RSP0) holds the user registers the system
+//! call or fault entered with, so the flame graph shows the user
+//! function above the kernel path it entered.
+//!
+//! At the end the stacks are symbolised and written as folded stacks (`FILE.folded`, one line per
 //! stack, the format of Brendan Gregg's stackcollapse scripts) and as a
 //! flame graph SVG (`FILE`, drawn by the `inferno` crate).
 
 use super::unwind::{Frame, Unwinder};
+use super::userimg::{UserImage, UserImages};
+use crate::inspect::guest::{DescriptorSlot, GuestState};
 use crate::inspect::{address_mode, read_linear};
 use crate::kvm::Vcpu;
 use crate::memory::GuestMem;
@@ -41,8 +53,6 @@ pub struct ProfileConfig {
     pub path: PathBuf,
     /// Samples per second per vCPU.
     pub hz: u32,
-    /// The user program's ELF on the host (`-- PROG`), for user symbols.
-    pub user_elf: Option<PathBuf>,
 }
 
 /// Why the profile could not be taken or written.
@@ -60,14 +70,6 @@ pub enum ProfileError {
     #[error("--profile: cannot write {path}: {source}")]
     Write {
         /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The user program's ELF cannot be read.
-    #[error("--profile: cannot read the program {path} for its symbols: {source}")]
-    UserElf {
-        /// The program.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -105,13 +107,14 @@ pub fn folded_path(path: &Path) -> PathBuf {
 }
 
 /// One image the profiler symbolises and unwinds.
-struct Image {
+pub struct Image {
     unwinder: Option<Unwinder>,
     symbols: Symbols,
 }
 
 impl Image {
-    fn new(elf: &[u8], symbols: Symbols) -> Image {
+    /// The unwind tables of `elf`, and its `symbols`.
+    pub fn new(elf: &[u8], symbols: Symbols) -> Image {
         Image { unwinder: Unwinder::from_elf(elf), symbols }
     }
 
@@ -125,8 +128,40 @@ impl Image {
     }
 }
 
-/// A sampled stack: the ring and the pcs, innermost first.
-type RawStack = (bool, Vec<u64>);
+/// The user half of a sampled stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UserStack {
+    /// The process's name (from the descriptor's process table).
+    process: String,
+    /// The image's label ([`UserImage::label`]); `None` when no ELF is
+    /// known for the code.
+    image: Option<String>,
+    /// The pcs, innermost first: the ELF's own addresses when the image is
+    /// known, else the run-time pc.
+    pcs: Vec<u64>,
+}
+
+/// A sampled stack: the user part (a sample in ring 3, or in ring 0 on a
+/// process's kernel stack entered from ring 3) and the kernel pcs,
+/// innermost first.
+type RawStack = (Option<UserStack>, Vec<u64>);
+
+/// What a thread last resolved to: its process's name, and its
+/// code's image with the load bias.
+type LastSeen = (String, Option<(Arc<UserImage>, u64)>);
+
+/// The most a sampled ring-0 stack pointer may lie below TSS.RSP0 for the
+/// stack to count as the process's kernel stack (the guest's are 32 KiB).
+const KSTACK_MAX: u64 = 64 << 10;
+
+/// Words of the guest's `TrapFrame` (arch/traps.rs): 15 registers, the
+/// vector, the error code, and the five the CPU pushes.
+const TRAP_FRAME_WORDS: usize = 22;
+
+/// The physical-frame bits of a CR3 value (PCID and flags dropped).
+fn cr3_root(cr3: u64) -> u64 {
+    cr3 & 0x000f_ffff_ffff_f000
+}
 
 /// The profiler, from before the boot (the output files are created
 /// then, so a bad path fails at once) to after the run.
@@ -135,26 +170,38 @@ pub struct Profiler {
     svg: std::fs::File,
     folded: std::fs::File,
     kernel: Image,
-    user: Option<Image>,
+    user: UserImages,
 }
 
 impl Profiler {
     /// [`Profiler::open`] for the kernel a run boots: `kernel`
-    /// (`--kernel FILE`) or the embedded one.
-    pub fn open_for(cfg: ProfileConfig, kernel: Option<&Path>) -> Result<Profiler, ProfileError> {
+    /// (`--kernel FILE`) or the embedded one; `initrd` is the archive the
+    /// run loads (`--initrd`, `-- PROG`), whose programs' symbols name
+    /// user frames.
+    pub fn open_for(
+        cfg: ProfileConfig,
+        kernel: Option<&Path>,
+        initrd: Option<&[u8]>,
+    ) -> Result<Profiler, ProfileError> {
         match kernel {
             Some(path) => {
                 let elf = std::fs::read(path).map_err(|source| ProfileError::Kernel { path: path.into(), source })?;
                 let symbols = Symbols::from_elf(&elf);
-                Profiler::open(cfg, &elf, symbols)
+                Profiler::open(cfg, &elf, symbols, initrd)
             }
-            None => Profiler::open(cfg, crate::EMBEDDED_GUEST, Symbols::from_static(crate::EMBEDDED_GUEST)),
+            None => Profiler::open(cfg, crate::EMBEDDED_GUEST, Symbols::from_static(crate::EMBEDDED_GUEST), initrd),
         }
     }
 
     /// Creates the output files and reads the images' unwind tables:
-    /// `kernel` is the guest kernel's ELF (its symbols come with it).
-    pub fn open(cfg: ProfileConfig, kernel: &[u8], kernel_symbols: Symbols) -> Result<Profiler, ProfileError> {
+    /// `kernel` is the guest kernel's ELF (its symbols come with it, and
+    /// its built-in programs), `initrd` the archive of user programs.
+    pub fn open(
+        cfg: ProfileConfig,
+        kernel: &[u8],
+        kernel_symbols: Symbols,
+        initrd: Option<&[u8]>,
+    ) -> Result<Profiler, ProfileError> {
         let create = |path: &Path| {
             // A directory is refused here with a clear message (create
             // would say only "Is a directory").
@@ -168,24 +215,29 @@ impl Profiler {
         };
         let svg = create(&cfg.path)?;
         let folded = create(&folded_path(&cfg.path))?;
-        let user = match &cfg.user_elf {
-            Some(p) => {
-                let elf = std::fs::read(p).map_err(|source| ProfileError::UserElf { path: p.clone(), source })?;
-                Some(Image::new(&elf, Symbols::from_elf(&elf)))
-            }
-            None => None,
-        };
+        let user = UserImages::new(initrd, kernel);
         Ok(Profiler { kernel: Image::new(kernel, kernel_symbols), user, cfg, svg, folded })
     }
 
     /// What the vCPU threads share while the guest runs.
-    pub fn start(self, mem: GuestMem, world: Arc<World>, stop: Arc<AtomicBool>) -> Result<Running, ProfileError> {
+    /// `descriptor` is where the guest publishes its descriptor (its
+    /// process and VMA tables resolve user code).
+    pub fn start(
+        self,
+        mem: GuestMem,
+        descriptor: DescriptorSlot,
+        world: Arc<World>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Running, ProfileError> {
         let n = world.len();
         let sampler = Arc::new(Sampler {
             due: (0..n).map(|_| AtomicBool::new(false)).collect(),
             mem,
+            descriptor,
             kernel: self.kernel,
             user: self.user,
+            seen: Mutex::default(),
+            last: Mutex::default(),
             stacks: Mutex::new(HashMap::new()),
             samples: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
@@ -215,8 +267,17 @@ impl Profiler {
 pub struct Sampler {
     due: Vec<AtomicBool>,
     mem: GuestMem,
+    descriptor: DescriptorSlot,
     kernel: Image,
-    user: Option<Image>,
+    user: UserImages,
+    /// The user images samples resolved to, by label.
+    seen: Mutex<HashMap<String, Arc<UserImage>>>,
+    /// The last process name and image (with its load bias) each thread
+    /// (by its kernel stack's top, TSS.RSP0) resolved to: an exiting
+    /// process leaves the process and VMA tables, and its CR3 the
+    /// kernel's, before its kernel stack is done tearing it down, and
+    /// those samples still belong to it.
+    last: Mutex<HashMap<u64, LastSeen>>,
     stacks: Mutex<HashMap<RawStack, u64>>,
     samples: AtomicU64,
     unreadable: AtomicU64,
@@ -270,44 +331,160 @@ impl Sampler {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let user = sregs.cs.selector & 3 == 3;
-        let image = if user { self.user.as_ref() } else { Some(&self.kernel) };
+        let in_user = sregs.cs.selector & 3 == 3;
         let top = Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp };
-        let pcs = match image.and_then(|i| i.unwinder.as_ref()) {
-            Some(u) => {
-                let mode = address_mode(&regs, &sregs);
-                let mut ctx = gimli::UnwindContext::new();
-                u.unwind(&mut ctx, top, |la| {
-                    let mut b = [0u8; 8];
-                    (read_linear(&self.mem, &mode, la, &mut b) == 8).then(|| u64::from_le_bytes(b))
-                })
-            }
-            None => vec![regs.rip],
+        let mode = address_mode(&regs, &sregs);
+        // User memory is read as ring 3 would (a ring-0 read of user pages
+        // may be refused by SMAP).
+        let mut user_sregs = sregs;
+        user_sregs.cs.selector |= 3;
+        let user_mode = address_mode(&regs, &user_sregs);
+        let mut kernel_sregs = sregs;
+        kernel_sregs.cs.selector &= !3;
+        let kernel_mode = address_mode(&regs, &kernel_sregs);
+        let word = |mode: &crate::inspect::AddressMode, la: u64| {
+            let mut b = [0u8; 8];
+            (read_linear(&self.mem, mode, la, &mut b) == 8).then(|| u64::from_le_bytes(b))
         };
-        *self.stacks.lock().unwrap_or_else(PoisonError::into_inner).entry((user, pcs)).or_default() += 1;
+        let mut ctx = gimli::UnwindContext::new();
+        let (kernel_pcs, user_top) = if in_user {
+            // `syscall` on a host where it stays in ring 3 (platform.md)
+            // sits at LSTAR, a kernel address, in ring 3 until the fetch
+            // faults: the caller's pc is in RCX.
+            let pc = if regs.rip >> 47 != 0 { regs.rcx } else { regs.rip };
+            (Vec::new(), Some(Frame { pc, ..top }))
+        } else {
+            let pcs = match &self.kernel.unwinder {
+                Some(u) => u.unwind(&mut ctx, top, |la| word(&mode, la)),
+                None => vec![regs.rip],
+            };
+            (pcs, self.user_frame_beneath(&regs, sregs.tr.base, |la| word(&mode, la)))
+        };
+        // The thread's kernel stack (TSS.RSP0) names it while its process
+        // is torn down (CR3 moved to the kernel's, tables emptied).
+        let thread = sregs.tr.base.checked_add(4).and_then(|a| word(&kernel_mode, a)).unwrap_or(0);
+        let user = user_top.map(|f| self.user_stack(&mut ctx, f, sregs.cr3, thread, |la| word(&user_mode, la)));
+        *self.stacks.lock().unwrap_or_else(PoisonError::into_inner).entry((user, kernel_pcs)).or_default() += 1;
         self.samples.fetch_add(1, Ordering::Relaxed);
         self.sampling_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// The user registers beneath a ring-0 sample: the trap frame at the
+    /// top of the kernel stack TSS.RSP0 names (the TSS at `tr_base`), if
+    /// the sampled `rsp` is on that stack and the frame came from ring 3.
+    /// A `syscall` whose frame holds LSTAR (the #PF at LSTAR on hosts
+    /// where `syscall` stays in ring 3, platform.md) returns to RCX. While
+    /// the entry stub has not saved the registers yet (the sampled `rsp`
+    /// is above the frame's register area) they are still live in `regs`.
+    fn user_frame_beneath(
+        &self,
+        regs: &kvm_bindings::kvm_regs,
+        tr_base: u64,
+        read: impl Fn(u64) -> Option<u64>,
+    ) -> Option<Frame> {
+        let rsp0 = read(tr_base.checked_add(4)?)?;
+        if regs.rsp >= rsp0 || rsp0 - regs.rsp > KSTACK_MAX {
+            return None;
+        }
+        let base = rsp0.checked_sub(8 * TRAP_FRAME_WORDS as u64)?;
+        let w = |i: usize| read(base + 8 * i as u64);
+        let (rip, cs, sp) = (w(17)?, w(18)?, w(20)?);
+        if cs & 3 != 3 {
+            return None;
+        }
+        let saved = regs.rsp <= base;
+        let (rcx, rbp) = if saved { (w(2)?, w(6)?) } else { (regs.rcx, regs.rbp) };
+        // A kernel-half rip cannot be user code: the syscall's return
+        // address is in RCX.
+        let pc = if rip >> 47 != 0 { rcx } else { rip };
+        Some(Frame { pc, sp, bp: rbp })
+    }
+
+    /// The user stack whose innermost frame is `top`, in address space
+    /// `cr3`, resolved to its ELF through the guest's process and VMA
+    /// tables (or, when they no longer know it, to what thread `thread`,
+    /// its kernel stack's top, last ran); `read` reads user memory.
+    fn user_stack(
+        &self,
+        ctx: &mut gimli::UnwindContext<usize>,
+        top: Frame,
+        cr3: u64,
+        thread: u64,
+        read: impl FnMut(u64) -> Option<u64>,
+    ) -> UserStack {
+        let root = cr3_root(cr3);
+        let base = mm_core::paging::CpuContext::kernel(mm_core::addr::PhysAddr(0));
+        let gs = GuestState::descriptor(&self.mem, self.descriptor.get(), &base).ok();
+        let process = gs
+            .as_ref()
+            .and_then(|g| g.procs().ok().flatten())
+            .and_then(|ps| ps.into_iter().find(|p| p.cr3 != 0 && cr3_root(p.cr3) == root))
+            .map(|p| {
+                let n = p.name.iter().position(|&b| b == 0).unwrap_or(p.name.len());
+                String::from_utf8_lossy(&p.name[..n]).into_owned()
+            });
+        let vma = gs
+            .as_ref()
+            .and_then(|g| crate::inspect::vmas::table(g).ok().flatten())
+            .and_then(|t| t.into_iter().find(|v| cr3_root(v.cr3) == root && v.start <= top.pc && top.pc < v.end));
+        // The file the VMA maps and the ELF address of the pc's file
+        // offset give the load bias; a built-in program is loaded at its
+        // link addresses.
+        let found = match vma {
+            Some(v) if v.kind == mm_core::descriptor::vma_kind::FILE => self.user.file(v.name()).and_then(|img| {
+                let off = (v.pgoff << 12).checked_add(top.pc - v.start)?;
+                let vaddr = img.vaddr_of_offset(off)?;
+                Some((img, top.pc.wrapping_sub(vaddr)))
+            }),
+            Some(_) => process.as_deref().and_then(|p| self.user.builtin(p)).map(|img| (img, 0)),
+            None => None,
+        };
+        let (process, found) = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            let prev = last.get(&thread);
+            let process = process.or_else(|| prev.map(|p| p.0.clone())).unwrap_or_default();
+            // Unresolved (the tables are gone, or being rewritten): the
+            // image this address space last ran.
+            let found = found.or_else(|| prev.and_then(|p| p.1.clone()));
+            last.insert(thread, (process.clone(), found.clone()));
+            (process, found)
+        };
+        let Some((img, bias)) = found else {
+            return UserStack { process, image: None, pcs: vec![top.pc] };
+        };
+        let pcs = match &img.image.unwinder {
+            Some(u) => u.unwind_biased(ctx, top, bias, read),
+            None => vec![top.pc.wrapping_sub(bias)],
+        };
+        let label = img.label.clone();
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner).entry(label.clone()).or_insert(img);
+        UserStack { process, image: Some(label), pcs }
+    }
+
     /// The folded stacks: `root;...;leaf count` per distinct stack, sorted.
+    /// A stack with a user part starts with `[user PROCESS]` and its user
+    /// frames, then the kernel frames the process entered.
     fn folded(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         for ((user, pcs), n) in self.stacks.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            let mut frames: Vec<String> = Vec::with_capacity(pcs.len() + 1);
-            if *user {
-                frames.push("[user]".into());
+            let mut frames: Vec<String> = Vec::with_capacity(pcs.len() + 4);
+            if let Some(u) = user {
+                // Guest text: `;` and spaces would break the format.
+                let process = if u.process.is_empty() { "?".into() } else { u.process.replace([';', ' '], "_") };
+                frames.push(format!("[user {process}]"));
+                let image = u.image.as_ref().and_then(|l| seen.get(l));
+                for pc in u.pcs.iter().rev() {
+                    frames.push(match image {
+                        Some(img) => img.image.name(*pc),
+                        None => format!("[user code: no ELF known] {pc:#x}"),
+                    });
+                }
             }
-            for pc in pcs.iter().rev() {
-                let name = match (user, &self.user) {
-                    (false, _) => self.kernel.name(*pc),
-                    (true, Some(u)) => u.name(*pc),
-                    (true, None) => "[user code: no ELF known]".into(),
-                };
-                // Recursion shows once per level, as in any flame graph;
-                // adjacent duplicates of one frame (a pc and a return into
-                // the same function) are real frames too.
-                frames.push(name);
-            }
+            // Recursion shows once per level, as in any flame graph;
+            // adjacent duplicates of one frame (a pc and a return into
+            // the same function) are real frames too.
+            frames.extend(pcs.iter().rev().map(|pc| self.kernel.name(*pc)));
             *out.entry(frames.join(";")).or_default() += n;
         }
         out
@@ -434,10 +611,10 @@ mod tests {
 
     #[test]
     fn a_directory_or_missing_parent_is_refused_before_the_run() {
-        let cfg = |p: &str| ProfileConfig { path: p.into(), hz: 10, user_elf: None };
-        let e = Profiler::open(cfg("/"), &[], Symbols::default()).err().unwrap();
+        let cfg = |p: &str| ProfileConfig { path: p.into(), hz: 10 };
+        let e = Profiler::open(cfg("/"), &[], Symbols::default(), None).err().unwrap();
         assert!(e.to_string().contains("directory"), "{e}");
-        let e = Profiler::open(cfg("/nonexistent-dir/p.svg"), &[], Symbols::default()).err().unwrap();
+        let e = Profiler::open(cfg("/nonexistent-dir/p.svg"), &[], Symbols::default(), None).err().unwrap();
         assert!(e.to_string().contains("writable directory"), "{e}");
     }
 }

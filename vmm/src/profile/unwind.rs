@@ -97,14 +97,23 @@ impl Unwinder {
     /// information (its pc is kept: assembly entry code, the first
     /// function), at a return address of 0, at an unreadable stack word,
     /// at a stack that does not grow upward, or at [`MAX_DEPTH`].
-    pub fn unwind(
+    pub fn unwind(&self, ctx: &mut UnwindContext<usize>, top: Frame, read: impl FnMut(u64) -> Option<u64>) -> Vec<u64> {
+        self.unwind_biased(ctx, top, 0, read)
+    }
+
+    /// [`Unwinder::unwind`] for an image loaded `bias` bytes above the
+    /// addresses its ELF gives (a PIE): `top` and the words read are
+    /// run-time addresses; the pcs returned are the ELF's (run-time
+    /// minus `bias`), ready for its symbol table.
+    pub fn unwind_biased(
         &self,
         ctx: &mut UnwindContext<usize>,
         top: Frame,
+        bias: u64,
         mut read: impl FnMut(u64) -> Option<u64>,
     ) -> Vec<u64> {
-        let mut pcs = vec![top.pc];
-        let mut f = top;
+        let mut f = Frame { pc: top.pc.wrapping_sub(bias), ..top };
+        let mut pcs = vec![f.pc];
         // The innermost frame was interrupted at `pc`; the callers' pcs are
         // return addresses, which may lie past their call's FDE row (or
         // even its function, for a call that does not return): look up pc - 1.
@@ -134,6 +143,7 @@ impl Unwinder {
                 Some(RegisterRule::Offset(o)) => read(cfa.wrapping_add(o as u64)).unwrap_or(f.bp),
                 _ => f.bp,
             };
+            let ra = ra.wrapping_sub(bias);
             if ra == 0 || cfa <= f.sp || !self.code.iter().any(|&(a, b)| a <= ra && ra < b) {
                 break;
             }

@@ -11,6 +11,13 @@
 //!   fork of this process as it is, then again with 1 MiB more touched
 //!   (the difference is fork's cost per MiB); the child exits at once and
 //!   the parent reaches the end checkpoint before it waits;
+//! - `pb-cow-begin..pb-cow-end`: the parent's first write to each of 16
+//!   resident private pages it shares with a forked child (16 copy-on-write
+//!   faults that copy: the child still maps every page). The child says
+//!   it is up through a shared page (the parent yields until it has),
+//!   then yields until the parent's flag in that page says the window is
+//!   over, and exits. The parent does not yield inside the window, so the
+//!   child runs there only if the timer preempts the parent in ring 3;
 //! - `pb-pageout-begin..pb-pageout-end`: `madvise(MADV_PAGEOUT)` of 16
 //!   resident pages this process alone maps (16 swap-outs, written in one
 //!   device request; without `--swap` nothing is written and the window
@@ -21,7 +28,7 @@
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, exit, fork, madvise, mmap, munmap, wait, PAGE};
+use ulib::{checkpoint, exit, fork, madvise, mmap, munmap, sched_yield, wait, PAGE};
 
 ulib::entry!(main);
 
@@ -78,6 +85,10 @@ fn main(_arg: u64) -> i32 {
     if !fork_window("pb-fork1-begin", "pb-fork1-end") {
         return 5;
     }
+    let r = cow_window();
+    if r != 0 {
+        return r;
+    }
     let p = mmap(0, TOUCH * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
     if p < 0 {
         return 6;
@@ -88,6 +99,45 @@ fn main(_arg: u64) -> i32 {
     checkpoint("pb-pageout-end");
     if r != 0 {
         return 7;
+    }
+    0
+}
+
+/// The copy-on-write window (see the module's doc).
+fn cow_window() -> i32 {
+    let c = mmap(0, TOUCH * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    let flags = mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    if c < 0 || flags < 0 {
+        return 8;
+    }
+    let c = c as u64;
+    // Word 0: the child is up; word 1: the parent's window is over.
+    let (up, done) = (flags as *mut u64, (flags as u64 + 8) as *mut u64);
+    touch(c, TOUCH);
+    let pid = fork();
+    if pid == 0 {
+        // SAFETY: the shared page both processes map.
+        unsafe { up.write_volatile(1) };
+        // SAFETY: as above.
+        while unsafe { done.read_volatile() } == 0 {
+            sched_yield();
+        }
+        exit(0);
+    }
+    if pid < 0 {
+        return 9;
+    }
+    // SAFETY: as above.
+    while unsafe { up.read_volatile() } == 0 {
+        sched_yield();
+    }
+    checkpoint("pb-cow-begin");
+    touch(c, TOUCH);
+    checkpoint("pb-cow-end");
+    // SAFETY: as above.
+    unsafe { done.write_volatile(1) };
+    if wait(pid).0 != pid {
+        return 10;
     }
     0
 }
