@@ -518,22 +518,30 @@ int main(void) {
     struct stat st;
     stat(me, &st);
     printf("mode %o\n", st.st_mode & 0777);
-    printf("write 500: %d read %ld\n", put(me, "500"), get(me));
-    printf("write ' -300\\n': %d read %ld\n", put(me, " -300\n"), get(me));
-    printf("write -1001: %d, 1001: %d, abc: %d, read %ld\n", put(me, "-1001"), put(me, "1001"), put(me, "abc"), get(me));
-    int p[2];
+    /* One call per statement: C leaves the order of arguments open. */
+    int w = put(me, "500");
+    printf("write 500: %d read %ld\n", w, get(me));
+    w = put(me, " -300\n");
+    printf("write ' -300\\n': %d read %ld\n", w, get(me));
+    int w1 = put(me, "-1001"), w2 = put(me, "1001"), w3 = put(me, "abc");
+    printf("write -1001: %d, 1001: %d, abc: %d, read %ld\n", w1, w2, w3, get(me));
+    int p[2], q[2];
     pipe(p);
+    pipe(q);
     pid_t c = fork();
     if (c == 0) {
         char x;
         printf("child inherits: %ld\n", get(me));
+        write(q[1], "r", 1);
         read(p[0], &x, 1);
         printf("child after the parent's write: %ld\n", get(me));
         _exit(0);
     }
-    char path[64];
+    char path[64], x;
     snprintf(path, sizeof path, "/proc/%d/oom_score_adj", c);
-    printf("parent sets the child's: %d\n", put(path, "1000"));
+    read(q[0], &x, 1);
+    w = put(path, "1000");
+    printf("parent sets the child's: %d\n", w);
     write(p[1], "x", 1);
     waitpid(c, NULL, 0);
     return 0;
@@ -557,5 +565,81 @@ fn oom_score_adj_is_written_as_on_linux() {
         "child after the parent's write: 1000",
     ] {
         assert!(run.stdout.contains(want), "missing {want:?}: {}", run.all());
+    }
+}
+
+/// madvise(MADV_DONTNEED) as Linux's: private anonymous pages read back
+/// as zeros, a private file mapping's written copy is dropped and the
+/// file's bytes come back, a range over three VMAs (an mprotect in the
+/// middle) works and keeps them, an unmapped hole is ENOMEM, a shared
+/// anonymous mapping EINVAL here (see proc/mman.rs).
+const DONTNEED: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static int resident(char *p, int n) {
+    unsigned char v[64];
+    if (mincore(p, n * 4096L, v)) return -1;
+    int r = 0;
+    for (int i = 0; i < n; i++) r += v[i] & 1;
+    return r;
+}
+int main(void) {
+    char *a = mmap(NULL, 8 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(a, 0x5a, 8 * 4096);
+    int r = madvise(a, 8 * 4096, MADV_DONTNEED);
+    int res = resident(a, 8);
+    long sum = 0;
+    for (int i = 0; i < 8 * 4096; i++) sum += a[i];
+    printf("anon: %d, resident after %d, sum %ld\n", r, res, sum);
+
+    int fd = open("data.txt", O_RDONLY);
+    char *f = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    f[0] = 'Z';
+    char before = f[0];
+    r = madvise(f, 2 * 4096, MADV_DONTNEED);
+    printf("file private: %c then %d, reads %c%c%c\n", before, r, f[0], f[1], f[2]);
+
+    char *m = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(m, 1, 4 * 4096);
+    mprotect(m + 4096, 4096, PROT_READ);
+    r = madvise(m, 4 * 4096, MADV_DONTNEED);
+    res = resident(m, 4);
+    int ro = m[4096];
+    m[0] = 7;
+    printf("three vmas: %d, resident %d, m[4096] %d, write after: %d\n", r, res, ro, m[0]);
+
+    munmap(m + 2 * 4096, 4096);
+    errno = 0;
+    r = madvise(m, 4 * 4096, MADV_DONTNEED);
+    printf("hole: %d errno %d\n", r, errno);
+    char *s = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    errno = 0;
+    r = madvise(s, 4096, MADV_DONTNEED);
+    printf("shared anon: %d errno %d\n", r, errno);
+    return 0;
+}
+"#;
+
+#[test]
+fn madvise_dontneed_drops_pages_and_keeps_the_mappings() {
+    let dir = Scratch::new("dontneed");
+    for cc in COMPILERS {
+        let prog = compile(cc, DONTNEED, &dir.0, &format!("dontneed-{cc}"), &["-static"]);
+        let root = root_with(&dir.0, &prog);
+        let run = guest(&root, &[]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        for want in [
+            "anon: 0, resident after 0, sum 0",
+            "file private: Z then 0, reads abc",
+            "three vmas: 0, resident 0, m[4096] 0, write after: 7",
+            "hole: -1 errno 12",
+            "shared anon: -1 errno 22",
+        ] {
+            assert!(run.stdout.contains(want), "{cc}: missing {want:?}: {}", run.all());
+        }
     }
 }

@@ -1171,29 +1171,7 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
         20 | 21 => super::mman::sys_madvise_cold_or_pageout(addr, len, advice == 21),
         // MADV_HUGEPAGE, MADV_NOHUGEPAGE (proc/thp.rs).
         14 | 15 => with_mm(|mm| super::thp::madvise(mm, addr, len, advice)).unwrap_or(-EFAULT),
-        MADV_DONTNEED => {
-            // Private anonymous memory reads back as zeros afterwards:
-            // the pages go, the mapping stays (unmap and map again with
-            // the same protection).
-            let r = with_mm(|mm| {
-                let vma = *mm.vmas.find(addr).ok_or(-ENOMEM)?;
-                let end = addr.checked_add(len.next_multiple_of(4096)).ok_or(-EINVAL)?;
-                let keep = mm_core::vma::VmFlags::SHARED.0 | mm_core::vma::VmFlags::HUGETLB.0;
-                if vma.flags.0 & keep != 0 || end > vma.end {
-                    return Err(-EINVAL);
-                }
-                let prot = (vma.flags.0 & 7) as u64;
-                mm.munmap(addr, end - addr)?;
-                mm.mmap(
-                    addr,
-                    end - addr,
-                    prot,
-                    super::abi::MAP_PRIVATE | super::abi::MAP_ANONYMOUS | super::abi::MAP_FIXED,
-                )
-                .map(|_| 0)
-            });
-            r.unwrap_or(Err(-EFAULT)).unwrap_or_else(|e| e)
-        }
+        MADV_DONTNEED => with_mm(|mm| mm.madvise_dontneed(addr, len).map_or_else(|e| e, |_| 0)).unwrap_or(-EFAULT),
         _ => -EINVAL,
     }
 }

@@ -253,6 +253,48 @@ impl MmStruct {
         self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
     }
 
+    /// `madvise(MADV_DONTNEED)` on `[start, start + len)` (Linux's
+    /// `zap_page_range_single` over each VMA it meets): the pages and swap
+    /// entries go, the VMAs stay as they are (flags, file, offset, reverse
+    /// map), so the next touch faults afresh: zeros for private anonymous
+    /// memory, the file's page-cache page again for a file mapping (a
+    /// private copy written earlier is dropped). Huge pages the range
+    /// covers in part are split first. -EINVAL on locked or hugetlb VMAs,
+    /// and on shared anonymous ones (Linux keeps their pages in shmem;
+    /// this kernel has no shmem object to find them again), -ENOMEM where
+    /// part of the range is unmapped (after acting on the rest).
+    pub fn madvise_dontneed(&mut self, start: u64, len: u64) -> Result<(), Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(-EINVAL);
+        }
+        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-EINVAL)? & !(PAGE_SIZE - 1);
+        if end > TASK_SIZE {
+            return Err(-ENOMEM);
+        }
+        let vmas: Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
+        let refused = |v: &Vma| {
+            v.flags.0 & (VmFlags::LOCKED.0 | VmFlags::HUGETLB.0) != 0
+                || (v.flags.contains(VmFlags::SHARED) && v.kind == mm_core::vma::VmaKind::Anon)
+        };
+        if vmas.iter().any(refused) {
+            return Err(-EINVAL);
+        }
+        if !super::thp::split_huge_pmd_edges(self, start, end) {
+            return Err(-ENOMEM);
+        }
+        SWAP.with(|s| {
+            PAGES.with(|p| {
+                for v in &vmas {
+                    self.zap(s, p, v.start.max(start), v.end.min(end));
+                }
+            })
+        });
+        if self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        Ok(())
+    }
+
     /// `madvise(MADV_COLD)` (20) and `madvise(MADV_PAGEOUT)` (21) on
     /// `[start, start + len)` (Linux's `madvise_cold_or_pageout_pte_range`):
     /// the resident 4 KiB pages this process alone maps are deactivated
