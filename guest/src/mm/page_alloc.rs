@@ -39,7 +39,7 @@
 use super::{grow_locked, percpu, PageAlloc, PAGES};
 use crate::arch::percpu::this_cpu;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm_core::buddy::{BuddyError, Gfp};
+use mm_core::buddy::{BuddyError, Gfp, PAGE_ALLOC_COSTLY_ORDER};
 use mm_core::slab::SlabError;
 
 /// What a request lets the slow path do (Linux's `__GFP_*` action bits).
@@ -283,13 +283,20 @@ fn slowpath<T, E: AllocError>(
     //    that may reclaim directly, as Linux's `drain_all_pages` in
     //    `__alloc_pages_direct_reclaim`: a request that may only wake
     //    kswapd/kcompactd fails here and wakes them (a drain would hide
-    //    fragmentation from kcompactd: tests/hugetlb.rs).
+    //    fragmentation from kcompactd: tests/hugetlb.rs). Costly orders
+    //    try direct compaction first, as Linux's slow path does, and drain
+    //    only when it did not help (step 3): the few pages a drain merges
+    //    must not stand in for compaction (tests/compaction.rs).
     let may_drain = gfp.allows(gfp::DIRECT_RECLAIM);
-    if let Some(r) = a.pages(|p| (may_drain && percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if !e.is_no_memory() => return Err(e),
-            Err(e) => err = e,
+    let mut drained = false;
+    if may_drain && order <= PAGE_ALLOC_COSTLY_ORDER {
+        drained = true;
+        if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if !e.is_no_memory() => return Err(e),
+                Err(e) => err = e,
+            }
         }
     }
     // 2. Background reclaim: waking a thread never blocks.
@@ -315,6 +322,19 @@ fn slowpath<T, E: AllocError>(
                     Ok(v) => return Ok(v),
                     Err(e) if !e.is_no_memory() => return Err(e),
                     Err(e) => err = e,
+                }
+            }
+            // A costly order's drain, once reclaim and compaction did not
+            // serve it (Linux: `drain_all_pages` when direct reclaim's
+            // retry failed).
+            if !drained {
+                drained = true;
+                if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
+                    match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) if !e.is_no_memory() => return Err(e),
+                        Err(e) => err = e,
+                    }
                 }
             }
             if gfp.allows(gfp::NORETRY) {
