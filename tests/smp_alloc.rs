@@ -13,6 +13,8 @@ use common::{boot, compile, Scratch};
 /// spin a little so the balancer spreads them over the CPUs; one child
 /// stops at a checkpoint while its pages are mapped.
 const CHURN: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +28,21 @@ const CHURN: &str = r#"
 
 int main(int argc, char **argv) {
     int checkpoint = argc > 1;
+    cpu_set_t all;
+    if (sched_getaffinity(0, sizeof all, &all) != 0) { perror("sched_getaffinity"); return 2; }
+    int ncpus = CPU_COUNT(&all);
     for (int i = 0; i < CHILDREN; i++) {
         pid_t p = fork();
         if (p < 0) { perror("fork"); return 2; }
         if (p == 0) {
+            /* Child i works (allocates, forks, frees) on CPU i % ncpus
+               only, so every CPU's own lists serve and take pages whatever
+               the load balancer would have done. */
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(i % ncpus, &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0) _exit(4);
+            if (sched_getcpu() != i % ncpus) _exit(5);
             volatile unsigned long spin = 0;
             for (unsigned long k = 0; k < 200000; k++) spin += k;
             size_t len = PAGES * 4096;

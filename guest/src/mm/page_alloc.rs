@@ -255,6 +255,30 @@ pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
     })
 }
 
+/// One retry of the slow path: `Some` ends it (served, or failed for a
+/// reason other than memory), a no-memory failure becomes `err` and the
+/// slow path goes on.
+fn settle<T, E: AllocError>(r: Result<T, E>, err: &mut E) -> Option<Result<T, E>> {
+    match r {
+        Ok(v) => Some(Ok(v)),
+        Err(e) if !e.is_no_memory() => Some(Err(e)),
+        Err(e) => {
+            *err = e;
+            None
+        }
+    }
+}
+
+/// Gives every CPU's cached pages and objects back (Linux's
+/// `drain_all_pages`) and, if any came back, retries under the same lock
+/// hold; None if the caches held nothing.
+fn drain_and_retry<T, E: AllocError>(
+    a: &mut impl PageAccess,
+    attempt: &mut impl FnMut(&mut PageAlloc) -> Result<T, E>,
+) -> Option<Result<T, E>> {
+    a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p)))
+}
+
 /// Linux's `__alloc_pages_slowpath`: `err` is the fast path's failure.
 #[inline(never)]
 fn slowpath<T, E: AllocError>(
@@ -272,10 +296,8 @@ fn slowpath<T, E: AllocError>(
     while let Some((pages, r)) = a.pages(|p| grow_locked(p).map(|pages| (pages, attempt(p)))) {
         SLOWPATH.deferred_grows.fetch_add(1, Ordering::Relaxed);
         SLOWPATH.deferred_pages.fetch_add(pages, Ordering::Relaxed);
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if !e.is_no_memory() => return Err(e),
-            Err(e) => err = e,
+        if let Some(done) = settle(r, &mut err) {
+            return done;
         }
     }
     // 1b. Pages and objects parked on CPUs' own caches: a few dozen
@@ -287,16 +309,11 @@ fn slowpath<T, E: AllocError>(
     //    try direct compaction first, as Linux's slow path does, and drain
     //    only when it did not help (step 3): the few pages a drain merges
     //    must not stand in for compaction (tests/compaction.rs).
-    let may_drain = gfp.allows(gfp::DIRECT_RECLAIM);
     let mut drained = false;
-    if may_drain && order <= PAGE_ALLOC_COSTLY_ORDER {
+    if gfp.allows(gfp::DIRECT_RECLAIM) && order <= PAGE_ALLOC_COSTLY_ORDER {
         drained = true;
-        if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
-            match r {
-                Ok(v) => return Ok(v),
-                Err(e) if !e.is_no_memory() => return Err(e),
-                Err(e) => err = e,
-            }
+        if let Some(done) = drain_and_retry(a, attempt).and_then(|r| settle(r, &mut err)) {
+            return done;
         }
     }
     // 2. Background reclaim: waking a thread never blocks.
@@ -310,18 +327,14 @@ fn slowpath<T, E: AllocError>(
         loop {
             let reclaimed = direct_reclaim(order, gfp);
             if reclaimed > 0 {
-                match a.pages(&mut *attempt) {
-                    Ok(v) => return Ok(v),
-                    Err(e) if !e.is_no_memory() => return Err(e),
-                    Err(e) => err = e,
+                if let Some(done) = settle(a.pages(&mut *attempt), &mut err) {
+                    return done;
                 }
             }
             let compacted = order > 0 && direct_compact(order, gfp);
             if compacted {
-                match a.pages(&mut *attempt) {
-                    Ok(v) => return Ok(v),
-                    Err(e) if !e.is_no_memory() => return Err(e),
-                    Err(e) => err = e,
+                if let Some(done) = settle(a.pages(&mut *attempt), &mut err) {
+                    return done;
                 }
             }
             // A costly order's drain, once reclaim and compaction did not
@@ -329,12 +342,8 @@ fn slowpath<T, E: AllocError>(
             // retry failed).
             if !drained {
                 drained = true;
-                if let Some(r) = a.pages(|p| (percpu::drain_all_locked(p) > 0).then(|| attempt(p))) {
-                    match r {
-                        Ok(v) => return Ok(v),
-                        Err(e) if !e.is_no_memory() => return Err(e),
-                        Err(e) => err = e,
-                    }
+                if let Some(done) = drain_and_retry(a, attempt).and_then(|r| settle(r, &mut err)) {
+                    return done;
                 }
             }
             if gfp.allows(gfp::NORETRY) {
@@ -356,10 +365,8 @@ fn slowpath<T, E: AllocError>(
             // 4. Reclaim has stopped helping: kill something.
             if out_of_memory(order, gfp) {
                 retries = 0;
-                match a.pages(&mut *attempt) {
-                    Ok(v) => return Ok(v),
-                    Err(e) if !e.is_no_memory() => return Err(e),
-                    Err(e) => err = e,
+                if let Some(done) = settle(a.pages(&mut *attempt), &mut err) {
+                    return done;
                 }
                 continue;
             }

@@ -253,6 +253,31 @@ impl MmStruct {
         self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
     }
 
+    /// The checks DONTNEED, COLD and PAGEOUT share (Linux's
+    /// `madvise_walk_vmas` with `can_madv_lru_vma`): `start` page-aligned
+    /// (-EINVAL), the end rounded up and in user space (-ENOMEM), no
+    /// locked or hugetlb VMA in the range, nor one `also_refused` names
+    /// (-EINVAL). The end and the VMAs the range meets.
+    fn madvise_lru_range(
+        &self,
+        start: u64,
+        len: u64,
+        also_refused: impl Fn(&Vma) -> bool,
+    ) -> Result<(u64, Vec<Vma>), Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(-EINVAL);
+        }
+        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-EINVAL)? & !(PAGE_SIZE - 1);
+        if end > TASK_SIZE {
+            return Err(-ENOMEM);
+        }
+        let vmas: Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
+        if vmas.iter().any(|v| v.flags.0 & (VmFlags::LOCKED.0 | VmFlags::HUGETLB.0) != 0 || also_refused(v)) {
+            return Err(-EINVAL);
+        }
+        Ok((end, vmas))
+    }
+
     /// `madvise(MADV_DONTNEED)` on `[start, start + len)` (Linux's
     /// `zap_page_range_single` over each VMA it meets): the pages and swap
     /// entries go, the VMAs stay as they are (flags, file, offset, reverse
@@ -264,21 +289,10 @@ impl MmStruct {
     /// this kernel has no shmem object to find them again), -ENOMEM where
     /// part of the range is unmapped (after acting on the rest).
     pub fn madvise_dontneed(&mut self, start: u64, len: u64) -> Result<(), Errno> {
-        if !start.is_multiple_of(PAGE_SIZE) {
-            return Err(-EINVAL);
-        }
-        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-EINVAL)? & !(PAGE_SIZE - 1);
-        if end > TASK_SIZE {
-            return Err(-ENOMEM);
-        }
-        let vmas: Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
-        let refused = |v: &Vma| {
-            v.flags.0 & (VmFlags::LOCKED.0 | VmFlags::HUGETLB.0) != 0
-                || (v.flags.contains(VmFlags::SHARED) && v.kind == mm_core::vma::VmaKind::Anon)
-        };
-        if vmas.iter().any(refused) {
-            return Err(-EINVAL);
-        }
+        // Shared anonymous pages could not be found again (no shmem here).
+        let (end, vmas) = self.madvise_lru_range(start, len, |v| {
+            v.flags.contains(VmFlags::SHARED) && v.kind == mm_core::vma::VmaKind::Anon
+        })?;
         if !super::thp::split_huge_pmd_edges(self, start, end) {
             return Err(-ENOMEM);
         }
@@ -308,17 +322,7 @@ impl MmStruct {
     /// range is unmapped (after acting on the rest). Returns the pages
     /// reclaimed (PAGEOUT) or deactivated (COLD).
     pub fn madvise_cold_or_pageout(&mut self, start: u64, len: u64, pageout: bool) -> Result<u64, Errno> {
-        if !start.is_multiple_of(PAGE_SIZE) {
-            return Err(-EINVAL);
-        }
-        let end = start.checked_add(len).and_then(|e| e.checked_add(PAGE_SIZE - 1)).ok_or(-EINVAL)? & !(PAGE_SIZE - 1);
-        if end > TASK_SIZE {
-            return Err(-ENOMEM);
-        }
-        let vmas: Vec<Vma> = self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect();
-        if vmas.iter().any(|v| v.flags.0 & (VmFlags::LOCKED.0 | VmFlags::HUGETLB.0) != 0) {
-            return Err(-EINVAL);
-        }
+        let (end, vmas) = self.madvise_lru_range(start, len, |_| false)?;
         let zero = super::mm::zero_pa();
         // The leaves first, with no lock held (the vector allocates: never
         // under the page allocator's lock), then the sharing check under
