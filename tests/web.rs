@@ -449,7 +449,7 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
         "--inspect-at",
         "cow-shared,cow-child-wrote",
         "--inspect",
-        &format!("{physmap_arg},vmas"),
+        &format!("{physmap_arg},vmas,buddyinfo,vmstat"),
         &json_arg,
     ]);
     let b = Browser::start();
@@ -547,6 +547,65 @@ fn page_table_explorer_shows_cow_and_physmap_matches_inspect() {
     let frames = inspected[0]["data"]["frames"].as_object().unwrap().clone();
     assert!(frames.len() > 5, "{frames:?}");
     assert_eq!(counts, frames, "the page's counts against --inspect physmap's");
+
+    // The charts plot what the guest reported at this stop: the latest
+    // point of each line is --inspect's figure at the same checkpoint
+    // (free blocks per order summed over the zones; the plotted vmstat
+    // counters).
+    let view = |name: &str| -> Value {
+        let all: Vec<Value> = std::fs::read_to_string(json_out.path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["view"] == name && v["checkpoint"] == "cow-shared")
+            .collect();
+        assert_eq!(all.len(), 1, "one {name} view at cow-shared");
+        all[0]["data"].clone()
+    };
+    let zones = view("buddyinfo")["zones"].as_array().unwrap().clone();
+    let orders = zones.iter().map(|z| z["free"].as_array().unwrap().len()).max().unwrap();
+    let want_buddy: Vec<String> = (0..orders)
+        .map(|o| format!("order {o}: {}", zones.iter().map(|z| z["free"][o].as_u64().unwrap_or(0)).sum::<u64>()))
+        .collect();
+    let counters = view("vmstat")["counters"].as_array().unwrap().clone();
+    let counter = |n: &str| counters.iter().find(|c| c["name"] == n).and_then(|c| c["value"].as_u64());
+    let legend = |svg: &str| -> Vec<String> {
+        let v = b.script(&format!(
+            "return [...document.querySelectorAll('#{svg} text')].map(t => t.textContent).filter(t => t.includes(': '))"
+        ));
+        v.as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    };
+    wait_until("the free-pages chart at this stop", || legend("buddy-chart") == want_buddy);
+    let lines = b.script("return document.querySelectorAll('#buddy-chart polyline').length");
+    assert_eq!(lines, json!(orders), "one line per order");
+    let vm = legend("vm-chart");
+    assert!(!vm.is_empty(), "the vmstat chart plots its default counters");
+    for l in &vm {
+        let (name, value) = l.split_once(": ").unwrap();
+        assert_eq!(
+            Some(value.parse::<u64>().unwrap()),
+            counter(name),
+            "the vmstat chart's {l} against --inspect vmstat"
+        );
+    }
+
+    // The physical map zooms out to the whole 1 TiB space (RAM a sliver
+    // at its start, the rest hole) and in again 8x at a click.
+    b.click("#pm-space");
+    wait_until("the 1 TiB map", || b.text("#pm-range").starts_with("0x0..0x10000000000"));
+    b.click("#pm-all");
+    wait_until("the map of RAM", || !b.text("#pm-range").starts_with("0x0..0x10000000000"));
+    let whole = b.text("#pm-range");
+    b.click("#pm");
+    wait_until("a closer map", || b.text("#pm-range") != whole);
+    let span = |t: &str| -> u64 {
+        let r = t.split_whitespace().next().unwrap();
+        let (a, z) = r.split_once("..").unwrap();
+        hexv(z) - hexv(a)
+    };
+    assert_eq!(span(&b.text("#pm-range")) * 8, span(&whole), "8x closer: {} then {whole}", b.text("#pm-range"));
+    b.click("#pm-out");
+    wait_until("zoomed out again", || span(&b.text("#pm-range")) == span(&whole));
 
     // After the child's writes (pages 0..16): its page 0 is its own copy,
     // writable, on a new frame; the parent's stays read-only on its old
@@ -721,6 +780,30 @@ fn api_errors_are_clear_and_harmless() {
         assert_eq!(st, status, "{method} {path}: {body}");
         assert!(v["error"].as_str().unwrap_or("").contains(says), "{method} {path}: {body}");
     }
+    // The map zooms out past RAM to the whole 1 TiB space and in to one
+    // frame: RAM's frames keep their classes, the rest is hole ('.').
+    let (st, all) = get_json(&a, "/api/physmap?cells=8192");
+    assert_eq!(st, 200, "{all}");
+    let end = u64::from_str_radix(all["ram_end"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let (st, space) = get_json(&a, "/api/physmap?from=0&to=0x10000000000&cells=1024");
+    assert_eq!(st, 200, "{space}");
+    let m = space["map"].as_str().unwrap();
+    assert_eq!(m.len(), 1024, "{space}");
+    // 1 GiB a cell: every cell after the first lies wholly past RAM
+    // (under 1 GiB here), so it is hole.
+    assert!(end < 1 << 30, "this test's guest is under 1 GiB: {end:#x}");
+    assert!(m[1..].chars().all(|c| c == '.'), "cells past RAM are holes: {m}");
+    let straddle = format!("/api/physmap?from={:#x}&to={:#x}&cells=8", end - 0x4000, end + 0x4000);
+    let (st, v) = get_json(&a, &straddle);
+    assert_eq!(st, 200, "{v}");
+    let m = v["map"].as_str().unwrap();
+    assert!(m.len() == 8 && !m[..4].contains('.') && &m[4..] == "....", "4 frames of RAM, 4 of hole: {v}");
+    assert_eq!(v["frames_per_cell"], 1.0, "{v}");
+    let (st, v) = get_json(&a, "/api/physmap?from=0x100000&to=0x101000&cells=64");
+    assert_eq!((st, v["cells"].as_u64(), v["map"].as_str().map(str::len)), (200, Some(1), Some(1)), "one frame: {v}");
+    let (st, v) = get_json(&a, "/api/physmap?from=0xfffffff000&to=0x10000001000");
+    assert_eq!(st, 400, "past 1 TiB: {v}");
+    assert!(v["error"].as_str().unwrap().contains("1 TiB"), "{v}");
     // What users pipe the API through: jq reads every answer, errors too.
     let jq = |path: &str, filter: &str| -> String {
         let body = http(&a, "GET", path, None).1;

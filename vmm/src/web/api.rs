@@ -101,6 +101,9 @@ pub const FAULTS_LIMIT: u64 = 4096;
 
 /// Most cells one physical-map request may ask for.
 pub const CELLS_MAX: u64 = 1 << 16;
+/// How far the physical map reaches: 1 TiB of guest-physical address
+/// space (RAM, the holes and MMIO between), the widest zoom.
+pub const PHYS_SPACE: u64 = 1 << 40;
 
 /// Views `/api/view/NAME` serves.
 pub const VIEWS: [&str; 9] = ["buddyinfo", "slabinfo", "meminfo", "ps", "vmstat", "extfrag", "swaps", "free", "cpu"];
@@ -396,7 +399,9 @@ fn level_size(l: Level) -> mm_core::paging::PageSize {
 
 /// The physical map over `[from, to)` in `cells` cells: each cell's
 /// most common class, as one character per cell ('a' + the class's
-/// index in `classes`, '.' outside RAM).
+/// index in `classes`, '.' for a hole: no RAM there). The range may
+/// reach past RAM up to [`PHYS_SPACE`], so the map zooms from the whole
+/// 1 TiB address space down to one frame.
 fn physmap(
     hook: &mut WebHook,
     seq: u64,
@@ -405,19 +410,17 @@ fn physmap(
 ) -> Result<String, ApiError> {
     let end = ram_end(hook.mem());
     let (from, to, cells) = (q.0.unwrap_or(0), q.1.unwrap_or(end), q.2);
-    if to > end || from >= end {
+    if to > PHYS_SPACE || from >= PHYS_SPACE {
         return Err(ApiError::bad(format!(
-            "the range {from:#x}..{to:#x} is out of range: guest-physical memory ends at {end:#x}"
+            "the range {from:#x}..{to:#x} is out of range: the map covers guest-physical addresses up to {PHYS_SPACE:#x} (1 TiB; RAM ends at {end:#x})"
         )));
     }
     if from >= to {
         return Err(ApiError::bad(format!("from={from:#x} must be below to={to:#x}")));
     }
     let map = hook.physmap(seq, vcpu).map_err(unavailable)?;
-    let slots: Vec<(u64, u64, &[FrameClass])> = map.slot_frames().map(|(s, f)| (s.gpa, s.gpa + s.size, f)).collect();
-    let class_at = |gpa: u64| -> Option<FrameClass> {
-        slots.iter().find(|(a, b, _)| gpa >= *a && gpa < *b).map(|(a, _, f)| f[((gpa - a) / 4096) as usize])
-    };
+    let slots: Vec<(u64, u64, &[FrameClass])> =
+        map.slot_frames().map(|(s, f)| (s.gpa / 4096, s.gpa / 4096 + f.len() as u64, f)).collect();
     let first = from / 4096;
     let frames = (to - from).div_ceil(4096);
     let cells = cells.min(frames);
@@ -425,13 +428,21 @@ fn physmap(
     for c in 0..cells {
         let lo = first + c * frames / cells;
         let hi = (first + (c + 1) * frames / cells).max(lo + 1);
+        // Each slot's part of the cell is counted frame by frame (at most
+        // RAM's frames over the whole map); the rest is hole, counted at
+        // once, so a cell of a whole GiB past RAM costs nothing.
         let mut counts = [0u64; FrameClass::ALL.len() + 1];
-        for pfn in lo..hi {
-            match class_at(pfn * 4096) {
-                Some(k) => counts[k as usize] += 1,
-                None => counts[FrameClass::ALL.len()] += 1,
+        let mut in_ram = 0;
+        for &(a, b, f) in &slots {
+            let (s, e) = (lo.max(a), hi.min(b));
+            if e > s {
+                for &k in &f[(s - a) as usize..(e - a) as usize] {
+                    counts[k as usize] += 1;
+                }
+                in_ram += e - s;
             }
         }
+        counts[FrameClass::ALL.len()] += (hi - lo).saturating_sub(in_ram);
         let (best, _) = counts.iter().enumerate().max_by_key(|(i, n)| (**n, usize::MAX - i)).unwrap_or((0, &0));
         out.push(if best == FrameClass::ALL.len() { '.' } else { (b'a' + best as u8) as char });
     }

@@ -329,6 +329,9 @@ async function loadVmas() {
 
 // ---------- physical map ----------
 let pm = { from: null, to: null, data: null };
+// The widest zoom: 1 TiB of guest-physical address space (the API's
+// PHYS_SPACE); "All RAM" is the default view, up to RAM's end.
+const PHYS_SPACE = 2 ** 40;
 
 async function loadPhysmap() {
   if (!$("p-pm").open) return;
@@ -400,27 +403,25 @@ $("pm").addEventListener("click", (ev) => {
   // 8x closer around the point, down to one frame per cell.
   const span = Math.max(Math.floor((to - from) / 8 / 4096) * 4096, d.cells * 4096 > to - from ? to - from : 4096 * 1024);
   let lo = Math.max(0, Math.floor((p.addr - span / 2) / 4096) * 4096);
-  const end = Number(BigInt(d.ram_end));
-  let hi = Math.min(end, lo + span);
+  let hi = Math.min(PHYS_SPACE, lo + span);
   lo = Math.max(0, hi - span);
   pm.from = lo;
   pm.to = hi;
   loadPhysmap();
 });
 $("pm-out").addEventListener("click", () => {
-  if (pm.from === null) return;
-  const end = Number(BigInt(pm.data.ram_end));
-  const span = (pm.to - pm.from) * 8;
-  if (span >= end) {
-    pm.from = pm.to = null;
-  } else {
-    const mid = (pm.from + pm.to) / 2;
-    pm.from = Math.max(0, Math.floor((mid - span / 2) / 4096) * 4096);
-    pm.to = Math.min(end, pm.from + span);
-  }
+  if (!pm.data) return;
+  // 8x wider around the middle, past RAM's end up to the whole space.
+  const from = Number(BigInt(pm.data.from)), to = Number(BigInt(pm.data.to));
+  const span = Math.min(PHYS_SPACE, (to - from) * 8);
+  const mid = (from + to) / 2;
+  pm.from = Math.max(0, Math.floor((mid - span / 2) / 4096) * 4096);
+  pm.to = Math.min(PHYS_SPACE, pm.from + span);
+  pm.from = Math.max(0, pm.to - span);
   loadPhysmap();
 });
 $("pm-all").addEventListener("click", () => { pm.from = pm.to = null; loadPhysmap(); });
+$("pm-space").addEventListener("click", () => { pm.from = 0; pm.to = PHYS_SPACE; loadPhysmap(); });
 
 // ---------- charts ----------
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000"];
