@@ -79,6 +79,9 @@ pub struct CountReport {
     pub interrupts: u64,
     /// Per function, most first.
     pub functions: Vec<FunctionCount>,
+    /// The host PMU's counts of the window's vCPU in guest mode, where
+    /// the host has a PMU (`None`, with a note saying why, elsewhere).
+    pub pmu: Option<super::pmu::GuestInsnCounts>,
     /// Why the counts may be short, if they are.
     pub notes: Vec<String>,
 }
@@ -96,6 +99,12 @@ impl CountReport {
             self.ring3_stretches,
             self.interrupts
         );
+        if let Some(p) = self.pmu {
+            t.push_str(&format!(
+                "host PMU, this vCPU in guest mode: ring 3: {} instructions; ring 0: {} instructions (interrupts and idle included)\n",
+                p.ring3, p.ring0
+            ));
+        }
         t.push_str(&format!("{:>10}  {:>6}  function\n", "insns", "%"));
         for f in self.functions.iter().take(top) {
             let pct = if self.ring0 == 0 { 0.0 } else { f.insns as f64 * 100.0 / self.ring0 as f64 };
@@ -147,6 +156,8 @@ pub struct InsnCounter {
     report: CountReport,
     json: Option<PathBuf>,
     out: Arc<Mutex<Option<CountReport>>>,
+    /// The host PMU's guest-mode counters, from FROM to TO.
+    pmu: Option<super::pmu::GuestInsns>,
 }
 
 impl InsnCounter {
@@ -167,6 +178,7 @@ impl InsnCounter {
             report,
             json,
             out: Arc::default(),
+            pmu: None,
         }
     }
 
@@ -324,6 +336,12 @@ impl InsnCounter {
         if self.state == State::Idle || self.out.lock().map(|o| o.is_some()).unwrap_or(true) {
             return;
         }
+        if let Some(c) = self.pmu.take() {
+            match c.stop() {
+                Ok(n) => self.report.pmu = Some(n),
+                Err(e) => self.report.notes.push(e.to_string()),
+            }
+        }
         let mut by_fn: BTreeMap<String, u64> = BTreeMap::new();
         for (&rip, &n) in &self.counts {
             let name = self.symbols.lookup(rip).map(|(s, _)| strip_hash(s).to_string()).unwrap_or_else(|| "?".into());
@@ -385,6 +403,12 @@ impl ParkHook for InsnCounter {
                     self.report.notes.push(
                         "the kernel has no trap_common or trap_return (with an iretq): the window is counted up to its first return to user mode".into(),
                     );
+                }
+                // Hooks run on the parked vCPU's own thread: perf's
+                // counters follow it.
+                match super::pmu::GuestInsns::start() {
+                    Ok(c) => self.pmu = Some(c),
+                    Err(e) => self.report.notes.push(e.to_string()),
                 }
                 self.prev = regs.rip;
                 self.state = State::Stepping;

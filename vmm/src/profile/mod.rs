@@ -5,8 +5,11 @@
 //! little): they are the path length of a kmalloc, a page fault, a fork.
 //! `vmm run --profile FILE` samples every vCPU's stack from a host timer
 //! and draws a flame graph ([`sampler`], unwinding with [`unwind`]).
+//! Where the host has a PMU, [`pmu`] adds the guest's exact ring-3
+//! instruction count to a window.
 
 pub mod insns;
+pub mod pmu;
 pub mod sampler;
 pub mod unwind;
 pub mod userimg;
