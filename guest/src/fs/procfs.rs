@@ -592,8 +592,18 @@ const PID_FILES: [(&str, u32); 10] = [
 ];
 
 /// The files of /proc itself.
-const TOP_FILES: [&str; 9] =
-    ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps", "interrupts", "zoneinfo"];
+const TOP_FILES: [&str; 10] = [
+    "meminfo",
+    "vmstat",
+    "buddyinfo",
+    "pagetypeinfo",
+    "slabinfo",
+    "vmallocinfo",
+    "swaps",
+    "interrupts",
+    "zoneinfo",
+    "numastat",
+];
 
 /// Splits a /proc path: (pid, the rest) for /proc/PID/... and
 /// /proc/self/... (None for the top level's own files).
@@ -724,7 +734,13 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             for (name, v) in crate::arch::tlb::vmstat() {
                 let _ = writeln!(text, "{} {}", name, Dec(v));
             }
+            // Linux's NUMA event counters, summed over the nodes.
+            let numa = crate::mm::numa::numastat_total();
+            for (name, v) in crate::mm::numa::NUMASTAT_NAMES.iter().zip(numa) {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
         }
+        "numastat" => crate::mm::numa::numastat_to(&mut text),
         "zoneinfo" => {
             let mut b = Bounded::new();
             crate::mm::procfs::zoneinfo_to(&mut b);
