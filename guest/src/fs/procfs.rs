@@ -578,8 +578,9 @@ const REG: u32 = super::S_IFREG | 0o444;
 const LNK: u32 = super::S_IFLNK | 0o777;
 
 /// The files of /proc/PID.
-const PID_FILES: [(&str, u32); 10] = [
+const PID_FILES: [(&str, u32); 11] = [
     ("maps", REG),
+    ("numa_maps", REG),
     ("smaps", REG),
     ("pagemap", REG),
     ("status", REG),
@@ -778,6 +779,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             match tail {
                 "maps" => text = mm.with(|m| maps_text(m, false)),
                 "smaps" => text = mm.with(|m| maps_text(m, true)),
+                "numa_maps" => text = mm.with(|m| crate::proc::mempolicy::numa_maps_text(pid, m, |v| vma_name(m, v))),
                 "status" => text = mm.with(|m| status_text(pid, m)),
                 "statm" => text = mm.with(statm_text),
                 "pagemap" => return Ok(Arc::new(ProcFile::Pagemap(pid))),
