@@ -290,6 +290,7 @@ int main(void) {
     printf("\n");
     /* STRICT: the interleaved pages are not all on node 0. */
     printf("mbind strict bind node 0 over interleaved %ld\n", mbind_(IL, N * 4096, MPOL_BIND, &m0, 3, MPOL_MF_STRICT));
+    printf("mbind bind node 1 over bound %ld\n", mbind_(BD, N * 4096, MPOL_BIND, &m1, 3, MPOL_MF_STRICT));
     printf("get mems allowed %ld", getpol(&mode, &mask, 64, 0, MPOL_F_MEMS_ALLOWED));
     printf(" mask %lu\n", mask);
     cat("/proc/self/numa_maps");
@@ -360,6 +361,8 @@ fn memory_policies_place_pages_as_linux() {
         "numa-placed",
         "--inspect",
         &views,
+        "--verify",
+        "numa",
         "--json",
     ]);
     let out = r.all();
@@ -395,6 +398,19 @@ fn memory_policies_place_pages_as_linux() {
     assert!(out.contains("get task policy 0 mode 2 mask 2"), "{out}");
     assert!(out.contains("bound nodes 1 1 1 1 1 1 1 1"), "{out}");
     assert!(out.contains("get mems allowed 0 mask 3"), "{out}");
+    assert!(out.contains("mbind bind node 1 over bound 0\n"), "{out}");
+    // The host's check: every block's node agrees with the SRAT, the
+    // 8 frames of the mbind(MPOL_BIND) VMA lie on node 1.
+    let verify = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|j| j["view"] == "verify")
+        .flat_map(|j| j["data"]["checks"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["check"] == "numa")
+        .unwrap_or_else(|| panic!("no numa check result:\n{out}"));
+    assert_eq!(verify["status"], "ok", "{verify}");
+    assert!(verify["detail"].as_str().unwrap_or("").contains("8 frames in 1 MPOL_BIND VMAs"), "{verify}");
     // numa_maps as Linux's.
     assert!(out.contains("200000000 interleave:0-1 anon=8 dirty=8 N0=4 N1=4 kernelpagesize_kB=4"), "{out}");
     assert!(out.contains("210000000 bind:1 anon=8 dirty=8 N1=8 kernelpagesize_kB=4"), "{out}");
