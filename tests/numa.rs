@@ -423,3 +423,96 @@ fn memory_policies_place_pages_as_linux() {
         assert_eq!(node_of(pa), want, "va {va:#x} pa {pa:#x}\n{out}");
     }
 }
+
+/// A child prefers, then binds to, a 4 MiB node 1 and touches 1600 pages
+/// (6.25 MiB): preferred falls back to node 0 (numa_miss on node 0,
+/// numa_foreign on node 1), bind never leaves node 1 and ends in the OOM
+/// killer.
+const FULL: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MPOL_PREFERRED 1
+#define MPOL_BIND 2
+#define PAGES 1600
+
+static unsigned long vmstat(const char *name) {
+    char buf[8192];
+    int fd = open("/proc/vmstat", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    size_t l = strlen(name);
+    for (char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : 0)
+        if (!strncmp(p, name, l) && p[l] == ' ') return strtoul(p + l + 1, 0, 10);
+    return ~0UL;
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+static int touch(long mode) {
+    unsigned long m1 = 2;
+    char *p = mmap(0, PAGES * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (syscall(SYS_mbind, p, PAGES * 4096L, mode, &m1, 3, 0)) return 1;
+    for (int i = 0; i < PAGES; i++) p[i * 4096L] = 1;
+    int n0 = 0, n1 = 0, node;
+    for (int i = 0; i < PAGES; i++) {
+        syscall(SYS_get_mempolicy, &node, 0, 0, p + i * 4096L, 3);
+        if (node) n1++; else n0++;
+    }
+    printf("mode %ld: %d pages on node 0, %d on node 1\n", mode, n0, n1);
+    return 0;
+}
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    unsigned long miss = vmstat("numa_miss"), foreign = vmstat("numa_foreign");
+    pid_t c = fork();
+    if (c == 0) _exit(touch(MPOL_PREFERRED));
+    int st;
+    waitpid(c, &st, 0);
+    printf("preferred child: exit %d, numa_miss grew %d numa_foreign grew %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+           vmstat("numa_miss") > miss, vmstat("numa_foreign") > foreign);
+    c = fork();
+    if (c == 0) _exit(touch(MPOL_BIND));
+    waitpid(c, &st, 0);
+    printf("bind child: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    cat("/proc/numastat");
+    return 0;
+}
+"#;
+
+#[test]
+fn preferred_falls_back_and_bind_ooms_when_the_node_is_full() {
+    let dir = Scratch::new("numa-full");
+    let prog = compile("musl-gcc", FULL, &dir.0, "full", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let r = boot(&["--mem", "128M", "--cpus", "1", "--numa", "0=124M,1=4M", "--initrd", root.to_str().unwrap()]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with("mode 1: ")).unwrap_or_else(|| panic!("{out}"));
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.trim_end_matches([',', ':']).parse().ok()).collect();
+    // "mode 1: A pages on node 0, B on node 1": node 1 filled first (all
+    // but its reserve), the rest on node 0.
+    assert_eq!(nums.len(), 5, "{line}");
+    let (n0, n1) = (nums[1], nums[3]);
+    assert_eq!(n0 + n1, 1600, "{line}");
+    assert!(n1 > 900 && n0 > 0, "{line}");
+    assert!(out.contains("preferred child: exit 0, numa_miss grew 1 numa_foreign grew 1"), "{out}");
+    // Bind: node 1 only, so the fault path runs out and the OOM killer
+    // takes the child.
+    assert!(out.contains("Out of memory: Killed process 3 (init)"), "{out}");
+    assert!(out.contains("bind child: killed by signal 9"), "{out}");
+    assert!(!out.contains("mode 2: "), "bind completed, so it left node 1: {out}");
+}
