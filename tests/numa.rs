@@ -69,6 +69,19 @@ fn two_nodes_boot_and_guest_and_host_agree() {
     assert!(guest.contains("ACPI: SRAT: Node 0 PXM 0 [mem 0x00000000-0x07ffffff]"), "{guest}");
     assert!(guest.contains("ACPI: SRAT: Node 1 PXM 1 [mem 0x08000000-0x0fffffff]"), "{guest}");
     assert!(guest.contains("NUMA: node 1 fallback order: 1 0"), "{guest}");
+    assert!(guest.contains("smp: Brought up 2 nodes, 2 CPUs"), "{guest}");
+    // numastat after numactl's view: a column per node, Linux's rows; the
+    // boot allocated on CPU 0 (node 0), locally.
+    let row = |name: &str| -> Vec<u64> {
+        let l = guest.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {guest}"));
+        l.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+    };
+    assert!(guest.lines().any(|l| l.split_whitespace().eq(["node0", "node1"])), "{guest}");
+    assert!(row("numa_hit")[0] > 0, "{guest}");
+    assert_eq!(row("numa_miss"), [0, 0], "{guest}");
+    assert_eq!(row("numa_foreign"), [0, 0], "{guest}");
+    assert_eq!(row("interleave_hit"), [0, 0], "{guest}");
+    assert_eq!(row("local_node")[0], row("numa_hit")[0], "{guest}");
     // Its numactl --hardware: two nodes, one CPU each, 128 MB each.
     let g = topology_lines(&guest);
     for want in [
