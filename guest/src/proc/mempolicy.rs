@@ -197,12 +197,16 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
             copy_to_user(mm, umode, &(mode as i32).to_le_bytes()).map_err(|_| EFAULT)?;
         }
         if nmask != 0 {
-            // copy_nodes_to_user: BITS_TO_LONGS(maxnode) longs, the rest
-            // beyond our node words cleared.
-            let words = maxnode.div_ceil(64).min(512);
+            // copy_nodes_to_user: ALIGN(maxnode - 1, 64) bits, our node
+            // word first and the rest cleared; more than a page: EINVAL.
+            let words = maxnode.saturating_sub(1).div_ceil(64);
+            if words * 8 > PAGE_SIZE {
+                return Err(EINVAL);
+            }
             for i in 0..words {
                 let w = if i == 0 { u64::from(nodes) } else { 0 };
-                copy_to_user(mm, nmask + 8 * i, &w.to_le_bytes()).map_err(|_| EFAULT)?;
+                let at = nmask.checked_add(8 * i).ok_or(EFAULT)?;
+                copy_to_user(mm, at, &w.to_le_bytes()).map_err(|_| EFAULT)?;
             }
         }
         Ok(())
