@@ -69,6 +69,19 @@ fn two_nodes_boot_and_guest_and_host_agree() {
     assert!(guest.contains("ACPI: SRAT: Node 0 PXM 0 [mem 0x00000000-0x07ffffff]"), "{guest}");
     assert!(guest.contains("ACPI: SRAT: Node 1 PXM 1 [mem 0x08000000-0x0fffffff]"), "{guest}");
     assert!(guest.contains("NUMA: node 1 fallback order: 1 0"), "{guest}");
+    assert!(guest.contains("smp: Brought up 2 nodes, 2 CPUs"), "{guest}");
+    // numastat after numactl's view: a column per node, Linux's rows; the
+    // boot allocated on CPU 0 (node 0), locally.
+    let row = |name: &str| -> Vec<u64> {
+        let l = guest.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {guest}"));
+        l.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+    };
+    assert!(guest.lines().any(|l| l.split_whitespace().eq(["node0", "node1"])), "{guest}");
+    assert!(row("numa_hit")[0] > 0, "{guest}");
+    assert_eq!(row("numa_miss"), [0, 0], "{guest}");
+    assert_eq!(row("numa_foreign"), [0, 0], "{guest}");
+    assert_eq!(row("interleave_hit"), [0, 0], "{guest}");
+    assert_eq!(row("local_node")[0], row("numa_hit")[0], "{guest}");
     // Its numactl --hardware: two nodes, one CPU each, 128 MB each.
     let g = topology_lines(&guest);
     for want in [
@@ -171,4 +184,348 @@ fn bad_specs_exit_2_and_say_why() {
     assert_eq!(r.status, 0, "{}", r.all());
     assert!(r.stdout.contains("node 0 cpus: 0\n"), "{}", r.all());
     assert!(r.stdout.contains("node 1 cpus:\n"), "{}", r.all());
+}
+
+/// The memory-policy program: errno cases first, then local allocation
+/// (numa_miss before and after), an interleaved mapping (mbind), a
+/// task-bound one (set_mempolicy), get_mempolicy's answers, numa_maps,
+/// and a checkpoint with the pages mapped for the host to walk.
+const POLICY: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_DEFAULT 0
+#define MPOL_PREFERRED 1
+#define MPOL_BIND 2
+#define MPOL_INTERLEAVE 3
+#define MPOL_LOCAL 4
+#define MPOL_F_NODE 1
+#define MPOL_F_ADDR 2
+#define MPOL_F_MEMS_ALLOWED 4
+#define MPOL_MF_STRICT 1
+
+#define IL ((char *)0x200000000UL)
+#define BD ((char *)0x210000000UL)
+#define LC ((char *)0x220000000UL)
+#define N 8
+
+static long e(long r) { return r < 0 ? -errno : r; }
+static long setpol(long mode, unsigned long *mask, unsigned long maxnode) {
+    return e(syscall(SYS_set_mempolicy, mode, mask, maxnode));
+}
+static long getpol(int *mode, unsigned long *mask, unsigned long maxnode, void *addr, unsigned long flags) {
+    return e(syscall(SYS_get_mempolicy, mode, mask, maxnode, addr, flags));
+}
+static long mbind_(void *a, unsigned long len, long mode, unsigned long *mask, unsigned long maxnode, unsigned flags) {
+    return e(syscall(SYS_mbind, a, len, mode, mask, maxnode, flags));
+}
+static unsigned long vmstat(const char *name) {
+    char buf[8192];
+    int fd = open("/proc/vmstat", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    size_t l = strlen(name);
+    for (char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : 0)
+        if (!strncmp(p, name, l) && p[l] == ' ') return strtoul(p + l + 1, 0, 10);
+    return ~0UL;
+}
+static char *map(char *at) {
+    return mmap(at, N * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+
+int main(void) {
+    unsigned long m0 = 1, m1 = 2, m01 = 3, m2 = 4, empty = 0, big[2] = {1, 1};
+    int mode = -1;
+    unsigned long mask = 0;
+    setvbuf(stdout, 0, _IONBF, 0);
+    printf("set bad mode %ld\n", setpol(5, &m01, 3));
+    printf("set bind empty %ld\n", setpol(MPOL_BIND, &empty, 3));
+    printf("set bind absent node %ld\n", setpol(MPOL_BIND, &m2, 4));
+    printf("set bind bad pointer %ld\n", setpol(MPOL_BIND, (unsigned long *)8, 3));
+    printf("set default with nodes %ld\n", setpol(MPOL_DEFAULT, &m0, 3));
+    printf("set bind bit beyond the ABI mask %ld\n", setpol(MPOL_BIND, big, 129));
+    printf("get bad flags %ld\n", getpol(&mode, 0, 0, 0, 8));
+    printf("get maxnode too small %ld\n", getpol(&mode, &mask, 1, 0, 0));
+    printf("get addr without MPOL_F_ADDR %ld\n", getpol(&mode, 0, 0, IL, 0));
+    printf("get unmapped addr %ld\n", getpol(&mode, 0, 0, (void *)0x300000000UL, MPOL_F_ADDR));
+    printf("get node of default %ld\n", getpol(&mode, 0, 0, 0, MPOL_F_NODE));
+
+    /* Local allocation: default policy, numa_miss unchanged. */
+    unsigned long miss0 = vmstat("numa_miss"), hit0 = vmstat("numa_hit");
+    char *lc = map(LC);
+    for (int i = 0; i < N; i++) lc[i * 4096] = 1;
+    printf("local numa_miss delta %lu numa_hit grew %d\n", vmstat("numa_miss") - miss0, vmstat("numa_hit") > hit0);
+
+    /* Interleave by mbind on a mapping. */
+    char *il = map(IL);
+    printf("mbind unaligned %ld\n", mbind_(IL + 1, 4096, MPOL_INTERLEAVE, &m01, 3, 0));
+    printf("mbind hole %ld\n", mbind_(IL, 64 * 4096, MPOL_INTERLEAVE, &m01, 3, 0));
+    printf("mbind bad flags %ld\n", mbind_(IL, 4096, MPOL_INTERLEAVE, &m01, 3, 8));
+    printf("mbind bad mode %ld\n", mbind_(IL, 4096, 9, &m01, 3, 0));
+    printf("mbind interleave %ld\n", mbind_(IL, N * 4096, MPOL_INTERLEAVE, &m01, 3, 0));
+    unsigned long ilhit0 = vmstat("interleave_hit");
+    for (int i = 0; i < N; i++) il[i * 4096] = 1;
+    printf("interleave_hit delta %lu\n", vmstat("interleave_hit") - ilhit0);
+    printf("get addr policy %ld", getpol(&mode, &mask, 64, IL, MPOL_F_ADDR));
+    printf(" mode %d mask %lu\n", mode, mask);
+    printf("interleaved nodes");
+    for (int i = 0; i < N; i++) {
+        getpol(&mode, 0, 0, il + i * 4096, MPOL_F_NODE | MPOL_F_ADDR);
+        printf(" %d", mode);
+    }
+    printf("\n");
+
+    /* Bind the task to node 1. */
+    printf("set bind node 1 %ld\n", setpol(MPOL_BIND, &m1, 3));
+    printf("get task policy %ld", getpol(&mode, &mask, 64, 0, 0));
+    printf(" mode %d mask %lu\n", mode, mask);
+    char *bd = map(BD);
+    for (int i = 0; i < N; i++) bd[i * 4096] = 1;
+    printf("bound nodes");
+    for (int i = 0; i < N; i++) {
+        getpol(&mode, 0, 0, bd + i * 4096, MPOL_F_NODE | MPOL_F_ADDR);
+        printf(" %d", mode);
+    }
+    printf("\n");
+    /* STRICT: the interleaved pages are not all on node 0. */
+    printf("mbind strict bind node 0 over interleaved %ld\n", mbind_(IL, N * 4096, MPOL_BIND, &m0, 3, MPOL_MF_STRICT));
+    printf("mbind bind node 1 over bound %ld\n", mbind_(BD, N * 4096, MPOL_BIND, &m1, 3, MPOL_MF_STRICT));
+    printf("get mems allowed %ld", getpol(&mode, &mask, 64, 0, MPOL_F_MEMS_ALLOWED));
+    printf(" mask %lu\n", mask);
+    cat("/proc/self/numa_maps");
+    cat("/proc/numastat");
+    syscall(503, "numa-placed", 11);
+    printf("set default %ld\n", setpol(MPOL_DEFAULT, 0, 0));
+    return 0;
+}
+"#;
+
+/// The node of guest-physical `pa` with `--numa 2 --mem 256M`.
+fn node_of(pa: u64) -> u64 {
+    pa / (128 << 20)
+}
+
+/// A JSON number or hex string ("0x...") as u64.
+fn num(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()))
+}
+
+/// The first value under `key` anywhere in `v`.
+fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m.get(key).or_else(|| m.values().find_map(|x| find(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find(x, key)),
+        _ => None,
+    }
+}
+
+/// Guest-physical frames of `--inspect walk:ADDR` results (`--json`), as
+/// (virtual address, guest-physical address).
+fn walked_frames(out: &str) -> Vec<(u64, u64)> {
+    let mut v = Vec::new();
+    for l in out.lines() {
+        let Ok(j) = serde_json::from_str::<Value>(l) else { continue };
+        if j["view"] != "walk" {
+            continue;
+        }
+        let d = &j["data"];
+        let (Some(va), Some(pa)) = (find(d, "va").and_then(num), find(d, "gpa").and_then(num)) else { continue };
+        v.push((va, pa));
+    }
+    v
+}
+
+#[test]
+fn memory_policies_place_pages_as_linux() {
+    let dir = Scratch::new("numa-policy");
+    let prog = compile("musl-gcc", POLICY, &dir.0, "policy", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let mut views = Vec::new();
+    for base in [0x2_0000_0000u64, 0x2_1000_0000] {
+        for i in 0..8 {
+            views.push(format!("walk:{:#x}", base + i * 4096));
+        }
+    }
+    let views = views.join(",");
+    let r = boot(&[
+        "--mem",
+        "256M",
+        "--cpus",
+        "2",
+        "--numa",
+        "2",
+        "--initrd",
+        root.to_str().unwrap(),
+        "--inspect-at",
+        "numa-placed",
+        "--inspect",
+        &views,
+        "--verify",
+        "numa",
+        "--json",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    // Linux's errno for bad input.
+    for (what, errno) in [
+        ("set bad mode", -22),
+        ("set bind empty", -22),
+        ("set bind absent node", -22),
+        ("set bind bad pointer", -14),
+        ("set default with nodes", -22),
+        ("set bind bit beyond the ABI mask", -22),
+        ("get bad flags", -22),
+        ("get maxnode too small", -22),
+        ("get addr without MPOL_F_ADDR", -22),
+        ("get unmapped addr", -14),
+        ("get node of default", -22),
+        ("mbind unaligned", -22),
+        ("mbind hole", -14),
+        ("mbind bad flags", -22),
+        ("mbind bad mode", -22),
+        ("mbind strict bind node 0 over interleaved", -5),
+    ] {
+        assert!(out.contains(&format!("{what} {errno}\n")), "{what}: want {errno}\n{out}");
+    }
+    assert!(out.contains("local numa_miss delta 0 numa_hit grew 1"), "{out}");
+    assert!(out.contains("mbind interleave 0\n"), "{out}");
+    assert!(out.contains("interleave_hit delta 8\n"), "{out}");
+    assert!(out.contains("get addr policy 0 mode 3 mask 3"), "{out}");
+    // 0x200000000's page offset is even: page i on node i % 2.
+    assert!(out.contains("interleaved nodes 0 1 0 1 0 1 0 1"), "{out}");
+    assert!(out.contains("set bind node 1 0\n"), "{out}");
+    assert!(out.contains("get task policy 0 mode 2 mask 2"), "{out}");
+    assert!(out.contains("bound nodes 1 1 1 1 1 1 1 1"), "{out}");
+    assert!(out.contains("get mems allowed 0 mask 3"), "{out}");
+    assert!(out.contains("mbind bind node 1 over bound 0\n"), "{out}");
+    // The host's check: every block's node agrees with the SRAT, the
+    // 8 frames of the mbind(MPOL_BIND) VMA lie on node 1.
+    let verify = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|j| j["view"] == "verify")
+        .flat_map(|j| j["data"]["checks"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["check"] == "numa")
+        .unwrap_or_else(|| panic!("no numa check result:\n{out}"));
+    assert_eq!(verify["status"], "ok", "{verify}");
+    assert!(verify["detail"].as_str().unwrap_or("").contains("8 frames in 1 MPOL_BIND VMAs"), "{verify}");
+    // numa_maps as Linux's.
+    assert!(out.contains("200000000 interleave:0-1 anon=8 dirty=8 N0=4 N1=4 kernelpagesize_kB=4"), "{out}");
+    assert!(out.contains("210000000 bind:1 anon=8 dirty=8 N1=8 kernelpagesize_kB=4"), "{out}");
+    // The host walks the same frames: round-robin, then all on node 1.
+    let frames = walked_frames(&r.stdout);
+    assert_eq!(frames.len(), 16, "{out}");
+    for (va, pa) in frames {
+        let page = (va >> 12) & 7;
+        let want = if va < 0x2_1000_0000 { page % 2 } else { 1 };
+        assert_eq!(node_of(pa), want, "va {va:#x} pa {pa:#x}\n{out}");
+    }
+}
+
+/// A child prefers, then binds to, a 4 MiB node 1 and touches 1600 pages
+/// (6.25 MiB): preferred falls back to node 0 (numa_miss on node 0,
+/// numa_foreign on node 1), bind never leaves node 1 and ends in the OOM
+/// killer.
+const FULL: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MPOL_PREFERRED 1
+#define MPOL_BIND 2
+#define PAGES 1600
+
+static unsigned long vmstat(const char *name) {
+    char buf[8192];
+    int fd = open("/proc/vmstat", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    size_t l = strlen(name);
+    for (char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : 0)
+        if (!strncmp(p, name, l) && p[l] == ' ') return strtoul(p + l + 1, 0, 10);
+    return ~0UL;
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+static int touch(long mode) {
+    unsigned long m1 = 2;
+    char *p = mmap(0, PAGES * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (syscall(SYS_mbind, p, PAGES * 4096L, mode, &m1, 3, 0)) return 1;
+    for (int i = 0; i < PAGES; i++) p[i * 4096L] = 1;
+    int n0 = 0, n1 = 0, node;
+    for (int i = 0; i < PAGES; i++) {
+        syscall(SYS_get_mempolicy, &node, 0, 0, p + i * 4096L, 3);
+        if (node) n1++; else n0++;
+    }
+    printf("mode %ld: %d pages on node 0, %d on node 1\n", mode, n0, n1);
+    return 0;
+}
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    unsigned long miss = vmstat("numa_miss"), foreign = vmstat("numa_foreign");
+    pid_t c = fork();
+    if (c == 0) _exit(touch(MPOL_PREFERRED));
+    int st;
+    waitpid(c, &st, 0);
+    printf("preferred child: exit %d, numa_miss grew %d numa_foreign grew %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+           vmstat("numa_miss") > miss, vmstat("numa_foreign") > foreign);
+    c = fork();
+    if (c == 0) _exit(touch(MPOL_BIND));
+    waitpid(c, &st, 0);
+    printf("bind child: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    cat("/proc/numastat");
+    return 0;
+}
+"#;
+
+#[test]
+fn preferred_falls_back_and_bind_ooms_when_the_node_is_full() {
+    let dir = Scratch::new("numa-full");
+    let prog = compile("musl-gcc", FULL, &dir.0, "full", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let r = boot(&["--mem", "128M", "--cpus", "1", "--numa", "0=124M,1=4M", "--initrd", root.to_str().unwrap()]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with("mode 1: ")).unwrap_or_else(|| panic!("{out}"));
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.trim_end_matches([',', ':']).parse().ok()).collect();
+    // "mode 1: A pages on node 0, B on node 1": node 1 filled first (all
+    // but its reserve), the rest on node 0.
+    assert_eq!(nums.len(), 5, "{line}");
+    let (n0, n1) = (nums[1], nums[3]);
+    assert_eq!(n0 + n1, 1600, "{line}");
+    assert!(n1 > 900 && n0 > 0, "{line}");
+    assert!(out.contains("preferred child: exit 0, numa_miss grew 1 numa_foreign grew 1"), "{out}");
+    // Bind: node 1 only, so the fault path runs out and the OOM killer
+    // takes the child.
+    assert!(out.contains("Out of memory: Killed process 3 (init)"), "{out}");
+    assert!(out.contains("bind child: killed by signal 9"), "{out}");
+    assert!(!out.contains("mode 2: "), "bind completed, so it left node 1: {out}");
 }

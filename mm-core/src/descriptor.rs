@@ -207,6 +207,11 @@ pub mod vma_kind {
 /// [`VmaDesc::attrs`]: transparent huge pages may back this VMA in the
 /// current THP mode (Linux's smaps `THPeligible: 1`).
 pub const VMA_THP_ELIGIBLE: u32 = 1;
+/// [`VmaDesc::attrs`]: the VMA's own NUMA policy mode (Linux's
+/// `MPOL_*` number; 0, default, when mbind set none) in bits 8..11.
+pub const VMA_POLICY_MODE_SHIFT: u32 = 8;
+/// [`VmaDesc::attrs`]: the VMA's policy's node mask in bits 16..23.
+pub const VMA_POLICY_NODES_SHIFT: u32 = 16;
 
 /// One VMA of one address space (Linux's `vm_area_struct` as
 /// /proc/PID/maps shows it), in the descriptor's VMA table (version 6).

@@ -84,12 +84,22 @@ pub struct Vma {
     /// Page offset of `start` in the backing file (`vm_pgoff`); for anon
     /// VMAs, kept as Linux does so split halves stay consistent.
     pub pgoff: u64,
+    /// The VMA's NUMA memory policy (`vm_policy`, set by mbind; default:
+    /// the task's).
+    pub policy: crate::mempolicy::MemPolicy,
 }
 
 impl Vma {
     /// An anonymous VMA.
     pub fn anon(start: u64, end: u64, flags: VmFlags) -> Vma {
-        Vma { start, end, flags, kind: VmaKind::Anon, pgoff: start / PAGE_SIZE }
+        Vma {
+            start,
+            end,
+            flags,
+            kind: VmaKind::Anon,
+            pgoff: start / PAGE_SIZE,
+            policy: crate::mempolicy::MemPolicy::DEFAULT,
+        }
     }
 
     /// Bytes covered.
@@ -113,6 +123,7 @@ impl Vma {
         self.end == next.start
             && self.flags == next.flags
             && self.kind == next.kind
+            && self.policy == next.policy
             && self.pgoff + self.len() / PAGE_SIZE == next.pgoff
     }
 
@@ -297,6 +308,19 @@ impl VmaSet {
     /// (`mprotect_fixup`, `madvise_update_vma`). The range must be fully
     /// mapped; a failed call changes nothing.
     pub fn set_flags(&mut self, start: u64, end: u64, mask: VmFlags, value: VmFlags) -> Result<(), VmaError> {
+        self.update_range(start, end, |v| v.flags = VmFlags((v.flags.0 & !mask.0) | (value.0 & mask.0)))
+    }
+
+    /// Sets the memory policy of every VMA in `[start, end)` (Linux's
+    /// `mbind_range`: splits at the ends, merges afterwards). The range
+    /// must be fully mapped; a failed call changes nothing.
+    pub fn set_policy(&mut self, start: u64, end: u64, policy: crate::mempolicy::MemPolicy) -> Result<(), VmaError> {
+        self.update_range(start, end, |v| v.policy = policy)
+    }
+
+    /// Applies `f` to every VMA of `[start, end)`, split at the ends, and
+    /// merges afterwards.
+    fn update_range(&mut self, start: u64, end: u64, f: impl Fn(&mut Vma)) -> Result<(), VmaError> {
         self.gen = self.gen.wrapping_add(1);
         check_range(start, end)?;
         let mut at = start;
@@ -310,7 +334,7 @@ impl VmaSet {
         let keys: Vec<u64> = self.map.range(start..end).map(|(&k, _)| k).collect();
         for k in &keys {
             if let Some(v) = self.map.get_mut(k) {
-                v.flags = VmFlags((v.flags.0 & !mask.0) | (value.0 & mask.0));
+                f(v);
             }
         }
         for k in keys.iter().rev() {
@@ -398,9 +422,33 @@ mod tests {
         assert_eq!(s.len(), 1);
         // Different flags or file offsets do not merge.
         s.insert(Vma::anon(40 * P, 41 * P, R)).unwrap();
-        s.insert(Vma { start: 41 * P, end: 42 * P, flags: R, kind: VmaKind::File(1), pgoff: 0 }).unwrap();
-        s.insert(Vma { start: 42 * P, end: 43 * P, flags: R, kind: VmaKind::File(1), pgoff: 5 }).unwrap();
-        s.insert(Vma { start: 43 * P, end: 44 * P, flags: R, kind: VmaKind::File(1), pgoff: 6 }).unwrap();
+        s.insert(Vma {
+            start: 41 * P,
+            end: 42 * P,
+            flags: R,
+            kind: VmaKind::File(1),
+            pgoff: 0,
+            policy: Default::default(),
+        })
+        .unwrap();
+        s.insert(Vma {
+            start: 42 * P,
+            end: 43 * P,
+            flags: R,
+            kind: VmaKind::File(1),
+            pgoff: 5,
+            policy: Default::default(),
+        })
+        .unwrap();
+        s.insert(Vma {
+            start: 43 * P,
+            end: 44 * P,
+            flags: R,
+            kind: VmaKind::File(1),
+            pgoff: 6,
+            policy: Default::default(),
+        })
+        .unwrap();
         assert_eq!(spans(&s), vec![(10, 40, 3), (40, 41, 1), (41, 42, 1), (42, 44, 1)]);
         s.verify().unwrap();
     }

@@ -19,7 +19,7 @@
 /* Byte offsets of the kernel map's entries in the PML4 and the PDPT. */
 .set KERNEL_PML4_SLOT, ((KERNEL_VMA >> 39) & 511) * 8
 .set KERNEL_PDPT_SLOT, ((KERNEL_VMA >> 30) & 511) * 8
-.set BOOT_STACK_SIZE, 65536
+.set BOOT_STACK_SIZE, 262144  /* the buddy allocator (zones for 8 NUMA nodes, ~27 KiB) is built and moved on it in mm::init */
 
 /* XEN_ELFNOTE_PHYS32_ENTRY: tells PVH loaders where the 32-bit entry is. */
 .pushsection .note.Xen, "a", @note

@@ -275,7 +275,8 @@ pub fn boot_secondary_cpus(topo: Option<&CpuTopology>, maxcpus: usize) -> usize 
         next += 1;
         NR_CPUS.store(next, Ordering::Release);
     }
-    kprintln!("smp: Brought up 1 node, {} CPUs", Dec(next as u64));
+    let nodes = crate::mm::numa::nr_nodes() as u64;
+    kprintln!("smp: Brought up {} node{}, {} CPUs", Dec(nodes), if nodes == 1 { "" } else { "s" }, Dec(next as u64));
     next
 }
 

@@ -578,8 +578,9 @@ const REG: u32 = super::S_IFREG | 0o444;
 const LNK: u32 = super::S_IFLNK | 0o777;
 
 /// The files of /proc/PID.
-const PID_FILES: [(&str, u32); 10] = [
+const PID_FILES: [(&str, u32); 11] = [
     ("maps", REG),
+    ("numa_maps", REG),
     ("smaps", REG),
     ("pagemap", REG),
     ("status", REG),
@@ -592,8 +593,18 @@ const PID_FILES: [(&str, u32); 10] = [
 ];
 
 /// The files of /proc itself.
-const TOP_FILES: [&str; 9] =
-    ["meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "vmallocinfo", "swaps", "interrupts", "zoneinfo"];
+const TOP_FILES: [&str; 10] = [
+    "meminfo",
+    "vmstat",
+    "buddyinfo",
+    "pagetypeinfo",
+    "slabinfo",
+    "vmallocinfo",
+    "swaps",
+    "interrupts",
+    "zoneinfo",
+    "numastat",
+];
 
 /// Splits a /proc path: (pid, the rest) for /proc/PID/... and
 /// /proc/self/... (None for the top level's own files).
@@ -724,7 +735,13 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             for (name, v) in crate::arch::tlb::vmstat() {
                 let _ = writeln!(text, "{} {}", name, Dec(v));
             }
+            // Linux's NUMA event counters, summed over the nodes.
+            let numa = crate::mm::numa::numastat_total();
+            for (name, v) in crate::mm::numa::NUMASTAT_NAMES.iter().zip(numa) {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
         }
+        "numastat" => crate::mm::numa::numastat_to(&mut text),
         "zoneinfo" => {
             let mut b = Bounded::new();
             crate::mm::procfs::zoneinfo_to(&mut b);
@@ -762,6 +779,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             match tail {
                 "maps" => text = mm.with(|m| maps_text(m, false)),
                 "smaps" => text = mm.with(|m| maps_text(m, true)),
+                "numa_maps" => text = mm.with(|m| crate::proc::mempolicy::numa_maps_text(pid, m, |v| vma_name(m, v))),
                 "status" => text = mm.with(|m| status_text(pid, m)),
                 "statm" => text = mm.with(statm_text),
                 "pagemap" => return Ok(Arc::new(ProcFile::Pagemap(pid))),

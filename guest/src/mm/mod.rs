@@ -150,6 +150,10 @@ pub fn init(params: &BootParams) {
     // that its fast paths take no shared lock; the zone's own pcp lists,
     // reachable only under the lock, stay off.
     buddy.set_pcp_enabled(false);
+    // A set of zones per NUMA node (pg_data_t), before any memory goes in.
+    if let Err(e) = buddy.set_node_layout(numa::layout(nr_cpus)) {
+        panic!("cannot split the buddy allocator into nodes: {}", e);
+    }
     let mut reserved_bytes = 0;
     for r in memblock.reserved.iter() {
         reserved_bytes += r.end.min(end_of_ram).saturating_sub(r.start);

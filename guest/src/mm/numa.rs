@@ -3,16 +3,18 @@
 //! which physical memory and which CPUs each node holds, the distances,
 //! and each node's fallback order (Linux's zonelist order, by distance).
 //!
-//! What this kernel does with it today: it reports it (boot lines as
-//! Linux's, `numa` on the command line and in the shell: a
-//! `numactl --hardware` view with each node's size and free memory, and
-//! each node's meminfo). The page allocator is still one set of zones
-//! over all of memory: allocations do not prefer the local node yet (no
-//! pg_data_t per node), so there are no numastat counters to report.
+//! The page allocator keeps zones per node (mm-core's buddy with a
+//! [`NodeLayout`] from these tables, Linux's `pg_data_t`): an allocation
+//! walks its preferred node's zonelist (the running CPU's node unless a
+//! memory policy says otherwise), nearest nodes first. This module
+//! reports it (boot lines as Linux's, `numa` on the command line and in
+//! the shell: a `numactl --hardware` view with each node's size and free
+//! memory, each node's meminfo and numastat).
 
 use crate::fmt::Dec;
 use crate::kprintln;
 use crate::sync::BootCell;
+use mm_core::buddy::NodeLayout;
 use mm_core::numa::{Numa, MAX_NODES};
 
 /// The topology, set once by [`init`] on the boot CPU before any other
@@ -21,17 +23,50 @@ static TOPOLOGY: BootCell<Option<Numa>> = BootCell::new(None);
 /// Each CPU's node (by CPU number), set by [`init`].
 static CPU_NODE: BootCell<[u8; crate::arch::percpu::MAX_CPUS]> = BootCell::new([0; crate::arch::percpu::MAX_CPUS]);
 
+/// The page allocator's node layout (node of each pfn), set by
+/// [`layout`] before the allocator takes memory, read-only afterwards:
+/// the per-CPU page lists find a freed page's node here without a lock.
+static LAYOUT: BootCell<NodeLayout> = BootCell::new(NodeLayout::single());
+
+/// The node layout for the page allocator (one node without an SRAT),
+/// recorded for [`node_of_pfn`]. Called once by mm::init on the boot CPU.
+pub fn layout(nr_cpus: usize) -> NodeLayout {
+    let Some(t) = topology() else { return NodeLayout::single() };
+    let mut cpus = [0u8; crate::arch::percpu::MAX_CPUS];
+    for (c, n) in cpus.iter_mut().enumerate().take(nr_cpus) {
+        *n = cpu_node(c);
+    }
+    let l = match NodeLayout::from_numa(t, &cpus[..nr_cpus.min(cpus.len())]) {
+        Ok(l) => l,
+        Err(e) => {
+            kprintln!("NUMA: the SRAT's nodes cannot be used ({}): one node", e);
+            NodeLayout::single()
+        }
+    };
+    // SAFETY: the boot CPU alone runs (mm::init), no reference from
+    // `node_of_pfn` exists yet.
+    unsafe { *LAYOUT.get_mut() = l };
+    l
+}
+
+/// The page allocator's node of `pfn`.
+#[inline]
+pub fn node_of_pfn(pfn: u64) -> u8 {
+    // SAFETY: as in `topology`: written once before the other CPUs start.
+    unsafe { (*LAYOUT.as_ptr()).node_of_pfn(pfn) }
+}
+
+/// Nodes the page allocator has.
+pub fn nr_nodes() -> usize {
+    // SAFETY: as in `node_of_pfn`.
+    unsafe { (*LAYOUT.as_ptr()).nr_nodes() }
+}
+
 /// The topology, if the firmware described one.
 pub fn topology() -> Option<&'static Numa> {
     // SAFETY: written once by `init` before the other CPUs start and
     // never again; every later access is a shared read.
     unsafe { (*TOPOLOGY.as_ptr()).as_ref() }
-}
-
-/// The node of physical address `pa` (0 without an SRAT, or for memory
-/// no SRAT range holds).
-pub fn node_of(pa: u64) -> u8 {
-    topology().and_then(|t| t.node_of(pa)).unwrap_or(0)
 }
 
 /// CPU `cpu`'s node.
@@ -90,15 +125,16 @@ pub fn init(numa: Option<&Numa>, cpus: Option<&mm_core::acpi::CpuTopology>) {
     }
 }
 
-/// Free pages per node: on the buddy free lists (the pcp lists are not
-/// counted, as Linux's NR_FREE_PAGES does not) and in deferred memory not
-/// handed to the buddy allocator yet (free RAM all the same).
+/// Free pages per node: on the free lists of the node's zones (the pcp
+/// lists are not counted, as Linux's NR_FREE_PAGES does not) and in
+/// deferred memory not handed to the buddy allocator yet (free RAM all
+/// the same).
 fn free_per_node() -> [u64; MAX_NODES] {
     let mut free = [0u64; MAX_NODES];
     super::PAGES.with(|p| {
-        p.buddy.for_each_free_block(|pfn, order| {
-            free[usize::from(node_of(pfn << 12)) % MAX_NODES] += 1 << order;
-        });
+        for (n, f) in free.iter_mut().enumerate().take(p.buddy.nr_nodes()) {
+            *f = p.buddy.node_counts(n).free;
+        }
     });
     super::DEFERRED.with(|d| {
         for &(s, e) in d.ranges.iter().take(d.n).skip(d.next) {
@@ -108,7 +144,7 @@ fn free_per_node() -> [u64; MAX_NODES] {
             let mut pfn = s;
             while pfn < e {
                 let step = (1024 - (pfn & 1023)).min(e - pfn);
-                free[usize::from(node_of(pfn << 12)) % MAX_NODES] += step;
+                free[usize::from(node_of_pfn(pfn)) % MAX_NODES] += step;
                 pfn += step;
             }
         }
@@ -173,5 +209,61 @@ pub fn hardware() {
         kprintln!("Node {} MemTotal:  {} kB", Dec(node as u64), pad(12, total).as_str());
         kprintln!("Node {} MemFree:   {} kB", Dec(node as u64), pad(12, f).as_str());
         kprintln!("Node {} MemUsed:   {} kB", Dec(node as u64), pad(12, total.saturating_sub(f)).as_str());
+    }
+    let mut text = alloc::string::String::new();
+    numastat_to(&mut text);
+    for l in text.lines() {
+        kprintln!("{}", l);
+    }
+}
+
+/// The numastat counters' names, in Linux's order.
+pub const NUMASTAT_NAMES: [&str; 6] =
+    ["numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node"];
+
+/// Node `node`'s numastat counters in [`NUMASTAT_NAMES`]' order.
+pub fn numastat(node: usize) -> [u64; 6] {
+    let s = super::percpu::numa_stat(node);
+    [s.numa_hit, s.numa_miss, s.numa_foreign, s.interleave_hit, s.local_node, s.other_node]
+}
+
+/// The counters summed over the nodes (/proc/vmstat's numa_* lines).
+pub fn numastat_total() -> [u64; 6] {
+    let mut t = [0u64; 6];
+    for n in 0..nr_nodes() {
+        for (a, b) in t.iter_mut().zip(numastat(n)) {
+            *a += b;
+        }
+    }
+    t
+}
+
+/// /proc/numastat: the `numastat` tool's table (a column per node, a
+/// row per counter, in pages), standing in for Linux's
+/// /sys/devices/system/node/nodeN/numastat (there is no /sys here).
+pub fn numastat_to(out: &mut alloc::string::String) {
+    use core::fmt::Write;
+    let n = nr_nodes();
+    // No core padding: it cannot run in ring 0 here.
+    out.push_str("                ");
+    for node in 0..n {
+        let mut name = crate::fmt::StackString::<16>::new();
+        let _ = write!(name, "node{}", Dec(node as u64));
+        for _ in name.as_str().len()..16 {
+            out.push(' ');
+        }
+        out.push_str(name.as_str());
+    }
+    out.push('\n');
+    let stats: alloc::vec::Vec<[u64; 6]> = (0..n).map(numastat).collect();
+    for (i, name) in NUMASTAT_NAMES.iter().enumerate() {
+        out.push_str(name);
+        for _ in name.len()..16 {
+            out.push(' ');
+        }
+        for s in &stats {
+            out.push_str(pad(16, s[i]).as_str());
+        }
+        out.push('\n');
     }
 }

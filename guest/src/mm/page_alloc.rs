@@ -55,6 +55,9 @@ pub mod gfp {
     /// (`__GFP_RETRY_MAYFAIL`): the user fault path, which calls the
     /// killer itself once it has dropped its locks.
     pub const RETRY_MAYFAIL: u32 = 1 << 3;
+    /// An interleave policy chose the preferred node (numastat's
+    /// `interleave_hit` counts when it is served there).
+    pub const INTERLEAVE: u32 = 1 << 4;
 }
 
 /// An allocation request: mm-core's part (zone and watermark policy, what
@@ -206,6 +209,15 @@ pub fn alloc<T, E: AllocError>(
 /// returns the first pfn.
 #[inline]
 pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    let r = alloc_pages_locked_inner(p, order, gfp);
+    if let Ok(pfn) = r {
+        percpu::count_numa(gfp, pfn);
+    }
+    r
+}
+
+#[inline]
+fn alloc_pages_locked_inner(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
     if percpu::serves(order, gfp) {
         if let Some(pfn) = percpu::pop_page(gfp) {
             return Ok(pfn);
@@ -233,8 +245,18 @@ fn wake_below_low(p: &PageAlloc, gfp: GfpMask) {
 }
 
 /// `2^order` pages from the buddy allocator; returns the first pfn.
+/// Counted in the numastat counters (Linux's `zone_statistics`).
 #[inline]
 pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    let r = alloc_pages_inner(order, gfp);
+    if let Ok(pfn) = r {
+        percpu::count_numa(gfp, pfn);
+    }
+    r
+}
+
+#[inline]
+fn alloc_pages_inner(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
     if percpu::serves(order, gfp) {
         // This CPU's list, no shared lock; a refill takes the lock once
         // per batch (and runs the slow path if the zones are short).

@@ -40,8 +40,8 @@ use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use mm_core::addr::PhysAddr;
 use mm_core::buddy::{
-    pcp_page_cacheable, pcp_page_put, pcp_page_take, BuddyError, Page, PageCounts, PcpCache, PcpStats, WmarkPolicy,
-    ZoneType, MIGRATE_TYPES,
+    numa_account, pcp_page_cacheable, pcp_page_put, pcp_page_take, BuddyError, NumaStat, Page, PageCounts, PcpCache,
+    PcpStats, WmarkPolicy, ZoneType, MAX_NUMNODES, MIGRATE_TYPES, NUMA_NO_NODE,
 };
 use mm_core::slab::{kmalloc_index, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES};
 
@@ -58,8 +58,14 @@ const NR_CLASSES: usize = KMALLOC_SIZES.len();
 
 /// One CPU's caches and their counters.
 pub struct CpuCaches {
-    /// Order-0 pages by migratetype.
-    pages: [PcpCache<PAGE_SLOTS>; MIGRATE_TYPES],
+    /// Order-0 pages by node and migratetype (`node * MIGRATE_TYPES +
+    /// mt`): as Linux's pcp lists are per zone, hence per node, a page
+    /// is cached on its own node's list, and a request for a node is
+    /// served only from that node's list.
+    pages: [PcpCache<PAGE_SLOTS>; MIGRATE_TYPES * MAX_NUMNODES],
+    /// This CPU's share of the numastat counters, by node (summed over
+    /// the CPUs when read, as Linux's per-CPU vm_numa_event counters).
+    numa: [NumaStat; MAX_NUMNODES],
     /// Free kmalloc objects (physical addresses) by size class.
     objs: [PcpCache<OBJ_SLOTS>; NR_CLASSES],
 }
@@ -87,7 +93,18 @@ impl CpuCaches {
             objs[i] = PcpCache::new(high, batch);
             i += 1;
         }
-        CpuCaches { pages: [const { PcpCache::new(PAGE_HIGH, PAGE_BATCH) }; MIGRATE_TYPES], objs }
+        CpuCaches {
+            pages: [const { PcpCache::new(PAGE_HIGH, PAGE_BATCH) }; MIGRATE_TYPES * MAX_NUMNODES],
+            numa: [NumaStat {
+                numa_hit: 0,
+                numa_miss: 0,
+                numa_foreign: 0,
+                interleave_hit: 0,
+                local_node: 0,
+                other_node: 0,
+            }; MAX_NUMNODES],
+            objs,
+        }
     }
 }
 
@@ -128,10 +145,61 @@ fn with_page<R>(pfn: u64, f: impl FnOnce(&mut Page) -> R) -> Option<R> {
 
 /// Whether a page request may use the per-CPU lists: any zone, normal
 /// watermarks (the pages were taken above them when the list was
-/// refilled), as Linux serves only such requests from `pcp` lists.
+/// refilled), as Linux serves only such requests from `pcp` lists; and
+/// its preferred node allowed by its node mask (the list used is the
+/// preferred node's).
 #[inline]
 fn page_eligible(gfp: GfpMask) -> bool {
-    gfp.gfp.zone == ZoneType::Normal && gfp.gfp.wmark == WmarkPolicy::Normal && !BYPASS.load(Ordering::Relaxed)
+    gfp.gfp.zone == ZoneType::Normal
+        && gfp.gfp.wmark == WmarkPolicy::Normal
+        && (gfp.gfp.nid == NUMA_NO_NODE || gfp.gfp.nodemask & (1 << (gfp.gfp.nid & 7)) != 0)
+        && !BYPASS.load(Ordering::Relaxed)
+}
+
+/// The node a request prefers on `cpu` (its own, or the CPU's).
+#[inline]
+pub fn preferred_node(gfp: GfpMask, cpu: usize) -> u8 {
+    if gfp.gfp.nid == NUMA_NO_NODE {
+        super::numa::cpu_node(cpu)
+    } else {
+        gfp.gfp.nid
+    }
+}
+
+/// The list a request is served from on `cpu`.
+#[inline]
+fn list_of(gfp: GfpMask, cpu: usize) -> usize {
+    usize::from(preferred_node(gfp, cpu)) % MAX_NUMNODES * MIGRATE_TYPES + gfp.gfp.migratetype as usize
+}
+
+/// The list a freed page of migratetype `mt` goes to: its node's.
+#[inline]
+fn list_of_page(pfn: u64, mt: usize) -> usize {
+    usize::from(super::numa::node_of_pfn(pfn)) % MAX_NUMNODES * MIGRATE_TYPES + mt
+}
+
+/// Counts an allocation that got `pfn` in the numastat counters
+/// (Linux's `zone_statistics`), on this CPU's share.
+pub fn count_numa(gfp: GfpMask, pfn: u64) {
+    let cpu = cpu_id();
+    let (want, got, local) = (preferred_node(gfp, cpu), super::numa::node_of_pfn(pfn), super::numa::cpu_node(cpu));
+    let il = gfp.allows(page_alloc::gfp::INTERLEAVE);
+    CACHES[cpu].with(|c| numa_account(want, got, local, il, &mut c.numa));
+}
+
+/// The numastat counters of `node`, summed over the CPUs.
+pub fn numa_stat(node: usize) -> NumaStat {
+    let mut s = NumaStat::default();
+    for c in CACHES.iter() {
+        let n = c.with(|c| c.numa.get(node).copied().unwrap_or_default());
+        s.numa_hit += n.numa_hit;
+        s.numa_miss += n.numa_miss;
+        s.numa_foreign += n.numa_foreign;
+        s.interleave_hit += n.interleave_hit;
+        s.local_node += n.local_node;
+        s.other_node += n.other_node;
+    }
+    s
 }
 
 /// Linux's `rmqueue_pcplist` without the zone lock: an order-0 page from
@@ -142,7 +210,8 @@ pub fn pop_page(gfp: GfpMask) -> Option<u64> {
     if !page_eligible(gfp) {
         return None;
     }
-    let pfn = CACHES[cpu_id()].with(|c| c.pages[gfp.gfp.migratetype as usize].pop())?;
+    let cpu = cpu_id();
+    let pfn = CACHES[cpu].with(|c| c.pages[list_of(gfp, cpu)].pop())?;
     match with_page(pfn, pcp_page_take) {
         Some(true) => Some(pfn),
         _ => panic!("per-CPU page list: entry {:#x} is not a cached page", pfn),
@@ -154,23 +223,34 @@ pub fn pop_page(gfp: GfpMask) -> Option<u64> {
 /// [`page_eligible`]. The allocation slow path retries this.
 pub fn refill_page(p: &mut PageAlloc, gfp: GfpMask) -> Result<u64, BuddyError> {
     let cpu = cpu_id();
-    let mt = gfp.gfp.migratetype as usize;
+    let node = preferred_node(gfp, cpu);
     let mut buf = [0u64; PAGE_BATCH];
     let pfn = CACHES[cpu].with(|c| {
-        let cache = &mut c.pages[mt];
+        let cache = &mut c.pages[list_of(gfp, cpu)];
         if let Some(pfn) = cache.pop() {
-            return Ok(pfn);
+            return Ok((pfn, true));
         }
-        let n = p.buddy.rmqueue_pcp_batch(cpu, gfp.gfp, &mut buf[..cache.batch()])?;
+        // The batch from the preferred node only (the list is that
+        // node's); when it has none, one page down the whole zonelist
+        // past the cache (Linux falls back zone by zone the same way).
+        let local = gfp.gfp.on_nodes(node, 1 << (node & 7));
+        let n = match p.buddy.rmqueue_pcp_batch(cpu, local, &mut buf[..cache.batch()]) {
+            Ok(n) => n,
+            Err(BuddyError::NoMemory) => return p.buddy.alloc_pages(cpu, 0, gfp.gfp).map(|pfn| (pfn, false)),
+            Err(e) => return Err(e),
+        };
         cache.note_refill();
         for &pfn in &buf[..n] {
             if let Err(back) = cache.fill(pfn) {
                 p.buddy.free_pcp_pages(&[back])?;
             }
         }
-        cache.pop().ok_or(BuddyError::NoMemory)
+        cache.pop().map(|pfn| (pfn, true)).ok_or(BuddyError::NoMemory)
     })?;
-    p.buddy.take_pcp_page(pfn)?;
+    let (pfn, cached) = pfn;
+    if cached {
+        p.buddy.take_pcp_page(pfn)?;
+    }
     Ok(pfn)
 }
 
@@ -195,7 +275,7 @@ pub fn free_page(pfn: u64) -> bool {
         return false;
     };
     let mut buf = [0u64; PAGE_BATCH];
-    let n = CACHES[cpu_id()].with(|c| push_page(&mut c.pages[mt as usize], pfn, &mut buf));
+    let n = CACHES[cpu_id()].with(|c| push_page(&mut c.pages[list_of_page(pfn, mt as usize)], pfn, &mut buf));
     if n > 0 {
         PAGES.with(|p| give_back_pages(p, &buf[..n]));
     }
@@ -212,7 +292,7 @@ pub fn free_page_locked(p: &mut PageAlloc, cpu: usize, pfn: u64) -> Result<(), B
     };
     p.buddy.put_pcp_page(pfn)?;
     let mut buf = [0u64; PAGE_BATCH];
-    let n = CACHES[cpu_id()].with(|c| push_page(&mut c.pages[mt as usize], pfn, &mut buf));
+    let n = CACHES[cpu_id()].with(|c| push_page(&mut c.pages[list_of_page(pfn, mt as usize)], pfn, &mut buf));
     give_back_pages(p, &buf[..n]);
     Ok(())
 }

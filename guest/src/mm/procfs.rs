@@ -162,22 +162,23 @@ pub fn record_zone_spans(memory: impl Iterator<Item = super::memblock::Range>) {
 /// free counts, the per-CPU pagesets, the start pfn; the first populated
 /// zone also carries the node's stats.
 pub fn zoneinfo_to(w: &mut dyn Write) {
-    use mm_core::buddy::{Watermark, ZoneType};
+    use mm_core::buddy::Watermark;
     let spans = ZONE_SPANS.with(|z| *z);
     let (cached, shmem) = crate::fs::pagecache::counts();
     PAGES.with(|p| {
         // Per zone and list, from the lists themselves (one lruvec per
         // node here, as Linux's; Linux counts these per zone too).
-        let mut per_zone = [[0u64; 5]; mm_core::buddy::NR_ZONES];
+        let mut per_zone = [[0u64; 5]; mm_core::buddy::MAX_NR_ZONES];
         for (i, l) in LruList::ALL.iter().enumerate() {
             for pfn in p.lru.list(*l) {
-                per_zone[ZoneType::of_pfn(pfn) as usize][i] += 1;
+                per_zone[p.buddy.zone_index_of_pfn(pfn)][i] += 1;
             }
         }
+        let numa = p.buddy.nr_nodes() > 1;
         let node: [u64; 5] = LruList::ALL.map(|l| p.lru.nr(l));
         let mut first = true;
         for (zi, z) in p.buddy.zones().iter().enumerate() {
-            let _ = write!(w, "Node 0, zone ");
+            let _ = write!(w, "Node {}, zone ", Dec(u64::from(z.node)));
             pad(w, z.kind.name(), 8, true);
             let populated = z.populated();
             if populated && first {
@@ -191,7 +192,16 @@ pub fn zoneinfo_to(w: &mut dyn Write) {
                 stat(w, "nr_file_pages", cached);
                 stat(w, "nr_shmem", shmem);
             }
-            let (start, end, present) = spans[zi];
+            // With NUMA nodes a zone's span is the part of the type's
+            // span in its node: what the buddy saw handed in (holes
+            // inside it are counted present here).
+            let (start, end, present) = if !numa {
+                spans[zi]
+            } else if populated {
+                (z.start_pfn, z.end_pfn, z.end_pfn - z.start_pfn)
+            } else {
+                (0, 0, 0)
+            };
             let m = z.watermark;
             let gap = m[Watermark::High as usize] - m[Watermark::Low as usize];
             let _ = write!(w, "\n  pages free     {}", Dec(z.nr_free));

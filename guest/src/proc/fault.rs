@@ -282,10 +282,12 @@ pub fn do_anonymous_page(mm: &mut MmStruct, addr: u64, flags: VmFlags) -> Result
     anonymous_page(mm, &vma, slot, va)
 }
 
-/// A user frame for the fault path, allocated with no lock held (it may
-/// reclaim); physical address.
-fn alloc_user_page() -> Result<u64, FaultError> {
-    let pfn = crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER).map_err(|_| FaultError::Oom)?;
+/// A user frame for `va` in `vma` for the fault path, allocated with no
+/// lock held (it may reclaim) under the VMA's or the task's NUMA policy;
+/// physical address.
+fn alloc_user_page(vma: &Vma, va: u64) -> Result<u64, FaultError> {
+    let gfp = super::mempolicy::user_gfp(vma, va);
+    let pfn = crate::mm::page_alloc::alloc_pages(0, gfp).map_err(|_| FaultError::Oom)?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, mm_core::buddy::PageOwner::UserAnon);
     });
@@ -295,7 +297,7 @@ fn alloc_user_page() -> Result<u64, FaultError> {
 
 /// `do_anonymous_page` on the PTE slot `slot` (empty) for `va`.
 fn anonymous_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, va: u64) -> Result<(), FaultError> {
-    let pa = alloc_user_page()?;
+    let pa = alloc_user_page(vma, va)?;
     clear_page(pa);
     let flags = leaf_flags(vma.flags, vma.flags.contains(VmFlags::WRITE));
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
@@ -360,7 +362,7 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
         return Ok(());
     }
     PAGES.with(|p| get_page(p, zero, old));
-    let new = match alloc_user_page() {
+    let new = match alloc_user_page(vma, addr & !(PAGE_SIZE - 1)) {
         Ok(n) => n,
         Err(e) => {
             PAGES.with(|p| put_page(p, zero, old));

@@ -446,6 +446,9 @@ impl MmStruct {
                 {
                     d.attrs |= VMA_THP_ELIGIBLE;
                 }
+                // The VMA's own NUMA policy, for the host's --verify numa.
+                d.attrs |= (v.policy.mode.number() as u32) << mm_core::descriptor::VMA_POLICY_MODE_SHIFT
+                    | u32::from(v.policy.nodes) << mm_core::descriptor::VMA_POLICY_NODES_SHIFT;
                 d
             })
             .collect();

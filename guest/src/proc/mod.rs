@@ -20,6 +20,7 @@ pub mod exec;
 pub mod fault;
 pub mod futex;
 pub mod linux;
+pub mod mempolicy;
 pub mod mm;
 pub mod mman;
 pub mod report;

@@ -155,6 +155,12 @@ pub struct Task {
     /// The OOM killer's adjustment, -1000..=1000 (Linux's
     /// `signal->oom_score_adj`, inherited by fork).
     pub oom_score_adj: i32,
+    /// The task's NUMA memory policy (set_mempolicy; Linux's
+    /// `task->mempolicy`, inherited by fork and clone).
+    pub mempolicy: mm_core::mempolicy::MemPolicy,
+    /// The last node a task-interleave allocation used (Linux's
+    /// `il_prev`).
+    pub il_prev: u8,
     /// Killed (SIGKILL, by the OOM killer): the task dies the next time
     /// it would return to user mode.
     pub killed: bool,
@@ -1110,6 +1116,8 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         preemptions: 0,
         probe_fixup: 0,
         oom_score_adj: 0,
+        mempolicy: mm_core::mempolicy::MemPolicy::DEFAULT,
+        il_prev: 0,
         killed: false,
         fs_base: 0,
         files: None,
@@ -1240,6 +1248,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         task.pid = pid;
         task.tgid = pid;
         task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
+        task.mempolicy = s.tasks.get(&parent).map_or(mm_core::mempolicy::MemPolicy::DEFAULT, |p| p.mempolicy);
         let mask = if parent == 0 { s.spawn_affinity } else { s.affinity.get(&parent).copied().unwrap_or(0) };
         if mask != 0 {
             s.affinity.insert(pid, mask);
@@ -1339,6 +1348,7 @@ pub fn clone_current(
         task.cmdline = me.cmdline.clone();
         me.signal.fork_into(&mut task.signal);
         task.oom_score_adj = me.oom_score_adj;
+        task.mempolicy = me.mempolicy;
         task.fs_base = if flags & CLONE_SETTLS != 0 { tls } else { me.fs_base };
         if flags & CLONE_THREAD != 0 {
             task.tgid = me.tgid;

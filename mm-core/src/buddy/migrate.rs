@@ -296,7 +296,19 @@ impl BuddyAllocator<'_> {
         mt: MigrateType,
         only_stealable: bool,
     ) -> Option<(MigrateType, bool)> {
-        let area = &self.zone(z).free_area[order as usize];
+        self.find_suitable_fallback_in(z as usize, order, mt, only_stealable)
+    }
+
+    /// [`find_suitable_fallback`](Self::find_suitable_fallback) in zone
+    /// index `z` (`node * NR_ZONES + zone type`).
+    pub(crate) fn find_suitable_fallback_in(
+        &self,
+        z: usize,
+        order: u8,
+        mt: MigrateType,
+        only_stealable: bool,
+    ) -> Option<(MigrateType, bool)> {
+        let area = &self.zones[z].free_area[order as usize];
         if area.nr_free == 0 {
             return None;
         }
@@ -319,14 +331,13 @@ impl BuddyAllocator<'_> {
     /// smallest suitable block instead, so it fragments least. Returns
     /// whether anything was moved (then `__rmqueue_smallest` is retried).
     pub(crate) fn rmqueue_fallback(&mut self, z: usize, order: u8, start: MigrateType) -> bool {
-        let zt = ZoneType::ALL[z];
         let mut found = None;
         for cur in (order..=MAX_PAGE_ORDER).rev() {
-            if let Some((fb, can_steal)) = self.find_suitable_fallback(zt, cur, start, false) {
+            if let Some((fb, can_steal)) = self.find_suitable_fallback_in(z, cur, start, false) {
                 if !can_steal && start == MigrateType::Movable && cur > order {
                     // find_smallest
                     found = (order..=MAX_PAGE_ORDER)
-                        .find_map(|o| self.find_suitable_fallback(zt, o, start, false).map(|(fb, cs)| (o, fb, cs)));
+                        .find_map(|o| self.find_suitable_fallback_in(z, o, start, false).map(|(fb, cs)| (o, fb, cs)));
                 } else {
                     found = Some((cur, fb, can_steal));
                 }
@@ -394,9 +405,9 @@ impl BuddyAllocator<'_> {
     pub fn move_freepages_block(&mut self, pfn: u64, mt: MigrateType) -> Option<(u64, u64)> {
         let start = pfn & !(PAGEBLOCK_NR_PAGES - 1);
         let end = start + PAGEBLOCK_NR_PAGES;
-        let z = ZoneType::of_pfn(start);
-        let zone = self.zone(z);
-        if start < zone.start_pfn || end > zone.end_pfn || ZoneType::of_pfn(end - 1) != z {
+        let z = self.zone_index_of_pfn(start);
+        let zone = &self.zones[z];
+        if start < zone.start_pfn || end > zone.end_pfn || self.zone_index_of_pfn(end - 1) != z {
             return None;
         }
         // Moving a free block between lists changes no block boundaries,
@@ -409,7 +420,7 @@ impl BuddyAllocator<'_> {
                 BlockState::Free { order, .. } => {
                     if order < PAGEBLOCK_ORDER {
                         if let Some(idx) = self.idx(cur) {
-                            self.move_to_free_list(z as usize, idx, order, mt);
+                            self.move_to_free_list(z, idx, order, mt);
                             moved += 1u64 << order;
                         }
                     }
@@ -543,7 +554,7 @@ impl BuddyAllocator<'_> {
         dp.frozen = s.frozen;
         let sp = &mut self.mem_map[si as usize];
         sp.refcount = 0;
-        self.free_one_page(si, 0, ZoneType::ALL[s.zone as usize]);
+        self.free_one_page(si, 0, s.zone as usize);
         Ok(())
     }
 
@@ -556,7 +567,7 @@ impl BuddyAllocator<'_> {
             return Err(BuddyError::NotIsolatable(pfn));
         }
         self.mem_map[idx as usize].refcount = 0;
-        self.free_one_page(idx, 0, ZoneType::ALL[p.zone as usize]);
+        self.free_one_page(idx, 0, p.zone as usize);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@
 //! written when a split makes it a head.
 
 pub mod migrate;
+pub mod node;
 pub mod page;
 pub mod pcp;
 mod stats;
@@ -32,6 +33,7 @@ pub use migrate::{
     pageblock_storage_len, BlockState, MigrateType, MobilityStats, PageTypeInfo, MIGRATE_TYPES, PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
 };
+pub use node::{numa_account, NodeLayout, NumaStat, MAX_NR_ZONES, MAX_NUMNODES, NODEMASK_ALL, NUMA_NO_NODE};
 pub use page::{Page, PageOwner, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
 pub use pcp::{pcp_page_cacheable, pcp_page_put, pcp_page_take, PcpCache, PcpStats, PCP_DETACHED};
 pub use stats::ContigPageInfo;
@@ -102,6 +104,10 @@ pub enum BuddyError {
     /// The block at the pfn cannot be isolated or migrated (not free, not
     /// an order-0 allocated page, or below the watermark).
     NotIsolatable(u64),
+    /// A node number (or node count) the allocator does not have.
+    BadNode(u64),
+    /// The node layout was set after memory was handed in.
+    LayoutAfterMemory,
 }
 
 impl core::fmt::Display for BuddyError {
@@ -126,6 +132,8 @@ impl core::fmt::Display for BuddyError {
                 write!(f, "pageblock storage of {got:#x} bytes, {need:#x} needed (pageblock_storage_len)")
             }
             BuddyError::NotIsolatable(p) => write!(f, "pfn {p:#x} cannot be isolated"),
+            BuddyError::BadNode(n) => write!(f, "node {n:#x} out of range"),
+            BuddyError::LayoutAfterMemory => f.write_str("the node layout must be set before memory is handed in"),
         }
     }
 }
@@ -157,6 +165,12 @@ pub struct Gfp {
     /// `__GFP_RECLAIMABLE`, or neither). Only steers placement when the
     /// allocator groups by mobility; recorded in the block either way.
     pub migratetype: MigrateType,
+    /// The node the allocation prefers ([`NUMA_NO_NODE`]: the allocating
+    /// CPU's node): its zonelist is walked, nearest nodes first.
+    pub nid: u8,
+    /// Nodes the allocation may come from (bit per node; Linux's
+    /// `nodemask`, e.g. MPOL_BIND's): the zonelist skips the others.
+    pub nodemask: u8,
 }
 
 impl Gfp {
@@ -164,11 +178,22 @@ impl Gfp {
     pub const fn with_migratetype(self, migratetype: MigrateType) -> Gfp {
         Gfp { migratetype, ..self }
     }
+
+    /// The same request preferring node `nid`, from the nodes in
+    /// `nodemask` only.
+    pub const fn on_nodes(self, nid: u8, nodemask: u8) -> Gfp {
+        Gfp { nid, nodemask, ..self }
+    }
 }
 
 /// Ordinary kernel allocation: any zone, fails below min; unmovable.
-pub const GFP_KERNEL: Gfp =
-    Gfp { zone: ZoneType::Normal, wmark: WmarkPolicy::Normal, migratetype: MigrateType::Unmovable };
+pub const GFP_KERNEL: Gfp = Gfp {
+    zone: ZoneType::Normal,
+    wmark: WmarkPolicy::Normal,
+    migratetype: MigrateType::Unmovable,
+    nid: NUMA_NO_NODE,
+    nodemask: NODEMASK_ALL,
+};
 /// Atomic allocation: may use half of the min reserve.
 pub const GFP_ATOMIC: Gfp = Gfp { wmark: WmarkPolicy::Atomic, ..GFP_KERNEL };
 /// Below 4 GiB.
@@ -198,11 +223,15 @@ pub struct PageCounts {
     pub allocated: u64,
 }
 
-/// The buddy allocator over one node's memory.
+/// The buddy allocator over the machine's memory: a set of zones per
+/// NUMA node (Linux's `pg_data_t`s), one node unless
+/// [`set_node_layout`](BuddyAllocator::set_node_layout) says otherwise.
 pub struct BuddyAllocator<'a> {
     mem_map: &'a mut [Page],
     base_pfn: u64,
-    zones: [Zone; NR_ZONES],
+    /// Zone `node * NR_ZONES + zone type`.
+    zones: [Zone; MAX_NR_ZONES],
+    nodes: NodeLayout,
     nr_cpus: usize,
     pcp_enabled: bool,
     min_free_kbytes: Option<u64>,
@@ -234,7 +263,8 @@ impl<'a> BuddyAllocator<'a> {
         Ok(BuddyAllocator {
             mem_map,
             base_pfn,
-            zones: [Zone::new(ZoneType::Dma), Zone::new(ZoneType::Dma32), Zone::new(ZoneType::Normal)],
+            zones: core::array::from_fn(|i| Zone::new(ZoneType::ALL[i % NR_ZONES], (i / NR_ZONES) as u8)),
+            nodes: NodeLayout::single(),
             nr_cpus,
             pcp_enabled: true,
             min_free_kbytes: None,
@@ -267,6 +297,61 @@ impl<'a> BuddyAllocator<'a> {
         b.pageblocks = pageblock_types;
         b.mobility = true;
         Ok(b)
+    }
+
+    /// Splits memory into NUMA nodes (Linux's `free_area_init` per node):
+    /// each node gets its own zones. Only before any memory is handed in
+    /// ([`free_range`](Self::free_range)); the layout's CPUs must be below
+    /// `nr_cpus`' limit (others are ignored).
+    pub fn set_node_layout(&mut self, layout: NodeLayout) -> Result<(), BuddyError> {
+        if self.zones.iter().any(|z| z.managed_pages > 0) {
+            return Err(BuddyError::LayoutAfterMemory);
+        }
+        self.nodes = layout;
+        Ok(())
+    }
+
+    /// The node layout.
+    pub fn node_layout(&self) -> &NodeLayout {
+        &self.nodes
+    }
+
+    /// Number of nodes.
+    pub fn nr_nodes(&self) -> usize {
+        self.nodes.nr_nodes()
+    }
+
+    /// The node of `pfn` (Linux's `page_to_nid`, by range).
+    #[inline]
+    pub fn node_of_pfn(&self, pfn: u64) -> u8 {
+        self.nodes.node_of_pfn(pfn)
+    }
+
+    /// The zone index (`node * NR_ZONES + zone type`) `pfn` belongs to.
+    #[inline]
+    pub fn zone_index_of_pfn(&self, pfn: u64) -> usize {
+        usize::from(self.nodes.node_of_pfn(pfn)) * NR_ZONES + ZoneType::of_pfn(pfn) as usize
+    }
+
+    /// Node `nid`'s zones, lowest first (Linux's `pgdat->node_zones`).
+    pub fn node_zones(&self, nid: usize) -> &[Zone] {
+        let n = nid.min(MAX_NUMNODES - 1);
+        &self.zones[n * NR_ZONES..(n + 1) * NR_ZONES]
+    }
+
+    /// Page counts of node `nid`'s zones.
+    pub fn node_counts(&self, nid: usize) -> PageCounts {
+        let mut c = PageCounts::default();
+        if nid >= self.nr_nodes() {
+            return c;
+        }
+        for z in self.node_zones(nid) {
+            c.managed += z.managed_pages;
+            c.free += z.nr_free;
+            c.pcp += z.pcp_pages();
+        }
+        c.allocated = c.managed - c.free - c.pcp;
+        c
     }
 
     /// Whether pages are grouped by mobility.
@@ -319,16 +404,20 @@ impl<'a> BuddyAllocator<'a> {
     /// [`clear_watermark_boost`](Self::clear_watermark_boost) and wakes
     /// kcompactd for a pageblock, as Linux's `balance_pgdat` does.
     pub fn take_boosted_zone(&mut self) -> Option<ZoneType> {
+        // Per zone type: the caller reclaims and clears by type (on every
+        // node, see clear_watermark_boost).
         let z = self.zones.iter_mut().find(|z| z.boosted)?;
         z.boosted = false;
         Some(z.kind)
     }
 
-    /// Takes `pages` (what the reclaim pass was started for) off zone
-    /// `z`'s watermark boost (boosts added meanwhile stay).
+    /// Takes `pages` (what the reclaim pass was started for) off the
+    /// watermark boost of zone type `z` on every node (boosts added
+    /// meanwhile stay).
     pub fn clear_watermark_boost(&mut self, z: ZoneType, pages: u64) {
-        let zone = &mut self.zones[z as usize];
-        zone.watermark_boost -= pages.min(zone.watermark_boost);
+        for zone in self.zones.iter_mut().filter(|zone| zone.kind == z) {
+            zone.watermark_boost -= pages.min(zone.watermark_boost);
+        }
     }
 
     /// Linux's `boost_watermark`: raises zone `z`'s watermarks by a
@@ -359,12 +448,13 @@ impl<'a> BuddyAllocator<'a> {
         })
     }
 
-    /// The zones, lowest first (empty ones have no managed pages).
-    pub fn zones(&self) -> &[Zone; NR_ZONES] {
-        &self.zones
+    /// The zones of every node (node 0's first, each node's lowest
+    /// first; empty ones have no managed pages).
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones[..self.nr_nodes() * NR_ZONES]
     }
 
-    /// One zone.
+    /// One zone of node 0 (of the only node without NUMA).
     pub fn zone(&self, z: ZoneType) -> &Zone {
         &self.zones[z as usize]
     }
@@ -500,8 +590,8 @@ impl<'a> BuddyAllocator<'a> {
             }
         }
         self.for_each_block(start_pfn, end_pfn, |s, pfn, order| {
-            let z = ZoneType::of_pfn(pfn);
-            let zone = &mut s.zones[z as usize];
+            let z = s.zone_index_of_pfn(pfn);
+            let zone = &mut s.zones[z];
             zone.managed_pages += 1 << order;
             zone.start_pfn = zone.start_pfn.min(pfn);
             zone.end_pfn = zone.end_pfn.max(pfn + (1 << order));
@@ -516,7 +606,7 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Calls `f(self, pfn, order)` for each maximal aligned block of the
     /// range; zone boundaries are aligned to `MAX_PAGE_ORDER` so a block
-    /// never straddles two zones.
+    /// never straddles two zones, and blocks stop at node boundaries.
     fn for_each_block(
         &mut self,
         start: u64,
@@ -525,8 +615,9 @@ impl<'a> BuddyAllocator<'a> {
     ) -> Result<(), BuddyError> {
         let mut pfn = start;
         while pfn < end {
+            let piece_end = end.min(self.nodes.next_boundary(pfn));
             let align = if pfn == 0 { MAX_PAGE_ORDER as u32 } else { pfn.trailing_zeros() };
-            let fit = 63 - (end - pfn).leading_zeros();
+            let fit = 63 - (piece_end - pfn).leading_zeros();
             let order = align.min(fit).min(MAX_PAGE_ORDER as u32) as u8;
             f(self, pfn, order)?;
             pfn += 1 << order;
@@ -557,8 +648,32 @@ impl<'a> BuddyAllocator<'a> {
         }
     }
 
+    /// The zonelist `gfp` walks from `cpu`: the preferred node's fallback
+    /// order (nearest first) filtered by the node mask, each node's zones
+    /// from `gfp.zone` down (Normal -> DMA32 -> DMA). Fills `out` with
+    /// zone indexes, returns how many.
+    pub fn zonelist(&self, cpu: usize, gfp: Gfp, out: &mut [usize; MAX_NR_ZONES]) -> Result<usize, BuddyError> {
+        let nid = if gfp.nid == NUMA_NO_NODE { self.nodes.cpu_node(cpu) } else { gfp.nid };
+        if usize::from(nid) >= self.nr_nodes() {
+            return Err(BuddyError::BadNode(u64::from(nid)));
+        }
+        let mut n = 0;
+        for &node in self.nodes.fallback(usize::from(nid)) {
+            if gfp.nodemask & (1 << node) == 0 {
+                continue;
+            }
+            for z in (0..=gfp.zone as usize).rev() {
+                out[n] = usize::from(node) * NR_ZONES + z;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Allocates a block of `2^order` pages on `cpu`, walking the zonelist
-    /// from `gfp.zone` down (Normal -> DMA32 -> DMA). Returns the head pfn.
+    /// ([`zonelist`](Self::zonelist)): the preferred node's zones from
+    /// `gfp.zone` down, then the other allowed nodes' by distance.
+    /// Returns the head pfn.
     pub fn alloc_pages(&mut self, cpu: usize, order: u8, gfp: Gfp) -> Result<u64, BuddyError> {
         if order > MAX_PAGE_ORDER {
             return Err(BuddyError::BadOrder(order));
@@ -566,12 +681,14 @@ impl<'a> BuddyAllocator<'a> {
         if cpu >= self.nr_cpus {
             return Err(BuddyError::BadCpu(cpu));
         }
+        let mut list = [0usize; MAX_NR_ZONES];
+        let nz = self.zonelist(cpu, gfp, &mut list)?;
+        let list = &list[..nz];
         // First pass at the low watermark, as get_page_from_freelist with
         // ALLOC_WMARK_LOW; on failure wake reclaim and retry at min.
-        let top = gfp.zone as usize;
         let mt = gfp.migratetype;
         if gfp.wmark != WmarkPolicy::NoWatermarks {
-            for z in (0..=top).rev() {
+            for &z in list {
                 let mark = self.zones[z].wmark(Watermark::Low);
                 if self.zones[z].managed_pages > 0 && self.zones[z].watermark_ok(order, mark) {
                     if let Some(pfn) = self.rmqueue(z, cpu, order, mt) {
@@ -579,13 +696,13 @@ impl<'a> BuddyAllocator<'a> {
                     }
                 }
             }
-            for z in (0..=top).rev() {
+            for &z in list {
                 if self.zones[z].managed_pages > 0 {
                     self.zones[z].kswapd_wakeups += 1;
                 }
             }
         }
-        for z in (0..=top).rev() {
+        for &z in list {
             let min = self.zones[z].wmark(Watermark::Min);
             let mark = match gfp.wmark {
                 WmarkPolicy::Normal => Some(min),
@@ -749,10 +866,9 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Linux's `__free_one_page`: merges with free buddies as far as they go
     /// and puts the result on the free list of the pageblock's migratetype.
-    pub(crate) fn free_one_page(&mut self, mut idx: u32, mut order: u8, z: ZoneType) {
+    pub(crate) fn free_one_page(&mut self, mut idx: u32, mut order: u8, z: usize) {
         self.mem_map[idx as usize].flags = 0;
         let mt = self.pageblock_migratetype(self.pfn_of(idx));
-        let z = z as usize;
         while order < MAX_PAGE_ORDER {
             let pfn = self.pfn_of(idx);
             let buddy_pfn = pfn ^ (1 << order);
@@ -816,7 +932,7 @@ impl<'a> BuddyAllocator<'a> {
         }
         p.refcount = 0;
         let z = p.zone as usize;
-        if z >= NR_ZONES {
+        if z >= MAX_NR_ZONES {
             return Err(BuddyError::Corrupt("zone index in a block head"));
         }
         if self.pcp_enabled && order <= PAGE_ALLOC_COSTLY_ORDER {
@@ -829,7 +945,7 @@ impl<'a> BuddyAllocator<'a> {
                 self.free_pcppages_bulk(z, cpu, batch);
             }
         } else {
-            self.free_one_page(idx, order, ZoneType::ALL[z]);
+            self.free_one_page(idx, order, z);
         }
         Ok(())
     }
@@ -854,7 +970,7 @@ impl<'a> BuddyAllocator<'a> {
                 pcp.lists[o][m] = self.mem_map[idx as usize].next;
                 pcp.count -= 1 << o;
                 freed += 1 << o;
-                self.free_one_page(idx, o as u8, ZoneType::ALL[z]);
+                self.free_one_page(idx, o as u8, z);
             }
             l = (l + 1) % NR_LISTS;
         }
@@ -865,7 +981,7 @@ impl<'a> BuddyAllocator<'a> {
         if cpu >= self.nr_cpus {
             return Err(BuddyError::BadCpu(cpu));
         }
-        for z in 0..NR_ZONES {
+        for z in 0..MAX_NR_ZONES {
             self.free_pcppages_bulk(z, cpu, u64::MAX);
         }
         Ok(())
@@ -874,7 +990,7 @@ impl<'a> BuddyAllocator<'a> {
     /// Empties every CPU's pcp lists (Linux's `drain_all_pages`), e.g.
     /// before reporting fragmentation or when an allocation fails.
     pub fn drain_all_pages(&mut self) {
-        for z in 0..NR_ZONES {
+        for z in 0..MAX_NR_ZONES {
             for cpu in 0..self.nr_cpus {
                 self.free_pcppages_bulk(z, cpu, u64::MAX);
             }
@@ -927,7 +1043,10 @@ impl<'a> BuddyAllocator<'a> {
                         if pfn & ((1 << o) - 1) != 0 {
                             return Err(BuddyError::Corrupt("free block misaligned"));
                         }
-                        if ZoneType::of_pfn(pfn) as usize != z || self.idx(pfn + (1 << o) - 1).is_none() {
+                        if self.zone_index_of_pfn(pfn) != z
+                            || self.zone_index_of_pfn(pfn + (1 << o) - 1) != z
+                            || self.idx(pfn + (1 << o) - 1).is_none()
+                        {
                             return Err(BuddyError::Corrupt("free block outside its zone"));
                         }
                         if o < MAX_PAGE_ORDER as usize {

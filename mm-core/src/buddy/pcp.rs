@@ -29,7 +29,7 @@
 //! slab allocator only sees batches of `kmalloc`/`kfree` under its lock.
 
 use super::page::{Page, PageOwner, NIL, PG_HEAD, PG_PCP};
-use super::{BuddyAllocator, BuddyError, Gfp, MigrateType, NR_ZONES};
+use super::{BuddyAllocator, BuddyError, Gfp, MigrateType, MAX_NR_ZONES};
 
 /// `Page::prev` of a page cached in a [`PcpCache`] (on no zone list).
 pub const PCP_DETACHED: u32 = NIL - 1;
@@ -208,7 +208,7 @@ pub fn pcp_page_take(p: &mut Page) -> bool {
 /// free, a slab page) is for the locked path, which decrements or reports.
 #[inline]
 pub fn pcp_page_cacheable(p: &Page) -> Option<MigrateType> {
-    (p.flags == PG_HEAD && p.order == 0 && p.refcount == 1 && (p.zone as usize) < NR_ZONES)
+    (p.flags == PG_HEAD && p.order == 0 && p.refcount == 1 && (p.zone as usize) < MAX_NR_ZONES)
         .then(|| MigrateType::from_u8(p.frozen))
 }
 
@@ -256,12 +256,12 @@ impl BuddyAllocator<'_> {
                 return Err(BuddyError::Corrupt("a per-CPU cache entry is not a cached page"));
             }
             let z = p.zone as usize;
-            if z >= NR_ZONES {
+            if z >= MAX_NR_ZONES {
                 return Err(BuddyError::Corrupt("zone index in a block head"));
             }
             p.flags = PG_HEAD;
             p.prev = NIL;
-            self.free_one_page(i, 0, super::ZoneType::ALL[z]);
+            self.free_one_page(i, 0, z);
         }
         Ok(())
     }

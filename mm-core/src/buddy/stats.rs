@@ -91,7 +91,9 @@ impl BuddyAllocator<'_> {
     /// order (`Node 0, zone   Normal      1      0 ...`).
     pub fn buddyinfo<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
         for z in self.zones().iter().filter(|z| z.populated()) {
-            w.write_str("Node 0, zone ")?;
+            w.write_str("Node ")?;
+            write_dec(w, u64::from(z.node), 0)?;
+            w.write_str(", zone ")?;
             write_padded(w, z.kind.name(), 8, false)?;
             for a in &z.free_area {
                 w.write_char(' ')?;
@@ -129,7 +131,9 @@ impl BuddyAllocator<'_> {
     /// (`-1.000` where the allocation would succeed).
     pub fn extfrag_index_text<W: Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
         for z in self.zones().iter().filter(|z| z.populated()) {
-            w.write_str("Node 0, zone ")?;
+            w.write_str("Node ")?;
+            write_dec(w, u64::from(z.node), 0)?;
+            w.write_str(", zone ")?;
             write_padded(w, z.kind.name(), 8, false)?;
             for o in 0..=MAX_PAGE_ORDER {
                 let i = ContigPageInfo::of(z, o).fragmentation_index(o);
@@ -150,7 +154,9 @@ impl BuddyAllocator<'_> {
 
     fn index_text<W: Write + ?Sized>(&self, w: &mut W, f: fn(&ContigPageInfo, u8) -> i64) -> fmt::Result {
         for z in self.zones().iter().filter(|z| z.populated()) {
-            w.write_str("Node 0, zone ")?;
+            w.write_str("Node ")?;
+            write_dec(w, u64::from(z.node), 0)?;
+            w.write_str(", zone ")?;
             write_padded(w, z.kind.name(), 8, false)?;
             for o in 0..=MAX_PAGE_ORDER {
                 w.write_char(' ')?;

@@ -341,6 +341,7 @@ fn run_model(ops: &[Op], mobility: bool) {
                     zone: ZoneType::ALL[zone as usize],
                     wmark: [WmarkPolicy::Normal, WmarkPolicy::Atomic, WmarkPolicy::NoWatermarks][wmark as usize],
                     migratetype: mt,
+                    ..GFP_KERNEL
                 };
                 match b.alloc_pages(cpu, order, gfp) {
                     Ok(pfn) => {
@@ -585,4 +586,162 @@ fn fallback_into_a_mixed_pageblock_boosts_the_watermarks() {
     // Turning boosting off drops a pending boost.
     b.set_watermark_boost_factor(0);
     assert_eq!(b.take_boosted_zone(), None);
+}
+
+/// Two nodes of 8 MiB each over pfns 0..4096 (node 1 from 2048), CPU 0
+/// on node 0 and CPU 1 on node 1, distance 10/20.
+fn two_nodes(m: &mut [Page]) -> BuddyAllocator<'_> {
+    let mut b = BuddyAllocator::new(m, 0, 2).unwrap();
+    let l = NodeLayout::new(2, &[(0, 2048, 0), (2048, 4096, 1)], &[0, 1], |a, c| if a == c { 10 } else { 20 }).unwrap();
+    b.set_node_layout(l).unwrap();
+    b
+}
+
+#[test]
+fn node_layout_rejects_bad_input() {
+    let d = |_: usize, _: usize| 20u8;
+    assert_eq!(NodeLayout::new(0, &[], &[], d), Err(BuddyError::BadNode(0)));
+    assert_eq!(NodeLayout::new(MAX_NUMNODES + 1, &[], &[], d), Err(BuddyError::BadNode(MAX_NUMNODES as u64 + 1)));
+    assert_eq!(NodeLayout::new(2, &[(0, 512, 2)], &[], d), Err(BuddyError::BadNode(2)));
+    // Not pageblock-aligned.
+    assert!(NodeLayout::new(2, &[(0, 500, 0)], &[], d).is_err());
+    assert!(NodeLayout::new(2, &[(0, 1024, 0), (512, 2048, 1)], &[], d).is_err());
+    assert_eq!(NodeLayout::new(2, &[], &[0, 3], d), Err(BuddyError::BadNode(3)));
+    // Set once memory is in: refused.
+    let mut m = map(4096);
+    let mut b = BuddyAllocator::new(&mut m, 0, 1).unwrap();
+    b.free_range(0, 1024).unwrap();
+    assert_eq!(b.set_node_layout(NodeLayout::single()), Err(BuddyError::LayoutAfterMemory));
+}
+
+#[test]
+fn fallback_order_by_distance() {
+    // Node 0 is nearer to 2 than to 1; ties by number.
+    let dist = [[10u8, 30, 20, 30], [30, 10, 30, 20], [20, 30, 10, 30], [30, 20, 30, 10]];
+    let l = NodeLayout::new(4, &[], &[], |a, c| dist[a][c]).unwrap();
+    assert_eq!(l.fallback(0), &[0, 2, 1, 3]);
+    assert_eq!(l.fallback(1), &[1, 3, 0, 2]);
+    assert_eq!(l.fallback(3), &[3, 1, 0, 2]);
+}
+
+#[test]
+fn each_node_has_its_own_zones() {
+    let mut m = map(4096);
+    let mut b = two_nodes(&mut m);
+    // One call over both nodes: split at the boundary.
+    b.free_range(0, 4096).unwrap();
+    b.verify().unwrap();
+    assert_eq!(b.nr_nodes(), 2);
+    assert_eq!(b.node_counts(0).managed, 2048);
+    assert_eq!(b.node_counts(1).managed, 2048);
+    assert_eq!(b.node_zones(1)[ZoneType::Dma as usize].node, 1);
+    assert_eq!(b.node_counts(2), PageCounts::default());
+    // No free block crosses into the other node.
+    b.for_each_free_block(|pfn, order| {
+        assert_eq!(b.node_of_pfn(pfn), b.node_of_pfn(pfn + (1 << order) - 1));
+    });
+}
+
+#[test]
+fn local_node_first_then_fallback_by_distance() {
+    let mut m = map(4096);
+    let mut b = two_nodes(&mut m);
+    b.set_pcp_enabled(false);
+    b.free_range(0, 4096).unwrap();
+    // CPU 1 allocates on node 1, CPU 0 on node 0.
+    let p1 = b.alloc_pages(1, 0, GFP_KERNEL).unwrap();
+    assert_eq!(b.node_of_pfn(p1), 1);
+    let p0 = b.alloc_pages(0, 3, GFP_KERNEL).unwrap();
+    assert_eq!(b.node_of_pfn(p0), 0);
+    // An explicit node overrides the CPU's.
+    let p = b.alloc_pages(0, 0, GFP_KERNEL.on_nodes(1, NODEMASK_ALL)).unwrap();
+    assert_eq!(b.node_of_pfn(p), 1);
+    // Exhaust node 1 (watermarks ignored): CPU 1 then falls back to node 0.
+    let mut got = Vec::new();
+    while let Ok(pfn) = b.alloc_pages(1, 0, GFP_NOWMARK.on_nodes(NUMA_NO_NODE, 0b10)) {
+        got.push(pfn);
+    }
+    assert_eq!(b.node_counts(1).free, 0);
+    let q = b.alloc_pages(1, 0, GFP_KERNEL).unwrap();
+    assert_eq!(b.node_of_pfn(q), 0);
+    // A node mask of node 1 only now fails rather than leave it.
+    assert_eq!(b.alloc_pages(0, 0, GFP_NOWMARK.on_nodes(1, 0b10)), Err(BuddyError::NoMemory));
+    // A node that does not exist is an error, not a panic.
+    assert_eq!(b.alloc_pages(0, 0, GFP_KERNEL.on_nodes(5, NODEMASK_ALL)), Err(BuddyError::BadNode(5)));
+    for pfn in got {
+        b.free_pages(1, pfn, 0).unwrap();
+    }
+    b.verify().unwrap();
+}
+
+#[test]
+fn per_cpu_lists_are_per_node() {
+    let mut m = map(4096);
+    let mut b = two_nodes(&mut m);
+    b.free_range(0, 4096).unwrap();
+    // CPU 0 frees a node-1 page: it goes to node 1's zone pcp list, so a
+    // node-0 allocation on CPU 0 never gets it.
+    let p1 = b.alloc_pages(0, 0, GFP_KERNEL.on_nodes(1, 0b10)).unwrap();
+    b.free_pages(0, p1, 0).unwrap();
+    for _ in 0..64 {
+        let p = b.alloc_pages(0, 0, GFP_KERNEL.on_nodes(0, 0b01)).unwrap();
+        assert_eq!(b.node_of_pfn(p), 0);
+    }
+    b.verify().unwrap();
+}
+
+#[test]
+fn numa_account_as_zone_statistics() {
+    let mut s = [NumaStat::default(); 2];
+    // Local hit.
+    numa_account(0, 0, 0, false, &mut s);
+    // Wanted 0, got 1, on a CPU of node 0: miss on 1, foreign on 0, other_node on 1.
+    numa_account(0, 1, 0, false, &mut s);
+    // Interleave chose 1 and got it, CPU on node 0.
+    numa_account(1, 1, 0, true, &mut s);
+    assert_eq!(s[0], NumaStat { numa_hit: 1, numa_foreign: 1, local_node: 1, ..Default::default() });
+    assert_eq!(s[1], NumaStat { numa_hit: 1, numa_miss: 1, interleave_hit: 1, other_node: 2, ..Default::default() });
+}
+
+proptest! {
+    /// Random allocations and frees on two nodes with random preferred
+    /// nodes and masks: every page lies in an allowed node, the preferred
+    /// one while it has free pages above the watermark, and the books
+    /// balance per node.
+    #[test]
+    fn per_node_allocations_respect_masks(ops in proptest::collection::vec((0usize..2, 0u8..3, 0u8..3, 1u8..4, any::<bool>()), 1..300)) {
+        let mut m = map(4096);
+        let mut b = two_nodes(&mut m);
+        b.free_range(0, 4096).unwrap();
+        let mut held: Vec<(u64, u8)> = Vec::new();
+        for (cpu, order, nid, mask, free) in ops {
+            if free && !held.is_empty() {
+                let (pfn, o) = held.swap_remove(held.len() / 2);
+                b.free_pages(cpu, pfn, o).unwrap();
+                continue;
+            }
+            let nid = if nid == 2 { NUMA_NO_NODE } else { nid };
+            let gfp = GFP_NOWMARK.on_nodes(nid, mask);
+            let pref = if nid == NUMA_NO_NODE { cpu as u8 } else { nid };
+            let pref_has = b.node_zones(pref as usize).iter().any(|z| z.free_area[order as usize..].iter().any(|a| a.nr_free > 0));
+            match b.alloc_pages(cpu, order, gfp) {
+                Ok(pfn) => {
+                    let node = b.node_of_pfn(pfn);
+                    prop_assert!(mask & (1 << node) != 0, "pfn {pfn} node {node} mask {mask}");
+                    if pref_has && mask & (1 << pref) != 0 {
+                        prop_assert_eq!(node, pref);
+                    }
+                    prop_assert_eq!(node, b.node_of_pfn(pfn + (1 << order) - 1));
+                    held.push((pfn, order));
+                }
+                Err(e) => prop_assert_eq!(e, BuddyError::NoMemory),
+            }
+        }
+        b.verify().unwrap();
+        for n in 0..2 {
+            let c = b.node_counts(n);
+            let mine: u64 = held.iter().filter(|h| b.node_of_pfn(h.0) as usize == n).map(|h| 1u64 << h.1).sum();
+            prop_assert_eq!(c.allocated, mine);
+        }
+    }
 }

@@ -96,6 +96,8 @@ pub enum Watermark {
 pub struct Zone {
     /// Which zone.
     pub kind: ZoneType,
+    /// The node it belongs to (Linux's `zone_to_nid`).
+    pub node: u8,
     /// Lowest pfn given to the zone so far (`u64::MAX` if none).
     pub start_pfn: u64,
     /// One past the highest pfn given to the zone so far (0 if none).
@@ -123,9 +125,10 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub(crate) const fn new(kind: ZoneType) -> Zone {
+    pub(crate) const fn new(kind: ZoneType, node: u8) -> Zone {
         Zone {
             kind,
+            node,
             start_pfn: u64::MAX,
             end_pfn: 0,
             managed_pages: 0,

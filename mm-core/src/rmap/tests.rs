@@ -251,7 +251,8 @@ fn mremap_moves_ranges_and_the_walk_finds_pages_at_their_new_address() {
     assert_eq!(walk(&r, b), [(1, 30 * P), (2, 30 * P)]);
     // A new page faulted in the moved VMA (which kept vm_pgoff 18) gets
     // the index its old place had, and is found where it is.
-    let moved = Vma { start: 100 * P, end: 106 * P, flags: RW, kind: VmaKind::Anon, pgoff: 18 };
+    let moved =
+        Vma { start: 100 * P, end: 106 * P, flags: RW, kind: VmaKind::Anon, pgoff: 18, policy: Default::default() };
     let c = r.folio_add_new_anon_rmap(2, &moved, 101 * P, true).unwrap();
     assert_eq!(c.index, 19);
     assert_eq!(walk(&r, c), [(2, 101 * P)]);

@@ -767,6 +767,10 @@ impl Inspector {
                 }
                 Check::Swap => swapcheck::swap(gs, &roots, self.cfg.swap_file.as_deref()),
                 Check::Tlb => super::tlbcheck::check(&mut self.tlb, &mem, gs, &ctx, &self.symbols),
+                Check::Numa => {
+                    let um = user_maps.get_or_insert_with(|| invariants::user_maps(&phys, &ctx, &roots));
+                    super::numa::verify(&mem, gs, um, &roots)
+                }
                 _ => match gs.access_records() {
                     Ok(recs) => invariants::access(&phys, &ctx, &recs),
                     Err(e) => CheckResult::could_not_run(c, format!("the access records are unreadable: {e}")),

@@ -272,11 +272,16 @@ pub enum Check {
     /// guest's per-CPU record of page-table changes, flushes, frees and
     /// returns to user mode, replayed (mm-core's `paging::tlbtrace`).
     Tlb,
+    /// Every buddy block's node (the zone its descriptor names) is the
+    /// node whose SRAT range holds it, so the per-node free and used
+    /// counts agree with the frames in each node's range; every frame
+    /// mapped in a VMA with an MPOL_BIND policy lies in one of its nodes.
+    Numa,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::Kvm,
         Check::Wx,
         Check::TextRo,
@@ -290,10 +295,11 @@ impl Check {
         Check::Swap,
         Check::Lru,
         Check::Tlb,
+        Check::Numa,
     ];
 
     /// The checks that read the guest's descriptor.
-    pub const DESCRIPTOR: [Check; 9] = [
+    pub const DESCRIPTOR: [Check; 10] = [
         Check::FreedMapped,
         Check::PtOwner,
         Check::Access,
@@ -303,6 +309,7 @@ impl Check {
         Check::Swap,
         Check::Lru,
         Check::Tlb,
+        Check::Numa,
     ];
 
     /// The name `--verify` and reports use.
@@ -321,6 +328,7 @@ impl Check {
             Check::Swap => "swap",
             Check::Lru => "lru",
             Check::Tlb => "tlb",
+            Check::Numa => "numa",
         }
     }
 }

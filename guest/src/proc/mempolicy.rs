@@ -1,0 +1,309 @@
+//! NUMA memory policies (Linux's mm/mempolicy.c): set_mempolicy (238),
+//! get_mempolicy (239) and mbind (237) with Linux's numbers, checks and
+//! errno (mm-core's `mempolicy` has the rules), the policy a user page
+//! fault allocates under (the VMA's, else the task's; interleave by the
+//! page's offset in its VMA as Linux's `interleave_nid`), and
+//! /proc/PID/numa_maps.
+//!
+//! Kernel allocations ignore the task's policy (Linux applies it to
+//! them too); only user page faults follow it.
+
+use super::mm::MmStruct;
+use super::sched;
+use super::syscall::{copy_from_user, copy_to_user, with_mm};
+use crate::mm::page_alloc::{gfp, GfpMask, GFP_USER};
+use alloc::string::String;
+use core::fmt::Write;
+use mm_core::addr::PAGE_SIZE;
+use mm_core::mempolicy::{
+    interleave_index, read_nodemask, sanitize_mode, MemPolicy, Mode, EFAULT, EINVAL, EIO, MPOL_DEFAULT, MPOL_F_ADDR,
+    MPOL_F_MEMS_ALLOWED, MPOL_F_NODE, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT,
+};
+use mm_core::vma::Vma;
+
+/// The nodes with memory (Linux's `node_states[N_MEMORY]`).
+fn present() -> u8 {
+    let n = crate::mm::numa::nr_nodes().min(8);
+    crate::mm::PAGES.with(|p| (0..n).filter(|&i| p.buddy.node_counts(i).managed > 0).fold(0u8, |m, i| m | 1 << i))
+}
+
+/// Linux's `nr_node_ids`: one past the highest node number.
+fn nr_node_ids() -> u64 {
+    crate::mm::numa::nr_nodes() as u64
+}
+
+/// Reads the user's node mask (`get_nodes`).
+fn read_mask(mm: &mut MmStruct, nmask: u64, maxnode: u64) -> Result<u64, i64> {
+    read_nodemask(nmask == 0, maxnode, &mut |i| {
+        let mut b = [0u8; 8];
+        copy_from_user(mm, nmask.checked_add(8 * i as u64)?, &mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    })
+}
+
+/// `set_mempolicy(mode, nmask, maxnode)`.
+pub fn sys_set_mempolicy(mode: u64, nmask: u64, maxnode: u64) -> i64 {
+    match set_mempolicy(mode as i32 as i64, nmask, maxnode) {
+        Ok(()) => 0,
+        Err(e) => -e,
+    }
+}
+
+fn set_mempolicy(mode: i64, nmask: u64, maxnode: u64) -> Result<(), i64> {
+    sanitize_mode(mode)?;
+    let user = with_mm(|mm| read_mask(mm, nmask, maxnode)).unwrap_or(Err(EFAULT))?;
+    let pol = MemPolicy::from_user(mode, user, present())?;
+    sched::with_current(|t| {
+        t.mempolicy = pol;
+        // A new interleave starts after its last node, so the next is
+        // its first (Linux resets il_prev to MAX_NUMNODES - 1).
+        t.il_prev = 7;
+    });
+    Ok(())
+}
+
+/// `mbind(start, len, mode, nmask, maxnode, flags)`.
+pub fn sys_mbind(start: u64, len: u64, mode: u64, nmask: u64, maxnode: u64, flags: u64) -> i64 {
+    match mbind(start, len, mode as i32 as i64, nmask, maxnode, flags) {
+        Ok(()) => 0,
+        Err(e) => -e,
+    }
+}
+
+fn mbind(start: u64, len: u64, mode: i64, nmask: u64, maxnode: u64, mut flags: u64) -> Result<(), i64> {
+    let (m, _) = sanitize_mode(mode)?;
+    let user = with_mm(|mm| read_mask(mm, nmask, maxnode)).unwrap_or(Err(EFAULT))?;
+    // do_mbind's checks, in its order.
+    if flags & !(MPOL_MF_STRICT | MPOL_MF_MOVE | MPOL_MF_MOVE_ALL) != 0 {
+        return Err(EINVAL);
+    }
+    if start & (PAGE_SIZE - 1) != 0 {
+        return Err(EINVAL);
+    }
+    if m == MPOL_DEFAULT {
+        flags &= !MPOL_MF_STRICT;
+    }
+    let len = len.checked_add(PAGE_SIZE - 1).ok_or(EINVAL)? & !(PAGE_SIZE - 1);
+    let end = start.checked_add(len).ok_or(EINVAL)?;
+    if end == start {
+        return Ok(());
+    }
+    let pol = MemPolicy::from_user(mode, user, present())?;
+    with_mm(|mm| {
+        // The range must be mapped without holes (EFAULT, as
+        // queue_pages_range without MPOL_MF_DISCONTIG_OK).
+        let mut at = start;
+        while at < end {
+            let v = mm.vmas.find(at).copied().ok_or(EFAULT)?;
+            at = v.end;
+        }
+        // MPOL_MF_STRICT: pages already placed must follow the policy
+        // (pages are not moved: MPOL_MF_MOVE is accepted without
+        // migrating them, so with it STRICT fails the same way).
+        if flags & MPOL_MF_STRICT != 0 && matches!(pol.mode, Mode::Bind | Mode::Preferred | Mode::Interleave) {
+            let bad = frames_in(mm, start, end).iter().any(|&(_, pa)| {
+                let node = crate::mm::numa::node_of_pfn(pa >> 12);
+                match pol.mode {
+                    Mode::Bind => pol.nodes & (1 << node) == 0,
+                    _ => false,
+                }
+            });
+            if bad {
+                return Err(EIO);
+            }
+        }
+        mm.vmas.set_policy(start, end, pol).map_err(|_| EFAULT)?;
+        Ok(())
+    })
+    .unwrap_or(Err(EFAULT))
+}
+
+/// The present, non-zero frames mapped in `[start, end)`: (address, pa).
+fn frames_in(mm: &MmStruct, start: u64, end: u64) -> alloc::vec::Vec<(u64, u64)> {
+    let zero = super::mm::MM_GLOBALS.with(|g| g.zero_pa);
+    let mut out = alloc::vec::Vec::new();
+    let _ = super::fault::user_pt(mm.pgd).for_each_leaf(
+        &mut crate::mm::phys::direct_map(),
+        start..end,
+        mm_core::paging::LeafKinds::NonNone,
+        |_, l| {
+            if l.entry.is_present() {
+                let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                if pa != zero && !crate::mm::huge_memory::is_huge_zero(pa) {
+                    let pages = l.size().bytes() / PAGE_SIZE;
+                    for i in 0..pages {
+                        out.push((l.va.0 + i * PAGE_SIZE, pa + i * PAGE_SIZE));
+                    }
+                }
+            }
+            true
+        },
+    );
+    out
+}
+
+/// `get_mempolicy(mode, nmask, maxnode, addr, flags)`.
+pub fn sys_get_mempolicy(mode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) -> i64 {
+    match get_mempolicy(mode, nmask, maxnode, addr, flags) {
+        Ok(()) => 0,
+        Err(e) => -e,
+    }
+}
+
+fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) -> Result<(), i64> {
+    if nmask != 0 && maxnode < nr_node_ids() {
+        return Err(EINVAL);
+    }
+    if flags & !(MPOL_F_NODE | MPOL_F_ADDR | MPOL_F_MEMS_ALLOWED) != 0 {
+        return Err(EINVAL);
+    }
+    let (task_pol, il_prev) = sched::with_current(|t| (t.mempolicy, t.il_prev)).unwrap_or_default();
+    let (mode, nodes): (i64, u8) = if flags & MPOL_F_MEMS_ALLOWED != 0 {
+        if flags & (MPOL_F_NODE | MPOL_F_ADDR) != 0 {
+            return Err(EINVAL);
+        }
+        (0, present())
+    } else {
+        let pol = if flags & MPOL_F_ADDR != 0 {
+            // The VMA's own policy (default if it has none), as Linux's
+            // __get_vma_policy.
+            with_mm(|mm| mm.vmas.find(addr).map(|v| v.policy)).flatten().ok_or(EFAULT)?
+        } else {
+            if addr != 0 {
+                return Err(EINVAL);
+            }
+            task_pol
+        };
+        let mode = if flags & MPOL_F_NODE != 0 {
+            if flags & MPOL_F_ADDR != 0 {
+                // The node of the page at addr, faulted in if need be.
+                let pa = with_mm(|mm| super::fault::user_page(mm, addr, false).map_err(|_| EFAULT))
+                    .unwrap_or(Err(EFAULT))?;
+                i64::from(crate::mm::numa::node_of_pfn(pa >> 12))
+            } else if pol.mode == Mode::Interleave {
+                // The node the next task-interleaved allocation takes.
+                let after = pol.nodes & !((2u16 << il_prev.min(7)) - 1) as u8;
+                i64::from(if after != 0 { after.trailing_zeros() } else { pol.nodes.trailing_zeros() })
+            } else {
+                return Err(EINVAL);
+            }
+        } else {
+            pol.user_mode()
+        };
+        (mode, pol.user_nodes())
+    };
+    with_mm(|mm| {
+        if umode != 0 {
+            copy_to_user(mm, umode, &(mode as i32).to_le_bytes()).map_err(|_| EFAULT)?;
+        }
+        if nmask != 0 {
+            // copy_nodes_to_user: ALIGN(maxnode - 1, 64) bits, our node
+            // word first and the rest cleared; more than a page: EINVAL.
+            let words = maxnode.saturating_sub(1).div_ceil(64);
+            if words * 8 > PAGE_SIZE {
+                return Err(EINVAL);
+            }
+            for i in 0..words {
+                let w = if i == 0 { u64::from(nodes) } else { 0 };
+                let at = nmask.checked_add(8 * i).ok_or(EFAULT)?;
+                copy_to_user(mm, at, &w.to_le_bytes()).map_err(|_| EFAULT)?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap_or(Err(EFAULT))
+}
+
+/// The request a user page for `va` in `vma` is allocated with: the
+/// VMA's policy, else the task's (Linux's `get_vma_policy`), applied as
+/// `alloc_pages_mpol` does. One node: plain `GFP_USER`.
+pub fn user_gfp(vma: &Vma, va: u64) -> GfpMask {
+    if crate::mm::numa::nr_nodes() <= 1 {
+        return GFP_USER;
+    }
+    let pol =
+        if vma.policy.is_default() { sched::with_current(|t| t.mempolicy).unwrap_or_default() } else { vma.policy };
+    let local = crate::mm::numa::cpu_node(crate::arch::percpu::cpu_id());
+    let (g, il) = pol.apply(GFP_USER.gfp, interleave_index(vma.start, vma.pgoff, va), local);
+    GfpMask { gfp: g, flags: GFP_USER.flags | if il { gfp::INTERLEAVE } else { 0 } }
+}
+
+/// /proc/PID/numa_maps (Linux's `show_numa_map`): per VMA its start,
+/// policy (the VMA's, else the task's), `file=`/`heap`/`stack`, then for
+/// mapped pages `anon=`, `dirty=`, `mapped=` (when neither), `N<node>=`
+/// and `kernelpagesize_kB=`.
+pub fn numa_maps_text(pid: u64, mm: &MmStruct, name: impl Fn(&Vma) -> String) -> String {
+    let task_pol = sched::with_task(pid, |t| t.mempolicy).unwrap_or_default();
+    let mut out = String::new();
+    for v in mm.vmas.iter() {
+        let pol = if v.policy.is_default() { task_pol } else { v.policy };
+        let _ = write!(out, "{:08x} ", v.start);
+        let _ = mm_core::mempolicy::policy_str(&pol, &mut out);
+        let n = name(v);
+        match n.as_str() {
+            "" => {}
+            "[heap]" => out.push_str(" heap"),
+            "[stack]" => out.push_str(" stack"),
+            path => {
+                let _ = write!(out, " file={}", path);
+            }
+        }
+        if v.flags.contains(mm_core::vma::VmFlags::HUGETLB) {
+            out.push_str(" huge");
+        }
+        let mut node = [0u64; 8];
+        let (mut pages, mut anon, mut dirty) = (0u64, 0u64, 0u64);
+        let zero = super::mm::MM_GLOBALS.with(|g| g.zero_pa);
+        let mut leaves: alloc::vec::Vec<(u64, bool, u64)> = alloc::vec::Vec::new();
+        let _ = super::fault::user_pt(mm.pgd).for_each_leaf(
+            &mut crate::mm::phys::direct_map(),
+            v.start..v.end,
+            mm_core::paging::LeafKinds::NonNone,
+            |_, l| {
+                if l.entry.is_present() {
+                    let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                    let d = l.entry.0 & mm_core::paging::PteFlags::DIRTY.0 != 0;
+                    leaves.push((pa, d, l.size().bytes() / PAGE_SIZE));
+                }
+                true
+            },
+        );
+        crate::mm::PAGES.with(|p| {
+            for &(pa, d, n) in &leaves {
+                // The zero pages are not counted (vm_normal_page).
+                if pa == zero || crate::mm::huge_memory::is_huge_zero(pa) {
+                    continue;
+                }
+                pages += n;
+                let owner = p.buddy.page(pa >> 12).map_or(0, |pg| pg.owner);
+                if mm_core::buddy::PageOwner::from_u8(owner) != mm_core::buddy::PageOwner::PageCache {
+                    anon += n;
+                }
+                if d {
+                    dirty += n;
+                }
+                node[usize::from(crate::mm::numa::node_of_pfn(pa >> 12)) % 8] += n;
+            }
+        });
+        if pages > 0 {
+            if anon > 0 {
+                let _ = write!(out, " anon={}", crate::fmt::Dec(anon));
+            }
+            if dirty > 0 {
+                let _ = write!(out, " dirty={}", crate::fmt::Dec(dirty));
+            }
+            if pages != anon && pages != dirty {
+                let _ = write!(out, " mapped={}", crate::fmt::Dec(pages));
+            }
+            for (i, &c) in node.iter().enumerate() {
+                if c > 0 {
+                    let _ = write!(out, " N{}={}", crate::fmt::Dec(i as u64), crate::fmt::Dec(c));
+                }
+            }
+            let kb = if v.flags.contains(mm_core::vma::VmFlags::HUGETLB) { 2048 } else { 4 };
+            let _ = write!(out, " kernelpagesize_kB={}", crate::fmt::Dec(kb));
+        }
+        out.push('\n');
+    }
+    out
+}
