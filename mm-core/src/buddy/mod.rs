@@ -408,6 +408,17 @@ impl<'a> BuddyAllocator<'a> {
         Ok(())
     }
 
+    /// Charges the allocated block at `pfn` to memory cgroup `memcg` as
+    /// `kind` (`crate::memcg::charge_page`); its last free uncharges it.
+    pub fn memcg_charge(&mut self, pfn: u64, memcg: usize, kind: crate::memcg::ChargeKind) -> Result<(), BuddyError> {
+        let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
+        if self.mem_map[i].flags & PG_HEAD == 0 {
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        crate::memcg::charge_page(&mut self.mem_map[i], memcg, kind);
+        Ok(())
+    }
+
     /// Takes another reference on an allocated block (`get_page`).
     pub fn get_page(&mut self, pfn: u64) -> Result<u32, BuddyError> {
         let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
@@ -628,6 +639,8 @@ impl<'a> BuddyAllocator<'a> {
         p.zone = z as u8;
         p.refcount = 1;
         p.owner = PageOwner::Unknown as u8;
+        // No memcg charge yet (a slab's leftover object count is not one).
+        p.inuse = 0;
         p.frozen = mt as u8;
         p.next = NIL;
         p.prev = NIL;
@@ -815,6 +828,8 @@ impl<'a> BuddyAllocator<'a> {
             return Ok(());
         }
         p.refcount = 0;
+        // The last reference: the memcg charge goes with it.
+        crate::memcg::uncharge_page(p);
         let z = p.zone as usize;
         if z >= NR_ZONES {
             return Err(BuddyError::Corrupt("zone index in a block head"));
