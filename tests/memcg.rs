@@ -23,6 +23,7 @@ const PRELUDE: &str = r#"
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,6 +97,8 @@ static int hog(const char *g, long pages) {
             if (c > peak) peak = c;
         }
     }
+    /* The host checks the charges here (`--verify memcg`). */
+    syscall(503, "memcg-full", 10);
     long bad = 0;
     for (long i = 0; i < pages; i++)
         if (*(long *)(p + i * 4096) != i * 7 + 1) bad++;
@@ -165,6 +168,7 @@ int main(void) {
     printf("in: exited %d status %d\n", WIFEXITED(st), WEXITSTATUS(st));
     write(done[1], "d", 1);
     waitpid(out, &st, 0);
+    syscall(503, "memcg-exited", 12);
     report("g");
     printf("rmdir: %d\n", rmdir(CG "/g") ? -errno : 0);
     return 0;
@@ -316,7 +320,12 @@ fn field(out: &str, prefix: &str, key: &str) -> i64 {
 #[test]
 fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     let swap = TempFile::absent("memcg-swap");
-    let r = run("memcg-limit", LIMIT, &["--swap", &format!("{},size=64M", swap.path())]);
+    let swap_arg = format!("{},size=64M", swap.path());
+    let r = run(
+        "memcg-limit",
+        LIMIT,
+        &["--swap", &swap_arg, "--verify=memcg,lru,refcount", "--inspect-at", "memcg-full,memcg-exited"],
+    );
     let out = &r.stdout;
     assert_eq!(r.status, 0, "{}", r.all());
     for want in ["mkdir: 0", "max: 0", "read max: 16777216", "in: exited 1 status 0", "rmdir: 0"] {
@@ -352,6 +361,24 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     assert!(out.contains("after exit: procs ''"), "{out}");
     assert_eq!(field(out, "stat", "anon"), 0, "{out}");
     assert_eq!(field(out, "stat", "pagetables"), 0, "{out}");
+    // The host's count of the tags agrees with the guest's charges at
+    // both checkpoints (the group full, then empty), none over max.
+    for cp in ["memcg-full", "memcg-exited"] {
+        let at = out.find(&format!("--- checkpoint '{cp}': verify ---")).unwrap_or_else(|| panic!("no {cp}:\n{out}"));
+        let l = out[at..].lines().find(|l| l.starts_with("verify memcg: ")).unwrap_or_else(|| panic!("{out}"));
+        assert!(l.starts_with("verify memcg: ok ("), "{cp}: {l}\n{out}");
+        assert!(l.contains("(1 below the root)"), "{cp}: {l}");
+    }
+}
+
+/// `--verify memcg` fails when a charge and the page tags disagree
+/// (`break=memcg` counts a page no descriptor is tagged with).
+#[test]
+fn verify_memcg_catches_a_charge_without_a_page() {
+    let r = boot(&["--cmdline", "break=memcg exit=0", "--verify=memcg"]);
+    assert_eq!(r.status, 3, "{}", r.all());
+    assert!(r.stdout.contains("verify memcg: VIOLATION"), "{}", r.all());
+    assert!(r.all().contains("group 0 counts"), "{}", r.all());
 }
 
 #[test]

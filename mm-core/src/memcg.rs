@@ -37,9 +37,84 @@ impl ChargeKind {
     pub const ALL: [ChargeKind; NR_CHARGE_KINDS] = [ChargeKind::Anon, ChargeKind::File, ChargeKind::PageTable];
 }
 
-/// Pages charged, by group index and kind.
-static CHARGED: [[AtomicU64; NR_CHARGE_KINDS]; MAX_MEMCG] =
-    [const { [const { AtomicU64::new(0) }; NR_CHARGE_KINDS] }; MAX_MEMCG];
+/// The counters and limits of every group, in one `repr(C)` table the
+/// guest publishes (its physical address is the descriptor's
+/// `memcg_table`) for the host's `--verify memcg`: little-endian `u64`s,
+/// [`MemcgSnapshot::decode`] reads them.
+#[repr(C)]
+pub struct MemcgTable {
+    /// Pages charged, by group index and kind.
+    pub charged: [[AtomicU64; NR_CHARGE_KINDS]; MAX_MEMCG],
+    /// memory.max in pages (`u64::MAX / 4096`: no limit).
+    pub max: [AtomicU64; MAX_MEMCG],
+    /// The parent's index (the root's: 0).
+    pub parent: [AtomicU64; MAX_MEMCG],
+    /// 1 for a live group (the root always).
+    pub live: [AtomicU64; MAX_MEMCG],
+}
+
+/// Bytes of [`MemcgTable`].
+pub const TABLE_SIZE: usize = core::mem::size_of::<MemcgTable>();
+const _: () = assert!(TABLE_SIZE == MAX_MEMCG * 8 * (NR_CHARGE_KINDS + 3));
+
+/// The table (one per kernel).
+pub static TABLE: MemcgTable = MemcgTable {
+    charged: [const { [const { AtomicU64::new(0) }; NR_CHARGE_KINDS] }; MAX_MEMCG],
+    max: [const { AtomicU64::new(u64::MAX / 4096) }; MAX_MEMCG],
+    parent: [const { AtomicU64::new(0) }; MAX_MEMCG],
+    live: {
+        let mut l = [const { AtomicU64::new(0) }; MAX_MEMCG];
+        l[0] = AtomicU64::new(1);
+        l
+    },
+};
+use TABLE as T;
+
+/// A copy of a [`MemcgTable`] read from guest memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcgSnapshot {
+    /// Pages charged, by group and kind.
+    pub charged: [[u64; NR_CHARGE_KINDS]; MAX_MEMCG],
+    /// memory.max in pages.
+    pub max: [u64; MAX_MEMCG],
+    /// Parent indexes.
+    pub parent: [u64; MAX_MEMCG],
+    /// Live flags.
+    pub live: [u64; MAX_MEMCG],
+}
+
+impl MemcgSnapshot {
+    /// Decodes [`TABLE_SIZE`] bytes (None if fewer).
+    pub fn decode(b: &[u8]) -> Option<MemcgSnapshot> {
+        if b.len() < TABLE_SIZE {
+            return None;
+        }
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let k = NR_CHARGE_KINDS;
+        let base = MAX_MEMCG * k;
+        Some(MemcgSnapshot {
+            charged: core::array::from_fn(|g| core::array::from_fn(|c| w(g * k + c))),
+            max: core::array::from_fn(|g| w(base + g)),
+            parent: core::array::from_fn(|g| w(base + MAX_MEMCG + g)),
+            live: core::array::from_fn(|g| w(base + 2 * MAX_MEMCG + g)),
+        })
+    }
+
+    /// Whether `d` is `g` or below it.
+    pub fn is_in(&self, d: usize, g: usize) -> bool {
+        let mut c = d;
+        for _ in 0..MAX_MEMCG {
+            if c == g {
+                return true;
+            }
+            if c == 0 {
+                return false;
+            }
+            c = self.parent[c] as usize % MAX_MEMCG;
+        }
+        false
+    }
+}
 
 /// The tag `page.inuse` holds for a page of group `memcg` charged as
 /// `kind`: `(memcg + 1) | kind << 8`; 0 is "not charged".
@@ -67,14 +142,14 @@ pub fn charge_page(p: &mut Page, memcg: usize, kind: ChargeKind) {
     }
     uncharge_page(p);
     p.inuse = tag_of(memcg, kind);
-    CHARGED[memcg][kind as usize].fetch_add(1 << p.order, Ordering::Relaxed);
+    T.charged[memcg][kind as usize].fetch_add(1 << p.order, Ordering::Relaxed);
 }
 
 /// Drops `p`'s charge, if it has one (its last reference is going, or it
 /// is charged anew); the tag is cleared.
 pub fn uncharge_page(p: &mut Page) {
     if let Some((memcg, kind)) = tag(p) {
-        let c = &CHARGED[memcg][kind as usize];
+        let c = &T.charged[memcg][kind as usize];
         let n = 1u64 << p.order;
         // Saturating: a count never wraps, whatever a corrupt tag says.
         let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
@@ -84,7 +159,7 @@ pub fn uncharge_page(p: &mut Page) {
 
 /// Pages charged to `memcg` as `kind` (0 for an index out of range).
 pub fn charged(memcg: usize, kind: ChargeKind) -> u64 {
-    CHARGED.get(memcg).map_or(0, |c| c[kind as usize].load(Ordering::Relaxed))
+    T.charged.get(memcg).map_or(0, |c| c[kind as usize].load(Ordering::Relaxed))
 }
 
 /// Pages charged to `memcg`, all kinds.

@@ -61,7 +61,7 @@ const fn initial() -> [Group; MAX_MEMCG] {
 }
 
 /// A limit file's value per group, in pages.
-pub struct Limits([AtomicU64; MAX_MEMCG]);
+pub struct Limits(&'static [AtomicU64; MAX_MEMCG]);
 
 impl Limits {
     /// Group `g`'s value.
@@ -76,14 +76,17 @@ impl Limits {
     }
 }
 
-/// memory.max.
-pub static MAX: Limits = Limits([const { AtomicU64::new(PAGE_COUNTER_MAX) }; MAX_MEMCG]);
+/// memory.max (in the table the host reads: mm-core's `memcg::TABLE`).
+pub static MAX: Limits = Limits(&mm_core::memcg::TABLE.max);
 /// memory.high.
-pub static HIGH: Limits = Limits([const { AtomicU64::new(PAGE_COUNTER_MAX) }; MAX_MEMCG]);
+pub static HIGH: Limits = Limits(&HIGH_V);
 /// memory.low.
-pub static LOW: Limits = Limits([const { AtomicU64::new(0) }; MAX_MEMCG]);
+pub static LOW: Limits = Limits(&LOW_V);
 /// memory.min.
-pub static MIN: Limits = Limits([const { AtomicU64::new(0) }; MAX_MEMCG]);
+pub static MIN: Limits = Limits(&MIN_V);
+static HIGH_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(PAGE_COUNTER_MAX) }; MAX_MEMCG];
+static LOW_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
+static MIN_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
 
 /// memory.events' counters, in the file's order.
 #[derive(Clone, Copy)]
@@ -412,6 +415,9 @@ pub fn create(parent: usize, path: String) -> Result<usize, i64> {
         // A free slot whose old charges are all gone.
         let i = (1..MAX_MEMCG).find(|&i| !gs[i].live && mm_core::memcg::charged_total(i) == 0)?;
         gs[i] = Group { live: true, path, parent };
+        // The host's copy (`--verify memcg`).
+        mm_core::memcg::TABLE.parent[i].store(parent as u64, Ordering::Relaxed);
+        mm_core::memcg::TABLE.live[i].store(1, Ordering::Relaxed);
         Some(i)
     });
     let Some(g) = g else { return Err(11) }; // EAGAIN, as cgroup.max.descendants
@@ -452,6 +458,7 @@ pub fn remove(g: usize, has_tasks: bool) -> Result<(), i64> {
         return Err(EBUSY);
     }
     GROUPS.with(|gs| gs[g].live = false);
+    mm_core::memcg::TABLE.live[g].store(0, Ordering::Relaxed);
     Ok(())
 }
 

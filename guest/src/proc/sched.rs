@@ -2234,7 +2234,7 @@ fn fill(s: &Sched, out: &mut [mm_core::descriptor::ProcDesc]) {
             faults,
             name,
             oom_score_adj: t.oom_score_adj,
-            pad: 0,
+            memcg: t.memcg as u32,
         };
     }
 }

@@ -405,6 +405,11 @@ impl<'a> BuddyAllocator<'a> {
             return Err(BuddyError::NotAllocated(pfn));
         }
         self.mem_map[i].owner = owner as u8;
+        // A page that stops being user memory (the zero page, made from a
+        // user frame and then `Reserved`) stops being charged.
+        if !matches!(owner, PageOwner::UserAnon | PageOwner::PageCache | PageOwner::PageTable) {
+            crate::memcg::uncharge_page(&mut self.mem_map[i]);
+        }
         Ok(())
     }
 

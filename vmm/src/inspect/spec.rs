@@ -272,11 +272,15 @@ pub enum Check {
     /// guest's per-CPU record of page-table changes, flushes, frees and
     /// returns to user mode, replayed (mm-core's `paging::tlbtrace`).
     Tlb,
+    /// Every memory cgroup's charge equals the pages whose descriptors
+    /// carry its tag, each an allocated page of the charged kind; every
+    /// mapped user page is charged; no group is over memory.max.
+    Memcg,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::Kvm,
         Check::Wx,
         Check::TextRo,
@@ -290,10 +294,11 @@ impl Check {
         Check::Swap,
         Check::Lru,
         Check::Tlb,
+        Check::Memcg,
     ];
 
     /// The checks that read the guest's descriptor.
-    pub const DESCRIPTOR: [Check; 9] = [
+    pub const DESCRIPTOR: [Check; 10] = [
         Check::FreedMapped,
         Check::PtOwner,
         Check::Access,
@@ -303,6 +308,7 @@ impl Check {
         Check::Swap,
         Check::Lru,
         Check::Tlb,
+        Check::Memcg,
     ];
 
     /// The name `--verify` and reports use.
@@ -321,6 +327,7 @@ impl Check {
             Check::Swap => "swap",
             Check::Lru => "lru",
             Check::Tlb => "tlb",
+            Check::Memcg => "memcg",
         }
     }
 }
