@@ -59,13 +59,11 @@ pub fn check(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
             ));
         }
     }
-    for g in 0..MAX_MEMCG {
-        for k in 0..NR_CHARGE_KINDS {
-            if t.charged[g][k] != tagged[g][k] {
-                violations.push(format!(
-                    "group {g} counts {} {} pages charged but {} pages carry its tag",
-                    t.charged[g][k], KIND_NAMES[k], tagged[g][k]
-                ));
+    for (g, (counted, tags)) in t.charged.iter().zip(&tagged).enumerate() {
+        for (k, (c, n)) in counted.iter().zip(tags).enumerate() {
+            if c != n {
+                violations
+                    .push(format!("group {g} counts {c} {} pages charged but {n} pages carry its tag", KIND_NAMES[k]));
             }
         }
     }
