@@ -1270,7 +1270,7 @@ fn garbage_descriptor_kernel(vmemmap_garbage: bool) -> TempFile {
         faults: 0,
         name: *b"evil\x1b[2J\x1b]0;x\x07!!",
         oom_score_adj: 0,
-        pad: 0,
+        memcg: 0,
     };
     let mut e = vec![0u8; mm_core::descriptor::PROC_DESC_SIZE];
     Wire::encode(&evil, &mut e);

@@ -162,8 +162,8 @@ pub struct ProcDesc {
     pub name: [u8; 16],
     /// The OOM killer's adjustment, -1000..=1000.
     pub oom_score_adj: i32,
-    /// Reserved.
-    pub pad: u32,
+    /// Its memory cgroup's index (`crate::memcg`; 0 the root).
+    pub memcg: u32,
 }
 
 /// What one probed access did, recorded by the guest's access-rights test
@@ -330,8 +330,9 @@ pub struct MmDescriptor {
     /// Deliberately broken invariant, for the host's `--verify` tests
     /// (0 none; see the guest's `break=` switch).
     pub sabotage: u32,
-    /// Reserved.
-    pub pad: u32,
+    /// Guest-physical address of the memory cgroups' `memcg::MemcgTable`
+    /// (a static of the kernel image, below 4 GiB), 0 for none.
+    pub memcg_table: u32,
     /// The slab caches.
     pub caches: [CacheDesc; MAX_CACHE_DESCS],
     /// The vmstat event counters, in [`VM_EVENT_NAMES`]' order.
@@ -552,7 +553,7 @@ impl MmDescriptor {
             access_count: 0,
             access_capacity: 0,
             sabotage: 0,
-            pad: 0,
+            memcg_table: 0,
             caches: [EMPTY_CACHE; MAX_CACHE_DESCS],
             vmstat: [0; NR_VM_EVENTS],
             swap: SwapDesc {
@@ -811,7 +812,7 @@ impl Wire for ProcDesc {
             faults: r.u64(),
             name: r.bytes(),
             oom_score_adj: r.u32() as i32,
-            pad: r.u32(),
+            memcg: r.u32(),
         }
     }
     fn write_to(&self, w: &mut Writer<'_>) {
@@ -823,7 +824,7 @@ impl Wire for ProcDesc {
         }
         w.bytes(&self.name);
         w.u32(self.oom_score_adj as u32);
-        w.u32(self.pad);
+        w.u32(self.memcg);
     }
 }
 
@@ -914,7 +915,7 @@ impl Wire for MmDescriptor {
         d.access_count = r.u32();
         d.access_capacity = r.u32();
         d.sabotage = r.u32();
-        d.pad = r.u32();
+        d.memcg_table = r.u32();
         for c in d.caches.iter_mut() {
             *c = CacheDesc::read_from(r);
         }
@@ -946,7 +947,7 @@ impl Wire for MmDescriptor {
         for x in [self.deferred_pages, self.boot_table_pages, self.table_pages, self.procs, self.access_records] {
             w.u64(x);
         }
-        for x in [self.access_count, self.access_capacity, self.sabotage, self.pad] {
+        for x in [self.access_count, self.access_capacity, self.sabotage, self.memcg_table] {
             w.u32(x);
         }
         for c in &self.caches {
@@ -1300,7 +1301,7 @@ mod tests {
             faults: 8,
             name: [b'x'; 16],
             oom_score_adj: 1000,
-            pad: 0,
+            memcg: 0,
         };
         let mut prb = [0u8; PROC_DESC_SIZE];
         pr.encode(&mut prb);

@@ -28,6 +28,7 @@ pub mod fmt;
 pub mod fuzz;
 pub mod lru;
 pub mod mem;
+pub mod memcg;
 pub mod mempolicy;
 pub mod numa;
 pub mod page_ext;

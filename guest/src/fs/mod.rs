@@ -9,6 +9,7 @@
 //! in the page cache alone. /proc (procfs.rs) and pipes (pipe.rs) are
 //! here too.
 
+pub mod cgroupfs;
 pub mod file;
 pub mod pagecache;
 pub mod pipe;

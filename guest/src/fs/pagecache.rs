@@ -131,6 +131,7 @@ fn new_page(ino: usize, index: u64, shmem: bool) -> Result<u64, CacheError> {
         crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER).map_err(|_| CacheError::NoMemory)?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, PageOwner::PageCache);
+        crate::mm::memcg::charge(&mut p.buddy, pfn, crate::mm::memcg::ChargeKind::File);
         if let Some(x) = p.ext.get_mut(pfn as usize) {
             x.set_file(ino as u32, index);
         }

@@ -39,6 +39,9 @@ pub enum ProcFile {
     /// /proc/PID/oom_score_adj of the process with this pid, and its text
     /// at open (writable: [`oom_score_adj_write`]).
     OomScoreAdj(u64, Vec<u8>),
+    /// A cgroup control file (cgroupfs.rs): group index, file index and
+    /// its text at open (writable ones: `cgroupfs::write`).
+    Cgroup(usize, usize, Vec<u8>),
 }
 
 /// A /proc/sys/vm setting: its name, how to read it, how to write it
@@ -626,11 +629,15 @@ fn split_pid(rest: &str) -> Option<(u64, &str)> {
 
 /// Whether `path` (normalised) lies under /proc.
 pub fn is_proc(path: &str) -> bool {
-    path == "/proc" || path.starts_with("/proc/")
+    // The cgroup file system is served the same way (cgroupfs.rs).
+    path == "/proc" || path.starts_with("/proc/") || super::cgroupfs::is_cgroup(path)
 }
 
 /// `st_mode` of /proc path `path`, or -ENOENT.
 pub fn mode_of(path: &str) -> Result<u32, i64> {
+    if super::cgroupfs::is_cgroup(path) {
+        return super::cgroupfs::mode_of(path);
+    }
     let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');
     if rest.is_empty() || rest == "sys" || rest == "sys/vm" {
         return Ok(DIR);
@@ -676,6 +683,9 @@ pub fn readlink(path: &str) -> Result<Vec<u8>, i64> {
 /// Opens /proc path `path` (normalised) for reading (or writing, a
 /// /proc/sys/vm file).
 pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
+    if super::cgroupfs::is_cgroup(path) {
+        return super::cgroupfs::open(path, write);
+    }
     let mode = mode_of(path)?;
     let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');
     if write && mode & 0o200 == 0 {

@@ -29,7 +29,7 @@ static PROCS: BootCell<[ProcDesc; MAX_PROC_DESCS]> = BootCell::new(
         faults: 0,
         name: [0; 16],
         oom_score_adj: 0,
-        pad: 0,
+        memcg: 0,
     }; MAX_PROC_DESCS],
 );
 
@@ -220,6 +220,8 @@ pub fn refresh() {
         d.huge = huge;
         d.tlb = super::tlbtrace::describe();
         d.faults = super::faultlog::describe();
+        // The kernel image lies below 1 GiB: the address fits.
+        d.memcg_table = (&mm_core::memcg::TABLE as *const mm_core::memcg::MemcgTable as u64 - KERNEL_MAP) as u32;
     });
 }
 

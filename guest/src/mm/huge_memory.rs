@@ -167,6 +167,9 @@ pub fn alloc_huge_page(zeroed: bool) -> Option<u64> {
         if let Err(e) = p.buddy.split_page(pfn) {
             panic!("split_page({:#x}): {}", pfn, e);
         }
+        for i in 0..HPAGE_PMD_NR {
+            super::memcg::charge(&mut p.buddy, pfn + i, super::memcg::ChargeKind::Anon);
+        }
     });
     let pa = pfn << PAGE_SHIFT;
     if zeroed {

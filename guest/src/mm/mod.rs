@@ -14,6 +14,7 @@ pub mod hugetlb;
 pub mod kcompactd;
 pub mod layout;
 pub mod memblock;
+pub mod memcg;
 pub mod migrate;
 pub mod numa;
 pub mod oom_kill;
@@ -296,6 +297,7 @@ impl FrameAllocator for BuddyFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysAddr> {
         let pfn = page_alloc::alloc_pages_locked(self.0, 0, GFP_KERNEL).ok()?;
         let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
+        memcg::charge(&mut self.0.buddy, pfn, memcg::ChargeKind::PageTable);
         STATS.with(|s| s.table_pages += 1);
         let pa = pfn << PAGE_SHIFT;
         // SAFETY: a page just allocated, reached through the direct map.

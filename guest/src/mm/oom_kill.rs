@@ -45,6 +45,8 @@ pub struct Candidate {
     pub total_vm: u64,
     /// Its adjustment, -1000..=1000.
     pub oom_score_adj: i32,
+    /// Its memory cgroup's index (mm/memcg.rs).
+    pub memcg: u16,
 }
 
 /// What a kill achieved.
@@ -141,7 +143,37 @@ pub fn out_of_memory(order: u8, gfp_flags: u32) -> bool {
         return false;
     }
     INVOCATIONS.fetch_add(1, Ordering::Relaxed);
-    let r = oom_kill_one(&ops, order, gfp_flags);
+    let r = oom_kill_one(&ops, order, gfp_flags, None);
+    IN_OOM.store(false, Ordering::Release);
+    r
+}
+
+/// A memcg OOM's group: its subtree (a mask of group indexes), path,
+/// usage and limit in pages.
+struct MemcgOom<'a> {
+    mask: u64,
+    path: &'a str,
+    usage: u64,
+    limit: u64,
+}
+
+/// Linux's `mem_cgroup_out_of_memory`: the group at `path` (its subtree
+/// `mask`) could not be brought under its limit by reclaim; the worst
+/// process inside it is killed ("Memory cgroup out of memory: Killed
+/// process ..."), no one outside. True if a victim was killed.
+pub fn mem_cgroup_out_of_memory(mask: u64, path: &str, usage: u64, limit: u64) -> bool {
+    let Some(ops) = OPS.with(|o| *o) else { return false };
+    if IN_OOM.swap(true, Ordering::Acquire) {
+        return false;
+    }
+    INVOCATIONS.fetch_add(1, Ordering::Relaxed);
+    let m = MemcgOom { mask, path, usage, limit };
+    let r = oom_kill_one(
+        &ops,
+        0,
+        super::page_alloc::gfp::KSWAPD_RECLAIM | super::page_alloc::gfp::DIRECT_RECLAIM,
+        Some(&m),
+    );
     IN_OOM.store(false, Ordering::Release);
     r
 }
@@ -154,9 +186,20 @@ pub fn pagefault_out_of_memory() -> bool {
     out_of_memory(0, super::page_alloc::gfp::KSWAPD_RECLAIM | super::page_alloc::gfp::DIRECT_RECLAIM)
 }
 
-fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32) -> bool {
+fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32, memcg: Option<&MemcgOom>) -> bool {
     let mut cands = [Candidate::default(); MAX_CANDIDATES];
-    let n = (ops.candidates)(&mut cands);
+    let mut n = (ops.candidates)(&mut cands);
+    if let Some(m) = memcg {
+        // Only the group's processes (Linux's `mem_cgroup_scan_tasks`).
+        let mut k = 0;
+        for i in 0..n {
+            if m.mask & (1 << (cands[i].memcg as u64 % 64)) != 0 {
+                cands[k] = cands[i];
+                k += 1;
+            }
+        }
+        n = k;
+    }
     let cands = &cands[..n];
     let (cur_pid, cur_name, cur_killed) = (ops.current)();
     if cur_killed {
@@ -179,7 +222,18 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32) -> bool {
         Dec(order as u64),
         SDec(cur_adj as i64)
     );
-    show_mem(cands, counts);
+    match memcg {
+        Some(m) => {
+            // mem_cgroup_print_oom_meminfo
+            kprintln!(
+                "memory: usage {}kB, limit {}kB, failcnt 0",
+                kb(m.usage),
+                if m.limit >= super::memcg::PAGE_COUNTER_MAX { Dec(u64::MAX / 1024) } else { kb(m.limit) }
+            );
+            kprintln!("Memory cgroup stats for {}:", m.path);
+        }
+        None => show_mem(cands, counts),
+    }
     kprintln!("Tasks state (memory values in pages):");
     kprintln!("[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name");
     for c in cands {
@@ -203,18 +257,31 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32) -> bool {
         return false;
     };
     let v = cands[i];
-    kprintln!(
-        "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task={},pid={},uid=0",
-        v.name,
-        Dec(v.pid)
-    );
+    let task_memcg = super::memcg::path_of(v.memcg as usize);
+    let task_memcg = if task_memcg.is_empty() { "/" } else { &task_memcg };
+    match memcg {
+        Some(m) => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg={},task_memcg={},task={},pid={},uid=0",
+            m.path,
+            task_memcg,
+            v.name,
+            Dec(v.pid)
+        ),
+        None => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg={},task={},pid={},uid=0",
+            task_memcg,
+            v.name,
+            Dec(v.pid)
+        ),
+    }
     let r = (ops.kill)(v.pid);
     if r == Reap::Gone {
         return false;
     }
     vmstat::count(Event::OomKill, 1);
     kprintln!(
-        "Out of memory: Killed process {} ({}) total-vm:{}kB, anon-rss:{}kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{}kB oom_score_adj:{}",
+        "{}: Killed process {} ({}) total-vm:{}kB, anon-rss:{}kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{}kB oom_score_adj:{}",
+        if memcg.is_some() { "Memory cgroup out of memory" } else { "Out of memory" },
         Dec(v.pid),
         v.name,
         kb(v.total_vm),

@@ -71,6 +71,12 @@ pub fn run(what: &str) -> bool {
             kprintln!("sabotage: kernel text page {:#x} is now writable", text);
             2
         }
+        "memcg" => {
+            // A charge no page carries: the counter and the tags disagree.
+            mm_core::memcg::TABLE.charged[0][0].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            kprintln!("sabotage: the root memory cgroup counts one anon page no page is tagged with");
+            3
+        }
         _ => {
             // Copied out: a layer's switch takes its own (outer) locks.
             let registered = REGISTERED.with(|r| *r);
@@ -83,7 +89,7 @@ pub fn run(what: &str) -> bool {
             for s in registered.iter().flatten() {
                 let _ = core::fmt::Write::write_fmt(&mut names, format_args!(", {}", s.names));
             }
-            kprintln!("sabotage: unknown invariant '{}' (freed-mapped, text-writable{})", what, names.as_str());
+            kprintln!("sabotage: unknown invariant '{}' (freed-mapped, text-writable, memcg{})", what, names.as_str());
             return false;
         }
     };

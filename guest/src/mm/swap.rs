@@ -506,6 +506,7 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
                     continue;
                 }
                 let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
+                super::memcg::charge(&mut p.buddy, rpfn, super::memcg::ChargeKind::Anon);
                 s.set_cache(n, Some(rpfn));
                 p.ext[rpfn as usize].set_swap_entry(Some(n));
                 let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
@@ -520,6 +521,7 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
                 put_user_page(p, pfn);
             } else {
                 let _ = p.buddy.set_owner(pfn, mm_core::buddy::PageOwner::UserAnon);
+                super::memcg::charge(&mut p.buddy, pfn, super::memcg::ChargeKind::Anon);
             }
         });
     });
@@ -933,6 +935,7 @@ pub fn shmem_swapin(ino: usize, index: u64, e: SwpEntry) -> Result<Option<u64>, 
         }
         PAGES.with(|p| {
             let _ = p.buddy.set_owner(page, mm_core::buddy::PageOwner::PageCache);
+            super::memcg::charge(&mut p.buddy, page, super::memcg::ChargeKind::File);
             if read {
                 // The file's index holds the new page's one reference.
                 add_anon(p, page, None, Some((shadow, swap_on)));

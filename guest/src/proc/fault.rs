@@ -142,6 +142,13 @@ fn serve_fault(mm: &mut MmStruct, addr: u64, err: u64, kind: &mut u8) -> Result<
         *kind = fault_kind::HUGE;
         return crate::mm::hugetlb::hugetlb_fault(mm, &vma, addr, write);
     }
+    // The memory cgroup's limits (mm/memcg.rs), before anything is
+    // allocated: over high it reclaims the group's pages; at max it
+    // reclaims until a page fits, or leaves a memcg OOM pending, which the
+    // fault handler runs once the mm lock is dropped.
+    if !crate::mm::memcg::try_charge(1) {
+        return Err(FaultError::Oom);
+    }
     // Transparent huge pages first (proc/thp.rs): a huge PMD here, or a
     // new huge page where the range allows one.
     if let Some(r) = super::thp::huge_fault(mm, &vma, addr, write) {
@@ -290,6 +297,7 @@ fn alloc_user_page(vma: &Vma, va: u64) -> Result<u64, FaultError> {
     let pfn = crate::mm::page_alloc::alloc_pages(0, gfp).map_err(|_| FaultError::Oom)?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, mm_core::buddy::PageOwner::UserAnon);
+        crate::mm::memcg::charge(&mut p.buddy, pfn, crate::mm::memcg::ChargeKind::Anon);
     });
     MM_GLOBALS.with(|g| g.user_frames_allocated += 1);
     Ok(pfn << mm_core::addr::PAGE_SHIFT)

@@ -406,9 +406,10 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
     let size = match &f.kind {
         FileKind::Initrd(ino) => fs::inode(*ino).map_or(0, |i| i.size) as i64,
         FileKind::Proc(pf) => match &**pf {
-            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) | procfs::ProcFile::OomScoreAdj(_, t) => {
-                t.len() as i64
-            }
+            procfs::ProcFile::Text(t)
+            | procfs::ProcFile::Sysctl(_, t)
+            | procfs::ProcFile::OomScoreAdj(_, t)
+            | procfs::ProcFile::Cgroup(_, _, t) => t.len() as i64,
             procfs::ProcFile::Dir(e) => e.len() as i64,
             // Offsets are addresses / 4096 * 8: any may be sought.
             procfs::ProcFile::Pagemap(_) => 0,
@@ -509,6 +510,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             FileKind::Proc(pf) => match &**pf {
                 procfs::ProcFile::Sysctl(i, _) => procfs::sysctl_write(*i, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::OomScoreAdj(pid, _) => procfs::oom_score_adj_write(*pid, &chunk[..n]).map(|_| n),
+                procfs::ProcFile::Cgroup(g, i, _) => fs::cgroupfs::write(*g, *i, &chunk[..n]).map(|_| n),
                 _ => Err(-EINVAL),
             },
         };
@@ -578,7 +580,10 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
         },
         FileKind::Pipe(_) => return -EBADF,
         FileKind::Proc(pf) => match &**pf {
-            procfs::ProcFile::Text(t) | procfs::ProcFile::Sysctl(_, t) | procfs::ProcFile::OomScoreAdj(_, t) => {
+            procfs::ProcFile::Text(t)
+            | procfs::ProcFile::Sysctl(_, t)
+            | procfs::ProcFile::OomScoreAdj(_, t)
+            | procfs::ProcFile::Cgroup(_, _, t) => {
                 let start = (pos as usize).min(t.len());
                 t[start..(start + n).min(t.len())].to_vec()
             }
@@ -675,6 +680,7 @@ fn sys_ftruncate(fd: u64, len: u64) -> i64 {
 
 fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> i64 {
     match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(abs) if fs::cgroupfs::is_cgroup(&abs) => fs::cgroupfs::mkdir(&abs).map_or_else(|e| e, |_| 0),
         Ok(abs) => fs::tmpfs::mkdir(&abs, mode as u32).map_or_else(|e| -e, |_| 0),
         Err(e) => e,
     }
@@ -682,6 +688,9 @@ fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> i64 {
 
 fn sys_unlinkat(dirfd: u64, path: u64, flags: u64) -> i64 {
     match user_path(path).and_then(|p| resolve(dirfd, &p)) {
+        Ok(abs) if fs::cgroupfs::is_cgroup(&abs) && flags & AT_REMOVEDIR != 0 => {
+            fs::cgroupfs::rmdir(&abs).map_or_else(|e| e, |_| 0)
+        }
         Ok(abs) if procfs::is_proc(&abs) => -EPERM,
         Ok(abs) => fs::tmpfs::unlink(&abs, flags & AT_REMOVEDIR != 0).map_or_else(|e| -e, |_| 0),
         Err(e) => e,
@@ -817,7 +826,9 @@ fn stat_of(kind: FileKind) -> [u8; 144] {
         FileKind::Proc(pf) => {
             let (mode, size) = match &*pf {
                 procfs::ProcFile::Dir(_) => (S_IFDIR | 0o555, 0),
-                procfs::ProcFile::Sysctl(..) | procfs::ProcFile::OomScoreAdj(..) => (fs::S_IFREG | 0o644, 0),
+                procfs::ProcFile::Sysctl(..) | procfs::ProcFile::OomScoreAdj(..) | procfs::ProcFile::Cgroup(..) => {
+                    (fs::S_IFREG | 0o644, 0)
+                }
                 // /proc files report size 0, as Linux's do.
                 _ => (fs::S_IFREG | 0o444, 0),
             };

@@ -374,6 +374,7 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
     }
     if frame.vector == PAGE_FAULT {
         crate::mm::vmstat::count(crate::mm::vmstat::Event::PgFault, 1);
+        crate::mm::memcg::count_fault();
         let r = sched::current_mm().map(|m| m.with(|mm| fault::handle_mm_fault(mm, cr2, frame.error_code)));
         match r {
             Some(Ok(())) => return,
@@ -398,7 +399,21 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
                 // here with no lock held and the fault is retried (the
                 // victim's memory is free by then, or the victim is this
                 // process, which dies on the way out). Direct reclaim once
-                // more first, then the killer.
+                // more first, then the killer. A memory cgroup at its
+                // limit kills inside the group instead (memcg.rs).
+                match crate::mm::memcg::oom_synchronize() {
+                    Some(true) => return,
+                    Some(false) => {
+                        let (name, pid, _) = sched::current_info();
+                        kprintln!(
+                            "Memory cgroup out of memory: no victim in the group; killing the faulting process {} ({})",
+                            Dec(pid),
+                            name
+                        );
+                        sched::do_exit(abi::SIGKILL)
+                    }
+                    None => {}
+                }
                 if crate::mm::vmscan::try_to_free_pages() > 0 || crate::mm::oom_kill::pagefault_out_of_memory() {
                     return;
                 }

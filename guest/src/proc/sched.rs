@@ -161,6 +161,9 @@ pub struct Task {
     /// The last node a task-interleave allocation used (Linux's
     /// `il_prev`).
     pub il_prev: u8,
+    /// Its memory cgroup's index (mm/memcg.rs; 0 the root): inherited by
+    /// fork, moved by a write to cgroup.procs.
+    pub memcg: u16,
     /// Killed (SIGKILL, by the OOM killer): the task dies the next time
     /// it would return to user mode.
     pub killed: bool,
@@ -773,6 +776,7 @@ pub fn schedule() {
             // victim, on its way out) gets the kernel root, as before:
             // it must not reach another process's user half.
             Some(t) => {
+                crate::mm::memcg::set_cpu_current(me, t.memcg);
                 let cr3 = match (t.pgd, t.kthread) {
                     (0, true) => 0,
                     (0, false) => kroot,
@@ -780,7 +784,10 @@ pub fn schedule() {
                 };
                 (t.rsp, &*t.fpu as *const FpuState, cr3, t.kstack_top(), t.fs_base)
             }
-            None => (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0),
+            None => {
+                crate::mm::memcg::set_cpu_current(me, 0);
+                (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0)
+            }
         };
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
@@ -1118,6 +1125,7 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         oom_score_adj: 0,
         mempolicy: mm_core::mempolicy::MemPolicy::DEFAULT,
         il_prev: 0,
+        memcg: 0,
         killed: false,
         fs_base: 0,
         files: None,
@@ -1249,6 +1257,7 @@ pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFr
         task.tgid = pid;
         task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
         task.mempolicy = s.tasks.get(&parent).map_or(mm_core::mempolicy::MemPolicy::DEFAULT, |p| p.mempolicy);
+        task.memcg = s.tasks.get(&parent).map_or(0, |p| p.memcg);
         let mask = if parent == 0 { s.spawn_affinity } else { s.affinity.get(&parent).copied().unwrap_or(0) };
         if mask != 0 {
             s.affinity.insert(pid, mask);
@@ -1349,6 +1358,7 @@ pub fn clone_current(
         me.signal.fork_into(&mut task.signal);
         task.oom_score_adj = me.oom_score_adj;
         task.mempolicy = me.mempolicy;
+        task.memcg = me.memcg;
         task.fs_base = if flags & CLONE_SETTLS != 0 { tls } else { me.fs_base };
         if flags & CLONE_THREAD != 0 {
             task.tgid = me.tgid;
@@ -1729,6 +1739,43 @@ pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     })
 }
 
+/// Moves process `pid` (0: the caller), all its threads, to memory
+/// cgroup `memcg` (a write to cgroup.procs); a CPU running one of them
+/// charges the new group from now on. False: no such live process.
+pub fn set_memcg(pid: u64, memcg: u16) -> bool {
+    SCHED.with(|s| {
+        let pid = if pid == 0 { s.cur() } else { pid };
+        let Some(tgid) = s.tasks.get(&pid).filter(|t| !matches!(t.state, State::Zombie(_))).map(|t| t.tgid) else {
+            return false;
+        };
+        for t in s.tasks.values_mut().filter(|t| t.tgid == tgid) {
+            t.memcg = memcg;
+        }
+        for cpu in 0..MAX_CPUS {
+            if s.tasks.get(&s.current[cpu]).is_some_and(|t| t.tgid == tgid) {
+                crate::mm::memcg::set_cpu_current(cpu, memcg);
+            }
+        }
+        true
+    })
+}
+
+/// The live processes (thread-group ids, ascending) in memory cgroup
+/// `memcg` (cgroup.procs).
+pub fn memcg_procs(memcg: u16) -> alloc::vec::Vec<u64> {
+    SCHED.with(|s| {
+        let mut v: alloc::vec::Vec<u64> = s
+            .tasks
+            .values()
+            .filter(|t| t.memcg == memcg && !t.kthread && !matches!(t.state, State::Zombie(_)))
+            .map(|t| t.tgid)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
 /// The OOM killer's candidates (mm/oom_kill.rs `OomOps::candidates`):
 /// live processes with an address space that are not already killed.
 /// An address space whose lock is held (the caller's own, when a system
@@ -1736,16 +1783,17 @@ pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
 pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
     // The mm locks rank outside the scheduler's: collect the references
     // first, read them after.
-    let mut refs: [Option<(u64, &'static str, i32, MmRef)>; crate::mm::oom_kill::MAX_CANDIDATES] =
-        [const { None }; crate::mm::oom_kill::MAX_CANDIDATES];
+    // (pid, name, oom_score_adj, memcg, mm)
+    type Ref = Option<(u64, &'static str, i32, u16, MmRef)>;
+    let mut refs: [Ref; crate::mm::oom_kill::MAX_CANDIDATES] = [const { None }; crate::mm::oom_kill::MAX_CANDIDATES];
     SCHED.with(|s| {
         let live = s.tasks.values().filter(|t| !t.killed && !matches!(t.state, State::Zombie(_)));
         for (slot, t) in refs.iter_mut().zip(live.filter_map(|t| Some((t, t.mm.clone()?)))) {
-            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.1));
+            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.0.memcg, t.1));
         }
     });
     let mut n = 0;
-    for (pid, name, adj, mm) in refs.into_iter().flatten() {
+    for (pid, name, adj, memcg, mm) in refs.into_iter().flatten() {
         let Some(c) = mm.try_with(|m| crate::mm::oom_kill::Candidate {
             pid,
             name,
@@ -1757,6 +1805,7 @@ pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
             pgtables: m.stat.pt_pages,
             total_vm: m.vmas.iter().map(|v| (v.end - v.start) >> PAGE_SHIFT).sum(),
             oom_score_adj: adj,
+            memcg,
         }) else {
             continue;
         };
@@ -2195,7 +2244,7 @@ fn fill(s: &Sched, out: &mut [mm_core::descriptor::ProcDesc]) {
             faults,
             name,
             oom_score_adj: t.oom_score_adj,
-            pad: 0,
+            memcg: t.memcg as u32,
         };
     }
 }

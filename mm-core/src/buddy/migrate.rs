@@ -552,8 +552,12 @@ impl BuddyAllocator<'_> {
         dp.refcount = s.refcount;
         dp.owner = s.owner;
         dp.frozen = s.frozen;
+        // The memcg charge moves with the contents (Linux's
+        // `mem_cgroup_migrate`): the count stays, the tag changes frame.
+        dp.inuse = s.inuse;
         let sp = &mut self.mem_map[si as usize];
         sp.refcount = 0;
+        sp.inuse = 0;
         self.free_one_page(si, 0, s.zone as usize);
         Ok(())
     }

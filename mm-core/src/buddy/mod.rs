@@ -495,6 +495,22 @@ impl<'a> BuddyAllocator<'a> {
             return Err(BuddyError::NotAllocated(pfn));
         }
         self.mem_map[i].owner = owner as u8;
+        // A page that stops being user memory (the zero page, made from a
+        // user frame and then `Reserved`) stops being charged.
+        if !matches!(owner, PageOwner::UserAnon | PageOwner::PageCache | PageOwner::PageTable) {
+            crate::memcg::uncharge_page(&mut self.mem_map[i]);
+        }
+        Ok(())
+    }
+
+    /// Charges the allocated block at `pfn` to memory cgroup `memcg` as
+    /// `kind` (`crate::memcg::charge_page`); its last free uncharges it.
+    pub fn memcg_charge(&mut self, pfn: u64, memcg: usize, kind: crate::memcg::ChargeKind) -> Result<(), BuddyError> {
+        let i = self.idx(pfn).ok_or(BuddyError::OutOfRange(pfn))? as usize;
+        if self.mem_map[i].flags & PG_HEAD == 0 {
+            return Err(BuddyError::NotAllocated(pfn));
+        }
+        crate::memcg::charge_page(&mut self.mem_map[i], memcg, kind);
         Ok(())
     }
 
@@ -745,6 +761,8 @@ impl<'a> BuddyAllocator<'a> {
         p.zone = z as u8;
         p.refcount = 1;
         p.owner = PageOwner::Unknown as u8;
+        // No memcg charge yet (a slab's leftover object count is not one).
+        p.inuse = 0;
         p.frozen = mt as u8;
         p.next = NIL;
         p.prev = NIL;
@@ -931,6 +949,8 @@ impl<'a> BuddyAllocator<'a> {
             return Ok(());
         }
         p.refcount = 0;
+        // The last reference: the memcg charge goes with it.
+        crate::memcg::uncharge_page(p);
         let z = p.zone as usize;
         if z >= MAX_NR_ZONES {
             return Err(BuddyError::Corrupt("zone index in a block head"));

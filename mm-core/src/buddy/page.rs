@@ -94,7 +94,8 @@ pub struct Page {
     pub prev: u32,
     /// Slab: index of the owning `kmem_cache` plus one (0 = none).
     pub slab_cache: u16,
-    /// Slab: objects handed out.
+    /// Slab: objects handed out. Any other allocated page: its memory
+    /// cgroup charge, 0 for none (`crate::memcg::tag`).
     pub inuse: u16,
     /// Slab: objects in the slab.
     pub objects: u16,

@@ -197,6 +197,7 @@ pub fn pcp_page_take(p: &mut Page) -> bool {
     p.flags = PG_HEAD;
     p.refcount = 1;
     p.owner = PageOwner::Unknown as u8;
+    p.inuse = 0;
     p.next = NIL;
     p.prev = NIL;
     true
@@ -217,6 +218,8 @@ pub fn pcp_page_cacheable(p: &Page) -> Option<MigrateType> {
 /// allocated with stays in `frozen`, as for a zone pcp page.
 #[inline]
 pub fn pcp_page_put(p: &mut Page) {
+    // The last reference: the memcg charge goes with it.
+    crate::memcg::uncharge_page(p);
     p.flags = PG_PCP;
     p.refcount = 0;
     p.next = NIL;

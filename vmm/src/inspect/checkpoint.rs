@@ -753,7 +753,7 @@ impl Inspector {
             guest_results.push(match c {
                 Check::FreedMapped => invariants::freed_mapped(gs, &roots, &ctx, budget),
                 Check::PtOwner => invariants::pt_owner(gs, &ctx, &roots),
-                Check::Refcount | Check::CowRo | Check::Isolation | Check::Lru => {
+                Check::Refcount | Check::CowRo | Check::Isolation | Check::Lru | Check::Memcg => {
                     let um = user_maps.get_or_insert_with(|| invariants::user_maps(&phys, &ctx, &roots));
                     match c {
                         Check::Refcount => match swapcheck::swap_cache(gs) {
@@ -762,6 +762,7 @@ impl Inspector {
                         },
                         Check::CowRo => invariants::cow_ro(gs, um),
                         Check::Lru => swapcheck::lru(gs, um),
+                        Check::Memcg => super::memcgcheck::check(gs, um),
                         _ => invariants::isolation(gs, um),
                     }
                 }

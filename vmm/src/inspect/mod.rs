@@ -21,6 +21,7 @@ pub mod dirty;
 pub mod exits;
 pub mod guest;
 pub mod invariants;
+pub mod memcgcheck;
 pub mod mmviews;
 pub mod numa;
 pub mod pause;

@@ -277,11 +277,15 @@ pub enum Check {
     /// counts agree with the frames in each node's range; every frame
     /// mapped in a VMA with an MPOL_BIND policy lies in one of its nodes.
     Numa,
+    /// Every memory cgroup's charge equals the pages whose descriptors
+    /// carry its tag, each an allocated page of the charged kind; every
+    /// mapped user page is charged; no group is over memory.max.
+    Memcg,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Check; 14] = [
+    pub const ALL: [Check; 15] = [
         Check::Kvm,
         Check::Wx,
         Check::TextRo,
@@ -296,10 +300,11 @@ impl Check {
         Check::Lru,
         Check::Tlb,
         Check::Numa,
+        Check::Memcg,
     ];
 
     /// The checks that read the guest's descriptor.
-    pub const DESCRIPTOR: [Check; 10] = [
+    pub const DESCRIPTOR: [Check; 11] = [
         Check::FreedMapped,
         Check::PtOwner,
         Check::Access,
@@ -310,6 +315,7 @@ impl Check {
         Check::Lru,
         Check::Tlb,
         Check::Numa,
+        Check::Memcg,
     ];
 
     /// The name `--verify` and reports use.
@@ -329,6 +335,7 @@ impl Check {
             Check::Lru => "lru",
             Check::Tlb => "tlb",
             Check::Numa => "numa",
+            Check::Memcg => "memcg",
         }
     }
 }

@@ -1,0 +1,468 @@
+//! Memory cgroups (cgroup v2's memory controller, Linux's
+//! mm/memcontrol.c): groups of processes whose user memory is charged,
+//! limited and reclaimed together.
+//!
+//! - **Groups**: the root (index 0) and up to [`MAX_MEMCG`] - 1 others,
+//!   made and removed through the cgroup file system (fs/cgroupfs.rs).
+//!   Each task records its group (`Task::memcg`, inherited by fork); the
+//!   scheduler publishes the running task's group per CPU ([`set_cpu_current`]),
+//!   so a charge under the page allocator's lock reads it without a lock.
+//! - **Charging** (mm-core's `memcg`): anonymous pages, page-cache pages
+//!   and user page-table pages are charged to the running task's group
+//!   when they are allocated ([`charge`]); the page descriptor records
+//!   the group, and the page's last free uncharges it, whoever frees it.
+//!   `memory.current` is the sum of those charges over the group's subtree.
+//! - **Limits** ([`try_charge`], run by every user page fault before it
+//!   allocates, with no lock but the mm's held): over `memory.high` the
+//!   group reclaims its own pages (throttling the allocator); at
+//!   `memory.max` it reclaims until there is room, and when reclaim
+//!   cannot make room, a memcg OOM ([`oom_synchronize`], after the fault
+//!   dropped its locks) kills a process inside the group.
+//! - **Reclaim of a group** ([`reclaim_group`]): the global LRU lists
+//!   filtered by memcg (an honest first step before per-memcg lruvecs):
+//!   the oldest pages of the group's subtree, inactive lists first, go
+//!   through `vmscan::reclaim_pages` (anon to swap when swap is on, clean
+//!   page-cache pages dropped).
+
+use super::PAGES;
+use crate::arch::percpu::{cpu_id, MAX_CPUS};
+use crate::sync::{rank, SpinLock};
+use alloc::string::String;
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use mm_core::addr::PAGE_SIZE;
+use mm_core::lru::LruList;
+pub use mm_core::memcg::{ChargeKind, MAX_MEMCG};
+
+/// "No limit" (Linux's `PAGE_COUNTER_MAX`), in pages.
+pub const PAGE_COUNTER_MAX: u64 = u64::MAX / PAGE_SIZE;
+
+/// One group's identity (its limits and counters are atomics below).
+pub struct Group {
+    /// In use: made by mkdir (the root always).
+    pub live: bool,
+    /// Its path below the mount point ("" for the root, "/a/b").
+    pub path: String,
+    /// Its parent's index (the root's is 0).
+    pub parent: usize,
+}
+
+impl Group {
+    const EMPTY: Group = Group { live: false, path: String::new(), parent: 0 };
+}
+
+/// The groups, by index.
+pub static GROUPS: SpinLock<[Group; MAX_MEMCG]> = SpinLock::new_with("the memory cgroups", rank::MISC, initial());
+
+/// The groups at boot: the root alone.
+const fn initial() -> [Group; MAX_MEMCG] {
+    let mut a = [const { Group::EMPTY }; MAX_MEMCG];
+    a[0].live = true;
+    a
+}
+
+/// A limit file's value per group, in pages.
+pub struct Limits(&'static [AtomicU64; MAX_MEMCG]);
+
+impl Limits {
+    /// Group `g`'s value.
+    pub fn get(&self, g: usize) -> u64 {
+        self.0.get(g).map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+    /// Sets group `g`'s value.
+    pub fn set(&self, g: usize, v: u64) {
+        if let Some(a) = self.0.get(g) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// memory.max (in the table the host reads: mm-core's `memcg::TABLE`).
+pub static MAX: Limits = Limits(&mm_core::memcg::TABLE.max);
+/// memory.high.
+pub static HIGH: Limits = Limits(&HIGH_V);
+/// memory.low.
+pub static LOW: Limits = Limits(&LOW_V);
+/// memory.min.
+pub static MIN: Limits = Limits(&MIN_V);
+static HIGH_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(PAGE_COUNTER_MAX) }; MAX_MEMCG];
+static LOW_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
+static MIN_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
+
+/// memory.events' counters, in the file's order.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+// `Low` and `OomGroupKill` name memory.events lines that stay 0 here
+// (memory.low is not enforced, memory.oom.group does not exist).
+#[allow(dead_code)]
+pub enum MemcgEvent {
+    /// Reclaimed despite memory.low protection (never here: see README).
+    Low,
+    /// Went over memory.high and was throttled by reclaim.
+    High,
+    /// A charge hit memory.max and reclaimed.
+    Max,
+    /// Reclaim could not bring the group under memory.max.
+    Oom,
+    /// Processes the memcg OOM killer killed.
+    OomKill,
+    /// Group kills (memory.oom.group: none here).
+    OomGroupKill,
+}
+
+/// memory.events' names, in [`MemcgEvent`]'s order.
+pub const EVENT_NAMES: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
+
+/// memory.stat's event counters kept here.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum MemcgStat {
+    /// User page faults of the group's tasks.
+    Fault,
+    /// Pages the group's own reclaim scanned.
+    Scan,
+    /// Pages the group's own reclaim freed.
+    Steal,
+}
+
+static EVENTS: [[AtomicU64; 6]; MAX_MEMCG] = [const { [const { AtomicU64::new(0) }; 6] }; MAX_MEMCG];
+static STATS: [[AtomicU64; 3]; MAX_MEMCG] = [const { [const { AtomicU64::new(0) }; 3] }; MAX_MEMCG];
+
+/// Each CPU's running task's group.
+static CURRENT: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
+
+/// Per CPU: a memcg OOM to run when the fault returns (group index + 1).
+static OOM_PENDING: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// The scheduler switched `cpu` to a task of group `memcg`.
+pub fn set_cpu_current(cpu: usize, memcg: u16) {
+    if let Some(c) = CURRENT.get(cpu) {
+        c.store(memcg, Ordering::Relaxed);
+    }
+}
+
+/// The running task's group.
+pub fn current() -> usize {
+    CURRENT.get(cpu_id()).map_or(0, |c| c.load(Ordering::Relaxed) as usize)
+}
+
+/// Counts a memory.events event for `g` and, as Linux's
+/// `memcg_memory_event`, for every ancestor.
+pub fn event(g: usize, e: MemcgEvent) {
+    for a in ancestors(g) {
+        EVENTS[a][e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Group `g`'s memory.events counter `i` (EVENT_NAMES' order).
+pub fn event_count(g: usize, i: usize) -> u64 {
+    EVENTS.get(g).and_then(|e| e.get(i)).map_or(0, |a| a.load(Ordering::Relaxed))
+}
+
+/// Adds `n` to a memory.stat counter of `g` (the root gets its own).
+pub fn stat(g: usize, s: MemcgStat, n: u64) {
+    if let Some(a) = STATS.get(g) {
+        a[s as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Group `g`'s memory.stat counter `i` over its subtree.
+pub fn stat_count(g: usize, i: usize) -> u64 {
+    subtree(g).filter_map(|d| STATS[d].get(i)).map(|a| a.load(Ordering::Relaxed)).sum()
+}
+
+/// A user page fault of the running task (memory.stat's pgfault).
+pub fn count_fault() {
+    stat(current(), MemcgStat::Fault, 1);
+}
+
+/// Charges the allocated page `pfn` to the running task's group as
+/// `kind` (the caller holds the page allocator and set the owner).
+pub fn charge(buddy: &mut mm_core::buddy::BuddyAllocator<'_>, pfn: u64, kind: ChargeKind) {
+    let _ = buddy.memcg_charge(pfn, current(), kind);
+}
+
+/// `g` and its ancestors up to the root, nearest first.
+fn ancestors(g: usize) -> impl Iterator<Item = usize> {
+    let parents: [u8; MAX_MEMCG] = GROUPS.with(|gs| core::array::from_fn(|i| gs[i].parent as u8));
+    let mut cur = Some(g.min(MAX_MEMCG - 1));
+    core::iter::from_fn(move || {
+        let c = cur?;
+        cur = (c != 0).then(|| parents[c] as usize);
+        Some(c)
+    })
+}
+
+/// Whether `d` is `g` or below it.
+fn is_in(parents: &[u8; MAX_MEMCG], d: usize, g: usize) -> bool {
+    let mut c = d;
+    for _ in 0..MAX_MEMCG {
+        if c == g {
+            return true;
+        }
+        if c == 0 {
+            return false;
+        }
+        c = parents[c] as usize;
+    }
+    false
+}
+
+/// The indexes in `g`'s subtree (removed groups still holding charges
+/// count with their old parent, as Linux's offline memcgs).
+fn subtree(g: usize) -> impl Iterator<Item = usize> {
+    let mask = subtree_mask(g);
+    (0..MAX_MEMCG).filter(move |i| mask & (1 << i) != 0)
+}
+
+/// `g`'s subtree as a bit mask of indexes.
+pub fn subtree_mask(g: usize) -> u64 {
+    GROUPS.with(|gs| {
+        let parents: [u8; MAX_MEMCG] = core::array::from_fn(|i| gs[i].parent as u8);
+        (0..MAX_MEMCG)
+            .filter(|&d| gs[d].live || mm_core::memcg::charged_total(d) > 0)
+            .filter(|&d| is_in(&parents, d, g))
+            .fold(0u64, |m, d| m | 1 << d)
+    })
+}
+
+/// memory.current of `g`, in pages: its subtree's charges.
+pub fn usage(g: usize) -> u64 {
+    subtree(g).map(mm_core::memcg::charged_total).sum()
+}
+
+/// Pages of `kind` charged in `g`'s subtree.
+pub fn usage_of(g: usize, kind: ChargeKind) -> u64 {
+    subtree(g).map(|d| mm_core::memcg::charged(d, kind)).sum()
+}
+
+/// Reclaims up to `target` pages from `g`'s subtree (Linux's
+/// `try_to_free_mem_cgroup_pages`): the global LRU filtered by memcg,
+/// the group's oldest pages in batches of up to 32, inactive lists
+/// before active ones, anon only when swap is on. Runs where reclaim may
+/// take its locks (see `vmscan::reclaim_pages`); the pages freed.
+pub fn reclaim_group(g: usize, target: u64) -> u64 {
+    const BATCH: usize = mm_core::lru::SWAP_CLUSTER_MAX as usize;
+    let mask = subtree_mask(g);
+    let swap_on = super::swap::SWAP.with(|s| super::swap::swap_on(s));
+    let (mut freed, mut scanned) = (0u64, 0u64);
+    // Each round frees something or stops; the bound only guards
+    // against a list that keeps handing back pages reclaim keeps.
+    for _ in 0..(target / BATCH as u64 + 8) {
+        if freed >= target {
+            break;
+        }
+        let mut batch = [0u64; BATCH];
+        let n = PAGES.with(|p| {
+            let mut n = 0;
+            let lists: &[LruList] = if swap_on {
+                &[LruList::InactiveFile, LruList::InactiveAnon, LruList::ActiveFile, LruList::ActiveAnon]
+            } else {
+                &[LruList::InactiveFile, LruList::ActiveFile]
+            };
+            for &l in lists {
+                // The list runs newest to oldest: keep the last BATCH
+                // matches in a ring, the oldest pages of the group.
+                let mut ring = [0u64; BATCH];
+                let mut seen = 0usize;
+                for pfn in p.lru.list(l) {
+                    let ours =
+                        p.buddy.page(pfn).and_then(mm_core::memcg::tag).is_some_and(|(m, _)| mask & (1 << m) != 0);
+                    if ours {
+                        ring[seen % BATCH] = pfn;
+                        seen += 1;
+                    }
+                }
+                for &pfn in &ring[..seen.min(BATCH)] {
+                    if n == BATCH {
+                        break;
+                    }
+                    batch[n] = pfn;
+                    n += 1;
+                }
+                if n == BATCH {
+                    break;
+                }
+            }
+            n
+        });
+        if n == 0 {
+            break;
+        }
+        scanned += n as u64;
+        let f = super::vmscan::reclaim_pages(&batch[..n]);
+        freed += f;
+        if f == 0 {
+            break;
+        }
+    }
+    stat(g, MemcgStat::Scan, scanned);
+    stat(g, MemcgStat::Steal, freed);
+    freed
+}
+
+/// Rounds of reclaim a charge tries at memory.max before the OOM
+/// (Linux's `MAX_RECLAIM_RETRIES`).
+const MAX_RECLAIM_RETRIES: u32 = 16;
+
+/// The lowest group from `g` up whose usage plus `nr` passes `limit`,
+/// with its excess.
+fn over(g: usize, nr: u64, limit: &Limits) -> Option<(usize, u64)> {
+    ancestors(g).filter(|&a| a != 0).find_map(|a| {
+        let (u, l) = (usage(a) + nr, limit.get(a));
+        (u > l).then_some((a, u - l))
+    })
+}
+
+/// Linux's `try_charge` for `nr` pages about to be allocated by the
+/// running task (a user page fault, holding its mm lock and nothing
+/// else): throttles over memory.high by reclaiming the group's own
+/// pages; at memory.max reclaims until the pages fit. False when reclaim
+/// cannot make room: a memcg OOM is then pending for this CPU, which the
+/// fault handler runs ([`oom_synchronize`]) once its locks are dropped.
+pub fn try_charge(nr: u64) -> bool {
+    let g = current();
+    if g == 0 {
+        return true;
+    }
+    if let Some((h, excess)) = over(g, nr, &HIGH) {
+        event(h, MemcgEvent::High);
+        // Linux's `reclaim_high`: back under high, at least a batch.
+        reclaim_group(h, excess.max(mm_core::lru::SWAP_CLUSTER_MAX));
+    }
+    let mut retries = 0;
+    while let Some((m, excess)) = over(g, nr, &MAX) {
+        event(m, MemcgEvent::Max);
+        if reclaim_group(m, excess.max(mm_core::lru::SWAP_CLUSTER_MAX)) == 0 {
+            retries += 1;
+            if retries >= MAX_RECLAIM_RETRIES {
+                event(m, MemcgEvent::Oom);
+                if let Some(p) = OOM_PENDING.get(cpu_id()) {
+                    p.store(m + 1, Ordering::Relaxed);
+                }
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Linux's `mem_cgroup_oom_synchronize`: runs the memcg OOM a failed
+/// [`try_charge`] left pending for this CPU (None: none pending, the
+/// failure was global). True if a victim in the group was killed.
+pub fn oom_synchronize() -> Option<bool> {
+    let m = OOM_PENDING.get(cpu_id())?.swap(0, Ordering::Relaxed).checked_sub(1)?;
+    Some(out_of_memory(m))
+}
+
+/// The memcg OOM killer on group `m`: kills the worst process inside
+/// `m`'s subtree (`oom_kill::mem_cgroup_out_of_memory`).
+pub fn out_of_memory(m: usize) -> bool {
+    let path = path_of(m);
+    let killed = super::oom_kill::mem_cgroup_out_of_memory(
+        subtree_mask(m),
+        if path.is_empty() { "/" } else { &path },
+        usage(m),
+        MAX.get(m),
+    );
+    if killed {
+        event(m, MemcgEvent::OomKill);
+    }
+    killed
+}
+
+/// Group `g`'s path below the mount ("" for the root).
+pub fn path_of(g: usize) -> String {
+    GROUPS.with(|gs| gs.get(g).map_or(String::new(), |x| x.path.clone()))
+}
+
+/// Brings `g` under memory.max after a write lowered it (Linux's
+/// `memory_max_write`): reclaims, and kills inside the group when
+/// reclaim cannot. Runs from a system call, no lock held.
+pub fn enforce_max(g: usize) {
+    let mut retries = 0;
+    loop {
+        let (u, l) = (usage(g), MAX.get(g));
+        if u <= l {
+            return;
+        }
+        if reclaim_group(g, u - l) > 0 {
+            continue;
+        }
+        retries += 1;
+        if retries < MAX_RECLAIM_RETRIES {
+            continue;
+        }
+        event(g, MemcgEvent::Oom);
+        if !out_of_memory(g) {
+            return;
+        }
+        retries = 0;
+    }
+}
+
+/// Brings `g` toward memory.high after a write lowered it (one pass of
+/// reclaim, as Linux's `memory_high_write`).
+pub fn enforce_high(g: usize) {
+    let (u, h) = (usage(g), HIGH.get(g));
+    if u > h {
+        reclaim_group(g, u - h);
+    }
+}
+
+/// Makes a group `name` below `parent` (mkdir): its index.
+pub fn create(parent: usize, path: String) -> Result<usize, i64> {
+    let g = GROUPS.with(|gs| {
+        // A free slot whose old charges are all gone.
+        let i = (1..MAX_MEMCG).find(|&i| !gs[i].live && mm_core::memcg::charged_total(i) == 0)?;
+        gs[i] = Group { live: true, path, parent };
+        // The host's copy (`--verify memcg`).
+        mm_core::memcg::TABLE.parent[i].store(parent as u64, Ordering::Relaxed);
+        mm_core::memcg::TABLE.live[i].store(1, Ordering::Relaxed);
+        Some(i)
+    });
+    let Some(g) = g else { return Err(11) }; // EAGAIN, as cgroup.max.descendants
+    MAX.set(g, PAGE_COUNTER_MAX);
+    HIGH.set(g, PAGE_COUNTER_MAX);
+    LOW.set(g, 0);
+    MIN.set(g, 0);
+    for e in &EVENTS[g] {
+        e.store(0, Ordering::Relaxed);
+    }
+    for s in &STATS[g] {
+        s.store(0, Ordering::Relaxed);
+    }
+    Ok(g)
+}
+
+/// The group at `path` below the mount ("" the root).
+pub fn lookup(path: &str) -> Option<usize> {
+    GROUPS.with(|gs| (0..MAX_MEMCG).find(|&i| gs[i].live && gs[i].path == path))
+}
+
+/// The live child groups of `g`: (index, last path component).
+pub fn children(g: usize) -> alloc::vec::Vec<(usize, String)> {
+    GROUPS.with(|gs| {
+        (1..MAX_MEMCG)
+            .filter(|&i| gs[i].live && gs[i].parent == g)
+            .map(|i| (i, String::from(&gs[i].path[gs[i].path.rfind('/').map_or(0, |k| k + 1)..])))
+            .collect()
+    })
+}
+
+/// Removes group `g` (rmdir): EBUSY for the root, a group with tasks or
+/// children. Pages still charged to it (page cache outliving its
+/// processes) stay counted in its parent's subtree until freed.
+pub fn remove(g: usize, has_tasks: bool) -> Result<(), i64> {
+    const EBUSY: i64 = 16;
+    if g == 0 || has_tasks || !children(g).is_empty() {
+        return Err(EBUSY);
+    }
+    GROUPS.with(|gs| gs[g].live = false);
+    mm_core::memcg::TABLE.live[g].store(0, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether `g` names a live group.
+pub fn live(g: usize) -> bool {
+    GROUPS.with(|gs| gs.get(g).is_some_and(|x| x.live))
+}
