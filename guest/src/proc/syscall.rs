@@ -52,7 +52,6 @@ const EPERM: i64 = 1;
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::FpuState;
 use crate::fmt::Dec;
-use crate::kprint;
 use crate::mm::phys::{read_frame, write_frame};
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
@@ -164,25 +163,6 @@ pub fn dispatch(frame: &mut TrapFrame) {
     }
     // A call a signal interrupted: restarted, or -EINTR for the handler.
     super::signal::syscall_restart(frame, nr);
-}
-
-/// `write` of a built-in program: fds 1 and 2 are the kernel console.
-pub(super) fn console_write(fd: u64, buf: u64, len: u64) -> i64 {
-    if fd != 1 && fd != 2 {
-        return -EINVAL;
-    }
-    let len = len.min(4096);
-    let mut done = 0u64;
-    let mut chunk = [0u8; 128];
-    while done < len {
-        let n = (len - done).min(chunk.len() as u64) as usize;
-        if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])) {
-            return e;
-        }
-        kprint!("{}", core::str::from_utf8(&chunk[..n]).unwrap_or("<not UTF-8>"));
-        done += n as u64;
-    }
-    len as i64
 }
 
 /// `clone(flags, newsp, parent_tid, child_tid, tls)` (fork and vfork

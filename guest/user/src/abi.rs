@@ -3,7 +3,7 @@
 //! process's memory counters. The kernel includes this very file by path
 //! (guest/src/proc/mod.rs), so the two sides cannot drift.
 
-/// `write(fd, buf, len)`: fd 1 and 2 go to the console.
+/// `write(fd, buf, len)`.
 pub const SYS_WRITE: u64 = 1;
 /// `mmap(addr, len, prot, flags, fd, off)`: anonymous memory only.
 pub const SYS_MMAP: u64 = 9;
@@ -23,8 +23,10 @@ pub const SYS_SCHED_YIELD: u64 = 24;
 pub const SYS_GETPID: u64 = 39;
 /// `fork()`.
 pub const SYS_FORK: u64 = 57;
-/// `exit(status)`.
+/// `exit(status)`: ends the calling thread.
 pub const SYS_EXIT: u64 = 60;
+/// `exit_group(status)`: ends the process.
+pub const SYS_EXIT_GROUP: u64 = 231;
 /// `wait4(pid, &status, options, rusage)`: `pid` -1 for any child.
 pub const SYS_WAIT4: u64 = 61;
 /// `mmstat(&MmStat)`: the calling process's memory and fault counters.

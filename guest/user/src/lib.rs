@@ -12,13 +12,17 @@ pub mod trace;
 use abi::*;
 use core::arch::{asm, global_asm};
 
-// The kernel enters with the stack pointer 16-byte aligned and the
-// program's argument in rdi; `call` leaves rsp = 8 mod 16 as the ABI wants.
+// The kernel enters as Linux's exec does (the x86-64 psABI's process
+// entry): rsp at argc, then argv, envp and the auxiliary vector; rsp is
+// 16-byte aligned and nothing else is promised. `ulib_start` takes that
+// stack pointer; `call` leaves rsp = 8 mod 16 as the ABI wants.
 global_asm!(
     ".pushsection .text._start, \"ax\"",
     ".globl _start",
     "_start:",
     "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
     "call ulib_start",
     "ud2",
     ".popsection",
@@ -28,11 +32,83 @@ extern "Rust" {
     fn user_main(arg: u64) -> i32;
 }
 
+/// The initial stack's argc, argv and envp, kept by `ulib_start`.
+static ARGC: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static ARGV: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 #[no_mangle]
-extern "C" fn ulib_start(arg: u64) -> ! {
+extern "C" fn ulib_start(sp: *const u64) -> ! {
+    use core::sync::atomic::Ordering::Relaxed;
+    // SAFETY: the kernel's initial stack starts with argc and the argv
+    // pointers (create_elf_tables in guest/src/proc/exec.rs, as Linux's).
+    let argc = unsafe { sp.read() } as usize;
+    ARGC.store(argc, Relaxed);
+    // SAFETY: argv follows argc on the initial stack.
+    ARGV.store(unsafe { sp.add(1) } as usize, Relaxed);
+    // The built-in programs' one argument: argv[1], a decimal or 0x-hex
+    // number (the kernel's `proc::spawn` writes it), 0 without one.
+    let arg = arg(1).and_then(parse_u64).unwrap_or(0);
     // SAFETY: every program defines `user_main` through `entry!`.
     let code = unsafe { user_main(arg) };
     exit(code)
+}
+
+/// The number of arguments (argc).
+pub fn argc() -> usize {
+    ARGC.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Argument `i` (argv[i]) without its NUL; None past argc.
+pub fn arg(i: usize) -> Option<&'static [u8]> {
+    use core::sync::atomic::Ordering::Relaxed;
+    if i >= argc() {
+        return None;
+    }
+    let argv = ARGV.load(Relaxed) as *const *const u8;
+    // SAFETY: i < argc, so argv[i] is a pointer the kernel wrote to a
+    // NUL-terminated string on the initial stack, which lives as long as
+    // the program.
+    unsafe { Some(cstr(argv.add(i).read())) }
+}
+
+/// The environment (envp): the NULL-terminated array after argv's NULL.
+pub fn envp() -> *const *const u8 {
+    let argv = ARGV.load(core::sync::atomic::Ordering::Relaxed) as *const *const u8;
+    // SAFETY: argv has argc entries and a NULL; envp starts right after.
+    unsafe { argv.add(argc() + 1) }
+}
+
+/// The bytes of a NUL-terminated string.
+///
+/// # Safety
+/// `p` points to a NUL-terminated string that lives forever.
+pub unsafe fn cstr(p: *const u8) -> &'static [u8] {
+    let mut n = 0;
+    // SAFETY: the caller promises a NUL within the string's memory.
+    // Volatile: LLVM would turn a plain loop into a call to strlen, which
+    // this freestanding library does not have.
+    while unsafe { p.add(n).read_volatile() } != 0 {
+        n += 1;
+    }
+    // SAFETY: the n bytes before the NUL are the string.
+    unsafe { core::slice::from_raw_parts(p, n) }
+}
+
+/// A decimal or 0x-prefixed hexadecimal number.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    let (digits, radix) = match s {
+        [b'0', b'x' | b'X', rest @ ..] => (rest, 16),
+        _ => (s, 10),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        let d = (c as char).to_digit(radix)? as u64;
+        v = v.checked_mul(radix as u64)?.checked_add(d)?;
+    }
+    Some(v)
 }
 
 /// Names the program's main function: `fn(arg: u64) -> i32`.
@@ -72,15 +148,16 @@ pub fn syscall3(nr: u64, a: u64, b: u64, c: u64) -> i64 {
     syscall6(nr, [a, b, c, 0, 0, 0])
 }
 
-/// Ends the process.
+/// Ends the process (Linux's `exit_group`: every thread).
 pub fn exit(code: i32) -> ! {
-    syscall3(SYS_EXIT, code as u64, 0, 0);
+    syscall3(SYS_EXIT_GROUP, code as u64, 0, 0);
     loop {
         core::hint::spin_loop();
     }
 }
 
-/// Writes bytes to the console.
+/// `write(fd, buf, len)`: fds 0-2 are the terminal (the VMM's stdout
+/// and stderr), as for any Linux program.
 pub fn write(fd: u64, buf: &[u8]) -> i64 {
     syscall3(SYS_WRITE, fd, buf.as_ptr() as u64, buf.len() as u64)
 }
