@@ -1704,8 +1704,9 @@ pub fn exit_if_killed() {
     }
 }
 
-/// `oom_score_adj(pid, value, set)` (abi.rs `SYS_OOM_SCORE_ADJ`): the
-/// value before, or None for no such live process.
+/// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
+/// (/proc/PID/oom_score_adj): the value before, or None for no such
+/// live process.
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     SCHED.with(|s| {
         let pid = if pid == 0 { s.cur() } else { pid };
