@@ -339,3 +339,14 @@ fn ctrl_a_x_quits_and_restores_the_terminal() {
     assert!(out.contains("motd") && out.contains("Ctrl-A x: quitting"), "{out}");
     assert!(after & libc::ICANON != 0 && after & libc::ECHO != 0, "restored after Ctrl-A x: lflag {after:#x}\n{out}");
 }
+
+/// The former in-kernel shell stays reachable (`kshell` on the command
+/// line) for the view without a /proc file: numactl's node table.
+#[test]
+fn the_in_kernel_monitor_is_kshell() {
+    let run = vmm_with_input(&["run", "--timeout", "240", "--cmdline", "kshell"], Some("numactl\nexit 4\n"));
+    assert_eq!(run.status, 4, "{}", run.all());
+    assert!(run.stdout.contains("mmemu shell: `help` lists the commands"), "{}", run.all());
+    assert!(run.stdout.contains("# numactl\nNo NUMA available on this system"), "{}", run.all());
+    assert!(!run.stdout.contains("mmemu sh (ring 3"), "not the ring-3 shell: {}", run.all());
+}
