@@ -255,14 +255,14 @@ pub fn cmdline_bytes(argv: &[&str]) -> Vec<u8> {
 pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static str> {
     let Loaded { mm, entry, sp, execfn, name } = prepare(path, argv, envp).map_err(|(_, e)| e)?;
     let frame = sched::initial_frame(entry, sp, 0);
-    let pid = sched::create_task(name, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")?;
     let exe: &'static str = String::leak(execfn);
-    sched::with_task(pid, |t| {
+    let cmdline = cmdline_bytes(argv);
+    sched::create_task_with(name, 0, mm, &frame, FpuState::initial(), |t| {
         t.files = Some(terminal_files());
         t.exe = exe;
-        t.cmdline = cmdline_bytes(argv);
-    });
-    Ok(pid)
+        t.cmdline = cmdline;
+    })
+    .ok_or("out of memory")
 }
 
 /// Runs the initramfs's init (`rdinit=PATH` on the command line, default

@@ -191,13 +191,12 @@ pub fn spawn_argv(name: &str, argv: &[&str]) -> Result<u64, &'static str> {
         }
     };
     let frame = sched::initial_frame(entry, sp, 0);
-    let pid = sched::create_task(pname, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")?;
     let cmdline = exec::cmdline_bytes(argv);
-    sched::with_task(pid, |t| {
+    sched::create_task_with(pname, 0, mm, &frame, FpuState::initial(), |t| {
         t.files = Some(exec::terminal_files());
         t.cmdline = cmdline;
-    });
-    Ok(pid)
+    })
+    .ok_or("out of memory")
 }
 
 /// Runs program `name` to completion; its wait status.

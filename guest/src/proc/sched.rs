@@ -1227,14 +1227,23 @@ pub fn yield_now(preempted: bool) {
 }
 
 /// Creates a task around `mm` that enters ring 3 with `frame`'s
-/// registers, a new process of its own; it joins the run queue. Returns
-/// its pid.
-pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFrame, fpu: FpuState) -> Option<u64> {
+/// registers, a new process of its own; `setup` fills in the rest (its
+/// files, exe, cmdline) before it joins the run queue, since on SMP
+/// another CPU may run it at once. Returns its pid.
+pub fn create_task_with(
+    name: &'static str,
+    parent: u64,
+    mm: MmStruct,
+    frame: &TrapFrame,
+    fpu: FpuState,
+    setup: impl FnOnce(&mut Task),
+) -> Option<u64> {
     let pgd = mm.pgd;
     let kstack_pfn = alloc_kstack()?;
     let mut task = blank_task(name, parent, kstack_pfn, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
     task.mm = Some(new_mm_ref(mm));
+    setup(&mut task);
     let pid = alloc_pid();
     Some(SCHED.with(|s| {
         task.pid = pid;
