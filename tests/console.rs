@@ -1,9 +1,11 @@
-//! The interactive console (`vmm run --shell`): the guest's shell driven
+//! The interactive console (`vmm run --shell`): the guest's built-in
+//! ring-3 shell (guest/user/src/bin/sh.rs, a Linux program) driven
 //! through a pipe (a script) and through a pseudo-terminal (the VMM puts
 //! it in raw mode while attached and restores it on exit, by `exit` and
-//! by the Ctrl-A x escape). The shell lists and cats files, shows /proc,
-//! and runs a program of the initramfs (built now with gcc -static and
-//! musl-gcc -static) with arguments.
+//! by the Ctrl-A x escape). The shell lists and cats files, shows /proc
+//! through procps-style views (checked against the /proc files
+//! themselves), and runs a program of the initramfs (built now with gcc
+//! -static and musl-gcc -static) with arguments.
 
 mod common;
 
@@ -59,6 +61,147 @@ fn root(name: &str) -> Scratch {
 
 fn root_path(d: &Scratch) -> PathBuf {
     d.0.join("root")
+}
+
+/// The output of the command `cmd` in a piped session: from its echoed
+/// line `# cmd` to the next prompt that echoes one of `script`'s lines
+/// (a bare `\n# ` is no end: /proc/slabinfo has a `# name` header).
+fn section<'a>(out: &'a str, script: &str, cmd: &str) -> &'a str {
+    let start = out.find(&format!("# {cmd}\n")).unwrap_or_else(|| panic!("no `{cmd}` in:\n{out}"));
+    let body = &out[start + cmd.len() + 3..];
+    let end = script.lines().filter_map(|l| body.find(&format!("\n# {l}\n")).map(|i| i + 1)).min();
+    &body[..end.unwrap_or(body.len())]
+}
+
+/// The number after `key:` in a meminfo-style text.
+fn kb(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+/// Whitespace-separated numbers of a line after its first `skip` words.
+fn nums(line: &str, skip: usize) -> Vec<u64> {
+    line.split_whitespace().skip(skip).filter_map(|w| w.parse().ok()).collect()
+}
+
+#[test]
+fn the_ring3_shell_shows_proc_views_from_a_pipe() {
+    // No initrd: the built-in shell runs on its own (/proc is there).
+    let script = "cat /proc/meminfo\nfree\nfree -m\ncat /proc/self/status\ncat /proc/self/maps\npmap self\nps\ntop\n\
+                  vmstat\ncat /proc/slabinfo\nslabtop\ncat /proc/buddyinfo\nbuddyinfo\nfrobnicate now\nfree -x\n\
+                  pmap 999999\ncat /nonexistent\nexit\n";
+    let run = vmm_with_input(&["run", "--timeout", "240", "--shell"], Some(script));
+    assert_eq!(run.status, 0, "`exit` powers off with status 0: {}", run.all());
+    let out = &run.stdout;
+
+    // free: procps's columns from /proc/meminfo.
+    let meminfo = section(out, script, "cat /proc/meminfo");
+    let total = kb(meminfo, "MemTotal");
+    assert!(total > 0, "{meminfo}");
+    let free = section(out, script, "free");
+    assert!(
+        free.starts_with("               total        used        free      shared  buff/cache   available\n"),
+        "{free}"
+    );
+    let mem = nums(free.lines().find(|l| l.starts_with("Mem:")).unwrap(), 1);
+    assert_eq!(mem[0], total, "free's total is MemTotal: {free}\n{meminfo}");
+    assert_eq!(mem[0], mem[1] + mem[2] + mem[4], "total = used + free + buff/cache: {free}");
+    let swap = nums(free.lines().find(|l| l.starts_with("Swap:")).unwrap(), 1);
+    assert_eq!(swap[0], kb(meminfo, "SwapTotal"), "{free}");
+    let free_m = nums(section(out, script, "free -m").lines().find(|l| l.starts_with("Mem:")).unwrap(), 1);
+    assert_eq!(free_m[0], total >> 10, "free -m in MiB");
+
+    // The shell is a ring-3 process: its own /proc/self, pmap of itself
+    // (user addresses, its text at 0x400000), and its line in ps.
+    let status = section(out, script, "cat /proc/self/status");
+    assert!(status.contains("Name:\tsh\n"), "{status}");
+    let pid = kb(status, "Pid");
+    assert_eq!(kb(status, "PPid"), 0, "a child of the kernel, as init: {status}");
+    let maps = section(out, script, "cat /proc/self/maps");
+    let pmap = section(out, script, "pmap self");
+    assert!(pmap.starts_with(&format!("{pid}:   sh\n")), "{pmap}");
+    let mut sum = 0;
+    let map_lines: Vec<&str> = maps.lines().collect();
+    let pmap_lines: Vec<&str> = pmap.lines().skip(1).filter(|l| !l.starts_with(" total")).collect();
+    assert_eq!(map_lines.len(), pmap_lines.len(), "one pmap line per VMA:\n{maps}\n{pmap}");
+    for (m, p) in map_lines.iter().zip(&pmap_lines) {
+        let (range, perms) = m.split_once(' ').unwrap();
+        let (s, e) = range.split_once('-').unwrap();
+        let (s, e) = (u64::from_str_radix(s, 16).unwrap(), u64::from_str_radix(e, 16).unwrap());
+        assert!(e <= 0x8000_0000_0000, "a user address: {m}");
+        let w: Vec<&str> = p.split_whitespace().collect();
+        assert_eq!(u64::from_str_radix(w[0], 16).unwrap(), s, "{p} vs {m}");
+        assert_eq!(w[1], format!("{}K", (e - s) >> 10), "{p} vs {m}");
+        assert_eq!(&w[2][..3], &perms[..3], "{p} vs {m}");
+        sum += (e - s) >> 10;
+    }
+    assert!(pmap_lines[0].starts_with("0000000000400000") && pmap_lines[0].contains(" r-x-- "), "{pmap}");
+    assert!(pmap.contains(&format!(" total {sum:>16}K\n")), "{pmap}");
+    let ps = section(out, script, "ps");
+    assert!(ps.starts_with("    PID    PPID STAT    VSZ   RSS COMMAND\n"), "{ps}");
+    let me = ps.lines().find(|l| l.split_whitespace().next() == Some(&pid.to_string())).expect("the shell in ps");
+    let w: Vec<&str> = me.split_whitespace().collect();
+    assert_eq!((w[1], w[2], w[5]), ("0", "R", "sh"), "{ps}");
+    assert_eq!(w[3].parse::<u64>().unwrap(), kb(status, "VmSize"), "{ps}\n{status}");
+
+    // top: the same tasks, the memory summary in MiB of MemTotal.
+    let top = section(out, script, "top");
+    let tasks = nums(top.lines().find(|l| l.starts_with("Tasks:")).unwrap(), 1);
+    assert_eq!(tasks[0] as usize, ps.lines().count() - 1, "{top}\n{ps}");
+    let mib = format!("{}.{}", total / 1024, (total % 1024) * 10 / 1024);
+    assert!(top.contains(&format!("MiB Mem : {mib:>8} total")), "{top}");
+    assert!(top.lines().any(|l| l.split_whitespace().next() == Some(&pid.to_string()) && l.ends_with(" sh")), "{top}");
+
+    // vmstat: procps's header; no swap configured, so swpd is 0.
+    let vm = section(out, script, "vmstat");
+    let lines: Vec<&str> = vm.lines().collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["r", "b", "swpd", "free", "buff", "cache", "si", "so"]
+    );
+    let v = nums(lines[2], 0);
+    assert_eq!((v[0], v[2]), (1, kb(meminfo, "SwapTotal") - kb(meminfo, "SwapFree")), "the shell runs: {vm}");
+
+    // slabtop: every cache of /proc/slabinfo, its object size in K.
+    let slabinfo = section(out, script, "cat /proc/slabinfo");
+    let slabtop = section(out, script, "slabtop");
+    assert!(slabtop.contains(" Active / Total Objects (% used)    : "), "{slabtop}");
+    let caches: Vec<Vec<&str>> = slabinfo
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(!caches.is_empty(), "{slabinfo}");
+    let rows: Vec<&str> = slabtop.lines().skip_while(|l| !l.starts_with("  OBJS")).skip(1).collect();
+    assert_eq!(rows.len(), caches.len(), "{slabtop}\n{slabinfo}");
+    for c in &caches {
+        let row = rows.iter().find(|r| r.split_whitespace().last() == Some(c[0])).expect(c[0]);
+        let size: f64 = c[3].parse().unwrap();
+        assert!(row.contains(&format!(" {:.2}K ", size / 1024.0)), "{row} vs {c:?}");
+    }
+
+    // buddyinfo: the zones of /proc/buddyinfo, each summed right.
+    let bi = section(out, script, "cat /proc/buddyinfo");
+    let view = section(out, script, "buddyinfo");
+    let zones: Vec<&str> = bi.lines().map(|l| l.split_whitespace().nth(3).unwrap()).collect();
+    let rows: Vec<&str> = view.lines().skip(1).collect();
+    assert_eq!(rows.len(), zones.len(), "{view}\n{bi}");
+    for (row, zone) in rows.iter().zip(&zones) {
+        assert_eq!(row.split_whitespace().nth(3), Some(*zone), "{row}");
+        let (counts, sum) = row.split_once("  = ").unwrap();
+        let want: u64 = nums(counts, 4).iter().enumerate().map(|(o, n)| n * (4 << o)).sum();
+        assert_eq!(sum, format!("{want} kB"), "{row}");
+    }
+
+    // Bad input gets a clear error and the shell goes on.
+    assert!(section(out, script, "frobnicate now").starts_with("frobnicate: command not found"), "{out}");
+    assert!(section(out, script, "free -x").starts_with("free: unknown option '-x'"), "{out}");
+    assert!(section(out, script, "pmap 999999").starts_with("pmap: 999999: no such process"), "{out}");
+    assert!(
+        section(out, script, "cat /nonexistent").starts_with("cat: /nonexistent: No such file or directory"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -195,4 +338,15 @@ fn ctrl_a_x_quits_and_restores_the_terminal() {
     assert_eq!(status, 0, "{out}");
     assert!(out.contains("motd") && out.contains("Ctrl-A x: quitting"), "{out}");
     assert!(after & libc::ICANON != 0 && after & libc::ECHO != 0, "restored after Ctrl-A x: lflag {after:#x}\n{out}");
+}
+
+/// The former in-kernel shell stays reachable (`kshell` on the command
+/// line) for the view without a /proc file: numactl's node table.
+#[test]
+fn the_in_kernel_monitor_is_kshell() {
+    let run = vmm_with_input(&["run", "--timeout", "240", "--cmdline", "kshell"], Some("numactl\nexit 4\n"));
+    assert_eq!(run.status, 4, "{}", run.all());
+    assert!(run.stdout.contains("mmemu shell: `help` lists the commands"), "{}", run.all());
+    assert!(run.stdout.contains("# numactl\nNo NUMA available on this system"), "{}", run.all());
+    assert!(!run.stdout.contains("mmemu sh (ring 3"), "not the ring-3 shell: {}", run.all());
 }

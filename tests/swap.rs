@@ -97,6 +97,14 @@ fn a_working_set_larger_than_ram_swaps_out_and_back_intact() {
     assert!(l.contains(&format!("{pages} pages written and read back, 0 bad words")), "{l}");
     let (pswpout, pswpin) = (counter(out, "pswpout"), counter(out, "pswpin"));
     assert!(pswpout >= 500 && pswpin >= 500, "pressure must swap both ways: out {pswpout}, in {pswpin}\n{out}");
+    // The program's own reading of /proc/vmstat (ulib::vmstat) after its
+    // pass: both already counting, and no more than the kernel's final.
+    let seen = |k: &str| -> u64 {
+        let w = l.split(&format!(" {k} ")).nth(1).unwrap_or_else(|| panic!("no {k} in {l}"));
+        w.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!((1..=pswpin).contains(&seen("pswpin")), "{l}");
+    assert!((1..=pswpout).contains(&seen("pswpout")), "{l}");
     // The guest's counts against the device's: each swap-out one page
     // written, each swap-in one page read (readahead included).
     let all = r.all();

@@ -103,7 +103,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             ("rdinit", Some(_)) => {}
             // Run by main.rs once the other switches are done, instead of
             // the initramfs's init.
-            ("shell", None) => {}
+            ("shell", None) | ("kshell", None) => {}
             // The console is a terminal (the VMM's --shell on a tty).
             ("tty", None) => crate::proc::linux::set_console_tty(),
             ("mmbench", None) => crate::mm::bench::run(),
@@ -265,7 +265,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 46] = [
+const SWITCHES: [(&str, &str); 47] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -311,7 +311,8 @@ const SWITCHES: [(&str, &str); 46] = [
     ("halt", "cli; hlt for good"),
     ("echo", "read a console line and print it back"),
     ("tty", "the console is a terminal: TCGETS and TIOCGWINSZ answer as a tty's (the VMM adds it for --shell on a terminal)"),
-    ("shell", "the interactive console shell instead of /init (`vmm run --shell`; `help` in it lists its commands)"),
+    ("shell", "the built-in ring-3 shell (a Linux program) instead of /init (`vmm run --shell`; `help` in it lists its commands)"),
+    ("kshell", "the in-kernel console monitor instead of /init (its `numactl` has no /proc file; `help` lists its commands)"),
 ];
 
 /// The checkpoints the kernel and its programs reach on their own (the

@@ -84,8 +84,13 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     let mut code = cmdline::run_actions(cmdline);
     // Linux's last step of boot: run init from the initramfs. The run's
     // exit status is then init's.
-    if code == 0 && cmdline.split(' ').take_while(|w| *w != "--").any(|w| w == "shell") {
+    let word = |w: &str| cmdline.split(' ').take_while(|x| *x != "--").any(|x| x == w);
+    if code == 0 && word("kshell") {
+        // The in-kernel monitor (views without a /proc file: numactl).
         code = console::shell::run();
+    } else if code == 0 && word("shell") {
+        // The built-in ring-3 shell, a Linux program like /init.
+        code = proc::run_shell();
     } else if code == 0 && fs::present() {
         code = proc::exec::run_init(cmdline);
     }

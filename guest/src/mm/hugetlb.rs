@@ -656,7 +656,11 @@ pub fn hugepagesz(v: &str) -> bool {
     }
 }
 
-/// `SYS_HUGETLB(op, value)`; see the user ABI.
+/// The pool's controls by number (once a private system call; now
+/// /proc/sys/vm/nr_hugepages and nr_overcommit_hugepages and meminfo's
+/// HugePages_ lines serve programs): 0 sets nr_hugepages (returns the
+/// persistent pages now), 1 nr_overcommit_hugepages, 2..=5 Total, Free,
+/// Rsvd, Surp, 6 nr_hugepages.
 pub fn sys_hugetlb(op: u64, value: u64) -> i64 {
     match op {
         0 => set_max_huge_pages(value) as i64,

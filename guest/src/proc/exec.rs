@@ -122,6 +122,50 @@ fn create_elf_tables(
     Ok(sp)
 }
 
+/// The auxiliary vector's entries before AT_RANDOM, AT_EXECFN and
+/// AT_PLATFORM (which `create_elf_tables` adds): Linux's order.
+fn auxv(phdr: Option<u64>, phnum: u64, entry: u64) -> Vec<(u64, u64)> {
+    let mut aux = alloc::vec![(AT_HWCAP, hwcap()), (AT_PAGESZ, 4096), (AT_CLKTCK, 100)];
+    // A built-in program's headers lie in no segment: no AT_PHDR then
+    // (it has no TLS or interpreter to look for).
+    if let Some(phdr) = phdr {
+        aux.push((AT_PHDR, phdr));
+    }
+    aux.extend_from_slice(&[
+        (AT_PHENT, PHENT),
+        (AT_PHNUM, phnum),
+        (AT_BASE, 0),
+        (AT_FLAGS, 0),
+        (AT_ENTRY, entry),
+        (AT_UID, 0),
+        (AT_EUID, 0),
+        (AT_GID, 0),
+        (AT_EGID, 0),
+        (AT_SECURE, 0),
+        (AT_HWCAP2, 0),
+    ]);
+    aux
+}
+
+/// The environment every program the kernel starts gets (init's, as
+/// Linux's `envp_init`, with a PATH).
+pub const ENVP: [&str; 3] = ["HOME=/", "TERM=linux", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"];
+
+/// The initial stack of built-in program `image` (already loaded into
+/// `mm`, starting at `entry`) run as `argv`: Linux's, as for a program
+/// exec'd from the initramfs. Its stack pointer.
+pub fn builtin_stack(mm: &mut MmStruct, image: &[u8], entry: u64, argv: &[&str]) -> Result<u64, &'static str> {
+    let elf = Elf::parse(image)?;
+    let aux = auxv(elf.phdr_vaddr_biased(0), elf.phnum, entry);
+    create_elf_tables(mm, STACK_TOP, argv, &ENVP, argv.first().copied().unwrap_or(""), &aux)
+}
+
+/// Standard input, output and error on the terminal (the console), as
+/// every program the kernel starts gets them.
+pub fn terminal_files() -> sched::FilesRef {
+    sched::new_files(alloc::vec![Some(File::terminal(false)), Some(File::terminal(false)), Some(File::terminal(true))])
+}
+
 /// A program loaded into a new address space, ready to run.
 pub struct Loaded {
     /// The address space.
@@ -183,23 +227,7 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
             return Err(noexec(e));
         }
     };
-    let aux = [
-        (AT_HWCAP, hwcap()),
-        (AT_PAGESZ, 4096),
-        (AT_CLKTCK, 100),
-        (AT_PHDR, phdr),
-        (AT_PHENT, PHENT),
-        (AT_PHNUM, elf.phnum),
-        (AT_BASE, 0),
-        (AT_FLAGS, 0),
-        (AT_ENTRY, entry),
-        (AT_UID, 0),
-        (AT_EUID, 0),
-        (AT_GID, 0),
-        (AT_EGID, 0),
-        (AT_SECURE, 0),
-        (AT_HWCAP2, 0),
-    ];
+    let aux = auxv(Some(phdr), elf.phnum, entry);
     let execfn = fs::normalize(path);
     let sp = match create_elf_tables(&mut mm, STACK_TOP, argv, envp, &execfn, &aux) {
         Ok(sp) => sp,
@@ -218,7 +246,7 @@ pub fn prepare(path: &str, argv: &[&str], envp: &[&str]) -> Result<Loaded, ExecE
 }
 
 /// /proc/PID/cmdline's bytes: each argument NUL-terminated.
-fn cmdline_bytes(argv: &[&str]) -> Vec<u8> {
+pub fn cmdline_bytes(argv: &[&str]) -> Vec<u8> {
     argv.iter().flat_map(|a| a.bytes().chain(core::iter::once(0))).collect()
 }
 
@@ -227,18 +255,14 @@ fn cmdline_bytes(argv: &[&str]) -> Vec<u8> {
 pub fn spawn(path: &str, argv: &[&str], envp: &[&str]) -> Result<u64, &'static str> {
     let Loaded { mm, entry, sp, execfn, name } = prepare(path, argv, envp).map_err(|(_, e)| e)?;
     let frame = sched::initial_frame(entry, sp, 0);
-    let pid = sched::create_task(name, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")?;
     let exe: &'static str = String::leak(execfn);
-    sched::with_task(pid, |t| {
-        t.files = Some(sched::new_files(alloc::vec![
-            Some(File::terminal(false)),
-            Some(File::terminal(false)),
-            Some(File::terminal(true))
-        ]));
+    let cmdline = cmdline_bytes(argv);
+    sched::create_task_with(name, 0, mm, &frame, FpuState::initial(), |t| {
+        t.files = Some(terminal_files());
         t.exe = exe;
-        t.cmdline = cmdline_bytes(argv);
-    });
-    Ok(pid)
+        t.cmdline = cmdline;
+    })
+    .ok_or("out of memory")
 }
 
 /// Runs the initramfs's init (`rdinit=PATH` on the command line, default
@@ -250,8 +274,7 @@ pub fn run_init(cmdline: &str) -> u32 {
     let args = init_args(cmdline);
     let mut argv: Vec<&str> = alloc::vec![path];
     argv.extend(args.iter().map(String::as_str));
-    let envp = ["HOME=/", "TERM=linux", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"];
-    let pid = match spawn(path, &argv, &envp) {
+    let pid = match spawn(path, &argv, &ENVP) {
         Ok(pid) => pid,
         Err(e) => {
             crate::kprintln!("Failed to execute {}: {}", path, e);

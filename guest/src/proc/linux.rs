@@ -525,12 +525,9 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
     done as i64
 }
 
-/// `write`: the Linux programs' files, or (no file table: a built-in
-/// program) the kernel console as before.
+/// `write`: every program's, built-in or from the initramfs (fds 0-2 on
+/// the terminal).
 pub fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
-    if with_fdt(|t| t.is_empty()).unwrap_or(true) {
-        return super::syscall::console_write(fd, buf, len);
-    }
     write_fd(fd, buf, len)
 }
 

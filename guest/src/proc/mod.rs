@@ -39,7 +39,7 @@ use crate::fmt::Dec;
 use crate::kprintln;
 use crate::mm::{KERNEL_PT, PAGES};
 use fault::FaultError;
-use mm::{MmGlobals, MmStruct, MM_GLOBALS, STACK_TOP};
+use mm::{MmGlobals, MmStruct, MM_GLOBALS};
 use mm_core::abi::cpu::{PF_FETCH, PF_PRESENT, PF_USER, RFLAGS_FIXED, RFLAGS_IF};
 
 /// #PF error code of the fetch at LSTAR when `syscall` stays in ring 3:
@@ -55,7 +55,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 17] = [
+pub static PROGRAMS: [(&str, &[u8]); 18] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -82,6 +82,8 @@ pub static PROGRAMS: [(&str, &[u8]); 17] = [
     user_program!("pathbench"),
     // Transparent huge pages (cmdline `thptest=`).
     user_program!("thptest"),
+    // The console shell (cmdline `shell`, `vmm run --shell`).
+    user_program!("sh"),
 ];
 
 /// The kernel root's PGD entries 256..511 at init, to notice a
@@ -167,26 +169,62 @@ pub fn stop_timer() {
     apic::stop_timer();
 }
 
-/// Starts embedded program `name` with `arg` in rdi, as a child of the
-/// kernel. Its pid.
+/// Starts embedded program `name` as a child of the kernel, as Linux
+/// starts a program: argv `[name, arg]` (`arg` in decimal) and the
+/// kernel's environment on Linux's initial stack, fds 0-2 on the
+/// terminal. Its pid.
 pub fn spawn(name: &str, arg: u64) -> Result<u64, &'static str> {
+    // Dec: core's integer Display uses SSE, which ring 0 cannot run here.
+    let arg = alloc::format!("{}", Dec(arg));
+    spawn_argv(name, &[name, &arg])
+}
+
+/// Starts embedded program `name` with `argv` (see [`spawn`]). Its pid.
+pub fn spawn_argv(name: &str, argv: &[&str]) -> Result<u64, &'static str> {
     let (pname, image) = PROGRAMS.iter().find(|(n, _)| *n == name).copied().ok_or("no such program")?;
     let mut mm = MmStruct::new().ok_or("out of memory")?;
-    let entry = match mm.load_elf(image) {
+    let started = mm.load_elf(image).and_then(|entry| Ok((entry, exec::builtin_stack(&mut mm, image, entry, argv)?)));
+    let (entry, sp) = match started {
         Ok(e) => e,
         Err(e) => {
             mm.exit_mmap();
             return Err(e);
         }
     };
-    let frame = sched::initial_frame(entry, STACK_TOP, arg);
-    sched::create_task(pname, 0, mm, &frame, FpuState::initial()).ok_or("out of memory")
+    let frame = sched::initial_frame(entry, sp, 0);
+    let cmdline = exec::cmdline_bytes(argv);
+    sched::create_task_with(pname, 0, mm, &frame, FpuState::initial(), |t| {
+        t.files = Some(exec::terminal_files());
+        t.cmdline = cmdline;
+    })
+    .ok_or("out of memory")
 }
 
 /// Runs program `name` to completion; its wait status.
 pub fn run(name: &str, arg: u64) -> Option<u64> {
     let pid = spawn(name, arg).ok()?;
     sched::kernel_wait(pid)
+}
+
+/// Runs the built-in ring-3 shell (`sh`, cmdline `shell`) on the console
+/// and waits for it, as [`exec::run_init`] runs /init: the exit status
+/// for the VMM (its `exit N`, or 128 + the signal that killed it).
+pub fn run_shell() -> u32 {
+    let pid = match spawn_argv("sh", &["sh"]) {
+        Ok(pid) => pid,
+        Err(e) => {
+            kprintln!("cannot start the shell: {}", e);
+            return 127;
+        }
+    };
+    match sched::kernel_wait(pid) {
+        Some(st) if st & 0x7f == 0 => ((st >> 8) & 0xff) as u32,
+        Some(st) => {
+            kprintln!("sh: killed by signal {}", Dec(st & 0x7f));
+            128 + (st & 0x7f) as u32
+        }
+        None => 127,
+    }
 }
 
 /// `memhog`'s argument: `pages` to touch (0: until killed), and the

@@ -1243,14 +1243,23 @@ pub fn yield_now(preempted: bool) {
 }
 
 /// Creates a task around `mm` that enters ring 3 with `frame`'s
-/// registers, a new process of its own; it joins the run queue. Returns
-/// its pid.
-pub fn create_task(name: &'static str, parent: u64, mm: MmStruct, frame: &TrapFrame, fpu: FpuState) -> Option<u64> {
+/// registers, a new process of its own; `setup` fills in the rest (its
+/// files, exe, cmdline) before it joins the run queue, since on SMP
+/// another CPU may run it at once. Returns its pid.
+pub fn create_task_with(
+    name: &'static str,
+    parent: u64,
+    mm: MmStruct,
+    frame: &TrapFrame,
+    fpu: FpuState,
+    setup: impl FnOnce(&mut Task),
+) -> Option<u64> {
     let pgd = mm.pgd;
     let kstack_pfn = alloc_kstack()?;
     let mut task = blank_task(name, parent, kstack_pfn, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
     task.mm = Some(new_mm_ref(mm));
+    setup(&mut task);
     let pid = alloc_pid();
     Some(SCHED.with(|s| {
         task.pid = pid;
@@ -1724,8 +1733,9 @@ pub fn exit_if_killed() {
     }
 }
 
-/// `oom_score_adj(pid, value, set)` (abi.rs `SYS_OOM_SCORE_ADJ`): the
-/// value before, or None for no such live process.
+/// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
+/// (/proc/PID/oom_score_adj): the value before, or None for no such
+/// live process.
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     SCHED.with(|s| {
         let pid = if pid == 0 { s.cur() } else { pid };

@@ -52,12 +52,10 @@ const EPERM: i64 = 1;
 use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::FpuState;
 use crate::fmt::Dec;
-use crate::kprint;
 use crate::mm::phys::{read_frame, write_frame};
 use crate::sync::{rank, SpinLock};
-use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use mm_core::addr::PAGE_SIZE;
 use mm_core::descriptor::AccessRecord;
-use mm_core::paging::{walk, Mapper};
 
 /// Copies `out.len()` bytes from user address `va`.
 pub(super) fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Result<(), i64> {
@@ -139,50 +137,23 @@ pub fn dispatch(frame: &mut TrapFrame) {
         .unwrap_or(-EFAULT),
         SYS_REPORT => sys_report(a[0], a[1], a[2]),
         SYS_REPORTED => sys_reported(a[0], a[1]),
-        SYS_VIRT_TO_PHYS => with_mm(|mm| {
-            let ctx = Mapper::new(PhysAddr(mm.pgd), false, crate::mm::paging::maxphyaddr(), false).context().user();
-            crate::mm::PAGES.with(|p| walk(&p.phys, &ctx, VirtAddr(a[0]))).map_or(0, |t| t.pa.0 as i64)
-        })
-        .unwrap_or(-EFAULT),
         SYS_CHECKPOINT => sys_checkpoint(a[0], a[1]),
         SYS_PROBE_FIXUP => sys_probe_fixup(a[0]),
         SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
-        SYS_OOM_SCORE_ADJ => sys_oom_score_adj(a[0], a[1] as i64, a[2]),
-        SYS_VMSTAT => sys_vmstat(a[0], a[1]),
         SYS_COMPACT => crate::mm::compaction::sys_compact(a[0]),
-        SYS_HUGETLB => crate::mm::hugetlb::sys_hugetlb(a[0], a[1]),
         SYS_THP => super::thp::sys_thp(a[0], a[1]),
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };
     frame.rax = ret as u64;
     // The calls that change VMAs: the host's copy follows (Linux numbers:
     // mremap 25, madvise 28, mlock/munlock/mlockall/munlockall 149-152).
-    if matches!(nr, SYS_MMAP | SYS_MUNMAP | SYS_MPROTECT | SYS_BRK | SYS_EXECVE | SYS_HUGETLB | SYS_THP | 25 | 28)
+    if matches!(nr, SYS_MMAP | SYS_MUNMAP | SYS_MPROTECT | SYS_BRK | SYS_EXECVE | SYS_THP | 25 | 28)
         || (149..=152).contains(&nr)
     {
         let _ = with_mm(|mm| mm.publish_vmas(false));
     }
     // A call a signal interrupted: restarted, or -EINTR for the handler.
     super::signal::syscall_restart(frame, nr);
-}
-
-/// `write` of a built-in program: fds 1 and 2 are the kernel console.
-pub(super) fn console_write(fd: u64, buf: u64, len: u64) -> i64 {
-    if fd != 1 && fd != 2 {
-        return -EINVAL;
-    }
-    let len = len.min(4096);
-    let mut done = 0u64;
-    let mut chunk = [0u8; 128];
-    while done < len {
-        let n = (len - done).min(chunk.len() as u64) as usize;
-        if let Some(Err(e)) = with_mm(|mm| copy_from_user(mm, buf + done, &mut chunk[..n])) {
-            return e;
-        }
-        kprint!("{}", core::str::from_utf8(&chunk[..n]).unwrap_or("<not UTF-8>"));
-        done += n as u64;
-    }
-    len as i64
 }
 
 /// `clone(flags, newsp, parent_tid, child_tid, tls)` (fork and vfork
@@ -378,31 +349,6 @@ fn sys_checkpoint(name: u64, len: u64) -> i64 {
     crate::checkpoint::checkpoint(name);
     super::sabotage::after_checkpoint(name);
     0
-}
-
-/// Reads or sets a process's oom_score_adj; see `SYS_OOM_SCORE_ADJ`.
-fn sys_oom_score_adj(pid: u64, value: i64, set: u64) -> i64 {
-    let set = match set {
-        0 => None,
-        1 if (OOM_SCORE_ADJ_MIN..=OOM_SCORE_ADJ_MAX).contains(&value) => Some(value as i32),
-        _ => return -EINVAL,
-    };
-    sched::oom_score_adj(pid, set).map_or(-ESRCH, |old| old as i64)
-}
-
-/// Copies the event counters out; see `SYS_VMSTAT`.
-fn sys_vmstat(buf: u64, count: u64) -> i64 {
-    let v = crate::mm::vmstat::snapshot();
-    let n = (count as usize).min(v.len());
-    let mut bytes = [0u8; 8 * crate::mm::vmstat::NR_EVENTS];
-    for (i, x) in v[..n].iter().enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
-    }
-    match with_mm(|mm| copy_to_user(mm, buf, &bytes[..n * 8])) {
-        Some(Ok(())) => n as i64,
-        Some(Err(e)) => e,
-        None => -EFAULT,
-    }
 }
 
 /// Registers the calling process's probe fix-up (0: none); see

@@ -3,7 +3,7 @@
 //! process's memory counters. The kernel includes this very file by path
 //! (guest/src/proc/mod.rs), so the two sides cannot drift.
 
-/// `write(fd, buf, len)`: fd 1 and 2 go to the console.
+/// `write(fd, buf, len)`.
 pub const SYS_WRITE: u64 = 1;
 /// `mmap(addr, len, prot, flags, fd, off)`: anonymous memory only.
 pub const SYS_MMAP: u64 = 9;
@@ -23,18 +23,33 @@ pub const SYS_SCHED_YIELD: u64 = 24;
 pub const SYS_GETPID: u64 = 39;
 /// `fork()`.
 pub const SYS_FORK: u64 = 57;
-/// `exit(status)`.
+/// `exit(status)`: ends the calling thread.
 pub const SYS_EXIT: u64 = 60;
+/// `exit_group(status)`: ends the process.
+pub const SYS_EXIT_GROUP: u64 = 231;
 /// `wait4(pid, &status, options, rusage)`: `pid` -1 for any child.
 pub const SYS_WAIT4: u64 = 61;
+/// `read(fd, buf, len)`.
+pub const SYS_READ: u64 = 0;
+/// `close(fd)`.
+pub const SYS_CLOSE: u64 = 3;
+/// `pread64(fd, buf, len, offset)`.
+pub const SYS_PREAD64: u64 = 17;
+/// `openat(dirfd, path, flags, mode)`.
+pub const SYS_OPENAT: u64 = 257;
+/// `openat`'s directory for a path relative to the working directory.
+pub const AT_FDCWD: u64 = -100i64 as u64;
+/// Open for reading.
+pub const O_RDONLY: u64 = 0;
+/// Open for writing.
+pub const O_WRONLY: u64 = 1;
+/// Closed by execve.
+pub const O_CLOEXEC: u64 = 0o2000000;
 /// `mmstat(&MmStat)`: the calling process's memory and fault counters.
 pub const SYS_MMSTAT: u64 = 500;
 /// `report(key, key_len, value)`: hands a named figure to the kernel's
 /// self-test, which checks it.
 pub const SYS_REPORT: u64 = 501;
-/// `virt_to_phys(addr)`: the physical frame address mapped at `addr`
-/// (0 if none), as the kernel's walker sees it.
-pub const SYS_VIRT_TO_PHYS: u64 = 502;
 /// `checkpoint(name, name_len)`: the kernel stops at the named checkpoint
 /// (the VMM's port 0x510) so the host can inspect and verify every
 /// address space at this point of the program; then the call returns 0.
@@ -59,16 +74,6 @@ pub const SYS_PROBE_FIXUP: u64 = 504;
 /// -ENOENT when no access test is collecting records, -ENOMEM when the
 /// table is full.
 pub const SYS_ACCESS_RECORDS: u64 = 505;
-/// `oom_score_adj(pid, value, set)`: reads (set 0) or sets (set 1) the
-/// OOM killer's adjustment of process `pid` (0: the caller), Linux's
-/// /proc/PID/oom_score_adj: -1000 (never kill) to 1000 (kill first).
-/// Returns the value before the call, -EINVAL for a value out of range,
-/// -ESRCH for no such live process. Inherited by fork.
-pub const SYS_OOM_SCORE_ADJ: u64 = 506;
-/// `vmstat(buf, count)`: copies the first `count` (at most
-/// [`VMSTAT_COUNT`]) of the kernel's event counters (/proc/vmstat, in
-/// the order of [`VMSTAT_NAMES`]) to `buf` as u64s; returns how many.
-pub const SYS_VMSTAT: u64 = 507;
 /// `reported(key, key_len)`: how many figures have been reported under
 /// `key` since the self-test last cleared them (a barrier for programs
 /// the self-test runs side by side).
@@ -86,14 +91,6 @@ pub const SYS_REPORTED: u64 = 508;
 /// wakes kcompactd); 6 the pages compaction migrated since boot.
 /// -EINVAL for another op.
 pub const SYS_COMPACT: u64 = 520;
-/// `hugetlb(op, value)`, the hugetlb pool's control (what Linux's
-/// /proc/sys/vm/nr_hugepages and nr_overcommit_hugepages and the
-/// `HugePages_*` lines of /proc/meminfo give): op 0 sets nr_hugepages to
-/// `value` (the pool grows as far as the buddy allocator can, or shrinks;
-/// returns the persistent pages now); 1 sets nr_overcommit_hugepages
-/// (returns it); 2..=5 return HugePages_Total, _Free, _Rsvd, _Surp; 6
-/// nr_hugepages. -EINVAL for another op.
-pub const SYS_HUGETLB: u64 = 521;
 /// `thp(op, arg)`: transparent huge pages. op 0 returns the mode (0
 /// never, 1 madvise, 2 always: /sys/kernel/mm/transparent_hugepage/
 /// enabled); 1 sets it to `arg` and returns the old one; 2 runs
@@ -108,12 +105,13 @@ pub const SYS_THP: u64 = 530;
 pub const MADV_HUGEPAGE: u64 = 14;
 /// `madvise` advice: no transparent huge pages in the range.
 pub const MADV_NOHUGEPAGE: u64 = 15;
-/// The counters `SYS_VMSTAT` knows, in its order: the descriptor's list,
-/// which the kernel's mm/vmstat.rs counts by and the host reads.
+/// The event counters of /proc/vmstat that `ulib::vmstat` reads, in its
+/// order: the descriptor's list, which the kernel's mm/vmstat.rs counts
+/// by and the host reads.
 pub use mm_core::descriptor::VM_EVENT_NAMES as VMSTAT_NAMES;
-/// How many counters `SYS_VMSTAT` knows.
+/// How many counters `ulib::vmstat` reads.
 pub const VMSTAT_COUNT: usize = VMSTAT_NAMES.len();
-/// Index of `oom_kill` in the `SYS_VMSTAT` counters.
+/// Index of `oom_kill` in those counters.
 pub const VMSTAT_OOM_KILL: usize = 11;
 /// The lowest `oom_score_adj`: the OOM killer never picks the process.
 pub const OOM_SCORE_ADJ_MIN: i64 = -1000;

@@ -16,25 +16,36 @@
 //!    than the pool holds succeeds with a surplus page (Surp 1), freed at
 //!    munmap; the pool resizes at run time (nr_hugepages 6, then back).
 //!
-//! Each state is printed as meminfo's lines (`HugePages_Total: N` ...).
+//! Each state is read from /proc/meminfo and printed as its lines
+//! (`HugePages_Total: N` ...); the pool is set through /proc/sys/vm.
 //! Exit status: 0 all held; 10 + step when a step's figures were wrong.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, exit, fork, getpid, mmap, munmap, println, syscall3, wait};
+use ulib::{checkpoint, exit, fork, getpid, mmap, munmap, println, proc_field, wait, write_number};
 
 ulib::entry!(main);
 
 const HPAGE: u64 = 2 << 20;
 
-fn hugetlb(op: u64, v: u64) -> i64 {
-    syscall3(SYS_HUGETLB, op, v, 0)
+/// Sets /proc/sys/vm/nr_hugepages (the pool grows as far as the buddy
+/// allocator can, or shrinks) and reads it back: the persistent pages now.
+fn set_nr_hugepages(v: u64) -> i64 {
+    write_number(b"/proc/sys/vm/nr_hugepages\0", v);
+    proc_field(b"/proc/sys/vm/nr_hugepages\0", b"").map_or(-1, |n| n as i64)
 }
 
-/// (Total, Free, Rsvd, Surp), printed as meminfo's lines after `what`.
+/// Sets /proc/sys/vm/nr_overcommit_hugepages.
+fn set_nr_overcommit_hugepages(v: u64) {
+    write_number(b"/proc/sys/vm/nr_overcommit_hugepages\0", v);
+}
+
+/// (Total, Free, Rsvd, Surp) from /proc/meminfo's HugePages_ lines,
+/// printed as meminfo's lines after `what`.
 fn meminfo(what: &str) -> [i64; 4] {
-    let v = [hugetlb(2, 0), hugetlb(3, 0), hugetlb(4, 0), hugetlb(5, 0)];
+    let f = |k: &[u8]| proc_field(b"/proc/meminfo\0", k).map_or(-1, |n| n as i64);
+    let v = [f(b"HugePages_Total:"), f(b"HugePages_Free:"), f(b"HugePages_Rsvd:"), f(b"HugePages_Surp:")];
     println!(
         "hugetest[{}]: {}: HugePages_Total: {} HugePages_Free: {} HugePages_Rsvd: {} HugePages_Surp: {}",
         getpid(),
@@ -158,7 +169,7 @@ fn main(_arg: u64) -> i32 {
     expect(6, meminfo("unmapped"), [total, free, 0, 0]);
     checkpoint("huge-unmapped");
     // 7. Surplus pages (overcommit) and a run-time resize.
-    hugetlb(1, 1);
+    set_nr_overcommit_hugepages(1);
     let b = mmap(0, (total as u64 + 1) * HPAGE, prot, huge);
     if b < 0 {
         println!("hugetest: mmap of {} pages with overcommit 1: {}", total + 1, b);
@@ -167,10 +178,10 @@ fn main(_arg: u64) -> i32 {
     expect(7, meminfo("mapped one page more than the pool, overcommit 1"), [total + 1, total + 1, total + 1, 1]);
     munmap(b as u64, (total as u64 + 1) * HPAGE);
     expect(7, meminfo("unmapped the overcommitted mapping"), [total, total, 0, 0]);
-    hugetlb(1, 0);
-    let grown = hugetlb(0, total as u64 + 2);
+    set_nr_overcommit_hugepages(0);
+    let grown = set_nr_hugepages(total as u64 + 2);
     meminfo("nr_hugepages raised by 2");
-    let back = hugetlb(0, total as u64);
+    let back = set_nr_hugepages(total as u64);
     expect(8, meminfo("nr_hugepages back"), [total, total, 0, 0]);
     println!("hugetest[{}]: resize: nr_hugepages {} -> {} -> {}", getpid(), total, grown, back);
     if grown != total + 2 || back != total {
