@@ -1176,11 +1176,11 @@ fn json_goes_through_jq_and_a_pte_with_bit_63_round_trips() {
     }
     let verify = &lines[10]["data"];
     assert_eq!((verify["passed"].as_bool(), verify["status"].as_str()), (Some(true), Some("ok")), "{verify}");
-    let na = ["access", "refcount", "cow-ro", "isolation", "swap", "lru", "tlb"];
+    let na = ["access", "refcount", "cow-ro", "isolation", "swap", "lru", "tlb", "numa"];
     assert_eq!(
         verify["not_applicable"],
         serde_json::json!(na),
-        "no records, no processes, no swap, no user pages at 'boot', no TLB record without tlbtrace: {verify}"
+        "no records, no processes, no swap, no user pages at 'boot', no TLB record without tlbtrace, no NUMA topology without --numa: {verify}"
     );
     for c in verify["checks"].as_array().unwrap() {
         let want = if na.contains(&c["check"].as_str().unwrap()) { "not-applicable" } else { "ok" };
