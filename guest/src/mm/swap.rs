@@ -643,6 +643,102 @@ impl Reclaimer<'_> {
     }
 }
 
+impl Reclaimer<'_> {
+    /// `try_to_unmap_one` for a lazily freed anon page (MADV_FREE,
+    /// proc/mman.rs): if no PTE mapping it was written since (dirty bit
+    /// clear) and nothing pins it, every PTE is cleared (not made a swap
+    /// entry: the next touch faults in a zero page) and the page is freed
+    /// with no I/O (`pglazyfreed`). A dirty PTE, or one that turns dirty
+    /// while it is being cleared, makes it swap-backed again
+    /// ([`ReclaimOutcome::Redirtied`]), its data kept.
+    fn reclaim_lazyfree(&mut self, pfn: u64, m: AnonMapping) -> ReclaimOutcome {
+        if self.ext[pfn as usize].swap_entry().is_some() {
+            // MADV_FREE skips swap-cache pages; one that got there since
+            // is an ordinary anon page again.
+            return ReclaimOutcome::Redirtied;
+        }
+        let mapped = self.s.mapcount(m, pfn);
+        let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
+        if refs != mapped || mapped == 0 {
+            return ReclaimOutcome::Keep; // pinned (a fault in progress)
+        }
+        let mut pt = LazyUnmap { mms: &mut self.s.mms, dirty: false };
+        let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
+        let dirty = pt.dirty;
+        // The references of the PTEs cleared; the last one frees the page
+        // unless a dirty PTE still maps it.
+        if !dirty && n == mapped {
+            self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+        }
+        for _ in 0..n {
+            crate::mm::tlbtrace::free(pfn, 0);
+            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+        }
+        if dirty || n != mapped {
+            return ReclaimOutcome::Redirtied;
+        }
+        super::vmstat::PGLAZYFREED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        ReclaimOutcome::Freed { io: false }
+    }
+}
+
+/// The rmap walk's page-table side for a lazily freed page: clears each
+/// clean PTE mapping it; stops at a dirty one.
+struct LazyUnmap<'a> {
+    mms: &'a mut BTreeMap<MmId, MmEntry>,
+    /// A PTE was dirty (written since MADV_FREE).
+    dirty: bool,
+}
+
+impl RmapPageTables for LazyUnmap<'_> {
+    fn referenced_one(&mut self, _mm: MmId, _va: u64, _pfn: u64) -> Option<bool> {
+        None
+    }
+
+    fn unmap_one(&mut self, mm: MmId, va: u64, pfn: u64) -> bool {
+        if self.dirty {
+            return false;
+        }
+        let Some((slot, pte, pgd)) = pte_mapping(self.mms, mm, va, pfn) else { return false };
+        if pte.0 & PteFlags::DIRTY.0 != 0 || !pte_clear_if(&slot, pte) {
+            self.dirty = true;
+            return false;
+        }
+        crate::arch::tlb::flush_range(pgd, va, va + 4096);
+        if let Some(m) = self.mms.get_mut(&mm) {
+            m.rss_out += 1;
+        }
+        true
+    }
+}
+
+/// Clears `bits` (the dirty and accessed bits) in the PTE in `slot` with
+/// a locked compare-and-exchange loop, so a bit a CPU sets meanwhile is
+/// not lost to a plain read-modify-write (Linux's
+/// `ptep_get_and_clear_full` then `set_pte_at`). The caller flushes the
+/// TLB entry.
+pub fn pte_clear_bits(slot: &mm_core::paging::Slot, bits: u64) {
+    let va = super::layout::PAGE_OFFSET + slot.entry_pa().0;
+    // SAFETY: as in `pte_clear_if`: an aligned page-table word in the
+    // direct map, written elsewhere only with 8-byte stores.
+    let word = unsafe { &*(va as *const core::sync::atomic::AtomicU64) };
+    let _ = word.fetch_and(!bits, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Clears the PTE in `slot` if it still holds `old`, in one locked
+/// compare-and-exchange (Linux's `ptep_get_and_clear` then the dirty
+/// check): a CPU that sets the dirty bit meanwhile, writing through a
+/// stale TLB entry on another CPU, makes it fail rather than lose the
+/// write. False if the entry changed.
+fn pte_clear_if(slot: &mm_core::paging::Slot, old: Pte) -> bool {
+    let va = super::layout::PAGE_OFFSET + slot.entry_pa().0;
+    // SAFETY: page-table pages lie in the direct map (PAGE_OFFSET, never
+    // unmapped), an entry is 8-byte aligned, and PTEs are written only
+    // with 8-byte stores, so an atomic view of the word is sound.
+    let word = unsafe { &*(va as *const core::sync::atomic::AtomicU64) };
+    word.compare_exchange(old.0, 0, core::sync::atomic::Ordering::SeqCst, core::sync::atomic::Ordering::SeqCst).is_ok()
+}
+
 impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
     fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
         if self.ext.get(pfn as usize).and_then(|x| x.file()).is_some() {
@@ -671,7 +767,12 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             return self.reclaim_cache_page(pfn, anon, ino, index, shadow);
         }
         if !anon {
-            return ReclaimOutcome::Activate;
+            // Not swap-backed but with an anon rmap record: MADV_FREE's
+            // lazily freed page.
+            return match self.ext.get(pfn as usize).and_then(|x| x.anon()) {
+                Some(m) => self.reclaim_lazyfree(pfn, m),
+                None => ReclaimOutcome::Activate,
+            };
         }
         let cached = self.ext.get(pfn as usize).and_then(|x| x.swap_entry());
         let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {
