@@ -481,40 +481,12 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
         .collect();
     SWAP.with(|s| {
-        for (i, n) in slots.iter().enumerate() {
-            let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
-            if status[i] == blk::S_OK && want != 0 && want != sums[i] {
-                s.stat.checksum_errors += 1;
-                crate::kprintln!(
-                    "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
-                    n.offset,
-                    sums[i],
-                    want
-                );
-            }
-        }
-        let swap_on = swap_on(s);
+        check_sums(s, &slots, &status, &sums);
         PAGES.with(|p| {
             for n in &unclaim {
                 let _ = s.areas.swapcache_free(*n);
             }
-            for (i, &(n, rpfn)) in ra.iter().enumerate() {
-                if status[i + 1] != blk::S_OK {
-                    s.stat.read_errors += 1;
-                    let _ = s.areas.swapcache_free(n);
-                    put_user_page(p, rpfn);
-                    continue;
-                }
-                let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
-                s.set_cache(n, Some(rpfn));
-                p.ext[rpfn as usize].set_swap_entry(Some(n));
-                let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
-                add_anon(p, rpfn, None, Some((shadow, swap_on)));
-                // A PTE may have gone while we read: then nobody wants it.
-                if s.areas.swap_count(n).unwrap_or(0) == 0 {
-                    s.delete_from_swap_cache(p, n, rpfn);
-                }
-            }
+            add_read_ahead(s, p, &ra, &status[1..]);
             if status[0] != blk::S_OK {
                 s.stat.read_errors += 1;
                 put_user_page(p, pfn);
@@ -528,6 +500,103 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         return Err(SwapinError::Io);
     }
     Ok(Some(pfn))
+}
+
+/// Compares each slot read (`status` OK) with the checksum of what was
+/// written there, counting and logging a mismatch.
+fn check_sums(s: &mut SwapState, slots: &[SwpEntry], status: &[u8], sums: &[u64]) {
+    for (i, n) in slots.iter().enumerate() {
+        let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
+        if status[i] == blk::S_OK && want != 0 && want != sums[i] {
+            s.stat.checksum_errors += 1;
+            crate::kprintln!(
+                "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
+                n.offset,
+                sums[i],
+                want
+            );
+        }
+    }
+}
+
+/// Puts pages read ahead (slot, pfn; the slots claimed with
+/// `swapcache_prepare`) into the swap cache and on the LRU, unmapped;
+/// a failed read (`status`) gives the page and the claim back, and a
+/// slot no PTE names any more (it went while we read) drops its page.
+fn add_read_ahead(s: &mut SwapState, p: &mut super::PageAlloc, ra: &[(SwpEntry, u64)], status: &[u8]) {
+    let swap_on = swap_on(s);
+    for (i, &(n, rpfn)) in ra.iter().enumerate() {
+        if status[i] != blk::S_OK {
+            s.stat.read_errors += 1;
+            let _ = s.areas.swapcache_free(n);
+            put_user_page(p, rpfn);
+            continue;
+        }
+        let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
+        s.set_cache(n, Some(rpfn));
+        p.ext[rpfn as usize].set_swap_entry(Some(n));
+        let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
+        add_anon(p, rpfn, None, Some((shadow, swap_on)));
+        if s.areas.swap_count(n).unwrap_or(0) == 0 {
+            s.delete_from_swap_cache(p, n, rpfn);
+        }
+    }
+}
+
+/// MADV_WILLNEED's swap-in (Linux's `swapin_walk_pmd_entry` with
+/// `read_swap_cache_async`): the slots `entries` names that are not in
+/// the swap cache yet are read into it, in device batches of
+/// [`WB_MAX`], without being mapped: the faults that later touch them
+/// find them there (minor faults, `swapin_cached`). Best effort: a page
+/// that cannot be allocated or read is skipped. Returns the pages read.
+pub fn swapin_willneed(entries: &[SwpEntry]) -> u64 {
+    let mut read = 0;
+    for chunk in entries.chunks(WB_MAX) {
+        let claimed: Vec<SwpEntry> = SWAP.with(|s| {
+            chunk
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    n.ty == 0
+                        && (n.offset as usize) < s.cache.len()
+                        && s.areas.swap_count(n).is_ok_and(|c| c > 0)
+                        && s.areas.swapcache_prepare(n).is_ok()
+                })
+                .collect()
+        });
+        let mut ra: Vec<(SwpEntry, u64)> = Vec::new();
+        let mut unclaim = Vec::new();
+        for n in claimed {
+            match super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER) {
+                Ok(p) => ra.push((n, p)),
+                Err(_) => unclaim.push(n),
+            }
+        }
+        if ra.is_empty() && unclaim.is_empty() {
+            continue;
+        }
+        let pages: Vec<u64> = ra.iter().map(|&(_, p)| p << PAGE_SHIFT).collect();
+        let slots: Vec<SwpEntry> = ra.iter().map(|&(n, _)| n).collect();
+        let status = if slots.is_empty() { Vec::new() } else { slot_io(false, &slots, &pages) };
+        let sums: Vec<u64> = pages
+            .iter()
+            .zip(status.iter())
+            .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
+            .collect();
+        let ok = status.iter().filter(|&&st| st == blk::S_OK).count() as u64;
+        SWAP.with(|s| {
+            check_sums(s, &slots, &status, &sums);
+            PAGES.with(|p| {
+                for n in &unclaim {
+                    let _ = s.areas.swapcache_free(*n);
+                }
+                add_read_ahead(s, p, &ra, &status);
+            })
+        });
+        vmstat::count(Event::PswpIn, ok);
+        read += ok;
+    }
+    read
 }
 
 /// The page-table side of reclaim's rmap walks: `mm`'s PTE at `va`, if it

@@ -1163,9 +1163,11 @@ pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DONTNEED: u64 = 4;
     match advice {
-        // NORMAL, RANDOM, SEQUENTIAL, WILLNEED, and the fork hints:
-        // advice this kernel takes without acting on it.
-        0..=3 | 16..=19 => 0,
+        // NORMAL, RANDOM, SEQUENTIAL, and the fork hints: advice this
+        // kernel takes without acting on it.
+        0..=2 | 16..=19 => 0,
+        // MADV_WILLNEED (proc/mman.rs).
+        3 => super::mman::sys_madvise_willneed(addr, len),
         // MADV_FREE (proc/mman.rs).
         8 => super::mman::sys_madvise_free(addr, len),
         // MADV_COLD, MADV_PAGEOUT (proc/mman.rs).

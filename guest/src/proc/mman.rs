@@ -437,6 +437,60 @@ impl MmStruct {
         Ok(marked)
     }
 
+    /// `madvise(MADV_WILLNEED)` (3) on `[start, start + len)` (Linux's
+    /// `madvise_willneed`): anonymous memory's swap entries in the range
+    /// are read into the swap cache (`swapin_walk_pmd_entry`; mm/swap.rs
+    /// `swapin_willneed`), so the touches that follow are minor faults;
+    /// a file mapping's pages are read into the page cache (the
+    /// `vfs_fadvise(POSIX_FADV_WILLNEED)` readahead; pages past the end of
+    /// the file are not). Nothing is mapped. -EINVAL for an unaligned
+    /// `start`, -ENOMEM where part of the range is unmapped (after acting
+    /// on the rest). Returns the pages read in.
+    pub fn madvise_willneed(&mut self, start: u64, len: u64) -> Result<u64, Errno> {
+        let (end, vmas) = self.madvise_lru_range(start, len, |_| false).or_else(|e| {
+            // Unlike the LRU advice, WILLNEED takes locked and hugetlb
+            // VMAs (there is nothing to read for the latter).
+            if e == -EINVAL && start.is_multiple_of(PAGE_SIZE) {
+                let end = start.saturating_add(len).next_multiple_of(PAGE_SIZE);
+                Ok((end, self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect()))
+            } else {
+                Err(e)
+            }
+        })?;
+        let mut entries = Vec::new();
+        let mut read = 0;
+        for v in &vmas {
+            let (from, to) = (v.start.max(start), v.end.min(end));
+            match v.kind {
+                mm_core::vma::VmaKind::File(ino) => {
+                    let first = v.pgoff + (from - v.start) / PAGE_SIZE;
+                    for index in first..first + (to - from) / PAGE_SIZE {
+                        match crate::fs::pagecache::find_or_create_page(ino as usize, index) {
+                            Ok(_) => read += 1,
+                            Err(_) => break, // past the end, or out of memory
+                        }
+                    }
+                }
+                _ if v.flags.contains(VmFlags::HUGETLB) => {}
+                _ => {
+                    let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), from..to, LeafKinds::NonNone, |_, l| {
+                        if !l.entry.is_present() {
+                            if let Some(e) = mm_core::paging::swap::SwapEntry::from_pte(l.entry) {
+                                entries.push(e.swp());
+                            }
+                        }
+                        true
+                    });
+                }
+            }
+        }
+        read += crate::mm::swap::swapin_willneed(&entries);
+        if self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        Ok(read)
+    }
+
     /// `mincore`: one byte per page of `[start, start + len)`, 1 if
     /// resident; -ENOMEM if part of it is unmapped.
     pub fn mincore(&mut self, start: u64, len: u64) -> Result<Vec<u8>, Errno> {
@@ -477,6 +531,11 @@ pub fn sys_madvise_cold_or_pageout(addr: u64, len: u64, pageout: bool) -> i64 {
 /// `madvise(addr, len, MADV_FREE)`: 0 or -errno.
 pub fn sys_madvise_free(addr: u64, len: u64) -> i64 {
     errno_or(with_mm(|mm| mm.madvise_free(addr, len)), |_| 0)
+}
+
+/// `madvise(addr, len, MADV_WILLNEED)`: 0 or -errno.
+pub fn sys_madvise_willneed(addr: u64, len: u64) -> i64 {
+    errno_or(with_mm(|mm| mm.madvise_willneed(addr, len)), |_| 0)
 }
 
 /// `mincore(addr, len, vec)`.
