@@ -130,14 +130,29 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         267 => sys_readlinkat(a[0], a[1], a[2], a[3]),
         269 | 439 => sys_faccessat(a[0], a[1], a[2]),
         // set_robust_list(head, len): kept per task (struct
-        // robust_list_head is 24 bytes). Not walked at exit: a thread that
-        // dies holding a robust mutex leaves it locked.
+        // robust_list_head is 24 bytes), walked at its exit (futex.rs).
         273 => {
             if a[1] != 24 {
                 return Some(-EINVAL);
             }
             sched::with_current(|t| t.robust_list = (a[0], a[1]));
             0
+        }
+        // get_robust_list(tid, head_ptr, len_ptr): tid 0 is the caller
+        // (musl asks it to learn that robust mutexes work).
+        274 => {
+            let list = if a[0] == 0 {
+                sched::with_current(|t| t.robust_list)
+            } else {
+                sched::with_task(a[0], |t| t.robust_list)
+            };
+            let Some((head, len)) = list else { return Some(-3) }; // ESRCH
+            let len = if head == 0 { 24 } else { len };
+            with_mm(|mm| {
+                copy_to_user(mm, a[1], &head.to_le_bytes()).and_then(|_| copy_to_user(mm, a[2], &len.to_le_bytes()))
+            })
+            .unwrap_or(Err(-EFAULT))
+            .map_or_else(|e| e, |_| 0)
         }
         292 => sys_dup3(a[0], a[1], a[2], false),
         98 => sys_getrusage(a[0], a[1]),
