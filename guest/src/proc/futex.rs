@@ -281,8 +281,12 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3:
             } else {
                 match timespec_ns(timeout) {
                     // FUTEX_WAIT's timeout is relative; the bitset wait's
-                    // absolute (every clock here counts from boot).
+                    // absolute, on CLOCK_REALTIME with FUTEX_CLOCK_REALTIME
+                    // (turned into the boot clock the waits count on).
                     Ok(ns) if cmd == FUTEX_WAIT => Some(super::linux::now_ns().saturating_add(ns)),
+                    Ok(ns) if op & FUTEX_CLOCK_REALTIME != 0 => {
+                        Some(ns.saturating_sub(super::linux::realtime_offset()))
+                    }
                     Ok(ns) => Some(ns),
                     Err(e) => return e,
                 }

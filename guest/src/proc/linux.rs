@@ -1287,13 +1287,32 @@ fn put_u64s(addr: u64, v: &[u64]) -> i64 {
     }
 }
 
-/// `clock_gettime`: every clock counts from boot (there is no real-time
-/// clock device: CLOCK_REALTIME starts at the epoch).
+/// Whether `clock` is a real-time clock (CLOCK_REALTIME 0,
+/// REALTIME_COARSE 5, REALTIME_ALARM 8, TAI 11: TAI's offset from UTC is
+/// 0 until someone sets it, as on Linux).
+fn is_realtime(clock: u64) -> bool {
+    matches!(clock, 0 | 5 | 8 | 11)
+}
+
+/// CLOCK_REALTIME in ns: the boot clock plus the host's wall-clock offset
+/// (arch/kvmclock.rs).
+pub(super) fn realtime_ns() -> u64 {
+    let now = now_ns();
+    now + crate::arch::kvmclock::realtime_offset(now)
+}
+
+/// CLOCK_REALTIME minus the boot clock ([`now_ns`]), in ns.
+pub(super) fn realtime_offset() -> u64 {
+    crate::arch::kvmclock::realtime_offset(now_ns())
+}
+
+/// `clock_gettime`: the monotonic clocks count from boot, the real-time
+/// ones from the epoch, as the host's wall clock (arch/kvmclock.rs).
 fn sys_clock_gettime(clock: u64, ts: u64) -> i64 {
     if clock > 11 {
         return -EINVAL;
     }
-    let ns = now_ns();
+    let ns = if is_realtime(clock) { realtime_ns() } else { now_ns() };
     put_u64s(ts, &[ns / 1_000_000_000, ns % 1_000_000_000])
 }
 
@@ -1380,7 +1399,12 @@ fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> i64 {
         Err(e) => return e,
     };
     let abs = flags & TIMER_ABSTIME != 0;
-    let deadline = if abs { ns } else { now_ns().saturating_add(ns) };
+    let deadline = match abs {
+        // An absolute real time, on the boot clock sleep_until counts.
+        true if is_realtime(clock) => ns.saturating_sub(realtime_offset()),
+        true => ns,
+        false => now_ns().saturating_add(ns),
+    };
     match sleep_until(deadline) {
         Ok(()) => 0,
         Err((e, _)) if abs => e,
@@ -1421,12 +1445,12 @@ fn sys_gettimeofday(tv: u64) -> i64 {
     if tv == 0 {
         return 0;
     }
-    let ns = now_ns();
+    let ns = realtime_ns();
     put_u64s(tv, &[ns / 1_000_000_000, ns % 1_000_000_000 / 1000])
 }
 
 fn sys_time(t: u64) -> i64 {
-    let s = now_ns() / 1_000_000_000;
+    let s = realtime_ns() / 1_000_000_000;
     if t != 0 {
         let r = put_u64s(t, &[s]);
         if r < 0 {
