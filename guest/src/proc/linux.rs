@@ -755,11 +755,29 @@ fn sys_readv(fd: u64, iov: u64, count: u64) -> i64 {
 /// TCGETS and TIOCGWINSZ as a tty does, so programs line-buffer and see
 /// a screen size; otherwise they answer as a pipe (-ENOTTY), which is what
 /// the VMM's stdout then usually is.
-static CONSOLE_TTY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Which of the VMM's streams are terminals (the `tty` switch): bit 0
+/// its stdin, bit 1 its stdout, bit 2 its stderr.
+static CONSOLE_TTY: AtomicU8 = AtomicU8::new(0);
 
-/// The console is a terminal (the `tty` switch).
-pub fn set_console_tty() {
-    CONSOLE_TTY.store(true, Ordering::Relaxed);
+/// The VMM's streams in `mask` are terminals (`tty=MASK`; `tty` alone:
+/// all three, the VMM's --shell on a terminal).
+pub fn set_console_tty(mask: u8) {
+    CONSOLE_TTY.store(mask & 7, Ordering::Relaxed);
+}
+
+/// Whether console descriptor `fd` (its file's `err` flag: the VMM's
+/// stderr) is a terminal as Linux would say: the VMM's stream behind it
+/// is one (fd 0 reads the VMM's stdin, other console descriptors write
+/// its stdout, or its stderr).
+fn console_is_tty(fd: u64, err: bool) -> bool {
+    let bit = if err {
+        4
+    } else if fd == 0 {
+        1
+    } else {
+        2
+    };
+    CONSOLE_TTY.load(Ordering::Relaxed) & bit != 0
 }
 
 fn sys_ioctl(fd: u64, cmd: u64, arg: u64) -> i64 {
@@ -779,7 +797,7 @@ fn sys_ioctl(fd: u64, cmd: u64, arg: u64) -> i64 {
     };
     match (&f.kind, cmd) {
         (FileKind::Pipe(end), FIONREAD) => put(&(pipe::pending(end) as u32).to_le_bytes()),
-        (FileKind::Terminal(_), _) if !CONSOLE_TTY.load(Ordering::Relaxed) => -ENOTTY,
+        (FileKind::Terminal(err), _) if !console_is_tty(fd, *err) => -ENOTTY,
         (FileKind::Terminal(_), TCGETS) => {
             // Linux's default termios for a console (struct termios of
             // the kernel ABI, 36 bytes): ICRNL|IXON, OPOST|ONLCR,
