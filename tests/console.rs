@@ -350,3 +350,82 @@ fn the_in_kernel_monitor_is_kshell() {
     assert!(run.stdout.contains("# numactl\nNo NUMA available on this system"), "{}", run.all());
     assert!(!run.stdout.contains("mmemu sh (ring 3"), "not the ring-3 shell: {}", run.all());
 }
+
+/// A program's fds 0, 1 and 2 answer TCGETS (isatty, tcgetattr) and
+/// TIOCGWINSZ as on Linux: as a terminal exactly where the VMM's own
+/// stream behind the descriptor is one (`tty=MASK` on the kernel command
+/// line), -ENOTTY where it is a pipe or /dev/null. Run twice: all pipes
+/// (what the host's run through pipes says too), and stdout on a
+/// pseudo-terminal (fd 1 a terminal, 80x24; fds 0 and 2 not).
+const ISATTY: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+int main(void) {
+    char out[256];
+    int n = 0;
+    for (int fd = 0; fd < 3; fd++) {
+        struct termios t;
+        int r = tcgetattr(fd, &t);
+        n += snprintf(out + n, sizeof out - n, "fd %d: isatty %d tcgetattr %s; ", fd, isatty(fd),
+                      r == 0 ? "ok" : errno == ENOTTY ? "ENOTTY" : "other");
+    }
+    struct winsize w;
+    if (ioctl(1, TIOCGWINSZ, &w) == 0) n += snprintf(out + n, sizeof out - n, "winsize %dx%d", w.ws_col, w.ws_row);
+    else n += snprintf(out + n, sizeof out - n, "winsize %s", errno == ENOTTY ? "ENOTTY" : "other");
+    /* write(2), unbuffered: stdio would probe the terminal itself. */
+    out[n++] = '\n';
+    write(1, out, n);
+    return 0;
+}
+"#;
+
+#[test]
+fn console_descriptors_are_terminals_exactly_where_the_vmms_streams_are() {
+    let dir = Scratch::new("console-isatty");
+    let prog = common::compile("musl-gcc", ISATTY, &dir.0, "isatty", &["-static"]);
+    let piped = "fd 0: isatty 0 tcgetattr ENOTTY; fd 1: isatty 0 tcgetattr ENOTTY; fd 2: isatty 0 tcgetattr ENOTTY; winsize ENOTTY\n";
+    let host = Command::new(&prog).stdin(Stdio::null()).output().expect("run on the host");
+    assert_eq!(String::from_utf8_lossy(&host.stdout), piped, "the host's run through pipes");
+    let run = Command::new(vmm_path())
+        .args(["run", "--timeout", "240", "--", prog.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmm");
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), piped, "{}", String::from_utf8_lossy(&run.stderr));
+    // Stdout on a pseudo-terminal.
+    let (master, slave) = openpty();
+    let mut child = Command::new(vmm_path())
+        .args(["run", "--timeout", "240", "--", prog.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmm");
+    let mut reader = std::fs::File::from(master);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let status = child.wait().expect("wait for vmm").code();
+    let mut seen = String::new();
+    while let Ok(b) = rx.recv_timeout(Duration::from_millis(500)) {
+        seen.push_str(&String::from_utf8_lossy(&b));
+    }
+    let mut err = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    assert_eq!(status, Some(0), "{seen}{err}");
+    assert!(
+        seen.contains("fd 0: isatty 0 tcgetattr ENOTTY; fd 1: isatty 1 tcgetattr ok; fd 2: isatty 0 tcgetattr ENOTTY; winsize 80x24"),
+        "{seen}\n{err}"
+    );
+}

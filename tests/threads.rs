@@ -532,3 +532,77 @@ fn every_mode_on_two_cpus() {
 fn every_mode_on_four_cpus() {
     every_mode_on("4");
 }
+
+/// Robust mutexes: a thread locks two `PTHREAD_MUTEX_ROBUST` mutexes and
+/// dies through the raw exit system call (so no libc code releases
+/// anything: only the kernel's walk of its `set_robust_list` list,
+/// Linux's `exit_robust_list`, can), while main waits in
+/// `pthread_mutex_lock` on the first: the kernel marks both words
+/// FUTEX_OWNER_DIED and wakes main, whose locks return EOWNERDEAD; after
+/// `pthread_mutex_consistent` and an unlock the mutex locks normally.
+/// Without the walk main would sleep forever (the run's timeout). The
+/// mutexes are process-shared so that musl, too, puts them on the list
+/// it registers (musl asks `get_robust_list` first, to learn that robust
+/// mutexes work).
+const ROBUST: &str = r#"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static pthread_mutex_t a, b;
+static volatile int held;
+static const char *name(int r) { return r == EOWNERDEAD ? "EOWNERDEAD" : r == 0 ? "0" : "other"; }
+static void *holder(void *arg) {
+    (void)arg;
+    int ra = pthread_mutex_lock(&a), rb = pthread_mutex_lock(&b);
+    printf("holder: locked %d %d\n", ra, rb);
+    fflush(stdout);
+    held = 1;
+    usleep(50000); /* main is most likely asleep on a by now */
+    syscall(SYS_exit, 0);
+    return NULL;
+}
+int main(void) {
+    pthread_mutexattr_t at;
+    pthread_mutexattr_init(&at);
+    pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    /* musl hands only process-shared robust mutexes to the kernel's list
+       (it releases private ones itself in pthread_exit, which SYS_exit
+       skips); glibc hands both. */
+    pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&a, &at);
+    pthread_mutex_init(&b, &at);
+    pthread_t t;
+    pthread_create(&t, NULL, holder, NULL);
+    while (!held) sched_yield();
+    int ra = pthread_mutex_lock(&a);
+    int rb = pthread_mutex_lock(&b);
+    printf("main: a %s, b %s\n", name(ra), name(rb));
+    /* No pthread_join: musl's joiner waits for a word its pthread_exit
+       clears, which SYS_exit skipped. */
+    pthread_mutex_consistent(&a);
+    pthread_mutex_consistent(&b);
+    pthread_mutex_unlock(&a);
+    pthread_mutex_unlock(&b);
+    printf("again: a %s, b %s\n", name(pthread_mutex_lock(&a)), name(pthread_mutex_lock(&b)));
+    return 0;
+}
+"#;
+
+#[test]
+fn a_robust_mutex_held_by_a_dead_thread_returns_eownerdead() {
+    let dir = Scratch::new("threads-robust");
+    for (cc, flags) in COMPILERS {
+        let prog = compile(cc, ROBUST, &dir.0, &format!("robust-{cc}"), flags);
+        let o = Command::new(&prog).output().expect("run the program on the host");
+        let host_out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            host_out, "holder: locked 0 0\nmain: a EOWNERDEAD, b EOWNERDEAD\nagain: a 0, b 0\n",
+            "{cc}: the host's run"
+        );
+        let run = boot(&["--", prog.to_str().unwrap()]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        assert_eq!(program_lines(&run.stdout), program_lines(&host_out), "{cc}: {}", run.all());
+    }
+}

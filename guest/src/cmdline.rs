@@ -105,7 +105,13 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             // the initramfs's init.
             ("shell", None) | ("kshell", None) => {}
             // The console is a terminal (the VMM's --shell on a tty).
-            ("tty", None) => crate::proc::linux::set_console_tty(),
+            ("tty", None) => crate::proc::linux::set_console_tty(7),
+            // Which of the VMM's stdin (1), stdout (2), stderr (4) are
+            // terminals (the VMM adds it when running a program).
+            ("tty", Some(v)) => match parse_u64(v) {
+                Some(m) if m <= 7 => crate::proc::linux::set_console_tty(m as u8),
+                _ => crate::kprintln!("cmdline: tty={} is not a mask of 1, 2 and 4", v),
+            },
             ("mmbench", None) => crate::mm::bench::run(),
             ("pathbench", None) => {
                 // Path-length windows for --count-insns (user/src/bin/pathbench.rs).
@@ -265,7 +271,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 47] = [
+const SWITCHES: [(&str, &str); 48] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -311,6 +317,7 @@ const SWITCHES: [(&str, &str); 47] = [
     ("halt", "cli; hlt for good"),
     ("echo", "read a console line and print it back"),
     ("tty", "the console is a terminal: TCGETS and TIOCGWINSZ answer as a tty's (the VMM adds it for --shell on a terminal)"),
+    ("tty=MASK", "which of the VMM's stdin (1), stdout (2) and stderr (4) are terminals: fds 0, 1 and 2 answer TCGETS as they do (the VMM adds it when it runs a program)"),
     ("shell", "the built-in ring-3 shell (a Linux program) instead of /init (`vmm run --shell`; `help` in it lists its commands)"),
     ("kshell", "the in-kernel console monitor instead of /init (its `numactl` has no /proc file; `help` lists its commands)"),
 ];

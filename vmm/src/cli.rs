@@ -379,6 +379,21 @@ impl RunArgs {
             cfg.initrd = Some(std::sync::Arc::new(Initrd::for_program(std::path::Path::new(prog))?));
             cfg.cmdline = format!("{} {}", cfg.cmdline, init_args(args)?).trim_start().to_string();
         }
+        if self.runs_program() {
+            use std::io::IsTerminal;
+            // Which of our streams are terminals: the program's fds 0, 1
+            // and 2 are them, and answer TCGETS as Linux's would.
+            let mask = u8::from(std::io::stdin().is_terminal())
+                | u8::from(std::io::stdout().is_terminal()) << 1
+                | u8::from(std::io::stderr().is_terminal()) << 2;
+            if mask != 0 {
+                let word = format!("tty={mask}");
+                cfg.cmdline = match cfg.cmdline.split_once("--") {
+                    Some((k, rest)) => format!("{} {word} --{rest}", k.trim()).trim_start().to_string(),
+                    None => format!("{} {word}", cfg.cmdline).trim_start().to_string(),
+                };
+            }
+        }
         if self.shell {
             use std::io::IsTerminal;
             // `tty`: the console is a terminal, so programs see one.

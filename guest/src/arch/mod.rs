@@ -5,6 +5,7 @@ pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
+pub mod kvmclock;
 pub mod percpu;
 pub mod smp;
 pub mod syscall;

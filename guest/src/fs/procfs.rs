@@ -235,6 +235,9 @@ struct VmaUsage {
     /// Pages of hugetlb pages, mapped once (private) or more (shared).
     hugetlb_private: u64,
     hugetlb_shared: u64,
+    /// Clean anon pages MADV_FREE marked lazily freed (not swap-backed):
+    /// reclaim may drop them.
+    lazyfree: u64,
 }
 
 /// Pages a leaf of this size maps.
@@ -301,6 +304,13 @@ fn vma_usage(mm: &MmStruct, v: &mm_core::vma::Vma) -> VmaUsage {
                 u.anon += n;
                 if n > 1 {
                     u.anon_huge += n;
+                }
+                // Linux's smaps_account: an anon page neither dirty nor
+                // swap-backed (MADV_FREE's mark, proc/mman.rs).
+                use mm_core::lru::flags::{PG_LRU, PG_SWAPBACKED};
+                let lazy = p.lru.folio_flags(pa >> PAGE_SHIFT).is_some_and(|f| f & (PG_LRU | PG_SWAPBACKED) == PG_LRU);
+                if !dirty && lazy {
+                    u.lazyfree += n;
                 }
             }
             if accessed {
@@ -397,7 +407,7 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
             kb_line(&mut out, "Private_Dirty", u.private_dirty * 4);
             kb_line(&mut out, "Referenced", u.referenced * 4);
             kb_line(&mut out, "Anonymous", u.anon * 4);
-            kb_line(&mut out, "LazyFree", 0);
+            kb_line(&mut out, "LazyFree", u.lazyfree * 4);
             kb_line(&mut out, "AnonHugePages", u.anon_huge * 4);
             kb_line(&mut out, "ShmemPmdMapped", 0);
             kb_line(&mut out, "FilePmdMapped", 0);
@@ -740,6 +750,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             let (cached, shmem) = super::pagecache::counts();
             let _ = writeln!(text, "nr_file_pages {}\nnr_shmem {}", Dec(cached), Dec(shmem));
             for (name, v) in crate::mm::vmstat::NAMES.iter().zip(crate::mm::vmstat::snapshot()) {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
+            for (name, v) in crate::mm::vmstat::extra() {
                 let _ = writeln!(text, "{} {}", name, Dec(v));
             }
             for (name, v) in crate::arch::tlb::vmstat() {

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use mm_core::addr::PAGE_SHIFT;
 use mm_core::buddy::BuddyAllocator;
 use mm_core::compaction::MigrateFail;
-use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_UNEVICTABLE};
+use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_SWAPBACKED, PG_UNEVICTABLE};
 use mm_core::lru::{LruNode, Lruvec};
 use mm_core::page_ext::PageExt;
 use mm_core::paging::Pte;
@@ -135,6 +135,11 @@ impl<'a> GuestMigrator<'a> {
             let _ = self.lru.mark_page_accessed(pfn);
         } else if flags & PG_REFERENCED != 0 {
             let _ = self.lru.mark_page_accessed(pfn);
+        }
+        if flags & (PG_SWAPBACKED | PG_UNEVICTABLE) == 0 {
+            // MADV_FREE's lazily freed page stays lazy (the PTEs keep
+            // their bits, so a dirty one still saves it from reclaim).
+            let _ = self.lru.folio_mark_lazyfree(pfn);
         }
     }
 

@@ -481,41 +481,12 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
         .collect();
     SWAP.with(|s| {
-        for (i, n) in slots.iter().enumerate() {
-            let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
-            if status[i] == blk::S_OK && want != 0 && want != sums[i] {
-                s.stat.checksum_errors += 1;
-                crate::kprintln!(
-                    "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
-                    n.offset,
-                    sums[i],
-                    want
-                );
-            }
-        }
-        let swap_on = swap_on(s);
+        check_sums(s, &slots, &status, &sums);
         PAGES.with(|p| {
             for n in &unclaim {
                 let _ = s.areas.swapcache_free(*n);
             }
-            for (i, &(n, rpfn)) in ra.iter().enumerate() {
-                if status[i + 1] != blk::S_OK {
-                    s.stat.read_errors += 1;
-                    let _ = s.areas.swapcache_free(n);
-                    put_user_page(p, rpfn);
-                    continue;
-                }
-                let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
-                super::memcg::charge(&mut p.buddy, rpfn, super::memcg::ChargeKind::Anon);
-                s.set_cache(n, Some(rpfn));
-                p.ext[rpfn as usize].set_swap_entry(Some(n));
-                let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
-                add_anon(p, rpfn, None, Some((shadow, swap_on)));
-                // A PTE may have gone while we read: then nobody wants it.
-                if s.areas.swap_count(n).unwrap_or(0) == 0 {
-                    s.delete_from_swap_cache(p, n, rpfn);
-                }
-            }
+            add_read_ahead(s, p, &ra, &status[1..]);
             if status[0] != blk::S_OK {
                 s.stat.read_errors += 1;
                 put_user_page(p, pfn);
@@ -530,6 +501,105 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
         return Err(SwapinError::Io);
     }
     Ok(Some(pfn))
+}
+
+/// Compares each slot read (`status` OK) with the checksum of what was
+/// written there, counting and logging a mismatch.
+fn check_sums(s: &mut SwapState, slots: &[SwpEntry], status: &[u8], sums: &[u64]) {
+    for (i, n) in slots.iter().enumerate() {
+        let want = s.sums.get(n.offset as usize).copied().unwrap_or(0);
+        if status[i] == blk::S_OK && want != 0 && want != sums[i] {
+            s.stat.checksum_errors += 1;
+            crate::kprintln!(
+                "swap: slot {:#x} read back with checksum {:#x}, {:#x} was written",
+                n.offset,
+                sums[i],
+                want
+            );
+        }
+    }
+}
+
+/// Puts pages read ahead (slot, pfn; the slots claimed with
+/// `swapcache_prepare`) into the swap cache and on the LRU, unmapped;
+/// a failed read (`status`) gives the page and the claim back, and a
+/// slot no PTE names any more (it went while we read) drops its page.
+fn add_read_ahead(s: &mut SwapState, p: &mut super::PageAlloc, ra: &[(SwpEntry, u64)], status: &[u8]) {
+    let swap_on = swap_on(s);
+    for (i, &(n, rpfn)) in ra.iter().enumerate() {
+        if status[i] != blk::S_OK {
+            s.stat.read_errors += 1;
+            let _ = s.areas.swapcache_free(n);
+            put_user_page(p, rpfn);
+            continue;
+        }
+        let _ = p.buddy.set_owner(rpfn, mm_core::buddy::PageOwner::UserAnon);
+        super::memcg::charge(&mut p.buddy, rpfn, super::memcg::ChargeKind::Anon);
+        s.set_cache(n, Some(rpfn));
+        p.ext[rpfn as usize].set_swap_entry(Some(n));
+        let shadow = Shadow(s.shadow.get(n.offset as usize).copied().unwrap_or(0));
+        add_anon(p, rpfn, None, Some((shadow, swap_on)));
+        // A PTE may have gone while we read: then nobody wants it.
+        if s.areas.swap_count(n).unwrap_or(0) == 0 {
+            s.delete_from_swap_cache(p, n, rpfn);
+        }
+    }
+}
+
+/// MADV_WILLNEED's swap-in (Linux's `swapin_walk_pmd_entry` with
+/// `read_swap_cache_async`): the slots `entries` names that are not in
+/// the swap cache yet are read into it, in device batches of
+/// [`WB_MAX`], without being mapped: the faults that later touch them
+/// find them there (minor faults, `swapin_cached`). Best effort: a page
+/// that cannot be allocated or read is skipped. Returns the pages read.
+pub fn swapin_willneed(entries: &[SwpEntry]) -> u64 {
+    let mut read = 0;
+    for chunk in entries.chunks(WB_MAX) {
+        let claimed: Vec<SwpEntry> = SWAP.with(|s| {
+            chunk
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    n.ty == 0
+                        && (n.offset as usize) < s.cache.len()
+                        && s.areas.swap_count(n).is_ok_and(|c| c > 0)
+                        && s.areas.swapcache_prepare(n).is_ok()
+                })
+                .collect()
+        });
+        let mut ra: Vec<(SwpEntry, u64)> = Vec::new();
+        let mut unclaim = Vec::new();
+        for n in claimed {
+            match super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER) {
+                Ok(p) => ra.push((n, p)),
+                Err(_) => unclaim.push(n),
+            }
+        }
+        if ra.is_empty() && unclaim.is_empty() {
+            continue;
+        }
+        let pages: Vec<u64> = ra.iter().map(|&(_, p)| p << PAGE_SHIFT).collect();
+        let slots: Vec<SwpEntry> = ra.iter().map(|&(n, _)| n).collect();
+        let status = if slots.is_empty() { Vec::new() } else { slot_io(false, &slots, &pages) };
+        let sums: Vec<u64> = pages
+            .iter()
+            .zip(status.iter())
+            .map(|(&pa, &st)| if st == blk::S_OK { frame_checksum(pa) } else { 0 })
+            .collect();
+        let ok = status.iter().filter(|&&st| st == blk::S_OK).count() as u64;
+        SWAP.with(|s| {
+            check_sums(s, &slots, &status, &sums);
+            PAGES.with(|p| {
+                for n in &unclaim {
+                    let _ = s.areas.swapcache_free(*n);
+                }
+                add_read_ahead(s, p, &ra, &status);
+            })
+        });
+        vmstat::count(Event::PswpIn, ok);
+        read += ok;
+    }
+    read
 }
 
 /// The page-table side of reclaim's rmap walks: `mm`'s PTE at `va`, if it
@@ -645,6 +715,102 @@ impl Reclaimer<'_> {
     }
 }
 
+impl Reclaimer<'_> {
+    /// `try_to_unmap_one` for a lazily freed anon page (MADV_FREE,
+    /// proc/mman.rs): if no PTE mapping it was written since (dirty bit
+    /// clear) and nothing pins it, every PTE is cleared (not made a swap
+    /// entry: the next touch faults in a zero page) and the page is freed
+    /// with no I/O (`pglazyfreed`). A dirty PTE, or one that turns dirty
+    /// while it is being cleared, makes it swap-backed again
+    /// ([`ReclaimOutcome::Redirtied`]), its data kept.
+    fn reclaim_lazyfree(&mut self, pfn: u64, m: AnonMapping) -> ReclaimOutcome {
+        if self.ext[pfn as usize].swap_entry().is_some() {
+            // MADV_FREE skips swap-cache pages; one that got there since
+            // is an ordinary anon page again.
+            return ReclaimOutcome::Redirtied;
+        }
+        let mapped = self.s.mapcount(m, pfn);
+        let refs = self.buddy.page(pfn).map_or(0, |pg| pg.refcount);
+        if refs != mapped || mapped == 0 {
+            return ReclaimOutcome::Keep; // pinned (a fault in progress)
+        }
+        let mut pt = LazyUnmap { mms: &mut self.s.mms, dirty: false };
+        let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
+        let dirty = pt.dirty;
+        // The references of the PTEs cleared; the last one frees the page
+        // unless a dirty PTE still maps it.
+        if !dirty && n == mapped {
+            self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
+        }
+        for _ in 0..n {
+            crate::mm::tlbtrace::free(pfn, 0);
+            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+        }
+        if dirty || n != mapped {
+            return ReclaimOutcome::Redirtied;
+        }
+        super::vmstat::PGLAZYFREED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        ReclaimOutcome::Freed { io: false }
+    }
+}
+
+/// The rmap walk's page-table side for a lazily freed page: clears each
+/// clean PTE mapping it; stops at a dirty one.
+struct LazyUnmap<'a> {
+    mms: &'a mut BTreeMap<MmId, MmEntry>,
+    /// A PTE was dirty (written since MADV_FREE).
+    dirty: bool,
+}
+
+impl RmapPageTables for LazyUnmap<'_> {
+    fn referenced_one(&mut self, _mm: MmId, _va: u64, _pfn: u64) -> Option<bool> {
+        None
+    }
+
+    fn unmap_one(&mut self, mm: MmId, va: u64, pfn: u64) -> bool {
+        if self.dirty {
+            return false;
+        }
+        let Some((slot, pte, pgd)) = pte_mapping(self.mms, mm, va, pfn) else { return false };
+        if pte.0 & PteFlags::DIRTY.0 != 0 || !pte_clear_if(&slot, pte) {
+            self.dirty = true;
+            return false;
+        }
+        crate::arch::tlb::flush_range(pgd, va, va + 4096);
+        if let Some(m) = self.mms.get_mut(&mm) {
+            m.rss_out += 1;
+        }
+        true
+    }
+}
+
+/// Clears `bits` (the dirty and accessed bits) in the PTE in `slot` with
+/// a locked compare-and-exchange loop, so a bit a CPU sets meanwhile is
+/// not lost to a plain read-modify-write (Linux's
+/// `ptep_get_and_clear_full` then `set_pte_at`). The caller flushes the
+/// TLB entry.
+pub fn pte_clear_bits(slot: &mm_core::paging::Slot, bits: u64) {
+    let va = super::layout::PAGE_OFFSET + slot.entry_pa().0;
+    // SAFETY: as in `pte_clear_if`: an aligned page-table word in the
+    // direct map, written elsewhere only with 8-byte stores.
+    let word = unsafe { &*(va as *const core::sync::atomic::AtomicU64) };
+    let _ = word.fetch_and(!bits, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Clears the PTE in `slot` if it still holds `old`, in one locked
+/// compare-and-exchange (Linux's `ptep_get_and_clear` then the dirty
+/// check): a CPU that sets the dirty bit meanwhile, writing through a
+/// stale TLB entry on another CPU, makes it fail rather than lose the
+/// write. False if the entry changed.
+fn pte_clear_if(slot: &mm_core::paging::Slot, old: Pte) -> bool {
+    let va = super::layout::PAGE_OFFSET + slot.entry_pa().0;
+    // SAFETY: page-table pages lie in the direct map (PAGE_OFFSET, never
+    // unmapped), an entry is 8-byte aligned, and PTEs are written only
+    // with 8-byte stores, so an atomic view of the word is sound.
+    let word = unsafe { &*(va as *const core::sync::atomic::AtomicU64) };
+    word.compare_exchange(old.0, 0, core::sync::atomic::Ordering::SeqCst, core::sync::atomic::Ordering::SeqCst).is_ok()
+}
+
 impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
     fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
         if self.ext.get(pfn as usize).and_then(|x| x.file()).is_some() {
@@ -673,7 +839,12 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             return self.reclaim_cache_page(pfn, anon, ino, index, shadow);
         }
         if !anon {
-            return ReclaimOutcome::Activate;
+            // Not swap-backed but with an anon rmap record: MADV_FREE's
+            // lazily freed page.
+            return match self.ext.get(pfn as usize).and_then(|x| x.anon()) {
+                Some(m) => self.reclaim_lazyfree(pfn, m),
+                None => ReclaimOutcome::Activate,
+            };
         }
         let cached = self.ext.get(pfn as usize).and_then(|x| x.swap_entry());
         let Some(m) = self.ext.get(pfn as usize).and_then(|x| x.anon()) else {

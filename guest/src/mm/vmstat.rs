@@ -110,9 +110,25 @@ pub fn snapshot() -> [u64; NR_EVENTS] {
     out
 }
 
+/// Pages MADV_FREE marked lazily freed (`pglazyfree`). Kept beside
+/// [`EVENTS`] rather than in it: the host's descriptor carries a fixed
+/// list of counters, and these are the guest's /proc/vmstat's only.
+pub static PGLAZYFREE: AtomicU64 = AtomicU64::new(0);
+/// Lazily freed pages reclaim discarded without writing them anywhere
+/// (`pglazyfreed`).
+pub static PGLAZYFREED: AtomicU64 = AtomicU64::new(0);
+
+/// The /proc/vmstat counters kept outside [`EVENTS`], (name, value).
+pub fn extra() -> [(&'static str, u64); 2] {
+    [("pglazyfree", PGLAZYFREE.load(Ordering::Relaxed)), ("pglazyfreed", PGLAZYFREED.load(Ordering::Relaxed))]
+}
+
 /// Prints /proc/vmstat's lines (`name value`).
 pub fn print() {
     for (name, v) in NAMES.iter().zip(snapshot()) {
+        kprintln!("{} {}", name, Dec(v));
+    }
+    for (name, v) in extra() {
         kprintln!("{} {}", name, Dec(v));
     }
     for (name, v) in crate::arch::tlb::vmstat() {

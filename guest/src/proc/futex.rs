@@ -281,8 +281,12 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3:
             } else {
                 match timespec_ns(timeout) {
                     // FUTEX_WAIT's timeout is relative; the bitset wait's
-                    // absolute (every clock here counts from boot).
+                    // absolute, on CLOCK_REALTIME with FUTEX_CLOCK_REALTIME
+                    // (turned into the boot clock the waits count on).
                     Ok(ns) if cmd == FUTEX_WAIT => Some(super::linux::now_ns().saturating_add(ns)),
+                    Ok(ns) if op & FUTEX_CLOCK_REALTIME != 0 => {
+                        Some(ns.saturating_sub(super::linux::realtime_offset()))
+                    }
                     Ok(ns) => Some(ns),
                     Err(e) => return e,
                 }
@@ -312,4 +316,129 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3:
         // FUTEX_WAKE_OP, the PI and requeue-PI operations.
         _ => -ENOSYS,
     }
+}
+
+/// The futex word's bit saying a waiter sleeps on it (`FUTEX_WAITERS`).
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+/// The bit the kernel sets when the owner died (`FUTEX_OWNER_DIED`).
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+/// The owner's tid in the word (`FUTEX_TID_MASK`).
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+/// Most robust-list entries walked, against a list that loops
+/// (`ROBUST_LIST_LIMIT`).
+const ROBUST_LIST_LIMIT: u32 = 2048;
+
+/// Linux's `exit_robust_list`: at the exit of thread `tid`, walks the
+/// robust list whose `struct robust_list_head` (next, futex_offset,
+/// list_op_pending: 24 bytes) is at user address `head` in `mm`, and for
+/// each lock entry (and the pending one) whose futex word names `tid` as
+/// owner, sets FUTEX_OWNER_DIED (keeping FUTEX_WAITERS) and wakes one
+/// waiter, so a robust mutex's next locker gets EOWNERDEAD. Bit 0 of an
+/// entry pointer marks a PI futex (the word is marked, no wake: PI
+/// futexes are not served here anyway). A fault ends the walk; at most
+/// [`ROBUST_LIST_LIMIT`] entries.
+pub fn exit_robust_list(mm: &MmRef, head: u64, tid: u32) {
+    let read_u64 = |a: u64| -> Option<u64> {
+        let mut b = [0u8; 8];
+        mm.with(|m| copy_from_user(m, a, &mut b)).ok()?;
+        Some(u64::from_le_bytes(b))
+    };
+    let (Some(first), Some(offset), Some(pending)) = (read_u64(head), read_u64(head + 8), read_u64(head + 16)) else {
+        return;
+    };
+    let (pending, pending_pi) = (pending & !1, pending & 1 != 0);
+    let (mut entry, mut pi) = (first & !1, first & 1 != 0);
+    let mut limit = ROBUST_LIST_LIMIT;
+    while entry != head {
+        // The next entry is read before this one's lock is released (its
+        // owner may free the node once woken).
+        let next = read_u64(entry);
+        if entry != pending {
+            handle_futex_death(mm, entry.wrapping_add(offset), tid, pi, false);
+        }
+        let Some(next) = next else { return };
+        (entry, pi) = (next & !1, next & 1 != 0);
+        limit -= 1;
+        if limit == 0 {
+            break;
+        }
+    }
+    if pending != 0 {
+        handle_futex_death(mm, pending.wrapping_add(offset), tid, pending_pi, true);
+    }
+}
+
+/// Linux's `handle_futex_death` for the word at `uaddr`: if `tid` owns
+/// it, OWNER_DIED is set with a compare-and-exchange (retried if the
+/// word changed) and one waiter woken if FUTEX_WAITERS was set; for the
+/// pending entry whose word is still 0 (the thread died between taking
+/// the lock and recording it), one waiter is woken anyway.
+fn handle_futex_death(mm: &MmRef, uaddr: u64, tid: u32, pi: bool, pending: bool) {
+    if uaddr & 3 != 0 {
+        return;
+    }
+    for _ in 0..16 {
+        let Ok(uval) = mm.with(|m| read_u32(m, uaddr)) else { return };
+        if pending && !pi && uval == 0 {
+            wake(mm, uaddr, 1, BITSET_MATCH_ANY);
+            return;
+        }
+        if uval & FUTEX_TID_MASK != tid {
+            return;
+        }
+        let mval = (uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+        match cmpxchg_user_u32(mm, uaddr, uval, mval) {
+            Some(true) => {
+                if !pi && uval & FUTEX_WAITERS != 0 {
+                    wake(mm, uaddr, 1, BITSET_MATCH_ANY);
+                }
+                return;
+            }
+            Some(false) => continue,
+            None => return,
+        }
+    }
+}
+
+/// Atomically replaces the user u32 at `uaddr` (4-byte aligned) with
+/// `new` if it holds `old` (Linux's `futex_atomic_cmpxchg_inatomic`):
+/// the page is faulted in for writing, then the exchange is done on its
+/// frame through the direct map under the reclaim state's lock, after
+/// checking that the PTE still maps it writable (reclaim, which edits
+/// PTEs under that lock, cannot take it meanwhile). Some(whether it
+/// was exchanged), None on a fault.
+fn cmpxchg_user_u32(mm: &MmRef, uaddr: u64, old: u32, new: u32) -> Option<bool> {
+    use mm_core::addr::VirtAddr;
+    mm.with(|m| {
+        for _ in 0..3 {
+            super::fault::user_page(m, uaddr, true).ok()?;
+            let done = crate::mm::swap::SWAP.with(|_| {
+                let (slot, pte) =
+                    super::fault::user_pt(m.pgd).lookup(&crate::mm::phys::direct_map(), VirtAddr(uaddr))?;
+                if !(pte.is_present() && pte.is_user() && pte.is_writable()) {
+                    return None;
+                }
+                let size = slot.page_size().map_or(4096, |z| z.bytes());
+                let pa = (pte.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX & !(size - 1)) | (uaddr & (size - 1));
+                // SAFETY: `pa` is a user frame mapped writable (checked
+                // under the lock reclaim takes to unmap it), inside the
+                // direct map; the address is 4-byte aligned (the caller
+                // checked), so an atomic u32 view of it is sound.
+                let word = unsafe { &*(crate::mm::phys_to_virt(pa) as *const core::sync::atomic::AtomicU32) };
+                Some(
+                    word.compare_exchange(
+                        old,
+                        new,
+                        core::sync::atomic::Ordering::SeqCst,
+                        core::sync::atomic::Ordering::SeqCst,
+                    )
+                    .is_ok(),
+                )
+            });
+            if done.is_some() {
+                return done;
+            }
+        }
+        None
+    })
 }

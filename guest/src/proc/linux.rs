@@ -130,14 +130,29 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         267 => sys_readlinkat(a[0], a[1], a[2], a[3]),
         269 | 439 => sys_faccessat(a[0], a[1], a[2]),
         // set_robust_list(head, len): kept per task (struct
-        // robust_list_head is 24 bytes). Not walked at exit: a thread that
-        // dies holding a robust mutex leaves it locked.
+        // robust_list_head is 24 bytes), walked at its exit (futex.rs).
         273 => {
             if a[1] != 24 {
                 return Some(-EINVAL);
             }
             sched::with_current(|t| t.robust_list = (a[0], a[1]));
             0
+        }
+        // get_robust_list(tid, head_ptr, len_ptr): tid 0 is the caller
+        // (musl asks it to learn that robust mutexes work).
+        274 => {
+            let list = if a[0] == 0 {
+                sched::with_current(|t| t.robust_list)
+            } else {
+                sched::with_task(a[0], |t| t.robust_list)
+            };
+            let Some((head, len)) = list else { return Some(-3) }; // ESRCH
+            let len = if head == 0 { 24 } else { len };
+            with_mm(|mm| {
+                copy_to_user(mm, a[1], &head.to_le_bytes()).and_then(|_| copy_to_user(mm, a[2], &len.to_le_bytes()))
+            })
+            .unwrap_or(Err(-EFAULT))
+            .map_or_else(|e| e, |_| 0)
         }
         292 => sys_dup3(a[0], a[1], a[2], false),
         98 => sys_getrusage(a[0], a[1]),
@@ -750,11 +765,29 @@ fn sys_readv(fd: u64, iov: u64, count: u64) -> i64 {
 /// TCGETS and TIOCGWINSZ as a tty does, so programs line-buffer and see
 /// a screen size; otherwise they answer as a pipe (-ENOTTY), which is what
 /// the VMM's stdout then usually is.
-static CONSOLE_TTY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Which of the VMM's streams are terminals (the `tty` switch): bit 0
+/// its stdin, bit 1 its stdout, bit 2 its stderr.
+static CONSOLE_TTY: AtomicU8 = AtomicU8::new(0);
 
-/// The console is a terminal (the `tty` switch).
-pub fn set_console_tty() {
-    CONSOLE_TTY.store(true, Ordering::Relaxed);
+/// The VMM's streams in `mask` are terminals (`tty=MASK`; `tty` alone:
+/// all three, the VMM's --shell on a terminal).
+pub fn set_console_tty(mask: u8) {
+    CONSOLE_TTY.store(mask & 7, Ordering::Relaxed);
+}
+
+/// Whether console descriptor `fd` (its file's `err` flag: the VMM's
+/// stderr) is a terminal as Linux would say: the VMM's stream behind it
+/// is one (fd 0 reads the VMM's stdin, other console descriptors write
+/// its stdout, or its stderr).
+fn console_is_tty(fd: u64, err: bool) -> bool {
+    let bit = if err {
+        4
+    } else if fd == 0 {
+        1
+    } else {
+        2
+    };
+    CONSOLE_TTY.load(Ordering::Relaxed) & bit != 0
 }
 
 fn sys_ioctl(fd: u64, cmd: u64, arg: u64) -> i64 {
@@ -774,7 +807,7 @@ fn sys_ioctl(fd: u64, cmd: u64, arg: u64) -> i64 {
     };
     match (&f.kind, cmd) {
         (FileKind::Pipe(end), FIONREAD) => put(&(pipe::pending(end) as u32).to_le_bytes()),
-        (FileKind::Terminal(_), _) if !CONSOLE_TTY.load(Ordering::Relaxed) => -ENOTTY,
+        (FileKind::Terminal(err), _) if !console_is_tty(fd, *err) => -ENOTTY,
         (FileKind::Terminal(_), TCGETS) => {
             // Linux's default termios for a console (struct termios of
             // the kernel ABI, 36 bytes): ICRNL|IXON, OPOST|ONLCR,
@@ -1175,10 +1208,13 @@ pub fn sys_mmap_file(a: [u64; 6]) -> i64 {
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DONTNEED: u64 = 4;
     match advice {
-        // NORMAL, RANDOM, SEQUENTIAL, WILLNEED, FREE (the kernel may keep
-        // the contents), and the fork hints: advice this kernel takes
-        // without acting on it.
-        0..=3 | 8 | 16..=19 => 0,
+        // NORMAL, RANDOM, SEQUENTIAL, and the fork hints: advice this
+        // kernel takes without acting on it.
+        0..=2 | 16..=19 => 0,
+        // MADV_WILLNEED (proc/mman.rs).
+        3 => super::mman::sys_madvise_willneed(addr, len),
+        // MADV_FREE (proc/mman.rs).
+        8 => super::mman::sys_madvise_free(addr, len),
         // MADV_COLD, MADV_PAGEOUT (proc/mman.rs).
         20 | 21 => super::mman::sys_madvise_cold_or_pageout(addr, len, advice == 21),
         // MADV_HUGEPAGE, MADV_NOHUGEPAGE (proc/thp.rs).
@@ -1281,13 +1317,32 @@ fn put_u64s(addr: u64, v: &[u64]) -> i64 {
     }
 }
 
-/// `clock_gettime`: every clock counts from boot (there is no real-time
-/// clock device: CLOCK_REALTIME starts at the epoch).
+/// Whether `clock` is a real-time clock (CLOCK_REALTIME 0,
+/// REALTIME_COARSE 5, REALTIME_ALARM 8, TAI 11: TAI's offset from UTC is
+/// 0 until someone sets it, as on Linux).
+fn is_realtime(clock: u64) -> bool {
+    matches!(clock, 0 | 5 | 8 | 11)
+}
+
+/// CLOCK_REALTIME in ns: the boot clock plus the host's wall-clock offset
+/// (arch/kvmclock.rs).
+pub(super) fn realtime_ns() -> u64 {
+    let now = now_ns();
+    now + crate::arch::kvmclock::realtime_offset(now)
+}
+
+/// CLOCK_REALTIME minus the boot clock ([`now_ns`]), in ns.
+pub(super) fn realtime_offset() -> u64 {
+    crate::arch::kvmclock::realtime_offset(now_ns())
+}
+
+/// `clock_gettime`: the monotonic clocks count from boot, the real-time
+/// ones from the epoch, as the host's wall clock (arch/kvmclock.rs).
 fn sys_clock_gettime(clock: u64, ts: u64) -> i64 {
     if clock > 11 {
         return -EINVAL;
     }
-    let ns = now_ns();
+    let ns = if is_realtime(clock) { realtime_ns() } else { now_ns() };
     put_u64s(ts, &[ns / 1_000_000_000, ns % 1_000_000_000])
 }
 
@@ -1374,7 +1429,12 @@ fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> i64 {
         Err(e) => return e,
     };
     let abs = flags & TIMER_ABSTIME != 0;
-    let deadline = if abs { ns } else { now_ns().saturating_add(ns) };
+    let deadline = match abs {
+        // An absolute real time, on the boot clock sleep_until counts.
+        true if is_realtime(clock) => ns.saturating_sub(realtime_offset()),
+        true => ns,
+        false => now_ns().saturating_add(ns),
+    };
     match sleep_until(deadline) {
         Ok(()) => 0,
         Err((e, _)) if abs => e,
@@ -1415,12 +1475,12 @@ fn sys_gettimeofday(tv: u64) -> i64 {
     if tv == 0 {
         return 0;
     }
-    let ns = now_ns();
+    let ns = realtime_ns();
     put_u64s(tv, &[ns / 1_000_000_000, ns % 1_000_000_000 / 1000])
 }
 
 fn sys_time(t: u64) -> i64 {
-    let s = now_ns() / 1_000_000_000;
+    let s = realtime_ns() / 1_000_000_000;
     if t != 0 {
         let r = put_u64s(t, &[s]);
         if r < 0 {

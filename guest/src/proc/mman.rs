@@ -361,6 +361,136 @@ impl MmStruct {
         Ok(done)
     }
 
+    /// `madvise(MADV_FREE)` (8) on `[start, start + len)` (Linux's
+    /// `madvise_free_pte_range`): the private anonymous pages this
+    /// process alone maps become lazily freed: their PTEs' dirty and
+    /// accessed bits are cleared and the page leaves its anon list for the
+    /// inactive file list without `PG_swapbacked` (mm-core's
+    /// `folio_mark_lazyfree`, `pglazyfree`), so reclaim frees it without
+    /// swap unless it is written again (mm/swap.rs `reclaim_lazyfree`:
+    /// the next read then sees zeros). Swap entries in the range are freed
+    /// at once (as DONTNEED: the data was not wanted). Pages in the swap
+    /// cache, shared pages (after fork), the zero page and transparent
+    /// huge pages are left as they are (Linux splits and marks a THP; it
+    /// stays whole here, the advice being only a hint). -EINVAL on VMAs
+    /// that are not private anonymous memory, locked or hugetlb; -ENOMEM
+    /// where part of the range is unmapped (after acting on the rest).
+    /// Returns the pages marked.
+    pub fn madvise_free(&mut self, start: u64, len: u64) -> Result<u64, Errno> {
+        let (end, vmas) = self.madvise_lru_range(start, len, |v| {
+            v.kind != mm_core::vma::VmaKind::Anon || v.flags.contains(VmFlags::SHARED)
+        })?;
+        let zero = super::mm::zero_pa();
+        // The leaves first with no lock held (the vectors allocate); then
+        // each is checked again and edited under the reclaim state's lock,
+        // which reclaim's own PTE edits hold.
+        let (mut pages, mut swapped) = (Vec::new(), Vec::new());
+        for v in &vmas {
+            let range = v.start.max(start)..v.end.min(end);
+            let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::NonNone, |_, l| {
+                if !l.entry.is_present() {
+                    swapped.push(l.va.0);
+                } else if l.slot.level() == Level::Pte {
+                    let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+                    if pa != zero {
+                        pages.push((l.va.0, pa / PAGE_SIZE));
+                    }
+                }
+                true
+            });
+        }
+        let id = self.id;
+        let marked = SWAP.with(|s| {
+            PAGES.with(|p| {
+                for &va in &swapped {
+                    let still_swap = user_pt(self.pgd)
+                        .lookup(&direct_map(), VirtAddr(va))
+                        .is_some_and(|(_, e)| !e.is_present() && e.0 != 0);
+                    if still_swap {
+                        self.zap(s, p, va, va + PAGE_SIZE);
+                    }
+                }
+                let mut marked = 0;
+                for &(va, pfn) in &pages {
+                    let Some((slot, _, pgd)) = crate::mm::swap::pte_mapping(&s.mms, id, va, pfn) else { continue };
+                    let x = p.ext.get(pfn as usize).copied().unwrap_or_default();
+                    if x.anon().is_none() || x.swap_entry().is_some() || super::mm::page_count(p, pfn * PAGE_SIZE) != 1
+                    {
+                        continue;
+                    }
+                    crate::mm::swap::pte_clear_bits(
+                        &slot,
+                        mm_core::paging::PteFlags::DIRTY.0 | mm_core::paging::PteFlags::ACCESSED.0,
+                    );
+                    crate::arch::tlb::flush_range(pgd, va, va + PAGE_SIZE);
+                    if p.lru.folio_mark_lazyfree(pfn) == Ok(true) {
+                        marked += 1;
+                    }
+                }
+                marked
+            })
+        });
+        crate::mm::vmstat::PGLAZYFREE.fetch_add(marked, core::sync::atomic::Ordering::Relaxed);
+        if self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        Ok(marked)
+    }
+
+    /// `madvise(MADV_WILLNEED)` (3) on `[start, start + len)` (Linux's
+    /// `madvise_willneed`): anonymous memory's swap entries in the range
+    /// are read into the swap cache (`swapin_walk_pmd_entry`; mm/swap.rs
+    /// `swapin_willneed`), so the touches that follow are minor faults;
+    /// a file mapping's pages are read into the page cache (the
+    /// `vfs_fadvise(POSIX_FADV_WILLNEED)` readahead; pages past the end of
+    /// the file are not). Nothing is mapped. -EINVAL for an unaligned
+    /// `start`, -ENOMEM where part of the range is unmapped (after acting
+    /// on the rest). Returns the pages read in.
+    pub fn madvise_willneed(&mut self, start: u64, len: u64) -> Result<u64, Errno> {
+        let (end, vmas) = self.madvise_lru_range(start, len, |_| false).or_else(|e| {
+            // Unlike the LRU advice, WILLNEED takes locked and hugetlb
+            // VMAs (there is nothing to read for the latter).
+            if e == -EINVAL && start.is_multiple_of(PAGE_SIZE) {
+                let end = start.saturating_add(len).next_multiple_of(PAGE_SIZE);
+                Ok((end, self.vmas.iter().filter(|v| v.end > start && v.start < end).copied().collect()))
+            } else {
+                Err(e)
+            }
+        })?;
+        let mut entries = Vec::new();
+        let mut read = 0;
+        for v in &vmas {
+            let (from, to) = (v.start.max(start), v.end.min(end));
+            match v.kind {
+                mm_core::vma::VmaKind::File(ino) => {
+                    let first = v.pgoff + (from - v.start) / PAGE_SIZE;
+                    for index in first..first + (to - from) / PAGE_SIZE {
+                        match crate::fs::pagecache::find_or_create_page(ino as usize, index) {
+                            Ok(_) => read += 1,
+                            Err(_) => break, // past the end, or out of memory
+                        }
+                    }
+                }
+                _ if v.flags.contains(VmFlags::HUGETLB) => {}
+                _ => {
+                    let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), from..to, LeafKinds::NonNone, |_, l| {
+                        if !l.entry.is_present() {
+                            if let Some(e) = mm_core::paging::swap::SwapEntry::from_pte(l.entry) {
+                                entries.push(e.swp());
+                            }
+                        }
+                        true
+                    });
+                }
+            }
+        }
+        read += crate::mm::swap::swapin_willneed(&entries);
+        if self.mapped_bytes(start, end) != end - start {
+            return Err(-ENOMEM);
+        }
+        Ok(read)
+    }
+
     /// `mincore`: one byte per page of `[start, start + len)`, 1 if
     /// resident; -ENOMEM if part of it is unmapped.
     pub fn mincore(&mut self, start: u64, len: u64) -> Result<Vec<u8>, Errno> {
@@ -396,6 +526,16 @@ pub fn sys_mremap(a: [u64; 6]) -> i64 {
 /// `madvise(addr, len, MADV_COLD | MADV_PAGEOUT)`: 0 or -errno.
 pub fn sys_madvise_cold_or_pageout(addr: u64, len: u64, pageout: bool) -> i64 {
     errno_or(with_mm(|mm| mm.madvise_cold_or_pageout(addr, len, pageout)), |_| 0)
+}
+
+/// `madvise(addr, len, MADV_FREE)`: 0 or -errno.
+pub fn sys_madvise_free(addr: u64, len: u64) -> i64 {
+    errno_or(with_mm(|mm| mm.madvise_free(addr, len)), |_| 0)
+}
+
+/// `madvise(addr, len, MADV_WILLNEED)`: 0 or -errno.
+pub fn sys_madvise_willneed(addr: u64, len: u64) -> i64 {
+    errno_or(with_mm(|mm| mm.madvise_willneed(addr, len)), |_| 0)
 }
 
 /// `mincore(addr, len, vec)`.

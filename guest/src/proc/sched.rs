@@ -180,7 +180,8 @@ pub struct Task {
     /// Thread-group id (Linux's `tgid`): the pid of the group leader;
     /// `getpid` returns it, `gettid` the task's own pid.
     pub tgid: u64,
-    /// `set_robust_list`'s head and length, kept per task.
+    /// `set_robust_list`'s head and length, kept per task and walked at
+    /// its exit (futex.rs `exit_robust_list`).
     pub robust_list: (u64, u64),
     /// On a group leader: the group's exit status once `exit_group` or a
     /// fatal signal ended the group (Linux's `signal->group_exit_code`).
@@ -888,6 +889,17 @@ pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Op
     if let Some(limits) = current_mm().map(|m| m.with(|old| old.rlimits)) {
         mm.rlimits = limits;
     }
+    // futex_exec_release: the old image's robust locks are released as
+    // at an exit, and the new image starts with no list.
+    let robust = SCHED.with(|s| {
+        let cur = s.cur();
+        s.tasks.get_mut(&cur).map(|t| (core::mem::take(&mut t.robust_list).0, t.pid))
+    });
+    if let (Some((head, tid)), Some(old)) = (robust, current_mm()) {
+        if head != 0 {
+            super::futex::exit_robust_list(&old, head, tid as u32);
+        }
+    }
     let pgd = mm.pgd;
     let cell = new_mm_ref(mm);
     let ru = current_mm().map(|m| m.with(|m| Rusage::of(&m.stat))).unwrap_or_default();
@@ -1581,12 +1593,18 @@ pub fn do_exit(status: u64) -> ! {
 /// the group's children to the kernel. The CPU moves on.
 pub fn exit_thread(status: u64) -> ! {
     let kroot = KERNEL_PT.with(|m| m.root().0);
-    let (ctid, mm) = SCHED
+    let (ctid, mm, robust, tid) = SCHED
         .with(|s| {
             let cur = s.cur();
-            s.tasks.get_mut(&cur).map(|t| (core::mem::take(&mut t.clear_child_tid), t.mm.clone()))
+            s.tasks.get_mut(&cur).map(|t| {
+                (core::mem::take(&mut t.clear_child_tid), t.mm.clone(), core::mem::take(&mut t.robust_list).0, t.pid)
+            })
         })
         .unwrap_or_else(|| panic!("do_exit from the idle task"));
+    if let (true, Some(mm)) = (robust != 0, mm.as_ref()) {
+        // Robust mutexes it still holds (futex_cleanup, before the tid).
+        super::futex::exit_robust_list(mm, robust, tid as u32);
+    }
     if let (true, Some(mm)) = (ctid != 0, mm.as_ref()) {
         // pthread_join waits for this (glibc on the tid, musl on
         // detach_state): a fault here is ignored, as Linux's.

@@ -287,6 +287,10 @@ pub enum ReclaimOutcome {
     /// Should not be reclaimed (no swap space, mapped in a way that can't
     /// be unmapped): activate (`activate_locked`).
     Activate,
+    /// A lazily freed page (MADV_FREE) that was written again since: it
+    /// is swap-backed again and goes to the active anon list (Linux's
+    /// `try_to_unmap_one` sets `PG_swapbacked` and reclaim activates it).
+    Redirtied,
 }
 
 /// The caller's side of reclaim: page tables, rmap, swap and the page
@@ -355,6 +359,8 @@ pub struct LruStats {
     pub workingset_restore: [u64; 2],
     /// Pages culled to the unevictable list (`unevictable_pgs_culled`).
     pub unevictable_pgs_culled: u64,
+    /// Pages MADV_FREE marked lazily freed (`pglazyfree`).
+    pub pglazyfree: u64,
 }
 
 impl LruStats {
@@ -771,6 +777,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                 }
                 ReclaimOutcome::Keep => self.putback(i),
                 ReclaimOutcome::Activate => self.activate(i),
+                ReclaimOutcome::Redirtied => self.redirtied(i),
             }
         }
         for file in [false, true] {
@@ -892,6 +899,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                 }
                 ReclaimOutcome::Keep => self.putback(i),
                 ReclaimOutcome::Activate => self.activate(i),
+                ReclaimOutcome::Redirtied => self.redirtied(i),
             }
         }
         if sc.kswapd {
@@ -909,6 +917,36 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         self.node_mut(i).flags |= PG_ACTIVE;
         self.stat.pgactivate += 1;
         self.putback(i);
+    }
+
+    /// A lazily freed page written again: swap-backed again, activated
+    /// (onto the active anon list).
+    fn redirtied(&mut self, i: u32) {
+        self.node_mut(i).flags |= PG_SWAPBACKED;
+        self.activate(i);
+    }
+
+    /// `folio_mark_lazyfree` (MADV_FREE's `lru_lazyfree_fn`): an anon page
+    /// on an evictable list loses `PG_swapbacked` and goes to the head of
+    /// the inactive file list with its active and referenced bits clear,
+    /// so reclaim frees it without swap unless it is written again (the
+    /// caller cleared its PTEs' dirty bits). Returns whether it moved
+    /// (false for a page off the LRU, unevictable, or already not
+    /// swap-backed); counts `pglazyfree`.
+    pub fn folio_mark_lazyfree(&mut self, pfn: u64) -> Result<bool, LruError> {
+        let i = self.idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_UNEVICTABLE != 0 || f & PG_SWAPBACKED == 0 {
+            return Ok(false);
+        }
+        self.unlink(i);
+        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED | PG_SWAPBACKED);
+        self.putback(i);
+        self.stat.pglazyfree += 1;
+        Ok(true)
     }
 
     /// `inactive_is_low`: whether the inactive list of this type is small

@@ -455,6 +455,11 @@ proptest! {
                                     m.stat.pgsteal_kswapd += 1;
                                 }
                                 ReclaimOutcome::Keep => { m.flags.insert(p, f); m.put(p); }
+                                ReclaimOutcome::Redirtied => {
+                                    m.flags.insert(p, f | PG_ACTIVE | PG_SWAPBACKED);
+                                    m.stat.pgactivate += 1;
+                                    m.put(p);
+                                }
                                 ReclaimOutcome::Activate => {
                                     m.flags.insert(p, f | PG_ACTIVE);
                                     m.stat.pgactivate += 1;
@@ -548,5 +553,51 @@ fn folio_deactivate_moves_active_pages_to_the_inactive_list() {
     assert_eq!(l.folio_deactivate(3), Ok(false));
     assert_eq!(l.folio_lru(3), Some(LruList::Unevictable));
     assert_eq!(l.folio_deactivate(9), Err(LruError::NotOnLru(9)));
+    l.verify().unwrap();
+}
+
+/// MADV_FREE's `folio_mark_lazyfree`: an anon page goes to the inactive
+/// file list without `PG_swapbacked` (one pglazyfree); reclaim frees it
+/// with no write, or, when ops says it was written again, makes it
+/// swap-backed and active (the active anon list). File pages, unevictable
+/// pages and pages already lazy do not move.
+#[test]
+fn lazyfree_pages_go_to_the_file_list_and_back_when_redirtied() {
+    struct Ops(Vec<u64>);
+    impl ReclaimOps for Ops {
+        fn folio_referenced(&mut self, _pfn: u64) -> Referenced {
+            Referenced::default()
+        }
+        fn reclaim_folio(&mut self, pfn: u64, anon: bool, _s: Shadow, _c: bool) -> ReclaimOutcome {
+            assert!(!anon, "a lazyfree page is offered as not swap-backed");
+            if self.0.contains(&pfn) {
+                ReclaimOutcome::Redirtied
+            } else {
+                ReclaimOutcome::Freed { io: false }
+            }
+        }
+    }
+    let mut l = Lruvec::new(0, 16).unwrap();
+    for p in 0..4 {
+        l.folio_add_lru(p, true).unwrap();
+    }
+    l.folio_add_lru(4, false).unwrap();
+    l.mark_page_accessed(0).unwrap();
+    l.mark_page_accessed(0).unwrap();
+    l.folio_mlock(3).unwrap();
+    assert_eq!(l.folio_mark_lazyfree(0), Ok(true));
+    assert_eq!(l.folio_mark_lazyfree(1), Ok(true));
+    assert_eq!(l.folio_mark_lazyfree(1), Ok(false), "already lazy");
+    assert_eq!(l.folio_mark_lazyfree(3), Ok(false), "unevictable");
+    assert_eq!(l.folio_mark_lazyfree(4), Ok(false), "a file page");
+    assert_eq!(l.folio_mark_lazyfree(9), Err(LruError::NotOnLru(9)));
+    assert_eq!(l.stat.pglazyfree, 2);
+    assert_eq!(l.folio_lru(0), Some(LruList::InactiveFile));
+    assert_eq!(l.folio_flags(0).unwrap() & (PG_SWAPBACKED | PG_ACTIVE | PG_REFERENCED), 0);
+    assert_eq!(l.nr(LruList::InactiveFile), 3);
+    let mut ops = Ops(vec![1]);
+    assert_eq!(l.reclaim_pages(&[0, 1], &mut ops), 1);
+    assert_eq!(l.folio_lru(0), None, "freed");
+    assert_eq!(l.folio_lru(1), Some(LruList::ActiveAnon), "written again: swap-backed and active");
     l.verify().unwrap();
 }
