@@ -39,9 +39,12 @@ const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 
 /// 64 random bits from `rdrand` (it works in ring 0 here, platform.md),
-/// falling back to the time-stamp counter if the CPU gives none.
+/// falling back to the time-stamp counter if the CPU gives none or has
+/// no `rdrand` at all (CPUID.1:ECX bit 30; QEMU's `qemu64` model has
+/// none, and the instruction raises #UD there).
 pub(super) fn random_u64() -> u64 {
-    for _ in 0..10 {
+    let has_rdrand = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
+    for _ in 0..if has_rdrand { 10 } else { 0 } {
         let (v, ok): (u64, u8);
         // SAFETY: rdrand only writes the named registers and the flags.
         unsafe {
@@ -54,7 +57,18 @@ pub(super) fn random_u64() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc reads the counter into edx:eax.
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-    ((hi as u64) << 32 | lo as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    // splitmix64 over a state the counter keeps stirring: calls close in
+    // time still give unrelated values (not cryptographic; AT_RANDOM and
+    // getrandom only need them to differ).
+    static STATE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let tsc = (hi as u64) << 32 | lo as u64;
+    let mut z = STATE
+        .fetch_add(tsc | 1, core::sync::atomic::Ordering::Relaxed)
+        .wrapping_add(tsc | 1)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// AT_HWCAP: CPUID leaf 1's EDX, as Linux reports it on x86.
