@@ -84,7 +84,7 @@ impl<'a> GuestMigrator<'a> {
     }
 
     /// PTEs mapping `pfn`, found through its rmap record.
-    fn mapcount(&self, pfn: u64) -> Option<u32> {
+    pub(crate) fn mapcount(&self, pfn: u64) -> Option<u32> {
         let m = self.ext.get(pfn as usize)?.anon()?;
         Some(self.s.mapcount(m, pfn))
     }

@@ -11,6 +11,7 @@
 use super::mm::MmStruct;
 use super::sched;
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
+use crate::kprintln;
 use crate::mm::page_alloc::{gfp, GfpMask, GFP_USER};
 use alloc::string::String;
 use core::fmt::Write;
@@ -97,10 +98,11 @@ fn mbind(start: u64, len: u64, mode: i64, nmask: u64, maxnode: u64, mut flags: u
             let v = mm.vmas.find(at).copied().ok_or(EFAULT)?;
             at = v.end;
         }
-        // MPOL_MF_STRICT: pages already placed must follow the policy
-        // (pages are not moved: MPOL_MF_MOVE is accepted without
-        // migrating them, so with it STRICT fails the same way).
-        if flags & MPOL_MF_STRICT != 0 && matches!(pol.mode, Mode::Bind | Mode::Preferred | Mode::Interleave) {
+        // MPOL_MF_STRICT without MPOL_MF_MOVE: pages already placed must
+        // follow the policy (with MOVE they are moved below instead).
+        let moving = flags & (MPOL_MF_MOVE | MPOL_MF_MOVE_ALL) != 0;
+        if !moving && flags & MPOL_MF_STRICT != 0 && matches!(pol.mode, Mode::Bind | Mode::Preferred | Mode::Interleave)
+        {
             let bad = frames_in(mm, start, end).iter().any(|&(_, pa)| {
                 let node = crate::mm::numa::node_of_pfn(pa >> 12);
                 match pol.mode {
@@ -115,7 +117,110 @@ fn mbind(start: u64, len: u64, mode: i64, nmask: u64, maxnode: u64, mut flags: u
         mm.vmas.set_policy(start, end, pol).map_err(|_| EFAULT)?;
         Ok(())
     })
-    .unwrap_or(Err(EFAULT))
+    .unwrap_or(Err(EFAULT))?;
+    if flags & (MPOL_MF_MOVE | MPOL_MF_MOVE_ALL) != 0
+        && matches!(pol.mode, Mode::Bind | Mode::Preferred | Mode::Interleave)
+    {
+        // Linux's do_mbind: the policy is set, the misplaced pages are
+        // migrated, and STRICT reports the ones that could not move.
+        let failed = move_misplaced(start, end, pol.nodes, flags & MPOL_MF_MOVE_ALL != 0);
+        if failed > 0 && flags & MPOL_MF_STRICT != 0 {
+            return Err(EIO);
+        }
+    }
+    Ok(())
+}
+
+/// MPOL_MF_MOVE (Linux's `migrate_pages` from `do_mbind`): the pages
+/// mapped in `[start, end)` on a node outside `nodes` move to a frame the
+/// range's new policy allocates (`alloc_migration_target_by_mpol`: the
+/// page fault's choice), on an allowed node, through the compaction
+/// migrator (isolate, copy, every PTE rewritten through the reverse map).
+/// Pages that cannot move (pinned, not on the LRU, no room on an allowed
+/// node) stay where they are, and so do pages other processes map too
+/// unless `move_all` (MPOL_MF_MOVE_ALL; Linux's
+/// `folio_likely_mapped_shared` check). Returns how many did not move.
+fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
+    use crate::mm::migrate::GuestMigrator;
+    use crate::mm::swap::SWAP;
+    use crate::mm::{PageAlloc, PAGES};
+    let misplaced = |pa: u64| nodes & (1 << crate::mm::numa::node_of_pfn(pa >> 12)) == 0;
+    // Each misplaced page with the request its VMA's new policy makes,
+    // gathered (and the buffers allocated) before reclaim's state and the
+    // page allocator are taken: nothing may allocate under them.
+    let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = with_mm(|mm| {
+        frames_in(mm, start, end)
+            .into_iter()
+            .filter(|&(_, pa)| misplaced(pa))
+            .filter_map(|(va, pa)| {
+                let vma = mm.vmas.find(va).copied()?;
+                Some((pa >> 12, user_gfp(&vma, va).gfp))
+            })
+            .collect()
+    })
+    .unwrap_or_default();
+    if todo.is_empty() {
+        return 0;
+    }
+    if SWAP.try_with(|_| ()).is_none() {
+        // Reclaim's state is not up (early boot): nothing is movable.
+        return todo.len() as u64;
+    }
+    let isolated = alloc::vec::Vec::with_capacity(todo.len());
+    let cpu = crate::arch::percpu::this_cpu().id;
+    let (failed, stats) = SWAP.with(|s| {
+        PAGES.with(|p| {
+            let PageAlloc { buddy, lru, ext, .. } = p;
+            let mut m = GuestMigrator::new(s, lru, ext, alloc::vec::Vec::new(), isolated);
+            let mut failed = 0u64;
+            for &(src, gfp) in &todo {
+                if !move_all && m.mapcount(src).unwrap_or(0) > 1 {
+                    failed += 1;
+                    continue;
+                }
+                if !m.isolate(buddy, src) {
+                    failed += 1;
+                    continue;
+                }
+                let dst = match buddy.alloc_pages(cpu, 0, gfp) {
+                    Ok(d) if !misplaced(d << 12) => d,
+                    other => {
+                        // No room on an allowed node (a preferred
+                        // policy fell back to another): the page stays.
+                        if let Ok(d) = other {
+                            let _ = buddy.free_pages(cpu, d, 0);
+                        }
+                        m.putback(src);
+                        failed += 1;
+                        continue;
+                    }
+                };
+                match m.migrate(src, dst) {
+                    Ok(()) => {
+                        if let Err(e) = buddy.migrate_transfer(src, dst) {
+                            // Contents and mappings are at dst already:
+                            // say so loudly (the host's --verify shows
+                            // the refcounts).
+                            kprintln!("mbind: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+                        }
+                    }
+                    Err(_) => {
+                        let _ = buddy.free_pages(cpu, dst, 0);
+                        m.putback(src);
+                        failed += 1;
+                    }
+                }
+            }
+            (failed, m.stats)
+        })
+    });
+    crate::mm::compaction::TOTALS.with(|t| {
+        t.migrate.success += stats.success;
+        t.migrate.fail += stats.fail;
+        t.migrate.isolate_refused += stats.isolate_refused;
+        t.migrate.ptes_moved += stats.ptes_moved;
+    });
+    failed
 }
 
 /// The present, non-zero frames mapped in `[start, end)`: (address, pa).

@@ -594,12 +594,13 @@ impl Inspector {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(e)),
         };
-        Ok(PhysmapReport { svg, png, png_note, frames: map.counts() })
+        Ok(PhysmapReport { svg, png, png_note, frames: map.counts(), nodes: map.node_counts() })
     }
 
     /// Classifies every guest frame as the `physmap` view paints it.
     fn paint_physmap(&self, ctx: &CpuContext, owners: Option<&GuestState<'_>>) -> Result<PhysMap, String> {
         let mut map = PhysMap::new(&slots(&self.mem));
+        map.set_nodes(super::numa::srat_ranges(&self.mem));
         // A large page painted once is painted: an alias tree of 1 GiB
         // leaves would otherwise cost 262144 frames per leaf. The set holds
         // at most one entry per large frame of RAM.

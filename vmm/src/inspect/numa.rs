@@ -45,6 +45,17 @@ pub struct NumaReport {
     pub frames_outside_nodes: u64,
 }
 
+/// The SRAT's memory ranges `[start, end, node)` as the VMM wrote them
+/// into guest memory; empty without an SRAT (no `--numa`) or where the
+/// tables no longer read as valid (the `numa` view says why then).
+pub fn srat_ranges(mem: &GuestMemoryMmap) -> Vec<(u64, u64, u8)> {
+    let mut read = |pa: u64, buf: &mut [u8]| mem.read_slice(buf, GuestAddress(pa)).is_ok();
+    match mm_core::numa::read_numa(ACPI_TABLES, &mut read) {
+        Ok(Some(t)) => t.mem_ranges().iter().map(|r| (r.base, r.end(), r.node)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Reads the view from guest memory; `gs` adds the free pages.
 pub fn numa(mem: &GuestMemoryMmap, gs: Option<&GuestState<'_>>) -> Result<NumaReport, String> {
     let mut read = |pa: u64, buf: &mut [u8]| mem.read_slice(buf, GuestAddress(pa)).is_ok();

@@ -180,6 +180,24 @@ pub struct PhysMap {
     /// The guest's pageblock migratetypes (one byte per 2 MiB from the
     /// pfn given), drawn as a band under each row when set.
     pageblocks: Option<(Vec<u8>, u64)>,
+    /// The NUMA nodes' memory ranges `[start, end)` with their node, from
+    /// the SRAT; empty without `--numa` (nothing drawn or counted per
+    /// node then).
+    nodes: Vec<(u64, u64, u8)>,
+}
+
+/// Outline colours of the NUMA node bands, by node (cycled).
+const NODE_COLOURS: [&str; 4] = ["#08519c", "#a50f15", "#006d2c", "#54278f"];
+
+/// One NUMA node's frames in the `physmap` view.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeFrames {
+    /// The node.
+    pub node: u8,
+    /// Frames its SRAT ranges cover.
+    pub srat_frames: u64,
+    /// Frames per class in its ranges.
+    pub frames: BTreeMap<FrameClass, u64>,
 }
 
 /// Colours and labels of the pageblock band, by `MigrateType as u8`.
@@ -193,7 +211,49 @@ impl PhysMap {
             slots: slots.to_vec(),
             frames: slots.iter().map(|s| vec![FrameClass::Ram; (s.size / 4096) as usize]).collect(),
             pageblocks: None,
+            nodes: Vec::new(),
         }
+    }
+
+    /// Sets the NUMA nodes' ranges (`[start, end)`, node), from the SRAT:
+    /// each row's left margin is then banded by node, and
+    /// [`PhysMap::node_counts`] counts per node.
+    pub fn set_nodes(&mut self, ranges: Vec<(u64, u64, u8)>) {
+        self.nodes = ranges;
+    }
+
+    /// The node whose SRAT range holds `gpa`.
+    fn node_at(&self, gpa: u64) -> Option<u8> {
+        self.nodes.iter().find(|(s, e, _)| gpa >= *s && gpa < *e).map(|r| r.2)
+    }
+
+    /// Frames per class in each node's ranges, nodes in order; empty
+    /// without nodes. A frame outside every range counts in no node.
+    pub fn node_counts(&self) -> Vec<NodeFrames> {
+        let mut ids: Vec<u8> = self.nodes.iter().map(|r| r.2).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out: Vec<NodeFrames> = ids
+            .iter()
+            .map(|&node| NodeFrames {
+                node,
+                srat_frames: self.nodes.iter().filter(|r| r.2 == node).map(|r| (r.1 - r.0) / 4096).sum(),
+                frames: BTreeMap::new(),
+            })
+            .collect();
+        for (s, f) in self.slots.iter().zip(&self.frames) {
+            for &(lo, hi, node) in &self.nodes {
+                let (lo, hi) = (lo.max(s.gpa), hi.min(s.gpa + s.size));
+                if lo >= hi {
+                    continue;
+                }
+                let Some(v) = out.iter_mut().find(|v| v.node == node) else { continue };
+                for c in &f[((lo - s.gpa) / 4096) as usize..((hi - s.gpa) / 4096) as usize] {
+                    *v.frames.entry(*c).or_insert(0) += 1;
+                }
+            }
+        }
+        out
     }
 
     /// Draws the guest's pageblock migratetypes (`types`, one byte per
@@ -321,6 +381,23 @@ impl PhysMap {
                 entries += 1;
             }
         }
+        let mut node_ids: Vec<u8> = self.nodes.iter().map(|r| r.2).collect();
+        node_ids.sort_unstable();
+        node_ids.dedup();
+        for n in &node_ids {
+            let (col, row) = (entries % cols, entries / cols);
+            let (lx, ly) = (4 + col * col_w, 44 + row * 16);
+            let frames: u64 = self.nodes.iter().filter(|r| r.2 == *n).map(|r| (r.1 - r.0) / 4096).sum();
+            let _ = writeln!(
+                legend,
+                r##"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="12">NUMA node {n} — {frames} frames ({}) (the bar left of each row)</text>"##,
+                NODE_COLOURS[usize::from(*n) % NODE_COLOURS.len()],
+                lx + 18,
+                ly + 10,
+                crate::memory::human(frames * 4096)
+            );
+            entries += 1;
+        }
         let legend_rows = entries.div_ceil(cols);
         let mut body = String::new();
         let mut y = 44 + legend_rows * 16 + 12;
@@ -342,8 +419,29 @@ impl PhysMap {
                 .chunks(per_px as usize)
                 .map(|c| c.iter().copied().max_by_key(|c| c.priority()).unwrap_or(FrameClass::Ram))
                 .collect();
+            let mut prev_node = None;
             for (row, cells) in px.chunks(COLS as usize).enumerate() {
                 let row_gpa = s.gpa + row as u64 * COLS * per_px * 4096;
+                if let Some(n) = self.node_at(row_gpa) {
+                    // The node band: a bar left of the row (nodes are
+                    // 4 MiB aligned, so a row of 4 MiB or less lies in
+                    // one), labelled where a node starts.
+                    let colour = NODE_COLOURS[usize::from(n) % NODE_COLOURS.len()];
+                    let _ = writeln!(
+                        body,
+                        r#"<rect x="{}" y="{y}" width="6" height="{ROW_H}" fill="{colour}"><title>NUMA node {n}</title></rect>"#,
+                        LEFT - 10
+                    );
+                    if prev_node != Some(n) {
+                        let _ = writeln!(
+                            body,
+                            r#"<text x="{}" y="{}" font-size="10" font-weight="bold" fill="{colour}" text-anchor="end">node {n}</text>"#,
+                            LEFT - 12,
+                            y + ROW_H + 8
+                        );
+                    }
+                    prev_node = Some(n);
+                }
                 if row % 16 == 0 {
                     let _ = writeln!(
                         body,
@@ -425,6 +523,10 @@ pub struct PhysmapReport {
     pub png_note: Option<String>,
     /// Frames per class.
     pub frames: BTreeMap<FrameClass, u64>,
+    /// Frames per class in each NUMA node's SRAT ranges (absent for a
+    /// guest without `--numa`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFrames>,
 }
 
 impl PhysmapReport {
@@ -440,6 +542,18 @@ impl PhysmapReport {
         s.push('\n');
         for (c, n) in &self.frames {
             let _ = writeln!(s, "  {:<44} {n:>8} frames", c.label());
+        }
+        for v in &self.nodes {
+            let _ = writeln!(
+                s,
+                "node {}: {} frames in its SRAT ranges ({})",
+                v.node,
+                v.srat_frames,
+                crate::memory::human(v.srat_frames * 4096)
+            );
+            for (c, n) in &v.frames {
+                let _ = writeln!(s, "  {:<44} {n:>8} frames", c.label());
+            }
         }
         s
     }
@@ -499,5 +613,23 @@ mod tests {
         assert!(svg.contains("<title>0x200000-0x200fff: kernel text</title>"), "hover titles");
         assert!(svg.find("kernel text —").unwrap() < svg.find("hole 0x800000").unwrap(), "the legend is on top");
         assert_eq!(file_stem("a b/c"), "physmap-a_b_c");
+    }
+
+    #[test]
+    fn nodes_band_the_rows_and_split_the_counts() {
+        let slots = [Slot { slot: 0, gpa: 0, size: 8 << 20, hva: 0 }];
+        let mut m = PhysMap::new(&slots);
+        assert!(m.node_counts().is_empty(), "no nodes, no counts");
+        assert!(!m.svg("t").contains("NUMA node"), "no nodes, no band");
+        m.paint(0x3f_f000, 0x40_1000, FrameClass::Slab);
+        m.set_nodes(vec![(0, 4 << 20, 0), (4 << 20, 8 << 20, 1)]);
+        let c = m.node_counts();
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].node, c[0].srat_frames, c[1].srat_frames), (0, 1024, 1024));
+        assert_eq!((c[0].frames[&FrameClass::Slab], c[1].frames[&FrameClass::Slab]), (1, 1));
+        assert_eq!((c[0].frames[&FrameClass::Ram], c[1].frames[&FrameClass::Ram]), (1023, 1023));
+        let svg = m.svg("t");
+        assert!(svg.contains("NUMA node 0 —") && svg.contains(">node 1</text>"), "{svg}");
+        assert!(svg.contains("<title>NUMA node 1</title>"));
     }
 }
