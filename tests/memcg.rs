@@ -388,6 +388,79 @@ fn memory_min_and_low_protect_a_group_from_global_reclaim() {
     assert_eq!(field(out, "low events hog", "events hog"), 0, "{out}");
 }
 
+/// No swap: a process in a 4 MiB group writes an 8 MiB tmpfs file.
+/// As Linux's, each page the write adds is charged first (the group
+/// reclaims, then the memcg OOM kills the writer, the group's only
+/// process); memory.current never passes max by more than a batch, and
+/// the file's pages stay charged until it is removed.
+const WRITE: &str = r#"
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mkdir("/tmp", 0755);
+    printf("mkdir: %d\n", mkdir(CG "/w", 0755) ? -errno : 0);
+    printf("max: %d\n", put(CG "/w/memory.max", "4M"));
+    pid_t c = fork();
+    if (c == 0) {
+        join("w");
+        int fd = open("/tmp/memcg-big", O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) _exit(3);
+        static char buf[65536];
+        memset(buf, 0x3c, sizeof buf);
+        long peak = 0, total = 0;
+        for (int i = 0; i < 128; i++) {
+            long w = write(fd, buf, sizeof buf);
+            long cur = num(CG "/w/memory.current");
+            if (cur > peak) peak = cur;
+            printf("write %d: %ld (errno %d) peak %ld\n", i, w, w < 0 ? errno : 0, peak);
+            if (w <= 0) break;
+            total += w;
+        }
+        printf("writer: wrote %ld\n", total);
+        _exit(0);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    printf("writer: signaled %d signal %d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    char ev[] = CG "/w/memory.events";
+    printf("events max %ld oom %ld oom_kill %ld\n", key(ev, "max"), key(ev, "oom"), key(ev, "oom_kill"));
+    printf("file current %ld\n", num(CG "/w/memory.current"));
+    struct stat sb;
+    stat("/tmp/memcg-big", &sb);
+    printf("file size %ld\n", (long)sb.st_size);
+    unlink("/tmp/memcg-big");
+    printf("unlinked current %ld\n", num(CG "/w/memory.current"));
+    printf("rmdir: %d\n", rmdir(CG "/w") ? -errno : 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn page_cache_writes_are_held_to_memory_max() {
+    let r = run("memcg-write", WRITE, &[]);
+    let out = &r.stdout;
+    assert_eq!(r.status, 0, "{}", r.all());
+    for want in ["mkdir: 0", "max: 0", "writer: signaled 1 signal 9", "unlinked current 0", "rmdir: 0"] {
+        assert!(out.contains(want), "missing {want:?}:\n{}", r.all());
+    }
+    // Never above max by more than one reclaim batch (32 pages), at any
+    // write; and the writer got near the limit before it was killed.
+    let max = 4 << 20;
+    let peak = out.lines().filter(|l| l.starts_with("write ")).map(|l| field(l, "write", "peak")).max().unwrap_or(0);
+    assert!(peak <= max + 32 * 4096, "memory.current peaked at {peak}:\n{out}");
+    assert!(peak >= max - (1 << 20), "the writer never came near max ({peak}):\n{out}");
+    // Killed inside the group with Linux's message, the write never
+    // finished; the file keeps what was charged.
+    assert!(!out.contains("writer: wrote"), "{out}");
+    let all = r.all();
+    assert!(all.contains("Memory cgroup out of memory: Killed process"), "{all}");
+    assert!(!all.contains("Out of memory: Killed"), "{all}");
+    assert_eq!(field(out, "events", "oom_kill"), 1, "{out}");
+    assert!(field(out, "events", "max") >= 1, "{out}");
+    let size = field(out, "file size", "size");
+    assert!(size > 0 && size <= max + 32 * 4096, "file size {size}:\n{out}");
+    assert!(field(out, "file current", "current") >= size, "{out}");
+}
+
 /// Builds `body` with the prelude as /init and boots it with `args`.
 fn run(name: &str, body: &str, args: &[&str]) -> Run {
     run_mem(name, body, "128M", args)

@@ -397,6 +397,25 @@ pub fn try_charge(nr: u64) -> bool {
     true
 }
 
+/// [`try_charge`] for an allocation outside a page fault (a write()
+/// into the page cache), with no lock held: as cgroup v2's
+/// `try_charge_memcg`, a charge reclaim cannot satisfy runs the memcg
+/// OOM killer at once and tries again; false (the caller fails with
+/// -ENOMEM) when nothing in the group could be killed or the caller
+/// itself is the victim (`task_is_dying`: it dies on its way out).
+pub fn try_charge_nofault(nr: u64) -> bool {
+    loop {
+        if try_charge(nr) {
+            return true;
+        }
+        // Each kill removes a process of the group; the killer returns
+        // false once the caller itself was killed, so this ends.
+        if oom_synchronize() != Some(true) {
+            return false;
+        }
+    }
+}
+
 /// Linux's `mem_cgroup_oom_synchronize`: runs the memcg OOM a failed
 /// [`try_charge`] left pending for this CPU (None: none pending, the
 /// failure was global). True if a victim in the group was killed.
