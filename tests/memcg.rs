@@ -362,7 +362,8 @@ int main(void) {
     printf("low events low %ld\n", key(CG "/low/memory.events", "low"));
     printf("low events hog %ld\n", key(CG "/hog/memory.events", "low"));
     return 0;
-}\n"#;
+}
+"#;
 
 #[test]
 fn memory_min_and_low_protect_a_group_from_global_reclaim() {
