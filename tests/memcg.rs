@@ -296,12 +296,183 @@ int main(void) {
 }
 "#;
 
+/// Global memory pressure (swap on) beside three holders of 1024 pages
+/// each: one in a group whose memory.min covers it, one in a group whose
+/// memory.low covers it, one in the root. The pressure comes from a hog
+/// in a group with memory.min "max" (so its own pages are never
+/// reclaimed) touching all free memory and 6 MiB more: global reclaim
+/// takes the root's pages first, then, having nothing else, breaks
+/// memory.low (the `low` event), and never touches memory.min.
+const PROTECT: &str = r#"
+/* A child in group g (root if NULL) holding n pages until `done`;
+ * reports how many stayed resident and intact. */
+static pid_t holder(const char *g, long n, int ready, int done) {
+    pid_t c = fork();
+    if (c == 0) {
+        if (g) join(g);
+        char *p = mmap(NULL, n * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        memset(p, 0x5a, n * 4096);
+        write(ready, "r", 1);
+        char x;
+        read(done, &x, 1);
+        int res = resident(p, n);
+        long bad = 0;
+        for (long i = 0; i < n * 4096; i++) bad += p[i] != 0x5a;
+        printf("holder %s: resident %d of %ld, bad %ld\n", g ? g : "root", res, n, bad);
+        _exit(0);
+    }
+    return c;
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mkdir(CG "/min", 0755);
+    mkdir(CG "/low", 0755);
+    mkdir(CG "/hog", 0755);
+    printf("set: %d %d %d\n", put(CG "/min/memory.min", "16M"), put(CG "/low/memory.low", "16M"),
+           put(CG "/hog/memory.min", "max"));
+    int ready[2], done[2];
+    pipe(ready);
+    pipe(done);
+    pid_t h[3];
+    h[0] = holder("min", 1024, ready[1], done[0]);
+    h[1] = holder("low", 1024, ready[1], done[0]);
+    h[2] = holder(NULL, 1024, ready[1], done[0]);
+    char x;
+    for (int i = 0; i < 3; i++) read(ready[0], &x, 1);
+    pid_t hog = fork();
+    if (hog == 0) {
+        join("hog");
+        long free_kb = 0;
+        char t[4096], *m = strstr(get_into("/proc/meminfo", t, sizeof t), "MemFree:");
+        if (m) free_kb = atol(m + 8);
+        long pages = free_kb / 4 + 1536;
+        char *p = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) _exit(2);
+        for (long i = 0; i < pages; i++) p[i * 4096] = 1;
+        printf("hog: %ld pages (free was %ld kB)\n", pages, free_kb);
+        _exit(0);
+    }
+    int st;
+    waitpid(hog, &st, 0);
+    printf("hog: exited %d status %d\n", WIFEXITED(st), WEXITSTATUS(st));
+    write(done[1], "ddd", 3);
+    for (int i = 0; i < 3; i++) waitpid(h[i], NULL, 0);
+    printf("low events min %ld\n", key(CG "/min/memory.events", "low"));
+    printf("low events low %ld\n", key(CG "/low/memory.events", "low"));
+    printf("low events hog %ld\n", key(CG "/hog/memory.events", "low"));
+    return 0;
+}
+"#;
+
+#[test]
+fn memory_min_and_low_protect_a_group_from_global_reclaim() {
+    let swap = TempFile::absent("memcg-protect-swap");
+    let swap_arg = format!("{},size=64M", swap.path());
+    let r = run_mem("memcg-protect", PROTECT, "40M", &["--swap", &swap_arg]);
+    let out = &r.stdout;
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(out.contains("set: 0 0 0"), "{}", r.all());
+    assert!(out.contains("hog: exited 1 status 0"), "{}", r.all());
+    // memory.min: every page stayed; memory.low: broken (the root's
+    // pages were not enough), counted as `low`; the root's holder lost
+    // pages. All read back intact (from swap where reclaimed).
+    assert!(out.contains("holder min: resident 1024 of 1024, bad 0"), "{out}");
+    let low = field(out, "holder low:", "resident");
+    let root = field(out, "holder root:", "resident");
+    assert!(root < 1024, "the unprotected holder kept all its pages:\n{out}");
+    assert!(low < 1024, "memory.low was never broken (root kept {root}):\n{out}");
+    assert_eq!(field(out, "holder low:", "bad"), 0, "{out}");
+    assert_eq!(field(out, "holder root:", "bad"), 0, "{out}");
+    assert!(field(out, "low events low", "events low") >= 1, "{out}");
+    assert_eq!(field(out, "low events min", "events min"), 0, "{out}");
+    assert_eq!(field(out, "low events hog", "events hog"), 0, "{out}");
+}
+
+/// No swap: a process in a 4 MiB group writes an 8 MiB tmpfs file.
+/// As Linux's, each page the write adds is charged first (the group
+/// reclaims, then the memcg OOM kills the writer, the group's only
+/// process); memory.current never passes max by more than a batch, and
+/// the file's pages stay charged until it is removed.
+const WRITE: &str = r#"
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mkdir("/tmp", 0755);
+    printf("mkdir: %d\n", mkdir(CG "/w", 0755) ? -errno : 0);
+    printf("max: %d\n", put(CG "/w/memory.max", "4M"));
+    pid_t c = fork();
+    if (c == 0) {
+        join("w");
+        int fd = open("/tmp/memcg-big", O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) _exit(3);
+        static char buf[65536];
+        memset(buf, 0x3c, sizeof buf);
+        long peak = 0, total = 0;
+        for (int i = 0; i < 128; i++) {
+            long w = write(fd, buf, sizeof buf);
+            long cur = num(CG "/w/memory.current");
+            if (cur > peak) peak = cur;
+            printf("write %d: %ld (errno %d) peak %ld\n", i, w, w < 0 ? errno : 0, peak);
+            if (w <= 0) break;
+            total += w;
+        }
+        printf("writer: wrote %ld\n", total);
+        _exit(0);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    printf("writer: signaled %d signal %d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    char ev[] = CG "/w/memory.events";
+    printf("events max %ld oom %ld oom_kill %ld\n", key(ev, "max"), key(ev, "oom"), key(ev, "oom_kill"));
+    printf("file current %ld\n", num(CG "/w/memory.current"));
+    struct stat sb;
+    stat("/tmp/memcg-big", &sb);
+    printf("file size %ld\n", (long)sb.st_size);
+    unlink("/tmp/memcg-big");
+    printf("unlinked current %ld\n", num(CG "/w/memory.current"));
+    printf("rmdir: %d\n", rmdir(CG "/w") ? -errno : 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn page_cache_writes_are_held_to_memory_max() {
+    let r = run("memcg-write", WRITE, &[]);
+    let out = &r.stdout;
+    assert_eq!(r.status, 0, "{}", r.all());
+    for want in ["mkdir: 0", "max: 0", "writer: signaled 1 signal 9", "unlinked current 0", "rmdir: 0"] {
+        assert!(out.contains(want), "missing {want:?}:\n{}", r.all());
+    }
+    // Never above max by more than one reclaim batch (32 pages), at any
+    // write; and the writer got near the limit before it was killed.
+    let max = 4 << 20;
+    let peak = out.lines().filter(|l| l.starts_with("write ")).map(|l| field(l, "write", "peak")).max().unwrap_or(0);
+    assert!(peak <= max + 32 * 4096, "memory.current peaked at {peak}:\n{out}");
+    assert!(peak >= max - (1 << 20), "the writer never came near max ({peak}):\n{out}");
+    // Killed inside the group with Linux's message, the write never
+    // finished; the file keeps what was charged.
+    assert!(!out.contains("writer: wrote"), "{out}");
+    let all = r.all();
+    assert!(all.contains("Memory cgroup out of memory: Killed process"), "{all}");
+    assert!(!all.contains("Out of memory: Killed"), "{all}");
+    assert_eq!(field(out, "events", "oom_kill"), 1, "{out}");
+    assert!(field(out, "events", "max") >= 1, "{out}");
+    let size = field(out, "file size", "size");
+    assert!(size > 0 && size <= max + 32 * 4096, "file size {size}:\n{out}");
+    assert!(field(out, "file current", "current") >= size, "{out}");
+}
+
 /// Builds `body` with the prelude as /init and boots it with `args`.
 fn run(name: &str, body: &str, args: &[&str]) -> Run {
+    run_mem(name, body, "128M", args)
+}
+
+/// [`run`] in a guest of `mem`.
+fn run_mem(name: &str, body: &str, mem: &str, args: &[&str]) -> Run {
     let dir = Scratch::new(name);
     let prog = compile("musl-gcc", &format!("{PRELUDE}{body}"), &dir.0, name, &["-static"]);
     let root = initrd_with_init(&dir.0, &prog);
-    let mut a = vec!["run", "--timeout", "900", "--mem", "128M", "--initrd", root.to_str().unwrap()];
+    let mut a = vec!["run", "--timeout", "900", "--mem", mem, "--initrd", root.to_str().unwrap()];
     a.extend_from_slice(args);
     vmm(&a)
 }

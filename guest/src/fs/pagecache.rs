@@ -197,7 +197,13 @@ pub fn write(ino: usize, off: u64, data: &[u8]) -> Result<usize, CacheError> {
             None => alloc::vec::Vec::new(),
         });
         to_anon_lru(&moved);
-        match find_or_create_page(ino, index) {
+        // A page the write adds is charged to the writer's memory cgroup:
+        // its limits are checked first, as a fault's are (reclaim, then
+        // the memcg OOM; -ENOMEM if the charge still cannot be made).
+        let absent =
+            FILES.with(|f| f.get(ino).is_some_and(|n| n.pages.get(&index).is_none_or(|&v| swapped(v).is_some())));
+        let charged = !absent || crate::mm::memcg::try_charge_nofault(1);
+        match if charged { find_or_create_page(ino, index) } else { Err(CacheError::NoMemory) } {
             Ok(pa) => {
                 write_frame(pa, in_page, &data[done..done + n]);
                 mark_accessed(pa);

@@ -91,11 +91,11 @@ static MIN_V: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
 /// memory.events' counters, in the file's order.
 #[derive(Clone, Copy)]
 #[repr(usize)]
-// `Low` and `OomGroupKill` name memory.events lines that stay 0 here
-// (memory.low is not enforced, memory.oom.group does not exist).
+// `OomGroupKill` names a memory.events line that stays 0 here
+// (memory.oom.group does not exist).
 #[allow(dead_code)]
 pub enum MemcgEvent {
-    /// Reclaimed despite memory.low protection (never here: see README).
+    /// Global reclaim had to reclaim a group below its memory.low.
     Low,
     /// Went over memory.high and was throttled by reclaim.
     High,
@@ -300,6 +300,57 @@ pub fn reclaim_group(g: usize, target: u64) -> u64 {
     freed
 }
 
+/// Which groups global reclaim must spare now (Linux's
+/// `mem_cgroup_calculate_protection` with `mem_cgroup_below_min` and
+/// `mem_cgroup_below_low`), as bit masks of group indexes: (below min,
+/// below low). A group's effective protection is its own memory.min (or
+/// low) capped by its parent's effective one (a child of the root takes
+/// its own); it is protected while its usage (its subtree's) is at or
+/// below that. Simplified from Linux: no proportional split of a
+/// parent's protection among its children, and no partial protection
+/// above it (Linux scans a group over its protection in proportion to
+/// the excess; here it is then reclaimed like any other).
+pub fn protection() -> (u64, u64) {
+    let (parents, live): ([u8; MAX_MEMCG], u64) = GROUPS.with(|gs| {
+        (
+            core::array::from_fn(|i| gs[i].parent as u8),
+            (0..MAX_MEMCG).filter(|&i| gs[i].live).fold(0u64, |m, i| m | 1 << i),
+        )
+    });
+    // Effective protection: the minimum along the path to the root
+    // (the root itself is never protected).
+    let effective = |g: usize, lim: &Limits| {
+        let mut e = u64::MAX;
+        let mut c = g;
+        for _ in 0..MAX_MEMCG {
+            if c == 0 {
+                break;
+            }
+            e = e.min(lim.get(c));
+            c = parents[c] as usize;
+        }
+        if g == 0 {
+            0
+        } else {
+            e
+        }
+    };
+    let (mut min, mut low) = (0u64, 0u64);
+    for g in (1..MAX_MEMCG).filter(|&g| live & (1 << g) != 0) {
+        let (emin, elow) = (effective(g, &MIN), effective(g, &LOW));
+        if emin == 0 && elow == 0 {
+            continue;
+        }
+        let u = usage(g);
+        if emin > 0 && u <= emin {
+            min |= 1 << g;
+        } else if elow > 0 && u <= elow {
+            low |= 1 << g;
+        }
+    }
+    (min, low)
+}
+
 /// Rounds of reclaim a charge tries at memory.max before the OOM
 /// (Linux's `MAX_RECLAIM_RETRIES`).
 const MAX_RECLAIM_RETRIES: u32 = 16;
@@ -344,6 +395,25 @@ pub fn try_charge(nr: u64) -> bool {
         }
     }
     true
+}
+
+/// [`try_charge`] for an allocation outside a page fault (a write()
+/// into the page cache), with no lock held: as cgroup v2's
+/// `try_charge_memcg`, a charge reclaim cannot satisfy runs the memcg
+/// OOM killer at once and tries again; false (the caller fails with
+/// -ENOMEM) when nothing in the group could be killed or the caller
+/// itself is the victim (`task_is_dying`: it dies on its way out).
+pub fn try_charge_nofault(nr: u64) -> bool {
+    loop {
+        if try_charge(nr) {
+            return true;
+        }
+        // Each kill removes a process of the group; the killer returns
+        // false once the caller itself was killed, so this ends.
+        if oom_synchronize() != Some(true) {
+            return false;
+        }
+    }
 }
 
 /// Linux's `mem_cgroup_oom_synchronize`: runs the memcg OOM a failed

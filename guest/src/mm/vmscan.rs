@@ -13,13 +13,14 @@
 //! lock. So a wake sets [`KSWAPD_WAKE_PENDING`] and the scheduler, which
 //! looks at it on every switch, makes the thread runnable.
 
+use super::memcg;
 use super::swap::{self, SWAP};
 use super::vmstat::{self, Event};
 use super::PAGES;
 use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::buddy::Watermark;
-use mm_core::lru::{ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
+use mm_core::lru::{ReclaimOps, ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 
 /// A cache that can give memory back (Linux's `struct shrinker`).
 pub struct Shrinker {
@@ -128,6 +129,9 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
     let swappiness = s.swappiness;
     let (mut scanned, mut freed, mut queued, mut written) = (0, 0, 0, 0);
     let mut priority = DEF_PRIORITY;
+    // Memory cgroup protection, as of this call (memory.min, memory.low).
+    let (below_min, below_low) = memcg::protection();
+    let mut prot = Protection { below_min, below_low, low_reclaim: false, low_skipped: false, low_hit: 0 };
     loop {
         // Scan for what the writeback batch still has room for; write it
         // when full, so each device submission carries a whole batch.
@@ -138,7 +142,7 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
         let (act, deact) = PAGES.with(|p| {
             let before = p.lru.stat;
             let super::PageAlloc { buddy, lru, ext, .. } = p;
-            let mut ops = swap::Reclaimer { s: &mut *s, buddy, ext };
+            let mut ops = Protected { r: swap::Reclaimer { s: &mut *s, buddy, ext }, p: &mut prot };
             lru.shrink_lruvec(&mut sc, &mut ops);
             (p.lru.stat.pgactivate - before.pgactivate, p.lru.stat.pgdeactivate - before.pgdeactivate)
         });
@@ -150,16 +154,90 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
         if s.queued() >= swap::WB_MAX as u64 || s.drops_queued() >= swap::WB_MAX as u64 {
             written += swap::flush_writeback(s);
         }
-        if freed >= SWAP_CLUSTER_MAX || priority == 0 {
+        if freed >= SWAP_CLUSTER_MAX {
+            break;
+        }
+        if priority == 0 {
+            // Linux's `do_try_to_free_pages`: nothing enough came from
+            // the unprotected groups, so memory.low gives way (a second
+            // pass with `memcg_low_reclaim`); memory.min never does.
+            if prot.low_skipped && !prot.low_reclaim {
+                prot.low_reclaim = true;
+                priority = DEF_PRIORITY;
+                continue;
+            }
             break;
         }
         priority -= 1;
+    }
+    // `memcg_memory_event(MEMCG_LOW)` for each group the second pass
+    // reclaimed below its memory.low.
+    for g in 0..memcg::MAX_MEMCG {
+        if prot.low_hit & (1 << g) != 0 {
+            memcg::event(g, memcg::MemcgEvent::Low);
+        }
     }
     written += swap::flush_writeback(s);
     // Pages whose write failed stayed resident, and clean pages someone
     // took meanwhile stayed cached: not reclaimed.
     let reclaimed = freed - (queued - written);
     (scanned, reclaimed)
+}
+
+/// Global reclaim's view of memory cgroup protection (the
+/// `scan_control` fields `memcg_low_reclaim` and `memcg_low_skipped`).
+struct Protection {
+    /// Groups at or under their effective memory.min: never reclaimed.
+    below_min: u64,
+    /// Groups at or under their effective memory.low: skipped unless
+    /// `low_reclaim`.
+    below_low: u64,
+    /// The second pass: memory.low no longer protects.
+    low_reclaim: bool,
+    /// A page was skipped for memory.low (a second pass may help).
+    low_skipped: bool,
+    /// Groups below memory.low the second pass scanned (their `low`
+    /// events).
+    low_hit: u64,
+}
+
+/// The guest's reclaim operations with memory cgroup protection.
+struct Protected<'a, 'b> {
+    r: swap::Reclaimer<'b>,
+    p: &'a mut Protection,
+}
+
+impl ReclaimOps for Protected<'_, '_> {
+    fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
+        self.r.folio_referenced(pfn)
+    }
+
+    fn reclaim_folio(
+        &mut self,
+        pfn: u64,
+        anon: bool,
+        shadow: mm_core::lru::Shadow,
+        clean_only: bool,
+    ) -> mm_core::lru::ReclaimOutcome {
+        self.r.reclaim_folio(pfn, anon, shadow, clean_only)
+    }
+
+    fn protected(&mut self, pfn: u64) -> bool {
+        let Some((m, _)) = self.r.buddy.page(pfn).and_then(mm_core::memcg::tag) else { return false };
+        let bit = 1u64.checked_shl(m as u32).unwrap_or(0);
+        if self.p.below_min & bit != 0 {
+            return true;
+        }
+        if self.p.below_low & bit != 0 {
+            if self.p.low_reclaim {
+                self.p.low_hit |= bit;
+                return false;
+            }
+            self.p.low_skipped = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// MADV_PAGEOUT's reclaim (Linux's `reclaim_pages`): the pages `pfns`

@@ -307,6 +307,14 @@ pub trait ReclaimOps {
     /// freed. `clean_only` (`FOLIOREF_RECLAIM_CLEAN`): a referenced file
     /// page may be dropped if clean but not written back.
     fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, clean_only: bool) -> ReclaimOutcome;
+
+    /// Whether the page belongs to a memory cgroup this reclaim must
+    /// leave alone (`mem_cgroup_below_min`/`_low`: Linux skips the
+    /// group's whole lruvec; on one shared LRU the page goes back to the
+    /// head of its list unscanned, so the scan moves on to other pages).
+    fn protected(&mut self, _pfn: u64) -> bool {
+        false
+    }
 }
 
 /// A workingset shadow entry (`pack_shadow`): the eviction count, and
@@ -827,6 +835,10 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         let mut nr_rotated = 0;
         for &i in hold.as_slice() {
             let pfn = self.pfn(i);
+            if ops.protected(pfn) {
+                self.putback(i);
+                continue;
+            }
             let r = ops.folio_referenced(pfn);
             let n = self.node_mut(i);
             if r.vm_locked {
@@ -856,7 +868,18 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         ops: &mut O,
     ) -> u64 {
         let file = lru.is_file();
-        let hold = self.isolate_lru_folios(nr_to_scan, lru);
+        let isolated = self.isolate_lru_folios(nr_to_scan, lru);
+        // Protected groups' pages are not scanned (see
+        // `ReclaimOps::protected`): back to the list head.
+        let mut hold = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
+        for &i in isolated.as_slice() {
+            if ops.protected(self.pfn(i)) {
+                self.putback(i);
+            } else {
+                hold.idx[hold.len] = i;
+                hold.len += 1;
+            }
+        }
         let scanned = hold.len as u64;
         if sc.kswapd {
             self.stat.pgscan_kswapd += scanned;

@@ -601,3 +601,34 @@ fn lazyfree_pages_go_to_the_file_list_and_back_when_redirtied() {
     assert_eq!(l.folio_lru(1), Some(LruList::ActiveAnon), "written again: swap-backed and active");
     l.verify().unwrap();
 }
+
+/// `ReclaimOps::protected` pages (a memory cgroup under memory.min or
+/// low) are neither scanned nor reclaimed: they go back to their list's
+/// head, and the others are reclaimed around them.
+#[test]
+fn protected_pages_are_skipped_by_the_scan() {
+    struct Guard(Ops, Vec<u64>);
+    impl ReclaimOps for Guard {
+        fn folio_referenced(&mut self, pfn: u64) -> Referenced {
+            assert!(!self.1.contains(&pfn), "protected page {pfn} was checked");
+            self.0.folio_referenced(pfn)
+        }
+        fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, clean: bool) -> ReclaimOutcome {
+            self.0.reclaim_folio(pfn, anon, shadow, clean)
+        }
+        fn protected(&mut self, pfn: u64) -> bool {
+            self.1.contains(&pfn)
+        }
+    }
+    let mut l = Lruvec::new(100, 64).unwrap();
+    let (a, b, c) = (always_free(100), always_free(102), always_free(104));
+    for p in [a, b, c] {
+        l.folio_add_lru(p, true).unwrap();
+    }
+    let mut g = Guard(ops(), vec![b]);
+    let mut sc = ScanControl::new(32, 60, true, true);
+    assert_eq!(l.shrink_inactive_list(32, LruList::InactiveAnon, &mut sc, &mut g), 2);
+    assert_eq!(sc.nr_scanned, 2, "the protected page is not counted as scanned");
+    assert_eq!(l.list(LruList::InactiveAnon).collect::<Vec<_>>(), [b]);
+    assert_eq!(g.0.freed.iter().map(|f| f.0).collect::<Vec<_>>(), [a, c]);
+}
