@@ -14,7 +14,7 @@
 //! memcg: a task in a group with memory.max 8 MiB touches 16 MiB in a
 //! tight loop (swap on): memory.peak - memory.max (target: at most one
 //! reclaim batch, 32 pages) and the group's pgscan/pgsteal; then the same
-//! task unconfined in a guest whose --mem leaves about 8 MiB free, so
+//! task unconfined in a guest whose --mem (12M) leaves about 7 MiB free, so
 //! global reclaim frees about as much (/proc/vmstat pgscan_*/pgsteal_*).
 //!
 //! Counts, not times: this host has 2 cores and emulates guest ring 0.
@@ -31,8 +31,9 @@ const SMALL_PAGES: u64 = 1280;
 /// The memcg workload: pages touched, and the group's memory.max.
 const MEMCG_PAGES: u64 = 4096;
 const MEMCG_MAX: u64 = 8 << 20;
-/// The unconfined guest's memory: leaves about MEMCG_MAX free at start.
-const GLOBAL_MEM: &str = "40M";
+/// The unconfined guest's memory: about 7 MiB free at start, so global
+/// reclaim frees about as many pages as the group's (measured: 2433 vs 2080).
+const GLOBAL_MEM: &str = "12M";
 /// One reclaim batch (SWAP_CLUSTER_MAX), in pages.
 const BATCH: i64 = 32;
 
@@ -121,7 +122,7 @@ fn numa_table(text: &str, label: &str, small: bool) {
         // may be interleaved).
         let mut tasks: Vec<String> = text
             .match_indices(&format!("task {key} "))
-            .map(|(at, _)| &text[at..(at + 80).min(text.len())])
+            .map(|(at, _)| text.get(at..at + 80).unwrap_or(&text[at..]))
             .map(|l| format!("CPU{}: {}/{}", field(l, "cpu"), field(l, "node0"), field(l, "node1")))
             .collect();
         tasks.sort();
@@ -184,7 +185,7 @@ fn main() {
     println!();
     println!(
         "memcg: a task touching {MEMCG_PAGES} pages ({} MiB) in a tight loop, with swap:",
-        MEMCG_PAGES * 4096 >> 20
+        (MEMCG_PAGES * 4096) >> 20
     );
     println!("| run | memory.max | memory.peak - memory.max | pages scanned | pages reclaimed | scanned per reclaimed | target |");
     println!("|---|---:|---:|---:|---:|---:|---|");
