@@ -99,6 +99,10 @@ static int hog(const char *g, long pages) {
     }
     /* The host checks the charges here (`--verify memcg`). */
     syscall(503, "memcg-full", 10);
+    char pk[128];
+    snprintf(pk, sizeof pk, CG "/%s/memory.peak", g);
+    long pf = num(pk), now = num(cur);
+    printf("full: peak %ld current %ld\n", pf, now);
     long bad = 0;
     for (long i = 0; i < pages; i++)
         if (*(long *)(p + i * 4096) != i * 7 + 1) bad++;
@@ -136,6 +140,9 @@ static void report(const char *g) {
     printf("events high %ld max %ld oom %ld oom_kill %ld\n", key(ev, "high"), key(ev, "max"), key(ev, "oom"),
            key(ev, "oom_kill"));
     printf("after exit: current %ld\n", num(cur));
+    char pk[128];
+    snprintf(pk, sizeof pk, CG "/%s/memory.peak", g);
+    printf("after exit: peak %ld\n", num(pk));
     printf("after exit: procs '%s'\n", get_into(procs, b, sizeof b));
 }
 "#;
@@ -512,6 +519,13 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     assert_eq!(field(out, "hog:", "bad"), 0, "{out}");
     assert!(peak <= max + 32 * 4096, "memory.current peaked at {peak} over max {max}:\n{out}");
     assert!(peak >= max - (1 << 20), "the group never came near its limit ({peak}):\n{out}");
+    // memory.peak: at least what memory.current is and was seen to be,
+    // at most one reclaim batch over max, and kept after the group's
+    // pages are freed.
+    let (peak_file, now) = (field(out, "full:", "peak"), field(out, "full:", "current"));
+    assert!(peak_file >= now && peak_file >= peak, "memory.peak {peak_file}, current {now}, sampled {peak}:\n{out}");
+    assert!(peak_file <= max + 32 * 4096, "memory.peak {peak_file} over max {max} by more than a batch:\n{out}");
+    assert_eq!(field(out, "after exit: peak", "peak"), peak_file, "{out}");
     // The process outside kept every page, untouched.
     assert!(out.contains("outside: resident 1024 of 1024, bad 0"), "{out}");
     // The group's own reclaim did the work: at least the 8 MiB beyond the

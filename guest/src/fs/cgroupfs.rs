@@ -46,11 +46,12 @@ struct CgFile {
     on_root: bool,
 }
 
-const FILES: [CgFile; 10] = [
+const FILES: [CgFile; 11] = [
     CgFile { name: "cgroup.procs", mode: RW, on_root: true },
     CgFile { name: "cgroup.controllers", mode: RO, on_root: true },
     CgFile { name: "cgroup.subtree_control", mode: RW, on_root: true },
     CgFile { name: "memory.current", mode: RO, on_root: false },
+    CgFile { name: "memory.peak", mode: RO, on_root: false },
     CgFile { name: "memory.min", mode: RW, on_root: false },
     CgFile { name: "memory.low", mode: RW, on_root: false },
     CgFile { name: "memory.high", mode: RW, on_root: false },
@@ -150,6 +151,9 @@ fn text(g: usize, i: usize) -> String {
         "cgroup.subtree_control" if SUBTREE_MEMORY.load(Ordering::Relaxed) & (1 << g) != 0 => s.push_str("memory\n"),
         "memory.current" => {
             let _ = writeln!(s, "{}", Dec(memcg::usage(g) * PAGE_SIZE));
+        }
+        "memory.peak" => {
+            let _ = writeln!(s, "{}", Dec(memcg::peak(g) * PAGE_SIZE));
         }
         "memory.min" => limit_text(&mut s, memcg::MIN.get(g)),
         "memory.low" => limit_text(&mut s, memcg::LOW.get(g)),

@@ -178,7 +178,54 @@ pub fn count_fault() {
 /// Charges the allocated page `pfn` to the running task's group as
 /// `kind` (the caller holds the page allocator and set the owner).
 pub fn charge(buddy: &mut mm_core::buddy::BuddyAllocator<'_>, pfn: u64, kind: ChargeKind) {
-    let _ = buddy.memcg_charge(pfn, current(), kind);
+    let g = current();
+    let _ = buddy.memcg_charge(pfn, g, kind);
+    if g != 0 {
+        note_peak(g);
+    }
+}
+
+/// memory.peak per group, in pages: the highest memory.current seen
+/// since the group was made (Linux's `page_counter.watermark`).
+static PEAK: [AtomicU64; MAX_MEMCG] = [const { AtomicU64::new(0) }; MAX_MEMCG];
+
+/// Raises the peak of `g` and its ancestors to their usage after a
+/// charge. Runs under the page allocator's lock, so it reads the
+/// parents from mm-core's lock-free table (the same as [`GROUPS`]'
+/// parents, written at mkdir) instead of taking the groups' lock.
+fn note_peak(g: usize) {
+    let t = &mm_core::memcg::TABLE;
+    let parent = |d: usize| t.parent[d].load(Ordering::Relaxed) as usize % MAX_MEMCG;
+    // Each charged group adds its charges to every ancestor's usage
+    // (as `subtree`: removed groups count with their old parent).
+    let mut usage = [0u64; MAX_MEMCG];
+    for d in 1..MAX_MEMCG {
+        let c = mm_core::memcg::charged_total(d);
+        if c == 0 {
+            continue;
+        }
+        let mut a = d;
+        for _ in 0..MAX_MEMCG {
+            usage[a] += c;
+            if a == 0 {
+                break;
+            }
+            a = parent(a);
+        }
+    }
+    let mut a = g % MAX_MEMCG;
+    for _ in 0..MAX_MEMCG {
+        if a == 0 {
+            break;
+        }
+        PEAK[a].fetch_max(usage[a], Ordering::Relaxed);
+        a = parent(a);
+    }
+}
+
+/// memory.peak of `g`, in pages.
+pub fn peak(g: usize) -> u64 {
+    PEAK.get(g).map_or(0, |p| p.load(Ordering::Relaxed))
 }
 
 /// `g` and its ancestors up to the root, nearest first.
@@ -501,6 +548,9 @@ pub fn create(parent: usize, path: String) -> Result<usize, i64> {
     for s in &STATS[g] {
         s.store(0, Ordering::Relaxed);
     }
+    // A new group's peak starts at its usage (0: a free slot has no
+    // charges left).
+    PEAK[g].store(usage(g), Ordering::Relaxed);
     Ok(g)
 }
 
