@@ -238,10 +238,11 @@ fn memhog_arg(pages: u64, adj: Option<i64>) -> u64 {
 ///
 /// - `oom`: two bounded hogs (256 and 384 pages) and an unbounded one:
 ///   the unbounded one, the biggest, must be killed and the others finish.
-/// - `oom=adj`: a 512-page hog with oom_score_adj 1000, a 256-page one,
+/// - `oom=adj`: a 384-page hog with oom_score_adj 1000, a 192-page one,
 ///   and a big bounded one sized so that all three do not fit but the big
 ///   one and the small one do: the adjusted hog must be killed although
-///   it is not the biggest, and the other two finish.
+///   it is not the biggest, and the other two finish. (The big one is
+///   the biggest while some 780 pages are free: an 8 MiB guest has ~930.)
 ///
 /// Prints each hog's fate and the vmstat counters; true if the expected
 /// victim, and only it, was killed (SIGKILL) and the others exited 0.
@@ -268,7 +269,7 @@ pub fn oom_scenario(variant: Option<&str>) -> bool {
     kprintln!("oom: {} pages free", Dec(free));
     // (pages, oom_score_adj, expected to be killed)
     let hogs: [(u64, Option<i64>, bool); 3] = if adj {
-        [(512, Some(1000), true), (256, None, false), (free.saturating_sub(256 + 200), None, false)]
+        [(384, Some(1000), true), (192, None, false), (free.saturating_sub(192 + 200), None, false)]
     } else {
         // The bounded two leave the unbounded third well over half of
         // what is free, so it is the biggest when memory runs out (with
