@@ -110,13 +110,17 @@ pub fn counter_after(out: &str, marker: &str, name: &str) -> u64 {
 }
 
 /// A scratch directory for one test (under the temporary directory, named
-/// after the test binary's process and `name`), removed on drop.
+/// after the test binary's process, `name` and a per-process sequence
+/// number: tests running at once with the same `name` get their own),
+/// removed on drop.
 pub struct Scratch(pub std::path::PathBuf);
 
 impl Scratch {
-    /// A fresh, empty directory `mmemu-NAME-PID`.
+    /// A fresh, empty directory `mmemu-NAME-PID-N`.
     pub fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("mmemu-{name}-{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("mmemu-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
