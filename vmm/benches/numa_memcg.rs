@@ -20,6 +20,8 @@
 //! Counts, not times: this host has 2 cores and emulates guest ring 0.
 //! `cargo bench -p vmm --bench numa_memcg` (a few minutes).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,17 +40,7 @@ const GLOBAL_MEM: &str = "12M";
 const BATCH: i64 = 32;
 
 fn build(dir: &Path) -> PathBuf {
-    let src = dir.join("numa_memcg.c");
-    std::fs::write(&src, SOURCE).unwrap();
-    let out = dir.join("numa_memcg");
-    let o = Command::new("musl-gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("musl-gcc (Debian: apt-get install musl-tools)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+    common::build_c(dir, "numa_memcg", SOURCE, "musl-gcc", &[])
 }
 
 /// Boots the program with `args` (after `--`) and vmm options `opts`.

@@ -16,6 +16,8 @@
 //! Counts, not times: this host has 2 cores and emulates guest ring 0.
 //! `cargo bench -p vmm --bench shootdown` (a few minutes).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,17 +28,7 @@ const SIZES: [u64; 4] = [1, 16, 128, 512];
 const BATCH: u64 = 512;
 
 fn build(dir: &Path) -> PathBuf {
-    let src = dir.join("smp_shootdown.c");
-    std::fs::write(&src, SOURCE).unwrap();
-    let out = dir.join("smp_shootdown");
-    let o = Command::new("musl-gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("musl-gcc (Debian: apt-get install musl-tools)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+    common::build_c(dir, "smp_shootdown", SOURCE, "musl-gcc", &[])
 }
 
 /// Per size: the requests each CPU served over the 20 rounds.
