@@ -118,6 +118,20 @@ fn a_crash_names_its_vcpu() {
     assert!(r.stderr.contains("CR2: 0000400000000000"), "that vCPU's registers: {}", r.all());
 }
 
+#[test]
+fn a_crash_on_an_application_processor_names_that_vcpu() {
+    let r = boot(&["--cpus", "2", "--cmdline", "triplefault=1"]);
+    assert_eq!(r.status, 125, "{}", r.all());
+    assert!(r.stdout.contains("triple-faulting CPU 1 on purpose"), "{}", r.all());
+    assert!(r.stderr.contains("vCPU 1: the guest triple-faulted (KVM_EXIT_SHUTDOWN)"), "{}", r.all());
+    assert!(!r.stderr.contains("vCPU 0: the guest"), "only the AP crashed: {}", r.all());
+    assert!(r.stderr.contains("CR2: 0000400000000000"), "that vCPU's registers: {}", r.all());
+    // An AP number the machine does not have is refused with the reason.
+    let r = boot(&["--cpus", "2", "--cmdline", "triplefault=2"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains("triplefault=2: want a CPU number below 2"), "{}", r.all());
+}
+
 /// `vmm run --gdb ... --gdb-wait` plus `args`, and real gdb's batch output
 /// for `cmds` (the VMM ends with the guest; both are bounded in time).
 fn gdb_session(args: &[&str], cmds: &[&str]) -> (String, Run) {

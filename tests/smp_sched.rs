@@ -181,7 +181,7 @@ fn processes_churn_on_every_cpu_and_the_checks_hold_at_a_checkpoint() {
             cpus,
             "--initrd",
             root.to_str().unwrap(),
-            "--verify=refcount,isolation,cow-ro,freed-mapped",
+            "--verify=refcount,isolation,cow-ro,freed-mapped,tlb",
             "--inspect-at",
             "smp-mapped",
             "--cmdline=-- checkpoint",
@@ -193,6 +193,10 @@ fn processes_churn_on_every_cpu_and_the_checks_hold_at_a_checkpoint() {
         // The checks ran at the checkpoint and passed.
         assert!(log.contains("verify refcount: ok"), "{log}");
         assert!(log.contains("verify isolation: ok"), "{log}");
+        // The stale-TLB detector replayed every CPU's page-table changes,
+        // flushes and frees up to the checkpoint: none went stale.
+        let tlb = log.lines().find(|l| l.starts_with("verify tlb:")).unwrap_or_else(|| panic!("no tlb check: {log}"));
+        assert!(tlb.starts_with("verify tlb: ok (") && tlb.contains(" 0 stale"), "{tlb}\n{log}");
         // Work ran on more than one CPU.
         let per = switches_per_cpu(&log);
         assert_eq!(per.len(), cpus.parse::<usize>().unwrap(), "{log}");

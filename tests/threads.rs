@@ -506,7 +506,7 @@ fn every_mode_on(cpus: &str) {
     ];
     for (mode, want, any_order) in modes {
         let extra: &[&str] = if mode == "count" {
-            &["--cpus", cpus, "--inspect-at", "threads-live", "--verify=refcount,isolation"]
+            &["--cpus", cpus, "--inspect-at", "threads-live", "--verify=refcount,isolation,tlb"]
         } else {
             &["--cpus", cpus]
         };
@@ -515,9 +515,12 @@ fn every_mode_on(cpus: &str) {
             if mode == "count" {
                 assert!(r.stdout.contains("counter 40000 atomic 40000"), "{}", r.all());
                 let v = verify_block(&r.stdout, "threads-live");
-                for check in ["refcount", "isolation"] {
+                for check in ["refcount", "isolation", "tlb"] {
                     assert!(v.contains(&format!("verify {check}: ok")), "{check}: {v}\n{}", r.all());
                 }
+                // Threads of one mm on several CPUs: none kept a stale
+                // translation of a changed or freed page.
+                assert!(v.contains(" 0 stale"), "{v}");
             }
         }
     }

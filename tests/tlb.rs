@@ -41,6 +41,24 @@ fn clean_process_selftest_replays_with_no_stale_use() {
 }
 
 #[test]
+fn process_selftest_on_four_cpus_leaks_no_frame_and_replays_with_no_stale_use() {
+    // The whole process group (fork, COW, munmap, exit, no_frames_leak's
+    // exact frame count) with three more CPUs online taking shootdowns.
+    let r = boot(&["--cpus", "4", "--cmdline", "selftest=process", "--verify", "tlb"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains("smp: Brought up 1 node, 4 CPUs"), "{}", r.all());
+    assert!(r.stderr.contains("vmm: selftest pass: process/no_frames_leak"), "{}", r.all());
+    assert!(r.stderr.contains("checks passed, 0 failed"), "{}", r.all());
+    let lines = tlb_lines(&r);
+    assert!(lines.len() >= 4, "a check at every checkpoint: {}", r.all());
+    for l in &lines {
+        assert!(l.starts_with("verify tlb: ok ("), "{l}\n{}", r.all());
+        assert_eq!(count_before(l, "stale"), 0, "{l}");
+    }
+    assert!(count_before(lines.last().unwrap(), "frees") > 100, "{}", lines.last().unwrap());
+}
+
+#[test]
 fn without_the_recorder_the_check_is_not_applicable() {
     // A plain --verify (every check) leaves the guest's command line alone.
     let r = boot(&["--cmdline", "checkpoint=here", "--verify", "--inspect-at", "here"]);

@@ -6,6 +6,7 @@
 //! `deadlock`    take the page allocator's lock twice (the spinlock's
 //!               self-deadlock check panics, naming the lock)
 //! `triplefault` triple-fault the CPU (exercises the VMM's crash report)
+//! `triplefault=CPU` the same on CPU number CPU (an AP's crash report)
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
@@ -243,6 +244,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 kprintln!("cmdline: triple-faulting on purpose");
                 arch::triple_fault()
             }
+            ("triplefault", Some(v)) => triple_fault_on(v),
             ("sse", None) => {
                 kprintln!("cmdline: executing xorps in ring 0");
                 arch::sse_probe();
@@ -271,7 +273,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 48] = [
+const SWITCHES: [(&str, &str); 49] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -312,6 +314,7 @@ const SWITCHES: [(&str, &str); 48] = [
     ("nullderef", "read address 0: the oops names the NULL page"),
     ("panic", "a kernel panic"),
     ("triplefault", "triple-fault the CPU"),
+    ("triplefault=CPU", "triple-fault CPU number CPU (a kernel thread pinned there; the VMM names that vCPU)"),
     ("sse", "one SSE instruction in ring 0"),
     ("hang", "spin forever (for --timeout)"),
     ("halt", "cli; hlt for good"),
@@ -526,5 +529,40 @@ fn vmalloc_overrun() {
             kprintln!("read {:#x} from a guard page: the guard page is mapped!", v);
         }
         Err(e) => kprintln!("cmdline: vmalloc failed: {}", e),
+    }
+}
+
+/// CPU the `triplefault=CPU` thread must crash on.
+static TRIPLE_FAULT_CPU: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// `triplefault=CPU`: a kernel thread pinned to that CPU triple-faults
+/// it, so the VMM's crash report has to name an application processor.
+fn triple_fault_on(v: &str) {
+    let n = crate::arch::smp::nr_cpus();
+    let Some(cpu) = parse_u64(v).map(|c| c as usize).filter(|&c| c < n) else {
+        kprintln!("cmdline: triplefault={}: want a CPU number below {}", v, n);
+        return;
+    };
+    TRIPLE_FAULT_CPU.store(cpu, core::sync::atomic::Ordering::Relaxed);
+    extern "C" fn entry() -> ! {
+        let cpu = TRIPLE_FAULT_CPU.load(core::sync::atomic::Ordering::Relaxed);
+        loop {
+            if crate::arch::percpu::cpu_id() == cpu {
+                kprintln!("cmdline: triple-faulting CPU {} on purpose", cpu);
+                arch::triple_fault()
+            }
+            // Not there yet: the pinned mask moves it at its next yield.
+            crate::proc::sched::set_affinity(0, 1 << cpu);
+            crate::proc::sched::yield_now(false);
+        }
+    }
+    let Some(pid) = crate::proc::sched::kthread_run("triplefault", entry) else {
+        kprintln!("cmdline: triplefault={}: no memory for a kernel thread", v);
+        return;
+    };
+    crate::proc::sched::set_affinity(pid, 1 << cpu);
+    // This CPU gives way until the machine is gone.
+    loop {
+        crate::proc::sched::yield_now(false);
     }
 }

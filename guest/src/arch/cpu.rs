@@ -42,9 +42,14 @@ cr_accessors!(read_cr4, write_cr4_raw, "cr4");
 /// and executable as before.
 pub unsafe fn write_cr3(v: u64) {
     super::tlb::note_cr3(v);
+    // Recorded where the shootdowns start to see the new root (not after
+    // the write): a CPU leaving a root stops getting its flushes at
+    // note_cr3, and under an emulated MMU the write itself can take long
+    // enough for another CPU to change, flush and free meanwhile; the
+    // leaving CPU uses no user translation of the old root in between.
+    crate::mm::tlbtrace::cr3_load(v);
     // SAFETY: the caller vouches for the root.
     unsafe { write_cr3_raw(v) };
-    crate::mm::tlbtrace::cr3_load(v);
 }
 
 /// Writes CR4; toggling PGE flushes every TLB entry, global ones too

@@ -284,9 +284,10 @@ pub fn split_pmd_mappings(
         if r.is_err() {
             continue;
         }
-        if crate::arch::cpu::read_cr3() & mm_core::paging::entry::PTE_ADDR_MASK_MAX == pgd {
-            crate::arch::cpu::invlpg(haddr);
-        }
+        // Every CPU that has this mm loaded may cache the 2 MiB entry (a
+        // thread of it elsewhere, not only this CPU): shoot it down there
+        // too before the 4 KiB entries are reclaimed one by one.
+        crate::arch::tlb::flush_range(pgd, haddr, haddr + 4096);
         if let Some(e) = s.mms.get_mut(&mm) {
             e.pt_pages_in += tables;
         }

@@ -390,14 +390,18 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
         });
         return Ok(());
     }
+    // Linux's ptep_clear_flush order: every CPU running this mm drops the
+    // old translation (cpu::invlpg shoots down the mm's other CPUs and
+    // waits for them) before the old frame can be freed; another sharer
+    // may have unmapped it meanwhile, so these puts can be the last.
+    if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_COW) {
+        cpu::invlpg(va);
+    }
     // The pin and this mapping's reference.
     PAGES.with(|p| {
         put_page(p, zero, old);
         put_page(p, zero, old);
     });
-    if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_COW) {
-        cpu::invlpg(va);
-    }
     mm.stat.cow_copies += 1;
     if old == zero {
         mm.stat.rss_pages += 1;
