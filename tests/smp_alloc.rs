@@ -148,24 +148,30 @@ fn allocator_selftests_pass_on_four_cpus() {
 /// on the fast paths; bypassed, every operation takes it (two per pair).
 #[test]
 fn pcpbench_counts_no_shared_lock_on_the_fast_paths() {
-    for cpus in ["1", "2"] {
+    for cpus in ["1", "2", "4"] {
         let run = boot(&["--cpus", cpus, "--cmdline", "pcpbench"]);
         let log = run.all();
         assert_eq!(run.status, 0, "{log}");
-        let figures = |mode: &str| -> (u64, u64) {
-            let l =
-                log.lines().find(|l| l.contains("pcpbench:") && l.contains(mode)).unwrap_or_else(|| panic!("{log}"));
-            assert!(l.contains("(ok yes)"), "{l}");
-            // "... taken K times per 1000 kmalloc/kfree pairs, P times per ...".
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let nums: Vec<u64> =
-                words.windows(2).filter(|w| w[1] == "times").filter_map(|w| w[0].parse().ok()).collect();
-            assert_eq!(nums.len(), 2, "{l}");
-            (nums[0], nums[1])
-        };
-        let (k_locked, p_locked) = figures("bypassed");
-        let (k_pcp, p_pcp) = figures("per-CPU caches");
-        assert!(k_locked >= 2000 && p_locked >= 2000, "{log}");
-        assert_eq!((k_pcp, p_pcp), (0, 0), "{log}");
+        // Every CPU ran the loops at once and reports its own counts.
+        let n: usize = cpus.parse().unwrap();
+        for cpu in 0..n {
+            let figures = |mode: &str| -> (u64, u64) {
+                let l = log
+                    .lines()
+                    .find(|l| l.contains(&format!("pcpbench: {cpus} CPUs, cpu{cpu}, ")) && l.contains(mode))
+                    .unwrap_or_else(|| panic!("cpu{cpu}, {mode}: {log}"));
+                assert!(l.contains("(ok yes)"), "{l}");
+                // "... taken K times per 1000 kmalloc/kfree pairs, P times per ...".
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let nums: Vec<u64> =
+                    words.windows(2).filter(|w| w[1] == "times").filter_map(|w| w[0].parse().ok()).collect();
+                assert_eq!(nums.len(), 2, "{l}");
+                (nums[0], nums[1])
+            };
+            let (k_locked, p_locked) = figures("bypassed");
+            let (k_pcp, p_pcp) = figures("per-CPU caches");
+            assert!(k_locked >= 2000 && p_locked >= 2000, "cpu{cpu}: {log}");
+            assert_eq!((k_pcp, p_pcp), (0, 0), "cpu{cpu}: {log}");
+        }
     }
 }
