@@ -56,6 +56,12 @@ fn process_selftest_on_four_cpus_leaks_no_frame_and_replays_with_no_stale_use() 
         assert_eq!(count_before(l, "stale"), 0, "{l}");
     }
     assert!(count_before(lines.last().unwrap(), "frees") > 100, "{}", lines.last().unwrap());
+    // Lazy TLB (Linux's mm_count side): idle kept a process's root loaded
+    // and, before that root's tables were freed, the CPUs holding it were
+    // made to leave it.
+    let lazy = r.stdout.lines().find(|l| l.starts_with("tlb: lazy TLB: ")).unwrap_or_else(|| panic!("{}", r.all()));
+    assert!(count_before(lazy, "switches to a kernel thread") > 0, "{lazy}");
+    assert!(count_before(lazy, "CPUs made to leave") > 0, "{lazy}");
 }
 
 #[test]

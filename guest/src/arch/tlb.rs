@@ -76,6 +76,15 @@ pub struct TlbStats {
     pub local_one: AtomicU64,
     /// Local full flushes (`nr_tlb_local_flush_all`).
     pub local_all: AtomicU64,
+    /// Switches to a kernel thread or the idle task that kept the user
+    /// root loaded (lazy TLB: no CR3 load).
+    pub lazy_kept: AtomicU64,
+    /// Switches back to a process whose root the CPU still held lazily:
+    /// the CR3 load (and TLB refill) saved.
+    pub lazy_resumed: AtomicU64,
+    /// CPUs made to leave a root they held lazily before its tables were
+    /// freed ([`leave_root`], Linux's lazy-TLB shootdown at exit).
+    pub lazy_left: AtomicU64,
 }
 
 /// The counters.
@@ -85,6 +94,9 @@ pub static STATS: TlbStats = TlbStats {
     received: [const { AtomicU64::new(0) }; MAX_CPUS],
     local_one: AtomicU64::new(0),
     local_all: AtomicU64::new(0),
+    lazy_kept: AtomicU64::new(0),
+    lazy_resumed: AtomicU64::new(0),
+    lazy_left: AtomicU64::new(0),
 };
 
 /// Records that this CPU's CR3 now holds `root` (called by every CR3
@@ -100,6 +112,7 @@ fn flush_local(root: u64, start: u64, end: u64) {
         let kroot = KERNEL_ROOT.load(Ordering::Relaxed);
         if root != KERNEL && LOADED_CR3[cpu_id()].load(Ordering::Relaxed) == root && kroot != 0 {
             STATS.local_all.fetch_add(1, Ordering::Relaxed);
+            STATS.lazy_left.fetch_add(1, Ordering::Relaxed);
             // SAFETY: only a kernel thread or an idle task keeps a root
             // whose address space has no user left (lazy TLB), and they
             // use the kernel half only, the same in the kernel root.

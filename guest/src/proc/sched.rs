@@ -651,6 +651,12 @@ pub fn report_cpus() {
         crate::kprint!(" cpu{}={}", Dec(c as u64), Dec(v.load(Relaxed)));
     }
     crate::kprintln!("");
+    crate::kprintln!(
+        "tlb: lazy TLB: {} switches to a kernel thread or idle kept a user root, {} returns to it without a CR3 load, {} CPUs made to leave a root before its tables were freed",
+        Dec(t.lazy_kept.load(Relaxed)),
+        Dec(t.lazy_resumed.load(Relaxed)),
+        Dec(t.lazy_left.load(Relaxed))
+    );
 }
 
 /// The scheduler.
@@ -743,6 +749,9 @@ pub fn schedule() {
         cr3: u64,
         kstack: u64,
         fs_base: u64,
+        /// The task switched from ran lazily (a kernel thread or idle).
+        prev_lazy: bool,
+        kroot: u64,
     }
     // A task switched out while holding a spinlock would leave it held
     // for whoever runs next (Linux's "scheduling while atomic").
@@ -790,11 +799,12 @@ pub fn schedule() {
                 (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0)
             }
         };
+        let prev_lazy = s.tasks.get(&prev).is_none_or(|t| t.kthread);
         let (prev_rsp, prev_fpu) = match s.tasks.get_mut(&prev) {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
             None => (&mut s.idle_rsp[me] as *mut u64, &mut *s.idle_fpu[me] as *mut FpuState),
         };
-        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base })
+        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base, prev_lazy, kroot })
     });
     let Some(sw) = sw else { return };
     // SAFETY: the pointers are into boxed task state (or the scheduler's
@@ -812,8 +822,13 @@ pub fn schedule() {
             gdt::set_kernel_stack(sw.kstack);
             syscall::set_kernel_stack(sw.kstack);
         }
-        if sw.cr3 != 0 && cpu::read_cr3() != sw.cr3 {
+        let loaded = cpu::read_cr3() & !0xfff;
+        if sw.cr3 != 0 && loaded != sw.cr3 {
             cpu::write_cr3(sw.cr3);
+        } else if sw.cr3 != 0 && sw.prev_lazy {
+            crate::arch::tlb::STATS.lazy_resumed.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        } else if sw.cr3 == 0 && loaded != sw.kroot {
+            crate::arch::tlb::STATS.lazy_kept.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
         set_fs_base(sw.fs_base);
         context_switch(sw.prev_rsp, sw.next_rsp);
