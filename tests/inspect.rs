@@ -721,9 +721,36 @@ fn physmap_colours_frames_by_owner() {
 /// views as checkpoint 'pause'; the guest then runs on until --timeout.
 #[test]
 fn sigusr1_pauses_a_running_guest_for_the_views() {
+    let seen = sigusr1_pause(&[]);
+    assert!(seen.contains("--- checkpoint 'pause': cpu ---"), "{seen}");
+    assert!(seen.contains("--- checkpoint 'pause': exits ---"), "{seen}");
+    assert!(seen.contains("VM exits since checkpoint 'ready'"), "{seen}");
+    assert!(seen.contains("interrupted (signal)"), "the kick is counted: {seen}");
+    assert!(seen.contains("MemTotal:"), "{seen}");
+}
+
+/// With two vCPUs the pause stops the world: the views show both vCPUs
+/// parked, each with its own registers.
+#[test]
+fn sigusr1_pauses_every_vcpu_of_a_running_guest() {
+    let seen = sigusr1_pause(&["--cpus", "2"]);
+    assert!(seen.contains("--- checkpoint 'pause': cpu ---"), "{seen}");
+    for i in 0..2 {
+        assert!(
+            seen.lines().any(|l| l.starts_with(&format!("  vCPU {i}: ")) && l.contains(" RIP 0x")),
+            "vCPU {i}: {seen}"
+        );
+    }
+    assert!(seen.contains("MemTotal:"), "{seen}");
+}
+
+/// Runs a spinning guest (`hang`) with `extra` options, sends SIGUSR1
+/// until the pause's views have shown, kills it, and returns its stdout.
+fn sigusr1_pause(extra: &[&str]) -> String {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(vmm_path())
         .args(["run", "--timeout", "20", "--cmdline", "hang", "--inspect", "cpu,exits,meminfo"])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -759,11 +786,7 @@ fn sigusr1_pauses_a_running_guest_for_the_views() {
     // SAFETY: as above; the pause is served, so end the run now.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-    assert!(seen.contains("--- checkpoint 'pause': cpu ---"), "{seen}");
-    assert!(seen.contains("--- checkpoint 'pause': exits ---"), "{seen}");
-    assert!(seen.contains("VM exits since checkpoint 'ready'"), "{seen}");
-    assert!(seen.contains("interrupted (signal)"), "the kick is counted: {seen}");
-    assert!(seen.contains("MemTotal:"), "{seen}");
+    seen
 }
 
 #[path = "hostile/mod.rs"]

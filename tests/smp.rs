@@ -132,6 +132,27 @@ fn a_crash_on_an_application_processor_names_that_vcpu() {
     assert!(r.stdout.contains("triplefault=2: want a CPU number below 2"), "{}", r.all());
 }
 
+#[test]
+fn an_emulation_failure_on_an_application_processor_names_that_vcpu() {
+    let r = boot(&["--cpus", "2", "--cmdline", "sse=1"]);
+    if r.status == 0 {
+        // Hardware KVM: ring 0 runs natively and SSE just works there.
+        assert!(r.stdout.contains("xorps executed natively on CPU 1"), "{}", r.all());
+    } else {
+        // Emulated ring 0 (our CI hosts): CPU 1's emulation failure.
+        assert_eq!(r.status, 125, "{}", r.all());
+        assert!(r.stdout.contains("executing xorps in ring 0 on CPU 1"), "{}", r.all());
+        assert!(
+            r.stderr
+                .contains("vCPU 1: KVM internal error 1: instruction emulation failed (KVM_INTERNAL_ERROR_EMULATION)"),
+            "{}",
+            r.all()
+        );
+        assert!(r.stderr.contains("the instruction KVM could not emulate: xorps xmm0,xmm0"), "{}", r.all());
+        assert!(r.stderr.contains("<kernel::arch::sse_probe"), "{}", r.all());
+    }
+}
+
 /// `vmm run --gdb ... --gdb-wait` plus `args`, and real gdb's batch output
 /// for `cmds` (the VMM ends with the guest; both are bounded in time).
 fn gdb_session(args: &[&str], cmds: &[&str]) -> (String, Run) {

@@ -6,7 +6,8 @@
 //! `deadlock`    take the page allocator's lock twice (the spinlock's
 //!               self-deadlock check panics, naming the lock)
 //! `triplefault` triple-fault the CPU (exercises the VMM's crash report)
-//! `triplefault=CPU` the same on CPU number CPU (an AP's crash report)
+//! `triplefault=CPU` the same on CPU number CPU (an AP's crash report);
+//! `sse=CPU` likewise for the SSE probe
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
@@ -244,7 +245,8 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 kprintln!("cmdline: triple-faulting on purpose");
                 arch::triple_fault()
             }
-            ("triplefault", Some(v)) => triple_fault_on(v),
+            ("triplefault", Some(v)) => on_cpu("triplefault", v, 0),
+            ("sse", Some(v)) => on_cpu("sse", v, 1),
             ("sse", None) => {
                 kprintln!("cmdline: executing xorps in ring 0");
                 arch::sse_probe();
@@ -273,7 +275,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 49] = [
+const SWITCHES: [(&str, &str); 50] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -315,6 +317,7 @@ const SWITCHES: [(&str, &str); 49] = [
     ("panic", "a kernel panic"),
     ("triplefault", "triple-fault the CPU"),
     ("triplefault=CPU", "triple-fault CPU number CPU (a kernel thread pinned there; the VMM names that vCPU)"),
+    ("sse=CPU", "execute xorps in ring 0 on CPU number CPU"),
     ("sse", "one SSE instruction in ring 0"),
     ("hang", "spin forever (for --timeout)"),
     ("halt", "cli; hlt for good"),
@@ -532,37 +535,48 @@ fn vmalloc_overrun() {
     }
 }
 
-/// CPU the `triplefault=CPU` thread must crash on.
-static TRIPLE_FAULT_CPU: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// What [`on_cpu`]'s thread does, and where, and whether it came back.
+static ON_CPU: [core::sync::atomic::AtomicUsize; 3] = [const { core::sync::atomic::AtomicUsize::new(0) }; 3];
 
-/// `triplefault=CPU`: a kernel thread pinned to that CPU triple-faults
-/// it, so the VMM's crash report has to name an application processor.
-fn triple_fault_on(v: &str) {
+/// `triplefault=CPU` and `sse=CPU`: a kernel thread pinned to that CPU
+/// runs the probe there (`what` 0: triple fault, 1: SSE in ring 0), so
+/// the VMM's crash report has to name an application processor. This
+/// CPU gives way until the thread is done (a probe that returns).
+fn on_cpu(name: &str, v: &str, what: usize) {
+    use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     let n = crate::arch::smp::nr_cpus();
     let Some(cpu) = parse_u64(v).map(|c| c as usize).filter(|&c| c < n) else {
-        kprintln!("cmdline: triplefault={}: want a CPU number below {}", v, n);
+        kprintln!("cmdline: {}={}: want a CPU number below {}", name, v, n);
         return;
     };
-    TRIPLE_FAULT_CPU.store(cpu, core::sync::atomic::Ordering::Relaxed);
+    ON_CPU[0].store(what, Relaxed);
+    ON_CPU[1].store(cpu, Relaxed);
+    ON_CPU[2].store(0, Release);
     extern "C" fn entry() -> ! {
-        let cpu = TRIPLE_FAULT_CPU.load(core::sync::atomic::Ordering::Relaxed);
-        loop {
-            if crate::arch::percpu::cpu_id() == cpu {
-                kprintln!("cmdline: triple-faulting CPU {} on purpose", cpu);
-                arch::triple_fault()
-            }
+        let cpu = ON_CPU[1].load(Relaxed);
+        while crate::arch::percpu::cpu_id() != cpu {
             // Not there yet: the pinned mask moves it at its next yield.
             crate::proc::sched::set_affinity(0, 1 << cpu);
             crate::proc::sched::yield_now(false);
         }
+        if ON_CPU[0].load(Relaxed) == 0 {
+            kprintln!("cmdline: triple-faulting CPU {} on purpose", cpu);
+            arch::triple_fault()
+        }
+        kprintln!("cmdline: executing xorps in ring 0 on CPU {}", cpu);
+        arch::sse_probe();
+        kprintln!("cmdline: xorps executed natively on CPU {} (hardware-assisted ring 0)", cpu);
+        ON_CPU[2].store(1, Release);
+        loop {
+            crate::proc::sched::sleep_current();
+        }
     }
-    let Some(pid) = crate::proc::sched::kthread_run("triplefault", entry) else {
-        kprintln!("cmdline: triplefault={}: no memory for a kernel thread", v);
+    let Some(pid) = crate::proc::sched::kthread_run("probe", entry) else {
+        kprintln!("cmdline: {}={}: no memory for a kernel thread", name, v);
         return;
     };
     crate::proc::sched::set_affinity(pid, 1 << cpu);
-    // This CPU gives way until the machine is gone.
-    loop {
+    while ON_CPU[2].load(Acquire) == 0 {
         crate::proc::sched::yield_now(false);
     }
 }
