@@ -241,3 +241,37 @@ fn a_dropped_shootdown_is_named_with_the_cpu_that_kept_the_translation() {
         assert_ne!(freer, holder, "{l}");
     }
 }
+
+/// Issue 16's shootdown target, counted: a munmap sends one request per
+/// flush batch (512 pages, as a page of Linux's mmu_gather) to each other
+/// CPU running the mm, none to the CPU running another address space, for
+/// 1 to 1024 pages (the bench's program, fewer rounds).
+#[test]
+fn munmap_shoots_down_once_per_batch_each_cpu_in_the_mm_and_none_outside() {
+    const ROUNDS: u64 = 3;
+    let dir = Scratch::new("tlb-shootdown");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let src = include_str!("../vmm/benches/smp_shootdown.c");
+    let prog = compile("musl-gcc", src, &dir.0, "shootdown", &["-static", "-DROUNDS=3", "-lpthread"]);
+    std::fs::copy(&prog, root.join("init")).unwrap();
+    let r = boot(&["--cpus", "4", "--initrd", root.to_str().unwrap(), "--cmdline=-- 4"]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    let rows: Vec<(u64, Vec<u64>)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("shoot: pages="))
+        .map(|l| {
+            let pages = l.split_whitespace().next().unwrap().parse().unwrap();
+            let served = l.split(" served ").nth(1).unwrap().split_whitespace().map(|n| n.parse().unwrap()).collect();
+            (pages, served)
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 16, 128, 512, 1024], "{}", r.all());
+    for (pages, served) in &rows {
+        let batches = pages.div_ceil(512);
+        // CPU 0 unmaps; CPUs 1 and 2 run reader threads of the same mm;
+        // CPU 3 runs another process.
+        assert_eq!(served, &vec![0, ROUNDS * batches, ROUNDS * batches, 0], "{pages} pages: {}", r.all());
+    }
+}

@@ -2,7 +2,7 @@
 //! (built here with `musl-gcc -static`) pins its main thread to CPU 0,
 //! reader threads of the same address space to the next CPUs and, with
 //! 4 CPUs, a forked process (another address space) to the last one;
-//! then 20 rounds of mmap, touch, munmap for 1, 16, 128 and 512 pages,
+//! then 20 rounds of mmap, touch, munmap for 1, 16, 128, 512 and 1024 pages,
 //! counting the shootdown requests each CPU served from
 //! /proc/interrupts' `TLB` row. The target is one IPI per remote CPU in
 //! the mm's cpumask per flush batch (a batch holds 512 pages here, as a
@@ -23,7 +23,7 @@ use std::process::Command;
 
 const SOURCE: &str = include_str!("smp_shootdown.c");
 /// Pages per munmap the program uses, in its order.
-const SIZES: [u64; 4] = [1, 16, 128, 512];
+const SIZES: [u64; 5] = [1, 16, 128, 512, 1024];
 /// Pages one flush batch gathers in the guest (proc/mm.rs's MmuGather).
 const BATCH: u64 = 512;
 

@@ -3,7 +3,7 @@
  * (R = CPUs - 2 with 4 CPUs, else CPUs - 1) spins on a page of this
  * address space, so those CPUs hold its CR3; with 4 CPUs a forked
  * process (its own address space) spins on the last CPU, outside the
- * mm's cpumask. For N in 1, 16, 128, 512 pages: 20 rounds of mmap,
+ * mm's cpumask. For N in 1, 16, 128, 512, 1024 pages: 20 rounds of mmap,
  * touch, munmap; /proc/interrupts' TLB row before and after gives the
  * shootdown requests each CPU served. */
 #define _GNU_SOURCE
@@ -18,7 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef ROUNDS
 #define ROUNDS 20
+#endif
 static volatile int stop, ready;
 static volatile unsigned char *page;
 
@@ -84,7 +86,7 @@ int main(int argc, char **argv) {
         pthread_create(&t[i], 0, reader, (void *)(long)(i + 1));
     while (ready < readers)
         sched_yield();
-    static const int sizes[] = {1, 16, 128, 512};
+    static const int sizes[] = {1, 16, 128, 512, 1024};
     for (unsigned k = 0; k < sizeof sizes / sizeof *sizes; k++) {
         int n = sizes[k];
         long before[8], after[8];
