@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{vmm_path, vmm_with_input, Scratch};
+use common::{vmm_path, vmm_with_input, Scratch, TempFile};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -227,6 +227,26 @@ fn the_shell_runs_a_script_from_a_pipe() {
     ] {
         assert!(out.contains(want), "missing {want:?}: {}", run.all());
     }
+}
+
+/// Kernel threads are in /proc as on Linux: ps lists kswapd (started by
+/// swap) as `[kswapd0]` with no memory, its status has no Vm lines.
+#[test]
+fn ps_lists_kernel_threads_in_brackets_as_procps() {
+    let swap = TempFile::new("ps-swap", &vec![0u8; 4 << 20]);
+    let script = "ps\ncat /proc/1/status\ncat /proc/1/cmdline\ncat /proc/1/maps\nexit\n";
+    let run = vmm_with_input(&["run", "--timeout", "240", "--shell", "--swap", swap.path()], Some(script));
+    assert_eq!(run.status, 0, "{}", run.all());
+    let out = &run.stdout;
+    let ps = section(out, script, "ps");
+    let k = ps.lines().find(|l| l.ends_with(" [kswapd0]")).unwrap_or_else(|| panic!("{ps}"));
+    // PID PPID STAT VSZ RSS: no address space.
+    assert_eq!(nums(k, 0)[2..], [0, 0], "{k}");
+    assert!(ps.lines().any(|l| l.ends_with(" sh")), "{ps}");
+    let status = section(out, script, "cat /proc/1/status");
+    assert!(status.contains("Name:\tkswapd0\n") && !status.contains("VmSize"), "{status}");
+    // An empty cmdline and no mappings: each prompt follows the last.
+    assert!(out.contains("# cat /proc/1/cmdline\n# cat /proc/1/maps\n# exit\n"), "{out}");
 }
 
 /// A pseudo-terminal pair (master, slave).

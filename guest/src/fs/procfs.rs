@@ -211,6 +211,60 @@ fn kb_line(w: &mut String, name: &str, kb: u64) {
     w.push_str(" kB\n");
 }
 
+/// Whether `pid` is a kernel thread (kswapd, kcompactd, khugepaged):
+/// listed in /proc as on Linux, with no address space.
+fn is_kthread(pid: u64) -> bool {
+    sched::with_task(pid, |t| t.kthread).unwrap_or(false)
+}
+
+/// /proc/PID/`tail` of kernel thread `pid`, as Linux shows one: a name,
+/// a state and ids, no memory (status without Vm lines, zeros in stat and
+/// statm, empty maps and cmdline: what makes ps print `[kswapd0]`).
+fn kthread_file(pid: u64, tail: &str) -> Result<Arc<ProcFile>, i64> {
+    let Some((name, ppid, state, adj)) = sched::with_task(pid, |t| (t.name, t.parent, t.state, t.oom_score_adj)) else {
+        return Err(-ENOENT);
+    };
+    let state = match state {
+        sched::State::Runnable => "R (running)",
+        sched::State::Waiting => "S (sleeping)",
+        sched::State::Zombie(_) => "Z (zombie)",
+    };
+    let mut text = String::new();
+    match tail {
+        "status" => {
+            let _ = writeln!(text, "Name:\t{}\nState:\t{}", name, state);
+            let _ = writeln!(text, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(pid), Dec(pid), Dec(ppid));
+            text.push_str("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nThreads:\t1\n");
+        }
+        "stat" => {
+            let s = state.as_bytes()[0] as char;
+            let _ = writeln!(
+                text,
+                "{} ({}) {} {} 0 0 0 -1 2097216 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0",
+                Dec(pid),
+                name,
+                s,
+                Dec(ppid)
+            );
+        }
+        "statm" => text.push_str("0 0 0 0 0 0 0\n"),
+        "comm" => {
+            text.push_str(name);
+            text.push('\n');
+        }
+        "oom_score_adj" => {
+            if adj < 0 {
+                text.push('-');
+            }
+            let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
+            return Ok(Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes())));
+        }
+        "maps" | "smaps" | "numa_maps" | "cmdline" | "pagemap" => {}
+        _ => return Err(-ENOENT),
+    }
+    Ok(Arc::new(ProcFile::Text(text.into_bytes())))
+}
+
 /// The process `pid` names ("self": the caller): (pid, its mm).
 fn task_mm(pid: u64) -> Option<sched::MmRef> {
     // A thread group's: the leader's, or its threads' once it exited.
@@ -663,7 +717,7 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
         };
     }
     let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
-    if task_mm(pid).is_none() {
+    if task_mm(pid).is_none() && !is_kthread(pid) {
         return Err(-ENOENT);
     }
     if tail.is_empty() || tail == "task" {
@@ -798,6 +852,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                 return Ok(Arc::new(ProcFile::Sysctl(i, text.into_bytes())));
             }
             let (pid, tail) = split_pid(rest).ok_or(-ENOENT)?;
+            if is_kthread(pid) {
+                return kthread_file(pid, tail);
+            }
             let mm = task_mm(pid).ok_or(-ENOENT)?;
             match tail {
                 "maps" => text = mm.with(|m| maps_text(m, false)),

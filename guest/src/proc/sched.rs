@@ -137,7 +137,7 @@ pub struct Task {
     cpu: usize,
     /// A kernel thread (kthread_run): it never has user memory, and
     /// runs on whatever root the CPU has loaded (lazy TLB).
-    kthread: bool,
+    pub kthread: bool,
     /// The PGD CR3 gets when the task runs (the kernel root once exited).
     pgd: u64,
     /// Kernel stack pointer while parked.

@@ -345,18 +345,20 @@ struct Proc {
     swap: u64,
 }
 
-/// Every process whose /proc/PID/status can be read (kernel threads have
-/// no address space and no PID files here), by pid.
+/// Every process whose /proc/PID/status can be read, by pid; kernel
+/// threads (an empty cmdline) named in brackets as procps does.
 fn procs() -> Vec<Proc> {
     let mut v = Vec::new();
     for name in list_dir("/proc").unwrap_or_default() {
         let Ok(pid) = name.parse::<u64>() else { continue };
         let Ok(st) = read_file(&format!("/proc/{}/status", pid)) else { continue };
         let st = String::from_utf8_lossy(&st);
+        let comm = field_str(&st, "Name").unwrap_or("?");
+        let kthread = read_file(&format!("/proc/{}/cmdline", pid)).is_ok_and(|c| c.is_empty());
         v.push(Proc {
             pid,
             ppid: field(&st, "PPid").unwrap_or(0),
-            name: String::from(field_str(&st, "Name").unwrap_or("?")),
+            name: if kthread { format!("[{}]", comm) } else { String::from(comm) },
             state: field_str(&st, "State").and_then(|s| s.chars().next()).unwrap_or('?'),
             vsz: field(&st, "VmSize").unwrap_or(0),
             rss: field(&st, "VmRSS").unwrap_or(0),
