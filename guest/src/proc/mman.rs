@@ -142,26 +142,42 @@ impl MmStruct {
             true
         });
         crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
-        let mut failed = false;
-        PAGES.with(|p| {
-            for &(va, e, level) in &moved {
-                // On failure (no memory for a table), what is left goes back
-                // where it was: its tables still exist.
-                let to = if failed { va } else { new + (va - old) };
+        // A leaf below `old` cannot be here (the huge ones sticking out
+        // were split above); were one here, it would stay put.
+        let dest = |va: u64| if va < old { va } else { new + (va - old) };
+        let placed = PAGES.with(|p| {
+            for (i, &(va, e, level)) in moved.iter().enumerate() {
                 let mut frames = PtFrames { p: &mut *p, count: &mut self.stat.pt_pages };
-                match user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(to), level, true) {
+                match user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(dest(va)), level, true) {
                     Ok((slot, _)) => {
                         let _ = slot.write(&mut phys, e);
                     }
-                    Err(_) if !failed => failed = true,
-                    Err(_) => {}
+                    Err(_) => return i,
+                }
+            }
+            moved.len()
+        });
+        if placed == moved.len() {
+            return Ok(());
+        }
+        // No memory for a table: everything goes back where it was, as
+        // Linux moves the moved part back. The old tables still exist, so
+        // this needs no memory.
+        for &(va, _, _) in &moved[..placed] {
+            if let Some((slot, _)) = user_pt(self.pgd).lookup(&phys, VirtAddr(dest(va))) {
+                let _ = slot.write(&mut phys, Pte::NONE);
+            }
+        }
+        crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
+        PAGES.with(|p| {
+            for &(va, e, level) in &moved {
+                let mut frames = PtFrames { p: &mut *p, count: &mut self.stat.pt_pages };
+                if let Ok((slot, _)) = user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(va), level, true) {
+                    let _ = slot.write(&mut phys, e);
                 }
             }
         });
-        if failed {
-            return Err(-ENOMEM);
-        }
-        Ok(())
+        Err(-ENOMEM)
     }
 
     /// Whether the PMD slot for `va` (2 MiB-aligned, in an unmapped range)
