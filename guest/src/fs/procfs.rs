@@ -100,7 +100,8 @@ pub const SYSCTL_VM: &[Sysctl] = &[
     },
     Sysctl { name: "page-cluster", read: || 3, write: None },
     // Linux's /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none
-    // and max_ptes_shared (there is no /sys here).
+    // and max_ptes_shared (sysfs.rs serves those too; these names stay
+    // for the programs that use them).
     Sysctl {
         name: "khugepaged_max_ptes_none",
         read: || crate::mm::huge_memory::max_ptes(crate::mm::huge_memory::MaxPtes::None),
