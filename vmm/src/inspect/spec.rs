@@ -498,6 +498,9 @@ mod tests {
         assert_eq!(parse_view("buddyinfo"), Ok(ViewSpec::Buddyinfo));
         assert_eq!(parse_view("extfrag"), Ok(ViewSpec::Extfrag));
         assert_eq!(parse_view("exits"), Ok(ViewSpec::Exits));
+        assert_eq!(parse_view("pagesums"), Ok(ViewSpec::Pagesums { pid: None }));
+        assert_eq!(parse_view("pagesums:3"), Ok(ViewSpec::Pagesums { pid: Some(3) }));
+        assert!(parse_view("pagesums:x").is_err_and(|e| e.contains("pagesums:x: 'x' is not a pid")));
         assert_eq!(parse_view("vmstat"), Ok(ViewSpec::Vmstat));
         assert!(parse_view("ps:1").is_err());
         for bad in ["wlk", "walk", "walk:12zz", "tlb@zz", "cpu:3", "walk:_start+q"] {
