@@ -33,7 +33,7 @@ fn fragtest_proof(cmdline: &str) -> String {
         "--inspect-at",
         "fragmented,compacted",
         "--inspect",
-        "extfrag",
+        "extfrag,pagesums",
         "--verify=all",
     ]);
     assert_eq!(r.status, 0, "{}", r.all());
@@ -80,6 +80,44 @@ fn fragtest_proof(cmdline: &str) -> String {
     assert!(!frag9.is_empty() && frag9.iter().all(|v| v == "1.000"), "{frag9:?}\n{}", r.all());
     let comp9 = order9("compacted");
     assert!(comp9.iter().any(|v| v.as_str() < "1.000"), "{comp9:?}\n{}", r.all());
+    // From the host (the pagesums view: a walk of the process's tables
+    // and a checksum of each page read from guest memory): every A page
+    // is resident at both checkpoints with the same contents, and
+    // compaction moved some of them to other frames.
+    let a_line = r.stdout.lines().find(|l| l.contains("A at 0x")).unwrap_or_else(|| panic!("{}", r.all()));
+    let rest = &a_line[a_line.find("A at 0x").unwrap() + 7..];
+    let a = u64::from_str_radix(rest.split(',').next().unwrap(), 16).unwrap();
+    let pages = num_after(a_line, ", ").unwrap() as u64;
+    assert_eq!(pages, touched as u64, "{a_line}");
+    let sums = |cp: &str| -> std::collections::BTreeMap<u64, (u64, u64)> {
+        let head = format!("--- checkpoint '{cp}': pagesums ---");
+        let start = r.stdout.find(&head).unwrap_or_else(|| panic!("{cp}: {}", r.all()));
+        let rest = &r.stdout[start + head.len()..];
+        let view = &rest[..rest.find("--- checkpoint").unwrap_or(rest.len())];
+        let hex = |w: &str| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok();
+        view.lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let (va, pfn, sum) = (hex(w.first()?)?, hex(w.get(1)?)?, hex(w.get(2)?)?);
+                (w.len() == 3 && (a..a + pages * 4096).contains(&va)).then_some((va, (pfn, sum)))
+            })
+            .collect()
+    };
+    let (sums_before, sums_after) = (sums("fragmented"), sums("compacted"));
+    assert_eq!(sums_before.len() as u64, pages, "A pages the host saw resident before compaction");
+    assert_eq!(sums_after.len() as u64, pages, "A pages the host saw resident after compaction");
+    let mut moved = 0;
+    for (va, (pfn, sum)) in &sums_before {
+        let (pfn2, sum2) = sums_after[va];
+        assert_eq!(sum2, *sum, "page {va:#x}: checksum {sum:#x} at pfn {pfn:#x} became {sum2:#x} at pfn {pfn2:#x}");
+        moved += (pfn2 != *pfn) as u64;
+    }
+    // Distinct contents: a checksum that saw zeros or one page everywhere
+    // would prove nothing.
+    let distinct: std::collections::BTreeSet<u64> = sums_before.values().map(|v| v.1).collect();
+    assert_eq!(distinct.len() as u64, pages, "A pages' checksums should all differ");
+    assert!(moved > 100, "only {moved} A pages changed frames");
+    assert!(moved as i64 <= migrated, "{moved} A pages changed frames, {migrated} migrated: {after}");
     // The host's checks at both checkpoints.
     assert!(!r.stdout.contains("VIOLATION"), "{}", r.all());
     for cp in ["fragmented", "compacted"] {

@@ -78,7 +78,7 @@ fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     let r = run_views(
         "always",
         "64",
-        "touched,split,forked,collapsed,zero,partial",
+        "touched,split,mprotected,forked,collapsed,zero,partial,mremapped",
         &format!("tlb,physmap:{}", dir.0.display()),
     );
     let out = r.all();
@@ -112,6 +112,31 @@ fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     assert!(!in_second.iter().any(|l| l.0 == second + 5 * 4096), "the unmapped page is still mapped");
     assert_eq!(split.iter().filter(|l| l.1).count(), 31);
     assert!(out.contains("thptest: split: AnonHugePages 63488 kB (was 65536), 0 bad pages"), "{out}");
+    // mprotect of one 4 KiB page in the fourth huge page: that huge page
+    // alone became 512 4 KiB leaves, the one page read-only (QEMU's
+    // letters end with W or -), 30 PMD leaves left.
+    let mp = out.lines().find(|l| l.starts_with("thptest: mprotect:")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(mp, "thptest: mprotect: status 0, AnonHugePages 61440 kB (was 63488), 0 bad pages");
+    let ro = out.lines().find_map(|l| l.strip_prefix("thptest: read-only page at 0x")).unwrap();
+    let ro = u64::from_str_radix(ro.trim(), 16).unwrap();
+    let fourth = base + 3 * (2 << 20);
+    assert_eq!(ro, fourth + 9 * 4096);
+    let mprot_tlb = section(&r.stdout, "mprotected", "tlb");
+    let mprot = user_leaves(mprot_tlb);
+    let in_fourth: Vec<&(u64, bool)> = mprot.iter().filter(|l| (fourth..fourth + (2 << 20)).contains(&l.0)).collect();
+    assert_eq!(in_fourth.len(), 512, "{in_fourth:x?}");
+    assert!(in_fourth.iter().all(|l| !l.1));
+    assert_eq!(mprot.iter().filter(|l| l.1).count(), 30);
+    let writable: Vec<u64> = mprot_tlb
+        .lines()
+        .filter_map(|l| {
+            let (va, rest) = l.split_once(": ")?;
+            let va = u64::from_str_radix(va.trim(), 16).ok()?;
+            let flags = rest.split_whitespace().nth(1)?;
+            ((fourth..fourth + (2 << 20)).contains(&va) && !flags.ends_with('W')).then_some(va)
+        })
+        .collect();
+    assert_eq!(writable, vec![ro], "the read-only 4 KiB leaves of the split huge page");
     // Fork + write: the child saw its write, the parent kept its data.
     assert!(out.contains("thptest: fork: child status 0, parent data intact"), "{out}");
     // khugepaged: 512 faults to fill the range, then one collapse, and the
@@ -130,13 +155,14 @@ fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     // The huge zero page: mapped read-only by a read (the host sees a
     // read-only PMD leaf), then a write's own huge page.
     let zl = out.lines().find(|l| l.starts_with("thptest: zero page at 0x")).unwrap_or_else(|| panic!("{out}"));
-    assert!(zl.ends_with("reads zero, AnonHugePages 65536 -> 65536 kB"), "{zl}");
+    // (63488 kB: the munmap and mprotect splits took two huge pages.)
+    assert!(zl.ends_with("reads zero, AnonHugePages 63488 -> 63488 kB"), "{zl}");
     let z = u64::from_str_radix(zl["thptest: zero page at 0x".len()..].split(':').next().unwrap(), 16).unwrap();
     let zero_tlb = section(&r.stdout, "zero", "tlb");
     let zline = zero_tlb.lines().find(|l| l.starts_with(&format!("{z:016x}:"))).unwrap_or_else(|| panic!("{zero_tlb}"));
     let zflags = zline.split_whitespace().nth(2).unwrap();
     assert!(zflags.as_bytes()[2] == b'P' && zflags.ends_with('-'), "huge zero page leaf not large read-only: {zline}");
-    assert!(out.contains("thptest: zero page written: AnonHugePages 67584 kB, data ok"), "{out}");
+    assert!(out.contains("thptest: zero page written: AnonHugePages 65536 kB, data ok"), "{out}");
     // khugepaged's max_ptes_none: a range with 448 of 512 PTEs empty is
     // left alone at 0 and collapsed at Linux's default 511, its holes
     // zero-filled; the host sees the PMD leaf.
@@ -147,13 +173,47 @@ fn thp_always_maps_pmd_leaves_splits_copies_and_collapses() {
     let at = u64::from_str_radix(at.trim(), 16).unwrap();
     let leaves = user_leaves(section(&r.stdout, "partial", "tlb"));
     assert!(leaves.contains(&(at, true)), "no PMD leaf at {at:#x}");
-    // 32 for the touch, 1 for the write to the huge zero page.
-    assert_eq!(vm("thp_fault_alloc"), 33);
+    // mremap: to a 2 MiB-aligned destination the two PMD leaves (a huge
+    // page and the huge zero page) moved whole; to a misaligned one the
+    // two huge pages were split and moved as 1024 4 KiB leaves; nothing
+    // is left at the old addresses; the data followed.
+    let mr = out.lines().find(|l| l.starts_with("thptest: mremap: ")).unwrap_or_else(|| panic!("{out}"));
+    // "aligned 0xM -> 0xD (status ..." and "misaligned 0xM2 -> 0xD2 (...".
+    let pair = |s: &str| -> (u64, u64) {
+        let words: Vec<&str> = s[s.find("0x").unwrap()..].split_whitespace().collect();
+        let hex = |w: &str| u64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap();
+        (hex(words[0]), hex(words[2]))
+    };
+    let (first, second) = mr.split_once("; misaligned ").unwrap_or_else(|| panic!("{mr}"));
+    let ((m, d), (m2, d2)) = (pair(first), pair(second));
+    assert!(mr.ends_with("kB; zero page read, 0 bad pages"), "{mr}");
+    assert_eq!(d % (2 << 20), 0);
+    assert_ne!(d2 % (2 << 20), 0);
+    let moved = user_leaves(section(&r.stdout, "mremapped", "tlb"));
+    let within = |lo: u64, len: u64| -> Vec<(u64, bool)> {
+        moved.iter().copied().filter(|l| (lo..lo + len).contains(&l.0)).collect()
+    };
+    assert_eq!(within(d, 4 << 20), vec![(d, true), (d + (2 << 20), true)], "aligned destination");
+    let mis = within(d2, 4 << 20);
+    assert_eq!(mis.len(), 1024, "misaligned destination: {} leaves", mis.len());
+    assert!(mis.iter().all(|l| !l.1), "a PMD leaf at a misaligned destination");
+    assert_eq!(within(m, 4 << 20), vec![], "leaves left at the old aligned range");
+    assert_eq!(within(m2, 4 << 20), vec![], "leaves left at the old misaligned range");
+    // The moved huge zero page's leaf stays read-only.
+    let mtlb = section(&r.stdout, "mremapped", "tlb");
+    let zl = mtlb.lines().find(|l| l.starts_with(&format!("{:016x}:", d + (2 << 20)))).unwrap();
+    assert!(zl.split_whitespace().nth(2).unwrap().ends_with('-'), "{zl}");
+    assert!(out.contains("thptest: moved zero page written: AnonHugePages "), "{out}");
+    assert!(out.contains("kB, data ok"), "{out}");
+    // 32 for the touch, 1 for the write to the huge zero page, 3 for the
+    // mremapped ranges and 1 for the write to the moved huge zero page.
+    assert_eq!(vm("thp_fault_alloc"), 37);
     assert_eq!(vm("thp_zero_page_alloc"), 1);
     assert_eq!(vm("thp_collapse_alloc"), 2);
-    // The munmap split and the copy on write's split.
-    assert_eq!(vm("thp_split_pmd"), 2);
-    for cp in ["touched", "split", "forked", "collapsed", "zero", "partial"] {
+    // The munmap split, the mprotect split, the copy on write's split and
+    // the misaligned mremap's two.
+    assert_eq!(vm("thp_split_pmd"), 5);
+    for cp in ["touched", "split", "mprotected", "forked", "collapsed", "zero", "partial", "mremapped"] {
         verified(&r.stdout, cp);
     }
 }
@@ -317,5 +377,122 @@ fn smaps_counts_huge_pages_as_linux() {
         "child: thp Rss 4096 AnonHugePages 4096 Pss 2048 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 0 Shared_Hugetlb 2048 KernelPageSize 2048",
     ] {
         assert!(r.stdout.contains(want), "missing {want:?}:\n{out}");
+    }
+}
+
+/// /sys/kernel/mm/transparent_hugepage as Linux has it, from a static C
+/// program: `enabled` reads `always [madvise] never`, a write of a mode
+/// (with or without a newline) changes it and the faults that follow
+/// (AnonHugePages grows under `always`, not under `never`), a bad word is
+/// EINVAL; khugepaged's `max_ptes_none` reads 511 and takes 0..=511
+/// (512 and non-numbers EINVAL); `hpage_pmd_size` is 2097152 and
+/// read-only (EACCES for writing); the directories list their entries.
+const SYSFS: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#define THP "/sys/kernel/mm/transparent_hugepage/"
+#define MIB (1024L * 1024)
+static char buf[4096];
+static const char *get(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { snprintf(buf, sizeof buf, "open error %d\n", errno); return buf; }
+    long n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n < 0 ? 0 : n] = 0;
+    return buf;
+}
+static int put(const char *path, const char *v) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -errno;
+    long n = write(fd, v, strlen(v));
+    int r = n < 0 ? -errno : (int)n;
+    close(fd);
+    return r;
+}
+static long anon_huge_kb(void) {
+    const char *m = get("/proc/meminfo");
+    const char *p = strstr(m, "AnonHugePages:");
+    return p ? atol(p + 14) : -1;
+}
+/* Touches 2 MiB at a 2 MiB boundary of a fresh mapping. */
+static void touch2m(void) {
+    char *m = mmap(NULL, 4 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *a = (char *)(((unsigned long)m + 2 * MIB - 1) & ~(2 * MIB - 1));
+    for (long i = 0; i < 2 * MIB; i += 4096) a[i] = 1;
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    printf("enabled: %s", get(THP "enabled"));
+    long k0 = anon_huge_kb();
+    printf("write always: %d\n", put(THP "enabled", "always\n"));
+    printf("enabled: %s", get(THP "enabled"));
+    touch2m();
+    long k1 = anon_huge_kb();
+    printf("write never: %d\n", put(THP "enabled", "never"));
+    printf("enabled: %s", get(THP "enabled"));
+    touch2m();
+    long k2 = anon_huge_kb();
+    printf("AnonHugePages: %ld -> %ld (always) -> %ld (never) kB\n", k0, k1, k2);
+    printf("write sometimes: %d\n", put(THP "enabled", "sometimes"));
+    printf("write empty: %d\n", put(THP "enabled", "\n"));
+    printf("write madvise: %d\n", put(THP "enabled", "madvise"));
+    printf("enabled: %s", get(THP "enabled"));
+    printf("hpage_pmd_size: %s", get(THP "hpage_pmd_size"));
+    printf("write hpage_pmd_size: %d\n", put(THP "hpage_pmd_size", "4096"));
+    printf("max_ptes_none: %s", get(THP "khugepaged/max_ptes_none"));
+    printf("write 100: %d\n", put(THP "khugepaged/max_ptes_none", "100\n"));
+    printf("max_ptes_none: %s", get(THP "khugepaged/max_ptes_none"));
+    printf("write 512: %d\n", put(THP "khugepaged/max_ptes_none", "512"));
+    printf("write -1: %d\n", put(THP "khugepaged/max_ptes_none", "-1"));
+    printf("write 12x: %d\n", put(THP "khugepaged/max_ptes_none", "12x"));
+    printf("max_ptes_none: %s", get(THP "khugepaged/max_ptes_none"));
+    printf("max_ptes_shared: %s", get(THP "khugepaged/max_ptes_shared"));
+    printf("missing: %s", get(THP "defragment"));
+    const char *dirs[] = {"/sys", "/sys/kernel/mm", THP, THP "khugepaged"};
+    for (int d = 0; d < 4; d++) {
+        DIR *dir = opendir(dirs[d]);
+        printf("ls %s:", dirs[d]);
+        struct dirent *e;
+        while (dir && (e = readdir(dir)))
+            if (e->d_name[0] != '.') printf(" %s", e->d_name);
+        printf("\n");
+        if (dir) closedir(dir);
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn sysfs_sets_the_thp_mode_as_linux() {
+    let dir = common::Scratch::new("thp-sysfs");
+    let prog = common::compile("musl-gcc", SYSFS, &dir.0, "sysfs", &["-static"]);
+    let root = common::initrd_with_init(&dir.0, &prog);
+    let r = common::vmm(&["run", "--timeout", "600", "--mem", "64M", "--initrd", root.to_str().unwrap()]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let want = [
+        "enabled: always [madvise] never\n",
+        "write always: 7\nenabled: [always] madvise never\n",
+        "write never: 5\nenabled: always madvise [never]\n",
+        "AnonHugePages: 0 -> 2048 (always) -> 2048 (never) kB\n",
+        "write sometimes: -22\nwrite empty: -22\nwrite madvise: 7\nenabled: always [madvise] never\n",
+        "hpage_pmd_size: 2097152\nwrite hpage_pmd_size: -13\n",
+        "max_ptes_none: 511\nwrite 100: 4\nmax_ptes_none: 100\n",
+        "write 512: -22\nwrite -1: -22\nwrite 12x: -22\nmax_ptes_none: 100\n",
+        "max_ptes_shared: 256\n",
+        "missing: open error 2\n",
+        "ls /sys: fs kernel\n",
+        "ls /sys/kernel/mm: transparent_hugepage\n",
+        "ls /sys/kernel/mm/transparent_hugepage/: enabled hpage_pmd_size khugepaged\n",
+        "ls /sys/kernel/mm/transparent_hugepage/khugepaged: max_ptes_none max_ptes_shared\n",
+    ];
+    for w in want {
+        assert!(r.stdout.contains(w), "missing {w:?}:\n{out}");
     }
 }

@@ -71,9 +71,9 @@ pub fn is_cgroup(path: &str) -> bool {
 }
 
 /// What `path` names: a group directory, a group's file (index into
-/// FILES), or one of /sys, /sys/fs.
+/// FILES), or one of /sys, /sys/fs (with the directories they hold).
 enum Node {
-    Upper(&'static str),
+    Upper(&'static [&'static str]),
     Group(usize),
     File(usize, usize),
 }
@@ -88,8 +88,9 @@ fn rel(path: &str) -> Option<&str> {
 
 fn resolve(path: &str) -> Result<Node, i64> {
     match path {
-        "/sys" => return Ok(Node::Upper("fs")),
-        "/sys/fs" => return Ok(Node::Upper("cgroup")),
+        // /sys/kernel is sysfs.rs's.
+        "/sys" => return Ok(Node::Upper(&["fs", "kernel"])),
+        "/sys/fs" => return Ok(Node::Upper(&["cgroup"])),
         _ => {}
     }
     let r = rel(path).ok_or(-ENOENT)?;
@@ -113,7 +114,9 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
 /// file's text, made now.
 pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
     match resolve(path)? {
-        Node::Upper(child) => Ok(Arc::new(ProcFile::Dir(alloc::vec![(String::from(child), DIR)]))),
+        Node::Upper(children) => {
+            Ok(Arc::new(ProcFile::Dir(children.iter().map(|c| (String::from(*c), DIR)).collect())))
+        }
         Node::Group(g) => {
             let mut e: Vec<(String, u32)> =
                 FILES.iter().filter(|f| g != 0 || f.on_root).map(|f| (String::from(f.name), f.mode)).collect();

@@ -14,6 +14,7 @@ pub mod file;
 pub mod pagecache;
 pub mod pipe;
 pub mod procfs;
+pub mod sysfs;
 pub mod tmpfs;
 
 use crate::kprintln;

@@ -42,12 +42,14 @@ pub enum ProcFile {
     /// A cgroup control file (cgroupfs.rs): group index, file index and
     /// its text at open (writable ones: `cgroupfs::write`).
     Cgroup(usize, usize, Vec<u8>),
+    /// A /sys/kernel/mm/transparent_hugepage file (sysfs.rs): its index
+    /// and its text at open (writable ones: `sysfs::write`).
+    Sysfs(usize, Vec<u8>),
 }
 
 /// A /proc/sys/vm setting: its name, how to read it, how to write it
-/// (None: read-only here). Transparent huge pages' mode, which Linux
-/// keeps in /sys/kernel/mm/transparent_hugepage/enabled, has no file yet
-/// (there is no /sys): `SYS_THP` and the `transparent_hugepage=` switch set it.
+/// (None: read-only here). Transparent huge pages' mode is where Linux
+/// keeps it, /sys/kernel/mm/transparent_hugepage/enabled (sysfs.rs).
 pub struct Sysctl {
     /// The file name under /proc/sys/vm.
     pub name: &'static str,
@@ -98,7 +100,8 @@ pub const SYSCTL_VM: &[Sysctl] = &[
     },
     Sysctl { name: "page-cluster", read: || 3, write: None },
     // Linux's /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none
-    // and max_ptes_shared (there is no /sys here).
+    // and max_ptes_shared (sysfs.rs serves those too; these names stay
+    // for the programs that use them).
     Sysctl {
         name: "khugepaged_max_ptes_none",
         read: || crate::mm::huge_memory::max_ptes(crate::mm::huge_memory::MaxPtes::None),
@@ -693,14 +696,18 @@ fn split_pid(rest: &str) -> Option<(u64, &str)> {
 
 /// Whether `path` (normalised) lies under /proc.
 pub fn is_proc(path: &str) -> bool {
-    // The cgroup file system is served the same way (cgroupfs.rs).
-    path == "/proc" || path.starts_with("/proc/") || super::cgroupfs::is_cgroup(path)
+    // The cgroup file system and /sys/kernel are served the same way
+    // (cgroupfs.rs, sysfs.rs).
+    path == "/proc" || path.starts_with("/proc/") || super::cgroupfs::is_cgroup(path) || super::sysfs::is_sysfs(path)
 }
 
 /// `st_mode` of /proc path `path`, or -ENOENT.
 pub fn mode_of(path: &str) -> Result<u32, i64> {
     if super::cgroupfs::is_cgroup(path) {
         return super::cgroupfs::mode_of(path);
+    }
+    if super::sysfs::is_sysfs(path) {
+        return super::sysfs::mode_of(path);
     }
     let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');
     if rest.is_empty() || rest == "sys" || rest == "sys/vm" {
@@ -749,6 +756,9 @@ pub fn readlink(path: &str) -> Result<Vec<u8>, i64> {
 pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
     if super::cgroupfs::is_cgroup(path) {
         return super::cgroupfs::open(path, write);
+    }
+    if super::sysfs::is_sysfs(path) {
+        return super::sysfs::open(path, write);
     }
     let mode = mode_of(path)?;
     let rest = path.strip_prefix("/proc").unwrap_or("").trim_start_matches('/');

@@ -1,7 +1,7 @@
 //! Transparent huge pages for anonymous memory (Linux's mm/huge_memory.c
 //! and mm/khugepaged.c), the parts that need no process: the mode
-//! (`transparent_hugepage=always|madvise|never` at boot, `SYS_THP` at run
-//! time: one setting, which a /proc/sys or /sys file can expose later),
+//! (`transparent_hugepage=always|madvise|never` at boot; at run time
+//! /sys/kernel/mm/transparent_hugepage/enabled, fs/sysfs.rs, or `SYS_THP`),
 //! the eligibility of a VMA, the huge zero page, huge page allocation and
 //! the counters (AnonHugePages, `thp_*` in vmstat). The page-table work on
 //! a process's address space is in proc/thp.rs.
@@ -81,8 +81,8 @@ pub fn mode() -> ThpMode {
 
 /// khugepaged's limits (Linux's
 /// /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none and
-/// max_ptes_shared; here /proc/sys/vm/khugepaged_max_ptes_* and `SYS_THP`
-/// op 4/5, there being no /sys), Linux's defaults. Linux's max_ptes_swap
+/// max_ptes_shared, fs/sysfs.rs; also /proc/sys/vm/khugepaged_max_ptes_*
+/// and `SYS_THP` op 4/5), Linux's defaults. Linux's max_ptes_swap
 /// (swap in up to 64 PTEs before collapsing) is not modelled: a range
 /// with a swapped-out PTE is not collapsed.
 static MAX_PTES: [AtomicU64; 2] = [AtomicU64::new(HPAGE_PMD_NR - 1), AtomicU64::new(HPAGE_PMD_NR / 2)];

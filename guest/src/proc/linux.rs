@@ -424,7 +424,8 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
             procfs::ProcFile::Text(t)
             | procfs::ProcFile::Sysctl(_, t)
             | procfs::ProcFile::OomScoreAdj(_, t)
-            | procfs::ProcFile::Cgroup(_, _, t) => t.len() as i64,
+            | procfs::ProcFile::Cgroup(_, _, t)
+            | procfs::ProcFile::Sysfs(_, t) => t.len() as i64,
             procfs::ProcFile::Dir(e) => e.len() as i64,
             // Offsets are addresses / 4096 * 8: any may be sought.
             procfs::ProcFile::Pagemap(_) => 0,
@@ -526,6 +527,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
                 procfs::ProcFile::Sysctl(i, _) => procfs::sysctl_write(*i, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::OomScoreAdj(pid, _) => procfs::oom_score_adj_write(*pid, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::Cgroup(g, i, _) => fs::cgroupfs::write(*g, *i, &chunk[..n]).map(|_| n),
+                procfs::ProcFile::Sysfs(i, _) => fs::sysfs::write(*i, &chunk[..n]).map(|_| n),
                 _ => Err(-EINVAL),
             },
         };
@@ -595,7 +597,8 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             procfs::ProcFile::Text(t)
             | procfs::ProcFile::Sysctl(_, t)
             | procfs::ProcFile::OomScoreAdj(_, t)
-            | procfs::ProcFile::Cgroup(_, _, t) => {
+            | procfs::ProcFile::Cgroup(_, _, t)
+            | procfs::ProcFile::Sysfs(_, t) => {
                 let start = (pos as usize).min(t.len());
                 t[start..(start + n).min(t.len())].to_vec()
             }
@@ -856,9 +859,10 @@ fn stat_of(kind: FileKind) -> [u8; 144] {
         FileKind::Proc(pf) => {
             let (mode, size) = match &*pf {
                 procfs::ProcFile::Dir(_) => (S_IFDIR | 0o555, 0),
-                procfs::ProcFile::Sysctl(..) | procfs::ProcFile::OomScoreAdj(..) | procfs::ProcFile::Cgroup(..) => {
-                    (fs::S_IFREG | 0o644, 0)
-                }
+                procfs::ProcFile::Sysctl(..)
+                | procfs::ProcFile::OomScoreAdj(..)
+                | procfs::ProcFile::Cgroup(..)
+                | procfs::ProcFile::Sysfs(..) => (fs::S_IFREG | 0o644, 0),
                 // /proc files report size 0, as Linux's do.
                 _ => (fs::S_IFREG | 0o444, 0),
             };

@@ -19,12 +19,13 @@ use super::abi::{EFAULT, EINVAL, ENOMEM, MAP_ANONYMOUS, MAP_HUGETLB, MAP_NORESER
 use super::fault::{user_pt, PtFrames};
 use super::mm::{Errno, MmStruct, TASK_SIZE};
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
+use crate::mm::huge_memory::HPAGE_PMD_SIZE;
 use crate::mm::overcommit::{vm_enough_memory, vm_unacct_memory, OVERCOMMIT_NEVER};
 use crate::mm::phys::direct_map;
 use crate::mm::swap::SWAP;
 use crate::mm::PAGES;
 use alloc::vec::Vec;
-use mm_core::addr::{VirtAddr, PAGE_SIZE};
+use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use mm_core::paging::{LeafKinds, Level, Pte};
 use mm_core::vma::{VmFlags, Vma};
 
@@ -106,35 +107,111 @@ impl MmStruct {
     /// Moves the page-table entries of `[old, old + len)` to `new`
     /// (Linux's `move_page_tables`): present pages and swap entries alike,
     /// without touching the pages. The destination has no entries.
+    ///
+    /// A transparent huge page's PMD leaf (the huge zero page's too) moves
+    /// whole when it lies wholly inside the range and its destination is
+    /// 2 MiB-aligned with an empty PMD there (Linux's `move_huge_pmd`);
+    /// otherwise it is split first (`split_huge_pmd`) and its 512 PTEs
+    /// move one by one, as Linux does when the extent is not a whole PMD.
     fn move_page_tables(&mut self, old: u64, new: u64, len: u64) -> Result<(), Errno> {
-        let mut moved: Vec<(u64, Pte)> = Vec::new();
+        let end = old + len;
         let mut phys = direct_map();
-        let _ = user_pt(self.pgd).for_each_leaf(&mut phys, old..old + len, LeafKinds::NonNone, |phys, l| {
-            moved.push((l.va.0, l.entry));
+        // The huge leaves the range meets, and which of them move whole.
+        let mut huge: Vec<u64> = Vec::new();
+        let _ = user_pt(self.pgd).for_each_leaf(&mut phys, old..end, LeafKinds::Present, |_, l| {
+            if l.slot.level() == Level::Pmd {
+                huge.push(l.va.0);
+            }
+            true
+        });
+        for &h in &huge {
+            let inside = h >= old && h + HPAGE_PMD_SIZE <= end;
+            let to = new.wrapping_add(h.wrapping_sub(old));
+            if !(inside && to.is_multiple_of(HPAGE_PMD_SIZE) && self.empty_pmd_at(to)?) {
+                let Some((slot, _)) = user_pt(self.pgd).lookup(&phys, VirtAddr(h)) else { continue };
+                if slot.level() == Level::Pmd && !super::thp::split_huge_pmd(self, slot, h) {
+                    return Err(-ENOMEM);
+                }
+            }
+        }
+        // Every leaf left in the range now lies wholly inside it.
+        let mut moved: Vec<(u64, Pte, Level)> = Vec::new();
+        let _ = user_pt(self.pgd).for_each_leaf(&mut phys, old..end, LeafKinds::NonNone, |phys, l| {
+            moved.push((l.va.0, l.entry, l.slot.level()));
             let _ = l.slot.write(phys, Pte::NONE);
             true
         });
         crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
-        let mut failed = false;
-        PAGES.with(|p| {
-            for &(va, e) in &moved {
-                // On failure (no memory for a table), what is left goes back
-                // where it was: its tables still exist.
-                let to = if failed { va } else { new + (va - old) };
+        // A leaf below `old` cannot be here (the huge ones sticking out
+        // were split above); were one here, it would stay put.
+        let dest = |va: u64| if va < old { va } else { new + (va - old) };
+        let placed = PAGES.with(|p| {
+            for (i, &(va, e, level)) in moved.iter().enumerate() {
                 let mut frames = PtFrames { p: &mut *p, count: &mut self.stat.pt_pages };
-                match user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(to), Level::Pte, true) {
+                match user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(dest(va)), level, true) {
                     Ok((slot, _)) => {
                         let _ = slot.write(&mut phys, e);
                     }
-                    Err(_) if !failed => failed = true,
-                    Err(_) => {}
+                    Err(_) => return i,
+                }
+            }
+            moved.len()
+        });
+        if placed == moved.len() {
+            return Ok(());
+        }
+        // No memory for a table: everything goes back where it was, as
+        // Linux moves the moved part back. The old tables still exist, so
+        // this needs no memory.
+        for &(va, _, _) in &moved[..placed] {
+            if let Some((slot, _)) = user_pt(self.pgd).lookup(&phys, VirtAddr(dest(va))) {
+                let _ = slot.write(&mut phys, Pte::NONE);
+            }
+        }
+        crate::arch::tlb::flush_range(self.pgd, 0, crate::arch::tlb::ALL);
+        PAGES.with(|p| {
+            for &(va, e, level) in &moved {
+                let mut frames = PtFrames { p: &mut *p, count: &mut self.stat.pt_pages };
+                if let Ok((slot, _)) = user_pt(self.pgd).alloc_slot(&mut phys, &mut frames, VirtAddr(va), level, true) {
+                    let _ = slot.write(&mut phys, e);
                 }
             }
         });
-        if failed {
-            return Err(-ENOMEM);
+        Err(-ENOMEM)
+    }
+
+    /// Whether the PMD slot for `va` (2 MiB-aligned, in an unmapped range)
+    /// can take a huge leaf: empty, the tables above it made if missing.
+    /// A page table left there by earlier mappings (munmap keeps them)
+    /// must be empty, as the range is unmapped: it is freed, as Linux's
+    /// `free_pgtables` would have. -ENOMEM if a table above was missing
+    /// and no page was free.
+    fn empty_pmd_at(&mut self, va: u64) -> Result<bool, Errno> {
+        let mut phys = direct_map();
+        let pt = user_pt(self.pgd);
+        let (slot, e) = PAGES
+            .with(|p| {
+                let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
+                pt.alloc_slot(&mut phys, &mut frames, VirtAddr(va), Level::Pmd, true)
+            })
+            .map_err(|_| -ENOMEM)?;
+        if e.0 == 0 {
+            return Ok(true);
         }
-        Ok(())
+        if !e.is_present() || e.is_leaf_at(Level::Pmd) {
+            return Ok(false);
+        }
+        let table = PhysAddr(e.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX);
+        if mm_core::mem::PhysMem::find_nonzero_u64(&phys, table, 512).map_or(true, |f| f.is_some()) {
+            return Ok(false);
+        }
+        let _ = slot.write(&mut phys, Pte::NONE);
+        crate::arch::tlb::flush_range(self.pgd, va, va + HPAGE_PMD_SIZE);
+        PAGES.with(|p| {
+            let mut frames = PtFrames { p, count: &mut self.stat.pt_pages };
+            mm_core::paging::FrameAllocator::deallocate_frame(&mut frames, table);
+        });
+        Ok(true)
     }
 
     /// Linux's `move_vma`: `[old, old + old_len)` of `vma` becomes
@@ -185,6 +262,9 @@ impl MmStruct {
         }
         // The whole old range must lie in one VMA (Linux's vma_to_resize).
         let vma = *self.vmas.find(old).ok_or(-EFAULT)?;
+        if vma.flags.contains(VmFlags::HUGETLB) {
+            return self.mremap_hugetlb(old, old_len, new_len, flags);
+        }
         if old + old_len > vma.end {
             return Err(-EFAULT);
         }
@@ -251,6 +331,25 @@ impl MmStruct {
         let new = self.unmapped_area(new_len).ok_or(-ENOMEM)?;
         charge(grow)?;
         self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
+    }
+
+    /// mremap of a hugetlb mapping, as Linux before 5.16 (`vma_to_resize`
+    /// refused `is_vm_hugetlb_page` with -EINVAL): a shrink is a munmap of
+    /// the tail (whole huge pages, else -EINVAL, as munmap), the same
+    /// length without MREMAP_FIXED is a no-op, and every move or growth
+    /// is -EINVAL. Linux 5.16 on also moves (and shrinks) a hugetlb
+    /// mapping when both addresses are 2 MiB-aligned, still refusing
+    /// growth (`align_hugetlb`: its reservation map cannot be split):
+    /// moving a pool page's PMD and its reservation is not modelled.
+    fn mremap_hugetlb(&mut self, old: u64, old_len: u64, new_len: u64, flags: u64) -> Result<u64, Errno> {
+        const MREMAP_FIXED: u64 = 2;
+        if flags & MREMAP_FIXED != 0 || new_len > old_len {
+            return Err(-EINVAL);
+        }
+        if new_len < old_len {
+            self.munmap(old + new_len, old_len - new_len)?;
+        }
+        Ok(old)
     }
 
     /// The checks DONTNEED, COLD and PAGEOUT share (Linux's

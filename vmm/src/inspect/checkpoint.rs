@@ -419,6 +419,11 @@ impl Inspector {
                 let t = r.render();
                 out_of(&r, t)
             }
+            ViewSpec::Pagesums { pid } => {
+                let r = super::pagesums::pagesums(gs, *pid)?;
+                let t = r.render();
+                out_of(&r, t)
+            }
             _ => Err("not a guest-state view".into()),
         }
     }
@@ -490,6 +495,7 @@ impl Inspector {
                 | ViewSpec::Swaps
                 | ViewSpec::Free
                 | ViewSpec::Vmas { .. }
+                | ViewSpec::Pagesums { .. }
                 | ViewSpec::Exits
         ) {
             return self.guest_view(spec, gs);

@@ -24,6 +24,7 @@ pub mod invariants;
 pub mod memcgcheck;
 pub mod mmviews;
 pub mod numa;
+pub mod pagesums;
 pub mod pause;
 pub mod physmap;
 pub mod spec;

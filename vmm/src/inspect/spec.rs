@@ -100,6 +100,12 @@ pub enum ViewSpec {
         /// Only this process.
         pid: Option<u32>,
     },
+    /// `pagesums[:PID]`: every resident user page of every process (or
+    /// one's) with its frame and the checksum of its contents.
+    Pagesums {
+        /// Only this process.
+        pid: Option<u32>,
+    },
 }
 
 impl ViewSpec {
@@ -124,13 +130,14 @@ impl ViewSpec {
             ViewSpec::Swaps => "swaps",
             ViewSpec::Free => "free",
             ViewSpec::Vmas { .. } => "vmas",
+            ViewSpec::Pagesums { .. } => "pagesums",
             ViewSpec::Numa => "numa",
         }
     }
 }
 
 /// The views `--inspect` accepts, for error messages and `--help`.
-pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmas[:PID], vmstat, exits, swaps, free, numa; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
+pub const VIEW_HELP: &str = "cpu, walk:ADDR[@CR3], tlb[@CR3], mem[@CR3], stage2:ADDR[@CR3], dirty, physmap[:DIR], buddyinfo, extfrag, pagetypeinfo, slabinfo, meminfo, ps, vmas[:PID], pagesums[:PID], vmstat, exits, swaps, free, numa; ADDR is a number (0x... for hex), rip, rsp or a kernel symbol (with an optional +OFFSET)";
 
 fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim().replace('_', "");
@@ -208,14 +215,14 @@ pub fn parse_view(s: &str) -> Result<ViewSpec, String> {
         "swaps" => no_arg(ViewSpec::Swaps),
         "free" => no_arg(ViewSpec::Free),
         "numa" => no_arg(ViewSpec::Numa),
-        "vmas" => {
+        "vmas" | "pagesums" => {
             let pid = match arg.map(str::trim).filter(|a| !a.is_empty()) {
                 None => None,
                 Some(a) => Some(a.parse::<u32>().map_err(|_| {
-                    format!("vmas:{a}: '{a}' is not a pid (give vmas for every process, vmas:PID for one; ps lists the pids)")
+                    format!("{name}:{a}: '{a}' is not a pid (give {name} for every process, {name}:PID for one; ps lists the pids)")
                 })?),
             };
-            Ok(ViewSpec::Vmas { pid })
+            Ok(if name == "vmas" { ViewSpec::Vmas { pid } } else { ViewSpec::Pagesums { pid } })
         }
         "tlb" => no_arg(ViewSpec::Tlb { cr3: parse_cr3(name_cr3.as_deref())? }),
         "mem" => no_arg(ViewSpec::Mem { cr3: parse_cr3(name_cr3.as_deref())? }),
@@ -491,6 +498,9 @@ mod tests {
         assert_eq!(parse_view("buddyinfo"), Ok(ViewSpec::Buddyinfo));
         assert_eq!(parse_view("extfrag"), Ok(ViewSpec::Extfrag));
         assert_eq!(parse_view("exits"), Ok(ViewSpec::Exits));
+        assert_eq!(parse_view("pagesums"), Ok(ViewSpec::Pagesums { pid: None }));
+        assert_eq!(parse_view("pagesums:3"), Ok(ViewSpec::Pagesums { pid: Some(3) }));
+        assert!(parse_view("pagesums:x").is_err_and(|e| e.contains("pagesums:x: 'x' is not a pid")));
         assert_eq!(parse_view("vmstat"), Ok(ViewSpec::Vmstat));
         assert!(parse_view("ps:1").is_err());
         for bad in ["wlk", "walk", "walk:12zz", "tlb@zz", "cpu:3", "walk:_start+q"] {

@@ -109,6 +109,8 @@ fn main(arg: u64) -> i32 {
         if ok_before == 1 { "succeeds" } else { "fails" },
         u_before
     );
+    // A's pages, for the host's page checksums (`--inspect pagesums`).
+    println!("fragtest[{}]: A at {:#x}, {} pages", pid, a, n);
     checkpoint("fragmented");
     // Bit 32 of the argument: let an order-9 allocation's slow path
     // compact (direct compaction) instead of asking for compact_memory.

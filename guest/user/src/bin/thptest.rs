@@ -20,16 +20,26 @@
 //!   `max_ptes_none` 0 (`SYS_THP` op 5) leaves it, with the default 511
 //!   collapses it, the 448 holes reading zero (checkpoint `partial`).
 //!
+//! - mprotects one 4 KiB page of the fourth huge page read-only: exactly
+//!   that huge page is split (checkpoint `mprotected`, after `split`);
+//! - mremaps (MREMAP_MAYMOVE | MREMAP_FIXED) a 4 MiB THP-backed range to a
+//!   2 MiB-aligned destination (the PMD leaves move whole, the huge zero
+//!   page's too) and another to a misaligned one (split, 4 KiB PTEs
+//!   moved), data intact (checkpoint `mremapped`).
+//!
 //! Prints `thptest: faults N for M MiB, AnonHugePages K kB` and the
 //! figures of each step. Exit status: 0 all held; 2 mmap failed; 3 data
 //! wrong after the touch; 4 the split went wrong; 5 fork/COW went wrong;
 //! 6 the collapse went wrong; 7 the huge zero page went wrong; 8 the
-//! partial collapse went wrong.
+//! partial collapse went wrong; 9 the mprotect split went wrong; 10 the
+//! mremap went wrong.
 #![no_std]
 #![no_main]
 
 use ulib::abi::*;
-use ulib::{checkpoint, exit, fork, getpid, mmap, mmstat, munmap, println, sched_yield, syscall3, wait, PAGE};
+use ulib::{
+    checkpoint, exit, fork, getpid, mmap, mmstat, mprotect, munmap, println, sched_yield, syscall3, wait, PAGE,
+};
 
 ulib::entry!(main);
 
@@ -121,6 +131,23 @@ fn main(arg: u64) -> i32 {
     checkpoint("split");
     if bad != 0 || after_split != huge_kb - 2048 {
         return 4;
+    }
+
+    // mprotect of one 4 KiB page inside the fourth huge page: exactly
+    // that huge page is split (Linux's `vma_adjust_trans_huge`), the page
+    // becomes read-only, every page keeps its data.
+    let ro = a + 3 * HPAGE + 9 * PAGE;
+    let r = mprotect(ro, PAGE, PROT_READ);
+    let after_mprotect = thp(3, 0);
+    let bad = bad_pages(a, len, Some(hole));
+    println!(
+        "thptest: mprotect: status {}, AnonHugePages {} kB (was {}), {} bad pages",
+        r, after_mprotect, after_split, bad
+    );
+    println!("thptest: read-only page at {:#x}", ro);
+    checkpoint("mprotected");
+    if r != 0 || bad != 0 || after_mprotect != after_split - 2048 {
+        return 9;
     }
 
     // Fork and copy on write of a huge page.
@@ -240,5 +267,96 @@ fn main(arg: u64) -> i32 {
     if strict != 0 || relaxed < 1 || huge_after < huge_before + 2048 || bad != 0 {
         return 8;
     }
-    0
+    mremap_huge()
+}
+
+/// `mremap(old, old_len, new_len, flags, new_addr)`.
+fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> i64 {
+    ulib::syscall6(25, [old, old_len, new_len, flags, new_addr, 0])
+}
+
+/// Pages of `[at, at + len)` whose first word is not `pattern` of the
+/// address it had at `from` (a moved range).
+fn bad_moved(at: u64, from: u64, len: u64) -> u64 {
+    (0..len / PAGE).filter(|i| read(at + i * PAGE) != pattern(from + i * PAGE)).count() as u64
+}
+
+/// mremap (MREMAP_MAYMOVE | MREMAP_FIXED) of two 4 MiB THP-backed ranges
+/// (checkpoint `mremapped`): to a 2 MiB-aligned destination the PMD
+/// leaves move whole (a huge page and the huge zero page, which a read
+/// mapped), to a misaligned one the huge pages are split and their 4 KiB
+/// PTEs move; the data follows, nothing is left at the old addresses.
+/// Exit status 10 if anything went wrong.
+fn mremap_huge() -> i32 {
+    const MAYMOVE_FIXED: u64 = 1 | 2;
+    let Some(m) = map_aligned(2 * HPAGE) else { return 2 };
+    let mut va = m;
+    while va < m + HPAGE {
+        write(va, pattern(va));
+        va += PAGE;
+    }
+    // The second huge page only read: the huge zero page.
+    let zeros = (0..HPAGE / PAGE).all(|i| read(m + HPAGE + i * PAGE) == 0);
+    let Some(d) = map_aligned(2 * HPAGE) else { return 2 };
+    let huge_before = thp(3, 0);
+    let r1 = mremap(m, 2 * HPAGE, 2 * HPAGE, MAYMOVE_FIXED, d);
+    let huge_aligned = thp(3, 0);
+    let mut bad = bad_moved(d, m, HPAGE);
+    bad += (0..HPAGE / PAGE).filter(|i| read(d + HPAGE + i * PAGE) != 0).count() as u64;
+
+    // Misaligned: 1 MiB past a 2 MiB boundary.
+    let Some(m2) = map_aligned(2 * HPAGE) else { return 2 };
+    let mut va = m2;
+    while va < m2 + 2 * HPAGE {
+        write(va, pattern(va));
+        va += PAGE;
+    }
+    let Some(w) = map_aligned(3 * HPAGE) else { return 2 };
+    let d2 = w + HPAGE / 2;
+    let huge_before_misaligned = thp(3, 0);
+    let r2 = mremap(m2, 2 * HPAGE, 2 * HPAGE, MAYMOVE_FIXED, d2);
+    munmap(w, d2 - w);
+    munmap(d2 + 2 * HPAGE, w + 3 * HPAGE - d2 - 2 * HPAGE);
+    let huge_misaligned = thp(3, 0);
+    bad += bad_moved(d2, m2, 2 * HPAGE);
+    println!(
+        "thptest: mremap: aligned {:#x} -> {:#x} (status {:#x}), AnonHugePages {} -> {} kB; misaligned {:#x} -> {:#x} (status {:#x}), AnonHugePages {} -> {} kB; zero page {}, {} bad pages",
+        m,
+        d,
+        r1,
+        huge_before,
+        huge_aligned,
+        m2,
+        d2,
+        r2,
+        huge_before_misaligned,
+        huge_misaligned,
+        if zeros { "read" } else { "NOT ZERO" },
+        bad
+    );
+    checkpoint("mremapped");
+    // A write to the moved huge zero page gets a huge page of its own.
+    write(d + HPAGE + 8, 42);
+    let written = thp(3, 0);
+    let zero_ok = read(d + HPAGE + 8) == 42 && (1..HPAGE / PAGE).all(|i| read(d + HPAGE + i * PAGE) == 0);
+    println!(
+        "thptest: moved zero page written: AnonHugePages {} kB, data {}",
+        written,
+        if zero_ok { "ok" } else { "WRONG" }
+    );
+    let ok = r1 == d as i64
+        && r2 == d2 as i64
+        && zeros
+        && bad == 0
+        && huge_aligned == huge_before
+        && huge_misaligned == huge_before_misaligned - 4096
+        && written == huge_misaligned + 2048
+        && zero_ok
+        && bad_moved(d, m, HPAGE) == 0
+        && bad_moved(d2, m2, 2 * HPAGE) == 0;
+    if ok {
+        0
+    } else {
+        10
+    }
 }
