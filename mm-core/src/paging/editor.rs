@@ -522,18 +522,50 @@ impl Mapper {
         mem: &mut M,
         range: Range<u64>,
         kinds: LeafKinds,
+        f: impl FnMut(&mut M, Leaf) -> bool,
+    ) -> Result<bool, MapError> {
+        self.leaves::<false, M>(mem, range, kinds, u64::MAX, f)
+    }
+
+    /// [`Self::for_each_leaf`] reading at most `budget` entries (empty ones
+    /// included): what a walker of untrusted tables (the host's views of
+    /// a guest) uses, so that an alias tree of empty tables cannot keep it
+    /// reading for hours. `BudgetExhausted` when it ran out.
+    #[inline]
+    pub fn for_each_leaf_within<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        range: Range<u64>,
+        kinds: LeafKinds,
+        budget: u64,
+        f: impl FnMut(&mut M, Leaf) -> bool,
+    ) -> Result<bool, MapError> {
+        self.leaves::<true, M>(mem, range, kinds, budget, f)
+    }
+
+    /// The walk of [`Self::for_each_leaf`] (`B` false: the editor's fast
+    /// scan, no budget) and [`Self::for_each_leaf_within`] (`B` true:
+    /// every entry read counted).
+    #[inline(always)]
+    fn leaves<const B: bool, M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        range: Range<u64>,
+        kinds: LeafKinds,
+        budget: u64,
         mut f: impl FnMut(&mut M, Leaf) -> bool,
     ) -> Result<bool, MapError> {
         if range.end <= range.start {
             return Ok(true);
         }
         let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
-        let mut c = Cursor::<false>::new(self.root, self.la57, first, last);
+        let mut c = Cursor::<B>::new(self.root, self.la57, first, last);
+        c.set_budget(budget);
         while let Some(step) = c.next(&*mem) {
             let e = match step {
                 Step::Entry(e) => e,
                 Step::Unreadable { table, .. } => return Err(MapError::TableOutsideMemory(table)),
-                Step::BudgetExhausted => return Err(MapError::BadRange),
+                Step::BudgetExhausted => return Err(MapError::BudgetExhausted(budget)),
             };
             let level = e.slot.level;
             if e.entry.is_present() {

@@ -165,6 +165,9 @@ pub enum MapError {
     FrameAllocationFailed,
     /// A table lies (partly) outside physical memory.
     TableOutsideMemory(PhysAddr),
+    /// A walk read its budget of entries (tables that loop or share
+    /// subtrees beyond any real kernel's): it stopped there.
+    BudgetExhausted(u64),
 }
 
 impl fmt::Display for MapError {
@@ -190,6 +193,12 @@ impl fmt::Display for MapError {
             MapError::FrameAllocationFailed => f.write_str("page-table frame allocation failed"),
             MapError::TableOutsideMemory(pa) => {
                 write!(f, "table at PA {:#x} is outside memory", pa.0)
+            }
+            MapError::BudgetExhausted(n) => {
+                write!(
+                    f,
+                    "stopped after reading {n} entries: the tables loop or share subtrees; the rest was not examined"
+                )
             }
         }
     }
@@ -1049,5 +1058,27 @@ mod tests {
         assert!(items.iter().any(|r| matches!(r, Err(MappingError::TableOutsideMemory { .. }))));
         assert!(items.iter().any(|r| matches!(r, Err(MappingError::Reserved { .. }))));
         assert_eq!(items.last(), Some(&Err(MappingError::BudgetExhausted)));
+    }
+
+    #[test]
+    fn an_alias_tree_of_empty_tables_stops_at_the_read_budget() {
+        use crate::paging::editor::LeafKinds;
+        // Every PML4, PDPT and PD entry points to the next table down, the
+        // PT is all zeros: 2^36 empty entries to read, and no leaf.
+        let mut mem = VecMem::new(0x5000);
+        for (table, next) in [(0x1000u64, 0x2000u64), (0x2000, 0x3000), (0x3000, 0x4000)] {
+            for i in 0..512 {
+                mem.write_u64(PhysAddr(table + 8 * i), next | 7).unwrap();
+            }
+        }
+        let pt = Mapper::new(PhysAddr(0x1000), false, 52, false);
+        let mut leaves = 0;
+        let r = pt.for_each_leaf_within(&mut mem, 0..1 << 47, LeafKinds::NonNone, 100_000, |_, _| {
+            leaves += 1;
+            true
+        });
+        assert_eq!(r, Err(MapError::BudgetExhausted(100_000)));
+        assert_eq!(leaves, 0);
+        assert!(alloc::format!("{}", r.unwrap_err()).contains("stopped after reading 100000 entries"));
     }
 }

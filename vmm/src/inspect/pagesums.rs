@@ -22,8 +22,8 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use vm_memory::{Bytes, GuestAddress};
 
-/// Pages one process's list holds at most (1 GiB of 4 KiB pages; the
-/// walk stops there and says so).
+/// Pages the report lists at most over all processes (1 GiB of 4 KiB
+/// pages read and summed; the walk stops there and says so).
 const PAGE_BUDGET: u64 = 1 << 18;
 
 /// One resident page.
@@ -67,41 +67,41 @@ pub struct PageSumsReport {
 }
 
 /// Lists `cr3`'s resident user pages with their checksums.
-fn walk_process(gs: &GuestState<'_>, cr3: u64, p: &mut ProcPages) {
+fn walk_process(gs: &GuestState<'_>, cr3: u64, p: &mut ProcPages, budget: &mut u64) {
     let mem = gs.memory();
     let mut phys = GuestPhys(mem);
     let pt = Mapper::new(PhysAddr(cr3 & 0x000f_ffff_ffff_f000), false, 52, false);
     let mut buf = vec![0u8; PAGE_SIZE as usize];
     let mut words = vec![0u64; (PAGE_SIZE / 8) as usize];
-    let mut budget = PAGE_BUDGET;
     let (pages, swapped) = (&mut p.pages, &mut p.swapped);
-    let res = pt.for_each_leaf(&mut phys, 0..1 << 47, LeafKinds::NonNone, |_, l| {
-        if !l.entry.is_present() {
-            *swapped += SwapEntry::from_pte(l.entry).is_some() as u64;
-            return true;
-        }
-        let base = l.entry.frame(l.size(), 52).0;
-        for i in 0..l.size().bytes() / PAGE_SIZE {
-            if budget == 0 {
-                return false;
+    let res =
+        pt.for_each_leaf_within(&mut phys, 0..1 << 47, LeafKinds::NonNone, super::views::DEFAULT_BUDGET, |_, l| {
+            if !l.entry.is_present() {
+                *swapped += SwapEntry::from_pte(l.entry).is_some() as u64;
+                return true;
             }
-            budget -= 1;
-            let pa = base + i * PAGE_SIZE;
-            let sum = match mem.read_slice(&mut buf, GuestAddress(pa)) {
-                Ok(()) => {
-                    for (w, b) in words.iter_mut().zip(buf.chunks_exact(8)) {
-                        *w = u64::from_le_bytes(b.try_into().unwrap_or_default());
-                    }
-                    page_checksum(&words)
+            let base = l.entry.frame(l.size(), 52).0;
+            for i in 0..l.size().bytes() / PAGE_SIZE {
+                if *budget == 0 {
+                    return false;
                 }
-                Err(_) => 0,
-            };
-            pages.push(PageSum { va: l.va.0 + i * PAGE_SIZE, pfn: pa >> PAGE_SHIFT, sum });
-        }
-        true
-    });
-    if budget == 0 {
-        p.problem = Some(format!("more than {PAGE_BUDGET} pages: the rest is not listed"));
+                *budget -= 1;
+                let pa = base + i * PAGE_SIZE;
+                let sum = match mem.read_slice(&mut buf, GuestAddress(pa)) {
+                    Ok(()) => {
+                        for (w, b) in words.iter_mut().zip(buf.chunks_exact(8)) {
+                            *w = u64::from_le_bytes(b.try_into().unwrap_or_default());
+                        }
+                        page_checksum(&words)
+                    }
+                    Err(_) => 0,
+                };
+                pages.push(PageSum { va: l.va.0 + i * PAGE_SIZE, pfn: pa >> PAGE_SHIFT, sum });
+            }
+            true
+        });
+    if *budget == 0 {
+        p.problem = Some(format!("more than {PAGE_BUDGET} pages in all: the rest is not listed"));
     } else if let Err(e) = res {
         p.problem = Some(format!("the page tables at {cr3:#x} could not be walked: {e}"));
     }
@@ -119,6 +119,9 @@ pub fn pagesums(gs: &GuestState<'_>, pid: Option<u32>) -> Result<PageSumsReport,
     }
     let mut report = PageSumsReport { procs: Vec::new() };
     let mut seen = Vec::new();
+    // One budget for every process: the report's size and the guest
+    // memory read stay bounded however many processes a guest claims.
+    let mut budget = PAGE_BUDGET;
     for pr in procs.iter().filter(|pr| pid.is_none_or(|p| p == pr.pid)) {
         // Kernel threads and zombies have no address space of their own;
         // threads share one: list it once.
@@ -135,7 +138,7 @@ pub fn pagesums(gs: &GuestState<'_>, pid: Option<u32>) -> Result<PageSumsReport,
             swapped: 0,
             problem: None,
         };
-        walk_process(gs, pr.cr3, &mut p);
+        walk_process(gs, pr.cr3, &mut p, &mut budget);
         report.procs.push(p);
     }
     Ok(report)

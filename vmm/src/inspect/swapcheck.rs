@@ -118,28 +118,34 @@ fn swap_ptes(gs: &GuestState<'_>, roots: &[Root]) -> SwapPtes {
         let Some(pid) = r.pid else { continue };
         let mut budget = LEAF_BUDGET;
         let pt = Mapper::new(PhysAddr(r.cr3), false, 52, false);
-        let res = pt.for_each_leaf(&mut phys, 0..gs.desc.user_end_va, LeafKinds::NonNone, |_, l| {
-            if budget == 0 {
-                return false;
-            }
-            budget -= 1;
-            if l.entry.is_present() {
-                return true;
-            }
-            out.total += 1;
-            match SwapEntry::from_pte(l.entry) {
-                Some(e) if e.ty() == 0 => *out.by_slot.entry(e.offset()).or_default() += 1,
-                Some(e) => out.bad.push(format!(
-                    "pid {pid} at {:#x}: swap entry names area {} (the guest has one, area 0)",
-                    l.va.0,
-                    e.ty()
-                )),
-                None => out
-                    .bad
-                    .push(format!("pid {pid} at {:#x}: non-present PTE {:#x} is no swap entry", l.va.0, l.entry.0)),
-            }
-            true
-        });
+        let res = pt.for_each_leaf_within(
+            &mut phys,
+            0..gs.desc.user_end_va,
+            LeafKinds::NonNone,
+            super::views::DEFAULT_BUDGET,
+            |_, l| {
+                if budget == 0 {
+                    return false;
+                }
+                budget -= 1;
+                if l.entry.is_present() {
+                    return true;
+                }
+                out.total += 1;
+                match SwapEntry::from_pte(l.entry) {
+                    Some(e) if e.ty() == 0 => *out.by_slot.entry(e.offset()).or_default() += 1,
+                    Some(e) => out.bad.push(format!(
+                        "pid {pid} at {:#x}: swap entry names area {} (the guest has one, area 0)",
+                        l.va.0,
+                        e.ty()
+                    )),
+                    None => out
+                        .bad
+                        .push(format!("pid {pid} at {:#x}: non-present PTE {:#x} is no swap entry", l.va.0, l.entry.0)),
+                }
+                true
+            },
+        );
         if budget == 0 {
             out.problems
                 .push(format!("pid {pid}'s user half has more than {LEAF_BUDGET} entries: not all were examined"));

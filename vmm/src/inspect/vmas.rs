@@ -141,34 +141,35 @@ fn count(gs: &GuestState<'_>, cr3: u64, v: &VmaDesc, row: &mut VmaRow) {
     let mut phys = GuestPhys(gs.memory());
     let pt = Mapper::new(PhysAddr(cr3 & 0x000f_ffff_ffff_f000), false, 52, false);
     let (mut rss, mut huge, mut swap, mut zero, mut budget) = (0u64, 0u64, 0u64, 0u64, LEAF_BUDGET);
-    let res = pt.for_each_leaf(&mut phys, v.start..v.end, LeafKinds::NonNone, |_, l| {
-        if budget == 0 {
-            return false;
-        }
-        budget -= 1;
-        if !l.entry.is_present() {
-            if SwapEntry::from_pte(l.entry).is_some() {
-                swap += 1;
+    let res =
+        pt.for_each_leaf_within(&mut phys, v.start..v.end, LeafKinds::NonNone, super::views::DEFAULT_BUDGET, |_, l| {
+            if budget == 0 {
+                return false;
             }
-            return true;
-        }
-        let size = l.size().bytes();
-        // The part of the leaf inside the VMA (a huge leaf may stick out
-        // of a VMA that was split or trimmed).
-        let lo = l.va.0.max(v.start);
-        let hi = l.va.0.saturating_add(size).min(v.end);
-        let pages = hi.saturating_sub(lo) >> PAGE_SHIFT;
-        let pa = l.entry.frame(l.size(), 52).0;
-        if size == 4096 && gs.page(pa >> PAGE_SHIFT).owner == PageOwner::Reserved as u8 {
-            zero += 1;
-            return true;
-        }
-        rss += pages;
-        if size > 4096 {
-            huge += pages;
-        }
-        true
-    });
+            budget -= 1;
+            if !l.entry.is_present() {
+                if SwapEntry::from_pte(l.entry).is_some() {
+                    swap += 1;
+                }
+                return true;
+            }
+            let size = l.size().bytes();
+            // The part of the leaf inside the VMA (a huge leaf may stick out
+            // of a VMA that was split or trimmed).
+            let lo = l.va.0.max(v.start);
+            let hi = l.va.0.saturating_add(size).min(v.end);
+            let pages = hi.saturating_sub(lo) >> PAGE_SHIFT;
+            let pa = l.entry.frame(l.size(), 52).0;
+            if size == 4096 && gs.page(pa >> PAGE_SHIFT).owner == PageOwner::Reserved as u8 {
+                zero += 1;
+                return true;
+            }
+            rss += pages;
+            if size > 4096 {
+                huge += pages;
+            }
+            true
+        });
     row.rss_kb = rss * 4;
     row.huge_kb = huge * 4;
     row.swap_kb = swap * 4;
