@@ -630,7 +630,8 @@ fn mbind_move_migrates_pages_to_the_new_node() {
 /// A child prefers, then binds to, a 4 MiB node 1 and touches 1600 pages
 /// (6.25 MiB): preferred falls back to node 0 (numa_miss on node 0,
 /// numa_foreign on node 1), bind never leaves node 1 and ends in the OOM
-/// killer.
+/// killer, constrained to the policy (`CONSTRAINT_MEMORY_POLICY`): a
+/// bigger process bound to node 0 is not a candidate and lives on.
 const FULL: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -647,6 +648,7 @@ const FULL: &str = r#"
 #define MPOL_PREFERRED 1
 #define MPOL_BIND 2
 #define PAGES 1600
+#define HOG 1300
 
 static unsigned long vmstat(const char *name) {
     char buf[8192];
@@ -678,6 +680,18 @@ static int touch(long mode) {
     printf("mode %ld: %d pages on node 0, %d on node 1\n", mode, n0, n1);
     return 0;
 }
+/* Bound to node 0 with more pages than the bind child can get on node 1:
+   the global OOM killer would pick it. */
+static void hog(int ready, int go) {
+    unsigned long m0 = 1;
+    if (syscall(SYS_set_mempolicy, MPOL_BIND, &m0, 3)) _exit(1);
+    char *p = mmap(0, HOG * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < HOG; i++) p[i * 4096L] = 1;
+    char x = 'r';
+    write(ready, &x, 1);
+    read(go, &x, 1);
+    _exit(7);
+}
 int main(void) {
     setvbuf(stdout, 0, _IONBF, 0);
     unsigned long miss = vmstat("numa_miss"), foreign = vmstat("numa_foreign");
@@ -687,10 +701,22 @@ int main(void) {
     waitpid(c, &st, 0);
     printf("preferred child: exit %d, numa_miss grew %d numa_foreign grew %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
            vmstat("numa_miss") > miss, vmstat("numa_foreign") > foreign);
+    int ready[2], go[2];
+    pipe(ready);
+    pipe(go);
+    pid_t h = fork();
+    if (h == 0) hog(ready[1], go[0]);
+    char x;
+    read(ready[0], &x, 1);
+    printf("hog pid %d\n", h);
     c = fork();
     if (c == 0) _exit(touch(MPOL_BIND));
+    printf("bind pid %d\n", c);
     waitpid(c, &st, 0);
     printf("bind child: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    write(go[1], &x, 1);
+    waitpid(h, &st, 0);
+    printf("hog: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     cat("/proc/numastat");
     return 0;
 }
@@ -714,8 +740,29 @@ fn preferred_falls_back_and_bind_ooms_when_the_node_is_full() {
     assert!(n1 > 900 && n0 > 0, "{line}");
     assert!(out.contains("preferred child: exit 0, numa_miss grew 1 numa_foreign grew 1"), "{out}");
     // Bind: node 1 only, so the fault path runs out and the OOM killer
-    // takes the child.
-    assert!(out.contains("Out of memory: Killed process 3 (init)"), "{out}");
+    // takes the child, constrained to the policy's node: the hog bound
+    // to node 0 (more pages) is neither listed nor killed.
+    let pid = |what: &str| -> u64 {
+        let l = out.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {out}"));
+        l[what.len()..].trim().parse().unwrap_or_else(|_| panic!("{l}"))
+    };
+    let (hog, bind) = (pid("hog pid "), pid("bind pid "));
+    assert!(
+        out.contains(&format!(
+            "oom-kill:constraint=CONSTRAINT_MEMORY_POLICY,nodemask=1,cpuset=/,mems_allowed=0-1,global_oom,task_memcg=/,task=init,pid={bind},uid=0"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Out of memory: Killed process {bind} (init)")), "{out}");
+    assert!(!out.contains("CONSTRAINT_NONE"), "{out}");
+    let table: Vec<&str> =
+        out.lines().skip_while(|l| !l.starts_with("Tasks state")).take_while(|l| !l.starts_with("oom-kill:")).collect();
+    assert!(table.iter().any(|l| l.starts_with(&format!("[{bind}] "))), "{out}");
+    assert!(
+        !table.iter().any(|l| l.starts_with(&format!("[{hog}] "))),
+        "the hog bound to node 0 is a candidate: {out}"
+    );
     assert!(out.contains("bind child: killed by signal 9"), "{out}");
     assert!(!out.contains("mode 2: "), "bind completed, so it left node 1: {out}");
+    assert!(out.contains("hog: exited 7"), "{out}");
 }

@@ -225,16 +225,21 @@ pub fn policy_str(p: &MemPolicy, out: &mut dyn core::fmt::Write) -> core::fmt::R
         out.write_str("=relative")?;
     }
     out.write_char(':')?;
-    // Runs as a node list: "0-2,5".
+    write_nodelist(p.nodes, out)
+}
+
+/// A node mask as Linux's `%*pbl` prints it: runs as a list, `0-2,5`;
+/// nothing for an empty mask.
+pub fn write_nodelist(nodes: u8, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
     let mut first = true;
     let mut n = 0u32;
     while n < 8 {
-        if p.nodes & (1 << n) == 0 {
+        if nodes & (1 << n) == 0 {
             n += 1;
             continue;
         }
         let mut e = n;
-        while e + 1 < 8 && p.nodes & (1 << (e + 1)) != 0 {
+        while e + 1 < 8 && nodes & (1 << (e + 1)) != 0 {
             e += 1;
         }
         if !first {
@@ -249,6 +254,23 @@ pub fn policy_str(p: &MemPolicy, out: &mut dyn core::fmt::Write) -> core::fmt::R
         n = e + 1;
     }
     Ok(())
+}
+
+/// Linux's `constrained_alloc`, its memory-policy part: a failed
+/// allocation whose node mask leaves out a node with memory (`present`)
+/// was narrowed by a policy (MPOL_BIND), so its OOM is
+/// `CONSTRAINT_MEMORY_POLICY`: only tasks that may use those nodes are
+/// worth killing, and the memory counted is theirs.
+pub fn oom_policy_constrained(nodemask: u8, present: u8) -> bool {
+    present & !nodemask != 0
+}
+
+/// Linux's `mempolicy_in_oom_domain`: whether a task with policy `task`
+/// may be killed for a policy-constrained OOM over `mask`. Only a task
+/// bound elsewhere (MPOL_BIND to nodes outside the mask) is left alone:
+/// any other policy may have placed pages on the mask's nodes.
+pub fn in_oom_domain(task: &MemPolicy, mask: u8) -> bool {
+    task.mode != Mode::Bind || task.nodes & mask != 0
 }
 
 /// Linux's `offset_il_node`: the `ilx % weight`-th node of `nodes`.
@@ -314,6 +336,26 @@ pub fn read_nodemask(
 mod tests {
     use super::*;
     use crate::buddy::GFP_KERNEL;
+
+    #[test]
+    fn oom_constraint_and_domain_as_linux() {
+        // Two nodes with memory: a bind to node 1 is constrained, a bind
+        // to both (or no mask) is not; absent nodes do not count.
+        assert!(oom_policy_constrained(0b10, 0b11));
+        assert!(!oom_policy_constrained(0b11, 0b11));
+        assert!(!oom_policy_constrained(NODEMASK_ALL, 0b11));
+        assert!(!oom_policy_constrained(0b01, 0b01));
+        let bind = |nodes| MemPolicy { mode: Mode::Bind, nodes, flags: 0 };
+        assert!(!in_oom_domain(&bind(0b01), 0b10));
+        assert!(in_oom_domain(&bind(0b11), 0b10));
+        assert!(in_oom_domain(&MemPolicy::DEFAULT, 0b10));
+        // Preferred and interleave elsewhere may still hold pages there.
+        assert!(in_oom_domain(&MemPolicy { mode: Mode::Preferred, nodes: 0b01, flags: 0 }, 0b10));
+        assert!(in_oom_domain(&MemPolicy { mode: Mode::Interleave, nodes: 0b01, flags: 0 }, 0b10));
+        let mut s = alloc::string::String::new();
+        write_nodelist(0b1011_0111, &mut s).unwrap();
+        assert_eq!(s, "0-2,4-5,7");
+    }
 
     #[test]
     fn modes_and_errors_as_linux() {

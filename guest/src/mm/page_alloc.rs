@@ -434,5 +434,5 @@ fn direct_compact(order: u8, gfp: GfpMask) -> bool {
 /// page-fault path, which allocates under the page-allocator lock and so
 /// never gets here, calls the killer itself (`pagefault_out_of_memory`).
 fn out_of_memory(order: u8, gfp: GfpMask) -> bool {
-    super::oom_kill::out_of_memory(order, gfp.flags)
+    super::oom_kill::out_of_memory(order, gfp.flags, gfp.gfp.nodemask)
 }

@@ -24,8 +24,7 @@ use mm_core::vma::Vma;
 
 /// The nodes with memory (Linux's `node_states[N_MEMORY]`).
 fn present() -> u8 {
-    let n = crate::mm::numa::nr_nodes().min(8);
-    crate::mm::PAGES.with(|p| (0..n).filter(|&i| p.buddy.node_counts(i).managed > 0).fold(0u8, |m, i| m | 1 << i))
+    crate::mm::numa::nodes_with_memory()
 }
 
 /// Linux's `nr_node_ids`: one past the highest node number.
@@ -331,6 +330,15 @@ pub fn user_gfp(vma: &Vma, va: u64) -> GfpMask {
     let local = crate::mm::numa::cpu_node(crate::arch::percpu::cpu_id());
     let (g, il) = pol.apply(GFP_USER.gfp, interleave_index(vma.start, vma.pgoff, va), local);
     GfpMask { gfp: g, flags: GFP_USER.flags | if il { gfp::INTERLEAVE } else { 0 } }
+}
+
+/// The nodes a user page fault at `va` of the running process could
+/// allocate from (its policy's node mask; all nodes without a VMA there):
+/// what the OOM killer the fault ends in is constrained to.
+pub fn fault_nodemask(va: u64) -> u8 {
+    sched::current_mm()
+        .and_then(|m| m.with(|mm| mm.vmas.find(va).map(|v| user_gfp(v, va).gfp.nodemask)))
+        .unwrap_or(mm_core::buddy::NODEMASK_ALL)
 }
 
 /// /proc/PID/numa_maps (Linux's `show_numa_map`): per VMA its start,

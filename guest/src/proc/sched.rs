@@ -1811,17 +1811,17 @@ pub fn memcg_procs(memcg: u16) -> alloc::vec::Vec<u64> {
 pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
     // The mm locks rank outside the scheduler's: collect the references
     // first, read them after.
-    // (pid, name, oom_score_adj, memcg, mm)
-    type Ref = Option<(u64, &'static str, i32, u16, MmRef)>;
+    // (pid, name, oom_score_adj, memcg, mempolicy, mm)
+    type Ref = Option<(u64, &'static str, i32, u16, mm_core::mempolicy::MemPolicy, MmRef)>;
     let mut refs: [Ref; crate::mm::oom_kill::MAX_CANDIDATES] = [const { None }; crate::mm::oom_kill::MAX_CANDIDATES];
     SCHED.with(|s| {
         let live = s.tasks.values().filter(|t| !t.killed && !matches!(t.state, State::Zombie(_)));
         for (slot, t) in refs.iter_mut().zip(live.filter_map(|t| Some((t, t.mm.clone()?)))) {
-            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.0.memcg, t.1));
+            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.0.memcg, t.0.mempolicy, t.1));
         }
     });
     let mut n = 0;
-    for (pid, name, adj, memcg, mm) in refs.into_iter().flatten() {
+    for (pid, name, adj, memcg, mempolicy, mm) in refs.into_iter().flatten() {
         let Some(c) = mm.try_with(|m| crate::mm::oom_kill::Candidate {
             pid,
             name,
@@ -1834,6 +1834,7 @@ pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
             total_vm: m.vmas.iter().map(|v| (v.end - v.start) >> PAGE_SHIFT).sum(),
             oom_score_adj: adj,
             memcg,
+            mempolicy,
         }) else {
             continue;
         };
