@@ -766,3 +766,121 @@ fn preferred_falls_back_and_bind_ooms_when_the_node_is_full() {
     assert!(!out.contains("mode 2: "), "bind completed, so it left node 1: {out}");
     assert!(out.contains("hog: exited 7"), "{out}");
 }
+
+/// Allocations on a task's behalf follow its policy (Linux's
+/// `alloc_pages` with the task's policy): a 16-page tmpfs file written
+/// under the default policy lands on the local node 0, one written after
+/// `set_mempolicy(MPOL_BIND, node 1)` on node 1 (numa_maps of a mapping
+/// of each), and so do the page tables of a new mapping far from the
+/// others; the host's physmap at a checkpoint counts node 1's page-cache
+/// and page-table frames. Under a task interleave policy the file's pages
+/// alternate between the nodes (the task's cursor, Linux's `il_prev`).
+const CACHE: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_BIND 2
+#define MPOL_INTERLEAVE 3
+#define N 16
+
+static void file(const char *path) {
+    static char page[4096];
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    for (int i = 0; i < N; i++) {
+        memset(page, 'a' + i, sizeof page);
+        write(fd, page, sizeof page);
+    }
+    close(fd);
+}
+static void show(const char *path, char *at) {
+    int fd = open(path, O_RDONLY);
+    volatile char *p = mmap(at, N * 4096, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+    close(fd);
+    int sum = 0;
+    for (int i = 0; i < N; i++) sum += p[i * 4096];
+    char buf[8192], want[64];
+    snprintf(want, sizeof want, "file=%s", path);
+    fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n"))
+        if (strstr(l, want)) printf("%s sum %d: %s\n", path, sum, l);
+}
+int main(void) {
+    unsigned long m1 = 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    file("/tmp/local");
+    show("/tmp/local", (char *)0x300000000UL);
+    printf("bind node 1 %ld\n", syscall(SYS_set_mempolicy, MPOL_BIND, &m1, 3));
+    file("/tmp/bound");
+    show("/tmp/bound", (char *)0x7000000000UL);
+    syscall(503, "numa-cache", 10);
+    /* Task interleave: the task's cursor takes the nodes in turn. */
+    unsigned long m01 = 3;
+    printf("interleave %ld\n", syscall(SYS_set_mempolicy, MPOL_INTERLEAVE, &m01, 3));
+    file("/tmp/il");
+    show("/tmp/il", (char *)0x310000000UL);
+    return 0;
+}
+"#;
+
+#[test]
+fn page_cache_and_page_tables_follow_the_task_policy() {
+    let dir = Scratch::new("numa-cache");
+    let prog = compile("musl-gcc", CACHE, &dir.0, "cache", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let view = format!("physmap:{}", dir.0.display());
+    let r = boot(&[
+        "--mem",
+        "256M",
+        "--cpus",
+        "1",
+        "--numa",
+        "2",
+        "--initrd",
+        root.to_str().unwrap(),
+        "--inspect-at",
+        "numa-cache",
+        "--inspect",
+        &view,
+        "--json",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let sum: u32 = (0..16).map(|i| b'a' as u32 + i).sum();
+    // The sums prove the pages hold the data written.
+    assert!(
+        out.contains(&format!(
+            "/tmp/local sum {sum}: 300000000 default file=/tmp/local mapped=16 N0=16 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("bind node 1 0\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "/tmp/bound sum {sum}: 7000000000 bind:1 file=/tmp/bound mapped=16 N1=16 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("interleave 0\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "/tmp/il sum {sum}: 310000000 interleave:0-1 file=/tmp/il mapped=16 N0=8 N1=8 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    let v: Vec<Value> = r.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let pm = &v.iter().find(|v| v["view"] == "physmap").unwrap_or_else(|| panic!("{out}"))["data"];
+    let nodes = pm["nodes"].as_array().unwrap_or_else(|| panic!("no node counts: {pm}"));
+    let frames = |node: usize, class: &str| nodes[node]["frames"][class].as_u64().unwrap_or(0);
+    // The bound file's 16 pages; the page tables of the mapping at
+    // 0x7000000000 (a PUD table's range of its own: PMD and PTE tables).
+    assert!(frames(1, "page-cache") >= 16, "{pm}");
+    assert!(frames(1, "page-table") >= 2, "{pm}");
+}

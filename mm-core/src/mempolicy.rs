@@ -273,6 +273,19 @@ pub fn in_oom_domain(task: &MemPolicy, mask: u8) -> bool {
     task.mode != Mode::Bind || task.nodes & mask != 0
 }
 
+/// Linux's `next_node_in`: the first node of `nodes` after `prev`,
+/// wrapping round (`prev` 7 or more: the first); 0 for an empty mask.
+pub fn next_node_in(prev: u8, nodes: u8) -> u8 {
+    let after = if prev >= 7 { 0 } else { nodes & !((2u16 << prev) - 1) as u8 };
+    if after != 0 {
+        after.trailing_zeros() as u8
+    } else if nodes != 0 {
+        nodes.trailing_zeros() as u8
+    } else {
+        0
+    }
+}
+
 /// Linux's `offset_il_node`: the `ilx % weight`-th node of `nodes`.
 pub fn offset_il_node(nodes: u8, ilx: u64) -> u8 {
     let w = u64::from(nodes.count_ones());
@@ -352,6 +365,10 @@ mod tests {
         // Preferred and interleave elsewhere may still hold pages there.
         assert!(in_oom_domain(&MemPolicy { mode: Mode::Preferred, nodes: 0b01, flags: 0 }, 0b10));
         assert!(in_oom_domain(&MemPolicy { mode: Mode::Interleave, nodes: 0b01, flags: 0 }, 0b10));
+        assert_eq!(next_node_in(7, 0b101), 0);
+        assert_eq!(next_node_in(0, 0b101), 2);
+        assert_eq!(next_node_in(2, 0b101), 0);
+        assert_eq!(next_node_in(1, 0b10), 1);
         let mut s = alloc::string::String::new();
         write_nodelist(0b1011_0111, &mut s).unwrap();
         assert_eq!(s, "0-2,4-5,7");

@@ -5,14 +5,22 @@
 //! page's offset in its VMA as Linux's `interleave_nid`), and
 //! /proc/PID/numa_maps.
 //!
-//! Kernel allocations ignore the task's policy (Linux applies it to
-//! them too); only user page faults follow it.
+//! Allocations made on a task's behalf follow its policy as Linux's
+//! `alloc_pages` does: page-cache and tmpfs pages, its page-table pages
+//! and its exec'd segments ([`task_gfp`]: the task's policy, interleave
+//! by the task's cursor `il_prev`), COW copies, swap-ins and THP
+//! ([`vma_gfp`]: the VMA's policy, else the task's). The task's policy
+//! is read from a per-CPU copy the scheduler keeps ([`set_cpu_current`]),
+//! since these run under the page allocator, inside the scheduler's lock
+//! rank.
 
 use super::mm::MmStruct;
 use super::sched;
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
 use crate::kprintln;
+use crate::arch::percpu::MAX_CPUS;
 use crate::mm::page_alloc::{gfp, GfpMask, GFP_USER};
+use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::string::String;
 use core::fmt::Write;
 use mm_core::addr::PAGE_SIZE;
@@ -59,7 +67,65 @@ fn set_mempolicy(mode: i64, nmask: u64, maxnode: u64) -> Result<(), i64> {
         // its first (Linux resets il_prev to MAX_NUMNODES - 1).
         t.il_prev = 7;
     });
+    set_cpu_current(crate::arch::percpu::cpu_id(), pol, 7);
     Ok(())
+}
+
+/// Each CPU's running task's policy and interleave cursor, packed
+/// ([`pack`]): what [`task_gfp`] reads without the scheduler's lock.
+static CPU_POLICY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// mode number | nodes << 8 | flags << 16 | il_prev << 32.
+fn pack(pol: MemPolicy, il_prev: u8) -> u64 {
+    pol.mode.number() as u64 | u64::from(pol.nodes) << 8 | u64::from(pol.flags) << 16 | u64::from(il_prev) << 32
+}
+
+fn unpack(w: u64) -> (MemPolicy, u8) {
+    let mode = match (w & 0xff) as i64 {
+        mm_core::mempolicy::MPOL_PREFERRED => Mode::Preferred,
+        mm_core::mempolicy::MPOL_BIND => Mode::Bind,
+        mm_core::mempolicy::MPOL_INTERLEAVE => Mode::Interleave,
+        mm_core::mempolicy::MPOL_LOCAL => Mode::Local,
+        _ => Mode::Default,
+    };
+    (MemPolicy { mode, nodes: (w >> 8) as u8, flags: (w >> 16) as u16 }, (w >> 32) as u8)
+}
+
+/// The scheduler switching `cpu` to a task with policy `pol` and cursor
+/// `il_prev` (the default for the idle task and kernel threads).
+pub fn set_cpu_current(cpu: usize, pol: MemPolicy, il_prev: u8) {
+    if let Some(c) = CPU_POLICY.get(cpu) {
+        c.store(pack(pol, il_prev), Ordering::Relaxed);
+    }
+}
+
+/// The interleave cursor task allocations on `cpu` advanced, for the
+/// scheduler to keep in the task it switches away from.
+pub fn cpu_il_prev(cpu: usize) -> u8 {
+    CPU_POLICY.get(cpu).map_or(0, |c| unpack(c.load(Ordering::Relaxed)).1)
+}
+
+/// The request a kernel allocation on the running task's behalf makes
+/// (Linux's `alloc_pages` with `get_task_policy(current)`): `base`
+/// narrowed to the task's policy. Interleave takes the node after the
+/// task's last one (`interleave_nodes`, advancing `il_prev`). Lock-free:
+/// callers may hold the page allocator. One node: `base`.
+pub fn task_gfp(base: GfpMask) -> GfpMask {
+    if crate::mm::numa::nr_nodes() <= 1 {
+        return base;
+    }
+    let cpu = crate::arch::percpu::cpu_id();
+    let Some(slot) = CPU_POLICY.get(cpu) else { return base };
+    let (pol, il_prev) = unpack(slot.load(Ordering::Relaxed));
+    let local = crate::mm::numa::cpu_node(cpu);
+    if pol.mode == Mode::Interleave {
+        let next = mm_core::mempolicy::next_node_in(il_prev, pol.nodes);
+        slot.store(pack(pol, next), Ordering::Relaxed);
+        let (g, _) = pol.apply(base.gfp, 0, local);
+        return GfpMask { gfp: g.on_nodes(next, g.nodemask), flags: base.flags | gfp::INTERLEAVE };
+    }
+    let (g, _) = pol.apply(base.gfp, 0, local);
+    GfpMask { gfp: g, flags: base.flags }
 }
 
 /// `mbind(start, len, mode, nmask, maxnode, flags)`.
@@ -261,7 +327,8 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
     if flags & !(MPOL_F_NODE | MPOL_F_ADDR | MPOL_F_MEMS_ALLOWED) != 0 {
         return Err(EINVAL);
     }
-    let (task_pol, il_prev) = sched::with_current(|t| (t.mempolicy, t.il_prev)).unwrap_or_default();
+    let task_pol = sched::with_current(|t| t.mempolicy).unwrap_or_default();
+    let il_prev = cpu_il_prev(crate::arch::percpu::cpu_id());
     let (mode, nodes): (i64, u8) = if flags & MPOL_F_MEMS_ALLOWED != 0 {
         if flags & (MPOL_F_NODE | MPOL_F_ADDR) != 0 {
             return Err(EINVAL);
@@ -286,8 +353,7 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
                 i64::from(crate::mm::numa::node_of_pfn(pa >> 12))
             } else if pol.mode == Mode::Interleave {
                 // The node the next task-interleaved allocation takes.
-                let after = pol.nodes & !((2u16 << il_prev.min(7)) - 1) as u8;
-                i64::from(if after != 0 { after.trailing_zeros() } else { pol.nodes.trailing_zeros() })
+                i64::from(mm_core::mempolicy::next_node_in(il_prev, pol.nodes))
             } else {
                 return Err(EINVAL);
             }
@@ -322,14 +388,26 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
 /// VMA's policy, else the task's (Linux's `get_vma_policy`), applied as
 /// `alloc_pages_mpol` does. One node: plain `GFP_USER`.
 pub fn user_gfp(vma: &Vma, va: u64) -> GfpMask {
+    vma_gfp(vma, va, 0, GFP_USER)
+}
+
+/// [`user_gfp`] for `2^order` pages at `va` with `base` (THP's
+/// `GFP_TRANSHUGE_LIGHT`, swap-in's): Linux's `vma_alloc_folio`, whose
+/// interleave index counts in units of the order.
+pub fn vma_gfp(vma: &Vma, va: u64, order: u8, base: GfpMask) -> GfpMask {
     if crate::mm::numa::nr_nodes() <= 1 {
-        return GFP_USER;
+        return base;
     }
-    let pol =
-        if vma.policy.is_default() { sched::with_current(|t| t.mempolicy).unwrap_or_default() } else { vma.policy };
+    let pol = if vma.policy.is_default() { current_policy() } else { vma.policy };
     let local = crate::mm::numa::cpu_node(crate::arch::percpu::cpu_id());
-    let (g, il) = pol.apply(GFP_USER.gfp, interleave_index(vma.start, vma.pgoff, va), local);
-    GfpMask { gfp: g, flags: GFP_USER.flags | if il { gfp::INTERLEAVE } else { 0 } }
+    let ilx = interleave_index(vma.start, vma.pgoff, va) >> order;
+    let (g, il) = pol.apply(base.gfp, ilx, local);
+    GfpMask { gfp: g, flags: base.flags | if il { gfp::INTERLEAVE } else { 0 } }
+}
+
+/// The running task's own policy, from the scheduler's per-CPU copy.
+fn current_policy() -> MemPolicy {
+    CPU_POLICY.get(crate::arch::percpu::cpu_id()).map_or(MemPolicy::DEFAULT, |c| unpack(c.load(Ordering::Relaxed)).0)
 }
 
 /// The nodes a user page fault at `va` of the running process could

@@ -756,6 +756,11 @@ pub fn schedule() {
             return None;
         }
         let prev = s.current[me];
+        // The interleave cursor task allocations advanced on this CPU
+        // goes back to its task (mempolicy.rs keeps a per-CPU copy).
+        if let Some(t) = s.tasks.get_mut(&prev) {
+            t.il_prev = super::mempolicy::cpu_il_prev(me);
+        }
         s.current[me] = next;
         s.switching[me] = prev;
         s.switches += 1;
@@ -778,6 +783,7 @@ pub fn schedule() {
             // it must not reach another process's user half.
             Some(t) => {
                 crate::mm::memcg::set_cpu_current(me, t.memcg);
+                super::mempolicy::set_cpu_current(me, t.mempolicy, t.il_prev);
                 let cr3 = match (t.pgd, t.kthread) {
                     (0, true) => 0,
                     (0, false) => kroot,
@@ -787,6 +793,7 @@ pub fn schedule() {
             }
             None => {
                 crate::mm::memcg::set_cpu_current(me, 0);
+                super::mempolicy::set_cpu_current(me, mm_core::mempolicy::MemPolicy::DEFAULT, 0);
                 (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0)
             }
         };
