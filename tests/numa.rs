@@ -884,3 +884,216 @@ fn page_cache_and_page_tables_follow_the_task_policy() {
     assert!(frames(1, "page-cache") >= 16, "{pm}");
     assert!(frames(1, "page-table") >= 2, "{pm}");
 }
+
+/// migrate_pages(2): Linux's errno for bad input; the caller's own pages
+/// (16 patterned pages and a transparent huge page, split to move) go
+/// from node 0 to node 1 with the data intact (the binary's page-cache
+/// pages stay, and are the count of pages not moved); a child's pages go back to
+/// node 0 by pid, and as the caller is root (MPOL_MF_MOVE_ALL) the pages
+/// it still shares with its parent move too: the parent sees its own
+/// mapping on node 0 afterwards.
+const MIGRATE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MPOL_F_NODE 1
+#define MPOL_F_ADDR 2
+#define MV ((char *)0x250000000UL)
+#define HP ((char *)0x260000000UL)
+#define N 16
+#define HUGE (2UL << 20)
+
+static long e(long r) { return r < 0 ? -errno : r; }
+static long migrate(long pid, unsigned long maxnode, unsigned long *from, unsigned long *to) {
+    return e(syscall(SYS_migrate_pages, pid, maxnode, from, to));
+}
+static int node(char *p) {
+    int n = -1;
+    syscall(SYS_get_mempolicy, &n, 0, 0, p, MPOL_F_NODE | MPOL_F_ADDR);
+    return n;
+}
+static void nodes(const char *what, char *p) {
+    printf("%s", what);
+    for (int i = 0; i < N; i++) printf(" %d", node(p + i * 4096));
+    printf("\n");
+}
+static int bad(char *p, unsigned long len, int salt) {
+    int b = 0;
+    for (unsigned long i = 0; i < len; i += 64) b += p[i] != (char)(i / 64 * 7 + salt);
+    return b;
+}
+static void fill(char *p, unsigned long len, int salt) {
+    for (unsigned long i = 0; i < len; i += 64) p[i] = (char)(i / 64 * 7 + salt);
+}
+static long huge_kb(void) {
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strstr(buf, "AnonHugePages:");
+    return p ? atol(p + 14) : -1;
+}
+static void maps(void) {
+    char buf[8192];
+    int fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n"))
+        if (!strncmp(l, "250000000", 9) || !strncmp(l, "260000000", 9)) printf("%s\n", l);
+}
+
+/* Page-cache pages mapped on node 0 (file VMAs' N0= less their anon=):
+   the migrator moves anonymous pages only, these stay and count. */
+static int file_pages_n0(void) {
+    char buf[8192];
+    int fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1), sum = 0;
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n")) {
+        if (!strstr(l, " file=")) continue;
+        char *a = strstr(l, " anon="), *n0 = strstr(l, " N0=");
+        if (n0) sum += atoi(n0 + 4) - (a ? atoi(a + 6) : 0);
+    }
+    return sum;
+}
+
+int main(void) {
+    unsigned long m0 = 1, m1 = 2, m2 = 4, empty = 0, big[2] = {1, 1};
+    setvbuf(stdout, 0, _IONBF, 0);
+    printf("no such pid %ld\n", migrate(99999, 3, &m0, &m1));
+    printf("empty new %ld\n", migrate(0, 3, &m0, &empty));
+    printf("absent new node %ld\n", migrate(0, 4, &m0, &m2));
+    printf("bad new pointer %ld\n", migrate(0, 3, &m0, (unsigned long *)8));
+    printf("bit beyond the ABI mask %ld\n", migrate(0, 129, big, &m1));
+    printf("same nodes %ld\n", migrate(0, 3, &m0, &m0));
+
+    char *mv = mmap(MV, N * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    fill(mv, N * 4096, 1);
+    char *hp = mmap(HP, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    madvise(hp, HUGE, MADV_HUGEPAGE);
+    fill(hp, HUGE, 3);
+    nodes("before", mv);
+    printf("huge page before %d %d, AnonHugePages %ld kB\n", node(hp), node(hp + HUGE - 4096), huge_kb());
+    maps();
+    int files = file_pages_n0();
+    long left = migrate(0, 3, &m0, &m1);
+    printf("self to node 1: %ld not moved, %d page-cache pages\n", left, files);
+    nodes("after", mv);
+    printf("huge page after %d %d, AnonHugePages %ld kB\n", node(hp), node(hp + HUGE - 4096), huge_kb());
+    printf("bad bytes %d %d\n", bad(mv, N * 4096, 1), bad(hp, HUGE, 3));
+    maps();
+    syscall(503, "numa-migrated", 13);
+    munmap(hp, HUGE);
+
+    int go[2], done[2];
+    pipe(go);
+    pipe(done);
+    pid_t c = fork();
+    if (c == 0) {
+        char x;
+        read(go[0], &x, 1);
+        int ok = 1;
+        for (int i = 0; i < N; i++) ok &= node(mv + i * 4096) == 0;
+        ok &= bad(mv, N * 4096, 1) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    printf("child to node 0 %ld\n", migrate(c, 3, &m1, &m0));
+    nodes("parent's shared pages", mv);
+    write(go[1], "x", 1);
+    int st = 0;
+    waitpid(c, &st, 0);
+    printf("child saw its pages on node 0: %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "yes" : "no");
+    printf("parent bad bytes %d\n", bad(mv, N * 4096, 1));
+    return 0;
+}
+"#;
+
+#[test]
+fn migrate_pages_moves_a_process_between_nodes() {
+    let dir = Scratch::new("numa-migrate");
+    for (cc, name) in [("gcc", "migrate-glibc"), ("musl-gcc", "migrate-musl")] {
+        let prog = compile(cc, MIGRATE, &dir.0, name, &["-static"]);
+        let root = initrd_with_init(&dir.0.join(name).with_extension("d"), &prog);
+        let mut views = Vec::new();
+        for i in 0..16u64 {
+            views.push(format!("walk:{:#x}", 0x2_5000_0000 + i * 4096));
+        }
+        let views = views.join(",");
+        let r = boot(&[
+            "--mem",
+            "256M",
+            "--cpus",
+            "1",
+            "--numa",
+            "2",
+            "--initrd",
+            root.to_str().unwrap(),
+            "--inspect-at",
+            "numa-migrated",
+            "--inspect",
+            &views,
+            "--verify",
+            "numa",
+            "--json",
+        ]);
+        let out = r.all();
+        assert_eq!(r.status, 0, "{cc}: {out}");
+        for (what, want) in [
+            ("no such pid", "-3"),
+            ("empty new", "-22"),
+            ("absent new node", "-22"),
+            ("bad new pointer", "-14"),
+            ("bit beyond the ABI mask", "-22"),
+            ("same nodes", "0"),
+            ("child to node 0", "0"),
+        ] {
+            assert!(out.contains(&format!("{what} {want}\n")), "{cc}: {what}: want {want}\n{out}");
+        }
+        assert!(out.contains("before 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("huge page before 0 0, AnonHugePages 2048 kB\n"), "{cc}: {out}");
+        assert!(out.contains("250000000 default anon=16 dirty=16 N0=16 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("260000000 default anon=512 dirty=512 N0=512 kernelpagesize_kB=4"), "{cc}: {out}");
+        // Every anonymous page moved; the binary's page-cache pages did
+        // not (the migrator moves anon pages only) and are the count.
+        let line = out.lines().find(|l| l.starts_with("self to node 1: ")).unwrap_or_else(|| panic!("{cc}: {out}"));
+        let n: Vec<i64> = line.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+        assert_eq!(n.len(), 2, "{line}");
+        assert_eq!(n[0], n[1], "{cc}: {line}");
+        assert!(out.contains("after 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), "{cc}: {out}");
+        // Split to move (Linux moves it whole when it can).
+        assert!(out.contains("huge page after 1 1, AnonHugePages 0 kB\n"), "{cc}: {out}");
+        assert!(out.contains("bad bytes 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("250000000 default anon=16 dirty=16 N1=16 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("260000000 default anon=512 dirty=512 N1=512 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("parent's shared pages 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("child saw its pages on node 0: yes\n"), "{cc}: {out}");
+        assert!(out.contains("parent bad bytes 0\n"), "{cc}: {out}");
+        // The host at the checkpoint after the move: the 16 frames in
+        // node 1's SRAT range, every block's node agreeing with the SRAT.
+        let frames = walked_frames(&r.stdout);
+        assert_eq!(frames.len(), 16, "{cc}: {out}");
+        for (va, pa) in frames {
+            assert_eq!(node_of(pa), 1, "{cc}: va {va:#x} pa {pa:#x}\n{out}");
+        }
+        let verify = r
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|j| j["view"] == "verify")
+            .flat_map(|j| j["data"]["checks"].as_array().cloned().unwrap_or_default())
+            .find(|c| c["check"] == "numa")
+            .unwrap_or_else(|| panic!("{cc}: no numa check result:\n{out}"));
+        assert_eq!(verify["status"], "ok", "{cc}: {verify}");
+    }
+}

@@ -286,6 +286,56 @@ pub fn next_node_in(prev: u8, nodes: u8) -> u8 {
     }
 }
 
+/// `migrate_pages(2)`'s number on x86-64.
+pub const SYS_MIGRATE_PAGES: u64 = 256;
+/// Linux's `ESRCH`.
+pub const ESRCH: i64 = 3;
+
+/// Linux's `node_remap`: `node`'s position among `from`'s nodes picks
+/// the node at that position (modulo their number) among `to`'s; `node`
+/// itself if it is not in `from` or `to` is empty.
+pub fn node_remap(node: u8, from: u8, to: u8) -> u8 {
+    if node >= 8 || from & (1 << node) == 0 || to == 0 {
+        return node;
+    }
+    let ord = (from & ((1u16 << node) - 1) as u8).count_ones();
+    offset_il_node(to, u64::from(ord))
+}
+
+/// Linux's `do_migrate_pages` order of moves for `migrate_pages(2)` from
+/// the nodes `from` to the nodes `to`: (source, destination) pairs, each
+/// source once, a node emptied before it receives pages where the map
+/// allows (so pages move once). With masks of unequal weight a source
+/// that is also a destination stays.
+pub fn migrate_pairs(from: u8, to: u8) -> alloc::vec::Vec<(u8, u8)> {
+    let mut out = alloc::vec::Vec::new();
+    let mut tmp = from;
+    let equal = from.count_ones() == to.count_ones();
+    while tmp != 0 {
+        let mut pick = None;
+        for s in 0..8u8 {
+            if tmp & (1 << s) == 0 {
+                continue;
+            }
+            if !equal && to & (1 << s) != 0 {
+                continue;
+            }
+            let d = node_remap(s, from, to);
+            if s == d {
+                continue;
+            }
+            pick = Some((s, d));
+            if tmp & (1 << d) == 0 {
+                break;
+            }
+        }
+        let Some((s, d)) = pick else { break };
+        tmp &= !(1 << s);
+        out.push((s, d));
+    }
+    out
+}
+
 /// Linux's `offset_il_node`: the `ilx % weight`-th node of `nodes`.
 pub fn offset_il_node(nodes: u8, ilx: u64) -> u8 {
     let w = u64::from(nodes.count_ones());
@@ -372,6 +422,22 @@ mod tests {
         let mut s = alloc::string::String::new();
         write_nodelist(0b1011_0111, &mut s).unwrap();
         assert_eq!(s, "0-2,4-5,7");
+    }
+
+    #[test]
+    fn migrate_pages_order_as_linux() {
+        assert_eq!(node_remap(1, 0b011, 0b110), 2);
+        assert_eq!(node_remap(0, 0b011, 0b110), 1);
+        assert_eq!(node_remap(2, 0b011, 0b110), 2);
+        assert_eq!(migrate_pairs(0b01, 0b10), [(0, 1)]);
+        assert_eq!(migrate_pairs(0b10, 0b01), [(1, 0)]);
+        // 1 -> 2 first, so node 1 is empty before 0 -> 1 fills it.
+        assert_eq!(migrate_pairs(0b011, 0b110), [(1, 2), (0, 1)]);
+        // Same nodes: nothing to move.
+        assert!(migrate_pairs(0b11, 0b11).is_empty());
+        // Unequal weights: node 1 is a destination, its pages stay.
+        assert_eq!(migrate_pairs(0b011, 0b010), [(0, 1)]);
+        assert_eq!(migrate_pairs(0b001, 0b110), [(0, 1)]);
     }
 
     #[test]

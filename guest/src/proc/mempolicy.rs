@@ -204,16 +204,17 @@ fn mbind(start: u64, len: u64, mode: i64, nmask: u64, maxnode: u64, mut flags: u
 /// Pages that cannot move (pinned, not on the LRU, no room on an allowed
 /// node) stay where they are, and so do pages other processes map too
 /// unless `move_all` (MPOL_MF_MOVE_ALL; Linux's
-/// `folio_likely_mapped_shared` check). Returns how many did not move.
+/// `folio_likely_mapped_shared` check). A transparent huge page with a
+/// misplaced frame is split first and its pages move one by one (Linux
+/// moves it whole when it can, else splits). Returns how many did not
+/// move.
 fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
-    use crate::mm::migrate::GuestMigrator;
-    use crate::mm::swap::SWAP;
-    use crate::mm::{PageAlloc, PAGES};
     let misplaced = |pa: u64| nodes & (1 << crate::mm::numa::node_of_pfn(pa >> 12)) == 0;
     // Each misplaced page with the request its VMA's new policy makes,
     // gathered (and the buffers allocated) before reclaim's state and the
     // page allocator are taken: nothing may allocate under them.
     let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = with_mm(|mm| {
+        split_huge_in(mm, start, end, &misplaced);
         frames_in(mm, start, end)
             .into_iter()
             .filter(|&(_, pa)| misplaced(pa))
@@ -224,6 +225,49 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
             .collect()
     })
     .unwrap_or_default();
+    migrate_frames(&todo, |pfn| !misplaced(pfn << 12), move_all)
+}
+
+/// Splits the transparent huge PMDs in `[start, end)` of `mm` that map a
+/// frame `split(pa)` picks (their pages are to move one by one).
+fn split_huge_in(mm: &mut MmStruct, start: u64, end: u64, split: &dyn Fn(u64) -> bool) {
+    let mut huge = alloc::vec::Vec::new();
+    let _ = super::fault::user_pt(mm.pgd).for_each_leaf(
+        &mut crate::mm::phys::direct_map(),
+        start..end,
+        mm_core::paging::LeafKinds::NonNone,
+        |_, l| {
+            let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+            if l.entry.is_present() && l.size().bytes() > PAGE_SIZE && !crate::mm::huge_memory::is_huge_zero(pa) && split(pa)
+            {
+                huge.push(l.va.0);
+            }
+            true
+        },
+    );
+    for haddr in huge {
+        // hugetlb pages are not transparent: they stay whole (and count
+        // as not moved).
+        if mm.vmas.find(haddr).is_some_and(|v| v.flags.contains(mm_core::vma::VmFlags::HUGETLB)) {
+            continue;
+        }
+        let Some((slot, _)) = super::fault::user_pt(mm.pgd).lookup(&crate::mm::phys::direct_map(), mm_core::addr::VirtAddr(haddr))
+        else {
+            continue;
+        };
+        super::thp::split_huge_pmd(mm, slot, haddr);
+    }
+}
+
+/// Migrates each `(pfn, request)` of `todo` to a frame the request
+/// allocates, if `dst_ok` accepts the frame's pfn (else the page stays:
+/// no room where it may go); pages other processes map too move only
+/// with `move_all`. Returns how many did not move. Called with no lock
+/// held (the migration takes reclaim's state and the page allocator).
+fn migrate_frames(todo: &[(u64, mm_core::buddy::Gfp)], dst_ok: impl Fn(u64) -> bool, move_all: bool) -> u64 {
+    use crate::mm::migrate::GuestMigrator;
+    use crate::mm::swap::SWAP;
+    use crate::mm::{PageAlloc, PAGES};
     if todo.is_empty() {
         return 0;
     }
@@ -233,12 +277,12 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
     }
     let isolated = alloc::vec::Vec::with_capacity(todo.len());
     let cpu = crate::arch::percpu::this_cpu().id;
-    let (failed, stats) = SWAP.with(|s| {
+    let (failed, stats, buffers) = SWAP.with(|s| {
         PAGES.with(|p| {
             let PageAlloc { buddy, lru, ext, .. } = p;
             let mut m = GuestMigrator::new(s, lru, ext, alloc::vec::Vec::new(), isolated);
             let mut failed = 0u64;
-            for &(src, gfp) in &todo {
+            for &(src, gfp) in todo {
                 if !move_all && m.mapcount(src).unwrap_or(0) > 1 {
                     failed += 1;
                     continue;
@@ -248,7 +292,7 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                     continue;
                 }
                 let dst = match buddy.alloc_pages(cpu, 0, gfp) {
-                    Ok(d) if !misplaced(d << 12) => d,
+                    Ok(d) if dst_ok(d) => d,
                     other => {
                         // No room on an allowed node (a preferred
                         // policy fell back to another): the page stays.
@@ -266,7 +310,7 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                             // Contents and mappings are at dst already:
                             // say so loudly (the host's --verify shows
                             // the refcounts).
-                            kprintln!("mbind: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+                            kprintln!("migrate: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
                         }
                     }
                     Err(_) => {
@@ -276,9 +320,13 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                     }
                 }
             }
-            (failed, m.stats)
+            let stats = m.stats;
+            // The buffers are freed after the locks are dropped: a large
+            // one goes back to the page allocator held here.
+            (failed, stats, m.into_buffers())
         })
     });
+    drop(buffers);
     crate::mm::compaction::TOTALS.with(|t| {
         t.migrate.success += stats.success;
         t.migrate.fail += stats.fail;
@@ -286,6 +334,63 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
         t.migrate.ptes_moved += stats.ptes_moved;
     });
     failed
+}
+
+/// `migrate_pages(pid, maxnode, old_nodes, new_nodes)` (256): moves the
+/// pages of process `pid` (0: the caller) that lie on the nodes of
+/// `old_nodes` to those of `new_nodes`, node by node as Linux's
+/// `do_migrate_pages` maps them (`node_remap`: the i-th old node's pages
+/// go to the i-th new node, modulo their number). Returns how many pages
+/// could not be moved, or Linux's errno: EFAULT for an unreadable mask,
+/// EINVAL for bits beyond the ABI's 64 nodes or no new node with memory,
+/// ESRCH for no such process, EINVAL for one without an address space.
+/// The caller is root (`CAP_SYS_NICE`): pages other processes map too
+/// move as well (MPOL_MF_MOVE_ALL), their PTEs rewritten with the rest.
+/// Pages that cannot move (page cache, pinned, hugetlb, no room on the
+/// destination) count as not moved.
+pub fn sys_migrate_pages(pid: u64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> i64 {
+    match migrate_pages(pid as i32 as i64, maxnode, old_nodes, new_nodes) {
+        Ok(n) => n as i64,
+        Err(e) => -e,
+    }
+}
+
+fn migrate_pages(pid: i64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> Result<u64, i64> {
+    let (old, new) = with_mm(|mm| Ok::<_, i64>((read_mask(mm, old_nodes, maxnode)?, read_mask(mm, new_nodes, maxnode)?)))
+        .unwrap_or(Err(EFAULT))?;
+    if pid < 0 {
+        return Err(mm_core::mempolicy::ESRCH);
+    }
+    let target = if pid == 0 { sched::current_mm().ok_or(EINVAL) } else {
+        sched::with_task(pid as u64, |t| t.mm.clone()).ok_or(mm_core::mempolicy::ESRCH)?.ok_or(EINVAL)
+    }?;
+    // The nodes the caller may use (its cpuset's: every node with memory).
+    let present = present();
+    let new = (new & u64::from(present)) as u8;
+    if new == 0 {
+        return Err(EINVAL);
+    }
+    let old = (old & 0xff) as u8;
+    let mut failed = 0;
+    for (s, d) in mm_core::mempolicy::migrate_pairs(old, new) {
+        let on_s = |pa: u64| crate::mm::numa::node_of_pfn(pa >> 12) == s;
+        // Linux's `migrate_to_node`: every page of the mm on `s`, to `d`
+        // only (`__GFP_THISNODE`).
+        let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = target
+            .with(|mm| {
+                let ranges: alloc::vec::Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+                let mut todo = alloc::vec::Vec::new();
+                for (start, end) in ranges {
+                    split_huge_in(mm, start, end, &on_s);
+                    for (_, pa) in frames_in(mm, start, end).into_iter().filter(|&(_, pa)| on_s(pa)) {
+                        todo.push((pa >> 12, GFP_USER.gfp.on_nodes(d, 1 << d)));
+                    }
+                }
+                todo
+            });
+        failed += migrate_frames(&todo, |pfn| crate::mm::numa::node_of_pfn(pfn) == d, true);
+    }
+    Ok(failed)
 }
 
 /// The present, non-zero frames mapped in `[start, end)`: (address, pa).
