@@ -1097,3 +1097,128 @@ fn migrate_pages_moves_a_process_between_nodes() {
         assert_eq!(verify["status"], "ok", "{cc}: {verify}");
     }
 }
+
+/// Compaction per node: a process bound to node 1 (12 MiB) touches two
+/// mappings in turn until node 1 has no free 2 MiB block, unmaps one, and
+/// an order-9 allocation on node 1 only fails; then node 1 is compacted
+/// (by its kcompactd, woken by that failure; or through
+/// /proc/sys/vm/compact_memory with `-DSYSCTL`) and the order-9
+/// allocation on node 1 succeeds, the data intact. /proc/pagetypeinfo
+/// names node 1's zone as Linux's ("Node    1, zone    DMA32").
+const COMPACT: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_BIND 2
+#define SYS_COMPACT 520
+#define MAX 1600
+
+static long compact(long op, long arg) {
+    long r = syscall(SYS_COMPACT, op, arg);
+    return r < 0 ? -errno : r;
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+
+int main(void) {
+    unsigned long m1 = 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    printf("bad node %ld\n", compact(8, 7));
+    printf("bind node 1 %ld\n", syscall(SYS_set_mempolicy, MPOL_BIND, &m1, 3));
+    long free9 = compact(8, 1);
+    printf("order-9 blocks free on node 1 at start: %s\n", free9 > 0 ? "some" : "none");
+    char *a = mmap(0, MAX * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *b = mmap(0, MAX * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int n = 0;
+    while (n < MAX && compact(8, 1) > 0)
+        for (int k = 0; k < 8 && n < MAX; k++, n++) {
+            a[n * 4096L] = (char)(n * 3 + 1);
+            b[n * 4096L] = 1;
+        }
+    munmap(b, MAX * 4096L);
+    printf("touched %d pairs; order-9 blocks free on node 1: %ld\n", n, compact(8, 1));
+#ifdef SYSCTL
+    int fd = open("/proc/sys/vm/compact_memory", O_WRONLY);
+    printf("compact_memory write %ld\n", (long)write(fd, "1\n", 2));
+    close(fd);
+    printf("after compact_memory: order-9 blocks free on node 1: %s\n", compact(8, 1) > 0 ? "some" : "none");
+#else
+    printf("order-9 on node 1 before: %ld\n", compact(7, 1));
+    int y = 0;
+    while (compact(8, 1) == 0 && y < 50) {
+        sched_yield();
+        y++;
+    }
+    printf("after kcompactd: order-9 blocks free on node 1: %s\n", compact(8, 1) > 0 ? "some" : "none");
+#endif
+    printf("order-9 on node 1 after: %ld\n", compact(7, 1));
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += a[i * 4096L] != (char)(i * 3 + 1);
+    printf("bad pages %d\n", bad);
+    cat("/proc/pagetypeinfo");
+    cat("/proc/vmstat");
+    return 0;
+}
+"#;
+
+#[test]
+fn compaction_and_kcompactd_work_per_node() {
+    let dir = Scratch::new("numa-compact");
+    for (flags, how) in [(&["-static"][..], "kcompactd"), (&["-static", "-DSYSCTL"][..], "compact_memory")] {
+        let prog = compile("musl-gcc", COMPACT, &dir.0, &format!("compact-{how}"), flags);
+        let root = initrd_with_init(&dir.0.join(how), &prog);
+        // kcompactd runs when asked for (the `kcompactd` switch).
+        let r = boot(&[
+            "--mem",
+            "64M",
+            "--cpus",
+            "1",
+            "--numa",
+            "0=52M,1=12M",
+            "--cmdline",
+            "kcompactd",
+            "--initrd",
+            root.to_str().unwrap(),
+        ]);
+        let out = r.all();
+        assert_eq!(r.status, 0, "{how}: {out}");
+        assert!(out.contains("bad node -22\n"), "{how}: {out}");
+        assert!(out.contains("bind node 1 0\n"), "{how}: {out}");
+        assert!(out.contains("order-9 blocks free on node 1 at start: some\n"), "{how}: {out}");
+        // Fragmented: node 1 has no free 2 MiB block (node 0 has plenty).
+        let line = out.lines().find(|l| l.starts_with("touched ")).unwrap_or_else(|| panic!("{how}: {out}"));
+        assert!(line.ends_with("order-9 blocks free on node 1: 0"), "{how}: {line}");
+        let pairs: u64 = line["touched ".len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(pairs > 500, "{how}: {line}");
+        if how == "kcompactd" {
+            assert!(out.contains("order-9 on node 1 before: 0\n"), "{how}: {out}");
+        } else {
+            assert!(out.contains("compact_memory write 2\n"), "{how}: {out}");
+        }
+        assert!(out.contains(&format!("after {how}: order-9 blocks free on node 1: some\n")), "{how}: {out}");
+        assert!(out.contains("order-9 on node 1 after: 1\n"), "{how}: {out}");
+        assert!(out.contains("bad pages 0\n"), "{how}: {out}");
+        let vm = |name: &str| -> u64 {
+            let l =
+                out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}: {out}"));
+            l[name.len() + 1..].trim().parse().unwrap()
+        };
+        assert!(vm("compact_migrate_scanned") > 0, "{how}: {out}");
+        if how == "kcompactd" {
+            assert!(vm("compact_daemon_wake") > 0, "{how}: {out}");
+        }
+        assert!(out.contains("Node    1, zone    DMA32, type      Movable"), "{how}: {out}");
+        assert!(out.contains("\nNode 1, zone    DMA32 "), "{how}: {out}");
+    }
+}
