@@ -1160,6 +1160,7 @@ int main(void) {
         }
     munmap(b, MAX * 4096L);
     printf("touched %d pairs; order-9 blocks free on node 1: %ld\n", n, compact(8, 1));
+    syscall(503, "numa-fragmented", 15);
 #ifdef SYSCTL
     int fd = open("/proc/sys/vm/compact_memory", O_WRONLY);
     printf("compact_memory write %ld\n", (long)write(fd, "1\n", 2));
@@ -1190,7 +1191,9 @@ fn compaction_and_kcompactd_work_per_node() {
     for (flags, how) in [(&["-static"][..], "kcompactd"), (&["-static", "-DSYSCTL"][..], "compact_memory")] {
         let prog = compile("musl-gcc", COMPACT, &dir.0, &format!("compact-{how}"), flags);
         let root = initrd_with_init(&dir.0.join(how), &prog);
-        // kcompactd runs when asked for (the `kcompactd` switch).
+        // kcompactd runs when asked for (the `kcompactd` switch). The
+        // host reads the free lists at the checkpoint after the
+        // fragmentation, per node.
         let r = boot(&[
             "--mem",
             "64M",
@@ -1202,6 +1205,10 @@ fn compaction_and_kcompactd_work_per_node() {
             "kcompactd",
             "--initrd",
             root.to_str().unwrap(),
+            "--inspect-at",
+            "numa-fragmented",
+            "--inspect",
+            "buddyinfo,pagetypeinfo",
         ]);
         let out = r.all();
         assert_eq!(r.status, 0, "{how}: {out}");
@@ -1232,5 +1239,17 @@ fn compaction_and_kcompactd_work_per_node() {
         }
         assert!(out.contains("Node    1, zone    DMA32, type      Movable"), "{how}: {out}");
         assert!(out.contains("\nNode 1, zone    DMA32 "), "{how}: {out}");
+        // The host's views name node 1's zone too, and see it as the guest
+        // did: no free block of order 9 or 10 there, some on node 0.
+        let host = |node: u8| -> Vec<u64> {
+            let l = out
+                .lines()
+                .find(|l| l.starts_with(&format!("Node {node}, zone    DMA32 ")) && l.split_whitespace().count() == 15)
+                .unwrap_or_else(|| panic!("{how}: no host buddyinfo line for node {node}: {out}"));
+            l.split_whitespace().skip(4).map(|n| n.parse().unwrap()).collect()
+        };
+        assert_eq!(&host(1)[9..], &[0, 0], "{how}: {out}");
+        assert!(host(0)[9..].iter().sum::<u64>() > 0, "{how}: {out}");
+        assert!(out.contains("Node    1, zone    DMA32, type    Unmovable"), "{how}: {out}");
     }
 }
