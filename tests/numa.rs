@@ -517,6 +517,7 @@ const MOVE: &str = r#"
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -530,6 +531,7 @@ const MOVE: &str = r#"
 #define MPOL_MF_MOVE 2
 #define MV ((char *)0x230000000UL)
 #define SH ((char *)0x240000000UL)
+#define HP ((char *)0x280000000UL)
 #define N 16
 
 static long e(long r) { return r < 0 ? -errno : r; }
@@ -547,6 +549,20 @@ static void nodes(const char *what, char *p) {
         printf(" %d", node);
     }
     printf("\n");
+}
+static int node_of(char *p) {
+    int node = -1;
+    syscall(SYS_get_mempolicy, &node, 0, 0, p, MPOL_F_NODE | MPOL_F_ADDR);
+    return node;
+}
+static long huge_kb(void) {
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strstr(buf, "AnonHugePages:");
+    return p ? strtol(p + 14, 0, 10) : -1;
 }
 static void cat(const char *path) {
     char buf[4096];
@@ -588,6 +604,18 @@ int main(void) {
     int st = 0;
     waitpid(c, &st, 0);
     printf("child saw %d\n", WEXITSTATUS(st));
+
+    /* A transparent huge page bound to node 0, then moved: split, its
+       512 pages on node 1, the data intact. */
+    char *hp = mmap(HP, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    madvise(hp, 2 << 20, MADV_HUGEPAGE);
+    mbind_(HP, 2 << 20, MPOL_BIND, &m0, 3, 0);
+    for (int i = 0; i < (2 << 20); i += 512) hp[i] = (char)(i / 512 + 3);
+    printf("thp before: nodes %d %d, AnonHugePages %ld kB\n", node_of(hp), node_of(hp + (2 << 20) - 4096), huge_kb());
+    printf("move thp %ld\n", mbind_(HP, 2 << 20, MPOL_BIND, &m1, 3, MPOL_MF_MOVE | MPOL_MF_STRICT));
+    int hbad = 0;
+    for (int i = 0; i < (2 << 20); i += 512) hbad += hp[i] != (char)(i / 512 + 3);
+    printf("thp after: nodes %d %d, AnonHugePages %ld kB, bad %d\n", node_of(hp), node_of(hp + (2 << 20) - 4096), huge_kb(), hbad);
     return 0;
 }
 "#;
@@ -637,6 +665,10 @@ fn mbind_move_migrates_pages_to_the_new_node() {
     assert!(out.contains("move shared -5\n"), "{out}");
     assert!(out.contains("shared 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{out}");
     assert!(out.contains("child saw 5\n"), "{out}");
+    // A THP moves split (Linux moves it whole when it can).
+    assert!(out.contains("thp before: nodes 0 0, AnonHugePages 2048 kB\n"), "{out}");
+    assert!(out.contains("move thp 0\n"), "{out}");
+    assert!(out.contains("thp after: nodes 1 1, AnonHugePages 0 kB, bad 0\n"), "{out}");
 }
 
 /// A child prefers, then binds to, a 4 MiB node 1 and touches 1600 pages
