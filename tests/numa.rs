@@ -63,8 +63,20 @@ fn two_nodes_boot_and_guest_and_host_agree() {
     ]);
     let guest = std::fs::read_to_string(&console).unwrap_or_default();
     assert_eq!(r.status, 0, "{}\n--- console\n{guest}", r.all());
-    // The VMM says what it did with the host's nodes.
-    assert!(r.stderr.contains("vmm: NUMA: "), "{}", r.all());
+    // The VMM says what it did with the host's nodes: on a one-node host
+    // (as this one) why it bound nothing, else the binding.
+    let host = std::fs::read_to_string("/sys/devices/system/node/has_normal_memory").unwrap_or_default();
+    if host.trim() == "0" {
+        assert!(
+            r.stderr.contains(
+                "vmm: NUMA: the host has 1 NUMA node (node 0, /sys/devices/system/node/has_normal_memory): nothing to bind"
+            ),
+            "{}",
+            r.all()
+        );
+    } else if !host.trim().is_empty() {
+        assert!(r.stderr.contains("vmm: NUMA: memory bound with mbind(MPOL_BIND)"), "{}", r.all());
+    }
     // The guest read the SRAT at boot, as Linux prints it.
     assert!(guest.contains("ACPI: SRAT: Node 0 PXM 0 [mem 0x00000000-0x07ffffff]"), "{guest}");
     assert!(guest.contains("ACPI: SRAT: Node 1 PXM 1 [mem 0x08000000-0x0fffffff]"), "{guest}");
@@ -505,6 +517,7 @@ const MOVE: &str = r#"
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -518,6 +531,7 @@ const MOVE: &str = r#"
 #define MPOL_MF_MOVE 2
 #define MV ((char *)0x230000000UL)
 #define SH ((char *)0x240000000UL)
+#define HP ((char *)0x280000000UL)
 #define N 16
 
 static long e(long r) { return r < 0 ? -errno : r; }
@@ -535,6 +549,20 @@ static void nodes(const char *what, char *p) {
         printf(" %d", node);
     }
     printf("\n");
+}
+static int node_of(char *p) {
+    int node = -1;
+    syscall(SYS_get_mempolicy, &node, 0, 0, p, MPOL_F_NODE | MPOL_F_ADDR);
+    return node;
+}
+static long huge_kb(void) {
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strstr(buf, "AnonHugePages:");
+    return p ? strtol(p + 14, 0, 10) : -1;
 }
 static void cat(const char *path) {
     char buf[4096];
@@ -576,6 +604,18 @@ int main(void) {
     int st = 0;
     waitpid(c, &st, 0);
     printf("child saw %d\n", WEXITSTATUS(st));
+
+    /* A transparent huge page bound to node 0, then moved: split, its
+       512 pages on node 1, the data intact. */
+    char *hp = mmap(HP, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    madvise(hp, 2 << 20, MADV_HUGEPAGE);
+    mbind_(HP, 2 << 20, MPOL_BIND, &m0, 3, 0);
+    for (int i = 0; i < (2 << 20); i += 512) hp[i] = (char)(i / 512 + 3);
+    printf("thp before: nodes %d %d, AnonHugePages %ld kB\n", node_of(hp), node_of(hp + (2 << 20) - 4096), huge_kb());
+    printf("move thp %ld\n", mbind_(HP, 2 << 20, MPOL_BIND, &m1, 3, MPOL_MF_MOVE | MPOL_MF_STRICT));
+    int hbad = 0;
+    for (int i = 0; i < (2 << 20); i += 512) hbad += hp[i] != (char)(i / 512 + 3);
+    printf("thp after: nodes %d %d, AnonHugePages %ld kB, bad %d\n", node_of(hp), node_of(hp + (2 << 20) - 4096), huge_kb(), hbad);
     return 0;
 }
 "#;
@@ -625,12 +665,17 @@ fn mbind_move_migrates_pages_to_the_new_node() {
     assert!(out.contains("move shared -5\n"), "{out}");
     assert!(out.contains("shared 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{out}");
     assert!(out.contains("child saw 5\n"), "{out}");
+    // A THP moves split (Linux moves it whole when it can).
+    assert!(out.contains("thp before: nodes 0 0, AnonHugePages 2048 kB\n"), "{out}");
+    assert!(out.contains("move thp 0\n"), "{out}");
+    assert!(out.contains("thp after: nodes 1 1, AnonHugePages 0 kB, bad 0\n"), "{out}");
 }
 
 /// A child prefers, then binds to, a 4 MiB node 1 and touches 1600 pages
 /// (6.25 MiB): preferred falls back to node 0 (numa_miss on node 0,
 /// numa_foreign on node 1), bind never leaves node 1 and ends in the OOM
-/// killer.
+/// killer, constrained to the policy (`CONSTRAINT_MEMORY_POLICY`): a
+/// bigger process bound to node 0 is not a candidate and lives on.
 const FULL: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -647,6 +692,7 @@ const FULL: &str = r#"
 #define MPOL_PREFERRED 1
 #define MPOL_BIND 2
 #define PAGES 1600
+#define HOG 1300
 
 static unsigned long vmstat(const char *name) {
     char buf[8192];
@@ -678,6 +724,18 @@ static int touch(long mode) {
     printf("mode %ld: %d pages on node 0, %d on node 1\n", mode, n0, n1);
     return 0;
 }
+/* Bound to node 0 with more pages than the bind child can get on node 1:
+   the global OOM killer would pick it. */
+static void hog(int ready, int go) {
+    unsigned long m0 = 1;
+    if (syscall(SYS_set_mempolicy, MPOL_BIND, &m0, 3)) _exit(1);
+    char *p = mmap(0, HOG * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < HOG; i++) p[i * 4096L] = 1;
+    char x = 'r';
+    write(ready, &x, 1);
+    read(go, &x, 1);
+    _exit(7);
+}
 int main(void) {
     setvbuf(stdout, 0, _IONBF, 0);
     unsigned long miss = vmstat("numa_miss"), foreign = vmstat("numa_foreign");
@@ -687,10 +745,22 @@ int main(void) {
     waitpid(c, &st, 0);
     printf("preferred child: exit %d, numa_miss grew %d numa_foreign grew %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
            vmstat("numa_miss") > miss, vmstat("numa_foreign") > foreign);
+    int ready[2], go[2];
+    pipe(ready);
+    pipe(go);
+    pid_t h = fork();
+    if (h == 0) hog(ready[1], go[0]);
+    char x;
+    read(ready[0], &x, 1);
+    printf("hog pid %d\n", h);
     c = fork();
     if (c == 0) _exit(touch(MPOL_BIND));
+    printf("bind pid %d\n", c);
     waitpid(c, &st, 0);
     printf("bind child: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    write(go[1], &x, 1);
+    waitpid(h, &st, 0);
+    printf("hog: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     cat("/proc/numastat");
     return 0;
 }
@@ -714,8 +784,504 @@ fn preferred_falls_back_and_bind_ooms_when_the_node_is_full() {
     assert!(n1 > 900 && n0 > 0, "{line}");
     assert!(out.contains("preferred child: exit 0, numa_miss grew 1 numa_foreign grew 1"), "{out}");
     // Bind: node 1 only, so the fault path runs out and the OOM killer
-    // takes the child.
-    assert!(out.contains("Out of memory: Killed process 3 (init)"), "{out}");
+    // takes the child, constrained to the policy's node: the hog bound
+    // to node 0 (more pages) is neither listed nor killed.
+    let pid = |what: &str| -> u64 {
+        let l = out.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {out}"));
+        l[what.len()..].trim().parse().unwrap_or_else(|_| panic!("{l}"))
+    };
+    let (hog, bind) = (pid("hog pid "), pid("bind pid "));
+    assert!(
+        out.contains(&format!(
+            "oom-kill:constraint=CONSTRAINT_MEMORY_POLICY,nodemask=1,cpuset=/,mems_allowed=0-1,global_oom,task_memcg=/,task=init,pid={bind},uid=0"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Out of memory: Killed process {bind} (init)")), "{out}");
+    assert!(!out.contains("CONSTRAINT_NONE"), "{out}");
+    let table: Vec<&str> =
+        out.lines().skip_while(|l| !l.starts_with("Tasks state")).take_while(|l| !l.starts_with("oom-kill:")).collect();
+    assert!(table.iter().any(|l| l.starts_with(&format!("[{bind}] "))), "{out}");
+    assert!(
+        !table.iter().any(|l| l.starts_with(&format!("[{hog}] "))),
+        "the hog bound to node 0 is a candidate: {out}"
+    );
     assert!(out.contains("bind child: killed by signal 9"), "{out}");
     assert!(!out.contains("mode 2: "), "bind completed, so it left node 1: {out}");
+    assert!(out.contains("hog: exited 7"), "{out}");
+}
+
+/// Allocations on a task's behalf follow its policy (Linux's
+/// `alloc_pages` with the task's policy): a 16-page tmpfs file written
+/// under the default policy lands on the local node 0, one written after
+/// `set_mempolicy(MPOL_BIND, node 1)` on node 1 (numa_maps of a mapping
+/// of each), and so do the page tables of a new mapping far from the
+/// others; the host's physmap at a checkpoint counts node 1's page-cache
+/// and page-table frames. Under a task interleave policy the file's pages
+/// alternate between the nodes (the task's cursor, Linux's `il_prev`).
+const CACHE: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_BIND 2
+#define MPOL_INTERLEAVE 3
+#define N 16
+
+static void file(const char *path) {
+    static char page[4096];
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    for (int i = 0; i < N; i++) {
+        memset(page, 'a' + i, sizeof page);
+        write(fd, page, sizeof page);
+    }
+    close(fd);
+}
+static void show(const char *path, char *at) {
+    int fd = open(path, O_RDONLY);
+    volatile char *p = mmap(at, N * 4096, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+    close(fd);
+    int sum = 0;
+    for (int i = 0; i < N; i++) sum += p[i * 4096];
+    char buf[8192], want[64];
+    snprintf(want, sizeof want, "file=%s", path);
+    fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n"))
+        if (strstr(l, want)) printf("%s sum %d: %s\n", path, sum, l);
+}
+int main(void) {
+    unsigned long m1 = 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    file("/tmp/local");
+    show("/tmp/local", (char *)0x300000000UL);
+    printf("bind node 1 %ld\n", syscall(SYS_set_mempolicy, MPOL_BIND, &m1, 3));
+    file("/tmp/bound");
+    show("/tmp/bound", (char *)0x7000000000UL);
+    syscall(503, "numa-cache", 10);
+    /* Task interleave: the task's cursor takes the nodes in turn. */
+    unsigned long m01 = 3;
+    printf("interleave %ld\n", syscall(SYS_set_mempolicy, MPOL_INTERLEAVE, &m01, 3));
+    file("/tmp/il");
+    show("/tmp/il", (char *)0x310000000UL);
+    return 0;
+}
+"#;
+
+#[test]
+fn page_cache_and_page_tables_follow_the_task_policy() {
+    let dir = Scratch::new("numa-cache");
+    let prog = compile("musl-gcc", CACHE, &dir.0, "cache", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let view = format!("physmap:{}", dir.0.display());
+    let r = boot(&[
+        "--mem",
+        "256M",
+        "--cpus",
+        "1",
+        "--numa",
+        "2",
+        "--initrd",
+        root.to_str().unwrap(),
+        "--inspect-at",
+        "numa-cache",
+        "--inspect",
+        &view,
+        "--json",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    let sum: u32 = (0..16).map(|i| b'a' as u32 + i).sum();
+    // The sums prove the pages hold the data written.
+    assert!(
+        out.contains(&format!(
+            "/tmp/local sum {sum}: 300000000 default file=/tmp/local mapped=16 N0=16 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("bind node 1 0\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "/tmp/bound sum {sum}: 7000000000 bind:1 file=/tmp/bound mapped=16 N1=16 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("interleave 0\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "/tmp/il sum {sum}: 310000000 interleave:0-1 file=/tmp/il mapped=16 N0=8 N1=8 kernelpagesize_kB=4"
+        )),
+        "{out}"
+    );
+    let v: Vec<Value> = r.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let pm = &v.iter().find(|v| v["view"] == "physmap").unwrap_or_else(|| panic!("{out}"))["data"];
+    let nodes = pm["nodes"].as_array().unwrap_or_else(|| panic!("no node counts: {pm}"));
+    let frames = |node: usize, class: &str| nodes[node]["frames"][class].as_u64().unwrap_or(0);
+    // The bound file's 16 pages; the page tables of the mapping at
+    // 0x7000000000 (a PUD table's range of its own: PMD and PTE tables).
+    assert!(frames(1, "page-cache") >= 16, "{pm}");
+    assert!(frames(1, "page-table") >= 2, "{pm}");
+}
+
+/// migrate_pages(2): Linux's errno for bad input; the caller's own pages
+/// (16 patterned pages and a transparent huge page, split to move) go
+/// from node 0 to node 1 with the data intact (the binary's page-cache
+/// pages stay, and are the count of pages not moved); a child's pages go back to
+/// node 0 by pid, and as the caller is root (MPOL_MF_MOVE_ALL) the pages
+/// it still shares with its parent move too: the parent sees its own
+/// mapping on node 0 afterwards.
+const MIGRATE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MPOL_F_NODE 1
+#define MPOL_F_ADDR 2
+#define MV ((char *)0x250000000UL)
+#define HP ((char *)0x260000000UL)
+#define N 16
+#define HUGE (2UL << 20)
+
+static long e(long r) { return r < 0 ? -errno : r; }
+static long migrate(long pid, unsigned long maxnode, unsigned long *from, unsigned long *to) {
+    return e(syscall(SYS_migrate_pages, pid, maxnode, from, to));
+}
+static int node(char *p) {
+    int n = -1;
+    syscall(SYS_get_mempolicy, &n, 0, 0, p, MPOL_F_NODE | MPOL_F_ADDR);
+    return n;
+}
+static void nodes(const char *what, char *p) {
+    printf("%s", what);
+    for (int i = 0; i < N; i++) printf(" %d", node(p + i * 4096));
+    printf("\n");
+}
+static int bad(char *p, unsigned long len, int salt) {
+    int b = 0;
+    for (unsigned long i = 0; i < len; i += 64) b += p[i] != (char)(i / 64 * 7 + salt);
+    return b;
+}
+static void fill(char *p, unsigned long len, int salt) {
+    for (unsigned long i = 0; i < len; i += 64) p[i] = (char)(i / 64 * 7 + salt);
+}
+static long huge_kb(void) {
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strstr(buf, "AnonHugePages:");
+    return p ? atol(p + 14) : -1;
+}
+static void maps(void) {
+    char buf[8192];
+    int fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n"))
+        if (!strncmp(l, "250000000", 9) || !strncmp(l, "260000000", 9)) printf("%s\n", l);
+}
+
+/* Page-cache pages mapped on node 0 (file VMAs' N0= less their anon=):
+   the migrator moves anonymous pages only, these stay and count. */
+static int file_pages_n0(void) {
+    char buf[8192];
+    int fd = open("/proc/self/numa_maps", O_RDONLY);
+    int n = read(fd, buf, sizeof buf - 1), sum = 0;
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(0, "\n")) {
+        if (!strstr(l, " file=")) continue;
+        char *a = strstr(l, " anon="), *n0 = strstr(l, " N0=");
+        if (n0) sum += atoi(n0 + 4) - (a ? atoi(a + 6) : 0);
+    }
+    return sum;
+}
+
+int main(void) {
+    unsigned long m0 = 1, m1 = 2, m2 = 4, empty = 0, big[2] = {1, 1};
+    setvbuf(stdout, 0, _IONBF, 0);
+    printf("no such pid %ld\n", migrate(99999, 3, &m0, &m1));
+    printf("empty new %ld\n", migrate(0, 3, &m0, &empty));
+    printf("absent new node %ld\n", migrate(0, 4, &m0, &m2));
+    printf("bad new pointer %ld\n", migrate(0, 3, &m0, (unsigned long *)8));
+    printf("bit beyond the ABI mask %ld\n", migrate(0, 129, big, &m1));
+    printf("same nodes %ld\n", migrate(0, 3, &m0, &m0));
+
+    char *mv = mmap(MV, N * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    fill(mv, N * 4096, 1);
+    char *hp = mmap(HP, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    madvise(hp, HUGE, MADV_HUGEPAGE);
+    fill(hp, HUGE, 3);
+    nodes("before", mv);
+    printf("huge page before %d %d, AnonHugePages %ld kB\n", node(hp), node(hp + HUGE - 4096), huge_kb());
+    maps();
+    int files = file_pages_n0();
+    long left = migrate(0, 3, &m0, &m1);
+    printf("self to node 1: %ld not moved, %d page-cache pages\n", left, files);
+    nodes("after", mv);
+    printf("huge page after %d %d, AnonHugePages %ld kB\n", node(hp), node(hp + HUGE - 4096), huge_kb());
+    printf("bad bytes %d %d\n", bad(mv, N * 4096, 1), bad(hp, HUGE, 3));
+    maps();
+    syscall(503, "numa-migrated", 13);
+    munmap(hp, HUGE);
+
+    int go[2], done[2];
+    pipe(go);
+    pipe(done);
+    pid_t c = fork();
+    if (c == 0) {
+        char x;
+        read(go[0], &x, 1);
+        int ok = 1;
+        for (int i = 0; i < N; i++) ok &= node(mv + i * 4096) == 0;
+        ok &= bad(mv, N * 4096, 1) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    printf("child to node 0 %ld\n", migrate(c, 3, &m1, &m0));
+    nodes("parent's shared pages", mv);
+    write(go[1], "x", 1);
+    int st = 0;
+    waitpid(c, &st, 0);
+    printf("child saw its pages on node 0: %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "yes" : "no");
+    printf("parent bad bytes %d\n", bad(mv, N * 4096, 1));
+    return 0;
+}
+"#;
+
+#[test]
+fn migrate_pages_moves_a_process_between_nodes() {
+    let dir = Scratch::new("numa-migrate");
+    for (cc, name) in [("gcc", "migrate-glibc"), ("musl-gcc", "migrate-musl")] {
+        let prog = compile(cc, MIGRATE, &dir.0, name, &["-static"]);
+        let root = initrd_with_init(&dir.0.join(name).with_extension("d"), &prog);
+        let mut views = Vec::new();
+        for i in 0..16u64 {
+            views.push(format!("walk:{:#x}", 0x2_5000_0000 + i * 4096));
+        }
+        let views = views.join(",");
+        let r = boot(&[
+            "--mem",
+            "256M",
+            "--cpus",
+            "1",
+            "--numa",
+            "2",
+            "--initrd",
+            root.to_str().unwrap(),
+            "--inspect-at",
+            "numa-migrated",
+            "--inspect",
+            &views,
+            "--verify",
+            "numa",
+            "--json",
+        ]);
+        let out = r.all();
+        assert_eq!(r.status, 0, "{cc}: {out}");
+        for (what, want) in [
+            ("no such pid", "-3"),
+            ("empty new", "-22"),
+            ("absent new node", "-22"),
+            ("bad new pointer", "-14"),
+            ("bit beyond the ABI mask", "-22"),
+            ("same nodes", "0"),
+            ("child to node 0", "0"),
+        ] {
+            assert!(out.contains(&format!("{what} {want}\n")), "{cc}: {what}: want {want}\n{out}");
+        }
+        assert!(out.contains("before 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("huge page before 0 0, AnonHugePages 2048 kB\n"), "{cc}: {out}");
+        assert!(out.contains("250000000 default anon=16 dirty=16 N0=16 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("260000000 default anon=512 dirty=512 N0=512 kernelpagesize_kB=4"), "{cc}: {out}");
+        // Every anonymous page moved; the binary's page-cache pages did
+        // not (the migrator moves anon pages only) and are the count.
+        let line = out.lines().find(|l| l.starts_with("self to node 1: ")).unwrap_or_else(|| panic!("{cc}: {out}"));
+        let n: Vec<i64> = line.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+        assert_eq!(n.len(), 2, "{line}");
+        assert_eq!(n[0], n[1], "{cc}: {line}");
+        assert!(out.contains("after 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), "{cc}: {out}");
+        // Split to move (Linux moves it whole when it can).
+        assert!(out.contains("huge page after 1 1, AnonHugePages 0 kB\n"), "{cc}: {out}");
+        assert!(out.contains("bad bytes 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("250000000 default anon=16 dirty=16 N1=16 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("260000000 default anon=512 dirty=512 N1=512 kernelpagesize_kB=4"), "{cc}: {out}");
+        assert!(out.contains("parent's shared pages 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), "{cc}: {out}");
+        assert!(out.contains("child saw its pages on node 0: yes\n"), "{cc}: {out}");
+        assert!(out.contains("parent bad bytes 0\n"), "{cc}: {out}");
+        // The host at the checkpoint after the move: the 16 frames in
+        // node 1's SRAT range, every block's node agreeing with the SRAT.
+        let frames = walked_frames(&r.stdout);
+        assert_eq!(frames.len(), 16, "{cc}: {out}");
+        for (va, pa) in frames {
+            assert_eq!(node_of(pa), 1, "{cc}: va {va:#x} pa {pa:#x}\n{out}");
+        }
+        let verify = r
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|j| j["view"] == "verify")
+            .flat_map(|j| j["data"]["checks"].as_array().cloned().unwrap_or_default())
+            .find(|c| c["check"] == "numa")
+            .unwrap_or_else(|| panic!("{cc}: no numa check result:\n{out}"));
+        assert_eq!(verify["status"], "ok", "{cc}: {verify}");
+    }
+}
+
+/// Compaction per node: a process bound to node 1 (12 MiB) touches two
+/// mappings in turn until node 1 has no free 2 MiB block, unmaps one, and
+/// an order-9 allocation on node 1 only fails; then node 1 is compacted
+/// (by its kcompactd, woken by that failure; or through
+/// /proc/sys/vm/compact_memory with `-DSYSCTL`) and the order-9
+/// allocation on node 1 succeeds, the data intact. /proc/pagetypeinfo
+/// names node 1's zone as Linux's ("Node    1, zone    DMA32").
+const COMPACT: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_BIND 2
+#define SYS_COMPACT 520
+#define MAX 1600
+
+static long compact(long op, long arg) {
+    long r = syscall(SYS_COMPACT, op, arg);
+    return r < 0 ? -errno : r;
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+
+int main(void) {
+    unsigned long m1 = 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    printf("bad node %ld\n", compact(8, 7));
+    printf("bind node 1 %ld\n", syscall(SYS_set_mempolicy, MPOL_BIND, &m1, 3));
+    long free9 = compact(8, 1);
+    printf("order-9 blocks free on node 1 at start: %s\n", free9 > 0 ? "some" : "none");
+    char *a = mmap(0, MAX * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *b = mmap(0, MAX * 4096L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int n = 0;
+    while (n < MAX && compact(8, 1) > 0)
+        for (int k = 0; k < 8 && n < MAX; k++, n++) {
+            a[n * 4096L] = (char)(n * 3 + 1);
+            b[n * 4096L] = 1;
+        }
+    munmap(b, MAX * 4096L);
+    printf("touched %d pairs; order-9 blocks free on node 1: %ld\n", n, compact(8, 1));
+    syscall(503, "numa-fragmented", 15);
+#ifdef SYSCTL
+    int fd = open("/proc/sys/vm/compact_memory", O_WRONLY);
+    printf("compact_memory write %ld\n", (long)write(fd, "1\n", 2));
+    close(fd);
+    printf("after compact_memory: order-9 blocks free on node 1: %s\n", compact(8, 1) > 0 ? "some" : "none");
+#else
+    printf("order-9 on node 1 before: %ld\n", compact(7, 1));
+    int y = 0;
+    while (compact(8, 1) == 0 && y < 50) {
+        sched_yield();
+        y++;
+    }
+    printf("after kcompactd: order-9 blocks free on node 1: %s\n", compact(8, 1) > 0 ? "some" : "none");
+#endif
+    printf("order-9 on node 1 after: %ld\n", compact(7, 1));
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += a[i * 4096L] != (char)(i * 3 + 1);
+    printf("bad pages %d\n", bad);
+    cat("/proc/pagetypeinfo");
+    cat("/proc/vmstat");
+    return 0;
+}
+"#;
+
+#[test]
+fn compaction_and_kcompactd_work_per_node() {
+    let dir = Scratch::new("numa-compact");
+    for (flags, how) in [(&["-static"][..], "kcompactd"), (&["-static", "-DSYSCTL"][..], "compact_memory")] {
+        let prog = compile("musl-gcc", COMPACT, &dir.0, &format!("compact-{how}"), flags);
+        let root = initrd_with_init(&dir.0.join(how), &prog);
+        // kcompactd runs when asked for (the `kcompactd` switch). The
+        // host reads the free lists at the checkpoint after the
+        // fragmentation, per node.
+        let r = boot(&[
+            "--mem",
+            "64M",
+            "--cpus",
+            "1",
+            "--numa",
+            "0=52M,1=12M",
+            "--cmdline",
+            "kcompactd",
+            "--initrd",
+            root.to_str().unwrap(),
+            "--inspect-at",
+            "numa-fragmented",
+            "--inspect",
+            "buddyinfo,pagetypeinfo",
+        ]);
+        let out = r.all();
+        assert_eq!(r.status, 0, "{how}: {out}");
+        assert!(out.contains("bad node -22\n"), "{how}: {out}");
+        assert!(out.contains("bind node 1 0\n"), "{how}: {out}");
+        assert!(out.contains("order-9 blocks free on node 1 at start: some\n"), "{how}: {out}");
+        // Fragmented: node 1 has no free 2 MiB block (node 0 has plenty).
+        let line = out.lines().find(|l| l.starts_with("touched ")).unwrap_or_else(|| panic!("{how}: {out}"));
+        assert!(line.ends_with("order-9 blocks free on node 1: 0"), "{how}: {line}");
+        let pairs: u64 = line["touched ".len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(pairs > 500, "{how}: {line}");
+        if how == "kcompactd" {
+            assert!(out.contains("order-9 on node 1 before: 0\n"), "{how}: {out}");
+        } else {
+            assert!(out.contains("compact_memory write 2\n"), "{how}: {out}");
+        }
+        assert!(out.contains(&format!("after {how}: order-9 blocks free on node 1: some\n")), "{how}: {out}");
+        assert!(out.contains("order-9 on node 1 after: 1\n"), "{how}: {out}");
+        assert!(out.contains("bad pages 0\n"), "{how}: {out}");
+        let vm = |name: &str| -> u64 {
+            let l =
+                out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}: {out}"));
+            l[name.len() + 1..].trim().parse().unwrap()
+        };
+        assert!(vm("compact_migrate_scanned") > 0, "{how}: {out}");
+        if how == "kcompactd" {
+            assert!(vm("compact_daemon_wake") > 0, "{how}: {out}");
+        }
+        assert!(out.contains("Node    1, zone    DMA32, type      Movable"), "{how}: {out}");
+        assert!(out.contains("\nNode 1, zone    DMA32 "), "{how}: {out}");
+        // The host's views name node 1's zone too, and see it as the guest
+        // did: no free block of order 9 or 10 there, some on node 0.
+        let host = |node: u8| -> Vec<u64> {
+            let l = out
+                .lines()
+                .find(|l| l.starts_with(&format!("Node {node}, zone    DMA32 ")) && l.split_whitespace().count() == 15)
+                .unwrap_or_else(|| panic!("{how}: no host buddyinfo line for node {node}: {out}"));
+            l.split_whitespace().skip(4).map(|n| n.parse().unwrap()).collect()
+        };
+        assert_eq!(&host(1)[9..], &[0, 0], "{how}: {out}");
+        assert!(host(0)[9..].iter().sum::<u64>() > 0, "{how}: {out}");
+        assert!(out.contains("Node    1, zone    DMA32, type    Unmovable"), "{how}: {out}");
+    }
 }

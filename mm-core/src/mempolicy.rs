@@ -225,16 +225,21 @@ pub fn policy_str(p: &MemPolicy, out: &mut dyn core::fmt::Write) -> core::fmt::R
         out.write_str("=relative")?;
     }
     out.write_char(':')?;
-    // Runs as a node list: "0-2,5".
+    write_nodelist(p.nodes, out)
+}
+
+/// A node mask as Linux's `%*pbl` prints it: runs as a list, `0-2,5`;
+/// nothing for an empty mask.
+pub fn write_nodelist(nodes: u8, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
     let mut first = true;
     let mut n = 0u32;
     while n < 8 {
-        if p.nodes & (1 << n) == 0 {
+        if nodes & (1 << n) == 0 {
             n += 1;
             continue;
         }
         let mut e = n;
-        while e + 1 < 8 && p.nodes & (1 << (e + 1)) != 0 {
+        while e + 1 < 8 && nodes & (1 << (e + 1)) != 0 {
             e += 1;
         }
         if !first {
@@ -249,6 +254,86 @@ pub fn policy_str(p: &MemPolicy, out: &mut dyn core::fmt::Write) -> core::fmt::R
         n = e + 1;
     }
     Ok(())
+}
+
+/// Linux's `constrained_alloc`, its memory-policy part: a failed
+/// allocation whose node mask leaves out a node with memory (`present`)
+/// was narrowed by a policy (MPOL_BIND), so its OOM is
+/// `CONSTRAINT_MEMORY_POLICY`: only tasks that may use those nodes are
+/// worth killing, and the memory counted is theirs.
+pub fn oom_policy_constrained(nodemask: u8, present: u8) -> bool {
+    present & !nodemask != 0
+}
+
+/// Linux's `mempolicy_in_oom_domain`: whether a task with policy `task`
+/// may be killed for a policy-constrained OOM over `mask`. Only a task
+/// bound elsewhere (MPOL_BIND to nodes outside the mask) is left alone:
+/// any other policy may have placed pages on the mask's nodes.
+pub fn in_oom_domain(task: &MemPolicy, mask: u8) -> bool {
+    task.mode != Mode::Bind || task.nodes & mask != 0
+}
+
+/// Linux's `next_node_in`: the first node of `nodes` after `prev`,
+/// wrapping round (`prev` 7 or more: the first); 0 for an empty mask.
+pub fn next_node_in(prev: u8, nodes: u8) -> u8 {
+    let after = if prev >= 7 { 0 } else { nodes & !((2u16 << prev) - 1) as u8 };
+    if after != 0 {
+        after.trailing_zeros() as u8
+    } else if nodes != 0 {
+        nodes.trailing_zeros() as u8
+    } else {
+        0
+    }
+}
+
+/// `migrate_pages(2)`'s number on x86-64.
+pub const SYS_MIGRATE_PAGES: u64 = 256;
+/// Linux's `ESRCH`.
+pub const ESRCH: i64 = 3;
+
+/// Linux's `node_remap`: `node`'s position among `from`'s nodes picks
+/// the node at that position (modulo their number) among `to`'s; `node`
+/// itself if it is not in `from` or `to` is empty.
+pub fn node_remap(node: u8, from: u8, to: u8) -> u8 {
+    if node >= 8 || from & (1 << node) == 0 || to == 0 {
+        return node;
+    }
+    let ord = (from & ((1u16 << node) - 1) as u8).count_ones();
+    offset_il_node(to, u64::from(ord))
+}
+
+/// Linux's `do_migrate_pages` order of moves for `migrate_pages(2)` from
+/// the nodes `from` to the nodes `to`: (source, destination) pairs, each
+/// source once, a node emptied before it receives pages where the map
+/// allows (so pages move once). With masks of unequal weight a source
+/// that is also a destination stays.
+pub fn migrate_pairs(from: u8, to: u8) -> alloc::vec::Vec<(u8, u8)> {
+    let mut out = alloc::vec::Vec::new();
+    let mut tmp = from;
+    let equal = from.count_ones() == to.count_ones();
+    while tmp != 0 {
+        let mut pick = None;
+        for s in 0..8u8 {
+            if tmp & (1 << s) == 0 {
+                continue;
+            }
+            if !equal && to & (1 << s) != 0 {
+                continue;
+            }
+            let d = node_remap(s, from, to);
+            if s == d {
+                continue;
+            }
+            pick = Some((s, d));
+            if tmp & (1 << d) == 0 {
+                break;
+            }
+        }
+        let Some((s, d)) = pick else { break };
+        tmp &= !(1 << s);
+        out.push((s, d));
+    }
+    out
 }
 
 /// Linux's `offset_il_node`: the `ilx % weight`-th node of `nodes`.
@@ -314,6 +399,46 @@ pub fn read_nodemask(
 mod tests {
     use super::*;
     use crate::buddy::GFP_KERNEL;
+
+    #[test]
+    fn oom_constraint_and_domain_as_linux() {
+        // Two nodes with memory: a bind to node 1 is constrained, a bind
+        // to both (or no mask) is not; absent nodes do not count.
+        assert!(oom_policy_constrained(0b10, 0b11));
+        assert!(!oom_policy_constrained(0b11, 0b11));
+        assert!(!oom_policy_constrained(NODEMASK_ALL, 0b11));
+        assert!(!oom_policy_constrained(0b01, 0b01));
+        let bind = |nodes| MemPolicy { mode: Mode::Bind, nodes, flags: 0 };
+        assert!(!in_oom_domain(&bind(0b01), 0b10));
+        assert!(in_oom_domain(&bind(0b11), 0b10));
+        assert!(in_oom_domain(&MemPolicy::DEFAULT, 0b10));
+        // Preferred and interleave elsewhere may still hold pages there.
+        assert!(in_oom_domain(&MemPolicy { mode: Mode::Preferred, nodes: 0b01, flags: 0 }, 0b10));
+        assert!(in_oom_domain(&MemPolicy { mode: Mode::Interleave, nodes: 0b01, flags: 0 }, 0b10));
+        assert_eq!(next_node_in(7, 0b101), 0);
+        assert_eq!(next_node_in(0, 0b101), 2);
+        assert_eq!(next_node_in(2, 0b101), 0);
+        assert_eq!(next_node_in(1, 0b10), 1);
+        let mut s = alloc::string::String::new();
+        write_nodelist(0b1011_0111, &mut s).unwrap();
+        assert_eq!(s, "0-2,4-5,7");
+    }
+
+    #[test]
+    fn migrate_pages_order_as_linux() {
+        assert_eq!(node_remap(1, 0b011, 0b110), 2);
+        assert_eq!(node_remap(0, 0b011, 0b110), 1);
+        assert_eq!(node_remap(2, 0b011, 0b110), 2);
+        assert_eq!(migrate_pairs(0b01, 0b10), [(0, 1)]);
+        assert_eq!(migrate_pairs(0b10, 0b01), [(1, 0)]);
+        // 1 -> 2 first, so node 1 is empty before 0 -> 1 fills it.
+        assert_eq!(migrate_pairs(0b011, 0b110), [(1, 2), (0, 1)]);
+        // Same nodes: nothing to move.
+        assert!(migrate_pairs(0b11, 0b11).is_empty());
+        // Unequal weights: node 1 is a destination, its pages stay.
+        assert_eq!(migrate_pairs(0b011, 0b010), [(0, 1)]);
+        assert_eq!(migrate_pairs(0b001, 0b110), [(0, 1)]);
+    }
 
     #[test]
     fn modes_and_errors_as_linux() {

@@ -323,83 +323,148 @@ fn resolve_distance(n: usize, d: Option<&[u8]>) -> Result<Vec<Vec<u8>>, NumaErro
     Ok(m)
 }
 
-/// The host's NUMA nodes that have memory (from
-/// /sys/devices/system/node/has_normal_memory, or `online`); one node
-/// when neither can be read.
-pub fn host_nodes() -> Vec<u32> {
+/// A node list as sysfs writes it (`0-3,8`, Linux's `%*pbl`); parts that
+/// do not parse are skipped, a range names at most 1024 nodes.
+pub fn parse_node_list(s: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let r = match part.split_once('-') {
+            Some((a, b)) => a.parse::<u32>().ok().zip(b.parse::<u32>().ok()),
+            None => part.parse::<u32>().ok().map(|a| (a, a)),
+        };
+        if let Some((a, b)) = r {
+            v.extend(a..=b.min(a.saturating_add(1023)));
+        }
+    }
+    v
+}
+
+/// The host's NUMA nodes that have memory and the file that said so
+/// (/sys/devices/system/node/has_normal_memory, or `online`); one node
+/// (node 0) when neither can be read.
+pub fn host_nodes() -> (Vec<u32>, String) {
     for f in ["has_normal_memory", "online"] {
-        if let Ok(s) = std::fs::read_to_string(format!("/sys/devices/system/node/{f}")) {
-            let mut v = Vec::new();
-            for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-                let r = match part.split_once('-') {
-                    Some((a, b)) => a.parse::<u32>().ok().zip(b.parse::<u32>().ok()),
-                    None => part.parse::<u32>().ok().map(|a| (a, a)),
-                };
-                if let Some((a, b)) = r {
-                    v.extend(a..=b.min(a + 1023));
-                }
-            }
+        let path = format!("/sys/devices/system/node/{f}");
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let v = parse_node_list(&s);
             if !v.is_empty() {
-                return v;
+                return (v, path);
             }
         }
     }
-    vec![0]
+    (vec![0], "no readable /sys/devices/system/node list: assumed".into())
 }
 
 /// `MPOL_BIND` (linux/mempolicy.h).
 const MPOL_BIND: libc::c_long = 2;
 
-/// Binds each guest node's memory to a host node (guest node i to the
-/// i-th host node, round robin) with `mbind(MPOL_BIND)`, where the host
-/// has more than one; returns what it did, one line for the user. The
-/// memory is reserved lazily, so binding before the guest touches it
-/// places every page it ever gets.
-pub fn bind_to_host(mem: &crate::memory::GuestMem, topo: &Topology) -> String {
-    use vm_memory::{GuestAddress, GuestMemoryBackend};
-    let host = host_nodes();
-    if host.len() < 2 {
-        return format!(
-            "the host has one NUMA node (node {}): the guest's {} nodes are not bound to host nodes",
-            host[0],
-            topo.nodes.len()
-        );
+/// Host nodes the VMM can name in its mbind mask.
+pub const MAX_HOST_NODES: u32 = 1024;
+
+/// One `mbind` the VMM makes: guest-physical `[start, end)` of guest node
+/// `guest` bound to host node `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostBind {
+    /// The guest node.
+    pub guest: usize,
+    /// The host node its memory goes to.
+    pub host: u32,
+    /// First guest-physical byte.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+}
+
+/// Which host node each guest node's memory is bound to: guest node i to
+/// the i-th host node with memory, round robin when the guest has more
+/// nodes than the host. `Err` says why nothing is to be bound: a host
+/// with one node (binding would change nothing), or a host node the
+/// VMM's mask cannot name.
+pub fn plan_host_binding(host: &[u32], source: &str, topo: &Topology) -> Result<Vec<HostBind>, String> {
+    match host {
+        [] => return Err(format!("no host NUMA node is listed ({source}): the guest's memory is not bound")),
+        [only] => {
+            return Err(format!(
+                "the host has 1 NUMA node (node {only}, {source}): nothing to bind, the guest's {} nodes all use it",
+                topo.nodes.len()
+            ))
+        }
+        _ => {}
     }
-    let mut bound = Vec::new();
+    let mut plan = Vec::new();
     for (i, node) in topo.nodes.iter().enumerate() {
         let h = host[i % host.len()];
-        for &(start, end) in &node.ranges {
-            let Ok(hva) = mem.get_host_address(GuestAddress(start)) else {
-                return format!("guest node {i}: {start:#x} has no host mapping; not bound");
-            };
-            // One bit per host node: nodes beyond 1023 are not bound.
-            let mut mask = [0u64; 16];
-            if h as usize >= mask.len() * 64 {
-                return format!("host node {h} is beyond the 1024 the VMM can name; not bound");
-            }
-            mask[h as usize / 64] |= 1 << (h % 64);
-            // SAFETY: mbind only sets the policy of the VMM's own mapping
-            // of guest RAM, [hva, hva + len), which lives as long as the VM;
-            // the mask is a live array of the length passed.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_mbind,
-                    hva as usize,
-                    (end - start) as usize,
-                    MPOL_BIND,
-                    mask.as_ptr(),
-                    (mask.len() * 64) as libc::c_ulong,
-                    0 as libc::c_uint,
-                )
-            };
-            if r != 0 {
-                let e = std::io::Error::last_os_error();
-                return format!("binding guest node {i} to host node {h} failed ({e}); the guest runs unbound");
-            }
+        if h >= MAX_HOST_NODES {
+            return Err(format!(
+                "host node {h} is beyond the {MAX_HOST_NODES} the VMM can name: the guest's memory is not bound"
+            ));
         }
-        bound.push(format!("guest node {i} -> host node {h}"));
+        plan.extend(node.ranges.iter().map(|&(start, end)| HostBind { guest: i, host: h, start, end }));
     }
-    format!("memory bound with mbind(MPOL_BIND): {}", bound.join(", "))
+    Ok(plan)
+}
+
+/// Binds each guest node's memory to a host node with `mbind(MPOL_BIND)`
+/// as [`plan_host_binding`] maps them, where the host has more than one
+/// node; returns what it did (or why it did nothing), one line for the
+/// user. The memory is reserved lazily, so binding before the guest
+/// touches it places every page it ever gets.
+pub fn bind_to_host(mem: &crate::memory::GuestMem, topo: &Topology) -> String {
+    use vm_memory::{GuestAddress, GuestMemoryBackend};
+    let (host, source) = host_nodes();
+    let plan = match plan_host_binding(&host, &source, topo) {
+        Ok(p) => p,
+        Err(why) => return why,
+    };
+    let mut bound: Vec<String> = Vec::new();
+    let mut done_nodes = std::collections::BTreeSet::new();
+    for b in &plan {
+        let failed = |why: String| {
+            let so_far = if bound.is_empty() {
+                "nothing bound".to_string()
+            } else {
+                format!("bound so far: {}", bound.join(", "))
+            };
+            format!(
+                "binding guest node {} to host node {} failed ({why}); {so_far}, the rest runs unbound",
+                b.guest, b.host
+            )
+        };
+        let (Ok(hva), Ok(last)) =
+            (mem.get_host_address(GuestAddress(b.start)), mem.get_host_address(GuestAddress(b.end - 1)))
+        else {
+            return failed(format!("{:#x}..{:#x} has no host mapping", b.start, b.end));
+        };
+        // One host mapping must hold the range (the node ranges are split
+        // at the PCI hole, where the guest's memory regions split).
+        if last as usize - hva as usize != (b.end - b.start - 1) as usize {
+            return failed(format!("{:#x}..{:#x} spans two host mappings", b.start, b.end));
+        }
+        let mut mask = [0u64; (MAX_HOST_NODES / 64) as usize];
+        mask[b.host as usize / 64] |= 1 << (b.host % 64);
+        // SAFETY: mbind only sets the policy of the VMM's own mapping
+        // of guest RAM, [hva, hva + len), which lives as long as the VM
+        // (checked above to be one mapping); the mask is a live array of
+        // the length passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                hva as usize,
+                (b.end - b.start) as usize,
+                MPOL_BIND,
+                mask.as_ptr(),
+                MAX_HOST_NODES as libc::c_ulong,
+                0 as libc::c_uint,
+            )
+        };
+        if r != 0 {
+            return failed(std::io::Error::last_os_error().to_string());
+        }
+        if done_nodes.insert(b.guest) {
+            bound.push(format!("guest node {} -> host node {}", b.guest, b.host));
+        }
+    }
+    format!("memory bound with mbind(MPOL_BIND) ({} host nodes, {source}): {}", host.len(), bound.join(", "))
 }
 
 #[cfg(test)]
@@ -432,6 +497,47 @@ mod tests {
         assert_eq!(t.distance[0][1], 31);
         let t = parse("0=64M,1=64M,distance=10:20:20:10").unwrap().resolve(128 * MIB, 1).unwrap();
         assert_eq!(t.distance, vec![vec![10, 20], vec![20, 10]]);
+    }
+
+    #[test]
+    fn host_node_lists_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_node_list("0\n"), vec![0]);
+        assert_eq!(parse_node_list("0-1,4"), vec![0, 1, 4]);
+        assert_eq!(parse_node_list(""), Vec::<u32>::new());
+        assert_eq!(parse_node_list("x,2"), vec![2]);
+        assert_eq!(parse_node_list("5-3"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn guest_nodes_map_to_host_nodes_round_robin() {
+        let two = parse("2").unwrap().resolve(256 * MIB, 2).unwrap();
+        // One host node: nothing to bind, and the message says why.
+        let e = plan_host_binding(&[0], "/sys/devices/system/node/has_normal_memory", &two).unwrap_err();
+        assert!(e.contains("the host has 1 NUMA node (node 0, /sys/devices/system/node/has_normal_memory)"), "{e}");
+        assert!(e.contains("guest's 2 nodes all use it"), "{e}");
+        assert!(plan_host_binding(&[], "x", &two).unwrap_err().contains("no host NUMA node"));
+        // Two host nodes: one each.
+        let p = plan_host_binding(&[0, 1], "x", &two).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                HostBind { guest: 0, host: 0, start: 0, end: 128 * MIB },
+                HostBind { guest: 1, host: 1, start: 128 * MIB, end: 256 * MIB }
+            ]
+        );
+        // More guest nodes than host nodes (and sparse host numbers):
+        // round robin.
+        let three = parse("3").unwrap().resolve(96 * MIB, 1).unwrap();
+        let hosts: Vec<u32> = plan_host_binding(&[0, 2], "x", &three).unwrap().iter().map(|b| b.host).collect();
+        assert_eq!(hosts, vec![0, 2, 0]);
+        // A node across the PCI hole: one mbind per range.
+        let hole = parse("0=2G,1=2G").unwrap().resolve(4 * GIB, 1).unwrap();
+        let p = plan_host_binding(&[1, 3], "x", &hole).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[1].guest, p[1].host, p[1].start, p[1].end), (1, 3, 2 * GIB, 3 * GIB));
+        assert_eq!((p[2].guest, p[2].host, p[2].start, p[2].end), (1, 3, 4 * GIB, 5 * GIB));
+        // A host node the mask cannot name.
+        assert!(plan_host_binding(&[0, 5000], "x", &two).unwrap_err().contains("host node 5000 is beyond"));
     }
 
     #[test]

@@ -127,8 +127,10 @@ pub fn find_or_create_page(ino: usize, index: u64) -> Result<u64, CacheError> {
 /// swap-backed (`shmem`: written at run time), the file lists otherwise
 /// (Linux's `filemap_add_folio` + `folio_add_lru`).
 fn new_page(ino: usize, index: u64, shmem: bool) -> Result<u64, CacheError> {
-    let pfn =
-        crate::mm::page_alloc::alloc_pages(0, crate::mm::page_alloc::GFP_USER).map_err(|_| CacheError::NoMemory)?;
+    // Under the task's policy, as Linux's `filemap_alloc_folio` and
+    // `shmem_alloc_folio` (no shared tmpfs policies here).
+    let gfp = crate::proc::mempolicy::task_gfp(crate::mm::page_alloc::GFP_USER);
+    let pfn = crate::mm::page_alloc::alloc_pages(0, gfp).map_err(|_| CacheError::NoMemory)?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, PageOwner::PageCache);
         crate::mm::memcg::charge(&mut p.buddy, pfn, crate::mm::memcg::ChargeKind::File);

@@ -1,6 +1,7 @@
 //! Memory compaction in the guest (Linux's mm/compaction.c): mm-core's
-//! two-scanner run ([`CompactControl`]) over each zone, with page
-//! migration by mm/migrate.rs. Triggered on demand (the `compact_memory`
+//! two-scanner run ([`CompactControl`]) over each zone of each NUMA node
+//! (a [`ZoneId`]: pages move only inside their zone, so inside their
+//! node), with page migration by mm/migrate.rs. Triggered on demand (the `compact_memory`
 //! switch and `SYS_COMPACT`, Linux's /proc/sys/vm/compact_memory) and from
 //! the allocation slow path for order > 0 ([`direct_compact`]).
 //!
@@ -19,7 +20,7 @@ use crate::fmt::Dec;
 use crate::kprintln;
 use crate::mm::oom_kill::SDec;
 use alloc::vec::Vec;
-use mm_core::buddy::{Gfp, MigrateType, ZoneType, PAGEBLOCK_ORDER};
+use mm_core::buddy::{Gfp, MigrateType, ZoneId, ZoneType, NR_ZONES, NUMA_NO_NODE, PAGEBLOCK_ORDER};
 use mm_core::compaction::{compaction_suitable, CompactControl, CompactResult, CompactStats, COMPACT_CLUSTER_MAX};
 
 /// Totals since boot (Linux's `compact_stall`, `compact_success`, ... in
@@ -62,11 +63,19 @@ pub static TOTALS: crate::sync::SpinLock<CompactTotals> = crate::sync::SpinLock:
     },
 );
 
+/// The populated zones of node `nid`, highest first.
+pub fn node_zones(nid: u8) -> impl Iterator<Item = ZoneId> {
+    let populated: [bool; NR_ZONES] =
+        PAGES.with(|p| core::array::from_fn(|t| p.buddy.zone(ZoneId::new(nid, ZoneType::ALL[t])).populated()));
+    ZoneType::ALL.into_iter().rev().filter(move |&t| populated[t as usize]).map(move |t| ZoneId::new(nid, t))
+}
+
 /// Linux's `compact_zone`, run in clusters (module documentation):
-/// compacts zone `z` for an allocation of `order` and `mt` (stops as soon
-/// as one could succeed), or wholly (`order` None). None if reclaim's
-/// state is not set up yet (early boot: nothing is movable then).
-pub fn compact_zone(z: ZoneType, order: Option<u8>, mt: MigrateType) -> Option<(CompactResult, CompactStats)> {
+/// compacts zone `z` (of any node) for an allocation of `order` and `mt`
+/// (stops as soon as one could succeed), or wholly (`order` None). None
+/// if reclaim's state is not set up yet (early boot: nothing is movable
+/// then).
+pub fn compact_zone(z: ZoneId, order: Option<u8>, mt: MigrateType) -> Option<(CompactResult, CompactStats)> {
     SWAP.try_with(|_| ())?;
     if let Some(o) = order {
         let r = PAGES.with(|p| compaction_suitable(&p.buddy, z, o));
@@ -171,18 +180,42 @@ fn cluster(
 }
 
 /// Linux's `compact_nodes` (/proc/sys/vm/compact_memory): compacts every
-/// populated zone wholly. Pages migrated.
+/// populated zone of every node wholly. Pages migrated.
 pub fn compact_memory() -> u64 {
+    (0..crate::mm::numa::nr_nodes() as u8).map(compact_node).sum()
+}
+
+/// Linux's `compact_node` (/sys/devices/system/node/nodeN/compact):
+/// compacts node `nid`'s populated zones wholly. Pages migrated.
+pub fn compact_node(nid: u8) -> u64 {
     let mut migrated = 0;
-    for z in ZoneType::ALL {
-        if !PAGES.with(|p| p.buddy.zone(z).populated()) {
-            continue;
-        }
+    for z in node_zones(nid) {
         if let Some((_, st)) = compact_zone(z, None, MigrateType::Movable) {
             migrated += st.migrated;
         }
     }
     migrated
+}
+
+/// The nodes a request walks, in its zonelist's order (Linux's
+/// `for_each_zone_zonelist_nodemask`): its preferred node (the running
+/// CPU's for `NUMA_NO_NODE`), then the others by distance, only those
+/// its node mask allows.
+fn zonelist_nodes(gfp: Gfp) -> alloc::vec::Vec<u8> {
+    let nid = if gfp.nid == NUMA_NO_NODE {
+        crate::mm::numa::cpu_node(crate::arch::percpu::this_cpu().id)
+    } else {
+        gfp.nid
+    };
+    PAGES.with(|p| {
+        let l = p.buddy.node_layout();
+        let order = l.fallback(usize::from(nid));
+        let mut v: alloc::vec::Vec<u8> = order.iter().copied().filter(|&n| gfp.nodemask & (1 << (n & 7)) != 0).collect();
+        if v.is_empty() && l.nr_nodes() <= 1 {
+            v.push(0);
+        }
+        v
+    })
 }
 
 /// Linux's `try_to_compact_pages` for the allocation slow path: compacts
@@ -194,8 +227,10 @@ pub fn direct_compact(order: u8, gfp: Gfp) -> bool {
     let mut progress = false;
     TOTALS.with(|t| t.stalls += 1);
     count(Event::CompactStall, 1);
-    for z in ZoneType::ALL.iter().rev().copied().filter(|&z| z <= gfp.zone) {
-        if !PAGES.with(|p| p.buddy.zone(z).populated()) || compaction_deferred(z, order) {
+    let zones: alloc::vec::Vec<ZoneId> =
+        zonelist_nodes(gfp).into_iter().flat_map(node_zones).filter(|z| z.kind() <= gfp.zone).collect();
+    for z in zones {
+        if compaction_deferred(z, order) {
             continue;
         }
         let Some((r, st)) = compact_zone(z, Some(order), gfp.migratetype) else { return false };
@@ -228,9 +263,19 @@ pub fn try_order(order: u8) -> bool {
     })
 }
 
-/// Free blocks of `order` or larger, all zones.
+/// Free blocks of `order` or larger, all zones of all nodes.
 pub fn free_blocks_at_least(order: u8) -> u64 {
-    PAGES.with(|p| ZoneType::ALL.iter().map(|&z| p.buddy.free_blocks(z).iter().skip(order as usize).sum::<u64>()).sum())
+    (0..crate::mm::numa::nr_nodes() as u8).map(|n| node_free_blocks_at_least(n, order)).sum()
+}
+
+/// Free blocks of `order` or larger in node `nid`'s zones.
+pub fn node_free_blocks_at_least(nid: u8, order: u8) -> u64 {
+    PAGES.with(|p| {
+        ZoneType::ALL
+            .iter()
+            .map(|&t| p.buddy.free_blocks(ZoneId::new(nid, t)).iter().skip(order as usize).sum::<u64>())
+            .sum()
+    })
 }
 
 /// The lowest unusable-free-space index (thousandths) for `order` over
@@ -239,10 +284,10 @@ pub fn free_blocks_at_least(order: u8) -> u64 {
 /// extfrag view prints every zone's). -1 if no zone is populated.
 pub fn unusable_index(order: u8) -> i64 {
     PAGES.with(|p| {
-        ZoneType::ALL
-            .iter()
-            .filter(|&&z| p.buddy.zone(z).populated())
-            .map(|&z| p.buddy.unusable_free_index(z, order))
+        (0..p.buddy.nr_nodes() * NR_ZONES)
+            .filter_map(ZoneId::from_index)
+            .filter(|&z| p.buddy.zone(z).populated())
+            .map(|z| p.buddy.unusable_free_index(z, order))
             .min()
             .unwrap_or(-1)
     })
@@ -287,13 +332,43 @@ pub fn alloc_order9_no_compact() -> i64 {
     }
 }
 
-/// `SYS_COMPACT(op)`: 0 compacts all memory (pages migrated); 1 tries an
+/// An order-9 movable allocation on node `nid` only (`__GFP_THISNODE`)
+/// that may not block, freed at once: 1 if it succeeded, 0 if it failed
+/// (the slow path then woke kswapd and that node's kcompactd), -EINVAL
+/// for a node without memory.
+pub fn alloc_order9_on_node(nid: u64) -> i64 {
+    use super::page_alloc::{gfp, GfpMask};
+    if nid >= crate::mm::numa::nr_nodes() as u64 {
+        return -crate::proc::abi::EINVAL;
+    }
+    let n = nid as u8;
+    let req = GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE.on_nodes(n, 1 << n), flags: gfp::KSWAPD_RECLAIM };
+    match super::page_alloc::alloc_pages(PAGEBLOCK_ORDER, req) {
+        Ok(pfn) => {
+            if let Err(e) = super::free_pages(pfn, PAGEBLOCK_ORDER) {
+                kprintln!("compaction: freeing the order-9 test block: {}", e);
+            }
+            1
+        }
+        Err(_) => 0,
+    }
+}
+
+/// `SYS_COMPACT(op, arg)`: 0 compacts all memory (pages migrated); 1 tries an
 /// order-9 allocation without reclaim or compaction (1 if it succeeded);
 /// 2 the lowest unusable index of order 9 over the zones (thousandths); 3 the free blocks of
 /// order 9 or more; 4 an order-9 allocation through the slow path, so by
-/// direct compaction ([`alloc_order9_direct`]).
-pub fn sys_compact(op: u64) -> i64 {
+/// direct compaction ([`alloc_order9_direct`]); 7 an order-9 allocation
+/// on node `arg` only without compaction ([`alloc_order9_on_node`]); 8
+/// the free blocks of order 9 or more on node `arg`; 9 compacts node
+/// `arg` (pages migrated). A node beyond the last: -EINVAL.
+pub fn sys_compact(op: u64, arg: u64) -> i64 {
+    let nodes = crate::mm::numa::nr_nodes() as u64;
     match op {
+        7 => alloc_order9_on_node(arg),
+        8 | 9 if arg >= nodes => -crate::proc::abi::EINVAL,
+        8 => node_free_blocks_at_least(arg as u8, PAGEBLOCK_ORDER) as i64,
+        9 => compact_node(arg as u8) as i64,
         4 => alloc_order9_direct(),
         5 => alloc_order9_no_compact(),
         6 => TOTALS.with(|t| t.scan.migrated) as i64,

@@ -155,13 +155,14 @@ pub fn huge_range(vma: &Vma, addr: u64) -> Option<u64> {
 /// Linux's `GFP_TRANSHUGE_LIGHT`: movable, no reclaim and no waking of
 /// kswapd (THP's default defrag: a fault that finds no free order-9 block
 /// falls back to 4 KiB pages rather than stall).
-const GFP_TRANSHUGE_LIGHT: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE, flags: 0 };
+pub const GFP_TRANSHUGE_LIGHT: GfpMask = GfpMask { gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE, flags: 0 };
 
 /// A huge page for user memory: an order-9 block, `zeroed` or not, split
 /// into 512 order-0 pages owned `UserAnon` with one reference each.
-/// Physical address, or `None` when no order-9 block is free.
-pub fn alloc_huge_page(zeroed: bool) -> Option<u64> {
-    let pfn = alloc_pages(HPAGE_PMD_ORDER, GFP_TRANSHUGE_LIGHT).ok()?;
+/// Physical address, or `None` when no order-9 block is free. `gfp`:
+/// [`GFP_TRANSHUGE_LIGHT`] on the nodes of the VMA's policy.
+pub fn alloc_huge_page(zeroed: bool, gfp: GfpMask) -> Option<u64> {
+    let pfn = alloc_pages(HPAGE_PMD_ORDER, gfp).ok()?;
     PAGES.with(|p| {
         let _ = p.buddy.set_owner(pfn, PageOwner::UserAnon);
         if let Err(e) = p.buddy.split_page(pfn) {

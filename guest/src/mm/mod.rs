@@ -293,9 +293,11 @@ pub fn virt_to_phys(va: u64) -> u64 {
 /// Page-table pages from the buddy allocator, marked as such.
 pub struct BuddyFrames<'a>(pub &'a mut PageAlloc);
 
-impl FrameAllocator for BuddyFrames<'_> {
-    fn allocate_frame(&mut self) -> Option<PhysAddr> {
-        let pfn = page_alloc::alloc_pages_locked(self.0, 0, GFP_KERNEL).ok()?;
+impl BuddyFrames<'_> {
+    /// A cleared page-table page allocated with `gfp` (a process's tables
+    /// follow its NUMA policy: proc/fault.rs's `PtFrames`).
+    pub fn allocate_frame_with(&mut self, gfp: GfpMask) -> Option<PhysAddr> {
+        let pfn = page_alloc::alloc_pages_locked(self.0, 0, gfp).ok()?;
         let _ = self.0.buddy.set_owner(pfn, PageOwner::PageTable);
         memcg::charge(&mut self.0.buddy, pfn, memcg::ChargeKind::PageTable);
         STATS.with(|s| s.table_pages += 1);
@@ -303,6 +305,12 @@ impl FrameAllocator for BuddyFrames<'_> {
         // SAFETY: a page just allocated, reached through the direct map.
         unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u64, 0, (PAGE_SIZE / 8) as usize) };
         Some(PhysAddr(pa))
+    }
+}
+
+impl FrameAllocator for BuddyFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        self.allocate_frame_with(GFP_KERNEL)
     }
 
     /// Cleared above: the mapper need not clear them again.

@@ -62,6 +62,12 @@ pub fn nr_nodes() -> usize {
     unsafe { (*LAYOUT.as_ptr()).nr_nodes() }
 }
 
+/// The nodes with memory (Linux's `node_states[N_MEMORY]`), a bit each.
+pub fn nodes_with_memory() -> u8 {
+    let n = nr_nodes().min(8);
+    super::PAGES.with(|p| (0..n).filter(|&i| p.buddy.node_counts(i).managed > 0).fold(0u8, |m, i| m | 1 << i))
+}
+
 /// The topology, if the firmware described one.
 pub fn topology() -> Option<&'static Numa> {
     // SAFETY: written once by `init` before the other CPUs start and

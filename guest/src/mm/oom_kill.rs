@@ -18,6 +18,7 @@ use crate::kprintln;
 use crate::sync::{rank, SpinLock};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm_core::addr::PAGE_SIZE;
+use mm_core::mempolicy;
 
 /// `oom_score_adj` that exempts a process (`OOM_SCORE_ADJ_MIN`).
 pub const OOM_SCORE_ADJ_MIN: i32 = -1000;
@@ -47,6 +48,9 @@ pub struct Candidate {
     pub oom_score_adj: i32,
     /// Its memory cgroup's index (mm/memcg.rs).
     pub memcg: u16,
+    /// Its own NUMA memory policy (a policy-constrained OOM spares tasks
+    /// bound to other nodes).
+    pub mempolicy: mm_core::mempolicy::MemPolicy,
 }
 
 /// What a kill achieved.
@@ -137,15 +141,40 @@ fn kb(pages: u64) -> Dec {
 /// was freed (or the victim is the caller, who dies on its way out), so
 /// the allocation is worth retrying. Called with no page-allocator lock
 /// held (the lock order puts the scheduler and mm locks outside it).
-pub fn out_of_memory(order: u8, gfp_flags: u32) -> bool {
+///
+/// `nodemask` is the nodes the failed request could use (its `Gfp`'s:
+/// [`NODEMASK_ALL`] unless a bind policy narrowed it): when it leaves
+/// out a node with memory the OOM is `CONSTRAINT_MEMORY_POLICY`, as
+/// Linux's `constrained_alloc`, and only tasks not bound elsewhere are
+/// candidates (`oom_cpuset_eligible`).
+pub fn out_of_memory(order: u8, gfp_flags: u32, nodemask: u8) -> bool {
     let Some(ops) = OPS.with(|o| *o) else { return false };
     if IN_OOM.swap(true, Ordering::Acquire) {
         return false;
     }
     INVOCATIONS.fetch_add(1, Ordering::Relaxed);
-    let r = oom_kill_one(&ops, order, gfp_flags, None);
+    let present = super::numa::nodes_with_memory();
+    let scope = if mempolicy::oom_policy_constrained(nodemask, present) {
+        Scope::MemoryPolicy(nodemask & present)
+    } else {
+        Scope::Global(nodemask)
+    };
+    let r = oom_kill_one(&ops, order, gfp_flags, scope);
     IN_OOM.store(false, Ordering::Release);
     r
+}
+
+/// Where the OOM happened (Linux's `oom_constraint` with what each
+/// needs).
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// `CONSTRAINT_NONE`: the request's node mask (all nodes, or a
+    /// bind covering every node with memory).
+    Global(u8),
+    /// `CONSTRAINT_MEMORY_POLICY`: a bind policy's nodes ran out.
+    MemoryPolicy(u8),
+    /// `CONSTRAINT_MEMCG`: a memory cgroup at its limit.
+    Memcg(&'a MemcgOom<'a>),
 }
 
 /// A memcg OOM's group: its subtree (a mask of group indexes), path,
@@ -172,7 +201,7 @@ pub fn mem_cgroup_out_of_memory(mask: u64, path: &str, usage: u64, limit: u64) -
         &ops,
         0,
         super::page_alloc::gfp::KSWAPD_RECLAIM | super::page_alloc::gfp::DIRECT_RECLAIM,
-        Some(&m),
+        Scope::Memcg(&m),
     );
     IN_OOM.store(false, Ordering::Release);
     r
@@ -182,24 +211,45 @@ pub fn mem_cgroup_out_of_memory(mask: u64, path: &str, usage: u64, limit: u64) -
 /// frame (it allocates under the page-allocator lock, where the slow path
 /// cannot kill), so the fault handler calls the killer itself, with no
 /// lock held, and retries the fault. True if something was killed.
-pub fn pagefault_out_of_memory() -> bool {
-    out_of_memory(0, super::page_alloc::gfp::KSWAPD_RECLAIM | super::page_alloc::gfp::DIRECT_RECLAIM)
+/// `nodemask`: the nodes the fault's policy allowed (the request's, as
+/// the page allocator would have passed it on).
+pub fn pagefault_out_of_memory(nodemask: u8) -> bool {
+    out_of_memory(0, super::page_alloc::gfp::KSWAPD_RECLAIM | super::page_alloc::gfp::DIRECT_RECLAIM, nodemask)
 }
 
-fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32, memcg: Option<&MemcgOom>) -> bool {
+/// A node mask as the report prints it (`%*pbl`).
+struct NodeList(u8);
+
+impl core::fmt::Display for NodeList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        mempolicy::write_nodelist(self.0, f)
+    }
+}
+
+fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32, scope: Scope) -> bool {
     let mut cands = [Candidate::default(); MAX_CANDIDATES];
     let mut n = (ops.candidates)(&mut cands);
-    if let Some(m) = memcg {
+    let keep = |c: &Candidate| match scope {
         // Only the group's processes (Linux's `mem_cgroup_scan_tasks`).
-        let mut k = 0;
-        for i in 0..n {
-            if m.mask & (1 << (cands[i].memcg as u64 % 64)) != 0 {
-                cands[k] = cands[i];
-                k += 1;
-            }
+        Scope::Memcg(m) => m.mask & (1 << (c.memcg as u64 % 64)) != 0,
+        // Not tasks bound to other nodes: killing them frees nothing
+        // the request could use (Linux's `oom_cpuset_eligible`; they
+        // are not listed either).
+        Scope::MemoryPolicy(mask) => mempolicy::in_oom_domain(&c.mempolicy, mask),
+        Scope::Global(_) => true,
+    };
+    let mut k = 0;
+    for i in 0..n {
+        if keep(&cands[i]) {
+            cands[k] = cands[i];
+            k += 1;
         }
-        n = k;
     }
+    n = k;
+    let memcg = match scope {
+        Scope::Memcg(m) => Some(m),
+        _ => None,
+    };
     let cands = &cands[..n];
     let (cur_pid, cur_name, cur_killed) = (ops.current)();
     if cur_killed {
@@ -211,9 +261,20 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32, memcg: Option<&MemcgOom
     }
     let cur_adj = cands.iter().find(|c| c.pid == cur_pid).map_or(0, |c| c.oom_score_adj);
     // totalpages: RAM (managed pages) plus swap, as Linux's
-    // `totalram_pages() + total_swap_pages`.
-    let counts = PAGES.with(|p| p.buddy.counts());
-    let totalpages = (counts.managed + super::swap::totals().total).max(1);
+    // `totalram_pages() + total_swap_pages`; under a policy, only the
+    // policy's nodes' memory (`node_present_pages` of each).
+    let (counts, ram) = PAGES.with(|p| {
+        let c = p.buddy.counts();
+        let ram = match scope {
+            Scope::MemoryPolicy(mask) => (0..super::numa::nr_nodes().min(8))
+                .filter(|&i| mask & (1 << i) != 0)
+                .map(|i| p.buddy.node_counts(i).managed)
+                .sum(),
+            _ => c.managed,
+        };
+        (c, ram)
+    });
+    let totalpages = (ram + super::swap::totals().total).max(1);
     // dump_header
     kprintln!(
         "{} invoked oom-killer: gfp_mask={:#x}, order={}, oom_score_adj={}",
@@ -259,16 +320,38 @@ fn oom_kill_one(ops: &OomOps, order: u8, gfp_flags: u32, memcg: Option<&MemcgOom
     let v = cands[i];
     let task_memcg = super::memcg::path_of(v.memcg as usize);
     let task_memcg = if task_memcg.is_empty() { "/" } else { &task_memcg };
-    match memcg {
-        Some(m) => kprintln!(
-            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg={},task_memcg={},task={},pid={},uid=0",
+    // dump_oom_victim: the request's node mask ("(null)" when it had
+    // none), the cpuset's nodes (every node with memory: there are no
+    // cpusets here), then the memcg context.
+    let mems = NodeList(super::numa::nodes_with_memory());
+    match scope {
+        Scope::Memcg(m) => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed={},oom_memcg={},task_memcg={},task={},pid={},uid=0",
+            mems,
             m.path,
             task_memcg,
             v.name,
             Dec(v.pid)
         ),
-        None => kprintln!(
-            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg={},task={},pid={},uid=0",
+        Scope::MemoryPolicy(mask) => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_MEMORY_POLICY,nodemask={},cpuset=/,mems_allowed={},global_oom,task_memcg={},task={},pid={},uid=0",
+            NodeList(mask),
+            mems,
+            task_memcg,
+            v.name,
+            Dec(v.pid)
+        ),
+        Scope::Global(mask) if mask != mm_core::buddy::NODEMASK_ALL => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask={},cpuset=/,mems_allowed={},global_oom,task_memcg={},task={},pid={},uid=0",
+            NodeList(mask),
+            mems,
+            task_memcg,
+            v.name,
+            Dec(v.pid)
+        ),
+        Scope::Global(_) => kprintln!(
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed={},global_oom,task_memcg={},task={},pid={},uid=0",
+            mems,
             task_memcg,
             v.name,
             Dec(v.pid)

@@ -404,11 +404,12 @@ fn slowpath<T, E: AllocError>(
 /// background until the zones are above their high watermarks
 /// (mm/vmscan.rs). Lock-free, so it may run under the page allocator:
 /// the scheduler picks the wake up at its next switch.
-fn wake_kswapd(order: u8, _gfp: GfpMask) {
+fn wake_kswapd(order: u8, gfp: GfpMask) {
     super::vmscan::wakeup_kswapd();
     // A high-order request that failed: background compaction too
-    // (Linux's kswapd hands costly orders to `wakeup_kcompactd`).
-    super::kcompactd::wakeup_kcompactd(order);
+    // (Linux's kswapd hands costly orders to `wakeup_kcompactd`), on
+    // the nodes the request may use.
+    super::kcompactd::wakeup_kcompactd(order, gfp.gfp.nodemask);
 }
 
 /// Reclaims pages synchronously for this request (Linux's
@@ -434,5 +435,5 @@ fn direct_compact(order: u8, gfp: GfpMask) -> bool {
 /// page-fault path, which allocates under the page-allocator lock and so
 /// never gets here, calls the killer itself (`pagefault_out_of_memory`).
 fn out_of_memory(order: u8, gfp: GfpMask) -> bool {
-    super::oom_kill::out_of_memory(order, gfp.flags)
+    super::oom_kill::out_of_memory(order, gfp.flags, gfp.gfp.nodemask)
 }

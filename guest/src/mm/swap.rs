@@ -393,7 +393,9 @@ pub fn swapin(
     })?;
     let (pfn, major) = match hit {
         Some(pfn) => (pfn, false),
-        None => match read_in(e, &still_there)? {
+        // The VMA's policy, else the task's (Linux's `swapin_readahead`
+        // with `get_vma_policy`).
+        None => match read_in(e, crate::proc::mempolicy::user_gfp(vma, va), &still_there)? {
             Some(pfn) => (pfn, true),
             None => return Ok(None),
         },
@@ -444,8 +446,8 @@ pub fn swapin(
 /// and the LRU unmapped, all in one device submission. The page for `e`
 /// (not cached: the caller decides), or None if the PTE changed while
 /// allocating.
-fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, SwapinError> {
-    let pfn = super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER).map_err(|_| SwapinError::NoMemory)?;
+fn read_in(e: SwpEntry, gfp: super::GfpMask, still_there: &impl Fn() -> bool) -> Result<Option<u64>, SwapinError> {
+    let pfn = super::page_alloc::alloc_pages(0, gfp).map_err(|_| SwapinError::NoMemory)?;
     if !still_there() {
         PAGES.with(|p| put_user_page(p, pfn));
         return Ok(None);
@@ -460,7 +462,11 @@ fn read_in(e: SwpEntry, still_there: &impl Fn() -> bool) -> Result<Option<u64>, 
             .filter(|&n| s.areas.swap_count(n).is_ok_and(|c| c > 0) && s.areas.swapcache_prepare(n).is_ok())
             .collect()
     });
-    let ra_gfp = super::GfpMask { flags: super::page_alloc::gfp::KSWAPD_RECLAIM, ..super::GFP_KERNEL };
+    // On the policy's nodes too.
+    let ra_gfp = super::GfpMask {
+        gfp: super::GFP_KERNEL.gfp.on_nodes(gfp.gfp.nid, gfp.gfp.nodemask),
+        flags: super::page_alloc::gfp::KSWAPD_RECLAIM,
+    };
     let mut unclaim = Vec::new();
     for n in claimed {
         match super::page_alloc::alloc_pages(0, ra_gfp) {
@@ -570,7 +576,7 @@ pub fn swapin_willneed(entries: &[SwpEntry]) -> u64 {
         let mut ra: Vec<(SwpEntry, u64)> = Vec::new();
         let mut unclaim = Vec::new();
         for n in claimed {
-            match super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER) {
+            match super::page_alloc::alloc_pages(0, crate::proc::mempolicy::task_gfp(super::page_alloc::GFP_USER)) {
                 Ok(p) => ra.push((n, p)),
                 Err(_) => unclaim.push(n),
             }
@@ -1067,7 +1073,8 @@ pub fn shmem_free_swap(slots: &[SwpEntry]) {
 /// cache (owned `PageCache`, on the anon LRU as a refault) and the slot is
 /// freed. Ok(None) if the file's index no longer names `e` (look again).
 pub fn shmem_swapin(ino: usize, index: u64, e: SwpEntry) -> Result<Option<u64>, SwapinError> {
-    let pfn = super::page_alloc::alloc_pages(0, super::page_alloc::GFP_USER).map_err(|_| SwapinError::NoMemory)?;
+    let gfp = crate::proc::mempolicy::task_gfp(super::page_alloc::GFP_USER);
+    let pfn = super::page_alloc::alloc_pages(0, gfp).map_err(|_| SwapinError::NoMemory)?;
     let give_back = |pfn: u64| PAGES.with(|p| put_user_page(p, pfn));
     let got = SWAP.with(|s| {
         if !crate::fs::pagecache::still_swapped(ino, index, e) {

@@ -39,7 +39,9 @@ pub struct PtFrames<'a> {
 
 impl FrameAllocator for PtFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysAddr> {
-        let f = BuddyFrames(self.p).allocate_frame()?;
+        // On the task's behalf: its policy's nodes (Linux's
+        // `pte_alloc_one` -> `alloc_pages`).
+        let f = BuddyFrames(self.p).allocate_frame_with(super::mempolicy::task_gfp(crate::mm::GFP_KERNEL))?;
         *self.count += 1;
         Some(f)
     }

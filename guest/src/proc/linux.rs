@@ -195,6 +195,7 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> Option<i64> {
         332 => sys_statx(a[0], a[1], a[2], a[4]),
         // NUMA memory policies (mempolicy.rs).
         237 => super::mempolicy::sys_mbind(a[0], a[1], a[2], a[3], a[4], a[5]),
+        256 => super::mempolicy::sys_migrate_pages(a[0], a[1], a[2], a[3]),
         238 => super::mempolicy::sys_set_mempolicy(a[0], a[1], a[2]),
         239 => super::mempolicy::sys_get_mempolicy(a[0], a[1], a[2], a[3], a[4]),
         _ => return None,

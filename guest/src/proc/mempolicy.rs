@@ -5,14 +5,22 @@
 //! page's offset in its VMA as Linux's `interleave_nid`), and
 //! /proc/PID/numa_maps.
 //!
-//! Kernel allocations ignore the task's policy (Linux applies it to
-//! them too); only user page faults follow it.
+//! Allocations made on a task's behalf follow its policy as Linux's
+//! `alloc_pages` does: page-cache and tmpfs pages, its page-table pages
+//! and its exec'd segments ([`task_gfp`]: the task's policy, interleave
+//! by the task's cursor `il_prev`), COW copies, swap-ins and THP
+//! ([`vma_gfp`]: the VMA's policy, else the task's). The task's policy
+//! is read from a per-CPU copy the scheduler keeps ([`set_cpu_current`]),
+//! since these run under the page allocator, inside the scheduler's lock
+//! rank.
 
 use super::mm::MmStruct;
 use super::sched;
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
 use crate::kprintln;
+use crate::arch::percpu::MAX_CPUS;
 use crate::mm::page_alloc::{gfp, GfpMask, GFP_USER};
+use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::string::String;
 use core::fmt::Write;
 use mm_core::addr::PAGE_SIZE;
@@ -24,8 +32,7 @@ use mm_core::vma::Vma;
 
 /// The nodes with memory (Linux's `node_states[N_MEMORY]`).
 fn present() -> u8 {
-    let n = crate::mm::numa::nr_nodes().min(8);
-    crate::mm::PAGES.with(|p| (0..n).filter(|&i| p.buddy.node_counts(i).managed > 0).fold(0u8, |m, i| m | 1 << i))
+    crate::mm::numa::nodes_with_memory()
 }
 
 /// Linux's `nr_node_ids`: one past the highest node number.
@@ -60,7 +67,65 @@ fn set_mempolicy(mode: i64, nmask: u64, maxnode: u64) -> Result<(), i64> {
         // its first (Linux resets il_prev to MAX_NUMNODES - 1).
         t.il_prev = 7;
     });
+    set_cpu_current(crate::arch::percpu::cpu_id(), pol, 7);
     Ok(())
+}
+
+/// Each CPU's running task's policy and interleave cursor, packed
+/// ([`pack`]): what [`task_gfp`] reads without the scheduler's lock.
+static CPU_POLICY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// mode number | nodes << 8 | flags << 16 | il_prev << 32.
+fn pack(pol: MemPolicy, il_prev: u8) -> u64 {
+    pol.mode.number() as u64 | u64::from(pol.nodes) << 8 | u64::from(pol.flags) << 16 | u64::from(il_prev) << 32
+}
+
+fn unpack(w: u64) -> (MemPolicy, u8) {
+    let mode = match (w & 0xff) as i64 {
+        mm_core::mempolicy::MPOL_PREFERRED => Mode::Preferred,
+        mm_core::mempolicy::MPOL_BIND => Mode::Bind,
+        mm_core::mempolicy::MPOL_INTERLEAVE => Mode::Interleave,
+        mm_core::mempolicy::MPOL_LOCAL => Mode::Local,
+        _ => Mode::Default,
+    };
+    (MemPolicy { mode, nodes: (w >> 8) as u8, flags: (w >> 16) as u16 }, (w >> 32) as u8)
+}
+
+/// The scheduler switching `cpu` to a task with policy `pol` and cursor
+/// `il_prev` (the default for the idle task and kernel threads).
+pub fn set_cpu_current(cpu: usize, pol: MemPolicy, il_prev: u8) {
+    if let Some(c) = CPU_POLICY.get(cpu) {
+        c.store(pack(pol, il_prev), Ordering::Relaxed);
+    }
+}
+
+/// The interleave cursor task allocations on `cpu` advanced, for the
+/// scheduler to keep in the task it switches away from.
+pub fn cpu_il_prev(cpu: usize) -> u8 {
+    CPU_POLICY.get(cpu).map_or(0, |c| unpack(c.load(Ordering::Relaxed)).1)
+}
+
+/// The request a kernel allocation on the running task's behalf makes
+/// (Linux's `alloc_pages` with `get_task_policy(current)`): `base`
+/// narrowed to the task's policy. Interleave takes the node after the
+/// task's last one (`interleave_nodes`, advancing `il_prev`). Lock-free:
+/// callers may hold the page allocator. One node: `base`.
+pub fn task_gfp(base: GfpMask) -> GfpMask {
+    if crate::mm::numa::nr_nodes() <= 1 {
+        return base;
+    }
+    let cpu = crate::arch::percpu::cpu_id();
+    let Some(slot) = CPU_POLICY.get(cpu) else { return base };
+    let (pol, il_prev) = unpack(slot.load(Ordering::Relaxed));
+    let local = crate::mm::numa::cpu_node(cpu);
+    if pol.mode == Mode::Interleave {
+        let next = mm_core::mempolicy::next_node_in(il_prev, pol.nodes);
+        slot.store(pack(pol, next), Ordering::Relaxed);
+        let (g, _) = pol.apply(base.gfp, 0, local);
+        return GfpMask { gfp: g.on_nodes(next, g.nodemask), flags: base.flags | gfp::INTERLEAVE };
+    }
+    let (g, _) = pol.apply(base.gfp, 0, local);
+    GfpMask { gfp: g, flags: base.flags }
 }
 
 /// `mbind(start, len, mode, nmask, maxnode, flags)`.
@@ -139,16 +204,17 @@ fn mbind(start: u64, len: u64, mode: i64, nmask: u64, maxnode: u64, mut flags: u
 /// Pages that cannot move (pinned, not on the LRU, no room on an allowed
 /// node) stay where they are, and so do pages other processes map too
 /// unless `move_all` (MPOL_MF_MOVE_ALL; Linux's
-/// `folio_likely_mapped_shared` check). Returns how many did not move.
+/// `folio_likely_mapped_shared` check). A transparent huge page with a
+/// misplaced frame is split first and its pages move one by one (Linux
+/// moves it whole when it can, else splits). Returns how many did not
+/// move.
 fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
-    use crate::mm::migrate::GuestMigrator;
-    use crate::mm::swap::SWAP;
-    use crate::mm::{PageAlloc, PAGES};
     let misplaced = |pa: u64| nodes & (1 << crate::mm::numa::node_of_pfn(pa >> 12)) == 0;
     // Each misplaced page with the request its VMA's new policy makes,
     // gathered (and the buffers allocated) before reclaim's state and the
     // page allocator are taken: nothing may allocate under them.
     let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = with_mm(|mm| {
+        split_huge_in(mm, start, end, &misplaced);
         frames_in(mm, start, end)
             .into_iter()
             .filter(|&(_, pa)| misplaced(pa))
@@ -159,6 +225,49 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
             .collect()
     })
     .unwrap_or_default();
+    migrate_frames(&todo, |pfn| !misplaced(pfn << 12), move_all)
+}
+
+/// Splits the transparent huge PMDs in `[start, end)` of `mm` that map a
+/// frame `split(pa)` picks (their pages are to move one by one).
+fn split_huge_in(mm: &mut MmStruct, start: u64, end: u64, split: &dyn Fn(u64) -> bool) {
+    let mut huge = alloc::vec::Vec::new();
+    let _ = super::fault::user_pt(mm.pgd).for_each_leaf(
+        &mut crate::mm::phys::direct_map(),
+        start..end,
+        mm_core::paging::LeafKinds::NonNone,
+        |_, l| {
+            let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
+            if l.entry.is_present() && l.size().bytes() > PAGE_SIZE && !crate::mm::huge_memory::is_huge_zero(pa) && split(pa)
+            {
+                huge.push(l.va.0);
+            }
+            true
+        },
+    );
+    for haddr in huge {
+        // hugetlb pages are not transparent: they stay whole (and count
+        // as not moved).
+        if mm.vmas.find(haddr).is_some_and(|v| v.flags.contains(mm_core::vma::VmFlags::HUGETLB)) {
+            continue;
+        }
+        let Some((slot, _)) = super::fault::user_pt(mm.pgd).lookup(&crate::mm::phys::direct_map(), mm_core::addr::VirtAddr(haddr))
+        else {
+            continue;
+        };
+        super::thp::split_huge_pmd(mm, slot, haddr);
+    }
+}
+
+/// Migrates each `(pfn, request)` of `todo` to a frame the request
+/// allocates, if `dst_ok` accepts the frame's pfn (else the page stays:
+/// no room where it may go); pages other processes map too move only
+/// with `move_all`. Returns how many did not move. Called with no lock
+/// held (the migration takes reclaim's state and the page allocator).
+fn migrate_frames(todo: &[(u64, mm_core::buddy::Gfp)], dst_ok: impl Fn(u64) -> bool, move_all: bool) -> u64 {
+    use crate::mm::migrate::GuestMigrator;
+    use crate::mm::swap::SWAP;
+    use crate::mm::{PageAlloc, PAGES};
     if todo.is_empty() {
         return 0;
     }
@@ -168,12 +277,12 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
     }
     let isolated = alloc::vec::Vec::with_capacity(todo.len());
     let cpu = crate::arch::percpu::this_cpu().id;
-    let (failed, stats) = SWAP.with(|s| {
+    let (failed, stats, buffers) = SWAP.with(|s| {
         PAGES.with(|p| {
             let PageAlloc { buddy, lru, ext, .. } = p;
             let mut m = GuestMigrator::new(s, lru, ext, alloc::vec::Vec::new(), isolated);
             let mut failed = 0u64;
-            for &(src, gfp) in &todo {
+            for &(src, gfp) in todo {
                 if !move_all && m.mapcount(src).unwrap_or(0) > 1 {
                     failed += 1;
                     continue;
@@ -183,7 +292,7 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                     continue;
                 }
                 let dst = match buddy.alloc_pages(cpu, 0, gfp) {
-                    Ok(d) if !misplaced(d << 12) => d,
+                    Ok(d) if dst_ok(d) => d,
                     other => {
                         // No room on an allowed node (a preferred
                         // policy fell back to another): the page stays.
@@ -201,7 +310,7 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                             // Contents and mappings are at dst already:
                             // say so loudly (the host's --verify shows
                             // the refcounts).
-                            kprintln!("mbind: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+                            kprintln!("migrate: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
                         }
                     }
                     Err(_) => {
@@ -211,9 +320,13 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
                     }
                 }
             }
-            (failed, m.stats)
+            let stats = m.stats;
+            // The buffers are freed after the locks are dropped: a large
+            // one goes back to the page allocator held here.
+            (failed, stats, m.into_buffers())
         })
     });
+    drop(buffers);
     crate::mm::compaction::TOTALS.with(|t| {
         t.migrate.success += stats.success;
         t.migrate.fail += stats.fail;
@@ -221,6 +334,63 @@ fn move_misplaced(start: u64, end: u64, nodes: u8, move_all: bool) -> u64 {
         t.migrate.ptes_moved += stats.ptes_moved;
     });
     failed
+}
+
+/// `migrate_pages(pid, maxnode, old_nodes, new_nodes)` (256): moves the
+/// pages of process `pid` (0: the caller) that lie on the nodes of
+/// `old_nodes` to those of `new_nodes`, node by node as Linux's
+/// `do_migrate_pages` maps them (`node_remap`: the i-th old node's pages
+/// go to the i-th new node, modulo their number). Returns how many pages
+/// could not be moved, or Linux's errno: EFAULT for an unreadable mask,
+/// EINVAL for bits beyond the ABI's 64 nodes or no new node with memory,
+/// ESRCH for no such process, EINVAL for one without an address space.
+/// The caller is root (`CAP_SYS_NICE`): pages other processes map too
+/// move as well (MPOL_MF_MOVE_ALL), their PTEs rewritten with the rest.
+/// Pages that cannot move (page cache, pinned, hugetlb, no room on the
+/// destination) count as not moved.
+pub fn sys_migrate_pages(pid: u64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> i64 {
+    match migrate_pages(pid as i32 as i64, maxnode, old_nodes, new_nodes) {
+        Ok(n) => n as i64,
+        Err(e) => -e,
+    }
+}
+
+fn migrate_pages(pid: i64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> Result<u64, i64> {
+    let (old, new) = with_mm(|mm| Ok::<_, i64>((read_mask(mm, old_nodes, maxnode)?, read_mask(mm, new_nodes, maxnode)?)))
+        .unwrap_or(Err(EFAULT))?;
+    if pid < 0 {
+        return Err(mm_core::mempolicy::ESRCH);
+    }
+    let target = if pid == 0 { sched::current_mm().ok_or(EINVAL) } else {
+        sched::with_task(pid as u64, |t| t.mm.clone()).ok_or(mm_core::mempolicy::ESRCH)?.ok_or(EINVAL)
+    }?;
+    // The nodes the caller may use (its cpuset's: every node with memory).
+    let present = present();
+    let new = (new & u64::from(present)) as u8;
+    if new == 0 {
+        return Err(EINVAL);
+    }
+    let old = (old & 0xff) as u8;
+    let mut failed = 0;
+    for (s, d) in mm_core::mempolicy::migrate_pairs(old, new) {
+        let on_s = |pa: u64| crate::mm::numa::node_of_pfn(pa >> 12) == s;
+        // Linux's `migrate_to_node`: every page of the mm on `s`, to `d`
+        // only (`__GFP_THISNODE`).
+        let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = target
+            .with(|mm| {
+                let ranges: alloc::vec::Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+                let mut todo = alloc::vec::Vec::new();
+                for (start, end) in ranges {
+                    split_huge_in(mm, start, end, &on_s);
+                    for (_, pa) in frames_in(mm, start, end).into_iter().filter(|&(_, pa)| on_s(pa)) {
+                        todo.push((pa >> 12, GFP_USER.gfp.on_nodes(d, 1 << d)));
+                    }
+                }
+                todo
+            });
+        failed += migrate_frames(&todo, |pfn| crate::mm::numa::node_of_pfn(pfn) == d, true);
+    }
+    Ok(failed)
 }
 
 /// The present, non-zero frames mapped in `[start, end)`: (address, pa).
@@ -262,7 +432,8 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
     if flags & !(MPOL_F_NODE | MPOL_F_ADDR | MPOL_F_MEMS_ALLOWED) != 0 {
         return Err(EINVAL);
     }
-    let (task_pol, il_prev) = sched::with_current(|t| (t.mempolicy, t.il_prev)).unwrap_or_default();
+    let task_pol = sched::with_current(|t| t.mempolicy).unwrap_or_default();
+    let il_prev = cpu_il_prev(crate::arch::percpu::cpu_id());
     let (mode, nodes): (i64, u8) = if flags & MPOL_F_MEMS_ALLOWED != 0 {
         if flags & (MPOL_F_NODE | MPOL_F_ADDR) != 0 {
             return Err(EINVAL);
@@ -287,8 +458,7 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
                 i64::from(crate::mm::numa::node_of_pfn(pa >> 12))
             } else if pol.mode == Mode::Interleave {
                 // The node the next task-interleaved allocation takes.
-                let after = pol.nodes & !((2u16 << il_prev.min(7)) - 1) as u8;
-                i64::from(if after != 0 { after.trailing_zeros() } else { pol.nodes.trailing_zeros() })
+                i64::from(mm_core::mempolicy::next_node_in(il_prev, pol.nodes))
             } else {
                 return Err(EINVAL);
             }
@@ -323,14 +493,35 @@ fn get_mempolicy(umode: u64, nmask: u64, maxnode: u64, addr: u64, flags: u64) ->
 /// VMA's policy, else the task's (Linux's `get_vma_policy`), applied as
 /// `alloc_pages_mpol` does. One node: plain `GFP_USER`.
 pub fn user_gfp(vma: &Vma, va: u64) -> GfpMask {
+    vma_gfp(vma, va, 0, GFP_USER)
+}
+
+/// [`user_gfp`] for `2^order` pages at `va` with `base` (THP's
+/// `GFP_TRANSHUGE_LIGHT`, swap-in's): Linux's `vma_alloc_folio`, whose
+/// interleave index counts in units of the order.
+pub fn vma_gfp(vma: &Vma, va: u64, order: u8, base: GfpMask) -> GfpMask {
     if crate::mm::numa::nr_nodes() <= 1 {
-        return GFP_USER;
+        return base;
     }
-    let pol =
-        if vma.policy.is_default() { sched::with_current(|t| t.mempolicy).unwrap_or_default() } else { vma.policy };
+    let pol = if vma.policy.is_default() { current_policy() } else { vma.policy };
     let local = crate::mm::numa::cpu_node(crate::arch::percpu::cpu_id());
-    let (g, il) = pol.apply(GFP_USER.gfp, interleave_index(vma.start, vma.pgoff, va), local);
-    GfpMask { gfp: g, flags: GFP_USER.flags | if il { gfp::INTERLEAVE } else { 0 } }
+    let ilx = interleave_index(vma.start, vma.pgoff, va) >> order;
+    let (g, il) = pol.apply(base.gfp, ilx, local);
+    GfpMask { gfp: g, flags: base.flags | if il { gfp::INTERLEAVE } else { 0 } }
+}
+
+/// The running task's own policy, from the scheduler's per-CPU copy.
+fn current_policy() -> MemPolicy {
+    CPU_POLICY.get(crate::arch::percpu::cpu_id()).map_or(MemPolicy::DEFAULT, |c| unpack(c.load(Ordering::Relaxed)).0)
+}
+
+/// The nodes a user page fault at `va` of the running process could
+/// allocate from (its policy's node mask; all nodes without a VMA there):
+/// what the OOM killer the fault ends in is constrained to.
+pub fn fault_nodemask(va: u64) -> u8 {
+    sched::current_mm()
+        .and_then(|m| m.with(|mm| mm.vmas.find(va).map(|v| user_gfp(v, va).gfp.nodemask)))
+        .unwrap_or(mm_core::buddy::NODEMASK_ALL)
 }
 
 /// /proc/PID/numa_maps (Linux's `show_numa_map`): per VMA its start,

@@ -107,8 +107,9 @@ fn page_up(a: u64) -> u64 {
 }
 
 /// Allocates a user data frame (owner `UserAnon`); physical address.
+/// Under the running task's policy (exec's segments are its pages).
 pub fn alloc_user_frame(p: &mut PageAlloc) -> Option<u64> {
-    let pfn = page_alloc::alloc_pages_locked(p, 0, GFP_KERNEL).ok()?;
+    let pfn = page_alloc::alloc_pages_locked(p, 0, super::mempolicy::task_gfp(GFP_KERNEL)).ok()?;
     let _ = p.buddy.set_owner(pfn, PageOwner::UserAnon);
     crate::mm::memcg::charge(&mut p.buddy, pfn, crate::mm::memcg::ChargeKind::Anon);
     MM_GLOBALS.with(|g| g.user_frames_allocated += 1);

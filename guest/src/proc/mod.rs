@@ -453,7 +453,8 @@ fn user_exception_inner(frame: &mut TrapFrame, cr2: u64) {
                     }
                     None => {}
                 }
-                if crate::mm::vmscan::try_to_free_pages() > 0 || crate::mm::oom_kill::pagefault_out_of_memory() {
+                let nodes = mempolicy::fault_nodemask(cr2);
+                if crate::mm::vmscan::try_to_free_pages() > 0 || crate::mm::oom_kill::pagefault_out_of_memory(nodes) {
                     return;
                 }
                 let (name, pid, _) = sched::current_info();

@@ -765,6 +765,11 @@ pub fn schedule() {
             return None;
         }
         let prev = s.current[me];
+        // The interleave cursor task allocations advanced on this CPU
+        // goes back to its task (mempolicy.rs keeps a per-CPU copy).
+        if let Some(t) = s.tasks.get_mut(&prev) {
+            t.il_prev = super::mempolicy::cpu_il_prev(me);
+        }
         s.current[me] = next;
         s.switching[me] = prev;
         s.switches += 1;
@@ -787,6 +792,7 @@ pub fn schedule() {
             // it must not reach another process's user half.
             Some(t) => {
                 crate::mm::memcg::set_cpu_current(me, t.memcg);
+                super::mempolicy::set_cpu_current(me, t.mempolicy, t.il_prev);
                 let cr3 = match (t.pgd, t.kthread) {
                     (0, true) => 0,
                     (0, false) => kroot,
@@ -796,6 +802,7 @@ pub fn schedule() {
             }
             None => {
                 crate::mm::memcg::set_cpu_current(me, 0);
+                super::mempolicy::set_cpu_current(me, mm_core::mempolicy::MemPolicy::DEFAULT, 0);
                 (s.idle_rsp[me], &*s.idle_fpu[me] as *const FpuState, 0, 0, 0)
             }
         };
@@ -1826,17 +1833,17 @@ pub fn memcg_procs(memcg: u16) -> alloc::vec::Vec<u64> {
 pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
     // The mm locks rank outside the scheduler's: collect the references
     // first, read them after.
-    // (pid, name, oom_score_adj, memcg, mm)
-    type Ref = Option<(u64, &'static str, i32, u16, MmRef)>;
+    // (pid, name, oom_score_adj, memcg, mempolicy, mm)
+    type Ref = Option<(u64, &'static str, i32, u16, mm_core::mempolicy::MemPolicy, MmRef)>;
     let mut refs: [Ref; crate::mm::oom_kill::MAX_CANDIDATES] = [const { None }; crate::mm::oom_kill::MAX_CANDIDATES];
     SCHED.with(|s| {
         let live = s.tasks.values().filter(|t| !t.killed && !matches!(t.state, State::Zombie(_)));
         for (slot, t) in refs.iter_mut().zip(live.filter_map(|t| Some((t, t.mm.clone()?)))) {
-            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.0.memcg, t.1));
+            *slot = Some((t.0.pid, t.0.name, t.0.oom_score_adj, t.0.memcg, t.0.mempolicy, t.1));
         }
     });
     let mut n = 0;
-    for (pid, name, adj, memcg, mm) in refs.into_iter().flatten() {
+    for (pid, name, adj, memcg, mempolicy, mm) in refs.into_iter().flatten() {
         let Some(c) = mm.try_with(|m| crate::mm::oom_kill::Candidate {
             pid,
             name,
@@ -1849,6 +1856,7 @@ pub fn oom_candidates(out: &mut [crate::mm::oom_kill::Candidate]) -> usize {
             total_vm: m.vmas.iter().map(|v| (v.end - v.start) >> PAGE_SHIFT).sum(),
             oom_score_adj: adj,
             memcg,
+            mempolicy,
         }) else {
             continue;
         };

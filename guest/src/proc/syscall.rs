@@ -140,7 +140,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_CHECKPOINT => sys_checkpoint(a[0], a[1]),
         SYS_PROBE_FIXUP => sys_probe_fixup(a[0]),
         SYS_ACCESS_RECORDS => sys_access_records(a[0], a[1]),
-        SYS_COMPACT => crate::mm::compaction::sys_compact(a[0]),
+        SYS_COMPACT => crate::mm::compaction::sys_compact(a[0], a[1]),
         SYS_THP => super::thp::sys_thp(a[0], a[1]),
         nr => super::linux::dispatch(nr, a).unwrap_or_else(|| super::linux::enosys(nr)),
     };

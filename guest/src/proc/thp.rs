@@ -72,7 +72,8 @@ pub fn huge_fault(mm: &mut MmStruct, vma: &Vma, addr: u64, write: bool) -> Optio
 /// `haddr`: a zeroed huge page mapped writable; false (and
 /// `thp_fault_fallback`) when no order-9 block is free.
 fn do_huge_pmd_anonymous_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, haddr: u64) -> bool {
-    let Some(pa) = hm::alloc_huge_page(true) else {
+    let gfp = super::mempolicy::vma_gfp(vma, haddr, hm::HPAGE_PMD_ORDER, hm::GFP_TRANSHUGE_LIGHT);
+    let Some(pa) = hm::alloc_huge_page(true, gfp) else {
         count(Event::ThpFaultFallback, 1);
         return false;
     };
@@ -354,7 +355,19 @@ fn collapse_huge_page(mm: &mut MmStruct, vma: &Vma, haddr: u64) -> bool {
     if !eligible {
         return false;
     }
-    let Some(new) = hm::alloc_huge_page(false) else { return false };
+    // On the node most of the old pages are on (Linux's
+    // `hpage_collapse_find_target_node`: khugepaged has no task policy to
+    // follow, and the pages' placement already followed the VMA's).
+    let mut on_node = [0u32; 8];
+    for o in &old {
+        if let Old::Exclusive(pa) | Old::Shared(pa) = *o {
+            on_node[usize::from(crate::mm::numa::node_of_pfn(pa >> PAGE_SHIFT) & 7)] += 1;
+        }
+    }
+    let target = (0..8u8).max_by_key(|&n| (on_node[usize::from(n)], core::cmp::Reverse(n))).unwrap_or(0);
+    let gfp = hm::GFP_TRANSHUGE_LIGHT;
+    let gfp = crate::mm::GfpMask { gfp: gfp.gfp.on_nodes(target, gfp.gfp.nodemask), ..gfp };
+    let Some(new) = hm::alloc_huge_page(false, gfp) else { return false };
     count(Event::ThpCollapseAlloc, 1);
     for (i, o) in old.iter().enumerate() {
         let dst = new + i as u64 * PAGE_SIZE;

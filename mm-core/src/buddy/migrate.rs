@@ -11,7 +11,7 @@
 //! blocks for huge pages.
 
 use super::page::{Page, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB};
-use super::{BuddyAllocator, BuddyError, Watermark, ZoneType, MAX_PAGE_ORDER, NR_ORDERS};
+use super::{BuddyAllocator, BuddyError, Watermark, ZoneId, MAX_PAGE_ORDER, NR_ORDERS};
 use crate::fmt::{write_dec, write_padded};
 use core::fmt::{self, Write};
 
@@ -269,7 +269,7 @@ impl BuddyAllocator<'_> {
 
     /// Pageblocks of zone `z` holding allocations of more than one
     /// migratetype (what grouping by mobility keeps rare).
-    pub fn mixed_pageblocks(&self, z: ZoneType) -> u64 {
+    pub fn mixed_pageblocks(&self, z: impl Into<ZoneId>) -> u64 {
         let zone = self.zone(z);
         if !zone.populated() {
             return 0;
@@ -291,12 +291,12 @@ impl BuddyAllocator<'_> {
     /// With `only_stealable`, only a type it may steal from.
     pub fn find_suitable_fallback(
         &self,
-        z: ZoneType,
+        z: impl Into<ZoneId>,
         order: u8,
         mt: MigrateType,
         only_stealable: bool,
     ) -> Option<(MigrateType, bool)> {
-        self.find_suitable_fallback_in(z as usize, order, mt, only_stealable)
+        self.find_suitable_fallback_in(z.into().index(), order, mt, only_stealable)
     }
 
     /// [`find_suitable_fallback`](Self::find_suitable_fallback) in zone
@@ -441,7 +441,7 @@ impl BuddyAllocator<'_> {
     }
 
     /// /proc/pagetypeinfo numbers for zone `z`.
-    pub fn pagetypeinfo(&self, z: ZoneType) -> PageTypeInfo {
+    pub fn pagetypeinfo(&self, z: impl Into<ZoneId>) -> PageTypeInfo {
         let zone = self.zone(z);
         let mut info = PageTypeInfo::default();
         for (o, area) in zone.free_area.iter().enumerate() {
@@ -469,9 +469,11 @@ impl BuddyAllocator<'_> {
         w.write_str(" \n")?;
         let zones = self.zones().iter().filter(|z| z.populated());
         for zone in zones.clone() {
-            let info = self.pagetypeinfo(zone.kind);
+            let info = self.pagetypeinfo(ZoneId::new(zone.node, zone.kind));
             for mt in MigrateType::ALL {
-                w.write_str("Node    0, zone ")?;
+                w.write_str("Node ")?;
+                write_dec(w, u64::from(zone.node), 4)?;
+                w.write_str(", zone ")?;
                 write_padded(w, zone.kind.name(), 8, false)?;
                 w.write_str(", type ")?;
                 write_padded(w, mt.name(), 12, false)?;
@@ -489,8 +491,10 @@ impl BuddyAllocator<'_> {
         }
         w.write_char('\n')?;
         for zone in zones {
-            let info = self.pagetypeinfo(zone.kind);
-            w.write_str("Node 0, zone ")?;
+            let info = self.pagetypeinfo(ZoneId::new(zone.node, zone.kind));
+            w.write_str("Node ")?;
+            write_dec(w, u64::from(zone.node), 0)?;
+            w.write_str(", zone ")?;
             write_padded(w, zone.kind.name(), 8, false)?;
             w.write_str("    ")?;
             for n in info.pageblocks {

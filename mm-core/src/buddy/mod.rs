@@ -33,7 +33,7 @@ pub use migrate::{
     pageblock_storage_len, BlockState, MigrateType, MobilityStats, PageTypeInfo, MIGRATE_TYPES, PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
 };
-pub use node::{numa_account, NodeLayout, NumaStat, MAX_NR_ZONES, MAX_NUMNODES, NODEMASK_ALL, NUMA_NO_NODE};
+pub use node::{numa_account, NodeLayout, NumaStat, ZoneId, MAX_NR_ZONES, MAX_NUMNODES, NODEMASK_ALL, NUMA_NO_NODE};
 pub use page::{Page, PageOwner, NIL, PG_BUDDY, PG_HEAD, PG_PCP, PG_SLAB, PG_TAIL};
 pub use pcp::{pcp_page_cacheable, pcp_page_put, pcp_page_take, PcpCache, PcpStats, PCP_DETACHED};
 pub use stats::ContigPageInfo;
@@ -454,9 +454,10 @@ impl<'a> BuddyAllocator<'a> {
         &self.zones[..self.nr_nodes() * NR_ZONES]
     }
 
-    /// One zone of node 0 (of the only node without NUMA).
-    pub fn zone(&self, z: ZoneType) -> &Zone {
-        &self.zones[z as usize]
+    /// One zone: of node 0 (the only node without NUMA) for a bare
+    /// [`ZoneType`], of any node for a [`ZoneId`].
+    pub fn zone(&self, z: impl Into<ZoneId>) -> &Zone {
+        &self.zones[z.into().index()]
     }
 
     /// First pfn the descriptor array covers.

@@ -6,7 +6,7 @@
 //! each node's zones from the highest allowed down (Linux's node-ordered
 //! zonelist).
 
-use super::{BuddyError, MAX_CPUS, NR_ZONES, PAGEBLOCK_NR_PAGES};
+use super::{BuddyError, ZoneType, MAX_CPUS, NR_ZONES, PAGEBLOCK_NR_PAGES};
 use crate::numa::{Numa, MAX_MEM_RANGES, MAX_NODES};
 
 /// Nodes the allocator keeps zones for (Linux's `MAX_NUMNODES`).
@@ -20,6 +20,52 @@ pub const NUMA_NO_NODE: u8 = 0xff;
 pub const NODEMASK_ALL: u8 = u8::MAX;
 
 const _: () = assert!(MAX_NUMNODES <= 8, "node masks are a u8");
+
+/// One zone of one node: the index `node * NR_ZONES + zone type` into
+/// the allocator's zones. A bare [`ZoneType`] converts to node 0's zone
+/// (the only node without NUMA), so the zone-keyed reports and
+/// compaction take either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneId(usize);
+
+impl ZoneId {
+    /// Node `node`'s zone of type `z` (a node beyond [`MAX_NUMNODES`]
+    /// names the last one).
+    pub const fn new(node: u8, z: ZoneType) -> ZoneId {
+        let n = if (node as usize) < MAX_NUMNODES { node as usize } else { MAX_NUMNODES - 1 };
+        ZoneId(n * NR_ZONES + z as usize)
+    }
+
+    /// The zone with index `i` (`node * NR_ZONES + type`), if in range.
+    pub const fn from_index(i: usize) -> Option<ZoneId> {
+        if i < MAX_NR_ZONES {
+            Some(ZoneId(i))
+        } else {
+            None
+        }
+    }
+
+    /// Its index into the allocator's zones.
+    pub const fn index(self) -> usize {
+        self.0
+    }
+
+    /// Its node.
+    pub const fn node(self) -> u8 {
+        (self.0 / NR_ZONES) as u8
+    }
+
+    /// Its type.
+    pub const fn kind(self) -> ZoneType {
+        ZoneType::ALL[self.0 % NR_ZONES]
+    }
+}
+
+impl From<ZoneType> for ZoneId {
+    fn from(z: ZoneType) -> ZoneId {
+        ZoneId::new(0, z)
+    }
+}
 
 /// The node layout the allocator is built with: node ranges in pfns (from
 /// the SRAT), each CPU's node, each node's fallback order.

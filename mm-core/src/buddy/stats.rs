@@ -2,7 +2,7 @@
 //! `mm/vmstat.c` (`unusable_free_index`, `__fragmentation_index`), printed
 //! with our own decimal code (see `crate::fmt`).
 
-use super::{BuddyAllocator, Zone, ZoneType, MAX_PAGE_ORDER, NR_ORDERS};
+use super::{BuddyAllocator, Zone, ZoneId, MAX_PAGE_ORDER, NR_ORDERS};
 use crate::fmt::{write_dec, write_milli, write_padded};
 use core::fmt::{self, Write};
 
@@ -79,7 +79,7 @@ impl BuddyAllocator<'_> {
     }
 
     /// Free blocks per order of a zone (one line of /proc/buddyinfo).
-    pub fn free_blocks(&self, z: ZoneType) -> [u64; NR_ORDERS] {
+    pub fn free_blocks(&self, z: impl Into<ZoneId> + Copy) -> [u64; NR_ORDERS] {
         let mut out = [0; NR_ORDERS];
         for (o, a) in self.zone(z).free_area.iter().enumerate() {
             out[o] = a.nr_free;
@@ -105,24 +105,24 @@ impl BuddyAllocator<'_> {
     }
 
     /// Unusable free space index of a zone for `order`, in thousandths.
-    pub fn unusable_free_index(&self, z: ZoneType, order: u8) -> i64 {
+    pub fn unusable_free_index(&self, z: impl Into<ZoneId> + Copy, order: u8) -> i64 {
         ContigPageInfo::of(self.zone(z), order).unusable_free_index(order)
     }
 
     /// Fragmentation index of a zone for `order`, in thousandths.
-    pub fn fragmentation_index(&self, z: ZoneType, order: u8) -> i64 {
+    pub fn fragmentation_index(&self, z: impl Into<ZoneId> + Copy, order: u8) -> i64 {
         ContigPageInfo::of(self.zone(z), order).fragmentation_index(order)
     }
 
     /// The unusable free space index of zone `z` for every order, in
     /// thousandths (one line of debugfs `extfrag/unusable_index`).
-    pub fn unusable_indexes(&self, z: ZoneType) -> [i64; NR_ORDERS] {
+    pub fn unusable_indexes(&self, z: impl Into<ZoneId> + Copy) -> [i64; NR_ORDERS] {
         core::array::from_fn(|o| self.unusable_free_index(z, o as u8))
     }
 
     /// The fragmentation index of zone `z` for every order, in thousandths
     /// (one line of debugfs `extfrag/extfrag_index`).
-    pub fn fragmentation_indexes(&self, z: ZoneType) -> [i64; NR_ORDERS] {
+    pub fn fragmentation_indexes(&self, z: impl Into<ZoneId> + Copy) -> [i64; NR_ORDERS] {
         core::array::from_fn(|o| self.fragmentation_index(z, o as u8))
     }
 

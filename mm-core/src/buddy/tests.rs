@@ -643,6 +643,30 @@ fn each_node_has_its_own_zones() {
 }
 
 #[test]
+fn zone_ids_name_each_nodes_zones_in_the_reports() {
+    let mut m = map(4096);
+    let mut b = two_nodes(&mut m);
+    b.free_range(0, 4096).unwrap();
+    let z1 = ZoneId::new(1, ZoneType::Dma);
+    assert_eq!((z1.node(), z1.kind(), z1.index()), (1, ZoneType::Dma, NR_ZONES));
+    assert_eq!(ZoneId::from(ZoneType::Dma), ZoneId::new(0, ZoneType::Dma));
+    assert_eq!(b.zone(z1).node, 1);
+    assert_eq!(b.zone(z1).managed_pages, 2048);
+    // Take node 1's pages: its free counts change, node 0's do not.
+    let before0 = b.free_blocks(ZoneType::Dma);
+    let p = b.alloc_pages(0, 3, GFP_KERNEL.on_nodes(1, 1 << 1)).unwrap();
+    assert_eq!(b.node_of_pfn(p), 1);
+    assert_eq!(b.free_blocks(ZoneType::Dma), before0);
+    assert_ne!(b.free_blocks(z1), before0);
+    let mut text = String::new();
+    b.pagetypeinfo_text(&mut text).unwrap();
+    assert!(text.contains("Node    0, zone      DMA, type"), "{text}");
+    assert!(text.contains("Node    1, zone      DMA, type"), "{text}");
+    assert!(text.contains("\nNode 1, zone      DMA "), "{text}");
+    b.free_pages(0, p, 3).unwrap();
+}
+
+#[test]
 fn local_node_first_then_fallback_by_distance() {
     let mut m = map(4096);
     let mut b = two_nodes(&mut m);

@@ -19,7 +19,7 @@
 //! everything at once.
 
 use crate::buddy::{
-    BlockState, BuddyAllocator, BuddyError, MigrateType, Watermark, ZoneType, NR_ORDERS, PAGEBLOCK_NR_PAGES,
+    BlockState, BuddyAllocator, BuddyError, MigrateType, Watermark, ZoneId, NR_ORDERS, PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER,
 };
 use alloc::vec::Vec;
@@ -127,7 +127,8 @@ impl core::ops::AddAssign for CompactStats {
 /// `NotSuitableZone` when, for a costly order, the fragmentation index is
 /// in `0..=EXTFRAG_THRESHOLD`; else `Success` (go ahead, Linux's
 /// `COMPACT_CONTINUE`).
-pub fn compaction_suitable(buddy: &BuddyAllocator, z: ZoneType, order: u8) -> CompactResult {
+pub fn compaction_suitable(buddy: &BuddyAllocator, z: impl Into<ZoneId>, order: u8) -> CompactResult {
+    let z = z.into();
     let zone = buddy.zone(z);
     if !zone.populated() {
         return CompactResult::Skipped;
@@ -156,7 +157,7 @@ pub fn compaction_suitable(buddy: &BuddyAllocator, z: ZoneType, order: u8) -> Co
 /// driven step by step.
 #[derive(Debug)]
 pub struct CompactControl {
-    zone: ZoneType,
+    zone: ZoneId,
     order: Option<u8>,
     migratetype: MigrateType,
     zone_start: u64,
@@ -178,7 +179,13 @@ impl CompactControl {
     /// A run over zone `z`: for an allocation of `order` with `migratetype`
     /// (stops as soon as one could succeed), or with `order` `None` for the
     /// whole zone (Linux's order -1: `/proc/sys/vm/compact_memory`).
-    pub fn new(buddy: &BuddyAllocator, z: ZoneType, order: Option<u8>, migratetype: MigrateType) -> CompactControl {
+    pub fn new(
+        buddy: &BuddyAllocator,
+        z: impl Into<ZoneId>,
+        order: Option<u8>,
+        migratetype: MigrateType,
+    ) -> CompactControl {
+        let z = z.into();
         let zone = buddy.zone(z);
         let (start, end) = if zone.populated() { (zone.start_pfn, zone.end_pfn) } else { (0, 0) };
         CompactControl {
@@ -404,11 +411,12 @@ pub struct CompactOutcome {
 /// consistency errors, not "could not compact" (that is the result).
 pub fn compact_zone<M: Migrator + ?Sized>(
     buddy: &mut BuddyAllocator,
-    z: ZoneType,
+    z: impl Into<ZoneId>,
     order: Option<u8>,
     migratetype: MigrateType,
     m: &mut M,
 ) -> Result<CompactOutcome, BuddyError> {
+    let z = z.into();
     if let Some(o) = order {
         let r = compaction_suitable(buddy, z, o);
         if r != CompactResult::Success {

@@ -12,13 +12,26 @@
 use super::guest::{zone_of, BlockKind, GuestState, ZONE_NAMES};
 use crate::layout;
 use mm_core::buddy::{ContigPageInfo, MigrateType, PageOwner, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_ORDER};
+use mm_core::buddy::{MAX_NUMNODES, NR_ZONES};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+/// The zone key of the block at `pfn`: its NUMA node (the zone index its
+/// head's descriptor names, divided by the zones per node; bounded, so a
+/// corrupt descriptor cannot index out of range: `--verify numa` checks
+/// it against the SRAT) and its type (by the frame's address), as one
+/// index `node * NR_ZONES + type` into a report's zones.
+fn zone_key(gs: &GuestState<'_>, pfn: u64) -> usize {
+    let node = (usize::from(gs.page(pfn).zone) / NR_ZONES).min(MAX_NUMNODES - 1);
+    node * NR_ZONES + zone_of(pfn)
+}
+
 /// One zone's free blocks.
 #[derive(Debug, Clone, Serialize)]
 pub struct ZoneFree {
+    /// Its NUMA node (0 without NUMA).
+    pub node: u8,
     /// "DMA", "DMA32", "Normal".
     pub zone: &'static str,
     /// Free blocks per order on the zone's free lists.
@@ -40,12 +53,17 @@ pub struct BuddyinfoReport {
 
 /// Counts free blocks per zone and order.
 pub fn buddyinfo(gs: &GuestState<'_>) -> BuddyinfoReport {
-    let mut zones: Vec<ZoneFree> = ZONE_NAMES
-        .iter()
-        .map(|&zone| ZoneFree { zone, free: [0; NR_ORDERS], pcp: [0; NR_ORDERS], managed_pages: 0 })
+    let mut zones: Vec<ZoneFree> = (0..MAX_NUMNODES * NR_ZONES)
+        .map(|i| ZoneFree {
+            node: (i / NR_ZONES) as u8,
+            zone: ZONE_NAMES[i % NR_ZONES],
+            free: [0; NR_ORDERS],
+            pcp: [0; NR_ORDERS],
+            managed_pages: 0,
+        })
         .collect();
     for b in &gs.blocks {
-        let z = &mut zones[zone_of(b.pfn)];
+        let z = &mut zones[zone_key(gs, b.pfn)];
         z.managed_pages += 1 << b.order;
         let o = b.order as usize;
         match b.kind {
@@ -63,7 +81,7 @@ impl BuddyinfoReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for z in &self.zones {
-            let _ = write!(s, "Node 0, zone {:>8}", z.zone);
+            let _ = write!(s, "Node {}, zone {:>8}", z.node, z.zone);
             for n in z.free {
                 let _ = write!(s, " {n:>6}");
             }
@@ -71,6 +89,9 @@ impl BuddyinfoReport {
         }
         for z in self.zones.iter().filter(|z| z.pcp.iter().any(|&n| n > 0)) {
             let _ = write!(s, "pcp    zone {:>8}", z.zone);
+            if z.node > 0 {
+                let _ = write!(s, " (node {})", z.node);
+            }
             for n in z.pcp {
                 let _ = write!(s, " {n:>6}");
             }
@@ -86,6 +107,8 @@ impl BuddyinfoReport {
 /// One zone's indexes in the `extfrag` view, in thousandths.
 #[derive(Debug, Clone, Serialize)]
 pub struct ZoneFrag {
+    /// Its NUMA node (0 without NUMA).
+    pub node: u8,
     /// "DMA", "DMA32", "Normal".
     pub zone: &'static str,
     /// Linux's `unusable_free_index` per order: the share of free memory
@@ -130,7 +153,7 @@ pub fn extfrag(gs: &GuestState<'_>) -> ExtfragReport {
                 unusable[order] = info.unusable_free_index(order as u8);
                 fragmentation[order] = info.fragmentation_index(order as u8);
             }
-            ZoneFrag { zone: z.zone, unusable, fragmentation }
+            ZoneFrag { node: z.node, zone: z.zone, unusable, fragmentation }
         })
         .collect();
     ExtfragReport { zones, problems: b.problems }
@@ -148,7 +171,7 @@ impl ExtfragReport {
         for (title, unusable) in [("unusable_index:", true), ("extfrag_index:", false)] {
             let _ = writeln!(s, "{title}");
             for z in &self.zones {
-                let _ = write!(s, "Node 0, zone {:>8}", z.zone);
+                let _ = write!(s, "Node {}, zone {:>8}", z.node, z.zone);
                 for v in if unusable { z.unusable } else { z.fragmentation } {
                     let _ = write!(s, " {}", milli(v));
                 }
@@ -187,6 +210,8 @@ pub fn pageblock_types(gs: &GuestState<'_>) -> Result<(Vec<u8>, u64), String> {
 /// One zone of the `pagetypeinfo` view.
 #[derive(Debug, Clone, Serialize)]
 pub struct ZoneTypes {
+    /// Its NUMA node (0 without NUMA).
+    pub node: u8,
     /// "DMA", "DMA32", "Normal".
     pub zone: &'static str,
     /// Free blocks per migratetype (unmovable, movable, reclaimable) and
@@ -212,16 +237,20 @@ pub fn pagetypeinfo(gs: &GuestState<'_>) -> Result<PagetypeinfoReport, String> {
     if types.is_empty() {
         return Err("the guest publishes no pageblock array (it does not group pages by mobility)".into());
     }
-    let mut zones: Vec<ZoneTypes> = ZONE_NAMES
-        .iter()
-        .map(|&zone| ZoneTypes { zone, free: [[0; NR_ORDERS]; MIGRATE_TYPES], pageblocks: [0; MIGRATE_TYPES] })
+    let mut zones: Vec<ZoneTypes> = (0..MAX_NUMNODES * NR_ZONES)
+        .map(|i| ZoneTypes {
+            node: (i / NR_ZONES) as u8,
+            zone: ZONE_NAMES[i % NR_ZONES],
+            free: [[0; NR_ORDERS]; MIGRATE_TYPES],
+            pageblocks: [0; MIGRATE_TYPES],
+        })
         .collect();
     // Each zone's span: its first to its last managed frame (as the
     // guest's `zone->start_pfn`/`end_pfn`); every pageblock it touches
     // counts, reserved frames and all, as Linux's pagetypeinfo does.
-    let mut span = [(u64::MAX, 0u64); 3];
+    let mut span = [(u64::MAX, 0u64); MAX_NUMNODES * NR_ZONES];
     for b in &gs.blocks {
-        let z = zone_of(b.pfn);
+        let z = zone_key(gs, b.pfn);
         span[z] = (span[z].0.min(b.pfn), span[z].1.max(b.end_pfn()));
         if b.kind == BlockKind::Free {
             let mt = (gs.page(b.pfn).frozen as usize).min(MIGRATE_TYPES - 1);
@@ -252,7 +281,7 @@ impl PagetypeinfoReport {
         s.push_str(" \n");
         for z in &self.zones {
             for mt in MigrateType::ALL {
-                let _ = write!(s, "Node    0, zone {:>8}, type {:>12}", z.zone, mt.name());
+                let _ = write!(s, "Node {:>4}, zone {:>8}, type {:>12}", z.node, z.zone, mt.name());
                 for n in z.free[mt as usize] {
                     let _ = write!(s, " {n:>6}");
                 }
@@ -265,7 +294,7 @@ impl PagetypeinfoReport {
         }
         s.push('\n');
         for z in &self.zones {
-            let _ = write!(s, "Node 0, zone {:>8}    ", z.zone);
+            let _ = write!(s, "Node {}, zone {:>8}    ", z.node, z.zone);
             for n in z.pageblocks {
                 let _ = write!(s, " {n:>12}");
             }

@@ -689,8 +689,16 @@ impl WebHook {
             if let Ok(gs) = GuestState::read(&self.mem, self.link.descriptor.get(), &base) {
                 let b = mmviews::buddyinfo(&gs);
                 let v = mmviews::vmstat(&gs);
-                let buddy: Vec<(String, Vec<u64>)> =
-                    b.zones.iter().map(|z| (z.zone.to_string(), z.free.to_vec())).collect();
+                let buddy: Vec<(String, Vec<u64>)> = b
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        // Node 0's zones keep their bare names; other
+                        // nodes' are told apart.
+                        let name = if z.node == 0 { z.zone.to_string() } else { format!("node {} {}", z.node, z.zone) };
+                        (name, z.free.to_vec())
+                    })
+                    .collect();
                 let values: Vec<u64> = v.counters.iter().map(|c| c.value).collect();
                 // Only the counters that moved: most do not between samples.
                 let delta: serde_json::Map<String, serde_json::Value> = v
