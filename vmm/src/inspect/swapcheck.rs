@@ -283,7 +283,12 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
 }
 
 /// `--verify lru` (see [`Check::Lru`]).
-pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+///
+/// `nodes` are the SRAT's memory ranges (`[start, end)` bytes and node;
+/// empty without NUMA: one node): each page must be on an lruvec of its
+/// own node (`mm_core::lru::lruvec_id`), and of the memory cgroup its
+/// descriptor charges it to.
+pub fn lru(gs: &GuestState<'_>, um: &UserMaps, nodes: &[(u64, u64, u8)]) -> CheckResult {
     let d = gs.desc.swap;
     if d.consistent == 0 {
         return CheckResult::could_not_run(
@@ -295,6 +300,12 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     let mut violations = Vec::new();
     let mut errors = um.problems.clone();
     let mut counts = [0u64; 5];
+    // Pages per node (by the lruvec they are on).
+    let mut per_node = BTreeMap::<usize, u64>::new();
+    let node_of = |pfn: u64| {
+        let pa = pfn << 12;
+        nodes.iter().find(|r| pa >= r.0 && pa < r.1).map_or(0, |r| usize::from(r.2))
+    };
     let mut on_lru = BTreeSet::new();
     // Stream the link array, a page of nodes at a time; pfns without RAM
     // have no array page (unmapped), and no nodes.
@@ -315,6 +326,23 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
                 continue;
             }
             let p = pfn + i as u64;
+            let id = u16::from_le_bytes([node[10], node[11]]);
+            let (vnode, vmemcg) = (mm_core::lru::lruvec_node(id), mm_core::lru::lruvec_memcg(id));
+            *per_node.entry(vnode).or_default() += 1;
+            if vnode != node_of(p) {
+                violations.push(format!(
+                    "page {:#x} of node {} is on node {vnode}'s LRU lists (lruvec {id}): its node's reclaim can never see it",
+                    p << 12,
+                    node_of(p)
+                ));
+            }
+            let charged = mm_core::memcg::tag(&gs.page(p)).map_or(0, |(g, _)| g);
+            if vmemcg != charged {
+                violations.push(format!(
+                    "page {:#x} charged to memory cgroup {charged} is on cgroup {vmemcg}'s lruvec {id}: the group's reclaim can never see it",
+                    p << 12
+                ));
+            }
             match LruList::from_u8(tag).and_then(|l| LruList::ALL.iter().position(|&x| x == l)) {
                 Some(ix) => counts[ix] += 1,
                 None => violations.push(format!("page {:#x} is on LRU list {tag}, which does not exist", p << 12)),
@@ -399,10 +427,12 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     }
     let names = ["inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
     let lists: Vec<String> = names.iter().zip(counts.iter()).map(|(n, c)| format!("{n} {c}")).collect();
+    let nodes_text: Vec<String> = per_node.iter().map(|(n, c)| format!("node {n} {c}")).collect();
     let detail = format!(
-        "{} pages on the lists ({}); {private} private mapped user pages, {} swap-cache pages and {cache_pages} page-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
+        "{} pages on the lists ({}; {}, each on its own node's and memory cgroup's lruvec); {private} private mapped user pages, {} swap-cache pages and {cache_pages} page-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
         on_lru.len(),
         lists.join(", "),
+        nodes_text.join(", "),
         cache.by_pfn.len()
     );
     CheckResult::new(Check::Lru, detail, violations).with_errors(errors)
