@@ -525,7 +525,12 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     let (peak_file, now) = (field(out, "full:", "peak"), field(out, "full:", "current"));
     assert!(peak_file >= now && peak_file >= peak, "memory.peak {peak_file}, current {now}, sampled {peak}:\n{out}");
     assert!(peak_file <= max + 32 * 4096, "memory.peak {peak_file} over max {max} by more than a batch:\n{out}");
-    assert_eq!(field(out, "after exit: peak", "peak"), peak_file, "{out}");
+    // Kept after exit; reading the data back may have raised it a little
+    // (swap readahead charges its extra pages without a limit check),
+    // never by more than a batch over max.
+    let peak_after = field(out, "after exit: peak", "peak");
+    assert!(peak_after >= peak_file && peak_after <= max + 32 * 4096, "memory.peak after exit {peak_after}:
+{out}");
     // The process outside kept every page, untouched.
     assert!(out.contains("outside: resident 1024 of 1024, bad 0"), "{out}");
     // The group's own reclaim did the work: at least the 8 MiB beyond the
