@@ -529,8 +529,7 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     // (swap readahead charges its extra pages without a limit check),
     // never by more than a batch over max.
     let peak_after = field(out, "after exit: peak", "peak");
-    assert!(peak_after >= peak_file && peak_after <= max + 32 * 4096, "memory.peak after exit {peak_after}:
-{out}");
+    assert!(peak_after >= peak_file && peak_after <= max + 32 * 4096, "memory.peak after exit {peak_after}:\n{out}");
     // The process outside kept every page, untouched.
     assert!(out.contains("outside: resident 1024 of 1024, bad 0"), "{out}");
     // The group's own reclaim did the work: at least the 8 MiB beyond the

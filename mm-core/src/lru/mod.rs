@@ -59,9 +59,11 @@
 //! a view of one set of lists over the shared links (`Lruvec<&mut [LruNode],
 //! &mut LruLists>`), refusing pages another lruvec holds.
 //!
-//! Simplifications, against Linux: no MGLRU; folios are single pages; a
-//! refault is judged by the lruvec the page returns to (the shadow keeps
-//! no memcg or node); `file_is_tiny` is the caller's to
+//! A shadow records the lruvec the page was evicted from, so
+//! [`LruSet::folio_add_lru_refault`] judges a refault on that lruvec's
+//! clock (Linux packs the memcg id and node for the same reason).
+//!
+//! Simplifications, against Linux: no MGLRU; folios are single pages; `file_is_tiny` is the caller's to
 //! decide (it needs the watermarks); `cache_trim_mode` and the
 //! dirty/writeback throttling of `shrink_folio_list` are left out.
 
@@ -347,22 +349,40 @@ pub trait ReclaimOps {
     }
 }
 
-/// A workingset shadow entry (`pack_shadow`): the eviction count, and
-/// whether the page was part of the workingset (`PG_workingset`).
+/// A workingset shadow entry (`pack_shadow`): the eviction count, the
+/// lruvec the page was evicted from (Linux packs the memcg id and node),
+/// and whether the page was part of the workingset (`PG_workingset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shadow(pub u64);
 
 /// Bits of the eviction counter kept in a shadow.
-const EVICTION_BITS: u32 = 56;
+const EVICTION_BITS: u32 = 47;
 const EVICTION_MASK: u64 = (1 << EVICTION_BITS) - 1;
+/// Where the lruvec id sits (above the workingset bit).
+const SHADOW_ID_SHIFT: u32 = 1;
+/// Where the eviction count sits (above the lruvec id).
+const SHADOW_EVICTION_SHIFT: u32 = 17;
 
 impl Shadow {
+    /// A shadow of lruvec 0 (the tests' lone lruvecs).
+    #[cfg(test)]
     fn pack(eviction: u64, workingset: bool) -> Shadow {
-        Shadow(((eviction & EVICTION_MASK) << 1) | workingset as u64)
+        Shadow::pack_in(eviction, workingset, 0)
+    }
+    fn pack_in(eviction: u64, workingset: bool, id: u16) -> Shadow {
+        Shadow(
+            ((eviction & EVICTION_MASK) << SHADOW_EVICTION_SHIFT)
+                | (u64::from(id) << SHADOW_ID_SHIFT)
+                | workingset as u64,
+        )
     }
     /// The eviction count it recorded.
     pub fn eviction(self) -> u64 {
-        (self.0 >> 1) & EVICTION_MASK
+        (self.0 >> SHADOW_EVICTION_SHIFT) & EVICTION_MASK
+    }
+    /// The id of the lruvec the page was evicted from.
+    pub fn lruvec_id(self) -> u16 {
+        (self.0 >> SHADOW_ID_SHIFT) as u16
     }
     /// Whether the page was in the workingset when evicted.
     pub fn workingset(self) -> bool {
@@ -900,6 +920,23 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>, L: BorrowMut<LruLists>> Lruvec<S, L
             return Err(LruError::AlreadyOnLru(pfn));
         }
         let (activate, restore) = self.workingset_refault(shadow, !anon, swap_on);
+        self.add_judged(i, anon, activate, restore);
+        Ok(activate)
+    }
+
+    /// A page whose refault another lruvec judged (the one it was evicted
+    /// from, [`LruSet::folio_add_lru_refault`]) joins this one, active or
+    /// not as judged.
+    fn folio_add_lru_judged(&mut self, pfn: u64, anon: bool, activate: bool, restore: bool) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        self.add_judged(i, anon, activate, restore);
+        Ok(())
+    }
+
+    fn add_judged(&mut self, i: u32, anon: bool, activate: bool, restore: bool) {
         let mut f = if anon { PG_SWAPBACKED } else { 0 };
         if activate {
             f |= PG_ACTIVE;
@@ -909,7 +946,6 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>, L: BorrowMut<LruLists>> Lruvec<S, L
         }
         self.node_mut(i).flags = f;
         self.putback(i);
-        Ok(activate)
     }
 
     /// `folio_del_lru` (`lruvec_del_folio` before the page is freed):
@@ -1016,7 +1052,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>, L: BorrowMut<LruLists>> Lruvec<S, L
             // survives goes back inactive.
             self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
             let file = f & PG_SWAPBACKED == 0;
-            let shadow = Shadow::pack(self.lm().nonresident_age, f & PG_WORKINGSET != 0);
+            let shadow = Shadow::pack_in(self.l().nonresident_age, f & PG_WORKINGSET != 0, self.l().id);
             match ops.reclaim_folio(pfn, !file, shadow, false) {
                 ReclaimOutcome::Freed { io } => {
                     self.lm().nonresident_age += 1;
@@ -1152,7 +1188,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>, L: BorrowMut<LruLists>> Lruvec<S, L
                 continue;
             }
             let clean_only = referenced_folio && file;
-            let shadow = Shadow::pack(self.lm().nonresident_age, f & PG_WORKINGSET != 0);
+            let shadow = Shadow::pack_in(self.l().nonresident_age, f & PG_WORKINGSET != 0, self.l().id);
             match ops.reclaim_folio(pfn, f & PG_SWAPBACKED != 0, shadow, clean_only) {
                 ReclaimOutcome::Freed { io } => {
                     // workingset_eviction ages the clock.
@@ -1519,9 +1555,11 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> LruSet<S> {
         self.lruvec(id)?.folio_add_lru(pfn, anon)
     }
 
-    /// [`Lruvec::folio_add_lru_refault`] onto lruvec `id` (the refault is
-    /// judged against that lruvec's clock and workingset, as Linux's
-    /// `workingset_refault` uses the eviction lruvec).
+    /// A page read back in after eviction joins lruvec `id`; the refault
+    /// is judged (`workingset_refault`) by the lruvec its shadow names,
+    /// whose clock the eviction count is on (Linux's `workingset_refault`
+    /// finds the eviction memcg and node in the shadow), or by `id` when
+    /// the shadow names none of the set. Returns whether it was activated.
     pub fn folio_add_lru_refault(
         &mut self,
         id: u16,
@@ -1530,7 +1568,15 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> LruSet<S> {
         shadow: Shadow,
         swap_on: bool,
     ) -> Result<bool, LruError> {
-        self.lruvec(id)?.folio_add_lru_refault(pfn, anon, shadow, swap_on)
+        // Refuse before the refault is counted anywhere.
+        let i = self.lruvec(id)?.own_idx(pfn)?;
+        if self.nodes.as_ref()[i as usize].flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        let judge = if (shadow.lruvec_id() as usize) < self.vecs.len() { shadow.lruvec_id() } else { id };
+        let (activate, restore) = self.lruvec(judge)?.workingset_refault(shadow, !anon, swap_on);
+        self.lruvec(id)?.folio_add_lru_judged(pfn, anon, activate, restore)?;
+        Ok(activate)
     }
 
     /// [`Lruvec::folio_del_lru`] on the page's lruvec.

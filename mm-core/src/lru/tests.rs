@@ -730,7 +730,15 @@ proptest! {
                 }
             }
             set.verify().unwrap();
-            prop_assert_eq!(&o_set.freed, &o_solo.freed, "the same pages freed with the same shadows");
+            // The same pages freed with the same shadows, the set's naming
+            // the lruvec they left (a solo lruvec is id 0).
+            let strip = |f: &[(u64, Shadow)]| -> Vec<(u64, u64, bool)> {
+                f.iter().map(|&(p, sh)| (p, sh.eviction(), sh.workingset())).collect()
+            };
+            prop_assert_eq!(strip(&o_set.freed), strip(&o_solo.freed));
+            for &(p, sh) in &o_set.freed {
+                prop_assert!(sh.lruvec_id() < 3, "shadow of {} names lruvec {}", p, sh.lruvec_id());
+            }
             for (v, s) in solo.iter().enumerate() {
                 let view = set.lruvec_ref(v as u16).unwrap();
                 for lru in LruList::ALL {
@@ -779,4 +787,43 @@ fn lru_set_keeps_pages_on_their_own_lruvec() {
     // Ids follow (node, memcg).
     assert_eq!(lruvec_id(1, 5), (crate::memcg::MAX_MEMCG + 5) as u16);
     assert_eq!((lruvec_node(lruvec_id(3, 7)), lruvec_memcg(lruvec_id(3, 7))), (3, 7));
+}
+
+/// A refault is judged by the lruvec the page was evicted from (its
+/// shadow names it): that lruvec's clock and workingset decide, whatever
+/// lruvec the page returns to.
+#[test]
+fn refault_is_judged_by_the_eviction_lruvec() {
+    let mut set = LruSet::new(0, 64, 2).unwrap();
+    // Lruvec 1 has one active page (its workingset) and evicts page 2:
+    // the shadow names lruvec 1 and its clock then (1: the activation).
+    for p in [always_free(1), always_free(2)] {
+        set.folio_add_lru(1, p, true).unwrap();
+    }
+    set.mark_page_accessed(1).unwrap();
+    set.mark_page_accessed(1).unwrap();
+    let mut o = ops();
+    assert_eq!(set.reclaim_pages(&[2], &mut o), 1);
+    let shadow = o.freed[0].1;
+    assert_eq!((shadow.lruvec_id(), shadow.eviction(), shadow.workingset()), (1, 1, false));
+    // Lruvec 0 evicts many pages (its clock runs far ahead) and keeps no
+    // workingset: judged there, the page would start inactive.
+    let mine: Vec<u64> = (10..60).filter(|p| !matches!(p % 7, 3 | 5)).collect();
+    for &p in &mine {
+        set.folio_add_lru(0, p, true).unwrap();
+    }
+    assert_eq!(set.reclaim_pages(&mine, &mut o), mine.len() as u64);
+    assert_eq!(set.lists(0).unwrap().nr_evictable(), 0);
+    // Back onto lruvec 0: judged on lruvec 1 (distance 1, within its one
+    // active page), so active, and counted there.
+    assert_eq!(set.folio_add_lru_refault(0, 2, true, shadow, true), Ok(true));
+    assert_eq!(set.owner(2), Some(0));
+    assert_eq!(set.folio_lru(2), Some(LruList::ActiveAnon));
+    assert_eq!(set.lists(1).unwrap().stat.workingset_activate, [1, 0]);
+    assert_eq!(set.lists(0).unwrap().stat.workingset_refault, [0, 0]);
+    // A second add is refused without counting another refault.
+    let before = set.lists(1).unwrap().stat.workingset_refault;
+    assert_eq!(set.folio_add_lru_refault(0, 2, true, shadow, true), Err(LruError::AlreadyOnLru(2)));
+    assert_eq!(set.lists(1).unwrap().stat.workingset_refault, before);
+    set.verify().unwrap();
 }
