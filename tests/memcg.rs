@@ -103,6 +103,9 @@ static int hog(const char *g, long pages) {
     snprintf(pk, sizeof pk, CG "/%s/memory.peak", g);
     long pf = num(pk), now = num(cur);
     printf("full: peak %ld current %ld\n", pf, now);
+    char st[128];
+    snprintf(st, sizeof st, CG "/%s/memory.stat", g);
+    printf("full lru: lru_anon %ld anon %ld\n", key(st, "inactive_anon") + key(st, "active_anon"), key(st, "anon"));
     long bad = 0;
     for (long i = 0; i < pages; i++)
         if (*(long *)(p + i * 4096) != i * 7 + 1) bad++;
@@ -135,8 +138,10 @@ static void report(const char *g) {
     snprintf(ev, sizeof ev, CG "/%s/memory.events", g);
     snprintf(cur, sizeof cur, CG "/%s/memory.current", g);
     snprintf(procs, sizeof procs, CG "/%s/cgroup.procs", g);
-    printf("stat pgscan %ld pgsteal %ld anon %ld pagetables %ld pgfault %ld\n", key(stat, "pgscan"),
-           key(stat, "pgsteal"), key(stat, "anon"), key(stat, "pagetables"), key(stat, "pgfault"));
+    printf("stat pgscan %ld pgsteal %ld anon %ld pagetables %ld pgfault %ld lru %ld\n", key(stat, "pgscan"),
+           key(stat, "pgsteal"), key(stat, "anon"), key(stat, "pagetables"), key(stat, "pgfault"),
+           key(stat, "inactive_anon") + key(stat, "active_anon") + key(stat, "inactive_file") +
+               key(stat, "active_file") + key(stat, "unevictable"));
     printf("events high %ld max %ld oom %ld oom_kill %ld\n", key(ev, "high"), key(ev, "max"), key(ev, "oom"),
            key(ev, "oom_kill"));
     printf("after exit: current %ld\n", num(cur));
@@ -525,7 +530,11 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     let (peak_file, now) = (field(out, "full:", "peak"), field(out, "full:", "current"));
     assert!(peak_file >= now && peak_file >= peak, "memory.peak {peak_file}, current {now}, sampled {peak}:\n{out}");
     assert!(peak_file <= max + 32 * 4096, "memory.peak {peak_file} over max {max} by more than a batch:\n{out}");
-    assert_eq!(field(out, "after exit: peak", "peak"), peak_file, "{out}");
+    // Kept after exit; reading the data back may have raised it a little
+    // (swap readahead charges its extra pages without a limit check),
+    // never by more than a batch over max.
+    let peak_after = field(out, "after exit: peak", "peak");
+    assert!(peak_after >= peak_file && peak_after <= max + 32 * 4096, "memory.peak after exit {peak_after}:\n{out}");
     // The process outside kept every page, untouched.
     assert!(out.contains("outside: resident 1024 of 1024, bad 0"), "{out}");
     // The group's own reclaim did the work: at least the 8 MiB beyond the
@@ -546,6 +555,12 @@ fn a_group_at_its_limit_reclaims_its_own_pages_to_swap() {
     assert!(out.contains("after exit: procs ''"), "{out}");
     assert_eq!(field(out, "stat", "anon"), 0, "{out}");
     assert_eq!(field(out, "stat", "pagetables"), 0, "{out}");
+    // memory.stat's list counts come from the group's own lruvecs: with
+    // the group full its anon pages are on them (none of another group's,
+    // so never more than its anon charge), and they are empty after exit.
+    let (lru_anon, anon) = (field(out, "full lru:", "lru_anon"), field(out, "full lru:", "anon"));
+    assert!(lru_anon > 0 && lru_anon <= anon && lru_anon * 2 >= anon, "lru_anon {lru_anon} anon {anon}:\n{out}");
+    assert_eq!(field(out, "stat", "lru"), 0, "{out}");
     // The host's count of the tags agrees with the guest's charges at
     // both checkpoints (the group full, then empty), none over max.
     for cp in ["memcg-full", "memcg-exited"] {

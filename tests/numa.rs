@@ -1285,3 +1285,161 @@ fn compaction_and_kcompactd_work_per_node() {
         assert!(out.contains("Node    1, zone    DMA32, type    Unmovable"), "{how}: {out}");
     }
 }
+
+/// Per-node LRU lists and kswapd: a process binds a mapping to a 4 MiB
+/// node 1 and touches 1200 pages of it (more than the node holds) while
+/// 256 pages of its own on node 0 stay mapped; with swap, node 1's
+/// reclaim (its kswapd, its direct reclaim) swaps the bound pages out and
+/// back, and node 0 is neither scanned nor loses a page.
+const NODE_RECLAIM: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MPOL_BIND 2
+#define LOCAL 256
+#define BOUND 1200
+
+/* "Node N" per-node stat `name` from /proc/zoneinfo. */
+static long node_stat(int node, const char *name) {
+    static char buf[65536];
+    int fd = open("/proc/zoneinfo", O_RDONLY), n, len = 0;
+    while ((n = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += n;
+    close(fd);
+    buf[len] = 0;
+    char head[32];
+    snprintf(head, sizeof head, "Node %d,", node);
+    char *at = strstr(buf, head);
+    if (!at) return -1;
+    at = strstr(at, "per-node stats");
+    if (!at) return -1;
+    char *end = strstr(at, "pages free");
+    size_t l = strlen(name);
+    for (char *p = at; p && p < end; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : 0) {
+        while (*p == ' ') p++;
+        if (!strncmp(p, name, l) && p[l] == ' ') return strtol(p + l, 0, 10);
+    }
+    return -1;
+}
+static void report(const char *when) {
+    for (int node = 0; node < 2; node++)
+        printf("%s node %d: anon %ld pgscan_kswapd %ld pgscan_direct %ld pgsteal_kswapd %ld pgsteal_direct %ld\n", when,
+               node, node_stat(node, "nr_inactive_anon") + node_stat(node, "nr_active_anon"),
+               node_stat(node, "pgscan_kswapd"), node_stat(node, "pgscan_direct"), node_stat(node, "pgsteal_kswapd"),
+               node_stat(node, "pgsteal_direct"));
+}
+static void cat(const char *path) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY), n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) write(1, buf, n);
+    close(fd);
+}
+
+/* /proc/vmstat's reclaim lines ("vmstat NAME N"). */
+static void grep_vmstat(void) {
+    static char buf[16384];
+    int fd = open("/proc/vmstat", O_RDONLY), n, len = 0;
+    while ((n = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += n;
+    close(fd);
+    buf[len] = 0;
+    for (char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : 0)
+        if (!strncmp(p, "pgscan", 6) || !strncmp(p, "pgsteal", 7) || !strncmp(p, "kswapd", 6) ||
+            !strncmp(p, "pageoutrun", 10) || !strncmp(p, "allocstall", 10)) {
+            char *e = strchr(p, '\n');
+            printf("vmstat %.*s\n", e ? (int)(e - p) : (int)strlen(p), p);
+        }
+}
+
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    char *local = mmap((void *)0x240000000UL, LOCAL * 4096L, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    for (int i = 0; i < LOCAL; i++) local[i * 4096L] = (char)(i | 1);
+    report("before");
+    unsigned long m1 = 2;
+    char *b = mmap((void *)0x250000000UL, BOUND * 4096L, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    printf("mbind %ld\n", syscall(SYS_mbind, b, BOUND * 4096L, MPOL_BIND, &m1, 3, 0));
+    /* A yield after each page: kswapd runs when a CPU schedules (the
+       guest does not preempt a faulting loop), as swaptest's `yield`
+       lets it; the node's watermarks are a few pages apart, so a later
+       kswapd would find direct reclaim done already. */
+    for (int i = 0; i < BOUND; i++) {
+        b[i * 4096L] = (char)(i * 7 + 1);
+        sched_yield();
+    }
+    int bad = 0;
+    for (int i = 0; i < BOUND; i++) bad += b[i * 4096L] != (char)(i * 7 + 1);
+    for (int i = 0; i < LOCAL; i++) bad += local[i * 4096L] != (char)(i | 1);
+    printf("bad %d\n", bad);
+    report("after");
+    cat("/proc/self/numa_maps");
+    grep_vmstat();
+    syscall(503, "node-reclaim", 12);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_full_node_reclaims_its_own_lru_and_leaves_the_other_node_alone() {
+    let dir = Scratch::new("numa-node-reclaim");
+    let prog = compile("musl-gcc", NODE_RECLAIM, &dir.0, "nodereclaim", &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let swap = TempFile::absent("numa-node-reclaim-swap");
+    let swap_arg = format!("{},size=16M", swap.path());
+    let r = boot(&[
+        "--mem",
+        "128M",
+        // Two CPUs, both on node 0 (the process's own pages are local
+        // there): kswapd runs on the one the process leaves idle.
+        "--cpus",
+        "2",
+        "--numa",
+        "0=124M,1=4M,cpus=0-1:",
+        "--swap",
+        &swap_arg,
+        "--initrd",
+        root.to_str().unwrap(),
+        "--inspect-at",
+        "node-reclaim",
+        "--verify",
+        "lru",
+    ]);
+    let out = r.all();
+    assert_eq!(r.status, 0, "{out}");
+    assert!(out.contains("mbind 0\n"), "{out}");
+    assert!(out.contains("bad 0\n"), "every page read back intact:\n{out}");
+    let stat = |when: &str, node: u32, key: &str| -> i64 {
+        let l = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{when} node {node}:")))
+            .unwrap_or_else(|| panic!("no {when} node {node} line:\n{out}"));
+        let at = l.find(&format!(" {key} ")).unwrap_or_else(|| panic!("{key} missing: {l}")) + key.len() + 2;
+        l[at..].split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("bad {key}: {l}"))
+    };
+    // Node 1 was reclaimed by its own kswapd (kswapd1: only it counts
+    // node 1's kswapd scans) and stole pages to swap.
+    assert!(stat("after", 1, "pgscan_kswapd") > 0, "kswapd1 never scanned node 1:\n{out}");
+    let steal1 = stat("after", 1, "pgsteal_kswapd") + stat("after", 1, "pgsteal_direct");
+    assert!(steal1 > 0, "node 1 reclaimed nothing:\n{out}");
+    // Node 0 had room: nothing scanned there, and its anon pages all
+    // stayed resident on it.
+    for key in ["pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct"] {
+        assert_eq!(stat("after", 0, key), 0, "node 0 {key}:\n{out}");
+    }
+    assert!(stat("after", 0, "anon") >= 256, "{out}");
+    assert!(out.contains("240000000 default anon=256 dirty=256 N0=256"), "node 0's pages stayed resident:\n{out}");
+    // The bound mapping is there with its policy (its resident pages:
+    // swap readahead places pages by the default policy here).
+    assert!(out.contains("250000000 bind:1 anon="), "{out}");
+    // The host at the checkpoint: every page on its own node's lists.
+    let l = out.lines().find(|l| l.starts_with("verify lru: ")).unwrap_or_else(|| panic!("no verify lru:\n{out}"));
+    assert!(l.starts_with("verify lru: ok ("), "{l}\n{out}");
+    assert!(l.contains("node 0 ") && l.contains("node 1 "), "{l}");
+}

@@ -501,6 +501,6 @@ fn a_fixed_run_swaps_and_shares_slots() {
         assert!(w.touch(1, p * P, true));
     }
     w.check().unwrap();
-    assert!(w.lru.stat.pgsteal_direct > 0 && w.lru.stat.pgscan_direct >= w.lru.stat.pgsteal_direct);
-    assert!(w.lru.stat.workingset_refault[0] > 0);
+    assert!(w.lru.stat().pgsteal_direct > 0 && w.lru.stat().pgscan_direct >= w.lru.stat().pgsteal_direct);
+    assert!(w.lru.stat().workingset_refault[0] > 0);
 }

@@ -168,17 +168,27 @@ fn text(g: usize, i: usize) -> String {
             {
                 let _ = writeln!(s, "{} {}", name, Dec(memcg::usage_of(g, kind) * PAGE_SIZE));
             }
-            let scan = memcg::stat_count(g, memcg::MemcgStat::Scan as usize);
-            let steal = memcg::stat_count(g, memcg::MemcgStat::Steal as usize);
-            // All of a group's own reclaim is direct (there is no
-            // per-group kswapd); global reclaim is not counted here.
+            // The group's own lruvecs: its LRU pages, and every scan of
+            // them (its own reclaim, which is direct, and global reclaim's,
+            // kswapd's or direct), as Linux's memory.stat.
+            let lru = memcg::lru_pages(g);
+            for (name, i) in [
+                ("inactive_anon", 0),
+                ("active_anon", 1),
+                ("inactive_file", 2),
+                ("active_file", 3),
+                ("unevictable", 4),
+            ] {
+                let _ = writeln!(s, "{} {}", name, Dec(lru[i] * PAGE_SIZE));
+            }
+            let st = memcg::lru_stat(g);
             for (name, v) in [
-                ("pgscan", scan),
-                ("pgsteal", steal),
-                ("pgscan_kswapd", 0),
-                ("pgscan_direct", scan),
-                ("pgsteal_kswapd", 0),
-                ("pgsteal_direct", steal),
+                ("pgscan", st.pgscan()),
+                ("pgsteal", st.pgsteal()),
+                ("pgscan_kswapd", st.pgscan_kswapd),
+                ("pgscan_direct", st.pgscan_direct),
+                ("pgsteal_kswapd", st.pgsteal_kswapd),
+                ("pgsteal_direct", st.pgsteal_direct),
                 ("pgfault", memcg::stat_count(g, memcg::MemcgStat::Fault as usize)),
             ] {
                 let _ = writeln!(s, "{} {}", name, Dec(v));

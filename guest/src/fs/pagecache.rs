@@ -137,7 +137,7 @@ fn new_page(ino: usize, index: u64, shmem: bool) -> Result<u64, CacheError> {
         if let Some(x) = p.ext.get_mut(pfn as usize) {
             x.set_file(ino as u32, index);
         }
-        let _ = p.lru.folio_add_lru(pfn, shmem);
+        let _ = p.lru_add(pfn, shmem);
     });
     let pa = pfn << PAGE_SHIFT;
     clear_page(pa);
@@ -277,7 +277,7 @@ fn to_anon_lru(pages: &[u64]) {
             let pfn = pa >> PAGE_SHIFT;
             let file = |l| matches!(l, LruList::InactiveFile | LruList::ActiveFile);
             if p.lru.folio_lru(pfn).is_some_and(file) && p.lru.folio_del_lru(pfn).is_ok() {
-                let _ = p.lru.folio_add_lru(pfn, true);
+                let _ = p.lru_add(pfn, true);
             }
         }
     });

@@ -92,7 +92,7 @@ pub fn compact_zone(z: ZoneId, order: Option<u8>, mt: MigrateType) -> Option<(Co
     // The cluster's buffers, allocated here: nothing may allocate with the
     // page allocator held (the heap needs it).
     let mut batch: Vec<u64> = Vec::with_capacity(COMPACT_CLUSTER_MAX);
-    let mut isolated: Vec<(u64, u8)> = Vec::with_capacity(COMPACT_CLUSTER_MAX);
+    let mut isolated: Vec<(u64, u8, u16)> = Vec::with_capacity(COMPACT_CLUSTER_MAX);
     let result = loop {
         let step = SWAP.with(|s| {
             PAGES.with(|p| {

@@ -18,11 +18,17 @@
 //!   `memory.max` it reclaims until there is room, and when reclaim
 //!   cannot make room, a memcg OOM ([`oom_synchronize`], after the fault
 //!   dropped its locks) kills a process inside the group.
-//! - **Reclaim of a group** ([`reclaim_group`]): the global LRU lists
-//!   filtered by memcg (an honest first step before per-memcg lruvecs):
-//!   the oldest pages of the group's subtree, inactive lists first, go
-//!   through `vmscan::reclaim_pages` (anon to swap when swap is on, clean
-//!   page-cache pages dropped).
+//! - **LRU lists per group** (Linux's `mem_cgroup_lruvec`): a charged
+//!   user page sits on its group's lruvec for its node (mm/mod.rs
+//!   `PageAlloc::lruvec_id_of`), so memory.stat's list counts and
+//!   pgscan/pgsteal come from the group's own lruvecs ([`lru_pages`],
+//!   [`lru_stat`]).
+//! - **Reclaim of a group** ([`reclaim_group`]): only the subtree's own
+//!   lruvecs, node by node, with the same aging and scan balance as
+//!   global reclaim (anon to swap when swap is on, clean page-cache pages
+//!   dropped); global reclaim walks every group's lruvec on a node and
+//!   skips whole lruvecs of groups under memory.min (or memory.low, until
+//!   nothing else is left).
 
 use super::PAGES;
 use crate::arch::percpu::{cpu_id, MAX_CPUS};
@@ -118,14 +124,10 @@ pub const EVENT_NAMES: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oo
 pub enum MemcgStat {
     /// User page faults of the group's tasks.
     Fault,
-    /// Pages the group's own reclaim scanned.
-    Scan,
-    /// Pages the group's own reclaim freed.
-    Steal,
 }
 
 static EVENTS: [[AtomicU64; 6]; MAX_MEMCG] = [const { [const { AtomicU64::new(0) }; 6] }; MAX_MEMCG];
-static STATS: [[AtomicU64; 3]; MAX_MEMCG] = [const { [const { AtomicU64::new(0) }; 3] }; MAX_MEMCG];
+static STATS: [[AtomicU64; 1]; MAX_MEMCG] = [const { [const { AtomicU64::new(0) }; 1] }; MAX_MEMCG];
 
 /// Each CPU's running task's group.
 static CURRENT: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
@@ -283,68 +285,56 @@ pub fn usage_of(g: usize, kind: ChargeKind) -> u64 {
 }
 
 /// Reclaims up to `target` pages from `g`'s subtree (Linux's
-/// `try_to_free_mem_cgroup_pages`): the global LRU filtered by memcg,
-/// the group's oldest pages in batches of up to 32, inactive lists
-/// before active ones, anon only when swap is on. Runs where reclaim may
-/// take its locks (see `vmscan::reclaim_pages`); the pages freed.
+/// `try_to_free_mem_cgroup_pages`): the subtree's own lruvecs on each
+/// node (mm/vmscan.rs `shrink_lruvecs` with `Target::Memcg`), at falling
+/// priority as global reclaim, anon only when swap is on. No other
+/// group's pages are looked at. Runs where reclaim may take its locks;
+/// the pages freed.
 pub fn reclaim_group(g: usize, target: u64) -> u64 {
-    const BATCH: usize = mm_core::lru::SWAP_CLUSTER_MAX as usize;
     let mask = subtree_mask(g);
-    let swap_on = super::swap::SWAP.with(|s| super::swap::swap_on(s));
-    let (mut freed, mut scanned) = (0u64, 0u64);
-    // Each round frees something or stops; the bound only guards
-    // against a list that keeps handing back pages reclaim keeps.
-    for _ in 0..(target / BATCH as u64 + 8) {
+    let target = target.max(1);
+    let mut freed = 0u64;
+    // The nodes from the running CPU's, nearest first (the zonelist
+    // order), as Linux's `shrink_zones` walks them.
+    let nid = usize::from(super::numa::cpu_node(crate::arch::percpu::this_cpu().id));
+    let mut order = [0u8; mm_core::numa::MAX_NODES];
+    let n = PAGES.with(|p| {
+        let f = p.buddy.node_layout().fallback(nid);
+        let n = f.len().min(order.len());
+        order[..n].copy_from_slice(&f[..n]);
+        n
+    });
+    for &node in &order[..n] {
         if freed >= target {
             break;
         }
-        let mut batch = [0u64; BATCH];
-        let n = PAGES.with(|p| {
-            let mut n = 0;
-            let lists: &[LruList] = if swap_on {
-                &[LruList::InactiveFile, LruList::InactiveAnon, LruList::ActiveFile, LruList::ActiveAnon]
-            } else {
-                &[LruList::InactiveFile, LruList::ActiveFile]
-            };
-            for &l in lists {
-                // The list runs newest to oldest: keep the last BATCH
-                // matches in a ring, the oldest pages of the group.
-                let mut ring = [0u64; BATCH];
-                let mut seen = 0usize;
-                for pfn in p.lru.list(l) {
-                    let ours =
-                        p.buddy.page(pfn).and_then(mm_core::memcg::tag).is_some_and(|(m, _)| mask & (1 << m) != 0);
-                    if ours {
-                        ring[seen % BATCH] = pfn;
-                        seen += 1;
-                    }
-                }
-                for &pfn in &ring[..seen.min(BATCH)] {
-                    if n == BATCH {
-                        break;
-                    }
-                    batch[n] = pfn;
-                    n += 1;
-                }
-                if n == BATCH {
-                    break;
-                }
-            }
-            n
-        });
-        if n == 0 {
-            break;
-        }
-        scanned += n as u64;
-        let f = super::vmscan::reclaim_pages(&batch[..n]);
+        let (_, f) = super::vmscan::shrink_lruvecs(usize::from(node), false, super::vmscan::Target::Memcg(mask), target - freed);
         freed += f;
-        if f == 0 {
-            break;
-        }
     }
-    stat(g, MemcgStat::Scan, scanned);
-    stat(g, MemcgStat::Steal, freed);
     freed
+}
+
+/// `g`'s subtree's LRU pages per list (`LruList::ALL` order) over every
+/// node: memory.stat's active_anon, inactive_anon, ... from the group's
+/// own lruvecs.
+pub fn lru_pages(g: usize) -> [u64; 5] {
+    let mask = subtree_mask(g);
+    PAGES.with(|p| {
+        let mut out = [0u64; 5];
+        for v in p.lru.all_lists().iter().filter(|v| mask & (1 << mm_core::lru::lruvec_memcg(v.id())) != 0) {
+            for (i, l) in LruList::ALL.iter().enumerate() {
+                out[i] += v.nr(*l);
+            }
+        }
+        out
+    })
+}
+
+/// `g`'s subtree's reclaim counters, from its own lruvecs (scans by
+/// global reclaim and by the group's own alike, as Linux's memory.stat).
+pub fn lru_stat(g: usize) -> mm_core::lru::LruStats {
+    let mask = subtree_mask(g);
+    PAGES.with(|p| p.lru.stat_sum(|id| mask & (1 << mm_core::lru::lruvec_memcg(id)) != 0))
 }
 
 /// Which groups global reclaim must spare now (Linux's

@@ -25,7 +25,7 @@ use mm_core::addr::PAGE_SHIFT;
 use mm_core::buddy::BuddyAllocator;
 use mm_core::compaction::MigrateFail;
 use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_SWAPBACKED, PG_UNEVICTABLE};
-use mm_core::lru::{LruNode, Lruvec};
+use mm_core::lru::{LruNode, LruSet};
 use mm_core::page_ext::PageExt;
 use mm_core::paging::Pte;
 
@@ -52,13 +52,14 @@ pub struct GuestMigrator<'a> {
     /// Reclaim's state: the rmap, the PGDs, the swap cache.
     pub s: &'a mut SwapState,
     /// The LRU lists.
-    pub lru: &'a mut Lruvec<&'static mut [LruNode]>,
+    pub lru: &'a mut LruSet<&'static mut [LruNode]>,
     /// The per-pfn rmap and swap-cache fields.
     pub ext: &'a mut [PageExt],
-    /// Isolated pages and the LRU flags they had (restored on putback or
-    /// carried to the new frame). Its room is the caller's: nothing here
+    /// Isolated pages, the LRU flags they had and the lruvec they were on
+    /// (restored on putback, or carried to the new frame: same memory
+    /// cgroup, the new frame's node). Its room is the caller's: nothing here
     /// may allocate with the page allocator held.
-    isolated: Vec<(u64, u8)>,
+    isolated: Vec<(u64, u8, u16)>,
     /// The caller's buffer for one cluster's pages (compaction.rs).
     pub batch: Vec<u64>,
     /// What this context did.
@@ -70,16 +71,16 @@ impl<'a> GuestMigrator<'a> {
     /// a cluster) allocated before the locks were taken.
     pub fn new(
         s: &'a mut SwapState,
-        lru: &'a mut Lruvec<&'static mut [LruNode]>,
+        lru: &'a mut LruSet<&'static mut [LruNode]>,
         ext: &'a mut [PageExt],
         batch: Vec<u64>,
-        isolated: Vec<(u64, u8)>,
+        isolated: Vec<(u64, u8, u16)>,
     ) -> GuestMigrator<'a> {
         GuestMigrator { s, lru, ext, isolated, batch, stats: MigrateStats::default() }
     }
 
     /// The buffers back, for the next cluster.
-    pub fn into_buffers(self) -> (Vec<u64>, Vec<(u64, u8)>) {
+    pub fn into_buffers(self) -> (Vec<u64>, Vec<(u64, u8, u16)>) {
         (self.batch, self.isolated)
     }
 
@@ -102,9 +103,10 @@ impl<'a> GuestMigrator<'a> {
             let refs = buddy.page(pfn)?.refcount;
             (mapped > 0 && refs == mapped + cached).then_some(flags)
         })();
-        match ok {
-            Some(flags) if self.lru.folio_del_lru(pfn).is_ok() => {
-                self.isolated.push((pfn, flags));
+        let owner = self.lru.owner(pfn);
+        match (ok, owner) {
+            (Some(flags), Some(id)) if self.lru.folio_del_lru(pfn).is_ok() => {
+                self.isolated.push((pfn, flags, id));
                 true
             }
             _ => {
@@ -114,18 +116,26 @@ impl<'a> GuestMigrator<'a> {
         }
     }
 
-    /// The LRU flags `pfn` had when isolated (forgotten now).
-    fn take_flags(&mut self, pfn: u64) -> u8 {
-        match self.isolated.iter().position(|&(p, _)| p == pfn) {
-            Some(i) => self.isolated.swap_remove(i).1,
-            None => 0,
+    /// The LRU flags `pfn` had when isolated and its memory cgroup's
+    /// lruvec id (forgotten now).
+    fn take_flags(&mut self, pfn: u64) -> (u8, u16) {
+        match self.isolated.iter().position(|&(p, _, _)| p == pfn) {
+            Some(i) => {
+                let (_, f, id) = self.isolated.swap_remove(i);
+                (f, id)
+            }
+            None => (0, 0),
         }
     }
 
     /// Puts `pfn` on the LRU list its flags name (`folio_putback_lru`):
     /// at the head, as Linux puts back both isolated and migrated folios.
-    fn lru_add(&mut self, pfn: u64, flags: u8) {
-        if self.lru.folio_add_lru(pfn, true).is_err() {
+    /// `was` is the lruvec the page (or its source) was on: the page goes
+    /// to the same memory cgroup's lruvec on its own node.
+    fn lru_add(&mut self, pfn: u64, flags: u8, was: u16) {
+        let node = super::numa::node_of_pfn(pfn) as usize;
+        let id = mm_core::lru::lruvec_id(node, mm_core::lru::lruvec_memcg(was));
+        if self.lru.folio_add_lru(id, pfn, true).is_err() {
             return;
         }
         if flags & PG_UNEVICTABLE != 0 {
@@ -182,15 +192,15 @@ impl<'a> GuestMigrator<'a> {
                 }
             }
         }
-        let flags = self.take_flags(src);
-        self.lru_add(dst, flags);
+        let (flags, was) = self.take_flags(src);
+        self.lru_add(dst, flags, was);
         self.stats.success += 1;
         Ok(())
     }
 
     /// Gives back an isolated page that was not migrated.
     pub fn putback(&mut self, pfn: u64) {
-        let flags = self.take_flags(pfn);
-        self.lru_add(pfn, flags);
+        let (flags, was) = self.take_flags(pfn);
+        self.lru_add(pfn, flags, was);
     }
 }

@@ -40,7 +40,7 @@ use layout::PAGE_OFFSET;
 use memblock::Memblock;
 use mm_core::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::{BuddyAllocator, PageOwner};
-use mm_core::lru::{LruNode, Lruvec};
+use mm_core::lru::{LruError, LruNode, LruSet, Shadow};
 use mm_core::page_ext::PageExt;
 use mm_core::paging::{FrameAllocator, Mapper};
 use mm_core::slab::{SlabAllocator, SlabFlags};
@@ -55,13 +55,38 @@ pub struct PageAlloc {
     pub slab: SlabAllocator,
     /// Physical memory through the direct map.
     pub phys: KernelPhys,
-    /// The LRU lists of user pages (one lruvec for the node, as Linux
-    /// without memcg has per node), over the vmemmap-side link array. Under
+    /// The LRU lists of user pages: an lruvec per (NUMA node, memory
+    /// cgroup), as Linux's `mem_cgroup_lruvec`, all over the one
+    /// vmemmap-side link array (ids: `mm_core::lru::lruvec_id`). Under
     /// this lock because freeing a user page takes it off its list.
-    pub lru: Lruvec<&'static mut [LruNode]>,
+    pub lru: LruSet<&'static mut [LruNode]>,
     /// Per-pfn anon rmap and swap-cache fields (Linux's `page->mapping`,
     /// `page->index`, `folio->swap`).
     pub ext: &'static mut [PageExt],
+}
+
+impl PageAlloc {
+    /// The lruvec a user page at `pfn` belongs on (Linux's
+    /// `folio_lruvec`: `mem_cgroup_lruvec(folio_memcg, folio_nid)`): its
+    /// node's, for the group it is charged to (the root's when it is not).
+    pub fn lruvec_id_of(&self, pfn: u64) -> u16 {
+        let node = self.buddy.node_of_pfn(pfn) as usize;
+        let memcg = self.buddy.page(pfn).and_then(mm_core::memcg::tag).map_or(0, |(m, _)| m);
+        mm_core::lru::lruvec_id(node, memcg)
+    }
+
+    /// `folio_add_lru`: a new user page joins its lruvec's inactive list.
+    pub fn lru_add(&mut self, pfn: u64, anon: bool) -> Result<(), LruError> {
+        let id = self.lruvec_id_of(pfn);
+        self.lru.folio_add_lru(id, pfn, anon)
+    }
+
+    /// A page read back in joins its lruvec, judged as a refault there
+    /// (`Lruvec::folio_add_lru_refault`); whether it was activated.
+    pub fn lru_add_refault(&mut self, pfn: u64, anon: bool, shadow: Shadow, swap_on: bool) -> Result<bool, LruError> {
+        let id = self.lruvec_id_of(pfn);
+        self.lru.folio_add_lru_refault(id, pfn, anon, shadow, swap_on)
+    }
 }
 
 /// Boot-time facts for meminfo and the benchmarks.
@@ -198,7 +223,7 @@ pub fn init(params: &BootParams) {
     if let Err(e) = slab.create_kmalloc_caches(SlabFlags::default()) {
         panic!("cannot create the kmalloc caches: {}", e);
     }
-    let lru = match Lruvec::with_storage(tables.lru_map, 0) {
+    let lru = match LruSet::with_storage(tables.lru_map, 0) {
         Ok(l) => l,
         Err(e) => panic!("cannot create the LRU lists: {}", e),
     };
@@ -212,6 +237,17 @@ pub fn init(params: &BootParams) {
         table_pages: 0,
     });
     vmalloc::init();
+    // The lruvecs themselves, now that the heap works (its allocations
+    // take the page allocator's lock, so not under it): one per node and
+    // memory cgroup, before any user page exists.
+    let nr_vecs = PAGES.with(|p| p.buddy.nr_nodes()) * mm_core::memcg::MAX_MEMCG;
+    let vecs = match LruSet::<&'static mut [LruNode]>::fresh_lruvecs(nr_vecs) {
+        Ok(v) => v,
+        Err(e) => panic!("cannot create the lruvecs: {}", e),
+    };
+    if let Err(e) = PAGES.with(|p| p.lru.set_lruvecs(vecs)) {
+        panic!("cannot install the lruvecs: {}", e);
+    }
     descriptor::publish();
     let deferred_pages = DEFERRED.with(|d| d.pages);
     kprintln!(

@@ -215,6 +215,17 @@ pub fn hardware() {
         kprintln!("Node {} MemTotal:  {} kB", Dec(node as u64), pad(12, total).as_str());
         kprintln!("Node {} MemFree:   {} kB", Dec(node as u64), pad(12, f).as_str());
         kprintln!("Node {} MemUsed:   {} kB", Dec(node as u64), pad(12, total.saturating_sub(f)).as_str());
+        // The node's own LRU lists (its lruvecs, every memory cgroup's).
+        let lru = super::PAGES.with(|p| super::procfs::node_lru(p, node));
+        let kb = |x: u64| pad(12, x * 4);
+        let nd = Dec(node as u64);
+        kprintln!("Node {} Active:    {} kB", nd, kb(lru[1] + lru[3]).as_str());
+        kprintln!("Node {} Inactive:  {} kB", nd, kb(lru[0] + lru[2]).as_str());
+        kprintln!("Node {} Active(anon):   {} kB", nd, kb(lru[1]).as_str());
+        kprintln!("Node {} Inactive(anon): {} kB", nd, kb(lru[0]).as_str());
+        kprintln!("Node {} Active(file):   {} kB", nd, kb(lru[3]).as_str());
+        kprintln!("Node {} Inactive(file): {} kB", nd, kb(lru[2]).as_str());
+        kprintln!("Node {} Unevictable:    {} kB", nd, kb(lru[4]).as_str());
     }
     let mut text = alloc::string::String::new();
     numastat_to(&mut text);

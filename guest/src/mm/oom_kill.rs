@@ -398,7 +398,7 @@ fn show_mem(cands: &[Candidate], c: mm_core::buddy::PageCounts) {
     let (slab, active, inactive) = PAGES.with(|p| {
         let slab =
             p.slab.caches().filter_map(|(id, _)| p.slab.info(&p.buddy, id)).map(|i| i.num_slabs * i.pagesperslab).sum();
-        (slab, p.lru.nr(LruList::ActiveAnon), p.lru.nr(LruList::InactiveAnon))
+        (slab, p.lru.total(LruList::ActiveAnon), p.lru.total(LruList::InactiveAnon))
     });
     let user_pt: u64 = cands.iter().map(|c| c.pgtables).sum();
     let sw = super::swap::totals();

@@ -240,7 +240,7 @@ fn alloc_pages_locked_inner(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Resul
 #[inline]
 fn wake_below_low(p: &PageAlloc, gfp: GfpMask) {
     if gfp.allows(gfp::KSWAPD_RECLAIM) && p.buddy.below_low_watermark().is_some() {
-        super::vmscan::wakeup_kswapd();
+        super::vmscan::wakeup_kswapds_below_low(p, gfp.gfp.nodemask);
     }
 }
 
@@ -405,7 +405,12 @@ fn slowpath<T, E: AllocError>(
 /// (mm/vmscan.rs). Lock-free, so it may run under the page allocator:
 /// the scheduler picks the wake up at its next switch.
 fn wake_kswapd(order: u8, gfp: GfpMask) {
-    super::vmscan::wakeup_kswapd();
+    // Each node the request may use (`wake_all_kswapds` over its
+    // zonelist); a balanced node's kswapd finds nothing to do.
+    let nr = super::numa::nr_nodes();
+    for nid in (0..nr).filter(|&n| gfp.gfp.nodemask & (1 << n) != 0) {
+        super::vmscan::wakeup_kswapd(nid);
+    }
     // A high-order request that failed: background compaction too
     // (Linux's kswapd hands costly orders to `wakeup_kcompactd`), on
     // the nodes the request may use.
@@ -418,8 +423,12 @@ fn wake_kswapd(order: u8, gfp: GfpMask) {
 /// ones, e.g. its mm); returns the pages freed. What can be reclaimed
 /// today is what the shrinkers give back (empty slabs): anonymous pages
 /// wait for swap (`vmscan::shrink_lruvec`).
-fn direct_reclaim(_order: u8, _gfp: GfpMask) -> u64 {
-    super::vmscan::try_to_free_pages()
+fn direct_reclaim(_order: u8, gfp: GfpMask) -> u64 {
+    let nid = match gfp.gfp.nid {
+        mm_core::buddy::NUMA_NO_NODE => super::numa::cpu_node(this_cpu().id),
+        n => n,
+    };
+    super::vmscan::try_to_free_pages_on(usize::from(nid), gfp.gfp.nodemask)
 }
 
 /// Moves movable pages together so a free block of `order` forms (Linux's

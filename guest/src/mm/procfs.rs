@@ -57,7 +57,7 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "MemTotal:       {} kB", Dec(st.total_ram >> 10));
     let _ = writeln!(w, "MemFree:        {} kB", kb(c.free + c.pcp));
     let _ = writeln!(w, "MemAvailable:   {} kB", kb(c.free + c.pcp + deferred));
-    let lru = PAGES.with(|p| LruList::ALL.map(|l| p.lru.nr(l)));
+    let lru = PAGES.with(|p| LruList::ALL.map(|l| p.lru.total(l)));
     let sw = super::swap::totals();
     let _ = writeln!(w, "Buffers:        0 kB");
     let (cached, shmem) = crate::fs::pagecache::counts();
@@ -166,31 +166,46 @@ pub fn zoneinfo_to(w: &mut dyn Write) {
     let spans = ZONE_SPANS.with(|z| *z);
     let (cached, shmem) = crate::fs::pagecache::counts();
     PAGES.with(|p| {
-        // Per zone and list, from the lists themselves (one lruvec per
-        // node here, as Linux's; Linux counts these per zone too).
+        // Per zone and list, from the lists themselves (an lruvec per node
+        // and memory cgroup, as Linux's; Linux counts these per zone too).
         let mut per_zone = [[0u64; 5]; mm_core::buddy::MAX_NR_ZONES];
-        for (i, l) in LruList::ALL.iter().enumerate() {
-            for pfn in p.lru.list(*l) {
-                per_zone[p.buddy.zone_index_of_pfn(pfn)][i] += 1;
+        for id in 0..p.lru.nr_lruvecs() as u16 {
+            let Some(v) = p.lru.lruvec_ref(id) else { continue };
+            for (i, l) in LruList::ALL.iter().enumerate() {
+                if v.nr(*l) == 0 {
+                    continue;
+                }
+                for pfn in v.list(*l) {
+                    per_zone[p.buddy.zone_index_of_pfn(pfn)][i] += 1;
+                }
             }
         }
         let numa = p.buddy.nr_nodes() > 1;
-        let node: [u64; 5] = LruList::ALL.map(|l| p.lru.nr(l));
-        let mut first = true;
+        // The page cache's counts are not kept per node: node 0 shows them.
+        let mut last_node = None;
         for (zi, z) in p.buddy.zones().iter().enumerate() {
             let _ = write!(w, "Node {}, zone ", Dec(u64::from(z.node)));
             pad(w, z.kind.name(), 8, true);
             let populated = z.populated();
-            if populated && first {
-                first = false;
+            if populated && last_node != Some(z.node) {
+                // The node's first populated zone carries its stats.
+                last_node = Some(z.node);
+                let node = node_lru(p, usize::from(z.node));
                 let _ = write!(w, "\n  per-node stats");
                 let names =
                     ["nr_inactive_anon", "nr_active_anon", "nr_inactive_file", "nr_active_file", "nr_unevictable"];
                 for (n, v) in names.iter().zip(node.iter()) {
                     stat(w, n, *v);
                 }
-                stat(w, "nr_file_pages", cached);
-                stat(w, "nr_shmem", shmem);
+                stat(w, "nr_file_pages", if z.node == 0 { cached } else { 0 });
+                stat(w, "nr_shmem", if z.node == 0 { shmem } else { 0 });
+                // The node's reclaim (Linux keeps these per node in
+                // /sys/devices/system/node/nodeN/vmstat).
+                let st = node_stat(p, usize::from(z.node));
+                stat(w, "pgscan_kswapd", st.pgscan_kswapd);
+                stat(w, "pgscan_direct", st.pgscan_direct);
+                stat(w, "pgsteal_kswapd", st.pgsteal_kswapd);
+                stat(w, "pgsteal_direct", st.pgsteal_direct);
             }
             // With NUMA nodes a zone's span is the part of the type's
             // span in its node: what the buddy saw handed in (holes
@@ -246,6 +261,23 @@ pub fn zoneinfo_to(w: &mut dyn Write) {
             let _ = writeln!(w);
         }
     });
+}
+
+/// Node `node`'s LRU pages per list (`LruList::ALL` order), over its
+/// memory cgroups' lruvecs (`node_page_state(NR_LRU_BASE + lru)`).
+pub fn node_lru(p: &super::PageAlloc, node: usize) -> [u64; 5] {
+    let mut out = [0u64; 5];
+    for v in p.lru.all_lists().iter().filter(|v| mm_core::lru::lruvec_node(v.id()) == node) {
+        for (i, l) in LruList::ALL.iter().enumerate() {
+            out[i] += v.nr(*l);
+        }
+    }
+    out
+}
+
+/// Node `node`'s reclaim counters over its lruvecs.
+pub fn node_stat(p: &super::PageAlloc, node: usize) -> mm_core::lru::LruStats {
+    p.lru.stat_sum(|id| mm_core::lru::lruvec_node(id) == node)
 }
 
 /// `s` padded with spaces to `width` (on the left if `right`), by hand:

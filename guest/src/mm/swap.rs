@@ -331,15 +331,15 @@ fn add_anon(p: &mut super::PageAlloc, pfn: u64, m: Option<AnonMapping>, shadow: 
     }
     let r = match shadow {
         Some((sh, on)) => {
-            let before = p.lru.stat.workingset_refault[0];
-            let r = p.lru.folio_add_lru_refault(pfn, true, sh, on);
-            vmstat::count(Event::WorkingsetRefault, p.lru.stat.workingset_refault[0] - before);
+            // A refault counts once, whatever the lruvec.
+            vmstat::count(Event::WorkingsetRefault, 1);
+            let r = p.lru_add_refault(pfn, true, sh, on);
             if r == Ok(true) {
                 vmstat::count(Event::PgActivate, 1);
             }
             r.map(|_| ())
         }
-        None => p.lru.folio_add_lru(pfn, true),
+        None => p.lru_add(pfn, true),
     };
     if let Err(e) = r {
         crate::kprintln!("lru: {}", e);
@@ -1003,7 +1003,7 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
                 // (unless the swap cache held its last reference).
                 s.delete_from_swap_cache(p, w.e, w.pfn);
                 if p.buddy.page(w.pfn).is_some_and(|pg| pg.refcount > 0) {
-                    let _ = p.lru.folio_add_lru(w.pfn, true);
+                    let _ = p.lru_add(w.pfn, true);
                 }
                 continue;
             }
@@ -1022,7 +1022,7 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
                 if let Some(x) = s.sums.get_mut(w.e.offset as usize) {
                     *x = 0;
                 }
-                let _ = p.lru.folio_add_lru(w.pfn, true);
+                let _ = p.lru_add(w.pfn, true);
                 let _ = p.lru.mark_page_accessed(w.pfn);
                 let _ = p.lru.mark_page_accessed(w.pfn);
             }
@@ -1044,7 +1044,7 @@ fn finish_drops(s: &mut SwapState) -> u64 {
             if gone {
                 put_user_page(p, pfn);
             } else {
-                let _ = p.lru.folio_add_lru(pfn, false);
+                let _ = p.lru_add(pfn, false);
             }
         });
         freed += gone as u64;
@@ -1251,7 +1251,7 @@ pub fn describe() -> mm_core::descriptor::SwapDesc {
         PAGES
             .try_with(|p| {
                 for (i, l) in mm_core::lru::LruList::ALL.iter().enumerate() {
-                    d.lru_nr[i] = p.lru.nr(*l);
+                    d.lru_nr[i] = p.lru.total(*l);
                 }
             })
             .is_some()

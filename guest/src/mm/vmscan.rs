@@ -4,9 +4,14 @@
 //! allocator's empty slabs first).
 //!
 //! Two reclaimers share [`shrink_node`]: direct reclaim, run by an
-//! allocation in the slow path (page_alloc.rs), and kswapd, a kernel
-//! thread (proc/sched.rs runs it) woken when a zone falls under its low
-//! watermark and reclaiming until every zone is above high.
+//! allocation in the slow path (page_alloc.rs) on the nodes it may use,
+//! and kswapd, a kernel thread per node ("kswapd0", "kswapd1", ...:
+//! proc/sched.rs runs them) woken when a zone of its node falls under its
+//! low watermark and reclaiming that node until every zone of it is
+//! above high. A node's pages are on its own lruvecs, one per memory
+//! cgroup (mm-core's `LruSet`): [`shrink_lruvecs`] walks them all for
+//! global reclaim (skipping protected groups) and only a group's own for
+//! memcg reclaim (mm/memcg.rs).
 //!
 //! Waking kswapd must never take a lock: the slow path wakes it even when
 //! its caller holds the page allocator, which ranks inside the scheduler
@@ -18,9 +23,9 @@ use super::swap::{self, SWAP};
 use super::vmstat::{self, Event};
 use super::PAGES;
 use crate::sync::{rank, SpinLock};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use mm_core::buddy::Watermark;
-use mm_core::lru::{ReclaimOps, ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
+use mm_core::lru::{LruList, ScanControl, DEF_PRIORITY, SWAP_CLUSTER_MAX};
 
 /// A cache that can give memory back (Linux's `struct shrinker`).
 pub struct Shrinker {
@@ -102,67 +107,130 @@ pub fn shrink_slab() -> u64 {
     freed
 }
 
-/// Linux's `shrink_lruvec` on the node's lists (mm-core's
-/// `Lruvec::shrink_lruvec` with the guest's rmap and swap as its
-/// `ReclaimOps`), batch by batch: each batch's swap-outs are written in
-/// one device submission before the next batch is scanned, at falling
-/// priority until a batch's worth is freed (`do_try_to_free_pages`).
-/// Returns (scanned, reclaimed). Anon pages (tmpfs pages among them) go
-/// to swap, clean page-cache pages nothing maps are dropped; without swap
-/// only the latter are reclaimed, and it runs only
-/// where reclaim may take its locks: from an allocation whose caller
-/// holds nothing but mm locks (not from inside reclaim itself).
-pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
+/// Which lruvecs of a node a reclaim pass scans.
+#[derive(Clone, Copy)]
+pub enum Target {
+    /// Global reclaim (`shrink_node_memcgs` under the root): every memory
+    /// cgroup's lruvec on the node, honouring memory.min and memory.low.
+    Global,
+    /// A group's own reclaim (`try_to_free_mem_cgroup_pages`): the
+    /// lruvecs of the groups in this subtree mask only, unprotected.
+    Memcg(u64),
+}
+
+/// Linux's `shrink_node_memcgs` with `shrink_lruvec` on each lruvec of
+/// node `nid` that `target` names (mm-core's `Lruvec::shrink_lruvec` with
+/// the guest's rmap and swap as its `ReclaimOps`), pass by pass at
+/// falling priority until `nr_to_reclaim` pages are freed
+/// (`do_try_to_free_pages`); each writeback batch's swap-outs are written
+/// in one device submission before more is scanned. Returns (scanned,
+/// reclaimed). Anon pages (tmpfs pages among them) go to swap, clean
+/// page-cache pages nothing maps are dropped; without swap only the
+/// latter are reclaimed, and it runs only where reclaim may take its
+/// locks: from an allocation whose caller holds nothing but mm locks (not
+/// from inside reclaim itself).
+pub fn shrink_lruvecs(nid: usize, kswapd: bool, target: Target, nr_to_reclaim: u64) -> (u64, u64) {
     if !crate::sync::holds_only_below(rank::RECLAIM) {
         return (0, 0);
     }
-    let Some(mut guard) = SWAP.try_lock() else { return (0, 0) };
+    // kswapd leaves the work to a reclaimer already at it; direct reclaim
+    // waits for it (another CPU's kswapd holds the swap state for a whole
+    // pass: failing here would count as no progress, and a few such
+    // failures in a row would call the OOM killer while swap has room).
+    let mut guard = if kswapd {
+        let Some(g) = SWAP.try_lock() else { return (0, 0) };
+        g
+    } else {
+        SWAP.lock()
+    };
     let s = &mut *guard;
+    let mask = match target {
+        Target::Global => u64::MAX,
+        Target::Memcg(m) => m,
+    };
+    let ids = |m: usize| mm_core::lru::lruvec_id(nid, m);
     // Anon pages need swap; clean page-cache pages (the file lists) are
     // reclaimed without it.
     let may_swap = swap::swap_on(s);
-    let file_pages =
-        PAGES.with(|p| p.lru.nr(mm_core::lru::LruList::InactiveFile) + p.lru.nr(mm_core::lru::LruList::ActiveFile));
+    let file_pages = PAGES.with(|p| {
+        (0..memcg::MAX_MEMCG)
+            .filter(|&m| mask & (1 << m) != 0)
+            .filter_map(|m| p.lru.lists(ids(m)))
+            .map(|v| v.nr(LruList::InactiveFile) + v.nr(LruList::ActiveFile))
+            .sum::<u64>()
+    });
     if !may_swap && file_pages == 0 {
         return (0, 0);
     }
     let swappiness = s.swappiness;
     let (mut scanned, mut freed, mut queued, mut written) = (0, 0, 0, 0);
     let mut priority = DEF_PRIORITY;
-    // Memory cgroup protection, as of this call (memory.min, memory.low).
-    let (below_min, below_low) = memcg::protection();
-    let mut prot = Protection { below_min, below_low, low_reclaim: false, low_skipped: false, low_hit: 0 };
-    loop {
-        // Scan for what the writeback batch still has room for; write it
-        // when full, so each device submission carries a whole batch.
-        let room = (swap::WB_MAX as u64).saturating_sub(s.queued()).max(1);
-        let mut sc = ScanControl::new(room, swappiness, may_swap, kswapd);
-        sc.priority = priority;
-        let before_queued = s.queued() + s.drops_queued();
-        let (act, deact) = PAGES.with(|p| {
-            let before = p.lru.stat;
-            let super::PageAlloc { buddy, lru, ext, .. } = p;
-            let mut ops = Protected { r: swap::Reclaimer { s: &mut *s, buddy, ext }, p: &mut prot };
-            lru.shrink_lruvec(&mut sc, &mut ops);
-            (p.lru.stat.pgactivate - before.pgactivate, p.lru.stat.pgdeactivate - before.pgdeactivate)
-        });
-        vmstat::count(Event::PgActivate, act);
-        vmstat::count(Event::PgDeactivate, deact);
-        scanned += sc.nr_scanned;
-        freed += sc.nr_reclaimed;
-        queued += s.queued() + s.drops_queued() - before_queued;
-        if s.queued() >= swap::WB_MAX as u64 || s.drops_queued() >= swap::WB_MAX as u64 {
-            written += swap::flush_writeback(s);
+    // Memory cgroup protection, as of this call (memory.min, memory.low);
+    // a group's own reclaim ignores it (Linux's protection applies below
+    // the reclaim target only, which here is the group itself).
+    let (below_min, below_low) = match target {
+        Target::Global => memcg::protection(),
+        Target::Memcg(_) => (0, 0),
+    };
+    let (mut low_reclaim, mut low_skipped, mut low_hit) = (false, false, 0u64);
+    'passes: loop {
+        for m in (0..memcg::MAX_MEMCG).filter(|&m| mask & (1 << m) != 0) {
+            let id = ids(m);
+            let bit = 1u64 << m;
+            // `mem_cgroup_calculate_protection`: a protected group's
+            // lruvec is skipped whole.
+            if below_min & bit != 0 {
+                continue;
+            }
+            if below_low & bit != 0 {
+                if !low_reclaim {
+                    low_skipped |= PAGES.with(|p| p.lru.lists(id).is_some_and(|v| v.nr_evictable() > 0));
+                    continue;
+                }
+                low_hit |= bit;
+            }
+            // Scan for what the writeback batch still has room for; write
+            // it when full, so each device submission carries a whole
+            // batch.
+            let room = (swap::WB_MAX as u64).saturating_sub(s.queued()).max(1);
+            let mut sc = ScanControl::new(room.min(nr_to_reclaim.saturating_sub(freed).max(1)), swappiness, may_swap, kswapd);
+            sc.priority = priority;
+            let before_queued = s.queued() + s.drops_queued();
+            let moved = PAGES.with(|p| {
+                let super::PageAlloc { buddy, lru, ext, .. } = p;
+                let Ok(mut v) = lru.lruvec(id) else { return None };
+                if v.lists().nr_evictable() == 0 {
+                    return None;
+                }
+                let before = *v.stat();
+                v.shrink_lruvec(&mut sc, &mut swap::Reclaimer { s: &mut *s, buddy, ext });
+                Some((v.stat().pgactivate - before.pgactivate, v.stat().pgdeactivate - before.pgdeactivate))
+            });
+            let Some((act, deact)) = moved else { continue };
+            vmstat::count(Event::PgActivate, act);
+            vmstat::count(Event::PgDeactivate, deact);
+            scanned += sc.nr_scanned;
+            freed += sc.nr_reclaimed;
+            queued += s.queued() + s.drops_queued() - before_queued;
+            if s.queued() >= swap::WB_MAX as u64 || s.drops_queued() >= swap::WB_MAX as u64 {
+                written += swap::flush_writeback(s);
+            }
+            // A group's reclaim stops once it has enough (Linux's
+            // `shrink_node_memcgs` goes on through the others only for
+            // global reclaim, to keep their pressure even).
+            if matches!(target, Target::Memcg(_)) && freed >= nr_to_reclaim {
+                break 'passes;
+            }
         }
-        if freed >= SWAP_CLUSTER_MAX {
+        if freed >= nr_to_reclaim {
             break;
         }
         if priority == 0 {
             // Linux's `do_try_to_free_pages`: nothing enough came from
             // the unprotected groups, so memory.low gives way (a second
             // pass with `memcg_low_reclaim`); memory.min never does.
-            if prot.low_skipped && !prot.low_reclaim {
-                prot.low_reclaim = true;
+            if low_skipped && !low_reclaim {
+                low_reclaim = true;
                 priority = DEF_PRIORITY;
                 continue;
             }
@@ -173,7 +241,7 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
     // `memcg_memory_event(MEMCG_LOW)` for each group the second pass
     // reclaimed below its memory.low.
     for g in 0..memcg::MAX_MEMCG {
-        if prot.low_hit & (1 << g) != 0 {
+        if low_hit & (1 << g) != 0 {
             memcg::event(g, memcg::MemcgEvent::Low);
         }
     }
@@ -182,62 +250,6 @@ pub fn shrink_lruvec(kswapd: bool) -> (u64, u64) {
     // took meanwhile stayed cached: not reclaimed.
     let reclaimed = freed - (queued - written);
     (scanned, reclaimed)
-}
-
-/// Global reclaim's view of memory cgroup protection (the
-/// `scan_control` fields `memcg_low_reclaim` and `memcg_low_skipped`).
-struct Protection {
-    /// Groups at or under their effective memory.min: never reclaimed.
-    below_min: u64,
-    /// Groups at or under their effective memory.low: skipped unless
-    /// `low_reclaim`.
-    below_low: u64,
-    /// The second pass: memory.low no longer protects.
-    low_reclaim: bool,
-    /// A page was skipped for memory.low (a second pass may help).
-    low_skipped: bool,
-    /// Groups below memory.low the second pass scanned (their `low`
-    /// events).
-    low_hit: u64,
-}
-
-/// The guest's reclaim operations with memory cgroup protection.
-struct Protected<'a, 'b> {
-    r: swap::Reclaimer<'b>,
-    p: &'a mut Protection,
-}
-
-impl ReclaimOps for Protected<'_, '_> {
-    fn folio_referenced(&mut self, pfn: u64) -> mm_core::lru::Referenced {
-        self.r.folio_referenced(pfn)
-    }
-
-    fn reclaim_folio(
-        &mut self,
-        pfn: u64,
-        anon: bool,
-        shadow: mm_core::lru::Shadow,
-        clean_only: bool,
-    ) -> mm_core::lru::ReclaimOutcome {
-        self.r.reclaim_folio(pfn, anon, shadow, clean_only)
-    }
-
-    fn protected(&mut self, pfn: u64) -> bool {
-        let Some((m, _)) = self.r.buddy.page(pfn).and_then(mm_core::memcg::tag) else { return false };
-        let bit = 1u64.checked_shl(m as u32).unwrap_or(0);
-        if self.p.below_min & bit != 0 {
-            return true;
-        }
-        if self.p.below_low & bit != 0 {
-            if self.p.low_reclaim {
-                self.p.low_hit |= bit;
-                return false;
-            }
-            self.p.low_skipped = true;
-            return true;
-        }
-        false
-    }
 }
 
 /// MADV_PAGEOUT's reclaim (Linux's `reclaim_pages`): the pages `pfns`
@@ -272,10 +284,11 @@ pub fn reclaim_pages(pfns: &[u64]) -> u64 {
     freed - (queued - written)
 }
 
-/// Linux's `shrink_node`: the LRU lists, then the shrinkers; the pages
-/// reclaimed. Counts pgscan/pgsteal (LRU pages only, as Linux does).
-pub fn shrink_node(kswapd: bool) -> u64 {
-    let (scanned, stolen) = shrink_lruvec(kswapd);
+/// Linux's `shrink_node` on node `nid`: every memory cgroup's lruvec on
+/// it, then the shrinkers; the pages reclaimed. Counts pgscan/pgsteal
+/// (LRU pages only, as Linux does).
+pub fn shrink_node(nid: usize, kswapd: bool) -> u64 {
+    let (scanned, stolen) = shrink_lruvecs(nid, kswapd, Target::Global, SWAP_CLUSTER_MAX);
     let (scan, steal) =
         if kswapd { (Event::PgScanKswapd, Event::PgStealKswapd) } else { (Event::PgScanDirect, Event::PgStealDirect) };
     vmstat::count(scan, scanned);
@@ -283,38 +296,87 @@ pub fn shrink_node(kswapd: bool) -> u64 {
     stolen + shrink_slab()
 }
 
-/// Direct reclaim for an allocation (`try_to_free_pages`): the pages
-/// freed. The caller holds no page-allocator lock.
-pub fn try_to_free_pages() -> u64 {
-    vmstat::count(Event::AllocStall, 1);
-    shrink_node(false)
+/// Whether a populated zone of node `nid` has `free` at or below `mark`.
+fn node_below(p: &super::PageAlloc, nid: usize, mark: Watermark) -> bool {
+    p.buddy.node_zones(nid).iter().any(|z| z.managed_pages > 0 && z.nr_free <= z.watermark[mark as usize])
 }
 
-/// Set by [`wakeup_kswapd`], taken by the scheduler.
-pub static KSWAPD_WAKE_PENDING: AtomicBool = AtomicBool::new(false);
+/// Direct reclaim for an allocation (`try_to_free_pages` ->
+/// `shrink_zones`): the nodes the request may use (`nodemask`, a bit per
+/// node; all with `u8::MAX`) in the order of `nid`'s zonelist; only
+/// those whose zones are under their high watermark when there are such
+/// (a node with room is left alone, as Linux's `shrink_zones` skips
+/// balanced zones' nodes), else all of them (the request failed for
+/// another reason, a high order). Node after node until a batch is
+/// freed. The pages freed.
+pub fn try_to_free_pages_on(nid: usize, nodemask: u8) -> u64 {
+    vmstat::count(Event::AllocStall, 1);
+    let (order, n) = PAGES.with(|p| {
+        let mut out = [0u8; mm_core::numa::MAX_NODES];
+        let mut n = 0;
+        let nr = p.buddy.nr_nodes();
+        let fallback = p.buddy.node_layout().fallback(nid.min(nr.saturating_sub(1)));
+        let allowed = |node: u8| nodemask & (1 << node) != 0 && usize::from(node) < nr;
+        let any_short = fallback.iter().any(|&node| allowed(node) && node_below(p, usize::from(node), Watermark::High));
+        for &node in fallback {
+            if allowed(node) && (!any_short || node_below(p, usize::from(node), Watermark::High)) && n < out.len() {
+                out[n] = node;
+                n += 1;
+            }
+        }
+        (out, n)
+    });
+    let mut freed = 0;
+    for &node in &order[..n] {
+        freed += shrink_node(usize::from(node), false);
+        if freed >= SWAP_CLUSTER_MAX {
+            break;
+        }
+    }
+    freed
+}
 
-/// Linux's `wakeup_kswapd`: asks kswapd to run. Lock-free (see the
-/// module documentation); a wake while one is pending counts once.
-pub fn wakeup_kswapd() {
-    if !KSWAPD_WAKE_PENDING.swap(true, Ordering::AcqRel) {
+/// Direct reclaim on behalf of the running CPU's node, any node allowed.
+pub fn try_to_free_pages() -> u64 {
+    let nid = super::numa::cpu_node(crate::arch::percpu::this_cpu().id);
+    try_to_free_pages_on(usize::from(nid), u8::MAX)
+}
+
+/// Set by [`wakeup_kswapd`], taken by the scheduler: a bit per node
+/// whose kswapd has a wake pending.
+pub static KSWAPD_WAKE_PENDING: AtomicU8 = AtomicU8::new(0);
+
+/// Linux's `wakeup_kswapd`: asks node `nid`'s kswapd to run. Lock-free
+/// (see the module documentation); a wake while one is pending counts
+/// once.
+pub fn wakeup_kswapd(nid: usize) {
+    let bit = 1u8 << (nid % mm_core::numa::MAX_NODES);
+    if KSWAPD_WAKE_PENDING.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
         vmstat::count(Event::KswapdWake, 1);
     }
 }
 
-/// Whether a populated zone has `free` at or below its `mark`.
-fn any_zone_below(p: &super::PageAlloc, mark: Watermark) -> bool {
-    p.buddy.zones().iter().any(|z| z.managed_pages > 0 && z.nr_free <= z.watermark[mark as usize])
+/// Wakes the kswapd of every node with a populated zone at or below its
+/// low watermark among `nodemask`'s (the allocator's fast path after the
+/// fact; Linux's `wake_all_kswapds` over the request's zonelist).
+pub fn wakeup_kswapds_below_low(p: &super::PageAlloc, nodemask: u8) {
+    for nid in 0..p.buddy.nr_nodes() {
+        if nodemask & (1 << nid) != 0 && node_below(p, nid, Watermark::Low) {
+            wakeup_kswapd(nid);
+        }
+    }
 }
 
-/// One kswapd run (Linux's `balance_pgdat`): reclaim until every zone is
-/// above its high watermark, or until a round frees nothing (what exists
-/// to reclaim is gone: Linux counts that as a kswapd failure and leaves
-/// the rest to direct reclaim and the OOM killer). The pages reclaimed.
-pub fn balance_pgdat() -> u64 {
+/// One run of node `nid`'s kswapd (Linux's `balance_pgdat`): reclaim the
+/// node until every zone of it is above its high watermark, or until a
+/// round frees nothing (what exists to reclaim is gone: Linux counts that
+/// as a kswapd failure and leaves the rest to direct reclaim and the OOM
+/// killer). The pages reclaimed.
+pub fn balance_pgdat(nid: usize) -> u64 {
     vmstat::count(Event::PageOutRun, 1);
     let mut total = 0;
-    while PAGES.with(|p| any_zone_below(p, Watermark::High)) {
-        let n = shrink_node(true);
+    while PAGES.with(|p| node_below(p, nid, Watermark::High)) {
+        let n = shrink_node(nid, true);
         if n == 0 {
             break;
         }

@@ -447,9 +447,9 @@ impl MmStruct {
             crate::mm::vmscan::reclaim_pages(&pfns)
         } else {
             let (moved, deactivated) = PAGES.with(|p| {
-                let before = p.lru.stat.pgdeactivate;
+                let before = p.lru.stat_sum(|_| true).pgdeactivate;
                 let moved = pfns.iter().filter(|&&pfn| p.lru.folio_deactivate(pfn) == Ok(true)).count() as u64;
-                (moved, p.lru.stat.pgdeactivate - before)
+                (moved, p.lru.stat_sum(|_| true).pgdeactivate - before)
             });
             crate::mm::vmstat::count(crate::mm::vmstat::Event::PgDeactivate, deactivated);
             moved

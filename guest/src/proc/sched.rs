@@ -1075,8 +1075,25 @@ pub fn wake_timed(s: &mut Sched, now: u64) {
     }
 }
 
-/// Pid of kswapd once started (0: not running).
-static KSWAPD_PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Pid of each node's kswapd once started (0: not running).
+static KSWAPD_PID: [core::sync::atomic::AtomicU64; mm_core::numa::MAX_NODES] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; mm_core::numa::MAX_NODES];
+
+/// kswapd threads' names, by node.
+const KSWAPD_NAMES: [&str; mm_core::numa::MAX_NODES] =
+    ["kswapd0", "kswapd1", "kswapd2", "kswapd3", "kswapd4", "kswapd5", "kswapd6", "kswapd7"];
+
+/// kswapd's entry for each node (a kernel thread takes no argument).
+const KSWAPD_ENTRY: [extern "C" fn() -> !; mm_core::numa::MAX_NODES] = [
+    kswapd::<0>,
+    kswapd::<1>,
+    kswapd::<2>,
+    kswapd::<3>,
+    kswapd::<4>,
+    kswapd::<5>,
+    kswapd::<6>,
+    kswapd::<7>,
+];
 
 /// Lock-free wakes (mm/vmscan.rs `KSWAPD_WAKE_PENDING`, set where the
 /// scheduler lock may not be taken) become runnable kernel threads here.
@@ -1092,16 +1109,22 @@ fn wake_pending_kthreads(s: &mut Sched) {
             }
         }
     }
-    let pid = KSWAPD_PID.load(Ordering::Relaxed);
-    if pid == 0 || !crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire) {
+    let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire);
+    if pending == 0 {
         return;
     }
-    if let Some(t) = s.tasks.get_mut(&pid) {
-        if t.state == State::Waiting {
-            t.state = State::Runnable;
-            // Ahead of the processes: reclaim is what they wait for.
-            s.enqueue(pid, true);
-            publish_states(s);
+    for (nid, slot) in KSWAPD_PID.iter().enumerate() {
+        let pid = slot.load(Ordering::Relaxed);
+        if pid == 0 || pending & (1 << nid) == 0 {
+            continue;
+        }
+        if let Some(t) = s.tasks.get_mut(&pid) {
+            if t.state == State::Waiting {
+                t.state = State::Runnable;
+                // Ahead of the processes: reclaim is what they wait for.
+                s.enqueue(pid, true);
+                publish_states(s);
+            }
         }
     }
 }
@@ -1182,7 +1205,13 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
 /// and the self-tests run without it, so their task tables and leak
 /// checks see only processes). Its pid.
 pub fn start_kswapd() -> Option<u64> {
-    start_once(&KSWAPD_PID, "kswapd0", kswapd)
+    // One per node (Linux's `kswapd_run` for each pg_data_t).
+    let mut first = None;
+    for nid in 0..crate::mm::numa::nr_nodes().min(mm_core::numa::MAX_NODES) {
+        let pid = start_once(&KSWAPD_PID[nid], KSWAPD_NAMES[nid], KSWAPD_ENTRY[nid])?;
+        first.get_or_insert(pid);
+    }
+    first
 }
 
 /// Starts the kernel thread `name` unless `pid` says it runs; its pid.
@@ -1198,18 +1227,19 @@ pub fn start_once(pid: &core::sync::atomic::AtomicU64, name: &'static str, entry
     }
 }
 
-/// kswapd's body (Linux's `kswapd`): balance the zones, then sleep until
-/// the slow path wakes it again.
-extern "C" fn kswapd() -> ! {
+/// Node `NID`'s kswapd (Linux's `kswapd`): balance the node's zones,
+/// then sleep until the allocator wakes it again.
+extern "C" fn kswapd<const NID: usize>() -> ! {
     use core::sync::atomic::Ordering;
+    let bit = 1u8 << NID;
     loop {
-        crate::mm::vmscan::KSWAPD_WAKE_PENDING.store(false, Ordering::Release);
-        crate::mm::vmscan::balance_pgdat();
+        crate::mm::vmscan::KSWAPD_WAKE_PENDING.fetch_and(!bit, Ordering::AcqRel);
+        crate::mm::vmscan::balance_pgdat(NID);
         // Sleep unless a wake arrived during the run (it is re-checked
         // under the lock, so none is lost).
         SCHED.with(|s| {
             let me = s.cur();
-            let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire);
+            let pending = crate::mm::vmscan::KSWAPD_WAKE_PENDING.load(Ordering::Acquire) & bit != 0;
             if let Some(t) = s.tasks.get_mut(&me) {
                 if pending {
                     s.enqueue(me, false);

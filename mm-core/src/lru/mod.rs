@@ -52,8 +52,18 @@
 //! reclaimed), the page would have stayed resident with that much more
 //! memory, so it starts active ([`Lruvec::folio_add_lru_refault`]).
 //!
-//! Simplifications, against Linux: one lruvec per zone, no memcg, no
-//! MGLRU; folios are single pages; `file_is_tiny` is the caller's to
+//! Several lruvecs can share one link array ([`LruSet`]: the guest keeps
+//! one per NUMA node and memory cgroup, Linux's `mem_cgroup_lruvec`): the
+//! list state ([`LruLists`]) is kept apart from the per-pfn links, each
+//! link records the lruvec whose list it is on, and an [`Lruvec`] is then
+//! a view of one set of lists over the shared links (`Lruvec<&mut [LruNode],
+//! &mut LruLists>`), refusing pages another lruvec holds.
+//!
+//! A shadow records the lruvec the page was evicted from, so
+//! [`LruSet::folio_add_lru_refault`] judges a refault on that lruvec's
+//! clock (Linux packs the memcg id and node for the same reason).
+//!
+//! Simplifications, against Linux: no MGLRU; folios are single pages; `file_is_tiny` is the caller's to
 //! decide (it needs the watermarks); `cache_trim_mode` and the
 //! dirty/writeback throttling of `shrink_folio_list` are left out.
 
@@ -63,6 +73,7 @@ mod tests;
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::borrow::{Borrow, BorrowMut};
 use core::fmt;
 
 /// "No entry" in the node links.
@@ -186,11 +197,16 @@ pub struct LruNode {
     pub flags: u8,
     /// The list it is on (`LruList as u8`), meaningful with `PG_LRU`.
     lru: u8,
+    /// The lruvec whose list it is on ([`LruLists::id`]), meaningful with
+    /// `PG_LRU` (Linux finds it from the folio's memcg and node; recorded
+    /// here so a page stays findable whatever happens to its charge, and
+    /// so the host can check it against the page's node and group).
+    vec: u16,
 }
 
 impl LruNode {
     /// A page on no list.
-    pub const EMPTY: LruNode = LruNode { next1: 0, prev1: 0, flags: 0, lru: 0 };
+    pub const EMPTY: LruNode = LruNode { next1: 0, prev1: 0, flags: 0, lru: 0, vec: 0 };
 
     /// The next node's index, or [`NIL`].
     #[inline]
@@ -219,6 +235,12 @@ impl LruNode {
     pub fn lru_tag(&self) -> u8 {
         self.lru
     }
+
+    /// The lruvec id (bytes 10..12 of the node, little-endian), meaningful
+    /// with `PG_LRU`.
+    pub fn lruvec_id(&self) -> u16 {
+        self.vec
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<LruNode>() == 12);
@@ -240,6 +262,12 @@ pub enum LruError {
     NotOnLru(u64),
     /// The storage has too many nodes for `u32` links.
     TooLarge(usize),
+    /// The page is on another lruvec's lists.
+    OtherLruvec(u64),
+    /// No lruvec has this id.
+    NoLruvec(u16),
+    /// The set's lruvecs may only be replaced while no page is on them.
+    NotEmpty,
 }
 
 impl fmt::Display for LruError {
@@ -249,6 +277,9 @@ impl fmt::Display for LruError {
             LruError::AlreadyOnLru(p) => write!(f, "pfn {p:#x} is already on an LRU list"),
             LruError::NotOnLru(p) => write!(f, "pfn {p:#x} is not on an LRU list"),
             LruError::TooLarge(n) => write!(f, "{n:#x} nodes are too many for an lruvec"),
+            LruError::OtherLruvec(p) => write!(f, "pfn {p:#x} is on another lruvec"),
+            LruError::NoLruvec(id) => write!(f, "no lruvec {id}"),
+            LruError::NotEmpty => write!(f, "lruvecs replaced while pages are on them"),
         }
     }
 }
@@ -308,31 +339,50 @@ pub trait ReclaimOps {
     /// page may be dropped if clean but not written back.
     fn reclaim_folio(&mut self, pfn: u64, anon: bool, shadow: Shadow, clean_only: bool) -> ReclaimOutcome;
 
-    /// Whether the page belongs to a memory cgroup this reclaim must
-    /// leave alone (`mem_cgroup_below_min`/`_low`: Linux skips the
-    /// group's whole lruvec; on one shared LRU the page goes back to the
-    /// head of its list unscanned, so the scan moves on to other pages).
+    /// Whether this reclaim must leave the page alone (for a caller whose
+    /// lruvec mixes pages it may and may not reclaim: the page goes back
+    /// to the head of its list unscanned, so the scan moves on; with an
+    /// lruvec per memory cgroup, Linux's and the guest's, a protected
+    /// group's whole lruvec is skipped instead).
     fn protected(&mut self, _pfn: u64) -> bool {
         false
     }
 }
 
-/// A workingset shadow entry (`pack_shadow`): the eviction count, and
-/// whether the page was part of the workingset (`PG_workingset`).
+/// A workingset shadow entry (`pack_shadow`): the eviction count, the
+/// lruvec the page was evicted from (Linux packs the memcg id and node),
+/// and whether the page was part of the workingset (`PG_workingset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shadow(pub u64);
 
 /// Bits of the eviction counter kept in a shadow.
-const EVICTION_BITS: u32 = 56;
+const EVICTION_BITS: u32 = 47;
 const EVICTION_MASK: u64 = (1 << EVICTION_BITS) - 1;
+/// Where the lruvec id sits (above the workingset bit).
+const SHADOW_ID_SHIFT: u32 = 1;
+/// Where the eviction count sits (above the lruvec id).
+const SHADOW_EVICTION_SHIFT: u32 = 17;
 
 impl Shadow {
+    /// A shadow of lruvec 0 (the tests' lone lruvecs).
+    #[cfg(test)]
     fn pack(eviction: u64, workingset: bool) -> Shadow {
-        Shadow(((eviction & EVICTION_MASK) << 1) | workingset as u64)
+        Shadow::pack_in(eviction, workingset, 0)
+    }
+    fn pack_in(eviction: u64, workingset: bool, id: u16) -> Shadow {
+        Shadow(
+            ((eviction & EVICTION_MASK) << SHADOW_EVICTION_SHIFT)
+                | (u64::from(id) << SHADOW_ID_SHIFT)
+                | workingset as u64,
+        )
     }
     /// The eviction count it recorded.
     pub fn eviction(self) -> u64 {
-        (self.0 >> 1) & EVICTION_MASK
+        (self.0 >> SHADOW_EVICTION_SHIFT) & EVICTION_MASK
+    }
+    /// The id of the lruvec the page was evicted from.
+    pub fn lruvec_id(self) -> u16 {
+        (self.0 >> SHADOW_ID_SHIFT) as u16
     }
     /// Whether the page was in the workingset when evicted.
     pub fn workingset(self) -> bool {
@@ -453,11 +503,18 @@ impl Batch {
     }
 }
 
-/// The LRU lists of a zone (Linux's `struct lruvec`) over node storage `S`
-/// (a `Vec<LruNode>` or a slice; node `i` is pfn `base_pfn + i`).
-pub struct Lruvec<S = Vec<LruNode>> {
-    nodes: S,
-    base_pfn: u64,
+/// The lists of one lruvec without the per-page links (Linux's `struct
+/// lruvec` proper): heads, tails, counts, the aging state and the event
+/// counters. The links live in a per-pfn [`LruNode`] array that several
+/// lruvecs can share, as `struct page`'s `lru` field is shared by every
+/// lruvec of the system: a node records which lruvec's lists it is on
+/// (its `id`), so an operation on a page finds its lruvec as Linux's
+/// `folio_lruvec` does, and no page can be on two lruvecs at once.
+#[derive(Debug, Clone)]
+pub struct LruLists {
+    /// Which lruvec this is in its [`LruSet`] (stored in the nodes of its
+    /// pages).
+    id: u16,
     head: [u32; NR_LRU_LISTS],
     tail: [u32; NR_LRU_LISTS],
     nr: [u64; NR_LRU_LISTS],
@@ -472,6 +529,61 @@ pub struct Lruvec<S = Vec<LruNode>> {
     pub stat: LruStats,
 }
 
+impl LruLists {
+    /// Empty lists for lruvec `id`.
+    pub const fn new(id: u16) -> LruLists {
+        LruLists {
+            id,
+            head: [NIL; NR_LRU_LISTS],
+            tail: [NIL; NR_LRU_LISTS],
+            nr: [0; NR_LRU_LISTS],
+            cost: [0; 2],
+            nonresident_age: 0,
+            refaults_snapshot: [0; 2],
+            stat: LruStats {
+                pgscan_kswapd: 0,
+                pgscan_direct: 0,
+                pgsteal_kswapd: 0,
+                pgsteal_direct: 0,
+                pgactivate: 0,
+                pgdeactivate: 0,
+                pgrotated: 0,
+                workingset_refault: [0; 2],
+                workingset_activate: [0; 2],
+                workingset_restore: [0; 2],
+                unevictable_pgs_culled: 0,
+                pglazyfree: 0,
+            },
+        }
+    }
+
+    /// The lruvec's id (what its pages' nodes record).
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Pages on a list.
+    pub fn nr(&self, lru: LruList) -> u64 {
+        self.nr[lru as usize]
+    }
+
+    /// Pages on the evictable lists.
+    pub fn nr_evictable(&self) -> u64 {
+        LruList::EVICTABLE.iter().map(|&l| self.nr(l)).sum()
+    }
+}
+
+/// The LRU lists of a node (Linux's `struct lruvec`) over node storage `S`
+/// (a `Vec<LruNode>` or a slice; node `i` is pfn `base_pfn + i`) and list
+/// state `L`: its own [`LruLists`] (a lone lruvec), or borrowed ones
+/// (`&mut LruLists`: one lruvec of an [`LruSet`], over the set's shared
+/// storage; `&LruLists` with `&[LruNode]` for reading).
+pub struct Lruvec<S = Vec<LruNode>, L = LruLists> {
+    nodes: S,
+    base_pfn: u64,
+    lists: L,
+}
+
 impl Lruvec<Vec<LruNode>> {
     /// An lruvec for `nr_pages` frames from `base_pfn`, with its own
     /// storage.
@@ -480,25 +592,41 @@ impl Lruvec<Vec<LruNode>> {
     }
 }
 
-impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
-    /// An lruvec over caller storage whose nodes must all be
+impl<S: AsRef<[LruNode]>> Lruvec<S> {
+    /// An lruvec (id 0) over caller storage whose nodes must all be
     /// [`LruNode::EMPTY`].
     pub fn with_storage(nodes: S, base_pfn: u64) -> Result<Self, LruError> {
-        let n = nodes.as_ref().len();
-        if n >= (NIL - 1) as usize {
-            return Err(LruError::TooLarge(n));
-        }
-        Ok(Lruvec {
-            nodes,
-            base_pfn,
-            head: [NIL; NR_LRU_LISTS],
-            tail: [NIL; NR_LRU_LISTS],
-            nr: [0; NR_LRU_LISTS],
-            cost: [0; 2],
-            nonresident_age: 0,
-            refaults_snapshot: [0; 2],
-            stat: LruStats::default(),
-        })
+        check_len(nodes.as_ref().len())?;
+        Ok(Lruvec { nodes, base_pfn, lists: LruLists::new(0) })
+    }
+}
+
+/// Storage of `n` nodes fits `u32` links.
+fn check_len(n: usize) -> Result<(), LruError> {
+    if n >= (NIL - 1) as usize {
+        return Err(LruError::TooLarge(n));
+    }
+    Ok(())
+}
+
+impl<S: AsRef<[LruNode]>, L: Borrow<LruLists>> Lruvec<S, L> {
+    fn l(&self) -> &LruLists {
+        self.lists.borrow()
+    }
+
+    /// This lruvec's id.
+    pub fn id(&self) -> u16 {
+        self.l().id
+    }
+
+    /// The list state (counts and event counters).
+    pub fn lists(&self) -> &LruLists {
+        self.l()
+    }
+
+    /// The event counters.
+    pub fn stat(&self) -> &LruStats {
+        &self.l().stat
     }
 
     fn idx(&self, pfn: u64) -> Result<u32, LruError> {
@@ -517,13 +645,9 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         &self.nodes.as_ref()[i as usize]
     }
 
-    fn node_mut(&mut self, i: u32) -> &mut LruNode {
-        &mut self.nodes.as_mut()[i as usize]
-    }
-
     /// Pages on a list (`lruvec_page_state(NR_LRU_BASE + lru)`).
     pub fn nr(&self, lru: LruList) -> u64 {
-        self.nr[lru as usize]
+        self.l().nr[lru as usize]
     }
 
     /// Pages on the evictable lists.
@@ -534,7 +658,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
     /// The list a page is on, if any.
     pub fn folio_lru(&self, pfn: u64) -> Option<LruList> {
         let n = self.node(self.idx(pfn).ok()?);
-        if n.flags & PG_LRU == 0 {
+        if n.flags & PG_LRU == 0 || n.vec != self.l().id {
             return None;
         }
         LruList::from_u8(n.lru)
@@ -547,7 +671,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
 
     /// The pages of a list, head (newest) to tail (oldest).
     pub fn list(&self, lru: LruList) -> impl Iterator<Item = u64> + '_ {
-        let mut cur = self.head[lru as usize];
+        let mut cur = self.l().head[lru as usize];
         core::iter::from_fn(move || {
             if cur == NIL {
                 return None;
@@ -560,53 +684,12 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
 
     /// The eviction/activation clock (`nonresident_age`).
     pub fn nonresident_age(&self) -> u64 {
-        self.nonresident_age
+        self.l().nonresident_age
     }
 
     /// Recent reclaim cost of anon and file (`anon_cost`, `file_cost`).
     pub fn cost(&self) -> [u64; 2] {
-        self.cost
-    }
-
-    /// Links `i` at the head of `lru` and sets `PG_LRU`.
-    fn add_head(&mut self, i: u32, lru: LruList) {
-        let l = lru as usize;
-        let old = self.head[l];
-        {
-            let n = self.node_mut(i);
-            n.set_next(old);
-            n.set_prev(NIL);
-            n.lru = lru as u8;
-            n.flags |= PG_LRU;
-        }
-        if old != NIL {
-            self.node_mut(old).set_prev(i);
-        } else {
-            self.tail[l] = i;
-        }
-        self.head[l] = i;
-        self.nr[l] += 1;
-    }
-
-    /// Unlinks `i` from its list and clears `PG_LRU` (isolation).
-    fn unlink(&mut self, i: u32) {
-        let node = *self.node(i);
-        let (next, prev, l) = (node.next(), node.prev(), node.lru as usize);
-        if prev != NIL {
-            self.node_mut(prev).set_next(next);
-        } else {
-            self.head[l] = next;
-        }
-        if next != NIL {
-            self.node_mut(next).set_prev(prev);
-        } else {
-            self.tail[l] = prev;
-        }
-        let n = self.node_mut(i);
-        n.set_next(NIL);
-        n.set_prev(NIL);
-        n.flags &= !PG_LRU;
-        self.nr[l] -= 1;
+        self.l().cost
     }
 
     /// The list a page with these flags belongs on (`folio_lru_list`).
@@ -621,355 +704,6 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
                 LruList::inactive(file)
             }
         }
-    }
-
-    /// Puts an isolated page back on the list its flags name
-    /// (`folio_putback_lru` / `move_folios_to_lru`).
-    fn putback(&mut self, i: u32) {
-        let lru = Self::lru_of(self.node(i).flags);
-        self.add_head(i, lru);
-    }
-
-    /// `folio_add_lru` (`lru_cache_add_inactive_or_unevictable`): a new
-    /// user page, anon (swap-backed) or file, joins the inactive list.
-    pub fn folio_add_lru(&mut self, pfn: u64, anon: bool) -> Result<(), LruError> {
-        let i = self.idx(pfn)?;
-        if self.node(i).flags & PG_LRU != 0 {
-            return Err(LruError::AlreadyOnLru(pfn));
-        }
-        self.node_mut(i).flags = if anon { PG_SWAPBACKED } else { 0 };
-        self.putback(i);
-        Ok(())
-    }
-
-    /// A page read back in after eviction joins the LRU; `shadow` is what
-    /// its eviction left. Runs `workingset_refault` first, so a recent
-    /// refault starts on the active list. `swap_on` says whether anon can
-    /// be reclaimed (its lists count towards the workingset then). Returns
-    /// whether it was activated.
-    pub fn folio_add_lru_refault(
-        &mut self,
-        pfn: u64,
-        anon: bool,
-        shadow: Shadow,
-        swap_on: bool,
-    ) -> Result<bool, LruError> {
-        let i = self.idx(pfn)?;
-        if self.node(i).flags & PG_LRU != 0 {
-            return Err(LruError::AlreadyOnLru(pfn));
-        }
-        let (activate, restore) = self.workingset_refault(shadow, !anon, swap_on);
-        let mut f = if anon { PG_SWAPBACKED } else { 0 };
-        if activate {
-            f |= PG_ACTIVE;
-            if restore {
-                f |= PG_WORKINGSET;
-            }
-        }
-        self.node_mut(i).flags = f;
-        self.putback(i);
-        Ok(activate)
-    }
-
-    /// `folio_del_lru` (`lruvec_del_folio` before the page is freed):
-    /// takes the page off its list and clears its LRU state.
-    pub fn folio_del_lru(&mut self, pfn: u64) -> Result<(), LruError> {
-        let i = self.idx(pfn)?;
-        if self.node(i).flags & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        self.unlink(i);
-        *self.node_mut(i) = LruNode::EMPTY;
-        Ok(())
-    }
-
-    /// `folio_mark_accessed`: first access sets `PG_referenced`, a second
-    /// one activates an inactive page (`folio_activate`), clearing it.
-    pub fn mark_page_accessed(&mut self, pfn: u64) -> Result<(), LruError> {
-        let i = self.idx(pfn)?;
-        let f = self.node(i).flags;
-        if f & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        if f & PG_REFERENCED == 0 {
-            self.node_mut(i).flags |= PG_REFERENCED;
-        } else if f & (PG_UNEVICTABLE | PG_ACTIVE) == 0 {
-            self.unlink(i);
-            self.node_mut(i).flags = (f | PG_ACTIVE) & !PG_REFERENCED;
-            self.putback(i);
-            self.stat.pgactivate += 1;
-            // workingset_activation.
-            self.nonresident_age += 1;
-        }
-        Ok(())
-    }
-
-    /// `mlock`: the page goes to the unevictable list.
-    pub fn folio_mlock(&mut self, pfn: u64) -> Result<(), LruError> {
-        let i = self.idx(pfn)?;
-        if self.node(i).flags & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        self.unlink(i);
-        self.node_mut(i).flags |= PG_UNEVICTABLE;
-        self.node_mut(i).flags &= !PG_ACTIVE;
-        self.putback(i);
-        Ok(())
-    }
-
-    /// `munlock`: an unevictable page goes back to the inactive list.
-    pub fn folio_munlock(&mut self, pfn: u64) -> Result<(), LruError> {
-        let i = self.idx(pfn)?;
-        if self.node(i).flags & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        if self.node(i).flags & PG_UNEVICTABLE != 0 {
-            self.unlink(i);
-            self.node_mut(i).flags &= !PG_UNEVICTABLE;
-            self.putback(i);
-        }
-        Ok(())
-    }
-
-    /// `folio_deactivate` (MADV_COLD's `lru_deactivate_fn`): an evictable
-    /// page that is active or referenced goes to the head of its inactive
-    /// list with both cleared, so reclaim takes it before the pages that
-    /// were merely not used lately. Returns whether it moved.
-    pub fn folio_deactivate(&mut self, pfn: u64) -> Result<bool, LruError> {
-        let i = self.idx(pfn)?;
-        let f = self.node(i).flags;
-        if f & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        if f & PG_UNEVICTABLE != 0 || f & (PG_ACTIVE | PG_REFERENCED) == 0 {
-            return Ok(false);
-        }
-        self.unlink(i);
-        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
-        self.putback(i);
-        if f & PG_ACTIVE != 0 {
-            self.stat.pgdeactivate += 1;
-        }
-        Ok(true)
-    }
-
-    /// `reclaim_pages` (MADV_PAGEOUT's `reclaim_folio_list` with
-    /// `ignore_references`): each page of `pfns` that is on an evictable
-    /// list is isolated and offered to `ops.reclaim_folio` at once,
-    /// whatever its accessed bits and list say (the caller asked for it to
-    /// go); a page ops keeps goes back on its inactive list, one it
-    /// activates on its active list. Pages off the LRU (isolated by
-    /// someone else, or not user pages) and unevictable ones are skipped.
-    /// No pgscan/pgsteal: those count scans of the lists, as Linux's.
-    /// Returns the pages freed.
-    pub fn reclaim_pages<O: ReclaimOps + ?Sized>(&mut self, pfns: &[u64], ops: &mut O) -> u64 {
-        let (mut reclaimed, mut nr_io) = ([0u64; 2], [0u64; 2]);
-        for &pfn in pfns {
-            let Ok(i) = self.idx(pfn) else { continue };
-            let f = self.node(i).flags;
-            if f & PG_LRU == 0 || f & PG_UNEVICTABLE != 0 {
-                continue;
-            }
-            self.unlink(i);
-            // `folio_clear_active` before `shrink_folio_list`: a page that
-            // survives goes back inactive.
-            self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
-            let file = f & PG_SWAPBACKED == 0;
-            let shadow = Shadow::pack(self.nonresident_age, f & PG_WORKINGSET != 0);
-            match ops.reclaim_folio(pfn, !file, shadow, false) {
-                ReclaimOutcome::Freed { io } => {
-                    self.nonresident_age += 1;
-                    *self.node_mut(i) = LruNode::EMPTY;
-                    reclaimed[file as usize] += 1;
-                    nr_io[file as usize] += io as u64;
-                }
-                ReclaimOutcome::Keep => self.putback(i),
-                ReclaimOutcome::Activate => self.activate(i),
-                ReclaimOutcome::Redirtied => self.redirtied(i),
-            }
-        }
-        for file in [false, true] {
-            if reclaimed[file as usize] > 0 {
-                self.lru_note_cost(file, nr_io[file as usize], 0);
-            }
-        }
-        reclaimed[0] + reclaimed[1]
-    }
-
-    /// `isolate_lru_folios`: up to `nr` (at most [`SWAP_CLUSTER_MAX`])
-    /// pages from the tail of `lru`. A fixed batch, not a heap vector: the
-    /// guest reclaims under its page-allocator lock, where allocating
-    /// would recurse into that lock.
-    fn isolate_lru_folios(&mut self, nr: u64, lru: LruList) -> Batch {
-        let mut out = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
-        while (out.len as u64) < nr.min(SWAP_CLUSTER_MAX) {
-            let t = self.tail[lru as usize];
-            if t == NIL {
-                break;
-            }
-            self.unlink(t);
-            out.idx[out.len] = t;
-            out.len += 1;
-        }
-        out
-    }
-
-    /// `lru_note_cost`: reclaim of a type cost `nr_io` writes and
-    /// `nr_rotated` rotations; the costs decay by half once they pass a
-    /// quarter of the LRU size, so they follow recent behaviour.
-    fn lru_note_cost(&mut self, file: bool, nr_io: u64, nr_rotated: u64) {
-        self.cost[file as usize] += nr_io * SWAP_CLUSTER_MAX + nr_rotated;
-        let lrusize = self.nr_evictable();
-        if self.cost[0] + self.cost[1] > lrusize / 4 {
-            self.cost[0] /= 2;
-            self.cost[1] /= 2;
-        }
-    }
-
-    /// `shrink_active_list`: moves up to `nr_to_scan` pages from the tail
-    /// of an active list to the inactive head, clearing their PTEs'
-    /// accessed bits; referenced executable file pages stay active.
-    pub fn shrink_active_list<O: ReclaimOps + ?Sized>(&mut self, nr_to_scan: u64, lru: LruList, ops: &mut O) {
-        let file = lru.is_file();
-        let hold = self.isolate_lru_folios(nr_to_scan, lru);
-        let mut nr_rotated = 0;
-        for &i in hold.as_slice() {
-            let pfn = self.pfn(i);
-            if ops.protected(pfn) {
-                self.putback(i);
-                continue;
-            }
-            let r = ops.folio_referenced(pfn);
-            let n = self.node_mut(i);
-            if r.vm_locked {
-                n.flags = (n.flags | PG_UNEVICTABLE) & !PG_ACTIVE;
-                self.stat.unevictable_pgs_culled += 1;
-            } else if r.ptes > 0 && r.vm_exec && file {
-                nr_rotated += 1;
-                self.stat.pgrotated += 1;
-            } else {
-                n.flags = (n.flags & !PG_ACTIVE) | PG_WORKINGSET;
-                self.stat.pgdeactivate += 1;
-            }
-            self.putback(i);
-        }
-        self.lru_note_cost(file, 0, nr_rotated);
-    }
-
-    /// `shrink_inactive_list` with `shrink_folio_list`'s reference check:
-    /// scans up to `nr_to_scan` pages from the tail of an inactive list,
-    /// reclaiming the unreferenced ones through `ops`. Returns the number
-    /// freed.
-    pub fn shrink_inactive_list<O: ReclaimOps + ?Sized>(
-        &mut self,
-        nr_to_scan: u64,
-        lru: LruList,
-        sc: &mut ScanControl,
-        ops: &mut O,
-    ) -> u64 {
-        let file = lru.is_file();
-        let isolated = self.isolate_lru_folios(nr_to_scan, lru);
-        // Protected groups' pages are not scanned (see
-        // `ReclaimOps::protected`): back to the list head.
-        let mut hold = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
-        for &i in isolated.as_slice() {
-            if ops.protected(self.pfn(i)) {
-                self.putback(i);
-            } else {
-                hold.idx[hold.len] = i;
-                hold.len += 1;
-            }
-        }
-        let scanned = hold.len as u64;
-        if sc.kswapd {
-            self.stat.pgscan_kswapd += scanned;
-        } else {
-            self.stat.pgscan_direct += scanned;
-        }
-        sc.nr_scanned += scanned;
-        let (mut reclaimed, mut nr_io) = (0, 0);
-        for &i in hold.as_slice() {
-            let pfn = self.pfn(i);
-            // folio_check_references.
-            let r = ops.folio_referenced(pfn);
-            let f = self.node(i).flags;
-            let referenced_folio = f & PG_REFERENCED != 0;
-            self.node_mut(i).flags &= !PG_REFERENCED;
-            if r.vm_locked {
-                self.node_mut(i).flags |= PG_UNEVICTABLE;
-                self.stat.unevictable_pgs_culled += 1;
-                self.putback(i);
-                continue;
-            }
-            if r.ptes > 0 {
-                self.node_mut(i).flags |= PG_REFERENCED;
-                if referenced_folio || r.ptes > 1 || (r.vm_exec && file) {
-                    self.activate(i);
-                } else {
-                    self.putback(i);
-                }
-                continue;
-            }
-            let clean_only = referenced_folio && file;
-            let shadow = Shadow::pack(self.nonresident_age, f & PG_WORKINGSET != 0);
-            match ops.reclaim_folio(pfn, f & PG_SWAPBACKED != 0, shadow, clean_only) {
-                ReclaimOutcome::Freed { io } => {
-                    // workingset_eviction ages the clock.
-                    self.nonresident_age += 1;
-                    *self.node_mut(i) = LruNode::EMPTY;
-                    reclaimed += 1;
-                    nr_io += io as u64;
-                }
-                ReclaimOutcome::Keep => self.putback(i),
-                ReclaimOutcome::Activate => self.activate(i),
-                ReclaimOutcome::Redirtied => self.redirtied(i),
-            }
-        }
-        if sc.kswapd {
-            self.stat.pgsteal_kswapd += reclaimed;
-        } else {
-            self.stat.pgsteal_direct += reclaimed;
-        }
-        sc.nr_reclaimed += reclaimed;
-        self.lru_note_cost(file, nr_io, scanned - reclaimed);
-        reclaimed
-    }
-
-    /// `activate_locked`: an isolated page goes to its active list.
-    fn activate(&mut self, i: u32) {
-        self.node_mut(i).flags |= PG_ACTIVE;
-        self.stat.pgactivate += 1;
-        self.putback(i);
-    }
-
-    /// A lazily freed page written again: swap-backed again, activated
-    /// (onto the active anon list).
-    fn redirtied(&mut self, i: u32) {
-        self.node_mut(i).flags |= PG_SWAPBACKED;
-        self.activate(i);
-    }
-
-    /// `folio_mark_lazyfree` (MADV_FREE's `lru_lazyfree_fn`): an anon page
-    /// on an evictable list loses `PG_swapbacked` and goes to the head of
-    /// the inactive file list with its active and referenced bits clear,
-    /// so reclaim frees it without swap unless it is written again (the
-    /// caller cleared its PTEs' dirty bits). Returns whether it moved
-    /// (false for a page off the LRU, unevictable, or already not
-    /// swap-backed); counts `pglazyfree`.
-    pub fn folio_mark_lazyfree(&mut self, pfn: u64) -> Result<bool, LruError> {
-        let i = self.idx(pfn)?;
-        let f = self.node(i).flags;
-        if f & PG_LRU == 0 {
-            return Err(LruError::NotOnLru(pfn));
-        }
-        if f & PG_UNEVICTABLE != 0 || f & PG_SWAPBACKED == 0 {
-            return Ok(false);
-        }
-        self.unlink(i);
-        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED | PG_SWAPBACKED);
-        self.putback(i);
-        self.stat.pglazyfree += 1;
-        Ok(true)
     }
 
     /// `inactive_is_low`: whether the inactive list of this type is small
@@ -1010,9 +744,9 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         };
         // anon_cost and file_cost, each counted against the sum (Linux's
         // arithmetic: a type's own cost weighs double).
-        let total = self.cost[0] + self.cost[1];
-        let anon_cost = total + self.cost[0];
-        let file_cost = total + self.cost[1];
+        let total = self.l().cost[0] + self.l().cost[1];
+        let anon_cost = total + self.l().cost[0];
+        let file_cost = total + self.l().cost[1];
         let total = anon_cost + file_cost;
         let ap = swappiness * (total + 1) / (anon_cost + 1);
         let fp = (MAX_SWAPPINESS as u64 - swappiness) * (total + 1) / (file_cost + 1);
@@ -1039,6 +773,482 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         nr
     }
 
+    /// Checks the lists: links consistent both ways, counts right, every
+    /// page with `PG_LRU` on exactly the list its flags name.
+    pub fn verify(&self) -> Result<(), &'static str> {
+        let nodes = self.nodes.as_ref();
+        let mut seen = 0u64;
+        for lru in LruList::ALL {
+            let l = lru as usize;
+            let mut prev = NIL;
+            let mut cur = self.l().head[l];
+            let mut n = 0u64;
+            while cur != NIL {
+                let node = nodes.get(cur as usize).ok_or("link out of range")?;
+                if node.prev() != prev {
+                    return Err("prev link broken");
+                }
+                if node.flags & PG_LRU == 0 || node.lru != lru as u8 {
+                    return Err("page on a list without PG_LRU or with another list's tag");
+                }
+                if node.vec != self.l().id {
+                    return Err("page on a list of another lruvec than its node names");
+                }
+                if Self::lru_of(node.flags) != lru {
+                    return Err("page on a list its flags do not name");
+                }
+                n += 1;
+                if n > nodes.len() as u64 {
+                    return Err("list loops");
+                }
+                prev = cur;
+                cur = node.next();
+            }
+            if self.l().tail[l] != prev {
+                return Err("tail broken");
+            }
+            if n != self.l().nr[l] {
+                return Err("list count wrong");
+            }
+            seen += n;
+        }
+        let id = self.l().id;
+        let flagged = nodes.iter().filter(|n| n.flags & PG_LRU != 0 && n.vec == id).count() as u64;
+        if flagged != seen {
+            return Err("PG_LRU pages missing from the lists");
+        }
+        Ok(())
+    }
+
+    /// The index of `pfn`, failing if the page is on another lruvec's
+    /// lists (an isolated page, off every list, is anyone's).
+    fn own_idx(&self, pfn: u64) -> Result<u32, LruError> {
+        let i = self.idx(pfn)?;
+        let n = self.node(i);
+        if n.flags & PG_LRU != 0 && n.vec != self.l().id {
+            return Err(LruError::OtherLruvec(pfn));
+        }
+        Ok(i)
+    }
+}
+
+impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>, L: BorrowMut<LruLists>> Lruvec<S, L> {
+    fn lm(&mut self) -> &mut LruLists {
+        self.lists.borrow_mut()
+    }
+
+    fn node_mut(&mut self, i: u32) -> &mut LruNode {
+        &mut self.nodes.as_mut()[i as usize]
+    }
+
+    /// Links `i` at the head of `lru` and sets `PG_LRU`.
+    fn add_head(&mut self, i: u32, lru: LruList) {
+        let l = lru as usize;
+        let old = self.lm().head[l];
+        let id = self.l().id;
+        {
+            let n = self.node_mut(i);
+            n.vec = id;
+            n.set_next(old);
+            n.set_prev(NIL);
+            n.lru = lru as u8;
+            n.flags |= PG_LRU;
+        }
+        if old != NIL {
+            self.node_mut(old).set_prev(i);
+        } else {
+            self.lm().tail[l] = i;
+        }
+        self.lm().head[l] = i;
+        self.lm().nr[l] += 1;
+    }
+
+    /// Unlinks `i` from its list and clears `PG_LRU` (isolation).
+    fn unlink(&mut self, i: u32) {
+        let node = *self.node(i);
+        let (next, prev, l) = (node.next(), node.prev(), node.lru as usize);
+        if prev != NIL {
+            self.node_mut(prev).set_next(next);
+        } else {
+            self.lm().head[l] = next;
+        }
+        if next != NIL {
+            self.node_mut(next).set_prev(prev);
+        } else {
+            self.lm().tail[l] = prev;
+        }
+        let n = self.node_mut(i);
+        n.set_next(NIL);
+        n.set_prev(NIL);
+        n.flags &= !PG_LRU;
+        self.lm().nr[l] -= 1;
+    }
+
+    /// Puts an isolated page back on the list its flags name
+    /// (`folio_putback_lru` / `move_folios_to_lru`).
+    fn putback(&mut self, i: u32) {
+        let lru = Self::lru_of(self.node(i).flags);
+        self.add_head(i, lru);
+    }
+
+    /// `folio_add_lru` (`lru_cache_add_inactive_or_unevictable`): a new
+    /// user page, anon (swap-backed) or file, joins the inactive list.
+    pub fn folio_add_lru(&mut self, pfn: u64, anon: bool) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        self.node_mut(i).flags = if anon { PG_SWAPBACKED } else { 0 };
+        self.putback(i);
+        Ok(())
+    }
+
+    /// A page read back in after eviction joins the LRU; `shadow` is what
+    /// its eviction left. Runs `workingset_refault` first, so a recent
+    /// refault starts on the active list. `swap_on` says whether anon can
+    /// be reclaimed (its lists count towards the workingset then). Returns
+    /// whether it was activated.
+    pub fn folio_add_lru_refault(
+        &mut self,
+        pfn: u64,
+        anon: bool,
+        shadow: Shadow,
+        swap_on: bool,
+    ) -> Result<bool, LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        let (activate, restore) = self.workingset_refault(shadow, !anon, swap_on);
+        self.add_judged(i, anon, activate, restore);
+        Ok(activate)
+    }
+
+    /// A page whose refault another lruvec judged (the one it was evicted
+    /// from, [`LruSet::folio_add_lru_refault`]) joins this one, active or
+    /// not as judged.
+    fn folio_add_lru_judged(&mut self, pfn: u64, anon: bool, activate: bool, restore: bool) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        self.add_judged(i, anon, activate, restore);
+        Ok(())
+    }
+
+    fn add_judged(&mut self, i: u32, anon: bool, activate: bool, restore: bool) {
+        let mut f = if anon { PG_SWAPBACKED } else { 0 };
+        if activate {
+            f |= PG_ACTIVE;
+            if restore {
+                f |= PG_WORKINGSET;
+            }
+        }
+        self.node_mut(i).flags = f;
+        self.putback(i);
+    }
+
+    /// `folio_del_lru` (`lruvec_del_folio` before the page is freed):
+    /// takes the page off its list and clears its LRU state.
+    pub fn folio_del_lru(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        self.unlink(i);
+        *self.node_mut(i) = LruNode::EMPTY;
+        Ok(())
+    }
+
+    /// `folio_mark_accessed`: first access sets `PG_referenced`, a second
+    /// one activates an inactive page (`folio_activate`), clearing it.
+    pub fn mark_page_accessed(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_REFERENCED == 0 {
+            self.node_mut(i).flags |= PG_REFERENCED;
+        } else if f & (PG_UNEVICTABLE | PG_ACTIVE) == 0 {
+            self.unlink(i);
+            self.node_mut(i).flags = (f | PG_ACTIVE) & !PG_REFERENCED;
+            self.putback(i);
+            self.lm().stat.pgactivate += 1;
+            // workingset_activation.
+            self.lm().nonresident_age += 1;
+        }
+        Ok(())
+    }
+
+    /// `mlock`: the page goes to the unevictable list.
+    pub fn folio_mlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        self.unlink(i);
+        self.node_mut(i).flags |= PG_UNEVICTABLE;
+        self.node_mut(i).flags &= !PG_ACTIVE;
+        self.putback(i);
+        Ok(())
+    }
+
+    /// `munlock`: an unevictable page goes back to the inactive list.
+    pub fn folio_munlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        let i = self.own_idx(pfn)?;
+        if self.node(i).flags & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if self.node(i).flags & PG_UNEVICTABLE != 0 {
+            self.unlink(i);
+            self.node_mut(i).flags &= !PG_UNEVICTABLE;
+            self.putback(i);
+        }
+        Ok(())
+    }
+
+    /// `folio_deactivate` (MADV_COLD's `lru_deactivate_fn`): an evictable
+    /// page that is active or referenced goes to the head of its inactive
+    /// list with both cleared, so reclaim takes it before the pages that
+    /// were merely not used lately. Returns whether it moved.
+    pub fn folio_deactivate(&mut self, pfn: u64) -> Result<bool, LruError> {
+        let i = self.own_idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_UNEVICTABLE != 0 || f & (PG_ACTIVE | PG_REFERENCED) == 0 {
+            return Ok(false);
+        }
+        self.unlink(i);
+        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
+        self.putback(i);
+        if f & PG_ACTIVE != 0 {
+            self.lm().stat.pgdeactivate += 1;
+        }
+        Ok(true)
+    }
+
+    /// `reclaim_pages` (MADV_PAGEOUT's `reclaim_folio_list` with
+    /// `ignore_references`): each page of `pfns` that is on an evictable
+    /// list is isolated and offered to `ops.reclaim_folio` at once,
+    /// whatever its accessed bits and list say (the caller asked for it to
+    /// go); a page ops keeps goes back on its inactive list, one it
+    /// activates on its active list. Pages off the LRU (isolated by
+    /// someone else, or not user pages) and unevictable ones are skipped.
+    /// No pgscan/pgsteal: those count scans of the lists, as Linux's.
+    /// Returns the pages freed.
+    pub fn reclaim_pages<O: ReclaimOps + ?Sized>(&mut self, pfns: &[u64], ops: &mut O) -> u64 {
+        let (mut reclaimed, mut nr_io) = ([0u64; 2], [0u64; 2]);
+        for &pfn in pfns {
+            let Ok(i) = self.own_idx(pfn) else { continue };
+            let f = self.node(i).flags;
+            if f & PG_LRU == 0 || f & PG_UNEVICTABLE != 0 {
+                continue;
+            }
+            self.unlink(i);
+            // `folio_clear_active` before `shrink_folio_list`: a page that
+            // survives goes back inactive.
+            self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED);
+            let file = f & PG_SWAPBACKED == 0;
+            let shadow = Shadow::pack_in(self.l().nonresident_age, f & PG_WORKINGSET != 0, self.l().id);
+            match ops.reclaim_folio(pfn, !file, shadow, false) {
+                ReclaimOutcome::Freed { io } => {
+                    self.lm().nonresident_age += 1;
+                    *self.node_mut(i) = LruNode::EMPTY;
+                    reclaimed[file as usize] += 1;
+                    nr_io[file as usize] += io as u64;
+                }
+                ReclaimOutcome::Keep => self.putback(i),
+                ReclaimOutcome::Activate => self.activate(i),
+                ReclaimOutcome::Redirtied => self.redirtied(i),
+            }
+        }
+        for file in [false, true] {
+            if reclaimed[file as usize] > 0 {
+                self.lru_note_cost(file, nr_io[file as usize], 0);
+            }
+        }
+        reclaimed[0] + reclaimed[1]
+    }
+
+    /// `isolate_lru_folios`: up to `nr` (at most [`SWAP_CLUSTER_MAX`])
+    /// pages from the tail of `lru`. A fixed batch, not a heap vector: the
+    /// guest reclaims under its page-allocator lock, where allocating
+    /// would recurse into that lock.
+    fn isolate_lru_folios(&mut self, nr: u64, lru: LruList) -> Batch {
+        let mut out = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
+        while (out.len as u64) < nr.min(SWAP_CLUSTER_MAX) {
+            let t = self.lm().tail[lru as usize];
+            if t == NIL {
+                break;
+            }
+            self.unlink(t);
+            out.idx[out.len] = t;
+            out.len += 1;
+        }
+        out
+    }
+
+    /// `lru_note_cost`: reclaim of a type cost `nr_io` writes and
+    /// `nr_rotated` rotations; the costs decay by half once they pass a
+    /// quarter of the LRU size, so they follow recent behaviour.
+    fn lru_note_cost(&mut self, file: bool, nr_io: u64, nr_rotated: u64) {
+        self.lm().cost[file as usize] += nr_io * SWAP_CLUSTER_MAX + nr_rotated;
+        let lrusize = self.nr_evictable();
+        if self.lm().cost[0] + self.lm().cost[1] > lrusize / 4 {
+            self.lm().cost[0] /= 2;
+            self.lm().cost[1] /= 2;
+        }
+    }
+
+    /// `shrink_active_list`: moves up to `nr_to_scan` pages from the tail
+    /// of an active list to the inactive head, clearing their PTEs'
+    /// accessed bits; referenced executable file pages stay active.
+    pub fn shrink_active_list<O: ReclaimOps + ?Sized>(&mut self, nr_to_scan: u64, lru: LruList, ops: &mut O) {
+        let file = lru.is_file();
+        let hold = self.isolate_lru_folios(nr_to_scan, lru);
+        let mut nr_rotated = 0;
+        for &i in hold.as_slice() {
+            let pfn = self.pfn(i);
+            if ops.protected(pfn) {
+                self.putback(i);
+                continue;
+            }
+            let r = ops.folio_referenced(pfn);
+            let n = self.node_mut(i);
+            if r.vm_locked {
+                n.flags = (n.flags | PG_UNEVICTABLE) & !PG_ACTIVE;
+                self.lm().stat.unevictable_pgs_culled += 1;
+            } else if r.ptes > 0 && r.vm_exec && file {
+                nr_rotated += 1;
+                self.lm().stat.pgrotated += 1;
+            } else {
+                n.flags = (n.flags & !PG_ACTIVE) | PG_WORKINGSET;
+                self.lm().stat.pgdeactivate += 1;
+            }
+            self.putback(i);
+        }
+        self.lru_note_cost(file, 0, nr_rotated);
+    }
+
+    /// `shrink_inactive_list` with `shrink_folio_list`'s reference check:
+    /// scans up to `nr_to_scan` pages from the tail of an inactive list,
+    /// reclaiming the unreferenced ones through `ops`. Returns the number
+    /// freed.
+    pub fn shrink_inactive_list<O: ReclaimOps + ?Sized>(
+        &mut self,
+        nr_to_scan: u64,
+        lru: LruList,
+        sc: &mut ScanControl,
+        ops: &mut O,
+    ) -> u64 {
+        let file = lru.is_file();
+        let isolated = self.isolate_lru_folios(nr_to_scan, lru);
+        // Protected groups' pages are not scanned (see
+        // `ReclaimOps::protected`): back to the list head.
+        let mut hold = Batch { idx: [0; SWAP_CLUSTER_MAX as usize], len: 0 };
+        for &i in isolated.as_slice() {
+            if ops.protected(self.pfn(i)) {
+                self.putback(i);
+            } else {
+                hold.idx[hold.len] = i;
+                hold.len += 1;
+            }
+        }
+        let scanned = hold.len as u64;
+        if sc.kswapd {
+            self.lm().stat.pgscan_kswapd += scanned;
+        } else {
+            self.lm().stat.pgscan_direct += scanned;
+        }
+        sc.nr_scanned += scanned;
+        let (mut reclaimed, mut nr_io) = (0, 0);
+        for &i in hold.as_slice() {
+            let pfn = self.pfn(i);
+            // folio_check_references.
+            let r = ops.folio_referenced(pfn);
+            let f = self.node(i).flags;
+            let referenced_folio = f & PG_REFERENCED != 0;
+            self.node_mut(i).flags &= !PG_REFERENCED;
+            if r.vm_locked {
+                self.node_mut(i).flags |= PG_UNEVICTABLE;
+                self.lm().stat.unevictable_pgs_culled += 1;
+                self.putback(i);
+                continue;
+            }
+            if r.ptes > 0 {
+                self.node_mut(i).flags |= PG_REFERENCED;
+                if referenced_folio || r.ptes > 1 || (r.vm_exec && file) {
+                    self.activate(i);
+                } else {
+                    self.putback(i);
+                }
+                continue;
+            }
+            let clean_only = referenced_folio && file;
+            let shadow = Shadow::pack_in(self.l().nonresident_age, f & PG_WORKINGSET != 0, self.l().id);
+            match ops.reclaim_folio(pfn, f & PG_SWAPBACKED != 0, shadow, clean_only) {
+                ReclaimOutcome::Freed { io } => {
+                    // workingset_eviction ages the clock.
+                    self.lm().nonresident_age += 1;
+                    *self.node_mut(i) = LruNode::EMPTY;
+                    reclaimed += 1;
+                    nr_io += io as u64;
+                }
+                ReclaimOutcome::Keep => self.putback(i),
+                ReclaimOutcome::Activate => self.activate(i),
+                ReclaimOutcome::Redirtied => self.redirtied(i),
+            }
+        }
+        if sc.kswapd {
+            self.lm().stat.pgsteal_kswapd += reclaimed;
+        } else {
+            self.lm().stat.pgsteal_direct += reclaimed;
+        }
+        sc.nr_reclaimed += reclaimed;
+        self.lru_note_cost(file, nr_io, scanned - reclaimed);
+        reclaimed
+    }
+
+    /// `activate_locked`: an isolated page goes to its active list.
+    fn activate(&mut self, i: u32) {
+        self.node_mut(i).flags |= PG_ACTIVE;
+        self.lm().stat.pgactivate += 1;
+        self.putback(i);
+    }
+
+    /// A lazily freed page written again: swap-backed again, activated
+    /// (onto the active anon list).
+    fn redirtied(&mut self, i: u32) {
+        self.node_mut(i).flags |= PG_SWAPBACKED;
+        self.activate(i);
+    }
+
+    /// `folio_mark_lazyfree` (MADV_FREE's `lru_lazyfree_fn`): an anon page
+    /// on an evictable list loses `PG_swapbacked` and goes to the head of
+    /// the inactive file list with its active and referenced bits clear,
+    /// so reclaim frees it without swap unless it is written again (the
+    /// caller cleared its PTEs' dirty bits). Returns whether it moved
+    /// (false for a page off the LRU, unevictable, or already not
+    /// swap-backed); counts `pglazyfree`.
+    pub fn folio_mark_lazyfree(&mut self, pfn: u64) -> Result<bool, LruError> {
+        let i = self.own_idx(pfn)?;
+        let f = self.node(i).flags;
+        if f & PG_LRU == 0 {
+            return Err(LruError::NotOnLru(pfn));
+        }
+        if f & PG_UNEVICTABLE != 0 || f & PG_SWAPBACKED == 0 {
+            return Ok(false);
+        }
+        self.unlink(i);
+        self.node_mut(i).flags &= !(PG_ACTIVE | PG_REFERENCED | PG_SWAPBACKED);
+        self.putback(i);
+        self.lm().stat.pglazyfree += 1;
+        Ok(true)
+    }
+
     /// `shrink_lruvec`: one round at `sc.priority`: scans the lists in
     /// batches of `SWAP_CLUSTER_MAX` by `get_scan_count`'s targets, ageing
     /// active lists whose inactive partner is low or refaulting
@@ -1053,7 +1263,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         let mut may_deactivate = [false; 2];
         for (file, slot) in may_deactivate.iter_mut().enumerate() {
             let file_b = file == 1;
-            *slot = self.stat.workingset_activate[file] != self.refaults_snapshot[file]
+            *slot = self.lm().stat.workingset_activate[file] != self.lm().refaults_snapshot[file]
                 || self.inactive_is_low(LruList::inactive(file_b));
         }
         let targets = self.get_scan_count(sc);
@@ -1109,7 +1319,7 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         if sc.may_swap && self.inactive_is_low(LruList::InactiveAnon) {
             self.shrink_active_list(SWAP_CLUSTER_MAX, LruList::ActiveAnon, ops);
         }
-        self.refaults_snapshot = self.stat.workingset_activate;
+        self.lm().refaults_snapshot = self.lm().stat.workingset_activate;
     }
 
     /// `do_try_to_free_pages` on this lruvec: `shrink_lruvec` at falling
@@ -1135,10 +1345,10 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
     /// restore. Charges the refault to the type's reclaim cost.
     pub fn workingset_refault(&mut self, shadow: Shadow, file: bool, swap_on: bool) -> (bool, bool) {
         let t = file as usize;
-        self.stat.workingset_refault[t] += 1;
+        self.lm().stat.workingset_refault[t] += 1;
         // lru_note_cost_refault: one page of I/O.
         self.lru_note_cost(file, 1, 0);
-        let refault_distance = self.nonresident_age.wrapping_sub(shadow.eviction()) & EVICTION_MASK;
+        let refault_distance = self.lm().nonresident_age.wrapping_sub(shadow.eviction()) & EVICTION_MASK;
         let mut workingset_size = self.nr(LruList::ActiveFile);
         if !file {
             workingset_size += self.nr(LruList::InactiveFile);
@@ -1152,55 +1362,262 @@ impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> Lruvec<S> {
         if refault_distance > workingset_size {
             return (false, false);
         }
-        self.nonresident_age += 1;
-        self.stat.workingset_activate[t] += 1;
+        self.lm().nonresident_age += 1;
+        self.lm().stat.workingset_activate[t] += 1;
         let restore = shadow.workingset();
         if restore {
-            self.stat.workingset_restore[t] += 1;
+            self.lm().stat.workingset_restore[t] += 1;
         }
         (true, restore)
     }
+}
 
-    /// Checks the lists: links consistent both ways, counts right, every
-    /// page with `PG_LRU` on exactly the list its flags name.
-    pub fn verify(&self) -> Result<(), &'static str> {
-        let nodes = self.nodes.as_ref();
-        let mut seen = 0u64;
-        for lru in LruList::ALL {
-            let l = lru as usize;
-            let mut prev = NIL;
-            let mut cur = self.head[l];
-            let mut n = 0u64;
-            while cur != NIL {
-                let node = nodes.get(cur as usize).ok_or("link out of range")?;
-                if node.prev() != prev {
-                    return Err("prev link broken");
-                }
-                if node.flags & PG_LRU == 0 || node.lru != lru as u8 {
-                    return Err("page on a list without PG_LRU or with another list's tag");
-                }
-                if Self::lru_of(node.flags) != lru {
-                    return Err("page on a list its flags do not name");
-                }
-                n += 1;
-                if n > nodes.len() as u64 {
-                    return Err("list loops");
-                }
-                prev = cur;
-                cur = node.next();
-            }
-            if self.tail[l] != prev {
-                return Err("tail broken");
-            }
-            if n != self.nr[l] {
-                return Err("list count wrong");
-            }
-            seen += n;
+/// The id of the lruvec of memory cgroup `memcg` on NUMA node `node` in
+/// an [`LruSet`] laid out node by node (Linux's `mem_cgroup_lruvec`:
+/// `memcg->nodeinfo[nid]->lruvec`). The guest and the host's `--verify
+/// lru` share this layout.
+pub const fn lruvec_id(node: usize, memcg: usize) -> u16 {
+    (node * crate::memcg::MAX_MEMCG + memcg % crate::memcg::MAX_MEMCG) as u16
+}
+
+/// The node an [`lruvec_id`] names.
+pub const fn lruvec_node(id: u16) -> usize {
+    id as usize / crate::memcg::MAX_MEMCG
+}
+
+/// The memory cgroup an [`lruvec_id`] names.
+pub const fn lruvec_memcg(id: u16) -> usize {
+    id as usize % crate::memcg::MAX_MEMCG
+}
+
+/// Several lruvecs over one per-pfn link array (the system's lruvecs,
+/// one per memory cgroup and node, over `struct page`'s `lru` fields).
+/// Lruvec `i` has id `i`; each page's node records the lruvec it is on,
+/// so the per-page operations here find it themselves, and a new page
+/// goes on the lruvec its caller names (from its node and charge).
+pub struct LruSet<S = Vec<LruNode>> {
+    nodes: S,
+    base_pfn: u64,
+    vecs: Vec<LruLists>,
+}
+
+impl LruSet<Vec<LruNode>> {
+    /// A set of `nr_vecs` lruvecs over own storage for `nr_pages` frames
+    /// from `base_pfn`.
+    pub fn new(base_pfn: u64, nr_pages: usize, nr_vecs: usize) -> Result<Self, LruError> {
+        let mut s = LruSet::with_storage(vec![LruNode::EMPTY; nr_pages], base_pfn)?;
+        s.set_lruvecs(LruSet::<Vec<LruNode>>::fresh_lruvecs(nr_vecs)?)?;
+        Ok(s)
+    }
+}
+
+impl<S: AsRef<[LruNode]>> LruSet<S> {
+    /// A set over caller storage whose nodes must all be
+    /// [`LruNode::EMPTY`], with no lruvecs yet ([`LruSet::set_lruvecs`]
+    /// installs them: a caller whose allocator is not up yet, as the
+    /// guest's at boot, makes the set first and the lists later).
+    pub fn with_storage(nodes: S, base_pfn: u64) -> Result<Self, LruError> {
+        check_len(nodes.as_ref().len())?;
+        Ok(LruSet { nodes, base_pfn, vecs: Vec::new() })
+    }
+
+    /// `n` empty lruvecs with ids `0..n`, for [`LruSet::set_lruvecs`].
+    pub fn fresh_lruvecs(n: usize) -> Result<Vec<LruLists>, LruError> {
+        if n > u16::MAX as usize + 1 {
+            return Err(LruError::NoLruvec(u16::MAX));
         }
-        let flagged = nodes.iter().filter(|n| n.flags & PG_LRU != 0).count() as u64;
+        Ok((0..n).map(|i| LruLists::new(i as u16)).collect())
+    }
+
+    /// Number of lruvecs.
+    pub fn nr_lruvecs(&self) -> usize {
+        self.vecs.len()
+    }
+
+    /// Lruvec `id`'s lists (counts, event counters).
+    pub fn lists(&self, id: u16) -> Option<&LruLists> {
+        self.vecs.get(id as usize)
+    }
+
+    /// All lruvecs' lists, by id.
+    pub fn all_lists(&self) -> &[LruLists] {
+        &self.vecs
+    }
+
+    /// Lruvec `id`, to read.
+    pub fn lruvec_ref(&self, id: u16) -> Option<Lruvec<&[LruNode], &LruLists>> {
+        let lists = self.vecs.get(id as usize)?;
+        Some(Lruvec { nodes: self.nodes.as_ref(), base_pfn: self.base_pfn, lists })
+    }
+
+    fn node_of(&self, pfn: u64) -> Option<&LruNode> {
+        let i = pfn.checked_sub(self.base_pfn)?;
+        self.nodes.as_ref().get(usize::try_from(i).ok()?)
+    }
+
+    /// The lruvec `pfn` is on (None while off the lists or isolated).
+    pub fn owner(&self, pfn: u64) -> Option<u16> {
+        let n = self.node_of(pfn)?;
+        (n.flags & PG_LRU != 0).then_some(n.vec)
+    }
+
+    /// The list a page is on, if any.
+    pub fn folio_lru(&self, pfn: u64) -> Option<LruList> {
+        let n = self.node_of(pfn)?;
+        if n.flags & PG_LRU == 0 {
+            return None;
+        }
+        LruList::from_u8(n.lru)
+    }
+
+    /// A page's LRU flags (`PG_*` of [`flags`]).
+    pub fn folio_flags(&self, pfn: u64) -> Option<u8> {
+        Some(self.node_of(pfn)?.flags)
+    }
+
+    /// Pages on `lru` over all lruvecs (`global_node_page_state`).
+    pub fn total(&self, lru: LruList) -> u64 {
+        self.vecs.iter().map(|v| v.nr(lru)).sum()
+    }
+
+    /// Event counters summed over the lruvecs `pick` selects by id.
+    pub fn stat_sum(&self, mut pick: impl FnMut(u16) -> bool) -> LruStats {
+        let mut t = LruStats::default();
+        for v in self.vecs.iter().filter(|v| pick(v.id)) {
+            let s = &v.stat;
+            t.pgscan_kswapd += s.pgscan_kswapd;
+            t.pgscan_direct += s.pgscan_direct;
+            t.pgsteal_kswapd += s.pgsteal_kswapd;
+            t.pgsteal_direct += s.pgsteal_direct;
+            t.pgactivate += s.pgactivate;
+            t.pgdeactivate += s.pgdeactivate;
+            t.pgrotated += s.pgrotated;
+            for k in 0..2 {
+                t.workingset_refault[k] += s.workingset_refault[k];
+                t.workingset_activate[k] += s.workingset_activate[k];
+                t.workingset_restore[k] += s.workingset_restore[k];
+            }
+            t.unevictable_pgs_culled += s.unevictable_pgs_culled;
+            t.pglazyfree += s.pglazyfree;
+        }
+        t
+    }
+
+    /// Checks every lruvec ([`Lruvec::verify`]) and that every page with
+    /// `PG_LRU` names an lruvec of the set.
+    pub fn verify(&self) -> Result<(), &'static str> {
+        let mut seen = 0u64;
+        for id in 0..self.vecs.len() {
+            let v = self.lruvec_ref(id as u16).ok_or("lruvec missing")?;
+            v.verify()?;
+            seen += LruList::ALL.iter().map(|&l| v.nr(l)).sum::<u64>();
+        }
+        let flagged = self.nodes.as_ref().iter().filter(|n| n.flags & PG_LRU != 0).count() as u64;
         if flagged != seen {
-            return Err("PG_LRU pages missing from the lists");
+            return Err("PG_LRU pages on no lruvec of the set");
         }
         Ok(())
+    }
+}
+
+impl<S: AsRef<[LruNode]> + AsMut<[LruNode]>> LruSet<S> {
+    /// Installs the lruvecs (ids `0..n` in order, from
+    /// [`LruSet::fresh_lruvecs`]); only while no page is on a list.
+    pub fn set_lruvecs(&mut self, vecs: Vec<LruLists>) -> Result<(), LruError> {
+        if let Some((i, v)) = vecs.iter().enumerate().find(|(i, v)| v.id as usize != *i) {
+            return Err(LruError::NoLruvec(v.id.min(i as u16)));
+        }
+        if self.vecs.iter().any(|v| LruList::ALL.iter().any(|&l| v.nr(l) > 0)) {
+            return Err(LruError::NotEmpty);
+        }
+        self.vecs = vecs;
+        Ok(())
+    }
+
+    /// Lruvec `id`, to change (`mem_cgroup_lruvec`).
+    pub fn lruvec(&mut self, id: u16) -> Result<Lruvec<&mut [LruNode], &mut LruLists>, LruError> {
+        let lists = self.vecs.get_mut(id as usize).ok_or(LruError::NoLruvec(id))?;
+        Ok(Lruvec { nodes: self.nodes.as_mut(), base_pfn: self.base_pfn, lists })
+    }
+
+    /// The lruvec a page is on (`folio_lruvec`); `NotOnLru` while it is
+    /// off the lists.
+    pub fn page_lruvec(&mut self, pfn: u64) -> Result<Lruvec<&mut [LruNode], &mut LruLists>, LruError> {
+        if self.node_of(pfn).is_none() {
+            return Err(LruError::OutOfRange(pfn));
+        }
+        let id = self.owner(pfn).ok_or(LruError::NotOnLru(pfn))?;
+        self.lruvec(id)
+    }
+
+    /// `folio_add_lru` onto lruvec `id`.
+    pub fn folio_add_lru(&mut self, id: u16, pfn: u64, anon: bool) -> Result<(), LruError> {
+        self.lruvec(id)?.folio_add_lru(pfn, anon)
+    }
+
+    /// A page read back in after eviction joins lruvec `id`; the refault
+    /// is judged (`workingset_refault`) by the lruvec its shadow names,
+    /// whose clock the eviction count is on (Linux's `workingset_refault`
+    /// finds the eviction memcg and node in the shadow), or by `id` when
+    /// the shadow names none of the set. Returns whether it was activated.
+    pub fn folio_add_lru_refault(
+        &mut self,
+        id: u16,
+        pfn: u64,
+        anon: bool,
+        shadow: Shadow,
+        swap_on: bool,
+    ) -> Result<bool, LruError> {
+        // Refuse before the refault is counted anywhere.
+        let i = self.lruvec(id)?.own_idx(pfn)?;
+        if self.nodes.as_ref()[i as usize].flags & PG_LRU != 0 {
+            return Err(LruError::AlreadyOnLru(pfn));
+        }
+        let judge = if (shadow.lruvec_id() as usize) < self.vecs.len() { shadow.lruvec_id() } else { id };
+        let (activate, restore) = self.lruvec(judge)?.workingset_refault(shadow, !anon, swap_on);
+        self.lruvec(id)?.folio_add_lru_judged(pfn, anon, activate, restore)?;
+        Ok(activate)
+    }
+
+    /// [`Lruvec::folio_del_lru`] on the page's lruvec.
+    pub fn folio_del_lru(&mut self, pfn: u64) -> Result<(), LruError> {
+        self.page_lruvec(pfn)?.folio_del_lru(pfn)
+    }
+
+    /// [`Lruvec::mark_page_accessed`] on the page's lruvec.
+    pub fn mark_page_accessed(&mut self, pfn: u64) -> Result<(), LruError> {
+        self.page_lruvec(pfn)?.mark_page_accessed(pfn)
+    }
+
+    /// [`Lruvec::folio_mlock`] on the page's lruvec.
+    pub fn folio_mlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        self.page_lruvec(pfn)?.folio_mlock(pfn)
+    }
+
+    /// [`Lruvec::folio_munlock`] on the page's lruvec.
+    pub fn folio_munlock(&mut self, pfn: u64) -> Result<(), LruError> {
+        self.page_lruvec(pfn)?.folio_munlock(pfn)
+    }
+
+    /// [`Lruvec::folio_deactivate`] on the page's lruvec.
+    pub fn folio_deactivate(&mut self, pfn: u64) -> Result<bool, LruError> {
+        self.page_lruvec(pfn)?.folio_deactivate(pfn)
+    }
+
+    /// [`Lruvec::folio_mark_lazyfree`] on the page's lruvec.
+    pub fn folio_mark_lazyfree(&mut self, pfn: u64) -> Result<bool, LruError> {
+        self.page_lruvec(pfn)?.folio_mark_lazyfree(pfn)
+    }
+
+    /// [`Lruvec::reclaim_pages`] with each page on its own lruvec (pages
+    /// off the lists are skipped); the pages freed.
+    pub fn reclaim_pages<O: ReclaimOps + ?Sized>(&mut self, pfns: &[u64], ops: &mut O) -> u64 {
+        let mut freed = 0;
+        for &pfn in pfns {
+            if let Ok(mut v) = self.page_lruvec(pfn) {
+                freed += v.reclaim_pages(&[pfn], ops);
+            }
+        }
+        freed
     }
 }

@@ -340,7 +340,7 @@ pub fn lruvec_sim(trace: &Trace, frames: usize, hot: u32, swappiness: u32, batch
             out.check_hot(hot, |p| mem.frame_of[p as usize].is_some());
         }
     }
-    (out, lru.stat)
+    (out, *lru.stat())
 }
 
 /// [`lruvec_sim`] with Linux's batch (`SWAP_CLUSTER_MAX`).

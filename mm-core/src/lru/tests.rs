@@ -65,7 +65,7 @@ fn second_chance_then_reclaim() {
     assert_eq!(l.folio_lru(a), Some(LruList::ActiveAnon));
     assert_eq!(l.folio_lru(b), None);
     assert_eq!(o.freed.len(), 1);
-    assert_eq!((l.stat.pgscan_kswapd, l.stat.pgsteal_kswapd, l.stat.pgactivate), (4, 1, 1));
+    assert_eq!((l.stat().pgscan_kswapd, l.stat().pgsteal_kswapd, l.stat().pgactivate), (4, 1, 1));
     assert_eq!((sc.nr_scanned, sc.nr_reclaimed), (4, 1));
     // Ageing the active list moves it back, accessed bit cleared, and
     // marks it workingset.
@@ -74,7 +74,7 @@ fn second_chance_then_reclaim() {
     assert_eq!(l.folio_lru(a), Some(LruList::InactiveAnon));
     assert!(o.young.is_empty());
     assert_ne!(l.folio_flags(a).unwrap() & flags::PG_WORKINGSET, 0);
-    assert_eq!(l.stat.pgdeactivate, 1);
+    assert_eq!(l.stat().pgdeactivate, 1);
     l.verify().unwrap();
 }
 
@@ -91,8 +91,8 @@ fn shared_pages_activate_at_once_and_locked_pages_are_culled() {
     l.shrink_inactive_list(32, LruList::InactiveFile, &mut sc, &mut o);
     assert_eq!(l.folio_lru(1), Some(LruList::ActiveAnon));
     assert_eq!(l.folio_lru(2), Some(LruList::Unevictable));
-    assert_eq!(l.stat.unevictable_pgs_culled, 1);
-    assert_eq!(l.stat.pgscan_direct, 2);
+    assert_eq!(l.stat().unevictable_pgs_culled, 1);
+    assert_eq!(l.stat().pgscan_direct, 2);
     l.folio_munlock(2).unwrap();
     assert_eq!(l.folio_lru(2), Some(LruList::InactiveFile));
     l.folio_mlock(1).unwrap();
@@ -109,7 +109,7 @@ fn mark_page_accessed_promotes_on_the_second_access() {
     l.mark_page_accessed(4).unwrap();
     assert_eq!(l.folio_lru(4), Some(LruList::ActiveFile));
     assert_eq!(l.folio_flags(4).unwrap() & flags::PG_REFERENCED, 0);
-    assert_eq!(l.stat.pgactivate, 1);
+    assert_eq!(l.stat().pgactivate, 1);
     l.folio_del_lru(4).unwrap();
     assert_eq!(l.folio_del_lru(4), Err(LruError::NotOnLru(4)));
     assert_eq!(l.mark_page_accessed(4), Err(LruError::NotOnLru(4)));
@@ -241,8 +241,8 @@ fn refault_distance_decides_activation() {
     // the (empty) file lists.
     let (_, s12) = o.freed[2];
     assert!(!l.folio_add_lru_refault(15, true, s12, false).unwrap());
-    assert_eq!(l.stat.workingset_refault, [3, 0]);
-    assert_eq!(l.stat.workingset_activate, [1, 0]);
+    assert_eq!(l.stat().workingset_refault, [3, 0]);
+    assert_eq!(l.stat().workingset_activate, [1, 0]);
     l.verify().unwrap();
 }
 
@@ -482,7 +482,7 @@ proptest! {
                     prop_assert_eq!(l.folio_flags(p).unwrap() & !PG_LRU, f, "flags of {}", p);
                 }
             }
-            let s = l.stat;
+            let s = *l.stat();
             prop_assert_eq!(
                 (s.pgscan_kswapd, s.pgsteal_kswapd, s.pgactivate, s.pgdeactivate, s.unevictable_pgs_culled),
                 (m.stat.pgscan_kswapd, m.stat.pgsteal_kswapd, m.stat.pgactivate, m.stat.pgdeactivate,
@@ -548,7 +548,7 @@ fn folio_deactivate_moves_active_pages_to_the_inactive_list() {
     assert_eq!(l.folio_deactivate(0), Ok(true));
     assert_eq!(l.folio_lru(0), Some(LruList::inactive(false)));
     assert_eq!(l.folio_flags(0).unwrap() & PG_REFERENCED, 0);
-    assert_eq!(l.stat.pgdeactivate, 1);
+    assert_eq!(l.stat().pgdeactivate, 1);
     assert_eq!(l.folio_deactivate(1), Ok(false));
     assert_eq!(l.folio_deactivate(3), Ok(false));
     assert_eq!(l.folio_lru(3), Some(LruList::Unevictable));
@@ -591,7 +591,7 @@ fn lazyfree_pages_go_to_the_file_list_and_back_when_redirtied() {
     assert_eq!(l.folio_mark_lazyfree(3), Ok(false), "unevictable");
     assert_eq!(l.folio_mark_lazyfree(4), Ok(false), "a file page");
     assert_eq!(l.folio_mark_lazyfree(9), Err(LruError::NotOnLru(9)));
-    assert_eq!(l.stat.pglazyfree, 2);
+    assert_eq!(l.stat().pglazyfree, 2);
     assert_eq!(l.folio_lru(0), Some(LruList::InactiveFile));
     assert_eq!(l.folio_flags(0).unwrap() & (PG_SWAPBACKED | PG_ACTIVE | PG_REFERENCED), 0);
     assert_eq!(l.nr(LruList::InactiveFile), 3);
@@ -631,4 +631,199 @@ fn protected_pages_are_skipped_by_the_scan() {
     assert_eq!(sc.nr_scanned, 2, "the protected page is not counted as scanned");
     assert_eq!(l.list(LruList::InactiveAnon).collect::<Vec<_>>(), [b]);
     assert_eq!(g.0.freed.iter().map(|f| f.0).collect::<Vec<_>>(), [a, c]);
+}
+
+#[derive(Debug, Clone)]
+enum SetOp {
+    Add(u64, bool, u16),
+    Del(u64),
+    Access(u64),
+    Deactivate(u64),
+    Young(u64, u32),
+    Shrink(u16, u64),
+    Pageout(u64),
+}
+
+fn set_op() -> impl Strategy<Value = SetOp> {
+    prop_oneof![
+        4 => (0..48u64, any::<bool>(), 0..3u16).prop_map(|(p, a, v)| SetOp::Add(p, a, v)),
+        1 => (0..48u64).prop_map(SetOp::Del),
+        2 => (0..48u64).prop_map(SetOp::Access),
+        1 => (0..48u64).prop_map(SetOp::Deactivate),
+        3 => (0..48u64, 1..3u32).prop_map(|(p, n)| SetOp::Young(p, n)),
+        2 => (0..3u16, 1..40u64).prop_map(|(v, n)| SetOp::Shrink(v, n)),
+        1 => (0..48u64).prop_map(SetOp::Pageout),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    /// Three lruvecs sharing one link array behave as three lruvecs with
+    /// their own storage (the model-tested [`Lruvec`]): every operation,
+    /// routed to the page's lruvec, gives the same lists, flags and
+    /// counters, a page is never on two lruvecs, and shrinking one
+    /// lruvec never touches another's pages.
+    #[test]
+    fn lru_set_matches_separate_lruvecs(ops_in in proptest::collection::vec(set_op(), 1..150)) {
+        let mut set = LruSet::new(0, 48, 3).unwrap();
+        let mut solo: Vec<Lruvec> = (0..3).map(|_| Lruvec::new(0, 48).unwrap()).collect();
+        // Which solo lruvec holds each page (the reference's routing).
+        let mut home: BTreeMap<u64, u16> = BTreeMap::new();
+        let (mut o_set, mut o_solo) = (ops(), ops());
+        for op in ops_in {
+            match op {
+                SetOp::Add(p, anon, v) => {
+                    let r = set.folio_add_lru(v, p, anon);
+                    if let Some(&h) = home.get(&p) {
+                        prop_assert!(r.is_err(), "page {} added twice (on {} already)", p, h);
+                    } else {
+                        prop_assert!(r.is_ok());
+                        solo[v as usize].folio_add_lru(p, anon).unwrap();
+                        home.insert(p, v);
+                    }
+                }
+                SetOp::Del(p) => {
+                    let r = set.folio_del_lru(p);
+                    prop_assert_eq!(r.is_ok(), home.contains_key(&p));
+                    if let Some(h) = home.remove(&p) {
+                        solo[h as usize].folio_del_lru(p).unwrap();
+                    }
+                }
+                SetOp::Access(p) => {
+                    let r = set.mark_page_accessed(p);
+                    prop_assert_eq!(r.is_ok(), home.contains_key(&p));
+                    if let Some(&h) = home.get(&p) {
+                        solo[h as usize].mark_page_accessed(p).unwrap();
+                    }
+                }
+                SetOp::Deactivate(p) => {
+                    let r = set.folio_deactivate(p);
+                    let want = home.get(&p).map(|&h| solo[h as usize].folio_deactivate(p).unwrap());
+                    prop_assert_eq!(r.ok(), want);
+                }
+                SetOp::Young(p, n) => {
+                    o_set.young.insert(p, n);
+                    o_solo.young.insert(p, n);
+                }
+                SetOp::Shrink(v, n) => {
+                    let mut sc1 = ScanControl::new(n, 60, true, false);
+                    let mut sc2 = sc1;
+                    let others: Vec<(u16, Vec<u64>)> = (0..3u16)
+                        .filter(|&w| w != v)
+                        .map(|w| (w, set.lruvec_ref(w).unwrap().list(LruList::InactiveAnon).collect()))
+                        .collect();
+                    set.lruvec(v).unwrap().shrink_lruvec(&mut sc1, &mut o_set);
+                    solo[v as usize].shrink_lruvec(&mut sc2, &mut o_solo);
+                    prop_assert_eq!(sc1, sc2);
+                    for (w, before) in others {
+                        let after: Vec<u64> = set.lruvec_ref(w).unwrap().list(LruList::InactiveAnon).collect();
+                        prop_assert_eq!(before, after, "lruvec {} changed by shrinking {}", w, v);
+                    }
+                    // Freed pages left both.
+                    home.retain(|&p, _| set.owner(p).is_some());
+                }
+                SetOp::Pageout(p) => {
+                    let a = set.reclaim_pages(&[p], &mut o_set);
+                    let b = home.get(&p).map_or(0, |&h| solo[h as usize].reclaim_pages(&[p], &mut o_solo));
+                    prop_assert_eq!(a, b);
+                    home.retain(|&p, _| set.owner(p).is_some());
+                }
+            }
+            set.verify().unwrap();
+            // The same pages freed with the same shadows, the set's naming
+            // the lruvec they left (a solo lruvec is id 0).
+            let strip = |f: &[(u64, Shadow)]| -> Vec<(u64, u64, bool)> {
+                f.iter().map(|&(p, sh)| (p, sh.eviction(), sh.workingset())).collect()
+            };
+            prop_assert_eq!(strip(&o_set.freed), strip(&o_solo.freed));
+            for &(p, sh) in &o_set.freed {
+                prop_assert!(sh.lruvec_id() < 3, "shadow of {} names lruvec {}", p, sh.lruvec_id());
+            }
+            for (v, s) in solo.iter().enumerate() {
+                let view = set.lruvec_ref(v as u16).unwrap();
+                for lru in LruList::ALL {
+                    let got: Vec<u64> = view.list(lru).collect();
+                    let want: Vec<u64> = s.list(lru).collect();
+                    prop_assert_eq!(got, want, "lruvec {} {:?}", v, lru);
+                }
+                prop_assert_eq!(view.stat(), s.stat());
+                prop_assert_eq!(view.nonresident_age(), s.nonresident_age());
+            }
+            for (&p, &h) in &home {
+                prop_assert_eq!(set.owner(p), Some(h));
+                prop_assert_eq!(set.folio_flags(p), solo[h as usize].folio_flags(p));
+            }
+            for lru in LruList::ALL {
+                prop_assert_eq!(set.total(lru), solo.iter().map(|s| s.nr(lru)).sum::<u64>());
+            }
+        }
+    }
+}
+
+/// A view of one lruvec refuses a page on another (and does not unlink
+/// it from lists it does not own), and the set checks its installed
+/// lruvecs.
+#[test]
+fn lru_set_keeps_pages_on_their_own_lruvec() {
+    let mut set = LruSet::new(10, 8, 2).unwrap();
+    set.folio_add_lru(1, 12, true).unwrap();
+    assert_eq!(set.owner(12), Some(1));
+    assert_eq!(set.lruvec(0).unwrap().folio_del_lru(12), Err(LruError::OtherLruvec(12)));
+    assert_eq!(set.lruvec(0).unwrap().folio_add_lru(12, true), Err(LruError::OtherLruvec(12)));
+    assert_eq!(set.lruvec(0).unwrap().reclaim_pages(&[12], &mut ops()), 0);
+    assert_eq!(set.lruvec_ref(0).unwrap().folio_lru(12), None);
+    assert_eq!(set.folio_lru(12), Some(LruList::InactiveAnon));
+    assert_eq!(set.folio_add_lru(2, 13, true), Err(LruError::NoLruvec(2)));
+    assert_eq!(set.folio_add_lru(0, 30, true), Err(LruError::OutOfRange(30)));
+    assert_eq!(set.lists(1).unwrap().nr(LruList::InactiveAnon), 1);
+    set.verify().unwrap();
+    // Replacing the lists under a page would orphan it.
+    assert_eq!(set.set_lruvecs(LruSet::<Vec<LruNode>>::fresh_lruvecs(2).unwrap()), Err(LruError::NotEmpty));
+    // A set whose lists lost track of a flagged page fails verification.
+    let mut bad = LruSet::new(0, 4, 1).unwrap();
+    bad.folio_add_lru(0, 1, false).unwrap();
+    bad.vecs = LruSet::<Vec<LruNode>>::fresh_lruvecs(1).unwrap();
+    assert!(bad.verify().is_err());
+    // Ids follow (node, memcg).
+    assert_eq!(lruvec_id(1, 5), (crate::memcg::MAX_MEMCG + 5) as u16);
+    assert_eq!((lruvec_node(lruvec_id(3, 7)), lruvec_memcg(lruvec_id(3, 7))), (3, 7));
+}
+
+/// A refault is judged by the lruvec the page was evicted from (its
+/// shadow names it): that lruvec's clock and workingset decide, whatever
+/// lruvec the page returns to.
+#[test]
+fn refault_is_judged_by_the_eviction_lruvec() {
+    let mut set = LruSet::new(0, 64, 2).unwrap();
+    // Lruvec 1 has one active page (its workingset) and evicts page 2:
+    // the shadow names lruvec 1 and its clock then (1: the activation).
+    for p in [always_free(1), always_free(2)] {
+        set.folio_add_lru(1, p, true).unwrap();
+    }
+    set.mark_page_accessed(1).unwrap();
+    set.mark_page_accessed(1).unwrap();
+    let mut o = ops();
+    assert_eq!(set.reclaim_pages(&[2], &mut o), 1);
+    let shadow = o.freed[0].1;
+    assert_eq!((shadow.lruvec_id(), shadow.eviction(), shadow.workingset()), (1, 1, false));
+    // Lruvec 0 evicts many pages (its clock runs far ahead) and keeps no
+    // workingset: judged there, the page would start inactive.
+    let mine: Vec<u64> = (10..60).filter(|p| !matches!(p % 7, 3 | 5)).collect();
+    for &p in &mine {
+        set.folio_add_lru(0, p, true).unwrap();
+    }
+    assert_eq!(set.reclaim_pages(&mine, &mut o), mine.len() as u64);
+    assert_eq!(set.lists(0).unwrap().nr_evictable(), 0);
+    // Back onto lruvec 0: judged on lruvec 1 (distance 1, within its one
+    // active page), so active, and counted there.
+    assert_eq!(set.folio_add_lru_refault(0, 2, true, shadow, true), Ok(true));
+    assert_eq!(set.owner(2), Some(0));
+    assert_eq!(set.folio_lru(2), Some(LruList::ActiveAnon));
+    assert_eq!(set.lists(1).unwrap().stat.workingset_activate, [1, 0]);
+    assert_eq!(set.lists(0).unwrap().stat.workingset_refault, [0, 0]);
+    // A second add is refused without counting another refault.
+    let before = set.lists(1).unwrap().stat.workingset_refault;
+    assert_eq!(set.folio_add_lru_refault(0, 2, true, shadow, true), Err(LruError::AlreadyOnLru(2)));
+    assert_eq!(set.lists(1).unwrap().stat.workingset_refault, before);
+    set.verify().unwrap();
 }

@@ -768,7 +768,7 @@ impl Inspector {
                             Err(e) => CheckResult::could_not_run(c, format!("the swap cache is unreadable: {e}")),
                         },
                         Check::CowRo => invariants::cow_ro(gs, um),
-                        Check::Lru => swapcheck::lru(gs, um),
+                        Check::Lru => swapcheck::lru(gs, um, &super::numa::srat_ranges(&mem)),
                         Check::Memcg => super::memcgcheck::check(gs, um),
                         _ => invariants::isolation(gs, um),
                     }

@@ -288,8 +288,35 @@ pub fn swap(gs: &GuestState<'_>, roots: &[Root], swap_file: Option<&Path>) -> Ch
     CheckResult::new(Check::Swap, detail, violations).with_errors(errors)
 }
 
+/// What is wrong with page `pfn` of node `node`, charged to memory
+/// cgroup `charged` (0: the root or none), being on lruvec `id`: it must
+/// be its node's lruvec for its group (`mm_core::lru::lruvec_id`), or
+/// that node's reclaim, or that group's, never sees it.
+fn lruvec_mismatch(pfn: u64, id: u16, node: usize, charged: usize) -> Vec<String> {
+    let (vnode, vmemcg) = (mm_core::lru::lruvec_node(id), mm_core::lru::lruvec_memcg(id));
+    let mut v = Vec::new();
+    if vnode != node {
+        v.push(format!(
+            "page {:#x} of node {node} is on node {vnode}'s LRU lists (lruvec {id}): its node's reclaim can never see it",
+            pfn << 12
+        ));
+    }
+    if vmemcg != charged {
+        v.push(format!(
+            "page {:#x} charged to memory cgroup {charged} is on cgroup {vmemcg}'s lruvec {id}: the group's reclaim can never see it",
+            pfn << 12
+        ));
+    }
+    v
+}
+
 /// `--verify lru` (see [`Check::Lru`]).
-pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
+///
+/// `nodes` are the SRAT's memory ranges (`[start, end)` bytes and node;
+/// empty without NUMA: one node): each page must be on an lruvec of its
+/// own node (`mm_core::lru::lruvec_id`), and of the memory cgroup its
+/// descriptor charges it to.
+pub fn lru(gs: &GuestState<'_>, um: &UserMaps, nodes: &[(u64, u64, u8)]) -> CheckResult {
     let d = gs.desc.swap;
     if d.consistent == 0 {
         return CheckResult::could_not_run(
@@ -301,6 +328,12 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     let mut violations = Vec::new();
     let mut errors = um.problems.clone();
     let mut counts = [0u64; 5];
+    // Pages per node (by the lruvec they are on).
+    let mut per_node = BTreeMap::<usize, u64>::new();
+    let node_of = |pfn: u64| {
+        let pa = pfn << 12;
+        nodes.iter().find(|r| pa >= r.0 && pa < r.1).map_or(0, |r| usize::from(r.2))
+    };
     let mut on_lru = BTreeSet::new();
     // Stream the link array, a page of nodes at a time; pfns without RAM
     // have no array page (unmapped), and no nodes.
@@ -321,6 +354,10 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
                 continue;
             }
             let p = pfn + i as u64;
+            let id = u16::from_le_bytes([node[10], node[11]]);
+            *per_node.entry(mm_core::lru::lruvec_node(id)).or_default() += 1;
+            let charged = mm_core::memcg::tag(&gs.page(p)).map_or(0, |(g, _)| g);
+            violations.extend(lruvec_mismatch(p, id, node_of(p), charged));
             match LruList::from_u8(tag).and_then(|l| LruList::ALL.iter().position(|&x| x == l)) {
                 Some(ix) => counts[ix] += 1,
                 None => violations.push(format!("page {:#x} is on LRU list {tag}, which does not exist", p << 12)),
@@ -405,10 +442,12 @@ pub fn lru(gs: &GuestState<'_>, um: &UserMaps) -> CheckResult {
     }
     let names = ["inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
     let lists: Vec<String> = names.iter().zip(counts.iter()).map(|(n, c)| format!("{n} {c}")).collect();
+    let nodes_text: Vec<String> = per_node.iter().map(|(n, c)| format!("node {n} {c}")).collect();
     let detail = format!(
-        "{} pages on the lists ({}); {private} private mapped user pages, {} swap-cache pages and {cache_pages} page-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
+        "{} pages on the lists ({}; {}, each on its own node's and memory cgroup's lruvec); {private} private mapped user pages, {} swap-cache pages and {cache_pages} page-cache pages checked against them, {shared} MAP_SHARED pages off the LRU by design",
         on_lru.len(),
         lists.join(", "),
+        nodes_text.join(", "),
         cache.by_pfn.len()
     );
     CheckResult::new(Check::Lru, detail, violations).with_errors(errors)
@@ -535,5 +574,26 @@ impl FreeReport {
         );
         let _ = writeln!(s, "Swap:   {:>12} {:>11} {:>11}", self.swap_total_kb, self.swap_used_kb, self.swap_free_kb);
         s
+    }
+}
+
+#[cfg(test)]
+mod lruvec_tests {
+    use super::lruvec_mismatch;
+    use mm_core::lru::lruvec_id;
+
+    /// A page on its own node's lruvec for its group passes; another
+    /// node's, another group's, or both, are reported.
+    #[test]
+    fn pages_must_be_on_their_node_and_groups_lruvec() {
+        assert!(lruvec_mismatch(0x5000, lruvec_id(1, 3), 1, 3).is_empty());
+        assert!(lruvec_mismatch(0x5000, lruvec_id(0, 0), 0, 0).is_empty());
+        let v = lruvec_mismatch(0x5000, lruvec_id(0, 3), 1, 3);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].contains("of node 1 is on node 0's LRU lists"), "{v:?}");
+        let v = lruvec_mismatch(0x5000, lruvec_id(1, 0), 1, 3);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].contains("charged to memory cgroup 3 is on cgroup 0's"), "{v:?}");
+        assert_eq!(lruvec_mismatch(0x5000, lruvec_id(0, 2), 1, 3).len(), 2);
     }
 }
