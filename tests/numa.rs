@@ -39,6 +39,44 @@ fn topology_lines(text: &str) -> Vec<String> {
     v
 }
 
+/// Linux's per-node files in /sys/devices/system/node, read from the
+/// ring-3 shell on a 2-node, 2-CPU guest.
+#[test]
+fn per_node_sysfs_files_as_linux() {
+    let script = "ls /sys/devices/system/node\ncat /sys/devices/system/node/online\n\
+                  cat /sys/devices/system/node/node1/meminfo\ncat /sys/devices/system/node/node0/distance\n\
+                  cat /sys/devices/system/node/node1/cpulist\ncat /sys/devices/system/node/node0/numastat\n\
+                  cat /sys/devices/system/node/node2/meminfo\nexit\n";
+    let run = vmm_with_input(
+        &["run", "--timeout", "240", "--mem", "256M", "--cpus", "2", "--numa", "0=128M,1=128M,cpus=0:1", "--shell"],
+        Some(script),
+    );
+    assert_eq!(run.status, 0, "{}", run.all());
+    let out = &run.stdout;
+    for want in ["node0/\n", "node1/\n", "online\n", "has_normal_memory\n"] {
+        assert!(out.contains(want), "ls lists {want:?}: {out}");
+    }
+    assert!(out.contains("# cat /sys/devices/system/node/online\n0-1\n"), "{out}");
+    // Linux's "Node %d MemTotal:       %8lu kB".
+    assert!(out.contains("Node 1 MemTotal:         131072 kB\n"), "{out}");
+    let free: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Node 1 MemFree:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(free > 100 << 10 && free <= 128 << 10, "node 1 is mostly free: {free} kB\n{out}");
+    assert!(out.contains("Node 1 Inactive(anon):"), "{out}");
+    assert!(out.contains("# cat /sys/devices/system/node/node0/distance\n10 20\n"), "{out}");
+    assert!(out.contains("# cat /sys/devices/system/node/node1/cpulist\n1\n"), "{out}");
+    let hit: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("numa_hit "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(hit > 0, "{out}");
+    assert!(out.contains("cat: /sys/devices/system/node/node2/meminfo: No such file or directory"), "{out}");
+}
+
 #[test]
 fn two_nodes_boot_and_guest_and_host_agree() {
     let dir = std::env::temp_dir().join(format!("mmemu-numa-{}", std::process::id()));
@@ -122,7 +160,7 @@ fn two_nodes_boot_and_guest_and_host_agree() {
     };
     assert!(free(1) > 100 && free(1) <= 128, "node 1 free {} MB\n{guest}", free(1));
     assert!(free(0) < free(1), "node 0 holds the kernel: {} < {}", free(0), free(1));
-    assert!(guest.contains("Node 1 MemTotal:        131072 kB"), "{guest}");
+    assert!(guest.contains("Node 1 MemTotal:         131072 kB"), "{guest}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -546,7 +546,7 @@ fn on_cpu(name: &str, v: &str, what: usize) {
     use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     let n = crate::arch::smp::nr_cpus();
     let Some(cpu) = parse_u64(v).map(|c| c as usize).filter(|&c| c < n) else {
-        kprintln!("cmdline: {}={}: want a CPU number below {}", name, v, n);
+        kprintln!("cmdline: {}={}: want a CPU number below {}", name, v, Dec(n as u64));
         return;
     };
     ON_CPU[0].store(what, Relaxed);
@@ -560,12 +560,12 @@ fn on_cpu(name: &str, v: &str, what: usize) {
             crate::proc::sched::yield_now(false);
         }
         if ON_CPU[0].load(Relaxed) == 0 {
-            kprintln!("cmdline: triple-faulting CPU {} on purpose", cpu);
+            kprintln!("cmdline: triple-faulting CPU {} on purpose", Dec(cpu as u64));
             arch::triple_fault()
         }
-        kprintln!("cmdline: executing xorps in ring 0 on CPU {}", cpu);
+        kprintln!("cmdline: executing xorps in ring 0 on CPU {}", Dec(cpu as u64));
         arch::sse_probe();
-        kprintln!("cmdline: xorps executed natively on CPU {} (hardware-assisted ring 0)", cpu);
+        kprintln!("cmdline: xorps executed natively on CPU {} (hardware-assisted ring 0)", Dec(cpu as u64));
         ON_CPU[2].store(1, Release);
         loop {
             crate::proc::sched::sleep_current();

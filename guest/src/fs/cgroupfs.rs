@@ -89,7 +89,7 @@ fn rel(path: &str) -> Option<&str> {
 fn resolve(path: &str) -> Result<Node, i64> {
     match path {
         // /sys/kernel is sysfs.rs's.
-        "/sys" => return Ok(Node::Upper(&["fs", "kernel"])),
+        "/sys" => return Ok(Node::Upper(&["devices", "fs", "kernel"])),
         "/sys/fs" => return Ok(Node::Upper(&["cgroup"])),
         _ => {}
     }

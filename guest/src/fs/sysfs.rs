@@ -1,3 +1,6 @@
+//! /sys/devices/system/node (each NUMA node's meminfo, numastat,
+//! distance and cpulist, and the online/possible node lists, as Linux's
+//! drivers/base/node.c) and
 //! /sys/kernel/mm/transparent_hugepage, the transparent huge pages'
 //! run-time settings as Linux's mm/huge_memory.c and mm/khugepaged.c
 //! expose them in sysfs:
@@ -50,7 +53,96 @@ const DIRS: [(&str, &[&str]); 4] = [
 
 /// Whether `path` (normalised) is in this part of /sys.
 pub fn is_sysfs(path: &str) -> bool {
-    path == "/sys/kernel" || path.starts_with("/sys/kernel/")
+    path == "/sys/kernel" || path.starts_with("/sys/kernel/") || path == "/sys/devices" || path.starts_with("/sys/devices/")
+}
+
+/// The NUMA nodes' directory (Linux's drivers/base/node.c).
+const NODES: &str = "/sys/devices/system/node";
+
+/// The files of each nodeN directory.
+const NODE_FILES: [&str; 4] = ["cpulist", "distance", "meminfo", "numastat"];
+
+/// What `path` is below /sys/devices: a directory's entries, or a file's
+/// text made now. None: no such path.
+fn devices(path: &str) -> Option<Result<Vec<(String, u32)>, String>> {
+    use crate::mm::numa;
+    let n = numa::nr_nodes();
+    let list = |names: &[&str], mode: u32| names.iter().map(|s| (String::from(*s), mode)).collect::<Vec<_>>();
+    match path {
+        "/sys/devices" => return Some(Ok(list(&["system"], DIR))),
+        "/sys/devices/system" => return Some(Ok(list(&["node"], DIR))),
+        NODES => {
+            let mut e = list(&["online", "possible", "has_memory", "has_normal_memory", "has_cpu"], RO);
+            for node in 0..n {
+                let mut name = String::new();
+                let _ = write!(name, "node{}", Dec(node as u64));
+                e.push((name, DIR));
+            }
+            return Some(Ok(e));
+        }
+        _ => {}
+    }
+    let rel = path.strip_prefix(NODES)?.strip_prefix('/')?;
+    let mut text = String::new();
+    if ["online", "possible", "has_memory", "has_normal_memory", "has_cpu"].contains(&rel) {
+        // A node list: "0" or "0-N".
+        if n > 1 {
+            let _ = writeln!(text, "0-{}", Dec(n as u64 - 1));
+        } else {
+            text.push_str("0\n");
+        }
+        return Some(Err(text));
+    }
+    let (dir, file) = rel.split_once('/').unwrap_or((rel, ""));
+    let node = crate::fmt::parse_u64(dir.strip_prefix("node")?).map(|v| v as usize).filter(|&v| v < n)?;
+    match file {
+        "" => Some(Ok(list(&NODE_FILES, RO))),
+        "meminfo" => {
+            numa::node_meminfo_to(node, &mut text);
+            Some(Err(text))
+        }
+        "numastat" => {
+            for (name, v) in numa::NUMASTAT_NAMES.iter().zip(numa::numastat(node)) {
+                let _ = writeln!(text, "{} {}", name, Dec(v));
+            }
+            Some(Err(text))
+        }
+        "distance" => {
+            let t = numa::topology();
+            for other in 0..n {
+                if other > 0 {
+                    text.push(' ');
+                }
+                let d = t.map_or(10, |t| u64::from(t.distance(node, other)));
+                let _ = write!(text, "{}", Dec(d));
+            }
+            text.push('\n');
+            Some(Err(text))
+        }
+        "cpulist" => {
+            let cpus = crate::arch::smp::nr_cpus();
+            let mine: Vec<usize> = (0..cpus).filter(|&c| usize::from(numa::cpu_node(c)) == node).collect();
+            // Linux's bitmap list: runs as "a-b", separated by commas.
+            let mut i = 0;
+            while i < mine.len() {
+                let mut j = i;
+                while j + 1 < mine.len() && mine[j + 1] == mine[j] + 1 {
+                    j += 1;
+                }
+                if !text.is_empty() {
+                    text.push(',');
+                }
+                let _ = write!(text, "{}", Dec(mine[i] as u64));
+                if j > i {
+                    let _ = write!(text, "-{}", Dec(mine[j] as u64));
+                }
+                i = j + 1;
+            }
+            text.push('\n');
+            Some(Err(text))
+        }
+        _ => None,
+    }
 }
 
 /// The index in [`FILES`] of `path`.
@@ -61,6 +153,9 @@ fn file(path: &str) -> Option<usize> {
 
 /// `st_mode` of `path`, or -ENOENT.
 pub fn mode_of(path: &str) -> Result<u32, i64> {
+    if let Some(d) = devices(path) {
+        return Ok(if d.is_ok() { DIR } else { RO });
+    }
     if DIRS.iter().any(|(d, _)| *d == path) {
         return Ok(DIR);
     }
@@ -70,6 +165,12 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
 /// Opens `path` (for writing if `write`): a directory's entries or a
 /// file's text, made now.
 pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
+    match devices(path) {
+        Some(_) if write => return Err(-EACCES),
+        Some(Ok(entries)) => return Ok(Arc::new(ProcFile::Dir(entries))),
+        Some(Err(text)) => return Ok(Arc::new(ProcFile::Text(text.into_bytes()))),
+        None => {}
+    }
     if let Some((_, names)) = DIRS.iter().find(|(d, _)| *d == path) {
         let e: Vec<(String, u32)> = names
             .iter()

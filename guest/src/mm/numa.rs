@@ -207,30 +207,50 @@ pub fn hardware() {
         }
         kprintln!("{}:{}", pad(3, a as u64).as_str(), row.as_str());
     }
-    // Each node's meminfo: MemTotal is the RAM the SRAT gives the node
-    // (Linux's counts the pages the buddy allocator manages, without
-    // what the kernel reserved at boot; here those count as used).
-    for (node, &node_free) in free.iter().enumerate().take(n) {
-        let (total, f) = (t.node_bytes(node as u8) >> 10, node_free * 4);
-        kprintln!("Node {} MemTotal:  {} kB", Dec(node as u64), pad(12, total).as_str());
-        kprintln!("Node {} MemFree:   {} kB", Dec(node as u64), pad(12, f).as_str());
-        kprintln!("Node {} MemUsed:   {} kB", Dec(node as u64), pad(12, total.saturating_sub(f)).as_str());
-        // The node's own LRU lists (its lruvecs, every memory cgroup's).
-        let lru = super::PAGES.with(|p| super::procfs::node_lru(p, node));
-        let kb = |x: u64| pad(12, x * 4);
-        let nd = Dec(node as u64);
-        kprintln!("Node {} Active:    {} kB", nd, kb(lru[1] + lru[3]).as_str());
-        kprintln!("Node {} Inactive:  {} kB", nd, kb(lru[0] + lru[2]).as_str());
-        kprintln!("Node {} Active(anon):   {} kB", nd, kb(lru[1]).as_str());
-        kprintln!("Node {} Inactive(anon): {} kB", nd, kb(lru[0]).as_str());
-        kprintln!("Node {} Active(file):   {} kB", nd, kb(lru[3]).as_str());
-        kprintln!("Node {} Inactive(file): {} kB", nd, kb(lru[2]).as_str());
-        kprintln!("Node {} Unevictable:    {} kB", nd, kb(lru[4]).as_str());
+    for node in 0..n {
+        let mut text = alloc::string::String::new();
+        node_meminfo_to(node, &mut text);
+        for l in text.lines() {
+            kprintln!("{}", l);
+        }
     }
     let mut text = alloc::string::String::new();
     numastat_to(&mut text);
     for l in text.lines() {
         kprintln!("{}", l);
+    }
+}
+
+/// Node `node`'s meminfo (/sys/devices/system/node/nodeN/meminfo, as
+/// Linux's `node_read_meminfo`): MemTotal is the RAM the SRAT gives the
+/// node (Linux's counts the pages the buddy allocator manages, without
+/// what the kernel reserved at boot; here those count as used), then the
+/// node's own LRU lists (its lruvecs, every memory cgroup's).
+pub fn node_meminfo_to(node: usize, out: &mut alloc::string::String) {
+    use core::fmt::Write;
+    let Some(t) = topology() else { return };
+    let free = free_per_node().get(node).copied().unwrap_or(0);
+    let (total, f) = (t.node_bytes(node as u8) >> 10, free * 4);
+    let lru = super::PAGES.with(|p| super::procfs::node_lru(p, node));
+    let nd = Dec(node as u64);
+    for (name, kb) in [
+        ("MemTotal:", total),
+        ("MemFree:", f),
+        ("MemUsed:", total.saturating_sub(f)),
+        ("Active:", (lru[1] + lru[3]) * 4),
+        ("Inactive:", (lru[0] + lru[2]) * 4),
+        ("Active(anon):", lru[1] * 4),
+        ("Inactive(anon):", lru[0] * 4),
+        ("Active(file):", lru[3] * 4),
+        ("Inactive(file):", lru[2] * 4),
+        ("Unevictable:", lru[4] * 4),
+    ] {
+        // Linux's "Node %d %-16s%8lu kB" (no core padding in ring 0).
+        let _ = write!(out, "Node {} {}", nd, name);
+        for _ in name.len()..16 {
+            out.push(' ');
+        }
+        let _ = writeln!(out, "{} kB", pad(8, kb).as_str());
     }
 }
 
@@ -256,8 +276,8 @@ pub fn numastat_total() -> [u64; 6] {
 }
 
 /// /proc/numastat: the `numastat` tool's table (a column per node, a
-/// row per counter, in pages), standing in for Linux's
-/// /sys/devices/system/node/nodeN/numastat (there is no /sys here).
+/// row per counter, in pages; each node's own counters are also in
+/// /sys/devices/system/node/nodeN/numastat).
 pub fn numastat_to(out: &mut alloc::string::String) {
     use core::fmt::Write;
     let n = nr_nodes();

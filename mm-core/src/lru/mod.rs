@@ -278,7 +278,7 @@ impl fmt::Display for LruError {
             LruError::NotOnLru(p) => write!(f, "pfn {p:#x} is not on an LRU list"),
             LruError::TooLarge(n) => write!(f, "{n:#x} nodes are too many for an lruvec"),
             LruError::OtherLruvec(p) => write!(f, "pfn {p:#x} is on another lruvec"),
-            LruError::NoLruvec(id) => write!(f, "no lruvec {id}"),
+            LruError::NoLruvec(id) => write!(f, "no lruvec {id:#x}"),
             LruError::NotEmpty => write!(f, "lruvecs replaced while pages are on them"),
         }
     }
