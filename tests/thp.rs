@@ -487,7 +487,7 @@ fn sysfs_sets_the_thp_mode_as_linux() {
         "write 512: -22\nwrite -1: -22\nwrite 12x: -22\nmax_ptes_none: 100\n",
         "max_ptes_shared: 256\n",
         "missing: open error 2\n",
-        "ls /sys: fs kernel\n",
+        "ls /sys: devices fs kernel\n",
         "ls /sys/kernel/mm: transparent_hugepage\n",
         "ls /sys/kernel/mm/transparent_hugepage/: enabled hpage_pmd_size khugepaged\n",
         "ls /sys/kernel/mm/transparent_hugepage/khugepaged: max_ptes_none max_ptes_shared\n",
