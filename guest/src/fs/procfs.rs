@@ -227,11 +227,7 @@ fn kthread_file(pid: u64, tail: &str) -> Result<Arc<ProcFile>, i64> {
     let Some((name, ppid, state, adj)) = sched::with_task(pid, |t| (t.name, t.parent, t.state, t.oom_score_adj)) else {
         return Err(-ENOENT);
     };
-    let state = match state {
-        sched::State::Runnable => "R (running)",
-        sched::State::Waiting => "S (sleeping)",
-        sched::State::Zombie(_) => "Z (zombie)",
-    };
+    let state = state_name(state);
     let mut text = String::new();
     match tail {
         "status" => {
@@ -255,17 +251,31 @@ fn kthread_file(pid: u64, tail: &str) -> Result<Arc<ProcFile>, i64> {
             text.push_str(name);
             text.push('\n');
         }
-        "oom_score_adj" => {
-            if adj < 0 {
-                text.push('-');
-            }
-            let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
-            return Ok(Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes())));
-        }
+        "oom_score_adj" => return Ok(oom_score_adj_file(pid, adj)),
         "maps" | "smaps" | "numa_maps" | "cmdline" | "pagemap" => {}
         _ => return Err(-ENOENT),
     }
     Ok(Arc::new(ProcFile::Text(text.into_bytes())))
+}
+
+/// status's `State:` text for a task state.
+fn state_name(state: sched::State) -> &'static str {
+    match state {
+        sched::State::Runnable => "R (running)",
+        sched::State::Waiting => "S (sleeping)",
+        sched::State::Zombie(_) => "Z (zombie)",
+    }
+}
+
+/// /proc/PID/oom_score_adj of task `pid`, whose value is `adj`: its text
+/// at open, writable.
+fn oom_score_adj_file(pid: u64, adj: i32) -> Arc<ProcFile> {
+    let mut text = String::new();
+    if adj < 0 {
+        text.push('-');
+    }
+    let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
+    Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes()))
 }
 
 /// The process `pid` names ("self": the caller): (pid, its mm).
@@ -523,11 +533,7 @@ fn status_text(pid: u64, mm: &mut MmStruct) -> String {
     let _ = writeln!(
         out,
         "State:\t{}",
-        match state {
-            sched::State::Runnable => "R (running)",
-            sched::State::Waiting => "S (sleeping)",
-            sched::State::Zombie(_) => "Z (zombie)",
-        }
+        state_name(state)
     );
     let tgid = sched::with_task(pid, |t| t.tgid).unwrap_or(pid);
     let _ = writeln!(out, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(tgid), Dec(pid), Dec(ppid));
@@ -907,14 +913,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                         Dec(rss)
                     );
                 }
-                "oom_score_adj" => {
-                    let adj = sched::oom_score_adj(pid, None).unwrap_or(0);
-                    if adj < 0 {
-                        text.push('-');
-                    }
-                    let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
-                    return Ok(Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes())));
-                }
+                "oom_score_adj" => return Ok(oom_score_adj_file(pid, sched::oom_score_adj(pid, None).unwrap_or(0))),
                 _ => return Err(-ENOENT),
             }
         }

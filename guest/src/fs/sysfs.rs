@@ -59,6 +59,10 @@ pub fn is_sysfs(path: &str) -> bool {
 /// The NUMA nodes' directory (Linux's drivers/base/node.c).
 const NODES: &str = "/sys/devices/system/node";
 
+/// The node-list files of the nodes' directory (each reads the list of
+/// every node).
+const NODE_LISTS: [&str; 5] = ["online", "possible", "has_memory", "has_normal_memory", "has_cpu"];
+
 /// The files of each nodeN directory.
 const NODE_FILES: [&str; 4] = ["cpulist", "distance", "meminfo", "numastat"];
 
@@ -72,7 +76,7 @@ fn devices(path: &str) -> Option<Result<Vec<(String, u32)>, String>> {
         "/sys/devices" => return Some(Ok(list(&["system"], DIR))),
         "/sys/devices/system" => return Some(Ok(list(&["node"], DIR))),
         NODES => {
-            let mut e = list(&["online", "possible", "has_memory", "has_normal_memory", "has_cpu"], RO);
+            let mut e = list(&NODE_LISTS, RO);
             for node in 0..n {
                 let mut name = String::new();
                 let _ = write!(name, "node{}", Dec(node as u64));
@@ -84,7 +88,7 @@ fn devices(path: &str) -> Option<Result<Vec<(String, u32)>, String>> {
     }
     let rel = path.strip_prefix(NODES)?.strip_prefix('/')?;
     let mut text = String::new();
-    if ["online", "possible", "has_memory", "has_normal_memory", "has_cpu"].contains(&rel) {
+    if NODE_LISTS.contains(&rel) {
         // A node list: "0" or "0-N".
         if n > 1 {
             let _ = writeln!(text, "0-{}", Dec(n as u64 - 1));
