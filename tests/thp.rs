@@ -488,7 +488,7 @@ fn sysfs_sets_the_thp_mode_as_linux() {
         "max_ptes_shared: 256\n",
         "missing: open error 2\n",
         "ls /sys: devices fs kernel\n",
-        "ls /sys/kernel/mm: transparent_hugepage\n",
+        "ls /sys/kernel/mm: transparent_hugepage hugepages\n",
         "ls /sys/kernel/mm/transparent_hugepage/: enabled hpage_pmd_size khugepaged\n",
         "ls /sys/kernel/mm/transparent_hugepage/khugepaged: max_ptes_none max_ptes_shared\n",
     ];

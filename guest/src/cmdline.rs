@@ -212,14 +212,21 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                     code = 2;
                 }
             },
-            ("hugepagesz" | "default_hugepagesz", Some(v)) => {
-                if !crate::mm::hugetlb::hugepagesz(v) {
+            (k @ ("hugepagesz" | "default_hugepagesz"), Some(v)) => {
+                if !crate::mm::hugetlb::hugepagesz(v, k == "default_hugepagesz") {
                     code = 2;
                 }
             }
             ("hugetlbtest", None) => {
                 let status = crate::proc::run("hugetest", 0);
                 kprintln!("hugetlbtest: exit status {:#x}", status.unwrap_or(u64::MAX));
+                if status != Some(0) && code == 0 {
+                    code = 1;
+                }
+            }
+            ("gigatest", None) => {
+                let status = crate::proc::run("gigatest", 0);
+                kprintln!("gigatest: exit status {:#x}", status.unwrap_or(u64::MAX));
                 if status != Some(0) && code == 0 {
                     code = 1;
                 }
@@ -275,7 +282,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 50] = [
+const SWITCHES: [(&str, &str); 52] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -297,8 +304,10 @@ const SWITCHES: [(&str, &str); 50] = [
     ("compacttest=PAGES[,direct|,kcompactd][,thp]", "fragment memory with up to PAGES pages, compact (direct: by an order-9 allocation; kcompactd: by kcompactd after a failed one; thp: around two transparent huge pages), check the data"),
     ("kcompactd", "start kcompactd, background compaction woken by failed high-order allocations"),
     ("hugepages=N", "fill the hugetlb pool with N 2 MiB pages (nr_hugepages)"),
-    ("hugepagesz=SIZE", "the hugetlb page size: 2M; 1G is refused with the reason (CPUID pdpe1gb and this kernel)"),
+    ("hugepagesz=SIZE", "the pool the next hugepages=N fills: 2M, or 1G where the CPU has pdpe1gb (refused with the reason elsewhere)"),
+    ("default_hugepagesz=SIZE", "the hugetlb page size mmap uses without MAP_HUGE_*: 2M or 1G (as hugepagesz=)"),
     ("hugetlbtest", "the hugetlb accounting program (needs hugepages=4 or more)"),
+    ("gigatest", "the 1 GiB hugetlb program (needs hugepagesz=1G hugepages=1 and pdpe1gb; checks the refusal without)"),
     ("slabinfo", "/proc/slabinfo"),
     ("vmallocinfo", "/proc/vmallocinfo"),
     ("ptdump", "the kernel page tables (debugfs page_tables)"),

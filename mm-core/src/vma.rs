@@ -31,10 +31,13 @@ impl VmFlags {
     pub const GROWSDOWN: VmFlags = VmFlags(0x100);
     /// Locked in memory (`VM_LOCKED`).
     pub const LOCKED: VmFlags = VmFlags(0x2000);
-    /// Backed by the hugetlb pool's 2 MiB pages, mapped by PMD leaves
-    /// (`VM_HUGETLB`): never merged with ordinary memory, unmapped only in
+    /// Backed by a hugetlb pool's pages, 2 MiB ones mapped by PMD leaves
+    /// unless [`HUGETLB_1G`](Self::HUGETLB_1G) (`VM_HUGETLB`): never merged with ordinary memory, unmapped only in
     /// whole huge pages.
     pub const HUGETLB: VmFlags = VmFlags(0x0040_0000);
+    /// With [`HUGETLB`](Self::HUGETLB): the pages are 1 GiB, mapped by PUD
+    /// leaves (Linux keeps the size in the hugetlbfs file's hstate).
+    pub const HUGETLB_1G: VmFlags = VmFlags(0x0100_0000);
     /// Made without a hugetlb reservation (`VM_NORESERVE`, `MAP_NORESERVE`):
     /// a fault that finds the pool empty gets SIGBUS.
     pub const NORESERVE: VmFlags = VmFlags(0x0020_0000);

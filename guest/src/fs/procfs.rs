@@ -156,7 +156,7 @@ pub const SYSCTL_VM: &[Sysctl] = &[
         write: Some(|v| {
             // Linux too takes the count and grows the pool as far as it
             // can; reading the file back says how far.
-            crate::mm::hugetlb::set_max_huge_pages(v);
+            crate::mm::hugetlb::set_max_huge_pages(crate::mm::hugetlb::default_size(), v);
             Ok(())
         }),
     },
@@ -164,8 +164,11 @@ pub const SYSCTL_VM: &[Sysctl] = &[
         name: "nr_overcommit_hugepages",
         read: || crate::mm::hugetlb::counters()[4],
         write: Some(|v| {
-            crate::mm::hugetlb::set_overcommit(v);
-            Ok(())
+            if crate::mm::hugetlb::set_overcommit(crate::mm::hugetlb::default_size(), v) {
+                Ok(())
+            } else {
+                Err(-EINVAL)
+            }
         }),
     },
 ];
@@ -462,7 +465,8 @@ fn maps_text(mm: &mut MmStruct, smaps: bool) -> String {
         map_line(&mut out, mm, v);
         if smaps {
             let u = vma_usage(mm, v);
-            let page_kb = if v.flags.contains(VmFlags::HUGETLB) { 2048 } else { 4 };
+            let page_kb =
+                if v.flags.contains(VmFlags::HUGETLB) { crate::mm::hugetlb::HSize::of_vma(v).kb() } else { 4 };
             kb_line(&mut out, "Size", v.len() >> 10);
             kb_line(&mut out, "KernelPageSize", page_kb);
             kb_line(&mut out, "MMUPageSize", page_kb);
@@ -530,11 +534,7 @@ fn status_text(pid: u64, mm: &mut MmStruct) -> String {
     }
     let mut out = String::new();
     let _ = writeln!(out, "Name:\t{}", name);
-    let _ = writeln!(
-        out,
-        "State:\t{}",
-        state_name(state)
-    );
+    let _ = writeln!(out, "State:\t{}", state_name(state));
     let tgid = sched::with_task(pid, |t| t.tgid).unwrap_or(pid);
     let _ = writeln!(out, "Tgid:\t{}\nPid:\t{}\nPPid:\t{}", Dec(tgid), Dec(pid), Dec(ppid));
     out.push_str("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
@@ -594,14 +594,14 @@ pub fn pagemap_entries(pid: u64, va: u64, n: usize) -> Result<Vec<u64>, i64> {
     if va >= end {
         return Ok(out);
     }
-    let mut leaves: Vec<(u64, u64)> = Vec::new();
+    let mut leaves: Vec<(u64, u64, u64)> = Vec::new();
     mm.with(|mm| {
         let _ = crate::proc::fault::user_pt(mm.pgd).for_each_leaf(
             &mut crate::mm::phys::direct_map(),
             va..end,
             LeafKinds::NonNone,
             |_, l| {
-                leaves.push((l.va.0, l.entry.0));
+                leaves.push((l.va.0, l.entry.0, l.size().bytes()));
                 true
             },
         );
@@ -612,36 +612,53 @@ pub fn pagemap_entries(pid: u64, va: u64, n: usize) -> Result<Vec<u64>, i64> {
             .map(|v| (v.start, v.end))
             .collect();
         crate::mm::PAGES.with(|p| {
-            for &(lva, e) in &leaves {
-                let i = ((lva - va) >> PAGE_SHIFT) as usize;
-                let Some(slot) = out.get_mut(i) else { continue };
+            for &(lva, e, size) in &leaves {
                 let pte = mm_core::paging::Pte(e);
+                let in_shared = shared.iter().any(|&(a, b)| lva >= a && lva < b);
                 if !pte.is_present() {
+                    let i = (lva.wrapping_sub(va) >> PAGE_SHIFT) as usize;
+                    let Some(slot) = out.get_mut(i) else { continue };
                     if let Some(se) = SwapEntry::from_pte(pte) {
                         let s = se.swp();
                         *slot = pm::SWAP | (((s.offset << 5) | (s.ty as u64 & 0x1f)) & pm::PFN_MASK);
-                        if shared.iter().any(|&(a, b)| lva >= a && lva < b) {
+                        if in_shared {
                             *slot |= pm::FILE;
                         }
                     }
                     continue;
                 }
-                let pa = e & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
-                let pfn = pa >> PAGE_SHIFT;
-                let (refs, owner) = p.buddy.page(pfn).map_or((0, 0), |pg| (pg.refcount, pg.owner));
-                let cache = PageOwner::from_u8(owner) == PageOwner::PageCache;
-                let mut v = pm::PRESENT | (pfn & pm::PFN_MASK);
-                if cache || shared.iter().any(|&(a, b)| lva >= a && lva < b) {
-                    v |= pm::FILE;
+                // A huge leaf gives each of its 4 KiB pages in the window
+                // its own frame (Linux's pagemap_pmd_range and
+                // pagemap_hugetlb_range), the leaf perhaps starting before
+                // `va`.
+                let head = (e & mm_core::paging::entry::PTE_ADDR_MASK_MAX) >> PAGE_SHIFT;
+                let (from, to) = (lva.max(va), (lva + size).min(end));
+                let mut page_va = from;
+                while page_va < to {
+                    let pfn = head + ((page_va - lva) >> PAGE_SHIFT);
+                    let i = ((page_va - va) >> PAGE_SHIFT) as usize;
+                    page_va += PAGE_SIZE;
+                    let Some(slot) = out.get_mut(i) else { continue };
+                    // A hugetlb page's count lives on its blocks' heads
+                    // and holds the pool's reference too.
+                    let frame = p.buddy.page(pfn).filter(|pg| pg.refcount > 0).map(|pg| (pg.refcount, pg.owner));
+                    let (refs, owner) =
+                        frame.or_else(|| p.buddy.page(head).map(|pg| (pg.refcount, pg.owner))).unwrap_or((0, 0));
+                    let owner = PageOwner::from_u8(owner);
+                    let cache = owner == PageOwner::PageCache;
+                    let mut v = pm::PRESENT | (pfn & pm::PFN_MASK);
+                    if cache || in_shared {
+                        v |= pm::FILE;
+                    }
+                    let maps = if cache || owner == PageOwner::HugeTlb { refs.saturating_sub(1) } else { refs };
+                    if maps == 1 {
+                        v |= pm::EXCLUSIVE;
+                    }
+                    if e & mm_core::paging::PteFlags::DIRTY.0 != 0 {
+                        v |= pm::SOFT_DIRTY;
+                    }
+                    *slot = v;
                 }
-                let maps = if cache { refs.saturating_sub(1) } else { refs };
-                if maps == 1 {
-                    v |= pm::EXCLUSIVE;
-                }
-                if e & mm_core::paging::PteFlags::DIRTY.0 != 0 {
-                    v |= pm::SOFT_DIRTY;
-                }
-                *slot = v;
             }
         });
     });

@@ -13,6 +13,13 @@
 //!   set khugepaged's limits (Linux's `kstrtoul(buf, 10, ..)`, then
 //!   EINVAL above `HPAGE_PMD_NR - 1`).
 //!
+//! And /sys/kernel/mm/hugepages/hugepages-<size>kB, one directory per
+//! hugetlb pool (mm/hugetlb_sysfs.c): `nr_hugepages` and
+//! `nr_overcommit_hugepages` read and set the pool, `free_hugepages`,
+//! `resv_hugepages` and `surplus_hugepages` read its counters; the 1 GiB
+//! pool's directory exists only where the CPU reports 1 GiB pages, as in
+//! Linux.
+//!
 //! Linux's `defrag`, `shmem_enabled` and khugepaged's `pages_to_scan`,
 //! `scan_sleep_millisecs` are not here: this kernel's faults never
 //! reclaim or compact for a huge page, there is no shmem THP, and its
@@ -39,21 +46,67 @@ const RW: u32 = super::S_IFREG | 0o644;
 /// The THP directory.
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 
-/// The files, by path below [`THP`], with their modes.
-pub const FILES: [(&str, u32); 4] =
-    [("enabled", RW), ("hpage_pmd_size", RO), ("khugepaged/max_ptes_none", RW), ("khugepaged/max_ptes_shared", RW)];
+/// The files, by path below /sys/kernel/mm, with their modes.
+pub const FILES: [(&str, u32); 14] = [
+    ("transparent_hugepage/enabled", RW),
+    ("transparent_hugepage/hpage_pmd_size", RO),
+    ("transparent_hugepage/khugepaged/max_ptes_none", RW),
+    ("transparent_hugepage/khugepaged/max_ptes_shared", RW),
+    ("hugepages/hugepages-2048kB/nr_hugepages", RW),
+    ("hugepages/hugepages-2048kB/nr_overcommit_hugepages", RW),
+    ("hugepages/hugepages-2048kB/free_hugepages", RO),
+    ("hugepages/hugepages-2048kB/resv_hugepages", RO),
+    ("hugepages/hugepages-2048kB/surplus_hugepages", RO),
+    ("hugepages/hugepages-1048576kB/nr_hugepages", RW),
+    ("hugepages/hugepages-1048576kB/nr_overcommit_hugepages", RW),
+    ("hugepages/hugepages-1048576kB/free_hugepages", RO),
+    ("hugepages/hugepages-1048576kB/resv_hugepages", RO),
+    ("hugepages/hugepages-1048576kB/surplus_hugepages", RO),
+];
+
+/// /sys/kernel/mm, which [`FILES`] are relative to.
+const MM: &str = "/sys/kernel/mm";
+
+/// A pool's files, in [`FILES`]'s order.
+const POOL_FILES: [&str; 5] =
+    ["nr_hugepages", "nr_overcommit_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"];
 
 /// The directories and what each holds.
-const DIRS: [(&str, &[&str]); 4] = [
+const DIRS: [(&str, &[&str]); 7] = [
     ("/sys/kernel", &["mm"]),
-    ("/sys/kernel/mm", &["transparent_hugepage"]),
+    ("/sys/kernel/mm", &["transparent_hugepage", "hugepages"]),
     (THP, &["enabled", "hpage_pmd_size", "khugepaged"]),
     ("/sys/kernel/mm/transparent_hugepage/khugepaged", &["max_ptes_none", "max_ptes_shared"]),
+    ("/sys/kernel/mm/hugepages", &["hugepages-2048kB", "hugepages-1048576kB"]),
+    ("/sys/kernel/mm/hugepages/hugepages-2048kB", &POOL_FILES),
+    ("/sys/kernel/mm/hugepages/hugepages-1048576kB", &POOL_FILES),
 ];
+
+/// The hugetlb pool a path below /sys/kernel/mm/hugepages names, and
+/// whether this kernel has it (the 1 GiB one only with pdpe1gb).
+fn pool_of(path: &str) -> Option<(crate::mm::hugetlb::HSize, bool)> {
+    use crate::mm::hugetlb::{gigantic_supported, HSize};
+    let rest = path.strip_prefix("/sys/kernel/mm/hugepages/hugepages-")?;
+    if rest.starts_with("2048kB") {
+        Some((HSize::Pmd, true))
+    } else if rest.starts_with("1048576kB") {
+        Some((HSize::Pud, gigantic_supported()))
+    } else {
+        None
+    }
+}
+
+/// Whether `path` (a [`DIRS`] or [`FILES`] entry) exists on this machine.
+fn present(path: &str) -> bool {
+    pool_of(path).is_none_or(|(_, has)| has)
+}
 
 /// Whether `path` (normalised) is in this part of /sys.
 pub fn is_sysfs(path: &str) -> bool {
-    path == "/sys/kernel" || path.starts_with("/sys/kernel/") || path == "/sys/devices" || path.starts_with("/sys/devices/")
+    path == "/sys/kernel"
+        || path.starts_with("/sys/kernel/")
+        || path == "/sys/devices"
+        || path.starts_with("/sys/devices/")
 }
 
 /// The NUMA nodes' directory (Linux's drivers/base/node.c).
@@ -151,8 +204,8 @@ fn devices(path: &str) -> Option<Result<Vec<(String, u32)>, String>> {
 
 /// The index in [`FILES`] of `path`.
 fn file(path: &str) -> Option<usize> {
-    let rel = path.strip_prefix(THP)?.strip_prefix('/')?;
-    FILES.iter().position(|(n, _)| *n == rel)
+    let rel = path.strip_prefix(MM)?.strip_prefix('/')?;
+    FILES.iter().position(|(n, _)| *n == rel).filter(|_| present(path))
 }
 
 /// `st_mode` of `path`, or -ENOENT.
@@ -160,7 +213,7 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
     if let Some(d) = devices(path) {
         return Ok(if d.is_ok() { DIR } else { RO });
     }
-    if DIRS.iter().any(|(d, _)| *d == path) {
+    if DIRS.iter().any(|(d, _)| *d == path) && present(path) {
         return Ok(DIR);
     }
     file(path).map(|i| FILES[i].1).ok_or(-ENOENT)
@@ -175,14 +228,14 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
         Some(Err(text)) => return Ok(Arc::new(ProcFile::Text(text.into_bytes()))),
         None => {}
     }
-    if let Some((_, names)) = DIRS.iter().find(|(d, _)| *d == path) {
+    if let Some((_, names)) = DIRS.iter().find(|(d, _)| *d == path && present(path)) {
         let e: Vec<(String, u32)> = names
             .iter()
-            .map(|n| {
+            .filter_map(|n| {
                 let mut full = String::from(path);
                 full.push('/');
                 full.push_str(n);
-                (String::from(*n), mode_of(&full).unwrap_or(DIR))
+                Some((String::from(*n), mode_of(&full).ok()?))
             })
             .collect();
         return Ok(Arc::new(ProcFile::Dir(e)));
@@ -197,7 +250,20 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
 /// File `i`, as read now.
 fn text(i: usize) -> String {
     let mut s = String::new();
-    match FILES[i].0 {
+    let path = FILES[i].0;
+    if let Some((hs, _)) = pool_of(&alloc::format!("{MM}/{path}")) {
+        let [total, free, rsvd, surp, over] = crate::mm::hugetlb::size_counters(hs);
+        let v = match path.rsplit('/').next() {
+            Some("nr_hugepages") => total - surp,
+            Some("nr_overcommit_hugepages") => over,
+            Some("free_hugepages") => free,
+            Some("resv_hugepages") => rsvd,
+            _ => surp,
+        };
+        let _ = writeln!(s, "{}", Dec(v));
+        return s;
+    }
+    match path.strip_prefix("transparent_hugepage/").unwrap_or(path) {
         "enabled" => {
             let mode = hm::mode();
             for (m, name) in [(ThpMode::Always, "always"), (ThpMode::Madvise, "madvise"), (ThpMode::Never, "never")] {
@@ -240,7 +306,21 @@ fn kstrtoul10(s: &str) -> Result<u64, i64> {
 /// A write of `data` to file `i`.
 pub fn write(i: usize, data: &[u8]) -> Result<(), i64> {
     let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?;
-    match FILES.get(i).map(|f| f.0) {
+    let path = FILES.get(i).map_or("", |f| f.0);
+    if let Some((hs, true)) = pool_of(&alloc::format!("{MM}/{path}")) {
+        let v = kstrtoul10(s)?;
+        return match path.rsplit('/').next() {
+            // Linux grows the pool as far as it can; reading back says how far.
+            Some("nr_hugepages") => {
+                crate::mm::hugetlb::set_max_huge_pages(hs, v);
+                Ok(())
+            }
+            Some("nr_overcommit_hugepages") if crate::mm::hugetlb::set_overcommit(hs, v) => Ok(()),
+            Some("nr_overcommit_hugepages") => Err(-EINVAL),
+            _ => Err(-EACCES),
+        };
+    }
+    match path.strip_prefix("transparent_hugepage/") {
         Some("enabled") => {
             // `sysfs_streq`: equal but for one trailing newline.
             let word = s.strip_suffix('\n').unwrap_or(s);

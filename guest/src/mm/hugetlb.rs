@@ -1,8 +1,13 @@
-//! The hugetlb pool (Linux's mm/hugetlb.c, 2 MiB pages only): a pool of
-//! order-9 blocks set aside from the buddy allocator (`hugepages=N` at
-//! boot, [`set_max_huge_pages`] at run time, the one place the future
-//! /proc/sys/vm/nr_hugepages writes), `mmap(MAP_HUGETLB)` with Linux's
-//! reservations, and faults that map a pool page with one PMD leaf.
+//! The hugetlb pools (Linux's mm/hugetlb.c): one per huge page size, its
+//! `hstate` ([`HSize`]): 2 MiB pages, order-9 blocks set aside from the
+//! buddy allocator, and, where the CPU reports 1 GiB pages (CPUID pdpe1gb),
+//! gigantic 1 GiB pages taken as whole free ranges ([`alloc_gigantic`]).
+//! Sizes are chosen as Linux's: `hugepagesz=` at boot names the pool the
+//! next `hugepages=N` fills, `default_hugepagesz=` the one mmap uses
+//! without a size; at run time [`set_max_huge_pages`] (/proc/sys/vm and
+//! /sys/kernel/mm/hugepages/hugepages-<size>kB/nr_hugepages).
+//! `mmap(MAP_HUGETLB)` takes Linux's reservations, and a fault maps a pool
+//! page with one leaf: a PMD for 2 MiB, a PUD for 1 GiB.
 //!
 //! Accounting, as Documentation/admin-guide/mm/hugetlbpage.rst:
 //! - `HugePages_Total` = pages in the pool (persistent plus surplus),
@@ -30,17 +35,26 @@
 //! the writer gets SIGBUS (Linux would instead let the reservation owner
 //! steal the page back from its children; not modelled).
 //!
-//! Page state: a pool page is an order-9 buddy block owned `HugeTlb`
-//! whose refcount is the pool's one reference plus one per PMD leaf
-//! mapping it (what the host's `--verify refcount` checks). It is never
-//! on an LRU list and never migrated.
+//! Page state: a 2 MiB pool page is an order-9 buddy block owned
+//! `HugeTlb` whose refcount is the pool's one reference plus one per PMD
+//! leaf mapping it (what the host's `--verify refcount` checks). A 1 GiB
+//! page is 256 order-10 blocks owned `HugeTlb` (the buddy's largest; Linux
+//! makes one compound folio of them), and each block carries the same
+//! count, the pool's reference plus one per PUD leaf, so the host checks
+//! every block as it checks a 2 MiB page. Never on an LRU list and never
+//! migrated.
 //!
 //! Locks: [`HUGETLB`] (Linux's `hugetlb_lock`, rank MISC) ranks outside
 //! the page allocator: pool changes take it first, then `PAGES`. Pool
 //! pages are allocated with neither held (the allocation may compact).
 //!
-//! 1 GiB pages (`hugepagesz=1G`): refused at boot, with the reason
-//! ([`hugepagesz`]).
+//! 1 GiB pages: the pool exists only where the CPU reports them (Linux's
+//! x86 `gigantic_pages_init`); elsewhere `hugepagesz=1G` is refused with
+//! the reason ([`hugepagesz`]) and `MAP_HUGE_1GB` is EINVAL. Like Linux
+//! without CMA, a gigantic page needs a wholly free, 1 GiB-aligned range:
+//! the pool drains the CPUs' page caches, hands over deferred memory and,
+//! failing that, compacts once (Linux's `alloc_contig_range` would also
+//! migrate the pages in the way).
 
 use super::phys::direct_map;
 use super::{PageAlloc, PAGES};
@@ -57,11 +71,7 @@ use mm_core::paging::{FrameAllocator, LeafKinds, Level, Mapper, Pte, PteFlags, S
 use mm_core::rmap::MmId;
 use mm_core::vma::{VmFlags, Vma};
 
-/// log2 of the huge page size.
-pub const HPAGE_SHIFT: u64 = 21;
-/// The huge page size (2 MiB).
-pub const HPAGE_SIZE: u64 = 1 << HPAGE_SHIFT;
-/// The huge page's buddy order.
+/// The 2 MiB huge page's buddy order.
 pub const HUGETLB_ORDER: u8 = mm_core::buddy::PAGEBLOCK_ORDER;
 /// `MAP_HUGETLB` (Linux x86-64).
 pub const MAP_HUGETLB: u64 = 0x4_0000;
@@ -72,8 +82,89 @@ const MAP_HUGE_SHIFT: u64 = 26;
 /// The entry address bits.
 const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
 
-/// Linux's `struct hstate` for the one (2 MiB) size, plus the reserve
-/// map of private mappings.
+/// A huge page size (Linux's `struct hstate` is per size; these are its
+/// indexes in [`HUGETLB`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HSize {
+    /// 2 MiB pages, mapped by PMD leaves.
+    Pmd = 0,
+    /// 1 GiB pages, mapped by PUD leaves (CPUID pdpe1gb).
+    Pud = 1,
+}
+
+/// Both sizes, smallest first.
+pub const HSIZES: [HSize; 2] = [HSize::Pmd, HSize::Pud];
+
+impl HSize {
+    /// log2 of the page size.
+    pub const fn shift(self) -> u64 {
+        match self {
+            HSize::Pmd => 21,
+            HSize::Pud => 30,
+        }
+    }
+
+    /// The page size in bytes.
+    pub const fn size(self) -> u64 {
+        1 << self.shift()
+    }
+
+    /// The page size in KiB (sysfs names the pool by it).
+    pub const fn kb(self) -> u64 {
+        self.size() >> 10
+    }
+
+    /// The table level of the leaf that maps a page.
+    pub fn level(self) -> Level {
+        match self {
+            HSize::Pmd => Level::Pmd,
+            HSize::Pud => Level::Pud,
+        }
+    }
+
+    /// The buddy order of the blocks a page is made of.
+    const fn block_order(self) -> u8 {
+        match self {
+            HSize::Pmd => HUGETLB_ORDER,
+            HSize::Pud => mm_core::buddy::MAX_PAGE_ORDER,
+        }
+    }
+
+    /// The pfns of the blocks of the page at `pfn`.
+    fn blocks(self, pfn: u64) -> impl Iterator<Item = u64> {
+        let step = 1u64 << self.block_order();
+        (pfn..pfn + (self.size() >> PAGE_SHIFT)).step_by(step as usize)
+    }
+
+    /// The size of the pages of hugetlb VMA `v`.
+    pub fn of_vma(v: &Vma) -> HSize {
+        if v.flags.contains(VmFlags::HUGETLB_1G) {
+            HSize::Pud
+        } else {
+            HSize::Pmd
+        }
+    }
+
+    /// The size a `MAP_HUGE_*` log2 names, if this kernel has its pool.
+    fn from_shift(shift: u64) -> Option<HSize> {
+        match shift {
+            21 => Some(HSize::Pmd),
+            30 if gigantic_supported() => Some(HSize::Pud),
+            _ => None,
+        }
+    }
+
+    /// The size's name in messages ("2.00 MiB", as Linux's).
+    fn name(self) -> &'static str {
+        match self {
+            HSize::Pmd => "2.00 MiB",
+            HSize::Pud => "1.00 GiB",
+        }
+    }
+}
+
+/// Linux's `struct hstate` for one size, plus the reserve map of private
+/// mappings.
 pub struct HState {
     /// `nr_huge_pages`: pool pages, persistent and surplus.
     pub nr_huge_pages: u64,
@@ -99,23 +190,40 @@ pub struct HState {
     pub sigbus: u64,
 }
 
-/// The pool.
-pub static HUGETLB: SpinLock<HState> = SpinLock::new_with(
-    "the hugetlb pool",
-    rank::MISC,
-    HState {
-        nr_huge_pages: 0,
-        free_huge_pages: 0,
-        resv_huge_pages: 0,
-        surplus_huge_pages: 0,
-        nr_overcommit_huge_pages: 0,
-        free_list: Vec::new(),
-        resv_map: BTreeMap::new(),
-        faults: 0,
-        cow_copies: 0,
-        sigbus: 0,
-    },
-);
+/// An empty pool.
+const EMPTY: HState = HState {
+    nr_huge_pages: 0,
+    free_huge_pages: 0,
+    resv_huge_pages: 0,
+    surplus_huge_pages: 0,
+    nr_overcommit_huge_pages: 0,
+    free_list: Vec::new(),
+    resv_map: BTreeMap::new(),
+    faults: 0,
+    cow_copies: 0,
+    sigbus: 0,
+};
+
+/// The pools by [`HSize`], under one lock (Linux's `hugetlb_lock` also
+/// covers every hstate).
+pub static HUGETLB: SpinLock<[HState; 2]> = SpinLock::new_with("the hugetlb pools", rank::MISC, [EMPTY, EMPTY]);
+
+/// The size mmap uses without `MAP_HUGE_*` (`default_hugepagesz=`), as an
+/// [`HSize`] index.
+static DEFAULT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The size the next `hugepages=N` fills (the last `hugepagesz=`).
+static BOOT_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The default size.
+pub fn default_size() -> HSize {
+    HSIZES[DEFAULT.load(core::sync::atomic::Ordering::Relaxed)]
+}
+
+/// Whether this kernel has a 1 GiB pool: the CPU maps 1 GiB leaves.
+pub fn gigantic_supported() -> bool {
+    cpu_has_gbpages()
+}
 
 impl HState {
     /// Persistent pages (`persistent_huge_pages`): what nr_hugepages reads.
@@ -156,10 +264,16 @@ impl HState {
     }
 }
 
-/// The counters for meminfo and the descriptor: total, free, rsvd, surp,
-/// overcommit.
+/// The counters of the default size's pool, for meminfo and the
+/// descriptor: total, free, rsvd, surp, overcommit.
 pub fn counters() -> [u64; 5] {
-    HUGETLB.with(|h| {
+    size_counters(default_size())
+}
+
+/// The counters of pool `hs`: total, free, rsvd, surp, overcommit.
+pub fn size_counters(hs: HSize) -> [u64; 5] {
+    HUGETLB.with(|all| {
+        let h = &all[hs as usize];
         [h.nr_huge_pages, h.free_huge_pages, h.resv_huge_pages, h.surplus_huge_pages, h.nr_overcommit_huge_pages]
     })
 }
@@ -168,8 +282,11 @@ pub fn counters() -> [u64; 5] {
 /// `alloc_buddy_hugetlb_folio`, `__GFP_RETRY_MAYFAIL`: reclaim and
 /// compaction may run, the OOM killer may not), owned `HugeTlb` with the
 /// pool's one reference. Called with no lock held.
-fn alloc_pool_page() -> Option<u64> {
+fn alloc_pool_page(hs: HSize) -> Option<u64> {
     use super::page_alloc::{gfp, GfpMask};
+    if hs == HSize::Pud {
+        return alloc_gigantic();
+    }
     let req = GfpMask {
         gfp: mm_core::buddy::GFP_HIGHUSER_MOVABLE,
         flags: gfp::KSWAPD_RECLAIM | gfp::DIRECT_RECLAIM | gfp::NORETRY,
@@ -181,12 +298,51 @@ fn alloc_pool_page() -> Option<u64> {
     Some(pfn)
 }
 
+/// Pages in a gigantic page.
+const GIGANTIC_PAGES: u64 = HSize::Pud.size() >> PAGE_SHIFT;
+
+/// A 1 GiB page (Linux's `alloc_gigantic_folio` -> `alloc_contig_pages`
+/// without CMA): the lowest 1 GiB-aligned range the buddy holds wholly
+/// free, after the CPUs' page caches are drained and every deferred
+/// chunk is handed over; failing that, after one compaction of all
+/// memory (its migrate scanner empties the bottom of each zone). Its 256
+/// blocks are owned `HugeTlb`, one reference each. Called with no lock
+/// held.
+fn alloc_gigantic() -> Option<u64> {
+    let take = || {
+        PAGES.with(|p| {
+            while super::grow_locked(p).is_some() {}
+            super::percpu::drain_all_locked(p);
+            let start = p.buddy.find_contig_range(GIGANTIC_PAGES, GIGANTIC_PAGES)?;
+            p.buddy.alloc_contig_range(start, GIGANTIC_PAGES).ok()?;
+            for pfn in HSize::Pud.blocks(start) {
+                let _ = p.buddy.set_owner(pfn, PageOwner::HugeTlb);
+            }
+            Some(start)
+        })
+    };
+    take().or_else(|| {
+        super::compaction::compact_memory();
+        take()
+    })
+}
+
 /// Gives a pool page back to the buddy allocator (`update_and_free_hugetlb_folio`).
-fn free_pool_page(p: &mut PageAlloc, pfn: u64) {
-    let _ = p.buddy.set_owner(pfn, PageOwner::Unknown);
-    crate::mm::tlbtrace::free(pfn, HUGETLB_ORDER);
-    if let Err(e) = p.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, HUGETLB_ORDER) {
-        kprintln!("hugetlb: freeing the pool page at pfn {:#x}: {}", pfn, e);
+fn free_pool_page(p: &mut PageAlloc, hs: HSize, pfn: u64) {
+    let cpu = crate::arch::percpu::this_cpu().id;
+    for b in hs.blocks(pfn) {
+        let _ = p.buddy.set_owner(b, PageOwner::Unknown);
+        crate::mm::tlbtrace::free(b, hs.block_order());
+        if let Err(e) = p.buddy.free_pages(cpu, b, hs.block_order()) {
+            kprintln!("hugetlb: freeing the pool page at pfn {:#x}: {}", b, e);
+        }
+    }
+}
+
+/// One more mapping of pool page `pfn`: a reference on each of its blocks.
+fn get_huge_page(p: &mut PageAlloc, hs: HSize, pfn: u64) {
+    for b in hs.blocks(pfn) {
+        let _ = p.buddy.get_page(b);
     }
 }
 
@@ -196,23 +352,27 @@ fn free_pool_page(p: &mut PageAlloc, pfn: u64) {
 /// pages not reserved and turning the rest of the excess into surplus
 /// pages (freed when their mappings go). Returns the persistent count
 /// reached.
-pub fn set_max_huge_pages(count: u64) -> u64 {
+pub fn set_max_huge_pages(hs: HSize, count: u64) -> u64 {
+    let i = hs as usize;
     // Surplus pages in use become persistent.
-    HUGETLB.with(|h| {
+    HUGETLB.with(|all| {
+        let h = &mut all[i];
         while h.surplus_huge_pages > 0 && count > h.persistent() {
             h.surplus_huge_pages -= 1;
         }
     });
-    while HUGETLB.with(|h| h.persistent()) < count {
-        let Some(pfn) = alloc_pool_page() else { break };
-        HUGETLB.with(|h| {
+    while HUGETLB.with(|all| all[i].persistent()) < count {
+        let Some(pfn) = alloc_pool_page(hs) else { break };
+        HUGETLB.with(|all| {
+            let h = &mut all[i];
             h.nr_huge_pages += 1;
             h.free_list.push(pfn);
             h.free_huge_pages += 1;
             h.room_for_all();
         });
     }
-    HUGETLB.with(|h| {
+    HUGETLB.with(|all| {
+        let h = &mut all[i];
         // Never below what is in use or promised.
         let min_count = h.resv_huge_pages + h.nr_huge_pages - h.free_huge_pages;
         let target = count.max(min_count);
@@ -220,7 +380,7 @@ pub fn set_max_huge_pages(count: u64) -> u64 {
             while target < h.persistent() && h.free_huge_pages > h.resv_huge_pages {
                 let Some(pfn) = h.dequeue() else { break };
                 h.nr_huge_pages -= 1;
-                free_pool_page(p, pfn);
+                free_pool_page(p, hs, pfn);
             }
         });
         while count < h.persistent() {
@@ -230,25 +390,33 @@ pub fn set_max_huge_pages(count: u64) -> u64 {
     })
 }
 
-/// `nr_overcommit_hugepages`: how many surplus pages may exist.
-pub fn set_overcommit(n: u64) {
-    HUGETLB.with(|h| h.nr_overcommit_huge_pages = n);
+/// `nr_overcommit_hugepages` of pool `hs`: how many surplus pages may
+/// exist. Gigantic pages cannot be surplus (Linux: `hstate_is_gigantic`
+/// pages are never overcommitted), so that pool refuses any but 0.
+pub fn set_overcommit(hs: HSize, n: u64) -> bool {
+    if hs == HSize::Pud && n != 0 {
+        return false;
+    }
+    HUGETLB.with(|all| all[hs as usize].nr_overcommit_huge_pages = n);
+    true
 }
 
-/// Reserves `n` huge pages for `mm` at `addrs` (Linux's
+/// Reserves the huge pages of `addrs` in pool `hs` for `mm` (Linux's
 /// `hugetlb_reserve_pages` -> `hugetlb_acct_memory` ->
 /// `gather_surplus_pages`): from the free pages not already promised,
 /// else by allocating surplus pages within the overcommit limit. False
 /// (nothing reserved) if it cannot.
-fn reserve(mm: MmId, addrs: core::ops::Range<u64>) -> bool {
-    let n = (addrs.end - addrs.start) >> HPAGE_SHIFT;
+fn reserve(hs: HSize, mm: MmId, addrs: core::ops::Range<u64>) -> bool {
+    let i = hs as usize;
+    let n = (addrs.end - addrs.start) >> hs.shift();
     loop {
-        let need = HUGETLB.with(|h| {
+        let need = HUGETLB.with(|all| {
+            let h = &mut all[i];
             let avail = h.free_huge_pages - h.resv_huge_pages;
             if avail >= n {
                 h.resv_huge_pages += n;
                 let set = h.resv_map.entry(mm).or_default();
-                for a in addrs.clone().step_by(HPAGE_SIZE as usize) {
+                for a in addrs.clone().step_by(hs.size() as usize) {
                     set.insert(a);
                 }
                 return Ok(());
@@ -265,8 +433,9 @@ fn reserve(mm: MmId, addrs: core::ops::Range<u64>) -> bool {
             Err(Some(_)) => {
                 // One surplus page at a time, the lock dropped around
                 // the allocation; then look again.
-                let Some(pfn) = alloc_pool_page() else { return false };
-                let kept = HUGETLB.with(|h| {
+                let Some(pfn) = alloc_pool_page(hs) else { return false };
+                let kept = HUGETLB.with(|all| {
+                    let h = &mut all[i];
                     if h.surplus_huge_pages < h.nr_overcommit_huge_pages {
                         h.surplus_huge_pages += 1;
                         h.nr_huge_pages += 1;
@@ -279,7 +448,7 @@ fn reserve(mm: MmId, addrs: core::ops::Range<u64>) -> bool {
                     }
                 });
                 if !kept {
-                    PAGES.with(|p| free_pool_page(p, pfn));
+                    PAGES.with(|p| free_pool_page(p, hs, pfn));
                     return false;
                 }
             }
@@ -289,12 +458,12 @@ fn reserve(mm: MmId, addrs: core::ops::Range<u64>) -> bool {
 
 /// Frees free surplus pages no reservation needs
 /// (`return_unused_surplus_pages`), lock held.
-fn return_unused_surplus(h: &mut HState, p: &mut PageAlloc) {
+fn return_unused_surplus(h: &mut HState, hs: HSize, p: &mut PageAlloc) {
     while h.surplus_huge_pages > 0 && h.free_huge_pages > h.resv_huge_pages {
         let Some(pfn) = h.dequeue() else { break };
         h.surplus_huge_pages -= 1;
         h.nr_huge_pages -= 1;
-        free_pool_page(p, pfn);
+        free_pool_page(p, hs, pfn);
     }
 }
 
@@ -313,18 +482,21 @@ fn unreserve(h: &mut HState, mm: MmId, start: u64, end: u64) {
     }
 }
 
-/// What a huge page size in mmap's flags (bits 26..31, `MAP_HUGE_2MB`,
-/// `MAP_HUGE_1GB`) asks for: Ok for the default or 2 MiB, EINVAL else
-/// (no 1 GiB pool: see [`hugepagesz`]).
-fn size_ok(flags: u64) -> bool {
-    matches!((flags >> MAP_HUGE_SHIFT) & 0x3f, 0 | 21)
+/// The pool a mmap's flags ask for (bits 26..31 hold the page size's
+/// log2: `MAP_HUGE_2MB`, `MAP_HUGE_1GB`; none: the default size); None
+/// (EINVAL, as Linux's `hstate_sizelog`) for a size with no pool here.
+fn size_of_flags(flags: u64) -> Option<HSize> {
+    match (flags >> MAP_HUGE_SHIFT) & 0x3f {
+        0 => Some(default_size()),
+        log => HSize::from_shift(log),
+    }
 }
 
 /// `mmap(MAP_HUGETLB)` (the anonymous-mapping half of Linux's
 /// `hugetlb_file_setup` + `hugetlbfs_file_mmap`): the length rounds up to
-/// whole huge pages, the address is 2 MiB aligned; the range's pages are
-/// reserved unless `MAP_NORESERVE` (ENOMEM if they cannot be); a shared
-/// mapping is populated at once (module documentation).
+/// whole huge pages, the address is aligned to the page size; the range's
+/// pages are reserved unless `MAP_NORESERVE` (ENOMEM if they cannot be);
+/// a shared mapping is populated at once (module documentation).
 pub fn mmap_hugetlb(
     mm: &mut crate::proc::mm::MmStruct,
     addr: u64,
@@ -333,25 +505,27 @@ pub fn mmap_hugetlb(
     flags: u64,
 ) -> Result<u64, i64> {
     use crate::proc::abi::{EINVAL, ENOMEM, MAP_FIXED, MAP_SHARED};
-    if !size_ok(flags) {
-        return Err(-EINVAL);
-    }
-    let len = len.checked_add(HPAGE_SIZE - 1).ok_or(-ENOMEM)? & !(HPAGE_SIZE - 1);
+    let hs = size_of_flags(flags).ok_or(-EINVAL)?;
+    let size = hs.size();
+    let len = len.checked_add(size - 1).ok_or(-ENOMEM)? & !(size - 1);
     let shared = flags & MAP_SHARED != 0;
     let noreserve = flags & MAP_NORESERVE != 0 && !shared;
     let start = if flags & MAP_FIXED != 0 {
-        if !addr.is_multiple_of(HPAGE_SIZE) {
+        if !addr.is_multiple_of(size) {
             return Err(-EINVAL);
         }
         mm.munmap(addr, len)?;
         addr
     } else {
-        mm.unmapped_area_aligned(len, HPAGE_SIZE).ok_or(-ENOMEM)?
+        mm.unmapped_area_aligned(len, size).ok_or(-ENOMEM)?
     };
-    if !noreserve && !reserve(mm.id, start..start + len) {
+    if !noreserve && !reserve(hs, mm.id, start..start + len) {
         return Err(-ENOMEM);
     }
     let mut vflags = VmFlags(prot as u32) | VmFlags::HUGETLB;
+    if hs == HSize::Pud {
+        vflags = vflags | VmFlags::HUGETLB_1G;
+    }
     if shared {
         vflags = vflags | VmFlags::SHARED;
     }
@@ -359,15 +533,16 @@ pub fn mmap_hugetlb(
         vflags = vflags | VmFlags::NORESERVE;
     }
     if mm.vmas.insert(Vma::anon(start, start + len, vflags)).is_err() {
-        HUGETLB.with(|h| {
+        HUGETLB.with(|all| {
+            let h = &mut all[hs as usize];
             unreserve(h, mm.id, start, start + len);
-            PAGES.with(|p| return_unused_surplus(h, p));
+            PAGES.with(|p| return_unused_surplus(h, hs, p));
         });
         return Err(-ENOMEM);
     }
     if shared {
         let vma = Vma::anon(start, start + len, vflags);
-        for a in (start..start + len).step_by(HPAGE_SIZE as usize) {
+        for a in (start..start + len).step_by(size as usize) {
             if hugetlb_fault(mm, &vma, a, false).is_err() {
                 let _ = mm.munmap(start, len);
                 return Err(-ENOMEM);
@@ -378,10 +553,10 @@ pub fn mmap_hugetlb(
 }
 
 /// Whether an unmap of `[start, end)` may cut the hugetlb VMAs it meets
-/// (only at huge page boundaries, Linux's `hugetlb_vm_op_split`).
+/// (only at their huge page boundaries, Linux's `hugetlb_vm_op_split`).
 pub fn unmap_allowed(vmas: &mm_core::vma::VmaSet, start: u64, end: u64) -> bool {
-    let cuts = |a: u64| !a.is_multiple_of(HPAGE_SIZE);
     !vmas.iter().any(|v| {
+        let cuts = |a: u64| !a.is_multiple_of(HSize::of_vma(v).size());
         v.flags.contains(VmFlags::HUGETLB)
             && v.start < end
             && v.end > start
@@ -395,85 +570,114 @@ fn user_pt(pgd: u64) -> Mapper {
 }
 
 /// Unmaps the hugetlb VMA `v` of the address space (`pgd`, `id`):
-/// every PMD leaf loses its reference (a page whose last mapping goes
+/// every huge leaf loses its reference (a page whose last mapping goes
 /// returns to the pool, a surplus one to the buddy allocator) and the
 /// range's unused reservations are given back (Linux's
 /// `__unmap_hugepage_range` + `hugetlb_vm_op_close`). Allocates nothing.
 pub fn unmap_hugetlb_vma(pgd: u64, id: MmId, v: &Vma) {
     let current = cpu::read_cr3() & ADDR_MASK == pgd;
-    HUGETLB.with(|h| {
+    let hs = HSize::of_vma(v);
+    HUGETLB.with(|all| {
+        let h = &mut all[hs as usize];
         PAGES.with(|p| {
             let _ = user_pt(pgd).for_each_leaf(&mut direct_map(), v.start..v.end, LeafKinds::Present, |phys, l| {
-                if l.slot.level() != Level::Pmd {
+                if l.slot.level() != hs.level() {
                     return true;
                 }
                 let _ = l.slot.write(phys, Pte::NONE);
                 if current {
                     cpu::invlpg(l.va.0);
                 }
-                put_huge_page(h, p, (l.entry.0 & ADDR_MASK) >> PAGE_SHIFT);
+                put_huge_page(h, hs, p, (l.entry.0 & ADDR_MASK) >> PAGE_SHIFT);
                 true
             });
         });
         // The reserve map's nodes come from the heap, which takes the
         // page allocator: edited outside it.
         unreserve(h, id, v.start, v.end);
-        PAGES.with(|p| return_unused_surplus(h, p));
+        PAGES.with(|p| return_unused_surplus(h, hs, p));
     });
 }
 
 /// Drops one mapping's reference to pool page `pfn`; at the pool's own
 /// reference alone the page is free again.
-fn put_huge_page(h: &mut HState, p: &mut PageAlloc, pfn: u64) {
-    crate::mm::tlbtrace::free(pfn, HUGETLB_ORDER);
+fn put_huge_page(h: &mut HState, hs: HSize, p: &mut PageAlloc, pfn: u64) {
     let cpu = crate::arch::percpu::this_cpu().id;
-    if let Err(e) = p.buddy.free_pages(cpu, pfn, HUGETLB_ORDER) {
-        kprintln!("hugetlb: dropping a mapping of pfn {:#x}: {}", pfn, e);
-        return;
+    for b in hs.blocks(pfn) {
+        crate::mm::tlbtrace::free(b, hs.block_order());
+        if let Err(e) = p.buddy.free_pages(cpu, b, hs.block_order()) {
+            kprintln!("hugetlb: dropping a mapping of pfn {:#x}: {}", b, e);
+            return;
+        }
     }
     if p.buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) {
         if let Some(free) = h.enqueue(pfn) {
-            free_pool_page(p, free);
+            free_pool_page(p, hs, free);
         }
     }
 }
 
-/// The PMD-leaf flags of a huge page of a VMA with `flags`.
+/// The leaf flags of a huge page of a VMA with `flags` (PS is bit 7 in a
+/// PMD and a PUD alike).
 fn huge_leaf(pa: u64, flags: VmFlags, writable: bool) -> Pte {
     Pte(pa | crate::proc::mm::leaf_flags(flags, writable) | PteFlags::PSE.0)
 }
 
-/// The PMD slot of `haddr` in `mm`'s tables, creating the upper tables.
-/// A page table left there by earlier 4 KiB mappings (munmap keeps
-/// tables) is freed if empty, as Linux's `free_pgtables` would have.
-fn pmd_slot(mm: &mut crate::proc::mm::MmStruct, haddr: u64) -> Result<(Slot, Pte), FaultError> {
+/// The table frames under the entry-table at `table` (of `level`) if
+/// it maps nothing (only empty lower tables, as munmap leaves them), the
+/// table itself included; None if anything is mapped or swapped there.
+fn empty_tables(phys: &super::phys::KernelPhys, table: u64, level: Level, out: &mut Vec<u64>) -> Option<()> {
+    for i in 0..512 {
+        let e = Slot::new(mm_core::addr::PhysAddr(table), i, level).read(phys).ok()?;
+        if e.0 == 0 {
+            continue;
+        }
+        let lower = level.next_lower()?;
+        if !e.is_present() || e.is_leaf_at(level) {
+            return None;
+        }
+        empty_tables(phys, e.0 & ADDR_MASK, lower, out)?;
+    }
+    out.push(table);
+    Some(())
+}
+
+/// The slot at `hs`'s leaf level for `haddr` in `mm`'s tables, creating
+/// the upper tables. Tables left there by earlier 4 KiB mappings (munmap
+/// keeps tables) are freed if empty, as Linux's `free_pgtables` would
+/// have.
+fn huge_slot(mm: &mut crate::proc::mm::MmStruct, hs: HSize, haddr: u64) -> Result<(Slot, Pte), FaultError> {
     let mut phys = direct_map();
+    let level = hs.level();
     PAGES.with(|p| {
         let mut frames = crate::proc::fault::PtFrames { p, count: &mut mm.stat.pt_pages };
         let (slot, e) = user_pt(mm.pgd)
-            .alloc_slot(&mut phys, &mut frames, VirtAddr(haddr), Level::Pmd, true)
+            .alloc_slot(&mut phys, &mut frames, VirtAddr(haddr), level, true)
             .map_err(|_| FaultError::Oom)?;
-        if e.is_present() && !e.is_leaf_at(Level::Pmd) {
-            let table = e.0 & ADDR_MASK;
-            let empty = (0..512)
-                .all(|i| Slot::new(mm_core::addr::PhysAddr(table), i, Level::Pte).read(&phys).is_ok_and(|x| x.0 == 0));
-            if !empty {
+        if e.is_present() && !e.is_leaf_at(level) {
+            let mut tables = Vec::new();
+            let lower = level.next_lower().ok_or(FaultError::MapErr)?;
+            if empty_tables(&phys, e.0 & ADDR_MASK, lower, &mut tables).is_none() {
                 return Err(FaultError::MapErr);
             }
             slot.write(&mut phys, Pte::NONE).map_err(|_| FaultError::Oom)?;
-            frames.deallocate_frame(mm_core::addr::PhysAddr(table));
+            for t in tables {
+                frames.deallocate_frame(mm_core::addr::PhysAddr(t));
+            }
             return Ok((slot, Pte::NONE));
         }
         Ok((slot, e))
     })
 }
 
-/// A free page for a fault of `mm` at `haddr`: its reservation if it has
-/// one (`Rsvd` falls), else an unreserved free page, else a new surplus
-/// page within the overcommit limit; None: SIGBUS (Linux's
-/// `alloc_hugetlb_folio` failing with -ENOSPC).
-fn alloc_huge_page(mm: MmId, haddr: Option<u64>) -> Option<u64> {
-    let got = HUGETLB.with(|h| {
+/// A free page of pool `hs` for a fault of `mm` at `haddr`: its
+/// reservation if it has one (`Rsvd` falls), else an unreserved free
+/// page, else a new surplus page within the overcommit limit; None:
+/// SIGBUS (Linux's `alloc_hugetlb_folio` failing with -ENOSPC).
+fn alloc_huge_page(hs: HSize, mm: MmId, haddr: Option<u64>) -> Option<u64> {
+    let i = hs as usize;
+    let got = HUGETLB.with(|all| {
+        let h = &mut all[i];
         let reserved = haddr.is_some_and(|a| h.resv_map.get_mut(&mm).is_some_and(|s| s.remove(&a)));
         if reserved {
             h.resv_huge_pages -= 1;
@@ -488,8 +692,9 @@ fn alloc_huge_page(mm: MmId, haddr: Option<u64>) -> Option<u64> {
         Ok(pfn) => pfn,
         Err(false) => None,
         Err(true) => {
-            let pfn = alloc_pool_page()?;
-            let kept = HUGETLB.with(|h| {
+            let pfn = alloc_pool_page(hs)?;
+            let kept = HUGETLB.with(|all| {
+                let h = &mut all[i];
                 if h.surplus_huge_pages < h.nr_overcommit_huge_pages {
                     h.surplus_huge_pages += 1;
                     h.nr_huge_pages += 1;
@@ -502,16 +707,16 @@ fn alloc_huge_page(mm: MmId, haddr: Option<u64>) -> Option<u64> {
             if kept {
                 Some(pfn)
             } else {
-                PAGES.with(|p| free_pool_page(p, pfn));
+                PAGES.with(|p| free_pool_page(p, hs, pfn));
                 None
             }
         }
     }
 }
 
-/// Zeroes or copies a whole huge page.
-fn fill_huge_page(dst: u64, src: Option<u64>) {
-    for i in 0..512u64 {
+/// Zeroes or copies a whole huge page of size `hs`.
+fn fill_huge_page(hs: HSize, dst: u64, src: Option<u64>) {
+    for i in 0..hs.size() >> PAGE_SHIFT {
         match src {
             Some(s) => super::phys::copy_page(dst + (i << PAGE_SHIFT), s + (i << PAGE_SHIFT)),
             None => super::phys::clear_page(dst + (i << PAGE_SHIFT)),
@@ -519,14 +724,22 @@ fn fill_huge_page(dst: u64, src: Option<u64>) {
     }
 }
 
+/// Counts a SIGBUS of pool `hs`.
+fn sigbus(hs: HSize) -> FaultError {
+    HUGETLB.with(|all| all[hs as usize].sigbus += 1);
+    FaultError::SigBus
+}
+
 /// Linux's `hugetlb_fault` for a fault at `addr` in hugetlb VMA `vma`:
 /// a missing page is taken from the pool (`hugetlb_no_page`), zeroed and
-/// mapped by one PMD leaf; a write to a read-only private page shared
-/// since fork is copied unless this is its last mapping
-/// (`hugetlb_wp`). `FaultError::SigBus` when the pool has no page.
+/// mapped by one leaf (PMD or PUD by the VMA's page size); a write to a
+/// read-only private page shared since fork is copied unless this is its
+/// last mapping (`hugetlb_wp`). `FaultError::SigBus` when the pool has no
+/// page.
 pub fn hugetlb_fault(mm: &mut crate::proc::mm::MmStruct, vma: &Vma, addr: u64, write: bool) -> Result<(), FaultError> {
-    let haddr = addr & !(HPAGE_SIZE - 1);
-    let (slot, e) = pmd_slot(mm, haddr)?;
+    let hs = HSize::of_vma(vma);
+    let haddr = addr & !(hs.size() - 1);
+    let (slot, e) = huge_slot(mm, hs, haddr)?;
     let mut phys = direct_map();
     if e.is_present() {
         let pa = e.0 & ADDR_MASK;
@@ -544,53 +757,49 @@ pub fn hugetlb_fault(mm: &mut crate::proc::mm::MmStruct, vma: &Vma, addr: u64, w
             cpu::invlpg(haddr);
             return Ok(());
         }
-        let Some(new) = alloc_huge_page(mm.id, None) else {
-            HUGETLB.with(|h| h.sigbus += 1);
-            return Err(FaultError::SigBus);
+        let Some(new) = alloc_huge_page(hs, mm.id, None) else {
+            return Err(sigbus(hs));
         };
         let new_pa = new << PAGE_SHIFT;
-        fill_huge_page(new_pa, Some(pa));
-        PAGES.with(|p| {
-            let _ = p.buddy.get_page(new);
-        });
+        fill_huge_page(hs, new_pa, Some(pa));
+        PAGES.with(|p| get_huge_page(p, hs, new));
         let _ = slot.write(&mut phys, huge_leaf(new_pa, vma.flags, true));
         cpu::invlpg(haddr);
-        HUGETLB.with(|h| {
+        HUGETLB.with(|all| {
+            let h = &mut all[hs as usize];
             h.cow_copies += 1;
-            PAGES.with(|p| put_huge_page(h, p, pfn));
+            PAGES.with(|p| put_huge_page(h, hs, p, pfn));
         });
         return Ok(());
     }
-    let Some(pfn) = alloc_huge_page(mm.id, Some(haddr)) else {
-        HUGETLB.with(|h| h.sigbus += 1);
-        return Err(FaultError::SigBus);
+    let Some(pfn) = alloc_huge_page(hs, mm.id, Some(haddr)) else {
+        return Err(sigbus(hs));
     };
     let pa = pfn << PAGE_SHIFT;
-    fill_huge_page(pa, None);
-    PAGES.with(|p| {
-        let _ = p.buddy.get_page(pfn);
-    });
+    fill_huge_page(hs, pa, None);
+    PAGES.with(|p| get_huge_page(p, hs, pfn));
     let writable = vma.flags.contains(VmFlags::WRITE);
     let _ = slot.write(&mut phys, huge_leaf(pa, vma.flags, writable));
-    HUGETLB.with(|h| h.faults += 1);
+    HUGETLB.with(|all| all[hs as usize].faults += 1);
     Ok(())
 }
 
 /// Fork's copy of hugetlb VMA `v` (Linux's `copy_hugetlb_page_range`):
-/// the child's PMD leaves name the parent's pages (one more reference
+/// the child's huge leaves name the parent's pages (one more reference
 /// each); private writable ones become read-only in both, so the first
 /// write copies. The caller holds the page allocator and flushes the
 /// parent's TLB. False if a table could not be allocated.
 pub fn copy_hugetlb_range(p: &mut PageAlloc, parent_pgd: u64, child_pgd: u64, child_pt: &mut u64, v: &Vma) -> bool {
     let shared = v.flags.contains(VmFlags::SHARED);
+    let hs = HSize::of_vma(v);
     let mut ok = true;
     let cpt = user_pt(child_pgd);
     let _ = user_pt(parent_pgd).for_each_leaf(&mut direct_map(), v.start..v.end, LeafKinds::Present, |phys, l| {
-        if l.slot.level() != Level::Pmd {
+        if l.slot.level() != hs.level() {
             return true;
         }
         let mut frames = crate::proc::fault::PtFrames { p: &mut *p, count: &mut *child_pt };
-        let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, Level::Pmd, true) else {
+        let Ok((cslot, _)) = cpt.alloc_slot(phys, &mut frames, l.va, hs.level(), true) else {
             ok = false;
             return false;
         };
@@ -599,25 +808,38 @@ pub fn copy_hugetlb_range(p: &mut PageAlloc, parent_pgd: u64, child_pgd: u64, ch
             e = e.without(PteFlags::RW);
             let _ = l.slot.write(phys, e);
         }
-        let _ = p.buddy.get_page((e.0 & ADDR_MASK) >> PAGE_SHIFT);
+        get_huge_page(p, hs, (e.0 & ADDR_MASK) >> PAGE_SHIFT);
         let _ = cslot.write(phys, e);
         true
     });
     ok
 }
 
-/// `hugepages=N` at boot: fills the pool (Linux's
-/// `hugetlb_hstate_alloc_pages`) and says how far it got.
+/// Whether the last `hugepagesz=` named a size this kernel has (Linux's
+/// `parsed_valid_hugepagesz`): a `hugepages=` after a refused one is
+/// ignored, as Linux does, rather than filling another pool.
+static PARSED_VALID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// `hugepages=N` at boot: fills the pool the last `hugepagesz=` named
+/// (the default size before any; Linux's `hugetlb_hstate_alloc_pages`)
+/// and says how far it got.
 pub fn boot_hugepages(n: u64) {
-    let got = set_max_huge_pages(n);
+    use core::sync::atomic::Ordering::Relaxed;
+    if !PARSED_VALID.swap(true, Relaxed) {
+        kprintln!("HugeTLB: hugepages={} does not follow a valid hugepagesz, ignoring", Dec(n));
+        return;
+    }
+    let hs = HSIZES[BOOT_SIZE.load(Relaxed)];
+    let got = set_max_huge_pages(hs, n);
     if got < n {
         kprintln!(
-            "HugeTLB: allocating {} of page size 2.00 MiB failed.  Only allocated {} hugepages.",
+            "HugeTLB: allocating {} of page size {} failed.  Only allocated {} hugepages.",
             Dec(n),
+            hs.name(),
             Dec(got)
         );
     } else {
-        kprintln!("HugeTLB: registered 2.00 MiB page size, pre-allocated {} pages", Dec(got));
+        kprintln!("HugeTLB: registered {} page size, pre-allocated {} pages", hs.name(), Dec(got));
     }
 }
 
@@ -628,66 +850,88 @@ pub fn cpu_has_gbpages() -> bool {
     max >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0
 }
 
-/// `hugepagesz=SIZE` at boot: 2M is this pool's size; 1G is refused,
-/// saying why (the CPU's pdpe1gb bit, measured here, and this kernel's
-/// limits). False for a size it does not know.
-pub fn hugepagesz(v: &str) -> bool {
-    match v {
-        "2M" | "2m" => {
-            kprintln!("HugeTLB: hugepagesz=2M: the default size, 2.00 MiB pages");
-            true
-        }
+/// `hugepagesz=SIZE` (`default` false) or `default_hugepagesz=SIZE` at
+/// boot: 2M, or 1G where the CPU reports 1 GiB pages; 1G elsewhere is
+/// refused saying why (the CPU's pdpe1gb bit, measured here). False for
+/// a size it does not know.
+pub fn hugepagesz(v: &str, default: bool) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    let hs = match v {
+        "2M" | "2m" => HSize::Pmd,
+        "1G" | "1g" if gigantic_supported() => HSize::Pud,
         "1G" | "1g" => {
-            if cpu_has_gbpages() {
-                kprintln!(
-                    "HugeTLB: hugepagesz=1G refused: the CPU reports pdpe1gb (CPUID 0x80000001 EDX bit 26 set), but this kernel maps hugetlb pages with PMD leaves only and its buddy allocator cannot hand out a 1 GiB block (largest order 10, no alloc_contig_range); under an emulated MMU (kvm_pvm) 1 GiB leaves also fault with a reserved-bit #PF. Using 2 MiB pages."
-                );
-            } else {
-                kprintln!(
-                    "HugeTLB: hugepagesz=1G refused: the CPU does not report 1 GiB pages (CPUID 0x80000001 EDX bit 26, pdpe1gb, clear). Using 2 MiB pages."
-                );
-            }
-            true
+            kprintln!(
+                "HugeTLB: hugepagesz=1G refused: the CPU does not report 1 GiB pages (CPUID 0x80000001 EDX bit 26, pdpe1gb, clear). Using 2 MiB pages."
+            );
+            PARSED_VALID.store(false, Relaxed);
+            return true;
         }
         _ => {
-            kprintln!("HugeTLB: hugepagesz={}: unsupported page size (2M; 1G is refused)", v);
-            false
+            PARSED_VALID.store(false, Relaxed);
+            kprintln!("HugeTLB: hugepagesz={}: unsupported page size (2M, or 1G where the CPU has pdpe1gb)", v);
+            return false;
         }
+    };
+    BOOT_SIZE.store(hs as usize, Relaxed);
+    PARSED_VALID.store(true, Relaxed);
+    if default {
+        DEFAULT.store(hs as usize, Relaxed);
+        kprintln!("HugeTLB: default_hugepagesz={}: {} pages by default", v, hs.name());
+    } else {
+        kprintln!("HugeTLB: hugepagesz={}: {} pages", v, hs.name());
     }
+    true
 }
 
 /// The pool's controls by number (once a private system call; now
 /// /proc/sys/vm/nr_hugepages and nr_overcommit_hugepages and meminfo's
-/// HugePages_ lines serve programs): 0 sets nr_hugepages (returns the
-/// persistent pages now), 1 nr_overcommit_hugepages, 2..=5 Total, Free,
-/// Rsvd, Surp, 6 nr_hugepages.
+/// HugePages_ lines serve programs), on the default size's pool: 0 sets
+/// nr_hugepages (returns the persistent pages now), 1
+/// nr_overcommit_hugepages, 2..=5 Total, Free, Rsvd, Surp, 6
+/// nr_hugepages.
 pub fn sys_hugetlb(op: u64, value: u64) -> i64 {
+    let hs = default_size();
     match op {
-        0 => set_max_huge_pages(value) as i64,
-        1 => {
-            set_overcommit(value);
-            value as i64
-        }
-        2..=5 => counters()[(op - 2) as usize] as i64,
-        6 => HUGETLB.with(|h| h.persistent()) as i64,
+        0 => set_max_huge_pages(hs, value) as i64,
+        1 if set_overcommit(hs, value) => value as i64,
+        2..=5 => size_counters(hs)[(op - 2) as usize] as i64,
+        6 => HUGETLB.with(|all| all[hs as usize].persistent()) as i64,
         _ => -crate::proc::abi::EINVAL,
     }
 }
 
-/// meminfo's hugetlb lines (Linux's `hugetlb_report_meminfo`), to `w`.
+/// meminfo's hugetlb lines (Linux's `hugetlb_report_meminfo`), to `w`:
+/// the default size's pool, and `Hugetlb` over every pool.
 pub fn meminfo(w: &mut dyn core::fmt::Write) {
     let [total, free, rsvd, surp, _] = counters();
+    let all_kb: u64 = HSIZES.iter().map(|&hs| size_counters(hs)[0] * hs.kb()).sum();
     let _ = writeln!(w, "HugePages_Total: {}", Dec(total));
     let _ = writeln!(w, "HugePages_Free:  {}", Dec(free));
     let _ = writeln!(w, "HugePages_Rsvd:  {}", Dec(rsvd));
     let _ = writeln!(w, "HugePages_Surp:  {}", Dec(surp));
-    let _ = writeln!(w, "Hugepagesize:       2048 kB");
-    let _ = writeln!(w, "Hugetlb:        {} kB", Dec(total * (HPAGE_SIZE >> 10)));
+    // Linux's `%8lu`, padded by hand (core's padding is not used in
+    // the kernel: platform.md).
+    let pad = |v: u64| "        ".get(digits(v).min(8)..).unwrap_or("");
+    let kb = default_size().kb();
+    let _ = writeln!(w, "Hugepagesize:   {}{} kB", pad(kb), Dec(kb));
+    let _ = writeln!(w, "Hugetlb:        {}{} kB", pad(all_kb), Dec(all_kb));
 }
 
-/// The descriptor's pool counters.
+/// Decimal digits of `v`.
+fn digits(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+/// The descriptor's pool counters (the default size's).
 pub fn describe(d: &mut mm_core::descriptor::HugeDesc) {
-    if let Some([total, free, rsvd, surp, over]) = HUGETLB.try_with(|h| {
+    let hs = default_size();
+    if let Some([total, free, rsvd, surp, over]) = HUGETLB.try_with(|all| {
+        let h = &all[hs as usize];
         [h.nr_huge_pages, h.free_huge_pages, h.resv_huge_pages, h.surplus_huge_pages, h.nr_overcommit_huge_pages]
     }) {
         d.hugepages_total = total;
@@ -696,5 +940,5 @@ pub fn describe(d: &mut mm_core::descriptor::HugeDesc) {
         d.hugepages_surp = surp;
         d.nr_overcommit = over;
     }
-    d.hugepage_size_kb = HPAGE_SIZE >> 10;
+    d.hugepage_size_kb = hs.kb();
 }

@@ -17,12 +17,12 @@
 use super::mm::MmStruct;
 use super::sched;
 use super::syscall::{copy_from_user, copy_to_user, with_mm};
-use crate::kprintln;
 use crate::arch::percpu::MAX_CPUS;
+use crate::kprintln;
 use crate::mm::page_alloc::{gfp, GfpMask, GFP_USER};
-use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::string::String;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm_core::addr::PAGE_SIZE;
 use mm_core::mempolicy::{
     interleave_index, read_nodemask, sanitize_mode, MemPolicy, Mode, EFAULT, EINVAL, EIO, MPOL_DEFAULT, MPOL_F_ADDR,
@@ -238,7 +238,10 @@ fn split_huge_in(mm: &mut MmStruct, start: u64, end: u64, split: &dyn Fn(u64) ->
         mm_core::paging::LeafKinds::NonNone,
         |_, l| {
             let pa = l.entry.0 & mm_core::paging::entry::PTE_ADDR_MASK_MAX;
-            if l.entry.is_present() && l.size().bytes() > PAGE_SIZE && !crate::mm::huge_memory::is_huge_zero(pa) && split(pa)
+            if l.entry.is_present()
+                && l.size().bytes() > PAGE_SIZE
+                && !crate::mm::huge_memory::is_huge_zero(pa)
+                && split(pa)
             {
                 huge.push(l.va.0);
             }
@@ -251,7 +254,8 @@ fn split_huge_in(mm: &mut MmStruct, start: u64, end: u64, split: &dyn Fn(u64) ->
         if mm.vmas.find(haddr).is_some_and(|v| v.flags.contains(mm_core::vma::VmFlags::HUGETLB)) {
             continue;
         }
-        let Some((slot, _)) = super::fault::user_pt(mm.pgd).lookup(&crate::mm::phys::direct_map(), mm_core::addr::VirtAddr(haddr))
+        let Some((slot, _)) =
+            super::fault::user_pt(mm.pgd).lookup(&crate::mm::phys::direct_map(), mm_core::addr::VirtAddr(haddr))
         else {
             continue;
         };
@@ -356,12 +360,15 @@ pub fn sys_migrate_pages(pid: u64, maxnode: u64, old_nodes: u64, new_nodes: u64)
 }
 
 fn migrate_pages(pid: i64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> Result<u64, i64> {
-    let (old, new) = with_mm(|mm| Ok::<_, i64>((read_mask(mm, old_nodes, maxnode)?, read_mask(mm, new_nodes, maxnode)?)))
-        .unwrap_or(Err(EFAULT))?;
+    let (old, new) =
+        with_mm(|mm| Ok::<_, i64>((read_mask(mm, old_nodes, maxnode)?, read_mask(mm, new_nodes, maxnode)?)))
+            .unwrap_or(Err(EFAULT))?;
     if pid < 0 {
         return Err(mm_core::mempolicy::ESRCH);
     }
-    let target = if pid == 0 { sched::current_mm().ok_or(EINVAL) } else {
+    let target = if pid == 0 {
+        sched::current_mm().ok_or(EINVAL)
+    } else {
         sched::with_task(pid as u64, |t| t.mm.clone()).ok_or(mm_core::mempolicy::ESRCH)?.ok_or(EINVAL)
     }?;
     // The nodes the caller may use (its cpuset's: every node with memory).
@@ -376,18 +383,17 @@ fn migrate_pages(pid: i64, maxnode: u64, old_nodes: u64, new_nodes: u64) -> Resu
         let on_s = |pa: u64| crate::mm::numa::node_of_pfn(pa >> 12) == s;
         // Linux's `migrate_to_node`: every page of the mm on `s`, to `d`
         // only (`__GFP_THISNODE`).
-        let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = target
-            .with(|mm| {
-                let ranges: alloc::vec::Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-                let mut todo = alloc::vec::Vec::new();
-                for (start, end) in ranges {
-                    split_huge_in(mm, start, end, &on_s);
-                    for (_, pa) in frames_in(mm, start, end).into_iter().filter(|&(_, pa)| on_s(pa)) {
-                        todo.push((pa >> 12, GFP_USER.gfp.on_nodes(d, 1 << d)));
-                    }
+        let todo: alloc::vec::Vec<(u64, mm_core::buddy::Gfp)> = target.with(|mm| {
+            let ranges: alloc::vec::Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+            let mut todo = alloc::vec::Vec::new();
+            for (start, end) in ranges {
+                split_huge_in(mm, start, end, &on_s);
+                for (_, pa) in frames_in(mm, start, end).into_iter().filter(|&(_, pa)| on_s(pa)) {
+                    todo.push((pa >> 12, GFP_USER.gfp.on_nodes(d, 1 << d)));
                 }
-                todo
-            });
+            }
+            todo
+        });
         failed += migrate_frames(&todo, |pfn| crate::mm::numa::node_of_pfn(pfn) == d, true);
     }
     Ok(failed)
@@ -596,7 +602,11 @@ pub fn numa_maps_text(pid: u64, mm: &MmStruct, name: impl Fn(&Vma) -> String) ->
                     let _ = write!(out, " N{}={}", crate::fmt::Dec(i as u64), crate::fmt::Dec(c));
                 }
             }
-            let kb = if v.flags.contains(mm_core::vma::VmFlags::HUGETLB) { 2048 } else { 4 };
+            let kb = if v.flags.contains(mm_core::vma::VmFlags::HUGETLB) {
+                crate::mm::hugetlb::HSize::of_vma(v).kb()
+            } else {
+                4
+            };
             let _ = write!(out, " kernelpagesize_kB={}", crate::fmt::Dec(kb));
         }
         out.push('\n');

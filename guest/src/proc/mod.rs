@@ -55,7 +55,7 @@ macro_rules! user_program {
 }
 
 /// The embedded user programs, by name.
-pub static PROGRAMS: [(&str, &[u8]); 18] = [
+pub static PROGRAMS: [(&str, &[u8]); 19] = [
     user_program!("touch"),
     user_program!("cow"),
     user_program!("segv"),
@@ -78,6 +78,8 @@ pub static PROGRAMS: [(&str, &[u8]); 18] = [
     user_program!("fragtest"),
     // hugetlb accounting (cmdline `hugetlbtest`).
     user_program!("hugetest"),
+    // 1 GiB hugetlb pages (cmdline `gigatest`).
+    user_program!("gigatest"),
     // Path-length windows for --count-insns (cmdline `pathbench`).
     user_program!("pathbench"),
     // Transparent huge pages (cmdline `thptest=`).

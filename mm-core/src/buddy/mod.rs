@@ -22,6 +22,7 @@
 //! heads are ever written by `free_range`, and a tail descriptor is first
 //! written when a split makes it a head.
 
+pub mod contig;
 pub mod migrate;
 pub mod node;
 pub mod page;

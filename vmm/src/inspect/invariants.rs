@@ -408,14 +408,15 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
                 }
             }
             BlockKind::Allocated(PageOwner::HugeTlb) => {
-                // A hugetlb page: one reference for the pool, one per PMD
-                // leaf; a PMD leaf maps all 512 frames of the block, so
-                // every frame has as many mappers as the head.
+                // A hugetlb page: one reference for the pool, one per huge
+                // leaf; a leaf maps every frame of the block, so every
+                // frame has as many mappers as the head. A 1 GiB page is
+                // 256 order-10 blocks, each counted so (mm/hugetlb.rs).
                 huge_pages += 1;
                 let leaves = um.mappers(b.pfn).len();
                 if b.refcount as usize != 1 + leaves {
                     violations.push(format!(
-                        "hugetlb page at {:#x} has refcount {} but {} PMD leaves map it (want the pool's 1 + {}): {}",
+                        "hugetlb page at {:#x} has refcount {} but {} huge leaves map it (want the pool's 1 + {}): {}",
                         b.pfn << 12,
                         b.refcount,
                         leaves,
@@ -429,7 +430,7 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
                 }
                 if let Some(pfn) = (b.pfn..b.end_pfn()).find(|&p| um.mappers(p).len() != leaves) {
                     violations.push(format!(
-                        "hugetlb page at {:#x}: frame {:#x} has {} mappers but the head has {}: a leaf maps part of the 2 MiB page",
+                        "hugetlb page at {:#x}: frame {:#x} has {} mappers but the head has {}: a leaf maps part of the huge page",
                         b.pfn << 12,
                         pfn << 12,
                         um.mappers(pfn).len(),
@@ -491,7 +492,7 @@ pub fn refcount(gs: &GuestState<'_>, um: &UserMaps, swap_cached: &BTreeMap<u64, 
         return CheckResult::not_applicable(Check::Refcount, format!("{NO_PROCESSES}, and no frame is owned UserAnon"));
     }
     let what = format!(
-        "{user_frames} user frames' refcounts against their mappers, {cache_pages} page-cache pages' against their mappers and the cache, {huge_pages} hugetlb pages' against their PMD leaves; the zero page is mapped {zero_maps} times and counted 0 times"
+        "{user_frames} user frames' refcounts against their mappers, {cache_pages} page-cache pages' against their mappers and the cache, {huge_pages} hugetlb blocks' against their huge leaves; the zero page is mapped {zero_maps} times and counted 0 times"
     );
     CheckResult::new(Check::Refcount, user_detail(um, &what), violations).with_errors(um.problems.iter().cloned())
 }
@@ -885,18 +886,51 @@ mod tests {
             um.leaves += 1;
         }
         let ok = refcount(&gs, &um, &BTreeMap::new());
-        assert!(ok.passed && ok.detail.contains("1 hugetlb pages' against their PMD leaves"), "{ok:?}");
+        assert!(ok.passed && ok.detail.contains("1 hugetlb blocks' against their huge leaves"), "{ok:?}");
         assert!(isolation(&gs, &um).passed);
         gs.blocks[0].refcount = 1;
         let bad = refcount(&gs, &um, &BTreeMap::new());
         assert!(
-            bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 PMD leaves map it"),
+            bad.violations[0].starts_with("hugetlb page at 0x200000 has refcount 1 but 1 huge leaves map it"),
             "{bad:?}"
         );
         gs.blocks[0].refcount = 2;
         um.frames.remove(&0x3ff);
         let part = refcount(&gs, &um, &BTreeMap::new());
         assert!(part.violations[0].contains("frame 0x3ff000 has 0 mappers but the head has 1"), "{part:?}");
+    }
+
+    /// A 1 GiB hugetlb page (256 order-10 blocks owned `HugeTlb`, each
+    /// counting the pool and every PUD leaf) mapped by one PUD leaf:
+    /// passes; one block short of the leaf's reference is named.
+    #[test]
+    fn gigantic_hugetlb_pages_count_each_block() {
+        let m = two_processes();
+        let mut gs = state(&m);
+        let base = 0x40000u64;
+        gs.blocks = (0..256)
+            .map(|i| Block {
+                pfn: base + i * 1024,
+                order: 10,
+                kind: BlockKind::Allocated(PageOwner::HugeTlb),
+                refcount: 2,
+            })
+            .collect();
+        let mut um = UserMaps { processes: 1, ..UserMaps::default() };
+        for i in 0..1u64 << 18 {
+            let leaf = UserLeaf { pid: 1, va: 0x40_0000_0000 + (i << 12), writable: true, shared: false };
+            um.frames.entry(base + i).or_default().push(leaf);
+            um.leaves += 1;
+        }
+        let ok = refcount(&gs, &um, &BTreeMap::new());
+        assert!(ok.passed && ok.detail.contains("256 hugetlb blocks' against their huge leaves"), "{ok:?}");
+        gs.blocks[7].refcount = 1;
+        let bad = refcount(&gs, &um, &BTreeMap::new());
+        assert_eq!(bad.violations.len(), 1, "{bad:?}");
+        assert!(
+            bad.violations[0].starts_with("hugetlb page at 0x41c00000 has refcount 1 but 1 huge leaves"),
+            "{bad:?}"
+        );
     }
 
     #[test]
