@@ -318,6 +318,71 @@ fn mmap_and_mremap_align_thp_sized_anonymous_mappings() {
     assert_eq!(vm("thp_fault_alloc"), 0);
 }
 
+/// The placement rule through the Linux ABI (musl's mmap and mremap), in
+/// words that do not depend on the addresses: a 4 MiB mapping is
+/// 2 MiB-aligned, a 3 MiB one is not (it sits right below), a free hint
+/// is taken as given, a 2 MiB region that cannot grow in place moves to
+/// an aligned place when grown to 4 MiB (data intact), and to an
+/// unaligned one when grown to 5 MiB. Where the host runs Linux 6.13 or
+/// later (the rule's version), its run must print the same.
+const PLACEMENT: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#define MIB (1024UL * 1024)
+#define ALIGNED(p) ((unsigned long)(p) % (2 * MIB) == 0 ? "aligned" : "not aligned")
+#define RW PROT_READ | PROT_WRITE
+#define ANON MAP_PRIVATE | MAP_ANONYMOUS
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *a = mmap(NULL, 4 * MIB, RW, ANON, -1, 0);
+    char *b = mmap(NULL, 3 * MIB, RW, ANON, -1, 0);
+    if (a == MAP_FAILED || b == MAP_FAILED) { printf("mmap failed\n"); return 1; }
+    printf("4 MiB: %s\n3 MiB: %s%s\n", ALIGNED(a), ALIGNED(b), b + 3 * MIB == a ? ", right below" : "");
+    char *hint = (char *)(((unsigned long)b & ~(2 * MIB - 1)) - 8 * MIB + 0x10000);
+    char *h = mmap(hint, 4 * MIB, RW, ANON, -1, 0);
+    printf("hint: %s\n", h == hint ? "taken" : "NOT TAKEN");
+    char *r = mmap(NULL, 2 * MIB, RW, ANON, -1, 0);
+    if (r == MAP_FAILED) { printf("mmap failed\n"); return 1; }
+    /* The next 2 MiB taken (or already so): the growth must move. */
+    mmap(r + 2 * MIB, 4096, PROT_READ, ANON | MAP_FIXED_NOREPLACE, -1, 0);
+    for (unsigned long i = 0; i < 2 * MIB; i += 4096) r[i] = (char)(i >> 12);
+    char *d = mremap(r, 2 * MIB, 4 * MIB, MREMAP_MAYMOVE);
+    if (d == MAP_FAILED) { printf("mremap failed\n"); return 1; }
+    int bad = 0;
+    for (unsigned long i = 0; i < 2 * MIB; i += 4096) bad += d[i] != (char)(i >> 12);
+    printf("mremap 2 -> 4 MiB: %s, %s, %d bad pages\n", d == r ? "in place" : "moved", ALIGNED(d), bad);
+    char *e = mremap(d, 4 * MIB, 5 * MIB, MREMAP_MAYMOVE);
+    if (e == MAP_FAILED) { printf("mremap failed\n"); return 1; }
+    printf("mremap 4 -> 5 MiB: %s, %s\n", e == d ? "in place" : "moved", ALIGNED(e));
+    return 0;
+}
+"#;
+
+/// The host's Linux is 6.13 or later.
+fn host_has_the_rule() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = rel.split(['.', '-']).map(|n| n.trim().parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
+}
+
+#[test]
+fn placement_through_the_linux_abi_matches_linux() {
+    let want = "4 MiB: aligned\n3 MiB: not aligned, right below\nhint: taken\n\
+                mremap 2 -> 4 MiB: moved, aligned, 0 bad pages\nmremap 4 -> 5 MiB: moved, not aligned\n";
+    let dir = common::Scratch::new("thp-placement");
+    let prog = common::compile("musl-gcc", PLACEMENT, &dir.0, "placement", &["-static"]);
+    if host_has_the_rule() {
+        let o = std::process::Command::new(&prog).output().expect("run the program on the host");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "the host's Linux");
+    }
+    let root = common::initrd_with_init(&dir.0, &prog);
+    let r = common::vmm(&["run", "--timeout", "600", "--mem", "64M", "--initrd", root.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains(want), "{}", r.all());
+}
+
 /// Reclaim never swaps a PMD-mapped page as one small page: with THP
 /// always, swaptest writes more than RAM; the huge pages its faults got
 /// are split before swap-out (thp_split_pmd counts them), every
