@@ -245,6 +245,144 @@ fn thp_never_maps_4k_leaves() {
     verified(&r.stdout, "touched");
 }
 
+/// The hex number after `key` in `line`.
+fn hex_after(line: &str, key: &str) -> u64 {
+    let rest = &line[line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line}")) + key.len()..];
+    let word = rest.trim_start_matches("0x").split([' ', ',', ')']).next().unwrap();
+    u64::from_str_radix(word, 16).unwrap_or_else(|_| panic!("{key:?} in {line}"))
+}
+
+/// Where mmap and mremap put mappings without a hint (Linux 6.13's rule
+/// in `__get_unmapped_area`: private anonymous, no hint, length a
+/// multiple of 2 MiB: 2 MiB-aligned). thptest's `placement` step in a
+/// fresh process: a plain 4 MiB mmap is aligned and, with THP always,
+/// touching it page by page takes 2 faults and the host walks 2 PMD
+/// leaves there; a 3 MiB mmap is not aligned (right below it, as the
+/// plain top-down search puts it); a free misaligned hint is honoured;
+/// an mremap (MREMAP_MAYMOVE) growing a THP-backed 2 MiB region to 4 MiB
+/// moves it to an aligned place with its PMD leaf whole (the host sees
+/// the leaf at the new address and nothing at the old one,
+/// `thp_split_pmd` stays 0). With `never` the addresses are aligned too
+/// (Linux does not look at the mode) and every page is 4 KiB.
+#[test]
+fn mmap_and_mremap_align_thp_sized_anonymous_mappings() {
+    const HPAGE: u64 = 2 << 20;
+    let r = run("always", "8,placement", "placed");
+    let out = r.all();
+    let line = out.lines().find(|l| l.starts_with("thptest: placement: 4 MiB at")).unwrap_or_else(|| panic!("{out}"));
+    let (a, b) = (hex_after(line, "4 MiB at "), hex_after(line, "3 MiB at "));
+    assert!(line.contains("(aligned), 2 faults, AnonHugePages +4096 kB; "), "{line}");
+    assert!(line.ends_with("(not aligned)"), "{line}");
+    assert_eq!(a % HPAGE, 0);
+    assert_eq!(b + (3 << 20), a, "the 3 MiB mapping is not where the plain top-down search puts it");
+    let hint = out.lines().find(|l| l.contains("4 MiB with hint")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(hex_after(hint, "hint "), hex_after(hint, " at "), "{hint}");
+    let mr = out.lines().find(|l| l.contains("mremap 2 -> 4 MiB: ")).unwrap_or_else(|| panic!("{out}"));
+    let (old, new) = (hex_after(mr, "4 MiB: "), hex_after(mr, " -> 0x"));
+    assert!(mr.contains("(aligned)") && mr.contains(", 1 faults before, "), "{mr}");
+    assert!(mr.ends_with(", 0 bad pages"), "{mr}");
+    // "AnonHugePages X -> Y kB": the move split nothing.
+    let huge = &mr[mr.find("AnonHugePages ").unwrap()..];
+    assert_eq!(num_after(huge, "AnonHugePages "), num_after(huge, " -> "), "{mr}");
+    assert!(num_after(huge, "AnonHugePages ") >= Some(6144), "{mr}");
+    assert_ne!(old, new);
+    assert_eq!(new % HPAGE, 0);
+    let grown = out.lines().find(|l| l.contains("the grown half: ")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(num_after(grown, "half: "), Some(1), "{grown}");
+    // The host's walk at `placed`: two PMD leaves for the 4 MiB mapping,
+    // the moved PMD leaf at the new address, nothing at the old one.
+    let leaves = user_leaves(section(&r.stdout, "placed", "tlb"));
+    let within = |lo: u64, len: u64| -> Vec<(u64, bool)> {
+        leaves.iter().copied().filter(|l| (lo..lo + len).contains(&l.0)).collect()
+    };
+    assert_eq!(within(a, 4 << 20), vec![(a, true), (a + HPAGE, true)]);
+    assert_eq!(within(new, 4 << 20), vec![(new, true)], "the moved huge page (the grown half is not touched yet)");
+    assert_eq!(within(old, HPAGE), vec![], "leaves left at the old address");
+    let vm = |name: &str| common::counter_after(&out, "thptest: exit status", name);
+    // 2 for the 4 MiB mapping, 1 for the region before the move, 1 for
+    // its grown half; no split anywhere.
+    assert_eq!(vm("thp_fault_alloc"), 4);
+    assert_eq!(vm("thp_split_pmd"), 0);
+    verified(&r.stdout, "placed");
+
+    let r = run("never", "8,placement", "placed");
+    let out = r.all();
+    let line = out.lines().find(|l| l.starts_with("thptest: placement: 4 MiB at")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("(aligned), 2 faults, AnonHugePages +0 kB; "), "{line}");
+    assert!(line.ends_with("(not aligned)"), "{line}");
+    let mr = out.lines().find(|l| l.contains("mremap 2 -> 4 MiB: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(mr.contains("(aligned)") && mr.ends_with(", 0 bad pages"), "{mr}");
+    let leaves = user_leaves(section(&r.stdout, "placed", "tlb"));
+    assert!(leaves.iter().all(|l| !l.1), "a PMD leaf with THP never");
+    let vm = |name: &str| common::counter_after(&out, "thptest: exit status", name);
+    assert_eq!(vm("thp_fault_alloc"), 0);
+}
+
+/// The placement rule through the Linux ABI (musl's mmap and mremap), in
+/// words that do not depend on the addresses: a 4 MiB mapping is
+/// 2 MiB-aligned, a 3 MiB one is not (it sits right below), a free hint
+/// is taken as given, a 2 MiB region that cannot grow in place moves to
+/// an aligned place when grown to 4 MiB (data intact), and to an
+/// unaligned one when grown to 5 MiB. Where the host runs Linux 6.13 or
+/// later (the rule's version), its run must print the same.
+const PLACEMENT: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#define MIB (1024UL * 1024)
+#define ALIGNED(p) ((unsigned long)(p) % (2 * MIB) == 0 ? "aligned" : "not aligned")
+#define RW PROT_READ | PROT_WRITE
+#define ANON MAP_PRIVATE | MAP_ANONYMOUS
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char *a = mmap(NULL, 4 * MIB, RW, ANON, -1, 0);
+    char *b = mmap(NULL, 3 * MIB, RW, ANON, -1, 0);
+    if (a == MAP_FAILED || b == MAP_FAILED) { printf("mmap failed\n"); return 1; }
+    printf("4 MiB: %s\n3 MiB: %s%s\n", ALIGNED(a), ALIGNED(b), b + 3 * MIB == a ? ", right below" : "");
+    char *hint = (char *)(((unsigned long)b & ~(2 * MIB - 1)) - 8 * MIB + 0x10000);
+    char *h = mmap(hint, 4 * MIB, RW, ANON, -1, 0);
+    printf("hint: %s\n", h == hint ? "taken" : "NOT TAKEN");
+    char *r = mmap(NULL, 2 * MIB, RW, ANON, -1, 0);
+    if (r == MAP_FAILED) { printf("mmap failed\n"); return 1; }
+    /* The next 2 MiB taken (or already so): the growth must move. */
+    mmap(r + 2 * MIB, 4096, PROT_READ, ANON | MAP_FIXED_NOREPLACE, -1, 0);
+    for (unsigned long i = 0; i < 2 * MIB; i += 4096) r[i] = (char)(i >> 12);
+    char *d = mremap(r, 2 * MIB, 4 * MIB, MREMAP_MAYMOVE);
+    if (d == MAP_FAILED) { printf("mremap failed\n"); return 1; }
+    int bad = 0;
+    for (unsigned long i = 0; i < 2 * MIB; i += 4096) bad += d[i] != (char)(i >> 12);
+    printf("mremap 2 -> 4 MiB: %s, %s, %d bad pages\n", d == r ? "in place" : "moved", ALIGNED(d), bad);
+    char *e = mremap(d, 4 * MIB, 5 * MIB, MREMAP_MAYMOVE);
+    if (e == MAP_FAILED) { printf("mremap failed\n"); return 1; }
+    printf("mremap 4 -> 5 MiB: %s, %s\n", e == d ? "in place" : "moved", ALIGNED(e));
+    return 0;
+}
+"#;
+
+/// The host's Linux is 6.13 or later.
+fn host_has_the_rule() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = rel.split(['.', '-']).map(|n| n.trim().parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
+}
+
+#[test]
+fn placement_through_the_linux_abi_matches_linux() {
+    let want = "4 MiB: aligned\n3 MiB: not aligned, right below\nhint: taken\n\
+                mremap 2 -> 4 MiB: moved, aligned, 0 bad pages\nmremap 4 -> 5 MiB: moved, not aligned\n";
+    let dir = common::Scratch::new("thp-placement");
+    let prog = common::compile("musl-gcc", PLACEMENT, &dir.0, "placement", &["-static"]);
+    if host_has_the_rule() {
+        let o = std::process::Command::new(&prog).output().expect("run the program on the host");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "the host's Linux");
+    }
+    let root = common::initrd_with_init(&dir.0, &prog);
+    let r = common::vmm(&["run", "--timeout", "600", "--mem", "64M", "--initrd", root.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{}", r.all());
+    assert!(r.stdout.contains(want), "{}", r.all());
+}
+
 /// Reclaim never swaps a PMD-mapped page as one small page: with THP
 /// always, swaptest writes more than RAM; the huge pages its faults got
 /// are split before swap-out (thp_split_pmd counts them), every

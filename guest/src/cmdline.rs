@@ -39,7 +39,7 @@
 //! `hugepages=N`, `hugepagesz=SIZE` the hugetlb pool (mm/hugetlb.rs);
 //!               `hugetlbtest` its accounting program (hugetest)
 //! `transparent_hugepage=always|madvise|never` THP mode (default madvise)
-//! `thptest=MIB[,wait]` the transparent-huge-page proof program (thptest)
+//! `thptest=MIB[,wait][,placement]` the transparent-huge-page proof program (thptest)
 //! `khugepaged`  start the khugepaged thread
 //! `meminfo`, `buddyinfo`, `slabinfo`, `vmallocinfo`, `ptdump`
 //!               print the /proc-like views
@@ -297,7 +297,7 @@ const SWITCHES: [(&str, &str); 52] = [
     ("numa", "numactl --hardware: the NUMA nodes (ACPI SRAT/SLIT), their CPUs, size, free memory and distances, then each node's meminfo"),
     ("transparent_hugepage=MODE", "transparent huge pages: always, madvise (default) or never"),
     ("khugepaged", "start khugepaged: collapses populated 2 MiB ranges whenever processes yield"),
-    ("thptest=MIB[,wait]", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse"),
+    ("thptest=MIB[,wait][,placement]", "touch MIB MiB of anonymous memory, then (THP on) split, fork+COW and khugepaged collapse; placement: only where mmap/mremap put THP-sized mappings"),
     ("compact_memory", "compact all memory now, print pages migrated and the order-9 unusable index"),
     ("pagetypeinfo", "/proc/pagetypeinfo: free blocks per order and migratetype, pageblocks per type"),
     ("extfrag", "the unusable and fragmentation indexes per order (debugfs extfrag)"),
@@ -414,18 +414,29 @@ fn swaptest(v: &str) -> bool {
     status == Some(0)
 }
 
-/// `thptest=MIB[,wait]`: runs the thptest program
+/// `thptest=MIB[,wait][,placement]`: runs the thptest program
 /// (guest/user/src/bin/thptest.rs) touching MIB MiB (`wait`: its collapse
-/// is left to the khugepaged thread), then prints vmstat; true if it
-/// exited 0.
+/// is left to the khugepaged thread; `placement`: only its check of where
+/// mmap and mremap put THP-sized mappings), then prints vmstat; true if
+/// it exited 0.
 fn thptest(v: &str) -> bool {
     let mut parts = v.split(',');
     let Some(mib) = parts.next().and_then(parse_u64).filter(|m| (8..=0xffff).contains(m)) else {
         kprintln!("cmdline: thptest={}: want the MiB to touch (8..65535)", v);
         return false;
     };
-    let wait = parts.next() == Some("wait");
-    let status = crate::proc::run("thptest", mib | (wait as u64) << 16);
+    let (mut wait, mut placement) = (false, false);
+    for p in parts {
+        match p {
+            "wait" => wait = true,
+            "placement" => placement = true,
+            _ => {
+                kprintln!("cmdline: thptest={}: unknown option {} (wait, placement)", v, p);
+                return false;
+            }
+        }
+    }
+    let status = crate::proc::run("thptest", mib | (wait as u64) << 16 | (placement as u64) << 17);
     kprintln!("thptest: exit status {:#x}", status.unwrap_or(u64::MAX));
     crate::mm::vmstat::print();
     status == Some(0)

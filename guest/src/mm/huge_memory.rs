@@ -142,6 +142,32 @@ pub fn vma_allows(flags: VmFlags) -> bool {
     }
 }
 
+/// Whether a new mapping of `len` bytes placed without an address hint
+/// gets a 2 MiB-aligned start, so its huge pages can be PMD-mapped from
+/// the first fault (and an mremap that moves it keeps its PMD leaves
+/// whole). Linux's rule in `__get_unmapped_area` (mm/mmap.c) from 6.13
+/// on, unchanged in mainline since: efa7df3e3bb5 (6.7, "align larger
+/// anonymous mappings on THP boundaries") aligned every private anonymous
+/// mapping of at least PMD_SIZE; d4148aeab412 (6.12, "limit THP alignment
+/// of anonymous mappings to PMD-aligned sizes") narrowed it to lengths
+/// that are a multiple of PMD_SIZE (odd sizes such as 4632 kB merged into
+/// one THP-backed area before and got fragmented by the alignment), and
+/// 249608ee4713 (6.13, "respect mmap hint address when aligning for
+/// THP") to mappings without a hint (the caller checks that: `addr == 0`).
+/// File mappings and shared anonymous ones (shmem's own
+/// `get_unmapped_area`, which aligns only with shmem THP on, off by
+/// default) are not aligned; hugetlb has its own path (mm/hugetlb.rs).
+/// As in Linux the mode is not consulted (`IS_ENABLED(CONFIG_TRANSPARENT_HUGEPAGE)`
+/// only: an aligned mapping costs nothing, and `madvise(MADV_HUGEPAGE)`
+/// or a later `always` finds it ready), nor is `VM_GROWSDOWN` or
+/// `MAP_STACK`.
+pub fn aligns_unmapped_area(len: u64, flags: VmFlags, anon: bool) -> bool {
+    anon && !flags.contains(VmFlags::SHARED)
+        && !flags.contains(VmFlags::HUGETLB)
+        && len != 0
+        && len.is_multiple_of(HPAGE_PMD_SIZE)
+}
+
 /// The 2 MiB-aligned start of `addr`'s huge page if that page lies inside
 /// `vma` and the VMA may have huge pages.
 /// Anonymous VMAs only: file mappings take their pages from the page

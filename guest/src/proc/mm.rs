@@ -615,6 +615,33 @@ impl MmStruct {
         }
     }
 
+    /// Linux's `get_unmapped_area` without a hint for a new mapping of
+    /// `len` bytes with `flags` (an anonymous one if `anon`): 2 MiB-aligned
+    /// where [`aligns_unmapped_area`](crate::mm::huge_memory::aligns_unmapped_area)
+    /// says so (mmap, and mremap's move), else plain top-down.
+    pub(super) fn get_unmapped_area(&self, len: u64, flags: VmFlags, anon: bool) -> Option<u64> {
+        if crate::mm::huge_memory::aligns_unmapped_area(len, flags, anon) {
+            self.thp_unmapped_area(len)
+        } else {
+            self.unmapped_area(len)
+        }
+    }
+
+    /// Linux's `thp_get_unmapped_area_vmflags` / `__thp_get_unmapped_area`
+    /// (mm/huge_memory.c, top-down): the highest range that holds `len`
+    /// plus one huge page, its start rounded up to 2 MiB (an already
+    /// aligned start takes the top of the padding, as Linux does under
+    /// `MMF_TOPDOWN` to stay next to the mapping above); without room for
+    /// the padding, the plain search.
+    fn thp_unmapped_area(&self, len: u64) -> Option<u64> {
+        const HPAGE: u64 = crate::mm::huge_memory::HPAGE_PMD_SIZE;
+        match len.checked_add(HPAGE).and_then(|padded| self.unmapped_area(padded)) {
+            Some(ret) if ret.is_multiple_of(HPAGE) => Some(ret + HPAGE),
+            Some(ret) => Some(ret.next_multiple_of(HPAGE)),
+            None => self.unmapped_area(len),
+        }
+    }
+
     /// [`unmapped_area`](Self::unmapped_area) for a mapping whose start
     /// must be `align`-aligned (hugetlb: 2 MiB).
     pub fn unmapped_area_aligned(&self, len: u64, align: u64) -> Option<u64> {
@@ -761,7 +788,11 @@ impl MmStruct {
         {
             addr
         } else {
-            self.unmapped_area(len).ok_or(-ENOMEM).map_err(uncharge)?
+            // No usable hint. A hint that was given but is not free is
+            // not replaced by a 2 MiB-aligned place (Linux since 6.13
+            // aligns for THP only when no hint was given).
+            let anon_no_hint = kind == mm_core::vma::VmaKind::Anon && addr == 0;
+            self.get_unmapped_area(len, vflags, anon_no_hint).ok_or(-ENOMEM).map_err(uncharge)?
         };
         let vma = if file {
             Vma { kind, pgoff, ..Vma::anon(start, start + len, vflags) }

@@ -328,7 +328,11 @@ impl MmStruct {
         if flags & MREMAP_MAYMOVE == 0 {
             return Err(-ENOMEM);
         }
-        let new = self.unmapped_area(new_len).ok_or(-ENOMEM)?;
+        // Linux's mremap asks `get_unmapped_area` with no hint, so an
+        // anonymous private mapping whose new length is a multiple of 2 MiB
+        // moves to a 2 MiB-aligned place and its PMD leaves move whole
+        // (`move_page_tables`) instead of being split.
+        let new = self.get_unmapped_area(new_len, vma.flags, vma.kind == mm_core::vma::VmaKind::Anon).ok_or(-ENOMEM)?;
         charge(grow)?;
         self.move_vma(vma, old, old_len, new, new_len).inspect_err(|_| uncharge(grow))
     }

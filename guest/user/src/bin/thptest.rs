@@ -32,7 +32,11 @@
 //! wrong after the touch; 4 the split went wrong; 5 fork/COW went wrong;
 //! 6 the collapse went wrong; 7 the huge zero page went wrong; 8 the
 //! partial collapse went wrong; 9 the mprotect split went wrong; 10 the
-//! mremap went wrong.
+//! mremap went wrong; 11 the placement of THP-sized mappings went wrong.
+//!
+//! With bit 17 of the argument it runs only [`placement`], the kernel's
+//! choice of addresses for mappings and moves without a hint (Linux
+//! 6.13's THP alignment rule), and exits.
 #![no_std]
 #![no_main]
 
@@ -95,6 +99,9 @@ fn bad_pages(start: u64, len: u64, skip: Option<u64>) -> u64 {
 }
 
 fn main(arg: u64) -> i32 {
+    if arg & (1 << 17) != 0 {
+        return placement();
+    }
     let pid = getpid();
     let mib = (arg & 0xffff).max(8);
     let len = mib << 20;
@@ -358,5 +365,127 @@ fn mremap_huge() -> i32 {
         0
     } else {
         10
+    }
+}
+
+/// `MAP_FIXED_NOREPLACE`: at `addr` exactly, EEXIST if taken.
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+/// Linux's EEXIST.
+const EEXIST: i64 = 17;
+
+/// Writes the pattern into `[start, start + len)`, one word every
+/// `stride` bytes; the faults that took.
+fn fill(start: u64, len: u64, stride: u64) -> u64 {
+    let before = mmstat().faults;
+    let mut va = start;
+    while va < start + len {
+        write(va, pattern(va));
+        va += stride;
+    }
+    mmstat().faults - before
+}
+
+/// Where the kernel puts mappings and moves without an address hint
+/// (Linux 6.13's `__get_unmapped_area`: private anonymous memory whose
+/// length is a multiple of 2 MiB starts on a 2 MiB boundary, whatever the
+/// THP mode), in a fresh process (this runs first, so the top-down
+/// placement is known):
+/// - a plain 4 MiB mmap starts 2 MiB-aligned; touched page by page with
+///   THP always it takes 2 faults (two PMD leaves);
+/// - a 3 MiB mmap (not a multiple of 2 MiB) is not aligned: it sits
+///   right below the 4 MiB one, as the top-down search puts it;
+/// - a free, misaligned hint for 4 MiB is honoured as given;
+/// - a THP-backed 2 MiB region that cannot grow in place, mremapped
+///   (MREMAP_MAYMOVE) to 4 MiB, moves to a 2 MiB-aligned place: its PMD
+///   leaf moves whole (AnonHugePages unchanged, no split) with its data,
+///   and the new half takes one more huge fault.
+///
+/// Checkpoint `placed` after the move. Exit status 0, or 11 if anything
+/// went wrong.
+fn placement() -> i32 {
+    let always = thp(0, 0) == 2;
+    // Every page with THP always (the fault count proves the huge
+    // faults), one per 2 MiB otherwise (4 KiB faults are slow here).
+    let stride = if always { PAGE } else { HPAGE };
+    let rw = PROT_READ | PROT_WRITE;
+    let anon = MAP_PRIVATE | MAP_ANONYMOUS;
+    let a = mmap(0, 2 * HPAGE, rw, anon);
+    let huge0 = thp(3, 0);
+    let a_faults = if a > 0 { fill(a as u64, 2 * HPAGE, stride) } else { 0 };
+    let a_huge = thp(3, 0) - huge0;
+    let b = mmap(0, 3 << 20, rw, anon);
+    println!(
+        "thptest: placement: 4 MiB at {:#x} ({}), {} faults, AnonHugePages +{} kB; 3 MiB at {:#x} ({})",
+        a,
+        if a % HPAGE as i64 == 0 { "aligned" } else { "NOT ALIGNED" },
+        a_faults,
+        a_huge,
+        b,
+        if b % HPAGE as i64 == 0 { "ALIGNED" } else { "not aligned" }
+    );
+    if a <= 0 || b <= 0 {
+        return 2;
+    }
+    let (a, b) = (a as u64, b as u64);
+    // A free hint 64 KiB past a 2 MiB boundary, well below both.
+    let hint = (b & !(HPAGE - 1)) - 4 * HPAGE + 0x1_0000;
+    let h = mmap(hint, 2 * HPAGE, rw, anon);
+    println!("thptest: placement: 4 MiB with hint {:#x} at {:#x}", hint, h);
+
+    // mremap: a THP-backed 2 MiB region with its next 2 MiB taken.
+    let r = mmap(0, HPAGE, rw, anon);
+    if r <= 0 {
+        return 2;
+    }
+    let r = r as u64;
+    let guard = mmap(r + HPAGE, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE);
+    let r_faults = fill(r, HPAGE, stride);
+    let huge_before = thp(3, 0);
+    let d = mremap(r, HPAGE, 2 * HPAGE, 1, 0);
+    let huge_moved = thp(3, 0);
+    let bad = if d > 0 {
+        (0..HPAGE / stride).filter(|i| read(d as u64 + i * stride) != pattern(r + i * stride)).count()
+    } else {
+        0
+    };
+    println!(
+        "thptest: placement: mremap 2 -> 4 MiB: {:#x} -> {:#x} ({}), guard {}, {} faults before, AnonHugePages {} -> {} kB, {} bad pages",
+        r,
+        d,
+        if d % HPAGE as i64 == 0 { "aligned" } else { "NOT ALIGNED" },
+        if guard == (r + HPAGE) as i64 { "placed" } else if guard == -EEXIST { "taken" } else { "FAILED" },
+        r_faults,
+        huge_before,
+        huge_moved,
+        bad
+    );
+    checkpoint("placed");
+    if d <= 0 {
+        return 11;
+    }
+    let d = d as u64;
+    let grown_faults = fill(d + HPAGE, HPAGE, stride);
+    let huge_grown = thp(3, 0);
+    println!("thptest: placement: the grown half: {} faults, AnonHugePages {} kB", grown_faults, huge_grown);
+    let mut ok = a.is_multiple_of(HPAGE)
+        && !b.is_multiple_of(HPAGE)
+        && b + (3 << 20) == a
+        && h == hint as i64
+        && (guard == (r + HPAGE) as i64 || guard == -EEXIST)
+        && d != r
+        && d.is_multiple_of(HPAGE)
+        && bad == 0;
+    if always {
+        ok &= a_faults == 2
+            && a_huge == 4096
+            && r_faults == 1
+            && huge_moved == huge_before
+            && grown_faults == 1
+            && huge_grown == huge_moved + 2048;
+    }
+    if ok {
+        0
+    } else {
+        11
     }
 }
