@@ -163,7 +163,7 @@ impl FrameClass {
             FrameClass::UserAnon => "user anonymous",
             FrameClass::PageCache => "page cache (file data)",
             FrameClass::Thp => "transparent huge pages (anon, PMD-mapped)",
-            FrameClass::HugeTlb => "hugetlb pool (2 MiB pages)",
+            FrameClass::HugeTlb => "hugetlb pools (2 MiB and 1 GiB pages)",
             FrameClass::SwapCache => "swap cache",
             FrameClass::KernelData => "kernel data/bss",
             FrameClass::KernelRodata => "kernel rodata",
