@@ -194,7 +194,9 @@ fn gigantic_pages_where_the_cpu_has_them_refused_where_not() {
 /// /sys/kernel/mm/hugepages as Linux has it, from a static C program
 /// (the Linux ABI): one directory per pool with its five files,
 /// nr_hugepages resizing the pool (meminfo agrees), resv_hugepages
-/// following a MAP_HUGETLB mmap, read-only files refused for writing,
+/// following a MAP_HUGETLB mmap (whose faulted page the guest's
+/// /sys/kernel/debug/page_tables/current_user shows as one PMD leaf),
+/// read-only files refused for writing,
 /// a malformed count EINVAL; the 1 GiB pool only where the CPU has it.
 const SYSFS: &str = r#"
 #include <stdio.h>
@@ -257,6 +259,15 @@ int main(void) {
     void *p = mmap(0, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
     printf("mmap MAP_HUGE_2MB: %s\n", p == MAP_FAILED ? "failed" : "ok");
     printf("resv_hugepages: %s", get(POOL "resv_hugepages"));
+    /* Faulted, the page shows in the kernel's walk of this process
+       (debugfs page_tables/current_user) as one PMD leaf. */
+    *(volatile char *)p = 1;
+    char want[40], line[160];
+    snprintf(want, sizeof want, "0x%016lx-0x%016lx", (unsigned long)p, (unsigned long)p + (2 << 20));
+    FILE *pt = fopen("/sys/kernel/debug/page_tables/current_user", "r");
+    while (pt && fgets(line, sizeof line, pt))
+        if (!strncmp(line, want, strlen(want))) printf("current_user:%s", line + strlen(want));
+    if (pt) fclose(pt);
     munmap(p, 2 << 20);
     printf("resv_hugepages after munmap: %s", get(POOL "resv_hugepages"));
     printf("write free_hugepages: %d\n", put(POOL "free_hugepages", "1"));
@@ -296,7 +307,7 @@ fn sysfs_hugepages_pools_as_linux() {
     let mut want = vec![
         "ls /sys/kernel/mm/hugepages/hugepages-2048kB/: nr_hugepages nr_overcommit_hugepages free_hugepages resv_hugepages surplus_hugepages\n",
         "nr_hugepages: 2\nwrite 3: 2\nnr_hugepages: 3\nfree_hugepages: 3\nmeminfo HugePages_Total: 3\n",
-        "mmap MAP_HUGE_2MB: ok\nresv_hugepages: 1\nresv_hugepages after munmap: 0\n",
+        "mmap MAP_HUGE_2MB: ok\nresv_hugepages: 1\ncurrent_user:           2M USR RW         PSE     NX pmd\nresv_hugepages after munmap: 0\n",
         "write free_hugepages: -13\nwrite 3x: -22\n",
         "write overcommit 2: 1\nnr_overcommit_hugepages: 2\nsurplus_hugepages: 0\n",
         "write 1: 1\nmeminfo HugePages_Total: 1\n",

@@ -86,7 +86,8 @@ fn the_selftests_pass_under_qemu_tcg() {
 /// refusal there), so on a 2 GiB machine `hugepagesz=1G hugepages=1`
 /// takes a whole free 1 GiB range for the pool, and gigatest maps it with
 /// one PUD leaf: reservation, one fault, a physically contiguous 1 GiB
-/// page in pagemap, smaps' 1048576 kB page size, ENOMEM past the pool,
+/// page in pagemap, smaps' 1048576 kB page size, the leaf in the guest's
+/// /sys/kernel/debug/page_tables/current_user, ENOMEM past the pool,
 /// SIGBUS for the child's copy, the pool shrunk and grown at run time.
 /// With `qemu64` (no pdpe1gb) the same command line is refused as Linux
 /// refuses it.
@@ -101,6 +102,8 @@ fn gigantic_hugetlb_pages_where_the_cpu_reports_pdpe1gb() {
         "gigatest[1]: mapped 1 GiB: nr_hugepages 1 free_hugepages 1 resv_hugepages 1 surplus_hugepages 0",
         "gigatest[1]: wrote it: nr_hugepages 1 free_hugepages 0 resv_hugepages 0 surplus_hugepages 0",
         "0 of 1025 sampled pages off the contiguous frame, KernelPageSize 1048576 kB, Private_Hugetlb 1048576 kB",
+        // The kernel's own walk (debugfs page_tables/current_user).
+        "           1G USR RW         PSE     NX pud",
         "gigatest[1]: a second 1 GiB mmap: -12",
         "gigatest[1]: child status 0x7 (SIGBUS is 0x7); parent's words bad: 0",
         "gigatest[1]: unmapped: nr_hugepages 1 free_hugepages 1 resv_hugepages 0 surplus_hugepages 0",

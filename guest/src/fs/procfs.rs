@@ -282,7 +282,7 @@ fn oom_score_adj_file(pid: u64, adj: i32) -> Arc<ProcFile> {
 }
 
 /// The process `pid` names ("self": the caller): (pid, its mm).
-fn task_mm(pid: u64) -> Option<sched::MmRef> {
+pub(super) fn task_mm(pid: u64) -> Option<sched::MmRef> {
     // A thread group's: the leader's, or its threads' once it exited.
     sched::group_mm(pid)
 }

@@ -20,6 +20,13 @@
 //! pool's directory exists only where the CPU reports 1 GiB pages, as in
 //! Linux.
 //!
+//! And /sys/kernel/debug/page_tables (Linux's CONFIG_PTDUMP_DEBUGFS,
+//! arch/x86/mm/debug_pagetables.c): `kernel` dumps the kernel's page
+//! tables and `current_user` the reading process's user half, in
+//! Linux's ptdump layout (mm/procfs.rs's `ptdump_to`, the `ptdump`
+//! switch's walk): what a program can read of its own translations from
+//! inside the guest, huge leaves shown at their level (pmd, pud).
+//!
 //! Linux's `defrag`, `shmem_enabled` and khugepaged's `pages_to_scan`,
 //! `scan_sleep_millisecs` are not here: this kernel's faults never
 //! reclaim or compact for a huge page, there is no shmem THP, and its
@@ -72,8 +79,10 @@ const POOL_FILES: [&str; 5] =
     ["nr_hugepages", "nr_overcommit_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"];
 
 /// The directories and what each holds.
-const DIRS: [(&str, &[&str]); 7] = [
-    ("/sys/kernel", &["mm"]),
+const DIRS: [(&str, &[&str]); 9] = [
+    ("/sys/kernel", &["mm", "debug"]),
+    ("/sys/kernel/debug", &["page_tables"]),
+    ("/sys/kernel/debug/page_tables", &PTDUMP_FILES),
     ("/sys/kernel/mm", &["transparent_hugepage", "hugepages"]),
     (THP, &["enabled", "hpage_pmd_size", "khugepaged"]),
     ("/sys/kernel/mm/transparent_hugepage/khugepaged", &["max_ptes_none", "max_ptes_shared"]),
@@ -81,6 +90,40 @@ const DIRS: [(&str, &[&str]); 7] = [
     ("/sys/kernel/mm/hugepages/hugepages-2048kB", &POOL_FILES),
     ("/sys/kernel/mm/hugepages/hugepages-1048576kB", &POOL_FILES),
 ];
+
+/// The files of /sys/kernel/debug/page_tables.
+const PTDUMP_FILES: [&str; 2] = ["current_user", "kernel"];
+
+/// The page-table dump `path` names, made now; None: not one.
+fn ptdump(path: &str) -> Option<String> {
+    let name = path.strip_prefix("/sys/kernel/debug/page_tables/")?;
+    let phys = crate::mm::phys::direct_map();
+    let mut text = String::new();
+    match name {
+        "current_user" => {
+            // The reader's own tables, under its mm lock; the user half
+            // only (the kernel half is `kernel`'s).
+            let mm = super::procfs::task_mm(crate::proc::sched::current_pid())?;
+            mm.with(|mm| {
+                // The walker checks reserved bits (the editor does not):
+                // a PUD leaf is legal where the CPU has 1 GiB pages.
+                let gb = crate::mm::hugetlb::gigantic_supported();
+                let mapper = mm_core::paging::Mapper::new(mm_core::addr::PhysAddr(mm.pgd), false, 52, gb);
+                crate::mm::procfs::ptdump_to(&mut text, &mapper, &phys, Some(1 << 47));
+            });
+        }
+        "kernel" => {
+            // Read without the page allocator's lock (the text is built
+            // on the heap, which takes it): kernel tables are only ever
+            // added to, so a racing change shows as old or new, never as
+            // a freed table.
+            let mapper = crate::mm::KERNEL_PT.with(|m| *m);
+            crate::mm::procfs::ptdump_to(&mut text, &mapper, &phys, None);
+        }
+        _ => return None,
+    }
+    Some(text)
+}
 
 /// The hugetlb pool a path below /sys/kernel/mm/hugepages names, and
 /// whether this kernel has it (the 1 GiB one only with pdpe1gb).
@@ -210,6 +253,10 @@ fn file(path: &str) -> Option<usize> {
 
 /// `st_mode` of `path`, or -ENOENT.
 pub fn mode_of(path: &str) -> Result<u32, i64> {
+    if path.strip_prefix("/sys/kernel/debug/page_tables/").is_some_and(|n| PTDUMP_FILES.contains(&n)) {
+        // Linux's debugfs files are root's alone (0400).
+        return Ok(super::S_IFREG | 0o400);
+    }
     if let Some(d) = devices(path) {
         return Ok(if d.is_ok() { DIR } else { RO });
     }
@@ -227,6 +274,12 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
         Some(Ok(entries)) => return Ok(Arc::new(ProcFile::Dir(entries))),
         Some(Err(text)) => return Ok(Arc::new(ProcFile::Text(text.into_bytes()))),
         None => {}
+    }
+    if path.starts_with("/sys/kernel/debug/page_tables/") {
+        if write {
+            return Err(-EACCES);
+        }
+        return ptdump(path).map(|t| Arc::new(ProcFile::Text(t.into_bytes()))).ok_or(-ENOENT);
     }
     if let Some((_, names)) = DIRS.iter().find(|(d, _)| *d == path && present(path)) {
         let e: Vec<(String, u32)> = names

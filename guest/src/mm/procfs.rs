@@ -353,7 +353,7 @@ fn spaces(n: usize) -> &'static str {
 
 /// Prints one range as Linux's ptdump does: `0xSTART-0xEND   SIZE FLAGS
 /// level`, the size scaled to K/M/G/T while it stays whole.
-fn ptdump_line((start, end, flags, level): Run) {
+fn ptdump_line(w: &mut dyn Write, (start, end, flags, level): Run) {
     let mut size = (end.wrapping_sub(start)) >> 10;
     let mut unit = 0;
     const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
@@ -383,7 +383,8 @@ fn ptdump_line((start, end, flags, level): Run) {
             b.as_str()
         }
     };
-    kprintln!(
+    let _ = writeln!(
+        w,
         "{:#018x}-{:#018x}   {}{}{} {}{}",
         start,
         end,
@@ -399,7 +400,7 @@ fn ptdump_line((start, end, flags, level): Run) {
 /// as Linux's walk meets it: pieces up to the next 2 MiB, 1 GiB and
 /// 512 GiB boundaries at the PTE, PMD and PUD levels, whole PGD entries,
 /// then the tail at the PUD, PMD and PTE levels.
-fn ptdump_hole(start: u64, end: u64) {
+fn ptdump_hole(w: &mut dyn Write, start: u64, end: u64) {
     const SPANS: [(u64, &str); 4] = [(1 << 12, "pte"), (1 << 21, "pmd"), (1 << 30, "pud"), (1 << 39, "pgd")];
     let last = end.wrapping_sub(1);
     let mut s = start;
@@ -414,7 +415,7 @@ fn ptdump_hole(start: u64, end: u64) {
             // Ends before the next boundary: the way down prints it.
             break;
         }
-        ptdump_line((s, boundary_last.wrapping_add(1), None, lvl));
+        ptdump_line(w, (s, boundary_last.wrapping_add(1), None, lvl));
         if boundary_last == last {
             return;
         }
@@ -431,7 +432,7 @@ fn ptdump_hole(start: u64, end: u64) {
             continue;
         }
         let piece_end = if fits_all { 0 } else { s.wrapping_add(whole) };
-        ptdump_line((s, piece_end, None, lvl));
+        ptdump_line(w, (s, piece_end, None, lvl));
         if piece_end == end {
             return;
         }
@@ -441,14 +442,14 @@ fn ptdump_hole(start: u64, end: u64) {
 
 /// Prints a run, split at the section markers it crosses (each marker's
 /// `---[ name ]---` line first).
-fn ptdump_emit(run: Run, next_marker: &mut usize) {
+fn ptdump_emit(w: &mut dyn Write, run: Run, next_marker: &mut usize) {
     let (mut start, end, flags, level) = run;
     // A hole across the non-canonical gap stops at the top of user space
     // and goes on from the bottom of the kernel half, as the PGD does.
     const USER_TOP: u64 = 1 << 47;
     const KERNEL_BOTTOM: u64 = 0xffff_8000_0000_0000;
     if start < USER_TOP && (end == 0 || end > USER_TOP) {
-        ptdump_emit((start, USER_TOP, flags, level), next_marker);
+        ptdump_emit(w, (start, USER_TOP, flags, level), next_marker);
         if end != 0 && end <= KERNEL_BOTTOM {
             return;
         }
@@ -456,7 +457,7 @@ fn ptdump_emit(run: Run, next_marker: &mut usize) {
     }
     loop {
         while *next_marker < MARKERS.len() && MARKERS[*next_marker].0 <= start {
-            kprintln!("---[ {} ]---", MARKERS[*next_marker].1);
+            let _ = writeln!(w, "---[ {} ]---", MARKERS[*next_marker].1);
             *next_marker += 1;
         }
         // Ends at 0 mean "the top of the address space".
@@ -464,15 +465,15 @@ fn ptdump_emit(run: Run, next_marker: &mut usize) {
         match m {
             Some(m) => {
                 match flags {
-                    None => ptdump_hole(start, m),
-                    Some(_) => ptdump_line((start, m, flags, level)),
+                    None => ptdump_hole(w, start, m),
+                    Some(_) => ptdump_line(w, (start, m, flags, level)),
                 }
                 start = m;
             }
             None => {
                 match flags {
-                    None => ptdump_hole(start, end),
-                    Some(_) => ptdump_line((start, end, flags, level)),
+                    None => ptdump_hole(w, start, end),
+                    Some(_) => ptdump_line(w, (start, end, flags, level)),
                 }
                 return;
             }
@@ -481,50 +482,69 @@ fn ptdump_emit(run: Run, next_marker: &mut usize) {
 }
 
 /// The kernel page tables in the layout of Linux's
-/// /sys/kernel/debug/page_tables/kernel: section markers, one line per
-/// run of equal flags with its size scaled (K/M/G/T) and its level last,
-/// and the holes between mappings shown without flags.
+/// /sys/kernel/debug/page_tables/kernel (the `ptdump` switch prints it
+/// on the console, under the page allocator so no table changes under
+/// the walk).
 pub fn ptdump() {
-    use mm_core::paging::{PageSize, PteFlags};
     let mapper = super::KERNEL_PT.with(|m| *m);
-    PAGES.with(|p| {
-        let mut marker = 0usize;
-        let mut cur: Option<(u64, u64, u64, PteFlags, PageSize)> = None;
-        let mut covered = 0u64;
-        let level = |size: PageSize| match size {
-            PageSize::Size4K => "pte",
-            PageSize::Size2M => "pmd",
-            PageSize::Size1G => "pud",
-        };
-        let flush = |c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
-            // Canonical kernel addresses follow the user half: the hole
-            // between starts at the end of the last run.
-            if c.0 != *covered {
-                ptdump_emit((*covered, c.0, None, ""), marker);
-            }
-            ptdump_emit((c.0, c.1, Some(c.3), level(c.4)), marker);
-            *covered = c.1;
-        };
-        for m in mapper.mappings(&p.phys).flatten() {
-            // Accessed/dirty change as the CPU runs: leave them out, as
-            // Linux's ptdump does, so ranges merge.
-            let flags = m.flags.difference(PteFlags::ACCESSED.union(PteFlags::DIRTY));
-            let (va, pa, size) = (m.va.0, m.pa.0, m.size);
-            match &mut cur {
-                Some(c) if c.1 == va && c.3 == flags && c.4 == size && c.2 + (c.1 - c.0) == pa => c.1 += size.bytes(),
-                _ => {
-                    if let Some(c) = cur.take() {
-                        flush(c, &mut covered, &mut marker);
-                    }
-                    cur = Some((va, va + size.bytes(), pa, flags, size));
+    PAGES.with(|p| ptdump_to(&mut Console, &mapper, &p.phys, None));
+}
+
+/// The page tables `mapper` names, read through `phys`, in the layout of
+/// Linux's ptdump: section markers, one line per run of equal flags with
+/// its size scaled (K/M/G/T) and its level last, and the holes between
+/// mappings shown without flags. `until`: stop at that address (the top
+/// of user space for /sys/kernel/debug/page_tables/current_user); None:
+/// the whole address space.
+pub fn ptdump_to<M: mm_core::mem::PhysMem + ?Sized>(
+    w: &mut dyn Write,
+    mapper: &mm_core::paging::Mapper,
+    phys: &M,
+    until: Option<u64>,
+) {
+    use mm_core::paging::{PageSize, PteFlags};
+    let mut marker = 0usize;
+    let mut cur: Option<(u64, u64, u64, PteFlags, PageSize)> = None;
+    let mut covered = 0u64;
+    let level = |size: PageSize| match size {
+        PageSize::Size4K => "pte",
+        PageSize::Size2M => "pmd",
+        PageSize::Size1G => "pud",
+    };
+    let mut flush = |w: &mut dyn Write, c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
+        // Canonical kernel addresses follow the user half: the hole
+        // between starts at the end of the last run.
+        if c.0 != *covered {
+            ptdump_emit(w, (*covered, c.0, None, ""), marker);
+        }
+        ptdump_emit(w, (c.0, c.1, Some(c.3), level(c.4)), marker);
+        *covered = c.1;
+    };
+    for m in mapper.mappings(phys).flatten() {
+        if until.is_some_and(|u| m.va.0 >= u) {
+            break;
+        }
+        // Accessed/dirty change as the CPU runs: leave them out, as
+        // Linux's ptdump does, so ranges merge.
+        let flags = m.flags.difference(PteFlags::ACCESSED.union(PteFlags::DIRTY));
+        let (va, pa, size) = (m.va.0, m.pa.0, m.size);
+        match &mut cur {
+            Some(c) if c.1 == va && c.3 == flags && c.4 == size && c.2 + (c.1 - c.0) == pa => c.1 += size.bytes(),
+            _ => {
+                if let Some(c) = cur.take() {
+                    flush(w, c, &mut covered, &mut marker);
                 }
+                cur = Some((va, va + size.bytes(), pa, flags, size));
             }
         }
-        if let Some(c) = cur {
-            flush(c, &mut covered, &mut marker);
-        }
-        if covered != 0 {
-            ptdump_emit((covered, 0, None, ""), &mut marker);
-        }
-    });
+    }
+    if let Some(c) = cur {
+        flush(w, c, &mut covered, &mut marker);
+    }
+    match until {
+        Some(u) if covered < u => ptdump_emit(w, (covered, u, None, ""), &mut marker),
+        Some(_) => {}
+        None if covered != 0 => ptdump_emit(w, (covered, 0, None, ""), &mut marker),
+        None => {}
+    }
 }

@@ -5,7 +5,9 @@
 //! 2. mmap of 1 GiB reserves the page (resv 1) at a 1 GiB-aligned address;
 //! 3. writes at 4 KiB steps of every 2 MiB fault it in with one fault
 //!    (free 0, resv 0); /proc/self/pagemap shows one physically contiguous,
-//!    1 GiB-aligned page, and smaps a 1048576 kB KernelPageSize;
+//!    1 GiB-aligned page, smaps a 1048576 kB KernelPageSize, and the
+//!    kernel's walk (/sys/kernel/debug/page_tables/current_user) one
+//!    `1G ... pud` line;
 //! 4. a second 1 GiB mmap cannot be reserved: ENOMEM;
 //! 5. a forked child reads the parent's data through the shared leaf, and
 //!    its write, with no free page to copy to, gets SIGBUS;
@@ -139,7 +141,22 @@ fn main(_arg: u64) -> i32 {
         page_kb,
         private
     );
-    if scattered != 0 || !pa.is_multiple_of(GIG) || page_kb != 1 << 20 || private != 1 << 20 || check(a) != 0 {
+    // The kernel's own walk of this process's tables (Linux's
+    // /sys/kernel/debug/page_tables/current_user): one PUD leaf.
+    let mut leaf = false;
+    let mut range = [0u8; 37];
+    range[..18].copy_from_slice(&hex18(a));
+    range[18] = b'-';
+    range[19..].copy_from_slice(&hex18(a + GIG));
+    ulib::for_each_line(b"/sys/kernel/debug/page_tables/current_user\0", |l| {
+        if l.ends_with(b" pud") && l.starts_with(&range) {
+            if let Ok(t) = core::str::from_utf8(l) {
+                println!("gigatest[{}]: current_user: {}", getpid(), t);
+            }
+            leaf = true;
+        }
+    });
+    if scattered != 0 || !pa.is_multiple_of(GIG) || page_kb != 1 << 20 || private != 1 << 20 || check(a) != 0 || !leaf {
         return 13;
     }
     // 4. Nothing left to reserve.
@@ -188,6 +205,16 @@ fn main(_arg: u64) -> i32 {
         return 17;
     }
     0
+}
+
+/// `v` as ptdump prints addresses: `0x` and 16 hex digits.
+fn hex18(v: u64) -> [u8; 18] {
+    let mut out = [b'0'; 18];
+    out[1] = b'x';
+    for i in 0..16 {
+        out[17 - i] = b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize];
+    }
+    out
 }
 
 /// The number after `key` in the /proc/self/smaps block of the mapping
