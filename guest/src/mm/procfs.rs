@@ -511,7 +511,7 @@ pub fn ptdump_to<M: mm_core::mem::PhysMem + ?Sized>(
         PageSize::Size2M => "pmd",
         PageSize::Size1G => "pud",
     };
-    let mut flush = |w: &mut dyn Write, c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
+    let flush = |w: &mut dyn Write, c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
         // Canonical kernel addresses follow the user half: the hole
         // between starts at the end of the last run.
         if c.0 != *covered {

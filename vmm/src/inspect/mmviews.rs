@@ -448,6 +448,8 @@ pub struct MeminfoReport {
     pub hugepages_rsvd: u64,
     /// HugePages_Surp.
     pub hugepages_surp: u64,
+    /// Hugepagesize: the default pool's page size (`default_hugepagesz=`).
+    pub hugepagesize_kb: u64,
     /// kmalloc requests too large for a cache.
     pub kmalloc_large_kb: u64,
     /// Allocated and owned `Reserved`.
@@ -524,6 +526,11 @@ pub fn meminfo(gs: &GuestState<'_>) -> MeminfoReport {
         hugepages_free: gs.desc.huge.hugepages_free,
         hugepages_rsvd: gs.desc.huge.hugepages_rsvd,
         hugepages_surp: gs.desc.huge.hugepages_surp,
+        // A guest that never published its pool size has only 2 MiB pages.
+        hugepagesize_kb: match gs.desc.huge.hugepage_size_kb {
+            0 => 2048,
+            kb => kb,
+        },
         kmalloc_large_kb: kb(large),
         reserved_owned_kb: kb(res),
         other_kb: kb(other),
@@ -563,7 +570,7 @@ impl MeminfoReport {
         ] {
             let _ = writeln!(s, "{:<16}{v:>8}", format!("{name}:"));
         }
-        let _ = writeln!(s, "Hugepagesize:       2048 kB\nHugetlb:        {:>8} kB", self.hugetlb_kb);
+        let _ = writeln!(s, "Hugepagesize:   {:>8} kB\nHugetlb:        {:>8} kB", self.hugepagesize_kb, self.hugetlb_kb);
         let mut line = |name: &str, v: u64| {
             let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
         };
