@@ -6,7 +6,8 @@
 //! unmapped. Then the floor and the ceiling: a region whose neighbour
 //! still uses its page table keeps it, and each later unmap frees exactly
 //! the levels no mapping left can use (1, 2, then 3 tables); an mremap
-//! move frees the tables of the old place. The same binary prints the
+//! move frees the tables of the old place; 64 MiB touched once per 2 MiB
+//! free their 34 tables (more than one gather's worth). The same binary prints the
 //! same lines on the host's Linux, whose VmPTE counts PTE, PMD and PUD
 //! tables the same way. The host checks the guest at checkpoints after
 //! the unmaps with `--verify=all` (no frame both free and mapped, every
@@ -115,6 +116,22 @@ int main(void) {
     long m1 = vmpte();
     printf("pgt: mremap moved 512 GiB away: %+ld kB, reads %d %d\n", m1 - m0, f[0], f[LEN - 1]);
     unmap(f);
+
+    /* 64 MiB touched once per 2 MiB (no THP): 32 page tables, a PMD and a
+     * PUD table, more than one gather holds before it flushes. */
+    unsigned long big = 64UL << 20;
+    long g0 = vmpte();
+    char *g = mmap((void *)(90 * PGDIR), big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (g != (char *)(90 * PGDIR) || madvise(g, big, MADV_NOHUGEPAGE)) {
+        printf("pgt: the 64 MiB mapping failed\n");
+        return 2;
+    }
+    for (unsigned long o = 0; o < big; o += PMD)
+        g[o] = 1;
+    long b0 = vmpte();
+    munmap(g, big);
+    long b1 = vmpte();
+    printf("pgt: 64 MiB touched: %+ld kB, unmapped: %+ld kB\n", b0 - g0, b1 - b0);
     long v3 = vmpte();
     printf("pgt: all unmapped: %+ld kB from the start\n", v3 - v0);
     mark("pgt-end");
@@ -132,6 +149,7 @@ const EXPECTED: &[&str] = &[
     "pgt: c unmapped, d shares the PUD table: -8 kB",
     "pgt: d unmapped: -12 kB",
     "pgt: mremap moved 512 GiB away: +0 kB, reads 1 2",
+    "pgt: 64 MiB touched: +136 kB, unmapped: -136 kB",
     "pgt: all unmapped: +0 kB from the start",
 ];
 
