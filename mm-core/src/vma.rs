@@ -299,6 +299,21 @@ impl VmaSet {
         Ok(removed)
     }
 
+    /// The gap an unmapped `[start, end)` lies in, as Linux's
+    /// `free_pgtables` bounds it: `floor` is the end of the last VMA below
+    /// (0 if none: `FIRST_USER_ADDRESS`), `ceiling` the start of the first
+    /// one above (`None` if none: the page tables' ceiling is the
+    /// caller's). Page tables wholly inside `floor..ceiling` can go.
+    /// `None` if a VMA still overlaps the range.
+    pub fn gap(&self, start: u64, end: u64) -> Option<(u64, Option<u64>)> {
+        if self.find_intersection(start, end).is_some() {
+            return None;
+        }
+        let floor = self.map.range(..start).next_back().map_or(0, |(_, v)| v.end);
+        let ceiling = self.map.range(end..).next().map(|(_, v)| v.start);
+        Some((floor, ceiling))
+    }
+
     /// `mprotect`: sets the protection bits (`VmFlags::PROT_MASK`) of
     /// `[start, end)` to those of `prot`, splitting at the edges and merging
     /// afterwards. Fails, changing nothing, if part of the range is unmapped.
@@ -382,6 +397,21 @@ mod tests {
     const P: u64 = PAGE_SIZE;
     const RW: VmFlags = VmFlags(0x3);
     const R: VmFlags = VmFlags::READ;
+
+    #[test]
+    fn gap_is_bounded_by_the_neighbours() {
+        let mut s = VmaSet::new();
+        s.insert(Vma::anon(10 * P, 20 * P, RW)).unwrap();
+        s.insert(Vma::anon(40 * P, 50 * P, R)).unwrap();
+        s.insert(Vma::anon(60 * P, 70 * P, RW)).unwrap();
+        s.munmap(40 * P, 50 * P).unwrap();
+        assert_eq!(s.gap(40 * P, 50 * P), Some((20 * P, Some(60 * P))));
+        assert_eq!(s.gap(0, 5 * P), Some((0, Some(10 * P))));
+        assert_eq!(s.gap(80 * P, 90 * P), Some((70 * P, None)));
+        assert_eq!(s.gap(15 * P, 30 * P), None, "a VMA overlaps");
+        s.munmap(15 * P, 20 * P).unwrap();
+        assert_eq!(s.gap(15 * P, 20 * P), Some((15 * P, Some(60 * P))));
+    }
 
     fn spans(s: &VmaSet) -> Vec<(u64, u64, u32)> {
         s.iter().map(|v| (v.start / P, v.end / P, v.flags.0)).collect()

@@ -166,6 +166,24 @@ pub fn flush_range(root: u64, start: u64, end: u64) {
     flush_remote(root, start, end);
 }
 
+/// Flushes every translation of address space `root`, with the
+/// paging-structure caches, on every CPU whose CR3 holds it, and returns
+/// once all have: what must come between unlinking page tables from
+/// `root` and freeing them (Linux's flush with `freed_tables`). A CPU
+/// caches the upper entries it walked through and may walk on from them,
+/// speculatively too, into a table that was unlinked; a CR3 load is the
+/// flush both vendors guarantee to drop those caches (INVLPG's reach over
+/// them differs), so this reloads CR3 whatever the range.
+///
+/// Linux's x86 has to send this one to the CPUs in lazy-TLB mode as well,
+/// which its other flushes skip. Here every flush of a root reaches them
+/// already: a CPU that switched to a kernel thread or its idle task kept
+/// the root in CR3 without a CR3 load (proc/sched.rs), so [`note_cr3`]'s
+/// record still names the root and [`flush_remote`] targets that CPU.
+pub fn flush_freed_tables(root: u64) {
+    flush_range(root, 0, ALL);
+}
+
 /// Makes every CPU whose CR3 still holds `root` load the kernel root, and
 /// returns once they have: called before an address space's page tables
 /// are freed. With lazy TLB (proc/sched.rs) a kernel thread or idle task

@@ -352,10 +352,18 @@ impl MmStruct {
     /// then go back to the allocator. A CPU still holding a translation
     /// can therefore never write into a frame someone else was given.
     pub(super) fn zap(&mut self, s: &mut SwapState, p: &mut PageAlloc, start: u64, end: u64) {
+        let mut tlb = MmuGather::new(self.pgd);
+        self.zap_into(s, p, &mut tlb, start, end);
+        tlb.finish(p);
+    }
+
+    /// [`zap`](Self::zap) into the caller's gather, which flushes and
+    /// releases when full and at its `finish` (munmap's one gather for
+    /// its pages and page tables).
+    fn zap_into(&mut self, s: &mut SwapState, p: &mut PageAlloc, tlb: &mut MmuGather, start: u64, end: u64) {
         let zero = zero_pa();
         let mut swapents = 0u64;
         let stat = &mut self.stat;
-        let mut tlb = MmuGather::new(self.pgd);
         let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), start..end, LeafKinds::NonNone, |phys, l| {
             let _ = l.slot.write(phys, Pte::NONE);
             if !l.entry.is_present() {
@@ -383,10 +391,30 @@ impl MmStruct {
             tlb.remove(p, l.va.0, PAGE_SIZE, l.entry, false);
             true
         });
-        tlb.finish(p);
         if let Some(m) = s.mms.get_mut(&self.id) {
             m.swapents = m.swapents.saturating_sub(swapents);
         }
+    }
+
+    /// Linux's `free_pgtables` after `[start, end)` was unmapped (its
+    /// VMAs gone, its leaves zapped into `tlb`): the page tables the range
+    /// used that no VMA left can use, those lying wholly in the gap
+    /// between the VMA below and the VMA above (mm-core's
+    /// `free_pgd_range` with Linux's floor and ceiling; never past the
+    /// user half, whose kernel-half entries every process shares), leave
+    /// the tables and the count now and wait in `tlb` with the pages: its
+    /// flush reaches every CPU that may cache them before they are freed
+    /// (see [`MmuGather::remove_table`]).
+    fn free_pgtables(&mut self, s: &mut SwapState, p: &mut PageAlloc, tlb: &mut MmuGather, start: u64, end: u64) {
+        let Some((floor, ceiling)) = self.vmas.gap(start, end) else { return };
+        let ceiling = ceiling.unwrap_or(USER_HALF_END).min(USER_HALF_END);
+        // Tables reclaim's THP splits added are in the count before any
+        // of them can leave it (mm/huge_memory.rs; under the swap lock).
+        if let Some(m) = s.mms.get_mut(&self.id) {
+            self.stat.pt_pages += core::mem::take(&mut m.pt_pages_in);
+        }
+        let mut frames = GatherTables { tlb, p, count: &mut self.stat.pt_pages };
+        let _ = user_pt(self.pgd).free_pgd_range(&mut direct_map(), &mut frames, start..end, floor..ceiling);
     }
 
     /// Folds what reclaim did to this address space (pages it swapped
@@ -677,13 +705,34 @@ impl MmStruct {
         super::mman::unaccount(removed.iter());
         SWAP.with(|s| {
             PAGES.with(|p| {
+                // One gather for the whole unmap (Linux's unmap_region):
+                // the pages, then the page tables no VMA left can use,
+                // then one flush before any of them is freed.
+                let mut tlb = MmuGather::new(self.pgd);
                 for v in &removed {
-                    self.zap(s, p, v.start, v.end);
+                    self.zap_into(s, p, &mut tlb, v.start, v.end);
                 }
+                if let (Some(first), Some(last)) = (removed.first(), removed.last()) {
+                    self.free_pgtables(s, p, &mut tlb, first.start, last.end);
+                }
+                tlb.finish(p);
             });
             s.rmap.unlink_anon_vmas(self.id, start, end);
         });
         Ok(())
+    }
+
+    /// The page tables of the unmapped `[start, end)` that no VMA left
+    /// can use, freed after a flush (mremap's old range, whose entries
+    /// moved away: Linux frees them in the munmap of the old range).
+    pub(super) fn free_unused_tables(&mut self, start: u64, end: u64) {
+        SWAP.with(|s| {
+            PAGES.with(|p| {
+                let mut tlb = MmuGather::new(self.pgd);
+                self.free_pgtables(s, p, &mut tlb, start, end);
+                tlb.finish(p);
+            })
+        });
     }
 
     /// `mmap` of anonymous memory. Private mappings only reserve: pages
@@ -925,7 +974,9 @@ impl MmStruct {
 /// the allocator has one without waiting (Linux's `tlb_next_batch`, with
 /// GFP_NOWAIT), else it flushes whenever the stack's entries are full.
 /// Nothing here can sleep or needs the heap: the page allocator's lock
-/// is held throughout.
+/// is held throughout. Page-table pages unlinked by `free_pgtables` wait
+/// in a small array of their own (Linux's table batch), so they add no
+/// flush to a munmap whose pages fill whole batches.
 struct MmuGather {
     pgd: u64,
     /// Entries: a page's physical address, bit 0 set for a huge PMD leaf.
@@ -937,16 +988,70 @@ struct MmuGather {
     /// The range cleared since the last flush (start > end: none).
     start: u64,
     end: u64,
+    /// Page-table pages unlinked since the last flush.
+    tables: [u64; GATHER_TABLES],
+    ntables: usize,
 }
 
 /// Entries on the stack.
 const GATHER_LOCAL: usize = 16;
 /// Entries in a batch page.
 const GATHER_BATCH: usize = (PAGE_SIZE / 8) as usize;
+/// Page-table pages gathered before a flush (an unmap of a range far from
+/// any other mapping frees one table per level, and one page table per
+/// 2 MiB it covered).
+const GATHER_TABLES: usize = 16;
+
+/// The page-table pages `free_pgd_range` unlinks, as its frame allocator:
+/// each leaves the process's count at once (Linux's `mm_dec_nr_ptes`) and
+/// waits in the gather for the flush before it is freed.
+struct GatherTables<'a> {
+    tlb: &'a mut MmuGather,
+    p: &'a mut PageAlloc,
+    count: &'a mut u64,
+}
+
+impl FrameAllocator for GatherTables<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        // Freeing tables allocates none.
+        None
+    }
+    fn deallocate_frame(&mut self, frame: PhysAddr) {
+        *self.count = self.count.saturating_sub(1);
+        self.tlb.remove_table(self.p, frame.0);
+    }
+}
 
 impl MmuGather {
     fn new(pgd: u64) -> Self {
-        MmuGather { pgd, local: [0; GATHER_LOCAL], batch: 0, tried_batch: false, len: 0, start: u64::MAX, end: 0 }
+        MmuGather {
+            pgd,
+            local: [0; GATHER_LOCAL],
+            batch: 0,
+            tried_batch: false,
+            len: 0,
+            start: u64::MAX,
+            end: 0,
+            tables: [0; GATHER_TABLES],
+            ntables: 0,
+        }
+    }
+
+    /// Queues page-table page `table`, already unlinked from the tables,
+    /// for release after the flush (Linux's `pte_free_tlb`, which sets
+    /// `freed_tables`). The order is what makes it safe: unlink, then a
+    /// flush that drops every CPU's paging-structure caches of this root
+    /// (`tlb::flush_freed_tables`, reaching CPUs that hold the root lazily
+    /// too), then free. Freed before the flush, the page could be reused
+    /// while a CPU still walks through it from a cached upper entry,
+    /// reading its new contents as page-table entries (and, on hardware,
+    /// setting accessed bits in them).
+    fn remove_table(&mut self, p: &mut PageAlloc, table: u64) {
+        if self.ntables == GATHER_TABLES {
+            self.flush(p);
+        }
+        self.tables[self.ntables] = table;
+        self.ntables += 1;
     }
 
     /// Notes that `[va, va + size)` lost its translation.
@@ -1004,11 +1109,18 @@ impl MmuGather {
         }
     }
 
-    /// Flushes the range gathered (`noflush=munmap`, mm/tlbtrace.rs, drops
-    /// the flush), then releases the pages.
+    /// Flushes the range gathered, everything with its paging-structure
+    /// caches if page tables were unlinked (`noflush=munmap`,
+    /// mm/tlbtrace.rs, drops the flush), then releases the pages and the
+    /// tables.
     fn flush(&mut self, p: &mut PageAlloc) {
-        if self.start < self.end && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP) {
-            crate::arch::tlb::flush_range(self.pgd, self.start, self.end);
+        let work = self.start < self.end || self.ntables > 0;
+        if work && !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_MUNMAP) {
+            if self.ntables > 0 {
+                crate::arch::tlb::flush_freed_tables(self.pgd);
+            } else {
+                crate::arch::tlb::flush_range(self.pgd, self.start, self.end);
+            }
         }
         self.start = u64::MAX;
         self.end = 0;
@@ -1022,6 +1134,10 @@ impl MmuGather {
             }
         }
         self.len = 0;
+        for &t in &self.tables[..self.ntables] {
+            BuddyFrames(p).deallocate_frame(PhysAddr(t));
+        }
+        self.ntables = 0;
     }
 
     /// The last flush and release (`tlb_finish_mmu`), and the batch page

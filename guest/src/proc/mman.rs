@@ -182,9 +182,8 @@ impl MmStruct {
 
     /// Whether the PMD slot for `va` (2 MiB-aligned, in an unmapped range)
     /// can take a huge leaf: empty, the tables above it made if missing.
-    /// A page table left there by earlier mappings (munmap keeps them)
-    /// must be empty, as the range is unmapped: it is freed, as Linux's
-    /// `free_pgtables` would have. -ENOMEM if a table above was missing
+    /// A page table left there (munmap keeps one a neighbouring VMA can
+    /// still use) must be empty, as the range is unmapped: it is freed. -ENOMEM if a table above was missing
     /// and no page was free.
     fn empty_pmd_at(&mut self, va: u64) -> Result<bool, Errno> {
         let mut phys = direct_map();
@@ -228,8 +227,10 @@ impl MmStruct {
         }
         SWAP.with(|s| s.rmap.move_range(self.id, old, old + old_len, new));
         // The old range is empty now: drop its VMA without a charge
-        // change (the charge moved with it).
+        // change (the charge moved with it), and the page tables it used
+        // that no VMA left can use.
         let _ = self.vmas.munmap(old, old + old_len);
+        self.free_unused_tables(old, old + old_len);
         if vma.flags.contains(VmFlags::SHARED) {
             self.populate_shared(new + old_len, new + new_len, vma.flags)?;
         }

@@ -13,8 +13,10 @@
 //!   [`LeafKinds::NonNone`] the non-present non-zero PTEs too (swap
 //!   entries, see [`crate::paging::swap`]); the visitor may rewrite the
 //!   slot it is given (zap, write-protect for fork, harvest accessed bits);
-//! - [`Mapper::free_tables`]: free the tables lying wholly inside a range
-//!   once its leaves are gone (`free_pgd_range`);
+//! - [`Mapper::free_pgd_range`]: free the tables an unmapped range used
+//!   that no mapping left can use (Linux's `free_pgd_range` with its
+//!   `floor`/`ceiling`), once the leaves are gone; [`Mapper::free_tables`]
+//!   the tables lying wholly inside a range (exit);
 //! - [`tables`]: every table page under a root, each subtree skippable,
 //!   for checks on hostile tables.
 //!
@@ -585,41 +587,71 @@ impl Mapper {
 
     /// Frees every table (below the root) that maps only addresses inside
     /// `range`, clearing the entries that pointed to them; returns how many
-    /// were freed (Linux's `free_pgd_range`). The leaves in `range` must
-    /// be gone already: page tables (the PT level) are freed without
-    /// being read, as Linux's `free_pte_range` does. Tables that also map
-    /// addresses outside `range` stay.
+    /// were freed. The leaves in `range` must be gone already: page tables
+    /// (the PT level) are freed without being read, as Linux's
+    /// `free_pte_range` does. Tables that also map addresses outside
+    /// `range` stay. Exit's teardown: [`Self::free_pgd_range`] with the
+    /// range as its own bounds.
     pub fn free_tables<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
         frames: &mut A,
         range: Range<u64>,
     ) -> Result<u64, MapError> {
-        if range.end <= range.start {
+        self.free_pgd_range(mem, frames, range.clone(), range)
+    }
+
+    /// Linux's `free_pgd_range(addr, end, floor, ceiling)` after an unmap:
+    /// frees every table (below the root) that maps some address of
+    /// `range` (what was unmapped) and only addresses inside `bounds`
+    /// (`floor..ceiling`: from the end of the mapping below the gap to the
+    /// start of the one above it, so no mapping left can use the table),
+    /// clearing the entries that pointed to them; returns how many were
+    /// freed. The rule is Linux's rounding of `floor`/`ceiling` to
+    /// `PMD_SIZE`, `PUD_SIZE` and `PGDIR_SIZE` at each level: a 2 MiB
+    /// page table goes if its 2 MiB lies inside `bounds`, a PMD table if
+    /// its 1 GiB does, and so on. A freed table's whole subtree goes with
+    /// it (Linux assumes it empty; here a table an earlier unmap left in
+    /// the gap is not leaked). The root and anything outside `bounds`
+    /// (the kernel half, for user bounds) are never touched; every leaf
+    /// inside `bounds` must be gone already (page tables are freed
+    /// without being read). `BadRange` if either range is not canonical
+    /// or crosses halves; nothing for an empty one.
+    pub fn free_pgd_range<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        mem: &mut M,
+        frames: &mut A,
+        range: Range<u64>,
+        bounds: Range<u64>,
+    ) -> Result<u64, MapError> {
+        if range.end <= range.start || bounds.end <= bounds.start {
             return Ok(0);
         }
-        let (first, last) = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
-        self.free_below(mem, frames, Frame::table(self.root, Level::root(self.la57), 0), (first, last))
+        let walk = raw_bounds(&range, self.la57).ok_or(MapError::BadRange)?;
+        let keep = raw_bounds(&bounds, self.la57).ok_or(MapError::BadRange)?;
+        self.free_below(mem, frames, Frame::table(self.root, Level::root(self.la57), 0), walk, keep)
     }
 
     /// Frees the tables below `t` (a table at `t.level` whose entry 0 maps
-    /// raw address `t.base`) lying wholly in the raw range `[first, last]`.
+    /// raw address `t.base`) that map some address of the raw range
+    /// `[first, last]` and lie wholly in the raw range `[lo, hi]`.
     fn free_below<M: PhysMem + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         mem: &mut M,
         frames: &mut A,
         t: Frame,
         (first, last): (u64, u64),
+        (lo, hi): (u64, u64),
     ) -> Result<u64, MapError> {
         let (table, level, base) = (t.table, t.level, t.base);
         let Some(lower) = level.next_lower() else { return Ok(0) };
         let shift = level.shift();
-        let (lo, hi) = index_bounds(base, shift, first, last);
+        let (from, to) = index_bounds(base, shift, first, last);
         let mut freed = 0;
-        let mut next = lo;
-        while next < hi {
+        let mut next = from;
+        while next < to {
             // Most entries are empty: the memory skips them in one scan.
-            let found = mem.find_nonzero_u64(PhysAddr(table.0 + 8 * next as u64), (hi - next) as usize);
+            let found = mem.find_nonzero_u64(PhysAddr(table.0 + 8 * next as u64), (to - next) as usize);
             let Some((i, v)) = found.map_err(|_| MapError::TableOutsideMemory(table))? else { break };
             let idx = next + i as u16;
             next = idx + 1;
@@ -628,12 +660,17 @@ impl Mapper {
                 continue;
             }
             let cbase = base + ((idx as u64) << shift);
+            let clast = cbase + ((1u64 << shift) - 1);
             let slot = Slot::walked(table, idx as usize, level, self.root, cbase);
             let child = e.addr(self.maxphyaddr);
+            let whole = lo <= cbase && clast <= hi;
             if lower != Level::Pte {
-                freed += self.free_below(mem, frames, Frame::table(child, lower, cbase), (first, last))?;
+                // A table that goes takes everything under it; one that
+                // stays is searched for the tables below it that go.
+                let walk = if whole { (cbase, clast) } else { (first, last) };
+                freed += self.free_below(mem, frames, Frame::table(child, lower, cbase), walk, (lo, hi))?;
             }
-            if first <= cbase && cbase + ((1u64 << shift) - 1) <= last {
+            if whole {
                 slot.write(mem, Pte::NONE)?;
                 frames.deallocate_frame(child);
                 freed += 1;
@@ -725,5 +762,142 @@ impl<M: PhysMem + ?Sized> Iterator for Tables<'_, M> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::PAGE_SIZE;
+    use crate::mem::VecMem;
+    use alloc::vec::Vec;
+
+    const G: u64 = 1 << 30;
+    /// What one PGD entry maps (512 GiB).
+    const P: u64 = 1 << 39;
+    const M: u64 = 2 << 20;
+    const TOP: u64 = 1 << 47;
+    const KERNEL_VA: u64 = 0xffff_8880_0000_0000;
+
+    struct Frames(Vec<PhysAddr>);
+
+    impl FrameAllocator for Frames {
+        fn allocate_frame(&mut self) -> Option<PhysAddr> {
+            self.0.pop()
+        }
+        fn deallocate_frame(&mut self, frame: PhysAddr) {
+            assert!(!self.0.contains(&frame), "double free of {frame}");
+            self.0.push(frame);
+        }
+    }
+
+    struct World {
+        mem: VecMem,
+        frames: Frames,
+        pt: Mapper,
+    }
+
+    impl World {
+        /// A root with one kernel-half page mapped (its three tables must
+        /// outlive every user-half free).
+        fn new() -> Self {
+            let mut mem = VecMem::new(1 << 20);
+            let mut frames = Frames((1..256).rev().map(|i| PhysAddr(i * PAGE_SIZE)).collect());
+            let pt = Mapper::create(&mut mem, &mut frames, false, 46, false).unwrap();
+            let mut w = World { mem, frames, pt };
+            w.map(KERNEL_VA);
+            w
+        }
+
+        fn map(&mut self, va: u64) {
+            let (slot, _) =
+                self.pt.alloc_slot(&mut self.mem, &mut self.frames, VirtAddr(va), Level::Pte, true).unwrap();
+            slot.write(&mut self.mem, Pte::leaf(PhysAddr(0x8_0000), PteFlags::PRESENT, PageSize::Size4K)).unwrap();
+        }
+
+        /// munmap of the page at `va` with the gap `bounds` around it:
+        /// the leaf cleared, then the tables freed; how many.
+        fn unmap(&mut self, va: u64, bounds: Range<u64>) -> u64 {
+            let (slot, _) = self.pt.lookup(&self.mem, VirtAddr(va)).unwrap();
+            slot.write(&mut self.mem, Pte::NONE).unwrap();
+            let before = self.frames.0.len();
+            let n = self.pt.free_pgd_range(&mut self.mem, &mut self.frames, va..va + PAGE_SIZE, bounds).unwrap();
+            assert_eq!(self.frames.0.len() - before, n as usize);
+            n
+        }
+
+        /// The tables under the root, the root included.
+        fn tables(&self) -> usize {
+            tables(&self.mem, &self.pt.context(), None).inspect(|t| assert!(t.is_ok())).count()
+        }
+
+        fn kernel_page_intact(&self) {
+            let (slot, e) = self.pt.lookup(&self.mem, VirtAddr(KERNEL_VA)).unwrap();
+            assert_eq!(slot.level(), Level::Pte);
+            assert!(e.is_present());
+        }
+    }
+
+    /// Each level keeps its table while a neighbour inside the table's
+    /// span is still mapped, and frees it once none is (Linux's floor and
+    /// ceiling rounded to PMD_SIZE, PUD_SIZE, PGDIR_SIZE).
+    #[test]
+    fn a_table_goes_when_no_neighbour_can_use_it() {
+        let mut w = World::new();
+        let a = 3 * P + 5 * G + 7 * M + 0x1000;
+        let b = a + 0x10000; // the same page table
+        let c = 3 * P + 5 * G + 9 * M; // the same PMD table
+        let d = 3 * P + 8 * G; // the same PUD table
+        let e = 6 * P; // its own PUD table
+        for va in [a, b, c, d, e] {
+            w.map(va);
+        }
+        // Root; kernel PUD, PMD, PT; PUD(3P), PMD(5G), PT(a,b), PT(c),
+        // PMD(8G), PT(d); PUD(6P), PMD, PT.
+        assert_eq!(w.tables(), 1 + 3 + 6 + 3);
+        // b still uses a's page table: the ceiling (b) lies inside it.
+        assert_eq!(w.unmap(a, 0..b), 0);
+        // The page table goes; c keeps the PMD table.
+        assert_eq!(w.unmap(b, 0..c), 1);
+        // The page table and the PMD table; d keeps the PUD table.
+        assert_eq!(w.unmap(c, 0..d), 2);
+        // Page table, PMD table, PUD table.
+        assert_eq!(w.unmap(d, 0..e), 3);
+        assert_eq!(w.tables(), 1 + 3 + 3);
+        // A floor: the page below e keeps the three tables.
+        w.map(e + 0x3000);
+        assert_eq!(w.unmap(e + 0x3000, e + PAGE_SIZE..TOP), 0);
+        assert_eq!(w.unmap(e, 0..TOP), 3);
+        assert_eq!(w.tables(), 1 + 3, "the root and the kernel's tables are left");
+        w.kernel_page_intact();
+    }
+
+    /// A table that goes takes its whole subtree, also the tables an
+    /// earlier unmap had to leave in what is now part of the gap; the
+    /// kernel half is never touched, and bounds that cross into it are
+    /// refused.
+    #[test]
+    fn a_freed_table_takes_its_subtree_and_the_kernel_half_stays() {
+        let mut w = World::new();
+        let q = 9 * P + 2 * G;
+        let r = 9 * P + 7 * G;
+        w.map(q);
+        w.map(r);
+        // A neighbour (gone since) kept q's tables: they stay, empty.
+        assert_eq!(w.unmap(q, 0..q + 2 * PAGE_SIZE), 0);
+        // Unmapping r alone frees q's tables with the PUD table above.
+        assert_eq!(w.unmap(r, 0..TOP), 5);
+        assert_eq!(w.tables(), 1 + 3);
+        let Frames(free) = &w.frames;
+        assert_eq!(free.len(), 255 - 4, "no table leaked");
+        // The user half whole: the kernel half's tables stay.
+        assert_eq!(w.pt.free_pgd_range(&mut w.mem, &mut w.frames, 0..TOP, 0..TOP), Ok(0));
+        w.kernel_page_intact();
+        // Bounds reaching into the kernel half: refused, nothing freed.
+        let bad = w.pt.free_pgd_range(&mut w.mem, &mut w.frames, 0..PAGE_SIZE, 0..KERNEL_VA + PAGE_SIZE);
+        assert_eq!(bad, Err(MapError::BadRange));
+        assert_eq!(w.pt.free_pgd_range(&mut w.mem, &mut w.frames, 0..PAGE_SIZE, 5..5), Ok(0));
+        w.kernel_page_intact();
+        assert_eq!(w.tables(), 1 + 3);
     }
 }

@@ -445,8 +445,10 @@ mod slots {
         /// fork's write-protect of a range (present leaves lose RW).
         WriteProtect { region: usize, page: u64, npages: u64 },
         /// munmap: zap a range (present and swap), then free the tables
-        /// lying wholly inside it.
-        Unmap { region: usize, page: u64, npages: u64 },
+        /// lying wholly inside it, or (`bounded`) those it used that lie
+        /// in the gap between the pages still mapped around it (Linux's
+        /// floor and ceiling, the model's pages standing for VMAs).
+        Unmap { region: usize, page: u64, npages: u64, bounded: bool },
         /// fork: copy the whole user half into a fresh root, compare, then
         /// tear the child down as exit does and check every table came back.
         Fork,
@@ -461,8 +463,8 @@ mod slots {
                 .prop_map(|(region, page, offset)| Op::SwapOut { region, page, offset }),
             1 => (0..2usize, 0..REGION_PAGES, 1..600u64)
                 .prop_map(|(region, page, npages)| Op::WriteProtect { region, page, npages }),
-            2 => (0..2usize, 0..REGION_PAGES, 1..1100u64)
-                .prop_map(|(region, page, npages)| Op::Unmap { region, page, npages }),
+            2 => (0..2usize, 0..REGION_PAGES, 1..1100u64, any::<bool>())
+                .prop_map(|(region, page, npages, bounded)| Op::Unmap { region, page, npages, bounded }),
             1 => Just(Op::Fork),
         ]
     }
@@ -569,7 +571,7 @@ mod slots {
                         }
                     }
                 }
-                Op::Unmap { region, page, npages } => {
+                Op::Unmap { region, page, npages, bounded } => {
                     let (mut start, mut end) = Self::range(region, page, npages);
                     // munmap never splits a huge page here: widen to whole ones.
                     for p in [start, end - 1] {
@@ -588,7 +590,27 @@ mod slots {
                     for k in keys {
                         self.model.remove(&k);
                     }
-                    self.pt.free_tables(&mut self.mem, &mut self.frames, (start << 12)..(end << 12)).unwrap();
+                    if !bounded {
+                        self.pt.free_tables(&mut self.mem, &mut self.frames, (start << 12)..(end << 12)).unwrap();
+                        return;
+                    }
+                    // The gap: from the last page mapped below to the
+                    // first mapped above (the user half's end if none).
+                    let floor = self.model.range(..start).next_back().map_or(0, |(&k, _)| k + 1) << 12;
+                    let ceiling = self.model.range(end..).next().map_or(1 << 35, |(&k, _)| k) << 12;
+                    let range = (start << 12)..(end << 12);
+                    self.pt.free_pgd_range(&mut self.mem, &mut self.frames, range.clone(), floor..ceiling).unwrap();
+                    // Every table the range used that lies in the gap is gone.
+                    for t in tables(&self.mem, &self.pt.context(), Some(range)).skip(1) {
+                        let t = t.unwrap();
+                        let span = 1u64 << (t.level.shift() + 9);
+                        assert!(
+                            !(floor <= t.va.0 && t.va.0 + span <= ceiling),
+                            "a {:?} table at {:#x} in the gap {floor:#x}..{ceiling:#x} stayed",
+                            t.level,
+                            t.va.0
+                        );
+                    }
                 }
                 Op::Fork => {
                     let child = Mapper::create(&mut self.mem, &mut self.frames, false, 46, false).unwrap();
