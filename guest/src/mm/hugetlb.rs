@@ -570,27 +570,32 @@ fn user_pt(pgd: u64) -> Mapper {
 }
 
 /// Unmaps the hugetlb VMA `v` of the address space (`pgd`, `id`):
-/// every huge leaf loses its reference (a page whose last mapping goes
-/// returns to the pool, a surplus one to the buddy allocator) and the
-/// range's unused reservations are given back (Linux's
-/// `__unmap_hugepage_range` + `hugetlb_vm_op_close`). Allocates nothing.
+/// every huge leaf is cleared, every CPU that may cache the range is
+/// flushed, and only then does each page lose the leaf's reference (a
+/// page whose last mapping goes returns to the pool, a surplus one to the
+/// buddy allocator: another thread of the process must not still reach
+/// it through its TLB, Linux's `__unmap_hugepage_range` with its
+/// mmu_gather); the range's unused reservations are given back
+/// (`hugetlb_vm_op_close`).
 pub fn unmap_hugetlb_vma(pgd: u64, id: MmId, v: &Vma) {
-    let current = cpu::read_cr3() & ADDR_MASK == pgd;
     let hs = HSize::of_vma(v);
+    let mut pages: Vec<u64> = Vec::new();
+    let _ = user_pt(pgd).for_each_leaf(&mut direct_map(), v.start..v.end, LeafKinds::Present, |phys, l| {
+        if l.slot.level() == hs.level() {
+            let _ = l.slot.write(phys, Pte::NONE);
+            pages.push((l.entry.0 & ADDR_MASK) >> PAGE_SHIFT);
+        }
+        true
+    });
+    if !pages.is_empty() {
+        crate::arch::tlb::flush_range(pgd, v.start, v.end);
+    }
     HUGETLB.with(|all| {
         let h = &mut all[hs as usize];
         PAGES.with(|p| {
-            let _ = user_pt(pgd).for_each_leaf(&mut direct_map(), v.start..v.end, LeafKinds::Present, |phys, l| {
-                if l.slot.level() != hs.level() {
-                    return true;
-                }
-                let _ = l.slot.write(phys, Pte::NONE);
-                if current {
-                    cpu::invlpg(l.va.0);
-                }
-                put_huge_page(h, hs, p, (l.entry.0 & ADDR_MASK) >> PAGE_SHIFT);
-                true
-            });
+            for &pfn in &pages {
+                put_huge_page(h, hs, p, pfn);
+            }
         });
         // The reserve map's nodes come from the heap, which takes the
         // page allocator: edited outside it.
@@ -764,7 +769,11 @@ pub fn hugetlb_fault(mm: &mut crate::proc::mm::MmStruct, vma: &Vma, addr: u64, w
         fill_huge_page(hs, new_pa, Some(pa));
         PAGES.with(|p| get_huge_page(p, hs, new));
         let _ = slot.write(&mut phys, huge_leaf(new_pa, vma.flags, true));
-        cpu::invlpg(haddr);
+        // Every CPU running a thread of this mm drops the old page's
+        // translation before its reference goes (Linux's
+        // huge_ptep_clear_flush): a thread still reading the old page
+        // would miss this thread's writes to the copy.
+        crate::arch::tlb::flush_range(mm.pgd, haddr, haddr + hs.size());
         HUGETLB.with(|all| {
             let h = &mut all[hs as usize];
             h.cow_copies += 1;
