@@ -666,6 +666,10 @@ fn huge_slot(mm: &mut crate::proc::mm::MmStruct, hs: HSize, haddr: u64) -> Resul
                 return Err(FaultError::MapErr);
             }
             slot.write(&mut phys, Pte::NONE).map_err(|_| FaultError::Oom)?;
+            // A CPU of this mm may hold the unlinked entries in its
+            // paging-structure caches: flushed before the tables are
+            // reused (as munmap's free_pgtables does).
+            crate::arch::tlb::flush_freed_tables(mm.pgd);
             for t in tables {
                 frames.deallocate_frame(mm_core::addr::PhysAddr(t));
             }
