@@ -43,16 +43,17 @@ impl FrameAllocator for Bump {
     fn deallocate_frame(&mut self, _frame: PhysAddr) {}
 }
 
-/// 256 MiB at `VA` mapped with pages of `size`, the tables in a 2 MiB
-/// buffer standing for physical memory (the data frames need no backing:
-/// only the tables are read).
+/// 256 MiB at `VA` mapped with pages of `size` (a 1 GiB page covers it
+/// and more), the tables in a 2 MiB buffer standing for physical memory
+/// (the data frames need no backing: only the tables are read).
 fn region(size: PageSize) -> (VecMem, CpuContext) {
     let mut mem = VecMem::new(2 << 20);
     let mut frames = Bump(PAGE_SIZE, 2 << 20);
-    let m = Mapper::create(&mut mem, &mut frames, false, 46, false).expect("root table");
+    let gb = size == PageSize::Size1G;
+    let m = Mapper::create(&mut mem, &mut frames, false, 46, gb).expect("root table");
     let flags = PteFlags(PteFlags::PRESENT.0 | PteFlags::RW.0 | PteFlags::USER.0);
-    let req =
-        MapRequest { va: VirtAddr(VA), pa: PhysAddr(1 << 30), len: REGION, size: SizeRequest::Fixed(size), flags };
+    let len = REGION.next_multiple_of(size.bytes());
+    let req = MapRequest { va: VirtAddr(VA), pa: PhysAddr(1 << 30), len, size: SizeRequest::Fixed(size), flags };
     m.map(&mut mem, &mut frames, req).expect("map the region").ignore();
     let ctx = m.context();
     (mem, ctx)
@@ -60,25 +61,26 @@ fn region(size: PageSize) -> (VecMem, CpuContext) {
 
 fn tlb_walk(accesses: u64) {
     println!("(a) random walk over 256 MiB, {accesses} accesses (uniform, seeded), misses = page walks");
-    println!("| TLB model | 4 KiB pages: misses | miss rate | 2 MiB pages: misses | miss rate | ratio |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| TLB model | 4 KiB pages: misses | miss rate | 2 MiB pages: misses | miss rate | ratio | 1 GiB page: misses |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let row = |name: &str, run: &mut dyn FnMut(&mut VecMem, &CpuContext, &[u64]) -> TlbStats| {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let addrs: Vec<u64> = (0..accesses).map(|_| VA + ((rng.next_u64() % REGION) & !7)).collect();
-        let mut res = [TlbStats::default(); 2];
-        for (i, size) in [PageSize::Size4K, PageSize::Size2M].into_iter().enumerate() {
+        let mut res = [TlbStats::default(); 3];
+        for (i, size) in [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G].into_iter().enumerate() {
             let (mut mem, ctx) = region(size);
             res[i] = run(&mut mem, &ctx, &addrs);
             assert_eq!(res[i].hits + res[i].misses, accesses);
         }
         let rate = |s: TlbStats| s.misses as f64 * 100.0 / accesses as f64;
         println!(
-            "| {name} | {} | {:.2} % | {} | {:.4} % | {:.1}x |",
+            "| {name} | {} | {:.2} % | {} | {:.4} % | {:.1}x | {} |",
             res[0].misses,
             rate(res[0]),
             res[1].misses,
             rate(res[1]),
-            res[0].misses as f64 / res[1].misses.max(1) as f64
+            res[0].misses as f64 / res[1].misses.max(1) as f64,
+            res[2].misses
         );
     };
     row("second level, 1536 entries 12-way (Skylake STLB)", &mut |mem, ctx, addrs| {
@@ -88,7 +90,7 @@ fn tlb_walk(accesses: u64) {
         }
         t.stats()
     });
-    row("first level, 64x4 (4 KiB) + 8x4 (2 MiB)", &mut |mem, ctx, addrs| {
+    row("first level, 64x4 (4 KiB) + 8x4 (2 MiB) + 1x4 (1 GiB)", &mut |mem, ctx, addrs| {
         let mut t = Tlb::new();
         for &a in addrs {
             t.translate(mem, ctx, VirtAddr(a), Access::Read).expect("mapped");
@@ -97,7 +99,7 @@ fn tlb_walk(accesses: u64) {
     });
     let pages4k = REGION / PAGE_SIZE;
     println!(
-        "peer (analytic, uniform access): 4 KiB miss rate >= 1 - 1536/{pages4k} = {:.2} %; 2 MiB: {} pages fit in 1536 entries, only the {} first touches miss",
+        "peer (analytic, uniform access): 4 KiB miss rate >= 1 - 1536/{pages4k} = {:.2} %; 2 MiB: {} pages fit in 1536 entries, only the {} first touches miss; 1 GiB: one page, one first touch",
         (1.0 - 1536.0 / pages4k as f64) * 100.0,
         REGION >> 21,
         REGION >> 21

@@ -570,7 +570,8 @@ impl MeminfoReport {
         ] {
             let _ = writeln!(s, "{:<16}{v:>8}", format!("{name}:"));
         }
-        let _ = writeln!(s, "Hugepagesize:   {:>8} kB\nHugetlb:        {:>8} kB", self.hugepagesize_kb, self.hugetlb_kb);
+        let _ =
+            writeln!(s, "Hugepagesize:   {:>8} kB\nHugetlb:        {:>8} kB", self.hugepagesize_kb, self.hugetlb_kb);
         let mut line = |name: &str, v: u64| {
             let _ = writeln!(s, "{:<16}{v:>8} kB", format!("{name}:"));
         };
