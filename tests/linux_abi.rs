@@ -201,6 +201,53 @@ fn a_file_of_the_initrd_reads_as_on_the_host() {
     }
 }
 
+/// One `read` of a regular file larger than a page returns all of it
+/// (Linux's `filemap_read` fills the whole request up to the end of the
+/// file: programs read a file by its size), pread too, then 0 at the
+/// end; a read across the end returns what is left.
+const BIGREAD: &str = r#"
+#include <stdio.h>
+#include <fcntl.h>
+#include <unistd.h>
+static unsigned char buf[200000];
+static unsigned long sum(long n) { unsigned long s = 0; for (long i = 0; i < n; i++) s = s * 31 + buf[i]; return s; }
+int main(void) {
+    int fd = open("data.bin", O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    long n = read(fd, buf, sizeof buf);
+    printf("read: %ld bytes, sum %lu\n", n, sum(n));
+    printf("read at the end: %ld\n", (long)read(fd, buf, sizeof buf));
+    n = pread(fd, buf, 60000, 5000);
+    printf("pread 60000 at 5000: %ld bytes, sum %lu\n", n, sum(n));
+    lseek(fd, 100000, SEEK_SET);
+    n = read(fd, buf, 10000);
+    printf("read 10000 at 100000: %ld bytes, sum %lu\n", n, sum(n));
+    return 0;
+}
+"#;
+
+#[test]
+fn one_read_of_a_regular_file_returns_all_of_it_as_on_the_host() {
+    let dir = Scratch::new("bigread");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..103_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("data.bin"), &data).unwrap();
+    for cc in COMPILERS {
+        let prog = compile(cc, BIGREAD, &dir.0, &format!("bigread-{cc}"), &["-static"]);
+        std::fs::copy(&prog, root.join("init")).unwrap();
+        let (status, stdout) = host(&root.join("init"), &[], &root);
+        assert_eq!(status, 0, "{cc}: host run: {stdout}");
+        assert!(
+            stdout.contains("read: 103000 bytes") && stdout.contains("read 10000 at 100000: 3000 bytes"),
+            "{stdout}"
+        );
+        let run = boot(&["--initrd", root.to_str().unwrap()]);
+        assert_eq!(run.status, 0, "{cc}: {}", run.all());
+        assert_eq!(run.stdout, stdout, "{cc}: {}", run.all());
+    }
+}
+
 #[test]
 fn an_initrd_archive_made_by_cpio_runs_its_init() {
     let dir = Scratch::new("cpio");

@@ -564,6 +564,9 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
         return -EBADF; // O_WRONLY
     }
     let pos = at.unwrap_or(f.pos.get());
+    if let FileKind::Initrd(ino) = &f.kind {
+        return read_file(fd, *ino, buf, len, pos, at.is_none());
+    }
     let n = (len as usize).min(CHUNK);
     let data: Vec<u8> = match &f.kind {
         FileKind::Terminal(_) => {
@@ -579,16 +582,7 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             }
             line
         }
-        FileKind::Initrd(ino) => {
-            let Some(inode) = fs::inode(*ino) else { return -EBADF };
-            if inode.is_dir() {
-                return -EISDIR;
-            }
-            let mut out = alloc::vec![0u8; n];
-            let got = fs::pagecache::read(*ino, pos, &mut out);
-            out.truncate(got);
-            out
-        }
+        FileKind::Initrd(_) => return -EBADF, // read_file's
         FileKind::Pipe(end) if !end.write => match pipe::read(end, n, f.flags as u64 & O_NONBLOCK != 0) {
             Ok(d) => d,
             Err(e) => return e,
@@ -625,6 +619,41 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
         }
         Err(e) => e,
     }
+}
+
+/// A regular file's read of `len` bytes at `pos` into `buf`: the whole
+/// request up to the end of the file, as Linux's `filemap_read` (a
+/// program may take one `read` of a file's size as the file), a chunk at
+/// a time through the page cache; the bytes read, or -errno if none
+/// were. `advance`: move the file's position (read, not pread).
+fn read_file(fd: u64, ino: usize, buf: u64, len: u64, pos: u64, advance: bool) -> i64 {
+    let Some(inode) = fs::inode(ino) else { return -EBADF };
+    if inode.is_dir() {
+        return -EISDIR;
+    }
+    let mut chunk = alloc::vec![0u8; (len as usize).min(CHUNK)];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(CHUNK);
+        let got = fs::pagecache::read(ino, pos + done, &mut chunk[..want]);
+        if got == 0 {
+            break;
+        }
+        if let Err(e) = with_mm(|mm| copy_to_user(mm, buf + done, &chunk[..got])).unwrap_or(Err(-EFAULT)) {
+            if done == 0 {
+                return e;
+            }
+            break;
+        }
+        done += got as u64;
+        if got < want {
+            break;
+        }
+    }
+    if advance {
+        set_pos(fd, pos + done);
+    }
+    done as i64
 }
 
 fn sys_pread(fd: u64, buf: u64, len: u64, off: u64) -> i64 {
