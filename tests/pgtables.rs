@@ -219,8 +219,13 @@ fn munmap_frees_the_page_tables_no_mapping_left_can_use() {
         assert_eq!(walked_tables(&r.stdout, cp), walked, "{cp}: {}", r.stdout);
     }
 
-    // Linux says the same (its VmPTE counts PTE, PMD and PUD tables).
-    if cfg!(target_os = "linux") {
+    // Linux says the same (its VmPTE counts PTE, PMD and PUD tables),
+    // where its THP mode leaves these 4 KiB faults to 4 KiB pages (with
+    // `always`, the 64 MiB part would take PMD leaves and no PTE table).
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.contains("[always]") {
+        eprintln!("host comparison skipped: the host's THP mode is always ({thp:?})");
+    } else if cfg!(target_os = "linux") {
         let o = Command::new(&prog).output().expect("run the program on the host");
         assert!(o.status.success(), "{o:?}");
         let out = String::from_utf8_lossy(&o.stdout);
