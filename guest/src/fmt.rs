@@ -22,6 +22,26 @@ impl core::fmt::Display for Dec {
     }
 }
 
+/// [`Dec`] right-aligned in a field of `.1` columns (Linux's `%8lu`):
+/// core's width padding is not used in the kernel, so the spaces are
+/// written here.
+pub struct DecPad(pub u64, pub usize);
+
+impl core::fmt::Display for DecPad {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut digits = 1;
+        let mut v = self.0;
+        while v >= 10 {
+            v /= 10;
+            digits += 1;
+        }
+        for _ in digits..self.1 {
+            f.write_str(" ")?;
+        }
+        core::fmt::Display::fmt(&Dec(self.0), f)
+    }
+}
+
 /// Parses a decimal (or 0x-prefixed hexadecimal) unsigned integer.
 pub fn parse_u64(s: &str) -> Option<u64> {
     let (digits, radix) = match s.strip_prefix("0x") {

@@ -244,15 +244,7 @@ pub fn current_root() -> u64 {
 /// counts per CPU: the shootdown requests each CPU served (Linux's `TLB`
 /// row). One column per CPU brought up.
 pub fn interrupts_to(out: &mut impl core::fmt::Write) -> core::fmt::Result {
-    use crate::fmt::Dec;
-    // Dec pads nothing (core's width formatting uses SSE): by hand.
-    fn pad(out: &mut impl core::fmt::Write, width: usize, v: u64) -> core::fmt::Result {
-        let digits = (1..20).find(|&d| v < 10u64.pow(d as u32)).unwrap_or(20);
-        for _ in digits..width {
-            out.write_char(' ')?;
-        }
-        write!(out, "{}", Dec(v))
-    }
+    use crate::fmt::{Dec, DecPad};
     let n = super::smp::nr_cpus().max(1);
     out.write_str("     ")?;
     for c in 0..n {
@@ -264,7 +256,7 @@ pub fn interrupts_to(out: &mut impl core::fmt::Write) -> core::fmt::Result {
     }
     out.write_str("\nTLB: ")?;
     for c in 0..n {
-        pad(out, 10, STATS.received[c].load(Ordering::Relaxed))?;
+        write!(out, "{}", DecPad(STATS.received[c].load(Ordering::Relaxed), 10))?;
         out.write_char(' ')?;
     }
     out.write_str("  TLB shootdowns\n")

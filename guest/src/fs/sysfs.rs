@@ -125,11 +125,13 @@ fn ptdump(path: &str) -> Option<String> {
     Some(text)
 }
 
-/// The hugetlb pool a path below /sys/kernel/mm/hugepages names, and
+/// The hugetlb pool a path below /sys/kernel/mm/hugepages names (the
+/// path whole, or relative to /sys/kernel/mm as in [`FILES`]), and
 /// whether this kernel has it (the 1 GiB one only with pdpe1gb).
 fn pool_of(path: &str) -> Option<(crate::mm::hugetlb::HSize, bool)> {
     use crate::mm::hugetlb::{gigantic_supported, HSize};
-    let rest = path.strip_prefix("/sys/kernel/mm/hugepages/hugepages-")?;
+    let rel = path.strip_prefix(MM).map_or(path, |r| r.trim_start_matches('/'));
+    let rest = rel.strip_prefix("hugepages/hugepages-")?;
     if rest.starts_with("2048kB") {
         Some((HSize::Pmd, true))
     } else if rest.starts_with("1048576kB") {
@@ -304,7 +306,7 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
 fn text(i: usize) -> String {
     let mut s = String::new();
     let path = FILES[i].0;
-    if let Some((hs, _)) = pool_of(&alloc::format!("{MM}/{path}")) {
+    if let Some((hs, _)) = pool_of(path) {
         let [total, free, rsvd, surp, over] = crate::mm::hugetlb::size_counters(hs);
         let v = match path.rsplit('/').next() {
             Some("nr_hugepages") => total - surp,
@@ -360,7 +362,7 @@ fn kstrtoul10(s: &str) -> Result<u64, i64> {
 pub fn write(i: usize, data: &[u8]) -> Result<(), i64> {
     let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?;
     let path = FILES.get(i).map_or("", |f| f.0);
-    if let Some((hs, true)) = pool_of(&alloc::format!("{MM}/{path}")) {
+    if let Some((hs, true)) = pool_of(path) {
         let v = kstrtoul10(s)?;
         return match path.rsplit('/').next() {
             // Linux grows the pool as far as it can; reading back says how far.

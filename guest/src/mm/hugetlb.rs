@@ -59,7 +59,7 @@
 use super::phys::direct_map;
 use super::{PageAlloc, PAGES};
 use crate::arch::cpu;
-use crate::fmt::Dec;
+use crate::fmt::{Dec, DecPad};
 use crate::kprintln;
 use crate::proc::fault::FaultError;
 use crate::sync::{rank, SpinLock};
@@ -433,27 +433,40 @@ fn reserve(hs: HSize, mm: MmId, addrs: core::ops::Range<u64>) -> bool {
             Err(Some(_)) => {
                 // One surplus page at a time, the lock dropped around
                 // the allocation; then look again.
-                let Some(pfn) = alloc_pool_page(hs) else { return false };
-                let kept = HUGETLB.with(|all| {
-                    let h = &mut all[i];
-                    if h.surplus_huge_pages < h.nr_overcommit_huge_pages {
-                        h.surplus_huge_pages += 1;
-                        h.nr_huge_pages += 1;
-                        h.free_list.push(pfn);
-                        h.free_huge_pages += 1;
-                        h.room_for_all();
-                        true
-                    } else {
-                        false
-                    }
-                });
-                if !kept {
-                    PAGES.with(|p| free_pool_page(p, hs, pfn));
+                if alloc_surplus_page(hs, true).is_none() {
                     return false;
                 }
             }
         }
     }
+}
+
+/// A new surplus page of pool `hs` (Linux's `alloc_surplus_hugetlb_folio`),
+/// allocated with no lock held and counted only if the overcommit limit
+/// still allows it once the lock is taken again (else given back: None).
+/// `free`: the page joins the free list (a reservation wants it), else it
+/// is the caller's to map.
+fn alloc_surplus_page(hs: HSize, free: bool) -> Option<u64> {
+    let pfn = alloc_pool_page(hs)?;
+    let kept = HUGETLB.with(|all| {
+        let h = &mut all[hs as usize];
+        if h.surplus_huge_pages >= h.nr_overcommit_huge_pages {
+            return false;
+        }
+        h.surplus_huge_pages += 1;
+        h.nr_huge_pages += 1;
+        if free {
+            h.free_list.push(pfn);
+            h.free_huge_pages += 1;
+        }
+        h.room_for_all();
+        true
+    });
+    if !kept {
+        PAGES.with(|p| free_pool_page(p, hs, pfn));
+        return None;
+    }
+    Some(pfn)
 }
 
 /// Frees free surplus pages no reservation needs
@@ -700,26 +713,7 @@ fn alloc_huge_page(hs: HSize, mm: MmId, haddr: Option<u64>) -> Option<u64> {
     match got {
         Ok(pfn) => pfn,
         Err(false) => None,
-        Err(true) => {
-            let pfn = alloc_pool_page(hs)?;
-            let kept = HUGETLB.with(|all| {
-                let h = &mut all[i];
-                if h.surplus_huge_pages < h.nr_overcommit_huge_pages {
-                    h.surplus_huge_pages += 1;
-                    h.nr_huge_pages += 1;
-                    h.room_for_all();
-                    true
-                } else {
-                    false
-                }
-            });
-            if kept {
-                Some(pfn)
-            } else {
-                PAGES.with(|p| free_pool_page(p, hs, pfn));
-                None
-            }
-        }
+        Err(true) => alloc_surplus_page(hs, false),
     }
 }
 
@@ -922,22 +916,8 @@ pub fn meminfo(w: &mut dyn core::fmt::Write) {
     let _ = writeln!(w, "HugePages_Free:  {}", Dec(free));
     let _ = writeln!(w, "HugePages_Rsvd:  {}", Dec(rsvd));
     let _ = writeln!(w, "HugePages_Surp:  {}", Dec(surp));
-    // Linux's `%8lu`, padded by hand (core's padding is not used in
-    // the kernel: platform.md).
-    let pad = |v: u64| "        ".get(digits(v).min(8)..).unwrap_or("");
-    let kb = default_size().kb();
-    let _ = writeln!(w, "Hugepagesize:   {}{} kB", pad(kb), Dec(kb));
-    let _ = writeln!(w, "Hugetlb:        {}{} kB", pad(all_kb), Dec(all_kb));
-}
-
-/// Decimal digits of `v`.
-fn digits(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
-    }
-    n
+    let _ = writeln!(w, "Hugepagesize:   {} kB", DecPad(default_size().kb(), 8));
+    let _ = writeln!(w, "Hugetlb:        {} kB", DecPad(all_kb, 8));
 }
 
 /// The descriptor's pool counters (the default size's).

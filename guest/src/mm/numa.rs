@@ -11,7 +11,7 @@
 //! the shell: a `numactl --hardware` view with each node's size and free
 //! memory, each node's meminfo and numastat).
 
-use crate::fmt::Dec;
+use crate::fmt::{Dec, DecPad};
 use crate::kprintln;
 use crate::sync::BootCell;
 use mm_core::buddy::NodeLayout;
@@ -158,19 +158,6 @@ fn free_per_node() -> [u64; MAX_NODES] {
     free
 }
 
-/// Right-aligns a number in `width` columns (core's padding cannot run
-/// in ring 0 here).
-fn pad(width: usize, v: u64) -> crate::fmt::StackString<24> {
-    let mut digits = crate::fmt::StackString::<24>::new();
-    let _ = core::fmt::Write::write_fmt(&mut digits, format_args!("{}", Dec(v)));
-    let mut out = crate::fmt::StackString::<24>::new();
-    for _ in digits.as_str().len()..width {
-        let _ = core::fmt::Write::write_str(&mut out, " ");
-    }
-    let _ = core::fmt::Write::write_str(&mut out, digits.as_str());
-    out
-}
-
 /// `numactl --hardware`: the nodes, their CPUs, size and free memory,
 /// the distance matrix; then each node's meminfo
 /// (/sys/devices/system/node/nodeN/meminfo).
@@ -197,15 +184,15 @@ pub fn hardware() {
     kprintln!("node distances:");
     let mut head = crate::fmt::StackString::<64>::new();
     for b in 0..n {
-        let _ = core::fmt::Write::write_str(&mut head, pad(4, b as u64).as_str());
+        let _ = core::fmt::Write::write_fmt(&mut head, format_args!("{}", DecPad(b as u64, 4)));
     }
     kprintln!("node{}", head.as_str());
     for a in 0..n {
         let mut row = crate::fmt::StackString::<64>::new();
         for b in 0..n {
-            let _ = core::fmt::Write::write_str(&mut row, pad(4, u64::from(t.distance(a, b))).as_str());
+            let _ = core::fmt::Write::write_fmt(&mut row, format_args!("{}", DecPad(u64::from(t.distance(a, b)), 4)));
         }
-        kprintln!("{}:{}", pad(3, a as u64).as_str(), row.as_str());
+        kprintln!("{}:{}", DecPad(a as u64, 3), row.as_str());
     }
     for node in 0..n {
         let mut text = alloc::string::String::new();
@@ -250,7 +237,7 @@ pub fn node_meminfo_to(node: usize, out: &mut alloc::string::String) {
         for _ in name.len()..16 {
             out.push(' ');
         }
-        let _ = writeln!(out, "{} kB", pad(8, kb).as_str());
+        let _ = writeln!(out, "{} kB", DecPad(kb, 8));
     }
 }
 
@@ -299,7 +286,7 @@ pub fn numastat_to(out: &mut alloc::string::String) {
             out.push(' ');
         }
         for s in &stats {
-            out.push_str(pad(16, s[i]).as_str());
+            let _ = write!(out, "{}", DecPad(s[i], 16));
         }
         out.push('\n');
     }

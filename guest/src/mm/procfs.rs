@@ -345,12 +345,6 @@ const MARKERS: [(u64, &str); 6] = [
 /// (`flags` None).
 type Run = (u64, u64, Option<mm_core::paging::PteFlags>, &'static str);
 
-/// Spaces, without core's padding (ring-0 safe here: platform facts).
-fn spaces(n: usize) -> &'static str {
-    const S: &str = "                                ";
-    &S[..n.min(S.len())]
-}
-
 /// Prints one range as Linux's ptdump does: `0xSTART-0xEND   SIZE FLAGS
 /// level`, the size scaled to K/M/G/T while it stays whole.
 fn ptdump_line(w: &mut dyn Write, (start, end, flags, level): Run) {
@@ -360,12 +354,6 @@ fn ptdump_line(w: &mut dyn Write, (start, end, flags, level): Run) {
     while size != 0 && size.is_multiple_of(1024) && unit + 1 < UNITS.len() {
         size >>= 10;
         unit += 1;
-    }
-    let mut digits = 1;
-    let mut v = size;
-    while v >= 10 {
-        v /= 10;
-        digits += 1;
     }
     // USR RW PWT PCD PSE GLB NX, each column fixed.
     let mut b = crate::fmt::StackString::<40>::new();
@@ -385,11 +373,10 @@ fn ptdump_line(w: &mut dyn Write, (start, end, flags, level): Run) {
     };
     let _ = writeln!(
         w,
-        "{:#018x}-{:#018x}   {}{}{} {}{}",
+        "{:#018x}-{:#018x}   {}{} {}{}",
         start,
         end,
-        spaces(9usize.saturating_sub(digits)),
-        Dec(size),
+        crate::fmt::DecPad(size, 9),
         UNITS[unit],
         prot,
         level
