@@ -287,23 +287,9 @@ int main(void) {
 
 #[test]
 fn sysfs_hugepages_pools_as_linux() {
-    let dir = common::Scratch::new("hugetlb-sysfs");
-    let prog = common::compile("musl-gcc", SYSFS, &dir.0, "sysfs", &["-static"]);
-    let root = common::initrd_with_init(&dir.0, &prog);
-    let r = common::vmm(&[
-        "run",
-        "--timeout",
-        "600",
-        "--mem",
-        "64M",
-        "--cmdline",
-        "hugepages=2",
-        "--initrd",
-        root.to_str().unwrap(),
-    ]);
-    let out = r.all();
-    assert_eq!(r.status, 0, "{out}");
-    let gb = out.contains(" hugepages-1048576kB");
+    let r =
+        common::run_c_init("hugetlb-sysfs", SYSFS, &["--timeout", "600", "--mem", "64M", "--cmdline", "hugepages=2"]);
+    let gb = r.all().contains(" hugepages-1048576kB");
     let mut want = vec![
         "ls /sys/kernel/mm/hugepages/hugepages-2048kB/: nr_hugepages nr_overcommit_hugepages free_hugepages resv_hugepages surplus_hugepages\n",
         "nr_hugepages: 2\nwrite 3: 2\nnr_hugepages: 3\nfree_hugepages: 3\nmeminfo HugePages_Total: 3\n",
@@ -318,9 +304,7 @@ fn sysfs_hugepages_pools_as_linux() {
         want.push("ls /sys/kernel/mm/hugepages: hugepages-2048kB\n");
         want.push("1G pool: open error 2\nmmap MAP_HUGE_1GB: -22\n");
     }
-    for w in want {
-        assert!(r.stdout.contains(w), "missing {w:?}:\n{out}");
-    }
+    common::assert_stdout_has(&r, &want);
 }
 
 /// The host's vmstat counter `name` at checkpoint `cp` (JSON lines).
@@ -459,28 +443,15 @@ int main(void) {
 
 #[test]
 fn mremap_of_hugetlb_refuses_moves_and_growth() {
-    let dir = common::Scratch::new("hugetlb-mremap");
-    let prog = common::compile("musl-gcc", MREMAP, &dir.0, "mremap", &["-static"]);
-    let root = common::initrd_with_init(&dir.0, &prog);
-    let r = common::vmm(&[
-        "run",
-        "--timeout",
-        "240",
-        "--mem",
-        "64M",
-        "--initrd",
-        root.to_str().unwrap(),
-        "--cmdline",
-        "hugepages=2",
-    ]);
-    let out = r.all();
-    assert_eq!(r.status, 0, "{out}");
-    for want in [
-        "grow: -22\n",
-        "move: -22\n",
-        "shrink by 1 MiB: -22\n",
-        "shrink by 2 MiB: same address, HugePages_Free 0 -> 1, data a\n",
-    ] {
-        assert!(r.stdout.contains(want), "missing {want:?}:\n{out}");
-    }
+    let r =
+        common::run_c_init("hugetlb-mremap", MREMAP, &["--timeout", "240", "--mem", "64M", "--cmdline", "hugepages=2"]);
+    common::assert_stdout_has(
+        &r,
+        &[
+            "grow: -22\n",
+            "move: -22\n",
+            "shrink by 1 MiB: -22\n",
+            "shrink by 2 MiB: same address, HugePages_Free 0 -> 1, data a\n",
+        ],
+    );
 }

@@ -494,28 +494,14 @@ int main(void) {
 
 #[test]
 fn smaps_counts_huge_pages_as_linux() {
-    let dir = common::Scratch::new("thp-smaps");
-    let prog = common::compile("musl-gcc", SMAPS, &dir.0, "smaps", &["-static"]);
-    let root = common::initrd_with_init(&dir.0, &prog);
-    let r = common::vmm(&[
-        "run",
-        "--timeout",
-        "600",
-        "--mem",
-        "64M",
-        "--initrd",
-        root.to_str().unwrap(),
-        "--cmdline",
-        "hugepages=2",
-    ]);
-    let out = r.all();
-    assert_eq!(r.status, 0, "{out}");
-    for want in [
-        "parent: thp Rss 4096 AnonHugePages 4096 Pss 4096 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 2048 Shared_Hugetlb 0 KernelPageSize 2048",
-        "child: thp Rss 4096 AnonHugePages 4096 Pss 2048 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 0 Shared_Hugetlb 2048 KernelPageSize 2048",
-    ] {
-        assert!(r.stdout.contains(want), "missing {want:?}:\n{out}");
-    }
+    let r = common::run_c_init("thp-smaps", SMAPS, &["--timeout", "600", "--mem", "64M", "--cmdline", "hugepages=2"]);
+    common::assert_stdout_has(
+        &r,
+        &[
+            "parent: thp Rss 4096 AnonHugePages 4096 Pss 4096 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 2048 Shared_Hugetlb 0 KernelPageSize 2048",
+            "child: thp Rss 4096 AnonHugePages 4096 Pss 2048 THPeligible 1; hugetlb Rss 0 Private_Hugetlb 0 Shared_Hugetlb 2048 KernelPageSize 2048",
+        ],
+    );
 }
 
 /// /sys/kernel/mm/transparent_hugepage as Linux has it, from a static C
@@ -608,12 +594,7 @@ int main(void) {
 
 #[test]
 fn sysfs_sets_the_thp_mode_as_linux() {
-    let dir = common::Scratch::new("thp-sysfs");
-    let prog = common::compile("musl-gcc", SYSFS, &dir.0, "sysfs", &["-static"]);
-    let root = common::initrd_with_init(&dir.0, &prog);
-    let r = common::vmm(&["run", "--timeout", "600", "--mem", "64M", "--initrd", root.to_str().unwrap()]);
-    let out = r.all();
-    assert_eq!(r.status, 0, "{out}");
+    let r = common::run_c_init("thp-sysfs", SYSFS, &["--timeout", "600", "--mem", "64M"]);
     let want = [
         "enabled: always [madvise] never\n",
         "write always: 7\nenabled: [always] madvise never\n",
@@ -630,7 +611,5 @@ fn sysfs_sets_the_thp_mode_as_linux() {
         "ls /sys/kernel/mm/transparent_hugepage/: enabled hpage_pmd_size khugepaged\n",
         "ls /sys/kernel/mm/transparent_hugepage/khugepaged: max_ptes_none max_ptes_shared\n",
     ];
-    for w in want {
-        assert!(r.stdout.contains(w), "missing {w:?}:\n{out}");
-    }
+    common::assert_stdout_has(&r, &want);
 }

@@ -142,6 +142,28 @@ pub fn initrd_with_init(dir: &std::path::Path, prog: &std::path::Path) -> std::p
     root
 }
 
+/// Runs the C program `src` as the guest's /init: built with
+/// `musl-gcc -static` in scratch directory `name`, booted by `vmm run
+/// ARGS --initrd DIR` (ARGS: the run's own `--timeout`, `--mem`, ...).
+pub fn run_c_init(name: &str, src: &str, args: &[&str]) -> Run {
+    let dir = Scratch::new(name);
+    let prog = compile("musl-gcc", src, &dir.0, name, &["-static"]);
+    let root = initrd_with_init(&dir.0, &prog);
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--initrd", root.to_str().unwrap()]);
+    vmm(&all)
+}
+
+/// Asserts that the run exited with status 0 and that its stdout holds
+/// every text of `want`, naming the first one missing.
+pub fn assert_stdout_has(r: &Run, want: &[&str]) {
+    assert_eq!(r.status, 0, "{}", r.all());
+    for w in want {
+        assert!(r.stdout.contains(w), "missing {w:?}:\n{}", r.all());
+    }
+}
+
 /// Compiles the C program `src` with `cc` (`gcc` or `musl-gcc`) and
 /// `extra` flags into `dir/name`; panics with what to install when the
 /// compiler is missing.
