@@ -622,7 +622,12 @@ pub fn unmap_hugetlb_vma(pgd: u64, id: MmId, v: &Vma) {
 fn put_huge_page(h: &mut HState, hs: HSize, p: &mut PageAlloc, pfn: u64) {
     let cpu = crate::arch::percpu::this_cpu().id;
     for b in hs.blocks(pfn) {
-        crate::mm::tlbtrace::free(b, hs.block_order());
+        // Free for the stale-TLB recorder when only the pool's reference
+        // stays (the page can go to another mapping); a sharer's drop
+        // is not.
+        if p.buddy.page(b).is_some_and(|pg| pg.refcount == 2) {
+            crate::mm::tlbtrace::free(b, hs.block_order());
+        }
         if let Err(e) = p.buddy.free_pages(cpu, b, hs.block_order()) {
             kprintln!("hugetlb: dropping a mapping of pfn {:#x}: {}", b, e);
             return;

@@ -306,12 +306,24 @@ pub fn put_user_page(p: &mut super::PageAlloc, pfn: u64) {
         if let Some(x) = p.ext.get_mut(pfn as usize) {
             *x = mm_core::page_ext::PageExt::EMPTY;
         }
+        crate::mm::tlbtrace::free(pfn, 0);
     }
-    crate::mm::tlbtrace::free(pfn, 0);
     // The last reference: to this CPU's page list (mm/percpu.rs).
     if let Err(e) = super::percpu::free_page_locked(p, crate::arch::percpu::this_cpu().id, pfn) {
         panic!("put_page(pfn {:#x}): {}", pfn, e);
     }
+}
+
+/// Drops one reference to `pfn`, the page itself going back to the buddy
+/// allocator at the last. Only that last drop is a free for the stale-TLB
+/// recorder: a frame another mapping still holds may stay in a CPU's TLB
+/// until that mapping's own flush (a sharer's COW break on another CPU,
+/// between its PTE write and its shootdown, is no stale use).
+fn put_ref(buddy: &mut mm_core::buddy::BuddyAllocator<'static>, pfn: u64) {
+    if buddy.page(pfn).is_some_and(|pg| pg.refcount == 1) {
+        crate::mm::tlbtrace::free(pfn, 0);
+    }
+    let _ = buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
 }
 
 /// A new anon page at `va` of `mm` (first fault or COW copy): records its
@@ -749,8 +761,7 @@ impl Reclaimer<'_> {
             self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
         }
         for _ in 0..n {
-            crate::mm::tlbtrace::free(pfn, 0);
-            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+            put_ref(self.buddy, pfn);
         }
         if dirty || n != mapped {
             return ReclaimOutcome::Redirtied;
@@ -898,9 +909,8 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e) };
         let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
         for _ in 0..n {
-            crate::mm::tlbtrace::free(pfn, 0);
             let _ = self.s.areas.swap_duplicate(e);
-            let _ = self.buddy.free_pages(crate::arch::percpu::this_cpu().id, pfn, 0);
+            put_ref(self.buddy, pfn);
         }
         if self.buddy.page(pfn).map_or(0, |pg| pg.refcount) != 1 {
             // Still mapped somewhere the walk did not reach: leave it in
