@@ -491,20 +491,20 @@ pub fn ptdump_to<M: mm_core::mem::PhysMem + ?Sized>(
 ) {
     use mm_core::paging::{PageSize, PteFlags};
     let mut marker = 0usize;
-    let mut cur: Option<(u64, u64, u64, PteFlags, PageSize)> = None;
+    let mut cur: Option<(u64, u64, PteFlags, PageSize)> = None;
     let mut covered = 0u64;
     let level = |size: PageSize| match size {
         PageSize::Size4K => "pte",
         PageSize::Size2M => "pmd",
         PageSize::Size1G => "pud",
     };
-    let flush = |w: &mut dyn Write, c: (u64, u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
+    let flush = |w: &mut dyn Write, c: (u64, u64, PteFlags, PageSize), covered: &mut u64, marker: &mut usize| {
         // Canonical kernel addresses follow the user half: the hole
         // between starts at the end of the last run.
         if c.0 != *covered {
             ptdump_emit(w, (*covered, c.0, None, ""), marker);
         }
-        ptdump_emit(w, (c.0, c.1, Some(c.3), level(c.4)), marker);
+        ptdump_emit(w, (c.0, c.1, Some(c.2), level(c.3)), marker);
         *covered = c.1;
     };
     for m in mapper.mappings(phys).flatten() {
@@ -513,15 +513,19 @@ pub fn ptdump_to<M: mm_core::mem::PhysMem + ?Sized>(
         }
         // Accessed/dirty change as the CPU runs: leave them out, as
         // Linux's ptdump does, so ranges merge.
+        // A run continues while flags and level stay the same, wherever
+        // the frames are (Linux's note_page: the dump shows no physical
+        // addresses, so splitting at a frame discontinuity would only
+        // print one line per scattered 4 KiB page).
         let flags = m.flags.difference(PteFlags::ACCESSED.union(PteFlags::DIRTY));
-        let (va, pa, size) = (m.va.0, m.pa.0, m.size);
+        let (va, size) = (m.va.0, m.size);
         match &mut cur {
-            Some(c) if c.1 == va && c.3 == flags && c.4 == size && c.2 + (c.1 - c.0) == pa => c.1 += size.bytes(),
+            Some(c) if c.1 == va && c.2 == flags && c.3 == size => c.1 += size.bytes(),
             _ => {
                 if let Some(c) = cur.take() {
                     flush(w, c, &mut covered, &mut marker);
                 }
-                cur = Some((va, va + size.bytes(), pa, flags, size));
+                cur = Some((va, va + size.bytes(), flags, size));
             }
         }
     }
