@@ -27,7 +27,12 @@ use mm_core::compaction::MigrateFail;
 use mm_core::lru::flags::{PG_ACTIVE, PG_REFERENCED, PG_SWAPBACKED, PG_UNEVICTABLE};
 use mm_core::lru::{LruNode, LruSet};
 use mm_core::page_ext::PageExt;
-use mm_core::paging::Pte;
+use mm_core::paging::{Pte, PteFlags};
+
+/// A PTE that was writable before a migration took the right away for
+/// the copy (bit 11, ignored by the CPU; set only while the migration
+/// holds the page allocator's lock, so no one else sees it).
+const MIGRATION_WP: PteFlags = PteFlags::SOFTW3;
 
 /// The entry address bits of a PTE.
 const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
@@ -169,12 +174,34 @@ impl<'a> GuestMigrator<'a> {
             self.stats.fail += 1;
             return Err(MigrateFail::Unmovable);
         }
-        copy_page(dst << PAGE_SHIFT, src << PAGE_SHIFT);
-        let mut moved = 0;
         let mms = &self.s.mms;
+        // No write may land in `src` once it is copied: Linux replaces the
+        // PTEs with migration entries first; here they lose their write
+        // right (marked, to get it back) and every CPU drops the old
+        // translation before the copy. A thread that writes meanwhile
+        // faults, waits for this lock in do_wp_page, finds its PTE changed
+        // and writes again, into `dst`. Readers go on reading `src`, whose
+        // contents `dst` gets.
         self.s.rmap.rmap_walk(m, |mm, va| {
             if let Some((slot, pte, pgd)) = super::swap::pte_mapping(mms, mm, va, src) {
-                if slot.write(&mut direct_map(), Pte((pte.0 & !ADDR_MASK) | dst << PAGE_SHIFT)).is_ok() {
+                if pte.is_writable() {
+                    let wp = Pte((pte.0 & !PteFlags::RW.0) | MIGRATION_WP.0);
+                    if slot.write(&mut direct_map(), wp).is_ok() {
+                        crate::arch::tlb::flush_range(pgd, va, va + 4096);
+                    }
+                }
+            }
+            true
+        });
+        copy_page(dst << PAGE_SHIFT, src << PAGE_SHIFT);
+        let mut moved = 0;
+        self.s.rmap.rmap_walk(m, |mm, va| {
+            if let Some((slot, pte, pgd)) = super::swap::pte_mapping(mms, mm, va, src) {
+                let mut bits = pte.0 & !ADDR_MASK;
+                if bits & MIGRATION_WP.0 != 0 {
+                    bits = (bits & !MIGRATION_WP.0) | PteFlags::RW.0;
+                }
+                if slot.write(&mut direct_map(), Pte(bits | dst << PAGE_SHIFT)).is_ok() {
                     moved += 1;
                     crate::arch::tlb::flush_range(pgd, va, va + 4096);
                 }

@@ -193,7 +193,11 @@ fn serve_fault(mm: &mut MmStruct, addr: u64, err: u64, kind: &mut u8) -> Result<
     // Present and allowed: a PTE left stale by mprotect (the user bit)
     // or a TLB entry older than the PTE. Refresh the flags from the VMA.
     let keep = PteFlags::USER.0 | PteFlags::NX.0;
-    let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
+    PAGES.with(|_| {
+        if pte_same(slot, pte) {
+            let _ = slot.write(&mut phys, Pte((pte.0 & !keep) | (leaf_flags(vma.flags, false) & keep)));
+        }
+    });
     cpu::invlpg(addr);
     Ok(())
 }
@@ -365,13 +369,33 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
     let old = pte & ADDR_MASK;
     let mut phys = direct_map();
-    if old != zero && PAGES.with(|p| page_count(p, old)) == 1 {
-        slot.write(&mut phys, Pte(pte | PteFlags::RW.0)).map_err(|_| FaultError::MapErr)?;
-        cpu::invlpg(addr & !(PAGE_SIZE - 1));
-        mm.stat.cow_reuses += 1;
-        return Ok(());
+    // The check of the PTE and what follows from it happen under the page
+    // allocator's lock, which reclaim and migration hold while they
+    // rewrite PTEs they reach through the reverse map (the role of
+    // Linux's page-table lock): an unmap between the check and the write
+    // would otherwise be overwritten with a frame reclaim then frees.
+    let reuse = PAGES.with(|p| {
+        if !pte_same(slot, Pte(pte)) {
+            return Some(false);
+        }
+        if old != zero && page_count(p, old) == 1 {
+            return Some(slot.write(&mut phys, Pte(pte | PteFlags::RW.0)).is_ok());
+        }
+        // The pin, taken while the PTE still maps the frame: reclaim and
+        // migration leave a page with references beyond its mappings.
+        get_page(p, zero, old);
+        None
+    });
+    match reuse {
+        Some(true) => {
+            cpu::invlpg(addr & !(PAGE_SIZE - 1));
+            mm.stat.cow_reuses += 1;
+            return Ok(());
+        }
+        // Changed meanwhile (reclaimed, migrated): the access faults again.
+        Some(false) => return Ok(()),
+        None => {}
     }
-    PAGES.with(|p| get_page(p, zero, old));
     let new = match alloc_user_page(vma, addr & !(PAGE_SIZE - 1)) {
         Ok(n) => n,
         Err(e) => {
@@ -385,11 +409,15 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
         copy_page(new, old);
     }
     let va = addr & !(PAGE_SIZE - 1);
-    if !pte_same(slot, Pte(pte)) || slot.write(&mut phys, Pte(new | leaf_flags(vma.flags, true))).is_err() {
-        PAGES.with(|p| {
-            put_page(p, zero, new);
-            put_page(p, zero, old);
-        });
+    let installed = PAGES.with(|p| {
+        if pte_same(slot, Pte(pte)) && slot.write(&mut phys, Pte(new | leaf_flags(vma.flags, true))).is_ok() {
+            return true;
+        }
+        put_page(p, zero, new);
+        put_page(p, zero, old);
+        false
+    });
+    if !installed {
         return Ok(());
     }
     // Linux's ptep_clear_flush order: every CPU running this mm drops the
@@ -421,13 +449,55 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
 /// access would, honouring the VMA's permissions. Physical address of the
 /// byte.
 pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, FaultError> {
-    for _ in 0..3 {
-        let (pte, size) = user_pt(mm.pgd)
-            .lookup(&direct_map(), VirtAddr(addr))
-            .map_or((Pte::NONE, PAGE_SIZE), |(s, e)| (e, s.page_size().map_or(PAGE_SIZE, |z| z.bytes())));
-        if pte.is_present() && pte.is_user() && (!write || pte.is_writable()) {
-            return Ok((pte.0 & ADDR_MASK & !(size - 1)) | (addr & (size - 1)));
+    pin_user_page(mm, addr, write).map(|p| p.pa)
+}
+
+/// A user frame the kernel reads or writes through the direct map on a
+/// process's behalf, held with a reference (Linux's `get_user_pages`
+/// with `FOLL_GET`) until the guard drops. The reference is taken under
+/// the page allocator's lock while the PTE still maps the frame, and
+/// reclaim and migration leave alone a page with references beyond its
+/// mappings: without it, reclaim on another CPU could unmap and free the
+/// frame (or migration copy it away) while the kernel still writes into
+/// it, the write landing in a page someone else may own by then.
+pub struct PinnedPage {
+    /// Physical address of the byte asked for.
+    pub pa: u64,
+    /// The order-0 frame holding the reference (none for the zero pages
+    /// and hugetlb pages, which neither reclaim nor migration takes; the
+    /// caller's mm lock keeps their mapping).
+    pfn: Option<u64>,
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        if let Some(pfn) = self.pfn {
+            PAGES.with(|p| crate::mm::swap::put_user_page(p, pfn));
         }
+    }
+}
+
+/// [`user_page`] with the frame held (see [`PinnedPage`]).
+pub fn pin_user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<PinnedPage, FaultError> {
+    let zero = MM_GLOBALS.with(|g| g.zero_pa);
+    for _ in 0..3 {
+        let got = PAGES.with(|p| {
+            let (pte, size) = user_pt(mm.pgd)
+                .lookup(&direct_map(), VirtAddr(addr))
+                .map_or((Pte::NONE, PAGE_SIZE), |(s, e)| (e, s.page_size().map_or(PAGE_SIZE, |z| z.bytes())));
+            if !(pte.is_present() && pte.is_user() && (!write || pte.is_writable())) {
+                return Err(pte);
+            }
+            let pa = (pte.0 & ADDR_MASK & !(size - 1)) | (addr & (size - 1));
+            let pfn = pa >> mm_core::addr::PAGE_SHIFT;
+            let order0 = pa & !(PAGE_SIZE - 1) != zero && p.buddy.page(pfn).is_some_and(|pg| pg.order == 0);
+            let pinned = (order0 && p.buddy.get_page(pfn).is_ok()).then_some(pfn);
+            Ok(PinnedPage { pa, pfn: pinned })
+        });
+        let pte = match got {
+            Ok(page) => return Ok(page),
+            Err(pte) => pte,
+        };
         let err = PF_USER | if write { PF_WRITE } else { 0 } | if pte.is_present() { PF_PROT } else { 0 };
         handle_mm_fault(mm, addr, err)?;
     }

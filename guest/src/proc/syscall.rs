@@ -3,8 +3,8 @@
 //! ring 3), Linux's numbers and register convention (rax = number; rdi,
 //! rsi, rdx, r10, r8, r9; result in rax, -errno on failure). User memory
 //! is reached through the process's own page tables in software
-//! (`fault::user_page`), so a bad pointer is an EFAULT, never a kernel
-//! fault.
+//! (`fault::pin_user_page`, the frame held while the kernel copies), so
+//! a bad pointer is an EFAULT, never a kernel fault.
 
 use super::abi::*;
 /// `execve(path, argv, envp)`.
@@ -43,7 +43,7 @@ const CLONE_KNOWN: u64 = 0xff
 const SYS_CLONE3: u64 = 435;
 /// SIGCHLD, a fork's exit signal.
 const SIGCHLD: u64 = 17;
-use super::fault::user_page;
+use super::fault::pin_user_page;
 use super::mm::MmStruct;
 use super::report;
 use super::sched::{self, current_mm, Reaped};
@@ -62,7 +62,9 @@ pub(super) fn copy_from_user(mm: &mut MmStruct, va: u64, out: &mut [u8]) -> Resu
     let mut done = 0;
     while done < out.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
-        let pa = user_page(mm, a, false).map_err(|_| -EFAULT)?;
+        // Held until the bytes are read (fault.rs PinnedPage).
+        let page = pin_user_page(mm, a, false).map_err(|_| -EFAULT)?;
+        let pa = page.pa;
         let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(out.len() - done);
         read_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &mut out[done..done + n]);
         done += n;
@@ -75,7 +77,9 @@ pub(super) fn copy_to_user(mm: &mut MmStruct, va: u64, data: &[u8]) -> Result<()
     let mut done = 0;
     while done < data.len() {
         let a = va.checked_add(done as u64).ok_or(-EFAULT)?;
-        let pa = user_page(mm, a, true).map_err(|_| -EFAULT)?;
+        // Held until the bytes are written (fault.rs PinnedPage).
+        let page = pin_user_page(mm, a, true).map_err(|_| -EFAULT)?;
+        let pa = page.pa;
         let n = ((PAGE_SIZE - (a & (PAGE_SIZE - 1))) as usize).min(data.len() - done);
         write_frame(pa & !(PAGE_SIZE - 1), (pa & (PAGE_SIZE - 1)) as usize, &data[done..done + n]);
         done += n;
