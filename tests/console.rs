@@ -449,3 +449,31 @@ fn console_descriptors_are_terminals_exactly_where_the_vmms_streams_are() {
         "{seen}\n{err}"
     );
 }
+
+#[test]
+fn echo_redirects_to_files_and_tunables() {
+    // `echo ... > FILE` sets a tunable the way people do by hand, and
+    // writes or appends to a file; a tunable's error is printed.
+    let script = "cat /sys/kernel/mm/transparent_hugepage/enabled\n\
+                  echo never > /sys/kernel/mm/transparent_hugepage/enabled\n\
+                  cat /sys/kernel/mm/transparent_hugepage/enabled\n\
+                  echo sometimes >/sys/kernel/mm/transparent_hugepage/enabled\n\
+                  echo one two > /etc/notes\necho three >>/etc/notes\ncat /etc/notes\n\
+                  echo again > /etc/notes\ncat /etc/notes\necho x > /nodir/y\necho 1 >\nexit\n";
+    let dir = root("echo");
+    let r = root_path(&dir);
+    let run = vmm_with_input(&["run", "--timeout", "240", "--shell", "--initrd", r.to_str().unwrap()], Some(script));
+    assert_eq!(run.status, 0, "{}", run.all());
+    let out = &run.stdout;
+    assert_eq!(section(out, script, "cat /sys/kernel/mm/transparent_hugepage/enabled"), "always [madvise] never\n");
+    let after = out.split("# echo never > /sys/kernel/mm/transparent_hugepage/enabled\n").nth(1).unwrap_or("");
+    assert!(after.starts_with("# cat /sys/kernel/mm/transparent_hugepage/enabled\nalways madvise [never]\n"), "{out}");
+    assert_eq!(
+        section(out, script, "echo sometimes >/sys/kernel/mm/transparent_hugepage/enabled"),
+        "sh: /sys/kernel/mm/transparent_hugepage/enabled: Invalid argument\n"
+    );
+    let cats: Vec<&str> = out.split("# cat /etc/notes\n").skip(1).map(|b| b.split("# ").next().unwrap_or("")).collect();
+    assert_eq!(cats, ["one two\nthree\n", "again\n"], "appended, then truncated: {out}");
+    assert_eq!(section(out, script, "echo x > /nodir/y"), "sh: /nodir/y: No such file or directory\n");
+    assert_eq!(section(out, script, "echo 1 >"), "echo: usage: echo WORDS [> FILE | >> FILE]\n");
+}

@@ -474,9 +474,14 @@ impl MmStruct {
     /// swap unless it is written again (mm/swap.rs `reclaim_lazyfree`:
     /// the next read then sees zeros). Swap entries in the range are freed
     /// at once (as DONTNEED: the data was not wanted). Pages in the swap
-    /// cache, shared pages (after fork), the zero page and transparent
-    /// huge pages are left as they are (Linux splits and marks a THP; it
-    /// stays whole here, the advice being only a hint). -EINVAL on VMAs
+    /// cache, shared pages (after fork) and the zero page are left as they
+    /// are. A transparent huge page in the range is split first
+    /// (`split_huge_pmd`, counted in thp_split_pmd) and its 512 pages
+    /// marked like any others, so reclaim can drop them without swap;
+    /// Linux splits a THP the range covers in part, and keeps one it
+    /// covers whole as a lazily freed folio (reclaim here sees only 4 KiB
+    /// lazily freed pages, as it swaps out only split ones). The huge
+    /// zero page is unmapped (reads stay zeros). -EINVAL on VMAs
     /// that are not private anonymous memory, locked or hugetlb; -ENOMEM
     /// where part of the range is unmapped (after acting on the rest).
     /// Returns the pages marked.
@@ -484,6 +489,24 @@ impl MmStruct {
         let (end, vmas) = self.madvise_lru_range(start, len, |v| {
             v.kind != mm_core::vma::VmaKind::Anon || v.flags.contains(VmFlags::SHARED)
         })?;
+        // Huge leaves first: split into page tables of 4 KiB PTEs.
+        let mut huge: Vec<u64> = Vec::new();
+        for v in &vmas {
+            let range = v.start.max(start)..v.end.min(end);
+            let _ = user_pt(self.pgd).for_each_leaf(&mut direct_map(), range, LeafKinds::Present, |_, l| {
+                if l.slot.level() == Level::Pmd {
+                    huge.push(l.va.0 & !(HPAGE_PMD_SIZE - 1));
+                }
+                true
+            });
+        }
+        for &h in &huge {
+            if let Some((slot, e)) = user_pt(self.pgd).lookup(&direct_map(), VirtAddr(h)) {
+                if slot.level() == Level::Pmd && e.is_present() && !super::thp::split_huge_pmd(self, slot, h) {
+                    return Err(-ENOMEM);
+                }
+            }
+        }
         let zero = super::mm::zero_pa();
         // The leaves first with no lock held (the vectors allocate); then
         // each is checked again and edited under the reclaim state's lock,

@@ -5,7 +5,8 @@
 //! line discipline), and shows the views people know the way the procps
 //! tools compute them, from the same /proc files: free, vmstat, slabtop,
 //! ps, top (one snapshot), pmap PID, buddyinfo; plus cat, ls, echo,
-//! meminfo, drop_caches, help, exit [N]. Any other word runs the
+//! meminfo, drop_caches, help, exit [N] (echo with `> FILE` or `>> FILE`
+//! writes the line to FILE). Any other word runs the
 //! initramfs program of that name (a path, or a name in /, /bin, /sbin)
 //! with fork + execve + wait4.
 #![no_std]
@@ -32,6 +33,9 @@ const SYS_NEWFSTATAT: u64 = 262;
 const AT_FDCWD: u64 = -100i64 as u64;
 const O_RDONLY: u64 = 0;
 const O_WRONLY: u64 = 1;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const O_APPEND: u64 = 0o2000;
 const O_DIRECTORY: u64 = 0o200000;
 const O_CLOEXEC: u64 = 0o2000000;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -104,7 +108,8 @@ fn c(s: &str) -> Vec<u8> {
 
 fn open(path: &str, flags: u64) -> i64 {
     let p = c(path);
-    syscall6(SYS_OPENAT, [AT_FDCWD, p.as_ptr() as u64, flags | O_CLOEXEC, 0, 0, 0])
+    // rw-r--r-- for a file O_CREAT makes.
+    syscall6(SYS_OPENAT, [AT_FDCWD, p.as_ptr() as u64, flags | O_CLOEXEC, 0o644, 0, 0])
 }
 
 fn close(fd: i64) {
@@ -633,6 +638,38 @@ fn drop_caches(out: &mut Out) {
     let _ = writeln!(out, "MemFree: {} kB -> {} kB", before, after);
 }
 
+/// `echo WORDS`, or with `> FILE` / `>> FILE` (also written `>FILE`,
+/// `>>FILE`) the line goes to FILE, truncated or appended to, as a shell
+/// redirection does: how tunables are set by hand, e.g. `echo 1 >
+/// /proc/sys/vm/compact_memory` or `echo never >
+/// /sys/kernel/mm/transparent_hugepage/enabled`. The file's write error
+/// (EINVAL for a bad value, EACCES for a read-only file) is printed.
+fn echo(out: &mut Out, args: &[&str]) {
+    let Some(at) = args.iter().position(|a| a.starts_with('>')) else {
+        let _ = writeln!(out, "{}", args.join(" "));
+        return;
+    };
+    let op = args[at];
+    let append = op.starts_with(">>");
+    let inline = op.trim_start_matches('>');
+    let (target, rest) = if inline.is_empty() { (args.get(at + 1).copied(), at + 2) } else { (Some(inline), at + 1) };
+    let Some(target) = target.filter(|_| rest == args.len()) else {
+        let _ = writeln!(out, "echo: usage: echo WORDS [> FILE | >> FILE]");
+        return;
+    };
+    let mut line = args[..at].join(" ");
+    line.push('\n');
+    let flags = O_WRONLY | O_CREAT | if append { O_APPEND } else { O_TRUNC };
+    let fd = open(target, flags);
+    let r = if fd < 0 { fd } else { write(fd as u64, line.as_bytes()) };
+    if fd >= 0 {
+        close(fd);
+    }
+    if r < 0 {
+        let _ = writeln!(out, "sh: {}: {}", target, strerror(r));
+    }
+}
+
 /// Runs the initramfs program `words[0]` (a path, or a name looked up in
 /// /, /bin and /sbin) with `words` as its argv: fork, execve, wait4.
 fn run_program(out: &mut Out, words: &[&str]) {
@@ -683,7 +720,7 @@ fn help(out: &mut Out) {
     let _ = writeln!(
         out,
         "commands: free [-m], vmstat, slabtop, ps, top, pmap PID, buddyinfo, meminfo,\n\
-         \x20         cat FILE..., ls [DIR], echo WORDS, drop_caches, help, exit [N] (or Ctrl-D);\n\
+         \x20         cat FILE..., ls [DIR], echo WORDS [> FILE], drop_caches, help, exit [N] (or Ctrl-D);\n\
          \x20         anything else runs the initramfs program of that name (a path, or /, /bin, /sbin)\n\
          \x20         with its arguments. The views read /proc as procps does."
     );
@@ -784,9 +821,7 @@ fn main(_arg: u64) -> i32 {
             "top" => top(&mut out),
             "pmap" => pmap(&mut out, args),
             "drop_caches" => drop_caches(&mut out),
-            "echo" => {
-                let _ = writeln!(out, "{}", args.join(" "));
-            }
+            "echo" => echo(&mut out, args),
             _ => run_program(&mut out, &words),
         }
         out.flush();
