@@ -937,12 +937,8 @@ fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
         return put_stat(buf, &stat_of(FileKind::Terminal(false)));
     }
     if procfs::is_proc(&abs) {
-        return match procfs::mode_of(&abs) {
-            // /proc/self (a link) is followed unless NOFOLLOW: a directory.
-            Ok(m) if flags & AT_SYMLINK_NOFOLLOW == 0 && m & S_IFMT == S_IFLNK && abs == "/proc/self" => {
-                put_stat(buf, &stat_bytes(0x1000, S_IFDIR | 0o555, 0, 0))
-            }
-            Ok(m) => put_stat(buf, &stat_bytes(0x1000, m, 0, 0)),
+        return match proc_stat(&abs, flags & AT_SYMLINK_NOFOLLOW != 0) {
+            Ok(st) => put_stat(buf, &st),
             Err(e) => e,
         };
     }
@@ -957,7 +953,6 @@ fn sys_fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> i64 {
 /// from the same facts as `struct stat`, every basic field filled
 /// (STATX_BASIC_STATS) whatever the mask asks.
 fn sys_statx(dirfd: u64, path: u64, flags: u64, buf: u64) -> i64 {
-    const STATX_BASIC_STATS: u64 = 0x7ff;
     let p = match user_path(path) {
         Ok(p) => p,
         Err(e) => return e,
@@ -977,6 +972,11 @@ fn sys_statx(dirfd: u64, path: u64, flags: u64, buf: u64) -> i64 {
         };
         if abs == "/dev/tty" || abs == "/dev/console" {
             FileKind::Terminal(false)
+        } else if procfs::is_proc(&abs) {
+            match proc_stat(&abs, flags & AT_SYMLINK_NOFOLLOW != 0) {
+                Ok(st) => return put_statx(buf, &st),
+                Err(e) => return e,
+            }
         } else {
             let found = if flags & AT_SYMLINK_NOFOLLOW != 0 { fs::lookup_nofollow(&abs) } else { fs::lookup(&abs) };
             match found {
@@ -985,7 +985,22 @@ fn sys_statx(dirfd: u64, path: u64, flags: u64, buf: u64) -> i64 {
             }
         }
     };
-    let st = stat_of(kind);
+    put_statx(buf, &stat_of(kind))
+}
+
+/// The stat of /proc (and /sys, cgroup) path `abs`: /proc/self is the
+/// link to the caller's /proc/PID, itself with `nofollow` (lstat; `ls -F`
+/// shows `self@`), that directory otherwise.
+fn proc_stat(abs: &str, nofollow: bool) -> Result<[u8; 144], i64> {
+    if abs == "/proc/self" && nofollow {
+        return Ok(stat_bytes(0x1000, S_IFLNK | 0o777, 0, 0));
+    }
+    procfs::mode_of(abs).map(|m| stat_bytes(0x1000, m, 0, 0))
+}
+
+/// Writes `st` (a struct stat) to `buf` as a struct statx.
+fn put_statx(buf: u64, st: &[u8; 144]) -> i64 {
+    const STATX_BASIC_STATS: u64 = 0x7ff;
     let field = |at: usize| u64::from_le_bytes(st[at..at + 8].try_into().unwrap_or([0; 8]));
     let mut x = [0u8; 256];
     let mut put = |at: usize, v: u64, n: usize| x[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
