@@ -1133,3 +1133,46 @@ fn info_threads_names_the_process_each_vcpu_runs() {
     has(&out, "[Inferior 1 (process 1) killed]");
     assert_eq!(vmm.finish(20).0, 137);
 }
+
+/// A child touches 300 pages, then it and its parent yield to each other
+/// forever; gdb stops in the 200th yield: `monitor ps` shows the child's
+/// resident pages and faults as of its last switch (the table was built
+/// when the child was forked, with nothing resident yet).
+const TOUCH_AND_YIELD: &str = r#"
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    if (fork() == 0) {
+        char *m = mmap(0, 300 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (int i = 0; i < 300; i++)
+            m[i * 4096] = 1;
+    }
+    for (;;)
+        sched_yield();
+}
+"#;
+
+#[test]
+fn monitor_ps_counts_what_a_process_did_up_to_its_last_switch() {
+    let dir = common::Scratch::new("gdb-ps-rss");
+    let prog = common::compile("musl-gcc", TOUCH_AND_YIELD, &dir.0, "touchyield", &["-static"]);
+    let root = common::initrd_with_init(&dir.0, &prog);
+    let vmm = Vmm::start("90", "tcp:127.0.0.1:0", &["--gdb-wait", "--initrd", root.to_str().unwrap()]);
+    let out =
+        gdb(&vmm.target, &["break kernel::proc::sched::yield_now", "ignore 1 200", "continue", "monitor ps", "kill"]);
+    has(&out, "Breakpoint 1, kernel::proc::sched::yield_now");
+    let row = out
+        .lines()
+        .find(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() > 5 && w[0].parse::<u32>().is_ok_and(|pid| pid > 1) && w[1] == "1"
+        })
+        .unwrap_or_else(|| panic!("no row for init's child in monitor ps:\n{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let rss: u64 = cols[4].parse().unwrap_or_else(|_| panic!("rss column: {row}\n{out}"));
+    let faults: u64 = cols[5].parse().unwrap_or_else(|_| panic!("faults column: {row}\n{out}"));
+    assert!(rss >= 300 && faults >= 300, "the child's 300 touched pages: {row}\n{out}");
+    let (status, err) = vmm.finish(20);
+    assert_eq!(status, 137, "{err}");
+}

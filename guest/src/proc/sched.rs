@@ -777,6 +777,7 @@ pub fn schedule() {
         if next != 0 {
             s.tasks_run_on[me] += 1;
         }
+        publish_counters(s, prev);
         publish_states(s);
         let (next_rsp, next_fpu, cr3, kstack, fs_base) = match s.tasks.get(&next) {
             // A kernel thread (no PGD of its own) and the idle task use
@@ -2274,6 +2275,24 @@ pub fn fill_descs() {
 /// reads it at any stop, not only at checkpoints.
 fn publish(s: &Sched) {
     crate::mm::descriptor::update_procs(|out| fill(s, out));
+}
+
+/// Refreshes the published rss and fault counts of the slots whose task
+/// shares `pid`'s address space (its threads too), when that mm's lock
+/// is free: called as `pid` leaves a CPU, so a host stop (gdb's `monitor
+/// ps`, SIGUSR1) sees what the process did up to its last switch rather
+/// than what it had when the table was last rebuilt.
+fn publish_counters(s: &Sched, pid: u64) {
+    let Some(mm) = s.tasks.get(&pid).and_then(|t| t.mm.clone()) else { return };
+    let Some((rss, faults)) = mm.try_with(|m| (m.stat.rss_pages, m.stat.faults)) else { return };
+    crate::mm::descriptor::update_procs(|out| {
+        for slot in out.iter_mut().filter(|p| p.pid != 0) {
+            let same = s.tasks.get(&u64::from(slot.pid)).and_then(|t| t.mm.as_ref()).is_some_and(|m| Arc::ptr_eq(m, &mm));
+            if same {
+                (slot.rss, slot.faults) = (rss, faults);
+            }
+        }
+    });
 }
 
 /// Republishes only the states (a switch, a sleep): cheaper than
