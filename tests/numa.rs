@@ -1569,6 +1569,6 @@ fn migration_loses_no_write_of_a_thread_writing_on_another_cpu() {
     assert!(writes > 0, "{w}");
     // The write-protect before each copy and the remap after it were
     // flushed on both CPUs before the old frames were freed.
-    let tlb = out.lines().filter(|l| l.starts_with("verify tlb: ")).last().unwrap_or_else(|| panic!("{out}"));
+    let tlb = out.lines().rfind(|l| l.starts_with("verify tlb: ")).unwrap_or_else(|| panic!("{out}"));
     assert!(tlb.starts_with("verify tlb: ok (") && !tlb.starts_with("verify tlb: ok (0 PTE"), "{tlb}\n{out}");
 }

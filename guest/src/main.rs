@@ -68,6 +68,7 @@ pub extern "C" fn kmain(start_info_pa: u64, boot_path: u64) -> ! {
     mm::numa::init(params.numa(), params.cpus());
     mm::init(params);
     mm::tlbtrace::init(cmdline);
+    mm::fail_page_alloc::init(cmdline);
     fs::init(params.initrd());
     proc::init();
     drivers::init(cmdline);

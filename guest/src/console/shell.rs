@@ -74,7 +74,8 @@ fn cat(path: &str) {
         match fs::procfs::open(&abs, false).as_deref() {
             Ok(fs::procfs::ProcFile::Text(t))
             | Ok(fs::procfs::ProcFile::Sysctl(_, t))
-            | Ok(fs::procfs::ProcFile::OomScoreAdj(_, t)) => put_bytes(t),
+            | Ok(fs::procfs::ProcFile::OomScoreAdj(_, t))
+            | Ok(fs::procfs::ProcFile::MakeItFail(_, t)) => put_bytes(t),
             Ok(_) => kprintln!("cat: {}: not a text file", path),
             Err(_) => kprintln!("cat: {}: No such file or directory", path),
         }

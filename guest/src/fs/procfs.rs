@@ -39,6 +39,10 @@ pub enum ProcFile {
     /// /proc/PID/oom_score_adj of the process with this pid, and its text
     /// at open (writable: [`oom_score_adj_write`]).
     OomScoreAdj(u64, Vec<u8>),
+    /// /proc/PID/make-it-fail (fault injection's task filter, mm/
+    /// fail_page_alloc.rs) of the process with this pid, and its text at
+    /// open (writable: [`make_it_fail_write`]).
+    MakeItFail(u64, Vec<u8>),
     /// A cgroup control file (cgroupfs.rs): group index, file index and
     /// its text at open (writable ones: `cgroupfs::write`).
     Cgroup(usize, usize, Vec<u8>),
@@ -255,6 +259,10 @@ fn kthread_file(pid: u64, tail: &str) -> Result<Arc<ProcFile>, i64> {
             text.push('\n');
         }
         "oom_score_adj" => return Ok(oom_score_adj_file(pid, adj)),
+        "make-it-fail" => {
+            let v = sched::make_it_fail(pid, None).ok_or(-ENOENT)?;
+            return Ok(Arc::new(ProcFile::MakeItFail(pid, if v { b"1\n".to_vec() } else { b"0\n".to_vec() })));
+        }
         "maps" | "smaps" | "numa_maps" | "cmdline" | "pagemap" => {}
         _ => return Err(-ENOENT),
     }
@@ -671,7 +679,7 @@ const REG: u32 = super::S_IFREG | 0o444;
 const LNK: u32 = super::S_IFLNK | 0o777;
 
 /// The files of /proc/PID.
-const PID_FILES: [(&str, u32); 11] = [
+const PID_FILES: [(&str, u32); 12] = [
     ("maps", REG),
     ("numa_maps", REG),
     ("smaps", REG),
@@ -682,6 +690,7 @@ const PID_FILES: [(&str, u32); 11] = [
     ("cmdline", REG),
     ("exe", LNK),
     ("oom_score_adj", super::S_IFREG | 0o644),
+    ("make-it-fail", super::S_IFREG | 0o644),
     ("comm", REG),
 ];
 
@@ -931,6 +940,10 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
                     );
                 }
                 "oom_score_adj" => return Ok(oom_score_adj_file(pid, sched::oom_score_adj(pid, None).unwrap_or(0))),
+                "make-it-fail" => {
+                    let v = sched::make_it_fail(pid, None).ok_or(-ENOENT)?;
+                    return Ok(Arc::new(ProcFile::MakeItFail(pid, if v { b"1\n".to_vec() } else { b"0\n".to_vec() })));
+                }
                 _ => return Err(-ENOENT),
             }
         }
@@ -946,6 +959,14 @@ pub fn oom_score_adj_write(pid: u64, data: &[u8]) -> Result<(), i64> {
     let (neg, digits) = s.strip_prefix('-').map_or((false, s), |d| (true, d));
     let v = crate::fmt::parse_u64(digits).filter(|&v| v <= 1000).ok_or(-EINVAL)? as i32;
     sched::oom_score_adj(pid, Some(if neg { -v } else { v })).map(|_| ()).ok_or(-ESRCH)
+}
+
+/// A write to /proc/PID/make-it-fail: 0 or 1 (Linux's `proc_fault_inject_write`
+/// takes any integer and stores whether it is non-zero).
+pub fn make_it_fail_write(pid: u64, data: &[u8]) -> Result<(), i64> {
+    let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?.trim();
+    let v = crate::mm::fail_page_alloc::parse_i64(s).ok_or(-EINVAL)?;
+    sched::make_it_fail(pid, Some(v != 0)).map(|_| ()).ok_or(-ESRCH)
 }
 
 /// A write to /proc/sys/vm file `i`: the number written, applied.

@@ -27,6 +27,9 @@
 //! switch's walk): what a program can read of its own translations from
 //! inside the guest, huge leaves shown at their level (pmd, pud).
 //!
+//! And /sys/kernel/debug/fail_page_alloc, fault injection's attributes
+//! (mm/fail_page_alloc.rs), read and written with Linux's names.
+//!
 //! Linux's `defrag`, `shmem_enabled` and khugepaged's `pages_to_scan`,
 //! `scan_sleep_millisecs` are not here: this kernel's faults never
 //! reclaim or compact for a huge page, there is no shmem THP, and its
@@ -79,9 +82,10 @@ const POOL_FILES: [&str; 5] =
     ["nr_hugepages", "nr_overcommit_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"];
 
 /// The directories and what each holds.
-const DIRS: [(&str, &[&str]); 9] = [
+const DIRS: [(&str, &[&str]); 10] = [
     ("/sys/kernel", &["mm", "debug"]),
-    ("/sys/kernel/debug", &["page_tables"]),
+    ("/sys/kernel/debug", &["page_tables", "fail_page_alloc"]),
+    (FAIL_DIR, &crate::mm::fail_page_alloc::FILES),
     ("/sys/kernel/debug/page_tables", &PTDUMP_FILES),
     ("/sys/kernel/mm", &["transparent_hugepage", "hugepages"]),
     (THP, &["enabled", "hpage_pmd_size", "khugepaged"]),
@@ -90,6 +94,16 @@ const DIRS: [(&str, &[&str]); 9] = [
     ("/sys/kernel/mm/hugepages/hugepages-2048kB", &POOL_FILES),
     ("/sys/kernel/mm/hugepages/hugepages-1048576kB", &POOL_FILES),
 ];
+
+/// Fault injection's debugfs directory (mm/fail_page_alloc.rs).
+const FAIL_DIR: &str = "/sys/kernel/debug/fail_page_alloc";
+
+/// The index of fault-injection file `path` among the [`ProcFile::Sysfs`]
+/// indices (after [`FILES`]'s).
+fn fail_file(path: &str) -> Option<usize> {
+    let name = path.strip_prefix(FAIL_DIR)?.strip_prefix('/')?;
+    crate::mm::fail_page_alloc::FILES.iter().position(|f| *f == name).map(|k| FILES.len() + k)
+}
 
 /// The files of /sys/kernel/debug/page_tables.
 const PTDUMP_FILES: [&str; 2] = ["current_user", "kernel"];
@@ -259,6 +273,10 @@ pub fn mode_of(path: &str) -> Result<u32, i64> {
         // Linux's debugfs files are root's alone (0400).
         return Ok(super::S_IFREG | 0o400);
     }
+    if fail_file(path).is_some() {
+        // Fault attributes: root's, read and write (0600).
+        return Ok(super::S_IFREG | 0o600);
+    }
     if let Some(d) = devices(path) {
         return Ok(if d.is_ok() { DIR } else { RO });
     }
@@ -295,6 +313,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
             .collect();
         return Ok(Arc::new(ProcFile::Dir(e)));
     }
+    if let Some(i) = fail_file(path) {
+        return Ok(Arc::new(ProcFile::Sysfs(i, text(i).into_bytes())));
+    }
     let i = file(path).ok_or(-ENOENT)?;
     if write && FILES[i].1 & 0o200 == 0 {
         return Err(-EACCES);
@@ -304,6 +325,9 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
 
 /// File `i`, as read now.
 fn text(i: usize) -> String {
+    if let Some(k) = i.checked_sub(FILES.len()) {
+        return crate::mm::fail_page_alloc::read(k);
+    }
     let mut s = String::new();
     let path = FILES[i].0;
     if let Some((hs, _)) = pool_of(path) {
@@ -361,6 +385,9 @@ fn kstrtoul10(s: &str) -> Result<u64, i64> {
 /// A write of `data` to file `i`.
 pub fn write(i: usize, data: &[u8]) -> Result<(), i64> {
     let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?;
+    if let Some(k) = i.checked_sub(FILES.len()) {
+        return crate::mm::fail_page_alloc::write(k, s);
+    }
     let path = FILES.get(i).map_or("", |f| f.0);
     if let Some((hs, true)) = pool_of(path) {
         let v = kstrtoul10(s)?;

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod compaction;
 pub mod descriptor;
 pub mod fault;
+pub mod fail_page_alloc;
 pub mod faultlog;
 pub mod heap;
 pub mod huge_memory;

@@ -218,6 +218,10 @@ pub fn alloc_pages_locked(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<
 
 #[inline]
 fn alloc_pages_locked_inner(p: &mut PageAlloc, order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    // Linux's prepare_alloc_pages: an injected failure comes back at once.
+    if super::fail_page_alloc::should_fail_alloc_page(order, gfp) {
+        return Err(BuddyError::NoMemory);
+    }
     if percpu::serves(order, gfp) {
         if let Some(pfn) = percpu::pop_page(gfp) {
             return Ok(pfn);
@@ -257,6 +261,9 @@ pub fn alloc_pages(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
 
 #[inline]
 fn alloc_pages_inner(order: u8, gfp: GfpMask) -> Result<u64, BuddyError> {
+    if super::fail_page_alloc::should_fail_alloc_page(order, gfp) {
+        return Err(BuddyError::NoMemory);
+    }
     if percpu::serves(order, gfp) {
         // This CPU's list, no shared lock; a refill takes the lock once
         // per batch (and runs the slow path if the zones are short).

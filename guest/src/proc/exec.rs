@@ -42,7 +42,7 @@ const AT_EXECFN: u64 = 31;
 /// falling back to the time-stamp counter if the CPU gives none or has
 /// no `rdrand` at all (CPUID.1:ECX bit 30; QEMU's `qemu64` model has
 /// none, and the instruction raises #UD there).
-pub(super) fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let has_rdrand = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
     for _ in 0..if has_rdrand { 10 } else { 0 } {
         let (v, ok): (u64, u8);

@@ -425,6 +425,7 @@ fn sys_lseek(fd: u64, off: i64, whence: u64) -> i64 {
             procfs::ProcFile::Text(t)
             | procfs::ProcFile::Sysctl(_, t)
             | procfs::ProcFile::OomScoreAdj(_, t)
+            | procfs::ProcFile::MakeItFail(_, t)
             | procfs::ProcFile::Cgroup(_, _, t)
             | procfs::ProcFile::Sysfs(_, t) => t.len() as i64,
             procfs::ProcFile::Dir(e) => e.len() as i64,
@@ -527,6 +528,7 @@ fn write_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             FileKind::Proc(pf) => match &**pf {
                 procfs::ProcFile::Sysctl(i, _) => procfs::sysctl_write(*i, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::OomScoreAdj(pid, _) => procfs::oom_score_adj_write(*pid, &chunk[..n]).map(|_| n),
+                procfs::ProcFile::MakeItFail(pid, _) => procfs::make_it_fail_write(*pid, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::Cgroup(g, i, _) => fs::cgroupfs::write(*g, *i, &chunk[..n]).map(|_| n),
                 procfs::ProcFile::Sysfs(i, _) => fs::sysfs::write(*i, &chunk[..n]).map(|_| n),
                 _ => Err(-EINVAL),
@@ -592,6 +594,7 @@ fn read_at(fd: u64, buf: u64, len: u64, at: Option<u64>) -> i64 {
             procfs::ProcFile::Text(t)
             | procfs::ProcFile::Sysctl(_, t)
             | procfs::ProcFile::OomScoreAdj(_, t)
+            | procfs::ProcFile::MakeItFail(_, t)
             | procfs::ProcFile::Cgroup(_, _, t)
             | procfs::ProcFile::Sysfs(_, t) => {
                 let start = (pos as usize).min(t.len());
@@ -891,6 +894,7 @@ fn stat_of(kind: FileKind) -> [u8; 144] {
                 procfs::ProcFile::Dir(_) => (S_IFDIR | 0o555, 0),
                 procfs::ProcFile::Sysctl(..)
                 | procfs::ProcFile::OomScoreAdj(..)
+                | procfs::ProcFile::MakeItFail(..)
                 | procfs::ProcFile::Cgroup(..)
                 | procfs::ProcFile::Sysfs(..) => (fs::S_IFREG | 0o644, 0),
                 // /proc files report size 0, as Linux's do.

@@ -155,6 +155,10 @@ pub struct Task {
     /// The OOM killer's adjustment, -1000..=1000 (Linux's
     /// `signal->oom_score_adj`, inherited by fork).
     pub oom_score_adj: i32,
+    /// /proc/PID/make-it-fail: fault injection's task filter picks this
+    /// task (mm/fail_page_alloc.rs; Linux's `make_it_fail`, inherited by
+    /// fork and clone).
+    pub make_it_fail: bool,
     /// The task's NUMA memory policy (set_mempolicy; Linux's
     /// `task->mempolicy`, inherited by fork and clone).
     pub mempolicy: mm_core::mempolicy::MemPolicy,
@@ -771,6 +775,8 @@ pub fn schedule() {
             t.il_prev = super::mempolicy::cpu_il_prev(me);
         }
         s.current[me] = next;
+        CURRENT_MAKE_IT_FAIL[me]
+            .store(s.tasks.get(&next).is_some_and(|t| t.make_it_fail), core::sync::atomic::Ordering::Relaxed);
         s.switching[me] = prev;
         s.switches += 1;
         s.switches_on[me] += 1;
@@ -1181,6 +1187,7 @@ fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: F
         preemptions: 0,
         probe_fixup: 0,
         oom_score_adj: 0,
+        make_it_fail: false,
         mempolicy: mm_core::mempolicy::MemPolicy::DEFAULT,
         il_prev: 0,
         memcg: 0,
@@ -1330,6 +1337,7 @@ pub fn create_task_with(
         task.pid = pid;
         task.tgid = pid;
         task.oom_score_adj = s.tasks.get(&parent).map_or(0, |p| p.oom_score_adj);
+        task.make_it_fail = s.tasks.get(&parent).is_some_and(|p| p.make_it_fail);
         task.mempolicy = s.tasks.get(&parent).map_or(mm_core::mempolicy::MemPolicy::DEFAULT, |p| p.mempolicy);
         task.memcg = s.tasks.get(&parent).map_or(0, |p| p.memcg);
         let mask = if parent == 0 { s.spawn_affinity } else { s.affinity.get(&parent).copied().unwrap_or(0) };
@@ -1431,6 +1439,7 @@ pub fn clone_current(
         task.cmdline = me.cmdline.clone();
         me.signal.fork_into(&mut task.signal);
         task.oom_score_adj = me.oom_score_adj;
+        task.make_it_fail = me.make_it_fail;
         task.mempolicy = me.mempolicy;
         task.memcg = me.memcg;
         task.fs_base = if flags & CLONE_SETTLS != 0 { tls } else { me.fs_base };
@@ -1807,6 +1816,36 @@ pub fn exit_if_killed() {
 /// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
 /// (/proc/PID/oom_score_adj): the value before, or None for no such
 /// live process.
+/// Per CPU: whether the task it runs has make-it-fail set (kept at each
+/// switch, read without the scheduler's lock: the page allocator asks
+/// with its own lock held, which ranks inside the scheduler's).
+static CURRENT_MAKE_IT_FAIL: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+/// Whether the running task has /proc/PID/make-it-fail set.
+pub fn current_make_it_fail() -> bool {
+    CURRENT_MAKE_IT_FAIL[cpu_id() % MAX_CPUS].load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Task `pid`'s make-it-fail (0: the caller), set to `set` if given;
+/// None for no such live task.
+pub fn make_it_fail(pid: u64, set: Option<bool>) -> Option<bool> {
+    SCHED.with(|s| {
+        let pid = if pid == 0 { s.cur() } else { pid };
+        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
+        let old = t.make_it_fail;
+        if let Some(v) = set {
+            t.make_it_fail = v;
+            for (c, &cur) in s.current.iter().enumerate() {
+                if cur == pid {
+                    CURRENT_MAKE_IT_FAIL[c].store(v, core::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Some(old)
+    })
+}
+
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     SCHED.with(|s| {
         let pid = if pid == 0 { s.cur() } else { pid };
