@@ -1813,9 +1813,6 @@ pub fn exit_if_killed() {
     }
 }
 
-/// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
-/// (/proc/PID/oom_score_adj): the value before, or None for no such
-/// live process.
 /// Per CPU: whether the task it runs has make-it-fail set (kept at each
 /// switch, read without the scheduler's lock: the page allocator asks
 /// with its own lock held, which ranks inside the scheduler's).
@@ -1846,6 +1843,9 @@ pub fn make_it_fail(pid: u64, set: Option<bool>) -> Option<bool> {
     })
 }
 
+/// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
+/// (/proc/PID/oom_score_adj): the value before, or None for no such
+/// live process.
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
     SCHED.with(|s| {
         let pid = if pid == 0 { s.cur() } else { pid };
