@@ -25,6 +25,7 @@ const REQUIRED: [&str; 15] = [
     "process/malloc_churn",
     "process/stack_grows_down",
     "process/several_processes_alive",
+    "process/freed_kernel_stacks_reused",
     "process/no_frames_leak",
     "process/kernel_pgd_half_fixed_at_boot",
 ];
