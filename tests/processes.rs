@@ -11,7 +11,7 @@ use common::*;
 /// Every check the group must pass (the preemption check needs a local
 /// APIC, which only a VMM with an in-kernel irqchip provides; it is
 /// asserted when it ran).
-const REQUIRED: [&str; 15] = [
+const REQUIRED: [&str; 16] = [
     "process/touch_n_pages_faults_n_times",
     "process/zero_page_then_copy_on_write",
     "process/munmap_frees_pages",
