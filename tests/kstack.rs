@@ -213,7 +213,7 @@ fn forked_tasks_stacks_are_counted_listed_and_given_back() {
     assert_eq!(ks2, ks0, "{}", r.all());
     // Every live stack is a vmalloc area named as Linux's; freed ones
     // stay mapped only in the per-CPU caches (two per CPU).
-    assert!(n1 >= n0 + 12 && n1 as u64 * 32 >= ks1, "{}", r.all());
+    assert!(n1 >= n0 + 12 && n1 * 32 >= ks1, "{}", r.all());
     assert!(vu1 >= ks1 && vu1 >= vu0 + (12 - 4) * 32, "{}", r.all());
     assert!(n2 <= n0 + 4 && vu2 <= vu0 + 4 * 32, "{}", r.all());
     assert!(vu1 - vu2 >= (12 - 4) * 32, "{}", r.all());
