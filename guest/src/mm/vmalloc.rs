@@ -97,8 +97,16 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
     let va = VMAP.with(|v| v.alloc(size, PAGE_SIZE, caller)).map_err(VmallocFailure::Area)?;
     let pages = size.div_ceil(PAGE_SIZE);
     for i in 0..pages {
+        // Outside the page allocator's lock, with the whole slow path
+        // (reclaim, compaction, the OOM killer) behind it, as Linux's
+        // vmalloc allocates with GFP_KERNEL: under that lock a short zone
+        // would fail at once, and a fork needs a kernel stack.
+        let Ok(pfn) = page_alloc::alloc_pages(0, GFP_KERNEL) else {
+            let _ = unmap_and_free(va, i);
+            let _ = VMAP.with(|v| v.free(va));
+            return Err(VmallocFailure::NoMemory);
+        };
         let r = PAGES.with(|p| {
-            let pfn = page_alloc::alloc_pages_locked(p, 0, GFP_KERNEL).map_err(|_| VmallocFailure::NoMemory)?;
             let _ = p.buddy.set_owner(pfn, PageOwner::Vmalloc);
             let mapper = KERNEL_PT.with(|m| *m);
             let flush = mapper
@@ -120,7 +128,8 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
             Ok(())
         });
         if let Err(e) = r {
-            // Undo what was mapped so far.
+            // Undo what was mapped so far, and the page not mapped.
+            let _ = super::free_pages(pfn, 0);
             let _ = unmap_and_free(va, i);
             let _ = VMAP.with(|v| v.free(va));
             return Err(e);
