@@ -11,7 +11,7 @@ use common::*;
 /// Every check the group must pass (the preemption check needs a local
 /// APIC, which only a VMM with an in-kernel irqchip provides; it is
 /// asserted when it ran).
-const REQUIRED: [&str; 15] = [
+const REQUIRED: [&str; 16] = [
     "process/touch_n_pages_faults_n_times",
     "process/zero_page_then_copy_on_write",
     "process/munmap_frees_pages",
@@ -25,6 +25,7 @@ const REQUIRED: [&str; 15] = [
     "process/malloc_churn",
     "process/stack_grows_down",
     "process/several_processes_alive",
+    "process/freed_kernel_stacks_reused",
     "process/no_frames_leak",
     "process/kernel_pgd_half_fixed_at_boot",
 ];

@@ -8,6 +8,11 @@
 //! `triplefault` triple-fault the CPU (exercises the VMM's crash report)
 //! `triplefault=CPU` the same on CPU number CPU (an AP's crash report);
 //! `sse=CPU` likewise for the SSE probe
+//! `stackoverflow[=CPU]` a kernel thread (on CPU number CPU, default 0)
+//!               recurses until its stack hits the guard page below it:
+//!               the #DF handler reports the overflow (proc/kstack.rs);
+//!               `stackoverflow=[CPU,]write` writes into the guard page
+//!               with the stack pointer still above it (the #PF path)
 //! `sse`         run one SSE instruction (dies in KVM's emulator on hosts
 //!               whose ring 0 is emulated; runs on hardware KVM)
 //! `hang`        spin forever (exercises the VMM's --timeout)
@@ -254,6 +259,16 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
             }
             ("triplefault", Some(v)) => on_cpu("triplefault", v, 0),
             ("sse", Some(v)) => on_cpu("sse", v, 1),
+            ("stackoverflow", Some(v)) => match v.split_once(',') {
+                Some((cpu, "write")) => on_cpu("stackoverflow", if cpu.is_empty() { "0" } else { cpu }, 3),
+                Some(_) => {
+                    kprintln!("cmdline: stackoverflow={}: want CPU or CPU,write", v);
+                    code = 2;
+                }
+                None if v == "write" => on_cpu("stackoverflow", "0", 3),
+                None => on_cpu("stackoverflow", v, 2),
+            },
+            ("stackoverflow", None) => on_cpu("stackoverflow", "0", 2),
             ("sse", None) => {
                 kprintln!("cmdline: executing xorps in ring 0");
                 arch::sse_probe();
@@ -282,7 +297,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 52] = [
+const SWITCHES: [(&str, &str); 54] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -328,6 +343,8 @@ const SWITCHES: [(&str, &str); 52] = [
     ("triplefault=CPU", "triple-fault CPU number CPU (a kernel thread pinned there; the VMM names that vCPU)"),
     ("sse=CPU", "execute xorps in ring 0 on CPU number CPU"),
     ("sse", "one SSE instruction in ring 0"),
+    ("stackoverflow[=CPU]", "a kernel thread (on CPU, default 0) recurses into its stack's guard page: the double-fault handler's report"),
+    ("stackoverflow=[CPU,]write", "a kernel thread writes into its stack's guard page, stack pointer above it: the page-fault handler's report"),
     ("hang", "spin forever (for --timeout)"),
     ("halt", "cli; hlt for good"),
     ("echo", "read a console line and print it back"),
@@ -558,11 +575,13 @@ fn vmalloc_overrun() {
 /// What [`on_cpu`]'s thread does, and where, and whether it came back.
 static ON_CPU: [core::sync::atomic::AtomicUsize; 3] = [const { core::sync::atomic::AtomicUsize::new(0) }; 3];
 
-/// `triplefault=CPU` and `sse=CPU`: a kernel thread pinned to that CPU
-/// runs the probe there (`what` 0: triple fault, 1: SSE in ring 0), so
-/// the VMM's crash report has to name an application processor. This
-/// CPU gives way until the thread is done (a probe that returns).
-fn on_cpu(name: &str, v: &str, what: usize) {
+/// `triplefault=CPU`, `sse=CPU` and `stackoverflow=CPU`: a kernel thread
+/// pinned to that CPU runs the probe there (`what` 0: triple fault, 1:
+/// SSE in ring 0, 2: recursion into the stack's guard page, 3: a write
+/// into it from above), so the report has to name an application
+/// processor. This CPU gives way until the thread is done (a probe that
+/// returns).
+fn on_cpu(name: &'static str, v: &str, what: usize) {
     use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     let n = crate::arch::smp::nr_cpus();
     let Some(cpu) = parse_u64(v).map(|c| c as usize).filter(|&c| c < n) else {
@@ -583,6 +602,40 @@ fn on_cpu(name: &str, v: &str, what: usize) {
             kprintln!("cmdline: triple-faulting CPU {} on purpose", Dec(cpu as u64));
             arch::triple_fault()
         }
+        if ON_CPU[0].load(Relaxed) == 3 {
+            let (pid, base) = crate::arch::percpu::this_cpu().task_stack.get();
+            kprintln!(
+                "cmdline: task {} on CPU {} writing below its kernel stack ({:#x}-{:#x})",
+                Dec(pid),
+                Dec(cpu as u64),
+                base,
+                base + crate::proc::kstack::THREAD_SIZE
+            );
+            // SAFETY: deliberately invalid: the page below the stack is
+            // its guard page, unmapped; the fault ends the run.
+            unsafe { core::ptr::write_volatile((base - 8) as *mut u64, 0x5a5a) };
+            kprintln!("cmdline: wrote below the kernel stack: the guard page is mapped!");
+            ON_CPU[2].store(1, Release);
+            loop {
+                crate::proc::sched::sleep_current();
+            }
+        }
+        if ON_CPU[0].load(Relaxed) == 2 {
+            let (pid, base) = crate::arch::percpu::this_cpu().task_stack.get();
+            kprintln!(
+                "cmdline: task {} recursing on CPU {} until its kernel stack ({:#x}-{:#x}) overflows",
+                Dec(pid),
+                Dec(cpu as u64),
+                base,
+                base + crate::proc::kstack::THREAD_SIZE
+            );
+            let depth = recurse(0);
+            kprintln!("cmdline: the recursion returned at depth {}: no guard page stopped it!", Dec(depth));
+            ON_CPU[2].store(1, Release);
+            loop {
+                crate::proc::sched::sleep_current();
+            }
+        }
         kprintln!("cmdline: executing xorps in ring 0 on CPU {}", Dec(cpu as u64));
         arch::sse_probe();
         kprintln!("cmdline: xorps executed natively on CPU {} (hardware-assisted ring 0)", Dec(cpu as u64));
@@ -591,7 +644,8 @@ fn on_cpu(name: &str, v: &str, what: usize) {
             crate::proc::sched::sleep_current();
         }
     }
-    let Some(pid) = crate::proc::sched::kthread_run("probe", entry) else {
+    let thread = if what >= 2 { name } else { "probe" };
+    let Some(pid) = crate::proc::sched::kthread_run(thread, entry) else {
         kprintln!("cmdline: {}={}: no memory for a kernel thread", name, v);
         return;
     };
@@ -599,4 +653,22 @@ fn on_cpu(name: &str, v: &str, what: usize) {
     while ON_CPU[2].load(Acquire) == 0 {
         crate::proc::sched::yield_now(false);
     }
+}
+
+/// Recurses with a 512-byte frame (each level writes its frame, as real
+/// code does) until the stack runs out: the `stackoverflow` probe. The
+/// depth bound only keeps the compiler from treating the recursion as
+/// endless; a 32 KiB stack is gone after ~60 levels.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 512];
+    frame[0] = depth as u8;
+    let frame = core::hint::black_box(&mut frame);
+    if depth >= 1 << 20 {
+        return depth;
+    }
+    let r = recurse(core::hint::black_box(depth + 1));
+    // Used after the call: no tail call reuses the frame.
+    core::hint::black_box(&*frame);
+    r
 }

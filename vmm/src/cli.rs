@@ -19,7 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a usage error (a bad option, or an @CR3 that is not a table in guest RAM); 3 when --verify found a violation; 4 when a --verify check could not run or complete (no descriptor, paging off, --budget reached); 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
+const EXIT_STATUS_HELP: &str = "Exit status: the guest's own (what it wrote to port 0xf4; the guest kernel writes 101 for a panic, 102 for an oops, a kernel stack overflow among them); 1 when the VMM could not start the guest (bad input, no KVM); 2 for a usage error (a bad option, or an @CR3 that is not a table in guest RAM); 3 when --verify found a violation; 4 when a --verify check could not run or complete (no descriptor, paging off, --budget reached); 124 when --timeout stopped the guest; 125 when the guest crashed (triple fault, KVM emulation failure).";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]

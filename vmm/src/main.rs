@@ -83,7 +83,7 @@ fn main() -> ExitCode {
                     "vmm: the guest exited with status {code}, which does not fit a process status; exiting with 255"
                 );
             } else if code != 0 {
-                eprintln!("vmm: the guest exited with status {code}");
+                eprintln!("vmm: the guest exited with status {code}{}", guest_status_meaning(code));
             }
             ExitCode::from(code.min(255) as u8)
         }
@@ -111,5 +111,15 @@ fn main() -> ExitCode {
                 _ => ExitCode::from(EXIT_VMM_ERROR),
             }
         }
+    }
+}
+
+/// What the guest kernel means by an exit status of its own (guest/src/
+/// panic.rs, arch/traps.rs), for the VMM's last line.
+fn guest_status_meaning(code: u32) -> &'static str {
+    match code {
+        101 => " (a kernel panic: its message is on the guest console above)",
+        102 => " (a kernel oops: its report is on the guest console above)",
+        _ => "",
     }
 }

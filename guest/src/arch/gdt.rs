@@ -79,6 +79,17 @@ pub fn set_kernel_stack(top: u64) {
     tss.rsp = rsp;
 }
 
+/// The top of this CPU's IST stack `slot` (1-based, as [`IST_DOUBLE_FAULT`]).
+pub fn ist_top(slot: u8) -> u64 {
+    let tss = TSS[cpu_id()].as_ptr();
+    // SAFETY: a read of this CPU's own TSS, a static that lives forever;
+    // only this CPU writes it (with interrupts off, as the kernel runs),
+    // and the IST entries are set once by `init`. Unaligned: the TSS is
+    // packed.
+    let ist = unsafe { core::ptr::addr_of!((*tss).ist).read_unaligned() };
+    ist[usize::from(slot.saturating_sub(1)).min(6)]
+}
+
 /// Builds and loads this CPU's GDT and TSS, reloads every segment
 /// register (keeping the GS base, which is the per-CPU area's).
 pub fn init() {

@@ -57,6 +57,11 @@ pub struct PerCpu {
     /// The task this CPU switched away from last (the scheduler's
     /// `finish_task_switch` marks it off the CPU).
     pub prev_task: Cell<u64>,
+    /// The running task's pid and the lowest address of its kernel stack
+    /// (0, 0: the idle task or boot context, on a boot stack), set at each
+    /// switch: the double-fault handler finds the stack whose guard page
+    /// was hit here, with no lock (arch/traps.rs).
+    pub task_stack: Cell<(u64, u64)>,
 }
 
 const _: () = {
@@ -84,6 +89,7 @@ impl PerCpu {
             locks_taken: [const { Cell::new(0) }; LOCK_RANKS],
             last_fixup_fault: Cell::new((0, 0, 0)),
             prev_task: Cell::new(0),
+            task_stack: Cell::new((0, 0)),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use super::cpu::read_cr2;
 use super::percpu::this_cpu;
+use crate::fmt::Dec;
 use crate::{exit, kprintln};
 use core::arch::global_asm;
 
@@ -88,6 +89,8 @@ pub fn exception_name(vector: u64) -> &'static str {
 pub const PAGE_FAULT: u64 = 14;
 /// Vector of #GP.
 pub const GENERAL_PROTECTION: u64 = 13;
+/// Vector of #DF.
+pub const DOUBLE_FAULT: u64 = 8;
 
 /// What a fault-tolerant access found.
 #[repr(C)]
@@ -233,12 +236,17 @@ extern "C" fn trap_handler(frame: &mut TrapFrame) {
 
 /// The handler proper: returns when the interrupted code may resume.
 fn dispatch(frame: &mut TrapFrame) {
-    let cr2 = if frame.vector == PAGE_FAULT { read_cr2() } else { 0 };
+    let cr2 = if frame.vector == PAGE_FAULT || frame.vector == DOUBLE_FAULT { read_cr2() } else { 0 };
     // Interrupts, system calls and anything raised in ring 3 belong to
     // the process code (proc/): a user fault is never a kernel oops.
     if frame.vector >= 32 {
         crate::proc::interrupt(frame);
         return;
+    }
+    // Never a user's fault, and never survivable (Linux's
+    // exc_double_fault): whatever the frame's CS says.
+    if frame.vector == DOUBLE_FAULT {
+        double_fault(frame, cr2)
     }
     if frame.cs & 3 == 3 {
         crate::proc::user_exception(frame, cr2);
@@ -251,6 +259,73 @@ fn dispatch(frame: &mut TrapFrame) {
         crate::mm::fault::kernel_page_fault(frame, cr2);
     }
     oops(frame, cr2, None)
+}
+
+/// The running task's kernel stack if `addr` lies in its guard page (the
+/// unmapped page right below it, proc/kstack.rs): (pid, stack base).
+/// Read from the per-CPU record the scheduler keeps, with no lock, as a
+/// double fault may strike anywhere.
+pub fn stack_guard_hit(addr: u64) -> Option<(u64, u64)> {
+    let (pid, base) = this_cpu().task_stack.get();
+    (base != 0 && crate::proc::kstack::guard_page(base).contains(&addr)).then_some((pid, base))
+}
+
+/// #DF (on its own IST stack). A kernel access into the running task's
+/// stack guard page raises a #PF that the CPU cannot deliver (it would
+/// push the exception frame onto the same unmapped page): that #PF
+/// becomes this #DF, with CR2 holding the address in the guard page.
+/// Linux's `exc_double_fault` checks CR2 against the task's stack; so
+/// does this, and then the saved RSP (a fault taken with the stack
+/// pointer already in the guard page, CR2 elsewhere).
+fn double_fault(frame: &TrapFrame, cr2: u64) -> ! {
+    if let Some((pid, base)) = stack_guard_hit(cr2) {
+        handle_stack_overflow(frame, cr2, pid, base)
+    }
+    if let Some((pid, base)) = stack_guard_hit(frame.rsp) {
+        handle_stack_overflow(frame, frame.rsp, pid, base)
+    }
+    oops(frame, cr2, None)
+}
+
+/// Linux's `handle_stack_overflow`: says which stack overflowed, where,
+/// and whose it was, then oopses (the run ends with [`OOPS_EXIT_CODE`]).
+fn handle_stack_overflow(frame: &TrapFrame, addr: u64, pid: u64, base: u64) -> ! {
+    let top = base + crate::proc::kstack::THREAD_SIZE;
+    kprintln!("BUG: stack guard page was hit at {:#x} (stack is {:#x}-{:#x})", addr, base, top);
+    let comm = crate::proc::sched::task_name_nolock(pid).unwrap_or("?");
+    kprintln!("CPU: {} PID: {} Comm: {}", Dec(this_cpu().id as u64), Dec(pid), comm);
+    oops(frame, addr, Some("kernel stack overflow"))
+}
+
+/// [`handle_stack_overflow`] from a #PF handler that is still on the
+/// overflowing stack (the #PF could be delivered: the stack pointer was
+/// above the guard page, the access below it): it moves to this CPU's #DF
+/// stack first, as Linux's `page_fault_oops` does, since the report would
+/// overflow again where it stands.
+pub fn stack_overflow_from_page_fault(frame: &TrapFrame, addr: u64, pid: u64, base: u64) -> ! {
+    extern "C" fn on_ist(frame: &TrapFrame, addr: u64, pid: u64, base: u64) -> ! {
+        handle_stack_overflow(frame, addr, pid, base)
+    }
+    let top = super::gdt::ist_top(super::gdt::IST_DOUBLE_FAULT);
+    // SAFETY: the #DF IST stack is this CPU's and unused (no #DF is being
+    // handled: the current one would run on it, not here); `on_ist` never
+    // returns, so nothing on the abandoned stack is needed but `frame`,
+    // which stays mapped where it is. RSP is 16-aligned before the call.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "and rsp, -16",
+            "call {f}",
+            "ud2",
+            top = in(reg) top,
+            f = sym on_ist,
+            in("rdi") frame as *const TrapFrame,
+            in("rsi") addr,
+            in("rdx") pid,
+            in("rcx") base,
+            options(noreturn)
+        )
+    }
 }
 
 /// Prints an oops and ends the run.
@@ -277,6 +352,8 @@ pub fn oops(frame: &TrapFrame, cr2: u64, what: Option<&str>) -> ! {
             if has(PF_PRESENT) { "protection violation" } else { "page not present" },
             if has(PF_RSVD) { ", reserved bit set" } else { "" },
         );
+        kprintln!("CR2: {:#018x}", cr2);
+    } else if frame.vector == DOUBLE_FAULT {
         kprintln!("CR2: {:#018x}", cr2);
     }
     kprintln!("RIP: {:04x}:{:#018x} {}", frame.cs, frame.rip, crate::symbols::Symbol(frame.rip));

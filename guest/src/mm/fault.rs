@@ -9,6 +9,11 @@ use core::fmt::Write;
 
 /// Handles a #PF the kernel did not expect: oopses with the region named.
 pub fn kernel_page_fault(frame: &TrapFrame, cr2: u64) {
+    // Below the running task's kernel stack, with the stack pointer still
+    // above it (the #PF could be delivered): an overflow all the same.
+    if let Some((pid, base)) = crate::arch::traps::stack_guard_hit(cr2) {
+        crate::arch::traps::stack_overflow_from_page_fault(frame, cr2, pid, base)
+    }
     let mut msg = StackString::<256>::new();
     if (VMALLOC_START..VMALLOC_END).contains(&cr2) {
         match super::vmalloc::area_near(cr2) {

@@ -85,6 +85,8 @@ pub fn meminfo_to(w: &mut dyn Write) {
     let _ = writeln!(w, "Committed_AS:   {} kB", kb(super::overcommit::committed_as()));
     let _ =
         writeln!(w, "VmallocTotal:   {} kB", Dec((super::layout::VMALLOC_END - super::layout::VMALLOC_START) >> 10));
+    let _ =
+        writeln!(w, "VmallocUsed:    {} kB", kb(super::vmalloc::NR_PAGES.load(core::sync::atomic::Ordering::Relaxed)));
     let _ = writeln!(w, "AnonHugePages:  {} kB", Dec(super::huge_memory::anon_huge_kib()));
     super::hugetlb::meminfo(w);
     // This kernel's extras.

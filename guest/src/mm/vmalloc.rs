@@ -9,7 +9,7 @@ use crate::arch::percpu::this_cpu;
 use crate::sync::{rank, SpinLock};
 use mm_core::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
 use mm_core::buddy::PageOwner;
-use mm_core::paging::{walk, MapRequest, PageSize, PteFlags, SizeRequest, TlbFlusher};
+use mm_core::paging::{walk, FrameAllocator, MapRequest, PageSize, PteFlags, SizeRequest, TlbFlusher};
 use mm_core::vmalloc::{VmapAllocator, VmapArea};
 
 /// The vmalloc area allocator.
@@ -28,6 +28,34 @@ pub struct VmallocStats {
 
 /// vmalloc's TLB-flush counters.
 pub static STATS: SpinLock<VmallocStats> = SpinLock::new("the vmalloc statistics", rank::STATS);
+
+/// RAM pages `vmalloc` has mapped and not yet freed (meminfo's
+/// VmallocUsed, Linux's `vmalloc_nr_pages`: ioremap's device windows are
+/// not RAM and do not count).
+pub static NR_PAGES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Page-table pages mapping the vmalloc window: added as areas first
+/// reach a part of the window and kept for good (every address space
+/// shares them, as Linux's), so leak checks discount them.
+pub static TABLE_PAGES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The page allocator's page-table frames, counted in [`TABLE_PAGES`].
+struct WindowTables<'a>(BuddyFrames<'a>);
+
+impl FrameAllocator for WindowTables<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysAddr> {
+        let f = self.0.allocate_frame()?;
+        TABLE_PAGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        Some(f)
+    }
+    fn zeroes_frames(&self) -> bool {
+        self.0.zeroes_frames()
+    }
+    fn deallocate_frame(&mut self, frame: PhysAddr) {
+        TABLE_PAGES.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        self.0.deallocate_frame(frame)
+    }
+}
 
 /// Sets up the vmalloc window.
 pub fn init() {
@@ -69,14 +97,22 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
     let va = VMAP.with(|v| v.alloc(size, PAGE_SIZE, caller)).map_err(VmallocFailure::Area)?;
     let pages = size.div_ceil(PAGE_SIZE);
     for i in 0..pages {
+        // Outside the page allocator's lock, with the whole slow path
+        // (reclaim, compaction, the OOM killer) behind it, as Linux's
+        // vmalloc allocates with GFP_KERNEL: under that lock a short zone
+        // would fail at once, and a fork needs a kernel stack.
+        let Ok(pfn) = page_alloc::alloc_pages(0, GFP_KERNEL) else {
+            let _ = unmap_and_free(va, i);
+            let _ = VMAP.with(|v| v.free(va));
+            return Err(VmallocFailure::NoMemory);
+        };
         let r = PAGES.with(|p| {
-            let pfn = page_alloc::alloc_pages_locked(p, 0, GFP_KERNEL).map_err(|_| VmallocFailure::NoMemory)?;
             let _ = p.buddy.set_owner(pfn, PageOwner::Vmalloc);
             let mapper = KERNEL_PT.with(|m| *m);
             let flush = mapper
                 .map(
                     &mut p.phys.clone(),
-                    &mut BuddyFrames(p),
+                    &mut WindowTables(BuddyFrames(p)),
                     MapRequest {
                         va: VirtAddr(va.0 + i * PAGE_SIZE),
                         pa: PhysAddr(pfn << PAGE_SHIFT),
@@ -88,10 +124,12 @@ pub fn vmalloc(size: u64, caller: &'static str) -> Result<VirtAddr, VmallocFailu
                 .map_err(VmallocFailure::Map)?;
             // Not-present to present needs no invalidation on x86.
             flush.ignore();
+            NR_PAGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             Ok(())
         });
         if let Err(e) = r {
-            // Undo what was mapped so far.
+            // Undo what was mapped so far, and the page not mapped.
+            let _ = super::free_pages(pfn, 0);
             let _ = unmap_and_free(va, i);
             let _ = VMAP.with(|v| v.free(va));
             return Err(e);
@@ -113,7 +151,7 @@ pub fn ioremap(pa: u64, size: u64, caller: &'static str) -> Result<VirtAddr, Vma
         mapper
             .map(
                 &mut p.phys.clone(),
-                &mut BuddyFrames(p),
+                &mut WindowTables(BuddyFrames(p)),
                 MapRequest {
                     va,
                     pa: PhysAddr(pa & !(PAGE_SIZE - 1)),
@@ -153,7 +191,7 @@ fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapEr
             }
             let flush = mapper.unmap(
                 &mut phys,
-                &mut BuddyFrames(p),
+                &mut WindowTables(BuddyFrames(p)),
                 VirtAddr(va.0 + done * PAGE_SIZE),
                 n * PAGE_SIZE,
                 // Kernel page tables stay (as Linux's vmalloc leaves them):
@@ -166,6 +204,7 @@ fn unmap_and_free(va: VirtAddr, pages: u64) -> Result<(), mm_core::paging::MapEr
             for &pfn in &frames[..n as usize] {
                 if pfn != u64::MAX {
                     crate::mm::tlbtrace::free(pfn, 0);
+                    NR_PAGES.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = p.buddy.free_pages(this_cpu().id, pfn, 0) {
                         panic!("vfree: freeing pfn {:#x}: {}", pfn, e);
                     }

@@ -19,6 +19,7 @@ pub mod elf;
 pub mod exec;
 pub mod fault;
 pub mod futex;
+pub mod kstack;
 pub mod linux;
 pub mod mempolicy;
 pub mod mm;

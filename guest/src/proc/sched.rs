@@ -56,33 +56,23 @@ use crate::arch::traps::TrapFrame;
 use crate::arch::usermode::{context_switch, prepare_stack, FpuState};
 use crate::arch::{cpu, gdt, syscall};
 use crate::fmt::Dec;
-use crate::mm::{alloc_pages, free_pages, phys_to_virt, GFP_KERNEL, KERNEL_PT};
+use crate::mm::KERNEL_PT;
 use crate::sync::{rank, SpinLock};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use mm_core::addr::PAGE_SHIFT;
 
-/// Order of a kernel stack allocation (32 KiB: clone's path builds a
-/// task's signal state, 8 KiB, on the stack below a system call's frames;
-/// 16 KiB overflowed into the page below, silently, as nothing guards
-/// the direct map).
-const KSTACK_ORDER: u8 = 3;
-
-/// A kernel stack for a new task (its first pfn), counted in meminfo's
+/// A kernel stack for a new task (its lowest address), from the vmalloc
+/// window with a guard page below (kstack.rs), counted in meminfo's
 /// KernelStack.
 fn alloc_kstack() -> Option<u64> {
-    let pfn = alloc_pages(KSTACK_ORDER, GFP_KERNEL)?;
-    crate::mm::procfs::KERNEL_STACK_KB.fetch_add(4 << KSTACK_ORDER, core::sync::atomic::Ordering::Relaxed);
-    Some(pfn)
+    super::kstack::alloc_thread_stack()
 }
 
-/// Frees a reaped task's kernel stack.
-fn free_kstack(pfn: u64) {
-    if let Err(e) = free_pages(pfn, KSTACK_ORDER) {
-        panic!("freeing a kernel stack: {}", e);
-    }
-    crate::mm::procfs::KERNEL_STACK_KB.fetch_sub(4 << KSTACK_ORDER, core::sync::atomic::Ordering::Relaxed);
+/// Frees a reaped task's kernel stack (no lock held: it may unmap).
+fn free_kstack(base: u64) {
+    super::kstack::free_thread_stack(base)
 }
 
 /// An address space shared by reference (the task and, while it runs a
@@ -131,8 +121,9 @@ pub struct Task {
     pub name: &'static str,
     /// Life-cycle state.
     pub state: State,
-    /// Kernel stack (first pfn of an order-2 block).
-    kstack_pfn: u64,
+    /// Kernel stack: its lowest address (kstack.rs; `THREAD_SIZE` bytes
+    /// above an unmapped guard page).
+    kstack: u64,
     /// The CPU whose queue holds it, or that last ran it.
     cpu: usize,
     /// A kernel thread (kthread_run): it never has user memory, and
@@ -270,7 +261,7 @@ pub fn current_rusage() -> (Rusage, Rusage) {
 
 impl Task {
     fn kstack_top(&self) -> u64 {
-        phys_to_virt(self.kstack_pfn << PAGE_SHIFT) + (4096 << KSTACK_ORDER)
+        self.kstack + super::kstack::THREAD_SIZE
     }
 }
 
@@ -752,6 +743,9 @@ pub fn schedule() {
         /// The root to load; 0: keep the loaded one (lazy TLB).
         cr3: u64,
         kstack: u64,
+        /// The next task's pid and stack base (0, 0: idle), for the
+        /// per-CPU record the double-fault handler reads.
+        next_stack: (u64, u64),
         fs_base: u64,
         /// The task switched from ran lazily (a kernel thread or idle).
         prev_lazy: bool,
@@ -818,7 +812,8 @@ pub fn schedule() {
             Some(t) => (&mut t.rsp as *mut u64, &mut *t.fpu as *mut FpuState),
             None => (&mut s.idle_rsp[me] as *mut u64, &mut *s.idle_fpu[me] as *mut FpuState),
         };
-        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, fs_base, prev_lazy, kroot })
+        let next_stack = s.tasks.get(&next).map_or((0, 0), |t| (t.pid, t.kstack));
+        Some(Switch { prev_rsp, prev_fpu, next_rsp, next_fpu, cr3, kstack, next_stack, fs_base, prev_lazy, kroot })
     });
     let Some(sw) = sw else { return };
     // SAFETY: the pointers are into boxed task state (or the scheduler's
@@ -832,6 +827,7 @@ pub fn schedule() {
     unsafe {
         (*sw.prev_fpu).save();
         (*sw.next_fpu).restore();
+        crate::arch::percpu::this_cpu().task_stack.set(sw.next_stack);
         if sw.kstack != 0 {
             gdt::set_kernel_stack(sw.kstack);
             syscall::set_kernel_stack(sw.kstack);
@@ -973,6 +969,19 @@ pub fn replace_mm(mut mm: MmStruct, name: &'static str, exe: &'static str) -> Op
     // process's, so the kernel (and this stack) stays mapped.
     unsafe { cpu::write_cr3(pgd) };
     old
+}
+
+/// Task `pid`'s name for a fatal report (the double-fault handler): only
+/// if the scheduler's lock is free within a short spin, since the fault
+/// may have struck with this CPU holding it.
+pub fn task_name_nolock(pid: u64) -> Option<&'static str> {
+    for _ in 0..1000 {
+        if let Some(r) = SCHED.try_with(|s| s.tasks.get(&pid).map(|t| t.name)) {
+            return r;
+        }
+        core::hint::spin_loop();
+    }
+    None
 }
 
 /// Runs `f` on task `pid`.
@@ -1140,8 +1149,8 @@ fn wake_pending_kthreads(s: &mut Sched) {
 /// space that runs `entry` in ring 0, interrupts off, on its own kernel
 /// stack, under the kernel's page tables. It joins the run queue; its pid.
 pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u64> {
-    let kstack_pfn = alloc_kstack()?;
-    let mut task = blank_task(name, 0, kstack_pfn, 0, FpuState::initial());
+    let kstack = alloc_kstack()?;
+    let mut task = blank_task(name, 0, kstack, 0, FpuState::initial());
     // Never a candidate (no mm), and never killed.
     task.oom_score_adj = crate::mm::oom_kill::OOM_SCORE_ADJ_MIN;
     task.kthread = true;
@@ -1171,13 +1180,13 @@ pub fn kthread_run(name: &'static str, entry: extern "C" fn() -> !) -> Option<u6
 
 /// A task with nothing of its own yet but a kernel stack, a PGD and FPU
 /// state; not in the table.
-fn blank_task(name: &'static str, parent: u64, kstack_pfn: u64, pgd: u64, fpu: FpuState) -> Box<Task> {
+fn blank_task(name: &'static str, parent: u64, kstack: u64, pgd: u64, fpu: FpuState) -> Box<Task> {
     Box::new(Task {
         pid: 0,
         parent,
         name,
         state: State::Runnable,
-        kstack_pfn,
+        kstack,
         cpu: cpu_id(),
         kthread: false,
         pgd,
@@ -1327,8 +1336,8 @@ pub fn create_task_with(
     setup: impl FnOnce(&mut Task),
 ) -> Option<u64> {
     let pgd = mm.pgd;
-    let kstack_pfn = alloc_kstack()?;
-    let mut task = blank_task(name, parent, kstack_pfn, pgd, fpu);
+    let kstack = alloc_kstack()?;
+    let mut task = blank_task(name, parent, kstack, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
     task.mm = Some(new_mm_ref(mm));
     setup(&mut task);
@@ -1423,8 +1432,8 @@ pub fn clone_current(
         None => new_cwd("/"),
     };
     let pgd = mm.with(|m| m.pgd);
-    let kstack_pfn = alloc_kstack()?;
-    let mut task = blank_task("", 0, kstack_pfn, pgd, fpu);
+    let kstack = alloc_kstack()?;
+    let mut task = blank_task("", 0, kstack, pgd, fpu);
     task.rsp = prepare_stack(task.kstack_top(), frame);
     task.mm = Some(mm);
     task.files = files;
@@ -1433,7 +1442,9 @@ pub fn clone_current(
     task.clear_child_tid = clear_tid;
     let ok = SCHED.with(|s| {
         let cur = s.cur();
-        let Some(me) = s.tasks.get(&cur) else { return false };
+        // No caller (cannot happen: clone runs in a task): the stack goes
+        // back below, outside the lock.
+        let Some(me) = s.tasks.get(&cur) else { return Err(task) };
         task.name = me.name;
         task.exe = me.exe;
         task.cmdline = me.cmdline.clone();
@@ -1454,9 +1465,15 @@ pub fn clone_current(
             task.vfork_parent = cur;
         }
         insert_runnable(s, task);
-        true
+        Ok(())
     });
-    ok.then_some(pid)
+    match ok {
+        Ok(()) => Some(pid),
+        Err(task) => {
+            free_kstack(task.kstack);
+            None
+        }
+    }
 }
 
 /// vfork's wait (Linux's `wait_for_vfork_done`): the parent sleeps until
@@ -1618,7 +1635,7 @@ pub fn reap_dead_threads() {
         });
         let Some(t) = dead else { return };
         DEAD_THREADS.fetch_sub(1, Ordering::Relaxed);
-        free_kstack(t.kstack_pfn);
+        free_kstack(t.kstack);
         drop(t);
     }
 }
@@ -2053,7 +2070,7 @@ pub fn reap(parent: u64, pid: i64) -> Reaped {
     reap_dead_threads();
     match found {
         Ok(Some((task, status))) => {
-            free_kstack(task.kstack_pfn);
+            free_kstack(task.kstack);
             let (pid, ru) = (task.pid, task.ru_self.plus(task.ru_children));
             drop(task);
             Reaped::Child(pid, status, ru)

@@ -231,8 +231,7 @@ fn rt_alloc(q: usize, sig: u64, info: SigInfo, limit: u64) -> Option<RtNode> {
 /// Linux's default RLIMIT_SIGPENDING: half of `max_threads`, which is
 /// the RAM over eight kernel stacks (`set_max_threads`, at least 20).
 pub fn default_sigpending_limit(total_ram: u64) -> u64 {
-    /// The kernel stacks' size (proc/sched.rs `KSTACK_ORDER`).
-    const THREAD_SIZE: u64 = 32 << 10;
+    use super::kstack::THREAD_SIZE;
     (total_ram / (8 * THREAD_SIZE)).max(20) / 2
 }
 

@@ -42,7 +42,17 @@ pub fn process() {
     let timer = proc::start_timer();
     // After the timer: the first start may map the xAPIC page for good
     // (page tables and the area's bookkeeping), which is no leak.
+    // So do the first kernel stacks' vmalloc bookkeeping (the area
+    // allocator's arena and tree nodes) and the window's page tables:
+    // a few stacks mapped and unmapped first.
+    let warm: alloc::vec::Vec<u64> = (0..8).filter_map(|_| proc::kstack::alloc_thread_stack()).collect();
+    for b in warm {
+        proc::kstack::free_thread_stack(b);
+    }
+    proc::kstack::drain_cache();
+    let (hits0, misses0) = proc::kstack::cache_stats();
     let base = allocated_pages();
+    let window_tables = crate::mm::vmalloc::TABLE_PAGES.load(core::sync::atomic::Ordering::Relaxed);
     if !timer {
         crate::kprintln!("selftest: process: no local APIC (the VMM created no in-kernel irqchip): no timer, cooperative scheduling only");
     }
@@ -207,18 +217,38 @@ pub fn process() {
         ),
     );
 
+    let (hits, misses) = proc::kstack::cache_stats();
+    let (hits, misses) = (hits - hits0, misses - misses0);
+    check(
+        "process",
+        "freed_kernel_stacks_reused",
+        hits > 0 && hits + misses >= 10,
+        &detail!(
+            "{} new tasks' kernel stacks came from the per-CPU caches of freed ones, {} were mapped anew",
+            Dec(hits),
+            Dec(misses)
+        ),
+    );
+
     report::clear();
     proc::sched::shrink_idle();
     let sizes = proc::sched::sizes();
-    let after = allocated_pages();
+    // The freed kernel stacks the CPUs keep mapped for the next fork go
+    // back too; the vmalloc window's page tables the stacks needed stay
+    // (as Linux's), and are no leak.
+    let cached = proc::kstack::drain_cache();
+    let window_tables = crate::mm::vmalloc::TABLE_PAGES.load(core::sync::atomic::Ordering::Relaxed) - window_tables;
+    let after = allocated_pages() - window_tables;
     check(
         "process",
         "no_frames_leak",
         after == base,
         &detail!(
-            "allocated pages before the programs {}, after all exited {} (tasks left: {}; scheduler tasks/runq/woken/masks {} {} {} {})",
+            "allocated pages before the programs {}, after all exited {} (not counting {} vmalloc-window page tables, after freeing {} cached kernel stacks; tasks left: {}; scheduler tasks/runq/woken/masks {} {} {} {})",
             Dec(base),
             Dec(after),
+            Dec(window_tables),
+            Dec(cached),
             Dec(proc::sched::pids().len() as u64 + proc::sched::zombies() as u64),
             Dec(sizes[0]),
             Dec(sizes[1]),
