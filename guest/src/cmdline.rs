@@ -50,6 +50,8 @@
 //! `tlbtrace[=N]` record what the host's `--verify tlb` replays (mm/tlbtrace.rs)
 //! `noflush=WHAT` drop one TLB flush on purpose (munmap, mprotect, cow,
 //!               reclaim) for `--verify tlb` to find
+//! `tlbbatch=off` reclaim and migration flush each PTE at once instead of
+//!               once per batch (arch/tlb.rs `TlbBatch`), for comparison
 //! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
 //!               checkpoint, for the host's --verify (mm/sabotage.rs;
 //!               the process-side ones in proc/sabotage.rs)
@@ -129,7 +131,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 }
             }
             // Read at boot by mm/tlbtrace.rs, before any process runs.
-            ("tlbtrace", _) | ("noflush", Some(_)) => {}
+            ("tlbtrace", _) | ("noflush", Some(_)) | ("tlbbatch", Some(_)) => {}
             ("break", Some(what)) => {
                 if !crate::mm::sabotage::run(what) {
                     code = 1;
@@ -282,7 +284,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 52] = [
+const SWITCHES: [(&str, &str); 53] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -320,6 +322,7 @@ const SWITCHES: [(&str, &str); 52] = [
     ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),
     ("tlbtrace[=N]", "record page-table changes, flushes, frees and returns to user mode in per-CPU rings of N records (default 8192) for the host's --verify tlb (which adds it)"),
     ("noflush=WHAT", "drop one TLB flush on purpose (munmap, mprotect, cow, reclaim), for --verify tlb"),
+    ("tlbbatch=off", "reclaim and migration flush each PTE at once, not once per batch (for comparison)"),
     ("vmalloc_marker", "a known string in a vmalloc page (for gdb)"),
     ("vmalloc_overrun", "read past a vmalloc area: the guard page oopses"),
     ("nullderef", "read address 0: the oops names the NULL page"),

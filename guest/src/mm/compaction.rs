@@ -160,23 +160,30 @@ fn cluster(
             break;
         };
         match m.migrate(src, dst) {
-            Ok(()) => {
-                if let Err(e) = cc.migrated(buddy, src, dst) {
-                    // The page's contents and mappings are at dst already;
-                    // the buddy refused the hand-over: say so loudly (the
-                    // host's --verify will show the refcounts).
-                    kprintln!("compaction: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
-                }
-            }
+            // The old frames are freed after one TLB flush per batch.
+            Ok(()) if m.moved_full() => m.complete(|s, d| migrated(buddy, cc, s, d)),
+            Ok(()) => {}
             Err(_) => {
                 cc.migrate_failed(dst);
                 m.putback(src);
             }
         }
     }
+    m.complete(|s, d| migrated(buddy, cc, s, d));
     pages.clear();
     m.batch = pages;
     None
+}
+
+/// A page moved from `src` to `dst`, its TLB flush done: the buddy gives
+/// `dst` the references and frees `src`.
+fn migrated(buddy: &mut mm_core::buddy::BuddyAllocator<'static>, cc: &mut CompactControl, src: u64, dst: u64) {
+    if let Err(e) = cc.migrated(buddy, src, dst) {
+        // The page's contents and mappings are at dst already; the buddy
+        // refused the hand-over: say so loudly (the host's --verify will
+        // show the refcounts).
+        kprintln!("compaction: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+    }
 }
 
 /// Linux's `compact_nodes` (/proc/sys/vm/compact_memory): compacts every
@@ -202,15 +209,13 @@ pub fn compact_node(nid: u8) -> u64 {
 /// CPU's for `NUMA_NO_NODE`), then the others by distance, only those
 /// its node mask allows.
 fn zonelist_nodes(gfp: Gfp) -> alloc::vec::Vec<u8> {
-    let nid = if gfp.nid == NUMA_NO_NODE {
-        crate::mm::numa::cpu_node(crate::arch::percpu::this_cpu().id)
-    } else {
-        gfp.nid
-    };
+    let nid =
+        if gfp.nid == NUMA_NO_NODE { crate::mm::numa::cpu_node(crate::arch::percpu::this_cpu().id) } else { gfp.nid };
     PAGES.with(|p| {
         let l = p.buddy.node_layout();
         let order = l.fallback(usize::from(nid));
-        let mut v: alloc::vec::Vec<u8> = order.iter().copied().filter(|&n| gfp.nodemask & (1 << (n & 7)) != 0).collect();
+        let mut v: alloc::vec::Vec<u8> =
+            order.iter().copied().filter(|&n| gfp.nodemask & (1 << (n & 7)) != 0).collect();
         if v.is_empty() && l.nr_nodes() <= 1 {
             v.push(0);
         }
