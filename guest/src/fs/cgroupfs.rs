@@ -172,9 +172,13 @@ fn text(g: usize, i: usize) -> String {
             // them (its own reclaim, which is direct, and global reclaim's,
             // kswapd's or direct), as Linux's memory.stat.
             let lru = memcg::lru_pages(g);
-            for (name, i) in
-                [("inactive_anon", 0), ("active_anon", 1), ("inactive_file", 2), ("active_file", 3), ("unevictable", 4)]
-            {
+            for (name, i) in [
+                ("inactive_anon", 0),
+                ("active_anon", 1),
+                ("inactive_file", 2),
+                ("active_file", 3),
+                ("unevictable", 4),
+            ] {
                 let _ = writeln!(s, "{} {}", name, Dec(lru[i] * PAGE_SIZE));
             }
             let st = memcg::lru_stat(g);

@@ -209,13 +209,15 @@ pub fn compact_node(nid: u8) -> u64 {
 /// CPU's for `NUMA_NO_NODE`), then the others by distance, only those
 /// its node mask allows.
 fn zonelist_nodes(gfp: Gfp) -> alloc::vec::Vec<u8> {
-    let nid =
-        if gfp.nid == NUMA_NO_NODE { crate::mm::numa::cpu_node(crate::arch::percpu::this_cpu().id) } else { gfp.nid };
+    let nid = if gfp.nid == NUMA_NO_NODE {
+        crate::mm::numa::cpu_node(crate::arch::percpu::this_cpu().id)
+    } else {
+        gfp.nid
+    };
     PAGES.with(|p| {
         let l = p.buddy.node_layout();
         let order = l.fallback(usize::from(nid));
-        let mut v: alloc::vec::Vec<u8> =
-            order.iter().copied().filter(|&n| gfp.nodemask & (1 << (n & 7)) != 0).collect();
+        let mut v: alloc::vec::Vec<u8> = order.iter().copied().filter(|&n| gfp.nodemask & (1 << (n & 7)) != 0).collect();
         if v.is_empty() && l.nr_nodes() <= 1 {
             v.push(0);
         }

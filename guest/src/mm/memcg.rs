@@ -308,8 +308,7 @@ pub fn reclaim_group(g: usize, target: u64) -> u64 {
         if freed >= target {
             break;
         }
-        let (_, f) =
-            super::vmscan::shrink_lruvecs(usize::from(node), false, super::vmscan::Target::Memcg(mask), target - freed);
+        let (_, f) = super::vmscan::shrink_lruvecs(usize::from(node), false, super::vmscan::Target::Memcg(mask), target - freed);
         freed += f;
     }
     freed

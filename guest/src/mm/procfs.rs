@@ -371,8 +371,16 @@ fn ptdump_line(w: &mut dyn Write, (start, end, flags, level): Run) {
             b.as_str()
         }
     };
-    let _ =
-        writeln!(w, "{:#018x}-{:#018x}   {}{} {}{}", start, end, crate::fmt::DecPad(size, 9), UNITS[unit], prot, level);
+    let _ = writeln!(
+        w,
+        "{:#018x}-{:#018x}   {}{} {}{}",
+        start,
+        end,
+        crate::fmt::DecPad(size, 9),
+        UNITS[unit],
+        prot,
+        level
+    );
 }
 
 /// Prints a hole `[start, end)` (`end` 0: the top of the address space)

@@ -193,8 +193,7 @@ pub fn shrink_lruvecs(nid: usize, kswapd: bool, target: Target, nr_to_reclaim: u
             // it when full, so each device submission carries a whole
             // batch.
             let room = (swap::WB_MAX as u64).saturating_sub(s.queued()).max(1);
-            let mut sc =
-                ScanControl::new(room.min(nr_to_reclaim.saturating_sub(freed).max(1)), swappiness, may_swap, kswapd);
+            let mut sc = ScanControl::new(room.min(nr_to_reclaim.saturating_sub(freed).max(1)), swappiness, may_swap, kswapd);
             sc.priority = priority;
             let before_queued = s.queued() + s.drops_queued();
             let moved = PAGES.with(|p| {

@@ -1084,8 +1084,16 @@ const KSWAPD_NAMES: [&str; mm_core::numa::MAX_NODES] =
     ["kswapd0", "kswapd1", "kswapd2", "kswapd3", "kswapd4", "kswapd5", "kswapd6", "kswapd7"];
 
 /// kswapd's entry for each node (a kernel thread takes no argument).
-const KSWAPD_ENTRY: [extern "C" fn() -> !; mm_core::numa::MAX_NODES] =
-    [kswapd::<0>, kswapd::<1>, kswapd::<2>, kswapd::<3>, kswapd::<4>, kswapd::<5>, kswapd::<6>, kswapd::<7>];
+const KSWAPD_ENTRY: [extern "C" fn() -> !; mm_core::numa::MAX_NODES] = [
+    kswapd::<0>,
+    kswapd::<1>,
+    kswapd::<2>,
+    kswapd::<3>,
+    kswapd::<4>,
+    kswapd::<5>,
+    kswapd::<6>,
+    kswapd::<7>,
+];
 
 /// Lock-free wakes (mm/vmscan.rs `KSWAPD_WAKE_PENDING`, set where the
 /// scheduler lock may not be taken) become runnable kernel threads here.
