@@ -91,7 +91,7 @@ fn reclaim_flushes_once_per_batch_of_32_pages_not_once_per_page() {
 
     let r = run(4, "32M", "tlbbatch=off", "pageout 128");
     assert_clean(&r);
-    assert!(r.stdout.contains("reclaim and migration flush each PTE at once (tlbbatch=off)"), "{}", r.all());
+    assert!(r.stderr.contains("reclaim and migration flush each PTE at once (tlbbatch=off)"), "{}", r.all());
     let c = counts(&r);
     assert_eq!(c, Counts { pages: 128, pswpout: 128, ptes: 128, flushes: 128, remote: 128, ipis: 384 }, "{}", r.all());
 }
