@@ -92,7 +92,7 @@ fn reclaim_table(dir: &Path) {
     let prog = common::build_c(dir, "tlbbatch", include_str!("../../tests/tlbbatch.c"), "musl-gcc", &["-lpthread"]);
     println!();
     println!("Reclaim's TLB flushes, per page (tlbbatch=off) against batched (CPU 0 reclaims; reader threads of the mm on the other CPUs):");
-    println!("| vCPUs | workload | flushes | pages swapped out | PTE changes | flushes | remote requests | IPIs | IPIs per page swapped |");
+    println!("| vCPUs | workload | flushing | pages swapped out | PTE changes | flushes | remote requests | IPIs | IPIs per page swapped |");
     println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
     for (cpus, mem, args, what) in [
         (2, "32M", "pageout 256", "MADV_PAGEOUT of 256 pages"),
