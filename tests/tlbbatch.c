@@ -6,6 +6,10 @@
  *
  *   tlbbatch R pageout N   MADV_PAGEOUT of N written pages (exact counts)
  *   tlbbatch R pressure N  writes MemFree + N pages, so reclaim swaps
+ *   tlbbatch R compact N   N written pages shared with a forked child
+ *                          (copy-on-write: read-only, clean PTEs), then
+ *                          /proc/sys/vm/compact_memory; prints the
+ *                          tlb_batch_migrate_* counters instead
  *
  * Then it reads every page back (swap-in) and counts bad words. */
 #define _GNU_SOURCE
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT 21
@@ -40,14 +45,22 @@ static long field(const char *key) {
 
 struct counts { long ptes, flushes, remote, ipis, full, pswpout; };
 
+static const char *kind = "reclaim";
+
+static long kfield(const char *what) {
+    char k[64];
+    snprintf(k, sizeof k, "tlb_batch_%s_%s", kind, what);
+    return field(k);
+}
+
 static void snap(struct counts *c) {
     slurp("/proc/vmstat");
-    c->ptes = field("tlb_batch_reclaim_ptes");
-    c->flushes = field("tlb_batch_reclaim_flushes");
-    c->remote = field("tlb_batch_reclaim_remote");
-    c->ipis = field("tlb_batch_reclaim_ipis");
-    c->full = field("tlb_batch_reclaim_full");
-    c->pswpout = field("pswpout");
+    c->ptes = kfield("ptes");
+    c->flushes = kfield("flushes");
+    c->remote = kfield("remote");
+    c->ipis = kfield("ipis");
+    c->full = kfield("full");
+    c->pswpout = field(*kind == 'r' ? "pswpout" : "compact_migrate_scanned");
 }
 
 static void pin(int cpu) {
@@ -79,7 +92,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: tlbbatch READERS pageout|pressure PAGES\n");
         return 2;
     }
-    int readers = atoi(argv[1]), pressure = !strcmp(argv[2], "pressure");
+    int readers = atoi(argv[1]), pressure = !strcmp(argv[2], "pressure"), compact = !strcmp(argv[2], "compact");
+    if (compact)
+        kind = "migrate";
     long n = atol(argv[3]);
     pin(0);
     pthread_t t[8];
@@ -101,15 +116,42 @@ int main(int argc, char **argv) {
     }
     if (pressure)
         snap(&a);
-    for (long pg = 0; pg < pages; pg++)
+    /* compact: three pages allocated after each one, freed below. */
+    long *holes = compact ? mmap(0, pages * 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : 0;
+    for (long pg = 0; pg < pages; pg++) {
         for (long i = 0; i < 512; i += 64)
             p[pg * 512 + i] = word(pg, i);
-    if (!pressure) {
+        for (long h = 0; compact && h < 3; h++)
+            holes[(pg * 3 + h) * 512] = h;
+    }
+    int pipefd[2];
+    pid_t child = -1;
+    if (compact) {
+        /* Holes around the pages, so compaction has pages to move. */
+        munmap(holes, pages * 3 * 4096);
+        /* The child shares every page read-only until told to exit. */
+        pipe(pipefd);
+        child = fork();
+        if (child == 0) {
+            char c;
+            read(pipefd[0], &c, 1);
+            _exit(0);
+        }
+        snap(&a);
+        FILE *f = fopen("/proc/sys/vm/compact_memory", "w");
+        if (!f || fputs("1\n", f) < 0 || fclose(f) != 0)
+            perror("compact_memory");
+    } else if (!pressure) {
         snap(&a);
         if (madvise(p, pages * 4096, MADV_PAGEOUT) != 0)
             perror("madvise");
     }
     snap(&b);
+    if (compact)
+        printf("tlbbatch-migrate: pages %ld migrate_scanned +%ld ptes +%ld flushes +%ld remote +%ld ipis +%ld full +%ld\n",
+               pages, b.pswpout - a.pswpout, b.ptes - a.ptes, b.flushes - a.flushes, b.remote - a.remote,
+               b.ipis - a.ipis, b.full - a.full);
+    else
     printf("tlbbatch: pages %ld pswpout +%ld ptes +%ld flushes +%ld remote +%ld ipis +%ld full +%ld\n", pages,
            b.pswpout - a.pswpout, b.ptes - a.ptes, b.flushes - a.flushes, b.remote - a.remote, b.ipis - a.ipis,
            b.full - a.full);
@@ -118,6 +160,10 @@ int main(int argc, char **argv) {
     for (long pg = 0; pg < pages; pg++)
         for (long i = 0; i < 512; i += 64)
             bad += p[pg * 512 + i] != word(pg, i);
+    if (compact) {
+        write(pipefd[1], "x", 1);
+        waitpid(child, NULL, 0);
+    }
     stop = 1;
     for (int i = 0; i < readers && i < 8; i++)
         pthread_join(t[i], 0);

@@ -129,3 +129,35 @@ fn a_dropped_reclaim_flush_is_named_with_the_cpu_that_kept_the_translation() {
         assert!(l.contains("CPU 0 freed pfn") && l.contains("while CPU 1 may still translate"), "{l}");
     }
 }
+
+/// The `tlbbatch-migrate:` line's counters: PTE changes batched, batch
+/// flushes, remote requests.
+fn migrate_counts(r: &Run) -> (u64, u64, u64) {
+    let l = r.stdout.lines().find(|l| l.starts_with("tlbbatch-migrate: ")).unwrap_or_else(|| panic!("{}", r.all()));
+    (field(l, "ptes"), field(l, "flushes"), field(l, "remote"))
+}
+
+/// Compaction (/proc/sys/vm/compact_memory) of 256 pages scattered among
+/// freed holes and shared read-only with a forked child (clean PTEs in
+/// two address spaces): the remaps of the pages a cluster moves wait for
+/// one flush, which comes before the old frames are freed (the detector
+/// replays those frees: 0 stale), and the data reads back. With
+/// `tlbbatch=off` every remap the running address space sees is flushed
+/// on its own (the child's, on no CPU, need none). One CPU: a reader
+/// thread on another CPU would race the flushes of the dirty pages
+/// migration still flushes at once (see the report in README: the
+/// detector's user-return rule and an IPI in flight).
+#[test]
+fn migration_flushes_clean_remaps_once_per_batch() {
+    let r = run(1, "32M", "", "compact 256");
+    assert_clean(&r);
+    let (ptes, flushes, _) = migrate_counts(&r);
+    assert!(ptes >= 4 && flushes >= 1, "pages moved: {}", r.all());
+    // Two PTEs per page (parent and child), up to 32 pages per batch.
+    assert!(flushes * 4 <= ptes, "{ptes} {flushes}");
+
+    let r = run(1, "32M", "tlbbatch=off", "compact 256");
+    assert_clean(&r);
+    let (ptes, flushes, _) = migrate_counts(&r);
+    assert!(ptes >= 4 && flushes * 2 >= ptes, "one flush per parent PTE: {ptes} {flushes}");
+}
