@@ -55,6 +55,10 @@
 //! `tlbtrace[=N]` record what the host's `--verify tlb` replays (mm/tlbtrace.rs)
 //! `noflush=WHAT` drop one TLB flush on purpose (munmap, mprotect, cow,
 //!               reclaim) for `--verify tlb` to find
+//! `tlbbatch=off` reclaim and migration flush each PTE at once instead of
+//!               once per batch (arch/tlb.rs `TlbBatch`), for comparison
+//! `fail_page_alloc=I,P,S,T` fault injection for the page allocator:
+//!               interval, probability (%), space, times (mm/fail_page_alloc.rs)
 //! `break=WHAT`   break an invariant on purpose and stop at the `sabotage`
 //!               checkpoint, for the host's --verify (mm/sabotage.rs;
 //!               the process-side ones in proc/sabotage.rs)
@@ -134,7 +138,9 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
                 }
             }
             // Read at boot by mm/tlbtrace.rs, before any process runs.
-            ("tlbtrace", _) | ("noflush", Some(_)) => {}
+            ("tlbtrace", _) | ("noflush", Some(_)) | ("tlbbatch", Some(_)) => {}
+            // Read at boot by mm/fail_page_alloc.rs.
+            ("fail_page_alloc", Some(_)) => {}
             ("break", Some(what)) => {
                 if !crate::mm::sabotage::run(what) {
                     code = 1;
@@ -297,7 +303,7 @@ pub fn run_actions(cmdline: &'static str) -> u32 {
 }
 
 /// The switches, one line each (the module documentation's list).
-const SWITCHES: [(&str, &str); 54] = [
+const SWITCHES: [(&str, &str); 56] = [
     ("help", "this list"),
     ("exit=N", "power off with exit status N (0..255)"),
     ("selftest[=GROUP]", "the self-test suite: buddy, slab, heap, vmalloc, debug, paging, faults, access, process"),
@@ -335,6 +341,8 @@ const SWITCHES: [(&str, &str); 54] = [
     ("break=WHAT", "break an invariant on purpose, then checkpoint 'sabotage'"),
     ("tlbtrace[=N]", "record page-table changes, flushes, frees and returns to user mode in per-CPU rings of N records (default 8192) for the host's --verify tlb (which adds it)"),
     ("noflush=WHAT", "drop one TLB flush on purpose (munmap, mprotect, cow, reclaim), for --verify tlb"),
+    ("tlbbatch=off", "reclaim and migration flush each PTE at once, not once per batch (for comparison)"),
+    ("fail_page_alloc=I,P,S,T", "fault injection: fail page allocations (interval, probability %, space, times; /sys/kernel/debug/fail_page_alloc)"),
     ("vmalloc_marker", "a known string in a vmalloc page (for gdb)"),
     ("vmalloc_overrun", "read past a vmalloc area: the guard page oopses"),
     ("nullderef", "read address 0: the oops names the NULL page"),

@@ -31,6 +31,9 @@ pub const ALL: u64 = u64::MAX;
 /// A range start meaning "leave the root": a CPU whose CR3 holds it
 /// loads the kernel root instead (see [`leave_root`]).
 const LEAVE: u64 = u64::MAX - 1;
+/// A range start meaning "a list of pages": the request's root is the
+/// address of `end` page addresses to flush one by one ([`TlbBatch`]).
+const LIST: u64 = u64::MAX - 2;
 
 /// The kernel's root (set once at boot), what [`leave_root`] loads.
 static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -108,6 +111,17 @@ pub fn note_cr3(root: u64) {
 
 /// Flushes `[start, end)` of address space `root` on this CPU.
 fn flush_local(root: u64, start: u64, end: u64) {
+    if start == LIST {
+        // SAFETY: a LIST request's root is the address of `end` u64s on
+        // the requesting CPU's stack (`TlbBatch::flush`), which waits for
+        // this CPU's acknowledgement before that frame goes away.
+        let vas = unsafe { core::slice::from_raw_parts(root as *const u64, end as usize) };
+        STATS.local_one.fetch_add(end, Ordering::Relaxed);
+        for &va in vas {
+            cr::invlpg_local(va);
+        }
+        return;
+    }
     if start == LEAVE {
         let kroot = KERNEL_ROOT.load(Ordering::Relaxed);
         if root != KERNEL && LOADED_CR3[cpu_id()].load(Ordering::Relaxed) == root && kroot != 0 {
@@ -200,18 +214,30 @@ pub fn leave_root(root: u64) {
 /// `root` (every other CPU for [`KERNEL`]) serve the request; returns once
 /// all have.
 fn flush_remote(root: u64, start: u64, end: u64) {
-    let me = cpu_id();
     if super::smp::nr_cpus() <= 1 {
         return;
     }
-    // The page-table writes before the reads of the other CPUs' CR3s.
+    send_requests(cpus_holding(root) & !(1 << cpu_id()), root, start, end);
+}
+
+/// The online CPUs (this one included) whose CR3 holds `root` (every
+/// online CPU for [`KERNEL`]), as a mask. Call after the page-table
+/// writes: the fence orders them before the reads of the CPUs' CR3s (a
+/// CPU that loads the root after this missed it walks the new tables).
+fn cpus_holding(root: u64) -> u64 {
     fence(Ordering::SeqCst);
-    let targets: u64 = (0..MAX_CPUS)
-        .filter(|&c| c != me && cpu(c).online.load(Ordering::Acquire))
+    let me = cpu_id();
+    (0..MAX_CPUS)
+        .filter(|&c| c == me || cpu(c).online.load(Ordering::Acquire))
         .filter(|&c| root == KERNEL || LOADED_CR3[c].load(Ordering::SeqCst) == root)
-        .fold(0, |m, c| m | 1 << c);
+        .fold(0, |m, c| m | 1 << c)
+}
+
+/// Sends the request to every CPU of `targets` (not this one) and
+/// returns once all have served it; the IPIs sent.
+fn send_requests(targets: u64, root: u64, start: u64, end: u64) -> u64 {
     if targets == 0 {
-        return;
+        return 0;
     }
     while BUSY.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         // Whoever holds it may be waiting for us.
@@ -233,6 +259,180 @@ fn flush_remote(root: u64, start: u64, end: u64) {
         core::hint::spin_loop();
     }
     BUSY.store(false, Ordering::Release);
+    targets.count_ones() as u64
+}
+
+/// Whether reclaim and migration batch their flushes (`tlbbatch=off` on
+/// the command line: one flush per PTE, as before batching, for
+/// comparison).
+static BATCHING: AtomicBool = AtomicBool::new(true);
+
+/// Turns batching on or off (`tlbbatch=off`).
+pub fn set_batching(on: bool) {
+    BATCHING.store(on, Ordering::Relaxed);
+}
+
+/// Whether reclaim and migration batch their flushes.
+pub fn batching() -> bool {
+    BATCHING.load(Ordering::Relaxed)
+}
+
+/// Who batches flushes (which counters a [`TlbBatch`] feeds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Reclaim's unmaps and accessed-bit harvest (mm/swap.rs).
+    Reclaim = 0,
+    /// Migration's remaps (mm/migrate.rs).
+    Migrate = 1,
+}
+
+/// Counters of one [`BatchKind`] (/proc/vmstat's `tlb_batch_*` lines).
+pub struct BatchStats {
+    /// PTE changes whose flush went into a batch.
+    pub ptes: AtomicU64,
+    /// Batch flushes that had a CPU to flush (this one or others).
+    pub flushes: AtomicU64,
+    /// Of those, the ones that asked other CPUs (shootdown requests, as
+    /// Linux's `nr_tlb_remote_flush` counts them).
+    pub remote: AtomicU64,
+    /// IPIs sent for them.
+    pub ipis: AtomicU64,
+    /// Target CPUs flushed whole (a CR3 reload) rather than page by page.
+    pub full: AtomicU64,
+}
+
+/// The counters, by [`BatchKind`].
+pub static BATCH_STATS: [BatchStats; 2] = [const {
+    BatchStats {
+        ptes: AtomicU64::new(0),
+        flushes: AtomicU64::new(0),
+        remote: AtomicU64::new(0),
+        ipis: AtomicU64::new(0),
+        full: AtomicU64::new(0),
+    }
+}; 2];
+
+/// Pending TLB flushes of PTEs that were changed without one (Linux's
+/// `tlbflush_unmap_batch` with x86's `arch_tlbbatch`): reclaim's unmaps
+/// and migration's remaps record here which CPUs may cache the old
+/// translations (those whose CR3 held the changed root, as
+/// [`flush_range`] computes them) and which pages; [`TlbBatch::flush`]
+/// then flushes them all at once, one request per CPU: page by page when
+/// one root and at most [`FLUSH_CEILING`] pages are pending, else the
+/// whole TLB (Linux's `arch_tlbbatch_flush` always flushes whole; the
+/// ceiling is its `tlb_single_page_flush_ceiling` for ranges).
+///
+/// The owner must flush before any page of the batch is freed or its
+/// frame reused ([`TlbBatch::flush`], Linux's `try_to_unmap_flush`), and
+/// before a page whose PTE was dirty is written out
+/// ([`TlbBatch::flush_dirty`]): until then another CPU may still write it
+/// through its TLB.
+pub struct TlbBatch {
+    kind: BatchKind,
+    /// CPUs that may cache a changed translation.
+    cpus: u64,
+    /// The changed root while only one is (0: none yet).
+    root: u64,
+    /// More than one root changed: flush whole.
+    roots_many: bool,
+    /// Pages changed (all of `root` while `roots_many` is false).
+    vas: [u64; FLUSH_CEILING as usize],
+    /// PTE changes pending; above [`FLUSH_CEILING`], `vas` is not kept.
+    nr: usize,
+    /// A changed PTE was dirty (Linux's `tlb_ubc->writable`).
+    dirty: bool,
+}
+
+impl TlbBatch {
+    /// An empty batch feeding `kind`'s counters.
+    pub const fn new(kind: BatchKind) -> Self {
+        TlbBatch { kind, cpus: 0, root: 0, roots_many: false, vas: [0; FLUSH_CEILING as usize], nr: 0, dirty: false }
+    }
+
+    /// Records that the PTE of `va` in address space `root` changed
+    /// without a flush (Linux's `set_tlb_ubc_flush_pending`); `dirty`:
+    /// the old entry was writable and dirty, so a CPU may write the page
+    /// through its TLB until the flush. Call after the PTE write. With
+    /// batching off (`tlbbatch=off`) the flush happens here and now.
+    pub fn add(&mut self, root: u64, va: u64, dirty: bool) {
+        let root = root & !0xfff;
+        BATCH_STATS[self.kind as usize].ptes.fetch_add(1, Ordering::Relaxed);
+        self.cpus |= cpus_holding(root);
+        if self.nr == 0 {
+            self.root = root;
+        } else if self.root != root {
+            self.roots_many = true;
+        }
+        if let Some(v) = self.vas.get_mut(self.nr) {
+            *v = va & !0xfff;
+        }
+        self.nr += 1;
+        self.dirty |= dirty;
+        if !batching() {
+            self.flush();
+        }
+    }
+
+    /// Flushes what is pending if a dirty PTE is among it (Linux's
+    /// `try_to_unmap_flush_dirty`): before a page of the batch is written
+    /// out.
+    pub fn flush_dirty(&mut self) {
+        if self.dirty {
+            self.flush();
+        }
+    }
+
+    /// Flushes everything pending on every CPU that may cache it and
+    /// returns once all have (Linux's `try_to_unmap_flush`): before any
+    /// page of the batch is freed. `noflush=reclaim` drops a reclaim
+    /// batch's flush, for the stale-TLB detector's test.
+    pub fn flush(&mut self) {
+        if self.nr == 0 {
+            return;
+        }
+        let (cpus, nr, whole) = (self.cpus, self.nr, self.roots_many || self.nr > FLUSH_CEILING as usize);
+        let vas = self.vas;
+        (self.cpus, self.root, self.roots_many, self.nr, self.dirty) = (0, 0, false, 0, false);
+        if cpus == 0
+            || (self.kind == BatchKind::Reclaim
+                && crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_RECLAIM))
+        {
+            return;
+        }
+        let st = &BATCH_STATS[self.kind as usize];
+        st.flushes.fetch_add(1, Ordering::Relaxed);
+        let me = cpu_id();
+        let list = &vas[..nr.min(vas.len())];
+        if cpus & (1 << me) != 0 {
+            if whole {
+                STATS.local_all.fetch_add(1, Ordering::Relaxed);
+                cr::flush_tlb_local();
+            } else {
+                STATS.local_one.fetch_add(nr as u64, Ordering::Relaxed);
+                list.iter().for_each(|&va| cr::invlpg_local(va));
+            }
+        }
+        let others = cpus & !(1 << me);
+        if whole {
+            st.full.fetch_add(cpus.count_ones() as u64, Ordering::Relaxed);
+        }
+        if others != 0 && super::smp::nr_cpus() > 1 {
+            let ipis = if whole {
+                send_requests(others, 0, 0, ALL)
+            } else {
+                send_requests(others, list.as_ptr() as u64, LIST, list.len() as u64)
+            };
+            st.remote.fetch_add(1, Ordering::Relaxed);
+            st.ipis.fetch_add(ipis, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for TlbBatch {
+    fn drop(&mut self) {
+        // Never leave a change unflushed (an owner that returned early).
+        self.flush();
+    }
 }
 
 /// The root this CPU's CR3 holds.
@@ -262,13 +462,27 @@ pub fn interrupts_to(out: &mut impl core::fmt::Write) -> core::fmt::Result {
     out.write_str("  TLB shootdowns\n")
 }
 
-/// Linux's TLB lines of /proc/vmstat (`CONFIG_DEBUG_TLBFLUSH`'s names).
-pub fn vmstat() -> [(&'static str, u64); 4] {
+/// Linux's TLB lines of /proc/vmstat (`CONFIG_DEBUG_TLBFLUSH`'s names),
+/// then the batches' own (not Linux's): per reclaim and migration, the
+/// PTE changes batched, the batch flushes, those that asked other CPUs,
+/// the IPIs they sent and the CPUs flushed whole.
+pub fn vmstat() -> [(&'static str, u64); 14] {
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (rc, mg) = (&BATCH_STATS[BatchKind::Reclaim as usize], &BATCH_STATS[BatchKind::Migrate as usize]);
     [
         ("nr_tlb_remote_flush", r(&STATS.remote_flushes)),
         ("nr_tlb_remote_flush_received", STATS.received.iter().map(r).sum()),
         ("nr_tlb_local_flush_all", r(&STATS.local_all)),
         ("nr_tlb_local_flush_one", r(&STATS.local_one)),
+        ("tlb_batch_reclaim_ptes", r(&rc.ptes)),
+        ("tlb_batch_reclaim_flushes", r(&rc.flushes)),
+        ("tlb_batch_reclaim_remote", r(&rc.remote)),
+        ("tlb_batch_reclaim_ipis", r(&rc.ipis)),
+        ("tlb_batch_reclaim_full", r(&rc.full)),
+        ("tlb_batch_migrate_ptes", r(&mg.ptes)),
+        ("tlb_batch_migrate_flushes", r(&mg.flushes)),
+        ("tlb_batch_migrate_remote", r(&mg.remote)),
+        ("tlb_batch_migrate_ipis", r(&mg.ipis)),
+        ("tlb_batch_migrate_full", r(&mg.full)),
     ]
 }

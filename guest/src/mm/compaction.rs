@@ -160,23 +160,30 @@ fn cluster(
             break;
         };
         match m.migrate(src, dst) {
-            Ok(()) => {
-                if let Err(e) = cc.migrated(buddy, src, dst) {
-                    // The page's contents and mappings are at dst already;
-                    // the buddy refused the hand-over: say so loudly (the
-                    // host's --verify will show the refcounts).
-                    kprintln!("compaction: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
-                }
-            }
+            // The old frames are freed after one TLB flush per batch.
+            Ok(()) if m.moved_full() => m.complete(|s, d| migrated(buddy, cc, s, d)),
+            Ok(()) => {}
             Err(_) => {
                 cc.migrate_failed(dst);
                 m.putback(src);
             }
         }
     }
+    m.complete(|s, d| migrated(buddy, cc, s, d));
     pages.clear();
     m.batch = pages;
     None
+}
+
+/// A page moved from `src` to `dst`, its TLB flush done: the buddy gives
+/// `dst` the references and frees `src`.
+fn migrated(buddy: &mut mm_core::buddy::BuddyAllocator<'static>, cc: &mut CompactControl, src: u64, dst: u64) {
+    if let Err(e) = cc.migrated(buddy, src, dst) {
+        // The page's contents and mappings are at dst already; the buddy
+        // refused the hand-over: say so loudly (the host's --verify will
+        // show the refcounts).
+        kprintln!("compaction: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+    }
 }
 
 /// Linux's `compact_nodes` (/proc/sys/vm/compact_memory): compacts every

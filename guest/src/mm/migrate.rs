@@ -34,6 +34,10 @@ use mm_core::paging::{Pte, PteFlags};
 /// holds the page allocator's lock, so no one else sees it).
 const MIGRATION_WP: PteFlags = PteFlags::SOFTW3;
 
+/// Pages migrated whose old frames wait for one TLB flush before they
+/// are freed (Linux's `migrate_pages_batch` flushes once per batch).
+pub const MIGRATE_BATCH: usize = 32;
+
 /// The entry address bits of a PTE.
 const ADDR_MASK: u64 = mm_core::paging::entry::PTE_ADDR_MASK_MAX;
 
@@ -69,6 +73,11 @@ pub struct GuestMigrator<'a> {
     pub batch: Vec<u64>,
     /// What this context did.
     pub stats: MigrateStats,
+    /// The flushes the remapped PTEs wait for.
+    tlb: crate::arch::tlb::TlbBatch,
+    /// Pages moved (src, dst) whose old frame waits for `tlb`'s flush.
+    moved: [(u64, u64); MIGRATE_BATCH],
+    nr_moved: usize,
 }
 
 impl<'a> GuestMigrator<'a> {
@@ -81,12 +90,44 @@ impl<'a> GuestMigrator<'a> {
         batch: Vec<u64>,
         isolated: Vec<(u64, u8, u16)>,
     ) -> GuestMigrator<'a> {
-        GuestMigrator { s, lru, ext, isolated, batch, stats: MigrateStats::default() }
+        GuestMigrator {
+            s,
+            lru,
+            ext,
+            isolated,
+            batch,
+            stats: MigrateStats::default(),
+            tlb: crate::arch::tlb::TlbBatch::new(crate::arch::tlb::BatchKind::Migrate),
+            moved: [(0, 0); MIGRATE_BATCH],
+            nr_moved: 0,
+        }
     }
 
-    /// The buffers back, for the next cluster.
+    /// The buffers back, for the next cluster. The caller has
+    /// [`complete`](Self::complete)d every migration.
     pub fn into_buffers(self) -> (Vec<u64>, Vec<(u64, u8, u16)>) {
+        debug_assert_eq!(self.nr_moved, 0, "migrations not completed");
         (self.batch, self.isolated)
+    }
+
+    /// Whether [`complete`](Self::complete) must run before the next
+    /// [`migrate`](Self::migrate).
+    pub fn moved_full(&self) -> bool {
+        self.nr_moved == MIGRATE_BATCH
+    }
+
+    /// Ends the pending migrations: one TLB flush for all their remapped
+    /// PTEs (Linux's `try_to_unmap_flush` in `migrate_pages_batch`), then
+    /// each old frame goes to `transfer(src, dst)` (the buddy's
+    /// `migrate_transfer`, which gives `dst` the references and frees
+    /// `src`). No old frame is freed before the flush.
+    pub fn complete(&mut self, mut transfer: impl FnMut(u64, u64)) {
+        self.tlb.flush();
+        for &(src, dst) in &self.moved[..self.nr_moved] {
+            crate::mm::tlbtrace::free(src, 0);
+            transfer(src, dst);
+        }
+        self.nr_moved = 0;
     }
 
     /// PTEs mapping `pfn`, found through its rmap record.
@@ -160,12 +201,23 @@ impl<'a> GuestMigrator<'a> {
 
     /// Linux's `migrate_folio` + `remove_migration_ptes` for an isolated
     /// page: copies `src` to `dst` (a free frame compaction isolated),
-    /// rewrites every PTE mapping `src` to map `dst` with the same bits
-    /// (flushing the TLB entry of the running address space), and moves
-    /// the rmap record, swap-cache slot and LRU place to `dst`. On `Err`
-    /// nothing changed. The caller then gives `dst` `src`'s references
-    /// and frees `src` (the buddy's `migrate_transfer`).
+    /// rewrites every PTE mapping `src` to map `dst` with the same bits,
+    /// and moves the rmap record, swap-cache slot and LRU place to `dst`.
+    /// On `Err` nothing changed. On `Ok` the page joins the pending batch
+    /// (the caller checks [`moved_full`](Self::moved_full) before the
+    /// next): [`complete`](Self::complete) flushes the TLBs once and then
+    /// hands `src` over to be freed.
+    ///
+    /// Writable PTEs are write-protected and flushed at once before the
+    /// copy (a write to `src` after it would be lost); every remap then
+    /// waits for the batch's one flush, since a CPU holding the old
+    /// translation can only read `src`, which holds the same data until
+    /// it is freed after the flush.
     pub fn migrate(&mut self, src: u64, dst: u64) -> Result<(), MigrateFail> {
+        if self.moved_full() {
+            self.stats.fail += 1;
+            return Err(MigrateFail::Unmovable);
+        }
         let Some(m) = self.ext.get(src as usize).and_then(|x| x.anon()) else {
             self.stats.fail += 1;
             return Err(MigrateFail::Unmovable);
@@ -195,15 +247,20 @@ impl<'a> GuestMigrator<'a> {
         });
         copy_page(dst << PAGE_SHIFT, src << PAGE_SHIFT);
         let mut moved = 0;
+        // The remaps wait for the batch's flush: what a CPU may still hold
+        // is a read-only translation of `src`, which keeps the same data
+        // until it is freed after that flush.
+        let tlb = &mut self.tlb;
         self.s.rmap.rmap_walk(m, |mm, va| {
             if let Some((slot, pte, pgd)) = super::swap::pte_mapping(mms, mm, va, src) {
                 let mut bits = pte.0 & !ADDR_MASK;
                 if bits & MIGRATION_WP.0 != 0 {
                     bits = (bits & !MIGRATION_WP.0) | PteFlags::RW.0;
                 }
-                if slot.write(&mut direct_map(), Pte(bits | dst << PAGE_SHIFT)).is_ok() {
+                let new = Pte(bits | dst << PAGE_SHIFT);
+                if crate::mm::tlbtrace::deferred(|| slot.write(&mut direct_map(), new)).is_ok() {
                     moved += 1;
-                    crate::arch::tlb::flush_range(pgd, va, va + 4096);
+                    tlb.add(pgd, va, false);
                 }
             }
             true
@@ -222,6 +279,8 @@ impl<'a> GuestMigrator<'a> {
         let (flags, was) = self.take_flags(src);
         self.lru_add(dst, flags, was);
         self.stats.success += 1;
+        self.moved[self.nr_moved] = (src, dst);
+        self.nr_moved += 1;
         Ok(())
     }
 

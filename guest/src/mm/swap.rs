@@ -63,10 +63,25 @@ pub struct MmEntry {
     pub pt_pages_in: u64,
 }
 
-/// A page on its way to the disk.
+/// What [`flush_writeback`] does with a queued page, after the batch's
+/// TLB flush.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WbKind {
+    /// Write it to its slot, then free it.
+    Write,
+    /// Its slot holds its contents already: free it (`drop_clean` of a
+    /// page reclaim unmapped, waiting for the flush).
+    Clean,
+    /// A lazily freed page (MADV_FREE) unmapped: drop its last reference.
+    Lazy,
+}
+
+/// A page on its way to the disk (or, unmapped, to the allocator: every
+/// page whose PTEs reclaim changed waits here for the batch's flush).
 #[derive(Clone, Copy)]
 struct Writeback {
     pfn: u64,
+    kind: WbKind,
     e: SwpEntry,
     shadow: Shadow,
     /// A tmpfs page's file and index (shmem's `shmem_writepage`): once
@@ -108,6 +123,10 @@ pub struct SwapState {
     pub sums: Vec<u64>,
     wb: [Option<Writeback>; WB_MAX],
     wb_len: usize,
+    /// The TLB flushes reclaim's PTE changes wait for (Linux's
+    /// `tlb_ubc`): flushed once per writeback batch, before its pages are
+    /// written or freed ([`flush_writeback`]).
+    pub tlb: crate::arch::tlb::TlbBatch,
     /// Counters.
     pub stat: SwapStats,
     /// `vm.swappiness`.
@@ -139,6 +158,7 @@ pub fn init() {
         sums: Vec::new(),
         wb: [None; WB_MAX],
         wb_len: 0,
+        tlb: crate::arch::tlb::TlbBatch::new(crate::arch::tlb::BatchKind::Reclaim),
         stat: SwapStats::default(),
         swappiness: 60,
         file_refs: Vec::new(),
@@ -624,6 +644,8 @@ pub fn swapin_willneed(entries: &[SwpEntry]) -> u64 {
 /// maps `pfn`.
 struct PtEdit<'a> {
     mms: &'a mut BTreeMap<MmId, MmEntry>,
+    /// The flushes the changes wait for.
+    tlb: &'a mut crate::arch::tlb::TlbBatch,
     /// The entry to leave in unmapped PTEs.
     entry: Option<SwpEntry>,
 }
@@ -640,29 +662,38 @@ impl RmapPageTables for PtEdit<'_> {
         let young = pte.0 & PteFlags::ACCESSED.0 != 0;
         if young {
             let _ = slot.write(&mut direct_map(), Pte(pte.0 & !PteFlags::ACCESSED.0));
-            crate::arch::tlb::flush_range(pgd, va, va + 4096);
+            // Flushed with the batch (Linux's x86 does not flush for this
+            // at all: a stale entry only delays the next accessed bit).
+            self.tlb.add(pgd, va, false);
         }
         Some(young)
     }
 
     fn unmap_one(&mut self, mm: MmId, va: u64, pfn: u64) -> bool {
-        let Some((slot, _, pgd)) = self.slot(mm, va, pfn) else { return false };
+        let Some((slot, pte, pgd)) = self.slot(mm, va, pfn) else { return false };
         let Some(e) = self.entry.and_then(SwapEntry::from_swp) else { return false };
         // Keep the PTE's soft bits Linux keeps (none of ours matter), and
-        // the user's rights are the VMA's again at swap-in.
-        if slot.write(&mut direct_map(), e.to_pte(0)).is_err() {
+        // the user's rights are the VMA's again at swap-in. The flush
+        // waits for the batch's (TTU_BATCH_FLUSH): the page is written
+        // and freed only after it (`flush_writeback`); `noflush=reclaim`
+        // (mm/tlbtrace.rs) drops it.
+        if crate::mm::tlbtrace::deferred(|| slot.write(&mut direct_map(), e.to_pte(0))).is_err() {
             return false;
         }
-        // `noflush=reclaim` (mm/tlbtrace.rs) drops this flush.
-        if !crate::mm::tlbtrace::drop_flush(crate::mm::tlbtrace::NOFLUSH_RECLAIM) {
-            crate::arch::tlb::flush_range(pgd, va, va + 4096);
-        }
+        self.tlb.add(pgd, va, pte_dirty(pte));
         if let Some(m) = self.mms.get_mut(&mm) {
             m.swapents += 1;
             m.rss_out += 1;
         }
         true
     }
+}
+
+/// Whether a CPU may write the page through a cached copy of `pte`
+/// without touching the PTE: writable and dirty (a clean entry must set
+/// the dirty bit first, which walks the changed tables and faults).
+fn pte_dirty(pte: Pte) -> bool {
+    pte.0 & (PteFlags::RW.0 | PteFlags::DIRTY.0) == PteFlags::RW.0 | PteFlags::DIRTY.0
 }
 
 /// Reclaim's `ReclaimOps` for the guest: the lruvec is borrowed from the
@@ -677,12 +708,21 @@ pub struct Reclaimer<'a> {
 }
 
 impl Reclaimer<'_> {
-    /// Frees `pfn`, unmapped and in the swap cache for `e` whose slot holds
-    /// its contents: no write needed (`__remove_mapping` of a clean page).
+    /// Frees `pfn`, never mapped and in the swap cache for `e` whose
+    /// slot holds its contents: no write needed (`__remove_mapping` of a
+    /// clean page). No PTE changed, so no flush to wait for.
     fn drop_clean(&mut self, pfn: u64, e: SwpEntry, shadow: Shadow) -> ReclaimOutcome {
         self.s.stat.clean_reclaims += 1;
         evict(self.s, self.buddy, self.ext, pfn, e, shadow);
         ReclaimOutcome::Freed { io: false }
+    }
+
+    /// Queues `pfn` for [`flush_writeback`], which frees it (`kind`
+    /// `Clean`, `Lazy`) or writes then frees it (`Write`) after the
+    /// batch's TLB flush. The caller made room.
+    fn queue(&mut self, pfn: u64, kind: WbKind, e: SwpEntry, shadow: Shadow, file: Option<(u32, u64)>) {
+        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, kind, e, shadow, file });
+        self.s.wb_len += 1;
     }
 }
 
@@ -727,8 +767,7 @@ impl Reclaimer<'_> {
             self.ext[pfn as usize].set_swap_entry(Some(e));
             let _ = self.buddy.get_page(pfn);
         }
-        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow, file: Some((ino, index)) });
-        self.s.wb_len += 1;
+        self.queue(pfn, WbKind::Write, e, shadow, Some((ino, index)));
         ReclaimOutcome::Freed { io: true }
     }
 }
@@ -752,20 +791,26 @@ impl Reclaimer<'_> {
         if refs != mapped || mapped == 0 {
             return ReclaimOutcome::Keep; // pinned (a fault in progress)
         }
-        let mut pt = LazyUnmap { mms: &mut self.s.mms, dirty: false };
+        // The freed page waits in the writeback batch for the flush.
+        if self.s.wb_len == WB_MAX {
+            return ReclaimOutcome::Keep;
+        }
+        let mut pt = LazyUnmap { mms: &mut self.s.mms, tlb: &mut self.s.tlb, dirty: false };
         let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
         let dirty = pt.dirty;
         // The references of the PTEs cleared; the last one frees the page
-        // unless a dirty PTE still maps it.
-        if !dirty && n == mapped {
+        // unless a dirty PTE still maps it, after the batch's flush.
+        let freed = !dirty && n == mapped;
+        if freed {
             self.ext[pfn as usize] = mm_core::page_ext::PageExt::EMPTY;
         }
-        for _ in 0..n {
+        for _ in 0..n - freed as u32 {
             put_ref(self.buddy, pfn);
         }
-        if dirty || n != mapped {
+        if !freed {
             return ReclaimOutcome::Redirtied;
         }
+        self.queue(pfn, WbKind::Lazy, SwpEntry { ty: 0, offset: 0 }, Shadow(0), None);
         super::vmstat::PGLAZYFREED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         ReclaimOutcome::Freed { io: false }
     }
@@ -775,6 +820,8 @@ impl Reclaimer<'_> {
 /// clean PTE mapping it; stops at a dirty one.
 struct LazyUnmap<'a> {
     mms: &'a mut BTreeMap<MmId, MmEntry>,
+    /// The flushes the changes wait for.
+    tlb: &'a mut crate::arch::tlb::TlbBatch,
     /// A PTE was dirty (written since MADV_FREE).
     dirty: bool,
 }
@@ -793,7 +840,10 @@ impl RmapPageTables for LazyUnmap<'_> {
             self.dirty = true;
             return false;
         }
-        crate::arch::tlb::flush_range(pgd, va, va + 4096);
+        // Clean: no CPU can write the page through a cached copy (it must
+        // set the dirty bit, walking the cleared PTE), so the flush waits
+        // for the batch's, before the page is freed.
+        self.tlb.add(pgd, va, false);
         if let Some(m) = self.mms.get_mut(&mm) {
             m.rss_out += 1;
         }
@@ -846,7 +896,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
             let cached = self.ext.get(pfn as usize).is_some_and(|x| x.swap_entry().is_some());
             return mm_core::lru::Referenced { ptes: (!cached) as u32, ..Default::default() };
         };
-        let mut pt = PtEdit { mms: &mut self.s.mms, entry: None };
+        let mut pt = PtEdit { mms: &mut self.s.mms, tlb: &mut self.s.tlb, entry: None };
         let r = self.s.rmap.folio_referenced(m, pfn, &mut pt);
         mm_core::lru::Referenced { ptes: r.referenced, ..Default::default() }
     }
@@ -906,7 +956,7 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         }
         // try_to_unmap: every PTE becomes the swap entry (one slot count
         // each) and drops its page reference.
-        let mut pt = PtEdit { mms: &mut self.s.mms, entry: Some(e) };
+        let mut pt = PtEdit { mms: &mut self.s.mms, tlb: &mut self.s.tlb, entry: Some(e) };
         let n = self.s.rmap.try_to_unmap(m, pfn, &mut pt);
         for _ in 0..n {
             let _ = self.s.areas.swap_duplicate(e);
@@ -921,11 +971,13 @@ impl mm_core::lru::ReclaimOps for Reclaimer<'_> {
         // page whose write failed is in the cache unwritten: write again.
         let written = cached.is_some_and(|e| self.s.sums.get(e.offset as usize).is_some_and(|&x| x != 0));
         if written {
-            return self.drop_clean(pfn, e, shadow);
+            // Freed by `flush_writeback` after the batch's flush.
+            self.s.stat.clean_reclaims += 1;
+            self.queue(pfn, WbKind::Clean, e, shadow, None);
+            return ReclaimOutcome::Freed { io: false };
         }
         // pageout: queued; written and freed by `flush_writeback`.
-        self.s.wb[self.s.wb_len] = Some(Writeback { pfn, e, shadow, file: None });
-        self.s.wb_len += 1;
+        self.queue(pfn, WbKind::Write, e, shadow, None);
         ReclaimOutcome::Freed { io: true }
     }
 }
@@ -971,17 +1023,29 @@ fn slot_io(write: bool, slots: &[SwpEntry], pages: &[u64]) -> Vec<u8> {
 }
 
 /// Writes the batch reclaim queued (one device submission: the driver
-/// notifies once per queue-full) and frees the pages written; a page whose
+/// notifies once per queue-full) and frees the pages written and the
+/// unmapped clean ones; a page whose
 /// write failed stays in the swap cache, resident and back on the active
 /// list, so nothing is lost (its PTEs are swap entries; a fault finds it
 /// in the cache). Called with `SWAP` held and `PAGES` not. Pages freed.
+///
+/// The TLB flush of the batch's PTE changes comes first (Linux's
+/// `try_to_unmap_flush_dirty` before `pageout`, `try_to_unmap_flush`
+/// before the frees): a CPU may still write a dirty page through its TLB
+/// until then, and no frame may be reused while a CPU may translate to
+/// it. Every pass of reclaim ends here, so no change stays unflushed
+/// once `SWAP` is released.
 pub fn flush_writeback(s: &mut SwapState) -> u64 {
-    let dropped = finish_drops(s);
     let n = core::mem::take(&mut s.wb_len);
-    if n == 0 {
-        return dropped;
-    }
     let batch: Vec<Writeback> = s.wb[..n].iter_mut().filter_map(Option::take).collect();
+    s.tlb.flush_dirty();
+    let dropped = finish_drops(s);
+    let (batch, rest): (Vec<Writeback>, Vec<Writeback>) = batch.into_iter().partition(|w| w.kind == WbKind::Write);
+    let freed_clean = free_unmapped(s, &rest);
+    if batch.is_empty() {
+        s.tlb.flush();
+        return dropped + freed_clean;
+    }
     let pages: Vec<u64> = batch.iter().map(|w| w.pfn << PAGE_SHIFT).collect();
     for (w, &pa) in batch.iter().zip(&pages) {
         if let Some(x) = s.sums.get_mut(w.e.offset as usize) {
@@ -991,6 +1055,8 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
     let slots: Vec<SwpEntry> = batch.iter().map(|w| w.e).collect();
     let status = slot_io(true, &slots, &pages);
     s.stat.write_batches += 1;
+    // Before the frees (a no-op after `flush_dirty` flushed).
+    s.tlb.flush();
     // A tmpfs page written: its file's index takes the slot (one count of
     // it) if it still holds the page; else it stays resident, out of the
     // swap cache. Decided before the page allocator is taken (the file
@@ -1039,7 +1105,26 @@ pub fn flush_writeback(s: &mut SwapState) -> u64 {
         }
     });
     vmstat::count(Event::PswpOut, freed);
-    freed + dropped
+    freed + dropped + freed_clean
+}
+
+/// Frees the queued pages that need no write (`Clean`, `Lazy`), after the
+/// batch's TLB flush. Pages freed.
+fn free_unmapped(s: &mut SwapState, queued: &[Writeback]) -> u64 {
+    if queued.is_empty() {
+        return 0;
+    }
+    s.tlb.flush();
+    PAGES.with(|p| {
+        for w in queued {
+            match w.kind {
+                WbKind::Clean => evict(s, &mut p.buddy, p.ext, w.pfn, w.e, w.shadow),
+                // The last reference (reclaim_lazyfree dropped the rest).
+                _ => put_ref(&mut p.buddy, w.pfn),
+            }
+        }
+    });
+    queued.len() as u64
 }
 
 /// The clean page-cache pages reclaim chose leave the cache and are freed

@@ -29,7 +29,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mm_core::addr::VirtAddr;
 use mm_core::paging::editor::{PteWrite, SLOT_VA_UNKNOWN};
 use mm_core::paging::tlbtrace::{
-    level_code, needs_flush, EventKind, Record, TlbTraceDesc, DEFAULT_CAPACITY, RECORD_SIZE, TRACE_MAX_CPUS,
+    level_code, needs_flush, EventKind, Record, TlbTraceDesc, DEFAULT_CAPACITY, FLAG_DEFERRED, RECORD_SIZE,
+    TRACE_MAX_CPUS,
 };
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -44,6 +45,9 @@ static STARTED: [AtomicBool; TRACE_MAX_CPUS] = [const { AtomicBool::new(false) }
 /// `SEQ` after the CPU's last recorded return to user mode: a return with
 /// no event since needs no record (nothing can have gone stale).
 static LAST_RETURN: [AtomicU64; TRACE_MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; TRACE_MAX_CPUS];
+/// Set while the CPU makes changes whose flush is batched
+/// ([`deferred`]).
+static DEFERRING: [AtomicBool; TRACE_MAX_CPUS] = [const { AtomicBool::new(false) }; TRACE_MAX_CPUS];
 static CAPACITY: AtomicU64 = AtomicU64::new(0);
 static NR_RINGS: AtomicU64 = AtomicU64::new(0);
 
@@ -86,6 +90,14 @@ pub fn init(cmdline: &str) {
             }
             None => crate::kprintln!("tlbtrace: unknown noflush={}; known: munmap, mprotect, cow, reclaim", what),
         }
+    }
+    match words().find_map(|w| w.strip_prefix("tlbbatch=")) {
+        Some("off") => {
+            crate::arch::tlb::set_batching(false);
+            crate::kprintln!("tlb: reclaim and migration flush each PTE at once (tlbbatch=off)");
+        }
+        Some("on") | None => {}
+        Some(v) => crate::kprintln!("tlb: unknown tlbbatch={}; known: on, off", v),
     }
     let Some(arg) = words().find_map(|w| w.strip_prefix("tlbtrace").filter(|r| r.is_empty() || r.starts_with('=')))
     else {
@@ -203,7 +215,29 @@ fn record_change(w: &PteWrite, rip: u64) {
     r.site_file_len = file.len().min(255) as u8;
     r.site_line = w.site.line();
     r.rip = rip;
+    if DEFERRING.get(cpu_id()).is_some_and(|d| d.load(Ordering::Relaxed)) {
+        r.flags = FLAG_DEFERRED;
+    }
     record(r);
+}
+
+/// Runs `f`, whose page-table changes are flushed later in a batch
+/// (arch/tlb.rs `TlbBatch`: reclaim's unmaps, migration's remaps): they
+/// are recorded with `FLAG_DEFERRED`, which the host's replay reads as
+/// "user mode may go on using the old translation until the batch's
+/// flush, but the frame must not be freed before it".
+#[inline(always)]
+pub fn deferred<R>(f: impl FnOnce() -> R) -> R {
+    let cpu = cpu_id();
+    let on = enabled() && cpu < TRACE_MAX_CPUS;
+    if on {
+        DEFERRING[cpu].store(true, Ordering::Relaxed);
+    }
+    let r = f();
+    if on {
+        DEFERRING[cpu].store(false, Ordering::Relaxed);
+    }
+    r
 }
 
 /// INVLPG of `va` (arch/cpu.rs).

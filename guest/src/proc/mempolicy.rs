@@ -309,14 +309,10 @@ fn migrate_frames(todo: &[(u64, mm_core::buddy::Gfp)], dst_ok: impl Fn(u64) -> b
                     }
                 };
                 match m.migrate(src, dst) {
-                    Ok(()) => {
-                        if let Err(e) = buddy.migrate_transfer(src, dst) {
-                            // Contents and mappings are at dst already:
-                            // say so loudly (the host's --verify shows
-                            // the refcounts).
-                            kprintln!("migrate: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
-                        }
-                    }
+                    // The old frames are freed after one TLB flush per
+                    // batch (mm/migrate.rs).
+                    Ok(()) if m.moved_full() => m.complete(|s, d| transfer(buddy, s, d)),
+                    Ok(()) => {}
                     Err(_) => {
                         let _ = buddy.free_pages(cpu, dst, 0);
                         m.putback(src);
@@ -324,6 +320,7 @@ fn migrate_frames(todo: &[(u64, mm_core::buddy::Gfp)], dst_ok: impl Fn(u64) -> b
                     }
                 }
             }
+            m.complete(|s, d| transfer(buddy, s, d));
             let stats = m.stats;
             // The buffers are freed after the locks are dropped: a large
             // one goes back to the page allocator held here.
@@ -338,6 +335,16 @@ fn migrate_frames(todo: &[(u64, mm_core::buddy::Gfp)], dst_ok: impl Fn(u64) -> b
         t.migrate.ptes_moved += stats.ptes_moved;
     });
     failed
+}
+
+/// A page moved from `src` to `dst`, its TLB flush done: `dst` takes the
+/// references and `src` is freed.
+fn transfer(buddy: &mut mm_core::buddy::BuddyAllocator<'static>, src: u64, dst: u64) {
+    if let Err(e) = buddy.migrate_transfer(src, dst) {
+        // Contents and mappings are at dst already: say so loudly (the
+        // host's --verify shows the refcounts).
+        kprintln!("migrate: migrate_transfer({:#x} -> {:#x}): {}", src, dst, e);
+    }
 }
 
 /// `migrate_pages(pid, maxnode, old_nodes, new_nodes)` (256): moves the

@@ -38,6 +38,18 @@
 //!   CPU itself is not a use yet: that CPU is in the kernel, and the first
 //!   rule catches it if it returns to user mode before flushing.
 //!
+//! A change the kernel flushes in a batch (Linux's `TTU_BATCH_FLUSH`:
+//! reclaim's unmaps and migration's remaps, whose flush comes once per
+//! batch) is recorded as [`FLAG_DEFERRED`]: its old frame stays allocated
+//! with its contents until the batch's flush, and a dirty page's
+//! write-out waits for that flush too, so a CPU may go on using the old
+//! translation meanwhile, from user mode as well (reads see the same
+//! data; a write through a dirty entry lands before the write-out). Such
+//! a candidate is no stale use when user mode resumes with it; it is one
+//! when its frame is freed while another CPU holds it, and, once its
+//! frame was freed by the CPU holding it, at that CPU's next return to
+//! user mode, as any other candidate.
+//!
 //! Not modelled: the kernel's own accesses to user addresses between a
 //! change and its flush (`copy_to_user`), the paging-structure caches
 //! (freeing an empty page table without a flush), A/D-bit clearing, and
@@ -59,6 +71,9 @@ use crate::addr::{Level, PageSize, PhysAddr, VirtAddr};
 use crate::paging::entry::{Pte, PteFlags};
 use crate::paging::tlb::TlbEntry;
 use alloc::vec::Vec;
+
+/// A PteChange whose flush is batched (see the module documentation).
+pub const FLAG_DEFERRED: u8 = 1;
 
 /// CPUs the descriptor section has rings for.
 pub const TRACE_MAX_CPUS: usize = 8;
@@ -108,7 +123,7 @@ impl EventKind {
 /// | word | contents |
 /// |---|---|
 /// | 0 | `seq`: the global order of events (all CPUs) |
-/// | 1 | kind (bits 0..8), cpu (8..16), level (16..24), site file length (24..32), site line (32..64) |
+/// | 1 | kind (bits 0..8), cpu (8..16), level (16..24), site file length (24..32), site line (32..56), flags (56..64) |
 /// | 2 | root (PteChange), CR3 (Cr3Load, Cr3Snapshot, UserReturn), pfn (Free) |
 /// | 3 | va (PteChange, Invlpg, canonical), order (Free) |
 /// | 4, 5 | old and new entry (PteChange) |
@@ -136,8 +151,10 @@ pub struct Record {
     pub site_file: u64,
     /// Its length in bytes.
     pub site_file_len: u8,
-    /// The source line of the change.
+    /// The source line of the change (24 bits).
     pub site_line: u32,
+    /// `FLAG_*` bits of a PteChange.
+    pub flags: u8,
     /// A code address in the function that made the change (0 unknown).
     pub rip: u64,
 }
@@ -157,6 +174,7 @@ impl Record {
             site_file: 0,
             site_file_len: 0,
             site_line: 0,
+            flags: 0,
             rip: 0,
         }
     }
@@ -169,7 +187,8 @@ impl Record {
                 | (self.cpu as u64) << 8
                 | (self.level as u64) << 16
                 | (self.site_file_len as u64) << 24
-                | (self.site_line as u64) << 32,
+                | ((self.site_line & 0xff_ffff) as u64) << 32
+                | (self.flags as u64) << 56,
             self.root,
             self.va,
             self.old,
@@ -188,7 +207,8 @@ impl Record {
             cpu: (w[1] >> 8) as u8,
             level: (w[1] >> 16) as u8,
             site_file_len: (w[1] >> 24) as u8,
-            site_line: (w[1] >> 32) as u32,
+            site_line: ((w[1] >> 32) & 0xff_ffff) as u32,
+            flags: (w[1] >> 56) as u8,
             root: w[2],
             va: w[3],
             old: w[4],
@@ -292,6 +312,9 @@ pub struct Candidate {
     /// The whole range of a collapsed table: an INVLPG drops one of its
     /// 512 pages only, so only a CR3 load or full flush drops it.
     pub range: bool,
+    /// The change's flush is batched and its frame was not freed since:
+    /// user mode may resume with it (module documentation).
+    pub deferred: bool,
     /// The change.
     pub change: Record,
 }
@@ -429,7 +452,7 @@ impl Replay {
                     // A user-accessible translation of the root it resumes
                     // on (without PCIDs, a non-global candidate is always
                     // of the current root: CR3 loads drop the others).
-                    if c.entry.flags.contains(PteFlags::USER) {
+                    if c.entry.flags.contains(PteFlags::USER) && !c.deferred {
                         used.push(*c);
                         return false;
                     }
@@ -476,7 +499,7 @@ impl Replay {
         };
         let kernel = va.0 >> 63 == 1;
         let root = r.root & CR3_ADDR;
-        let cand = Candidate { entry, range, change: *r };
+        let cand = Candidate { entry, range, deferred: r.flags & FLAG_DEFERRED != 0, change: *r };
         for s in self.cpus.iter_mut().filter(|s| s.online) {
             // The kernel half is shared by every root: any CPU that runs
             // may hold it. A user address only under its own root.
@@ -493,7 +516,7 @@ impl Replay {
         let end = start.saturating_add(4096u64 << order);
         for (cpu, s) in self.cpus.iter_mut().enumerate() {
             let mut used = Vec::new();
-            s.pending.retain(|c| {
+            s.pending.retain_mut(|c| {
                 if c.range {
                     return true;
                 }
@@ -504,6 +527,11 @@ impl Replay {
                 if overlaps && (cpu != r.cpu as usize || kernel) {
                     used.push(*c);
                     return false;
+                }
+                if overlaps {
+                    // The freeing CPU's own: the frame is gone, so user
+                    // mode may no longer resume with it.
+                    c.deferred = false;
                 }
                 true
             });
@@ -566,6 +594,7 @@ mod tests {
             site_file: 0xffff_ffff_8100_0000,
             site_file_len: 22,
             site_line: 4242,
+            flags: FLAG_DEFERRED,
             rip: 0xffff_ffff_8020_0000,
         };
         assert_eq!(Record::from_words(&r.to_words()), Some(r));
@@ -664,6 +693,44 @@ mod tests {
         ]);
         assert!(r.uses().is_empty());
         assert_eq!(r.pending().count(), 1);
+    }
+
+    #[test]
+    fn a_batched_unmap_may_be_used_until_its_frame_is_freed() {
+        let snaps = [
+            Record { root: ROOT_A, ..rec(0, EventKind::Cr3Snapshot, 0) },
+            Record { root: ROOT_A, ..rec(1, EventKind::Cr3Snapshot, 1) },
+        ];
+        // CPU 0 (reclaim) unmaps pfn 5 of root A with its flush batched;
+        // CPU 1 runs A's user code meanwhile.
+        let unmap = Record { flags: FLAG_DEFERRED, ..change(2, 0, ROOT_A, VA, 0x5000 | P | RW | US, 0) };
+        let ret1 = Record { root: ROOT_A, ..rec(3, EventKind::UserReturn, 1) };
+        let full1 = rec(4, EventKind::FlushAll, 1);
+        let inv0 = Record { va: VA, ..rec(5, EventKind::Invlpg, 0) };
+        let free = Record { root: 5, va: 0, ..rec(6, EventKind::Free, 0) };
+        // The batch's flush before the free: clean.
+        let mut ev = snaps.to_vec();
+        ev.extend([unmap, ret1, full1, inv0, free]);
+        let r = replay(&ev);
+        assert!(r.uses().is_empty(), "{:?}", r.uses());
+        // No flush on CPU 1 before the free: a stale use by CPU 1.
+        let mut ev = snaps.to_vec();
+        ev.extend([unmap, ret1, inv0, free]);
+        let r = replay(&ev);
+        assert_eq!(r.uses().len(), 1);
+        assert_eq!(r.uses()[0].cpu, 1);
+        assert!(matches!(r.uses()[0].kind, UseKind::FrameFreed { pfn: 5, .. }));
+        // The freeing CPU's own candidate: used by its next return.
+        let ret0 = Record { root: ROOT_A, ..rec(7, EventKind::UserReturn, 0) };
+        let mut ev = snaps.to_vec();
+        ev.extend([unmap, full1, free, ret0]);
+        let r = replay(&ev);
+        assert_eq!(r.uses().len(), 1);
+        assert_eq!((r.uses()[0].cpu, r.uses()[0].kind), (0, UseKind::UserReturn));
+        // The same unmap not batched is used by CPU 1's return at once.
+        let mut ev = snaps.to_vec();
+        ev.extend([Record { flags: 0, ..unmap }, ret1, full1, inv0, free]);
+        assert_eq!(replay(&ev).uses().len(), 1);
     }
 
     #[test]
