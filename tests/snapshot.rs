@@ -124,6 +124,8 @@ fn offline_inspection_of_a_snapshot_equals_the_live_one() {
     has(&re, "Advanced Micro Devices X86-64");
     has(&re, "0xffff888000000000");
     has(&re, "0xffffffff80000000");
+    // The vmalloc window's pages (the kernel stacks): a load at 0xffffc9...
+    has(&re, "0xffffc9");
     has(&re, "NT_PRSTATUS");
     has(&re, "MMEMU");
 

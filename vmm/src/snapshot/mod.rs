@@ -254,6 +254,45 @@ fn is_zero(b: &[u8]) -> bool {
     b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
+/// Loads at most this many vmalloc runs go into a core file's header.
+const VMALLOC_RUNS_MAX: usize = 4096;
+
+/// The vmalloc window's mappings under the vCPU's root, as runs of pages
+/// contiguous both virtually and physically (va, pa, bytes), each wholly
+/// inside one RAM region: gdb reads a kernel stack there from the core
+/// file as from the live guest (Linux's vmcore leaves vmalloc space to
+/// crash's own page-table walk; gdb has none). Bounded: a hostile guest's
+/// tables cost at most the walk's budget and [`VMALLOC_RUNS_MAX`] loads.
+fn vmalloc_runs(mem: &GuestMemoryMmap, regs: &kvm_regs, sregs: &kvm_sregs) -> Vec<(u64, u64, u64)> {
+    use mm_core::abi::layout::{VMALLOC_END, VMALLOC_START};
+    let crate::inspect::AddressMode::Paged(ctx) = crate::inspect::address_mode(regs, sregs) else {
+        return Vec::new();
+    };
+    let in_one_region =
+        |pa: u64, size: u64| mem.iter().any(|r| r.start_addr().0 <= pa && pa + size <= r.start_addr().0 + r.len());
+    let phys = crate::inspect::GuestPhys(mem);
+    let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+    for m in mm_core::paging::mapper::mappings(&phys, &ctx).budget(crate::inspect::views::DEFAULT_BUDGET).flatten() {
+        let (va, pa, size) = (m.va.0, m.pa.0, m.size.bytes());
+        if va < VMALLOC_START || va >= VMALLOC_END {
+            continue;
+        }
+        if let Some(last) = runs.last_mut() {
+            if last.0 + last.2 == va && last.1 + last.2 == pa && in_one_region(last.1, last.2 + size) {
+                last.2 += size;
+                continue;
+            }
+        }
+        if runs.len() == VMALLOC_RUNS_MAX {
+            break;
+        }
+        if in_one_region(pa, size) {
+            runs.push((va, pa, size));
+        }
+    }
+    runs
+}
+
 /// Writes a snapshot of `mem` and the vCPU's registers to `path`.
 pub fn write(
     path: &Path,
@@ -284,7 +323,8 @@ pub fn write(
     // data out after the longest the notes can be (every offset at its
     // widest), then fill the real offsets in.
     let kernel_alias = ranges.iter().any(|&(gpa, _)| gpa == 0);
-    let phnum = 1 + ranges.len() + usize::from(kernel_alias);
+    let vmalloc = vmalloc_runs(mem, regs, sregs);
+    let phnum = 1 + ranges.len() + usize::from(kernel_alias) + vmalloc.len();
     let build_notes = |meta: &Meta| -> Vec<u8> {
         let mut n = Vec::new();
         // Thread ids are vCPU index + 1, as the live gdb stub numbers them.
@@ -329,6 +369,13 @@ pub fn write(
         // The kernel image's own mapping (KERNEL_MAP + physical, the first
         // GiB), over the same file bytes: where gdb finds its variables.
         load(r, mm_core::abi::layout::KERNEL_MAP, r.size.min(1 << 30)).encode(&mut head);
+    }
+    // The vmalloc window's mapped pages (kernel stacks live there): each
+    // run at its virtual address over the file bytes of its frames.
+    for &(va, pa, size) in &vmalloc {
+        if let Some(r) = meta.regions.iter().find(|r| r.gpa <= pa && pa + size <= r.gpa + r.size) {
+            Phdr { offset: r.offset + (pa - r.gpa), paddr: pa, ..load(r, va, size) }.encode(&mut head);
+        }
     }
     head.extend_from_slice(&notes);
 
