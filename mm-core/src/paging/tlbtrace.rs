@@ -26,10 +26,15 @@
 //! set-associative [`crate::paging::Tlb`], whose evictions a CPU does not
 //! promise. A candidate is a *stale use* when:
 //!
-//! - **user mode resumes with it**: the CPU returns to ring 3 while holding
-//!   a user-accessible candidate of the root it runs (user code may use it
-//!   from its first instruction): a downgrade, unmap or frame change not
-//!   flushed before the return;
+//! - **user mode resumes with it**: the CPU that made the change returns to
+//!   ring 3 while it, or any other CPU, still holds a user-accessible
+//!   candidate of it (the system call or fault that made the change is
+//!   over: a downgrade, unmap or frame change whose flush never came);
+//!   another CPU returning to ring 3 with it is no use yet, since the
+//!   changer's shootdown may be in flight (an IPI pending there lands
+//!   before the first user instruction, as Linux's flush is asynchronous
+//!   until the changer's wait ends); and a CPU returning with a candidate
+//!   whose frame it freed itself;
 //! - **its frame is freed while it may be used**: a block covering the
 //!   candidate's frame goes back to the page allocator while another CPU
 //!   holds the candidate (it may be using it right now), or while any CPU
@@ -315,6 +320,9 @@ pub struct Candidate {
     /// The change's flush is batched and its frame was not freed since:
     /// user mode may resume with it (module documentation).
     pub deferred: bool,
+    /// The CPU holding it freed its frame (before its own flush): its
+    /// return to user mode is a stale use, whoever made the change.
+    pub freed: bool,
     /// The change.
     pub change: Record,
 }
@@ -324,6 +332,13 @@ pub struct Candidate {
 pub enum UseKind {
     /// The CPU returned to user mode with it.
     UserReturn,
+    /// The CPU that made the change (`by_cpu`) returned to user mode while
+    /// this CPU still held the old translation: the change's system call
+    /// or fault was over with no shootdown of this CPU.
+    ChangerReturned {
+        /// The CPU that made the change.
+        by_cpu: u8,
+    },
     /// Its frame was freed (block at `pfn`, `1 << order` pages, by `cpu`).
     FrameFreed {
         /// First page of the block.
@@ -446,26 +461,38 @@ impl Replay {
             EventKind::Free => self.free(r),
             EventKind::UserReturn => {
                 self.stats.user_returns += 1;
-                let s = &mut self.cpus[cpu];
                 let mut used = Vec::new();
-                s.pending.retain(|c| {
-                    // A user-accessible translation of the root it resumes
-                    // on (without PCIDs, a non-global candidate is always
-                    // of the current root: CR3 loads drop the others).
-                    if c.entry.flags.contains(PteFlags::USER) && !c.deferred {
-                        used.push(*c);
-                        return false;
-                    }
-                    true
-                });
-                for c in used {
-                    self.uses.push(StaleUse {
-                        cpu: r.cpu,
-                        va: c.entry.va(false).0,
-                        candidate: c,
-                        kind: UseKind::UserReturn,
-                        seq: r.seq,
+                for (holder, s) in self.cpus.iter_mut().enumerate() {
+                    s.pending.retain(|c| {
+                        // User-accessible translations only (without
+                        // PCIDs, a non-global candidate on the returning
+                        // CPU is of the root it resumes on: CR3 loads
+                        // drop the others).
+                        if !c.entry.flags.contains(PteFlags::USER) {
+                            return true;
+                        }
+                        let mine = c.change.cpu == r.cpu && !c.deferred;
+                        let kind = if holder == cpu && (mine || c.freed) {
+                            // Its own change not flushed before the return,
+                            // or a frame it freed itself.
+                            UseKind::UserReturn
+                        } else if holder != cpu && mine {
+                            // The changer is done with its system call or
+                            // fault, and never shot this CPU down.
+                            UseKind::ChangerReturned { by_cpu: r.cpu }
+                        } else {
+                            // Another CPU's change whose shootdown may be in
+                            // flight (it lands before the first user
+                            // instruction, or the changer's own return or
+                            // its free of the frame says it never came).
+                            return true;
+                        };
+                        used.push((holder as u8, *c, kind));
+                        false
                     });
+                }
+                for (holder, c, kind) in used {
+                    self.uses.push(StaleUse { cpu: holder, va: c.entry.va(false).0, candidate: c, kind, seq: r.seq });
                 }
             }
         }
@@ -499,7 +526,7 @@ impl Replay {
         };
         let kernel = va.0 >> 63 == 1;
         let root = r.root & CR3_ADDR;
-        let cand = Candidate { entry, range, deferred: r.flags & FLAG_DEFERRED != 0, change: *r };
+        let cand = Candidate { entry, range, deferred: r.flags & FLAG_DEFERRED != 0, freed: false, change: *r };
         for s in self.cpus.iter_mut().filter(|s| s.online) {
             // The kernel half is shared by every root: any CPU that runs
             // may hold it. A user address only under its own root.
@@ -532,6 +559,7 @@ impl Replay {
                     // The freeing CPU's own: the frame is gone, so user
                     // mode may no longer resume with it.
                     c.deferred = false;
+                    c.freed = true;
                 }
                 true
             });
@@ -662,13 +690,43 @@ mod tests {
             Record { root: ROOT_B, ..rec(1, EventKind::Cr3Snapshot, 1) },
             // CPU 0 unmaps a page of B's (reclaim): only CPU 1 may hold it.
             change(2, 0, ROOT_B, VA, 0x5000 | P | RW | US, 0),
-            Record { root: ROOT_A, ..rec(3, EventKind::UserReturn, 0) },
             // CPU 0 frees the frame while CPU 1 may be using it.
-            Record { root: 5, va: 0, ..rec(4, EventKind::Free, 0) },
+            Record { root: 5, va: 0, ..rec(3, EventKind::Free, 0) },
+            Record { root: ROOT_A, ..rec(4, EventKind::UserReturn, 0) },
         ]);
         assert_eq!(r.uses().len(), 1);
         assert_eq!(r.uses()[0].cpu, 1);
         assert_eq!(r.uses()[0].kind, UseKind::FrameFreed { pfn: 5, order: 0, by_cpu: 0 });
+    }
+
+    #[test]
+    fn another_cpus_return_during_the_shootdown_is_no_use_the_changers_return_without_it_is() {
+        let snaps = [
+            Record { root: ROOT_A, ..rec(0, EventKind::Cr3Snapshot, 0) },
+            Record { root: ROOT_A, ..rec(1, EventKind::Cr3Snapshot, 1) },
+        ];
+        let unmap = change(2, 0, ROOT_A, VA, 0x5000 | P | RW | US, 0);
+        let ret1 = Record { root: ROOT_A, ..rec(3, EventKind::UserReturn, 1) };
+        let invlpg0 = Record { va: VA, ..rec(4, EventKind::Invlpg, 0) };
+        let invlpg1 = Record { va: VA, ..rec(5, EventKind::Invlpg, 1) };
+        let ret0 = Record { root: ROOT_A, ..rec(6, EventKind::UserReturn, 0) };
+        // CPU 1 goes back to user mode while CPU 0's request is on its way
+        // (served right after): no use, the flush came before CPU 0 went on.
+        let r = replay(&[snaps[0], snaps[1], unmap, ret1, invlpg0, invlpg1, ret0]);
+        assert!(r.uses().is_empty(), "{:?}", r.uses());
+        // The request never reaches CPU 1: CPU 0's return names it.
+        let r = replay(&[snaps[0], snaps[1], unmap, ret1, invlpg0, ret0]);
+        assert_eq!(r.uses().len(), 1, "{:?}", r.uses());
+        let u = r.uses()[0];
+        assert_eq!((u.cpu, u.va, u.kind, u.seq), (1, VA, UseKind::ChangerReturned { by_cpu: 0 }, 6));
+        // CPU 1 freed the frame itself before its flush: its own return is
+        // a use, whoever changed the entry.
+        let free1 = Record { root: 5, va: 0, ..rec(4, EventKind::Free, 1) };
+        let ret1_after = Record { root: ROOT_A, ..rec(5, EventKind::UserReturn, 1) };
+        let r =
+            replay(&[snaps[0], snaps[1], unmap, Record { va: VA, ..rec(3, EventKind::Invlpg, 0) }, free1, ret1_after]);
+        assert_eq!(r.uses().len(), 1, "{:?}", r.uses());
+        assert_eq!((r.uses()[0].cpu, r.uses()[0].kind), (1, UseKind::UserReturn));
     }
 
     #[test]
@@ -727,10 +785,18 @@ mod tests {
         let r = replay(&ev);
         assert_eq!(r.uses().len(), 1);
         assert_eq!((r.uses()[0].cpu, r.uses()[0].kind), (0, UseKind::UserReturn));
-        // The same unmap not batched is used by CPU 1's return at once.
+        // The same unmap not batched: CPU 1's return while the shootdown
+        // may be on its way is no use, but CPU 0 going back to user mode
+        // before CPU 1 flushed is.
         let mut ev = snaps.to_vec();
         ev.extend([Record { flags: 0, ..unmap }, ret1, full1, inv0, free]);
-        assert_eq!(replay(&ev).uses().len(), 1);
+        assert!(replay(&ev).uses().is_empty());
+        let ret0_early = Record { root: ROOT_A, ..rec(6, EventKind::UserReturn, 0) };
+        let mut ev = snaps.to_vec();
+        ev.extend([Record { flags: 0, ..unmap }, ret1, inv0, ret0_early]);
+        let r = replay(&ev);
+        assert_eq!(r.uses().len(), 1);
+        assert_eq!((r.uses()[0].cpu, r.uses()[0].kind), (1, UseKind::ChangerReturned { by_cpu: 0 }));
     }
 
     #[test]

@@ -189,6 +189,10 @@ pub fn describe(u: &StaleUse, mem: &GuestMemoryMmap, ctx: &CpuContext, symbols: 
         UseKind::UserReturn => {
             format!("CPU {} returned to user mode holding a stale translation of {:#x}", u.cpu, u.va)
         }
+        UseKind::ChangerReturned { by_cpu } => format!(
+            "CPU {by_cpu} returned to user mode after its change while CPU {} still held a stale translation of {:#x}",
+            u.cpu, u.va
+        ),
         UseKind::FrameFreed { pfn, order, by_cpu } => format!(
             "CPU {by_cpu} freed pfn {pfn:#x} (order {order}) while CPU {} may still translate {:#x} to it",
             u.cpu, u.va
