@@ -274,7 +274,7 @@ fn vmalloc_runs(mem: &GuestMemoryMmap, regs: &kvm_regs, sregs: &kvm_sregs) -> Ve
     let mut runs: Vec<(u64, u64, u64)> = Vec::new();
     for m in mm_core::paging::mapper::mappings(&phys, &ctx).budget(crate::inspect::views::DEFAULT_BUDGET).flatten() {
         let (va, pa, size) = (m.va.0, m.pa.0, m.size.bytes());
-        if va < VMALLOC_START || va >= VMALLOC_END {
+        if !(VMALLOC_START..VMALLOC_END).contains(&va) {
             continue;
         }
         if let Some(last) = runs.last_mut() {
