@@ -143,10 +143,9 @@ fn migrate_counts(r: &Run) -> (u64, u64, u64) {
 /// one flush, which comes before the old frames are freed (the detector
 /// replays those frees: 0 stale), and the data reads back. With
 /// `tlbbatch=off` every remap the running address space sees is flushed
-/// on its own (the child's, on no CPU, need none). One CPU: a reader
-/// thread on another CPU would race the flushes of the dirty pages
-/// migration still flushes at once (see the report in README: the
-/// detector's user-return rule and an IPI in flight).
+/// on its own (the child's, on no CPU, need none). One CPU, so the
+/// counts are exact (the write-protect flushes migration makes at once
+/// before copying a writable page would add requests to other CPUs).
 #[test]
 fn migration_flushes_clean_remaps_once_per_batch() {
     let r = run(1, "32M", "", "compact 256");
