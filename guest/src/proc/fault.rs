@@ -449,7 +449,9 @@ fn do_wp_page(mm: &mut MmStruct, vma: &Vma, slot: Slot, addr: u64, pte: u64) -> 
 /// access would, honouring the VMA's permissions. Physical address of the
 /// byte.
 pub fn user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<u64, FaultError> {
-    pin_user_page(mm, addr, write).map(|p| p.pa)
+    // No reference: these callers fault pages in or look at the address
+    // only; they do not touch the frame afterwards.
+    get_user_page(mm, addr, write, false).map(|p| p.pa)
 }
 
 /// A user frame the kernel reads or writes through the direct map on a
@@ -479,6 +481,12 @@ impl Drop for PinnedPage {
 
 /// [`user_page`] with the frame held (see [`PinnedPage`]).
 pub fn pin_user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<PinnedPage, FaultError> {
+    get_user_page(mm, addr, write, true)
+}
+
+/// The byte's frame, faulted in as a user access would be, with a
+/// reference if `pin` (and the frame takes one).
+fn get_user_page(mm: &mut MmStruct, addr: u64, write: bool, pin: bool) -> Result<PinnedPage, FaultError> {
     let zero = MM_GLOBALS.with(|g| g.zero_pa);
     for _ in 0..3 {
         let got = PAGES.with(|p| {
@@ -490,7 +498,7 @@ pub fn pin_user_page(mm: &mut MmStruct, addr: u64, write: bool) -> Result<Pinned
             }
             let pa = (pte.0 & ADDR_MASK & !(size - 1)) | (addr & (size - 1));
             let pfn = pa >> mm_core::addr::PAGE_SHIFT;
-            let order0 = pa & !(PAGE_SIZE - 1) != zero && p.buddy.page(pfn).is_some_and(|pg| pg.order == 0);
+            let order0 = pin && pa & !(PAGE_SIZE - 1) != zero && p.buddy.page(pfn).is_some_and(|pg| pg.order == 0);
             let pinned = (order0 && p.buddy.get_page(pfn).is_ok()).then_some(pfn);
             Ok(PinnedPage { pa, pfn: pinned })
         });
