@@ -113,8 +113,9 @@ pub fn note_cr3(root: u64) {
 fn flush_local(root: u64, start: u64, end: u64) {
     if start == LIST {
         // SAFETY: a LIST request's root is the address of `end` u64s on
-        // the requesting CPU's stack (`TlbBatch::flush`), which waits for
-        // this CPU's acknowledgement before that frame goes away.
+        // the requesting CPU's stack (`TlbBatch::flush`), which serves it
+        // itself or waits for this CPU's acknowledgement before that
+        // frame goes away.
         let vas = unsafe { core::slice::from_raw_parts(root as *const u64, end as usize) };
         STATS.local_one.fetch_add(end, Ordering::Relaxed);
         for &va in vas {
@@ -403,25 +404,17 @@ impl TlbBatch {
         st.flushes.fetch_add(1, Ordering::Relaxed);
         let me = cpu_id();
         let list = &vas[..nr.min(vas.len())];
+        // This CPU serves the same request the others get.
+        let (root, start, end) = if whole { (0, 0, ALL) } else { (list.as_ptr() as u64, LIST, list.len() as u64) };
         if cpus & (1 << me) != 0 {
-            if whole {
-                STATS.local_all.fetch_add(1, Ordering::Relaxed);
-                cr::flush_tlb_local();
-            } else {
-                STATS.local_one.fetch_add(nr as u64, Ordering::Relaxed);
-                list.iter().for_each(|&va| cr::invlpg_local(va));
-            }
+            flush_local(root, start, end);
         }
         let others = cpus & !(1 << me);
         if whole {
             st.full.fetch_add(cpus.count_ones() as u64, Ordering::Relaxed);
         }
         if others != 0 && super::smp::nr_cpus() > 1 {
-            let ipis = if whole {
-                send_requests(others, 0, 0, ALL)
-            } else {
-                send_requests(others, list.as_ptr() as u64, LIST, list.len() as u64)
-            };
+            let ipis = send_requests(others, root, start, end);
             st.remote.fetch_add(1, Ordering::Relaxed);
             st.ipis.fetch_add(ipis, Ordering::Relaxed);
         }
