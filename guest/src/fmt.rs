@@ -42,6 +42,25 @@ impl core::fmt::Display for DecPad {
     }
 }
 
+/// A signed integer in decimal without core's integer code.
+pub struct DecI64(pub i64);
+
+impl core::fmt::Display for DecI64 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0 < 0 {
+            f.write_str("-")?;
+        }
+        core::fmt::Display::fmt(&Dec(self.0.unsigned_abs()), f)
+    }
+}
+
+/// Parses [`parse_u64`]'s numbers with an optional leading `-`.
+pub fn parse_i64(s: &str) -> Option<i64> {
+    let (neg, digits) = s.strip_prefix('-').map_or((false, s), |d| (true, d));
+    let v = i64::try_from(parse_u64(digits)?).ok()?;
+    Some(if neg { -v } else { v })
+}
+
 /// Parses a decimal (or 0x-prefixed hexadecimal) unsigned integer.
 pub fn parse_u64(s: &str) -> Option<u64> {
     let (digits, radix) = match s.strip_prefix("0x") {

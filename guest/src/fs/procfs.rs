@@ -282,10 +282,7 @@ fn state_name(state: sched::State) -> &'static str {
 /// at open, writable.
 fn oom_score_adj_file(pid: u64, adj: i32) -> Arc<ProcFile> {
     let mut text = String::new();
-    if adj < 0 {
-        text.push('-');
-    }
-    let _ = writeln!(text, "{}", Dec(adj.unsigned_abs() as u64));
+    let _ = writeln!(text, "{}", crate::fmt::DecI64(adj.into()));
     Arc::new(ProcFile::OomScoreAdj(pid, text.into_bytes()))
 }
 
@@ -956,16 +953,15 @@ pub fn open(path: &str, write: bool) -> Result<Arc<ProcFile>, i64> {
 /// space allowed; -EINVAL otherwise, -ESRCH once the process is gone.
 pub fn oom_score_adj_write(pid: u64, data: &[u8]) -> Result<(), i64> {
     let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?.trim();
-    let (neg, digits) = s.strip_prefix('-').map_or((false, s), |d| (true, d));
-    let v = crate::fmt::parse_u64(digits).filter(|&v| v <= 1000).ok_or(-EINVAL)? as i32;
-    sched::oom_score_adj(pid, Some(if neg { -v } else { v })).map(|_| ()).ok_or(-ESRCH)
+    let v = crate::fmt::parse_i64(s).filter(|v| (-1000..=1000).contains(v)).ok_or(-EINVAL)? as i32;
+    sched::oom_score_adj(pid, Some(v)).map(|_| ()).ok_or(-ESRCH)
 }
 
 /// A write to /proc/PID/make-it-fail: 0 or 1 (Linux's `proc_fault_inject_write`
 /// takes any integer and stores whether it is non-zero).
 pub fn make_it_fail_write(pid: u64, data: &[u8]) -> Result<(), i64> {
     let s = core::str::from_utf8(data).map_err(|_| -EINVAL)?.trim();
-    let v = crate::mm::fail_page_alloc::parse_i64(s).ok_or(-EINVAL)?;
+    let v = crate::fmt::parse_i64(s).ok_or(-EINVAL)?;
     sched::make_it_fail(pid, Some(v != 0)).map(|_| ()).ok_or(-ESRCH)
 }
 

@@ -22,7 +22,7 @@
 //! `Err`, are failed.
 
 use super::page_alloc::{gfp, GfpMask};
-use crate::fmt::Dec;
+use crate::fmt::{parse_i64, Dec, DecI64};
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Linux's `struct fault_attr` plus fail_page_alloc's own switches.
@@ -93,34 +93,14 @@ pub fn init(cmdline: &str) {
                 "fail_page_alloc: interval {}, probability {}%, space {}, times {}",
                 Dec(interval),
                 Dec(probability),
-                I64(space),
-                I64(times)
+                DecI64(space),
+                DecI64(times)
             );
         }
         None => crate::kprintln!(
             "fail_page_alloc: '{}' is not <interval>,<probability>,<space>,<times> (probability 0..100): ignored",
             v
         ),
-    }
-}
-
-/// A signed decimal.
-pub fn parse_i64(s: &str) -> Option<i64> {
-    match s.strip_prefix('-') {
-        Some(d) => crate::fmt::parse_u64(d).filter(|&v| v <= i64::MAX as u64).map(|v| -(v as i64)),
-        None => crate::fmt::parse_u64(s).filter(|&v| v <= i64::MAX as u64).map(|v| v as i64),
-    }
-}
-
-/// A signed value printed without core's decimal code.
-pub struct I64(pub i64);
-
-impl core::fmt::Display for I64 {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.0 < 0 {
-            f.write_str("-")?;
-        }
-        write!(f, "{}", Dec(self.0.unsigned_abs()))
     }
 }
 
@@ -184,8 +164,8 @@ fn should_fail(a: &FaultAttr, size: u64, order: u8) -> bool {
                 "FAULT_INJECTION: forcing a failure.\nname fail_page_alloc, interval {}, probability {}, space {}, times {}",
                 Dec(interval),
                 Dec(probability),
-                I64(a.space.load(Ordering::Relaxed)),
-                I64(a.times.load(Ordering::Relaxed))
+                DecI64(a.space.load(Ordering::Relaxed)),
+                DecI64(a.times.load(Ordering::Relaxed))
             );
             if v > 1 {
                 let pid = crate::proc::sched::current_pid();
@@ -218,8 +198,8 @@ pub fn read(i: usize) -> alloc::string::String {
     let _ = match FILES.get(i).copied() {
         Some("probability") => writeln!(s, "{}", Dec(a.probability.load(Ordering::Relaxed))),
         Some("interval") => writeln!(s, "{}", Dec(a.interval.load(Ordering::Relaxed))),
-        Some("times") => writeln!(s, "{}", I64(a.times.load(Ordering::Relaxed))),
-        Some("space") => writeln!(s, "{}", I64(a.space.load(Ordering::Relaxed))),
+        Some("times") => writeln!(s, "{}", DecI64(a.times.load(Ordering::Relaxed))),
+        Some("space") => writeln!(s, "{}", DecI64(a.space.load(Ordering::Relaxed))),
         Some("verbose") => writeln!(s, "{}", Dec(a.verbose.load(Ordering::Relaxed))),
         Some("task-filter") => writeln!(s, "{}", yn(&a.task_filter)),
         Some("ignore-gfp-wait") => writeln!(s, "{}", yn(&a.ignore_gfp_wait)),
