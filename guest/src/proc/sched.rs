@@ -480,7 +480,7 @@ impl Sched {
             State::Waiting => {
                 t.state = State::Runnable;
                 self.enqueue(pid, false);
-                publish_states(self);
+                publish_states(self, None);
             }
             State::Runnable => {
                 if !self.woken.contains(&pid) {
@@ -502,7 +502,7 @@ impl Sched {
         match self.tasks.get_mut(&cur) {
             Some(t) => {
                 t.state = State::Waiting;
-                publish_states(self);
+                publish_states(self, None);
                 true
             }
             None => false,
@@ -777,8 +777,7 @@ pub fn schedule() {
         if next != 0 {
             s.tasks_run_on[me] += 1;
         }
-        publish_counters(s, prev);
-        publish_states(s);
+        publish_states(s, Some(prev));
         let (next_rsp, next_fpu, cr3, kstack, fs_base) = match s.tasks.get(&next) {
             // A kernel thread (no PGD of its own) and the idle task use
             // only the kernel half, the same in every PGD: they keep the
@@ -1121,7 +1120,7 @@ fn wake_pending_kthreads(s: &mut Sched) {
             if t.state == State::Waiting {
                 t.state = State::Runnable;
                 s.enqueue(kc, true);
-                publish_states(s);
+                publish_states(s, None);
             }
         }
     }
@@ -1139,7 +1138,7 @@ fn wake_pending_kthreads(s: &mut Sched) {
                 t.state = State::Runnable;
                 // Ahead of the processes: reclaim is what they wait for.
                 s.enqueue(pid, true);
-                publish_states(s);
+                publish_states(s, None);
             }
         }
     }
@@ -1587,7 +1586,7 @@ fn kill_other_threads(status: Option<u64>) {
             s.wake_locked(p);
             kick_cpu_running(s, p);
         }
-        publish_states(s);
+        publish_states(s, None);
     })
 }
 
@@ -1841,39 +1840,49 @@ pub fn current_make_it_fail() -> bool {
     CURRENT_MAKE_IT_FAIL[cpu_id() % MAX_CPUS].load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Task `pid`'s make-it-fail (0: the caller), set to `set` if given;
-/// None for no such live task.
-pub fn make_it_fail(pid: u64, set: Option<bool>) -> Option<bool> {
+/// Reads, and with `set` writes, the per-task setting `field` of live
+/// task `pid` (0: the caller) behind a /proc/PID file: the value before,
+/// or None for no such live task; `written` runs after a write.
+fn task_setting<T: Copy>(
+    pid: u64,
+    set: Option<T>,
+    field: impl Fn(&mut Task) -> &mut T,
+    written: impl FnOnce(&Sched, u64, T),
+) -> Option<T> {
     SCHED.with(|s| {
         let pid = if pid == 0 { s.cur() } else { pid };
         let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
-        let old = t.make_it_fail;
+        let old = *field(t);
         if let Some(v) = set {
-            t.make_it_fail = v;
+            *field(t) = v;
+            written(s, pid, v);
+        }
+        Some(old)
+    })
+}
+
+/// Task `pid`'s make-it-fail (0: the caller), set to `set` if given;
+/// None for no such live task.
+pub fn make_it_fail(pid: u64, set: Option<bool>) -> Option<bool> {
+    task_setting(
+        pid,
+        set,
+        |t| &mut t.make_it_fail,
+        |s, pid, v| {
             for (c, &cur) in s.current.iter().enumerate() {
                 if cur == pid {
                     CURRENT_MAKE_IT_FAIL[c].store(v, core::sync::atomic::Ordering::Relaxed);
                 }
             }
-        }
-        Some(old)
-    })
+        },
+    )
 }
 
 /// Reads or sets (`set`) process `pid`'s (0: the caller's) oom_score_adj
 /// (/proc/PID/oom_score_adj): the value before, or None for no such
 /// live process.
 pub fn oom_score_adj(pid: u64, set: Option<i32>) -> Option<i32> {
-    SCHED.with(|s| {
-        let pid = if pid == 0 { s.cur() } else { pid };
-        let t = s.tasks.get_mut(&pid).filter(|t| !matches!(t.state, State::Zombie(_)))?;
-        let old = t.oom_score_adj;
-        if let Some(v) = set {
-            t.oom_score_adj = v;
-            publish(s);
-        }
-        Some(old)
-    })
+    task_setting(pid, set, |t| &mut t.oom_score_adj, |s, _, _| publish(s))
 }
 
 /// Moves process `pid` (0: the caller), all its threads, to memory
@@ -2333,31 +2342,25 @@ fn publish(s: &Sched) {
     crate::mm::descriptor::update_procs(|out| fill(s, out));
 }
 
-/// Refreshes the published rss and fault counts of the slots whose task
-/// shares `pid`'s address space (its threads too), when that mm's lock
-/// is free: called as `pid` leaves a CPU, so a host stop (gdb's `monitor
-/// ps`, SIGUSR1) sees what the process did up to its last switch rather
-/// than what it had when the table was last rebuilt.
-fn publish_counters(s: &Sched, pid: u64) {
-    let Some(mm) = s.tasks.get(&pid).and_then(|t| t.mm.clone()) else { return };
-    let Some((rss, faults)) = mm.try_with(|m| (m.stat.rss_pages, m.stat.faults)) else { return };
-    crate::mm::descriptor::update_procs(|out| {
-        for slot in out.iter_mut().filter(|p| p.pid != 0) {
-            let same = s.tasks.get(&u64::from(slot.pid)).and_then(|t| t.mm.as_ref()).is_some_and(|m| Arc::ptr_eq(m, &mm));
-            if same {
-                (slot.rss, slot.faults) = (rss, faults);
-            }
-        }
-    });
-}
-
 /// Republishes only the states (a switch, a sleep): cheaper than
-/// [`publish`] on the scheduler's hot path.
-fn publish_states(s: &Sched) {
+/// [`publish`] on the scheduler's hot path. `left`: the task a switch
+/// took off its CPU, whose rss and fault counts (and its threads', the
+/// same address space) are refreshed in the same pass when its mm's lock
+/// is free, so a host stop (gdb's `monitor ps`, SIGUSR1) sees what a
+/// process did up to its last switch rather than what it had when the
+/// table was last rebuilt.
+fn publish_states(s: &Sched, left: Option<u64>) {
+    let mm = left.and_then(|pid| s.tasks.get(&pid)).and_then(|t| t.mm.as_ref());
+    let counters = mm.and_then(|mm| mm.try_with(|m| (m.stat.rss_pages, m.stat.faults)).map(|c| (mm, c)));
     crate::mm::descriptor::update_procs(|out| {
         for slot in out.iter_mut().filter(|p| p.pid != 0) {
             if let Some(t) = s.tasks.get(&u64::from(slot.pid)) {
                 (slot.state, slot.exit_code) = state_of(s, t);
+                if let Some((mm, (rss, faults))) = counters {
+                    if t.mm.as_ref().is_some_and(|m| Arc::ptr_eq(m, mm)) {
+                        (slot.rss, slot.faults) = (rss, faults);
+                    }
+                }
             }
         }
     });
